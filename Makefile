@@ -1,0 +1,41 @@
+# mcpgate. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+GO     ?= go
+# Slow things (npm tools, kube-apiserver and etcd builds) are cached here, outside the clone, and
+# built only when missing.
+CACHE  ?= $(HOME)/.cache/mcpgate
+export MCPGATE_CACHE := $(CACHE)
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9-]*:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## build bin/mcpgate and the example and test binaries
+	$(GO) build -o bin/ ./cmd/... ./examples/... ./test/envoydouble
+
+.PHONY: run
+run: build ## run the gateway on the embedded lab example (examples/mcp-connectivity)
+	$(GO) run ./cmd/mcpgate run -f examples/mcp-connectivity
+
+.PHONY: test
+test: generate-check build ## run every test: unit, golden, xDS, ext_proc, end to end, Kubernetes
+	$(GO) vet ./...
+	$(GO) test ./...
+
+.PHONY: bench
+bench: ## run the Go benchmarks (results go into docs/benchmarks.md by hand)
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+.PHONY: generate
+generate: ## regenerate deepcopy, CRDs and protobuf Go code
+	$(GO) tool controller-gen object paths=./api/...
+	$(GO) tool controller-gen crd paths=./api/... output:crd:dir=deploy/crds
+	protoc --plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" --go_out=. \
+	  --go_opt=module=github.com/mcpgate/mcpgate -I . proto/policy/v1/policy.proto
+
+.PHONY: generate-check
+generate-check: generate ## fail if generated files differ from what is committed
+	@git diff --exit-code -- api deploy/crds proto || { echo "generated files are stale: run make generate and commit"; exit 1; }

@@ -1,0 +1,181 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// AgentgatewayPolicy attaches authentication and authorization to Gateways, HTTPRoutes and
+// AgentgatewayBackends.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:shortName=agpol,categories=agentgateway
+// +kubebuilder:subresource:status
+// +kubebuilder:metadata:labels="gateway.networking.k8s.io/policy=Direct"
+type AgentgatewayPolicy struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   AgentgatewayPolicySpec `json:"spec"`
+	Status gwv1.PolicyStatus      `json:"status,omitempty"`
+}
+
+// AgentgatewayPolicyList is a list of AgentgatewayPolicy.
+//
+// +kubebuilder:object:root=true
+type AgentgatewayPolicyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []AgentgatewayPolicy `json:"items"`
+}
+
+// AgentgatewayPolicySpec is the policy schema shared by AgentgatewayPolicy and
+// EnterpriseAgentgatewayPolicy.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.traffic) || has(self.backend)",message="at least one of traffic or backend must be set"
+type AgentgatewayPolicySpec struct {
+	// TargetRefs are the objects the policy applies to: Gateways, HTTPRoutes or
+	// AgentgatewayBackends.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	TargetRefs []PolicyTargetReference `json:"targetRefs"`
+	// Traffic applies to the HTTP requests of the targets.
+	// +optional
+	Traffic *TrafficPolicy `json:"traffic,omitempty"`
+	// Backend applies to the MCP traffic of the targets.
+	// +optional
+	Backend *BackendPolicy `json:"backend,omitempty"`
+}
+
+// PolicyTargetReference names an object the policy applies to, in the policy's namespace.
+//
+// +kubebuilder:validation:XValidation:rule="(self.group == 'gateway.networking.k8s.io' && (self.kind == 'Gateway' || self.kind == 'HTTPRoute')) || (self.group == 'agentgateway.dev' && self.kind == 'AgentgatewayBackend')",message="targetRefs must name a Gateway or HTTPRoute (group gateway.networking.k8s.io) or an AgentgatewayBackend (group agentgateway.dev)"
+type PolicyTargetReference struct {
+	// Group of the target.
+	Group gwv1.Group `json:"group"`
+	// Kind of the target.
+	Kind gwv1.Kind `json:"kind"`
+	// Name of the target.
+	Name gwv1.ObjectName `json:"name"`
+	// SectionName is a Gateway listener name or an HTTPRoute rule name.
+	// +optional
+	SectionName *gwv1.SectionName `json:"sectionName,omitempty"`
+}
+
+// TrafficPolicy applies to the HTTP requests of a policy's targets.
+type TrafficPolicy struct {
+	// JWTAuthentication authenticates callers with JSON Web Tokens.
+	// +optional
+	JWTAuthentication *JWTAuthentication `json:"jwtAuthentication,omitempty"`
+	// Authorization allows or denies requests with CEL expressions. A denied request gets 403.
+	// +optional
+	Authorization *Authorization `json:"authorization,omitempty"`
+}
+
+// JWTAuthentication authenticates callers with a JWT from the Authorization: Bearer header.
+type JWTAuthentication struct {
+	// Mode says what happens to requests without a valid token.
+	// +kubebuilder:default=Strict
+	// +optional
+	Mode JWTMode `json:"mode,omitempty"`
+	// Providers are the accepted token issuers.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	Providers []JWTProvider `json:"providers"`
+}
+
+// JWTMode is Strict (a valid token is required), Optional (no token passes, an invalid token is
+// refused) or Permissive (never refuses).
+// +kubebuilder:validation:Enum=Strict;Optional;Permissive
+type JWTMode string
+
+// JWTMode values.
+const (
+	JWTModeStrict     JWTMode = "Strict"
+	JWTModeOptional   JWTMode = "Optional"
+	JWTModePermissive JWTMode = "Permissive"
+)
+
+// JWTProvider is a token issuer and its keys.
+type JWTProvider struct {
+	// Issuer must equal the token's iss claim.
+	// +kubebuilder:validation:MinLength=1
+	Issuer string `json:"issuer"`
+	// Audiences, if set, must contain one of the token's aud values. Unset accepts any audience.
+	// +optional
+	Audiences []string `json:"audiences,omitempty"`
+	// JWKS holds the issuer's public keys.
+	JWKS JWKS `json:"jwks"`
+}
+
+// JWKS is a JSON Web Key Set, inline or fetched from a URL.
+//
+// +kubebuilder:validation:ExactlyOneOf=inline;remote
+type JWKS struct {
+	// Inline is the key set as JSON.
+	// +optional
+	Inline *string `json:"inline,omitempty"`
+	// Remote fetches the key set from a URL.
+	// +optional
+	Remote *RemoteJWKS `json:"remote,omitempty"`
+}
+
+// RemoteJWKS is a key set fetched over HTTP(S) and cached.
+type RemoteJWKS struct {
+	// URL of the key set.
+	// +kubebuilder:validation:Pattern=`^https?://`
+	URL string `json:"url"`
+	// CacheDuration is how long fetched keys are used before they are fetched again.
+	// +kubebuilder:default="5m"
+	// +optional
+	CacheDuration *metav1.Duration `json:"cacheDuration,omitempty"`
+}
+
+// Authorization is a list of CEL expressions and what a match means.
+type Authorization struct {
+	// Action: Allow (a match allows; with Allow rules present, no match denies), Deny (a match
+	// denies) or Require (no match denies).
+	// +kubebuilder:default=Allow
+	// +optional
+	Action AuthorizationAction `json:"action,omitempty"`
+	// Policy holds the expressions.
+	Policy AuthorizationPolicy `json:"policy"`
+}
+
+// AuthorizationAction is Allow, Deny or Require.
+// +kubebuilder:validation:Enum=Allow;Deny;Require
+type AuthorizationAction string
+
+// AuthorizationAction values.
+const (
+	AuthorizationActionAllow   AuthorizationAction = "Allow"
+	AuthorizationActionDeny    AuthorizationAction = "Deny"
+	AuthorizationActionRequire AuthorizationAction = "Require"
+)
+
+// AuthorizationPolicy holds CEL expressions, each a separate rule.
+type AuthorizationPolicy struct {
+	// MatchExpressions are CEL expressions over jwt, request, mcp and source.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=256
+	MatchExpressions []CELExpression `json:"matchExpressions"`
+}
+
+// CELExpression is a CEL expression that evaluates to a bool.
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=16384
+type CELExpression string
+
+// BackendPolicy applies to the MCP traffic of a policy's targets.
+type BackendPolicy struct {
+	// MCP applies to MCP methods.
+	// +optional
+	MCP *BackendMCP `json:"mcp,omitempty"`
+}
+
+// BackendMCP is MCP-level policy.
+type BackendMCP struct {
+	// Authorization filters tools/list and refuses tools/call by tool.
+	// +optional
+	Authorization *Authorization `json:"authorization,omitempty"`
+}

@@ -1,0 +1,80 @@
+// Command mcpgate is the mcpgate control plane, ext_proc service and tooling in one binary.
+//
+// Usage:
+//
+//	mcpgate run -f PATH...              standalone: files -> xDS + ext_proc (+ Envoy as a child)
+//	mcpgate controller                  Kubernetes controller: cluster objects -> xDS, status
+//	mcpgate extproc                     the ext_proc gRPC service alone (sidecar)
+//	mcpgate translate -f PATH...        print the xDS, policies and status of files
+//	mcpgate bootstrap --gateway NS/NAME print an Envoy bootstrap
+//	mcpgate version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+)
+
+// command is one subcommand: a short help line and the function that runs it with its arguments.
+type command struct {
+	help string
+	run  func(ctx context.Context, args []string) error
+}
+
+func commands() map[string]command {
+	return map[string]command{
+		"run":        {"standalone: watch files, serve xDS and ext_proc, start Envoy", runStandalone},
+		"controller": {"Kubernetes controller: serve xDS from cluster objects, write status", runController},
+		"extproc":    {"serve the ext_proc gRPC service (TCP and/or Unix socket)", runExtProc},
+		"translate":  {"print the xDS resources, policies and status of manifest files", runTranslate},
+		"bootstrap":  {"print an Envoy bootstrap for a gateway", runBootstrap},
+		"version":    {"print the version", runVersion},
+	}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(dispatch(ctx, os.Args[1:]))
+}
+
+// dispatch runs the subcommand named by args[0] and returns the process exit code.
+func dispatch(ctx context.Context, args []string) int {
+	cmds := commands()
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(cmds)
+		return 2
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "mcpgate: unknown command %q\n\n", args[0])
+		usage(cmds)
+		return 2
+	}
+	if err := cmd.run(ctx, args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 2
+		}
+		fmt.Fprintf(os.Stderr, "mcpgate %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
+
+func usage(cmds map[string]command) {
+	names := make([]string, 0, len(cmds))
+	for n := range cmds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	fmt.Fprintln(os.Stderr, "usage: mcpgate COMMAND [flags]\n\ncommands:")
+	for _, n := range names {
+		fmt.Fprintf(os.Stderr, "  %-11s %s\n", n, cmds[n].help)
+	}
+}
