@@ -8,9 +8,14 @@ GO     ?= go
 CACHE  ?= $(HOME)/.cache/mcpgate
 export MCPGATE_CACHE := $(CACHE)
 
+# Each area adds its own targets in mk/AREA.mk. Test prerequisites (npm tools, kube-apiserver
+# assets) are appended to TEST_DEPS there.
+TEST_DEPS :=
+include $(wildcard mk/*.mk)
+
 .PHONY: help
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9-]*:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9-]*:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST) | sort
 
 .PHONY: build
 build: ## build bin/mcpgate and the example and test binaries
@@ -21,7 +26,7 @@ run: build ## run the gateway on the embedded lab example (examples/mcp-connecti
 	$(GO) run ./cmd/mcpgate run -f examples/mcp-connectivity
 
 .PHONY: test
-test: generate-check build ## run every test: unit, golden, xDS, ext_proc, end to end, Kubernetes
+test: generate-check build $(TEST_DEPS) ## run every test: unit, golden, xDS, ext_proc, end to end, Kubernetes
 	$(GO) vet ./...
 	$(GO) test ./...
 
