@@ -1,0 +1,484 @@
+// Package mcp reads and rewrites the MCP traffic that passes the gateway: JSON-RPC 2.0 messages
+// (single, batch, notifications, responses), text/event-stream bodies parsed incrementally across
+// arbitrary chunk boundaries, tools/list filtering, the ping substitution for refused calls on the
+// legacy SSE transport, and the bounded table that correlates legacy SSE answers with requests.
+//
+// The JSON reader is a scanner written for this purpose: it does not allocate per value, keeps ids
+// and payloads as raw JSON, and is conservative where MCP servers' own parsers differ. Go's
+// encoding/json matches member names case-insensitively (go-sdk servers would read "METHOD" as
+// "method"), JavaScript matches them exactly; a message whose member names differ from the
+// JSON-RPC names only in case is flagged Ambiguous so that the gateway can refuse it instead of
+// guessing which reading the server makes.
+package mcp
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Kind is the kind of a JSON-RPC message.
+type Kind uint8
+
+const (
+	// KindInvalid is an object that is no JSON-RPC message (no string method, no result or error).
+	KindInvalid Kind = iota
+	// KindRequest has a method and an id.
+	KindRequest
+	// KindNotification has a method and no id.
+	KindNotification
+	// KindResponse has a result or an error.
+	KindResponse
+)
+
+// String names the kind for logs.
+func (k Kind) String() string {
+	switch k {
+	case KindRequest:
+		return "request"
+	case KindNotification:
+		return "notification"
+	case KindResponse:
+		return "response"
+	default:
+		return "invalid"
+	}
+}
+
+// JSON-RPC error codes the gateway answers with.
+const (
+	CodeParseError     = -32700
+	CodeInvalidRequest = -32600
+	CodeInvalidParams  = -32602
+)
+
+// MethodToolsCall and MethodToolsList are the MCP methods the gateway authorizes and filters.
+const (
+	MethodToolsCall = "tools/call"
+	MethodToolsList = "tools/list"
+)
+
+// Message is one JSON-RPC message. Its slices alias the parsed body.
+type Message struct {
+	Kind Kind
+	// Raw is the message's own JSON object.
+	Raw []byte
+	// ID is the raw JSON id, nil when absent.
+	ID json.RawMessage
+	// Method is the method of a request or notification.
+	Method string
+	// Params, Result and Error are raw JSON, nil when absent.
+	Params json.RawMessage
+	Result json.RawMessage
+	Error  json.RawMessage
+	// Ambiguous is set when a member name equals a JSON-RPC member name only when case is folded
+	// (for example "Method"). Servers disagree on such messages; the gateway refuses them where
+	// authorization depends on the reading.
+	Ambiguous bool
+}
+
+// ErrorCode returns the code of a response's error member.
+func (m *Message) ErrorCode() (int, bool) {
+	if m.Error == nil {
+		return 0, false
+	}
+	code := 0
+	found := false
+	_ = eachMember(m.Error, func(mb member) error {
+		if string(mb.name) == "code" {
+			if n, err := strconv.Atoi(string(mb.value)); err == nil {
+				code, found = n, true
+			}
+		}
+		return nil
+	})
+	return code, found
+}
+
+// ErrNotJSONRPC is wrapped by Parse errors: the body is not JSON, not an object or an array of
+// objects, or an empty batch.
+var ErrNotJSONRPC = errors.New("not JSON-RPC")
+
+// Parse reads a body holding one JSON-RPC message or a batch. Objects that are not JSON-RPC
+// messages are returned with KindInvalid; the body as a whole is refused (ErrNotJSONRPC) only when
+// it is not JSON, not an object or an array of objects, or an empty array.
+func Parse(body []byte) (msgs []Message, batch bool, err error) {
+	b := trimJSON(body)
+	if len(b) == 0 {
+		return nil, false, fmt.Errorf("%w: empty body", ErrNotJSONRPC)
+	}
+	switch b[0] {
+	case '{':
+		m, err := parseMessage(b)
+		if err != nil {
+			return nil, false, fmt.Errorf("%w: %w", ErrNotJSONRPC, err)
+		}
+		return []Message{m}, false, nil
+	case '[':
+		n := 0
+		err := eachElement(b, func(elem []byte) error {
+			if elem[0] != '{' {
+				return errors.New("batch element is not an object")
+			}
+			n++
+			return nil
+		})
+		if err != nil {
+			return nil, true, fmt.Errorf("%w: %w", ErrNotJSONRPC, err)
+		}
+		if n == 0 {
+			return nil, true, fmt.Errorf("%w: empty batch", ErrNotJSONRPC)
+		}
+		msgs = make([]Message, 0, n)
+		err = eachElement(b, func(elem []byte) error {
+			m, err := parseMessage(elem)
+			if err != nil {
+				return err
+			}
+			msgs = append(msgs, m)
+			return nil
+		})
+		if err != nil {
+			return nil, true, fmt.Errorf("%w: %w", ErrNotJSONRPC, err)
+		}
+		return msgs, true, nil
+	default:
+		return nil, false, fmt.Errorf("%w: body is not a JSON object or array", ErrNotJSONRPC)
+	}
+}
+
+// rpcNames are the member names of a JSON-RPC message.
+var rpcNames = [...]string{"jsonrpc", "id", "method", "params", "result", "error"}
+
+// foldsTo reports whether name equals one of names only when case is folded.
+func foldsTo(name []byte, names []string) bool {
+	for _, n := range names {
+		if bytes.EqualFold(name, []byte(n)) {
+			return true
+		}
+	}
+	return false
+}
+
+func parseMessage(b []byte) (Message, error) {
+	m := Message{Raw: b}
+	var method []byte
+	hasMethod, methodString := false, false
+	err := eachMember(b, func(mb member) error {
+		switch string(mb.name) {
+		case "id":
+			m.ID = mb.value
+		case "method":
+			hasMethod = true
+			method = mb.value
+		case "params":
+			m.Params = mb.value
+		case "result":
+			m.Result = mb.value
+		case "error":
+			m.Error = mb.value
+		case "jsonrpc":
+		default:
+			if foldsTo(mb.name, rpcNames[:]) {
+				m.Ambiguous = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Message{}, err
+	}
+	if hasMethod {
+		m.Method, methodString = methodName(method)
+	}
+	switch {
+	case hasMethod && !methodString:
+		m.Kind = KindInvalid
+	case hasMethod && m.ID != nil:
+		m.Kind = KindRequest
+	case hasMethod:
+		m.Kind = KindNotification
+	case m.Result != nil || m.Error != nil:
+		m.Kind = KindResponse
+	}
+	return m, nil
+}
+
+// methodName decodes a method, returning the shared constant for the common MCP methods so that
+// the hot path does not allocate.
+func methodName(raw []byte) (string, bool) {
+	if len(raw) >= 2 && raw[0] == '"' && bytes.IndexByte(raw[1:len(raw)-1], '\\') < 0 {
+		switch string(raw[1 : len(raw)-1]) {
+		case "tools/call":
+			return MethodToolsCall, true
+		case "tools/list":
+			return MethodToolsList, true
+		case "initialize":
+			return "initialize", true
+		case "ping":
+			return "ping", true
+		case "notifications/initialized":
+			return "notifications/initialized", true
+		}
+	}
+	return stringValue(raw)
+}
+
+// ToolCall is the name and arguments of tools/call params.
+type ToolCall struct {
+	Name string
+	// Arguments is raw JSON, nil when absent.
+	Arguments json.RawMessage
+	// Ambiguous is set when a member name equals "name" or "arguments" only when case is folded.
+	Ambiguous bool
+}
+
+// ParseToolCall reads tools/call params. ok is false when params is not an object or has no string
+// name.
+func ParseToolCall(params json.RawMessage) (tc ToolCall, ok bool) {
+	if len(params) == 0 || params[0] != '{' {
+		return ToolCall{}, false
+	}
+	var name []byte
+	err := eachMember(params, func(mb member) error {
+		switch string(mb.name) {
+		case "name":
+			name = mb.value
+		case "arguments":
+			tc.Arguments = mb.value
+		default:
+			if foldsTo(mb.name, []string{"name", "arguments"}) {
+				tc.Ambiguous = true
+			}
+		}
+		return nil
+	})
+	if err != nil || name == nil {
+		return tc, false
+	}
+	tc.Name, ok = stringValue(name)
+	return tc, ok
+}
+
+// ErrorResponse encodes a JSON-RPC error response with the given raw id (null when nil).
+func ErrorResponse(id json.RawMessage, code int, message string) []byte {
+	msg, _ := json.Marshal(message)
+	if len(id) == 0 {
+		id = json.RawMessage("null")
+	}
+	out := make([]byte, 0, 64+len(id)+len(msg))
+	out = append(out, `{"jsonrpc":"2.0","id":`...)
+	out = append(out, id...)
+	out = append(out, `,"error":{"code":`...)
+	out = strconv.AppendInt(out, int64(code), 10)
+	out = append(out, `,"message":`...)
+	out = append(out, msg...)
+	return append(out, "}}"...)
+}
+
+// UnknownTool is the answer to a refused tools/call: the same error a server gives for a tool it
+// does not have, so that the caller does not learn the tool exists.
+func UnknownTool(id json.RawMessage, tool string) []byte {
+	return ErrorResponse(id, CodeInvalidParams, "Unknown tool: "+tool)
+}
+
+// Ping encodes a ping request with the given raw id. It stands in for a refused call on the legacy
+// SSE transport, where the answer must come back on the event stream.
+func Ping(id json.RawMessage) []byte {
+	out := make([]byte, 0, 48+len(id))
+	out = append(out, `{"jsonrpc":"2.0","id":`...)
+	out = append(out, id...)
+	return append(out, `,"method":"ping"}`...)
+}
+
+// EncodeBatch joins raw JSON messages into a batch.
+func EncodeBatch(elems [][]byte) []byte {
+	n := 2
+	for _, e := range elems {
+		n += len(e) + 1
+	}
+	out := make([]byte, 0, n)
+	out = append(out, '[')
+	for i, e := range elems {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, e...)
+	}
+	return append(out, ']')
+}
+
+// IDKey returns a canonical key for a raw JSON-RPC id, so that an id is recognized however the
+// server re-encodes it ("a\u0062" and "ab", 1 and 1.0). It returns "" for a value that is no valid
+// id.
+func IDKey(raw json.RawMessage) string {
+	b := trimJSON(raw)
+	if len(b) == 0 {
+		return ""
+	}
+	switch c := b[0]; {
+	case c == '"':
+		s, ok := stringValue(b)
+		if !ok {
+			return ""
+		}
+		return "s" + s
+	case c == '-' || isDigit(c):
+		if end, err := scanNumber(b, 0); err != nil || end != len(b) {
+			return ""
+		}
+		if bytes.IndexAny(b, ".eE") < 0 {
+			return "n" + string(b)
+		}
+		f, err := strconv.ParseFloat(string(b), 64)
+		if err != nil {
+			return ""
+		}
+		return "n" + strconv.FormatFloat(f, 'f', -1, 64)
+	case c == 'n' && string(b) == "null":
+		return "null"
+	default:
+		return ""
+	}
+}
+
+// replaceMembers rewrites the JSON object obj, replacing the value of every member whose name
+// equals name when case is folded with repl(value). It returns obj unchanged when repl changes
+// nothing.
+func replaceMembers(obj []byte, name string, repl func(value []byte) ([]byte, error)) ([]byte, error) {
+	var out []byte
+	last := 0
+	err := eachMember(obj, func(mb member) error {
+		if !bytes.EqualFold(mb.name, []byte(name)) {
+			return nil
+		}
+		nv, err := repl(mb.value)
+		if err != nil {
+			return err
+		}
+		if bytes.Equal(nv, mb.value) {
+			return nil
+		}
+		vstart := mb.end - len(mb.value)
+		if out == nil {
+			out = make([]byte, 0, len(obj))
+		}
+		out = append(out, obj[last:vstart]...)
+		out = append(out, nv...)
+		last = mb.end
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if out == nil {
+		return obj, nil
+	}
+	return append(out, obj[last:]...), nil
+}
+
+// FilterToolsList removes from the tools/list response msg the tools for which allow returns
+// false. It returns the rewritten message and the number of tools removed (0 and msg itself when
+// none). A tool whose name cannot be read is removed: the gateway cannot tell whether it is allowed.
+func FilterToolsList(msg []byte, allow func(name string) bool) ([]byte, int, error) {
+	removed := 0
+	out, err := replaceMembers(msg, "result", func(result []byte) ([]byte, error) {
+		if len(result) == 0 || result[0] != '{' {
+			return result, nil
+		}
+		return replaceMembers(result, "tools", func(tools []byte) ([]byte, error) {
+			if len(tools) == 0 || tools[0] != '[' {
+				return tools, nil
+			}
+			var kept [][]byte
+			n := 0
+			err := eachElement(tools, func(tool []byte) error {
+				n++
+				if toolAllowed(tool, allow) {
+					kept = append(kept, tool)
+				}
+				return nil
+			})
+			if err != nil {
+				return nil, err
+			}
+			if len(kept) == n {
+				return tools, nil
+			}
+			removed += n - len(kept)
+			return EncodeBatch(kept), nil
+		})
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("tools/list result: %w", err)
+	}
+	return out, removed, nil
+}
+
+func toolAllowed(tool []byte, allow func(string) bool) bool {
+	if len(tool) == 0 || tool[0] != '{' {
+		return false
+	}
+	var name []byte
+	ambiguous := false
+	_ = eachMember(tool, func(mb member) error {
+		switch {
+		case string(mb.name) == "name":
+			name = mb.value
+		case bytes.EqualFold(mb.name, []byte("name")):
+			ambiguous = true
+		}
+		return nil
+	})
+	if ambiguous || name == nil {
+		return false
+	}
+	s, ok := stringValue(name)
+	return ok && allow(s)
+}
+
+// SessionFromURL returns the legacy SSE session id in the query of a path or URL: "sessionId"
+// (TypeScript SDK) or "sessionid" (go-sdk).
+func SessionFromURL(u string) string {
+	q := strings.IndexByte(u, '?')
+	if q < 0 {
+		return ""
+	}
+	query := u[q+1:]
+	if h := strings.IndexByte(query, '#'); h >= 0 {
+		query = query[:h]
+	}
+	for query != "" {
+		var kv string
+		kv, query, _ = strings.Cut(query, "&")
+		k, v, _ := strings.Cut(kv, "=")
+		if k == "sessionId" || k == "sessionid" {
+			return unescapeQuery(v)
+		}
+	}
+	return ""
+}
+
+// unescapeQuery decodes %XX and '+' of a query value; a malformed escape leaves the value as is.
+func unescapeQuery(v string) string {
+	if !strings.ContainsAny(v, "%+") {
+		return v
+	}
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c == '+':
+			b.WriteByte(' ')
+		case c == '%' && i+2 < len(v) && isHex(v[i+1]) && isHex(v[i+2]):
+			n, _ := strconv.ParseUint(v[i+1:i+3], 16, 8)
+			b.WriteByte(byte(n))
+			i += 2
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,202 @@
+package mcp
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestParseSingle(t *testing.T) {
+	body := []byte("\xEF\xBB\xBF " + `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"https://x"}}}` + "\n")
+	msgs, batch, err := Parse(body)
+	if err != nil || batch || len(msgs) != 1 {
+		t.Fatalf("Parse = %v, %v, %v", msgs, batch, err)
+	}
+	m := msgs[0]
+	if m.Kind != KindRequest || m.Method != "tools/call" || string(m.ID) != "7" || m.Ambiguous {
+		t.Fatalf("message = %+v", m)
+	}
+	tc, ok := ParseToolCall(m.Params)
+	if !ok || tc.Name != "fetch" || string(tc.Arguments) != `{"url":"https://x"}` || tc.Ambiguous {
+		t.Fatalf("tool call = %+v, %v", tc, ok)
+	}
+}
+
+func TestParseKinds(t *testing.T) {
+	tests := []struct {
+		body string
+		kind Kind
+		amb  bool
+	}{
+		{`{"jsonrpc":"2.0","method":"notifications/initialized"}`, KindNotification, false},
+		{`{"jsonrpc":"2.0","id":"a","result":{}}`, KindResponse, false},
+		{`{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"x"}}`, KindResponse, false},
+		{`{"jsonrpc":"2.0","id":1,"method":3}`, KindInvalid, false},
+		{`{"jsonrpc":"2.0","id":1}`, KindInvalid, false},
+		// Go's encoding/json would read METHOD as method; JavaScript would not.
+		{`{"jsonrpc":"2.0","id":1,"method":"ping","METHOD":"tools/call"}`, KindRequest, true},
+		{`{"jsonrpc":"2.0","id":1,"method":"ping","paramſ":{}}`, KindRequest, true},
+		// Escaped member names are decoded like every JSON parser does.
+		{`{"jsonrpc":"2.0","id":1,"met\u0068od":"tools\/call"}`, KindRequest, false},
+	}
+	for _, tt := range tests {
+		msgs, _, err := Parse([]byte(tt.body))
+		if err != nil {
+			t.Fatalf("%s: %v", tt.body, err)
+		}
+		if msgs[0].Kind != tt.kind || msgs[0].Ambiguous != tt.amb {
+			t.Errorf("%s: kind %v ambiguous %v, want %v %v", tt.body, msgs[0].Kind, msgs[0].Ambiguous, tt.kind, tt.amb)
+		}
+	}
+	msgs, _, _ := Parse([]byte(`{"id":1,"met\u0068od":"tools\/call"}`))
+	if msgs[0].Method != "tools/call" {
+		t.Errorf("escaped method = %q", msgs[0].Method)
+	}
+}
+
+func TestParseBatch(t *testing.T) {
+	msgs, batch, err := Parse([]byte(`[{"jsonrpc":"2.0","id":1,"method":"tools/list"}, {"jsonrpc":"2.0","method":"notifications/x"} ,{"jsonrpc":"2.0","id":2,"result":{}}]`))
+	if err != nil || !batch || len(msgs) != 3 {
+		t.Fatalf("Parse = %v %v %v", msgs, batch, err)
+	}
+	if msgs[0].Kind != KindRequest || msgs[1].Kind != KindNotification || msgs[2].Kind != KindResponse {
+		t.Errorf("kinds %v %v %v", msgs[0].Kind, msgs[1].Kind, msgs[2].Kind)
+	}
+	if string(msgs[1].Raw) != `{"jsonrpc":"2.0","method":"notifications/x"}` {
+		t.Errorf("raw = %s", msgs[1].Raw)
+	}
+}
+
+func TestParseRefuses(t *testing.T) {
+	for _, body := range []string{``, `   `, `hello`, `{"a":1`, `{"a":1}x`, `[]`, `[1]`, `42`, `"s"`, `{"a":01}`, `{"a":"\x"}`, `{"a":"` + "\x01" + `"}`, strings.Repeat("[", 600) + strings.Repeat("]", 600)} {
+		if _, _, err := Parse([]byte(body)); !errors.Is(err, ErrNotJSONRPC) {
+			t.Errorf("Parse(%q) error = %v, want ErrNotJSONRPC", body, err)
+		}
+	}
+}
+
+func TestParseAgreesWithEncodingJSON(t *testing.T) {
+	// Every body the scanner accepts is valid JSON, and every valid JSON object it refuses is not.
+	for _, body := range []string{
+		`{"a":[1,2.5e-3,-0,true,false,null,{"b":"\u00e9\n"}]}`,
+		`{"a":1.}`, `{"a":-}`, `{"a":1e}`, `{"a":tru}`, `{"a":[1,]}`, `{"a":1,}`, `{,}`,
+		`{"a":"` + "\xff\xfe" + `"}`,
+	} {
+		_, _, err := Parse([]byte(body))
+		valid := json.Valid([]byte(body))
+		if (err == nil) != valid {
+			t.Errorf("Parse(%q) err=%v, encoding/json valid=%v", body, err, valid)
+		}
+	}
+}
+
+func TestErrorCode(t *testing.T) {
+	msgs, _, _ := Parse([]byte(`{"jsonrpc":"2.0","id":1,"error":{"message":"x","code":-32602}}`))
+	if code, ok := msgs[0].ErrorCode(); !ok || code != -32602 {
+		t.Errorf("ErrorCode = %d %v", code, ok)
+	}
+}
+
+func TestEncoders(t *testing.T) {
+	if got := string(UnknownTool(json.RawMessage(`"x-1"`), `get "env"`)); got != `{"jsonrpc":"2.0","id":"x-1","error":{"code":-32602,"message":"Unknown tool: get \"env\""}}` {
+		t.Errorf("UnknownTool = %s", got)
+	}
+	if got := string(ErrorResponse(nil, CodeInvalidRequest, "too big")); got != `{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"too big"}}` {
+		t.Errorf("ErrorResponse = %s", got)
+	}
+	if got := string(Ping(json.RawMessage(`3`))); got != `{"jsonrpc":"2.0","id":3,"method":"ping"}` {
+		t.Errorf("Ping = %s", got)
+	}
+	for _, b := range [][]byte{UnknownTool(json.RawMessage(`1`), "a"), Ping(json.RawMessage(`1`)), EncodeBatch([][]byte{[]byte(`{}`), []byte(`{"a":1}`)})} {
+		if !json.Valid(b) {
+			t.Errorf("invalid JSON %s", b)
+		}
+	}
+}
+
+func TestIDKey(t *testing.T) {
+	same := [][2]string{{`1`, `1.0`}, {`"ab"`, `"a\u0062"`}, {`10`, `1e1`}, {` 5 `, `5`}}
+	for _, p := range same {
+		if IDKey(json.RawMessage(p[0])) != IDKey(json.RawMessage(p[1])) {
+			t.Errorf("IDKey(%s) != IDKey(%s)", p[0], p[1])
+		}
+	}
+	if IDKey(json.RawMessage(`1`)) == IDKey(json.RawMessage(`"1"`)) {
+		t.Error("number 1 and string \"1\" share a key")
+	}
+	for _, bad := range []string{``, `{}`, `[1]`, `tru`, `"x`} {
+		if k := IDKey(json.RawMessage(bad)); k != "" {
+			t.Errorf("IDKey(%s) = %q", bad, k)
+		}
+	}
+}
+
+func TestFilterToolsList(t *testing.T) {
+	msg := []byte(`{"jsonrpc":"2.0","id":2,"result":{"ttlMs":0,"tools":[{"name":"fetch","inputSchema":{"type":"object"}},{"description":"x","name":"get-env"},{"Name":"sneaky"},{"name":"echo"}],"nextCursor":"c"}}`)
+	allowed := map[string]bool{"fetch": true, "echo": true, "sneaky": true}
+	out, removed, err := FilterToolsList(msg, func(n string) bool { return allowed[n] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"jsonrpc":"2.0","id":2,"result":{"ttlMs":0,"tools":[{"name":"fetch","inputSchema":{"type":"object"}},{"name":"echo"}],"nextCursor":"c"}}`
+	if string(out) != want || removed != 2 {
+		t.Errorf("FilterToolsList = %s (%d removed)\nwant %s", out, removed, want)
+	}
+	out, removed, err = FilterToolsList(msg[:len(msg):len(msg)], func(string) bool { return true })
+	if err != nil || removed != 1 || strings.Contains(string(out), "sneaky") {
+		t.Errorf("allow all: %s %d %v (a tool without a readable name must go)", out, removed, err)
+	}
+	same := []byte(`{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"a"}]}}`)
+	out, removed, err = FilterToolsList(same, func(string) bool { return true })
+	if err != nil || removed != 0 || &out[0] != &same[0] {
+		t.Errorf("unchanged list was copied or changed: %s %d %v", out, removed, err)
+	}
+	if _, _, err := FilterToolsList([]byte(`{"result":{"tools":[}`), func(string) bool { return true }); err == nil {
+		t.Error("broken JSON filtered without error")
+	}
+}
+
+func TestSessionFromURL(t *testing.T) {
+	tests := map[string]string{
+		"/message?sessionId=694d5887-7007":          "694d5887-7007",
+		"/sse?sessionid=NUVADNBQ4YTSO4U2IY6VTTUUEG": "NUVADNBQ4YTSO4U2IY6VTTUUEG",
+		"http://h/mcp/message?x=1&sessionId=a%2Fb":  "a/b",
+		"/message":                       "",
+		"/message?session=1#sessionId=2": "",
+	}
+	for in, want := range tests {
+		if got := SessionFromURL(in); got != want {
+			t.Errorf("SessionFromURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"u"}}}`,
+		`[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","method":"n"}]`,
+		`{"jsonrpc":"2.0","id":"a","result":{"tools":[{"name":"x"},{"name":"y"}]}}`,
+		`{"id":1,"error":{"code":-1}}`, `{"a":"\u00`, `[`, `{"a":[[[[`, "\xEF\xBB\xBF{}",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		msgs, _, err := Parse(body)
+		if err == nil && !json.Valid(trimJSON(body)) {
+			t.Fatalf("accepted invalid JSON %q", body)
+		}
+		for i := range msgs {
+			m := &msgs[i]
+			m.ErrorCode()
+			IDKey(m.ID)
+			if tc, ok := ParseToolCall(m.Params); ok && tc.Arguments != nil && !validValue(tc.Arguments) {
+				t.Fatalf("arguments %q not a JSON value", tc.Arguments)
+			}
+			out, _, err := FilterToolsList(m.Raw, func(n string) bool { return len(n)%2 == 0 })
+			if err == nil && !json.Valid(out) {
+				t.Fatalf("filtered message is invalid JSON: %q", out)
+			}
+		}
+	})
+}

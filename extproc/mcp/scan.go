@@ -1,0 +1,338 @@
+package mcp
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// maxDepth bounds the nesting of JSON values the scanner accepts, so that hostile input cannot
+// exhaust the stack.
+const maxDepth = 512
+
+// errSyntax is wrapped by every scanner error.
+var errSyntax = errors.New("invalid JSON")
+
+func syntaxErr(i int, what string) error {
+	return fmt.Errorf("%w at byte %d: %s", errSyntax, i, what)
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && isSpace(b[i]) {
+		i++
+	}
+	return i
+}
+
+// trimJSON removes a UTF-8 byte order mark and surrounding white space. Some servers (Node's
+// body-parser decodes with iconv-lite) accept a leading BOM, so the gateway must read past it too.
+func trimJSON(b []byte) []byte {
+	if len(b) >= 3 && b[0] == 0xEF && b[1] == 0xBB && b[2] == 0xBF {
+		b = b[3:]
+	}
+	i := skipSpace(b, 0)
+	j := len(b)
+	for j > i && isSpace(b[j-1]) {
+		j--
+	}
+	return b[i:j]
+}
+
+// scanString returns the index just past the string starting at b[i] == '"' and whether it holds
+// escapes. Bytes are not checked for UTF-8 validity: JSON parsers of MCP servers replace invalid
+// sequences rather than refuse them, and the gateway must read what they read.
+func scanString(b []byte, i int) (end int, escaped bool, err error) {
+	i++
+	for i < len(b) {
+		c := b[i]
+		switch {
+		case c == '"':
+			return i + 1, escaped, nil
+		case c == '\\':
+			escaped = true
+			if i+1 >= len(b) {
+				return 0, false, syntaxErr(i, "unterminated escape")
+			}
+			switch b[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				if i+6 > len(b) {
+					return 0, false, syntaxErr(i, "short \\u escape")
+				}
+				for _, h := range b[i+2 : i+6] {
+					if !isHex(h) {
+						return 0, false, syntaxErr(i, "bad \\u escape")
+					}
+				}
+				i += 6
+			default:
+				return 0, false, syntaxErr(i, "bad escape")
+			}
+		case c < 0x20:
+			return 0, false, syntaxErr(i, "control character in string")
+		default:
+			i++
+		}
+	}
+	return 0, false, syntaxErr(i, "unterminated string")
+}
+
+func isHex(c byte) bool {
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// scanNumber returns the index just past the JSON number starting at b[i].
+func scanNumber(b []byte, i int) (int, error) {
+	start := i
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && b[i] >= '1' && b[i] <= '9':
+		for i < len(b) && isDigit(b[i]) {
+			i++
+		}
+	default:
+		return 0, syntaxErr(start, "bad number")
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		if i >= len(b) || !isDigit(b[i]) {
+			return 0, syntaxErr(start, "bad fraction")
+		}
+		for i < len(b) && isDigit(b[i]) {
+			i++
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if i >= len(b) || !isDigit(b[i]) {
+			return 0, syntaxErr(start, "bad exponent")
+		}
+		for i < len(b) && isDigit(b[i]) {
+			i++
+		}
+	}
+	return i, nil
+}
+
+// skipValue returns the index just past the JSON value starting at b[i] (no leading space).
+func skipValue(b []byte, i, depth int) (int, error) {
+	if i >= len(b) {
+		return 0, syntaxErr(i, "unexpected end")
+	}
+	switch c := b[i]; {
+	case c == '"':
+		end, _, err := scanString(b, i)
+		return end, err
+	case c == '{' || c == '[':
+		if depth >= maxDepth {
+			return 0, syntaxErr(i, "nested too deeply")
+		}
+		return skipComposite(b, i, depth+1)
+	case c == '-' || isDigit(c):
+		return scanNumber(b, i)
+	case c == 't':
+		return literal(b, i, "true")
+	case c == 'f':
+		return literal(b, i, "false")
+	case c == 'n':
+		return literal(b, i, "null")
+	default:
+		return 0, syntaxErr(i, fmt.Sprintf("unexpected %q", c))
+	}
+}
+
+func literal(b []byte, i int, lit string) (int, error) {
+	if len(b)-i < len(lit) || string(b[i:i+len(lit)]) != lit {
+		return 0, syntaxErr(i, "bad literal")
+	}
+	return i + len(lit), nil
+}
+
+// skipComposite skips an object or array starting at b[i].
+func skipComposite(b []byte, i, depth int) (int, error) {
+	obj := b[i] == '{'
+	closer := byte(']')
+	if obj {
+		closer = '}'
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == closer {
+		return i + 1, nil
+	}
+	for {
+		var err error
+		if obj {
+			if i >= len(b) || b[i] != '"' {
+				return 0, syntaxErr(i, "expected member name")
+			}
+			if i, _, err = scanString(b, i); err != nil {
+				return 0, err
+			}
+			i = skipSpace(b, i)
+			if i >= len(b) || b[i] != ':' {
+				return 0, syntaxErr(i, "expected ':'")
+			}
+			i = skipSpace(b, i+1)
+		}
+		if i, err = skipValue(b, i, depth); err != nil {
+			return 0, err
+		}
+		i = skipSpace(b, i)
+		if i >= len(b) {
+			return 0, syntaxErr(i, "unexpected end")
+		}
+		if b[i] == closer {
+			return i + 1, nil
+		}
+		if b[i] != ',' {
+			return 0, syntaxErr(i, "expected ',' or close")
+		}
+		i = skipSpace(b, i+1)
+	}
+}
+
+// validValue reports whether b is exactly one JSON value.
+func validValue(b []byte) bool {
+	b = trimJSON(b)
+	end, err := skipValue(b, 0, 0)
+	return err == nil && end == len(b)
+}
+
+// member is one name/value pair of a JSON object.
+type member struct {
+	// name is the decoded member name. It aliases the input when the name has no escapes.
+	name []byte
+	// start and end delimit the whole member (name through value) in the object's bytes.
+	start, end int
+	// value is the member's raw JSON value.
+	value []byte
+}
+
+// eachMember calls fn for every member of the JSON object b (exactly one object, surrounding space
+// allowed). It stops at the first error, from the syntax or from fn.
+func eachMember(b []byte, fn func(m member) error) error {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return syntaxErr(i, "expected object")
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		if skipSpace(b, i+1) != len(b) {
+			return syntaxErr(i+1, "trailing data")
+		}
+		return nil
+	}
+	for {
+		if i >= len(b) || b[i] != '"' {
+			return syntaxErr(i, "expected member name")
+		}
+		start := i
+		end, escaped, err := scanString(b, i)
+		if err != nil {
+			return err
+		}
+		name := b[i+1 : end-1]
+		if escaped {
+			var s string
+			if err := json.Unmarshal(b[i:end], &s); err != nil {
+				return syntaxErr(i, "bad member name")
+			}
+			name = []byte(s)
+		}
+		i = skipSpace(b, end)
+		if i >= len(b) || b[i] != ':' {
+			return syntaxErr(i, "expected ':'")
+		}
+		i = skipSpace(b, i+1)
+		vstart := i
+		if i, err = skipValue(b, i, 1); err != nil {
+			return err
+		}
+		if err := fn(member{name: name, start: start, end: i, value: b[vstart:i]}); err != nil {
+			return err
+		}
+		i = skipSpace(b, i)
+		if i >= len(b) {
+			return syntaxErr(i, "unexpected end")
+		}
+		if b[i] == '}' {
+			if skipSpace(b, i+1) != len(b) {
+				return syntaxErr(i+1, "trailing data")
+			}
+			return nil
+		}
+		if b[i] != ',' {
+			return syntaxErr(i, "expected ',' or '}'")
+		}
+		i = skipSpace(b, i+1)
+	}
+}
+
+// eachElement calls fn with the raw bytes of every element of the JSON array b.
+func eachElement(b []byte, fn func(elem []byte) error) error {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '[' {
+		return syntaxErr(i, "expected array")
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == ']' {
+		if skipSpace(b, i+1) != len(b) {
+			return syntaxErr(i+1, "trailing data")
+		}
+		return nil
+	}
+	for {
+		start := i
+		end, err := skipValue(b, i, 1)
+		if err != nil {
+			return err
+		}
+		if err := fn(b[start:end]); err != nil {
+			return err
+		}
+		i = skipSpace(b, end)
+		if i >= len(b) {
+			return syntaxErr(i, "unexpected end")
+		}
+		if b[i] == ']' {
+			if skipSpace(b, i+1) != len(b) {
+				return syntaxErr(i+1, "trailing data")
+			}
+			return nil
+		}
+		if b[i] != ',' {
+			return syntaxErr(i, "expected ',' or ']'")
+		}
+		i = skipSpace(b, i+1)
+	}
+}
+
+// stringValue decodes a raw JSON string value; ok is false when raw is not a string.
+func stringValue(raw []byte) (s string, ok bool) {
+	if len(raw) < 2 || raw[0] != '"' {
+		return "", false
+	}
+	end, escaped, err := scanString(raw, 0)
+	if err != nil || end != len(raw) {
+		return "", false
+	}
+	if !escaped {
+		return string(raw[1 : len(raw)-1]), true
+	}
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", false
+	}
+	return s, true
+}
