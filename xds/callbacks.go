@@ -1,0 +1,182 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/peer"
+)
+
+// callbacks logs the life of xDS streams: connections, subscriptions, ACKs and NACKs. They run
+// on the stream's goroutine, take one short lock, and never fail a stream.
+type callbacks struct {
+	log *slog.Logger
+
+	mu sync.Mutex
+	// streams is keyed by protocol ("sotw" or "delta") and stream id: the two servers count
+	// their streams separately.
+	streams map[streamKey]*stream
+}
+
+type streamKey struct {
+	api string
+	id  int64
+}
+
+// stream is what the callbacks remember of one stream.
+type stream struct {
+	peer string
+	node *corev3.Node
+	// sent is type URL -> the last response sent, to name the version an ACK or NACK is about.
+	sent map[string]sent
+}
+
+type sent struct{ nonce, version string }
+
+func newCallbacks(logger *slog.Logger) *callbacks {
+	return &callbacks{log: logger, streams: map[streamKey]*stream{}}
+}
+
+func (c *callbacks) open(ctx context.Context, api string, id int64) {
+	st := &stream{sent: map[string]sent{}}
+	if p, ok := peer.FromContext(ctx); ok {
+		st.peer = p.Addr.String()
+	}
+	c.mu.Lock()
+	c.streams[streamKey{api, id}] = st
+	c.mu.Unlock()
+}
+
+func (c *callbacks) closed(api string, id int64, node *corev3.Node) {
+	c.mu.Lock()
+	st := c.streams[streamKey{api, id}]
+	delete(c.streams, streamKey{api, id})
+	c.mu.Unlock()
+	if node == nil && st != nil {
+		node = st.node
+	}
+	if node != nil {
+		c.log.Info("xDS client disconnected", "api", api, "stream", id, "node", node.GetId(), "group", GroupOf(node))
+	}
+}
+
+// request logs a request: a subscription when it answers no response, else an ACK or a NACK of
+// the response whose nonce it carries. It returns the version of that response, if known.
+func (c *callbacks) request(api string, id int64, node *corev3.Node, typeURL, nonce, accepted string, names []string, nack *status.Status) (string, bool) {
+	c.mu.Lock()
+	st := c.streams[streamKey{api, id}]
+	first := false
+	var about sent
+	if st != nil {
+		if st.node == nil && node != nil {
+			st.node, first = node, true
+		}
+		if node == nil {
+			node = st.node
+		}
+		about = st.sent[typeURL]
+	}
+	c.mu.Unlock()
+	attrs := []any{"api", api, "stream", id, "node", node.GetId(), "group", GroupOf(node), "type", typeURL}
+	if first {
+		c.log.Info("xDS client connected", "api", api, "stream", id, "node", node.GetId(), "group", GroupOf(node), "peer", st.peer)
+	}
+	version, known := about.version, nonce != "" && about.nonce == nonce
+	if !known {
+		version = fmt.Sprintf("unknown (nonce %q)", nonce)
+	}
+	switch {
+	case nonce == "":
+		c.log.Debug("xDS subscribe", append(attrs, "resources", names)...)
+	case nack != nil:
+		attrs = append(attrs, "version", version, "error", nack.GetMessage(), "code", nack.GetCode())
+		if api == "sotw" {
+			attrs = append(attrs, "accepted_version", accepted)
+		}
+		c.log.Warn("xDS NACK: the client rejected the configuration", attrs...)
+	default:
+		c.log.Debug("xDS ACK", append(attrs, "version", version)...)
+	}
+	return about.version, known
+}
+
+func (c *callbacks) response(api string, id int64, typeURL, nonce, version string) {
+	c.mu.Lock()
+	if st := c.streams[streamKey{api, id}]; st != nil {
+		st.sent[typeURL] = sent{nonce: nonce, version: version}
+	}
+	c.mu.Unlock()
+}
+
+// OnStreamOpen implements the SotW callbacks.
+func (c *callbacks) OnStreamOpen(ctx context.Context, id int64, _ string) error {
+	c.open(ctx, "sotw", id)
+	return nil
+}
+
+// OnStreamClosed implements the SotW callbacks.
+func (c *callbacks) OnStreamClosed(id int64, node *corev3.Node) { c.closed("sotw", id, node) }
+
+// OnStreamRequest implements the SotW callbacks. A NACK carries the last version the client
+// accepted, and go-control-plane's cache answers a request whose version is not the current one
+// at once: with the version just rejected, which the client rejects again, in a loop. So a NACK's
+// version is set to the rejected version before the cache sees it: the client waits for the next.
+func (c *callbacks) OnStreamRequest(id int64, r *discoveryv3.DiscoveryRequest) error {
+	rejected, known := c.request("sotw", id, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), r.GetVersionInfo(), r.GetResourceNames(), r.GetErrorDetail())
+	if r.GetErrorDetail() != nil && known {
+		r.VersionInfo = rejected
+	}
+	return nil
+}
+
+// OnStreamResponse implements the SotW callbacks.
+func (c *callbacks) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, r *discoveryv3.DiscoveryResponse) {
+	c.response("sotw", id, r.GetTypeUrl(), r.GetNonce(), r.GetVersionInfo())
+}
+
+// OnDeltaStreamOpen implements the Delta callbacks.
+func (c *callbacks) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
+	c.open(ctx, "delta", id)
+	return nil
+}
+
+// OnDeltaStreamClosed implements the Delta callbacks.
+func (c *callbacks) OnDeltaStreamClosed(id int64, node *corev3.Node) { c.closed("delta", id, node) }
+
+// OnStreamDeltaRequest implements the Delta callbacks.
+func (c *callbacks) OnStreamDeltaRequest(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
+	c.request("delta", id, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), "", r.GetResourceNamesSubscribe(), r.GetErrorDetail())
+	return nil
+}
+
+// OnStreamDeltaResponse implements the Delta callbacks.
+func (c *callbacks) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, r *discoveryv3.DeltaDiscoveryResponse) {
+	c.response("delta", id, r.GetTypeUrl(), r.GetNonce(), r.GetSystemVersionInfo())
+}
+
+// OnFetchRequest implements the REST callbacks; REST is not served.
+func (c *callbacks) OnFetchRequest(context.Context, *discoveryv3.DiscoveryRequest) error { return nil }
+
+// OnFetchResponse implements the REST callbacks; REST is not served.
+func (c *callbacks) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse) {
+}
+
+// cacheLogger routes go-control-plane's logs to slog. Its Info is chatty (a line per watch), so
+// it goes to Debug.
+type cacheLogger struct{ log *slog.Logger }
+
+func (l cacheLogger) logf(level slog.Level, format string, args []any) {
+	if l.log.Enabled(context.Background(), level) {
+		l.log.Log(context.Background(), level, fmt.Sprintf(format, args...))
+	}
+}
+
+func (l cacheLogger) Debugf(format string, args ...any) { l.logf(slog.LevelDebug, format, args) }
+func (l cacheLogger) Infof(format string, args ...any)  { l.logf(slog.LevelDebug, format, args) }
+func (l cacheLogger) Warnf(format string, args ...any)  { l.logf(slog.LevelWarn, format, args) }
+func (l cacheLogger) Errorf(format string, args ...any) { l.logf(slog.LevelError, format, args) }

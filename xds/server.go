@@ -1,0 +1,187 @@
+// Package xds serves the xDS resources of every node group over ADS (State of the World and
+// Delta), with go-control-plane's snapshot cache and gRPC server.
+//
+// A node group is normally a Gateway ("NS/NAME"): a node belongs to the group named by its
+// node.cluster, or by its node.id when the cluster is empty. Group "*" holds what a client serving
+// every gateway needs (ext_proc's policies). The server knows protobuf resources and type URLs,
+// not Gateway API: any type URL can be served, including mcpgate's own policy type.
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/protobuf/proto"
+)
+
+// AllGroups is the node group that holds the resources of every gateway, for a client that serves
+// them all (the standalone ext_proc uses node.cluster "*").
+const AllGroups = "*"
+
+// PolicyType is the type URL of mcpgate's policy resource (proto/policy/v1), served to ext_proc.
+const PolicyType = "type.googleapis.com/mcpgate.policy.v1.Policy"
+
+// StaticClusters are the clusters Envoy has from its bootstrap, which routes and filters may name
+// without the snapshot holding them.
+var StaticClusters = []string{"mcpgate_xds", "mcpgate_extproc"}
+
+// Server holds the current snapshot of every node group and serves them over xDS. It is safe for
+// concurrent use.
+type Server struct {
+	log   *slog.Logger
+	cache cachev3.SnapshotCache
+	xds   serverv3.Server
+
+	mu      sync.RWMutex
+	counter uint64
+	groups  map[string]*Snapshot
+}
+
+// New returns a server with no node group yet. Clients that connect before their group exists
+// wait for it. A nil logger discards the logs.
+func New(logger *slog.Logger) *Server {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = logger.With("component", "xds")
+	lg := cacheLogger{logger}
+	c := cachev3.NewSnapshotCache(true, groupHash{}, lg)
+	return &Server{
+		log:    logger,
+		cache:  c,
+		xds:    serverv3.NewServer(context.Background(), c, newCallbacks(logger), sotw.WithOrderedADS(), sotw.WithLogger(lg)),
+		groups: map[string]*Snapshot{},
+	}
+}
+
+// GroupOf returns the node group of a node: its cluster, or its id when the cluster is empty.
+func GroupOf(n *corev3.Node) string {
+	if c := n.GetCluster(); c != "" {
+		return c
+	}
+	return n.GetId()
+}
+
+// groupHash maps nodes to their group for the snapshot cache.
+type groupHash struct{}
+
+func (groupHash) ID(n *corev3.Node) string { return GroupOf(n) }
+
+// Update makes groups (node group -> type URL -> resources) the served state. Groups whose
+// resources differ from what is served get a snapshot at the next version of one counter and are
+// pushed; unchanged groups keep their version and are not pushed; groups absent from groups are
+// emptied (their clients remove what they had) and dropped. "*" is pushed first, so that ext_proc
+// can learn a policy before Envoy routes to it. A resource that cannot be served (no name, a
+// repeated name, a type other than its key) is left out and named in the returned error; the rest
+// is served. A snapshot whose references do not resolve is logged and served all the same.
+func (s *Server) Update(groups map[string]map[string][]proto.Message) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := strconv.FormatUint(s.counter+1, 10)
+	var errs []error
+	changed := map[string]*Snapshot{}
+	for name, res := range groups {
+		snap, err := NewSnapshot(next, res)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("node group %s: %w", name, err))
+		}
+		if !snap.sameContent(s.groups[name]) {
+			changed[name] = snap
+		}
+	}
+	var removed []string
+	for name := range s.groups {
+		if _, ok := groups[name]; !ok {
+			removed = append(removed, name)
+		}
+	}
+	if len(changed) == 0 && len(removed) == 0 {
+		return errors.Join(errs...)
+	}
+	s.counter++
+	empty, _ := NewSnapshot(next, nil)
+	for _, name := range removed {
+		changed[name] = empty
+	}
+	// Sorted: "*" comes before every Kubernetes name.
+	names := slices.Sorted(maps.Keys(changed))
+	for _, name := range names {
+		snap := changed[name]
+		if problems := snap.Inconsistencies(StaticClusters...); len(problems) > 0 {
+			s.log.Warn("inconsistent snapshot served", "group", name, "version", next, "problems", problems)
+		}
+		if err := s.cache.SetSnapshot(context.Background(), name, snap); err != nil {
+			errs = append(errs, fmt.Errorf("node group %s: setting snapshot: %w", name, err))
+			continue
+		}
+		if _, ok := groups[name]; ok {
+			s.groups[name] = snap
+		} else {
+			delete(s.groups, name)
+		}
+	}
+	s.log.Info("pushed snapshot", "version", next, "groups", names, "removed", removed)
+	return errors.Join(errs...)
+}
+
+// Version returns the version of the last push ("0" before the first).
+func (s *Server) Version() string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return strconv.FormatUint(s.counter, 10)
+}
+
+// Snapshot returns the snapshot served to group, if the group exists.
+func (s *Server) Snapshot(group string) (*Snapshot, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	snap, ok := s.groups[group]
+	return snap, ok
+}
+
+// Groups returns the names of the node groups served, sorted.
+func (s *Server) Groups() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return slices.Sorted(maps.Keys(s.groups))
+}
+
+// Register adds to g the aggregated discovery service (SotW and Delta), the per-type discovery
+// services of listeners, routes, clusters and endpoints, and gRPC server reflection (so that
+// `grpcurl -plaintext ADDR list` works). Do not register reflection on g again.
+func (s *Server) Register(g *grpc.Server) {
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
+	listenerservice.RegisterListenerDiscoveryServiceServer(g, s.xds)
+	routeservice.RegisterRouteDiscoveryServiceServer(g, s.xds)
+	clusterservice.RegisterClusterDiscoveryServiceServer(g, s.xds)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(g, s.xds)
+	reflection.Register(g)
+}
+
+// GRPCServerOptions are the options of a gRPC server for xDS: keepalives that detect vanished
+// clients and accept the HTTP/2 pings that Envoy's bootstrap asks for.
+func GRPCServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}
+}

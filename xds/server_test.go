@@ -1,0 +1,452 @@
+package xds_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
+	"github.com/mcpgate/mcpgate/xds"
+	"github.com/mcpgate/mcpgate/xds/internal/xdstest"
+)
+
+const (
+	lds    = resourcev3.ListenerType
+	rds    = resourcev3.RouteType
+	cds    = resourcev3.ClusterType
+	eds    = resourcev3.EndpointType
+	policy = xds.PolicyType
+)
+
+type groups = map[string]map[string][]proto.Message
+
+func gateways(gws ...map[string][]proto.Message) groups {
+	m := map[string]map[string][]proto.Message{}
+	for _, g := range gws {
+		m[strings.TrimSuffix(cachev3.GetResourceName(g[lds][0]), "/8080")] = g
+	}
+	return xdstest.Groups(m)
+}
+
+func start(t *testing.T, g groups) (*xds.Server, string, *xdstest.Logs) {
+	t.Helper()
+	logs := &xdstest.Logs{}
+	srv := xds.New(logs.Logger())
+	if g != nil {
+		if err := srv.Update(g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return srv, xdstest.Serve(t, srv), logs
+}
+
+func update(t *testing.T, srv *xds.Server, g groups) {
+	t.Helper()
+	if err := srv.Update(g); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func decode(t *testing.T, a *anypb.Any) proto.Message {
+	t.Helper()
+	m, err := a.UnmarshalNew()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func sotwNames(t *testing.T, r *discoveryv3.DiscoveryResponse) []string {
+	t.Helper()
+	var out []string
+	for _, a := range r.GetResources() {
+		if a.GetTypeUrl() != r.GetTypeUrl() {
+			t.Errorf("resource of type %s in a %s response", a.GetTypeUrl(), r.GetTypeUrl())
+		}
+		out = append(out, cachev3.GetResourceName(decode(t, a)))
+	}
+	slices.Sort(out)
+	return out
+}
+
+func deltaNames(t *testing.T, r *discoveryv3.DeltaDiscoveryResponse) []string {
+	t.Helper()
+	var out []string
+	for _, res := range r.GetResources() {
+		if got := cachev3.GetResourceName(decode(t, res.GetResource())); got != res.GetName() {
+			t.Errorf("resource %q carries a %s named %q", res.GetName(), r.GetTypeUrl(), got)
+		}
+		if res.GetVersion() == "" {
+			t.Errorf("resource %q has no version", res.GetName())
+		}
+		out = append(out, res.GetName())
+	}
+	slices.Sort(out)
+	return out
+}
+
+func equal(t *testing.T, what string, got, want []string) {
+	t.Helper()
+	if !slices.Equal(got, want) {
+		t.Errorf("%s: got %q, want %q", what, got, want)
+	}
+}
+
+func routeCount(t *testing.T, a *anypb.Any) int {
+	t.Helper()
+	return len(decode(t, a).(*routev3.RouteConfiguration).GetVirtualHosts()[0].GetRoutes())
+}
+
+const gw = "ns/gw"
+
+// TestSotwLikeEnvoy subscribes as Envoy does over SotW ADS: clusters and listeners by wildcard,
+// then endpoints and routes by the names they reference, and policies; it ACKs, and a change
+// brings a new version of every type.
+func TestSotwLikeEnvoy(t *testing.T) {
+	srv, addr, _ := start(t, gateways(xdstest.Gateway(gw, 9000, "/")))
+	c := newSotw(t, addr, &corev3.Node{Id: "envoy-1", Cluster: gw})
+	subs := [][]string{{cds}, {eds, xdstest.ClusterName(gw)}, {lds}, {rds, xdstest.ListenerName(gw)}, {policy}}
+	want := map[string][]string{
+		cds: {xdstest.ClusterName(gw)}, eds: {xdstest.ClusterName(gw)}, lds: {xdstest.ListenerName(gw)},
+		rds: {xdstest.ListenerName(gw)}, policy: {xdstest.PolicyName(gw)},
+	}
+	for _, s := range subs {
+		c.subscribe(s[0], s[1:]...)
+		r := c.next(s[0])
+		if r.GetVersionInfo() != "1" {
+			t.Errorf("%s version %q, want 1", s[0], r.GetVersionInfo())
+		}
+		equal(t, s[0], sotwNames(t, r), want[s[0]])
+		c.ack(r, s[1:]...)
+	}
+
+	update(t, srv, gateways(xdstest.Gateway(gw, 9000, "/", "/mcp")))
+	for _, s := range subs {
+		r := c.next(s[0])
+		if r.GetVersionInfo() != "2" {
+			t.Errorf("%s version %q after the update, want 2", s[0], r.GetVersionInfo())
+		}
+		equal(t, s[0], sotwNames(t, r), want[s[0]])
+		if s[0] == rds && routeCount(t, r.GetResources()[0]) != 2 {
+			t.Errorf("routes of version 2: %v", r.GetResources())
+		}
+		c.ack(r, s[1:]...)
+	}
+
+	update(t, srv, gateways(xdstest.Gateway(gw, 9000, "/", "/mcp")))
+	if v := srv.Version(); v != "2" {
+		t.Errorf("an update without change made version %s", v)
+	}
+}
+
+// TestDeltaLikeEnvoy subscribes as Envoy does over Delta ADS (routes and endpoints by name) and
+// checks that an update sends only the resources that changed, with the new system version.
+func TestDeltaLikeEnvoy(t *testing.T) {
+	srv, addr, _ := start(t, gateways(xdstest.Gateway(gw, 9000, "/")))
+	c := newDelta(t, addr, &corev3.Node{Id: "envoy-1", Cluster: gw})
+	subs := [][]string{{cds}, {eds, xdstest.ClusterName(gw)}, {lds}, {rds, xdstest.ListenerName(gw)}, {policy}}
+	for _, s := range subs {
+		c.subscribe(s[0], s[1:]...)
+		r := c.next(s[0])
+		if r.GetSystemVersionInfo() != "1" {
+			t.Errorf("%s version %q, want 1", s[0], r.GetSystemVersionInfo())
+		}
+		if len(deltaNames(t, r)) != 1 {
+			t.Errorf("%s: %v", s[0], deltaNames(t, r))
+		}
+		c.ack(r)
+	}
+
+	update(t, srv, gateways(xdstest.Gateway(gw, 9000, "/", "/mcp")))
+	r := c.next(rds)
+	if r.GetSystemVersionInfo() != "2" || routeCount(t, r.GetResources()[0].GetResource()) != 2 {
+		t.Errorf("routes after the update: version %q, %v", r.GetSystemVersionInfo(), r.GetResources())
+	}
+	c.ack(r)
+
+	update(t, srv, gateways(xdstest.Gateway(gw, 9001, "/", "/mcp")))
+	r = c.next(eds)
+	port := decode(t, r.GetResources()[0].GetResource()).(*endpointv3.ClusterLoadAssignment).GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress().GetPortValue()
+	if r.GetSystemVersionInfo() != "3" || port != 9001 {
+		t.Errorf("endpoints after the update: version %q, port %d", r.GetSystemVersionInfo(), port)
+	}
+	c.ack(r)
+
+	// A cluster change now: had versions 2 or 3 sent clusters, listeners or policies, they would
+	// be on the stream before this response.
+	g := xdstest.Gateway(gw, 9001, "/", "/mcp")
+	cl := proto.CloneOf(g[cds][0].(*clusterv3.Cluster))
+	cl.ConnectTimeout = durationpb.New(5 * time.Second)
+	g[cds][0] = cl
+	update(t, srv, gateways(g))
+	if r := c.next(cds); r.GetSystemVersionInfo() != "4" {
+		t.Errorf("clusters: version %q, want 4", r.GetSystemVersionInfo())
+	}
+	for _, typ := range []string{lds, policy, rds, eds} {
+		if n := len(c.pending[typ]); n != 0 {
+			t.Errorf("%d unexpected %s responses", n, typ)
+		}
+	}
+}
+
+// TestDeltaWildcardAndRemoval subscribes to everything by wildcard, as the Envoy test double and
+// ext_proc do, and sees a gateway's resources removed when its group vanishes.
+func TestDeltaWildcardAndRemoval(t *testing.T) {
+	srv, addr, _ := start(t, gateways(xdstest.Gateway(gw, 9000, "/"), xdstest.Gateway("ns/other", 9000, "/")))
+	c := newDelta(t, addr, &corev3.Node{Id: "double", Cluster: gw})
+	for _, typ := range append(slices.Clone(xdstest.EnvoyTypes), policy) {
+		c.subscribe(typ)
+		r := c.next(typ)
+		if len(deltaNames(t, r)) != 1 || r.GetSystemVersionInfo() != "1" {
+			t.Errorf("%s: version %q, %v", typ, r.GetSystemVersionInfo(), deltaNames(t, r))
+		}
+		c.ack(r)
+	}
+	update(t, srv, gateways(xdstest.Gateway("ns/other", 9000, "/")))
+	if got := srv.Groups(); !slices.Equal(got, []string{"*", "ns/other"}) {
+		t.Errorf("groups after removal: %q", got)
+	}
+	for _, typ := range append(slices.Clone(xdstest.EnvoyTypes), policy) {
+		r := c.next(typ)
+		if len(r.GetResources()) != 0 || len(r.GetRemovedResources()) != 1 || r.GetSystemVersionInfo() != "2" {
+			t.Errorf("%s after removal: version %q, resources %v, removed %q", typ, r.GetSystemVersionInfo(), r.GetResources(), r.GetRemovedResources())
+		}
+		c.ack(r)
+	}
+	// The group comes back: its clients get it again.
+	update(t, srv, gateways(xdstest.Gateway(gw, 9000, "/"), xdstest.Gateway("ns/other", 9000, "/")))
+	if r := c.next(lds); r.GetSystemVersionInfo() != "3" || len(r.GetResources()) != 1 {
+		t.Errorf("listeners when the group returns: version %q, %v", r.GetSystemVersionInfo(), r.GetResources())
+	}
+}
+
+// TestNACK rejects a version over both protocols: the NACK is logged with the node, the type, the
+// rejected version and the client's message, and later versions still flow.
+func TestNACK(t *testing.T) {
+	srv, addr, logs := start(t, gateways(xdstest.Gateway(gw, 9000, "/")))
+	d := newDelta(t, addr, &corev3.Node{Id: "delta-envoy", Cluster: gw})
+	s := newSotw(t, addr, &corev3.Node{Id: "sotw-envoy", Cluster: gw})
+	d.subscribe(rds, xdstest.ListenerName(gw))
+	s.subscribe(rds, xdstest.ListenerName(gw))
+	d.nack(d.next(rds), "delta: route has no cluster")
+	s.nack(s.next(rds), "", "sotw: route has no cluster", xdstest.ListenerName(gw))
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	for _, want := range [][]string{
+		{"WARN", "NACK", "api=delta", "node=delta-envoy", "group=ns/gw", "type=" + rds, "version=1", "error=delta: route has no cluster"},
+		{"WARN", "NACK", "api=sotw", "node=sotw-envoy", "type=" + rds, "version=1", "error=sotw: route has no cluster", "accepted_version="},
+	} {
+		if _, err := logs.Wait(ctx, want...); err != nil {
+			t.Error(err)
+		}
+	}
+
+	update(t, srv, gateways(xdstest.Gateway(gw, 9000, "/", "/mcp")))
+	if r := d.next(rds); r.GetSystemVersionInfo() != "2" {
+		t.Errorf("delta after a NACK: version %q", r.GetSystemVersionInfo())
+	} else {
+		d.ack(r)
+	}
+	if r := s.next(rds); r.GetVersionInfo() != "2" {
+		t.Errorf("sotw after a NACK: version %q", r.GetVersionInfo())
+	} else {
+		s.ack(r, xdstest.ListenerName(gw))
+	}
+	if _, err := logs.Wait(ctx, "DEBUG", "ACK", "node=delta-envoy", "version=2"); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestGroups checks that each node gets the snapshot of its own group: by cluster, by id when the
+// cluster is empty, and "*" with the policies of every gateway. A node whose group appears later
+// gets it when it appears.
+func TestGroups(t *testing.T) {
+	a, b := "ns/a", "other/b"
+	srv, addr, _ := start(t, gateways(xdstest.Gateway(a, 9000, "/"), xdstest.Gateway(b, 9001, "/")))
+	ca := newDelta(t, addr, &corev3.Node{Id: "pod-a", Cluster: a})
+	cb := newSotw(t, addr, &corev3.Node{Id: b})
+	all := newDelta(t, addr, &corev3.Node{Id: "extproc", Cluster: xds.AllGroups})
+	late := newDelta(t, addr, &corev3.Node{Id: "late", Cluster: "ns/late"})
+	ca.subscribe(lds)
+	cb.subscribe(lds)
+	all.subscribe(policy)
+	late.subscribe(lds)
+	r := ca.next(lds)
+	equal(t, "group a", deltaNames(t, r), []string{xdstest.ListenerName(a)})
+	ca.ack(r)
+	rs := cb.next(lds)
+	equal(t, "group b", sotwNames(t, rs), []string{xdstest.ListenerName(b)})
+	cb.ack(rs)
+	r = all.next(policy)
+	equal(t, "group *", deltaNames(t, r), []string{xdstest.PolicyName(a), xdstest.PolicyName(b)})
+	all.ack(r)
+
+	update(t, srv, gateways(xdstest.Gateway(a, 9000, "/"), xdstest.Gateway(b, 9001, "/"), xdstest.Gateway("ns/late", 9002, "/")))
+	equal(t, "late group", deltaNames(t, late.next(lds)), []string{xdstest.ListenerName("ns/late")})
+	r = all.next(policy)
+	equal(t, "group * after the update", deltaNames(t, r), []string{xdstest.PolicyName("ns/late")})
+	if p := decode(t, r.GetResources()[0].GetResource()).(*policyv1.Policy); len(p.GetMcpRules()) != 1 {
+		t.Errorf("policy: %v", p)
+	}
+}
+
+// TestReflection lists the services with a gRPC reflection client, as grpcurl does.
+func TestReflection(t *testing.T) {
+	_, addr, _ := start(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	s, err := reflectionpb.NewServerReflectionClient(dial(t, addr)).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, svc := range r.GetListServicesResponse().GetService() {
+		names = append(names, svc.GetName())
+	}
+	for _, want := range []string{
+		"envoy.service.discovery.v3.AggregatedDiscoveryService",
+		"envoy.service.listener.v3.ListenerDiscoveryService",
+		"envoy.service.route.v3.RouteDiscoveryService",
+		"envoy.service.cluster.v3.ClusterDiscoveryService",
+		"envoy.service.endpoint.v3.EndpointDiscoveryService",
+		"grpc.reflection.v1.ServerReflection",
+	} {
+		if !slices.Contains(names, want) {
+			t.Errorf("reflection lists %q, not %s", names, want)
+		}
+	}
+}
+
+func TestDebugHandler(t *testing.T) {
+	srv, _, _ := start(t, gateways(xdstest.Gateway(gw, 9000, "/")))
+	h := httptest.NewServer(srv.DebugHandler())
+	defer h.Close()
+	get := func(query string) (int, string) {
+		resp, err := http.Get(h.URL + query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := get("")
+	var dump struct {
+		Version string
+		Groups  map[string]struct {
+			Version   string
+			Resources map[string][]map[string]any
+		}
+	}
+	if err := json.Unmarshal([]byte(body), &dump); code != 200 || err != nil {
+		t.Fatalf("%d %v: %s", code, err, body)
+	}
+	if dump.Version != "1" || len(dump.Groups) != 2 {
+		t.Errorf("dump: version %q, groups %v", dump.Version, dump.Groups)
+	}
+	g := dump.Groups[gw]
+	if g.Version != "1" || g.Resources[lds][0]["name"] != xdstest.ListenerName(gw) || g.Resources[policy][0]["name"] != xdstest.PolicyName(gw) {
+		t.Errorf("group %s: %+v", gw, g)
+	}
+	// Any fields are shown as their types' JSON.
+	if !strings.Contains(body, `"routeConfigName": "ns/gw/8080"`) {
+		t.Errorf("listener's connection manager not shown: %s", body)
+	}
+	if code, body := get("?group=" + xds.AllGroups); code != 200 || strings.Contains(body, lds) {
+		t.Errorf("group *: %d %s", code, body)
+	}
+	if code, _ := get("?group=nope/nope"); code != http.StatusNotFound {
+		t.Errorf("unknown group: %d", code)
+	}
+}
+
+// TestUpdateKeepsGoodResources gives Update resources it cannot serve: they are named in the
+// error and left out, and the rest is served.
+func TestUpdateKeepsGoodResources(t *testing.T) {
+	g := gateways(xdstest.Gateway(gw, 9000, "/"))
+	g[gw][policy] = append(g[gw][policy], &policyv1.Policy{}, xdstest.Policy(xdstest.PolicyName(gw)), &routev3.RouteConfiguration{Name: "wrong"}, nil)
+	srv, addr, logs := start(t, nil)
+	err := srv.Update(g)
+	for _, want := range []string{"[1]: resource without a name", `[2]: name "EnterpriseAgentgatewayPolicy/ns/gw" used twice`, "[3]: resource of type type.googleapis.com/envoy.config.route.v3.RouteConfiguration", "[4]: nil resource"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+	c := newDelta(t, addr, &corev3.Node{Id: "x", Cluster: gw})
+	c.subscribe(policy)
+	equal(t, "policies", deltaNames(t, c.next(policy)), []string{xdstest.PolicyName(gw)})
+
+	// An inconsistent snapshot is logged and served.
+	g = gateways(xdstest.Gateway(gw, 9000, "/"))
+	g[gw][cds] = nil
+	update(t, srv, g)
+	if len(logs.Find("WARN inconsistent snapshot", `Cluster "service/ns/gw/80" is referenced but missing`)) == 0 {
+		t.Errorf("no inconsistency logged: %q", logs.Find("inconsistent"))
+	}
+	if s, _ := srv.Snapshot(gw); len(s.GetResources(cds)) != 0 || len(s.GetResources(lds)) != 1 {
+		t.Errorf("inconsistent snapshot not served as given")
+	}
+}
+
+func TestInconsistencies(t *testing.T) {
+	g := xdstest.Gateway(gw, 9000, "/")
+	s, err := xds.NewSnapshot("1", g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := s.Inconsistencies(); len(p) != 0 {
+		t.Errorf("consistent snapshot: %q", p)
+	}
+	rc := proto.CloneOf(g[rds][0].(*routev3.RouteConfiguration))
+	rc.VirtualHosts[0].Routes = append(rc.VirtualHosts[0].Routes,
+		&routev3.Route{Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{
+			WeightedClusters: &routev3.WeightedCluster{Clusters: []*routev3.WeightedCluster_ClusterWeight{{Name: "missing"}, {Name: "mcpgate_extproc"}}},
+		}}}})
+	g[rds] = []proto.Message{rc}
+	g[eds] = append(g[eds], &endpointv3.ClusterLoadAssignment{ClusterName: "orphan"})
+	g[lds] = nil
+	s, _ = xds.NewSnapshot("2", g)
+	want := []string{
+		`Cluster "mcpgate_extproc" is referenced but missing`,
+		`Cluster "missing" is referenced but missing`,
+		`ClusterLoadAssignment "orphan" is not referenced`,
+		`RouteConfiguration "ns/gw/8080" is not referenced`,
+	}
+	equal(t, "inconsistencies", s.Inconsistencies(), want)
+	equal(t, "with static clusters", s.Inconsistencies(xds.StaticClusters...), slices.Delete(slices.Clone(want), 0, 1))
+}
+
+func TestPolicyTypeURL(t *testing.T) {
+	if got := resourcev3.APITypePrefix + string((&policyv1.Policy{}).ProtoReflect().Descriptor().FullName()); got != xds.PolicyType {
+		t.Errorf("policy type URL %s, want %s", got, xds.PolicyType)
+	}
+	if g := xds.GroupOf(&corev3.Node{Id: "id"}); g != "id" {
+		t.Errorf("group of a node without cluster: %q", g)
+	}
+}
