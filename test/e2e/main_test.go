@@ -1,0 +1,260 @@
+package e2e
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// env is the running suite, set once by TestMain before any test runs and read by every test.
+var env *suite
+
+// suite holds what TestMain started: one set of processes for the whole package.
+type suite struct {
+	out       string // test/e2e/out: logs of every process, the watched folder, results
+	bin       binaries
+	tools     tools
+	ports     ports
+	lab       *labDir
+	inspector *inspector
+	inspCfg   string // the lab's mcp-inspector-config.json, ports edited, with the suite's servers
+	page      *httptest.Server
+	pageURL   string // what the lab fetches instead of https://httpbin.org/get
+	issuer    *testIssuer
+	devToken  string // the lab's DEV_TOKEN
+	procs     []*proc
+	dataPlane *proc
+	mcpgate   *proc
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(runSuite(m))
+}
+
+func runSuite(m *testing.M) int {
+	s := &suite{}
+	defer s.stop()
+	if err := s.start(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: setting up the suite failed: %v\n", err)
+		s.dumpLogs()
+		return 1
+	}
+	env = s
+	code := m.Run()
+	if code != 0 {
+		s.dumpLogs()
+	}
+	return code
+}
+
+// pageMarker is in the local page's body, so a fetch result can be recognized.
+const pageMarker = "mcpgate-e2e-local-page"
+
+func (s *suite) start() error {
+	var err error
+	if s.out, err = filepath.Abs("out"); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(s.out); err != nil {
+		return fmt.Errorf("clean %s: %w", s.out, err)
+	}
+	if err := os.MkdirAll(filepath.Join(s.out, "bin"), 0o755); err != nil {
+		return err
+	}
+	cache, err := cacheDir()
+	if err != nil {
+		return err
+	}
+	if s.tools, err = findTools(cache); err != nil {
+		return err
+	}
+	if s.bin, err = buildBinaries(filepath.Join(s.out, "bin"), filepath.Join(s.out, "build.log")); err != nil {
+		return err
+	}
+	if s.ports, err = pickPorts(); err != nil {
+		return err
+	}
+	if s.issuer, err = newTestIssuer(); err != nil {
+		return err
+	}
+	token, err := os.ReadFile("../../examples/mcp-connectivity/dev-token.txt")
+	if err != nil {
+		return fmt.Errorf("the lab's DEV_TOKEN: %w", err)
+	}
+	s.devToken = strings.TrimSpace(string(token))
+	if s.inspector, err = newInspector(s.tools.inspector, s.out, filepath.Join(s.out, "inspector.log")); err != nil {
+		return err
+	}
+
+	// The page the fetch tool reads, in place of https://httpbin.org/get (no internet here).
+	s.page = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, "{\"url\": %q, \"user-agent\": %q, \"marker\": %q}\n", "http://"+r.Host+r.URL.String(), r.UserAgent(), pageMarker)
+	}))
+	s.pageURL = s.page.URL + "/get"
+
+	if err := s.startServers(); err != nil {
+		return err
+	}
+	if s.lab, err = newLabDir(s.out, "../../examples/mcp-connectivity", s.ports); err != nil {
+		return err
+	}
+	if err := s.lab.base(); err != nil {
+		return err
+	}
+	if err := s.writeInspectorConfig(); err != nil {
+		return err
+	}
+	return s.startGateway()
+}
+
+// startServers starts the MCP servers the gateway routes to.
+func (s *suite) startServers() error {
+	everything := func(name string, port int, transport string) procSpec {
+		return procSpec{
+			name: name,
+			args: []string{"node", "-r", s.tools.preload, s.tools.everything, transport},
+			env:  []string{"PORT=" + strconv.Itoa(port)},
+			dir:  s.out,
+		}
+	}
+	servers := []struct {
+		spec procSpec
+		port int
+	}{
+		{procSpec{name: "fetchserver", args: []string{s.bin.fetchserver, "-addr", addr(s.ports.fetch)}}, s.ports.fetch},
+		{everything("everything-sse", s.ports.everythingSSEUp, "sse"), s.ports.everythingSSEUp},
+		{everything("everything-http", s.ports.everythingHTTPUp, "streamableHttp"), s.ports.everythingHTTPUp},
+		{procSpec{name: "conformance-server", args: []string{s.bin.conformance, "-http", addr(s.ports.conformanceUp), "-stateless=false"}}, s.ports.conformanceUp},
+	}
+	for _, srv := range servers {
+		p, err := s.startProc(srv.spec)
+		if err != nil {
+			return err
+		}
+		if err := waitTCP(p, addr(srv.port), 30*time.Second); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startGateway starts `mcpgate run` on the watched folder and the data plane, and waits until the
+// Gateway's listeners accept connections.
+func (s *suite) startGateway() error {
+	var err error
+	s.mcpgate, err = s.startProc(procSpec{name: "mcpgate", args: []string{s.bin.mcpgate, "run",
+		"-f", s.lab.dir,
+		"--xds-addr", addr(s.ports.xds),
+		"--extproc-addr", addr(s.ports.extproc),
+		"--admin-addr", addr(s.ports.admin),
+	}})
+	if err != nil {
+		return err
+	}
+	if err := waitTCP(s.mcpgate, addr(s.ports.xds), 30*time.Second); err != nil {
+		return err
+	}
+	if err := waitTCP(s.mcpgate, addr(s.ports.extproc), 30*time.Second); err != nil {
+		return err
+	}
+	bootstrap := filepath.Join(s.out, "bootstrap.yaml")
+	cmd := exec.Command(s.bin.mcpgate, "bootstrap", "--gateway", "agentgateway-system/agentgateway",
+		"--xds-addr", addr(s.ports.xds), "--extproc-addr", addr(s.ports.extproc), "--admin-addr", addr(s.ports.envoyAdmin))
+	data, err := cmd.Output()
+	if err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			err = fmt.Errorf("%w: %s", err, exit.Stderr)
+		}
+		return fmt.Errorf("mcpgate bootstrap: %w", err)
+	}
+	if err := os.WriteFile(bootstrap, data, 0o644); err != nil {
+		return err
+	}
+	args := []string{s.bin.dataPlane, "-c", bootstrap}
+	if s.bin.realEnvoy {
+		args = append(args, "--disable-hot-restart", "--log-level", "warn")
+	}
+	if s.dataPlane, err = s.startProc(procSpec{name: "dataplane", args: args, splitStdout: true}); err != nil {
+		return err
+	}
+	for _, port := range []int{s.ports.gateway, s.ports.everythingSSE, s.ports.everythingHTTP, s.ports.conformance} {
+		if err := waitTCP(s.dataPlane, addr(port), 60*time.Second); err != nil {
+			return fmt.Errorf("the Gateway's listeners did not come up (is the config accepted? see %s): %w\n%s", s.mcpgate.logs[0], err, s.mcpgate.describe())
+		}
+	}
+	return nil
+}
+
+func (s *suite) startProc(spec procSpec) (*proc, error) {
+	p, err := startProc(s.out, spec)
+	if err != nil {
+		return nil, err
+	}
+	s.procs = append(s.procs, p)
+	return p, nil
+}
+
+// writeInspectorConfig writes the lab's mcp-inspector-config.json with the suite's gateway port and
+// entries for server-everything through the gateway.
+func (s *suite) writeInspectorConfig() error {
+	example, err := os.ReadFile(filepath.Join(s.lab.example, "mcp-inspector-config.json"))
+	if err != nil {
+		return err
+	}
+	var cfg struct {
+		Servers map[string]map[string]string `json:"mcpServers"`
+	}
+	if err := json.Unmarshal(example, &cfg); err != nil {
+		return fmt.Errorf("mcp-inspector-config.json: %w", err)
+	}
+	for name, srv := range cfg.Servers {
+		u := strings.Replace(srv["url"], "127.0.0.1:8080", addr(s.ports.gateway), 1)
+		if u == srv["url"] {
+			return fmt.Errorf("mcp-inspector-config.json: server %s: url %s is not on 127.0.0.1:8080", name, u)
+		}
+		srv["url"] = u
+	}
+	cfg.Servers["everything-sse"] = map[string]string{"type": "sse", "url": "http://" + addr(s.ports.everythingSSE) + "/sse"}
+	cfg.Servers["everything-http"] = map[string]string{"type": "streamable-http", "url": "http://" + addr(s.ports.everythingHTTP) + "/mcp"}
+	data, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	s.inspCfg = filepath.Join(s.out, "mcp-inspector-config.json")
+	return os.WriteFile(s.inspCfg, data, 0o644)
+}
+
+func (s *suite) stop() {
+	for i := len(s.procs) - 1; i >= 0; i-- {
+		s.procs[i].stop()
+	}
+	if s.page != nil {
+		s.page.Close()
+	}
+}
+
+// dumpLogs prints the end of every log under out/, for failures.
+func (s *suite) dumpLogs() {
+	if s.out == "" {
+		return
+	}
+	files, _ := filepath.Glob(filepath.Join(s.out, "*.log"))
+	sort.Strings(files)
+	for _, f := range files {
+		fmt.Fprintf(os.Stderr, "\n===== %s =====\n%s\n", f, tail(f, 80))
+	}
+}
+
+func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
