@@ -1,0 +1,174 @@
+package telemetry
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Arguments renders a tool call's raw arguments for the audit line and Envoy's metadata: keys in
+// Options.RedactKeys have their values replaced by "[REDACTED]", and the text is cut to
+// Options.MaxArgumentBytes (truncated then reports true and the text is no longer JSON).
+func (t *Telemetry) Arguments(raw json.RawMessage) (text []byte, truncated bool) {
+	if len(raw) == 0 {
+		return nil, false
+	}
+	if t.redact != nil {
+		raw = t.redactJSON(raw)
+	}
+	if len(raw) <= t.maxArgs {
+		return raw, false
+	}
+	cut := t.maxArgs
+	for cut > 0 && !utf8.RuneStart(raw[cut]) {
+		cut--
+	}
+	return raw[:cut], true
+}
+
+func (t *Telemetry) redactJSON(raw json.RawMessage) json.RawMessage {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		// Not JSON: nothing can be found by key, so keep none of it.
+		return json.RawMessage(`"[REDACTED]"`)
+	}
+	if !t.redactValue(v) {
+		return raw
+	}
+	out, err := json.Marshal(v)
+	if err != nil {
+		return json.RawMessage(`"[REDACTED]"`)
+	}
+	return out
+}
+
+// redactValue replaces in place the values of redacted keys and reports whether it changed any.
+func (t *Telemetry) redactValue(v any) bool {
+	changed := false
+	switch x := v.(type) {
+	case map[string]any:
+		for k, val := range x {
+			if t.redact[strings.ToLower(k)] {
+				x[k] = "[REDACTED]"
+				changed = true
+			} else if t.redactValue(val) {
+				changed = true
+			}
+		}
+	case []any:
+		for _, val := range x {
+			if t.redactValue(val) {
+				changed = true
+			}
+		}
+	}
+	return changed
+}
+
+// appendRecord encodes r as one JSON object. Empty fields are left out.
+func appendRecord(b []byte, r *Record, t *Telemetry) []byte {
+	b = append(b, `{"time":"`...)
+	b = r.Time.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, '"')
+	b = appendField(b, "gateway", r.Gateway)
+	b = appendField(b, "route", r.Route)
+	b = appendField(b, "backend", r.Backend)
+	b = appendField(b, "target", r.Target)
+	b = appendField(b, "session", r.Session)
+	b = appendField(b, "subject", r.Subject)
+	if len(r.Claims) > 0 {
+		if c, err := json.Marshal(r.Claims); err == nil {
+			b = append(b, `,"claims":`...)
+			b = append(b, c...)
+		}
+	}
+	b = appendField(b, "authn", r.Authn)
+	b = appendField(b, "method", r.Method)
+	b = appendField(b, "tool", r.Tool)
+	if args, truncated := t.Arguments(r.Arguments); args != nil {
+		b = append(b, `,"arguments":`...)
+		if truncated {
+			b = appendString(b, string(args))
+			b = append(b, `,"arguments_truncated":true`...)
+		} else {
+			b = append(b, args...)
+		}
+	}
+	if r.ID != nil {
+		b = append(b, `,"jsonrpc_id":`...)
+		b = append(b, r.ID...)
+	}
+	b = appendField(b, "decision", r.Decision)
+	b = appendField(b, "rule", r.Rule)
+	if r.HasError {
+		b = append(b, `,"jsonrpc_error":`...)
+		b = strconv.AppendInt(b, int64(r.ErrorCode), 10)
+	}
+	if r.HTTPStatus != 0 {
+		b = append(b, `,"http_status":`...)
+		b = strconv.AppendInt(b, int64(r.HTTPStatus), 10)
+	}
+	b = appendField(b, "outcome", r.Outcome)
+	b = append(b, `,"latency_ms":`...)
+	b = strconv.AppendFloat(b, float64(r.Latency.Microseconds())/1000, 'f', -1, 64)
+	return append(b, '}')
+}
+
+func appendField(b []byte, name, value string) []byte {
+	if value == "" {
+		return b
+	}
+	b = append(b, ',', '"')
+	b = append(b, name...)
+	b = append(b, '"', ':')
+	return appendString(b, value)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString encodes s as a JSON string; invalid UTF-8 becomes U+FFFD.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

@@ -1,0 +1,311 @@
+// Package telemetry records what ext_proc sees of MCP traffic: one JSON audit line per MCP
+// request/response pair, Prometheus metrics, and an OpenTelemetry span per MCP request that
+// continues the trace of the HTTP request. It never records tokens.
+package telemetry
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Outcomes of an MCP exchange, the outcome label and audit field.
+const (
+	// OutcomeResult: the server answered with a result.
+	OutcomeResult = "result"
+	// OutcomeError: the answer was a JSON-RPC error (from the server or, for a refused call, from
+	// the gateway).
+	OutcomeError = "error"
+	// OutcomeNotification: a notification, which gets no answer.
+	OutcomeNotification = "notification"
+	// OutcomeNoAnswer: the exchange ended (stream closed, entry expired) without an answer.
+	OutcomeNoAnswer = "no_answer"
+	// OutcomeRefused: the gateway refused the HTTP request (authentication, traffic rule, limit).
+	OutcomeRefused = "refused"
+)
+
+// Decisions, the decision label and audit field.
+const (
+	DecisionAllow = "allow"
+	DecisionDeny  = "deny"
+)
+
+// DefaultMaxArgumentBytes is how much of a tool call's arguments the audit line keeps.
+const DefaultMaxArgumentBytes = 1024
+
+// Options configure Telemetry.
+type Options struct {
+	// Audit receives one JSON line per MCP exchange; nil writes none.
+	Audit io.Writer
+	// Registerer registers the metrics; nil keeps them in a private registry.
+	Registerer prometheus.Registerer
+	// TracerProvider makes the spans; nil makes none.
+	TracerProvider trace.TracerProvider
+	// RedactKeys are argument keys (any depth, case-insensitive) whose values the audit line and
+	// metadata replace with "[REDACTED]".
+	RedactKeys []string
+	// MaxArgumentBytes truncates the arguments kept (default DefaultMaxArgumentBytes).
+	MaxArgumentBytes int
+	// Logger reports audit write errors.
+	Logger *slog.Logger
+}
+
+// Record is one MCP exchange (a request and its answer, or a refused HTTP request).
+type Record struct {
+	// Time is when the request was seen.
+	Time time.Time
+	// Gateway, Route, Backend and Target come from the route's ext_proc metadata.
+	Gateway, Route, Backend, Target string
+	// Session is the Mcp-Session-Id or the legacy SSE sessionId.
+	Session string
+	// Subject is the JWT sub; Claims the token's claims that policies reference; Authn the
+	// authentication result ("ok", "missing", "invalid: REASON", "none").
+	Subject string
+	Claims  map[string]any
+	Authn   string
+	// Method and Tool of the JSON-RPC request; Arguments its raw tool arguments; ID its raw id.
+	Method, Tool string
+	Arguments    json.RawMessage
+	ID           json.RawMessage
+	// Decision and Rule: the authorization outcome and the source of the deciding rule.
+	Decision, Rule string
+	// ErrorCode is the JSON-RPC error code of the answer when HasError.
+	ErrorCode int
+	HasError  bool
+	// HTTPStatus of the response carrying the answer (or refusing the request).
+	HTTPStatus int
+	// Outcome is one of the Outcome constants; Finish sets Latency.
+	Outcome string
+	Latency time.Duration
+
+	span trace.Span
+}
+
+// Telemetry writes audit lines, counts and traces. It is safe for concurrent use.
+type Telemetry struct {
+	audit    io.Writer
+	auditMu  sync.Mutex
+	bufs     sync.Pool
+	log      *slog.Logger
+	tracer   trace.Tracer
+	redact   map[string]bool
+	maxArgs  int
+	methods  *labelGuard
+	tools    *labelGuard
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	authn    *prometheus.CounterVec
+	streams  prometheus.Gauge
+	nonRPC   *prometheus.CounterVec
+	policies *prometheus.CounterVec
+}
+
+// New returns Telemetry; it fails when the metrics cannot be registered.
+func New(o Options) (*Telemetry, error) {
+	t := &Telemetry{
+		audit:   o.Audit,
+		log:     o.Logger,
+		maxArgs: o.MaxArgumentBytes,
+		methods: newLabelGuard(200),
+		tools:   newLabelGuard(1000),
+	}
+	if t.log == nil {
+		t.log = slog.New(slog.DiscardHandler)
+	}
+	if t.maxArgs <= 0 {
+		t.maxArgs = DefaultMaxArgumentBytes
+	}
+	if len(o.RedactKeys) > 0 {
+		t.redact = make(map[string]bool, len(o.RedactKeys))
+		for _, k := range o.RedactKeys {
+			t.redact[strings.ToLower(k)] = true
+		}
+	}
+	if o.TracerProvider != nil {
+		t.tracer = o.TracerProvider.Tracer("github.com/mcpgate/mcpgate/extproc")
+	}
+	t.bufs.New = func() any { b := make([]byte, 0, 1024); return &b }
+
+	t.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mcpgate_mcp_requests_total",
+		Help: "MCP JSON-RPC requests and notifications seen by ext_proc, by authorization decision and outcome.",
+	}, []string{"gateway", "route", "target", "method", "tool", "decision", "outcome"})
+	t.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "mcpgate_mcp_request_duration_seconds",
+		Help:    "Time from an MCP request reaching ext_proc to its answer.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+	}, []string{"gateway", "route", "target", "method"})
+	t.authn = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mcpgate_authn_failures_total",
+		Help: "Requests whose JWT was missing or invalid, by reason (whether or not the mode refused them).",
+	}, []string{"reason"})
+	t.streams = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "mcpgate_extproc_streams_active",
+		Help: "ext_proc gRPC streams (one per HTTP request) in progress.",
+	})
+	t.nonRPC = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mcpgate_extproc_non_jsonrpc_bodies_total",
+		Help: "Bodies on MCP routes that were not JSON-RPC and passed untouched, by direction.",
+	}, []string{"direction"})
+	t.policies = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mcpgate_extproc_policy_updates_total",
+		Help: "Policy updates received from the control plane, by result (ack or nack).",
+	}, []string{"result"})
+	reg := o.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	for _, c := range []prometheus.Collector{t.requests, t.duration, t.authn, t.streams, t.nonRPC, t.policies} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register ext_proc metrics: %w", err)
+		}
+	}
+	return t, nil
+}
+
+// StreamStarted and StreamEnded track mcpgate_extproc_streams_active.
+func (t *Telemetry) StreamStarted() { t.streams.Inc() }
+
+// StreamEnded is the counterpart of StreamStarted.
+func (t *Telemetry) StreamEnded() { t.streams.Dec() }
+
+// AuthnFailure counts a missing or invalid token. reason must come from a fixed set (the jwt
+// package's reasons).
+func (t *Telemetry) AuthnFailure(reason string) { t.authn.WithLabelValues(reason).Inc() }
+
+// NonJSONRPC counts a body on an MCP route that was not JSON-RPC; direction is "request" or
+// "response".
+func (t *Telemetry) NonJSONRPC(direction string) { t.nonRPC.WithLabelValues(direction).Inc() }
+
+// PolicyUpdate counts a policy update from the control plane.
+func (t *Telemetry) PolicyUpdate(accepted bool) {
+	if accepted {
+		t.policies.WithLabelValues("ack").Inc()
+	} else {
+		t.policies.WithLabelValues("nack").Inc()
+	}
+}
+
+// Tracing reports whether spans are made, so that callers can skip preparing them.
+func (t *Telemetry) Tracing() bool { return t.tracer != nil }
+
+// StartSpan starts the span of r's MCP request, named "METHOD TOOL" (or "METHOD"), as a child of
+// the W3C trace context in headers (a fresh trace when there is none). Finish ends it.
+func (t *Telemetry) StartSpan(headers propagation.TextMapCarrier, r *Record) {
+	if t.tracer == nil {
+		return
+	}
+	ctx := propagation.TraceContext{}.Extract(context.Background(), headers)
+	name := r.Method
+	if r.Tool != "" {
+		name += " " + r.Tool
+	}
+	attrs := make([]attribute.KeyValue, 0, 6)
+	attrs = append(attrs, attribute.String("mcp.method.name", r.Method))
+	if r.Tool != "" {
+		attrs = append(attrs, attribute.String("gen_ai.tool.name", r.Tool))
+	}
+	if r.Session != "" {
+		attrs = append(attrs, attribute.String("mcp.session.id", r.Session))
+	}
+	if r.ID != nil {
+		attrs = append(attrs, attribute.String("jsonrpc.request.id", string(r.ID)))
+	}
+	if r.Target != "" {
+		attrs = append(attrs, attribute.String("mcp.target", r.Target))
+	}
+	if r.Route != "" {
+		attrs = append(attrs, attribute.String("http.route", r.Route))
+	}
+	_, r.span = t.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithTimestamp(r.Time), trace.WithAttributes(attrs...))
+}
+
+// Finish completes r at now: it sets the latency, ends the span, counts the exchange and writes
+// the audit line.
+func (t *Telemetry) Finish(r *Record, now time.Time) {
+	r.Latency = now.Sub(r.Time)
+	method := t.methods.value(r.Method)
+	tool := t.tools.value(r.Tool)
+	t.requests.WithLabelValues(r.Gateway, r.Route, r.Target, method, tool, r.Decision, r.Outcome).Inc()
+	if r.Outcome != OutcomeNotification && r.Outcome != OutcomeRefused {
+		t.duration.WithLabelValues(r.Gateway, r.Route, r.Target, method).Observe(r.Latency.Seconds())
+	}
+	if r.span != nil {
+		if r.HasError {
+			r.span.SetAttributes(attribute.Int("rpc.jsonrpc.error_code", r.ErrorCode))
+			r.span.SetStatus(codes.Error, fmt.Sprintf("JSON-RPC error %d", r.ErrorCode))
+		}
+		if r.Decision != "" {
+			r.span.SetAttributes(attribute.String("mcpgate.decision", r.Decision))
+		}
+		r.span.End(trace.WithTimestamp(now))
+		r.span = nil
+	}
+	if t.audit != nil {
+		t.writeAudit(r)
+	}
+}
+
+func (t *Telemetry) writeAudit(r *Record) {
+	bp := t.bufs.Get().(*[]byte)
+	b := appendRecord((*bp)[:0], r, t)
+	b = append(b, '\n')
+	t.auditMu.Lock()
+	_, err := t.audit.Write(b)
+	t.auditMu.Unlock()
+	*bp = b
+	t.bufs.Put(bp)
+	if err != nil {
+		t.log.Error("audit log write failed", "error", err)
+	}
+}
+
+// labelGuard bounds the distinct values of a metric label that comes from client input: values
+// that are not short printable names, and values past the first max distinct ones, become
+// "other".
+type labelGuard struct {
+	mu   sync.RWMutex
+	max  int
+	seen map[string]struct{}
+}
+
+func newLabelGuard(max int) *labelGuard {
+	return &labelGuard{max: max, seen: make(map[string]struct{}, max)}
+}
+
+func (g *labelGuard) value(v string) string {
+	if v == "" {
+		return ""
+	}
+	if len(v) > 128 || strings.IndexFunc(v, func(r rune) bool { return r < 0x21 || r > 0x7e }) >= 0 {
+		return "other"
+	}
+	g.mu.RLock()
+	_, ok := g.seen[v]
+	g.mu.RUnlock()
+	if ok {
+		return v
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.seen[v]; ok {
+		return v
+	}
+	if len(g.seen) >= g.max {
+		return "other"
+	}
+	g.seen[v] = struct{}{}
+	return v
+}

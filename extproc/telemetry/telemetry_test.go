@@ -1,0 +1,271 @@
+package telemetry
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/grpc"
+)
+
+func sampleRecord() *Record {
+	return &Record{
+		Time:    time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC),
+		Gateway: "agentgateway-system/agentgateway", Route: "agentgateway-system/mcp/rule/0",
+		Backend: "agentgateway-system/mcp-backend", Target: "mcp-target", Session: "s-1",
+		Subject: "user-id", Claims: map[string]any{"org": "solo.io"}, Authn: "ok",
+		Method: "tools/call", Tool: "fetch",
+		Arguments: json.RawMessage(`{"url":"https://httpbin.org/get","Token":"s3cret","nested":[{"password":"p"}]}`),
+		ID:        json.RawMessage(`3`), Decision: DecisionAllow, Rule: "EnterpriseAgentgatewayPolicy/ns/rbac#0",
+		HTTPStatus: 200, Outcome: OutcomeResult,
+	}
+}
+
+func TestAuditLine(t *testing.T) {
+	var out bytes.Buffer
+	reg := prometheus.NewRegistry()
+	tel, err := New(Options{Audit: &out, Registerer: reg, RedactKeys: []string{"token", "PASSWORD"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := sampleRecord()
+	tel.Finish(r, r.Time.Add(1500*time.Microsecond))
+	line := out.String()
+	if !strings.HasSuffix(line, "\n") || strings.Count(line, "\n") != 1 {
+		t.Fatalf("not one line: %q", line)
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(line), &got); err != nil {
+		t.Fatalf("audit line is not JSON: %v\n%s", err, line)
+	}
+	want := map[string]any{
+		"time": "2026-01-02T03:04:05.000006Z", "gateway": "agentgateway-system/agentgateway",
+		"route": "agentgateway-system/mcp/rule/0", "backend": "agentgateway-system/mcp-backend",
+		"target": "mcp-target", "session": "s-1", "subject": "user-id",
+		"claims": map[string]any{"org": "solo.io"}, "authn": "ok", "method": "tools/call", "tool": "fetch",
+		"arguments":  map[string]any{"url": "https://httpbin.org/get", "Token": "[REDACTED]", "nested": []any{map[string]any{"password": "[REDACTED]"}}},
+		"jsonrpc_id": float64(3), "decision": "allow", "rule": "EnterpriseAgentgatewayPolicy/ns/rbac#0",
+		"http_status": float64(200), "outcome": "result", "latency_ms": 1.5,
+	}
+	gj, _ := json.Marshal(got)
+	wj, _ := json.Marshal(want)
+	if string(gj) != string(wj) {
+		t.Errorf("audit line\n got %s\nwant %s", gj, wj)
+	}
+	if strings.Contains(line, "s3cret") {
+		t.Error("redacted value written")
+	}
+	if n := metric(t, reg, "mcpgate_mcp_requests_total", map[string]string{"gateway": r.Gateway, "route": r.Route, "target": r.Target, "method": "tools/call", "tool": "fetch", "decision": "allow", "outcome": "result"}); n != 1 {
+		t.Errorf("requests_total = %v", n)
+	}
+	if n := metric(t, reg, "mcpgate_mcp_request_duration_seconds", map[string]string{"method": "tools/call"}); n != 1 {
+		t.Errorf("duration samples = %v", n)
+	}
+}
+
+func TestArgumentsTruncated(t *testing.T) {
+	var out bytes.Buffer
+	tel, _ := New(Options{Audit: &out, MaxArgumentBytes: 16})
+	r := sampleRecord()
+	r.Arguments = json.RawMessage(`{"text":"ééééééééééé"}`)
+	r.HasError, r.ErrorCode, r.Outcome = true, -32602, OutcomeError
+	tel.Finish(r, r.Time)
+	var got struct {
+		Arguments string `json:"arguments"`
+		Truncated bool   `json:"arguments_truncated"`
+		Code      int    `json:"jsonrpc_error"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	if !got.Truncated || got.Arguments != `{"text":"ééé` || got.Code != -32602 {
+		t.Errorf("got %+v", got)
+	}
+}
+
+func TestAppendStringEscapes(t *testing.T) {
+	in := "a\"b\\c\n\t\x01\xffé\u2028"
+	var s string
+	if err := json.Unmarshal(appendString(nil, in), &s); err != nil {
+		t.Fatal(err)
+	}
+	if s != "a\"b\\c\n\t\x01\uFFFDé\u2028" {
+		t.Errorf("round trip = %q", s)
+	}
+}
+
+func TestLabelGuard(t *testing.T) {
+	g := newLabelGuard(2)
+	if g.value("a") != "a" || g.value("b") != "b" || g.value("c") != "other" || g.value("a") != "a" {
+		t.Error("cap not applied")
+	}
+	if g.value("has space") != "other" || g.value(strings.Repeat("x", 200)) != "other" {
+		t.Error("odd values not folded")
+	}
+}
+
+func TestOtherMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	tel, err := New(Options{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tel.StreamStarted()
+	tel.StreamStarted()
+	tel.StreamEnded()
+	tel.AuthnFailure("Jwt is expired")
+	tel.NonJSONRPC("request")
+	tel.PolicyUpdate(false)
+	if v := metric(t, reg, "mcpgate_extproc_streams_active", nil); v != 1 {
+		t.Errorf("streams_active = %v", v)
+	}
+	if v := metric(t, reg, "mcpgate_authn_failures_total", map[string]string{"reason": "Jwt is expired"}); v != 1 {
+		t.Errorf("authn failures = %v", v)
+	}
+	if v := metric(t, reg, "mcpgate_extproc_policy_updates_total", map[string]string{"result": "nack"}); v != 1 {
+		t.Errorf("policy nacks = %v", v)
+	}
+	if _, err := New(Options{Registerer: reg}); err == nil {
+		t.Error("registering twice succeeded")
+	}
+}
+
+func TestSpan(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	tel, _ := New(Options{TracerProvider: tp})
+	r := sampleRecord()
+	headers := propagation.MapCarrier{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+	tel.StartSpan(headers, r)
+	r.HasError, r.ErrorCode = true, -32602
+	tel.Finish(r, r.Time.Add(time.Millisecond))
+	spans := rec.Ended()
+	if len(spans) != 1 {
+		t.Fatalf("%d spans", len(spans))
+	}
+	s := spans[0]
+	if s.Name() != "tools/call fetch" || s.Parent().TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" || s.Parent().SpanID().String() != "00f067aa0ba902b7" {
+		t.Errorf("span %q parent %v", s.Name(), s.Parent())
+	}
+	attrs := map[string]string{}
+	for _, a := range s.Attributes() {
+		attrs[string(a.Key)] = a.Value.Emit()
+	}
+	for k, v := range map[string]string{"mcp.method.name": "tools/call", "gen_ai.tool.name": "fetch", "mcp.session.id": "s-1", "jsonrpc.request.id": "3", "rpc.jsonrpc.error_code": "-32602"} {
+		if attrs[k] != v {
+			t.Errorf("attribute %s = %q, want %q", k, attrs[k], v)
+		}
+	}
+	if s.EndTime().Sub(s.StartTime()) != time.Millisecond {
+		t.Errorf("span duration %v", s.EndTime().Sub(s.StartTime()))
+	}
+}
+
+// collector is an OTLP gRPC trace collector: the real protocol, in process.
+type collector struct {
+	collectortrace.UnimplementedTraceServiceServer
+	mu    sync.Mutex
+	names []string
+	got   chan struct{}
+}
+
+func (c *collector) Export(_ context.Context, req *collectortrace.ExportTraceServiceRequest) (*collectortrace.ExportTraceServiceResponse, error) {
+	c.mu.Lock()
+	for _, rs := range req.GetResourceSpans() {
+		for _, ss := range rs.GetScopeSpans() {
+			for _, s := range ss.GetSpans() {
+				c.names = append(c.names, s.GetName())
+			}
+		}
+	}
+	c.mu.Unlock()
+	select {
+	case c.got <- struct{}{}:
+	default:
+	}
+	return &collectortrace.ExportTraceServiceResponse{}, nil
+}
+
+func TestOTLPExport(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &collector{got: make(chan struct{}, 1)}
+	gs := grpc.NewServer()
+	collectortrace.RegisterTraceServiceServer(gs, c)
+	go gs.Serve(lis)
+	defer gs.Stop()
+
+	ctx := context.Background()
+	tp, err := NewOTLPTracerProvider(ctx, "http://"+lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tel, _ := New(Options{TracerProvider: tp})
+	r := sampleRecord()
+	tel.StartSpan(propagation.MapCarrier{}, r)
+	tel.Finish(r, r.Time.Add(time.Millisecond))
+	if err := tp.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-c.got
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.names) != 1 || c.names[0] != "tools/call fetch" {
+		t.Errorf("collector got %q", c.names)
+	}
+}
+
+// metric sums the value (or, for histograms, the sample count) of the series of name whose labels
+// include labels.
+func metric(t *testing.T, g prometheus.Gatherer, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				have[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range labels {
+				if have[k] != v {
+					continue series
+				}
+			}
+			sum += value(m)
+		}
+	}
+	return sum
+}
+
+func value(m *dto.Metric) float64 {
+	switch {
+	case m.Counter != nil:
+		return m.GetCounter().GetValue()
+	case m.Gauge != nil:
+		return m.GetGauge().GetValue()
+	case m.Histogram != nil:
+		return float64(m.GetHistogram().GetSampleCount())
+	}
+	return 0
+}
