@@ -1,0 +1,309 @@
+// Package accesslog reproduces Envoy's access log json_format: a dictionary whose string values
+// hold command operators (%RESPONSE_CODE%, %REQ(:PATH)%, %DYNAMIC_METADATA(ns:key)% ...). A value
+// that is exactly one operator is written typed (numbers as numbers, metadata as JSON, unavailable
+// as null); a value that mixes text and operators is a string in which unavailable is "-".
+package accesslog
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/mcpgate/mcpgate/test/envoydouble/headers"
+)
+
+// Info is what is known about a finished request: the input of a format.
+type Info struct {
+	Start            time.Time
+	Duration         time.Duration
+	Request          *headers.Map // final request headers (after filters)
+	Response         *headers.Map // nil when no response was sent
+	Code             int
+	Flags            []string // Envoy short response flags: NR, UH, UF, UT, NC, DC, UC ...
+	Details          string   // %RESPONSE_CODE_DETAILS%
+	UpstreamHost     string
+	UpstreamCluster  string
+	RouteName        string
+	Metadata         map[string]*structpb.Struct // dynamic metadata by namespace
+	Protocol         string
+	BytesReceived    int64
+	BytesSent        int64
+	DownstreamRemote string
+}
+
+// Format is a compiled json_format.
+type Format struct {
+	root *node
+}
+
+type node struct {
+	keys     []string
+	children map[string]*node
+	value    *template
+	literal  *structpb.Value
+}
+
+type template struct {
+	parts []part
+}
+
+type part struct {
+	text string
+	op   *operator
+}
+
+type operator struct {
+	name   string
+	args   []string // REQ: alternatives; DYNAMIC_METADATA: namespace then path
+	maxLen int
+}
+
+var opRE = regexp.MustCompile(`%([A-Z_]+)(\(([^)]*)\))?(:(\d+))?%`)
+
+// implemented is the list of command operators the double writes. Envoy has many more; a format
+// using another one is refused so that a log field never silently differs from Envoy's.
+var implemented = map[string]bool{
+	"START_TIME": true, "REQ": true, "REQUEST_HEADER": true, "RESP": true, "RESPONSE_HEADER": true,
+	"RESPONSE_CODE": true, "RESPONSE_FLAGS": true, "DURATION": true, "UPSTREAM_HOST": true,
+	"ROUTE_NAME": true, "DYNAMIC_METADATA": true, "PROTOCOL": true, "BYTES_RECEIVED": true,
+	"BYTES_SENT": true, "RESPONSE_CODE_DETAILS": true, "UPSTREAM_CLUSTER": true,
+	"DOWNSTREAM_REMOTE_ADDRESS": true,
+}
+
+// Compile compiles a json_format dictionary. path names the field in errors.
+func Compile(s *structpb.Struct, path string) (*Format, error) {
+	n, err := compileStruct(s, path)
+	if err != nil {
+		return nil, err
+	}
+	return &Format{root: n}, nil
+}
+
+func compileStruct(s *structpb.Struct, path string) (*node, error) {
+	n := &node{children: map[string]*node{}}
+	for k, v := range s.GetFields() {
+		p := fmt.Sprintf("%s.%s", path, k)
+		var c *node
+		switch v.GetKind().(type) {
+		case *structpb.Value_StringValue:
+			t, err := compileTemplate(v.GetStringValue(), p)
+			if err != nil {
+				return nil, err
+			}
+			c = &node{value: t}
+		case *structpb.Value_StructValue:
+			var err error
+			if c, err = compileStruct(v.GetStructValue(), p); err != nil {
+				return nil, err
+			}
+		case *structpb.Value_NumberValue, *structpb.Value_BoolValue:
+			c = &node{literal: v}
+		default:
+			return nil, fmt.Errorf("%s: only strings, numbers, booleans and nested dictionaries are implemented by envoydouble", p)
+		}
+		n.keys = append(n.keys, k)
+		n.children[k] = c
+	}
+	return n, nil
+}
+
+func compileTemplate(s, path string) (*template, error) {
+	t := &template{}
+	rest := s
+	for {
+		loc := opRE.FindStringSubmatchIndex(rest)
+		if loc == nil {
+			break
+		}
+		if loc[0] > 0 {
+			t.parts = append(t.parts, part{text: rest[:loc[0]]})
+		}
+		name := rest[loc[2]:loc[3]]
+		if !implemented[name] {
+			return nil, fmt.Errorf("%s: command operator %%%s%% not implemented by envoydouble", path, name)
+		}
+		op := &operator{name: name}
+		if loc[6] >= 0 {
+			arg := rest[loc[6]:loc[7]]
+			switch name {
+			case "REQ", "REQUEST_HEADER", "RESP", "RESPONSE_HEADER":
+				op.args = strings.Split(strings.ToLower(arg), "?")
+			case "DYNAMIC_METADATA":
+				op.args = strings.Split(arg, ":")
+			case "START_TIME":
+				if arg != "" {
+					return nil, fmt.Errorf("%s: %%START_TIME(%s)%%: custom time formats not implemented by envoydouble", path, arg)
+				}
+			default:
+				return nil, fmt.Errorf("%s: %%%s%% takes no argument", path, name)
+			}
+		}
+		if (name == "REQ" || name == "REQUEST_HEADER" || name == "RESP" || name == "RESPONSE_HEADER" || name == "DYNAMIC_METADATA") && len(op.args) == 0 {
+			return nil, fmt.Errorf("%s: %%%s%% needs an argument", path, name)
+		}
+		if loc[10] >= 0 {
+			op.maxLen, _ = strconv.Atoi(rest[loc[10]:loc[11]])
+		}
+		t.parts = append(t.parts, part{op: op})
+		rest = rest[loc[1]:]
+	}
+	if rest != "" {
+		if strings.Contains(strings.ReplaceAll(rest, "%%", ""), "%") {
+			return nil, fmt.Errorf("%s: malformed command operator in %q", path, s)
+		}
+		t.parts = append(t.parts, part{text: rest})
+	}
+	return t, nil
+}
+
+// Render writes one JSON line (with a trailing newline) for info.
+func (f *Format) Render(info *Info) []byte {
+	b, err := json.Marshal(f.root.render(info))
+	if err != nil {
+		b = []byte(fmt.Sprintf(`{"envoydouble_error":%q}`, err.Error()))
+	}
+	return append(b, '\n')
+}
+
+func (n *node) render(info *Info) any {
+	switch {
+	case n.literal != nil:
+		return n.literal.AsInterface()
+	case n.value != nil:
+		return n.value.render(info)
+	}
+	out := make(map[string]any, len(n.keys))
+	for _, k := range n.keys {
+		out[k] = n.children[k].render(info)
+	}
+	return out
+}
+
+func (t *template) render(info *Info) any {
+	if len(t.parts) == 1 && t.parts[0].op != nil {
+		v, ok := t.parts[0].op.value(info)
+		if !ok {
+			return nil
+		}
+		return v
+	}
+	var sb strings.Builder
+	for _, p := range t.parts {
+		if p.op == nil {
+			sb.WriteString(p.text)
+			continue
+		}
+		v, ok := p.op.value(info)
+		if !ok {
+			sb.WriteString("-")
+			continue
+		}
+		switch x := v.(type) {
+		case string:
+			sb.WriteString(x)
+		default:
+			j, _ := json.Marshal(x)
+			sb.Write(j)
+		}
+	}
+	return sb.String()
+}
+
+// value evaluates the operator: (typed value, available).
+func (o *operator) value(info *Info) (any, bool) {
+	str := func(s string) (any, bool) {
+		if o.maxLen > 0 && len(s) > o.maxLen {
+			s = s[:o.maxLen]
+		}
+		return s, true
+	}
+	switch o.name {
+	case "START_TIME":
+		return info.Start.UTC().Format("2006-01-02T15:04:05.000Z"), true
+	case "REQ", "REQUEST_HEADER":
+		return header(info.Request, o.args, str)
+	case "RESP", "RESPONSE_HEADER":
+		return header(info.Response, o.args, str)
+	case "RESPONSE_CODE":
+		return info.Code, true
+	case "RESPONSE_FLAGS":
+		if len(info.Flags) == 0 {
+			return "-", true
+		}
+		return strings.Join(info.Flags, ","), true
+	case "DURATION":
+		return info.Duration.Milliseconds(), true
+	case "UPSTREAM_HOST":
+		if info.UpstreamHost == "" {
+			return nil, false
+		}
+		return str(info.UpstreamHost)
+	case "UPSTREAM_CLUSTER":
+		if info.UpstreamCluster == "" {
+			return nil, false
+		}
+		return str(info.UpstreamCluster)
+	case "ROUTE_NAME":
+		if info.RouteName == "" {
+			return nil, false
+		}
+		return str(info.RouteName)
+	case "PROTOCOL":
+		return str(info.Protocol)
+	case "BYTES_RECEIVED":
+		return info.BytesReceived, true
+	case "BYTES_SENT":
+		return info.BytesSent, true
+	case "RESPONSE_CODE_DETAILS":
+		if info.Details == "" {
+			return nil, false
+		}
+		return str(info.Details)
+	case "DOWNSTREAM_REMOTE_ADDRESS":
+		return str(info.DownstreamRemote)
+	case "DYNAMIC_METADATA":
+		return metadata(info.Metadata, o.args, o.maxLen)
+	}
+	return nil, false
+}
+
+func header(h *headers.Map, names []string, str func(string) (any, bool)) (any, bool) {
+	if h == nil {
+		return nil, false
+	}
+	for _, n := range names {
+		if v, ok := h.Get(n); ok {
+			return str(v)
+		}
+	}
+	return nil, false
+}
+
+// metadata reads %DYNAMIC_METADATA(NAMESPACE:KEY*)%: the namespace struct, then nested keys.
+// Strings are truncated to maxLen; other values are written as JSON.
+func metadata(md map[string]*structpb.Struct, args []string, maxLen int) (any, bool) {
+	s, ok := md[args[0]]
+	if !ok {
+		return nil, false
+	}
+	v := structpb.NewStructValue(s)
+	for _, k := range args[1:] {
+		sv := v.GetStructValue()
+		if sv == nil {
+			return nil, false
+		}
+		if v, ok = sv.GetFields()[k]; !ok {
+			return nil, false
+		}
+	}
+	out := v.AsInterface()
+	if str, ok := out.(string); ok && maxLen > 0 && len(str) > maxLen {
+		out = str[:maxLen]
+	}
+	return out, true
+}

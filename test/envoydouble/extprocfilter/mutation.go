@@ -1,0 +1,151 @@
+package extprocfilter
+
+import (
+	"strconv"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+
+	"github.com/mcpgate/mcpgate/test/envoydouble/headers"
+	"github.com/mcpgate/mcpgate/test/envoydouble/xdsconf"
+)
+
+// mutate applies a HeaderMutation as Envoy's mutation_utils.cc does: removals first, then sets.
+//   - Only header.raw_value is read; setting both value and raw_value is an error (500).
+//   - Only the deprecated `append` is honoured (default false = overwrite); append_action is not.
+//   - mutation_rules (default: no :method, :authority, :scheme, host, x-envoy-*) silently drop
+//     blocked changes, unless disallow_is_error.
+//   - Pseudo-headers and host cannot be removed; content-length is ignored where Envoy removes it.
+//   - Invalid names or values are an error (500).
+func (s *Stream) mutate(h *headers.Map, m *extprocsvc.HeaderMutation, d Dir, replace bool) *Failure {
+	if m == nil {
+		return nil
+	}
+	s.mu.Lock()
+	noCL := s.dropsContentLength(d)
+	s.mu.Unlock()
+	bad := func(what string) *Failure {
+		return &Failure{Status: 500, Details: "ext_proc_error_invalid_header_mutation_" + what}
+	}
+	for _, k := range m.GetRemoveHeaders() {
+		key := strings.ToLower(k)
+		if !validName(key) {
+			return bad("name")
+		}
+		if strings.HasPrefix(key, ":") || key == "host" {
+			continue
+		}
+		if !s.allowed(key, false) {
+			if s.cfg.Rules.DisallowIsError {
+				return bad("disallowed")
+			}
+			continue
+		}
+		h.Del(key)
+	}
+	for _, o := range m.GetSetHeaders() {
+		hv := o.GetHeader()
+		key := strings.ToLower(hv.GetKey())
+		if hv.GetValue() != "" && len(hv.GetRawValue()) > 0 {
+			return bad("both_value_and_raw_value")
+		}
+		value := string(hv.GetRawValue())
+		if !validName(key) {
+			return bad("name")
+		}
+		if !validValue(value) {
+			return bad("value")
+		}
+		if key == "content-length" && noCL {
+			continue
+		}
+		if !s.allowed(key, replace && key == ":method") {
+			if s.cfg.Rules.DisallowIsError {
+				return bad("disallowed")
+			}
+			continue
+		}
+		if key == ":status" {
+			if c, err := strconv.Atoi(value); err != nil || c < 100 || c > 999 {
+				return bad("status")
+			}
+		}
+		if appendValue(o) {
+			h.Add(key, value)
+		} else {
+			h.Set(key, value)
+		}
+	}
+	return nil
+}
+
+func appendValue(o *corev3.HeaderValueOption) bool { return o.GetAppend().GetValue() }
+
+// allowed is Envoy's mutation_rules Checker::isAllowed.
+func (s *Stream) allowed(key string, allowMethod bool) bool {
+	r := s.cfg.Rules
+	switch {
+	case r.DisallowAll:
+		return false
+	case r.DisallowExpr != nil && r.DisallowExpr.MatchString(key):
+		return false
+	case r.AllowExpr != nil && r.AllowExpr.MatchString(key):
+		return true
+	}
+	routing := key == ":method" || key == ":authority" || key == ":scheme" || key == "host"
+	if routing && !r.AllowAllRouting && !(allowMethod && key == ":method") {
+		return false
+	}
+	if strings.HasPrefix(key, "x-envoy") && !r.AllowEnvoy {
+		return false
+	}
+	if r.DisallowSystem && (strings.HasPrefix(key, ":") || key == "host") {
+		return false
+	}
+	return true
+}
+
+func validName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i, c := range []byte(k) {
+		if c == ':' && i == 0 {
+			continue
+		}
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func validValue(v string) bool {
+	return strings.IndexByte(v, 0) < 0 && strings.IndexByte(v, '\r') < 0 && strings.IndexByte(v, '\n') < 0
+}
+
+// headerMap builds the HeaderMap sent to ext_proc: lower-case keys, raw_value only, filtered by
+// forward_rules (allowed_headers then disallowed_headers).
+func (s *Stream) headerMap(h *headers.Map) *corev3.HeaderMap {
+	out := &corev3.HeaderMap{}
+	for _, e := range h.All() {
+		if len(s.cfg.ForwardAllowed) > 0 && !anyMatch(s.cfg.ForwardAllowed, e.Key) {
+			continue
+		}
+		if anyMatch(s.cfg.ForwardDisallowed, e.Key) {
+			continue
+		}
+		out.Headers = append(out.Headers, &corev3.HeaderValue{Key: e.Key, RawValue: []byte(e.Value)})
+	}
+	return out
+}
+
+func anyMatch(ms []*xdsconf.StringMatch, k string) bool {
+	for _, m := range ms {
+		if m.Match(k) {
+			return true
+		}
+	}
+	return false
+}

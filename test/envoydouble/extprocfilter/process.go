@@ -1,0 +1,393 @@
+package extprocfilter
+
+import (
+	"strconv"
+	"strings"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/mcpgate/mcpgate/test/envoydouble/headers"
+)
+
+// Result tells the data plane what to do after an event.
+type Result struct {
+	// Local, when set, replaces the answer with a local reply: an immediate response, or a failure
+	// (Failure set) when failure_mode_allow is false.
+	Local *LocalReply
+	// ClearRouteCache asks for the route to be matched again (request direction only).
+	ClearRouteCache bool
+	// Replaced is set by CONTINUE_AND_REPLACE in a headers reply: the body of that direction is
+	// replaced by Body (possibly empty) and its original body is dropped.
+	Replaced bool
+	Body     []byte
+}
+
+// LocalReply is a reply Envoy makes itself (sendLocalReply).
+type LocalReply struct {
+	Status  int
+	Headers *headers.Map
+	Body    []byte
+	Details string
+	// Failure marks an ext_proc failure (as opposed to an ImmediateResponse): once response
+	// headers have gone downstream, Envoy resets the stream instead.
+	Failure bool
+}
+
+// HeaderSent reports whether headers of d are sent to ext_proc (DEFAULT means SEND).
+func (s *Stream) HeaderSent(d Dir) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.headerMode(d) != extprocv3.ProcessingMode_SKIP
+}
+
+// BodyMode is the current body mode of d (mode_override may change it).
+func (s *Stream) BodyMode(d Dir) extprocv3.ProcessingMode_BodySendMode {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bodyMode(d)
+}
+
+func (s *Stream) headerMode(d Dir) extprocv3.ProcessingMode_HeaderSendMode {
+	if d == Request {
+		return s.mode.GetRequestHeaderMode()
+	}
+	return s.mode.GetResponseHeaderMode()
+}
+
+func (s *Stream) bodyMode(d Dir) extprocv3.ProcessingMode_BodySendMode {
+	if d == Request {
+		return s.mode.GetRequestBodyMode()
+	}
+	return s.mode.GetResponseBodyMode()
+}
+
+func (s *Stream) trailerMode(d Dir) extprocv3.ProcessingMode_HeaderSendMode {
+	if d == Request {
+		return s.mode.GetRequestTrailerMode()
+	}
+	return s.mode.GetResponseTrailerMode()
+}
+
+// dropsContentLength: Envoy removes content-length (and ignores a server setting it) when the
+// body mode is STREAMED, or BUFFERED with that direction's headers not sent, unless
+// allow_content_length_header is set.
+func (s *Stream) dropsContentLength(d Dir) bool {
+	if s.cfg.AllowContentLength {
+		return false
+	}
+	bm := s.bodyMode(d)
+	return bm == extprocv3.ProcessingMode_STREAMED || (bm == extprocv3.ProcessingMode_BUFFERED && s.headerMode(d) == extprocv3.ProcessingMode_SKIP)
+}
+
+// RequestHeaders processes the request headers (h is changed in place). eos is true when the
+// request has no body.
+func (s *Stream) RequestHeaders(h *headers.Map, eos bool) Result { return s.headers(Request, h, eos) }
+
+// ResponseHeaders processes the response headers (h is changed in place). eos is true when the
+// response has no body.
+func (s *Stream) ResponseHeaders(h *headers.Map, eos bool) Result { return s.headers(Response, h, eos) }
+
+func (s *Stream) headers(d Dir, h *headers.Map, eos bool) Result {
+	s.mu.Lock()
+	if s.dropsContentLength(d) {
+		h.Del("content-length")
+	}
+	skip := s.headerMode(d) == extprocv3.ProcessingMode_SKIP
+	if skip {
+		s.markDoneIfNoBody(d, eos)
+		s.mu.Unlock()
+		s.maybeClose()
+		return Result{}
+	}
+	s.mu.Unlock()
+	hh := &extprocsvc.HttpHeaders{Headers: s.headerMap(h), EndOfStream: eos}
+	req := &extprocsvc.ProcessingRequest{}
+	if d == Request {
+		req.Request = &extprocsvc.ProcessingRequest_RequestHeaders{RequestHeaders: hh}
+	} else {
+		req.Request = &extprocsvc.ProcessingRequest_ResponseHeaders{ResponseHeaders: hh}
+	}
+	o := s.wait(s.send(req, d, kindHeaders, nil))
+	switch {
+	case o.failure != nil:
+		return s.failed(o.failure)
+	case o.passthrough:
+		return Result{}
+	case o.resp.GetImmediateResponse() != nil:
+		return s.immediate(o.resp.GetImmediateResponse())
+	}
+	cr := o.resp.GetRequestHeaders().GetResponse()
+	if d == Response {
+		cr = o.resp.GetResponseHeaders().GetResponse()
+	}
+	var res Result
+	replace := cr.GetStatus() == extprocsvc.CommonResponse_CONTINUE_AND_REPLACE
+	if f := s.mutate(h, cr.GetHeaderMutation(), d, replace); f != nil {
+		return s.failed(f)
+	}
+	s.mu.Lock()
+	if replace {
+		// CONTINUE_AND_REPLACE (honoured in headers replies only): content-length removed, the body
+		// becomes body_mutation's, and that direction sends no body or trailers any more.
+		h.Del("content-length")
+		res.Replaced, res.Body = true, cr.GetBodyMutation().GetBody()
+		if d == Request {
+			s.mode.RequestBodyMode, s.mode.RequestTrailerMode = extprocv3.ProcessingMode_NONE, extprocv3.ProcessingMode_SKIP
+		} else {
+			s.mode.ResponseBodyMode, s.mode.ResponseTrailerMode = extprocv3.ProcessingMode_NONE, extprocv3.ProcessingMode_SKIP
+		}
+	}
+	if d == Request {
+		res.ClearRouteCache = s.clearsRouteCache(cr)
+	}
+	if f := s.applyModeOverride(o.resp.GetModeOverride()); f != nil {
+		s.mu.Unlock()
+		return s.failed(f)
+	}
+	if s.dropsContentLength(d) {
+		h.Del("content-length")
+	}
+	s.markDoneIfNoBody(d, eos || replace)
+	s.mu.Unlock()
+	s.maybeClose()
+	return res
+}
+
+func (s *Stream) markDoneIfNoBody(d Dir, eos bool) {
+	if eos || (s.bodyMode(d) == extprocv3.ProcessingMode_NONE && s.trailerMode(d) != extprocv3.ProcessingMode_SEND) {
+		s.dirDone[d] = true
+	}
+}
+
+// clearsRouteCache: route_cache_action DEFAULT obeys clear_route_cache, which counts only with a
+// header_mutation; CLEAR always clears; RETAIN never does.
+func (s *Stream) clearsRouteCache(cr *extprocsvc.CommonResponse) bool {
+	switch s.cfg.RouteCacheAction {
+	case extprocv3.ExternalProcessor_CLEAR:
+		return true
+	case extprocv3.ExternalProcessor_RETAIN:
+		return false
+	}
+	return cr.GetClearRouteCache() && cr.GetHeaderMutation() != nil
+}
+
+// applyModeOverride applies mode_override from a headers reply when allow_mode_override is set and
+// the mode is in allowed_override_modes (if given; request_header_mode is not compared). DEFAULT
+// header and trailer modes keep the filter-level value; body modes are applied literally.
+func (s *Stream) applyModeOverride(mo *extprocv3.ProcessingMode) *Failure {
+	if mo == nil || !s.cfg.AllowModeOverride {
+		return nil
+	}
+	if len(s.cfg.AllowedOverrideModes) > 0 {
+		ok := false
+		for _, m := range s.cfg.AllowedOverrideModes {
+			a, b := proto.Clone(m).(*extprocv3.ProcessingMode), proto.Clone(mo).(*extprocv3.ProcessingMode)
+			a.RequestHeaderMode, b.RequestHeaderMode = 0, 0
+			ok = ok || proto.Equal(a, b)
+		}
+		if !ok {
+			return nil
+		}
+	}
+	for _, bm := range []extprocv3.ProcessingMode_BodySendMode{mo.GetRequestBodyMode(), mo.GetResponseBodyMode()} {
+		switch bm {
+		case extprocv3.ProcessingMode_NONE, extprocv3.ProcessingMode_STREAMED, extprocv3.ProcessingMode_BUFFERED:
+		default:
+			return &Failure{Status: s.cfg.StatusOnError, Details: "envoydouble_mode_override_" + bm.String() + "_not_implemented"}
+		}
+	}
+	n := proto.Clone(mo).(*extprocv3.ProcessingMode)
+	filter := s.cfg.Mode
+	if n.RequestHeaderMode == extprocv3.ProcessingMode_DEFAULT {
+		n.RequestHeaderMode = filter.GetRequestHeaderMode()
+	}
+	if n.ResponseHeaderMode == extprocv3.ProcessingMode_DEFAULT {
+		n.ResponseHeaderMode = filter.GetResponseHeaderMode()
+	}
+	if n.RequestTrailerMode == extprocv3.ProcessingMode_DEFAULT {
+		n.RequestTrailerMode = filter.GetRequestTrailerMode()
+	}
+	if n.ResponseTrailerMode == extprocv3.ProcessingMode_DEFAULT {
+		n.ResponseTrailerMode = filter.GetResponseTrailerMode()
+	}
+	s.mode = n
+	return nil
+}
+
+// BufferedBody processes a BUFFERED body: the whole body in one message with end_of_stream=true.
+// The headers of that direction are still held, so the reply's header_mutation applies to h.
+func (s *Stream) BufferedBody(d Dir, h *headers.Map, body []byte) ([]byte, Result) {
+	req := &extprocsvc.ProcessingRequest{}
+	hb := &extprocsvc.HttpBody{Body: body, EndOfStream: true}
+	if d == Request {
+		req.Request = &extprocsvc.ProcessingRequest_RequestBody{RequestBody: hb}
+	} else {
+		req.Request = &extprocsvc.ProcessingRequest_ResponseBody{ResponseBody: hb}
+	}
+	o := s.wait(s.send(req, d, kindBody, body))
+	switch {
+	case o.failure != nil:
+		return body, s.failed(o.failure)
+	case o.passthrough:
+		return body, Result{}
+	case o.resp.GetImmediateResponse() != nil:
+		return body, s.immediate(o.resp.GetImmediateResponse())
+	}
+	cr := bodyReply(o.resp, d)
+	if f := s.mutate(h, cr.GetHeaderMutation(), d, false); f != nil {
+		return body, s.failed(f)
+	}
+	out, mutated := body, false
+	switch m := cr.GetBodyMutation().GetMutation().(type) {
+	case *extprocsvc.BodyMutation_Body:
+		out, mutated = m.Body, true
+	case *extprocsvc.BodyMutation_ClearBody:
+		if m.ClearBody {
+			out, mutated = nil, true
+		}
+	case *extprocsvc.BodyMutation_StreamedResponse:
+		s.fail(&Failure{Status: s.cfg.StatusOnError, Details: "ext_proc_error_spurious_message"})
+		return body, s.failed(&Failure{Status: s.cfg.StatusOnError, Details: "ext_proc_error_spurious_message"})
+	}
+	var res Result
+	s.mu.Lock()
+	// BUFFERED with headers sent: a content-length that does not match the mutated body is a 500
+	// ("mismatch between content length and the length of the mutated body"). Header mutations
+	// are applied first, so the server may fix content-length in the same reply.
+	if mutated && s.headerMode(d) != extprocv3.ProcessingMode_SKIP {
+		if cl, ok := h.Get("content-length"); ok && cl != strconv.Itoa(len(out)) {
+			s.mu.Unlock()
+			return body, s.failed(&Failure{Status: 500, Details: "mismatch_between_content_length_and_the_length_of_the_mutated_body"})
+		}
+	}
+	if d == Request {
+		res.ClearRouteCache = s.clearsRouteCache(cr)
+	}
+	s.dirDone[d] = true
+	s.mu.Unlock()
+	s.maybeClose()
+	return out, res
+}
+
+func bodyReply(r *extprocsvc.ProcessingResponse, d Dir) *extprocsvc.CommonResponse {
+	if d == Request {
+		return r.GetRequestBody().GetResponse()
+	}
+	return r.GetResponseBody().GetResponse()
+}
+
+// StreamBody processes a STREAMED body: one message per read of next (end_of_stream on the last),
+// sent as the data arrives without waiting for earlier replies (Envoy pipelines), and exactly one
+// reply per chunk, in order, whose body or clear_body replaces that chunk before emit writes it
+// on. header_mutation is ignored in this mode; streamed_response is spurious. A read or emit error
+// is returned as err; a failure or immediate response as the Result.
+func (s *Stream) StreamBody(d Dir, next func() ([]byte, bool, error), emit func([]byte) error) (Result, error) {
+	stop := make(chan struct{})
+	defer close(stop)
+	queue := make(chan *pending, 64)
+	errc := make(chan error, 1)
+	go func() {
+		defer close(queue)
+		for {
+			data, eos, err := next()
+			if err != nil {
+				errc <- err
+				return
+			}
+			hb := &extprocsvc.HttpBody{Body: data, EndOfStream: eos}
+			req := &extprocsvc.ProcessingRequest{}
+			if d == Request {
+				req.Request = &extprocsvc.ProcessingRequest_RequestBody{RequestBody: hb}
+			} else {
+				req.Request = &extprocsvc.ProcessingRequest_ResponseBody{ResponseBody: hb}
+			}
+			select {
+			case queue <- s.send(req, d, kindBody, data):
+			case <-stop:
+				return
+			}
+			if eos {
+				return
+			}
+		}
+	}()
+	for p := range queue {
+		o := s.wait(p)
+		out := p.orig
+		switch {
+		case o.failure != nil:
+			if r := s.failed(o.failure); r.Local != nil {
+				return r, nil
+			}
+		case o.passthrough:
+		case o.resp.GetImmediateResponse() != nil:
+			return s.immediate(o.resp.GetImmediateResponse()), nil
+		default:
+			switch m := bodyReply(o.resp, d).GetBodyMutation().GetMutation().(type) {
+			case *extprocsvc.BodyMutation_Body:
+				out = m.Body
+			case *extprocsvc.BodyMutation_ClearBody:
+				if m.ClearBody {
+					out = nil
+				}
+			case *extprocsvc.BodyMutation_StreamedResponse:
+				f := &Failure{Status: s.cfg.StatusOnError, Details: "ext_proc_error_spurious_message"}
+				s.fail(f)
+				if r := s.failed(f); r.Local != nil {
+					return r, nil
+				}
+			}
+		}
+		if len(out) > 0 {
+			if err := emit(out); err != nil {
+				return Result{}, err
+			}
+		}
+	}
+	select {
+	case err := <-errc:
+		return Result{}, err
+	default:
+	}
+	s.mu.Lock()
+	s.dirDone[d] = true
+	s.mu.Unlock()
+	s.maybeClose()
+	return Result{}, nil
+}
+
+// failed turns a failure into the local reply (fail closed), or into pass-through when
+// failure_mode_allow is set: processing stops and traffic continues unmodified.
+func (s *Stream) failed(f *Failure) Result {
+	if s.failOpen {
+		s.fail(f)
+		return Result{}
+	}
+	s.fail(f)
+	return Result{Local: &LocalReply{Status: f.Status, Details: f.Details, Failure: true}}
+}
+
+// immediate turns an ImmediateResponse into a local reply: status 200 when missing or below 200,
+// headers checked against mutation_rules, the body (text/plain unless the headers set a
+// content-type, added by the data plane), details with spaces replaced by "_".
+func (s *Stream) immediate(im *extprocsvc.ImmediateResponse) Result {
+	code := int(im.GetStatus().GetCode())
+	if code < 200 {
+		code = 200
+	}
+	h := &headers.Map{}
+	if f := s.mutate(h, im.GetHeaders(), Response, false); f != nil {
+		return s.failed(f)
+	}
+	if gs := im.GetGrpcStatus(); gs != nil {
+		h.Set("grpc-status", strconv.Itoa(int(gs.GetStatus())))
+	}
+	s.mu.Lock()
+	s.dirDone = [2]bool{true, true}
+	s.mu.Unlock()
+	s.Close()
+	return Result{Local: &LocalReply{Status: code, Headers: h, Body: im.GetBody(),
+		Details: strings.Join(strings.Fields(im.GetDetails()), "_")}}
+}

@@ -1,0 +1,152 @@
+package xdsconf
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"sigs.k8s.io/yaml"
+
+	// Types that may appear in Any fields of a bootstrap or of xDS resources, registered for
+	// protojson.
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+)
+
+// Bootstrap is the compiled bootstrap: the node, the static resources, where ADS is and the admin
+// address.
+type Bootstrap struct {
+	Node      *corev3.Node
+	Clusters  map[string]*Cluster
+	Listeners map[string]*Listener
+	// ADSCluster is the static cluster of dynamic_resources.ads_config (empty = no ADS).
+	ADSCluster string
+	// LDS and CDS tell whether listeners and clusters come over ADS.
+	LDS, CDS bool
+	// InitialFetchTimeout is the initial_fetch_timeout of lds_config/cds_config (Envoy's default
+	// 15 s): after it the server goes LIVE even without a first answer.
+	InitialFetchTimeout time.Duration
+	AdminAddress        string
+}
+
+// LoadBootstrap reads a bootstrap file (YAML or JSON) as Envoy's -c does.
+func LoadBootstrap(file string) (*Bootstrap, error) {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	js, err := yaml.YAMLToJSON(raw)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap %s: %w", file, err)
+	}
+	var b bootstrapv3.Bootstrap
+	if err := protojson.Unmarshal(js, &b); err != nil {
+		return nil, fmt.Errorf("bootstrap %s: %w", file, err)
+	}
+	out, err := CompileBootstrap(&b)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap %s: %w", file, err)
+	}
+	return out, nil
+}
+
+// CompileBootstrap checks and compiles a Bootstrap.
+func CompileBootstrap(b *bootstrapv3.Bootstrap) (*Bootstrap, error) {
+	if err := validate(b, "bootstrap"); err != nil {
+		return nil, err
+	}
+	// Ignored on purpose: layered_runtime, stats_config, stats_flush_interval, overload_manager,
+	// cluster_manager (stats and protection limits).
+	if err := checkFields(b, "", "node", "static_resources", "dynamic_resources", "admin", "layered_runtime",
+		"stats_config", "stats_flush_interval", "overload_manager", "cluster_manager"); err != nil {
+		return nil, err
+	}
+	out := &Bootstrap{Node: b.GetNode(), Clusters: map[string]*Cluster{}, Listeners: map[string]*Listener{}, InitialFetchTimeout: 15 * time.Second}
+	if out.Node == nil {
+		out.Node = &corev3.Node{}
+	}
+	sr := b.GetStaticResources()
+	if err := checkFields(sr, "static_resources", "listeners", "clusters"); err != nil {
+		return nil, err
+	}
+	for _, c := range sr.GetClusters() {
+		cc, err := CompileCluster(c)
+		if err != nil {
+			return nil, fmt.Errorf("static_resources: %w", err)
+		}
+		if cc.Type == EDS {
+			return nil, fmt.Errorf("static_resources: cluster %q: EDS static clusters are not implemented by envoydouble", c.GetName())
+		}
+		out.Clusters[cc.Name] = cc
+	}
+	for _, l := range sr.GetListeners() {
+		cl, err := CompileListener(l)
+		if err != nil {
+			return nil, fmt.Errorf("static_resources: %w", err)
+		}
+		out.Listeners[cl.Name] = cl
+	}
+	if dr := b.GetDynamicResources(); dr != nil {
+		if err := checkFields(dr, "dynamic_resources", "ads_config", "lds_config", "cds_config"); err != nil {
+			return nil, err
+		}
+		if ads := dr.GetAdsConfig(); ads != nil {
+			p := "dynamic_resources.ads_config"
+			if err := checkFields(ads, p, "api_type", "transport_api_version", "grpc_services", "set_node_on_first_message_only"); err != nil {
+				return nil, err
+			}
+			if ads.GetApiType() != corev3.ApiConfigSource_DELTA_GRPC {
+				return nil, fmt.Errorf("%s.api_type: %s not implemented by envoydouble (DELTA_GRPC)", p, ads.GetApiType())
+			}
+			if len(ads.GetGrpcServices()) != 1 || ads.GetGrpcServices()[0].GetEnvoyGrpc() == nil {
+				return nil, fmt.Errorf("%s.grpc_services: exactly one envoy_grpc service is required", p)
+			}
+			g, err := compileGrpcService(ads.GetGrpcServices()[0], p+".grpc_services[0]")
+			if err != nil {
+				return nil, err
+			}
+			if _, ok := out.Clusters[g.Cluster]; !ok {
+				return nil, fmt.Errorf("%s.grpc_services[0].envoy_grpc.cluster_name: %q is not a static cluster", p, g.Cluster)
+			}
+			out.ADSCluster = g.Cluster
+		}
+		for name, cs := range map[string]*corev3.ConfigSource{"lds_config": dr.GetLdsConfig(), "cds_config": dr.GetCdsConfig()} {
+			if cs == nil {
+				continue
+			}
+			p := "dynamic_resources." + name
+			if err := checkFields(cs, p, "ads", "resource_api_version", "initial_fetch_timeout"); err != nil {
+				return nil, err
+			}
+			if cs.GetAds() == nil || out.ADSCluster == "" {
+				return nil, fmt.Errorf("%s: only ads (with ads_config) is implemented by envoydouble", p)
+			}
+			if t := cs.GetInitialFetchTimeout(); t != nil {
+				out.InitialFetchTimeout = t.AsDuration()
+			}
+		}
+		out.LDS, out.CDS = dr.GetLdsConfig() != nil, dr.GetCdsConfig() != nil
+	}
+	if a := b.GetAdmin(); a != nil {
+		if err := checkFields(a, "admin", "address", "access_log", "access_log_path", "profile_path"); err != nil {
+			return nil, err
+		}
+		ep, err := compileAddress(a.GetAddress(), "admin.address")
+		if err != nil {
+			return nil, err
+		}
+		if ep.Network != "tcp" {
+			return nil, fmt.Errorf("admin.address: only socket_address is implemented by envoydouble")
+		}
+		out.AdminAddress = ep.Addr()
+	}
+	return out, nil
+}

@@ -1,0 +1,380 @@
+package xdsconf
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+)
+
+// DiscoveryType is how a cluster finds its endpoints.
+type DiscoveryType int
+
+// The discovery types the double implements (Cluster.type).
+const (
+	Static DiscoveryType = iota
+	StrictDNS
+	EDS
+)
+
+// LBPolicy is the cluster's load balancer (Cluster.lb_policy).
+type LBPolicy int
+
+// The load balancers the double implements.
+const (
+	RoundRobin LBPolicy = iota
+	RingHash
+)
+
+// Cluster is an upstream cluster.
+type Cluster struct {
+	Name string
+	Type DiscoveryType
+	// EDSName is the ClusterLoadAssignment name: eds_cluster_config.service_name, else the
+	// cluster name (Envoy's rule).
+	EDSName string
+	// Endpoints of a STATIC or STRICT_DNS cluster (from load_assignment).
+	Endpoints []Endpoint
+	// ConnectTimeout is connect_timeout; Envoy's default is 5 s.
+	ConnectTimeout time.Duration
+	// DNSRefreshRate is dns_refresh_rate; Envoy's default is 5 s.
+	DNSRefreshRate time.Duration
+	LB             LBPolicy
+	// HTTP2 is set by typed_extension_protocol_options' explicit http2_protocol_options.
+	HTTP2 bool
+	// TLS is the upstream TLS client configuration from transport_socket, nil for plaintext.
+	TLS *tls.Config
+}
+
+// Endpoint is one upstream address. Network is "tcp" (Host:Port) or "unix" (Path).
+type Endpoint struct {
+	Network string
+	Host    string // IP or DNS name for tcp
+	Port    uint32
+	Path    string // unix socket path
+	// Healthy follows Envoy's health_status: UNKNOWN and HEALTHY (and DEGRADED, as a fallback
+	// Envoy uses when nothing else is left) receive traffic.
+	Healthy  bool
+	Priority uint32
+	Weight   uint32
+}
+
+// Addr is the dial address, also %UPSTREAM_HOST%.
+func (e Endpoint) Addr() string {
+	if e.Network == "unix" {
+		return e.Path
+	}
+	return net.JoinHostPort(e.Host, strconv.Itoa(int(e.Port)))
+}
+
+// LoadAssignment is a ClusterLoadAssignment received over EDS.
+type LoadAssignment struct {
+	Name      string
+	Endpoints []Endpoint
+}
+
+const (
+	httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	tlsTransportSocket     = "envoy.transport_sockets.tls"
+)
+
+// CompileCluster checks and compiles a Cluster.
+func CompileCluster(c *clusterv3.Cluster) (*Cluster, error) {
+	path := fmt.Sprintf("cluster %q", c.GetName())
+	if err := validate(c, path); err != nil {
+		return nil, err
+	}
+	// Ignored on purpose: names and stats only; circuit breakers and per-connection buffer
+	// limits do not change answers at test volumes; dns_lookup_family only orders addresses;
+	// common_lb_config defaults; ignore_health_on_host_removal etc. need health checks.
+	if err := checkFields(c, path, "name", "alt_stat_name", "type", "eds_cluster_config",
+		"connect_timeout", "lb_policy", "load_assignment", "typed_extension_protocol_options",
+		"dns_refresh_rate", "dns_lookup_family", "respect_dns_ttl", "transport_socket",
+		"circuit_breakers", "per_connection_buffer_limit_bytes", "ring_hash_lb_config",
+		"round_robin_lb_config", "common_lb_config", "metadata"); err != nil {
+		return nil, err
+	}
+	out := &Cluster{Name: c.GetName(), EDSName: c.GetName(), ConnectTimeout: 5 * time.Second, DNSRefreshRate: 5 * time.Second}
+	if c.GetConnectTimeout() != nil {
+		out.ConnectTimeout = c.GetConnectTimeout().AsDuration()
+	}
+	if c.GetDnsRefreshRate() != nil {
+		out.DNSRefreshRate = c.GetDnsRefreshRate().AsDuration()
+	}
+	if cl := c.GetCommonLbConfig(); cl != nil {
+		if err := checkFields(cl, path+".common_lb_config", "healthy_panic_threshold"); err != nil {
+			return nil, err
+		}
+	}
+	if rh := c.GetRingHashLbConfig(); rh != nil {
+		if err := checkFields(rh, path+".ring_hash_lb_config", "minimum_ring_size", "maximum_ring_size"); err != nil {
+			return nil, err
+		}
+	}
+	switch c.GetType() {
+	case clusterv3.Cluster_STATIC:
+		out.Type = Static
+	case clusterv3.Cluster_STRICT_DNS:
+		out.Type = StrictDNS
+	case clusterv3.Cluster_EDS:
+		out.Type = EDS
+		eds := c.GetEdsClusterConfig()
+		if err := checkFields(eds, path+".eds_cluster_config", "eds_config", "service_name"); err != nil {
+			return nil, err
+		}
+		if sc := eds.GetEdsConfig(); sc != nil && sc.GetAds() == nil {
+			return nil, fmt.Errorf("%s.eds_cluster_config.eds_config: only ads is implemented by envoydouble", path)
+		}
+		if eds.GetServiceName() != "" {
+			out.EDSName = eds.GetServiceName()
+		}
+	default:
+		return nil, fmt.Errorf("%s.type: %s not implemented by envoydouble (STATIC, STRICT_DNS, EDS)", path, c.GetType())
+	}
+	switch c.GetLbPolicy() {
+	case clusterv3.Cluster_ROUND_ROBIN:
+		out.LB = RoundRobin
+	case clusterv3.Cluster_RING_HASH:
+		out.LB = RingHash
+	default:
+		return nil, fmt.Errorf("%s.lb_policy: %s not implemented by envoydouble (ROUND_ROBIN, RING_HASH)", path, c.GetLbPolicy())
+	}
+	if la := c.GetLoadAssignment(); la != nil {
+		if out.Type == EDS {
+			return nil, fmt.Errorf("%s.load_assignment: set on an EDS cluster", path)
+		}
+		eps, err := compileEndpoints(la, path+".load_assignment")
+		if err != nil {
+			return nil, err
+		}
+		out.Endpoints = eps
+	}
+	for k, v := range c.GetTypedExtensionProtocolOptions() {
+		p := fmt.Sprintf("%s.typed_extension_protocol_options[%q]", path, k)
+		if k != httpProtocolOptionsKey {
+			return nil, fmt.Errorf("%s: not implemented by envoydouble", p)
+		}
+		var opts httpv3.HttpProtocolOptions
+		if err := unpack(v, &opts, p); err != nil {
+			return nil, err
+		}
+		if err := checkFields(&opts, p, "explicit_http_config", "common_http_protocol_options"); err != nil {
+			return nil, err
+		}
+		if ex := opts.GetExplicitHttpConfig(); ex != nil {
+			out.HTTP2 = ex.GetHttp2ProtocolOptions() != nil
+		} else if opts.GetUpstreamProtocolOptions() != nil {
+			return nil, fmt.Errorf("%s: only explicit_http_config is implemented by envoydouble", p)
+		}
+	}
+	if ts := c.GetTransportSocket(); ts != nil {
+		cfg, err := compileUpstreamTLS(ts, path+".transport_socket")
+		if err != nil {
+			return nil, err
+		}
+		out.TLS = cfg
+	}
+	return out, nil
+}
+
+// CompileLoadAssignment checks and compiles a ClusterLoadAssignment received over EDS.
+func CompileLoadAssignment(la *endpointv3.ClusterLoadAssignment) (*LoadAssignment, error) {
+	path := fmt.Sprintf("cluster_load_assignment %q", la.GetClusterName())
+	if err := validate(la, path); err != nil {
+		return nil, err
+	}
+	eps, err := compileEndpoints(la, path)
+	if err != nil {
+		return nil, err
+	}
+	return &LoadAssignment{Name: la.GetClusterName(), Endpoints: eps}, nil
+}
+
+func compileEndpoints(la *endpointv3.ClusterLoadAssignment, path string) ([]Endpoint, error) {
+	// policy (overprovisioning factor, drop overloads) does not change which endpoint answers here.
+	if err := checkFields(la, path, "cluster_name", "endpoints", "policy"); err != nil {
+		return nil, err
+	}
+	var out []Endpoint
+	for i, loc := range la.GetEndpoints() {
+		lp := join(path, idx("endpoints", i))
+		if err := checkFields(loc, lp, "locality", "lb_endpoints", "load_balancing_weight", "priority"); err != nil {
+			return nil, err
+		}
+		for j, lbe := range loc.GetLbEndpoints() {
+			ep := join(lp, idx("lb_endpoints", j))
+			if err := checkFields(lbe, ep, "endpoint", "health_status", "load_balancing_weight", "metadata"); err != nil {
+				return nil, err
+			}
+			e := lbe.GetEndpoint()
+			if err := checkFields(e, ep+".endpoint", "address", "hostname"); err != nil {
+				return nil, err
+			}
+			addr, err := compileAddress(e.GetAddress(), ep+".endpoint.address")
+			if err != nil {
+				return nil, err
+			}
+			switch lbe.GetHealthStatus() {
+			case corev3.HealthStatus_UNKNOWN, corev3.HealthStatus_HEALTHY, corev3.HealthStatus_DEGRADED:
+				addr.Healthy = true
+			}
+			addr.Priority = loc.GetPriority()
+			addr.Weight = 1
+			if w := lbe.GetLoadBalancingWeight(); w != nil {
+				addr.Weight = w.GetValue()
+			}
+			out = append(out, addr)
+		}
+	}
+	return out, nil
+}
+
+// compileAddress reads a socket_address (TCP) or a pipe (Unix socket).
+func compileAddress(a *corev3.Address, path string) (Endpoint, error) {
+	if p := a.GetPipe(); p != nil {
+		if err := checkFields(p, path+".pipe", "path", "mode"); err != nil {
+			return Endpoint{}, err
+		}
+		return Endpoint{Network: "unix", Path: p.GetPath()}, nil
+	}
+	sa := a.GetSocketAddress()
+	if sa == nil {
+		return Endpoint{}, fmt.Errorf("%s: only socket_address and pipe are implemented by envoydouble", path)
+	}
+	if err := checkFields(sa, path+".socket_address", "address", "port_value", "protocol", "ipv4_compat"); err != nil {
+		return Endpoint{}, err
+	}
+	if sa.GetProtocol() != corev3.SocketAddress_TCP {
+		return Endpoint{}, fmt.Errorf("%s.socket_address.protocol: only TCP is implemented by envoydouble", path)
+	}
+	return Endpoint{Network: "tcp", Host: sa.GetAddress(), Port: sa.GetPortValue()}, nil
+}
+
+// compileUpstreamTLS builds a tls.Config reproducing Envoy's UpstreamTlsContext: SNI from sni,
+// ALPN from alpn_protocols, and certificate verification only when a validation_context gives
+// trusted_ca. Envoy does not verify the upstream certificate without one, and with one it checks
+// the chain and, only when match_typed_subject_alt_names is set, the names: not the SNI.
+func compileUpstreamTLS(ts *corev3.TransportSocket, path string) (*tls.Config, error) {
+	if ts.GetName() != tlsTransportSocket {
+		return nil, fmt.Errorf("%s.name: %q not implemented by envoydouble (want %s)", path, ts.GetName(), tlsTransportSocket)
+	}
+	var utc tlsv3.UpstreamTlsContext
+	if err := unpack(ts.GetTypedConfig(), &utc, path+".typed_config"); err != nil {
+		return nil, err
+	}
+	p := path + ".typed_config"
+	if err := checkFields(&utc, p, "common_tls_context", "sni"); err != nil {
+		return nil, err
+	}
+	ctc := utc.GetCommonTlsContext()
+	if err := checkFields(ctc, p+".common_tls_context", "alpn_protocols", "validation_context", "tls_params"); err != nil {
+		return nil, err
+	}
+	if tp := ctc.GetTlsParams(); tp != nil {
+		if err := checkFields(tp, p+".common_tls_context.tls_params", "tls_minimum_protocol_version"); err != nil {
+			return nil, err
+		}
+	}
+	cfg := &tls.Config{ServerName: utc.GetSni(), NextProtos: ctc.GetAlpnProtocols(), MinVersion: tls.VersionTLS12}
+	vc := ctc.GetValidationContext()
+	if vc == nil {
+		// Envoy: no validation_context, no verification of the upstream certificate.
+		cfg.InsecureSkipVerify = true
+		return cfg, nil
+	}
+	vp := p + ".common_tls_context.validation_context"
+	if err := checkFields(vc, vp, "trusted_ca", "match_typed_subject_alt_names", "system_root_certs"); err != nil {
+		return nil, err
+	}
+	var roots *x509.CertPool
+	switch {
+	case vc.GetSystemRootCerts() != nil:
+		var err error
+		if roots, err = x509.SystemCertPool(); err != nil {
+			return nil, fmt.Errorf("%s.system_root_certs: %w", vp, err)
+		}
+	case vc.GetTrustedCa() != nil:
+		pem, err := dataSource(vc.GetTrustedCa(), vp+".trusted_ca")
+		if err != nil {
+			return nil, err
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s.trusted_ca: no PEM certificate found", vp)
+		}
+	default:
+		return nil, fmt.Errorf("%s: trusted_ca or system_root_certs is required by envoydouble", vp)
+	}
+	var sans []string
+	for i, m := range vc.GetMatchTypedSubjectAltNames() {
+		mp := join(vp, idx("match_typed_subject_alt_names", i))
+		if err := checkFields(m, mp, "san_type", "matcher"); err != nil {
+			return nil, err
+		}
+		if m.GetMatcher().GetExact() == "" {
+			return nil, fmt.Errorf("%s.matcher: only exact is implemented by envoydouble", mp)
+		}
+		sans = append(sans, m.GetMatcher().GetExact())
+	}
+	cfg.InsecureSkipVerify = true // verification below, as Envoy does it (chain, then SANs)
+	cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+		return verifyChain(raw, roots, sans)
+	}
+	return cfg, nil
+}
+
+func verifyChain(raw [][]byte, roots *x509.CertPool, sans []string) error {
+	if len(raw) == 0 {
+		return fmt.Errorf("upstream sent no certificate")
+	}
+	certs := make([]*x509.Certificate, len(raw))
+	for i, r := range raw {
+		c, err := x509.ParseCertificate(r)
+		if err != nil {
+			return fmt.Errorf("upstream certificate: %w", err)
+		}
+		certs[i] = c
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter}); err != nil {
+		return fmt.Errorf("upstream certificate: %w", err)
+	}
+	if len(sans) == 0 {
+		return nil
+	}
+	for _, s := range sans {
+		if certs[0].VerifyHostname(s) == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("upstream certificate: no subject alt name matches %v", sans)
+}
+
+// dataSource reads an Envoy DataSource (filename, inline_string or inline_bytes).
+func dataSource(ds *corev3.DataSource, path string) ([]byte, error) {
+	switch {
+	case ds.GetFilename() != "":
+		b, err := os.ReadFile(ds.GetFilename())
+		if err != nil {
+			return nil, fmt.Errorf("%s.filename: %w", path, err)
+		}
+		return b, nil
+	case ds.GetInlineString() != "":
+		return []byte(ds.GetInlineString()), nil
+	case len(ds.GetInlineBytes()) > 0:
+		return ds.GetInlineBytes(), nil
+	}
+	return nil, fmt.Errorf("%s: only filename, inline_string and inline_bytes are implemented by envoydouble", path)
+}

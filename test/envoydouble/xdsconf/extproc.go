@@ -1,0 +1,365 @@
+package xdsconf
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	mutationv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// ExtProcFilterType is the typed_config type of envoy.filters.http.ext_proc.
+const ExtProcFilterType = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+
+// ExtProc is the compiled ExternalProcessor filter configuration.
+type ExtProc struct {
+	// Name is the filter's name in http_filters: the key of typed_per_filter_config.
+	Name    string
+	Service GrpcTarget
+	// FailureModeAllow is failure_mode_allow (mcpgate emits false: fail closed).
+	FailureModeAllow   bool
+	Mode               *extprocv3.ProcessingMode
+	RequestAttributes  []string
+	ResponseAttributes []string
+	// MessageTimeout is message_timeout; Envoy's default is 200 ms.
+	MessageTimeout    time.Duration
+	MaxMessageTimeout time.Duration
+	Rules             MutationRules
+	ForwardAllowed    []*StringMatch
+	ForwardDisallowed []*StringMatch
+	AllowModeOverride bool
+	// AllowedOverrideModes is allowed_override_modes (empty = any).
+	AllowedOverrideModes     []*extprocv3.ProcessingMode
+	DisableImmediateResponse bool
+	Metadata                 MetadataOptions
+	// ClearRouteCache: DEFAULT obeys the server's flag, CLEAR always, RETAIN never.
+	RouteCacheAction   extprocv3.ExternalProcessor_RouteCacheAction
+	StatusOnError      int
+	AllowContentLength bool
+}
+
+// GrpcTarget is a GrpcService with envoy_grpc: the cluster and the initial metadata.
+type GrpcTarget struct {
+	Cluster   string
+	Authority string
+	Metadata  []MetadataKV
+}
+
+// MetadataKV is one gRPC initial metadata entry.
+type MetadataKV struct {
+	Key, Value string
+}
+
+// MetadataOptions is ExternalProcessor.metadata_options.
+type MetadataOptions struct {
+	ForwardingUntyped []string
+	ForwardingTyped   []string
+	ReceivingUntyped  []string
+}
+
+// MutationRules are the HeaderMutationRules (Envoy's defaults when unset: no routing headers, no
+// x-envoy-*, system headers allowed, blocked mutations silently ignored).
+type MutationRules struct {
+	AllowAllRouting bool
+	AllowEnvoy      bool
+	DisallowSystem  bool
+	DisallowAll     bool
+	DisallowIsError bool
+	AllowExpr       *regexp.Regexp
+	DisallowExpr    *regexp.Regexp
+}
+
+// ExtProcPerRoute is the compiled ExtProcPerRoute (typed_per_filter_config).
+type ExtProcPerRoute struct {
+	Disabled         bool
+	Mode             *extprocv3.ProcessingMode
+	Service          *GrpcTarget
+	InitialMetadata  []MetadataKV
+	FailureModeAllow *bool
+	Metadata         *MetadataOptions
+}
+
+// SupportedAttributes are the request_attributes / response_attributes the double can evaluate.
+// Envoy accepts any CEL expression; the double refuses the others rather than send nothing.
+var supportedAttributes = map[string]bool{
+	"source.address": true, "source.port": true, "destination.address": true, "destination.port": true,
+	"request.path": true, "request.url_path": true, "request.host": true, "request.scheme": true,
+	"request.method": true, "request.id": true, "request.protocol": true, "request.query": true,
+	"xds.route_name": true, "xds.cluster_name": true, "xds.virtual_host_name": true,
+	"connection.mtls": true, "response.code": true,
+}
+
+// requestHeaderAttr matches request.headers['name'] and response.headers['name'].
+var headerAttr = regexp.MustCompile(`^(request|response)\.headers\['([A-Za-z0-9_.:-]+)'\]$`)
+
+// IsSupportedAttribute reports whether the double evaluates the attribute expression.
+func IsSupportedAttribute(a string) bool { return supportedAttributes[a] || headerAttr.MatchString(a) }
+
+// HeaderAttribute splits request.headers['x'] into ("request", "x").
+func HeaderAttribute(a string) (string, string, bool) {
+	m := headerAttr.FindStringSubmatch(a)
+	if m == nil {
+		return "", "", false
+	}
+	return m[1], strings.ToLower(m[2]), true
+}
+
+// CompileExtProc checks and compiles the ExternalProcessor filter configuration, reproducing the
+// checks of Envoy's ext_proc config.cc that validation rules do not cover.
+func CompileExtProc(name string, cfg *extprocv3.ExternalProcessor, path string) (*ExtProc, error) {
+	if err := validate(cfg, path); err != nil {
+		return nil, err
+	}
+	// Ignored on purpose: stat_prefix (stats), filter_metadata (filter state for logging),
+	// deferred_close_timeout (observability mode only), emit_client_span (tracing).
+	if err := checkFields(cfg, path, "grpc_service", "failure_mode_allow", "processing_mode",
+		"request_attributes", "response_attributes", "message_timeout", "stat_prefix", "mutation_rules",
+		"max_message_timeout", "forward_rules", "filter_metadata", "allow_mode_override",
+		"disable_immediate_response", "metadata_options", "disable_clear_route_cache",
+		"route_cache_action", "deferred_close_timeout", "allowed_override_modes", "status_on_error",
+		"allow_content_length_header", "emit_client_span"); err != nil {
+		return nil, err
+	}
+	if cfg.GetGrpcService() == nil {
+		return nil, fmt.Errorf("%s.grpc_service: required (http_service is not implemented by envoydouble)", path)
+	}
+	if cfg.GetDisableClearRouteCache() && cfg.GetRouteCacheAction() != extprocv3.ExternalProcessor_DEFAULT {
+		return nil, fmt.Errorf("%s: disable_clear_route_cache and route_cache_action cannot both be set", path)
+	}
+	out := &ExtProc{Name: name, FailureModeAllow: cfg.GetFailureModeAllow(), MessageTimeout: 200 * time.Millisecond,
+		AllowModeOverride: cfg.GetAllowModeOverride(), DisableImmediateResponse: cfg.GetDisableImmediateResponse(),
+		RouteCacheAction: cfg.GetRouteCacheAction(), StatusOnError: 500, AllowContentLength: cfg.GetAllowContentLengthHeader()}
+	if cfg.GetDisableClearRouteCache() {
+		out.RouteCacheAction = extprocv3.ExternalProcessor_RETAIN
+	}
+	svc, err := compileGrpcService(cfg.GetGrpcService(), path+".grpc_service")
+	if err != nil {
+		return nil, err
+	}
+	out.Service = *svc
+	out.Mode = &extprocv3.ProcessingMode{}
+	if cfg.GetProcessingMode() != nil {
+		if err := checkMode(cfg.GetProcessingMode(), path+".processing_mode"); err != nil {
+			return nil, err
+		}
+		out.Mode = proto.Clone(cfg.GetProcessingMode()).(*extprocv3.ProcessingMode)
+	}
+	for i, m := range cfg.GetAllowedOverrideModes() {
+		if err := checkMode(m, join(path, idx("allowed_override_modes", i))); err != nil {
+			return nil, err
+		}
+		out.AllowedOverrideModes = append(out.AllowedOverrideModes, m)
+	}
+	for i, a := range cfg.GetRequestAttributes() {
+		if !IsSupportedAttribute(a) {
+			return nil, fmt.Errorf("%s: attribute %q not implemented by envoydouble", join(path, idx("request_attributes", i)), a)
+		}
+	}
+	for i, a := range cfg.GetResponseAttributes() {
+		if !IsSupportedAttribute(a) {
+			return nil, fmt.Errorf("%s: attribute %q not implemented by envoydouble", join(path, idx("response_attributes", i)), a)
+		}
+	}
+	out.RequestAttributes, out.ResponseAttributes = cfg.GetRequestAttributes(), cfg.GetResponseAttributes()
+	if t := cfg.GetMessageTimeout(); t != nil {
+		out.MessageTimeout = t.AsDuration()
+	}
+	if t := cfg.GetMaxMessageTimeout(); t != nil {
+		out.MaxMessageTimeout = t.AsDuration()
+	}
+	if r := cfg.GetMutationRules(); r != nil {
+		if out.Rules, err = compileMutationRules(r, path+".mutation_rules"); err != nil {
+			return nil, err
+		}
+	}
+	if fr := cfg.GetForwardRules(); fr != nil {
+		if out.ForwardAllowed, err = compileStringList(fr.GetAllowedHeaders().GetPatterns(), path+".forward_rules.allowed_headers"); err != nil {
+			return nil, err
+		}
+		if out.ForwardDisallowed, err = compileStringList(fr.GetDisallowedHeaders().GetPatterns(), path+".forward_rules.disallowed_headers"); err != nil {
+			return nil, err
+		}
+	}
+	if mo := cfg.GetMetadataOptions(); mo != nil {
+		m, err := compileMetadataOptions(mo, path+".metadata_options")
+		if err != nil {
+			return nil, err
+		}
+		out.Metadata = *m
+	}
+	if s := cfg.GetStatusOnError(); s != nil && s.GetCode() != 0 {
+		out.StatusOnError = int(s.GetCode())
+	}
+	return out, nil
+}
+
+// checkMode refuses the body modes the double does not implement (and that mcpgate does not emit).
+func checkMode(m *extprocv3.ProcessingMode, path string) error {
+	for field, bm := range map[string]extprocv3.ProcessingMode_BodySendMode{
+		"request_body_mode": m.GetRequestBodyMode(), "response_body_mode": m.GetResponseBodyMode(),
+	} {
+		switch bm {
+		case extprocv3.ProcessingMode_NONE, extprocv3.ProcessingMode_STREAMED, extprocv3.ProcessingMode_BUFFERED:
+		default:
+			return fmt.Errorf("%s.%s: %s not implemented by envoydouble (NONE, STREAMED, BUFFERED)", path, field, bm)
+		}
+	}
+	return nil
+}
+
+func compileGrpcService(g *corev3.GrpcService, path string) (*GrpcTarget, error) {
+	// timeout: Envoy's ext_proc stream is long-lived; per-message time is message_timeout.
+	if err := checkFields(g, path, "envoy_grpc", "initial_metadata", "timeout"); err != nil {
+		return nil, err
+	}
+	eg := g.GetEnvoyGrpc()
+	if eg == nil {
+		return nil, fmt.Errorf("%s: only envoy_grpc is implemented by envoydouble", path)
+	}
+	if err := checkFields(eg, path+".envoy_grpc", "cluster_name", "authority"); err != nil {
+		return nil, err
+	}
+	out := &GrpcTarget{Cluster: eg.GetClusterName(), Authority: eg.GetAuthority()}
+	if out.Authority == "" {
+		out.Authority = out.Cluster // Envoy: the :authority of an envoy_grpc call is the cluster name
+	}
+	md, err := compileMetadata(g.GetInitialMetadata(), path+".initial_metadata")
+	if err != nil {
+		return nil, err
+	}
+	out.Metadata = md
+	return out, nil
+}
+
+func compileMetadata(hv []*corev3.HeaderValue, path string) ([]MetadataKV, error) {
+	var out []MetadataKV
+	for i, h := range hv {
+		if err := checkFields(h, join(path, idx("", i)), "key", "value", "raw_value"); err != nil {
+			return nil, err
+		}
+		v := h.GetValue()
+		if len(h.GetRawValue()) > 0 {
+			v = string(h.GetRawValue())
+		}
+		out = append(out, MetadataKV{Key: strings.ToLower(h.GetKey()), Value: v})
+	}
+	return out, nil
+}
+
+func compileMutationRules(r *mutationv3.HeaderMutationRules, path string) (MutationRules, error) {
+	out := MutationRules{AllowAllRouting: r.GetAllowAllRouting().GetValue(), AllowEnvoy: r.GetAllowEnvoy().GetValue(),
+		DisallowSystem: r.GetDisallowSystem().GetValue(), DisallowAll: r.GetDisallowAll().GetValue(),
+		DisallowIsError: r.GetDisallowIsError().GetValue()}
+	var err error
+	if r.GetAllowExpression() != nil {
+		if out.AllowExpr, err = compileRegex(r.GetAllowExpression(), path+".allow_expression"); err != nil {
+			return out, err
+		}
+	}
+	if r.GetDisallowExpression() != nil {
+		if out.DisallowExpr, err = compileRegex(r.GetDisallowExpression(), path+".disallow_expression"); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+func compileMetadataOptions(mo *extprocv3.MetadataOptions, path string) (*MetadataOptions, error) {
+	if err := checkFields(mo, path, "forwarding_namespaces", "receiving_namespaces"); err != nil {
+		return nil, err
+	}
+	if rn := mo.GetReceivingNamespaces(); len(rn.GetTyped()) > 0 {
+		return nil, fmt.Errorf("%s.receiving_namespaces.typed: not implemented by envoydouble", path)
+	}
+	return &MetadataOptions{
+		ForwardingUntyped: mo.GetForwardingNamespaces().GetUntyped(),
+		ForwardingTyped:   mo.GetForwardingNamespaces().GetTyped(),
+		ReceivingUntyped:  mo.GetReceivingNamespaces().GetUntyped(),
+	}, nil
+}
+
+func compileExtProcPerRoute(a *anypb.Any, path string) (*ExtProcPerRoute, error) {
+	var pr extprocv3.ExtProcPerRoute
+	if err := unpack(a, &pr, path); err != nil {
+		return nil, err
+	}
+	if err := validate(&pr, path); err != nil {
+		return nil, err
+	}
+	if pr.GetDisabled() {
+		return &ExtProcPerRoute{Disabled: true}, nil
+	}
+	ov := pr.GetOverrides()
+	op := path + ".overrides"
+	// request_attributes/response_attributes per route are not implemented in Envoy either.
+	if err := checkFields(ov, op, "processing_mode", "grpc_service", "metadata_options",
+		"grpc_initial_metadata", "failure_mode_allow"); err != nil {
+		return nil, err
+	}
+	out := &ExtProcPerRoute{}
+	if ov.GetProcessingMode() != nil {
+		if err := checkMode(ov.GetProcessingMode(), op+".processing_mode"); err != nil {
+			return nil, err
+		}
+		out.Mode = ov.GetProcessingMode()
+	}
+	if ov.GetGrpcService() != nil {
+		svc, err := compileGrpcService(ov.GetGrpcService(), op+".grpc_service")
+		if err != nil {
+			return nil, err
+		}
+		out.Service = svc
+	}
+	md, err := compileMetadata(ov.GetGrpcInitialMetadata(), op+".grpc_initial_metadata")
+	if err != nil {
+		return nil, err
+	}
+	out.InitialMetadata = md
+	if ov.GetFailureModeAllow() != nil {
+		v := ov.GetFailureModeAllow().GetValue()
+		out.FailureModeAllow = &v
+	}
+	if ov.GetMetadataOptions() != nil {
+		if out.Metadata, err = compileMetadataOptions(ov.GetMetadataOptions(), op+".metadata_options"); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// MergeMetadata merges per-route grpc_initial_metadata into the filter's initial_metadata as
+// Envoy does: a key already present is replaced, a new key is appended.
+func MergeMetadata(base, over []MetadataKV) []MetadataKV {
+	out := append([]MetadataKV(nil), base...)
+	for _, o := range over {
+		replaced := false
+		for i := range out {
+			if out[i].Key == o.Key {
+				out[i].Value = o.Value
+				replaced = true
+			}
+		}
+		if !replaced {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func compileStringList(ms []*matcherv3.StringMatcher, path string) ([]*StringMatch, error) {
+	var out []*StringMatch
+	for i, m := range ms {
+		sm, err := compileStringMatch(m, join(path, idx("patterns", i)))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sm)
+	}
+	return out, nil
+}

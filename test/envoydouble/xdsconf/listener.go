@@ -1,0 +1,274 @@
+package xdsconf
+
+import (
+	"fmt"
+	"time"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/mcpgate/mcpgate/test/envoydouble/accesslog"
+)
+
+// Listener is a Listener with one HTTP connection manager.
+type Listener struct {
+	Name    string
+	Address Endpoint
+	// BufferLimit is per_connection_buffer_limit_bytes (Envoy's default 1 MiB): the most a
+	// BUFFERED ext_proc body may hold; over it the request gets 413 (the response 500).
+	BufferLimit uint32
+	HCM         *HCM
+}
+
+// HCM is the HttpConnectionManager.
+type HCM struct {
+	// RDSName is rds.route_config_name; empty when the route configuration is inline.
+	RDSName     string
+	RouteConfig *RouteConfig
+	// ExtProcs are the ext_proc filters in chain order (the router comes last).
+	ExtProcs   []*ExtProc
+	AccessLogs []*AccessLog
+	// StreamIdleTimeout is stream_idle_timeout; Envoy's default is 5 minutes, 0 disables it.
+	StreamIdleTimeout time.Duration
+	// StripAnyHostPort / StripMatchingHostPort are strip_any_host_port / strip_matching_host_port.
+	StripAnyHostPort      bool
+	StripMatchingHostPort bool
+	UseRemoteAddress      bool
+	SkipXFFAppend         bool
+	// GenerateRequestID is generate_request_id (default true): x-request-id is set when absent.
+	GenerateRequestID         bool
+	AlwaysSetRequestIDInReply bool
+	// ServerName is server_name (default "envoy"), written as the server header.
+	ServerName string
+	// ServerHeaderPassThrough is server_header_transformation PASS_THROUGH (or APPEND_IF_ABSENT).
+	ServerHeaderPassThrough bool
+	ServerHeaderAppend      bool
+}
+
+// AccessLog is an access logger: stdout, or a file path.
+type AccessLog struct {
+	Path   string // "" = stdout
+	Format *accesslog.Format
+}
+
+const (
+	hcmName    = "envoy.filters.network.http_connection_manager"
+	routerType = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+)
+
+// CompileListener checks and compiles a Listener.
+func CompileListener(l *listenerv3.Listener) (*Listener, error) {
+	path := fmt.Sprintf("listener %q", l.GetName())
+	if err := validate(l, path); err != nil {
+		return nil, err
+	}
+	// Ignored on purpose: stat_prefix; traffic_direction (tracing only); drain_type.
+	if err := checkFields(l, path, "name", "address", "filter_chains", "per_connection_buffer_limit_bytes",
+		"stat_prefix", "traffic_direction", "drain_type", "metadata"); err != nil {
+		return nil, err
+	}
+	addr, err := compileAddress(l.GetAddress(), path+".address")
+	if err != nil {
+		return nil, err
+	}
+	if addr.Network != "tcp" {
+		return nil, fmt.Errorf("%s.address: only socket_address is implemented by envoydouble for listeners", path)
+	}
+	out := &Listener{Name: l.GetName(), Address: addr, BufferLimit: 1 << 20}
+	if b := l.GetPerConnectionBufferLimitBytes(); b != nil {
+		out.BufferLimit = b.GetValue()
+	}
+	if len(l.GetFilterChains()) != 1 {
+		return nil, fmt.Errorf("%s.filter_chains: exactly one filter chain is implemented by envoydouble, got %d", path, len(l.GetFilterChains()))
+	}
+	fc := l.GetFilterChains()[0]
+	fp := path + ".filter_chains[0]"
+	if err := checkFields(fc, fp, "filters", "name", "metadata"); err != nil {
+		return nil, err
+	}
+	if len(fc.GetFilters()) != 1 || fc.GetFilters()[0].GetName() != hcmName {
+		return nil, fmt.Errorf("%s.filters: exactly one %s is implemented by envoydouble", fp, hcmName)
+	}
+	var hcm hcmv3.HttpConnectionManager
+	hp := fp + ".filters[0].typed_config"
+	if err := unpack(fc.GetFilters()[0].GetTypedConfig(), &hcm, hp); err != nil {
+		return nil, err
+	}
+	if out.HCM, err = compileHCM(&hcm, hp); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
+	if err := validate(h, path); err != nil {
+		return nil, err
+	}
+	// Ignored on purpose (no effect on answers at test volumes, or connection-level only):
+	// stat_prefix, codec_type AUTO/HTTP1 (checked below), common_http_protocol_options,
+	// http_protocol_options, http2_protocol_options, max_request_headers_kb,
+	// request_headers_timeout, drain_timeout, delayed_close_timeout, internal_address_config,
+	// xff_num_trusted_hops (only with use_remote_address), preserve_external_request_id (the double
+	// never replaces an incoming x-request-id, which is what it changes).
+	if err := checkFields(h, path, "codec_type", "stat_prefix", "rds", "route_config", "http_filters",
+		"access_log", "stream_idle_timeout", "use_remote_address", "xff_num_trusted_hops", "skip_xff_append",
+		"strip_matching_host_port", "strip_any_host_port", "generate_request_id", "preserve_external_request_id",
+		"always_set_request_id_in_response", "server_name", "server_header_transformation",
+		"common_http_protocol_options", "http_protocol_options", "http2_protocol_options",
+		"max_request_headers_kb", "request_headers_timeout", "drain_timeout", "delayed_close_timeout",
+		"internal_address_config", "normalize_path", "merge_slashes"); err != nil {
+		return nil, err
+	}
+	if h.GetNormalizePath().GetValue() || h.GetMergeSlashes() {
+		return nil, fmt.Errorf("%s: normalize_path and merge_slashes are not implemented by envoydouble", path)
+	}
+	switch h.GetCodecType() {
+	case hcmv3.HttpConnectionManager_AUTO, hcmv3.HttpConnectionManager_HTTP1:
+	default:
+		return nil, fmt.Errorf("%s.codec_type: %s not implemented by envoydouble (AUTO serves HTTP/1.1)", path, h.GetCodecType())
+	}
+	out := &HCM{StreamIdleTimeout: 5 * time.Minute, GenerateRequestID: true, ServerName: "envoy",
+		StripAnyHostPort: h.GetStripAnyHostPort(), StripMatchingHostPort: h.GetStripMatchingHostPort(),
+		UseRemoteAddress: h.GetUseRemoteAddress().GetValue(), SkipXFFAppend: h.GetSkipXffAppend(),
+		AlwaysSetRequestIDInReply: h.GetAlwaysSetRequestIdInResponse()}
+	if t := h.GetStreamIdleTimeout(); t != nil {
+		out.StreamIdleTimeout = t.AsDuration()
+	}
+	if g := h.GetGenerateRequestId(); g != nil {
+		out.GenerateRequestID = g.GetValue()
+	}
+	if h.GetServerName() != "" {
+		out.ServerName = h.GetServerName()
+	}
+	switch h.GetServerHeaderTransformation() {
+	case hcmv3.HttpConnectionManager_PASS_THROUGH:
+		out.ServerHeaderPassThrough = true
+	case hcmv3.HttpConnectionManager_APPEND_IF_ABSENT:
+		out.ServerHeaderAppend = true
+	}
+	switch {
+	case h.GetRds() != nil:
+		rds := h.GetRds()
+		if err := checkFields(rds, path+".rds", "config_source", "route_config_name"); err != nil {
+			return nil, err
+		}
+		if rds.GetConfigSource().GetAds() == nil {
+			return nil, fmt.Errorf("%s.rds.config_source: only ads is implemented by envoydouble", path)
+		}
+		out.RDSName = rds.GetRouteConfigName()
+	case h.GetRouteConfig() != nil:
+		rc, err := compileRouteConfig(h.GetRouteConfig(), path+".route_config")
+		if err != nil {
+			return nil, err
+		}
+		out.RouteConfig = rc
+	default:
+		return nil, fmt.Errorf("%s: rds or route_config is required (scoped_routes is not implemented by envoydouble)", path)
+	}
+	filters := h.GetHttpFilters()
+	for i, f := range filters {
+		fp := fmt.Sprintf("%s.http_filters[%d](%s)", path, i, f.GetName())
+		if err := checkFields(f, fp, "name", "typed_config"); err != nil {
+			return nil, err
+		}
+		switch f.GetTypedConfig().GetTypeUrl() {
+		case ExtProcFilterType:
+			var cfg extprocv3.ExternalProcessor
+			if err := unpack(f.GetTypedConfig(), &cfg, fp+".typed_config"); err != nil {
+				return nil, err
+			}
+			ep, err := CompileExtProc(f.GetName(), &cfg, fp+".typed_config")
+			if err != nil {
+				return nil, err
+			}
+			out.ExtProcs = append(out.ExtProcs, ep)
+		case routerType:
+			if i != len(filters)-1 {
+				return nil, fmt.Errorf("%s: the router must be the last filter", fp)
+			}
+			var r routerv3.Router
+			if err := unpack(f.GetTypedConfig(), &r, fp+".typed_config"); err != nil {
+				return nil, err
+			}
+			// Router options (retries on 5xx headers, upstream logs, ...) are refused.
+			if err := checkFields(&r, fp+".typed_config", "suppress_envoy_headers"); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, fmt.Errorf("%s.typed_config: filter type %s not implemented by envoydouble (ext_proc, router)", fp, f.GetTypedConfig().GetTypeUrl())
+		}
+	}
+	if len(filters) == 0 || filters[len(filters)-1].GetTypedConfig().GetTypeUrl() != routerType {
+		return nil, fmt.Errorf("%s.http_filters: the last filter must be envoy.filters.http.router", path)
+	}
+	for i, al := range h.GetAccessLog() {
+		a, err := compileAccessLog(al, fmt.Sprintf("%s.access_log[%d]", path, i))
+		if err != nil {
+			return nil, err
+		}
+		out.AccessLogs = append(out.AccessLogs, a)
+	}
+	return out, nil
+}
+
+const (
+	stdoutLogType = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
+	fileLogType   = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+)
+
+func compileAccessLog(al *accesslogv3.AccessLog, path string) (*AccessLog, error) {
+	if err := checkFields(al, path, "name", "typed_config"); err != nil {
+		return nil, err
+	}
+	tp := path + ".typed_config"
+	out := &AccessLog{}
+	var js *structpb.Struct
+	switch al.GetTypedConfig().GetTypeUrl() {
+	case stdoutLogType:
+		var s streamv3.StdoutAccessLog
+		if err := unpack(al.GetTypedConfig(), &s, tp); err != nil {
+			return nil, err
+		}
+		if err := checkFields(&s, tp, "log_format"); err != nil {
+			return nil, err
+		}
+		lf := s.GetLogFormat()
+		if err := checkFields(lf, tp+".log_format", "json_format"); err != nil {
+			return nil, err
+		}
+		js = lf.GetJsonFormat()
+	case fileLogType:
+		var f filev3.FileAccessLog
+		if err := unpack(al.GetTypedConfig(), &f, tp); err != nil {
+			return nil, err
+		}
+		if err := checkFields(&f, tp, "path", "json_format", "log_format"); err != nil {
+			return nil, err
+		}
+		out.Path = f.GetPath()
+		js = f.GetJsonFormat()
+		if lf := f.GetLogFormat(); lf != nil {
+			if err := checkFields(lf, tp+".log_format", "json_format"); err != nil {
+				return nil, err
+			}
+			js = lf.GetJsonFormat()
+		}
+	default:
+		return nil, fmt.Errorf("%s: access logger type %s not implemented by envoydouble (stdout, file)", tp, al.GetTypedConfig().GetTypeUrl())
+	}
+	if js == nil {
+		return nil, fmt.Errorf("%s: only json_format is implemented by envoydouble", tp)
+	}
+	f, err := accesslog.Compile(js, tp+".json_format")
+	if err != nil {
+		return nil, err
+	}
+	out.Format = f
+	return out, nil
+}
