@@ -1,0 +1,221 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
+	"github.com/mcpgate/mcpgate/xds"
+	"github.com/mcpgate/mcpgate/xds/client"
+	"github.com/mcpgate/mcpgate/xds/internal/xdstest"
+)
+
+const waitFor = 10 * time.Second
+
+// call is one call of the handler.
+type call struct {
+	typeURL string
+	names   []string
+	res     map[string]*anypb.Any
+}
+
+// recorder is a handler that records its calls and rejects any set holding a name in reject.
+type recorder struct {
+	calls  chan call
+	mu     sync.Mutex
+	reject string
+}
+
+func newRecorder() *recorder { return &recorder{calls: make(chan call, 100)} }
+
+func (r *recorder) handle(typeURL string, res map[string]*anypb.Any) error {
+	names := slices.Sorted(maps.Keys(res))
+	r.calls <- call{typeURL, names, res}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.reject != "" && slices.Contains(names, r.reject) {
+		return errors.New("refusing " + r.reject)
+	}
+	return nil
+}
+
+// next returns the next call for typeURL, skipping others.
+func (r *recorder) next(t *testing.T, typeURL string) call {
+	t.Helper()
+	timeout := time.After(waitFor)
+	for {
+		select {
+		case c := <-r.calls:
+			if c.typeURL == typeURL {
+				return c
+			}
+		case <-timeout:
+			t.Fatalf("handler not called for %s", typeURL)
+		}
+	}
+}
+
+func policies(names ...string) map[string]map[string][]proto.Message {
+	var ps []proto.Message
+	for _, n := range names {
+		ps = append(ps, xdstest.Policy(n))
+	}
+	return map[string]map[string][]proto.Message{xds.AllGroups: {xds.PolicyType: ps}}
+}
+
+func run(t *testing.T, cfg client.Config) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- client.Run(ctx, cfg) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+}
+
+func equal(t *testing.T, what string, got []string, want ...string) {
+	t.Helper()
+	if !slices.Equal(got, want) {
+		t.Errorf("%s: got %q, want %q", what, got, want)
+	}
+}
+
+func TestPolicies(t *testing.T) {
+	for _, sotw := range []bool{false, true} {
+		name := map[bool]string{false: "delta", true: "sotw"}[sotw]
+		t.Run(name, func(t *testing.T) {
+			logs := &xdstest.Logs{}
+			srv := xds.New(logs.Logger())
+			addr := xdstest.Serve(t, srv)
+			rec := newRecorder()
+			run(t, client.Config{Addr: addr, Node: &corev3.Node{Id: "extproc", Cluster: xds.AllGroups}, TypeURLs: []string{xds.PolicyType}, Handler: rec.handle, SotW: sotw})
+
+			// The group does not exist yet: the first call comes with it.
+			if err := srv.Update(policies("a")); err != nil {
+				t.Fatal(err)
+			}
+			c := rec.next(t, xds.PolicyType)
+			equal(t, "first set", c.names, "a")
+			var p policyv1.Policy
+			if err := c.res["a"].UnmarshalTo(&p); err != nil || p.GetName() != "a" || len(p.GetMcpRules()) != 1 {
+				t.Errorf("policy a: %v %v", &p, err)
+			}
+
+			if err := srv.Update(policies("a", "b")); err != nil {
+				t.Fatal(err)
+			}
+			equal(t, "second set", rec.next(t, xds.PolicyType).names, "a", "b")
+
+			// A rejected set is NACKed with the handler's message; the next one still comes,
+			// built on what was accepted.
+			rec.mu.Lock()
+			rec.reject = "bad"
+			rec.mu.Unlock()
+			if err := srv.Update(policies("a", "b", "bad")); err != nil {
+				t.Fatal(err)
+			}
+			equal(t, "rejected set", rec.next(t, xds.PolicyType).names, "a", "b", "bad")
+			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+			defer cancel()
+			if _, err := logs.Wait(ctx, "WARN", "NACK", "api="+name, "node=extproc", "version=3", "error=refusing bad"); err != nil {
+				t.Error(err)
+			}
+			if err := srv.Update(policies("b", "c")); err != nil {
+				t.Fatal(err)
+			}
+			equal(t, "set after a NACK", rec.next(t, xds.PolicyType).names, "b", "c")
+		})
+	}
+}
+
+// TestEnvoyTypes subscribes to the four Envoy types by wildcard, as the Envoy test double does.
+func TestEnvoyTypes(t *testing.T) {
+	for _, sotw := range []bool{false, true} {
+		t.Run(map[bool]string{false: "delta", true: "sotw"}[sotw], func(t *testing.T) {
+			srv := xds.New(nil)
+			if err := srv.Update(map[string]map[string][]proto.Message{"ns/gw": xdstest.Gateway("ns/gw", 9000, "/")}); err != nil {
+				t.Fatal(err)
+			}
+			rec := newRecorder()
+			run(t, client.Config{Addr: xdstest.Serve(t, srv), Node: &corev3.Node{Id: "ns/gw"}, TypeURLs: xdstest.EnvoyTypes, Handler: rec.handle, SotW: sotw})
+			want := map[string]string{
+				resourcev3.ListenerType: xdstest.ListenerName("ns/gw"), resourcev3.RouteType: xdstest.ListenerName("ns/gw"),
+				resourcev3.ClusterType: xdstest.ClusterName("ns/gw"), resourcev3.EndpointType: xdstest.ClusterName("ns/gw"),
+			}
+			for range xdstest.EnvoyTypes {
+				select {
+				case c := <-rec.calls:
+					equal(t, c.typeURL, c.names, want[c.typeURL])
+					delete(want, c.typeURL)
+				case <-time.After(waitFor):
+					t.Fatalf("no set of %v", slices.Collect(maps.Keys(want)))
+				}
+			}
+		})
+	}
+}
+
+// TestReconnect stops the server and starts another on the same address with other content:
+// the client reconnects by itself and resynchronizes, removals included.
+func TestReconnect(t *testing.T) {
+	for _, sotw := range []bool{false, true} {
+		t.Run(map[bool]string{false: "delta", true: "sotw"}[sotw], func(t *testing.T) {
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := lis.Addr().String()
+			serve := func(lis net.Listener, names ...string) *grpc.Server {
+				srv := xds.New(nil)
+				if err := srv.Update(policies(names...)); err != nil {
+					t.Fatal(err)
+				}
+				g := grpc.NewServer()
+				srv.Register(g)
+				go func() { _ = g.Serve(lis) }()
+				return g
+			}
+			first := serve(lis, "kept", "removed")
+			rec := newRecorder()
+			run(t, client.Config{
+				Addr: addr, Node: &corev3.Node{Cluster: xds.AllGroups}, TypeURLs: []string{xds.PolicyType}, Handler: rec.handle,
+				SotW: sotw, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+			})
+			equal(t, "before the restart", rec.next(t, xds.PolicyType).names, "kept", "removed")
+			first.Stop()
+
+			lis, err = net.Listen("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			second := serve(lis, "kept", "added")
+			defer second.Stop()
+			equal(t, "after the restart", rec.next(t, xds.PolicyType).names, "added", "kept")
+		})
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	err := client.Run(context.Background(), client.Config{})
+	for _, want := range []string{"no server address", "no node id or cluster", "no type URL", "no handler"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+}
