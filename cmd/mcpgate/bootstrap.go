@@ -2,10 +2,37 @@ package main
 
 import (
 	"context"
-	"errors"
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/mcpgate/mcpgate/xds/bootstrap"
 )
 
-// runBootstrap is being written; see the open issues.
-func runBootstrap(ctx context.Context, args []string) error {
-	return errors.New("not implemented yet")
+// runBootstrap prints the Envoy bootstrap of one gateway.
+func runBootstrap(_ context.Context, args []string) error {
+	fs := flag.NewFlagSet("mcpgate bootstrap", flag.ContinueOnError)
+	var o bootstrap.Options
+	fs.StringVar(&o.Gateway, "gateway", "", "the gateway NS/NAME (required): Envoy's node cluster, hence its xDS node group")
+	fs.StringVar(&o.NodeID, "node-id", "", "Envoy's node id (default: the gateway)")
+	fs.StringVar(&o.XDSAddr, "xds-addr", bootstrap.DefaultXDSAddr, "mcpgate's xDS server: HOST:PORT or unix:///PATH")
+	fs.StringVar(&o.ExtProcAddr, "extproc-addr", bootstrap.DefaultExtProcAddr, "mcpgate's ext_proc server: HOST:PORT or unix:///PATH")
+	fs.StringVar(&o.AdminAddr, "admin-addr", bootstrap.DefaultAdminAddr, "Envoy's admin listener: IP:PORT or unix:///PATH")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: mcpgate bootstrap --gateway NS/NAME [flags]\n\nPrints an Envoy bootstrap (YAML) that takes its configuration from mcpgate over Delta ADS.\n\nflags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	y, err := bootstrap.Generate(o)
+	if err != nil {
+		return err
+	}
+	_, err = os.Stdout.Write(y)
+	return err
 }

@@ -1,0 +1,222 @@
+// Package bootstrap writes the Envoy bootstrap of a gateway: its node, the static clusters of
+// mcpgate's xDS and ext_proc servers, Delta ADS for everything else, and the admin listener.
+package bootstrap
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	"sigs.k8s.io/yaml"
+)
+
+// Names of the static clusters, which the translator's resources refer to.
+const (
+	XDSCluster     = "mcpgate_xds"
+	ExtProcCluster = "mcpgate_extproc"
+)
+
+// Default addresses (standalone mode).
+const (
+	DefaultXDSAddr     = "127.0.0.1:18000"
+	DefaultExtProcAddr = "127.0.0.1:18001"
+	DefaultAdminAddr   = "127.0.0.1:15000"
+)
+
+// Options describe the Envoy of one gateway. Addresses are "HOST:PORT" (an IP, or a DNS name
+// except for the admin) or "unix:///PATH".
+type Options struct {
+	// Gateway is "NS/NAME": the node's cluster, hence its xDS node group. Required.
+	Gateway string
+	// NodeID is the node's id; default Gateway (Kubernetes uses the pod name).
+	NodeID string
+	// XDSAddr is mcpgate's xDS server; default DefaultXDSAddr.
+	XDSAddr string
+	// ExtProcAddr is mcpgate's ext_proc server; default DefaultExtProcAddr.
+	ExtProcAddr string
+	// AdminAddr is Envoy's admin listener; default DefaultAdminAddr.
+	AdminAddr string
+}
+
+// Generate returns the bootstrap as YAML.
+func Generate(o Options) ([]byte, error) {
+	b, err := Build(o)
+	if err != nil {
+		return nil, err
+	}
+	j, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(b)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the bootstrap: %w", err)
+	}
+	y, err := yaml.JSONToYAML(j)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the bootstrap: %w", err)
+	}
+	return y, nil
+}
+
+// Build returns the bootstrap, validated.
+func Build(o Options) (*bootstrapv3.Bootstrap, error) {
+	ns, name, ok := strings.Cut(o.Gateway, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return nil, fmt.Errorf("gateway %q: want NAMESPACE/NAME", o.Gateway)
+	}
+	if o.NodeID == "" {
+		o.NodeID = o.Gateway
+	}
+	if o.XDSAddr == "" {
+		o.XDSAddr = DefaultXDSAddr
+	}
+	if o.ExtProcAddr == "" {
+		o.ExtProcAddr = DefaultExtProcAddr
+	}
+	if o.AdminAddr == "" {
+		o.AdminAddr = DefaultAdminAddr
+	}
+	var errs []error
+	xdsCluster, err := grpcCluster(XDSCluster, o.XDSAddr)
+	errs = append(errs, err)
+	extProcCluster, err := grpcCluster(ExtProcCluster, o.ExtProcAddr)
+	errs = append(errs, err)
+	if extProcCluster != nil {
+		// Every request of a gateway is one ext_proc stream: Envoy's default of 1,024 requests
+		// at once would refuse traffic under load, which fail-closed turns into errors.
+		extProcCluster.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+			MaxRequests:        wrapperspb.UInt32(1 << 20),
+			MaxPendingRequests: wrapperspb.UInt32(1 << 20),
+		}}}
+	}
+	admin, isName, err := address(o.AdminAddr)
+	if err == nil && isName {
+		err = errors.New("an IP address or unix:// path is needed")
+	}
+	if err != nil {
+		errs = append(errs, fmt.Errorf("admin address %q: %w", o.AdminAddr, err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	ads := &corev3.ConfigSource{
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+	}
+	b := &bootstrapv3.Bootstrap{
+		Node: &corev3.Node{Id: o.NodeID, Cluster: o.Gateway},
+		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
+			Clusters: []*clusterv3.Cluster{xdsCluster, extProcCluster},
+		},
+		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
+			AdsConfig: &corev3.ApiConfigSource{
+				ApiType:                   corev3.ApiConfigSource_DELTA_GRPC,
+				TransportApiVersion:       corev3.ApiVersion_V3,
+				SetNodeOnFirstMessageOnly: true,
+				GrpcServices: []*corev3.GrpcService{{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
+					EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: XDSCluster},
+				}}},
+			},
+			LdsConfig: ads,
+			CdsConfig: ads,
+		},
+		Admin: &bootstrapv3.Admin{Address: admin},
+	}
+	if err := b.ValidateAll(); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// Parse reads a bootstrap in YAML or JSON, as Envoy's -c does.
+func Parse(data []byte) (*bootstrapv3.Bootstrap, error) {
+	j, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	b := &bootstrapv3.Bootstrap{}
+	if err := protojson.Unmarshal(j, b); err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	if err := b.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	return b, nil
+}
+
+// grpcCluster is a static cluster of one gRPC server: HTTP/2 with keepalive pings, so that a
+// vanished server is noticed.
+func grpcCluster(name, addr string) (*clusterv3.Cluster, error) {
+	a, isName, err := address(addr)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: address %q: %w", name, addr, err)
+	}
+	typ := clusterv3.Cluster_STATIC
+	if isName {
+		typ = clusterv3.Cluster_STRICT_DNS
+	}
+	h2 := &upstreamhttpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+					Http2ProtocolOptions: &corev3.Http2ProtocolOptions{ConnectionKeepalive: &corev3.KeepaliveSettings{
+						Interval: durationpb.New(30 * time.Second),
+						Timeout:  durationpb.New(5 * time.Second),
+					}},
+				},
+			},
+		},
+	}
+	if err := h2.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", name, err)
+	}
+	opts, err := anypb.New(h2)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", name, err)
+	}
+	return &clusterv3.Cluster{
+		Name:                          name,
+		ConnectTimeout:                durationpb.New(5 * time.Second),
+		ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: typ},
+		TypedExtensionProtocolOptions: map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts},
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: name,
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
+				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: a}},
+			}}}},
+		},
+	}, nil
+}
+
+// address parses "HOST:PORT" or "unix:///PATH" and tells whether HOST is a DNS name.
+func address(addr string) (*corev3.Address, bool, error) {
+	if path, ok := strings.CutPrefix(addr, "unix://"); ok {
+		if !strings.HasPrefix(path, "/") {
+			return nil, false, errors.New("want unix:///ABSOLUTE/PATH")
+		}
+		return &corev3.Address{Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: path}}}, false, nil
+	}
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, false, fmt.Errorf("want HOST:PORT or unix:///PATH: %w", err)
+	}
+	port, err := strconv.ParseUint(p, 10, 16)
+	if err != nil || port == 0 {
+		return nil, false, fmt.Errorf("port %q: want 1 to 65535", p)
+	}
+	if host == "" {
+		return nil, false, errors.New("no host")
+	}
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
+	}}}, net.ParseIP(host) == nil, nil
+}

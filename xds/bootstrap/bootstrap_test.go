@@ -1,0 +1,116 @@
+package bootstrap_test
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/mcpgate/mcpgate/xds/bootstrap"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+func TestGolden(t *testing.T) {
+	for name, o := range map[string]bootstrap.Options{
+		"defaults": {Gateway: "agentgateway-system/agentgateway-proxy"},
+		"unix":     {Gateway: "ns/gw", NodeID: "envoy-0", ExtProcAddr: "unix:///run/mcpgate/extproc.sock", AdminAddr: "127.0.0.1:15001"},
+		"dns":      {Gateway: "ns/gw", NodeID: "gw-7d9f-abcde", XDSAddr: "mcpgate.mcpgate-system.svc:18000", ExtProcAddr: "[::1]:18001", AdminAddr: "0.0.0.0:15000"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := bootstrap.Generate(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join("testdata", name+".yaml")
+			if *update {
+				if err := os.WriteFile(path, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != string(want) {
+				t.Errorf("%s differs (go test -update to rewrite):\n%s", path, got)
+			}
+			// What Envoy would read is what was built.
+			parsed, err := bootstrap.Parse(got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			built, _ := bootstrap.Build(o)
+			if !proto.Equal(parsed, built) {
+				t.Errorf("parsed bootstrap differs from the built one")
+			}
+		})
+	}
+}
+
+func TestContent(t *testing.T) {
+	b, err := bootstrap.Build(bootstrap.Options{Gateway: "ns/gw", ExtProcAddr: "unix:///tmp/x.sock"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.GetNode().GetId() != "ns/gw" || b.GetNode().GetCluster() != "ns/gw" {
+		t.Errorf("node %v", b.GetNode())
+	}
+	ads := b.GetDynamicResources().GetAdsConfig()
+	if ads.GetApiType() != corev3.ApiConfigSource_DELTA_GRPC || ads.GetTransportApiVersion() != corev3.ApiVersion_V3 ||
+		ads.GetGrpcServices()[0].GetEnvoyGrpc().GetClusterName() != bootstrap.XDSCluster {
+		t.Errorf("ads_config %v", ads)
+	}
+	for _, cs := range []*corev3.ConfigSource{b.GetDynamicResources().GetLdsConfig(), b.GetDynamicResources().GetCdsConfig()} {
+		if cs.GetAds() == nil || cs.GetResourceApiVersion() != corev3.ApiVersion_V3 {
+			t.Errorf("config source %v", cs)
+		}
+	}
+	clusters := b.GetStaticResources().GetClusters()
+	if len(clusters) != 2 || clusters[0].GetName() != bootstrap.XDSCluster || clusters[1].GetName() != bootstrap.ExtProcCluster {
+		t.Fatalf("clusters %v", clusters)
+	}
+	pipe := clusters[1].GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetPipe()
+	if pipe.GetPath() != "/tmp/x.sock" {
+		t.Errorf("ext_proc address %v", clusters[1].GetLoadAssignment())
+	}
+	for _, c := range clusters {
+		if _, ok := c.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]; !ok {
+			t.Errorf("cluster %s is not HTTP/2", c.GetName())
+		}
+	}
+	if b.GetAdmin().GetAddress().GetSocketAddress().GetPortValue() != 15000 {
+		t.Errorf("admin %v", b.GetAdmin())
+	}
+}
+
+func TestErrors(t *testing.T) {
+	for _, tc := range []struct {
+		o    bootstrap.Options
+		want []string
+	}{
+		{bootstrap.Options{}, []string{`gateway "": want NAMESPACE/NAME`}},
+		{bootstrap.Options{Gateway: "gw"}, []string{`gateway "gw"`}},
+		{bootstrap.Options{Gateway: "a/b/c"}, []string{`gateway "a/b/c"`}},
+		{bootstrap.Options{Gateway: "ns/gw", XDSAddr: "127.0.0.1", ExtProcAddr: "unix://relative.sock", AdminAddr: "localhost:15000"}, []string{
+			`cluster mcpgate_xds: address "127.0.0.1": want HOST:PORT or unix:///PATH`,
+			`cluster mcpgate_extproc: address "unix://relative.sock": want unix:///ABSOLUTE/PATH`,
+			`admin address "localhost:15000": an IP address or unix:// path is needed`,
+		}},
+		{bootstrap.Options{Gateway: "ns/gw", XDSAddr: "127.0.0.1:70000", ExtProcAddr: ":18001"}, []string{`port "70000"`, `address ":18001": no host`}},
+	} {
+		_, err := bootstrap.Generate(tc.o)
+		for _, w := range tc.want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("%+v: error %v lacks %q", tc.o, err, w)
+			}
+		}
+	}
+	if _, err := bootstrap.Parse([]byte("node: {id: x}\nadmin: {address: {socket_address: {address: 127.0.0.1, port_value: 99999}}}\n")); err == nil {
+		t.Errorf("Parse accepted a port out of range")
+	}
+}
