@@ -1,0 +1,344 @@
+// Package file reads the translator's input from YAML manifests on disk and watches them.
+//
+// Load reads files and directories (the *.yaml and *.yml files directly in a directory, not
+// below it), each possibly holding several documents separated by "---", and decodes the kinds
+// the translator knows strictly: an unknown or duplicate field is an error naming the file, the
+// document, the object and the field. Unknown kinds (a Deployment next to its Service) are
+// skipped with a warning. Objects without a namespace get "default", as kubectl would give them.
+// An error in one document loses nothing else: every good object is still returned.
+package file
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	kjson "sigs.k8s.io/json"
+	"sigs.k8s.io/yaml"
+
+	"github.com/mcpgate/mcpgate/api/v1alpha1"
+	"github.com/mcpgate/mcpgate/api/v1alpha1/enterprise"
+	"github.com/mcpgate/mcpgate/translator"
+)
+
+// DefaultNamespace is the namespace of objects that name none.
+const DefaultNamespace = "default"
+
+// Location is where an object was read: a file and the 1-based index of its document.
+type Location struct {
+	File     string
+	Document int
+}
+
+// String renders the location as "FILE (document N)".
+func (l Location) String() string { return fmt.Sprintf("%s (document %d)", l.File, l.Document) }
+
+// Sources says where each loaded object came from, and what Load skipped.
+type Sources struct {
+	objects map[translator.ObjectKey]Location
+	// Warnings are the documents skipped because their kind is not one mcpgate reads.
+	Warnings []string
+}
+
+// Of returns where the object k was read.
+func (s Sources) Of(k translator.ObjectKey) (Location, bool) {
+	l, ok := s.objects[k]
+	return l, ok
+}
+
+// Describe renders a translator refusal as "FILE: Kind ns/name: field: message" (without the
+// file when the object was not read from one).
+func (s Sources) Describe(e translator.FieldError) string {
+	if l, ok := s.objects[e.Object()]; ok {
+		return l.File + ": " + e.Error()
+	}
+	return e.Error()
+}
+
+// Error is one document that could not be (fully) read.
+type Error struct {
+	Location
+	Object  translator.ObjectKey // zero when the document's kind or name is unknown
+	Field   string
+	Message string
+}
+
+// Error renders "FILE: document N: Kind ns/name: field: message".
+func (e *Error) Error() string {
+	s := fmt.Sprintf("%s: document %d", e.File, e.Document)
+	if e.Object.Kind != "" {
+		s += ": " + e.Object.String()
+	}
+	if e.Field != "" {
+		s += ": " + e.Field
+	}
+	return s + ": " + e.Message
+}
+
+// kindInfo says how to decode and store one kind.
+type kindInfo struct {
+	namespaced bool
+	decode     func(doc []byte, ns string, res *translator.Resources) ([]error, error)
+}
+
+// decodeInto strictly decodes doc into a new T, sets its namespace to ns, and appends it with
+// add.
+func decodeInto[T any, P interface {
+	*T
+	metav1.Object
+}](add func(res *translator.Resources, p P)) func([]byte, string, *translator.Resources) ([]error, error) {
+	return func(doc []byte, ns string, res *translator.Resources) ([]error, error) {
+		p := P(new(T))
+		strict, err := kjson.UnmarshalStrict(doc, p)
+		if err != nil {
+			return nil, err
+		}
+		p.SetNamespace(ns)
+		add(res, p)
+		return strict, nil
+	}
+}
+
+func kinds() map[string]kindInfo {
+	gw := func(res *translator.Resources, p *gwv1.Gateway) { res.Gateways = append(res.Gateways, p) }
+	gwc := func(res *translator.Resources, p *gwv1.GatewayClass) {
+		res.GatewayClasses = append(res.GatewayClasses, p)
+	}
+	rt := func(res *translator.Resources, p *gwv1.HTTPRoute) { res.HTTPRoutes = append(res.HTTPRoutes, p) }
+	m := map[string]kindInfo{
+		"agentgateway.dev/v1alpha1/AgentgatewayBackend": {true, decodeInto(func(res *translator.Resources, p *v1alpha1.AgentgatewayBackend) {
+			res.Backends = append(res.Backends, p)
+		})},
+		"agentgateway.dev/v1alpha1/AgentgatewayPolicy": {true, decodeInto(func(res *translator.Resources, p *v1alpha1.AgentgatewayPolicy) {
+			res.Policies = append(res.Policies, p)
+		})},
+		"enterpriseagentgateway.solo.io/v1alpha1/EnterpriseAgentgatewayPolicy": {true, decodeInto(func(res *translator.Resources, p *enterprise.EnterpriseAgentgatewayPolicy) {
+			res.Policies = append(res.Policies, p.AsAgentgatewayPolicy())
+		})},
+		"v1/Service": {true, decodeInto(func(res *translator.Resources, p *corev1.Service) { res.Services = append(res.Services, p) })},
+		"v1/Secret": {true, decodeInto(func(res *translator.Resources, p *corev1.Secret) {
+			// as the API server does: stringData is merged into data
+			for k, v := range p.StringData {
+				if p.Data == nil {
+					p.Data = map[string][]byte{}
+				}
+				p.Data[k] = []byte(v)
+			}
+			p.StringData = nil
+			res.Secrets = append(res.Secrets, p)
+		})},
+		"v1/Namespace": {false, decodeInto(func(res *translator.Resources, p *corev1.Namespace) { res.Namespaces = append(res.Namespaces, p) })},
+		"discovery.k8s.io/v1/EndpointSlice": {true, decodeInto(func(res *translator.Resources, p *discoveryv1.EndpointSlice) {
+			res.EndpointSlices = append(res.EndpointSlices, p)
+		})},
+	}
+	for _, v := range []string{"v1", "v1beta1"} {
+		m["gateway.networking.k8s.io/"+v+"/GatewayClass"] = kindInfo{false, decodeInto(gwc)}
+		m["gateway.networking.k8s.io/"+v+"/Gateway"] = kindInfo{true, decodeInto(gw)}
+		m["gateway.networking.k8s.io/"+v+"/HTTPRoute"] = kindInfo{true, decodeInto(rt)}
+	}
+	return m
+}
+
+// Load reads the manifests at paths (files or directories). It returns every object it could
+// read, where each came from, and an error joining one *Error per bad document or object.
+func Load(paths ...string) (*translator.Resources, Sources, error) {
+	l := &loader{
+		res:   &translator.Resources{},
+		src:   Sources{objects: map[translator.ObjectKey]Location{}},
+		kinds: kinds(),
+	}
+	files, err := expand(paths)
+	if err != nil {
+		l.errs = append(l.errs, err)
+	}
+	for _, f := range files {
+		l.loadFile(f)
+	}
+	return l.res, l.src, errors.Join(l.errs...)
+}
+
+// expand lists the files of paths: files as given, directories' *.yaml and *.yml in name order.
+func expand(paths []string) ([]string, error) {
+	var files []string
+	var errs []error
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", p, err))
+			continue
+		}
+		if !fi.IsDir() {
+			files = append(files, p)
+			continue
+		}
+		entries, err := os.ReadDir(p)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", p, err))
+			continue
+		}
+		var names []string
+		for _, e := range entries {
+			if !e.IsDir() && isManifest(e.Name()) {
+				names = append(names, filepath.Join(p, e.Name()))
+			}
+		}
+		sort.Strings(names)
+		files = append(files, names...)
+	}
+	return files, errors.Join(errs...)
+}
+
+func isManifest(name string) bool {
+	return !strings.HasPrefix(name, ".") && (strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml"))
+}
+
+type loader struct {
+	res   *translator.Resources
+	src   Sources
+	kinds map[string]kindInfo
+	errs  []error
+}
+
+func (l *loader) fail(loc Location, obj translator.ObjectKey, field, msg string) {
+	l.errs = append(l.errs, &Error{Location: loc, Object: obj, Field: field, Message: msg})
+}
+
+func (l *loader) loadFile(name string) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		l.errs = append(l.errs, fmt.Errorf("%s: %w", name, err))
+		return
+	}
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for n := 1; ; n++ {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		loc := Location{File: name, Document: n}
+		if err != nil {
+			l.fail(loc, translator.ObjectKey{}, "", "cannot split the YAML documents: "+err.Error())
+			return
+		}
+		l.loadDocument(loc, doc)
+	}
+}
+
+// typeHeader is what every document must say about itself.
+type typeHeader struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Metadata   struct {
+		Name      string `json:"name"`
+		Namespace string `json:"namespace"`
+	} `json:"metadata"`
+	Items []jsonRaw `json:"items"`
+}
+
+type jsonRaw []byte
+
+func (r *jsonRaw) UnmarshalJSON(b []byte) error {
+	*r = append((*r)[:0], b...)
+	return nil
+}
+
+func (l *loader) loadDocument(loc Location, doc []byte) {
+	js, err := yaml.YAMLToJSONStrict(doc)
+	if err != nil {
+		l.fail(loc, translator.ObjectKey{}, "", "not valid YAML: "+err.Error())
+		return
+	}
+	js = bytes.TrimSpace(js)
+	if len(js) == 0 || string(js) == "null" {
+		return // an empty document
+	}
+	l.loadJSON(loc, js)
+}
+
+func (l *loader) loadJSON(loc Location, js []byte) {
+	var h typeHeader
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(js, &h); err != nil {
+		l.fail(loc, translator.ObjectKey{}, "", "not a Kubernetes object: "+err.Error())
+		return
+	}
+	if h.APIVersion == "v1" && h.Kind == "List" {
+		for _, item := range h.Items {
+			l.loadJSON(loc, item)
+		}
+		return
+	}
+	obj := translator.ObjectKey{Kind: h.Kind, Namespace: h.Metadata.Namespace, Name: h.Metadata.Name}
+	if h.APIVersion == "" || h.Kind == "" {
+		l.fail(loc, obj, "", "apiVersion and kind are required")
+		return
+	}
+	ki, ok := l.kinds[h.APIVersion+"/"+h.Kind]
+	if !ok {
+		l.src.Warnings = append(l.src.Warnings, fmt.Sprintf("%s: document %d: skipped %s %s: mcpgate does not read this kind",
+			loc.File, loc.Document, h.APIVersion, h.Kind))
+		return
+	}
+	if !ki.namespaced {
+		obj.Namespace = ""
+	} else if obj.Namespace == "" {
+		obj.Namespace = DefaultNamespace
+	}
+	if obj.Name == "" {
+		l.fail(loc, obj, "metadata.name", "a name is required")
+		return
+	}
+	if prev, dup := l.src.objects[obj]; dup {
+		l.fail(loc, obj, "", "defined again; the first definition in "+prev.String()+" is used")
+		return
+	}
+	// decode into a scratch Resources first: a document with unknown fields is refused whole
+	scratch := &translator.Resources{}
+	strict, err := ki.decode(js, obj.Namespace, scratch)
+	if err != nil {
+		l.fail(loc, obj, "", err.Error())
+		return
+	}
+	if len(strict) > 0 {
+		for _, e := range strict {
+			field, msg := splitStrict(e.Error())
+			l.fail(loc, obj, field, msg)
+		}
+		return
+	}
+	appendResources(l.res, scratch)
+	l.src.objects[obj] = loc
+}
+
+// splitStrict turns `unknown field "spec.foo"` into ("spec.foo", "unknown field").
+func splitStrict(msg string) (string, string) {
+	i := strings.Index(msg, "\"")
+	j := strings.LastIndex(msg, "\"")
+	if i < 0 || j <= i {
+		return "", msg
+	}
+	return msg[i+1 : j], strings.TrimSpace(msg[:i])
+}
+
+func appendResources(dst, src *translator.Resources) {
+	dst.GatewayClasses = append(dst.GatewayClasses, src.GatewayClasses...)
+	dst.Gateways = append(dst.Gateways, src.Gateways...)
+	dst.HTTPRoutes = append(dst.HTTPRoutes, src.HTTPRoutes...)
+	dst.Backends = append(dst.Backends, src.Backends...)
+	dst.Policies = append(dst.Policies, src.Policies...)
+	dst.Services = append(dst.Services, src.Services...)
+	dst.EndpointSlices = append(dst.EndpointSlices, src.EndpointSlices...)
+	dst.Secrets = append(dst.Secrets, src.Secrets...)
+	dst.Namespaces = append(dst.Namespaces, src.Namespaces...)
+}

@@ -1,0 +1,458 @@
+package translator
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/mcpgate/mcpgate/api/v1alpha1"
+)
+
+// MCP transports as the x-mcpgate-mcp metadata names them.
+const (
+	TransportSSE            = "sse"
+	TransportStreamableHTTP = "streamable-http"
+)
+
+// Service port appProtocols that mark an MCP server, and the annotations that name its target
+// and path (agentgateway's, with the legacy kgateway ones).
+const (
+	AppProtocolMCP          = "agentgateway.dev/mcp"
+	AppProtocolMCPSSE       = "agentgateway.dev/mcp-sse"
+	legacyAppProtocolMCP    = "kgateway.dev/mcp"
+	legacyAppProtocolMCPSSE = "kgateway.dev/mcp-sse"
+	AnnotationMCPPath       = "agentgateway.dev/mcp-path"
+	AnnotationMCPTargetName = "agentgateway.dev/mcp-target-name"
+	legacyAnnotationMCPPath = "kgateway.dev/mcp-path"
+)
+
+const (
+	openAIHost = "api.openai.com"
+	httpsPort  = 443
+)
+
+// target is where a backendRef sends traffic: one cluster, and what the route must add.
+type target struct {
+	cluster *clusterv3.Cluster
+	cla     *endpointv3.ClusterLoadAssignment // EDS clusters only
+	backend string                            // "NS/NAME" of the AgentgatewayBackend; "" for a Service
+	mcp     string                            // MCP transport; "" = not MCP
+	name    string                            // MCP target name
+	path    string                            // MCP endpoint path (informational)
+	// hostRewrite, authHeader and pathRewrite are what an AI backend needs on the route.
+	hostRewrite string
+	authHeader  string
+	pathRewrite string
+	// affinity: the cluster balances by ring hash; routes hash the caller.
+	affinity bool
+}
+
+// backendInfo is an AgentgatewayBackend after translation.
+type backendInfo struct {
+	b      *v1alpha1.AgentgatewayBackend
+	target *target // nil when the backend cannot be used
+	err    string  // why target is nil ("field: message")
+}
+
+func (t *translation) translateBackends() {
+	for _, b := range t.in.Backends {
+		if b == nil || b.Name == "" {
+			continue
+		}
+		bi := &backendInfo{b: b}
+		t.backends[key(b.Namespace, b.Name)] = bi
+		st := &v1alpha1.AgentgatewayBackendStatus{}
+		field, msg, note := t.translateBackend(bi)
+		gen := b.Generation
+		if bi.target == nil {
+			bi.err = field + ": " + msg
+			st.Conditions = []metav1.Condition{condition("Accepted", false, "Invalid", bi.err, gen)}
+			t.st.refuse(KindAgentgatewayBackend, b.Namespace, b.Name, field, msg)
+		} else {
+			st.Conditions = []metav1.Condition{condition("Accepted", true, "Accepted", note, gen)}
+		}
+		t.st.Backends[key(b.Namespace, b.Name)] = st
+	}
+}
+
+// translateBackend fills bi.target, or returns the field and message of the refusal. note
+// describes the accepted backend (target, transport, path, limitations).
+func (t *translation) translateBackend(bi *backendInfo) (field, msg, note string) {
+	b := bi.b
+	s := &b.Spec
+	set := 0
+	for _, p := range []bool{s.AI != nil, s.Static != nil, s.MCP != nil} {
+		if p {
+			set++
+		}
+	}
+	if set != 1 {
+		return "spec", "exactly one of ai, static and mcp must be set", ""
+	}
+	name := "agentgatewaybackend/" + b.Namespace + "/" + b.Name
+	switch {
+	case s.Static != nil:
+		if err := checkHostPort(s.Static.Host, s.Static.Port); err != "" {
+			return "spec.static", err, ""
+		}
+		bi.target = &target{cluster: t.xds.addressCluster(name, s.Static.Host, s.Static.Port, false), backend: keyString(b.Namespace, b.Name)}
+		return "", "", fmt.Sprintf("static %s", joinHostPort(s.Static.Host, s.Static.Port))
+	case s.AI != nil:
+		return t.translateAI(bi, name)
+	default:
+		return t.translateMCP(bi, name)
+	}
+}
+
+func (t *translation) translateAI(bi *backendInfo, name string) (field, msg, note string) {
+	b := bi.b
+	p := b.Spec.AI.Provider
+	if p == nil || p.OpenAI == nil {
+		return "spec.ai.provider", "a provider is required; mcpgate supports openai (and OpenAI-compatible servers through host, port and path)", ""
+	}
+	host, port := openAIHost, int32(httpsPort)
+	if p.Host != "" {
+		host = p.Host
+	}
+	if p.Port != 0 {
+		port = p.Port
+	}
+	if err := checkHostPort(host, port); err != "" {
+		return "spec.ai.provider", err, ""
+	}
+	if p.Path != "" && !strings.HasPrefix(p.Path, "/") {
+		return "spec.ai.provider.path", "must start with /", ""
+	}
+	tg := &target{
+		cluster:     t.xds.addressCluster(name, host, port, port == httpsPort),
+		backend:     keyString(b.Namespace, b.Name),
+		hostRewrite: host,
+		pathRewrite: p.Path,
+	}
+	if a := b.Spec.Policies; a != nil && a.Auth != nil && a.Auth.SecretRef != nil {
+		v, err := t.secretAuthorization(b.Namespace, a.Auth.SecretRef.Name)
+		if err != "" {
+			return "spec.policies.auth.secretRef", err, ""
+		}
+		tg.authHeader = v
+	}
+	bi.target = tg
+	note = fmt.Sprintf("openai-compatible provider at %s", joinHostPort(host, port))
+	if port == httpsPort {
+		note += " over TLS"
+	}
+	if p.OpenAI.Model != nil {
+		note += fmt.Sprintf("; spec.ai.provider.openai.model %q is not applied: requests keep their own model", *p.OpenAI.Model)
+	}
+	return "", "", note
+}
+
+// secretAuthorization reads the Authorization value from a Secret: its key "Authorization" (a
+// bare key gets "Bearer " in front).
+func (t *translation) secretAuthorization(ns, name string) (string, string) {
+	sec := t.secrets[key(ns, name)]
+	if sec == nil {
+		return "", fmt.Sprintf("Secret %s/%s not found", ns, name)
+	}
+	v, ok := sec.Data["Authorization"]
+	if !ok {
+		if s, ok2 := sec.StringData["Authorization"]; ok2 {
+			v, ok = []byte(s), true
+		}
+	}
+	val := strings.TrimSpace(string(v))
+	if !ok || val == "" {
+		return "", fmt.Sprintf("Secret %s/%s has no key Authorization", ns, name)
+	}
+	if !strings.Contains(val, " ") {
+		val = "Bearer " + val
+	}
+	return val, ""
+}
+
+func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, note string) {
+	b := bi.b
+	targets := b.Spec.MCP.Targets
+	if len(targets) == 0 {
+		return "spec.mcp.targets", "at least one target is required", ""
+	}
+	var notes []string
+	for i := range targets {
+		tg := &targets[i]
+		f := fmt.Sprintf("spec.mcp.targets[%d]", i)
+		if tg.Name == "" {
+			return f + ".name", "a name is required", ""
+		}
+		if (tg.Static == nil) == (tg.Selector == nil) {
+			return f, "exactly one of static and selector must be set", ""
+		}
+		if tg.Static != nil {
+			st := tg.Static
+			if err := checkHostPort(st.Host, st.Port); err != "" {
+				return f + ".static", err, ""
+			}
+			if st.Path != "" && !strings.HasPrefix(st.Path, "/") {
+				return f + ".static.path", "must start with /", ""
+			}
+		}
+	}
+	first := &targets[0]
+	if first.Static != nil {
+		st := first.Static
+		tr := transportOf(st.Protocol)
+		path := st.Path
+		if path == "" {
+			path = defaultMCPPath(tr)
+		}
+		bi.target = &target{
+			cluster:  t.xds.addressCluster(name+"/"+string(first.Name), st.Host, st.Port, false),
+			backend:  keyString(b.Namespace, b.Name),
+			mcp:      tr,
+			name:     string(first.Name),
+			path:     path,
+			affinity: true,
+		}
+	} else {
+		found, err := t.selectorTargets(b, first, name+"/"+string(first.Name))
+		if err != "" {
+			return "spec.mcp.targets[0].selector", err, ""
+		}
+		if len(found) == 0 {
+			return "spec.mcp.targets[0].selector", "selects no Service port with appProtocol " + AppProtocolMCP + " or " + AppProtocolMCPSSE, ""
+		}
+		bi.target = found[0]
+		if len(found) > 1 {
+			var others []string
+			for _, o := range found[1:] {
+				others = append(others, o.name)
+			}
+			notes = append(notes, fmt.Sprintf("the selector finds %d MCP servers; Envoy cannot fan out, so only %s is routed (not %s)",
+				len(found), found[0].name, strings.Join(others, ", ")))
+		}
+	}
+	tg := bi.target
+	note = fmt.Sprintf("MCP target %s: %s at %s", tg.name, tg.mcp, tg.path)
+	if len(targets) > 1 {
+		var rest []string
+		for _, o := range targets[1:] {
+			rest = append(rest, string(o.Name))
+		}
+		notes = append(notes, fmt.Sprintf("Envoy cannot fan out to several MCP targets: only the first (%s) is routed; %s not",
+			first.Name, strings.Join(rest, ", ")))
+	}
+	if len(notes) > 0 {
+		note += "; " + strings.Join(notes, "; ")
+	}
+	return "", "", note
+}
+
+func transportOf(p v1alpha1.MCPProtocol) string {
+	if p == v1alpha1.MCPProtocolSSE {
+		return TransportSSE
+	}
+	return TransportStreamableHTTP
+}
+
+func defaultMCPPath(transport string) string {
+	if transport == TransportSSE {
+		return "/sse"
+	}
+	return "/mcp"
+}
+
+// mcpTransportOfPort returns the MCP transport a Service port's appProtocol declares, or "".
+func mcpTransportOfPort(p *corev1.ServicePort) string {
+	if p.AppProtocol == nil {
+		return ""
+	}
+	switch *p.AppProtocol {
+	case AppProtocolMCP, legacyAppProtocolMCP:
+		return TransportStreamableHTTP
+	case AppProtocolMCPSSE, legacyAppProtocolMCPSSE:
+		return TransportSSE
+	}
+	return ""
+}
+
+// selectorTargets finds the MCP Service ports a selector target selects, sorted by namespace,
+// Service and port.
+func (t *translation) selectorTargets(b *v1alpha1.AgentgatewayBackend, tg *v1alpha1.McpTargetSelector, prefix string) ([]*target, string) {
+	sel := tg.Selector
+	namespaces := []string{b.Namespace}
+	if sel.Namespaces != nil {
+		s, err := metav1.LabelSelectorAsSelector(sel.Namespaces)
+		if err != nil {
+			return nil, "namespaces: " + err.Error()
+		}
+		namespaces = namespaces[:0]
+		seen := map[string]bool{}
+		for ns := range t.servicesInNS {
+			if !seen[ns] && s.Matches(labels.Set(t.namespaceLabels(ns))) {
+				namespaces = append(namespaces, ns)
+				seen[ns] = true
+			}
+		}
+		sort.Strings(namespaces)
+	}
+	svcSel := labels.Everything()
+	if sel.Services != nil {
+		s, err := metav1.LabelSelectorAsSelector(sel.Services)
+		if err != nil {
+			return nil, "services: " + err.Error()
+		}
+		svcSel = s
+	}
+	var out []*target
+	for _, ns := range namespaces {
+		for _, svc := range t.servicesInNS[ns] {
+			if !svcSel.Matches(labels.Set(svc.Labels)) {
+				continue
+			}
+			for i := range svc.Spec.Ports {
+				p := &svc.Spec.Ports[i]
+				if mcpTransportOfPort(p) == "" {
+					continue
+				}
+				name := fmt.Sprintf("%s/%s/%s/%d", prefix, svc.Namespace, svc.Name, p.Port)
+				tgt := t.serviceTarget(name, svc, p)
+				tgt.backend = keyString(b.Namespace, b.Name)
+				out = append(out, tgt)
+			}
+		}
+	}
+	return out, ""
+}
+
+// serviceTarget builds the EDS target of a Service port. MCP ports (by appProtocol) get their
+// transport, target name and path from the port and the Service's annotations.
+func (t *translation) serviceTarget(clusterName string, svc *corev1.Service, p *corev1.ServicePort) *target {
+	tg := &target{
+		cluster:  t.xds.edsCluster(clusterName),
+		cla:      t.loadAssignment(clusterName, svc, p),
+		affinity: true,
+	}
+	if tr := mcpTransportOfPort(p); tr != "" {
+		tg.mcp = tr
+		tg.name = svc.Annotations[AnnotationMCPTargetName]
+		if tg.name == "" {
+			if p.Name != "" {
+				tg.name = svc.Name + "-" + p.Name
+			} else {
+				tg.name = svc.Name + "-" + strconv.Itoa(int(p.Port))
+			}
+		}
+		tg.path = svc.Annotations[AnnotationMCPPath]
+		if tg.path == "" {
+			tg.path = svc.Annotations[legacyAnnotationMCPPath]
+		}
+		if tg.path == "" {
+			tg.path = defaultMCPPath(tr)
+		}
+	}
+	return tg
+}
+
+// loadAssignment builds the endpoints of a Service port from its EndpointSlices: the ready
+// addresses, each with the slice port named like the Service port.
+func (t *translation) loadAssignment(clusterName string, svc *corev1.Service, p *corev1.ServicePort) *endpointv3.ClusterLoadAssignment {
+	seen := map[string]bool{}
+	var addrs []hostPort
+	for _, s := range t.slices[key(svc.Namespace, svc.Name)] {
+		if s.AddressType != discoveryv1.AddressTypeIPv4 && s.AddressType != discoveryv1.AddressTypeIPv6 {
+			continue
+		}
+		port := int32(0)
+		for _, sp := range s.Ports {
+			name := ""
+			if sp.Name != nil {
+				name = *sp.Name
+			}
+			if name == p.Name && sp.Port != nil {
+				port = *sp.Port
+				break
+			}
+		}
+		if port == 0 {
+			continue
+		}
+		for _, ep := range s.Endpoints {
+			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+				continue
+			}
+			for _, a := range ep.Addresses {
+				hp := hostPort{host: a, port: port}
+				if k := hp.String(); !seen[k] {
+					seen[k] = true
+					addrs = append(addrs, hp)
+				}
+			}
+		}
+	}
+	sort.Slice(addrs, func(i, j int) bool {
+		if addrs[i].host != addrs[j].host {
+			return addrs[i].host < addrs[j].host
+		}
+		return addrs[i].port < addrs[j].port
+	})
+	return buildLoadAssignment(clusterName, addrs)
+}
+
+type hostPort struct {
+	host string
+	port int32
+}
+
+func (h hostPort) String() string { return joinHostPort(h.host, h.port) }
+
+func joinHostPort(host string, port int32) string {
+	if strings.Contains(host, ":") {
+		return "[" + host + "]:" + strconv.Itoa(int(port))
+	}
+	return host + ":" + strconv.Itoa(int(port))
+}
+
+func isIP(host string) bool {
+	_, err := netip.ParseAddr(host)
+	return err == nil
+}
+
+// checkHostPort validates a target address; it returns "" when it is usable.
+func checkHostPort(host string, port int32) string {
+	if host == "" {
+		return "host is required"
+	}
+	if port < 1 || port > 65535 {
+		return fmt.Sprintf("port %d is out of range 1-65535", port)
+	}
+	if !isIP(host) && !validDNSName(host) {
+		return fmt.Sprintf("host %q is neither an IP address nor a DNS name", host)
+	}
+	return ""
+}
+
+func validDNSName(h string) bool {
+	h = strings.TrimSuffix(h, ".")
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}

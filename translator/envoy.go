@@ -1,0 +1,293 @@
+package translator
+
+import (
+	"strings"
+	"time"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+const (
+	connectTimeout = 5 * time.Second
+	// invalidBackendCluster is a cluster that never exists: the weighted share of invalid
+	// backendRefs goes there and gets 500 (cluster_not_found_response_code).
+	invalidBackendCluster = "mcpgate_invalid_backend"
+	hcmFilterName         = "envoy.filters.network.http_connection_manager"
+	routerFilterName      = "envoy.filters.http.router"
+	stdoutLoggerName      = "envoy.access_loggers.stdout"
+	tlsSocketName         = "envoy.transport_sockets.tls"
+)
+
+// accessLogFields are the request fields of the JSON access log; the mcpgate fields follow.
+func accessLogFields() [][2]string {
+	return [][2]string{
+		{"start_time", "%START_TIME%"},
+		{"method", "%REQ(:METHOD)%"},
+		{"path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"},
+		{"authority", "%REQ(:AUTHORITY)%"},
+		{"response_code", "%RESPONSE_CODE%"},
+		{"response_flags", "%RESPONSE_FLAGS%"},
+		{"duration", "%DURATION%"},
+		{"upstream_host", "%UPSTREAM_HOST%"},
+		{"route_name", "%ROUTE_NAME%"},
+		{"request_id", "%REQ(X-REQUEST-ID)%"},
+	}
+}
+
+// MetadataFields returns the dynamic metadata fields ext_proc writes in namespace mcpgate
+// (docs/design.md); the access log prints each under "mcpgate".
+func MetadataFields() []string {
+	return []string{"gateway", "route", "backend", "target", "session", "subject", "method",
+		"tool", "arguments", "jsonrpc_id", "decision", "rule", "jsonrpc_error", "authn"}
+}
+
+// xdsCommon holds what every listener and cluster of a translation shares, built once.
+type xdsCommon struct {
+	opts      Options
+	hcmChain  []*hcmv3.HttpFilter
+	accessLog []*accesslogv3.AccessLog
+	tlsByHost map[string]*corev3.TransportSocket
+	disabled  *anypb.Any
+}
+
+func newXDSCommon(opts Options) *xdsCommon {
+	x := &xdsCommon{opts: opts, tlsByHost: map[string]*corev3.TransportSocket{}}
+	x.hcmChain = []*hcmv3.HttpFilter{
+		{Name: ExtProcFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(x.extProcFilter())}},
+		{Name: routerFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}},
+	}
+	x.accessLog = []*accesslogv3.AccessLog{{
+		Name:       stdoutLoggerName,
+		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(accessLogConfig())},
+	}}
+	x.disabled = mustAny(&extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Disabled{Disabled: true}})
+	return x
+}
+
+// mustAny wraps a message built here; marshalling a well-formed message cannot fail.
+func mustAny(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		panic("translator: marshal " + string(m.ProtoReflect().Descriptor().FullName()) + ": " + err.Error())
+	}
+	return a
+}
+
+// extProcFilter is the HCM-level ext_proc filter: headers only unless a route overrides it.
+func (x *xdsCommon) extProcFilter() *extprocv3.ExternalProcessor {
+	return &extprocv3.ExternalProcessor{
+		GrpcService: &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
+			EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: ExtProcClusterName}}},
+		FailureModeAllow:  false,
+		ProcessingMode:    processingMode(false),
+		MessageTimeout:    durationpb.New(x.opts.MessageTimeout),
+		AllowModeOverride: true,
+		MetadataOptions: &extprocv3.MetadataOptions{
+			ReceivingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{MetadataNamespace}},
+		},
+		RequestAttributes: []string{"source.address"},
+	}
+}
+
+// processingMode is what ext_proc gets: the request headers only, or for MCP also both bodies
+// BUFFERED and the response headers, so that ext_proc can switch the response body to STREAMED
+// (text/event-stream) or NONE with mode_override.
+func processingMode(mcp bool) *extprocv3.ProcessingMode {
+	m := &extprocv3.ProcessingMode{
+		RequestHeaderMode:   extprocv3.ProcessingMode_SEND,
+		ResponseHeaderMode:  extprocv3.ProcessingMode_SKIP,
+		RequestBodyMode:     extprocv3.ProcessingMode_NONE,
+		ResponseBodyMode:    extprocv3.ProcessingMode_NONE,
+		RequestTrailerMode:  extprocv3.ProcessingMode_SKIP,
+		ResponseTrailerMode: extprocv3.ProcessingMode_SKIP,
+	}
+	if mcp {
+		m.ResponseHeaderMode = extprocv3.ProcessingMode_SEND
+		m.RequestBodyMode = extprocv3.ProcessingMode_BUFFERED
+		m.ResponseBodyMode = extprocv3.ProcessingMode_BUFFERED
+	}
+	return m
+}
+
+func accessLogConfig() *streamv3.StdoutAccessLog {
+	fields := map[string]*structpb.Value{}
+	for _, f := range accessLogFields() {
+		fields[f[0]] = structpb.NewStringValue(f[1])
+	}
+	mcp := map[string]*structpb.Value{}
+	for _, f := range MetadataFields() {
+		mcp[f] = structpb.NewStringValue("%DYNAMIC_METADATA(" + MetadataNamespace + ":" + f + ")%")
+	}
+	fields[MetadataNamespace] = structpb.NewStructValue(&structpb.Struct{Fields: mcp})
+	return &streamv3.StdoutAccessLog{AccessLogFormat: &streamv3.StdoutAccessLog_LogFormat{
+		LogFormat: &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_JsonFormat{
+			JsonFormat: &structpb.Struct{Fields: fields}}},
+	}}
+}
+
+// listener builds the Envoy listener of one Gateway port; its routes come over RDS (ADS).
+func (x *xdsCommon) listener(name string, port int32) *listenerv3.Listener {
+	hcm := &hcmv3.HttpConnectionManager{
+		StatPrefix: statPrefix(name),
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource:    adsSource(),
+			RouteConfigName: name,
+		}},
+		HttpFilters: x.hcmChain,
+		AccessLog:   x.accessLog,
+	}
+	return &listenerv3.Listener{
+		Name:    name,
+		Address: socketAddress(x.opts.BindAddress, port),
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
+			Name:       hcmFilterName,
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)},
+		}}}},
+		PerConnectionBufferLimitBytes: wrapperspb.UInt32(uint32(x.opts.MaxBodyBytes + bufferSlack)),
+	}
+}
+
+// statPrefix turns a resource name into a stats-safe prefix ("." and "/" split stat names).
+func statPrefix(name string) string {
+	return strings.NewReplacer("/", "_", ".", "_").Replace(name)
+}
+
+func adsSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+	}
+}
+
+func socketAddress(host string, port int32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address:       host,
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
+	}}}
+}
+
+// addressCluster is a cluster of one host: STATIC for an IP, STRICT_DNS for a name; with tls,
+// the upstream certificate is verified against the CA bundle and the host name.
+func (x *xdsCommon) addressCluster(name, host string, port int32, tls bool) *clusterv3.Cluster {
+	c := &clusterv3.Cluster{
+		Name:           name,
+		ConnectTimeout: durationpb.New(connectTimeout),
+		LoadAssignment: buildLoadAssignment(name, []hostPort{{host: host, port: port}}),
+	}
+	if isIP(host) {
+		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
+	} else {
+		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
+		c.DnsLookupFamily = clusterv3.Cluster_V4_PREFERRED
+	}
+	if tls {
+		c.TransportSocket = x.tlsSocket(host)
+	} else {
+		c.LbPolicy = clusterv3.Cluster_RING_HASH
+	}
+	return c
+}
+
+// edsCluster is a cluster whose endpoints come over EDS (ADS) under the cluster's name.
+func (x *xdsCommon) edsCluster(name string) *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ConnectTimeout:       durationpb.New(connectTimeout),
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
+		LbPolicy:             clusterv3.Cluster_RING_HASH,
+	}
+}
+
+func (x *xdsCommon) tlsSocket(host string) *corev3.TransportSocket {
+	if s, ok := x.tlsByHost[host]; ok {
+		return s
+	}
+	ctx := &tlsv3.UpstreamTlsContext{
+		Sni: host,
+		CommonTlsContext: &tlsv3.CommonTlsContext{ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{
+			ValidationContext: &tlsv3.CertificateValidationContext{
+				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: x.opts.UpstreamCAFile}},
+				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+					SanType: tlsv3.SubjectAltNameMatcher_DNS,
+					Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: host}},
+				}},
+			},
+		}},
+	}
+	s := &corev3.TransportSocket{Name: tlsSocketName, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}}
+	x.tlsByHost[host] = s
+	return s
+}
+
+func buildLoadAssignment(name string, addrs []hostPort) *endpointv3.ClusterLoadAssignment {
+	eps := make([]*endpointv3.LbEndpoint, len(addrs))
+	for i, a := range addrs {
+		eps[i] = &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
+			Endpoint: &endpointv3.Endpoint{Address: socketAddress(a.host, a.port)}}}
+	}
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
+	if len(eps) > 0 {
+		cla.Endpoints = []*endpointv3.LocalityLbEndpoints{{LbEndpoints: eps}}
+	}
+	return cla
+}
+
+// extProcRoute is the per-route ext_proc config of a route: what it sends and the gRPC initial
+// metadata naming its gateway, route, policy, backend and MCP target.
+type extProcRoute struct {
+	mcp                                     string // transport; "" = not MCP
+	gateway, route, policy, backend, target string
+}
+
+func (e extProcRoute) key() string {
+	return strings.Join([]string{e.mcp, e.gateway, e.route, e.policy, e.backend, e.target}, "\x00")
+}
+
+// anyCache holds a marshalled per-route config.
+type anyCache struct{ any *anypb.Any }
+
+// perRouteConfig returns the ExtProcPerRoute of e: disabled when the route is neither MCP nor
+// under a policy, else overrides with the processing mode and the metadata.
+func (t *translation) perRouteConfig(e extProcRoute) *anypb.Any {
+	if e.mcp == "" && e.policy == "" {
+		return t.xds.disabled
+	}
+	k := e.key()
+	if c, ok := t.perRoute[k]; ok {
+		return c.any
+	}
+	mode := processingMode(e.mcp != "")
+	var md []*corev3.HeaderValue
+	add := func(k, v string) {
+		if v != "" {
+			md = append(md, &corev3.HeaderValue{Key: k, Value: v})
+		}
+	}
+	add(MetadataGateway, e.gateway)
+	add(MetadataRoute, e.route)
+	add(MetadataPolicy, e.policy)
+	add(MetadataMCP, e.mcp)
+	add(MetadataBackend, e.backend)
+	add(MetadataTarget, e.target)
+	a := mustAny(&extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Overrides{
+		Overrides: &extprocv3.ExtProcOverrides{ProcessingMode: mode, GrpcInitialMetadata: md},
+	}})
+	t.perRoute[k] = &anyCache{any: a}
+	return a
+}

@@ -1,0 +1,293 @@
+package translator
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+const gatewayGroup = gwv1.GroupName
+
+// gatewayInfo is a served Gateway during translation.
+type gatewayInfo struct {
+	gw        *gwv1.Gateway
+	key       string // "NS/NAME"
+	listeners []*listenerInfo
+	build     *gatewayBuild
+}
+
+// listenerInfo is one listener of a served Gateway.
+type listenerInfo struct {
+	gw       *gatewayInfo
+	l        *gwv1.Listener
+	index    int
+	hostname string // lower-case; "" = any
+	ok       bool   // accepted: routes may attach
+	kindsOK  bool   // allowedRoutes.kinds admits HTTPRoute
+	reason   string // why not ok (a listener condition reason)
+	msg      string
+	conflict string // Conflicted reason, "" = none
+	badKinds string // allowedRoutes.kinds entries that are not supported
+	attached int32
+}
+
+func (t *translation) translateClasses() {
+	for name, c := range t.classes {
+		if string(c.Spec.ControllerName) != t.opts.ControllerName {
+			continue
+		}
+		t.st.GatewayClasses[name] = &gwv1.GatewayClassStatus{Conditions: []metav1.Condition{
+			condition(string(gwv1.GatewayClassConditionStatusAccepted), true,
+				string(gwv1.GatewayClassReasonAccepted), "mcpgate serves this class", c.Generation),
+		}}
+	}
+}
+
+// serves reports whether mcpgate serves Gateways of class name (see the package comment).
+func (t *translation) serves(class string) bool {
+	if slices.Contains(t.opts.GatewayClassNames, class) {
+		return true
+	}
+	c, ok := t.classes[class]
+	if !ok {
+		return !t.opts.RequireGatewayClass
+	}
+	return string(c.Spec.ControllerName) == t.opts.ControllerName
+}
+
+// selectGateways picks the served Gateways and validates their listeners.
+func (t *translation) selectGateways() {
+	var served []*gwv1.Gateway
+	for _, g := range t.allGateways {
+		if t.serves(string(g.Spec.GatewayClassName)) {
+			served = append(served, g)
+		}
+	}
+	sort.Slice(served, func(i, j int) bool { return olderFirst(&served[i].ObjectMeta, &served[j].ObjectMeta) })
+	portOwner := map[int32]string{} // ExclusivePorts: port -> gateway key
+	for _, g := range served {
+		gi := &gatewayInfo{gw: g, key: keyString(g.Namespace, g.Name), build: newGatewayBuild()}
+		t.gateways[key(g.Namespace, g.Name)] = gi
+		t.served = append(t.served, gi)
+		t.validateListeners(gi, portOwner)
+	}
+}
+
+func (t *translation) validateListeners(gi *gatewayInfo, portOwner map[int32]string) {
+	type portUse struct {
+		protocol  gwv1.ProtocolType
+		hostnames map[string]bool
+	}
+	ports := map[int32]*portUse{}
+	names := map[gwv1.SectionName]bool{}
+	g := gi.gw
+	for i := range g.Spec.Listeners {
+		l := &g.Spec.Listeners[i]
+		li := &listenerInfo{gw: gi, l: l, index: i, ok: true, kindsOK: true}
+		gi.listeners = append(gi.listeners, li)
+		field := fmt.Sprintf("spec.listeners[%d]", i)
+		if l.Hostname != nil {
+			li.hostname = strings.ToLower(string(*l.Hostname))
+		}
+		t.checkRouteKinds(li)
+		switch {
+		case names[l.Name]:
+			li.refuse(string(gwv1.ListenerReasonUnsupportedValue), fmt.Sprintf("listener name %q is used twice", l.Name))
+		case l.Protocol != gwv1.HTTPProtocolType:
+			li.refuse(string(gwv1.ListenerReasonUnsupportedProtocol),
+				fmt.Sprintf("protocol %s is not supported: mcpgate serves HTTP listeners only (terminate TLS in front of Envoy)", l.Protocol))
+		case l.Port < 1 || l.Port > 65535:
+			li.refuse(string(gwv1.ListenerReasonUnsupportedValue), fmt.Sprintf("port %d is out of range", l.Port))
+		}
+		names[l.Name] = true
+		use := ports[l.Port]
+		switch {
+		case use == nil:
+			ports[l.Port] = &portUse{protocol: l.Protocol, hostnames: map[string]bool{li.hostname: true}}
+		case use.protocol != l.Protocol:
+			li.conflict = string(gwv1.ListenerReasonProtocolConflict)
+			li.refuse(li.conflict, fmt.Sprintf("port %d is used by an earlier listener with protocol %s", l.Port, use.protocol))
+		case use.hostnames[li.hostname]:
+			li.conflict = string(gwv1.ListenerReasonHostnameConflict)
+			li.refuse(li.conflict, fmt.Sprintf("an earlier listener on port %d has the same hostname %q", l.Port, hostnameOrAny(li.hostname)))
+		default:
+			use.hostnames[li.hostname] = true
+		}
+		if t.opts.ExclusivePorts && li.ok {
+			if owner, taken := portOwner[l.Port]; taken && owner != gi.key {
+				li.refuse(string(gwv1.ListenerReasonPortUnavailable),
+					fmt.Sprintf("port %d is used by Gateway %s (standalone gateways share one host)", l.Port, owner))
+			} else {
+				portOwner[l.Port] = gi.key
+			}
+		}
+		if !li.ok {
+			t.st.refuse(KindGateway, g.Namespace, g.Name, field, li.msg)
+		}
+		if li.badKinds != "" {
+			t.st.refuse(KindGateway, g.Namespace, g.Name, field+".allowedRoutes.kinds", li.badKinds)
+		}
+	}
+}
+
+func hostnameOrAny(h string) string {
+	if h == "" {
+		return "*"
+	}
+	return h
+}
+
+func (li *listenerInfo) refuse(reason, msg string) {
+	if !li.ok {
+		return
+	}
+	li.ok, li.reason, li.msg = false, reason, msg
+}
+
+// checkRouteKinds reads allowedRoutes.kinds: HTTPRoute is the only kind served.
+func (t *translation) checkRouteKinds(li *listenerInfo) {
+	ar := li.l.AllowedRoutes
+	if ar == nil || len(ar.Kinds) == 0 {
+		return
+	}
+	li.kindsOK = false
+	var bad []string
+	for _, k := range ar.Kinds {
+		group := gatewayGroup
+		if k.Group != nil {
+			group = string(*k.Group)
+		}
+		if group == gatewayGroup && k.Kind == KindHTTPRoute {
+			li.kindsOK = true
+			continue
+		}
+		bad = append(bad, group+"/"+string(k.Kind))
+	}
+	if len(bad) > 0 {
+		li.badKinds = "route kinds not supported (only HTTPRoute): " + strings.Join(bad, ", ")
+	}
+}
+
+// admits reports whether the listener lets an HTTPRoute of namespace ns attach.
+func (t *translation) admits(li *listenerInfo, ns string) bool {
+	if !li.ok || !li.kindsOK {
+		return false
+	}
+	from := gwv1.NamespacesFromSame
+	var sel *metav1.LabelSelector
+	if ar := li.l.AllowedRoutes; ar != nil && ar.Namespaces != nil {
+		if ar.Namespaces.From != nil {
+			from = *ar.Namespaces.From
+		}
+		sel = ar.Namespaces.Selector
+	}
+	switch from {
+	case gwv1.NamespacesFromAll:
+		return true
+	case gwv1.NamespacesFromSame:
+		return ns == li.gw.gw.Namespace
+	case gwv1.NamespacesFromSelector:
+		if sel == nil {
+			return false
+		}
+		s, err := metav1.LabelSelectorAsSelector(sel)
+		if err != nil {
+			return false
+		}
+		return s.Matches(labels.Set(t.namespaceLabels(ns)))
+	}
+	return false
+}
+
+// namespaceLabels returns a namespace's labels, with the kubernetes.io/metadata.name label the
+// API server sets on every namespace (so selectors work without Namespace objects in files).
+func (t *translation) namespaceLabels(ns string) map[string]string {
+	out := map[string]string{"kubernetes.io/metadata.name": ns}
+	if n := t.namespaces[ns]; n != nil {
+		for k, v := range n.Labels {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// finishGateways writes each served Gateway's status and xDS.
+func (t *translation) finishGateways() {
+	for _, gi := range t.served {
+		t.st.Gateways[key(gi.gw.Namespace, gi.gw.Name)] = t.gatewayStatus(gi)
+		t.out.Gateways[gi.key] = t.buildGateway(gi)
+	}
+}
+
+func (t *translation) gatewayStatus(gi *gatewayInfo) *gwv1.GatewayStatus {
+	gen := gi.gw.Generation
+	st := &gwv1.GatewayStatus{}
+	valid := 0
+	for _, li := range gi.listeners {
+		ls := gwv1.ListenerStatus{Name: li.l.Name, AttachedRoutes: li.attached, SupportedKinds: []gwv1.RouteGroupKind{}}
+		if li.l.Protocol == gwv1.HTTPProtocolType && li.kindsOK {
+			group := gwv1.Group(gatewayGroup)
+			ls.SupportedKinds = []gwv1.RouteGroupKind{{Group: &group, Kind: KindHTTPRoute}}
+		}
+		if li.ok {
+			valid++
+			ls.Conditions = append(ls.Conditions,
+				condition(string(gwv1.ListenerConditionAccepted), true, string(gwv1.ListenerReasonAccepted), "", gen),
+				condition(string(gwv1.ListenerConditionProgrammed), true, string(gwv1.ListenerReasonProgrammed), "", gen))
+		} else {
+			ls.Conditions = append(ls.Conditions,
+				condition(string(gwv1.ListenerConditionAccepted), false, li.reason, li.msg, gen),
+				condition(string(gwv1.ListenerConditionProgrammed), false, string(gwv1.ListenerReasonInvalid), li.msg, gen))
+		}
+		if li.badKinds != "" {
+			ls.Conditions = append(ls.Conditions, condition(string(gwv1.ListenerConditionResolvedRefs), false,
+				string(gwv1.ListenerReasonInvalidRouteKinds), li.badKinds, gen))
+		} else {
+			ls.Conditions = append(ls.Conditions, condition(string(gwv1.ListenerConditionResolvedRefs), true,
+				string(gwv1.ListenerReasonResolvedRefs), "", gen))
+		}
+		if li.conflict != "" {
+			ls.Conditions = append(ls.Conditions, condition(string(gwv1.ListenerConditionConflicted), true, li.conflict, li.msg, gen))
+		} else {
+			ls.Conditions = append(ls.Conditions, condition(string(gwv1.ListenerConditionConflicted), false,
+				string(gwv1.ListenerReasonNoConflicts), "", gen))
+		}
+		st.Listeners = append(st.Listeners, ls)
+	}
+	switch {
+	case valid == len(gi.listeners) && valid > 0:
+		st.Conditions = append(st.Conditions,
+			condition(string(gwv1.GatewayConditionAccepted), true, string(gwv1.GatewayReasonAccepted), "", gen),
+			condition(string(gwv1.GatewayConditionProgrammed), true, string(gwv1.GatewayReasonProgrammed), "", gen))
+	case valid > 0:
+		msg := fmt.Sprintf("%d of %d listeners are not valid; see the listener conditions", len(gi.listeners)-valid, len(gi.listeners))
+		st.Conditions = append(st.Conditions,
+			condition(string(gwv1.GatewayConditionAccepted), true, string(gwv1.GatewayReasonListenersNotValid), msg, gen),
+			condition(string(gwv1.GatewayConditionProgrammed), true, string(gwv1.GatewayReasonProgrammed), "", gen))
+	default:
+		msg := "no listener is valid; see the listener conditions"
+		if len(gi.listeners) == 0 {
+			msg = "the Gateway has no listeners"
+		}
+		st.Conditions = append(st.Conditions,
+			condition(string(gwv1.GatewayConditionAccepted), false, string(gwv1.GatewayReasonListenersNotValid), msg, gen),
+			condition(string(gwv1.GatewayConditionProgrammed), false, string(gwv1.GatewayReasonInvalid), msg, gen))
+		t.st.refuse(KindGateway, gi.gw.Namespace, gi.gw.Name, "spec.listeners", msg)
+	}
+	if a := t.opts.BindAddress; a != "0.0.0.0" && a != "::" {
+		typ := gwv1.IPAddressType
+		st.Addresses = []gwv1.GatewayStatusAddress{{Type: &typ, Value: a}}
+	}
+	return st
+}
+
+// listenerName is the Envoy listener and RouteConfiguration name of a Gateway port.
+func listenerName(gi *gatewayInfo, port int32) string {
+	return gi.key + "/" + strconv.Itoa(int(port))
+}

@@ -1,0 +1,177 @@
+package translator_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mcpgate/mcpgate/provider/file"
+	"github.com/mcpgate/mcpgate/translator"
+)
+
+var update = flag.Bool("update", false, "rewrite translator/testdata/*.out.yaml from the current output")
+
+// testOptions is the "# options: {...}" header line of a golden input.
+type testOptions struct {
+	ControllerName      string   `json:"controllerName"`
+	GatewayClassNames   []string `json:"gatewayClassNames"`
+	RequireGatewayClass bool     `json:"requireGatewayClass"`
+	BindAddress         string   `json:"bindAddress"`
+	ExclusivePorts      bool     `json:"exclusivePorts"`
+	MessageTimeout      string   `json:"messageTimeout"`
+	MaxBodyBytes        int64    `json:"maxBodyBytes"`
+}
+
+func readOptions(t *testing.T, path string) translator.Options {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opts translator.Options
+	for _, line := range strings.Split(string(data), "\n") {
+		rest, ok := strings.CutPrefix(line, "# options:")
+		if !ok {
+			continue
+		}
+		var to testOptions
+		dec := json.NewDecoder(strings.NewReader(rest))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&to); err != nil {
+			t.Fatalf("%s: options: %v", path, err)
+		}
+		opts = translator.Options{ControllerName: to.ControllerName, GatewayClassNames: to.GatewayClassNames,
+			RequireGatewayClass: to.RequireGatewayClass, BindAddress: to.BindAddress, ExclusivePorts: to.ExclusivePorts,
+			MaxBodyBytes: to.MaxBodyBytes}
+		if to.MessageTimeout != "" {
+			if opts.MessageTimeout, err = time.ParseDuration(to.MessageTimeout); err != nil {
+				t.Fatalf("%s: options: %v", path, err)
+			}
+		}
+	}
+	return opts
+}
+
+// loadInputs reads a golden input (one file, or the files of the lab case) with the real loader.
+func loadInputs(t *testing.T, paths ...string) *translator.Resources {
+	t.Helper()
+	res, _, err := file.Load(paths...)
+	if err != nil {
+		t.Fatalf("load %v: %v", paths, err)
+	}
+	return res
+}
+
+// shuffled returns a copy of res with every list in a random order.
+func shuffled(res *translator.Resources, r *rand.Rand) *translator.Resources {
+	cp := *res
+	shuffle := func(n int, swap func(i, j int)) { r.Shuffle(n, swap) }
+	cp.GatewayClasses = append(cp.GatewayClasses[:0:0], res.GatewayClasses...)
+	shuffle(len(cp.GatewayClasses), func(i, j int) {
+		cp.GatewayClasses[i], cp.GatewayClasses[j] = cp.GatewayClasses[j], cp.GatewayClasses[i]
+	})
+	cp.Gateways = append(cp.Gateways[:0:0], res.Gateways...)
+	shuffle(len(cp.Gateways), func(i, j int) { cp.Gateways[i], cp.Gateways[j] = cp.Gateways[j], cp.Gateways[i] })
+	cp.HTTPRoutes = append(cp.HTTPRoutes[:0:0], res.HTTPRoutes...)
+	shuffle(len(cp.HTTPRoutes), func(i, j int) { cp.HTTPRoutes[i], cp.HTTPRoutes[j] = cp.HTTPRoutes[j], cp.HTTPRoutes[i] })
+	cp.Backends = append(cp.Backends[:0:0], res.Backends...)
+	shuffle(len(cp.Backends), func(i, j int) { cp.Backends[i], cp.Backends[j] = cp.Backends[j], cp.Backends[i] })
+	cp.Policies = append(cp.Policies[:0:0], res.Policies...)
+	shuffle(len(cp.Policies), func(i, j int) { cp.Policies[i], cp.Policies[j] = cp.Policies[j], cp.Policies[i] })
+	cp.Services = append(cp.Services[:0:0], res.Services...)
+	shuffle(len(cp.Services), func(i, j int) { cp.Services[i], cp.Services[j] = cp.Services[j], cp.Services[i] })
+	cp.EndpointSlices = append(cp.EndpointSlices[:0:0], res.EndpointSlices...)
+	shuffle(len(cp.EndpointSlices), func(i, j int) {
+		cp.EndpointSlices[i], cp.EndpointSlices[j] = cp.EndpointSlices[j], cp.EndpointSlices[i]
+	})
+	return &cp
+}
+
+// TestGolden translates every testdata/NAME.in.yaml and compares the result with NAME.out.yaml.
+// It also checks that every generated resource passes ValidateAll() and Envoy's config checks,
+// and that the output does not depend on the order of the input.
+func TestGolden(t *testing.T) {
+	ins, err := filepath.Glob("testdata/*.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range ins {
+		name := strings.TrimSuffix(filepath.Base(in), ".in.yaml")
+		t.Run(name, func(t *testing.T) {
+			opts := readOptions(t, in)
+			res := loadInputs(t, in)
+			runGolden(t, res, opts, strings.TrimSuffix(in, ".in.yaml")+".out.yaml")
+		})
+	}
+	if len(ins) < 17 {
+		t.Errorf("found %d golden inputs, want at least 17 (the lab and 16 more)", len(ins))
+	}
+}
+
+// TestGoldenLab translates the lab's example directory, the input of `make run`.
+func TestGoldenLab(t *testing.T) {
+	res := loadInputs(t, "../examples/mcp-connectivity")
+	runGolden(t, res, translator.Options{BindAddress: "127.0.0.1", ExclusivePorts: true}, "testdata/lab-example-dir.out.yaml")
+}
+
+func runGolden(t *testing.T, res *translator.Resources, opts translator.Options, outPath string) {
+	t.Helper()
+	out := translator.Translate(res, opts)
+	for _, k := range out.GatewayKeys() {
+		if err := out.Gateways[k].Validate(); err != nil {
+			t.Errorf("gateway %s: generated resources are not valid:\n%v", k, err)
+		}
+	}
+	got, err := out.Marshal("yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < 3; i++ {
+		again, err := translator.Translate(shuffled(res, r), opts).Marshal("yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, again) {
+			t.Fatalf("output depends on the input order (shuffle %d)", i)
+		}
+	}
+	if *update {
+		if err := os.WriteFile(outPath, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(outPath)
+	if err != nil {
+		t.Fatalf("%v (run go test ./translator -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("output differs from %s (run go test ./translator -update after checking the change):\n%s", outPath, lineDiff(string(want), string(got)))
+	}
+}
+
+// lineDiff shows the first differing lines.
+func lineDiff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	for i := 0; i < len(w) || i < len(g); i++ {
+		var a, b string
+		if i < len(w) {
+			a = w[i]
+		}
+		if i < len(g) {
+			b = g[i]
+		}
+		if a != b {
+			return "line " + strconv.Itoa(i+1) + ":\n- " + a + "\n+ " + b
+		}
+	}
+	return "(same lines, different bytes)"
+}

@@ -1,0 +1,352 @@
+package translator
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/mcpgate/mcpgate/api/v1alpha1"
+	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
+)
+
+const (
+	backendGroup        = "agentgateway.dev"
+	maxPolicyNameBytes  = 200
+	defaultJWKSCacheFor = 5 * time.Minute
+)
+
+// policyInfo is one policy object after validation.
+type policyInfo struct {
+	p       *v1alpha1.AgentgatewayPolicy
+	source  string // "Kind/ns/name"
+	invalid bool
+	errs    []string // "field: message" of each refusal
+	jwt     *policyv1.JWTAuthentication
+	traffic []*policyv1.Rule
+	mcp     []*policyv1.Rule
+}
+
+// policyIndex maps attachment points to the policies attached there, each list oldest first.
+// Keys: gateway "ns/name", listener "ns/name/listener", route "ns/name", rule
+// "ns/name/rule", backend "ns/name".
+type policyIndex struct {
+	gateway, listener, route, rule, backend map[string][]*policyInfo
+}
+
+func policyKind(p *v1alpha1.AgentgatewayPolicy) string {
+	if p.Kind == KindEnterpriseAgentgatewayPolicy {
+		return KindEnterpriseAgentgatewayPolicy
+	}
+	return KindAgentgatewayPolicy
+}
+
+func (t *translation) indexPolicies() *policyIndex {
+	idx := &policyIndex{
+		gateway: map[string][]*policyInfo{}, listener: map[string][]*policyInfo{}, route: map[string][]*policyInfo{},
+		rule: map[string][]*policyInfo{}, backend: map[string][]*policyInfo{},
+	}
+	var pols []*v1alpha1.AgentgatewayPolicy
+	for _, p := range t.in.Policies {
+		if p != nil && p.Name != "" {
+			pols = append(pols, p)
+		}
+	}
+	sort.Slice(pols, func(i, j int) bool {
+		if c := olderFirst(&pols[i].ObjectMeta, &pols[j].ObjectMeta); c || olderFirst(&pols[j].ObjectMeta, &pols[i].ObjectMeta) {
+			return c
+		}
+		return policyKind(pols[i]) < policyKind(pols[j])
+	})
+	for _, p := range pols {
+		pi := t.validatePolicy(p)
+		kind := policyKind(p)
+		st := &gwv1.PolicyStatus{Ancestors: []gwv1.PolicyAncestorStatus{}}
+		for i, ref := range p.Spec.TargetRefs {
+			anc := gwv1.PolicyAncestorStatus{
+				AncestorRef:    ancestorRef(p.Namespace, ref),
+				ControllerName: gwv1.GatewayController(t.opts.ControllerName),
+			}
+			field := fmt.Sprintf("spec.targetRefs[%d]", i)
+			bucket, k, msg := t.resolvePolicyTarget(idx, p.Namespace, ref)
+			switch {
+			case msg != "":
+				anc.Conditions = []metav1.Condition{condition(string(gwv1.PolicyConditionAccepted), false,
+					string(gwv1.PolicyReasonTargetNotFound), field+": "+msg, p.Generation)}
+				t.st.refuse(kind, p.Namespace, p.Name, field, msg)
+			case pi.invalid:
+				anc.Conditions = []metav1.Condition{condition(string(gwv1.PolicyConditionAccepted), false,
+					string(gwv1.PolicyReasonInvalid), pi.invalidMessage(), p.Generation)}
+			default:
+				anc.Conditions = []metav1.Condition{condition(string(gwv1.PolicyConditionAccepted), true,
+					string(gwv1.PolicyReasonAccepted), "", p.Generation)}
+			}
+			if msg == "" {
+				bucket[k] = append(bucket[k], pi)
+			}
+			st.Ancestors = append(st.Ancestors, anc)
+		}
+		if len(p.Spec.TargetRefs) == 0 {
+			t.st.refuse(kind, p.Namespace, p.Name, "spec.targetRefs", "at least one target is required")
+		}
+		t.st.Policies[ObjectKey{Kind: kind, Namespace: p.Namespace, Name: p.Name}] = st
+	}
+	return idx
+}
+
+func ancestorRef(ns string, ref v1alpha1.PolicyTargetReference) gwv1.ParentReference {
+	group, kind, pns := ref.Group, ref.Kind, gwv1.Namespace(ns)
+	return gwv1.ParentReference{Group: &group, Kind: &kind, Namespace: &pns, Name: ref.Name, SectionName: ref.SectionName}
+}
+
+// resolvePolicyTarget finds where a targetRef attaches; msg says why it does not.
+func (t *translation) resolvePolicyTarget(idx *policyIndex, ns string, ref v1alpha1.PolicyTargetReference) (map[string][]*policyInfo, string, string) {
+	name := string(ref.Name)
+	k := keyString(ns, name)
+	section := ""
+	if ref.SectionName != nil {
+		section = string(*ref.SectionName)
+	}
+	switch {
+	case ref.Group == gatewayGroup && ref.Kind == KindGateway:
+		gi := t.gateways[key(ns, name)]
+		if gi == nil {
+			if t.allGateways[key(ns, name)] != nil {
+				return nil, "", fmt.Sprintf("Gateway %s is not served by this controller", k)
+			}
+			return nil, "", fmt.Sprintf("Gateway %s not found", k)
+		}
+		if section == "" {
+			return idx.gateway, k, ""
+		}
+		for _, li := range gi.listeners {
+			if string(li.l.Name) == section {
+				return idx.listener, k + "/" + section, ""
+			}
+		}
+		return nil, "", fmt.Sprintf("Gateway %s has no listener %q", k, section)
+	case ref.Group == gatewayGroup && ref.Kind == KindHTTPRoute:
+		r := t.routeByName[key(ns, name)]
+		if r == nil {
+			return nil, "", fmt.Sprintf("HTTPRoute %s not found", k)
+		}
+		if section == "" {
+			return idx.route, k, ""
+		}
+		for _, rule := range r.Spec.Rules {
+			if rule.Name != nil && string(*rule.Name) == section {
+				return idx.rule, k + "/" + section, ""
+			}
+		}
+		return nil, "", fmt.Sprintf("HTTPRoute %s has no rule named %q", k, section)
+	case ref.Group == backendGroup && ref.Kind == KindAgentgatewayBackend:
+		if t.backends[key(ns, name)] == nil {
+			return nil, "", fmt.Sprintf("AgentgatewayBackend %s not found", k)
+		}
+		if section != "" {
+			return nil, "", "sectionName is not supported for AgentgatewayBackend targets (the policy applies to the whole backend)"
+		}
+		return idx.backend, k, ""
+	}
+	gk := string(ref.Kind)
+	if ref.Group != "" {
+		gk = string(ref.Group) + "/" + gk
+	}
+	return nil, "", fmt.Sprintf("target kind %s is not supported: use a Gateway or HTTPRoute (group %s) or an AgentgatewayBackend (group %s)",
+		gk, gatewayGroup, backendGroup)
+}
+
+// validatePolicy checks a policy's CEL and JWKS and builds its parts of the policy resource.
+func (t *translation) validatePolicy(p *v1alpha1.AgentgatewayPolicy) *policyInfo {
+	kind := policyKind(p)
+	pi := &policyInfo{p: p, source: kind + "/" + p.Namespace + "/" + p.Name}
+	bad := func(field, msg string) {
+		pi.invalid = true
+		pi.errs = append(pi.errs, field+": "+msg)
+		t.st.refuse(kind, p.Namespace, p.Name, field, msg)
+	}
+	s := &p.Spec
+	if s.Traffic == nil && s.Backend == nil {
+		bad("spec", "at least one of traffic and backend must be set")
+	}
+	if tr := s.Traffic; tr != nil {
+		if j := tr.JWTAuthentication; j != nil {
+			pi.jwt = t.translateJWT(j, "spec.traffic.jwtAuthentication", bad)
+		}
+		if a := tr.Authorization; a != nil {
+			pi.traffic = t.translateRules(a, pi.source, "spec.traffic.authorization", bad)
+		}
+	}
+	if b := s.Backend; b != nil && b.MCP != nil && b.MCP.Authorization != nil {
+		pi.mcp = t.translateRules(b.MCP.Authorization, pi.source, "spec.backend.mcp.authorization", bad)
+	}
+	return pi
+}
+
+// invalidMessage lists the policy's refusals for its status.
+func (pi *policyInfo) invalidMessage() string {
+	return strings.Join(pi.errs, "; ") + " (the routes it applies to answer 500 until it is fixed)"
+}
+
+func (t *translation) translateJWT(j *v1alpha1.JWTAuthentication, field string, bad func(string, string)) *policyv1.JWTAuthentication {
+	out := &policyv1.JWTAuthentication{}
+	switch j.Mode {
+	case "", v1alpha1.JWTModeStrict:
+		out.Mode = policyv1.JWTAuthentication_STRICT
+	case v1alpha1.JWTModeOptional:
+		out.Mode = policyv1.JWTAuthentication_OPTIONAL
+	case v1alpha1.JWTModePermissive:
+		out.Mode = policyv1.JWTAuthentication_PERMISSIVE
+	default:
+		bad(field+".mode", fmt.Sprintf("unknown mode %q: use Strict, Optional or Permissive", j.Mode))
+	}
+	if len(j.Providers) == 0 {
+		bad(field+".providers", "at least one provider is required")
+	}
+	for i, p := range j.Providers {
+		f := fmt.Sprintf("%s.providers[%d]", field, i)
+		if p.Issuer == "" {
+			bad(f+".issuer", "an issuer is required")
+		}
+		jp := &policyv1.JWTProvider{Issuer: p.Issuer, Audiences: p.Audiences}
+		switch {
+		case (p.JWKS.Inline == nil) == (p.JWKS.Remote == nil):
+			bad(f+".jwks", "exactly one of inline and remote must be set")
+		case p.JWKS.Inline != nil:
+			if err := t.chk.checkJWKS(*p.JWKS.Inline); err != nil {
+				bad(f+".jwks.inline", err.Error())
+			}
+			jp.Jwks = &policyv1.JWTProvider_InlineJwks{InlineJwks: *p.JWKS.Inline}
+		default:
+			r := p.JWKS.Remote
+			if !strings.HasPrefix(r.URL, "https://") && !strings.HasPrefix(r.URL, "http://") {
+				bad(f+".jwks.remote.url", fmt.Sprintf("%q is not an http(s) URL", r.URL))
+			}
+			d := defaultJWKSCacheFor
+			if r.CacheDuration != nil {
+				d = r.CacheDuration.Duration
+			}
+			if d < defaultJWKSCacheFor {
+				bad(f+".jwks.remote.cacheDuration", fmt.Sprintf("%s is below the minimum of 5m", d))
+			}
+			jp.Jwks = &policyv1.JWTProvider_RemoteJwks{RemoteJwks: &policyv1.RemoteJWKS{Url: r.URL, CacheDuration: durationpb.New(d)}}
+		}
+		out.Providers = append(out.Providers, jp)
+	}
+	return out
+}
+
+func (t *translation) translateRules(a *v1alpha1.Authorization, source, field string, bad func(string, string)) []*policyv1.Rule {
+	var action policyv1.Rule_Action
+	switch a.Action {
+	case "", v1alpha1.AuthorizationActionAllow:
+		action = policyv1.Rule_ALLOW
+	case v1alpha1.AuthorizationActionDeny:
+		action = policyv1.Rule_DENY
+	case v1alpha1.AuthorizationActionRequire:
+		action = policyv1.Rule_REQUIRE
+	default:
+		bad(field+".action", fmt.Sprintf("unknown action %q: use Allow, Deny or Require", a.Action))
+	}
+	if len(a.Policy.MatchExpressions) == 0 {
+		bad(field+".policy.matchExpressions", "at least one expression is required")
+	}
+	rules := make([]*policyv1.Rule, 0, len(a.Policy.MatchExpressions))
+	for i, e := range a.Policy.MatchExpressions {
+		if err := t.chk.checkCEL(string(e)); err != nil {
+			bad(fmt.Sprintf("%s.policy.matchExpressions[%d]", field, i), err.Error())
+		}
+		rules = append(rules, &policyv1.Rule{Action: action, Expression: string(e), Source: fmt.Sprintf("%s#%d", source, i)})
+	}
+	return rules
+}
+
+// attachment is where a route rule's traffic goes: the levels policies attach at.
+type attachment struct {
+	gateway, listener, route, rule, backend string // index keys; "" = level absent
+}
+
+// merge returns the merged policy of an attachment, or nil when no policy applies. The JWT
+// authentication comes from the most specific level that sets one (the oldest policy within a
+// level); authorization rules from every level, least specific first.
+func (t *translation) merge(a attachment) *mergedPolicy {
+	ck := a.gateway + "\x00" + a.listener + "\x00" + a.route + "\x00" + a.rule + "\x00" + a.backend
+	if m, ok := t.mergeCache[ck]; ok {
+		return m
+	}
+	idx := t.policies
+	levels := [5][]*policyInfo{idx.gateway[a.gateway], idx.listener[a.listener], idx.route[a.route], idx.rule[a.rule], idx.backend[a.backend]}
+	if a.listener == "" {
+		levels[1] = nil
+	}
+	if a.rule == "" {
+		levels[3] = nil
+	}
+	if a.backend == "" {
+		levels[4] = nil
+	}
+	var jwtFrom *policyInfo
+	var invalid []string
+	for l := len(levels) - 1; l >= 0; l-- {
+		for _, pi := range levels[l] {
+			if pi.invalid {
+				invalid = append(invalid, pi.source)
+			} else if jwtFrom == nil && pi.jwt != nil {
+				jwtFrom = pi
+			}
+		}
+	}
+	var m *mergedPolicy
+	switch {
+	case len(invalid) > 0:
+		sort.Strings(invalid)
+		m = &mergedPolicy{invalid: invalid}
+	default:
+		var sources []string
+		pol := &policyv1.Policy{}
+		seen := map[*policyInfo]bool{}
+		for _, lv := range levels {
+			for _, pi := range lv {
+				if seen[pi] || (pi != jwtFrom && len(pi.traffic) == 0 && len(pi.mcp) == 0) {
+					continue
+				}
+				seen[pi] = true
+				sources = append(sources, pi.source)
+				pol.TrafficRules = append(pol.TrafficRules, pi.traffic...)
+				pol.McpRules = append(pol.McpRules, pi.mcp...)
+			}
+		}
+		if len(sources) == 0 {
+			break
+		}
+		if jwtFrom != nil {
+			pol.Jwt = jwtFrom.jwt
+		}
+		pol.Sources = sources
+		pol.Name = policyName(sources)
+		if prev, ok := t.merged[pol.Name]; ok {
+			m = prev
+		} else {
+			m = &mergedPolicy{policy: pol}
+			t.merged[pol.Name] = m
+		}
+	}
+	t.mergeCache[ck] = m
+	return m
+}
+
+// policyName joins the sources with "+", or hashes them when that is longer than 200 bytes.
+func policyName(sources []string) string {
+	n := strings.Join(sources, "+")
+	if len(n) <= maxPolicyNameBytes {
+		return n
+	}
+	sum := sha256.Sum256([]byte(n))
+	return "sha256:" + hex.EncodeToString(sum[:8])
+}

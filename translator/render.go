@@ -1,0 +1,151 @@
+package translator
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"sigs.k8s.io/yaml"
+)
+
+// RedactedValue replaces secret header values in printed configuration.
+const RedactedValue = "<redacted>"
+
+// Redacted returns m, or a copy of it whose secret values (the Authorization header a route
+// adds for an LLM backend) are replaced by RedactedValue. Print configuration only through it.
+func Redacted(m proto.Message) proto.Message {
+	rc, ok := m.(*routev3.RouteConfiguration)
+	if !ok || !hasSecretHeader(rc) {
+		return m
+	}
+	rc = proto.Clone(rc).(*routev3.RouteConfiguration)
+	redact := func(opts []*corev3.HeaderValueOption) {
+		for _, o := range opts {
+			if h := o.GetHeader(); h != nil && strings.EqualFold(h.Key, "authorization") {
+				h.Value, h.RawValue = RedactedValue, nil
+			}
+		}
+	}
+	for _, vh := range rc.VirtualHosts {
+		for _, r := range vh.Routes {
+			redact(r.RequestHeadersToAdd)
+			for _, cw := range r.GetRoute().GetWeightedClusters().GetClusters() {
+				redact(cw.RequestHeadersToAdd)
+			}
+		}
+	}
+	return rc
+}
+
+func hasSecretHeader(rc *routev3.RouteConfiguration) bool {
+	secret := func(opts []*corev3.HeaderValueOption) bool {
+		for _, o := range opts {
+			if strings.EqualFold(o.GetHeader().GetKey(), "authorization") {
+				return true
+			}
+		}
+		return false
+	}
+	for _, vh := range rc.VirtualHosts {
+		for _, r := range vh.Routes {
+			if secret(r.RequestHeadersToAdd) {
+				return true
+			}
+			for _, cw := range r.GetRoute().GetWeightedClusters().GetClusters() {
+				if secret(cw.RequestHeadersToAdd) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// document is the printed form of an Output.
+type document struct {
+	Gateways map[string]gatewayDocument `json:"gateways"`
+	Status   []ObjectStatus             `json:"status"`
+	Problems []string                   `json:"problems,omitempty"`
+}
+
+type gatewayDocument struct {
+	Listeners []json.RawMessage `json:"listeners"`
+	Routes    []json.RawMessage `json:"routes"`
+	Clusters  []json.RawMessage `json:"clusters"`
+	Endpoints []json.RawMessage `json:"endpoints"`
+	Policies  []json.RawMessage `json:"policies"`
+}
+
+// Marshal prints the output as "yaml" or "json": per gateway its xDS resources and policies
+// (protojson with proto field names, secrets redacted), then every object's status and the
+// problems. gateways limits the gateways printed ("NS/NAME"); none means all. An unknown
+// gateway is an error.
+func (o *Output) Marshal(format string, gateways ...string) ([]byte, error) {
+	doc := document{Gateways: map[string]gatewayDocument{}, Status: o.Status.Objects()}
+	if doc.Status == nil {
+		doc.Status = []ObjectStatus{}
+	}
+	keys := gateways
+	if len(keys) == 0 {
+		keys = o.GatewayKeys()
+	}
+	// Envoy resources print as Envoy's YAML docs do: proto field names, no defaults.
+	envoyJSON := protojson.MarshalOptions{UseProtoNames: true}
+	for _, k := range keys {
+		g, ok := o.Gateways[k]
+		if !ok {
+			return nil, fmt.Errorf("gateway %q is not in the output (served: %s)", k, strings.Join(o.GatewayKeys(), ", "))
+		}
+		var gd gatewayDocument
+		var err error
+		if gd.Listeners, err = marshalAll(g.Listeners, envoyJSON); err == nil {
+			if gd.Routes, err = marshalAll(g.Routes, envoyJSON); err == nil {
+				if gd.Clusters, err = marshalAll(g.Clusters, envoyJSON); err == nil {
+					if gd.Endpoints, err = marshalAll(g.Endpoints, envoyJSON); err == nil {
+						gd.Policies, err = marshalAll(g.Policies, protojson.MarshalOptions{UseProtoNames: true, EmitDefaultValues: true})
+					}
+				}
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("gateway %s: %w", k, err)
+		}
+		doc.Gateways[k] = gd
+	}
+	for _, p := range o.Status.Problems() {
+		doc.Problems = append(doc.Problems, p.Error())
+	}
+	js, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("marshal output: %w", err)
+	}
+	switch format {
+	case "json":
+		return append(js, '\n'), nil
+	case "yaml", "":
+		y, err := yaml.JSONToYAML(js)
+		if err != nil {
+			return nil, fmt.Errorf("convert output to YAML: %w", err)
+		}
+		return y, nil
+	}
+	return nil, fmt.Errorf("unknown format %q: use yaml or json", format)
+}
+
+// marshalAll prints messages with opts; policies print their defaults too (mode STRICT, action
+// ALLOW), since those are the values that matter.
+func marshalAll[T proto.Message](msgs []T, opts protojson.MarshalOptions) ([]json.RawMessage, error) {
+	out := make([]json.RawMessage, 0, len(msgs))
+	for _, m := range msgs {
+		b, err := opts.Marshal(Redacted(m))
+		if err != nil {
+			return nil, fmt.Errorf("marshal %s: %w", m.ProtoReflect().Descriptor().FullName(), err)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}

@@ -1,0 +1,830 @@
+package translator
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+const (
+	// mcpIdleTimeout bounds how long an MCP stream (a legacy SSE GET, a Streamable HTTP GET)
+	// may stay silent; MCP routes have no overall request timeout.
+	mcpIdleTimeout = time.Hour
+	bodyNoBackend  = "mcpgate: this route has no valid backend\n"
+	bodyBadPolicy  = "mcpgate: the policy of this route is not accepted\n"
+	bodyBadRule    = "mcpgate: this route rule is not supported\n"
+)
+
+// precedence orders routes within a virtual host as Gateway API says: exact path, then regular
+// expression (implementation-specific: after exact, before prefixes), then the longest prefix;
+// then a method match, more header matches, more query matches; then the oldest route, its
+// namespace/name, the rule and the match index.
+type precedence struct {
+	pathRank, pathLen, headers, queries int
+	method                              bool
+	created                             metav1.Time
+	ns, name                            string
+	rule, match                         int
+}
+
+func (a *precedence) before(b *precedence) bool {
+	switch {
+	case a.pathRank != b.pathRank:
+		return a.pathRank < b.pathRank
+	case a.pathLen != b.pathLen:
+		return a.pathLen > b.pathLen
+	case a.method != b.method:
+		return a.method
+	case a.headers != b.headers:
+		return a.headers > b.headers
+	case a.queries != b.queries:
+		return a.queries > b.queries
+	case !a.created.Equal(&b.created):
+		return a.created.Before(&b.created)
+	case a.ns != b.ns:
+		return a.ns < b.ns
+	case a.name != b.name:
+		return a.name < b.name
+	case a.rule != b.rule:
+		return a.rule < b.rule
+	}
+	return a.match < b.match
+}
+
+type compiledMatch struct {
+	m      *routev3.RouteMatch
+	prefix string // the path prefix of a PathPrefix match ("" for "/"), for ReplacePrefixMatch
+	isPfx  bool
+	prec   precedence
+	index  int
+}
+
+// ruleRef is a valid backendRef of a rule.
+type ruleRef struct {
+	tg     *target
+	weight uint32
+}
+
+// compiledRule is what a rule does, independent of the listener it is attached to.
+type compiledRule struct {
+	index   int
+	name    string
+	matches []compiledMatch
+	failMsg string // non-empty: the rule cannot be honoured and answers 500
+
+	redirect              *routev3.RedirectAction
+	reqAdd, respAdd       []*corev3.HeaderValueOption
+	reqRemove, respRemove []string
+	hostRewrite           string
+	fullPath              string // URLRewrite ReplaceFullPath
+	replacePrefix         *string
+	timeout               *durationpb.Duration
+	refs                  []ruleRef
+	invalidWeight         uint32
+	hasRefs               bool
+}
+
+// compiledRoute is an HTTPRoute's rules plus what its status says about them.
+type compiledRoute struct {
+	r           *gwv1.HTTPRoute
+	key         string
+	rules       []*compiledRule
+	refReason   string // ResolvedRefs reason when false
+	refMsgs     []string
+	invalidMsgs []string // PartiallyInvalid
+}
+
+func (t *translation) translateRoutes() {
+	for _, r := range t.routes {
+		cr := t.compileRoute(r)
+		st := &gwv1.HTTPRouteStatus{RouteStatus: gwv1.RouteStatus{Parents: []gwv1.RouteParentStatus{}}}
+		attached := map[*listenerInfo]bool{}
+		for i, pr := range r.Spec.ParentRefs {
+			ps, ok := t.attachParent(cr, i, pr, attached)
+			if ok {
+				st.Parents = append(st.Parents, ps)
+			}
+		}
+		if len(st.Parents) > 0 {
+			t.st.HTTPRoutes[key(r.Namespace, r.Name)] = st
+		}
+	}
+}
+
+// attachParent attaches the route to the listeners one parentRef selects and returns that
+// parent's status; ok is false when the parent is not this controller's.
+func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentReference, attached map[*listenerInfo]bool) (gwv1.RouteParentStatus, bool) {
+	r := cr.r
+	group, kind := gatewayGroup, KindGateway
+	if pr.Group != nil {
+		group = string(*pr.Group)
+	}
+	if pr.Kind != nil {
+		kind = string(*pr.Kind)
+	}
+	ns := r.Namespace
+	if pr.Namespace != nil && *pr.Namespace != "" {
+		ns = string(*pr.Namespace)
+	}
+	if group != gatewayGroup || kind != KindGateway {
+		return gwv1.RouteParentStatus{}, false
+	}
+	gen := r.Generation
+	ps := gwv1.RouteParentStatus{ParentRef: pr, ControllerName: gwv1.GatewayController(t.opts.ControllerName)}
+	field := fmt.Sprintf("spec.parentRefs[%d]", i)
+	gi := t.gateways[key(ns, string(pr.Name))]
+	if gi == nil {
+		if t.allGateways[key(ns, string(pr.Name))] != nil || t.opts.RequireGatewayClass {
+			return ps, false // another controller's Gateway, or unknowable in a cluster
+		}
+		msg := fmt.Sprintf("Gateway %s not found", keyString(ns, string(pr.Name)))
+		t.st.refuse(KindHTTPRoute, r.Namespace, r.Name, field, msg)
+		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), false, string(gwv1.RouteReasonNoMatchingParent), msg, gen))
+		ps.Conditions = append(ps.Conditions, t.routeRefConditions(cr, gen)...)
+		return ps, true
+	}
+	var candidates []*listenerInfo
+	for _, li := range gi.listeners {
+		if pr.SectionName != nil && string(*pr.SectionName) != string(li.l.Name) {
+			continue
+		}
+		if pr.Port != nil && *pr.Port != li.l.Port {
+			continue
+		}
+		candidates = append(candidates, li)
+	}
+	reason, msg := "", ""
+	n := 0
+	if len(candidates) == 0 {
+		reason, msg = string(gwv1.RouteReasonNoMatchingParent), fmt.Sprintf("Gateway %s has no listener matching the sectionName and port", gi.key)
+	} else {
+		allowed := 0
+		for _, li := range candidates {
+			if !t.admits(li, r.Namespace) {
+				continue
+			}
+			allowed++
+			hosts, ok := intersectHostnames(li.hostname, r.Spec.Hostnames)
+			if !ok {
+				continue
+			}
+			n++
+			if attached[li] {
+				continue
+			}
+			attached[li] = true
+			li.attached++
+			t.addRoutes(gi, li, cr, hosts)
+		}
+		switch {
+		case n > 0:
+		case allowed == 0:
+			reason, msg = string(gwv1.RouteReasonNotAllowedByListeners), fmt.Sprintf("no listener of Gateway %s admits this route (allowedRoutes, or listeners not accepted)", gi.key)
+		default:
+			reason, msg = string(gwv1.RouteReasonNoMatchingListenerHostname), fmt.Sprintf("no hostname of the route matches a listener hostname of Gateway %s", gi.key)
+		}
+	}
+	if n > 0 {
+		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), true, string(gwv1.RouteReasonAccepted), "", gen))
+	} else {
+		t.st.refuse(KindHTTPRoute, r.Namespace, r.Name, field, msg)
+		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), false, reason, msg, gen))
+	}
+	ps.Conditions = append(ps.Conditions, t.routeRefConditions(cr, gen)...)
+	return ps, true
+}
+
+func (t *translation) routeRefConditions(cr *compiledRoute, gen int64) []metav1.Condition {
+	var out []metav1.Condition
+	if cr.refReason != "" {
+		out = append(out, condition(string(gwv1.RouteConditionResolvedRefs), false, cr.refReason, strings.Join(cr.refMsgs, "; "), gen))
+	} else {
+		out = append(out, condition(string(gwv1.RouteConditionResolvedRefs), true, string(gwv1.RouteReasonResolvedRefs), "", gen))
+	}
+	if len(cr.invalidMsgs) > 0 {
+		out = append(out, condition(string(gwv1.RouteConditionPartiallyInvalid), true, string(gwv1.RouteReasonUnsupportedValue),
+			strings.Join(cr.invalidMsgs, "; ")+" (such rules answer 500)", gen))
+	}
+	return out
+}
+
+// intersectHostnames returns the hostnames a route serves on a listener ("" = any), and false
+// when none intersect.
+func intersectHostnames(listener string, route []gwv1.Hostname) ([]string, bool) {
+	if len(route) == 0 {
+		return []string{listener}, true
+	}
+	var out []string
+	seen := map[string]bool{}
+	add := func(h string) {
+		if !seen[h] {
+			seen[h] = true
+			out = append(out, h)
+		}
+	}
+	for _, rh := range route {
+		h := strings.ToLower(string(rh))
+		switch {
+		case listener == "" || h == listener:
+			add(h)
+		case strings.HasPrefix(listener, "*.") && hostMatches(listener, h):
+			add(h)
+		case strings.HasPrefix(h, "*.") && hostMatches(h, listener):
+			add(listener)
+		}
+	}
+	return out, len(out) > 0
+}
+
+// hostMatches reports whether h (a host or a narrower wildcard) falls under wildcard w.
+func hostMatches(w, h string) bool {
+	suffix := w[1:] // ".example.com"
+	return strings.HasSuffix(h, suffix) && len(h) > len(suffix)
+}
+
+// compileRoute resolves a route's matches, filters and backendRefs once for all listeners.
+func (t *translation) compileRoute(r *gwv1.HTTPRoute) *compiledRoute {
+	cr := &compiledRoute{r: r, key: keyString(r.Namespace, r.Name)}
+	for i := range r.Spec.Rules {
+		cr.rules = append(cr.rules, t.compileRule(cr, i))
+	}
+	return cr
+}
+
+func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {
+	r := cr.r
+	rule := &r.Spec.Rules[i]
+	c := &compiledRule{index: i}
+	if rule.Name != nil {
+		c.name = string(*rule.Name)
+	}
+	field := fmt.Sprintf("spec.rules[%d]", i)
+	invalid := func(f, msg string) {
+		cr.invalidMsgs = append(cr.invalidMsgs, f+": "+msg)
+		t.st.refuse(KindHTTPRoute, r.Namespace, r.Name, f, msg)
+	}
+	matches := rule.Matches
+	if len(matches) == 0 {
+		matches = []gwv1.HTTPRouteMatch{{}}
+	}
+	for j := range matches {
+		m, err := compileMatch(&matches[j])
+		if err != "" {
+			invalid(fmt.Sprintf("%s.matches[%d]%s", field, j, err[:strings.Index(err, "|")]), err[strings.Index(err, "|")+1:])
+			continue
+		}
+		m.index = j
+		m.prec.created, m.prec.ns, m.prec.name, m.prec.rule, m.prec.match = r.CreationTimestamp, r.Namespace, r.Name, i, j
+		c.matches = append(c.matches, m)
+	}
+	for k := range rule.Filters {
+		if f, msg := t.applyFilter(c, &rule.Filters[k]); msg != "" {
+			invalid(fmt.Sprintf("%s.filters[%d]%s", field, k, f), msg)
+			c.failMsg = bodyBadRule
+		}
+	}
+	if c.replacePrefix != nil {
+		for _, m := range c.matches {
+			if !m.isPfx {
+				invalid(field+".filters", "ReplacePrefixMatch needs PathPrefix matches")
+				c.failMsg = bodyBadRule
+				break
+			}
+		}
+	}
+	if tm := rule.Timeouts; tm != nil && tm.Request != nil {
+		d, err := time.ParseDuration(string(*tm.Request))
+		if err != nil || d < 0 {
+			invalid(field+".timeouts.request", fmt.Sprintf("%q is not a duration", *tm.Request))
+		} else {
+			c.timeout = durationpb.New(d)
+		}
+	}
+	for k := range rule.BackendRefs {
+		t.resolveBackendRef(cr, c, fmt.Sprintf("%s.backendRefs[%d]", field, k), &rule.BackendRefs[k])
+	}
+	return c
+}
+
+// compileMatch builds an Envoy match; err is "fieldsuffix|message".
+func compileMatch(m *gwv1.HTTPRouteMatch) (compiledMatch, string) {
+	out := compiledMatch{m: &routev3.RouteMatch{}}
+	pathType, value := gwv1.PathMatchPathPrefix, "/"
+	if m.Path != nil {
+		if m.Path.Type != nil {
+			pathType = *m.Path.Type
+		}
+		if m.Path.Value != nil {
+			value = *m.Path.Value
+		}
+	}
+	switch pathType {
+	case gwv1.PathMatchExact:
+		if !strings.HasPrefix(value, "/") {
+			return out, ".path.value|must start with /"
+		}
+		out.m.PathSpecifier = &routev3.RouteMatch_Path{Path: value}
+		out.prec.pathRank, out.prec.pathLen = 0, len(value)
+	case gwv1.PathMatchPathPrefix:
+		if !strings.HasPrefix(value, "/") {
+			return out, ".path.value|must start with /"
+		}
+		if strings.ContainsAny(value, "?#") {
+			return out, ".path.value|must not contain ? or #"
+		}
+		p := strings.TrimRight(value, "/")
+		out.isPfx, out.prefix = true, p
+		if p == "" {
+			out.m.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/"}
+		} else {
+			out.m.PathSpecifier = &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: p}
+		}
+		out.prec.pathRank, out.prec.pathLen = 2, len(p)+1
+	case gwv1.PathMatchRegularExpression:
+		if _, err := regexp.Compile(value); err != nil {
+			return out, ".path.value|regular expression does not compile: " + err.Error()
+		}
+		out.m.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: value}}
+		out.prec.pathRank, out.prec.pathLen = 1, len(value)
+	default:
+		return out, ".path.type|unknown path match type " + string(pathType)
+	}
+	for k, h := range m.Headers {
+		sm, err := stringMatch((*string)(h.Type), h.Value)
+		if err != "" {
+			return out, fmt.Sprintf(".headers[%d]|%s", k, err)
+		}
+		if !validHeaderName(string(h.Name)) {
+			return out, fmt.Sprintf(".headers[%d].name|%q is not a header name", k, h.Name)
+		}
+		out.m.Headers = append(out.m.Headers, &routev3.HeaderMatcher{
+			Name: strings.ToLower(string(h.Name)), HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: sm}})
+	}
+	for k, q := range m.QueryParams {
+		sm, err := stringMatch((*string)(q.Type), q.Value)
+		if err != "" {
+			return out, fmt.Sprintf(".queryParams[%d]|%s", k, err)
+		}
+		if q.Name == "" {
+			return out, fmt.Sprintf(".queryParams[%d].name|a name is required", k)
+		}
+		out.m.QueryParameters = append(out.m.QueryParameters, &routev3.QueryParameterMatcher{
+			Name: string(q.Name), QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{StringMatch: sm}})
+	}
+	if m.Method != nil {
+		out.m.Headers = append(out.m.Headers, &routev3.HeaderMatcher{Name: ":method",
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+				MatchPattern: &matcherv3.StringMatcher_Exact{Exact: string(*m.Method)}}}})
+		out.prec.method = true
+	}
+	out.prec.headers, out.prec.queries = len(m.Headers), len(m.QueryParams)
+	return out, ""
+}
+
+// stringMatch builds an Exact (default) or RegularExpression string matcher.
+func stringMatch(typ *string, value string) (*matcherv3.StringMatcher, string) {
+	if typ == nil || *typ == string(gwv1.HeaderMatchExact) {
+		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: value}}, ""
+	}
+	if *typ != string(gwv1.HeaderMatchRegularExpression) {
+		return nil, "unknown match type " + *typ
+	}
+	if _, err := regexp.Compile(value); err != nil {
+		return nil, "regular expression does not compile: " + err.Error()
+	}
+	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: value}}}, ""
+}
+
+func validHeaderName(n string) bool {
+	if n == "" {
+		return false
+	}
+	for _, c := range n {
+		if c <= ' ' || c >= 0x7f || strings.ContainsRune("\"(),/:;<=>?@[\\]{}", c) {
+			return false
+		}
+	}
+	return true
+}
+
+// applyFilter records a filter Envoy does natively; it returns the field and message when the
+// filter cannot be honoured.
+func (t *translation) applyFilter(c *compiledRule, f *gwv1.HTTPRouteFilter) (string, string) {
+	switch f.Type {
+	case gwv1.HTTPRouteFilterRequestHeaderModifier:
+		if f.RequestHeaderModifier == nil {
+			return ".requestHeaderModifier", "is required for this filter type"
+		}
+		add, rm, err := headerMods(f.RequestHeaderModifier, true)
+		if err != "" {
+			return ".requestHeaderModifier", err
+		}
+		c.reqAdd, c.reqRemove = append(c.reqAdd, add...), append(c.reqRemove, rm...)
+	case gwv1.HTTPRouteFilterResponseHeaderModifier:
+		if f.ResponseHeaderModifier == nil {
+			return ".responseHeaderModifier", "is required for this filter type"
+		}
+		add, rm, err := headerMods(f.ResponseHeaderModifier, false)
+		if err != "" {
+			return ".responseHeaderModifier", err
+		}
+		c.respAdd, c.respRemove = append(c.respAdd, add...), append(c.respRemove, rm...)
+	case gwv1.HTTPRouteFilterURLRewrite:
+		u := f.URLRewrite
+		if u == nil {
+			return ".urlRewrite", "is required for this filter type"
+		}
+		if u.Hostname != nil {
+			c.hostRewrite = string(*u.Hostname)
+		}
+		if p := u.Path; p != nil {
+			switch {
+			case p.Type == gwv1.FullPathHTTPPathModifier && p.ReplaceFullPath != nil:
+				c.fullPath = *p.ReplaceFullPath
+			case p.Type == gwv1.PrefixMatchHTTPPathModifier && p.ReplacePrefixMatch != nil:
+				c.replacePrefix = p.ReplacePrefixMatch
+			default:
+				return ".urlRewrite.path", "type and its value do not agree"
+			}
+		}
+	case gwv1.HTTPRouteFilterRequestRedirect:
+		rd := f.RequestRedirect
+		if rd == nil {
+			return ".requestRedirect", "is required for this filter type"
+		}
+		ra, err := redirectAction(rd)
+		if err != "" {
+			return ".requestRedirect", err
+		}
+		c.redirect = ra
+	default:
+		return ".type", fmt.Sprintf("filter %s is not supported (supported: RequestHeaderModifier, ResponseHeaderModifier, URLRewrite, RequestRedirect)", f.Type)
+	}
+	return "", ""
+}
+
+func headerMods(h *gwv1.HTTPHeaderFilter, request bool) ([]*corev3.HeaderValueOption, []string, string) {
+	var add []*corev3.HeaderValueOption
+	check := func(n string) string {
+		l := strings.ToLower(n)
+		if !validHeaderName(n) || strings.HasPrefix(l, ":") || (request && l == "host") {
+			return fmt.Sprintf("header %q cannot be modified", n)
+		}
+		return ""
+	}
+	for _, s := range h.Set {
+		if e := check(string(s.Name)); e != "" {
+			return nil, nil, e
+		}
+		add = append(add, headerOption(string(s.Name), s.Value, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD))
+	}
+	for _, s := range h.Add {
+		if e := check(string(s.Name)); e != "" {
+			return nil, nil, e
+		}
+		add = append(add, headerOption(string(s.Name), s.Value, corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD))
+	}
+	for _, n := range h.Remove {
+		if e := check(n); e != "" {
+			return nil, nil, e
+		}
+	}
+	return add, h.Remove, ""
+}
+
+func headerOption(name, value string, action corev3.HeaderValueOption_HeaderAppendAction) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: strings.ToLower(name), Value: value}, AppendAction: action}
+}
+
+func redirectAction(rd *gwv1.HTTPRequestRedirectFilter) (*routev3.RedirectAction, string) {
+	ra := &routev3.RedirectAction{ResponseCode: routev3.RedirectAction_FOUND}
+	if rd.Scheme != nil {
+		ra.SchemeRewriteSpecifier = &routev3.RedirectAction_SchemeRedirect{SchemeRedirect: *rd.Scheme}
+	}
+	if rd.Hostname != nil {
+		ra.HostRedirect = string(*rd.Hostname)
+	}
+	if rd.Port != nil {
+		ra.PortRedirect = uint32(*rd.Port)
+	}
+	if p := rd.Path; p != nil {
+		switch {
+		case p.Type == gwv1.FullPathHTTPPathModifier && p.ReplaceFullPath != nil:
+			ra.PathRewriteSpecifier = &routev3.RedirectAction_PathRedirect{PathRedirect: *p.ReplaceFullPath}
+		case p.Type == gwv1.PrefixMatchHTTPPathModifier && p.ReplacePrefixMatch != nil:
+			ra.PathRewriteSpecifier = &routev3.RedirectAction_PrefixRewrite{PrefixRewrite: *p.ReplacePrefixMatch}
+		default:
+			return nil, "path: type and its value do not agree"
+		}
+	}
+	if rd.StatusCode != nil {
+		codes := map[int]routev3.RedirectAction_RedirectResponseCode{
+			301: routev3.RedirectAction_MOVED_PERMANENTLY, 302: routev3.RedirectAction_FOUND, 303: routev3.RedirectAction_SEE_OTHER,
+			307: routev3.RedirectAction_TEMPORARY_REDIRECT, 308: routev3.RedirectAction_PERMANENT_REDIRECT,
+		}
+		code, ok := codes[*rd.StatusCode]
+		if !ok {
+			return nil, fmt.Sprintf("statusCode %d is not supported (301, 302, 303, 307, 308)", *rd.StatusCode)
+		}
+		ra.ResponseCode = code
+	}
+	return ra, ""
+}
+
+// resolveBackendRef adds a backendRef to the rule, or records why it is invalid; an invalid
+// ref's weight answers 500.
+func (t *translation) resolveBackendRef(cr *compiledRoute, c *compiledRule, field string, ref *gwv1.HTTPBackendRef) {
+	r := cr.r
+	c.hasRefs = true
+	weight := int32(1)
+	if ref.Weight != nil {
+		weight = *ref.Weight
+	}
+	fail := func(reason, msg string) {
+		if cr.refReason == "" {
+			cr.refReason = reason
+		}
+		cr.refMsgs = append(cr.refMsgs, field+": "+msg)
+		t.st.refuse(KindHTTPRoute, r.Namespace, r.Name, field, msg)
+		if weight > 0 {
+			c.invalidWeight += uint32(weight)
+		}
+	}
+	if weight < 0 {
+		weight = 0
+		fail(string(gwv1.RouteReasonUnsupportedValue), "weight must not be negative")
+		return
+	}
+	group, kind := "", KindService
+	if ref.Group != nil {
+		group = string(*ref.Group)
+	}
+	if ref.Kind != nil {
+		kind = string(*ref.Kind)
+	}
+	ns := r.Namespace
+	if ref.Namespace != nil && *ref.Namespace != "" {
+		ns = string(*ref.Namespace)
+	}
+	name := string(ref.Name)
+	if len(ref.Filters) > 0 {
+		fail(string(gwv1.RouteReasonUnsupportedValue), "filters on a backendRef are not supported; put them on the rule")
+		return
+	}
+	if ns != r.Namespace {
+		fail(string(gwv1.RouteReasonRefNotPermitted), fmt.Sprintf("%s %s is in another namespace; cross-namespace backendRefs are not permitted", kind, keyString(ns, name)))
+		return
+	}
+	var tg *target
+	switch {
+	case group == "" && kind == KindService:
+		svc := t.services[key(ns, name)]
+		if svc == nil {
+			fail(string(gwv1.RouteReasonBackendNotFound), fmt.Sprintf("Service %s not found", keyString(ns, name)))
+			return
+		}
+		if ref.Port == nil {
+			fail(string(gwv1.RouteReasonUnsupportedValue), "port is required for a Service backendRef")
+			return
+		}
+		var sp *gwv1.PortNumber
+		var port int
+		for k := range svc.Spec.Ports {
+			if svc.Spec.Ports[k].Port == *ref.Port {
+				sp, port = ref.Port, k
+				break
+			}
+		}
+		if sp == nil {
+			fail(string(gwv1.RouteReasonBackendNotFound), fmt.Sprintf("Service %s has no port %d", keyString(ns, name), *ref.Port))
+			return
+		}
+		cname := "service/" + ns + "/" + name + "/" + strconv.Itoa(int(*ref.Port))
+		tg = t.svcTargets[cname]
+		if tg == nil {
+			tg = t.serviceTarget(cname, svc, &svc.Spec.Ports[port])
+			t.svcTargets[cname] = tg
+		}
+	case group == backendGroup && kind == KindAgentgatewayBackend:
+		bi := t.backends[key(ns, name)]
+		if bi == nil {
+			fail(string(gwv1.RouteReasonBackendNotFound), fmt.Sprintf("AgentgatewayBackend %s not found", keyString(ns, name)))
+			return
+		}
+		if bi.target == nil {
+			fail(string(gwv1.RouteReasonBackendNotFound), fmt.Sprintf("AgentgatewayBackend %s is not accepted: %s", keyString(ns, name), bi.err))
+			return
+		}
+		tg = bi.target
+	default:
+		fail(string(gwv1.RouteReasonInvalidKind), fmt.Sprintf("kind %s/%s is not supported: use a Service or an AgentgatewayBackend (group %s)", group, kind, backendGroup))
+		return
+	}
+	if weight > 0 {
+		c.refs = append(c.refs, ruleRef{tg: tg, weight: uint32(weight)})
+	}
+}
+
+// addRoutes adds a route's rules to the virtual hosts of one listener.
+func (t *translation) addRoutes(gi *gatewayInfo, li *listenerInfo, cr *compiledRoute, hosts []string) {
+	gb := gi.build
+	for _, c := range cr.rules {
+		if len(c.matches) == 0 {
+			continue
+		}
+		tpl := t.ruleTemplate(gi, li, cr, c)
+		for _, m := range c.matches {
+			rt := tpl.route(cr, c, m)
+			for _, h := range hosts {
+				gb.vhost(li, h).add(rt, &m.prec)
+			}
+		}
+	}
+}
+
+// routeTemplate is the part of an Envoy route shared by a rule's matches.
+type routeTemplate struct {
+	action     *routev3.Route_Route
+	redirect   *routev3.Route_Redirect
+	direct     *routev3.Route_DirectResponse
+	perFilter  map[string]*anypb.Any
+	reqAdd     []*corev3.HeaderValueOption
+	perMatchRx bool // the action is cloned per match for ReplacePrefixMatch
+}
+
+func directResponse(body string) *routev3.Route_DirectResponse {
+	return &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
+		Status: 500, Body: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: body}}}}
+}
+
+// ruleTemplate decides what a rule does on one listener: its merged policies, ext_proc config,
+// clusters, and the Envoy action.
+func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compiledRoute, c *compiledRule) *routeTemplate {
+	gb := gi.build
+	tpl := &routeTemplate{}
+	att := attachment{gateway: gi.key, listener: gi.key + "/" + string(li.l.Name), route: cr.key}
+	if c.name != "" {
+		att.rule = cr.key + "/" + c.name
+	}
+	routeID := cr.key + "/rule/" + strconv.Itoa(c.index)
+	// the policies of every backend, and of the rule itself (redirects, 500s)
+	base := t.merge(att)
+	merges := make([]*mergedPolicy, len(c.refs))
+	bad := base != nil && len(base.invalid) > 0
+	for i, ref := range c.refs {
+		a := att
+		a.backend = ref.tg.backend
+		merges[i] = t.merge(a)
+		if merges[i] != nil && len(merges[i].invalid) > 0 {
+			bad = true
+		}
+	}
+	switch {
+	case bad:
+		tpl.direct = directResponse(bodyBadPolicy)
+		tpl.perFilter = map[string]*anypb.Any{ExtProcFilterName: t.xds.disabled}
+		return tpl
+	case c.failMsg != "":
+		tpl.direct = directResponse(c.failMsg)
+		tpl.perFilter = map[string]*anypb.Any{ExtProcFilterName: t.xds.disabled}
+		return tpl
+	case c.redirect != nil:
+		tpl.redirect = &routev3.Route_Redirect{Redirect: c.redirect}
+		tpl.perFilter = map[string]*anypb.Any{ExtProcFilterName: t.perRouteConfig(extProcRoute{
+			gateway: gi.key, route: routeID, policy: gb.addPolicy(base)})}
+		return tpl
+	case len(c.refs) == 0:
+		tpl.direct = directResponse(bodyNoBackend)
+		tpl.perFilter = map[string]*anypb.Any{ExtProcFilterName: t.xds.disabled}
+		return tpl
+	}
+	configs := make([]*anypb.Any, len(c.refs))
+	same := true
+	affinity, mcp := false, false
+	for i, ref := range c.refs {
+		tg := ref.tg
+		gb.addTarget(tg)
+		configs[i] = t.perRouteConfig(extProcRoute{
+			mcp: tg.mcp, gateway: gi.key, route: routeID, policy: gb.addPolicy(merges[i]),
+			backend: tg.backend, target: tg.name,
+		})
+		same = same && configs[i] == configs[0]
+		affinity = affinity || tg.affinity
+		mcp = mcp || tg.mcp != ""
+	}
+	ra := &routev3.RouteAction{}
+	tpl.perFilter = map[string]*anypb.Any{ExtProcFilterName: configs[0]}
+	if len(c.refs) == 1 && c.invalidWeight == 0 {
+		tg := c.refs[0].tg
+		ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: tg.cluster.Name}
+		if tg.hostRewrite != "" {
+			ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: tg.hostRewrite}
+		}
+		if tg.authHeader != "" {
+			tpl.reqAdd = []*corev3.HeaderValueOption{headerOption("authorization", tg.authHeader, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)}
+		}
+		if tg.pathRewrite != "" && c.fullPath == "" && c.replacePrefix == nil {
+			ra.RegexRewrite = fullPathRewrite(tg.pathRewrite)
+		}
+	} else {
+		wc := &routev3.WeightedCluster{}
+		for i, ref := range c.refs {
+			cw := &routev3.WeightedCluster_ClusterWeight{Name: ref.tg.cluster.Name, Weight: wrapperspb.UInt32(ref.weight)}
+			if ref.tg.hostRewrite != "" {
+				cw.HostRewriteSpecifier = &routev3.WeightedCluster_ClusterWeight_HostRewriteLiteral{HostRewriteLiteral: ref.tg.hostRewrite}
+			}
+			if ref.tg.authHeader != "" {
+				cw.RequestHeadersToAdd = []*corev3.HeaderValueOption{headerOption("authorization", ref.tg.authHeader, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)}
+			}
+			if !same {
+				cw.TypedPerFilterConfig = map[string]*anypb.Any{ExtProcFilterName: configs[i]}
+			}
+			wc.Clusters = append(wc.Clusters, cw)
+		}
+		if c.invalidWeight > 0 {
+			wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{Name: invalidBackendCluster, Weight: wrapperspb.UInt32(c.invalidWeight)})
+			ra.ClusterNotFoundResponseCode = routev3.RouteAction_INTERNAL_SERVER_ERROR
+		}
+		ra.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
+	}
+	if c.hostRewrite != "" {
+		ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: c.hostRewrite}
+	}
+	if c.fullPath != "" {
+		ra.RegexRewrite = fullPathRewrite(c.fullPath)
+	}
+	if affinity {
+		ra.HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_ConnectionProperties_{
+			ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{SourceIp: true}}}}
+	}
+	switch {
+	case c.timeout != nil:
+		ra.Timeout = c.timeout
+	case mcp:
+		ra.Timeout = durationpb.New(0)
+	}
+	if mcp {
+		ra.IdleTimeout = durationpb.New(mcpIdleTimeout)
+	}
+	tpl.action = &routev3.Route_Route{Route: ra}
+	tpl.perMatchRx = c.replacePrefix != nil
+	return tpl
+}
+
+func fullPathRewrite(path string) *matcherv3.RegexMatchAndSubstitute {
+	return &matcherv3.RegexMatchAndSubstitute{Pattern: &matcherv3.RegexMatcher{Regex: "^/.*$"}, Substitution: path}
+}
+
+// prefixRewrite implements ReplacePrefixMatch for a PathPrefix match with Gateway API
+// semantics (element-wise prefixes, no doubled or lost slashes).
+func prefixRewrite(prefix, replace string) *matcherv3.RegexMatchAndSubstitute {
+	rep := strings.TrimRight(replace, "/")
+	switch {
+	case prefix == "":
+		return &matcherv3.RegexMatchAndSubstitute{Pattern: &matcherv3.RegexMatcher{Regex: "^/"}, Substitution: rep + "/"}
+	case rep == "":
+		return &matcherv3.RegexMatchAndSubstitute{Pattern: &matcherv3.RegexMatcher{Regex: "^" + regexp.QuoteMeta(prefix) + "/*"}, Substitution: "/"}
+	}
+	return &matcherv3.RegexMatchAndSubstitute{Pattern: &matcherv3.RegexMatcher{Regex: "^" + regexp.QuoteMeta(prefix)}, Substitution: rep}
+}
+
+// route builds the Envoy route of one match.
+func (tpl *routeTemplate) route(cr *compiledRoute, c *compiledRule, m compiledMatch) *routev3.Route {
+	rt := &routev3.Route{
+		Name:                    "httproute/" + cr.key + "/rule/" + strconv.Itoa(c.index) + "/match/" + strconv.Itoa(m.index),
+		Match:                   m.m,
+		TypedPerFilterConfig:    tpl.perFilter,
+		RequestHeadersToAdd:     append(append([]*corev3.HeaderValueOption{}, c.reqAdd...), tpl.reqAdd...),
+		RequestHeadersToRemove:  c.reqRemove,
+		ResponseHeadersToAdd:    c.respAdd,
+		ResponseHeadersToRemove: c.respRemove,
+	}
+	if len(rt.RequestHeadersToAdd) == 0 {
+		rt.RequestHeadersToAdd = nil
+	}
+	switch {
+	case tpl.direct != nil:
+		rt.Action = tpl.direct
+	case tpl.redirect != nil:
+		rt.Action = tpl.redirect
+	case tpl.perMatchRx:
+		ra := proto.Clone(tpl.action.Route).(*routev3.RouteAction)
+		ra.RegexRewrite = prefixRewrite(m.prefix, *c.replacePrefix)
+		rt.Action = &routev3.Route_Route{Route: ra}
+	default:
+		rt.Action = tpl.action
+	}
+	return rt
+}

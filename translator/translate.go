@@ -1,0 +1,155 @@
+package translator
+
+import (
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
+)
+
+type nsName = types.NamespacedName
+
+// translation is the state of one Translate call.
+type translation struct {
+	in   *Resources
+	opts Options
+	out  *Output
+	st   *Status
+	chk  *checker
+	xds  *xdsCommon
+
+	classes      map[string]*gwv1.GatewayClass
+	gateways     map[nsName]*gatewayInfo // served gateways
+	allGateways  map[nsName]*gwv1.Gateway
+	served       []*gatewayInfo // served gateways, oldest first
+	routes       []*gwv1.HTTPRoute
+	routeByName  map[nsName]*gwv1.HTTPRoute
+	backends     map[nsName]*backendInfo
+	services     map[nsName]*corev1.Service
+	servicesInNS map[string][]*corev1.Service
+	slices       map[nsName][]*discoveryv1.EndpointSlice // by Service
+	secrets      map[nsName]*corev1.Secret
+	namespaces   map[string]*corev1.Namespace
+	svcTargets   map[string]*target // Service backendRef targets by cluster name
+	policies     *policyIndex
+	merged       map[string]*mergedPolicy // by policy name
+	mergeCache   map[string]*mergedPolicy // by attachment key
+	perRoute     map[string]*anyCache     // ext_proc per-route configs by content key
+}
+
+func newTranslation(in *Resources, opts Options) *translation {
+	st := newStatus()
+	t := &translation{
+		in:           in,
+		opts:         opts,
+		out:          &Output{Gateways: map[string]*GatewayConfig{}},
+		chk:          newChecker(),
+		classes:      map[string]*gwv1.GatewayClass{},
+		gateways:     map[nsName]*gatewayInfo{},
+		allGateways:  map[nsName]*gwv1.Gateway{},
+		routeByName:  map[nsName]*gwv1.HTTPRoute{},
+		backends:     map[nsName]*backendInfo{},
+		services:     map[nsName]*corev1.Service{},
+		servicesInNS: map[string][]*corev1.Service{},
+		slices:       map[nsName][]*discoveryv1.EndpointSlice{},
+		secrets:      map[nsName]*corev1.Secret{},
+		namespaces:   map[string]*corev1.Namespace{},
+		svcTargets:   map[string]*target{},
+		merged:       map[string]*mergedPolicy{},
+		mergeCache:   map[string]*mergedPolicy{},
+		perRoute:     map[string]*anyCache{},
+	}
+	t.st = &st
+	return t
+}
+
+func (t *translation) run() {
+	t.index()
+	t.xds = newXDSCommon(t.opts)
+	t.translateClasses()
+	t.selectGateways()
+	t.translateBackends()
+	t.policies = t.indexPolicies()
+	t.translateRoutes()
+	t.finishGateways()
+	t.out.Status = *t.st
+}
+
+// index builds the lookup maps. Objects without a name are skipped; nil entries are ignored.
+func (t *translation) index() {
+	for _, c := range t.in.GatewayClasses {
+		if c != nil && c.Name != "" {
+			t.classes[c.Name] = c
+		}
+	}
+	for _, g := range t.in.Gateways {
+		if g != nil && g.Name != "" {
+			t.allGateways[key(g.Namespace, g.Name)] = g
+		}
+	}
+	for _, r := range t.in.HTTPRoutes {
+		if r != nil && r.Name != "" {
+			t.routes = append(t.routes, r)
+			t.routeByName[key(r.Namespace, r.Name)] = r
+		}
+	}
+	sort.Slice(t.routes, func(i, j int) bool { return olderFirst(&t.routes[i].ObjectMeta, &t.routes[j].ObjectMeta) })
+	for _, s := range t.in.Services {
+		if s != nil && s.Name != "" {
+			t.services[key(s.Namespace, s.Name)] = s
+			t.servicesInNS[s.Namespace] = append(t.servicesInNS[s.Namespace], s)
+		}
+	}
+	for ns := range t.servicesInNS {
+		l := t.servicesInNS[ns]
+		sort.Slice(l, func(i, j int) bool { return l[i].Name < l[j].Name })
+	}
+	for _, s := range t.in.EndpointSlices {
+		if s == nil {
+			continue
+		}
+		svc := s.Labels[discoveryv1.LabelServiceName]
+		if svc != "" {
+			k := key(s.Namespace, svc)
+			t.slices[k] = append(t.slices[k], s)
+		}
+	}
+	for _, s := range t.in.Secrets {
+		if s != nil && s.Name != "" {
+			t.secrets[key(s.Namespace, s.Name)] = s
+		}
+	}
+	for _, n := range t.in.Namespaces {
+		if n != nil && n.Name != "" {
+			t.namespaces[n.Name] = n
+		}
+	}
+}
+
+func key(ns, name string) nsName { return nsName{Namespace: ns, Name: name} }
+
+func keyString(ns, name string) string { return ns + "/" + name }
+
+// olderFirst orders objects by creation time, then namespace and name (Gateway API conflict
+// resolution: the oldest wins).
+func olderFirst(a, b *metav1.ObjectMeta) bool {
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	if a.Namespace != b.Namespace {
+		return a.Namespace < b.Namespace
+	}
+	return a.Name < b.Name
+}
+
+// mergedPolicy is one distinct merge of policies: its resource and whether an invalid policy
+// took part (then the routes under it answer 500).
+type mergedPolicy struct {
+	policy  *policyv1.Policy
+	invalid []string // sources of invalid policies that apply
+}

@@ -1,0 +1,208 @@
+// Package translator turns Gateway API objects, AgentgatewayBackends and AgentgatewayPolicies into
+// the Envoy xDS resources of each Gateway, the mcpgate policy resources that ext_proc enforces, and
+// the status of every input object.
+//
+// Translate is a pure function: it does no I/O, keeps no state between calls and gives the same
+// output for the same input. The names it gives resources, the ext_proc filter settings and the
+// per-route gRPC metadata are the contract of docs/design.md.
+//
+// Which Gateways are served: a Gateway whose GatewayClass names Options.ControllerName, or whose
+// class name is one of Options.GatewayClassNames. When the GatewayClass object is not in the input
+// (standalone files usually hold none), the Gateway is served as well, unless
+// Options.RequireGatewayClass is set (the Kubernetes controller sets it, because there the class
+// decides which controller owns a Gateway).
+//
+// Fail closed: an object that is invalid is refused alone and named in the status; everything
+// valid still translates. A route rule that an invalid policy applies to does not become open: it
+// answers 500 (direct response) until the policy is fixed.
+package translator
+
+import (
+	"sort"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/mcpgate/mcpgate/api/v1alpha1"
+	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
+)
+
+// Names and values that the generated configuration and the bootstrap agree on (docs/design.md).
+const (
+	// DefaultControllerName is the GatewayClass controllerName that mcpgate serves by default.
+	DefaultControllerName = "mcpgate.dev/gateway-controller"
+	// ExtProcClusterName is the bootstrap's static cluster of the ext_proc service.
+	ExtProcClusterName = "mcpgate_extproc"
+	// ExtProcFilterName is the name of the ext_proc HTTP filter and its per-route config key.
+	ExtProcFilterName = "envoy.filters.http.ext_proc"
+	// MetadataNamespace is the dynamic metadata namespace that ext_proc writes.
+	MetadataNamespace = "mcpgate"
+	// PolicyTypeURL is the xDS type URL of the mcpgate policy resource.
+	PolicyTypeURL = "type.googleapis.com/mcpgate.policy.v1.Policy"
+	// AllPoliciesGroup is the node group that holds the policies of every gateway.
+	AllPoliciesGroup = "*"
+	// DefaultMessageTimeout is the ext_proc message timeout when Options leaves it zero.
+	DefaultMessageTimeout = 10 * time.Second
+	// DefaultMaxBodyBytes is the MCP body limit when Options leaves it zero.
+	DefaultMaxBodyBytes = 4 << 20
+	// DefaultUpstreamCAFile is the CA bundle that verifies TLS upstreams (LLM providers).
+	DefaultUpstreamCAFile = "/etc/ssl/certs/ca-certificates.crt"
+	// bufferSlack is added to MaxBodyBytes for the listener buffer limit, so that ext_proc, not
+	// Envoy's 413, answers a body at the limit.
+	bufferSlack = 64 << 10
+)
+
+// The gRPC initial metadata keys of the per-route ext_proc config (docs/design.md).
+const (
+	MetadataGateway = "x-mcpgate-gateway"
+	MetadataRoute   = "x-mcpgate-route"
+	MetadataPolicy  = "x-mcpgate-policy"
+	MetadataMCP     = "x-mcpgate-mcp"
+	MetadataBackend = "x-mcpgate-backend"
+	MetadataTarget  = "x-mcpgate-target"
+)
+
+// Resources is everything the translator reads.
+type Resources struct {
+	GatewayClasses []*gwv1.GatewayClass
+	Gateways       []*gwv1.Gateway
+	HTTPRoutes     []*gwv1.HTTPRoute
+	Backends       []*v1alpha1.AgentgatewayBackend
+	// Policies holds both policy kinds; TypeMeta.Kind and APIVersion say which (an
+	// EnterpriseAgentgatewayPolicy comes in through enterprise.AsAgentgatewayPolicy). An empty
+	// Kind means AgentgatewayPolicy.
+	Policies       []*v1alpha1.AgentgatewayPolicy
+	Services       []*corev1.Service
+	EndpointSlices []*discoveryv1.EndpointSlice
+	Secrets        []*corev1.Secret
+	Namespaces     []*corev1.Namespace
+}
+
+// Options tune the translation. The zero value is valid.
+type Options struct {
+	// ControllerName is the GatewayClass controllerName served (default DefaultControllerName).
+	ControllerName string
+	// GatewayClassNames are further GatewayClass names whose Gateways are served whatever their
+	// class's controllerName (e.g. enterprise-agentgateway for manifests written for it).
+	GatewayClassNames []string
+	// RequireGatewayClass, when set, refuses to serve a Gateway whose GatewayClass is absent
+	// from the input. Unset (standalone files), such a Gateway is served.
+	RequireGatewayClass bool
+	// BindAddress is the address Envoy listeners bind (default 0.0.0.0; standalone: 127.0.0.1).
+	BindAddress string
+	// ExclusivePorts says that every Gateway's Envoy runs on one host (standalone), so a port
+	// can belong to one Gateway only: the oldest Gateway keeps it, the others' listeners on it
+	// are Conflicted.
+	ExclusivePorts bool
+	// MessageTimeout is the ext_proc message timeout (default DefaultMessageTimeout).
+	MessageTimeout time.Duration
+	// MaxBodyBytes is the MCP body limit (default DefaultMaxBodyBytes).
+	MaxBodyBytes int64
+	// UpstreamCAFile is the CA bundle for TLS upstreams (default DefaultUpstreamCAFile).
+	UpstreamCAFile string
+}
+
+func (o Options) withDefaults() Options {
+	if o.ControllerName == "" {
+		o.ControllerName = DefaultControllerName
+	}
+	if o.BindAddress == "" {
+		o.BindAddress = "0.0.0.0"
+	}
+	if o.MessageTimeout <= 0 {
+		o.MessageTimeout = DefaultMessageTimeout
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if o.UpstreamCAFile == "" {
+		o.UpstreamCAFile = DefaultUpstreamCAFile
+	}
+	return o
+}
+
+// Output is the result of a translation.
+type Output struct {
+	// Gateways holds the configuration of each served Gateway, keyed "NS/NAME" (its node group).
+	Gateways map[string]*GatewayConfig
+	// Status is the status of every input object the translator owns.
+	Status Status
+}
+
+// GatewayConfig is the xDS configuration of one Gateway, each list sorted by resource name.
+type GatewayConfig struct {
+	Listeners []*listenerv3.Listener
+	Routes    []*routev3.RouteConfiguration
+	Clusters  []*clusterv3.Cluster
+	Endpoints []*endpointv3.ClusterLoadAssignment
+	Policies  []*policyv1.Policy
+}
+
+// Resources returns the configuration as type URL -> resources, in name order.
+func (g *GatewayConfig) Resources() map[string][]proto.Message {
+	return map[string][]proto.Message{
+		resourcev3.ListenerType: toMessages(g.Listeners),
+		resourcev3.RouteType:    toMessages(g.Routes),
+		resourcev3.ClusterType:  toMessages(g.Clusters),
+		resourcev3.EndpointType: toMessages(g.Endpoints),
+		PolicyTypeURL:           toMessages(g.Policies),
+	}
+}
+
+// NodeGroups returns what the xds server serves: one entry per gateway key, each type URL ->
+// resources, plus the group AllPoliciesGroup ("*") holding the policies of every gateway
+// (deduplicated by name). Resources are in name order.
+func (o *Output) NodeGroups() map[string]map[string][]proto.Message {
+	groups := make(map[string]map[string][]proto.Message, len(o.Gateways)+1)
+	all := map[string]*policyv1.Policy{}
+	for key, g := range o.Gateways {
+		groups[key] = g.Resources()
+		for _, p := range g.Policies {
+			all[p.GetName()] = p
+		}
+	}
+	policies := make([]*policyv1.Policy, 0, len(all))
+	for _, p := range all {
+		policies = append(policies, p)
+	}
+	sort.Slice(policies, func(i, j int) bool { return policies[i].GetName() < policies[j].GetName() })
+	groups[AllPoliciesGroup] = map[string][]proto.Message{PolicyTypeURL: toMessages(policies)}
+	return groups
+}
+
+// GatewayKeys returns the keys of o.Gateways, sorted.
+func (o *Output) GatewayKeys() []string {
+	keys := make([]string, 0, len(o.Gateways))
+	for k := range o.Gateways {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func toMessages[T proto.Message](in []T) []proto.Message {
+	out := make([]proto.Message, len(in))
+	for i, m := range in {
+		out[i] = m
+	}
+	return out
+}
+
+// Translate translates in with opts. It never fails: what cannot be translated is refused in
+// the returned status, and the rest is translated.
+func Translate(in *Resources, opts Options) *Output {
+	if in == nil {
+		in = &Resources{}
+	}
+	t := newTranslation(in, opts.withDefaults())
+	t.run()
+	return t.out
+}
