@@ -1,0 +1,333 @@
+// Package authz evaluates a policy's CEL authorization rules against a request.
+//
+// One environment (Env) serves both the translator, which checks expressions when it builds a
+// policy, and ext_proc, which compiles a policy's rules once per policy version (RuleSet) and
+// evaluates them per request. The variables are:
+//
+//	jwt      map(string, dyn)   the verified token's claims (jwt.org, jwt.llms.openai...)
+//	request  .method .path .host string (path without query), .headers map(string, string)
+//	         (lower-case names)
+//	mcp      .method string (JSON-RPC method), .tool.name, .tool.target string,
+//	         .tool.arguments map(string, dyn)
+//	source   .address string (the client IP)
+//
+// plus cel-go's string extensions (ext.Strings) and network functions (ext.Network: ip(), cidr(),
+// cidr(...).containsIP(source.address)). Misspelt fields of request, mcp and source are compile
+// errors; claims are not known in advance, so a missing claim (jwt.org without a token, or
+// without that claim) is an error at run time, which makes the rule not match.
+//
+// Evaluation follows agentgateway: any DENY that matches denies; else any REQUIRE that does not
+// match denies; else any ALLOW that matches allows; else the request is allowed only when there
+// are no ALLOW rules.
+package authz
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/checker"
+	"github.com/google/cel-go/common/ast"
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/ext"
+
+	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
+)
+
+// Defaults of Options.
+const (
+	// DefaultCostLimit bounds one rule's evaluation, in CEL cost units (about one per operation;
+	// string and list operations cost by size). Rules of a policy are simple comparisons costing
+	// tens of units; the limit stops a rule that walks large tool arguments.
+	DefaultCostLimit = 100_000
+	// DefaultInterruptCheckFrequency is how many comprehension iterations run between checks of
+	// the request's context.
+	DefaultInterruptCheckFrequency = 100
+	// DefaultMaxHeaderBytes bounds what comes from request headers (claims, request.*, source)
+	// for the static cost estimate: Envoy refuses larger headers (max_request_headers_kb 60).
+	DefaultMaxHeaderBytes = 64 << 10
+	// DefaultMaxBodyBytes bounds what comes from the body (mcp.*) for the static cost estimate:
+	// the MCP body limit (4 MiB by default).
+	DefaultMaxBodyBytes = 4 << 20
+)
+
+// Options tune an Env. The zero value gives the defaults.
+type Options struct {
+	// CostLimit bounds the cost of one rule's evaluation; exceeding it is a run-time error.
+	CostLimit uint64
+	// InterruptCheckFrequency is the number of comprehension iterations between context checks.
+	InterruptCheckFrequency uint
+	// MaxHeaderBytes and MaxBodyBytes bound the sizes of the inputs for the static cost estimate
+	// (see RuleSet).
+	MaxHeaderBytes, MaxBodyBytes uint64
+}
+
+// Env is the CEL environment of authorization rules. It is safe for concurrent use; make one per
+// process.
+type Env struct {
+	env  *cel.Env
+	opts Options
+}
+
+// NewEnv builds the environment.
+func NewEnv(opts Options) (*Env, error) {
+	if opts.CostLimit == 0 {
+		opts.CostLimit = DefaultCostLimit
+	}
+	if opts.InterruptCheckFrequency == 0 {
+		opts.InterruptCheckFrequency = DefaultInterruptCheckFrequency
+	}
+	if opts.MaxHeaderBytes == 0 {
+		opts.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if opts.MaxBodyBytes == 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	env, err := cel.NewEnv(
+		// The libraries register their types in the base registry, so they come before the
+		// schema that wraps it.
+		ext.Strings(),
+		ext.Network(),
+		withSchema(),
+		cel.Variable("jwt", cel.MapType(cel.StringType, cel.DynType)),
+		cel.Variable("request", cel.ObjectType(requestTypeName)),
+		cel.Variable("mcp", cel.ObjectType(mcpTypeName)),
+		cel.Variable("source", cel.ObjectType(sourceTypeName)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("authz: CEL environment: %w", err)
+	}
+	return &Env{env: env, opts: opts}, nil
+}
+
+// Check parses and type-checks one expression; it must give a bool (or dyn, checked at run time).
+// The error is CEL's message, with line, column and a caret under the fault.
+func (e *Env) Check(expr string) error {
+	_, err := e.check(expr)
+	return err
+}
+
+// check compiles expr to a checked AST.
+func (e *Env) check(expr string) (*cel.Ast, error) {
+	checked, iss := e.env.Compile(expr)
+	if err := iss.Err(); err != nil {
+		return nil, err
+	}
+	if t := checked.OutputType(); !t.IsExactType(types.BoolType) && !t.IsExactType(types.DynType) {
+		return nil, fmt.Errorf("expression gives %s, want bool", t)
+	}
+	return checked, nil
+}
+
+// RuleSet is a policy's rules compiled for evaluation. It is immutable and safe for concurrent
+// use. A nil RuleSet has no rules and allows everything.
+//
+// Cost: Compile estimates each rule's worst-case cost with the inputs at their largest
+// (Options.MaxHeaderBytes, MaxBodyBytes). A rule whose estimate is within the cost limit cannot
+// exceed it, so it runs without run-time cost tracking, which would cost five allocations per
+// evaluation; the others (comprehensions over inputs, chains of string operations that grow
+// their input) run with the cost limit and are interrupted when the request's context ends.
+type RuleSet struct {
+	deny, require, allow []rule
+	needsMCP             bool
+	claims               []string
+}
+
+// rule is one compiled expression.
+type rule struct {
+	source string
+	prg    cel.Program
+	// tracked: the rule's estimated worst-case cost exceeds the cost limit, so its program
+	// tracks cost and watches the request's context.
+	tracked bool
+}
+
+// sizeBounds is the cost estimator of Compile: it bounds the size of every input (a string's
+// length, a list's or map's entries) by where it comes from.
+type sizeBounds struct{ header, body uint64 }
+
+// EstimateSize implements checker.CostEstimator.
+func (b sizeBounds) EstimateSize(n checker.AstNode) *checker.SizeEstimate {
+	path := n.Path()
+	if len(path) == 0 {
+		return nil
+	}
+	limit := b.header
+	if path[0] == "mcp" {
+		limit = b.body
+	}
+	return &checker.SizeEstimate{Min: 0, Max: limit}
+}
+
+// EstimateCallCost implements checker.CostEstimator: CEL's own call costs apply.
+func (sizeBounds) EstimateCallCost(function, overloadID string, target *checker.AstNode, args []checker.AstNode) *checker.CallEstimate {
+	return nil
+}
+
+// Compile compiles rules once (per policy version). Every rule is compiled; the error joins one
+// error per bad rule, each naming the rule's source and CEL's message.
+func (e *Env) Compile(rules []*policyv1.Rule) (*RuleSet, error) {
+	rs := &RuleSet{}
+	var errs []error
+	claims := map[string]bool{}
+	for i, r := range rules {
+		source := r.GetSource()
+		if source == "" {
+			source = "rules[" + strconv.Itoa(i) + "]"
+		}
+		checked, err := e.check(r.GetExpression())
+		if err != nil {
+			errs = append(errs, fmt.Errorf("rule %s: %w", source, err))
+			continue
+		}
+		est, err := e.env.EstimateCost(checked, sizeBounds{header: e.opts.MaxHeaderBytes, body: e.opts.MaxBodyBytes})
+		tracked := err != nil || est.Max > e.opts.CostLimit
+		popts := []cel.ProgramOption{cel.EvalOptions(cel.OptOptimize)}
+		if tracked {
+			popts = append(popts, cel.CostLimit(e.opts.CostLimit), cel.InterruptCheckFrequency(e.opts.InterruptCheckFrequency))
+		}
+		prg, err := e.env.Program(checked, popts...)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("rule %s: %w", source, err))
+			continue
+		}
+		compiled := rule{source: source, prg: prg, tracked: tracked}
+		switch r.GetAction() {
+		case policyv1.Rule_DENY:
+			rs.deny = append(rs.deny, compiled)
+		case policyv1.Rule_REQUIRE:
+			rs.require = append(rs.require, compiled)
+		case policyv1.Rule_ALLOW:
+			rs.allow = append(rs.allow, compiled)
+		default:
+			errs = append(errs, fmt.Errorf("rule %s: unknown action %d", source, r.GetAction()))
+			continue
+		}
+		if references(checked.NativeRep(), claims) {
+			rs.needsMCP = true
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	for name := range claims {
+		rs.claims = append(rs.claims, name)
+	}
+	slices.Sort(rs.claims)
+	return rs, nil
+}
+
+// references records the claims an expression names (jwt.X, jwt["X"]) and reports whether it
+// reads the mcp variable.
+func references(a *ast.AST, claims map[string]bool) (mcp bool) {
+	isJWT := func(e ast.Expr) bool { return e.Kind() == ast.IdentKind && e.AsIdent() == "jwt" }
+	ast.PreOrderVisit(a.Expr(), ast.NewExprVisitor(func(e ast.Expr) {
+		switch e.Kind() {
+		case ast.IdentKind:
+			if e.AsIdent() == "mcp" {
+				mcp = true
+			}
+		case ast.SelectKind:
+			if sel := e.AsSelect(); isJWT(sel.Operand()) {
+				claims[sel.FieldName()] = true
+			}
+		case ast.CallKind:
+			call := e.AsCall()
+			if call.FunctionName() == "_[_]" && len(call.Args()) == 2 && isJWT(call.Args()[0]) && call.Args()[1].Kind() == ast.LiteralKind {
+				if s, ok := call.Args()[1].AsLiteral().(types.String); ok {
+					claims[string(s)] = true
+				}
+			}
+		}
+	}))
+	return mcp
+}
+
+// NeedsMCP reports whether any rule reads the mcp variable, i.e. needs the request body parsed.
+func (rs *RuleSet) NeedsMCP() bool { return rs != nil && rs.needsMCP }
+
+// ReferencedClaims returns the claim names the rules read (jwt.X and jwt["X"]), sorted, for
+// audit lines. The slice is shared: do not modify it.
+func (rs *RuleSet) ReferencedClaims() []string {
+	if rs == nil {
+		return nil
+	}
+	return rs.claims
+}
+
+// Len returns the number of rules.
+func (rs *RuleSet) Len() int {
+	if rs == nil {
+		return 0
+	}
+	return len(rs.deny) + len(rs.require) + len(rs.allow)
+}
+
+// Decision is the outcome of evaluating a RuleSet.
+type Decision struct {
+	// Allowed is the verdict.
+	Allowed bool
+	// Rule is the source of the rule that decided; "" when the default decided (no ALLOW rules:
+	// allowed; ALLOW rules of which none matched: denied).
+	Rule string
+	// Errors are the rules that failed at run time (each counted as not matching), for the
+	// caller to log. nil when none failed.
+	Errors []error
+}
+
+// Evaluate applies the rules to in. ctx interrupts the comprehensions of rules that run under the
+// cost limit. A rule that fails at run
+// time (a missing claim, a cost over the limit, a result that is not a bool) counts as not
+// matching and is reported in Decision.Errors. in is read, and may cache its decoded tool
+// arguments.
+func (rs *RuleSet) Evaluate(ctx context.Context, in *Input) Decision {
+	if rs == nil {
+		return Decision{Allowed: true}
+	}
+	var d Decision
+	for i := range rs.deny {
+		if rs.deny[i].match(ctx, in, &d) {
+			d.Allowed, d.Rule = false, rs.deny[i].source
+			return d
+		}
+	}
+	for i := range rs.require {
+		if !rs.require[i].match(ctx, in, &d) {
+			d.Allowed, d.Rule = false, rs.require[i].source
+			return d
+		}
+	}
+	for i := range rs.allow {
+		if rs.allow[i].match(ctx, in, &d) {
+			d.Allowed, d.Rule = true, rs.allow[i].source
+			return d
+		}
+	}
+	d.Allowed = len(rs.allow) == 0
+	return d
+}
+
+// match evaluates the rule; an error is recorded in d and counts as false.
+func (r *rule) match(ctx context.Context, in *Input, d *Decision) bool {
+	var out ref.Val
+	var err error
+	if r.tracked {
+		out, _, err = r.prg.ContextEval(ctx, in)
+	} else {
+		out, _, err = r.prg.Eval(in)
+	}
+	if err != nil {
+		d.Errors = append(d.Errors, fmt.Errorf("rule %s: %w", r.source, err))
+		return false
+	}
+	b, ok := out.(types.Bool)
+	if !ok {
+		d.Errors = append(d.Errors, fmt.Errorf("rule %s: gives %s, want bool", r.source, out.Type().TypeName()))
+		return false
+	}
+	return bool(b)
+}

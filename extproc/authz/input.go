@@ -1,0 +1,290 @@
+package authz
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"strings"
+
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/common/types/traits"
+	"github.com/google/cel-go/interpreter"
+)
+
+// Input is one request as the rules see it. ext_proc fills it from what Envoy sends; nothing is
+// converted for CEL unless a rule reads it (Input is its own CEL activation). An Input may be
+// reused for the next evaluation after changing fields (e.g. ToolName for each tool of a
+// tools/list answer); call Reset between requests. An Input is not safe for concurrent use: it
+// caches its decoded tool arguments.
+type Input struct {
+	// Claims are the verified JWT claims; nil when there is no valid token (then `jwt.X` fails
+	// at run time and the rule counts as not matching).
+	Claims map[string]any
+	// Method, Path and Host are :method, :path (request.path drops the query) and :authority.
+	Method, Path, Host string
+	// Headers are the request headers; nil means none.
+	Headers Headers
+	// MCPMethod is the JSON-RPC method of an MCP request ("tools/call", "tools/list"...).
+	MCPMethod string
+	// ToolName and ToolTarget name the tool (unprefixed) and the MCP target that serves it.
+	ToolName, ToolTarget string
+	// ToolArguments is the raw JSON of params.arguments of a tools/call; it is decoded on the
+	// first read by a rule, once per Input.
+	ToolArguments json.RawMessage
+	// SourceAddress is the downstream address as Envoy reports it ("ip:port" or "ip");
+	// source.address is its IP part.
+	SourceAddress string
+
+	args    map[string]any // ToolArguments decoded
+	argsErr error
+	argsOK  bool // args/argsErr are set
+}
+
+// Reset clears the Input for another request, keeping nothing of the last one.
+func (in *Input) Reset() { *in = Input{} }
+
+// Headers gives rules read access to request headers; names are lower case.
+type Headers interface {
+	// Get returns the value of the header name (lower case); a repeated header is joined with ",".
+	Get(name string) (value string, ok bool)
+	// Range calls f for each header until f returns false.
+	Range(f func(name, value string) bool)
+	// Len returns the number of distinct header names.
+	Len() int
+}
+
+// HeaderMap is a Headers backed by a map of lower-case names.
+type HeaderMap map[string]string
+
+// Get implements Headers.
+func (h HeaderMap) Get(name string) (string, bool) {
+	v, ok := h[name]
+	return v, ok
+}
+
+// Range implements Headers.
+func (h HeaderMap) Range(f func(name, value string) bool) {
+	for k, v := range h {
+		if !f(k, v) {
+			return
+		}
+	}
+}
+
+// Len implements Headers.
+func (h HeaderMap) Len() int { return len(h) }
+
+// arguments returns ToolArguments decoded, decoding them once.
+func (in *Input) arguments() (map[string]any, error) {
+	if !in.argsOK {
+		in.argsOK = true
+		if len(in.ToolArguments) > 0 {
+			var m map[string]any
+			if err := json.Unmarshal(in.ToolArguments, &m); err != nil {
+				in.argsErr = fmt.Errorf("mcp.tool.arguments: not a JSON object: %w", err)
+			} else {
+				in.args = m
+			}
+		}
+	}
+	return in.args, in.argsErr
+}
+
+// ResolveName implements interpreter.Activation: it hands CEL the views of the variables, which
+// convert a field only when a rule reads it.
+func (in *Input) ResolveName(name string) (any, bool) {
+	switch name {
+	case "jwt":
+		return in.Claims, true
+	case "request":
+		return (*view[requestKind])(in), true
+	case "mcp":
+		return (*view[mcpKind])(in), true
+	case "source":
+		return (*view[sourceKind])(in), true
+	}
+	return nil, false
+}
+
+// Parent implements interpreter.Activation.
+func (in *Input) Parent() interpreter.Activation { return nil }
+
+// The CEL object types of the variables request, mcp, mcp.tool and source. They exist only in
+// this package's type provider (see schema).
+const (
+	requestTypeName = "mcpgate.Request"
+	mcpTypeName     = "mcpgate.MCP"
+	toolTypeName    = "mcpgate.Tool"
+	sourceTypeName  = "mcpgate.Source"
+)
+
+// The values of request, mcp, mcp.tool and source are views of an Input: the same pointer under
+// another type, so handing one to CEL allocates nothing. A view is a ref.Val whose Value is
+// itself, which is what CEL's field qualifiers pass to the schema's getters (see schema.go).
+type view[K kind] Input
+
+// kind names the CEL object type of a view.
+type kind interface{ celType() *types.Type }
+
+type (
+	requestKind struct{}
+	mcpKind     struct{}
+	toolKind    struct{}
+	sourceKind  struct{}
+)
+
+func (requestKind) celType() *types.Type { return requestType }
+func (mcpKind) celType() *types.Type     { return mcpType }
+func (toolKind) celType() *types.Type    { return toolType }
+func (sourceKind) celType() *types.Type  { return sourceType }
+
+// input returns the Input a view shows.
+func (v *view[K]) input() *Input { return (*Input)(v) }
+
+// ConvertToNative implements ref.Val; views have no Go form outside this package.
+func (v *view[K]) ConvertToNative(reflect.Type) (any, error) {
+	var k K
+	return nil, fmt.Errorf("%s cannot be converted to a Go value", k.celType().TypeName())
+}
+
+// ConvertToType implements ref.Val: only type(x) works.
+func (v *view[K]) ConvertToType(t ref.Type) ref.Val {
+	var k K
+	if t == types.TypeType {
+		return k.celType()
+	}
+	return types.NewErr("type conversion error from %s to %s", k.celType().TypeName(), t.TypeName())
+}
+
+// Equal implements ref.Val: a view equals only itself.
+func (v *view[K]) Equal(o ref.Val) ref.Val {
+	other, ok := o.(*view[K])
+	return types.Bool(ok && other == v)
+}
+
+// Type implements ref.Val.
+func (v *view[K]) Type() ref.Type {
+	var k K
+	return k.celType()
+}
+
+// Value implements ref.Val.
+func (v *view[K]) Value() any { return v }
+
+// pathOnly returns a :path without its query.
+func pathOnly(p string) string {
+	if i := strings.IndexByte(p, '?'); i >= 0 {
+		return p[:i]
+	}
+	return p
+}
+
+// hostOnly returns the IP of "ip:port", "[v6]:port" or "ip".
+func hostOnly(addr string) string {
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
+}
+
+// headersView is request.headers: a CEL map(string, string) over Input.Headers, read on demand
+// (another view of the Input, so it allocates nothing). Keys are matched in lower case.
+type headersView Input
+
+// headers returns the Headers the view shows; nil when there are none.
+func (m *headersView) headers() Headers { return m.Headers }
+
+// ConvertToNative implements ref.Val.
+func (m *headersView) ConvertToNative(reflect.Type) (any, error) {
+	return nil, errors.New("request.headers cannot be converted to a Go value")
+}
+
+// ConvertToType implements ref.Val: only type(x) works.
+func (m *headersView) ConvertToType(t ref.Type) ref.Val {
+	if t == types.TypeType {
+		return types.MapType
+	}
+	return types.NewErr("type conversion error from map to %s", t.TypeName())
+}
+
+// Equal implements ref.Val: request.headers equals only itself.
+func (m *headersView) Equal(o ref.Val) ref.Val {
+	other, ok := o.(*headersView)
+	return types.Bool(ok && other == m)
+}
+
+// Type implements ref.Val.
+func (m *headersView) Type() ref.Type { return types.MapType }
+
+// Value implements ref.Val.
+func (m *headersView) Value() any { return m }
+
+// Find implements traits.Mapper.
+func (m *headersView) Find(key ref.Val) (ref.Val, bool) {
+	k, ok := key.(types.String)
+	if !ok {
+		return types.MaybeNoSuchOverloadErr(key), false
+	}
+	h := m.headers()
+	if h == nil {
+		return nil, false
+	}
+	name := string(k)
+	if strings.ContainsFunc(name, func(r rune) bool { return 'A' <= r && r <= 'Z' }) {
+		name = strings.ToLower(name)
+	}
+	v, found := h.Get(name)
+	if !found {
+		return nil, false
+	}
+	return types.String(v), true
+}
+
+// Get implements traits.Indexer.
+func (m *headersView) Get(key ref.Val) ref.Val {
+	v, found := m.Find(key)
+	switch {
+	case found, v != nil:
+		return v
+	}
+	return types.NewErr("no such key: %v", key)
+}
+
+// Contains implements traits.Container.
+func (m *headersView) Contains(key ref.Val) ref.Val {
+	v, found := m.Find(key)
+	if !found && v != nil {
+		return v
+	}
+	return types.Bool(found)
+}
+
+// Size implements traits.Sizer.
+func (m *headersView) Size() ref.Val {
+	if h := m.headers(); h != nil {
+		return types.Int(h.Len())
+	}
+	return types.IntZero
+}
+
+// Iterator implements traits.Iterable over the header names.
+func (m *headersView) Iterator() traits.Iterator {
+	var names []ref.Val
+	if h := m.headers(); h != nil {
+		h.Range(func(name, _ string) bool {
+			names = append(names, types.String(name))
+			return true
+		})
+	}
+	return types.NewRefValList(types.DefaultTypeAdapter, names).Iterator()
+}
+
+// Compile-time checks of the interfaces CEL relies on.
+var (
+	_ traits.Mapper          = (*headersView)(nil)
+	_ ref.Val                = (*view[requestKind])(nil)
+	_ interpreter.Activation = (*Input)(nil)
+)

@@ -1,0 +1,173 @@
+package authz
+
+import (
+	"fmt"
+
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+)
+
+// The CEL object types of the variables. Type values are immutable.
+var (
+	requestType = types.NewObjectType(requestTypeName)
+	mcpType     = types.NewObjectType(mcpTypeName)
+	toolType    = types.NewObjectType(toolTypeName)
+	sourceType  = types.NewObjectType(sourceTypeName)
+)
+
+// field is one field of an object type: its CEL type, whether it is set (for has()), and its
+// value read from the Input.
+type field struct {
+	typ   *types.Type
+	isSet func(in *Input) bool
+	get   func(in *Input) (any, error)
+}
+
+// stringField is a string field read by get; it is set when not empty.
+func stringField(get func(in *Input) string) field {
+	return field{
+		typ:   types.StringType,
+		isSet: func(in *Input) bool { return get(in) != "" },
+		get:   func(in *Input) (any, error) { return get(in), nil },
+	}
+}
+
+// schemaFields are the fields of the object types, by type name then field name.
+func schemaFields() map[string]map[string]field {
+	return map[string]map[string]field{
+		requestTypeName: {
+			"method": stringField(func(in *Input) string { return in.Method }),
+			"path":   stringField(func(in *Input) string { return pathOnly(in.Path) }),
+			"host":   stringField(func(in *Input) string { return in.Host }),
+			"headers": {
+				typ:   types.NewMapType(types.StringType, types.StringType),
+				isSet: func(in *Input) bool { return in.Headers != nil },
+				get:   func(in *Input) (any, error) { return (*headersView)(in), nil },
+			},
+		},
+		mcpTypeName: {
+			"method": stringField(func(in *Input) string { return in.MCPMethod }),
+			"tool": {
+				typ:   toolType,
+				isSet: func(in *Input) bool { return in.ToolName != "" },
+				get:   func(in *Input) (any, error) { return (*view[toolKind])(in), nil },
+			},
+		},
+		toolTypeName: {
+			"name":   stringField(func(in *Input) string { return in.ToolName }),
+			"target": stringField(func(in *Input) string { return in.ToolTarget }),
+			"arguments": {
+				typ:   types.NewMapType(types.StringType, types.DynType),
+				isSet: func(in *Input) bool { return len(in.ToolArguments) > 0 },
+				get: func(in *Input) (any, error) {
+					args, err := in.arguments()
+					if err != nil {
+						return nil, err
+					}
+					return args, nil
+				},
+			},
+		},
+		sourceTypeName: {
+			"address": stringField(func(in *Input) string { return hostOnly(in.SourceAddress) }),
+		},
+	}
+}
+
+// asInput returns the Input of a view that CEL hands to a field getter.
+func asInput(target any) (*Input, error) {
+	switch v := target.(type) {
+	case *view[requestKind]:
+		return v.input(), nil
+	case *view[mcpKind]:
+		return v.input(), nil
+	case *view[toolKind]:
+		return v.input(), nil
+	case *view[sourceKind]:
+		return v.input(), nil
+	}
+	return nil, fmt.Errorf("unexpected CEL object %T", target)
+}
+
+// schema is the type provider of the environment: the base provider plus the object types of
+// request, mcp, mcp.tool and source, whose fields the type checker knows (so a misspelt field is
+// a compile error) and whose values are read straight from the Input.
+type schema struct {
+	types.Provider
+	fields map[string]map[string]*types.FieldType
+	names  map[string][]string
+}
+
+// withSchema installs the schema on top of the environment's type provider.
+func withSchema() cel.EnvOption {
+	return func(env *cel.Env) (*cel.Env, error) {
+		s := &schema{
+			Provider: env.CELTypeProvider(),
+			fields:   map[string]map[string]*types.FieldType{},
+			names:    map[string][]string{},
+		}
+		for typeName, fields := range schemaFields() {
+			s.fields[typeName] = map[string]*types.FieldType{}
+			for name, f := range fields {
+				s.fields[typeName][name] = &types.FieldType{
+					Type: f.typ,
+					IsSet: func(target any) bool {
+						in, err := asInput(target)
+						return err == nil && f.isSet(in)
+					},
+					GetFrom: func(target any) (any, error) {
+						in, err := asInput(target)
+						if err != nil {
+							return nil, err
+						}
+						return f.get(in)
+					},
+				}
+				s.names[typeName] = append(s.names[typeName], name)
+			}
+		}
+		return cel.CustomTypeProvider(s)(env)
+	}
+}
+
+// FindStructType implements types.Provider.
+func (s *schema) FindStructType(name string) (*types.Type, bool) {
+	if _, ok := s.fields[name]; ok {
+		return types.NewTypeTypeWithParam(types.NewObjectType(name)), true
+	}
+	return s.Provider.FindStructType(name)
+}
+
+// FindIdent implements types.Provider: the object type names are type values.
+func (s *schema) FindIdent(name string) (ref.Val, bool) {
+	if _, ok := s.fields[name]; ok {
+		return types.NewObjectType(name), true
+	}
+	return s.Provider.FindIdent(name)
+}
+
+// FindStructFieldNames implements types.Provider.
+func (s *schema) FindStructFieldNames(name string) ([]string, bool) {
+	if names, ok := s.names[name]; ok {
+		return names, true
+	}
+	return s.Provider.FindStructFieldNames(name)
+}
+
+// FindStructFieldType implements types.Provider.
+func (s *schema) FindStructFieldType(name, fieldName string) (*types.FieldType, bool) {
+	if fields, ok := s.fields[name]; ok {
+		f, ok := fields[fieldName]
+		return f, ok
+	}
+	return s.Provider.FindStructFieldType(name, fieldName)
+}
+
+// NewValue implements types.Provider: the object types cannot be constructed in an expression.
+func (s *schema) NewValue(name string, fields map[string]ref.Val) ref.Val {
+	if _, ok := s.fields[name]; ok {
+		return types.NewErr("%s cannot be constructed", name)
+	}
+	return s.Provider.NewValue(name, fields)
+}
