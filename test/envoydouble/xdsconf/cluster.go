@@ -53,6 +53,8 @@ type Cluster struct {
 	HTTP2 bool
 	// TLS is the upstream TLS client configuration from transport_socket, nil for plaintext.
 	TLS *tls.Config
+	// DNSFamily is dns_lookup_family: which resolved addresses a STRICT_DNS cluster uses.
+	DNSFamily clusterv3.Cluster_DnsLookupFamily
 }
 
 // Endpoint is one upstream address. Network is "tcp" (Host:Port) or "unix" (Path).
@@ -94,8 +96,7 @@ func CompileCluster(c *clusterv3.Cluster) (*Cluster, error) {
 		return nil, err
 	}
 	// Ignored on purpose: names and stats only; circuit breakers and per-connection buffer
-	// limits do not change answers at test volumes; dns_lookup_family only orders addresses;
-	// common_lb_config defaults; ignore_health_on_host_removal etc. need health checks.
+	// limits do not change answers at test volumes; respect_dns_ttl (refresh at dns_refresh_rate).
 	if err := checkFields(c, path, "name", "alt_stat_name", "type", "eds_cluster_config",
 		"connect_timeout", "lb_policy", "load_assignment", "typed_extension_protocol_options",
 		"dns_refresh_rate", "dns_lookup_family", "respect_dns_ttl", "transport_socket",
@@ -103,7 +104,8 @@ func CompileCluster(c *clusterv3.Cluster) (*Cluster, error) {
 		"round_robin_lb_config", "common_lb_config", "metadata"); err != nil {
 		return nil, err
 	}
-	out := &Cluster{Name: c.GetName(), EDSName: c.GetName(), ConnectTimeout: 5 * time.Second, DNSRefreshRate: 5 * time.Second}
+	out := &Cluster{Name: c.GetName(), EDSName: c.GetName(), ConnectTimeout: 5 * time.Second, DNSRefreshRate: 5 * time.Second,
+		DNSFamily: c.GetDnsLookupFamily()}
 	if c.GetConnectTimeout() != nil {
 		out.ConnectTimeout = c.GetConnectTimeout().AsDuration()
 	}

@@ -2,7 +2,6 @@ package xdsconf
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"net/url"
 	"regexp"
 	"strings"
@@ -869,8 +868,9 @@ func (hm *HeaderMatch) Matches(h *headers.Map) bool {
 	return m != hm.Invert
 }
 
-// PickCluster picks the cluster of a Forward action: weighted_clusters by weight at random.
-func (f *Forward) PickCluster(rng *rand.Rand) string {
+// PickCluster picks the cluster of a Forward action: weighted_clusters by weight, using the
+// random number r.
+func (f *Forward) PickCluster(r uint32) string {
 	if len(f.Clusters) == 1 {
 		return f.Clusters[0].Name
 	}
@@ -881,7 +881,7 @@ func (f *Forward) PickCluster(rng *rand.Rand) string {
 	if total == 0 {
 		return f.Clusters[0].Name
 	}
-	n := rng.Uint32N(total)
+	n := r % total
 	for _, c := range f.Clusters {
 		if n < c.Weight {
 			return c.Name

@@ -1,0 +1,181 @@
+// Package dataplane is the HTTP side of envoydouble: it binds the listeners of the active
+// configuration and serves each request as Envoy's HTTP connection manager does (route matching,
+// the ext_proc filter, the router, the access log).
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/mcpgate/mcpgate/test/envoydouble/xdsconf"
+)
+
+// Server serves the active configuration.
+type Server struct {
+	log       *slog.Logger
+	accessOut io.Writer
+
+	snap  atomic.Pointer[xdsconf.Snapshot]
+	ups   *upstreams
+	grpcs *grpcConns
+
+	mu        sync.Mutex
+	listeners map[string]*liveListener
+
+	logMu    sync.Mutex
+	logFiles map[string]*os.File
+}
+
+type liveListener struct {
+	name string
+	addr string
+	ln   net.Listener
+	srv  *http.Server
+	cfg  atomic.Pointer[xdsconf.Listener]
+}
+
+// New returns a server with the bootstrap's static configuration. Access log lines for the
+// stdout logger go to accessOut.
+func New(log *slog.Logger, accessOut io.Writer, initial *xdsconf.Snapshot) *Server {
+	s := &Server{log: log, accessOut: accessOut, ups: newUpstreams(), listeners: map[string]*liveListener{},
+		logFiles: map[string]*os.File{}}
+	s.snap.Store(initial)
+	s.grpcs = &grpcConns{conns: map[string]*grpcEntry{}, ups: s.ups, snap: s.Snapshot}
+	return s
+}
+
+// Snapshot is the active configuration.
+func (s *Server) Snapshot() *xdsconf.Snapshot { return s.snap.Load() }
+
+// GRPCConn returns the gRPC connection to a cluster (used for ADS and ext_proc).
+func (s *Server) GRPCConn(cluster string) (grpc.ClientConnInterface, error) {
+	return s.grpcs.conn(cluster)
+}
+
+// Update makes snap the active configuration: new requests use it, requests in flight finish
+// with the one they started with. Listeners are bound, moved or closed to match. A listener is
+// warm (served) once its route configuration is known, as Envoy warms listeners on RDS; until then
+// its previous version keeps serving. Bind failures are returned (Envoy rejects such a listener).
+func (s *Server) Update(snap *xdsconf.Snapshot) error {
+	s.snap.Store(snap)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for name, ll := range s.listeners {
+		if l, ok := snap.Listeners[name]; !ok || l.Address.Addr() != ll.addr {
+			s.stopListener(ll)
+			delete(s.listeners, name)
+		}
+	}
+	for name, l := range snap.Listeners {
+		warm := l.HCM.RouteConfig != nil || snap.Routes[l.HCM.RDSName] != nil
+		ll, ok := s.listeners[name]
+		if !warm {
+			continue
+		}
+		if ok {
+			ll.cfg.Store(l)
+			continue
+		}
+		ll, err := s.startListener(l)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listener %q: %w", name, err))
+			continue
+		}
+		s.listeners[name] = ll
+	}
+	return errors.Join(errs...)
+}
+
+// Listening reports the bound listeners (name → address), for the admin /listeners.
+func (s *Server) Listening() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]string{}
+	for n, ll := range s.listeners {
+		out[n] = ll.ln.Addr().String()
+	}
+	return out
+}
+
+func (s *Server) startListener(l *xdsconf.Listener) (*liveListener, error) {
+	ln, err := net.Listen("tcp", l.Address.Addr())
+	if err != nil {
+		return nil, err
+	}
+	ll := &liveListener{name: l.Name, addr: l.Address.Addr(), ln: ln}
+	ll.cfg.Store(l)
+	ll.srv = &http.Server{
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(ll.cfg.Load(), w, r) }),
+		ReadHeaderTimeout: time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	go func() {
+		if err := ll.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("listener stopped", "listener", l.Name, "err", err)
+		}
+	}()
+	s.log.Info("listener bound", "listener", l.Name, "address", ln.Addr().String())
+	return ll, nil
+}
+
+// stopListener stops accepting and lets requests in flight finish (Envoy drains a removed
+// listener).
+func (s *Server) stopListener(ll *liveListener) {
+	s.log.Info("listener removed", "listener", ll.name, "address", ll.addr)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		_ = ll.srv.Shutdown(ctx)
+	}()
+}
+
+// Close stops every listener and connection.
+func (s *Server) Close() {
+	s.mu.Lock()
+	for _, ll := range s.listeners {
+		ll.srv.Close()
+	}
+	s.listeners = map[string]*liveListener{}
+	s.mu.Unlock()
+	s.ups.closeAll()
+	s.grpcs.closeAll()
+	s.logMu.Lock()
+	for _, f := range s.logFiles {
+		f.Close()
+	}
+	s.logMu.Unlock()
+}
+
+// writeAccessLog writes one line to a logger's sink: stdout, or a file opened in append mode.
+func (s *Server) writeAccessLog(a *xdsconf.AccessLog, line []byte) {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	var w io.Writer = s.accessOut
+	if a.Path != "" && a.Path != "/dev/stdout" {
+		f, ok := s.logFiles[a.Path]
+		if !ok {
+			var err error
+			if f, err = os.OpenFile(a.Path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
+				s.log.Error("access log", "path", a.Path, "err", err)
+				return
+			}
+			s.logFiles[a.Path] = f
+		}
+		w = f
+	}
+	if _, err := w.Write(line); err != nil {
+		s.log.Error("access log", "err", err)
+	}
+}

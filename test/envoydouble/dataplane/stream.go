@@ -1,0 +1,949 @@
+package dataplane
+
+import (
+	"bytes"
+	"context"
+	crand "crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/mcpgate/mcpgate/test/envoydouble/accesslog"
+	"github.com/mcpgate/mcpgate/test/envoydouble/extprocfilter"
+	"github.com/mcpgate/mcpgate/test/envoydouble/headers"
+	"github.com/mcpgate/mcpgate/test/envoydouble/xdsconf"
+)
+
+// Envoy's response flags (%RESPONSE_FLAGS%) used by the double.
+const (
+	flagNoRoute           = "NR"
+	flagNoHealthyUpstream = "UH"
+	flagConnectFailure    = "UF"
+	flagUpstreamTimeout   = "UT"
+	flagNoCluster         = "NC"
+	flagDownstreamTerm    = "DC"
+	flagUpstreamTerm      = "UC"
+	flagStreamIdleTimeout = "SI"
+)
+
+// errIdle is the cause of a stream idle timeout (stream_idle_timeout / route idle_timeout).
+var errIdle = errors.New("stream idle timeout")
+
+// stream is one HTTP request/response through the connection manager.
+type stream struct {
+	srv  *Server
+	snap *xdsconf.Snapshot
+	lis  *xdsconf.Listener
+	w    http.ResponseWriter
+	r    *http.Request
+	rc   *http.ResponseController
+
+	req   *headers.Map
+	resp  *headers.Map
+	rcfg  *xdsconf.RouteConfig
+	vh    *xdsconf.VirtualHost
+	route *xdsconf.Route
+
+	ep *extprocfilter.Stream
+	md *extprocfilter.Metadata
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	idle   *time.Timer
+	idleD  time.Duration
+
+	start       time.Time
+	code        int
+	flags       []string
+	details     string
+	upstream    string
+	cluster     string
+	headersSent bool
+	bytesIn     atomic.Int64
+	bytesOut    int64
+
+	// pendingLocal is a local reply decided while the request body streams (STREAMED mode).
+	pendingMu    sync.Mutex
+	pendingLocal *extprocfilter.LocalReply
+}
+
+// serve handles one request on listener l.
+func (s *Server) serve(l *xdsconf.Listener, w http.ResponseWriter, r *http.Request) {
+	st := &stream{srv: s, snap: s.Snapshot(), lis: l, w: w, r: r, rc: http.NewResponseController(w),
+		md: &extprocfilter.Metadata{}, start: time.Now()}
+	// The request body may still stream while the response is written (SSE, STREAMED bodies).
+	_ = st.rc.EnableFullDuplex()
+	st.ctx, st.cancel = context.WithCancelCause(r.Context())
+	defer st.cancel(nil)
+	defer st.finish()
+	st.run()
+}
+
+func (st *stream) run() {
+	st.buildRequestHeaders()
+	st.rcfg = st.routeConfig()
+	st.matchRoute()
+	st.armIdle(st.lis.HCM.StreamIdleTimeout)
+	st.setupExtProc()
+
+	hasBody := st.r.ContentLength != 0 || len(st.r.TransferEncoding) > 0
+	var body io.Reader = &countingReader{r: st.r.Body, n: &st.bytesIn, touch: st.touch}
+	if st.ep != nil {
+		res := st.ep.RequestHeaders(st.req, !hasBody)
+		if st.decodeResult(res) {
+			return
+		}
+		if res.Replaced {
+			body, hasBody = bytes.NewReader(res.Body), len(res.Body) > 0
+		}
+	}
+	upBody, ok := st.requestBody(body, hasBody)
+	if !ok {
+		return
+	}
+	st.dispatch(upBody)
+}
+
+// decodeResult applies an ext_proc result on the request path; true when the stream is answered.
+func (st *stream) decodeResult(res extprocfilter.Result) bool {
+	if res.Local != nil {
+		st.extProcLocal(res.Local)
+		return true
+	}
+	if res.ClearRouteCache {
+		st.matchRoute() // clear_route_cache: the route is matched again on the mutated headers
+	}
+	return false
+}
+
+// requestBody returns what goes upstream, by the request body mode of ext_proc.
+func (st *stream) requestBody(body io.Reader, hasBody bool) (io.Reader, bool) {
+	if !hasBody {
+		return nil, true
+	}
+	mode := extprocv3.ProcessingMode_NONE
+	if st.ep != nil {
+		mode = st.ep.BodyMode(extprocfilter.Request)
+	}
+	switch mode {
+	case extprocv3.ProcessingMode_BUFFERED:
+		data, err := readLimited(body, st.lis.BufferLimit)
+		if errors.Is(err, errTooLarge) {
+			// Envoy: a buffered request body over per_connection_buffer_limit_bytes is a 413.
+			st.localReply(413, []byte("Payload Too Large"), "request_payload_too_large", "")
+			return nil, false
+		}
+		if err != nil {
+			st.downstreamGone()
+			return nil, false
+		}
+		data, res := st.ep.BufferedBody(extprocfilter.Request, st.req, data)
+		if st.decodeResult(res) {
+			return nil, false
+		}
+		return bytes.NewReader(data), true
+	case extprocv3.ProcessingMode_STREAMED:
+		pr, pw := io.Pipe()
+		go func() {
+			res, err := st.ep.StreamBody(extprocfilter.Request, chunks(body), func(b []byte) error {
+				_, err := pw.Write(b)
+				return err
+			})
+			if res.Local != nil {
+				st.pendingMu.Lock()
+				st.pendingLocal = res.Local
+				st.pendingMu.Unlock()
+				err = errors.New("ext_proc ended the request")
+			}
+			pw.CloseWithError(err)
+		}()
+		return pr, true
+	}
+	return body, true
+}
+
+// buildRequestHeaders builds the header map as Envoy's HTTP/1 codec and connection manager do:
+// pseudo-headers, lower-case names, hop-by-hop headers removed, then the HCM's own headers
+// (x-forwarded-proto when absent, x-request-id when absent and generate_request_id,
+// x-forwarded-for with use_remote_address), and the host port stripped when configured.
+func (st *stream) buildRequestHeaders() {
+	h := &headers.Map{}
+	authority := st.r.Host
+	hcm := st.lis.HCM
+	if hcm.StripAnyHostPort {
+		authority = xdsconf.StripPort(authority)
+	} else if hcm.StripMatchingHostPort {
+		if _, p, err := net.SplitHostPort(authority); err == nil && p == strconv.Itoa(int(st.lis.Address.Port)) {
+			authority = xdsconf.StripPort(authority)
+		}
+	}
+	h.Add(":authority", authority)
+	h.Add(":path", st.r.RequestURI)
+	h.Add(":method", st.r.Method)
+	h.Add(":scheme", "http")
+	keys := make([]string, 0, len(st.r.Header))
+	for k := range st.r.Header {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		lk := strings.ToLower(k)
+		if hopByHop(lk, st.r.Header.Get(k)) {
+			continue
+		}
+		for _, v := range st.r.Header[k] {
+			h.Add(lk, v)
+		}
+	}
+	if hcm.UseRemoteAddress && !hcm.SkipXFFAppend {
+		ip, _, _ := net.SplitHostPort(st.r.RemoteAddr)
+		if xff, ok := h.Get("x-forwarded-for"); ok {
+			h.Set("x-forwarded-for", xff+","+ip)
+		} else {
+			h.Add("x-forwarded-for", ip)
+		}
+	}
+	if !h.Has("x-forwarded-proto") {
+		h.Add("x-forwarded-proto", "http")
+	}
+	if hcm.GenerateRequestID && !h.Has("x-request-id") {
+		h.Add("x-request-id", uuid4())
+	}
+	st.req = h
+}
+
+func hopByHop(k, v string) bool {
+	switch k {
+	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+		return true
+	case "te":
+		return v != "trailers"
+	}
+	return false
+}
+
+func uuid4() string {
+	var b [16]byte
+	_, _ = crand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+func (st *stream) routeConfig() *xdsconf.RouteConfig {
+	if st.lis.HCM.RouteConfig != nil {
+		return st.lis.HCM.RouteConfig
+	}
+	return st.snap.Routes[st.lis.HCM.RDSName]
+}
+
+// matchRoute selects the virtual host by :authority and the first matching route.
+func (st *stream) matchRoute() {
+	st.vh, st.route = nil, nil
+	if st.rcfg == nil {
+		return
+	}
+	st.vh = st.rcfg.FindVirtualHost(st.req.Value(":authority"))
+	if st.vh != nil {
+		st.route = st.vh.FindRoute(st.req)
+	}
+	if st.route != nil && st.route.Forward != nil && len(st.route.Forward.Clusters) > 0 {
+		st.cluster = st.route.Forward.Clusters[0].Name
+	}
+	if st.route != nil && st.route.Forward != nil && st.route.Forward.IdleTimeout != nil {
+		st.armIdle(*st.route.Forward.IdleTimeout)
+	}
+}
+
+// setupExtProc creates the ext_proc filter stream with the most specific per-route config (route,
+// then virtual host, then route configuration). disabled: true skips the filter.
+func (st *stream) setupExtProc() {
+	if len(st.lis.HCM.ExtProcs) == 0 {
+		return
+	}
+	f := st.lis.HCM.ExtProcs[0]
+	var pr *xdsconf.ExtProcPerRoute
+	switch {
+	case st.route != nil && st.route.PerFilter[f.Name] != nil:
+		pr = st.route.PerFilter[f.Name]
+	case st.vh != nil && st.vh.PerFilter[f.Name] != nil:
+		pr = st.vh.PerFilter[f.Name]
+	case st.rcfg != nil && st.rcfg.PerFilter[f.Name] != nil:
+		pr = st.rcfg.PerFilter[f.Name]
+	}
+	if pr != nil && pr.Disabled {
+		return
+	}
+	st.ep = extprocfilter.New(extprocfilter.Params{Filter: f, PerRoute: pr, Conn: st.srv.grpcs.conn,
+		Attrs: st.attribute, Metadata: st.md})
+}
+
+// attribute evaluates the attribute expressions the double implements (see xdsconf).
+func (st *stream) attribute(expr string) (*structpb.Value, bool) {
+	str := func(s string) (*structpb.Value, bool) { return structpb.NewStringValue(s), true }
+	path := st.req.Value(":path")
+	switch expr {
+	case "source.address":
+		return str(st.r.RemoteAddr)
+	case "source.port":
+		_, p, _ := net.SplitHostPort(st.r.RemoteAddr)
+		n, _ := strconv.Atoi(p)
+		return structpb.NewNumberValue(float64(n)), true
+	case "destination.address", "destination.port":
+		la, ok := st.r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+		if !ok {
+			return nil, false
+		}
+		if expr == "destination.address" {
+			return str(la.String())
+		}
+		_, p, _ := net.SplitHostPort(la.String())
+		n, _ := strconv.Atoi(p)
+		return structpb.NewNumberValue(float64(n)), true
+	case "request.path":
+		return str(path)
+	case "request.url_path":
+		p, _, _ := strings.Cut(path, "?")
+		return str(p)
+	case "request.query":
+		_, q, _ := strings.Cut(path, "?")
+		return str(q)
+	case "request.host":
+		return str(st.req.Value(":authority"))
+	case "request.scheme":
+		return str(st.req.Value(":scheme"))
+	case "request.method":
+		return str(st.req.Value(":method"))
+	case "request.id":
+		return str(st.req.Value("x-request-id"))
+	case "request.protocol":
+		return str(st.r.Proto)
+	case "connection.mtls":
+		return structpb.NewBoolValue(false), true
+	case "xds.route_name":
+		if st.route == nil {
+			return nil, false
+		}
+		return str(st.route.Name)
+	case "xds.virtual_host_name":
+		if st.vh == nil {
+			return nil, false
+		}
+		return str(st.vh.Name)
+	case "xds.cluster_name":
+		if st.cluster == "" {
+			return nil, false
+		}
+		return str(st.cluster)
+	case "response.code":
+		if st.resp == nil {
+			return nil, false
+		}
+		n, _ := strconv.Atoi(st.resp.Value(":status"))
+		return structpb.NewNumberValue(float64(n)), true
+	}
+	if dir, name, ok := xdsconf.HeaderAttribute(expr); ok {
+		h := st.req
+		if dir == "response" {
+			h = st.resp
+		}
+		if h == nil {
+			return nil, false
+		}
+		if v, ok := h.Joined(name); ok {
+			return str(v)
+		}
+	}
+	return nil, false
+}
+
+// dispatch runs the router: the route's action, or 404 when no route matches.
+func (st *stream) dispatch(upBody io.Reader) {
+	r := st.route
+	switch {
+	case r == nil:
+		st.localReply(404, nil, "route_not_found", flagNoRoute)
+	case r.Direct != nil:
+		st.localReply(r.Direct.Status, r.Direct.Body, "direct_response", "")
+	case r.Redirect != nil:
+		st.redirect(r.Redirect)
+	default:
+		st.forward(r.Forward, upBody)
+	}
+}
+
+func (st *stream) redirect(rd *xdsconf.Redirect) {
+	path := st.req.Value(":path")
+	scheme := st.req.Value("x-forwarded-proto")
+	newScheme := scheme
+	if rd.Scheme != "" {
+		newScheme = rd.Scheme
+	}
+	host := st.req.Value(":authority")
+	hostOnly, port := host, ""
+	if h, p, err := net.SplitHostPort(host); err == nil {
+		hostOnly, port = h, p
+	}
+	if rd.Host != "" {
+		hostOnly = rd.Host
+	}
+	switch {
+	case rd.Port != 0:
+		port = strconv.Itoa(int(rd.Port))
+	case newScheme != scheme && (port == "80" || port == "443"):
+		port = "" // a scheme change drops the old scheme's default port
+	}
+	if (newScheme == "http" && port == "80") || (newScheme == "https" && port == "443") {
+		port = ""
+	}
+	if port != "" {
+		hostOnly = net.JoinHostPort(hostOnly, port)
+	}
+	p, q, _ := strings.Cut(path, "?")
+	hadQuery := strings.Contains(path, "?")
+	switch {
+	case rd.Path != nil:
+		p = *rd.Path
+		if np, nq, ok := strings.Cut(p, "?"); ok {
+			p, q, hadQuery = np, nq, true
+		}
+	case rd.PrefixRewrite != nil:
+		p = xdsconf.RewritePath(p, &st.route.Match, rd.PrefixRewrite, nil, "")
+	case rd.RegexRewrite != nil:
+		p = rd.RegexRewrite.ReplaceAllString(p, rd.RegexSubst)
+	}
+	loc := newScheme + "://" + hostOnly + p
+	if hadQuery && !rd.StripQuery {
+		loc += "?" + q
+	}
+	h := &headers.Map{}
+	h.Add("location", loc)
+	st.localReplyWith(rd.Code, nil, "", "", h)
+}
+
+// forward proxies to the route's cluster as Envoy's router does.
+func (st *stream) forward(f *xdsconf.Forward, upBody io.Reader) {
+	st.cluster = f.PickCluster(rand.Uint32())
+	c := st.snap.Clusters[st.cluster]
+	if c == nil {
+		st.localReply(f.ClusterNotFoundCode, nil, "cluster_not_found", flagNoCluster)
+		return
+	}
+	uc := st.srv.ups.get(c)
+	ep, ok := uc.pick(st.srv.ups.endpoints(st.ctx, uc, st.snap), st.hashKey(f))
+	if !ok {
+		st.localReply(503, []byte("no healthy upstream"), "no_healthy_upstream", flagNoHealthyUpstream)
+		return
+	}
+	st.upstream = ep.Addr()
+
+	h := st.req.Clone()
+	path := h.Value(":path")
+	if np := xdsconf.RewritePath(path, &st.route.Match, f.PrefixRewrite, f.RegexRewrite, f.RegexSubstitution); np != path {
+		h.Set(":path", np)
+		h.Set("x-envoy-original-path", path)
+	}
+	switch {
+	case f.HostRewrite != "":
+		h.Set(":authority", f.HostRewrite)
+	case f.AutoHostRewrite:
+		h.Set(":authority", ep.hostname)
+	}
+	st.finalizeRequestHeaders(h)
+	ctx := st.ctx
+	if f.Timeout > 0 {
+		h.Set("x-envoy-expected-rq-timeout-ms", strconv.FormatInt(f.Timeout.Milliseconds(), 10))
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, f.Timeout, context.DeadlineExceeded)
+		defer cancel()
+	}
+	out := st.upstreamRequest(ctx, h, ep, c, upBody)
+	resp, err := uc.transport(ep).RoundTrip(out)
+	if err != nil {
+		st.upstreamFailed(ctx, err)
+		return
+	}
+	defer resp.Body.Close()
+	st.touch()
+	rh := &headers.Map{}
+	rh.Add(":status", strconv.Itoa(resp.StatusCode))
+	keys := make([]string, 0, len(resp.Header))
+	for k := range resp.Header {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		lk := strings.ToLower(k)
+		if hopByHop(lk, "") {
+			continue
+		}
+		for _, v := range resp.Header[k] {
+			rh.Add(lk, v)
+		}
+	}
+	st.finalizeResponseHeaders(rh)
+	noBody := resp.ContentLength == 0 || st.r.Method == http.MethodHead || resp.StatusCode == 204 || resp.StatusCode == 304
+	st.details = "via_upstream"
+	st.encode(rh, &countingReader{r: resp.Body, touch: st.touch}, noBody, ctx)
+}
+
+func (st *stream) upstreamRequest(ctx context.Context, h *headers.Map, ep endpoint, c *xdsconf.Cluster, body io.Reader) *http.Request {
+	scheme := "http"
+	if c.TLS != nil {
+		scheme = "https"
+	}
+	p, q, _ := strings.Cut(h.Value(":path"), "?")
+	u := &url.URL{Scheme: scheme, Host: ep.Addr(), Opaque: p, RawQuery: q}
+	if ep.Network == "unix" {
+		u.Host = "localhost"
+	}
+	out := (&http.Request{Method: h.Value(":method"), URL: u, Host: h.Value(":authority"), Header: http.Header{},
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1}).WithContext(ctx)
+	for _, e := range h.All() {
+		if strings.HasPrefix(e.Key, ":") || e.Key == "content-length" {
+			continue
+		}
+		out.Header[http.CanonicalHeaderKey(e.Key)] = append(out.Header[http.CanonicalHeaderKey(e.Key)], e.Value)
+	}
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header["User-Agent"] = []string{""} // no Go default User-Agent: Envoy adds none
+	}
+	switch {
+	case body == nil:
+		out.Body = http.NoBody
+	default:
+		out.Body = io.NopCloser(body)
+		out.ContentLength = -1
+		if cl, err := strconv.ParseInt(h.Value("content-length"), 10, 64); err == nil {
+			out.ContentLength = cl
+			if cl == 0 {
+				out.Body = http.NoBody
+			}
+		}
+	}
+	return out
+}
+
+// upstreamFailed answers a request that got no upstream response headers.
+func (st *stream) upstreamFailed(ctx context.Context, err error) {
+	st.pendingMu.Lock()
+	pl := st.pendingLocal
+	st.pendingMu.Unlock()
+	switch {
+	case pl != nil:
+		st.extProcLocal(pl)
+	case errors.Is(context.Cause(st.ctx), errIdle):
+		st.localReply(408, []byte("stream timeout"), "stream_idle_timeout", flagStreamIdleTimeout)
+	case st.r.Context().Err() != nil:
+		st.downstreamGone()
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		st.localReply(504, []byte("upstream request timeout"), "response_timeout", flagUpstreamTimeout)
+	case isConnectError(err):
+		st.srv.log.Debug("upstream connect failure", "upstream", st.upstream, "err", err)
+		st.localReply(503, []byte("upstream connect error or disconnect/reset before headers. reset reason: connection failure"),
+			"upstream_reset_before_response_started{connection_failure}", flagConnectFailure)
+	default:
+		st.srv.log.Debug("upstream reset", "upstream", st.upstream, "err", err)
+		st.localReply(503, []byte("upstream connect error or disconnect/reset before headers. reset reason: connection termination"),
+			"upstream_reset_before_response_started{connection_termination}", flagUpstreamTerm)
+	}
+}
+
+// hashKey computes the request hash of hash_policy for RING_HASH clusters (nil = no hash).
+func (st *stream) hashKey(f *xdsconf.Forward) *uint64 {
+	var h *uint64
+	for _, p := range f.HashPolicy {
+		var v string
+		var ok bool
+		switch {
+		case p.Header != "":
+			v, ok = st.req.Joined(p.Header)
+		case p.SourceIP:
+			v, _, _ = net.SplitHostPort(st.r.RemoteAddr)
+			ok = v != ""
+		case p.Query != "":
+			_, q, _ := strings.Cut(st.req.Value(":path"), "?")
+			vals, _ := url.ParseQuery(q)
+			if vs, found := vals[p.Query]; found {
+				v, ok = vs[0], true
+			}
+		}
+		if !ok {
+			continue
+		}
+		k := hash64(v)
+		if h != nil {
+			k = (*h<<1 | *h>>63) ^ k // Envoy combines hashes by rotate-and-xor
+		}
+		h = &k
+		if p.Terminal {
+			break
+		}
+	}
+	return h
+}
+
+// headerOpsOrder is the order of request/response header operations: route, virtual host, route
+// configuration (the least specific applied last wins), or the reverse with
+// most_specific_header_mutations_wins.
+func (st *stream) headerOpsOrder() []xdsconf.HeaderOps {
+	var ops []xdsconf.HeaderOps
+	if st.route != nil {
+		ops = append(ops, st.route.Headers)
+	}
+	if st.vh != nil {
+		ops = append(ops, st.vh.Headers)
+	}
+	if st.rcfg != nil {
+		ops = append(ops, st.rcfg.Headers)
+		if st.rcfg.MostSpecificWins {
+			for i, j := 0, len(ops)-1; i < j; i, j = i+1, j-1 {
+				ops[i], ops[j] = ops[j], ops[i]
+			}
+		}
+	}
+	return ops
+}
+
+func (st *stream) finalizeRequestHeaders(h *headers.Map) {
+	for _, o := range st.headerOpsOrder() {
+		o.ApplyRequest(h)
+	}
+}
+
+func (st *stream) finalizeResponseHeaders(h *headers.Map) {
+	for _, o := range st.headerOpsOrder() {
+		o.ApplyResponse(h)
+	}
+}
+
+// localReply is a reply made by the connection manager or the router (404, 503, direct
+// response...): like Envoy's sendLocalReply from the router it passes through the encoder filters,
+// so ext_proc sees its response headers. Route response headers are added.
+func (st *stream) localReply(code int, body []byte, details, flag string) {
+	st.localReplyWith(code, body, details, flag, nil)
+}
+
+func (st *stream) localReplyWith(code int, body []byte, details, flag string, extra *headers.Map) {
+	if flag != "" {
+		st.flags = append(st.flags, flag)
+	}
+	st.details = details
+	h := localHeaders(code, body, extra)
+	if st.route != nil {
+		st.finalizeResponseHeaders(h)
+	}
+	st.encode(h, bytes.NewReader(body), len(body) == 0, st.ctx)
+}
+
+func localHeaders(code int, body []byte, extra *headers.Map) *headers.Map {
+	h := &headers.Map{}
+	h.Add(":status", strconv.Itoa(code))
+	if extra != nil {
+		for _, e := range extra.All() {
+			h.Add(e.Key, e.Value)
+		}
+	}
+	if len(body) > 0 && !h.Has("content-type") {
+		h.Add("content-type", "text/plain")
+	}
+	h.Set("content-length", strconv.Itoa(len(body)))
+	return h
+}
+
+// extProcLocal sends an ext_proc local reply (immediate response or failure). It does not go
+// back through ext_proc. Once response headers are downstream, Envoy resets the stream instead.
+func (st *stream) extProcLocal(lr *extprocfilter.LocalReply) {
+	st.details = lr.Details
+	if st.headersSent {
+		st.reset(flagUpstreamTerm)
+		return
+	}
+	h := localHeaders(lr.Status, lr.Body, lr.Headers)
+	st.writeHeaders(h)
+	st.write(lr.Body)
+}
+
+// encode runs the encoder path: ext_proc's response processing, then the downstream write.
+func (st *stream) encode(h *headers.Map, body io.Reader, noBody bool, ctx context.Context) {
+	st.resp = h
+	if st.ep != nil {
+		res := st.ep.ResponseHeaders(h, noBody)
+		if res.Local != nil {
+			st.extProcLocal(res.Local)
+			return
+		}
+		if res.Replaced {
+			body, noBody = bytes.NewReader(res.Body), len(res.Body) == 0
+		}
+	}
+	mode := extprocv3.ProcessingMode_NONE
+	if st.ep != nil {
+		mode = st.ep.BodyMode(extprocfilter.Response)
+	}
+	switch {
+	case noBody || mode == extprocv3.ProcessingMode_NONE:
+		st.writeHeaders(h)
+		if !noBody {
+			st.copyBody(body, ctx)
+		}
+	case mode == extprocv3.ProcessingMode_BUFFERED:
+		data, err := readLimited(body, st.lis.BufferLimit)
+		if errors.Is(err, errTooLarge) {
+			// Envoy: a buffered response over the buffer limit is a 500.
+			st.details = "response_payload_too_large"
+			st.extProcLocal(&extprocfilter.LocalReply{Status: 500, Details: "response_payload_too_large"})
+			return
+		}
+		if err != nil {
+			st.upstreamReadFailed(ctx, err)
+			return
+		}
+		data, res := st.ep.BufferedBody(extprocfilter.Response, h, data)
+		if res.Local != nil {
+			st.extProcLocal(res.Local)
+			return
+		}
+		st.writeHeaders(h)
+		st.write(data)
+	case mode == extprocv3.ProcessingMode_STREAMED:
+		st.writeHeaders(h)
+		res, err := st.ep.StreamBody(extprocfilter.Response, chunks(body), func(b []byte) error { return st.writeFlush(b) })
+		switch {
+		case res.Local != nil:
+			st.extProcLocal(res.Local)
+		case err != nil:
+			st.upstreamReadFailed(ctx, err)
+		}
+	}
+}
+
+// writeHeaders sends the response headers downstream (HTTP/1.1). Like Envoy, the server header is
+// overwritten with server_name unless server_header_transformation says otherwise.
+func (st *stream) writeHeaders(h *headers.Map) {
+	if st.headersSent {
+		return
+	}
+	hcm := st.lis.HCM
+	switch {
+	case hcm.ServerHeaderPassThrough:
+	case hcm.ServerHeaderAppend:
+		if !h.Has("server") {
+			h.Add("server", hcm.ServerName)
+		}
+	default:
+		h.Set("server", hcm.ServerName)
+	}
+	if hcm.AlwaysSetRequestIDInReply && st.req.Has("x-request-id") {
+		h.Set("x-request-id", st.req.Value("x-request-id"))
+	}
+	st.resp = h
+	code, _ := strconv.Atoi(h.Value(":status"))
+	st.code = code
+	wh := st.w.Header()
+	for _, e := range h.All() {
+		if strings.HasPrefix(e.Key, ":") {
+			continue
+		}
+		wh.Add(e.Key, e.Value)
+	}
+	st.w.WriteHeader(code)
+	st.headersSent = true
+}
+
+func (st *stream) write(b []byte) {
+	if err := st.writeFlush(b); err != nil {
+		st.downstreamGone()
+	}
+}
+
+// writeFlush writes and flushes at once: streamed bodies (SSE) reach the client chunk by chunk.
+func (st *stream) writeFlush(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	n, err := st.w.Write(b)
+	st.bytesOut += int64(n)
+	if err == nil {
+		err = st.rc.Flush()
+	}
+	st.touch()
+	return err
+}
+
+// copyBody streams an unprocessed body downstream, flushing after every read.
+func (st *stream) copyBody(body io.Reader, ctx context.Context) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			if werr := st.writeFlush(buf[:n]); werr != nil {
+				st.downstreamGone()
+				return
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			st.upstreamReadFailed(ctx, err)
+			return
+		}
+	}
+}
+
+// upstreamReadFailed handles a response body that broke after the headers went downstream.
+func (st *stream) upstreamReadFailed(ctx context.Context, err error) {
+	switch {
+	case st.r.Context().Err() != nil:
+		st.downstreamGone()
+	case errors.Is(context.Cause(st.ctx), errIdle):
+		st.resetOrReply(408, "stream timeout", "stream_idle_timeout", flagStreamIdleTimeout)
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		st.resetOrReply(504, "upstream request timeout", "response_timeout", flagUpstreamTimeout)
+	default:
+		st.srv.log.Debug("upstream body", "err", err)
+		st.details = "upstream_reset_after_response_started{connection_termination}"
+		st.reset(flagUpstreamTerm)
+	}
+}
+
+func (st *stream) resetOrReply(code int, body, details, flag string) {
+	st.details = details
+	if st.headersSent {
+		st.reset(flag)
+		return
+	}
+	st.flags = append(st.flags, flag)
+	st.extProcLocal(&extprocfilter.LocalReply{Status: code, Body: []byte(body), Details: details})
+}
+
+// reset resets the downstream stream (HTTP/1.1: the connection is closed without completing the
+// response), as Envoy does when an error comes after the response started.
+func (st *stream) reset(flag string) {
+	if flag != "" {
+		st.flags = append(st.flags, flag)
+	}
+	panic(http.ErrAbortHandler)
+}
+
+func (st *stream) downstreamGone() {
+	st.flags = append(st.flags, flagDownstreamTerm)
+	st.details = "downstream_remote_disconnect"
+	panic(http.ErrAbortHandler)
+}
+
+// armIdle (re)arms the stream idle timer with d (0 disables it).
+func (st *stream) armIdle(d time.Duration) {
+	if st.idle != nil {
+		st.idle.Stop()
+		st.idle = nil
+	}
+	st.idleD = d
+	if d > 0 {
+		st.idle = time.AfterFunc(d, func() { st.cancel(errIdle) })
+	}
+}
+
+// touch records activity on the stream: the idle timer starts again.
+func (st *stream) touch() {
+	if st.idle != nil {
+		st.idle.Reset(st.idleD)
+	}
+}
+
+// finish ends the stream: ext_proc stream closed, one access log line per logger.
+func (st *stream) finish() {
+	rec := recover()
+	if st.idle != nil {
+		st.idle.Stop()
+	}
+	if st.ep != nil {
+		st.ep.Close()
+	}
+	if rec != nil && rec != http.ErrAbortHandler {
+		st.srv.log.Error("envoydouble: panic while serving", "panic", rec)
+	}
+	info := &accesslog.Info{Start: st.start, Duration: time.Since(st.start), Request: st.req, Code: st.code,
+		Flags: st.flags, Details: st.details, UpstreamHost: st.upstream, UpstreamCluster: st.cluster,
+		Metadata: st.md.Snapshot(), Protocol: st.r.Proto, BytesReceived: st.bytesIn.Load(), BytesSent: st.bytesOut,
+		DownstreamRemote: st.r.RemoteAddr}
+	if st.headersSent {
+		info.Response = st.resp
+	}
+	if st.route != nil {
+		info.RouteName = st.route.Name
+	}
+	for _, a := range st.lis.HCM.AccessLogs {
+		st.srv.writeAccessLog(a, a.Format.Render(info))
+	}
+	if rec != nil {
+		panic(rec)
+	}
+}
+
+var errTooLarge = errors.New("body over the buffer limit")
+
+// readLimited reads a whole body, failing with errTooLarge past limit bytes.
+func readLimited(r io.Reader, limit uint32) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > int(limit) {
+		return nil, errTooLarge
+	}
+	return data, nil
+}
+
+// chunks turns a reader into the data callbacks of STREAMED mode: one chunk per read, the last
+// one with end_of_stream (empty when the end comes in a read of its own).
+func chunks(r io.Reader) func() ([]byte, bool, error) {
+	done := false
+	return func() ([]byte, bool, error) {
+		if done {
+			return nil, true, nil
+		}
+		buf := make([]byte, 32<<10)
+		n, err := r.Read(buf)
+		switch {
+		case errors.Is(err, io.EOF):
+			done = true
+			return buf[:n], true, nil
+		case err != nil:
+			return nil, false, err
+		}
+		return buf[:n], false, nil
+	}
+}
+
+// countingReader counts bytes read and records activity for the idle timer.
+type countingReader struct {
+	r     io.Reader
+	n     *atomic.Int64
+	touch func()
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if c.n != nil {
+		c.n.Add(int64(n))
+	}
+	if n > 0 && c.touch != nil {
+		c.touch()
+	}
+	return n, err
+}

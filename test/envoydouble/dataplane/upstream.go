@@ -1,0 +1,274 @@
+package dataplane
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+
+	"github.com/mcpgate/mcpgate/test/envoydouble/xdsconf"
+)
+
+// connectError marks a failure to connect (TCP or TLS handshake): Envoy's "connection failure"
+// reset reason, 503 with response flag UF.
+type connectError struct{ err error }
+
+func (e *connectError) Error() string { return "connection failure: " + e.err.Error() }
+func (e *connectError) Unwrap() error { return e.err }
+
+// upstreams keeps, per cluster, the HTTP transports (one per endpoint, so connections are pooled
+// per host as Envoy does), the round-robin position and the DNS answers of STRICT_DNS clusters.
+type upstreams struct {
+	mu       sync.Mutex
+	clusters map[string]*upCluster
+	resolver *net.Resolver
+}
+
+type upCluster struct {
+	cfg        *xdsconf.Cluster
+	rr         atomic.Uint64
+	mu         sync.Mutex
+	dns        map[string]dnsAnswer
+	transports map[string]*http.Transport
+}
+
+type dnsAnswer struct {
+	ips []net.IP
+	at  time.Time
+}
+
+func newUpstreams() *upstreams {
+	return &upstreams{clusters: map[string]*upCluster{}, resolver: net.DefaultResolver}
+}
+
+// get returns the state of a cluster; a new cluster version starts with fresh transports (the old
+// ones finish their requests and are dropped when idle).
+func (u *upstreams) get(c *xdsconf.Cluster) *upCluster {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	uc, ok := u.clusters[c.Name]
+	if ok && uc.cfg == c {
+		return uc
+	}
+	if ok {
+		uc.closeIdle()
+	}
+	uc = &upCluster{cfg: c, dns: map[string]dnsAnswer{}, transports: map[string]*http.Transport{}}
+	u.clusters[c.Name] = uc
+	return uc
+}
+
+func (u *upstreams) closeAll() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, uc := range u.clusters {
+		uc.closeIdle()
+	}
+}
+
+func (uc *upCluster) closeIdle() {
+	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	for _, t := range uc.transports {
+		t.CloseIdleConnections()
+	}
+}
+
+// endpoint is a resolved endpoint with the name it was resolved from (auto_host_rewrite).
+type endpoint struct {
+	xdsconf.Endpoint
+	hostname string
+}
+
+// endpoints lists the cluster's endpoints: STATIC as configured, STRICT_DNS resolved (one endpoint
+// per address, refreshed every dns_refresh_rate), EDS from the ClusterLoadAssignment.
+func (u *upstreams) endpoints(ctx context.Context, uc *upCluster, snap *xdsconf.Snapshot) []endpoint {
+	var eps []xdsconf.Endpoint
+	switch uc.cfg.Type {
+	case xdsconf.EDS:
+		if la := snap.Assignments[uc.cfg.EDSName]; la != nil {
+			eps = la.Endpoints
+		}
+	default:
+		eps = uc.cfg.Endpoints
+	}
+	var out []endpoint
+	for _, e := range eps {
+		if uc.cfg.Type != xdsconf.StrictDNS || e.Network != "tcp" || net.ParseIP(e.Host) != nil {
+			out = append(out, endpoint{Endpoint: e, hostname: e.Host})
+			continue
+		}
+		for _, ip := range u.resolve(ctx, uc, e.Host) {
+			r := e
+			r.Host = ip.String()
+			out = append(out, endpoint{Endpoint: r, hostname: e.Host})
+		}
+	}
+	return out
+}
+
+func (u *upstreams) resolve(ctx context.Context, uc *upCluster, host string) []net.IP {
+	uc.mu.Lock()
+	a, ok := uc.dns[host]
+	uc.mu.Unlock()
+	if ok && time.Since(a.at) < uc.cfg.DNSRefreshRate {
+		return a.ips
+	}
+	addrs, err := u.resolver.LookupIPAddr(ctx, host)
+	if err != nil {
+		return a.ips // Envoy keeps the last answer when a refresh fails
+	}
+	var v4, v6 []net.IP
+	for _, ad := range addrs {
+		if ad.IP.To4() != nil {
+			v4 = append(v4, ad.IP)
+		} else {
+			v6 = append(v6, ad.IP)
+		}
+	}
+	// dns_lookup_family: AUTO prefers IPv6 and falls back to IPv4; V4_PREFERRED the reverse.
+	var ips []net.IP
+	switch uc.cfg.DNSFamily {
+	case clusterv3.Cluster_V4_ONLY:
+		ips = v4
+	case clusterv3.Cluster_V6_ONLY:
+		ips = v6
+	case clusterv3.Cluster_V4_PREFERRED:
+		ips = v4
+		if len(ips) == 0 {
+			ips = v6
+		}
+	case clusterv3.Cluster_ALL:
+		ips = append(v4, v6...)
+	default:
+		ips = v6
+		if len(ips) == 0 {
+			ips = v4
+		}
+	}
+	uc.mu.Lock()
+	uc.dns[host] = dnsAnswer{ips: ips, at: time.Now()}
+	uc.mu.Unlock()
+	return ips
+}
+
+// pick chooses an endpoint among the healthy ones of the best priority: round robin, or for
+// RING_HASH a consistent hash of hashKey (random when the request gives no hash, as Envoy does).
+func (uc *upCluster) pick(eps []endpoint, hashKey *uint64) (endpoint, bool) {
+	var healthy []endpoint
+	best := ^uint32(0)
+	for _, e := range eps {
+		if e.Healthy && e.Priority < best {
+			best = e.Priority
+		}
+	}
+	for _, e := range eps {
+		if e.Healthy && e.Priority == best {
+			healthy = append(healthy, e)
+		}
+	}
+	if len(healthy) == 0 {
+		return endpoint{}, false
+	}
+	if uc.cfg.LB == xdsconf.RingHash && hashKey != nil {
+		return ringPick(healthy, *hashKey), true
+	}
+	n := uc.rr.Add(1) - 1
+	return healthy[n%uint64(len(healthy))], true
+}
+
+// ringPick is a small consistent-hash ring: 64 points per endpoint.
+func ringPick(eps []endpoint, key uint64) endpoint {
+	type point struct {
+		h uint64
+		i int
+	}
+	var ring []point
+	for i, e := range eps {
+		for j := 0; j < 64; j++ {
+			ring = append(ring, point{hash64(e.Addr() + "_" + strconv.Itoa(j)), i})
+		}
+	}
+	sort.Slice(ring, func(a, b int) bool { return ring[a].h < ring[b].h })
+	k := sort.Search(len(ring), func(i int) bool { return ring[i].h >= key })
+	if k == len(ring) {
+		k = 0
+	}
+	return eps[ring[k].i]
+}
+
+func hash64(s string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(s))
+	return h.Sum64()
+}
+
+// transport returns the pooled HTTP transport to one endpoint.
+func (uc *upCluster) transport(e endpoint) *http.Transport {
+	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	if t, ok := uc.transports[e.Addr()]; ok {
+		return t
+	}
+	c := uc.cfg
+	dial := func(ctx context.Context) (net.Conn, error) {
+		d := net.Dialer{Timeout: c.ConnectTimeout}
+		conn, err := d.DialContext(ctx, e.Network, e.Addr())
+		if err != nil {
+			return nil, &connectError{err}
+		}
+		return conn, nil
+	}
+	t := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
+		// Envoy passes bodies as they are: no transparent gzip.
+		DisableCompression:  true,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     time.Hour, // Envoy's default upstream idle_timeout
+	}
+	if c.TLS != nil {
+		cfg := c.TLS.Clone()
+		t.TLSClientConfig = cfg
+		t.DialTLSContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			conn, err := dial(ctx)
+			if err != nil {
+				return nil, err
+			}
+			tc := tls.Client(conn, cfg)
+			hctx, cancel := context.WithTimeout(ctx, c.ConnectTimeout)
+			defer cancel()
+			if err := tc.HandshakeContext(hctx); err != nil {
+				conn.Close()
+				return nil, &connectError{fmt.Errorf("TLS handshake: %w", err)}
+			}
+			return tc, nil
+		}
+	}
+	if c.HTTP2 {
+		var p http.Protocols
+		if c.TLS != nil {
+			p.SetHTTP2(true)
+			t.ForceAttemptHTTP2 = true
+		} else {
+			p.SetUnencryptedHTTP2(true)
+		}
+		t.Protocols = &p
+	}
+	uc.transports[e.Addr()] = t
+	return t
+}
+
+func isConnectError(err error) bool {
+	var ce *connectError
+	return errors.As(err, &ce)
+}

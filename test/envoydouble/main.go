@@ -1,0 +1,94 @@
+// Command envoydouble is a test double of Envoy for machines without Envoy. It is started like
+// Envoy (envoydouble -c bootstrap.yaml [--log-level info] [--service-node ID] [--service-cluster C]),
+// reads the same bootstrap, takes its configuration over Delta ADS and serves HTTP the way Envoy
+// does with the configuration mcpgate emits. What it does not reproduce it refuses: a bootstrap
+// error exits non-zero, an xDS resource it does not understand is NACKed naming the field.
+//
+// Other common Envoy flags (--concurrency, --base-id, --drain-time-s, ...) are accepted and
+// ignored. --mode validate checks the bootstrap and exits.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/mcpgate/mcpgate/test/envoydouble/double"
+	"github.com/mcpgate/mcpgate/test/envoydouble/xdsconf"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "envoydouble:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("envoydouble", flag.ContinueOnError)
+	var config, level, node, cluster, mode string
+	for _, n := range []string{"c", "config-path"} {
+		fs.StringVar(&config, n, "", "bootstrap file (YAML or JSON)")
+	}
+	for _, n := range []string{"l", "log-level"} {
+		fs.StringVar(&level, n, "info", "log level: trace, debug, info, warning, error, critical, off")
+	}
+	fs.StringVar(&node, "service-node", "", "node.id override")
+	fs.StringVar(&cluster, "service-cluster", "", "node.cluster override")
+	fs.StringVar(&mode, "mode", "serve", "serve or validate")
+	// Accepted and ignored, as these only tune Envoy's process.
+	for _, n := range []string{"concurrency", "base-id", "drain-time-s", "parent-shutdown-time-s", "log-format",
+		"log-path", "component-log-level", "service-zone", "drain-strategy", "file-flush-interval-msec",
+		"local-address-ip-version", "restart-epoch", "hot-restart-version"} {
+		fs.String(n, "", "ignored (Envoy process tuning)")
+	}
+	for _, n := range []string{"disable-hot-restart", "use-dynamic-base-id", "allow-unknown-static-fields",
+		"reject-unknown-dynamic-fields", "ignore-unknown-dynamic-fields", "enable-fine-grain-logging", "cpuset-threads"} {
+		fs.Bool(n, false, "ignored (Envoy process tuning)")
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if config == "" {
+		return fmt.Errorf("-c bootstrap.yaml is required")
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slogLevel(level)}))
+	if mode == "validate" {
+		if _, err := xdsconf.LoadBootstrap(config); err != nil {
+			return err
+		}
+		fmt.Printf("configuration '%s' OK\n", config)
+		return nil
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	d, err := double.Start(ctx, double.Options{Bootstrap: config, ServiceNode: node, ServiceCluster: cluster,
+		Log: log, AccessLog: os.Stdout})
+	if err != nil {
+		return err
+	}
+	log.Info("envoydouble started: a test double of Envoy, not Envoy", "admin", d.AdminAddr)
+	select {
+	case <-ctx.Done():
+	case <-d.Quit():
+	}
+	d.Close()
+	return nil
+}
+
+func slogLevel(l string) slog.Level {
+	switch strings.ToLower(l) {
+	case "trace", "debug":
+		return slog.LevelDebug
+	case "warning", "warn":
+		return slog.LevelWarn
+	case "error", "critical", "off":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
