@@ -3,9 +3,93 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/mcpgate/mcpgate/provider/file"
+	"github.com/mcpgate/mcpgate/translator"
 )
 
-// runTranslate is being written; see the open issues.
-func runTranslate(ctx context.Context, args []string) error {
-	return errors.New("not implemented yet")
+// stringList is a repeatable flag.
+type stringList []string
+
+func (s *stringList) String() string { return strings.Join(*s, ",") }
+
+func (s *stringList) Set(v string) error {
+	*s = append(*s, v)
+	return nil
+}
+
+// errInvalidInput is returned (after the problems are printed) when the input has refusals.
+var errInvalidInput = errors.New("the input has problems (listed above)")
+
+// runTranslate prints the xDS resources, policies and status of manifest files.
+func runTranslate(_ context.Context, args []string) error {
+	return translate(args, os.Stdout, os.Stderr)
+}
+
+func translate(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("mcpgate translate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var paths, classes stringList
+	var opts translator.Options
+	fs.Var(&paths, "f", "a manifest file or directory (*.yaml, *.yml); repeatable")
+	format := fs.String("o", "yaml", "output format: yaml or json")
+	gateway := fs.String("gateway", "", "print only this gateway NS/NAME")
+	fs.StringVar(&opts.ControllerName, "controller-name", translator.DefaultControllerName, "the GatewayClass controllerName served")
+	fs.Var(&classes, "gateway-class", "a further GatewayClass name to serve; repeatable")
+	fs.BoolVar(&opts.RequireGatewayClass, "require-gateway-class", false, "do not serve Gateways whose GatewayClass is not in the input")
+	fs.StringVar(&opts.BindAddress, "bind-address", "0.0.0.0", "the address Envoy listeners bind")
+	fs.BoolVar(&opts.ExclusivePorts, "exclusive-ports", false, "all gateways share one host: a port belongs to one Gateway")
+	fs.DurationVar(&opts.MessageTimeout, "message-timeout", translator.DefaultMessageTimeout, "the ext_proc message timeout")
+	fs.Int64Var(&opts.MaxBodyBytes, "max-body-bytes", translator.DefaultMaxBodyBytes, "the MCP body limit")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: mcpgate translate -f PATH... [-o yaml|json] [--gateway NS/NAME]\n\n"+
+			"Prints per gateway the xDS resources and policies, then the status of every object.\n"+
+			"Exits non-zero, listing \"FILE: Kind ns/name: field: message\", when the input has problems.\n\nflags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 || len(paths) == 0 {
+		fs.Usage()
+		return fmt.Errorf("give the manifests with -f (unexpected arguments: %q)", fs.Args())
+	}
+	if *format != "yaml" && *format != "json" {
+		return fmt.Errorf("-o %q: use yaml or json", *format)
+	}
+	opts.GatewayClassNames = classes
+	res, src, loadErr := file.Load(paths...)
+	for _, w := range src.Warnings {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
+	out := translator.Translate(res, opts)
+	var only []string
+	if *gateway != "" {
+		only = []string{*gateway}
+	}
+	doc, err := out.Marshal(*format, only...)
+	if err != nil {
+		return err
+	}
+	if _, err := stdout.Write(doc); err != nil {
+		return err
+	}
+	bad := false
+	if loadErr != nil {
+		bad = true
+		fmt.Fprintln(stderr, loadErr)
+	}
+	for _, p := range out.Status.Problems() {
+		bad = true
+		fmt.Fprintln(stderr, src.Describe(p))
+	}
+	if bad {
+		return errInvalidInput
+	}
+	return nil
 }

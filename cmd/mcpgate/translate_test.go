@@ -1,0 +1,83 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestTranslateLab is the issue's check: the lab's example directory translates to a listener
+// on 8080, the route to the MCP backend, a cluster for 127.0.0.1:8000, the ext_proc filter and
+// the two policies merged.
+func TestTranslateLab(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if err := translate([]string{"-f", "../../examples/mcp-connectivity/"}, &out, &errOut); err != nil {
+		t.Fatalf("translate: %v\n%s", err, errOut.String())
+	}
+	for _, want := range []string{
+		"port_value: 8080",
+		"name: agentgateway-system/agentgateway/8080",
+		"name: httproute/agentgateway-system/mcp/rule/0/match/0",
+		"cluster: agentgatewaybackend/agentgateway-system/mcp-backend/mcp-target",
+		"address: 127.0.0.1\n                  port_value: 8000",
+		"name: envoy.filters.http.ext_proc",
+		"name: EnterpriseAgentgatewayPolicy/agentgateway-system/mcp-jwt-auth+EnterpriseAgentgatewayPolicy/agentgateway-system/mcp-rbac",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+}
+
+// TestTranslateInvalid: bad input exits non-zero with FILE: Kind ns/name: field: message lines,
+// and the valid part is still printed.
+func TestTranslateInvalid(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte(`apiVersion: agentgateway.dev/v1alpha1
+kind: AgentgatewayPolicy
+metadata: {name: rbac, namespace: ns}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
+  traffic:
+    authorization:
+      policy:
+        matchExpressions: ['jwt.org ==']
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: ns}
+spec:
+  gatewayClassName: x
+  listeners: [{name: http, port: 8080, protocol: HTTP, bogus: 1}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: ok, namespace: ns}
+spec:
+  gatewayClassName: x
+  listeners: [{name: http, port: 9090, protocol: HTTP}]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	err := translate([]string{"-f", bad, "-o", "json"}, &out, &errOut)
+	if !errors.Is(err, errInvalidInput) {
+		t.Fatalf("err = %v, want errInvalidInput", err)
+	}
+	for _, want := range []string{
+		bad + ": document 2: Gateway ns/gw: spec.listeners[0].bogus: unknown field",
+		bad + ": AgentgatewayPolicy ns/rbac: spec.traffic.authorization.policy.matchExpressions[0]: CEL does not compile",
+		bad + ": AgentgatewayPolicy ns/rbac: spec.targetRefs[0]: Gateway ns/gw not found",
+	} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errOut.String())
+		}
+	}
+	if !strings.Contains(out.String(), `"ns/ok"`) {
+		t.Errorf("the valid Gateway ns/ok is not printed:\n%s", out.String())
+	}
+}
