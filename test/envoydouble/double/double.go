@@ -19,9 +19,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/mcpgate/mcpgate/test/envoydouble/ads"
 	"github.com/mcpgate/mcpgate/test/envoydouble/dataplane"
 	"github.com/mcpgate/mcpgate/test/envoydouble/xdsconf"
+	"github.com/mcpgate/mcpgate/xds/client"
 )
 
 // Options start a double.
@@ -97,7 +97,7 @@ func Start(ctx context.Context, o Options) (*Double, error) {
 	if boot.ADSCluster == "" {
 		d.setLive()
 	} else {
-		conn, err := d.dp.GRPCConn(boot.ADSCluster)
+		addr, err := adsAddress(boot.Clusters[boot.ADSCluster])
 		if err != nil {
 			d.Close()
 			return nil, err
@@ -109,9 +109,15 @@ func Start(ctx context.Context, o Options) (*Double, error) {
 		if boot.LDS {
 			types = append(types, xdsconf.ListenerType, xdsconf.RouteType)
 		}
-		c := &ads.Client{Conn: conn, Node: node, Types: types, Handler: d.apply, Log: o.Log}
+		// Delta ADS with wildcard subscriptions. Unlike Envoy, which subscribes to route
+		// configurations and load assignments by the names its listeners and clusters use, the
+		// double takes every resource of each type of its node group.
+		cfg := client.Config{Addr: addr, Node: node, TypeURLs: types, Handler: d.apply, Logger: o.Log,
+			MaxBackoff: time.Second}
 		go func() {
-			c.Run(ctx)
+			if err := client.Run(ctx, cfg); err != nil {
+				d.log.Error("ADS", "err", err)
+			}
 			close(d.done)
 		}()
 		go func() {
@@ -127,6 +133,18 @@ func Start(ctx context.Context, o Options) (*Double, error) {
 	}
 	close(d.done)
 	return d, nil
+}
+
+// adsAddress is the address of the xDS cluster's (single) endpoint for the ADS client.
+func adsAddress(c *xdsconf.Cluster) (string, error) {
+	if len(c.Endpoints) != 1 {
+		return "", fmt.Errorf("cluster %q: the ADS cluster needs exactly one endpoint, has %d", c.Name, len(c.Endpoints))
+	}
+	e := c.Endpoints[0]
+	if e.Network == "unix" {
+		return "unix://" + e.Path, nil
+	}
+	return e.Addr(), nil
 }
 
 // apply is the ADS handler: it builds the next snapshot, hands it to the data plane and returns
