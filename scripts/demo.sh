@@ -78,7 +78,8 @@ step "Step 3: Create the MCP Backend and Route"
 say "The lab's Gateway (listener on 127.0.0.1:8080) and its step-3 backend and route go into the watched folder."
 show "cp examples/mcp-connectivity/gateway.yaml examples/mcp-connectivity/mcp.yaml $WATCHED/"
 show "cat $WATCHED/mcp.yaml"
-show "bin/mcpgate run -f $WATCHED --envoy-bin $DATA_PLANE >$WORK/mcpgate.log 2>&1 &"
+say "mcpgate run writes the data plane's access log and ext_proc's audit lines to stdout, logs to stderr."
+show "bin/mcpgate run -f $WATCHED --envoy-bin $DATA_PLANE >$WORK/access.log 2>$WORK/mcpgate.log &"
 PIDS+=($!)
 wait_port 8080 30
 
@@ -87,8 +88,8 @@ show 'mcp-inspector --cli --config $CONFIG --server agentgateway --method tools/
 show 'mcp-inspector --cli --config $CONFIG --server agentgateway --method tools/call --tool-name fetch --tool-arg url=http://127.0.0.1:8001/get'
 
 step "Step 5: View MCP Access Logs"
-say "The data plane's access log (JSON; the mcpgate fields come from ext_proc):"
-show "grep '\"mcpgate\"' $WORK/mcpgate.log | tail -n 3"
+say "The data plane's access log (its mcpgate fields come from ext_proc) and ext_proc's audit lines:"
+show "tail -n 3 $WORK/access.log"
 
 step "Step 6: Require JWT Authentication"
 show "cp examples/mcp-connectivity/jwt.yaml $WATCHED/"

@@ -83,7 +83,7 @@ func step4Connectivity(t *testing.T, s *suite) {
 // step 4, and ext_proc wrote an audit line for them.
 func step5AccessLog(t *testing.T, s *suite) {
 	eventually(t, "access log line of tools/call fetch", func() error {
-		lines, err := jsonLines(s.dataPlane.logs[1])
+		lines, err := jsonLines(s.stdoutLog())
 		if err != nil {
 			return err
 		}
@@ -93,10 +93,10 @@ func step5AccessLog(t *testing.T, s *suite) {
 				return nil
 			}
 		}
-		return fmt.Errorf("%s: no line has mcpgate.method tools/call, mcpgate.tool fetch and the URL %s in mcpgate.arguments (%d lines)", s.dataPlane.logs[1], s.pageURL, len(lines))
+		return fmt.Errorf("%s: no line has mcpgate.method tools/call, mcpgate.tool fetch and the URL %s in mcpgate.arguments (%d lines)", s.stdoutLog(), s.pageURL, len(lines))
 	})
 	eventually(t, "audit line of tools/call fetch", func() error {
-		lines, err := jsonLines(s.mcpgate.logs[0])
+		lines, err := jsonLines(s.stdoutLog())
 		if err != nil {
 			return err
 		}
@@ -105,7 +105,7 @@ func step5AccessLog(t *testing.T, s *suite) {
 				return nil
 			}
 		}
-		return fmt.Errorf("%s: no JSON line with method tools/call, tool fetch and the URL %s in arguments (%d JSON lines)", s.mcpgate.logs[0], s.pageURL, len(lines))
+		return fmt.Errorf("%s: no JSON line with method tools/call, tool fetch and the URL %s in arguments (%d JSON lines)", s.stdoutLog(), s.pageURL, len(lines))
 	})
 }
 
@@ -158,7 +158,7 @@ func step8WithToken(t *testing.T, s *suite) {
 	}
 	t.Run("subject in access log", func(t *testing.T) {
 		eventually(t, "access log line with the token's subject", func() error {
-			lines, err := jsonLines(s.dataPlane.logs[1])
+			lines, err := jsonLines(s.stdoutLog())
 			if err != nil {
 				return err
 			}

@@ -2,12 +2,10 @@ package e2e
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -33,7 +31,6 @@ type suite struct {
 	issuer    *testIssuer
 	devToken  string // the lab's DEV_TOKEN
 	procs     []*proc
-	dataPlane *proc
 	mcpgate   *proc
 }
 
@@ -149,53 +146,32 @@ func (s *suite) startServers() error {
 	return nil
 }
 
-// startGateway starts `mcpgate run` on the watched folder and the data plane, and waits until the
-// Gateway's listeners accept connections.
+// startGateway starts `mcpgate run` on the watched folder; it starts the data plane (--envoy-bin) with
+// the bootstrap it writes. Its stdout holds the data plane's access log and ext_proc's audit lines.
+// startGateway waits until the Gateway's listeners accept connections.
 func (s *suite) startGateway() error {
 	var err error
-	s.mcpgate, err = s.startProc(procSpec{name: "mcpgate", args: []string{s.bin.mcpgate, "run",
+	s.mcpgate, err = s.startProc(procSpec{name: "mcpgate", splitStdout: true, args: []string{s.bin.mcpgate, "run",
 		"-f", s.lab.dir,
 		"--xds-addr", addr(s.ports.xds),
 		"--extproc-addr", addr(s.ports.extproc),
 		"--admin-addr", addr(s.ports.admin),
+		"--envoy-bin", s.bin.dataPlane,
+		"--envoy-admin-addr", addr(s.ports.envoyAdmin),
 	}})
 	if err != nil {
 		return err
 	}
-	if err := waitTCP(s.mcpgate, addr(s.ports.xds), 30*time.Second); err != nil {
-		return err
-	}
-	if err := waitTCP(s.mcpgate, addr(s.ports.extproc), 30*time.Second); err != nil {
-		return err
-	}
-	bootstrap := filepath.Join(s.out, "bootstrap.yaml")
-	cmd := exec.Command(s.bin.mcpgate, "bootstrap", "--gateway", "agentgateway-system/agentgateway",
-		"--xds-addr", addr(s.ports.xds), "--extproc-addr", addr(s.ports.extproc), "--admin-addr", addr(s.ports.envoyAdmin))
-	data, err := cmd.Output()
-	if err != nil {
-		var exit *exec.ExitError
-		if errors.As(err, &exit) {
-			err = fmt.Errorf("%w: %s", err, exit.Stderr)
-		}
-		return fmt.Errorf("mcpgate bootstrap: %w", err)
-	}
-	if err := os.WriteFile(bootstrap, data, 0o644); err != nil {
-		return err
-	}
-	args := []string{s.bin.dataPlane, "-c", bootstrap}
-	if s.bin.realEnvoy {
-		args = append(args, "--disable-hot-restart", "--log-level", "warn")
-	}
-	if s.dataPlane, err = s.startProc(procSpec{name: "dataplane", args: args, splitStdout: true}); err != nil {
-		return err
-	}
 	for _, port := range []int{s.ports.gateway, s.ports.everythingSSE, s.ports.everythingHTTP, s.ports.conformance} {
-		if err := waitTCP(s.dataPlane, addr(port), 60*time.Second); err != nil {
-			return fmt.Errorf("the Gateway's listeners did not come up (is the config accepted? see %s): %w\n%s", s.mcpgate.logs[0], err, s.mcpgate.describe())
+		if err := waitTCP(s.mcpgate, addr(port), 60*time.Second); err != nil {
+			return fmt.Errorf("the Gateway's listeners did not come up: %w", err)
 		}
 	}
 	return nil
 }
+
+// stdoutLog is mcpgate's stdout: the data plane's access log and ext_proc's audit lines.
+func (s *suite) stdoutLog() string { return s.mcpgate.logs[1] }
 
 func (s *suite) startProc(spec procSpec) (*proc, error) {
 	p, err := startProc(s.out, spec)

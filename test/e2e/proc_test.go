@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -146,6 +145,3 @@ func tail(path string, n int) string {
 	}
 	return string(bytes.Join(lines, []byte("\n")))
 }
-
-// errMissing marks a binary or tool the suite cannot find; the message says how to get it.
-var errMissing = errors.New("missing")
