@@ -13,16 +13,6 @@ import (
 	gojwt "github.com/golang-jwt/jwt/v5"
 )
 
-// The JWKS parser is go-jose's JSONWebKey (github.com/go-jose/go-jose/v4), not
-// github.com/MicahParks/jwkset: go-jose is already a dependency of the module (one less module to
-// vet and update), it is maintained by the same group that maintains golang-jwt's crypto, it parses
-// RSA, EC (P-256, P-384, P-521) and OKP (Ed25519) keys into the crypto types golang-jwt verifies
-// with, and it checks what a careless parser would not: the x5c leaf certificate must carry the
-// same public key, EC points must be on the curve. jwkset adds HTTP storage and refresh, which this
-// package does itself so that it can keep the last good keys, rate-limit fetches and invalidate its
-// token cache on rotation. go-jose is used one key at a time (not JSONWebKeySet) so that an error
-// names the key that caused it.
-
 // keyKind is the family of a public key, which decides the algorithms it can verify.
 type keyKind uint8
 

@@ -7,6 +7,15 @@
 // EdDSA (Ed25519); "none" and HMAC are refused. exp, nbf and iat are checked with 60 s of clock
 // skew. Verified tokens are cached until they expire, so a repeated token costs a map lookup.
 // Tokens are never logged.
+//
+// Why go-jose's JSONWebKey (github.com/go-jose/go-jose/v4) parses the key sets rather than
+// github.com/MicahParks/jwkset: go-jose is already a dependency of the module (one module less to
+// vet and update) and is widely used and maintained; it turns RSA, EC (P-256, P-384, P-521) and
+// OKP (Ed25519) keys into the crypto types golang-jwt verifies with, and it checks what a careless
+// parser would not (an x5c leaf certificate must carry the same key, EC points must be on their
+// curve). jwkset's value is HTTP storage and refresh, which this package does itself so that it
+// can keep the last good keys, rate-limit fetches and drop its token cache on rotation. Keys are
+// parsed one at a time (not as a JSONWebKeySet) so that an error names the key that caused it.
 package jwt
 
 import (
