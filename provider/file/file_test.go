@@ -1,0 +1,247 @@
+package file
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mcpgate/mcpgate/translator"
+)
+
+func write(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const gatewayDoc = `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: gw
+spec:
+  gatewayClassName: mcpgate
+  listeners:
+  - {name: http, port: 8080, protocol: HTTP}
+`
+
+func TestLoadDirectory(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "a.yaml"), gatewayDoc+`---
+# an empty document follows
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+---
+apiVersion: enterpriseagentgateway.solo.io/v1alpha1
+kind: EnterpriseAgentgatewayPolicy
+metadata: {name: p, namespace: ns}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
+  traffic: {authorization: {policy: {matchExpressions: ["true"]}}}
+`)
+	write(t, filepath.Join(dir, "b.yml"), `apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Secret
+  metadata: {name: s}
+  stringData: {Authorization: key}
+- apiVersion: gateway.networking.k8s.io/v1
+  kind: GatewayClass
+  metadata: {name: mcpgate, namespace: ignored}
+  spec: {controllerName: mcpgate.dev/gateway-controller}
+`)
+	write(t, filepath.Join(dir, "notes.txt"), "not a manifest")
+	write(t, filepath.Join(dir, "sub", "c.yaml"), gatewayDoc) // below the directory: not read
+
+	res, src, err := Load(dir)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if len(res.Gateways) != 1 || res.Gateways[0].Namespace != DefaultNamespace {
+		t.Fatalf("gateways = %v, want one in namespace default", res.Gateways)
+	}
+	if len(res.Policies) != 1 || res.Policies[0].Kind != translator.KindEnterpriseAgentgatewayPolicy || res.Policies[0].Namespace != "ns" {
+		t.Fatalf("policies = %+v, want the enterprise policy in ns", res.Policies)
+	}
+	if len(res.Secrets) != 1 || string(res.Secrets[0].Data["Authorization"]) != "key" || res.Secrets[0].StringData != nil {
+		t.Fatalf("secret = %+v, want stringData merged into data", res.Secrets)
+	}
+	if len(res.GatewayClasses) != 1 || res.GatewayClasses[0].Namespace != "" {
+		t.Fatalf("gateway classes = %+v, want one, cluster-scoped", res.GatewayClasses)
+	}
+	loc, ok := src.Of(translator.ObjectKey{Kind: translator.KindEnterpriseAgentgatewayPolicy, Namespace: "ns", Name: "p"})
+	if !ok || loc.File != filepath.Join(dir, "a.yaml") || loc.Document != 4 {
+		t.Fatalf("location of the policy = %v, %v; want a.yaml document 4", loc, ok)
+	}
+	if len(src.Warnings) != 1 || !strings.Contains(src.Warnings[0], "document 3: skipped apps/v1 Deployment") {
+		t.Fatalf("warnings = %q, want the Deployment skipped", src.Warnings)
+	}
+	fe := translator.FieldError{Kind: translator.KindGateway, Namespace: "default", Name: "gw", Field: "spec.listeners[0]", Message: "m"}
+	if got, want := src.Describe(fe), filepath.Join(dir, "a.yaml")+": Gateway default/gw: spec.listeners[0]: m"; got != want {
+		t.Fatalf("Describe = %q, want %q", got, want)
+	}
+}
+
+// TestLoadErrors: each bad document is named (file, document, object, field) and the good
+// objects around it still load.
+func TestLoadErrors(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "bad.yaml")
+	write(t, f, `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: ns}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - backendRefs: [{name: b, port: 80, wieght: 3}]
+---
+`+gatewayDoc+`---
+apiVersion: v1
+kind: Service
+metadata: {name: svc}
+spec:
+  ports: [{port: "eighty"}]
+---
+kind: Service
+metadata: {name: nokind}
+---
+apiVersion: agentgateway.dev/v1alpha1
+kind: AgentgatewayBackend
+metadata: {namespace: ns}
+spec: {static: {host: h, port: 1}}
+---
+`+gatewayDoc+`---
+key: [unclosed
+`)
+	res, _, err := Load(f, filepath.Join(dir, "missing.yaml"))
+	if err == nil {
+		t.Fatal("Load: no error")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		f + ": document 1: HTTPRoute ns/r: spec.rules[0].backendRefs[0].wieght: unknown field",
+		f + ": document 3: Service default/svc: ",
+		f + ": document 4: Service nokind: apiVersion and kind are required",
+		f + ": document 5: AgentgatewayBackend ns/: metadata.name: a name is required",
+		f + ": document 6: Gateway default/gw: defined again; the first definition in " + f + " (document 2) is used",
+		f + ": document 7: not valid YAML",
+		"missing.yaml: ",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	var fe *Error
+	if !errors.As(err, &fe) {
+		t.Errorf("error %T does not hold a *file.Error", err)
+	}
+	if len(res.Gateways) != 1 || len(res.HTTPRoutes) != 0 || len(res.Services) != 0 {
+		t.Fatalf("loaded %d gateways, %d routes, %d services; want the one good Gateway only",
+			len(res.Gateways), len(res.HTTPRoutes), len(res.Services))
+	}
+}
+
+// loaded is one callback of Watch.
+type loaded struct {
+	res *translator.Resources
+	err error
+}
+
+// startWatch runs Watch in the background; its callbacks arrive on the channel.
+func startWatch(t *testing.T, paths ...string) (<-chan loaded, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan loaded, 16)
+	done := make(chan error, 1)
+	go func() {
+		done <- Watch(ctx, paths, func(r *translator.Resources, _ Sources, err error) { ch <- loaded{r, err} })
+	}()
+	return ch, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Watch returned %v", err)
+		}
+	}
+}
+
+func next(t *testing.T, ch <-chan loaded) loaded {
+	t.Helper()
+	select {
+	case l := <-ch:
+		return l
+	case <-time.After(10 * time.Second):
+		t.Fatal("no reload within 10s")
+	}
+	return loaded{}
+}
+
+func listenerPort(t *testing.T, l loaded) int32 {
+	t.Helper()
+	if l.err != nil || len(l.res.Gateways) != 1 {
+		t.Fatalf("load = %d gateways, err %v; want one Gateway", len(l.res.Gateways), l.err)
+	}
+	return l.res.Gateways[0].Spec.Listeners[0].Port
+}
+
+func TestWatchDirectory(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "gw.yaml")
+	write(t, f, gatewayDoc)
+	ch, stop := startWatch(t, dir)
+	defer stop()
+	if p := listenerPort(t, next(t, ch)); p != 8080 {
+		t.Fatalf("initial port %d", p)
+	}
+	// an edit in place
+	write(t, f, strings.Replace(gatewayDoc, "8080", "8081", 1))
+	if p := listenerPort(t, next(t, ch)); p != 8081 {
+		t.Fatalf("port after edit %d, want 8081", p)
+	}
+	// an editor's save: write a temporary file, rename it over the original
+	tmp := filepath.Join(dir, ".gw.yaml.swp")
+	write(t, tmp, strings.Replace(gatewayDoc, "8080", "8082", 1))
+	if err := os.Rename(tmp, f); err != nil {
+		t.Fatal(err)
+	}
+	if p := listenerPort(t, next(t, ch)); p != 8082 {
+		t.Fatalf("port after rename %d, want 8082", p)
+	}
+	// a bad edit reports the error with what could still be read
+	write(t, filepath.Join(dir, "bad.yaml"), "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {nope: 1}\n")
+	l := next(t, ch)
+	if l.err == nil || !strings.Contains(l.err.Error(), "spec.nope: unknown field") || len(l.res.Gateways) != 1 {
+		t.Fatalf("after a bad file: err %v, %d gateways; want the error and the Gateway", l.err, len(l.res.Gateways))
+	}
+}
+
+func TestWatchFile(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "gw.yaml")
+	write(t, f, gatewayDoc)
+	ch, stop := startWatch(t, f)
+	defer stop()
+	if p := listenerPort(t, next(t, ch)); p != 8080 {
+		t.Fatalf("initial port %d", p)
+	}
+	// another file in the same directory is not watched: no reload for it
+	write(t, filepath.Join(dir, "other.yaml"), "not: watched\n")
+	select {
+	case l := <-ch:
+		t.Fatalf("reload for a file that is not watched: %+v", l)
+	case <-time.After(5 * DebounceDelay):
+	}
+	write(t, f, strings.Replace(gatewayDoc, "8080", "9000", 1))
+	if p := listenerPort(t, next(t, ch)); p != 9000 {
+		t.Fatalf("port after edit %d, want 9000", p)
+	}
+}
