@@ -237,7 +237,7 @@ func extProcFilter(timeout time.Duration) *extprocv3.ExternalProcessor {
 		ProcessingMode: &extprocv3.ProcessingMode{RequestHeaderMode: extprocv3.ProcessingMode_SEND,
 			ResponseHeaderMode: extprocv3.ProcessingMode_SKIP, RequestTrailerMode: extprocv3.ProcessingMode_SKIP,
 			ResponseTrailerMode: extprocv3.ProcessingMode_SKIP},
-		MetadataOptions: &extprocv3.MetadataOptions{ReceivingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{"mcpgate"}}},
+		MetadataOptions:   &extprocv3.MetadataOptions{ReceivingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{"mcpgate"}}},
 		RequestAttributes: []string{"source.address"},
 	}
 }
