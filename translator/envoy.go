@@ -255,22 +255,11 @@ type extProcRoute struct {
 	gateway, route, policy, backend, target string
 }
 
-func (e extProcRoute) key() string {
-	return strings.Join([]string{e.mcp, e.gateway, e.route, e.policy, e.backend, e.target}, "\x00")
-}
-
-// anyCache holds a marshalled per-route config.
-type anyCache struct{ any *anypb.Any }
-
 // perRouteConfig returns the ExtProcPerRoute of e: disabled when the route is neither MCP nor
 // under a policy, else overrides with the processing mode and the metadata.
 func (t *translation) perRouteConfig(e extProcRoute) *anypb.Any {
 	if e.mcp == "" && e.policy == "" {
 		return t.xds.disabled
-	}
-	k := e.key()
-	if c, ok := t.perRoute[k]; ok {
-		return c.any
 	}
 	mode := processingMode(e.mcp != "")
 	var md []*corev3.HeaderValue
@@ -285,9 +274,7 @@ func (t *translation) perRouteConfig(e extProcRoute) *anypb.Any {
 	add(MetadataMCP, e.mcp)
 	add(MetadataBackend, e.backend)
 	add(MetadataTarget, e.target)
-	a := mustAny(&extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Overrides{
+	return mustAny(&extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Overrides{
 		Overrides: &extprocv3.ExtProcOverrides{ProcessingMode: mode, GrpcInitialMetadata: md},
 	}})
-	t.perRoute[k] = &anyCache{any: a}
-	return a
 }

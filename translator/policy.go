@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -310,13 +311,13 @@ func (t *translation) merge(a attachment) *mergedPolicy {
 	default:
 		var sources []string
 		pol := &policyv1.Policy{}
-		seen := map[*policyInfo]bool{}
+		var seen []*policyInfo // a policy may attach at several levels; it counts once
 		for _, lv := range levels {
 			for _, pi := range lv {
-				if seen[pi] || (pi != jwtFrom && len(pi.traffic) == 0 && len(pi.mcp) == 0) {
+				if slices.Contains(seen, pi) || (pi != jwtFrom && len(pi.traffic) == 0 && len(pi.mcp) == 0) {
 					continue
 				}
-				seen[pi] = true
+				seen = append(seen, pi)
 				sources = append(sources, pi.source)
 				pol.TrafficRules = append(pol.TrafficRules, pi.traffic...)
 				pol.McpRules = append(pol.McpRules, pi.mcp...)

@@ -1,6 +1,7 @@
 package translator
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -119,13 +120,17 @@ func (o *Output) Marshal(format string, gateways ...string) ([]byte, error) {
 	for _, p := range o.Status.Problems() {
 		doc.Problems = append(doc.Problems, p.Error())
 	}
-	js, err := json.MarshalIndent(doc, "", "  ")
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(doc); err != nil {
 		return nil, fmt.Errorf("marshal output: %w", err)
 	}
+	js := buf.Bytes()
 	switch format {
 	case "json":
-		return append(js, '\n'), nil
+		return js, nil
 	case "yaml", "":
 		y, err := yaml.JSONToYAML(js)
 		if err != nil {

@@ -39,7 +39,6 @@ type translation struct {
 	policies     *policyIndex
 	merged       map[string]*mergedPolicy // by policy name
 	mergeCache   map[string]*mergedPolicy // by attachment key
-	perRoute     map[string]*anyCache     // ext_proc per-route configs by content key
 }
 
 func newTranslation(in *Resources, opts Options) *translation {
@@ -62,7 +61,6 @@ func newTranslation(in *Resources, opts Options) *translation {
 		svcTargets:   map[string]*target{},
 		merged:       map[string]*mergedPolicy{},
 		mergeCache:   map[string]*mergedPolicy{},
-		perRoute:     map[string]*anyCache{},
 	}
 	t.st = &st
 	return t

@@ -1,0 +1,168 @@
+package translator_test
+
+import (
+	"strings"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/mcpgate/mcpgate/translator"
+)
+
+func TestFieldError(t *testing.T) {
+	e := translator.FieldError{Kind: "HTTPRoute", Namespace: "agentgateway-system", Name: "mcp", Field: "spec.rules[0].backendRefs[0]", Message: "not found"}
+	if got, want := e.Error(), "HTTPRoute agentgateway-system/mcp: spec.rules[0].backendRefs[0]: not found"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+	c := translator.FieldError{Kind: "GatewayClass", Name: "x", Message: "m"}
+	if got, want := c.Error(), "GatewayClass x: m"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+}
+
+func TestNodeGroups(t *testing.T) {
+	out := translator.Translate(loadInputs(t, "testdata/invalid-cel.in.yaml", "testdata/lab.in.yaml"), translator.Options{})
+	groups := out.NodeGroups()
+	if len(groups) != 4 {
+		t.Fatalf("groups %d, want 3 gateways and *", len(groups))
+	}
+	lab := groups["agentgateway-system/agentgateway"]
+	if len(lab[resourcev3.ListenerType]) != 1 || len(lab[resourcev3.RouteType]) != 1 || len(lab[resourcev3.ClusterType]) != 1 ||
+		len(lab[translator.PolicyTypeURL]) != 1 {
+		t.Fatalf("lab group: %d listeners, %d routes, %d clusters, %d policies", len(lab[resourcev3.ListenerType]),
+			len(lab[resourcev3.RouteType]), len(lab[resourcev3.ClusterType]), len(lab[translator.PolicyTypeURL]))
+	}
+	all := groups[translator.AllPoliciesGroup]
+	if len(all) != 1 || len(all[translator.PolicyTypeURL]) != 1 {
+		t.Fatalf("group *: %v, want the one policy (the invalid one yields none)", all)
+	}
+	if want := "type.googleapis.com/" + string(proto.MessageName(all[translator.PolicyTypeURL][0])); want != translator.PolicyTypeURL {
+		t.Errorf("PolicyTypeURL %q, want %q", translator.PolicyTypeURL, want)
+	}
+}
+
+// TestSecretRedacted: the LLM key reaches the route but never the printed output.
+func TestSecretRedacted(t *testing.T) {
+	out := translator.Translate(loadInputs(t, "testdata/llm-backend.in.yaml"), translator.Options{})
+	rc := out.Gateways["agentgateway-system/agentgateway"].Routes[0]
+	if !strings.Contains(rc.String(), "Bearer sk-test-not-a-real-key") {
+		t.Fatal("the route does not carry the Authorization header from the Secret")
+	}
+	y, err := out.Marshal("json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(y), "sk-test") || !strings.Contains(string(y), translator.RedactedValue) {
+		t.Fatal("the printed output shows the secret or lacks the redaction")
+	}
+	if !strings.Contains(rc.String(), "sk-test") {
+		t.Fatal("printing changed the route itself")
+	}
+}
+
+// TestPolicyNameHashed: a merge of many sources gets a sha256: name.
+func TestPolicyNameHashed(t *testing.T) {
+	res := loadInputs(t, "testdata/policy-levels.in.yaml")
+	for _, p := range res.Policies {
+		p.Name += strings.Repeat("x", 60)
+	}
+	out := translator.Translate(res, translator.Options{})
+	var hashed int
+	for _, p := range out.Gateways["default/gw"].Policies {
+		if strings.HasPrefix(p.Name, "sha256:") {
+			hashed++
+			if len(p.Name) != len("sha256:")+16 {
+				t.Errorf("name %q: want sha256: and 16 hex digits", p.Name)
+			}
+		} else if len(p.Name) > 200 {
+			t.Errorf("name of %d bytes is not hashed", len(p.Name))
+		}
+	}
+	if hashed == 0 {
+		t.Fatal("no policy name was hashed")
+	}
+}
+
+// TestValidateCatches: Validate refuses what Envoy would refuse.
+func TestValidateCatches(t *testing.T) {
+	base := func() *translator.GatewayConfig {
+		out := translator.Translate(loadInputs(t, "testdata/lab.in.yaml"), translator.Options{})
+		g := out.Gateways["agentgateway-system/agentgateway"]
+		if err := g.Validate(); err != nil {
+			t.Fatalf("the lab does not validate: %v", err)
+		}
+		return g
+	}
+	cases := map[string]struct {
+		mutate func(g *translator.GatewayConfig)
+		want   string
+	}{
+		"full duplex fail-open": {func(g *translator.GatewayConfig) {
+			rewriteExtProc(t, g, func(e *extprocv3.ExternalProcessor) {
+				e.ProcessingMode.RequestBodyMode = extprocv3.ProcessingMode_FULL_DUPLEX_STREAMED
+				e.FailureModeAllow = true
+			})
+		}, "FULL_DUPLEX_STREAMED"},
+		"no grpc service": {func(g *translator.GatewayConfig) {
+			rewriteExtProc(t, g, func(e *extprocv3.ExternalProcessor) { e.GrpcService = nil })
+		}, "exactly one of grpc_service and http_service"},
+		"unknown cluster": {func(g *translator.GatewayConfig) {
+			g.Routes[0].VirtualHosts[0].Routes[0].GetRoute().ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: "nope"}
+		}, `cluster "nope" does not exist`},
+		"duplicate domain": {func(g *translator.GatewayConfig) {
+			vh := proto.Clone(g.Routes[0].VirtualHosts[0]).(*routev3.VirtualHost)
+			vh.Name += "2"
+			g.Routes[0].VirtualHosts = append(g.Routes[0].VirtualHosts, vh)
+		}, `domain "*" is in two virtual hosts`},
+		"static with a name": {func(g *translator.GatewayConfig) {
+			g.Clusters[0].ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
+		}, "is not an IP address"},
+		"proto rule":                  {func(g *translator.GatewayConfig) { g.Clusters[0].Name = "" }, "Name"},
+		"missing route configuration": {func(g *translator.GatewayConfig) { g.Routes = nil }, "RouteConfiguration"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			g := base()
+			c.mutate(g)
+			err := g.Validate()
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Validate() = %v, want an error containing %q", err, c.want)
+			}
+		})
+	}
+}
+
+// rewriteExtProc changes the ext_proc filter config of the first listener.
+func rewriteExtProc(t *testing.T, g *translator.GatewayConfig, f func(*extprocv3.ExternalProcessor)) {
+	t.Helper()
+	filter := g.Listeners[0].FilterChains[0].Filters[0]
+	hcm := &hcmv3.HttpConnectionManager{}
+	if err := filter.GetTypedConfig().UnmarshalTo(hcm); err != nil {
+		t.Fatal(err)
+	}
+	hcm = proto.Clone(hcm).(*hcmv3.HttpConnectionManager)
+	ep := &extprocv3.ExternalProcessor{}
+	if err := hcm.HttpFilters[0].GetTypedConfig().UnmarshalTo(ep); err != nil {
+		t.Fatal(err)
+	}
+	f(ep)
+	a, err := anypb.New(ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hcm.HttpFilters[0] = &hcmv3.HttpFilter{Name: hcm.HttpFilters[0].Name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}}
+	ha, err := anypb.New(hcm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := proto.Clone(g.Listeners[0]).(*listenerv3.Listener)
+	l.FilterChains[0].Filters[0].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: ha}
+	g.Listeners[0] = l
+}
