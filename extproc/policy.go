@@ -1,0 +1,205 @@
+package extproc
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/mcpgate/mcpgate/extproc/authz"
+	"github.com/mcpgate/mcpgate/extproc/jwt"
+	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
+)
+
+// PolicyTypeURL is the xDS type URL of mcpgate's policy resource.
+var PolicyTypeURL = "type.googleapis.com/" + string((&policyv1.Policy{}).ProtoReflect().Descriptor().FullName())
+
+// policy is one Policy resource compiled for use.
+type policy struct {
+	name string
+	// sources are the policy objects it merges, for logs.
+	sources []string
+	// auth is nil when the policy has no JWT authentication.
+	auth *jwt.Authenticator
+	// authKey identifies auth's configuration, so that an unchanged one is kept across updates
+	// (with its key and token caches).
+	authKey string
+	// traffic and tools are the traffic and MCP rules; nil when there are none.
+	traffic, tools *authz.RuleSet
+	// claims are the JWT claims the rules read, for audit lines.
+	claims []string
+}
+
+// policySet is one accepted version of all policies. Streams take it when they start and keep it
+// to their end, so that a new version never changes a request in flight. Authenticators that a
+// newer set no longer uses are closed when the last stream holding the old set ends.
+type policySet struct {
+	byName map[string]*policy
+	refs   atomic.Int64
+	// retired is set when a newer set replaced this one; orphans are its authenticators that the
+	// newer set does not use.
+	retired   atomic.Bool
+	orphans   []*jwt.Authenticator
+	closeOnce sync.Once
+}
+
+func (ps *policySet) closeOrphans() {
+	ps.closeOnce.Do(func() {
+		for _, a := range ps.orphans {
+			a.Close()
+		}
+	})
+}
+
+// policyStore holds the current policySet.
+type policyStore struct {
+	cur atomic.Pointer[policySet]
+	// mu serializes updates.
+	mu sync.Mutex
+	// ready is set once a first set was accepted.
+	ready atomic.Bool
+}
+
+// acquire returns the current set, held until release.
+func (st *policyStore) acquire() *policySet {
+	for {
+		ps := st.cur.Load()
+		ps.refs.Add(1)
+		if st.cur.Load() == ps {
+			return ps
+		}
+		st.release(ps)
+	}
+}
+
+func (st *policyStore) release(ps *policySet) {
+	if ps.refs.Add(-1) == 0 && ps.retired.Load() {
+		ps.closeOrphans()
+	}
+}
+
+// swap installs next and retires the set it replaces.
+func (st *policyStore) swap(next *policySet) {
+	old := st.cur.Swap(next)
+	st.ready.Store(true)
+	if old == nil {
+		return
+	}
+	used := make(map[*jwt.Authenticator]bool, len(next.byName))
+	for _, p := range next.byName {
+		if p.auth != nil {
+			used[p.auth] = true
+		}
+	}
+	for _, p := range old.byName {
+		if p.auth != nil && !used[p.auth] && !slices.Contains(old.orphans, p.auth) {
+			old.orphans = append(old.orphans, p.auth)
+		}
+	}
+	old.retired.Store(true)
+	if old.refs.Load() == 0 {
+		old.closeOrphans()
+	}
+}
+
+// HandlePolicies is the handler of the policy subscription (an xds/client Handler): it receives
+// the whole current set of policies, compiles every one (CEL rules, JWT providers) and installs
+// them for new streams. Any error rejects the whole update (the subscription NACKs it with the
+// returned message) and keeps the last good set.
+func (s *Server) HandlePolicies(typeURL string, resources map[string]*anypb.Any) error {
+	if typeURL != PolicyTypeURL {
+		return fmt.Errorf("ext_proc subscribes to %s only, got %s", PolicyTypeURL, typeURL)
+	}
+	s.policies.mu.Lock()
+	defer s.policies.mu.Unlock()
+	prev := s.policies.cur.Load()
+	reuse := map[string]*jwt.Authenticator{}
+	for _, p := range prev.byName {
+		if p.auth != nil {
+			reuse[p.authKey] = p.auth
+		}
+	}
+	next := &policySet{byName: make(map[string]*policy, len(resources))}
+	var created []*jwt.Authenticator
+	var errs []error
+	names := make([]string, 0, len(resources))
+	for name := range resources {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		p, fresh, err := s.compilePolicy(name, resources[name], reuse)
+		if fresh != nil {
+			created = append(created, fresh)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		next.byName[name] = p
+	}
+	if err := errors.Join(errs...); err != nil {
+		for _, a := range created {
+			a.Close()
+		}
+		s.tel.PolicyUpdate(false)
+		s.log.Warn("policy update rejected; keeping the last good policies", "error", err)
+		return err
+	}
+	s.policies.swap(next)
+	s.tel.PolicyUpdate(true)
+	s.log.Info("policies updated", "policies", len(next.byName))
+	return nil
+}
+
+// compilePolicy compiles one resource. fresh is an authenticator it created (to be closed if the
+// update is rejected).
+func (s *Server) compilePolicy(name string, res *anypb.Any, reuse map[string]*jwt.Authenticator) (p *policy, fresh *jwt.Authenticator, err error) {
+	var pb policyv1.Policy
+	if err := res.UnmarshalTo(&pb); err != nil {
+		return nil, nil, fmt.Errorf("policy %s: %w", name, err)
+	}
+	if pb.GetName() != "" && pb.GetName() != name {
+		return nil, nil, fmt.Errorf("policy %s: name field is %q, want the resource name", name, pb.GetName())
+	}
+	p = &policy{name: name, sources: pb.GetSources()}
+	var errs []error
+	if p.traffic, err = s.compileRules(pb.GetTrafficRules()); err != nil {
+		errs = append(errs, fmt.Errorf("traffic_rules: %w", err))
+	}
+	if p.tools, err = s.compileRules(pb.GetMcpRules()); err != nil {
+		errs = append(errs, fmt.Errorf("mcp_rules: %w", err))
+	}
+	if j := pb.GetJwt(); j != nil {
+		key, err := proto.MarshalOptions{Deterministic: true}.Marshal(j)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("jwt: %w", err))
+		} else if a, ok := reuse[string(key)]; ok {
+			p.auth, p.authKey = a, string(key)
+		} else if a, err := jwt.New(j, s.cfg.JWT); err != nil {
+			errs = append(errs, fmt.Errorf("jwt: %w", err))
+		} else {
+			p.auth, p.authKey, fresh = a, string(key), a
+			reuse[string(key)] = a
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fresh, fmt.Errorf("policy %s: %w", name, err)
+	}
+	claims := append(slices.Clone(p.traffic.ReferencedClaims()), p.tools.ReferencedClaims()...)
+	slices.Sort(claims)
+	p.claims = slices.Compact(claims)
+	return p, fresh, nil
+}
+
+// compileRules returns nil for no rules.
+func (s *Server) compileRules(rules []*policyv1.Rule) (*authz.RuleSet, error) {
+	if len(rules) == 0 {
+		return nil, nil
+	}
+	return s.env.Compile(rules)
+}

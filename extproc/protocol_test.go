@@ -1,0 +1,589 @@
+package extproc_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	gojwt "github.com/golang-jwt/jwt/v5"
+
+	"github.com/mcpgate/mcpgate/extproc"
+	"github.com/mcpgate/mcpgate/extproc/extproctest"
+	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
+)
+
+// check returns a function that fails the test on a send or receive error.
+func check(t *testing.T) func(*extprocv3.ProcessingResponse, error) *extprocv3.ProcessingResponse {
+	return func(resp *extprocv3.ProcessingResponse, err error) *extprocv3.ProcessingResponse {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+}
+
+// plainContinue fails unless resp continues without touching the body.
+func plainContinue(t *testing.T, resp *extprocv3.ProcessingResponse) {
+	t.Helper()
+	c := extproctest.Common(resp)
+	if c == nil || c.GetStatus() != extprocv3.CommonResponse_CONTINUE || c.GetBodyMutation() != nil {
+		t.Fatalf("want CONTINUE without body mutation, got %v", resp)
+	}
+}
+
+// setHeaders returns the headers a reply sets.
+func setHeaders(resp *extprocv3.ProcessingResponse) map[string]string {
+	m := extproctest.Common(resp).GetHeaderMutation()
+	if ir := resp.GetImmediateResponse(); ir != nil {
+		m = ir.GetHeaders()
+	}
+	out := map[string]string{}
+	for _, o := range m.GetSetHeaders() {
+		out[o.GetHeader().GetKey()] = string(o.GetHeader().GetRawValue())
+	}
+	return out
+}
+
+// checkRecord fails unless the audit record has every field of want.
+func checkRecord(t *testing.T, rec map[string]any, want map[string]any) {
+	t.Helper()
+	for k, v := range want {
+		got, _ := json.Marshal(rec[k])
+		exp, _ := json.Marshal(v)
+		if string(got) != string(exp) {
+			t.Errorf("audit %s = %s, want %s (record %v)", k, got, exp, rec)
+		}
+	}
+}
+
+const toolsListAnswer = `{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"fetch","description":"Fetches a URL – résumé"},{"name":"get-env","description":"secret"},{"name":"echo"}]}}`
+const toolsListFiltered = `{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"fetch","description":"Fetches a URL – résumé"},{"name":"echo"}]}}`
+
+// TestJSONAnswer: a tools/call over Streamable HTTP answered with application/json, on TCP and on
+// the Unix socket.
+func TestJSONAnswer(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	for name, c := range h.clients() {
+		t.Run(name, func(t *testing.T) {
+			before := len(h.audit.records(t))
+			s := h.open(t, c, streamableRoute)
+			resp := check(t)(s.RequestHeaders(postHeaders("/mcp", labToken, hdr("mcp-session-id", "S1")), false))
+			plainContinue(t, resp)
+			if rm := extproctest.Common(resp).GetHeaderMutation().GetRemoveHeaders(); len(rm) != 1 || rm[0] != "authorization" {
+				t.Errorf("validated token not removed: %v", rm)
+			}
+			md := extproctest.Metadata(resp)
+			if md["authn"] != "ok" || md["subject"] != "user-id" || md["gateway"] != streamableRoute.Gateway || md["session"] != "S1" || md["decision"] != "allow" {
+				t.Errorf("request headers metadata %v", md)
+			}
+			body := []byte(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"https://httpbin.org/get"}}}`)
+			resp = check(t)(s.RequestBody(body, true))
+			plainContinue(t, resp)
+			md = extproctest.Metadata(resp)
+			if md["method"] != "tools/call" || md["tool"] != "fetch" || md["arguments"] != `{"url":"https://httpbin.org/get"}` || md["jsonrpc_id"] != "3" || md["decision"] != "allow" || md["rule"] != "AgentgatewayPolicy/agentgateway-system/tools#0" {
+				t.Errorf("request body metadata %v", md)
+			}
+			resp = check(t)(s.ResponseHeaders(respHeaders("200", "application/json", hdr("content-length", "52")), false))
+			plainContinue(t, resp)
+			if resp.GetModeOverride() != nil {
+				t.Errorf("JSON answer must stay BUFFERED, got mode_override %v", resp.GetModeOverride())
+			}
+			answer := []byte(`{"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"text","text":"ok"}]}}`)
+			plainContinue(t, check(t)(s.ResponseBody(answer, true)))
+			if err := s.CloseSend(); err != nil {
+				t.Fatalf("half-close: %v", err)
+			}
+			recs := h.audit.records(t)
+			if len(recs) != before+1 {
+				t.Fatalf("%d audit records, want %d", len(recs), before+1)
+			}
+			checkRecord(t, recs[before], map[string]any{
+				"gateway": streamableRoute.Gateway, "route": streamableRoute.Route, "backend": streamableRoute.Backend,
+				"target": "mcp-target", "session": "S1", "subject": "user-id", "claims": map[string]any{"org": "solo.io"},
+				"authn": "ok", "method": "tools/call", "tool": "fetch", "arguments": map[string]any{"url": "https://httpbin.org/get"},
+				"jsonrpc_id": 3, "decision": "allow", "rule": "AgentgatewayPolicy/agentgateway-system/tools#0",
+				"http_status": 200, "outcome": "result",
+			})
+			if _, ok := recs[before]["latency_ms"].(float64); !ok {
+				t.Errorf("no latency in %v", recs[before])
+			}
+		})
+	}
+	if n := h.metric(t, "mcpgate_mcp_requests_total", map[string]string{"method": "tools/call", "tool": "fetch", "decision": "allow", "outcome": "result"}); n != 2 {
+		t.Errorf("mcpgate_mcp_requests_total = %v, want 2", n)
+	}
+	waitFor(t, "streams to end", func() bool { return h.metric(t, "mcpgate_extproc_streams_active", nil) == 0 })
+}
+
+// sseStream is an SSE answer holding a notification, a tools/list answer with a multi-byte rune,
+// CR LF line ends and an id line (as the TypeScript SDK sends).
+const sseAnswer = "id: 7f3e\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{}}\r\n\r\n" +
+	"id: 7f3f\r\nevent: message\r\ndata: " + toolsListAnswer + "\r\n\r\n"
+
+// awkwardCuts splits sseAnswer inside "data:", inside the two-byte é, between CR and LF, and in
+// the middle of the tools array.
+func awkwardCuts(t *testing.T) [][]byte {
+	t.Helper()
+	s := sseAnswer
+	dataCut := strings.Index(s, "data: {\"jsonrpc\":\"2.0\",\"id\":2") + 2
+	runeCut := strings.Index(s, "é") + 1
+	crlfCut := strings.Index(s[runeCut:], "\r\n") + runeCut + 1
+	midCut := strings.Index(s, `"get-env"`) + 4
+	cuts := []int{10, dataCut, runeCut, midCut, crlfCut, len(s) - 1}
+	var out [][]byte
+	prev := 0
+	for _, c := range cuts {
+		if c <= prev {
+			t.Fatalf("cuts out of order: %v", cuts)
+		}
+		out = append(out, []byte(s[prev:c]))
+		prev = c
+	}
+	return append(out, []byte(s[prev:]))
+}
+
+// TestSSEAnswerSplit: a tools/list answered as text/event-stream in chunks cut at awkward places,
+// pipelined as Envoy may (all chunks sent before the first reply): one reply per chunk, in order,
+// and the tools the MCP rules refuse are filtered out.
+func TestSSEAnswerSplit(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	s := h.open(t, h.unix, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	plainContinue(t, check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`), true)))
+	resp := check(t)(s.ResponseHeaders(respHeaders("200", "text/event-stream", hdr("mcp-session-id", "S9")), false))
+	mo := resp.GetModeOverride()
+	if mo.GetResponseBodyMode() != extprocfilterv3.ProcessingMode_STREAMED || mo.GetRequestBodyMode() != extprocfilterv3.ProcessingMode_BUFFERED {
+		t.Fatalf("mode_override = %v, want response STREAMED, request BUFFERED", mo)
+	}
+	if extproctest.Metadata(resp)["session"] != "S9" {
+		t.Errorf("session from the response header missing: %v", extproctest.Metadata(resp))
+	}
+	chunks := awkwardCuts(t)
+	for i, c := range chunks {
+		if err := s.Send(extproctest.ResponseBodyMsg(c, i == len(chunks)-1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out bytes.Buffer
+	for i, c := range chunks {
+		resp, err := s.Recv()
+		if err != nil {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+		if extproctest.Common(resp).GetHeaderMutation() != nil {
+			t.Errorf("chunk %d: header mutation in a STREAMED body reply", i)
+		}
+		out.Write(extproctest.BodyAfter(resp, c))
+	}
+	// The rewritten event is encoded anew (LF line ends, event before id); the rest is untouched.
+	want := strings.Replace(sseAnswer, "id: 7f3f\r\nevent: message\r\ndata: "+toolsListAnswer+"\r\n\r\n",
+		"event: message\nid: 7f3f\ndata: "+toolsListFiltered+"\n\n", 1)
+	if out.String() != want {
+		t.Errorf("stream after ext_proc:\n%q\nwant\n%q", out.String(), want)
+	}
+	s.Close()
+	waitFor(t, "the audit record", func() bool { return len(h.audit.records(t)) == 1 })
+	checkRecord(t, h.audit.records(t)[0], map[string]any{"method": "tools/list", "session": "S9", "outcome": "result", "http_status": 200, "jsonrpc_id": 2})
+}
+
+// TestSSEPassthrough: an SSE answer that needs no rewrite is passed chunk by chunk untouched.
+func TestSSEPassthrough(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	s := h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}`), true))
+	check(t)(s.ResponseHeaders(respHeaders("200", "text/event-stream; charset=utf-8"), false))
+	ans := "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":4,\"result\":{\"content\":[]}}\n\n"
+	for i, c := range []string{ans[:7], ans[7:30], ans[30:]} {
+		plainContinue(t, check(t)(s.ResponseBody([]byte(c), i == 2)))
+	}
+	s.Close()
+	waitFor(t, "the audit record", func() bool { return len(h.audit.records(t)) == 1 })
+	checkRecord(t, h.audit.records(t)[0], map[string]any{"tool": "echo", "outcome": "result"})
+}
+
+// TestToolsListJSON: a tools/list answered with application/json is filtered, with content-length
+// set to the new length.
+func TestToolsListJSON(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	s := h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{}}`), true))
+	check(t)(s.ResponseHeaders(respHeaders("200", "application/json", hdr("content-length", fmt.Sprint(len(toolsListAnswer)))), false))
+	resp := check(t)(s.ResponseBody([]byte(toolsListAnswer), true))
+	if got := string(extproctest.BodyAfter(resp, nil)); got != toolsListFiltered {
+		t.Errorf("body = %s", got)
+	}
+	if cl := setHeaders(resp)["content-length"]; cl != fmt.Sprint(len(toolsListFiltered)) {
+		t.Errorf("content-length = %q, want %d", cl, len(toolsListFiltered))
+	}
+}
+
+// TestDeniedCallStreamable: a tools/call of a tool the MCP rules refuse is answered by ext_proc:
+// HTTP 200, application/json, JSON-RPC -32602 "Unknown tool: NAME" with the request's id.
+func TestDeniedCallStreamable(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	s := h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	resp := check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":"call-9","method":"tools/call","params":{"name":"get-env","arguments":{"name":"AWS_SECRET"}}}`), true))
+	ir := resp.GetImmediateResponse()
+	if ir == nil || ir.GetStatus().GetCode() != 200 {
+		t.Fatalf("want immediate 200, got %v", resp)
+	}
+	if string(ir.GetBody()) != `{"jsonrpc":"2.0","id":"call-9","error":{"code":-32602,"message":"Unknown tool: get-env"}}` {
+		t.Errorf("body = %s", ir.GetBody())
+	}
+	if setHeaders(resp)["content-type"] != "application/json" {
+		t.Errorf("headers = %v", setHeaders(resp))
+	}
+	md := extproctest.Metadata(resp)
+	if md["decision"] != "deny" || md["tool"] != "get-env" || md["jsonrpc_error"] != "-32602" || md["rule"] != "" {
+		t.Errorf("metadata %v", md)
+	}
+	recs := h.audit.records(t)
+	if len(recs) != 1 {
+		t.Fatalf("%d records", len(recs))
+	}
+	checkRecord(t, recs[0], map[string]any{"decision": "deny", "tool": "get-env", "jsonrpc_error": -32602, "outcome": "error", "http_status": 200, "jsonrpc_id": "call-9"})
+}
+
+// TestBatch: in a batch, a refused call becomes a ping with its id, and the ping's answer becomes
+// the "Unknown tool" error; the other messages pass.
+func TestBatch(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	s := h.open(t, h.unix, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	body := `[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"u"}}},` +
+		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get-env"}},` +
+		`{"jsonrpc":"2.0","method":"notifications/progress","params":{}}]`
+	resp := check(t)(s.RequestBody([]byte(body), true))
+	wantBody := `[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"u"}}},` +
+		`{"jsonrpc":"2.0","id":2,"method":"ping"},` +
+		`{"jsonrpc":"2.0","method":"notifications/progress","params":{}}]`
+	if got := string(extproctest.BodyAfter(resp, nil)); got != wantBody {
+		t.Fatalf("request body = %s\nwant %s", got, wantBody)
+	}
+	if setHeaders(resp)["content-length"] != fmt.Sprint(len(wantBody)) {
+		t.Errorf("content-length %v", setHeaders(resp))
+	}
+	check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
+	resp = check(t)(s.ResponseBody([]byte(`[{"jsonrpc":"2.0","id":1,"result":{"content":[]}},{"jsonrpc":"2.0","id":2,"result":{}}]`), true))
+	want := `[{"jsonrpc":"2.0","id":1,"result":{"content":[]}},{"jsonrpc":"2.0","id":2,"error":{"code":-32602,"message":"Unknown tool: get-env"}}]`
+	if got := string(extproctest.BodyAfter(resp, nil)); got != want {
+		t.Errorf("response body = %s\nwant %s", got, want)
+	}
+	s.Close()
+	waitFor(t, "3 audit records", func() bool { return len(h.audit.records(t)) == 3 })
+	byMethod := map[string]map[string]any{}
+	for _, r := range h.audit.records(t) {
+		byMethod[fmt.Sprint(r["method"], r["tool"])] = r
+	}
+	checkRecord(t, byMethod["tools/callfetch"], map[string]any{"decision": "allow", "outcome": "result"})
+	checkRecord(t, byMethod["tools/callget-env"], map[string]any{"decision": "deny", "outcome": "error", "jsonrpc_error": -32602})
+	checkRecord(t, byMethod["notifications/progress<nil>"], map[string]any{"outcome": "notification", "http_status": 200})
+}
+
+// legacySSE runs a legacy SSE session: the GET stream announces the session, POSTs go to the
+// endpoint, answers arrive on the GET stream. endpoint is the path the server announces.
+func legacySSE(t *testing.T, endpoint, session string) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	get := h.open(t, h.tcp, sseRoute)
+	get.ResponseBodyMode = extprocfilterv3.ProcessingMode_BUFFERED
+	plainContinue(t, check(t)(get.RequestHeaders(getHeaders("/sse", labToken), true)))
+	resp := check(t)(get.ResponseHeaders(respHeaders("200", "text/event-stream"), false))
+	if resp.GetModeOverride().GetResponseBodyMode() != extprocfilterv3.ProcessingMode_STREAMED {
+		t.Fatalf("GET stream not STREAMED: %v", resp.GetModeOverride())
+	}
+	ep := "event: endpoint\ndata: " + endpoint + "\n\n"
+	resp = check(t)(get.ResponseBody([]byte(ep[:9]), false))
+	plainContinue(t, resp)
+	resp = check(t)(get.ResponseBody([]byte(ep[9:]), false))
+	plainContinue(t, resp)
+	if extproctest.Metadata(resp)["session"] != session {
+		t.Fatalf("endpoint event did not give session %q: %v", session, extproctest.Metadata(resp))
+	}
+
+	post := func(body string) (*extproctest.Stream, *extprocv3.ProcessingResponse) {
+		p := h.open(t, h.unix, sseRoute)
+		md := extproctest.Metadata(check(t)(p.RequestHeaders(postHeaders(endpoint, labToken), false)))
+		if md["session"] != session {
+			t.Fatalf("POST to %s: session %q", endpoint, md["session"])
+		}
+		return p, check(t)(p.RequestBody([]byte(body), true))
+	}
+	accepted := func(p *extproctest.Stream) {
+		resp := check(t)(p.ResponseHeaders(respHeaders("202", ""), false))
+		if resp.GetModeOverride().GetResponseBodyMode() != extprocfilterv3.ProcessingMode_NONE {
+			t.Errorf("202 without content type must not be sent: %v", resp.GetModeOverride())
+		}
+		p.Close()
+	}
+
+	// tools/list: the answer on the GET stream is filtered; it arrives before the POST's 202.
+	p1, resp := post(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`)
+	plainContinue(t, resp)
+	ans := "event: message\ndata: " + toolsListAnswer + "\n\n"
+	r1 := check(t)(get.ResponseBody([]byte(ans[:40]), false))
+	r2 := check(t)(get.ResponseBody([]byte(ans[40:]), false))
+	got := string(extproctest.BodyAfter(r1, []byte(ans[:40]))) + string(extproctest.BodyAfter(r2, []byte(ans[40:])))
+	if got != "event: message\ndata: "+toolsListFiltered+"\n\n" {
+		t.Errorf("tools/list answer on the stream = %q", got)
+	}
+	accepted(p1)
+
+	// A refused call: the POST carries a ping instead; the ping's answer becomes the error.
+	p2, resp := post(`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"get-env","arguments":{}}}`)
+	if got := string(extproctest.BodyAfter(resp, nil)); got != `{"jsonrpc":"2.0","id":5,"method":"ping"}` {
+		t.Fatalf("refused call forwarded as %s", got)
+	}
+	if extproctest.Metadata(resp)["decision"] != "deny" {
+		t.Errorf("metadata %v", extproctest.Metadata(resp))
+	}
+	accepted(p2)
+	pong := "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{}}\n\n"
+	resp = check(t)(get.ResponseBody([]byte(pong), false))
+	if got := string(extproctest.BodyAfter(resp, []byte(pong))); got != "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"error\":{\"code\":-32602,\"message\":\"Unknown tool: get-env\"}}\n\n" {
+		t.Errorf("ping answer on the stream = %q", got)
+	}
+
+	// An allowed call passes both ways untouched.
+	p3, resp := post(`{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"https://httpbin.org/get"}}}`)
+	plainContinue(t, resp)
+	accepted(p3)
+	result := "event: message\ndata: {\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"x\"}]},\"jsonrpc\":\"2.0\",\"id\":6}\n\n"
+	plainContinue(t, check(t)(get.ResponseBody([]byte(result), false)))
+	get.Close()
+
+	waitFor(t, "3 audit records", func() bool { return len(h.audit.records(t)) == 3 })
+	recs := h.audit.records(t)
+	checkRecord(t, recs[0], map[string]any{"method": "tools/list", "session": session, "outcome": "result", "jsonrpc_id": 2})
+	checkRecord(t, recs[1], map[string]any{"tool": "get-env", "session": session, "decision": "deny", "outcome": "error", "jsonrpc_error": -32602, "http_status": 202})
+	checkRecord(t, recs[2], map[string]any{"tool": "fetch", "session": session, "decision": "allow", "outcome": "result", "http_status": 202})
+}
+
+func TestLegacySSESessionTypeScript(t *testing.T) {
+	legacySSE(t, "/message?sessionId=694d5887-7007-44bb-ab5a-fb1f27061499", "694d5887-7007-44bb-ab5a-fb1f27061499")
+}
+
+func TestLegacySSESessionGoSDK(t *testing.T) {
+	legacySSE(t, "/sse?sessionid=NUVADNBQ4YTSO4U2IY6VTTUUEG", "NUVADNBQ4YTSO4U2IY6VTTUUEG")
+}
+
+// TestNonJSONBody: without tool rules, a body that is not JSON-RPC passes untouched and is
+// counted; with tool rules it is refused, since the gateway cannot tell which tool it calls.
+func TestNonJSONBody(t *testing.T) {
+	open := &policyv1.Policy{Name: "open"}
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t)), open})
+	route := streamableRoute
+	route.Policy = "open"
+	s := h.open(t, h.tcp, route)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", ""), false))
+	plainContinue(t, check(t)(s.RequestBody([]byte("hello, not JSON"), true)))
+	check(t)(s.ResponseHeaders(respHeaders("400", "text/plain"), false))
+	if n := h.metric(t, "mcpgate_extproc_non_jsonrpc_bodies_total", map[string]string{"direction": "request"}); n != 1 {
+		t.Errorf("non-JSON-RPC bodies counted %v", n)
+	}
+
+	s = h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	resp := check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get-env"}`), true))
+	if ir := resp.GetImmediateResponse(); ir.GetStatus().GetCode() != 400 || !strings.Contains(string(ir.GetBody()), `"code":-32700`) {
+		t.Errorf("unreadable body under tool rules: %v", resp)
+	}
+	// Member names that some servers read case-insensitively are refused too.
+	s = h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	resp = check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch","NAME":"get-env"}}`), true))
+	if ir := resp.GetImmediateResponse(); ir.GetStatus().GetCode() != 400 || !strings.Contains(string(ir.GetBody()), `"code":-32600`) {
+		t.Errorf("ambiguous body under tool rules: %v", resp)
+	}
+}
+
+// TestOversizeBody: a request body over the limit gets 413 with a JSON-RPC error naming it.
+func TestOversizeBody(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))}, func(c *extproc.Config) { c.MaxBodyBytes = 1024 })
+	s := h.open(t, h.unix, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	big := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"` + strings.Repeat("a", 2000) + `"}}}`
+	resp := check(t)(s.RequestBody([]byte(big), true))
+	ir := resp.GetImmediateResponse()
+	if ir.GetStatus().GetCode() != 413 || setHeaders(resp)["content-type"] != "application/json" {
+		t.Fatalf("want 413 application/json, got %v", resp)
+	}
+	var e struct {
+		Error struct {
+			Code    int
+			Message string
+		}
+	}
+	if err := json.Unmarshal(ir.GetBody(), &e); err != nil || e.Error.Code != -32600 || !strings.Contains(e.Error.Message, "1024 bytes") {
+		t.Errorf("body %s (%v)", ir.GetBody(), err)
+	}
+	checkRecord(t, h.audit.records(t)[0], map[string]any{"http_status": 413, "outcome": "refused", "decision": "deny", "rule": "limit"})
+}
+
+// TestCancelledMidway: Envoy resets the stream after the request body (the client went away):
+// the exchange is recorded without an answer and the stream count drops back.
+func TestCancelledMidway(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	s := h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"fetch","arguments":{}}}`), true))
+	if h.metric(t, "mcpgate_extproc_streams_active", nil) != 1 {
+		t.Errorf("streams_active = %v during the stream", h.metric(t, "mcpgate_extproc_streams_active", nil))
+	}
+	s.Close()
+	waitFor(t, "the audit record", func() bool { return len(h.audit.records(t)) == 1 })
+	checkRecord(t, h.audit.records(t)[0], map[string]any{"tool": "fetch", "outcome": "no_answer", "jsonrpc_id": 11})
+	waitFor(t, "streams to end", func() bool { return h.metric(t, "mcpgate_extproc_streams_active", nil) == 0 })
+}
+
+// TestJWTAndCEL: the lab's token passes; no token and bad tokens get 401 with the challenge; a
+// valid token of another org gets 403 from the traffic rule.
+func TestJWTAndCEL(t *testing.T) {
+	sg := newSigner(t)
+	h := newHarness(t, []*policyv1.Policy{labPolicy(sg)})
+	otherOrg := sg.token(t, gojwt.MapClaims{"sub": "mallory", "org": "evil.example"})
+	tampered := labToken[:len(labToken)-4] + "AAAA"
+	tests := []struct {
+		name, token string
+		status      int
+		body, www   string
+		authn       string
+	}{
+		{"missing", "", 401, "Jwt is missing", `Bearer realm="mcpgate"`, "missing"},
+		{"bad signature", tampered, 401, "Jwt verification fails", `Bearer realm="mcpgate", error="invalid_token"`, "invalid: Jwt verification fails"},
+		{"malformed", "abc", 401, "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections", `Bearer realm="mcpgate", error="invalid_token"`, "invalid: Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections"},
+		{"other org", otherOrg, 403, "RBAC: access denied", "", "ok"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := h.open(t, h.tcp, streamableRoute)
+			resp := check(t)(s.RequestHeaders(postHeaders("/mcp", tt.token), false))
+			ir := resp.GetImmediateResponse()
+			if ir == nil || int(ir.GetStatus().GetCode()) != tt.status || string(ir.GetBody()) != tt.body {
+				t.Fatalf("want %d %q, got %v", tt.status, tt.body, resp)
+			}
+			hs := setHeaders(resp)
+			if hs["www-authenticate"] != tt.www || hs["content-type"] != "text/plain" {
+				t.Errorf("headers %v", hs)
+			}
+			if md := extproctest.Metadata(resp); md["authn"] != tt.authn || md["decision"] != "deny" {
+				t.Errorf("metadata %v", md)
+			}
+		})
+	}
+	if n := h.metric(t, "mcpgate_authn_failures_total", nil); n != 3 {
+		t.Errorf("authn failures = %v, want 3", n)
+	}
+	recs := h.audit.records(t)
+	if len(recs) != 4 {
+		t.Fatalf("%d audit records", len(recs))
+	}
+	checkRecord(t, recs[3], map[string]any{"subject": "mallory", "claims": map[string]any{"org": "evil.example"}, "http_status": 403, "outcome": "refused"})
+	if _, ok := recs[3]["rule"]; ok {
+		t.Errorf("no rule matched, yet the record names one: %v", recs[3])
+	}
+	for _, r := range recs {
+		if b, _ := json.Marshal(r); strings.Contains(string(b), "eyJ") {
+			t.Errorf("audit record holds a token: %s", b)
+		}
+	}
+}
+
+// TestPolicyUpdates: a policy whose CEL does not compile is NACKed and the last good policies stay;
+// a new version applies to new streams only; a route naming an unknown policy fails closed.
+func TestPolicyUpdates(t *testing.T) {
+	sg := newSigner(t)
+	h := newHarness(t, []*policyv1.Policy{labPolicy(sg)})
+	call := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`)
+
+	// A stream that starts under the first version...
+	inflight := h.open(t, h.tcp, streamableRoute)
+	check(t)(inflight.RequestHeaders(postHeaders("/mcp", labToken), false))
+
+	// ...is not disturbed by a version that refuses echo.
+	v2 := labPolicy(sg)
+	v2.McpRules = []*policyv1.Rule{{Action: policyv1.Rule_DENY, Expression: `mcp.tool.name == "echo"`, Source: "v2#0"}}
+	h.push(t, v2)
+	waitFor(t, "version 2", func() bool {
+		return h.metric(t, "mcpgate_extproc_policy_updates_total", map[string]string{"result": "ack"}) == 2
+	})
+	plainContinue(t, check(t)(inflight.RequestBody(call, true)))
+	s := h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	if resp := check(t)(s.RequestBody(call, true)); resp.GetImmediateResponse() == nil || extproctest.Metadata(resp)["rule"] != "v2#0" {
+		t.Fatalf("version 2 not applied to a new stream: %v", resp)
+	}
+
+	// A syntax error: NACK, version 2 stays.
+	bad := labPolicy(sg)
+	bad.McpRules = []*policyv1.Rule{{Action: policyv1.Rule_ALLOW, Expression: `mcp.tool.name == `, Source: "bad#0"}}
+	h.push(t, bad)
+	waitFor(t, "the NACK", func() bool {
+		return h.metric(t, "mcpgate_extproc_policy_updates_total", map[string]string{"result": "nack"}) >= 1
+	})
+	s = h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	if resp := check(t)(s.RequestBody(call, true)); extproctest.Metadata(resp)["rule"] != "v2#0" {
+		t.Fatalf("last good policy not kept: %v", resp)
+	}
+	if err := h.srv.HandlePolicies(extproc.PolicyTypeURL, nil); err != nil {
+		t.Fatalf("empty set refused: %v", err)
+	}
+
+	// No policy "lab" any more: its routes fail closed with a clear message.
+	s = h.open(t, h.unix, streamableRoute)
+	resp := check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	ir := resp.GetImmediateResponse()
+	if ir.GetStatus().GetCode() != 500 || !strings.Contains(string(ir.GetBody()), `names policy "lab", which ext_proc has not received`) {
+		t.Errorf("unknown policy: %v", resp)
+	}
+}
+
+// TestPolicyNACKMessage: the NACK names the policy and the rule.
+func TestPolicyNACKMessage(t *testing.T) {
+	h := newHarness(t, nil)
+	p := labPolicy(newSigner(t))
+	p.TrafficRules = append(p.TrafficRules, &policyv1.Rule{Expression: "jwt.org ==", Source: "EnterpriseAgentgatewayPolicy/ns/broken#0"})
+	res, err := anyOf(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = h.srv.HandlePolicies(extproc.PolicyTypeURL, res)
+	if err == nil || !strings.Contains(err.Error(), "policy lab") || !strings.Contains(err.Error(), "EnterpriseAgentgatewayPolicy/ns/broken#0") || !strings.Contains(err.Error(), "traffic_rules") {
+		t.Errorf("NACK message = %v", err)
+	}
+	if err := h.srv.HandlePolicies("type.googleapis.com/envoy.config.listener.v3.Listener", nil); err == nil {
+		t.Error("other type accepted")
+	}
+}
+
+// TestNoBodyAndOtherContent: a GET answered 405, a DELETE without body, a text/plain answer: no
+// body reaches ext_proc and the replies still match the messages.
+func TestNoBodyAndOtherContent(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	s := h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(getHeaders("/mcp", labToken), true))
+	resp := check(t)(s.ResponseHeaders(respHeaders("405", ""), true))
+	if resp.GetModeOverride() != nil {
+		t.Errorf("mode_override for a response without body: %v", resp.GetModeOverride())
+	}
+	s = h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`), true))
+	resp = check(t)(s.ResponseHeaders(respHeaders("500", "text/plain"), false))
+	if resp.GetModeOverride().GetResponseBodyMode() != extprocfilterv3.ProcessingMode_NONE {
+		t.Errorf("text/plain answer: %v", resp.GetModeOverride())
+	}
+	waitFor(t, "the audit record", func() bool { return len(h.audit.records(t)) == 1 })
+	checkRecord(t, h.audit.records(t)[0], map[string]any{"method": "initialize", "outcome": "no_answer", "http_status": 500})
+	if err := s.CloseSend(); err != nil {
+		t.Errorf("half-close: %v", err)
+	}
+}

@@ -1,0 +1,253 @@
+// Package extproc is mcpgate's Envoy external processor: the envoy.service.ext_proc.v3
+// ExternalProcessor gRPC service that Envoy calls for every request of a gateway's routes. Per
+// request (one gRPC stream) it authenticates the caller (JWT), applies the traffic rules (CEL),
+// reads the MCP JSON-RPC bodies in both directions, refuses tool calls the MCP rules do not allow,
+// filters tools/list answers, and records every MCP exchange (audit line, metrics, span, and
+// Envoy dynamic metadata). Its policies come from the control plane over ADS.
+//
+// The stream follows Envoy's protocol exactly: one reply per message, in order, of the kind the
+// message asks for; headers are read from raw_value; the response body mode is chosen per content
+// type with mode_override; an EOF or a cancelled stream is a normal end.
+package extproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+
+	"github.com/mcpgate/mcpgate/extproc/authz"
+	"github.com/mcpgate/mcpgate/extproc/jwt"
+	"github.com/mcpgate/mcpgate/extproc/mcp"
+	"github.com/mcpgate/mcpgate/extproc/telemetry"
+	"github.com/mcpgate/mcpgate/xds/client"
+)
+
+// Defaults of Config.
+const (
+	DefaultMaxBodyBytes = 4 << 20
+	DefaultSessionTTL   = 10 * time.Minute
+	DefaultMaxSessions  = 1 << 16
+)
+
+// Config configures a Server.
+type Config struct {
+	// XDSAddr is the control plane's ADS server ("host:port" or "unix:///path"); Run subscribes
+	// there to the policies. Empty: no subscription; policies come from HandlePolicies.
+	XDSAddr string
+	// NodeCluster is the node group: "NS/GATEWAY" for a sidecar serving one gateway, "*" for a
+	// process serving every gateway (default "*"). NodeID defaults to the host name.
+	NodeCluster, NodeID string
+	// MaxBodyBytes is the largest request body read (default 4 MiB); a larger one is refused with
+	// 413. It also bounds what is kept of one response body or server-sent event.
+	MaxBodyBytes int
+	// Audit receives one JSON line per MCP exchange; nil writes none.
+	Audit io.Writer
+	// Logger logs; nil discards.
+	Logger *slog.Logger
+	// Registerer registers the metrics; nil keeps them private.
+	Registerer prometheus.Registerer
+	// TracerProvider makes the spans; nil makes none.
+	TracerProvider trace.TracerProvider
+	// Redact says what of tool arguments the audit line and metadata keep.
+	Redact Redact
+	// JWT tunes the authenticators (remote JWKS fetching, token cache).
+	JWT jwt.Options
+	// Authz tunes CEL evaluation (cost limit).
+	Authz authz.Options
+	// SessionTTL and MaxSessions bound the legacy SSE correlation table (default 10 min, 65536).
+	SessionTTL  time.Duration
+	MaxSessions int
+}
+
+// Redact configures what the audit line and Envoy metadata keep of tool arguments.
+type Redact struct {
+	// Keys are argument keys (any depth, case-insensitive) whose values become "[REDACTED]".
+	Keys []string
+	// MaxArgumentBytes truncates the arguments kept (default 1 KiB).
+	MaxArgumentBytes int
+}
+
+// Server is the ext_proc service.
+type Server struct {
+	extprocv3.UnimplementedExternalProcessorServer
+
+	cfg      Config
+	log      *slog.Logger
+	tel      *telemetry.Telemetry
+	env      *authz.Env
+	policies policyStore
+	sessions *mcp.Sessions[*exchange]
+}
+
+// New returns a Server with no policies yet: until the first policy update, routes that name a
+// policy are refused (fail closed).
+func New(cfg Config) (*Server, error) {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = DefaultSessionTTL
+	}
+	if cfg.MaxSessions <= 0 {
+		cfg.MaxSessions = DefaultMaxSessions
+	}
+	if cfg.NodeCluster == "" {
+		cfg.NodeCluster = "*"
+	}
+	if cfg.NodeID == "" {
+		cfg.NodeID, _ = os.Hostname()
+		if cfg.NodeID == "" {
+			cfg.NodeID = "mcpgate-extproc"
+		}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.JWT.Logger == nil {
+		cfg.JWT.Logger = cfg.Logger
+	}
+	log := cfg.Logger.With("component", "extproc")
+	tel, err := telemetry.New(telemetry.Options{
+		Audit:            cfg.Audit,
+		Registerer:       cfg.Registerer,
+		TracerProvider:   cfg.TracerProvider,
+		RedactKeys:       cfg.Redact.Keys,
+		MaxArgumentBytes: cfg.Redact.MaxArgumentBytes,
+		Logger:           log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ext_proc: %w", err)
+	}
+	env, err := authz.NewEnv(cfg.Authz)
+	if err != nil {
+		return nil, fmt.Errorf("ext_proc: %w", err)
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      log,
+		tel:      tel,
+		env:      env,
+		sessions: mcp.NewSessions[*exchange](cfg.MaxSessions, cfg.SessionTTL),
+	}
+	s.policies.cur.Store(&policySet{byName: map[string]*policy{}})
+	return s, nil
+}
+
+// Register adds the ExternalProcessor service to gs.
+func (s *Server) Register(gs *grpc.Server) {
+	extprocv3.RegisterExternalProcessorServer(gs, s)
+}
+
+// Ready reports whether a first policy update was accepted.
+func (s *Server) Ready() bool { return s.policies.ready.Load() }
+
+// Run subscribes to the policies at Config.XDSAddr (when set) and expires unanswered legacy SSE
+// requests, until ctx ends. The subscription reconnects by itself; Run returns nil when ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errc := make(chan error, 1)
+	if s.cfg.XDSAddr != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- client.Run(ctx, client.Config{
+				Addr:     s.cfg.XDSAddr,
+				Node:     &corev3.Node{Id: s.cfg.NodeID, Cluster: s.cfg.NodeCluster},
+				TypeURLs: []string{PolicyTypeURL},
+				Handler:  s.HandlePolicies,
+				Logger:   s.log,
+			})
+		}()
+	}
+	tick := time.NewTicker(min(s.cfg.SessionTTL/4, 10*time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			s.expireSessions(time.Now())
+			return nil
+		case err := <-errc:
+			if err != nil {
+				return err
+			}
+		case now := <-tick.C:
+			s.expireSessions(now)
+		}
+	}
+}
+
+// Close releases the authenticators of the current policies (their JWKS refreshers).
+func (s *Server) Close() {
+	s.policies.mu.Lock()
+	defer s.policies.mu.Unlock()
+	ps := s.policies.cur.Swap(&policySet{byName: map[string]*policy{}})
+	for _, p := range ps.byName {
+		if p.auth != nil {
+			p.auth.Close()
+		}
+	}
+}
+
+// Listen opens a listener for an ext_proc address: "tcp:HOST:PORT", "HOST:PORT" or
+// "unix:///PATH" (a stale socket file at PATH is replaced).
+func Listen(addr string) (net.Listener, error) {
+	switch {
+	case strings.HasPrefix(addr, "unix://"):
+		path := strings.TrimPrefix(addr, "unix://")
+		if path == "" {
+			return nil, fmt.Errorf("listen %q: no socket path", addr)
+		}
+		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			if err := os.Remove(path); err != nil {
+				return nil, fmt.Errorf("listen %q: remove stale socket: %w", addr, err)
+			}
+		}
+		lis, err := net.Listen("unix", path)
+		if err != nil {
+			return nil, fmt.Errorf("listen %q: %w", addr, err)
+		}
+		return lis, nil
+	default:
+		hostport := strings.TrimPrefix(addr, "tcp:")
+		lis, err := net.Listen("tcp", hostport)
+		if err != nil {
+			return nil, fmt.Errorf("listen %q: %w", addr, err)
+		}
+		return lis, nil
+	}
+}
+
+// Serve serves the ext_proc service on the listeners until ctx ends, then stops gracefully.
+func (s *Server) Serve(ctx context.Context, listeners ...net.Listener) error {
+	gs := grpc.NewServer()
+	s.Register(gs)
+	errc := make(chan error, len(listeners))
+	for _, lis := range listeners {
+		go func() { errc <- gs.Serve(lis) }()
+	}
+	select {
+	case <-ctx.Done():
+		gs.GracefulStop()
+		return nil
+	case err := <-errc:
+		gs.Stop()
+		if errors.Is(err, grpc.ErrServerStopped) {
+			return nil
+		}
+		return fmt.Errorf("ext_proc serve: %w", err)
+	}
+}

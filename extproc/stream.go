@@ -1,0 +1,840 @@
+package extproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc/codes"
+	grpcmd "google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/mcpgate/mcpgate/extproc/authz"
+	"github.com/mcpgate/mcpgate/extproc/jwt"
+	"github.com/mcpgate/mcpgate/extproc/mcp"
+	"github.com/mcpgate/mcpgate/extproc/telemetry"
+)
+
+// The gRPC initial metadata a route sets on its ext_proc stream (ExtProcPerRoute
+// grpc_initial_metadata, see docs/design.md).
+const (
+	MetadataGateway = "x-mcpgate-gateway"
+	MetadataRoute   = "x-mcpgate-route"
+	MetadataPolicy  = "x-mcpgate-policy"
+	MetadataMCP     = "x-mcpgate-mcp"
+	MetadataBackend = "x-mcpgate-backend"
+	MetadataTarget  = "x-mcpgate-target"
+)
+
+// The MCP transports of x-mcpgate-mcp.
+const (
+	TransportSSE        = "sse"
+	TransportStreamable = "streamable-http"
+)
+
+// routeInfo is what the route tells ext_proc about a request.
+type routeInfo struct {
+	gateway, route, policy, transport, backend, target string
+}
+
+func readRouteInfo(ctx context.Context) routeInfo {
+	md, _ := grpcmd.FromIncomingContext(ctx)
+	get := func(k string) string {
+		if v := md[k]; len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	return routeInfo{
+		gateway:   get(MetadataGateway),
+		route:     get(MetadataRoute),
+		policy:    get(MetadataPolicy),
+		transport: get(MetadataMCP),
+		backend:   get(MetadataBackend),
+		target:    get(MetadataTarget),
+	}
+}
+
+// Process implements the ExternalProcessor service: one call per HTTP request, one reply per
+// message.
+func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) error {
+	ctx := ps.Context()
+	st := s.newStream(ctx)
+	defer st.end()
+	for {
+		req, err := ps.Recv()
+		if err != nil {
+			if normalEnd(ctx, err) {
+				return nil
+			}
+			return err
+		}
+		resp, err := st.handle(req)
+		if err != nil {
+			s.log.Warn("ext_proc stream refused a message", "route", st.ri.route, "error", err)
+			return status.Error(codes.InvalidArgument, err.Error())
+		}
+		if err := ps.Send(resp); err != nil {
+			if normalEnd(ctx, err) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// normalEnd reports whether a stream error is how Envoy ends streams: a half-close (EOF) or a
+// reset (Canceled), or the stream's context ending.
+func normalEnd(ctx context.Context, err error) bool {
+	return errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled || ctx.Err() != nil
+}
+
+// stream is the state of one ext_proc stream, that is of one HTTP request and its response.
+type stream struct {
+	s     *Server
+	ctx   context.Context
+	ri    routeInfo
+	set   *policySet
+	pol   *policy
+	scope string // legacy SSE session table scope
+
+	// From the request headers.
+	headers                    headerList
+	method, path, host, source string
+	session                    string
+	auth                       jwt.Result
+	authn                      string
+	in                         authz.Input
+	auditClaims                map[string]any
+	// trafficDeferred: the traffic rules read mcp.*, so they run on the body's messages.
+	trafficDeferred bool
+	reqBodySeen     bool
+
+	// MCP exchanges awaiting their answer: pending by IDKey (answers in this stream's response),
+	// waiting (notifications, and requests whose answer cannot be correlated) until the response
+	// headers, posted (legacy SSE: in the session table, answered on the GET stream).
+	pending  map[string]*exchange
+	waiting  []*exchange
+	posted   []postedExchange
+	rewrites int // pending exchanges whose answer must be rewritten
+
+	// From the response.
+	status       int
+	sse          *mcp.SSEStream
+	getStream    bool   // a legacy SSE GET stream: the answers of the session's POSTs arrive here
+	sseSession   string // the session the GET stream's endpoint event announced
+	respBodySeen bool
+}
+
+type postedExchange struct {
+	key mcp.SessionKey
+	ex  *exchange
+}
+
+// exchange is one MCP request (or notification) and what the gateway decided about it.
+type exchange struct {
+	rec telemetry.Record
+	// filter is set for tools/list under MCP rules: the answer's tools are filtered.
+	filter *toolFilter
+	// denied is set for a refused tools/call that was replaced by a ping: the ping's answer
+	// becomes the "Unknown tool" error.
+	denied bool
+	// postStatus is the HTTP status of the POST that carried a legacy SSE request, set by the
+	// POST's stream and read by the GET stream that sees the answer.
+	postStatus atomic.Int32
+}
+
+func (e *exchange) rewrite() bool { return e.filter != nil || e.denied }
+
+// toolFilter decides which tools of a tools/list answer the caller may see: those it could call.
+type toolFilter struct {
+	rules *authz.RuleSet
+	in    authz.Input
+}
+
+func (f *toolFilter) allow(ctx context.Context) func(name string) bool {
+	return func(name string) bool {
+		in := f.in
+		in.ToolName = name
+		return f.rules.Evaluate(ctx, &in).Allowed
+	}
+}
+
+func (s *Server) newStream(ctx context.Context) *stream {
+	st := &stream{s: s, ctx: ctx, ri: readRouteInfo(ctx), authn: "none"}
+	st.set = s.policies.acquire()
+	if st.ri.policy != "" {
+		st.pol = st.set.byName[st.ri.policy]
+	}
+	st.scope = st.ri.backend + "/" + st.ri.target
+	s.tel.StreamStarted()
+	return st
+}
+
+// end finishes the exchanges still awaiting an answer in this stream and releases the policies.
+func (st *stream) end() {
+	now := time.Now()
+	for _, ex := range st.pending {
+		st.s.finish(ex, telemetry.OutcomeNoAnswer, now)
+	}
+	for _, ex := range st.waiting {
+		st.s.finish(ex, outcomeWithoutAnswer(ex), now)
+	}
+	st.pending, st.waiting = nil, nil
+	st.s.policies.release(st.set)
+	st.s.tel.StreamEnded()
+}
+
+func outcomeWithoutAnswer(ex *exchange) string {
+	if ex.rec.ID == nil {
+		return telemetry.OutcomeNotification
+	}
+	return telemetry.OutcomeNoAnswer
+}
+
+// handle answers one message. The reply always matches the message's kind.
+func (st *stream) handle(req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
+	switch r := req.GetRequest().(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		return st.requestHeaders(r.RequestHeaders, req.GetAttributes()), nil
+	case *extprocv3.ProcessingRequest_RequestBody:
+		return st.requestBody(r.RequestBody), nil
+	case *extprocv3.ProcessingRequest_RequestTrailers:
+		return trailersReply(true), nil
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		return st.responseHeaders(r.ResponseHeaders), nil
+	case *extprocv3.ProcessingRequest_ResponseBody:
+		return st.responseBody(r.ResponseBody), nil
+	case *extprocv3.ProcessingRequest_ResponseTrailers:
+		return trailersReply(false), nil
+	default:
+		return nil, fmt.Errorf("ProcessingRequest without a request, response or trailers message (%T)", r)
+	}
+}
+
+// routeMetadata adds the route's fields to md.
+func (st *stream) routeMetadata(md *metadata) {
+	md.str("gateway", st.ri.gateway)
+	md.str("route", st.ri.route)
+	md.str("backend", st.ri.backend)
+	md.str("target", st.ri.target)
+	md.str("session", st.session)
+}
+
+// refuse answers the request with a, writes its audit record and returns the reply.
+func (st *stream) refuse(a answer, rule string, md metadata, rec *telemetry.Record) *extprocv3.ProcessingResponse {
+	if rec == nil {
+		r := st.newRecord(time.Now())
+		rec = &r
+	}
+	md.str("method", rec.Method)
+	md.str("tool", rec.Tool)
+	rec.Decision, rec.Rule = telemetry.DecisionDeny, rule
+	rec.HTTPStatus, rec.Outcome = a.status, telemetry.OutcomeRefused
+	st.s.tel.Finish(rec, time.Now())
+	md.str("decision", telemetry.DecisionDeny)
+	md.str("rule", rule)
+	return immediateReply(a, md)
+}
+
+// newRecord starts an audit record of this request.
+func (st *stream) newRecord(now time.Time) telemetry.Record {
+	return telemetry.Record{
+		Time: now, Gateway: st.ri.gateway, Route: st.ri.route, Backend: st.ri.backend, Target: st.ri.target,
+		Session: st.session, Subject: st.auth.Subject, Claims: st.claimsForAudit(), Authn: st.authn,
+	}
+}
+
+// claimsForAudit returns the token's claims that the policy's rules read.
+func (st *stream) claimsForAudit() map[string]any {
+	if st.auditClaims != nil || st.pol == nil || len(st.pol.claims) == 0 || st.auth.Claims == nil {
+		return st.auditClaims
+	}
+	st.auditClaims = make(map[string]any, len(st.pol.claims))
+	for _, c := range st.pol.claims {
+		if v, ok := st.auth.Claims[c]; ok {
+			st.auditClaims[c] = v
+		}
+	}
+	return st.auditClaims
+}
+
+// evaluate applies rules and logs the rules that failed at run time (they count as not
+// matching).
+func (st *stream) evaluate(rules *authz.RuleSet, in *authz.Input) authz.Decision {
+	d := rules.Evaluate(st.ctx, in)
+	for _, err := range d.Errors {
+		st.s.log.Warn("authorization rule failed at run time; it counts as not matching",
+			"policy", st.pol.name, "route", st.ri.route, "error", err)
+	}
+	return d
+}
+
+func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*structpb.Struct) *extprocv3.ProcessingResponse {
+	st.headers = readHeaders(h.GetHeaders())
+	st.method = st.headers.first(":method")
+	st.path = st.headers.first(":path")
+	st.host = st.headers.first(":authority")
+	if st.host == "" {
+		st.host = st.headers.first("host")
+	}
+	st.source = sourceAddress(attrs)
+	switch st.ri.transport {
+	case TransportSSE:
+		st.session = mcp.SessionFromURL(st.path)
+	case TransportStreamable:
+		st.session = st.headers.first("mcp-session-id")
+	}
+	var md metadata
+	st.routeMetadata(&md)
+
+	if st.ri.policy != "" && st.pol == nil {
+		md.str("authn", st.authn)
+		return st.refuse(answer{
+			status:      http.StatusInternalServerError,
+			contentType: "text/plain",
+			body: []byte(fmt.Sprintf("mcpgate: route %s names policy %q, which ext_proc has not received from the control plane\n",
+				st.ri.route, st.ri.policy)),
+			details: "mcpgate_unknown_policy",
+		}, "", md, nil)
+	}
+
+	var mut *extprocv3.HeaderMutation
+	if st.pol != nil && st.pol.auth != nil {
+		st.auth = st.pol.auth.Authenticate(st.ctx, st.headers.first("authorization"))
+		switch st.auth.Status {
+		case jwt.OK:
+			st.authn = "ok"
+			// As Envoy's jwt_authn with forward: false: the upstream does not see the token.
+			mut = &extprocv3.HeaderMutation{RemoveHeaders: []string{"authorization"}}
+		case jwt.Missing:
+			st.authn = "missing"
+		default:
+			st.authn = "invalid: " + st.auth.Reason
+		}
+		ans, reject := st.pol.auth.Decide(st.auth)
+		if st.auth.Status == jwt.Invalid || reject {
+			reason := st.auth.Reason
+			if st.auth.Status == jwt.Missing {
+				reason = jwt.ReasonMissing
+			}
+			st.s.tel.AuthnFailure(reason)
+		}
+		md.str("authn", st.authn)
+		if reject {
+			a := answer{status: ans.Status, body: []byte(ans.Body), details: "mcpgate_jwt_" + st.auth.Status.String()}
+			for _, hd := range ans.Headers {
+				a.headers = append(a.headers, header{hd.Name, hd.Value})
+			}
+			return st.refuse(a, "jwt", md, nil)
+		}
+	} else {
+		md.str("authn", st.authn)
+	}
+	md.str("subject", st.auth.Subject)
+
+	st.in = authz.Input{
+		Claims: st.auth.Claims, Method: st.method, Path: st.path, Host: st.host,
+		Headers: st.headers, SourceAddress: st.source, ToolTarget: st.ri.target,
+	}
+	if st.pol != nil && st.pol.traffic != nil {
+		if st.pol.traffic.NeedsMCP() && st.ri.transport != "" && !h.GetEndOfStream() {
+			st.trafficDeferred = true
+		} else if d := st.evaluate(st.pol.traffic, &st.in); !d.Allowed {
+			return st.refuse(rbacDenied(), d.Rule, md, nil)
+		} else {
+			md.str("rule", d.Rule)
+		}
+	}
+	if st.pol != nil {
+		md.str("decision", telemetry.DecisionAllow)
+	}
+	return headersReply(true, mut, md)
+}
+
+func rbacDenied() answer {
+	return answer{status: http.StatusForbidden, contentType: "text/plain", body: []byte("RBAC: access denied"), details: "mcpgate_rbac_access_denied"}
+}
+
+// jsonRPCRefusal is an HTTP error whose body is a JSON-RPC error without id.
+func jsonRPCRefusal(httpStatus, code int, msg, details string) answer {
+	return answer{status: httpStatus, contentType: "application/json", body: mcp.ErrorResponse(nil, code, msg), details: details}
+}
+
+func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
+	if st.reqBodySeen || st.ri.transport == "" {
+		return bodyReply(true, nil, false, false, nil)
+	}
+	st.reqBodySeen = true
+	body := b.GetBody()
+	var md metadata
+	if len(body) > st.s.cfg.MaxBodyBytes {
+		return st.refuse(jsonRPCRefusal(http.StatusRequestEntityTooLarge, mcp.CodeInvalidRequest,
+			fmt.Sprintf("request body of %d bytes exceeds the gateway's limit of %d bytes", len(body), st.s.cfg.MaxBodyBytes),
+			"mcpgate_body_too_large"), "limit", md, nil)
+	}
+	// strict: authorization depends on reading the body, so a body the gateway cannot read the
+	// way every server would is refused instead of passed.
+	strict := st.pol != nil && (st.pol.tools != nil || st.trafficDeferred)
+	msgs, batch, err := mcp.Parse(body)
+	if err == nil && strict && !utf8Charset(st.headers.first("content-type")) {
+		err = errors.New("charset other than UTF-8")
+	}
+	if err != nil {
+		st.s.tel.NonJSONRPC("request")
+		if strict {
+			return st.refuse(jsonRPCRefusal(http.StatusBadRequest, mcp.CodeParseError,
+				"mcpgate enforces tool rules on this route and cannot read the body as JSON-RPC: "+err.Error(),
+				"mcpgate_not_jsonrpc"), "", md, nil)
+		}
+		return bodyReply(true, nil, false, false, nil)
+	}
+
+	now := time.Now()
+	exOf := make([]*exchange, len(msgs))
+	var first, firstDenied *exchange
+	denied := 0
+	for i := range msgs {
+		m := &msgs[i]
+		if m.Kind != mcp.KindRequest && m.Kind != mcp.KindNotification {
+			continue
+		}
+		ex := &exchange{rec: st.newRecord(now)}
+		ex.rec.Method, ex.rec.ID = m.Method, m.ID
+		in := st.in
+		in.MCPMethod = m.Method
+		ambiguous := m.Ambiguous
+		if m.Method == mcp.MethodToolsCall {
+			tc, _ := mcp.ParseToolCall(m.Params)
+			ex.rec.Tool, ex.rec.Arguments = tc.Name, tc.Arguments
+			in.ToolName, in.ToolArguments = tc.Name, tc.Arguments
+			ambiguous = ambiguous || tc.Ambiguous
+		}
+		if strict && ambiguous {
+			return st.refuse(jsonRPCRefusal(http.StatusBadRequest, mcp.CodeInvalidRequest,
+				"member names that differ from JSON-RPC or MCP names only in letter case are refused", "mcpgate_ambiguous_jsonrpc"),
+				"", md, &ex.rec)
+		}
+		if st.trafficDeferred {
+			if d := st.evaluate(st.pol.traffic, &in); !d.Allowed {
+				return st.refuse(rbacDenied(), d.Rule, md, &ex.rec)
+			}
+		}
+		ex.rec.Decision = telemetry.DecisionAllow
+		if st.pol != nil && st.pol.tools != nil {
+			switch m.Method {
+			case mcp.MethodToolsCall:
+				d := st.evaluate(st.pol.tools, &in)
+				ex.rec.Rule = d.Rule
+				if !d.Allowed {
+					ex.rec.Decision, ex.denied = telemetry.DecisionDeny, true
+					denied++
+					if firstDenied == nil {
+						firstDenied = ex
+					}
+				}
+			case mcp.MethodToolsList:
+				fin := st.in
+				fin.MCPMethod = mcp.MethodToolsCall
+				ex.filter = &toolFilter{rules: st.pol.tools, in: fin}
+			}
+		}
+		if st.s.tel.Tracing() {
+			st.s.tel.StartSpan(carrier(st.headers), &ex.rec)
+		}
+		exOf[i] = ex
+		if first == nil {
+			first = ex
+		}
+	}
+	if firstDenied != nil {
+		first = firstDenied
+	}
+	st.exchangeMetadata(&md, first)
+
+	if denied == 0 {
+		st.register(exOf, now)
+		return bodyReply(true, nil, false, false, md)
+	}
+	if st.ri.transport == TransportStreamable && !batch {
+		// One refused call: answer it here; the server never sees it.
+		ex := exOf[0]
+		if ex.rec.ID == nil {
+			ex.rec.HTTPStatus = http.StatusAccepted
+			st.s.finish(ex, telemetry.OutcomeNotification, time.Now())
+			return immediateReply(answer{status: http.StatusAccepted, details: "mcpgate_tool_denied"}, md)
+		}
+		ex.rec.HTTPStatus, ex.rec.HasError, ex.rec.ErrorCode = http.StatusOK, true, mcp.CodeInvalidParams
+		st.s.finish(ex, telemetry.OutcomeError, time.Now())
+		md.num("jsonrpc_error", mcp.CodeInvalidParams)
+		return immediateReply(answer{status: http.StatusOK, contentType: "application/json",
+			body: mcp.UnknownTool(ex.rec.ID, ex.rec.Tool), details: "mcpgate_tool_denied"}, md)
+	}
+	// A batch, or legacy SSE (whose answers arrive on the GET stream): refused calls become pings
+	// with the same id, whose answers are replaced by the error; refused notifications are dropped.
+	elems := make([][]byte, 0, len(msgs))
+	for i := range msgs {
+		switch ex := exOf[i]; {
+		case ex == nil || !ex.denied:
+			elems = append(elems, msgs[i].Raw)
+		case ex.rec.ID != nil:
+			elems = append(elems, mcp.Ping(ex.rec.ID))
+		}
+	}
+	st.register(exOf, now)
+	if len(elems) == 0 {
+		return immediateReply(answer{status: http.StatusAccepted, details: "mcpgate_tool_denied"}, md)
+	}
+	out := elems[0]
+	if batch {
+		out = mcp.EncodeBatch(elems)
+	}
+	return bodyReply(true, out, true, true, md)
+}
+
+// utf8Charset reports whether a content-type has no charset or the UTF-8 one.
+func utf8Charset(ct string) bool {
+	_, params, found := strings.Cut(ct, ";")
+	if !found {
+		return true
+	}
+	for _, p := range strings.Split(params, ";") {
+		k, v, _ := strings.Cut(strings.TrimSpace(p), "=")
+		if strings.EqualFold(strings.TrimSpace(k), "charset") {
+			v = strings.Trim(strings.TrimSpace(v), `"`)
+			return strings.EqualFold(v, "utf-8") || strings.EqualFold(v, "utf8")
+		}
+	}
+	return true
+}
+
+// exchangeMetadata adds the MCP fields of ex to md.
+func (st *stream) exchangeMetadata(md *metadata, ex *exchange) {
+	if ex == nil {
+		return
+	}
+	md.str("method", ex.rec.Method)
+	md.str("tool", ex.rec.Tool)
+	if args, _ := st.s.tel.Arguments(ex.rec.Arguments); args != nil {
+		md.str("arguments", string(args))
+	}
+	if ex.rec.ID != nil {
+		md.str("jsonrpc_id", string(ex.rec.ID))
+	}
+	md.str("decision", ex.rec.Decision)
+	md.str("rule", ex.rec.Rule)
+}
+
+// register keeps the exchanges until their answers.
+func (st *stream) register(exs []*exchange, now time.Time) {
+	for _, ex := range exs {
+		if ex == nil {
+			continue
+		}
+		key := mcp.IDKey(ex.rec.ID)
+		switch {
+		case ex.rec.ID == nil || key == "":
+			st.waiting = append(st.waiting, ex)
+		case st.ri.transport == TransportSSE:
+			if st.session == "" {
+				st.waiting = append(st.waiting, ex)
+				continue
+			}
+			k := mcp.SessionKey{Scope: st.scope, Session: st.session, ID: key}
+			for _, old := range st.s.sessions.Put(now, k, ex, ex.rewrite()) {
+				st.s.finish(old, telemetry.OutcomeNoAnswer, now)
+			}
+			st.posted = append(st.posted, postedExchange{k, ex})
+		default:
+			if st.pending == nil {
+				st.pending = make(map[string]*exchange, len(exs))
+			}
+			if old := st.pending[key]; old != nil {
+				st.forget(key)
+				st.s.finish(old, telemetry.OutcomeNoAnswer, now)
+			}
+			st.pending[key] = ex
+			if ex.rewrite() {
+				st.rewrites++
+			}
+		}
+	}
+}
+
+// forget removes a pending exchange.
+func (st *stream) forget(key string) *exchange {
+	ex := st.pending[key]
+	if ex == nil {
+		return nil
+	}
+	delete(st.pending, key)
+	if ex.rewrite() {
+		st.rewrites--
+	}
+	return ex
+}
+
+func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+	hs := readHeaders(h.GetHeaders())
+	st.status, _ = strconv.Atoi(hs.first(":status"))
+	var md metadata
+	if sid := hs.first("mcp-session-id"); sid != "" && st.session == "" && st.ri.transport == TransportStreamable {
+		st.session = sid
+		for _, ex := range st.pending {
+			ex.rec.Session = sid
+		}
+		md.str("session", sid)
+	}
+	now := time.Now()
+	for _, p := range st.posted {
+		p.ex.postStatus.Store(int32(st.status))
+		if st.status >= 300 {
+			// The server refused the POST: no answer will come on the stream.
+			if ex, ok := st.s.sessions.Take(p.key); ok {
+				ex.rec.HTTPStatus = st.status
+				st.s.finish(ex, telemetry.OutcomeNoAnswer, now)
+			}
+		}
+	}
+	st.posted = nil
+	for _, ex := range st.waiting {
+		ex.rec.HTTPStatus = st.status
+		st.s.finish(ex, outcomeWithoutAnswer(ex), now)
+	}
+	st.waiting = nil
+	for _, ex := range st.pending {
+		ex.rec.HTTPStatus = st.status
+	}
+	if st.ri.transport == "" || h.GetEndOfStream() {
+		st.finishPending(now)
+		return headersReply(false, nil, md)
+	}
+	ct := hs.first("content-type")
+	mode := responseBodyMode(ct)
+	switch {
+	case mediaType(ct) == "text/event-stream":
+		st.sse = mcp.NewSSEStream(st.s.cfg.MaxBodyBytes)
+		st.getStream = st.ri.transport == TransportSSE && st.method == http.MethodGet
+	case mode != nil:
+		// The body will not be seen.
+		st.finishPending(now)
+	}
+	r := headersReply(false, nil, md)
+	r.ModeOverride = mode
+	return r
+}
+
+// finishPending ends the exchanges whose answers were to come in this stream's response.
+func (st *stream) finishPending(now time.Time) {
+	for key, ex := range st.pending {
+		st.forget(key)
+		st.s.finish(ex, telemetry.OutcomeNoAnswer, now)
+	}
+}
+
+func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
+	if st.sse != nil {
+		return st.sseChunk(b)
+	}
+	if st.respBodySeen || st.ri.transport == "" {
+		return bodyReply(false, nil, false, false, nil)
+	}
+	st.respBodySeen = true
+	defer st.finishPending(time.Now())
+	body := b.GetBody()
+	if len(body) > st.s.cfg.MaxBodyBytes {
+		st.s.tel.NonJSONRPC("response")
+		if st.rewrites > 0 {
+			// An answer that must be rewritten cannot be read: refuse rather than pass it.
+			return bodyReply(false, st.unreadableAnswers(), true, true, nil)
+		}
+		return bodyReply(false, nil, false, false, nil)
+	}
+	msgs, batch, err := mcp.Parse(body)
+	if err != nil {
+		st.s.tel.NonJSONRPC("response")
+		if st.rewrites > 0 {
+			return bodyReply(false, st.unreadableAnswers(), true, true, nil)
+		}
+		return bodyReply(false, nil, false, false, nil)
+	}
+	var md metadata
+	out, changed := st.answers(msgs, batch, &md, st.takePending)
+	if !changed {
+		return bodyReply(false, nil, false, false, md)
+	}
+	return bodyReply(false, out, true, true, md)
+}
+
+// unreadableAnswers is the body that replaces a response the gateway had to rewrite and could
+// not read: an internal error for each request awaiting an answer.
+func (st *stream) unreadableAnswers() []byte {
+	var elems [][]byte
+	for key, ex := range st.pending {
+		elems = append(elems, mcp.ErrorResponse(ex.rec.ID, -32603, "mcpgate: the server's answer could not be inspected"))
+		st.forget(key)
+		ex.rec.HasError, ex.rec.ErrorCode, ex.rec.HTTPStatus = true, -32603, st.status
+		st.s.finish(ex, telemetry.OutcomeError, time.Now())
+	}
+	if len(elems) == 1 {
+		return elems[0]
+	}
+	return mcp.EncodeBatch(elems)
+}
+
+func (st *stream) takePending(key string) *exchange { return st.forget(key) }
+
+func (st *stream) takePosted(key string) *exchange {
+	if st.sseSession == "" {
+		return nil
+	}
+	ex, _ := st.s.sessions.Take(mcp.SessionKey{Scope: st.scope, Session: st.sseSession, ID: key})
+	return ex
+}
+
+// answers matches the responses among msgs with their exchanges (found by take), finishes them,
+// and returns the messages rewritten where needed (changed false: keep them as they are).
+func (st *stream) answers(msgs []mcp.Message, batch bool, md *metadata, take func(key string) *exchange) ([]byte, bool) {
+	var elems [][]byte
+	changed := false
+	now := time.Now()
+	for i := range msgs {
+		m := &msgs[i]
+		var repl []byte
+		if m.Kind == mcp.KindResponse {
+			if ex := take(mcp.IDKey(m.ID)); ex != nil {
+				repl = st.answer(m, ex, md, now)
+			}
+		}
+		if repl != nil && !changed {
+			changed = true
+			elems = make([][]byte, 0, len(msgs))
+			for j := range i {
+				elems = append(elems, msgs[j].Raw)
+			}
+		}
+		if changed {
+			if repl == nil {
+				repl = m.Raw
+			}
+			elems = append(elems, repl)
+		}
+	}
+	if !changed {
+		return nil, false
+	}
+	if batch {
+		return mcp.EncodeBatch(elems), true
+	}
+	return elems[0], true
+}
+
+// answer finishes ex with its answer m and returns m's replacement (nil: keep m).
+func (st *stream) answer(m *mcp.Message, ex *exchange, md *metadata, now time.Time) []byte {
+	var repl []byte
+	code, hasErr := m.ErrorCode()
+	switch {
+	case ex.denied:
+		repl = mcp.UnknownTool(m.ID, ex.rec.Tool)
+		code, hasErr = mcp.CodeInvalidParams, true
+	case ex.filter != nil && m.Result != nil:
+		out, removed, err := mcp.FilterToolsList(m.Raw, ex.filter.allow(st.ctx))
+		switch {
+		case err != nil:
+			st.s.log.Warn("tools/list answer could not be filtered; replaced by an error", "route", st.ri.route, "error", err)
+			repl = mcp.ErrorResponse(m.ID, -32603, "mcpgate: the server's tools/list answer could not be inspected")
+			code, hasErr = -32603, true
+		case removed > 0:
+			repl = out
+		}
+	}
+	ex.rec.HasError, ex.rec.ErrorCode = hasErr, code
+	if s := ex.postStatus.Load(); s != 0 {
+		ex.rec.HTTPStatus = int(s)
+	} else if ex.rec.HTTPStatus == 0 {
+		ex.rec.HTTPStatus = st.status
+	}
+	outcome := telemetry.OutcomeResult
+	if hasErr {
+		outcome = telemetry.OutcomeError
+		md.num("jsonrpc_error", code)
+	}
+	st.s.finish(ex, outcome, now)
+	return repl
+}
+
+func (st *stream) sseChunk(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
+	hold := st.rewrites > 0
+	if st.getStream && st.sseSession != "" && !hold {
+		hold = st.s.sessions.NeedsRewrite(st.scope, st.sseSession)
+	}
+	var md metadata
+	visit := func(ev *mcp.Event, rewritable bool) []byte {
+		return st.visitEvent(ev, rewritable, &md)
+	}
+	out, changed, err := st.sse.Next(b.GetBody(), b.GetEndOfStream(), hold, visit)
+	if err != nil {
+		// The response has begun: Envoy resets the stream, which is all that can be done.
+		st.s.log.Error("server-sent event that must be rewritten is too large; resetting the response",
+			"route", st.ri.route, "limit", st.s.cfg.MaxBodyBytes)
+		return immediateReply(answer{status: http.StatusBadGateway, details: "mcpgate_event_too_large"}, md)
+	}
+	if b.GetEndOfStream() {
+		st.finishPending(time.Now())
+	}
+	return bodyReply(false, out, changed, false, md)
+}
+
+func (st *stream) visitEvent(ev *mcp.Event, rewritable bool, md *metadata) []byte {
+	if st.getStream && ev.Type == "endpoint" {
+		st.sseSession = mcp.SessionFromURL(string(ev.Data))
+		st.session = st.sseSession
+		md.str("session", st.sseSession)
+		return nil
+	}
+	if !ev.IsMessage() {
+		return nil
+	}
+	msgs, batch, err := mcp.Parse(ev.Data)
+	if err != nil {
+		st.s.tel.NonJSONRPC("response")
+		return nil
+	}
+	take := st.takePending
+	if st.getStream {
+		take = st.takePosted
+	}
+	data, changed := st.answers(msgs, batch, md, take)
+	if !changed {
+		return nil
+	}
+	if !rewritable {
+		st.s.log.Error("an answer that must be rewritten began before its request was seen; passed unchanged", "route", st.ri.route)
+		return nil
+	}
+	return mcp.AppendEvent(nil, &mcp.Event{Type: ev.Type, ID: ev.ID, HasID: ev.HasID, Data: data})
+}
+
+// finish records the end of an exchange.
+func (s *Server) finish(ex *exchange, outcome string, now time.Time) {
+	ex.rec.Outcome = outcome
+	s.tel.Finish(&ex.rec, now)
+}
+
+// expireSessions finishes legacy SSE requests whose answers never came.
+func (s *Server) expireSessions(now time.Time) {
+	for _, ex := range s.sessions.Expire(now) {
+		if st := ex.postStatus.Load(); st != 0 {
+			ex.rec.HTTPStatus = int(st)
+		}
+		s.finish(ex, telemetry.OutcomeNoAnswer, now)
+	}
+}
