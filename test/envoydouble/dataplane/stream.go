@@ -65,6 +65,8 @@ type stream struct {
 	idle   *time.Timer
 	idleD  time.Duration
 
+	body *downstreamBody
+
 	start       time.Time
 	code        int
 	flags       []string
@@ -100,7 +102,8 @@ func (st *stream) run() {
 	st.setupExtProc()
 
 	hasBody := st.r.ContentLength != 0 || len(st.r.TransferEncoding) > 0
-	var body io.Reader = &countingReader{r: st.r.Body, n: &st.bytesIn, touch: st.touch}
+	st.body = &downstreamBody{r: st.r.Body, n: &st.bytesIn, touch: st.touch}
+	var body io.Reader = st.body
 	if st.ep != nil {
 		res := st.ep.RequestHeaders(st.req, !hasBody)
 		if st.decodeResult(res) {
@@ -868,6 +871,10 @@ func (st *stream) touch() {
 // finish ends the stream: ext_proc stream closed, one access log line per logger.
 func (st *stream) finish() {
 	rec := recover()
+	st.cancel(nil)
+	if st.body != nil {
+		st.body.release(st.rc)
+	}
 	if st.idle != nil {
 		st.idle.Stop()
 	}
@@ -928,6 +935,55 @@ func chunks(r io.Reader) func() ([]byte, bool, error) {
 		}
 		return buf[:n], false, nil
 	}
+}
+
+// downstreamBody is the request body. Reads are serialized, and release ends them when the stream
+// ends: whatever the proxy did not read is drained (briefly) so the connection can serve the next
+// request, or the connection is closed after the response, as Envoy's HTTP/1 codec does when a
+// response completes before its request.
+type downstreamBody struct {
+	mu     sync.Mutex
+	r      io.Reader
+	n      *atomic.Int64
+	touch  func()
+	eof    bool
+	closed bool
+}
+
+var errStreamEnded = errors.New("stream ended")
+
+func (b *downstreamBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, errStreamEnded
+	}
+	n, err := b.r.Read(p)
+	b.n.Add(int64(n))
+	if n > 0 {
+		b.touch()
+	}
+	if errors.Is(err, io.EOF) {
+		b.eof = true
+	}
+	return n, err
+}
+
+// release stops every reader of the body and drains what is left. It works around net/http's
+// full-duplex mode, where a body first read to its end by the server after the handler returns
+// starts a background read that races with the next request.
+func (b *downstreamBody) release(rc *http.ResponseController) {
+	if !b.mu.TryLock() {
+		_ = rc.SetReadDeadline(time.Now()) // a read in flight elsewhere returns now
+		b.mu.Lock()
+	}
+	defer b.mu.Unlock()
+	b.closed = true
+	if b.eof {
+		return
+	}
+	_ = rc.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = io.Copy(io.Discard, io.LimitReader(b.r, 256<<10))
 }
 
 // countingReader counts bytes read and records activity for the idle timer.

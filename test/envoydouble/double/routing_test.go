@@ -148,7 +148,7 @@ func TestRoutingWithoutExtProc(t *testing.T) {
 		}
 	})
 	// No route: a route configuration whose only virtual host does not match.
-	logs := e.logs(11)
+	logs := e.logs(12)
 	byPath := map[string]map[string]any{}
 	for _, l := range logs {
 		byPath[l["path"].(string)] = l
