@@ -110,7 +110,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.SotW {
 		api = "sotw"
 	}
-	log := cfg.Logger.With("component", "xds-client", "server", cfg.Addr, "api", api, "node", cfg.Node.GetId(), "cluster", cfg.Node.GetCluster())
+	log := cfg.Logger.With("xds_server", cfg.Addr, "api", api, "node", cfg.Node.GetId(), "cluster", cfg.Node.GetCluster())
 	open := openDelta
 	if cfg.SotW {
 		open = openSotw
