@@ -231,7 +231,12 @@ func Listen(addr string) (net.Listener, error) {
 	}
 }
 
-// Serve serves the ext_proc service on the listeners until ctx ends, then stops gracefully.
+// ShutdownGrace is how long Serve lets streams in flight finish after its context ends before
+// it cuts them (server-sent event streams never finish by themselves).
+const ShutdownGrace = 5 * time.Second
+
+// Serve serves the ext_proc service on the listeners until ctx ends, then stops: streams in flight
+// get ShutdownGrace to finish.
 func (s *Server) Serve(ctx context.Context, listeners ...net.Listener) error {
 	gs := grpc.NewServer()
 	s.Register(gs)
@@ -241,7 +246,14 @@ func (s *Server) Serve(ctx context.Context, listeners ...net.Listener) error {
 	}
 	select {
 	case <-ctx.Done():
-		gs.GracefulStop()
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(ShutdownGrace):
+			gs.Stop()
+			<-stopped
+		}
 		return nil
 	case err := <-errc:
 		gs.Stop()

@@ -3,9 +3,193 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/mcpgate/mcpgate/extproc"
+	"github.com/mcpgate/mcpgate/extproc/telemetry"
 )
 
-// runExtProc is being written; see the open issues.
+// extProcFlags are the flags of `mcpgate extproc`.
+type extProcFlags struct {
+	listen, uds, xdsAddr, gateway, nodeID, admin, auditLog, otlp, redact string
+	maxBody                                                              int
+}
+
+func parseExtProcFlags(args []string) (*extProcFlags, error) {
+	f := &extProcFlags{}
+	fs := flag.NewFlagSet("mcpgate extproc", flag.ContinueOnError)
+	fs.StringVar(&f.listen, "listen", "tcp:127.0.0.1:18001", `TCP address to serve ext_proc on ("tcp:HOST:PORT"; "" for none)`)
+	fs.StringVar(&f.uds, "uds", "", "Unix socket path to serve ext_proc on as well (the sidecar deployment)")
+	fs.StringVar(&f.xdsAddr, "xds-addr", "127.0.0.1:18000", `control plane ADS address to get policies from ("HOST:PORT" or "unix:///PATH")`)
+	fs.StringVar(&f.gateway, "gateway", "*", `the gateway served, NS/NAME (its xDS node group), or "*" for every gateway`)
+	fs.StringVar(&f.nodeID, "node-id", "", "xDS node id (default: the host name)")
+	fs.StringVar(&f.admin, "admin-addr", "127.0.0.1:19002", `where to serve /metrics, /healthz and /readyz ("" for none)`)
+	fs.IntVar(&f.maxBody, "max-body-bytes", extproc.DefaultMaxBodyBytes, "largest MCP request body read; a larger one is refused with 413")
+	fs.StringVar(&f.auditLog, "audit-log", "stdout", `where the JSON audit lines go: "stdout", "none" or a file path (appended)`)
+	fs.StringVar(&f.otlp, "otlp-endpoint", "", "OTLP gRPC collector for spans (http://HOST:4317 without TLS); default OTEL_EXPORTER_OTLP_ENDPOINT; none when both are empty")
+	fs.StringVar(&f.redact, "redact-keys", "", "comma-separated tool argument keys whose values the audit log and access log replace by [REDACTED]")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if f.listen == "" && f.uds == "" {
+		return nil, errors.New("nothing to serve on: give --listen or --uds")
+	}
+	if f.gateway != "*" && strings.Count(f.gateway, "/") != 1 {
+		return nil, fmt.Errorf("--gateway %q: want NAMESPACE/NAME or *", f.gateway)
+	}
+	if f.maxBody <= 0 {
+		return nil, fmt.Errorf("--max-body-bytes %d: must be positive", f.maxBody)
+	}
+	return f, nil
+}
+
+// runExtProc serves ext_proc alone, as the sidecar next to a gateway's Envoy does.
 func runExtProc(ctx context.Context, args []string) error {
-	return errors.New("not implemented yet")
+	f, err := parseExtProcFlags(args)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	return serveExtProc(ctx, f, log, os.Stdout)
+}
+
+func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout io.Writer) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var listeners []net.Listener
+	for _, addr := range []string{f.listen, unixAddr(f.uds)} {
+		if addr == "" {
+			continue
+		}
+		lis, err := extproc.Listen(addr)
+		if err != nil {
+			return err
+		}
+		defer lis.Close()
+		listeners = append(listeners, lis)
+	}
+	var adminLis net.Listener
+	if f.admin != "" {
+		var err error
+		if adminLis, err = net.Listen("tcp", f.admin); err != nil {
+			return fmt.Errorf("admin: %w", err)
+		}
+	}
+
+	audit, closeAudit, err := openAudit(f.auditLog, stdout)
+	if err != nil {
+		return err
+	}
+	defer closeAudit()
+
+	var tp trace.TracerProvider
+	if f.otlp != "" || os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" {
+		sdk, err := telemetry.NewOTLPTracerProvider(ctx, f.otlp)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+			defer stop()
+			if err := sdk.Shutdown(sctx); err != nil {
+				log.Warn("flushing spans", "error", err)
+			}
+		}()
+		tp = sdk
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var redact []string
+	if f.redact != "" {
+		redact = strings.Split(f.redact, ",")
+	}
+	srv, err := extproc.New(extproc.Config{
+		XDSAddr: f.xdsAddr, NodeCluster: f.gateway, NodeID: f.nodeID, MaxBodyBytes: f.maxBody,
+		Audit: audit, Logger: log, Registerer: reg, TracerProvider: tp,
+		Redact: extproc.Redact{Keys: redact},
+	})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	goRun := func(name string, fn func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	goRun("ext_proc", func() error { return srv.Serve(ctx, listeners...) })
+	goRun("policies", func() error { return srv.Run(ctx) })
+	var admin *http.Server
+	if adminLis != nil {
+		admin = &http.Server{Handler: srv.AdminHandler(reg), ReadHeaderTimeout: 10 * time.Second}
+		goRun("admin", func() error {
+			if err := admin.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+	log.Info("mcpgate extproc", "listen", f.listen, "uds", f.uds, "xds", f.xdsAddr, "gateway", f.gateway, "admin", f.admin)
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err = <-errc:
+		log.Error("stopping", "error", err)
+	}
+	cancel()
+	if admin != nil {
+		sctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+		defer stop()
+		_ = admin.Shutdown(sctx)
+	}
+	wg.Wait()
+	return err
+}
+
+func unixAddr(path string) string {
+	if path == "" {
+		return ""
+	}
+	return "unix://" + path
+}
+
+// openAudit returns the audit writer of --audit-log.
+func openAudit(dest string, stdout io.Writer) (io.Writer, func(), error) {
+	switch dest {
+	case "stdout", "-":
+		return stdout, func() {}, nil
+	case "none", "":
+		return nil, func() {}, nil
+	}
+	file, err := os.OpenFile(dest, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--audit-log: %w", err)
+	}
+	return file, func() { file.Close() }, nil
 }

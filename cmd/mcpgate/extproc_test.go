@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/mcpgate/mcpgate/extproc/extproctest"
+	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
+	"github.com/mcpgate/mcpgate/xds"
+)
+
+func TestExtProcFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--listen", "", "--uds", ""},
+		{"--gateway", "nons"},
+		{"--max-body-bytes", "0"},
+		{"extra"},
+	} {
+		if _, err := parseExtProcFlags(args); err == nil {
+			t.Errorf("%q accepted", args)
+		}
+	}
+	f, err := parseExtProcFlags([]string{"--gateway", "agentgateway-system/agentgateway", "--uds", "/run/x.sock"})
+	if err != nil || f.listen != "tcp:127.0.0.1:18001" || f.xdsAddr != "127.0.0.1:18000" || f.maxBody != 4<<20 {
+		t.Errorf("defaults: %+v %v", f, err)
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestServeExtProc runs `mcpgate extproc` against a real xDS server: it becomes ready once the
+// policies arrive, serves ext_proc on its Unix socket, writes audit lines to the file and stops
+// cleanly.
+func TestServeExtProc(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	x := xds.New(log)
+	xlis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	x.Register(gs)
+	go gs.Serve(xlis)
+	defer gs.Stop()
+	open := &policyv1.Policy{Name: "open"}
+	if err := x.Update(map[string]map[string][]proto.Message{"agentgateway-system/agentgateway": {xds.PolicyType: {open}}}); err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	sock, auditPath, admin := filepath.Join(dir, "ep.sock"), filepath.Join(dir, "audit.log"), freePort(t)
+	f, err := parseExtProcFlags([]string{"--listen", "", "--uds", sock, "--xds-addr", xlis.Addr().String(),
+		"--gateway", "agentgateway-system/agentgateway", "--admin-addr", admin, "--audit-log", auditPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveExtProc(ctx, f, log, io.Discard) }()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never ready (last: %v)", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metrics), `mcpgate_extproc_policy_updates_total{result="ack"} 1`) {
+		t.Errorf("metrics lack the policy ACK:\n%s", metrics)
+	}
+
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	s, err := extproctest.Open(ctx, extprocv3.NewExternalProcessorClient(conn), extproctest.Route{Route: "ns/r/rule/0", Policy: "open", MCP: "streamable-http"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := []extproctest.Header{{Name: ":method", Value: "POST"}, {Name: ":path", Value: "/mcp"}, {Name: "content-type", Value: "application/json"}}
+	if _, err := s.RequestHeaders(hs, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RequestBody([]byte(`{"jsonrpc":"2.0","method":"notifications/initialized"}`), true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ResponseHeaders([]extproctest.Header{{Name: ":status", Value: "202"}}, true); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serveExtProc: %v", err)
+	}
+	audit, err := os.ReadFile(auditPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(audit), `"method":"notifications/initialized"`) || !strings.Contains(string(audit), `"http_status":202`) {
+		t.Errorf("audit log = %s", audit)
+	}
+}
