@@ -1,11 +1,450 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+
+	"github.com/mcpgate/mcpgate/extproc"
+	"github.com/mcpgate/mcpgate/provider/file"
+	"github.com/mcpgate/mcpgate/translator"
+	"github.com/mcpgate/mcpgate/xds"
+	"github.com/mcpgate/mcpgate/xds/bootstrap"
 )
 
-// runStandalone is being written; see the open issues.
+// DefaultAdminAddr is where `mcpgate run` serves /metrics, /debug/xds, /healthz and /readyz.
+const defaultAdminAddr = "127.0.0.1:19000"
+
+// runConfig is the flags of `mcpgate run`.
+type runConfig struct {
+	files                       stringList
+	xdsAddr, extProcAddr, admin string
+	envoyBin                    string
+	noEnvoy                     bool
+	envoyArgs                   stringList
+	// envoyAdmin is the admin address of the first Gateway's Envoy; the next ones take the
+	// following ports.
+	envoyAdmin *net.TCPAddr
+	logLevel   slog.Level
+}
+
+func parseRunFlags(args []string) (*runConfig, error) {
+	c := &runConfig{}
+	fs := flag.NewFlagSet("mcpgate run", flag.ContinueOnError)
+	fs.Var(&c.files, "f", "a manifest file or directory (repeatable); watched for changes")
+	fs.StringVar(&c.xdsAddr, "xds-addr", bootstrap.DefaultXDSAddr, "where to serve xDS (ADS): HOST:PORT or unix:///PATH")
+	fs.StringVar(&c.extProcAddr, "extproc-addr", bootstrap.DefaultExtProcAddr, "where to serve ext_proc: HOST:PORT or unix:///PATH")
+	fs.StringVar(&c.admin, "admin-addr", defaultAdminAddr, "where to serve /metrics, /debug/xds, /healthz and /readyz")
+	fs.StringVar(&c.envoyBin, "envoy-bin", "", "the Envoy binary to start, one per Gateway (default: envoy on PATH, if any)")
+	fs.BoolVar(&c.noEnvoy, "no-envoy", false, "start no Envoy even if one is found (the data plane is run separately)")
+	fs.Var(&c.envoyArgs, "envoy-arg", "an extra argument for Envoy (repeatable)")
+	envoyAdmin := fs.String("envoy-admin-addr", bootstrap.DefaultAdminAddr, "Envoy's admin address for the first Gateway; the next Gateways take the next ports")
+	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: mcpgate run -f PATH... [flags]\n\nServes the Gateways of the manifests: xDS for Envoy, ext_proc, and Envoy itself when found.\n\nflags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if len(c.files) == 0 || fs.NArg() > 0 {
+		fs.Usage()
+		return nil, errors.New("want -f PATH (and no other argument)")
+	}
+	var err error
+	if c.envoyAdmin, err = net.ResolveTCPAddr("tcp", *envoyAdmin); err != nil || c.envoyAdmin.IP == nil {
+		return nil, fmt.Errorf("--envoy-admin-addr %q: want IP:PORT", *envoyAdmin)
+	}
+	return c, nil
+}
+
+// runStandalone is `mcpgate run`: files -> translator -> xDS, ext_proc, admin, and Envoy children.
 func runStandalone(ctx context.Context, args []string) error {
-	return errors.New("not implemented yet")
+	cfg, err := parseRunFlags(args)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel})), os.Stdout, os.Stderr)
+}
+
+// serve runs what `mcpgate run` runs until ctx ends. MCP audit lines and Envoy's access log go to
+// stdout, Envoy's own log to stderr.
+func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr io.Writer) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv := xds.New(log)
+
+	// Listen on everything first: a port in use is an error at start, not later.
+	xdsLis, err := extproc.Listen(cfg.xdsAddr)
+	if err != nil {
+		return fmt.Errorf("xDS: %w", err)
+	}
+	epLis, err := extproc.Listen(cfg.extProcAddr)
+	if err != nil {
+		return fmt.Errorf("ext_proc: %w", err)
+	}
+	adminLis, err := net.Listen("tcp", cfg.admin)
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+
+	ep, err := extproc.New(extproc.Config{
+		XDSAddr: cfg.xdsAddr, NodeCluster: xds.AllGroups, NodeID: "mcpgate-run",
+		Audit: stdout, Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	defer ep.Close()
+
+	var envoys *supervisor
+	if bin := envoyBinary(cfg); bin != "" {
+		envoys = newSupervisor(bin, cfg, log, stdout, stderr)
+	} else {
+		log.Warn("no Envoy binary (--envoy-bin, or envoy on PATH): no data plane runs. Start one per Gateway with: " +
+			"mcpgate bootstrap --gateway NS/NAME --xds-addr " + cfg.xdsAddr + " --extproc-addr " + cfg.extProcAddr +
+			" > bootstrap.yaml && envoy -c bootstrap.yaml")
+	}
+	p := newPipeline(srv, log, reg, envoys)
+
+	g := grpc.NewServer(xds.GRPCServerOptions()...)
+	srv.Register(g)
+	admin := &http.Server{Handler: adminMux(srv, reg, func() bool { return p.ready.Load() && ep.Ready() }), ReadHeaderTimeout: 10 * time.Second}
+	// The first task that fails stops the others, as the end of ctx does.
+	tasks, tctx := errgroup.WithContext(ctx)
+	task := func(name string, f func() error) {
+		tasks.Go(func() error {
+			if err := f(); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	task("xDS", func() error { return g.Serve(xdsLis) })
+	task("ext_proc", func() error { return ep.Serve(tctx, epLis) })
+	task("ext_proc policies", func() error { return ep.Run(tctx) })
+	task("admin", func() error {
+		if err := admin.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	task("files", func() error { return file.Watch(tctx, cfg.files, p.apply) })
+	tasks.Go(func() error {
+		<-tctx.Done()
+		log.Info("shutting down")
+		if envoys != nil {
+			envoys.stopAll()
+		}
+		shutdown, stop := context.WithTimeout(context.Background(), 5*time.Second)
+		defer stop()
+		_ = admin.Shutdown(shutdown)
+		// xDS streams last as long as their clients: stop them at once (Envoy is gone already).
+		g.Stop()
+		return nil
+	})
+	log.Info("mcpgate run", "files", cfg.files, "xds", cfg.xdsAddr, "extproc", cfg.extProcAddr, "admin", cfg.admin)
+	if err := tasks.Wait(); err != nil {
+		log.Error("stopped", "error", err)
+		return err
+	}
+	return nil
+}
+
+// envoyBinary returns the Envoy to start, or "" for none.
+func envoyBinary(cfg *runConfig) string {
+	if cfg.noEnvoy {
+		return ""
+	}
+	if cfg.envoyBin != "" {
+		return cfg.envoyBin
+	}
+	bin, _ := exec.LookPath("envoy")
+	return bin
+}
+
+// adminMux serves /metrics, /debug/xds, /healthz (the process is up) and /readyz (a first
+// configuration was pushed and ext_proc has its policies).
+func adminMux(srv *xds.Server, reg *prometheus.Registry, ready func() bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("GET /debug/xds", srv.DebugHandler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready() {
+			http.Error(w, "not ready: no configuration served yet", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}
+
+// pipeline turns each state of the watched files into the served configuration.
+type pipeline struct {
+	srv    *xds.Server
+	log    *slog.Logger
+	envoys *supervisor // nil: no Envoy to start
+	opts   translator.Options
+	ready  atomic.Bool
+
+	problems    prometheus.Gauge
+	translation prometheus.Histogram
+	// reported is the problems logged last time, so that each is logged once, when it appears.
+	reported map[string]bool
+}
+
+func newPipeline(srv *xds.Server, log *slog.Logger, reg prometheus.Registerer, envoys *supervisor) *pipeline {
+	p := &pipeline{
+		srv: srv, log: log.With("component", "config"), envoys: envoys, reported: map[string]bool{},
+		// Every Gateway's Envoy runs on this host: a port belongs to one Gateway, listeners bind
+		// loopback.
+		opts: translator.Options{BindAddress: "127.0.0.1", ExclusivePorts: true},
+		problems: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mcpgate_config_problems", Help: "Problems in the watched manifests: documents that do not load and refused objects or fields.",
+		}),
+		translation: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "mcpgate_config_apply_seconds", Help: "Time from a change of the watched files being read to the new snapshot being set.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(p.problems, p.translation)
+	}
+	return p
+}
+
+// apply translates the current objects and serves them: the provider calls it after every
+// change. A document that does not load or an object the translator refuses is logged with its
+// file, object and field; everything else is served.
+func (p *pipeline) apply(res *translator.Resources, src file.Sources, loadErr error) {
+	start := time.Now()
+	out := translator.Translate(res, p.opts)
+	var problems []string
+	for _, err := range flatten(loadErr) {
+		problems = append(problems, err.Error())
+	}
+	for _, fe := range out.Status.Problems() {
+		problems = append(problems, src.Describe(fe))
+	}
+	if err := p.srv.Update(out.NodeGroups()); err != nil {
+		problems = append(problems, err.Error())
+	}
+	p.translation.Observe(time.Since(start).Seconds())
+	p.problems.Set(float64(len(problems)))
+	p.report(problems, src.Warnings)
+	gateways := out.GatewayKeys()
+	p.log.Info("configuration served", "version", p.srv.Version(), "gateways", gateways, "problems", len(problems), "took", time.Since(start).Round(time.Microsecond))
+	p.ready.Store(true)
+	if p.envoys != nil {
+		p.envoys.sync(gateways)
+	}
+}
+
+// report logs the problems that are new since the last call and those that are gone.
+func (p *pipeline) report(problems, warnings []string) {
+	now := map[string]bool{}
+	for _, m := range problems {
+		now[m] = true
+		if !p.reported[m] {
+			p.log.Warn("refused: " + m)
+		}
+	}
+	for _, m := range warnings {
+		now[m] = true
+		if !p.reported[m] {
+			p.log.Info("skipped: " + m)
+		}
+	}
+	for m := range p.reported {
+		if !now[m] {
+			p.log.Info("resolved: " + m)
+		}
+	}
+	p.reported = now
+}
+
+// flatten lists the errors joined in err.
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// supervisor runs one Envoy per served Gateway, each with its own bootstrap, and restarts one
+// that exits.
+type supervisor struct {
+	bin string
+	cfg *runConfig
+	log *slog.Logger
+	// stdout and stderr receive Envoy's.
+	stdout, stderr io.Writer
+	dir            string
+	wg             sync.WaitGroup
+	mu             sync.Mutex
+	runs           map[string]context.CancelFunc // Gateway -> stops its Envoy
+	// admin is the Envoy admin port given to each Gateway, kept for the life of the process.
+	admin map[string]int
+}
+
+func newSupervisor(bin string, cfg *runConfig, log *slog.Logger, stdout, stderr io.Writer) *supervisor {
+	return &supervisor{
+		bin: bin, cfg: cfg, log: log.With("component", "envoy"), stdout: stdout, stderr: stderr,
+		runs: map[string]context.CancelFunc{}, admin: map[string]int{},
+	}
+}
+
+// sync starts an Envoy for every Gateway of gateways that has none and stops those of Gateways
+// no longer served.
+func (s *supervisor) sync(gateways []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for gw, stop := range s.runs {
+		if !slices.Contains(gateways, gw) {
+			s.log.Info("stopping Envoy: Gateway no longer served", "gateway", gw)
+			stop()
+			delete(s.runs, gw)
+		}
+	}
+	for _, gw := range gateways {
+		if _, ok := s.runs[gw]; ok {
+			continue
+		}
+		path, err := s.writeBootstrap(gw)
+		if err != nil {
+			s.log.Error("cannot start Envoy", "gateway", gw, "error", err)
+			continue
+		}
+		ctx, stop := context.WithCancel(context.Background())
+		s.runs[gw] = stop
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.run(ctx, gw, path)
+		}()
+	}
+}
+
+// writeBootstrap writes the bootstrap of gw into the supervisor's temporary folder.
+func (s *supervisor) writeBootstrap(gw string) (string, error) {
+	if s.dir == "" {
+		dir, err := os.MkdirTemp("", "mcpgate-envoy-")
+		if err != nil {
+			return "", err
+		}
+		s.dir = dir
+	}
+	port, ok := s.admin[gw]
+	if !ok {
+		port = s.cfg.envoyAdmin.Port + len(s.admin)
+		s.admin[gw] = port
+	}
+	y, err := bootstrap.Generate(bootstrap.Options{
+		Gateway: gw, XDSAddr: s.cfg.xdsAddr, ExtProcAddr: s.cfg.extProcAddr,
+		AdminAddr: net.JoinHostPort(s.cfg.envoyAdmin.IP.String(), strconv.Itoa(port)),
+	})
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(s.dir, strings.ReplaceAll(gw, "/", "_")+".yaml")
+	return path, os.WriteFile(path, y, 0o600)
+}
+
+// run runs the Envoy of gw until ctx ends, restarting it (after a growing pause) when it exits.
+func (s *supervisor) run(ctx context.Context, gw, path string) {
+	pause := time.Second
+	for {
+		args := append([]string{"-c", path, "--log-level", "info", "--disable-hot-restart"}, s.cfg.envoyArgs...)
+		cmd := exec.CommandContext(ctx, s.bin, args...)
+		// Stop: SIGTERM, then SIGKILL if Envoy has not exited 10 s later.
+		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+		cmd.WaitDelay = 10 * time.Second
+		cmd.Stdout = s.stdout // the access log: JSON lines, as Envoy writes them
+		cmd.Stderr = &prefixWriter{w: s.stderr, prefix: "envoy " + gw + ": "}
+		s.log.Info("starting Envoy", "gateway", gw, "command", cmd.String())
+		started := time.Now()
+		err := cmd.Run()
+		if ctx.Err() != nil {
+			s.log.Info("Envoy stopped", "gateway", gw)
+			return
+		}
+		if time.Since(started) > time.Minute {
+			pause = time.Second
+		}
+		s.log.Error("Envoy exited; restarting", "gateway", gw, "error", err, "in", pause)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 30*time.Second)
+	}
+}
+
+// stopAll stops every Envoy and waits for them to exit.
+func (s *supervisor) stopAll() {
+	s.mu.Lock()
+	for gw, stop := range s.runs {
+		stop()
+		delete(s.runs, gw)
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	if s.dir != "" {
+		_ = os.RemoveAll(s.dir)
+	}
+}
+
+// prefixWriter writes each line to w with a prefix.
+type prefixWriter struct {
+	w       io.Writer
+	prefix  string
+	mu      sync.Mutex
+	partial []byte
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.partial = append(p.partial, b...)
+	for {
+		i := bytes.IndexByte(p.partial, '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		if _, err := fmt.Fprintf(p.w, "%s%s", p.prefix, p.partial[:i+1]); err != nil {
+			return len(b), err
+		}
+		p.partial = p.partial[i+1:]
+	}
 }

@@ -1,0 +1,346 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/mcpgate/mcpgate/xds/client"
+)
+
+// waitFor bounds every wait of these tests: what does not happen by then is a failure.
+const waitFor = 20 * time.Second
+
+// syncBuffer is a bytes.Buffer safe for the writers of a running server.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// eventually calls f until it returns nil or waitFor passes.
+func eventually(t *testing.T, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func get(url string) (int, string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// started is a `mcpgate run` running in the test.
+type started struct {
+	cfg  *runConfig
+	logs *syncBuffer
+	done chan error
+	stop context.CancelFunc
+}
+
+// startRun runs serve with the flags args plus free addresses, until the test ends.
+func startRun(t *testing.T, args ...string) *started {
+	t.Helper()
+	args = append(args, "--xds-addr", freePort(t), "--extproc-addr", freePort(t), "--admin-addr", freePort(t), "--envoy-admin-addr", freePort(t))
+	cfg, err := parseRunFlags(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &started{cfg: cfg, logs: &syncBuffer{}, done: make(chan error, 1)}
+	log := slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	go func() { s.done <- serve(ctx, cfg, log, io.Discard, s.logs) }()
+	t.Cleanup(func() {
+		if s.shutdown() != nil {
+			t.Errorf("mcpgate run did not stop")
+		}
+		if t.Failed() {
+			t.Logf("logs of mcpgate run:\n%s", s.logs)
+		}
+	})
+	eventually(t, "mcpgate run ready", func() error {
+		select {
+		case err := <-s.done:
+			s.done <- err
+			return fmt.Errorf("serve returned: %v", err)
+		default:
+		}
+		code, body, err := get("http://" + cfg.admin + "/readyz")
+		if err == nil && code != 200 {
+			err = fmt.Errorf("/readyz: %d %s", code, body)
+		}
+		return err
+	})
+	return s
+}
+
+// shutdown stops serve and returns its error, or an error when it does not return in time.
+func (s *started) shutdown() error {
+	s.stop()
+	select {
+	case err := <-s.done:
+		s.done <- err
+		return err
+	case <-time.After(waitFor):
+		return fmt.Errorf("timeout")
+	}
+}
+
+// copyLab copies the lab's example manifests into a temporary folder.
+func copyLab(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	files, _ := filepath.Glob("../../examples/mcp-connectivity/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no example manifests")
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+const labGateway = "agentgateway-system/agentgateway"
+
+// routes subscribes to the route configurations of group over Delta ADS with package client and
+// returns a function giving the path prefixes of the latest set.
+func routes(t *testing.T, xdsAddr, group string) func() []string {
+	var mu sync.Mutex
+	var prefixes []string
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() {
+		_ = client.Run(ctx, client.Config{
+			Addr: xdsAddr, Node: &corev3.Node{Id: "test", Cluster: group}, TypeURLs: []string{resourcev3.RouteType},
+			Handler: func(_ string, res map[string]*anypb.Any) error {
+				var got []string
+				for _, a := range res {
+					var rc routev3.RouteConfiguration
+					if err := a.UnmarshalTo(&rc); err != nil {
+						return err
+					}
+					for _, vh := range rc.GetVirtualHosts() {
+						for _, r := range vh.GetRoutes() {
+							got = append(got, r.GetMatch().GetPrefix()+r.GetMatch().GetPath()+r.GetMatch().GetPathSeparatedPrefix())
+						}
+					}
+				}
+				mu.Lock()
+				prefixes = got
+				mu.Unlock()
+				return nil
+			},
+		})
+	}()
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return prefixes
+	}
+}
+
+// TestRun runs `mcpgate run` on the lab's manifests: admin endpoints, reflection, xDS to a
+// client, an edit pushed, and a bad edit refused with its file, object and field while the rest
+// keeps being served.
+func TestRun(t *testing.T) {
+	dir := copyLab(t)
+	s := startRun(t, "-f", dir, "--no-envoy")
+
+	if code, body, err := get("http://" + s.cfg.admin + "/healthz"); err != nil || code != 200 {
+		t.Errorf("/healthz: %d %s %v", code, body, err)
+	}
+	if _, body, err := get("http://" + s.cfg.admin + "/metrics"); err != nil || !strings.Contains(body, "mcpgate_config_problems 0") {
+		t.Errorf("/metrics lacks mcpgate_config_problems 0: %v\n%s", err, body)
+	}
+	if _, body, err := get("http://" + s.cfg.admin + "/debug/xds"); err != nil || !strings.Contains(body, `"`+labGateway+`/8080"`) {
+		t.Errorf("/debug/xds lacks the listener %s/8080: %v\n%s", labGateway, err, body)
+	}
+	if !strings.Contains(s.logs.String(), "no data plane runs") {
+		t.Errorf("no word that no data plane runs")
+	}
+
+	cc, err := grpc.NewClient(s.cfg.xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	rs, err := reflectionpb.NewServerReflectionClient(cc).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := rs.Recv(); err != nil || !strings.Contains(r.String(), "envoy.service.discovery.v3.AggregatedDiscoveryService") {
+		t.Errorf("reflection: %v %v", r, err)
+	}
+
+	prefixes := routes(t, s.cfg.xdsAddr, labGateway)
+	eventually(t, "the lab's route", func() error {
+		if got := prefixes(); len(got) != 1 || got[0] != "/" {
+			return fmt.Errorf("routes %q", got)
+		}
+		return nil
+	})
+
+	extra := `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: extra, namespace: agentgateway-system}
+spec:
+  parentRefs: [{name: agentgateway}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /extra}}]
+    backendRefs: [{name: mcp-backend, group: agentgateway.dev, kind: AgentgatewayBackend}]
+`
+	if err := os.WriteFile(filepath.Join(dir, "extra.yaml"), []byte(extra), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the added route", func() error {
+		if got := prefixes(); len(got) != 2 {
+			return fmt.Errorf("routes %q", got)
+		}
+		return nil
+	})
+
+	bad := strings.Replace(extra, "name: extra,", "name: bad,", 1)
+	bad = strings.Replace(bad, "backendRefs: [{name: mcp-backend,", "backendRefs: [{name: no-such-backend,", 1)
+	if err := os.WriteFile(filepath.Join(dir, "bad.yaml"), []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the bad route refused with file, object and field", func() error {
+		for _, line := range strings.Split(s.logs.String(), "\n") {
+			if strings.Contains(line, "refused: ") && strings.Contains(line, "bad.yaml") &&
+				strings.Contains(line, "HTTPRoute agentgateway-system/bad") && strings.Contains(line, "spec.rules[0].backendRefs[0]") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no such log line")
+	})
+	if got := prefixes(); len(got) < 2 {
+		t.Errorf("the good routes are no longer served: %q", got)
+	}
+	if _, body, _ := get("http://" + s.cfg.admin + "/metrics"); strings.Contains(body, "mcpgate_config_problems 0") {
+		t.Errorf("/metrics counts no problem")
+	}
+	if err := s.shutdown(); err != nil {
+		t.Errorf("serve: %v", err)
+	}
+}
+
+// TestRunStartsEnvoy runs `mcpgate run` with the Envoy test double as its Envoy: it is started
+// with the gateway's bootstrap, takes its listener over xDS, and is stopped with mcpgate.
+func TestRunStartsEnvoy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds test/envoydouble")
+	}
+	bin := filepath.Join(t.TempDir(), "envoydouble")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../test/envoydouble").CombinedOutput(); err != nil {
+		t.Fatalf("building the Envoy test double: %v\n%s", err, out)
+	}
+	listener := freePort(t)
+	_, port, _ := net.SplitHostPort(listener)
+	dir := copyLab(t)
+	gw, err := os.ReadFile(filepath.Join(dir, "gateway.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "gateway.yaml"), bytes.Replace(gw, []byte("port: 8080"), []byte("port: "+port), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := startRun(t, "-f", dir, "--envoy-bin", bin)
+	eventually(t, "Envoy's listener "+listener, func() error {
+		c, err := net.Dial("tcp", listener)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	if !strings.Contains(s.logs.String(), "starting Envoy") {
+		t.Errorf("no log of Envoy's start")
+	}
+	if err := s.shutdown(); err != nil {
+		t.Errorf("serve: %v", err)
+	}
+	if c, err := net.Dial("tcp", listener); err == nil {
+		c.Close()
+		t.Errorf("Envoy still listens after mcpgate stopped")
+	}
+}
+
+func TestRunFlags(t *testing.T) {
+	for _, args := range [][]string{{}, {"-f", "x", "extra"}, {"-f", "x", "--envoy-admin-addr", "localhost"}} {
+		if _, err := parseRunFlags(args); err == nil {
+			t.Errorf("%q accepted", args)
+		}
+	}
+	c, err := parseRunFlags([]string{"-f", "a", "-f", "b", "--envoy-arg", "--concurrency", "--envoy-arg", "2"})
+	if err != nil || len(c.files) != 2 || len(c.envoyArgs) != 2 || c.xdsAddr != "127.0.0.1:18000" || c.admin != "127.0.0.1:19000" {
+		t.Errorf("%+v %v", c, err)
+	}
+}
+
+func TestPrefixWriter(t *testing.T) {
+	var out bytes.Buffer
+	w := &prefixWriter{w: &out, prefix: "envoy ns/gw: "}
+	for _, s := range []string{"first li", "ne\nsecond line\nthi", "rd\n"} {
+		if _, err := io.WriteString(w, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := "envoy ns/gw: first line\nenvoy ns/gw: second line\nenvoy ns/gw: third\n"; out.String() != want {
+		t.Errorf("got %q, want %q", out.String(), want)
+	}
+}
