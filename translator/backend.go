@@ -188,7 +188,7 @@ func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, no
 	var notes []string
 	for i := range targets {
 		tg := &targets[i]
-		f := fmt.Sprintf("spec.mcp.targets[%d]", i)
+		f := "spec.mcp.targets[" + strconv.Itoa(i) + "]"
 		if tg.Name == "" {
 			return f + ".name", "a name is required", ""
 		}
@@ -322,7 +322,7 @@ func (t *translation) selectorTargets(b *v1alpha1.AgentgatewayBackend, tg *v1alp
 				if mcpTransportOfPort(p) == "" {
 					continue
 				}
-				name := fmt.Sprintf("%s/%s/%s/%d", prefix, svc.Namespace, svc.Name, p.Port)
+				name := prefix + "/" + svc.Namespace + "/" + svc.Name + "/" + strconv.Itoa(int(p.Port))
 				tgt := t.serviceTarget(name, svc, p)
 				tgt.backend = keyString(b.Namespace, b.Name)
 				out = append(out, tgt)

@@ -28,12 +28,13 @@ type vhostBuild struct {
 	precs        []*precedence
 }
 
-func newGatewayBuild() *gatewayBuild {
+// newGatewayBuild sizes the maps for about n clusters and policies.
+func newGatewayBuild(n int) *gatewayBuild {
 	return &gatewayBuild{
 		vhosts:   map[int32]map[string]map[*listenerInfo]*vhostBuild{},
-		clusters: map[string]*clusterv3.Cluster{},
+		clusters: make(map[string]*clusterv3.Cluster, n),
 		clas:     map[string]*endpointv3.ClusterLoadAssignment{},
-		policies: map[string]*policyv1.Policy{},
+		policies: make(map[string]*policyv1.Policy, n),
 	}
 }
 

@@ -72,7 +72,7 @@ func (t *translation) selectGateways() {
 	sort.Slice(served, func(i, j int) bool { return olderFirst(&served[i].ObjectMeta, &served[j].ObjectMeta) })
 	portOwner := map[int32]string{} // ExclusivePorts: port -> gateway key
 	for _, g := range served {
-		gi := &gatewayInfo{gw: g, key: keyString(g.Namespace, g.Name), build: newGatewayBuild()}
+		gi := &gatewayInfo{gw: g, key: keyString(g.Namespace, g.Name), build: newGatewayBuild(len(t.in.HTTPRoutes))}
 		t.gateways[key(g.Namespace, g.Name)] = gi
 		t.served = append(t.served, gi)
 		t.validateListeners(gi, portOwner)
@@ -91,7 +91,7 @@ func (t *translation) validateListeners(gi *gatewayInfo, portOwner map[int32]str
 		l := &g.Spec.Listeners[i]
 		li := &listenerInfo{gw: gi, l: l, index: i, ok: true, kindsOK: true}
 		gi.listeners = append(gi.listeners, li)
-		field := fmt.Sprintf("spec.listeners[%d]", i)
+		field := "spec.listeners[" + strconv.Itoa(i) + "]"
 		if l.Hostname != nil {
 			li.hostname = strings.ToLower(string(*l.Hostname))
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,11 +50,12 @@ func policyKind(p *v1alpha1.AgentgatewayPolicy) string {
 }
 
 func (t *translation) indexPolicies() *policyIndex {
+	n := len(t.in.Policies)
 	idx := &policyIndex{
-		gateway: map[string][]*policyInfo{}, listener: map[string][]*policyInfo{}, route: map[string][]*policyInfo{},
-		rule: map[string][]*policyInfo{}, backend: map[string][]*policyInfo{},
+		gateway: map[string][]*policyInfo{}, listener: map[string][]*policyInfo{}, route: make(map[string][]*policyInfo, n),
+		rule: map[string][]*policyInfo{}, backend: make(map[string][]*policyInfo, n),
 	}
-	var pols []*v1alpha1.AgentgatewayPolicy
+	pols := make([]*v1alpha1.AgentgatewayPolicy, 0, n)
 	for _, p := range t.in.Policies {
 		if p != nil && p.Name != "" {
 			pols = append(pols, p)
@@ -74,7 +76,7 @@ func (t *translation) indexPolicies() *policyIndex {
 				AncestorRef:    ancestorRef(p.Namespace, ref),
 				ControllerName: gwv1.GatewayController(t.opts.ControllerName),
 			}
-			field := fmt.Sprintf("spec.targetRefs[%d]", i)
+			field := "spec.targetRefs[" + strconv.Itoa(i) + "]"
 			bucket, k, msg := t.resolvePolicyTarget(idx, p.Namespace, ref)
 			switch {
 			case msg != "":
@@ -211,7 +213,7 @@ func (t *translation) translateJWT(j *v1alpha1.JWTAuthentication, field string, 
 		bad(field+".providers", "at least one provider is required")
 	}
 	for i, p := range j.Providers {
-		f := fmt.Sprintf("%s.providers[%d]", field, i)
+		f := field + ".providers[" + strconv.Itoa(i) + "]"
 		if p.Issuer == "" {
 			bad(f+".issuer", "an issuer is required")
 		}
@@ -263,7 +265,7 @@ func (t *translation) translateRules(a *v1alpha1.Authorization, source, field st
 		if err := t.chk.checkCEL(string(e)); err != nil {
 			bad(fmt.Sprintf("%s.policy.matchExpressions[%d]", field, i), err.Error())
 		}
-		rules = append(rules, &policyv1.Rule{Action: action, Expression: string(e), Source: fmt.Sprintf("%s#%d", source, i)})
+		rules = append(rules, &policyv1.Rule{Action: action, Expression: string(e), Source: source + "#" + strconv.Itoa(i)})
 	}
 	return rules
 }

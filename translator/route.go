@@ -143,7 +143,7 @@ func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentRefer
 	}
 	gen := r.Generation
 	ps := gwv1.RouteParentStatus{ParentRef: pr, ControllerName: gwv1.GatewayController(t.opts.ControllerName)}
-	field := fmt.Sprintf("spec.parentRefs[%d]", i)
+	field := "spec.parentRefs[" + strconv.Itoa(i) + "]"
 	gi := t.gateways[key(ns, string(pr.Name))]
 	if gi == nil {
 		if t.allGateways[key(ns, string(pr.Name))] != nil || t.opts.RequireGatewayClass {
@@ -270,7 +270,7 @@ func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {
 	if rule.Name != nil {
 		c.name = string(*rule.Name)
 	}
-	field := fmt.Sprintf("spec.rules[%d]", i)
+	field := "spec.rules[" + strconv.Itoa(i) + "]"
 	invalid := func(f, msg string) {
 		cr.invalidMsgs = append(cr.invalidMsgs, f+": "+msg)
 		t.st.refuse(KindHTTPRoute, r.Namespace, r.Name, f, msg)
@@ -313,7 +313,7 @@ func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {
 		}
 	}
 	for k := range rule.BackendRefs {
-		t.resolveBackendRef(cr, c, fmt.Sprintf("%s.backendRefs[%d]", field, k), &rule.BackendRefs[k])
+		t.resolveBackendRef(cr, c, field+".backendRefs["+strconv.Itoa(k)+"]", &rule.BackendRefs[k])
 	}
 	return c
 }
@@ -679,8 +679,11 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 		att.rule = cr.key + "/" + c.name
 	}
 	routeID := cr.key + "/rule/" + strconv.Itoa(c.index)
-	// the policies of every backend, and of the rule itself (redirects, 500s)
-	base := t.merge(att)
+	// the policies of every backend; without backends (redirects, 500s), of the rule itself
+	var base *mergedPolicy
+	if len(c.refs) == 0 || c.redirect != nil {
+		base = t.merge(att)
+	}
 	merges := make([]*mergedPolicy, len(c.refs))
 	bad := base != nil && len(base.invalid) > 0
 	for i, ref := range c.refs {

@@ -73,13 +73,13 @@ type Status struct {
 	problems []FieldError
 }
 
-func newStatus() Status {
+func newStatus(in *Resources) Status {
 	return Status{
 		GatewayClasses: map[string]*gwv1.GatewayClassStatus{},
-		Gateways:       map[types.NamespacedName]*gwv1.GatewayStatus{},
-		HTTPRoutes:     map[types.NamespacedName]*gwv1.HTTPRouteStatus{},
-		Backends:       map[types.NamespacedName]*v1alpha1.AgentgatewayBackendStatus{},
-		Policies:       map[ObjectKey]*gwv1.PolicyStatus{},
+		Gateways:       make(map[types.NamespacedName]*gwv1.GatewayStatus, len(in.Gateways)),
+		HTTPRoutes:     make(map[types.NamespacedName]*gwv1.HTTPRouteStatus, len(in.HTTPRoutes)),
+		Backends:       make(map[types.NamespacedName]*v1alpha1.AgentgatewayBackendStatus, len(in.Backends)),
+		Policies:       make(map[ObjectKey]*gwv1.PolicyStatus, len(in.Policies)),
 	}
 }
 

@@ -42,25 +42,26 @@ type translation struct {
 }
 
 func newTranslation(in *Resources, opts Options) *translation {
-	st := newStatus()
+	st := newStatus(in)
 	t := &translation{
 		in:           in,
 		opts:         opts,
-		out:          &Output{Gateways: map[string]*GatewayConfig{}},
+		out:          &Output{Gateways: make(map[string]*GatewayConfig, len(in.Gateways))},
 		chk:          newChecker(),
-		classes:      map[string]*gwv1.GatewayClass{},
-		gateways:     map[nsName]*gatewayInfo{},
-		allGateways:  map[nsName]*gwv1.Gateway{},
-		routeByName:  map[nsName]*gwv1.HTTPRoute{},
-		backends:     map[nsName]*backendInfo{},
-		services:     map[nsName]*corev1.Service{},
+		classes:      make(map[string]*gwv1.GatewayClass, len(in.GatewayClasses)),
+		gateways:     make(map[nsName]*gatewayInfo, len(in.Gateways)),
+		allGateways:  make(map[nsName]*gwv1.Gateway, len(in.Gateways)),
+		routes:       make([]*gwv1.HTTPRoute, 0, len(in.HTTPRoutes)),
+		routeByName:  make(map[nsName]*gwv1.HTTPRoute, len(in.HTTPRoutes)),
+		backends:     make(map[nsName]*backendInfo, len(in.Backends)),
+		services:     make(map[nsName]*corev1.Service, len(in.Services)),
 		servicesInNS: map[string][]*corev1.Service{},
-		slices:       map[nsName][]*discoveryv1.EndpointSlice{},
-		secrets:      map[nsName]*corev1.Secret{},
-		namespaces:   map[string]*corev1.Namespace{},
+		slices:       make(map[nsName][]*discoveryv1.EndpointSlice, len(in.Services)),
+		secrets:      make(map[nsName]*corev1.Secret, len(in.Secrets)),
+		namespaces:   make(map[string]*corev1.Namespace, len(in.Namespaces)),
 		svcTargets:   map[string]*target{},
-		merged:       map[string]*mergedPolicy{},
-		mergeCache:   map[string]*mergedPolicy{},
+		merged:       make(map[string]*mergedPolicy, len(in.Policies)),
+		mergeCache:   make(map[string]*mergedPolicy, len(in.HTTPRoutes)),
 	}
 	t.st = &st
 	return t
