@@ -4,6 +4,7 @@
 //
 // +kubebuilder:object:generate=true
 // +groupName=enterpriseagentgateway.solo.io
+// +versionName=v1alpha1
 package enterprise
 
 import (
