@@ -31,6 +31,8 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/mcpgate/mcpgate/xds/bootstrap"
 )
 
 // AllGroups is the node group that holds the resources of every gateway, for a client that serves
@@ -39,10 +41,6 @@ const AllGroups = "*"
 
 // PolicyType is the type URL of mcpgate's policy resource (proto/policy/v1), served to ext_proc.
 const PolicyType = "type.googleapis.com/mcpgate.policy.v1.Policy"
-
-// StaticClusters are the clusters Envoy has from its bootstrap, which routes and filters may name
-// without the snapshot holding them.
-var StaticClusters = []string{"mcpgate_xds", "mcpgate_extproc"}
 
 // Server holds the current snapshot of every node group and serves them over xDS. It is safe for
 // concurrent use.
@@ -126,7 +124,7 @@ func (s *Server) Update(groups map[string]map[string][]proto.Message) error {
 	names := slices.Sorted(maps.Keys(changed))
 	for _, name := range names {
 		snap := changed[name]
-		if problems := snap.Inconsistencies(StaticClusters...); len(problems) > 0 {
+		if problems := snap.Inconsistencies(bootstrap.XDSCluster, bootstrap.ExtProcCluster); len(problems) > 0 {
 			s.log.Warn("inconsistent snapshot served", "group", name, "version", next, "problems", problems)
 		}
 		if err := s.cache.SetSnapshot(context.Background(), name, snap); err != nil {

@@ -25,6 +25,7 @@ import (
 
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 	"github.com/mcpgate/mcpgate/xds"
+	"github.com/mcpgate/mcpgate/xds/bootstrap"
 	"github.com/mcpgate/mcpgate/xds/internal/xdstest"
 )
 
@@ -212,7 +213,7 @@ func TestDeltaLikeEnvoy(t *testing.T) {
 func TestDeltaWildcardAndRemoval(t *testing.T) {
 	srv, addr, _ := start(t, gateways(xdstest.Gateway(gw, 9000, "/"), xdstest.Gateway("ns/other", 9000, "/")))
 	c := newDelta(t, addr, &corev3.Node{Id: "double", Cluster: gw})
-	for _, typ := range append(slices.Clone(xdstest.EnvoyTypes), policy) {
+	for _, typ := range append(xdstest.EnvoyTypes(), policy) {
 		c.subscribe(typ)
 		r := c.next(typ)
 		if len(deltaNames(t, r)) != 1 || r.GetSystemVersionInfo() != "1" {
@@ -224,7 +225,7 @@ func TestDeltaWildcardAndRemoval(t *testing.T) {
 	if got := srv.Groups(); !slices.Equal(got, []string{"*", "ns/other"}) {
 		t.Errorf("groups after removal: %q", got)
 	}
-	for _, typ := range append(slices.Clone(xdstest.EnvoyTypes), policy) {
+	for _, typ := range append(xdstest.EnvoyTypes(), policy) {
 		r := c.next(typ)
 		if len(r.GetResources()) != 0 || len(r.GetRemovedResources()) != 1 || r.GetSystemVersionInfo() != "2" {
 			t.Errorf("%s after removal: version %q, resources %v, removed %q", typ, r.GetSystemVersionInfo(), r.GetResources(), r.GetRemovedResources())
@@ -439,7 +440,7 @@ func TestInconsistencies(t *testing.T) {
 		`RouteConfiguration "ns/gw/8080" is not referenced`,
 	}
 	equal(t, "inconsistencies", s.Inconsistencies(), want)
-	equal(t, "with static clusters", s.Inconsistencies(xds.StaticClusters...), slices.Delete(slices.Clone(want), 0, 1))
+	equal(t, "with static clusters", s.Inconsistencies(bootstrap.XDSCluster, bootstrap.ExtProcCluster), slices.Delete(slices.Clone(want), 0, 1))
 }
 
 func TestPolicyTypeURL(t *testing.T) {

@@ -153,12 +153,12 @@ func TestEnvoyTypes(t *testing.T) {
 				t.Fatal(err)
 			}
 			rec := newRecorder()
-			run(t, client.Config{Addr: xdstest.Serve(t, srv), Node: &corev3.Node{Id: "ns/gw"}, TypeURLs: xdstest.EnvoyTypes, Handler: rec.handle, SotW: sotw})
+			run(t, client.Config{Addr: xdstest.Serve(t, srv), Node: &corev3.Node{Id: "ns/gw"}, TypeURLs: xdstest.EnvoyTypes(), Handler: rec.handle, SotW: sotw})
 			want := map[string]string{
 				resourcev3.ListenerType: xdstest.ListenerName("ns/gw"), resourcev3.RouteType: xdstest.ListenerName("ns/gw"),
 				resourcev3.ClusterType: xdstest.ClusterName("ns/gw"), resourcev3.EndpointType: xdstest.ClusterName("ns/gw"),
 			}
-			for range xdstest.EnvoyTypes {
+			for range xdstest.EnvoyTypes() {
 				select {
 				case c := <-rec.calls:
 					equal(t, c.typeURL, c.names, want[c.typeURL])

@@ -141,8 +141,10 @@ func Groups(gws map[string]map[string][]proto.Message) map[string]map[string][]p
 	return out
 }
 
-// EnvoyTypes are the type URLs Envoy subscribes to, in the order ADS serves them.
-var EnvoyTypes = []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType}
+// EnvoyTypes returns the type URLs Envoy subscribes to, in the order ADS serves them.
+func EnvoyTypes() []string {
+	return []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType}
+}
 
 func mustAny(m proto.Message) *anypb.Any {
 	a, err := anypb.New(m)
