@@ -56,6 +56,11 @@ type Server struct {
 
 // New returns a server with no node group yet. Clients that connect before their group exists
 // wait for it. A nil logger discards the logs.
+//
+// Responses on one ADS stream go out in go-control-plane's order: clusters, endpoints,
+// listeners, routes, then any other type (policies). A SotW ADS stream buffers one pending
+// response per type for up to 10 types; a client subscribing to more types on one stream could
+// hold up pushes.
 func New(logger *slog.Logger) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
