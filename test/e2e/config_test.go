@@ -56,6 +56,8 @@ const (
 	fileJWT      = "jwt.yaml"          // lab step 6
 	fileRBAC     = "rbac.yaml"         // lab step 9
 	fileMCPTools = "mcp-tools.yaml"    // testdata/mcp-tools.yaml: only echo on server-everything
+	// testdata/conformance-rule.yaml: an MCP rule allowing all on the conformance backend
+	fileConformanceRule = "conformance-rule.yaml"
 )
 
 func newLabDir(root, example string, p ports) (*labDir, error) {
@@ -118,7 +120,7 @@ func (d *labDir) base() error {
 		"CONFORMANCE_PORT":     d.ports.conformanceUp,
 	}
 	backends = []byte(os.Expand(string(backends), func(k string) string { return strconv.Itoa(vars[k]) }))
-	for _, name := range []string{fileJWT, fileRBAC, fileMCPTools} {
+	for _, name := range []string{fileJWT, fileRBAC, fileMCPTools, fileConformanceRule} {
 		if err := d.remove(name); err != nil {
 			return err
 		}

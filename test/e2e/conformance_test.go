@@ -2,16 +2,20 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // gatewayDifferences are the conformance scenarios whose result through the gateway differs from
@@ -19,27 +23,54 @@ import (
 // docs/conformance.md). Any other difference fails TestConformance.
 var gatewayDifferences = map[string]string{}
 
+// Runs of the conformance suite, in the order of the doc's columns.
+var conformanceRuns = []struct{ name, title string }{
+	{"direct", "direct"},
+	{"gateway", "through the gateway"},
+	{"gateway-rule", "through the gateway, MCP rule allowing all"},
+}
+
 // TestConformance runs the MCP conformance suite (server mode, Streamable HTTP) against the go-sdk
-// conformance everything-server directly and through the gateway, and compares per scenario.
-// With MCPGATE_WRITE_CONFORMANCE_DOC=1 (make conformance-doc) it rewrites docs/conformance.md.
+// conformance everything-server directly, through the gateway, and through the gateway with an MCP
+// rule (testdata/conformance-rule.yaml) that allows everything, so that ext_proc evaluates it on
+// every message and rewrites every tools/list answer. It compares the runs per scenario. With
+// MCPGATE_WRITE_CONFORMANCE_DOC=1 (make conformance-doc) it rewrites docs/conformance.md.
 func TestConformance(t *testing.T) {
 	s := env
 	if err := s.lab.base(); err != nil {
 		t.Fatal(err)
 	}
-	gatewayURL := "http://" + addr(s.ports.conformance) + "/mcp"
-	eventually(t, "the conformance route without policies", func() error {
-		return s.probeInitialize(gatewayURL)
-	})
+	urls := map[string]string{
+		"direct":       "http://" + addr(s.ports.conformanceUp) + "/mcp",
+		"gateway":      "http://" + addr(s.ports.conformance) + "/mcp",
+		"gateway-rule": "http://" + addr(s.ports.conformance) + "/mcp",
+	}
+	results := map[string]map[string]scenarioResult{}
+	for _, run := range conformanceRuns {
+		switch run.name {
+		case "gateway":
+			eventually(t, "the conformance route without policies", func() error {
+				return s.expectRule(urls[run.name], "")
+			})
+		case "gateway-rule":
+			if err := s.lab.putTestdata(fileConformanceRule); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "the conformance route under the allow-all MCP rule", func() error {
+				return s.expectRule(urls[run.name], "EnterpriseAgentgatewayPolicy/agentgateway-system/conformance-allow-all")
+			})
+		}
+		r, err := s.conformance(run.name, urls[run.name])
+		if err != nil {
+			t.Fatal(err)
+		}
+		results[run.name] = r
+	}
+	if err := s.lab.remove(fileConformanceRule); err != nil {
+		t.Fatal(err)
+	}
 
-	direct, err := s.conformance("direct", "http://"+addr(s.ports.conformanceUp)+"/mcp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gateway, err := s.conformance("gateway", gatewayURL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	direct := results["direct"]
 	if len(direct) < 30 {
 		t.Fatalf("direct run has %d scenarios, want the suite's 30 or more: %v", len(direct), direct)
 	}
@@ -48,22 +79,60 @@ func TestConformance(t *testing.T) {
 			t.Errorf("direct %s: %s (the reference server passes every scenario)", name, d)
 		}
 	}
-	for _, name := range union(direct, gateway) {
-		d, g := direct[name], gateway[name]
-		why, expected := gatewayDifferences[name]
-		switch {
-		case d.String() == g.String() && expected:
-			t.Errorf("%s: the same through the gateway (%s), but listed as a difference: %s", name, g, why)
-		case d.String() != g.String() && !expected:
-			t.Errorf("%s: direct %s, through the gateway %s", name, d, g)
+	for _, run := range conformanceRuns[1:] {
+		if d, g := direct["tools-list"].tools, results[run.name]["tools-list"].tools; len(d) == 0 || !slices.Equal(d, g) {
+			t.Errorf("tools-list saw tools %v direct, %v %s", d, g, run.title)
+		}
+		for _, name := range union(direct, results[run.name]) {
+			d, g := direct[name], results[run.name][name]
+			why, expected := gatewayDifferences[name]
+			switch {
+			case d.String() == g.String() && expected:
+				t.Errorf("%s: %s the same as direct (%s), but listed as a difference: %s", name, run.title, g, why)
+			case d.String() != g.String() && !expected:
+				t.Errorf("%s: direct %s, %s %s", name, d, run.title, g)
+			}
 		}
 	}
 	if os.Getenv("MCPGATE_WRITE_CONFORMANCE_DOC") != "" {
-		if err := os.WriteFile("../../docs/conformance.md", conformanceDoc(s, direct, gateway), 0o644); err != nil {
+		if err := os.WriteFile("../../docs/conformance.md", conformanceDoc(s, results), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		t.Log("wrote docs/conformance.md")
 	}
+}
+
+// expectRule calls the conformance server's test_simple_text through the gateway with the go-sdk
+// client and wants, in the access log, that call decided by a rule of the given policy ("" = no
+// rule: no policy on the route).
+func (s *suite) expectRule(url, policy string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "mcpgate-e2e-probe", Version: "1"}, nil).
+		Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, MaxRetries: -1}, nil)
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", url, err)
+	}
+	defer cs.Close()
+	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "test_simple_text"}); err != nil {
+		return fmt.Errorf("tools/call test_simple_text: %w", err)
+	}
+	lines, err := jsonLines(s.stdoutLog())
+	if err != nil {
+		return err
+	}
+	for _, l := range lines {
+		md, _ := l["mcpgate"].(map[string]any)
+		if l["request_id"] == nil || md["method"] != "tools/call" || md["session"] != cs.ID() {
+			continue
+		}
+		rule, _ := md["rule"].(string)
+		if (policy == "" && rule == "") || (policy != "" && strings.HasPrefix(rule, policy)) {
+			return nil
+		}
+		return fmt.Errorf("tools/call in session %s was decided by rule %q, want %q", cs.ID(), rule, policy)
+	}
+	return fmt.Errorf("no access log line for tools/call in session %s", cs.ID())
 }
 
 // scenarioResult is one scenario's checks.
@@ -73,6 +142,7 @@ type scenarioResult struct {
 	failed   int
 	warnings int
 	failures []string // "check-id: message"
+	tools    []string // the tool names the tools-list check saw
 }
 
 func (r scenarioResult) ok() bool { return r.present && r.failed == 0 }
@@ -82,9 +152,9 @@ func (r scenarioResult) String() string {
 	case !r.present:
 		return "not run"
 	case r.failed == 0:
-		return fmt.Sprintf("pass (%d checks)", r.passed)
+		return fmt.Sprintf("pass (%s)", plural(r.passed, "check"))
 	default:
-		return fmt.Sprintf("FAIL (%d of %d checks: %s)", r.failed, r.passed+r.failed, strings.Join(r.failures, "; "))
+		return fmt.Sprintf("FAIL (%d of %s: %s)", r.failed, plural(r.passed+r.failed, "check"), strings.Join(r.failures, "; "))
 	}
 }
 
@@ -117,15 +187,25 @@ func (s *suite) conformance(name, url string) (map[string]scenarioResult, error)
 			return nil, fmt.Errorf("conformance %s: %w", name, err)
 		}
 		var checks []struct {
-			ID           string `json:"id"`
-			Status       string `json:"status"`
-			ErrorMessage string `json:"errorMessage"`
+			ID           string          `json:"id"`
+			Status       string          `json:"status"`
+			ErrorMessage string          `json:"errorMessage"`
+			Details      json.RawMessage `json:"details"`
 		}
 		if err := json.Unmarshal(data, &checks); err != nil {
 			return nil, fmt.Errorf("conformance %s: %s: %w", name, e.Name(), err)
 		}
 		r := scenarioResult{present: true}
 		for _, c := range checks {
+			if c.ID == "tools-list" {
+				var d struct {
+					Tools []string `json:"tools"`
+				}
+				if err := json.Unmarshal(c.Details, &d); err != nil {
+					return nil, fmt.Errorf("conformance %s: %s: tools-list details: %w", name, e.Name(), err)
+				}
+				r.tools = d.Tools
+			}
 			switch c.Status {
 			case "SUCCESS":
 				r.passed++
@@ -141,24 +221,11 @@ func (s *suite) conformance(name, url string) (map[string]scenarioResult, error)
 	return results, nil
 }
 
-// probeInitialize POSTs an initialize and wants 200: the route is up and no policy refuses it.
-func (s *suite) probeInitialize(url string) error {
-	body := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"probe","version":"1"}}}`
-	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-	if err != nil {
-		return err
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("POST initialize %s = %s", url, resp.Status)
-	}
-	return nil
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 func union(a, b map[string]scenarioResult) []string {
@@ -178,7 +245,7 @@ func union(a, b map[string]scenarioResult) []string {
 }
 
 // conformanceDoc renders docs/conformance.md from a run.
-func conformanceDoc(s *suite, direct, gateway map[string]scenarioResult) []byte {
+func conformanceDoc(s *suite, results map[string]map[string]scenarioResult) []byte {
 	var b bytes.Buffer
 	dataPlane := "`bin/envoydouble` (the Envoy test double; no `envoy` binary was given)"
 	if s.bin.realEnvoy {
@@ -190,10 +257,18 @@ func conformanceDoc(s *suite, direct, gateway map[string]scenarioResult) []byte 
 Generated by `+"`make conformance-doc`"+` (test/e2e TestConformance); do not edit by hand.
 
 The official MCP conformance suite (`+"`@modelcontextprotocol/conformance@%s`"+`, server mode: an MCP
-client that runs every server scenario over Streamable HTTP, on Node 22) runs twice against the go-sdk
-v1.8.0 conformance everything-server: once directly and once through mcpgate, whose Gateway routes a
-listener to the server as an `+"`AgentgatewayBackend`"+` MCP target (no policy). Data plane of this run:
-%s.
+client that runs every server scenario over Streamable HTTP, on Node 22) runs three times against the
+go-sdk v1.8.0 conformance everything-server:
+
+1. **direct**: against the server itself;
+2. **through the gateway**: through a listener of the lab's Gateway whose HTTPRoute leads to the
+   server as an `+"`AgentgatewayBackend`"+` MCP target (no policy: ext_proc reads every message and
+   writes the access-log metadata);
+3. **through the gateway, MCP rule allowing all**: the same with an `+"`EnterpriseAgentgatewayPolicy`"+`
+   whose `+"`backend.mcp.authorization`"+` rule is `+"`true`"+`, so ext_proc also evaluates the rule on every
+   message and filters every `+"`tools/list`"+` answer (test/e2e/testdata/conformance-rule.yaml).
+
+Data plane of this run: %s.
 
 TestConformance, part of `+"`make test`"+`, fails when a scenario's result through the gateway differs
 from the direct one and the difference is not listed below with its reason.
@@ -201,47 +276,51 @@ from the direct one and the difference is not listed below with its reason.
 ## Run it
 
 `+"```"+`
-make conformance-doc                              # rewrites this file
-go test -count=1 -run TestConformance -v ./test/e2e/  # compares only
-ENVOY_BIN=/path/to/envoy make conformance-doc     # the same through a real Envoy
+make conformance-doc                                  # runs the suite and rewrites this file
+go test -count=1 -run TestConformance -v ./test/e2e/  # runs and compares only
+ENVOY_BIN=/path/to/envoy make conformance-doc         # the same through a real Envoy
+ENVOY_BIN=/path/to/envoy make e2e                     # the whole end-to-end suite through a real Envoy
 `+"```"+`
 
-Results and logs of the last run: `+"`test/e2e/out/conformance/`"+`.
+Results and logs of the last run: `+"`test/e2e/out/conformance/`"+` and `+"`test/e2e/out/*.log`"+`.
 
 ## Results
 
-| scenario | direct | through the gateway |
-|---|---|---|
 `, pinned["@modelcontextprotocol/conformance"], dataPlane)
-	var dPass, gPass, n int
-	for _, name := range union(direct, gateway) {
-		d, g := direct[name], gateway[name]
-		n++
-		if d.ok() {
-			dPass++
-		}
-		if g.ok() {
-			gPass++
-		}
-		mark := ""
-		if _, ok := gatewayDifferences[name]; ok {
-			mark = " (see below)"
-		}
-		fmt.Fprintf(&b, "| %s | %s | %s%s |\n", name, cell(d), cell(g), mark)
+	b.WriteString("| scenario |")
+	for _, run := range conformanceRuns {
+		b.WriteString(" " + run.title + " |")
 	}
-	fmt.Fprintf(&b, "\nScenarios passed: %d of %d directly, %d of %d through the gateway.\n", dPass, n, gPass, n)
-	b.WriteString("\n## Differences on purpose\n\n")
+	b.WriteString("\n|---|" + strings.Repeat("---|", len(conformanceRuns)) + "\n")
+	passed := make([]int, len(conformanceRuns))
+	names := union(results["direct"], results["gateway"])
+	for _, name := range names {
+		b.WriteString("| " + name + " |")
+		for i, run := range conformanceRuns {
+			r := results[run.name][name]
+			if r.ok() {
+				passed[i]++
+			}
+			b.WriteString(" " + strings.ReplaceAll(r.String(), "|", "\\|") + " |")
+		}
+		if _, ok := gatewayDifferences[name]; ok {
+			b.WriteString(" (see below)")
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\nScenarios passed:")
+	for i, run := range conformanceRuns {
+		fmt.Fprintf(&b, " %d of %d %s;", passed[i], len(names), run.title)
+	}
+	b.Truncate(b.Len() - 1)
+	b.WriteString(".\n\n## Differences on purpose\n\n")
 	if len(gatewayDifferences) == 0 {
 		b.WriteString("None: every scenario has the same result through the gateway as directly.\n")
 	}
-	for _, name := range union(direct, gateway) {
+	for _, name := range names {
 		if why, ok := gatewayDifferences[name]; ok {
 			fmt.Fprintf(&b, "- **%s**: %s\n", name, why)
 		}
 	}
 	return b.Bytes()
-}
-
-func cell(r scenarioResult) string {
-	return strings.ReplaceAll(r.String(), "|", "\\|")
 }
