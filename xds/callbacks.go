@@ -16,6 +16,7 @@ import (
 // on the stream's goroutine, take one short lock, and never fail a stream.
 type callbacks struct {
 	log *slog.Logger
+	m   *metrics
 
 	mu sync.Mutex
 	// streams is keyed by protocol ("sotw" or "delta") and stream id: the two servers count
@@ -38,8 +39,8 @@ type stream struct {
 
 type sent struct{ nonce, version string }
 
-func newCallbacks(logger *slog.Logger) *callbacks {
-	return &callbacks{log: logger, streams: map[streamKey]*stream{}}
+func newCallbacks(logger *slog.Logger, m *metrics) *callbacks {
+	return &callbacks{log: logger, m: m, streams: map[streamKey]*stream{}}
 }
 
 func (c *callbacks) open(ctx context.Context, api string, id int64) {
@@ -50,6 +51,7 @@ func (c *callbacks) open(ctx context.Context, api string, id int64) {
 	c.mu.Lock()
 	c.streams[streamKey{api, id}] = st
 	c.mu.Unlock()
+	c.m.streams.WithLabelValues(api).Inc()
 }
 
 func (c *callbacks) closed(api string, id int64, node *corev3.Node) {
@@ -57,6 +59,7 @@ func (c *callbacks) closed(api string, id int64, node *corev3.Node) {
 	st := c.streams[streamKey{api, id}]
 	delete(c.streams, streamKey{api, id})
 	c.mu.Unlock()
+	c.m.streams.WithLabelValues(api).Dec()
 	if node == nil && st != nil {
 		node = st.node
 	}
@@ -98,6 +101,7 @@ func (c *callbacks) request(api string, id int64, node *corev3.Node, typeURL, no
 		if api == "sotw" {
 			attrs = append(attrs, "accepted_version", accepted)
 		}
+		c.m.nacks.WithLabelValues(typeURL).Inc()
 		c.log.Warn("xDS NACK: the client rejected the configuration", attrs...)
 	default:
 		c.log.Debug("xDS ACK", append(attrs, "version", version)...)

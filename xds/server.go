@@ -48,6 +48,7 @@ type Server struct {
 	log   *slog.Logger
 	cache cachev3.SnapshotCache
 	xds   serverv3.Server
+	m     *metrics
 
 	mu      sync.RWMutex
 	counter uint64
@@ -68,10 +69,12 @@ func New(logger *slog.Logger) *Server {
 	logger = logger.With("component", "xds")
 	lg := cacheLogger{logger}
 	c := cachev3.NewSnapshotCache(true, groupHash{}, lg)
+	m := newMetrics()
 	return &Server{
 		log:    logger,
 		cache:  c,
-		xds:    serverv3.NewServer(context.Background(), c, newCallbacks(logger), sotw.WithOrderedADS(), sotw.WithLogger(lg)),
+		xds:    serverv3.NewServer(context.Background(), c, newCallbacks(logger, m), sotw.WithOrderedADS(), sotw.WithLogger(lg)),
+		m:      m,
 		groups: map[string]*Snapshot{},
 	}
 }
@@ -142,6 +145,8 @@ func (s *Server) Update(groups map[string]map[string][]proto.Message) error {
 			delete(s.groups, name)
 		}
 	}
+	s.m.version.Set(float64(s.counter))
+	s.m.groups.Set(float64(len(s.groups)))
 	s.log.Info("pushed snapshot", "version", next, "groups", names, "removed", removed)
 	return errors.Join(errs...)
 }

@@ -18,6 +18,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -261,7 +262,18 @@ func TestNACK(t *testing.T) {
 		}
 	}
 
+	reg := prometheus.NewRegistry()
+	if err := srv.RegisterMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	if n := metric(t, reg, "mcpgate_xds_nacks_total", rds); n != 2 {
+		t.Errorf("mcpgate_xds_nacks_total{type_url=%q} = %v, want 2", rds, n)
+	}
+
 	update(t, srv, gateways(xdstest.Gateway(gw, 9000, "/", "/mcp")))
+	if v := metric(t, reg, "mcpgate_xds_snapshot_version", ""); v != 2 {
+		t.Errorf("version gauge %v", v)
+	}
 	if r := d.next(rds); r.GetSystemVersionInfo() != "2" {
 		t.Errorf("delta after a NACK: version %q", r.GetSystemVersionInfo())
 	} else {
@@ -441,6 +453,27 @@ func TestInconsistencies(t *testing.T) {
 	}
 	equal(t, "inconsistencies", s.Inconsistencies(), want)
 	equal(t, "with static clusters", s.Inconsistencies(bootstrap.XDSCluster, bootstrap.ExtProcCluster), slices.Delete(slices.Clone(want), 0, 1))
+}
+
+// metric returns the value of the gauge or counter name of reg whose label (if any) is label.
+func metric(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) == 0 || m.GetLabel()[0].GetValue() == label {
+				return m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no metric %s{%s}", name, label)
+	return 0
 }
 
 func TestPolicyTypeURL(t *testing.T) {

@@ -95,6 +95,9 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv := xds.New(log)
+	if err := srv.RegisterMetrics(reg); err != nil {
+		return err
+	}
 
 	// Listen on everything first: a port in use is an error at start, not later.
 	xdsLis, err := extproc.Listen(cfg.xdsAddr)

@@ -200,8 +200,9 @@ func TestRun(t *testing.T) {
 	if code, body, err := get("http://" + s.cfg.admin + "/healthz"); err != nil || code != 200 {
 		t.Errorf("/healthz: %d %s %v", code, body, err)
 	}
-	if _, body, err := get("http://" + s.cfg.admin + "/metrics"); err != nil || !strings.Contains(body, "mcpgate_config_problems 0") {
-		t.Errorf("/metrics lacks mcpgate_config_problems 0: %v\n%s", err, body)
+	if _, body, err := get("http://" + s.cfg.admin + "/metrics"); err != nil ||
+		!strings.Contains(body, "mcpgate_config_problems 0") || !strings.Contains(body, "mcpgate_xds_snapshot_version 1") {
+		t.Errorf("/metrics lacks mcpgate_config_problems 0 or mcpgate_xds_snapshot_version 1: %v\n%s", err, body)
 	}
 	if _, body, err := get("http://" + s.cfg.admin + "/debug/xds"); err != nil || !strings.Contains(body, `"`+labGateway+`/8080"`) {
 		t.Errorf("/debug/xds lacks the listener %s/8080: %v\n%s", labGateway, err, body)

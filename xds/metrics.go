@@ -1,0 +1,42 @@
+package xds
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the server's Prometheus metrics. They exist whether or not they are registered.
+type metrics struct {
+	version prometheus.Gauge
+	groups  prometheus.Gauge
+	streams *prometheus.GaugeVec
+	nacks   *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	return &metrics{
+		version: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mcpgate_xds_snapshot_version", Help: "Version of the last snapshot pushed (the value of the push counter).",
+		}),
+		groups: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mcpgate_xds_node_groups", Help: "Node groups served (one per gateway, plus *).",
+		}),
+		streams: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mcpgate_xds_streams", Help: "Open ADS streams, by protocol (sotw or delta).",
+		}, []string{"api"}),
+		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgate_xds_nacks_total", Help: "Responses rejected by clients (NACKs), by type URL.",
+		}, []string{"type_url"}),
+	}
+}
+
+// RegisterMetrics registers the server's metrics with reg: the version pushed, the node groups,
+// the open streams and the NACKs.
+func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
+	var errs []error
+	for _, c := range []prometheus.Collector{s.m.version, s.m.groups, s.m.streams, s.m.nacks} {
+		errs = append(errs, reg.Register(c))
+	}
+	return errors.Join(errs...)
+}
