@@ -99,19 +99,23 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 		return err
 	}
 
-	// Listen on everything first: a port in use is an error at start, not later.
+	// Listen on everything first: a port in use is an error at start, not later. The servers
+	// close their listeners when they stop; closing again on the way out is harmless.
 	xdsLis, err := extproc.Listen(cfg.xdsAddr)
 	if err != nil {
 		return fmt.Errorf("xDS: %w", err)
 	}
+	defer xdsLis.Close()
 	epLis, err := extproc.Listen(cfg.extProcAddr)
 	if err != nil {
 		return fmt.Errorf("ext_proc: %w", err)
 	}
+	defer epLis.Close()
 	adminLis, err := net.Listen("tcp", cfg.admin)
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}
+	defer adminLis.Close()
 
 	ep, err := extproc.New(extproc.Config{
 		XDSAddr: cfg.xdsAddr, NodeCluster: xds.AllGroups, NodeID: "mcpgate-run",

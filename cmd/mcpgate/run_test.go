@@ -345,3 +345,27 @@ func TestPrefixWriter(t *testing.T) {
 		t.Errorf("got %q, want %q", out.String(), want)
 	}
 }
+
+// TestRunPortInUse fails at start, naming the address, when a port is taken.
+func TestRunPortInUse(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	cfg, err := parseRunFlags([]string{"-f", t.TempDir(), "--no-envoy", "--xds-addr", freePort(t), "--extproc-addr", l.Addr().String(), "--admin-addr", freePort(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = serve(context.Background(), cfg, slog.New(slog.DiscardHandler), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "ext_proc") || !strings.Contains(err.Error(), l.Addr().String()) {
+		t.Errorf("serve with the ext_proc port taken: %v", err)
+	}
+	// The xDS port it had opened is free again.
+	x, err := net.Listen("tcp", cfg.xdsAddr)
+	if err != nil {
+		t.Errorf("xDS port still held: %v", err)
+	} else {
+		x.Close()
+	}
+}
