@@ -584,3 +584,18 @@ func do(t *testing.T, method, url string, body io.Reader, hdr ...string) (*http.
 	}
 	return resp, string(b)
 }
+
+// restartExtProc starts a new ext_proc server on the address of a stopped one.
+func restartExtProc(t *testing.T, old *extProc) *extProc {
+	var ln net.Listener
+	waitFor(t, "the old ext_proc address to be free", func() bool {
+		var err error
+		ln, err = net.Listen("tcp", old.addr)
+		return err == nil
+	})
+	e := &extProc{addr: old.addr, srv: grpc.NewServer(), script: old.script}
+	extprocsvc.RegisterExternalProcessorServer(e.srv, e)
+	go func() { _ = e.srv.Serve(ln) }()
+	t.Cleanup(e.srv.Stop)
+	return e
+}
