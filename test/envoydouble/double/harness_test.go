@@ -285,9 +285,7 @@ func listener(t *testing.T, addr string, ep *extprocv3.ExternalProcessor, mod fu
 		StatPrefix: "gw",
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: name,
 			ConfigSource: &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}, ResourceApiVersion: corev3.ApiVersion_V3}}},
-		AccessLog: []*accesslogv3.AccessLog{{Name: "envoy.access_loggers.stdout", ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: any_(t,
-			&streamv3.StdoutAccessLog{AccessLogFormat: &streamv3.StdoutAccessLog_LogFormat{LogFormat: &corev3.SubstitutionFormatString{
-				Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: fmtStruct}}}})}}},
+		AccessLog: []*accesslogv3.AccessLog{accessLogWith(t, fmtStruct)},
 	}
 	if ep != nil {
 		hcm.HttpFilters = append(hcm.HttpFilters, &hcmv3.HttpFilter{Name: "envoy.filters.http.ext_proc", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: any_(t, ep)}})
@@ -302,6 +300,13 @@ func listener(t *testing.T, addr string, ep *extprocv3.ExternalProcessor, mod fu
 	l.FilterChains = []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager",
 		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: any_(t, hcm)}}}}}
 	return l
+}
+
+// accessLogWith is a stdout access logger with a json_format.
+func accessLogWith(t *testing.T, f *structpb.Struct) *accesslogv3.AccessLog {
+	return &accesslogv3.AccessLog{Name: "envoy.access_loggers.stdout", ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: any_(t,
+		&streamv3.StdoutAccessLog{AccessLogFormat: &streamv3.StdoutAccessLog_LogFormat{LogFormat: &corev3.SubstitutionFormatString{
+			Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: f}}}})}}
 }
 
 func routeConfig(name string, vhs ...*routev3.VirtualHost) *routev3.RouteConfiguration {

@@ -1,0 +1,93 @@
+package double_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// TestNACKsWhatItDoesNotReproduce: each refused resource is NACKed with a message naming the
+// resource and the field, and the last good version keeps serving.
+func TestNACKsWhatItDoesNotReproduce(t *testing.T) {
+	e := newEnv(t, answer(nil))
+	a := echo(t, "a")
+	good := listener(t, e.listen, extProcFilter(time.Second), nil)
+	rc := routeConfig(good.Name, vhost("vh", []string{"*"}, prefixRoute("r", "/", "a", disabled(t))))
+	e.push(good, rc, staticCluster("a", a.Listener.Addr().String()))
+	if resp, _ := do(t, "GET", e.url("/"), nil); resp.StatusCode != 200 {
+		t.Fatalf("good config: %d", resp.StatusCode)
+	}
+
+	cases := []struct {
+		name string
+		mod  func(*hcmv3.HttpConnectionManager, *listenerv3.Listener)
+		rc   *routev3.RouteConfiguration
+		want []string
+	}{
+		{name: "unknown HTTP filter", mod: func(h *hcmv3.HttpConnectionManager, _ *listenerv3.Listener) {
+			h.HttpFilters = append([]*hcmv3.HttpFilter{{Name: "envoy.filters.http.cors", ConfigType: &hcmv3.HttpFilter_TypedConfig{
+				TypedConfig: any_(t, &structpb.Struct{})}}}, h.HttpFilters...)
+		}, want: []string{good.Name, "http_filters[0](envoy.filters.http.cors)", "not implemented"}},
+		{name: "ext_proc body mode the double does not implement", mod: func(h *hcmv3.HttpConnectionManager, _ *listenerv3.Listener) {
+			f := extProcFilter(time.Second)
+			f.ProcessingMode.ResponseBodyMode = extprocv3.ProcessingMode_FULL_DUPLEX_STREAMED
+			f.ProcessingMode.ResponseTrailerMode = extprocv3.ProcessingMode_SEND
+			h.HttpFilters[0].ConfigType = &hcmv3.HttpFilter_TypedConfig{TypedConfig: any_(t, f)}
+		}, want: []string{"processing_mode.response_body_mode", "FULL_DUPLEX_STREAMED"}},
+		{name: "unsupported HCM field", mod: func(h *hcmv3.HttpConnectionManager, _ *listenerv3.Listener) {
+			h.RequestTimeout = durationpb.New(time.Second)
+		}, want: []string{good.Name, "request_timeout"}},
+		{name: "unimplemented attribute", mod: func(h *hcmv3.HttpConnectionManager, _ *listenerv3.Listener) {
+			f := extProcFilter(time.Second)
+			f.RequestAttributes = append(f.RequestAttributes, "connection.requested_server_name")
+			h.HttpFilters[0].ConfigType = &hcmv3.HttpFilter_TypedConfig{TypedConfig: any_(t, f)}
+		}, want: []string{"request_attributes[1]", "connection.requested_server_name"}},
+		{name: "access log operator the double does not write", mod: func(h *hcmv3.HttpConnectionManager, _ *listenerv3.Listener) {
+			f, _ := structpb.NewStruct(map[string]any{"x": "%UPSTREAM_TRANSPORT_FAILURE_REASON%"})
+			h.AccessLog[0] = accessLogWith(t, f)
+		}, want: []string{"access_log[0]", "%UPSTREAM_TRANSPORT_FAILURE_REASON%"}},
+		{name: "retry policy", rc: routeConfig(good.Name, vhost("vh", []string{"*"}, func() *routev3.Route {
+			r := prefixRoute("r", "/", "a", disabled(t))
+			r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(2)}
+			return r
+		}())), want: []string{`route_configuration "` + good.Name + `"`, "virtual_hosts[0](vh).routes[0].route.retry_policy"}},
+		{name: "header value with a command operator", rc: routeConfig(good.Name, vhost("vh", []string{"*"}, func() *routev3.Route {
+			r := prefixRoute("r", "/", "a", disabled(t))
+			r.RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-client", Value: "%DOWNSTREAM_REMOTE_ADDRESS%"}}}
+			return r
+		}())), want: []string{"request_headers_to_add[0].header.value", "command operators"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			l, r := good, rc
+			if c.mod != nil {
+				l = listener(t, e.listen, extProcFilter(time.Second), c.mod)
+			}
+			if c.rc != nil {
+				r = c.rc
+			}
+			e.push(l, r, staticCluster("a", a.Listener.Addr().String()))
+			msg := e.lastNACK()
+			for _, w := range c.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("NACK %q does not name %q", msg, w)
+				}
+			}
+			// The last good version keeps serving.
+			if resp, body := do(t, "GET", e.url("/"), nil); resp.StatusCode != 200 || body != "hello from a" {
+				t.Errorf("after the NACK: %d %q", resp.StatusCode, body)
+			}
+			// Back to good before the next case.
+			e.push(good, rc, staticCluster("a", a.Listener.Addr().String()))
+		})
+	}
+}
