@@ -56,6 +56,7 @@ type stream struct {
 	rcfg  *xdsconf.RouteConfig
 	vh    *xdsconf.VirtualHost
 	route *xdsconf.Route
+	wc    *xdsconf.WeightedCluster // the cluster picked when the route matched
 
 	ep *extprocfilter.Stream
 	md *extprocfilter.Metadata
@@ -255,7 +256,7 @@ func (st *stream) routeConfig() *xdsconf.RouteConfig {
 
 // matchRoute selects the virtual host by :authority and the first matching route.
 func (st *stream) matchRoute() {
-	st.vh, st.route = nil, nil
+	st.vh, st.route, st.wc, st.cluster = nil, nil, nil, ""
 	if st.rcfg == nil {
 		return
 	}
@@ -263,16 +264,18 @@ func (st *stream) matchRoute() {
 	if st.vh != nil {
 		st.route = st.vh.FindRoute(st.req)
 	}
-	if st.route != nil && st.route.Forward != nil && len(st.route.Forward.Clusters) > 0 {
-		st.cluster = st.route.Forward.Clusters[0].Name
+	if st.route != nil && st.route.Forward != nil {
+		// weighted_clusters: Envoy picks the cluster when the route matches.
+		st.wc = st.route.Forward.PickCluster(rand.Uint32())
+		st.cluster = st.wc.Name
 	}
 	if st.route != nil && st.route.Forward != nil && st.route.Forward.IdleTimeout != nil {
 		st.armIdle(*st.route.Forward.IdleTimeout)
 	}
 }
 
-// setupExtProc creates the ext_proc filter stream with the most specific per-route config (route,
-// then virtual host, then route configuration). disabled: true skips the filter.
+// setupExtProc creates the ext_proc filter stream with the most specific per-route config
+// (weighted cluster, route, virtual host, route configuration). disabled: true skips the filter.
 func (st *stream) setupExtProc() {
 	if len(st.lis.HCM.ExtProcs) == 0 {
 		return
@@ -280,6 +283,8 @@ func (st *stream) setupExtProc() {
 	f := st.lis.HCM.ExtProcs[0]
 	var pr *xdsconf.ExtProcPerRoute
 	switch {
+	case st.wc != nil && st.wc.PerFilter[f.Name] != nil:
+		pr = st.wc.PerFilter[f.Name]
 	case st.route != nil && st.route.PerFilter[f.Name] != nil:
 		pr = st.route.PerFilter[f.Name]
 	case st.vh != nil && st.vh.PerFilter[f.Name] != nil:
@@ -439,7 +444,6 @@ func (st *stream) redirect(rd *xdsconf.Redirect) {
 
 // forward proxies to the route's cluster as Envoy's router does.
 func (st *stream) forward(f *xdsconf.Forward, upBody io.Reader) {
-	st.cluster = f.PickCluster(rand.Uint32())
 	c := st.snap.Clusters[st.cluster]
 	if c == nil {
 		st.localReply(f.ClusterNotFoundCode, nil, "cluster_not_found", flagNoCluster)

@@ -109,10 +109,13 @@ type Forward struct {
 	HashPolicy  []HashPolicy
 }
 
-// WeightedCluster is one entry of weighted_clusters (or the single cluster).
+// WeightedCluster is one entry of weighted_clusters (or the single cluster). Its
+// typed_per_filter_config is the most specific of all (Envoy picks the weighted cluster when it
+// matches the route, and the filters see it as the route).
 type WeightedCluster struct {
-	Name   string
-	Weight uint32
+	Name      string
+	Weight    uint32
+	PerFilter map[string]*ExtProcPerRoute
 }
 
 // HashPolicy is a RouteAction.HashPolicy the double implements.
@@ -493,10 +496,15 @@ func compileForward(a *routev3.RouteAction, path string) (*Forward, error) {
 			return nil, err
 		}
 		for i, c := range cs.WeightedClusters.GetClusters() {
-			if err := checkFields(c, join(wp, idx("clusters", i)), "name", "weight"); err != nil {
+			cp := join(wp, idx("clusters", i))
+			if err := checkFields(c, cp, "name", "weight", "typed_per_filter_config"); err != nil {
 				return nil, err
 			}
-			out.Clusters = append(out.Clusters, WeightedCluster{Name: c.GetName(), Weight: c.GetWeight().GetValue()})
+			pf, err := compilePerFilter(c.GetTypedPerFilterConfig(), cp)
+			if err != nil {
+				return nil, err
+			}
+			out.Clusters = append(out.Clusters, WeightedCluster{Name: c.GetName(), Weight: c.GetWeight().GetValue(), PerFilter: pf})
 		}
 	default:
 		return nil, fmt.Errorf("%s: cluster specifier not implemented by envoydouble (cluster, weighted_clusters)", path)
@@ -870,25 +878,25 @@ func (hm *HeaderMatch) Matches(h *headers.Map) bool {
 
 // PickCluster picks the cluster of a Forward action: weighted_clusters by weight, using the
 // random number r.
-func (f *Forward) PickCluster(r uint32) string {
+func (f *Forward) PickCluster(r uint32) *WeightedCluster {
 	if len(f.Clusters) == 1 {
-		return f.Clusters[0].Name
+		return &f.Clusters[0]
 	}
 	var total uint32
 	for _, c := range f.Clusters {
 		total += c.Weight
 	}
 	if total == 0 {
-		return f.Clusters[0].Name
+		return &f.Clusters[0]
 	}
 	n := r % total
-	for _, c := range f.Clusters {
-		if n < c.Weight {
-			return c.Name
+	for i := range f.Clusters {
+		if n < f.Clusters[i].Weight {
+			return &f.Clusters[i]
 		}
-		n -= c.Weight
+		n -= f.Clusters[i].Weight
 	}
-	return f.Clusters[len(f.Clusters)-1].Name
+	return &f.Clusters[len(f.Clusters)-1]
 }
 
 // RewritePath applies prefix_rewrite (to the matched prefix) or regex_rewrite (to the path
