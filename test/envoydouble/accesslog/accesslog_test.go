@@ -1,0 +1,57 @@
+package accesslog_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/mcpgate/mcpgate/test/envoydouble/accesslog"
+	"github.com/mcpgate/mcpgate/test/envoydouble/headers"
+)
+
+func TestJSONFormat(t *testing.T) {
+	s, _ := structpb.NewStruct(map[string]any{
+		"code": "%RESPONSE_CODE%", "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%", "missing": "%RESP(X-NONE)%",
+		"flags": "%RESPONSE_FLAGS%", "tool": "%DYNAMIC_METADATA(mcpgate:tool)%", "args": "%DYNAMIC_METADATA(mcpgate:arguments)%",
+		"short": "%DYNAMIC_METADATA(mcpgate:tool):3%", "mixed": "[%RESPONSE_CODE%] %RESP(X-NONE)%", "start": "%START_TIME%",
+		"nested": map[string]any{"method": "%REQ(:METHOD)%"}, "literal": 7,
+	})
+	f, err := accesslog.Compile(s, "json_format")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &headers.Map{}
+	req.Add(":path", "/new")
+	req.Add("x-envoy-original-path", "/old")
+	req.Add(":method", "POST")
+	md, _ := structpb.NewStruct(map[string]any{"tool": "fetch", "arguments": map[string]any{"url": "http://x"}})
+	line := f.Render(&accesslog.Info{Start: time.Date(2026, 1, 2, 3, 4, 5, 6e6, time.UTC), Request: req, Response: &headers.Map{}, Code: 200,
+		Metadata: map[string]*structpb.Struct{"mcpgate": md}})
+	if !strings.HasSuffix(string(line), "}\n") {
+		t.Errorf("not one line: %q", line)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(line, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"code": 200.0, "path": "/old", "missing": nil, "flags": "-", "tool": "fetch",
+		"args": map[string]any{"url": "http://x"}, "short": "fet", "mixed": "[200] -", "start": "2026-01-02T03:04:05.006Z",
+		"nested": map[string]any{"method": "POST"}, "literal": 7.0}
+	gj, _ := json.Marshal(got)
+	wj, _ := json.Marshal(want)
+	if string(gj) != string(wj) {
+		t.Errorf("got  %s\nwant %s", gj, wj)
+	}
+}
+
+func TestRefusesUnknownOperators(t *testing.T) {
+	for _, v := range []string{"%UPSTREAM_TRANSPORT_FAILURE_REASON%", "%START_TIME(%s)%", "%REQ%", "50%"} {
+		s, _ := structpb.NewStruct(map[string]any{"x": v})
+		if _, err := accesslog.Compile(s, "json_format"); err == nil || !strings.Contains(err.Error(), "json_format.x") {
+			t.Errorf("%q: got %v, want an error naming json_format.x", v, err)
+		}
+	}
+}
