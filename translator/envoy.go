@@ -9,6 +9,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
@@ -63,6 +64,11 @@ type xdsCommon struct {
 	accessLog []*accesslogv3.AccessLog
 	tlsByHost map[string]*corev3.TransportSocket
 	disabled  *anypb.Any
+	// shared by every route and cluster that uses them (never modified after creation)
+	hashBySource        []*routev3.RouteAction_HashPolicy
+	noTimeout, mcpIdle  *durationpb.Duration
+	connectTimeout      *durationpb.Duration
+	mcpMode, headerMode *extprocv3.ProcessingMode
 }
 
 func newXDSCommon(opts Options) *xdsCommon {
@@ -76,6 +82,10 @@ func newXDSCommon(opts Options) *xdsCommon {
 		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(accessLogConfig())},
 	}}
 	x.disabled = mustAny(&extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Disabled{Disabled: true}})
+	x.hashBySource = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_ConnectionProperties_{
+		ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{SourceIp: true}}}}
+	x.noTimeout, x.mcpIdle, x.connectTimeout = durationpb.New(0), durationpb.New(mcpIdleTimeout), durationpb.New(connectTimeout)
+	x.mcpMode, x.headerMode = processingMode(true), processingMode(false)
 	return x
 }
 
@@ -186,7 +196,7 @@ func socketAddress(host string, port int32) *corev3.Address {
 func (x *xdsCommon) addressCluster(name, host string, port int32, tls bool) *clusterv3.Cluster {
 	c := &clusterv3.Cluster{
 		Name:           name,
-		ConnectTimeout: durationpb.New(connectTimeout),
+		ConnectTimeout: x.connectTimeout,
 		LoadAssignment: buildLoadAssignment(name, []hostPort{{host: host, port: port}}),
 	}
 	if isIP(host) {
@@ -207,7 +217,7 @@ func (x *xdsCommon) addressCluster(name, host string, port int32, tls bool) *clu
 func (x *xdsCommon) edsCluster(name string) *clusterv3.Cluster {
 	return &clusterv3.Cluster{
 		Name:                 name,
-		ConnectTimeout:       durationpb.New(connectTimeout),
+		ConnectTimeout:       x.connectTimeout,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
 		LbPolicy:             clusterv3.Cluster_RING_HASH,
@@ -261,8 +271,11 @@ func (t *translation) perRouteConfig(e extProcRoute) *anypb.Any {
 	if e.mcp == "" && e.policy == "" {
 		return t.xds.disabled
 	}
-	mode := processingMode(e.mcp != "")
-	var md []*corev3.HeaderValue
+	mode := t.xds.headerMode
+	if e.mcp != "" {
+		mode = t.xds.mcpMode
+	}
+	md := make([]*corev3.HeaderValue, 0, 6)
 	add := func(k, v string) {
 		if v != "" {
 			md = append(md, &corev3.HeaderValue{Key: k, Value: v})

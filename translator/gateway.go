@@ -27,6 +27,7 @@ type listenerInfo struct {
 	gw       *gatewayInfo
 	l        *gwv1.Listener
 	index    int
+	key      string // "NS/GATEWAY/LISTENER", the policy index key of the listener
 	hostname string // lower-case; "" = any
 	ok       bool   // accepted: routes may attach
 	kindsOK  bool   // allowedRoutes.kinds admits HTTPRoute
@@ -89,7 +90,7 @@ func (t *translation) validateListeners(gi *gatewayInfo, portOwner map[int32]str
 	g := gi.gw
 	for i := range g.Spec.Listeners {
 		l := &g.Spec.Listeners[i]
-		li := &listenerInfo{gw: gi, l: l, index: i, ok: true, kindsOK: true}
+		li := &listenerInfo{gw: gi, l: l, index: i, ok: true, kindsOK: true, key: gi.key + "/" + string(l.Name)}
 		gi.listeners = append(gi.listeners, li)
 		field := "spec.listeners[" + strconv.Itoa(i) + "]"
 		if l.Hostname != nil {

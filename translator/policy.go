@@ -279,8 +279,7 @@ type attachment struct {
 // authentication comes from the most specific level that sets one (the oldest policy within a
 // level); authorization rules from every level, least specific first.
 func (t *translation) merge(a attachment) *mergedPolicy {
-	ck := a.gateway + "\x00" + a.listener + "\x00" + a.route + "\x00" + a.rule + "\x00" + a.backend
-	if m, ok := t.mergeCache[ck]; ok {
+	if m, ok := t.mergeCache[a]; ok {
 		return m
 	}
 	idx := t.policies
@@ -340,7 +339,7 @@ func (t *translation) merge(a attachment) *mergedPolicy {
 			t.merged[pol.Name] = m
 		}
 	}
-	t.mergeCache[ck] = m
+	t.mergeCache[a] = m
 	return m
 }
 

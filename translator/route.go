@@ -3,6 +3,7 @@ package translator
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -81,6 +82,7 @@ type ruleRef struct {
 type compiledRule struct {
 	index   int
 	name    string
+	routeID string // "NS/NAME/rule/I", the x-mcpgate-route metadata
 	matches []compiledMatch
 	failMsg string // non-empty: the rule cannot be honoured and answers 500
 
@@ -110,9 +112,9 @@ func (t *translation) translateRoutes() {
 	for _, r := range t.routes {
 		cr := t.compileRoute(r)
 		st := &gwv1.HTTPRouteStatus{RouteStatus: gwv1.RouteStatus{Parents: []gwv1.RouteParentStatus{}}}
-		attached := map[*listenerInfo]bool{}
+		var attached []*listenerInfo // listeners this route is attached to already
 		for i, pr := range r.Spec.ParentRefs {
-			ps, ok := t.attachParent(cr, i, pr, attached)
+			ps, ok := t.attachParent(cr, i, pr, &attached)
 			if ok {
 				st.Parents = append(st.Parents, ps)
 			}
@@ -125,7 +127,7 @@ func (t *translation) translateRoutes() {
 
 // attachParent attaches the route to the listeners one parentRef selects and returns that
 // parent's status; ok is false when the parent is not this controller's.
-func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentReference, attached map[*listenerInfo]bool) (gwv1.RouteParentStatus, bool) {
+func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentReference, attached *[]*listenerInfo) (gwv1.RouteParentStatus, bool) {
 	r := cr.r
 	group, kind := gatewayGroup, KindGateway
 	if pr.Group != nil {
@@ -181,10 +183,10 @@ func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentRefer
 				continue
 			}
 			n++
-			if attached[li] {
+			if slices.Contains(*attached, li) {
 				continue
 			}
-			attached[li] = true
+			*attached = append(*attached, li)
 			li.attached++
 			t.addRoutes(gi, li, cr, hosts)
 		}
@@ -266,7 +268,7 @@ func (t *translation) compileRoute(r *gwv1.HTTPRoute) *compiledRoute {
 func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {
 	r := cr.r
 	rule := &r.Spec.Rules[i]
-	c := &compiledRule{index: i}
+	c := &compiledRule{index: i, routeID: cr.key + "/rule/" + strconv.Itoa(i)}
 	if rule.Name != nil {
 		c.name = string(*rule.Name)
 	}
@@ -674,11 +676,11 @@ func directResponse(body string) *routev3.Route_DirectResponse {
 func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compiledRoute, c *compiledRule) *routeTemplate {
 	gb := gi.build
 	tpl := &routeTemplate{}
-	att := attachment{gateway: gi.key, listener: gi.key + "/" + string(li.l.Name), route: cr.key}
+	att := attachment{gateway: gi.key, listener: li.key, route: cr.key}
 	if c.name != "" {
 		att.rule = cr.key + "/" + c.name
 	}
-	routeID := cr.key + "/rule/" + strconv.Itoa(c.index)
+	routeID := c.routeID
 	// the policies of every backend; without backends (redirects, 500s), of the rule itself
 	var base *mergedPolicy
 	if len(c.refs) == 0 || c.redirect != nil {
@@ -769,17 +771,16 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 		ra.RegexRewrite = fullPathRewrite(c.fullPath)
 	}
 	if affinity {
-		ra.HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_ConnectionProperties_{
-			ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{SourceIp: true}}}}
+		ra.HashPolicy = t.xds.hashBySource
 	}
 	switch {
 	case c.timeout != nil:
 		ra.Timeout = c.timeout
 	case mcp:
-		ra.Timeout = durationpb.New(0)
+		ra.Timeout = t.xds.noTimeout
 	}
 	if mcp {
-		ra.IdleTimeout = durationpb.New(mcpIdleTimeout)
+		ra.IdleTimeout = t.xds.mcpIdle
 	}
 	tpl.action = &routev3.Route_Route{Route: ra}
 	tpl.perMatchRx = c.replacePrefix != nil

@@ -12,7 +12,12 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/mcpgate/mcpgate/api/v1alpha1"
 	"github.com/mcpgate/mcpgate/translator"
 )
 
@@ -165,4 +170,56 @@ func rewriteExtProc(t *testing.T, g *translator.GatewayConfig, f func(*extprocv3
 	l := proto.Clone(g.Listeners[0]).(*listenerv3.Listener)
 	l.FilterChains[0].Filters[0].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: ha}
 	g.Listeners[0] = l
+}
+
+// TestNoPanicOnSparseObjects: objects as a file or an API server without defaulting may hand
+// them over (nil pointers, empty specs, nil list entries) are refused, never a panic.
+func TestNoPanicOnSparseObjects(t *testing.T) {
+	from := gwv1.NamespacesFromSelector
+	typ := gwv1.HTTPRouteFilterURLRewrite
+	res := &translator.Resources{
+		GatewayClasses: []*gwv1.GatewayClass{nil, {}},
+		Gateways: []*gwv1.Gateway{nil, {ObjectMeta: metav1.ObjectMeta{Name: "empty"}},
+			{ObjectMeta: metav1.ObjectMeta{Name: "gw"}, Spec: gwv1.GatewaySpec{Listeners: []gwv1.Listener{
+				{Name: "a", Port: 80, Protocol: gwv1.HTTPProtocolType, AllowedRoutes: &gwv1.AllowedRoutes{Namespaces: &gwv1.RouteNamespaces{From: &from}}},
+				{Protocol: gwv1.HTTPProtocolType},
+			}}}},
+		HTTPRoutes: []*gwv1.HTTPRoute{nil, {ObjectMeta: metav1.ObjectMeta{Name: "r"}, Spec: gwv1.HTTPRouteSpec{
+			CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{}, {Name: "gw"}}},
+			Rules: []gwv1.HTTPRouteRule{{}, {
+				Matches:     []gwv1.HTTPRouteMatch{{Path: &gwv1.HTTPPathMatch{}, Headers: []gwv1.HTTPHeaderMatch{{}}, QueryParams: []gwv1.HTTPQueryParamMatch{{}}}},
+				Filters:     []gwv1.HTTPRouteFilter{{}, {Type: typ}, {Type: gwv1.HTTPRouteFilterRequestRedirect}},
+				BackendRefs: []gwv1.HTTPBackendRef{{}},
+			}},
+		}}},
+		Backends: []*v1alpha1.AgentgatewayBackend{nil, {ObjectMeta: metav1.ObjectMeta{Name: "b"}},
+			{ObjectMeta: metav1.ObjectMeta{Name: "mcp"}, Spec: v1alpha1.AgentgatewayBackendSpec{MCP: &v1alpha1.MCPBackend{Targets: []v1alpha1.McpTargetSelector{{}}}}},
+			{ObjectMeta: metav1.ObjectMeta{Name: "sel"}, Spec: v1alpha1.AgentgatewayBackendSpec{MCP: &v1alpha1.MCPBackend{Targets: []v1alpha1.McpTargetSelector{{Name: "s", Selector: &v1alpha1.McpSelector{}}}}}},
+			{ObjectMeta: metav1.ObjectMeta{Name: "ai"}, Spec: v1alpha1.AgentgatewayBackendSpec{AI: &v1alpha1.AIBackend{}, Policies: &v1alpha1.BackendPolicies{Auth: &v1alpha1.BackendAuth{}}}}},
+		Policies: []*v1alpha1.AgentgatewayPolicy{nil, {ObjectMeta: metav1.ObjectMeta{Name: "p"}},
+			{ObjectMeta: metav1.ObjectMeta{Name: "q"}, Spec: v1alpha1.AgentgatewayPolicySpec{
+				TargetRefs: []v1alpha1.PolicyTargetReference{{}},
+				Traffic:    &v1alpha1.TrafficPolicy{JWTAuthentication: &v1alpha1.JWTAuthentication{Providers: []v1alpha1.JWTProvider{{}}}, Authorization: &v1alpha1.Authorization{}},
+				Backend:    &v1alpha1.BackendPolicy{MCP: &v1alpha1.BackendMCP{}},
+			}}},
+		Services:       []*corev1.Service{nil, {ObjectMeta: metav1.ObjectMeta{Name: "s"}}},
+		EndpointSlices: []*discoveryv1.EndpointSlice{nil, {}},
+		Secrets:        []*corev1.Secret{nil},
+		Namespaces:     []*corev1.Namespace{nil},
+	}
+	out := translator.Translate(res, translator.Options{})
+	for _, k := range out.GatewayKeys() {
+		if err := out.Gateways[k].Validate(); err != nil {
+			t.Errorf("gateway %s: %v", k, err)
+		}
+	}
+	if len(out.Status.Problems()) < 10 {
+		t.Errorf("only %d problems reported for a pile of invalid objects: %v", len(out.Status.Problems()), out.Status.Problems())
+	}
+	for _, p := range out.Status.Problems() {
+		t.Log(p)
+	}
+	if translator.Translate(nil, translator.Options{}) == nil {
+		t.Error("Translate(nil) gave nil")
+	}
 }
