@@ -3,9 +3,191 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/mcpgate/mcpgate/provider/kubernetes"
+	"github.com/mcpgate/mcpgate/translator"
+	"github.com/mcpgate/mcpgate/xds"
 )
 
-// runController is being written; see the open issues.
+// runController runs the Kubernetes controller: every replica watches the cluster and serves
+// xDS; the leader also writes status and the per-Gateway data planes.
 func runController(ctx context.Context, args []string) error {
-	return errors.New("not implemented yet")
+	fs := flag.NewFlagSet("mcpgate controller", flag.ContinueOnError)
+	var (
+		classes, namespaces stringList
+		kubeconfig          = fs.String("kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then the in-cluster service account)")
+		xdsAddr             = fs.String("xds-addr", ":18000", "listen address of the xDS (ADS) gRPC server")
+		adminAddr           = fs.String("admin-addr", ":19000", "listen address of /metrics, /debug/xds, /healthz and /readyz")
+		leaderElect         = fs.Bool("leader-elect", false, "elect one replica (a Lease) to write status and data planes; every replica serves xDS")
+		leNamespace         = fs.String("leader-election-namespace", envOr("POD_NAMESPACE", "mcpgate-system"), "namespace of the leader election Lease")
+		controllerName      = fs.String("controller-name", translator.DefaultControllerName, "the GatewayClass controllerName served")
+		dataPlane           = fs.Bool("deploy-data-plane", true, "create each served Gateway's Envoy Deployment, Service and bootstrap ConfigMap")
+		xdsService          = fs.String("xds-service", "mcpgate-controller.mcpgate-system.svc:18000", "HOST:PORT at which data planes reach this controller's xDS")
+		envoyImage          = fs.String("envoy-image", kubernetes.DefaultEnvoyImage, "Envoy image of the data planes")
+		extprocImage        = fs.String("extproc-image", "", "mcpgate image of the data planes' extproc sidecar (default: this pod's own image)")
+		serviceType         = fs.String("gateway-service-type", string(kubernetes.DefaultServiceType), "type of each Gateway's Service: LoadBalancer, NodePort or ClusterIP")
+		logLevel            = fs.String("log-level", "info", "debug, info, warn or error")
+	)
+	fs.Var(&classes, "gateway-class", "a GatewayClass name to serve whatever its controllerName (repeatable)")
+	fs.Var(&namespaces, "namespace", "watch only this namespace (repeatable; default: all)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	// client-go and controller-runtime log through their own globals; route both to slog.
+	klog.SetSlogLogger(logger)
+	ctrllog.SetLogger(logr.FromSlogHandler(logger.Handler()))
+
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: *kubeconfig, Precedence: clientcmd.NewDefaultClientConfigLoadingRules().Precedence},
+		&clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	cfg.UserAgent = "mcpgate-controller/" + version
+
+	opts := kubernetes.Options{
+		ControllerName:          *controllerName,
+		GatewayClasses:          classes,
+		Namespaces:              namespaces,
+		Logger:                  logger,
+		LeaderElection:          *leaderElect,
+		LeaderElectionNamespace: *leNamespace,
+	}
+	if *dataPlane {
+		image := *extprocImage
+		if image == "" {
+			if image, err = ownImage(ctx, cfg); err != nil {
+				return fmt.Errorf("--extproc-image not given and this pod's image unknown: %w", err)
+			}
+		}
+		opts.DataPlane = &kubernetes.DataPlane{
+			XDSAddress:   *xdsService,
+			EnvoyImage:   *envoyImage,
+			ExtProcImage: image,
+			ServiceType:  corev1.ServiceType(*serviceType),
+		}
+	}
+	return serveController(ctx, logger, cfg, opts, *xdsAddr, *adminAddr)
+}
+
+// serveController runs the xDS server, the admin server and the provider until ctx ends or one
+// of them fails.
+func serveController(ctx context.Context, logger *slog.Logger, cfg *rest.Config, opts kubernetes.Options, xdsAddr, adminAddr string) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv := xds.New(logger)
+	if err := srv.RegisterMetrics(reg); err != nil {
+		return err
+	}
+	opts.Publisher = srv
+	prov, err := kubernetes.New(cfg, opts)
+	if err != nil {
+		return err
+	}
+	xdsLis, err := net.Listen("tcp", xdsAddr)
+	if err != nil {
+		return fmt.Errorf("xDS: %w", err)
+	}
+	defer xdsLis.Close()
+	adminLis, err := net.Listen("tcp", adminAddr)
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	defer adminLis.Close()
+
+	g := grpc.NewServer(xds.GRPCServerOptions()...)
+	srv.Register(g)
+	admin := &http.Server{Handler: adminMux(srv, reg, prov.Ready), ReadHeaderTimeout: 10 * time.Second}
+	// The first task that fails stops the others, as the end of ctx does.
+	tasks, tctx := errgroup.WithContext(ctx)
+	task := func(name string, f func() error) {
+		tasks.Go(func() error {
+			if err := f(); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	task("xDS", func() error { return g.Serve(xdsLis) })
+	task("kubernetes", func() error { return prov.Run(tctx) })
+	task("admin", func() error {
+		if err := admin.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	tasks.Go(func() error {
+		<-tctx.Done()
+		logger.Info("shutting down")
+		shutdown, stop := context.WithTimeout(context.Background(), 5*time.Second)
+		defer stop()
+		_ = admin.Shutdown(shutdown)
+		// Envoy and the extproc sidecars reconnect to another replica.
+		g.Stop()
+		return nil
+	})
+	logger.Info("mcpgate controller", "xds", xdsAddr, "admin", adminAddr, "controller", opts.ControllerName,
+		"gatewayClasses", opts.GatewayClasses, "namespaces", opts.Namespaces, "leaderElection", opts.LeaderElection)
+	if err := tasks.Wait(); err != nil {
+		logger.Error("stopped", "error", err)
+		return err
+	}
+	return nil
+}
+
+// ownImage returns the image of this pod's "controller" container (POD_NAMESPACE and POD_NAME
+// from the downward API), so that data planes run the same mcpgate version as the controller.
+func ownImage(ctx context.Context, cfg *rest.Config) (string, error) {
+	ns, name := os.Getenv("POD_NAMESPACE"), os.Getenv("POD_NAME")
+	if ns == "" || name == "" {
+		return "", errors.New("POD_NAMESPACE and POD_NAME are not set")
+	}
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		return "", err
+	}
+	var pod corev1.Pod
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &pod); err != nil {
+		return "", fmt.Errorf("read pod %s/%s: %w", ns, name, err)
+	}
+	for _, ct := range pod.Spec.Containers {
+		if ct.Name == "controller" {
+			return ct.Image, nil
+		}
+	}
+	return "", fmt.Errorf("pod %s/%s has no container named controller", ns, name)
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
 }

@@ -1,0 +1,141 @@
+package kubernetes_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/mcpgate/mcpgate/translator"
+	"github.com/mcpgate/mcpgate/xds/client"
+)
+
+// servedTypes are the type URLs a gateway's node group holds.
+var servedTypes = []string{
+	resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType, translator.PolicyTypeURL,
+}
+
+// adsWatch is a Delta ADS client subscribed, as one node group, to every type a gateway gets; it
+// keeps the last set of each type.
+type adsWatch struct {
+	mu   sync.Mutex
+	sets map[string]map[string]proto.Message
+}
+
+// watchADS subscribes to addr as node group group until owner ends.
+func watchADS(owner *testing.T, addr, group string) *adsWatch {
+	owner.Helper()
+	w := &adsWatch{sets: map[string]map[string]proto.Message{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- client.Run(ctx, client.Config{
+			Addr:     addr,
+			Node:     &corev3.Node{Id: "kube-test", Cluster: group},
+			TypeURLs: servedTypes,
+			Handler:  w.handle,
+		})
+	}()
+	owner.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			owner.Errorf("ADS client: %v", err)
+		}
+	})
+	return w
+}
+
+func (w *adsWatch) handle(typeURL string, resources map[string]*anypb.Any) error {
+	set := make(map[string]proto.Message, len(resources))
+	for name, a := range resources {
+		m, err := a.UnmarshalNew()
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", typeURL, name, err)
+		}
+		set[name] = m
+	}
+	w.mu.Lock()
+	w.sets[typeURL] = set
+	w.mu.Unlock()
+	return nil
+}
+
+// names returns the names of the resources of typeURL, sorted.
+func (w *adsWatch) names(typeURL string) []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Sorted(maps.Keys(w.sets[typeURL]))
+}
+
+// get returns one resource.
+func (w *adsWatch) get(typeURL, name string) (proto.Message, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	m, ok := w.sets[typeURL][name]
+	return m, ok
+}
+
+// all returns every type's set (type URL -> name -> resource).
+func (w *adsWatch) all() map[string]map[string]proto.Message {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := map[string]map[string]proto.Message{}
+	for typ, set := range w.sets {
+		out[typ] = maps.Clone(set)
+	}
+	return out
+}
+
+// hasNames returns an error unless the resources of typeURL are exactly names.
+func (w *adsWatch) hasNames(typeURL string, names ...string) error {
+	got := w.names(typeURL)
+	want := slices.Sorted(slices.Values(names))
+	if !slices.Equal(got, want) {
+		return fmt.Errorf("%s: served %q, want %q", typeURL, got, want)
+	}
+	return nil
+}
+
+// diffSets compares two type URL -> name -> resource maps of the given types and describes the
+// first differences.
+func diffSets(got, want map[string]map[string]proto.Message, types ...string) error {
+	var diffs []string
+	for _, typ := range types {
+		g, wnt := got[typ], want[typ]
+		for _, name := range slices.Sorted(maps.Keys(wnt)) {
+			gm, ok := g[name]
+			switch {
+			case !ok:
+				diffs = append(diffs, fmt.Sprintf("%s %s: missing", typ, name))
+			case !sameResource(gm, wnt[name]):
+				diffs = append(diffs, fmt.Sprintf("%s %s: differs:\n got %v\nwant %v", typ, name, gm, wnt[name]))
+			}
+		}
+		for _, name := range slices.Sorted(maps.Keys(g)) {
+			if _, ok := wnt[name]; !ok {
+				diffs = append(diffs, fmt.Sprintf("%s %s: unexpected", typ, name))
+			}
+		}
+	}
+	if len(diffs) > 0 {
+		return fmt.Errorf("%d differences:\n%s", len(diffs), fmt.Sprint(diffs))
+	}
+	return nil
+}
+
+// sameResource compares two resources by content: their JSON forms, in which Any payloads are
+// decoded and map entries sorted, so that two encodings of the same content are equal.
+func sameResource(a, b proto.Message) bool {
+	ja, err1 := protojson.Marshal(a)
+	jb, err2 := protojson.Marshal(b)
+	return err1 == nil && err2 == nil && bytes.Equal(ja, jb)
+}

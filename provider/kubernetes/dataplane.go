@@ -1,0 +1,389 @@
+package kubernetes
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"strconv"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	appsac "k8s.io/client-go/applyconfigurations/apps/v1"
+	coreac "k8s.io/client-go/applyconfigurations/core/v1"
+	metaac "k8s.io/client-go/applyconfigurations/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/mcpgate/mcpgate/translator"
+	"github.com/mcpgate/mcpgate/xds/bootstrap"
+)
+
+// Labels and annotations on the data plane objects the controller creates for a Gateway.
+const (
+	// LabelManagedBy marks every object the controller creates; only those are watched, updated
+	// and deleted.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedByValue is the value of LabelManagedBy.
+	ManagedByValue = "mcpgate"
+	// LabelGatewayName names the Gateway (in the object's namespace) a data plane object belongs
+	// to. A Service with this label gives the Gateway its addresses, whoever created it.
+	LabelGatewayName = "gateway.networking.k8s.io/gateway-name"
+	// LabelName is the app name of every data plane pod.
+	LabelName = "app.kubernetes.io/name"
+	// DataPlaneName is the value of LabelName on the data plane objects.
+	DataPlaneName = "mcpgate-gateway"
+	// AnnotationConfigHash holds a hash of what the controller applied, so that an unchanged
+	// object is not applied again.
+	AnnotationConfigHash = "mcpgate.dev/config-hash"
+	// AnnotationBootstrapHash on the pod template rolls the pods when the bootstrap changes.
+	AnnotationBootstrapHash = "mcpgate.dev/bootstrap-hash"
+	// BootstrapKey is the key of the bootstrap in the ConfigMap.
+	BootstrapKey = "bootstrap.yaml"
+	// ExtProcSocket is the Unix socket Envoy reaches the extproc sidecar on (shared emptyDir).
+	ExtProcSocket = "/var/run/mcpgate/extproc.sock"
+	// FieldOwner is the server-side apply field manager of the controller.
+	FieldOwner = "mcpgate-controller"
+)
+
+// Defaults of DataPlane.
+const (
+	DefaultEnvoyImage  = "envoyproxy/envoy:distroless-v1.38.1"
+	DefaultServiceType = corev1.ServiceTypeLoadBalancer
+	// extProcAdminPort serves the extproc sidecar's /healthz, /readyz and /metrics.
+	extProcAdminPort = 19001
+)
+
+// DataPlane says how the controller deploys the data plane of each Gateway it serves: a
+// Deployment running Envoy with `mcpgate extproc` as a native sidecar (the two talk over a Unix
+// socket in a shared emptyDir), a Service exposing the Gateway's listener ports, and a ConfigMap
+// holding Envoy's bootstrap. All three are named like the Gateway (the bootstrap ConfigMap gets a
+// -bootstrap suffix), live in its namespace and are owned by it.
+type DataPlane struct {
+	// XDSAddress is HOST:PORT of the controller's xDS Service, for Envoy's bootstrap and the
+	// extproc sidecar. Required.
+	XDSAddress string
+	// EnvoyImage is the Envoy image (default DefaultEnvoyImage).
+	EnvoyImage string
+	// ExtProcImage is the mcpgate image that runs `mcpgate extproc`. Required.
+	ExtProcImage string
+	// ServiceType is the type of each Gateway's Service (default LoadBalancer).
+	ServiceType corev1.ServiceType
+}
+
+func (d DataPlane) withDefaults() DataPlane {
+	if d.EnvoyImage == "" {
+		d.EnvoyImage = DefaultEnvoyImage
+	}
+	if d.ServiceType == "" {
+		d.ServiceType = DefaultServiceType
+	}
+	return d
+}
+
+// dataPlaneObjects is what the controller applies for one Gateway.
+type dataPlaneObjects struct {
+	configMap  *coreac.ConfigMapApplyConfiguration
+	deployment *appsac.DeploymentApplyConfiguration
+	service    *coreac.ServiceApplyConfiguration
+}
+
+// bootstrapName is the name of a Gateway's bootstrap ConfigMap.
+func bootstrapName(gateway string) string { return gateway + "-bootstrap" }
+
+// listenerPorts returns the distinct listener ports of a Gateway, sorted.
+func listenerPorts(gw *gwv1.Gateway) []int32 {
+	seen := map[int32]bool{}
+	for _, l := range gw.Spec.Listeners {
+		seen[int32(l.Port)] = true
+	}
+	return slices.Sorted(maps.Keys(seen))
+}
+
+// buildDataPlane returns the objects of gw's data plane; bootstrap is Envoy's bootstrap.
+func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, bootstrap []byte) (dataPlaneObjects, error) {
+	ns, name := gw.Namespace, gw.Name
+	gateway := ns + "/" + name
+	selector := map[string]string{LabelName: DataPlaneName, LabelGatewayName: name}
+	labels := map[string]string{LabelManagedBy: ManagedByValue}
+	annotations := map[string]string{}
+	if infra := gw.Spec.Infrastructure; infra != nil {
+		for k, v := range infra.Labels {
+			labels[string(k)] = string(v)
+		}
+		for k, v := range infra.Annotations {
+			annotations[string(k)] = string(v)
+		}
+	}
+	maps.Copy(labels, selector)
+	owner := metaac.OwnerReference().
+		WithAPIVersion(gwv1.GroupVersion.String()).WithKind("Gateway").
+		WithName(name).WithUID(gw.UID).WithController(true)
+
+	cm := coreac.ConfigMap(bootstrapName(name), ns).
+		WithLabels(labels).WithAnnotations(annotations).WithOwnerReferences(owner).
+		WithData(map[string]string{BootstrapKey: string(bootstrap)})
+
+	ports := listenerPorts(gw)
+	if len(ports) == 0 {
+		return dataPlaneObjects{}, fmt.Errorf("gateway %s has no listener", gateway)
+	}
+	var containerPorts []*coreac.ContainerPortApplyConfiguration
+	var servicePorts []*coreac.ServicePortApplyConfiguration
+	for _, p := range ports {
+		pn := "port-" + strconv.Itoa(int(p))
+		containerPorts = append(containerPorts, coreac.ContainerPort().WithName(pn).WithContainerPort(p).WithProtocol(corev1.ProtocolTCP))
+		servicePorts = append(servicePorts, coreac.ServicePort().WithName(pn).WithPort(p).
+			WithTargetPort(intstr.FromInt32(p)).WithProtocol(corev1.ProtocolTCP))
+	}
+
+	sum := sha256.Sum256(bootstrap)
+	restricted := func() *coreac.SecurityContextApplyConfiguration {
+		return coreac.SecurityContext().WithAllowPrivilegeEscalation(false).WithReadOnlyRootFilesystem(true).
+			WithCapabilities(coreac.Capabilities().WithDrop("ALL"))
+	}
+	socketDir := "/var/run/mcpgate"
+	extproc := coreac.Container().WithName("extproc").WithImage(d.ExtProcImage).
+		// A native sidecar: it starts, and becomes ready, before Envoy, and stops after it.
+		WithRestartPolicy(corev1.ContainerRestartPolicyAlways).
+		WithArgs("extproc",
+			// Only the Unix socket: Envoy is the sole client, in the same pod.
+			"--listen=",
+			"--uds="+ExtProcSocket,
+			"--xds-addr="+d.XDSAddress,
+			"--gateway="+gateway,
+			"--admin-addr=:"+strconv.Itoa(extProcAdminPort)).
+		WithPorts(coreac.ContainerPort().WithName("extproc-admin").WithContainerPort(extProcAdminPort)).
+		WithStartupProbe(httpProbe("/readyz", extProcAdminPort).WithPeriodSeconds(1).WithFailureThreshold(60)).
+		WithReadinessProbe(httpProbe("/readyz", extProcAdminPort).WithPeriodSeconds(5)).
+		WithLivenessProbe(httpProbe("/healthz", extProcAdminPort).WithPeriodSeconds(10).WithFailureThreshold(6)).
+		WithResources(resources("100m", "128Mi", "512Mi")).
+		WithSecurityContext(restricted()).
+		WithVolumeMounts(coreac.VolumeMount().WithName("sockets").WithMountPath(socketDir))
+	envoy := coreac.Container().WithName("envoy").WithImage(d.EnvoyImage).
+		WithArgs("-c", "/etc/envoy/"+BootstrapKey,
+			"--service-cluster", gateway,
+			"--service-node", "$(POD_NAME)",
+			"--disable-hot-restart",
+			"--log-level", "info").
+		WithEnv(coreac.EnvVar().WithName("POD_NAME").WithValueFrom(
+			coreac.EnvVarSource().WithFieldRef(coreac.ObjectFieldSelector().WithFieldPath("metadata.name")))).
+		WithPorts(containerPorts...).
+		// Envoy binds a listener port only once it has its listeners from xDS.
+		WithReadinessProbe(coreac.Probe().WithPeriodSeconds(5).
+			WithTCPSocket(coreac.TCPSocketAction().WithPort(intstr.FromInt32(ports[0])))).
+		WithResources(resources("100m", "128Mi", "1Gi")).
+		WithSecurityContext(restricted()).
+		WithVolumeMounts(
+			coreac.VolumeMount().WithName("bootstrap").WithMountPath("/etc/envoy").WithReadOnly(true),
+			coreac.VolumeMount().WithName("sockets").WithMountPath(socketDir))
+
+	pod := coreac.PodSpec().
+		// Neither container calls the Kubernetes API.
+		WithAutomountServiceAccountToken(false).
+		WithSecurityContext(coreac.PodSecurityContext().
+			WithRunAsNonRoot(true).WithRunAsUser(65532).WithRunAsGroup(65532).WithFSGroup(65532).
+			WithSeccompProfile(coreac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault)).
+			// Listener ports below 1024 without a capability (a safe, namespaced sysctl).
+			WithSysctls(coreac.Sysctl().WithName("net.ipv4.ip_unprivileged_port_start").WithValue("0"))).
+		WithInitContainers(extproc).
+		WithContainers(envoy).
+		WithVolumes(
+			coreac.Volume().WithName("bootstrap").WithConfigMap(coreac.ConfigMapVolumeSource().WithName(bootstrapName(name))),
+			coreac.Volume().WithName("sockets").WithEmptyDir(coreac.EmptyDirVolumeSource().WithMedium(corev1.StorageMediumMemory)))
+
+	podAnnotations := map[string]string{
+		AnnotationBootstrapHash: hex.EncodeToString(sum[:8]),
+		"prometheus.io/scrape":  "true",
+		"prometheus.io/port":    strconv.Itoa(extProcAdminPort),
+		"prometheus.io/path":    "/metrics",
+	}
+	maps.Copy(podAnnotations, annotations)
+	// Replicas are left out: the Deployment starts with one and is scaled with kubectl scale or
+	// an autoscaler, which the controller does not undo.
+	dep := appsac.Deployment(name, ns).
+		WithLabels(labels).WithAnnotations(annotations).WithOwnerReferences(owner).
+		WithSpec(appsac.DeploymentSpec().
+			WithSelector(metaac.LabelSelector().WithMatchLabels(selector)).
+			WithTemplate(coreac.PodTemplateSpec().WithLabels(labels).WithAnnotations(podAnnotations).WithSpec(pod)))
+
+	svc := coreac.Service(name, ns).
+		WithLabels(labels).WithAnnotations(annotations).WithOwnerReferences(owner).
+		WithSpec(coreac.ServiceSpec().WithType(d.ServiceType).WithSelector(selector).WithPorts(servicePorts...))
+
+	cmHash, err1 := configHash(cm)
+	depHash, err2 := configHash(dep)
+	svcHash, err3 := configHash(svc)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return dataPlaneObjects{}, fmt.Errorf("gateway %s: %w", gateway, err)
+	}
+	cm.WithAnnotations(map[string]string{AnnotationConfigHash: cmHash})
+	dep.WithAnnotations(map[string]string{AnnotationConfigHash: depHash})
+	svc.WithAnnotations(map[string]string{AnnotationConfigHash: svcHash})
+	return dataPlaneObjects{configMap: cm, deployment: dep, service: svc}, nil
+}
+
+// configHash is a short hash of an apply configuration (before the hash annotation is added).
+func configHash(obj any) (string, error) {
+	b, err := json.Marshal(obj)
+	if err != nil {
+		return "", fmt.Errorf("hash apply configuration: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8]), nil
+}
+
+func httpProbe(path string, port int) *coreac.ProbeApplyConfiguration {
+	return coreac.Probe().WithHTTPGet(coreac.HTTPGetAction().WithPath(path).WithPort(intstr.FromInt(port)))
+}
+
+func resources(cpu, memory, memoryLimit string) *coreac.ResourceRequirementsApplyConfiguration {
+	return coreac.ResourceRequirements().
+		WithRequests(corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(memory)}).
+		WithLimits(corev1.ResourceList{corev1.ResourceMemory: resource.MustParse(memoryLimit)})
+}
+
+// reconcileDataPlanes applies the data plane of every served Gateway whose objects differ from
+// what was last applied, and deletes the data plane objects of Gateways no longer served. It
+// returns each served Gateway's outcome (nil: applied and current).
+func (p *Provider) reconcileDataPlanes(ctx context.Context, snap *snapshot, out *translator.Output) map[gatewayKey]error {
+	d := *p.opts.DataPlane
+	result := map[gatewayKey]error{}
+	services := map[gatewayKey]*corev1.Service{}
+	for _, s := range snap.resources.Services {
+		services[client.ObjectKeyFromObject(s)] = s
+	}
+	for _, gw := range snap.resources.Gateways {
+		key := client.ObjectKeyFromObject(gw)
+		if _, served := out.Status.Gateways[key]; !served || gw.DeletionTimestamp != nil {
+			continue
+		}
+		result[key] = p.applyDataPlane(ctx, d, gw, services)
+	}
+	p.deleteStaleDataPlanes(ctx, snap.resources.Services, result)
+	return result
+}
+
+// applyDataPlane applies one Gateway's ConfigMap, Service and Deployment. An object of the same
+// name that the controller did not create is left alone and reported.
+func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gateway, services map[gatewayKey]*corev1.Service) error {
+	key := client.ObjectKeyFromObject(gw)
+	// The same bootstrap as `mcpgate bootstrap --gateway NS/NAME --xds-addr XDSAddress
+	// --extproc-addr unix://ExtProcSocket`.
+	boot, err := bootstrap.Generate(bootstrap.Options{
+		Gateway: key.String(), XDSAddr: d.XDSAddress, ExtProcAddr: "unix://" + ExtProcSocket,
+	})
+	if err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	objs, err := d.buildDataPlane(gw, boot)
+	if err != nil {
+		return err
+	}
+	var cm corev1.ConfigMap
+	var dep appsv1.Deployment
+	var errs []error
+	for _, o := range []struct {
+		kind    string
+		name    string
+		current client.Object
+		apply   runtime.ApplyConfiguration
+		hash    string
+	}{
+		{"ConfigMap", *objs.configMap.Name, &cm, objs.configMap, objs.configMap.Annotations[AnnotationConfigHash]},
+		{"Service", *objs.service.Name, services[types.NamespacedName{Namespace: key.Namespace, Name: *objs.service.Name}], objs.service, objs.service.Annotations[AnnotationConfigHash]},
+		{"Deployment", *objs.deployment.Name, &dep, objs.deployment, objs.deployment.Annotations[AnnotationConfigHash]},
+	} {
+		if err := p.applyIfChanged(ctx, o.kind, types.NamespacedName{Namespace: key.Namespace, Name: o.name}, o.current, o.apply, o.hash); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// applyIfChanged applies an object unless the current one carries the same config hash. current
+// is the cached Service (nil: none), or an empty object to read a ConfigMap or Deployment into.
+func (p *Provider) applyIfChanged(ctx context.Context, kind string, key types.NamespacedName, current client.Object, apply runtime.ApplyConfiguration, hash string) error {
+	exists := false
+	switch c := current.(type) {
+	case *corev1.Service:
+		exists = c != nil
+	default:
+		// The cache holds only the objects labelled as the controller's; an object of the same
+		// name without the label is found by reading the API server.
+		err := p.client.Get(ctx, key, current)
+		if apierrors.IsNotFound(err) {
+			err = p.reader.Get(ctx, key, current)
+		}
+		switch {
+		case err == nil:
+			exists = true
+		case !apierrors.IsNotFound(err):
+			return fmt.Errorf("read %s %s: %w", kind, key, err)
+		}
+	}
+	if exists && !reflect.ValueOf(current).IsNil() {
+		if current.GetLabels()[LabelManagedBy] != ManagedByValue {
+			return fmt.Errorf("%s %s exists and is not managed by mcpgate (label %s=%s): rename the Gateway or remove it", kind, key, LabelManagedBy, ManagedByValue)
+		}
+		if current.GetAnnotations()[AnnotationConfigHash] == hash {
+			return nil
+		}
+	}
+	if err := p.client.Apply(ctx, apply, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		return fmt.Errorf("apply %s %s: %w", kind, key, err)
+	}
+	p.log.Info("data plane object applied", "kind", kind, "object", key.String())
+	return nil
+}
+
+// deleteStaleDataPlanes deletes the data plane objects whose Gateway is not served any more (it
+// was deleted, or its class is not ours). Owner references make the garbage collector do the
+// same when a Gateway is deleted; this also covers a Gateway that changed class.
+func (p *Provider) deleteStaleDataPlanes(ctx context.Context, services []*corev1.Service, served map[gatewayKey]error) {
+	var deps appsv1.DeploymentList
+	var cms corev1.ConfigMapList
+	managed := client.MatchingLabels{LabelManagedBy: ManagedByValue}
+	var objs []client.Object
+	if err := p.client.List(ctx, &deps, managed); err != nil {
+		p.log.Error("list data plane Deployments", "error", err)
+	}
+	if err := p.client.List(ctx, &cms, managed); err != nil {
+		p.log.Error("list data plane ConfigMaps", "error", err)
+	}
+	for i := range deps.Items {
+		objs = append(objs, &deps.Items[i])
+	}
+	for i := range cms.Items {
+		objs = append(objs, &cms.Items[i])
+	}
+	for _, s := range services {
+		if s.Labels[LabelManagedBy] == ManagedByValue {
+			objs = append(objs, s)
+		}
+	}
+	for _, o := range objs {
+		gw, ok := o.GetLabels()[LabelGatewayName]
+		if !ok || o.GetDeletionTimestamp() != nil {
+			continue
+		}
+		if _, keep := served[gatewayKey{Namespace: o.GetNamespace(), Name: gw}]; keep {
+			continue
+		}
+		if err := p.client.Delete(ctx, o); err != nil && !apierrors.IsNotFound(err) {
+			p.log.Error("delete data plane object", "object", client.ObjectKeyFromObject(o).String(), "error", err)
+			continue
+		}
+		p.log.Info("data plane object deleted", "kind", fmt.Sprintf("%T", o), "object", client.ObjectKeyFromObject(o).String(), "gateway", o.GetNamespace()+"/"+gw)
+	}
+}

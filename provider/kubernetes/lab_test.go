@@ -1,0 +1,620 @@
+package kubernetes_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/mcpgate/mcpgate/api/v1alpha1"
+	"github.com/mcpgate/mcpgate/api/v1alpha1/enterprise"
+	"github.com/mcpgate/mcpgate/provider/file"
+	"github.com/mcpgate/mcpgate/provider/kubernetes"
+	"github.com/mcpgate/mcpgate/translator"
+	"github.com/mcpgate/mcpgate/xds/bootstrap"
+)
+
+const (
+	labNS         = "agentgateway-system"
+	labGateway    = labNS + "/agentgateway"
+	ourController = translator.DefaultControllerName
+	// The controller's identity from deploy/controller/rbac.yaml.
+	controllerSA = "system:serviceaccount:mcpgate-system:mcpgate-controller"
+
+	listenerName = labGateway + "/8080"
+	labRoute     = "httproute/agentgateway-system/mcp/rule/0/match/0"
+	labCluster   = "agentgatewaybackend/agentgateway-system/mcp-backend/mcp-target"
+	jwtPolicy    = "EnterpriseAgentgatewayPolicy/agentgateway-system/mcp-jwt-auth"
+	bothPolicies = jwtPolicy + "+EnterpriseAgentgatewayPolicy/agentgateway-system/mcp-rbac"
+)
+
+// labFiles are the lab's manifests: the example Gateway (created by the lab's earlier
+// challenges) and steps 2, 3, 6 and 9 as the lab applies them, byte for byte.
+func labFiles(repo string) []string {
+	return []string{
+		filepath.Join(repo, "examples", "mcp-connectivity", "gateway.yaml"),
+		filepath.Join("testdata", "lab", "step2.yaml"),
+		filepath.Join("testdata", "lab", "step3.yaml"),
+		filepath.Join("testdata", "lab", "step6.yaml"),
+		filepath.Join("testdata", "lab", "step9.yaml"),
+	}
+}
+
+// controllerConfig is the admin config impersonating the controller's ServiceAccount, so the
+// controller runs with exactly the RBAC of deploy/.
+func controllerConfig() *rest.Config {
+	cfg := rest.CopyConfig(testCluster.cfg)
+	cfg.Impersonate = rest.ImpersonationConfig{
+		UserName: controllerSA,
+		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:mcpgate-system", "system:authenticated"},
+	}
+	return cfg
+}
+
+// labOptions are the controller's options in these tests: deploy/'s flags, a short Lease.
+func labOptions() kubernetes.Options {
+	return kubernetes.Options{
+		GatewayClasses:          []string{"enterprise-agentgateway", "other-class"},
+		LeaderElection:          true,
+		LeaderElectionNamespace: "mcpgate-system",
+		LeaseDuration:           3 * time.Second,
+		DataPlane: &kubernetes.DataPlane{
+			XDSAddress:   "mcpgate-controller.mcpgate-system.svc:18000",
+			ExtProcImage: "ghcr.io/mcpgate/mcpgate:test",
+		},
+	}
+}
+
+func get[T client.Object](t *testing.T, key types.NamespacedName, obj T) T {
+	t.Helper()
+	if err := testCluster.client.Get(context.Background(), key, obj); err != nil {
+		t.Fatalf("get %T %s: %v", obj, key, err)
+	}
+	return obj
+}
+
+// condition returns an error unless conds has typ with status and, when reason is set, reason;
+// and observedGeneration equal to generation.
+func condition(conds []metav1.Condition, typ string, status metav1.ConditionStatus, reason string, generation int64) error {
+	c := meta.FindStatusCondition(conds, typ)
+	switch {
+	case c == nil:
+		return fmt.Errorf("no %s condition in %+v", typ, conds)
+	case c.Status != status || (reason != "" && c.Reason != reason):
+		return fmt.Errorf("%s is %s/%s (%q), want %s/%s", typ, c.Status, c.Reason, c.Message, status, reason)
+	case c.ObservedGeneration != generation:
+		return fmt.Errorf("%s observedGeneration %d, want %d", typ, c.ObservedGeneration, generation)
+	case c.LastTransitionTime.IsZero():
+		return fmt.Errorf("%s has no lastTransitionTime", typ)
+	}
+	return nil
+}
+
+// ourParent returns the route's parent status written by this controller for parent name.
+func ourParent(r *gwv1.HTTPRoute, name string) (*gwv1.RouteParentStatus, error) {
+	for i, p := range r.Status.Parents {
+		if p.ControllerName == ourController && string(p.ParentRef.Name) == name {
+			return &r.Status.Parents[i], nil
+		}
+	}
+	return nil, fmt.Errorf("HTTPRoute %s/%s has no parent %s from %s: %+v", r.Namespace, r.Name, name, ourController, r.Status.Parents)
+}
+
+// TestLab installs deploy/, applies the lab's manifests with kubectl, runs the controller with
+// deploy/'s RBAC and follows what it serves over ADS and writes as status through updates,
+// invalid objects, deletions, restarts and leader changes.
+func TestLab(t *testing.T) {
+	ctx := context.Background()
+	repo := testCluster.repo
+	files := labFiles(repo)
+
+	// Install as docs/kubernetes.md says; the namespace exists first so that the server-side
+	// dry run can check the namespaced objects too.
+	mustKubectl(t, nil, "create", "namespace", "mcpgate-system")
+	mustKubectl(t, nil, "apply", "--dry-run=server", "-k", filepath.Join(repo, "deploy"))
+	mustKubectl(t, nil, "apply", "--server-side", "-k", filepath.Join(repo, "deploy"))
+
+	mustKubectl(t, nil, "create", "namespace", labNS)
+	for _, f := range files[:3] {
+		applyFile(t, f)
+	}
+
+	top := t
+	ctrl := startController(t, top, controllerConfig(), labOptions())
+	ads := watchADS(t, ctrl.addr, labGateway)
+
+	t.Run("serves the lab route", func(t *testing.T) {
+		eventually(t, "listener, route and cluster served", func() error {
+			if err := ads.hasNames(resourcev3.ListenerType, listenerName); err != nil {
+				return err
+			}
+			if err := ads.hasNames(resourcev3.RouteType, listenerName); err != nil {
+				return err
+			}
+			return ads.hasNames(resourcev3.ClusterType, labCluster)
+		})
+		rc, _ := ads.get(resourcev3.RouteType, listenerName)
+		if got := routeNames(rc.(*routev3.RouteConfiguration)); !slices.Equal(got, []string{labRoute}) {
+			t.Errorf("routes %q, want [%s]", got, labRoute)
+		}
+		if names := ads.names(translator.PolicyTypeURL); len(names) != 0 {
+			t.Errorf("policies %q before steps 6 and 9", names)
+		}
+	})
+
+	t.Run("status", func(t *testing.T) {
+		eventually(t, "status written", func() error {
+			for _, name := range []string{"enterprise-agentgateway", "mcpgate"} {
+				gc := get(t, types.NamespacedName{Name: name}, &gwv1.GatewayClass{})
+				if err := condition(gc.Status.Conditions, "Accepted", metav1.ConditionTrue, "Accepted", gc.Generation); err != nil {
+					return fmt.Errorf("GatewayClass %s: %w", name, err)
+				}
+			}
+			gw := get(t, types.NamespacedName{Namespace: labNS, Name: "agentgateway"}, &gwv1.Gateway{})
+			for _, typ := range []string{"Accepted", "Programmed"} {
+				if err := condition(gw.Status.Conditions, typ, metav1.ConditionTrue, typ, gw.Generation); err != nil {
+					return fmt.Errorf("Gateway: %w", err)
+				}
+			}
+			svc := get(t, types.NamespacedName{Namespace: labNS, Name: "agentgateway"}, &corev1.Service{})
+			if len(gw.Status.Addresses) != 1 || gw.Status.Addresses[0].Value != svc.Spec.ClusterIP || svc.Spec.ClusterIP == "" {
+				return fmt.Errorf("Gateway addresses %+v, want the ClusterIP %q of its Service", gw.Status.Addresses, svc.Spec.ClusterIP)
+			}
+			if len(gw.Status.Listeners) != 1 || gw.Status.Listeners[0].AttachedRoutes != 1 {
+				return fmt.Errorf("Gateway listeners %+v, want http with 1 attached route", gw.Status.Listeners)
+			}
+			rt := get(t, types.NamespacedName{Namespace: labNS, Name: "mcp"}, &gwv1.HTTPRoute{})
+			p, err := ourParent(rt, "agentgateway")
+			if err != nil {
+				return err
+			}
+			for _, typ := range []string{"Accepted", "ResolvedRefs"} {
+				if err := condition(p.Conditions, typ, metav1.ConditionTrue, typ, rt.Generation); err != nil {
+					return fmt.Errorf("HTTPRoute parent: %w", err)
+				}
+			}
+			be := get(t, types.NamespacedName{Namespace: labNS, Name: "mcp-backend"}, &v1alpha1.AgentgatewayBackend{})
+			return condition(be.Status.Conditions, "Accepted", metav1.ConditionTrue, "Accepted", be.Generation)
+		})
+	})
+
+	t.Run("data plane", func(t *testing.T) { checkDataPlane(t, labNS, "agentgateway", []int32{8080}) })
+
+	t.Run("steps 6 and 9: policies", func(t *testing.T) {
+		applyFile(t, files[3])
+		eventually(t, "JWT policy served", func() error { return ads.hasNames(translator.PolicyTypeURL, jwtPolicy) })
+		applyFile(t, files[4])
+		eventually(t, "both policies served", func() error { return ads.hasNames(translator.PolicyTypeURL, bothPolicies) })
+		eventually(t, "policy status", func() error {
+			for _, name := range []string{"mcp-jwt-auth", "mcp-rbac"} {
+				pol := get(t, types.NamespacedName{Namespace: labNS, Name: name}, &enterprise.EnterpriseAgentgatewayPolicy{})
+				if len(pol.Status.Ancestors) != 1 || pol.Status.Ancestors[0].ControllerName != ourController {
+					return fmt.Errorf("policy %s ancestors %+v", name, pol.Status.Ancestors)
+				}
+				if err := condition(pol.Status.Ancestors[0].Conditions, "Accepted", metav1.ConditionTrue, "Accepted", pol.Generation); err != nil {
+					return fmt.Errorf("policy %s: %w", name, err)
+				}
+			}
+			return nil
+		})
+	})
+
+	t.Run("same routes and policies as standalone", func(t *testing.T) {
+		res, _, err := file.Load(files...)
+		if err != nil {
+			t.Fatalf("standalone load: %v", err)
+		}
+		want := translator.Translate(res, translator.Options{GatewayClassNames: labOptions().GatewayClasses}).NodeGroups()[labGateway]
+		if want == nil {
+			t.Fatal("standalone mode serves no gateway " + labGateway)
+		}
+		wantSets := map[string]map[string]proto.Message{}
+		for typ, list := range want {
+			wantSets[typ] = map[string]proto.Message{}
+			for _, m := range list {
+				wantSets[typ][resourceName(t, m)] = m
+			}
+		}
+		eventually(t, "served = standalone", func() error {
+			return diffSets(ads.all(), wantSets, resourcev3.RouteType, resourcev3.ClusterType, translator.PolicyTypeURL)
+		})
+	})
+
+	t.Run("controller restart serves the same", func(t *testing.T) {
+		before := ads.all()
+		gw := get(t, types.NamespacedName{Namespace: labNS, Name: "agentgateway"}, &gwv1.Gateway{})
+		ctrl.stop(t)
+		ctrl = startController(t, top, controllerConfig(), labOptions())
+		again := watchADS(top, ctrl.addr, labGateway)
+		eventually(t, "same content after restart", func() error { return diffSets(again.all(), before, servedTypes...) })
+		ads = again
+		// The new leader's passes find every status current: the Gateway is not rewritten.
+		touchAndWait(t, "FailOpen")
+		if now := get(t, types.NamespacedName{Namespace: labNS, Name: "agentgateway"}, &gwv1.Gateway{}); now.ResourceVersion != gw.ResourceVersion {
+			t.Errorf("Gateway rewritten after restart: resourceVersion %s -> %s\n%+v", gw.ResourceVersion, now.ResourceVersion, now.Status)
+		}
+	})
+
+	t.Run("updates follow", func(t *testing.T) {
+		mustKubectl(t, nil, "-n", labNS, "patch", "httproute", "mcp", "--type=json", "-p",
+			`[{"op":"add","path":"/spec/rules/0/matches","value":[{"path":{"type":"PathPrefix","value":"/mcp"}}]}]`)
+		eventually(t, "route match updated", func() error {
+			m, ok := ads.get(resourcev3.RouteType, listenerName)
+			if !ok {
+				return fmt.Errorf("no route configuration")
+			}
+			r := firstRoute(m.(*routev3.RouteConfiguration))
+			if r == nil || r.GetMatch().GetPathSeparatedPrefix() != "/mcp" && r.GetMatch().GetPrefix() != "/mcp" {
+				return fmt.Errorf("route match %v, want prefix /mcp", r.GetMatch())
+			}
+			return nil
+		})
+		eventually(t, "route status follows the generation", func() error {
+			rt := get(t, types.NamespacedName{Namespace: labNS, Name: "mcp"}, &gwv1.HTTPRoute{})
+			p, err := ourParent(rt, "agentgateway")
+			if err != nil {
+				return err
+			}
+			return condition(p.Conditions, "Accepted", metav1.ConditionTrue, "Accepted", rt.Generation)
+		})
+	})
+
+	t.Run("invalid objects", func(t *testing.T) { checkInvalid(t, ads) })
+	t.Run("GatewayClass by name", func(t *testing.T) { checkClassByName(t, ctrl) })
+	t.Run("leader election", func(t *testing.T) { ctrl = checkLeaderElection(t, top, ctrl) })
+
+	t.Run("deletions follow", func(t *testing.T) {
+		ads := watchADS(t, ctrl.addr, labGateway)
+		eventually(t, "watch synced", func() error { return ads.hasNames(resourcev3.ListenerType, listenerName) })
+		mustKubectl(t, nil, "-n", labNS, "delete", "eagpol", "mcp-rbac")
+		eventually(t, "JWT policy alone", func() error { return ads.hasNames(translator.PolicyTypeURL, jwtPolicy) })
+		mustKubectl(t, nil, "-n", labNS, "delete", "httproute", "mcp")
+		eventually(t, "route and cluster removed", func() error {
+			if err := ads.hasNames(resourcev3.ClusterType); err != nil {
+				return err
+			}
+			m, ok := ads.get(resourcev3.RouteType, listenerName)
+			if !ok {
+				return fmt.Errorf("route configuration removed with its routes")
+			}
+			if names := routeNames(m.(*routev3.RouteConfiguration)); len(names) != 0 {
+				return fmt.Errorf("routes %q remain", names)
+			}
+			return nil
+		})
+		mustKubectl(t, nil, "-n", labNS, "delete", "gateway", "agentgateway")
+		eventually(t, "gateway removed from xDS", func() error { return ads.hasNames(resourcev3.ListenerType) })
+		// envtest runs no garbage collector: the controller deletes the data plane itself.
+		eventually(t, "data plane deleted", func() error {
+			var deps appsv1.DeploymentList
+			if err := testCluster.client.List(ctx, &deps, client.InNamespace(labNS), client.MatchingLabels{kubernetes.LabelGatewayName: "agentgateway"}); err != nil {
+				return err
+			}
+			var svcs corev1.ServiceList
+			if err := testCluster.client.List(ctx, &svcs, client.InNamespace(labNS), client.MatchingLabels{kubernetes.LabelGatewayName: "agentgateway"}); err != nil {
+				return err
+			}
+			var cms corev1.ConfigMapList
+			if err := testCluster.client.List(ctx, &cms, client.InNamespace(labNS), client.MatchingLabels{kubernetes.LabelGatewayName: "agentgateway"}); err != nil {
+				return err
+			}
+			if n := len(deps.Items) + len(svcs.Items) + len(cms.Items); n != 0 {
+				return fmt.Errorf("%d data plane objects remain", n)
+			}
+			return nil
+		})
+	})
+}
+
+// touchAndWait sets the lab backend's failureMode (a new generation) and waits until the leader
+// has written the backend's status for it, so that every earlier pass is finished.
+func touchAndWait(t *testing.T, failureMode string) {
+	t.Helper()
+	mustKubectl(t, nil, "-n", labNS, "patch", "agentgatewaybackend", "mcp-backend", "--type=merge", "-p",
+		`{"spec":{"mcp":{"failureMode":"`+failureMode+`"}}}`)
+	eventually(t, "backend status at the new generation", func() error {
+		be := get(t, types.NamespacedName{Namespace: labNS, Name: "mcp-backend"}, &v1alpha1.AgentgatewayBackend{})
+		return condition(be.Status.Conditions, "Accepted", metav1.ConditionTrue, "Accepted", be.Generation)
+	})
+}
+
+// checkDataPlane checks the Deployment, Service and bootstrap ConfigMap of a Gateway.
+func checkDataPlane(t *testing.T, ns, name string, ports []int32) {
+	key := types.NamespacedName{Namespace: ns, Name: name}
+	eventually(t, "data plane created", func() error {
+		for _, obj := range []client.Object{&appsv1.Deployment{}, &corev1.Service{}} {
+			if err := testCluster.client.Get(context.Background(), key, obj); err != nil {
+				return err
+			}
+		}
+		return testCluster.client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name + "-bootstrap"}, &corev1.ConfigMap{})
+	})
+	gw := get(t, key, &gwv1.Gateway{})
+	dep := get(t, key, &appsv1.Deployment{})
+	svc := get(t, key, &corev1.Service{})
+	cm := get(t, types.NamespacedName{Namespace: ns, Name: name + "-bootstrap"}, &corev1.ConfigMap{})
+	for _, obj := range []client.Object{dep, svc, cm} {
+		if obj.GetLabels()[kubernetes.LabelManagedBy] != kubernetes.ManagedByValue || obj.GetLabels()[kubernetes.LabelGatewayName] != name {
+			t.Errorf("%T labels %v", obj, obj.GetLabels())
+		}
+		refs := obj.GetOwnerReferences()
+		if len(refs) != 1 || refs[0].UID != gw.UID || refs[0].Kind != "Gateway" {
+			t.Errorf("%T owner references %+v, want the Gateway", obj, refs)
+		}
+	}
+	b, err := bootstrap.Parse([]byte(cm.Data[kubernetes.BootstrapKey]))
+	if err != nil {
+		t.Fatalf("bootstrap ConfigMap: %v", err)
+	}
+	if b.GetNode().GetCluster() != ns+"/"+name {
+		t.Errorf("bootstrap node cluster %q, want %s/%s", b.GetNode().GetCluster(), ns, name)
+	}
+	pod := dep.Spec.Template.Spec
+	if len(pod.InitContainers) != 1 || pod.InitContainers[0].Name != "extproc" ||
+		pod.InitContainers[0].RestartPolicy == nil || *pod.InitContainers[0].RestartPolicy != corev1.ContainerRestartPolicyAlways {
+		t.Fatalf("extproc is not a native sidecar: %+v", pod.InitContainers)
+	}
+	if args := strings.Join(pod.InitContainers[0].Args, " "); !strings.Contains(args, "--uds="+kubernetes.ExtProcSocket) || !strings.Contains(args, "--gateway="+ns+"/"+name) {
+		t.Errorf("extproc args %q", args)
+	}
+	if pod.SecurityContext == nil || pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot {
+		t.Errorf("pod may run as root: %+v", pod.SecurityContext)
+	}
+	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
+		t.Error("data plane pods get a service account token")
+	}
+	var got []int32
+	for _, p := range svc.Spec.Ports {
+		got = append(got, p.Port)
+	}
+	if !slices.Equal(got, ports) {
+		t.Errorf("Service ports %v, want %v", got, ports)
+	}
+}
+
+// checkInvalid checks that the CRD schema refuses malformed objects and that objects the schema
+// admits but the translator refuses get a False condition while the rest keeps serving.
+func checkInvalid(t *testing.T, ads *adsWatch) {
+	refused := []struct{ name, manifest, want string }{
+		{"bad enum", backendYAML("bad-enum", `static: {host: a.example, port: 80, protocol: WebSocket}`), `spec.mcp.targets[0].static.protocol: Unsupported value: "WebSocket"`},
+		{"two of exactly one", backendYAML("two-of-one", `static: {host: a.example, port: 80}
+      selector: {services: {matchLabels: {app: x}}}`), "exactly one of"},
+		{"missing required", `apiVersion: agentgateway.dev/v1alpha1
+kind: AgentgatewayBackend
+metadata: {name: no-targets, namespace: agentgateway-system}
+spec:
+  mcp: {}
+`, "spec.mcp.targets: Required value"},
+	}
+	for _, c := range refused {
+		out, err := testCluster.kubectl([]byte(c.manifest), "apply", "-f", "-")
+		if err == nil {
+			t.Errorf("%s: the API server accepted it:\n%s", c.name, out)
+			continue
+		}
+		if !strings.Contains(out, c.want) {
+			t.Errorf("%s: error %q does not name %q", c.name, out, c.want)
+		}
+	}
+
+	// Schema-valid, refused by the translator.
+	mustKubectl(t, []byte(`apiVersion: agentgateway.dev/v1alpha1
+kind: AgentgatewayPolicy
+metadata: {name: bad-cel, namespace: agentgateway-system}
+spec:
+  targetRefs:
+  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: unknown-backend}
+  traffic:
+    authorization:
+      policy:
+        matchExpressions: ['jwt.org ==']
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: unknown-backend, namespace: agentgateway-system}
+spec:
+  parentRefs: [{name: agentgateway}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /nowhere}}]
+    backendRefs: [{group: agentgateway.dev, kind: AgentgatewayBackend, name: does-not-exist}]
+`), "apply", "-f", "-")
+	eventually(t, "bad CEL and unknown backend reported", func() error {
+		pol := get(t, types.NamespacedName{Namespace: labNS, Name: "bad-cel"}, &v1alpha1.AgentgatewayPolicy{})
+		if len(pol.Status.Ancestors) == 0 {
+			return fmt.Errorf("policy bad-cel has no ancestor status")
+		}
+		c := meta.FindStatusCondition(pol.Status.Ancestors[0].Conditions, "Accepted")
+		if c == nil || c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "matchExpressions[0]") {
+			return fmt.Errorf("policy bad-cel Accepted %+v, want False naming matchExpressions[0]", c)
+		}
+		rt := get(t, types.NamespacedName{Namespace: labNS, Name: "unknown-backend"}, &gwv1.HTTPRoute{})
+		p, err := ourParent(rt, "agentgateway")
+		if err != nil {
+			return err
+		}
+		rc := meta.FindStatusCondition(p.Conditions, "ResolvedRefs")
+		if rc == nil || rc.Status != metav1.ConditionFalse || !strings.Contains(rc.Message, "does-not-exist") {
+			return fmt.Errorf("route unknown-backend ResolvedRefs %+v, want False naming does-not-exist", rc)
+		}
+		return nil
+	})
+	// The lab's route and cluster keep serving.
+	if err := ads.hasNames(resourcev3.ClusterType, labCluster); err != nil {
+		t.Error(err)
+	}
+	m, _ := ads.get(resourcev3.RouteType, listenerName)
+	if !slices.Contains(routeNames(m.(*routev3.RouteConfiguration)), labRoute) {
+		t.Errorf("lab route gone after invalid objects: %q", routeNames(m.(*routev3.RouteConfiguration)))
+	}
+	mustKubectl(t, nil, "-n", labNS, "delete", "agentgatewaypolicy/bad-cel", "httproute/unknown-backend")
+}
+
+func backendYAML(name, target string) string {
+	return fmt.Sprintf(`apiVersion: agentgateway.dev/v1alpha1
+kind: AgentgatewayBackend
+metadata: {name: %s, namespace: agentgateway-system}
+spec:
+  mcp:
+    targets:
+    - name: t
+      %s
+`, name, target)
+}
+
+// checkClassByName checks that a Gateway whose class belongs to another controller is served
+// when the class is named in GatewayClasses, that its class's status is left to that
+// controller, and that a Gateway of an unserved class is left alone.
+func checkClassByName(t *testing.T, ctrl *controller) {
+	mustKubectl(t, []byte(`apiVersion: v1
+kind: Namespace
+metadata: {name: byname}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: other-class}
+spec: {controllerName: example.com/other-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: unserved-class}
+spec: {controllerName: example.com/other-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: byname}
+spec:
+  gatewayClassName: other-class
+  listeners: [{name: http, port: 80, protocol: HTTP}, {name: alt, port: 9090, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: ignored, namespace: byname}
+spec:
+  gatewayClassName: unserved-class
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`), "apply", "-f", "-")
+	ads := watchADS(t, ctrl.addr, "byname/gw")
+	eventually(t, "gateway of a class served by name", func() error {
+		return ads.hasNames(resourcev3.ListenerType, "byname/gw/80", "byname/gw/9090")
+	})
+	eventually(t, "its status", func() error {
+		gw := get(t, types.NamespacedName{Namespace: "byname", Name: "gw"}, &gwv1.Gateway{})
+		return condition(gw.Status.Conditions, "Programmed", metav1.ConditionTrue, "Programmed", gw.Generation)
+	})
+	checkDataPlane(t, "byname", "gw", []int32{80, 9090})
+	// Both keep the status the API server defaults (Accepted Unknown, "Waiting for controller").
+	gc := get(t, types.NamespacedName{Name: "other-class"}, &gwv1.GatewayClass{})
+	if c := meta.FindStatusCondition(gc.Status.Conditions, "Accepted"); c != nil && c.Status != metav1.ConditionUnknown {
+		t.Errorf("another controller's GatewayClass got status %+v", gc.Status.Conditions)
+	}
+	ignored := get(t, types.NamespacedName{Namespace: "byname", Name: "ignored"}, &gwv1.Gateway{})
+	if c := meta.FindStatusCondition(ignored.Status.Conditions, "Accepted"); c != nil && c.Status != metav1.ConditionUnknown {
+		t.Errorf("Gateway of an unserved class got status %+v", ignored.Status.Conditions)
+	}
+	if err := testCluster.client.Get(context.Background(), types.NamespacedName{Namespace: "byname", Name: "ignored"}, &appsv1.Deployment{}); err == nil {
+		t.Error("Gateway of an unserved class got a data plane")
+	}
+}
+
+// checkLeaderElection starts a second replica: it serves the same xDS but does not lead; when
+// the leader stops, it takes over the Lease and writes status. It returns the new leader.
+// The second replica outlives t: it is stopped when top ends.
+func checkLeaderElection(t, top *testing.T, leader *controller) *controller {
+	if !leader.prov.IsLeader() {
+		t.Fatal("the running controller does not lead")
+	}
+	second := startController(t, top, controllerConfig(), labOptions())
+	a, b := watchADS(t, leader.addr, labGateway), watchADS(t, second.addr, labGateway)
+	eventually(t, "both replicas serve the same", func() error {
+		if len(a.names(resourcev3.ListenerType)) == 0 {
+			return fmt.Errorf("leader serves nothing yet")
+		}
+		return diffSets(b.all(), a.all(), servedTypes...)
+	})
+	if second.prov.IsLeader() {
+		t.Fatal("two replicas lead at once")
+	}
+	leader.stop(t)
+	eventually(t, "the second replica takes over", func() error {
+		if !second.prov.IsLeader() {
+			return fmt.Errorf("not leader yet")
+		}
+		return nil
+	})
+	touchAndWait(t, "FailClosed")
+	return second
+}
+
+func routeNames(rc *routev3.RouteConfiguration) []string {
+	var out []string
+	for _, vh := range rc.GetVirtualHosts() {
+		for _, r := range vh.GetRoutes() {
+			out = append(out, r.GetName())
+		}
+	}
+	return out
+}
+
+func firstRoute(rc *routev3.RouteConfiguration) *routev3.Route {
+	for _, vh := range rc.GetVirtualHosts() {
+		for _, r := range vh.GetRoutes() {
+			return r
+		}
+	}
+	return nil
+}
+
+// resourceName is the xDS name of a resource.
+func resourceName(t *testing.T, m proto.Message) string {
+	t.Helper()
+	n, ok := m.(interface{ GetName() string })
+	if !ok {
+		t.Fatalf("%T has no name", m)
+	}
+	return n.GetName()
+}
+
+// TestLabManifestsMatchSeed checks that testdata/lab holds the lab's steps byte for byte.
+func TestLabManifestsMatchSeed(t *testing.T) {
+	seed := filepath.Join(testCluster.repo, "..", "shared", "seed", "mcp-connectivity-lab.md")
+	b, err := os.ReadFile(seed)
+	if err != nil {
+		t.Skipf("the lab's seed is not beside this checkout (%v)", err)
+	}
+	text := string(b)
+	for _, step := range []string{"2", "3", "6", "9"} {
+		want, err := os.ReadFile(filepath.Join("testdata", "lab", "step"+step+".yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := strings.Index(text, "\n## Step "+step+":")
+		if i < 0 {
+			t.Fatalf("seed has no step %s", step)
+		}
+		section := text[i:]
+		start := strings.Index(section, "<<EOF\n")
+		end := strings.Index(section, "\nEOF\n")
+		if start < 0 || end < start {
+			t.Fatalf("step %s has no heredoc", step)
+		}
+		if got := section[start+len("<<EOF\n") : end+1]; got != string(want) {
+			t.Errorf("testdata/lab/step%s.yaml differs from the lab's step %s", step, step)
+		}
+	}
+}

@@ -1,0 +1,396 @@
+// Package kubernetes is mcpgate's Kubernetes provider: it watches Gateway API objects,
+// AgentgatewayBackends, both policy kinds, Services, EndpointSlices and Namespaces through
+// client-go informers (controller-runtime's cache), translates them with package translator after
+// a short debounce, publishes the result to the xDS server, and writes status back.
+//
+// Every replica watches and serves xDS; with leader election only the replica holding the Lease
+// writes status and creates the per-Gateway data plane (see DataPlane), so replicas never fight
+// over an object.
+package kubernetes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"google.golang.org/protobuf/proto"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/mcpgate/mcpgate/api/v1alpha1"
+	"github.com/mcpgate/mcpgate/api/v1alpha1/enterprise"
+	"github.com/mcpgate/mcpgate/translator"
+)
+
+// Defaults of Options.
+const (
+	DefaultDebounce         = 100 * time.Millisecond
+	DefaultResyncPeriod     = time.Minute
+	DefaultLeaderElectionID = "mcpgate-controller"
+	DefaultLeaseDuration    = 15 * time.Second
+)
+
+// Publisher receives the translated configuration: node group -> type URL -> resources. The xds
+// server implements it.
+type Publisher interface {
+	Update(groups map[string]map[string][]proto.Message) error
+}
+
+// Options configure a Provider.
+type Options struct {
+	// ControllerName is the GatewayClass controllerName served (default
+	// translator.DefaultControllerName).
+	ControllerName string
+	// GatewayClasses are further GatewayClass names served whatever their controllerName, e.g.
+	// enterprise-agentgateway so that manifests written for that class are picked up.
+	GatewayClasses []string
+	// Namespaces limits the namespaced objects watched to these namespaces; empty watches all.
+	Namespaces []string
+	// Translator tunes the translation; its ControllerName, GatewayClassNames and
+	// RequireGatewayClass are set from the fields above.
+	Translator translator.Options
+	// Publisher receives every translation. Required.
+	Publisher Publisher
+	// Logger receives the provider's logs (default: discarded).
+	Logger *slog.Logger
+	// LeaderElection makes the replicas elect one (a Lease) that writes status and data planes.
+	// Without it this process writes them.
+	LeaderElection bool
+	// LeaderElectionNamespace holds the Lease (required with LeaderElection outside a pod).
+	LeaderElectionNamespace string
+	// LeaderElectionID names the Lease (default DefaultLeaderElectionID).
+	LeaderElectionID string
+	// LeaseDuration is how long a Lease holder that stopped renewing keeps it (default 15 s);
+	// the renew deadline and retry period are derived from it.
+	LeaseDuration time.Duration
+	// Debounce is how long changes gather before a translation (default 100 ms).
+	Debounce time.Duration
+	// ResyncPeriod is the interval of full translations without a change (default 1 min): it
+	// picks up rotated Secrets, which are read by name and not watched, and rewrites status
+	// that someone else changed.
+	ResyncPeriod time.Duration
+	// DataPlane, when set, makes the controller create each served Gateway's Envoy
+	// Deployment, Service and bootstrap ConfigMap. Nil leaves the data plane to the user.
+	DataPlane *DataPlane
+}
+
+// Provider watches the cluster and keeps the Publisher and the objects' status up to date.
+type Provider struct {
+	opts   Options
+	tr     translator.Options
+	log    *slog.Logger
+	mgr    manager.Manager
+	client client.Client
+	// reader reads from the API server directly: Secrets (never cached) and objects the
+	// label-filtered caches cannot see.
+	reader client.Reader
+	kick   chan struct{}
+	ready  atomic.Bool
+	// problems are the refusals of the last translation, to log each new one once.
+	problems map[string]bool
+}
+
+// NewScheme returns a scheme with every kind the provider reads or writes.
+func NewScheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{
+		clientgoscheme.AddToScheme, gwv1.Install, v1alpha1.AddToScheme, enterprise.AddToScheme,
+	} {
+		if err := add(s); err != nil {
+			return nil, fmt.Errorf("build scheme: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// New returns a provider for the cluster of cfg. Run starts it.
+func New(cfg *rest.Config, opts Options) (*Provider, error) {
+	if opts.Publisher == nil {
+		return nil, errors.New("kubernetes provider: a Publisher is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.ControllerName == "" {
+		opts.ControllerName = translator.DefaultControllerName
+	}
+	if opts.LeaderElectionID == "" {
+		opts.LeaderElectionID = DefaultLeaderElectionID
+	}
+	if opts.LeaseDuration <= 0 {
+		opts.LeaseDuration = DefaultLeaseDuration
+	}
+	if opts.Debounce <= 0 {
+		opts.Debounce = DefaultDebounce
+	}
+	if opts.ResyncPeriod <= 0 {
+		opts.ResyncPeriod = DefaultResyncPeriod
+	}
+	if dp := opts.DataPlane; dp != nil {
+		if dp.ExtProcImage == "" || dp.XDSAddress == "" {
+			return nil, errors.New("kubernetes provider: DataPlane needs ExtProcImage and XDSAddress")
+		}
+		d := dp.withDefaults()
+		opts.DataPlane = &d
+	}
+	tr := opts.Translator
+	tr.ControllerName = opts.ControllerName
+	tr.GatewayClassNames = slices.Clone(opts.GatewayClasses)
+	tr.RequireGatewayClass = true
+
+	scheme, err := NewScheme()
+	if err != nil {
+		return nil, err
+	}
+	log := opts.Logger.With("component", "kubernetes")
+	managed := labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})
+	cacheOpts := cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		// Of Deployments and ConfigMaps only the data plane objects the controller made.
+		ByObject: map[client.Object]cache.ByObject{
+			&appsv1.Deployment{}: {Label: managed},
+			&corev1.ConfigMap{}:  {Label: managed},
+		},
+	}
+	if len(opts.Namespaces) > 0 {
+		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range opts.Namespaces {
+			cacheOpts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	renew := opts.LeaseDuration * 2 / 3
+	retry := opts.LeaseDuration / 7
+	mgr, err := manager.New(cfg, manager.Options{
+		Scheme:                        scheme,
+		Logger:                        logr.FromSlogHandler(log.Handler()),
+		Cache:                         cacheOpts,
+		Client:                        client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
+		Metrics:                       metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress:        "0",
+		LeaderElection:                opts.LeaderElection,
+		LeaderElectionID:              opts.LeaderElectionID,
+		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &opts.LeaseDuration,
+		RenewDeadline:                 &renew,
+		RetryPeriod:                   &retry,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes provider: %w", err)
+	}
+	p := &Provider{
+		opts:     opts,
+		tr:       tr,
+		log:      log,
+		mgr:      mgr,
+		client:   mgr.GetClient(),
+		reader:   mgr.GetAPIReader(),
+		kick:     make(chan struct{}, 1),
+		problems: map[string]bool{},
+	}
+	if err := mgr.Add(everyReplica(p.loop)); err != nil {
+		return nil, fmt.Errorf("kubernetes provider: %w", err)
+	}
+	return p, nil
+}
+
+// Run watches the cluster until ctx ends. With leader election it returns an error when this
+// replica loses the Lease: the process should exit then, and its restart rejoins the election.
+func (p *Provider) Run(ctx context.Context) error {
+	if err := p.mgr.Start(ctx); err != nil {
+		return fmt.Errorf("kubernetes provider: %w", err)
+	}
+	return nil
+}
+
+// Ready reports whether the first translation of the synced cluster has been published.
+func (p *Provider) Ready() bool { return p.ready.Load() }
+
+// IsLeader reports whether this replica writes status and data planes (always true without
+// leader election, once started).
+func (p *Provider) IsLeader() bool {
+	select {
+	case <-p.mgr.Elected():
+		return true
+	default:
+		return false
+	}
+}
+
+// everyReplica is a manager runnable that runs on every replica, not only the leader.
+type everyReplica func(context.Context) error
+
+func (f everyReplica) Start(ctx context.Context) error { return f(ctx) }
+func (f everyReplica) NeedLeaderElection() bool        { return false }
+
+// watchedKind is a kind whose changes cause a translation. statusOwned kinds get status from
+// the controller: an update that changes only their status is ignored, so that writing status
+// does not cause another translation.
+type watchedKind struct {
+	obj         client.Object
+	statusOwned bool
+}
+
+func (p *Provider) watchedKinds() []watchedKind {
+	kinds := []watchedKind{
+		{&gwv1.GatewayClass{}, true},
+		{&gwv1.Gateway{}, true},
+		{&gwv1.HTTPRoute{}, true},
+		{&v1alpha1.AgentgatewayBackend{}, true},
+		{&v1alpha1.AgentgatewayPolicy{}, true},
+		{&enterprise.EnterpriseAgentgatewayPolicy{}, true},
+		{&corev1.Service{}, false},
+		{&discoveryv1.EndpointSlice{}, false},
+		{&corev1.Namespace{}, false},
+	}
+	if p.opts.DataPlane != nil {
+		kinds = append(kinds, watchedKind{&appsv1.Deployment{}, false}, watchedKind{&corev1.ConfigMap{}, false})
+	}
+	return kinds
+}
+
+// watch registers a change handler on the informer of every watched kind. A kind whose CRD is
+// not installed is an error that names it.
+func (p *Provider) watch(ctx context.Context) error {
+	for _, k := range p.watchedKinds() {
+		gvk, err := p.client.GroupVersionKindFor(k.obj)
+		if err != nil {
+			return fmt.Errorf("kind %T: %w", k.obj, err)
+		}
+		inf, err := p.mgr.GetCache().GetInformer(ctx, k.obj)
+		if err != nil {
+			if meta.IsNoMatchError(err) {
+				return fmt.Errorf("%s (%s) is not served by the API server: install its CRD (Gateway API standard channel, deploy/crds): %w", gvk.Kind, gvk.GroupVersion(), err)
+			}
+			return fmt.Errorf("watch %s: %w", gvk.Kind, err)
+		}
+		statusOwned := k.statusOwned
+		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc: func(any) { p.trigger() },
+			UpdateFunc: func(old, cur any) {
+				if statusOwned && !specChanged(old, cur) {
+					return
+				}
+				p.trigger()
+			},
+			DeleteFunc: func(any) { p.trigger() },
+		}); err != nil {
+			return fmt.Errorf("watch %s: %w", gvk.Kind, err)
+		}
+	}
+	return nil
+}
+
+// specChanged reports whether an update changed more than the status: the generation (spec),
+// labels, annotations or deletion.
+func specChanged(old, cur any) bool {
+	o, ok1 := old.(metav1.Object)
+	c, ok2 := cur.(metav1.Object)
+	if !ok1 || !ok2 {
+		return true
+	}
+	return o.GetGeneration() != c.GetGeneration() ||
+		!maps.Equal(o.GetLabels(), c.GetLabels()) ||
+		!maps.Equal(o.GetAnnotations(), c.GetAnnotations()) ||
+		(o.GetDeletionTimestamp() == nil) != (c.GetDeletionTimestamp() == nil)
+}
+
+// trigger asks for a translation; triggers during the debounce are folded into one.
+func (p *Provider) trigger() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// loop translates after each debounced change, every ResyncPeriod, and when this replica is
+// elected leader.
+func (p *Provider) loop(ctx context.Context) error {
+	if err := p.watch(ctx); err != nil {
+		return err
+	}
+	if !p.mgr.GetCache().WaitForCacheSync(ctx) {
+		return ctx.Err()
+	}
+	p.log.Info("cluster objects synced", "controller", p.opts.ControllerName, "gatewayClasses", p.opts.GatewayClasses)
+	resync := time.NewTicker(p.opts.ResyncPeriod)
+	defer resync.Stop()
+	elected := p.mgr.Elected()
+	var debounce <-chan time.Time
+	p.sync(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-p.kick:
+			if debounce == nil {
+				debounce = time.After(p.opts.Debounce)
+			}
+		case <-debounce:
+			debounce = nil
+			p.sync(ctx)
+		case <-resync.C:
+			p.sync(ctx)
+		case <-elected:
+			elected = nil
+			p.log.Info("elected leader: writing status and data planes")
+			p.sync(ctx)
+		}
+	}
+}
+
+// sync translates the cached objects, publishes the result and, on the leader, writes the
+// data planes and status.
+func (p *Provider) sync(ctx context.Context) {
+	snap, err := p.snapshot(ctx)
+	if err != nil {
+		p.log.Error("read cluster objects", "error", err)
+		return
+	}
+	out := translator.Translate(snap.resources, p.tr)
+	if err := p.opts.Publisher.Update(out.NodeGroups()); err != nil {
+		p.log.Error("publish xDS", "error", err)
+	}
+	p.ready.Store(true)
+	p.logProblems(out.Status.Problems())
+	if !p.IsLeader() {
+		return
+	}
+	var planes map[gatewayKey]error
+	if p.opts.DataPlane != nil {
+		planes = p.reconcileDataPlanes(ctx, snap, out)
+	}
+	p.writeStatus(ctx, snap, out, planes)
+}
+
+// logProblems logs each refusal once, when it first appears.
+func (p *Provider) logProblems(problems []translator.FieldError) {
+	cur := make(map[string]bool, len(problems))
+	for _, e := range problems {
+		msg := e.Error()
+		cur[msg] = true
+		if !p.problems[msg] {
+			p.log.Warn("object refused", "object", e.Object().String(), "field", e.Field, "error", e.Message)
+		}
+	}
+	p.problems = cur
+}

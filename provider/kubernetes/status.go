@@ -1,0 +1,263 @@
+package kubernetes
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/mcpgate/mcpgate/api/v1alpha1"
+	"github.com/mcpgate/mcpgate/translator"
+)
+
+// gatewayKey names a Gateway.
+type gatewayKey = types.NamespacedName
+
+// writeStatus writes the translated status of every object whose status differs from what the
+// API server holds. Route parents and policy ancestors of other controllers are kept. planes
+// holds the data plane error of each served Gateway (nil: applied).
+func (p *Provider) writeStatus(ctx context.Context, snap *snapshot, out *translator.Output, planes map[gatewayKey]error) {
+	now := metav1.Now()
+	st := out.Status
+	res := snap.resources
+	for _, c := range res.GatewayClasses {
+		want, ok := st.GatewayClasses[c.Name]
+		if !ok {
+			continue
+		}
+		next := want.DeepCopy()
+		next.Conditions = mergeConditions(c.Status.Conditions, next.Conditions, now)
+		if equality.Semantic.DeepEqual(c.Status, *next) {
+			continue
+		}
+		obj := c.DeepCopy()
+		obj.Status = *next
+		p.updateStatus(ctx, obj)
+	}
+	for _, g := range res.Gateways {
+		key := client.ObjectKeyFromObject(g)
+		want, ok := st.Gateways[key]
+		if !ok {
+			continue
+		}
+		next := gatewayStatus(g.Status, want, gatewayService(res.Services, key), planes, p.opts.DataPlane != nil, key, now)
+		if equality.Semantic.DeepEqual(g.Status, next) {
+			continue
+		}
+		obj := g.DeepCopy()
+		obj.Status = next
+		p.updateStatus(ctx, obj)
+	}
+	ctrl := gwv1.GatewayController(p.opts.ControllerName)
+	for _, r := range res.HTTPRoutes {
+		var want []gwv1.RouteParentStatus
+		if s := st.HTTPRoutes[client.ObjectKeyFromObject(r)]; s != nil {
+			want = s.Parents
+		}
+		next := mergeParents(r.Status.Parents, want, ctrl, now)
+		if equality.Semantic.DeepEqual(r.Status.Parents, next) {
+			continue
+		}
+		obj := r.DeepCopy()
+		obj.Status.Parents = next
+		p.updateStatus(ctx, obj)
+	}
+	for _, b := range res.Backends {
+		want, ok := st.Backends[client.ObjectKeyFromObject(b)]
+		if !ok {
+			continue
+		}
+		next := v1alpha1.AgentgatewayBackendStatus{Conditions: mergeConditions(b.Status.Conditions, want.Conditions, now)}
+		if equality.Semantic.DeepEqual(b.Status, next) {
+			continue
+		}
+		obj := b.DeepCopy()
+		obj.Status = next
+		p.updateStatus(ctx, obj)
+	}
+	policyStatus := func(kind string, obj client.Object, have gwv1.PolicyStatus) (gwv1.PolicyStatus, bool) {
+		var want []gwv1.PolicyAncestorStatus
+		if s := st.Policies[translator.ObjectKey{Kind: kind, Namespace: obj.GetNamespace(), Name: obj.GetName()}]; s != nil {
+			want = s.Ancestors
+		}
+		next := gwv1.PolicyStatus{Ancestors: mergeAncestors(have.Ancestors, want, ctrl, now)}
+		return next, !equality.Semantic.DeepEqual(have, next)
+	}
+	for _, pol := range res.Policies {
+		if pol.Kind != "" && pol.Kind != translator.KindAgentgatewayPolicy {
+			continue // the enterprise kind, below
+		}
+		if next, changed := policyStatus(translator.KindAgentgatewayPolicy, pol, pol.Status); changed {
+			obj := pol.DeepCopy()
+			obj.Status = next
+			p.updateStatus(ctx, obj)
+		}
+	}
+	for _, pol := range snap.enterprise {
+		if next, changed := policyStatus(translator.KindEnterpriseAgentgatewayPolicy, pol, pol.Status); changed {
+			obj := pol.DeepCopy()
+			obj.Status = next
+			p.updateStatus(ctx, obj)
+		}
+	}
+}
+
+// updateStatus writes obj's status. A conflict (the cache was behind) asks for another pass.
+func (p *Provider) updateStatus(ctx context.Context, obj client.Object) {
+	err := p.client.Status().Update(ctx, obj, client.FieldOwner(FieldOwner))
+	switch {
+	case err == nil:
+		p.log.Debug("status written", "kind", fmt.Sprintf("%T", obj), "object", client.ObjectKeyFromObject(obj).String())
+	case apierrors.IsConflict(err):
+		p.trigger()
+	case apierrors.IsNotFound(err):
+	default:
+		p.log.Error("write status", "kind", fmt.Sprintf("%T", obj), "object", client.ObjectKeyFromObject(obj).String(), "error", err)
+	}
+}
+
+// mergeConditions returns want with each condition's lastTransitionTime taken from have when
+// have holds the same type with the same status, and now otherwise.
+func mergeConditions(have, want []metav1.Condition, now metav1.Time) []metav1.Condition {
+	if want == nil {
+		return nil
+	}
+	out := make([]metav1.Condition, len(want))
+	for i, c := range want {
+		c.LastTransitionTime = now
+		if old := meta.FindStatusCondition(have, c.Type); old != nil && old.Status == c.Status {
+			c.LastTransitionTime = old.LastTransitionTime
+		}
+		out[i] = c
+	}
+	return out
+}
+
+// mergeParents keeps the parents of other controllers and replaces this controller's with want.
+func mergeParents(have, want []gwv1.RouteParentStatus, ctrl gwv1.GatewayController, now metav1.Time) []gwv1.RouteParentStatus {
+	return mergeOwned(have, want, ctrl, now, func(p *gwv1.RouteParentStatus) (gwv1.GatewayController, any, *[]metav1.Condition) {
+		return p.ControllerName, p.ParentRef, &p.Conditions
+	})
+}
+
+// mergeAncestors keeps the ancestors of other controllers and replaces this controller's with
+// want.
+func mergeAncestors(have, want []gwv1.PolicyAncestorStatus, ctrl gwv1.GatewayController, now metav1.Time) []gwv1.PolicyAncestorStatus {
+	return mergeOwned(have, want, ctrl, now, func(p *gwv1.PolicyAncestorStatus) (gwv1.GatewayController, any, *[]metav1.Condition) {
+		return p.ControllerName, p.AncestorRef, &p.Conditions
+	})
+}
+
+// mergeOwned merges status entries that several controllers share (route parents, policy
+// ancestors): the entries of other controllers are kept as they are, this controller's are
+// replaced by want, each keeping the condition times of the entry with the same reference.
+// fields returns an entry's controller, its reference and its conditions.
+func mergeOwned[T any](have, want []T, ctrl gwv1.GatewayController, now metav1.Time, fields func(*T) (gwv1.GatewayController, any, *[]metav1.Condition)) []T {
+	var out []T
+	for i := range have {
+		if c, _, _ := fields(&have[i]); c != ctrl {
+			out = append(out, have[i])
+		}
+	}
+	for i := range want {
+		w := want[i]
+		_, ref, conds := fields(&w)
+		var old []metav1.Condition
+		for j := range have {
+			if c, hr, hc := fields(&have[j]); c == ctrl && reflect.DeepEqual(hr, ref) {
+				old = *hc
+			}
+		}
+		// mergeConditions returns a new slice: want's conditions stay as they are.
+		*conds = mergeConditions(old, *conds, now)
+		out = append(out, w)
+	}
+	return out
+}
+
+// gatewayService returns the Service that exposes a Gateway: the one in its namespace labelled
+// with its name, preferring the one the controller made.
+func gatewayService(services []*corev1.Service, gw gatewayKey) *corev1.Service {
+	var found *corev1.Service
+	for _, s := range services {
+		if s.Namespace != gw.Namespace || s.Labels[LabelGatewayName] != gw.Name {
+			continue
+		}
+		if s.Labels[LabelManagedBy] == ManagedByValue {
+			return s
+		}
+		if found == nil {
+			found = s
+		}
+	}
+	return found
+}
+
+// serviceAddresses returns a Service's load balancer addresses, or its cluster IPs while it has
+// none.
+func serviceAddresses(s *corev1.Service) []gwv1.GatewayStatusAddress {
+	if s == nil {
+		return nil
+	}
+	ip, host := gwv1.IPAddressType, gwv1.HostnameAddressType
+	var out []gwv1.GatewayStatusAddress
+	for _, in := range s.Status.LoadBalancer.Ingress {
+		switch {
+		case in.IP != "":
+			out = append(out, gwv1.GatewayStatusAddress{Type: &ip, Value: in.IP})
+		case in.Hostname != "":
+			out = append(out, gwv1.GatewayStatusAddress{Type: &host, Value: in.Hostname})
+		}
+	}
+	if len(out) > 0 {
+		return out
+	}
+	for _, c := range s.Spec.ClusterIPs {
+		if c != "" && c != corev1.ClusterIPNone {
+			out = append(out, gwv1.GatewayStatusAddress{Type: &ip, Value: c})
+		}
+	}
+	return out
+}
+
+// gatewayStatus is the translator's Gateway status with the addresses of the Gateway's Service.
+// Programmed stays True only when the data plane was applied (when the controller deploys it)
+// and the Service has an address.
+func gatewayStatus(have gwv1.GatewayStatus, want *gwv1.GatewayStatus, svc *corev1.Service, planes map[gatewayKey]error, deploys bool, key gatewayKey, now metav1.Time) gwv1.GatewayStatus {
+	next := *want.DeepCopy()
+	next.Addresses = serviceAddresses(svc)
+	if c := meta.FindStatusCondition(next.Conditions, string(gwv1.GatewayConditionProgrammed)); c != nil && c.Status == metav1.ConditionTrue {
+		err, planned := planes[key]
+		switch {
+		case deploys && !planned:
+			c.Status, c.Reason, c.Message = metav1.ConditionFalse, string(gwv1.GatewayReasonPending), "the data plane is not deployed yet"
+		case deploys && err != nil:
+			c.Status, c.Reason, c.Message = metav1.ConditionFalse, string(gwv1.GatewayReasonInvalid), "data plane: "+err.Error()
+		case len(next.Addresses) == 0 && svc == nil:
+			c.Status, c.Reason = metav1.ConditionFalse, string(gwv1.GatewayReasonAddressNotAssigned)
+			c.Message = fmt.Sprintf("no Service in namespace %s has the label %s=%s", key.Namespace, LabelGatewayName, key.Name)
+		case len(next.Addresses) == 0:
+			c.Status, c.Reason = metav1.ConditionFalse, string(gwv1.GatewayReasonAddressNotAssigned)
+			c.Message = fmt.Sprintf("Service %s/%s has no address yet", svc.Namespace, svc.Name)
+		}
+	}
+	next.Conditions = mergeConditions(have.Conditions, next.Conditions, now)
+	for i := range next.Listeners {
+		var old []metav1.Condition
+		for _, h := range have.Listeners {
+			if h.Name == next.Listeners[i].Name {
+				old = h.Conditions
+			}
+		}
+		next.Listeners[i].Conditions = mergeConditions(old, next.Listeners[i].Conditions, now)
+	}
+	return next
+}

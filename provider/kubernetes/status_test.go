@@ -1,0 +1,129 @@
+package kubernetes
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+var (
+	ours   = gwv1.GatewayController("mcpgate.dev/gateway-controller")
+	theirs = gwv1.GatewayController("example.com/other")
+)
+
+func cond(typ string, status metav1.ConditionStatus, at time.Time) metav1.Condition {
+	return metav1.Condition{Type: typ, Status: status, Reason: typ, LastTransitionTime: metav1.NewTime(at)}
+}
+
+func TestMergeConditionsKeepsTimeOfUnchangedStatus(t *testing.T) {
+	then, now := time.Unix(1000, 0), metav1.NewTime(time.Unix(2000, 0))
+	have := []metav1.Condition{cond("Accepted", metav1.ConditionTrue, then), cond("Programmed", metav1.ConditionFalse, then)}
+	want := []metav1.Condition{
+		{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Accepted"},
+		{Type: "Programmed", Status: metav1.ConditionTrue, Reason: "Programmed"},
+		{Type: "ResolvedRefs", Status: metav1.ConditionTrue, Reason: "ResolvedRefs"},
+	}
+	got := mergeConditions(have, want, now)
+	for typ, at := range map[string]time.Time{"Accepted": then, "Programmed": now.Time, "ResolvedRefs": now.Time} {
+		if c := meta.FindStatusCondition(got, typ); c == nil || !c.LastTransitionTime.Time.Equal(at) {
+			t.Errorf("%s: lastTransitionTime %v, want %v", typ, c, at)
+		}
+	}
+	if !want[0].LastTransitionTime.IsZero() {
+		t.Error("mergeConditions changed its input")
+	}
+}
+
+func TestMergeParentsKeepsOtherControllers(t *testing.T) {
+	then, now := time.Unix(1000, 0), metav1.NewTime(time.Unix(2000, 0))
+	gw := gwv1.ParentReference{Name: "agentgateway"}
+	other := gwv1.ParentReference{Name: "elsewhere"}
+	have := []gwv1.RouteParentStatus{
+		{ParentRef: other, ControllerName: theirs, Conditions: []metav1.Condition{cond("Accepted", metav1.ConditionTrue, then)}},
+		{ParentRef: gw, ControllerName: ours, Conditions: []metav1.Condition{cond("Accepted", metav1.ConditionTrue, then)}},
+		{ParentRef: other, ControllerName: ours, Conditions: []metav1.Condition{cond("Accepted", metav1.ConditionTrue, then)}},
+	}
+	want := []gwv1.RouteParentStatus{{ParentRef: gw, ControllerName: ours, Conditions: []metav1.Condition{
+		{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Accepted"},
+		{Type: "ResolvedRefs", Status: metav1.ConditionFalse, Reason: "BackendNotFound"},
+	}}}
+	got := mergeParents(have, want, ours, now)
+	if len(got) != 2 {
+		t.Fatalf("parents %+v, want the other controller's and ours for agentgateway", got)
+	}
+	if got[0].ControllerName != theirs || !got[0].Conditions[0].LastTransitionTime.Time.Equal(then) {
+		t.Errorf("other controller's parent changed: %+v", got[0])
+	}
+	if got[1].ParentRef.Name != "agentgateway" || !got[1].Conditions[0].LastTransitionTime.Time.Equal(then) ||
+		!got[1].Conditions[1].LastTransitionTime.Time.Equal(now.Time) {
+		t.Errorf("our parent %+v: want Accepted's old time kept and ResolvedRefs at now", got[1])
+	}
+	if got := mergeParents(have, nil, ours, now); len(got) != 1 || got[0].ControllerName != theirs {
+		t.Errorf("no parents of ours: %+v, want only the other controller's", got)
+	}
+}
+
+func TestMergeAncestors(t *testing.T) {
+	now := metav1.NewTime(time.Unix(2000, 0))
+	have := []gwv1.PolicyAncestorStatus{{AncestorRef: gwv1.ParentReference{Name: "x"}, ControllerName: theirs}}
+	want := []gwv1.PolicyAncestorStatus{{AncestorRef: gwv1.ParentReference{Name: "agentgateway"}, ControllerName: ours,
+		Conditions: []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionFalse, Reason: "Invalid", Message: "bad CEL"}}}}
+	got := mergeAncestors(have, want, ours, now)
+	if len(got) != 2 || got[0].ControllerName != theirs || got[1].Conditions[0].Message != "bad CEL" || !got[1].Conditions[0].LastTransitionTime.Equal(&now) {
+		t.Errorf("ancestors %+v", got)
+	}
+}
+
+func TestServiceAddresses(t *testing.T) {
+	svc := &corev1.Service{Spec: corev1.ServiceSpec{ClusterIPs: []string{"10.0.0.7", "fd00::7"}}}
+	if got := serviceAddresses(svc); len(got) != 2 || got[0].Value != "10.0.0.7" || *got[0].Type != gwv1.IPAddressType {
+		t.Errorf("cluster IPs: %+v", got)
+	}
+	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "203.0.113.5"}, {Hostname: "gw.example.com"}}
+	got := serviceAddresses(svc)
+	if len(got) != 2 || got[0].Value != "203.0.113.5" || got[1].Value != "gw.example.com" || *got[1].Type != gwv1.HostnameAddressType {
+		t.Errorf("load balancer: %+v", got)
+	}
+	if got := serviceAddresses(&corev1.Service{Spec: corev1.ServiceSpec{ClusterIPs: []string{"None"}}}); len(got) != 0 {
+		t.Errorf("headless Service: %+v", got)
+	}
+}
+
+func TestGatewayStatusProgrammed(t *testing.T) {
+	now := metav1.NewTime(time.Unix(2000, 0))
+	key := gatewayKey{Namespace: "ns", Name: "gw"}
+	want := &gwv1.GatewayStatus{Conditions: []metav1.Condition{
+		{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Accepted"},
+		{Type: "Programmed", Status: metav1.ConditionTrue, Reason: "Programmed"},
+	}}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "gw"}, Spec: corev1.ServiceSpec{ClusterIPs: []string{"10.0.0.7"}}}
+	for _, c := range []struct {
+		name    string
+		svc     *corev1.Service
+		planes  map[gatewayKey]error
+		deploys bool
+		status  metav1.ConditionStatus
+		reason  string
+	}{
+		{"applied, with address", svc, map[gatewayKey]error{key: nil}, true, metav1.ConditionTrue, "Programmed"},
+		{"user's data plane", svc, nil, false, metav1.ConditionTrue, "Programmed"},
+		{"not applied", svc, map[gatewayKey]error{}, true, metav1.ConditionFalse, "Pending"},
+		{"apply failed", svc, map[gatewayKey]error{key: errors.New("Deployment ns/gw exists")}, true, metav1.ConditionFalse, "Invalid"},
+		{"no Service", nil, nil, false, metav1.ConditionFalse, "AddressNotAssigned"},
+		{"no address", &corev1.Service{}, nil, false, metav1.ConditionFalse, "AddressNotAssigned"},
+	} {
+		got := gatewayStatus(gwv1.GatewayStatus{}, want, c.svc, c.planes, c.deploys, key, now)
+		p := meta.FindStatusCondition(got.Conditions, "Programmed")
+		if p.Status != c.status || p.Reason != c.reason {
+			t.Errorf("%s: Programmed %s/%s %q, want %s/%s", c.name, p.Status, p.Reason, p.Message, c.status, c.reason)
+		}
+	}
+	if want.Conditions[1].Status != metav1.ConditionTrue {
+		t.Error("gatewayStatus changed the translator's status")
+	}
+}
