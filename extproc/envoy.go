@@ -1,13 +1,18 @@
 package extproc
 
 import (
+	"math"
+	"slices"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -24,7 +29,9 @@ func readHeaders(hm *corev3.HeaderMap) headerList {
 	for _, hv := range hs {
 		v := hv.GetValue()
 		if raw := hv.GetRawValue(); len(raw) > 0 {
-			v = string(raw)
+			// The message is this stream's own, decoded for it and never modified: its bytes
+			// can back the string without a copy.
+			v = unsafe.String(&raw[0], len(raw))
 		}
 		out = append(out, header{name: hv.GetKey(), value: v})
 	}
@@ -129,34 +136,120 @@ func setHeader(name, value string) *corev3.HeaderValueOption {
 	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: name, RawValue: []byte(value)}}
 }
 
-// metadata collects the fields of the "mcpgate" dynamic metadata namespace for one reply.
-type metadata map[string]*structpb.Value
+// metadata collects the fields of the "mcpgate" dynamic metadata namespace for one reply. It is
+// encoded by hand (see attach): building structpb maps and marshalling them by reflection was the
+// largest cost of a reply.
+type metadata struct {
+	fields []mdField
+}
 
+type mdField struct {
+	name, str string
+	num       float64
+	isNum     bool
+}
+
+func (m *metadata) put(f mdField) {
+	for i := range m.fields {
+		if m.fields[i].name == f.name {
+			m.fields[i] = f
+			return
+		}
+	}
+	if m.fields == nil {
+		m.fields = make([]mdField, 0, 16)
+	}
+	m.fields = append(m.fields, f)
+}
+
+// str sets a string field; an empty value sets nothing.
 func (m *metadata) str(name, value string) {
-	if value == "" {
+	if value != "" {
+		m.put(mdField{name: name, str: value})
+	}
+}
+
+// replace sets name to value, or removes it when value is empty: a later decision replaces an
+// earlier one.
+func (m *metadata) replace(name, value string) {
+	if value != "" {
+		m.str(name, value)
 		return
 	}
-	if *m == nil {
-		*m = make(metadata, 8)
-	}
-	(*m)[name] = structpb.NewStringValue(value)
+	m.fields = slices.DeleteFunc(m.fields, func(f mdField) bool { return f.name == name })
 }
 
 func (m *metadata) num(name string, value int) {
-	if *m == nil {
-		*m = make(metadata, 8)
-	}
-	(*m)[name] = structpb.NewNumberValue(float64(value))
+	m.put(mdField{name: name, num: float64(value), isNum: true})
 }
 
-// build returns the dynamic_metadata of a reply; nil when there are no fields.
-func (m metadata) build() *structpb.Struct {
-	if len(m) == 0 {
-		return nil
+// Field numbers of the encoding (envoy.service.ext_proc.v3.ProcessingResponse and
+// google.protobuf.Struct/Value).
+const (
+	fieldDynamicMetadata = 8 // ProcessingResponse.dynamic_metadata
+	fieldStructFields    = 1 // Struct.fields (map entries)
+	fieldEntryKey        = 1
+	fieldEntryValue      = 2
+	fieldValueNumber     = 2 // Value.number_value
+	fieldValueString     = 3 // Value.string_value
+	fieldValueStruct     = 5 // Value.struct_value
+)
+
+// attach sets the metadata as r's dynamic_metadata and returns r. The field is encoded by hand and
+// carried as r's unknown fields, which every marshaller writes verbatim; a receiver (Envoy) reads
+// it as the dynamic_metadata field it is.
+func (m metadata) attach(r *extprocv3.ProcessingResponse) *extprocv3.ProcessingResponse {
+	if len(m.fields) == 0 {
+		return r
 	}
-	return &structpb.Struct{Fields: map[string]*structpb.Value{
-		metadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: m}),
-	}}
+	valueSize := func(f *mdField) int {
+		if f.isNum {
+			return protowire.SizeTag(fieldValueNumber) + protowire.SizeFixed64()
+		}
+		return protowire.SizeTag(fieldValueString) + protowire.SizeBytes(len(f.str))
+	}
+	entrySize := func(key string, value int) int {
+		return protowire.SizeTag(fieldEntryKey) + protowire.SizeBytes(len(key)) +
+			protowire.SizeTag(fieldEntryValue) + protowire.SizeBytes(value)
+	}
+	inner := 0
+	for i := range m.fields {
+		inner += protowire.SizeTag(fieldStructFields) + protowire.SizeBytes(entrySize(m.fields[i].name, valueSize(&m.fields[i])))
+	}
+	outerValue := protowire.SizeTag(fieldValueStruct) + protowire.SizeBytes(inner)
+	outerEntry := entrySize(metadataNamespace, outerValue)
+	outer := protowire.SizeTag(fieldStructFields) + protowire.SizeBytes(outerEntry)
+
+	b := make([]byte, 0, protowire.SizeTag(fieldDynamicMetadata)+protowire.SizeBytes(outer))
+	b = protowire.AppendTag(b, fieldDynamicMetadata, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(outer))
+	b = protowire.AppendTag(b, fieldStructFields, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(outerEntry))
+	b = protowire.AppendTag(b, fieldEntryKey, protowire.BytesType)
+	b = protowire.AppendString(b, metadataNamespace)
+	b = protowire.AppendTag(b, fieldEntryValue, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(outerValue))
+	b = protowire.AppendTag(b, fieldValueStruct, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(inner))
+	for i := range m.fields {
+		f := &m.fields[i]
+		vs := valueSize(f)
+		b = protowire.AppendTag(b, fieldStructFields, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(entrySize(f.name, vs)))
+		b = protowire.AppendTag(b, fieldEntryKey, protowire.BytesType)
+		b = protowire.AppendString(b, f.name)
+		b = protowire.AppendTag(b, fieldEntryValue, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(vs))
+		if f.isNum {
+			b = protowire.AppendTag(b, fieldValueNumber, protowire.Fixed64Type)
+			b = protowire.AppendFixed64(b, math.Float64bits(f.num))
+		} else {
+			b = protowire.AppendTag(b, fieldValueString, protowire.BytesType)
+			b = protowire.AppendString(b, f.str)
+		}
+	}
+	r.ProtoReflect().SetUnknown(protoreflect.RawFields(b))
+	return r
 }
 
 // metadataNamespace is the dynamic metadata namespace ext_proc writes (listed in the filter's
@@ -167,13 +260,13 @@ const metadataNamespace = "mcpgate"
 
 func headersReply(request bool, mut *extprocv3.HeaderMutation, md metadata) *extprocv3.ProcessingResponse {
 	hr := &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{HeaderMutation: mut}}
-	r := &extprocv3.ProcessingResponse{DynamicMetadata: md.build()}
+	r := &extprocv3.ProcessingResponse{}
 	if request {
 		r.Response = &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: hr}
 	} else {
 		r.Response = &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: hr}
 	}
-	return r
+	return md.attach(r)
 }
 
 // bodyReply continues the body; with replace, the body (or, in STREAMED mode, this chunk) becomes
@@ -194,13 +287,13 @@ func bodyReply(request bool, body []byte, replace, setLength bool, md metadata) 
 		}
 	}
 	br := &extprocv3.BodyResponse{Response: cr}
-	r := &extprocv3.ProcessingResponse{DynamicMetadata: md.build()}
+	r := &extprocv3.ProcessingResponse{}
 	if request {
 		r.Response = &extprocv3.ProcessingResponse_RequestBody{RequestBody: br}
 	} else {
 		r.Response = &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: br}
 	}
-	return r
+	return md.attach(r)
 }
 
 func trailersReply(request bool) *extprocv3.ProcessingResponse {
@@ -228,15 +321,14 @@ func immediateReply(a answer, md metadata) *extprocv3.ProcessingResponse {
 	for _, h := range a.headers {
 		mut.SetHeaders = append(mut.SetHeaders, setHeader(h.name, h.value))
 	}
-	return &extprocv3.ProcessingResponse{
+	return md.attach(&extprocv3.ProcessingResponse{
 		Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
 			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(a.status)},
 			Headers: mut,
 			Body:    a.body,
 			Details: a.details,
 		}},
-		DynamicMetadata: md.build(),
-	}
+	})
 }
 
 // responseBodyMode is the mode_override of a response whose content type is ct: server-sent

@@ -72,19 +72,21 @@ func TestJSONAnswer(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			before := len(h.audit.records(t))
 			s := h.open(t, c, streamableRoute)
-			resp := check(t)(s.RequestHeaders(postHeaders("/mcp", labToken, hdr("mcp-session-id", "S1")), false))
+			resp := check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "S1")), false))
 			plainContinue(t, resp)
 			if rm := extproctest.Common(resp).GetHeaderMutation().GetRemoveHeaders(); len(rm) != 1 || rm[0] != "authorization" {
 				t.Errorf("validated token not removed: %v", rm)
 			}
-			md := extproctest.Metadata(resp)
-			if md["authn"] != "ok" || md["subject"] != "user-id" || md["gateway"] != streamableRoute.Gateway || md["session"] != "S1" || md["decision"] != "allow" {
-				t.Errorf("request headers metadata %v", md)
+			if md := extproctest.Metadata(resp); len(md) != 0 {
+				t.Errorf("request headers metadata %v: a body follows, it goes with the body's reply", md)
 			}
 			body := []byte(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"https://httpbin.org/get"}}}`)
 			resp = check(t)(s.RequestBody(body, true))
 			plainContinue(t, resp)
-			md = extproctest.Metadata(resp)
+			md := extproctest.Metadata(resp)
+			if md["authn"] != "ok" || md["subject"] != "user-id" || md["gateway"] != streamableRoute.Gateway || md["session"] != "S1" {
+				t.Errorf("request metadata %v", md)
+			}
 			if md["method"] != "tools/call" || md["tool"] != "fetch" || md["arguments"] != `{"url":"https://httpbin.org/get"}` || md["jsonrpc_id"] != "3" || md["decision"] != "allow" || md["rule"] != "AgentgatewayPolicy/agentgateway-system/tools#0" {
 				t.Errorf("request body metadata %v", md)
 			}
@@ -153,7 +155,7 @@ func awkwardCuts(t *testing.T) [][]byte {
 func TestSSEAnswerSplit(t *testing.T) {
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
 	s := h.open(t, h.unix, streamableRoute)
-	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
 	plainContinue(t, check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`), true)))
 	resp := check(t)(s.ResponseHeaders(respHeaders("200", "text/event-stream", hdr("mcp-session-id", "S9")), false))
 	mo := resp.GetModeOverride()
@@ -195,7 +197,7 @@ func TestSSEAnswerSplit(t *testing.T) {
 func TestSSEPassthrough(t *testing.T) {
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
 	s := h.open(t, h.tcp, streamableRoute)
-	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
 	check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}`), true))
 	check(t)(s.ResponseHeaders(respHeaders("200", "text/event-stream; charset=utf-8"), false))
 	ans := "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":4,\"result\":{\"content\":[]}}\n\n"
@@ -212,7 +214,7 @@ func TestSSEPassthrough(t *testing.T) {
 func TestToolsListJSON(t *testing.T) {
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
 	s := h.open(t, h.tcp, streamableRoute)
-	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
 	check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{}}`), true))
 	check(t)(s.ResponseHeaders(respHeaders("200", "application/json", hdr("content-length", fmt.Sprint(len(toolsListAnswer)))), false))
 	resp := check(t)(s.ResponseBody([]byte(toolsListAnswer), true))
@@ -229,7 +231,7 @@ func TestToolsListJSON(t *testing.T) {
 func TestDeniedCallStreamable(t *testing.T) {
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
 	s := h.open(t, h.tcp, streamableRoute)
-	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
 	resp := check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":"call-9","method":"tools/call","params":{"name":"get-env","arguments":{"name":"AWS_SECRET"}}}`), true))
 	ir := resp.GetImmediateResponse()
 	if ir == nil || ir.GetStatus().GetCode() != 200 {
@@ -257,7 +259,7 @@ func TestDeniedCallStreamable(t *testing.T) {
 func TestBatch(t *testing.T) {
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
 	s := h.open(t, h.unix, streamableRoute)
-	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
 	body := `[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"u"}}},` +
 		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get-env"}},` +
 		`{"jsonrpc":"2.0","method":"notifications/progress","params":{}}]`
@@ -294,7 +296,7 @@ func legacySSE(t *testing.T, endpoint, session string) {
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
 	get := h.open(t, h.tcp, sseRoute)
 	get.ResponseBodyMode = extprocfilterv3.ProcessingMode_BUFFERED
-	plainContinue(t, check(t)(get.RequestHeaders(getHeaders("/sse", labToken), true)))
+	plainContinue(t, check(t)(get.RequestHeaders(getHeaders("/sse", extproctest.LabToken), true)))
 	resp := check(t)(get.ResponseHeaders(respHeaders("200", "text/event-stream"), false))
 	if resp.GetModeOverride().GetResponseBodyMode() != extprocfilterv3.ProcessingMode_STREAMED {
 		t.Fatalf("GET stream not STREAMED: %v", resp.GetModeOverride())
@@ -310,11 +312,12 @@ func legacySSE(t *testing.T, endpoint, session string) {
 
 	post := func(body string) (*extproctest.Stream, *extprocv3.ProcessingResponse) {
 		p := h.open(t, h.unix, sseRoute)
-		md := extproctest.Metadata(check(t)(p.RequestHeaders(postHeaders(endpoint, labToken), false)))
-		if md["session"] != session {
+		check(t)(p.RequestHeaders(postHeaders(endpoint, extproctest.LabToken), false))
+		resp := check(t)(p.RequestBody([]byte(body), true))
+		if md := extproctest.Metadata(resp); md["session"] != session {
 			t.Fatalf("POST to %s: session %q", endpoint, md["session"])
 		}
-		return p, check(t)(p.RequestBody([]byte(body), true))
+		return p, resp
 	}
 	accepted := func(p *extproctest.Stream) {
 		resp := check(t)(p.ResponseHeaders(respHeaders("202", ""), false))
@@ -390,14 +393,14 @@ func TestNonJSONBody(t *testing.T) {
 	}
 
 	s = h.open(t, h.tcp, streamableRoute)
-	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
 	resp := check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get-env"}`), true))
 	if ir := resp.GetImmediateResponse(); ir.GetStatus().GetCode() != 400 || !strings.Contains(string(ir.GetBody()), `"code":-32700`) {
 		t.Errorf("unreadable body under tool rules: %v", resp)
 	}
 	// Member names that some servers read case-insensitively are refused too.
 	s = h.open(t, h.tcp, streamableRoute)
-	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
 	resp = check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch","NAME":"get-env"}}`), true))
 	if ir := resp.GetImmediateResponse(); ir.GetStatus().GetCode() != 400 || !strings.Contains(string(ir.GetBody()), `"code":-32600`) {
 		t.Errorf("ambiguous body under tool rules: %v", resp)
@@ -408,7 +411,7 @@ func TestNonJSONBody(t *testing.T) {
 func TestOversizeBody(t *testing.T) {
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))}, func(c *extproc.Config) { c.MaxBodyBytes = 1024 })
 	s := h.open(t, h.unix, streamableRoute)
-	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
 	big := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"` + strings.Repeat("a", 2000) + `"}}}`
 	resp := check(t)(s.RequestBody([]byte(big), true))
 	ir := resp.GetImmediateResponse()
@@ -432,7 +435,7 @@ func TestOversizeBody(t *testing.T) {
 func TestCancelledMidway(t *testing.T) {
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
 	s := h.open(t, h.tcp, streamableRoute)
-	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
 	check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"fetch","arguments":{}}}`), true))
 	if h.metric(t, "mcpgate_extproc_streams_active", nil) != 1 {
 		t.Errorf("streams_active = %v during the stream", h.metric(t, "mcpgate_extproc_streams_active", nil))
@@ -449,7 +452,7 @@ func TestJWTAndCEL(t *testing.T) {
 	sg := newSigner(t)
 	h := newHarness(t, []*policyv1.Policy{labPolicy(sg)})
 	otherOrg := sg.token(t, gojwt.MapClaims{"sub": "mallory", "org": "evil.example"})
-	tampered := labToken[:len(labToken)-4] + "AAAA"
+	tampered := extproctest.LabToken[:len(extproctest.LabToken)-4] + "AAAA"
 	tests := []struct {
 		name, token string
 		status      int
@@ -505,7 +508,7 @@ func TestPolicyUpdates(t *testing.T) {
 
 	// A stream that starts under the first version...
 	inflight := h.open(t, h.tcp, streamableRoute)
-	check(t)(inflight.RequestHeaders(postHeaders("/mcp", labToken), false))
+	check(t)(inflight.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
 
 	// ...is not disturbed by a version that refuses echo.
 	v2 := labPolicy(sg)
@@ -516,7 +519,7 @@ func TestPolicyUpdates(t *testing.T) {
 	})
 	plainContinue(t, check(t)(inflight.RequestBody(call, true)))
 	s := h.open(t, h.tcp, streamableRoute)
-	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
 	if resp := check(t)(s.RequestBody(call, true)); resp.GetImmediateResponse() == nil || extproctest.Metadata(resp)["rule"] != "v2#0" {
 		t.Fatalf("version 2 not applied to a new stream: %v", resp)
 	}
@@ -529,7 +532,7 @@ func TestPolicyUpdates(t *testing.T) {
 		return h.metric(t, "mcpgate_extproc_policy_updates_total", map[string]string{"result": "nack"}) >= 1
 	})
 	s = h.open(t, h.tcp, streamableRoute)
-	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
 	if resp := check(t)(s.RequestBody(call, true)); extproctest.Metadata(resp)["rule"] != "v2#0" {
 		t.Fatalf("last good policy not kept: %v", resp)
 	}
@@ -539,7 +542,7 @@ func TestPolicyUpdates(t *testing.T) {
 
 	// No policy "lab" any more: its routes fail closed with a clear message.
 	s = h.open(t, h.unix, streamableRoute)
-	resp := check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	resp := check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
 	ir := resp.GetImmediateResponse()
 	if ir.GetStatus().GetCode() != 500 || !strings.Contains(string(ir.GetBody()), `names policy "lab", which ext_proc has not received`) {
 		t.Errorf("unknown policy: %v", resp)
@@ -569,13 +572,13 @@ func TestPolicyNACKMessage(t *testing.T) {
 func TestNoBodyAndOtherContent(t *testing.T) {
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
 	s := h.open(t, h.tcp, streamableRoute)
-	check(t)(s.RequestHeaders(getHeaders("/mcp", labToken), true))
+	check(t)(s.RequestHeaders(getHeaders("/mcp", extproctest.LabToken), true))
 	resp := check(t)(s.ResponseHeaders(respHeaders("405", ""), true))
 	if resp.GetModeOverride() != nil {
 		t.Errorf("mode_override for a response without body: %v", resp.GetModeOverride())
 	}
 	s = h.open(t, h.tcp, streamableRoute)
-	check(t)(s.RequestHeaders(postHeaders("/mcp", labToken), false))
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
 	check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`), true))
 	resp = check(t)(s.ResponseHeaders(respHeaders("500", "text/plain"), false))
 	if resp.GetModeOverride().GetResponseBodyMode() != extprocfilterv3.ProcessingMode_NONE {

@@ -46,9 +46,8 @@ type routeInfo struct {
 }
 
 func readRouteInfo(ctx context.Context) routeInfo {
-	md, _ := grpcmd.FromIncomingContext(ctx)
 	get := func(k string) string {
-		if v := md[k]; len(v) > 0 {
+		if v := grpcmd.ValueFromIncomingContext(ctx, k); len(v) > 0 {
 			return v[0]
 		}
 		return ""
@@ -117,6 +116,9 @@ type stream struct {
 	// trafficDeferred: the traffic rules read mcp.*, so they run on the body's messages.
 	trafficDeferred bool
 	reqBodySeen     bool
+	// headersMD is the request headers' metadata, sent with the request body's reply when a body
+	// follows (one metadata struct per request instead of two).
+	headersMD metadata
 
 	// MCP exchanges awaiting their answer: pending by IDKey (answers in this stream's response),
 	// waiting (notifications, and requests whose answer cannot be correlated) until the response
@@ -357,6 +359,10 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 	if st.pol != nil {
 		md.str("decision", telemetry.DecisionAllow)
 	}
+	if st.ri.transport != "" && !h.GetEndOfStream() {
+		st.headersMD = md
+		return headersReply(true, mut, metadata{})
+	}
 	return headersReply(true, mut, md)
 }
 
@@ -371,11 +377,11 @@ func jsonRPCRefusal(httpStatus, code int, msg, details string) answer {
 
 func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
 	if st.reqBodySeen || st.ri.transport == "" {
-		return bodyReply(true, nil, false, false, nil)
+		return bodyReply(true, nil, false, false, metadata{})
 	}
 	st.reqBodySeen = true
 	body := b.GetBody()
-	var md metadata
+	md := st.headersMD
 	if len(body) > st.s.cfg.MaxBodyBytes {
 		return st.refuse(jsonRPCRefusal(http.StatusRequestEntityTooLarge, mcp.CodeInvalidRequest,
 			fmt.Sprintf("request body of %d bytes exceeds the gateway's limit of %d bytes", len(body), st.s.cfg.MaxBodyBytes),
@@ -395,7 +401,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 				"mcpgate enforces tool rules on this route and cannot read the body as JSON-RPC: "+err.Error(),
 				"mcpgate_not_jsonrpc"), "", md, nil)
 		}
-		return bodyReply(true, nil, false, false, nil)
+		return bodyReply(true, nil, false, false, metadata{})
 	}
 
 	now := time.Now()
@@ -529,8 +535,8 @@ func (st *stream) exchangeMetadata(md *metadata, ex *exchange) {
 	if ex.rec.ID != nil {
 		md.str("jsonrpc_id", string(ex.rec.ID))
 	}
-	md.str("decision", ex.rec.Decision)
-	md.str("rule", ex.rec.Rule)
+	md.replace("decision", ex.rec.Decision)
+	md.replace("rule", ex.rec.Rule)
 }
 
 // register keeps the exchanges until their answers.
@@ -645,7 +651,7 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 		return st.sseChunk(b)
 	}
 	if st.respBodySeen || st.ri.transport == "" {
-		return bodyReply(false, nil, false, false, nil)
+		return bodyReply(false, nil, false, false, metadata{})
 	}
 	st.respBodySeen = true
 	defer st.finishPending(time.Now())
@@ -654,17 +660,17 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 		st.s.tel.NonJSONRPC("response")
 		if st.rewrites > 0 {
 			// An answer that must be rewritten cannot be read: refuse rather than pass it.
-			return bodyReply(false, st.unreadableAnswers(), true, true, nil)
+			return bodyReply(false, st.unreadableAnswers(), true, true, metadata{})
 		}
-		return bodyReply(false, nil, false, false, nil)
+		return bodyReply(false, nil, false, false, metadata{})
 	}
 	msgs, batch, err := mcp.Parse(body)
 	if err != nil {
 		st.s.tel.NonJSONRPC("response")
 		if st.rewrites > 0 {
-			return bodyReply(false, st.unreadableAnswers(), true, true, nil)
+			return bodyReply(false, st.unreadableAnswers(), true, true, metadata{})
 		}
-		return bodyReply(false, nil, false, false, nil)
+		return bodyReply(false, nil, false, false, metadata{})
 	}
 	var md metadata
 	out, changed := st.answers(msgs, batch, &md, st.takePending)

@@ -3,6 +3,7 @@ package telemetry
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -82,10 +83,8 @@ func appendRecord(b []byte, r *Record, t *Telemetry) []byte {
 	b = appendField(b, "session", r.Session)
 	b = appendField(b, "subject", r.Subject)
 	if len(r.Claims) > 0 {
-		if c, err := json.Marshal(r.Claims); err == nil {
-			b = append(b, `,"claims":`...)
-			b = append(b, c...)
-		}
+		b = append(b, `,"claims":`...)
+		b = appendClaims(b, r.Claims)
 	}
 	b = appendField(b, "authn", r.Authn)
 	b = appendField(b, "method", r.Method)
@@ -116,6 +115,41 @@ func appendRecord(b []byte, r *Record, t *Telemetry) []byte {
 	b = appendField(b, "outcome", r.Outcome)
 	b = append(b, `,"latency_ms":`...)
 	b = strconv.AppendFloat(b, float64(r.Latency.Microseconds())/1000, 'f', -1, 64)
+	return append(b, '}')
+}
+
+// appendClaims encodes claims as a JSON object with sorted keys; scalar values (what rules read)
+// are encoded directly, others through encoding/json.
+func appendClaims(b []byte, claims map[string]any) []byte {
+	keys := make([]string, 0, len(claims))
+	for k := range claims {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	b = append(b, '{')
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, k)
+		b = append(b, ':')
+		switch v := claims[k].(type) {
+		case string:
+			b = appendString(b, v)
+		case bool:
+			b = strconv.AppendBool(b, v)
+		case float64:
+			b = strconv.AppendFloat(b, v, 'f', -1, 64)
+		case nil:
+			b = append(b, "null"...)
+		default:
+			j, err := json.Marshal(v)
+			if err != nil {
+				j = []byte("null")
+			}
+			b = append(b, j...)
+		}
+	}
 	return append(b, '}')
 }
 

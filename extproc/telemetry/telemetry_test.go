@@ -95,6 +95,13 @@ func TestArgumentsTruncated(t *testing.T) {
 	}
 }
 
+func TestAppendClaims(t *testing.T) {
+	got := string(appendClaims(nil, map[string]any{"org": "solo.io", "exp": float64(2079556104), "groups": []any{"a", "b"}, "admin": true, "n": nil}))
+	if got != `{"admin":true,"exp":2079556104,"groups":["a","b"],"n":null,"org":"solo.io"}` {
+		t.Errorf("appendClaims = %s", got)
+	}
+}
+
 func TestAppendStringEscapes(t *testing.T) {
 	in := "a\"b\\c\n\t\x01\xffé\u2028"
 	var s string

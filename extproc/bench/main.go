@@ -1,0 +1,535 @@
+// Command bench measures mcpgate's ext_proc service against the floor that the ext_proc protocol
+// itself costs. It drives the real gRPC server, over loopback TCP and over a Unix socket, with the
+// message sequence Envoy sends for a tools/call whose bodies are buffered (request headers,
+// request body, response headers, response body; one stream per request, streams sharing one
+// connection), against three servers in interleaved runs:
+//
+//   - floor: a bare ExternalProcessor that answers CONTINUE to every message;
+//   - off:   mcpgate's ext_proc on an MCP route without policy (JSON-RPC parsing, audit line,
+//     metrics, metadata);
+//   - on:    the same with the lab's policy: JWT (RS256, Strict), the CEL traffic rule
+//     jwt.org == "solo.io" and an MCP tool rule.
+//
+// Each server runs in its own child process (this binary with -serve), so that its CPU time per
+// request can be read from /proc. The report gives requests/s, p50 and p99 per concurrency and the
+// ratios to the floor of the same round.
+//
+//	go run ./extproc/bench -duration 2s -rounds 3 -conc 1,16,256
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/mcpgate/mcpgate/extproc"
+	"github.com/mcpgate/mcpgate/extproc/extproctest"
+	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	duration, warmup time.Duration
+	rounds           int
+	conc             []int
+	sockets          []string
+	jsonOut          string
+	profile          string
+	variants         []string
+}
+
+func run(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	serve := fs.String("serve", "", "child mode: serve floor or extproc and print its addresses")
+	profile := fs.String("cpuprofile", "", "write each server's CPU profile to PREFIX-floor.prof and PREFIX-extproc.prof")
+	o := options{}
+	fs.DurationVar(&o.duration, "duration", 2*time.Second, "length of one measured run")
+	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "unmeasured run before each concurrency level")
+	fs.IntVar(&o.rounds, "rounds", 3, "interleaved rounds (floor, on, off in rotating order)")
+	conc := fs.String("conc", "1,16,256", "concurrent streams")
+	sockets := fs.String("sockets", "tcp,unix", "sockets to measure")
+	only := fs.String("variants", "floor,on,off", "servers to measure (floor, on, off)")
+	fs.StringVar(&o.jsonOut, "json", "", "also write every run as JSON to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *serve != "" {
+		if *profile != "" {
+			f, err := os.Create(*profile + "-" + *serve + ".prof")
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return err
+			}
+			defer pprof.StopCPUProfile()
+		}
+		return serveChild(*serve, os.Stdin, stdout)
+	}
+	o.profile = *profile
+	for _, c := range strings.Split(*conc, ",") {
+		n, err := strconv.Atoi(c)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("-conc %q: want positive integers", *conc)
+		}
+		o.conc = append(o.conc, n)
+	}
+	o.sockets = strings.Split(*sockets, ",")
+	o.variants = strings.Split(*only, ",")
+	return measure(o, stdout)
+}
+
+// The route and policy of the measured requests.
+var (
+	benchRoute = extproctest.Route{
+		Gateway: "agentgateway-system/agentgateway", Route: "agentgateway-system/mcp/rule/0",
+		MCP: "streamable-http", Backend: "agentgateway-system/mcp-backend", Target: "mcp-target",
+	}
+	labPolicy = &policyv1.Policy{
+		Name: "lab",
+		Jwt: &policyv1.JWTAuthentication{Providers: []*policyv1.JWTProvider{
+			{Issuer: "solo.io", Jwks: &policyv1.JWTProvider_InlineJwks{InlineJwks: extproctest.LabJWKS}},
+		}},
+		TrafficRules: []*policyv1.Rule{{Expression: `jwt.org == "solo.io"`, Source: "EnterpriseAgentgatewayPolicy/agentgateway-system/mcp-rbac#0"}},
+		McpRules:     []*policyv1.Rule{{Expression: `mcp.tool.name in ["fetch", "echo"]`, Source: "AgentgatewayPolicy/agentgateway-system/tools#0"}},
+	}
+)
+
+// serveChild serves one kind of server on a loopback TCP port and a Unix socket, prints
+// "tcp=ADDR unix=PATH", and serves until stdin closes (the parent went away).
+func serveChild(kind string, stdin io.Reader, stdout io.Writer) error {
+	dir, err := os.MkdirTemp("", "mcpgate-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "ep.sock")
+	tcp, err := extproc.Listen("tcp:127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	unix, err := extproc.Listen("unix://" + sock)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	switch kind {
+	case "floor":
+		gs := grpc.NewServer()
+		extprocv3.RegisterExternalProcessorServer(gs, floor{})
+		go func() { errc <- gs.Serve(tcp) }()
+		go func() { errc <- gs.Serve(unix) }()
+		defer gs.Stop()
+	case "extproc":
+		// Audit lines go to /dev/null: the write is paid, the disk is not filled.
+		devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		defer devnull.Close()
+		srv, err := extproc.New(extproc.Config{Audit: devnull, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		a, err := anypb.New(labPolicy)
+		if err != nil {
+			return err
+		}
+		if err := srv.HandlePolicies(extproc.PolicyTypeURL, map[string]*anypb.Any{"lab": a}); err != nil {
+			return err
+		}
+		go func() { errc <- srv.Serve(ctx, tcp, unix) }()
+	default:
+		return fmt.Errorf("-serve %q: want floor or extproc", kind)
+	}
+	fmt.Fprintf(stdout, "tcp=%s unix=%s\n", tcp.Addr(), sock)
+	go func() { io.Copy(io.Discard, stdin); cancel(); errc <- nil }()
+	return <-errc
+}
+
+// floor answers CONTINUE to every message: the cost of the protocol alone.
+type floor struct {
+	extprocv3.UnimplementedExternalProcessorServer
+}
+
+func (floor) Process(ps extprocv3.ExternalProcessor_ProcessServer) error {
+	empty := &extprocv3.CommonResponse{}
+	for {
+		req, err := ps.Recv()
+		if err != nil {
+			return nil
+		}
+		var resp extprocv3.ProcessingResponse
+		switch req.GetRequest().(type) {
+		case *extprocv3.ProcessingRequest_RequestHeaders:
+			resp.Response = &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: empty}}
+		case *extprocv3.ProcessingRequest_RequestBody:
+			resp.Response = &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{Response: empty}}
+		case *extprocv3.ProcessingRequest_ResponseHeaders:
+			resp.Response = &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{Response: empty}}
+		case *extprocv3.ProcessingRequest_ResponseBody:
+			resp.Response = &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{Response: empty}}
+		case *extprocv3.ProcessingRequest_RequestTrailers:
+			resp.Response = &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}
+		case *extprocv3.ProcessingRequest_ResponseTrailers:
+			resp.Response = &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}
+		}
+		if err := ps.Send(&resp); err != nil {
+			return nil
+		}
+	}
+}
+
+// child is a server process.
+type child struct {
+	cmd        *exec.Cmd
+	stdin      io.WriteCloser
+	tcp, unix  string
+	conns      map[string]*grpc.ClientConn
+	clients    map[string]extprocv3.ExternalProcessorClient
+	pid        int
+	clockTicks float64
+}
+
+func startChild(kind, profile string) (*child, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, "-serve", kind, "-cpuprofile", profile)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		cmd.Process.Kill()
+		return nil, fmt.Errorf("%s server: %w", kind, err)
+	}
+	c := &child{cmd: cmd, stdin: stdin, pid: cmd.Process.Pid, clockTicks: 100,
+		conns: map[string]*grpc.ClientConn{}, clients: map[string]extprocv3.ExternalProcessorClient{}}
+	for _, f := range strings.Fields(line) {
+		k, v, _ := strings.Cut(f, "=")
+		target := v
+		if k == "unix" {
+			target = "unix://" + v
+		}
+		conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			c.stop()
+			return nil, err
+		}
+		c.conns[k], c.clients[k] = conn, extprocv3.NewExternalProcessorClient(conn)
+	}
+	return c, nil
+}
+
+func (c *child) stop() {
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+	c.stdin.Close()
+	if err := c.cmd.Wait(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: child:", err)
+	}
+}
+
+// cpu returns the child's user+system CPU time.
+func (c *child) cpu() time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces) start after the last ')'.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return time.Duration((ut + st) / c.clockTicks * float64(time.Second))
+}
+
+// variant is one of the measured servers.
+type variant struct {
+	name  string
+	srv   *child
+	route extproctest.Route
+	token string
+}
+
+// result is one measured run.
+type result struct {
+	Socket      string  `json:"socket"`
+	Conc        int     `json:"conc"`
+	Variant     string  `json:"variant"`
+	Round       int     `json:"round"`
+	Requests    int     `json:"requests"`
+	Errors      int     `json:"errors"`
+	RPS         float64 `json:"rps"`
+	P50ms       float64 `json:"p50_ms"`
+	P99ms       float64 `json:"p99_ms"`
+	CPUPerReqUs float64 `json:"server_cpu_us_per_request"`
+}
+
+func measure(o options, stdout io.Writer) error {
+	fl, err := startChild("floor", o.profile)
+	if err != nil {
+		return err
+	}
+	defer fl.stop()
+	ep, err := startChild("extproc", o.profile)
+	if err != nil {
+		return err
+	}
+	defer ep.stop()
+	onRoute := benchRoute
+	onRoute.Policy = "lab"
+	var variants []variant
+	for _, v := range []variant{
+		{name: "floor", srv: fl, route: benchRoute},
+		{name: "on", srv: ep, route: onRoute, token: extproctest.LabToken},
+		{name: "off", srv: ep, route: benchRoute},
+	} {
+		if slices.Contains(o.variants, v.name) {
+			variants = append(variants, v)
+		}
+	}
+	var all []result
+	for _, sock := range o.sockets {
+		for _, conc := range o.conc {
+			for _, v := range variants {
+				if _, err := load(v, sock, conc, o.warmup); err != nil {
+					return err
+				}
+			}
+			for round := range o.rounds {
+				for i := range variants {
+					v := variants[(i+round)%len(variants)]
+					before := v.srv.cpu()
+					r, err := load(v, sock, conc, o.duration)
+					if err != nil {
+						return err
+					}
+					r.Socket, r.Conc, r.Variant, r.Round = sock, conc, v.name, round
+					if r.Requests > 0 {
+						r.CPUPerReqUs = float64(v.srv.cpu()-before) / float64(time.Microsecond) / float64(r.Requests)
+					}
+					fmt.Fprintf(os.Stderr, "%-4s conc %3d %-5s round %d: %7.0f req/s p50 %6.2f ms p99 %6.2f ms cpu %5.1f µs/req errors %d\n",
+						sock, conc, v.name, round, r.RPS, r.P50ms, r.P99ms, r.CPUPerReqUs, r.Errors)
+					all = append(all, r)
+				}
+			}
+		}
+	}
+	if o.jsonOut != "" {
+		b, _ := json.MarshalIndent(all, "", "  ")
+		if err := os.WriteFile(o.jsonOut, b, 0o644); err != nil {
+			return err
+		}
+	}
+	report(stdout, all, o)
+	return nil
+}
+
+// Envoy's messages for a tools/call of the lab's fetch tool.
+var (
+	callBody   = []byte(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"https://httpbin.org/get"}}}`)
+	answerBody = []byte(`{"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"text","text":"{\"args\":{},\"headers\":{\"Host\":\"httpbin.org\"},\"url\":\"https://httpbin.org/get\"}"}]}}`)
+)
+
+func requestHeaders(token string) []extproctest.Header {
+	hs := []extproctest.Header{
+		{Name: ":authority", Value: "127.0.0.1:8080"}, {Name: ":path", Value: "/mcp"}, {Name: ":method", Value: "POST"},
+		{Name: ":scheme", Value: "http"}, {Name: "content-type", Value: "application/json"},
+		{Name: "accept", Value: "application/json, text/event-stream"}, {Name: "content-length", Value: strconv.Itoa(len(callBody))},
+		{Name: "mcp-session-id", Value: "OPCAI5PJURGN4ASUWVV56SWYUW"}, {Name: "mcp-protocol-version", Value: "2025-11-25"},
+		{Name: "user-agent", Value: "node"}, {Name: "x-forwarded-proto", Value: "http"},
+		{Name: "x-request-id", Value: "8a1c4d6e-1111-2222-3333-444455556666"},
+	}
+	if token != "" {
+		hs = append(hs, extproctest.Header{Name: "authorization", Value: "Bearer " + token})
+	}
+	return hs
+}
+
+var responseHeaders = []extproctest.Header{
+	{Name: ":status", Value: "200"}, {Name: "content-type", Value: "application/json"},
+	{Name: "content-length", Value: strconv.Itoa(len(answerBody))}, {Name: "mcp-session-id", Value: "OPCAI5PJURGN4ASUWVV56SWYUW"},
+	{Name: "date", Value: "Mon, 01 Jun 2026 10:00:00 GMT"},
+}
+
+// oneRequest plays one tools/call through ext_proc as Envoy does.
+func oneRequest(ctx context.Context, c extprocv3.ExternalProcessorClient, route extproctest.Route, reqHeaders []extproctest.Header) error {
+	s, err := extproctest.Open(ctx, c, route)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	steps := []func() (*extprocv3.ProcessingResponse, error){
+		func() (*extprocv3.ProcessingResponse, error) { return s.RequestHeaders(reqHeaders, false) },
+		func() (*extprocv3.ProcessingResponse, error) { return s.RequestBody(callBody, true) },
+		func() (*extprocv3.ProcessingResponse, error) { return s.ResponseHeaders(responseHeaders, false) },
+		func() (*extprocv3.ProcessingResponse, error) { return s.ResponseBody(answerBody, true) },
+	}
+	for i, step := range steps {
+		resp, err := step()
+		if err != nil {
+			return fmt.Errorf("message %d: %w", i, err)
+		}
+		if ir := resp.GetImmediateResponse(); ir != nil {
+			return fmt.Errorf("message %d refused: %d %s", i, ir.GetStatus().GetCode(), ir.GetBody())
+		}
+	}
+	return nil
+}
+
+// load runs conc workers that each play requests back to back for d.
+func load(v variant, sock string, conc int, d time.Duration) (result, error) {
+	c := v.srv.clients[sock]
+	if c == nil {
+		return result{}, fmt.Errorf("no %s socket", sock)
+	}
+	hs := requestHeaders(v.token)
+	ctx := context.Background()
+	// A first request checks the setup (a refusal here is a broken benchmark, not a result).
+	if err := oneRequest(ctx, c, v.route, hs); err != nil {
+		return result{}, fmt.Errorf("%s over %s: %w", v.name, sock, err)
+	}
+	var mu sync.Mutex
+	var lat []time.Duration
+	errs := 0
+	var firstErr error
+	start := time.Now()
+	deadline := start.Add(d)
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			local := make([]time.Duration, 0, 4096)
+			nerr := 0
+			var ferr error
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				if err := oneRequest(ctx, c, v.route, hs); err != nil {
+					nerr++
+					if ferr == nil {
+						ferr = err
+					}
+					continue
+				}
+				local = append(local, time.Since(t0))
+			}
+			mu.Lock()
+			lat = append(lat, local...)
+			errs += nerr
+			if firstErr == nil {
+				firstErr = ferr
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if firstErr != nil {
+		fmt.Fprintf(os.Stderr, "bench: %s over %s: %d errors, first: %v\n", v.name, sock, errs, firstErr)
+	}
+	slices.Sort(lat)
+	r := result{Requests: len(lat), Errors: errs, RPS: float64(len(lat)) / elapsed.Seconds()}
+	if len(lat) > 0 {
+		r.P50ms = ms(lat[len(lat)/2])
+		r.P99ms = ms(lat[min(len(lat)-1, len(lat)*99/100)])
+	}
+	if len(lat) == 0 {
+		return r, errors.New("no request completed")
+	}
+	return r, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// report prints, per socket and concurrency, the medians over the rounds and the medians of the
+// per-round ratios to the floor.
+func report(w io.Writer, all []result, o options) {
+	fmt.Fprintf(w, "| socket | streams | server | requests/s | p50 ms | p99 ms | server CPU µs/req | req/s ÷ floor | p99 ÷ floor |\n")
+	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|\n")
+	for _, sock := range o.sockets {
+		for _, conc := range o.conc {
+			byRound := map[string]map[int]result{}
+			for _, r := range all {
+				if r.Socket == sock && r.Conc == conc {
+					if byRound[r.Variant] == nil {
+						byRound[r.Variant] = map[int]result{}
+					}
+					byRound[r.Variant][r.Round] = r
+				}
+			}
+			for _, name := range []string{"floor", "off", "on"} {
+				if len(byRound[name]) == 0 {
+					continue
+				}
+				var rps, p50, p99, cpu, rpsRatio, p99Ratio []float64
+				for round, r := range byRound[name] {
+					f := byRound["floor"][round]
+					rps, p50, p99, cpu = append(rps, r.RPS), append(p50, r.P50ms), append(p99, r.P99ms), append(cpu, r.CPUPerReqUs)
+					if f.RPS > 0 && f.P99ms > 0 {
+						rpsRatio = append(rpsRatio, r.RPS/f.RPS)
+						p99Ratio = append(p99Ratio, r.P99ms/f.P99ms)
+					}
+				}
+				fmt.Fprintf(w, "| %s | %d | %s | %.0f | %.2f | %.2f | %.0f | %.2f | %.2f |\n",
+					sock, conc, name, median(rps), median(p50), median(p99), median(cpu), median(rpsRatio), median(p99Ratio))
+			}
+		}
+	}
+}
