@@ -1,0 +1,13 @@
+# ext_proc (extproc/): the benchmark against the protocol's floor, and the parser fuzzers.
+
+EXTPROC_BENCH_ARGS ?= -duration 2s -rounds 3 -conc 1,16,256 -sockets tcp,unix
+FUZZTIME ?= 30s
+
+.PHONY: bench-extproc
+bench-extproc: ## ext_proc (JWT+CEL on and off) vs a bare CONTINUE server, TCP and Unix socket; table for docs/benchmarks.md
+	$(GO) run ./extproc/bench $(EXTPROC_BENCH_ARGS)
+
+.PHONY: fuzz-extproc
+fuzz-extproc: ## fuzz the JSON-RPC scanner and the SSE stream rewriter, FUZZTIME each (default 30s)
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./extproc/mcp
+	$(GO) test -run '^$$' -fuzz '^FuzzSSEStream$$' -fuzztime $(FUZZTIME) ./extproc/mcp
