@@ -10,6 +10,9 @@ import (
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	gojwt "github.com/golang-jwt/jwt/v5"
+	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
@@ -589,4 +592,57 @@ func TestNoBodyAndOtherContent(t *testing.T) {
 	if err := s.CloseSend(); err != nil {
 		t.Errorf("half-close: %v", err)
 	}
+}
+
+// TestSpans: each MCP request gets a span "METHOD TOOL" that continues the request's W3C trace.
+func TestSpans(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))}, func(c *extproc.Config) { c.TracerProvider = tp })
+	s := h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "S7")), false))
+	check(t)(s.RequestBody([]byte(`[{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"fetch","arguments":{}}},{"jsonrpc":"2.0","id":"b","method":"tools/list"}]`), true))
+	check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
+	check(t)(s.ResponseBody([]byte(`[{"jsonrpc":"2.0","id":"a","error":{"code":-32000,"message":"boom"}},{"jsonrpc":"2.0","id":"b","result":{"tools":[]}}]`), true))
+	spans := rec.Ended()
+	if len(spans) != 2 {
+		t.Fatalf("%d spans", len(spans))
+	}
+	names := map[string]sdktrace.ReadOnlySpan{}
+	for _, sp := range spans {
+		names[sp.Name()] = sp
+		if sp.Parent().TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" || sp.Parent().SpanID().String() != "00f067aa0ba902b7" {
+			t.Errorf("span %s does not continue the request's trace: parent %v", sp.Name(), sp.Parent())
+		}
+	}
+	call, list := names["tools/call fetch"], names["tools/list"]
+	if call == nil || list == nil {
+		t.Fatalf("span names %v", names)
+	}
+	attrs := map[string]string{}
+	for _, a := range call.Attributes() {
+		attrs[string(a.Key)] = a.Value.Emit()
+	}
+	if attrs["mcp.method.name"] != "tools/call" || attrs["gen_ai.tool.name"] != "fetch" || attrs["mcp.session.id"] != "S7" || attrs["jsonrpc.request.id"] != `"a"` || attrs["rpc.jsonrpc.error_code"] != "-32000" {
+		t.Errorf("attributes %v", attrs)
+	}
+	if call.Status().Code != codes.Error || list.Status().Code == codes.Error {
+		t.Errorf("statuses %v %v", call.Status(), list.Status())
+	}
+}
+
+// TestRedaction: Config.Redact applies to the access log metadata and the audit line alike.
+func TestRedaction(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))}, func(c *extproc.Config) {
+		c.Redact = extproc.Redact{Keys: []string{"apiKey"}, MaxArgumentBytes: 64}
+	})
+	s := h.open(t, h.unix, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+	resp := check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"u","APIKEY":"k-123"}}}`), true))
+	if got := extproctest.Metadata(resp)["arguments"]; got != `{"APIKEY":"[REDACTED]","url":"u"}` {
+		t.Errorf("metadata arguments = %s", got)
+	}
+	s.Close()
+	waitFor(t, "the audit record", func() bool { return len(h.audit.records(t)) == 1 })
+	checkRecord(t, h.audit.records(t)[0], map[string]any{"arguments": map[string]any{"APIKEY": "[REDACTED]", "url": "u"}})
 }
