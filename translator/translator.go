@@ -138,6 +138,9 @@ type Output struct {
 }
 
 // GatewayConfig is the xDS configuration of one Gateway, each list sorted by resource name.
+// Resources share sub-messages with each other and with other gateways' resources (timeouts,
+// hash policies, processing modes, typed configs): treat them as immutable and clone before
+// changing anything.
 type GatewayConfig struct {
 	Listeners []*listenerv3.Listener
 	Routes    []*routev3.RouteConfiguration
