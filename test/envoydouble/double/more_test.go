@@ -1,0 +1,227 @@
+package double_test
+
+import (
+	"crypto/tls"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+)
+
+func TestStreamedRequestBody(t *testing.T) {
+	var mu sync.Mutex
+	var chunks []*extprocsvc.HttpBody
+	e := newEnv(t, answer(func(m *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingResponse {
+		if b := m.GetRequestBody(); b != nil {
+			mu.Lock()
+			chunks = append(chunks, b)
+			mu.Unlock()
+			return withCommon(m, &extprocsvc.CommonResponse{BodyMutation: &extprocsvc.BodyMutation{
+				Mutation: &extprocsvc.BodyMutation_Body{Body: []byte(strings.ToUpper(string(b.GetBody())))}}})
+		}
+		return nil
+	}))
+	up := jsonUpstream(t)
+	l := listener(t, e.listen, extProcFilter(5*time.Second), nil)
+	streamed := &extprocv3.ProcessingMode{RequestHeaderMode: extprocv3.ProcessingMode_SEND, RequestBodyMode: extprocv3.ProcessingMode_STREAMED,
+		ResponseHeaderMode: extprocv3.ProcessingMode_SKIP}
+	e.push(l, routeConfig(l.Name, vhost("vh", []string{"*"}, prefixRoute("r", "/", "up", perRoute(t, streamed)))), staticCluster("up", up.addr))
+
+	// A body sent in two writes with a pause: the double sends each read as it arrives.
+	pr, pw := io.Pipe()
+	go func() {
+		pw.Write([]byte(`"abc`))
+		time.Sleep(100 * time.Millisecond)
+		pw.Write([]byte(`def"`))
+		pw.Close()
+	}()
+	resp, body := do(t, "POST", e.url("/"), pr)
+	if resp.StatusCode != 200 || body != `{"echo":"ABCDEF"}` {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+	if up.last().header.Get("content-length") != "" {
+		t.Error("content-length kept in STREAMED mode")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(chunks) < 2 || !chunks[len(chunks)-1].GetEndOfStream() || chunks[0].GetEndOfStream() {
+		t.Errorf("chunks: %v", chunks)
+	}
+	if pc := e.ext.streams(t, 1)[0].messages()[0].GetProtocolConfig(); pc.GetRequestBodyMode() != extprocv3.ProcessingMode_STREAMED {
+		t.Errorf("protocol_config %v", pc)
+	}
+}
+
+func TestContinueAndReplace(t *testing.T) {
+	e := newEnv(t, answer(func(m *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingResponse {
+		if m.GetRequestHeaders() != nil {
+			return withCommon(m, &extprocsvc.CommonResponse{Status: extprocsvc.CommonResponse_CONTINUE_AND_REPLACE,
+				BodyMutation: &extprocsvc.BodyMutation{Mutation: &extprocsvc.BodyMutation_Body{Body: []byte(`"new body"`)}}})
+		}
+		return nil
+	}))
+	up := jsonUpstream(t)
+	mcpSetup(t, e, up.addr, extProcFilter(5*time.Second))
+	resp, body := do(t, "POST", e.url("/mcp"), strings.NewReader(`"old body"`))
+	if resp.StatusCode != 200 || body != `{"echo":"new body"}` {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+	// The request body is not sent to ext_proc after CONTINUE_AND_REPLACE.
+	st := e.ext.streams(t, 1)[0]
+	st.ended(t)
+	if got := strings.Join(kinds(st.messages()), ","); got != "request_headers,response_headers,response_body" {
+		t.Errorf("messages %s", got)
+	}
+}
+
+func TestModeOverrideNoneForNonJSON(t *testing.T) {
+	e := newEnv(t, answer(func(m *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingResponse {
+		if m.GetResponseHeaders() != nil {
+			r := continueFor(m)
+			r.ModeOverride = &extprocv3.ProcessingMode{ResponseBodyMode: extprocv3.ProcessingMode_NONE}
+			return r
+		}
+		return nil
+	}))
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("plain")) })
+	mcpSetup(t, e, up.addr, extProcFilter(5*time.Second))
+	if resp, body := do(t, "POST", e.url("/mcp"), strings.NewReader(`{}`)); resp.StatusCode != 200 || body != "plain" {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+	st := e.ext.streams(t, 1)[0]
+	st.ended(t)
+	if got := strings.Join(kinds(st.messages()), ","); got != "request_headers,request_body,response_headers" {
+		t.Errorf("messages %s: the response body must not be sent after mode_override NONE", got)
+	}
+}
+
+func TestModeOverrideIgnoredWithoutAllowModeOverride(t *testing.T) {
+	e := newEnv(t, answer(func(m *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingResponse {
+		if m.GetResponseHeaders() != nil {
+			r := continueFor(m)
+			r.ModeOverride = &extprocv3.ProcessingMode{ResponseBodyMode: extprocv3.ProcessingMode_NONE}
+			return r
+		}
+		return nil
+	}))
+	up := jsonUpstream(t)
+	f := extProcFilter(5 * time.Second)
+	f.AllowModeOverride = false
+	mcpSetup(t, e, up.addr, f)
+	do(t, "POST", e.url("/mcp"), strings.NewReader(`{}`))
+	st := e.ext.streams(t, 1)[0]
+	st.ended(t)
+	if got := strings.Join(kinds(st.messages()), ","); got != "request_headers,request_body,response_headers,response_body" {
+		t.Errorf("messages %s", got)
+	}
+}
+
+func TestUpstreamTLSWithSNIAndEDSRoundRobin(t *testing.T) {
+	e := newEnv(t, answer(nil))
+	var mu sync.Mutex
+	var sni []string
+	tlsUp := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("tls")) }))
+	tlsUp.TLS = &tls.Config{GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+		mu.Lock()
+		sni = append(sni, h.ServerName)
+		mu.Unlock()
+		return nil, nil
+	}}
+	tlsUp.StartTLS()
+	t.Cleanup(tlsUp.Close)
+	a, b := echo(t, "a"), echo(t, "b")
+
+	l := listener(t, e.listen, nil, nil)
+	tc := staticCluster("ai", tlsUp.Listener.Addr().String())
+	tc.TransportSocket = &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{
+		TypedConfig: any_(t, &tlsv3.UpstreamTlsContext{Sni: "api.openai.example"})}}
+	eds := edsCluster("svc")
+	e.push(l, routeConfig(l.Name, vhost("vh", []string{"*"}, prefixRoute("ai", "/ai", "ai", nil), prefixRoute("svc", "/", "svc", nil))),
+		tc, eds, assignment("svc", a.Listener.Addr().String(), b.Listener.Addr().String()))
+
+	if resp, body := do(t, "GET", e.url("/ai"), nil); resp.StatusCode != 200 || body != "tls" {
+		t.Fatalf("TLS upstream: %d %q", resp.StatusCode, body)
+	}
+	mu.Lock()
+	if len(sni) != 1 || sni[0] != "api.openai.example" {
+		t.Errorf("SNI %v", sni)
+	}
+	mu.Unlock()
+	seen := map[string]int{}
+	for i := 0; i < 4; i++ {
+		resp, _ := do(t, "GET", e.url("/"), nil)
+		seen[resp.Header.Get("x-upstream")]++
+	}
+	if seen["a"] != 2 || seen["b"] != 2 {
+		t.Errorf("round robin over the EDS endpoints: %v", seen)
+	}
+}
+
+func TestStrictDNSAndRedirect(t *testing.T) {
+	e := newEnv(t, answer(nil))
+	a := echo(t, "a")
+	_, port, _ := strings.Cut(a.Listener.Addr().String(), ":")
+	dns := staticCluster("dns", "127.0.0.1:"+port)
+	dns.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
+	dns.DnsLookupFamily = clusterv3.Cluster_V4_ONLY
+	dns.LoadAssignment.Endpoints[0].LbEndpoints[0].GetEndpoint().Address.GetSocketAddress().Address = "localhost"
+	l := listener(t, e.listen, nil, nil)
+	redirect := &routev3.Route{Name: "redirect", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/old"}},
+		Action: &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{PathRewriteSpecifier: &routev3.RedirectAction_PrefixRewrite{PrefixRewrite: "/new"},
+			ResponseCode: routev3.RedirectAction_FOUND}}}
+	e.push(l, routeConfig(l.Name, vhost("vh", []string{"*"}, redirect, prefixRoute("dns", "/", "dns", nil))), dns)
+	if resp, body := do(t, "GET", e.url("/x"), nil); resp.StatusCode != 200 || body != "hello from a" {
+		t.Errorf("STRICT_DNS localhost: %d %q", resp.StatusCode, body)
+	}
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Get(e.url("/old/page?x=1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 302 || resp.Header.Get("location") != "http://"+e.listen+"/new/page?x=1" {
+		t.Errorf("redirect: %d %q", resp.StatusCode, resp.Header.Get("location"))
+	}
+}
+
+func TestAdmin(t *testing.T) {
+	e := newEnv(t, answer(nil))
+	admin := "http://" + e.d.AdminAddr
+	resp, body := do(t, "GET", admin+"/ready", nil)
+	if resp.StatusCode != 503 || strings.TrimSpace(body) != "PRE_INITIALIZING" {
+		t.Errorf("before any configuration: %d %q", resp.StatusCode, body)
+	}
+	a := echo(t, "a")
+	l := listener(t, e.listen, nil, nil)
+	e.push(l, routeConfig(l.Name, vhost("vh", []string{"*"}, prefixRoute("r", "/", "a", nil))), staticCluster("a", a.Listener.Addr().String()))
+	if resp, body := do(t, "GET", admin+"/ready", nil); resp.StatusCode != 200 || strings.TrimSpace(body) != "LIVE" {
+		t.Errorf("ready: %d %q", resp.StatusCode, body)
+	}
+	if _, body := do(t, "GET", admin+"/listeners", nil); strings.TrimSpace(body) != l.Name+"::"+e.listen {
+		t.Errorf("listeners: %q", body)
+	}
+	if _, body := do(t, "GET", admin+"/config_dump", nil); !strings.Contains(body, `"dynamic_active_clusters"`) || !strings.Contains(body, l.Name) {
+		t.Errorf("config_dump: %s", body)
+	}
+	if _, body := do(t, "GET", admin+"/server_info", nil); !strings.Contains(body, `"state": "LIVE"`) || !strings.Contains(body, gateway) {
+		t.Errorf("server_info: %s", body)
+	}
+	if resp, _ := do(t, "POST", admin+"/quitquitquit", nil); resp.StatusCode != 200 {
+		t.Errorf("quitquitquit: %d", resp.StatusCode)
+	}
+	select {
+	case <-e.d.Quit():
+	case <-time.After(5 * time.Second):
+		t.Error("quitquitquit did not signal")
+	}
+}
