@@ -84,45 +84,35 @@ func TestContinueAndReplace(t *testing.T) {
 	}
 }
 
-func TestModeOverrideNoneForNonJSON(t *testing.T) {
-	e := newEnv(t, answer(func(m *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingResponse {
-		if m.GetResponseHeaders() != nil {
-			r := continueFor(m)
-			r.ModeOverride = &extprocv3.ProcessingMode{ResponseBodyMode: extprocv3.ProcessingMode_NONE}
-			return r
-		}
-		return nil
-	}))
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("plain")) })
-	mcpSetup(t, e, up.addr, extProcFilter(5*time.Second))
-	if resp, body := do(t, "POST", e.url("/mcp"), strings.NewReader(`{}`)); resp.StatusCode != 200 || body != "plain" {
-		t.Fatalf("got %d %q", resp.StatusCode, body)
-	}
-	st := e.ext.streams(t, 1)[0]
-	st.ended(t)
-	if got := strings.Join(kinds(st.messages()), ","); got != "request_headers,request_body,response_headers" {
-		t.Errorf("messages %s: the response body must not be sent after mode_override NONE", got)
-	}
-}
-
-func TestModeOverrideIgnoredWithoutAllowModeOverride(t *testing.T) {
-	e := newEnv(t, answer(func(m *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingResponse {
-		if m.GetResponseHeaders() != nil {
-			r := continueFor(m)
-			r.ModeOverride = &extprocv3.ProcessingMode{ResponseBodyMode: extprocv3.ProcessingMode_NONE}
-			return r
-		}
-		return nil
-	}))
-	up := jsonUpstream(t)
-	f := extProcFilter(5 * time.Second)
-	f.AllowModeOverride = false
-	mcpSetup(t, e, up.addr, f)
-	do(t, "POST", e.url("/mcp"), strings.NewReader(`{}`))
-	st := e.ext.streams(t, 1)[0]
-	st.ended(t)
-	if got := strings.Join(kinds(st.messages()), ","); got != "request_headers,request_body,response_headers,response_body" {
-		t.Errorf("messages %s", got)
+func TestModeOverride(t *testing.T) {
+	// ext_proc answers the response headers with mode_override response body NONE (mcpgate does so
+	// for bodies that are not JSON-RPC); it applies only with allow_mode_override.
+	for allow, want := range map[bool]string{
+		true:  "request_headers,request_body,response_headers",
+		false: "request_headers,request_body,response_headers,response_body",
+	} {
+		t.Run(map[bool]string{true: "allowed", false: "not allowed"}[allow], func(t *testing.T) {
+			e := newEnv(t, answer(func(m *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingResponse {
+				if m.GetResponseHeaders() != nil {
+					r := continueFor(m)
+					r.ModeOverride = &extprocv3.ProcessingMode{ResponseBodyMode: extprocv3.ProcessingMode_NONE}
+					return r
+				}
+				return nil
+			}))
+			up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("plain")) })
+			f := extProcFilter(5 * time.Second)
+			f.AllowModeOverride = allow
+			mcpSetup(t, e, up.addr, f)
+			if resp, body := do(t, "POST", e.url("/mcp"), strings.NewReader(`{}`)); resp.StatusCode != 200 || body != "plain" {
+				t.Fatalf("got %d %q", resp.StatusCode, body)
+			}
+			st := e.ext.streams(t, 1)[0]
+			st.ended(t)
+			if got := strings.Join(kinds(st.messages()), ","); got != want {
+				t.Errorf("messages %s, want %s", got, want)
+			}
+		})
 	}
 }
 

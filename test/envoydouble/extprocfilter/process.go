@@ -110,13 +110,8 @@ func (s *Stream) headers(d Dir, h *headers.Map, eos bool) Result {
 		req.Request = &extprocsvc.ProcessingRequest_ResponseHeaders{ResponseHeaders: hh}
 	}
 	o := s.wait(s.send(req, d, kindHeaders, nil))
-	switch {
-	case o.failure != nil:
-		return s.failed(o.failure)
-	case o.passthrough:
-		return Result{}
-	case o.resp.GetImmediateResponse() != nil:
-		return s.immediate(o.resp.GetImmediateResponse())
+	if r, settled := s.settle(o); settled {
+		return r
 	}
 	cr := o.resp.GetRequestHeaders().GetResponse()
 	if d == Response {
@@ -219,21 +214,9 @@ func (s *Stream) applyModeOverride(mo *extprocv3.ProcessingMode) *Failure {
 // BufferedBody processes a BUFFERED body: the whole body in one message with end_of_stream=true.
 // The headers of that direction are still held, so the reply's header_mutation applies to h.
 func (s *Stream) BufferedBody(d Dir, h *headers.Map, body []byte) ([]byte, Result) {
-	req := &extprocsvc.ProcessingRequest{}
-	hb := &extprocsvc.HttpBody{Body: body, EndOfStream: true}
-	if d == Request {
-		req.Request = &extprocsvc.ProcessingRequest_RequestBody{RequestBody: hb}
-	} else {
-		req.Request = &extprocsvc.ProcessingRequest_ResponseBody{ResponseBody: hb}
-	}
-	o := s.wait(s.send(req, d, kindBody, body))
-	switch {
-	case o.failure != nil:
-		return body, s.failed(o.failure)
-	case o.passthrough:
-		return body, Result{}
-	case o.resp.GetImmediateResponse() != nil:
-		return body, s.immediate(o.resp.GetImmediateResponse())
+	o := s.wait(s.send(bodyRequest(d, body, true), d, kindBody, body))
+	if r, settled := s.settle(o); settled {
+		return body, r
 	}
 	cr := bodyReply(o.resp, d)
 	if f := s.mutate(h, cr.GetHeaderMutation(), d, false); f != nil {
@@ -248,7 +231,6 @@ func (s *Stream) BufferedBody(d Dir, h *headers.Map, body []byte) ([]byte, Resul
 			out, mutated = nil, true
 		}
 	case *extprocsvc.BodyMutation_StreamedResponse:
-		s.fail(&Failure{Status: s.cfg.StatusOnError, Details: "ext_proc_error_spurious_message"})
 		return body, s.failed(&Failure{Status: s.cfg.StatusOnError, Details: "ext_proc_error_spurious_message"})
 	}
 	var res Result
@@ -269,6 +251,29 @@ func (s *Stream) BufferedBody(d Dir, h *headers.Map, body []byte) ([]byte, Resul
 	s.mu.Unlock()
 	s.maybeClose()
 	return out, res
+}
+
+// settle answers an outcome that carries no reply to apply: a failure, pass-through (processing
+// complete) or an immediate response. settled is false when o holds a reply.
+func (s *Stream) settle(o outcome) (r Result, settled bool) {
+	switch {
+	case o.failure != nil:
+		return s.failed(o.failure), true
+	case o.passthrough:
+		return Result{}, true
+	case o.resp.GetImmediateResponse() != nil:
+		return s.immediate(o.resp.GetImmediateResponse()), true
+	}
+	return Result{}, false
+}
+
+// bodyRequest is the request_body or response_body message.
+func bodyRequest(d Dir, data []byte, eos bool) *extprocsvc.ProcessingRequest {
+	hb := &extprocsvc.HttpBody{Body: data, EndOfStream: eos}
+	if d == Request {
+		return &extprocsvc.ProcessingRequest{Request: &extprocsvc.ProcessingRequest_RequestBody{RequestBody: hb}}
+	}
+	return &extprocsvc.ProcessingRequest{Request: &extprocsvc.ProcessingRequest_ResponseBody{ResponseBody: hb}}
 }
 
 func bodyReply(r *extprocsvc.ProcessingResponse, d Dir) *extprocsvc.CommonResponse {
@@ -296,15 +301,8 @@ func (s *Stream) StreamBody(d Dir, next func() ([]byte, bool, error), emit func(
 				errc <- err
 				return
 			}
-			hb := &extprocsvc.HttpBody{Body: data, EndOfStream: eos}
-			req := &extprocsvc.ProcessingRequest{}
-			if d == Request {
-				req.Request = &extprocsvc.ProcessingRequest_RequestBody{RequestBody: hb}
-			} else {
-				req.Request = &extprocsvc.ProcessingRequest_ResponseBody{ResponseBody: hb}
-			}
 			select {
-			case queue <- s.send(req, d, kindBody, data):
+			case queue <- s.send(bodyRequest(d, data, eos), d, kindBody, data):
 			case <-stop:
 				return
 			}
@@ -333,9 +331,7 @@ func (s *Stream) StreamBody(d Dir, next func() ([]byte, bool, error), emit func(
 					out = nil
 				}
 			case *extprocsvc.BodyMutation_StreamedResponse:
-				f := &Failure{Status: s.cfg.StatusOnError, Details: "ext_proc_error_spurious_message"}
-				s.fail(f)
-				if r := s.failed(f); r.Local != nil {
+				if r := s.failed(&Failure{Status: s.cfg.StatusOnError, Details: "ext_proc_error_spurious_message"}); r.Local != nil {
 					return r, nil
 				}
 			}
@@ -361,11 +357,10 @@ func (s *Stream) StreamBody(d Dir, next func() ([]byte, bool, error), emit func(
 // failed turns a failure into the local reply (fail closed), or into pass-through when
 // failure_mode_allow is set: processing stops and traffic continues unmodified.
 func (s *Stream) failed(f *Failure) Result {
+	s.fail(f)
 	if s.failOpen {
-		s.fail(f)
 		return Result{}
 	}
-	s.fail(f)
 	return Result{Local: &LocalReply{Status: f.Status, Details: f.Details, Failure: true}}
 }
 
