@@ -240,7 +240,7 @@ func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, no
 		}
 	}
 	tg := bi.target
-	note = fmt.Sprintf("MCP target %s: %s at %s", tg.name, tg.mcp, tg.path)
+	note = "MCP target " + tg.name + ": " + tg.mcp + " at " + tg.path
 	if len(targets) > 1 {
 		var rest []string
 		for _, o := range targets[1:] {

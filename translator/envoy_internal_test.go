@@ -1,0 +1,43 @@
+package translator
+
+import (
+	"bytes"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	"google.golang.org/protobuf/proto"
+)
+
+// TestEncodePerRoute: the hand encoding equals proto.Marshal of the same message.
+func TestEncodePerRoute(t *testing.T) {
+	long := string(bytes.Repeat([]byte("x"), 300)) // lengths over 127 take two varint bytes
+	for _, mcp := range []bool{false, true} {
+		for _, md := range [][][2]string{
+			{{MetadataGateway, "ns/gw"}, {MetadataRoute, "ns/r/rule/0"}, {MetadataPolicy, ""}, {MetadataMCP, ""}},
+			{{MetadataGateway, "ns/gw"}, {MetadataRoute, "ns/r/rule/1"}, {MetadataPolicy, long}, {MetadataMCP, "sse"},
+				{MetadataBackend, "ns/b"}, {MetadataTarget, "t"}},
+		} {
+			mode := processingMode(mcp)
+			want := &extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Overrides{
+				Overrides: &extprocv3.ExtProcOverrides{ProcessingMode: mode}}}
+			for _, kv := range md {
+				if kv[1] != "" {
+					want.GetOverrides().GrpcInitialMetadata = append(want.GetOverrides().GrpcInitialMetadata, &corev3.HeaderValue{Key: kv[0], Value: kv[1]})
+				}
+			}
+			wantBytes, err := proto.MarshalOptions{Deterministic: true}.Marshal(want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := encodePerRoute(mustMarshal(mode), md)
+			if !bytes.Equal(got, wantBytes) {
+				t.Fatalf("mcp=%v: encoding differs from proto.Marshal:\n got %x\nwant %x", mcp, got, wantBytes)
+			}
+			back := &extprocv3.ExtProcPerRoute{}
+			if err := proto.Unmarshal(got, back); err != nil || !proto.Equal(back, want) {
+				t.Fatalf("mcp=%v: decodes to %v (%v), want %v", mcp, back, err, want)
+			}
+		}
+	}
+}
