@@ -98,12 +98,12 @@ func (s *Server) serve(l *xdsconf.Listener, w http.ResponseWriter, r *http.Reque
 func (st *stream) run() {
 	st.buildRequestHeaders()
 	st.rcfg = st.routeConfig()
+	st.armIdle(st.lis.HCM.StreamIdleTimeout) // a route's idle_timeout replaces it when the route matches
 	st.matchRoute()
-	st.armIdle(st.lis.HCM.StreamIdleTimeout)
 	st.setupExtProc()
 
 	hasBody := st.r.ContentLength != 0 || len(st.r.TransferEncoding) > 0
-	st.body = &downstreamBody{r: st.r.Body, n: &st.bytesIn, touch: st.touch}
+	st.body = &downstreamBody{r: st.r.Body, n: &st.bytesIn, touch: st.touch, empty: !hasBody}
 	var body io.Reader = st.body
 	if st.ep != nil {
 		res := st.ep.RequestHeaders(st.req, !hasBody)
@@ -553,7 +553,7 @@ func (st *stream) upstreamFailed(ctx context.Context, err error) {
 	case pl != nil:
 		st.extProcLocal(pl)
 	case errors.Is(context.Cause(st.ctx), errIdle):
-		st.localReply(408, []byte("stream timeout"), "stream_idle_timeout", flagStreamIdleTimeout)
+		st.localReply(st.idleTimeoutCode(), []byte("stream timeout"), "stream_idle_timeout", flagStreamIdleTimeout)
 	case st.r.Context().Err() != nil:
 		st.downstreamGone()
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
@@ -676,7 +676,7 @@ func localHeaders(code int, body []byte, extra *headers.Map) *headers.Map {
 func (st *stream) extProcLocal(lr *extprocfilter.LocalReply) {
 	st.details = lr.Details
 	if st.headersSent {
-		st.reset(flagUpstreamTerm)
+		st.reset("")
 		return
 	}
 	h := localHeaders(lr.Status, lr.Body, lr.Headers)
@@ -818,7 +818,7 @@ func (st *stream) upstreamReadFailed(ctx context.Context, err error) {
 	case st.r.Context().Err() != nil:
 		st.downstreamGone()
 	case errors.Is(context.Cause(st.ctx), errIdle):
-		st.resetOrReply(408, "stream timeout", "stream_idle_timeout", flagStreamIdleTimeout)
+		st.resetOrReply(st.idleTimeoutCode(), "stream timeout", "stream_idle_timeout", flagStreamIdleTimeout)
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		st.resetOrReply(504, "upstream request timeout", "response_timeout", flagUpstreamTimeout)
 	default:
@@ -851,6 +851,15 @@ func (st *stream) downstreamGone() {
 	st.flags = append(st.flags, flagDownstreamTerm)
 	st.details = "downstream_remote_disconnect"
 	panic(http.ErrAbortHandler)
+}
+
+// idleTimeoutCode is Envoy's Utility::maybeRequestTimeoutCode: 504 once the whole request was
+// received, 408 while it was still arriving.
+func (st *stream) idleTimeoutCode() int {
+	if st.body == nil || st.body.complete() {
+		return 504
+	}
+	return 408
 }
 
 // armIdle (re)arms the stream idle timer with d (0 disables it).
@@ -951,6 +960,7 @@ type downstreamBody struct {
 	n      *atomic.Int64
 	touch  func()
 	eof    bool
+	empty  bool // the request has no body
 	closed bool
 }
 
@@ -971,6 +981,15 @@ func (b *downstreamBody) Read(p []byte) (int, error) {
 		b.eof = true
 	}
 	return n, err
+}
+
+// complete reports whether the whole request body was received.
+func (b *downstreamBody) complete() bool {
+	if !b.mu.TryLock() {
+		return false // a read is in flight
+	}
+	defer b.mu.Unlock()
+	return b.eof || b.empty
 }
 
 // release stops every reader of the body and drains what is left. It works around net/http's

@@ -16,6 +16,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 func TestStreamedRequestBody(t *testing.T) {
@@ -213,5 +214,46 @@ func TestAdmin(t *testing.T) {
 	case <-e.d.Quit():
 	case <-time.After(5 * time.Second):
 		t.Error("quitquitquit did not signal")
+	}
+}
+
+func TestStreamIdleTimeout(t *testing.T) {
+	e := newEnv(t, answer(nil))
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stall-after-headers" {
+			w.Header().Set("content-type", "text/event-stream")
+			w.WriteHeader(200)
+			w.Write([]byte("data: first\n\n"))
+			w.(http.Flusher).Flush()
+		}
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+	})
+	l := listener(t, e.listen, nil, nil)
+	r := prefixRoute("r", "/", "up", nil)
+	r.GetRoute().Timeout = durationpb.New(0)
+	r.GetRoute().IdleTimeout = durationpb.New(300 * time.Millisecond)
+	e.push(l, routeConfig(l.Name, vhost("vh", []string{"*"}, r)), staticCluster("up", up.addr))
+
+	// No response headers within idle_timeout, the request complete: 504 "stream timeout".
+	if resp, body := do(t, "GET", e.url("/stall"), nil); resp.StatusCode != 504 || body != "stream timeout" {
+		t.Errorf("got %d %q", resp.StatusCode, body)
+	}
+	// Headers sent, then silence: the stream is reset.
+	resp, err := http.Get(e.url("/stall-after-headers"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil || string(b) != "data: first\n\n" {
+		t.Errorf("read %q, %v: want the first event then a reset", b, err)
+	}
+	for _, l := range e.logs(2) {
+		if l["response_flags"] != "SI" || l["details"] != "stream_idle_timeout" {
+			t.Errorf("log %v", l)
+		}
 	}
 }

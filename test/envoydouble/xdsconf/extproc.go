@@ -199,15 +199,25 @@ func CompileExtProc(name string, cfg *extprocv3.ExternalProcessor, path string) 
 	return out, nil
 }
 
-// checkMode refuses the body modes the double does not implement (and that mcpgate does not emit).
+// checkMode refuses the body modes the double does not implement (and that mcpgate does not emit),
+// and trailer modes SEND: the double never sends trailers.
 func checkMode(m *extprocv3.ProcessingMode, path string) error {
-	for field, bm := range map[string]extprocv3.ProcessingMode_BodySendMode{
-		"request_body_mode": m.GetRequestBodyMode(), "response_body_mode": m.GetResponseBodyMode(),
-	} {
-		switch bm {
+	for _, b := range []struct {
+		field string
+		mode  extprocv3.ProcessingMode_BodySendMode
+	}{{"request_body_mode", m.GetRequestBodyMode()}, {"response_body_mode", m.GetResponseBodyMode()}} {
+		switch b.mode {
 		case extprocv3.ProcessingMode_NONE, extprocv3.ProcessingMode_STREAMED, extprocv3.ProcessingMode_BUFFERED:
 		default:
-			return fmt.Errorf("%s.%s: %s not implemented by envoydouble (NONE, STREAMED, BUFFERED)", path, field, bm)
+			return fmt.Errorf("%s.%s: %s not implemented by envoydouble (NONE, STREAMED, BUFFERED)", path, b.field, b.mode)
+		}
+	}
+	for _, tr := range []struct {
+		field string
+		mode  extprocv3.ProcessingMode_HeaderSendMode
+	}{{"request_trailer_mode", m.GetRequestTrailerMode()}, {"response_trailer_mode", m.GetResponseTrailerMode()}} {
+		if tr.mode == extprocv3.ProcessingMode_SEND {
+			return fmt.Errorf("%s.%s: SEND not implemented by envoydouble (trailers are never sent)", path, tr.field)
 		}
 	}
 	return nil

@@ -187,6 +187,9 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 			if err != nil {
 				return nil, err
 			}
+			if len(out.ExtProcs) > 0 {
+				return nil, fmt.Errorf("%s: a second ext_proc filter is not implemented by envoydouble", fp)
+			}
 			out.ExtProcs = append(out.ExtProcs, ep)
 		case routerType:
 			if i != len(filters)-1 {
@@ -196,8 +199,8 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 			if err := unpack(f.GetTypedConfig(), &r, fp+".typed_config"); err != nil {
 				return nil, err
 			}
-			// Router options (retries on 5xx headers, upstream logs, ...) are refused.
-			if err := checkFields(&r, fp+".typed_config", "suppress_envoy_headers"); err != nil {
+			// Router options (suppress_envoy_headers, upstream logs, ...) are refused.
+			if err := checkFields(&r, fp+".typed_config"); err != nil {
 				return nil, err
 			}
 		default:
