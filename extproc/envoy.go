@@ -258,42 +258,62 @@ const metadataNamespace = "mcpgate"
 
 // The replies. Each answers exactly the message kind it names.
 
-func headersReply(request bool, mut *extprocv3.HeaderMutation, md metadata) *extprocv3.ProcessingResponse {
-	hr := &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{HeaderMutation: mut}}
-	r := &extprocv3.ProcessingResponse{}
+// replies holds the objects of a stream's headers and body replies. A stream sends one reply at
+// a time and gRPC encodes it before Send returns, so the objects are reused from one reply to the
+// next instead of allocated for each.
+type replies struct {
+	resp        extprocv3.ProcessingResponse
+	reqHeaders  extprocv3.ProcessingResponse_RequestHeaders
+	respHeaders extprocv3.ProcessingResponse_ResponseHeaders
+	reqBody     extprocv3.ProcessingResponse_RequestBody
+	respBody    extprocv3.ProcessingResponse_ResponseBody
+	headers     extprocv3.HeadersResponse
+	body        extprocv3.BodyResponse
+	common      extprocv3.CommonResponse
+}
+
+// headersReply continues the headers with the mutation mut (nil: none).
+func (rs *replies) headersReply(request bool, mut *extprocv3.HeaderMutation, md metadata) *extprocv3.ProcessingResponse {
+	rs.common = extprocv3.CommonResponse{HeaderMutation: mut}
+	rs.headers = extprocv3.HeadersResponse{Response: &rs.common}
+	rs.resp = extprocv3.ProcessingResponse{}
 	if request {
-		r.Response = &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: hr}
+		rs.reqHeaders.RequestHeaders = &rs.headers
+		rs.resp.Response = &rs.reqHeaders
 	} else {
-		r.Response = &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: hr}
+		rs.respHeaders.ResponseHeaders = &rs.headers
+		rs.resp.Response = &rs.respHeaders
 	}
-	return md.attach(r)
+	return md.attach(&rs.resp)
 }
 
 // bodyReply continues the body; with replace, the body (or, in STREAMED mode, this chunk) becomes
 // body. setLength also sets content-length, which Envoy requires to match a replaced buffered
 // body.
-func bodyReply(request bool, body []byte, replace, setLength bool, md metadata) *extprocv3.ProcessingResponse {
-	cr := &extprocv3.CommonResponse{}
+func (rs *replies) bodyReply(request bool, body []byte, replace, setLength bool, md metadata) *extprocv3.ProcessingResponse {
+	rs.common = extprocv3.CommonResponse{}
 	if replace {
 		if len(body) == 0 {
-			cr.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_ClearBody{ClearBody: true}}
+			rs.common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_ClearBody{ClearBody: true}}
 		} else {
-			cr.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: body}}
+			rs.common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: body}}
 		}
 		if setLength {
-			cr.HeaderMutation = &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
+			rs.common.HeaderMutation = &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
 				setHeader("content-length", strconv.Itoa(len(body))),
 			}}
 		}
 	}
-	br := &extprocv3.BodyResponse{Response: cr}
-	r := &extprocv3.ProcessingResponse{}
+	rs.body = extprocv3.BodyResponse{Response: &rs.common}
+	rs.resp = extprocv3.ProcessingResponse{}
 	if request {
-		r.Response = &extprocv3.ProcessingResponse_RequestBody{RequestBody: br}
+		rs.reqBody.RequestBody = &rs.body
+		rs.resp.Response = &rs.reqBody
 	} else {
-		r.Response = &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: br}
+		rs.respBody.ResponseBody = &rs.body
+		rs.resp.Response = &rs.respBody
 	}
-	return md.attach(r)
+	return md.attach(&rs.resp)
 }
 
 func trailersReply(request bool) *extprocv3.ProcessingResponse {

@@ -20,7 +20,8 @@ func TestMetadataEncoding(t *testing.T) {
 	md.replace("decision", "deny")
 	md.str("rule", "x")
 	md.replace("rule", "")
-	r := md.attach(bodyReply(true, nil, false, false, metadata{}))
+	var rs replies
+	r := rs.bodyReply(true, nil, false, false, md)
 	wire, err := proto.Marshal(r)
 	if err != nil {
 		t.Fatal(err)

@@ -119,6 +119,7 @@ type stream struct {
 	// headersMD is the request headers' metadata, sent with the request body's reply when a body
 	// follows (one metadata struct per request instead of two).
 	headersMD metadata
+	rep       replies
 
 	// MCP exchanges awaiting their answer: pending by IDKey (answers in this stream's response),
 	// waiting (notifications, and requests whose answer cannot be correlated) until the response
@@ -361,9 +362,9 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 	}
 	if st.ri.transport != "" && !h.GetEndOfStream() {
 		st.headersMD = md
-		return headersReply(true, mut, metadata{})
+		return st.rep.headersReply(true, mut, metadata{})
 	}
-	return headersReply(true, mut, md)
+	return st.rep.headersReply(true, mut, md)
 }
 
 func rbacDenied() answer {
@@ -377,7 +378,7 @@ func jsonRPCRefusal(httpStatus, code int, msg, details string) answer {
 
 func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
 	if st.reqBodySeen || st.ri.transport == "" {
-		return bodyReply(true, nil, false, false, metadata{})
+		return st.rep.bodyReply(true, nil, false, false, metadata{})
 	}
 	st.reqBodySeen = true
 	body := b.GetBody()
@@ -401,7 +402,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 				"mcpgate enforces tool rules on this route and cannot read the body as JSON-RPC: "+err.Error(),
 				"mcpgate_not_jsonrpc"), "", md, nil)
 		}
-		return bodyReply(true, nil, false, false, metadata{})
+		return st.rep.bodyReply(true, nil, false, false, metadata{})
 	}
 
 	now := time.Now()
@@ -468,7 +469,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 
 	if denied == 0 {
 		st.register(exOf, now)
-		return bodyReply(true, nil, false, false, md)
+		return st.rep.bodyReply(true, nil, false, false, md)
 	}
 	if st.ri.transport == TransportStreamable && !batch {
 		// One refused call: answer it here; the server never sees it.
@@ -503,7 +504,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 	if batch {
 		out = mcp.EncodeBatch(elems)
 	}
-	return bodyReply(true, out, true, true, md)
+	return st.rep.bodyReply(true, out, true, true, md)
 }
 
 // utf8Charset reports whether a content-type has no charset or the UTF-8 one.
@@ -621,7 +622,7 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	}
 	if st.ri.transport == "" || h.GetEndOfStream() {
 		st.finishPending(now)
-		return headersReply(false, nil, md)
+		return st.rep.headersReply(false, nil, md)
 	}
 	ct := hs.first("content-type")
 	mode := responseBodyMode(ct)
@@ -633,7 +634,7 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 		// The body will not be seen.
 		st.finishPending(now)
 	}
-	r := headersReply(false, nil, md)
+	r := st.rep.headersReply(false, nil, md)
 	r.ModeOverride = mode
 	return r
 }
@@ -651,7 +652,7 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 		return st.sseChunk(b)
 	}
 	if st.respBodySeen || st.ri.transport == "" {
-		return bodyReply(false, nil, false, false, metadata{})
+		return st.rep.bodyReply(false, nil, false, false, metadata{})
 	}
 	st.respBodySeen = true
 	defer st.finishPending(time.Now())
@@ -660,24 +661,24 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 		st.s.tel.NonJSONRPC("response")
 		if st.rewrites > 0 {
 			// An answer that must be rewritten cannot be read: refuse rather than pass it.
-			return bodyReply(false, st.unreadableAnswers(), true, true, metadata{})
+			return st.rep.bodyReply(false, st.unreadableAnswers(), true, true, metadata{})
 		}
-		return bodyReply(false, nil, false, false, metadata{})
+		return st.rep.bodyReply(false, nil, false, false, metadata{})
 	}
 	msgs, batch, err := mcp.Parse(body)
 	if err != nil {
 		st.s.tel.NonJSONRPC("response")
 		if st.rewrites > 0 {
-			return bodyReply(false, st.unreadableAnswers(), true, true, metadata{})
+			return st.rep.bodyReply(false, st.unreadableAnswers(), true, true, metadata{})
 		}
-		return bodyReply(false, nil, false, false, metadata{})
+		return st.rep.bodyReply(false, nil, false, false, metadata{})
 	}
 	var md metadata
 	out, changed := st.answers(msgs, batch, &md, st.takePending)
 	if !changed {
-		return bodyReply(false, nil, false, false, md)
+		return st.rep.bodyReply(false, nil, false, false, md)
 	}
-	return bodyReply(false, out, true, true, md)
+	return st.rep.bodyReply(false, out, true, true, md)
 }
 
 // unreadableAnswers is the body that replaces a response the gateway had to rewrite and could
@@ -796,7 +797,7 @@ func (st *stream) sseChunk(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse 
 	if b.GetEndOfStream() {
 		st.finishPending(time.Now())
 	}
-	return bodyReply(false, out, changed, false, md)
+	return st.rep.bodyReply(false, out, changed, false, md)
 }
 
 func (st *stream) visitEvent(ev *mcp.Event, rewritable bool, md *metadata) []byte {
