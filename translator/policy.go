@@ -279,9 +279,6 @@ type attachment struct {
 // authentication comes from the most specific level that sets one (the oldest policy within a
 // level); authorization rules from every level, least specific first.
 func (t *translation) merge(a attachment) *mergedPolicy {
-	if m, ok := t.mergeCache[a]; ok {
-		return m
-	}
 	idx := t.policies
 	levels := [5][]*policyInfo{idx.gateway[a.gateway], idx.listener[a.listener], idx.route[a.route], idx.rule[a.rule], idx.backend[a.backend]}
 	if a.listener == "" {
@@ -304,47 +301,48 @@ func (t *translation) merge(a attachment) *mergedPolicy {
 			}
 		}
 	}
-	var m *mergedPolicy
-	switch {
-	case len(invalid) > 0:
+	if len(invalid) > 0 {
 		sort.Strings(invalid)
-		m = &mergedPolicy{invalid: invalid}
-	default:
-		var sources []string
-		pol := &policyv1.Policy{}
-		var seen []*policyInfo // a policy may attach at several levels; it counts once
-		for _, lv := range levels {
-			for _, pi := range lv {
-				if slices.Contains(seen, pi) || (pi != jwtFrom && len(pi.traffic) == 0 && len(pi.mcp) == 0) {
-					continue
-				}
-				seen = append(seen, pi)
-				sources = append(sources, pi.source)
-				pol.TrafficRules = append(pol.TrafficRules, pi.traffic...)
-				pol.McpRules = append(pol.McpRules, pi.mcp...)
+		return &mergedPolicy{invalid: invalid}
+	}
+	var buf [8]*policyInfo
+	contrib := buf[:0] // contributing policies, least specific first; each once
+	for _, lv := range levels {
+		for _, pi := range lv {
+			if (pi == jwtFrom || len(pi.traffic) > 0 || len(pi.mcp) > 0) && !slices.Contains(contrib, pi) {
+				contrib = append(contrib, pi)
 			}
 		}
-		if len(sources) == 0 {
-			break
-		}
-		if jwtFrom != nil {
-			pol.Jwt = jwtFrom.jwt
-		}
-		pol.Sources = sources
-		pol.Name = policyName(sources)
-		if prev, ok := t.merged[pol.Name]; ok {
-			m = prev
-		} else {
-			m = &mergedPolicy{policy: pol}
-			t.merged[pol.Name] = m
-		}
 	}
-	t.mergeCache[a] = m
+	if len(contrib) == 0 {
+		return nil
+	}
+	sources := make([]string, len(contrib))
+	for i, pi := range contrib {
+		sources[i] = pi.source
+	}
+	name := policyName(sources)
+	if prev, ok := t.merged[name]; ok {
+		return prev
+	}
+	pol := &policyv1.Policy{Name: name, Sources: sources}
+	if jwtFrom != nil {
+		pol.Jwt = jwtFrom.jwt
+	}
+	for _, pi := range contrib {
+		pol.TrafficRules = append(pol.TrafficRules, pi.traffic...)
+		pol.McpRules = append(pol.McpRules, pi.mcp...)
+	}
+	m := &mergedPolicy{policy: pol}
+	t.merged[name] = m
 	return m
 }
 
 // policyName joins the sources with "+", or hashes them when that is longer than 200 bytes.
 func policyName(sources []string) string {
+	if len(sources) == 1 && len(sources[0]) <= maxPolicyNameBytes {
+		return sources[0]
+	}
 	n := strings.Join(sources, "+")
 	if len(n) <= maxPolicyNameBytes {
 		return n

@@ -38,7 +38,6 @@ type translation struct {
 	svcTargets   map[string]*target // Service backendRef targets by cluster name
 	policies     *policyIndex
 	merged       map[string]*mergedPolicy // by policy name
-	mergeCache   map[attachment]*mergedPolicy
 }
 
 func newTranslation(in *Resources, opts Options) *translation {
@@ -61,7 +60,6 @@ func newTranslation(in *Resources, opts Options) *translation {
 		namespaces:   make(map[string]*corev1.Namespace, len(in.Namespaces)),
 		svcTargets:   map[string]*target{},
 		merged:       make(map[string]*mergedPolicy, len(in.Policies)),
-		mergeCache:   make(map[attachment]*mergedPolicy, len(in.HTTPRoutes)),
 	}
 	t.st = &st
 	return t
