@@ -336,6 +336,9 @@ func (s *suite) expectCall(server, token, wantText string, args ...string) error
 // expectAuthError checks the inspector failed with its auth error (exit 3, auth_required) and, if
 // status is not 0, that the envelope names that HTTP status.
 func expectAuthError(r inspectorRun, status int) error {
+	if r.code == 0 {
+		return fmt.Errorf("the call succeeded, want exit 3 auth_required\n%s", r)
+	}
 	e, err := r.failure()
 	if err != nil {
 		return err
