@@ -217,7 +217,7 @@ func TestAdmin(t *testing.T) {
 	}
 }
 
-func TestStreamIdleTimeout(t *testing.T) {
+func TestRouteTimeoutAndStreamIdleTimeout(t *testing.T) {
 	e := newEnv(t, answer(nil))
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/stall-after-headers" {
@@ -235,8 +235,17 @@ func TestStreamIdleTimeout(t *testing.T) {
 	r := prefixRoute("r", "/", "up", nil)
 	r.GetRoute().Timeout = durationpb.New(0)
 	r.GetRoute().IdleTimeout = durationpb.New(300 * time.Millisecond)
-	e.push(l, routeConfig(l.Name, vhost("vh", []string{"*"}, r)), staticCluster("up", up.addr))
+	timeout := prefixRoute("timeout", "/timeout", "up", nil)
+	timeout.GetRoute().Timeout = durationpb.New(200 * time.Millisecond)
+	e.push(l, routeConfig(l.Name, vhost("vh", []string{"*"}, timeout, r)), staticCluster("up", up.addr))
 
+	// The route timeout: 504 "upstream request timeout", flag UT.
+	if resp, body := do(t, "GET", e.url("/timeout"), nil); resp.StatusCode != 504 || body != "upstream request timeout" {
+		t.Errorf("route timeout: got %d %q", resp.StatusCode, body)
+	}
+	if l := e.logs(1)[0]; l["response_flags"] != "UT" || l["details"] != "response_timeout" {
+		t.Errorf("route timeout log %v", l)
+	}
 	// No response headers within idle_timeout, the request complete: 504 "stream timeout".
 	if resp, body := do(t, "GET", e.url("/stall"), nil); resp.StatusCode != 504 || body != "stream timeout" {
 		t.Errorf("got %d %q", resp.StatusCode, body)
@@ -251,7 +260,7 @@ func TestStreamIdleTimeout(t *testing.T) {
 	if err == nil || string(b) != "data: first\n\n" {
 		t.Errorf("read %q, %v: want the first event then a reset", b, err)
 	}
-	for _, l := range e.logs(2) {
+	for _, l := range e.logs(3)[1:] {
 		if l["response_flags"] != "SI" || l["details"] != "stream_idle_timeout" {
 			t.Errorf("log %v", l)
 		}
