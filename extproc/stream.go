@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -137,40 +136,6 @@ type stream struct {
 	respBodySeen bool
 }
 
-type postedExchange struct {
-	key mcp.SessionKey
-	ex  *exchange
-}
-
-// exchange is one MCP request (or notification) and what the gateway decided about it.
-type exchange struct {
-	rec telemetry.Record
-	// filter is set for tools/list under MCP rules: the answer's tools are filtered.
-	filter *toolFilter
-	// denied is set for a refused tools/call that was replaced by a ping: the ping's answer
-	// becomes the "Unknown tool" error.
-	denied bool
-	// postStatus is the HTTP status of the POST that carried a legacy SSE request, set by the
-	// POST's stream and read by the GET stream that sees the answer.
-	postStatus atomic.Int32
-}
-
-func (e *exchange) rewrite() bool { return e.filter != nil || e.denied }
-
-// toolFilter decides which tools of a tools/list answer the caller may see: those it could call.
-type toolFilter struct {
-	rules *authz.RuleSet
-	in    authz.Input
-}
-
-func (f *toolFilter) allow(ctx context.Context) func(name string) bool {
-	return func(name string) bool {
-		in := f.in
-		in.ToolName = name
-		return f.rules.Evaluate(ctx, &in).Allowed
-	}
-}
-
 func (s *Server) newStream(ctx context.Context) *stream {
 	st := &stream{s: s, ctx: ctx, ri: readRouteInfo(ctx), authn: "none"}
 	st.set = s.policies.acquire()
@@ -194,13 +159,6 @@ func (st *stream) end() {
 	st.pending, st.waiting = nil, nil
 	st.s.policies.release(st.set)
 	st.s.tel.StreamEnded()
-}
-
-func outcomeWithoutAnswer(ex *exchange) string {
-	if ex.rec.ID == nil {
-		return telemetry.OutcomeNotification
-	}
-	return telemetry.OutcomeNoAnswer
 }
 
 // handle answers one message. The reply always matches the message's kind.
@@ -523,72 +481,6 @@ func utf8Charset(ct string) bool {
 	return true
 }
 
-// exchangeMetadata adds the MCP fields of ex to md.
-func (st *stream) exchangeMetadata(md *metadata, ex *exchange) {
-	if ex == nil {
-		return
-	}
-	md.str("method", ex.rec.Method)
-	md.str("tool", ex.rec.Tool)
-	if args, _ := st.s.tel.Arguments(ex.rec.Arguments); args != nil {
-		md.str("arguments", string(args))
-	}
-	if ex.rec.ID != nil {
-		md.str("jsonrpc_id", string(ex.rec.ID))
-	}
-	md.replace("decision", ex.rec.Decision)
-	md.replace("rule", ex.rec.Rule)
-}
-
-// register keeps the exchanges until their answers.
-func (st *stream) register(exs []*exchange, now time.Time) {
-	for _, ex := range exs {
-		if ex == nil {
-			continue
-		}
-		key := mcp.IDKey(ex.rec.ID)
-		switch {
-		case ex.rec.ID == nil || key == "":
-			st.waiting = append(st.waiting, ex)
-		case st.ri.transport == TransportSSE:
-			if st.session == "" {
-				st.waiting = append(st.waiting, ex)
-				continue
-			}
-			k := mcp.SessionKey{Scope: st.scope, Session: st.session, ID: key}
-			for _, old := range st.s.sessions.Put(now, k, ex, ex.rewrite()) {
-				st.s.finish(old, telemetry.OutcomeNoAnswer, now)
-			}
-			st.posted = append(st.posted, postedExchange{k, ex})
-		default:
-			if st.pending == nil {
-				st.pending = make(map[string]*exchange, len(exs))
-			}
-			if old := st.pending[key]; old != nil {
-				st.forget(key)
-				st.s.finish(old, telemetry.OutcomeNoAnswer, now)
-			}
-			st.pending[key] = ex
-			if ex.rewrite() {
-				st.rewrites++
-			}
-		}
-	}
-}
-
-// forget removes a pending exchange.
-func (st *stream) forget(key string) *exchange {
-	ex := st.pending[key]
-	if ex == nil {
-		return nil
-	}
-	delete(st.pending, key)
-	if ex.rewrite() {
-		st.rewrites--
-	}
-	return ex
-}
-
 func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
 	hs := readHeaders(h.GetHeaders())
 	st.status, _ = strconv.Atoi(hs.first(":status"))
@@ -639,14 +531,6 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	return r
 }
 
-// finishPending ends the exchanges whose answers were to come in this stream's response.
-func (st *stream) finishPending(now time.Time) {
-	for key, ex := range st.pending {
-		st.forget(key)
-		st.s.finish(ex, telemetry.OutcomeNoAnswer, now)
-	}
-}
-
 func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
 	if st.sse != nil {
 		return st.sseChunk(b)
@@ -679,103 +563,6 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 		return st.rep.bodyReply(false, nil, false, false, md)
 	}
 	return st.rep.bodyReply(false, out, true, true, md)
-}
-
-// unreadableAnswers is the body that replaces a response the gateway had to rewrite and could
-// not read: an internal error for each request awaiting an answer.
-func (st *stream) unreadableAnswers() []byte {
-	var elems [][]byte
-	for key, ex := range st.pending {
-		elems = append(elems, mcp.ErrorResponse(ex.rec.ID, -32603, "mcpgate: the server's answer could not be inspected"))
-		st.forget(key)
-		ex.rec.HasError, ex.rec.ErrorCode, ex.rec.HTTPStatus = true, -32603, st.status
-		st.s.finish(ex, telemetry.OutcomeError, time.Now())
-	}
-	if len(elems) == 1 {
-		return elems[0]
-	}
-	return mcp.EncodeBatch(elems)
-}
-
-func (st *stream) takePending(key string) *exchange { return st.forget(key) }
-
-func (st *stream) takePosted(key string) *exchange {
-	if st.sseSession == "" {
-		return nil
-	}
-	ex, _ := st.s.sessions.Take(mcp.SessionKey{Scope: st.scope, Session: st.sseSession, ID: key})
-	return ex
-}
-
-// answers matches the responses among msgs with their exchanges (found by take), finishes them,
-// and returns the messages rewritten where needed (changed false: keep them as they are).
-func (st *stream) answers(msgs []mcp.Message, batch bool, md *metadata, take func(key string) *exchange) ([]byte, bool) {
-	var elems [][]byte
-	changed := false
-	now := time.Now()
-	for i := range msgs {
-		m := &msgs[i]
-		var repl []byte
-		if m.Kind == mcp.KindResponse {
-			if ex := take(mcp.IDKey(m.ID)); ex != nil {
-				repl = st.answer(m, ex, md, now)
-			}
-		}
-		if repl != nil && !changed {
-			changed = true
-			elems = make([][]byte, 0, len(msgs))
-			for j := range i {
-				elems = append(elems, msgs[j].Raw)
-			}
-		}
-		if changed {
-			if repl == nil {
-				repl = m.Raw
-			}
-			elems = append(elems, repl)
-		}
-	}
-	if !changed {
-		return nil, false
-	}
-	if batch {
-		return mcp.EncodeBatch(elems), true
-	}
-	return elems[0], true
-}
-
-// answer finishes ex with its answer m and returns m's replacement (nil: keep m).
-func (st *stream) answer(m *mcp.Message, ex *exchange, md *metadata, now time.Time) []byte {
-	var repl []byte
-	code, hasErr := m.ErrorCode()
-	switch {
-	case ex.denied:
-		repl = mcp.UnknownTool(m.ID, ex.rec.Tool)
-		code, hasErr = mcp.CodeInvalidParams, true
-	case ex.filter != nil && m.Result != nil:
-		out, removed, err := mcp.FilterToolsList(m.Raw, ex.filter.allow(st.ctx))
-		switch {
-		case err != nil:
-			st.s.log.Warn("tools/list answer could not be filtered; replaced by an error", "route", st.ri.route, "error", err)
-			repl = mcp.ErrorResponse(m.ID, -32603, "mcpgate: the server's tools/list answer could not be inspected")
-			code, hasErr = -32603, true
-		case removed > 0:
-			repl = out
-		}
-	}
-	ex.rec.HasError, ex.rec.ErrorCode = hasErr, code
-	if s := ex.postStatus.Load(); s != 0 {
-		ex.rec.HTTPStatus = int(s)
-	} else if ex.rec.HTTPStatus == 0 {
-		ex.rec.HTTPStatus = st.status
-	}
-	outcome := telemetry.OutcomeResult
-	if hasErr {
-		outcome = telemetry.OutcomeError
-		md.num("jsonrpc_error", code)
-	}
-	st.s.finish(ex, outcome, now)
-	return repl
 }
 
 func (st *stream) sseChunk(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
@@ -828,20 +615,4 @@ func (st *stream) visitEvent(ev *mcp.Event, rewritable bool, md *metadata) []byt
 		return nil
 	}
 	return mcp.AppendEvent(nil, &mcp.Event{Type: ev.Type, ID: ev.ID, HasID: ev.HasID, Data: data})
-}
-
-// finish records the end of an exchange.
-func (s *Server) finish(ex *exchange, outcome string, now time.Time) {
-	ex.rec.Outcome = outcome
-	s.tel.Finish(&ex.rec, now)
-}
-
-// expireSessions finishes legacy SSE requests whose answers never came.
-func (s *Server) expireSessions(now time.Time) {
-	for _, ex := range s.sessions.Expire(now) {
-		if st := ex.postStatus.Load(); st != 0 {
-			ex.rec.HTTPStatus = int(st)
-		}
-		s.finish(ex, telemetry.OutcomeNoAnswer, now)
-	}
 }
