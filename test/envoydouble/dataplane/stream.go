@@ -67,6 +67,8 @@ type stream struct {
 	idleD  time.Duration
 
 	body *downstreamBody
+	// reqPipe carries a STREAMED request body to the upstream; closed when the stream ends.
+	reqPipe *io.PipeReader
 
 	start       time.Time
 	code        int
@@ -161,6 +163,7 @@ func (st *stream) requestBody(body io.Reader, hasBody bool) (io.Reader, bool) {
 		return bytes.NewReader(data), true
 	case extprocv3.ProcessingMode_STREAMED:
 		pr, pw := io.Pipe()
+		st.reqPipe = pr
 		go func() {
 			res, err := st.ep.StreamBody(extprocfilter.Request, chunks(body), func(b []byte) error {
 				_, err := pw.Write(b)
@@ -885,6 +888,9 @@ func (st *stream) touch() {
 func (st *stream) finish() {
 	rec := recover()
 	st.cancel(nil)
+	if st.reqPipe != nil {
+		st.reqPipe.CloseWithError(errStreamEnded) // unblocks the STREAMED request body writer
+	}
 	if st.body != nil {
 		st.body.release(st.rc)
 	}
