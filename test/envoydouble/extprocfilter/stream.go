@@ -38,6 +38,7 @@ const (
 	Response
 )
 
+// String names the direction.
 func (d Dir) String() string {
 	if d == Request {
 		return "request"
@@ -139,6 +140,7 @@ type Failure struct {
 	Details string
 }
 
+// Error describes the failure.
 func (f *Failure) Error() string { return fmt.Sprintf("ext_proc failure %d %s", f.Status, f.Details) }
 
 type pending struct {
