@@ -14,7 +14,16 @@
 //
 // Fail closed: an object that is invalid is refused alone and named in the status; everything
 // valid still translates. A route rule that an invalid policy applies to does not become open: it
-// answers 500 (direct response) until the policy is fixed.
+// answers 500 (direct response) until the policy is fixed. A backendRef that cannot be resolved
+// gets its share of the traffic answered with 500; the rule's other backendRefs keep theirs.
+//
+// MCP specifics: Envoy cannot fan out to several MCP servers, so an AgentgatewayBackend with
+// several targets (or a selector finding several Services) routes to the first and says so in
+// its status. MCP clusters balance by ring hash and their routes hash the caller's source
+// address: a session's first request (initialize, or the legacy SSE GET) carries no session id
+// yet, so hashing Mcp-Session-Id or sessionId would send later requests to another replica than
+// the one that created the session; the source address keeps the whole session on one. MCP
+// routes have no request timeout (streams last) and an idle timeout of one hour.
 package translator
 
 import (
