@@ -481,6 +481,7 @@ func (st *stream) forward(f *xdsconf.Forward, upBody io.Reader) {
 		defer cancel()
 	}
 	out := st.upstreamRequest(ctx, h, ep, c, upBody)
+	sent := time.Now()
 	resp, err := uc.transport(ep).RoundTrip(out)
 	if err != nil {
 		st.upstreamFailed(ctx, err)
@@ -504,6 +505,8 @@ func (st *stream) forward(f *xdsconf.Forward, upBody io.Reader) {
 			rh.Add(lk, v)
 		}
 	}
+	// The router's x-envoy-upstream-service-time: milliseconds until the upstream's headers.
+	rh.Set("x-envoy-upstream-service-time", strconv.FormatInt(time.Since(sent).Milliseconds(), 10))
 	st.finalizeResponseHeaders(rh)
 	noBody := resp.ContentLength == 0 || st.r.Method == http.MethodHead || resp.StatusCode == 204 || resp.StatusCode == 304
 	st.details = "via_upstream"

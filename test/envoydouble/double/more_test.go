@@ -266,3 +266,28 @@ func TestRouteTimeoutAndStreamIdleTimeout(t *testing.T) {
 		}
 	}
 }
+
+func TestRingHashIsStickyOnTheHashPolicy(t *testing.T) {
+	e := newEnv(t, answer(nil))
+	a, b := echo(t, "a"), echo(t, "b")
+	l := listener(t, e.listen, nil, nil)
+	r := prefixRoute("r", "/", "ring", nil)
+	r.GetRoute().HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{
+		Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: "mcp-session-id"}}}}
+	ring := edsCluster("ring")
+	ring.LbPolicy = clusterv3.Cluster_RING_HASH
+	e.push(l, routeConfig(l.Name, vhost("vh", []string{"*"}, r)), ring, assignment("ring", a.Listener.Addr().String(), b.Listener.Addr().String()))
+	for _, session := range []string{"s1", "s2", "s3"} {
+		first := ""
+		for i := 0; i < 4; i++ {
+			resp, _ := do(t, "GET", e.url("/"), nil, "mcp-session-id", session)
+			got := resp.Header.Get("x-upstream")
+			if first == "" {
+				first = got
+			}
+			if got != first {
+				t.Errorf("session %s went to %s then %s", session, first, got)
+			}
+		}
+	}
+}
