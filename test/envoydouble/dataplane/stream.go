@@ -126,7 +126,7 @@ func (st *stream) run() {
 // decodeResult applies an ext_proc result on the request path; true when the stream is answered.
 func (st *stream) decodeResult(res extprocfilter.Result) bool {
 	if res.Local != nil {
-		st.extProcLocal(res.Local)
+		st.filterLocalReply(res.Local)
 		return true
 	}
 	if res.ClearRouteCache {
@@ -148,8 +148,9 @@ func (st *stream) requestBody(body io.Reader, hasBody bool) (io.Reader, bool) {
 	case extprocv3.ProcessingMode_BUFFERED:
 		data, err := readLimited(body, st.lis.BufferLimit)
 		if errors.Is(err, errTooLarge) {
-			// Envoy: a buffered request body over per_connection_buffer_limit_bytes is a 413.
-			st.localReply(413, []byte("Payload Too Large"), "request_payload_too_large", "")
+			// Envoy: a buffered request body over per_connection_buffer_limit_bytes is a 413, sent
+			// on behalf of the buffering filter, so it does not go back through ext_proc.
+			st.filterLocalReply(&extprocfilter.LocalReply{Status: 413, Body: []byte("Payload Too Large"), Details: "request_payload_too_large"})
 			return nil, false
 		}
 		if err != nil {
@@ -557,7 +558,7 @@ func (st *stream) upstreamFailed(ctx context.Context, err error) {
 	st.pendingMu.Unlock()
 	switch {
 	case pl != nil:
-		st.extProcLocal(pl)
+		st.filterLocalReply(pl)
 	case errors.Is(context.Cause(st.ctx), errIdle):
 		st.localReply(st.idleTimeoutCode(), []byte("stream timeout"), "stream_idle_timeout", flagStreamIdleTimeout)
 	case st.r.Context().Err() != nil:
@@ -677,9 +678,10 @@ func localHeaders(code int, body []byte, extra *headers.Map) *headers.Map {
 	return h
 }
 
-// extProcLocal sends an ext_proc local reply (immediate response or failure). It does not go
-// back through ext_proc. Once response headers are downstream, Envoy resets the stream instead.
-func (st *stream) extProcLocal(lr *extprocfilter.LocalReply) {
+// filterLocalReply sends a local reply made by the ext_proc filter (immediate response, failure,
+// buffer overflow). It does not go back through ext_proc. Once response headers are downstream,
+// Envoy resets the stream instead.
+func (st *stream) filterLocalReply(lr *extprocfilter.LocalReply) {
 	st.details = lr.Details
 	if st.headersSent {
 		st.reset("")
@@ -696,7 +698,7 @@ func (st *stream) encode(h *headers.Map, body io.Reader, noBody bool, ctx contex
 	if st.ep != nil {
 		res := st.ep.ResponseHeaders(h, noBody)
 		if res.Local != nil {
-			st.extProcLocal(res.Local)
+			st.filterLocalReply(res.Local)
 			return
 		}
 		if res.Replaced {
@@ -718,7 +720,7 @@ func (st *stream) encode(h *headers.Map, body io.Reader, noBody bool, ctx contex
 		if errors.Is(err, errTooLarge) {
 			// Envoy: a buffered response over the buffer limit is a 500.
 			st.details = "response_payload_too_large"
-			st.extProcLocal(&extprocfilter.LocalReply{Status: 500, Details: "response_payload_too_large"})
+			st.filterLocalReply(&extprocfilter.LocalReply{Status: 500, Details: "response_payload_too_large"})
 			return
 		}
 		if err != nil {
@@ -727,7 +729,7 @@ func (st *stream) encode(h *headers.Map, body io.Reader, noBody bool, ctx contex
 		}
 		data, res := st.ep.BufferedBody(extprocfilter.Response, h, data)
 		if res.Local != nil {
-			st.extProcLocal(res.Local)
+			st.filterLocalReply(res.Local)
 			return
 		}
 		st.writeHeaders(h)
@@ -737,7 +739,7 @@ func (st *stream) encode(h *headers.Map, body io.Reader, noBody bool, ctx contex
 		res, err := st.ep.StreamBody(extprocfilter.Response, chunks(body), func(b []byte) error { return st.writeFlush(b) })
 		switch {
 		case res.Local != nil:
-			st.extProcLocal(res.Local)
+			st.filterLocalReply(res.Local)
 		case err != nil:
 			st.upstreamReadFailed(ctx, err)
 		}
@@ -841,7 +843,7 @@ func (st *stream) resetOrReply(code int, body, details, flag string) {
 		return
 	}
 	st.flags = append(st.flags, flag)
-	st.extProcLocal(&extprocfilter.LocalReply{Status: code, Body: []byte(body), Details: details})
+	st.filterLocalReply(&extprocfilter.LocalReply{Status: code, Body: []byte(body), Details: details})
 }
 
 // reset resets the downstream stream (HTTP/1.1: the connection is closed without completing the
