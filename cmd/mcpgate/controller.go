@@ -107,6 +107,7 @@ func serveController(ctx context.Context, logger *slog.Logger, cfg *rest.Config,
 		return err
 	}
 	opts.Publisher = srv
+	opts.Registerer = reg
 	prov, err := kubernetes.New(cfg, opts)
 	if err != nil {
 		return err

@@ -76,6 +76,14 @@ func (w *adsWatch) names(typeURL string) []string {
 	return slices.Sorted(maps.Keys(w.sets[typeURL]))
 }
 
+// received reports whether a response of typeURL arrived, even an empty one.
+func (w *adsWatch) received(typeURL string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.sets[typeURL]
+	return ok
+}
+
 // get returns one resource.
 func (w *adsWatch) get(typeURL, name string) (proto.Message, bool) {
 	w.mu.Lock()

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
@@ -153,9 +154,13 @@ func TestLab(t *testing.T) {
 		if got := routeNames(rc.(*routev3.RouteConfiguration)); !slices.Equal(got, []string{labRoute}) {
 			t.Errorf("routes %q, want [%s]", got, labRoute)
 		}
-		if names := ads.names(translator.PolicyTypeURL); len(names) != 0 {
-			t.Errorf("policies %q before steps 6 and 9", names)
-		}
+		// The extproc sidecar is ready (and Envoy starts) once it has a policy set, even empty.
+		eventually(t, "an empty policy set", func() error {
+			if names := ads.names(translator.PolicyTypeURL); len(names) != 0 || !ads.received(translator.PolicyTypeURL) {
+				return fmt.Errorf("policies %q (received: %v), want an empty set before steps 6 and 9", names, ads.received(translator.PolicyTypeURL))
+			}
+			return nil
+		})
 	})
 
 	t.Run("status", func(t *testing.T) {
@@ -237,8 +242,12 @@ func TestLab(t *testing.T) {
 	})
 
 	t.Run("controller restart serves the same", func(t *testing.T) {
+		var gw *gwv1.Gateway
+		eventually(t, "Gateway programmed", func() error {
+			gw = get(t, types.NamespacedName{Namespace: labNS, Name: "agentgateway"}, &gwv1.Gateway{})
+			return condition(gw.Status.Conditions, "Programmed", metav1.ConditionTrue, "Programmed", gw.Generation)
+		})
 		before := ads.all()
-		gw := get(t, types.NamespacedName{Namespace: labNS, Name: "agentgateway"}, &gwv1.Gateway{})
 		ctrl.stop(t)
 		ctrl = startController(t, top, controllerConfig(), labOptions())
 		again := watchADS(top, ctrl.addr, labGateway)
@@ -275,6 +284,7 @@ func TestLab(t *testing.T) {
 		})
 	})
 
+	t.Run("MCP selector targets from EndpointSlices", func(t *testing.T) { checkSelectorTargets(t, ads) })
 	t.Run("invalid objects", func(t *testing.T) { checkInvalid(t, ads) })
 	t.Run("GatewayClass by name", func(t *testing.T) { checkClassByName(t, ctrl) })
 	t.Run("leader election", func(t *testing.T) { ctrl = checkLeaderElection(t, top, ctrl) })
@@ -463,6 +473,93 @@ spec:
 		t.Errorf("lab route gone after invalid objects: %q", routeNames(m.(*routev3.RouteConfiguration)))
 	}
 	mustKubectl(t, nil, "-n", labNS, "delete", "agentgatewaypolicy/bad-cel", "httproute/unknown-backend")
+}
+
+// checkSelectorTargets checks that a selector target finds a Service by its appProtocol and
+// that its EDS endpoints follow the EndpointSlices (envtest runs no EndpointSlice controller:
+// the test writes them).
+func checkSelectorTargets(t *testing.T, ads *adsWatch) {
+	const cluster = "agentgatewaybackend/agentgateway-system/selected/everything/agentgateway-system/everything/3001"
+	slice := func(addrs string) []byte {
+		return []byte(`apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: everything-1
+  namespace: agentgateway-system
+  labels: {kubernetes.io/service-name: everything}
+addressType: IPv4
+ports: [{name: mcp, port: 3001}]
+endpoints:
+` + addrs)
+	}
+	mustKubectl(t, []byte(`apiVersion: v1
+kind: Service
+metadata:
+  name: everything
+  namespace: agentgateway-system
+  labels: {app: everything}
+  annotations: {agentgateway.dev/mcp-target-name: everything}
+spec:
+  ports: [{name: mcp, port: 3001, appProtocol: agentgateway.dev/mcp}]
+---
+apiVersion: agentgateway.dev/v1alpha1
+kind: AgentgatewayBackend
+metadata: {name: selected, namespace: agentgateway-system}
+spec:
+  mcp:
+    targets:
+    - name: everything
+      selector: {services: {matchLabels: {app: everything}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: selected, namespace: agentgateway-system}
+spec:
+  parentRefs: [{name: agentgateway}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /everything}}]
+    backendRefs: [{group: agentgateway.dev, kind: AgentgatewayBackend, name: selected}]
+`), "apply", "-f", "-")
+	endpoints := func(want ...string) func() error {
+		return func() error {
+			m, ok := ads.get(resourcev3.EndpointType, cluster)
+			if !ok {
+				return fmt.Errorf("no ClusterLoadAssignment %s; served %q", cluster, ads.names(resourcev3.EndpointType))
+			}
+			var got []string
+			for _, l := range m.(*endpointv3.ClusterLoadAssignment).GetEndpoints() {
+				for _, e := range l.GetLbEndpoints() {
+					got = append(got, e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress())
+				}
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, want) {
+				return fmt.Errorf("endpoints %q, want %q", got, want)
+			}
+			return nil
+		}
+	}
+	mustKubectl(t, slice("- addresses: [10.3.0.1]\n- addresses: [10.3.0.2]\n"), "apply", "-f", "-")
+	eventually(t, "endpoints from the EndpointSlice", endpoints("10.3.0.1", "10.3.0.2"))
+	mustKubectl(t, slice("- addresses: [10.3.0.2]\n- addresses: [10.3.0.3]\n"), "apply", "-f", "-")
+	eventually(t, "endpoints follow the EndpointSlice", endpoints("10.3.0.2", "10.3.0.3"))
+	eventually(t, "backend status names the Service", func() error {
+		be := get(t, types.NamespacedName{Namespace: labNS, Name: "selected"}, &v1alpha1.AgentgatewayBackend{})
+		if err := condition(be.Status.Conditions, "Accepted", metav1.ConditionTrue, "", be.Generation); err != nil {
+			return err
+		}
+		if c := meta.FindStatusCondition(be.Status.Conditions, "Accepted"); !strings.Contains(c.Message, "everything") {
+			return fmt.Errorf("Accepted message %q does not name the Service", c.Message)
+		}
+		return nil
+	})
+	mustKubectl(t, nil, "-n", labNS, "delete", "httproute/selected", "agentgatewaybackend/selected", "service/everything", "endpointslice/everything-1")
+	eventually(t, "selector cluster removed", func() error {
+		if _, ok := ads.get(resourcev3.ClusterType, cluster); ok {
+			return fmt.Errorf("cluster %s still served", cluster)
+		}
+		return nil
+	})
 }
 
 func backendYAML(name, target string) string {

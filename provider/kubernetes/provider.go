@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -91,6 +92,9 @@ type Options struct {
 	// DataPlane, when set, makes the controller create each served Gateway's Envoy
 	// Deployment, Service and bootstrap ConfigMap. Nil leaves the data plane to the user.
 	DataPlane *DataPlane
+	// Registerer, when set, gets the provider's metrics: mcpgate_config_problems (refusals in
+	// the last translation, as `mcpgate run` exports it) and mcpgate_kubernetes_leader.
+	Registerer prometheus.Registerer
 }
 
 // Provider watches the cluster and keeps the Publisher and the objects' status up to date.
@@ -107,6 +111,8 @@ type Provider struct {
 	ready  atomic.Bool
 	// problems are the refusals of the last translation, to log each new one once.
 	problems map[string]bool
+	// problemsGauge and leaderGauge are exported when Options.Registerer is set.
+	problemsGauge, leaderGauge prometheus.Gauge
 }
 
 // NewScheme returns a scheme with every kind the provider reads or writes.
@@ -206,6 +212,19 @@ func New(cfg *rest.Config, opts Options) (*Provider, error) {
 		reader:   mgr.GetAPIReader(),
 		kick:     make(chan struct{}, 1),
 		problems: map[string]bool{},
+		problemsGauge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mcpgate_config_problems", Help: "Objects or fields refused in the last translation (their status says why).",
+		}),
+		leaderGauge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mcpgate_kubernetes_leader", Help: "1 when this replica holds the Lease and writes status and data planes.",
+		}),
+	}
+	if opts.Registerer != nil {
+		for _, c := range []prometheus.Collector{p.problemsGauge, p.leaderGauge} {
+			if err := opts.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("kubernetes provider: metrics: %w", err)
+			}
+		}
 	}
 	if err := mgr.Add(everyReplica(p.loop)); err != nil {
 		return nil, fmt.Errorf("kubernetes provider: %w", err)
@@ -371,10 +390,13 @@ func (p *Provider) sync(ctx context.Context) {
 		p.log.Error("publish xDS", "error", err)
 	}
 	p.ready.Store(true)
-	p.logProblems(out.Status.Problems())
+	problems := out.Status.Problems()
+	p.problemsGauge.Set(float64(len(problems)))
+	p.logProblems(problems)
 	if !p.IsLeader() {
 		return
 	}
+	p.leaderGauge.Set(1)
 	var planes map[gatewayKey]error
 	if p.opts.DataPlane != nil {
 		planes = p.reconcileDataPlanes(ctx, snap, out)
