@@ -109,11 +109,11 @@ func Start(ctx context.Context, o Options) (*Double, error) {
 		if boot.LDS {
 			types = append(types, xdsconf.ListenerType, xdsconf.RouteType)
 		}
-		// Delta ADS with wildcard subscriptions. Unlike Envoy, which subscribes to route
-		// configurations and load assignments by the names its listeners and clusters use, the
-		// double takes every resource of each type of its node group.
+		// ADS (Delta, or SotW with api_type GRPC) with wildcard subscriptions. Unlike Envoy,
+		// which subscribes to route configurations and load assignments by the names its
+		// listeners and clusters use, the double takes every resource of each type of its group.
 		cfg := client.Config{Addr: addr, Node: node, TypeURLs: types, Handler: d.apply, Logger: o.Log,
-			MaxBackoff: time.Second}
+			SotW: boot.SotW, MaxBackoff: time.Second}
 		go func() {
 			if err := client.Run(ctx, cfg); err != nil {
 				d.log.Error("ADS", "err", err)

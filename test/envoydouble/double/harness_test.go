@@ -39,6 +39,7 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
@@ -69,23 +70,39 @@ type env struct {
 	resource map[resource.Type][]types.Resource
 }
 
-// newEnv starts the control plane, the ext_proc server (answering with script) and the double.
+// newEnv starts the control plane, the ext_proc server (answering with script) and the double,
+// which uses Delta ADS.
 func newEnv(t *testing.T, script func(*extStream) error) *env {
+	t.Helper()
+	return newEnvADS(t, script, false)
+}
+
+// newEnvADS is newEnv with State-of-the-World ADS when sotw is set (bootstrap api_type GRPC).
+func newEnvADS(t *testing.T, script func(*extStream) error, sotw bool) *env {
 	t.Helper()
 	e := &env{t: t, access: &lines{}, acks: map[string]int{}}
 	logs := testWriter{t: t, done: &atomic.Bool{}}
 	t.Cleanup(func() { logs.done.Store(true) }) // runs last: nothing logs into a finished test
 	e.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
-	cb := serverv3.CallbackFuncs{StreamDeltaRequestFunc: func(_ int64, r *discoveryv3.DeltaDiscoveryRequest) error {
+	// record counts ACKs per type and keeps NACK messages, for Delta and SotW requests alike.
+	record := func(typeURL, nonce string, nack *status.Status) error {
 		e.nacksMu.Lock()
 		defer e.nacksMu.Unlock()
-		if r.GetErrorDetail() != nil {
-			e.nacks = append(e.nacks, r.GetErrorDetail().GetMessage())
-		} else if r.GetResponseNonce() != "" {
-			e.acks[r.GetTypeUrl()]++
+		if nack != nil {
+			e.nacks = append(e.nacks, nack.GetMessage())
+		} else if nonce != "" {
+			e.acks[typeURL]++
 		}
 		return nil
-	}}
+	}
+	cb := serverv3.CallbackFuncs{
+		StreamDeltaRequestFunc: func(_ int64, r *discoveryv3.DeltaDiscoveryRequest) error {
+			return record(r.GetTypeUrl(), r.GetResponseNonce(), r.GetErrorDetail())
+		},
+		StreamRequestFunc: func(_ int64, r *discoveryv3.DiscoveryRequest) error {
+			return record(r.GetTypeUrl(), r.GetResponseNonce(), r.GetErrorDetail())
+		},
+	}
 	xsrv := grpc.NewServer()
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(xsrv, serverv3.NewServer(context.Background(), e.cache, cb))
 	xln := listen(t)
@@ -99,6 +116,9 @@ func newEnv(t *testing.T, script func(*extStream) error) *env {
 	y, err := bootstrap.Generate(bootstrap.Options{Gateway: gateway, XDSAddr: xln.Addr().String(), ExtProcAddr: e.ext.addr, AdminAddr: admin})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if sotw {
+		y = bytes.Replace(y, []byte("api_type: DELTA_GRPC"), []byte("api_type: GRPC"), 1)
 	}
 	file := filepath.Join(t.TempDir(), "bootstrap.yaml")
 	if err := os.WriteFile(file, y, 0o644); err != nil {

@@ -182,3 +182,20 @@ func TestNoRouteIs404(t *testing.T) {
 		t.Errorf("log: %v", l)
 	}
 }
+
+func TestStateOfTheWorldADS(t *testing.T) {
+	e := newEnvADS(t, answer(nil), true)
+	a := echo(t, "a")
+	l := listener(t, e.listen, nil, nil)
+	e.push(l, routeConfig(l.Name, vhost("vh", []string{"*"}, prefixRoute("r", "/", "a", nil))), staticCluster("a", a.Listener.Addr().String()))
+	if resp, body := do(t, "GET", e.url("/"), nil); resp.StatusCode != 200 || body != "hello from a" {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+	// An update replaces the route over SotW too.
+	r := prefixRoute("r", "/", "a", nil)
+	r.Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 204}}
+	e.push(l, routeConfig(l.Name, vhost("vh", []string{"*"}, r)), staticCluster("a", a.Listener.Addr().String()))
+	if resp, _ := do(t, "GET", e.url("/"), nil); resp.StatusCode != 204 {
+		t.Errorf("after the update: %d", resp.StatusCode)
+	}
+}

@@ -29,6 +29,8 @@ type Bootstrap struct {
 	Listeners map[string]*Listener
 	// ADSCluster is the static cluster of dynamic_resources.ads_config (empty = no ADS).
 	ADSCluster string
+	// SotW is set by ads_config.api_type GRPC (State of the World); DELTA_GRPC leaves it false.
+	SotW bool
 	// LDS and CDS tell whether listeners and clusters come over ADS.
 	LDS, CDS bool
 	// InitialFetchTimeout is the initial_fetch_timeout of lds_config/cds_config (Envoy's default
@@ -103,8 +105,12 @@ func CompileBootstrap(b *bootstrapv3.Bootstrap) (*Bootstrap, error) {
 			if err := checkFields(ads, p, "api_type", "transport_api_version", "grpc_services", "set_node_on_first_message_only"); err != nil {
 				return nil, err
 			}
-			if ads.GetApiType() != corev3.ApiConfigSource_DELTA_GRPC {
-				return nil, fmt.Errorf("%s.api_type: %s not implemented by envoydouble (DELTA_GRPC)", p, ads.GetApiType())
+			switch ads.GetApiType() {
+			case corev3.ApiConfigSource_DELTA_GRPC:
+			case corev3.ApiConfigSource_GRPC:
+				out.SotW = true
+			default:
+				return nil, fmt.Errorf("%s.api_type: %s not implemented by envoydouble (DELTA_GRPC, GRPC)", p, ads.GetApiType())
 			}
 			if len(ads.GetGrpcServices()) != 1 || ads.GetGrpcServices()[0].GetEnvoyGrpc() == nil {
 				return nil, fmt.Errorf("%s.grpc_services: exactly one envoy_grpc service is required", p)
