@@ -88,8 +88,8 @@ show 'mcp-inspector --cli --config $CONFIG --server agentgateway --method tools/
 show 'mcp-inspector --cli --config $CONFIG --server agentgateway --method tools/call --tool-name fetch --tool-arg url=http://127.0.0.1:8001/get'
 
 step "Step 5: View MCP Access Logs"
-say "The data plane's access log (its mcpgate fields come from ext_proc) and ext_proc's audit lines:"
-show "tail -n 3 $WORK/access.log"
+say "The data plane's access log line of the call (its mcpgate fields come from ext_proc) and ext_proc's audit line:"
+show "grep tools/call $WORK/access.log | tail -n 2"
 
 step "Step 6: Require JWT Authentication"
 show "cp examples/mcp-connectivity/jwt.yaml $WATCHED/"
@@ -109,8 +109,10 @@ show "cat $WATCHED/rbac.yaml"
 sleep 2 # nothing to probe from outside: the lab's token passes before and after
 show 'mcp-inspector --cli --config $CONFIG --server agentgateway --header "Authorization: Bearer $DEV_TOKEN" --method tools/call --tool-name fetch --tool-arg url=http://127.0.0.1:8001/get'
 
-step "Step 10: The MCP backend"
-show "bin/mcpgate translate -f $WATCHED | head -n 40"
+step "Step 10: Compare LLM vs MCP Configuration"
+say "No LLM backend here. The MCP backend, and the Envoy cluster mcpgate makes of it:"
+show "sed -n '/kind: AgentgatewayBackend/,/^---/p' $WATCHED/mcp.yaml"
+show "bin/mcpgate translate --bind-address 127.0.0.1 -f $WATCHED | head -n 16"
 
 step "Done"
 say "Everything this demo started stops now. For a gateway that stays up: make run."

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -39,6 +41,12 @@ func TestMain(m *testing.M) {
 }
 
 func runSuite(m *testing.M) int {
+	unlock, err := lockOut()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		return 1
+	}
+	defer unlock()
 	s := &suite{}
 	defer s.stop()
 	if err := s.start(); err != nil {
@@ -231,6 +239,28 @@ func (s *suite) dumpLogs() {
 	for _, f := range files {
 		fmt.Fprintf(os.Stderr, "\n===== %s =====\n%s\n", f, tail(f, 80))
 	}
+}
+
+// lockOut takes an exclusive lock for this checkout's out/ folder, waiting while another run of the
+// suite in the same checkout holds it (each run empties out/ first).
+func lockOut() (unlock func(), err error) {
+	dir, err := filepath.Abs("out")
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(os.TempDir(), fmt.Sprintf("mcpgate-e2e-%x.lock", sha256.Sum256([]byte(dir))))
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		fmt.Fprintf(os.Stderr, "e2e: another run of the suite uses %s; waiting for it to finish\n", dir)
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+	}
+	return func() { f.Close() }, nil
 }
 
 func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
