@@ -261,6 +261,10 @@ func TestLab(t *testing.T) {
 	})
 
 	t.Run("updates follow", func(t *testing.T) {
+		// Another controller's parent entry, which mcpgate must keep when it rewrites its own.
+		mustKubectl(t, nil, "-n", labNS, "patch", "httproute", "mcp", "--subresource=status", "--type=json", "-p",
+			`[{"op":"add","path":"/status/parents/-","value":{"parentRef":{"name":"elsewhere"},"controllerName":"example.com/other-controller",`+
+				`"conditions":[{"type":"Accepted","status":"True","reason":"Accepted","message":"","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}]`)
 		mustKubectl(t, nil, "-n", labNS, "patch", "httproute", "mcp", "--type=json", "-p",
 			`[{"op":"add","path":"/spec/rules/0/matches","value":[{"path":{"type":"PathPrefix","value":"/mcp"}}]}]`)
 		eventually(t, "route match updated", func() error {
@@ -280,7 +284,13 @@ func TestLab(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			return condition(p.Conditions, "Accepted", metav1.ConditionTrue, "Accepted", rt.Generation)
+			if err := condition(p.Conditions, "Accepted", metav1.ConditionTrue, "Accepted", rt.Generation); err != nil {
+				return err
+			}
+			if len(rt.Status.Parents) != 2 || rt.Status.Parents[0].ControllerName != "example.com/other-controller" {
+				return fmt.Errorf("parents %+v, want the other controller's kept beside ours", rt.Status.Parents)
+			}
+			return nil
 		})
 	})
 

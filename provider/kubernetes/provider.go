@@ -295,7 +295,8 @@ func (p *Provider) watch(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("kind %T: %w", k.obj, err)
 		}
-		inf, err := p.mgr.GetCache().GetInformer(ctx, k.obj)
+		// Not blocking: every informer starts at once; loop waits for all of them to sync.
+		inf, err := p.mgr.GetCache().GetInformer(ctx, k.obj, cache.BlockUntilSynced(false))
 		if err != nil {
 			if meta.IsNoMatchError(err) {
 				return fmt.Errorf("%s (%s) is not served by the API server: install its CRD (Gateway API standard channel, deploy/crds): %w", gvk.Kind, gvk.GroupVersion(), err)
