@@ -154,19 +154,13 @@ func kinds() map[string]kindInfo {
 // Load reads the manifests at paths (files or directories). It returns every object it could
 // read, where each came from, and an error joining one *Error per bad document or object.
 func Load(paths ...string) (*translator.Resources, Sources, error) {
-	l := &loader{
-		res:   &translator.Resources{},
-		src:   Sources{objects: map[translator.ObjectKey]Location{}},
-		kinds: kinds(),
-	}
 	files, err := expand(paths)
-	if err != nil {
-		l.errs = append(l.errs, err)
+	parsed := make([]*fileObjects, len(files))
+	for i, f := range files {
+		parsed[i] = readFile(f)
 	}
-	for _, f := range files {
-		l.loadFile(f)
-	}
-	return l.res, l.src, errors.Join(l.errs...)
+	res, src, mergeErr := merge(parsed)
+	return res, src, errors.Join(err, mergeErr)
 }
 
 // expand lists the files of paths: files as given, directories' *.yaml and *.yml in name order.
@@ -204,36 +198,81 @@ func isManifest(name string) bool {
 	return !strings.HasPrefix(name, ".") && (strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml"))
 }
 
-type loader struct {
-	res   *translator.Resources
-	src   Sources
-	kinds map[string]kindInfo
-	errs  []error
+// fileObjects is what one file holds: its objects in document order, the documents skipped
+// for their kind, and the documents or objects that could not be read.
+type fileObjects struct {
+	name     string
+	data     []byte // the content the objects were read from; nil when the file could not be read
+	objects  []object
+	warnings []string
+	errs     []error
 }
 
-func (l *loader) fail(loc Location, obj translator.ObjectKey, field, msg string) {
-	l.errs = append(l.errs, &Error{Location: loc, Object: obj, Field: field, Message: msg})
+// object is one decoded object and where it was read.
+type object struct {
+	key   translator.ObjectKey
+	loc   Location
+	value *translator.Resources // holds exactly this one object
 }
 
-func (l *loader) loadFile(name string) {
+// readFile reads and decodes one file.
+func readFile(name string) *fileObjects {
 	data, err := os.ReadFile(name)
 	if err != nil {
-		l.errs = append(l.errs, fmt.Errorf("%s: %w", name, err))
-		return
+		return &fileObjects{name: name, errs: []error{fmt.Errorf("%s: %w", name, err)}}
 	}
+	return parseFile(name, data)
+}
+
+// parseFile decodes the documents of one file's content.
+func parseFile(name string, data []byte) *fileObjects {
+	f := &fileObjects{name: name, data: data}
+	d := decoder{kinds: kinds(), file: f}
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	for n := 1; ; n++ {
 		doc, err := r.Read()
 		if errors.Is(err, io.EOF) {
-			return
+			return f
 		}
 		loc := Location{File: name, Document: n}
 		if err != nil {
-			l.fail(loc, translator.ObjectKey{}, "", "cannot split the YAML documents: "+err.Error())
-			return
+			d.fail(loc, translator.ObjectKey{}, "", "cannot split the YAML documents: "+err.Error())
+			return f
 		}
-		l.loadDocument(loc, doc)
+		d.loadDocument(loc, doc)
 	}
+}
+
+// merge joins the objects of files in order. An object defined in two places is an error; the
+// first definition is used.
+func merge(files []*fileObjects) (*translator.Resources, Sources, error) {
+	res := &translator.Resources{}
+	src := Sources{objects: map[translator.ObjectKey]Location{}}
+	var errs []error
+	for _, f := range files {
+		src.Warnings = append(src.Warnings, f.warnings...)
+		errs = append(errs, f.errs...)
+		for _, o := range f.objects {
+			if prev, dup := src.objects[o.key]; dup {
+				errs = append(errs, &Error{Location: o.loc, Object: o.key,
+					Message: "defined again; the first definition in " + prev.String() + " is used"})
+				continue
+			}
+			src.objects[o.key] = o.loc
+			appendResources(res, o.value)
+		}
+	}
+	return res, src, errors.Join(errs...)
+}
+
+// decoder decodes the documents of one file into it.
+type decoder struct {
+	kinds map[string]kindInfo
+	file  *fileObjects
+}
+
+func (d *decoder) fail(loc Location, obj translator.ObjectKey, field, msg string) {
+	d.file.errs = append(d.file.errs, &Error{Location: loc, Object: obj, Field: field, Message: msg})
 }
 
 // typeHeader is what every document must say about itself.
@@ -254,39 +293,39 @@ func (r *jsonRaw) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-func (l *loader) loadDocument(loc Location, doc []byte) {
+func (d *decoder) loadDocument(loc Location, doc []byte) {
 	js, err := yaml.YAMLToJSONStrict(doc)
 	if err != nil {
-		l.fail(loc, translator.ObjectKey{}, "", "not valid YAML: "+err.Error())
+		d.fail(loc, translator.ObjectKey{}, "", "not valid YAML: "+err.Error())
 		return
 	}
 	js = bytes.TrimSpace(js)
 	if len(js) == 0 || string(js) == "null" {
 		return // an empty document
 	}
-	l.loadJSON(loc, js)
+	d.loadJSON(loc, js)
 }
 
-func (l *loader) loadJSON(loc Location, js []byte) {
+func (d *decoder) loadJSON(loc Location, js []byte) {
 	var h typeHeader
 	if err := kjson.UnmarshalCaseSensitivePreserveInts(js, &h); err != nil {
-		l.fail(loc, translator.ObjectKey{}, "", "not a Kubernetes object: "+err.Error())
+		d.fail(loc, translator.ObjectKey{}, "", "not a Kubernetes object: "+err.Error())
 		return
 	}
 	if h.APIVersion == "v1" && h.Kind == "List" {
 		for _, item := range h.Items {
-			l.loadJSON(loc, item)
+			d.loadJSON(loc, item)
 		}
 		return
 	}
 	obj := translator.ObjectKey{Kind: h.Kind, Namespace: h.Metadata.Namespace, Name: h.Metadata.Name}
 	if h.APIVersion == "" || h.Kind == "" {
-		l.fail(loc, obj, "", "apiVersion and kind are required")
+		d.fail(loc, obj, "", "apiVersion and kind are required")
 		return
 	}
-	ki, ok := l.kinds[h.APIVersion+"/"+h.Kind]
+	ki, ok := d.kinds[h.APIVersion+"/"+h.Kind]
 	if !ok {
-		l.src.Warnings = append(l.src.Warnings, fmt.Sprintf("%s: document %d: skipped %s %s: mcpgate does not read this kind",
+		d.file.warnings = append(d.file.warnings, fmt.Sprintf("%s: document %d: skipped %s %s: mcpgate does not read this kind",
 			loc.File, loc.Document, h.APIVersion, h.Kind))
 		return
 	}
@@ -296,29 +335,24 @@ func (l *loader) loadJSON(loc Location, js []byte) {
 		obj.Namespace = DefaultNamespace
 	}
 	if obj.Name == "" {
-		l.fail(loc, obj, "metadata.name", "a name is required")
-		return
-	}
-	if prev, dup := l.src.objects[obj]; dup {
-		l.fail(loc, obj, "", "defined again; the first definition in "+prev.String()+" is used")
+		d.fail(loc, obj, "metadata.name", "a name is required")
 		return
 	}
 	// decode into a scratch Resources first: a document with unknown fields is refused whole
 	scratch := &translator.Resources{}
 	strict, err := ki.decode(js, obj.Namespace, scratch)
 	if err != nil {
-		l.fail(loc, obj, "", err.Error())
+		d.fail(loc, obj, "", err.Error())
 		return
 	}
 	if len(strict) > 0 {
 		for _, e := range strict {
 			field, msg := splitStrict(e.Error())
-			l.fail(loc, obj, field, msg)
+			d.fail(loc, obj, field, msg)
 		}
 		return
 	}
-	appendResources(l.res, scratch)
-	l.src.objects[obj] = loc
+	d.file.objects = append(d.file.objects, object{key: obj, loc: loc, value: scratch})
 }
 
 // splitStrict turns `unknown field "spec.foo"` into ("spec.foo", "unknown field").

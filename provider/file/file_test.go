@@ -245,3 +245,39 @@ func TestWatchFile(t *testing.T) {
 		t.Fatalf("port after edit %d, want 9000", p)
 	}
 }
+
+func TestWatchKeepsLastGoodVersionOfABadFile(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "gw.yaml")
+	write(t, f, gatewayDoc)
+	ch, stop := startWatch(t, dir)
+	defer stop()
+	if p := listenerPort(t, next(t, ch)); p != 8080 {
+		t.Fatalf("initial port %d", p)
+	}
+	// a typo in the served file: the error is reported and the last good Gateway is kept
+	write(t, f, strings.Replace(gatewayDoc, "port: 8080", "prot: 8081", 1))
+	l := next(t, ch)
+	if l.err == nil || !strings.Contains(l.err.Error(), "unknown field") || !strings.Contains(l.err.Error(), "last good version") {
+		t.Fatalf("after a bad edit: err %v; want the field error and that the last good version is served", l.err)
+	}
+	if len(l.res.Gateways) != 1 || l.res.Gateways[0].Spec.Listeners[0].Port != 8080 {
+		t.Fatalf("after a bad edit: %d gateways, want the last good one on 8080", len(l.res.Gateways))
+	}
+	// the fix is served
+	write(t, f, strings.Replace(gatewayDoc, "8080", "8083", 1))
+	l = next(t, ch)
+	if l.err != nil {
+		t.Fatalf("after the fix: %v", l.err)
+	}
+	if p := listenerPort(t, l); p != 8083 {
+		t.Fatalf("after the fix the port is %d, want 8083", p)
+	}
+	// a removed file takes its objects with it
+	if err := os.Remove(f); err != nil {
+		t.Fatal(err)
+	}
+	if l := next(t, ch); len(l.res.Gateways) != 0 {
+		t.Fatalf("after removing the file: %d gateways, want 0", len(l.res.Gateways))
+	}
+}

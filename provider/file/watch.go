@@ -1,7 +1,9 @@
 package file
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,8 +22,11 @@ const DebounceDelay = 100 * time.Millisecond
 // (debounced by DebounceDelay) until ctx ends. It watches directories, not files, so editors
 // that replace a file by renaming a new one over it are seen; for a file path it reacts to
 // changes of that name only, for a directory to any change in it. fn gets what Load returns:
-// the objects read even when err lists bad documents. Watch returns nil when ctx ends, or an
-// error when the watch cannot be set up.
+// the objects read even when err lists bad documents, with one difference: a file whose new
+// content has errors keeps its last good content (the last one read without errors), so a bad
+// edit loses nothing that was served; err then says so. Files whose content did not change are
+// not decoded again. Watch returns nil when ctx ends, or an error when the watch cannot be set
+// up.
 func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, Sources, error)) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -57,8 +62,9 @@ func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, S
 		}
 		return files[abs] || dirs[filepath.Dir(abs)] || dirs[abs]
 	}
+	var cache fileCache
 	load := func() {
-		res, src, err := Load(paths...)
+		res, src, err := cache.load(paths)
 		fn(res, src, err)
 	}
 	load()
@@ -88,4 +94,56 @@ func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, S
 			load()
 		}
 	}
+}
+
+// fileCache remembers, per file, the last content read and the last content read without errors.
+type fileCache map[string]*cachedFile
+
+type cachedFile struct {
+	current *fileObjects // the file's content when last read
+	good    *fileObjects // the last content without errors; nil if there was none
+}
+
+// load reads paths like Load, reusing the decoded objects of files whose content is unchanged
+// and keeping the last good content of files whose new content has errors.
+func (c *fileCache) load(paths []string) (*translator.Resources, Sources, error) {
+	if *c == nil {
+		*c = fileCache{}
+	}
+	names, err := expand(paths)
+	errs := []error{err}
+	parsed := make([]*fileObjects, 0, len(names))
+	seen := make(map[string]bool, len(names))
+	for _, name := range names {
+		seen[name] = true
+		cf := (*c)[name]
+		if cf == nil {
+			cf = &cachedFile{}
+			(*c)[name] = cf
+		}
+		data, err := os.ReadFile(name)
+		switch {
+		case err != nil:
+			cf.current = &fileObjects{name: name, errs: []error{fmt.Errorf("%s: %w", name, err)}}
+		case cf.current == nil || cf.current.data == nil || !bytes.Equal(cf.current.data, data):
+			cf.current = parseFile(name, data)
+		}
+		if len(cf.current.errs) == 0 {
+			cf.good = cf.current
+		}
+		if len(cf.current.errs) > 0 && cf.good != nil {
+			errs = append(errs, cf.current.errs...)
+			errs = append(errs, fmt.Errorf("%s: serving its last good version until the errors above are fixed", name))
+			parsed = append(parsed, cf.good)
+			continue
+		}
+		parsed = append(parsed, cf.current)
+	}
+	for name := range *c {
+		if !seen[name] {
+			delete(*c, name) // a removed file: its objects go
+		}
+	}
+	res, src, err := merge(parsed)
+	return res, src, errors.Join(append(errs, err)...)
 }
