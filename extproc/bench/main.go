@@ -34,6 +34,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -307,6 +308,17 @@ type result struct {
 	P50ms       float64 `json:"p50_ms"`
 	P99ms       float64 `json:"p99_ms"`
 	CPUPerReqUs float64 `json:"server_cpu_us_per_request"`
+	// ClientCPUPerReqUs is this process's CPU (the Envoy side) per request.
+	ClientCPUPerReqUs float64 `json:"client_cpu_us_per_request"`
+}
+
+// selfCPU returns this process's user+system CPU time.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func measure(o options, stdout io.Writer) error {
@@ -343,7 +355,7 @@ func measure(o options, stdout io.Writer) error {
 			for round := range o.rounds {
 				for i := range variants {
 					v := variants[(i+round)%len(variants)]
-					before := v.srv.cpu()
+					before, selfBefore := v.srv.cpu(), selfCPU()
 					r, err := load(v, sock, conc, o.duration)
 					if err != nil {
 						return err
@@ -351,9 +363,10 @@ func measure(o options, stdout io.Writer) error {
 					r.Socket, r.Conc, r.Variant, r.Round = sock, conc, v.name, round
 					if r.Requests > 0 {
 						r.CPUPerReqUs = float64(v.srv.cpu()-before) / float64(time.Microsecond) / float64(r.Requests)
+						r.ClientCPUPerReqUs = float64(selfCPU()-selfBefore) / float64(time.Microsecond) / float64(r.Requests)
 					}
-					fmt.Fprintf(os.Stderr, "%-4s conc %3d %-5s round %d: %7.0f req/s p50 %6.2f ms p99 %6.2f ms cpu %5.1f µs/req errors %d\n",
-						sock, conc, v.name, round, r.RPS, r.P50ms, r.P99ms, r.CPUPerReqUs, r.Errors)
+					fmt.Fprintf(os.Stderr, "%-4s conc %3d %-5s round %d: %7.0f req/s p50 %6.2f ms p99 %6.2f ms cpu %5.1f µs/req (client %5.1f) errors %d\n",
+						sock, conc, v.name, round, r.RPS, r.P50ms, r.P99ms, r.CPUPerReqUs, r.ClientCPUPerReqUs, r.Errors)
 					all = append(all, r)
 				}
 			}
@@ -501,8 +514,8 @@ func median(xs []float64) float64 {
 // report prints, per socket and concurrency, the medians over the rounds and the medians of the
 // per-round ratios to the floor.
 func report(w io.Writer, all []result, o options) {
-	fmt.Fprintf(w, "| socket | streams | server | requests/s | p50 ms | p99 ms | server CPU µs/req | req/s ÷ floor | p99 ÷ floor |\n")
-	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "| socket | streams | server | requests/s | p50 ms | p99 ms | server CPU µs/req | client CPU µs/req | req/s ÷ floor | p99 ÷ floor |\n")
+	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, sock := range o.sockets {
 		for _, conc := range o.conc {
 			byRound := map[string]map[int]result{}
@@ -518,17 +531,18 @@ func report(w io.Writer, all []result, o options) {
 				if len(byRound[name]) == 0 {
 					continue
 				}
-				var rps, p50, p99, cpu, rpsRatio, p99Ratio []float64
+				var rps, p50, p99, cpu, client, rpsRatio, p99Ratio []float64
 				for round, r := range byRound[name] {
 					f := byRound["floor"][round]
 					rps, p50, p99, cpu = append(rps, r.RPS), append(p50, r.P50ms), append(p99, r.P99ms), append(cpu, r.CPUPerReqUs)
+					client = append(client, r.ClientCPUPerReqUs)
 					if f.RPS > 0 && f.P99ms > 0 {
 						rpsRatio = append(rpsRatio, r.RPS/f.RPS)
 						p99Ratio = append(p99Ratio, r.P99ms/f.P99ms)
 					}
 				}
-				fmt.Fprintf(w, "| %s | %d | %s | %.0f | %.2f | %.2f | %.0f | %.2f | %.2f |\n",
-					sock, conc, name, median(rps), median(p50), median(p99), median(cpu), median(rpsRatio), median(p99Ratio))
+				fmt.Fprintf(w, "| %s | %d | %s | %.0f | %.2f | %.2f | %.0f | %.0f | %.2f | %.2f |\n",
+					sock, conc, name, median(rps), median(p50), median(p99), median(cpu), median(client), median(rpsRatio), median(p99Ratio))
 			}
 		}
 	}
