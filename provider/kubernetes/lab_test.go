@@ -637,6 +637,36 @@ spec:
 	if err := testCluster.client.Get(context.Background(), types.NamespacedName{Namespace: "byname", Name: "ignored"}, &appsv1.Deployment{}); err == nil {
 		t.Error("Gateway of an unserved class got a data plane")
 	}
+
+	// A Deployment of the Gateway's name that mcpgate did not create is left alone.
+	mustKubectl(t, []byte(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: taken, namespace: byname}
+spec:
+  selector: {matchLabels: {app: mine}}
+  template:
+    metadata: {labels: {app: mine}}
+    spec: {containers: [{name: mine, image: example.com/mine}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: taken, namespace: byname}
+spec:
+  gatewayClassName: other-class
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`), "apply", "-f", "-")
+	eventually(t, "Gateway not programmed, naming the Deployment in the way", func() error {
+		gw := get(t, types.NamespacedName{Namespace: "byname", Name: "taken"}, &gwv1.Gateway{})
+		c := meta.FindStatusCondition(gw.Status.Conditions, "Programmed")
+		if c == nil || c.Status != metav1.ConditionFalse || c.Reason != "Invalid" || !strings.Contains(c.Message, "Deployment byname/taken exists and is not managed by mcpgate") {
+			return fmt.Errorf("Programmed %+v", c)
+		}
+		return nil
+	})
+	dep := get(t, types.NamespacedName{Namespace: "byname", Name: "taken"}, &appsv1.Deployment{})
+	if len(dep.Labels) != 0 || dep.Spec.Template.Spec.Containers[0].Name != "mine" {
+		t.Errorf("the user's Deployment was changed: labels %v, containers %+v", dep.Labels, dep.Spec.Template.Spec.Containers)
+	}
 }
 
 // checkLeaderElection starts a second replica: it serves the same xDS but does not lead; when
