@@ -204,6 +204,8 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, bootstrap []byte) (dataPlane
 
 	podAnnotations := map[string]string{
 		AnnotationBootstrapHash: hex.EncodeToString(sum[:8]),
+		// `kubectl logs deploy/NAME` shows Envoy's access log (the lab's step 5).
+		"kubectl.kubernetes.io/default-container": "envoy",
 		"prometheus.io/scrape":  "true",
 		"prometheus.io/port":    strconv.Itoa(extProcAdminPort),
 		"prometheus.io/path":    "/metrics",
