@@ -206,9 +206,9 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, bootstrap []byte) (dataPlane
 		AnnotationBootstrapHash: hex.EncodeToString(sum[:8]),
 		// `kubectl logs deploy/NAME` shows Envoy's access log (the lab's step 5).
 		"kubectl.kubernetes.io/default-container": "envoy",
-		"prometheus.io/scrape":  "true",
-		"prometheus.io/port":    strconv.Itoa(extProcAdminPort),
-		"prometheus.io/path":    "/metrics",
+		"prometheus.io/scrape":                    "true",
+		"prometheus.io/port":                      strconv.Itoa(extProcAdminPort),
+		"prometheus.io/path":                      "/metrics",
 	}
 	maps.Copy(podAnnotations, annotations)
 	// Replicas are left out: the Deployment starts with one and is scaled with kubectl scale or
