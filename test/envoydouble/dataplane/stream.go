@@ -776,6 +776,9 @@ func (st *stream) writeHeaders(h *headers.Map) {
 		wh.Add(e.Key, e.Value)
 	}
 	st.w.WriteHeader(code)
+	// Envoy's codec writes encoded headers to the connection at once, without waiting for body
+	// bytes: a client of a stream whose first event comes later sees the headers now.
+	_ = st.rc.Flush() // a failed flush shows again on the next write
 	st.headersSent = true
 }
 

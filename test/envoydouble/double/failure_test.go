@@ -62,13 +62,16 @@ func TestExtProcFailuresFailClosed(t *testing.T) {
 			if resp.StatusCode != want.code {
 				t.Errorf("got %d, want %d", resp.StatusCode, want.code)
 			}
-			var found bool
-			for _, l := range e.access.all() {
-				found = found || strings.Contains(l, `"details":"`+want.details+`"`) && strings.Contains(l, `"path":"`+path+`"`)
-			}
-			if !found {
-				t.Errorf("no access log line for %s with details %s: %v", path, want.details, e.access.all())
-			}
+			// the access log line is written when the stream ends, which may be after the client
+			// has read the whole answer
+			waitFor(t, "an access log line for "+path+" with details "+want.details, func() bool {
+				for _, l := range e.access.all() {
+					if strings.Contains(l, `"details":"`+want.details+`"`) && strings.Contains(l, `"path":"`+path+`"`) {
+						return true
+					}
+				}
+				return false
+			})
 		})
 	}
 	if up.count() != 0 {

@@ -202,3 +202,50 @@ func TestSSEExtProcFailureMidStreamResetsDownstream(t *testing.T) {
 		t.Errorf("access log %v", l)
 	}
 }
+
+// Envoy's codec writes response headers as soon as they are encoded, before any body: a client
+// of an SSE stream that only later carries events (a Streamable HTTP GET stream) must see the
+// headers at once.
+func TestResponseHeadersReachTheClientBeforeTheBody(t *testing.T) {
+	x := &streamedSSE{}
+	e := newEnv(t, x.script)
+	release := make(chan struct{})
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("content-type", "text/event-stream")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		select { // no body until the client has the headers
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		fmt.Fprint(w, "event: message\ndata: late\n\n")
+	})
+	mcpSetup(t, e, up.addr, extProcFilter(5*time.Second))
+
+	got := make(chan *http.Response, 1)
+	go func() {
+		resp, err := http.Get(e.url("/mcp"))
+		if err != nil {
+			t.Error(err)
+			close(got)
+			return
+		}
+		got <- resp
+	}()
+	var resp *http.Response
+	select {
+	case resp = <-got:
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("no response headers while the upstream holds its body: the double waits for body bytes")
+	}
+	close(release)
+	if resp == nil {
+		t.FailNow()
+	}
+	defer resp.Body.Close()
+	if ev, err := readEvent(t, bufio.NewReader(resp.Body)); err != nil || ev != "late" {
+		t.Fatalf("event %q %v, want late", ev, err)
+	}
+}
