@@ -22,8 +22,8 @@ build: ## build bin/mcpgate and the example and test binaries
 	$(GO) build -o bin/ ./cmd/... ./examples/... ./test/envoydouble
 
 .PHONY: run
-run: build ## run the gateway on the embedded lab example (examples/mcp-connectivity)
-	$(GO) run ./cmd/mcpgate run -f examples/mcp-connectivity
+run: build ## run the gateway on the lab's example (examples/mcp-connectivity) with the example fetch server
+	./scripts/run.sh
 
 .PHONY: test
 test: generate-check build $(TEST_DEPS) ## run every test: unit, golden, xDS, ext_proc, end to end, Kubernetes
