@@ -100,9 +100,12 @@ func mustMarshal(m proto.Message) []byte {
 	return b
 }
 
-// mustAny wraps a message built here; marshalling a well-formed message cannot fail.
+// mustAny wraps a message built here; marshalling a well-formed message cannot fail. The
+// encoding is deterministic (map entries sorted, e.g. the access log's JSON format Struct), so
+// that the same input gives the same bytes and xDS does not push an unchanged resource again.
 func mustAny(m proto.Message) *anypb.Any {
-	a, err := anypb.New(m)
+	a := &anypb.Any{}
+	err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true})
 	if err != nil {
 		panic("translator: marshal " + string(m.ProtoReflect().Descriptor().FullName()) + ": " + err.Error())
 	}
