@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -202,8 +203,15 @@ func TestLab(t *testing.T) {
 	t.Run("data plane", func(t *testing.T) { checkDataPlane(t, labNS, "agentgateway", []int32{8080}) })
 
 	t.Run("steps 6 and 9: policies", func(t *testing.T) {
+		// Passes that change nothing (a namespace label) push no new version: each step below
+		// adds exactly one.
+		v0 := version(t, ctrl)
+		mustKubectl(t, nil, "label", "namespace", labNS, "example.com/touched=1")
 		applyFile(t, files[3])
 		eventually(t, "JWT policy served", func() error { return ads.hasNames(translator.PolicyTypeURL, jwtPolicy) })
+		if v := version(t, ctrl); v != v0+1 {
+			t.Errorf("xDS version %d after step 6, want %d: a pass without a change pushed", v, v0+1)
+		}
 		applyFile(t, files[4])
 		eventually(t, "both policies served", func() error { return ads.hasNames(translator.PolicyTypeURL, bothPolicies) })
 		eventually(t, "policy status", func() error {
@@ -340,6 +348,16 @@ func TestLab(t *testing.T) {
 			return nil
 		})
 	})
+}
+
+// version is the xDS version the controller serves.
+func version(t *testing.T, c *controller) int {
+	t.Helper()
+	v, err := strconv.Atoi(c.xds.Version())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 // touchAndWait sets the lab backend's failureMode (a new generation) and waits until the leader
