@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -63,10 +64,17 @@ func readRouteInfo(ctx context.Context) routeInfo {
 
 // Process implements the ExternalProcessor service: one call per HTTP request, one reply per
 // message.
-func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) error {
+func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) (err error) {
 	ctx := ps.Context()
 	st := s.newStream(ctx)
 	defer st.end()
+	defer func() {
+		// A bug must fail this request (Envoy answers 500), not the process and every request.
+		if r := recover(); r != nil {
+			s.log.Error("ext_proc stream panicked", "route", st.ri.route, "panic", r, "stack", string(debug.Stack()))
+			err = status.Error(codes.Internal, "ext_proc internal error")
+		}
+	}()
 	for {
 		req, err := ps.Recv()
 		if err != nil {

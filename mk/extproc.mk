@@ -8,6 +8,7 @@ bench-extproc: ## ext_proc (JWT+CEL on and off) vs a bare CONTINUE server, TCP a
 	$(GO) run ./extproc/bench $(EXTPROC_BENCH_ARGS)
 
 .PHONY: fuzz-extproc
-fuzz-extproc: ## fuzz the JSON-RPC scanner and the SSE stream rewriter, FUZZTIME each (default 30s)
+fuzz-extproc: ## fuzz the JSON-RPC scanner, the SSE stream rewriter and the stream state machine, FUZZTIME each (default 30s)
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./extproc/mcp
 	$(GO) test -run '^$$' -fuzz '^FuzzSSEStream$$' -fuzztime $(FUZZTIME) ./extproc/mcp
+	$(GO) test -run '^$$' -fuzz '^FuzzStream$$' -fuzztime $(FUZZTIME) ./extproc
