@@ -1,6 +1,6 @@
 # ext_proc (extproc/): the benchmark against the protocol's floor, and the parser fuzzers.
 
-EXTPROC_BENCH_ARGS ?= -duration 2s -rounds 3 -conc 1,16,256 -sockets tcp,unix
+EXTPROC_BENCH_ARGS ?= -duration 700ms -rounds 9 -conc 1,16,256 -sockets tcp,unix
 FUZZTIME ?= 30s
 
 .PHONY: bench-extproc

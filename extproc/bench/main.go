@@ -14,7 +14,7 @@
 // request can be read from /proc. The report gives requests/s, p50 and p99 per concurrency and the
 // ratios to the floor of the same round.
 //
-//	go run ./extproc/bench -duration 2s -rounds 3 -conc 1,16,256
+//	go run ./extproc/bench -duration 700ms -rounds 9 -conc 1,16,256
 package main
 
 import (
@@ -69,9 +69,9 @@ func run(args []string, stdout io.Writer) error {
 	serve := fs.String("serve", "", "child mode: serve floor or extproc and print its addresses")
 	profile := fs.String("cpuprofile", "", "write each server's CPU profile to PREFIX-floor.prof and PREFIX-extproc.prof")
 	o := options{}
-	fs.DurationVar(&o.duration, "duration", 2*time.Second, "length of one measured run")
+	fs.DurationVar(&o.duration, "duration", 700*time.Millisecond, "length of one measured run")
 	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "unmeasured run before each concurrency level")
-	fs.IntVar(&o.rounds, "rounds", 3, "interleaved rounds (floor, on, off in rotating order)")
+	fs.IntVar(&o.rounds, "rounds", 9, "interleaved rounds (floor, on, off in rotating order)")
 	conc := fs.String("conc", "1,16,256", "concurrent streams")
 	sockets := fs.String("sockets", "tcp,unix", "sockets to measure")
 	only := fs.String("variants", "floor,on,off", "servers to measure (floor, on, off)")
