@@ -12,6 +12,10 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	protocodec "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
 )
@@ -81,5 +85,34 @@ func TestDriver(t *testing.T) {
 	report(&out, all, options{sockets: []string{"tcp", "unix"}, conc: []int{4}})
 	if strings.Count(out.String(), "\n") != 8 || !strings.Contains(out.String(), "| unix | 4 | on |") {
 		t.Errorf("report:\n%s", out.String())
+	}
+}
+
+// TestSkipMetadataCodec: the client codec drops dynamic_metadata and keeps everything else.
+func TestSkipMetadataCodec(t *testing.T) {
+	md, err := structpb.NewStruct(map[string]any{"mcpgate": map[string]any{"tool": "fetch"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &extprocv3.ProcessingResponse{
+		Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{
+			BodyMutation: &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: []byte("x")}},
+		}}},
+		DynamicMetadata: md,
+	}
+	c := skipMetadataCodec{encoding.GetCodecV2(protocodec.Name)}
+	wire, err := c.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out extprocv3.ProcessingResponse
+	if err := c.Unmarshal(wire, &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.GetDynamicMetadata() != nil || string(out.GetRequestBody().GetResponse().GetBodyMutation().GetBody()) != "x" {
+		t.Errorf("decoded %v", &out)
+	}
+	if err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer([]byte{0x42, 0x05, 0x01})}, &out); err == nil {
+		t.Error("truncated message decoded")
 	}
 }
