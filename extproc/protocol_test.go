@@ -95,8 +95,8 @@ func TestJSONAnswer(t *testing.T) {
 			}
 			resp = check(t)(s.ResponseHeaders(respHeaders("200", "application/json", hdr("content-length", "52")), false))
 			plainContinue(t, resp)
-			if resp.GetModeOverride() != nil {
-				t.Errorf("JSON answer must stay BUFFERED, got mode_override %v", resp.GetModeOverride())
+			if mo := resp.GetModeOverride(); mo.GetResponseBodyMode() != extprocfilterv3.ProcessingMode_BUFFERED || mo.GetRequestBodyMode() != extprocfilterv3.ProcessingMode_BUFFERED {
+				t.Errorf("JSON answer must stay BUFFERED, got mode_override %v", mo)
 			}
 			answer := []byte(`{"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"text","text":"ok"}]}}`)
 			plainContinue(t, check(t)(s.ResponseBody(answer, true)))

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc/codes"
 	grpcmd "google.golang.org/grpc/metadata"
@@ -530,7 +531,7 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	case mediaType(ct) == "text/event-stream":
 		st.sse = mcp.NewSSEStream(st.s.cfg.MaxBodyBytes)
 		st.getStream = st.ri.transport == TransportSSE && st.method == http.MethodGet
-	case mode != nil:
+	case mode.GetResponseBodyMode() == extprocfilterv3.ProcessingMode_NONE:
 		// The body will not be seen.
 		st.finishPending(now)
 	}
