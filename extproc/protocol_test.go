@@ -646,3 +646,24 @@ func TestRedaction(t *testing.T) {
 	waitFor(t, "the audit record", func() bool { return len(h.audit.records(t)) == 1 })
 	checkRecord(t, h.audit.records(t)[0], map[string]any{"arguments": map[string]any{"APIKEY": "[REDACTED]", "url": "u"}})
 }
+
+// TestDeferredTrafficRules: traffic rules that read mcp.* run on the body's messages, including a
+// body holding only a response (a client answering the server), which must not slip past them.
+func TestDeferredTrafficRules(t *testing.T) {
+	p := &policyv1.Policy{Name: "lab", TrafficRules: []*policyv1.Rule{{Action: policyv1.Rule_DENY, Expression: `mcp.method == "tools/call" || mcp.method == ""`, Source: "deny#0"}}}
+	h := newHarness(t, []*policyv1.Policy{p})
+	for _, body := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`,
+		`{"jsonrpc":"2.0","id":7,"result":{"content":[]}}`,
+	} {
+		s := h.open(t, h.tcp, streamableRoute)
+		plainContinue(t, check(t)(s.RequestHeaders(postHeaders("/mcp", ""), false)))
+		resp := check(t)(s.RequestBody([]byte(body), true))
+		if ir := resp.GetImmediateResponse(); ir.GetStatus().GetCode() != 403 || extproctest.Metadata(resp)["rule"] != "deny#0" {
+			t.Errorf("%s: want 403 by deny#0, got %v", body, resp)
+		}
+	}
+	s := h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", ""), false))
+	plainContinue(t, check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`), true)))
+}

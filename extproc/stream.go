@@ -369,13 +369,20 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 				"mcpgate enforces tool rules on this route and cannot read the body as JSON-RPC: "+err.Error(),
 				"mcpgate_not_jsonrpc"), "", md, nil)
 		}
-		return st.rep.bodyReply(true, nil, false, false, metadata{})
+		return st.rep.bodyReply(true, nil, false, false, md)
 	}
 
 	now := time.Now()
 	exOf := make([]*exchange, len(msgs))
 	var first, firstDenied *exchange
 	denied := 0
+	if st.trafficDeferred && !hasRequest(msgs) {
+		// Only responses (or objects that are neither): the traffic rules still apply, without
+		// an MCP method.
+		if d := st.evaluate(st.pol.traffic, &st.in); !d.Allowed {
+			return st.refuse(rbacDenied(), d.Rule, md, nil)
+		}
+	}
 	for i := range msgs {
 		m := &msgs[i]
 		if m.Kind != mcp.KindRequest && m.Kind != mcp.KindNotification {
@@ -472,6 +479,16 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		out = mcp.EncodeBatch(elems)
 	}
 	return st.rep.bodyReply(true, out, true, true, md)
+}
+
+// hasRequest reports whether msgs hold a request or notification.
+func hasRequest(msgs []mcp.Message) bool {
+	for i := range msgs {
+		if msgs[i].Kind == mcp.KindRequest || msgs[i].Kind == mcp.KindNotification {
+			return true
+		}
+	}
+	return false
 }
 
 // utf8Charset reports whether a content-type has no charset or the UTF-8 one.
