@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/mcpgate/mcpgate/extproc/authz"
 	"github.com/mcpgate/mcpgate/extproc/jwt"
@@ -146,7 +147,19 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Register adds the ExternalProcessor service to gs.
+// ServerOptions are the options of a gRPC server for ext_proc. Envoy's cluster for ext_proc sends
+// HTTP/2 keepalive pings every 30 s, also on an idle connection; gRPC's default enforcement
+// (pings at most every 5 min, none without streams) would answer them with GOAWAY
+// "too_many_pings" and cut the streams in flight, which Envoy turns into 500s. Serve uses them; a
+// caller that registers the service on its own server should too.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	}
+}
+
+// Register adds the ExternalProcessor service to gs (made with ServerOptions).
 func (s *Server) Register(gs *grpc.Server) {
 	extprocv3.RegisterExternalProcessorServer(gs, s)
 }
@@ -238,7 +251,7 @@ const ShutdownGrace = 5 * time.Second
 // Serve serves the ext_proc service on the listeners until ctx ends, then stops: streams in flight
 // get ShutdownGrace to finish.
 func (s *Server) Serve(ctx context.Context, listeners ...net.Listener) error {
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(ServerOptions()...)
 	s.Register(gs)
 	errc := make(chan error, len(listeners))
 	for _, lis := range listeners {
