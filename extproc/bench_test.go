@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
 )
@@ -29,7 +30,7 @@ func BenchmarkToolsCall(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := srv.HandlePolicies(extproc.PolicyTypeURL, res); err != nil {
+	if err := srv.HandlePolicies(contract.PolicyTypeURL, res); err != nil {
 		b.Fatal(err)
 	}
 	sock := filepath.Join(b.TempDir(), "ep.sock")

@@ -11,6 +11,7 @@ import (
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/mcpgate/mcpgate/contract"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -217,7 +218,7 @@ func (m metadata) attach(r *extprocv3.ProcessingResponse) *extprocv3.ProcessingR
 		inner += protowire.SizeTag(fieldStructFields) + protowire.SizeBytes(entrySize(m.fields[i].name, valueSize(&m.fields[i])))
 	}
 	outerValue := protowire.SizeTag(fieldValueStruct) + protowire.SizeBytes(inner)
-	outerEntry := entrySize(metadataNamespace, outerValue)
+	outerEntry := entrySize(contract.MetadataNamespace, outerValue)
 	outer := protowire.SizeTag(fieldStructFields) + protowire.SizeBytes(outerEntry)
 
 	b := make([]byte, 0, protowire.SizeTag(fieldDynamicMetadata)+protowire.SizeBytes(outer))
@@ -226,7 +227,7 @@ func (m metadata) attach(r *extprocv3.ProcessingResponse) *extprocv3.ProcessingR
 	b = protowire.AppendTag(b, fieldStructFields, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(outerEntry))
 	b = protowire.AppendTag(b, fieldEntryKey, protowire.BytesType)
-	b = protowire.AppendString(b, metadataNamespace)
+	b = protowire.AppendString(b, contract.MetadataNamespace)
 	b = protowire.AppendTag(b, fieldEntryValue, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(outerValue))
 	b = protowire.AppendTag(b, fieldValueStruct, protowire.BytesType)
@@ -252,9 +253,8 @@ func (m metadata) attach(r *extprocv3.ProcessingResponse) *extprocv3.ProcessingR
 	return r
 }
 
-// metadataNamespace is the dynamic metadata namespace ext_proc writes (listed in the filter's
+// contract.MetadataNamespace is the dynamic metadata namespace ext_proc writes (listed in the filter's
 // metadata_options.receiving_namespaces).
-const metadataNamespace = "mcpgate"
 
 // The replies. Each answers exactly the message kind it names.
 

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/authz"
 	"github.com/mcpgate/mcpgate/extproc/mcp"
 	"github.com/mcpgate/mcpgate/extproc/telemetry"
@@ -61,16 +62,16 @@ func (st *stream) exchangeMetadata(md *metadata, ex *exchange) {
 	if ex == nil {
 		return
 	}
-	md.str("method", ex.rec.Method)
-	md.str("tool", ex.rec.Tool)
+	md.str(contract.FieldMethod, ex.rec.Method)
+	md.str(contract.FieldTool, ex.rec.Tool)
 	if args, _ := st.s.tel.Arguments(ex.rec.Arguments); args != nil {
-		md.str("arguments", string(args))
+		md.str(contract.FieldArguments, string(args))
 	}
 	if ex.rec.ID != nil {
-		md.str("jsonrpc_id", string(ex.rec.ID))
+		md.str(contract.FieldJSONRPCID, string(ex.rec.ID))
 	}
-	md.replace("decision", ex.rec.Decision)
-	md.replace("rule", ex.rec.Rule)
+	md.replace(contract.FieldDecision, ex.rec.Decision)
+	md.replace(contract.FieldRule, ex.rec.Rule)
 }
 
 // register keeps the exchanges until their answers.
@@ -83,7 +84,7 @@ func (st *stream) register(exs []*exchange, now time.Time) {
 		switch {
 		case ex.rec.ID == nil || key == "":
 			st.waiting = append(st.waiting, ex)
-		case st.ri.transport == TransportSSE:
+		case st.ri.transport == contract.TransportSSE:
 			if st.session == "" {
 				st.waiting = append(st.waiting, ex)
 				continue
@@ -221,7 +222,7 @@ func (st *stream) answer(m *mcp.Message, ex *exchange, md *metadata, now time.Ti
 	outcome := telemetry.OutcomeResult
 	if hasErr {
 		outcome = telemetry.OutcomeError
-		md.num("jsonrpc_error", code)
+		md.num(contract.FieldJSONRPCError, code)
 	}
 	st.s.finish(ex, outcome, now)
 	return repl

@@ -9,6 +9,7 @@ import (
 	grpcmd "google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 )
@@ -27,17 +28,17 @@ func FuzzStream(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	if err := srv.HandlePolicies(PolicyTypeURL, map[string]*anypb.Any{"p": a}); err != nil {
+	if err := srv.HandlePolicies(contract.PolicyTypeURL, map[string]*anypb.Any{"p": a}); err != nil {
 		f.Fatal(err)
 	}
 	f.Add([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`), []byte("data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"x\"}]}}\n\n"), uint8(0), uint16(9), false)
 	f.Add([]byte(`[{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get-env"}}]`), []byte(`[{"jsonrpc":"2.0","id":2,"result":{}}]`), uint8(1), uint16(3), false)
 	f.Add([]byte(`{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"get-env"}}`), []byte("event: endpoint\ndata: /m?sessionId=s\n\ndata: {\"id\":\"a\",\"result\":{}}\n\n"), uint8(0), uint16(20), true)
 	f.Fuzz(func(t *testing.T, reqBody, respBody []byte, ctKind uint8, cut uint16, legacy bool) {
-		transport := TransportStreamable
+		transport := contract.TransportStreamableHTTP
 		path := "/mcp"
 		if legacy {
-			transport, path = TransportSSE, "/m?sessionId=s"
+			transport, path = contract.TransportSSE, "/m?sessionId=s"
 		}
 		route := extproctest.Route{Route: "ns/r/rule/0", Policy: "p", MCP: transport, Backend: "ns/b", Target: "t"}
 		st := srv.newStream(grpcmd.NewIncomingContext(context.Background(), route.MD()))

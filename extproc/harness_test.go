@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
 	"github.com/mcpgate/mcpgate/extproc/internal/metrictest"
@@ -234,7 +235,7 @@ func (h *harness) push(t *testing.T, policies ...*policyv1.Policy) {
 	for i, p := range policies {
 		msgs[i] = p
 	}
-	if err := h.xds.Update(map[string]map[string][]proto.Message{"*": {xds.PolicyType: msgs}}); err != nil {
+	if err := h.xds.Update(map[string]map[string][]proto.Message{"*": {contract.PolicyTypeURL: msgs}}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	grpcmd "google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 )
@@ -34,14 +35,14 @@ func BenchmarkStreamLogic(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := srv.HandlePolicies(PolicyTypeURL, map[string]*anypb.Any{"lab": a}); err != nil {
+	if err := srv.HandlePolicies(contract.PolicyTypeURL, map[string]*anypb.Any{"lab": a}); err != nil {
 		b.Fatal(err)
 	}
 	call := []byte(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"https://httpbin.org/get"}}}`)
 	answer := []byte(`{"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"text","text":"ok"}]}}`)
 	for _, tc := range []struct{ name, policy, token string }{{"off", "", ""}, {"on", "lab", extproctest.LabToken}} {
 		b.Run(tc.name, func(b *testing.B) {
-			route := extproctest.Route{Gateway: "ns/gw", Route: "ns/mcp/rule/0", Policy: tc.policy, MCP: TransportStreamable, Backend: "ns/b", Target: "t"}
+			route := extproctest.Route{Gateway: "ns/gw", Route: "ns/mcp/rule/0", Policy: tc.policy, MCP: contract.TransportStreamableHTTP, Backend: "ns/b", Target: "t"}
 			ctx := grpcmd.NewIncomingContext(context.Background(), route.MD())
 			hs := []extproctest.Header{{Name: ":method", Value: "POST"}, {Name: ":path", Value: "/mcp"}, {Name: ":authority", Value: "gw"},
 				{Name: "content-type", Value: "application/json"}, {Name: "mcp-session-id", Value: "S1"}}

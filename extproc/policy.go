@@ -10,13 +10,13 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/authz"
 	"github.com/mcpgate/mcpgate/extproc/jwt"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 )
 
-// PolicyTypeURL is the xDS type URL of mcpgate's policy resource.
-var PolicyTypeURL = "type.googleapis.com/" + string((&policyv1.Policy{}).ProtoReflect().Descriptor().FullName())
+// contract.PolicyTypeURL is the xDS type URL of mcpgate's policy resource.
 
 // policy is one Policy resource compiled for use.
 type policy struct {
@@ -111,8 +111,8 @@ func (st *policyStore) swap(next *policySet) {
 // them for new streams. Any error rejects the whole update (the subscription NACKs it with the
 // returned message) and keeps the last good set.
 func (s *Server) HandlePolicies(typeURL string, resources map[string]*anypb.Any) error {
-	if typeURL != PolicyTypeURL {
-		return fmt.Errorf("ext_proc subscribes to %s only, got %s", PolicyTypeURL, typeURL)
+	if typeURL != contract.PolicyTypeURL {
+		return fmt.Errorf("ext_proc subscribes to %s only, got %s", contract.PolicyTypeURL, typeURL)
 	}
 	s.policies.mu.Lock()
 	defer s.policies.mu.Unlock()

@@ -14,6 +14,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
@@ -539,7 +540,7 @@ func TestPolicyUpdates(t *testing.T) {
 	if resp := check(t)(s.RequestBody(call, true)); extproctest.Metadata(resp)["rule"] != "v2#0" {
 		t.Fatalf("last good policy not kept: %v", resp)
 	}
-	if err := h.srv.HandlePolicies(extproc.PolicyTypeURL, nil); err != nil {
+	if err := h.srv.HandlePolicies(contract.PolicyTypeURL, nil); err != nil {
 		t.Fatalf("empty set refused: %v", err)
 	}
 
@@ -561,7 +562,7 @@ func TestPolicyNACKMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = h.srv.HandlePolicies(extproc.PolicyTypeURL, res)
+	err = h.srv.HandlePolicies(contract.PolicyTypeURL, res)
 	if err == nil || !strings.Contains(err.Error(), "policy lab") || !strings.Contains(err.Error(), "EnterpriseAgentgatewayPolicy/ns/broken#0") || !strings.Contains(err.Error(), "traffic_rules") {
 		t.Errorf("NACK message = %v", err)
 	}

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/authz"
 	"github.com/mcpgate/mcpgate/extproc/jwt"
 	"github.com/mcpgate/mcpgate/extproc/mcp"
@@ -106,7 +107,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.MaxSessions = DefaultMaxSessions
 	}
 	if cfg.NodeCluster == "" {
-		cfg.NodeCluster = "*"
+		cfg.NodeCluster = contract.AllGateways
 	}
 	if cfg.NodeID == "" {
 		cfg.NodeID, _ = os.Hostname()
@@ -179,7 +180,7 @@ func (s *Server) Run(ctx context.Context) error {
 			errc <- client.Run(ctx, client.Config{
 				Addr:     s.cfg.XDSAddr,
 				Node:     &corev3.Node{Id: s.cfg.NodeID, Cluster: s.cfg.NodeCluster},
-				TypeURLs: []string{PolicyTypeURL},
+				TypeURLs: []string{contract.PolicyTypeURL},
 				Handler:  s.HandlePolicies,
 				Logger:   s.log,
 			})

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/authz"
 	"github.com/mcpgate/mcpgate/extproc/jwt"
 	"github.com/mcpgate/mcpgate/extproc/mcp"
@@ -26,20 +27,10 @@ import (
 
 // The gRPC initial metadata a route sets on its ext_proc stream (ExtProcPerRoute
 // grpc_initial_metadata, see docs/design.md).
-const (
-	MetadataGateway = "x-mcpgate-gateway"
-	MetadataRoute   = "x-mcpgate-route"
-	MetadataPolicy  = "x-mcpgate-policy"
-	MetadataMCP     = "x-mcpgate-mcp"
-	MetadataBackend = "x-mcpgate-backend"
-	MetadataTarget  = "x-mcpgate-target"
-)
+const ()
 
 // The MCP transports of x-mcpgate-mcp.
-const (
-	TransportSSE        = "sse"
-	TransportStreamable = "streamable-http"
-)
+const ()
 
 // routeInfo is what the route tells ext_proc about a request.
 type routeInfo struct {
@@ -54,12 +45,12 @@ func readRouteInfo(ctx context.Context) routeInfo {
 		return ""
 	}
 	return routeInfo{
-		gateway:   get(MetadataGateway),
-		route:     get(MetadataRoute),
-		policy:    get(MetadataPolicy),
-		transport: get(MetadataMCP),
-		backend:   get(MetadataBackend),
-		target:    get(MetadataTarget),
+		gateway:   get(contract.MetadataGateway),
+		route:     get(contract.MetadataRoute),
+		policy:    get(contract.MetadataPolicy),
+		transport: get(contract.MetadataMCP),
+		backend:   get(contract.MetadataBackend),
+		target:    get(contract.MetadataTarget),
 	}
 }
 
@@ -192,11 +183,11 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) (*extprocv3.Processin
 
 // routeMetadata adds the route's fields to md.
 func (st *stream) routeMetadata(md *metadata) {
-	md.str("gateway", st.ri.gateway)
-	md.str("route", st.ri.route)
-	md.str("backend", st.ri.backend)
-	md.str("target", st.ri.target)
-	md.str("session", st.session)
+	md.str(contract.FieldGateway, st.ri.gateway)
+	md.str(contract.FieldRoute, st.ri.route)
+	md.str(contract.FieldBackend, st.ri.backend)
+	md.str(contract.FieldTarget, st.ri.target)
+	md.str(contract.FieldSession, st.session)
 }
 
 // refuse answers the request with a, writes its audit record and returns the reply.
@@ -205,13 +196,13 @@ func (st *stream) refuse(a answer, rule string, md metadata, rec *telemetry.Reco
 		r := st.newRecord(time.Now())
 		rec = &r
 	}
-	md.str("method", rec.Method)
-	md.str("tool", rec.Tool)
+	md.str(contract.FieldMethod, rec.Method)
+	md.str(contract.FieldTool, rec.Tool)
 	rec.Decision, rec.Rule = telemetry.DecisionDeny, rule
 	rec.HTTPStatus, rec.Outcome = a.status, telemetry.OutcomeRefused
 	st.s.tel.Finish(rec, time.Now())
-	md.str("decision", telemetry.DecisionDeny)
-	md.str("rule", rule)
+	md.str(contract.FieldDecision, telemetry.DecisionDeny)
+	md.str(contract.FieldRule, rule)
 	return immediateReply(a, md)
 }
 
@@ -258,16 +249,16 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 	}
 	st.source = sourceAddress(attrs)
 	switch st.ri.transport {
-	case TransportSSE:
+	case contract.TransportSSE:
 		st.session = mcp.SessionFromURL(st.path)
-	case TransportStreamable:
+	case contract.TransportStreamableHTTP:
 		st.session = st.headers.first("mcp-session-id")
 	}
 	var md metadata
 	st.routeMetadata(&md)
 
 	if st.ri.policy != "" && st.pol == nil {
-		md.str("authn", st.authn)
+		md.str(contract.FieldAuthn, st.authn)
 		return st.refuse(answer{
 			status:      http.StatusInternalServerError,
 			contentType: "text/plain",
@@ -298,7 +289,7 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 			}
 			st.s.tel.AuthnFailure(reason)
 		}
-		md.str("authn", st.authn)
+		md.str(contract.FieldAuthn, st.authn)
 		if reject {
 			a := answer{status: ans.Status, body: []byte(ans.Body), details: "mcpgate_jwt_" + st.auth.Status.String()}
 			for _, hd := range ans.Headers {
@@ -307,9 +298,9 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 			return st.refuse(a, "jwt", md, nil)
 		}
 	} else {
-		md.str("authn", st.authn)
+		md.str(contract.FieldAuthn, st.authn)
 	}
-	md.str("subject", st.auth.Subject)
+	md.str(contract.FieldSubject, st.auth.Subject)
 
 	st.in = authz.Input{
 		Claims: st.auth.Claims, Method: st.method, Path: st.path, Host: st.host,
@@ -321,11 +312,11 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 		} else if d := st.evaluate(st.pol.traffic, &st.in); !d.Allowed {
 			return st.refuse(rbacDenied(), d.Rule, md, nil)
 		} else {
-			md.str("rule", d.Rule)
+			md.str(contract.FieldRule, d.Rule)
 		}
 	}
 	if st.pol != nil {
-		md.str("decision", telemetry.DecisionAllow)
+		md.str(contract.FieldDecision, telemetry.DecisionAllow)
 	}
 	if st.ri.transport != "" && !h.GetEndOfStream() {
 		st.headersMD = md
@@ -445,7 +436,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		st.register(exOf, now)
 		return st.rep.bodyReply(true, nil, false, false, md)
 	}
-	if st.ri.transport == TransportStreamable && !batch {
+	if st.ri.transport == contract.TransportStreamableHTTP && !batch {
 		// One refused call: answer it here; the server never sees it.
 		ex := exOf[0]
 		if ex.rec.ID == nil {
@@ -455,7 +446,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		}
 		ex.rec.HTTPStatus, ex.rec.HasError, ex.rec.ErrorCode = http.StatusOK, true, mcp.CodeInvalidParams
 		st.s.finish(ex, telemetry.OutcomeError, time.Now())
-		md.num("jsonrpc_error", mcp.CodeInvalidParams)
+		md.num(contract.FieldJSONRPCError, mcp.CodeInvalidParams)
 		return immediateReply(answer{status: http.StatusOK, contentType: "application/json",
 			body: mcp.UnknownTool(ex.rec.ID, ex.rec.Tool), details: "mcpgate_tool_denied"}, md)
 	}
@@ -511,12 +502,12 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	hs := readHeaders(h.GetHeaders())
 	st.status, _ = strconv.Atoi(hs.first(":status"))
 	var md metadata
-	if sid := hs.first("mcp-session-id"); sid != "" && st.session == "" && st.ri.transport == TransportStreamable {
+	if sid := hs.first("mcp-session-id"); sid != "" && st.session == "" && st.ri.transport == contract.TransportStreamableHTTP {
 		st.session = sid
 		for _, ex := range st.pending {
 			ex.rec.Session = sid
 		}
-		md.str("session", sid)
+		md.str(contract.FieldSession, sid)
 	}
 	now := time.Now()
 	for _, p := range st.posted {
@@ -547,7 +538,7 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	switch {
 	case mediaType(ct) == "text/event-stream":
 		st.sse = mcp.NewSSEStream(st.s.cfg.MaxBodyBytes)
-		st.getStream = st.ri.transport == TransportSSE && st.method == http.MethodGet
+		st.getStream = st.ri.transport == contract.TransportSSE && st.method == http.MethodGet
 	case mode.GetResponseBodyMode() == extprocfilterv3.ProcessingMode_NONE:
 		// The body will not be seen.
 		st.finishPending(now)
@@ -617,7 +608,7 @@ func (st *stream) visitEvent(ev *mcp.Event, rewritable bool, md *metadata) []byt
 	if st.getStream && ev.Type == "endpoint" {
 		st.sseSession = mcp.SessionFromURL(string(ev.Data))
 		st.session = st.sseSession
-		md.str("session", st.sseSession)
+		md.str(contract.FieldSession, st.sseSession)
 		return nil
 	}
 	if !ev.IsMessage() {

@@ -15,13 +15,11 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/mcpgate/mcpgate/api/v1alpha1"
+	"github.com/mcpgate/mcpgate/contract"
 )
 
 // MCP transports as the x-mcpgate-mcp metadata names them.
-const (
-	TransportSSE            = "sse"
-	TransportStreamableHTTP = "streamable-http"
-)
+const ()
 
 // Service port appProtocols that mark an MCP server, and the annotations that name its target
 // and path (agentgateway's, with the legacy kgateway ones).
@@ -257,13 +255,13 @@ func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, no
 
 func transportOf(p v1alpha1.MCPProtocol) string {
 	if p == v1alpha1.MCPProtocolSSE {
-		return TransportSSE
+		return contract.TransportSSE
 	}
-	return TransportStreamableHTTP
+	return contract.TransportStreamableHTTP
 }
 
 func defaultMCPPath(transport string) string {
-	if transport == TransportSSE {
+	if transport == contract.TransportSSE {
 		return "/sse"
 	}
 	return "/mcp"
@@ -276,9 +274,9 @@ func mcpTransportOfPort(p *corev1.ServicePort) string {
 	}
 	switch *p.AppProtocol {
 	case AppProtocolMCP, legacyAppProtocolMCP:
-		return TransportStreamableHTTP
+		return contract.TransportStreamableHTTP
 	case AppProtocolMCPSSE, legacyAppProtocolMCPSSE:
-		return TransportSSE
+		return contract.TransportSSE
 	}
 	return ""
 }

@@ -16,6 +16,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/mcpgate/mcpgate/contract"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -50,13 +51,6 @@ func accessLogFields() [][2]string {
 		{"route_name", "%ROUTE_NAME%"},
 		{"request_id", "%REQ(X-REQUEST-ID)%"},
 	}
-}
-
-// MetadataFields returns the dynamic metadata fields ext_proc writes in namespace mcpgate
-// (docs/design.md); the access log prints each under "mcpgate".
-func MetadataFields() []string {
-	return []string{"gateway", "route", "backend", "target", "session", "subject", "method",
-		"tool", "arguments", "jsonrpc_id", "decision", "rule", "jsonrpc_error", "authn"}
 }
 
 // xdsCommon holds what every listener and cluster of a translation shares, built once.
@@ -116,13 +110,13 @@ func mustAny(m proto.Message) *anypb.Any {
 func (x *xdsCommon) extProcFilter() *extprocv3.ExternalProcessor {
 	return &extprocv3.ExternalProcessor{
 		GrpcService: &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
-			EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: ExtProcClusterName}}},
+			EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: contract.ExtProcCluster}}},
 		FailureModeAllow:  false,
 		ProcessingMode:    processingMode(false),
 		MessageTimeout:    durationpb.New(x.opts.MessageTimeout),
 		AllowModeOverride: true,
 		MetadataOptions: &extprocv3.MetadataOptions{
-			ReceivingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{MetadataNamespace}},
+			ReceivingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{contract.MetadataNamespace}},
 		},
 		RequestAttributes: []string{"source.address"},
 	}
@@ -154,10 +148,10 @@ func accessLogConfig() *streamv3.StdoutAccessLog {
 		fields[f[0]] = structpb.NewStringValue(f[1])
 	}
 	mcp := map[string]*structpb.Value{}
-	for _, f := range MetadataFields() {
-		mcp[f] = structpb.NewStringValue("%DYNAMIC_METADATA(" + MetadataNamespace + ":" + f + ")%")
+	for _, f := range contract.Fields() {
+		mcp[f] = structpb.NewStringValue("%DYNAMIC_METADATA(" + contract.MetadataNamespace + ":" + f + ")%")
 	}
-	fields[MetadataNamespace] = structpb.NewStructValue(&structpb.Struct{Fields: mcp})
+	fields[contract.MetadataNamespace] = structpb.NewStructValue(&structpb.Struct{Fields: mcp})
 	return &streamv3.StdoutAccessLog{AccessLogFormat: &streamv3.StdoutAccessLog_LogFormat{
 		LogFormat: &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_JsonFormat{
 			JsonFormat: &structpb.Struct{Fields: fields}}},
@@ -289,8 +283,8 @@ func (t *translation) perRouteConfig(e extProcRoute) *anypb.Any {
 	if e.mcp != "" {
 		mode = t.xds.mcpModeBytes
 	}
-	md := [6][2]string{{MetadataGateway, e.gateway}, {MetadataRoute, e.route}, {MetadataPolicy, e.policy},
-		{MetadataMCP, e.mcp}, {MetadataBackend, e.backend}, {MetadataTarget, e.target}}
+	md := [6][2]string{{contract.MetadataGateway, e.gateway}, {contract.MetadataRoute, e.route}, {contract.MetadataPolicy, e.policy},
+		{contract.MetadataMCP, e.mcp}, {contract.MetadataBackend, e.backend}, {contract.MetadataTarget, e.target}}
 	return &anypb.Any{TypeUrl: extProcPerRouteURL, Value: encodePerRoute(mode, md[:])}
 }
 

@@ -6,6 +6,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	"github.com/mcpgate/mcpgate/contract"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -14,9 +15,9 @@ func TestEncodePerRoute(t *testing.T) {
 	long := string(bytes.Repeat([]byte("x"), 300)) // lengths over 127 take two varint bytes
 	for _, mcp := range []bool{false, true} {
 		for _, md := range [][][2]string{
-			{{MetadataGateway, "ns/gw"}, {MetadataRoute, "ns/r/rule/0"}, {MetadataPolicy, ""}, {MetadataMCP, ""}},
-			{{MetadataGateway, "ns/gw"}, {MetadataRoute, "ns/r/rule/1"}, {MetadataPolicy, long}, {MetadataMCP, "sse"},
-				{MetadataBackend, "ns/b"}, {MetadataTarget, "t"}},
+			{{contract.MetadataGateway, "ns/gw"}, {contract.MetadataRoute, "ns/r/rule/0"}, {contract.MetadataPolicy, ""}, {contract.MetadataMCP, ""}},
+			{{contract.MetadataGateway, "ns/gw"}, {contract.MetadataRoute, "ns/r/rule/1"}, {contract.MetadataPolicy, long}, {contract.MetadataMCP, "sse"},
+				{contract.MetadataBackend, "ns/b"}, {contract.MetadataTarget, "t"}},
 		} {
 			mode := processingMode(mcp)
 			want := &extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Overrides{

@@ -41,6 +41,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/mcpgate/mcpgate/api/v1alpha1"
+	"github.com/mcpgate/mcpgate/contract"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 )
 
@@ -48,16 +49,12 @@ import (
 const (
 	// DefaultControllerName is the GatewayClass controllerName that mcpgate serves by default.
 	DefaultControllerName = "mcpgate.dev/gateway-controller"
-	// ExtProcClusterName is the bootstrap's static cluster of the ext_proc service.
-	ExtProcClusterName = "mcpgate_extproc"
+	// contract.ExtProcCluster is the bootstrap's static cluster of the ext_proc service.
 	// ExtProcFilterName is the name of the ext_proc HTTP filter and its per-route config key.
 	ExtProcFilterName = "envoy.filters.http.ext_proc"
-	// MetadataNamespace is the dynamic metadata namespace that ext_proc writes.
-	MetadataNamespace = "mcpgate"
-	// PolicyTypeURL is the xDS type URL of the mcpgate policy resource.
-	PolicyTypeURL = "type.googleapis.com/mcpgate.policy.v1.Policy"
-	// AllPoliciesGroup is the node group that holds the policies of every gateway.
-	AllPoliciesGroup = "*"
+	// contract.MetadataNamespace is the dynamic metadata namespace that ext_proc writes.
+	// contract.PolicyTypeURL is the xDS type URL of the mcpgate policy resource.
+	// contract.AllGateways is the node group that holds the policies of every gateway.
 	// DefaultMessageTimeout is the ext_proc message timeout when Options leaves it zero.
 	DefaultMessageTimeout = 10 * time.Second
 	// DefaultMaxBodyBytes is the MCP body limit when Options leaves it zero.
@@ -70,14 +67,7 @@ const (
 )
 
 // The gRPC initial metadata keys of the per-route ext_proc config (docs/design.md).
-const (
-	MetadataGateway = "x-mcpgate-gateway"
-	MetadataRoute   = "x-mcpgate-route"
-	MetadataPolicy  = "x-mcpgate-policy"
-	MetadataMCP     = "x-mcpgate-mcp"
-	MetadataBackend = "x-mcpgate-backend"
-	MetadataTarget  = "x-mcpgate-target"
-)
+const ()
 
 // Resources is everything the translator reads.
 type Resources struct {
@@ -165,12 +155,12 @@ func (g *GatewayConfig) Resources() map[string][]proto.Message {
 		resourcev3.RouteType:    toMessages(g.Routes),
 		resourcev3.ClusterType:  toMessages(g.Clusters),
 		resourcev3.EndpointType: toMessages(g.Endpoints),
-		PolicyTypeURL:           toMessages(g.Policies),
+		contract.PolicyTypeURL:  toMessages(g.Policies),
 	}
 }
 
 // NodeGroups returns what the xds server serves: one entry per gateway key, each type URL ->
-// resources, plus the group AllPoliciesGroup ("*") holding the policies of every gateway
+// resources, plus the group contract.AllGateways ("*") holding the policies of every gateway
 // (deduplicated by name). Resources are in name order.
 func (o *Output) NodeGroups() map[string]map[string][]proto.Message {
 	groups := make(map[string]map[string][]proto.Message, len(o.Gateways)+1)
@@ -186,7 +176,7 @@ func (o *Output) NodeGroups() map[string]map[string][]proto.Message {
 		policies = append(policies, p)
 	}
 	sort.Slice(policies, func(i, j int) bool { return policies[i].GetName() < policies[j].GetName() })
-	groups[AllPoliciesGroup] = map[string][]proto.Message{PolicyTypeURL: toMessages(policies)}
+	groups[contract.AllGateways] = map[string][]proto.Message{contract.PolicyTypeURL: toMessages(policies)}
 	return groups
 }
 

@@ -18,6 +18,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/mcpgate/mcpgate/api/v1alpha1"
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/translator"
 )
 
@@ -40,16 +41,16 @@ func TestNodeGroups(t *testing.T) {
 	}
 	lab := groups["agentgateway-system/agentgateway"]
 	if len(lab[resourcev3.ListenerType]) != 1 || len(lab[resourcev3.RouteType]) != 1 || len(lab[resourcev3.ClusterType]) != 1 ||
-		len(lab[translator.PolicyTypeURL]) != 1 {
+		len(lab[contract.PolicyTypeURL]) != 1 {
 		t.Fatalf("lab group: %d listeners, %d routes, %d clusters, %d policies", len(lab[resourcev3.ListenerType]),
-			len(lab[resourcev3.RouteType]), len(lab[resourcev3.ClusterType]), len(lab[translator.PolicyTypeURL]))
+			len(lab[resourcev3.RouteType]), len(lab[resourcev3.ClusterType]), len(lab[contract.PolicyTypeURL]))
 	}
-	all := groups[translator.AllPoliciesGroup]
-	if len(all) != 1 || len(all[translator.PolicyTypeURL]) != 1 {
+	all := groups[contract.AllGateways]
+	if len(all) != 1 || len(all[contract.PolicyTypeURL]) != 1 {
 		t.Fatalf("group *: %v, want the one policy (the invalid one yields none)", all)
 	}
-	if want := "type.googleapis.com/" + string(proto.MessageName(all[translator.PolicyTypeURL][0])); want != translator.PolicyTypeURL {
-		t.Errorf("PolicyTypeURL %q, want %q", translator.PolicyTypeURL, want)
+	if want := "type.googleapis.com/" + string(proto.MessageName(all[contract.PolicyTypeURL][0])); want != contract.PolicyTypeURL {
+		t.Errorf("contract.PolicyTypeURL %q, want %q", contract.PolicyTypeURL, want)
 	}
 }
 

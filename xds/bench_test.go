@@ -8,6 +8,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/xds"
 	"github.com/mcpgate/mcpgate/xds/internal/xdstest"
 )
@@ -43,7 +44,7 @@ func BenchmarkUpdate(b *testing.B) {
 					r.VirtualHosts[0].Routes = append(r.VirtualHosts[0].Routes, rt)
 				}
 				g := map[string][]proto.Message{lds: base[lds], rds: {r}, cds: clusters, policy: policies}
-				return map[string]map[string][]proto.Message{gw: g, xds.AllGroups: {policy: policies}}
+				return map[string]map[string][]proto.Message{gw: g, contract.AllGateways: {policy: policies}}
 			}
 			srv := xds.New(nil)
 			inputs := []map[string]map[string][]proto.Message{build(0), build(1)}

@@ -27,20 +27,17 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/mcpgate/mcpgate/contract"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/mcpgate/mcpgate/xds/bootstrap"
 )
 
-// AllGroups is the node group that holds the resources of every gateway, for a client that serves
+// contract.AllGateways is the node group that holds the resources of every gateway, for a client that serves
 // them all (the standalone ext_proc uses node.cluster "*").
-const AllGroups = "*"
 
-// PolicyType is the type URL of mcpgate's policy resource (proto/policy/v1), served to ext_proc.
-const PolicyType = "type.googleapis.com/mcpgate.policy.v1.Policy"
+// contract.PolicyTypeURL is the type URL of mcpgate's policy resource (proto/policy/v1), served to ext_proc.
 
 // Server holds the current snapshot of every node group and serves them over xDS. It is safe for
 // concurrent use.
@@ -132,7 +129,7 @@ func (s *Server) Update(groups map[string]map[string][]proto.Message) error {
 	names := slices.Sorted(maps.Keys(changed))
 	for _, name := range names {
 		snap := changed[name]
-		if problems := snap.Inconsistencies(bootstrap.XDSCluster, bootstrap.ExtProcCluster); len(problems) > 0 {
+		if problems := snap.Inconsistencies(contract.XDSCluster, contract.ExtProcCluster); len(problems) > 0 {
 			s.log.Warn("inconsistent snapshot served", "group", name, "version", next, "problems", problems)
 		}
 		if err := s.cache.SetSnapshot(context.Background(), name, snap); err != nil {

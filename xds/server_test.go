@@ -24,9 +24,9 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/mcpgate/mcpgate/contract"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 	"github.com/mcpgate/mcpgate/xds"
-	"github.com/mcpgate/mcpgate/xds/bootstrap"
 	"github.com/mcpgate/mcpgate/xds/internal/xdstest"
 )
 
@@ -35,7 +35,7 @@ const (
 	rds    = resourcev3.RouteType
 	cds    = resourcev3.ClusterType
 	eds    = resourcev3.EndpointType
-	policy = xds.PolicyType
+	policy = contract.PolicyTypeURL
 )
 
 type groups = map[string]map[string][]proto.Message
@@ -297,7 +297,7 @@ func TestGroups(t *testing.T) {
 	srv, addr, _ := start(t, gateways(xdstest.Gateway(a, 9000, "/"), xdstest.Gateway(b, 9001, "/")))
 	ca := newDelta(t, addr, &corev3.Node{Id: "pod-a", Cluster: a})
 	cb := newSotw(t, addr, &corev3.Node{Id: b})
-	all := newDelta(t, addr, &corev3.Node{Id: "extproc", Cluster: xds.AllGroups})
+	all := newDelta(t, addr, &corev3.Node{Id: "extproc", Cluster: contract.AllGateways})
 	late := newDelta(t, addr, &corev3.Node{Id: "late", Cluster: "ns/late"})
 	ca.subscribe(lds)
 	cb.subscribe(lds)
@@ -391,7 +391,7 @@ func TestDebugHandler(t *testing.T) {
 	if !strings.Contains(body, `"routeConfigName": "ns/gw/8080"`) {
 		t.Errorf("listener's connection manager not shown: %s", body)
 	}
-	if code, body := get("?group=" + xds.AllGroups); code != 200 || strings.Contains(body, lds) {
+	if code, body := get("?group=" + contract.AllGateways); code != 200 || strings.Contains(body, lds) {
 		t.Errorf("group *: %d %s", code, body)
 	}
 	if code, _ := get("?group=nope/nope"); code != http.StatusNotFound {
@@ -452,7 +452,7 @@ func TestInconsistencies(t *testing.T) {
 		`RouteConfiguration "ns/gw/8080" is not referenced`,
 	}
 	equal(t, "inconsistencies", s.Inconsistencies(), want)
-	equal(t, "with static clusters", s.Inconsistencies(bootstrap.XDSCluster, bootstrap.ExtProcCluster), slices.Delete(slices.Clone(want), 0, 1))
+	equal(t, "with static clusters", s.Inconsistencies(contract.XDSCluster, contract.ExtProcCluster), slices.Delete(slices.Clone(want), 0, 1))
 }
 
 // metric returns the value of the gauge or counter name of reg whose label (if any) is label.
@@ -477,8 +477,8 @@ func metric(t *testing.T, reg *prometheus.Registry, name, label string) float64 
 }
 
 func TestPolicyTypeURL(t *testing.T) {
-	if got := resourcev3.APITypePrefix + string((&policyv1.Policy{}).ProtoReflect().Descriptor().FullName()); got != xds.PolicyType {
-		t.Errorf("policy type URL %s, want %s", got, xds.PolicyType)
+	if got := resourcev3.APITypePrefix + string((&policyv1.Policy{}).ProtoReflect().Descriptor().FullName()); got != contract.PolicyTypeURL {
+		t.Errorf("policy type URL %s, want %s", got, contract.PolicyTypeURL)
 	}
 	if g := xds.GroupOf(&corev3.Node{Id: "id"}); g != "id" {
 		t.Errorf("group of a node without cluster: %q", g)

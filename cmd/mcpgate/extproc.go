@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/telemetry"
 )
@@ -34,7 +35,7 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	fs.StringVar(&f.listen, "listen", "tcp:127.0.0.1:18001", `TCP address to serve ext_proc on ("tcp:HOST:PORT"; "" for none)`)
 	fs.StringVar(&f.uds, "uds", "", "Unix socket path to serve ext_proc on as well (the sidecar deployment)")
 	fs.StringVar(&f.xdsAddr, "xds-addr", "127.0.0.1:18000", `control plane ADS address to get policies from ("HOST:PORT" or "unix:///PATH")`)
-	fs.StringVar(&f.gateway, "gateway", "*", `the gateway served, NS/NAME (its xDS node group), or "*" for every gateway`)
+	fs.StringVar(&f.gateway, "gateway", contract.AllGateways, `the gateway served, NS/NAME (its xDS node group), or "*" for every gateway`)
 	fs.StringVar(&f.nodeID, "node-id", "", "xDS node id (default: the host name)")
 	fs.StringVar(&f.admin, "admin-addr", "127.0.0.1:19002", `where to serve /metrics, /healthz and /readyz ("" for none)`)
 	fs.IntVar(&f.maxBody, "max-body-bytes", extproc.DefaultMaxBodyBytes, "largest MCP request body read; a larger one is refused with 413")
@@ -50,7 +51,7 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	if f.listen == "" && f.uds == "" {
 		return nil, errors.New("nothing to serve on: give --listen or --uds")
 	}
-	if f.gateway != "*" && strings.Count(f.gateway, "/") != 1 {
+	if f.gateway != contract.AllGateways && strings.Count(f.gateway, "/") != 1 {
 		return nil, fmt.Errorf("--gateway %q: want NAMESPACE/NAME or *", f.gateway)
 	}
 	if f.maxBody <= 0 {

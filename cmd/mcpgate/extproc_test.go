@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 	"github.com/mcpgate/mcpgate/xds"
@@ -64,7 +65,7 @@ func TestServeExtProc(t *testing.T) {
 	go gs.Serve(xlis)
 	defer gs.Stop()
 	open := &policyv1.Policy{Name: "open"}
-	if err := x.Update(map[string]map[string][]proto.Message{"agentgateway-system/agentgateway": {xds.PolicyType: {open}}}); err != nil {
+	if err := x.Update(map[string]map[string][]proto.Message{"agentgateway-system/agentgateway": {contract.PolicyTypeURL: {open}}}); err != nil {
 		t.Fatal(err)
 	}
 

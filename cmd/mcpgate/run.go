@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/provider/file"
 	"github.com/mcpgate/mcpgate/translator"
@@ -118,7 +119,7 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 	defer adminLis.Close()
 
 	ep, err := extproc.New(extproc.Config{
-		XDSAddr: cfg.xdsAddr, NodeCluster: xds.AllGroups, NodeID: "mcpgate-run",
+		XDSAddr: cfg.xdsAddr, NodeCluster: contract.AllGateways, NodeID: "mcpgate-run",
 		Audit: stdout, Logger: log, Registerer: reg,
 	})
 	if err != nil {

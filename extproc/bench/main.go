@@ -47,6 +47,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
@@ -172,7 +173,7 @@ func serveChild(kind string, stdin io.Reader, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if err := srv.HandlePolicies(extproc.PolicyTypeURL, map[string]*anypb.Any{"lab": a}); err != nil {
+		if err := srv.HandlePolicies(contract.PolicyTypeURL, map[string]*anypb.Any{"lab": a}); err != nil {
 			return err
 		}
 		go func() { errc <- srv.Serve(ctx, tcp, unix) }()

@@ -15,13 +15,13 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/mcpgate/mcpgate/translator"
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/xds/client"
 )
 
 // servedTypes are the type URLs a gateway's node group holds.
 var servedTypes = []string{
-	resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType, translator.PolicyTypeURL,
+	resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType, contract.PolicyTypeURL,
 }
 
 // adsWatch is a Delta ADS client subscribed, as one node group, to every type a gateway gets; it

@@ -26,6 +26,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/api/v1alpha1"
 	"github.com/mcpgate/mcpgate/api/v1alpha1/enterprise"
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/provider/file"
 	"github.com/mcpgate/mcpgate/provider/kubernetes"
 	"github.com/mcpgate/mcpgate/translator"
@@ -157,8 +158,8 @@ func TestLab(t *testing.T) {
 		}
 		// The extproc sidecar is ready (and Envoy starts) once it has a policy set, even empty.
 		eventually(t, "an empty policy set", func() error {
-			if names := ads.names(translator.PolicyTypeURL); len(names) != 0 || !ads.received(translator.PolicyTypeURL) {
-				return fmt.Errorf("policies %q (received: %v), want an empty set before steps 6 and 9", names, ads.received(translator.PolicyTypeURL))
+			if names := ads.names(contract.PolicyTypeURL); len(names) != 0 || !ads.received(contract.PolicyTypeURL) {
+				return fmt.Errorf("policies %q (received: %v), want an empty set before steps 6 and 9", names, ads.received(contract.PolicyTypeURL))
 			}
 			return nil
 		})
@@ -208,12 +209,12 @@ func TestLab(t *testing.T) {
 		v0 := version(t, ctrl)
 		mustKubectl(t, nil, "label", "namespace", labNS, "example.com/touched=1")
 		applyFile(t, files[3])
-		eventually(t, "JWT policy served", func() error { return ads.hasNames(translator.PolicyTypeURL, jwtPolicy) })
+		eventually(t, "JWT policy served", func() error { return ads.hasNames(contract.PolicyTypeURL, jwtPolicy) })
 		if v := version(t, ctrl); v != v0+1 {
 			t.Errorf("xDS version %d after step 6, want %d: a pass without a change pushed", v, v0+1)
 		}
 		applyFile(t, files[4])
-		eventually(t, "both policies served", func() error { return ads.hasNames(translator.PolicyTypeURL, bothPolicies) })
+		eventually(t, "both policies served", func() error { return ads.hasNames(contract.PolicyTypeURL, bothPolicies) })
 		eventually(t, "policy status", func() error {
 			for _, name := range []string{"mcp-jwt-auth", "mcp-rbac"} {
 				pol := get(t, types.NamespacedName{Namespace: labNS, Name: name}, &enterprise.EnterpriseAgentgatewayPolicy{})
@@ -245,7 +246,7 @@ func TestLab(t *testing.T) {
 			}
 		}
 		eventually(t, "served = standalone", func() error {
-			return diffSets(ads.all(), wantSets, resourcev3.RouteType, resourcev3.ClusterType, translator.PolicyTypeURL)
+			return diffSets(ads.all(), wantSets, resourcev3.RouteType, resourcev3.ClusterType, contract.PolicyTypeURL)
 		})
 	})
 
@@ -311,7 +312,7 @@ func TestLab(t *testing.T) {
 		ads := watchADS(t, ctrl.addr, labGateway)
 		eventually(t, "watch synced", func() error { return ads.hasNames(resourcev3.ListenerType, listenerName) })
 		mustKubectl(t, nil, "-n", labNS, "delete", "eagpol", "mcp-rbac")
-		eventually(t, "JWT policy alone", func() error { return ads.hasNames(translator.PolicyTypeURL, jwtPolicy) })
+		eventually(t, "JWT policy alone", func() error { return ads.hasNames(contract.PolicyTypeURL, jwtPolicy) })
 		mustKubectl(t, nil, "-n", labNS, "delete", "httproute", "mcp")
 		eventually(t, "route and cluster removed", func() error {
 			if err := ads.hasNames(resourcev3.ClusterType); err != nil {

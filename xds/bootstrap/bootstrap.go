@@ -15,6 +15,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"github.com/mcpgate/mcpgate/contract"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -23,10 +24,7 @@ import (
 )
 
 // Names of the static clusters, which the translator's resources refer to.
-const (
-	XDSCluster     = "mcpgate_xds"
-	ExtProcCluster = "mcpgate_extproc"
-)
+const ()
 
 // Default addresses (standalone mode).
 const (
@@ -86,9 +84,9 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 		o.AdminAddr = DefaultAdminAddr
 	}
 	var errs []error
-	xdsCluster, err := grpcCluster(XDSCluster, o.XDSAddr)
+	xdsCluster, err := grpcCluster(contract.XDSCluster, o.XDSAddr)
 	errs = append(errs, err)
-	extProcCluster, err := grpcCluster(ExtProcCluster, o.ExtProcAddr)
+	extProcCluster, err := grpcCluster(contract.ExtProcCluster, o.ExtProcAddr)
 	errs = append(errs, err)
 	if extProcCluster != nil {
 		// Every request of a gateway is one ext_proc stream: Envoy's default of 1,024 requests
@@ -123,7 +121,7 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 				TransportApiVersion:       corev3.ApiVersion_V3,
 				SetNodeOnFirstMessageOnly: true,
 				GrpcServices: []*corev3.GrpcService{{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
-					EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: XDSCluster},
+					EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: contract.XDSCluster},
 				}}},
 			},
 			LdsConfig: ads,

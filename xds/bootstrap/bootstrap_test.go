@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
 )
 
@@ -62,7 +63,7 @@ func TestContent(t *testing.T) {
 	}
 	ads := b.GetDynamicResources().GetAdsConfig()
 	if ads.GetApiType() != corev3.ApiConfigSource_DELTA_GRPC || ads.GetTransportApiVersion() != corev3.ApiVersion_V3 ||
-		ads.GetGrpcServices()[0].GetEnvoyGrpc().GetClusterName() != bootstrap.XDSCluster {
+		ads.GetGrpcServices()[0].GetEnvoyGrpc().GetClusterName() != contract.XDSCluster {
 		t.Errorf("ads_config %v", ads)
 	}
 	for _, cs := range []*corev3.ConfigSource{b.GetDynamicResources().GetLdsConfig(), b.GetDynamicResources().GetCdsConfig()} {
@@ -71,7 +72,7 @@ func TestContent(t *testing.T) {
 		}
 	}
 	clusters := b.GetStaticResources().GetClusters()
-	if len(clusters) != 2 || clusters[0].GetName() != bootstrap.XDSCluster || clusters[1].GetName() != bootstrap.ExtProcCluster {
+	if len(clusters) != 2 || clusters[0].GetName() != contract.XDSCluster || clusters[1].GetName() != contract.ExtProcCluster {
 		t.Fatalf("clusters %v", clusters)
 	}
 	pipe := clusters[1].GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetPipe()

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/mcpgate/mcpgate/contract"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 	"github.com/mcpgate/mcpgate/xds"
 	"github.com/mcpgate/mcpgate/xds/client"
@@ -73,7 +74,7 @@ func policies(names ...string) map[string]map[string][]proto.Message {
 	for _, n := range names {
 		ps = append(ps, xdstest.Policy(n))
 	}
-	return map[string]map[string][]proto.Message{xds.AllGroups: {xds.PolicyType: ps}}
+	return map[string]map[string][]proto.Message{contract.AllGateways: {contract.PolicyTypeURL: ps}}
 }
 
 func run(t *testing.T, cfg client.Config) {
@@ -104,13 +105,13 @@ func TestPolicies(t *testing.T) {
 			srv := xds.New(logs.Logger())
 			addr := xdstest.Serve(t, srv)
 			rec := newRecorder()
-			run(t, client.Config{Addr: addr, Node: &corev3.Node{Id: "extproc", Cluster: xds.AllGroups}, TypeURLs: []string{xds.PolicyType}, Handler: rec.handle, SotW: sotw})
+			run(t, client.Config{Addr: addr, Node: &corev3.Node{Id: "extproc", Cluster: contract.AllGateways}, TypeURLs: []string{contract.PolicyTypeURL}, Handler: rec.handle, SotW: sotw})
 
 			// The group does not exist yet: the first call comes with it.
 			if err := srv.Update(policies("a")); err != nil {
 				t.Fatal(err)
 			}
-			c := rec.next(t, xds.PolicyType)
+			c := rec.next(t, contract.PolicyTypeURL)
 			equal(t, "first set", c.names, "a")
 			var p policyv1.Policy
 			if err := c.res["a"].UnmarshalTo(&p); err != nil || p.GetName() != "a" || len(p.GetMcpRules()) != 1 {
@@ -120,7 +121,7 @@ func TestPolicies(t *testing.T) {
 			if err := srv.Update(policies("a", "b")); err != nil {
 				t.Fatal(err)
 			}
-			equal(t, "second set", rec.next(t, xds.PolicyType).names, "a", "b")
+			equal(t, "second set", rec.next(t, contract.PolicyTypeURL).names, "a", "b")
 
 			// A rejected set is NACKed with the handler's message; the next one still comes,
 			// built on what was accepted.
@@ -130,7 +131,7 @@ func TestPolicies(t *testing.T) {
 			if err := srv.Update(policies("a", "b", "bad")); err != nil {
 				t.Fatal(err)
 			}
-			equal(t, "rejected set", rec.next(t, xds.PolicyType).names, "a", "b", "bad")
+			equal(t, "rejected set", rec.next(t, contract.PolicyTypeURL).names, "a", "b", "bad")
 			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 			defer cancel()
 			if _, err := logs.Wait(ctx, "WARN", "NACK", "api="+name, "node=extproc", "version=3", "error=refusing bad"); err != nil {
@@ -139,7 +140,7 @@ func TestPolicies(t *testing.T) {
 			if err := srv.Update(policies("b", "c")); err != nil {
 				t.Fatal(err)
 			}
-			equal(t, "set after a NACK", rec.next(t, xds.PolicyType).names, "b", "c")
+			equal(t, "set after a NACK", rec.next(t, contract.PolicyTypeURL).names, "b", "c")
 		})
 	}
 }
@@ -194,10 +195,10 @@ func TestReconnect(t *testing.T) {
 			first := serve(lis, "kept", "removed")
 			rec := newRecorder()
 			run(t, client.Config{
-				Addr: addr, Node: &corev3.Node{Cluster: xds.AllGroups}, TypeURLs: []string{xds.PolicyType}, Handler: rec.handle,
+				Addr: addr, Node: &corev3.Node{Cluster: contract.AllGateways}, TypeURLs: []string{contract.PolicyTypeURL}, Handler: rec.handle,
 				SotW: sotw, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
 			})
-			equal(t, "before the restart", rec.next(t, xds.PolicyType).names, "kept", "removed")
+			equal(t, "before the restart", rec.next(t, contract.PolicyTypeURL).names, "kept", "removed")
 			first.Stop()
 
 			lis, err = net.Listen("tcp", addr)
@@ -206,7 +207,7 @@ func TestReconnect(t *testing.T) {
 			}
 			second := serve(lis, "kept", "added")
 			defer second.Stop()
-			equal(t, "after the restart", rec.next(t, xds.PolicyType).names, "added", "kept")
+			equal(t, "after the restart", rec.next(t, contract.PolicyTypeURL).names, "added", "kept")
 		})
 	}
 }

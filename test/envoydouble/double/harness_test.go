@@ -48,6 +48,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/test/envoydouble/double"
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
 )
@@ -249,7 +250,7 @@ func any_(t *testing.T, m proto.Message) *anypb.Any {
 func extProcFilter(timeout time.Duration) *extprocv3.ExternalProcessor {
 	return &extprocv3.ExternalProcessor{
 		GrpcService: &corev3.GrpcService{
-			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: bootstrap.ExtProcCluster}},
+			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: contract.ExtProcCluster}},
 			InitialMetadata: []*corev3.HeaderValue{{Key: "x-mcpgate-gateway", Value: "filter-level"}, {Key: "x-filter-only", Value: "kept"}},
 		},
 		MessageTimeout:    durationpb.New(timeout),

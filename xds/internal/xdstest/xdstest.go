@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/mcpgate/mcpgate/contract"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 	"github.com/mcpgate/mcpgate/xds"
 )
@@ -118,7 +119,7 @@ func Gateway(gw string, port uint32, prefixes ...string) map[string][]proto.Mess
 		resourcev3.RouteType:    {rc},
 		resourcev3.ClusterType:  {cl},
 		resourcev3.EndpointType: {cla},
-		xds.PolicyType:          {Policy(PolicyName(gw))},
+		contract.PolicyTypeURL:  {Policy(PolicyName(gw))},
 	}
 }
 
@@ -133,10 +134,10 @@ func Policy(name string) *policyv1.Policy {
 
 // Groups returns the node groups of gateways: one group per gateway plus "*" with every policy.
 func Groups(gws map[string]map[string][]proto.Message) map[string]map[string][]proto.Message {
-	out := map[string]map[string][]proto.Message{xds.AllGroups: {xds.PolicyType: nil}}
+	out := map[string]map[string][]proto.Message{contract.AllGateways: {contract.PolicyTypeURL: nil}}
 	for gw, res := range gws {
 		out[gw] = res
-		out[xds.AllGroups][xds.PolicyType] = append(out[xds.AllGroups][xds.PolicyType], res[xds.PolicyType]...)
+		out[contract.AllGateways][contract.PolicyTypeURL] = append(out[contract.AllGateways][contract.PolicyTypeURL], res[contract.PolicyTypeURL]...)
 	}
 	return out
 }
