@@ -7,14 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
-	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
@@ -105,8 +100,7 @@ func runController(ctx context.Context, args []string) error {
 // serveController runs the xDS server, the admin server and the provider until ctx ends or one
 // of them fails.
 func serveController(ctx context.Context, logger *slog.Logger, cfg *rest.Config, opts kubernetes.Options, xdsAddr, adminAddr string) error {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := newRegistry()
 	srv := xds.New(logger)
 	if err := srv.RegisterMetrics(reg); err != nil {
 		return err
@@ -130,38 +124,16 @@ func serveController(ctx context.Context, logger *slog.Logger, cfg *rest.Config,
 
 	g := grpc.NewServer(xds.GRPCServerOptions()...)
 	srv.Register(g)
-	admin := &http.Server{Handler: adminMux(srv, reg, prov.Ready), ReadHeaderTimeout: 10 * time.Second}
-	// The first task that fails stops the others, as the end of ctx does.
-	tasks, tctx := errgroup.WithContext(ctx)
-	task := func(name string, f func() error) {
-		tasks.Go(func() error {
-			if err := f(); err != nil {
-				return fmt.Errorf("%s: %w", name, err)
-			}
-			return nil
-		})
-	}
-	task("xDS", func() error { return g.Serve(xdsLis) })
-	task("kubernetes", func() error { return prov.Run(tctx) })
-	task("admin", func() error {
-		if err := admin.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
-	tasks.Go(func() error {
-		<-tctx.Done()
-		logger.Info("shutting down")
-		shutdown, stop := context.WithTimeout(context.Background(), 5*time.Second)
-		defer stop()
-		_ = admin.Shutdown(shutdown)
-		// Envoy and the extproc sidecars reconnect to another replica.
-		g.Stop()
-		return nil
-	})
+	t := newTasks(ctx)
+	t.run("xDS", func() error { return g.Serve(xdsLis) })
+	t.run("kubernetes", func() error { return prov.Run(t.ctx) })
+	t.onStop(func() { logger.Info("shutting down") })
+	t.serveHTTP("admin", adminLis, adminMux(srv, reg, prov.Ready))
+	// Envoy and the extproc sidecars reconnect to another replica.
+	t.onStop(g.Stop)
 	logger.Info("mcpgate controller", "xds", xdsAddr, "admin", adminAddr, "controller", opts.ControllerName,
 		"gatewayClasses", opts.GatewayClasses, "namespaces", opts.Namespaces, "leaderElection", opts.LeaderElection)
-	if err := tasks.Wait(); err != nil {
+	if err := t.wait(); err != nil {
 		logger.Error("stopped", "error", err)
 		return err
 	}

@@ -8,14 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/mcpgate/mcpgate/contract"
@@ -71,9 +67,6 @@ func runExtProc(ctx context.Context, args []string) error {
 }
 
 func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout io.Writer) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
 	var listeners []net.Listener
 	for _, addr := range []string{f.listen, unixAddr(f.uds)} {
 		if addr == "" {
@@ -116,8 +109,7 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 		tp = sdk
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := newRegistry()
 	var redact []string
 	if f.redact != "" {
 		redact = strings.Split(f.redact, ",")
@@ -132,45 +124,19 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 	}
 	defer srv.Close()
 
-	var wg sync.WaitGroup
-	errc := make(chan error, 3)
-	goRun := func(name string, fn func() error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := fn(); err != nil && ctx.Err() == nil {
-				errc <- fmt.Errorf("%s: %w", name, err)
-			}
-		}()
-	}
-	goRun("ext_proc", func() error { return srv.Serve(ctx, listeners...) })
-	goRun("policies", func() error { return srv.Run(ctx) })
-	var admin *http.Server
+	t := newTasks(ctx)
+	t.run("ext_proc", func() error { return srv.Serve(t.ctx, listeners...) })
+	t.run("policies", func() error { return srv.Run(t.ctx) })
+	t.onStop(func() { log.Info("shutting down") })
 	if adminLis != nil {
-		admin = &http.Server{Handler: srv.AdminHandler(reg), ReadHeaderTimeout: 10 * time.Second}
-		goRun("admin", func() error {
-			if err := admin.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		})
+		t.serveHTTP("admin", adminLis, srv.AdminHandler(reg))
 	}
 	log.Info("mcpgate extproc", "listen", f.listen, "uds", f.uds, "xds", f.xdsAddr, "gateway", f.gateway, "admin", f.admin)
-
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down")
-	case err = <-errc:
-		log.Error("stopping", "error", err)
+	if err := t.wait(); err != nil {
+		log.Error("stopped", "error", err)
+		return err
 	}
-	cancel()
-	if admin != nil {
-		sctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
-		defer stop()
-		_ = admin.Shutdown(sctx)
-	}
-	wg.Wait()
-	return err
+	return nil
 }
 
 func unixAddr(path string) string {

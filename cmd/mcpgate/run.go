@@ -22,9 +22,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
 	"github.com/mcpgate/mcpgate/contract"
@@ -93,8 +91,7 @@ func runStandalone(ctx context.Context, args []string) error {
 // serve runs what `mcpgate run` runs until ctx ends. MCP audit lines and Envoy's access log go to
 // stdout, Envoy's own log to stderr.
 func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr io.Writer) error {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := newRegistry()
 	srv := xds.New(log)
 	if err := srv.RegisterMetrics(reg); err != nil {
 		return err
@@ -139,42 +136,22 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 
 	g := grpc.NewServer(xds.GRPCServerOptions()...)
 	srv.Register(g)
-	admin := &http.Server{Handler: adminMux(srv, reg, func() bool { return p.ready.Load() && ep.Ready() }), ReadHeaderTimeout: 10 * time.Second}
-	// The first task that fails stops the others, as the end of ctx does.
-	tasks, tctx := errgroup.WithContext(ctx)
-	task := func(name string, f func() error) {
-		tasks.Go(func() error {
-			if err := f(); err != nil {
-				return fmt.Errorf("%s: %w", name, err)
-			}
-			return nil
-		})
-	}
-	task("xDS", func() error { return g.Serve(xdsLis) })
-	task("ext_proc", func() error { return ep.Serve(tctx, epLis) })
-	task("ext_proc policies", func() error { return ep.Run(tctx) })
-	task("admin", func() error {
-		if err := admin.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
-	task("files", func() error { return file.Watch(tctx, cfg.files, p.apply) })
-	tasks.Go(func() error {
-		<-tctx.Done()
+	t := newTasks(ctx)
+	t.run("xDS", func() error { return g.Serve(xdsLis) })
+	t.run("ext_proc", func() error { return ep.Serve(t.ctx, epLis) })
+	t.run("ext_proc policies", func() error { return ep.Run(t.ctx) })
+	t.run("files", func() error { return file.Watch(t.ctx, cfg.files, p.apply) })
+	t.onStop(func() {
 		log.Info("shutting down")
 		if envoys != nil {
 			envoys.stopAll()
 		}
-		shutdown, stop := context.WithTimeout(context.Background(), 5*time.Second)
-		defer stop()
-		_ = admin.Shutdown(shutdown)
-		// xDS streams last as long as their clients: stop them at once (Envoy is gone already).
-		g.Stop()
-		return nil
 	})
+	t.serveHTTP("admin", adminLis, adminMux(srv, reg, func() bool { return p.ready.Load() && ep.Ready() }))
+	// xDS streams last as long as their clients: stop them at once (Envoy is gone already).
+	t.onStop(g.Stop)
 	log.Info("mcpgate run", "files", cfg.files, "xds", cfg.xdsAddr, "extproc", cfg.extProcAddr, "admin", cfg.admin)
-	if err := tasks.Wait(); err != nil {
+	if err := t.wait(); err != nil {
 		log.Error("stopped", "error", err)
 		return err
 	}
