@@ -668,3 +668,35 @@ func TestDeferredTrafficRules(t *testing.T) {
 	check(t)(s.RequestHeaders(postHeaders("/mcp", ""), false))
 	plainContinue(t, check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`), true)))
 }
+
+// refusesAmbiguous fails unless each body is refused with 400 and a JSON-RPC error -32600 on a
+// route with tool rules (the lab policy), and passes untouched on a route without them.
+func refusesAmbiguous(t *testing.T, bodies ...string) {
+	t.Helper()
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t)), {Name: "open"}})
+	open := streamableRoute
+	open.Policy = "open"
+	for _, body := range bodies {
+		s := h.open(t, h.tcp, streamableRoute)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+		resp := check(t)(s.RequestBody([]byte(body), true))
+		if ir := resp.GetImmediateResponse(); ir.GetStatus().GetCode() != 400 || !strings.Contains(string(ir.GetBody()), `"code":-32600`) {
+			t.Errorf("%s under tool rules: want 400 with -32600, got %v", body, resp)
+		}
+		s = h.open(t, h.tcp, open)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", ""), false))
+		plainContinue(t, check(t)(s.RequestBody([]byte(body), true)))
+	}
+}
+
+// TestAmbiguousMessageKinds: a member name that only differs in case from a JSON-RPC name is
+// refused whatever the gateway takes the message for. A server that matches names without regard
+// to case (Go's encoding/json, as mcp-go decodes) reads {"METHOD":"tools/call"} as a call, while
+// the gateway, matching exactly, sees no method at all.
+func TestAmbiguousMessageKinds(t *testing.T) {
+	refusesAmbiguous(t,
+		`{"jsonrpc":"2.0","id":1,"METHOD":"tools/call","params":{"name":"get-env"}}`,
+		`{"jsonrpc":"2.0","id":1,"result":{},"Method":"tools/call","params":{"name":"get-env"}}`,
+		`[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"mEthod":"tools/call","params":{"name":"get-env"}}]`,
+	)
+}

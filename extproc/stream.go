@@ -376,6 +376,13 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 	}
 	for i := range msgs {
 		m := &msgs[i]
+		// Checked whatever the kind: a server that folds case may read a request where the
+		// gateway sees a response or no message at all ({"METHOD":"tools/call"}).
+		if strict && m.Ambiguous {
+			rec := st.newRecord(now)
+			rec.Method, rec.ID = m.Method, m.ID
+			return st.refuse(ambiguousRefusal(), "", md, &rec)
+		}
 		if m.Kind != mcp.KindRequest && m.Kind != mcp.KindNotification {
 			continue
 		}
@@ -383,17 +390,13 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		ex.rec.Method, ex.rec.ID = m.Method, m.ID
 		in := st.in
 		in.MCPMethod = m.Method
-		ambiguous := m.Ambiguous
 		if m.Method == mcp.MethodToolsCall {
 			tc, _ := mcp.ParseToolCall(m.Params)
 			ex.rec.Tool, ex.rec.Arguments = tc.Name, tc.Arguments
 			in.ToolName, in.ToolArguments = tc.Name, tc.Arguments
-			ambiguous = ambiguous || tc.Ambiguous
-		}
-		if strict && ambiguous {
-			return st.refuse(jsonRPCRefusal(http.StatusBadRequest, mcp.CodeInvalidRequest,
-				"member names that differ from JSON-RPC or MCP names only in letter case are refused", "mcpgate_ambiguous_jsonrpc"),
-				"", md, &ex.rec)
+			if strict && tc.Ambiguous {
+				return st.refuse(ambiguousRefusal(), "", md, &ex.rec)
+			}
 		}
 		if st.trafficDeferred {
 			if d := st.evaluate(st.pol.traffic, &in); !d.Allowed {
@@ -470,6 +473,12 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		out = mcp.EncodeBatch(elems)
 	}
 	return st.rep.bodyReply(true, out, true, true, md)
+}
+
+// ambiguousRefusal answers a body whose member names servers read differently.
+func ambiguousRefusal() answer {
+	return jsonRPCRefusal(http.StatusBadRequest, mcp.CodeInvalidRequest,
+		"member names that differ from JSON-RPC or MCP names only in letter case are refused", "mcpgate_ambiguous_jsonrpc")
 }
 
 // hasRequest reports whether msgs hold a request or notification.
