@@ -700,3 +700,14 @@ func TestAmbiguousMessageKinds(t *testing.T) {
 		`[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"mEthod":"tools/call","params":{"name":"get-env"}}]`,
 	)
 }
+
+// TestDuplicateMembers: a repeated JSON-RPC or tools/call member is refused on a route with tool
+// rules. The gateway reads the last one, as encoding/json and JavaScript do; a server whose parser
+// keeps the first would run get-env.
+func TestDuplicateMembers(t *testing.T) {
+	refusesAmbiguous(t,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get-env","name":"fetch"}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"tools/list","params":{"name":"get-env"}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get-env"},"params":{"name":"fetch"}}`,
+	)
+}

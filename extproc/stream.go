@@ -478,7 +478,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 // ambiguousRefusal answers a body whose member names servers read differently.
 func ambiguousRefusal() answer {
 	return jsonRPCRefusal(http.StatusBadRequest, mcp.CodeInvalidRequest,
-		"member names that differ from JSON-RPC or MCP names only in letter case are refused", "mcpgate_ambiguous_jsonrpc")
+		"JSON-RPC or MCP member names that repeat, or differ from the standard names only in letter case, are refused", "mcpgate_ambiguous_jsonrpc")
 }
 
 // hasRequest reports whether msgs hold a request or notification.

@@ -5,10 +5,11 @@
 //
 // The JSON reader is a scanner written for this purpose: it does not allocate per value, keeps ids
 // and payloads as raw JSON, and is conservative where MCP servers' own parsers differ. Go's
-// encoding/json matches member names case-insensitively (go-sdk servers would read "METHOD" as
-// "method"), JavaScript matches them exactly; a message whose member names differ from the
-// JSON-RPC names only in case is flagged Ambiguous so that the gateway can refuse it instead of
-// guessing which reading the server makes.
+// encoding/json matches member names case-insensitively (servers built on it, such as mcp-go, read
+// "METHOD" as "method"), JavaScript matches them exactly; a message whose member names differ from
+// the JSON-RPC names only in case, or repeat one (most parsers keep the last, some the first, some
+// refuse the message), is flagged Ambiguous so that the gateway can refuse it instead of guessing
+// which reading the server makes.
 package mcp
 
 import (
@@ -75,8 +76,8 @@ type Message struct {
 	Result json.RawMessage
 	Error  json.RawMessage
 	// Ambiguous is set when a member name equals a JSON-RPC member name only when case is folded
-	// (for example "Method"). Servers disagree on such messages; the gateway refuses them where
-	// authorization depends on the reading.
+	// (for example "Method"), or a JSON-RPC member appears twice. Servers disagree on such
+	// messages; the gateway refuses them where authorization depends on the reading.
 	Ambiguous bool
 }
 
@@ -167,25 +168,31 @@ func parseMessage(b []byte) (Message, error) {
 	m := Message{Raw: b}
 	var method []byte
 	hasMethod, methodString := false, false
+	var seen uint8 // one bit per JSON-RPC member seen, to spot a repeated one
 	err := eachMember(b, func(mb member) error {
+		var bit uint8
 		switch string(mb.name) {
-		case "id":
-			m.ID = mb.value
-		case "method":
-			hasMethod = true
-			method = mb.value
-		case "params":
-			m.Params = mb.value
-		case "result":
-			m.Result = mb.value
-		case "error":
-			m.Error = mb.value
 		case "jsonrpc":
+			bit = 1 << 0
+		case "id":
+			m.ID, bit = mb.value, 1<<1
+		case "method":
+			hasMethod, method, bit = true, mb.value, 1<<2
+		case "params":
+			m.Params, bit = mb.value, 1<<3
+		case "result":
+			m.Result, bit = mb.value, 1<<4
+		case "error":
+			m.Error, bit = mb.value, 1<<5
 		default:
 			if foldsTo(mb.name, rpcNames[:]) {
 				m.Ambiguous = true
 			}
 		}
+		if seen&bit != 0 {
+			m.Ambiguous = true
+		}
+		seen |= bit
 		return nil
 	})
 	if err != nil {
@@ -232,7 +239,8 @@ type ToolCall struct {
 	Name string
 	// Arguments is raw JSON, nil when absent.
 	Arguments json.RawMessage
-	// Ambiguous is set when a member name equals "name" or "arguments" only when case is folded.
+	// Ambiguous is set when a member name equals "name" or "arguments" only when case is folded,
+	// or one of them appears twice.
 	Ambiguous bool
 }
 
@@ -246,8 +254,10 @@ func ParseToolCall(params json.RawMessage) (tc ToolCall, ok bool) {
 	err := eachMember(params, func(mb member) error {
 		switch string(mb.name) {
 		case "name":
+			tc.Ambiguous = tc.Ambiguous || name != nil
 			name = mb.value
 		case "arguments":
+			tc.Ambiguous = tc.Ambiguous || tc.Arguments != nil
 			tc.Arguments = mb.value
 		default:
 			if foldsTo(mb.name, []string{"name", "arguments"}) {
@@ -382,7 +392,8 @@ func replaceMembers(obj []byte, name string, repl func(value []byte) ([]byte, er
 
 // FilterToolsList removes from the tools/list response msg the tools for which allow returns
 // false. It returns the rewritten message and the number of tools removed (0 and msg itself when
-// none). A tool whose name cannot be read is removed: the gateway cannot tell whether it is allowed.
+// none). A tool without exactly one readable name (none, not a string, repeated, or another in
+// other letter case) is removed: the gateway cannot tell whether it is allowed.
 func FilterToolsList(msg []byte, allow func(name string) bool) ([]byte, int, error) {
 	removed := 0
 	out, err := replaceMembers(msg, "result", func(result []byte) ([]byte, error) {
@@ -427,6 +438,7 @@ func toolAllowed(tool []byte, allow func(string) bool) bool {
 	_ = eachMember(tool, func(mb member) error {
 		switch {
 		case string(mb.name) == "name":
+			ambiguous = ambiguous || name != nil
 			name = mb.value
 		case bytes.EqualFold(mb.name, []byte("name")):
 			ambiguous = true

@@ -39,6 +39,14 @@ func TestParseKinds(t *testing.T) {
 		{`{"jsonrpc":"2.0","id":1,"method":"ping","paramſ":{}}`, KindRequest, true},
 		// Escaped member names are decoded like every JSON parser does.
 		{`{"jsonrpc":"2.0","id":1,"met\u0068od":"tools\/call"}`, KindRequest, false},
+		// A repeated member: most parsers keep the last, some the first, some refuse.
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"tools/list"}`, KindRequest, true},
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"},"params":{"name":"b"}}`, KindRequest, true},
+		{`{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}`, KindRequest, true},
+		{`{"jsonrpc":"2.0","id":1,"met\u0068od":"ping","method":"ping"}`, KindRequest, true},
+		{`{"jsonrpc":"2.0","id":1,"result":{},"result":{}}`, KindResponse, true},
+		// Repeated names outside the JSON-RPC members are the server's business.
+		{`{"jsonrpc":"2.0","id":1,"method":"ping","x":1,"x":2}`, KindRequest, false},
 	}
 	for _, tt := range tests {
 		msgs, _, err := Parse([]byte(tt.body))
@@ -52,6 +60,21 @@ func TestParseKinds(t *testing.T) {
 	msgs, _, _ := Parse([]byte(`{"id":1,"met\u0068od":"tools\/call"}`))
 	if msgs[0].Method != "tools/call" {
 		t.Errorf("escaped method = %q", msgs[0].Method)
+	}
+}
+
+func TestParseToolCallAmbiguous(t *testing.T) {
+	for params, amb := range map[string]bool{
+		`{"name":"get-env","name":"fetch"}`:              true,
+		`{"name":"fetch","arguments":{},"arguments":{}}`: true,
+		`{"name":"fetch","Name":"get-env"}`:              true,
+		`{"n\u0061me":"get-env","name":"fetch"}`:         true,
+		`{"name":"fetch","arguments":{"a":1,"a":2}}`:     false,
+	} {
+		tc, ok := ParseToolCall([]byte(params))
+		if !ok || tc.Ambiguous != amb {
+			t.Errorf("ParseToolCall(%s) = %+v %v, want ambiguous %v", params, tc, ok, amb)
+		}
 	}
 }
 
@@ -133,19 +156,19 @@ func TestIDKey(t *testing.T) {
 }
 
 func TestFilterToolsList(t *testing.T) {
-	msg := []byte(`{"jsonrpc":"2.0","id":2,"result":{"ttlMs":0,"tools":[{"name":"fetch","inputSchema":{"type":"object"}},{"description":"x","name":"get-env"},{"Name":"sneaky"},{"name":"echo"}],"nextCursor":"c"}}`)
+	msg := []byte(`{"jsonrpc":"2.0","id":2,"result":{"ttlMs":0,"tools":[{"name":"fetch","inputSchema":{"type":"object"}},{"description":"x","name":"get-env"},{"Name":"sneaky"},{"name":"get-env","name":"echo"},{"name":"echo"}],"nextCursor":"c"}}`)
 	allowed := map[string]bool{"fetch": true, "echo": true, "sneaky": true}
 	out, removed, err := FilterToolsList(msg, func(n string) bool { return allowed[n] })
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := `{"jsonrpc":"2.0","id":2,"result":{"ttlMs":0,"tools":[{"name":"fetch","inputSchema":{"type":"object"}},{"name":"echo"}],"nextCursor":"c"}}`
-	if string(out) != want || removed != 2 {
+	if string(out) != want || removed != 3 {
 		t.Errorf("FilterToolsList = %s (%d removed)\nwant %s", out, removed, want)
 	}
 	out, removed, err = FilterToolsList(msg[:len(msg):len(msg)], func(string) bool { return true })
-	if err != nil || removed != 1 || strings.Contains(string(out), "sneaky") {
-		t.Errorf("allow all: %s %d %v (a tool without a readable name must go)", out, removed, err)
+	if err != nil || removed != 2 || strings.Contains(string(out), "sneaky") || strings.Contains(string(out), `"name":"get-env","name"`) {
+		t.Errorf("allow all: %s %d %v (a tool without one readable name must go)", out, removed, err)
 	}
 	same := []byte(`{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"a"}]}}`)
 	out, removed, err = FilterToolsList(same, func(string) bool { return true })
