@@ -711,3 +711,28 @@ func TestDuplicateMembers(t *testing.T) {
 		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get-env"},"params":{"name":"fetch"}}`,
 	)
 }
+
+// TestToolCallWithoutName: under tool rules that only deny, a tools/call whose params.name is not
+// a string would be judged as a call of the tool "" and allowed; it is refused instead, since the
+// gateway cannot tell which tool the server will look up.
+func TestToolCallWithoutName(t *testing.T) {
+	deny := &policyv1.Policy{Name: "deny", McpRules: []*policyv1.Rule{{Action: policyv1.Rule_DENY, Expression: `mcp.tool.name == "get-env"`, Source: "deny#0"}}}
+	h := newHarness(t, []*policyv1.Policy{deny, {Name: "open"}})
+	route, open := streamableRoute, streamableRoute
+	route.Policy, open.Policy = "deny", "open"
+	for _, params := range []string{`{"name":["get-env"]}`, `{"name":{"0":"get-env"}}`, `{"name":null}`, `{"arguments":{}}`, `"get-env"`, `null`} {
+		body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":` + params + `}`
+		s := h.open(t, h.tcp, route)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", ""), false))
+		resp := check(t)(s.RequestBody([]byte(body), true))
+		if ir := resp.GetImmediateResponse(); ir.GetStatus().GetCode() != 400 || !strings.Contains(string(ir.GetBody()), `"code":-32602`) {
+			t.Errorf("%s under tool rules: want 400 with -32602, got %v", body, resp)
+		}
+		s = h.open(t, h.tcp, open)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", ""), false))
+		plainContinue(t, check(t)(s.RequestBody([]byte(body), true)))
+	}
+	s := h.open(t, h.tcp, route)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", ""), false))
+	plainContinue(t, check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch"}}`), true)))
+}

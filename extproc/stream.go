@@ -391,11 +391,17 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		in := st.in
 		in.MCPMethod = m.Method
 		if m.Method == mcp.MethodToolsCall {
-			tc, _ := mcp.ParseToolCall(m.Params)
+			tc, ok := mcp.ParseToolCall(m.Params)
 			ex.rec.Tool, ex.rec.Arguments = tc.Name, tc.Arguments
 			in.ToolName, in.ToolArguments = tc.Name, tc.Arguments
-			if strict && tc.Ambiguous {
+			switch {
+			case !strict:
+			case tc.Ambiguous:
 				return st.refuse(ambiguousRefusal(), "", md, &ex.rec)
+			case !ok:
+				// Judged as a call of the tool "", it would pass rules that only deny.
+				return st.refuse(jsonRPCRefusal(http.StatusBadRequest, mcp.CodeInvalidParams,
+					"tools/call params must be an object with a string name", "mcpgate_tool_unnamed"), "", md, &ex.rec)
 			}
 		}
 		if st.trafficDeferred {
