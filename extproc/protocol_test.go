@@ -669,19 +669,20 @@ func TestDeferredTrafficRules(t *testing.T) {
 	plainContinue(t, check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`), true)))
 }
 
-// refusesAmbiguous fails unless each body is refused with 400 and a JSON-RPC error -32600 on a
-// route with tool rules (the lab policy), and passes untouched on a route without them.
-func refusesAmbiguous(t *testing.T, bodies ...string) {
+// refusedUnderToolRules fails unless each body is refused with 400 and the JSON-RPC error code
+// on a route under tools (a policy with tool rules), and passes untouched on a route without a
+// policy's tool rules.
+func refusedUnderToolRules(t *testing.T, tools *policyv1.Policy, code int, bodies ...string) {
 	t.Helper()
-	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t)), {Name: "open"}})
-	open := streamableRoute
-	open.Policy = "open"
+	h := newHarness(t, []*policyv1.Policy{tools, {Name: "open"}})
+	strict, open := streamableRoute, streamableRoute
+	strict.Policy, open.Policy = tools.GetName(), "open"
 	for _, body := range bodies {
-		s := h.open(t, h.tcp, streamableRoute)
+		s := h.open(t, h.tcp, strict)
 		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
 		resp := check(t)(s.RequestBody([]byte(body), true))
-		if ir := resp.GetImmediateResponse(); ir.GetStatus().GetCode() != 400 || !strings.Contains(string(ir.GetBody()), `"code":-32600`) {
-			t.Errorf("%s under tool rules: want 400 with -32600, got %v", body, resp)
+		if ir := resp.GetImmediateResponse(); ir.GetStatus().GetCode() != 400 || !strings.Contains(string(ir.GetBody()), fmt.Sprintf(`"code":%d`, code)) {
+			t.Errorf("%s under tool rules: want 400 with %d, got %v", body, code, resp)
 		}
 		s = h.open(t, h.tcp, open)
 		check(t)(s.RequestHeaders(postHeaders("/mcp", ""), false))
@@ -694,7 +695,7 @@ func refusesAmbiguous(t *testing.T, bodies ...string) {
 // to case (Go's encoding/json, as mcp-go decodes) reads {"METHOD":"tools/call"} as a call, while
 // the gateway, matching exactly, sees no method at all.
 func TestAmbiguousMessageKinds(t *testing.T) {
-	refusesAmbiguous(t,
+	refusedUnderToolRules(t, labPolicy(newSigner(t)), -32600,
 		`{"jsonrpc":"2.0","id":1,"METHOD":"tools/call","params":{"name":"get-env"}}`,
 		`{"jsonrpc":"2.0","id":1,"result":{},"Method":"tools/call","params":{"name":"get-env"}}`,
 		`[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"mEthod":"tools/call","params":{"name":"get-env"}}]`,
@@ -705,7 +706,7 @@ func TestAmbiguousMessageKinds(t *testing.T) {
 // rules. The gateway reads the last one, as encoding/json and JavaScript do; a server whose parser
 // keeps the first would run get-env.
 func TestDuplicateMembers(t *testing.T) {
-	refusesAmbiguous(t,
+	refusedUnderToolRules(t, labPolicy(newSigner(t)), -32600,
 		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get-env","name":"fetch"}}`,
 		`{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"tools/list","params":{"name":"get-env"}}`,
 		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get-env"},"params":{"name":"fetch"}}`,
@@ -717,22 +718,9 @@ func TestDuplicateMembers(t *testing.T) {
 // gateway cannot tell which tool the server will look up.
 func TestToolCallWithoutName(t *testing.T) {
 	deny := &policyv1.Policy{Name: "deny", McpRules: []*policyv1.Rule{{Action: policyv1.Rule_DENY, Expression: `mcp.tool.name == "get-env"`, Source: "deny#0"}}}
-	h := newHarness(t, []*policyv1.Policy{deny, {Name: "open"}})
-	route, open := streamableRoute, streamableRoute
-	route.Policy, open.Policy = "deny", "open"
+	var bodies []string
 	for _, params := range []string{`{"name":["get-env"]}`, `{"name":{"0":"get-env"}}`, `{"name":null}`, `{"arguments":{}}`, `"get-env"`, `null`} {
-		body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":` + params + `}`
-		s := h.open(t, h.tcp, route)
-		check(t)(s.RequestHeaders(postHeaders("/mcp", ""), false))
-		resp := check(t)(s.RequestBody([]byte(body), true))
-		if ir := resp.GetImmediateResponse(); ir.GetStatus().GetCode() != 400 || !strings.Contains(string(ir.GetBody()), `"code":-32602`) {
-			t.Errorf("%s under tool rules: want 400 with -32602, got %v", body, resp)
-		}
-		s = h.open(t, h.tcp, open)
-		check(t)(s.RequestHeaders(postHeaders("/mcp", ""), false))
-		plainContinue(t, check(t)(s.RequestBody([]byte(body), true)))
+		bodies = append(bodies, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":`+params+`}`)
 	}
-	s := h.open(t, h.tcp, route)
-	check(t)(s.RequestHeaders(postHeaders("/mcp", ""), false))
-	plainContinue(t, check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch"}}`), true)))
+	refusedUnderToolRules(t, deny, -32602, bodies...)
 }
