@@ -24,18 +24,19 @@ type gatewayInfo struct {
 
 // listenerInfo is one listener of a served Gateway.
 type listenerInfo struct {
-	gw       *gatewayInfo
-	l        *gwv1.Listener
-	index    int
-	key      string // "NS/GATEWAY/LISTENER", the policy index key of the listener
-	hostname string // lower-case; "" = any
-	ok       bool   // accepted: routes may attach
-	kindsOK  bool   // allowedRoutes.kinds admits HTTPRoute
-	reason   string // why not ok (a listener condition reason)
-	msg      string
-	conflict string // Conflicted reason, "" = none
-	badKinds string // allowedRoutes.kinds entries that are not supported
-	attached int32
+	gw          *gatewayInfo
+	l           *gwv1.Listener
+	index       int
+	key         string // "NS/GATEWAY/LISTENER", the policy index key of the listener
+	hostname    string // lower-case; "" = any
+	ok          bool   // accepted: routes may attach
+	kindsOK     bool   // allowedRoutes.kinds admits HTTPRoute
+	reason      string // why not ok (a listener condition reason)
+	msg         string
+	conflict    string // Conflicted reason, "" = none
+	conflictMsg string
+	badKinds    string // allowedRoutes.kinds entries that are not supported
+	attached    int32
 }
 
 func (t *translation) translateClasses() {
@@ -81,18 +82,12 @@ func (t *translation) selectGateways() {
 }
 
 func (t *translation) validateListeners(gi *gatewayInfo, portOwner map[int32]string) {
-	type portUse struct {
-		protocol  gwv1.ProtocolType
-		hostnames map[string]bool
-	}
-	ports := map[int32]*portUse{}
 	names := map[gwv1.SectionName]bool{}
 	g := gi.gw
 	for i := range g.Spec.Listeners {
 		l := &g.Spec.Listeners[i]
 		li := &listenerInfo{gw: gi, l: l, index: i, ok: true, kindsOK: true, key: gi.key + "/" + string(l.Name)}
 		gi.listeners = append(gi.listeners, li)
-		field := "spec.listeners[" + strconv.Itoa(i) + "]"
 		if l.Hostname != nil {
 			li.hostname = strings.ToLower(string(*l.Hostname))
 		}
@@ -107,27 +102,19 @@ func (t *translation) validateListeners(gi *gatewayInfo, portOwner map[int32]str
 			li.refuse(string(gwv1.ListenerReasonUnsupportedValue), fmt.Sprintf("port %d is out of range", l.Port))
 		}
 		names[l.Name] = true
-		use := ports[l.Port]
-		switch {
-		case use == nil:
-			ports[l.Port] = &portUse{protocol: l.Protocol, hostnames: map[string]bool{li.hostname: true}}
-		case use.protocol != l.Protocol:
-			li.conflict = string(gwv1.ListenerReasonProtocolConflict)
-			li.refuse(li.conflict, fmt.Sprintf("port %d is used by an earlier listener with protocol %s", l.Port, use.protocol))
-		case use.hostnames[li.hostname]:
-			li.conflict = string(gwv1.ListenerReasonHostnameConflict)
-			li.refuse(li.conflict, fmt.Sprintf("an earlier listener on port %d has the same hostname %q", l.Port, hostnameOrAny(li.hostname)))
-		default:
-			use.hostnames[li.hostname] = true
-		}
+	}
+	markConflicts(gi.listeners)
+	for _, li := range gi.listeners {
+		port := li.l.Port
 		if t.opts.ExclusivePorts && li.ok {
-			if owner, taken := portOwner[l.Port]; taken && owner != gi.key {
+			if owner, taken := portOwner[port]; taken && owner != gi.key {
 				li.refuse(string(gwv1.ListenerReasonPortUnavailable),
-					fmt.Sprintf("port %d is used by Gateway %s (standalone gateways share one host)", l.Port, owner))
+					fmt.Sprintf("port %d is used by Gateway %s (standalone gateways share one host)", port, owner))
 			} else {
-				portOwner[l.Port] = gi.key
+				portOwner[port] = gi.key
 			}
 		}
+		field := "spec.listeners[" + strconv.Itoa(li.index) + "]"
 		if !li.ok {
 			t.st.refuse(KindGateway, g.Namespace, g.Name, field, li.msg)
 		}
@@ -135,6 +122,58 @@ func (t *translation) validateListeners(gi *gatewayInfo, portOwner map[int32]str
 			t.st.refuse(KindGateway, g.Namespace, g.Name, field+".allowedRoutes.kinds", li.badKinds)
 		}
 	}
+}
+
+// markConflicts sets Conflicted on the listeners of a Gateway that are not distinct. As Gateway
+// API demands, no listener of a conflicting set wins: HTTP listeners sharing a port and a
+// hostname are all refused (HostnameConflict). A listener of another protocol on an HTTP
+// listener's port is marked ProtocolConflict; it is refused anyway (UnsupportedProtocol), so the
+// HTTP listeners on that port are served (as Gateway API says of TCP listeners on
+// implementations that do not support them).
+func markConflicts(listeners []*listenerInfo) {
+	type portHost struct {
+		port int32
+		host string
+	}
+	byHost := map[portHost][]*listenerInfo{}
+	httpPorts := map[int32]bool{}
+	for _, li := range listeners {
+		if li.l.Protocol == gwv1.HTTPProtocolType {
+			httpPorts[li.l.Port] = true
+			k := portHost{li.l.Port, li.hostname}
+			byHost[k] = append(byHost[k], li)
+		}
+	}
+	for _, li := range listeners {
+		if li.l.Protocol != gwv1.HTTPProtocolType && httpPorts[li.l.Port] {
+			li.conflict = string(gwv1.ListenerReasonProtocolConflict)
+			li.conflictMsg = fmt.Sprintf("port %d is used by HTTP listeners; protocol %s cannot share it", li.l.Port, li.l.Protocol)
+			li.refuse(li.conflict, li.conflictMsg)
+			continue
+		}
+		same := byHost[portHost{li.l.Port, li.hostname}]
+		if li.l.Protocol != gwv1.HTTPProtocolType || len(same) < 2 {
+			continue
+		}
+		others := make([]string, 0, len(same)-1)
+		for _, o := range same {
+			if o != li {
+				others = append(others, string(o.l.Name))
+			}
+		}
+		li.conflict = string(gwv1.ListenerReasonHostnameConflict)
+		li.conflictMsg = fmt.Sprintf("%s the same port %d and hostname %q as this one; none of them is served",
+			plural(others, "listener %s has", "listeners %s have"), li.l.Port, hostnameOrAny(li.hostname))
+		li.refuse(li.conflict, li.conflictMsg)
+	}
+}
+
+// plural formats names into one (len 1) or many, which take "%s" for the joined names.
+func plural(names []string, one, many string) string {
+	if len(names) == 1 {
+		return fmt.Sprintf(one, names[0])
+	}
+	return fmt.Sprintf(many, strings.Join(names, ", "))
 }
 
 func hostnameOrAny(h string) string {
@@ -254,7 +293,7 @@ func (t *translation) gatewayStatus(gi *gatewayInfo) *gwv1.GatewayStatus {
 				string(gwv1.ListenerReasonResolvedRefs), "", gen))
 		}
 		if li.conflict != "" {
-			ls.Conditions = append(ls.Conditions, condition(string(gwv1.ListenerConditionConflicted), true, li.conflict, li.msg, gen))
+			ls.Conditions = append(ls.Conditions, condition(string(gwv1.ListenerConditionConflicted), true, li.conflict, li.conflictMsg, gen))
 		} else {
 			ls.Conditions = append(ls.Conditions, condition(string(gwv1.ListenerConditionConflicted), false,
 				string(gwv1.ListenerReasonNoConflicts), "", gen))
@@ -267,7 +306,16 @@ func (t *translation) gatewayStatus(gi *gatewayInfo) *gwv1.GatewayStatus {
 			condition(string(gwv1.GatewayConditionAccepted), true, string(gwv1.GatewayReasonAccepted), "", gen),
 			condition(string(gwv1.GatewayConditionProgrammed), true, string(gwv1.GatewayReasonProgrammed), "", gen))
 	case valid > 0:
-		msg := fmt.Sprintf("%d of %d listeners are not valid; see the listener conditions", len(gi.listeners)-valid, len(gi.listeners))
+		var bad, good []string
+		for _, li := range gi.listeners {
+			if li.ok {
+				good = append(good, string(li.l.Name))
+			} else {
+				bad = append(bad, fmt.Sprintf("%s (%s)", li.l.Name, li.reason))
+			}
+		}
+		msg := fmt.Sprintf("%d of %d listeners are not accepted: %s; accepted: %s (see the listener conditions)",
+			len(bad), len(gi.listeners), strings.Join(bad, ", "), strings.Join(good, ", "))
 		st.Conditions = append(st.Conditions,
 			condition(string(gwv1.GatewayConditionAccepted), true, string(gwv1.GatewayReasonListenersNotValid), msg, gen),
 			condition(string(gwv1.GatewayConditionProgrammed), true, string(gwv1.GatewayReasonProgrammed), "", gen))
