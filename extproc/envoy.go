@@ -351,18 +351,19 @@ func immediateReply(a answer, md metadata) *extprocv3.ProcessingResponse {
 	})
 }
 
-// responseBodyMode is the mode_override of a response whose content type is ct: server-sent
+// responseBodyMode is the mode_override of a response whose media type is mt: server-sent
 // events are streamed chunk by chunk, JSON is buffered (as the route already says; repeated so
 // that a route configured otherwise still gives ext_proc the whole answer to read), anything else
-// is not sent to ext_proc at all. The request body stays BUFFERED (body modes are applied
-// literally, and a request body still in flight must still be read).
-func responseBodyMode(ct string) *extprocfilterv3.ProcessingMode {
+// is buffered when read says the answer must be read, else not sent to ext_proc at all. The
+// request body stays BUFFERED (body modes are applied literally, and a request body still in
+// flight must still be read).
+func responseBodyMode(mt string, read bool) *extprocfilterv3.ProcessingMode {
 	var mode extprocfilterv3.ProcessingMode_BodySendMode
-	switch mediaType(ct) {
-	case "application/json":
-		mode = extprocfilterv3.ProcessingMode_BUFFERED
-	case "text/event-stream":
+	switch {
+	case mt == "text/event-stream":
 		mode = extprocfilterv3.ProcessingMode_STREAMED
+	case mt == "application/json" || read:
+		mode = extprocfilterv3.ProcessingMode_BUFFERED
 	default:
 		mode = extprocfilterv3.ProcessingMode_NONE
 	}

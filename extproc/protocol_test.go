@@ -724,3 +724,31 @@ func TestToolCallWithoutName(t *testing.T) {
 	}
 	refusedUnderToolRules(t, deny, -32602, bodies...)
 }
+
+// TestRewriteUnderOtherContentType: an answer that must be rewritten (a tools/list to filter)
+// is read whatever content type the server gives it; passing it unseen would show the hidden
+// tools. A body that cannot be read is replaced by an error.
+func TestRewriteUnderOtherContentType(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	for _, tt := range []struct{ ct, body, want, setCT string }{
+		{"", toolsListAnswer, toolsListFiltered, ""},
+		{"application/json-rpc", toolsListAnswer, toolsListFiltered, ""},
+		{"text/plain", "tools: fetch, get-env, echo", `{"jsonrpc":"2.0","id":2,"error":{"code":-32603,"message":"mcpgate: the server's answer could not be inspected"}}`, "application/json"},
+	} {
+		s := h.open(t, h.tcp, streamableRoute)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+		check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`), true))
+		resp := check(t)(s.ResponseHeaders(respHeaders("200", tt.ct), false))
+		if mo := resp.GetModeOverride(); mo.GetResponseBodyMode() != extprocfilterv3.ProcessingMode_BUFFERED {
+			t.Errorf("content type %q: mode_override %v, want the answer BUFFERED", tt.ct, mo)
+			continue
+		}
+		resp = check(t)(s.ResponseBody([]byte(tt.body), true))
+		if got := string(extproctest.BodyAfter(resp, []byte(tt.body))); got != tt.want {
+			t.Errorf("content type %q: body %s\nwant %s", tt.ct, got, tt.want)
+		}
+		if hs := setHeaders(resp); hs["content-length"] != fmt.Sprint(len(tt.want)) || hs["content-type"] != tt.setCT {
+			t.Errorf("content type %q: headers set %v", tt.ct, hs)
+		}
+	}
+}

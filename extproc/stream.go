@@ -548,10 +548,12 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 		st.finishPending(now)
 		return st.rep.headersReply(false, nil, md)
 	}
-	ct := hs.first("content-type")
-	mode := responseBodyMode(ct)
+	mt := mediaType(hs.first("content-type"))
+	// An answer that must be rewritten is read whatever its type: unseen, it would show the
+	// tools the rules hide.
+	mode := responseBodyMode(mt, st.rewrites > 0)
 	switch {
-	case mediaType(ct) == "text/event-stream":
+	case mt == "text/event-stream":
 		st.sse = mcp.NewSSEStream(st.s.cfg.MaxBodyBytes)
 		st.getStream = st.ri.transport == contract.TransportSSE && st.method == http.MethodGet
 	case mode.GetResponseBodyMode() == extprocfilterv3.ProcessingMode_NONE:
@@ -573,21 +575,21 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	st.respBodySeen = true
 	defer st.finishPending(time.Now())
 	body := b.GetBody()
-	if len(body) > st.s.cfg.MaxBodyBytes {
-		st.s.tel.NonJSONRPC("response")
-		if st.rewrites > 0 {
-			// An answer that must be rewritten cannot be read: refuse rather than pass it.
-			return st.rep.bodyReply(false, st.unreadableAnswers(), true, true, metadata{})
-		}
-		return st.rep.bodyReply(false, nil, false, false, metadata{})
+	var msgs []mcp.Message
+	batch, err := false, errTooLarge
+	if len(body) <= st.s.cfg.MaxBodyBytes {
+		msgs, batch, err = mcp.Parse(body)
 	}
-	msgs, batch, err := mcp.Parse(body)
 	if err != nil {
 		st.s.tel.NonJSONRPC("response")
-		if st.rewrites > 0 {
-			return st.rep.bodyReply(false, st.unreadableAnswers(), true, true, metadata{})
+		if st.rewrites == 0 {
+			return st.rep.bodyReply(false, nil, false, false, metadata{})
 		}
-		return st.rep.bodyReply(false, nil, false, false, metadata{})
+		// An answer that must be rewritten cannot be read: replace it rather than pass it.
+		r := st.rep.bodyReply(false, st.unreadableAnswers(), true, true, metadata{})
+		mut := st.rep.common.HeaderMutation
+		mut.SetHeaders = append(mut.SetHeaders, setHeader("content-type", "application/json"))
+		return r
 	}
 	var md metadata
 	out, changed := st.answers(msgs, batch, &md, st.takePending)
@@ -596,6 +598,9 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	}
 	return st.rep.bodyReply(false, out, true, true, md)
 }
+
+// errTooLarge stands for the parse error of a body over the limit, which is not parsed.
+var errTooLarge = errors.New("body over the limit")
 
 func (st *stream) sseChunk(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
 	hold := st.rewrites > 0
