@@ -752,3 +752,25 @@ func TestRewriteUnderOtherContentType(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestBodyInPieces: a route whose request body reaches ext_proc in pieces (STREAMED, not
+// the BUFFERED the translator configures) has only its first piece checked, so under tool rules
+// a later piece with data is refused rather than passed unread; an empty last piece (the end of
+// a chunked upload) is fine.
+func TestRequestBodyInPieces(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	first := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
+	s := h.open(t, h.tcp, streamableRoute)
+	s.RequestBodyMode = extprocfilterv3.ProcessingMode_STREAMED
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+	plainContinue(t, check(t)(s.RequestBody(first, false)))
+	resp := check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get-env"}}`), true))
+	if ir := resp.GetImmediateResponse(); ir.GetStatus().GetCode() != 500 || !strings.Contains(string(ir.GetBody()), "BUFFERED") {
+		t.Errorf("second piece: want 500 naming the BUFFERED mode, got %v", resp)
+	}
+	s = h.open(t, h.tcp, streamableRoute)
+	s.RequestBodyMode = extprocfilterv3.ProcessingMode_STREAMED
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+	plainContinue(t, check(t)(s.RequestBody(first, false)))
+	plainContinue(t, check(t)(s.RequestBody(nil, true)))
+}

@@ -259,13 +259,9 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 
 	if st.ri.policy != "" && st.pol == nil {
 		md.str(contract.FieldAuthn, st.authn)
-		return st.refuse(answer{
-			status:      http.StatusInternalServerError,
-			contentType: "text/plain",
-			body: []byte(fmt.Sprintf("mcpgate: route %s names policy %q, which ext_proc has not received from the control plane\n",
-				st.ri.route, st.ri.policy)),
-			details: "mcpgate_unknown_policy",
-		}, "", md, nil)
+		return st.refuse(configError("mcpgate_unknown_policy",
+			fmt.Sprintf("route %s names policy %q, which ext_proc has not received from the control plane", st.ri.route, st.ri.policy)),
+			"", md, nil)
 	}
 
 	var mut *extprocv3.HeaderMutation
@@ -325,6 +321,11 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 	return st.rep.headersReply(true, mut, md)
 }
 
+// configError is the 500 that refuses a request the gateway's configuration cannot serve safely.
+func configError(details, msg string) answer {
+	return answer{status: http.StatusInternalServerError, contentType: "text/plain", body: []byte("mcpgate: " + msg + "\n"), details: details}
+}
+
 func rbacDenied() answer {
 	return answer{status: http.StatusForbidden, contentType: "text/plain", body: []byte("RBAC: access denied"), details: "mcpgate_rbac_access_denied"}
 }
@@ -335,20 +336,26 @@ func jsonRPCRefusal(httpStatus, code int, msg, details string) answer {
 }
 
 func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
-	if st.reqBodySeen || st.ri.transport == "" {
+	// strict: authorization depends on reading the body, so a body the gateway cannot read the
+	// way every server would is refused instead of passed.
+	strict := st.pol != nil && (st.pol.tools != nil || st.trafficDeferred)
+	body := b.GetBody()
+	if st.ri.transport == "" || (st.reqBodySeen && (!strict || len(body) == 0)) {
 		return st.rep.bodyReply(true, nil, false, false, metadata{})
 	}
+	if st.reqBodySeen {
+		// Only the first piece was read: the route's request body mode is not BUFFERED.
+		return st.refuse(configError("mcpgate_body_in_pieces",
+			fmt.Sprintf("route %s enforces rules on its request body, which reaches ext_proc in pieces; it needs request body mode BUFFERED", st.ri.route)),
+			"", metadata{}, nil)
+	}
 	st.reqBodySeen = true
-	body := b.GetBody()
 	md := st.headersMD
 	if len(body) > st.s.cfg.MaxBodyBytes {
 		return st.refuse(jsonRPCRefusal(http.StatusRequestEntityTooLarge, mcp.CodeInvalidRequest,
 			fmt.Sprintf("request body of %d bytes exceeds the gateway's limit of %d bytes", len(body), st.s.cfg.MaxBodyBytes),
 			"mcpgate_body_too_large"), "limit", md, nil)
 	}
-	// strict: authorization depends on reading the body, so a body the gateway cannot read the
-	// way every server would is refused instead of passed.
-	strict := st.pol != nil && (st.pol.tools != nil || st.trafficDeferred)
 	msgs, batch, err := mcp.Parse(body)
 	if err == nil && strict && !utf8Charset(st.headers.first("content-type")) {
 		err = errors.New("charset other than UTF-8")
