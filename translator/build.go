@@ -14,7 +14,7 @@ import (
 // gatewayBuild collects one Gateway's resources while routes attach.
 type gatewayBuild struct {
 	// vhosts: port -> domain -> listener -> virtual host. Several listeners on one port may
-	// produce the same domain; the most specific listener hostname keeps it (buildGateway).
+	// produce the same domain; the most specific listener covering it keeps it (virtualHosts).
 	vhosts   map[int32]map[string]map[*listenerInfo]*vhostBuild
 	clusters map[string]*clusterv3.Cluster
 	clas     map[string]*endpointv3.ClusterLoadAssignment
@@ -26,6 +26,7 @@ type vhostBuild struct {
 	li           *listenerInfo
 	routes       []*routev3.Route
 	precs        []*precedence
+	sortedRoutes []*routev3.Route // routes in precedence order, once built
 }
 
 // newGatewayBuild sizes the maps for about n clusters and policies.
@@ -81,16 +82,126 @@ func (gb *gatewayBuild) addPolicy(m *mergedPolicy) string {
 	return m.policy.Name
 }
 
-// listenerSpecificity ranks listener hostnames: exact names first, then wildcards by length,
-// then no hostname.
-func listenerSpecificity(h string) int {
+// hostSpecificity ranks listener hostnames ("" = any) and virtual host domains ("*" = any):
+// exact names first, then wildcards by length, then any (Gateway API hostname precedence).
+func hostSpecificity(h string) int {
 	switch {
-	case h == "":
+	case h == "" || h == "*":
 		return 0
 	case strings.HasPrefix(h, "*."):
 		return 1 + len(h)
 	}
 	return 1 << 20
+}
+
+// covers reports whether a listener hostname or domain w ("" or "*" = any) takes in the domain
+// d: d itself, a host under wildcard w, or a narrower wildcard.
+func covers(w, d string) bool {
+	switch {
+	case w == "" || w == "*" || w == d:
+		return true
+	case d == "*":
+		return false
+	case strings.HasPrefix(w, "*."):
+		return hostMatches(w, d)
+	}
+	return false
+}
+
+// virtualHosts builds the virtual hosts of one port of a Gateway.
+//
+// Listener isolation: a request belongs to the most specific listener whose hostname matches
+// it, and only that listener's routes serve it. So a domain is served by the virtual host of
+// the most specific listener that covers it (routes of broader listeners for that domain are
+// left out), and every listener with a hostname has a virtual host for it, empty if no route
+// attached, so that its requests never reach a broader listener's routes.
+//
+// Hostname precedence within a listener: a route whose hostname is more specific comes first,
+// but the routes of broader hostnames (a wildcard, or none) still serve what it does not
+// match, so a virtual host also holds the routes of the listener's virtual hosts whose domain
+// covers its own, after its own routes, most specific domain first.
+func (gb *gatewayBuild) virtualHosts(listeners []*listenerInfo, port int32) []*routev3.VirtualHost {
+	var onPort []*listenerInfo
+	for _, li := range listeners {
+		if li.ok && li.l.Port == port {
+			onPort = append(onPort, li)
+			if li.hostname != "" {
+				gb.vhost(li, li.hostname)
+			}
+		}
+	}
+	var kept []*vhostBuild
+	ofListener := map[*listenerInfo][]*vhostBuild{}
+	for domain, byListener := range gb.vhosts[port] {
+		if vb := byListener[ownerOf(onPort, domain)]; vb != nil {
+			kept = append(kept, vb)
+		}
+		for li, vb := range byListener {
+			ofListener[li] = append(ofListener[li], vb)
+		}
+	}
+	sort.Slice(kept, func(i, j int) bool { return kept[i].name < kept[j].name })
+	out := make([]*routev3.VirtualHost, 0, len(kept))
+	for _, vb := range kept {
+		routes := vb.sorted()
+		var wider []*vhostBuild
+		for _, w := range ofListener[vb.li] {
+			if w != vb && covers(w.domain, vb.domain) {
+				wider = append(wider, w)
+			}
+		}
+		if len(wider) > 0 {
+			sort.Slice(wider, func(i, j int) bool {
+				if a, b := hostSpecificity(wider[i].domain), hostSpecificity(wider[j].domain); a != b {
+					return a > b
+				}
+				return wider[i].name < wider[j].name
+			})
+			routes = append([]*routev3.Route{}, routes...)
+			seen := make(map[*routev3.Route]bool, len(routes))
+			for _, r := range routes {
+				seen[r] = true
+			}
+			for _, w := range wider {
+				for _, r := range w.sorted() {
+					if !seen[r] { // a route with both hostnames is there already
+						seen[r] = true
+						routes = append(routes, r)
+					}
+				}
+			}
+		}
+		out = append(out, &routev3.VirtualHost{Name: vb.name, Domains: []string{vb.domain}, Routes: routes})
+	}
+	return out
+}
+
+// ownerOf returns the most specific listener (the first on ties) whose hostname covers domain,
+// or nil.
+func ownerOf(listeners []*listenerInfo, domain string) *listenerInfo {
+	var owner *listenerInfo
+	for _, li := range listeners {
+		if covers(li.hostname, domain) && (owner == nil || hostSpecificity(li.hostname) > hostSpecificity(owner.hostname)) {
+			owner = li
+		}
+	}
+	return owner
+}
+
+// sorted returns the virtual host's own routes in Gateway API precedence order.
+func (vb *vhostBuild) sorted() []*routev3.Route {
+	if vb.sortedRoutes == nil {
+		order := make([]int, len(vb.routes))
+		for i := range order {
+			order[i] = i
+		}
+		sort.SliceStable(order, func(i, j int) bool { return vb.precs[order[i]].before(vb.precs[order[j]]) })
+		vb.sortedRoutes = make([]*routev3.Route, len(order))
+		for i, k := range order {
+			vb.sortedRoutes[i] = vb.routes[k]
+		}
+	}
+	return vb.sortedRoutes
 }
 
 // buildGateway assembles the sorted xDS resources of a Gateway.
@@ -111,31 +222,7 @@ func (t *translation) buildGateway(gi *gatewayInfo) *GatewayConfig {
 	for _, port := range portList {
 		name := listenerName(gi, port)
 		cfg.Listeners = append(cfg.Listeners, t.xds.listener(name, port))
-		rc := &routev3.RouteConfiguration{Name: name, IgnorePortInHostMatching: true}
-		var vhs []*vhostBuild
-		for _, byListener := range gb.vhosts[port] {
-			var best *vhostBuild
-			for li, vb := range byListener {
-				if best == nil || listenerSpecificity(li.hostname) > listenerSpecificity(best.li.hostname) ||
-					(listenerSpecificity(li.hostname) == listenerSpecificity(best.li.hostname) && li.index < best.li.index) {
-					best = vb
-				}
-			}
-			vhs = append(vhs, best)
-		}
-		sort.Slice(vhs, func(i, j int) bool { return vhs[i].name < vhs[j].name })
-		for _, vb := range vhs {
-			order := make([]int, len(vb.routes))
-			for i := range order {
-				order[i] = i
-			}
-			sort.SliceStable(order, func(i, j int) bool { return vb.precs[order[i]].before(vb.precs[order[j]]) })
-			routes := make([]*routev3.Route, len(order))
-			for i, k := range order {
-				routes[i] = vb.routes[k]
-			}
-			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{Name: vb.name, Domains: []string{vb.domain}, Routes: routes})
-		}
+		rc := &routev3.RouteConfiguration{Name: name, IgnorePortInHostMatching: true, VirtualHosts: gb.virtualHosts(gi.listeners, port)}
 		cfg.Routes = append(cfg.Routes, rc)
 	}
 	for _, c := range gb.clusters {
