@@ -64,7 +64,7 @@ func (st *stream) exchangeMetadata(md *metadata, ex *exchange) {
 	}
 	md.str(contract.FieldMethod, ex.rec.Method)
 	md.str(contract.FieldTool, ex.rec.Tool)
-	if args, _ := st.s.tel.Arguments(ex.rec.Arguments); args != nil {
+	if args, _ := st.s.tel.Arguments(&ex.rec); args != nil {
 		md.str(contract.FieldArguments, string(args))
 	}
 	if ex.rec.ID != nil {

@@ -10,24 +10,31 @@ import (
 	"unicode/utf8"
 )
 
-// Arguments renders a tool call's raw arguments for the audit line and Envoy's metadata: keys in
+// Arguments renders r's tool arguments for the audit line and Envoy's metadata: keys in
 // Options.RedactKeys have their values replaced by "[REDACTED]", and the text is cut to
-// Options.MaxArgumentBytes (truncated then reports true and the text is no longer JSON).
-func (t *Telemetry) Arguments(raw json.RawMessage) (text []byte, truncated bool) {
-	if len(raw) == 0 {
-		return nil, false
+// Options.MaxArgumentBytes (truncated then reports true and the text is no longer JSON). The
+// rendering is kept in r, so the metadata and the audit line pay for it once; r.Arguments must
+// not change after the first call.
+func (t *Telemetry) Arguments(r *Record) (text []byte, truncated bool) {
+	if !r.argsDone {
+		r.args, r.argsTruncated, r.argsDone = t.renderArguments(r.Arguments), false, true
+		if len(r.args) > t.maxArgs {
+			cut := t.maxArgs
+			for cut > 0 && !utf8.RuneStart(r.args[cut]) {
+				cut--
+			}
+			r.args, r.argsTruncated = r.args[:cut], true
+		}
 	}
-	if t.redact != nil {
-		raw = t.redactJSON(raw)
+	return r.args, r.argsTruncated
+}
+
+// renderArguments returns raw redacted.
+func (t *Telemetry) renderArguments(raw json.RawMessage) []byte {
+	if len(raw) == 0 || t.redact == nil {
+		return raw
 	}
-	if len(raw) <= t.maxArgs {
-		return raw, false
-	}
-	cut := t.maxArgs
-	for cut > 0 && !utf8.RuneStart(raw[cut]) {
-		cut--
-	}
-	return raw[:cut], true
+	return t.redactJSON(raw)
 }
 
 func (t *Telemetry) redactJSON(raw json.RawMessage) json.RawMessage {
@@ -89,7 +96,7 @@ func appendRecord(b []byte, r *Record, t *Telemetry) []byte {
 	b = appendField(b, "authn", r.Authn)
 	b = appendField(b, "method", r.Method)
 	b = appendField(b, "tool", r.Tool)
-	if args, truncated := t.Arguments(r.Arguments); args != nil {
+	if args, truncated := t.Arguments(r); args != nil {
 		b = append(b, `,"arguments":`...)
 		if truncated {
 			b = appendString(b, string(args))

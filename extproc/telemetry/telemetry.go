@@ -90,6 +90,9 @@ type Record struct {
 	Latency time.Duration
 
 	span trace.Span
+	// args is Arguments rendered (see Telemetry.Arguments) once argsDone.
+	args                    []byte
+	argsTruncated, argsDone bool
 }
 
 // Telemetry writes audit lines, counts and traces. It is safe for concurrent use.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -244,4 +245,21 @@ func metric(t *testing.T, g prometheus.Gatherer, name string, labels map[string]
 		t.Fatal(err)
 	}
 	return v
+}
+
+// TestArgumentsRenderedOnce: the metadata and the audit line of a record share one rendering of
+// its arguments; redaction decodes and encodes them, which is not to be paid twice per call.
+func TestArgumentsRenderedOnce(t *testing.T) {
+	tel, err := New(Options{Audit: io.Discard, RedactKeys: []string{"token"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := sampleRecord()
+	first, _ := tel.Arguments(r)
+	if !strings.Contains(string(first), `"Token":"[REDACTED]"`) {
+		t.Fatalf("arguments = %s", first)
+	}
+	if n := testing.AllocsPerRun(10, func() { tel.Arguments(r) }); n != 0 {
+		t.Errorf("rendering again allocates %v times: the arguments are rendered anew", n)
+	}
 }
