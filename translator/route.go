@@ -86,7 +86,7 @@ type compiledRule struct {
 	matches []compiledMatch
 	failMsg string // non-empty: the rule cannot be honoured and answers 500
 
-	redirect              *routev3.RedirectAction
+	redirect              *gwv1.HTTPRequestRedirectFilter // checked by checkRedirect
 	reqAdd, respAdd       []*corev3.HeaderValueOption
 	reqRemove, respRemove []string
 	hostRewrite           string
@@ -96,6 +96,14 @@ type compiledRule struct {
 	refs                  []ruleRef
 	invalidWeight         uint32
 	hasRefs               bool
+}
+
+// redirectPrefix is the ReplacePrefixMatch of the rule's RequestRedirect, or nil.
+func (c *compiledRule) redirectPrefix() *string {
+	if c.redirect == nil || c.redirect.Path == nil || c.redirect.Path.Type != gwv1.PrefixMatchHTTPPathModifier {
+		return nil
+	}
+	return c.redirect.Path.ReplacePrefixMatch
 }
 
 // compiledRoute is an HTTPRoute's rules plus what its status says about them.
@@ -297,7 +305,7 @@ func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {
 			c.failMsg = bodyBadRule
 		}
 	}
-	if c.replacePrefix != nil {
+	if c.replacePrefix != nil || c.redirectPrefix() != nil {
 		for _, m := range c.matches {
 			if !m.isPfx {
 				invalid(field+".filters", "ReplacePrefixMatch needs PathPrefix matches")
@@ -466,11 +474,10 @@ func (t *translation) applyFilter(c *compiledRule, f *gwv1.HTTPRouteFilter) (str
 		if rd == nil {
 			return ".requestRedirect", "is required for this filter type"
 		}
-		ra, err := redirectAction(rd)
-		if err != "" {
+		if err := checkRedirect(rd); err != "" {
 			return ".requestRedirect", err
 		}
-		c.redirect = ra
+		c.redirect = rd
 	default:
 		return ".type", fmt.Sprintf("filter %s is not supported (supported: RequestHeaderModifier, ResponseHeaderModifier, URLRewrite, RequestRedirect)", f.Type)
 	}
@@ -510,39 +517,60 @@ func headerOption(name, value string, action corev3.HeaderValueOption_HeaderAppe
 	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: strings.ToLower(name), Value: value}, AppendAction: action}
 }
 
-func redirectAction(rd *gwv1.HTTPRequestRedirectFilter) (*routev3.RedirectAction, string) {
-	ra := &routev3.RedirectAction{ResponseCode: routev3.RedirectAction_FOUND}
-	if rd.Scheme != nil {
-		ra.SchemeRewriteSpecifier = &routev3.RedirectAction_SchemeRedirect{SchemeRedirect: *rd.Scheme}
+// redirectCodes are the RequestRedirect status codes Envoy can answer.
+var redirectCodes = map[int]routev3.RedirectAction_RedirectResponseCode{
+	301: routev3.RedirectAction_MOVED_PERMANENTLY, 302: routev3.RedirectAction_FOUND, 303: routev3.RedirectAction_SEE_OTHER,
+	307: routev3.RedirectAction_TEMPORARY_REDIRECT, 308: routev3.RedirectAction_PERMANENT_REDIRECT,
+}
+
+// checkRedirect returns why a RequestRedirect cannot be honoured, or "".
+func checkRedirect(rd *gwv1.HTTPRequestRedirectFilter) string {
+	if rd.Scheme != nil && *rd.Scheme != "http" && *rd.Scheme != "https" {
+		return fmt.Sprintf("scheme %q is not supported (http, https)", *rd.Scheme)
 	}
-	if rd.Hostname != nil {
-		ra.HostRedirect = string(*rd.Hostname)
-	}
-	if rd.Port != nil {
-		ra.PortRedirect = uint32(*rd.Port)
+	if rd.Port != nil && (*rd.Port < 1 || *rd.Port > 65535) {
+		return fmt.Sprintf("port %d is out of range", *rd.Port)
 	}
 	if p := rd.Path; p != nil {
-		switch {
-		case p.Type == gwv1.FullPathHTTPPathModifier && p.ReplaceFullPath != nil:
-			ra.PathRewriteSpecifier = &routev3.RedirectAction_PathRedirect{PathRedirect: *p.ReplaceFullPath}
-		case p.Type == gwv1.PrefixMatchHTTPPathModifier && p.ReplacePrefixMatch != nil:
-			ra.PathRewriteSpecifier = &routev3.RedirectAction_PrefixRewrite{PrefixRewrite: *p.ReplacePrefixMatch}
-		default:
-			return nil, "path: type and its value do not agree"
+		if !(p.Type == gwv1.FullPathHTTPPathModifier && p.ReplaceFullPath != nil) &&
+			!(p.Type == gwv1.PrefixMatchHTTPPathModifier && p.ReplacePrefixMatch != nil) {
+			return "path: type and its value do not agree"
 		}
 	}
 	if rd.StatusCode != nil {
-		codes := map[int]routev3.RedirectAction_RedirectResponseCode{
-			301: routev3.RedirectAction_MOVED_PERMANENTLY, 302: routev3.RedirectAction_FOUND, 303: routev3.RedirectAction_SEE_OTHER,
-			307: routev3.RedirectAction_TEMPORARY_REDIRECT, 308: routev3.RedirectAction_PERMANENT_REDIRECT,
+		if _, ok := redirectCodes[*rd.StatusCode]; !ok {
+			return fmt.Sprintf("statusCode %d is not supported (301, 302, 303, 307, 308)", *rd.StatusCode)
 		}
-		code, ok := codes[*rd.StatusCode]
-		if !ok {
-			return nil, fmt.Sprintf("statusCode %d is not supported (301, 302, 303, 307, 308)", *rd.StatusCode)
-		}
-		ra.ResponseCode = code
 	}
-	return ra, ""
+	return ""
+}
+
+// redirectAction builds a checked RequestRedirect for a listener on listenerPort. The port of
+// the Location is always set, as Gateway API derives it: the redirect's port, else the
+// well-known port of its scheme, else the listener's port (Envoy would otherwise keep the
+// request's Host port, or drop it when the hostname changes). A ReplacePrefixMatch path is
+// set per match (prefixRewrite), like URLRewrite's.
+func redirectAction(rd *gwv1.HTTPRequestRedirectFilter, listenerPort int32) *routev3.RedirectAction {
+	ra := &routev3.RedirectAction{ResponseCode: routev3.RedirectAction_FOUND}
+	port := uint32(listenerPort)
+	if rd.Scheme != nil {
+		ra.SchemeRewriteSpecifier = &routev3.RedirectAction_SchemeRedirect{SchemeRedirect: *rd.Scheme}
+		port = map[string]uint32{"http": 80, "https": 443}[*rd.Scheme]
+	}
+	if rd.Port != nil {
+		port = uint32(*rd.Port)
+	}
+	ra.PortRedirect = port
+	if rd.Hostname != nil {
+		ra.HostRedirect = string(*rd.Hostname)
+	}
+	if p := rd.Path; p != nil && p.Type == gwv1.FullPathHTTPPathModifier {
+		ra.PathRewriteSpecifier = &routev3.RedirectAction_PathRedirect{PathRedirect: *p.ReplaceFullPath}
+	}
+	if rd.StatusCode != nil {
+		ra.ResponseCode = redirectCodes[*rd.StatusCode]
+	}
+	return ra
 }
 
 // resolveBackendRef adds a backendRef to the rule, or records why it is invalid; an invalid
@@ -706,7 +734,7 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 		tpl.perFilter = map[string]*anypb.Any{ExtProcFilterName: t.xds.disabled}
 		return tpl
 	case c.redirect != nil:
-		tpl.redirect = &routev3.Route_Redirect{Redirect: c.redirect}
+		tpl.redirect = &routev3.Route_Redirect{Redirect: redirectAction(c.redirect, li.l.Port)}
 		tpl.perFilter = map[string]*anypb.Any{ExtProcFilterName: t.perRouteConfig(extProcRoute{
 			gateway: gi.key, route: routeID, policy: gb.addPolicy(base)})}
 		return tpl
@@ -821,6 +849,10 @@ func (tpl *routeTemplate) route(cr *compiledRoute, c *compiledRule, m compiledMa
 	switch {
 	case tpl.direct != nil:
 		rt.Action = tpl.direct
+	case tpl.redirect != nil && c.redirectPrefix() != nil:
+		ra := proto.Clone(tpl.redirect.Redirect).(*routev3.RedirectAction)
+		ra.PathRewriteSpecifier = &routev3.RedirectAction_RegexRewrite{RegexRewrite: prefixRewrite(m.prefix, *c.redirectPrefix())}
+		rt.Action = &routev3.Route_Redirect{Redirect: ra}
 	case tpl.redirect != nil:
 		rt.Action = tpl.redirect
 	case tpl.perMatchRx:
