@@ -144,14 +144,21 @@ func (s *Stream) Recv() (*extprocv3.ProcessingResponse, error) {
 	}
 	want := s.inflight[0]
 	s.inflight = s.inflight[1:]
-	got := kindOf(resp.GetResponse())
-	if got != want && got != "immediate_response" {
-		return resp, fmt.Errorf("%w: %s in reply to %s", ErrSpurious, got, want)
+	return resp, checkReply(want, resp)
+}
+
+// CheckReply checks resp as Envoy checks the reply to req: it must be of req's kind or an
+// immediate response, and its header mutations must carry raw_value only.
+func CheckReply(req *extprocv3.ProcessingRequest, resp *extprocv3.ProcessingResponse) error {
+	return checkReply(kindOf(req.GetRequest()), resp)
+}
+
+// checkReply checks resp as the reply to a message of kind want.
+func checkReply(want string, resp *extprocv3.ProcessingResponse) error {
+	if got := kindOf(resp.GetResponse()); got != want && got != "immediate_response" {
+		return fmt.Errorf("%w: %s in reply to %s", ErrSpurious, got, want)
 	}
-	if err := checkMutations(resp); err != nil {
-		return resp, err
-	}
-	return resp, nil
+	return checkMutations(resp)
 }
 
 func checkMutations(resp *extprocv3.ProcessingResponse) error {
