@@ -371,7 +371,15 @@ func compileMatch(m *gwv1.HTTPRouteMatch) (compiledMatch, string) {
 	default:
 		return out, ".path.type|unknown path match type " + string(pathType)
 	}
+	// Gateway API: of entries with an equivalent name (case-insensitive for headers, exact for
+	// query parameters) only the first counts; the others are ignored.
+	seen := map[string]bool{}
 	for k, h := range m.Headers {
+		name := strings.ToLower(string(h.Name))
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
 		sm, err := stringMatch((*string)(h.Type), h.Value)
 		if err != "" {
 			return out, fmt.Sprintf(".headers[%d]|%s", k, err)
@@ -382,7 +390,12 @@ func compileMatch(m *gwv1.HTTPRouteMatch) (compiledMatch, string) {
 		out.m.Headers = append(out.m.Headers, &routev3.HeaderMatcher{
 			Name: strings.ToLower(string(h.Name)), HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: sm}})
 	}
+	clear(seen)
 	for k, q := range m.QueryParams {
+		if seen[string(q.Name)] {
+			continue
+		}
+		seen[string(q.Name)] = true
 		sm, err := stringMatch((*string)(q.Type), q.Value)
 		if err != "" {
 			return out, fmt.Sprintf(".queryParams[%d]|%s", k, err)
@@ -393,13 +406,13 @@ func compileMatch(m *gwv1.HTTPRouteMatch) (compiledMatch, string) {
 		out.m.QueryParameters = append(out.m.QueryParameters, &routev3.QueryParameterMatcher{
 			Name: string(q.Name), QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{StringMatch: sm}})
 	}
+	out.prec.headers, out.prec.queries = len(out.m.Headers), len(out.m.QueryParameters)
 	if m.Method != nil {
 		out.m.Headers = append(out.m.Headers, &routev3.HeaderMatcher{Name: ":method",
 			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
 				MatchPattern: &matcherv3.StringMatcher_Exact{Exact: string(*m.Method)}}}})
 		out.prec.method = true
 	}
-	out.prec.headers, out.prec.queries = len(m.Headers), len(m.QueryParams)
 	return out, ""
 }
 
