@@ -253,9 +253,6 @@ func (m metadata) attach(r *extprocv3.ProcessingResponse) *extprocv3.ProcessingR
 	return r
 }
 
-// contract.MetadataNamespace is the dynamic metadata namespace ext_proc writes (listed in the filter's
-// metadata_options.receiving_namespaces).
-
 // The replies. Each answers exactly the message kind it names.
 
 // replies holds the objects of a stream's headers and body replies. A stream sends one reply at

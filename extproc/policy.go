@@ -16,13 +16,9 @@ import (
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 )
 
-// contract.PolicyTypeURL is the xDS type URL of mcpgate's policy resource.
-
 // policy is one Policy resource compiled for use.
 type policy struct {
 	name string
-	// sources are the policy objects it merges, for logs.
-	sources []string
 	// auth is nil when the policy has no JWT authentication.
 	auth *jwt.Authenticator
 	// authKey identifies auth's configuration, so that an unchanged one is kept across updates
@@ -166,7 +162,7 @@ func (s *Server) compilePolicy(name string, res *anypb.Any, reuse map[string]*jw
 	if pb.GetName() != "" && pb.GetName() != name {
 		return nil, nil, fmt.Errorf("policy %s: name field is %q, want the resource name", name, pb.GetName())
 	}
-	p = &policy{name: name, sources: pb.GetSources()}
+	p = &policy{name: name}
 	var errs []error
 	if p.traffic, err = s.compileRules(pb.GetTrafficRules()); err != nil {
 		errs = append(errs, fmt.Errorf("traffic_rules: %w", err))

@@ -25,14 +25,8 @@ import (
 	"github.com/mcpgate/mcpgate/extproc/telemetry"
 )
 
-// The gRPC initial metadata a route sets on its ext_proc stream (ExtProcPerRoute
-// grpc_initial_metadata, see docs/design.md).
-const ()
-
-// The MCP transports of x-mcpgate-mcp.
-const ()
-
-// routeInfo is what the route tells ext_proc about a request.
+// routeInfo is what the route tells ext_proc about a request: the gRPC initial metadata of its
+// ExtProcPerRoute (contract.Metadata*, see docs/design.md).
 type routeInfo struct {
 	gateway, route, policy, transport, backend, target string
 }

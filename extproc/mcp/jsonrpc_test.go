@@ -223,3 +223,10 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// validValue reports whether b is exactly one JSON value.
+func validValue(b []byte) bool {
+	b = trimJSON(b)
+	end, err := skipValue(b, 0, 0)
+	return err == nil && end == len(b)
+}

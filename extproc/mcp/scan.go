@@ -203,13 +203,6 @@ func skipComposite(b []byte, i, depth int) (int, error) {
 	}
 }
 
-// validValue reports whether b is exactly one JSON value.
-func validValue(b []byte) bool {
-	b = trimJSON(b)
-	end, err := skipValue(b, 0, 0)
-	return err == nil && end == len(b)
-}
-
 // member is one name/value pair of a JSON object.
 type member struct {
 	// name is the decoded member name. It aliases the input when the name has no escapes.
