@@ -21,12 +21,15 @@ import (
 
 // extProcFlags are the flags of `mcpgate extproc`.
 type extProcFlags struct {
-	listen, uds, xdsAddr, gateway, nodeID, admin, auditLog, otlp, redact string
-	maxBody                                                              int
+	listen, uds, xdsAddr, gateway, nodeID, admin, auditLog, otlp string
+	maxBody                                                      int
+	// redactKeys are the keys of --redact-keys, trimmed; nil when none.
+	redactKeys []string
 }
 
 func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	f := &extProcFlags{}
+	var redact string
 	fs := flag.NewFlagSet("mcpgate extproc", flag.ContinueOnError)
 	fs.StringVar(&f.listen, "listen", "tcp:127.0.0.1:18001", `TCP address to serve ext_proc on ("tcp:HOST:PORT"; "" for none)`)
 	fs.StringVar(&f.uds, "uds", "", "Unix socket path to serve ext_proc on as well (the sidecar deployment)")
@@ -37,7 +40,7 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	fs.IntVar(&f.maxBody, "max-body-bytes", extproc.DefaultMaxBodyBytes, "largest MCP request body read; a larger one is refused with 413")
 	fs.StringVar(&f.auditLog, "audit-log", "stdout", `where the JSON audit lines go: "stdout", "none" or a file path (appended)`)
 	fs.StringVar(&f.otlp, "otlp-endpoint", "", "OTLP gRPC collector for spans (http://HOST:4317 without TLS); default OTEL_EXPORTER_OTLP_ENDPOINT; none when both are empty")
-	fs.StringVar(&f.redact, "redact-keys", "", "comma-separated tool argument keys whose values the audit log and access log replace by [REDACTED]")
+	fs.StringVar(&redact, "redact-keys", "", "comma-separated tool argument keys whose values the audit log and access log replace by [REDACTED]")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -52,6 +55,11 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	}
 	if f.maxBody <= 0 {
 		return nil, fmt.Errorf("--max-body-bytes %d: must be positive", f.maxBody)
+	}
+	for _, k := range strings.Split(redact, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			f.redactKeys = append(f.redactKeys, k)
+		}
 	}
 	return f, nil
 }
@@ -110,14 +118,10 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 	}
 
 	reg := newRegistry()
-	var redact []string
-	if f.redact != "" {
-		redact = strings.Split(f.redact, ",")
-	}
 	srv, err := extproc.New(extproc.Config{
 		XDSAddr: f.xdsAddr, NodeCluster: f.gateway, NodeID: f.nodeID, MaxBodyBytes: f.maxBody,
 		Audit: audit, Logger: log, Registerer: reg, TracerProvider: tp,
-		Redact: extproc.Redact{Keys: redact},
+		Redact: extproc.Redact{Keys: f.redactKeys},
 	})
 	if err != nil {
 		return err

@@ -35,8 +35,12 @@ func TestExtProcFlags(t *testing.T) {
 		}
 	}
 	f, err := parseExtProcFlags([]string{"--gateway", "agentgateway-system/agentgateway", "--uds", "/run/x.sock"})
-	if err != nil || f.listen != "tcp:127.0.0.1:18001" || f.xdsAddr != "127.0.0.1:18000" || f.maxBody != 4<<20 {
+	if err != nil || f.listen != "tcp:127.0.0.1:18001" || f.xdsAddr != "127.0.0.1:18000" || f.maxBody != 4<<20 || f.redactKeys != nil {
 		t.Errorf("defaults: %+v %v", f, err)
+	}
+	f, err = parseExtProcFlags([]string{"--redact-keys", "apiKey, token ,,password"})
+	if err != nil || strings.Join(f.redactKeys, "|") != "apiKey|token|password" {
+		t.Errorf("--redact-keys: %q %v", f.redactKeys, err)
 	}
 }
 
