@@ -93,6 +93,7 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 		if adminLis, err = net.Listen("tcp", f.admin); err != nil {
 			return fmt.Errorf("admin: %w", err)
 		}
+		defer adminLis.Close()
 	}
 
 	audit, closeAudit, err := openAudit(f.auditLog, stdout)

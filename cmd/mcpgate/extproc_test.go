@@ -141,3 +141,23 @@ func TestServeExtProc(t *testing.T) {
 		t.Errorf("audit log = %s", audit)
 	}
 }
+
+// TestServeExtProcStartFailure: when a later step of the start fails (here the audit file), the
+// listeners opened before it are closed again.
+func TestServeExtProcStartFailure(t *testing.T) {
+	dir := t.TempDir()
+	sock, admin := filepath.Join(dir, "ep.sock"), freePort(t)
+	f, err := parseExtProcFlags([]string{"--listen", "", "--uds", sock, "--admin-addr", admin,
+		"--audit-log", filepath.Join(dir, "missing", "audit.log")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := serveExtProc(t.Context(), f, slog.New(slog.DiscardHandler), io.Discard); err == nil || !strings.Contains(err.Error(), "--audit-log") {
+		t.Fatalf("serveExtProc = %v, want the audit file's error", err)
+	}
+	l, err := net.Listen("tcp", admin)
+	if err != nil {
+		t.Fatalf("admin address still held after the failed start: %v", err)
+	}
+	l.Close()
+}
