@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -69,28 +70,21 @@ func loadInputs(t *testing.T, paths ...string) *translator.Resources {
 	return res
 }
 
-// shuffled returns a copy of res with every list in a random order.
+// shuffled returns a copy of res with every list (every field, so none is forgotten) in a
+// random order.
 func shuffled(res *translator.Resources, r *rand.Rand) *translator.Resources {
 	cp := *res
-	shuffle := func(n int, swap func(i, j int)) { r.Shuffle(n, swap) }
-	cp.GatewayClasses = append(cp.GatewayClasses[:0:0], res.GatewayClasses...)
-	shuffle(len(cp.GatewayClasses), func(i, j int) {
-		cp.GatewayClasses[i], cp.GatewayClasses[j] = cp.GatewayClasses[j], cp.GatewayClasses[i]
-	})
-	cp.Gateways = append(cp.Gateways[:0:0], res.Gateways...)
-	shuffle(len(cp.Gateways), func(i, j int) { cp.Gateways[i], cp.Gateways[j] = cp.Gateways[j], cp.Gateways[i] })
-	cp.HTTPRoutes = append(cp.HTTPRoutes[:0:0], res.HTTPRoutes...)
-	shuffle(len(cp.HTTPRoutes), func(i, j int) { cp.HTTPRoutes[i], cp.HTTPRoutes[j] = cp.HTTPRoutes[j], cp.HTTPRoutes[i] })
-	cp.Backends = append(cp.Backends[:0:0], res.Backends...)
-	shuffle(len(cp.Backends), func(i, j int) { cp.Backends[i], cp.Backends[j] = cp.Backends[j], cp.Backends[i] })
-	cp.Policies = append(cp.Policies[:0:0], res.Policies...)
-	shuffle(len(cp.Policies), func(i, j int) { cp.Policies[i], cp.Policies[j] = cp.Policies[j], cp.Policies[i] })
-	cp.Services = append(cp.Services[:0:0], res.Services...)
-	shuffle(len(cp.Services), func(i, j int) { cp.Services[i], cp.Services[j] = cp.Services[j], cp.Services[i] })
-	cp.EndpointSlices = append(cp.EndpointSlices[:0:0], res.EndpointSlices...)
-	shuffle(len(cp.EndpointSlices), func(i, j int) {
-		cp.EndpointSlices[i], cp.EndpointSlices[j] = cp.EndpointSlices[j], cp.EndpointSlices[i]
-	})
+	v := reflect.ValueOf(&cp).Elem()
+	for i := range v.NumField() {
+		f := v.Field(i)
+		if f.Kind() != reflect.Slice {
+			continue
+		}
+		c := reflect.MakeSlice(f.Type(), f.Len(), f.Len())
+		reflect.Copy(c, f)
+		r.Shuffle(c.Len(), reflect.Swapper(c.Interface()))
+		f.Set(c)
+	}
 	return &cp
 }
 

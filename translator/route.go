@@ -626,8 +626,9 @@ func (t *translation) resolveBackendRef(cr *compiledRoute, c *compiledRule, fiel
 		fail(string(gwv1.RouteReasonUnsupportedValue), "filters on a backendRef are not supported; put them on the rule")
 		return
 	}
-	if ns != r.Namespace {
-		fail(string(gwv1.RouteReasonRefNotPermitted), fmt.Sprintf("%s %s is in another namespace; cross-namespace backendRefs are not permitted", kind, keyString(ns, name)))
+	if ns != r.Namespace && !t.granted(r.Namespace, ns, group, kind, name) {
+		fail(string(gwv1.RouteReasonRefNotPermitted), fmt.Sprintf("%s %s is in another namespace and no ReferenceGrant there permits HTTPRoutes of namespace %s to refer to it",
+			kind, keyString(ns, name), r.Namespace))
 		return
 	}
 	var tg *target

@@ -1,6 +1,7 @@
 package translator
 
 import (
+	"slices"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
@@ -35,7 +36,8 @@ type translation struct {
 	slices       map[nsName][]*discoveryv1.EndpointSlice // by Service
 	secrets      map[nsName]*corev1.Secret
 	namespaces   map[string]*corev1.Namespace
-	svcTargets   map[string]*target // Service backendRef targets by cluster name
+	grants       map[string][]*gwv1.ReferenceGrant // by namespace
+	svcTargets   map[string]*target                // Service backendRef targets by cluster name
 	policies     *policyIndex
 	merged       map[string]*mergedPolicy // by policy name
 }
@@ -58,6 +60,7 @@ func newTranslation(in *Resources, opts Options) *translation {
 		slices:       make(map[nsName][]*discoveryv1.EndpointSlice, len(in.Services)),
 		secrets:      make(map[nsName]*corev1.Secret, len(in.Secrets)),
 		namespaces:   make(map[string]*corev1.Namespace, len(in.Namespaces)),
+		grants:       map[string][]*gwv1.ReferenceGrant{},
 		svcTargets:   map[string]*target{},
 		merged:       make(map[string]*mergedPolicy, len(in.Policies)),
 	}
@@ -126,6 +129,27 @@ func (t *translation) index() {
 			t.namespaces[n.Name] = n
 		}
 	}
+	for _, g := range t.in.ReferenceGrants {
+		if g != nil {
+			t.grants[g.Namespace] = append(t.grants[g.Namespace], g)
+		}
+	}
+}
+
+// granted reports whether a ReferenceGrant in toNS lets an HTTPRoute of fromNS refer to the
+// object group/kind/name there.
+func (t *translation) granted(fromNS, toNS, group, kind, name string) bool {
+	for _, g := range t.grants[toNS] {
+		from := slices.ContainsFunc(g.Spec.From, func(f gwv1.ReferenceGrantFrom) bool {
+			return string(f.Group) == gatewayGroup && f.Kind == KindHTTPRoute && string(f.Namespace) == fromNS
+		})
+		if from && slices.ContainsFunc(g.Spec.To, func(to gwv1.ReferenceGrantTo) bool {
+			return string(to.Group) == group && string(to.Kind) == kind && (to.Name == nil || *to.Name == "" || string(*to.Name) == name)
+		}) {
+			return true
+		}
+	}
+	return false
 }
 
 func key(ns, name string) nsName { return nsName{Namespace: ns, Name: name} }

@@ -83,6 +83,9 @@ type Resources struct {
 	EndpointSlices []*discoveryv1.EndpointSlice
 	Secrets        []*corev1.Secret
 	Namespaces     []*corev1.Namespace
+	// ReferenceGrants permit backendRefs to another namespace (Gateway API: a cross-namespace
+	// backendRef is refused unless a ReferenceGrant in the target's namespace allows it).
+	ReferenceGrants []*gwv1.ReferenceGrant
 }
 
 // Options tune the translation. The zero value is valid.

@@ -116,6 +116,9 @@ func kinds() map[string]kindInfo {
 		res.GatewayClasses = append(res.GatewayClasses, p)
 	}
 	rt := func(res *translator.Resources, p *gwv1.HTTPRoute) { res.HTTPRoutes = append(res.HTTPRoutes, p) }
+	grant := func(res *translator.Resources, p *gwv1.ReferenceGrant) {
+		res.ReferenceGrants = append(res.ReferenceGrants, p)
+	}
 	m := map[string]kindInfo{
 		"agentgateway.dev/v1alpha1/AgentgatewayBackend": {true, decodeInto(func(res *translator.Resources, p *v1alpha1.AgentgatewayBackend) {
 			res.Backends = append(res.Backends, p)
@@ -147,6 +150,7 @@ func kinds() map[string]kindInfo {
 		m["gateway.networking.k8s.io/"+v+"/GatewayClass"] = kindInfo{false, decodeInto(gwc)}
 		m["gateway.networking.k8s.io/"+v+"/Gateway"] = kindInfo{true, decodeInto(gw)}
 		m["gateway.networking.k8s.io/"+v+"/HTTPRoute"] = kindInfo{true, decodeInto(rt)}
+		m["gateway.networking.k8s.io/"+v+"/ReferenceGrant"] = kindInfo{true, decodeInto(grant)}
 	}
 	return m
 }
@@ -375,4 +379,5 @@ func appendResources(dst, src *translator.Resources) {
 	dst.EndpointSlices = append(dst.EndpointSlices, src.EndpointSlices...)
 	dst.Secrets = append(dst.Secrets, src.Secrets...)
 	dst.Namespaces = append(dst.Namespaces, src.Namespaces...)
+	dst.ReferenceGrants = append(dst.ReferenceGrants, src.ReferenceGrants...)
 }
