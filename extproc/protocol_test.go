@@ -381,6 +381,10 @@ func TestLegacySSESessionGoSDK(t *testing.T) {
 	legacySSE(t, "/sse?sessionid=NUVADNBQ4YTSO4U2IY6VTTUUEG", "NUVADNBQ4YTSO4U2IY6VTTUUEG")
 }
 
+func TestLegacySSESessionPython(t *testing.T) {
+	legacySSE(t, "/messages/?session_id=9f0b3c6a1e2d4c5b8a7f6e5d4c3b2a10", "9f0b3c6a1e2d4c5b8a7f6e5d4c3b2a10")
+}
+
 // TestNonJSONBody: without tool rules, a body that is not JSON-RPC passes untouched and is
 // counted; with tool rules it is refused, since the gateway cannot tell which tool it calls.
 func TestNonJSONBody(t *testing.T) {

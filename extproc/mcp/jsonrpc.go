@@ -453,7 +453,7 @@ func toolAllowed(tool []byte, allow func(string) bool) bool {
 }
 
 // SessionFromURL returns the legacy SSE session id in the query of a path or URL: "sessionId"
-// (TypeScript SDK) or "sessionid" (go-sdk).
+// (TypeScript SDK, mcp-go), "sessionid" (go-sdk) or "session_id" (Python SDK).
 func SessionFromURL(u string) string {
 	q := strings.IndexByte(u, '?')
 	if q < 0 {
@@ -467,7 +467,7 @@ func SessionFromURL(u string) string {
 		var kv string
 		kv, query, _ = strings.Cut(query, "&")
 		k, v, _ := strings.Cut(kv, "=")
-		if k == "sessionId" || k == "sessionid" {
+		if k == "sessionId" || k == "sessionid" || k == "session_id" {
 			return unescapeQuery(v)
 		}
 	}

@@ -184,6 +184,7 @@ func TestSessionFromURL(t *testing.T) {
 	tests := map[string]string{
 		"/message?sessionId=694d5887-7007":          "694d5887-7007",
 		"/sse?sessionid=NUVADNBQ4YTSO4U2IY6VTTUUEG": "NUVADNBQ4YTSO4U2IY6VTTUUEG",
+		"/messages/?session_id=9f0b3c6a":            "9f0b3c6a",
 		"http://h/mcp/message?x=1&sessionId=a%2Fb":  "a/b",
 		"/message":                       "",
 		"/message?session=1#sessionId=2": "",
