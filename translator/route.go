@@ -113,7 +113,13 @@ type compiledRoute struct {
 	rules       []*compiledRule
 	refReason   string // ResolvedRefs reason when false
 	refMsgs     []string
-	invalidMsgs []string // PartiallyInvalid
+	invalidMsgs []string // "field: message" of each invalid part of a rule
+	badRules    []string // the fields of the rules that cannot be honoured (they answer 500)
+}
+
+// allInvalid reports whether no rule of the route can be honoured: the route is not accepted.
+func (cr *compiledRoute) allInvalid() bool {
+	return len(cr.rules) > 0 && len(cr.badRules) == len(cr.rules)
 }
 
 func (t *translation) translateRoutes() {
@@ -191,7 +197,7 @@ func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentRefer
 				continue
 			}
 			n++
-			if slices.Contains(*attached, li) {
+			if cr.allInvalid() || slices.Contains(*attached, li) {
 				continue
 			}
 			*attached = append(*attached, li)
@@ -206,9 +212,14 @@ func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentRefer
 			reason, msg = string(gwv1.RouteReasonNoMatchingListenerHostname), fmt.Sprintf("no hostname of the route matches a listener hostname of Gateway %s", gi.key)
 		}
 	}
-	if n > 0 {
+	switch {
+	case n > 0 && cr.allInvalid():
+		t.st.refuse(KindHTTPRoute, r.Namespace, r.Name, field, "not attached: no rule can be honoured (see the errors of spec.rules)")
+		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), false, string(gwv1.RouteReasonUnsupportedValue),
+			"no rule can be honoured: "+strings.Join(cr.invalidMsgs, "; "), gen))
+	case n > 0:
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), true, string(gwv1.RouteReasonAccepted), "", gen))
-	} else {
+	default:
 		t.st.refuse(KindHTTPRoute, r.Namespace, r.Name, field, msg)
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), false, reason, msg, gen))
 	}
@@ -223,9 +234,11 @@ func (t *translation) routeRefConditions(cr *compiledRoute, gen int64) []metav1.
 	} else {
 		out = append(out, condition(string(gwv1.RouteConditionResolvedRefs), true, string(gwv1.RouteReasonResolvedRefs), "", gen))
 	}
-	if len(cr.invalidMsgs) > 0 {
+	if len(cr.badRules) > 0 && !cr.allInvalid() {
+		// Gateway API: the message starts with "Dropped Rule"; the dropped rules answer 500
+		// rather than let their requests reach other routes.
 		out = append(out, condition(string(gwv1.RouteConditionPartiallyInvalid), true, string(gwv1.RouteReasonUnsupportedValue),
-			strings.Join(cr.invalidMsgs, "; ")+" (such rules answer 500)", gen))
+			fmt.Sprintf("Dropped Rule %s (their requests answer 500): %s", strings.Join(cr.badRules, ", "), strings.Join(cr.invalidMsgs, "; ")), gen))
 	}
 	return out
 }
@@ -281,18 +294,24 @@ func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {
 		c.name = string(*rule.Name)
 	}
 	field := "spec.rules[" + strconv.Itoa(i) + "]"
+	// an invalid part makes the whole rule answer 500: serving it without that part (a match,
+	// a filter, a timeout) would do something else than asked
 	invalid := func(f, msg string) {
 		cr.invalidMsgs = append(cr.invalidMsgs, f+": "+msg)
 		t.st.refuse(KindHTTPRoute, r.Namespace, r.Name, f, msg)
+		if c.failMsg == "" {
+			cr.badRules = append(cr.badRules, field)
+		}
+		c.failMsg = bodyBadRule
 	}
 	matches := rule.Matches
 	if len(matches) == 0 {
 		matches = []gwv1.HTTPRouteMatch{{}}
 	}
 	for j := range matches {
-		m, err := compileMatch(&matches[j])
+		m, f, err := compileMatch(&matches[j])
 		if err != "" {
-			invalid(fmt.Sprintf("%s.matches[%d]%s", field, j, err[:strings.Index(err, "|")]), err[strings.Index(err, "|")+1:])
+			invalid(fmt.Sprintf("%s.matches[%d]%s", field, j, f), err)
 			continue
 		}
 		m.index = j
@@ -302,14 +321,12 @@ func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {
 	for k := range rule.Filters {
 		if f, msg := t.applyFilter(c, &rule.Filters[k]); msg != "" {
 			invalid(fmt.Sprintf("%s.filters[%d]%s", field, k, f), msg)
-			c.failMsg = bodyBadRule
 		}
 	}
 	if c.replacePrefix != nil || c.redirectPrefix() != nil {
 		for _, m := range c.matches {
 			if !m.isPfx {
 				invalid(field+".filters", "ReplacePrefixMatch needs PathPrefix matches")
-				c.failMsg = bodyBadRule
 				break
 			}
 		}
@@ -328,8 +345,9 @@ func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {
 	return c
 }
 
-// compileMatch builds an Envoy match; err is "fieldsuffix|message".
-func compileMatch(m *gwv1.HTTPRouteMatch) (compiledMatch, string) {
+// compileMatch builds an Envoy match, or returns the field (a suffix of the match's path) and
+// message of what is invalid.
+func compileMatch(m *gwv1.HTTPRouteMatch) (compiledMatch, string, string) {
 	out := compiledMatch{m: &routev3.RouteMatch{}}
 	pathType, value := gwv1.PathMatchPathPrefix, "/"
 	if m.Path != nil {
@@ -343,16 +361,16 @@ func compileMatch(m *gwv1.HTTPRouteMatch) (compiledMatch, string) {
 	switch pathType {
 	case gwv1.PathMatchExact:
 		if !strings.HasPrefix(value, "/") {
-			return out, ".path.value|must start with /"
+			return out, ".path.value", "must start with /"
 		}
 		out.m.PathSpecifier = &routev3.RouteMatch_Path{Path: value}
 		out.prec.pathRank, out.prec.pathLen = 0, len(value)
 	case gwv1.PathMatchPathPrefix:
 		if !strings.HasPrefix(value, "/") {
-			return out, ".path.value|must start with /"
+			return out, ".path.value", "must start with /"
 		}
 		if strings.ContainsAny(value, "?#") {
-			return out, ".path.value|must not contain ? or #"
+			return out, ".path.value", "must not contain ? or #"
 		}
 		p := strings.TrimRight(value, "/")
 		out.isPfx, out.prefix = true, p
@@ -364,12 +382,12 @@ func compileMatch(m *gwv1.HTTPRouteMatch) (compiledMatch, string) {
 		out.prec.pathRank, out.prec.pathLen = 2, len(p)+1
 	case gwv1.PathMatchRegularExpression:
 		if _, err := regexp.Compile(value); err != nil {
-			return out, ".path.value|regular expression does not compile: " + err.Error()
+			return out, ".path.value", "regular expression does not compile: " + err.Error()
 		}
 		out.m.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: value}}
 		out.prec.pathRank, out.prec.pathLen = 1, len(value)
 	default:
-		return out, ".path.type|unknown path match type " + string(pathType)
+		return out, ".path.type", "unknown path match type " + string(pathType)
 	}
 	// Gateway API: of entries with an equivalent name (case-insensitive for headers, exact for
 	// query parameters) only the first counts; the others are ignored.
@@ -382,10 +400,10 @@ func compileMatch(m *gwv1.HTTPRouteMatch) (compiledMatch, string) {
 		seen[name] = true
 		sm, err := stringMatch((*string)(h.Type), h.Value)
 		if err != "" {
-			return out, fmt.Sprintf(".headers[%d]|%s", k, err)
+			return out, fmt.Sprintf(".headers[%d]", k), err
 		}
 		if !validHeaderName(string(h.Name)) {
-			return out, fmt.Sprintf(".headers[%d].name|%q is not a header name", k, h.Name)
+			return out, fmt.Sprintf(".headers[%d].name", k), fmt.Sprintf("%q is not a header name", h.Name)
 		}
 		out.m.Headers = append(out.m.Headers, &routev3.HeaderMatcher{
 			Name: strings.ToLower(string(h.Name)), HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: sm}})
@@ -398,10 +416,10 @@ func compileMatch(m *gwv1.HTTPRouteMatch) (compiledMatch, string) {
 		seen[string(q.Name)] = true
 		sm, err := stringMatch((*string)(q.Type), q.Value)
 		if err != "" {
-			return out, fmt.Sprintf(".queryParams[%d]|%s", k, err)
+			return out, fmt.Sprintf(".queryParams[%d]", k), err
 		}
 		if q.Name == "" {
-			return out, fmt.Sprintf(".queryParams[%d].name|a name is required", k)
+			return out, fmt.Sprintf(".queryParams[%d].name", k), "a name is required"
 		}
 		out.m.QueryParameters = append(out.m.QueryParameters, &routev3.QueryParameterMatcher{
 			Name: string(q.Name), QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{StringMatch: sm}})
@@ -413,7 +431,7 @@ func compileMatch(m *gwv1.HTTPRouteMatch) (compiledMatch, string) {
 				MatchPattern: &matcherv3.StringMatcher_Exact{Exact: string(*m.Method)}}}})
 		out.prec.method = true
 	}
-	return out, ""
+	return out, "", ""
 }
 
 // stringMatch builds an Exact (default) or RegularExpression string matcher.

@@ -14,8 +14,10 @@
 //
 // Fail closed: an object that is invalid is refused alone and named in the status; everything
 // valid still translates. A route rule that an invalid policy applies to does not become open: it
-// answers 500 (direct response) until the policy is fixed. A backendRef that cannot be resolved
-// gets its share of the traffic answered with 500; the rule's other backendRefs keep theirs.
+// answers 500 (direct response) until the policy is fixed. A rule with an invalid part (a match,
+// a filter, a timeout) answers 500 as a whole, and its route is PartiallyInvalid, or not
+// accepted when no rule is valid. A backendRef that cannot be resolved gets its share of the
+// traffic answered with 500; the rule's other backendRefs keep theirs.
 //
 // MCP specifics: Envoy cannot fan out to several MCP servers, so an AgentgatewayBackend with
 // several targets (or a selector finding several Services) routes to the first and says so in
