@@ -37,6 +37,7 @@ type exchange struct {
 func (e *exchange) rewrite() bool { return e.filter != nil || e.denied }
 
 // toolFilter decides which tools of a tools/list answer the caller may see: those it could call.
+// It is read-only once made, so a legacy SSE GET stream may use a POST stream's filter.
 type toolFilter struct {
 	rules *authz.RuleSet
 	in    authz.Input
@@ -136,9 +137,9 @@ func (st *stream) finishPending(now time.Time) {
 func (st *stream) unreadableAnswers() []byte {
 	var elems [][]byte
 	for key, ex := range st.pending {
-		elems = append(elems, mcp.ErrorResponse(ex.rec.ID, -32603, "mcpgate: the server's answer could not be inspected"))
+		elems = append(elems, mcp.ErrorResponse(ex.rec.ID, mcp.CodeInternalError, "mcpgate: the server's answer could not be inspected"))
 		st.forget(key)
-		ex.rec.HasError, ex.rec.ErrorCode, ex.rec.HTTPStatus = true, -32603, st.status
+		ex.rec.HasError, ex.rec.ErrorCode, ex.rec.HTTPStatus = true, mcp.CodeInternalError, st.status
 		st.s.finish(ex, telemetry.OutcomeError, time.Now())
 	}
 	if len(elems) == 1 {
@@ -169,6 +170,11 @@ func (st *stream) answers(msgs []mcp.Message, batch bool, md *metadata, take fun
 		if m.Kind == mcp.KindResponse {
 			if ex := take(mcp.IDKey(m.ID)); ex != nil {
 				repl = st.answer(m, ex, md, now)
+			} else if f := st.toolFilter(); f != nil && m.Result != nil {
+				// An answer whose request the gateway did not see (a stream resumed with
+				// Last-Event-ID replays it; a legacy SSE request expired from the table): a
+				// tools/list result in it is filtered all the same.
+				repl, _ = st.filterTools(m, f)
 			}
 		}
 		if repl != nil && !changed {
@@ -203,14 +209,9 @@ func (st *stream) answer(m *mcp.Message, ex *exchange, md *metadata, now time.Ti
 		repl = mcp.UnknownTool(m.ID, ex.rec.Tool)
 		code, hasErr = mcp.CodeInvalidParams, true
 	case ex.filter != nil && m.Result != nil:
-		out, removed, err := mcp.FilterToolsList(m.Raw, ex.filter.allow(st.ctx))
-		switch {
-		case err != nil:
-			st.s.log.Warn("tools/list answer could not be filtered; replaced by an error", "route", st.ri.route, "error", err)
-			repl = mcp.ErrorResponse(m.ID, -32603, "mcpgate: the server's tools/list answer could not be inspected")
-			code, hasErr = -32603, true
-		case removed > 0:
-			repl = out
+		var failed bool
+		if repl, failed = st.filterTools(m, ex.filter); failed {
+			code, hasErr = mcp.CodeInternalError, true
 		}
 	}
 	ex.rec.HasError, ex.rec.ErrorCode = hasErr, code
@@ -226,6 +227,32 @@ func (st *stream) answer(m *mcp.Message, ex *exchange, md *metadata, now time.Ti
 	}
 	st.s.finish(ex, outcome, now)
 	return repl
+}
+
+// filterTools removes from the tools/list answer m the tools f refuses. It returns m's
+// replacement (nil: keep m) and whether the replacement is an error because m could not be
+// filtered.
+func (st *stream) filterTools(m *mcp.Message, f *toolFilter) (repl []byte, failed bool) {
+	out, removed, err := mcp.FilterToolsList(m.Raw, f.allow(st.ctx))
+	switch {
+	case err != nil:
+		st.s.log.Warn("tools/list answer could not be filtered; replaced by an error", "route", st.ri.route, "error", err)
+		return mcp.ErrorResponse(m.ID, mcp.CodeInternalError, "mcpgate: the server's tools/list answer could not be inspected"), true
+	case removed > 0:
+		return out, false
+	}
+	return nil, false
+}
+
+// toolFilter returns the filter of tools/list answers under the policy's MCP rules, made once per
+// stream from the request's input; nil when the policy has no MCP rules.
+func (st *stream) toolFilter() *toolFilter {
+	if st.filter == nil && st.pol != nil && st.pol.tools != nil {
+		in := st.in
+		in.MCPMethod = mcp.MethodToolsCall
+		st.filter = &toolFilter{rules: st.pol.tools, in: in}
+	}
+	return st.filter
 }
 
 // finish records the end of an exchange.

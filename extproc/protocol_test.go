@@ -778,3 +778,20 @@ func TestRequestBodyInPieces(t *testing.T) {
 	plainContinue(t, check(t)(s.RequestBody(first, false)))
 	plainContinue(t, check(t)(s.RequestBody(nil, true)))
 }
+
+// TestUncorrelatedToolsList: a tools/list answer whose request this stream did not carry is
+// filtered all the same. A client that drops the POST's event stream and resumes it with a GET
+// and Last-Event-ID gets the answer replayed there, where the gateway never saw the request.
+func TestUncorrelatedToolsList(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	s := h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(append(getHeaders("/mcp", extproctest.LabToken), hdr("last-event-id", "7f3e")), true))
+	check(t)(s.ResponseHeaders(respHeaders("200", "text/event-stream"), false))
+	ev := "id: 7f3f\ndata: " + toolsListAnswer + "\n\n"
+	resp := check(t)(s.ResponseBody([]byte(ev), false))
+	if got := string(extproctest.BodyAfter(resp, []byte(ev))); got != "id: 7f3f\ndata: "+toolsListFiltered+"\n\n" {
+		t.Errorf("replayed answer = %q", got)
+	}
+	other := "data: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"content\":[]}}\n\n"
+	plainContinue(t, check(t)(s.ResponseBody([]byte(other), false)))
+}

@@ -121,6 +121,8 @@ type stream struct {
 	waiting  []*exchange
 	posted   []postedExchange
 	rewrites int // pending exchanges whose answer must be rewritten
+	// filter is the stream's tools/list filter (see toolFilter).
+	filter *toolFilter
 
 	// From the response.
 	status       int
@@ -424,9 +426,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 					}
 				}
 			case mcp.MethodToolsList:
-				fin := st.in
-				fin.MCPMethod = mcp.MethodToolsCall
-				ex.filter = &toolFilter{rules: st.pol.tools, in: fin}
+				ex.filter = st.toolFilter()
 			}
 		}
 		if st.s.tel.Tracing() {
@@ -649,7 +649,7 @@ func (st *stream) visitEvent(ev *mcp.Event, rewritable bool, md *metadata) []byt
 		return nil
 	}
 	if !rewritable {
-		st.s.log.Error("an answer that must be rewritten began before its request was seen; passed unchanged", "route", st.ri.route)
+		st.s.log.Error("an answer that must be rewritten began in bytes already passed on; passed unchanged", "route", st.ri.route)
 		return nil
 	}
 	return mcp.AppendEvent(nil, &mcp.Event{Type: ev.Type, ID: ev.ID, HasID: ev.HasID, Data: data})

@@ -54,6 +54,7 @@ const (
 	CodeParseError     = -32700
 	CodeInvalidRequest = -32600
 	CodeInvalidParams  = -32602
+	CodeInternalError  = -32603
 )
 
 // MethodToolsCall and MethodToolsList are the MCP methods the gateway authorizes and filters.
