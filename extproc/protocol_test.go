@@ -795,3 +795,26 @@ func TestUncorrelatedToolsList(t *testing.T) {
 	other := "data: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"content\":[]}}\n\n"
 	plainContinue(t, check(t)(s.ResponseBody([]byte(other), false)))
 }
+
+// TestResponseBodyInPieces: when a JSON answer that must be rewritten reaches ext_proc in pieces
+// (its route's mode_override was not applied), the first piece cannot be read and is replaced
+// by an error; the pieces after it are cleared, not passed with the tools they hold.
+func TestResponseBodyInPieces(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	s := h.open(t, h.tcp, streamableRoute)
+	s.ResponseBodyMode = extprocfilterv3.ProcessingMode_STREAMED
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+	check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`), true))
+	check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
+	cut := strings.Index(toolsListAnswer, `"get-env"`) - 3
+	resp := check(t)(s.ResponseBody([]byte(toolsListAnswer[:cut]), false))
+	if got := string(extproctest.BodyAfter(resp, nil)); !strings.Contains(got, `"code":-32603`) {
+		t.Errorf("first piece became %s, want the error", got)
+	}
+	for i, piece := range []string{toolsListAnswer[cut:], ""} {
+		resp = check(t)(s.ResponseBody([]byte(piece), i == 1))
+		if got := extproctest.BodyAfter(resp, []byte(piece)); len(got) != 0 {
+			t.Errorf("piece %d passed: %s", i+2, got)
+		}
+	}
+}

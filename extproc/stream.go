@@ -130,6 +130,9 @@ type stream struct {
 	getStream    bool   // a legacy SSE GET stream: the answers of the session's POSTs arrive here
 	sseSession   string // the session the GET stream's endpoint event announced
 	respBodySeen bool
+	// clearRest: the first piece of a response body was replaced before its end, so the pieces
+	// after it are cleared.
+	clearRest bool
 }
 
 func (s *Server) newStream(ctx context.Context) *stream {
@@ -570,12 +573,16 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	if st.sse != nil {
 		return st.sseChunk(b)
 	}
+	body := b.GetBody()
 	if st.respBodySeen || st.ri.transport == "" {
-		return st.rep.bodyReply(false, nil, false, false, metadata{})
+		// After a first piece that was replaced, the rest of the answer goes too.
+		return st.rep.bodyReply(false, nil, st.clearRest && len(body) > 0, false, metadata{})
 	}
 	st.respBodySeen = true
 	defer st.finishPending(time.Now())
-	body := b.GetBody()
+	// A replaced first piece takes the rest of the answer with it. Only a body in pieces (the
+	// route's response mode is not BUFFERED) has more after this one.
+	more := !b.GetEndOfStream()
 	var msgs []mcp.Message
 	batch, err := false, errTooLarge
 	if len(body) <= st.s.cfg.MaxBodyBytes {
@@ -587,6 +594,7 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 			return st.rep.bodyReply(false, nil, false, false, metadata{})
 		}
 		// An answer that must be rewritten cannot be read: replace it rather than pass it.
+		st.clearRest = more
 		r := st.rep.bodyReply(false, st.unreadableAnswers(), true, true, metadata{})
 		mut := st.rep.common.HeaderMutation
 		mut.SetHeaders = append(mut.SetHeaders, setHeader("content-type", "application/json"))
@@ -597,6 +605,7 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	if !changed {
 		return st.rep.bodyReply(false, nil, false, false, md)
 	}
+	st.clearRest = more
 	return st.rep.bodyReply(false, out, true, true, md)
 }
 
