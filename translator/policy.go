@@ -33,7 +33,18 @@ type policyInfo struct {
 	jwt     *policyv1.JWTAuthentication
 	traffic []*policyv1.Rule
 	mcp     []*policyv1.Rule
+	targets []policyTarget
 }
+
+// policyTarget is one targetRef of a policy and why it does not resolve ("" when it does).
+type policyTarget struct {
+	ref   v1alpha1.PolicyTargetReference
+	field string
+	msg   string
+}
+
+// maxAncestors is the most ancestors a PolicyStatus holds (Gateway API).
+const maxAncestors = 16
 
 // policyIndex maps attachment points to the policies attached there, each list oldest first.
 // Keys: gateway "ns/name", listener "ns/name/listener", route "ns/name", rule
@@ -69,38 +80,91 @@ func (t *translation) indexPolicies() *policyIndex {
 	})
 	for _, p := range pols {
 		pi := t.validatePolicy(p)
+		t.policyList = append(t.policyList, pi)
 		kind := policyKind(p)
-		st := &gwv1.PolicyStatus{Ancestors: []gwv1.PolicyAncestorStatus{}}
 		for i, ref := range p.Spec.TargetRefs {
-			anc := gwv1.PolicyAncestorStatus{
-				AncestorRef:    ancestorRef(p.Namespace, ref),
-				ControllerName: gwv1.GatewayController(t.opts.ControllerName),
-			}
 			field := "spec.targetRefs[" + strconv.Itoa(i) + "]"
 			bucket, k, msg := t.resolvePolicyTarget(idx, p.Namespace, ref)
-			switch {
-			case msg != "":
-				anc.Conditions = []metav1.Condition{condition(string(gwv1.PolicyConditionAccepted), false,
-					string(gwv1.PolicyReasonTargetNotFound), field+": "+msg, p.Generation)}
+			if msg != "" {
 				t.st.refuse(kind, p.Namespace, p.Name, field, msg)
-			case pi.invalid:
-				anc.Conditions = []metav1.Condition{condition(string(gwv1.PolicyConditionAccepted), false,
-					string(gwv1.PolicyReasonInvalid), pi.invalidMessage(), p.Generation)}
-			default:
-				anc.Conditions = []metav1.Condition{condition(string(gwv1.PolicyConditionAccepted), true,
-					string(gwv1.PolicyReasonAccepted), "", p.Generation)}
-			}
-			if msg == "" {
+			} else {
 				bucket[k] = append(bucket[k], pi)
 			}
-			st.Ancestors = append(st.Ancestors, anc)
+			pi.targets = append(pi.targets, policyTarget{ref: ref, field: field, msg: msg})
 		}
 		if len(p.Spec.TargetRefs) == 0 {
 			t.st.refuse(kind, p.Namespace, p.Name, "spec.targetRefs", "at least one target is required")
 		}
-		t.st.Policies[ObjectKey{Kind: kind, Namespace: p.Namespace, Name: p.Name}] = st
 	}
 	return idx
+}
+
+// policyStatuses writes the status of every policy once the routes are translated. Its
+// ancestors are the Gateways it takes effect on, as Gateway API recommends: a targeted Gateway
+// (with the listener's sectionName), the served Gateways a targeted HTTPRoute is attached to,
+// the Gateways whose routes use a targeted AgentgatewayBackend. A target that is not found, or
+// that takes effect on no Gateway yet, is its own ancestor.
+func (t *translation) policyStatuses() {
+	ctrl := gwv1.GatewayController(t.opts.ControllerName)
+	for _, pi := range t.policyList {
+		p := pi.p
+		st := &gwv1.PolicyStatus{Ancestors: []gwv1.PolicyAncestorStatus{}}
+		seen := map[string]bool{}
+		add := func(ref gwv1.ParentReference, c metav1.Condition) {
+			k := strings.Join([]string{ptrString(ref.Group), ptrString(ref.Kind), ptrString(ref.Namespace), string(ref.Name), ptrString(ref.SectionName)}, "/")
+			if seen[k] || len(st.Ancestors) == maxAncestors {
+				return
+			}
+			seen[k] = true
+			st.Ancestors = append(st.Ancestors, gwv1.PolicyAncestorStatus{AncestorRef: ref, ControllerName: ctrl, Conditions: []metav1.Condition{c}})
+		}
+		for _, tg := range pi.targets {
+			var c metav1.Condition
+			switch {
+			case tg.msg != "":
+				c = condition(string(gwv1.PolicyConditionAccepted), false, string(gwv1.PolicyReasonTargetNotFound), tg.field+": "+tg.msg, p.Generation)
+			case pi.invalid:
+				c = condition(string(gwv1.PolicyConditionAccepted), false, string(gwv1.PolicyReasonInvalid), pi.invalidMessage(), p.Generation)
+			default:
+				c = condition(string(gwv1.PolicyConditionAccepted), true, string(gwv1.PolicyReasonAccepted), "", p.Generation)
+			}
+			gws := t.gatewaysOf(p.Namespace, tg)
+			if len(gws) == 0 {
+				add(ancestorRef(p.Namespace, tg.ref), c)
+			}
+			for _, gi := range gws {
+				add(gatewayRef(gi), c)
+			}
+		}
+		t.st.Policies[ObjectKey{Kind: policyKind(p), Namespace: p.Namespace, Name: p.Name}] = st
+	}
+}
+
+// gatewaysOf returns the served Gateways a resolved HTTPRoute or AgentgatewayBackend target
+// takes effect on, in the order they were found.
+func (t *translation) gatewaysOf(ns string, tg policyTarget) []*gatewayInfo {
+	if tg.msg != "" {
+		return nil
+	}
+	switch {
+	case tg.ref.Group == gatewayGroup && tg.ref.Kind == KindHTTPRoute:
+		return t.routeGateways[key(ns, string(tg.ref.Name))]
+	case tg.ref.Group == backendGroup && tg.ref.Kind == KindAgentgatewayBackend:
+		return t.backendGateways[keyString(ns, string(tg.ref.Name))]
+	}
+	return nil
+}
+
+func ptrString[T ~string](p *T) string {
+	if p == nil {
+		return ""
+	}
+	return string(*p)
+}
+
+func gatewayRef(gi *gatewayInfo) gwv1.ParentReference {
+	group, kind, ns := gwv1.Group(gatewayGroup), gwv1.Kind(KindGateway), gwv1.Namespace(gi.gw.Namespace)
+	return gwv1.ParentReference{Group: &group, Kind: &kind, Namespace: &ns, Name: gwv1.ObjectName(gi.gw.Name)}
 }
 
 func ancestorRef(ns string, ref v1alpha1.PolicyTargetReference) gwv1.ParentReference {

@@ -219,6 +219,7 @@ func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentRefer
 			"no rule can be honoured: "+strings.Join(cr.invalidMsgs, "; "), gen))
 	case n > 0:
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), true, string(gwv1.RouteReasonAccepted), "", gen))
+		addGateway(t.routeGateways, key(r.Namespace, r.Name), gi)
 	default:
 		t.st.refuse(KindHTTPRoute, r.Namespace, r.Name, field, msg)
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), false, reason, msg, gen))
@@ -716,6 +717,13 @@ func (t *translation) addRoutes(gi *gatewayInfo, li *listenerInfo, cr *compiledR
 	}
 }
 
+// addGateway adds gi to the Gateways of k, once.
+func addGateway[K comparable](m map[K][]*gatewayInfo, k K, gi *gatewayInfo) {
+	if !slices.Contains(m[k], gi) {
+		m[k] = append(m[k], gi)
+	}
+}
+
 // routeTemplate is the part of an Envoy route shared by a rule's matches.
 type routeTemplate struct {
 	action     *routev3.Route_Route
@@ -749,6 +757,9 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 	merges := make([]*mergedPolicy, len(c.refs))
 	bad := base != nil && len(base.invalid) > 0
 	for i, ref := range c.refs {
+		if ref.tg.backend != "" {
+			addGateway(t.backendGateways, ref.tg.backend, gi)
+		}
 		a := att
 		a.backend = ref.tg.backend
 		merges[i] = t.merge(a)

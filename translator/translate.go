@@ -39,30 +39,37 @@ type translation struct {
 	grants       map[string][]*gwv1.ReferenceGrant // by namespace
 	svcTargets   map[string]*target                // Service backendRef targets by cluster name
 	policies     *policyIndex
-	merged       map[string]*mergedPolicy // by policy name
+	policyList   []*policyInfo // every policy, oldest first
+	// the served Gateways each HTTPRoute is attached to and each AgentgatewayBackend ("NS/NAME")
+	// is used on, for the policies' ancestors
+	routeGateways   map[nsName][]*gatewayInfo
+	backendGateways map[string][]*gatewayInfo
+	merged          map[string]*mergedPolicy // by policy name
 }
 
 func newTranslation(in *Resources, opts Options) *translation {
 	st := newStatus(in)
 	t := &translation{
-		in:           in,
-		opts:         opts,
-		out:          &Output{Gateways: make(map[string]*GatewayConfig, len(in.Gateways))},
-		chk:          newChecker(),
-		classes:      make(map[string]*gwv1.GatewayClass, len(in.GatewayClasses)),
-		gateways:     make(map[nsName]*gatewayInfo, len(in.Gateways)),
-		allGateways:  make(map[nsName]*gwv1.Gateway, len(in.Gateways)),
-		routes:       make([]*gwv1.HTTPRoute, 0, len(in.HTTPRoutes)),
-		routeByName:  make(map[nsName]*gwv1.HTTPRoute, len(in.HTTPRoutes)),
-		backends:     make(map[nsName]*backendInfo, len(in.Backends)),
-		services:     make(map[nsName]*corev1.Service, len(in.Services)),
-		servicesInNS: map[string][]*corev1.Service{},
-		slices:       make(map[nsName][]*discoveryv1.EndpointSlice, len(in.Services)),
-		secrets:      make(map[nsName]*corev1.Secret, len(in.Secrets)),
-		namespaces:   make(map[string]*corev1.Namespace, len(in.Namespaces)),
-		grants:       map[string][]*gwv1.ReferenceGrant{},
-		svcTargets:   map[string]*target{},
-		merged:       make(map[string]*mergedPolicy, len(in.Policies)),
+		in:              in,
+		opts:            opts,
+		out:             &Output{Gateways: make(map[string]*GatewayConfig, len(in.Gateways))},
+		chk:             newChecker(),
+		classes:         make(map[string]*gwv1.GatewayClass, len(in.GatewayClasses)),
+		gateways:        make(map[nsName]*gatewayInfo, len(in.Gateways)),
+		allGateways:     make(map[nsName]*gwv1.Gateway, len(in.Gateways)),
+		routes:          make([]*gwv1.HTTPRoute, 0, len(in.HTTPRoutes)),
+		routeByName:     make(map[nsName]*gwv1.HTTPRoute, len(in.HTTPRoutes)),
+		backends:        make(map[nsName]*backendInfo, len(in.Backends)),
+		services:        make(map[nsName]*corev1.Service, len(in.Services)),
+		servicesInNS:    map[string][]*corev1.Service{},
+		slices:          make(map[nsName][]*discoveryv1.EndpointSlice, len(in.Services)),
+		secrets:         make(map[nsName]*corev1.Secret, len(in.Secrets)),
+		namespaces:      make(map[string]*corev1.Namespace, len(in.Namespaces)),
+		grants:          map[string][]*gwv1.ReferenceGrant{},
+		routeGateways:   map[nsName][]*gatewayInfo{},
+		backendGateways: map[string][]*gatewayInfo{},
+		svcTargets:      map[string]*target{},
+		merged:          make(map[string]*mergedPolicy, len(in.Policies)),
 	}
 	t.st = &st
 	return t
@@ -76,6 +83,7 @@ func (t *translation) run() {
 	t.translateBackends()
 	t.policies = t.indexPolicies()
 	t.translateRoutes()
+	t.policyStatuses()
 	t.finishGateways()
 	t.out.Status = *t.st
 }
