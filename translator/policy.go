@@ -341,7 +341,8 @@ type attachment struct {
 
 // merge returns the merged policy of an attachment, or nil when no policy applies. The JWT
 // authentication comes from the most specific level that sets one (the oldest policy within a
-// level); authorization rules from every level, least specific first.
+// level); authorization rules from every level, least specific first. The policy's name joins
+// its sources, plus "jwt=SOURCE" when several of them set JWT authentication.
 func (t *translation) merge(a attachment) *mergedPolicy {
 	idx := t.policies
 	levels := [5][]*policyInfo{idx.gateway[a.gateway], idx.listener[a.listener], idx.route[a.route], idx.rule[a.rule], idx.backend[a.backend]}
@@ -382,10 +383,20 @@ func (t *translation) merge(a attachment) *mergedPolicy {
 		return nil
 	}
 	sources := make([]string, len(contrib))
+	withJWT := 0
 	for i, pi := range contrib {
 		sources[i] = pi.source
+		if pi.jwt != nil {
+			withJWT++
+		}
 	}
-	name := policyName(sources)
+	nameParts := sources
+	if withJWT > 1 {
+		// the same sources can merge to different JWT settings (each route takes them from
+		// its most specific level): the name says whose apply
+		nameParts = append(slices.Clip(sources), "jwt="+jwtFrom.source)
+	}
+	name := policyName(nameParts)
 	if prev, ok := t.merged[name]; ok {
 		return prev
 	}
