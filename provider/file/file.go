@@ -346,7 +346,8 @@ func (d *decoder) loadJSON(loc Location, js []byte) {
 	scratch := &translator.Resources{}
 	strict, err := ki.decode(js, obj.Namespace, scratch)
 	if err != nil {
-		d.fail(loc, obj, "", err.Error())
+		field, msg := splitTypeError(err.Error())
+		d.fail(loc, obj, field, msg)
 		return
 	}
 	if len(strict) > 0 {
@@ -367,6 +368,23 @@ func splitStrict(msg string) (string, string) {
 		return "", msg
 	}
 	return msg[i+1 : j], strings.TrimSpace(msg[:i])
+}
+
+// splitTypeError turns `json: cannot unmarshal string into Go struct field ServicePort.spec.ports.port
+// of type int32` into ("spec.ports.port", "a string where int32 is expected"); other messages
+// come back whole, without a field.
+func splitTypeError(msg string) (string, string) {
+	rest, ok := strings.CutPrefix(msg, "json: cannot unmarshal ")
+	if !ok {
+		return "", msg
+	}
+	value, rest, ok1 := strings.Cut(rest, " into Go struct field ")
+	path, typ, ok2 := strings.Cut(rest, " of type ")
+	_, field, ok3 := strings.Cut(path, ".") // the struct's name comes first
+	if !ok1 || !ok2 || !ok3 {
+		return "", msg
+	}
+	return field, fmt.Sprintf("a %s where %s is expected", value, typ)
 }
 
 func appendResources(dst, src *translator.Resources) {

@@ -130,7 +130,7 @@ key: [unclosed
 	msg := err.Error()
 	for _, want := range []string{
 		f + ": document 1: HTTPRoute ns/r: spec.rules[0].backendRefs[0].wieght: unknown field",
-		f + ": document 3: Service default/svc: ",
+		f + ": document 3: Service default/svc: spec.ports.port: a string where int32 is expected",
 		f + ": document 4: Service nokind: apiVersion and kind are required",
 		f + ": document 5: AgentgatewayBackend ns/: metadata.name: a name is required",
 		f + ": document 6: Gateway default/gw: defined again; the first definition in " + f + " (document 2) is used",
