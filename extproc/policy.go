@@ -30,6 +30,12 @@ type policy struct {
 	claims []string
 }
 
+// readsArguments reports whether the rules that run on a request's body read the tool
+// arguments: the MCP rules, and the traffic rules when they are deferred to the body.
+func (p *policy) readsArguments(trafficDeferred bool) bool {
+	return p.tools.ReadsArguments() || (trafficDeferred && p.traffic.ReadsArguments())
+}
+
 // policySet is one accepted version of all policies. Streams take it when they start and keep it
 // to their end, so that a new version never changes a request in flight. Authenticators that a
 // newer set no longer uses are closed when the last stream holding the old set ends.

@@ -818,3 +818,25 @@ func TestResponseBodyInPieces(t *testing.T) {
 		}
 	}
 }
+
+// TestAmbiguousArguments: where rules read the tool arguments, argument members that repeat or
+// differ only in letter case, at any depth, are refused: the rules read one of them (the last, as
+// encoding/json does), while mcp-go binds typed arguments without regard to case and other parsers
+// keep the first. Where no rule reads them, the arguments are the server's business.
+func TestAmbiguousArguments(t *testing.T) {
+	args := &policyv1.Policy{Name: "args", McpRules: []*policyv1.Rule{{Action: policyv1.Rule_ALLOW,
+		Expression: `mcp.tool.name == "fetch" && mcp.tool.arguments.url.startsWith("https://")`, Source: "args#0"}}}
+	bodies := []string{
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"https://ok","URL":"file:///etc/passwd"}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"file:///etc/passwd","url":"https://ok"}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"https://ok","opts":[{"to":"a","TO":"b"}]}}}`,
+	}
+	refusedUnderToolRules(t, args, -32600, bodies...)
+
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	for _, body := range bodies {
+		s := h.open(t, h.tcp, streamableRoute)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+		plainContinue(t, check(t)(s.RequestBody([]byte(body), true)))
+	}
+}

@@ -402,7 +402,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 			in.ToolName, in.ToolArguments = tc.Name, tc.Arguments
 			switch {
 			case !strict:
-			case tc.Ambiguous:
+			case tc.Ambiguous || (st.pol.readsArguments(st.trafficDeferred) && mcp.AmbiguousMembers(tc.Arguments)):
 				return st.refuse(ambiguousRefusal(), "", md, &ex.rec)
 			case !ok:
 				// Judged as a call of the tool "", it would pass rules that only deny.
@@ -488,7 +488,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 // ambiguousRefusal answers a body whose member names servers read differently.
 func ambiguousRefusal() answer {
 	return jsonRPCRefusal(http.StatusBadRequest, mcp.CodeInvalidRequest,
-		"JSON-RPC or MCP member names that repeat, or differ from the standard names only in letter case, are refused", "mcpgate_ambiguous_jsonrpc")
+		"member names that repeat, or differ from another only in letter case, are refused where the gateway's rules read them: servers read them differently", "mcpgate_ambiguous_jsonrpc")
 }
 
 // hasRequest reports whether msgs hold a request or notification.

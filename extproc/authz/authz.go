@@ -133,7 +133,7 @@ func (e *Env) check(expr string) (*cel.Ast, error) {
 // their input) run with the cost limit and are interrupted when the request's context ends.
 type RuleSet struct {
 	deny, require, allow []rule
-	needsMCP             bool
+	needsMCP, readsArgs  bool
 	claims               []string
 }
 
@@ -207,9 +207,9 @@ func (e *Env) Compile(rules []*policyv1.Rule) (*RuleSet, error) {
 			errs = append(errs, fmt.Errorf("rule %s: unknown action %d", source, r.GetAction()))
 			continue
 		}
-		if references(checked.NativeRep(), claims) {
-			rs.needsMCP = true
-		}
+		mcp, args := references(checked.NativeRep(), claims)
+		rs.needsMCP = rs.needsMCP || mcp
+		rs.readsArgs = rs.readsArgs || args
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -222,8 +222,8 @@ func (e *Env) Compile(rules []*policyv1.Rule) (*RuleSet, error) {
 }
 
 // references records the claims an expression names (jwt.X, jwt["X"]) and reports whether it
-// reads the mcp variable.
-func references(a *ast.AST, claims map[string]bool) (mcp bool) {
+// reads the mcp variable and the tool arguments (mcp.tool.arguments).
+func references(a *ast.AST, claims map[string]bool) (mcp, args bool) {
 	isJWT := func(e ast.Expr) bool { return e.Kind() == ast.IdentKind && e.AsIdent() == "jwt" }
 	ast.PreOrderVisit(a.Expr(), ast.NewExprVisitor(func(e ast.Expr) {
 		switch e.Kind() {
@@ -232,8 +232,14 @@ func references(a *ast.AST, claims map[string]bool) (mcp bool) {
 				mcp = true
 			}
 		case ast.SelectKind:
-			if sel := e.AsSelect(); isJWT(sel.Operand()) {
+			sel := e.AsSelect()
+			if isJWT(sel.Operand()) {
 				claims[sel.FieldName()] = true
+			}
+			// Any .arguments, not only mcp.tool.arguments: a comprehension may have bound mcp.tool
+			// to a variable of its own. A claim named arguments only costs a needless check.
+			if sel.FieldName() == "arguments" {
+				args = true
 			}
 		case ast.CallKind:
 			call := e.AsCall()
@@ -244,11 +250,15 @@ func references(a *ast.AST, claims map[string]bool) (mcp bool) {
 			}
 		}
 	}))
-	return mcp
+	return mcp, args
 }
 
 // NeedsMCP reports whether any rule reads the mcp variable, i.e. needs the request body parsed.
 func (rs *RuleSet) NeedsMCP() bool { return rs != nil && rs.needsMCP }
+
+// ReadsArguments reports whether any rule reads mcp.tool.arguments, whose members the caller
+// must then read the way every server does.
+func (rs *RuleSet) ReadsArguments() bool { return rs != nil && rs.readsArgs }
 
 // ReferencedClaims returns the claim names the rules read (jwt.X and jwt["X"]), sorted, for
 // audit lines. The slice is shared: do not modify it.

@@ -312,6 +312,22 @@ func TestReferences(t *testing.T) {
 	if !compile(t, e, deny("t", `mcp.tool.name == "delete"`)).NeedsMCP() {
 		t.Error("a tool rule does not need MCP")
 	}
+	for expr, want := range map[string]bool{
+		`mcp.tool.name == "fetch"`:                      false,
+		`mcp.tool.arguments.url.startsWith("https://")`: true,
+		`has(mcp.tool.arguments.url)`:                   true,
+		`size(mcp.tool.arguments) < 3`:                  true,
+		`"x" in mcp.tool.arguments`:                     true,
+		`[mcp.tool].exists(t, t.arguments.url == "x")`:  true,
+	} {
+		if got := compile(t, e, allow("t", expr)).ReadsArguments(); got != want {
+			t.Errorf("ReadsArguments(%s) = %v, want %v", expr, got, want)
+		}
+	}
+	var none *RuleSet
+	if none.ReadsArguments() {
+		t.Error("no rules read arguments")
+	}
 }
 
 func TestToolListFiltering(t *testing.T) {

@@ -3,6 +3,7 @@ package mcp
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -230,4 +231,39 @@ func validValue(b []byte) bool {
 	b = trimJSON(b)
 	end, err := skipValue(b, 0, 0)
 	return err == nil && end == len(b)
+}
+
+func TestAmbiguousMembers(t *testing.T) {
+	for raw, want := range map[string]bool{
+		`{"url":"a","path":"b"}`:                     false,
+		`{"url":"a","URL":"b"}`:                      true,
+		`{"url":"a","url":"b"}`:                      true,
+		`{"u\u0072l":"a","url":"b"}`:                 true,
+		`{"a":{"b":[1,{"k":1,"K":2}]}}`:              true, // Kelvin sign K folds to k
+		`{"a":[{"x":1},{"x":2}]}`:                    false,
+		`[{"s":1},{"ſ":2}]`:                          false,
+		`{"s":1,"ſ":2}`:                              true, // long s folds to s
+		`"text"`:                                     false,
+		`{"` + strings.Repeat("k", 3) + `":1,"b":2}`: false,
+	} {
+		if got := AmbiguousMembers([]byte(raw)); got != want {
+			t.Errorf("AmbiguousMembers(%s) = %v, want %v", raw, got, want)
+		}
+	}
+	// A large object is checked in linear time; its members differ.
+	var b strings.Builder
+	b.WriteString(`{`)
+	for i := range 5000 {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `"k%d":%d`, i, i)
+	}
+	big := b.String() + `}`
+	if AmbiguousMembers([]byte(big)) {
+		t.Error("distinct members reported ambiguous")
+	}
+	if !AmbiguousMembers([]byte(big[:len(big)-1] + `,"K4999":0}`)) {
+		t.Error("a late repeat in a large object missed")
+	}
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"unicode"
 )
 
 // maxDepth bounds the nesting of JSON values the scanner accepts, so that hostile input cannot
@@ -328,4 +330,63 @@ func stringValue(raw []byte) (s string, ok bool) {
 		return "", false
 	}
 	return s, true
+}
+
+// AmbiguousMembers reports whether an object anywhere in the JSON value raw has two members whose
+// names are equal when case is folded (repeated names included): JSON parsers disagree on which
+// of them counts (the last, the first, or either without regard to case). Invalid JSON reports
+// true.
+func AmbiguousMembers(raw []byte) bool {
+	amb, err := ambiguousIn(trimJSON(raw))
+	return amb || err != nil
+}
+
+// errFound stops a walk that found what it looked for.
+var errFound = errors.New("found")
+
+// ambiguousIn walks the JSON value b (its depth was bounded when it was first scanned).
+func ambiguousIn(b []byte) (bool, error) {
+	var err error
+	switch {
+	case len(b) > 0 && b[0] == '{':
+		seen := map[string]struct{}{}
+		err = eachMember(b, func(mb member) error {
+			k := foldKey(mb.name)
+			if _, dup := seen[k]; dup {
+				return errFound
+			}
+			seen[k] = struct{}{}
+			return within(mb.value)
+		})
+	case len(b) > 0 && b[0] == '[':
+		err = eachElement(b, within)
+	}
+	if errors.Is(err, errFound) {
+		return true, nil
+	}
+	return false, err
+}
+
+// within continues the walk of ambiguousIn into a member or element.
+func within(v []byte) error {
+	amb, err := ambiguousIn(v)
+	if amb {
+		return errFound
+	}
+	return err
+}
+
+// foldKey returns a key equal for two names exactly when bytes.EqualFold holds for them: each
+// rune becomes the smallest rune of its case-folding orbit (so K, k and the Kelvin sign meet).
+func foldKey(name []byte) string {
+	var b strings.Builder
+	b.Grow(len(name))
+	for _, r := range string(name) {
+		low := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			low = min(low, f)
+		}
+		b.WriteRune(low)
+	}
+	return b.String()
 }
