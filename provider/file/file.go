@@ -158,7 +158,7 @@ func kinds() map[string]kindInfo {
 // Load reads the manifests at paths (files or directories). It returns every object it could
 // read, where each came from, and an error joining one *Error per bad document or object.
 func Load(paths ...string) (*translator.Resources, Sources, error) {
-	files, err := expand(paths)
+	files, err := expand(paths, nil)
 	parsed := make([]*fileObjects, len(files))
 	for i, f := range files {
 		parsed[i] = readFile(f)
@@ -168,13 +168,19 @@ func Load(paths ...string) (*translator.Resources, Sources, error) {
 }
 
 // expand lists the files of paths: files as given, directories' *.yaml and *.yml in name order.
-func expand(paths []string) ([]string, error) {
+// A path that cannot be stat'ed is an error, unless known reports it as a file read before:
+// then it is listed, and reading it says what is wrong.
+func expand(paths []string, known func(string) bool) ([]string, error) {
 	var files []string
 	var errs []error
 	for _, p := range paths {
 		fi, err := os.Stat(p)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", p, err))
+			if known != nil && known(p) {
+				files = append(files, p)
+			} else {
+				errs = append(errs, fmt.Errorf("%s: %w", p, err))
+			}
 			continue
 		}
 		if !fi.IsDir() {

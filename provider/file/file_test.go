@@ -193,6 +193,18 @@ func listenerPort(t *testing.T, l loaded) int32 {
 	return l.res.Gateways[0].Spec.Listeners[0].Port
 }
 
+// wantLastGood checks a load that serves the last good Gateway, on port, with an error naming
+// the problem (wantErr) and saying that the last good version is served.
+func wantLastGood(t *testing.T, l loaded, wantErr string, port int32) {
+	t.Helper()
+	if l.err == nil || !strings.Contains(l.err.Error(), wantErr) || !strings.Contains(l.err.Error(), "last good version") {
+		t.Fatalf("err %v; want %q and that the last good version is served", l.err, wantErr)
+	}
+	if len(l.res.Gateways) != 1 || l.res.Gateways[0].Spec.Listeners[0].Port != port {
+		t.Fatalf("%d gateways, want the last good one on %d", len(l.res.Gateways), port)
+	}
+}
+
 func TestWatchDirectory(t *testing.T) {
 	dir := t.TempDir()
 	f := filepath.Join(dir, "gw.yaml")
@@ -244,6 +256,16 @@ func TestWatchFile(t *testing.T) {
 	if p := listenerPort(t, next(t, ch)); p != 9000 {
 		t.Fatalf("port after edit %d, want 9000", p)
 	}
+	// the named file disappears: its last good content is served, and the error says why
+	if err := os.Remove(f); err != nil {
+		t.Fatal(err)
+	}
+	wantLastGood(t, next(t, ch), "no such file", 9000)
+	// and it is back
+	write(t, f, strings.Replace(gatewayDoc, "8080", "9001", 1))
+	if p := listenerPort(t, next(t, ch)); p != 9001 {
+		t.Fatalf("port after the file is back %d, want 9001", p)
+	}
 }
 
 func TestWatchKeepsLastGoodVersionOfABadFile(t *testing.T) {
@@ -257,16 +279,10 @@ func TestWatchKeepsLastGoodVersionOfABadFile(t *testing.T) {
 	}
 	// a typo in the served file: the error is reported and the last good Gateway is kept
 	write(t, f, strings.Replace(gatewayDoc, "port: 8080", "prot: 8081", 1))
-	l := next(t, ch)
-	if l.err == nil || !strings.Contains(l.err.Error(), "unknown field") || !strings.Contains(l.err.Error(), "last good version") {
-		t.Fatalf("after a bad edit: err %v; want the field error and that the last good version is served", l.err)
-	}
-	if len(l.res.Gateways) != 1 || l.res.Gateways[0].Spec.Listeners[0].Port != 8080 {
-		t.Fatalf("after a bad edit: %d gateways, want the last good one on 8080", len(l.res.Gateways))
-	}
+	wantLastGood(t, next(t, ch), "unknown field", 8080)
 	// the fix is served
 	write(t, f, strings.Replace(gatewayDoc, "8080", "8083", 1))
-	l = next(t, ch)
+	l := next(t, ch)
 	if l.err != nil {
 		t.Fatalf("after the fix: %v", l.err)
 	}

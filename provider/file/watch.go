@@ -25,8 +25,9 @@ const DebounceDelay = 100 * time.Millisecond
 // the objects read even when err lists bad documents, with one difference: a file whose new
 // content has errors keeps its last good content (the last one read without errors), so a bad
 // edit loses nothing that was served; err then says so. Files whose content did not change are
-// not decoded again. Watch returns nil when ctx ends, or an error when the watch cannot be set
-// up.
+// not decoded again. A file named in paths that disappears also keeps its last good content
+// until it is back; a file removed from a named directory takes its objects with it. Watch
+// returns nil when ctx ends, or an error when the watch cannot be set up.
 func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, Sources, error)) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -110,7 +111,10 @@ func (c *fileCache) load(paths []string) (*translator.Resources, Sources, error)
 	if *c == nil {
 		*c = fileCache{}
 	}
-	names, err := expand(paths)
+	// a file named in paths that disappears (an editor deleting and writing it anew, a
+	// mistake) keeps its last good content like a file with errors; a file removed from a
+	// directory takes its objects with it
+	names, err := expand(paths, func(p string) bool { return (*c)[p] != nil })
 	errs := []error{err}
 	parsed := make([]*fileObjects, 0, len(names))
 	seen := make(map[string]bool, len(names))
