@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -458,7 +459,10 @@ func TestCancelledMidway(t *testing.T) {
 // valid token of another org gets 403 from the traffic rule.
 func TestJWTAndCEL(t *testing.T) {
 	sg := newSigner(t)
-	h := newHarness(t, []*policyv1.Policy{labPolicy(sg)})
+	logs := &auditLog{}
+	h := newHarness(t, []*policyv1.Policy{labPolicy(sg)}, func(c *extproc.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
 	otherOrg := sg.token(t, gojwt.MapClaims{"sub": "mallory", "org": "evil.example"})
 	tampered := extproctest.LabToken[:len(extproctest.LabToken)-4] + "AAAA"
 	tests := []struct {
@@ -484,16 +488,34 @@ func TestJWTAndCEL(t *testing.T) {
 			if hs["www-authenticate"] != tt.www || hs["content-type"] != "text/plain" {
 				t.Errorf("headers %v", hs)
 			}
-			if md := extproctest.Metadata(resp); md["authn"] != tt.authn || md["decision"] != "deny" {
+			md := extproctest.Metadata(resp)
+			if md["authn"] != tt.authn || md["decision"] != "deny" {
 				t.Errorf("metadata %v", md)
+			}
+			if tt.token != "" && strings.Contains(fmt.Sprint(md), tt.token) {
+				t.Errorf("metadata holds the token: %v", md)
 			}
 		})
 	}
+	s := h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+	resp := check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get-env"}}`), true))
+	if strings.Contains(resp.String(), "eyJ") {
+		t.Errorf("reply holds a token: %v", resp)
+	}
+	logs.mu.Lock()
+	if !strings.Contains(logs.buf.String(), "policies updated") {
+		t.Error("the logs were not captured")
+	}
+	if strings.Contains(logs.buf.String(), "eyJ") || strings.Contains(logs.buf.String(), tampered[len(tampered)-20:]) {
+		t.Errorf("the logs hold a token:\n%s", logs.buf.String())
+	}
+	logs.mu.Unlock()
 	if n := h.metric(t, "mcpgate_authn_failures_total", nil); n != 3 {
 		t.Errorf("authn failures = %v, want 3", n)
 	}
 	recs := h.audit.records(t)
-	if len(recs) != 4 {
+	if len(recs) != 5 {
 		t.Fatalf("%d audit records", len(recs))
 	}
 	checkRecord(t, recs[3], map[string]any{"subject": "mallory", "claims": map[string]any{"org": "evil.example"}, "http_status": 403, "outcome": "refused"})
