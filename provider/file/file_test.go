@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -185,6 +186,78 @@ func next(t *testing.T, ch <-chan loaded) loaded {
 	return loaded{}
 }
 
+// watchedGateway writes the Gateway on 8080 to DIR/gw.yaml, watches the directory (or, with
+// file, the file), checks the first load and returns the file and the reloads.
+func watchedGateway(t *testing.T, file bool) (string, <-chan loaded) {
+	t.Helper()
+	dir := t.TempDir()
+	f := filepath.Join(dir, "gw.yaml")
+	write(t, f, gatewayDoc)
+	path := dir
+	if file {
+		path = f
+	}
+	ch, stop := startWatch(t, path)
+	t.Cleanup(stop)
+	if p := listenerPort(t, next(t, ch)); p != 8080 {
+		t.Fatalf("initial port %d", p)
+	}
+	return f, ch
+}
+
+// noReload fails if a reload comes within five debounce delays.
+func noReload(t *testing.T, ch <-chan loaded) {
+	t.Helper()
+	select {
+	case l := <-ch:
+		t.Fatalf("unexpected reload: %+v", l)
+	case <-time.After(5 * DebounceDelay):
+	}
+}
+
+// TestWatchReloadsDuringContinuousWrites: changes that keep coming faster than DebounceDelay
+// still give reloads (at most DebounceLimit apart), not one when they stop.
+func TestWatchReloadsDuringContinuousWrites(t *testing.T) {
+	f, ch := watchedGateway(t, false)
+	dir := filepath.Dir(f)
+	done := make(chan struct{})
+	writing := make(chan struct{})
+	go func() {
+		defer close(writing)
+		tmp := filepath.Join(dir, "gw.yaml.tmp") // not a manifest: only the rename counts
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			case <-time.After(DebounceDelay / 5):
+			}
+			// whole files only (write, then rename over), so that every reload reads a good one
+			doc := strings.Replace(gatewayDoc, "8080", strconv.Itoa(9000+i%100), 1)
+			if err := os.WriteFile(tmp, []byte(doc), 0o600); err != nil {
+				t.Error(err)
+				return
+			}
+			if err := os.Rename(tmp, f); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(done)
+		<-writing
+	}()
+	l := next(t, ch)
+	select {
+	case <-writing:
+		t.Fatal("the writer stopped before the reload")
+	default:
+	}
+	if l.err != nil || len(l.res.Gateways) != 1 {
+		t.Fatalf("reload during writes: %d gateways, err %v", len(l.res.Gateways), l.err)
+	}
+}
+
 func listenerPort(t *testing.T, l loaded) int32 {
 	t.Helper()
 	if l.err != nil || len(l.res.Gateways) != 1 {
@@ -206,14 +279,8 @@ func wantLastGood(t *testing.T, l loaded, wantErr string, port int32) {
 }
 
 func TestWatchDirectory(t *testing.T) {
-	dir := t.TempDir()
-	f := filepath.Join(dir, "gw.yaml")
-	write(t, f, gatewayDoc)
-	ch, stop := startWatch(t, dir)
-	defer stop()
-	if p := listenerPort(t, next(t, ch)); p != 8080 {
-		t.Fatalf("initial port %d", p)
-	}
+	f, ch := watchedGateway(t, false)
+	dir := filepath.Dir(f)
 	// an edit in place
 	write(t, f, strings.Replace(gatewayDoc, "8080", "8081", 1))
 	if p := listenerPort(t, next(t, ch)); p != 8081 {
@@ -228,6 +295,10 @@ func TestWatchDirectory(t *testing.T) {
 	if p := listenerPort(t, next(t, ch)); p != 8082 {
 		t.Fatalf("port after rename %d, want 8082", p)
 	}
+	// files that are not manifests (an editor's swap file, a log) cause no reload
+	write(t, filepath.Join(dir, "notes.txt"), "x")
+	write(t, filepath.Join(dir, ".gw.yaml.swp"), "x")
+	noReload(t, ch)
 	// a bad edit reports the error with what could still be read
 	write(t, filepath.Join(dir, "bad.yaml"), "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {nope: 1}\n")
 	l := next(t, ch)
@@ -237,21 +308,11 @@ func TestWatchDirectory(t *testing.T) {
 }
 
 func TestWatchFile(t *testing.T) {
-	dir := t.TempDir()
-	f := filepath.Join(dir, "gw.yaml")
-	write(t, f, gatewayDoc)
-	ch, stop := startWatch(t, f)
-	defer stop()
-	if p := listenerPort(t, next(t, ch)); p != 8080 {
-		t.Fatalf("initial port %d", p)
-	}
+	f, ch := watchedGateway(t, true)
+	dir := filepath.Dir(f)
 	// another file in the same directory is not watched: no reload for it
 	write(t, filepath.Join(dir, "other.yaml"), "not: watched\n")
-	select {
-	case l := <-ch:
-		t.Fatalf("reload for a file that is not watched: %+v", l)
-	case <-time.After(5 * DebounceDelay):
-	}
+	noReload(t, ch)
 	write(t, f, strings.Replace(gatewayDoc, "8080", "9000", 1))
 	if p := listenerPort(t, next(t, ch)); p != 9000 {
 		t.Fatalf("port after edit %d, want 9000", p)
@@ -269,14 +330,7 @@ func TestWatchFile(t *testing.T) {
 }
 
 func TestWatchKeepsLastGoodVersionOfABadFile(t *testing.T) {
-	dir := t.TempDir()
-	f := filepath.Join(dir, "gw.yaml")
-	write(t, f, gatewayDoc)
-	ch, stop := startWatch(t, dir)
-	defer stop()
-	if p := listenerPort(t, next(t, ch)); p != 8080 {
-		t.Fatalf("initial port %d", p)
-	}
+	f, ch := watchedGateway(t, false)
 	// a typo in the served file: the error is reported and the last good Gateway is kept
 	write(t, f, strings.Replace(gatewayDoc, "port: 8080", "prot: 8081", 1))
 	wantLastGood(t, next(t, ch), "unknown field", 8080)

@@ -18,10 +18,14 @@ import (
 // editor's write-rename-chmod sequence gives one reload.
 const DebounceDelay = 100 * time.Millisecond
 
+// DebounceLimit is the longest Watch delays a reload while changes keep coming.
+const DebounceLimit = time.Second
+
 // Watch loads paths, calls fn with the result, and calls it again after every change to them
-// (debounced by DebounceDelay) until ctx ends. It watches directories, not files, so editors
-// that replace a file by renaming a new one over it are seen; for a file path it reacts to
-// changes of that name only, for a directory to any change in it. fn gets what Load returns:
+// (debounced by DebounceDelay, at most DebounceLimit) until ctx ends. It watches directories,
+// not files, so editors that replace a file by renaming a new one over it are seen; for a file
+// path it reacts to changes of that name only, for a directory to changes of the manifests in
+// it (the names Load reads, not an editor's swap file or a log). fn gets what Load returns:
 // the objects read even when err lists bad documents, with one difference: a file whose new
 // content has errors keeps its last good content (the last one read without errors), so a bad
 // edit loses nothing that was served; err then says so. Files whose content did not change are
@@ -34,7 +38,7 @@ func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, S
 		return fmt.Errorf("watch %v: %w", paths, err)
 	}
 	defer w.Close()
-	dirs := map[string]bool{}    // watched directories given as paths: any change counts
+	dirs := map[string]bool{}    // watched directories given as paths: changes of manifests count
 	files := map[string]bool{}   // files given as paths: changes of these names count
 	watched := map[string]bool{} // directories added to the watcher
 	for _, p := range paths {
@@ -61,7 +65,7 @@ func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, S
 		if err != nil {
 			return true
 		}
-		return files[abs] || dirs[filepath.Dir(abs)] || dirs[abs]
+		return files[abs] || dirs[abs] || (dirs[filepath.Dir(abs)] && isManifest(filepath.Base(abs)))
 	}
 	var cache fileCache
 	load := func() {
@@ -70,8 +74,14 @@ func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, S
 	}
 	load()
 	timer := time.NewTimer(DebounceDelay)
-	if !timer.Stop() {
-		<-timer.C
+	timer.Stop()
+	var pending time.Time // when the first change since the last reload came
+	schedule := func() {
+		now := time.Now()
+		if pending.IsZero() {
+			pending = now
+		}
+		timer.Reset(max(0, min(DebounceDelay, pending.Add(DebounceLimit).Sub(now))))
 	}
 	for {
 		select {
@@ -83,15 +93,16 @@ func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, S
 				return fmt.Errorf("watch %v: the watcher closed", paths)
 			}
 			if relevant(ev.Name) {
-				timer.Reset(DebounceDelay)
+				schedule()
 			}
 		case _, ok := <-w.Errors:
 			if !ok {
 				return fmt.Errorf("watch %v: the watcher closed", paths)
 			}
 			// an overflow or similar: events may be lost, so reload to be sure
-			timer.Reset(DebounceDelay)
+			schedule()
 		case <-timer.C:
+			pending = time.Time{}
 			load()
 		}
 	}
