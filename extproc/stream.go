@@ -263,37 +263,10 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 			"", md, nil)
 	}
 
-	var mut *extprocv3.HeaderMutation
-	if st.pol != nil && st.pol.auth != nil {
-		st.auth = st.pol.auth.Authenticate(st.ctx, st.headers.first("authorization"))
-		switch st.auth.Status {
-		case jwt.OK:
-			st.authn = "ok"
-			// As Envoy's jwt_authn with forward: false: the upstream does not see the token.
-			mut = &extprocv3.HeaderMutation{RemoveHeaders: []string{"authorization"}}
-		case jwt.Missing:
-			st.authn = "missing"
-		default:
-			st.authn = "invalid: " + st.auth.Reason
-		}
-		ans, reject := st.pol.auth.Decide(st.auth)
-		if st.auth.Status == jwt.Invalid || reject {
-			reason := st.auth.Reason
-			if st.auth.Status == jwt.Missing {
-				reason = jwt.ReasonMissing
-			}
-			st.s.tel.AuthnFailure(reason)
-		}
-		md.str(contract.FieldAuthn, st.authn)
-		if reject {
-			a := answer{status: ans.Status, body: []byte(ans.Body), details: "mcpgate_jwt_" + st.auth.Status.String()}
-			for _, hd := range ans.Headers {
-				a.headers = append(a.headers, header{hd.Name, hd.Value})
-			}
-			return st.refuse(a, "jwt", md, nil)
-		}
-	} else {
-		md.str(contract.FieldAuthn, st.authn)
+	mut, refusal := st.authenticate()
+	md.str(contract.FieldAuthn, st.authn)
+	if refusal != nil {
+		return st.refuse(*refusal, "jwt", md, nil)
 	}
 	md.str(contract.FieldSubject, st.auth.Subject)
 
@@ -318,6 +291,42 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 		return st.rep.headersReply(true, mut, metadata{})
 	}
 	return st.rep.headersReply(true, mut, md)
+}
+
+// authenticate applies the policy's JWT authentication (if any) to the request headers. mut
+// removes a validated token from the request; refusal is the answer when the mode refuses the
+// request.
+func (st *stream) authenticate() (mut *extprocv3.HeaderMutation, refusal *answer) {
+	if st.pol == nil || st.pol.auth == nil {
+		return nil, nil
+	}
+	st.auth = st.pol.auth.Authenticate(st.ctx, st.headers.first("authorization"))
+	switch st.auth.Status {
+	case jwt.OK:
+		st.authn = "ok"
+		// As Envoy's jwt_authn with forward: false: the upstream does not see the token.
+		mut = &extprocv3.HeaderMutation{RemoveHeaders: []string{"authorization"}}
+	case jwt.Missing:
+		st.authn = "missing"
+	default:
+		st.authn = "invalid: " + st.auth.Reason
+	}
+	ans, reject := st.pol.auth.Decide(st.auth)
+	if st.auth.Status == jwt.Invalid || reject {
+		reason := st.auth.Reason
+		if st.auth.Status == jwt.Missing {
+			reason = jwt.ReasonMissing
+		}
+		st.s.tel.AuthnFailure(reason)
+	}
+	if !reject {
+		return mut, nil
+	}
+	a := answer{status: ans.Status, body: []byte(ans.Body), details: "mcpgate_jwt_" + st.auth.Status.String()}
+	for _, hd := range ans.Headers {
+		a.headers = append(a.headers, header{hd.Name, hd.Value})
+	}
+	return nil, &a
 }
 
 // configError is the 500 that refuses a request the gateway's configuration cannot serve safely.
