@@ -2,11 +2,13 @@ package extproc_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -14,6 +16,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	grpccodes "google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
@@ -861,4 +865,41 @@ func TestAmbiguousArguments(t *testing.T) {
 		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
 		plainContinue(t, check(t)(s.RequestBody([]byte(body), true)))
 	}
+}
+
+// panicWriter is an audit writer that panics: a stand-in for a bug anywhere in a stream's work.
+type panicWriter struct{}
+
+func (panicWriter) Write([]byte) (int, error) { panic("audit writer bug") }
+
+// TestPanicFailsOnlyItsStream: a panic while a message is handled, or while a stream ends, fails
+// that stream with codes.Internal (Envoy answers 500); it neither stops the process nor leaves
+// locks held that would hang the next streams, and the stream is still accounted as ended.
+func TestPanicFailsOnlyItsStream(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))}, func(c *extproc.Config) { c.Audit = panicWriter{} })
+	// A guard against a hang, not a measure of speed.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 2 {
+		s, err := extproctest.Open(ctx, h.tcp, streamableRoute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// No token: the refusal's audit record panics.
+		if _, err := s.RequestHeaders(postHeaders("/mcp", ""), false); status.Code(err) != grpccodes.Internal {
+			t.Fatalf("stream %d: %v, want codes.Internal", i, err)
+		}
+		s.Close()
+	}
+	// The call is recorded when the stream ends: the panic comes from the stream's end.
+	s, err := extproctest.Open(ctx, h.tcp, streamableRoute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+	plainContinue(t, check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch"}}`), true)))
+	if err := s.CloseSend(); status.Code(err) != grpccodes.Internal {
+		t.Fatalf("end of stream: %v, want codes.Internal", err)
+	}
+	waitFor(t, "streams to end", func() bool { return h.metric(t, "mcpgate_extproc_streams_active", nil) == 0 })
 }

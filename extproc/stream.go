@@ -53,7 +53,7 @@ func readRouteInfo(ctx context.Context) routeInfo {
 func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) (err error) {
 	ctx := ps.Context()
 	st := s.newStream(ctx)
-	defer st.end()
+	// Deferred before st.end, so that it also catches a panic in st.end.
 	defer func() {
 		// A bug must fail this request (Envoy answers 500), not the process and every request.
 		if r := recover(); r != nil {
@@ -61,6 +61,7 @@ func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) (err erro
 			err = status.Error(codes.Internal, "ext_proc internal error")
 		}
 	}()
+	defer st.end()
 	for {
 		req, err := ps.Recv()
 		if err != nil {
@@ -148,6 +149,9 @@ func (s *Server) newStream(ctx context.Context) *stream {
 
 // end finishes the exchanges still awaiting an answer in this stream and releases the policies.
 func (st *stream) end() {
+	// Even when recording an exchange fails: the stream ends and its policies are released.
+	defer st.s.tel.StreamEnded()
+	defer st.s.policies.release(st.set)
 	now := time.Now()
 	for _, ex := range st.pending {
 		st.s.finish(ex, telemetry.OutcomeNoAnswer, now)
@@ -156,8 +160,6 @@ func (st *stream) end() {
 		st.s.finish(ex, outcomeWithoutAnswer(ex), now)
 	}
 	st.pending, st.waiting = nil, nil
-	st.s.policies.release(st.set)
-	st.s.tel.StreamEnded()
 }
 
 // handle answers one message. The reply always matches the message's kind.

@@ -265,14 +265,20 @@ func (t *Telemetry) writeAudit(r *Record) {
 	bp := t.bufs.Get().(*[]byte)
 	b := appendRecord((*bp)[:0], r, t)
 	b = append(b, '\n')
-	t.auditMu.Lock()
-	_, err := t.audit.Write(b)
-	t.auditMu.Unlock()
-	*bp = b
-	t.bufs.Put(bp)
-	if err != nil {
+	if err := t.writeLocked(b); err != nil {
 		t.log.Error("audit log write failed", "error", err)
 	}
+	*bp = b
+	t.bufs.Put(bp)
+}
+
+// writeLocked writes one audit line under the lock, which a panicking writer releases too (a
+// lock held forever would hang every stream that records an exchange).
+func (t *Telemetry) writeLocked(line []byte) error {
+	t.auditMu.Lock()
+	defer t.auditMu.Unlock()
+	_, err := t.audit.Write(line)
+	return err
 }
 
 // labelGuard bounds the distinct values of a metric label that comes from client input: values
