@@ -52,6 +52,8 @@ type target struct {
 	pathRewrite string
 	// affinity: the cluster balances by ring hash; routes hash the caller.
 	affinity bool
+	// gateways are the served Gateways whose routes use an AgentgatewayBackend's target
+	gateways []*gatewayInfo
 }
 
 // backendInfo is an AgentgatewayBackend after translation.

@@ -1,6 +1,7 @@
 package translator
 
 import (
+	"slices"
 	"sort"
 	"strings"
 
@@ -24,9 +25,13 @@ type gatewayBuild struct {
 type vhostBuild struct {
 	name, domain string
 	li           *listenerInfo
-	routes       []*routev3.Route
-	precs        []*precedence
+	routes       []rankedRoute
 	sortedRoutes []*routev3.Route // routes in precedence order, once built
+}
+
+type rankedRoute struct {
+	route *routev3.Route
+	prec  *precedence
 }
 
 // newGatewayBuild sizes the maps for about n clusters and policies.
@@ -62,8 +67,7 @@ func (gb *gatewayBuild) vhost(li *listenerInfo, host string) *vhostBuild {
 }
 
 func (vb *vhostBuild) add(r *routev3.Route, p *precedence) {
-	vb.routes = append(vb.routes, r)
-	vb.precs = append(vb.precs, p)
+	vb.routes = append(vb.routes, rankedRoute{r, p})
 }
 
 func (gb *gatewayBuild) addTarget(tg *target) {
@@ -191,14 +195,10 @@ func ownerOf(listeners []*listenerInfo, domain string) *listenerInfo {
 // sorted returns the virtual host's own routes in Gateway API precedence order.
 func (vb *vhostBuild) sorted() []*routev3.Route {
 	if vb.sortedRoutes == nil {
-		order := make([]int, len(vb.routes))
-		for i := range order {
-			order[i] = i
-		}
-		sort.SliceStable(order, func(i, j int) bool { return vb.precs[order[i]].before(vb.precs[order[j]]) })
-		vb.sortedRoutes = make([]*routev3.Route, len(order))
-		for i, k := range order {
-			vb.sortedRoutes[i] = vb.routes[k]
+		slices.SortStableFunc(vb.routes, func(a, b rankedRoute) int { return a.prec.compare(b.prec) })
+		vb.sortedRoutes = make([]*routev3.Route, len(vb.routes))
+		for i, r := range vb.routes {
+			vb.sortedRoutes[i] = r.route
 		}
 	}
 	return vb.sortedRoutes
@@ -228,14 +228,14 @@ func (t *translation) buildGateway(gi *gatewayInfo) *GatewayConfig {
 	for _, c := range gb.clusters {
 		cfg.Clusters = append(cfg.Clusters, c)
 	}
-	sort.Slice(cfg.Clusters, func(i, j int) bool { return cfg.Clusters[i].Name < cfg.Clusters[j].Name })
+	slices.SortFunc(cfg.Clusters, func(a, b *clusterv3.Cluster) int { return strings.Compare(a.Name, b.Name) })
 	for _, c := range gb.clas {
 		cfg.Endpoints = append(cfg.Endpoints, c)
 	}
-	sort.Slice(cfg.Endpoints, func(i, j int) bool { return cfg.Endpoints[i].ClusterName < cfg.Endpoints[j].ClusterName })
+	slices.SortFunc(cfg.Endpoints, func(a, b *endpointv3.ClusterLoadAssignment) int { return strings.Compare(a.ClusterName, b.ClusterName) })
 	for _, p := range gb.policies {
 		cfg.Policies = append(cfg.Policies, p)
 	}
-	sort.Slice(cfg.Policies, func(i, j int) bool { return cfg.Policies[i].Name < cfg.Policies[j].Name })
+	slices.SortFunc(cfg.Policies, func(a, b *policyv1.Policy) int { return strings.Compare(a.Name, b.Name) })
 	return cfg
 }

@@ -60,10 +60,13 @@ type xdsCommon struct {
 	accessLog []*accesslogv3.AccessLog
 	tlsByHost map[string]*corev3.TransportSocket
 	disabled  *anypb.Any
+	// disabledFilters is the typed_per_filter_config of every route without ext_proc
+	disabledFilters map[string]*anypb.Any
 	// shared by every route and cluster that uses them (never modified after creation)
 	hashBySource                  []*routev3.RouteAction_HashPolicy
 	noTimeout, mcpIdle            *durationpb.Duration
 	connectTimeout                *durationpb.Duration
+	staticType, dnsType, edsType  *clusterv3.Cluster_Type
 	mcpModeBytes, headerModeBytes []byte // marshalled processing modes of per-route configs
 }
 
@@ -78,6 +81,10 @@ func newXDSCommon(opts Options) *xdsCommon {
 		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(accessLogConfig())},
 	}}
 	x.disabled = mustAny(&extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Disabled{Disabled: true}})
+	x.disabledFilters = map[string]*anypb.Any{ExtProcFilterName: x.disabled}
+	x.staticType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
+	x.dnsType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
+	x.edsType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
 	x.hashBySource = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_ConnectionProperties_{
 		ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{SourceIp: true}}}}
 	x.noTimeout, x.mcpIdle, x.connectTimeout = durationpb.New(0), durationpb.New(mcpIdleTimeout), durationpb.New(connectTimeout)
@@ -208,9 +215,9 @@ func (x *xdsCommon) addressCluster(name, host string, port int32, tls bool) *clu
 		LoadAssignment: buildLoadAssignment(name, []hostPort{{host: host, port: port}}),
 	}
 	if isIP(host) {
-		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
+		c.ClusterDiscoveryType = x.staticType
 	} else {
-		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
+		c.ClusterDiscoveryType = x.dnsType
 		c.DnsLookupFamily = clusterv3.Cluster_V4_PREFERRED
 	}
 	if tls {
@@ -226,7 +233,7 @@ func (x *xdsCommon) edsCluster(name string) *clusterv3.Cluster {
 	return &clusterv3.Cluster{
 		Name:                 name,
 		ConnectTimeout:       x.connectTimeout,
-		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		ClusterDiscoveryType: x.edsType,
 		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
 		LbPolicy:             clusterv3.Cluster_RING_HASH,
 	}
@@ -264,6 +271,14 @@ func buildLoadAssignment(name string, addrs []hostPort) *endpointv3.ClusterLoadA
 		cla.Endpoints = []*endpointv3.LocalityLbEndpoints{{LbEndpoints: eps}}
 	}
 	return cla
+}
+
+// perFilter returns the typed_per_filter_config of a route with the ext_proc config a.
+func (x *xdsCommon) perFilter(a *anypb.Any) map[string]*anypb.Any {
+	if a == x.disabled {
+		return x.disabledFilters
+	}
+	return map[string]*anypb.Any{ExtProcFilterName: a}
 }
 
 // extProcRoute is the per-route ext_proc config of a route: what it sends and the gRPC initial

@@ -3,7 +3,6 @@ package translator
 import (
 	"fmt"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -71,10 +70,11 @@ func (t *translation) selectGateways() {
 			served = append(served, g)
 		}
 	}
-	sort.Slice(served, func(i, j int) bool { return olderFirst(&served[i].ObjectMeta, &served[j].ObjectMeta) })
-	portOwner := map[int32]string{} // ExclusivePorts: port -> gateway key
+	slices.SortFunc(served, func(a, b *gwv1.Gateway) int { return compareAge(&a.ObjectMeta, &b.ObjectMeta) })
+	portOwner := map[int32]string{}                            // ExclusivePorts: port -> gateway key
+	perGateway := len(t.in.HTTPRoutes)/max(1, len(served)) + 1 // a size hint, not a limit
 	for _, g := range served {
-		gi := &gatewayInfo{gw: g, key: keyString(g.Namespace, g.Name), build: newGatewayBuild(len(t.in.HTTPRoutes))}
+		gi := &gatewayInfo{gw: g, key: keyString(g.Namespace, g.Name), build: newGatewayBuild(perGateway)}
 		t.gateways[key(g.Namespace, g.Name)] = gi
 		t.served = append(t.served, gi)
 		t.validateListeners(gi, portOwner)

@@ -72,11 +72,11 @@ func (t *translation) indexPolicies() *policyIndex {
 			pols = append(pols, p)
 		}
 	}
-	sort.Slice(pols, func(i, j int) bool {
-		if c := olderFirst(&pols[i].ObjectMeta, &pols[j].ObjectMeta); c || olderFirst(&pols[j].ObjectMeta, &pols[i].ObjectMeta) {
+	slices.SortFunc(pols, func(a, b *v1alpha1.AgentgatewayPolicy) int {
+		if c := compareAge(&a.ObjectMeta, &b.ObjectMeta); c != 0 {
 			return c
 		}
-		return policyKind(pols[i]) < policyKind(pols[j])
+		return strings.Compare(policyKind(a), policyKind(b))
 	})
 	for _, p := range pols {
 		pi := t.validatePolicy(p)
@@ -109,13 +109,12 @@ func (t *translation) policyStatuses() {
 	for _, pi := range t.policyList {
 		p := pi.p
 		st := &gwv1.PolicyStatus{Ancestors: []gwv1.PolicyAncestorStatus{}}
-		seen := map[string]bool{}
 		add := func(ref gwv1.ParentReference, c metav1.Condition) {
-			k := strings.Join([]string{ptrString(ref.Group), ptrString(ref.Kind), ptrString(ref.Namespace), string(ref.Name), ptrString(ref.SectionName)}, "/")
-			if seen[k] || len(st.Ancestors) == maxAncestors {
+			if len(st.Ancestors) == maxAncestors || slices.ContainsFunc(st.Ancestors, func(a gwv1.PolicyAncestorStatus) bool {
+				return sameRef(&a.AncestorRef, &ref)
+			}) {
 				return
 			}
-			seen[k] = true
 			st.Ancestors = append(st.Ancestors, gwv1.PolicyAncestorStatus{AncestorRef: ref, ControllerName: ctrl, Conditions: []metav1.Condition{c}})
 		}
 		for _, tg := range pi.targets {
@@ -148,11 +147,21 @@ func (t *translation) gatewaysOf(ns string, tg policyTarget) []*gatewayInfo {
 	}
 	switch {
 	case tg.ref.Group == gatewayGroup && tg.ref.Kind == KindHTTPRoute:
-		return t.routeGateways[key(ns, string(tg.ref.Name))]
+		if ri := t.routeByName[key(ns, string(tg.ref.Name))]; ri != nil {
+			return ri.gateways
+		}
 	case tg.ref.Group == backendGroup && tg.ref.Kind == KindAgentgatewayBackend:
-		return t.backendGateways[keyString(ns, string(tg.ref.Name))]
+		if bi := t.backends[key(ns, string(tg.ref.Name))]; bi != nil && bi.target != nil {
+			return bi.target.gateways
+		}
 	}
 	return nil
+}
+
+// sameRef reports whether two references name the same object and section.
+func sameRef(a, b *gwv1.ParentReference) bool {
+	return a.Name == b.Name && ptrString(a.Group) == ptrString(b.Group) && ptrString(a.Kind) == ptrString(b.Kind) &&
+		ptrString(a.Namespace) == ptrString(b.Namespace) && ptrString(a.SectionName) == ptrString(b.SectionName)
 }
 
 func ptrString[T ~string](p *T) string {
@@ -162,14 +171,21 @@ func ptrString[T ~string](p *T) string {
 	return string(*p)
 }
 
+// refFields holds the pointed-to fields of one reference, allocated together.
+type refFields struct {
+	group gwv1.Group
+	kind  gwv1.Kind
+	ns    gwv1.Namespace
+}
+
 func gatewayRef(gi *gatewayInfo) gwv1.ParentReference {
-	group, kind, ns := gwv1.Group(gatewayGroup), gwv1.Kind(KindGateway), gwv1.Namespace(gi.gw.Namespace)
-	return gwv1.ParentReference{Group: &group, Kind: &kind, Namespace: &ns, Name: gwv1.ObjectName(gi.gw.Name)}
+	f := &refFields{group: gatewayGroup, kind: KindGateway, ns: gwv1.Namespace(gi.gw.Namespace)}
+	return gwv1.ParentReference{Group: &f.group, Kind: &f.kind, Namespace: &f.ns, Name: gwv1.ObjectName(gi.gw.Name)}
 }
 
 func ancestorRef(ns string, ref v1alpha1.PolicyTargetReference) gwv1.ParentReference {
-	group, kind, pns := ref.Group, ref.Kind, gwv1.Namespace(ns)
-	return gwv1.ParentReference{Group: &group, Kind: &kind, Namespace: &pns, Name: ref.Name, SectionName: ref.SectionName}
+	f := &refFields{group: ref.Group, kind: ref.Kind, ns: gwv1.Namespace(ns)}
+	return gwv1.ParentReference{Group: &f.group, Kind: &f.kind, Namespace: &f.ns, Name: ref.Name, SectionName: ref.SectionName}
 }
 
 // resolvePolicyTarget finds where a targetRef attaches; msg says why it does not.
@@ -199,14 +215,14 @@ func (t *translation) resolvePolicyTarget(idx *policyIndex, ns string, ref v1alp
 		}
 		return nil, "", fmt.Sprintf("Gateway %s has no listener %q", k, section)
 	case ref.Group == gatewayGroup && ref.Kind == KindHTTPRoute:
-		r := t.routeByName[key(ns, name)]
-		if r == nil {
+		ri := t.routeByName[key(ns, name)]
+		if ri == nil {
 			return nil, "", fmt.Sprintf("HTTPRoute %s not found", k)
 		}
 		if section == "" {
 			return idx.route, k, ""
 		}
-		for _, rule := range r.Spec.Rules {
+		for _, rule := range ri.r.Spec.Rules {
 			if rule.Name != nil && string(*rule.Name) == section {
 				return idx.rule, k + "/" + section, ""
 			}

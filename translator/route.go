@@ -1,6 +1,7 @@
 package translator
 
 import (
+	"cmp"
 	"fmt"
 	"regexp"
 	"slices"
@@ -40,28 +41,36 @@ type precedence struct {
 	rule, match                         int
 }
 
-func (a *precedence) before(b *precedence) bool {
+// compare is negative when a comes before b.
+func (a *precedence) compare(b *precedence) int {
 	switch {
 	case a.pathRank != b.pathRank:
-		return a.pathRank < b.pathRank
+		return cmp.Compare(a.pathRank, b.pathRank)
 	case a.pathLen != b.pathLen:
-		return a.pathLen > b.pathLen
+		return cmp.Compare(b.pathLen, a.pathLen)
 	case a.method != b.method:
-		return a.method
+		if a.method {
+			return -1
+		}
+		return 1
 	case a.headers != b.headers:
-		return a.headers > b.headers
+		return cmp.Compare(b.headers, a.headers)
 	case a.queries != b.queries:
-		return a.queries > b.queries
-	case !a.created.Equal(&b.created):
-		return a.created.Before(&b.created)
-	case a.ns != b.ns:
-		return a.ns < b.ns
-	case a.name != b.name:
-		return a.name < b.name
-	case a.rule != b.rule:
-		return a.rule < b.rule
+		return cmp.Compare(b.queries, a.queries)
 	}
-	return a.match < b.match
+	if c := a.created.Compare(b.created.Time); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.ns, b.ns); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.name, b.name); c != 0 {
+		return c
+	}
+	if a.rule != b.rule {
+		return cmp.Compare(a.rule, b.rule)
+	}
+	return cmp.Compare(a.match, b.match)
 }
 
 type compiledMatch struct {
@@ -109,6 +118,7 @@ func (c *compiledRule) redirectPrefix() *string {
 // compiledRoute is an HTTPRoute's rules plus what its status says about them.
 type compiledRoute struct {
 	r           *gwv1.HTTPRoute
+	info        *routeInfo
 	key         string
 	rules       []*compiledRule
 	refReason   string // ResolvedRefs reason when false
@@ -123,9 +133,10 @@ func (cr *compiledRoute) allInvalid() bool {
 }
 
 func (t *translation) translateRoutes() {
-	for _, r := range t.routes {
-		cr := t.compileRoute(r)
-		st := &gwv1.HTTPRouteStatus{RouteStatus: gwv1.RouteStatus{Parents: []gwv1.RouteParentStatus{}}}
+	for _, ri := range t.routes {
+		r := ri.r
+		cr := t.compileRoute(ri)
+		st := &gwv1.HTTPRouteStatus{RouteStatus: gwv1.RouteStatus{Parents: make([]gwv1.RouteParentStatus, 0, len(r.Spec.ParentRefs))}}
 		var attached []*listenerInfo // listeners this route is attached to already
 		for i, pr := range r.Spec.ParentRefs {
 			ps, ok := t.attachParent(cr, i, pr, &attached)
@@ -158,17 +169,18 @@ func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentRefer
 		return gwv1.RouteParentStatus{}, false
 	}
 	gen := r.Generation
-	ps := gwv1.RouteParentStatus{ParentRef: pr, ControllerName: gwv1.GatewayController(t.opts.ControllerName)}
-	field := "spec.parentRefs[" + strconv.Itoa(i) + "]"
+	ps := gwv1.RouteParentStatus{ParentRef: pr, ControllerName: gwv1.GatewayController(t.opts.ControllerName),
+		Conditions: make([]metav1.Condition, 0, 3)} // Accepted, ResolvedRefs, maybe PartiallyInvalid
+	field := func() string { return "spec.parentRefs[" + strconv.Itoa(i) + "]" } // built only for errors
 	gi := t.gateways[key(ns, string(pr.Name))]
 	if gi == nil {
 		if t.allGateways[key(ns, string(pr.Name))] != nil || t.opts.RequireGatewayClass {
 			return ps, false // another controller's Gateway, or unknowable in a cluster
 		}
 		msg := fmt.Sprintf("Gateway %s not found", keyString(ns, string(pr.Name)))
-		t.st.refuse(KindHTTPRoute, r.Namespace, r.Name, field, msg)
+		t.st.refuse(KindHTTPRoute, r.Namespace, r.Name, field(), msg)
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), false, string(gwv1.RouteReasonNoMatchingParent), msg, gen))
-		ps.Conditions = append(ps.Conditions, t.routeRefConditions(cr, gen)...)
+		ps.Conditions = appendRouteRefConditions(ps.Conditions, cr, gen)
 		return ps, true
 	}
 	var candidates []*listenerInfo
@@ -214,22 +226,22 @@ func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentRefer
 	}
 	switch {
 	case n > 0 && cr.allInvalid():
-		t.st.refuse(KindHTTPRoute, r.Namespace, r.Name, field, "not attached: no rule can be honoured (see the errors of spec.rules)")
+		t.st.refuse(KindHTTPRoute, r.Namespace, r.Name, field(), "not attached: no rule can be honoured (see the errors of spec.rules)")
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), false, string(gwv1.RouteReasonUnsupportedValue),
 			"no rule can be honoured: "+strings.Join(cr.invalidMsgs, "; "), gen))
 	case n > 0:
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), true, string(gwv1.RouteReasonAccepted), "", gen))
-		addGateway(t.routeGateways, key(r.Namespace, r.Name), gi)
+		addGateway(&cr.info.gateways, gi)
 	default:
-		t.st.refuse(KindHTTPRoute, r.Namespace, r.Name, field, msg)
+		t.st.refuse(KindHTTPRoute, r.Namespace, r.Name, field(), msg)
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), false, reason, msg, gen))
 	}
-	ps.Conditions = append(ps.Conditions, t.routeRefConditions(cr, gen)...)
+	ps.Conditions = appendRouteRefConditions(ps.Conditions, cr, gen)
 	return ps, true
 }
 
-func (t *translation) routeRefConditions(cr *compiledRoute, gen int64) []metav1.Condition {
-	var out []metav1.Condition
+// appendRouteRefConditions appends the ResolvedRefs and PartiallyInvalid conditions of a route.
+func appendRouteRefConditions(out []metav1.Condition, cr *compiledRoute, gen int64) []metav1.Condition {
 	if cr.refReason != "" {
 		out = append(out, condition(string(gwv1.RouteConditionResolvedRefs), false, cr.refReason, strings.Join(cr.refMsgs, "; "), gen))
 	} else {
@@ -279,8 +291,9 @@ func hostMatches(w, h string) bool {
 }
 
 // compileRoute resolves a route's matches, filters and backendRefs once for all listeners.
-func (t *translation) compileRoute(r *gwv1.HTTPRoute) *compiledRoute {
-	cr := &compiledRoute{r: r, key: keyString(r.Namespace, r.Name)}
+func (t *translation) compileRoute(ri *routeInfo) *compiledRoute {
+	r := ri.r
+	cr := &compiledRoute{r: r, info: ri, key: keyString(r.Namespace, r.Name), rules: make([]*compiledRule, 0, len(r.Spec.Rules))}
 	for i := range r.Spec.Rules {
 		cr.rules = append(cr.rules, t.compileRule(cr, i))
 	}
@@ -294,14 +307,14 @@ func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {
 	if rule.Name != nil {
 		c.name = string(*rule.Name)
 	}
-	field := "spec.rules[" + strconv.Itoa(i) + "]"
+	field := func() string { return "spec.rules[" + strconv.Itoa(i) + "]" } // built only for errors
 	// an invalid part makes the whole rule answer 500: serving it without that part (a match,
 	// a filter, a timeout) would do something else than asked
 	invalid := func(f, msg string) {
 		cr.invalidMsgs = append(cr.invalidMsgs, f+": "+msg)
 		t.st.refuse(KindHTTPRoute, r.Namespace, r.Name, f, msg)
 		if c.failMsg == "" {
-			cr.badRules = append(cr.badRules, field)
+			cr.badRules = append(cr.badRules, field())
 		}
 		c.failMsg = bodyBadRule
 	}
@@ -309,10 +322,12 @@ func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {
 	if len(matches) == 0 {
 		matches = []gwv1.HTTPRouteMatch{{}}
 	}
+	c.matches = make([]compiledMatch, 0, len(matches))
+	c.refs = make([]ruleRef, 0, len(rule.BackendRefs))
 	for j := range matches {
 		m, f, err := compileMatch(&matches[j])
 		if err != "" {
-			invalid(fmt.Sprintf("%s.matches[%d]%s", field, j, f), err)
+			invalid(fmt.Sprintf("%s.matches[%d]%s", field(), j, f), err)
 			continue
 		}
 		m.index = j
@@ -321,13 +336,13 @@ func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {
 	}
 	for k := range rule.Filters {
 		if f, msg := t.applyFilter(c, &rule.Filters[k]); msg != "" {
-			invalid(fmt.Sprintf("%s.filters[%d]%s", field, k, f), msg)
+			invalid(fmt.Sprintf("%s.filters[%d]%s", field(), k, f), msg)
 		}
 	}
 	if c.replacePrefix != nil || c.redirectPrefix() != nil {
 		for _, m := range c.matches {
 			if !m.isPfx {
-				invalid(field+".filters", "ReplacePrefixMatch needs PathPrefix matches")
+				invalid(field()+".filters", "ReplacePrefixMatch needs PathPrefix matches")
 				break
 			}
 		}
@@ -335,13 +350,13 @@ func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {
 	if tm := rule.Timeouts; tm != nil && tm.Request != nil {
 		d, err := time.ParseDuration(string(*tm.Request))
 		if err != nil || d < 0 {
-			invalid(field+".timeouts.request", fmt.Sprintf("%q is not a duration", *tm.Request))
+			invalid(field()+".timeouts.request", fmt.Sprintf("%q is not a duration", *tm.Request))
 		} else {
 			c.timeout = durationpb.New(d)
 		}
 	}
 	for k := range rule.BackendRefs {
-		t.resolveBackendRef(cr, c, field+".backendRefs["+strconv.Itoa(k)+"]", &rule.BackendRefs[k])
+		t.resolveBackendRef(cr, c, i, k, &rule.BackendRefs[k])
 	}
 	return c
 }
@@ -607,7 +622,7 @@ func redirectAction(rd *gwv1.HTTPRequestRedirectFilter, listenerPort int32) *rou
 
 // resolveBackendRef adds a backendRef to the rule, or records why it is invalid; an invalid
 // ref's weight answers 500.
-func (t *translation) resolveBackendRef(cr *compiledRoute, c *compiledRule, field string, ref *gwv1.HTTPBackendRef) {
+func (t *translation) resolveBackendRef(cr *compiledRoute, c *compiledRule, rule, index int, ref *gwv1.HTTPBackendRef) {
 	r := cr.r
 	c.hasRefs = true
 	weight := int32(1)
@@ -618,6 +633,7 @@ func (t *translation) resolveBackendRef(cr *compiledRoute, c *compiledRule, fiel
 		if cr.refReason == "" {
 			cr.refReason = reason
 		}
+		field := "spec.rules[" + strconv.Itoa(rule) + "].backendRefs[" + strconv.Itoa(index) + "]"
 		cr.refMsgs = append(cr.refMsgs, field+": "+msg)
 		t.st.refuse(KindHTTPRoute, r.Namespace, r.Name, field, msg)
 		if weight > 0 {
@@ -708,19 +724,13 @@ func (t *translation) addRoutes(gi *gatewayInfo, li *listenerInfo, cr *compiledR
 			continue
 		}
 		tpl := t.ruleTemplate(gi, li, cr, c)
-		for _, m := range c.matches {
+		for k := range c.matches {
+			m := &c.matches[k]
 			rt := tpl.route(cr, c, m)
 			for _, h := range hosts {
 				gb.vhost(li, h).add(rt, &m.prec)
 			}
 		}
-	}
-}
-
-// addGateway adds gi to the Gateways of k, once.
-func addGateway[K comparable](m map[K][]*gatewayInfo, k K, gi *gatewayInfo) {
-	if !slices.Contains(m[k], gi) {
-		m[k] = append(m[k], gi)
 	}
 }
 
@@ -741,9 +751,9 @@ func directResponse(body string) *routev3.Route_DirectResponse {
 
 // ruleTemplate decides what a rule does on one listener: its merged policies, ext_proc config,
 // clusters, and the Envoy action.
-func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compiledRoute, c *compiledRule) *routeTemplate {
+func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compiledRoute, c *compiledRule) routeTemplate {
 	gb := gi.build
-	tpl := &routeTemplate{}
+	var tpl routeTemplate
 	att := attachment{gateway: gi.key, listener: li.key, route: cr.key}
 	if c.name != "" {
 		att.rule = cr.key + "/" + c.name
@@ -754,39 +764,44 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 	if len(c.refs) == 0 || c.redirect != nil {
 		base = t.merge(att)
 	}
-	merges := make([]*mergedPolicy, len(c.refs))
+	var buf [4]*mergedPolicy // most rules have few backends: no allocation
+	merges := buf[:0]
 	bad := base != nil && len(base.invalid) > 0
-	for i, ref := range c.refs {
+	for _, ref := range c.refs {
 		if ref.tg.backend != "" {
-			addGateway(t.backendGateways, ref.tg.backend, gi)
+			addGateway(&ref.tg.gateways, gi)
 		}
 		a := att
 		a.backend = ref.tg.backend
-		merges[i] = t.merge(a)
-		if merges[i] != nil && len(merges[i].invalid) > 0 {
+		m := t.merge(a)
+		merges = append(merges, m)
+		if m != nil && len(m.invalid) > 0 {
 			bad = true
 		}
 	}
 	switch {
 	case bad:
 		tpl.direct = directResponse(bodyBadPolicy)
-		tpl.perFilter = map[string]*anypb.Any{ExtProcFilterName: t.xds.disabled}
+		tpl.perFilter = t.xds.disabledFilters
 		return tpl
 	case c.failMsg != "":
 		tpl.direct = directResponse(c.failMsg)
-		tpl.perFilter = map[string]*anypb.Any{ExtProcFilterName: t.xds.disabled}
+		tpl.perFilter = t.xds.disabledFilters
 		return tpl
 	case c.redirect != nil:
 		tpl.redirect = &routev3.Route_Redirect{Redirect: redirectAction(c.redirect, li.l.Port)}
-		tpl.perFilter = map[string]*anypb.Any{ExtProcFilterName: t.perRouteConfig(extProcRoute{
-			gateway: gi.key, route: routeID, policy: gb.addPolicy(base)})}
+		tpl.perFilter = t.xds.perFilter(t.perRouteConfig(extProcRoute{gateway: gi.key, route: routeID, policy: gb.addPolicy(base)}))
 		return tpl
 	case len(c.refs) == 0:
 		tpl.direct = directResponse(bodyNoBackend)
-		tpl.perFilter = map[string]*anypb.Any{ExtProcFilterName: t.xds.disabled}
+		tpl.perFilter = t.xds.disabledFilters
 		return tpl
 	}
-	configs := make([]*anypb.Any, len(c.refs))
+	var cbuf [4]*anypb.Any
+	configs := cbuf[:len(c.refs)]
+	if len(c.refs) > len(cbuf) {
+		configs = make([]*anypb.Any, len(c.refs))
+	}
 	same := true
 	affinity, mcp := false, false
 	for i, ref := range c.refs {
@@ -801,7 +816,7 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 		mcp = mcp || tg.mcp != ""
 	}
 	ra := &routev3.RouteAction{}
-	tpl.perFilter = map[string]*anypb.Any{ExtProcFilterName: configs[0]}
+	tpl.perFilter = t.xds.perFilter(configs[0])
 	if len(c.refs) == 1 && c.invalidWeight == 0 {
 		tg := c.refs[0].tg
 		ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: tg.cluster.Name}
@@ -876,7 +891,7 @@ func prefixRewrite(prefix, replace string) *matcherv3.RegexMatchAndSubstitute {
 }
 
 // route builds the Envoy route of one match.
-func (tpl *routeTemplate) route(cr *compiledRoute, c *compiledRule, m compiledMatch) *routev3.Route {
+func (tpl *routeTemplate) route(cr *compiledRoute, c *compiledRule, m *compiledMatch) *routev3.Route {
 	rt := &routev3.Route{
 		Name:                    "httproute/" + cr.key + "/rule/" + strconv.Itoa(c.index) + "/match/" + strconv.Itoa(m.index),
 		Match:                   m.m,

@@ -2,7 +2,7 @@ package translator
 
 import (
 	"slices"
-	"sort"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -28,8 +28,8 @@ type translation struct {
 	gateways     map[nsName]*gatewayInfo // served gateways
 	allGateways  map[nsName]*gwv1.Gateway
 	served       []*gatewayInfo // served gateways, oldest first
-	routes       []*gwv1.HTTPRoute
-	routeByName  map[nsName]*gwv1.HTTPRoute
+	routes       []*routeInfo   // oldest first
+	routeByName  map[nsName]*routeInfo
 	backends     map[nsName]*backendInfo
 	services     map[nsName]*corev1.Service
 	servicesInNS map[string][]*corev1.Service
@@ -39,37 +39,31 @@ type translation struct {
 	grants       map[string][]*gwv1.ReferenceGrant // by namespace
 	svcTargets   map[string]*target                // Service backendRef targets by cluster name
 	policies     *policyIndex
-	policyList   []*policyInfo // every policy, oldest first
-	// the served Gateways each HTTPRoute is attached to and each AgentgatewayBackend ("NS/NAME")
-	// is used on, for the policies' ancestors
-	routeGateways   map[nsName][]*gatewayInfo
-	backendGateways map[string][]*gatewayInfo
-	merged          map[string]*mergedPolicy // by policy name
+	policyList   []*policyInfo            // every policy, oldest first
+	merged       map[string]*mergedPolicy // by policy name
 }
 
 func newTranslation(in *Resources, opts Options) *translation {
 	st := newStatus(in)
 	t := &translation{
-		in:              in,
-		opts:            opts,
-		out:             &Output{Gateways: make(map[string]*GatewayConfig, len(in.Gateways))},
-		chk:             newChecker(),
-		classes:         make(map[string]*gwv1.GatewayClass, len(in.GatewayClasses)),
-		gateways:        make(map[nsName]*gatewayInfo, len(in.Gateways)),
-		allGateways:     make(map[nsName]*gwv1.Gateway, len(in.Gateways)),
-		routes:          make([]*gwv1.HTTPRoute, 0, len(in.HTTPRoutes)),
-		routeByName:     make(map[nsName]*gwv1.HTTPRoute, len(in.HTTPRoutes)),
-		backends:        make(map[nsName]*backendInfo, len(in.Backends)),
-		services:        make(map[nsName]*corev1.Service, len(in.Services)),
-		servicesInNS:    map[string][]*corev1.Service{},
-		slices:          make(map[nsName][]*discoveryv1.EndpointSlice, len(in.Services)),
-		secrets:         make(map[nsName]*corev1.Secret, len(in.Secrets)),
-		namespaces:      make(map[string]*corev1.Namespace, len(in.Namespaces)),
-		grants:          map[string][]*gwv1.ReferenceGrant{},
-		routeGateways:   map[nsName][]*gatewayInfo{},
-		backendGateways: map[string][]*gatewayInfo{},
-		svcTargets:      map[string]*target{},
-		merged:          make(map[string]*mergedPolicy, len(in.Policies)),
+		in:           in,
+		chk:          newChecker(),
+		opts:         opts,
+		out:          &Output{Gateways: make(map[string]*GatewayConfig, len(in.Gateways))},
+		classes:      make(map[string]*gwv1.GatewayClass, len(in.GatewayClasses)),
+		gateways:     make(map[nsName]*gatewayInfo, len(in.Gateways)),
+		allGateways:  make(map[nsName]*gwv1.Gateway, len(in.Gateways)),
+		routes:       make([]*routeInfo, 0, len(in.HTTPRoutes)),
+		routeByName:  make(map[nsName]*routeInfo, len(in.HTTPRoutes)),
+		backends:     make(map[nsName]*backendInfo, len(in.Backends)),
+		services:     make(map[nsName]*corev1.Service, len(in.Services)),
+		servicesInNS: map[string][]*corev1.Service{},
+		slices:       make(map[nsName][]*discoveryv1.EndpointSlice, len(in.Services)),
+		secrets:      make(map[nsName]*corev1.Secret, len(in.Secrets)),
+		namespaces:   make(map[string]*corev1.Namespace, len(in.Namespaces)),
+		grants:       map[string][]*gwv1.ReferenceGrant{},
+		svcTargets:   map[string]*target{},
+		merged:       make(map[string]*mergedPolicy, len(in.Policies)),
 	}
 	t.st = &st
 	return t
@@ -102,11 +96,12 @@ func (t *translation) index() {
 	}
 	for _, r := range t.in.HTTPRoutes {
 		if r != nil && r.Name != "" {
-			t.routes = append(t.routes, r)
-			t.routeByName[key(r.Namespace, r.Name)] = r
+			ri := &routeInfo{r: r}
+			t.routes = append(t.routes, ri)
+			t.routeByName[key(r.Namespace, r.Name)] = ri
 		}
 	}
-	sort.Slice(t.routes, func(i, j int) bool { return olderFirst(&t.routes[i].ObjectMeta, &t.routes[j].ObjectMeta) })
+	slices.SortFunc(t.routes, func(a, b *routeInfo) int { return compareAge(&a.r.ObjectMeta, &b.r.ObjectMeta) })
 	for _, s := range t.in.Services {
 		if s != nil && s.Name != "" {
 			t.services[key(s.Namespace, s.Name)] = s
@@ -115,7 +110,7 @@ func (t *translation) index() {
 	}
 	for ns := range t.servicesInNS {
 		l := t.servicesInNS[ns]
-		sort.Slice(l, func(i, j int) bool { return l[i].Name < l[j].Name })
+		slices.SortFunc(l, func(a, b *corev1.Service) int { return strings.Compare(a.Name, b.Name) })
 	}
 	for _, s := range t.in.EndpointSlices {
 		if s == nil {
@@ -164,16 +159,29 @@ func key(ns, name string) nsName { return nsName{Namespace: ns, Name: name} }
 
 func keyString(ns, name string) string { return ns + "/" + name }
 
-// olderFirst orders objects by creation time, then namespace and name (Gateway API conflict
+// compareAge orders objects by creation time, then namespace and name (Gateway API conflict
 // resolution: the oldest wins).
-func olderFirst(a, b *metav1.ObjectMeta) bool {
-	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
-		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+func compareAge(a, b *metav1.ObjectMeta) int {
+	if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+		return c
 	}
-	if a.Namespace != b.Namespace {
-		return a.Namespace < b.Namespace
+	if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
+		return c
 	}
-	return a.Name < b.Name
+	return strings.Compare(a.Name, b.Name)
+}
+
+// routeInfo is an HTTPRoute during translation.
+type routeInfo struct {
+	r        *gwv1.HTTPRoute
+	gateways []*gatewayInfo // the served Gateways it is attached to
+}
+
+// addGateway adds gi to a list of Gateways, once.
+func addGateway(list *[]*gatewayInfo, gi *gatewayInfo) {
+	if !slices.Contains(*list, gi) {
+		*list = append(*list, gi)
+	}
 }
 
 // mergedPolicy is one distinct merge of policies: its resource and whether an invalid policy
