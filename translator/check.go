@@ -3,52 +3,92 @@ package translator
 import (
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/mcpgate/mcpgate/extproc/authz"
 	"github.com/mcpgate/mcpgate/extproc/jwt"
 )
 
-// checker validates CEL expressions and JWKS documents with the very code ext_proc runs
-// (extproc/authz and extproc/jwt), so that what the translator accepts ext_proc can enforce.
-// Each distinct text is checked once per translation.
-type checker struct {
-	env  *authz.Env
-	envE error
-	cel  map[string]error
-	jwks map[string]error
+// Cache remembers, from one translation to the next, the checks whose result depends only on a
+// text: whether a CEL expression compiles and whether a JWKS document parses (with the very
+// code ext_proc runs, extproc/authz and extproc/jwt, so that what the translator accepts
+// ext_proc can enforce). A caller that translates again and again (the file watcher, the
+// controller) sets the same Cache in every Options, so that the policies that did not change
+// are not checked again; the output is the same with or without it. A Cache keeps the results
+// that the last translation used and forgets the others. It is safe for concurrent use.
+type Cache struct {
+	mu       sync.Mutex
+	env      *authz.Env
+	envErr   error
+	cel      map[string]error // used by the current translation
+	jwks     map[string]error
+	prevCEL  map[string]error // used by the translation before
+	prevJWKS map[string]error
 }
 
-func newChecker() *checker {
-	return &checker{cel: map[string]error{}, jwks: map[string]error{}}
+// NewCache returns an empty Cache.
+func NewCache() *Cache {
+	return &Cache{cel: map[string]error{}, jwks: map[string]error{}}
+}
+
+// lookup returns the result for text from cur or prev (moving it to cur), and whether there is
+// one. The caller holds c.mu.
+func lookup(cur, prev map[string]error, text string) (error, bool) {
+	if err, ok := cur[text]; ok {
+		return err, true
+	}
+	if err, ok := prev[text]; ok {
+		cur[text] = err
+		return err, true
+	}
+	return nil, false
 }
 
 // checkCEL reports whether expr compiles to a bool (or dyn) expression.
-func (c *checker) checkCEL(expr string) error {
-	if err, ok := c.cel[expr]; ok {
+func (c *Cache) checkCEL(expr string) error {
+	c.mu.Lock()
+	if err, ok := lookup(c.cel, c.prevCEL, expr); ok {
+		c.mu.Unlock()
 		return err
 	}
-	if c.env == nil && c.envE == nil {
-		c.env, c.envE = authz.NewEnv(authz.Options{})
+	if c.env == nil && c.envErr == nil {
+		c.env, c.envErr = authz.NewEnv(authz.Options{})
 	}
-	err := c.envE
+	env, err := c.env, c.envErr
+	c.mu.Unlock()
 	if err == nil {
-		if err = c.env.Check(expr); err != nil {
+		if err = env.Check(expr); err != nil {
 			// the first line names the position and the problem; the caret lines that follow
 			// do not fit one-line status messages
 			msg, _, _ := strings.Cut(err.Error(), "\n")
 			err = fmt.Errorf("CEL does not compile: %s", strings.TrimPrefix(msg, "ERROR: "))
 		}
 	}
+	c.mu.Lock()
 	c.cel[expr] = err
+	c.mu.Unlock()
 	return err
 }
 
 // checkJWKS reports whether doc is a JSON Web Key Set with at least one usable public key.
-func (c *checker) checkJWKS(doc string) error {
-	if err, ok := c.jwks[doc]; ok {
+func (c *Cache) checkJWKS(doc string) error {
+	c.mu.Lock()
+	err, ok := lookup(c.jwks, c.prevJWKS, doc)
+	c.mu.Unlock()
+	if ok {
 		return err
 	}
-	_, err := jwt.ParseJWKS([]byte(doc))
+	_, err = jwt.ParseJWKS([]byte(doc))
+	c.mu.Lock()
 	c.jwks[doc] = err
+	c.mu.Unlock()
 	return err
+}
+
+// done ends a translation: what it did not use is forgotten.
+func (c *Cache) done() {
+	c.mu.Lock()
+	c.prevCEL, c.cel = c.cel, make(map[string]error, len(c.cel))
+	c.prevJWKS, c.jwks = c.jwks, make(map[string]error, len(c.jwks))
+	c.mu.Unlock()
 }

@@ -21,7 +21,7 @@ type translation struct {
 	opts Options
 	out  *Output
 	st   *Status
-	chk  *checker
+	chk  *Cache // Options.Cache, or one for this translation
 	xds  *xdsCommon
 
 	classes      map[string]*gwv1.GatewayClass
@@ -47,7 +47,6 @@ func newTranslation(in *Resources, opts Options) *translation {
 	st := newStatus(in)
 	t := &translation{
 		in:           in,
-		chk:          newChecker(),
 		opts:         opts,
 		out:          &Output{Gateways: make(map[string]*GatewayConfig, len(in.Gateways))},
 		classes:      make(map[string]*gwv1.GatewayClass, len(in.GatewayClasses)),
@@ -66,6 +65,9 @@ func newTranslation(in *Resources, opts Options) *translation {
 		merged:       make(map[string]*mergedPolicy, len(in.Policies)),
 	}
 	t.st = &st
+	if t.chk = opts.Cache; t.chk == nil {
+		t.chk = NewCache()
+	}
 	return t
 }
 
@@ -80,6 +82,7 @@ func (t *translation) run() {
 	t.policyStatuses()
 	t.finishGateways()
 	t.out.Status = *t.st
+	t.chk.done()
 }
 
 // index builds the lookup maps. Objects without a name are skipped; nil entries are ignored.

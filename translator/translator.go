@@ -3,7 +3,8 @@
 // the status of every input object.
 //
 // Translate is a pure function: it does no I/O, keeps no state between calls and gives the same
-// output for the same input. The names it gives resources, the ext_proc filter settings and the
+// output for the same input (an Options.Cache carries only the checks of CEL and JWKS texts
+// from one call to the next, which saves time and changes nothing in the output). The names it gives resources, the ext_proc filter settings and the
 // per-route gRPC metadata are the contract of docs/design.md.
 //
 // Which Gateways are served: a Gateway whose GatewayClass names Options.ControllerName, or whose
@@ -112,6 +113,9 @@ type Options struct {
 	MaxBodyBytes int64
 	// UpstreamCAFile is the CA bundle for TLS upstreams (default DefaultUpstreamCAFile).
 	UpstreamCAFile string
+	// Cache, when set, carries the checks of CEL expressions and JWKS documents over to the
+	// next translation with the same Cache (see Cache); nil checks everything anew.
+	Cache *Cache
 }
 
 func (o Options) withDefaults() Options {
