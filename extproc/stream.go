@@ -99,14 +99,13 @@ type stream struct {
 	pol   *policy
 	scope string // legacy SSE session table scope
 
-	// From the request headers.
-	headers                    headerList
-	method, path, host, source string
-	session                    string
-	auth                       jwt.Result
-	authn                      string
-	in                         authz.Input
-	auditClaims                map[string]any
+	// From the request headers. in holds what the rules see (method, path, host, source, claims).
+	headers     headerList
+	session     string
+	auth        jwt.Result
+	authn       string
+	in          authz.Input
+	auditClaims map[string]any
 	// trafficDeferred: the traffic rules read mcp.*, so they run on the body's messages.
 	trafficDeferred bool
 	reqBodySeen     bool
@@ -242,16 +241,16 @@ func (st *stream) evaluate(rules *authz.RuleSet, in *authz.Input) authz.Decision
 
 func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*structpb.Struct) *extprocv3.ProcessingResponse {
 	st.headers = readHeaders(h.GetHeaders())
-	st.method = st.headers.first(":method")
-	st.path = st.headers.first(":path")
-	st.host = st.headers.first(":authority")
-	if st.host == "" {
-		st.host = st.headers.first("host")
+	st.in = authz.Input{
+		Method: st.headers.first(":method"), Path: st.headers.first(":path"), Host: st.headers.first(":authority"),
+		Headers: st.headers, SourceAddress: sourceAddress(attrs), ToolTarget: st.ri.target,
 	}
-	st.source = sourceAddress(attrs)
+	if st.in.Host == "" {
+		st.in.Host = st.headers.first("host")
+	}
 	switch st.ri.transport {
 	case contract.TransportSSE:
-		st.session = mcp.SessionFromURL(st.path)
+		st.session = mcp.SessionFromURL(st.in.Path)
 	case contract.TransportStreamableHTTP:
 		st.session = st.headers.first("mcp-session-id")
 	}
@@ -272,10 +271,7 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 	}
 	md.str(contract.FieldSubject, st.auth.Subject)
 
-	st.in = authz.Input{
-		Claims: st.auth.Claims, Method: st.method, Path: st.path, Host: st.host,
-		Headers: st.headers, SourceAddress: st.source, ToolTarget: st.ri.target,
-	}
+	st.in.Claims = st.auth.Claims
 	if st.pol != nil && st.pol.traffic != nil {
 		if st.pol.traffic.NeedsMCP() && st.ri.transport != "" && !h.GetEndOfStream() {
 			st.trafficDeferred = true
@@ -570,7 +566,7 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	switch {
 	case mt == "text/event-stream":
 		st.sse = mcp.NewSSEStream(st.s.cfg.MaxBodyBytes)
-		st.getStream = st.ri.transport == contract.TransportSSE && st.method == http.MethodGet
+		st.getStream = st.ri.transport == contract.TransportSSE && st.in.Method == http.MethodGet
 	case mode.GetResponseBodyMode() == extprocfilterv3.ProcessingMode_NONE:
 		// The body will not be seen.
 		st.finishPending(now)
