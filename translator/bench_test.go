@@ -71,6 +71,18 @@ func benchResources(n int, jwt bool, distinctCEL int) *translator.Resources {
 	return res
 }
 
+// withHostnames puts res's routes on one listener without a hostname and gives each route its
+// own hostname.
+func withHostnames(res *translator.Resources) *translator.Resources {
+	res.Gateways[0].Spec.Listeners = res.Gateways[0].Spec.Listeners[:1]
+	res.Gateways[0].Spec.Listeners[0].Hostname = nil
+	for i, r := range res.HTTPRoutes {
+		r.Spec.ParentRefs[0].SectionName = nil
+		r.Spec.Hostnames = []gwv1.Hostname{gwv1.Hostname(fmt.Sprintf("r%d.tenants.example", i))}
+	}
+	return res
+}
+
 // cpuTime is the CPU time (user and system) the process has used; on a shared machine it is
 // steadier than wall time (docs/benchmarks.md).
 func cpuTime(b *testing.B) time.Duration {
@@ -114,6 +126,8 @@ func BenchmarkTranslate(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("routes=%d/warm", n), func(b *testing.B) { benchTranslate(b, benchResources(n, false, 16), true) })
 	}
+	// one listener, every route with its own hostname: a virtual host per route
+	b.Run("routes=1000/hostnames", func(b *testing.B) { benchTranslate(b, withHostnames(benchResources(1000, false, 16)), false) })
 	// the worst case for CEL: every policy's expression differs
 	b.Run("routes=1000/distinct-cel", func(b *testing.B) { benchTranslate(b, benchResources(1000, false, 1000), false) })
 	b.Run("routes=1000/distinct-cel/warm", func(b *testing.B) { benchTranslate(b, benchResources(1000, false, 1000), true) })

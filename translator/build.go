@@ -135,49 +135,58 @@ func (gb *gatewayBuild) virtualHosts(listeners []*listenerInfo, port int32) []*r
 		}
 	}
 	var kept []*vhostBuild
-	ofListener := map[*listenerInfo][]*vhostBuild{}
-	for domain, byListener := range gb.vhosts[port] {
+	byDomain := gb.vhosts[port]
+	for domain, byListener := range byDomain {
 		if vb := byListener[ownerOf(onPort, domain)]; vb != nil {
 			kept = append(kept, vb)
 		}
-		for li, vb := range byListener {
-			ofListener[li] = append(ofListener[li], vb)
-		}
 	}
-	sort.Slice(kept, func(i, j int) bool { return kept[i].name < kept[j].name })
+	slices.SortFunc(kept, func(a, b *vhostBuild) int { return strings.Compare(a.name, b.name) })
 	out := make([]*routev3.VirtualHost, 0, len(kept))
 	for _, vb := range kept {
 		routes := vb.sorted()
-		var wider []*vhostBuild
-		for _, w := range ofListener[vb.li] {
-			if w != vb && covers(w.domain, vb.domain) {
-				wider = append(wider, w)
+		var seen map[*routev3.Route]bool
+		for _, d := range widerDomains(vb.domain) {
+			w := byDomain[d][vb.li]
+			if w == nil {
+				continue
 			}
-		}
-		if len(wider) > 0 {
-			sort.Slice(wider, func(i, j int) bool {
-				if a, b := hostSpecificity(wider[i].domain), hostSpecificity(wider[j].domain); a != b {
-					return a > b
+			if seen == nil {
+				routes = slices.Clone(routes)
+				seen = make(map[*routev3.Route]bool, len(routes))
+				for _, r := range routes {
+					seen[r] = true
 				}
-				return wider[i].name < wider[j].name
-			})
-			routes = append([]*routev3.Route{}, routes...)
-			seen := make(map[*routev3.Route]bool, len(routes))
-			for _, r := range routes {
-				seen[r] = true
 			}
-			for _, w := range wider {
-				for _, r := range w.sorted() {
-					if !seen[r] { // a route with both hostnames is there already
-						seen[r] = true
-						routes = append(routes, r)
-					}
+			for _, r := range w.sorted() {
+				if !seen[r] { // a route with both hostnames is there already
+					seen[r] = true
+					routes = append(routes, r)
 				}
 			}
 		}
 		out = append(out, &routev3.VirtualHost{Name: vb.name, Domains: []string{vb.domain}, Routes: routes})
 	}
 	return out
+}
+
+// widerDomains lists the domains that cover the domain d, most specific first: the wildcards
+// of its parent domains ("a.b.example" and "*.b.example" are covered by "*.example"; a
+// wildcard does not cover its apex), then "*".
+func widerDomains(d string) []string {
+	if d == "*" {
+		return nil
+	}
+	var out []string
+	for s := strings.TrimPrefix(d, "*."); ; {
+		i := strings.IndexByte(s, '.')
+		if i < 0 {
+			break
+		}
+		s = s[i+1:]
+		out = append(out, "*."+s)
+	}
+	return append(out, "*")
 }
 
 // ownerOf returns the most specific listener (the first on ties) whose hostname covers domain,
