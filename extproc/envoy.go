@@ -126,6 +126,12 @@ func mediaType(ct string) string {
 	return strings.ToLower(strings.TrimSpace(ct))
 }
 
+// encoded reports whether a content-encoding value names an encoding other than identity.
+func encoded(ce string) bool {
+	ce = strings.TrimSpace(ce)
+	return ce != "" && !strings.EqualFold(ce, "identity")
+}
+
 // sourceAddress reads the source.address request attribute.
 func sourceAddress(attrs map[string]*structpb.Struct) string {
 	return attrs["envoy.filters.http.ext_proc"].GetFields()["source.address"].GetStringValue()
@@ -350,16 +356,20 @@ func immediateReply(a answer, md metadata) *extprocv3.ProcessingResponse {
 
 // responseBodyMode is the mode_override of a response whose media type is mt: server-sent
 // events are streamed chunk by chunk, JSON is buffered (as the route already says; repeated so
-// that a route configured otherwise still gives ext_proc the whole answer to read), anything else
-// is buffered when read says the answer must be read, else not sent to ext_proc at all. The
-// request body stays BUFFERED (body modes are applied literally, and a request body still in
-// flight must still be read).
-func responseBodyMode(mt string, read bool) *extprocfilterv3.ProcessingMode {
+// that a route configured otherwise still gives ext_proc the whole answer to read); anything else,
+// and any body with a content encoding (which ext_proc cannot read), is buffered when read says
+// the answer must be read, else not sent to ext_proc at all. The request body stays BUFFERED
+// (body modes are applied literally, and a request body still in flight must still be read).
+func responseBodyMode(mt string, encoded, read bool) *extprocfilterv3.ProcessingMode {
 	var mode extprocfilterv3.ProcessingMode_BodySendMode
 	switch {
+	case read && (encoded || mt != "text/event-stream"):
+		mode = extprocfilterv3.ProcessingMode_BUFFERED
+	case encoded:
+		mode = extprocfilterv3.ProcessingMode_NONE
 	case mt == "text/event-stream":
 		mode = extprocfilterv3.ProcessingMode_STREAMED
-	case mt == "application/json" || read:
+	case mt == "application/json":
 		mode = extprocfilterv3.ProcessingMode_BUFFERED
 	default:
 		mode = extprocfilterv3.ProcessingMode_NONE

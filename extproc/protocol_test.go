@@ -2,10 +2,12 @@ package extproc_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -902,4 +904,35 @@ func TestPanicFailsOnlyItsStream(t *testing.T) {
 		t.Fatalf("end of stream: %v, want codes.Internal", err)
 	}
 	waitFor(t, "streams to end", func() bool { return h.metric(t, "mcpgate_extproc_streams_active", nil) == 0 })
+}
+
+// TestCompressedAnswers: ext_proc must read MCP answers, so MCP requests go upstream without
+// accept-encoding; an answer that must be rewritten and comes compressed all the same cannot be
+// read, even as server-sent events, and is replaced by a plain JSON error.
+func TestCompressedAnswers(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte("event: message\ndata: " + toolsListAnswer + "\n\n"))
+	zw.Close()
+	for _, ct := range []string{"text/event-stream", "application/json"} {
+		s := h.open(t, h.tcp, streamableRoute)
+		resp := check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("accept-encoding", "gzip, br")), false))
+		if rm := extproctest.Common(resp).GetHeaderMutation().GetRemoveHeaders(); !slices.Contains(rm, "accept-encoding") {
+			t.Errorf("accept-encoding kept: removed %v", rm)
+		}
+		check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`), true))
+		resp = check(t)(s.ResponseHeaders(respHeaders("200", ct, hdr("content-encoding", "gzip")), false))
+		if mo := resp.GetModeOverride(); mo.GetResponseBodyMode() != extprocfilterv3.ProcessingMode_BUFFERED {
+			t.Errorf("%s, gzip: mode_override %v, want the answer BUFFERED", ct, mo)
+			continue
+		}
+		resp = check(t)(s.ResponseBody(gz.Bytes(), true))
+		if got := string(extproctest.BodyAfter(resp, gz.Bytes())); !strings.Contains(got, `"code":-32603`) {
+			t.Errorf("%s, gzip: body %q, want the error", ct, got)
+		}
+		if rm := extproctest.Common(resp).GetHeaderMutation().GetRemoveHeaders(); !slices.Contains(rm, "content-encoding") || setHeaders(resp)["content-type"] != "application/json" {
+			t.Errorf("%s, gzip: headers removed %v, set %v", ct, rm, setHeaders(resp))
+		}
+	}
 }

@@ -269,6 +269,13 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 	if refusal != nil {
 		return st.refuse(*refusal, "jwt", md, nil)
 	}
+	if st.ri.transport != "" && st.headers.first("accept-encoding") != "" {
+		// ext_proc reads MCP answers (to audit, filter and rewrite them): ask for them plain.
+		if mut == nil {
+			mut = &extprocv3.HeaderMutation{}
+		}
+		mut.RemoveHeaders = append(mut.RemoveHeaders, "accept-encoding")
+	}
 	md.str(contract.FieldSubject, st.auth.Subject)
 
 	st.in.Claims = st.auth.Claims
@@ -559,15 +566,14 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 		st.finishPending(now)
 		return st.rep.headersReply(false, nil, md)
 	}
-	mt := mediaType(hs.first("content-type"))
-	// An answer that must be rewritten is read whatever its type: unseen, it would show the
-	// tools the rules hide.
-	mode := responseBodyMode(mt, st.rewrites > 0)
-	switch {
-	case mt == "text/event-stream":
+	// An answer that must be rewritten is read whatever its type or encoding: unseen, it would
+	// show the tools the rules hide.
+	mode := responseBodyMode(mediaType(hs.first("content-type")), encoded(hs.first("content-encoding")), st.rewrites > 0)
+	switch mode.GetResponseBodyMode() {
+	case extprocfilterv3.ProcessingMode_STREAMED:
 		st.sse = mcp.NewSSEStream(st.s.cfg.MaxBodyBytes)
 		st.getStream = st.ri.transport == contract.TransportSSE && st.in.Method == http.MethodGet
-	case mode.GetResponseBodyMode() == extprocfilterv3.ProcessingMode_NONE:
+	case extprocfilterv3.ProcessingMode_NONE:
 		// The body will not be seen.
 		st.finishPending(now)
 	}
@@ -600,11 +606,13 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 		if st.rewrites == 0 {
 			return st.rep.bodyReply(false, nil, false, false, metadata{})
 		}
-		// An answer that must be rewritten cannot be read: replace it rather than pass it.
+		// An answer that must be rewritten cannot be read: replace it rather than pass it, as
+		// plain JSON.
 		st.clearRest = more
 		r := st.rep.bodyReply(false, st.unreadableAnswers(), true, true, metadata{})
 		mut := st.rep.common.HeaderMutation
 		mut.SetHeaders = append(mut.SetHeaders, setHeader("content-type", "application/json"))
+		mut.RemoveHeaders = append(mut.RemoveHeaders, "content-encoding")
 		return r
 	}
 	var md metadata
