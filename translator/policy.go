@@ -34,6 +34,8 @@ type policyInfo struct {
 	traffic []*policyv1.Rule
 	mcp     []*policyv1.Rule
 	targets []policyTarget
+	// mergeStamp is the translation's mergeStamp of the last merge that took this policy
+	mergeStamp int
 }
 
 // policyTarget is one targetRef of a policy and why it does not resolve ("" when it does).
@@ -386,11 +388,15 @@ func (t *translation) merge(a attachment) *mergedPolicy {
 		sort.Strings(invalid)
 		return &mergedPolicy{invalid: invalid}
 	}
+	t.mergeStamp++
 	var buf [8]*policyInfo
 	contrib := buf[:0] // contributing policies, least specific first; each once
 	for _, lv := range levels {
 		for _, pi := range lv {
-			if (pi == jwtFrom || len(pi.traffic) > 0 || len(pi.mcp) > 0) && !slices.Contains(contrib, pi) {
+			// mergeStamp marks the policies taken by this merge: a policy attached at several
+			// levels counts once, without a scan of contrib (many policies on one Gateway)
+			if (pi == jwtFrom || len(pi.traffic) > 0 || len(pi.mcp) > 0) && pi.mergeStamp != t.mergeStamp {
+				pi.mergeStamp = t.mergeStamp
 				contrib = append(contrib, pi)
 			}
 		}

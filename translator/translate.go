@@ -41,6 +41,7 @@ type translation struct {
 	policies     *policyIndex
 	policyList   []*policyInfo            // every policy, oldest first
 	merged       map[string]*mergedPolicy // by policy name
+	mergeStamp   int                      // counts merges (see policyInfo.mergeStamp)
 }
 
 func newTranslation(in *Resources, opts Options) *translation {
