@@ -413,6 +413,13 @@ func TestNonJSONBody(t *testing.T) {
 	if ir := resp.GetImmediateResponse(); ir.GetStatus().GetCode() != 400 || !strings.Contains(string(ir.GetBody()), `"code":-32700`) {
 		t.Errorf("unreadable body under tool rules: %v", resp)
 	}
+	// A body the server would decode first (its bytes are not what it reads) is refused too.
+	s = h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("content-encoding", "deflate")), false))
+	resp = check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch"}}`), true))
+	if ir := resp.GetImmediateResponse(); ir.GetStatus().GetCode() != 400 || !strings.Contains(string(ir.GetBody()), `content-encoding`) {
+		t.Errorf("encoded body under tool rules: %v", resp)
+	}
 	// Member names that some servers read case-insensitively are refused too.
 	s = h.open(t, h.tcp, streamableRoute)
 	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))

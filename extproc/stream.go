@@ -370,8 +370,13 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 			"mcpgate_body_too_large"), "limit", md, nil)
 	}
 	msgs, batch, err := mcp.Parse(body)
-	if err == nil && strict && !utf8Charset(st.headers.first("content-type")) {
+	switch {
+	case err != nil || !strict:
+	case !utf8Charset(st.headers.first("content-type")):
 		err = errors.New("charset other than UTF-8")
+	case encoded(st.headers.first("content-encoding")):
+		// The server decodes the body first: these bytes are not what it reads.
+		err = fmt.Errorf("content-encoding %s", st.headers.first("content-encoding"))
 	}
 	if err != nil {
 		st.s.tel.NonJSONRPC("request")
