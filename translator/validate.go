@@ -70,27 +70,20 @@ func (g *GatewayConfig) Validate() error {
 		check("route configuration "+rc.Name, rc)
 		errs = append(errs, checkRouteConfig(rc, clusters, check)...)
 	}
+	assigned := make(map[string]bool, len(g.Endpoints))
 	for _, e := range g.Endpoints {
+		assigned[e.ClusterName] = true
 		check("endpoints "+e.ClusterName, e)
 		if c := clusters[e.ClusterName]; c == nil || c.GetType() != clusterv3.Cluster_EDS {
 			errs = append(errs, fmt.Errorf("endpoints %s: no EDS cluster of that name", e.ClusterName))
 		}
 	}
 	for _, c := range g.Clusters {
-		if c.GetType() == clusterv3.Cluster_EDS && !hasEndpoints(g, c.Name) {
+		if c.GetType() == clusterv3.Cluster_EDS && !assigned[c.Name] {
 			errs = append(errs, fmt.Errorf("cluster %s: EDS cluster without a ClusterLoadAssignment", c.Name))
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func hasEndpoints(g *GatewayConfig, name string) bool {
-	for _, e := range g.Endpoints {
-		if e.ClusterName == name {
-			return true
-		}
-	}
-	return false
 }
 
 func checkAny(what string, a *anypb.Any, check func(string, proto.Message)) []error {
