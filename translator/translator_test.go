@@ -224,3 +224,23 @@ func TestNoPanicOnSparseObjects(t *testing.T) {
 		t.Error("Translate(nil) gave nil")
 	}
 }
+
+// TestValidateEDSNeedsAssignment: an EDS cluster without its ClusterLoadAssignment is refused.
+func TestValidateEDSNeedsAssignment(t *testing.T) {
+	out := translator.Translate(loadInputs(t, "testdata/service-backend.in.yaml"), translator.Options{})
+	for _, k := range out.GatewayKeys() {
+		g := out.Gateways[k]
+		if len(g.Endpoints) == 0 {
+			continue
+		}
+		if err := g.Validate(); err != nil {
+			t.Fatalf("gateway %s: %v", k, err)
+		}
+		g.Endpoints = g.Endpoints[1:]
+		if err := g.Validate(); err == nil || !strings.Contains(err.Error(), "EDS cluster without a ClusterLoadAssignment") {
+			t.Fatalf("gateway %s without an assignment: Validate() = %v", k, err)
+		}
+		return
+	}
+	t.Fatal("no gateway with EDS endpoints")
+}
