@@ -319,7 +319,8 @@ func (d *decoder) loadDocument(loc Location, doc []byte) {
 func (d *decoder) loadJSON(loc Location, js []byte) {
 	var h typeHeader
 	if err := kjson.UnmarshalCaseSensitivePreserveInts(js, &h); err != nil {
-		d.fail(loc, translator.ObjectKey{}, "", "not a Kubernetes object: "+err.Error())
+		field, msg := splitTypeError(err.Error())
+		d.fail(loc, translator.ObjectKey{}, field, "not a Kubernetes object: "+msg)
 		return
 	}
 	if h.APIVersion == "v1" && h.Kind == "List" {

@@ -122,6 +122,10 @@ metadata: {namespace: ns}
 spec: {static: {host: h, port: 1}}
 ---
 `+gatewayDoc+`---
+apiVersion: v1
+kind: Service
+metadata: {name: 7}
+---
 key: [unclosed
 `)
 	res, _, err := Load(f, filepath.Join(dir, "missing.yaml"))
@@ -135,7 +139,8 @@ key: [unclosed
 		f + ": document 4: Service nokind: apiVersion and kind are required",
 		f + ": document 5: AgentgatewayBackend ns/: metadata.name: a name is required",
 		f + ": document 6: Gateway default/gw: defined again; the first definition in " + f + " (document 2) is used",
-		f + ": document 7: not valid YAML",
+		f + ": document 7: metadata.name: not a Kubernetes object: a number where string is expected",
+		f + ": document 8: not valid YAML",
 		"missing.yaml: ",
 	} {
 		if !strings.Contains(msg, want) {
