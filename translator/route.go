@@ -339,6 +339,13 @@ func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {
 			invalid(fmt.Sprintf("%s.filters[%d]%s", field(), k, f), msg)
 		}
 	}
+	// Gateway API forbids these combinations (the CRD refuses them; files are not checked)
+	if c.redirect != nil && (c.hostRewrite != "" || c.fullPath != "" || c.replacePrefix != nil) {
+		invalid(field()+".filters", "RequestRedirect and URLRewrite cannot be used together")
+	}
+	if c.redirect != nil && len(rule.BackendRefs) > 0 {
+		invalid(field()+".filters", "RequestRedirect cannot be used together with backendRefs")
+	}
 	if c.replacePrefix != nil || c.redirectPrefix() != nil {
 		for _, m := range c.matches {
 			if !m.isPfx {
