@@ -59,6 +59,19 @@ func labFiles(repo string) []string {
 	}
 }
 
+// installDeploy installs deploy/ as docs/kubernetes.md says (with a server-side dry run first when
+// dryRun is set). The namespace exists first so that the dry run can check the namespaced objects
+// too. Every step is idempotent: tests that run the controller with deploy/'s RBAC call it.
+func installDeploy(t *testing.T, dryRun bool) {
+	t.Helper()
+	deploy := filepath.Join(testCluster.repo, "deploy")
+	mustKubectl(t, []byte("apiVersion: v1\nkind: Namespace\nmetadata: {name: mcpgate-system}\n"), "apply", "-f", "-")
+	if dryRun {
+		mustKubectl(t, nil, "apply", "--dry-run=server", "-k", deploy)
+	}
+	mustKubectl(t, nil, "apply", "--server-side", "-k", deploy)
+}
+
 // controllerConfig is the admin config impersonating the controller's ServiceAccount, so the
 // controller runs with exactly the RBAC of deploy/.
 func controllerConfig() *rest.Config {
@@ -127,11 +140,7 @@ func TestLab(t *testing.T) {
 	repo := testCluster.repo
 	files := labFiles(repo)
 
-	// Install as docs/kubernetes.md says; the namespace exists first so that the server-side
-	// dry run can check the namespaced objects too.
-	mustKubectl(t, nil, "create", "namespace", "mcpgate-system")
-	mustKubectl(t, nil, "apply", "--dry-run=server", "-k", filepath.Join(repo, "deploy"))
-	mustKubectl(t, nil, "apply", "--server-side", "-k", filepath.Join(repo, "deploy"))
+	installDeploy(t, true)
 
 	mustKubectl(t, nil, "create", "namespace", labNS)
 	for _, f := range files[:3] {

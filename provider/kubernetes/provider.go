@@ -1,6 +1,6 @@
-// Package kubernetes is mcpgate's Kubernetes provider: it watches Gateway API objects,
-// AgentgatewayBackends, both policy kinds, Services, EndpointSlices and Namespaces through
-// client-go informers (controller-runtime's cache), translates them with package translator after
+// Package kubernetes is mcpgate's Kubernetes provider: it watches Gateway API objects (with
+// ReferenceGrants), AgentgatewayBackends, both policy kinds, Services, EndpointSlices and
+// Namespaces through client-go informers (controller-runtime's cache), translates them with package translator after
 // a short debounce, publishes the result to the xDS server, and writes status back.
 //
 // Every replica watches and serves xDS; with leader election only the replica holding the Lease
@@ -274,6 +274,7 @@ func (p *Provider) watchedKinds() []watchedKind {
 		{&gwv1.GatewayClass{}, true},
 		{&gwv1.Gateway{}, true},
 		{&gwv1.HTTPRoute{}, true},
+		{&gwv1.ReferenceGrant{}, false},
 		{&v1alpha1.AgentgatewayBackend{}, true},
 		{&v1alpha1.AgentgatewayPolicy{}, true},
 		{&enterprise.EnterpriseAgentgatewayPolicy{}, true},

@@ -32,6 +32,7 @@ func (p *Provider) snapshot(ctx context.Context) (*snapshot, error) {
 		classes   gwv1.GatewayClassList
 		gateways  gwv1.GatewayList
 		routes    gwv1.HTTPRouteList
+		grants    gwv1.ReferenceGrantList
 		backends  v1alpha1.AgentgatewayBackendList
 		policies  v1alpha1.AgentgatewayPolicyList
 		eps       enterprise.EnterpriseAgentgatewayPolicyList
@@ -39,20 +40,21 @@ func (p *Provider) snapshot(ctx context.Context) (*snapshot, error) {
 		endpoints discoveryv1.EndpointSliceList
 		nsList    corev1.NamespaceList
 	)
-	for _, l := range []client.ObjectList{&classes, &gateways, &routes, &backends, &policies, &eps, &services, &endpoints, &nsList} {
+	for _, l := range []client.ObjectList{&classes, &gateways, &routes, &grants, &backends, &policies, &eps, &services, &endpoints, &nsList} {
 		if err := p.client.List(ctx, l); err != nil {
 			return nil, fmt.Errorf("list %T: %w", l, err)
 		}
 	}
 	res := &translator.Resources{
-		GatewayClasses: pointers(classes.Items),
-		Gateways:       pointers(gateways.Items),
-		HTTPRoutes:     pointers(routes.Items),
-		Backends:       pointers(backends.Items),
-		Policies:       pointers(policies.Items),
-		Services:       pointers(services.Items),
-		EndpointSlices: pointers(endpoints.Items),
-		Namespaces:     pointers(nsList.Items),
+		GatewayClasses:  pointers(classes.Items),
+		Gateways:        pointers(gateways.Items),
+		HTTPRoutes:      pointers(routes.Items),
+		ReferenceGrants: pointers(grants.Items),
+		Backends:        pointers(backends.Items),
+		Policies:        pointers(policies.Items),
+		Services:        pointers(services.Items),
+		EndpointSlices:  pointers(endpoints.Items),
+		Namespaces:      pointers(nsList.Items),
 	}
 	snap := &snapshot{resources: res, enterprise: pointers(eps.Items)}
 	for _, ep := range snap.enterprise {
