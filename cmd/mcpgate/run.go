@@ -206,7 +206,8 @@ func newPipeline(srv *xds.Server, log *slog.Logger, reg prometheus.Registerer, e
 		srv: srv, log: log.With("component", "config"), envoys: envoys, reported: map[string]bool{},
 		// Every Gateway's Envoy runs on this host: a port belongs to one Gateway, listeners bind
 		// loopback.
-		opts: translator.Options{BindAddress: "127.0.0.1", ExclusivePorts: true},
+		// the same Cache in every translation: unchanged policies are not checked again
+		opts: translator.Options{BindAddress: "127.0.0.1", ExclusivePorts: true, Cache: translator.NewCache()},
 		problems: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mcpgate_config_problems", Help: "Problems in the watched manifests: documents that do not load and refused objects or fields.",
 		}),

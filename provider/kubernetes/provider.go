@@ -161,6 +161,9 @@ func New(cfg *rest.Config, opts Options) (*Provider, error) {
 	tr := opts.Translator
 	tr.ControllerName = opts.ControllerName
 	tr.GatewayClassNames = slices.Clone(opts.GatewayClasses)
+	if tr.Cache == nil {
+		tr.Cache = translator.NewCache() // every translation of this provider reuses unchanged checks
+	}
 	tr.RequireGatewayClass = true
 
 	scheme, err := NewScheme()
