@@ -943,3 +943,27 @@ func TestCompressedAnswers(t *testing.T) {
 		}
 	}
 }
+
+// TestTrafficRuleDecidesAllowedCalls: under the lab's policy (JWT + the traffic rule
+// jwt.org == "solo.io", no tool rules) an allowed tools/call records the traffic rule that allowed
+// it, in the audit line and in the access log's metadata.
+func TestTrafficRuleDecidesAllowedCalls(t *testing.T) {
+	sg := newSigner(t)
+	pol := labPolicy(sg)
+	pol.McpRules = nil
+	h := newHarness(t, []*policyv1.Policy{pol})
+	const rule = "EnterpriseAgentgatewayPolicy/agentgateway-system/mcp-rbac#0"
+	s := h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+	resp := check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"http://x"}}}`), true))
+	if md := extproctest.Metadata(resp); md["rule"] != rule || md["decision"] != "allow" || md["tool"] != "fetch" {
+		t.Errorf("metadata %v, want rule %s and decision allow", md, rule)
+	}
+	check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
+	check(t)(s.ResponseBody([]byte(`{"jsonrpc":"2.0","id":7,"result":{"content":[]}}`), true))
+	recs := h.audit.records(t)
+	if len(recs) != 1 {
+		t.Fatalf("%d audit records, want 1", len(recs))
+	}
+	checkRecord(t, recs[0], map[string]any{"tool": "fetch", "decision": "allow", "rule": rule, "outcome": "result"})
+}

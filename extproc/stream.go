@@ -108,7 +108,9 @@ type stream struct {
 	auditClaims map[string]any
 	// trafficDeferred: the traffic rules read mcp.*, so they run on the body's messages.
 	trafficDeferred bool
-	reqBodySeen     bool
+	// trafficRule is the source of the traffic rule that allowed the request ("" by default).
+	trafficRule string
+	reqBodySeen bool
 	// headersMD is the request headers' metadata, sent with the request body's reply when a body
 	// follows (one metadata struct per request instead of two).
 	headersMD metadata
@@ -285,6 +287,7 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 		} else if d := st.evaluate(st.pol.traffic, &st.in); !d.Allowed {
 			return st.refuse(rbacDenied(), d.Rule, md, nil)
 		} else {
+			st.trafficRule = d.Rule
 			md.str(contract.FieldRule, d.Rule)
 		}
 	}
@@ -430,16 +433,21 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 			}
 		}
 		if st.trafficDeferred {
-			if d := st.evaluate(st.pol.traffic, &in); !d.Allowed {
+			d := st.evaluate(st.pol.traffic, &in)
+			if !d.Allowed {
 				return st.refuse(rbacDenied(), d.Rule, md, &ex.rec)
 			}
+			st.trafficRule = d.Rule
 		}
-		ex.rec.Decision = telemetry.DecisionAllow
+		// the traffic rule that allowed the request decided, unless a tool rule decides below
+		ex.rec.Decision, ex.rec.Rule = telemetry.DecisionAllow, st.trafficRule
 		if st.pol != nil && st.pol.tools != nil {
 			switch m.Method {
 			case mcp.MethodToolsCall:
 				d := st.evaluate(st.pol.tools, &in)
-				ex.rec.Rule = d.Rule
+				if d.Rule != "" || !d.Allowed {
+					ex.rec.Rule = d.Rule
+				}
 				if !d.Allowed {
 					ex.rec.Decision, ex.denied = telemetry.DecisionDeny, true
 					denied++
