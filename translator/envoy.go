@@ -175,6 +175,20 @@ func (x *xdsCommon) listener(name string, port int32) *listenerv3.Listener {
 		}},
 		HttpFilters: x.hcmChain,
 		AccessLog:   x.accessLog,
+		// The gateway is the edge. Without use_remote_address, Envoy takes the client's address
+		// from the last X-Forwarded-For entry, which the client writes: source.address (traffic
+		// rules' cidr(), the audit) and the ring-hash key would be whatever the client claims.
+		UseRemoteAddress: wrapperspb.Bool(true),
+		// Envoy's edge recommendations. Headers with "_" are dropped: rules read "x-user", and
+		// servers that fold "_" into "-" (CGI, WSGI) would read an "x_user" the rules never saw.
+		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{
+			HeadersWithUnderscoresAction: corev3.HttpProtocolOptions_DROP_HEADER,
+		},
+		Http2ProtocolOptions: &corev3.Http2ProtocolOptions{
+			MaxConcurrentStreams:        wrapperspb.UInt32(100),
+			InitialStreamWindowSize:     wrapperspb.UInt32(64 << 10),
+			InitialConnectionWindowSize: wrapperspb.UInt32(1 << 20),
+		},
 	}
 	return &listenerv3.Listener{
 		Name:    name,

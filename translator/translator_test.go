@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -243,4 +244,36 @@ func TestValidateEDSNeedsAssignment(t *testing.T) {
 		return
 	}
 	t.Fatal("no gateway with EDS endpoints")
+}
+
+// TestListenerIsAnEdge: every listener takes the client's address from the connection, not from
+// an X-Forwarded-For the client wrote (source.address feeds cidr() rules and the session hash),
+// drops headers with underscores, and bounds HTTP/2 streams and windows.
+func TestListenerIsAnEdge(t *testing.T) {
+	out := translator.Translate(loadInputs(t, "testdata/lab.in.yaml", "testdata/weights.in.yaml"), translator.Options{})
+	n := 0
+	for _, k := range out.GatewayKeys() {
+		for _, l := range out.Gateways[k].Listeners {
+			hcm := &hcmv3.HttpConnectionManager{}
+			if err := l.FilterChains[0].Filters[0].GetTypedConfig().UnmarshalTo(hcm); err != nil {
+				t.Fatal(err)
+			}
+			n++
+			if !hcm.GetUseRemoteAddress().GetValue() || hcm.GetXffNumTrustedHops() != 0 || hcm.GetSkipXffAppend() {
+				t.Errorf("listener %s: use_remote_address %v, xff_num_trusted_hops %d, skip_xff_append %v",
+					l.Name, hcm.GetUseRemoteAddress(), hcm.GetXffNumTrustedHops(), hcm.GetSkipXffAppend())
+			}
+			if a := hcm.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction(); a != corev3.HttpProtocolOptions_DROP_HEADER {
+				t.Errorf("listener %s: headers_with_underscores_action %v", l.Name, a)
+			}
+			h2 := hcm.GetHttp2ProtocolOptions()
+			if h2.GetMaxConcurrentStreams().GetValue() != 100 || h2.GetInitialStreamWindowSize().GetValue() != 64<<10 ||
+				h2.GetInitialConnectionWindowSize().GetValue() != 1<<20 {
+				t.Errorf("listener %s: http2_protocol_options %v", l.Name, h2)
+			}
+		}
+	}
+	if n < 2 {
+		t.Fatalf("%d listeners checked", n)
+	}
 }
