@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 )
 
 // debugDump is the JSON document DebugHandler serves.
@@ -28,7 +29,14 @@ type debugGroup struct {
 // {GROUP: {"version", "resources": {TYPE_URL: [resource...]}}}}. The query parameter group=NAME
 // limits it to one group (404 when the group does not exist). A resource that cannot be shown as
 // JSON (an Any of a type this binary does not link) appears as {"name", "error"}.
-func (s *Server) DebugHandler() http.Handler {
+//
+// Every resource is shown as redact returns it: the served resources may hold secrets (an LLM
+// backend's API key in a route's headers), and the dump is served on an admin port. redact
+// must not change its argument; nil shows the resources as they are.
+func (s *Server) DebugHandler(redact func(proto.Message) proto.Message) http.Handler {
+	if redact == nil {
+		redact = func(m proto.Message) proto.Message { return m }
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.mu.RLock()
 		dump := debugDump{Version: strconv.FormatUint(s.counter, 10), Groups: map[string]debugGroup{}}
@@ -43,24 +51,25 @@ func (s *Server) DebugHandler() http.Handler {
 			groups = map[string]*Snapshot{g: snap}
 		}
 		for name, snap := range groups {
-			dump.Groups[name] = dumpSnapshot(snap)
+			dump.Groups[name] = dumpSnapshot(snap, redact)
 		}
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false)
 		if err := enc.Encode(dump); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 		}
 	})
 }
 
-func dumpSnapshot(snap *Snapshot) debugGroup {
+func dumpSnapshot(snap *Snapshot, redact func(proto.Message) proto.Message) debugGroup {
 	g := debugGroup{Version: snap.Version(), Resources: map[string][]json.RawMessage{}}
 	for _, typeURL := range snap.TypeURLs() {
 		res := snap.GetResources(typeURL)
 		out := make([]json.RawMessage, 0, len(res))
 		for _, name := range slices.Sorted(maps.Keys(res)) {
-			b, err := protojson.Marshal(res[name])
+			b, err := protojson.Marshal(redact(res[name]))
 			if err != nil {
 				b, _ = json.Marshal(map[string]string{"name": name, "error": err.Error()})
 			}

@@ -358,7 +358,16 @@ func TestReflection(t *testing.T) {
 
 func TestDebugHandler(t *testing.T) {
 	srv, _, _ := start(t, gateways(xdstest.Gateway(gw, 9000, "/")))
-	h := httptest.NewServer(srv.DebugHandler())
+	// The redaction sees every resource; here it hides the policies' rules.
+	redact := func(m proto.Message) proto.Message {
+		if p, ok := m.(*policyv1.Policy); ok {
+			p = proto.CloneOf(p)
+			p.McpRules = nil
+			return p
+		}
+		return m
+	}
+	h := httptest.NewServer(srv.DebugHandler(redact))
 	defer h.Close()
 	get := func(query string) (int, string) {
 		resp, err := http.Get(h.URL + query)
@@ -390,6 +399,12 @@ func TestDebugHandler(t *testing.T) {
 	// Any fields are shown as their types' JSON.
 	if !strings.Contains(body, `"routeConfigName": "ns/gw/8080"`) {
 		t.Errorf("listener's connection manager not shown: %s", body)
+	}
+	if strings.Contains(body, "mcp.tool.name") {
+		t.Errorf("the redaction was not applied: %s", body)
+	}
+	if s, _ := srv.Snapshot(gw); len(s.GetResources(policy)[xdstest.PolicyName(gw)].(*policyv1.Policy).GetMcpRules()) != 1 {
+		t.Error("the redaction changed the served policy")
 	}
 	if code, body := get("?group=" + contract.AllGateways); code != 200 || strings.Contains(body, lds) {
 		t.Errorf("group *: %d %s", code, body)

@@ -170,12 +170,12 @@ func envoyBinary(cfg *runConfig) string {
 	return bin
 }
 
-// adminMux serves /metrics, /debug/xds, /healthz (the process is up) and /readyz (a first
+// adminMux serves /metrics, /debug/xds (secrets redacted), /healthz (the process is up) and /readyz (a first
 // configuration was pushed and ext_proc has its policies).
 func adminMux(srv *xds.Server, reg *prometheus.Registry, ready func() bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.Handle("GET /debug/xds", srv.DebugHandler())
+	mux.Handle("GET /debug/xds", srv.DebugHandler(translator.Redacted))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !ready() {

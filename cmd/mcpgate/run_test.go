@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -153,40 +154,60 @@ func copyLab(t *testing.T) string {
 
 const labGateway = "agentgateway-system/agentgateway"
 
-// routes subscribes to the route configurations of group over Delta ADS with package client and
-// returns a function giving the path prefixes of the latest set.
-func routes(t *testing.T, xdsAddr, group string) func() []string {
+// routeConfigs subscribes to the route configurations of group over Delta ADS with package
+// client and returns a function giving the latest set.
+func routeConfigs(t *testing.T, xdsAddr, group string) func() []*routev3.RouteConfiguration {
 	var mu sync.Mutex
-	var prefixes []string
+	var latest []*routev3.RouteConfiguration
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go func() {
 		_ = client.Run(ctx, client.Config{
 			Addr: xdsAddr, Node: &corev3.Node{Id: "test", Cluster: group}, TypeURLs: []string{resourcev3.RouteType},
 			Handler: func(_ string, res map[string]*anypb.Any) error {
-				var got []string
+				var got []*routev3.RouteConfiguration
 				for _, a := range res {
 					var rc routev3.RouteConfiguration
 					if err := a.UnmarshalTo(&rc); err != nil {
 						return err
 					}
-					for _, vh := range rc.GetVirtualHosts() {
-						for _, r := range vh.GetRoutes() {
-							got = append(got, r.GetMatch().GetPrefix()+r.GetMatch().GetPath()+r.GetMatch().GetPathSeparatedPrefix())
-						}
-					}
+					got = append(got, &rc)
 				}
 				mu.Lock()
-				prefixes = got
+				latest = got
 				mu.Unlock()
 				return nil
 			},
 		})
 	}()
-	return func() []string {
+	return func() []*routev3.RouteConfiguration {
 		mu.Lock()
 		defer mu.Unlock()
-		return prefixes
+		return latest
+	}
+}
+
+// allRoutes returns the routes of route configurations.
+func allRoutes(rcs []*routev3.RouteConfiguration) []*routev3.Route {
+	var out []*routev3.Route
+	for _, rc := range rcs {
+		for _, vh := range rc.GetVirtualHosts() {
+			out = append(out, vh.GetRoutes()...)
+		}
+	}
+	return out
+}
+
+// routes returns a function giving the path prefixes of the latest route configurations of
+// group.
+func routes(t *testing.T, xdsAddr, group string) func() []string {
+	latest := routeConfigs(t, xdsAddr, group)
+	return func() []string {
+		var got []string
+		for _, r := range allRoutes(latest()) {
+			got = append(got, r.GetMatch().GetPrefix()+r.GetMatch().GetPath()+r.GetMatch().GetPathSeparatedPrefix())
+		}
+		return got
 	}
 }
 
@@ -368,4 +389,78 @@ func TestRunPortInUse(t *testing.T) {
 	} else {
 		x.Close()
 	}
+}
+
+// llmManifests is a Gateway whose route adds an LLM backend's API key (from a Secret) as the
+// Authorization header: the key must never be shown.
+const llmManifests = `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: ns}
+spec:
+  gatewayClassName: mcpgate
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: openai-secret, namespace: ns}
+stringData: {Authorization: sk-test-secret-value}
+---
+apiVersion: agentgateway.dev/v1alpha1
+kind: AgentgatewayBackend
+metadata: {name: openai, namespace: ns}
+spec:
+  ai: {provider: {openai: {}}}
+  policies: {auth: {secretRef: {name: openai-secret}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: openai, namespace: ns}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - backendRefs: [{name: openai, group: agentgateway.dev, kind: AgentgatewayBackend}]
+`
+
+// TestSecretsNotShown checks that the LLM backend's API key appears neither in `mcpgate
+// translate` nor in /debug/xds, while Envoy still receives it over xDS.
+func TestSecretsNotShown(t *testing.T) {
+	const key = "sk-test-secret-value"
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "llm.yaml"), []byte(llmManifests), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if err := translate([]string{"-f", dir}, &out, &errOut); err != nil {
+		t.Fatalf("translate: %v\n%s", err, errOut.String())
+	}
+	if strings.Contains(out.String(), key) || !strings.Contains(out.String(), "<redacted>") {
+		t.Errorf("mcpgate translate shows the API key or no <redacted>:\n%s", out.String())
+	}
+
+	s := startRun(t, "-f", dir, "--no-envoy")
+	code, body, err := get("http://" + s.cfg.admin + "/debug/xds")
+	if err != nil || code != 200 {
+		t.Fatalf("/debug/xds: %d %v", code, err)
+	}
+	if strings.Contains(body, key) || !strings.Contains(body, "<redacted>") {
+		t.Errorf("/debug/xds shows the API key or no <redacted>:\n%s", body)
+	}
+	if strings.Contains(s.logs.String(), key) {
+		t.Errorf("the logs show the API key")
+	}
+
+	// Envoy gets the real value.
+	latest := routeConfigs(t, s.cfg.xdsAddr, "ns/gw")
+	eventually(t, "the Authorization header in the served route", func() error {
+		var values []string
+		for _, r := range allRoutes(latest()) {
+			for _, h := range r.GetRequestHeadersToAdd() {
+				values = append(values, h.GetHeader().GetValue())
+			}
+		}
+		if !slices.Equal(values, []string{"Bearer " + key}) {
+			return fmt.Errorf("header values %q", values)
+		}
+		return nil
+	})
 }
