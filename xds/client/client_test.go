@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"net"
 	"slices"
@@ -218,5 +219,28 @@ func TestConfigErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v lacks %q", err, want)
 		}
+	}
+}
+
+// TestLargeResponse receives a response larger than gRPC's default 4 MiB limit on received
+// messages: 10,000 routes make a RouteConfiguration of about 4.5 MB and 10,000 JWT policies
+// about 5.7 MB.
+func TestLargeResponse(t *testing.T) {
+	var ps []proto.Message
+	for i := range 6 {
+		p := xdstest.Policy(fmt.Sprintf("p%d", i))
+		p.McpRules[0].Expression = `mcp.tool.name != "` + strings.Repeat("x", 1<<20) + `"`
+		ps = append(ps, p)
+	}
+	for _, sotw := range []bool{false, true} {
+		t.Run(map[bool]string{false: "delta", true: "sotw"}[sotw], func(t *testing.T) {
+			srv := xds.New(nil)
+			if err := srv.Update(map[string]map[string][]proto.Message{contract.AllGateways: {contract.PolicyTypeURL: ps}}); err != nil {
+				t.Fatal(err)
+			}
+			rec := newRecorder()
+			run(t, client.Config{Addr: xdstest.Serve(t, srv), Node: &corev3.Node{Cluster: contract.AllGateways}, TypeURLs: []string{contract.PolicyTypeURL}, Handler: rec.handle, SotW: sotw})
+			equal(t, "policies", rec.next(t, contract.PolicyTypeURL).names, "p0", "p1", "p2", "p3", "p4", "p5")
+		})
 	}
 }
