@@ -491,7 +491,7 @@ func (t *translation) applyFilter(c *compiledRule, f *gwv1.HTTPRouteFilter) (str
 		if f.RequestHeaderModifier == nil {
 			return ".requestHeaderModifier", "is required for this filter type"
 		}
-		add, rm, err := headerMods(f.RequestHeaderModifier, true)
+		add, rm, err := headerMods(f.RequestHeaderModifier)
 		if err != "" {
 			return ".requestHeaderModifier", err
 		}
@@ -500,7 +500,7 @@ func (t *translation) applyFilter(c *compiledRule, f *gwv1.HTTPRouteFilter) (str
 		if f.ResponseHeaderModifier == nil {
 			return ".responseHeaderModifier", "is required for this filter type"
 		}
-		add, rm, err := headerMods(f.ResponseHeaderModifier, false)
+		add, rm, err := headerMods(f.ResponseHeaderModifier)
 		if err != "" {
 			return ".responseHeaderModifier", err
 		}
@@ -538,11 +538,12 @@ func (t *translation) applyFilter(c *compiledRule, f *gwv1.HTTPRouteFilter) (str
 	return "", ""
 }
 
-func headerMods(h *gwv1.HTTPHeaderFilter, request bool) ([]*corev3.HeaderValueOption, []string, string) {
+// headerMods builds a header filter's changes. Envoy refuses a route configuration that adds or
+// removes a ":"-prefixed or host header, on requests and on responses alike.
+func headerMods(h *gwv1.HTTPHeaderFilter) ([]*corev3.HeaderValueOption, []string, string) {
 	var add []*corev3.HeaderValueOption
 	check := func(n string) string {
-		l := strings.ToLower(n)
-		if !validHeaderName(n) || strings.HasPrefix(l, ":") || (request && l == "host") {
+		if !validHeaderName(n) || !modifiableHeader(n) {
 			return fmt.Sprintf("header %q cannot be modified", n)
 		}
 		return ""
@@ -567,8 +568,18 @@ func headerMods(h *gwv1.HTTPHeaderFilter, request bool) ([]*corev3.HeaderValueOp
 	return add, h.Remove, ""
 }
 
+// modifiableHeader tells whether Envoy lets a route add or remove header n (its
+// HeaderUtility::isModifiableHeader: not ":"-prefixed, not host).
+func modifiableHeader(n string) bool {
+	return !strings.HasPrefix(n, ":") && !strings.EqualFold(n, "host")
+}
+
+// headerOption adds a literal header value. Envoy reads header values as format strings: a "%"
+// starts a command operator (an unknown one makes Envoy refuse the whole RouteConfiguration, a
+// known one such as %REQ(authorization)% copies a request header), so "%" is written "%%".
 func headerOption(name, value string, action corev3.HeaderValueOption_HeaderAppendAction) *corev3.HeaderValueOption {
-	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: strings.ToLower(name), Value: value}, AppendAction: action}
+	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: strings.ToLower(name), Value: strings.ReplaceAll(value, "%", "%%")},
+		AppendAction: action}
 }
 
 // redirectCodes are the RequestRedirect status codes Envoy can answer.

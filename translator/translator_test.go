@@ -131,6 +131,17 @@ func TestValidateCatches(t *testing.T) {
 		"static with a name": {func(g *translator.GatewayConfig) {
 			g.Clusters[0].ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
 		}, "is not an IP address"},
+		"header value with a lone percent": {func(g *translator.GatewayConfig) {
+			g.Routes[0].VirtualHosts[0].Routes[0].RequestHeadersToAdd = []*corev3.HeaderValueOption{
+				{Header: &corev3.HeaderValue{Key: "x-quota", Value: "100%"}}}
+		}, "value has a % that is not written %%"},
+		"host on responses": {func(g *translator.GatewayConfig) {
+			g.Routes[0].VirtualHosts[0].Routes[0].ResponseHeadersToAdd = []*corev3.HeaderValueOption{
+				{Header: &corev3.HeaderValue{Key: "Host", Value: "example.com"}}}
+		}, `header "Host" cannot be added`},
+		"pseudo-header removed": {func(g *translator.GatewayConfig) {
+			g.Routes[0].VirtualHosts[0].RequestHeadersToRemove = []string{":path"}
+		}, `header ":path" cannot be removed`},
 		"proto rule":                  {func(g *translator.GatewayConfig) { g.Clusters[0].Name = "" }, "Name"},
 		"missing route configuration": {func(g *translator.GatewayConfig) { g.Routes = nil }, "RouteConfiguration"},
 	}

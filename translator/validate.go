@@ -3,8 +3,10 @@ package translator
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -20,8 +22,9 @@ type validator interface{ ValidateAll() error }
 // config.cc makes beyond the proto rules hold (ext_proc: exactly one of grpc_service and
 // http_service, FULL_DUPLEX_STREAMED needs trailers SEND and fail-closed, http_service allows no
 // body or trailer modes, not both disable_clear_route_cache and a route_cache_action; route
-// configurations: unique virtual host names and domains, known clusters; STATIC clusters: IP
-// addresses; listeners: their RouteConfiguration exists).
+// configurations: unique virtual host names and domains, known clusters, header changes as
+// Envoy's HeaderParser takes them; STATIC clusters: IP addresses; listeners: their
+// RouteConfiguration exists).
 func (g *GatewayConfig) Validate() error {
 	var errs []error
 	check := func(what string, m proto.Message) {
@@ -159,7 +162,8 @@ func checkCluster(c *clusterv3.Cluster) []error {
 }
 
 func checkRouteConfig(rc *routev3.RouteConfiguration, clusters map[string]*clusterv3.Cluster, check func(string, proto.Message)) []error {
-	var errs []error
+	errs := checkHeaders("route configuration "+rc.Name, rc.RequestHeadersToAdd, rc.ResponseHeadersToAdd,
+		rc.RequestHeadersToRemove, rc.ResponseHeadersToRemove)
 	names, domains := map[string]bool{}, map[string]bool{}
 	for _, vh := range rc.VirtualHosts {
 		if names[vh.Name] {
@@ -172,8 +176,11 @@ func checkRouteConfig(rc *routev3.RouteConfiguration, clusters map[string]*clust
 			}
 			domains[d] = true
 		}
+		errs = append(errs, checkHeaders("virtual host "+vh.Name, vh.RequestHeadersToAdd, vh.ResponseHeadersToAdd,
+			vh.RequestHeadersToRemove, vh.ResponseHeadersToRemove)...)
 		for _, r := range vh.Routes {
 			what := "route " + r.Name + " in " + vh.Name
+			errs = append(errs, checkHeaders(what, r.RequestHeadersToAdd, r.ResponseHeadersToAdd, r.RequestHeadersToRemove, r.ResponseHeadersToRemove)...)
 			for name, a := range r.TypedPerFilterConfig {
 				errs = append(errs, checkAny(what+" per-filter config "+name, a, check)...)
 			}
@@ -191,9 +198,38 @@ func checkRouteConfig(rc *routev3.RouteConfiguration, clusters map[string]*clust
 			}
 			for _, cw := range ra.GetWeightedClusters().GetClusters() {
 				known(cw.Name)
+				errs = append(errs, checkHeaders(what+" weighted cluster "+cw.Name, cw.RequestHeadersToAdd, cw.ResponseHeadersToAdd,
+					cw.RequestHeadersToRemove, cw.ResponseHeadersToRemove)...)
 				for name, a := range cw.TypedPerFilterConfig {
 					errs = append(errs, checkAny(what+" weighted cluster "+cw.Name+" per-filter config "+name, a, check)...)
 				}
+			}
+		}
+	}
+	return errs
+}
+
+// checkHeaders makes the checks of Envoy's HeaderParser: no ":"-prefixed or host header is added
+// or removed, and every value parses as a format string. mcpgate writes literal values only, so
+// a "%" must come as "%%" (a lone one is a command operator, or a parse error that makes Envoy
+// refuse the whole RouteConfiguration).
+func checkHeaders(what string, reqAdd, respAdd []*corev3.HeaderValueOption, reqRemove, respRemove []string) []error {
+	var errs []error
+	for _, opts := range [][]*corev3.HeaderValueOption{reqAdd, respAdd} {
+		for _, o := range opts {
+			k, v := o.GetHeader().GetKey(), o.GetHeader().GetValue()
+			if !modifiableHeader(k) {
+				errs = append(errs, fmt.Errorf("%s: header %q cannot be added", what, k))
+			}
+			if strings.Contains(strings.ReplaceAll(v, "%%", ""), "%") {
+				errs = append(errs, fmt.Errorf("%s: header %s: value has a %% that is not written %%%%", what, k))
+			}
+		}
+	}
+	for _, names := range [][]string{reqRemove, respRemove} {
+		for _, n := range names {
+			if !modifiableHeader(n) {
+				errs = append(errs, fmt.Errorf("%s: header %q cannot be removed", what, n))
 			}
 		}
 	}
