@@ -3,6 +3,7 @@ package xds_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -497,5 +498,22 @@ func TestPolicyTypeURL(t *testing.T) {
 	}
 	if g := xds.GroupOf(&corev3.Node{Id: "id"}); g != "id" {
 		t.Errorf("group of a node without cluster: %q", g)
+	}
+}
+
+// TestLargeRequest sends a Delta request larger than gRPC's default 4 MiB limit: a reconnecting
+// Envoy tells the versions of every resource it holds (about 150 bytes per resource).
+func TestLargeRequest(t *testing.T) {
+	_, addr, _ := start(t, gateways(xdstest.Gateway(gw, 9000, "/")))
+	c := newDelta(t, addr, &corev3.Node{Id: "envoy-1", Cluster: gw})
+	versions := map[string]string{}
+	for i := range 40000 {
+		versions[fmt.Sprintf("agentgatewaybackend/ns/backend-%d/target/ns/service-%d/8080", i, i)] = strings.Repeat("0", 64)
+	}
+	c.send(deltaRequest{&discoveryv3.DeltaDiscoveryRequest{TypeUrl: cds, InitialResourceVersions: versions}})
+	r := c.next(cds)
+	equal(t, "clusters", deltaNames(t, r), []string{xdstest.ClusterName(gw)})
+	if len(r.GetRemovedResources()) != len(versions) {
+		t.Errorf("%d resources removed, want the %d the client held", len(r.GetRemovedResources()), len(versions))
 	}
 }
