@@ -126,13 +126,23 @@ func (c *callbacks) OnStreamOpen(ctx context.Context, id int64, _ string) error 
 // OnStreamClosed implements the SotW callbacks.
 func (c *callbacks) OnStreamClosed(id int64, node *corev3.Node) { c.closed("sotw", id, node) }
 
-// OnStreamRequest implements the SotW callbacks. A NACK carries the last version the client
-// accepted, and go-control-plane's cache answers a request whose version is not the current one
-// at once: with the version just rejected, which the client rejects again, in a loop. So a NACK's
-// version is set to the rejected version before the cache sees it: the client waits for the next.
+// OnStreamRequest implements the SotW callbacks. go-control-plane's cache answers a request at
+// once when its version differs from the current one, else waits for the next version. Two
+// requests need their version changed before the cache sees it:
+//
+//   - The first request of a type on a stream (no nonce) carries the version the client holds,
+//     which another server gave it: this one after a restart (counting from 1 again) or another
+//     replica (counting on its own). The same version string may name other content here, so
+//     the request is answered at once, as one without a version.
+//   - A NACK carries the last version the client accepted, which would make the cache answer
+//     at once with the version just rejected, rejected again, in a loop. Its version is set to
+//     the rejected one: the client waits for the next.
 func (c *callbacks) OnStreamRequest(id int64, r *discoveryv3.DiscoveryRequest) error {
 	rejected, known := c.request("sotw", id, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), r.GetVersionInfo(), r.GetResourceNames(), r.GetErrorDetail())
-	if r.GetErrorDetail() != nil && known {
+	switch {
+	case r.GetResponseNonce() == "":
+		r.VersionInfo = ""
+	case r.GetErrorDetail() != nil && known:
 		r.VersionInfo = rejected
 	}
 	return nil

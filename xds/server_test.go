@@ -517,3 +517,17 @@ func TestLargeRequest(t *testing.T) {
 		t.Errorf("%d resources removed, want the %d the client held", len(r.GetRemovedResources()), len(versions))
 	}
 }
+
+// TestSotwReconnectSameVersion reconnects a SotW client that holds version "1" of another
+// server (a restarted control plane counts from 1 again; replicas count on their own) to a
+// server whose version "1" has no policy: the client must hear that its policies are gone.
+func TestSotwReconnectSameVersion(t *testing.T) {
+	g := gateways(xdstest.Gateway(gw, 9000, "/"))
+	g[contract.AllGateways][policy] = nil
+	_, addr, _ := start(t, g)
+	c := newSotw(t, addr, &corev3.Node{Id: "extproc", Cluster: contract.AllGateways})
+	c.send(sotwRequest{&discoveryv3.DiscoveryRequest{TypeUrl: policy, VersionInfo: "1"}})
+	if r := c.next(policy); r.GetVersionInfo() != "1" || len(r.GetResources()) != 0 {
+		t.Errorf("policies: version %q, %d resources; want 1 and none", r.GetVersionInfo(), len(r.GetResources()))
+	}
+}
