@@ -5,6 +5,7 @@ package bootstrap
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -19,12 +20,10 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	"sigs.k8s.io/yaml"
 )
-
-// Names of the static clusters, which the translator's resources refer to.
-const ()
 
 // Default addresses (standalone mode).
 const (
@@ -127,12 +126,28 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 			LdsConfig: ads,
 			CdsConfig: ads,
 		},
-		Admin: &bootstrapv3.Admin{Address: admin},
+		Admin:          &bootstrapv3.Admin{Address: admin},
+		LayeredRuntime: runtime(),
 	}
 	if err := b.ValidateAll(); err != nil {
 		return nil, err
 	}
 	return b, nil
+}
+
+// runtime is the static runtime layer. Envoy refuses a regular expression whose RE2 program is
+// larger than re2.max_program_size.error_level (default 100), and with it the whole
+// RouteConfiguration that holds it: a Gateway API RegularExpression match, or the regex_rewrite
+// of a PathPrefix of some 90 characters, would stop every route of the listener from updating.
+// The translator checks every expression with Go's RE2 syntax; the size limit is lifted, as
+// Envoy Gateway does.
+func runtime() *bootstrapv3.LayeredRuntime {
+	return &bootstrapv3.LayeredRuntime{Layers: []*bootstrapv3.RuntimeLayer{{
+		Name: "mcpgate",
+		LayerSpecifier: &bootstrapv3.RuntimeLayer_StaticLayer{StaticLayer: &structpb.Struct{Fields: map[string]*structpb.Value{
+			"re2.max_program_size.error_level": structpb.NewNumberValue(math.MaxUint32),
+		}}},
+	}}}
 }
 
 // Parse reads a bootstrap in YAML or JSON, as Envoy's -c does.

@@ -87,6 +87,12 @@ func TestContent(t *testing.T) {
 	if b.GetAdmin().GetAddress().GetSocketAddress().GetPortValue() != 15000 {
 		t.Errorf("admin %v", b.GetAdmin())
 	}
+	// Envoy's default RE2 program size limit (100) would refuse a route configuration with a
+	// longer regular expression; the runtime value is read as a uint32.
+	layers := b.GetLayeredRuntime().GetLayers()
+	if len(layers) != 1 || layers[0].GetStaticLayer().GetFields()["re2.max_program_size.error_level"].GetNumberValue() != 1<<32-1 {
+		t.Errorf("layered_runtime %v: want re2.max_program_size.error_level 4294967295", b.GetLayeredRuntime())
+	}
 }
 
 func TestErrors(t *testing.T) {
