@@ -52,6 +52,8 @@ type target struct {
 	pathRewrite string
 	// affinity: the cluster balances by ring hash; routes hash the caller.
 	affinity bool
+	// llm: answers (LLM completions, streamed or not) outlast Envoy's default route timeout.
+	llm bool
 	// gateways are the served Gateways whose routes use an AgentgatewayBackend's target
 	gateways []*gatewayInfo
 }
@@ -137,6 +139,7 @@ func (t *translation) translateAI(bi *backendInfo, name string) (field, msg, not
 		backend:     keyString(b.Namespace, b.Name),
 		hostRewrite: host,
 		pathRewrite: p.Path,
+		llm:         true,
 	}
 	if a := b.Spec.Policies; a != nil && a.Auth != nil && a.Auth.SecretRef != nil {
 		v, err := t.secretAuthorization(b.Namespace, a.Auth.SecretRef.Name)

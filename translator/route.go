@@ -821,7 +821,7 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 		configs = make([]*anypb.Any, len(c.refs))
 	}
 	same := true
-	affinity, mcp := false, false
+	affinity, mcp, llm := false, false, false
 	for i, ref := range c.refs {
 		tg := ref.tg
 		gb.addTarget(tg)
@@ -832,6 +832,7 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 		same = same && configs[i] == configs[0]
 		affinity = affinity || tg.affinity
 		mcp = mcp || tg.mcp != ""
+		llm = llm || tg.llm
 	}
 	ra := &routev3.RouteAction{}
 	tpl.perFilter = t.xds.perFilter(configs[0])
@@ -877,10 +878,12 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 	if affinity {
 		ra.HashPolicy = t.xds.hashBySource
 	}
+	// Envoy's default route timeout (15 s, until the whole answer is in) would cut MCP streams
+	// and LLM answers; HCM's stream_idle_timeout (5 min) still bounds silence on LLM routes.
 	switch {
 	case c.timeout != nil:
 		ra.Timeout = c.timeout
-	case mcp:
+	case mcp || llm:
 		ra.Timeout = t.xds.noTimeout
 	}
 	if mcp {

@@ -26,7 +26,9 @@
 // address: a session's first request (initialize, or the legacy SSE GET) carries no session id
 // yet, so hashing Mcp-Session-Id or sessionId would send later requests to another replica than
 // the one that created the session; the source address keeps the whole session on one. MCP
-// routes have no request timeout (streams last) and an idle timeout of one hour.
+// routes have no request timeout (streams last) and an idle timeout of one hour; LLM routes have
+// no request timeout (Envoy's default of 15 s would cut long completions) unless the HTTPRoute
+// sets one.
 package translator
 
 import (
