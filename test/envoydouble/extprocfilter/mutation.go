@@ -16,15 +16,16 @@ import (
 //   - Only the deprecated `append` is honoured (default false = overwrite); append_action is not.
 //   - mutation_rules (default: no :method, :authority, :scheme, host, x-envoy-*) silently drop
 //     blocked changes, unless disallow_is_error.
-//   - Pseudo-headers and host cannot be removed; content-length is ignored where Envoy removes it.
+//   - Pseudo-headers and host cannot be removed; a content-length set is ignored when noCL (the
+//     body mode is one where Envoy removes content-length: applyHeaderMutations'
+//     remove_content_length).
 //   - Invalid names or values are an error (500).
-func (s *Stream) mutate(h *headers.Map, m *extprocsvc.HeaderMutation, d Dir, replace bool) *Failure {
+//
+// replace is CONTINUE_AND_REPLACE, which may change :method.
+func (s *Stream) mutate(h *headers.Map, m *extprocsvc.HeaderMutation, replace, noCL bool) *Failure {
 	if m == nil {
 		return nil
 	}
-	s.mu.Lock()
-	noCL := s.dropsContentLength(d)
-	s.mu.Unlock()
 	bad := func(what string) *Failure {
 		return &Failure{Status: 500, Details: "ext_proc_error_invalid_header_mutation_" + what}
 	}

@@ -91,11 +91,17 @@ func (s *Stream) ResponseHeaders(h *headers.Map, eos bool) Result { return s.hea
 
 func (s *Stream) headers(d Dir, h *headers.Map, eos bool) Result {
 	s.mu.Lock()
-	if s.dropsContentLength(d) {
-		h.Del("content-length")
-	}
-	skip := s.headerMode(d) == extprocv3.ProcessingMode_SKIP
-	if skip {
+	// Envoy decides on content-length once, with the mode in force when the headers reach the
+	// filter, and removes it after the headers message was built, so ext_proc still sees it
+	// (ext_proc.cc decodeHeaders/encodeHeaders: `if (!processing_complete_ &&
+	// state.shouldRemoveContentLength()) headers.removeContentLength()` after onHeaders). A later
+	// mode_override does not revisit the decision: a response switched from BUFFERED to STREAMED
+	// keeps the upstream's content-length.
+	dropCL := s.dropsContentLength(d) && !s.complete && s.failure == nil
+	if s.headerMode(d) == extprocv3.ProcessingMode_SKIP {
+		if dropCL {
+			h.Del("content-length")
+		}
 		s.markDoneIfNoBody(d, eos)
 		s.mu.Unlock()
 		s.maybeClose()
@@ -109,7 +115,11 @@ func (s *Stream) headers(d Dir, h *headers.Map, eos bool) Result {
 	} else {
 		req.Request = &extprocsvc.ProcessingRequest_ResponseHeaders{ResponseHeaders: hh}
 	}
-	o := s.wait(s.send(req, d, kindHeaders, nil))
+	p := s.send(req, d, kindHeaders, nil)
+	if dropCL {
+		h.Del("content-length")
+	}
+	o := s.wait(p)
 	if r, settled := s.settle(o); settled {
 		return r
 	}
@@ -117,17 +127,36 @@ func (s *Stream) headers(d Dir, h *headers.Map, eos bool) Result {
 	if d == Response {
 		cr = o.resp.GetResponseHeaders().GetResponse()
 	}
+	// Envoy applies mode_override before it handles the reply (ext_proc.cc onReceiveMessage), so
+	// the reply's header mutation already sees the new mode: a content-length it sets is ignored
+	// when the new body mode is one that drops content-length.
+	s.mu.Lock()
+	f := s.applyModeOverride(o.resp.GetModeOverride())
+	noCL := s.dropsContentLength(d)
+	s.mu.Unlock()
+	if f != nil {
+		return s.failed(f)
+	}
 	var res Result
 	replace := cr.GetStatus() == extprocsvc.CommonResponse_CONTINUE_AND_REPLACE
-	if f := s.mutate(h, cr.GetHeaderMutation(), d, replace); f != nil {
+	if f := s.mutate(h, cr.GetHeaderMutation(), replace, noCL); f != nil {
 		return s.failed(f)
 	}
 	s.mu.Lock()
 	if replace {
-		// CONTINUE_AND_REPLACE (honoured in headers replies only): content-length removed, the body
-		// becomes body_mutation's, and that direction sends no body or trailers any more.
-		h.Del("content-length")
-		res.Replaced, res.Body = true, cr.GetBodyMutation().GetBody()
+		// CONTINUE_AND_REPLACE (honoured in headers replies only; processor_state.cc
+		// handleHeadersResponse): with a body_mutation, content-length is removed and the body
+		// becomes the mutation's (the original one is dropped); with or without one, that
+		// direction sends no body or trailers to ext_proc any more (without a body_mutation the
+		// original body passes on unprocessed).
+		if cr.GetBodyMutation() != nil {
+			h.Del("content-length")
+			res.Replaced = true
+			switch m := cr.GetBodyMutation().GetMutation().(type) {
+			case *extprocsvc.BodyMutation_Body:
+				res.Body = m.Body
+			}
+		}
 		if d == Request {
 			s.mode.RequestBodyMode, s.mode.RequestTrailerMode = extprocv3.ProcessingMode_NONE, extprocv3.ProcessingMode_SKIP
 		} else {
@@ -137,14 +166,7 @@ func (s *Stream) headers(d Dir, h *headers.Map, eos bool) Result {
 	if d == Request {
 		res.ClearRouteCache = s.clearsRouteCache(cr)
 	}
-	if f := s.applyModeOverride(o.resp.GetModeOverride()); f != nil {
-		s.mu.Unlock()
-		return s.failed(f)
-	}
-	if s.dropsContentLength(d) {
-		h.Del("content-length")
-	}
-	s.markDoneIfNoBody(d, eos || replace)
+	s.markDoneIfNoBody(d, eos || res.Replaced)
 	s.mu.Unlock()
 	s.maybeClose()
 	return res
@@ -219,7 +241,10 @@ func (s *Stream) BufferedBody(d Dir, h *headers.Map, body []byte) ([]byte, Resul
 		return body, r
 	}
 	cr := bodyReply(o.resp, d)
-	if f := s.mutate(h, cr.GetHeaderMutation(), d, false); f != nil {
+	s.mu.Lock()
+	noCL := s.dropsContentLength(d)
+	s.mu.Unlock()
+	if f := s.mutate(h, cr.GetHeaderMutation(), false, noCL); f != nil {
 		return body, s.failed(f)
 	}
 	out, mutated := body, false
@@ -373,7 +398,7 @@ func (s *Stream) immediate(im *extprocsvc.ImmediateResponse) Result {
 		code = 200
 	}
 	h := &headers.Map{}
-	if f := s.mutate(h, im.GetHeaders(), Response, false); f != nil {
+	if f := s.mutate(h, im.GetHeaders(), false, false); f != nil {
 		return s.failed(f)
 	}
 	if gs := im.GetGrpcStatus(); gs != nil {
