@@ -611,21 +611,26 @@ func checkRedirect(rd *gwv1.HTTPRequestRedirectFilter) string {
 }
 
 // redirectAction builds a checked RequestRedirect for a listener on listenerPort. The port of
-// the Location is always set, as Gateway API derives it: the redirect's port, else the
-// well-known port of its scheme, else the listener's port (Envoy would otherwise keep the
-// request's Host port, or drop it when the hostname changes). A ReplacePrefixMatch path is
-// set per match (prefixRewrite), like URLRewrite's.
+// the Location is as Gateway API derives it: the redirect's port, else the well-known port of its
+// scheme, else the listener's port. Envoy writes port_redirect into the Location, and without it
+// keeps the request's Host port, unless the hostname changes: so the port is always set, except
+// that a new hostname on the well-known port of the scheme goes without (Gateway API: no ":80"
+// for http, no ":443" for https). A ReplacePrefixMatch path is set per match (prefixRewrite),
+// like URLRewrite's.
 func redirectAction(rd *gwv1.HTTPRequestRedirectFilter, listenerPort int32) *routev3.RedirectAction {
+	wellKnown := map[string]uint32{"http": 80, "https": 443}
 	ra := &routev3.RedirectAction{ResponseCode: routev3.RedirectAction_FOUND}
-	port := uint32(listenerPort)
+	scheme, port := "http", uint32(listenerPort) // mcpgate's listeners are HTTP
 	if rd.Scheme != nil {
 		ra.SchemeRewriteSpecifier = &routev3.RedirectAction_SchemeRedirect{SchemeRedirect: *rd.Scheme}
-		port = map[string]uint32{"http": 80, "https": 443}[*rd.Scheme]
+		scheme, port = *rd.Scheme, wellKnown[*rd.Scheme]
 	}
 	if rd.Port != nil {
 		port = uint32(*rd.Port)
 	}
-	ra.PortRedirect = port
+	if rd.Hostname == nil || port != wellKnown[scheme] {
+		ra.PortRedirect = port
+	}
 	if rd.Hostname != nil {
 		ra.HostRedirect = string(*rd.Hostname)
 	}
