@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -46,12 +47,17 @@ type Config struct {
 	// Logger logs connections, NACKs and reconnections; nil discards.
 	Logger *slog.Logger
 	// DialOptions replace the default (plaintext) options of the connection. They apply after
-	// the message size limit, which they may change.
+	// the message size limit and keepalive, which they may change.
 	DialOptions []grpc.DialOption
 	// MaxMessageBytes is the largest response accepted (default DefaultMaxMessageBytes). gRPC's
 	// own default, 4 MiB, is below one RouteConfiguration of 10,000 routes or the policies of
 	// 10,000 routes with JWT authentication; Envoy sets no limit.
 	MaxMessageBytes int
+	// Keepalive pings the server while the stream is idle, so that a server that vanished
+	// without closing the connection (its node died) is noticed and another is dialed. Zero:
+	// a ping every 30 s, 10 s to answer. gRPC pings at most every 10 s; the server takes no
+	// more than one ping per 10 s (xds.GRPCServerOptions).
+	Keepalive keepalive.ClientParameters
 	// MinBackoff and MaxBackoff bound the wait between reconnections (default 100 ms and 10 s);
 	// the wait doubles after each failed attempt and resets after a response.
 	MinBackoff, MaxBackoff time.Duration
@@ -83,6 +89,12 @@ func (c *Config) check() error {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.Keepalive.Time <= 0 {
+		c.Keepalive.Time = 30 * time.Second
+	}
+	if c.Keepalive.Timeout <= 0 {
+		c.Keepalive.Timeout = 10 * time.Second
+	}
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes
 	}
@@ -110,7 +122,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.check(); err != nil {
 		return fmt.Errorf("xds client: %w", err)
 	}
-	opts := append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.MaxMessageBytes))}, cfg.DialOptions...)
+	opts := append([]grpc.DialOption{
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.MaxMessageBytes)),
+		grpc.WithKeepaliveParams(cfg.Keepalive),
+	}, cfg.DialOptions...)
 	conn, err := grpc.NewClient(cfg.Addr, opts...)
 	if err != nil {
 		return fmt.Errorf("xds client: %s: %w", cfg.Addr, err)
