@@ -27,13 +27,14 @@ type ports struct {
 
 func pickPorts() (ports, error) {
 	var p ports
-	for _, f := range []*int{&p.gateway, &p.everythingSSE, &p.everythingHTTP, &p.conformance, &p.fetch,
-		&p.everythingSSEUp, &p.everythingHTTPUp, &p.conformanceUp, &p.xds, &p.extproc, &p.admin, &p.envoyAdmin} {
-		port, err := freePort()
-		if err != nil {
-			return ports{}, err
-		}
-		*f = port
+	fields := []*int{&p.gateway, &p.everythingSSE, &p.everythingHTTP, &p.conformance, &p.fetch,
+		&p.everythingSSEUp, &p.everythingHTTPUp, &p.conformanceUp, &p.xds, &p.extproc, &p.admin, &p.envoyAdmin}
+	free, err := freePorts(len(fields))
+	if err != nil {
+		return ports{}, err
+	}
+	for i, f := range fields {
+		*f = free[i]
 	}
 	return p, nil
 }

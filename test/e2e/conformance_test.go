@@ -161,13 +161,24 @@ func (r scenarioResult) String() string {
 // scenarioDir is the folder the suite writes per scenario: server-NAME-TIMESTAMP.
 var scenarioDir = regexp.MustCompile(`^server-(.+)-\d{4}-\d{2}-\d{2}T[0-9-]+Z$`)
 
+// conformanceTimeout bounds one run of the conformance suite.
+const conformanceTimeout = 4 * time.Minute
+
 // conformance runs every server scenario against url with Node 22 and reads the checks.
 func (s *suite) conformance(name, url string) (map[string]scenarioResult, error) {
 	dir := filepath.Join(s.out, "conformance", name)
 	log := filepath.Join(s.out, "conformance-"+name+".log")
-	cmd := exec.Command(s.tools.node22, s.tools.conformance, "server", "--url", url, "-o", dir)
+	// A run takes seconds; the limit is for a scenario that hangs (go test's own timeout would end
+	// the suite without a word on which).
+	ctx, cancel := context.WithTimeout(context.Background(), conformanceTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, s.tools.node22, s.tools.conformance, "server", "--url", url, "-o", dir)
+	cmd.SysProcAttr = childAttrs(false)
 	out, err := cmd.CombinedOutput()
 	_ = os.WriteFile(log, out, 0o644)
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("conformance %s: no end after %s (see %s)\n%s", name, conformanceTimeout, log, tail(log, 20))
+	}
 	// The suite exits 1 when a scenario fails; the checks say which.
 	if _, ok := err.(*exec.ExitError); err != nil && !ok {
 		return nil, fmt.Errorf("conformance %s: %w", name, err)
@@ -249,7 +260,7 @@ func conformanceDoc(s *suite, results map[string]map[string]scenarioResult) []by
 	var b bytes.Buffer
 	dataPlane := "`bin/envoydouble` (the Envoy test double; no `envoy` binary was given)"
 	if s.bin.realEnvoy {
-		dataPlane = "Envoy (`ENVOY_BIN`)"
+		dataPlane = "Envoy `" + s.bin.envoyVersion + "` (`ENVOY_BIN`)"
 	}
 	pinned, _ := readPinned("testdata/npm-tools.txt")
 	fmt.Fprintf(&b, `# MCP conformance: direct and through the gateway

@@ -63,6 +63,7 @@ func (in *inspector) run(args ...string) inspectorRun {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, in.bin, args...)
 	cmd.Env = append(os.Environ(), in.env...)
+	cmd.SysProcAttr = childAttrs(false)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

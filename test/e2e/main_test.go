@@ -7,10 +7,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -32,8 +35,11 @@ type suite struct {
 	pageURL   string // what the lab fetches instead of https://httpbin.org/get
 	issuer    *testIssuer
 	devToken  string // the lab's DEV_TOKEN
-	procs     []*proc
 	mcpgate   *proc
+
+	mu      sync.Mutex // guards procs and stopped: a signal can stop the suite while it starts
+	procs   []*proc
+	stopped bool
 }
 
 func TestMain(m *testing.M) {
@@ -49,6 +55,19 @@ func runSuite(m *testing.M) int {
 	defer unlock()
 	s := &suite{}
 	defer s.stop()
+	// Ctrl-C (go test gets SIGINT with the terminal's process group) or a SIGTERM would end the
+	// test binary without its deferred calls, leaving the servers, each in its own process group,
+	// running: stop them first.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	go func() {
+		sig := <-sigs
+		fmt.Fprintf(os.Stderr, "e2e: %v: stopping the suite's processes\n", sig)
+		s.stop()
+		unlock()
+		os.Exit(1)
+	}()
 	if err := s.start(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: setting up the suite failed: %v\n", err)
 		s.dumpLogs()
@@ -154,9 +173,15 @@ func (s *suite) startServers() error {
 	return nil
 }
 
+// accessLogFlushMillis is how often the data plane writes its buffered access log. Envoy's default,
+// 10 s (--file-flush-interval-msec), would hold back the lines the tests read; the double writes
+// each line at once and ignores the flag.
+const accessLogFlushMillis = "100"
+
 // startGateway starts `mcpgate run` on the watched folder; it starts the data plane (--envoy-bin) with
 // the bootstrap it writes. Its stdout holds the data plane's access log and ext_proc's audit lines.
-// startGateway waits until the Gateway's listeners accept connections.
+// startGateway waits until the data plane's admin says /ready (Envoy's: LIVE once its first
+// configuration is in) and the Gateway's listeners accept connections.
 func (s *suite) startGateway() error {
 	var err error
 	s.mcpgate, err = s.startProc(procSpec{name: "mcpgate", splitStdout: true, args: []string{s.bin.mcpgate, "run",
@@ -166,12 +191,16 @@ func (s *suite) startGateway() error {
 		"--admin-addr", addr(s.ports.admin),
 		"--envoy-bin", s.bin.dataPlane,
 		"--envoy-admin-addr", addr(s.ports.envoyAdmin),
+		"--envoy-arg", "--file-flush-interval-msec", "--envoy-arg", accessLogFlushMillis,
 	}})
 	if err != nil {
 		return err
 	}
+	if err := waitReady(s.mcpgate, "http://"+addr(s.ports.envoyAdmin)+"/ready", 90*time.Second); err != nil {
+		return fmt.Errorf("the data plane did not become ready: %w", err)
+	}
 	for _, port := range []int{s.ports.gateway, s.ports.everythingSSE, s.ports.everythingHTTP, s.ports.conformance} {
-		if err := waitTCP(s.mcpgate, addr(port), 60*time.Second); err != nil {
+		if err := waitTCP(s.mcpgate, addr(port), 30*time.Second); err != nil {
 			return fmt.Errorf("the Gateway's listeners did not come up: %w", err)
 		}
 	}
@@ -182,6 +211,11 @@ func (s *suite) startGateway() error {
 func (s *suite) stdoutLog() string { return s.mcpgate.logs[1] }
 
 func (s *suite) startProc(spec procSpec) (*proc, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return nil, fmt.Errorf("%s: the suite is stopping", spec.name)
+	}
 	p, err := startProc(s.out, spec)
 	if err != nil {
 		return nil, err
@@ -220,9 +254,15 @@ func (s *suite) writeInspectorConfig() error {
 	return os.WriteFile(s.inspCfg, data, 0o644)
 }
 
+// stop ends every process the suite started, the last started first; it may run twice (a signal
+// during the deferred stop).
 func (s *suite) stop() {
-	for i := len(s.procs) - 1; i >= 0; i-- {
-		s.procs[i].stop()
+	s.mu.Lock()
+	s.stopped = true
+	procs := slices.Clone(s.procs)
+	s.mu.Unlock()
+	for i := len(procs) - 1; i >= 0; i-- {
+		procs[i].stop()
 	}
 	if s.page != nil {
 		s.page.Close()

@@ -3,10 +3,14 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -56,7 +60,7 @@ func startProc(outDir string, spec procSpec) (*proc, error) {
 		cmd.Stdout = outf
 		p.logs = append(p.logs, outPath)
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = childAttrs(true)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("%s: start %s: %w", spec.name, spec.args[0], err)
 	}
@@ -66,6 +70,16 @@ func startProc(outDir string, spec procSpec) (*proc, error) {
 		close(p.exited)
 	}()
 	return p, nil
+}
+
+// childAttrs are the process attributes of every child of the suite. Pdeathsig sends SIGTERM to
+// the child when the suite's process dies without stopping it (a test timeout's panic, SIGKILL), so
+// that no server outlives a failed run; mcpgate then stops the data plane it started. (Linux sends
+// the signal when the thread that started the child exits; the Go runtime ends threads only for
+// goroutines locked to them, which this package does not use.) ownGroup puts the child in its own
+// process group, so that stop also ends what it starts.
+func childAttrs(ownGroup bool) *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: ownGroup, Pdeathsig: syscall.SIGTERM}
 }
 
 // running reports whether the process has not exited.
@@ -123,14 +137,82 @@ func waitTCP(p *proc, addr string, timeout time.Duration) error {
 	}
 }
 
-// freePort returns a loopback TCP port that nothing listens on now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
+// waitReady waits until GET url answers 200 (Envoy's admin /ready: "LIVE" once the first
+// configuration is in), failing early when p exits.
+func waitReady(p *proc, url string, timeout time.Duration) error {
+	client := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(timeout)
+	last := "no answer"
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(body)))
+		} else {
+			last = err.Error()
+		}
+		if !p.running() {
+			return fmt.Errorf("%s exited before %s answered 200\n%s", p.name, url, p.describe())
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: %s did not answer 200 after %s (last: %s)\n%s", p.name, url, timeout, last, p.describe())
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// freePorts returns n distinct loopback TCP ports that nothing listens on now. It holds each port
+// until all are picked (so none repeats) and picks them below the kernel's ephemeral range when it
+// can: a port from that range could be handed to some other process's outgoing connection or
+// listen(":0") before the suite's server binds it; a port below it is taken only by an explicit bind.
+func freePorts(n int) ([]int, error) {
+	low, high := 20000, ephemeralLow()
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for attempts := 0; len(ports) < n && attempts < 50*n && high-low > 2*n; attempts++ {
+		l, err := net.Listen("tcp", addr(low+rand.IntN(high-low)))
+		if err != nil {
+			continue // in use
+		}
+		held = append(held, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for len(ports) < n { // no room below the ephemeral range: let the kernel choose
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("free port: %w", err)
+		}
+		held = append(held, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (the ports it hands out for
+// outgoing connections and listen(":0")), or 32768 when it cannot be read.
+func ephemeralLow() int {
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	fields := strings.Fields(string(data))
+	if len(fields) != 2 {
+		return 32768
+	}
+	low, err := strconv.Atoi(fields[0])
+	if err != nil {
+		return 32768
+	}
+	return low
 }
 
 // tail returns the last n lines of a file (or why it cannot).

@@ -25,6 +25,8 @@ type binaries struct {
 	conformance string // the go-sdk conformance everything-server
 	dataPlane   string // ENVOY_BIN, or the envoydouble built here
 	realEnvoy   bool
+	// envoyVersion is what `ENVOY_BIN --version` says (real Envoy only).
+	envoyVersion string
 }
 
 // cacheDir is where `make tools` installs: $MCPGATE_CACHE, else ~/.cache/mcpgate (the Makefile's
@@ -101,14 +103,13 @@ func buildBinaries(binDir, buildLog string) (binaries, error) {
 		mcpgate:     filepath.Join(binDir, "mcpgate"),
 		fetchserver: filepath.Join(binDir, "fetchserver"),
 		conformance: filepath.Join(binDir, "everything-server"),
-		dataPlane:   os.Getenv("ENVOY_BIN"),
 	}
 	pkgs := []string{"./cmd/mcpgate", "./examples/fetchserver", "github.com/modelcontextprotocol/go-sdk/conformance/everything-server"}
-	if b.dataPlane != "" {
-		b.realEnvoy = true
-		if info, err := os.Stat(b.dataPlane); err != nil || info.IsDir() || info.Mode()&0o111 == 0 {
-			return binaries{}, fmt.Errorf("ENVOY_BIN=%s is not an executable file (%v)", b.dataPlane, err)
+	if env := os.Getenv("ENVOY_BIN"); env != "" {
+		if b.dataPlane, b.envoyVersion, err = findEnvoy(env, root); err != nil {
+			return binaries{}, err
 		}
+		b.realEnvoy = true
 	} else {
 		b.dataPlane = filepath.Join(binDir, "envoydouble")
 		pkgs = append(pkgs, "./test/envoydouble")
@@ -121,4 +122,32 @@ func buildBinaries(binDir, buildLog string) (binaries, error) {
 		return binaries{}, fmt.Errorf("go build %s: %w\n%s", strings.Join(pkgs, " "), err, out)
 	}
 	return b, nil
+}
+
+// findEnvoy resolves ENVOY_BIN to an executable and reads its version. A bare name is looked up on
+// PATH; a relative path is taken from the module root (where `make e2e` runs), since `go test`
+// runs this package in test/e2e.
+func findEnvoy(env, root string) (path, version string, err error) {
+	path = env
+	switch {
+	case !strings.Contains(env, "/"):
+		if path, err = exec.LookPath(env); err != nil {
+			return "", "", fmt.Errorf("ENVOY_BIN=%s: %w", env, err)
+		}
+	case !filepath.IsAbs(env):
+		path = filepath.Join(root, env)
+	}
+	if info, err := os.Stat(path); err != nil || info.IsDir() || info.Mode()&0o111 == 0 {
+		return "", "", fmt.Errorf("ENVOY_BIN=%s: %s is not an executable file (%v)", env, path, err)
+	}
+	// `envoy --version` prints "\nPATH  version: SHA/1.36.0/Clean/RELEASE/BoringSSL\n".
+	out, err := exec.Command(path, "--version").CombinedOutput()
+	if err != nil {
+		return "", "", fmt.Errorf("ENVOY_BIN=%s: %s --version: %w\n%s", env, path, err, out)
+	}
+	version = strings.TrimSpace(string(out))
+	if _, v, ok := strings.Cut(version, "version: "); ok {
+		version = strings.TrimSpace(v)
+	}
+	return path, version, nil
 }
