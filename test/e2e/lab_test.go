@@ -80,21 +80,30 @@ func step4Connectivity(t *testing.T, s *suite) {
 }
 
 // Step 5: the data plane's access log shows the MCP method, tool and arguments of the calls of
-// step 4, and ext_proc wrote an audit line for them.
+// step 4, over each transport (the SSE call is a POST to the endpoint the server announced, the
+// Streamable HTTP one a POST to /mcp), and ext_proc wrote an audit line for them.
 func step5AccessLog(t *testing.T, s *suite) {
-	eventually(t, "access log line of tools/call fetch", func() error {
-		lines, err := jsonLines(s.stdoutLog())
-		if err != nil {
-			return err
-		}
-		for _, l := range lines {
-			md, _ := l["mcpgate"].(map[string]any)
-			if md["method"] == "tools/call" && md["tool"] == "fetch" && strings.Contains(fmt.Sprint(md["arguments"]), s.pageURL) {
-				return nil
+	for _, c := range []struct{ transport, pathPrefix, code string }{
+		{"sse", "/sse?", "202"},            // go-sdk's SSE endpoint: /sse?sessionid=ID, answered 202
+		{"streamable-http", "/mcp", "200"}, // the result in the POST's answer
+	} {
+		eventually(t, "access log line of tools/call fetch over "+c.transport, func() error {
+			lines, err := jsonLines(s.stdoutLog())
+			if err != nil {
+				return err
 			}
-		}
-		return fmt.Errorf("%s: no line has mcpgate.method tools/call, mcpgate.tool fetch and the URL %s in mcpgate.arguments (%d lines)", s.stdoutLog(), s.pageURL, len(lines))
-	})
+			for _, l := range lines {
+				md, _ := l["mcpgate"].(map[string]any)
+				path, _ := l["path"].(string)
+				if md["method"] == "tools/call" && md["tool"] == "fetch" && strings.Contains(fmt.Sprint(md["arguments"]), s.pageURL) &&
+					l["method"] == http.MethodPost && strings.HasPrefix(path, c.pathPrefix) && fmt.Sprint(l["response_code"]) == c.code {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s: no line of POST %s... answered %s has mcpgate.method tools/call, mcpgate.tool fetch and the URL %s in mcpgate.arguments (%d JSON lines)",
+				s.stdoutLog(), c.pathPrefix, c.code, s.pageURL, len(lines))
+		})
+	}
 	eventually(t, "audit line of tools/call fetch", func() error {
 		lines, err := jsonLines(s.stdoutLog())
 		if err != nil {
@@ -118,30 +127,39 @@ func step67JWTRequired(t *testing.T, s *suite) {
 	for _, srv := range []string{srvFetchSSE, srvFetchHTTP} {
 		t.Run(srv, func(t *testing.T) {
 			eventually(t, "tools/list without a token is refused", func() error {
-				return expectAuthError(s.inspect(srv, "", "--method", "tools/list"), 0)
+				return expectAuthError(s.inspect(srv, "", "--method", "tools/list"), http.StatusUnauthorized)
 			})
+			if err := expectAuthError(s.inspect(srv, "not-a-jwt", "--method", "tools/list"), http.StatusUnauthorized); err != nil {
+				t.Fatalf("with a bad token: %v", err)
+			}
 		})
 	}
 	t.Run("http", func(t *testing.T) {
-		for _, c := range []struct{ name, token, wantAuth string }{
-			{"no token", "", `Bearer realm="mcpgate"`},
-			{"bad signature", s.devToken[:len(s.devToken)-4] + "AAAA", `error="invalid_token"`},
+		badSignature := s.devToken[:len(s.devToken)-4] + "AAAA"
+		for _, c := range []struct{ name, token, wantAuth, wantBody string }{
+			{"no token", "", `Bearer realm="mcpgate"`, "Jwt is missing"},
+			{"bad signature", badSignature, `Bearer realm="mcpgate", error="invalid_token"`, "Jwt verification fails"},
 		} {
-			resp, err := s.get("http://"+addr(s.ports.gateway)+"/sse", c.token)
-			if err != nil {
-				t.Fatal(err)
+			for _, req := range []struct{ method, url, body string }{
+				{http.MethodGet, "http://" + addr(s.ports.gateway) + "/sse", ""},
+				{http.MethodPost, "http://" + addr(s.ports.gateway) + "/mcp", initializeBody},
+			} {
+				resp, err := s.request(req.method, req.url, c.token, req.body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if resp.status != http.StatusUnauthorized || resp.header.Get("WWW-Authenticate") != c.wantAuth ||
+					!strings.Contains(resp.body, c.wantBody) {
+					t.Errorf("%s %s with %s = %d, WWW-Authenticate %q, body %q; want 401 with %s and %q",
+						req.method, req.url, c.name, resp.status, resp.header.Get("WWW-Authenticate"), resp.body, c.wantAuth, c.wantBody)
+				}
 			}
-			if resp.status != http.StatusUnauthorized || !strings.Contains(resp.header.Get("WWW-Authenticate"), c.wantAuth) {
-				t.Errorf("GET /sse with %s = %d, WWW-Authenticate %q; want 401 with %s", c.name, resp.status, resp.header.Get("WWW-Authenticate"), c.wantAuth)
-			}
-		}
-	})
-	t.Run("bad token", func(t *testing.T) {
-		if err := expectAuthError(s.inspect(srvFetchSSE, "not-a-jwt", "--method", "tools/list"), 0); err != nil {
-			t.Fatal(err)
 		}
 	})
 }
+
+// initializeBody is an MCP initialize request, as the inspector sends it first over Streamable HTTP.
+const initializeBody = `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcpgate-e2e","version":"1"}}}`
 
 // Step 8: with the lab's DEV_TOKEN, tools/list and tools/call succeed, and the access log carries
 // the token's subject.
@@ -209,7 +227,7 @@ func step9RBAC(t *testing.T, s *suite) {
 		})
 	}
 	t.Run("http", func(t *testing.T) {
-		resp, err := s.get("http://"+addr(s.ports.gateway)+"/sse", otherOrg)
+		resp, err := s.request(http.MethodGet, "http://"+addr(s.ports.gateway)+"/sse", otherOrg, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -333,21 +351,32 @@ func (s *suite) expectCall(server, token, wantText string, args ...string) error
 	return nil
 }
 
-// expectAuthError checks the inspector failed with its auth error (exit 3, auth_required) and, if
-// status is not 0, that the envelope names that HTTP status.
+// expectAuthError checks the inspector failed with its auth error (exit 3, auth_required, which
+// it gives for 401 and 403 alike) and that the HTTP status was the one wanted: a 403 is named in
+// the envelope; a 401 is not named, but it makes the inspector start OAuth (which needs a TTY).
 func expectAuthError(r inspectorRun, status int) error {
 	if r.code == 0 {
-		return fmt.Errorf("the call succeeded, want exit 3 auth_required\n%s", r)
+		return fmt.Errorf("the call succeeded, want exit 3 auth_required (HTTP %d)\n%s", status, r)
 	}
 	e, err := r.failure()
 	if err != nil {
 		return err
 	}
 	if r.code != 3 || e.Code != "auth_required" {
-		return fmt.Errorf("want exit 3 auth_required\n%s", r)
+		return fmt.Errorf("want exit 3 auth_required (HTTP %d)\n%s", status, r)
 	}
-	if status != 0 && e.Status != status && !strings.Contains(e.Message, fmt.Sprint(status)) {
-		return fmt.Errorf("want HTTP status %d in the error\n%s", status, r)
+	forbidden := e.Status == http.StatusForbidden || strings.Contains(e.Message, "403")
+	switch status {
+	case http.StatusForbidden:
+		if !forbidden {
+			return fmt.Errorf("want HTTP 403 in the error\n%s", r)
+		}
+	case http.StatusUnauthorized:
+		if forbidden || (e.Status != http.StatusUnauthorized && !strings.Contains(e.Message, "OAuth")) {
+			return fmt.Errorf("want the inspector's answer to HTTP 401 (OAuth), not another refusal\n%s", r)
+		}
+	default:
+		return fmt.Errorf("expectAuthError: status %d is neither 401 nor 403", status)
 	}
 	return nil
 }
@@ -356,33 +385,37 @@ func expectAuthError(r inspectorRun, status int) error {
 type httpAnswer struct {
 	status int
 	header http.Header
-	body   string // at most 4 KiB
+	body   string // at most 4 KiB; empty for a 200 (a stream stays open)
 }
 
-// get sends GET url with an optional bearer token and reads at most 4 KiB of the answer (an SSE
-// stream stays open, so the body is read only up to what has arrived within a second).
-func (s *suite) get(url, token string) (httpAnswer, error) {
+// request sends METHOD url with an optional bearer token and JSON body, as an MCP client does
+// (Accept: application/json, text/event-stream), and reads at most 4 KiB of an answer that is not
+// a 200.
+func (s *suite) request(method, url, token, body string) (httpAnswer, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
 	if err != nil {
 		return httpAnswer{}, err
 	}
-	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return httpAnswer{}, fmt.Errorf("GET %s: %w", url, err)
+		return httpAnswer{}, fmt.Errorf("%s %s: %w", method, url, err)
 	}
 	defer resp.Body.Close()
 	a := httpAnswer{status: resp.StatusCode, header: resp.Header}
 	if resp.StatusCode == http.StatusOK {
 		return a, nil // a stream: its body is not needed
 	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	a.body = string(body)
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	a.body = string(data)
 	return a, nil
 }
 
@@ -421,18 +454,24 @@ func jsonLines(path string) ([]map[string]any, error) {
 	return out, sc.Err()
 }
 
-// eventually retries check until it passes or 20 s have gone by: an edit of the watched files
-// reaches the data plane and ext_proc asynchronously.
+// eventuallyFor is how long eventually retries: an edit of the watched files reaches the data
+// plane and ext_proc within a second or two, but a check runs the inspector (a Node process), which
+// takes seconds on a loaded two-core machine.
+const eventuallyFor = 45 * time.Second
+
+// eventually retries check until it passes or eventuallyFor has gone by: an edit of the watched
+// files reaches the data plane and ext_proc asynchronously, and access-log lines are written when
+// a request ends.
 func eventually(t *testing.T, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(eventuallyFor)
 	for {
 		err := check()
 		if err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing after 20s: %v", what, err)
+			t.Fatalf("%s: still failing after %s: %v", what, eventuallyFor, err)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
