@@ -106,7 +106,7 @@ func (t *translation) translateBackend(bi *backendInfo) (field, msg, note string
 		if err := checkHostPort(s.Static.Host, s.Static.Port); err != "" {
 			return "spec.static", err, ""
 		}
-		bi.target = &target{cluster: t.xds.addressCluster(name, s.Static.Host, s.Static.Port, false), backend: keyString(b.Namespace, b.Name)}
+		bi.target = &target{cluster: t.xds.addressCluster(name, s.Static.Host, s.Static.Port, false, false), backend: keyString(b.Namespace, b.Name)}
 		return "", "", fmt.Sprintf("static %s", joinHostPort(s.Static.Host, s.Static.Port))
 	case s.AI != nil:
 		return t.translateAI(bi, name)
@@ -135,7 +135,7 @@ func (t *translation) translateAI(bi *backendInfo, name string) (field, msg, not
 		return "spec.ai.provider.path", "must start with /", ""
 	}
 	tg := &target{
-		cluster:     t.xds.addressCluster(name, host, port, port == httpsPort),
+		cluster:     t.xds.addressCluster(name, host, port, port == httpsPort, false),
 		backend:     keyString(b.Namespace, b.Name),
 		hostRewrite: host,
 		pathRewrite: p.Path,
@@ -217,7 +217,7 @@ func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, no
 			path = defaultMCPPath(tr)
 		}
 		bi.target = &target{
-			cluster:  t.xds.addressCluster(name+"/"+string(first.Name), st.Host, st.Port, false),
+			cluster:  t.xds.addressCluster(name+"/"+string(first.Name), st.Host, st.Port, false, true),
 			backend:  keyString(b.Namespace, b.Name),
 			mcp:      tr,
 			name:     string(first.Name),

@@ -220,9 +220,10 @@ func socketAddress(host string, port int32) *corev3.Address {
 	}}}
 }
 
-// addressCluster is a cluster of one host: STATIC for an IP, STRICT_DNS for a name; with tls,
-// the upstream certificate is verified against the CA bundle and the host name.
-func (x *xdsCommon) addressCluster(name, host string, port int32, tls bool) *clusterv3.Cluster {
+// addressCluster is a cluster of one host: STATIC for an IP, STRICT_DNS for a name (whose
+// addresses are its hosts); with tls, the upstream certificate is verified against the CA bundle
+// and the host name; with ringHash, it balances by the routes' hash (MCP session affinity).
+func (x *xdsCommon) addressCluster(name, host string, port int32, tls, ringHash bool) *clusterv3.Cluster {
 	c := &clusterv3.Cluster{
 		Name:           name,
 		ConnectTimeout: x.connectTimeout,
@@ -236,7 +237,8 @@ func (x *xdsCommon) addressCluster(name, host string, port int32, tls bool) *clu
 	}
 	if tls {
 		c.TransportSocket = x.tlsSocket(host)
-	} else {
+	}
+	if ringHash {
 		c.LbPolicy = clusterv3.Cluster_RING_HASH
 	}
 	return c
