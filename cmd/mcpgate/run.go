@@ -299,6 +299,9 @@ type supervisor struct {
 	wg             sync.WaitGroup
 	mu             sync.Mutex
 	runs           map[string]context.CancelFunc // Gateway -> stops its Envoy
+	// stopped is set by stopAll: a sync that comes later (a translation finishing while the
+	// process stops) starts nothing.
+	stopped bool
 	// admin is the Envoy admin port given to each Gateway, kept for the life of the process.
 	admin map[string]int
 }
@@ -311,10 +314,13 @@ func newSupervisor(bin string, cfg *runConfig, log *slog.Logger, stdout, stderr 
 }
 
 // sync starts an Envoy for every Gateway of gateways that has none and stops those of Gateways
-// no longer served.
+// no longer served. After stopAll it does nothing.
 func (s *supervisor) sync(gateways []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.stopped {
+		return
+	}
 	for gw, stop := range s.runs {
 		if !slices.Contains(gateways, gw) {
 			s.log.Info("stopping Envoy: Gateway no longer served", "gateway", gw)
@@ -397,9 +403,10 @@ func (s *supervisor) run(ctx context.Context, gw, path string) {
 	}
 }
 
-// stopAll stops every Envoy and waits for them to exit.
+// stopAll stops every Envoy and waits for them to exit; none starts afterwards.
 func (s *supervisor) stopAll() {
 	s.mu.Lock()
+	s.stopped = true
 	for gw, stop := range s.runs {
 		stop()
 		delete(s.runs, gw)

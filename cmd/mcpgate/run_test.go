@@ -464,3 +464,26 @@ func TestSecretsNotShown(t *testing.T) {
 		return nil
 	})
 }
+
+// TestSupervisorStartsNothingAfterStop: a translation that finishes while mcpgate stops must
+// not start an Envoy that nothing would stop.
+func TestSupervisorStartsNothingAfterStop(t *testing.T) {
+	cfg, err := parseRunFlags([]string{"-f", t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "envoy")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\nexec sleep 60\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := newSupervisor(bin, cfg, slog.New(slog.DiscardHandler), io.Discard, io.Discard)
+	s.stopAll()
+	s.sync([]string{"ns/gw"})
+	s.mu.Lock()
+	n := len(s.runs)
+	s.mu.Unlock()
+	s.stopAll()
+	if n != 0 {
+		t.Errorf("an Envoy was started after stopAll")
+	}
+}
