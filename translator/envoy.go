@@ -259,13 +259,19 @@ func (x *xdsCommon) tlsSocket(host string) *corev3.TransportSocket {
 	if s, ok := x.tlsByHost[host]; ok {
 		return s
 	}
+	// A name is sent as SNI and must be a DNS name of the certificate; an IP address is not sent
+	// (RFC 6066 allows names only) and must be an IP address of the certificate.
+	sni, san := host, tlsv3.SubjectAltNameMatcher_DNS
+	if isIP(host) {
+		sni, san = "", tlsv3.SubjectAltNameMatcher_IP_ADDRESS
+	}
 	ctx := &tlsv3.UpstreamTlsContext{
-		Sni: host,
+		Sni: sni,
 		CommonTlsContext: &tlsv3.CommonTlsContext{ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{
 			ValidationContext: &tlsv3.CertificateValidationContext{
 				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: x.opts.UpstreamCAFile}},
 				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
-					SanType: tlsv3.SubjectAltNameMatcher_DNS,
+					SanType: san,
 					Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: host}},
 				}},
 			},
