@@ -148,9 +148,11 @@ func (st *stream) requestBody(body io.Reader, hasBody bool) (io.Reader, bool) {
 	case extprocv3.ProcessingMode_BUFFERED:
 		data, err := readLimited(body, st.lis.BufferLimit)
 		if errors.Is(err, errTooLarge) {
-			// Envoy: a buffered request body over per_connection_buffer_limit_bytes is a 413, sent
-			// on behalf of the buffering filter, so it does not go back through ext_proc.
-			st.filterLocalReply(&extprocfilter.LocalReply{Status: 413, Body: []byte("Payload Too Large"), Details: "request_payload_too_large"})
+			// Envoy: a buffered request body over per_connection_buffer_limit_bytes is a 413
+			// (ActiveStreamDecoderFilter::requestDataTooLarge). It is the connection manager's
+			// local reply, sent through the encoder filters: ext_proc, still processing, gets its
+			// response headers and body when the route's mode sends them.
+			st.localReply(413, []byte("Payload Too Large"), "request_payload_too_large", "", false)
 			return nil, false
 		}
 		if err != nil {
@@ -387,9 +389,9 @@ func (st *stream) dispatch(upBody io.Reader) {
 	r := st.route
 	switch {
 	case r == nil:
-		st.localReply(404, nil, "route_not_found", flagNoRoute)
+		st.localReply(404, nil, "route_not_found", flagNoRoute, true)
 	case r.Direct != nil:
-		st.localReply(r.Direct.Status, r.Direct.Body, "direct_response", "")
+		st.localReply(r.Direct.Status, r.Direct.Body, "direct_response", "", true)
 	case r.Redirect != nil:
 		st.redirect(r.Redirect)
 	default:
@@ -443,20 +445,20 @@ func (st *stream) redirect(rd *xdsconf.Redirect) {
 	}
 	h := &headers.Map{}
 	h.Add("location", loc)
-	st.localReplyWith(rd.Code, nil, "", "", h)
+	st.localReplyWith(rd.Code, nil, "", "", h, true)
 }
 
 // forward proxies to the route's cluster as Envoy's router does.
 func (st *stream) forward(f *xdsconf.Forward, upBody io.Reader) {
 	c := st.snap.Clusters[st.cluster]
 	if c == nil {
-		st.localReply(f.ClusterNotFoundCode, nil, "cluster_not_found", flagNoCluster)
+		st.localReply(f.ClusterNotFoundCode, nil, "cluster_not_found", flagNoCluster, true)
 		return
 	}
 	uc := st.srv.ups.get(c)
 	ep, ok := uc.pick(st.srv.ups.endpoints(st.ctx, uc, st.snap), st.hashKey(f))
 	if !ok {
-		st.localReply(503, []byte("no healthy upstream"), "no_healthy_upstream", flagNoHealthyUpstream)
+		st.localReply(503, []byte("no healthy upstream"), "no_healthy_upstream", flagNoHealthyUpstream, true)
 		return
 	}
 	st.upstream = ep.Addr()
@@ -560,19 +562,19 @@ func (st *stream) upstreamFailed(ctx context.Context, err error) {
 	case pl != nil:
 		st.filterLocalReply(pl)
 	case errors.Is(context.Cause(st.ctx), errIdle):
-		st.localReply(st.idleTimeoutCode(), []byte("stream timeout"), "stream_idle_timeout", flagStreamIdleTimeout)
+		st.localReply(st.idleTimeoutCode(), []byte("stream timeout"), "stream_idle_timeout", flagStreamIdleTimeout, false)
 	case st.r.Context().Err() != nil:
 		st.downstreamGone()
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		st.localReply(504, []byte("upstream request timeout"), "response_timeout", flagUpstreamTimeout)
+		st.localReply(504, []byte("upstream request timeout"), "response_timeout", flagUpstreamTimeout, true)
 	case isConnectError(err):
 		st.srv.log.Debug("upstream connect failure", "upstream", st.upstream, "err", err)
 		st.localReply(503, []byte("upstream connect error or disconnect/reset before headers. reset reason: connection failure"),
-			"upstream_reset_before_response_started{connection_failure}", flagConnectFailure)
+			"upstream_reset_before_response_started{connection_failure}", flagConnectFailure, true)
 	default:
 		st.srv.log.Debug("upstream reset", "upstream", st.upstream, "err", err)
 		st.localReply(503, []byte("upstream connect error or disconnect/reset before headers. reset reason: connection termination"),
-			"upstream_reset_before_response_started{connection_termination}", flagUpstreamTerm)
+			"upstream_reset_before_response_started{connection_termination}", flagUpstreamTerm, true)
 	}
 }
 
@@ -644,51 +646,70 @@ func (st *stream) finalizeResponseHeaders(h *headers.Map) {
 	}
 }
 
-// localReply is a reply made by the connection manager or the router (404, 503, direct
-// response...): like Envoy's sendLocalReply from the router it passes through the encoder filters,
-// so ext_proc sees its response headers. Route response headers are added.
-func (st *stream) localReply(code int, body []byte, details, flag string) {
-	st.localReplyWith(code, body, details, flag, nil)
+// localReply is a local reply sent before any response headers exist, by the router (404 NR,
+// 503, 504, a direct response, a redirect: byRouter) or by the connection manager (413, stream
+// idle timeout). Like Envoy's FilterManager::sendLocalReplyViaFilterChain it passes through the
+// encoder filters, so ext_proc sees its response headers (and body) when its mode says so.
+func (st *stream) localReply(code int, body []byte, details, flag string, byRouter bool) {
+	st.localReplyWith(code, body, details, flag, nil, byRouter)
 }
 
-func (st *stream) localReplyWith(code int, body []byte, details, flag string, extra *headers.Map) {
+func (st *stream) localReplyWith(code int, body []byte, details, flag string, extra *headers.Map, byRouter bool) {
 	if flag != "" {
 		st.flags = append(st.flags, flag)
 	}
 	st.details = details
-	h := localHeaders(code, body, extra)
-	if st.route != nil {
-		st.finalizeResponseHeaders(h)
-	}
+	h := st.localHeaders(code, body, extra, byRouter)
 	st.encode(h, bytes.NewReader(body), len(body) == 0, st.ctx)
 }
 
-func localHeaders(code int, body []byte, extra *headers.Map) *headers.Map {
+// localHeaders prepares a local reply's headers as Envoy's Utility::prepareLocalReply does:
+//   - the route's response header operations first: FilterManager::sendLocalReply applies the
+//     route entry's finalizeResponseHeaders to every local reply (envoy#13204), so ext_proc's
+//     immediate responses and failures carry them too; a direct response or redirect route has no
+//     route entry, and only the router's own reply applies its headers (byRouter);
+//   - then the replying filter's headers (modify_headers; a name it sets replaces the route's);
+//   - then, for a body, content-length and a text/plain content-type unless one is set; a reply
+//     without body has neither (writeHeaders adds the codec's content-length: 0 on the wire).
+func (st *stream) localHeaders(code int, body []byte, modify *headers.Map, byRouter bool) *headers.Map {
 	h := &headers.Map{}
 	h.Add(":status", strconv.Itoa(code))
-	if extra != nil {
-		for _, e := range extra.All() {
+	if st.route != nil && (byRouter || st.route.Forward != nil) {
+		st.finalizeResponseHeaders(h)
+	}
+	if modify != nil {
+		for _, e := range modify.All() {
+			h.Del(e.Key)
+		}
+		for _, e := range modify.All() {
 			h.Add(e.Key, e.Value)
 		}
 	}
-	if len(body) > 0 && !h.Has("content-type") {
-		h.Add("content-type", "text/plain")
+	if len(body) > 0 {
+		h.Set("content-length", strconv.Itoa(len(body)))
+		if !h.Has("content-type") {
+			h.Add("content-type", "text/plain")
+		}
+	} else {
+		h.Del("content-length")
+		h.Del("content-type")
 	}
-	h.Set("content-length", strconv.Itoa(len(body)))
 	return h
 }
 
-// filterLocalReply sends a local reply made by the ext_proc filter (immediate response, failure,
-// buffer overflow). It does not go back through ext_proc. Once response headers are downstream,
-// Envoy resets the stream instead.
+// filterLocalReply sends a local reply made by the ext_proc filter (immediate response, failure)
+// or by the connection manager once the upstream's response headers exist (response body over
+// the buffer limit): it does not go back through ext_proc (processing is complete, or Envoy's
+// sendDirectLocalReply bypasses the filters). Once response headers are downstream, Envoy resets
+// the stream instead.
 func (st *stream) filterLocalReply(lr *extprocfilter.LocalReply) {
 	st.details = lr.Details
 	if st.headersSent {
 		st.reset("")
 		return
 	}
-	h := localHeaders(lr.Status, lr.Body, lr.Headers)
-	st.writeHeaders(h)
+	h := st.localHeaders(lr.Status, lr.Body, lr.Headers, false)
+	st.writeHeaders(h, len(lr.Body) == 0)
 	st.write(lr.Body)
 }
 
@@ -711,16 +732,17 @@ func (st *stream) encode(h *headers.Map, body io.Reader, noBody bool, ctx contex
 	}
 	switch {
 	case noBody || mode == extprocv3.ProcessingMode_NONE:
-		st.writeHeaders(h)
+		st.writeHeaders(h, noBody)
 		if !noBody {
 			st.copyBody(body, ctx)
 		}
 	case mode == extprocv3.ProcessingMode_BUFFERED:
 		data, err := readLimited(body, st.lis.BufferLimit)
 		if errors.Is(err, errTooLarge) {
-			// Envoy: a buffered response over the buffer limit is a 500.
-			st.details = "response_payload_too_large"
-			st.filterLocalReply(&extprocfilter.LocalReply{Status: 500, Details: "response_payload_too_large"})
+			// Envoy: a buffered response over the buffer limit is a 500 "Internal Server Error"
+			// (ActiveStreamEncoderFilter::responseDataTooLarge), sent directly to the codec since
+			// the upstream's response headers exist.
+			st.filterLocalReply(&extprocfilter.LocalReply{Status: 500, Body: []byte("Internal Server Error"), Details: "response_payload_too_large"})
 			return
 		}
 		if err != nil {
@@ -732,10 +754,10 @@ func (st *stream) encode(h *headers.Map, body io.Reader, noBody bool, ctx contex
 			st.filterLocalReply(res.Local)
 			return
 		}
-		st.writeHeaders(h)
+		st.writeHeaders(h, false)
 		st.write(data)
 	case mode == extprocv3.ProcessingMode_STREAMED:
-		st.writeHeaders(h)
+		st.writeHeaders(h, false)
 		res, err := st.ep.StreamBody(extprocfilter.Response, chunks(body), func(b []byte) error { return st.writeFlush(b) })
 		switch {
 		case res.Local != nil:
@@ -747,8 +769,10 @@ func (st *stream) encode(h *headers.Map, body io.Reader, noBody bool, ctx contex
 }
 
 // writeHeaders sends the response headers downstream (HTTP/1.1). Like Envoy, the server header is
-// overwritten with server_name unless server_header_transformation says otherwise.
-func (st *stream) writeHeaders(h *headers.Map) {
+// overwritten with server_name unless server_header_transformation says otherwise. end says the
+// response has no body: Envoy's HTTP/1 codec then writes content-length: 0 when the headers have
+// none (on the wire only).
+func (st *stream) writeHeaders(h *headers.Map, end bool) {
 	if st.headersSent {
 		return
 	}
@@ -774,6 +798,9 @@ func (st *stream) writeHeaders(h *headers.Map) {
 			continue
 		}
 		wh.Add(e.Key, e.Value)
+	}
+	if end && !h.Has("content-length") && code >= 200 && code != 204 && code != 304 {
+		wh.Set("Content-Length", "0")
 	}
 	st.w.WriteHeader(code)
 	// Envoy's codec writes encoded headers to the connection at once, without waiting for body

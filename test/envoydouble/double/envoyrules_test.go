@@ -4,6 +4,8 @@ package double_test
 // lenient than Envoy; each names the Envoy source it follows.
 
 import (
+	"bytes"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 )
 
 // TestContentLengthIsDecidedWhenTheHeadersArrive: Envoy removes content-length with the body mode
@@ -83,5 +86,91 @@ func TestContinueAndReplaceWithoutBodyMutationKeepsTheBody(t *testing.T) {
 	st.ended(t)
 	if got := strings.Join(kinds(st.messages()), ","); got != "request_headers,response_headers,response_body" {
 		t.Errorf("messages %s: no request body after CONTINUE_AND_REPLACE", got)
+	}
+}
+
+// TestConnectionManagerLocalRepliesPassThroughExtProc: the 413 of a buffered request body over
+// the buffer limit is the connection manager's local reply, sent through the encoder filters
+// (FilterManager::sendLocalReplyViaFilterChain): ext_proc gets its response headers and body. A
+// buffered response over the limit is a 500 "Internal Server Error" sent directly to the codec.
+func TestConnectionManagerLocalRepliesPassThroughExtProc(t *testing.T) {
+	e := newEnv(t, answer(nil))
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("content-type", "application/json")
+		w.Write(bytes.Repeat([]byte("x"), 2048))
+	})
+	l := listener(t, e.listen, extProcFilter(5*time.Second), nil)
+	l.PerConnectionBufferLimitBytes.Value = 1024
+	e.push(l, routeConfig(l.Name, vhost("vh", []string{"*"}, prefixRoute("mcp", "/mcp", "up", perRoute(t, mcpMode())))),
+		staticCluster("up", up.addr))
+
+	resp, body := do(t, "POST", e.url("/mcp"), bytes.NewReader(make([]byte, 2048)))
+	if resp.StatusCode != 413 || body != "Payload Too Large" || resp.Header.Get("content-type") != "text/plain" {
+		t.Errorf("got %d %q %q", resp.StatusCode, body, resp.Header.Get("content-type"))
+	}
+	st := e.ext.streams(t, 1)[0]
+	st.ended(t)
+	msgs := st.messages()
+	if got := strings.Join(kinds(msgs), ","); got != "request_headers,response_headers,response_body" {
+		t.Fatalf("messages %s: the 413 goes through ext_proc's encoder path", got)
+	}
+	if v, _ := header(msgs[1].GetResponseHeaders().GetHeaders(), ":status"); v != "413" {
+		t.Errorf("response_headers :status %q", v)
+	}
+	if b := msgs[2].GetResponseBody(); string(b.GetBody()) != "Payload Too Large" || !b.GetEndOfStream() {
+		t.Errorf("response_body %v", b)
+	}
+	if up.count() != 0 {
+		t.Errorf("the upstream saw %d requests", up.count())
+	}
+
+	resp, body = do(t, "POST", e.url("/mcp"), strings.NewReader(`{}`))
+	if resp.StatusCode != 500 || body != "Internal Server Error" || resp.Header.Get("content-type") != "text/plain" {
+		t.Errorf("response over the limit: got %d %q %q", resp.StatusCode, body, resp.Header.Get("content-type"))
+	}
+	waitFor(t, "both access log lines", func() bool { return len(e.access.all()) == 2 })
+	for i, want := range []string{"request_payload_too_large", "response_payload_too_large"} {
+		if d := e.logs(2)[i]["details"]; d != want {
+			t.Errorf("log %d details %v, want %s", i, d, want)
+		}
+	}
+}
+
+// TestLocalRepliesCarryTheRouteResponseHeaders: Envoy applies the route's response header
+// operations to every local reply of a stream with a route entry (FilterManager::sendLocalReply,
+// envoy#13204), ext_proc's immediate responses included; a local reply without body has neither
+// content-type nor content-length in its headers (Utility::prepareLocalReply), and the HTTP/1
+// codec writes content-length: 0.
+func TestLocalRepliesCarryTheRouteResponseHeaders(t *testing.T) {
+	e := newEnv(t, answer(func(m *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingResponse {
+		if m.GetRequestHeaders() == nil {
+			return nil
+		}
+		path, _ := header(m.GetRequestHeaders().GetHeaders(), ":path")
+		im := &extprocsvc.ImmediateResponse{Status: &typev3.HttpStatus{Code: typev3.StatusCode_Unauthorized}, Body: []byte("Jwt is missing"),
+			Headers: &extprocsvc.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{setHeader("x-overridden", "by ext_proc", false)}}}
+		if path == "/mcp/empty" {
+			im.Status.Code, im.Body = typev3.StatusCode_Accepted, nil
+			im.Headers.SetHeaders = append(im.Headers.SetHeaders, setHeader("content-type", "application/json", false))
+		}
+		return &extprocsvc.ProcessingResponse{Response: &extprocsvc.ProcessingResponse_ImmediateResponse{ImmediateResponse: im}}
+	}))
+	up := jsonUpstream(t)
+	l := listener(t, e.listen, extProcFilter(5*time.Second), nil)
+	r := prefixRoute("mcp", "/mcp", "up", perRoute(t, mcpMode()))
+	r.ResponseHeadersToAdd = []*corev3.HeaderValueOption{
+		{Header: &corev3.HeaderValue{Key: "x-route-added", Value: "yes"}},
+		{Header: &corev3.HeaderValue{Key: "x-overridden", Value: "by the route"}}}
+	e.push(l, routeConfig(l.Name, vhost("vh", []string{"*"}, r)), staticCluster("up", up.addr))
+
+	resp, body := do(t, "POST", e.url("/mcp"), strings.NewReader(`{}`))
+	if resp.StatusCode != 401 || body != "Jwt is missing" || resp.Header.Get("x-route-added") != "yes" ||
+		strings.Join(resp.Header.Values("x-overridden"), ",") != "by ext_proc" {
+		t.Errorf("got %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+	resp, body = do(t, "POST", e.url("/mcp/empty"), strings.NewReader(`{}`))
+	if resp.StatusCode != 202 || body != "" || resp.Header.Get("content-type") != "" || resp.Header.Get("content-length") != "0" ||
+		resp.Header.Get("x-route-added") != "yes" {
+		t.Errorf("empty body: got %d %q %v", resp.StatusCode, body, resp.Header)
 	}
 }
