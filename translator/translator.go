@@ -54,12 +54,8 @@ import (
 const (
 	// DefaultControllerName is the GatewayClass controllerName that mcpgate serves by default.
 	DefaultControllerName = "mcpgate.dev/gateway-controller"
-	// contract.ExtProcCluster is the bootstrap's static cluster of the ext_proc service.
 	// ExtProcFilterName is the name of the ext_proc HTTP filter and its per-route config key.
 	ExtProcFilterName = "envoy.filters.http.ext_proc"
-	// contract.MetadataNamespace is the dynamic metadata namespace that ext_proc writes.
-	// contract.PolicyTypeURL is the xDS type URL of the mcpgate policy resource.
-	// contract.AllGateways is the node group that holds the policies of every gateway.
 	// DefaultMessageTimeout is the ext_proc message timeout when Options leaves it zero.
 	DefaultMessageTimeout = 10 * time.Second
 	// DefaultMaxBodyBytes is the MCP body limit when Options leaves it zero.
@@ -67,12 +63,12 @@ const (
 	// DefaultUpstreamCAFile is the CA bundle that verifies TLS upstreams (LLM providers).
 	DefaultUpstreamCAFile = "/etc/ssl/certs/ca-certificates.crt"
 	// bufferSlack is added to MaxBodyBytes for the listener buffer limit, so that ext_proc, not
-	// Envoy's 413, answers a body at the limit.
+	// Envoy's 413, answers a body at the limit. Envoy buffers a BUFFERED ext_proc body up to the
+	// stream's buffer limit, which is the listener's per_connection_buffer_limit_bytes (1.36+:
+	// unless a route sets request_body_buffer_limit), and answers 413 beyond it; an answer's
+	// body beyond it gets 500.
 	bufferSlack = 64 << 10
 )
-
-// The gRPC initial metadata keys of the per-route ext_proc config (docs/design.md).
-const ()
 
 // Resources is everything the translator reads.
 type Resources struct {
