@@ -73,8 +73,8 @@ func parseRunFlags(args []string) (*runConfig, error) {
 		return nil, errors.New("want -f PATH (and no other argument)")
 	}
 	var err error
-	if c.envoyAdmin, err = net.ResolveTCPAddr("tcp", *envoyAdmin); err != nil || c.envoyAdmin.IP == nil {
-		return nil, fmt.Errorf("--envoy-admin-addr %q: want IP:PORT", *envoyAdmin)
+	if c.envoyAdmin, err = net.ResolveTCPAddr("tcp", *envoyAdmin); err != nil || c.envoyAdmin.IP == nil || c.envoyAdmin.Port == 0 {
+		return nil, fmt.Errorf("--envoy-admin-addr %q: want IP:PORT with a port other than 0 (the next Gateways take the next ports)", *envoyAdmin)
 	}
 	return c, nil
 }

@@ -25,6 +25,7 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/mcpgate/mcpgate/xds/bootstrap"
 	"github.com/mcpgate/mcpgate/xds/client"
 )
 
@@ -348,6 +349,10 @@ func TestRunFlags(t *testing.T) {
 			t.Errorf("%q accepted", args)
 		}
 	}
+	// Port 0 would give the second Gateway's Envoy port 1.
+	if _, err := parseRunFlags([]string{"-f", "x", "--envoy-admin-addr", "127.0.0.1:0"}); err == nil || !strings.Contains(err.Error(), "--envoy-admin-addr") {
+		t.Errorf("--envoy-admin-addr with port 0: %v", err)
+	}
 	c, err := parseRunFlags([]string{"-f", "a", "-f", "b", "--envoy-arg", "--concurrency", "--envoy-arg", "2"})
 	if err != nil || len(c.files) != 2 || len(c.envoyArgs) != 2 || c.xdsAddr != "127.0.0.1:18000" || c.admin != "127.0.0.1:19000" {
 		t.Errorf("%+v %v", c, err)
@@ -485,5 +490,35 @@ func TestSupervisorStartsNothingAfterStop(t *testing.T) {
 	s.stopAll()
 	if n != 0 {
 		t.Errorf("an Envoy was started after stopAll")
+	}
+}
+
+// TestSupervisorAdminPorts gives each Gateway's Envoy its own admin port after the first, kept
+// when the Gateway comes back.
+func TestSupervisorAdminPorts(t *testing.T) {
+	cfg, err := parseRunFlags([]string{"-f", t.TempDir(), "--envoy-admin-addr", "127.0.0.1:15000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSupervisor("envoy", cfg, slog.New(slog.DiscardHandler), io.Discard, io.Discard)
+	defer s.stopAll()
+	var got []uint32
+	for _, gw := range []string{"ns/a", "ns/b", "ns/a"} {
+		path, err := s.writeBootstrap(gw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := bootstrap.Parse(y)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, b.GetAdmin().GetAddress().GetSocketAddress().GetPortValue())
+	}
+	if want := []uint32{15000, 15001, 15000}; !slices.Equal(got, want) {
+		t.Errorf("admin ports %v, want %v", got, want)
 	}
 }
