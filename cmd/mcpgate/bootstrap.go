@@ -17,7 +17,8 @@ func runBootstrap(_ context.Context, args []string) error {
 	fs.StringVar(&o.NodeID, "node-id", "", "Envoy's node id (default: the gateway)")
 	fs.StringVar(&o.XDSAddr, "xds-addr", bootstrap.DefaultXDSAddr, "mcpgate's xDS server: HOST:PORT or unix:///PATH")
 	fs.StringVar(&o.ExtProcAddr, "extproc-addr", bootstrap.DefaultExtProcAddr, "mcpgate's ext_proc server: HOST:PORT or unix:///PATH")
-	fs.StringVar(&o.AdminAddr, "admin-addr", bootstrap.DefaultAdminAddr, "Envoy's admin listener: IP:PORT or unix:///PATH")
+	// The name `mcpgate run` gives it: --admin-addr is mcpgate's own admin elsewhere.
+	fs.StringVar(&o.AdminAddr, "envoy-admin-addr", bootstrap.DefaultAdminAddr, "Envoy's admin listener: IP:PORT or unix:///PATH")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: mcpgate bootstrap --gateway NS/NAME [flags]\n\nPrints an Envoy bootstrap (YAML) that takes its configuration from mcpgate over Delta ADS.\n\nflags:")
 		fs.PrintDefaults()

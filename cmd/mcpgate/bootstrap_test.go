@@ -19,7 +19,7 @@ func TestBootstrapCommand(t *testing.T) {
 	stdout := os.Stdout
 	os.Stdout = w
 	err = runBootstrap(context.Background(), []string{"--gateway", "ns/gw", "--node-id", "pod-1", "--xds-addr", "10.0.0.1:18000",
-		"--extproc-addr", "unix:///run/extproc.sock", "--admin-addr", "127.0.0.1:15001"})
+		"--extproc-addr", "unix:///run/extproc.sock", "--envoy-admin-addr", "127.0.0.1:15001"})
 	os.Stdout = stdout
 	w.Close()
 	out, _ := io.ReadAll(r)

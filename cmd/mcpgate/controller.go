@@ -40,8 +40,9 @@ func runController(ctx context.Context, args []string) error {
 		envoyImage          = fs.String("envoy-image", kubernetes.DefaultEnvoyImage, "Envoy image of the data planes")
 		extprocImage        = fs.String("extproc-image", "", "mcpgate image of the data planes' extproc sidecar (default: this pod's own image)")
 		serviceType         = fs.String("gateway-service-type", string(kubernetes.DefaultServiceType), "type of each Gateway's Service: LoadBalancer, NodePort or ClusterIP")
-		logLevel            = fs.String("log-level", "info", "debug, info, warn or error")
+		level               slog.Level
 	)
+	logLevelFlag(fs, &level)
 	fs.Var(&classes, "gateway-class", "a GatewayClass name to serve whatever its controllerName (repeatable)")
 	fs.Var(&namespaces, "namespace", "watch only this namespace (repeatable; default: all)")
 	if err := fs.Parse(args); err != nil {
@@ -54,10 +55,6 @@ func runController(ctx context.Context, args []string) error {
 	case corev1.ServiceTypeLoadBalancer, corev1.ServiceTypeNodePort, corev1.ServiceTypeClusterIP:
 	default:
 		return fmt.Errorf("--gateway-service-type %q: want LoadBalancer, NodePort or ClusterIP", *serviceType)
-	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
 	}
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	// client-go and controller-runtime log through their own globals; route both to slog.

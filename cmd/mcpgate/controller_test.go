@@ -31,7 +31,7 @@ current-context: x
 		want string
 	}{
 		{[]string{"extra"}, "unexpected arguments"},
-		{[]string{"--log-level", "loud"}, "--log-level"},
+		{[]string{"--log-level", "loud"}, `invalid value "loud" for flag -log-level`},
 		{[]string{"--gateway-service-type", "External"}, "--gateway-service-type"},
 		{[]string{"--kubeconfig", filepath.Join(dir, "missing")}, "kubeconfig"},
 		{[]string{"--kubeconfig", kubeconfig}, "--extproc-image not given and this pod's image unknown: POD_NAMESPACE and POD_NAME are not set"},

@@ -23,6 +23,7 @@ import (
 type extProcFlags struct {
 	listen, uds, xdsAddr, gateway, nodeID, admin, auditLog, otlp string
 	maxBody                                                      int
+	logLevel                                                     slog.Level
 	// redactKeys are the keys of --redact-keys, trimmed; nil when none.
 	redactKeys []string
 }
@@ -40,6 +41,7 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	fs.IntVar(&f.maxBody, "max-body-bytes", extproc.DefaultMaxBodyBytes, "largest MCP request body read; a larger one is refused with 413")
 	fs.StringVar(&f.auditLog, "audit-log", "stdout", `where the JSON audit lines go: "stdout", "none" or a file path (appended)`)
 	fs.StringVar(&f.otlp, "otlp-endpoint", "", "OTLP gRPC collector for spans (http://HOST:4317 without TLS); default OTEL_EXPORTER_OTLP_ENDPOINT; none when both are empty")
+	logLevelFlag(fs, &f.logLevel)
 	fs.StringVar(&redact, "redact-keys", "", "comma-separated tool argument keys whose values the audit log and access log replace by [REDACTED]")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -70,7 +72,7 @@ func runExtProc(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: f.logLevel}))
 	return serveExtProc(ctx, f, log, os.Stdout)
 }
 

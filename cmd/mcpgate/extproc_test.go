@@ -28,6 +28,7 @@ func TestExtProcFlags(t *testing.T) {
 		{"--listen", "", "--uds", ""},
 		{"--gateway", "nons"},
 		{"--max-body-bytes", "0"},
+		{"--log-level", "loud"},
 		{"extra"},
 	} {
 		if _, err := parseExtProcFlags(args); err == nil {
@@ -37,6 +38,12 @@ func TestExtProcFlags(t *testing.T) {
 	f, err := parseExtProcFlags([]string{"--gateway", "agentgateway-system/agentgateway", "--uds", "/run/x.sock"})
 	if err != nil || f.listen != "tcp:127.0.0.1:18001" || f.xdsAddr != "127.0.0.1:18000" || f.maxBody != 4<<20 || f.redactKeys != nil {
 		t.Errorf("defaults: %+v %v", f, err)
+	}
+	if f.logLevel != slog.LevelInfo {
+		t.Errorf("default log level %v", f.logLevel)
+	}
+	if f, err := parseExtProcFlags([]string{"--log-level", "debug"}); err != nil || f.logLevel != slog.LevelDebug {
+		t.Errorf("--log-level debug: %v %v", f, err)
 	}
 	f, err = parseExtProcFlags([]string{"--redact-keys", "apiKey, token ,,password"})
 	if err != nil || strings.Join(f.redactKeys, "|") != "apiKey|token|password" {

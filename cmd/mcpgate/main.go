@@ -15,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"sort"
@@ -65,6 +66,11 @@ func dispatch(ctx context.Context, args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// logLevelFlag adds --log-level to fs, the same in every command that logs.
+func logLevelFlag(fs *flag.FlagSet, level *slog.Level) {
+	fs.TextVar(level, "log-level", slog.LevelInfo, "debug, info, warn or error")
 }
 
 func usage(cmds map[string]command) {

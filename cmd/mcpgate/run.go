@@ -60,7 +60,7 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	fs.BoolVar(&c.noEnvoy, "no-envoy", false, "start no Envoy even if one is found (the data plane is run separately)")
 	fs.Var(&c.envoyArgs, "envoy-arg", "an extra argument for Envoy (repeatable)")
 	envoyAdmin := fs.String("envoy-admin-addr", bootstrap.DefaultAdminAddr, "Envoy's admin address for the first Gateway; the next Gateways take the next ports")
-	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
+	logLevelFlag(fs, &c.logLevel)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: mcpgate run -f PATH... [flags]\n\nServes the Gateways of the manifests: xDS for Envoy, ext_proc, and Envoy itself when found.\n\nflags:")
 		fs.PrintDefaults()
