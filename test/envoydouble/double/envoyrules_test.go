@@ -174,3 +174,59 @@ func TestLocalRepliesCarryTheRouteResponseHeaders(t *testing.T) {
 		t.Errorf("empty body: got %d %q %v", resp.StatusCode, body, resp.Header)
 	}
 }
+
+// TestRepliesEnvoyCannotApplyFailEvenWhenFailOpen: a reply Envoy cannot apply (a rejected header
+// mutation, a body_mutation that does not match content-length, an empty body_mutation included)
+// is answered with status_on_error even with failure_mode_allow; only a spurious reply passes
+// (ext_proc.cc onReceiveMessage). The details are Envoy's error messages.
+func TestRepliesEnvoyCannotApplyFailEvenWhenFailOpen(t *testing.T) {
+	e := newEnv(t, answer(func(m *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingResponse {
+		switch {
+		case m.GetRequestHeaders() != nil:
+			path, _ := header(m.GetRequestHeaders().GetHeaders(), ":path")
+			switch path {
+			case "/mcp/both":
+				return withCommon(m, &extprocsvc.CommonResponse{HeaderMutation: &extprocsvc.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
+					{Header: &corev3.HeaderValue{Key: "x-a", Value: "v", RawValue: []byte("v")}}}}})
+			case "/mcp/spurious":
+				return &extprocsvc.ProcessingResponse{Response: &extprocsvc.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocsvc.HeadersResponse{}}}
+			}
+		case m.GetRequestBody() != nil:
+			switch string(m.GetRequestBody().GetBody()) {
+			case `"longer"`:
+				return withCommon(m, &extprocsvc.CommonResponse{BodyMutation: &extprocsvc.BodyMutation{
+					Mutation: &extprocsvc.BodyMutation_Body{Body: []byte(`"much longer"`)}}})
+			case `"empty"`:
+				return withCommon(m, &extprocsvc.CommonResponse{BodyMutation: &extprocsvc.BodyMutation{}})
+			}
+		}
+		return nil
+	}))
+	up := jsonUpstream(t)
+	f := extProcFilter(5 * time.Second)
+	f.FailureModeAllow = true
+	mcpSetup(t, e, up.addr, f)
+	for _, c := range []struct {
+		path, body string
+		code       int
+		details    string
+	}{
+		{"/mcp/both", `{}`, 500, "Only_one_of_value_or_raw_value_in_the_HeaderValue_message_should_be_set."},
+		{"/mcp", `"longer"`, 500, "mismatch_between_content_length_and_the_length_of_the_mutated_body"},
+		{"/mcp", `"empty"`, 500, "mismatch_between_content_length_and_the_length_of_the_mutated_body"},
+		{"/mcp/spurious", `{}`, 200, "via_upstream"},
+	} {
+		resp, body := do(t, "POST", e.url(c.path), strings.NewReader(c.body))
+		if resp.StatusCode != c.code {
+			t.Errorf("%s %s: got %d %q, want %d", c.path, c.body, resp.StatusCode, body, c.code)
+		}
+		waitFor(t, "the access log line with "+c.details, func() bool {
+			for _, l := range e.access.all() {
+				if strings.Contains(l, `"details":"`+c.details+`"`) && strings.Contains(l, `"path":"`+c.path+`"`) {
+					return true
+				}
+			}
+			return false
+		})
+	}
+}

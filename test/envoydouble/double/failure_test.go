@@ -54,8 +54,8 @@ func TestExtProcFailuresFailClosed(t *testing.T) {
 		"/mcp/status":   {500, "ext_proc_error_gRPC_error_7{no_way}"},
 		"/mcp/slow":     {504, "ext_proc_error_per-message_timeout_exceeded"},
 		"/mcp/extend":   {504, "ext_proc_error_per-message_timeout_exceeded"},
-		"/mcp/spurious": {500, "ext_proc_error_spurious_message"},
-		"/mcp/empty":    {500, "ext_proc_error_spurious_message"},
+		"/mcp/spurious": {500, "spurious_message"},
+		"/mcp/empty":    {500, "unhandled_message"},
 	} {
 		t.Run(path, func(t *testing.T) {
 			resp, _ := do(t, "POST", e.url(path), strings.NewReader(`{}`))

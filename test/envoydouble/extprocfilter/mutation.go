@@ -26,20 +26,22 @@ func (s *Stream) mutate(h *headers.Map, m *extprocsvc.HeaderMutation, replace, n
 	if m == nil {
 		return nil
 	}
-	bad := func(what string) *Failure {
-		return &Failure{Status: 500, Details: "ext_proc_error_invalid_header_mutation_" + what}
+	// A rejected mutation is answered with status_on_error whatever failure_mode_allow says, the
+	// error message of mutation_utils.cc as details.
+	bad := func(msg string) *Failure {
+		return &Failure{Status: s.cfg.StatusOnError, Details: strings.Join(strings.Fields(msg), "_"), Fatal: true}
 	}
 	for _, k := range m.GetRemoveHeaders() {
 		key := strings.ToLower(k)
 		if !validName(key) {
-			return bad("name")
+			return bad("Invalid character in remove_headers mutation.")
 		}
 		if strings.HasPrefix(key, ":") || key == "host" {
 			continue
 		}
 		if !s.allowed(key, false) {
 			if s.cfg.Rules.DisallowIsError {
-				return bad("disallowed")
+				return bad("Invalid attempt to remove " + key)
 			}
 			continue
 		}
@@ -49,27 +51,24 @@ func (s *Stream) mutate(h *headers.Map, m *extprocsvc.HeaderMutation, replace, n
 		hv := o.GetHeader()
 		key := strings.ToLower(hv.GetKey())
 		if hv.GetValue() != "" && len(hv.GetRawValue()) > 0 {
-			return bad("both_value_and_raw_value")
+			return bad("Only one of value or raw_value in the HeaderValue message should be set.")
 		}
 		value := string(hv.GetRawValue())
-		if !validName(key) {
-			return bad("name")
-		}
-		if !validValue(value) {
-			return bad("value")
+		if !validName(key) || !validValue(value) {
+			return bad("Invalid character in set_headers mutation.")
 		}
 		if key == "content-length" && noCL {
 			continue
 		}
 		if !s.allowed(key, replace && key == ":method") {
 			if s.cfg.Rules.DisallowIsError {
-				return bad("disallowed")
+				return bad("Invalid attempt to modify " + key)
 			}
 			continue
 		}
 		if key == ":status" {
 			if c, err := strconv.Atoi(value); err != nil || c < 100 || c > 999 {
-				return bad("status")
+				return bad("Invalid attempt to modify " + key)
 			}
 		}
 		if appendValue(o) {

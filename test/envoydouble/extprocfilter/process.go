@@ -234,7 +234,8 @@ func (s *Stream) applyModeOverride(mo *extprocv3.ProcessingMode) *Failure {
 }
 
 // BufferedBody processes a BUFFERED body: the whole body in one message with end_of_stream=true.
-// The headers of that direction are still held, so the reply's header_mutation applies to h.
+// The headers of that direction are still held when they were sent to ext_proc, so the reply's
+// header_mutation applies to h.
 func (s *Stream) BufferedBody(d Dir, h *headers.Map, body []byte) ([]byte, Result) {
 	o := s.wait(s.send(bodyRequest(d, body, true), d, kindBody, body))
 	if r, settled := s.settle(o); settled {
@@ -243,32 +244,33 @@ func (s *Stream) BufferedBody(d Dir, h *headers.Map, body []byte) ([]byte, Resul
 	cr := bodyReply(o.resp, d)
 	s.mu.Lock()
 	noCL := s.dropsContentLength(d)
+	held := s.headerMode(d) != extprocv3.ProcessingMode_SKIP
 	s.mu.Unlock()
-	if f := s.mutate(h, cr.GetHeaderMutation(), false, noCL); f != nil {
-		return body, s.failed(f)
-	}
-	out, mutated := body, false
-	switch m := cr.GetBodyMutation().GetMutation().(type) {
-	case *extprocsvc.BodyMutation_Body:
-		out, mutated = m.Body, true
-	case *extprocsvc.BodyMutation_ClearBody:
-		if m.ClearBody {
-			out, mutated = nil, true
+	// processor_state.cc handleBufferedBodyCallback: the header mutation applies only while the
+	// headers are held (they were sent to ext_proc); a body_mutation, whatever it holds, must
+	// match a content-length still in those headers (body().size(): 0 for clear_body, for an
+	// empty mutation and for streamed_response, which BUFFERED mode otherwise ignores).
+	if held {
+		if f := s.mutate(h, cr.GetHeaderMutation(), false, noCL); f != nil {
+			return body, s.failed(f)
 		}
-	case *extprocsvc.BodyMutation_StreamedResponse:
-		return body, s.failed(&Failure{Status: s.cfg.StatusOnError, Details: "ext_proc_error_spurious_message"})
+	}
+	out := body
+	if bm := cr.GetBodyMutation(); bm != nil {
+		if cl, err := strconv.Atoi(h.Value("content-length")); held && err == nil && cl != len(bm.GetBody()) {
+			return body, s.failed(&Failure{Status: s.cfg.StatusOnError, Details: "mismatch_between_content_length_and_the_length_of_the_mutated_body", Fatal: true})
+		}
+		switch m := bm.GetMutation().(type) {
+		case *extprocsvc.BodyMutation_Body:
+			out = m.Body
+		case *extprocsvc.BodyMutation_ClearBody:
+			if m.ClearBody {
+				out = nil
+			}
+		}
 	}
 	var res Result
 	s.mu.Lock()
-	// BUFFERED with headers sent: a content-length that does not match the mutated body is a 500
-	// ("mismatch between content length and the length of the mutated body"). Header mutations
-	// are applied first, so the server may fix content-length in the same reply.
-	if mutated && s.headerMode(d) != extprocv3.ProcessingMode_SKIP {
-		if cl, ok := h.Get("content-length"); ok && cl != strconv.Itoa(len(out)) {
-			s.mu.Unlock()
-			return body, s.failed(&Failure{Status: 500, Details: "mismatch_between_content_length_and_the_length_of_the_mutated_body"})
-		}
-	}
 	if d == Request {
 		res.ClearRouteCache = s.clearsRouteCache(cr)
 	}
@@ -356,7 +358,9 @@ func (s *Stream) StreamBody(d Dir, next func() ([]byte, bool, error), emit func(
 					out = nil
 				}
 			case *extprocsvc.BodyMutation_StreamedResponse:
-				if r := s.failed(&Failure{Status: s.cfg.StatusOnError, Details: "ext_proc_error_spurious_message"}); r.Local != nil {
+				// processor_state.cc handleStreamedBodyCallback: a FailedPrecondition, spurious.
+				if r := s.failed(&Failure{Status: s.cfg.StatusOnError,
+					Details: "spurious_message:_streamed_response_is_received_while_body_mode__is_not_FULL_DUPLEX_STREAMED"}); r.Local != nil {
 					return r, nil
 				}
 			}
@@ -383,7 +387,7 @@ func (s *Stream) StreamBody(d Dir, next func() ([]byte, bool, error), emit func(
 // failure_mode_allow is set: processing stops and traffic continues unmodified.
 func (s *Stream) failed(f *Failure) Result {
 	s.fail(f)
-	if s.failOpen {
+	if s.failOpen && !f.Fatal {
 		return Result{}
 	}
 	return Result{Local: &LocalReply{Status: f.Status, Details: f.Details, Failure: true}}
@@ -398,12 +402,10 @@ func (s *Stream) immediate(im *extprocsvc.ImmediateResponse) Result {
 		code = 200
 	}
 	h := &headers.Map{}
-	if f := s.mutate(h, im.GetHeaders(), false, false); f != nil {
-		return s.failed(f)
-	}
-	if gs := im.GetGrpcStatus(); gs != nil {
-		h.Set("grpc-status", strconv.Itoa(int(gs.GetStatus())))
-	}
+	// Envoy logs a mutation of the immediate response's headers that fails and sends the reply
+	// anyway (ext_proc.cc sendImmediateResponse). grpc_status only shapes the reply to a gRPC
+	// request (Utility::prepareLocalReply), which the double does not serve.
+	_ = s.mutate(h, im.GetHeaders(), false, false)
 	s.mu.Lock()
 	s.dirDone = [2]bool{true, true}
 	s.mu.Unlock()

@@ -138,6 +138,11 @@ type Stream struct {
 type Failure struct {
 	Status  int
 	Details string
+	// Fatal marks a reply Envoy could not apply (a rejected header mutation, a content-length that
+	// does not match the mutated body): Envoy answers status_on_error even with
+	// failure_mode_allow (ext_proc.cc onReceiveMessage: handleErrorResponse for every error other
+	// than FailedPrecondition).
+	Fatal bool
 }
 
 // Error describes the failure.
@@ -360,8 +365,9 @@ func (s *Stream) finish(o outcome, f *Failure) {
 }
 
 // handle matches a reply to the state waiting for it. Anything that does not fit the current
-// state is spurious: status_on_error (500), or pass-through with failure_mode_allow (Envoy's
-// runtime guard ext_proc_fail_close_spurious_resp, on by default).
+// state is spurious: status_on_error (500) with details "spurious_message" ("unhandled_message"
+// for an empty reply), or pass-through with failure_mode_allow (Envoy's runtime guard
+// ext_proc_fail_close_spurious_resp, on by default).
 func (s *Stream) handle(resp *extprocsvc.ProcessingResponse) {
 	s.mu.Lock()
 	if d := resp.GetOverrideMessageTimeout(); d != nil {
@@ -420,7 +426,15 @@ func (s *Stream) handle(resp *extprocsvc.ProcessingResponse) {
 	}
 	s.mu.Unlock()
 	if p == nil {
-		s.fail(&Failure{Status: s.cfg.StatusOnError, Details: "ext_proc_error_spurious_message"})
+		// Envoy's handleErrorResponse: status_on_error, the error message as details.
+		details := "spurious_message"
+		switch {
+		case resp.GetResponse() == nil:
+			details = "unhandled_message"
+		case resp.GetImmediateResponse() != nil:
+			details = "unhandled_immediate_response_due_to_config_disabled_it"
+		}
+		s.fail(&Failure{Status: s.cfg.StatusOnError, Details: details})
 		return
 	}
 	s.receiveMetadata(resp.GetDynamicMetadata())
