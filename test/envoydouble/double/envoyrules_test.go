@@ -230,3 +230,43 @@ func TestRepliesEnvoyCannotApplyFailEvenWhenFailOpen(t *testing.T) {
 		})
 	}
 }
+
+// TestAllowedOverrideModesCompareTheEffectiveMode: Envoy fills a mode_override's DEFAULT header
+// and trailer modes from the filter-level processing_mode before comparing it with
+// allowed_override_modes (ext_proc.cc effectiveModeOverride).
+func TestAllowedOverrideModesCompareTheEffectiveMode(t *testing.T) {
+	override := &extprocv3.ProcessingMode{RequestBodyMode: extprocv3.ProcessingMode_BUFFERED, ResponseBodyMode: extprocv3.ProcessingMode_NONE}
+	effective := &extprocv3.ProcessingMode{RequestHeaderMode: extprocv3.ProcessingMode_SEND, ResponseHeaderMode: extprocv3.ProcessingMode_SKIP,
+		RequestTrailerMode: extprocv3.ProcessingMode_SKIP, ResponseTrailerMode: extprocv3.ProcessingMode_SKIP,
+		RequestBodyMode: extprocv3.ProcessingMode_BUFFERED, ResponseBodyMode: extprocv3.ProcessingMode_NONE}
+	for _, c := range []struct {
+		name    string
+		allowed *extprocv3.ProcessingMode
+		want    string
+	}{
+		{"the effective mode is allowed", effective, "request_headers,request_body,response_headers"},
+		{"the override as sent is not", override, "request_headers,request_body,response_headers,response_body"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t, answer(func(m *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingResponse {
+				r := continueFor(m)
+				if m.GetResponseHeaders() != nil {
+					r.ModeOverride = override
+				}
+				return r
+			}))
+			up := jsonUpstream(t)
+			f := extProcFilter(5 * time.Second)
+			f.AllowedOverrideModes = []*extprocv3.ProcessingMode{c.allowed}
+			mcpSetup(t, e, up.addr, f)
+			if resp, _ := do(t, "POST", e.url("/mcp"), strings.NewReader(`{}`)); resp.StatusCode != 200 {
+				t.Fatalf("got %d", resp.StatusCode)
+			}
+			st := e.ext.streams(t, 1)[0]
+			st.ended(t)
+			if got := strings.Join(kinds(st.messages()), ","); got != c.want {
+				t.Errorf("messages %s, want %s", got, c.want)
+			}
+		})
+	}
+}

@@ -190,30 +190,14 @@ func (s *Stream) clearsRouteCache(cr *extprocsvc.CommonResponse) bool {
 	return cr.GetClearRouteCache() && cr.GetHeaderMutation() != nil
 }
 
-// applyModeOverride applies mode_override from a headers reply when allow_mode_override is set and
-// the mode is in allowed_override_modes (if given; request_header_mode is not compared). DEFAULT
-// header and trailer modes keep the filter-level value; body modes are applied literally.
+// applyModeOverride applies mode_override from a headers reply when allow_mode_override is set
+// (ext_proc.cc onReceiveMessage). The effective mode takes DEFAULT header and trailer modes from
+// the filter-level processing_mode and the body modes literally (effectiveModeOverride); with
+// allowed_override_modes set, that effective mode must equal one of them, request_header_mode
+// aside.
 func (s *Stream) applyModeOverride(mo *extprocv3.ProcessingMode) *Failure {
 	if mo == nil || !s.cfg.AllowModeOverride {
 		return nil
-	}
-	if len(s.cfg.AllowedOverrideModes) > 0 {
-		ok := false
-		for _, m := range s.cfg.AllowedOverrideModes {
-			a, b := proto.Clone(m).(*extprocv3.ProcessingMode), proto.Clone(mo).(*extprocv3.ProcessingMode)
-			a.RequestHeaderMode, b.RequestHeaderMode = 0, 0
-			ok = ok || proto.Equal(a, b)
-		}
-		if !ok {
-			return nil
-		}
-	}
-	for _, bm := range []extprocv3.ProcessingMode_BodySendMode{mo.GetRequestBodyMode(), mo.GetResponseBodyMode()} {
-		switch bm {
-		case extprocv3.ProcessingMode_NONE, extprocv3.ProcessingMode_STREAMED, extprocv3.ProcessingMode_BUFFERED:
-		default:
-			return &Failure{Status: s.cfg.StatusOnError, Details: "envoydouble_mode_override_" + bm.String() + "_not_implemented"}
-		}
 	}
 	n := proto.Clone(mo).(*extprocv3.ProcessingMode)
 	filter := s.cfg.Mode
@@ -228,6 +212,24 @@ func (s *Stream) applyModeOverride(mo *extprocv3.ProcessingMode) *Failure {
 	}
 	if n.ResponseTrailerMode == extprocv3.ProcessingMode_DEFAULT {
 		n.ResponseTrailerMode = filter.GetResponseTrailerMode()
+	}
+	if len(s.cfg.AllowedOverrideModes) > 0 {
+		ok := false
+		for _, m := range s.cfg.AllowedOverrideModes {
+			ok = ok || (n.RequestBodyMode == m.GetRequestBodyMode() && n.RequestTrailerMode == m.GetRequestTrailerMode() &&
+				n.ResponseHeaderMode == m.GetResponseHeaderMode() && n.ResponseBodyMode == m.GetResponseBodyMode() &&
+				n.ResponseTrailerMode == m.GetResponseTrailerMode())
+		}
+		if !ok {
+			return nil
+		}
+	}
+	for _, bm := range []extprocv3.ProcessingMode_BodySendMode{n.GetRequestBodyMode(), n.GetResponseBodyMode()} {
+		switch bm {
+		case extprocv3.ProcessingMode_NONE, extprocv3.ProcessingMode_STREAMED, extprocv3.ProcessingMode_BUFFERED:
+		default:
+			return &Failure{Status: s.cfg.StatusOnError, Details: "envoydouble_mode_override_" + bm.String() + "_not_implemented"}
+		}
 	}
 	s.mode = n
 	return nil
