@@ -591,11 +591,7 @@ func (st *stream) hashKey(f *xdsconf.Forward) *uint64 {
 			v, _, _ = net.SplitHostPort(st.r.RemoteAddr)
 			ok = v != ""
 		case p.Query != "":
-			_, q, _ := strings.Cut(st.req.Value(":path"), "?")
-			vals, _ := url.ParseQuery(q)
-			if vs, found := vals[p.Query]; found {
-				v, ok = vs[0], true
-			}
+			v, ok = xdsconf.QueryParam(st.req.Value(":path"), p.Query)
 		}
 		if !ok {
 			continue

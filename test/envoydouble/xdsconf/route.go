@@ -2,7 +2,6 @@ package xdsconf
 
 import (
 	"fmt"
-	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -798,8 +797,9 @@ func (m *RouteMatch) Matches(h *headers.Map) bool {
 	}
 	switch m.Kind {
 	case MatchPrefix:
-		// Envoy's prefix match runs on the whole :path, query string included.
-		if !hasPrefix(full, m.Value, m.CaseSensitive) {
+		// Envoy's PathMatcher matches the path without its query and fragment
+		// (PathUtil::removeQueryAndFragment), as for the other path specifiers.
+		if !hasPrefix(pathOnly, m.Value, m.CaseSensitive) {
 			return false
 		}
 	case MatchPath:
@@ -828,26 +828,33 @@ func (m *RouteMatch) Matches(h *headers.Map) bool {
 			return false
 		}
 	}
-	if len(m.Query) > 0 {
-		q := ""
-		if i := strings.IndexByte(full, '?'); i >= 0 {
-			q = full[i+1:]
-			if j := strings.IndexByte(q, '#'); j >= 0 {
-				q = q[:j]
-			}
-		}
-		vals, _ := url.ParseQuery(q)
-		for _, qm := range m.Query {
-			vs, ok := vals[qm.Name]
-			if !ok {
-				return false
-			}
-			if qm.String != nil && !qm.String.Match(vs[0]) {
-				return false
-			}
+	for _, qm := range m.Query {
+		// ConfigUtility::QueryParameterMatcher: the first value of the name, present or not.
+		v, ok := QueryParam(full, qm.Name)
+		if !ok || (qm.String != nil && !qm.String.Match(v)) {
+			return false
 		}
 	}
 	return true
+}
+
+// QueryParam returns the first value of name in the query of path as Envoy reads it for route
+// matching and hash_policy (QueryParamsMulti::parseQueryString): pairs split on '&' only, neither
+// names nor values percent-decoded ('+' stays '+'), a name without '=' has the value "".
+func QueryParam(path, name string) (string, bool) {
+	_, q, found := strings.Cut(path, "?")
+	if !found {
+		return "", false
+	}
+	for q != "" {
+		var pair string
+		pair, q, _ = strings.Cut(q, "&")
+		k, v, _ := strings.Cut(pair, "=")
+		if k == name {
+			return v, true
+		}
+	}
+	return "", false
 }
 
 func hasPrefix(s, prefix string, caseSensitive bool) bool {

@@ -72,6 +72,11 @@ func TestRouteMatching(t *testing.T) {
 			Headers: []*routev3.HeaderMatcher{{Name: "x-a", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: exact("no")}, InvertMatch: true}}}),
 		route("query", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/q"},
 			QueryParameters: []*routev3.QueryParameterMatcher{{Name: "v", QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{StringMatch: exact("1")}}}}),
+		route("query-decoded", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/qd"},
+			QueryParameters: []*routev3.QueryParameterMatcher{{Name: "v", QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{StringMatch: exact("a b")}}}}),
+		route("query-raw", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/qr"},
+			QueryParameters: []*routev3.QueryParameterMatcher{{Name: "v", QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{StringMatch: exact("a%20b")}}}}),
+		route("prefix-with-query", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/pq?x"}}),
 		route("regex", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "/items/[0-9]+"}}}),
 		route("separated", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: "/mcp"}}),
 		route("insensitive", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/CASE"}, CaseSensitive: wrapperspb.Bool(false)}),
@@ -90,6 +95,16 @@ func TestRouteMatching(t *testing.T) {
 		{hdrs(":path", "/inv", "x-a", "no"), "catch-all"},
 		{hdrs(":path", "/q?v=1"), "query"},
 		{hdrs(":path", "/q?v=2"), "catch-all"},
+		// Envoy matches query parameters raw (QueryParamsMulti::parseQueryString does not
+		// percent-decode), the first value of a name.
+		{hdrs(":path", "/qd?v=a%20b"), "catch-all"},
+		{hdrs(":path", "/qd?v=a+b"), "catch-all"},
+		{hdrs(":path", "/qr?v=a%20b"), "query-raw"},
+		{hdrs(":path", "/q?v=1&v=2"), "query"},
+		{hdrs(":path", "/q?v=2&v=1"), "catch-all"},
+		{hdrs(":path", "/q?v"), "catch-all"},
+		// A prefix matches the path without its query (PathMatcher).
+		{hdrs(":path", "/pq?x=1"), "catch-all"},
 		{hdrs(":path", "/items/42?x=1"), "regex"},
 		{hdrs(":path", "/items/4a"), "catch-all"},
 		{hdrs(":path", "/mcp"), "separated"},
