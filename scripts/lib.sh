@@ -25,6 +25,25 @@ NOTICE
   echo "data plane: $DATA_PLANE" >&2
 }
 
+# ENVOY_FLUSH_ARGS (for mcpgate run) make Envoy write its access log every 100 ms: its default
+# (--file-flush-interval-msec) is 10 s, so a request's line would show up seconds after its answer.
+# The double writes each line at once and accepts the flag.
+ENVOY_FLUSH_ARGS=(--envoy-arg --file-flush-interval-msec --envoy-arg 100)
+
+# check_ports fails, naming every one, when something already listens on the given 127.0.0.1 ports
+# (arguments: PORT:WHAT ...).
+check_ports() {
+  local busy=() pw
+  for pw in "$@"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/${pw%%:*}") 2>/dev/null; then busy+=("$pw"); fi
+  done
+  if ((${#busy[@]} > 0)); then
+    echo "these ports are already in use: stop what listens there (another make run or make demo?)" >&2
+    for pw in "${busy[@]}"; do echo "  127.0.0.1:${pw%%:*} (${pw#*:})" >&2; done
+    exit 1
+  fi
+}
+
 # require_bins fails unless `make build` has built what the scripts start.
 require_bins() {
   local b
@@ -33,19 +52,16 @@ require_bins() {
   done
 }
 
-# port_free fails when something already listens on 127.0.0.1:$1 (named $2).
-port_free() {
-  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-    echo "127.0.0.1:$1 ($2) is already in use: stop what listens there (another make run or make demo?)" >&2
-    exit 1
-  fi
-}
-
-# wait_port waits up to $2 seconds until 127.0.0.1:$1 accepts connections.
+# wait_port waits up to $2 seconds until 127.0.0.1:$1 accepts connections; with a pid as $3, it
+# fails at once when that process has exited (it could not start: its log says why).
 wait_port() {
   local i
   for ((i = 0; i < $2 * 10; i++)); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    if [[ -n "${3:-}" ]] && ! kill -0 "$3" 2>/dev/null; then
+      echo "the process that should listen on 127.0.0.1:$1 exited" >&2
+      return 1
+    fi
     sleep 0.1
   done
   echo "nothing listens on 127.0.0.1:$1 after $2 s" >&2

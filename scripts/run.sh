@@ -9,11 +9,8 @@ source scripts/lib.sh
 
 require_bins
 pick_data_plane
-port_free 8000 "fetch server"
-port_free 8080 "the Gateway's listener"
-port_free 18000 "mcpgate xDS"
-port_free 18001 "mcpgate ext_proc"
-port_free 19000 "mcpgate admin"
+check_ports 8000:"fetch server" 8080:"the Gateway's listener" 18000:"mcpgate xDS" 18001:"mcpgate ext_proc" \
+  19000:"mcpgate admin" 15000:"Envoy admin"
 
 PIDS=()
 trap stop_pids EXIT
@@ -21,7 +18,12 @@ trap 'exit 130' INT TERM
 
 bin/fetchserver -addr 127.0.0.1:8000 &
 PIDS+=($!)
-wait_port 8000 10
+wait_port 8000 10 "${PIDS[0]}"
+
+# mcpgate's stdout is the data plane's access log and ext_proc's audit lines; its stderr, the logs.
+bin/mcpgate run -f examples/mcp-connectivity --envoy-bin "$DATA_PLANE" "${ENVOY_FLUSH_ARGS[@]}" &
+PIDS+=($!)
+wait_port 8080 60 "${PIDS[1]}"
 
 inspector="npx -y @modelcontextprotocol/inspector@$(grep '^@modelcontextprotocol/inspector@' test/e2e/testdata/npm-tools.txt | cut -d@ -f3) --cli"
 cat >&2 <<HELP
@@ -36,9 +38,12 @@ The example includes the lab's JWT policy (jwt.yaml) and CEL rule (rbac.yaml): s
     --header "Authorization: Bearer \$DEV_TOKEN" --method tools/call --tool-name fetch --tool-arg url=http://127.0.0.1:19000/healthz
 
 Edit the files in examples/mcp-connectivity and the gateway picks the change up. Metrics: http://127.0.0.1:19000/metrics
+Ctrl-C stops the gateway and the fetch server.
 
 HELP
 
-bin/mcpgate run -f examples/mcp-connectivity --envoy-bin "$DATA_PLANE" &
-PIDS+=($!)
-wait "${PIDS[1]}"
+# Until Ctrl-C, or until either process ends (the EXIT trap then stops the other).
+rc=0
+wait -n "${PIDS[@]}" || rc=$?
+if ((rc != 0)); then echo "a process of make run exited with code $rc; stopping the others" >&2; fi
+exit "$rc"
