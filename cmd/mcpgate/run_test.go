@@ -396,42 +396,16 @@ func TestRunPortInUse(t *testing.T) {
 	}
 }
 
-// llmManifests is a Gateway whose route adds an LLM backend's API key (from a Secret) as the
-// Authorization header: the key must never be shown.
-const llmManifests = `apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: ns}
-spec:
-  gatewayClassName: mcpgate
-  listeners: [{name: http, port: 8080, protocol: HTTP}]
----
-apiVersion: v1
-kind: Secret
-metadata: {name: openai-secret, namespace: ns}
-stringData: {Authorization: sk-test-secret-value}
----
-apiVersion: agentgateway.dev/v1alpha1
-kind: AgentgatewayBackend
-metadata: {name: openai, namespace: ns}
-spec:
-  ai: {provider: {openai: {}}}
-  policies: {auth: {secretRef: {name: openai-secret}}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: openai, namespace: ns}
-spec:
-  parentRefs: [{name: gw}]
-  rules:
-  - backendRefs: [{name: openai, group: agentgateway.dev, kind: AgentgatewayBackend}]
-`
-
 // TestSecretsNotShown checks that the LLM backend's API key appears neither in `mcpgate
 // translate` nor in /debug/xds, while Envoy still receives it over xDS.
 func TestSecretsNotShown(t *testing.T) {
 	const key = "sk-test-secret-value"
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "llm.yaml"), []byte(llmManifests), 0o600); err != nil {
+	b, err := os.ReadFile("../../provider/kubernetes/testdata/llm-backend.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "llm.yaml"), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var out, errOut bytes.Buffer
@@ -455,7 +429,7 @@ func TestSecretsNotShown(t *testing.T) {
 	}
 
 	// Envoy gets the real value.
-	latest := routeConfigs(t, s.cfg.xdsAddr, "ns/gw")
+	latest := routeConfigs(t, s.cfg.xdsAddr, "llm/gw")
 	eventually(t, "the Authorization header in the served route", func() error {
 		var values []string
 		for _, r := range allRoutes(latest()) {
