@@ -8,6 +8,7 @@ package kubernetes_test
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -76,7 +77,21 @@ func runTests(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "FAIL:", err)
 		return 1
 	}
+	auditDir, err := os.MkdirTemp("", "mcpgate-kube-audit-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		return 1
+	}
+	defer os.RemoveAll(auditDir)
+	auditLog := filepath.Join(auditDir, "audit.log")
+	if err := os.WriteFile(filepath.Join(auditDir, "policy.yaml"), []byte(auditPolicy), 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		return 1
+	}
 	env := &envtest.Environment{BinaryAssetsDirectory: assets}
+	env.ControlPlane.GetAPIServer().Configure().
+		Set("audit-policy-file", filepath.Join(auditDir, "policy.yaml")).
+		Set("audit-log-path", auditLog)
 	cfg, err := env.Start()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "FAIL: start kube-apiserver and etcd from %s: %v\n", assets, err)
@@ -94,7 +109,15 @@ func runTests(m *testing.M) int {
 	}
 	defer os.RemoveAll(filepath.Dir(c.kubeconfig))
 	testCluster = c
-	return m.Run()
+	code := m.Run()
+	// The controller's requests are compared with deploy/'s RBAC once every test has run.
+	if code == 0 && flag.Lookup("test.run").Value.String() == "" {
+		if err := checkRBAC(auditLog, filepath.Join(repo, "deploy", "controller", "rbac.yaml")); err != nil {
+			fmt.Fprintln(os.Stderr, "FAIL: RBAC:", err)
+			return 1
+		}
+	}
+	return code
 }
 
 // newCluster writes an admin kubeconfig for kubectl and installs the CRDs.
