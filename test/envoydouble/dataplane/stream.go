@@ -463,7 +463,10 @@ func (st *stream) forward(f *xdsconf.Forward, upBody io.Reader) {
 	}
 	st.upstream = ep.Addr()
 
-	h := st.req.Clone()
+	// The router changes the stream's request headers in place (finalizeRequestHeaders, the
+	// rewrites, x-envoy-expected-rq-timeout-ms): the access log's %REQ(...)% sees the forwarded
+	// request.
+	h := st.req
 	path := h.Value(":path")
 	if np := xdsconf.RewritePath(path, &st.route.Match, f.PrefixRewrite, f.RegexRewrite, f.RegexSubstitution); np != path {
 		h.Set(":path", np)

@@ -162,6 +162,14 @@ func TestRoutingWithoutExtProc(t *testing.T) {
 	if l := byPath["/missing"]; l["response_flags"] != "NC" {
 		t.Errorf("/missing log: %v", l)
 	}
+	// The router rewrites the stream's request headers in place: %REQ(:PATH)% is the forwarded
+	// path, and headers the route adds are there.
+	if l := byPath["/old/x?y=2"]; l["forwarded_path"] != "/new/x?y=2" {
+		t.Errorf("/old/x log: %%REQ(:PATH)%% = %v, want the rewritten path", l["forwarded_path"])
+	}
+	if l := byPath["/hdr"]; l["route_added"] != "route" {
+		t.Errorf("/hdr log: %%REQ(X-ROUTE-ADDED)%% = %v", l["route_added"])
+	}
 	if l := byPath["/old/x?y=2"]; l["route_name"] != "rewrite" || l["upstream_host"] != a.Listener.Addr().String() || l["response_flags"] != "-" ||
 		l["protocol"] != "HTTP/1.1" || l["bytes_sent"] != float64(len("hello from a")) || l["mcp_method"] != nil ||
 		!strings.HasPrefix(l["mixed"].(string), "code=200 host=127.0.0.1:") {
