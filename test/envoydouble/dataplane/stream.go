@@ -186,9 +186,10 @@ func (st *stream) requestBody(body io.Reader, hasBody bool) (io.Reader, bool) {
 }
 
 // buildRequestHeaders builds the header map as Envoy's HTTP/1 codec and connection manager do:
-// pseudo-headers, lower-case names, hop-by-hop headers removed, then the HCM's own headers
-// (x-forwarded-proto when absent, x-request-id when absent and generate_request_id,
-// x-forwarded-for with use_remote_address), and the host port stripped when configured.
+// pseudo-headers, lower-case names, hop-by-hop headers removed, expect: 100-continue answered and
+// removed, then the HCM's own headers (x-forwarded-proto when absent, x-request-id when absent
+// and generate_request_id, x-forwarded-for with use_remote_address), and the host port stripped
+// when configured.
 func (st *stream) buildRequestHeaders() {
 	h := &headers.Map{}
 	authority := st.r.Host
@@ -217,6 +218,12 @@ func (st *stream) buildRequestHeaders() {
 		for _, v := range st.r.Header[k] {
 			h.Add(lk, v)
 		}
+	}
+	if v, ok := h.Get("expect"); ok && strings.EqualFold(v, "100-continue") {
+		// Envoy answers 100 Continue itself and removes expect before the filters see the request
+		// (ActiveStream::decodeHeaders without proxy_100_continue).
+		h.Del("expect")
+		st.w.WriteHeader(http.StatusContinue)
 	}
 	if hcm.UseRemoteAddress && !hcm.SkipXFFAppend {
 		ip, _, _ := net.SplitHostPort(st.r.RemoteAddr)

@@ -270,3 +270,32 @@ func TestAllowedOverrideModesCompareTheEffectiveMode(t *testing.T) {
 		})
 	}
 }
+
+// TestExpectContinueIsAnsweredByTheProxy: without proxy_100_continue, Envoy answers
+// "Expect: 100-continue" itself and removes the header before the filters and the upstream see the
+// request (ActiveStream::decodeHeaders).
+func TestExpectContinueIsAnsweredByTheProxy(t *testing.T) {
+	e := newEnv(t, answer(nil))
+	up := jsonUpstream(t)
+	mcpSetup(t, e, up.addr, extProcFilter(5*time.Second))
+	req, err := http.NewRequest("POST", e.url("/mcp"), strings.NewReader(`{"a":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Expect", "100-continue")
+	c := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 10 * time.Second}}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("got %d", resp.StatusCode)
+	}
+	if v := up.last().header.Get("expect"); v != "" {
+		t.Errorf("the upstream saw expect: %q", v)
+	}
+	if v, ok := header(e.ext.streams(t, 1)[0].messages()[0].GetRequestHeaders().GetHeaders(), "expect"); ok {
+		t.Errorf("ext_proc saw expect: %q", v)
+	}
+}
