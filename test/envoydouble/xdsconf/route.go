@@ -610,13 +610,25 @@ func compileHeaderOps(reqAdd []*corev3.HeaderValueOption, reqRemove []string, re
 	if out.ResponseAdd, err = compileHeaderAdds(respAdd, path+".response_headers_to_add"); err != nil {
 		return out, err
 	}
-	for _, h := range reqRemove {
+	for i, h := range reqRemove {
+		if !modifiable(h) {
+			return out, fmt.Errorf("%s.request_headers_to_remove[%d]: %q: :-prefixed or host headers may not be removed (Envoy's HeaderParser)", path, i, h)
+		}
 		out.RequestRemove = append(out.RequestRemove, strings.ToLower(h))
 	}
-	for _, h := range respRemove {
+	for i, h := range respRemove {
+		if !modifiable(h) {
+			return out, fmt.Errorf("%s.response_headers_to_remove[%d]: %q: :-prefixed or host headers may not be removed (Envoy's HeaderParser)", path, i, h)
+		}
 		out.ResponseRemove = append(out.ResponseRemove, strings.ToLower(h))
 	}
 	return out, nil
+}
+
+// modifiable is Envoy's HeaderUtility::isModifiableHeader: header operations of a route table may
+// not touch pseudo-headers or host; Envoy refuses such a configuration.
+func modifiable(name string) bool {
+	return !strings.HasPrefix(name, ":") && !strings.EqualFold(name, "host")
 }
 
 func compileHeaderAdds(opts []*corev3.HeaderValueOption, path string) ([]HeaderAdd, error) {
@@ -629,6 +641,9 @@ func compileHeaderAdds(opts []*corev3.HeaderValueOption, path string) ([]HeaderA
 		}
 		if err := checkFields(o.GetHeader(), p+".header", "key", "value", "raw_value"); err != nil {
 			return nil, err
+		}
+		if !modifiable(o.GetHeader().GetKey()) {
+			return nil, fmt.Errorf("%s.header.key: %q: :-prefixed or host headers may not be modified (Envoy's HeaderParser)", p, o.GetHeader().GetKey())
 		}
 		v := o.GetHeader().GetValue()
 		if len(o.GetHeader().GetRawValue()) > 0 {
@@ -684,9 +699,7 @@ func (o HeaderOps) ApplyResponse(h *headers.Map) { applyOps(h, o.ResponseRemove,
 
 func applyOps(h *headers.Map, remove []string, add []HeaderAdd) {
 	for _, k := range remove {
-		if !strings.HasPrefix(k, ":") && k != "host" {
-			h.Del(k)
-		}
+		h.Del(k)
 	}
 	for _, a := range add {
 		if a.Value == "" && !a.KeepEmpty {

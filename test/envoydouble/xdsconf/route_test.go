@@ -1,8 +1,10 @@
 package xdsconf_test
 
 import (
+	"strings"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -132,5 +134,24 @@ func TestRewritePath(t *testing.T) {
 	f := rc.VirtualHosts[0].Routes[0].Forward
 	if got := xdsconf.RewritePath("/v1/tools?x=1", &rc.VirtualHosts[0].Routes[0].Match, nil, f.RegexRewrite, f.RegexSubstitution); got != "/api/tools?x=1" {
 		t.Errorf("regex_rewrite: %q", got)
+	}
+}
+
+// TestRefusesHeaderOperationsOnPseudoHeadersAndHost: Envoy refuses a route table that adds or
+// removes :-prefixed headers or host (HeaderParser, HeaderUtility::isModifiableHeader).
+func TestRefusesHeaderOperationsOnPseudoHeadersAndHost(t *testing.T) {
+	for _, r := range []*routev3.Route{
+		{RequestHeadersToAdd: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "Host", Value: "x"}}}},
+		{ResponseHeadersToAdd: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: ":status", Value: "200"}}}},
+		{RequestHeadersToRemove: []string{":authority"}},
+		{ResponseHeadersToRemove: []string{"host"}},
+	} {
+		r.Name = "r"
+		r.Match = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
+		r.Action = &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "c"}}}
+		_, err := xdsconf.CompileRouteConfig(&routev3.RouteConfiguration{Name: "rc", VirtualHosts: []*routev3.VirtualHost{{Name: "vh", Domains: []string{"*"}, Routes: []*routev3.Route{r}}}})
+		if err == nil || !strings.Contains(err.Error(), "routes[0]") || !strings.Contains(err.Error(), "may not be") {
+			t.Errorf("%v: got %v, want a refusal naming the field", r, err)
+		}
 	}
 }
