@@ -967,3 +967,31 @@ func TestTrafficRuleDecidesAllowedCalls(t *testing.T) {
 	}
 	checkRecord(t, recs[0], map[string]any{"tool": "fetch", "decision": "allow", "rule": rule, "outcome": "result"})
 }
+
+// TestBodyAtTheDefaultLimit: with the default limit (4 MiB) a body of exactly the limit is read
+// and one byte more gets the JSON-RPC 413, over real gRPC: the server's gRPC message limit must
+// leave room for the limit plus the listener's slack, or Envoy gets a RESOURCE_EXHAUSTED and
+// answers 500.
+func TestBodyAtTheDefaultLimit(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	call := func(n int) []byte {
+		head := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"`
+		tail := `"}}}`
+		return []byte(head + strings.Repeat("a", n-len(head)-len(tail)) + tail)
+	}
+	for _, tc := range []struct {
+		size   int
+		status int32
+	}{{extproc.DefaultMaxBodyBytes, 0}, {extproc.DefaultMaxBodyBytes + 1, 413}, {extproc.DefaultMaxBodyBytes + 64<<10, 413}} {
+		s := h.open(t, h.tcp, streamableRoute)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+		resp, err := s.RequestBody(call(tc.size), true)
+		if err != nil {
+			t.Fatalf("%d bytes: %v", tc.size, err)
+		}
+		if got := resp.GetImmediateResponse().GetStatus().GetCode(); int32(got) != tc.status {
+			t.Errorf("%d bytes: immediate response %d, want %d (0: continue)", tc.size, got, tc.status)
+		}
+		s.Close()
+	}
+}

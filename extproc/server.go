@@ -148,15 +148,19 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// ServerOptions are the options of a gRPC server for ext_proc. Envoy's cluster for ext_proc sends
-// HTTP/2 keepalive pings every 30 s, also on an idle connection; gRPC's default enforcement
-// (pings at most every 5 min, none without streams) would answer them with GOAWAY
-// "too_many_pings" and cut the streams in flight, which Envoy turns into 500s. Serve uses them; a
+// ServerOptions are the options of a gRPC server for s. Envoy's cluster for ext_proc sends HTTP/2
+// keepalive pings every 30 s, also on an idle connection; gRPC's default enforcement (pings at
+// most every 5 min, none without streams) would answer them with GOAWAY "too_many_pings" and cut
+// the streams in flight, which Envoy turns into 500s. A buffered body arrives in one message:
+// gRPC's default 4 MiB receive limit would refuse a body at the limit (and Envoy would answer
+// 500) before s could answer a body over it with its clear 413, so messages may carry the body
+// limit plus the listener's slack (64 KiB) and room for headers and framing. Serve uses them; a
 // caller that registers the service on its own server should too.
-func ServerOptions() []grpc.ServerOption {
+func (s *Server) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.MaxRecvMsgSize(s.cfg.MaxBodyBytes + 1<<20),
 	}
 }
 
@@ -252,7 +256,7 @@ const ShutdownGrace = 5 * time.Second
 // Serve serves the ext_proc service on the listeners until ctx ends, then stops: streams in flight
 // get ShutdownGrace to finish.
 func (s *Server) Serve(ctx context.Context, listeners ...net.Listener) error {
-	gs := grpc.NewServer(ServerOptions()...)
+	gs := grpc.NewServer(s.ServerOptions()...)
 	s.Register(gs)
 	errc := make(chan error, len(listeners))
 	for _, lis := range listeners {
