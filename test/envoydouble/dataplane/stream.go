@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -579,13 +580,40 @@ func (st *stream) upstreamFailed(ctx context.Context, err error) {
 		st.localReply(504, []byte("upstream request timeout"), "response_timeout", flagUpstreamTimeout, true)
 	case isConnectError(err):
 		st.srv.log.Debug("upstream connect failure", "upstream", st.upstream, "err", err)
-		st.localReply(503, []byte("upstream connect error or disconnect/reset before headers. reset reason: connection failure"),
-			"upstream_reset_before_response_started{connection_failure}", flagConnectFailure, true)
+		reason, transport := connectFailure(err)
+		st.upstreamReset(reason, transport, flagConnectFailure)
 	default:
 		st.srv.log.Debug("upstream reset", "upstream", st.upstream, "err", err)
-		st.localReply(503, []byte("upstream connect error or disconnect/reset before headers. reset reason: connection termination"),
-			"upstream_reset_before_response_started{connection_termination}", flagUpstreamTerm, true)
+		st.upstreamReset("connection termination", "", flagUpstreamTerm)
 	}
+}
+
+// upstreamReset is the router's 503 for an upstream reset before response headers
+// (Router::Filter::onUpstreamReset): the body names the reset reason and the transport failure
+// reason, the details join them with "|", spaces turned into "_".
+func (st *stream) upstreamReset(reason, transport, flag string) {
+	body, details := "upstream connect error or disconnect/reset before headers. reset reason: "+reason, reason
+	if transport != "" {
+		body += ", transport failure reason: " + transport
+		details += "|" + transport
+	}
+	st.localReply(503, []byte(body), "upstream_reset_before_response_started{"+strings.ReplaceAll(details, " ", "_")+"}", flag, true)
+}
+
+// connectFailure names a failure to connect as Envoy does (Http::Utility::resetReasonToString and
+// the connection's transport failure reason): a refused connection is "remote connection failure"
+// with "delayed connect error: Connection refused", a connect timeout "connection timeout". Other
+// failures (a TLS handshake) are "remote connection failure" without the OpenSSL text, which the
+// double cannot reproduce.
+func connectFailure(err error) (reason, transport string) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "remote connection failure", "delayed connect error: Connection refused"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "connection timeout", ""
+	}
+	return "remote connection failure", ""
 }
 
 // hashKey computes the request hash of hash_policy for RING_HASH clusters (nil = no hash).

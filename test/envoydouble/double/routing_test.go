@@ -143,7 +143,7 @@ func TestRoutingWithoutExtProc(t *testing.T) {
 	})
 	t.Run("connection refused: 503 UF", func(t *testing.T) {
 		resp, body := do(t, "GET", e.url("/refused"), nil)
-		if resp.StatusCode != 503 || body != "upstream connect error or disconnect/reset before headers. reset reason: connection failure" {
+		if resp.StatusCode != 503 || body != "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error: Connection refused" {
 			t.Errorf("got %d %q", resp.StatusCode, body)
 		}
 	})
@@ -156,7 +156,8 @@ func TestRoutingWithoutExtProc(t *testing.T) {
 	if l := byPath["/empty"]; l["response_flags"] != "UH" || l["response_code"] != float64(503) || l["details"] != "no_healthy_upstream" {
 		t.Errorf("/empty log: %v", l)
 	}
-	if l := byPath["/refused"]; l["response_flags"] != "UF" || l["upstream_host"] != dead {
+	if l := byPath["/refused"]; l["response_flags"] != "UF" || l["upstream_host"] != dead ||
+		l["details"] != "upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}" {
 		t.Errorf("/refused log: %v", l)
 	}
 	if l := byPath["/missing"]; l["response_flags"] != "NC" {
