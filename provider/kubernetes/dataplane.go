@@ -62,6 +62,8 @@ const (
 	DefaultServiceType = corev1.ServiceTypeLoadBalancer
 	// extProcAdminPort serves the extproc sidecar's /healthz, /readyz and /metrics.
 	extProcAdminPort = 19001
+	// envoyStopDelaySeconds is how long a terminating data plane pod keeps serving.
+	envoyStopDelaySeconds = 5
 )
 
 // DataPlane says how the controller deploys the data plane of each Gateway it serves: a
@@ -183,6 +185,10 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, bootstrap []byte) (dataPlane
 		WithReadinessProbe(coreac.Probe().WithPeriodSeconds(5).
 			WithTCPSocket(coreac.TCPSocketAction().WithPort(intstr.FromInt32(ports[0])))).
 		WithResources(resources("100m", "128Mi", "1Gi")).
+		// When the pod terminates, its endpoint leaves the Service while Envoy still serves:
+		// Envoy gets SIGTERM (and stops at once) only after load balancers and kube-proxy had
+		// time to stop sending it connections. (A sleep hook: the distroless image has no shell.)
+		WithLifecycle(coreac.Lifecycle().WithPreStop(coreac.LifecycleHandler().WithSleep(coreac.SleepAction().WithSeconds(envoyStopDelaySeconds)))).
 		WithSecurityContext(restricted()).
 		WithVolumeMounts(
 			coreac.VolumeMount().WithName("bootstrap").WithMountPath("/etc/envoy").WithReadOnly(true),

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	coreac "k8s.io/client-go/applyconfigurations/core/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
@@ -51,6 +52,20 @@ func TestBuildDataPlane(t *testing.T) {
 		if labels["team"] != "tools" || labels[LabelManagedBy] != ManagedByValue || labels[LabelGatewayName] != "gw" {
 			t.Errorf("%s labels %v: want spec.infrastructure.labels and the controller's", name, labels)
 		}
+	}
+	var envoy *coreac.ContainerApplyConfiguration
+	for i, c := range objs.deployment.Spec.Template.Spec.Containers {
+		if *c.Name == "envoy" {
+			envoy = &objs.deployment.Spec.Template.Spec.Containers[i]
+		}
+	}
+	if envoy == nil {
+		t.Fatal("no envoy container")
+	}
+	// A terminating pod is removed from the Service's endpoints while Envoy still serves: Envoy
+	// stops only once load balancers and kube-proxy had time to stop sending it connections.
+	if envoy.Lifecycle == nil || envoy.Lifecycle.PreStop == nil || envoy.Lifecycle.PreStop.Sleep == nil || *envoy.Lifecycle.PreStop.Sleep.Seconds < 1 {
+		t.Errorf("Envoy stops at once when its pod terminates: lifecycle %+v", envoy.Lifecycle)
 	}
 	if objs.deployment.Spec.Replicas != nil {
 		t.Error("the Deployment sets replicas, so the controller would undo kubectl scale")
