@@ -117,22 +117,42 @@ func (s *suite) expectRule(url, policy string) error {
 	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "test_simple_text"}); err != nil {
 		return fmt.Errorf("tools/call test_simple_text: %w", err)
 	}
+	// The data plane writes the line when the request has ended, Envoy in batches (every
+	// accessLogFlushMillis): wait for it.
+	session := cs.ID()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rule, found, err := s.toolsCallRule(session)
+		switch {
+		case err != nil:
+			return err
+		case !found && time.Now().After(deadline):
+			return fmt.Errorf("no access log line for tools/call in session %s", session)
+		case !found:
+			time.Sleep(100 * time.Millisecond)
+		case (policy == "" && rule == "") || (policy != "" && strings.HasPrefix(rule, policy)):
+			return nil
+		default:
+			return fmt.Errorf("tools/call in session %s was decided by rule %q, want %q", session, rule, policy)
+		}
+	}
+}
+
+// toolsCallRule finds the data plane's access-log line of a tools/call in session and returns its
+// mcpgate.rule.
+func (s *suite) toolsCallRule(session string) (rule string, found bool, err error) {
 	lines, err := jsonLines(s.stdoutLog())
 	if err != nil {
-		return err
+		return "", false, err
 	}
 	for _, l := range lines {
 		md, _ := l["mcpgate"].(map[string]any)
-		if l["request_id"] == nil || md["method"] != "tools/call" || md["session"] != cs.ID() {
-			continue
+		if l["request_id"] != nil && md["method"] == "tools/call" && md["session"] == session {
+			rule, _ = md["rule"].(string)
+			return rule, true, nil
 		}
-		rule, _ := md["rule"].(string)
-		if (policy == "" && rule == "") || (policy != "" && strings.HasPrefix(rule, policy)) {
-			return nil
-		}
-		return fmt.Errorf("tools/call in session %s was decided by rule %q, want %q", cs.ID(), rule, policy)
 	}
-	return fmt.Errorf("no access log line for tools/call in session %s", cs.ID())
+	return "", false, nil
 }
 
 // scenarioResult is one scenario's checks.
