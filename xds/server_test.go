@@ -531,3 +531,56 @@ func TestSotwReconnectSameVersion(t *testing.T) {
 		t.Errorf("policies: version %q, %d resources; want 1 and none", r.GetVersionInfo(), len(r.GetResources()))
 	}
 }
+
+// TestManyClientsComeAndGo connects and disconnects many nodes of one group over both
+// protocols: the server forgets each stream when it ends (the open streams gauge returns to 0)
+// and each node's disconnection is logged.
+func TestManyClientsComeAndGo(t *testing.T) {
+	srv, addr, logs := start(t, gateways(xdstest.Gateway(gw, 9000, "/")))
+	reg := prometheus.NewRegistry()
+	if err := srv.RegisterMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(dial(t, addr))
+	const n = 50
+	for i := range n {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		node := &corev3.Node{Id: fmt.Sprintf("pod-%d", i), Cluster: gw}
+		d, err := ads.DeltaAggregatedResources(ctx)
+		if err == nil {
+			err = d.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: lds})
+		}
+		if err == nil {
+			_, err = d.Recv()
+		}
+		s, err2 := ads.StreamAggregatedResources(ctx)
+		if err2 == nil {
+			err2 = s.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: cds})
+		}
+		if err2 == nil {
+			_, err2 = s.Recv()
+		}
+		cancel()
+		if err != nil || err2 != nil {
+			t.Fatalf("node %d: delta %v, sotw %v", i, err, err2)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	for _, api := range []string{"delta", "sotw"} {
+		for {
+			if v := metric(t, reg, "mcpgate_xds_streams", api); v == 0 {
+				break
+			} else if ctx.Err() != nil {
+				t.Fatalf("%s streams still open: %v", api, v)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if _, err := logs.Wait(ctx, "xDS client disconnected", "api="+api, fmt.Sprintf("node=pod-%d ", n-1)); err != nil {
+			t.Error(err)
+		}
+		if got := len(logs.Find("xDS client disconnected", "api="+api)); got != n {
+			t.Errorf("%d %s disconnections logged, want %d", got, api, n)
+		}
+	}
+}
