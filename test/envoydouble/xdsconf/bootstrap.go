@@ -3,6 +3,7 @@ package xdsconf
 import (
 	"fmt"
 	"os"
+	"sort"
 	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
@@ -65,10 +66,14 @@ func CompileBootstrap(b *bootstrapv3.Bootstrap) (*Bootstrap, error) {
 	if err := validate(b, "bootstrap"); err != nil {
 		return nil, err
 	}
-	// Ignored on purpose: layered_runtime, stats_config, stats_flush_interval, overload_manager,
-	// cluster_manager (stats and protection limits).
+	// Ignored on purpose: stats_config, stats_flush_interval, overload_manager, cluster_manager
+	// (stats and protection limits). layered_runtime is checked: runtime keys change Envoy's
+	// behaviour.
 	if err := checkFields(b, "", "node", "static_resources", "dynamic_resources", "admin", "layered_runtime",
 		"stats_config", "stats_flush_interval", "overload_manager", "cluster_manager"); err != nil {
+		return nil, err
+	}
+	if err := checkRuntime(b.GetLayeredRuntime()); err != nil {
 		return nil, err
 	}
 	out := &Bootstrap{Node: b.GetNode(), Clusters: map[string]*Cluster{}, Listeners: map[string]*Listener{}, InitialFetchTimeout: 15 * time.Second}
@@ -155,4 +160,37 @@ func CompileBootstrap(b *bootstrapv3.Bootstrap) (*Bootstrap, error) {
 		out.AdminAddress = ep.Addr()
 	}
 	return out, nil
+}
+
+// runtimeKeys are the runtime keys a bootstrap may set. re2.max_program_size.* bound the RE2
+// program size of safe_regex matchers (Envoy's default error level 100 refuses large regexes);
+// the double does not estimate RE2 program sizes, so it accepts the keys that raise the bound
+// (mcpgate's bootstrap sets the error level to the maximum) and nothing else: every other key
+// (feature flags such as envoy.reloadable_features.ext_proc_fail_close_spurious_resp) changes
+// behaviour the double reproduces only at its default.
+var runtimeKeys = map[string]bool{"re2.max_program_size.error_level": true, "re2.max_program_size.warn_level": true}
+
+// checkRuntime refuses the runtime layers and keys the double does not reproduce: only static
+// layers (and an admin layer, empty until the admin changes it) are implemented.
+func checkRuntime(lr *bootstrapv3.LayeredRuntime) error {
+	for i, l := range lr.GetLayers() {
+		p := fmt.Sprintf("layered_runtime.layers[%d](%s)", i, l.GetName())
+		switch {
+		case l.GetAdminLayer() != nil:
+		case l.GetStaticLayer() != nil:
+			keys := make([]string, 0, len(l.GetStaticLayer().GetFields()))
+			for k := range l.GetStaticLayer().GetFields() {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				if !runtimeKeys[k] {
+					return fmt.Errorf("%s.static_layer: runtime key %q not implemented by envoydouble", p, k)
+				}
+			}
+		default:
+			return fmt.Errorf("%s: only static_layer and admin_layer are implemented by envoydouble", p)
+		}
+	}
+	return nil
 }
