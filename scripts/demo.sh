@@ -3,7 +3,7 @@
 # against a local gateway, each command printed before its answer. Kubernetes steps become file
 # edits: `mcpgate run` watches a folder, and "kubectl apply" is a copy into it. The data plane is
 # Envoy when ENVOY_BIN is set or `envoy` is on PATH, else bin/envoydouble (with a notice).
-# Uses the lab's ports (8080, 8000, 18000, 18001, 19000), so stop `make run` first.
+# Uses the lab's ports (8080, 8000, 18000, 18001, 19000, Envoy admin 15000) and 8001, so stop `make run` first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
