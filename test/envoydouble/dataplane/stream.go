@@ -288,24 +288,28 @@ func (st *stream) matchRoute() {
 	}
 }
 
-// setupExtProc creates the ext_proc filter stream with the most specific per-route config
-// (weighted cluster, route, virtual host, route configuration). disabled: true skips the filter.
+// setupExtProc creates the ext_proc filter stream with the per-route configs of the route
+// configuration, virtual host, route and weighted cluster merged as Envoy merges them
+// (Filter::mergePerRouteConfig). A merged config that is disabled skips the filter.
 func (st *stream) setupExtProc() {
 	if len(st.lis.HCM.ExtProcs) == 0 {
 		return
 	}
 	f := st.lis.HCM.ExtProcs[0]
-	var pr *xdsconf.ExtProcPerRoute
-	switch {
-	case st.wc != nil && st.wc.PerFilter[f.Name] != nil:
-		pr = st.wc.PerFilter[f.Name]
-	case st.route != nil && st.route.PerFilter[f.Name] != nil:
-		pr = st.route.PerFilter[f.Name]
-	case st.vh != nil && st.vh.PerFilter[f.Name] != nil:
-		pr = st.vh.PerFilter[f.Name]
-	case st.rcfg != nil && st.rcfg.PerFilter[f.Name] != nil:
-		pr = st.rcfg.PerFilter[f.Name]
+	var levels []*xdsconf.ExtProcPerRoute
+	if st.rcfg != nil {
+		levels = append(levels, st.rcfg.PerFilter[f.Name])
 	}
+	if st.vh != nil {
+		levels = append(levels, st.vh.PerFilter[f.Name])
+	}
+	if st.route != nil {
+		levels = append(levels, st.route.PerFilter[f.Name])
+	}
+	if st.wc != nil {
+		levels = append(levels, st.wc.PerFilter[f.Name])
+	}
+	pr := xdsconf.MergePerRoute(levels...)
 	if pr != nil && pr.Disabled {
 		return
 	}

@@ -11,9 +11,12 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // TestContentLengthIsDecidedWhenTheHeadersArrive: Envoy removes content-length with the body mode
@@ -297,5 +300,59 @@ func TestExpectContinueIsAnsweredByTheProxy(t *testing.T) {
 	}
 	if v, ok := header(e.ext.streams(t, 1)[0].messages()[0].GetRequestHeaders().GetHeaders(), "expect"); ok {
 		t.Errorf("ext_proc saw expect: %q", v)
+	}
+}
+
+// TestPerRouteConfigsMergeAcrossLevels: Envoy merges the ExtProcPerRoute of the route
+// configuration, virtual host, route and weighted cluster (Filter::mergePerRouteConfig,
+// FilterConfigPerRoute(less, more)): grpc_initial_metadata accumulates (a key set only at a less
+// specific level stays), processing_mode comes from the most specific level that sets it, and a
+// more specific override enables a filter a less specific level disabled.
+func TestPerRouteConfigsMergeAcrossLevels(t *testing.T) {
+	e := newEnv(t, answer(nil))
+	up := jsonUpstream(t)
+	l := listener(t, e.listen, extProcFilter(5*time.Second), nil)
+	weighted := func(name, path string, routeLevel, clusterLevel map[string]*anypb.Any) *routev3.Route {
+		return &routev3.Route{Name: name, Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: path}},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{
+				WeightedClusters: &routev3.WeightedCluster{Clusters: []*routev3.WeightedCluster_ClusterWeight{
+					{Name: "up", Weight: wrapperspb.UInt32(1), TypedPerFilterConfig: clusterLevel}}}}}},
+			TypedPerFilterConfig: routeLevel}
+	}
+	headersOnly := &extprocv3.ProcessingMode{RequestHeaderMode: extprocv3.ProcessingMode_SEND, ResponseHeaderMode: extprocv3.ProcessingMode_SKIP}
+	vh := vhost("vh", []string{"*"},
+		weighted("merged", "/merged", perRoute(t, mcpMode(), "x-mcpgate-policy", "p", "x-mcpgate-mcp", "streamable-http"),
+			perRoute(t, nil, "x-mcpgate-mcp", "sse", "x-mcpgate-target", "t")),
+		weighted("enabled", "/enabled", disabled(t), perRoute(t, headersOnly, "x-mcpgate-route", "r")),
+		prefixRoute("inherits-disabled", "/", "up", nil))
+	vh.TypedPerFilterConfig = disabled(t)
+	e.push(l, routeConfig(l.Name, vh), staticCluster("up", up.addr))
+
+	do(t, "POST", e.url("/merged"), strings.NewReader(`{}`))
+	st := e.ext.streams(t, 1)[0]
+	st.ended(t)
+	for k, want := range map[string]string{"x-mcpgate-policy": "p", "x-mcpgate-mcp": "sse", "x-mcpgate-target": "t", "x-mcpgate-gateway": "filter-level"} {
+		if got := st.md.Get(k); len(got) != 1 || got[0] != want {
+			t.Errorf("merged: %s = %v, want %s", k, got, want)
+		}
+	}
+	// processing_mode from the route level (the weighted cluster sets none): the bodies go too.
+	if got := strings.Join(kinds(st.messages()), ","); got != "request_headers,request_body,response_headers,response_body" {
+		t.Errorf("merged: messages %s", got)
+	}
+
+	do(t, "POST", e.url("/enabled"), strings.NewReader(`{}`))
+	st = e.ext.streams(t, 2)[1]
+	st.ended(t)
+	if got := strings.Join(kinds(st.messages()), ","); got != "request_headers" || st.md.Get("x-mcpgate-route")[0] != "r" {
+		t.Errorf("enabled again by the weighted cluster: messages %s, metadata %v", got, st.md)
+	}
+
+	if resp, _ := do(t, "POST", e.url("/other"), strings.NewReader(`{}`)); resp.StatusCode != 200 {
+		t.Fatalf("got %d", resp.StatusCode)
+	}
+	time.Sleep(50 * time.Millisecond) // a stream would have been opened before the upstream was called
+	if n := len(e.ext.streams(t, 2)); n != 2 {
+		t.Errorf("%d streams: the virtual host's disabled applies to a route without a config", n)
 	}
 }

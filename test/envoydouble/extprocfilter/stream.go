@@ -100,7 +100,7 @@ func (m *Metadata) Snapshot() map[string]*structpb.Struct {
 // Params configure one Stream: the filter config and what the route overrides.
 type Params struct {
 	Filter   *xdsconf.ExtProc
-	PerRoute *xdsconf.ExtProcPerRoute // nil = none
+	PerRoute *xdsconf.ExtProcPerRoute // the merged per-route config (xdsconf.MergePerRoute); nil = none
 	Conn     ConnFunc
 	Attrs    AttrFunc
 	Metadata *Metadata
@@ -182,9 +182,12 @@ func New(p Params) *Stream {
 		if pr.FailureModeAllow != nil {
 			s.failOpen = *pr.FailureModeAllow
 		}
-		// A per-route metadata_options replaces the lists entirely.
-		if pr.Metadata != nil {
-			s.mdOpts = *pr.Metadata
+		// A per-route namespace list replaces the filter's list.
+		if pr.ForwardingUntyped != nil {
+			s.mdOpts.ForwardingUntyped = *pr.ForwardingUntyped
+		}
+		if pr.ReceivingUntyped != nil {
+			s.mdOpts.ReceivingUntyped = *pr.ReceivingUntyped
 		}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())

@@ -75,14 +75,58 @@ type MutationRules struct {
 	DisallowExpr    *regexp.Regexp
 }
 
-// ExtProcPerRoute is the compiled ExtProcPerRoute (typed_per_filter_config).
+// ExtProcPerRoute is the compiled ExtProcPerRoute (typed_per_filter_config). Envoy merges the
+// configs of every level (see MergePerRoute); a nil field is not set at its level.
 type ExtProcPerRoute struct {
 	Disabled         bool
 	Mode             *extprocv3.ProcessingMode
 	Service          *GrpcTarget
 	InitialMetadata  []MetadataKV
 	FailureModeAllow *bool
-	Metadata         *MetadataOptions
+	// ForwardingUntyped and ReceivingUntyped are metadata_options' namespace lists, each set
+	// (non-nil) only when its forwarding_namespaces or receiving_namespaces message is.
+	ForwardingUntyped, ReceivingUntyped *[]string
+}
+
+// MergePerRoute merges the per-route configs of a request, from the least to the most specific
+// (route configuration, virtual host, route, weighted cluster; nil levels skipped), as Envoy's
+// FilterConfigPerRoute(less_specific, more_specific) does: disabled is the most specific level's
+// (a more specific override enables the filter again), processing_mode, grpc_service, the
+// namespace lists and failure_mode_allow come from the most specific level that sets them, and
+// grpc_initial_metadata accumulates: a key of a more specific level replaces the same key, and a
+// key set only at a less specific level stays. It returns nil when no level has a config.
+func MergePerRoute(levels ...*ExtProcPerRoute) *ExtProcPerRoute {
+	var out *ExtProcPerRoute
+	for _, more := range levels {
+		if more == nil {
+			continue
+		}
+		if out == nil {
+			c := *more
+			out = &c
+			continue
+		}
+		less := out
+		out = &ExtProcPerRoute{Disabled: more.Disabled, Mode: more.Mode, Service: more.Service,
+			InitialMetadata: MergeMetadata(less.InitialMetadata, more.InitialMetadata), FailureModeAllow: more.FailureModeAllow,
+			ForwardingUntyped: more.ForwardingUntyped, ReceivingUntyped: more.ReceivingUntyped}
+		if !more.Disabled && out.Mode == nil {
+			out.Mode = less.Mode
+		}
+		if out.Service == nil {
+			out.Service = less.Service
+		}
+		if out.FailureModeAllow == nil {
+			out.FailureModeAllow = less.FailureModeAllow
+		}
+		if out.ForwardingUntyped == nil {
+			out.ForwardingUntyped = less.ForwardingUntyped
+		}
+		if out.ReceivingUntyped == nil {
+			out.ReceivingUntyped = less.ReceivingUntyped
+		}
+	}
+	return out
 }
 
 // SupportedAttributes are the request_attributes / response_attributes the double can evaluate.
@@ -335,9 +379,19 @@ func compileExtProcPerRoute(a *anypb.Any, path string) (*ExtProcPerRoute, error)
 		v := ov.GetFailureModeAllow().GetValue()
 		out.FailureModeAllow = &v
 	}
-	if ov.GetMetadataOptions() != nil {
-		if out.Metadata, err = compileMetadataOptions(ov.GetMetadataOptions(), op+".metadata_options"); err != nil {
+	if mo := ov.GetMetadataOptions(); mo != nil {
+		m, err := compileMetadataOptions(mo, op+".metadata_options")
+		if err != nil {
 			return nil, err
+		}
+		if len(m.ForwardingTyped) > 0 {
+			return nil, fmt.Errorf("%s.metadata_options.forwarding_namespaces.typed: not implemented by envoydouble", op)
+		}
+		if mo.GetForwardingNamespaces() != nil {
+			out.ForwardingUntyped = &m.ForwardingUntyped
+		}
+		if mo.GetReceivingNamespaces() != nil {
+			out.ReceivingUntyped = &m.ReceivingUntyped
 		}
 	}
 	return out, nil
