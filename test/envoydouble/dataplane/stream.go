@@ -52,12 +52,14 @@ type stream struct {
 	r    *http.Request
 	rc   *http.ResponseController
 
-	req   *headers.Map
-	resp  *headers.Map
-	rcfg  *xdsconf.RouteConfig
-	vh    *xdsconf.VirtualHost
-	route *xdsconf.Route
-	wc    *xdsconf.WeightedCluster // the cluster picked when the route matched
+	req *headers.Map
+	// remote is the stream's downstream remote address (see buildRequestHeaders).
+	remote string
+	resp   *headers.Map
+	rcfg   *xdsconf.RouteConfig
+	vh     *xdsconf.VirtualHost
+	route  *xdsconf.Route
+	wc     *xdsconf.WeightedCluster // the cluster picked when the route matched
 
 	ep *extprocfilter.Stream
 	md *extprocfilter.Metadata
@@ -226,13 +228,30 @@ func (st *stream) buildRequestHeaders() {
 		h.Del("expect")
 		st.w.WriteHeader(http.StatusContinue)
 	}
-	if hcm.UseRemoteAddress && !hcm.SkipXFFAppend {
-		ip, _, _ := net.SplitHostPort(st.r.RemoteAddr)
-		if xff, ok := h.Get("x-forwarded-for"); ok {
-			h.Set("x-forwarded-for", xff+","+ip)
-		} else {
-			h.Add("x-forwarded-for", ip)
+	// ConnectionManagerUtility::mutateRequestHeaders: without use_remote_address the stream's
+	// downstream remote address is the last x-forwarded-for address (past xff_num_trusted_hops)
+	// when there is one, a value the client may have set; with it, the connection's peer unless
+	// trusted hops name another, and the peer is appended to x-forwarded-for (Envoy appends its
+	// own local address for a loopback peer; the double appends the peer) and x-forwarded-proto
+	// is overwritten unless a trusted hop set it.
+	st.remote = st.r.RemoteAddr
+	if hcm.UseRemoteAddress {
+		if ip, ok := lastXFF(h, int(hcm.XFFTrustedHops)-1); ok && hcm.XFFTrustedHops > 0 {
+			st.remote = net.JoinHostPort(ip, "0")
 		}
+		if !hcm.SkipXFFAppend {
+			ip, _, _ := net.SplitHostPort(st.r.RemoteAddr)
+			if xff, ok := h.Joined("x-forwarded-for"); ok {
+				h.Set("x-forwarded-for", xff+","+ip)
+			} else {
+				h.Add("x-forwarded-for", ip)
+			}
+		}
+		if hcm.XFFTrustedHops == 0 {
+			h.Set("x-forwarded-proto", "http")
+		}
+	} else if ip, ok := lastXFF(h, int(hcm.XFFTrustedHops)); ok {
+		st.remote = net.JoinHostPort(ip, "0")
 	}
 	if !h.Has("x-forwarded-proto") {
 		h.Add("x-forwarded-proto", "http")
@@ -241,6 +260,30 @@ func (st *stream) buildRequestHeaders() {
 		h.Add("x-request-id", uuid4())
 	}
 	st.req = h
+}
+
+// lastXFF is Envoy's Utility::getLastAddressFromXFF: the x-forwarded-for address before the last
+// skip ones, if it is an IP address.
+func lastXFF(h *headers.Map, skip int) (string, bool) {
+	xff, ok := h.Joined("x-forwarded-for")
+	if !ok {
+		return "", false
+	}
+	for ; skip > 0; skip-- {
+		i := strings.LastIndexByte(xff, ',')
+		if i < 0 {
+			return "", false
+		}
+		xff = xff[:i]
+	}
+	if i := strings.LastIndexByte(xff, ','); i >= 0 {
+		xff = xff[i+1:]
+	}
+	ip := net.ParseIP(strings.TrimSpace(xff))
+	if ip == nil {
+		return "", false
+	}
+	return ip.String(), true
 }
 
 func hopByHop(k, v string) bool {
@@ -323,9 +366,9 @@ func (st *stream) attribute(expr string) (*structpb.Value, bool) {
 	path := st.req.Value(":path")
 	switch expr {
 	case "source.address":
-		return str(st.r.RemoteAddr)
+		return str(st.remote)
 	case "source.port":
-		_, p, _ := net.SplitHostPort(st.r.RemoteAddr)
+		_, p, _ := net.SplitHostPort(st.remote)
 		n, _ := strconv.Atoi(p)
 		return structpb.NewNumberValue(float64(n)), true
 	case "destination.address", "destination.port":
@@ -630,7 +673,7 @@ func (st *stream) hashKey(f *xdsconf.Forward) *uint64 {
 		case p.Header != "":
 			v, ok = st.req.Joined(p.Header)
 		case p.SourceIP:
-			v, _, _ = net.SplitHostPort(st.r.RemoteAddr)
+			v, _, _ = net.SplitHostPort(st.remote)
 			ok = v != ""
 		case p.Query != "":
 			v, ok = xdsconf.QueryParam(st.req.Value(":path"), p.Query)
@@ -979,7 +1022,7 @@ func (st *stream) finish() {
 	info := &accesslog.Info{Start: st.start, Duration: time.Since(st.start), Request: st.req, Code: st.code,
 		Flags: st.flags, Details: st.details, UpstreamHost: st.upstream, UpstreamCluster: st.cluster,
 		Metadata: st.md.Snapshot(), Protocol: st.r.Proto, BytesReceived: st.bytesIn.Load(), BytesSent: st.bytesOut,
-		DownstreamRemote: st.r.RemoteAddr}
+		DownstreamRemote: st.remote}
 	if st.headersSent {
 		info.Response = st.resp
 	}

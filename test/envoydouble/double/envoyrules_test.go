@@ -11,8 +11,10 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -354,5 +356,47 @@ func TestPerRouteConfigsMergeAcrossLevels(t *testing.T) {
 	time.Sleep(50 * time.Millisecond) // a stream would have been opened before the upstream was called
 	if n := len(e.ext.streams(t, 2)); n != 2 {
 		t.Errorf("%d streams: the virtual host's disabled applies to a route without a config", n)
+	}
+}
+
+// TestDownstreamAddressComesFromXFFWithoutUseRemoteAddress: without use_remote_address Envoy takes
+// the stream's downstream remote address (ext_proc's source.address) from the last
+// x-forwarded-for address, which the client may have set; with it, from the connection, whose
+// address is appended to x-forwarded-for, and x-forwarded-proto is overwritten
+// (ConnectionManagerUtility::mutateRequestHeaders).
+func TestDownstreamAddressComesFromXFFWithoutUseRemoteAddress(t *testing.T) {
+	for _, useRemote := range []bool{false, true} {
+		t.Run(map[bool]string{false: "use_remote_address unset", true: "use_remote_address"}[useRemote], func(t *testing.T) {
+			e := newEnv(t, answer(nil))
+			up := jsonUpstream(t)
+			l := listener(t, e.listen, extProcFilter(5*time.Second), func(h *hcmv3.HttpConnectionManager, _ *listenerv3.Listener) {
+				h.UseRemoteAddress = wrapperspb.Bool(useRemote)
+			})
+			e.push(l, routeConfig(l.Name, vhost("vh", []string{"*"}, prefixRoute("mcp", "/mcp", "up", perRoute(t, mcpMode())))),
+				staticCluster("up", up.addr))
+			for i, xff := range []string{"203.0.113.9, 10.1.2.3", "not-an-address"} {
+				do(t, "POST", e.url("/mcp"), strings.NewReader(`{}`), "x-forwarded-for", xff, "x-forwarded-proto", "https")
+				st := e.ext.streams(t, i+1)[i]
+				src := st.messages()[0].GetAttributes()["envoy.filters.http.ext_proc"].GetFields()["source.address"].GetStringValue()
+				seen := up.last().header
+				switch {
+				case !useRemote && i == 0:
+					if src != "10.1.2.3:0" || seen.Get("x-forwarded-for") != xff || seen.Get("x-forwarded-proto") != "https" {
+						t.Errorf("source.address %q, upstream x-forwarded-for %q x-forwarded-proto %q", src, seen.Get("x-forwarded-for"), seen.Get("x-forwarded-proto"))
+					}
+				case useRemote:
+					if !strings.HasPrefix(src, "127.0.0.1:") || seen.Get("x-forwarded-for") != xff+",127.0.0.1" || seen.Get("x-forwarded-proto") != "http" {
+						t.Errorf("source.address %q, upstream x-forwarded-for %q x-forwarded-proto %q", src, seen.Get("x-forwarded-for"), seen.Get("x-forwarded-proto"))
+					}
+				default: // not an IP address: the connection's
+					if !strings.HasPrefix(src, "127.0.0.1:") || strings.HasSuffix(src, ":0") {
+						t.Errorf("%q: source.address %q", xff, src)
+					}
+				}
+			}
+			if l := e.logs(2)[0]; !useRemote && l["downstream"] != "10.1.2.3:0" {
+				t.Errorf("%%DOWNSTREAM_REMOTE_ADDRESS%% = %v", l["downstream"])
+			}
+		})
 	}
 }

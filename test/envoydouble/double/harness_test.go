@@ -291,7 +291,7 @@ var accessLogFormat = map[string]any{
 	"mcp_tool": "%DYNAMIC_METADATA(mcpgate:tool)%", "other_ns": "%DYNAMIC_METADATA(other:method)%",
 	"details": "%RESPONSE_CODE_DETAILS%", "protocol": "%PROTOCOL%", "bytes_received": "%BYTES_RECEIVED%",
 	"bytes_sent": "%BYTES_SENT%", "content_type": "%RESP(CONTENT-TYPE)%", "mixed": "code=%RESPONSE_CODE% host=%UPSTREAM_HOST%",
-	"forwarded_path": "%REQ(:PATH)%", "route_added": "%REQ(X-ROUTE-ADDED)%",
+	"forwarded_path": "%REQ(:PATH)%", "route_added": "%REQ(X-ROUTE-ADDED)%", "downstream": "%DOWNSTREAM_REMOTE_ADDRESS%",
 }
 
 // listener is the gateway listener with an RDS route configuration of the same name.

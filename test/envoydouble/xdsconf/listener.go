@@ -39,8 +39,12 @@ type HCM struct {
 	// StripAnyHostPort / StripMatchingHostPort are strip_any_host_port / strip_matching_host_port.
 	StripAnyHostPort      bool
 	StripMatchingHostPort bool
-	UseRemoteAddress      bool
-	SkipXFFAppend         bool
+	// UseRemoteAddress, XFFTrustedHops and SkipXFFAppend decide the request's downstream remote
+	// address (source.address, %DOWNSTREAM_REMOTE_ADDRESS%, hash_policy source_ip) and
+	// x-forwarded-for / x-forwarded-proto, as ConnectionManagerUtility::mutateRequestHeaders does.
+	UseRemoteAddress bool
+	XFFTrustedHops   uint32
+	SkipXFFAppend    bool
 	// GenerateRequestID is generate_request_id (default true): x-request-id is set when absent.
 	GenerateRequestID         bool
 	AlwaysSetRequestIDInReply bool
@@ -114,8 +118,8 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 	// stat_prefix, codec_type AUTO/HTTP1 (checked below), common_http_protocol_options,
 	// http_protocol_options, http2_protocol_options, max_request_headers_kb,
 	// request_headers_timeout, drain_timeout, delayed_close_timeout, internal_address_config,
-	// xff_num_trusted_hops (only with use_remote_address), preserve_external_request_id (the double
-	// never replaces an incoming x-request-id, which is what it changes).
+	// preserve_external_request_id (the double never replaces an incoming x-request-id, which is
+	// what it changes).
 	if err := checkFields(h, path, "codec_type", "stat_prefix", "rds", "route_config", "http_filters",
 		"access_log", "stream_idle_timeout", "use_remote_address", "xff_num_trusted_hops", "skip_xff_append",
 		"strip_matching_host_port", "strip_any_host_port", "generate_request_id", "preserve_external_request_id",
@@ -135,7 +139,7 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 	}
 	out := &HCM{StreamIdleTimeout: 5 * time.Minute, GenerateRequestID: true, ServerName: "envoy",
 		StripAnyHostPort: h.GetStripAnyHostPort(), StripMatchingHostPort: h.GetStripMatchingHostPort(),
-		UseRemoteAddress: h.GetUseRemoteAddress().GetValue(), SkipXFFAppend: h.GetSkipXffAppend(),
+		UseRemoteAddress: h.GetUseRemoteAddress().GetValue(), SkipXFFAppend: h.GetSkipXffAppend(), XFFTrustedHops: h.GetXffNumTrustedHops(),
 		AlwaysSetRequestIDInReply: h.GetAlwaysSetRequestIdInResponse()}
 	if t := h.GetStreamIdleTimeout(); t != nil {
 		out.StreamIdleTimeout = t.AsDuration()
