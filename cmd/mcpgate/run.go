@@ -385,7 +385,7 @@ func (s *supervisor) run(ctx context.Context, gw, path string) {
 		cmd.Stderr = &prefixWriter{w: s.stderr, prefix: "envoy " + gw + ": "}
 		s.log.Info("starting Envoy", "gateway", gw, "command", cmd.String())
 		started := time.Now()
-		err := cmd.Run()
+		err := runChild(cmd)
 		if ctx.Err() != nil {
 			s.log.Info("Envoy stopped", "gateway", gw)
 			return
