@@ -218,6 +218,9 @@ func (st *stream) buildRequestHeaders() {
 		if hopByHop(lk, st.r.Header.Get(k)) {
 			continue
 		}
+		if hcm.DropUnderscoreHeaders && strings.Contains(lk, "_") {
+			continue // headers_with_underscores_action DROP_HEADER: the codec drops it
+		}
 		for _, v := range st.r.Header[k] {
 			h.Add(lk, v)
 		}

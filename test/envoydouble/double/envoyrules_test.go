@@ -400,3 +400,24 @@ func TestDownstreamAddressComesFromXFFWithoutUseRemoteAddress(t *testing.T) {
 		})
 	}
 }
+
+// TestHeadersWithUnderscoresAreDropped: with headers_with_underscores_action DROP_HEADER (what
+// mcpgate's listeners set), Envoy's codec drops request headers whose name has an underscore
+// before any filter sees them.
+func TestHeadersWithUnderscoresAreDropped(t *testing.T) {
+	e := newEnv(t, answer(nil))
+	up := jsonUpstream(t)
+	l := listener(t, e.listen, extProcFilter(5*time.Second), func(h *hcmv3.HttpConnectionManager, _ *listenerv3.Listener) {
+		h.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{HeadersWithUnderscoresAction: corev3.HttpProtocolOptions_DROP_HEADER}
+	})
+	e.push(l, routeConfig(l.Name, vhost("vh", []string{"*"}, prefixRoute("mcp", "/mcp", "up", perRoute(t, mcpMode())))),
+		staticCluster("up", up.addr))
+	do(t, "POST", e.url("/mcp"), strings.NewReader(`{}`), "x_user", "admin", "x-user", "guest")
+	seen := up.last().header
+	if seen.Get("x_user") != "" || seen.Get("x-user") != "guest" {
+		t.Errorf("upstream saw x_user %q x-user %q", seen.Get("x_user"), seen.Get("x-user"))
+	}
+	if v, ok := header(e.ext.streams(t, 1)[0].messages()[0].GetRequestHeaders().GetHeaders(), "x_user"); ok {
+		t.Errorf("ext_proc saw x_user: %q", v)
+	}
+}

@@ -46,6 +46,9 @@ func TestNACKsWhatItDoesNotReproduce(t *testing.T) {
 		{name: "unsupported HCM field", mod: func(h *hcmv3.HttpConnectionManager, _ *listenerv3.Listener) {
 			h.RequestTimeout = durationpb.New(time.Second)
 		}, want: []string{good.Name, "request_timeout"}},
+		{name: "HTTP protocol option that changes answers", mod: func(h *hcmv3.HttpConnectionManager, _ *listenerv3.Listener) {
+			h.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{MaxStreamDuration: durationpb.New(time.Second)}
+		}, want: []string{good.Name, "common_http_protocol_options.max_stream_duration"}},
 		{name: "unimplemented attribute", mod: func(h *hcmv3.HttpConnectionManager, _ *listenerv3.Listener) {
 			f := extProcFilter(time.Second)
 			f.RequestAttributes = append(f.RequestAttributes, "connection.requested_server_name")

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
@@ -34,6 +35,9 @@ type HCM struct {
 	// ExtProcs are the ext_proc filters in chain order (the router comes last).
 	ExtProcs   []*ExtProc
 	AccessLogs []*AccessLog
+	// DropUnderscoreHeaders is common_http_protocol_options.headers_with_underscores_action
+	// DROP_HEADER: the codec drops request headers whose name has an underscore.
+	DropUnderscoreHeaders bool
 	// StreamIdleTimeout is stream_idle_timeout; Envoy's default is 5 minutes, 0 disables it.
 	StreamIdleTimeout time.Duration
 	// StripAnyHostPort / StripMatchingHostPort are strip_any_host_port / strip_matching_host_port.
@@ -115,8 +119,8 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 		return nil, err
 	}
 	// Ignored on purpose (no effect on answers at test volumes, or connection-level only):
-	// stat_prefix, codec_type AUTO/HTTP1 (checked below), common_http_protocol_options,
-	// http_protocol_options, http2_protocol_options, max_request_headers_kb,
+	// stat_prefix, codec_type AUTO/HTTP1 (checked below), http2_protocol_options (the double
+	// serves HTTP/1.1 only), max_request_headers_kb,
 	// request_headers_timeout, drain_timeout, delayed_close_timeout, internal_address_config,
 	// preserve_external_request_id (the double never replaces an incoming x-request-id, which is
 	// what it changes).
@@ -132,6 +136,21 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 	if h.GetNormalizePath().GetValue() || h.GetMergeSlashes() {
 		return nil, fmt.Errorf("%s: normalize_path and merge_slashes are not implemented by envoydouble", path)
 	}
+	if cp := h.GetCommonHttpProtocolOptions(); cp != nil {
+		// idle_timeout only closes idle connections.
+		p := path + ".common_http_protocol_options"
+		if err := checkFields(cp, p, "idle_timeout", "headers_with_underscores_action"); err != nil {
+			return nil, err
+		}
+		switch cp.GetHeadersWithUnderscoresAction() {
+		case corev3.HttpProtocolOptions_ALLOW, corev3.HttpProtocolOptions_DROP_HEADER:
+		default:
+			return nil, fmt.Errorf("%s.headers_with_underscores_action: %s not implemented by envoydouble (ALLOW, DROP_HEADER)", p, cp.GetHeadersWithUnderscoresAction())
+		}
+	}
+	if err := checkFields(h.GetHttpProtocolOptions(), path+".http_protocol_options"); err != nil {
+		return nil, err
+	}
 	switch h.GetCodecType() {
 	case hcmv3.HttpConnectionManager_AUTO, hcmv3.HttpConnectionManager_HTTP1:
 	default:
@@ -140,7 +159,8 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 	out := &HCM{StreamIdleTimeout: 5 * time.Minute, GenerateRequestID: true, ServerName: "envoy",
 		StripAnyHostPort: h.GetStripAnyHostPort(), StripMatchingHostPort: h.GetStripMatchingHostPort(),
 		UseRemoteAddress: h.GetUseRemoteAddress().GetValue(), SkipXFFAppend: h.GetSkipXffAppend(), XFFTrustedHops: h.GetXffNumTrustedHops(),
-		AlwaysSetRequestIDInReply: h.GetAlwaysSetRequestIdInResponse()}
+		AlwaysSetRequestIDInReply: h.GetAlwaysSetRequestIdInResponse(),
+		DropUnderscoreHeaders:     h.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction() == corev3.HttpProtocolOptions_DROP_HEADER}
 	if t := h.GetStreamIdleTimeout(); t != nil {
 		out.StreamIdleTimeout = t.AsDuration()
 	}
