@@ -46,6 +46,9 @@ const (
 	// AnnotationConfigHash holds a hash of what the controller applied, so that an unchanged
 	// object is not applied again.
 	AnnotationConfigHash = "mcpgate.dev/config-hash"
+	// AnnotationController names the controllerName of the controller that made a data plane
+	// object: a controller deletes only its own, when their Gateway is no longer served.
+	AnnotationController = "mcpgate.dev/controller-name"
 	// AnnotationBootstrapHash on the pod template rolls the pods when the bootstrap changes.
 	AnnotationBootstrapHash = "mcpgate.dev/bootstrap-hash"
 	// BootstrapKey is the key of the bootstrap in the ConfigMap.
@@ -112,8 +115,9 @@ func listenerPorts(gw *gwv1.Gateway) []int32 {
 	return slices.Sorted(maps.Keys(seen))
 }
 
-// buildDataPlane returns the objects of gw's data plane; bootstrap is Envoy's bootstrap.
-func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, bootstrap []byte) (dataPlaneObjects, error) {
+// buildDataPlane returns the objects of gw's data plane, made by the controller of
+// controllerName; bootstrap is Envoy's bootstrap.
+func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, controllerName string, bootstrap []byte) (dataPlaneObjects, error) {
 	ns, name := gw.Namespace, gw.Name
 	gateway := ns + "/" + name
 	selector := map[string]string{LabelName: DataPlaneName, LabelGatewayName: name}
@@ -128,12 +132,15 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, bootstrap []byte) (dataPlane
 		}
 	}
 	maps.Copy(labels, selector)
+	// The objects' own annotations; the pod template gets the infrastructure's only.
+	objAnnotations := maps.Clone(annotations)
+	objAnnotations[AnnotationController] = controllerName
 	owner := metaac.OwnerReference().
 		WithAPIVersion(gwv1.GroupVersion.String()).WithKind("Gateway").
 		WithName(name).WithUID(gw.UID).WithController(true)
 
 	cm := coreac.ConfigMap(bootstrapName(name), ns).
-		WithLabels(labels).WithAnnotations(annotations).WithOwnerReferences(owner).
+		WithLabels(labels).WithAnnotations(objAnnotations).WithOwnerReferences(owner).
 		WithData(map[string]string{BootstrapKey: string(bootstrap)})
 
 	ports := listenerPorts(gw)
@@ -220,13 +227,13 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, bootstrap []byte) (dataPlane
 	// Replicas are left out: the Deployment starts with one and is scaled with kubectl scale or
 	// an autoscaler, which the controller does not undo.
 	dep := appsac.Deployment(name, ns).
-		WithLabels(labels).WithAnnotations(annotations).WithOwnerReferences(owner).
+		WithLabels(labels).WithAnnotations(objAnnotations).WithOwnerReferences(owner).
 		WithSpec(appsac.DeploymentSpec().
 			WithSelector(metaac.LabelSelector().WithMatchLabels(selector)).
 			WithTemplate(coreac.PodTemplateSpec().WithLabels(labels).WithAnnotations(podAnnotations).WithSpec(pod)))
 
 	svc := coreac.Service(name, ns).
-		WithLabels(labels).WithAnnotations(annotations).WithOwnerReferences(owner).
+		WithLabels(labels).WithAnnotations(objAnnotations).WithOwnerReferences(owner).
 		WithSpec(coreac.ServiceSpec().WithType(d.ServiceType).WithSelector(selector).WithPorts(servicePorts...))
 
 	cmHash, err1 := configHash(cm)
@@ -294,7 +301,7 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 	if err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
-	objs, err := d.buildDataPlane(gw, boot)
+	objs, err := d.buildDataPlane(gw, p.opts.ControllerName, boot)
 	if err != nil {
 		return err
 	}
@@ -357,7 +364,8 @@ func (p *Provider) applyIfChanged(ctx context.Context, kind string, key types.Na
 
 // deleteStaleDataPlanes deletes the data plane objects whose Gateway is not served any more (it
 // was deleted, or its class is not ours). Owner references make the garbage collector do the
-// same when a Gateway is deleted; this also covers a Gateway that changed class.
+// same when a Gateway is deleted; this also covers a Gateway that changed class. Objects that
+// another mcpgate controller made (another controllerName) are left to it.
 func (p *Provider) deleteStaleDataPlanes(ctx context.Context, services []*corev1.Service, served map[gatewayKey]error) {
 	var deps appsv1.DeploymentList
 	var cms corev1.ConfigMapList
@@ -383,6 +391,9 @@ func (p *Provider) deleteStaleDataPlanes(ctx context.Context, services []*corev1
 	for _, o := range objs {
 		gw, ok := o.GetLabels()[LabelGatewayName]
 		if !ok || o.GetDeletionTimestamp() != nil {
+			continue
+		}
+		if c, set := o.GetAnnotations()[AnnotationController]; set && c != p.opts.ControllerName {
 			continue
 		}
 		if _, keep := served[gatewayKey{Namespace: o.GetNamespace(), Name: gw}]; keep {

@@ -31,7 +31,7 @@ func ptr[T any](v T) *T { return &v }
 
 func TestBuildDataPlane(t *testing.T) {
 	d := DataPlane{XDSAddress: "mcpgate-controller.mcpgate-system.svc:18000", ExtProcImage: "mcpgate:test"}.withDefaults()
-	objs, err := d.buildDataPlane(testGateway(), []byte("bootstrap-1"))
+	objs, err := d.buildDataPlane(testGateway(), "mcpgate.dev/gateway-controller", []byte("bootstrap-1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,6 +67,16 @@ func TestBuildDataPlane(t *testing.T) {
 	if envoy.Lifecycle == nil || envoy.Lifecycle.PreStop == nil || envoy.Lifecycle.PreStop.Sleep == nil || *envoy.Lifecycle.PreStop.Sleep.Seconds < 1 {
 		t.Errorf("Envoy stops at once when its pod terminates: lifecycle %+v", envoy.Lifecycle)
 	}
+	for name, annotations := range map[string]map[string]string{
+		"ConfigMap": objs.configMap.Annotations, "Deployment": objs.deployment.Annotations, "Service": objs.service.Annotations,
+	} {
+		if annotations[AnnotationController] != "mcpgate.dev/gateway-controller" || annotations["example.com/owner"] != "tools" {
+			t.Errorf("%s annotations %v: want the controller's name and spec.infrastructure.annotations", name, annotations)
+		}
+	}
+	if _, ok := objs.deployment.Spec.Template.Annotations[AnnotationController]; ok {
+		t.Error("the pod template names the controller: pods would roll with a new controller name")
+	}
 	if objs.deployment.Spec.Replicas != nil {
 		t.Error("the Deployment sets replicas, so the controller would undo kubectl scale")
 	}
@@ -74,11 +84,11 @@ func TestBuildDataPlane(t *testing.T) {
 		t.Errorf("ConfigMap %s %v", *objs.configMap.Name, objs.configMap.Data)
 	}
 
-	again, err := d.buildDataPlane(testGateway(), []byte("bootstrap-1"))
+	again, err := d.buildDataPlane(testGateway(), "mcpgate.dev/gateway-controller", []byte("bootstrap-1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	changed, err := d.buildDataPlane(testGateway(), []byte("bootstrap-2"))
+	changed, err := d.buildDataPlane(testGateway(), "mcpgate.dev/gateway-controller", []byte("bootstrap-2"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +107,7 @@ func TestBuildDataPlane(t *testing.T) {
 func TestBuildDataPlaneWithoutListeners(t *testing.T) {
 	gw := testGateway()
 	gw.Spec.Listeners = nil
-	if _, err := (DataPlane{}).withDefaults().buildDataPlane(gw, nil); err == nil {
+	if _, err := (DataPlane{}).withDefaults().buildDataPlane(gw, "mcpgate.dev/gateway-controller", nil); err == nil {
 		t.Error("a Gateway without listeners got a data plane")
 	}
 }

@@ -1,0 +1,93 @@
+package kubernetes_test
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/mcpgate/mcpgate/provider/kubernetes"
+)
+
+// TestOtherControllersDataPlaneKept runs two mcpgate controllers' worth of data planes in one
+// cluster (two controllerNames, e.g. a canary): a controller deletes the data planes of the
+// Gateways it stopped serving, never those another mcpgate controller made.
+func TestOtherControllersDataPlaneKept(t *testing.T) {
+	const ours, theirs = "test.mcpgate.dev/ours", "test.mcpgate.dev/theirs"
+	mustKubectl(t, []byte(`apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: ours}
+spec: {controllerName: `+ours+`}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: theirs}
+spec: {controllerName: `+theirs+`}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: two-controllers}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: ours, namespace: two-controllers}
+spec:
+  gatewayClassName: ours
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: theirs, namespace: two-controllers}
+spec:
+  gatewayClassName: theirs
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+`), "apply", "-f", "-")
+	dataPlane := func() *kubernetes.DataPlane {
+		return &kubernetes.DataPlane{XDSAddress: "mcpgate-controller.mcpgate-system.svc:18000", ExtProcImage: "ghcr.io/mcpgate/mcpgate:test"}
+	}
+	// The other controller makes its Gateway's data plane, then stops.
+	other := startController(t, t, testCluster.cfg, kubernetes.Options{ControllerName: theirs, DataPlane: dataPlane()})
+	theirDeployment := types.NamespacedName{Namespace: "two-controllers", Name: "theirs"}
+	eventually(t, "their data plane", func() error {
+		return testCluster.client.Get(t.Context(), theirDeployment, &appsv1.Deployment{})
+	})
+	other.stop(t)
+
+	startController(t, t, testCluster.cfg, kubernetes.Options{ControllerName: ours, DataPlane: dataPlane()})
+	eventually(t, "our data plane", func() error {
+		return testCluster.client.Get(t.Context(), types.NamespacedName{Namespace: "two-controllers", Name: "ours"}, &appsv1.Deployment{})
+	})
+	// A change after our first pass: once its Service follows, the passes that saw their data
+	// plane are over.
+	mustKubectl(t, nil, "-n", "two-controllers", "patch", "gateway", "ours", "--type=json", "-p",
+		`[{"op":"add","path":"/spec/listeners/-","value":{"name":"more","port":9090,"protocol":"HTTP"}}]`)
+	eventually(t, "our Service follows the Gateway", func() error {
+		var svc corev1.Service
+		if err := testCluster.client.Get(t.Context(), types.NamespacedName{Namespace: "two-controllers", Name: "ours"}, &svc); err != nil {
+			return err
+		}
+		var ports []int32
+		for _, p := range svc.Spec.Ports {
+			ports = append(ports, p.Port)
+		}
+		if !slices.Equal(ports, []int32{8080, 9090}) {
+			return fmt.Errorf("ports %v", ports)
+		}
+		return nil
+	})
+	if err := testCluster.client.Get(t.Context(), theirDeployment, &appsv1.Deployment{}); apierrors.IsNotFound(err) {
+		t.Error("the other controller's Deployment was deleted")
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	if err := testCluster.client.Get(t.Context(), theirDeployment, &corev1.Service{}); apierrors.IsNotFound(err) {
+		t.Error("the other controller's Service was deleted")
+	}
+	if err := testCluster.client.Get(t.Context(), types.NamespacedName{Namespace: "two-controllers", Name: "theirs-bootstrap"}, &corev1.ConfigMap{}); apierrors.IsNotFound(err) {
+		t.Error("the other controller's bootstrap ConfigMap was deleted")
+	}
+}
