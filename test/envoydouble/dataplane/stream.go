@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"sort"
 	"strconv"
@@ -259,10 +260,54 @@ func (st *stream) buildRequestHeaders() {
 	if !h.Has("x-forwarded-proto") {
 		h.Add("x-forwarded-proto", "http")
 	}
-	if hcm.GenerateRequestID && !h.Has("x-request-id") {
-		h.Add("x-request-id", uuid4())
-	}
+	st.edgeHeaders(h)
 	st.req = h
+}
+
+// envoyInternalHeaders are the x-envoy-* request headers Envoy removes from every request that is
+// not internal (ConnectionManagerUtility::cleanInternalHeaders), so that clients cannot set them.
+var envoyInternalHeaders = []string{"x-envoy-retriable-status-codes", "x-envoy-retriable-header-names",
+	"x-envoy-retry-on", "x-envoy-retry-grpc-on", "x-envoy-max-retries", "x-envoy-upstream-alt-stat-name",
+	"x-envoy-upstream-rq-timeout-ms", "x-envoy-upstream-rq-per-try-timeout-ms",
+	"x-envoy-upstream-rq-timeout-alt-response", "x-envoy-expected-rq-timeout-ms", "x-envoy-force-trace",
+	"x-envoy-ip-tags", "x-envoy-original-url", "x-envoy-hedge-on-per-try-timeout", "x-envoy-internal"}
+
+// edgeHeaders applies what ConnectionManagerUtility::mutateRequestHeaders does by whether the
+// request is internal (its downstream address in internal_address_config; with
+// use_remote_address unset, only a single x-forwarded-for address counts) or an edge request
+// (not internal, with use_remote_address): x-envoy-internal for an internal request, else the
+// internal x-envoy-* headers removed (and x-envoy-decorator-operation and the downstream service
+// headers at the edge); x-envoy-external-address at the edge; x-request-id generated when absent
+// and replaced at the edge unless preserve_external_request_id.
+func (st *stream) edgeHeaders(h *headers.Map) {
+	hcm := st.lis.HCM
+	internal := false
+	host, _, _ := net.SplitHostPort(st.remote)
+	ip, err := netip.ParseAddr(host)
+	if err == nil {
+		xff := h.Values("x-forwarded-for")
+		single := len(xff) == 1 && !strings.Contains(xff[0], ",")
+		internal = hcm.Internal(ip) && (hcm.UseRemoteAddress || single)
+	}
+	edge := !internal && hcm.UseRemoteAddress
+	if internal {
+		h.Set("x-envoy-internal", "true")
+	} else {
+		if edge {
+			for _, k := range []string{"x-envoy-decorator-operation", "x-envoy-downstream-service-cluster", "x-envoy-downstream-service-node"} {
+				h.Del(k)
+			}
+		}
+		for _, k := range envoyInternalHeaders {
+			h.Del(k)
+		}
+	}
+	if edge && err == nil {
+		h.Set("x-envoy-external-address", ip.String())
+	}
+	if hcm.GenerateRequestID && (!h.Has("x-request-id") || (edge && !hcm.PreserveExternalRequestID)) {
+		h.Set("x-request-id", uuid4())
+	}
 }
 
 // lastXFF is Envoy's Utility::getLastAddressFromXFF: the x-forwarded-for address before the last

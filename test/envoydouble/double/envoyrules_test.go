@@ -421,3 +421,42 @@ func TestHeadersWithUnderscoresAreDropped(t *testing.T) {
 		t.Errorf("ext_proc saw x_user: %q", v)
 	}
 }
+
+// TestEdgeRequestsAreSanitized: ConnectionManagerUtility::mutateRequestHeaders. A request that is
+// not internal (no address is without internal_address_config) loses the x-envoy-* headers a
+// client could use to steer Envoy; an edge request (use_remote_address) also gets a new
+// x-request-id and x-envoy-external-address; an internal one keeps its id and is marked
+// x-envoy-internal.
+func TestEdgeRequestsAreSanitized(t *testing.T) {
+	for _, c := range []struct {
+		name                string
+		useRemote, internal bool
+	}{{"edge", true, false}, {"internal by internal_address_config", true, true}, {"use_remote_address unset", false, false}} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t, answer(nil))
+			up := jsonUpstream(t)
+			l := listener(t, e.listen, extProcFilter(5*time.Second), func(h *hcmv3.HttpConnectionManager, _ *listenerv3.Listener) {
+				h.UseRemoteAddress = wrapperspb.Bool(c.useRemote)
+				if c.internal {
+					h.InternalAddressConfig = &hcmv3.HttpConnectionManager_InternalAddressConfig{CidrRanges: []*corev3.CidrRange{
+						{AddressPrefix: "127.0.0.0", PrefixLen: wrapperspb.UInt32(8)}}}
+				}
+			})
+			e.push(l, routeConfig(l.Name, vhost("vh", []string{"*"}, prefixRoute("mcp", "/mcp", "up", perRoute(t, mcpMode())))),
+				staticCluster("up", up.addr))
+			do(t, "POST", e.url("/mcp"), strings.NewReader(`{}`), "x-request-id", "client-id", "x-envoy-retry-on", "5xx",
+				"x-envoy-internal", "true", "x-envoy-decorator-operation", "op")
+			seen := up.last().header
+			edge := c.useRemote && !c.internal
+			if (seen.Get("x-request-id") == "client-id") == edge {
+				t.Errorf("x-request-id %q", seen.Get("x-request-id"))
+			}
+			if (seen.Get("x-envoy-retry-on") != "") != c.internal || (seen.Get("x-envoy-internal") == "true") != c.internal {
+				t.Errorf("x-envoy-retry-on %q x-envoy-internal %q", seen.Get("x-envoy-retry-on"), seen.Get("x-envoy-internal"))
+			}
+			if (seen.Get("x-envoy-decorator-operation") == "") != edge || (seen.Get("x-envoy-external-address") == "127.0.0.1") != edge {
+				t.Errorf("x-envoy-decorator-operation %q x-envoy-external-address %q", seen.Get("x-envoy-decorator-operation"), seen.Get("x-envoy-external-address"))
+			}
+		})
+	}
+}

@@ -2,6 +2,7 @@ package xdsconf
 
 import (
 	"fmt"
+	"net/netip"
 	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
@@ -49,8 +50,13 @@ type HCM struct {
 	UseRemoteAddress bool
 	XFFTrustedHops   uint32
 	SkipXFFAppend    bool
-	// GenerateRequestID is generate_request_id (default true): x-request-id is set when absent.
+	// GenerateRequestID is generate_request_id (default true): x-request-id is set when absent,
+	// and replaced on an edge request unless PreserveExternalRequestID.
 	GenerateRequestID         bool
+	PreserveExternalRequestID bool
+	// InternalCIDRs is internal_address_config.cidr_ranges: the downstream addresses Envoy treats
+	// as internal. Without it no address is (Envoy 1.34+, explicit_internal_address_config).
+	InternalCIDRs             []netip.Prefix
 	AlwaysSetRequestIDInReply bool
 	// ServerName is server_name (default "envoy"), written as the server header.
 	ServerName string
@@ -121,9 +127,7 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 	// Ignored on purpose (no effect on answers at test volumes, or connection-level only):
 	// stat_prefix, codec_type AUTO/HTTP1 (checked below), http2_protocol_options (the double
 	// serves HTTP/1.1 only), max_request_headers_kb,
-	// request_headers_timeout, drain_timeout, delayed_close_timeout, internal_address_config,
-	// preserve_external_request_id (the double never replaces an incoming x-request-id, which is
-	// what it changes).
+	// request_headers_timeout, drain_timeout, delayed_close_timeout.
 	if err := checkFields(h, path, "codec_type", "stat_prefix", "rds", "route_config", "http_filters",
 		"access_log", "stream_idle_timeout", "use_remote_address", "xff_num_trusted_hops", "skip_xff_append",
 		"strip_matching_host_port", "strip_any_host_port", "generate_request_id", "preserve_external_request_id",
@@ -151,6 +155,25 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 	if err := checkFields(h.GetHttpProtocolOptions(), path+".http_protocol_options"); err != nil {
 		return nil, err
 	}
+	var internal []netip.Prefix
+	if ia := h.GetInternalAddressConfig(); ia != nil {
+		p := path + ".internal_address_config"
+		// unix_sockets: the double's listeners are TCP only.
+		if err := checkFields(ia, p, "unix_sockets", "cidr_ranges"); err != nil {
+			return nil, err
+		}
+		for i, c := range ia.GetCidrRanges() {
+			pfx, err := netip.ParseAddr(c.GetAddressPrefix())
+			if err != nil {
+				return nil, fmt.Errorf("%s.cidr_ranges[%d].address_prefix: %w", p, i, err)
+			}
+			n, err := pfx.Prefix(int(c.GetPrefixLen().GetValue()))
+			if err != nil {
+				return nil, fmt.Errorf("%s.cidr_ranges[%d].prefix_len: %w", p, i, err)
+			}
+			internal = append(internal, n)
+		}
+	}
 	switch h.GetCodecType() {
 	case hcmv3.HttpConnectionManager_AUTO, hcmv3.HttpConnectionManager_HTTP1:
 	default:
@@ -159,8 +182,9 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 	out := &HCM{StreamIdleTimeout: 5 * time.Minute, GenerateRequestID: true, ServerName: "envoy",
 		StripAnyHostPort: h.GetStripAnyHostPort(), StripMatchingHostPort: h.GetStripMatchingHostPort(),
 		UseRemoteAddress: h.GetUseRemoteAddress().GetValue(), SkipXFFAppend: h.GetSkipXffAppend(), XFFTrustedHops: h.GetXffNumTrustedHops(),
-		AlwaysSetRequestIDInReply: h.GetAlwaysSetRequestIdInResponse(),
-		DropUnderscoreHeaders:     h.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction() == corev3.HttpProtocolOptions_DROP_HEADER}
+		AlwaysSetRequestIDInReply: h.GetAlwaysSetRequestIdInResponse(), PreserveExternalRequestID: h.GetPreserveExternalRequestId(),
+		InternalCIDRs:         internal,
+		DropUnderscoreHeaders: h.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction() == corev3.HttpProtocolOptions_DROP_HEADER}
 	if t := h.GetStreamIdleTimeout(); t != nil {
 		out.StreamIdleTimeout = t.AsDuration()
 	}
@@ -298,4 +322,14 @@ func compileAccessLog(al *accesslogv3.AccessLog, path string) (*AccessLog, error
 	}
 	out.Format = f
 	return out, nil
+}
+
+// Internal reports whether a downstream address is internal (InternalAddressConfig).
+func (h *HCM) Internal(ip netip.Addr) bool {
+	for _, p := range h.InternalCIDRs {
+		if p.Contains(ip.Unmap()) {
+			return true
+		}
+	}
+	return false
 }
