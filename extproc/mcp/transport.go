@@ -1,0 +1,47 @@
+package mcp
+
+// RequestKind is what an HTTP request on an MCP route is, read from the request itself. Servers
+// often serve both transports (the go-sdk's /sse and /mcp) and a gateway passes each client's
+// transport unchanged, so the transport a target declares says nothing about a given request.
+type RequestKind uint8
+
+const (
+	// RequestOther is a method neither transport uses (OPTIONS, HEAD, ...).
+	RequestOther RequestKind = iota
+	// RequestPost is a Streamable HTTP POST: the answers to its requests come in its own response
+	// (application/json, or text/event-stream that may also carry server requests).
+	RequestPost
+	// RequestLegacyPost is a legacy HTTP+SSE message POST (to the endpoint the GET stream
+	// announced): the answers come on the session's GET stream; its own response is a bare 202.
+	RequestLegacyPost
+	// RequestGet is a GET stream: legacy HTTP+SSE when its first event is an endpoint event, else
+	// a Streamable HTTP server-to-client stream (server requests, notifications, replayed answers).
+	RequestGet
+	// RequestDelete is the end of a Streamable HTTP session.
+	RequestDelete
+)
+
+// ClassifyRequest returns the kind of a request on an MCP route from its HTTP method, its path
+// (with the query) and its Mcp-Session-Id header, and the session it belongs to as far as the
+// request tells: the legacy session query parameter (see SessionFromURL) for a legacy POST, else
+// the Mcp-Session-Id. The session is "" when the request does not tell it: Streamable HTTP's
+// initialize gets it in its answer's Mcp-Session-Id, a legacy GET stream in its endpoint event.
+//
+// A POST is a legacy one when it carries a non-empty legacy session query parameter and no
+// Mcp-Session-Id; every other POST is Streamable HTTP.
+func ClassifyRequest(method, path, mcpSessionID string) (RequestKind, string) {
+	switch method {
+	case "POST":
+		if mcpSessionID == "" {
+			if s := SessionFromURL(path); s != "" {
+				return RequestLegacyPost, s
+			}
+		}
+		return RequestPost, mcpSessionID
+	case "GET":
+		return RequestGet, mcpSessionID
+	case "DELETE":
+		return RequestDelete, mcpSessionID
+	}
+	return RequestOther, mcpSessionID
+}
