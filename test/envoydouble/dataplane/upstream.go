@@ -5,7 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"hash/fnv"
+	"math"
 	"net"
 	"net/http"
 	"sort"
@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 
 	"github.com/mcpgate/mcpgate/test/envoydouble/xdsconf"
@@ -181,22 +182,41 @@ func (uc *upCluster) pick(eps []endpoint, hashKey *uint64) (endpoint, bool) {
 		return endpoint{}, false
 	}
 	if uc.cfg.LB == xdsconf.RingHash && hashKey != nil {
-		return ringPick(healthy, *hashKey), true
+		return ringPick(healthy, *hashKey, uc.cfg.MinRingSize, uc.cfg.MaxRingSize), true
 	}
 	n := uc.rr.Add(1) - 1
 	return healthy[n%uint64(len(healthy))], true
 }
 
-// ringPick is a small consistent-hash ring: 64 points per endpoint.
-func ringPick(eps []endpoint, key uint64) endpoint {
-	type point struct {
+// ringPick picks from a ring built as Envoy's RingHashLoadBalancer builds it
+// (ring_hash_lb.cc): each host gets scale * its normalized weight entries, scale =
+// min(ceil(min_weight * minimum_ring_size) / min_weight, maximum_ring_size), the entry hashes
+// being xxHash64 of "ADDRESS_I"; the ring is sorted and the request hash takes the first entry at
+// or above it, wrapping to the first (ketama's lookup).
+func ringPick(eps []endpoint, key uint64, minSize, maxSize uint64) endpoint {
+	var total float64
+	for _, e := range eps {
+		total += float64(e.Weight)
+	}
+	if total == 0 {
+		return eps[0]
+	}
+	minW := 1.0
+	for _, e := range eps {
+		minW = math.Min(minW, float64(e.Weight)/total)
+	}
+	scale := math.Min(math.Ceil(minW*float64(minSize))/minW, float64(maxSize))
+	type entry struct {
 		h uint64
 		i int
 	}
-	var ring []point
+	ring := make([]entry, 0, int(math.Ceil(scale)))
+	current, target := 0.0, 0.0
 	for i, e := range eps {
-		for j := 0; j < 64; j++ {
-			ring = append(ring, point{hash64(e.Addr() + "_" + strconv.Itoa(j)), i})
+		target += scale * float64(e.Weight) / total
+		for j := 0; current < target; j++ {
+			ring = append(ring, entry{xxhash.Sum64String(e.Addr() + "_" + strconv.Itoa(j)), i})
+			current++
 		}
 	}
 	sort.Slice(ring, func(a, b int) bool { return ring[a].h < ring[b].h })
@@ -207,11 +227,8 @@ func ringPick(eps []endpoint, key uint64) endpoint {
 	return eps[ring[k].i]
 }
 
-func hash64(s string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(s))
-	return h.Sum64()
-}
+// hash64 is Envoy's HashUtil::xxHash64 (seed 0), the hash of a hash_policy value.
+func hash64(s string) uint64 { return xxhash.Sum64String(s) }
 
 // transport returns the pooled HTTP transport to one endpoint.
 func (uc *upCluster) transport(e endpoint) *http.Transport {

@@ -2,6 +2,7 @@ package double_test
 
 import (
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -277,9 +278,11 @@ func TestRingHashIsStickyOnTheHashPolicy(t *testing.T) {
 	ring := edsCluster("ring")
 	ring.LbPolicy = clusterv3.Cluster_RING_HASH
 	e.push(l, routeConfig(l.Name, vhost("vh", []string{"*"}, r)), ring, assignment("ring", a.Listener.Addr().String(), b.Listener.Addr().String()))
-	for _, session := range []string{"s1", "s2", "s3"} {
+	used := map[string]bool{}
+	for s := 0; s < 32; s++ {
+		session := fmt.Sprintf("s%d", s)
 		first := ""
-		for i := 0; i < 4; i++ {
+		for i := 0; i < 3; i++ {
 			resp, _ := do(t, "GET", e.url("/"), nil, "mcp-session-id", session)
 			got := resp.Header.Get("x-upstream")
 			if first == "" {
@@ -289,5 +292,10 @@ func TestRingHashIsStickyOnTheHashPolicy(t *testing.T) {
 				t.Errorf("session %s went to %s then %s", session, first, got)
 			}
 		}
+		used[first] = true
+	}
+	// Sticky is not one endpoint for all: 32 sessions on one of two endpoints (chance 2^-31).
+	if !used["a"] || !used["b"] {
+		t.Errorf("sessions reached %v, want both endpoints", used)
 	}
 }

@@ -49,6 +49,9 @@ type Cluster struct {
 	// DNSRefreshRate is dns_refresh_rate; Envoy's default is 5 s.
 	DNSRefreshRate time.Duration
 	LB             LBPolicy
+	// MinRingSize and MaxRingSize are ring_hash_lb_config's minimum_ring_size (Envoy's default
+	// 1024) and maximum_ring_size (8M).
+	MinRingSize, MaxRingSize uint64
 	// HTTP2 is set by typed_extension_protocol_options' explicit http2_protocol_options.
 	HTTP2 bool
 	// TLS is the upstream TLS client configuration from transport_socket, nil for plaintext.
@@ -117,9 +120,17 @@ func CompileCluster(c *clusterv3.Cluster) (*Cluster, error) {
 			return nil, err
 		}
 	}
+	out.MinRingSize, out.MaxRingSize = 1024, 8*1024*1024
 	if rh := c.GetRingHashLbConfig(); rh != nil {
+		// hash_function XX_HASH (the default) only: checkFields refuses MURMUR_HASH_2.
 		if err := checkFields(rh, path+".ring_hash_lb_config", "minimum_ring_size", "maximum_ring_size"); err != nil {
 			return nil, err
+		}
+		if v := rh.GetMinimumRingSize(); v != nil {
+			out.MinRingSize = v.GetValue()
+		}
+		if v := rh.GetMaximumRingSize(); v != nil {
+			out.MaxRingSize = v.GetValue()
 		}
 	}
 	switch c.GetType() {
