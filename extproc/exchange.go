@@ -85,11 +85,7 @@ func (st *stream) register(exs []*exchange, now time.Time) {
 		switch {
 		case ex.rec.ID == nil || key == "":
 			st.waiting = append(st.waiting, ex)
-		case st.ri.transport == contract.TransportSSE:
-			if st.session == "" {
-				st.waiting = append(st.waiting, ex)
-				continue
-			}
+		case st.kind == mcp.RequestLegacyPost:
 			k := mcp.SessionKey{Scope: st.scope, Session: st.session, ID: key}
 			for _, old := range st.s.sessions.Put(now, k, ex, ex.rewrite()) {
 				st.s.finish(old, telemetry.OutcomeNoAnswer, now)
@@ -148,19 +144,24 @@ func (st *stream) unreadableAnswers() []byte {
 	return mcp.EncodeBatch(elems)
 }
 
-func (st *stream) takePending(key string) *exchange { return st.forget(key) }
-
-func (st *stream) takePosted(key string) *exchange {
-	if st.sseSession == "" {
+// take removes and returns the exchange that the answer with JSON-RPC id key (IDKey form)
+// answers: one awaiting its answer in this stream's response or, for the responses of a legacy
+// SSE session (its GET stream; also its POSTs' own, should a server answer there), one the
+// session's POSTs put in the session table.
+func (st *stream) take(key string) *exchange {
+	if !st.legacy && st.kind != mcp.RequestLegacyPost {
+		return st.forget(key)
+	}
+	if st.session == "" {
 		return nil
 	}
-	ex, _ := st.s.sessions.Take(mcp.SessionKey{Scope: st.scope, Session: st.sseSession, ID: key})
+	ex, _ := st.s.sessions.Take(mcp.SessionKey{Scope: st.scope, Session: st.session, ID: key})
 	return ex
 }
 
-// answers matches the responses among msgs with their exchanges (found by take), finishes them,
-// and returns the messages rewritten where needed (changed false: keep them as they are).
-func (st *stream) answers(msgs []mcp.Message, batch bool, md *metadata, take func(key string) *exchange) ([]byte, bool) {
+// answers matches the responses among msgs with their exchanges (see take), finishes them, and
+// returns the messages rewritten where needed (changed false: keep them as they are).
+func (st *stream) answers(msgs []mcp.Message, batch bool, md *metadata) ([]byte, bool) {
 	var elems [][]byte
 	changed := false
 	now := time.Now()
@@ -168,7 +169,7 @@ func (st *stream) answers(msgs []mcp.Message, batch bool, md *metadata, take fun
 		m := &msgs[i]
 		var repl []byte
 		if m.Kind == mcp.KindResponse {
-			if ex := take(mcp.IDKey(m.ID)); ex != nil {
+			if ex := st.take(mcp.IDKey(m.ID)); ex != nil {
 				repl = st.answer(m, ex, md, now)
 			} else if f := st.toolFilter(); f != nil && m.Result != nil {
 				// An answer whose request the gateway did not see (a stream resumed with

@@ -301,11 +301,11 @@ func TestBatch(t *testing.T) {
 	checkRecord(t, byMethod["notifications/progress<nil>"], map[string]any{"outcome": "notification", "http_status": 200})
 }
 
-// legacySSE runs a legacy SSE session: the GET stream announces the session, POSTs go to the
-// endpoint, answers arrive on the GET stream. endpoint is the path the server announces.
-func legacySSE(t *testing.T, endpoint, session string) {
+// legacySSE runs a legacy SSE session on route: the GET stream announces the session, POSTs go
+// to the endpoint, answers arrive on the GET stream. endpoint is the path the server announces.
+func legacySSE(t *testing.T, route extproctest.Route, endpoint, session string) {
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
-	get := h.open(t, h.tcp, sseRoute)
+	get := h.open(t, h.tcp, route)
 	get.ResponseBodyMode = extprocfilterv3.ProcessingMode_BUFFERED
 	plainContinue(t, check(t)(get.RequestHeaders(getHeaders("/sse", extproctest.LabToken), true)))
 	resp := check(t)(get.ResponseHeaders(respHeaders("200", "text/event-stream"), false))
@@ -322,7 +322,7 @@ func legacySSE(t *testing.T, endpoint, session string) {
 	}
 
 	post := func(body string) (*extproctest.Stream, *extprocv3.ProcessingResponse) {
-		p := h.open(t, h.unix, sseRoute)
+		p := h.open(t, h.unix, route)
 		check(t)(p.RequestHeaders(postHeaders(endpoint, extproctest.LabToken), false))
 		resp := check(t)(p.RequestBody([]byte(body), true))
 		if md := extproctest.Metadata(resp); md["session"] != session {
@@ -378,18 +378,33 @@ func legacySSE(t *testing.T, endpoint, session string) {
 	checkRecord(t, recs[0], map[string]any{"method": "tools/list", "session": session, "outcome": "result", "jsonrpc_id": 2})
 	checkRecord(t, recs[1], map[string]any{"tool": "get-env", "session": session, "decision": "deny", "outcome": "error", "jsonrpc_error": -32602, "http_status": 202})
 	checkRecord(t, recs[2], map[string]any{"tool": "fetch", "session": session, "decision": "allow", "outcome": "result", "http_status": 202})
+	checkDeniedCount(t, h, route)
+}
+
+// checkDeniedCount fails unless the metrics counted one refused call of get-env on route, answered
+// with an error.
+func checkDeniedCount(t *testing.T, h *harness, route extproctest.Route) {
+	t.Helper()
+	labels := map[string]string{"route": route.Route, "target": route.Target, "method": "tools/call", "tool": "get-env"}
+	denied := map[string]string{"decision": "deny", "outcome": "error"}
+	for k, v := range labels {
+		denied[k] = v
+	}
+	if all, n := h.metric(t, "mcpgate_mcp_requests_total", labels), h.metric(t, "mcpgate_mcp_requests_total", denied); all != 1 || n != 1 {
+		t.Errorf("mcpgate_mcp_requests_total of tools/call get-env: %v, %v of them deny/error; want 1 deny/error", all, n)
+	}
 }
 
 func TestLegacySSESessionTypeScript(t *testing.T) {
-	legacySSE(t, "/message?sessionId=694d5887-7007-44bb-ab5a-fb1f27061499", "694d5887-7007-44bb-ab5a-fb1f27061499")
+	legacySSE(t, sseRoute, "/message?sessionId=694d5887-7007-44bb-ab5a-fb1f27061499", "694d5887-7007-44bb-ab5a-fb1f27061499")
 }
 
 func TestLegacySSESessionGoSDK(t *testing.T) {
-	legacySSE(t, "/sse?sessionid=NUVADNBQ4YTSO4U2IY6VTTUUEG", "NUVADNBQ4YTSO4U2IY6VTTUUEG")
+	legacySSE(t, sseRoute, "/sse?sessionid=NUVADNBQ4YTSO4U2IY6VTTUUEG", "NUVADNBQ4YTSO4U2IY6VTTUUEG")
 }
 
 func TestLegacySSESessionPython(t *testing.T) {
-	legacySSE(t, "/messages/?session_id=9f0b3c6a1e2d4c5b8a7f6e5d4c3b2a10", "9f0b3c6a1e2d4c5b8a7f6e5d4c3b2a10")
+	legacySSE(t, sseRoute, "/messages/?session_id=9f0b3c6a1e2d4c5b8a7f6e5d4c3b2a10", "9f0b3c6a1e2d4c5b8a7f6e5d4c3b2a10")
 }
 
 // TestNonJSONBody: without tool rules, a body that is not JSON-RPC passes untouched and is

@@ -28,7 +28,10 @@ import (
 // routeInfo is what the route tells ext_proc about a request: the gRPC initial metadata of its
 // ExtProcPerRoute (contract.Metadata*, see docs/design.md).
 type routeInfo struct {
-	gateway, route, policy, transport, backend, target string
+	gateway, route, policy, backend, target string
+	// mcp: the route leads to an MCP target. The transport the target declares is not used: the
+	// server may serve both, and each request says which one it speaks (mcp.ClassifyRequest).
+	mcp bool
 }
 
 func readRouteInfo(ctx context.Context) routeInfo {
@@ -39,12 +42,12 @@ func readRouteInfo(ctx context.Context) routeInfo {
 		return ""
 	}
 	return routeInfo{
-		gateway:   get(contract.MetadataGateway),
-		route:     get(contract.MetadataRoute),
-		policy:    get(contract.MetadataPolicy),
-		transport: get(contract.MetadataMCP),
-		backend:   get(contract.MetadataBackend),
-		target:    get(contract.MetadataTarget),
+		gateway: get(contract.MetadataGateway),
+		route:   get(contract.MetadataRoute),
+		policy:  get(contract.MetadataPolicy),
+		mcp:     get(contract.MetadataMCP) != "",
+		backend: get(contract.MetadataBackend),
+		target:  get(contract.MetadataTarget),
 	}
 }
 
@@ -100,7 +103,10 @@ type stream struct {
 	scope string // legacy SSE session table scope
 
 	// From the request headers. in holds what the rules see (method, path, host, source, claims).
+	// kind is what the request is on an MCP route (decided once, here); session the MCP session
+	// it belongs to, as soon as it is known.
 	headers     headerList
+	kind        mcp.RequestKind
 	session     string
 	auth        jwt.Result
 	authn       string
@@ -127,11 +133,13 @@ type stream struct {
 	filter *toolFilter
 
 	// From the response.
-	status       int
-	sse          *mcp.SSEStream
-	getStream    bool   // a legacy SSE GET stream: the answers of the session's POSTs arrive here
-	sseSession   string // the session the GET stream's endpoint event announced
-	respBodySeen bool
+	status int
+	sse    *mcp.SSEStream
+	// eventSeen: the response stream's first event was seen. legacy: it was an endpoint event of
+	// a GET stream, which makes the stream legacy SSE: the answers of the session's legacy POSTs
+	// arrive on it.
+	eventSeen, legacy bool
+	respBodySeen      bool
 	// clearRest: the first piece of a response body was replaced before its end, so the pieces
 	// after it are cleared.
 	clearRest bool
@@ -250,11 +258,8 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 	if st.in.Host == "" {
 		st.in.Host = st.headers.first("host")
 	}
-	switch st.ri.transport {
-	case contract.TransportSSE:
-		st.session = mcp.SessionFromURL(st.in.Path)
-	case contract.TransportStreamableHTTP:
-		st.session = st.headers.first("mcp-session-id")
+	if st.ri.mcp {
+		st.kind, st.session = mcp.ClassifyRequest(st.in.Method, st.in.Path, st.headers.first("mcp-session-id"))
 	}
 	var md metadata
 	st.routeMetadata(&md)
@@ -271,7 +276,7 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 	if refusal != nil {
 		return st.refuse(*refusal, "jwt", md, nil)
 	}
-	if st.ri.transport != "" && st.headers.first("accept-encoding") != "" {
+	if st.ri.mcp && st.headers.first("accept-encoding") != "" {
 		// ext_proc reads MCP answers (to audit, filter and rewrite them): ask for them plain.
 		if mut == nil {
 			mut = &extprocv3.HeaderMutation{}
@@ -282,7 +287,7 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 
 	st.in.Claims = st.auth.Claims
 	if st.pol != nil && st.pol.traffic != nil {
-		if st.pol.traffic.NeedsMCP() && st.ri.transport != "" && !h.GetEndOfStream() {
+		if st.pol.traffic.NeedsMCP() && st.ri.mcp && !h.GetEndOfStream() {
 			st.trafficDeferred = true
 		} else if d := st.evaluate(st.pol.traffic, &st.in); !d.Allowed {
 			return st.refuse(rbacDenied(), d.Rule, md, nil)
@@ -294,7 +299,7 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 	if st.pol != nil {
 		md.str(contract.FieldDecision, telemetry.DecisionAllow)
 	}
-	if st.ri.transport != "" && !h.GetEndOfStream() {
+	if st.ri.mcp && !h.GetEndOfStream() {
 		st.headersMD = md
 		return st.rep.headersReply(true, mut, metadata{})
 	}
@@ -356,7 +361,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 	// way every server would is refused instead of passed.
 	strict := st.pol != nil && (st.pol.tools != nil || st.trafficDeferred)
 	body := b.GetBody()
-	if st.ri.transport == "" || (st.reqBodySeen && (!strict || len(body) == 0)) {
+	if !st.ri.mcp || (st.reqBodySeen && (!strict || len(body) == 0)) {
 		return st.rep.bodyReply(true, nil, false, false, metadata{})
 	}
 	if st.reqBodySeen {
@@ -476,8 +481,9 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		st.register(exOf, now)
 		return st.rep.bodyReply(true, nil, false, false, md)
 	}
-	if st.ri.transport == contract.TransportStreamableHTTP && !batch {
-		// One refused call: answer it here; the server never sees it.
+	if st.kind != mcp.RequestLegacyPost && !batch {
+		// One refused call, whose answer belongs in this request's response: answer it here; the
+		// server never sees it.
 		ex := exOf[0]
 		if ex.rec.ID == nil {
 			ex.rec.HTTPStatus = http.StatusAccepted
@@ -490,8 +496,9 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		return immediateReply(answer{status: http.StatusOK, contentType: "application/json",
 			body: mcp.UnknownTool(ex.rec.ID, ex.rec.Tool), details: "mcpgate_tool_denied"}, md)
 	}
-	// A batch, or legacy SSE (whose answers arrive on the GET stream): refused calls become pings
-	// with the same id, whose answers are replaced by the error; refused notifications are dropped.
+	// A batch, or a legacy SSE POST (whose answers arrive on the GET stream): refused calls become
+	// pings with the same id, whose answers are replaced by the error; refused notifications are
+	// dropped.
 	elems := make([][]byte, 0, len(msgs))
 	for i := range msgs {
 		switch ex := exOf[i]; {
@@ -548,7 +555,8 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	hs := readHeaders(h.GetHeaders())
 	st.status, _ = strconv.Atoi(hs.first(":status"))
 	var md metadata
-	if sid := hs.first("mcp-session-id"); sid != "" && st.session == "" && st.ri.transport == contract.TransportStreamableHTTP {
+	if sid := hs.first("mcp-session-id"); sid != "" && st.session == "" {
+		// Streamable HTTP's initialize: the server names the session in its answer.
 		st.session = sid
 		for _, ex := range st.pending {
 			ex.rec.Session = sid
@@ -575,7 +583,7 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	for _, ex := range st.pending {
 		ex.rec.HTTPStatus = st.status
 	}
-	if st.ri.transport == "" || h.GetEndOfStream() {
+	if !st.ri.mcp || h.GetEndOfStream() {
 		st.finishPending(now)
 		return st.rep.headersReply(false, nil, md)
 	}
@@ -585,7 +593,6 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	switch mode.GetResponseBodyMode() {
 	case extprocfilterv3.ProcessingMode_STREAMED:
 		st.sse = mcp.NewSSEStream(st.s.cfg.MaxBodyBytes)
-		st.getStream = st.ri.transport == contract.TransportSSE && st.in.Method == http.MethodGet
 	case extprocfilterv3.ProcessingMode_NONE:
 		// The body will not be seen.
 		st.finishPending(now)
@@ -600,7 +607,7 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 		return st.sseChunk(b)
 	}
 	body := b.GetBody()
-	if st.respBodySeen || st.ri.transport == "" {
+	if st.respBodySeen || !st.ri.mcp {
 		// After a first piece that was replaced, the rest of the answer goes too.
 		return st.rep.bodyReply(false, nil, st.clearRest && len(body) > 0, false, metadata{})
 	}
@@ -629,7 +636,7 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 		return r
 	}
 	var md metadata
-	out, changed := st.answers(msgs, batch, &md, st.takePending)
+	out, changed := st.answers(msgs, batch, &md)
 	if !changed {
 		return st.rep.bodyReply(false, nil, false, false, md)
 	}
@@ -642,8 +649,8 @@ var errTooLarge = errors.New("body over the limit")
 
 func (st *stream) sseChunk(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
 	hold := st.rewrites > 0
-	if st.getStream && st.sseSession != "" && !hold {
-		hold = st.s.sessions.NeedsRewrite(st.scope, st.sseSession)
+	if st.legacy && st.session != "" && !hold {
+		hold = st.s.sessions.NeedsRewrite(st.scope, st.session)
 	}
 	var md metadata
 	visit := func(ev *mcp.Event, rewritable bool) []byte {
@@ -663,11 +670,14 @@ func (st *stream) sseChunk(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse 
 }
 
 func (st *stream) visitEvent(ev *mcp.Event, rewritable bool, md *metadata) []byte {
-	if st.getStream && ev.Type == "endpoint" {
-		st.sseSession = mcp.SessionFromURL(string(ev.Data))
-		st.session = st.sseSession
-		md.str(contract.FieldSession, st.sseSession)
-		return nil
+	if !st.eventSeen {
+		st.eventSeen = true
+		if st.kind == mcp.RequestGet && ev.Type == "endpoint" {
+			st.legacy = true
+			st.session = mcp.SessionFromURL(string(ev.Data))
+			md.str(contract.FieldSession, st.session)
+			return nil
+		}
 	}
 	if !ev.IsMessage() {
 		return nil
@@ -677,11 +687,7 @@ func (st *stream) visitEvent(ev *mcp.Event, rewritable bool, md *metadata) []byt
 		st.s.tel.NonJSONRPC("response")
 		return nil
 	}
-	take := st.takePending
-	if st.getStream {
-		take = st.takePosted
-	}
-	data, changed := st.answers(msgs, batch, md, take)
+	data, changed := st.answers(msgs, batch, md)
 	if !changed {
 		return nil
 	}

@@ -57,6 +57,8 @@ const (
 	fileJWT      = "jwt.yaml"          // lab step 6
 	fileRBAC     = "rbac.yaml"         // lab step 9
 	fileMCPTools = "mcp-tools.yaml"    // testdata/mcp-tools.yaml: only echo on server-everything
+	// testdata/fetch-tools.yaml: an MCP rule on the lab's backend that hides its only tool, fetch
+	fileFetchTools = "fetch-tools.yaml"
 	// testdata/conformance-rule.yaml: an MCP rule allowing all on the conformance backend
 	fileConformanceRule = "conformance-rule.yaml"
 )
@@ -121,7 +123,7 @@ func (d *labDir) base() error {
 		"CONFORMANCE_PORT":     d.ports.conformanceUp,
 	}
 	backends = []byte(os.Expand(string(backends), func(k string) string { return strconv.Itoa(vars[k]) }))
-	for _, name := range []string{fileJWT, fileRBAC, fileMCPTools, fileConformanceRule} {
+	for _, name := range []string{fileJWT, fileRBAC, fileMCPTools, fileFetchTools, fileConformanceRule} {
 		if err := d.remove(name); err != nil {
 			return err
 		}

@@ -268,19 +268,11 @@ func step9MCPToolRule(t *testing.T, s *suite) {
 		{"streamable-http", &mcp.StreamableClientTransport{Endpoint: "http://" + addr(s.ports.everythingHTTP) + "/mcp", HTTPClient: bearerClient(s.devToken), MaxRetries: -1}},
 	} {
 		t.Run("go-sdk client "+c.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			cs, err := mcp.NewClient(&mcp.Implementation{Name: "mcpgate-e2e", Version: "1"}, nil).Connect(ctx, c.transport, nil)
-			if err != nil {
-				t.Fatalf("connect: %v", err)
+			ctx, cs := connectClient(t, c.transport)
+			if err := expectUnknownTool(ctx, cs, "get-sum", map[string]any{"a": 1, "b": 2}); err != nil {
+				t.Fatal(err)
 			}
-			defer cs.Close()
-			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "get-sum", Arguments: map[string]any{"a": 1, "b": 2}})
-			var rpcErr *jsonrpc.Error
-			if !errors.As(err, &rpcErr) || rpcErr.Code != jsonrpc.CodeInvalidParams || rpcErr.Message != "Unknown tool: get-sum" {
-				t.Fatalf("tools/call get-sum = %+v, %v; want JSON-RPC error -32602 Unknown tool: get-sum", res, err)
-			}
-			res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "after refusal"}})
+			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "after refusal"}})
 			if err != nil || res.IsError {
 				t.Fatalf("tools/call echo after the refusal = %+v, %v", res, err)
 			}
@@ -291,6 +283,31 @@ func step9MCPToolRule(t *testing.T, s *suite) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// connectClient connects the go-sdk client over transport; the session and its context (30 s)
+// end with the test.
+func connectClient(t *testing.T, transport mcp.Transport) (context.Context, *mcp.ClientSession) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "mcpgate-e2e", Version: "1"}, nil).Connect(ctx, transport, nil)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return ctx, cs
+}
+
+// expectUnknownTool calls tool and wants the gateway's refusal: JSON-RPC error -32602
+// "Unknown tool: TOOL".
+func expectUnknownTool(ctx context.Context, cs *mcp.ClientSession, tool string, args map[string]any) error {
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args})
+	var rpcErr *jsonrpc.Error
+	if !errors.As(err, &rpcErr) || rpcErr.Code != jsonrpc.CodeInvalidParams || rpcErr.Message != "Unknown tool: "+tool {
+		return fmt.Errorf("tools/call %s = %+v, %v; want JSON-RPC error -32602 Unknown tool: %s", tool, res, err, tool)
+	}
+	return nil
 }
 
 // inspect runs the inspector as the lab does: --config FILE --server NAME [--header ...] ARGS.
