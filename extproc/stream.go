@@ -648,9 +648,16 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 var errTooLarge = errors.New("body over the limit")
 
 func (st *stream) sseChunk(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
+	// hold back an unfinished event that may have to be rewritten: an answer awaited here that
+	// must be; on a legacy GET stream, one its session's POSTs await; on any other GET stream
+	// under MCP rules, whatever comes (a replayed tools/list answer is known only once whole).
 	hold := st.rewrites > 0
-	if st.legacy && st.session != "" && !hold {
-		hold = st.s.sessions.NeedsRewrite(st.scope, st.session)
+	switch {
+	case hold || st.kind != mcp.RequestGet:
+	case st.legacy:
+		hold = st.session != "" && st.s.sessions.NeedsRewrite(st.scope, st.session)
+	default:
+		hold = st.toolFilter() != nil
 	}
 	var md metadata
 	visit := func(ev *mcp.Event, rewritable bool) []byte {
