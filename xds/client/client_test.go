@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -253,78 +252,6 @@ func TestLargeResponse(t *testing.T) {
 	}
 }
 
-// blackhole is a TCP proxy to a server whose open connections can be made to swallow every
-// byte without closing, as the connections to a server on a vanished node do.
-type blackhole struct {
-	mu    sync.Mutex
-	conns []net.Conn
-	dead  []*atomic.Bool
-}
-
-// newBlackhole proxies to target and returns the proxy's address.
-func newBlackhole(t *testing.T, target string) (*blackhole, string) {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &blackhole{}
-	t.Cleanup(func() {
-		lis.Close()
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		for _, c := range b.conns {
-			c.Close()
-		}
-	})
-	go func() {
-		for {
-			in, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			dead := &atomic.Bool{}
-			b.mu.Lock()
-			b.conns, b.dead = append(b.conns, in, out), append(b.dead, dead)
-			b.mu.Unlock()
-			go pipe(in, out, dead)
-			go pipe(out, in, dead)
-		}
-	}()
-	return b, lis.Addr().String()
-}
-
-// pipe copies src to dst, dropping what it reads once dead is set.
-func pipe(src, dst net.Conn, dead *atomic.Bool) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if err != nil {
-			return
-		}
-		if dead.Load() {
-			continue
-		}
-		if _, err := dst.Write(buf[:n]); err != nil {
-			return
-		}
-	}
-}
-
-// cut makes the open connections swallow everything; later connections pass.
-func (b *blackhole) cut() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, d := range b.dead {
-		d.Store(true)
-	}
-}
-
 // TestVanishedServer cuts the connection off silently, as when the server's node vanishes: the
 // client notices with keepalive pings, reconnects and gets the updates it missed.
 func TestVanishedServer(t *testing.T) {
@@ -333,16 +260,16 @@ func TestVanishedServer(t *testing.T) {
 	if err := srv.Update(policies("a")); err != nil {
 		t.Fatal(err)
 	}
-	proxy, addr := newBlackhole(t, xdstest.Serve(t, srv))
+	proxy := xdstest.NewProxy(t, xdstest.Serve(t, srv))
 	rec := newRecorder()
 	run(t, client.Config{
-		Addr: addr, Node: &corev3.Node{Cluster: contract.AllGateways}, TypeURLs: []string{contract.PolicyTypeURL}, Handler: rec.handle,
+		Addr: proxy.Addr, Node: &corev3.Node{Cluster: contract.AllGateways}, TypeURLs: []string{contract.PolicyTypeURL}, Handler: rec.handle,
 		// gRPC pings at most every 10 s.
 		Keepalive:  keepalive.ClientParameters{Time: 10 * time.Second, Timeout: time.Second},
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
 	})
 	equal(t, "before", rec.next(t, contract.PolicyTypeURL).names, "a")
-	proxy.cut()
+	proxy.Cut()
 	if err := srv.Update(policies("b")); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,6 +45,102 @@ func Serve(t testing.TB, srv *xds.Server) string {
 	t.Cleanup(g.Stop)
 	return lis.Addr().String()
 }
+
+// Proxy is a TCP proxy in front of a server, whose connections can be made to fail silently, as
+// those to a server on a vanished node or to a client that stopped reading do.
+type Proxy struct {
+	// Addr is where the proxy listens.
+	Addr string
+
+	mu     sync.Mutex
+	conns  []net.Conn
+	states []*atomic.Int32
+	closed chan struct{}
+}
+
+// States of the connections in place when Proxy.Cut or Proxy.Stall is called.
+const (
+	passing int32 = iota
+	dropping
+	stalled
+)
+
+// NewProxy proxies to target until the test ends.
+func NewProxy(t testing.TB, target string) *Proxy {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{Addr: lis.Addr().String(), closed: make(chan struct{})}
+	t.Cleanup(func() {
+		lis.Close()
+		close(p.closed)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			in, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			state := &atomic.Int32{}
+			p.mu.Lock()
+			p.conns, p.states = append(p.conns, in, out), append(p.states, state)
+			p.mu.Unlock()
+			go p.pipe(in, out, state)
+			go p.pipe(out, in, state)
+		}
+	}()
+	return p
+}
+
+// pipe copies src to dst while state is passing; it drops what it reads while dropping, and
+// reads nothing more while stalled.
+func (p *Proxy) pipe(src, dst net.Conn, state *atomic.Int32) {
+	buf := make([]byte, 32<<10)
+	for {
+		if state.Load() == stalled {
+			<-p.closed
+			return
+		}
+		n, err := src.Read(buf)
+		if err != nil {
+			return
+		}
+		if state.Load() != passing {
+			continue
+		}
+		if _, err := dst.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+func (p *Proxy) set(state int32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range p.states {
+		s.Store(state)
+	}
+}
+
+// Cut makes the open connections swallow everything, in both directions, without closing;
+// later connections pass.
+func (p *Proxy) Cut() { p.set(dropping) }
+
+// Stall makes the open connections stop reading, so that their senders block once the
+// buffers are full; later connections pass.
+func (p *Proxy) Stall() { p.set(stalled) }
 
 // Names of the resources Gateway builds.
 func ListenerName(gw string) string { return gw + "/8080" }
