@@ -8,8 +8,11 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
+	grpcstatus "google.golang.org/grpc/status"
 )
 
 // callbacks logs the life of xDS streams: connections, subscriptions, ACKs and NACKs. They run
@@ -35,7 +38,15 @@ type stream struct {
 	node *corev3.Node
 	// sent is type URL -> the last response sent, to name the version an ACK or NACK is about.
 	sent map[string]sent
+	// types are the type URLs the stream asked for.
+	types map[string]bool
 }
+
+// maxSotwTypes is how many type URLs one SotW ADS stream may ask for: go-control-plane buffers
+// that many responses per stream (one per type) and sends into the buffer while it holds its
+// cache's lock. A stream asking for more could fill it, and the next update would wait for ever
+// with the lock held: no node group would get an update again.
+const maxSotwTypes = int(types.UnknownType)
 
 type sent struct{ nonce, version string }
 
@@ -44,7 +55,7 @@ func newCallbacks(logger *slog.Logger, m *metrics) *callbacks {
 }
 
 func (c *callbacks) open(ctx context.Context, api string, id int64) {
-	st := &stream{sent: map[string]sent{}}
+	st := &stream{sent: map[string]sent{}, types: map[string]bool{}}
 	if p, ok := peer.FromContext(ctx); ok {
 		st.peer = p.Addr.String()
 	}
@@ -69,12 +80,14 @@ func (c *callbacks) closed(api string, id int64, node *corev3.Node) {
 }
 
 // request logs a request: a subscription when it answers no response, else an ACK or a NACK of
-// the response whose nonce it carries. It returns the version of that response, if known.
-func (c *callbacks) request(api string, id int64, node *corev3.Node, typeURL, nonce, accepted string, names []string, nack *status.Status) (string, bool) {
+// the response whose nonce it carries. It returns the version of that response, if known, and
+// how many type URLs the stream has asked for.
+func (c *callbacks) request(api string, id int64, node *corev3.Node, typeURL, nonce, accepted string, names []string, nack *status.Status) (string, bool, int) {
 	c.mu.Lock()
 	st := c.streams[streamKey{api, id}]
 	first := false
 	var about sent
+	ntypes := 0
 	if st != nil {
 		if st.node == nil && node != nil {
 			st.node, first = node, true
@@ -83,6 +96,8 @@ func (c *callbacks) request(api string, id int64, node *corev3.Node, typeURL, no
 			node = st.node
 		}
 		about = st.sent[typeURL]
+		st.types[typeURL] = true
+		ntypes = len(st.types)
 	}
 	c.mu.Unlock()
 	attrs := []any{"api", api, "stream", id, "node", node.GetId(), "group", GroupOf(node), "type", typeURL}
@@ -106,7 +121,7 @@ func (c *callbacks) request(api string, id int64, node *corev3.Node, typeURL, no
 	default:
 		c.log.Debug("xDS ACK", append(attrs, "version", version)...)
 	}
-	return about.version, known
+	return about.version, known, ntypes
 }
 
 func (c *callbacks) response(api string, id int64, typeURL, nonce, version string) {
@@ -137,8 +152,14 @@ func (c *callbacks) OnStreamClosed(id int64, node *corev3.Node) { c.closed("sotw
 //   - A NACK carries the last version the client accepted, which would make the cache answer
 //     at once with the version just rejected, rejected again, in a loop. Its version is set to
 //     the rejected one: the client waits for the next.
+//
+// A stream that asks for more than maxSotwTypes type URLs is ended.
 func (c *callbacks) OnStreamRequest(id int64, r *discoveryv3.DiscoveryRequest) error {
-	rejected, known := c.request("sotw", id, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), r.GetVersionInfo(), r.GetResourceNames(), r.GetErrorDetail())
+	rejected, known, ntypes := c.request("sotw", id, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), r.GetVersionInfo(), r.GetResourceNames(), r.GetErrorDetail())
+	if ntypes > maxSotwTypes {
+		c.log.Warn("xDS stream refused: too many resource types", "api", "sotw", "stream", id, "node", r.GetNode().GetId(), "type", r.GetTypeUrl())
+		return grpcstatus.Errorf(codes.ResourceExhausted, "a SotW ADS stream may ask for at most %d resource types; %s is one more", maxSotwTypes, r.GetTypeUrl())
+	}
 	switch {
 	case r.GetResponseNonce() == "":
 		r.VersionInfo = ""
@@ -164,6 +185,8 @@ func (c *callbacks) OnDeltaStreamClosed(id int64, node *corev3.Node) { c.closed(
 
 // OnStreamDeltaRequest implements the Delta callbacks.
 func (c *callbacks) OnStreamDeltaRequest(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
+	// Delta needs no limit of types: go-control-plane empties the stream's buffer before it
+	// takes each request, and pushes only the types that changed, which a snapshot holds.
 	c.request("delta", id, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), "", r.GetResourceNamesSubscribe(), r.GetErrorDetail())
 	return nil
 }

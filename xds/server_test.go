@@ -584,3 +584,54 @@ func TestManyClientsComeAndGo(t *testing.T) {
 		}
 	}
 }
+
+// TestTooManyTypesOnOneStream subscribes to more type URLs on one SotW stream than
+// go-control-plane buffers responses for (10), each up to date so that the cache keeps a watch,
+// then stops reading. The cache sends each watch's response into the stream's buffer while it
+// holds its lock: once a large response blocks the stream and the buffer is full, the next
+// update would hold that lock for ever and no node group would get an update again. Such a
+// stream is refused instead.
+func TestTooManyTypesOnOneStream(t *testing.T) {
+	big := xdstest.Policy("big")
+	big.McpRules[0].Expression = `mcp.tool.name != "` + strings.Repeat("x", 16<<20) + `"`
+	g := gateways(xdstest.Gateway(gw, 9000, "/"))
+	g[gw][policy] = []proto.Message{big}
+	srv, addr, logs := start(t, g)
+	proxy := xdstest.NewProxy(t, addr)
+	// The stream lasts as long as the test: a refusal must end it, not a deadline.
+	s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(dial(t, proxy.Addr)).StreamAggregatedResources(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The large policy first: its response will block the stream.
+	typeURLs := []string{policy}
+	for i := range 24 {
+		typeURLs = append(typeURLs, fmt.Sprintf("type.googleapis.com/test.Type%d", i))
+	}
+	for _, typ := range typeURLs {
+		// Up to date: the cache keeps a watch and answers at the next version.
+		_ = s.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "greedy", Cluster: gw}, TypeUrl: typ, VersionInfo: "1", ResponseNonce: "0"})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if _, err := logs.Wait(ctx, "WARN xDS stream refused: too many resource types", "node=greedy"); err != nil {
+		t.Error(err)
+	}
+	proxy.Stall()
+	for i, port := range []uint32{9001, 9002} {
+		g := gateways(xdstest.Gateway(gw, port, "/"))
+		p := proto.CloneOf(big)
+		p.McpRules[0].Expression += strings.Repeat(" && true", i+1)
+		g[gw][policy] = []proto.Message{p}
+		done := make(chan error, 1)
+		go func() { done <- srv.Update(g) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Error(err)
+			}
+		case <-time.After(waitFor):
+			t.Fatal("Update is blocked")
+		}
+	}
+}
