@@ -57,8 +57,8 @@ type Server struct {
 //
 // Responses on one ADS stream go out in go-control-plane's order: clusters, endpoints,
 // listeners, routes, then any other type (policies). A SotW ADS stream buffers one pending
-// response per type for up to 10 types; a client subscribing to more types on one stream could
-// hold up pushes.
+// response per type for up to 10 types; a stream asking for more types is refused, since it
+// could hold up every push.
 func New(logger *slog.Logger) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
