@@ -110,12 +110,12 @@ func serveController(ctx context.Context, logger *slog.Logger, cfg *rest.Config,
 	}
 	xdsLis, err := net.Listen("tcp", xdsAddr)
 	if err != nil {
-		return fmt.Errorf("xDS: %w", err)
+		return fmt.Errorf("--xds-addr: %w", err)
 	}
 	defer xdsLis.Close()
 	adminLis, err := net.Listen("tcp", adminAddr)
 	if err != nil {
-		return fmt.Errorf("admin: %w", err)
+		return fmt.Errorf("--admin-addr: %w", err)
 	}
 	defer adminLis.Close()
 

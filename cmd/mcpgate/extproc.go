@@ -78,13 +78,13 @@ func runExtProc(ctx context.Context, args []string) error {
 
 func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout io.Writer) error {
 	var listeners []net.Listener
-	for _, addr := range []string{f.listen, unixAddr(f.uds)} {
-		if addr == "" {
+	for _, l := range []struct{ flag, addr string }{{"--listen", f.listen}, {"--uds", unixAddr(f.uds)}} {
+		if l.addr == "" {
 			continue
 		}
-		lis, err := extproc.Listen(addr)
+		lis, err := extproc.Listen(l.addr)
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w", l.flag, err)
 		}
 		defer lis.Close()
 		listeners = append(listeners, lis)
@@ -93,7 +93,7 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 	if f.admin != "" {
 		var err error
 		if adminLis, err = net.Listen("tcp", f.admin); err != nil {
-			return fmt.Errorf("admin: %w", err)
+			return fmt.Errorf("--admin-addr: %w", err)
 		}
 		defer adminLis.Close()
 	}

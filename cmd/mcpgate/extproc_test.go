@@ -166,5 +166,15 @@ func TestServeExtProcStartFailure(t *testing.T) {
 	if err != nil {
 		t.Fatalf("admin address still held after the failed start: %v", err)
 	}
-	l.Close()
+	defer l.Close()
+	// An address in use is named with its flag.
+	for _, args := range [][]string{{"--listen", l.Addr().String()}, {"--listen", "", "--uds", sock, "--admin-addr", l.Addr().String()}} {
+		f, err := parseExtProcFlags(args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := serveExtProc(t.Context(), f, slog.New(slog.DiscardHandler), io.Discard); err == nil || !strings.Contains(err.Error(), args[len(args)-2]+": ") {
+			t.Errorf("%q: %v, want an error naming %s", args, err, args[len(args)-2])
+		}
+	}
 }

@@ -101,17 +101,17 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 	// close their listeners when they stop; closing again on the way out is harmless.
 	xdsLis, err := extproc.Listen(cfg.xdsAddr)
 	if err != nil {
-		return fmt.Errorf("xDS: %w", err)
+		return fmt.Errorf("--xds-addr: %w", err)
 	}
 	defer xdsLis.Close()
 	epLis, err := extproc.Listen(cfg.extProcAddr)
 	if err != nil {
-		return fmt.Errorf("ext_proc: %w", err)
+		return fmt.Errorf("--extproc-addr: %w", err)
 	}
 	defer epLis.Close()
 	adminLis, err := net.Listen("tcp", cfg.admin)
 	if err != nil {
-		return fmt.Errorf("admin: %w", err)
+		return fmt.Errorf("--admin-addr: %w", err)
 	}
 	defer adminLis.Close()
 

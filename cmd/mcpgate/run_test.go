@@ -384,7 +384,7 @@ func TestRunPortInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = serve(context.Background(), cfg, slog.New(slog.DiscardHandler), io.Discard, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), "ext_proc") || !strings.Contains(err.Error(), l.Addr().String()) {
+	if err == nil || !strings.Contains(err.Error(), "--extproc-addr") || !strings.Contains(err.Error(), l.Addr().String()) {
 		t.Errorf("serve with the ext_proc port taken: %v", err)
 	}
 	// The xDS port it had opened is free again.
