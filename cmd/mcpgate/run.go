@@ -302,14 +302,16 @@ type supervisor struct {
 	// stopped is set by stopAll: a sync that comes later (a translation finishing while the
 	// process stops) starts nothing.
 	stopped bool
-	// admin is the Envoy admin port given to each Gateway, kept for the life of the process.
-	admin map[string]int
+	// admin is the Envoy admin port given to each Gateway, kept for the life of the process;
+	// nextAdmin is the first port not given yet.
+	admin     map[string]int
+	nextAdmin int
 }
 
 func newSupervisor(bin string, cfg *runConfig, log *slog.Logger, stdout, stderr io.Writer) *supervisor {
 	return &supervisor{
 		bin: bin, cfg: cfg, log: log.With("component", "envoy"), stdout: stdout, stderr: stderr,
-		runs: map[string]context.CancelFunc{}, admin: map[string]int{},
+		runs: map[string]context.CancelFunc{}, admin: map[string]int{}, nextAdmin: cfg.envoyAdmin.Port,
 	}
 }
 
@@ -358,7 +360,10 @@ func (s *supervisor) writeBootstrap(gw string) (string, error) {
 	}
 	port, ok := s.admin[gw]
 	if !ok {
-		port = s.cfg.envoyAdmin.Port + len(s.admin)
+		var err error
+		if port, err = s.freeAdminPort(gw); err != nil {
+			return "", err
+		}
 		s.admin[gw] = port
 	}
 	y, err := bootstrap.Generate(bootstrap.Options{
@@ -372,11 +377,36 @@ func (s *supervisor) writeBootstrap(gw string) (string, error) {
 	return path, os.WriteFile(path, y, 0o600)
 }
 
+// freeAdminPort gives gw the first port from nextAdmin on that nothing listens on, so that an
+// Envoy does not fail to start (and restart for ever) on an admin port something else holds.
+func (s *supervisor) freeAdminPort(gw string) (int, error) {
+	const tries = 64
+	ip := s.cfg.envoyAdmin.IP.String()
+	for range tries {
+		port := s.nextAdmin
+		if port > 65535 {
+			break
+		}
+		s.nextAdmin++
+		addr := net.JoinHostPort(ip, strconv.Itoa(port))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			s.log.Warn("Envoy admin port in use, trying the next one", "gateway", gw, "addr", addr, "error", err)
+			continue
+		}
+		l.Close()
+		return port, nil
+	}
+	return 0, fmt.Errorf("Envoy admin address for Gateway %s: no free port from %s on (--envoy-admin-addr)", gw, s.cfg.envoyAdmin)
+}
+
 // run runs the Envoy of gw until ctx ends, restarting it (after a growing pause) when it exits.
 func (s *supervisor) run(ctx context.Context, gw, path string) {
 	pause := time.Second
 	for {
-		args := append([]string{"-c", path, "--log-level", "info", "--disable-hot-restart"}, s.cfg.envoyArgs...)
+		// Envoy flushes its access log file (stdout here) every 10 s by default: every second
+		// shows each request's line while one watches.
+		args := append([]string{"-c", path, "--log-level", "info", "--disable-hot-restart", "--file-flush-interval-msec", "1000"}, s.cfg.envoyArgs...)
 		cmd := exec.CommandContext(ctx, s.bin, args...)
 		// Stop: SIGTERM, then SIGKILL if Envoy has not exited 10 s later.
 		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
