@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
@@ -153,11 +154,33 @@ func ownImage(ctx context.Context, cfg *rest.Config) (string, error) {
 		return "", fmt.Errorf("read pod %s/%s: %w", ns, name, err)
 	}
 	for _, ct := range pod.Spec.Containers {
-		if ct.Name == "controller" {
-			return ct.Image, nil
+		if ct.Name != "controller" {
+			continue
 		}
+		for _, st := range pod.Status.ContainerStatuses {
+			if st.Name == ct.Name {
+				return pinnedImage(ct.Image, st.ImageID), nil
+			}
+		}
+		return ct.Image, nil
 	}
 	return "", fmt.Errorf("pod %s/%s has no container named controller", ns, name)
+}
+
+// pinnedImage returns image pinned to the digest the kubelet reports in imageID
+// ("REPO@sha256:..."), so the sidecars run the controller's exact bits even when its tag moves;
+// image unchanged when it has a digest already or imageID has none.
+func pinnedImage(image, imageID string) string {
+	_, digest, ok := strings.Cut(imageID, "@")
+	if !ok || strings.Contains(image, "@") || !strings.HasPrefix(digest, "sha256:") {
+		return image
+	}
+	repo := image
+	// A tag follows the last ':' after the last '/' (a ':' before it is a registry's port).
+	if i := strings.LastIndexByte(repo, ':'); i > strings.LastIndexByte(repo, '/') {
+		repo = repo[:i]
+	}
+	return repo + "@" + digest
 }
 
 func envOr(key, def string) string {
