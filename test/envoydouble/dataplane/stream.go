@@ -102,7 +102,9 @@ func (s *Server) serve(l *xdsconf.Listener, w http.ResponseWriter, r *http.Reque
 }
 
 func (st *stream) run() {
-	st.buildRequestHeaders()
+	if !st.buildRequestHeaders() {
+		return
+	}
 	st.rcfg = st.routeConfig()
 	st.armIdle(st.lis.HCM.StreamIdleTimeout) // a route's idle_timeout replaces it when the route matches
 	st.matchRoute()
@@ -191,21 +193,14 @@ func (st *stream) requestBody(body io.Reader, hasBody bool) (io.Reader, bool) {
 
 // buildRequestHeaders builds the header map as Envoy's HTTP/1 codec and connection manager do:
 // pseudo-headers, lower-case names, hop-by-hop headers removed, expect: 100-continue answered and
-// removed, then the HCM's own headers (x-forwarded-proto when absent, x-request-id when absent
-// and generate_request_id, x-forwarded-for with use_remote_address), and the host port stripped
-// when configured.
-func (st *stream) buildRequestHeaders() {
+// removed, then the path normalized (normalizePath), the host port stripped when configured, and
+// the HCM's own headers (x-forwarded-proto when absent, x-request-id when absent and
+// generate_request_id, x-forwarded-for with use_remote_address). It returns false when the
+// stream was answered (path normalization).
+func (st *stream) buildRequestHeaders() bool {
 	h := &headers.Map{}
-	authority := st.r.Host
 	hcm := st.lis.HCM
-	if hcm.StripAnyHostPort {
-		authority = xdsconf.StripPort(authority)
-	} else if hcm.StripMatchingHostPort {
-		if _, p, err := net.SplitHostPort(authority); err == nil && p == strconv.Itoa(int(st.lis.Address.Port)) {
-			authority = xdsconf.StripPort(authority)
-		}
-	}
-	h.Add(":authority", authority)
+	h.Add(":authority", st.r.Host)
 	h.Add(":path", st.r.RequestURI)
 	h.Add(":method", st.r.Method)
 	h.Add(":scheme", "http")
@@ -232,13 +227,24 @@ func (st *stream) buildRequestHeaders() {
 		h.Del("expect")
 		st.w.WriteHeader(http.StatusContinue)
 	}
+	st.req, st.remote = h, st.r.RemoteAddr
+	if !st.normalizePath() {
+		return false
+	}
+	// ConnectionManagerUtility::maybeNormalizeHost, after the path.
+	if hcm.StripAnyHostPort {
+		h.Set(":authority", xdsconf.StripPort(h.Value(":authority")))
+	} else if hcm.StripMatchingHostPort {
+		if _, p, err := net.SplitHostPort(h.Value(":authority")); err == nil && p == strconv.Itoa(int(st.lis.Address.Port)) {
+			h.Set(":authority", xdsconf.StripPort(h.Value(":authority")))
+		}
+	}
 	// ConnectionManagerUtility::mutateRequestHeaders: without use_remote_address the stream's
 	// downstream remote address is the last x-forwarded-for address (past xff_num_trusted_hops)
 	// when there is one, a value the client may have set; with it, the connection's peer unless
 	// trusted hops name another, and the peer is appended to x-forwarded-for (Envoy appends its
 	// own local address for a loopback peer; the double appends the peer) and x-forwarded-proto
 	// is overwritten unless a trusted hop set it.
-	st.remote = st.r.RemoteAddr
 	if hcm.UseRemoteAddress {
 		if ip, ok := lastXFF(h, int(hcm.XFFTrustedHops)-1); ok && hcm.XFFTrustedHops > 0 {
 			st.remote = net.JoinHostPort(ip, "0")
@@ -261,7 +267,40 @@ func (st *stream) buildRequestHeaders() {
 		h.Add("x-forwarded-proto", "http")
 	}
 	st.edgeHeaders(h)
-	st.req = h
+	return true
+}
+
+// normalizePath applies the HCM's path normalization (xdsconf.HCM.NormalizePath) to :path, as
+// ActiveStream::decodeHeaders does before anything else reads the path: before the host port is
+// stripped, before mutateRequestHeaders (x-forwarded-for, x-request-id), the route match and the
+// filter chain. A rejected path is a 400 and a redirect a 307 to the normalized path (400 for a
+// gRPC request), both local replies without body, details path_normalization_failed, sent before
+// the filter chain exists (ext_proc never sees them). It returns false when the stream was
+// answered.
+func (st *stream) normalizePath() bool {
+	path, action := st.lis.HCM.NormalizePath(st.req.Value(":path"))
+	st.req.Set(":path", path)
+	if action == xdsconf.PathRedirect && isGRPC(st.req.Value("content-type")) {
+		action = xdsconf.PathReject
+	}
+	switch action {
+	case xdsconf.PathReject:
+		st.localReply(http.StatusBadRequest, nil, "path_normalization_failed", "", false)
+		return false
+	case xdsconf.PathRedirect:
+		h := &headers.Map{}
+		h.Add("location", path)
+		st.localReplyWith(http.StatusTemporaryRedirect, nil, "path_normalization_failed", "", h, false)
+		return false
+	}
+	return true
+}
+
+// isGRPC is Envoy's Grpc::Common::hasGrpcContentType: application/grpc, alone or followed by '+'
+// or ';'.
+func isGRPC(ct string) bool {
+	rest, ok := strings.CutPrefix(ct, "application/grpc")
+	return ok && (rest == "" || rest[0] == '+' || rest[0] == ';')
 }
 
 // envoyInternalHeaders are the x-envoy-* request headers Envoy removes from every request that is

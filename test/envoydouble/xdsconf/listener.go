@@ -63,6 +63,11 @@ type HCM struct {
 	// ServerHeaderPassThrough is server_header_transformation PASS_THROUGH (or APPEND_IF_ABSENT).
 	ServerHeaderPassThrough bool
 	ServerHeaderAppend      bool
+	// NormalizePathRFC3986, MergeSlashes and EscapedSlashes are normalize_path, merge_slashes and
+	// path_with_escaped_slashes_action, applied by NormalizePath.
+	NormalizePathRFC3986 bool
+	MergeSlashes         bool
+	EscapedSlashes       EscapedSlashesAction
 }
 
 // AccessLog is an access logger: stdout, or a file path.
@@ -134,11 +139,12 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 		"always_set_request_id_in_response", "server_name", "server_header_transformation",
 		"common_http_protocol_options", "http_protocol_options", "http2_protocol_options",
 		"max_request_headers_kb", "request_headers_timeout", "drain_timeout", "delayed_close_timeout",
-		"internal_address_config", "normalize_path", "merge_slashes"); err != nil {
+		"internal_address_config", "normalize_path", "merge_slashes", "path_with_escaped_slashes_action"); err != nil {
 		return nil, err
 	}
-	if h.GetNormalizePath().GetValue() || h.GetMergeSlashes() {
-		return nil, fmt.Errorf("%s: normalize_path and merge_slashes are not implemented by envoydouble", path)
+	escaped, err := compileEscapedSlashes(h.GetPathWithEscapedSlashesAction(), path)
+	if err != nil {
+		return nil, err
 	}
 	if cp := h.GetCommonHttpProtocolOptions(); cp != nil {
 		// idle_timeout only closes idle connections.
@@ -183,7 +189,10 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 		StripAnyHostPort: h.GetStripAnyHostPort(), StripMatchingHostPort: h.GetStripMatchingHostPort(),
 		UseRemoteAddress: h.GetUseRemoteAddress().GetValue(), SkipXFFAppend: h.GetSkipXffAppend(), XFFTrustedHops: h.GetXffNumTrustedHops(),
 		AlwaysSetRequestIDInReply: h.GetAlwaysSetRequestIdInResponse(), PreserveExternalRequestID: h.GetPreserveExternalRequestId(),
-		InternalCIDRs:         internal,
+		InternalCIDRs: internal, EscapedSlashes: escaped,
+		// normalize_path unset: Envoy reads the runtime key http_connection_manager.normalize_path
+		// (default 0%), which the double's bootstrap refuses, so unset is false.
+		NormalizePathRFC3986: h.GetNormalizePath().GetValue(), MergeSlashes: h.GetMergeSlashes(),
 		DropUnderscoreHeaders: h.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction() == corev3.HttpProtocolOptions_DROP_HEADER}
 	if t := h.GetStreamIdleTimeout(); t != nil {
 		out.StreamIdleTimeout = t.AsDuration()
