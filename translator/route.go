@@ -1,6 +1,7 @@
 package translator
 
 import (
+	"bytes"
 	"cmp"
 	"fmt"
 	"regexp"
@@ -834,13 +835,21 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 			mcp: tg.mcp, gateway: gi.key, route: routeID, policy: gb.addPolicy(merges[i]),
 			backend: tg.backend, target: tg.name,
 		})
-		same = same && configs[i] == configs[0]
+		same = same && bytes.Equal(configs[i].Value, configs[0].Value)
 		affinity = affinity || tg.affinity
 		mcp = mcp || tg.mcp != ""
 		llm = llm || tg.llm
 	}
 	ra := &routev3.RouteAction{}
-	tpl.perFilter = t.xds.perFilter(configs[0])
+	// Envoy merges the per-route ext_proc configs of the route and of the chosen weighted
+	// cluster level by level, grpc_initial_metadata key by key (a key only the route sets
+	// stays). So the route carries the config all its clusters share, or none and each cluster
+	// its whole own: a plain cluster must not inherit an MCP cluster's x-mcpgate-mcp (ext_proc
+	// would wait for a body Envoy never sends it, and skip the rules that read it), policy or
+	// target.
+	if same {
+		tpl.perFilter = t.xds.perFilter(configs[0])
+	}
 	if len(c.refs) == 1 && c.invalidWeight == 0 {
 		tg := c.refs[0].tg
 		ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: tg.cluster.Name}
@@ -864,12 +873,16 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 				cw.RequestHeadersToAdd = []*corev3.HeaderValueOption{headerOption("authorization", ref.tg.authHeader, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)}
 			}
 			if !same {
-				cw.TypedPerFilterConfig = map[string]*anypb.Any{ExtProcFilterName: configs[i]}
+				cw.TypedPerFilterConfig = t.xds.perFilter(configs[i])
 			}
 			wc.Clusters = append(wc.Clusters, cw)
 		}
 		if c.invalidWeight > 0 {
-			wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{Name: invalidBackendCluster, Weight: wrapperspb.UInt32(c.invalidWeight)})
+			cw := &routev3.WeightedCluster_ClusterWeight{Name: invalidBackendCluster, Weight: wrapperspb.UInt32(c.invalidWeight)}
+			if !same {
+				cw.TypedPerFilterConfig = t.xds.disabledFilters // it answers 500, there is nothing to check
+			}
+			wc.Clusters = append(wc.Clusters, cw)
 			ra.ClusterNotFoundResponseCode = routev3.RouteAction_INTERNAL_SERVER_ERROR
 		}
 		ra.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}

@@ -1,0 +1,203 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fileRouting is testdata/e2e-routing.yaml, a Gateway of its own beside the lab's.
+const fileRouting = "e2e-routing.yaml"
+
+// routing is the Gateway of testdata/e2e-routing.yaml while a test runs, with the plain upstream
+// it routes to.
+type routing struct {
+	s    *suite
+	addr string // the Gateway's listener
+	up   *recorder
+}
+
+// startRouting serves testdata/e2e-routing.yaml on a free port until the test ends (mcpgate
+// starts a data plane for the Gateway, and stops it when the file is removed), and waits until
+// its routes and policies are in force.
+func startRouting(t *testing.T) *routing {
+	s := env
+	free, err := freePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := newRecorder()
+	t.Cleanup(up.srv.Close)
+	_, plainPort, _ := net.SplitHostPort(up.srv.Listener.Addr().String())
+	data, err := os.ReadFile("testdata/" + fileRouting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{"GATEWAY_PORT": strconv.Itoa(free[0]), "FETCH_PORT": strconv.Itoa(s.ports.fetch), "PLAIN_PORT": plainPort}
+	data = []byte(os.Expand(string(data), func(k string) string { return vars[k] }))
+	if err := s.lab.put(fileRouting, data); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.lab.remove(fileRouting); err != nil {
+			t.Error(err)
+		}
+	})
+	r := &routing{s: s, addr: addr(free[0]), up: up}
+	eventually(t, "the routing Gateway serves its routes and policies", func() error {
+		for _, c := range []struct {
+			path string
+			want int
+		}{{"/public/ready", 200}, {"/private/ready", 403}} {
+			a, err := r.raw("GET", c.path, nil, "")
+			if err != nil {
+				return err
+			}
+			if a.status != c.want {
+				return fmt.Errorf("GET %s: %d, want %d", c.path, a.status, c.want)
+			}
+		}
+		return nil
+	})
+	return r
+}
+
+// raw sends one HTTP/1.1 request with target exactly as given (no client cleans or escapes it)
+// and reads the answer's status and headers.
+func (r *routing) raw(method, target string, header map[string]string, body string) (httpAnswer, error) {
+	conn, err := net.DialTimeout("tcp", r.addr, 5*time.Second)
+	if err != nil {
+		return httpAnswer{}, err
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		return httpAnswer{}, err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nContent-Length: %d\r\n", method, target, r.addr, len(body))
+	for k, v := range header {
+		fmt.Fprintf(&b, "%s: %s\r\n", k, v)
+	}
+	b.WriteString("\r\n" + body)
+	if _, err := io.WriteString(conn, b.String()); err != nil {
+		return httpAnswer{}, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return httpAnswer{}, fmt.Errorf("%s %s: %w", method, target, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return httpAnswer{status: resp.StatusCode, header: resp.Header, body: string(data)}, nil
+}
+
+// accessLines returns the data plane's access-log lines of a route.
+func (r *routing) accessLines(route string) ([]map[string]any, error) {
+	lines, err := jsonLines(r.s.stdoutLog())
+	if err != nil {
+		return nil, err
+	}
+	var out []map[string]any
+	for _, l := range lines {
+		if l["route_name"] == route {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+// recorder is a plain HTTP upstream that remembers each request's path and headers.
+type recorder struct {
+	srv  *httptest.Server
+	mu   sync.Mutex
+	seen []http.Request
+}
+
+func newRecorder() *recorder {
+	rec := &recorder{}
+	rec.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		rec.mu.Lock()
+		rec.seen = append(rec.seen, http.Request{Method: req.Method, RequestURI: req.RequestURI, Header: req.Header.Clone()})
+		rec.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]string{"path": req.RequestURI})
+	}))
+	return rec
+}
+
+// requests returns the requests whose request target starts with prefix.
+func (rec *recorder) requests(prefix string) []http.Request {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var out []http.Request
+	for _, req := range rec.seen {
+		if strings.HasPrefix(req.RequestURI, prefix) {
+			out = append(out, req)
+		}
+	}
+	return out
+}
+
+// TestWeightedPlainBackendIsCheckedAsItself: a rule sends 1% of /mcp to an MCP backend and 99% to
+// a plain one, under a traffic rule that reads mcp.method (only tools/list passes). A tools/call
+// POST is refused (403) wherever it goes: on the plain backend the rule runs on the request's
+// headers, where mcp.method is no tools/list. Before, the plain cluster inherited the MCP
+// cluster's x-mcpgate-mcp from the route-level ext_proc config (Envoy merges the levels' gRPC
+// metadata key by key), so ext_proc deferred the rule to a body Envoy never sent it, and the
+// call reached the plain upstream; and the plain backend's requests were logged and audited with
+// the MCP backend's target.
+func TestWeightedPlainBackendIsCheckedAsItself(t *testing.T) {
+	r := startRouting(t)
+	const route = "httproute/e2e-routing/mixed/rule/0/match/0"
+	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"http://127.0.0.1:1/"}}}`
+	header := map[string]string{"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+	const n = 20
+	codes := map[int]int{}
+	for range n {
+		a, err := r.raw("POST", "/mcp", header, call)
+		if err != nil {
+			t.Fatal(err)
+		}
+		codes[a.status]++
+	}
+	if codes[http.StatusForbidden] != n {
+		t.Errorf("answers to %d tools/call POSTs: %v, want %d x 403", n, codes, n)
+	}
+	if got := r.up.requests("/mcp"); len(got) != 0 {
+		t.Errorf("the plain upstream got %d of the refused calls", len(got))
+	}
+	// The refusals came from both clusters' own configs: the plain backend's names the backend.
+	eventually(t, "access-log lines of calls refused on the plain backend", func() error {
+		lines, err := r.accessLines(route)
+		if err != nil {
+			return err
+		}
+		plain := 0
+		for _, l := range lines {
+			md, _ := l["mcpgate"].(map[string]any)
+			if md["backend"] != "e2e-routing/plain" {
+				continue
+			}
+			if md["target"] != nil {
+				t.Fatalf("a request to the plain backend has the MCP target %v: %v", md["target"], l)
+			}
+			if md["decision"] == "deny" && fmt.Sprint(l["response_code"]) == "403" {
+				plain++
+			}
+		}
+		if plain == 0 {
+			return fmt.Errorf("%d lines of route %s, none of a call refused on backend e2e-routing/plain", len(lines), route)
+		}
+		return nil
+	})
+}
