@@ -62,6 +62,10 @@ type stream struct {
 	route  *xdsconf.Route
 	wc     *xdsconf.WeightedCluster // the cluster picked when the route matched
 
+	// streamID is Envoy's stream_id_, a random value drawn once per stream: the random value of
+	// weighted cluster picks.
+	streamID uint64
+
 	ep *extprocfilter.Stream
 	md *extprocfilter.Metadata
 
@@ -92,7 +96,7 @@ type stream struct {
 // serve handles one request on listener l.
 func (s *Server) serve(l *xdsconf.Listener, w http.ResponseWriter, r *http.Request) {
 	st := &stream{srv: s, snap: s.Snapshot(), lis: l, w: w, r: r, rc: http.NewResponseController(w),
-		md: &extprocfilter.Metadata{}, start: time.Now()}
+		md: &extprocfilter.Metadata{}, start: time.Now(), streamID: rand.Uint64()}
 	// The request body may still stream while the response is written (SSE, STREAMED bodies).
 	_ = st.rc.EnableFullDuplex()
 	st.ctx, st.cancel = context.WithCancelCause(r.Context())
@@ -409,8 +413,10 @@ func (st *stream) matchRoute() {
 		st.route = st.vh.FindRoute(st.req)
 	}
 	if st.route != nil && st.route.Forward != nil {
-		// weighted_clusters: Envoy picks the cluster when the route matches.
-		st.wc = st.route.Forward.PickCluster(rand.Uint32())
+		f := st.route.Forward
+		// weighted_clusters: Envoy picks the cluster when the route matches, with the stream id as
+		// random value or the hash_policy's hash (use_hash_policy).
+		st.wc = f.PickCluster(st.streamID, st.hashKey(f))
 		st.cluster = st.wc.Name
 	}
 	if st.route != nil && st.route.Forward != nil && st.route.Forward.IdleTimeout != nil {
@@ -614,10 +620,16 @@ func (st *stream) forward(f *xdsconf.Forward, upBody io.Reader) {
 		h.Set(":path", np)
 		h.Set("x-envoy-original-path", path)
 	}
+	// Envoy's order: the weighted cluster's host_rewrite_literal (WeightedClusterEntry::
+	// finalizeRequestHeaders), then the route's (RouteEntryImplBase::finalizeRequestHeaders), then
+	// auto_host_rewrite when the upstream connection is ready, if the host has a hostname.
+	if st.wc.HostRewrite != "" {
+		h.Set(":authority", st.wc.HostRewrite)
+	}
 	switch {
 	case f.HostRewrite != "":
 		h.Set(":authority", f.HostRewrite)
-	case f.AutoHostRewrite:
+	case f.AutoHostRewrite && ep.hostname != "":
 		h.Set(":authority", ep.hostname)
 	}
 	st.finalizeRequestHeaders(h)
@@ -750,7 +762,8 @@ func connectFailure(err error) (reason, transport string) {
 	return "remote connection failure", ""
 }
 
-// hashKey computes the request hash of hash_policy for RING_HASH clusters (nil = no hash).
+// hashKey computes the request hash of hash_policy (Envoy's HashPolicyImpl::generateHash) for
+// RING_HASH clusters and weighted_clusters with use_hash_policy (nil = no hash).
 func (st *stream) hashKey(f *xdsconf.Forward) *uint64 {
 	var h *uint64
 	for _, p := range f.HashPolicy {
@@ -780,8 +793,12 @@ func (st *stream) hashKey(f *xdsconf.Forward) *uint64 {
 	return h
 }
 
-// headerOpsOrder is the order of request/response header operations: route, virtual host, route
-// configuration (the least specific applied last wins), or the reverse with
+// headerOpsOrder is the order of request/response header operations, later ones winning: the
+// weighted cluster's first (WeightedClusterEntry::finalizeRequestHeaders evaluates them before
+// calling the route's, whatever most_specific_header_mutations_wins says: the route, virtual host
+// and route configuration, even the least specific, override the weighted cluster), then route,
+// virtual host, route configuration (RouteEntryImplBase::getHeaderParsers: the least specific
+// applied last wins), or route configuration, virtual host, route with
 // most_specific_header_mutations_wins.
 func (st *stream) headerOpsOrder() []xdsconf.HeaderOps {
 	var ops []xdsconf.HeaderOps
@@ -798,6 +815,9 @@ func (st *stream) headerOpsOrder() []xdsconf.HeaderOps {
 				ops[i], ops[j] = ops[j], ops[i]
 			}
 		}
+	}
+	if st.wc != nil {
+		ops = append([]xdsconf.HeaderOps{st.wc.Headers}, ops...)
 	}
 	return ops
 }

@@ -68,6 +68,14 @@ func TestNACKsWhatItDoesNotReproduce(t *testing.T) {
 			r.RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-client", Value: "%DOWNSTREAM_REMOTE_ADDRESS%"}}}
 			return r
 		}())), want: []string{"request_headers_to_add[0].header.value", "command operators"}},
+		{name: "weighted cluster random value from a header", rc: routeConfig(good.Name, vhost("vh", []string{"*"}, func() *routev3.Route {
+			r := weightedRoute("r", "/", &routev3.WeightedCluster_ClusterWeight{Name: "a", Weight: wrapperspb.UInt32(1)})
+			r.GetRoute().GetWeightedClusters().RandomValueSpecifier = &routev3.WeightedCluster_HeaderName{HeaderName: "x-random"}
+			return r
+		}())), want: []string{"virtual_hosts[0](vh).routes[0].route.weighted_clusters.header_name"}},
+		{name: "weighted clusters whose weights sum to 0", rc: routeConfig(good.Name, vhost("vh", []string{"*"},
+			weightedRoute("r", "/", &routev3.WeightedCluster_ClusterWeight{Name: "a", Weight: wrapperspb.UInt32(0)}))),
+			want: []string{"routes[0].route.weighted_clusters.clusters", "sum of the weights is 0"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package xdsconf
 
 import (
 	"fmt"
+	"math"
 	"regexp"
 	"strings"
 	"time"
@@ -106,6 +107,9 @@ type Forward struct {
 	// IdleTimeout is RouteAction.idle_timeout; nil = the HCM's stream_idle_timeout.
 	IdleTimeout *time.Duration
 	HashPolicy  []HashPolicy
+	// UseHashPolicy is weighted_clusters.use_hash_policy: the cluster is picked with the hash of
+	// HashPolicy instead of the stream's random value when the request gives one.
+	UseHashPolicy bool
 }
 
 // WeightedCluster is one entry of weighted_clusters (or the single cluster). Its
@@ -115,6 +119,12 @@ type WeightedCluster struct {
 	Name      string
 	Weight    uint32
 	PerFilter map[string]*ExtProcPerRoute
+	// HostRewrite is the ClusterWeight's host_rewrite_literal; the route's host rewrite, applied
+	// later, wins over it.
+	HostRewrite string
+	// Headers are the ClusterWeight's header operations, applied before the route's, virtual
+	// host's and route configuration's whatever most_specific_header_mutations_wins says.
+	Headers HeaderOps
 }
 
 // HashPolicy is a RouteAction.HashPolicy the double implements.
@@ -473,7 +483,8 @@ func compileRewriteRegex(r *matcherv3.RegexMatchAndSubstitute, path string) (*re
 }
 
 func compileForward(a *routev3.RouteAction, path string) (*Forward, error) {
-	// hash_policy is only read by RING_HASH clusters, as in Envoy.
+	// hash_policy is read by RING_HASH clusters and by weighted_clusters with use_hash_policy, as
+	// in Envoy.
 	if err := checkFields(a, path, "cluster", "weighted_clusters", "cluster_not_found_response_code",
 		"prefix_rewrite", "regex_rewrite", "host_rewrite_literal", "auto_host_rewrite", "timeout",
 		"idle_timeout", "hash_policy"); err != nil {
@@ -491,19 +502,36 @@ func compileForward(a *routev3.RouteAction, path string) (*Forward, error) {
 		out.Clusters = []WeightedCluster{{Name: cs.Cluster, Weight: 1}}
 	case *routev3.RouteAction_WeightedClusters:
 		wp := path + ".weighted_clusters"
-		if err := checkFields(cs.WeightedClusters, wp, "clusters", "total_weight"); err != nil {
+		// header_name (the random value from a request header) is refused.
+		if err := checkFields(cs.WeightedClusters, wp, "clusters", "total_weight", "use_hash_policy"); err != nil {
 			return nil, err
 		}
+		out.UseHashPolicy = cs.WeightedClusters.GetUseHashPolicy().GetValue()
 		for i, c := range cs.WeightedClusters.GetClusters() {
 			cp := join(wp, idx("clusters", i))
-			if err := checkFields(c, cp, "name", "weight", "typed_per_filter_config"); err != nil {
+			if err := checkFields(c, cp, "name", "weight", "typed_per_filter_config", "host_rewrite_literal",
+				"request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove"); err != nil {
 				return nil, err
 			}
 			pf, err := compilePerFilter(c.GetTypedPerFilterConfig(), cp)
 			if err != nil {
 				return nil, err
 			}
-			out.Clusters = append(out.Clusters, WeightedCluster{Name: c.GetName(), Weight: c.GetWeight().GetValue(), PerFilter: pf})
+			ops, err := compileHeaderOps(c.GetRequestHeadersToAdd(), c.GetRequestHeadersToRemove(),
+				c.GetResponseHeadersToAdd(), c.GetResponseHeadersToRemove(), cp)
+			if err != nil {
+				return nil, err
+			}
+			out.Clusters = append(out.Clusters, WeightedCluster{Name: c.GetName(), Weight: c.GetWeight().GetValue(), PerFilter: pf,
+				HostRewrite: c.GetHostRewriteLiteral(), Headers: ops})
+		}
+		// WeightedClusterSpecifierPlugin refuses a sum of weights of 0 or over 2^32-1.
+		var total uint64
+		for _, c := range out.Clusters {
+			total += uint64(c.Weight)
+		}
+		if total == 0 || total > math.MaxUint32 {
+			return nil, fmt.Errorf("%s.clusters: the sum of the weights is %d, Envoy requires 1 to %d", wp, total, uint32(math.MaxUint32))
 		}
 	default:
 		return nil, fmt.Errorf("%s: cluster specifier not implemented by envoydouble (cluster, weighted_clusters)", path)
@@ -896,25 +924,32 @@ func (hm *HeaderMatch) Matches(h *headers.Map) bool {
 	return m != hm.Invert
 }
 
-// PickCluster picks the cluster of a Forward action: weighted_clusters by weight, using the
-// random number r.
-func (f *Forward) PickCluster(r uint32) *WeightedCluster {
+// PickCluster picks the cluster of a Forward action as Envoy's WeightedClusterSpecifierPlugin
+// does (pickClusterIndex): the value modulo the total weight falls in the interval of one cluster,
+// in the configured order. The value is the hash of the route's hash_policy when use_hash_policy
+// is set and the request gives a hash (hash), else the stream's random value (random: Envoy
+// passes the stream id, so a route matched again after clear_route_cache picks the same cluster).
+func (f *Forward) PickCluster(random uint64, hash *uint64) *WeightedCluster {
 	if len(f.Clusters) == 1 {
 		return &f.Clusters[0]
 	}
-	var total uint32
+	v := random
+	if f.UseHashPolicy && hash != nil {
+		v = *hash
+	}
+	var total uint64
 	for _, c := range f.Clusters {
-		total += c.Weight
+		total += uint64(c.Weight)
 	}
 	if total == 0 {
 		return &f.Clusters[0]
 	}
-	n := r % total
+	n := v % total
 	for i := range f.Clusters {
-		if n < f.Clusters[i].Weight {
+		if n < uint64(f.Clusters[i].Weight) {
 			return &f.Clusters[i]
 		}
-		n -= f.Clusters[i].Weight
+		n -= uint64(f.Clusters[i].Weight)
 	}
 	return &f.Clusters[len(f.Clusters)-1]
 }
