@@ -85,7 +85,7 @@ func (uc *upCluster) closeIdle() {
 	}
 }
 
-// endpoint is a resolved endpoint with the name it was resolved from (auto_host_rewrite).
+// endpoint is a resolved endpoint with its host's hostname (auto_host_rewrite).
 type endpoint struct {
 	xdsconf.Endpoint
 	hostname string
@@ -105,14 +105,21 @@ func (u *upstreams) endpoints(ctx context.Context, uc *upCluster, snap *xdsconf.
 	}
 	var out []endpoint
 	for _, e := range eps {
+		// The host's hostname (auto_host_rewrite) is endpoint.hostname, or for STRICT_DNS the DNS
+		// name when it is unset (Envoy's DnsClusterImpl::ResolveTarget); a STATIC or EDS endpoint
+		// without it has none.
+		hostname := e.Hostname
 		if uc.cfg.Type != xdsconf.StrictDNS || e.Network != "tcp" || net.ParseIP(e.Host) != nil {
-			out = append(out, endpoint{Endpoint: e, hostname: e.Host})
+			out = append(out, endpoint{Endpoint: e, hostname: hostname})
 			continue
+		}
+		if hostname == "" {
+			hostname = e.Host
 		}
 		for _, ip := range u.resolve(ctx, uc, e.Host) {
 			r := e
 			r.Host = ip.String()
-			out = append(out, endpoint{Endpoint: r, hostname: e.Host})
+			out = append(out, endpoint{Endpoint: r, hostname: hostname})
 		}
 	}
 	return out

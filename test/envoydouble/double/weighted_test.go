@@ -87,11 +87,15 @@ func TestWeightedClusterHeadersAndHostRewrite(t *testing.T) {
 	plain := weightedRoute("plain", "/plain", cluster())
 	hostRoute := weightedRoute("host", "/host", cluster())
 	hostRoute.GetRoute().HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: "route.example"}
-	for _, r := range []*routev3.Route{plain, hostRoute} {
+	// auto_host_rewrite applies when the upstream connection is ready, only with a hostname: a
+	// STATIC endpoint has none, so the cluster's literal stays.
+	autoRoute := weightedRoute("auto", "/auto", cluster())
+	autoRoute.GetRoute().HostRewriteSpecifier = &routev3.RouteAction_AutoHostRewrite{AutoHostRewrite: wrapperspb.Bool(true)}
+	for _, r := range []*routev3.Route{plain, hostRoute, autoRoute} {
 		r.RequestHeadersToAdd = []*corev3.HeaderValueOption{appendHeader("x-order", "route")}
 		r.ResponseHeadersToAdd = []*corev3.HeaderValueOption{appendHeader("x-resp-order", "route")}
 	}
-	vh := vhost("vh", []string{"*"}, plain, hostRoute)
+	vh := vhost("vh", []string{"*"}, plain, hostRoute, autoRoute)
 	vh.RequestHeadersToAdd = []*corev3.HeaderValueOption{appendHeader("x-order", "vhost")}
 	vh.ResponseHeadersToAdd = []*corev3.HeaderValueOption{appendHeader("x-resp-order", "vhost")}
 	l := listener(t, e.listen, nil, nil)
@@ -124,6 +128,10 @@ func TestWeightedClusterHeadersAndHostRewrite(t *testing.T) {
 		resp, _ = do(t, "GET", e.url("/host"), nil)
 		if got := resp.Header.Get("x-seen-host"); got != "route.example" {
 			t.Errorf("host %q, want the route's host_rewrite_literal, applied after the cluster's", got)
+		}
+		resp, _ = do(t, "GET", e.url("/auto"), nil)
+		if got := resp.Header.Get("x-seen-host"); got != "cluster.example" {
+			t.Errorf("host %q, want the cluster's host_rewrite_literal (auto_host_rewrite without hostname)", got)
 		}
 	}
 }

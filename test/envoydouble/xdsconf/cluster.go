@@ -71,6 +71,9 @@ type Endpoint struct {
 	Healthy  bool
 	Priority uint32
 	Weight   uint32
+	// Hostname is endpoint.hostname: the host's hostname (auto_host_rewrite) for STATIC and EDS
+	// endpoints; a STRICT_DNS endpoint without it takes its DNS name.
+	Hostname string
 }
 
 // Addr is the dial address, also %UPSTREAM_HOST%.
@@ -241,6 +244,7 @@ func compileEndpoints(la *endpointv3.ClusterLoadAssignment, path string) ([]Endp
 				addr.Healthy = true
 			}
 			addr.Priority = loc.GetPriority()
+			addr.Hostname = e.GetHostname()
 			addr.Weight = 1
 			if w := lbe.GetLoadBalancingWeight(); w != nil {
 				addr.Weight = w.GetValue()
