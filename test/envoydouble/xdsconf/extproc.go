@@ -95,6 +95,14 @@ type ExtProcPerRoute struct {
 // namespace lists and failure_mode_allow come from the most specific level that sets them, and
 // grpc_initial_metadata accumulates: a key of a more specific level replaces the same key, and a
 // key set only at a less specific level stays. It returns nil when no level has a config.
+//
+// Envoy source (source/extensions/filters/http/ext_proc/ext_proc.cc): Filter::mergePerRouteConfig
+// folds Http::Utility::getAllPerFilterConfig, least specific first, with
+// FilterConfigPerRoute(merged, typed_cfg); the weighted cluster's config is last
+// (WeightedClusterEntry::perFilterConfigs appends it after the route's). That constructor takes
+// grpc_initial_metadata from mergeGrpcInitialMetadata(less, more): a copy of the less specific
+// list, then for each more specific header mergeHeaderValues replaces every entry with its key or
+// appends it. So a weighted cluster's config that omits a key inherits the route's value for it.
 func MergePerRoute(levels ...*ExtProcPerRoute) *ExtProcPerRoute {
 	var out *ExtProcPerRoute
 	for _, more := range levels {
@@ -397,8 +405,10 @@ func compileExtProcPerRoute(a *anypb.Any, path string) (*ExtProcPerRoute, error)
 	return out, nil
 }
 
-// MergeMetadata merges per-route grpc_initial_metadata into the filter's initial_metadata as
-// Envoy does: a key already present is replaced, a new key is appended.
+// MergeMetadata merges more specific grpc_initial_metadata into a less specific list as Envoy's
+// mergeHeaderValues does (ext_proc.cc, for per-route levels and into the filter's
+// grpc_service.initial_metadata): every entry with a key already present is replaced, a new key
+// is appended.
 func MergeMetadata(base, over []MetadataKV) []MetadataKV {
 	out := append([]MetadataKV(nil), base...)
 	for _, o := range over {
