@@ -231,7 +231,8 @@ func (t *translation) buildGateway(gi *gatewayInfo) *GatewayConfig {
 	for _, port := range portList {
 		name := listenerName(gi, port)
 		cfg.Listeners = append(cfg.Listeners, t.xds.listener(name, port))
-		rc := &routev3.RouteConfiguration{Name: name, IgnorePortInHostMatching: true, VirtualHosts: gb.virtualHosts(gi.listeners, port)}
+		rc := &routev3.RouteConfiguration{Name: name, IgnorePortInHostMatching: true, VirtualHosts: gb.virtualHosts(gi.listeners, port),
+			RequestHeadersToRemove: []string{originalPathHeader}}
 		cfg.Routes = append(cfg.Routes, rc)
 	}
 	for _, c := range gb.clusters {

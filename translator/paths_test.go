@@ -1,0 +1,74 @@
+package translator_test
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/mcpgate/mcpgate/translator"
+)
+
+// listenerHCMs returns the HTTP connection managers of every listener of the lab and weights
+// inputs.
+func listenerHCMs(t *testing.T) map[string]*hcmv3.HttpConnectionManager {
+	t.Helper()
+	out := map[string]*hcmv3.HttpConnectionManager{}
+	for _, in := range []string{"testdata/lab.in.yaml", "testdata/weights.in.yaml"} {
+		o := translator.Translate(loadInputs(t, in), translator.Options{})
+		for _, k := range o.GatewayKeys() {
+			for _, l := range o.Gateways[k].Listeners {
+				hcm := &hcmv3.HttpConnectionManager{}
+				if err := l.FilterChains[0].Filters[0].GetTypedConfig().UnmarshalTo(hcm); err != nil {
+					t.Fatal(err)
+				}
+				out[l.Name] = hcm
+			}
+		}
+	}
+	if len(out) < 2 {
+		t.Fatalf("%d listeners", len(out))
+	}
+	return out
+}
+
+// TestClientCannotSetTheLoggedPath: Envoy does not sanitize x-envoy-original-path, so the access
+// log does not read it (requests answered before the router keep the client's), and every route
+// configuration removes it before the router's own rewrite sets it, so upstreams never get the
+// client's.
+func TestClientCannotSetTheLoggedPath(t *testing.T) {
+	for name, hcm := range listenerHCMs(t) {
+		for _, al := range hcm.AccessLog {
+			cfg := &streamv3.StdoutAccessLog{}
+			if err := al.GetTypedConfig().UnmarshalTo(cfg); err != nil {
+				t.Fatal(err)
+			}
+			js, err := protojson.Marshal(cfg.GetLogFormat())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(strings.ToLower(string(js)), "x-envoy-original-path") {
+				t.Errorf("listener %s: the access log reads x-envoy-original-path, which clients can send: %s", name, js)
+			}
+			if got := cfg.GetLogFormat().GetJsonFormat().GetFields()["path"].GetStringValue(); got != "%REQ(:PATH)%" {
+				t.Errorf("listener %s: access log path %q", name, got)
+			}
+		}
+		if len(hcm.AccessLog) == 0 {
+			t.Errorf("listener %s: no access log", name)
+		}
+	}
+	for _, in := range []string{"testdata/lab.in.yaml", "testdata/weights.in.yaml"} {
+		o := translator.Translate(loadInputs(t, in), translator.Options{})
+		for _, k := range o.GatewayKeys() {
+			for _, rc := range o.Gateways[k].Routes {
+				if !slices.Contains(rc.RequestHeadersToRemove, "x-envoy-original-path") {
+					t.Errorf("route configuration %s keeps a client's x-envoy-original-path: request_headers_to_remove %v", rc.Name, rc.RequestHeadersToRemove)
+				}
+			}
+		}
+	}
+}
