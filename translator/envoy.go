@@ -190,6 +190,14 @@ func (x *xdsCommon) listener(name string, port int32) *listenerv3.Listener {
 		// from the last X-Forwarded-For entry, which the client writes: source.address (traffic
 		// rules' cidr(), the audit) and the ring-hash key would be whatever the client claims.
 		UseRemoteAddress: wrapperspb.Bool(true),
+		// Routes match, rules read (request.path) and upstreams get one path: without
+		// normalization /public/../mcp matched /public (no policy) and //mcp or /public%2F..%2Fmcp
+		// a catch-all, while many servers serve them as /mcp. Dot segments are resolved, slashes
+		// merged, and a path with escaped slashes (%2F, %5C) is answered with a redirect to its
+		// unescaped form (307), as Envoy Gateway does by default.
+		NormalizePath:                wrapperspb.Bool(true),
+		MergeSlashes:                 true,
+		PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT,
 		// Envoy's edge recommendations. Headers with "_" are dropped: rules read "x-user", and
 		// servers that fold "_" into "-" (CGI, WSGI) would read an "x_user" the rules never saw.
 		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{

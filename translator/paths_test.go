@@ -72,3 +72,16 @@ func TestClientCannotSetTheLoggedPath(t *testing.T) {
 		}
 	}
 }
+
+// TestListenersNormalizePaths: every listener resolves dot segments, merges slashes and redirects
+// paths with escaped slashes before routes match, so that the route (and its policy) a path
+// matches is the one of the path upstreams read.
+func TestListenersNormalizePaths(t *testing.T) {
+	for name, hcm := range listenerHCMs(t) {
+		if !hcm.GetNormalizePath().GetValue() || !hcm.GetMergeSlashes() ||
+			hcm.GetPathWithEscapedSlashesAction() != hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT {
+			t.Errorf("listener %s: normalize_path %v, merge_slashes %v, path_with_escaped_slashes_action %v", name,
+				hcm.GetNormalizePath(), hcm.GetMergeSlashes(), hcm.GetPathWithEscapedSlashesAction())
+		}
+	}
+}

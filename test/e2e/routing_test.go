@@ -248,3 +248,43 @@ func TestAccessLogPathIsTheRequests(t *testing.T) {
 		t.Errorf("the upstream got the client's x-envoy-original-path %q", v)
 	}
 }
+
+// TestPathsAreNormalizedBeforeRouting: /private is under a traffic rule, /public and every other
+// path are not. Paths that a server would read as /private (dot segments, doubled slashes,
+// escaped slashes) reach the /private route and its rule, or are redirected to the path they
+// mean (escaped slashes, as Envoy's UNESCAPE_AND_REDIRECT does), never the upstream through an
+// open route. Before, /public/../private/x matched /public and //private/x and
+// /public%2F..%2Fprivate/x the catch-all, and went upstream unchecked.
+func TestPathsAreNormalizedBeforeRouting(t *testing.T) {
+	r := startRouting(t)
+	for _, c := range []struct {
+		target   string
+		status   int
+		location string
+	}{
+		{"/public/../private/x", http.StatusForbidden, ""},
+		{"/public/./../private/x", http.StatusForbidden, ""},
+		{"//private/x", http.StatusForbidden, ""},
+		{"/public%2F..%2Fprivate/x", http.StatusTemporaryRedirect, "/private/x"},
+		{"/public%5c..%5cprivate/x", http.StatusTemporaryRedirect, "/private/x"},
+	} {
+		a, err := r.raw("GET", c.target, nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.status != c.status || a.header.Get("Location") != c.location {
+			t.Errorf("GET %s: %d, Location %q; want %d, Location %q", c.target, a.status, a.header.Get("Location"), c.status, c.location)
+		}
+	}
+	// the redirect's target is the rule's route
+	if a, err := r.raw("GET", "/private/x", nil, ""); err != nil || a.status != http.StatusForbidden {
+		t.Errorf("GET /private/x: %v, %v; want 403", a.status, err)
+	}
+	r.up.mu.Lock()
+	defer r.up.mu.Unlock()
+	for _, req := range r.up.seen {
+		if strings.Contains(strings.ToLower(req.RequestURI), "private") {
+			t.Errorf("the upstream got %s", req.RequestURI)
+		}
+	}
+}
