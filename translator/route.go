@@ -827,7 +827,7 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 		configs = make([]*anypb.Any, len(c.refs))
 	}
 	same := true
-	affinity, mcp, llm := false, false, false
+	affinity, mcpAffinity, mcp, llm := false, false, false, false
 	for i, ref := range c.refs {
 		tg := ref.tg
 		gb.addTarget(tg)
@@ -837,6 +837,7 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 		})
 		same = same && bytes.Equal(configs[i].Value, configs[0].Value)
 		affinity = affinity || tg.affinity
+		mcpAffinity = mcpAffinity || (tg.affinity && tg.mcp != "")
 		mcp = mcp || tg.mcp != ""
 		llm = llm || tg.llm
 	}
@@ -884,6 +885,11 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 			}
 			wc.Clusters = append(wc.Clusters, cw)
 			ra.ClusterNotFoundResponseCode = routev3.RouteAction_INTERNAL_SERVER_ERROR
+		}
+		if mcpAffinity {
+			// An MCP session lives on one server: pick the cluster with the route's hash (the
+			// client's address), as the ring hash then picks its host, not at random per request.
+			wc.RandomValueSpecifier = &routev3.WeightedCluster_UseHashPolicy{UseHashPolicy: wrapperspb.Bool(true)}
 		}
 		ra.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
 	}

@@ -288,3 +288,20 @@ func TestPathsAreNormalizedBeforeRouting(t *testing.T) {
 		}
 	}
 }
+
+// TestWeightedMCPBackendsKeepAClientOnOneCluster: a rule splits /sticky half and half between
+// an MCP backend and another; the requests of one client (one source address, the routes'
+// session hash) all go to the same cluster, since an MCP session lives on one server. Before,
+// Envoy drew the cluster at random for each request.
+func TestWeightedMCPBackendsKeepAClientOnOneCluster(t *testing.T) {
+	r := startRouting(t)
+	const n = 20
+	for i := range n {
+		if _, err := r.raw("GET", "/sticky/"+strconv.Itoa(i), nil, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := len(r.up.requests("/sticky/")); got != 0 && got != n {
+		t.Errorf("the plain backend got %d of %d requests of one client, want all or none", got, n)
+	}
+}
