@@ -102,20 +102,38 @@ func labPolicy(sg *signer) *policyv1.Policy {
 	}
 }
 
-// auditLog collects audit lines.
-type auditLog struct {
+// syncBuffer collects lines written concurrently: the audit log, a server's log.
+type syncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (a *auditLog) Write(p []byte) (int, error) {
+func (a *syncBuffer) Write(p []byte) (int, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.buf.Write(p)
 }
 
+// String returns what was written.
+func (a *syncBuffer) String() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.buf.String()
+}
+
+// count returns how many times s occurs in what was written.
+func (a *syncBuffer) count(s string) int { return strings.Count(a.String(), s) }
+
+// withLog sends the server's log, from level on, to the returned buffer.
+func withLog(level slog.Level) (harnessOption, *syncBuffer) {
+	b := &syncBuffer{}
+	return func(c *extproc.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: level}))
+	}, b
+}
+
 // records returns the audit lines written so far, decoded.
-func (a *auditLog) records(t testing.TB) []map[string]any {
+func (a *syncBuffer) records(t testing.TB) []map[string]any {
 	t.Helper()
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -151,7 +169,7 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 type harness struct {
 	srv       *extproc.Server
 	xds       *xds.Server
-	audit     *auditLog
+	audit     *syncBuffer
 	reg       *prometheus.Registry
 	tcp, unix extprocv3.ExternalProcessorClient
 	signer    *signer
@@ -163,7 +181,7 @@ func newHarness(t *testing.T, policies []*policyv1.Policy, opts ...harnessOption
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	h := &harness{audit: &auditLog{}, reg: prometheus.NewRegistry()}
+	h := &harness{audit: &syncBuffer{}, reg: prometheus.NewRegistry()}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 
 	// The control plane.

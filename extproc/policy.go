@@ -36,17 +36,30 @@ func (p *policy) readsArguments(trafficDeferred bool) bool {
 	return p.tools.ReadsArguments() || (trafficDeferred && p.traffic.ReadsArguments())
 }
 
+// readsMessages reports whether p's rules judge an MCP request by its body's messages: MCP
+// rules, or traffic rules that read mcp.* (deferred to the body). False for no policy.
+func (p *policy) readsMessages() bool {
+	return p != nil && (p.tools != nil || p.traffic.NeedsMCP())
+}
+
 // policySet is one accepted version of all policies. Streams take it when they start and keep it
 // to their end, so that a new version never changes a request in flight. Authenticators that a
 // newer set no longer uses are closed when the last stream holding the old set ends.
 type policySet struct {
 	byName map[string]*policy
-	refs   atomic.Int64
+	// replaced is closed when a newer set replaces this one: it wakes the requests waiting for a
+	// policy this set lacks (see stream.awaitPolicy).
+	replaced chan struct{}
+	refs     atomic.Int64
 	// retired is set when a newer set replaced this one; orphans are its authenticators that the
 	// newer set does not use.
 	retired   atomic.Bool
 	orphans   []*jwt.Authenticator
 	closeOnce sync.Once
+}
+
+func newPolicySet(n int) *policySet {
+	return &policySet{byName: make(map[string]*policy, n), replaced: make(chan struct{})}
 }
 
 func (ps *policySet) closeOrphans() {
@@ -84,13 +97,14 @@ func (st *policyStore) release(ps *policySet) {
 	}
 }
 
-// swap installs next and retires the set it replaces.
+// swap installs next, retires the set it replaces and wakes the requests waiting on that one.
 func (st *policyStore) swap(next *policySet) {
 	old := st.cur.Swap(next)
 	st.ready.Store(true)
 	if old == nil {
 		return
 	}
+	defer close(old.replaced)
 	used := make(map[*jwt.Authenticator]bool, len(next.byName))
 	for _, p := range next.byName {
 		if p.auth != nil {
@@ -125,7 +139,7 @@ func (s *Server) HandlePolicies(typeURL string, resources map[string]*anypb.Any)
 			reuse[p.authKey] = p.auth
 		}
 	}
-	next := &policySet{byName: make(map[string]*policy, len(resources))}
+	next := newPolicySet(len(resources))
 	var created []*jwt.Authenticator
 	var errs []error
 	names := make([]string, 0, len(resources))

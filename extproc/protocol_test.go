@@ -490,10 +490,8 @@ func TestCancelledMidway(t *testing.T) {
 // valid token of another org gets 403 from the traffic rule.
 func TestJWTAndCEL(t *testing.T) {
 	sg := newSigner(t)
-	logs := &auditLog{}
-	h := newHarness(t, []*policyv1.Policy{labPolicy(sg)}, func(c *extproc.Config) {
-		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	})
+	logOpt, logs := withLog(slog.LevelDebug)
+	h := newHarness(t, []*policyv1.Policy{labPolicy(sg)}, logOpt)
 	otherOrg := sg.token(t, gojwt.MapClaims{"sub": "mallory", "org": "evil.example"})
 	tampered := extproctest.LabToken[:len(extproctest.LabToken)-4] + "AAAA"
 	tests := []struct {
@@ -561,10 +559,11 @@ func TestJWTAndCEL(t *testing.T) {
 }
 
 // TestPolicyUpdates: a policy whose CEL does not compile is NACKed and the last good policies stay;
-// a new version applies to new streams only; a route naming an unknown policy fails closed.
+// a new version applies to new streams only; a route naming an unknown policy fails closed (after
+// a short wait for it).
 func TestPolicyUpdates(t *testing.T) {
 	sg := newSigner(t)
-	h := newHarness(t, []*policyv1.Policy{labPolicy(sg)})
+	h := newHarness(t, []*policyv1.Policy{labPolicy(sg)}, withPolicyWait(50*time.Millisecond))
 	call := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`)
 
 	// A stream that starts under the first version...

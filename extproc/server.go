@@ -42,6 +42,9 @@ const (
 	DefaultMaxBodyBytes = 4 << 20
 	DefaultSessionTTL   = 10 * time.Minute
 	DefaultMaxSessions  = 1 << 16
+	// DefaultPolicyWait is how long a request on a route naming a policy ext_proc does not have
+	// waits for it (well under the ext_proc message timeout the translator sets, 10 s by default).
+	DefaultPolicyWait = 2 * time.Second
 )
 
 // Config configures a Server.
@@ -72,6 +75,12 @@ type Config struct {
 	// SessionTTL and MaxSessions bound the legacy SSE correlation table (default 10 min, 65536).
 	SessionTTL  time.Duration
 	MaxSessions int
+	// PolicyWait bounds how long a request on a route naming a policy that ext_proc has not
+	// received waits for a policy version that has it, before it is refused with 500 (default
+	// DefaultPolicyWait; negative: no wait). In Kubernetes a route can reach Envoy before its
+	// policy reaches ext_proc. Keep it under the ext_proc message timeout of the routes, or Envoy
+	// answers 504 first.
+	PolicyWait time.Duration
 }
 
 // Redact configures what the audit line and Envoy metadata keep of tool arguments.
@@ -92,10 +101,12 @@ type Server struct {
 	env      *authz.Env
 	policies policyStore
 	sessions *mcp.Sessions[*exchange]
+	// warned holds the routes whose configuration mismatch was logged (warnOnce).
+	warned sync.Map
 }
 
-// New returns a Server with no policies yet: until the first policy update, routes that name a
-// policy are refused (fail closed).
+// New returns a Server with no policies yet: until a policy update brings the policy a route
+// names, requests on the route wait for it (Config.PolicyWait), then are refused (fail closed).
 func New(cfg Config) (*Server, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
@@ -105,6 +116,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxSessions <= 0 {
 		cfg.MaxSessions = DefaultMaxSessions
+	}
+	if cfg.PolicyWait == 0 {
+		cfg.PolicyWait = DefaultPolicyWait
 	}
 	if cfg.NodeCluster == "" {
 		cfg.NodeCluster = contract.AllGateways
@@ -144,8 +158,16 @@ func New(cfg Config) (*Server, error) {
 		env:      env,
 		sessions: mcp.NewSessions[*exchange](cfg.MaxSessions, cfg.SessionTTL),
 	}
-	s.policies.cur.Store(&policySet{byName: map[string]*policy{}})
+	s.policies.cur.Store(newPolicySet(0))
 	return s, nil
+}
+
+// warnOnce logs msg at warn for route, once per kind of message and route: a configuration
+// mismatch that every request on the route would otherwise repeat.
+func (s *Server) warnOnce(kind, route, msg string) {
+	if _, seen := s.warned.LoadOrStore(kind+"\x00"+route, struct{}{}); !seen {
+		s.log.Warn(msg, "route", route)
+	}
 }
 
 // ServerOptions are the options of a gRPC server for s. Envoy's cluster for ext_proc sends HTTP/2
@@ -212,7 +234,8 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Close() {
 	s.policies.mu.Lock()
 	defer s.policies.mu.Unlock()
-	ps := s.policies.cur.Swap(&policySet{byName: map[string]*policy{}})
+	ps := s.policies.cur.Swap(newPolicySet(0))
+	close(ps.replaced)
 	for _, p := range ps.byName {
 		if p.auth != nil {
 			p.auth.Close()

@@ -114,6 +114,9 @@ type stream struct {
 	auditClaims map[string]any
 	// trafficDeferred: the traffic rules read mcp.*, so they run on the body's messages.
 	trafficDeferred bool
+	// noRequestBody: Envoy's protocol_config says the route's request body mode is NONE, so no
+	// request body will reach ext_proc.
+	noRequestBody bool
 	// trafficRule is the source of the traffic rule that allowed the request ("" by default).
 	trafficRule string
 	reqBodySeen bool
@@ -173,6 +176,10 @@ func (st *stream) end() {
 
 // handle answers one message. The reply always matches the message's kind.
 func (st *stream) handle(req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
+	if pc := req.GetProtocolConfig(); pc != nil {
+		// On the stream's first message only.
+		st.noRequestBody = pc.GetRequestBodyMode() == extprocfilterv3.ProcessingMode_NONE
+	}
 	switch r := req.GetRequest().(type) {
 	case *extprocv3.ProcessingRequest_RequestHeaders:
 		return st.requestHeaders(r.RequestHeaders, req.GetAttributes()), nil
@@ -212,7 +219,7 @@ func (st *stream) refuse(a answer, rule string, md metadata, rec *telemetry.Reco
 	rec.HTTPStatus, rec.Outcome = a.status, telemetry.OutcomeRefused
 	st.s.tel.Finish(rec, time.Now())
 	md.str(contract.FieldDecision, telemetry.DecisionDeny)
-	md.str(contract.FieldRule, rule)
+	md.replace(contract.FieldRule, rule)
 	return immediateReply(a, md)
 }
 
@@ -250,6 +257,7 @@ func (st *stream) evaluate(rules *authz.RuleSet, in *authz.Input) authz.Decision
 }
 
 func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*structpb.Struct) *extprocv3.ProcessingResponse {
+	st.awaitPolicy()
 	st.headers = readHeaders(h.GetHeaders())
 	st.in = authz.Input{
 		Method: st.headers.first(":method"), Path: st.headers.first(":path"), Host: st.headers.first(":authority"),
@@ -260,7 +268,13 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 	}
 	if st.ri.mcp {
 		st.kind, st.session = mcp.ClassifyRequest(st.in.Method, st.in.Path, st.headers.first("mcp-session-id"))
+		if st.noRequestBody {
+			st.s.warnOnce("body_not_sent", st.ri.route, "MCP route's request body mode is NONE: ext_proc cannot read its requests, "+
+				"so those that rules judge by their messages are refused; the route needs request body mode BUFFERED")
+		}
 	}
+	// bodyFollows: a request body will reach ext_proc.
+	bodyFollows := st.ri.mcp && !h.GetEndOfStream() && !st.noRequestBody
 	var md metadata
 	st.routeMetadata(&md)
 
@@ -287,7 +301,7 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 
 	st.in.Claims = st.auth.Claims
 	if st.pol != nil && st.pol.traffic != nil {
-		if st.pol.traffic.NeedsMCP() && st.ri.mcp && !h.GetEndOfStream() {
+		if st.pol.traffic.NeedsMCP() && bodyFollows {
 			st.trafficDeferred = true
 		} else if d := st.evaluate(st.pol.traffic, &st.in); !d.Allowed {
 			return st.refuse(rbacDenied(), d.Rule, md, nil)
@@ -296,14 +310,51 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 			md.str(contract.FieldRule, d.Rule)
 		}
 	}
+	if st.ri.mcp && !h.GetEndOfStream() && !bodyFollows && st.pol.readsMessages() &&
+		st.kind != mcp.RequestGet && st.kind != mcp.RequestDelete {
+		// The rules judge this request by its messages, which will not come: fail closed.
+		return st.refuse(configError("mcpgate_body_not_sent",
+			fmt.Sprintf("route %s enforces rules on its request bodies, which its request body mode NONE keeps from ext_proc; it needs request body mode BUFFERED", st.ri.route)),
+			"", md, nil)
+	}
 	if st.pol != nil {
 		md.str(contract.FieldDecision, telemetry.DecisionAllow)
 	}
-	if st.ri.mcp && !h.GetEndOfStream() {
+	if bodyFollows {
 		st.headersMD = md
 		return st.rep.headersReply(true, mut, metadata{})
 	}
 	return st.rep.headersReply(true, mut, md)
+}
+
+// awaitPolicy waits, when the route names a policy the stream's set lacks, for a set that has
+// it: up to Config.PolicyWait, woken by each newer set, and no longer than the stream. The stream
+// then holds the newest set it saw.
+func (st *stream) awaitPolicy() {
+	if st.pol != nil || st.ri.policy == "" || st.s.cfg.PolicyWait <= 0 {
+		return
+	}
+	st.s.log.Debug("waiting for the policy the route names", "route", st.ri.route, "policy", st.ri.policy, "bound", st.s.cfg.PolicyWait)
+	timer := time.NewTimer(st.s.cfg.PolicyWait)
+	defer timer.Stop()
+	for {
+		select {
+		case <-st.set.replaced:
+		case <-timer.C:
+			st.s.tel.PolicyWait(telemetry.PolicyTimeout)
+			return
+		case <-st.ctx.Done():
+			st.s.tel.PolicyWait(telemetry.PolicyCancelled)
+			return
+		}
+		next := st.s.policies.acquire()
+		st.s.policies.release(st.set)
+		st.set = next
+		if st.pol = next.byName[st.ri.policy]; st.pol != nil {
+			st.s.tel.PolicyWait(telemetry.PolicyReceived)
+			return
+		}
+	}
 }
 
 // authenticate applies the policy's JWT authentication (if any) to the request headers. mut
@@ -359,7 +410,7 @@ func jsonRPCRefusal(httpStatus, code int, msg, details string) answer {
 func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
 	// strict: authorization depends on reading the body, so a body the gateway cannot read the
 	// way every server would is refused instead of passed.
-	strict := st.pol != nil && (st.pol.tools != nil || st.trafficDeferred)
+	strict := st.pol.readsMessages()
 	body := b.GetBody()
 	if !st.ri.mcp || (st.reqBodySeen && (!strict || len(body) == 0)) {
 		return st.rep.bodyReply(true, nil, false, false, metadata{})
@@ -590,14 +641,21 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	// An answer that must be rewritten is read whatever its type or encoding: unseen, it would
 	// show the tools the rules hide.
 	mode := responseBodyMode(mediaType(hs.first("content-type")), encoded(hs.first("content-encoding")), st.rewrites > 0)
+	var mut *extprocv3.HeaderMutation
 	switch mode.GetResponseBodyMode() {
 	case extprocfilterv3.ProcessingMode_STREAMED:
 		st.sse = mcp.NewSSEStream(st.s.cfg.MaxBodyBytes)
+		if hs.first("content-length") != "" {
+			// Envoy decided to keep it with the route's mode (BUFFERED, headers sent) when the
+			// headers reached the filter, and mode_override does not revisit that; the events
+			// ext_proc rewrites change the length.
+			mut = &extprocv3.HeaderMutation{RemoveHeaders: []string{"content-length"}}
+		}
 	case extprocfilterv3.ProcessingMode_NONE:
 		// The body will not be seen.
 		st.finishPending(now)
 	}
-	r := st.rep.headersReply(false, nil, md)
+	r := st.rep.headersReply(false, mut, md)
 	r.ModeOverride = mode
 	return r
 }

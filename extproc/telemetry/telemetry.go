@@ -97,21 +97,22 @@ type Record struct {
 
 // Telemetry writes audit lines, counts and traces. It is safe for concurrent use.
 type Telemetry struct {
-	audit    io.Writer
-	auditMu  sync.Mutex
-	bufs     sync.Pool
-	log      *slog.Logger
-	tracer   trace.Tracer
-	redact   map[string]bool
-	maxArgs  int
-	methods  *labelGuard
-	tools    *labelGuard
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
-	authn    *prometheus.CounterVec
-	streams  prometheus.Gauge
-	nonRPC   *prometheus.CounterVec
-	policies *prometheus.CounterVec
+	audit       io.Writer
+	auditMu     sync.Mutex
+	bufs        sync.Pool
+	log         *slog.Logger
+	tracer      trace.Tracer
+	redact      map[string]bool
+	maxArgs     int
+	methods     *labelGuard
+	tools       *labelGuard
+	requests    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	authn       *prometheus.CounterVec
+	streams     prometheus.Gauge
+	nonRPC      *prometheus.CounterVec
+	policies    *prometheus.CounterVec
+	policyWaits *prometheus.CounterVec
 }
 
 // New returns Telemetry; it fails when the metrics cannot be registered.
@@ -165,11 +166,15 @@ func New(o Options) (*Telemetry, error) {
 		Name: "mcpgate_extproc_policy_updates_total",
 		Help: "Policy updates received from the control plane, by result (ack or nack).",
 	}, []string{"result"})
+	t.policyWaits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mcpgate_extproc_policy_waits_total",
+		Help: "Requests that waited for the policy their route names, by result (received, timeout: refused with 500, cancelled: the request ended first).",
+	}, []string{"result"})
 	reg := o.Registerer
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	for _, c := range []prometheus.Collector{t.requests, t.duration, t.authn, t.streams, t.nonRPC, t.policies} {
+	for _, c := range []prometheus.Collector{t.requests, t.duration, t.authn, t.streams, t.nonRPC, t.policies, t.policyWaits} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register ext_proc metrics: %w", err)
 		}
@@ -199,6 +204,17 @@ func (t *Telemetry) PolicyUpdate(accepted bool) {
 		t.policies.WithLabelValues("nack").Inc()
 	}
 }
+
+// Results of PolicyWait.
+const (
+	PolicyReceived  = "received"
+	PolicyTimeout   = "timeout"
+	PolicyCancelled = "cancelled"
+)
+
+// PolicyWait counts a request that waited for the policy its route names; result is one of
+// PolicyReceived, PolicyTimeout, PolicyCancelled.
+func (t *Telemetry) PolicyWait(result string) { t.policyWaits.WithLabelValues(result).Inc() }
 
 // Tracing reports whether spans are made, so that callers can skip preparing them.
 func (t *Telemetry) Tracing() bool { return t.tracer != nil }
