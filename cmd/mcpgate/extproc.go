@@ -23,6 +23,7 @@ import (
 type extProcFlags struct {
 	listen, uds, xdsAddr, gateway, nodeID, admin, auditLog, otlp string
 	maxBody                                                      int
+	policyWait                                                   time.Duration
 	logLevel                                                     slog.Level
 	// redactKeys are the keys of --redact-keys, trimmed; nil when none.
 	redactKeys []string
@@ -41,6 +42,7 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	fs.IntVar(&f.maxBody, "max-body-bytes", extproc.DefaultMaxBodyBytes, "largest MCP request body read; a larger one is refused with 413")
 	fs.StringVar(&f.auditLog, "audit-log", "stdout", `where the JSON audit lines go: "stdout", "none" or a file path (appended)`)
 	fs.StringVar(&f.otlp, "otlp-endpoint", "", "OTLP gRPC collector for spans (http://HOST:4317 without TLS); default OTEL_EXPORTER_OTLP_ENDPOINT; none when both are empty")
+	fs.DurationVar(&f.policyWait, "policy-wait", extproc.DefaultPolicyWait, "how long a request whose route names a policy not received yet waits for it before a 500 (0: no wait); keep it under the routes' ext_proc message timeout (10s)")
 	logLevelFlag(fs, &f.logLevel)
 	fs.StringVar(&redact, "redact-keys", "", "comma-separated tool argument keys whose values the audit log and access log replace by [REDACTED]")
 	if err := fs.Parse(args); err != nil {
@@ -55,6 +57,9 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	if f.gateway != contract.AllGateways && strings.Count(f.gateway, "/") != 1 {
 		return nil, fmt.Errorf("--gateway %q: want NAMESPACE/NAME or *", f.gateway)
 	}
+	if f.policyWait < 0 {
+		return nil, fmt.Errorf("--policy-wait %s: must not be negative", f.policyWait)
+	}
 	if f.maxBody <= 0 {
 		return nil, fmt.Errorf("--max-body-bytes %d: must be positive", f.maxBody)
 	}
@@ -64,6 +69,15 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 		}
 	}
 	return f, nil
+}
+
+// policyWait maps --policy-wait to extproc.Config.PolicyWait, where 0 means the default and a
+// negative value no wait.
+func policyWait(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // runExtProc serves ext_proc alone, as the sidecar next to a gateway's Envoy does.
@@ -124,7 +138,7 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 	srv, err := extproc.New(extproc.Config{
 		XDSAddr: f.xdsAddr, NodeCluster: f.gateway, NodeID: f.nodeID, MaxBodyBytes: f.maxBody,
 		Audit: audit, Logger: log, Registerer: reg, TracerProvider: tp,
-		Redact: extproc.Redact{Keys: f.redactKeys},
+		Redact: extproc.Redact{Keys: f.redactKeys}, PolicyWait: policyWait(f.policyWait),
 	})
 	if err != nil {
 		return err

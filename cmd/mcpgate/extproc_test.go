@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mcpgate/mcpgate/contract"
+	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 	"github.com/mcpgate/mcpgate/xds"
@@ -28,6 +29,7 @@ func TestExtProcFlags(t *testing.T) {
 		{"--listen", "", "--uds", ""},
 		{"--gateway", "nons"},
 		{"--max-body-bytes", "0"},
+		{"--policy-wait", "-1s"},
 		{"--log-level", "loud"},
 		{"extra"},
 	} {
@@ -39,8 +41,11 @@ func TestExtProcFlags(t *testing.T) {
 	if err != nil || f.listen != "tcp:127.0.0.1:18001" || f.xdsAddr != "127.0.0.1:18000" || f.maxBody != 4<<20 || f.redactKeys != nil {
 		t.Errorf("defaults: %+v %v", f, err)
 	}
-	if f.logLevel != slog.LevelInfo {
-		t.Errorf("default log level %v", f.logLevel)
+	if f.logLevel != slog.LevelInfo || policyWait(f.policyWait) != extproc.DefaultPolicyWait {
+		t.Errorf("default log level %v, policy wait %v", f.logLevel, policyWait(f.policyWait))
+	}
+	if f, err := parseExtProcFlags([]string{"--policy-wait", "0"}); err != nil || policyWait(f.policyWait) >= 0 {
+		t.Errorf("--policy-wait 0 must turn the wait off: %v %v", f, err)
 	}
 	if f, err := parseExtProcFlags([]string{"--log-level", "debug"}); err != nil || f.logLevel != slog.LevelDebug {
 		t.Errorf("--log-level debug: %v %v", f, err)
