@@ -91,6 +91,12 @@ type stream struct {
 	// pendingLocal is a local reply decided while the request body streams (STREAMED mode).
 	pendingMu    sync.Mutex
 	pendingLocal *extprocfilter.LocalReply
+
+	// sessionHeader is the stateful session filter's envelope header when the filter is active
+	// on the stream; overrideHost the upstream address the request's envelope named (see
+	// stateful.go).
+	sessionHeader string
+	overrideHost  string
 }
 
 // serve handles one request on listener l.
@@ -113,6 +119,9 @@ func (st *stream) run() {
 	st.armIdle(st.lis.HCM.StreamIdleTimeout) // a route's idle_timeout replaces it when the route matches
 	st.matchRoute()
 	st.setupExtProc()
+	if st.sessionBeforeExtProc() {
+		st.sessionDecode()
+	}
 
 	hasBody := st.r.ContentLength != 0 || len(st.r.TransferEncoding) > 0
 	st.body = &downstreamBody{r: st.r.Body, n: &st.bytesIn, touch: st.touch, empty: !hasBody}
@@ -129,6 +138,9 @@ func (st *stream) run() {
 	upBody, ok := st.requestBody(body, hasBody)
 	if !ok {
 		return
+	}
+	if !st.sessionBeforeExtProc() {
+		st.sessionDecode() // placed after ext_proc: it sees the request once ext_proc let it go
 	}
 	st.dispatch(upBody)
 }
@@ -433,17 +445,8 @@ func (st *stream) setupExtProc() {
 	}
 	f := st.lis.HCM.ExtProcs[0]
 	var levels []*xdsconf.ExtProcPerRoute
-	if st.rcfg != nil {
-		levels = append(levels, st.rcfg.PerFilter[f.Name])
-	}
-	if st.vh != nil {
-		levels = append(levels, st.vh.PerFilter[f.Name])
-	}
-	if st.route != nil {
-		levels = append(levels, st.route.PerFilter[f.Name])
-	}
-	if st.wc != nil {
-		levels = append(levels, st.wc.PerFilter[f.Name])
+	for _, l := range st.perFilterLevels() {
+		levels = append(levels, l.ExtProc[f.Name])
 	}
 	pr := xdsconf.MergePerRoute(levels...)
 	if pr != nil && pr.Disabled {
@@ -451,6 +454,25 @@ func (st *stream) setupExtProc() {
 	}
 	st.ep = extprocfilter.New(extprocfilter.Params{Filter: f, PerRoute: pr, Conn: st.srv.grpcs.conn,
 		Attrs: st.attribute, Metadata: st.md})
+}
+
+// perFilterLevels are the typed_per_filter_configs of the stream's route, least specific first:
+// route configuration, virtual host, route, weighted cluster (levels that do not exist left out).
+func (st *stream) perFilterLevels() []xdsconf.PerFilter {
+	var levels []xdsconf.PerFilter
+	if st.rcfg != nil {
+		levels = append(levels, st.rcfg.PerFilter)
+	}
+	if st.vh != nil {
+		levels = append(levels, st.vh.PerFilter)
+	}
+	if st.route != nil {
+		levels = append(levels, st.route.PerFilter)
+	}
+	if st.wc != nil {
+		levels = append(levels, st.wc.PerFilter)
+	}
+	return levels
 }
 
 // attribute evaluates the attribute expressions the double implements (see xdsconf).
@@ -604,7 +626,11 @@ func (st *stream) forward(f *xdsconf.Forward, upBody io.Reader) {
 		return
 	}
 	uc := st.srv.ups.get(c)
-	ep, ok := uc.pick(st.srv.ups.endpoints(st.ctx, uc, st.snap), st.hashKey(f))
+	eps := st.srv.ups.endpoints(st.ctx, uc, st.snap)
+	ep, ok := overrideEndpoint(eps, st.overrideHost) // the stateful session's host first
+	if !ok {
+		ep, ok = uc.pick(eps, st.hashKey(f))
+	}
 	if !ok {
 		st.localReply(503, []byte("no healthy upstream"), "no_healthy_upstream", flagNoHealthyUpstream, true)
 		return
@@ -897,13 +923,23 @@ func (st *stream) filterLocalReply(lr *extprocfilter.LocalReply) {
 		return
 	}
 	h := st.localHeaders(lr.Status, lr.Body, lr.Headers, false)
+	if st.resp == nil {
+		// No response headers entered the encoder path yet: Envoy sends this reply through the
+		// encoder filters (sendLocalReplyViaFilterChain), the stateful session filter included.
+		st.sessionEncode(h)
+	}
 	st.writeHeaders(h, len(lr.Body) == 0)
 	st.write(lr.Body)
 }
 
-// encode runs the encoder path: ext_proc's response processing, then the downstream write.
+// encode runs the encoder path, the HCM's filters in reverse order: ext_proc's response
+// processing and the stateful session filter (on the side of ext_proc where the chain places it),
+// then the downstream write.
 func (st *stream) encode(h *headers.Map, body io.Reader, noBody bool, ctx context.Context) {
 	st.resp = h
+	if st.sessionEncodes(false) {
+		st.sessionEncode(h)
+	}
 	if st.ep != nil {
 		res := st.ep.ResponseHeaders(h, noBody)
 		if res.Local != nil {
@@ -920,7 +956,7 @@ func (st *stream) encode(h *headers.Map, body io.Reader, noBody bool, ctx contex
 	}
 	switch {
 	case noBody || mode == extprocv3.ProcessingMode_NONE:
-		st.writeHeaders(h, noBody)
+		st.encodeTail(h, noBody)
 		if !noBody {
 			st.copyBody(body, ctx)
 		}
@@ -942,10 +978,10 @@ func (st *stream) encode(h *headers.Map, body io.Reader, noBody bool, ctx contex
 			st.filterLocalReply(res.Local)
 			return
 		}
-		st.writeHeaders(h, false)
+		st.encodeTail(h, false)
 		st.write(data)
 	case mode == extprocv3.ProcessingMode_STREAMED:
-		st.writeHeaders(h, false)
+		st.encodeTail(h, false)
 		res, err := st.ep.StreamBody(extprocfilter.Response, chunks(body), func(b []byte) error { return st.writeFlush(b) })
 		switch {
 		case res.Local != nil:
@@ -954,6 +990,15 @@ func (st *stream) encode(h *headers.Map, body io.Reader, noBody bool, ctx contex
 			st.upstreamReadFailed(ctx, err)
 		}
 	}
+}
+
+// encodeTail runs the encoders after ext_proc (a stateful session filter placed before it in the
+// chain) on the response headers and sends them downstream.
+func (st *stream) encodeTail(h *headers.Map, end bool) {
+	if st.sessionEncodes(true) {
+		st.sessionEncode(h)
+	}
+	st.writeHeaders(h, end)
 }
 
 // writeHeaders sends the response headers downstream (HTTP/1.1). Like Envoy, the server header is

@@ -9,7 +9,11 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	statefulv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/stateful_session/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	cookiev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/stateful_session/cookie/v3"
+	headerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/stateful_session/header/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/type/http/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -43,6 +47,27 @@ func TestNACKsWhatItDoesNotReproduce(t *testing.T) {
 			f.ProcessingMode.ResponseTrailerMode = extprocv3.ProcessingMode_SEND
 			h.HttpFilters[0].ConfigType = &hcmv3.HttpFilter_TypedConfig{TypedConfig: any_(t, f)}
 		}, want: []string{"processing_mode.response_body_mode", "FULL_DUPLEX_STREAMED"}},
+		{name: "stateful session with the cookie session state", mod: func(h *hcmv3.HttpConnectionManager, _ *listenerv3.Listener) {
+			h.HttpFilters = append([]*hcmv3.HttpFilter{statefulFilter(t, &statefulv3.StatefulSession{SessionState: &corev3.TypedExtensionConfig{
+				Name: "envoy.http.stateful_session.cookie", TypedConfig: any_(t, &cookiev3.CookieBasedSessionState{Cookie: &httpv3.Cookie{Name: "s"}})}})}, h.HttpFilters...)
+		}, want: []string{"http_filters[0](" + statefulName + ").typed_config.session_state.name", "envoy.http.stateful_session.cookie", "not implemented"}},
+		{name: "stateful session with the header session state", mod: func(h *hcmv3.HttpConnectionManager, _ *listenerv3.Listener) {
+			h.HttpFilters = append([]*hcmv3.HttpFilter{statefulFilter(t, &statefulv3.StatefulSession{SessionState: &corev3.TypedExtensionConfig{
+				Name: "envoy.http.stateful_session.header", TypedConfig: any_(t, &headerv3.HeaderBasedSessionState{Name: "x-session"})}})}, h.HttpFilters...)
+		}, want: []string{"session_state.name", "envoy.http.stateful_session.header", "not implemented"}},
+		{name: "strict stateful session", mod: func(h *hcmv3.HttpConnectionManager, _ *listenerv3.Listener) {
+			cfg := envelopeSession(t, "mcp-session-id")
+			cfg.Strict = true
+			h.HttpFilters = append([]*hcmv3.HttpFilter{statefulFilter(t, cfg)}, h.HttpFilters...)
+		}, want: []string{"http_filters[0](" + statefulName + ").typed_config.strict", "not implemented"}},
+		{name: "second stateful session filter", mod: func(h *hcmv3.HttpConnectionManager, _ *listenerv3.Listener) {
+			h.HttpFilters = append([]*hcmv3.HttpFilter{statefulFilter(t, envelopeSession(t, "a")), statefulFilter(t, envelopeSession(t, "b"))}, h.HttpFilters...)
+		}, want: []string{"http_filters[1]", "second stateful_session filter"}},
+		{name: "per-route stateful session with the cookie session state", rc: routeConfig(good.Name, vhost("vh", []string{"*"},
+			prefixRoute("r", "/", "a", statefulPerRoute(t, &statefulv3.StatefulSessionPerRoute{Override: &statefulv3.StatefulSessionPerRoute_StatefulSession{
+				StatefulSession: &statefulv3.StatefulSession{SessionState: &corev3.TypedExtensionConfig{Name: "envoy.http.stateful_session.cookie",
+					TypedConfig: any_(t, &cookiev3.CookieBasedSessionState{Cookie: &httpv3.Cookie{Name: "s"}})}}}})))),
+			want: []string{`routes[0].typed_per_filter_config["` + statefulName + `"].stateful_session.session_state.name`, "cookie"}},
 		{name: "unsupported HCM field", mod: func(h *hcmv3.HttpConnectionManager, _ *listenerv3.Listener) {
 			h.RequestTimeout = durationpb.New(time.Second)
 		}, want: []string{good.Name, "request_timeout"}},

@@ -59,7 +59,7 @@ func TestWeightedClusterInheritsRouteInitialMetadata(t *testing.T) {
 		{1, map[string]string{"x-mcpgate-vhost": "vh", "x-mcpgate-policy": "route-policy", "x-mcpgate-target": "route-target"}},
 	} {
 		wc := r.Forward.Clusters[c.cluster]
-		merged := xdsconf.MergePerRoute(rc.PerFilter[extProcName], v.PerFilter[extProcName], r.PerFilter[extProcName], wc.PerFilter[extProcName])
+		merged := xdsconf.MergePerRoute(rc.PerFilter.ExtProc[extProcName], v.PerFilter.ExtProc[extProcName], r.PerFilter.ExtProc[extProcName], wc.PerFilter.ExtProc[extProcName])
 		got := map[string]string{}
 		for _, kv := range merged.InitialMetadata {
 			if _, dup := got[kv.Key]; dup {

@@ -34,8 +34,11 @@ type HCM struct {
 	RDSName     string
 	RouteConfig *RouteConfig
 	// ExtProcs are the ext_proc filters in chain order (the router comes last).
-	ExtProcs   []*ExtProc
-	AccessLogs []*AccessLog
+	ExtProcs []*ExtProc
+	// StatefulSession is the envoy.filters.http.stateful_session filter, nil when the chain has
+	// none; its place relative to ext_proc is StatefulSession.BeforeExtProc.
+	StatefulSession *StatefulSessionFilter
+	AccessLogs      []*AccessLog
 	// DropUnderscoreHeaders is common_http_protocol_options.headers_with_underscores_action
 	// DROP_HEADER: the codec drops request headers whose name has an underscore.
 	DropUnderscoreHeaders bool
@@ -248,6 +251,16 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 				return nil, fmt.Errorf("%s: a second ext_proc filter is not implemented by envoydouble", fp)
 			}
 			out.ExtProcs = append(out.ExtProcs, ep)
+		case StatefulSessionFilterType:
+			ss, err := CompileStatefulSession(f.GetName(), f.GetTypedConfig(), fp+".typed_config")
+			if err != nil {
+				return nil, err
+			}
+			if out.StatefulSession != nil {
+				return nil, fmt.Errorf("%s: a second stateful_session filter is not implemented by envoydouble", fp)
+			}
+			ss.BeforeExtProc = len(out.ExtProcs) == 0
+			out.StatefulSession = ss
 		case routerType:
 			if i != len(filters)-1 {
 				return nil, fmt.Errorf("%s: the router must be the last filter", fp)
@@ -261,7 +274,7 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 				return nil, err
 			}
 		default:
-			return nil, fmt.Errorf("%s.typed_config: filter type %s not implemented by envoydouble (ext_proc, router)", fp, f.GetTypedConfig().GetTypeUrl())
+			return nil, fmt.Errorf("%s.typed_config: filter type %s not implemented by envoydouble (ext_proc, stateful_session, router)", fp, f.GetTypedConfig().GetTypeUrl())
 		}
 	}
 	if len(filters) == 0 || filters[len(filters)-1].GetTypedConfig().GetTypeUrl() != routerType {

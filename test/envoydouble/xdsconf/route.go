@@ -25,7 +25,7 @@ type RouteConfig struct {
 	// MostSpecificWins is most_specific_header_mutations_wins.
 	MostSpecificWins bool
 	Headers          HeaderOps
-	PerFilter        map[string]*ExtProcPerRoute
+	PerFilter        PerFilter
 }
 
 // VirtualHost is one virtual host.
@@ -34,7 +34,7 @@ type VirtualHost struct {
 	Domains   []string
 	Routes    []*Route
 	Headers   HeaderOps
-	PerFilter map[string]*ExtProcPerRoute
+	PerFilter PerFilter
 }
 
 // Route is one route: a match and one action (Forward, Redirect or Direct).
@@ -45,7 +45,7 @@ type Route struct {
 	Redirect  *Redirect
 	Direct    *DirectResponse
 	Headers   HeaderOps
-	PerFilter map[string]*ExtProcPerRoute
+	PerFilter PerFilter
 }
 
 // PathKind is the RouteMatch.path_specifier.
@@ -118,7 +118,7 @@ type Forward struct {
 type WeightedCluster struct {
 	Name      string
 	Weight    uint32
-	PerFilter map[string]*ExtProcPerRoute
+	PerFilter PerFilter
 	// HostRewrite is the ClusterWeight's host_rewrite_literal; the route's host rewrite, applied
 	// later, wins over it.
 	HostRewrite string
@@ -700,20 +700,40 @@ func compileHeaderAdds(opts []*corev3.HeaderValueOption, path string) ([]HeaderA
 	return out, nil
 }
 
-// compilePerFilter compiles typed_per_filter_config. The double implements the ext_proc per-route
-// config only; any other type is refused.
-func compilePerFilter(m map[string]*anypb.Any, path string) (map[string]*ExtProcPerRoute, error) {
-	if len(m) == 0 {
-		return nil, nil
-	}
-	out := map[string]*ExtProcPerRoute{}
+// PerFilter is one level's typed_per_filter_config, by filter name (the key), compiled by the
+// config's type. Envoy hands a filter the config stored under its name; a config of another
+// filter's type is not its own and is ignored by it, as the dynamic_cast in
+// Http::Utility::resolveMostSpecificPerFilterConfig does.
+type PerFilter struct {
+	ExtProc         map[string]*ExtProcPerRoute
+	StatefulSession map[string]*StatefulSessionPerRoute
+}
+
+// compilePerFilter compiles typed_per_filter_config. The double implements the ext_proc and
+// stateful_session per-route configs; any other type is refused.
+func compilePerFilter(m map[string]*anypb.Any, path string) (PerFilter, error) {
+	var out PerFilter
 	for name, a := range m {
 		p := fmt.Sprintf("%s.typed_per_filter_config[%q]", path, name)
+		if a.GetTypeUrl() == statefulSessionPerRouteType {
+			pr, err := compileStatefulSessionPerRoute(a, p)
+			if err != nil {
+				return PerFilter{}, err
+			}
+			if out.StatefulSession == nil {
+				out.StatefulSession = map[string]*StatefulSessionPerRoute{}
+			}
+			out.StatefulSession[name] = pr
+			continue
+		}
 		pr, err := compileExtProcPerRoute(a, p)
 		if err != nil {
-			return nil, err
+			return PerFilter{}, err
 		}
-		out[name] = pr
+		if out.ExtProc == nil {
+			out.ExtProc = map[string]*ExtProcPerRoute{}
+		}
+		out.ExtProc[name] = pr
 	}
 	return out, nil
 }
