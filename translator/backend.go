@@ -58,6 +58,21 @@ type target struct {
 	gateways []*gatewayInfo
 }
 
+// pinsSessions reports whether the stateful session envelope keeps the target's sessions on the
+// server that opened them: an MCP target whose cluster can have several hosts (EDS, or a name
+// resolved by STRICT_DNS). The ring hash on the caller's address cannot: a client's address may
+// change within a session, and an initialize request carries no session id to hash.
+func (tg *target) pinsSessions() bool {
+	if tg.mcp == "" {
+		return false
+	}
+	switch tg.cluster.GetType() {
+	case clusterv3.Cluster_EDS, clusterv3.Cluster_STRICT_DNS:
+		return true
+	}
+	return false
+}
+
 // backendInfo is an AgentgatewayBackend after translation.
 type backendInfo struct {
 	b      *v1alpha1.AgentgatewayBackend

@@ -13,7 +13,9 @@ import (
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	statefulv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/stateful_session/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	envelopev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/stateful_session/envelope/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/mcpgate/mcpgate/contract"
@@ -35,6 +37,12 @@ const (
 	stdoutLoggerName      = "envoy.access_loggers.stdout"
 	tlsSocketName         = "envoy.transport_sockets.tls"
 	extProcPerRouteURL    = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
+	// statefulSessionFilterName is the stateful session HTTP filter and its per-route config key.
+	statefulSessionFilterName = "envoy.filters.http.stateful_session"
+	// envelopeSessionStateName is the session state extension Envoy looks up by this name.
+	envelopeSessionStateName = "envoy.http.stateful_session.envelope"
+	// sessionHeader is the Streamable HTTP session header the envelope pins to its server.
+	sessionHeader = "mcp-session-id"
 )
 
 // originalPathHeader is the header in which Envoy's router keeps the path a route rewrote.
@@ -73,6 +81,8 @@ type xdsCommon struct {
 	disabled  *anypb.Any
 	// disabledFilters is the typed_per_filter_config of every route without ext_proc
 	disabledFilters map[string]*anypb.Any
+	// pinSessions is the StatefulSessionPerRoute that turns the envelope on for a route
+	pinSessions *anypb.Any
 	// shared by every route and cluster that uses them (never modified after creation)
 	hashBySource                  []*routev3.RouteAction_HashPolicy
 	noTimeout, mcpIdle            *durationpb.Duration
@@ -83,7 +93,13 @@ type xdsCommon struct {
 
 func newXDSCommon(opts Options) *xdsCommon {
 	x := &xdsCommon{opts: opts, tlsByHost: map[string]*corev3.TransportSocket{}}
+	// The stateful session filter comes first: it restores a request's Mcp-Session-Id before
+	// ext_proc reads it and, encoders running in reverse, wraps the answer's after ext_proc read
+	// it, so that ext_proc (audit, access log) only ever sees the server's own session id. Its
+	// config here has no session state, which does nothing: routes that pin sessions turn the
+	// envelope on (pinSessions).
 	x.hcmChain = []*hcmv3.HttpFilter{
+		{Name: statefulSessionFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&statefulv3.StatefulSession{})}},
 		{Name: ExtProcFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(x.extProcFilter())}},
 		{Name: routerFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}},
 	}
@@ -93,6 +109,13 @@ func newXDSCommon(opts Options) *xdsCommon {
 	}}
 	x.disabled = mustAny(&extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Disabled{Disabled: true}})
 	x.disabledFilters = map[string]*anypb.Any{ExtProcFilterName: x.disabled}
+	x.pinSessions = mustAny(&statefulv3.StatefulSessionPerRoute{Override: &statefulv3.StatefulSessionPerRoute_StatefulSession{
+		StatefulSession: &statefulv3.StatefulSession{SessionState: &corev3.TypedExtensionConfig{
+			Name: envelopeSessionStateName,
+			TypedConfig: mustAny(&envelopev3.EnvelopeSessionState{
+				Header: &envelopev3.EnvelopeSessionState_Header{Name: sessionHeader}}),
+		}},
+	}})
 	x.staticType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
 	x.dnsType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
 	x.edsType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
@@ -314,12 +337,23 @@ func buildLoadAssignment(name string, addrs []hostPort) *endpointv3.ClusterLoadA
 	return cla
 }
 
-// perFilter returns the typed_per_filter_config of a route with the ext_proc config a.
-func (x *xdsCommon) perFilter(a *anypb.Any) map[string]*anypb.Any {
-	if a == x.disabled {
+// perFilter returns the typed_per_filter_config of a route (or weighted cluster) with the ext_proc
+// config a (nil: none) and, with pin, the stateful session envelope.
+func (x *xdsCommon) perFilter(a *anypb.Any, pin bool) map[string]*anypb.Any {
+	switch {
+	case a == x.disabled && !pin:
 		return x.disabledFilters
+	case a == nil && !pin:
+		return nil
 	}
-	return map[string]*anypb.Any{ExtProcFilterName: a}
+	m := make(map[string]*anypb.Any, 2)
+	if a != nil {
+		m[ExtProcFilterName] = a
+	}
+	if pin {
+		m[statefulSessionFilterName] = x.pinSessions
+	}
+	return m
 }
 
 // extProcRoute is the per-route ext_proc config of a route: what it sends and the gRPC initial

@@ -814,7 +814,7 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 		return tpl
 	case c.redirect != nil:
 		tpl.redirect = &routev3.Route_Redirect{Redirect: redirectAction(c.redirect, li.l.Port)}
-		tpl.perFilter = t.xds.perFilter(t.perRouteConfig(extProcRoute{gateway: gi.key, route: routeID, policy: gb.addPolicy(base)}))
+		tpl.perFilter = t.xds.perFilter(t.perRouteConfig(extProcRoute{gateway: gi.key, route: routeID, policy: gb.addPolicy(base)}), false)
 		return tpl
 	case len(c.refs) == 0:
 		tpl.direct = directResponse(bodyNoBackend)
@@ -826,7 +826,7 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 	if len(c.refs) > len(cbuf) {
 		configs = make([]*anypb.Any, len(c.refs))
 	}
-	same := true
+	same, samePin := true, true
 	affinity, mcpAffinity, mcp, llm := false, false, false, false
 	for i, ref := range c.refs {
 		tg := ref.tg
@@ -836,6 +836,7 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 			backend: tg.backend, target: tg.name,
 		})
 		same = same && bytes.Equal(configs[i].Value, configs[0].Value)
+		samePin = samePin && tg.pinsSessions() == c.refs[0].tg.pinsSessions()
 		affinity = affinity || tg.affinity
 		mcpAffinity = mcpAffinity || (tg.affinity && tg.mcp != "")
 		mcp = mcp || tg.mcp != ""
@@ -848,9 +849,13 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 	// its whole own: a plain cluster must not inherit an MCP cluster's x-mcpgate-mcp (ext_proc
 	// would wait for a body Envoy never sends it, and skip the rules that read it), policy or
 	// target.
+	// The stateful session envelope likewise: on the route when every cluster pins sessions, else
+	// on the clusters that do (the most specific StatefulSessionPerRoute wins, nothing merges).
+	var routeConfig *anypb.Any
 	if same {
-		tpl.perFilter = t.xds.perFilter(configs[0])
+		routeConfig = configs[0]
 	}
+	tpl.perFilter = t.xds.perFilter(routeConfig, samePin && c.refs[0].tg.pinsSessions())
 	if len(c.refs) == 1 && c.invalidWeight == 0 {
 		tg := c.refs[0].tg
 		ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: tg.cluster.Name}
@@ -873,9 +878,11 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 			if ref.tg.authHeader != "" {
 				cw.RequestHeadersToAdd = []*corev3.HeaderValueOption{headerOption("authorization", ref.tg.authHeader, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)}
 			}
+			var clusterConfig *anypb.Any
 			if !same {
-				cw.TypedPerFilterConfig = t.xds.perFilter(configs[i])
+				clusterConfig = configs[i]
 			}
+			cw.TypedPerFilterConfig = t.xds.perFilter(clusterConfig, !samePin && ref.tg.pinsSessions())
 			wc.Clusters = append(wc.Clusters, cw)
 		}
 		if c.invalidWeight > 0 {

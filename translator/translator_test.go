@@ -1,6 +1,7 @@
 package translator_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -9,6 +10,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	statefulv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/stateful_session/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
@@ -142,6 +144,12 @@ func TestValidateCatches(t *testing.T) {
 		"pseudo-header removed": {func(g *translator.GatewayConfig) {
 			g.Routes[0].VirtualHosts[0].RequestHeadersToRemove = []string{":path"}
 		}, `header ":path" cannot be removed`},
+		"session state Envoy does not have": {func(g *translator.GatewayConfig) {
+			pr := &statefulv3.StatefulSessionPerRoute{Override: &statefulv3.StatefulSessionPerRoute_StatefulSession{
+				StatefulSession: &statefulv3.StatefulSession{SessionState: &corev3.TypedExtensionConfig{
+					Name: "envoy.http.stateful_session.envelope", TypedConfig: anyOf(t, &statefulv3.StatefulSession{})}}}}
+			g.Routes[0].VirtualHosts[0].Routes[0].TypedPerFilterConfig = map[string]*anypb.Any{"envoy.filters.http.stateful_session": anyOf(t, pr)}
+		}, "want envoy.http.stateful_session.envelope with an EnvelopeSessionState"},
 		"proto rule":                  {func(g *translator.GatewayConfig) { g.Clusters[0].Name = "" }, "Name"},
 		"missing route configuration": {func(g *translator.GatewayConfig) { g.Routes = nil }, "RouteConfiguration"},
 	}
@@ -157,6 +165,16 @@ func TestValidateCatches(t *testing.T) {
 	}
 }
 
+// anyOf wraps m in an Any.
+func anyOf(t *testing.T, m proto.Message) *anypb.Any {
+	t.Helper()
+	a, err := anypb.New(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
 // rewriteExtProc changes the ext_proc filter config of the first listener.
 func rewriteExtProc(t *testing.T, g *translator.GatewayConfig, f func(*extprocv3.ExternalProcessor)) {
 	t.Helper()
@@ -166,8 +184,12 @@ func rewriteExtProc(t *testing.T, g *translator.GatewayConfig, f func(*extprocv3
 		t.Fatal(err)
 	}
 	hcm = proto.Clone(hcm).(*hcmv3.HttpConnectionManager)
+	i := slices.IndexFunc(hcm.HttpFilters, func(f *hcmv3.HttpFilter) bool { return f.Name == translator.ExtProcFilterName })
+	if i < 0 {
+		t.Fatal("no ext_proc filter")
+	}
 	ep := &extprocv3.ExternalProcessor{}
-	if err := hcm.HttpFilters[0].GetTypedConfig().UnmarshalTo(ep); err != nil {
+	if err := hcm.HttpFilters[i].GetTypedConfig().UnmarshalTo(ep); err != nil {
 		t.Fatal(err)
 	}
 	f(ep)
@@ -175,7 +197,7 @@ func rewriteExtProc(t *testing.T, g *translator.GatewayConfig, f func(*extprocv3
 	if err != nil {
 		t.Fatal(err)
 	}
-	hcm.HttpFilters[0] = &hcmv3.HttpFilter{Name: hcm.HttpFilters[0].Name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}}
+	hcm.HttpFilters[i] = &hcmv3.HttpFilter{Name: hcm.HttpFilters[i].Name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}}
 	ha, err := anypb.New(hcm)
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	statefulv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/stateful_session/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -104,8 +105,29 @@ func checkAny(what string, a *anypb.Any, check func(string, proto.Message)) []er
 		if err := checkProcessingMode(c.GetOverrides().GetProcessingMode(), false, c.GetOverrides().GetFailureModeAllow().GetValue()); err != nil {
 			return []error{fmt.Errorf("%s: %w", what, err)}
 		}
+	case *statefulv3.StatefulSession:
+		return checkSessionState(what, c.GetSessionState(), check)
+	case *statefulv3.StatefulSessionPerRoute:
+		return checkSessionState(what, c.GetStatefulSession().GetSessionState(), check)
 	}
 	return nil
+}
+
+// envelopeSessionStateURL is the config type of the envelope session state.
+const envelopeSessionStateURL = "type.googleapis.com/envoy.extensions.http.stateful_session.envelope.v3.EnvelopeSessionState"
+
+// checkSessionState makes the stateful session filter's check: Envoy looks the session state up
+// by its name (getAndCheckFactoryByName) and reads the typed config as that extension's; the
+// envelope is the one mcpgate emits.
+func checkSessionState(what string, ss *corev3.TypedExtensionConfig, check func(string, proto.Message)) []error {
+	if ss == nil {
+		return nil
+	}
+	if ss.GetName() != envelopeSessionStateName || ss.GetTypedConfig().GetTypeUrl() != envelopeSessionStateURL {
+		return []error{fmt.Errorf("%s: session state %q with a %s config, want %s with an EnvelopeSessionState",
+			what, ss.GetName(), ss.GetTypedConfig().GetTypeUrl(), envelopeSessionStateName)}
+	}
+	return checkAny(what+" session state", ss.GetTypedConfig(), check)
 }
 
 // checkExtProc makes the checks of Envoy's ext_proc config.cc.
