@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,20 +38,7 @@ func startRouting(t *testing.T) *routing {
 	up := newRecorder()
 	t.Cleanup(up.srv.Close)
 	_, plainPort, _ := net.SplitHostPort(up.srv.Listener.Addr().String())
-	data, err := os.ReadFile("testdata/" + fileRouting)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vars := map[string]string{"GATEWAY_PORT": strconv.Itoa(free[0]), "FETCH_PORT": strconv.Itoa(s.ports.fetch), "PLAIN_PORT": plainPort}
-	data = []byte(os.Expand(string(data), func(k string) string { return vars[k] }))
-	if err := s.lab.put(fileRouting, data); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := s.lab.remove(fileRouting); err != nil {
-			t.Error(err)
-		}
-	})
+	serveTestdata(t, fileRouting, map[string]string{"GATEWAY_PORT": strconv.Itoa(free[0]), "FETCH_PORT": strconv.Itoa(s.ports.fetch), "PLAIN_PORT": plainPort})
 	r := &routing{s: s, addr: addr(free[0]), up: up}
 	eventually(t, "the routing Gateway serves its routes and policies", func() error {
 		for _, c := range []struct {
