@@ -639,16 +639,14 @@ func (st *stream) forward(f *xdsconf.Forward, upBody io.Reader) {
 
 	// The router changes the stream's request headers in place (finalizeRequestHeaders, the
 	// rewrites, x-envoy-expected-rq-timeout-ms): the access log's %REQ(...)% sees the forwarded
-	// request.
+	// request. Envoy's order (WeightedClusterEntry:: and RouteEntryImplBase::
+	// finalizeRequestHeaders): the header operations (which cannot touch :path or host), then
+	// the host rewrites, then the path rewrite, which sets x-envoy-original-path, so a route
+	// that removes that header removes only a client's.
 	h := st.req
-	path := h.Value(":path")
-	if np := xdsconf.RewritePath(path, &st.route.Match, f.PrefixRewrite, f.RegexRewrite, f.RegexSubstitution); np != path {
-		h.Set(":path", np)
-		h.Set("x-envoy-original-path", path)
-	}
-	// Envoy's order: the weighted cluster's host_rewrite_literal (WeightedClusterEntry::
-	// finalizeRequestHeaders), then the route's (RouteEntryImplBase::finalizeRequestHeaders), then
-	// auto_host_rewrite when the upstream connection is ready, if the host has a hostname.
+	st.finalizeRequestHeaders(h)
+	// The weighted cluster's host_rewrite_literal, then the route's, then auto_host_rewrite
+	// when the upstream connection is ready, if the host has a hostname.
 	if st.wc.HostRewrite != "" {
 		h.Set(":authority", st.wc.HostRewrite)
 	}
@@ -658,7 +656,11 @@ func (st *stream) forward(f *xdsconf.Forward, upBody io.Reader) {
 	case f.AutoHostRewrite && ep.hostname != "":
 		h.Set(":authority", ep.hostname)
 	}
-	st.finalizeRequestHeaders(h)
+	path := h.Value(":path")
+	if np := xdsconf.RewritePath(path, &st.route.Match, f.PrefixRewrite, f.RegexRewrite, f.RegexSubstitution); np != path {
+		h.Set(":path", np)
+		h.Set("x-envoy-original-path", path)
+	}
 	ctx := st.ctx
 	if f.Timeout > 0 {
 		h.Set("x-envoy-expected-rq-timeout-ms", strconv.FormatInt(f.Timeout.Milliseconds(), 10))

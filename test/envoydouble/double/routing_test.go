@@ -35,6 +35,11 @@ func TestRoutingWithoutExtProc(t *testing.T) {
 	rewrite := prefixRoute("rewrite", "/old/", "a", nil)
 	rewrite.GetRoute().PrefixRewrite = "/new/"
 	rewrite.GetRoute().HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: "rewritten.example"}
+	// The translator's way to drop a client's x-envoy-original-path: removed by the route's
+	// header operations, which Envoy applies before the path rewrite that sets its own.
+	strip := prefixRoute("strip", "/strip/", "a", nil)
+	strip.GetRoute().PrefixRewrite = "/stripped/"
+	strip.RequestHeadersToRemove = []string{"x-envoy-original-path"}
 	headerRoute := prefixRoute("by-header", "/", "b", nil)
 	headerRoute.Match.Headers = []*routev3.HeaderMatcher{{Name: "x-pick", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
 		StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "b"}}}}}
@@ -48,7 +53,7 @@ func TestRoutingWithoutExtProc(t *testing.T) {
 	withHeaders.ResponseHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-resp-added", Value: "yes"}}}
 	noTimeout := prefixRoute("sse", "/sse", "a", nil)
 	noTimeout.GetRoute().Timeout = durationpb.New(0)
-	vh := vhost("vh-star", []string{"*"}, exact, rewrite, withHeaders, noTimeout, headerRoute, prefixRoute("to-missing", "/missing", "nope", nil),
+	vh := vhost("vh-star", []string{"*"}, exact, rewrite, strip, withHeaders, noTimeout, headerRoute, prefixRoute("to-missing", "/missing", "nope", nil),
 		prefixRoute("eds-empty", "/empty", "eds", nil), prefixRoute("refused", "/refused", "dead", nil), prefixRoute("default", "/", "a", nil))
 	vh.RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-vhost-added", Value: "vh"}}}
 	exampleVH := vhost("vh-example", []string{"*.example.com"}, prefixRoute("example", "/", "b", nil))
@@ -92,6 +97,12 @@ func TestRoutingWithoutExtProc(t *testing.T) {
 		if resp.Header.Get("x-seen-path") != "/new/x?y=2" || resp.Header.Get("x-seen-host") != "rewritten.example" ||
 			resp.Header.Get("x-seen-x-envoy-original-path") != "/old/x?y=2" {
 			t.Errorf("path %q host %q original %q", resp.Header.Get("x-seen-path"), resp.Header.Get("x-seen-host"), resp.Header.Get("x-seen-x-envoy-original-path"))
+		}
+	})
+	t.Run("header operations run before the path rewrite sets x-envoy-original-path", func(t *testing.T) {
+		resp, _ := do(t, "GET", e.url("/strip/x"), nil, "x-envoy-original-path", "/forged")
+		if resp.Header.Get("x-seen-path") != "/stripped/x" || resp.Header.Get("x-seen-x-envoy-original-path") != "/strip/x" {
+			t.Errorf("path %q original %q, want /stripped/x and the router's own /strip/x", resp.Header.Get("x-seen-path"), resp.Header.Get("x-seen-x-envoy-original-path"))
 		}
 	})
 	t.Run("header match and route order", func(t *testing.T) {
