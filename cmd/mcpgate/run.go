@@ -404,9 +404,7 @@ func (s *supervisor) freeAdminPort(gw string) (int, error) {
 func (s *supervisor) run(ctx context.Context, gw, path string) {
 	pause := time.Second
 	for {
-		// Envoy flushes its access log file (stdout here) every 10 s by default: every second
-		// shows each request's line while one watches.
-		args := append([]string{"-c", path, "--log-level", "info", "--disable-hot-restart", "--file-flush-interval-msec", "1000"}, s.cfg.envoyArgs...)
+		args := envoyArgs(path, s.cfg.envoyArgs)
 		cmd := exec.CommandContext(ctx, s.bin, args...)
 		// Stop: SIGTERM, then SIGKILL if Envoy has not exited 10 s later.
 		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
@@ -431,6 +429,17 @@ func (s *supervisor) run(ctx context.Context, gw, path string) {
 		}
 		pause = min(2*pause, 30*time.Second)
 	}
+}
+
+// envoyArgs is the command line of an Envoy with the bootstrap at path, then extra. Envoy flushes
+// its access log file (stdout here) every 10 s by default: unless extra sets it, every second, so
+// each request's line shows while one watches. (Envoy refuses a flag given twice.)
+func envoyArgs(path string, extra []string) []string {
+	args := []string{"-c", path, "--log-level", "info", "--disable-hot-restart"}
+	if !slices.Contains(extra, "--file-flush-interval-msec") {
+		args = append(args, "--file-flush-interval-msec", "1000")
+	}
+	return append(args, extra...)
 }
 
 // stopAll stops every Envoy and waits for them to exit; none starts afterwards.

@@ -502,3 +502,19 @@ func TestSupervisorAdminPorts(t *testing.T) {
 		t.Errorf("admin ports %v from busy port %d: want the ports after it, in order, the first one again for ns/a", got, base)
 	}
 }
+
+// TestEnvoyArgs sets the access log flush interval once: Envoy refuses a flag given twice.
+func TestEnvoyArgs(t *testing.T) {
+	for _, c := range []struct {
+		extra []string
+		want  string
+	}{
+		{nil, "-c b.yaml --log-level info --disable-hot-restart --file-flush-interval-msec 1000"},
+		{[]string{"--concurrency", "2"}, "-c b.yaml --log-level info --disable-hot-restart --file-flush-interval-msec 1000 --concurrency 2"},
+		{[]string{"--file-flush-interval-msec", "100"}, "-c b.yaml --log-level info --disable-hot-restart --file-flush-interval-msec 100"},
+	} {
+		if got := strings.Join(envoyArgs("b.yaml", c.extra), " "); got != c.want {
+			t.Errorf("envoyArgs(%q) = %q, want %q", c.extra, got, c.want)
+		}
+	}
+}

@@ -124,8 +124,10 @@ func Start(ctx context.Context, o Options) (*Double, error) {
 			// Envoy's initial_fetch_timeout: the server goes LIVE even without a first answer.
 			select {
 			case <-time.After(boot.InitialFetchTimeout):
-				d.log.Warn("initial fetch timeout: going LIVE without a complete configuration")
-				d.setLive()
+				if !d.Live() {
+					d.log.Warn("initial fetch timeout: going LIVE without a complete configuration")
+					d.setLive()
+				}
 			case <-ctx.Done():
 			}
 		}()
