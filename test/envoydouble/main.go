@@ -54,6 +54,9 @@ func run(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if err := onceEach(fs, args); err != nil {
+		return err
+	}
 	if config == "" {
 		return fmt.Errorf("-c bootstrap.yaml is required")
 	}
@@ -91,4 +94,34 @@ func slogLevel(l string) slog.Level {
 		return slog.LevelError
 	}
 	return slog.LevelInfo
+}
+
+// onceEach refuses a flag given twice, as Envoy's command line parser (TCLAP) does: "Argument
+// already set!". Go's flag package would keep the last value silently. -c and --config-path are
+// one flag, like -l and --log-level.
+func onceEach(fs *flag.FlagSet, args []string) error {
+	alias := map[string]string{"c": "config-path", "l": "log-level"}
+	seen := map[string]bool{}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || !strings.HasPrefix(a, "-") {
+			break
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		f := fs.Lookup(name)
+		if f == nil {
+			continue // fs.Parse has refused it already
+		}
+		if long, ok := alias[name]; ok {
+			name = long
+		}
+		if seen[name] {
+			return fmt.Errorf("flag --%s given twice (Envoy refuses it: Argument already set!)", name)
+		}
+		seen[name] = true
+		if _, isBool := f.Value.(interface{ IsBoolFlag() bool }); !hasValue && !isBool {
+			i++ // its value
+		}
+	}
+	return nil
 }
