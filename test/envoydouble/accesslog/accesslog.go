@@ -1,5 +1,6 @@
 // Package accesslog reproduces Envoy's access log json_format: a dictionary whose string values
-// hold command operators (%RESPONSE_CODE%, %REQ(:PATH)%, %DYNAMIC_METADATA(ns:key)% ...). A value
+// hold command operators (%RESPONSE_CODE%, %REQ(:PATH)%, %DYNAMIC_METADATA(ns:key)%,
+// %METADATA(ROUTE:ns:key)% ...). A value
 // that is exactly one operator is written typed (numbers as numbers, metadata as JSON, unavailable
 // as null); a value that mixes text and operators is a string in which unavailable is "-".
 package accesslog
@@ -19,17 +20,24 @@ import (
 
 // Info is what is known about a finished request: the input of a format.
 type Info struct {
-	Start            time.Time
-	Duration         time.Duration
-	Request          *headers.Map // final request headers (after filters)
-	Response         *headers.Map // nil when no response was sent
-	Code             int
-	Flags            []string // Envoy short response flags: NR, UH, UF, UT, NC, DC, UC ...
-	Details          string   // %RESPONSE_CODE_DETAILS%
-	UpstreamHost     string
-	UpstreamCluster  string
-	RouteName        string
-	Metadata         map[string]*structpb.Struct // dynamic metadata by namespace
+	Start           time.Time
+	Duration        time.Duration
+	Request         *headers.Map // final request headers (after filters)
+	Response        *headers.Map // nil when no response was sent
+	Code            int
+	Flags           []string // Envoy short response flags: NR, UH, UF, UT, NC, DC, UC ...
+	Details         string   // %RESPONSE_CODE_DETAILS%
+	UpstreamHost    string
+	UpstreamCluster string
+	RouteName       string
+	Metadata        map[string]*structpb.Struct // dynamic metadata by namespace
+	// RouteMetadata is the matched route's metadata.filter_metadata (nil without a route).
+	RouteMetadata map[string]*structpb.Struct
+	// ClusterMetadata is the upstream cluster's metadata.filter_metadata: Envoy's
+	// upstreamClusterInfo, which the connection manager sets when the route is picked, to the
+	// route's (or picked weighted) cluster if that cluster exists (nil otherwise: no route, a
+	// redirect or direct response, or a cluster that does not exist).
+	ClusterMetadata  map[string]*structpb.Struct
 	Protocol         string
 	BytesReceived    int64
 	BytesSent        int64
@@ -59,7 +67,7 @@ type part struct {
 
 type operator struct {
 	name   string
-	args   []string // REQ: alternatives; DYNAMIC_METADATA: namespace then path
+	args   []string // REQ: alternatives; DYNAMIC_METADATA: namespace then path; METADATA: type, namespace, path
 	maxLen int
 }
 
@@ -72,8 +80,13 @@ var implemented = map[string]bool{
 	"RESPONSE_CODE": true, "RESPONSE_FLAGS": true, "DURATION": true, "UPSTREAM_HOST": true,
 	"ROUTE_NAME": true, "DYNAMIC_METADATA": true, "PROTOCOL": true, "BYTES_RECEIVED": true,
 	"BYTES_SENT": true, "RESPONSE_CODE_DETAILS": true, "UPSTREAM_CLUSTER": true,
-	"DOWNSTREAM_REMOTE_ADDRESS": true,
+	"DOWNSTREAM_REMOTE_ADDRESS": true, "METADATA": true,
 }
+
+// metadataTypes are the TYPEs of %METADATA(TYPE:NAMESPACE:KEY*)% the double implements. Envoy
+// (the built-in envoy.formatter.metadata command parser) also has UPSTREAM_HOST, LISTENER and
+// VIRTUAL_HOST, refused here, and refuses a type it does not know.
+var metadataTypes = map[string]bool{"DYNAMIC": true, "ROUTE": true, "CLUSTER": true}
 
 // Compile compiles a json_format dictionary. path names the field in errors.
 func Compile(s *structpb.Struct, path string) (*Format, error) {
@@ -135,6 +148,11 @@ func compileTemplate(s, path string) (*template, error) {
 				op.args = strings.Split(strings.ToLower(arg), "?")
 			case "DYNAMIC_METADATA":
 				op.args = strings.Split(arg, ":")
+			case "METADATA":
+				op.args = strings.Split(arg, ":")
+				if !metadataTypes[op.args[0]] {
+					return nil, fmt.Errorf("%s: %%METADATA(%s)%%: metadata type %q not implemented by envoydouble (DYNAMIC, ROUTE, CLUSTER)", path, arg, op.args[0])
+				}
 			case "START_TIME":
 				if arg != "" {
 					return nil, fmt.Errorf("%s: %%START_TIME(%s)%%: custom time formats not implemented by envoydouble", path, arg)
@@ -143,7 +161,7 @@ func compileTemplate(s, path string) (*template, error) {
 				return nil, fmt.Errorf("%s: %%%s%% takes no argument", path, name)
 			}
 		}
-		if (name == "REQ" || name == "REQUEST_HEADER" || name == "RESP" || name == "RESPONSE_HEADER" || name == "DYNAMIC_METADATA") && len(op.args) == 0 {
+		if (name == "REQ" || name == "REQUEST_HEADER" || name == "RESP" || name == "RESPONSE_HEADER" || name == "DYNAMIC_METADATA" || name == "METADATA") && len(op.args) == 0 {
 			return nil, fmt.Errorf("%s: %%%s%% needs an argument", path, name)
 		}
 		if loc[10] >= 0 {
@@ -268,6 +286,13 @@ func (o *operator) value(info *Info) (any, bool) {
 		return str(info.DownstreamRemote)
 	case "DYNAMIC_METADATA":
 		return metadata(info.Metadata, o.args, o.maxLen)
+	case "METADATA":
+		// Envoy's MetadataFormatter: the TYPE picks the metadata (DYNAMIC: the request's,
+		// ROUTE: stream_info.route()'s, CLUSTER: upstreamClusterInfo()'s); then as
+		// DYNAMIC_METADATA, unavailable (null, "-" in text) when there is none.
+		md := map[string]map[string]*structpb.Struct{"DYNAMIC": info.Metadata, "ROUTE": info.RouteMetadata,
+			"CLUSTER": info.ClusterMetadata}[o.args[0]]
+		return metadata(md, o.args[1:], o.maxLen)
 	}
 	return nil, false
 }
@@ -284,9 +309,14 @@ func header(h *headers.Map, names []string, str func(string) (any, bool)) (any, 
 	return nil, false
 }
 
-// metadata reads %DYNAMIC_METADATA(NAMESPACE:KEY*)%: the namespace struct, then nested keys.
-// Strings are truncated to maxLen; other values are written as JSON.
+// metadata reads %DYNAMIC_METADATA(NAMESPACE:KEY*)% (and %METADATA(TYPE:NAMESPACE:KEY*)%) in a
+// metadata's filter_metadata: the namespace struct, then nested keys. Strings are truncated to
+// maxLen; other values are written as JSON. A missing namespace (also an empty one, as in
+// %METADATA(ROUTE)%) is unavailable.
 func metadata(md map[string]*structpb.Struct, args []string, maxLen int) (any, bool) {
+	if len(args) == 0 {
+		return nil, false
+	}
 	s, ok := md[args[0]]
 	if !ok {
 		return nil, false

@@ -47,8 +47,46 @@ func TestJSONFormat(t *testing.T) {
 	}
 }
 
+// TestMetadataTypes: %METADATA(TYPE:NS:KEY)% reads the request's dynamic metadata, the route's
+// or the upstream cluster's; what one lacks is null, and another type's fields are not seen.
+func TestMetadataTypes(t *testing.T) {
+	s, _ := structpb.NewStruct(map[string]any{
+		"dyn": "%METADATA(DYNAMIC:mcpgate:k)%", "route": "%METADATA(ROUTE:mcpgate:k)%", "cluster": "%METADATA(CLUSTER:mcpgate:k)%",
+		"deep": "%METADATA(ROUTE:mcpgate:obj:inner)%", "not_obj": "%METADATA(CLUSTER:mcpgate:k:inner)%",
+	})
+	f, err := accesslog.Compile(s, "json_format")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := func(fields map[string]any) map[string]*structpb.Struct {
+		st, _ := structpb.NewStruct(fields)
+		return map[string]*structpb.Struct{"mcpgate": st}
+	}
+	for _, c := range []struct {
+		name string
+		info accesslog.Info
+		want string
+	}{
+		{"all", accesslog.Info{Metadata: ns(map[string]any{"k": "d"}), RouteMetadata: ns(map[string]any{"k": "r", "obj": map[string]any{"inner": 2}}),
+			ClusterMetadata: ns(map[string]any{"k": "c"})},
+			`{"cluster":"c","deep":2,"dyn":"d","not_obj":null,"route":"r"}`},
+		{"route only", accesslog.Info{RouteMetadata: ns(map[string]any{"k": "r"})},
+			`{"cluster":null,"deep":null,"dyn":null,"not_obj":null,"route":"r"}`},
+		{"none", accesslog.Info{}, `{"cluster":null,"deep":null,"dyn":null,"not_obj":null,"route":null}`},
+	} {
+		var got map[string]any
+		if err := json.Unmarshal(f.Render(&c.info), &got); err != nil {
+			t.Fatal(err)
+		}
+		if gj, _ := json.Marshal(got); string(gj) != c.want {
+			t.Errorf("%s: got %s, want %s", c.name, gj, c.want)
+		}
+	}
+}
+
 func TestRefusesUnknownOperators(t *testing.T) {
-	for _, v := range []string{"%UPSTREAM_TRANSPORT_FAILURE_REASON%", "%START_TIME(%s)%", "%REQ%", "50%"} {
+	for _, v := range []string{"%UPSTREAM_TRANSPORT_FAILURE_REASON%", "%START_TIME(%s)%", "%REQ%", "50%",
+		"%METADATA%", "%METADATA(UPSTREAM_HOST:ns:k)%", "%METADATA(route:ns:k)%"} {
 		s, _ := structpb.NewStruct(map[string]any{"x": v})
 		if _, err := accesslog.Compile(s, "json_format"); err == nil || !strings.Contains(err.Error(), "json_format.x") {
 			t.Errorf("%q: got %v, want an error naming json_format.x", v, err)

@@ -436,6 +436,18 @@ func (st *stream) matchRoute() {
 	}
 }
 
+// upstreamCluster is Envoy's upstreamClusterInfo, which the connection manager sets when it picks
+// the route (ActiveStream::setRoute): the cluster of the route entry (the picked weighted cluster)
+// if the cluster manager has it, else none; a redirect or direct response has no route entry.
+// %UPSTREAM_CLUSTER%, %METADATA(CLUSTER:...)% and the xds.cluster_name attribute read it. The
+// double's snapshot is the stream's, as Envoy keeps the ClusterInfo it took.
+func (st *stream) upstreamCluster() *xdsconf.Cluster {
+	if st.route == nil || st.route.Forward == nil {
+		return nil
+	}
+	return st.snap.Clusters[st.cluster]
+}
+
 // setupExtProc creates the ext_proc filter stream with the per-route configs of the route
 // configuration, virtual host, route and weighted cluster merged as Envoy merges them
 // (Filter::mergePerRouteConfig). A merged config that is disabled skips the filter.
@@ -528,10 +540,10 @@ func (st *stream) attribute(expr string) (*structpb.Value, bool) {
 		}
 		return str(st.vh.Name)
 	case "xds.cluster_name":
-		if st.cluster == "" {
-			return nil, false
+		if c := st.upstreamCluster(); c != nil {
+			return str(c.Name)
 		}
-		return str(st.cluster)
+		return nil, false
 	case "response.code":
 		if st.resp == nil {
 			return nil, false
@@ -1174,14 +1186,17 @@ func (st *stream) finish() {
 		st.srv.log.Error("envoydouble: panic while serving", "panic", rec)
 	}
 	info := &accesslog.Info{Start: st.start, Duration: time.Since(st.start), Request: st.req, Code: st.code,
-		Flags: st.flags, Details: st.details, UpstreamHost: st.upstream, UpstreamCluster: st.cluster,
+		Flags: st.flags, Details: st.details, UpstreamHost: st.upstream,
 		Metadata: st.md.Snapshot(), Protocol: st.r.Proto, BytesReceived: st.bytesIn.Load(), BytesSent: st.bytesOut,
 		DownstreamRemote: st.remote}
 	if st.headersSent {
 		info.Response = st.resp
 	}
 	if st.route != nil {
-		info.RouteName = st.route.Name
+		info.RouteName, info.RouteMetadata = st.route.Name, st.route.Metadata
+	}
+	if c := st.upstreamCluster(); c != nil {
+		info.UpstreamCluster, info.ClusterMetadata = c.Name, c.Metadata
 	}
 	for _, a := range st.lis.HCM.AccessLogs {
 		st.srv.writeAccessLog(a, a.Format.Render(info))

@@ -14,6 +14,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // DiscoveryType is how a cluster finds its endpoints.
@@ -58,6 +59,9 @@ type Cluster struct {
 	TLS *tls.Config
 	// DNSFamily is dns_lookup_family: which resolved addresses a STRICT_DNS cluster uses.
 	DNSFamily clusterv3.Cluster_DnsLookupFamily
+	// Metadata is metadata.filter_metadata (by filter namespace), what the access log's
+	// %METADATA(CLUSTER:...)% reads.
+	Metadata map[string]*structpb.Struct
 }
 
 // Endpoint is one upstream address. Network is "tcp" (Host:Port) or "unix" (Path).
@@ -111,7 +115,7 @@ func CompileCluster(c *clusterv3.Cluster) (*Cluster, error) {
 		return nil, err
 	}
 	out := &Cluster{Name: c.GetName(), EDSName: c.GetName(), ConnectTimeout: 5 * time.Second, DNSRefreshRate: 5 * time.Second,
-		DNSFamily: c.GetDnsLookupFamily()}
+		DNSFamily: c.GetDnsLookupFamily(), Metadata: c.GetMetadata().GetFilterMetadata()}
 	if c.GetConnectTimeout() != nil {
 		out.ConnectTimeout = c.GetConnectTimeout().AsDuration()
 	}

@@ -11,6 +11,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/mcpgate/mcpgate/test/envoydouble/headers"
 )
@@ -46,6 +47,9 @@ type Route struct {
 	Direct    *DirectResponse
 	Headers   HeaderOps
 	PerFilter PerFilter
+	// Metadata is metadata.filter_metadata (by filter namespace), what the access log's
+	// %METADATA(ROUTE:...)% reads.
+	Metadata map[string]*structpb.Struct
 }
 
 // PathKind is the RouteMatch.path_specifier.
@@ -268,7 +272,7 @@ func compileRoute(r *routev3.Route, path string, maxBody uint32) (*Route, error)
 		"response_headers_to_remove", "typed_per_filter_config", "metadata", "decorator"); err != nil {
 		return nil, err
 	}
-	out := &Route{Name: r.GetName()}
+	out := &Route{Name: r.GetName(), Metadata: r.GetMetadata().GetFilterMetadata()}
 	var err error
 	if out.Match, err = compileMatch(r.GetMatch(), path+".match"); err != nil {
 		return nil, err
