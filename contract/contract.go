@@ -1,6 +1,7 @@
 // Package contract holds the names that mcpgate's parts agree on. The translator writes them into
-// Envoy's configuration, xds and the bootstrap serve them, ext_proc reads them from its streams
-// and writes them back as dynamic metadata for Envoy's access log. docs/design.md explains each.
+// Envoy's configuration (also as route and cluster metadata for the access log), xds and the
+// bootstrap serve them, ext_proc reads them from its streams and writes the per-request fields as
+// dynamic metadata for Envoy's access log. docs/design.md explains each.
 package contract
 
 // xDS.
@@ -43,16 +44,38 @@ const (
 	TransportStreamableHTTP = "streamable-http"
 )
 
-// MetadataNamespace is the dynamic metadata namespace ext_proc writes and Envoy's access log
-// reads (%DYNAMIC_METADATA(mcpgate:FIELD)%).
+// MetadataNamespace is the filter namespace of mcpgate's metadata: the dynamic metadata ext_proc
+// writes for each request, and the metadata.filter_metadata the translator sets on each Route and
+// Cluster. Envoy's access log reads the fields from all three (%METADATA(TYPE:mcpgate:FIELD)%).
 const MetadataNamespace = "mcpgate"
 
-// The fields of the MetadataNamespace dynamic metadata.
+// MetadataSource is where a field of the MetadataNamespace is set. Its value is the TYPE of
+// Envoy's %METADATA(TYPE:NAMESPACE:KEY)% access log command operator that reads it.
+type MetadataSource string
+
+// The sources of the fields.
 const (
-	FieldGateway      = "gateway"
-	FieldRoute        = "route"
-	FieldBackend      = "backend"
-	FieldTarget       = "target"
+	// FromRoute fields are constant per route: the translator sets them in each Route's
+	// metadata.filter_metadata, also on routes without ext_proc.
+	FromRoute MetadataSource = "ROUTE"
+	// FromCluster fields are constant per cluster (an MCP target, a backend or a Service port):
+	// the translator sets them in each Cluster's metadata.filter_metadata. A weighted rule has
+	// several clusters, so the route cannot hold them. Envoy's access log reads the upstream
+	// cluster, picked with the route: none when no cluster was picked or it does not exist.
+	FromCluster MetadataSource = "CLUSTER"
+	// FromExtProc fields vary per request: ext_proc writes them into the request's dynamic
+	// metadata. ext_proc knows the route's and cluster's fields too (from the route's gRPC initial
+	// metadata, Metadata*) for its audit line, metrics and spans, but does not send them back:
+	// every reply is smaller.
+	FromExtProc MetadataSource = "DYNAMIC"
+)
+
+// The fields of the MetadataNamespace.
+const (
+	FieldGateway      = "gateway"       // FromRoute: the Gateway, "NAMESPACE/NAME"
+	FieldRoute        = "route"         // FromRoute: the HTTPRoute rule, "NAMESPACE/NAME/rule/I"
+	FieldBackend      = "backend"       // FromCluster: the AgentgatewayBackend, "NAMESPACE/NAME"
+	FieldTarget       = "target"        // FromCluster: the MCP target's name
 	FieldSession      = "session"       // Mcp-Session-Id, or the legacy SSE sessionId
 	FieldSubject      = "subject"       // the JWT's sub
 	FieldMethod       = "method"        // the JSON-RPC method
@@ -65,10 +88,17 @@ const (
 	FieldAuthn        = "authn"         // the outcome of JWT authentication
 )
 
-// Fields lists the fields of the MetadataNamespace dynamic metadata, in the order the access
-// log shows them.
-func Fields() []string {
-	return []string{FieldGateway, FieldRoute, FieldBackend, FieldTarget, FieldSession, FieldSubject,
-		FieldMethod, FieldTool, FieldArguments, FieldJSONRPCID, FieldDecision, FieldRule,
-		FieldJSONRPCError, FieldAuthn}
+// Field is a field of the MetadataNamespace and where it is set.
+type Field struct {
+	Name   string
+	Source MetadataSource
+}
+
+// Fields lists the fields of the MetadataNamespace, in the order the access log shows them.
+func Fields() []Field {
+	return []Field{{FieldGateway, FromRoute}, {FieldRoute, FromRoute}, {FieldBackend, FromCluster},
+		{FieldTarget, FromCluster}, {FieldSession, FromExtProc}, {FieldSubject, FromExtProc},
+		{FieldMethod, FromExtProc}, {FieldTool, FromExtProc}, {FieldArguments, FromExtProc},
+		{FieldJSONRPCID, FromExtProc}, {FieldDecision, FromExtProc}, {FieldRule, FromExtProc},
+		{FieldJSONRPCError, FromExtProc}, {FieldAuthn, FromExtProc}}
 }

@@ -105,7 +105,7 @@ func TestRequestBodyNotSentToolRules(t *testing.T) {
 	s = openNoBody(t, h, open)
 	resp = check(t)(s.RequestHeaders(postHeaders("/mcp", ""), false))
 	plainContinue(t, resp)
-	if md := extproctest.Metadata(resp); md["route"] != open.Route || md["decision"] != "allow" {
+	if md := extproctest.Metadata(resp); md["authn"] != "none" || md["decision"] != "allow" {
 		t.Errorf("POST without rules, no body to follow: the headers reply must carry the metadata, got %v", md)
 	}
 

@@ -164,7 +164,7 @@ func (m *metadata) put(f mdField) {
 		}
 	}
 	if m.fields == nil {
-		m.fields = make([]mdField, 0, 16)
+		m.fields = make([]mdField, 0, 10) // the contract.FromExtProc fields
 	}
 	m.fields = append(m.fields, f)
 }

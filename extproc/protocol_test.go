@@ -34,6 +34,11 @@ func check(t *testing.T) func(*extprocv3.ProcessingResponse, error) *extprocv3.P
 		if err != nil {
 			t.Fatal(err)
 		}
+		for k := range extproctest.Metadata(resp) {
+			if !slices.ContainsFunc(contract.Fields(), func(f contract.Field) bool { return f.Name == k && f.Source == contract.FromExtProc }) {
+				t.Errorf("the reply writes %q into the dynamic metadata: only per-request fields (contract.FromExtProc) belong there", k)
+			}
+		}
 		return resp
 	}
 }
@@ -95,7 +100,7 @@ func TestJSONAnswer(t *testing.T) {
 			resp = check(t)(s.RequestBody(body, true))
 			plainContinue(t, resp)
 			md := extproctest.Metadata(resp)
-			if md["authn"] != "ok" || md["subject"] != "user-id" || md["gateway"] != streamableRoute.Gateway || md["session"] != "S1" {
+			if md["authn"] != "ok" || md["subject"] != "user-id" || md["session"] != "S1" {
 				t.Errorf("request metadata %v", md)
 			}
 			if md["method"] != "tools/call" || md["tool"] != "fetch" || md["arguments"] != `{"url":"https://httpbin.org/get"}` || md["jsonrpc_id"] != "3" || md["decision"] != "allow" || md["rule"] != "AgentgatewayPolicy/agentgateway-system/tools#0" {

@@ -198,15 +198,6 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) (*extprocv3.Processin
 	}
 }
 
-// routeMetadata adds the route's fields to md.
-func (st *stream) routeMetadata(md *metadata) {
-	md.str(contract.FieldGateway, st.ri.gateway)
-	md.str(contract.FieldRoute, st.ri.route)
-	md.str(contract.FieldBackend, st.ri.backend)
-	md.str(contract.FieldTarget, st.ri.target)
-	md.str(contract.FieldSession, st.session)
-}
-
 // refuse answers the request with a, writes its audit record and returns the reply.
 func (st *stream) refuse(a answer, rule string, md metadata, rec *telemetry.Record) *extprocv3.ProcessingResponse {
 	if rec == nil {
@@ -275,8 +266,11 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 	}
 	// bodyFollows: a request body will reach ext_proc.
 	bodyFollows := st.ri.mcp && !h.GetEndOfStream() && !st.noRequestBody
+	// The route's and cluster's fields (gateway, route, backend, target) are in Envoy's route
+	// and cluster metadata, where the access log reads them (contract.FromRoute, FromCluster):
+	// only what varies per request goes back.
 	var md metadata
-	st.routeMetadata(&md)
+	md.str(contract.FieldSession, st.session)
 
 	if st.ri.policy != "" && st.pol == nil {
 		md.str(contract.FieldAuthn, st.authn)

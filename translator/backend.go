@@ -73,6 +73,12 @@ func (tg *target) pinsSessions() bool {
 	return false
 }
 
+// describeCluster sets the target's cluster metadata: the backend and MCP target that Envoy's
+// access log shows for the requests the cluster serves (contract.FromCluster).
+func (tg *target) describeCluster() {
+	tg.cluster.Metadata = filterMetadata([2]string{contract.FieldBackend, tg.backend}, [2]string{contract.FieldTarget, tg.name})
+}
+
 // backendInfo is an AgentgatewayBackend after translation.
 type backendInfo struct {
 	b      *v1alpha1.AgentgatewayBackend
@@ -95,6 +101,7 @@ func (t *translation) translateBackends() {
 			st.Conditions = []metav1.Condition{condition("Accepted", false, "Invalid", bi.err, gen)}
 			t.st.refuse(KindAgentgatewayBackend, b.Namespace, b.Name, field, msg)
 		} else {
+			bi.target.describeCluster()
 			st.Conditions = []metav1.Condition{condition("Accepted", true, "Accepted", note, gen)}
 		}
 		t.st.Backends[key(b.Namespace, b.Name)] = st

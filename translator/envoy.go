@@ -190,13 +190,33 @@ func accessLogConfig() *streamv3.StdoutAccessLog {
 	}
 	mcp := map[string]*structpb.Value{}
 	for _, f := range contract.Fields() {
-		mcp[f] = structpb.NewStringValue("%DYNAMIC_METADATA(" + contract.MetadataNamespace + ":" + f + ")%")
+		mcp[f.Name] = structpb.NewStringValue("%METADATA(" + string(f.Source) + ":" + contract.MetadataNamespace + ":" + f.Name + ")%")
 	}
 	fields[contract.MetadataNamespace] = structpb.NewStructValue(&structpb.Struct{Fields: mcp})
 	return &streamv3.StdoutAccessLog{AccessLogFormat: &streamv3.StdoutAccessLog_LogFormat{
 		LogFormat: &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_JsonFormat{
 			JsonFormat: &structpb.Struct{Fields: fields}}},
 	}}
+}
+
+// filterMetadata is the Metadata of a route or cluster: the contract.MetadataNamespace fields
+// (name, value) that have a value, for the access log (%METADATA(ROUTE|CLUSTER:mcpgate:F)%); nil
+// when none has one.
+func filterMetadata(fields ...[2]string) *corev3.Metadata {
+	var s *structpb.Struct
+	for _, f := range fields {
+		if f[1] == "" {
+			continue
+		}
+		if s == nil {
+			s = &structpb.Struct{Fields: make(map[string]*structpb.Value, len(fields))}
+		}
+		s.Fields[f[0]] = structpb.NewStringValue(f[1])
+	}
+	if s == nil {
+		return nil
+	}
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{contract.MetadataNamespace: s}}
 }
 
 // listener builds the Envoy listener of one Gateway port; its routes come over RDS (ADS).

@@ -13,6 +13,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/mcpgate/mcpgate/contract"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -718,6 +719,7 @@ func (t *translation) resolveBackendRef(cr *compiledRoute, c *compiledRule, rule
 		tg = t.svcTargets[cname]
 		if tg == nil {
 			tg = t.serviceTarget(cname, svc, &svc.Spec.Ports[port])
+			tg.describeCluster()
 			t.svcTargets[cname] = tg
 		}
 	case group == backendGroup && kind == KindAgentgatewayBackend:
@@ -764,6 +766,7 @@ type routeTemplate struct {
 	redirect   *routev3.Route_Redirect
 	direct     *routev3.Route_DirectResponse
 	perFilter  map[string]*anypb.Any
+	metadata   *corev3.Metadata // the rule's gateway and route (contract.FromRoute)
 	reqAdd     []*corev3.HeaderValueOption
 	perMatchRx bool // the action is cloned per match for ReplacePrefixMatch
 }
@@ -777,7 +780,7 @@ func directResponse(body string) *routev3.Route_DirectResponse {
 // clusters, and the Envoy action.
 func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compiledRoute, c *compiledRule) routeTemplate {
 	gb := gi.build
-	var tpl routeTemplate
+	tpl := routeTemplate{metadata: filterMetadata([2]string{contract.FieldGateway, gi.key}, [2]string{contract.FieldRoute, c.routeID})}
 	att := attachment{gateway: gi.key, listener: li.key, route: cr.key}
 	if c.name != "" {
 		att.rule = cr.key + "/" + c.name
@@ -947,6 +950,7 @@ func (tpl *routeTemplate) route(cr *compiledRoute, c *compiledRule, m *compiledM
 	rt := &routev3.Route{
 		Name:                    "httproute/" + cr.key + "/rule/" + strconv.Itoa(c.index) + "/match/" + strconv.Itoa(m.index),
 		Match:                   m.m,
+		Metadata:                tpl.metadata,
 		TypedPerFilterConfig:    tpl.perFilter,
 		RequestHeadersToAdd:     append(append([]*corev3.HeaderValueOption{}, c.reqAdd...), tpl.reqAdd...),
 		RequestHeadersToRemove:  c.reqRemove,

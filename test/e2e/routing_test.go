@@ -235,6 +235,79 @@ func TestAccessLogPathIsTheRequests(t *testing.T) {
 	}
 }
 
+// TestAccessLogNamesRoutesWithoutExtProc: the access log reads the gateway and route from the
+// route's metadata and the backend and MCP target from the upstream cluster's, so a route without
+// ext_proc (/public: a plain backend under no policy) logs them too; before, ext_proc wrote them
+// into each request's dynamic metadata and such routes logged none. A request ext_proc refuses
+// before the router (/private, 403) still logs its cluster's backend, and a tools/call the MCP
+// backend answers logs its target next to what ext_proc wrote.
+func TestAccessLogNamesRoutesWithoutExtProc(t *testing.T) {
+	r := startRouting(t)
+	id := strconv.FormatInt(time.Now().UnixNano(), 36)
+	call := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+	mcpHeader := map[string]string{"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+	for _, c := range []struct {
+		method, path string
+		header       map[string]string
+		body         string
+		status       int
+		route        string // the Envoy route; the log's mcpgate.route is its rule
+		want         map[string]any
+	}{
+		{"GET", "/public/names-" + id, nil, "", http.StatusOK, "httproute/e2e-routing/public/rule/0/match/0",
+			map[string]any{"gateway": "e2e-routing/routing", "route": "e2e-routing/public/rule/0", "backend": "e2e-routing/plain", "target": nil,
+				"method": nil, "authn": nil, "decision": nil}},
+		{"GET", "/private/names-" + id, nil, "", http.StatusForbidden, "httproute/e2e-routing/private/rule/0/match/0",
+			map[string]any{"gateway": "e2e-routing/routing", "route": "e2e-routing/private/rule/0", "backend": "e2e-routing/plain", "target": nil,
+				"decision": "deny"}},
+		// /sticky is half MCP: the session hash (the client's address) decides which backend
+		// answers, so the test takes whichever and checks the target follows the backend.
+		{"POST", "/sticky?names-" + id, mcpHeader, call, 0, "httproute/e2e-routing/sticky/rule/0/match/0",
+			map[string]any{"gateway": "e2e-routing/routing", "route": "e2e-routing/sticky/rule/0"}},
+	} {
+		a, err := r.raw(c.method, c.path, c.header, c.body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.status != 0 && a.status != c.status {
+			t.Fatalf("%s %s: %d, want %d", c.method, c.path, a.status, c.status)
+		}
+		eventually(t, "access-log line of "+c.method+" "+c.path, func() error {
+			lines, err := r.accessLines(c.route)
+			if err != nil {
+				return err
+			}
+			for _, l := range lines {
+				if l["path"] != c.path {
+					continue
+				}
+				md, _ := l["mcpgate"].(map[string]any)
+				for k, v := range c.want {
+					if md[k] != v {
+						t.Fatalf("%s %s: mcpgate.%s is %v, want %v: %v", c.method, c.path, k, md[k], v, l)
+					}
+				}
+				if c.route == "httproute/e2e-routing/sticky/rule/0/match/0" {
+					switch md["backend"] {
+					case "e2e-routing/mcp":
+						if md["target"] != "fetch" || md["method"] != "tools/list" {
+							t.Fatalf("the MCP backend's line has target %v and method %v, want fetch and tools/list: %v", md["target"], md["method"], l)
+						}
+					case "e2e-routing/plain":
+						if md["target"] != nil {
+							t.Fatalf("the plain backend's line has the MCP target %v: %v", md["target"], l)
+						}
+					default:
+						t.Fatalf("the line names backend %v: %v", md["backend"], l)
+					}
+				}
+				return nil
+			}
+			return fmt.Errorf("no access-log line of route %s with path %s (%d lines of the route)", c.route, c.path, len(lines))
+		})
+	}
+}
+
 // TestPathsAreNormalizedBeforeRouting: /private is under a traffic rule, /public and every other
 // path are not. Paths that a server would read as /private (dot segments, doubled slashes,
 // escaped slashes) reach the /private route and its rule, or are redirected to the path they
