@@ -112,7 +112,8 @@ func covers(w, d string) bool {
 	return false
 }
 
-// virtualHosts builds the virtual hosts of one port of a Gateway.
+// virtualHosts builds the virtual hosts of one port of a Gateway; each starts with first (the
+// refusal of path parameters).
 //
 // Listener isolation: a request belongs to the most specific listener whose hostname matches
 // it, and only that listener's routes serve it. So a domain is served by the virtual host of
@@ -124,7 +125,7 @@ func covers(w, d string) bool {
 // but the routes of broader hostnames (a wildcard, or none) still serve what it does not
 // match, so a virtual host also holds the routes of the listener's virtual hosts whose domain
 // covers its own, after its own routes, most specific domain first.
-func (gb *gatewayBuild) virtualHosts(listeners []*listenerInfo, port int32) []*routev3.VirtualHost {
+func (gb *gatewayBuild) virtualHosts(listeners []*listenerInfo, port int32, first *routev3.Route) []*routev3.VirtualHost {
 	var onPort []*listenerInfo
 	for _, li := range listeners {
 		if li.ok && li.l.Port == port {
@@ -144,7 +145,9 @@ func (gb *gatewayBuild) virtualHosts(listeners []*listenerInfo, port int32) []*r
 	slices.SortFunc(kept, func(a, b *vhostBuild) int { return strings.Compare(a.name, b.name) })
 	out := make([]*routev3.VirtualHost, 0, len(kept))
 	for _, vb := range kept {
-		routes := vb.sorted()
+		own := vb.sorted()
+		routes := make([]*routev3.Route, 0, 1+len(own))
+		routes = append(append(routes, first), own...)
 		var seen map[*routev3.Route]bool
 		for _, d := range widerDomains(vb.domain) {
 			w := byDomain[d][vb.li]
@@ -152,7 +155,6 @@ func (gb *gatewayBuild) virtualHosts(listeners []*listenerInfo, port int32) []*r
 				continue
 			}
 			if seen == nil {
-				routes = slices.Clone(routes)
 				seen = make(map[*routev3.Route]bool, len(routes))
 				for _, r := range routes {
 					seen[r] = true
@@ -228,10 +230,11 @@ func (t *translation) buildGateway(gi *gatewayInfo) *GatewayConfig {
 		portList = append(portList, p)
 	}
 	sort.Slice(portList, func(i, j int) bool { return portList[i] < portList[j] })
+	refuse := t.xds.refusePathParameters(gi.key)
 	for _, port := range portList {
 		name := listenerName(gi, port)
 		cfg.Listeners = append(cfg.Listeners, t.xds.listener(name, port))
-		rc := &routev3.RouteConfiguration{Name: name, IgnorePortInHostMatching: true, VirtualHosts: gb.virtualHosts(gi.listeners, port),
+		rc := &routev3.RouteConfiguration{Name: name, IgnorePortInHostMatching: true, VirtualHosts: gb.virtualHosts(gi.listeners, port, refuse),
 			RequestHeadersToRemove: []string{originalPathHeader}}
 		cfg.Routes = append(cfg.Routes, rc)
 	}

@@ -1,6 +1,8 @@
 package translator_test
 
 import (
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -9,6 +11,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/translator"
 )
 
@@ -83,5 +86,62 @@ func TestListenersNormalizePaths(t *testing.T) {
 			t.Errorf("listener %s: normalize_path %v, merge_slashes %v, path_with_escaped_slashes_action %v", name,
 				hcm.GetNormalizePath(), hcm.GetMergeSlashes(), hcm.GetPathWithEscapedSlashesAction())
 		}
+	}
+}
+
+// TestPathParametersAreRefused: Envoy's PathPrefix /private does not match /private;x, so such a
+// request fell through to a broader route (a catch-all "/" under a weaker policy, or none), while
+// Java servers (Tomcat, Jetty, Spring) strip ";params" and serve /private. Every virtual host of
+// every golden configuration answers a path with ";" (before the query: Envoy matches safe_regex
+// on the path without it) with a 400 of its own route, ahead of every other route, without
+// ext_proc; a path without ";" is not matched by it.
+func TestPathParametersAreRefused(t *testing.T) {
+	ins, err := filepath.Glob("testdata/*.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vhosts := 0
+	for _, in := range ins {
+		out := translator.Translate(loadInputs(t, in), readOptions(t, in))
+		for _, k := range out.GatewayKeys() {
+			for _, rc := range out.Gateways[k].Routes {
+				for _, vh := range rc.VirtualHosts {
+					vhosts++
+					if len(vh.Routes) == 0 {
+						t.Errorf("%s: virtual host %s has no route", in, vh.Name)
+						continue
+					}
+					r := vh.Routes[0]
+					if r.Name != translator.RefusePathParametersRoute {
+						t.Errorf("%s: virtual host %s starts with route %s, want %s", in, vh.Name, r.Name, translator.RefusePathParametersRoute)
+						continue
+					}
+					dr := r.GetDirectResponse()
+					if dr.GetStatus() != 400 || !strings.Contains(dr.GetBody().GetInlineString(), "path parameters") {
+						t.Errorf("%s: virtual host %s: %s answers %v", in, vh.Name, r.Name, dr)
+					}
+					if eff := mergePerRoute(perRouteOf(t, r.TypedPerFilterConfig)); !eff.disabled {
+						t.Errorf("%s: virtual host %s: %s runs ext_proc", in, vh.Name, r.Name)
+					}
+					if f := mcpgateFields(r.Metadata); f[contract.FieldGateway] != k {
+						t.Errorf("%s: virtual host %s: %s has metadata %v, want gateway %s", in, vh.Name, r.Name, f, k)
+					}
+					re := regexp.MustCompile("^(?:" + r.GetMatch().GetSafeRegex().GetRegex() + ")$") // Envoy: the whole path must match
+					for _, p := range []string{"/private;x", "/private;", "/;", "/a/b;c=d/e", ";"} {
+						if !re.MatchString(p) {
+							t.Errorf("%s: %s does not match %q", in, r.Name, p)
+						}
+					}
+					for _, p := range []string{"/private", "/", "/a/b%3Bc", "/mcp"} {
+						if re.MatchString(p) {
+							t.Errorf("%s: %s matches %q", in, r.Name, p)
+						}
+					}
+				}
+			}
+		}
+	}
+	if vhosts < 20 {
+		t.Errorf("checked %d virtual hosts: too few to mean anything", vhosts)
 	}
 }

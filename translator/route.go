@@ -29,6 +29,12 @@ const (
 	bodyNoBackend  = "mcpgate: this route has no valid backend\n"
 	bodyBadPolicy  = "mcpgate: the policy of this route is not accepted\n"
 	bodyBadRule    = "mcpgate: this route rule is not supported\n"
+	// bodyPathParams answers a path with path parameters (RefusePathParametersRoute).
+	bodyPathParams = "mcpgate: path parameters (\";\" in the path) are refused\n"
+	// pathParamsRegex matches a path with ";" in it. Envoy matches safe_regex against the whole
+	// path without the query string (route_components.proto, RouteMatch.safe_regex), so a ";" in
+	// the query does not match.
+	pathParamsRegex = ".*;.*"
 )
 
 // precedence orders routes within a virtual host as Gateway API says: exact path, then regular
@@ -772,8 +778,28 @@ type routeTemplate struct {
 }
 
 func directResponse(body string) *routev3.Route_DirectResponse {
+	return directResponseStatus(500, body)
+}
+
+func directResponseStatus(status uint32, body string) *routev3.Route_DirectResponse {
 	return &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
-		Status: 500, Body: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: body}}}}
+		Status: status, Body: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: body}}}}
+}
+
+// refusePathParameters is the first route of every virtual host of a gateway: a path with path
+// parameters (";", as in /private;x) gets 400. Envoy's prefix and path matches read ";" as part
+// of a segment, so /private;x does not match PathPrefix /private and fell through to a broader
+// route (a catch-all under a weaker policy, or none), while Java servers (Tomcat, Jetty, Spring)
+// strip the parameters and serve /private. Failing closed costs only clients that send path
+// parameters, which no MCP transport uses. ext_proc does not run: nothing is forwarded.
+func (x *xdsCommon) refusePathParameters(gateway string) *routev3.Route {
+	return &routev3.Route{
+		Name:                 RefusePathParametersRoute,
+		Match:                &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: pathParamsRegex}}},
+		Action:               directResponseStatus(400, bodyPathParams),
+		Metadata:             filterMetadata([2]string{contract.FieldGateway, gateway}),
+		TypedPerFilterConfig: x.disabledFilters,
+	}
 }
 
 // ruleTemplate decides what a rule does on one listener: its merged policies, ext_proc config,

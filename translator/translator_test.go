@@ -123,7 +123,8 @@ func TestValidateCatches(t *testing.T) {
 			rewriteExtProc(t, g, func(e *extprocv3.ExternalProcessor) { e.GrpcService = nil })
 		}, "exactly one of grpc_service and http_service"},
 		"unknown cluster": {func(g *translator.GatewayConfig) {
-			g.Routes[0].VirtualHosts[0].Routes[0].GetRoute().ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: "nope"}
+			// Routes[0] is the refusal of path parameters, a direct response
+			g.Routes[0].VirtualHosts[0].Routes[1].GetRoute().ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: "nope"}
 		}, `cluster "nope" does not exist`},
 		"duplicate domain": {func(g *translator.GatewayConfig) {
 			vh := proto.Clone(g.Routes[0].VirtualHosts[0]).(*routev3.VirtualHost)

@@ -162,8 +162,8 @@ func TestLab(t *testing.T) {
 			return ads.hasNames(resourcev3.ClusterType, labCluster)
 		})
 		rc, _ := ads.get(resourcev3.RouteType, listenerName)
-		if got := routeNames(rc.(*routev3.RouteConfiguration)); !slices.Equal(got, []string{labRoute}) {
-			t.Errorf("routes %q, want [%s]", got, labRoute)
+		if got := routeNames(rc.(*routev3.RouteConfiguration)); !slices.Equal(got, []string{translator.RefusePathParametersRoute, labRoute}) {
+			t.Errorf("routes %q, want [%s %s]", got, translator.RefusePathParametersRoute, labRoute)
 		}
 		// The extproc sidecar is ready (and Envoy starts) once it has a policy set, even empty.
 		eventually(t, "an empty policy set", func() error {
@@ -736,10 +736,14 @@ func routeNames(rc *routev3.RouteConfiguration) []string {
 	return out
 }
 
+// firstRoute returns the first route of an HTTPRoute (after the translator's refusal of path
+// parameters, which every virtual host starts with).
 func firstRoute(rc *routev3.RouteConfiguration) *routev3.Route {
 	for _, vh := range rc.GetVirtualHosts() {
 		for _, r := range vh.GetRoutes() {
-			return r
+			if r.GetName() != translator.RefusePathParametersRoute {
+				return r
+			}
 		}
 	}
 	return nil
