@@ -49,6 +49,16 @@ func (h headerList) first(name string) string {
 	return ""
 }
 
+// all reports whether every value of name satisfies ok (true when there is none).
+func (h headerList) all(name string, ok func(string) bool) bool {
+	for i := range h {
+		if h[i].name == name && !ok(h[i].value) {
+			return false
+		}
+	}
+	return true
+}
+
 // Get implements authz.Headers: a repeated header is joined with ",". Pseudo-headers are not
 // request headers for the rules (they are request.method, request.path, request.host).
 func (h headerList) Get(name string) (string, bool) {

@@ -1017,3 +1017,53 @@ func TestBodyAtTheDefaultLimit(t *testing.T) {
 		s.Close()
 	}
 }
+
+// TestSessionIDMustBeVisibleASCII: MCP requires an Mcp-Session-Id of visible ASCII (0x21-0x7E).
+// A request whose header has any other byte (CR, LF, NUL, a space, DEL, UTF-8) is refused with
+// 400 and a JSON-RPC -32600 at its headers, under a policy or none, and its audit record and
+// metadata carry no session: the stateful session envelope decodes a client's base64 into the
+// header unchecked, so without the check the audit recorded whatever bytes the client chose. A
+// valid id passes and is recorded.
+func TestSessionIDMustBeVisibleASCII(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t)), {Name: "open"}})
+	open := streamableRoute
+	open.Policy = ""
+	bad := []string{"s-1\r\nx-injected: 1", "s-1\n", "s\x00-1", "s 1", "s\t1", "s-1\x7f", "s-\x80", "sé"}
+	for _, route := range []extproctest.Route{streamableRoute, open} {
+		for _, id := range bad {
+			s := h.open(t, h.tcp, route)
+			resp := check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", id)), false))
+			ir := resp.GetImmediateResponse()
+			if ir.GetStatus().GetCode() != 400 || !strings.Contains(string(ir.GetBody()), `"code":-32600`) || setHeaders(resp)["content-type"] != "application/json" {
+				t.Errorf("policy %q, session id %q: want 400 with JSON-RPC -32600, got %v", route.Policy, id, resp)
+			}
+			if md := extproctest.Metadata(resp); md["session"] != "" || md["decision"] != "deny" {
+				t.Errorf("policy %q, session id %q: metadata %v", route.Policy, id, md)
+			}
+		}
+		// A second header value is checked too: servers differ in which one they read.
+		s := h.open(t, h.tcp, route)
+		resp := check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "s-1"), hdr("mcp-session-id", "s\r\n1")), false))
+		if resp.GetImmediateResponse().GetStatus().GetCode() != 400 {
+			t.Errorf("policy %q: a bad second Mcp-Session-Id passed: %v", route.Policy, resp)
+		}
+	}
+	recs := h.audit.records(t)
+	if len(recs) != 2*(len(bad)+1) {
+		t.Fatalf("%d audit records, want %d", len(recs), 2*(len(bad)+1))
+	}
+	for _, rec := range recs {
+		checkRecord(t, rec, map[string]any{"http_status": 400, "outcome": "refused", "decision": "deny"})
+		if rec["session"] != nil {
+			t.Errorf("the audit recorded session %q", rec["session"])
+		}
+	}
+	good := "0123456789abcdef-ABC_~!#$%&'()*+,./:;<=>?@[\\]^`{|}"
+	s := h.open(t, h.tcp, streamableRoute)
+	resp := check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", good)), false))
+	plainContinue(t, resp)
+	resp = check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`), true))
+	if md := extproctest.Metadata(resp); resp.GetImmediateResponse() != nil || md["session"] != good {
+		t.Errorf("a visible ASCII session id: %v", resp)
+	}
+}

@@ -258,7 +258,14 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 		st.in.Host = st.headers.first("host")
 	}
 	if st.ri.mcp {
-		st.kind, st.session = mcp.ClassifyRequest(st.in.Method, st.in.Path, st.headers.first("mcp-session-id"))
+		if !st.headers.all(mcp.SessionHeader, mcp.ValidSessionID) {
+			// Before the session is known, so that neither the audit nor the access log ever
+			// records the bytes (CR, LF, NUL) a client chose: the stateful session envelope
+			// decodes a client's base64 into the header unchecked.
+			return st.refuse(jsonRPCRefusal(http.StatusBadRequest, mcp.CodeInvalidRequest,
+				"Mcp-Session-Id must be visible ASCII (0x21 to 0x7E)", "mcpgate_invalid_session_id"), "", metadata{}, nil)
+		}
+		st.kind, st.session = mcp.ClassifyRequest(st.in.Method, st.in.Path, st.headers.first(mcp.SessionHeader))
 		if st.noRequestBody {
 			st.s.warnOnce("body_not_sent", st.ri.route, "MCP route's request body mode is NONE: ext_proc cannot read its requests, "+
 				"so those that rules judge by their messages are refused; the route needs request body mode BUFFERED")
@@ -600,7 +607,7 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	hs := readHeaders(h.GetHeaders())
 	st.status, _ = strconv.Atoi(hs.first(":status"))
 	var md metadata
-	if sid := hs.first("mcp-session-id"); sid != "" && st.session == "" {
+	if sid := hs.first(mcp.SessionHeader); sid != "" && st.session == "" {
 		// Streamable HTTP's initialize: the server names the session in its answer.
 		st.session = sid
 		for _, ex := range st.pending {

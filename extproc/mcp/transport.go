@@ -21,6 +21,20 @@ const (
 	RequestDelete
 )
 
+// SessionHeader is the Streamable HTTP session header, as Envoy hands header names (lower case).
+const SessionHeader = "mcp-session-id"
+
+// ValidSessionID reports whether id is made of visible ASCII only (0x21 to 0x7E), as the MCP
+// specification requires of a session id (Streamable HTTP, Session Management).
+func ValidSessionID(id string) bool {
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x21 || id[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
 // ClassifyRequest returns the kind of a request on an MCP route from its HTTP method, its path
 // (with the query) and its Mcp-Session-Id header, and the session it belongs to as far as the
 // request tells: the legacy session query parameter (see SessionFromURL) for a legacy POST, else
