@@ -6,9 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
-	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
@@ -19,31 +16,24 @@ func withPolicyWait(d time.Duration) harnessOption {
 }
 
 // TestLatePolicy: in Kubernetes a route naming a policy can reach Envoy before the policy reaches
-// ext_proc. A request on it waits for a policy version that has the policy (here pushed 200 ms
-// after the request arrived, with a newer version without it in between) and is then served
-// under it.
+// ext_proc. A request on it waits for a policy version that has the policy and is then served
+// under it. A newer version still without it wakes the waiting request, which waits on: each
+// version is pushed only once the request is seen waiting (before the first) and seen waking and
+// waiting on (before the second), so that neither can arrive before the request waits.
 func TestLatePolicy(t *testing.T) {
 	sg := newSigner(t)
-	h := newHarness(t, []*policyv1.Policy{{Name: "other"}}, withPolicyWait(time.Minute))
+	logOpt, logs := withLog(slog.LevelDebug)
+	h := newHarness(t, []*policyv1.Policy{{Name: "other"}}, withPolicyWait(time.Minute), logOpt)
 	s := h.open(t, h.tcp, streamableRoute)
 	if err := s.Send(extproctest.RequestHeadersMsg(postHeaders("/mcp", extproctest.LabToken), false)); err != nil {
 		t.Fatal(err)
 	}
-	pushed := make(chan error, 1)
-	go func() {
-		// A version that still lacks the policy wakes the request, which waits on.
-		err := h.xds.Update(map[string]map[string][]proto.Message{"*": {contract.PolicyTypeURL: {&policyv1.Policy{Name: "other2"}}}})
-		time.Sleep(200 * time.Millisecond)
-		if err == nil {
-			err = h.xds.Update(map[string]map[string][]proto.Message{"*": {contract.PolicyTypeURL: {labPolicy(sg)}}})
-		}
-		pushed <- err
-	}()
+	waitFor(t, "the request to wait for its policy", func() bool { return logs.count("waiting for the policy") == 1 })
+	h.push(t, &policyv1.Policy{Name: "other2"})
+	waitFor(t, "the request to wake on a version without its policy and wait on", func() bool { return logs.count("still waiting") == 1 })
+	h.push(t, labPolicy(sg))
 	resp, err := s.Recv()
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := <-pushed; err != nil {
 		t.Fatal(err)
 	}
 	plainContinue(t, resp)
@@ -75,7 +65,8 @@ func TestPolicyNeverComes(t *testing.T) {
 }
 
 // TestPolicyWaitCancelled: a request waiting for its policy stops waiting when Envoy resets the
-// stream (the bound is an hour: only the cancellation can end the wait).
+// stream (the bound is an hour: only the cancellation can end the wait), and leaves no audit
+// record: before, it recorded a refusal (500, unknown policy) that no one received.
 func TestPolicyWaitCancelled(t *testing.T) {
 	logOpt, logs := withLog(slog.LevelDebug)
 	h := newHarness(t, []*policyv1.Policy{{Name: "other"}}, withPolicyWait(time.Hour), logOpt)
@@ -89,4 +80,9 @@ func TestPolicyWaitCancelled(t *testing.T) {
 		return h.metric(t, "mcpgate_extproc_policy_waits_total", map[string]string{"result": "cancelled"}) == 1
 	})
 	waitFor(t, "the stream to end", func() bool { return h.metric(t, "mcpgate_extproc_streams_active", nil) == 0 })
+	// Envoy answered the request, or the client went away: ext_proc refused nothing, so it
+	// records nothing (the stream ends after its last audit record is written).
+	if recs := h.audit.records(t); len(recs) != 0 {
+		t.Errorf("a request whose stream ended while it waited for its policy was audited: %v", recs)
+	}
 }

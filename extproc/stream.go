@@ -75,6 +75,9 @@ func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) (err erro
 		}
 		resp, err := st.handle(req)
 		if err != nil {
+			if normalEnd(ctx, err) {
+				return nil
+			}
 			s.log.Warn("ext_proc stream refused a message", "route", st.ri.route, "error", err)
 			return status.Error(codes.InvalidArgument, err.Error())
 		}
@@ -182,6 +185,11 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) (*extprocv3.Processin
 	}
 	switch r := req.GetRequest().(type) {
 	case *extprocv3.ProcessingRequest_RequestHeaders:
+		// A stream that ends while its request waits for the policy gets no reply and records
+		// nothing: Envoy answered the request already, or the client went away.
+		if err := st.awaitPolicy(); err != nil {
+			return nil, err
+		}
 		return st.requestHeaders(r.RequestHeaders, req.GetAttributes()), nil
 	case *extprocv3.ProcessingRequest_RequestBody:
 		return st.requestBody(r.RequestBody), nil
@@ -248,7 +256,6 @@ func (st *stream) evaluate(rules *authz.RuleSet, in *authz.Input) authz.Decision
 }
 
 func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*structpb.Struct) *extprocv3.ProcessingResponse {
-	st.awaitPolicy()
 	st.headers = readHeaders(h.GetHeaders())
 	st.in = authz.Input{
 		Method: st.headers.first(":method"), Path: st.headers.first(":path"), Host: st.headers.first(":authority"),
@@ -330,10 +337,10 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 
 // awaitPolicy waits, when the route names a policy the stream's set lacks, for a set that has
 // it: up to Config.PolicyWait, woken by each newer set, and no longer than the stream. The stream
-// then holds the newest set it saw.
-func (st *stream) awaitPolicy() {
+// then holds the newest set it saw. The error is the stream's end (its context's cause).
+func (st *stream) awaitPolicy() error {
 	if st.pol != nil || st.ri.policy == "" || st.s.cfg.PolicyWait <= 0 {
-		return
+		return nil
 	}
 	st.s.log.Debug("waiting for the policy the route names", "route", st.ri.route, "policy", st.ri.policy, "bound", st.s.cfg.PolicyWait)
 	timer := time.NewTimer(st.s.cfg.PolicyWait)
@@ -343,18 +350,19 @@ func (st *stream) awaitPolicy() {
 		case <-st.set.replaced:
 		case <-timer.C:
 			st.s.tel.PolicyWait(telemetry.PolicyTimeout)
-			return
+			return nil
 		case <-st.ctx.Done():
 			st.s.tel.PolicyWait(telemetry.PolicyCancelled)
-			return
+			return fmt.Errorf("route %s: the stream ended while the request waited for policy %q: %w", st.ri.route, st.ri.policy, context.Cause(st.ctx))
 		}
 		next := st.s.policies.acquire()
 		st.s.policies.release(st.set)
 		st.set = next
 		if st.pol = next.byName[st.ri.policy]; st.pol != nil {
 			st.s.tel.PolicyWait(telemetry.PolicyReceived)
-			return
+			return nil
 		}
+		st.s.log.Debug("a policy version without the route's policy came; still waiting", "route", st.ri.route, "policy", st.ri.policy)
 	}
 }
 
