@@ -160,6 +160,9 @@ func (x *xdsCommon) extProcFilter() *extprocv3.ExternalProcessor {
 			ReceivingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{contract.MetadataNamespace}},
 		},
 		RequestAttributes: []string{"source.address"},
+		// No reply can make Envoy match the route again (clear_route_cache is ignored): a
+		// request is routed once, before ext_proc authorizes it under that route's policy.
+		RouteCacheAction: extprocv3.ExternalProcessor_RETAIN,
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -143,5 +144,24 @@ func TestPathParametersAreRefused(t *testing.T) {
 	}
 	if vhosts < 20 {
 		t.Errorf("checked %d virtual hosts: too few to mean anything", vhosts)
+	}
+}
+
+// TestExtProcNeverReroutes: the ext_proc filter retains the route cache whatever a reply says
+// (route_cache_action RETAIN: clear_route_cache is ignored), so that no ext_proc reply can have
+// Envoy match a request again, on a route under another policy, after it was authorized.
+func TestExtProcNeverReroutes(t *testing.T) {
+	for name, hcm := range listenerHCMs(t) {
+		i := slices.IndexFunc(hcm.HttpFilters, func(f *hcmv3.HttpFilter) bool { return f.Name == translator.ExtProcFilterName })
+		if i < 0 {
+			t.Fatalf("listener %s: no ext_proc filter", name)
+		}
+		ep := &extprocv3.ExternalProcessor{}
+		if err := hcm.HttpFilters[i].GetTypedConfig().UnmarshalTo(ep); err != nil {
+			t.Fatal(err)
+		}
+		if ep.GetRouteCacheAction() != extprocv3.ExternalProcessor_RETAIN || ep.GetDisableClearRouteCache() {
+			t.Errorf("listener %s: route_cache_action %v, disable_clear_route_cache %v; want RETAIN only", name, ep.GetRouteCacheAction(), ep.GetDisableClearRouteCache())
+		}
 	}
 }
