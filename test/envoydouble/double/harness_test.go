@@ -527,8 +527,15 @@ func header(m *corev3.HeaderMap, k string) (string, bool) {
 
 // ---- small utilities ----
 
+// testIP is the loopback address this package's listeners bind. freeAddr's port is free when
+// it is picked, not when the double binds it: go test runs other packages at the same time, and
+// on 127.0.0.1 one of their servers could take the port in between (the double then NACKs its
+// listener, and the test's requests reach the other server). Linux routes all of 127/8 to lo,
+// and this address is used by nothing else.
+const testIP = "127.0.0.33"
+
 func listen(t *testing.T) net.Listener {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", testIP+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
