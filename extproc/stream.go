@@ -2,6 +2,7 @@ package extproc
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -214,6 +215,9 @@ func (st *stream) refuse(a answer, rule string, md metadata, rec *telemetry.Reco
 	}
 	md.str(contract.FieldMethod, rec.Method)
 	md.str(contract.FieldTool, rec.Tool)
+	if rec.ID != nil {
+		md.str(contract.FieldJSONRPCID, string(rec.ID))
+	}
 	rec.Decision, rec.Rule = telemetry.DecisionDeny, rule
 	rec.HTTPStatus, rec.Outcome = a.status, telemetry.OutcomeRefused
 	st.s.tel.Finish(rec, time.Now())
@@ -269,7 +273,7 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 			// Before the session is known, so that neither the audit nor the access log ever
 			// records the bytes (CR, LF, NUL) a client chose: the stateful session envelope
 			// decodes a client's base64 into the header unchecked.
-			return st.refuse(jsonRPCRefusal(http.StatusBadRequest, mcp.CodeInvalidRequest,
+			return st.refuse(jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidRequest,
 				"Mcp-Session-Id must be visible ASCII (0x21 to 0x7E)", "mcpgate_invalid_session_id"), "", metadata{}, nil)
 		}
 		st.kind, st.session = mcp.ClassifyRequest(st.in.Method, st.in.Path, st.headers.first(mcp.SessionHeader))
@@ -411,9 +415,9 @@ func rbacDenied() answer {
 	return answer{status: http.StatusForbidden, contentType: "text/plain", body: []byte("RBAC: access denied"), details: "mcpgate_rbac_access_denied"}
 }
 
-// jsonRPCRefusal is an HTTP error whose body is a JSON-RPC error without id.
-func jsonRPCRefusal(httpStatus, code int, msg, details string) answer {
-	return answer{status: httpStatus, contentType: "application/json", body: mcp.ErrorResponse(nil, code, msg), details: details}
+// jsonRPCRefusal is an HTTP error whose body is a JSON-RPC error with the raw id (null when nil).
+func jsonRPCRefusal(httpStatus int, id json.RawMessage, code int, msg, details string) answer {
+	return answer{status: httpStatus, contentType: "application/json", body: mcp.ErrorResponse(id, code, msg), details: details}
 }
 
 func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
@@ -433,7 +437,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 	st.reqBodySeen = true
 	md := st.headersMD
 	if len(body) > st.s.cfg.MaxBodyBytes {
-		return st.refuse(jsonRPCRefusal(http.StatusRequestEntityTooLarge, mcp.CodeInvalidRequest,
+		return st.refuse(jsonRPCRefusal(http.StatusRequestEntityTooLarge, nil, mcp.CodeInvalidRequest,
 			fmt.Sprintf("request body of %d bytes exceeds the gateway's limit of %d bytes", len(body), st.s.cfg.MaxBodyBytes),
 			"mcpgate_body_too_large"), "limit", md, nil)
 	}
@@ -449,7 +453,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 	if err != nil {
 		st.s.tel.NonJSONRPC("request")
 		if strict {
-			return st.refuse(jsonRPCRefusal(http.StatusBadRequest, mcp.CodeParseError,
+			return st.refuse(jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeParseError,
 				"mcpgate enforces tool rules on this route and cannot read the body as JSON-RPC: "+err.Error(),
 				"mcpgate_not_jsonrpc"), "", md, nil)
 		}
@@ -457,6 +461,22 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 	}
 
 	now := time.Now()
+	if problem := mirrorMismatch(st.headers, msgs, batch); problem != "" {
+		// A protocol check, under a policy or none: before the rules, and before the upstream
+		// or any intermediary after the gateway acts on headers the body contradicts.
+		var rec *telemetry.Record
+		var id json.RawMessage
+		if !batch {
+			m := &msgs[0]
+			r := st.newRecord(now)
+			r.Method, r.ID, id = m.Method, m.ID, m.ID
+			if m.Method == mcp.MethodToolsCall {
+				r.Tool, _, _ = mcp.StringParam(m.Params, "name")
+			}
+			rec = &r
+		}
+		return st.refuse(jsonRPCRefusal(http.StatusBadRequest, id, mcp.CodeHeaderMismatch, problem, "mcpgate_header_mismatch"), "", md, rec)
+	}
 	exOf := make([]*exchange, len(msgs))
 	var first, firstDenied *exchange
 	denied := 0
@@ -493,7 +513,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 				return st.refuse(ambiguousRefusal(), "", md, &ex.rec)
 			case !ok:
 				// Judged as a call of the tool "", it would pass rules that only deny.
-				return st.refuse(jsonRPCRefusal(http.StatusBadRequest, mcp.CodeInvalidParams,
+				return st.refuse(jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidParams,
 					"tools/call params must be an object with a string name", "mcpgate_tool_unnamed"), "", md, &ex.rec)
 			}
 		}
@@ -581,7 +601,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 
 // ambiguousRefusal answers a body whose member names servers read differently.
 func ambiguousRefusal() answer {
-	return jsonRPCRefusal(http.StatusBadRequest, mcp.CodeInvalidRequest,
+	return jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidRequest,
 		"member names that repeat, or differ from another only in letter case, are refused where the gateway's rules read them: servers read them differently", "mcpgate_ambiguous_jsonrpc")
 }
 

@@ -1,0 +1,85 @@
+package mcp
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"unicode/utf8"
+)
+
+// The Streamable HTTP headers that mirror a request's body (MCP 2026-07-28, SEP-2243), as Envoy
+// names them (lower case): Mcp-Method carries the method, Mcp-Name the params member NameMember
+// names. Servers must refuse a request whose headers and body disagree (CodeHeaderMismatch).
+const (
+	MethodHeader = "mcp-method"
+	NameHeader   = "mcp-name"
+)
+
+// CodeHeaderMismatch is MCP's JSON-RPC error for headers that disagree with the body, answered with
+// HTTP 400.
+const CodeHeaderMismatch = -32020
+
+// NameMember returns the params member that Mcp-Name mirrors for method: "name" for tools/call and
+// prompts/get, "uri" for resources/read, resources/subscribe and resources/unsubscribe, "" for the
+// methods that name nothing.
+func NameMember(method string) string {
+	switch method {
+	case MethodToolsCall, "prompts/get":
+		return "name"
+	case "resources/read", "resources/subscribe", "resources/unsubscribe":
+		return "uri"
+	}
+	return ""
+}
+
+// StringParam reads the string member name of params. ok is false when params is not an object,
+// or the member is absent or not a string. ambiguous is set when the member repeats or another
+// member's name equals it only when case is folded: servers read such params differently.
+func StringParam(params json.RawMessage, name string) (s string, ok, ambiguous bool) {
+	if len(params) == 0 || params[0] != '{' {
+		return "", false, false
+	}
+	var raw []byte
+	err := eachMember(params, func(mb member) error {
+		switch {
+		case string(mb.name) == name:
+			ambiguous = ambiguous || raw != nil
+			raw = mb.value
+		case foldsTo(mb.name, []string{name}):
+			ambiguous = true
+		}
+		return nil
+	})
+	if err != nil || raw == nil {
+		return "", false, ambiguous
+	}
+	s, ok = stringValue(raw)
+	return s, ok, ambiguous
+}
+
+// Base64 sentinel of a mirrored header value that is not plain ASCII: =?base64?VALUE?=, VALUE the
+// standard base64 of the UTF-8 bytes.
+const (
+	sentinelPrefix = "=?base64?"
+	sentinelSuffix = "?="
+)
+
+// DecodeHeaderValue decodes a mirrored header value: printable ASCII (0x20 to 0x7E) is the value
+// itself, except the base64 sentinel =?base64?VALUE?=, whose VALUE must be canonical standard
+// base64 of UTF-8. ok is false for any other value: a byte outside printable ASCII, a sentinel
+// that does not decode.
+func DecodeHeaderValue(v string) (string, bool) {
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 || v[i] > 0x7E {
+			return "", false
+		}
+	}
+	if !strings.HasPrefix(v, sentinelPrefix) || !strings.HasSuffix(v, sentinelSuffix) || len(v) < len(sentinelPrefix)+len(sentinelSuffix) {
+		return v, true
+	}
+	b, err := base64.StdEncoding.Strict().DecodeString(v[len(sentinelPrefix) : len(v)-len(sentinelSuffix)])
+	if err != nil || !utf8.Valid(b) {
+		return "", false
+	}
+	return string(b), true
+}
