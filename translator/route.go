@@ -394,16 +394,21 @@ func compileMatch(m *gwv1.HTTPRouteMatch) (compiledMatch, string, string) {
 		if !strings.HasPrefix(value, "/") {
 			return out, ".path.value", "must start with /"
 		}
+		if msg := unreachablePath(value, value); msg != "" {
+			return out, ".path.value", msg
+		}
 		out.m.PathSpecifier = &routev3.RouteMatch_Path{Path: value}
 		out.prec.pathRank, out.prec.pathLen = 0, len(value)
 	case gwv1.PathMatchPathPrefix:
 		if !strings.HasPrefix(value, "/") {
 			return out, ".path.value", "must start with /"
 		}
-		if strings.ContainsAny(value, "?#") {
-			return out, ".path.value", "must not contain ? or #"
-		}
 		p := strings.TrimRight(value, "/")
+		if p != "" { // "" is the prefix "/"
+			if msg := unreachablePath(p, value); msg != "" {
+				return out, ".path.value", msg
+			}
+		}
 		out.isPfx, out.prefix = true, p
 		if p == "" {
 			out.m.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/"}
