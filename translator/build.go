@@ -230,7 +230,7 @@ func (t *translation) buildGateway(gi *gatewayInfo) *GatewayConfig {
 		portList = append(portList, p)
 	}
 	sort.Slice(portList, func(i, j int) bool { return portList[i] < portList[j] })
-	refuse := t.xds.refusePathParameters(gi.key)
+	refuse := t.xds.refuseAmbiguousPaths(gi.key)
 	for _, port := range portList {
 		name := listenerName(gi, port)
 		cfg.Listeners = append(cfg.Listeners, t.xds.listener(name, port))

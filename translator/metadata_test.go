@@ -70,7 +70,7 @@ func TestAccessLogFieldsOfRoutesAndClusters(t *testing.T) {
 					for _, r := range vh.Routes {
 						routes++
 						f := mcpgateFields(r.Metadata)
-						if r.Name == translator.RefusePathParametersRoute {
+						if r.Name == translator.RefuseAmbiguousPathsRoute {
 							// no HTTPRoute rule: the gateway only (its own test checks the rest)
 							if len(f) != 1 || f[contract.FieldGateway] != k {
 								t.Errorf("%s: route %s has metadata %v, want gateway %s only", in, r.Name, f, k)

@@ -113,8 +113,8 @@ func TestPathParametersAreRefused(t *testing.T) {
 						continue
 					}
 					r := vh.Routes[0]
-					if r.Name != translator.RefusePathParametersRoute {
-						t.Errorf("%s: virtual host %s starts with route %s, want %s", in, vh.Name, r.Name, translator.RefusePathParametersRoute)
+					if r.Name != translator.RefuseAmbiguousPathsRoute {
+						t.Errorf("%s: virtual host %s starts with route %s, want %s", in, vh.Name, r.Name, translator.RefuseAmbiguousPathsRoute)
 						continue
 					}
 					dr := r.GetDirectResponse()
@@ -128,12 +128,13 @@ func TestPathParametersAreRefused(t *testing.T) {
 						t.Errorf("%s: virtual host %s: %s has metadata %v, want gateway %s", in, vh.Name, r.Name, f, k)
 					}
 					re := regexp.MustCompile("^(?:" + r.GetMatch().GetSafeRegex().GetRegex() + ")$") // Envoy: the whole path must match
-					for _, p := range []string{"/private;x", "/private;", "/;", "/a/b;c=d/e", ";"} {
+					for _, p := range []string{"/private;x", "/private;", "/;", "/a/b;c=d/e", ";",
+						"/public%2F..%2Fprivate", "/public%2f..%2fprivate", "/a%5Cb", "/a%5cb", "/a/%2E%2E/b", "/a/%2e%2e/b"} {
 						if !re.MatchString(p) {
 							t.Errorf("%s: %s does not match %q", in, r.Name, p)
 						}
 					}
-					for _, p := range []string{"/private", "/", "/a/b%3Bc", "/mcp"} {
+					for _, p := range []string{"/private", "/", "/a/b%3Bc", "/mcp", "/a%20b", "/a%25b", "/a%2"} {
 						if re.MatchString(p) {
 							t.Errorf("%s: %s matches %q", in, r.Name, p)
 						}

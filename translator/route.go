@@ -29,12 +29,15 @@ const (
 	bodyNoBackend  = "mcpgate: this route has no valid backend\n"
 	bodyBadPolicy  = "mcpgate: the policy of this route is not accepted\n"
 	bodyBadRule    = "mcpgate: this route rule is not supported\n"
-	// bodyPathParams answers a path with path parameters (RefusePathParametersRoute).
-	bodyPathParams = "mcpgate: path parameters (\";\" in the path) are refused\n"
-	// pathParamsRegex matches a path with ";" in it. Envoy matches safe_regex against the whole
-	// path without the query string (route_components.proto, RouteMatch.safe_regex), so a ";" in
-	// the query does not match.
-	pathParamsRegex = ".*;.*"
+	// bodyAmbiguousPath answers an ambiguous path (RefuseAmbiguousPathsRoute).
+	bodyAmbiguousPath = "mcpgate: path parameters (\";\" in the path) and escaped \"/\", \"\\\" or \".\" left after normalization are refused\n"
+	// ambiguousPathRegex matches a path with ";" in it, or with %2F, %5C or %2E (any hex case)
+	// after normalization, which only a double-escaped request still has (normalization
+	// unescapes slashes before it decodes escaped unreserved characters, so /a%2%46..%2%46b
+	// becomes /a%2F..%2Fb, which an upstream that decodes it serves as /b). Envoy matches
+	// safe_regex against the whole path without the query string (route_components.proto,
+	// RouteMatch.safe_regex), so these in the query do not match.
+	ambiguousPathRegex = ".*(;|%2[fFeE]|%5[cC]).*"
 )
 
 // precedence orders routes within a virtual host as Gateway API says: exact path, then regular
@@ -791,17 +794,20 @@ func directResponseStatus(status uint32, body string) *routev3.Route_DirectRespo
 		Status: status, Body: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: body}}}}
 }
 
-// refusePathParameters is the first route of every virtual host of a gateway: a path with path
-// parameters (";", as in /private;x) gets 400. Envoy's prefix and path matches read ";" as part
-// of a segment, so /private;x does not match PathPrefix /private and fell through to a broader
-// route (a catch-all under a weaker policy, or none), while Java servers (Tomcat, Jetty, Spring)
-// strip the parameters and serve /private. Failing closed costs only clients that send path
-// parameters, which no MCP transport uses. ext_proc does not run: nothing is forwarded.
-func (x *xdsCommon) refusePathParameters(gateway string) *routev3.Route {
+// refuseAmbiguousPaths is the first route of every virtual host of a gateway: a path that the
+// upstream may read as another path than the one routed gets 400. Path parameters (";", as in
+// /private;x): Envoy's prefix and path matches read ";" as part of a segment, so /private;x does
+// not match PathPrefix /private and fell through to a broader route (a catch-all under a weaker
+// policy, or none), while Java servers (Tomcat, Jetty, Spring) strip the parameters and serve
+// /private. Escaped "/", "\" or "." that survive normalization (double-escaped requests): an
+// upstream that decodes them and resolves dot segments serves another path. Failing closed costs
+// only clients that send such paths, which no MCP transport uses. ext_proc does not run: nothing
+// is forwarded.
+func (x *xdsCommon) refuseAmbiguousPaths(gateway string) *routev3.Route {
 	return &routev3.Route{
-		Name:                 RefusePathParametersRoute,
-		Match:                &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: pathParamsRegex}}},
-		Action:               directResponseStatus(400, bodyPathParams),
+		Name:                 RefuseAmbiguousPathsRoute,
+		Match:                &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: ambiguousPathRegex}}},
+		Action:               directResponseStatus(400, bodyAmbiguousPath),
 		Metadata:             filterMetadata([2]string{contract.FieldGateway, gateway}),
 		TypedPerFilterConfig: x.disabledFilters,
 	}

@@ -56,11 +56,12 @@ const (
 	DefaultControllerName = "mcpgate.dev/gateway-controller"
 	// ExtProcFilterName is the name of the ext_proc HTTP filter and its per-route config key.
 	ExtProcFilterName = "envoy.filters.http.ext_proc"
-	// RefusePathParametersRoute is the name of the first route of every virtual host: it answers
-	// 400 to a path with ";" (path parameters), which Envoy's prefix matches do not strip and
-	// Java servers do, so that such a path cannot reach a broader route than the one its server
-	// serves. The access log's route_name shows it.
-	RefusePathParametersRoute = "mcpgate/refuse-path-parameters"
+	// RefuseAmbiguousPathsRoute is the name of the first route of every virtual host: it answers
+	// 400 to a path with ";" (path parameters, which Envoy's prefix matches do not strip and Java
+	// servers do) or with an escaped "/", "\" or "." left after normalization (double-escaped),
+	// so that such a path cannot reach a broader route than the one its server serves. The access
+	// log's route_name shows it.
+	RefuseAmbiguousPathsRoute = "mcpgate/refuse-ambiguous-paths"
 	// DefaultMessageTimeout is the ext_proc message timeout when Options leaves it zero.
 	DefaultMessageTimeout = 10 * time.Second
 	// DefaultMaxBodyBytes is the MCP body limit when Options leaves it zero.

@@ -162,8 +162,8 @@ func TestLab(t *testing.T) {
 			return ads.hasNames(resourcev3.ClusterType, labCluster)
 		})
 		rc, _ := ads.get(resourcev3.RouteType, listenerName)
-		if got := routeNames(rc.(*routev3.RouteConfiguration)); !slices.Equal(got, []string{translator.RefusePathParametersRoute, labRoute}) {
-			t.Errorf("routes %q, want [%s %s]", got, translator.RefusePathParametersRoute, labRoute)
+		if got := routeNames(rc.(*routev3.RouteConfiguration)); !slices.Equal(got, []string{translator.RefuseAmbiguousPathsRoute, labRoute}) {
+			t.Errorf("routes %q, want [%s %s]", got, translator.RefuseAmbiguousPathsRoute, labRoute)
 		}
 		// The extproc sidecar is ready (and Envoy starts) once it has a policy set, even empty.
 		eventually(t, "an empty policy set", func() error {
@@ -741,7 +741,7 @@ func routeNames(rc *routev3.RouteConfiguration) []string {
 func firstRoute(rc *routev3.RouteConfiguration) *routev3.Route {
 	for _, vh := range rc.GetVirtualHosts() {
 		for _, r := range vh.GetRoutes() {
-			if r.GetName() != translator.RefusePathParametersRoute {
+			if r.GetName() != translator.RefuseAmbiguousPathsRoute {
 				return r
 			}
 		}
