@@ -268,7 +268,16 @@ func (x *xdsCommon) listener(name string, port int32) *listenerv3.Listener {
 
 // statPrefix turns a resource name into a stats-safe prefix ("." and "/" split stat names).
 func statPrefix(name string) string {
-	return strings.NewReplacer("/", "_", ".", "_").Replace(name)
+	if !strings.ContainsAny(name, "/.") {
+		return name
+	}
+	b := []byte(name)
+	for i, c := range b {
+		if c == '/' || c == '.' {
+			b[i] = '_'
+		}
+	}
+	return string(b)
 }
 
 func adsSource() *corev3.ConfigSource {

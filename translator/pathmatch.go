@@ -94,7 +94,10 @@ func normalizePath(p string) (out string, changes pathChanges, ok bool) {
 	if strings.Contains(p, `\`) {
 		changes |= changedBackslash
 	}
-	unescaped := strings.NewReplacer("%2F", "/", "%2f", "/", "%5C", `\`, "%5c", `\`).Replace(p)
+	unescaped := p
+	if strings.IndexByte(p, '%') >= 0 {
+		unescaped = strings.NewReplacer("%2F", "/", "%2f", "/", "%5C", `\`, "%5c", `\`).Replace(p)
+	}
 	if unescaped != p {
 		changes |= changedEscapedSlash
 	}
