@@ -234,6 +234,13 @@ func (st *stream) newRecord(now time.Time) telemetry.Record {
 	}
 }
 
+// messageRecord starts an audit record of the request's message m.
+func (st *stream) messageRecord(m *mcp.Message, now time.Time) telemetry.Record {
+	rec := st.newRecord(now)
+	rec.Method, rec.ID = m.Method, m.ID
+	return rec
+}
+
 // claimsForAudit returns the token's claims that the policy's rules read.
 func (st *stream) claimsForAudit() map[string]any {
 	if st.auditClaims != nil || st.pol == nil || len(st.pol.claims) == 0 || st.auth.Claims == nil {
@@ -468,12 +475,12 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		var id json.RawMessage
 		if !batch {
 			m := &msgs[0]
-			r := st.newRecord(now)
-			r.Method, r.ID, id = m.Method, m.ID, m.ID
+			r := st.messageRecord(m, now)
 			if m.Method == mcp.MethodToolsCall {
-				r.Tool, _, _ = mcp.StringParam(m.Params, "name")
+				tc, _ := mcp.ParseToolCall(m.Params)
+				r.Tool = tc.Name
 			}
-			rec = &r
+			rec, id = &r, m.ID
 		}
 		return st.refuse(jsonRPCRefusal(http.StatusBadRequest, id, mcp.CodeHeaderMismatch, problem, "mcpgate_header_mismatch"), "", md, rec)
 	}
@@ -492,15 +499,13 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		// Checked whatever the kind: a server that folds case may read a request where the
 		// gateway sees a response or no message at all ({"METHOD":"tools/call"}).
 		if strict && m.Ambiguous {
-			rec := st.newRecord(now)
-			rec.Method, rec.ID = m.Method, m.ID
+			rec := st.messageRecord(m, now)
 			return st.refuse(ambiguousRefusal(), "", md, &rec)
 		}
 		if m.Kind != mcp.KindRequest && m.Kind != mcp.KindNotification {
 			continue
 		}
-		ex := &exchange{rec: st.newRecord(now)}
-		ex.rec.Method, ex.rec.ID = m.Method, m.ID
+		ex := &exchange{rec: st.messageRecord(m, now)}
 		in := st.in
 		in.MCPMethod = m.Method
 		if m.Method == mcp.MethodToolsCall {
