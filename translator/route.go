@@ -866,7 +866,7 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 	if len(c.refs) > len(cbuf) {
 		configs = make([]*anypb.Any, len(c.refs))
 	}
-	same, samePin := true, true
+	same, allPin := true, true
 	affinity, mcpAffinity, mcp, llm := false, false, false, false
 	for i, ref := range c.refs {
 		tg := ref.tg
@@ -876,7 +876,7 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 			backend: tg.backend, target: tg.name,
 		})
 		same = same && bytes.Equal(configs[i].Value, configs[0].Value)
-		samePin = samePin && tg.pinsSessions() == c.refs[0].tg.pinsSessions()
+		allPin = allPin && tg.pinsSessions()
 		affinity = affinity || tg.affinity
 		mcpAffinity = mcpAffinity || (tg.affinity && tg.mcp != "")
 		mcp = mcp || tg.mcp != ""
@@ -891,11 +891,12 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 	// target.
 	// The stateful session envelope likewise: on the route when every cluster pins sessions, else
 	// on the clusters that do (the most specific StatefulSessionPerRoute wins, nothing merges).
+	// Either way a cluster carries only what the route does not.
 	var routeConfig *anypb.Any
 	if same {
 		routeConfig = configs[0]
 	}
-	tpl.perFilter = t.xds.perFilter(routeConfig, samePin && c.refs[0].tg.pinsSessions())
+	tpl.perFilter = t.xds.perFilter(routeConfig, allPin)
 	if len(c.refs) == 1 && c.invalidWeight == 0 {
 		tg := c.refs[0].tg
 		ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: tg.cluster.Name}
@@ -922,7 +923,7 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 			if !same {
 				clusterConfig = configs[i]
 			}
-			cw.TypedPerFilterConfig = t.xds.perFilter(clusterConfig, !samePin && ref.tg.pinsSessions())
+			cw.TypedPerFilterConfig = t.xds.perFilter(clusterConfig, !allPin && ref.tg.pinsSessions())
 			wc.Clusters = append(wc.Clusters, cw)
 		}
 		if c.invalidWeight > 0 {
