@@ -67,9 +67,9 @@ func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, S
 		}
 		return files[abs] || dirs[abs] || (dirs[filepath.Dir(abs)] && isManifest(filepath.Base(abs)))
 	}
-	var cache fileCache
+	var cache Cache
 	load := func() {
-		res, src, err := cache.load(paths)
+		res, src, err := cache.Load(paths...)
 		fn(res, src, err)
 	}
 	load()
@@ -108,33 +108,36 @@ func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, S
 	}
 }
 
-// fileCache remembers, per file, the last content read and the last content read without errors.
-type fileCache map[string]*cachedFile
+// Cache reads manifests like Load, remembering per file the last content read and the last
+// content read without errors, as Watch does between reloads. The zero Cache is ready to use.
+type Cache struct {
+	files map[string]*cachedFile
+}
 
 type cachedFile struct {
 	current *fileObjects // the file's content when last read
 	good    *fileObjects // the last content without errors; nil if there was none
 }
 
-// load reads paths like Load, reusing the decoded objects of files whose content is unchanged
-// and keeping the last good content of files whose new content has errors.
-func (c *fileCache) load(paths []string) (*translator.Resources, Sources, error) {
-	if *c == nil {
-		*c = fileCache{}
+// Load reads paths like the package's Load, reusing the decoded objects of files whose content
+// is unchanged and keeping the last good content of files whose new content has errors.
+func (c *Cache) Load(paths ...string) (*translator.Resources, Sources, error) {
+	if c.files == nil {
+		c.files = map[string]*cachedFile{}
 	}
 	// a file named in paths that disappears (an editor deleting and writing it anew, a
 	// mistake) keeps its last good content like a file with errors; a file removed from a
 	// directory takes its objects with it
-	names, err := expand(paths, func(p string) bool { return (*c)[p] != nil })
+	names, err := expand(paths, func(p string) bool { return c.files[p] != nil })
 	errs := []error{err}
 	parsed := make([]*fileObjects, 0, len(names))
 	seen := make(map[string]bool, len(names))
 	for _, name := range names {
 		seen[name] = true
-		cf := (*c)[name]
+		cf := c.files[name]
 		if cf == nil {
 			cf = &cachedFile{}
-			(*c)[name] = cf
+			c.files[name] = cf
 		}
 		data, err := os.ReadFile(name)
 		switch {
@@ -154,9 +157,9 @@ func (c *fileCache) load(paths []string) (*translator.Resources, Sources, error)
 		}
 		parsed = append(parsed, cf.current)
 	}
-	for name := range *c {
+	for name := range c.files {
 		if !seen[name] {
-			delete(*c, name) // a removed file: its objects go
+			delete(c.files, name) // a removed file: its objects go
 		}
 	}
 	res, src, err := merge(parsed)
