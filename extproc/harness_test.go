@@ -213,7 +213,7 @@ func newHarness(t *testing.T, policies []*policyv1.Policy, opts ...harnessOption
 	t.Cleanup(func() { cancel(); <-runDone })
 	waitFor(t, "the first policy update", h.srv.Ready)
 
-	tcpLis, err := extproc.Listen("tcp:127.0.0.1:0")
+	tcpLis, err := extproc.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -243,8 +243,8 @@ func (s *Server) Close() {
 	}
 }
 
-// Listen opens a listener for an ext_proc address: "tcp:HOST:PORT", "HOST:PORT" or
-// "unix:///PATH" (a stale socket file at PATH is replaced).
+// Listen opens a listener for an ext_proc address: "HOST:PORT" or "unix:///PATH" (a stale socket
+// file at PATH is replaced).
 func Listen(addr string) (net.Listener, error) {
 	switch {
 	case strings.HasPrefix(addr, "unix://"):
@@ -263,8 +263,7 @@ func Listen(addr string) (net.Listener, error) {
 		}
 		return lis, nil
 	default:
-		hostport := strings.TrimPrefix(addr, "tcp:")
-		lis, err := net.Listen("tcp", hostport)
+		lis, err := net.Listen("tcp", addr)
 		if err != nil {
 			return nil, fmt.Errorf("listen %q: %w", addr, err)
 		}

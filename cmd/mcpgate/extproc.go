@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,14 +18,17 @@ import (
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/telemetry"
+	"github.com/mcpgate/mcpgate/xds/bootstrap"
 )
 
 // extProcFlags are the flags of `mcpgate extproc`.
 type extProcFlags struct {
-	listen, uds, xdsAddr, gateway, nodeID, admin, auditLog, otlp string
-	maxBody                                                      int
-	policyWait                                                   time.Duration
-	logLevel                                                     slog.Level
+	// listen are the addresses ext_proc is served on (--listen, or its default).
+	listen                                          []string
+	xdsAddr, gateway, nodeID, admin, auditLog, otlp string
+	maxBody                                         int
+	policyWait                                      time.Duration
+	logLevel                                        slog.Level
 	// redactKeys are the keys of --redact-keys, trimmed; nil when none.
 	redactKeys []string
 }
@@ -33,8 +37,8 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	f := &extProcFlags{}
 	var redact string
 	fs := flag.NewFlagSet("mcpgate extproc", flag.ContinueOnError)
-	fs.StringVar(&f.listen, "listen", "tcp:127.0.0.1:18001", `TCP address to serve ext_proc on ("tcp:HOST:PORT"; "" for none)`)
-	fs.StringVar(&f.uds, "uds", "", "Unix socket path to serve ext_proc on as well (the sidecar deployment)")
+	var listen stringList
+	fs.Var(&listen, "listen", `where to serve ext_proc: HOST:PORT or unix:///PATH (repeatable; default `+bootstrap.DefaultExtProcAddr+`; the sidecar deployment serves only a Unix socket)`)
 	fs.StringVar(&f.xdsAddr, "xds-addr", "127.0.0.1:18000", `control plane ADS address to get policies from ("HOST:PORT" or "unix:///PATH")`)
 	fs.StringVar(&f.gateway, "gateway", contract.AllGateways, `the gateway served, NS/NAME (its xDS node group), or "*" for every gateway`)
 	fs.StringVar(&f.nodeID, "node-id", "", "xDS node id (default: the host name)")
@@ -51,8 +55,12 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if f.listen == "" && f.uds == "" {
-		return nil, errors.New("nothing to serve on: give --listen or --uds")
+	f.listen = listen
+	if len(f.listen) == 0 {
+		f.listen = []string{bootstrap.DefaultExtProcAddr}
+	}
+	if slices.Contains(f.listen, "") {
+		return nil, errors.New(`--listen "": want HOST:PORT or unix:///PATH`)
 	}
 	if f.gateway != contract.AllGateways && strings.Count(f.gateway, "/") != 1 {
 		return nil, fmt.Errorf("--gateway %q: want NAMESPACE/NAME or *", f.gateway)
@@ -92,13 +100,10 @@ func runExtProc(ctx context.Context, args []string) error {
 
 func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout io.Writer) error {
 	var listeners []net.Listener
-	for _, l := range []struct{ flag, addr string }{{"--listen", f.listen}, {"--uds", unixAddr(f.uds)}} {
-		if l.addr == "" {
-			continue
-		}
-		lis, err := extproc.Listen(l.addr)
+	for _, addr := range f.listen {
+		lis, err := extproc.Listen(addr)
 		if err != nil {
-			return fmt.Errorf("%s: %w", l.flag, err)
+			return fmt.Errorf("--listen: %w", err)
 		}
 		defer lis.Close()
 		listeners = append(listeners, lis)
@@ -152,19 +157,12 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 	if adminLis != nil {
 		t.serveHTTP("admin", adminLis, srv.AdminHandler(reg))
 	}
-	log.Info("mcpgate extproc", "listen", f.listen, "uds", f.uds, "xds", f.xdsAddr, "gateway", f.gateway, "admin", f.admin)
+	log.Info("mcpgate extproc", "listen", strings.Join(f.listen, ","), "xds", f.xdsAddr, "gateway", f.gateway, "admin", f.admin)
 	if err := t.wait(); err != nil {
 		log.Error("stopped", "error", err)
 		return err
 	}
 	return nil
-}
-
-func unixAddr(path string) string {
-	if path == "" {
-		return ""
-	}
-	return "unix://" + path
 }
 
 // openAudit returns the audit writer of --audit-log.

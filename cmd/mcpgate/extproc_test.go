@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +27,8 @@ import (
 
 func TestExtProcFlags(t *testing.T) {
 	for _, args := range [][]string{
-		{"--listen", "", "--uds", ""},
+		{"--listen", ""},
+		{"--uds", "/run/x.sock"},
 		{"--gateway", "nons"},
 		{"--max-body-bytes", "0"},
 		{"--policy-wait", "-1s"},
@@ -37,12 +39,15 @@ func TestExtProcFlags(t *testing.T) {
 			t.Errorf("%q accepted", args)
 		}
 	}
-	f, err := parseExtProcFlags([]string{"--gateway", "agentgateway-system/agentgateway", "--uds", "/run/x.sock"})
-	if err != nil || f.listen != "tcp:127.0.0.1:18001" || f.xdsAddr != "127.0.0.1:18000" || f.maxBody != 4<<20 || f.redactKeys != nil {
+	f, err := parseExtProcFlags([]string{"--gateway", "agentgateway-system/agentgateway"})
+	if err != nil || !slices.Equal(f.listen, []string{"127.0.0.1:18001"}) || f.xdsAddr != "127.0.0.1:18000" || f.maxBody != 4<<20 || f.redactKeys != nil {
 		t.Errorf("defaults: %+v %v", f, err)
 	}
 	if f.logLevel != slog.LevelInfo || policyWait(f.policyWait) != extproc.DefaultPolicyWait {
 		t.Errorf("default log level %v, policy wait %v", f.logLevel, policyWait(f.policyWait))
+	}
+	if f, err := parseExtProcFlags([]string{"--listen", "unix:///run/x.sock", "--listen", "127.0.0.1:1"}); err != nil || !slices.Equal(f.listen, []string{"unix:///run/x.sock", "127.0.0.1:1"}) {
+		t.Errorf("--listen twice: %v %v", f, err)
 	}
 	if f, err := parseExtProcFlags([]string{"--policy-wait", "0"}); err != nil || policyWait(f.policyWait) >= 0 {
 		t.Errorf("--policy-wait 0 must turn the wait off: %v %v", f, err)
@@ -87,7 +92,7 @@ func TestServeExtProc(t *testing.T) {
 
 	dir := t.TempDir()
 	sock, auditPath, admin := filepath.Join(dir, "ep.sock"), filepath.Join(dir, "audit.log"), freePort(t)
-	f, err := parseExtProcFlags([]string{"--listen", "", "--uds", sock, "--xds-addr", xlis.Addr().String(),
+	f, err := parseExtProcFlags([]string{"--listen", "unix://" + sock, "--xds-addr", xlis.Addr().String(),
 		"--gateway", "agentgateway-system/agentgateway", "--admin-addr", admin, "--audit-log", auditPath})
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +164,7 @@ func TestServeExtProc(t *testing.T) {
 func TestServeExtProcStartFailure(t *testing.T) {
 	dir := t.TempDir()
 	sock, admin := filepath.Join(dir, "ep.sock"), freePort(t)
-	f, err := parseExtProcFlags([]string{"--listen", "", "--uds", sock, "--admin-addr", admin,
+	f, err := parseExtProcFlags([]string{"--listen", "unix://" + sock, "--admin-addr", admin,
 		"--audit-log", filepath.Join(dir, "missing", "audit.log")})
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +178,7 @@ func TestServeExtProcStartFailure(t *testing.T) {
 	}
 	defer l.Close()
 	// An address in use is named with its flag.
-	for _, args := range [][]string{{"--listen", l.Addr().String()}, {"--listen", "", "--uds", sock, "--admin-addr", l.Addr().String()}} {
+	for _, args := range [][]string{{"--listen", l.Addr().String()}, {"--listen", "unix://" + sock, "--admin-addr", l.Addr().String()}} {
 		f, err := parseExtProcFlags(args)
 		if err != nil {
 			t.Fatal(err)

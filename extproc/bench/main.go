@@ -139,7 +139,7 @@ func serveChild(kind string, stdin io.Reader, stdout io.Writer) error {
 	}
 	defer os.RemoveAll(dir)
 	sock := filepath.Join(dir, "ep.sock")
-	tcp, err := extproc.Listen("tcp:127.0.0.1:0")
+	tcp, err := extproc.Listen("127.0.0.1:0")
 	if err != nil {
 		return err
 	}

@@ -167,8 +167,7 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, controllerName string, boots
 		WithRestartPolicy(corev1.ContainerRestartPolicyAlways).
 		WithArgs("extproc",
 			// Only the Unix socket: Envoy is the sole client, in the same pod.
-			"--listen=",
-			"--uds="+ExtProcSocket,
+			"--listen=unix://"+ExtProcSocket,
 			"--xds-addr="+d.XDSAddress,
 			"--gateway="+gateway,
 			"--admin-addr=:"+strconv.Itoa(extProcAdminPort)).

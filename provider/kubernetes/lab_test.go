@@ -418,7 +418,7 @@ func checkDataPlane(t *testing.T, ns, name string, ports []int32) {
 		pod.InitContainers[0].RestartPolicy == nil || *pod.InitContainers[0].RestartPolicy != corev1.ContainerRestartPolicyAlways {
 		t.Fatalf("extproc is not a native sidecar: %+v", pod.InitContainers)
 	}
-	if args := strings.Join(pod.InitContainers[0].Args, " "); !strings.Contains(args, "--uds="+kubernetes.ExtProcSocket) || !strings.Contains(args, "--gateway="+ns+"/"+name) {
+	if args := strings.Join(pod.InitContainers[0].Args, " "); !strings.Contains(args, "--listen=unix://"+kubernetes.ExtProcSocket) || !strings.Contains(args, "--gateway="+ns+"/"+name) {
 		t.Errorf("extproc args %q", args)
 	}
 	if pod.SecurityContext == nil || pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot {
