@@ -1,0 +1,231 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"sigs.k8s.io/yaml"
+)
+
+// labGateway is the lab's Gateway, the xDS node group of its data plane.
+const labGateway = "agentgateway-system/agentgateway"
+
+// TestControlPlaneRestart runs the deployment of docs/kubernetes.md outside a cluster, each part a
+// process of its own: the control plane (`mcpgate run --no-envoy`), ext_proc as the data plane's
+// sidecar (`mcpgate extproc` on a Unix socket, policies over ADS), and the data plane started with
+// `mcpgate bootstrap`'s bootstrap. It serves the lab with its JWT policy and CEL rule, verbatim.
+// The behaviour contract (ARCHITECTURE.md, "control plane restarts"): while the control plane is
+// down, the data plane and ext_proc keep serving their last configuration, refusals included;
+// once it is back, both take what changed meanwhile, without being restarted.
+func TestControlPlaneRestart(t *testing.T) {
+	free, err := freePorts(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := env.ports // the upstream servers are the suite's
+	p.gateway, p.everythingSSE, p.everythingHTTP, p.conformance = free[0], free[1], free[2], free[3]
+	p.xds, p.extproc, p.admin, p.envoyAdmin = free[4], free[5], free[6], free[7]
+	latePort, sidecarAdmin := free[8], addr(free[9])
+
+	root := filepath.Join(env.out, "restart")
+	lab, err := newLabDir(root, env.lab.example, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.base(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{fileJWT, fileRBAC} {
+		if err := lab.copyExample(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	startControlPlane := func() *proc {
+		t.Helper()
+		cp, err := env.startProc(procSpec{name: "restart-mcpgate", args: []string{env.bin.mcpgate, "run",
+			"-f", lab.dir, "--no-envoy",
+			"--xds-addr", addr(p.xds), "--extproc-addr", addr(p.extproc), "--admin-addr", addr(p.admin),
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(cp.stop)
+		if err := waitReady(cp, "http://"+addr(p.admin)+"/readyz", 60*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		return cp
+	}
+	cp := startControlPlane()
+
+	// The sidecar and the data plane, as the Deployment of docs/kubernetes.md runs them.
+	sock := filepath.Join(t.TempDir(), "extproc.sock")
+	boot, err := exec.Command(env.bin.mcpgate, "bootstrap", "--gateway", labGateway, "--xds-addr", addr(p.xds),
+		"--extproc-addr", "unix://"+sock, "--envoy-admin-addr", addr(p.envoyAdmin)).Output()
+	if err != nil {
+		t.Fatalf("mcpgate bootstrap: %v", err)
+	}
+	bootPath := filepath.Join(root, "bootstrap.yaml")
+	if err := os.WriteFile(bootPath, boot, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sidecar, err := env.startProc(procSpec{name: "restart-extproc", splitStdout: true, args: []string{env.bin.mcpgate, "extproc",
+		"--listen", "unix://" + sock, "--xds-addr", addr(p.xds), "--gateway", labGateway, "--admin-addr", sidecarAdmin,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sidecar.stop)
+	if err := waitReady(sidecar, "http://"+sidecarAdmin+"/readyz", 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	dataPlane, err := env.startProc(procSpec{name: "restart-dataplane", splitStdout: true, args: []string{env.bin.dataPlane,
+		"-c", bootPath, "--log-level", "info", "--disable-hot-restart", "--file-flush-interval-msec", accessLogFlushMillis,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dataPlane.stop)
+	if err := waitReady(dataPlane, "http://"+addr(p.envoyAdmin)+"/ready", 90*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	mcpURL := "http://" + addr(p.gateway) + "/mcp"
+	fetch := func() error { return fetchWithToken(mcpURL, env.devToken) }
+	// refused checks that a request with token (none: "") is answered status by the gateway.
+	refused := func(token string, status int) error {
+		a, err := env.request(http.MethodPost, mcpURL, token, initializeBody)
+		if err != nil {
+			return err
+		}
+		if a.status != status {
+			return fmt.Errorf("initialize with token %t: %d %s, want %d", token != "", a.status, a.body, status)
+		}
+		return nil
+	}
+	eventually(t, "the lab's token calls fetch through the split deployment", fetch)
+	if err := refused("", http.StatusUnauthorized); err != nil {
+		t.Fatal(err)
+	}
+
+	// The control plane stops: what was configured keeps working, refusals included.
+	cp.stop()
+	for i := range 3 {
+		if err := fetch(); err != nil {
+			t.Fatalf("call %d with the control plane down: %v", i, err)
+		}
+		if err := refused("", http.StatusUnauthorized); err != nil {
+			t.Fatalf("call %d with the control plane down: %v", i, err)
+		}
+	}
+
+	// Meanwhile the files change: the CEL rule now wants another org (the lab's token is refused
+	// by ext_proc) and the Gateway gets a listener (Envoy has to open it).
+	rbac, err := lab.editExample(fileRBAC, func(obj map[string]any) error {
+		return setCEL(obj, `jwt.org == "another-org"`)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := lab.gateway()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gw, err = withListener(gw, "late", latePort); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.put(fileRBAC, rbac); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.put(fileGateway, gw); err != nil {
+		t.Fatal(err)
+	}
+	if err := fetch(); err != nil {
+		t.Fatalf("the data plane changed with no control plane: %v", err)
+	}
+
+	// The control plane is back on the same address: both resync without a restart.
+	startControlPlane()
+	eventually(t, "ext_proc applies the new CEL rule (403 for the lab's token)", func() error {
+		return refused(env.devToken, http.StatusForbidden)
+	})
+	eventually(t, "the data plane opens the new listener", func() error {
+		resp, err := http.Get("http://" + addr(latePort) + "/")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	})
+	for _, pr := range []*proc{sidecar, dataPlane} {
+		if !pr.running() {
+			t.Errorf("%s", pr.describe())
+		}
+	}
+}
+
+// fetchWithToken calls the lab's fetch tool over Streamable HTTP with a bearer token and checks
+// that the page came back.
+func fetchWithToken(url, token string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "mcpgate-e2e-restart", Version: "1"}, nil).
+		Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: bearerClient(token), MaxRetries: -1}, nil)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer cs.Close()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "fetch", Arguments: map[string]any{"url": env.pageURL}})
+	if err != nil {
+		return fmt.Errorf("tools/call fetch: %w", err)
+	}
+	if res.IsError || len(res.Content) != 1 {
+		return fmt.Errorf("tools/call fetch = %+v", res)
+	}
+	if text, _ := res.Content[0].(*mcp.TextContent); text == nil || !strings.Contains(text.Text, pageMarker) {
+		return fmt.Errorf("tools/call fetch = %+v, want the page", res.Content[0])
+	}
+	return nil
+}
+
+// setCEL replaces the match expressions of a policy's traffic authorization by expr.
+func setCEL(obj map[string]any, expr string) error {
+	authz, _ := obj["spec"].(map[string]any)["traffic"].(map[string]any)["authorization"].(map[string]any)
+	if authz == nil {
+		return fmt.Errorf("%v has no spec.traffic.authorization", obj["metadata"])
+	}
+	authz["policy"] = map[string]any{"matchExpressions": []any{expr}}
+	return nil
+}
+
+// withListener adds an HTTP listener to the Gateway of a multi-document YAML file.
+func withListener(file []byte, name string, port int) ([]byte, error) {
+	docs := bytes.Split(file, []byte("---\n"))
+	for i, doc := range docs {
+		var obj map[string]any
+		if err := yaml.Unmarshal(doc, &obj); err != nil {
+			return nil, err
+		}
+		if obj["kind"] != "Gateway" {
+			continue
+		}
+		spec := obj["spec"].(map[string]any)
+		spec["listeners"] = append(spec["listeners"].([]any), map[string]any{"name": name, "port": port, "protocol": "HTTP"})
+		out, err := yaml.Marshal(obj)
+		if err != nil {
+			return nil, err
+		}
+		docs[i] = out
+		return bytes.Join(docs, []byte("---\n")), nil
+	}
+	return nil, fmt.Errorf("no Gateway in %q", file)
+}
