@@ -32,7 +32,7 @@ func commands() map[string]command {
 	return map[string]command{
 		"run":        {"standalone: watch files, serve xDS and ext_proc, start Envoy", runStandalone},
 		"controller": {"Kubernetes controller: serve xDS from cluster objects, write status", runController},
-		"extproc":    {"serve the ext_proc gRPC service (TCP and/or Unix socket)", runExtProc},
+		"extproc":    {"serve the ext_proc gRPC service alone (the data plane's sidecar)", runExtProc},
 		"translate":  {"print the xDS resources, policies and status of manifest files", runTranslate},
 		"bootstrap":  {"print an Envoy bootstrap for a gateway", runBootstrap},
 		"version":    {"print the version", runVersion},
@@ -45,12 +45,18 @@ func main() {
 	os.Exit(dispatch(ctx, os.Args[1:]))
 }
 
-// dispatch runs the subcommand named by args[0] and returns the process exit code.
+// dispatch runs the subcommand named by args[0] and returns the process exit code: 0 on success
+// and when help was asked for, 1 when the command failed (bad flags included), 2 when the command
+// is missing or unknown.
 func dispatch(ctx context.Context, args []string) int {
 	cmds := commands()
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(cmds)
 		return 2
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(cmds)
+		return 0
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
@@ -60,7 +66,7 @@ func dispatch(ctx context.Context, args []string) int {
 	}
 	if err := cmd.run(ctx, args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 2
+			return 0 // the flag set printed the usage asked for
 		}
 		fmt.Fprintf(os.Stderr, "mcpgate %s: %v\n", args[0], err)
 		return 1
