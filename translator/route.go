@@ -927,11 +927,10 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 			wc.Clusters = append(wc.Clusters, cw)
 		}
 		if c.invalidWeight > 0 {
-			cw := &routev3.WeightedCluster_ClusterWeight{Name: invalidBackendCluster, Weight: wrapperspb.UInt32(c.invalidWeight)}
-			if !same {
-				cw.TypedPerFilterConfig = t.xds.disabledFilters // it answers 500, there is nothing to check
-			}
-			wc.Clusters = append(wc.Clusters, cw)
+			// It answers 500 and reaches no server: ext_proc has nothing to check, and must not
+			// audit the request as a call of the other shares' target (the route's config names it).
+			wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{
+				Name: invalidBackendCluster, Weight: wrapperspb.UInt32(c.invalidWeight), TypedPerFilterConfig: t.xds.disabledFilters})
 			ra.ClusterNotFoundResponseCode = routev3.RouteAction_INTERNAL_SERVER_ERROR
 		}
 		if mcpAffinity {

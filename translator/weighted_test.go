@@ -83,6 +83,10 @@ func TestWeightedClustersGetExactlyTheirOwnExtProcConfig(t *testing.T) {
 	}
 }
 
+// invalidBackendCluster is the cluster name of the weighted share of invalid backendRefs, which
+// never exists (Envoy answers 500).
+const invalidBackendCluster = "mcpgate_invalid_backend"
+
 func checkWeightedPerRoute(t *testing.T, out *translator.Output, checked, plain *int) {
 	for _, k := range out.GatewayKeys() {
 		for _, rc := range out.Gateways[k].Routes {
@@ -95,6 +99,9 @@ func checkWeightedPerRoute(t *testing.T, out *translator.Output, checked, plain 
 					route := perRouteOf(t, r.TypedPerFilterConfig)
 					for _, cw := range wc.Clusters {
 						own := perRouteOf(t, cw.TypedPerFilterConfig)
+						if cw.Name == invalidBackendCluster && !own.GetDisabled() {
+							t.Errorf("route %s: the share of an invalid backend runs ext_proc (own config %v), which would audit a call that reaches nothing", r.Name, own)
+						}
 						if own == nil {
 							if route == nil {
 								t.Errorf("route %s, cluster %s: no ext_proc config at any level (ext_proc would get no route metadata)", r.Name, cw.Name)
@@ -116,7 +123,7 @@ func checkWeightedPerRoute(t *testing.T, out *translator.Output, checked, plain 
 							}
 						}
 					}
-					if route != nil && hasOwnConfigs(wc) {
+					if route != nil && hasOwnConfigs(t, wc) {
 						t.Errorf("route %s: a route-level ext_proc config under weighted clusters with their own lends them its keys", r.Name)
 					}
 				}
@@ -125,9 +132,11 @@ func checkWeightedPerRoute(t *testing.T, out *translator.Output, checked, plain 
 	}
 }
 
-func hasOwnConfigs(wc *routev3.WeightedCluster) bool {
+// hasOwnConfigs reports whether a weighted cluster has an ext_proc config of its own that does
+// not just disable ext_proc (a disabled config takes nothing from the route's).
+func hasOwnConfigs(t *testing.T, wc *routev3.WeightedCluster) bool {
 	for _, cw := range wc.Clusters {
-		if cw.TypedPerFilterConfig[translator.ExtProcFilterName] != nil {
+		if pr := perRouteOf(t, cw.TypedPerFilterConfig); pr != nil && !pr.GetDisabled() {
 			return true
 		}
 	}
