@@ -331,9 +331,10 @@ var envoyInternalHeaders = []string{"x-envoy-retriable-status-codes", "x-envoy-r
 // request is internal (its downstream address in internal_address_config; with
 // use_remote_address unset, only a single x-forwarded-for address counts) or an edge request
 // (not internal, with use_remote_address): x-envoy-internal for an internal request, else the
-// internal x-envoy-* headers removed (and x-envoy-decorator-operation and the downstream service
-// headers at the edge); x-envoy-external-address at the edge; x-request-id generated when absent
-// and replaced at the edge unless preserve_external_request_id.
+// internal x-envoy-* headers and the route configuration's internal_only_headers removed
+// (cleanInternalHeaders; and x-envoy-decorator-operation and the downstream service headers at
+// the edge); x-envoy-external-address at the edge; x-request-id generated when absent and
+// replaced at the edge unless preserve_external_request_id. All of it before any filter runs.
 func (st *stream) edgeHeaders(h *headers.Map) {
 	hcm := st.lis.HCM
 	internal := false
@@ -355,6 +356,11 @@ func (st *stream) edgeHeaders(h *headers.Map) {
 		}
 		for _, k := range envoyInternalHeaders {
 			h.Del(k)
+		}
+		if rc := st.routeConfig(); rc != nil {
+			for _, k := range rc.InternalOnlyHeaders {
+				h.Del(k)
+			}
 		}
 	}
 	if edge && err == nil {

@@ -424,7 +424,8 @@ func TestHeadersWithUnderscoresAreDropped(t *testing.T) {
 
 // TestEdgeRequestsAreSanitized: ConnectionManagerUtility::mutateRequestHeaders. A request that is
 // not internal (no address is without internal_address_config) loses the x-envoy-* headers a
-// client could use to steer Envoy; an edge request (use_remote_address) also gets a new
+// client could use to steer Envoy and the route configuration's internal_only_headers, before
+// ext_proc sees the request; an edge request (use_remote_address) also gets a new
 // x-request-id and x-envoy-external-address; an internal one keeps its id and is marked
 // x-envoy-internal.
 func TestEdgeRequestsAreSanitized(t *testing.T) {
@@ -442,11 +443,17 @@ func TestEdgeRequestsAreSanitized(t *testing.T) {
 						{AddressPrefix: "127.0.0.0", PrefixLen: wrapperspb.UInt32(8)}}}
 				}
 			})
-			e.push(l, routeConfig(l.Name, vhost("vh", []string{"*"}, prefixRoute("mcp", "/mcp", "up", perRoute(t, mcpMode())))),
-				staticCluster("up", up.addr))
+			rc := routeConfig(l.Name, vhost("vh", []string{"*"}, prefixRoute("mcp", "/mcp", "up", perRoute(t, mcpMode()))))
+			rc.InternalOnlyHeaders = []string{"X-Internal-Only"}
+			e.push(l, rc, staticCluster("up", up.addr))
 			do(t, "POST", e.url("/mcp"), strings.NewReader(`{}`), "x-request-id", "client-id", "x-envoy-retry-on", "5xx",
-				"x-envoy-internal", "true", "x-envoy-decorator-operation", "op")
+				"x-envoy-internal", "true", "x-envoy-decorator-operation", "op", "x-internal-only", "forged")
 			seen := up.last().header
+			// internal_only_headers go before the filters: ext_proc does not see them either
+			_, extSaw := header(e.ext.streams(t, 1)[0].messages()[0].GetRequestHeaders().GetHeaders(), "x-internal-only")
+			if (seen.Get("x-internal-only") != "") != c.internal || extSaw != c.internal {
+				t.Errorf("internal_only_headers: upstream got %q, ext_proc saw it: %t", seen.Get("x-internal-only"), extSaw)
+			}
 			edge := c.useRemote && !c.internal
 			if (seen.Get("x-request-id") == "client-id") == edge {
 				t.Errorf("x-request-id %q", seen.Get("x-request-id"))

@@ -25,8 +25,11 @@ type RouteConfig struct {
 	IgnorePortInHostMatching bool
 	// MostSpecificWins is most_specific_header_mutations_wins.
 	MostSpecificWins bool
-	Headers          HeaderOps
-	PerFilter        PerFilter
+	// InternalOnlyHeaders is internal_only_headers (lower case): the connection manager removes
+	// them from every request that is not internal, before any filter runs.
+	InternalOnlyHeaders []string
+	Headers             HeaderOps
+	PerFilter           PerFilter
 }
 
 // VirtualHost is one virtual host.
@@ -201,11 +204,14 @@ func compileRouteConfig(rc *routev3.RouteConfiguration, path string) (*RouteConf
 	if err := checkFields(rc, path, "name", "virtual_hosts", "response_headers_to_add",
 		"response_headers_to_remove", "request_headers_to_add", "request_headers_to_remove",
 		"most_specific_header_mutations_wins", "validate_clusters", "ignore_port_in_host_matching",
-		"typed_per_filter_config", "max_direct_response_body_size_bytes"); err != nil {
+		"typed_per_filter_config", "max_direct_response_body_size_bytes", "internal_only_headers"); err != nil {
 		return nil, err
 	}
 	out := &RouteConfig{Name: rc.GetName(), IgnorePortInHostMatching: rc.GetIgnorePortInHostMatching(),
 		MostSpecificWins: rc.GetMostSpecificHeaderMutationsWins()}
+	for _, h := range rc.GetInternalOnlyHeaders() { // header names, checked by validate
+		out.InternalOnlyHeaders = append(out.InternalOnlyHeaders, strings.ToLower(h))
+	}
 	var err error
 	if out.Headers, err = compileHeaderOps(rc.GetRequestHeadersToAdd(), rc.GetRequestHeadersToRemove(),
 		rc.GetResponseHeadersToAdd(), rc.GetResponseHeadersToRemove(), path); err != nil {
