@@ -235,7 +235,7 @@ func (t *translation) buildGateway(gi *gatewayInfo) *GatewayConfig {
 		name := listenerName(gi, port)
 		cfg.Listeners = append(cfg.Listeners, t.xds.listener(name, port))
 		rc := &routev3.RouteConfiguration{Name: name, IgnorePortInHostMatching: true, VirtualHosts: gb.virtualHosts(gi.listeners, port, refuse),
-			RequestHeadersToRemove: []string{originalPathHeader}}
+			InternalOnlyHeaders: []string{originalPathHeader}}
 		cfg.Routes = append(cfg.Routes, rc)
 	}
 	for _, c := range gb.clusters {

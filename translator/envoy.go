@@ -47,21 +47,23 @@ const (
 
 // originalPathHeader is the header in which Envoy's router keeps the path a route rewrote.
 // Envoy does not remove it from clients' requests (it is not among the x-envoy-* headers it
-// sanitizes), so every route configuration removes it: the router applies that before its own
-// rewrite sets it (RouteEntryImplBase::finalizeRequestHeaders), so upstreams only ever get
-// Envoy's.
+// sanitizes), so every route configuration names it in internal_only_headers: the connection
+// manager removes it from every request that is not internal (none is: mcpgate sets no
+// internal_address_config) before any filter runs (ConnectionManagerUtility::
+// cleanInternalHeaders). Only the router's rewrite sets it then, so the access log and the
+// upstreams only ever see Envoy's.
 const originalPathHeader = "x-envoy-original-path"
 
 // accessLogFields are the request fields of the JSON access log; the mcpgate fields follow.
 // path is the path the request was routed by (after normalization), or the one it was forwarded
-// with when its route rewrote it. It is not %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%: requests
-// answered before the router (ext_proc's refusals, direct responses, no route) keep a client's
-// x-envoy-original-path, and the log would show whatever the client wrote.
+// with when its route rewrote it; original_path is the path before the rewrite (null when the
+// route did not rewrite).
 func accessLogFields() [][2]string {
 	return [][2]string{
 		{"start_time", "%START_TIME%"},
 		{"method", "%REQ(:METHOD)%"},
 		{"path", "%REQ(:PATH)%"},
+		{"original_path", "%REQ(X-ENVOY-ORIGINAL-PATH)%"},
 		{"authority", "%REQ(:AUTHORITY)%"},
 		{"response_code", "%RESPONSE_CODE%"},
 		{"response_flags", "%RESPONSE_FLAGS%"},

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -189,19 +190,27 @@ func TestWeightedPlainBackendIsCheckedAsItself(t *testing.T) {
 }
 
 // TestAccessLogPathIsTheRequests: a client sends x-envoy-original-path, which Envoy does not
-// sanitize (header_sanitizing.rst lists the x-envoy-* headers it removes; this is not one). The
-// access log's path is the path the request was routed by all the same, whether the request is
-// forwarded (/public, no policy) or refused by ext_proc before the router (/private), and the
-// upstream never sees the client's header. Before, the log's path was
-// %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%: whatever the client wrote.
+// sanitize by itself (header_sanitizing.rst lists the x-envoy-* headers it removes; this is not
+// one). The access log's path is the path the request was routed by, and its original_path is
+// empty, whether the request is forwarded (/public, no policy) or refused by ext_proc before the
+// router (/private): the route configuration's internal_only_headers drop the client's header
+// before any filter. A route that rewrites the path (/renamed -> /public) logs the path it
+// forwarded and the client's as original_path, and only Envoy's x-envoy-original-path reaches the
+// upstream. (Before, the log's path was %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%: whatever the client
+// wrote.)
 func TestAccessLogPathIsTheRequests(t *testing.T) {
 	r := startRouting(t)
 	id := strconv.FormatInt(time.Now().UnixNano(), 36)
 	forged := map[string]string{"X-Envoy-Original-Path": "/forged-" + id}
 	for _, c := range []struct {
-		path   string
-		status int
-	}{{"/public/log-" + id, http.StatusOK}, {"/private/log-" + id, http.StatusForbidden}} {
+		path, logged string
+		original     any // the access log's original_path
+		status       int
+	}{
+		{"/public/log-" + id, "/public/log-" + id, nil, http.StatusOK},
+		{"/private/log-" + id, "/private/log-" + id, nil, http.StatusForbidden},
+		{"/renamed/log-" + id, "/public/log-" + id, "/renamed/log-" + id, http.StatusOK},
+	} {
 		a, err := r.raw("GET", c.path, forged, "")
 		if err != nil {
 			t.Fatal(err)
@@ -214,24 +223,30 @@ func TestAccessLogPathIsTheRequests(t *testing.T) {
 			if err != nil {
 				return err
 			}
+			var seen []string
 			for _, l := range lines {
-				if l["request_id"] == nil || fmt.Sprint(l["response_code"]) != strconv.Itoa(c.status) || !strings.Contains(fmt.Sprint(l), id) {
+				if l["request_id"] == nil || !strings.Contains(fmt.Sprint(l["path"], l["original_path"]), id) {
 					continue
 				}
-				if l["path"] != c.path {
-					t.Fatalf("line of GET %s has path %v", c.path, l["path"])
+				if l["path"] == c.logged && l["original_path"] == c.original && fmt.Sprint(l["response_code"]) == strconv.Itoa(c.status) {
+					return nil
 				}
-				return nil
+				seen = append(seen, fmt.Sprintf("path %v original_path %v (%v)", l["path"], l["original_path"], l["response_code"]))
 			}
-			return fmt.Errorf("no access-log line of GET %s answered %d", c.path, c.status)
+			return fmt.Errorf("no access-log line of GET %s with path %s and original_path %v answered %d; this test's lines: %q", c.path, c.logged, c.original, c.status, seen)
 		})
 	}
 	seen := r.up.requests("/public/log-" + id)
-	if len(seen) != 1 {
-		t.Fatalf("the upstream got %d requests for /public/log-%s, want 1", len(seen), id)
+	if len(seen) != 2 {
+		t.Fatalf("the upstream got %d requests for /public/log-%s, want 2 (one as /renamed)", len(seen), id)
 	}
-	if v := seen[0].Header.Get("X-Envoy-Original-Path"); v != "" {
-		t.Errorf("the upstream got the client's x-envoy-original-path %q", v)
+	var originals []string
+	for _, req := range seen {
+		originals = append(originals, req.Header.Get("X-Envoy-Original-Path"))
+	}
+	slices.Sort(originals)
+	if want := []string{"", "/renamed/log-" + id}; !slices.Equal(originals, want) {
+		t.Errorf("the upstream got x-envoy-original-path %q, want %q (Envoy's, never the client's)", originals, want)
 	}
 }
 
