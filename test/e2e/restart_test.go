@@ -23,9 +23,10 @@ const labGateway = "agentgateway-system/agentgateway"
 // process of its own: the control plane (`mcpgate run --no-envoy`), ext_proc as the data plane's
 // sidecar (`mcpgate extproc` on a Unix socket, policies over ADS), and the data plane started with
 // `mcpgate bootstrap`'s bootstrap. It serves the lab with its JWT policy and CEL rule, verbatim.
-// The behaviour contract (ARCHITECTURE.md, "control plane restarts"): while the control plane is
-// down, the data plane and ext_proc keep serving their last configuration, refusals included;
-// once it is back, both take what changed meanwhile, without being restarted.
+// The behaviour contracts (ARCHITECTURE.md): while the control plane is down, the data plane and
+// ext_proc keep serving their last configuration, refusals included, and once it is back both
+// take what changed meanwhile, without being restarted; while ext_proc is down, the data plane
+// answers 5xx, never passing a request through.
 func TestControlPlaneRestart(t *testing.T) {
 	free, err := freePorts(10)
 	if err != nil {
@@ -78,16 +79,21 @@ func TestControlPlaneRestart(t *testing.T) {
 	if err := os.WriteFile(bootPath, boot, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	sidecar, err := env.startProc(procSpec{name: "restart-extproc", splitStdout: true, args: []string{env.bin.mcpgate, "extproc",
-		"--listen", "unix://" + sock, "--xds-addr", addr(p.xds), "--gateway", labGateway, "--admin-addr", sidecarAdmin,
-	}})
-	if err != nil {
-		t.Fatal(err)
+	startSidecar := func() *proc {
+		t.Helper()
+		sc, err := env.startProc(procSpec{name: "restart-extproc", splitStdout: true, args: []string{env.bin.mcpgate, "extproc",
+			"--listen", "unix://" + sock, "--xds-addr", addr(p.xds), "--gateway", labGateway, "--admin-addr", sidecarAdmin,
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(sc.stop)
+		if err := waitReady(sc, "http://"+sidecarAdmin+"/readyz", 60*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		return sc
 	}
-	t.Cleanup(sidecar.stop)
-	if err := waitReady(sidecar, "http://"+sidecarAdmin+"/readyz", 60*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	sidecar := startSidecar()
 	dataPlane, err := env.startProc(procSpec{name: "restart-dataplane", splitStdout: true, args: []string{env.bin.dataPlane,
 		"-c", bootPath, "--log-level", "info", "--disable-hot-restart", "--file-flush-interval-msec", accessLogFlushMillis,
 	}})
@@ -168,9 +174,26 @@ func TestControlPlaneRestart(t *testing.T) {
 	})
 	for _, pr := range []*proc{sidecar, dataPlane} {
 		if !pr.running() {
-			t.Errorf("%s", pr.describe())
+			t.Fatalf("%s", pr.describe())
 		}
 	}
+
+	// ext_proc stops (ARCHITECTURE.md, "ext_proc down"): the data plane fails closed, with or
+	// without a token, and serves again once the sidecar is back on its socket.
+	sidecar.stop()
+	for _, token := range []string{"", env.devToken} {
+		a, err := env.request(http.MethodPost, mcpURL, token, initializeBody)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.status < 500 {
+			t.Errorf("initialize with token %t while ext_proc is down: %d %s, want a 5xx", token != "", a.status, a.body)
+		}
+	}
+	startSidecar()
+	eventually(t, "the data plane uses the restarted sidecar", func() error {
+		return refused(env.devToken, http.StatusForbidden)
+	})
 }
 
 // fetchWithToken calls the lab's fetch tool over Streamable HTTP with a bearer token and checks
