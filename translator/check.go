@@ -2,9 +2,12 @@ package translator
 
 import (
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 
+	"github.com/mcpgate/mcpgate/api/v1alpha1"
 	"github.com/mcpgate/mcpgate/extproc/authz"
 	"github.com/mcpgate/mcpgate/extproc/jwt"
 )
@@ -83,6 +86,72 @@ func (c *Cache) checkJWKS(doc string) error {
 	c.jwks[doc] = err
 	c.mu.Unlock()
 	return err
+}
+
+// precheck starts checking, on every CPU, the CEL expressions and inline JWKS documents of
+// policies that the Cache has no result for, and returns a function that waits until all are
+// checked. Compiling CEL and parsing keys is most of the cost of a first translation with many
+// distinct policies; the policy pass then finds the results here, in its own order, so the
+// output does not depend on which check finished first.
+func (c *Cache) precheck(policies []*v1alpha1.AgentgatewayPolicy) (wait func()) {
+	type check struct {
+		text string
+		run  func(string) error
+	}
+	var todo []check
+	seen := map[string]bool{}
+	c.mu.Lock()
+	add := func(text string, cur, prev map[string]error, run func(string) error) {
+		if _, ok := cur[text]; ok || seen[text] {
+			return
+		}
+		if _, ok := prev[text]; ok {
+			return
+		}
+		seen[text] = true
+		todo = append(todo, check{text, run})
+	}
+	addRules := func(a *v1alpha1.Authorization) {
+		if a == nil {
+			return
+		}
+		for _, e := range a.Policy.MatchExpressions {
+			add(string(e), c.cel, c.prevCEL, c.checkCEL)
+		}
+	}
+	for _, p := range policies {
+		if p == nil {
+			continue
+		}
+		if tr := p.Spec.Traffic; tr != nil {
+			addRules(tr.Authorization)
+			if j := tr.JWTAuthentication; j != nil {
+				for _, pr := range j.Providers {
+					if pr.JWKS.Inline != nil {
+						add(*pr.JWKS.Inline, c.jwks, c.prevJWKS, c.checkJWKS)
+					}
+				}
+			}
+		}
+		if b := p.Spec.Backend; b != nil && b.MCP != nil {
+			addRules(b.MCP.Authorization)
+		}
+	}
+	c.mu.Unlock()
+	if len(todo) == 0 {
+		return func() {}
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(todo))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := next.Add(1) - 1; i < int64(len(todo)); i = next.Add(1) - 1 {
+				_ = todo[i].run(todo[i].text) // the result is kept in the Cache
+			}
+		})
+	}
+	return wg.Wait
 }
 
 // done ends a translation: what it did not use is forgotten.

@@ -73,11 +73,13 @@ func newTranslation(in *Resources, opts Options) *translation {
 }
 
 func (t *translation) run() {
+	checked := t.chk.precheck(t.in.Policies) // CEL and JWKS on the other CPUs meanwhile
 	t.index()
 	t.xds = newXDSCommon(t.opts)
 	t.translateClasses()
 	t.selectGateways()
 	t.translateBackends()
+	checked()
 	t.policies = t.indexPolicies()
 	t.translateRoutes()
 	t.policyStatuses()
