@@ -598,10 +598,21 @@ func headerOption(name, value string, action corev3.HeaderValueOption_HeaderAppe
 		AppendAction: action}
 }
 
-// redirectCodes are the RequestRedirect status codes Envoy can answer.
-var redirectCodes = map[int]routev3.RedirectAction_RedirectResponseCode{
-	301: routev3.RedirectAction_MOVED_PERMANENTLY, 302: routev3.RedirectAction_FOUND, 303: routev3.RedirectAction_SEE_OTHER,
-	307: routev3.RedirectAction_TEMPORARY_REDIRECT, 308: routev3.RedirectAction_PERMANENT_REDIRECT,
+// redirectCode is Envoy's code for a RequestRedirect status code, and whether Envoy can answer it.
+func redirectCode(status int) (routev3.RedirectAction_RedirectResponseCode, bool) {
+	switch status {
+	case 301:
+		return routev3.RedirectAction_MOVED_PERMANENTLY, true
+	case 302:
+		return routev3.RedirectAction_FOUND, true
+	case 303:
+		return routev3.RedirectAction_SEE_OTHER, true
+	case 307:
+		return routev3.RedirectAction_TEMPORARY_REDIRECT, true
+	case 308:
+		return routev3.RedirectAction_PERMANENT_REDIRECT, true
+	}
+	return 0, false
 }
 
 // checkRedirect returns why a RequestRedirect cannot be honoured, or "".
@@ -619,7 +630,7 @@ func checkRedirect(rd *gwv1.HTTPRequestRedirectFilter) string {
 		}
 	}
 	if rd.StatusCode != nil {
-		if _, ok := redirectCodes[*rd.StatusCode]; !ok {
+		if _, ok := redirectCode(*rd.StatusCode); !ok {
 			return fmt.Sprintf("statusCode %d is not supported (301, 302, 303, 307, 308)", *rd.StatusCode)
 		}
 	}
@@ -654,7 +665,7 @@ func redirectAction(rd *gwv1.HTTPRequestRedirectFilter, listenerPort int32) *rou
 		ra.PathRewriteSpecifier = &routev3.RedirectAction_PathRedirect{PathRedirect: *p.ReplaceFullPath}
 	}
 	if rd.StatusCode != nil {
-		ra.ResponseCode = redirectCodes[*rd.StatusCode]
+		ra.ResponseCode, _ = redirectCode(*rd.StatusCode) // checked by checkRedirect
 	}
 	return ra
 }

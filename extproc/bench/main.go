@@ -448,10 +448,13 @@ func requestHeaders(token string) []extproctest.Header {
 	return hs
 }
 
-var responseHeaders = []extproctest.Header{
-	{Name: ":status", Value: "200"}, {Name: "content-type", Value: "application/json"},
-	{Name: "content-length", Value: strconv.Itoa(len(answerBody))}, {Name: "mcp-session-id", Value: "OPCAI5PJURGN4ASUWVV56SWYUW"},
-	{Name: "date", Value: "Mon, 01 Jun 2026 10:00:00 GMT"},
+// responseHeaders are the MCP server's answer headers of the tools/call.
+func responseHeaders() []extproctest.Header {
+	return []extproctest.Header{
+		{Name: ":status", Value: "200"}, {Name: "content-type", Value: "application/json"},
+		{Name: "content-length", Value: strconv.Itoa(len(answerBody))}, {Name: "mcp-session-id", Value: "OPCAI5PJURGN4ASUWVV56SWYUW"},
+		{Name: "date", Value: "Mon, 01 Jun 2026 10:00:00 GMT"},
+	}
 }
 
 // oneRequest plays one tools/call through ext_proc as Envoy does.
@@ -464,7 +467,7 @@ func oneRequest(ctx context.Context, c extprocv3.ExternalProcessorClient, route 
 	steps := []func() (*extprocv3.ProcessingResponse, error){
 		func() (*extprocv3.ProcessingResponse, error) { return s.RequestHeaders(reqHeaders, false) },
 		func() (*extprocv3.ProcessingResponse, error) { return s.RequestBody(callBody, true) },
-		func() (*extprocv3.ProcessingResponse, error) { return s.ResponseHeaders(responseHeaders, false) },
+		func() (*extprocv3.ProcessingResponse, error) { return s.ResponseHeaders(responseHeaders(), false) },
 		func() (*extprocv3.ProcessingResponse, error) { return s.ResponseBody(answerBody, true) },
 	}
 	for i, step := range steps {
