@@ -58,7 +58,8 @@ type HCM struct {
 	GenerateRequestID         bool
 	PreserveExternalRequestID bool
 	// InternalCIDRs is internal_address_config.cidr_ranges: the downstream addresses Envoy treats
-	// as internal. Without it no address is (Envoy 1.34+, explicit_internal_address_config).
+	// as internal. Without it no address is (Envoy 1.36 removed the explicit_internal_address_config
+	// guard that could restore RFC 1918 addresses as internal).
 	InternalCIDRs             []netip.Prefix
 	AlwaysSetRequestIDInReply bool
 	// ServerName is server_name (default "envoy"), written as the server header.
