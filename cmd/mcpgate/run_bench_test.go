@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -152,5 +153,72 @@ func BenchmarkFileEditToSnapshot(b *testing.B) {
 				b.Fatalf("the snapshot does not hold %d clusters", routes)
 			}
 		})
+	}
+}
+
+// BenchmarkControlPlaneMemory measures what the control plane holds for n HTTPRoutes (each with
+// its own MCP backend, as in BenchmarkFileEditToSnapshot): the pipeline `mcpgate run` uses
+// (file.Watch with its per-file cache, the translator's Cache, the xDS snapshots) is started on
+// n route files and each iteration edits one route and waits for the new snapshot. Reported:
+// live-MiB, the heap still in use after a garbage collection once the first snapshot is served
+// (what stays resident for n routes), after-edits-MiB, the same after the edits (an edit keeps
+// no more than one translation alive), and peak-heap-MiB, the largest heap the Go runtime held
+// (HeapSys, which bounds the resident size the heap needs; the process adds its code and
+// stacks). The controller in Kubernetes holds the same, with informers in place of the files.
+func BenchmarkControlPlaneMemory(b *testing.B) {
+	for _, routes := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("routes=%d", routes), func(b *testing.B) {
+			dir := b.TempDir()
+			writeBenchRoutes(b, dir, routes)
+			base := liveHeap()
+			srv := xds.New(nil)
+			p := newPipeline(srv, slog.New(slog.DiscardHandler), nil, nil)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan struct{})
+			go func() { defer close(done); _ = file.Watch(ctx, []string{dir}, p.apply) }()
+			defer func() { cancel(); <-done }()
+			version := waitSnapshot(b, srv, routes, "")
+			live := liveHeap() - base
+			b.ResetTimer()
+			for i := range b.N {
+				b.StopTimer()
+				writeBenchRoute(b, dir, 0, fmt.Sprintf("/mem-%d", i))
+				b.StartTimer()
+				version = waitSnapshot(b, srv, routes, version)
+			}
+			b.StopTimer()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			b.ReportMetric(float64(live)/(1<<20), "live-MiB")
+			b.ReportMetric(float64(liveHeap()-base)/(1<<20), "after-edits-MiB")
+			b.ReportMetric(float64(ms.HeapSys)/(1<<20), "peak-heap-MiB")
+		})
+	}
+}
+
+// liveHeap is the heap in use after a full garbage collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
+}
+
+// waitSnapshot waits until the bench gateway's snapshot has routes clusters at a version other
+// than last, and returns that version.
+func waitSnapshot(b *testing.B, srv *xds.Server, routes int, last string) string {
+	b.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if s, ok := srv.Snapshot(benchGateway); ok && len(s.GetResources(resourcev3.ClusterType)) == routes {
+			if v := s.GetVersion(resourcev3.RouteType); v != last {
+				return v
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("no new snapshot with %d clusters after a minute", routes)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

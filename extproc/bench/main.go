@@ -220,6 +220,7 @@ func (floor) Process(ps extprocv3.ExternalProcessor_ProcessServer) error {
 
 // child is a server process.
 type child struct {
+	name       string // the server it runs: floor or extproc
 	cmd        *exec.Cmd
 	stdin      io.WriteCloser
 	tcp, unix  string
@@ -252,7 +253,7 @@ func startChild(kind, profile string, skipMetadata bool) (*child, error) {
 		cmd.Process.Kill()
 		return nil, fmt.Errorf("%s server: %w", kind, err)
 	}
-	c := &child{cmd: cmd, stdin: stdin, pid: cmd.Process.Pid, clockTicks: 100,
+	c := &child{name: kind, cmd: cmd, stdin: stdin, pid: cmd.Process.Pid, clockTicks: 100,
 		conns: map[string]*grpc.ClientConn{}, clients: map[string]extprocv3.ExternalProcessorClient{}}
 	for _, f := range strings.Fields(line) {
 		k, v, _ := strings.Cut(f, "=")
@@ -424,7 +425,28 @@ func measure(o options, stdout io.Writer) error {
 		}
 	}
 	report(stdout, all, o)
+	// peak resident memory of each server process over the whole run (Linux's VmHWM)
+	for _, c := range []*child{fl, ep} {
+		if kb, err := c.peakRSSKiB(); err == nil {
+			fmt.Fprintf(stdout, "\npeak resident memory of %s: %.1f MiB", c.name, float64(kb)/1024)
+		}
+	}
+	fmt.Fprintln(stdout)
 	return nil
+}
+
+// peakRSSKiB returns the child's peak resident set size (VmHWM of /proc/PID/status) in KiB.
+func (c *child) peakRSSKiB() (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("%s: no VmHWM in /proc/%d/status", c.name, c.pid)
 }
 
 // Envoy's messages for a tools/call of the lab's fetch tool.
