@@ -99,16 +99,15 @@ func (c *Cache) precheck(policies []*v1alpha1.AgentgatewayPolicy) (wait func()) 
 		run  func(string) error
 	}
 	var todo []check
-	seen := map[string]bool{}
+	queuedCEL, queuedJWKS := map[string]bool{}, map[string]bool{}
 	c.mu.Lock()
-	add := func(text string, cur, prev map[string]error, run func(string) error) {
-		if _, ok := cur[text]; ok || seen[text] {
+	add := func(text string, cur, prev map[string]error, queued map[string]bool, run func(string) error) {
+		_, done := cur[text]
+		_, remembered := prev[text]
+		if done || remembered || queued[text] {
 			return
 		}
-		if _, ok := prev[text]; ok {
-			return
-		}
-		seen[text] = true
+		queued[text] = true
 		todo = append(todo, check{text, run})
 	}
 	addRules := func(a *v1alpha1.Authorization) {
@@ -116,7 +115,7 @@ func (c *Cache) precheck(policies []*v1alpha1.AgentgatewayPolicy) (wait func()) 
 			return
 		}
 		for _, e := range a.Policy.MatchExpressions {
-			add(string(e), c.cel, c.prevCEL, c.checkCEL)
+			add(string(e), c.cel, c.prevCEL, queuedCEL, c.checkCEL)
 		}
 	}
 	for _, p := range policies {
@@ -128,7 +127,7 @@ func (c *Cache) precheck(policies []*v1alpha1.AgentgatewayPolicy) (wait func()) 
 			if j := tr.JWTAuthentication; j != nil {
 				for _, pr := range j.Providers {
 					if pr.JWKS.Inline != nil {
-						add(*pr.JWKS.Inline, c.jwks, c.prevJWKS, c.checkJWKS)
+						add(*pr.JWKS.Inline, c.jwks, c.prevJWKS, queuedJWKS, c.checkJWKS)
 					}
 				}
 			}

@@ -480,7 +480,7 @@ func responseHeaders() []extproctest.Header {
 }
 
 // oneRequest plays one tools/call through ext_proc as Envoy does.
-func oneRequest(ctx context.Context, c extprocv3.ExternalProcessorClient, route extproctest.Route, reqHeaders []extproctest.Header) error {
+func oneRequest(ctx context.Context, c extprocv3.ExternalProcessorClient, route extproctest.Route, reqHeaders, respHeaders []extproctest.Header) error {
 	s, err := extproctest.Open(ctx, c, route)
 	if err != nil {
 		return err
@@ -489,7 +489,7 @@ func oneRequest(ctx context.Context, c extprocv3.ExternalProcessorClient, route 
 	steps := []func() (*extprocv3.ProcessingResponse, error){
 		func() (*extprocv3.ProcessingResponse, error) { return s.RequestHeaders(reqHeaders, false) },
 		func() (*extprocv3.ProcessingResponse, error) { return s.RequestBody(callBody, true) },
-		func() (*extprocv3.ProcessingResponse, error) { return s.ResponseHeaders(responseHeaders(), false) },
+		func() (*extprocv3.ProcessingResponse, error) { return s.ResponseHeaders(respHeaders, false) },
 		func() (*extprocv3.ProcessingResponse, error) { return s.ResponseBody(answerBody, true) },
 	}
 	for i, step := range steps {
@@ -510,10 +510,10 @@ func load(v variant, sock string, conc int, d time.Duration) (result, error) {
 	if c == nil {
 		return result{}, fmt.Errorf("no %s socket", sock)
 	}
-	hs := requestHeaders(v.token)
+	hs, rhs := requestHeaders(v.token), responseHeaders()
 	ctx := context.Background()
 	// A first request checks the setup (a refusal here is a broken benchmark, not a result).
-	if err := oneRequest(ctx, c, v.route, hs); err != nil {
+	if err := oneRequest(ctx, c, v.route, hs, rhs); err != nil {
 		return result{}, fmt.Errorf("%s over %s: %w", v.name, sock, err)
 	}
 	var mu sync.Mutex
@@ -532,7 +532,7 @@ func load(v variant, sock string, conc int, d time.Duration) (result, error) {
 			var ferr error
 			for time.Now().Before(deadline) {
 				t0 := time.Now()
-				if err := oneRequest(ctx, c, v.route, hs); err != nil {
+				if err := oneRequest(ctx, c, v.route, hs, rhs); err != nil {
 					nerr++
 					if ferr == nil {
 						ferr = err
