@@ -7,3 +7,8 @@ golden: ## regenerate translator/testdata/*.out.yaml from the current translator
 .PHONY: bench-translator
 bench-translator: ## run the translator benchmarks as docs/benchmarks.md records them
 	$(GO) test ./translator -run '^$$' -bench 'Translate' -benchmem -benchtime 5x -count 3
+
+.PHONY: fuzz-translator
+fuzz-translator: ## fuzz the file loader and the translator with the golden inputs' mutations, FUZZTIME (default 30s)
+	$(GO) test -run '^$$' -fuzz '^FuzzTranslate$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./translator
+	$(GO) test -run '^$$' -fuzz '^FuzzNormalizePath$$' -fuzztime $(FUZZTIME) ./translator

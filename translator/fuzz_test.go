@@ -11,7 +11,9 @@ import (
 
 // FuzzTranslate feeds manifests (the golden inputs and their mutations) through the loader and
 // the translator: whatever loads must translate without a panic into resources that pass
-// Validate. `go test` runs the seeds; `go test -fuzz FuzzTranslate ./translator` explores.
+// Validate. `go test` runs the seeds; `make fuzz-translator` explores (with a short
+// -fuzzminimizetime: minimizing a multi-document input for the default minute per new coverage
+// leaves the fuzzer looking idle).
 func FuzzTranslate(f *testing.F) {
 	ins, err := filepath.Glob("testdata/*.in.yaml")
 	if err != nil {
