@@ -692,7 +692,7 @@ func (t *translation) resolveBackendRef(cr *compiledRoute, c *compiledRule, rule
 	}
 	if weight < 0 {
 		weight = 0
-		fail(string(gwv1.RouteReasonUnsupportedValue), "weight must not be negative")
+		fail(string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("weight %d must not be negative", *ref.Weight))
 		return
 	}
 	group, kind := "", KindService
