@@ -491,29 +491,33 @@ func TestCancelledMidway(t *testing.T) {
 	waitFor(t, "streams to end", func() bool { return h.metric(t, "mcpgate_extproc_streams_active", nil) == 0 })
 }
 
-// TestJWTAndCEL: the lab's token passes; no token and bad tokens get 401 with the challenge; a
-// valid token of another org gets 403 from the traffic rule.
+// TestJWTAndCEL: the lab's token passes; no token (also when it is sent in another header than
+// Authorization) and bad tokens get 401 with the challenge; a valid token of another org gets
+// 403 from the traffic rule.
 func TestJWTAndCEL(t *testing.T) {
 	sg := newSigner(t)
 	logOpt, logs := withLog(slog.LevelDebug)
 	h := newHarness(t, []*policyv1.Policy{labPolicy(sg)}, logOpt)
 	otherOrg := sg.token(t, gojwt.MapClaims{"sub": "mallory", "org": "evil.example"})
 	tampered := extproctest.LabToken[:len(extproctest.LabToken)-4] + "AAAA"
+	elsewhere := []extproctest.Header{hdr("x-api-token", extproctest.LabToken), hdr("cookie", "token="+extproctest.LabToken)}
 	tests := []struct {
 		name, token string
+		extra       []extproctest.Header
 		status      int
 		body, www   string
 		authn       string
 	}{
-		{"missing", "", 401, "Jwt is missing", `Bearer realm="mcpgate"`, "missing"},
-		{"bad signature", tampered, 401, "Jwt verification fails", `Bearer realm="mcpgate", error="invalid_token"`, "invalid: Jwt verification fails"},
-		{"malformed", "abc", 401, "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections", `Bearer realm="mcpgate", error="invalid_token"`, "invalid: Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections"},
-		{"other org", otherOrg, 403, "RBAC: access denied", "", "ok"},
+		{"missing", "", nil, 401, "Jwt is missing", `Bearer realm="mcpgate"`, "missing"},
+		{"in another header", "", elsewhere, 401, "Jwt is missing", `Bearer realm="mcpgate"`, "missing"},
+		{"bad signature", tampered, nil, 401, "Jwt verification fails", `Bearer realm="mcpgate", error="invalid_token"`, "invalid: Jwt verification fails"},
+		{"malformed", "abc", nil, 401, "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections", `Bearer realm="mcpgate", error="invalid_token"`, "invalid: Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections"},
+		{"other org", otherOrg, nil, 403, "RBAC: access denied", "", "ok"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := h.open(t, h.tcp, streamableRoute)
-			resp := check(t)(s.RequestHeaders(postHeaders("/mcp", tt.token), false))
+			resp := check(t)(s.RequestHeaders(postHeaders("/mcp", tt.token, tt.extra...), false))
 			ir := resp.GetImmediateResponse()
 			if ir == nil || int(ir.GetStatus().GetCode()) != tt.status || string(ir.GetBody()) != tt.body {
 				t.Fatalf("want %d %q, got %v", tt.status, tt.body, resp)
@@ -545,16 +549,16 @@ func TestJWTAndCEL(t *testing.T) {
 		t.Errorf("the logs hold a token:\n%s", logs.buf.String())
 	}
 	logs.mu.Unlock()
-	if n := h.metric(t, "mcpgate_authn_failures_total", nil); n != 3 {
-		t.Errorf("authn failures = %v, want 3", n)
+	if n := h.metric(t, "mcpgate_authn_failures_total", nil); n != 4 {
+		t.Errorf("authn failures = %v, want 4", n)
 	}
 	recs := h.audit.records(t)
-	if len(recs) != 5 {
+	if len(recs) != 6 {
 		t.Fatalf("%d audit records", len(recs))
 	}
-	checkRecord(t, recs[3], map[string]any{"subject": "mallory", "claims": map[string]any{"org": "evil.example"}, "http_status": 403, "outcome": "refused"})
-	if _, ok := recs[3]["rule"]; ok {
-		t.Errorf("no rule matched, yet the record names one: %v", recs[3])
+	checkRecord(t, recs[4], map[string]any{"subject": "mallory", "claims": map[string]any{"org": "evil.example"}, "http_status": 403, "outcome": "refused"})
+	if _, ok := recs[4]["rule"]; ok {
+		t.Errorf("no rule matched, yet the record names one: %v", recs[4])
 	}
 	for _, r := range recs {
 		if b, _ := json.Marshal(r); strings.Contains(string(b), "eyJ") {
@@ -641,6 +645,16 @@ func TestNoBodyAndOtherContent(t *testing.T) {
 	resp := check(t)(s.ResponseHeaders(respHeaders("405", ""), true))
 	if resp.GetModeOverride() != nil {
 		t.Errorf("mode_override for a response without body: %v", resp.GetModeOverride())
+	}
+	// A DELETE ending a session: headers only, both ways.
+	s = h.open(t, h.tcp, streamableRoute)
+	del := []extproctest.Header{hdr(":authority", "127.0.0.1:8080"), hdr(":path", "/mcp"), hdr(":method", "DELETE"),
+		hdr(":scheme", "http"), hdr("mcp-session-id", "S1"), hdr("authorization", "Bearer "+extproctest.LabToken)}
+	plainContinue(t, check(t)(s.RequestHeaders(del, true)))
+	resp = check(t)(s.ResponseHeaders(respHeaders("200", ""), true))
+	plainContinue(t, resp)
+	if resp.GetModeOverride() != nil {
+		t.Errorf("mode_override for a DELETE's answer without body: %v", resp.GetModeOverride())
 	}
 	s = h.open(t, h.tcp, streamableRoute)
 	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
@@ -1066,4 +1080,8 @@ func TestSessionIDMustBeVisibleASCII(t *testing.T) {
 	if md := extproctest.Metadata(resp); resp.GetImmediateResponse() != nil || md["session"] != good {
 		t.Errorf("a visible ASCII session id: %v", resp)
 	}
+	check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
+	check(t)(s.ResponseBody([]byte(`{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}`), true))
+	waitFor(t, "the valid id's audit record", func() bool { return len(h.audit.records(t)) == len(recs)+1 })
+	checkRecord(t, h.audit.records(t)[len(recs)], map[string]any{"method": "tools/list", "session": good, "http_status": 200})
 }

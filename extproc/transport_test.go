@@ -16,7 +16,8 @@ import (
 // MCP. Servers often serve both transports and the gateway passes each client's unchanged, so
 // each request is treated as what it is, in the four combinations of declared target and client:
 // a refused call is answered the way the client's transport carries answers, tools/list answers
-// are filtered, and the session is recorded in the metadata, the audit lines and the metrics.
+// are filtered, the session is recorded in the metadata and the audit lines, and the refused
+// call is counted in the metrics.
 func TestTransportPerRequest(t *testing.T) {
 	for _, route := range []extproctest.Route{sseRoute, streamableRoute} {
 		t.Run("target "+route.MCP+", client streamable-http", func(t *testing.T) {

@@ -351,6 +351,8 @@ func TestToolListFiltering(t *testing.T) {
 	}
 }
 
+// TestArgumentsDecodedOnce: the tool arguments are decoded at most once per Input, whatever
+// the number of rules and evaluations that read them, and not at all when no rule reads them.
 func TestArgumentsDecodedOnce(t *testing.T) {
 	e := newEnv(t)
 	rs := compile(t, e, allow("a", `mcp.tool.arguments.n == 1.0`), allow("b", `mcp.tool.arguments.n == 2.0`))
@@ -359,6 +361,9 @@ func TestArgumentsDecodedOnce(t *testing.T) {
 		t.Fatalf("%+v", d)
 	}
 	first := reflect.ValueOf(in.args).UnsafePointer()
+	if first == nil || !in.argsOK {
+		t.Fatal("the decoded arguments are not kept on the Input")
+	}
 	rs.Evaluate(t.Context(), in)
 	if reflect.ValueOf(in.args).UnsafePointer() != first {
 		t.Fatal("arguments were decoded again")

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -173,7 +174,8 @@ func TestRemoteJWKSFetchFailures(t *testing.T) {
 		{"HTTP 500", http.StatusInternalServerError, "oops", false},
 		{"not JSON", http.StatusOK, "<html>", false},
 		{"no keys", http.StatusOK, `{"keys":[]}`, false},
-		{"too large", http.StatusOK, `{"keys":[],"pad":"` + string(make([]byte, maxJWKSBytes)) + `"}`, false},
+		// the signer's own key set, valid but for its size: only the limit can refuse it
+		{"too large", http.StatusOK, strings.Repeat(" ", maxJWKSBytes) + jwks(t, s), false},
 		{"timeout", http.StatusOK, "", true},
 	}
 	for _, c := range cases {

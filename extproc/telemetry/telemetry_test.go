@@ -142,6 +142,9 @@ func TestOtherMetrics(t *testing.T) {
 	if v := metric(t, reg, "mcpgate_authn_failures_total", map[string]string{"reason": "Jwt is expired"}); v != 1 {
 		t.Errorf("authn failures = %v", v)
 	}
+	if v := metric(t, reg, "mcpgate_extproc_non_jsonrpc_bodies_total", map[string]string{"direction": "request"}); v != 1 {
+		t.Errorf("non-JSON-RPC bodies = %v", v)
+	}
 	if v := metric(t, reg, "mcpgate_extproc_policy_updates_total", map[string]string{"result": "nack"}); v != 1 {
 		t.Errorf("policy nacks = %v", v)
 	}
