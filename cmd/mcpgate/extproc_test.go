@@ -71,9 +71,9 @@ func freePort(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// TestServeExtProc runs `mcpgate extproc` against a real xDS server: it becomes ready once the
-// policies arrive, serves ext_proc on its Unix socket, writes audit lines to the file and stops
-// cleanly.
+// TestServeExtProc runs `mcpgate extproc` against a real xDS server: it is not ready (503)
+// before its gateway's policies arrive and becomes ready once they do, serves ext_proc on its
+// Unix socket, writes audit lines to the file and stops cleanly.
 func TestServeExtProc(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	x := xds.New(log)
@@ -85,11 +85,6 @@ func TestServeExtProc(t *testing.T) {
 	x.Register(gs)
 	go gs.Serve(xlis)
 	defer gs.Stop()
-	open := &policyv1.Policy{Name: "open"}
-	if err := x.Update(map[string]map[string][]proto.Message{"agentgateway-system/agentgateway": {contract.PolicyTypeURL: {open}}}); err != nil {
-		t.Fatal(err)
-	}
-
 	dir := t.TempDir()
 	sock, auditPath, admin := filepath.Join(dir, "ep.sock"), filepath.Join(dir, "audit.log"), freePort(t)
 	f, err := parseExtProcFlags([]string{"--listen", "unix://" + sock, "--xds-addr", xlis.Addr().String(),
@@ -101,7 +96,26 @@ func TestServeExtProc(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- serveExtProc(ctx, f, log, io.Discard) }()
 
+	// Not ready until the gateway's policies arrive.
 	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusServiceUnavailable {
+				t.Fatalf("/readyz answers %d before any policy arrived, want 503", resp.StatusCode)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the admin endpoint never answered: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	open := &policyv1.Policy{Name: "open"}
+	if err := x.Update(map[string]map[string][]proto.Message{"agentgateway-system/agentgateway": {contract.PolicyTypeURL: {open}}}); err != nil {
+		t.Fatal(err)
+	}
 	for {
 		resp, err := http.Get("http://" + admin + "/readyz")
 		if err == nil {

@@ -299,9 +299,16 @@ spec:
 	if got := prefixes(); len(got) < 2 {
 		t.Errorf("the good routes are no longer served: %q", got)
 	}
-	if _, body, _ := get("http://" + s.cfg.admin + "/metrics"); strings.Contains(body, "mcpgate_config_problems 0") {
-		t.Errorf("/metrics counts no problem")
-	}
+	eventually(t, "/metrics counting the refused route", func() error {
+		_, body, err := get("http://" + s.cfg.admin + "/metrics")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(body, "mcpgate_config_problems 1\n") {
+			return fmt.Errorf("/metrics does not count one problem:\n%s", body)
+		}
+		return nil
+	})
 	if err := s.shutdown(); err != nil {
 		t.Errorf("serve: %v", err)
 	}

@@ -221,7 +221,9 @@ func noReload(t *testing.T, ch <-chan loaded) {
 }
 
 // TestWatchReloadsDuringContinuousWrites: changes that keep coming faster than DebounceDelay
-// still give reloads (at most DebounceLimit apart), not one when they stop.
+// still give a reload while they go on (DebounceLimit lets it through; without it the debounce
+// would wait for the writes to stop, which they do not until the test ends). The bound itself is
+// not timed here.
 func TestWatchReloadsDuringContinuousWrites(t *testing.T) {
 	f, ch := watchedGateway(t, false)
 	dir := filepath.Dir(f)

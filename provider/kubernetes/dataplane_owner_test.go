@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/mcpgate/mcpgate/provider/kubernetes"
 )
@@ -52,8 +53,15 @@ spec:
 	// The other controller makes its Gateway's data plane, then stops.
 	other := startController(t, t, testCluster.cfg, kubernetes.Options{ControllerName: theirs, DataPlane: dataPlane()})
 	theirDeployment := types.NamespacedName{Namespace: "two-controllers", Name: "theirs"}
+	theirBootstrap := types.NamespacedName{Namespace: "two-controllers", Name: "theirs-bootstrap"}
 	eventually(t, "their data plane", func() error {
-		return testCluster.client.Get(t.Context(), theirDeployment, &appsv1.Deployment{})
+		if err := testCluster.client.Get(t.Context(), theirDeployment, &appsv1.Deployment{}); err != nil {
+			return err
+		}
+		if err := testCluster.client.Get(t.Context(), theirDeployment, &corev1.Service{}); err != nil {
+			return err
+		}
+		return testCluster.client.Get(t.Context(), theirBootstrap, &corev1.ConfigMap{})
 	})
 	other.stop(t)
 
@@ -79,15 +87,19 @@ spec:
 		}
 		return nil
 	})
-	if err := testCluster.client.Get(t.Context(), theirDeployment, &appsv1.Deployment{}); apierrors.IsNotFound(err) {
-		t.Error("the other controller's Deployment was deleted")
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	if err := testCluster.client.Get(t.Context(), theirDeployment, &corev1.Service{}); apierrors.IsNotFound(err) {
-		t.Error("the other controller's Service was deleted")
-	}
-	if err := testCluster.client.Get(t.Context(), types.NamespacedName{Namespace: "two-controllers", Name: "theirs-bootstrap"}, &corev1.ConfigMap{}); apierrors.IsNotFound(err) {
-		t.Error("the other controller's bootstrap ConfigMap was deleted")
+	for _, o := range []struct {
+		what string
+		key  types.NamespacedName
+		obj  client.Object
+	}{
+		{"Deployment", theirDeployment, &appsv1.Deployment{}},
+		{"Service", theirDeployment, &corev1.Service{}},
+		{"bootstrap ConfigMap", theirBootstrap, &corev1.ConfigMap{}},
+	} {
+		if err := testCluster.client.Get(t.Context(), o.key, o.obj); apierrors.IsNotFound(err) {
+			t.Errorf("the other controller's %s was deleted", o.what)
+		} else if err != nil {
+			t.Fatal(err)
+		}
 	}
 }

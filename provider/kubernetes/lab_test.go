@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -664,6 +665,8 @@ spec:
 	}
 	if err := testCluster.client.Get(context.Background(), types.NamespacedName{Namespace: "byname", Name: "ignored"}, &appsv1.Deployment{}); err == nil {
 		t.Error("Gateway of an unserved class got a data plane")
+	} else if !apierrors.IsNotFound(err) {
+		t.Fatal(err)
 	}
 
 	// A Deployment of the Gateway's name that mcpgate did not create is left alone.

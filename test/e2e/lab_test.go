@@ -83,6 +83,7 @@ func step4Connectivity(t *testing.T, s *suite) {
 // step 4, over each transport (the SSE call is a POST to the endpoint the server announced, the
 // Streamable HTTP one a POST to /mcp), and ext_proc wrote an audit line for them.
 func step5AccessLog(t *testing.T, s *suite) {
+	sessions := map[string]string{} // transport -> the session of its logged call
 	for _, c := range []struct{ transport, pathPrefix, code string }{
 		{"sse", "/sse?", "202"},            // go-sdk's SSE endpoint: /sse?sessionid=ID, answered 202
 		{"streamable-http", "/mcp", "200"}, // the result in the POST's answer
@@ -95,27 +96,33 @@ func step5AccessLog(t *testing.T, s *suite) {
 			for _, l := range lines {
 				md, _ := l["mcpgate"].(map[string]any)
 				path, _ := l["path"].(string)
+				session, _ := md["session"].(string)
 				if md["method"] == "tools/call" && md["tool"] == "fetch" && strings.Contains(fmt.Sprint(md["arguments"]), s.pageURL) &&
-					l["method"] == http.MethodPost && strings.HasPrefix(path, c.pathPrefix) && fmt.Sprint(l["response_code"]) == c.code {
+					l["method"] == http.MethodPost && strings.HasPrefix(path, c.pathPrefix) && fmt.Sprint(l["response_code"]) == c.code && session != "" {
+					sessions[c.transport] = session
 					return nil
 				}
 			}
-			return fmt.Errorf("%s: no line of POST %s... answered %s has mcpgate.method tools/call, mcpgate.tool fetch and the URL %s in mcpgate.arguments (%d JSON lines)",
+			return fmt.Errorf("%s: no line of POST %s... answered %s has mcpgate.method tools/call, mcpgate.tool fetch, a session and the URL %s in mcpgate.arguments (%d JSON lines)",
 				s.stdoutLog(), c.pathPrefix, c.code, s.pageURL, len(lines))
 		})
 	}
-	eventually(t, "audit line of tools/call fetch", func() error {
-		lines, err := jsonLines(s.stdoutLog())
-		if err != nil {
-			return err
-		}
-		for _, l := range lines {
-			if l["method"] == "tools/call" && l["tool"] == "fetch" && strings.Contains(fmt.Sprint(l["arguments"]), s.pageURL) {
-				return nil
+	// ext_proc's audit line of each of those calls: same session, method, tool and arguments.
+	for transport, session := range sessions {
+		eventually(t, "audit line of tools/call fetch over "+transport, func() error {
+			lines, err := jsonLines(s.stdoutLog())
+			if err != nil {
+				return err
 			}
-		}
-		return fmt.Errorf("%s: no JSON line with method tools/call, tool fetch and the URL %s in arguments (%d JSON lines)", s.stdoutLog(), s.pageURL, len(lines))
-	})
+			for _, l := range lines {
+				if l["request_id"] == nil && l["method"] == "tools/call" && l["tool"] == "fetch" && l["session"] == session &&
+					strings.Contains(fmt.Sprint(l["arguments"]), s.pageURL) {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s: no audit line with method tools/call, tool fetch, session %s and the URL %s in arguments (%d JSON lines)", s.stdoutLog(), session, s.pageURL, len(lines))
+		})
+	}
 }
 
 // Steps 6-7: with the lab's Strict JWT policy (verbatim) in the watched folder, calls without a

@@ -136,9 +136,10 @@ func (rec *recorder) requests(prefix string) []http.Request {
 }
 
 // TestWeightedPlainBackendIsCheckedAsItself: a rule sends 1% of /mcp to an MCP backend and 99% to
-// a plain one, under a traffic rule that reads mcp.method (only tools/list passes). A tools/call
-// POST is refused (403) wherever it goes: on the plain backend the rule runs on the request's
-// headers, where mcp.method is no tools/list. Before, the plain cluster inherited the MCP
+// a plain one, under a traffic rule that reads mcp.method (only tools/list passes). The client's
+// tools/call POSTs (one source address: the weighted pick sends them to one cluster, at 99 % the
+// plain one, which the access log shows) are all refused (403): on the plain backend the rule
+// runs on the request's headers, where mcp.method is no tools/list. Before, the plain cluster inherited the MCP
 // cluster's x-mcpgate-mcp from the route-level ext_proc config (Envoy merges the levels' gRPC
 // metadata key by key), so ext_proc deferred the rule to a body Envoy never sent it, and the
 // call reached the plain upstream; and the plain backend's requests were logged and audited with
@@ -163,7 +164,7 @@ func TestWeightedPlainBackendIsCheckedAsItself(t *testing.T) {
 	if got := r.up.requests("/mcp"); len(got) != 0 {
 		t.Errorf("the plain upstream got %d of the refused calls", len(got))
 	}
-	// The refusals came from both clusters' own configs: the plain backend's names the backend.
+	// The refusals came from the plain cluster's own config, which names its backend and no target.
 	eventually(t, "access-log lines of calls refused on the plain backend", func() error {
 		lines, err := r.accessLines(route)
 		if err != nil {
@@ -423,12 +424,40 @@ func TestPathParametersAreRefused(t *testing.T) {
 func TestWeightedMCPBackendsKeepAClientOnOneCluster(t *testing.T) {
 	r := startRouting(t)
 	const n = 20
+	prefix := "/sticky/" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
 	for i := range n {
-		if _, err := r.raw("GET", "/sticky/"+strconv.Itoa(i), nil, ""); err != nil {
+		a, err := r.raw("GET", prefix+strconv.Itoa(i), nil, "")
+		if err != nil {
 			t.Fatal(err)
 		}
+		if a.status >= 500 {
+			t.Fatalf("GET %s%d: %d %s: the gateway did not forward it", prefix, i, a.status, a.body)
+		}
 	}
-	if got := len(r.up.requests("/sticky/")); got != 0 && got != n {
+	if got := len(r.up.requests(prefix)); got != 0 && got != n {
 		t.Errorf("the plain backend got %d of %d requests of one client, want all or none", got, n)
 	}
+	// Each request's access-log line names the backend of the cluster that served it: one for all.
+	eventually(t, "access-log lines of the /sticky requests", func() error {
+		lines, err := r.accessLines("httproute/e2e-routing/sticky/rule/0/match/0")
+		if err != nil {
+			return err
+		}
+		backends := map[string]int{}
+		for _, l := range lines {
+			if path, _ := l["path"].(string); strings.HasPrefix(path, prefix) {
+				md, _ := l["mcpgate"].(map[string]any)
+				backends[fmt.Sprint(md["backend"])]++
+			}
+		}
+		if len(backends) != 1 {
+			return fmt.Errorf("the %d requests of one client were served by backends %v, want one", n, backends)
+		}
+		for _, count := range backends {
+			if count != n {
+				return fmt.Errorf("access-log lines by backend %v, want %d lines", backends, n)
+			}
+		}
+		return nil
+	})
 }
