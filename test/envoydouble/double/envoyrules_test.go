@@ -6,7 +6,9 @@ package double_test
 import (
 	"bytes"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -133,6 +135,15 @@ func TestConnectionManagerLocalRepliesPassThroughExtProc(t *testing.T) {
 	if resp.StatusCode != 500 || body != "Internal Server Error" || resp.Header.Get("content-type") != "text/plain" {
 		t.Errorf("response over the limit: got %d %q %q", resp.StatusCode, body, resp.Header.Get("content-type"))
 	}
+	// ext_proc saw the upstream's 200 headers, then nothing: the 500 went to the codec directly.
+	st = e.ext.streams(t, 2)[1]
+	st.ended(t)
+	msgs = st.messages()
+	if got := strings.Join(kinds(msgs), ","); got != "request_headers,request_body,response_headers" {
+		t.Errorf("messages %s: the 500 of a response over the limit does not go through ext_proc", got)
+	} else if v, _ := header(msgs[2].GetResponseHeaders().GetHeaders(), ":status"); v != "200" {
+		t.Errorf("response_headers :status %q, want the upstream's 200", v)
+	}
 	waitFor(t, "both access log lines", func() bool { return len(e.access.all()) == 2 })
 	for i, want := range []string{"request_payload_too_large", "response_payload_too_large"} {
 		if d := e.logs(2)[i]["details"]; d != want {
@@ -211,6 +222,7 @@ func TestRepliesEnvoyCannotApplyFailEvenWhenFailOpen(t *testing.T) {
 	f := extProcFilter(5 * time.Second)
 	f.FailureModeAllow = true
 	mcpSetup(t, e, up.addr, f)
+	lines := map[string]int{} // access-log lines expected so far, by path and details
 	for _, c := range []struct {
 		path, body string
 		code       int
@@ -225,13 +237,17 @@ func TestRepliesEnvoyCannotApplyFailEvenWhenFailOpen(t *testing.T) {
 		if resp.StatusCode != c.code {
 			t.Errorf("%s %s: got %d %q, want %d", c.path, c.body, resp.StatusCode, body, c.code)
 		}
+		// this request's own line: one more with its path and details than before it
+		key := c.path + " " + c.details
+		lines[key]++
 		waitFor(t, "the access log line with "+c.details, func() bool {
+			n := 0
 			for _, l := range e.access.all() {
 				if strings.Contains(l, `"details":"`+c.details+`"`) && strings.Contains(l, `"path":"`+c.path+`"`) {
-					return true
+					n++
 				}
 			}
-			return false
+			return n == lines[key]
 		})
 	}
 }
@@ -288,6 +304,8 @@ func TestExpectContinueIsAnsweredByTheProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	req.Header.Set("Expect", "100-continue")
+	var continued atomic.Bool
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{Got100Continue: func() { continued.Store(true) }}))
 	c := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 10 * time.Second}}
 	resp, err := c.Do(req)
 	if err != nil {
@@ -296,6 +314,9 @@ func TestExpectContinueIsAnsweredByTheProxy(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("got %d", resp.StatusCode)
+	}
+	if !continued.Load() {
+		t.Error("no 100 Continue came back (the client sent the body after its timeout)")
 	}
 	if v := up.last().header.Get("expect"); v != "" {
 		t.Errorf("the upstream saw expect: %q", v)
@@ -326,6 +347,7 @@ func TestPerRouteConfigsMergeAcrossLevels(t *testing.T) {
 		weighted("merged", "/merged", perRoute(t, mcpMode(), "x-mcpgate-policy", "p", "x-mcpgate-mcp", "streamable-http"),
 			perRoute(t, nil, "x-mcpgate-mcp", "sse", "x-mcpgate-target", "t")),
 		weighted("enabled", "/enabled", disabled(t), perRoute(t, headersOnly, "x-mcpgate-route", "r")),
+		weighted("specific", "/specific", perRoute(t, mcpMode(), "x-mcpgate-mcp", "streamable-http"), perRoute(t, headersOnly)),
 		prefixRoute("inherits-disabled", "/", "up", nil))
 	vh.TypedPerFilterConfig = disabled(t)
 	e.push(l, routeConfig(l.Name, vh), staticCluster("up", up.addr))
@@ -350,11 +372,19 @@ func TestPerRouteConfigsMergeAcrossLevels(t *testing.T) {
 		t.Errorf("enabled again by the weighted cluster: messages %s, metadata %v", got, st.md)
 	}
 
+	// Both levels set a mode: the weighted cluster's (headers only) wins over the route's (bodies).
+	do(t, "POST", e.url("/specific"), strings.NewReader(`{}`))
+	st = e.ext.streams(t, 3)[2]
+	st.ended(t)
+	if got := strings.Join(kinds(st.messages()), ","); got != "request_headers" || st.md.Get("x-mcpgate-mcp")[0] != "streamable-http" {
+		t.Errorf("specific: messages %s (want the weighted cluster's mode), metadata %v", got, st.md)
+	}
+
 	if resp, _ := do(t, "POST", e.url("/other"), strings.NewReader(`{}`)); resp.StatusCode != 200 {
 		t.Fatalf("got %d", resp.StatusCode)
 	}
 	time.Sleep(50 * time.Millisecond) // a stream would have been opened before the upstream was called
-	if n := len(e.ext.streams(t, 2)); n != 2 {
+	if n := len(e.ext.streams(t, 3)); n != 3 {
 		t.Errorf("%d streams: the virtual host's disabled applies to a route without a config", n)
 	}
 }
@@ -449,10 +479,16 @@ func TestEdgeRequestsAreSanitized(t *testing.T) {
 			do(t, "POST", e.url("/mcp"), strings.NewReader(`{}`), "x-request-id", "client-id", "x-envoy-retry-on", "5xx",
 				"x-envoy-internal", "true", "x-envoy-decorator-operation", "op", "x-internal-only", "forged")
 			seen := up.last().header
-			// internal_only_headers go before the filters: ext_proc does not see them either
-			_, extSaw := header(e.ext.streams(t, 1)[0].messages()[0].GetRequestHeaders().GetHeaders(), "x-internal-only")
-			if (seen.Get("x-internal-only") != "") != c.internal || extSaw != c.internal {
-				t.Errorf("internal_only_headers: upstream got %q, ext_proc saw it: %t", seen.Get("x-internal-only"), extSaw)
+			// all of it happens before the filters: ext_proc sees what the upstream sees
+			extHeaders := e.ext.streams(t, 1)[0].messages()[0].GetRequestHeaders().GetHeaders()
+			for _, k := range []string{"x-internal-only", "x-envoy-retry-on", "x-envoy-internal", "x-envoy-decorator-operation", "x-envoy-external-address"} {
+				v, extSaw := header(extHeaders, k)
+				if up := seen.Get(k); extSaw != (up != "") || (extSaw && v != up) {
+					t.Errorf("%s: ext_proc saw %q (%t), the upstream got %q", k, v, extSaw, up)
+				}
+			}
+			if (seen.Get("x-internal-only") != "") != c.internal {
+				t.Errorf("internal_only_headers: upstream got %q", seen.Get("x-internal-only"))
 			}
 			edge := c.useRemote && !c.internal
 			if (seen.Get("x-request-id") == "client-id") == edge {
