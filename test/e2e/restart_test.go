@@ -19,7 +19,7 @@ import (
 // labGateway is the lab's Gateway, the xDS node group of its data plane.
 const labGateway = "agentgateway-system/agentgateway"
 
-// TestControlPlaneRestart runs the deployment of docs/kubernetes.md outside a cluster, each part a
+// TestSidecarDeploymentOutages runs the deployment of docs/kubernetes.md outside a cluster, each part a
 // process of its own: the control plane (`mcpgate run --no-envoy`), ext_proc as the data plane's
 // sidecar (`mcpgate extproc` on a Unix socket, policies over ADS), and the data plane started with
 // `mcpgate bootstrap`'s bootstrap. It serves the lab with its JWT policy and CEL rule, verbatim.
@@ -27,7 +27,7 @@ const labGateway = "agentgateway-system/agentgateway"
 // ext_proc keep serving their last configuration, refusals included, and once it is back both
 // take what changed meanwhile, without being restarted; while ext_proc is down, the data plane
 // answers 5xx, never passing a request through.
-func TestControlPlaneRestart(t *testing.T) {
+func TestSidecarDeploymentOutages(t *testing.T) {
 	free, err := freePorts(10)
 	if err != nil {
 		t.Fatal(err)
