@@ -34,8 +34,21 @@ test: generate-check build $(TEST_DEPS) ## run every test: unit, golden, xDS, ex
 bench: ## run the Go benchmarks (results go into docs/benchmarks.md by hand)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+# PROTOC_VERSION is the protoc the committed proto/ code was generated with (its header names it;
+# generate-check compares): Debian's protobuf-compiler, installed when missing.
+PROTOC_VERSION := 3.21.12
+
+.PHONY: protoc
+protoc: ## install the protoc that the generated code needs (Debian's protobuf-compiler) when it is missing
+	@command -v protoc >/dev/null || { \
+	  echo "protoc is missing: installing Debian's protobuf-compiler"; \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq protobuf-compiler >/dev/null; }
+	@v="$$(protoc --version)"; [ "$$v" = "libprotoc $(PROTOC_VERSION)" ] || { \
+	  echo "protoc is $$v; the generated code in proto/ is protoc $(PROTOC_VERSION)'s (make generate-check would differ)"; exit 1; }
+
 .PHONY: generate
-generate: ## regenerate deepcopy, CRDs and protobuf Go code
+generate: protoc ## regenerate deepcopy, CRDs and protobuf Go code
 	$(GO) tool controller-gen object paths=./api/...
 	$(GO) tool controller-gen crd paths=./api/... output:crd:dir=deploy/crds
 	protoc --plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" --go_out=. \
