@@ -255,12 +255,12 @@ func (st *stream) claimsForAudit() map[string]any {
 	return st.auditClaims
 }
 
-// evaluate applies rules and logs the rules that failed at run time (they count as not
-// matching).
+// evaluate applies rules and logs the rules that failed at run time (they fail closed:
+// authz.RuleSet.Evaluate).
 func (st *stream) evaluate(rules *authz.RuleSet, in *authz.Input) authz.Decision {
 	d := rules.Evaluate(st.ctx, in)
 	for _, err := range d.Errors {
-		st.s.log.Warn("authorization rule failed at run time; it counts as not matching",
+		st.s.log.Warn("authorization rule failed at run time; it fails closed (a DENY rule denies, REQUIRE and ALLOW rules do not hold)",
 			"policy", st.pol.name, "route", st.ri.route, "error", err)
 	}
 	return d

@@ -284,35 +284,35 @@ type Decision struct {
 	// Rule is the source of the rule that decided; "" when the default decided (no ALLOW rules:
 	// allowed; ALLOW rules of which none matched: denied).
 	Rule string
-	// Errors are the rules that failed at run time (each counted as not matching), for the
-	// caller to log. nil when none failed.
+	// Errors are the rules that failed at run time, for the caller to log. nil when none failed.
 	Errors []error
 }
 
 // Evaluate applies the rules to in. ctx interrupts the comprehensions of rules that run under the
-// cost limit. A rule that fails at run
-// time (a missing claim, a cost over the limit, a result that is not a bool) counts as not
-// matching and is reported in Decision.Errors. in is read, and may cache its decoded tool
-// arguments.
+// cost limit. A rule that fails at run time (a missing claim, a cost over the limit, a result
+// that is not a bool) is reported in Decision.Errors and fails closed: a DENY rule that fails
+// denies, a REQUIRE rule that fails is not met (denies), an ALLOW rule that fails does not allow.
+// (Otherwise a client could skip a DENY rule by making it fail, say with arguments large enough
+// to exceed the cost limit.) in is read, and may cache its decoded tool arguments.
 func (rs *RuleSet) Evaluate(ctx context.Context, in *Input) Decision {
 	if rs == nil {
 		return Decision{Allowed: true}
 	}
 	var d Decision
 	for i := range rs.deny {
-		if rs.deny[i].match(ctx, in, &d) {
+		if matched, ok := rs.deny[i].match(ctx, in, &d); matched || !ok {
 			d.Allowed, d.Rule = false, rs.deny[i].source
 			return d
 		}
 	}
 	for i := range rs.require {
-		if !rs.require[i].match(ctx, in, &d) {
+		if matched, _ := rs.require[i].match(ctx, in, &d); !matched {
 			d.Allowed, d.Rule = false, rs.require[i].source
 			return d
 		}
 	}
 	for i := range rs.allow {
-		if rs.allow[i].match(ctx, in, &d) {
+		if matched, _ := rs.allow[i].match(ctx, in, &d); matched {
 			d.Allowed, d.Rule = true, rs.allow[i].source
 			return d
 		}
@@ -321,8 +321,9 @@ func (rs *RuleSet) Evaluate(ctx context.Context, in *Input) Decision {
 	return d
 }
 
-// match evaluates the rule; an error is recorded in d and counts as false.
-func (r *rule) match(ctx context.Context, in *Input, d *Decision) bool {
+// match evaluates the rule: whether it holds, and false in ok when it failed (the error is
+// recorded in d; matched is then false).
+func (r *rule) match(ctx context.Context, in *Input, d *Decision) (matched, ok bool) {
 	var out ref.Val
 	var err error
 	if r.tracked {
@@ -332,12 +333,12 @@ func (r *rule) match(ctx context.Context, in *Input, d *Decision) bool {
 	}
 	if err != nil {
 		d.Errors = append(d.Errors, fmt.Errorf("rule %s: %w", r.source, err))
-		return false
+		return false, false
 	}
-	b, ok := out.(types.Bool)
-	if !ok {
+	b, isBool := out.(types.Bool)
+	if !isBool {
 		d.Errors = append(d.Errors, fmt.Errorf("rule %s: gives %s, want bool", r.source, out.Type().TypeName()))
-		return false
+		return false, false
 	}
-	return bool(b)
+	return bool(b), true
 }

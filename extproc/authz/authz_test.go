@@ -128,14 +128,38 @@ func TestRunTimeErrors(t *testing.T) {
 			t.Fatalf("%+v", d)
 		}
 	})
-	t.Run("deny that errors does not match (guard with has)", func(t *testing.T) {
+	t.Run("deny that errors denies (guard with has to let it pass)", func(t *testing.T) {
 		d := compile(t, e, deny("p#0", `jwt.org == "evil"`)).Evaluate(t.Context(), noToken)
-		if !d.Allowed || len(d.Errors) != 1 || !strings.HasPrefix(d.Errors[0].Error(), "rule p#0: ") {
+		if d.Allowed || d.Rule != "p#0" || len(d.Errors) != 1 || !strings.HasPrefix(d.Errors[0].Error(), "rule p#0: ") {
 			t.Fatalf("%+v", d)
 		}
 		d = compile(t, e, deny("p#0", `has(jwt.org) && jwt.org == "evil"`)).Evaluate(t.Context(), noToken)
 		if !d.Allowed || d.Errors != nil {
 			t.Fatalf("guarded: %+v", d)
+		}
+	})
+	// A client cannot skip a DENY rule by making it fail: an argument of another type than the
+	// rule expects, or arguments large enough to exceed the cost limit.
+	t.Run("deny that a client makes fail denies", func(t *testing.T) {
+		rs := compile(t, e, deny("p#0", `mcp.tool.arguments.path.startsWith("/etc")`), allow("p#1", `true`))
+		for name, args := range map[string]string{
+			"string":        `{"path":"/etc/shadow"}`,
+			"list":          `{"path":["/etc/shadow"]}`,
+			"number":        `{"path":1}`,
+			"not an object": `[1]`,
+		} {
+			d := rs.Evaluate(t.Context(), &Input{ToolName: "read", ToolArguments: json.RawMessage(args)})
+			if d.Allowed || d.Rule != "p#0" {
+				t.Errorf("%s: %+v", name, d)
+			}
+		}
+		if d := rs.Evaluate(t.Context(), &Input{ToolName: "read", ToolArguments: json.RawMessage(`{"path":"/tmp/x"}`)}); !d.Allowed {
+			t.Errorf("a path the rule does not refuse: %+v", d)
+		}
+		costly := compile(t, e, deny("p#0", `mcp.tool.arguments.paths.exists(p, p.startsWith("/etc"))`), allow("p#1", `true`))
+		big := `{"paths":[` + strings.Repeat(`"/tmp/a",`, 50000) + `"/etc/shadow"]}`
+		if d := costly.Evaluate(t.Context(), &Input{ToolName: "read", ToolArguments: json.RawMessage(big)}); d.Allowed {
+			t.Errorf("a DENY rule over the cost limit let the call through: %+v", d)
 		}
 	})
 	t.Run("require that errors denies", func(t *testing.T) {
