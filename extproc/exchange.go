@@ -205,13 +205,20 @@ func (st *stream) answers(msgs []mcp.Message, batch bool, md *metadata) ([]byte,
 func (st *stream) answer(m *mcp.Message, ex *exchange, md *metadata, now time.Time) []byte {
 	var repl []byte
 	code, hasErr := m.ErrorCode()
+	// Any result is filtered under the route's tool rules, not only the answer of the tools/list
+	// it is matched with: a client that repeats a request id (in a batch, or across a legacy
+	// session's POSTs) gets the tools/list result matched with another request.
+	f := ex.filter
+	if f == nil {
+		f = st.toolFilter()
+	}
 	switch {
 	case ex.denied:
 		repl = mcp.UnknownTool(m.ID, ex.rec.Tool)
 		code, hasErr = mcp.CodeInvalidParams, true
-	case ex.filter != nil && m.Result != nil:
+	case f != nil && m.Result != nil:
 		var failed bool
-		if repl, failed = st.filterTools(m, ex.filter); failed {
+		if repl, failed = st.filterTools(m, f); failed {
 			code, hasErr = mcp.CodeInternalError, true
 		}
 	}
