@@ -1102,3 +1102,31 @@ func TestRepeatedIDsCannotUnfilterToolsList(t *testing.T) {
 		t.Errorf("answers = %s: the hidden tool get-env came through", got)
 	}
 }
+
+// TestBatchLimit: a batch of more than MaxBatchMessages messages is refused with 400 and a
+// JSON-RPC error, under a policy or none, and nothing of it is kept; a batch at the limit passes.
+func TestBatchLimit(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	batch := func(n int) []byte {
+		elems := make([]string, n)
+		for i := range elems {
+			elems[i] = fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"ping"}`, i)
+		}
+		return []byte("[" + strings.Join(elems, ",") + "]")
+	}
+	for name, route := range mirrorRoutes() {
+		s := h.open(t, h.tcp, route)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+		resp := check(t)(s.RequestBody(batch(extproc.MaxBatchMessages+1), true))
+		ir := resp.GetImmediateResponse()
+		if ir.GetStatus().GetCode() != 400 || !strings.Contains(string(ir.GetBody()), `"code":-32600`) ||
+			!strings.Contains(string(ir.GetBody()), fmt.Sprintf("limit of %d", extproc.MaxBatchMessages)) {
+			t.Errorf("%s: a batch over the limit: %v", name, resp)
+		}
+		s = h.open(t, h.tcp, route)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+		if resp := check(t)(s.RequestBody(batch(extproc.MaxBatchMessages), true)); resp.GetImmediateResponse() != nil {
+			t.Errorf("%s: a batch at the limit was refused: %v", name, resp)
+		}
+	}
+}

@@ -37,6 +37,12 @@ import (
 	"github.com/mcpgate/mcpgate/xds/client"
 )
 
+// MaxBatchMessages bounds the messages of one JSON-RPC batch. Each request in it is kept until
+// its answer (audit, correlation), so without a bound one request body of small messages could
+// hold tens of MiB and, over a legacy SSE session, push every other session's requests out of
+// the shared table. Clients batch a handful of messages (MCP dropped batches in 2025-06-18).
+const MaxBatchMessages = 256
+
 // Defaults of Config.
 const (
 	DefaultMaxBodyBytes = 4 << 20

@@ -449,6 +449,11 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 			"mcpgate_body_too_large"), "limit", md, nil)
 	}
 	msgs, batch, err := mcp.Parse(body)
+	if err == nil && len(msgs) > MaxBatchMessages {
+		return st.refuse(jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidRequest,
+			fmt.Sprintf("batch of %d messages exceeds the gateway's limit of %d", len(msgs), MaxBatchMessages),
+			"mcpgate_batch_too_large"), "limit", md, nil)
+	}
 	switch {
 	case err != nil || !strict:
 	case !utf8Charset(st.headers.first("content-type")):
