@@ -148,3 +148,29 @@ func TestRequestBodyNotSentTrafficRules(t *testing.T) {
 		t.Errorf("GET with a body that will not be sent: want 403 by deny#0, got %v", resp)
 	}
 }
+
+// TestTrafficRulesOnGETWithoutEndOfStream: on a route whose bodies reach ext_proc, a GET or
+// DELETE whose headers do not end the stream is judged at the headers all the same: an HTTP/2
+// client that ends it with trailers and no data sends ext_proc no body message, so rules
+// deferred to the body would never run. Only a POST, whose body carries MCP's messages, defers
+// them.
+func TestTrafficRulesOnGETWithoutEndOfStream(t *testing.T) {
+	denyNoMethod := &policyv1.Policy{Name: "lab", TrafficRules: []*policyv1.Rule{{Action: policyv1.Rule_DENY, Expression: `mcp.method == ""`, Source: "deny#0"}}}
+	h := newHarness(t, []*policyv1.Policy{denyNoMethod})
+	del := []extproctest.Header{hdr(":authority", "127.0.0.1:8080"), hdr(":path", "/mcp"), hdr(":method", "DELETE"), hdr(":scheme", "http"), hdr("mcp-session-id", "S1")}
+	for name, hs := range map[string][]extproctest.Header{"GET": getHeaders("/mcp", ""), "DELETE": del} {
+		s := h.open(t, h.tcp, streamableRoute)
+		resp := check(t)(s.RequestHeaders(hs, false))
+		if ir := resp.GetImmediateResponse(); ir.GetStatus().GetCode() != 403 || extproctest.Metadata(resp)["rule"] != "deny#0" {
+			t.Errorf("%s without END_STREAM: want 403 by deny#0 at the headers, got %v", name, resp)
+		}
+	}
+	// a POST waits for its body, where the method is
+	s := h.open(t, h.tcp, streamableRoute)
+	if resp := check(t)(s.RequestHeaders(postHeaders("/mcp", ""), false)); resp.GetImmediateResponse() != nil {
+		t.Fatalf("POST refused before its body: %v", resp)
+	}
+	if resp := check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`), true)); resp.GetImmediateResponse() != nil {
+		t.Errorf("POST of tools/list: %v", resp)
+	}
+}

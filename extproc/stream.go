@@ -320,7 +320,10 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 
 	st.in.Claims = st.auth.Claims
 	if st.pol != nil && st.pol.traffic != nil {
-		if st.pol.traffic.NeedsMCP() && bodyFollows {
+		// Deferred to the messages only where MCP puts them: in a POST's body. A GET or DELETE
+		// without END_STREAM may still bring no body (an HTTP/2 request ending with trailers
+		// sends ext_proc no body message): its rules run now, without MCP fields.
+		if st.pol.traffic.NeedsMCP() && bodyFollows && (st.kind == mcp.RequestPost || st.kind == mcp.RequestLegacyPost) {
 			st.trafficDeferred = true
 		} else if d := st.evaluate(st.pol.traffic, &st.in); !d.Allowed {
 			return st.refuse(rbacDenied(), d.Rule, md, nil)
