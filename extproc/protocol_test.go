@@ -723,6 +723,27 @@ func TestRedaction(t *testing.T) {
 	checkRecord(t, h.audit.records(t)[0], map[string]any{"arguments": map[string]any{"APIKEY": "[REDACTED]", "url": "u"}})
 }
 
+// TestDefaultRedaction: without Config.Redact.Keys the usual names of credentials are hidden, at
+// any depth and in any case; an empty list hides none.
+func TestDefaultRedaction(t *testing.T) {
+	call := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"u","auth":{"Password":"p-1","api_key":"k-1"},"Token":"t-1"}}}`)
+	for name, c := range map[string]struct {
+		keys []string
+		want string
+	}{
+		"default": {nil, `{"Token":"[REDACTED]","auth":{"Password":"[REDACTED]","api_key":"[REDACTED]"},"url":"u"}`},
+		"none":    {[]string{}, `{"url":"u","auth":{"Password":"p-1","api_key":"k-1"},"Token":"t-1"}`},
+	} {
+		h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))}, func(cfg *extproc.Config) { cfg.Redact.Keys = c.keys })
+		s := h.open(t, h.tcp, streamableRoute)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+		resp := check(t)(s.RequestBody(call, true))
+		if got := extproctest.Metadata(resp)["arguments"]; got != c.want {
+			t.Errorf("%s: metadata arguments = %s, want %s", name, got, c.want)
+		}
+	}
+}
+
 // TestDeferredTrafficRules: traffic rules that read mcp.* run on the body's messages, including a
 // body holding only a response (a client answering the server), which must not slip past them.
 func TestDeferredTrafficRules(t *testing.T) {

@@ -89,9 +89,17 @@ type Config struct {
 	PolicyWait time.Duration
 }
 
+// DefaultRedactKeys returns the tool argument keys whose values the logs hide unless
+// Redact.Keys says otherwise: the usual names of credentials.
+func DefaultRedactKeys() []string {
+	return []string{"password", "passwd", "secret", "client_secret", "token", "access_token",
+		"refresh_token", "api_key", "apikey", "authorization"}
+}
+
 // Redact configures what the audit line and Envoy metadata keep of tool arguments.
 type Redact struct {
-	// Keys are argument keys (any depth, case-insensitive) whose values become "[REDACTED]".
+	// Keys are argument keys (any depth, case-insensitive) whose values become "[REDACTED]";
+	// nil means DefaultRedactKeys(), an empty list none.
 	Keys []string
 	// MaxArgumentBytes truncates the arguments kept (default 1 KiB).
 	MaxArgumentBytes int
@@ -142,11 +150,15 @@ func New(cfg Config) (*Server, error) {
 		cfg.JWT.Logger = cfg.Logger
 	}
 	log := cfg.Logger.With("component", "extproc")
+	redactKeys := cfg.Redact.Keys
+	if redactKeys == nil {
+		redactKeys = DefaultRedactKeys()
+	}
 	tel, err := telemetry.New(telemetry.Options{
 		Audit:            cfg.Audit,
 		Registerer:       cfg.Registerer,
 		TracerProvider:   cfg.TracerProvider,
-		RedactKeys:       cfg.Redact.Keys,
+		RedactKeys:       redactKeys,
 		MaxArgumentBytes: cfg.Redact.MaxArgumentBytes,
 		Logger:           log,
 	})

@@ -29,7 +29,7 @@ type extProcFlags struct {
 	maxBody                                         int
 	policyWait                                      time.Duration
 	logLevel                                        slog.Level
-	// redactKeys are the keys of --redact-keys, trimmed; nil when none.
+	// redactKeys are the keys of --redact-keys, trimmed (empty, not nil, when the flag is "").
 	redactKeys []string
 }
 
@@ -48,7 +48,7 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	fs.StringVar(&f.otlp, "otlp-endpoint", "", "OTLP gRPC collector for spans (http://HOST:4317 without TLS); default OTEL_EXPORTER_OTLP_ENDPOINT; none when both are empty")
 	fs.DurationVar(&f.policyWait, "policy-wait", extproc.DefaultPolicyWait, "how long a request whose route names a policy not received yet waits for it before a 500 (0: no wait); keep it under the routes' ext_proc message timeout (10s)")
 	logLevelFlag(fs, &f.logLevel)
-	fs.StringVar(&redact, "redact-keys", "", "comma-separated tool argument keys whose values the audit log and access log replace by [REDACTED]")
+	fs.StringVar(&redact, "redact-keys", strings.Join(extproc.DefaultRedactKeys(), ","), `comma-separated tool argument keys (any depth, any case) whose values the audit log and access log replace by [REDACTED]; "" for none`)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -71,6 +71,7 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	if f.maxBody <= 0 {
 		return nil, fmt.Errorf("--max-body-bytes %d: must be positive", f.maxBody)
 	}
+	f.redactKeys = []string{} // "" redacts nothing; nil would mean extproc's default
 	for _, k := range strings.Split(redact, ",") {
 		if k = strings.TrimSpace(k); k != "" {
 			f.redactKeys = append(f.redactKeys, k)

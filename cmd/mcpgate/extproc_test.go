@@ -40,7 +40,7 @@ func TestExtProcFlags(t *testing.T) {
 		}
 	}
 	f, err := parseExtProcFlags([]string{"--gateway", "agentgateway-system/agentgateway"})
-	if err != nil || !slices.Equal(f.listen, []string{"127.0.0.1:18001"}) || f.xdsAddr != "127.0.0.1:18000" || f.maxBody != 4<<20 || f.redactKeys != nil {
+	if err != nil || !slices.Equal(f.listen, []string{"127.0.0.1:18001"}) || f.xdsAddr != "127.0.0.1:18000" || f.maxBody != 4<<20 || !slices.Equal(f.redactKeys, extproc.DefaultRedactKeys()) {
 		t.Errorf("defaults: %+v %v", f, err)
 	}
 	if f.logLevel != slog.LevelInfo || policyWait(f.policyWait) != extproc.DefaultPolicyWait {
@@ -54,6 +54,9 @@ func TestExtProcFlags(t *testing.T) {
 	}
 	if f, err := parseExtProcFlags([]string{"--log-level", "debug"}); err != nil || f.logLevel != slog.LevelDebug {
 		t.Errorf("--log-level debug: %v %v", f, err)
+	}
+	if f, err := parseExtProcFlags([]string{"--redact-keys", ""}); err != nil || f.redactKeys == nil || len(f.redactKeys) != 0 {
+		t.Errorf(`--redact-keys "": %q %v, want an empty list (no redaction), not nil (the default)`, f.redactKeys, err)
 	}
 	f, err = parseExtProcFlags([]string{"--redact-keys", "apiKey, token ,,password"})
 	if err != nil || strings.Join(f.redactKeys, "|") != "apiKey|token|password" {
