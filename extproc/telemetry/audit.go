@@ -31,10 +31,26 @@ func (t *Telemetry) Arguments(r *Record) (text []byte, truncated bool) {
 
 // renderArguments returns raw redacted.
 func (t *Telemetry) renderArguments(raw json.RawMessage) []byte {
-	if len(raw) == 0 || t.redact == nil {
+	if len(raw) == 0 || t.redact == nil || !t.mayNameRedactedKey(raw) {
 		return raw
 	}
 	return t.redactJSON(raw)
+}
+
+// mayNameRedactedKey reports whether raw can hold a redacted key: one of them in any case, or a
+// \u escape (which could spell one). Most arguments name none, and are kept as they are without
+// being decoded.
+func (t *Telemetry) mayNameRedactedKey(raw []byte) bool {
+	if bytes.Contains(raw, []byte(`\u`)) {
+		return true
+	}
+	lower := bytes.ToLower(raw)
+	for k := range t.redact {
+		if bytes.Contains(lower, []byte(k)) {
+			return true
+		}
+	}
+	return false
 }
 
 func (t *Telemetry) redactJSON(raw json.RawMessage) json.RawMessage {

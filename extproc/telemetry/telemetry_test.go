@@ -266,3 +266,26 @@ func TestArgumentsRenderedOnce(t *testing.T) {
 		t.Errorf("rendering again allocates %v times: the arguments are rendered anew", n)
 	}
 }
+
+// TestArgumentsWithoutRedactedKeysKeptAsSent: arguments that name no redacted key in any case
+// are kept byte for byte (not decoded and re-encoded); a key spelled with a \u escape is found.
+func TestArgumentsWithoutRedactedKeysKeptAsSent(t *testing.T) {
+	tel, err := New(Options{Audit: io.Discard, RedactKeys: []string{"password"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for raw, want := range map[string]string{
+		`{"url": "u",  "n":1}`:          `{"url": "u",  "n":1}`,
+		`{"PassWord":"p","url":"u"}`:    `{"PassWord":"[REDACTED]","url":"u"}`,
+		`{"pass\u0077ord":"p","a":"b"}`: `{"a":"b","password":"[REDACTED]"}`,
+	} {
+		r := &Record{Arguments: json.RawMessage(raw)}
+		if got, _ := tel.Arguments(r); string(got) != want {
+			t.Errorf("Arguments(%s) = %s, want %s", raw, got, want)
+		}
+	}
+	plain := json.RawMessage(`{"url":"https://example.com/a","headers":{"accept":"text/html"},"n":[1,2,3]}`)
+	if n := testing.AllocsPerRun(20, func() { tel.Arguments(&Record{Arguments: plain}) }); n > 2 {
+		t.Errorf("arguments without a redacted key cost %v allocations: they are decoded", n)
+	}
+}
