@@ -156,15 +156,11 @@ func kinds() map[string]kindInfo {
 }
 
 // Load reads the manifests at paths (files or directories). It returns every object it could
-// read, where each came from, and an error joining one *Error per bad document or object.
+// read, where each came from, and an error joining one *Error per bad document or object. It is
+// a first Cache.Load: nothing read before to fall back on.
 func Load(paths ...string) (*translator.Resources, Sources, error) {
-	files, err := expand(paths, nil)
-	parsed := make([]*fileObjects, len(files))
-	for i, f := range files {
-		parsed[i] = readFile(f)
-	}
-	res, src, mergeErr := merge(parsed)
-	return res, src, errors.Join(err, mergeErr)
+	var c Cache
+	return c.Load(paths...)
 }
 
 // expand lists the files of paths: files as given, directories' *.yaml and *.yml in name order.
@@ -223,15 +219,6 @@ type object struct {
 	key   translator.ObjectKey
 	loc   Location
 	value *translator.Resources // holds exactly this one object
-}
-
-// readFile reads and decodes one file.
-func readFile(name string) *fileObjects {
-	data, err := os.ReadFile(name)
-	if err != nil {
-		return &fileObjects{name: name, errs: []error{fmt.Errorf("%s: %w", name, err)}}
-	}
-	return parseFile(name, data)
 }
 
 // parseFile decodes the documents of one file's content.

@@ -119,8 +119,9 @@ type cachedFile struct {
 	good    *fileObjects // the last content without errors; nil if there was none
 }
 
-// Load reads paths like the package's Load, reusing the decoded objects of files whose content
-// is unchanged and keeping the last good content of files whose new content has errors.
+// Load reads the manifests at paths (files or directories) like the package's Load, reusing the
+// decoded objects of files whose content is unchanged since the last call and keeping the last
+// good content of files whose new content has errors.
 func (c *Cache) Load(paths ...string) (*translator.Resources, Sources, error) {
 	if c.files == nil {
 		c.files = map[string]*cachedFile{}
