@@ -107,8 +107,8 @@ func TestSidecarDeploymentOutages(t *testing.T) {
 
 	mcpURL := "http://" + addr(p.gateway) + "/mcp"
 	fetch := func() error { return fetchWithToken(mcpURL, env.devToken) }
-	// refused checks that a request with token (none: "") is answered status by the gateway.
-	refused := func(token string, status int) error {
+	// initializeAnswered checks that an initialize POST with token (none: "") gets status.
+	initializeAnswered := func(token string, status int) error {
 		a, err := env.request(http.MethodPost, mcpURL, token, initializeBody)
 		if err != nil {
 			return err
@@ -119,7 +119,7 @@ func TestSidecarDeploymentOutages(t *testing.T) {
 		return nil
 	}
 	eventually(t, "the lab's token calls fetch through the split deployment", fetch)
-	if err := refused("", http.StatusUnauthorized); err != nil {
+	if err := initializeAnswered("", http.StatusUnauthorized); err != nil {
 		t.Fatal(err)
 	}
 
@@ -129,7 +129,7 @@ func TestSidecarDeploymentOutages(t *testing.T) {
 		if err := fetch(); err != nil {
 			t.Fatalf("call %d with the control plane down: %v", i, err)
 		}
-		if err := refused("", http.StatusUnauthorized); err != nil {
+		if err := initializeAnswered("", http.StatusUnauthorized); err != nil {
 			t.Fatalf("call %d with the control plane down: %v", i, err)
 		}
 	}
@@ -162,7 +162,7 @@ func TestSidecarDeploymentOutages(t *testing.T) {
 	// The control plane is back on the same address: both resync without a restart.
 	startControlPlane()
 	eventually(t, "ext_proc applies the new CEL rule (403 for the lab's token)", func() error {
-		return refused(env.devToken, http.StatusForbidden)
+		return initializeAnswered(env.devToken, http.StatusForbidden)
 	})
 	eventually(t, "the data plane opens the new listener", func() error {
 		resp, err := http.Get("http://" + addr(latePort) + "/")
@@ -192,7 +192,7 @@ func TestSidecarDeploymentOutages(t *testing.T) {
 	}
 	startSidecar()
 	eventually(t, "the data plane uses the restarted sidecar", func() error {
-		return refused(env.devToken, http.StatusForbidden)
+		return initializeAnswered(env.devToken, http.StatusForbidden)
 	})
 }
 
