@@ -121,7 +121,7 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, controllerName string, boots
 	ns, name := gw.Namespace, gw.Name
 	gateway := ns + "/" + name
 	selector := map[string]string{LabelName: DataPlaneName, LabelGatewayName: name}
-	labels := map[string]string{LabelManagedBy: ManagedByValue}
+	labels := map[string]string{}
 	annotations := map[string]string{}
 	if infra := gw.Spec.Infrastructure; infra != nil {
 		for k, v := range infra.Labels {
@@ -131,7 +131,11 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, controllerName string, boots
 			annotations[string(k)] = string(v)
 		}
 	}
+	// The controller's labels win over the infrastructure's: managed-by marks what the controller
+	// may update and delete (and which pods deploy/'s NetworkPolicy lets reach xDS), the selector
+	// which pods the Deployment and Service own.
 	maps.Copy(labels, selector)
+	labels[LabelManagedBy] = ManagedByValue
 	// The objects' own annotations; the pod template gets the infrastructure's only.
 	objAnnotations := maps.Clone(annotations)
 	objAnnotations[AnnotationController] = controllerName

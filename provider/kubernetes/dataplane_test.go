@@ -1,12 +1,17 @@
 package kubernetes
 
 import (
+	"os"
 	"slices"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	coreac "k8s.io/client-go/applyconfigurations/core/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	"sigs.k8s.io/yaml"
 )
 
 func testGateway() *gwv1.Gateway {
@@ -20,7 +25,9 @@ func testGateway() *gwv1.Gateway {
 				{Name: "c", Port: 80, Protocol: gwv1.HTTPProtocolType, Hostname: ptr(gwv1.Hostname("x.example"))},
 			},
 			Infrastructure: &gwv1.GatewayInfrastructure{
-				Labels:      map[gwv1.LabelKey]gwv1.LabelValue{"team": "tools"},
+				// A Gateway cannot take the controller's labels: managed-by marks what the controller
+				// may delete, and the shipped NetworkPolicy lets only its pods reach xDS.
+				Labels:      map[gwv1.LabelKey]gwv1.LabelValue{"team": "tools", LabelManagedBy: "someone-else", LabelName: "other"},
 				Annotations: map[gwv1.AnnotationKey]gwv1.AnnotationValue{"example.com/owner": "tools"},
 			},
 		},
@@ -49,7 +56,7 @@ func TestBuildDataPlane(t *testing.T) {
 		"ConfigMap": objs.configMap.Labels, "Deployment": objs.deployment.Labels, "Service": objs.service.Labels,
 		"pod": objs.deployment.Spec.Template.Labels,
 	} {
-		if labels["team"] != "tools" || labels[LabelManagedBy] != ManagedByValue || labels[LabelGatewayName] != "gw" {
+		if labels["team"] != "tools" || labels[LabelManagedBy] != ManagedByValue || labels[LabelGatewayName] != "gw" || labels[LabelName] != DataPlaneName {
 			t.Errorf("%s labels %v: want spec.infrastructure.labels and the controller's", name, labels)
 		}
 	}
@@ -109,5 +116,78 @@ func TestBuildDataPlaneWithoutListeners(t *testing.T) {
 	gw.Spec.Listeners = nil
 	if _, err := (DataPlane{}).withDefaults().buildDataPlane(gw, "mcpgate.dev/gateway-controller", nil); err == nil {
 		t.Error("a Gateway without listeners got a data plane")
+	}
+}
+
+// TestNetworkPolicyAdmitsTheDataPlane reads deploy/'s NetworkPolicy and the controller's
+// Deployment: the policy must select the controller's pods and let exactly the data plane pods
+// the controller builds (and nothing else) reach the xDS port.
+func TestNetworkPolicyAdmitsTheDataPlane(t *testing.T) {
+	var policy networkingv1.NetworkPolicy
+	var controller appsv1.Deployment
+	for path, into := range map[string]any{
+		"../../deploy/controller/networkpolicy.yaml": &policy,
+		"../../deploy/controller/deployment.yaml":    &controller,
+	} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := yaml.UnmarshalStrict(b, into); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+	}
+	selects := func(sel *metav1.LabelSelector, podLabels map[string]string) bool {
+		s, err := metav1.LabelSelectorAsSelector(sel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return !s.Empty() && s.Matches(labels.Set(podLabels))
+	}
+	if !selects(&policy.Spec.PodSelector, controller.Spec.Template.Labels) {
+		t.Errorf("the NetworkPolicy's podSelector %v does not select the controller's pods %v", policy.Spec.PodSelector, controller.Spec.Template.Labels)
+	}
+	ports := map[string]bool{}
+	for _, c := range controller.Spec.Template.Spec.Containers {
+		for _, p := range c.Ports {
+			ports[p.Name] = true
+		}
+	}
+	objs, err := DataPlane{XDSAddress: "x:18000", ExtProcImage: "mcpgate:test"}.withDefaults().buildDataPlane(testGateway(), "mcpgate.dev/gateway-controller", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataPlanePod := objs.deployment.Spec.Template.Labels
+	otherPod := map[string]string{LabelName: "something-else", "team": "tools"}
+	var xds bool
+	for i, rule := range policy.Spec.Ingress {
+		for _, p := range rule.Ports {
+			if p.Port == nil || !ports[p.Port.StrVal] {
+				t.Errorf("spec.ingress[%d]: port %v is not a named port of the controller", i, p.Port)
+				continue
+			}
+			if p.Port.StrVal != "xds" {
+				continue
+			}
+			xds = true
+			if len(rule.From) == 0 {
+				t.Errorf("spec.ingress[%d] opens xDS to every source", i)
+			}
+			for j, peer := range rule.From {
+				if peer.IPBlock != nil || peer.PodSelector == nil || peer.NamespaceSelector == nil {
+					t.Errorf("spec.ingress[%d].from[%d] %+v: want a pod selector in any namespace", i, j, peer)
+					continue
+				}
+				if !selects(peer.PodSelector, dataPlanePod) {
+					t.Errorf("spec.ingress[%d].from[%d] does not admit the data plane pods %v", i, j, dataPlanePod)
+				}
+				if selects(peer.PodSelector, otherPod) {
+					t.Errorf("spec.ingress[%d].from[%d] admits pods that are not the data plane: %v", i, j, otherPod)
+				}
+			}
+		}
+	}
+	if !xds {
+		t.Error("no ingress rule for the xds port: the data plane could not reach the controller")
 	}
 }
