@@ -39,6 +39,15 @@ func readHeaders(hm *corev3.HeaderMap) headerList {
 	return out
 }
 
+// size returns the bytes of the names and values.
+func (h headerList) size() int {
+	n := 0
+	for i := range h {
+		n += len(h[i].name) + len(h[i].value)
+	}
+	return n
+}
+
 // first returns the first value of name, "" when absent.
 func (h headerList) first(name string) string {
 	for i := range h {

@@ -87,7 +87,10 @@ func (st *stream) register(exs []*exchange, now time.Time) {
 			st.waiting = append(st.waiting, ex)
 		case st.kind == mcp.RequestLegacyPost:
 			k := mcp.SessionKey{Scope: st.scope, Session: st.session, ID: key}
-			for _, old := range st.s.sessions.Put(now, k, ex, ex.rewrite()) {
+			// The exchange outlives this stream: it keeps copies of what it needs of the body,
+			// and the headers (its filter's input, the audit's claims and session).
+			size := sessionEntryOverhead + st.s.tel.Detach(&ex.rec) + st.headers.size()
+			for _, old := range st.s.sessions.Put(now, k, ex, size, ex.rewrite()) {
 				st.s.finish(old, telemetry.OutcomeNoAnswer, now)
 			}
 			st.posted = append(st.posted, postedExchange{k, ex})

@@ -43,11 +43,21 @@ import (
 // the shared table. Clients batch a handful of messages (MCP dropped batches in 2025-06-18).
 const MaxBatchMessages = 256
 
+// MaxSessionRequests bounds the requests of one legacy SSE session awaiting their answers in the
+// shared table: a session that posts more without reading the answers pushes out its own oldest
+// requests (audited as unanswered), not other sessions'.
+const MaxSessionRequests = 1024
+
+// sessionEntryOverhead is what an entry of the legacy SSE table holds besides the sizes it is
+// given: the exchange and its record.
+const sessionEntryOverhead = 512
+
 // Defaults of Config.
 const (
-	DefaultMaxBodyBytes = 4 << 20
-	DefaultSessionTTL   = 10 * time.Minute
-	DefaultMaxSessions  = 1 << 16
+	DefaultMaxBodyBytes    = 4 << 20
+	DefaultSessionTTL      = 10 * time.Minute
+	DefaultMaxSessions     = 1 << 16
+	DefaultMaxSessionBytes = 64 << 20
 	// DefaultPolicyWait is how long a request on a route naming a policy ext_proc does not have
 	// waits for it (well under the ext_proc message timeout the translator sets, 10 s by default).
 	DefaultPolicyWait = 2 * time.Second
@@ -78,9 +88,12 @@ type Config struct {
 	JWT jwt.Options
 	// Authz tunes CEL evaluation (cost limit).
 	Authz authz.Options
-	// SessionTTL and MaxSessions bound the legacy SSE correlation table (default 10 min, 65536).
-	SessionTTL  time.Duration
-	MaxSessions int
+	// SessionTTL, MaxSessions and MaxSessionBytes bound the legacy SSE correlation table
+	// (default 10 min, 65536 requests, 64 MiB): a request waits there for its answer, holding its
+	// id, its rendered arguments and its request's headers (the token's claims among them).
+	SessionTTL      time.Duration
+	MaxSessions     int
+	MaxSessionBytes int
 	// PolicyWait bounds how long a request on a route naming a policy that ext_proc has not
 	// received waits for a policy version that has it, before it is refused with 500 (default
 	// DefaultPolicyWait; negative: no wait). In Kubernetes a route can reach Envoy before its
@@ -131,6 +144,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxSessions <= 0 {
 		cfg.MaxSessions = DefaultMaxSessions
 	}
+	if cfg.MaxSessionBytes <= 0 {
+		cfg.MaxSessionBytes = DefaultMaxSessionBytes
+	}
 	if cfg.PolicyWait == 0 {
 		cfg.PolicyWait = DefaultPolicyWait
 	}
@@ -170,11 +186,12 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("ext_proc: %w", err)
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      log,
-		tel:      tel,
-		env:      env,
-		sessions: mcp.NewSessions[*exchange](cfg.MaxSessions, cfg.SessionTTL),
+		cfg: cfg,
+		log: log,
+		tel: tel,
+		env: env,
+		sessions: mcp.NewSessions[*exchange](mcp.SessionLimits{
+			Entries: cfg.MaxSessions, PerSession: MaxSessionRequests, Bytes: cfg.MaxSessionBytes, TTL: cfg.SessionTTL}),
 	}
 	s.policies.cur.Store(newPolicySet(0))
 	return s, nil

@@ -13,56 +13,95 @@ type SessionKey struct {
 	Scope, Session, ID string
 }
 
+// SessionLimits bounds a Sessions table.
+type SessionLimits struct {
+	// Entries is the most requests the table holds, over all sessions.
+	Entries int
+	// PerSession is the most requests one session holds: a session that posts more without
+	// their answers coming pushes out its own oldest requests, not other sessions'.
+	PerSession int
+	// Bytes is the most the table's entries may hold, by the sizes given to Put.
+	Bytes int
+	// TTL is how long a request waits for its answer.
+	TTL time.Duration
+}
+
 type sessionScope struct{ scope, session string }
+
+// sessionState is what the table holds for one session: its entries, oldest first, and how many
+// of them need their answers rewritten.
+type sessionState struct {
+	order    list.List // of *list.Element of Sessions.order
+	rewrites int
+}
 
 type sessionEntry[V any] struct {
 	key     SessionKey
 	value   V
 	rewrite bool
+	size    int
 	expires time.Time
+	inScope *list.Element // this entry's element in its sessionState.order
 }
 
 // Sessions is the bounded table that correlates legacy SSE answers, which arrive on the GET
 // stream, with the POSTed requests they answer. Entries expire after a fixed time; when the table
-// is full the oldest entry is evicted. It is safe for concurrent use.
+// or a session is full, the oldest entry (of the table, resp. of the session) is evicted. It is
+// safe for concurrent use.
 type Sessions[V any] struct {
 	mu       sync.Mutex
-	max      int
-	ttl      time.Duration
+	limits   SessionLimits
+	bytes    int
 	entries  map[SessionKey]*list.Element
 	order    *list.List // of *sessionEntry[V], oldest first (all entries share one ttl)
-	rewrites map[sessionScope]int
+	sessions map[sessionScope]*sessionState
 }
 
-// NewSessions returns a table of at most max entries that each live for ttl.
-func NewSessions[V any](max int, ttl time.Duration) *Sessions[V] {
+// NewSessions returns a table bounded by limits; every limit must be positive.
+func NewSessions[V any](limits SessionLimits) *Sessions[V] {
 	return &Sessions[V]{
-		max:      max,
-		ttl:      ttl,
+		limits:   limits,
 		entries:  make(map[SessionKey]*list.Element),
 		order:    list.New(),
-		rewrites: make(map[sessionScope]int),
+		sessions: make(map[sessionScope]*sessionState),
 	}
 }
 
-// Put records a request. rewrite says that its answer must be rewritten (a tools/list to filter, a
-// refused call's ping to replace), so the session's stream must hold back incomplete events. It
-// returns the values that left the table to make room or because they expired, or that had the
-// same key, so that the caller can account for them.
-func (s *Sessions[V]) Put(now time.Time, k SessionKey, v V, rewrite bool) (evicted []V) {
+// Put records a request; size is what its value holds in memory (the key's strings are added to
+// it). rewrite says that its answer must be rewritten (a tools/list to filter, a refused call's
+// ping to replace), so the session's stream must hold back incomplete events. It returns the
+// values that left the table to make room or because they expired, or that had the same key, so
+// that the caller can account for them; v itself when it is larger than the table may hold.
+func (s *Sessions[V]) Put(now time.Time, k SessionKey, v V, size int, rewrite bool) (evicted []V) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	evicted = s.expireLocked(now, evicted)
 	if el, ok := s.entries[k]; ok {
 		evicted = append(evicted, s.removeLocked(el).value)
 	}
-	for s.order.Len() >= s.max && s.order.Len() > 0 {
+	size += len(k.Scope) + len(k.Session) + len(k.ID)
+	if size > s.limits.Bytes {
+		return append(evicted, v)
+	}
+	sc := sessionScope{k.Scope, k.Session}
+	if ss := s.sessions[sc]; ss != nil && ss.order.Len() >= s.limits.PerSession {
+		evicted = append(evicted, s.removeLocked(ss.order.Front().Value.(*list.Element)).value)
+	}
+	for s.order.Len() > 0 && (s.order.Len() >= s.limits.Entries || s.bytes+size > s.limits.Bytes) {
 		evicted = append(evicted, s.removeLocked(s.order.Front()).value)
 	}
-	e := &sessionEntry[V]{key: k, value: v, rewrite: rewrite, expires: now.Add(s.ttl)}
-	s.entries[k] = s.order.PushBack(e)
+	ss := s.sessions[sc]
+	if ss == nil {
+		ss = &sessionState{}
+		s.sessions[sc] = ss
+	}
+	e := &sessionEntry[V]{key: k, value: v, rewrite: rewrite, size: size, expires: now.Add(s.limits.TTL)}
+	el := s.order.PushBack(e)
+	e.inScope = ss.order.PushBack(el)
+	s.entries[k] = el
+	s.bytes += size
 	if rewrite {
-		s.rewrites[sessionScope{k.Scope, k.Session}]++
+		ss.rewrites++
 	}
 	return evicted
 }
@@ -83,7 +122,8 @@ func (s *Sessions[V]) Take(k SessionKey) (V, bool) {
 func (s *Sessions[V]) NeedsRewrite(scope, session string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.rewrites[sessionScope{scope, session}] > 0
+	ss := s.sessions[sessionScope{scope, session}]
+	return ss != nil && ss.rewrites > 0
 }
 
 // Expire removes and returns the entries that expired by now.
@@ -93,11 +133,11 @@ func (s *Sessions[V]) Expire(now time.Time) []V {
 	return s.expireLocked(now, nil)
 }
 
-// Len returns the number of entries.
-func (s *Sessions[V]) Len() int {
+// Len returns the number of entries and the sum of their sizes.
+func (s *Sessions[V]) Len() (entries, bytes int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.order.Len()
+	return s.order.Len(), s.bytes
 }
 
 func (s *Sessions[V]) expireLocked(now time.Time, out []V) []V {
@@ -113,11 +153,15 @@ func (s *Sessions[V]) expireLocked(now time.Time, out []V) []V {
 func (s *Sessions[V]) removeLocked(el *list.Element) *sessionEntry[V] {
 	e := s.order.Remove(el).(*sessionEntry[V])
 	delete(s.entries, e.key)
+	s.bytes -= e.size
+	sc := sessionScope{e.key.Scope, e.key.Session}
+	ss := s.sessions[sc]
+	ss.order.Remove(e.inScope)
 	if e.rewrite {
-		sc := sessionScope{e.key.Scope, e.key.Session}
-		if s.rewrites[sc]--; s.rewrites[sc] <= 0 {
-			delete(s.rewrites, sc)
-		}
+		ss.rewrites--
+	}
+	if ss.order.Len() == 0 {
+		delete(s.sessions, sc)
 	}
 	return e
 }

@@ -29,6 +29,16 @@ func (t *Telemetry) Arguments(r *Record) (text []byte, truncated bool) {
 	return r.args, r.argsTruncated
 }
 
+// Detach renders r's arguments now and copies them and r's id out of the message they were read
+// from, so that a record kept past its request holds no part of the request body (a legacy SSE
+// request waiting for its answer would otherwise keep the whole body). It returns the bytes the
+// record then holds in those two fields.
+func (t *Telemetry) Detach(r *Record) int {
+	t.Arguments(r)
+	r.args, r.Arguments, r.ID = bytes.Clone(r.args), nil, bytes.Clone(r.ID)
+	return len(r.args) + len(r.ID)
+}
+
 // renderArguments returns raw redacted.
 func (t *Telemetry) renderArguments(raw json.RawMessage) []byte {
 	if len(raw) == 0 || t.redact == nil || !t.mayNameRedactedKey(raw) {

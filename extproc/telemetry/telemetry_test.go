@@ -96,6 +96,36 @@ func TestArgumentsTruncated(t *testing.T) {
 	}
 }
 
+// TestDetach: a detached record keeps its arguments (cut to their audit size) and id in memory of
+// its own: the body they were read from may be reused or freed.
+func TestDetach(t *testing.T) {
+	var out bytes.Buffer
+	tel, _ := New(Options{Audit: &out, MaxArgumentBytes: 12})
+	body := []byte(`{"id":"req-1","arguments":{"url":"https://example.com"}}`)
+	r := sampleRecord()
+	r.ID, r.Arguments = body[6:13], body[26:len(body)-1]
+	if n := tel.Detach(r); n != len(`{"url":"http`)+len(`"req-1"`) {
+		t.Errorf("Detach = %d bytes", n)
+	}
+	if r.Arguments != nil {
+		t.Error("the record still refers to the body's arguments")
+	}
+	for i := range body {
+		body[i] = '#'
+	}
+	tel.Finish(r, r.Time)
+	var got struct {
+		Arguments string `json:"arguments"`
+		ID        string `json:"jsonrpc_id"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	if got.Arguments != `{"url":"http` || got.ID != "req-1" {
+		t.Errorf("after the body changed, the audit line has %+v", got)
+	}
+}
+
 func TestAppendClaims(t *testing.T) {
 	got := string(appendClaims(nil, map[string]any{"org": "solo.io", "exp": float64(2079556104), "groups": []any{"a", "b"}, "admin": true, "n": nil}))
 	if got != `{"admin":true,"exp":2079556104,"groups":["a","b"],"n":null,"org":"solo.io"}` {
