@@ -111,4 +111,3 @@ func flatten(err error) []error {
 	}
 	return []error{err}
 }
-
