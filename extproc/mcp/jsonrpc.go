@@ -100,6 +100,26 @@ func (m *Message) ErrorCode() (int, bool) {
 	return code, found
 }
 
+// IsToolError reports whether m is a result that reports a failed tool call: MCP's
+// CallToolResult with isError true (a tool's failure is a result, not a JSON-RPC error). Only the
+// result object's own members count, not nested objects or the text of its content. A member
+// whose name equals "isError" only when case is folded counts too (Go's encoding/json reads it
+// as isError), and with several of them any true one does: readers disagree on which counts, and
+// the gateway would rather report a failure than hide one. The result is scanned again, member
+// by member, without decoding it.
+func (m *Message) IsToolError() bool {
+	if len(m.Result) == 0 || m.Result[0] != '{' {
+		return false
+	}
+	err := eachMember(m.Result, func(mb member) error {
+		if string(mb.value) == "true" && bytes.EqualFold(mb.name, []byte("isError")) {
+			return errFound
+		}
+		return nil
+	})
+	return errors.Is(err, errFound)
+}
+
 // ErrNotJSONRPC is wrapped by Parse errors: the body is not JSON, not an object or an array of
 // objects, or an empty batch.
 var ErrNotJSONRPC = errors.New("not JSON-RPC")

@@ -122,6 +122,57 @@ func TestErrorCode(t *testing.T) {
 	}
 }
 
+// TestIsToolError: only a true isError member of the result object itself reports a failed tool
+// call; the text of the content, nested objects, other values and JSON-RPC errors do not.
+func TestIsToolError(t *testing.T) {
+	for body, want := range map[string]bool{
+		`{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"boom"}],"isError":true}}`: true,
+		`{"jsonrpc":"2.0","id":1,"result":{"isError" : true ,"content":[]}}`:                           true,
+		`{"result":{"content":[]},"jsonrpc":"2.0","id":1,"x":{"isError":true}}`:                        false,
+		`{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":false}}`:                             false,
+		`{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`:                                             false,
+		`{"jsonrpc":"2.0","id":1,"result":{}}`:                                                         false,
+		`{"jsonrpc":"2.0","id":1,"result":[{"isError":true}]}`:                                         false,
+		`{"jsonrpc":"2.0","id":1,"result":"isError"}`:                                                  false,
+		`{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"x","isError":true}}`:                false,
+		`{"jsonrpc":"2.0","id":1,"result":{"isError":"true"}}`:                                         false,
+		`{"jsonrpc":"2.0","id":1,"result":{"isError":1}}`:                                              false,
+		`{"jsonrpc":"2.0","id":1,"result":{"isError":null}}`:                                           false,
+		`{"jsonrpc":"2.0","id":1,"method":"x","params":{"isError":true}}`:                              false,
+		// The members' text may hold the words; only members count.
+		`{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"{\"isError\":true}"}]}}`:               false,
+		`{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"\"isError\":true"}],"isError":false}}`: false,
+		`{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{"isError":true},"content":[]}}`:                     false,
+		`{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"x","isError":true}]}}`:                 false,
+		`{"jsonrpc":"2.0","id":1,"result":{"_meta":{"nested":{"isError":true}},"isError":false}}`:                   false,
+		// An escaped name is the same name.
+		`{"jsonrpc":"2.0","id":1,"result":{"is\u0045rror":true}}`: true,
+		// Repeated, or in other letter case (Go's encoding/json reads "IsError" as isError): any
+		// true member counts, so that no reading hides a failure.
+		`{"jsonrpc":"2.0","id":1,"result":{"isError":true,"isError":false}}`: true,
+		`{"jsonrpc":"2.0","id":1,"result":{"isError":false,"isError":true}}`: true,
+		`{"jsonrpc":"2.0","id":1,"result":{"isError":false,"IsError":true}}`: true,
+		`{"jsonrpc":"2.0","id":1,"result":{"ISERROR":true}}`:                 true,
+		`{"jsonrpc":"2.0","id":1,"result":{"isErrors":true,"isErro":true}}`:  false,
+	} {
+		msgs, _, err := Parse([]byte(body))
+		if err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		if got := msgs[0].IsToolError(); got != want {
+			t.Errorf("IsToolError(%s) = %v, want %v", body, got, want)
+		}
+	}
+	msgs, _, _ := Parse([]byte(`[{"jsonrpc":"2.0","id":1,"result":{"content":[]}},{"jsonrpc":"2.0","id":2,"result":{"content":[],"isError":true}}]`))
+	if msgs[0].IsToolError() || !msgs[1].IsToolError() {
+		t.Error("in a batch, IsToolError does not tell the elements apart")
+	}
+	m := msgs[1]
+	if n := testing.AllocsPerRun(20, func() { m.IsToolError() }); n != 0 {
+		t.Errorf("IsToolError allocates %v times", n)
+	}
+}
+
 func TestEncoders(t *testing.T) {
 	if got := string(UnknownTool(json.RawMessage(`"x-1"`), `get "env"`)); got != `{"jsonrpc":"2.0","id":"x-1","error":{"code":-32602,"message":"Unknown tool: get \"env\""}}` {
 		t.Errorf("UnknownTool = %s", got)
