@@ -22,8 +22,14 @@ import (
 
 // Outcomes of an MCP exchange, the outcome label and audit field.
 const (
-	// OutcomeResult: the server answered with a result.
+	// OutcomeResult: the server answered with a result (for tools/call: one that does not report
+	// a failure).
 	OutcomeResult = "result"
+	// OutcomeToolError: the server answered a tools/call with a result whose isError is true: the
+	// call reached the tool and the tool failed (MCP reports that in the result, not as a
+	// JSON-RPC error). OpenTelemetry's MCP conventions name it the same (error.type); the span
+	// gets that attribute and the error status.
+	OutcomeToolError = "tool_error"
 	// OutcomeError: the answer was a JSON-RPC error (from the server or, for a refused call, from
 	// the gateway).
 	OutcomeError = "error"
@@ -262,9 +268,13 @@ func (t *Telemetry) Finish(r *Record, now time.Time) {
 		t.duration.WithLabelValues(r.Gateway, r.Route, r.Target, method).Observe(r.Latency.Seconds())
 	}
 	if r.span != nil {
-		if r.HasError {
+		switch {
+		case r.HasError:
 			r.span.SetAttributes(attribute.Int("rpc.jsonrpc.error_code", r.ErrorCode))
 			r.span.SetStatus(codes.Error, fmt.Sprintf("JSON-RPC error %d", r.ErrorCode))
+		case r.Outcome == OutcomeToolError:
+			r.span.SetAttributes(attribute.String("error.type", OutcomeToolError))
+			r.span.SetStatus(codes.Error, "tool error")
 		}
 		if r.Decision != "" {
 			r.span.SetAttributes(attribute.String("mcpgate.decision", r.Decision))

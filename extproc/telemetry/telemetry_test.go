@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -73,6 +74,55 @@ func TestAuditLine(t *testing.T) {
 	}
 	if n := metric(t, reg, "mcpgate_mcp_request_duration_seconds", map[string]string{"method": "tools/call"}); n != 1 {
 		t.Errorf("duration samples = %v", n)
+	}
+}
+
+// TestToolErrorOutcome: a tool call whose result reports isError is told apart from a result in
+// the audit line, the requests metric and the span (error.type tool_error, as OpenTelemetry's MCP
+// conventions name it); its latency is measured like any answer's.
+func TestToolErrorOutcome(t *testing.T) {
+	var out bytes.Buffer
+	reg := prometheus.NewRegistry()
+	rec := tracetest.NewSpanRecorder()
+	tel, err := New(Options{Audit: &out, Registerer: reg, TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := sampleRecord()
+	tel.StartSpan(propagation.MapCarrier{}, r)
+	r.Outcome = OutcomeToolError
+	tel.Finish(r, r.Time.Add(time.Millisecond))
+	var got map[string]any
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	if got["outcome"] != "tool_error" || got["jsonrpc_error"] != nil {
+		t.Errorf("audit line %s: want outcome tool_error and no jsonrpc_error", out.String())
+	}
+	labels := map[string]string{"method": "tools/call", "tool": "fetch", "decision": "allow"}
+	if all := metric(t, reg, "mcpgate_mcp_requests_total", labels); all != 1 {
+		t.Errorf("requests_total = %v, want 1", all)
+	}
+	labels["outcome"] = "tool_error"
+	if n := metric(t, reg, "mcpgate_mcp_requests_total", labels); n != 1 {
+		t.Errorf("requests_total{outcome=tool_error} = %v, want 1", n)
+	}
+	if n := metric(t, reg, "mcpgate_mcp_request_duration_seconds", map[string]string{"method": "tools/call"}); n != 1 {
+		t.Errorf("duration samples = %v, want 1", n)
+	}
+	spans := rec.Ended()
+	if len(spans) != 1 {
+		t.Fatalf("%d spans", len(spans))
+	}
+	attrs := map[string]string{}
+	for _, a := range spans[0].Attributes() {
+		attrs[string(a.Key)] = a.Value.Emit()
+	}
+	if attrs["error.type"] != "tool_error" || spans[0].Status().Code != codes.Error {
+		t.Errorf("span attributes %v status %v: want error.type tool_error and status Error", attrs, spans[0].Status())
+	}
+	if _, ok := attrs["rpc.jsonrpc.error_code"]; ok {
+		t.Errorf("span of a tool error has a JSON-RPC error code: %v", attrs)
 	}
 }
 
