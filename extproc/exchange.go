@@ -232,9 +232,12 @@ func (st *stream) answer(m *mcp.Message, ex *exchange, md *metadata, now time.Ti
 		ex.rec.HTTPStatus = st.status
 	}
 	outcome := telemetry.OutcomeResult
-	if hasErr {
+	switch {
+	case hasErr:
 		outcome = telemetry.OutcomeError
 		md.num(contract.FieldJSONRPCError, code)
+	case ex.rec.Method == mcp.MethodToolsCall && m.IsToolError():
+		outcome = telemetry.OutcomeToolError
 	}
 	st.s.finish(ex, outcome, now)
 	return repl
