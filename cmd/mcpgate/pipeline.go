@@ -2,6 +2,8 @@ package main
 
 import (
 	"log/slog"
+	"maps"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -24,6 +26,9 @@ type pipeline struct {
 	translation prometheus.Histogram
 	// reported is the problems logged last time, so that each is logged once, when it appears.
 	reported map[string]bool
+	// refusals is what the translator refused in the served configuration: a reload that adds
+	// to it is not served while it changes files that have a served content.
+	refusals map[string]bool
 }
 
 func newPipeline(srv *xds.Server, log *slog.Logger, reg prometheus.Registerer, envoys *supervisor) *pipeline {
@@ -49,20 +54,55 @@ func newPipeline(srv *xds.Server, log *slog.Logger, reg prometheus.Registerer, e
 
 // apply translates the current objects and serves them: the provider calls it after every
 // change. A document that does not load or an object the translator refuses is logged with its
-// file, object and field; everything else is served.
-func (p *pipeline) apply(res *translator.Resources, src file.Sources, loadErr error) {
+// file, object and field; everything else is served. A reload whose translation refuses
+// something the served configuration did not is not served while it changes files that were
+// served before (a bad edit of a served file): apply logs what it would refuse and returns those
+// files, which the provider gives back at their served content (file.Watch): the changed files
+// whose own objects are refused anew, else, when only unchanged files are (a backend renamed
+// under its routes), every changed file. A new file has nothing to go back to, so its own
+// refusals are served (its objects refused, fail closed).
+func (p *pipeline) apply(res *translator.Resources, src file.Sources, loadErr error) (holdBack []string) {
 	start := time.Now()
 	out := translator.Translate(res, p.opts)
+	refusals := map[string]bool{}
+	changed := setOf(src.Changed)
+	added, hold := []string{}, map[string]bool{}
+	causedElsewhere := false // a served file that did not change is refused anew
+	for _, fe := range out.Status.Problems() {
+		m := src.Describe(fe)
+		refusals[m] = true
+		if p.refusals[m] {
+			continue
+		}
+		added = append(added, m)
+		loc, _ := src.Of(fe.Object())
+		switch {
+		case changed[loc.File]:
+			hold[loc.File] = true
+		case loc.File != "" && !slices.Contains(src.Added, loc.File):
+			causedElsewhere = true
+		}
+	}
+	if len(hold) == 0 && causedElsewhere {
+		hold = changed
+	}
+	if len(hold) > 0 {
+		for _, m := range added {
+			p.log.Warn("not served: " + m)
+		}
+		files := slices.Sorted(maps.Keys(hold))
+		p.log.Warn("an edit adds refusals: these files keep their last good version", "files", files)
+		return files
+	}
 	var problems []string
 	for _, err := range flatten(loadErr) {
 		problems = append(problems, err.Error())
 	}
-	for _, fe := range out.Status.Problems() {
-		problems = append(problems, src.Describe(fe))
-	}
+	problems = append(problems, slices.Sorted(maps.Keys(refusals))...)
 	if err := p.srv.Update(out.NodeGroups()); err != nil {
 		problems = append(problems, err.Error())
 	}
+	p.refusals = refusals
 	p.translation.Observe(time.Since(start).Seconds())
 	p.problems.Set(float64(len(problems)))
 	p.report(problems, src.Warnings)
@@ -72,6 +112,16 @@ func (p *pipeline) apply(res *translator.Resources, src file.Sources, loadErr er
 	if p.envoys != nil {
 		p.envoys.sync(gateways)
 	}
+	return nil
+}
+
+// setOf returns the set of names.
+func setOf(names []string) map[string]bool {
+	m := make(map[string]bool, len(names))
+	for _, n := range names {
+		m[n] = true
+	}
+	return m
 }
 
 // report logs the problems that are new since the last call and those that are gone.

@@ -529,3 +529,115 @@ func TestEnvoyArgs(t *testing.T) {
 		}
 	}
 }
+
+// TestRunKeepsServedVersionOfARefusedEdit: an edit of a served file that the translator refuses
+// (a CEL expression that does not compile, a route to a backend that does not exist) is not
+// served: the file keeps its served version, the log says why, and the next good edit is served.
+func TestRunKeepsServedVersionOfARefusedEdit(t *testing.T) {
+	dir := copyLab(t)
+	s := startRun(t, "-f", dir, "--no-envoy")
+	debug := func() string {
+		_, body, err := get("http://" + s.cfg.admin + "/debug/xds")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return body
+	}
+	served := func(what, text string) {
+		t.Helper()
+		eventually(t, what, func() error {
+			if !strings.Contains(debug(), text) {
+				return fmt.Errorf("/debug/xds lacks %s", text)
+			}
+			return nil
+		})
+	}
+	logged := func(what string, parts ...string) {
+		t.Helper()
+		eventually(t, what, func() error {
+			for _, line := range strings.Split(s.logs.String(), "\n") {
+				if all(line, parts) {
+					return nil
+				}
+			}
+			return fmt.Errorf("no log line with %q", parts)
+		})
+	}
+	edit := func(name, old, new string) {
+		t.Helper()
+		path := filepath.Join(dir, name)
+		b, err := os.ReadFile(path)
+		if err != nil || !strings.Contains(string(b), old) {
+			t.Fatalf("%s lacks %q: %v", name, old, err)
+		}
+		if err := os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const rule = `jwt.org == \"solo.io\"`
+	served("the lab's rule", rule)
+	version := func() string {
+		_, body, _ := get("http://" + s.cfg.admin + "/metrics")
+		for _, line := range strings.Split(body, "\n") {
+			if strings.HasPrefix(line, "mcpgate_xds_snapshot_version ") {
+				return line
+			}
+		}
+		return ""
+	}
+	first := version()
+
+	edit("rbac.yaml", `'jwt.org == "solo.io"'`, `'jwt.org == '`)
+	logged("the refused rule", "not served: ", "rbac.yaml", "EnterpriseAgentgatewayPolicy agentgateway-system/mcp-rbac", "matchExpressions[0]")
+	logged("the file kept", "keep their last good version", "rbac.yaml")
+	logged("the problem reported", "refused: ", "rbac.yaml: serving its last good version")
+	if body := debug(); !strings.Contains(body, rule) {
+		t.Errorf("the served rule is gone after a refused edit")
+	}
+	if v := version(); v != first {
+		t.Errorf("a refused edit changed the served snapshot: %s, then %s", first, v)
+	}
+
+	edit("mcp.yaml", "- name: mcp-backend", "- name: no-such-backend")
+	logged("the refused route", "not served: ", "mcp.yaml", "HTTPRoute agentgateway-system/mcp", "backendRefs[0]")
+	prefixes := routes(t, s.cfg.xdsAddr, labGateway)
+	eventually(t, "the lab's route", func() error {
+		if got := prefixes(); len(got) != 1 || got[0] != "/" {
+			return fmt.Errorf("routes %q", got)
+		}
+		return nil
+	})
+	if strings.Contains(debug(), "no-such-backend") {
+		t.Error("the refused route is served")
+	}
+
+	edit("rbac.yaml", `'jwt.org == '`, `'jwt.org == "example.org"'`)
+	served("the fixed rule, while mcp.yaml is held back", `jwt.org == \"example.org\"`)
+	edit("mcp.yaml", "- name: no-such-backend", "- name: mcp-backend")
+
+	// A Gateway renamed under its routes and policies: what is refused anew is in files that did
+	// not change, so the changed file is held back; the rename is served once they follow it.
+	edit("gateway.yaml", "  name: agentgateway\n", "  name: renamed\n")
+	logged("the route refused by the rename", "not served: ", "mcp.yaml", "HTTPRoute agentgateway-system/mcp")
+	logged("the renamed Gateway kept", "keep their last good version", "gateway.yaml")
+	if body := debug(); strings.Contains(body, "agentgateway-system/renamed") || !strings.Contains(body, labGateway) {
+		t.Errorf("a rename that leaves routes and policies behind is served")
+	}
+	for _, f := range []string{"mcp.yaml", "jwt.yaml", "rbac.yaml"} {
+		edit(f, "name: agentgateway\n", "name: renamed\n")
+	}
+	served("the renamed Gateway", `"agentgateway-system/renamed/8080"`)
+	if err := s.shutdown(); err != nil {
+		t.Errorf("serve: %v", err)
+	}
+}
+
+// all reports whether s contains every part.
+func all(s string, parts []string) bool {
+	for _, p := range parts {
+		if !strings.Contains(s, p) {
+			return false
+		}
+	}
+	return true
+}

@@ -49,6 +49,11 @@ type Sources struct {
 	objects map[translator.ObjectKey]Location
 	// Warnings are the documents skipped because their kind is not one mcpgate reads.
 	Warnings []string
+	// Changed are the files (of a Cache.Load) whose content is new since the served one and
+	// that have a served content to go back to (see Cache.HoldBack). New files are not in it.
+	Changed []string
+	// Added are the files (of a Cache.Load) that have no served content yet.
+	Added []string
 }
 
 // Of returns where the object k was read.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -170,7 +171,7 @@ func startWatch(t *testing.T, paths ...string) (<-chan loaded, func()) {
 	ch := make(chan loaded, 16)
 	done := make(chan error, 1)
 	go func() {
-		done <- Watch(ctx, paths, func(r *translator.Resources, _ Sources, err error) { ch <- loaded{r, err} })
+		done <- Watch(ctx, paths, func(r *translator.Resources, _ Sources, err error) []string { ch <- loaded{r, err}; return nil })
 	}()
 	return ch, func() {
 		cancel()
@@ -356,5 +357,77 @@ func TestWatchKeepsLastGoodVersionOfABadFile(t *testing.T) {
 	}
 	if l := next(t, ch); len(l.res.Gateways) != 0 {
 		t.Fatalf("after removing the file: %d gateways, want 0", len(l.res.Gateways))
+	}
+}
+
+// TestWatchHoldBack: when fn holds back the changed files (here: a Gateway on port 9999, which
+// stands for content the pipeline refuses), Watch calls fn again at once with their served
+// content, and the next edit is tried anew. A new file has nothing to go back to.
+func TestWatchHoldBack(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "gw.yaml")
+	write(t, f, gatewayDoc)
+	type call struct {
+		port    int
+		changed []string
+		err     error
+	}
+	ch := make(chan call, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Watch(ctx, []string{dir}, func(r *translator.Resources, src Sources, err error) []string {
+			c := call{changed: src.Changed, err: err}
+			for _, gw := range r.Gateways {
+				c.port = max(c.port, int(gw.Spec.Listeners[0].Port))
+			}
+			ch <- c
+			if c.port == 9999 {
+				return src.Changed
+			}
+			return nil
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Watch returned %v", err)
+		}
+	})
+	nextCall := func() call {
+		t.Helper()
+		select {
+		case c := <-ch:
+			return c
+		case <-time.After(10 * time.Second):
+			t.Fatal("no call within 10s")
+		}
+		return call{}
+	}
+	if c := nextCall(); c.port != 8080 || len(c.changed) != 0 {
+		t.Fatalf("first load: %+v", c)
+	}
+	write(t, f, strings.Replace(gatewayDoc, "8080", "9999", 1))
+	if c := nextCall(); c.port != 9999 || !slices.Equal(c.changed, []string{f}) {
+		t.Fatalf("the edit: %+v, want port 9999 with %s changed", c, f)
+	}
+	c := nextCall()
+	if c.port != 8080 || len(c.changed) != 0 || c.err == nil || !strings.Contains(c.err.Error(), f+": serving its last good version: its new content was refused") {
+		t.Fatalf("after holding back: %+v, want the served port 8080 and why", c)
+	}
+	write(t, f, strings.Replace(gatewayDoc, "8080", "8083", 1))
+	if c := nextCall(); c.port != 8083 || !slices.Equal(c.changed, []string{f}) || c.err != nil {
+		t.Fatalf("the next edit: %+v, want port 8083", c)
+	}
+	// a new file: nothing to hold back, so what it holds is served
+	other := filepath.Join(dir, "other.yaml")
+	write(t, other, strings.Replace(strings.Replace(gatewayDoc, "8080", "9999", 1), "name: gw", "name: other", 1))
+	if c := nextCall(); c.port != 9999 || len(c.changed) != 0 {
+		t.Fatalf("a new file: %+v, want it served, nothing changed to hold back", c)
+	}
+	select {
+	case c := <-ch:
+		t.Fatalf("a call after fn held back nothing it could: %+v", c)
+	case <-time.After(5 * DebounceDelay):
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -27,12 +28,17 @@ const DebounceLimit = time.Second
 // path it reacts to changes of that name only, for a directory to changes of the manifests in
 // it (the names Load reads, not an editor's swap file or a log). fn gets what Load returns:
 // the objects read even when err lists bad documents, with one difference: a file whose new
-// content has errors keeps its last good content (the last one read without errors), so a bad
-// edit loses nothing that was served; err then says so. Files whose content did not change are
-// not decoded again. A file named in paths that disappears also keeps its last good content
-// until it is back; a file removed from a named directory takes its objects with it. Watch
-// returns nil when ctx ends, or an error when the watch cannot be set up.
-func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, Sources, error)) error {
+// content has errors keeps its last served content, so a bad edit loses nothing that was
+// served; err then says so. Files whose content did not change are not decoded again. A file
+// named in paths that disappears also keeps its last served content until it is back; a file
+// removed from a named directory takes its objects with it.
+//
+// fn returns the files, among Sources.Changed, whose new content must not be served (the
+// pipeline refuses what translating it adds): Watch calls fn again at once with those files at
+// their last served content (see Cache.HoldBack), until fn holds back nothing more. What fn
+// got last is then the served content. Watch returns nil when ctx ends, or an error when the
+// watch cannot be set up.
+func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, Sources, error) (holdBack []string)) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("watch %v: %w", paths, err)
@@ -70,7 +76,17 @@ func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, S
 	var cache Cache
 	load := func() {
 		res, src, err := cache.Load(paths...)
-		fn(res, src, err)
+		for {
+			hold := fn(res, src, err)
+			if len(hold) == 0 {
+				break
+			}
+			var held bool
+			if res, src, err, held = cache.HoldBack(hold); !held {
+				break
+			}
+		}
+		cache.Commit()
 	}
 	load()
 	timer := time.NewTimer(DebounceDelay)
@@ -108,30 +124,34 @@ func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, S
 	}
 }
 
-// Cache reads manifests like Load, remembering per file the last content read and the last
-// content read without errors, as Watch does between reloads. The zero Cache is ready to use.
+// Cache reads manifests like Load, remembering per file the last content read and the content
+// served, as Watch does between reloads: a file whose new content has errors keeps its served
+// content. The zero Cache is ready to use.
 type Cache struct {
 	files map[string]*cachedFile
+	order []string // the files of the last Load, in Load's order
+	errs  []error  // the errors of the last Load that are not one file's
 }
 
 type cachedFile struct {
 	current *fileObjects // the file's content when last read
-	good    *fileObjects // the last content without errors; nil if there was none
+	served  *fileObjects // the content at the last Commit; nil if there was none
+	chosen  *fileObjects // the content the last Load or HoldBack returned
+	held    bool         // HoldBack chose served over a current content without errors
 }
 
 // Load reads the manifests at paths (files or directories) like the package's Load, reusing the
-// decoded objects of files whose content is unchanged since the last call and keeping the last
-// good content of files whose new content has errors.
+// decoded objects of files whose content is unchanged since the last call and keeping the served
+// content of files whose new content has errors.
 func (c *Cache) Load(paths ...string) (*translator.Resources, Sources, error) {
 	if c.files == nil {
 		c.files = map[string]*cachedFile{}
 	}
 	// a file named in paths that disappears (an editor deleting and writing it anew, a
-	// mistake) keeps its last good content like a file with errors; a file removed from a
+	// mistake) keeps its served content like a file with errors; a file removed from a
 	// directory takes its objects with it
 	names, err := expand(paths, func(p string) bool { return c.files[p] != nil })
-	errs := []error{err}
-	parsed := make([]*fileObjects, 0, len(names))
+	c.order, c.errs = names, []error{err}
 	seen := make(map[string]bool, len(names))
 	for _, name := range names {
 		seen[name] = true
@@ -147,22 +167,60 @@ func (c *Cache) Load(paths ...string) (*translator.Resources, Sources, error) {
 		case cf.current == nil || cf.current.data == nil || !bytes.Equal(cf.current.data, data):
 			cf.current = parseFile(name, data)
 		}
-		if len(cf.current.errs) == 0 {
-			cf.good = cf.current
+		cf.chosen, cf.held = cf.current, false
+		if len(cf.current.errs) > 0 && cf.served != nil {
+			cf.chosen = cf.served
 		}
-		if len(cf.current.errs) > 0 && cf.good != nil {
-			errs = append(errs, cf.current.errs...)
-			errs = append(errs, fmt.Errorf("%s: serving its last good version until the errors above are fixed", name))
-			parsed = append(parsed, cf.good)
-			continue
-		}
-		parsed = append(parsed, cf.current)
 	}
 	for name := range c.files {
 		if !seen[name] {
 			delete(c.files, name) // a removed file: its objects go
 		}
 	}
+	return c.merged()
+}
+
+// HoldBack returns the last Load's objects again, with the named files (those of
+// Sources.Changed) at their served content instead of their new one. held reports whether any
+// file was held back (false: the names were not files with a served content to go back to).
+func (c *Cache) HoldBack(names []string) (res *translator.Resources, src Sources, err error, held bool) {
+	for _, name := range names {
+		if cf := c.files[name]; cf != nil && cf.served != nil && cf.chosen != cf.served {
+			cf.chosen, cf.held, held = cf.served, true, true
+		}
+	}
+	res, src, err = c.merged()
+	return res, src, err, held
+}
+
+// Commit records the content the last Load or HoldBack returned as the served content.
+func (c *Cache) Commit() {
+	for _, cf := range c.files {
+		cf.served = cf.chosen
+	}
+}
+
+// merged joins the chosen content of the files of the last Load.
+func (c *Cache) merged() (*translator.Resources, Sources, error) {
+	errs := slices.Clone(c.errs)
+	parsed := make([]*fileObjects, 0, len(c.order))
+	var changed, added []string
+	for _, name := range c.order {
+		cf := c.files[name]
+		switch {
+		case cf.chosen != cf.current && len(cf.current.errs) > 0:
+			errs = append(errs, cf.current.errs...)
+			errs = append(errs, fmt.Errorf("%s: serving its last good version until the errors above are fixed", name))
+		case cf.held:
+			errs = append(errs, fmt.Errorf("%s: serving its last good version: its new content was refused (the problems logged above)", name))
+		case cf.served == nil:
+			added = append(added, name)
+		case cf.chosen != cf.served:
+			changed = append(changed, name)
+		}
+		parsed = append(parsed, cf.chosen)
+	}
 	res, src, err := merge(parsed)
+	src.Changed, src.Added = changed, added
 	return res, src, errors.Join(append(errs, err)...)
 }
