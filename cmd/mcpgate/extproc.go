@@ -21,21 +21,104 @@ import (
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
 )
 
+// extProcOptions are the ext_proc settings that `mcpgate extproc` and `mcpgate run` share: their
+// flags (addFlags), checked by check, and the server they make (start).
+type extProcOptions struct {
+	auditLog, otlp string
+	maxBody        int
+	policyWait     time.Duration
+	redact         string
+	// redactKeys are the keys of --redact-keys, trimmed (empty, not nil, when the flag is ""),
+	// set by check.
+	redactKeys []string
+}
+
+// addFlags adds the ext_proc flags to fs.
+func (o *extProcOptions) addFlags(fs *flag.FlagSet) {
+	fs.IntVar(&o.maxBody, "max-body-bytes", extproc.DefaultMaxBodyBytes, "largest MCP request body read; a larger one is refused with 413")
+	fs.StringVar(&o.auditLog, "audit-log", "stdout", `where the JSON audit lines go: "stdout", "none" or a file path (appended)`)
+	fs.StringVar(&o.otlp, "otlp-endpoint", "", "OTLP gRPC collector for spans (http://HOST:4317 without TLS); default OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT; none when all are empty")
+	fs.DurationVar(&o.policyWait, "policy-wait", extproc.DefaultPolicyWait, "how long a request whose route names a policy not received yet waits for it before a 500 (0: no wait); keep it under the routes' ext_proc message timeout (10s)")
+	fs.StringVar(&o.redact, "redact-keys", strings.Join(extproc.DefaultRedactKeys(), ","), `comma-separated tool argument keys (any depth, any case) whose values the audit log and access log replace by [REDACTED]; "" for none`)
+}
+
+// check validates the parsed flags and sets redactKeys.
+func (o *extProcOptions) check() error {
+	if o.policyWait < 0 {
+		return fmt.Errorf("--policy-wait %s: must not be negative", o.policyWait)
+	}
+	if o.maxBody <= 0 {
+		return fmt.Errorf("--max-body-bytes %d: must be positive", o.maxBody)
+	}
+	o.redactKeys = []string{} // "" redacts nothing; nil would mean extproc's default
+	for _, k := range strings.Split(o.redact, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			o.redactKeys = append(o.redactKeys, k)
+		}
+	}
+	return nil
+}
+
+// start opens the audit destination (stdout is what "stdout" names) and the OTLP exporter, and
+// returns the ext_proc server of base (addresses, node, logger, registry) with o's settings, and
+// the function that closes the server, flushes the spans and closes the audit file, in that
+// order. On error everything opened is closed again.
+func (o *extProcOptions) start(ctx context.Context, base extproc.Config, stdout io.Writer) (*extproc.Server, func(), error) {
+	audit, closeAudit, err := openAudit(o.auditLog, stdout)
+	if err != nil {
+		return nil, nil, err
+	}
+	tp, flush, err := tracerProvider(ctx, o.otlp, base.Logger)
+	if err != nil {
+		closeAudit()
+		return nil, nil, err
+	}
+	base.MaxBodyBytes, base.Audit, base.TracerProvider = o.maxBody, audit, tp
+	base.Redact = extproc.Redact{Keys: o.redactKeys}
+	base.PolicyWait = policyWait(o.policyWait)
+	srv, err := extproc.New(base)
+	if err != nil {
+		flush()
+		closeAudit()
+		return nil, nil, err
+	}
+	return srv, func() {
+		srv.Close()
+		flush()
+		closeAudit()
+	}, nil
+}
+
+// tracerProvider returns the OTLP tracer provider of --otlp-endpoint or the OTEL_EXPORTER_OTLP_*
+// variables, and the function that flushes and stops it; nil (no spans) when none is set.
+func tracerProvider(ctx context.Context, endpoint string, log *slog.Logger) (trace.TracerProvider, func(), error) {
+	if endpoint == "" && os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
+		return nil, func() {}, nil
+	}
+	sdk, err := telemetry.NewOTLPTracerProvider(ctx, endpoint)
+	if err != nil {
+		return nil, nil, err
+	}
+	return sdk, func() {
+		sctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+		defer stop()
+		if err := sdk.Shutdown(sctx); err != nil && log != nil {
+			log.Warn("flushing spans", "error", err)
+		}
+	}, nil
+}
+
 // extProcFlags are the flags of `mcpgate extproc`.
 type extProcFlags struct {
+	extProcOptions
 	// listen are the addresses ext_proc is served on (--listen, or its default).
-	listen                                          []string
-	xdsAddr, gateway, nodeID, admin, auditLog, otlp string
-	maxBody                                         int
-	policyWait                                      time.Duration
-	logLevel                                        slog.Level
-	// redactKeys are the keys of --redact-keys, trimmed (empty, not nil, when the flag is "").
-	redactKeys []string
+	listen                          []string
+	xdsAddr, gateway, nodeID, admin string
+	logLevel                        slog.Level
 }
 
 func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	f := &extProcFlags{}
-	var redact string
 	fs := flag.NewFlagSet("mcpgate extproc", flag.ContinueOnError)
 	var listen stringList
 	fs.Var(&listen, "listen", `where to serve ext_proc: HOST:PORT or unix:///PATH (repeatable; default `+bootstrap.DefaultExtProcAddr+`; the sidecar deployment serves only a Unix socket)`)
@@ -43,12 +126,14 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	fs.StringVar(&f.gateway, "gateway", contract.AllGateways, `the gateway served, NS/NAME (its xDS node group), or "*" for every gateway`)
 	fs.StringVar(&f.nodeID, "node-id", "", "xDS node id (default: the host name)")
 	fs.StringVar(&f.admin, "admin-addr", "127.0.0.1:19002", `where to serve /metrics, /healthz and /readyz ("" for none)`)
-	fs.IntVar(&f.maxBody, "max-body-bytes", extproc.DefaultMaxBodyBytes, "largest MCP request body read; a larger one is refused with 413")
-	fs.StringVar(&f.auditLog, "audit-log", "stdout", `where the JSON audit lines go: "stdout", "none" or a file path (appended)`)
-	fs.StringVar(&f.otlp, "otlp-endpoint", "", "OTLP gRPC collector for spans (http://HOST:4317 without TLS); default OTEL_EXPORTER_OTLP_ENDPOINT; none when both are empty")
-	fs.DurationVar(&f.policyWait, "policy-wait", extproc.DefaultPolicyWait, "how long a request whose route names a policy not received yet waits for it before a 500 (0: no wait); keep it under the routes' ext_proc message timeout (10s)")
+	f.addFlags(fs)
 	logLevelFlag(fs, &f.logLevel)
-	fs.StringVar(&redact, "redact-keys", strings.Join(extproc.DefaultRedactKeys(), ","), `comma-separated tool argument keys (any depth, any case) whose values the audit log and access log replace by [REDACTED]; "" for none`)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: mcpgate extproc [flags]\n\n"+
+			"Serves the ext_proc gRPC service alone, as the sidecar next to a gateway's Envoy does: it takes\n"+
+			"the policies from the control plane's xDS (--xds-addr) and judges, logs and traces each MCP request.\n\nflags:")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -65,17 +150,8 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	if f.gateway != contract.AllGateways && strings.Count(f.gateway, "/") != 1 {
 		return nil, fmt.Errorf("--gateway %q: want NAMESPACE/NAME or *", f.gateway)
 	}
-	if f.policyWait < 0 {
-		return nil, fmt.Errorf("--policy-wait %s: must not be negative", f.policyWait)
-	}
-	if f.maxBody <= 0 {
-		return nil, fmt.Errorf("--max-body-bytes %d: must be positive", f.maxBody)
-	}
-	f.redactKeys = []string{} // "" redacts nothing; nil would mean extproc's default
-	for _, k := range strings.Split(redact, ",") {
-		if k = strings.TrimSpace(k); k != "" {
-			f.redactKeys = append(f.redactKeys, k)
-		}
+	if err := f.check(); err != nil {
+		return nil, err
 	}
 	return f, nil
 }
@@ -118,38 +194,14 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 		defer adminLis.Close()
 	}
 
-	audit, closeAudit, err := openAudit(f.auditLog, stdout)
-	if err != nil {
-		return err
-	}
-	defer closeAudit()
-
-	var tp trace.TracerProvider
-	if f.otlp != "" || os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" {
-		sdk, err := telemetry.NewOTLPTracerProvider(ctx, f.otlp)
-		if err != nil {
-			return err
-		}
-		defer func() {
-			sctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
-			defer stop()
-			if err := sdk.Shutdown(sctx); err != nil {
-				log.Warn("flushing spans", "error", err)
-			}
-		}()
-		tp = sdk
-	}
-
 	reg := newRegistry()
-	srv, err := extproc.New(extproc.Config{
-		XDSAddr: f.xdsAddr, NodeCluster: f.gateway, NodeID: f.nodeID, MaxBodyBytes: f.maxBody,
-		Audit: audit, Logger: log, Registerer: reg, TracerProvider: tp,
-		Redact: extproc.Redact{Keys: f.redactKeys}, PolicyWait: policyWait(f.policyWait),
-	})
+	srv, stop, err := f.start(ctx, extproc.Config{
+		XDSAddr: f.xdsAddr, NodeCluster: f.gateway, NodeID: f.nodeID, Logger: log, Registerer: reg,
+	}, stdout)
 	if err != nil {
 		return err
 	}
-	defer srv.Close()
+	defer stop()
 
 	t := newTasks(ctx)
 	t.run("ext_proc", func() error { return srv.Serve(t.ctx, listeners...) })

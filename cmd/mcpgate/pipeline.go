@@ -31,13 +31,14 @@ type pipeline struct {
 	refusals map[string]bool
 }
 
-func newPipeline(srv *xds.Server, log *slog.Logger, reg prometheus.Registerer, envoys *supervisor) *pipeline {
+// newPipeline returns the pipeline that serves on srv: Envoy listeners bind bindAddress, and
+// maxBody is the MCP body limit (mcpgate run's --bind-address and --max-body-bytes).
+func newPipeline(srv *xds.Server, log *slog.Logger, reg prometheus.Registerer, envoys *supervisor, bindAddress string, maxBody int64) *pipeline {
 	p := &pipeline{
 		srv: srv, log: log.With("component", "config"), envoys: envoys, reported: map[string]bool{},
-		// Every Gateway's Envoy runs on this host: a port belongs to one Gateway, listeners bind
-		// loopback.
+		// Every Gateway's Envoy runs on this host: a port belongs to one Gateway.
 		// the same Cache in every translation: unchanged policies are not checked again
-		opts: translator.Options{BindAddress: "127.0.0.1", ExclusivePorts: true, Cache: translator.NewCache()},
+		opts: translator.Options{BindAddress: bindAddress, MaxBodyBytes: maxBody, ExclusivePorts: true, Cache: translator.NewCache()},
 		problems: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mcpgate_config_problems", Help: "Problems in the watched manifests: documents that do not load and refused objects or fields.",
 		}),

@@ -35,13 +35,16 @@ import (
 // DefaultAdminAddr is where `mcpgate run` serves /metrics, /debug/xds, /healthz and /readyz.
 const defaultAdminAddr = "127.0.0.1:19000"
 
-// runConfig is the flags of `mcpgate run`.
+// runConfig is the flags of `mcpgate run`: its own, and ext_proc's as `mcpgate extproc` has them.
 type runConfig struct {
+	extProcOptions
 	files                       stringList
 	xdsAddr, extProcAddr, admin string
-	envoyBin                    string
-	noEnvoy                     bool
-	envoyArgs                   stringList
+	// bindAddress is the address Envoy listeners bind.
+	bindAddress string
+	envoyBin    string
+	noEnvoy     bool
+	envoyArgs   stringList
 	// envoyAdmin is the admin address of the first Gateway's Envoy; the next ones take the
 	// following ports.
 	envoyAdmin *net.TCPAddr
@@ -55,13 +58,16 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	fs.StringVar(&c.xdsAddr, "xds-addr", bootstrap.DefaultXDSAddr, "where to serve xDS (ADS): HOST:PORT or unix:///PATH")
 	fs.StringVar(&c.extProcAddr, "extproc-addr", bootstrap.DefaultExtProcAddr, "where to serve ext_proc: HOST:PORT or unix:///PATH")
 	fs.StringVar(&c.admin, "admin-addr", defaultAdminAddr, "where to serve /metrics, /debug/xds, /healthz and /readyz")
+	fs.StringVar(&c.bindAddress, "bind-address", "127.0.0.1", "the IP address the Gateways' Envoy listeners bind (0.0.0.0: every interface)")
+	c.addFlags(fs)
 	fs.StringVar(&c.envoyBin, "envoy-bin", "", "the Envoy binary to start, one per Gateway (default: envoy on PATH, if any)")
 	fs.BoolVar(&c.noEnvoy, "no-envoy", false, "start no Envoy even if one is found (the data plane is run separately)")
 	fs.Var(&c.envoyArgs, "envoy-arg", "an extra argument for Envoy (repeatable)")
 	envoyAdmin := fs.String("envoy-admin-addr", bootstrap.DefaultAdminAddr, "Envoy's admin address for the first Gateway; the next Gateways take the next ports")
 	logLevelFlag(fs, &c.logLevel)
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: mcpgate run -f PATH... [flags]\n\nServes the Gateways of the manifests: xDS for Envoy, ext_proc, and Envoy itself when found.\n\nflags:")
+		fmt.Fprintln(fs.Output(), "usage: mcpgate run -f PATH... [flags]\n\nServes the Gateways of the manifests: xDS for Envoy, ext_proc, and Envoy itself when found.\n"+
+			"Spans go to --otlp-endpoint or the OTEL_EXPORTER_OTLP_* variables' collector, as with mcpgate extproc.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -70,6 +76,12 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	if len(c.files) == 0 || fs.NArg() > 0 {
 		fs.Usage()
 		return nil, errors.New("want -f PATH (and no other argument)")
+	}
+	if net.ParseIP(c.bindAddress) == nil {
+		return nil, fmt.Errorf("--bind-address %q: want an IP address", c.bindAddress)
+	}
+	if err := c.check(); err != nil {
+		return nil, err
 	}
 	var err error
 	if c.envoyAdmin, err = net.ResolveTCPAddr("tcp", *envoyAdmin); err != nil || c.envoyAdmin.IP == nil || c.envoyAdmin.Port == 0 {
@@ -114,14 +126,13 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 	}
 	defer adminLis.Close()
 
-	ep, err := extproc.New(extproc.Config{
-		XDSAddr: cfg.xdsAddr, NodeCluster: contract.AllGateways, NodeID: "mcpgate-run",
-		Audit: stdout, Logger: log, Registerer: reg,
-	})
+	ep, stopEP, err := cfg.start(ctx, extproc.Config{
+		XDSAddr: cfg.xdsAddr, NodeCluster: contract.AllGateways, NodeID: "mcpgate-run", Logger: log, Registerer: reg,
+	}, stdout)
 	if err != nil {
 		return err
 	}
-	defer ep.Close()
+	defer stopEP()
 
 	var envoys *supervisor
 	if bin := envoyBinary(cfg); bin != "" {
@@ -131,7 +142,7 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 			"mcpgate bootstrap --gateway NS/NAME --xds-addr " + cfg.xdsAddr + " --extproc-addr " + cfg.extProcAddr +
 			" > bootstrap.yaml && envoy -c bootstrap.yaml")
 	}
-	p := newPipeline(srv, log, reg, envoys)
+	p := newPipeline(srv, log, reg, envoys, cfg.bindAddress, int64(cfg.maxBody))
 
 	g := grpc.NewServer(xds.GRPCServerOptions()...)
 	srv.Register(g)
@@ -149,7 +160,7 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 	t.serveHTTP("admin", adminLis, adminMux(srv, reg, func() bool { return p.ready.Load() && ep.Ready() }))
 	// xDS streams last as long as their clients: stop them at once (Envoy is gone already).
 	t.onStop(g.Stop)
-	log.Info("mcpgate run", "files", cfg.files, "xds", cfg.xdsAddr, "extproc", cfg.extProcAddr, "admin", cfg.admin)
+	log.Info("mcpgate run", "files", cfg.files, "xds", cfg.xdsAddr, "extproc", cfg.extProcAddr, "admin", cfg.admin, "bind", cfg.bindAddress)
 	if err := t.wait(); err != nil {
 		log.Error("stopped", "error", err)
 		return err

@@ -365,7 +365,17 @@ func TestRunFlags(t *testing.T) {
 		t.Errorf("--envoy-admin-addr with port 0: %v", err)
 	}
 	c, err := parseRunFlags([]string{"-f", "a", "-f", "b", "--envoy-arg", "--concurrency", "--envoy-arg", "2"})
-	if err != nil || len(c.files) != 2 || len(c.envoyArgs) != 2 || c.xdsAddr != "127.0.0.1:18000" || c.admin != "127.0.0.1:19000" {
+	if err != nil || len(c.files) != 2 || len(c.envoyArgs) != 2 || c.xdsAddr != "127.0.0.1:18000" || c.admin != "127.0.0.1:19000" || c.bindAddress != "127.0.0.1" {
+		t.Errorf("%+v %v", c, err)
+	}
+	// ext_proc's flags, checked as `mcpgate extproc` checks them.
+	for _, args := range [][]string{{"--bind-address", "localhost"}, {"--bind-address", ""}, {"--max-body-bytes", "0"}, {"--policy-wait", "-1s"}} {
+		if _, err := parseRunFlags(append([]string{"-f", "x"}, args...)); err == nil || !strings.Contains(err.Error(), args[0]) {
+			t.Errorf("%q: %v, want an error naming %s", args, err, args[0])
+		}
+	}
+	c, err = parseRunFlags([]string{"-f", "x", "--bind-address", "::", "--max-body-bytes", "100", "--policy-wait", "0", "--redact-keys", "a, b", "--audit-log", "none", "--otlp-endpoint", "http://127.0.0.1:4317"})
+	if err != nil || c.bindAddress != "::" || c.maxBody != 100 || policyWait(c.policyWait) >= 0 || strings.Join(c.redactKeys, "|") != "a|b" || c.auditLog != "none" || c.otlp != "http://127.0.0.1:4317" {
 		t.Errorf("%+v %v", c, err)
 	}
 }
