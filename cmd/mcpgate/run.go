@@ -135,12 +135,15 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 	defer stopEP()
 
 	var envoys *supervisor
-	if bin := envoyBinary(cfg); bin != "" {
+	startEnvoy := "Start one per Gateway with: mcpgate bootstrap --gateway NS/NAME --xds-addr " + cfg.xdsAddr +
+		" --extproc-addr " + cfg.extProcAddr + " > bootstrap.yaml && envoy -c bootstrap.yaml"
+	switch bin := envoyBinary(cfg); {
+	case bin != "":
 		envoys = newSupervisor(bin, cfg, log, stdout, stderr)
-	} else {
-		log.Warn("no Envoy binary (--envoy-bin, or envoy on PATH): no data plane runs. Start one per Gateway with: " +
-			"mcpgate bootstrap --gateway NS/NAME --xds-addr " + cfg.xdsAddr + " --extproc-addr " + cfg.extProcAddr +
-			" > bootstrap.yaml && envoy -c bootstrap.yaml")
+	case cfg.noEnvoy:
+		log.Info("--no-envoy: the data plane runs separately. " + startEnvoy)
+	default:
+		log.Warn("no Envoy binary (--envoy-bin, or envoy on PATH): no data plane runs. " + startEnvoy)
 	}
 	p := newPipeline(srv, log, reg, envoys, cfg.bindAddress, int64(cfg.maxBody))
 

@@ -134,3 +134,26 @@ func TestRunBindAddressAndBodyLimit(t *testing.T) {
 		t.Errorf("no perConnectionBufferLimitBytes %s:\n%s", want, body)
 	}
 }
+
+// TestRunDataPlaneNotice: without an Envoy, `mcpgate run` warns that no data plane runs, unless
+// --no-envoy says so; both say how to start one.
+func TestRunDataPlaneNotice(t *testing.T) {
+	t.Setenv("PATH", t.TempDir()) // no envoy on PATH
+	dir := labWithoutPolicies(t)
+	for _, c := range []struct {
+		args []string
+		warn bool
+	}{{[]string{"-f", dir}, true}, {[]string{"-f", dir, "--no-envoy"}, false}} {
+		s := startRun(t, c.args...)
+		if err := s.shutdown(); err != nil {
+			t.Fatalf("serve: %v", err)
+		}
+		logs := s.logs.String()
+		if warned := strings.Contains(logs, "level=WARN") && strings.Contains(logs, "no data plane runs"); warned != c.warn {
+			t.Errorf("%q: warned %v, want %v:\n%s", c.args, warned, c.warn, logs)
+		}
+		if !strings.Contains(logs, "mcpgate bootstrap --gateway NS/NAME --xds-addr "+s.cfg.xdsAddr) {
+			t.Errorf("%q: no word on starting a data plane:\n%s", c.args, logs)
+		}
+	}
+}
