@@ -208,10 +208,12 @@ type supervisor struct {
 	log *slog.Logger
 	// stdout and stderr receive Envoy's.
 	stdout, stderr io.Writer
-	dir            string
-	wg             sync.WaitGroup
-	mu             sync.Mutex
-	runs           map[string]context.CancelFunc // Gateway -> stops its Envoy
+	// base holds the bootstrap folders of every mcpgate run of this user (bootstrapBase); dir is
+	// this supervisor's, made at the first bootstrap and removed by stopAll.
+	base, dir string
+	wg        sync.WaitGroup
+	mu        sync.Mutex
+	runs      map[string]context.CancelFunc // Gateway -> stops its Envoy
 	// stopped is set by stopAll: a sync that comes later (a translation finishing while the
 	// process stops) starts nothing.
 	stopped bool
@@ -223,7 +225,7 @@ type supervisor struct {
 
 func newSupervisor(bin string, cfg *runConfig, log *slog.Logger, stdout, stderr io.Writer) *supervisor {
 	return &supervisor{
-		bin: bin, cfg: cfg, log: log.With("component", "envoy"), stdout: stdout, stderr: stderr,
+		bin: bin, cfg: cfg, log: log.With("component", "envoy"), stdout: stdout, stderr: stderr, base: bootstrapBase(),
 		runs: map[string]context.CancelFunc{}, admin: map[string]int{}, nextAdmin: cfg.envoyAdmin.Port,
 	}
 }
@@ -262,12 +264,12 @@ func (s *supervisor) sync(gateways []string) {
 	}
 }
 
-// writeBootstrap writes the bootstrap of gw into the supervisor's temporary folder.
+// writeBootstrap writes the bootstrap of gw into the supervisor's folder.
 func (s *supervisor) writeBootstrap(gw string) (string, error) {
 	if s.dir == "" {
-		dir, err := os.MkdirTemp("", "mcpgate-envoy-")
+		dir, err := bootstrapDir(s.base)
 		if err != nil {
-			return "", err
+			return "", fmt.Errorf("folder for Envoy bootstraps: %w", err)
 		}
 		s.dir = dir
 	}
@@ -288,6 +290,51 @@ func (s *supervisor) writeBootstrap(gw string) (string, error) {
 	}
 	path := filepath.Join(s.dir, strings.ReplaceAll(gw, "/", "_")+".yaml")
 	return path, os.WriteFile(path, y, 0o600)
+}
+
+// bootstrapBase returns the per-user folder of the Envoy bootstrap folders,
+// UserCacheDir/mcpgate/envoy (~/.cache/mcpgate/envoy), or "" when there is no cache folder.
+func bootstrapBase() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "mcpgate", "envoy")
+}
+
+// bootstrapDir makes a new folder for Envoy bootstraps in base, named after this process
+// ("PID-RANDOM"), once it has removed the folders there of processes that are gone: a run killed
+// with SIGKILL cannot remove its own, the next run does. Runs alive keep theirs, so concurrent
+// runs are safe. With base "", the folder is a temporary one and nothing is removed.
+func bootstrapDir(base string) (string, error) {
+	if base == "" {
+		return os.MkdirTemp("", "mcpgate-envoy-")
+	}
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		return "", err
+	}
+	entries, err := os.ReadDir(base)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range entries {
+		pid, _, ok := strings.Cut(e.Name(), "-")
+		n, err := strconv.Atoi(pid)
+		if ok && err == nil && n > 0 && !processAlive(n) {
+			_ = os.RemoveAll(filepath.Join(base, e.Name()))
+		}
+	}
+	return os.MkdirTemp(base, strconv.Itoa(os.Getpid())+"-")
+}
+
+// processAlive reports whether the process pid exists; true when that cannot be told.
+func processAlive(pid int) bool {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return !errors.Is(err, os.ErrProcessDone)
+	}
+	defer p.Release()
+	return !errors.Is(p.Signal(syscall.Signal(0)), os.ErrProcessDone)
 }
 
 // freeAdminPort gives gw the first port from nextAdmin on that nothing listens on, so that an
