@@ -46,6 +46,13 @@ func runController(ctx context.Context, args []string) error {
 	logLevelFlag(fs, &level)
 	fs.Var(&classes, "gateway-class", "a GatewayClass name to serve whatever its controllerName (repeatable)")
 	fs.Var(&namespaces, "namespace", "watch only this namespace (repeatable; default: all)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: mcpgate controller [flags]\n\n"+
+			"Runs in Kubernetes: every replica serves xDS from the cluster's Gateway API and agentgateway\n"+
+			"objects; the leader (with --leader-elect; else the one replica) writes their status and deploys\n"+
+			"a data plane per Gateway (--deploy-data-plane).\n\nflags:")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -7,7 +7,9 @@
 //	mcpgate extproc                     the ext_proc gRPC service alone (sidecar)
 //	mcpgate translate -f PATH...        print the xDS, policies and status of files
 //	mcpgate bootstrap --gateway NS/NAME print an Envoy bootstrap
-//	mcpgate version
+//	mcpgate version                     (or mcpgate --version)
+//
+// mcpgate COMMAND --help describes a command and its flags.
 package main
 
 import (
@@ -35,7 +37,7 @@ func commands() map[string]command {
 		"extproc":    {"serve the ext_proc gRPC service alone (the data plane's sidecar)", runExtProc},
 		"translate":  {"print the xDS resources, policies and status of manifest files", runTranslate},
 		"bootstrap":  {"print an Envoy bootstrap for a gateway", runBootstrap},
-		"version":    {"print the version", runVersion},
+		"version":    {"print the version (also: mcpgate --version, -v)", runVersion},
 	}
 }
 
@@ -54,9 +56,12 @@ func dispatch(ctx context.Context, args []string) int {
 		usage(cmds)
 		return 2
 	}
-	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
 		usage(cmds)
 		return 0
+	case "-v", "-version", "--version":
+		args = append([]string{"version"}, args[1:]...)
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
@@ -89,4 +94,5 @@ func usage(cmds map[string]command) {
 	for _, n := range names {
 		fmt.Fprintf(os.Stderr, "  %-11s %s\n", n, cmds[n].help)
 	}
+	fmt.Fprintln(os.Stderr, "\nmcpgate COMMAND --help describes a command and its flags.")
 }

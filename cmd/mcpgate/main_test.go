@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"os"
 	"strings"
 	"testing"
 )
@@ -18,6 +20,8 @@ func TestDispatchExitCodes(t *testing.T) {
 		{[]string{"-h"}, 0},
 		{[]string{"help"}, 0},
 		{[]string{"version"}, 0},
+		{[]string{"--version"}, 0},
+		{[]string{"-v"}, 0},
 		{[]string{"translate", "--no-such-flag"}, 1},
 		{[]string{"translate", "-f", "/nonexistent/mcpgate/manifests"}, 1},
 	}
@@ -30,6 +34,52 @@ func TestDispatchExitCodes(t *testing.T) {
 	for _, c := range cases {
 		if got := dispatch(t.Context(), c.args); got != c.want {
 			t.Errorf("mcpgate %s: exit %d, want %d", strings.Join(c.args, " "), got, c.want)
+		}
+	}
+}
+
+// stderrOf runs f and returns what it wrote to os.Stderr, where the commands print their usage.
+func stderrOf(t *testing.T, f func()) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := os.Stderr
+	os.Stderr = w
+	got := make(chan string)
+	go func() {
+		b, _ := io.ReadAll(r)
+		got <- string(b)
+	}()
+	func() {
+		defer func() { os.Stderr = saved }() // even when f fails the test
+		f()
+	}()
+	w.Close()
+	return <-got
+}
+
+// TestUsage: mcpgate's help names every command and how to get a command's help; each command's
+// help starts with its usage line and a description, then its flags.
+func TestUsage(t *testing.T) {
+	top := stderrOf(t, func() { dispatch(t.Context(), []string{"--help"}) })
+	for name := range commands() {
+		if !strings.Contains(top, "\n  "+name+" ") {
+			t.Errorf("mcpgate --help does not list %s:\n%s", name, top)
+		}
+	}
+	if !strings.Contains(top, "mcpgate COMMAND --help") {
+		t.Errorf("mcpgate --help does not say how to get a command's help:\n%s", top)
+	}
+	for name := range commands() {
+		if name == "version" {
+			continue // no flags
+		}
+		help := stderrOf(t, func() { dispatch(t.Context(), []string{name, "--help"}) })
+		usage, rest, _ := strings.Cut(help, "\n\n")
+		if !strings.HasPrefix(usage, "usage: mcpgate "+name) || !strings.Contains(rest, "\n\nflags:\n") {
+			t.Errorf("mcpgate %s --help: want a usage line, a description and the flags:\n%s", name, help)
 		}
 	}
 }

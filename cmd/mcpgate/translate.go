@@ -55,9 +55,13 @@ func translate(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 || len(paths) == 0 {
+	if fs.NArg() > 0 {
 		fs.Usage()
-		return fmt.Errorf("give the manifests with -f (unexpected arguments: %q)", fs.Args())
+		return fmt.Errorf("unexpected arguments %q (give the manifests with -f)", fs.Args())
+	}
+	if len(paths) == 0 {
+		fs.Usage()
+		return errors.New("give the manifests with -f PATH")
 	}
 	if *format != "yaml" && *format != "json" {
 		return fmt.Errorf("-o %q: use yaml or json", *format)

@@ -81,3 +81,24 @@ spec:
 		t.Errorf("the valid Gateway ns/ok is not printed:\n%s", out.String())
 	}
 }
+
+// TestTranslateArguments: no -f, or an argument that is not a flag, is a usage error saying what
+// is wrong.
+func TestTranslateArguments(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "give the manifests with -f PATH"},
+		{[]string{"-f", "x", "extra"}, `unexpected arguments ["extra"]`},
+	} {
+		var out, errOut bytes.Buffer
+		err := translate(c.args, &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "[]") {
+			t.Errorf("translate %q: %v, want %q", c.args, err, c.want)
+		}
+		if !strings.HasPrefix(errOut.String(), "usage: mcpgate translate") {
+			t.Errorf("translate %q: no usage:\n%s", c.args, errOut.String())
+		}
+	}
+}
