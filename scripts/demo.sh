@@ -16,7 +16,6 @@ check_ports 8000:"fetch server" 8001:"the demo's local page" 8080:"the Gateway's
 # mcp-inspector is the command of the pinned @modelcontextprotocol/inspector (the lab runs it as
 # npx -y @modelcontextprotocol/inspector), installed by make tools.
 cache="${MCPGATE_CACHE:-$HOME/.cache/mcpgate}"
-INSPECTOR_PKG="$(grep '^@modelcontextprotocol/inspector@' test/e2e/testdata/npm-tools.txt)"
 INSPECTOR_BINDIR="$cache/npm/$INSPECTOR_PKG/node_modules/.bin"
 [[ -x "$INSPECTOR_BINDIR/mcp-inspector" ]] || { echo "$INSPECTOR_BINDIR/mcp-inspector is missing: run make tools" >&2; exit 1; }
 export PATH="$INSPECTOR_BINDIR:$PATH"

@@ -1,6 +1,23 @@
 # Shared by scripts/run.sh and scripts/demo.sh (sourced, not run). Expects to run from the repository
 # root after `make build`.
 
+# LAB is the lab's example: its manifests (the files the scripts serve), the lab's token
+# (dev-token.txt) and the inspector's configuration (mcp-inspector-config.json).
+LAB=examples/mcp-connectivity
+
+# INSPECTOR_PKG is the pinned @modelcontextprotocol/inspector@VERSION (the lab runs it with npx;
+# make tools installs it into $MCPGATE_CACHE/npm/$INSPECTOR_PKG).
+INSPECTOR_PKG="$(grep '^@modelcontextprotocol/inspector@' test/e2e/testdata/npm-tools.txt)"
+
+# copy_lab DIR: the lab's manifests are copied into DIR, unless DIR exists (it has the user's
+# edits, kept from an earlier run). examples/ itself is left as it is: the tests read it.
+copy_lab() {
+  if [[ -d "$1" ]]; then return 0; fi
+  mkdir -p "$1.tmp"
+  cp "$LAB"/*.yaml "$1.tmp/"
+  mv "$1.tmp" "$1"
+}
+
 # pick_data_plane sets DATA_PLANE to the Envoy to start: $ENVOY_BIN, else `envoy` on PATH, else the
 # test double bin/envoydouble, with a notice saying so.
 pick_data_plane() {

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `make run`: a working gateway on the lab's example. Starts the example fetch server (the lab's
-# mcp-website-fetcher) on 127.0.0.1:8000 and `mcpgate run -f examples/mcp-connectivity`, which serves
-# xDS and ext_proc and starts the data plane (Envoy if found, else bin/envoydouble, with a notice).
-# The Gateway listens on 127.0.0.1:8080. Ctrl-C stops everything.
+# mcp-website-fetcher) on 127.0.0.1:8000 and `mcpgate run -f run`, which serves xDS and ext_proc and
+# starts the data plane (Envoy if found, else bin/envoydouble, with a notice). run/ is the folder
+# to edit: a copy of examples/mcp-connectivity's manifests made by the first make run, kept (with
+# the edits) by the next ones; rm -rf run starts again from the example. The Gateway listens on
+# 127.0.0.1:8080. Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -11,6 +13,15 @@ require_bins
 pick_data_plane
 check_ports 8000:"fetch server" 8080:"the Gateway's listener" 18000:"mcpgate xDS" 18001:"mcpgate ext_proc" \
   19000:"mcpgate admin" 15000:"Envoy admin"
+
+# WATCHED is what mcpgate run serves (gitignored): examples/ stays as committed, the tests read it.
+WATCHED="$PWD/run"
+if [[ -d "$WATCHED" ]]; then
+  echo "serving $WATCHED (your copy of $LAB; rm -rf run to start again from the example)" >&2
+else
+  copy_lab "$WATCHED"
+  echo "copied the manifests of $LAB to $WATCHED: edit them there" >&2
+fi
 
 PIDS=()
 trap stop_pids EXIT
@@ -21,24 +32,28 @@ PIDS+=($!)
 wait_port 8000 10 "${PIDS[0]}"
 
 # mcpgate's stdout is the data plane's access log and ext_proc's audit lines; its stderr, the logs.
-bin/mcpgate run -f examples/mcp-connectivity --envoy-bin "$DATA_PLANE" "${ENVOY_FLUSH_ARGS[@]}" &
+bin/mcpgate run -f "$WATCHED" --envoy-bin "$DATA_PLANE" "${ENVOY_FLUSH_ARGS[@]}" &
 PIDS+=($!)
 wait_port 8080 60 "${PIDS[1]}"
 
-inspector="npx -y @modelcontextprotocol/inspector@$(grep '^@modelcontextprotocol/inspector@' test/e2e/testdata/npm-tools.txt | cut -d@ -f3) --cli"
+inspector="npx -y $INSPECTOR_PKG --cli --config $LAB/mcp-inspector-config.json --server agentgateway"
 cat >&2 <<HELP
 
 mcpgate: Gateway on http://127.0.0.1:8080 (SSE: /sse, Streamable HTTP: /mcp) -> fetch server on 127.0.0.1:8000.
+Serving $WATCHED: edit the files there and the gateway picks the change up
+(they are a copy of $LAB, kept across runs; rm -rf run starts again from the example).
 The example includes the lab's JWT policy (jwt.yaml) and CEL rule (rbac.yaml): send the lab's token.
 
-  export DEV_TOKEN=\$(cat examples/mcp-connectivity/dev-token.txt)
-  $inspector --config examples/mcp-connectivity/mcp-inspector-config.json --server agentgateway \\
+  export DEV_TOKEN=\$(cat $LAB/dev-token.txt)
+  export MCP_INSPECTOR_SECRET_STORE=memory   # else every inspector call first prints a system keychain error
+  $inspector \\
     --header "Authorization: Bearer \$DEV_TOKEN" --method tools/list
-  $inspector --config examples/mcp-connectivity/mcp-inspector-config.json --server agentgateway \\
+  $inspector \\
     --header "Authorization: Bearer \$DEV_TOKEN" --method tools/call --tool-name fetch --tool-arg url=http://127.0.0.1:19000/healthz
 
-Edit the files in examples/mcp-connectivity and the gateway picks the change up. Metrics: http://127.0.0.1:19000/metrics
-Ctrl-C stops the gateway and the fetch server.
+Without the token the gateway answers 401: curl -si http://127.0.0.1:8080/sse
+(the inspector then tries an OAuth login, which needs a terminal: it prints auth_required and exits 3).
+Metrics: http://127.0.0.1:19000/metrics. Ctrl-C stops the gateway and the fetch server.
 
 HELP
 
