@@ -7,6 +7,11 @@ GO     ?= go
 # built only when missing.
 CACHE  ?= $(HOME)/.cache/mcpgate
 export MCPGATE_CACHE := $(CACHE)
+# GATEWAY is the NS/NAME whose bootstrap the bootstrap targets print (mk/xds.mk, mk/envoydouble.mk).
+GATEWAY ?= agentgateway-system/agentgateway
+# APT_GET installs Debian packages: as is when make runs as root, else through sudo when there is
+# one (without it, apt-get says what it lacks).
+APT_GET := $(if $(filter 0,$(shell id -u)),,$(if $(shell command -v sudo),sudo ))apt-get
 
 # Each area adds its own targets in mk/AREA.mk. Test prerequisites (npm tools, kube-apiserver
 # assets) are appended to TEST_DEPS there.
@@ -42,8 +47,7 @@ PROTOC_VERSION := 3.21.12
 protoc: ## install the protoc that the generated code needs (Debian's protobuf-compiler) when it is missing
 	@command -v protoc >/dev/null || { \
 	  echo "protoc is missing: installing Debian's protobuf-compiler"; \
-	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq protobuf-compiler >/dev/null; }
+	  $(APT_GET) update -qq && $(APT_GET) install -y -qq protobuf-compiler >/dev/null; }
 	@v="$$(protoc --version)"; [ "$$v" = "libprotoc $(PROTOC_VERSION)" ] || { \
 	  echo "protoc is $$v; the generated code in proto/ is protoc $(PROTOC_VERSION)'s (make generate-check would differ)"; exit 1; }
 

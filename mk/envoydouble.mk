@@ -2,8 +2,6 @@
 # Started like Envoy: bin/envoydouble -c bootstrap.yaml [--log-level info] [--service-node ID]
 # [--service-cluster NS/GW]; --mode validate checks a bootstrap and exits.
 
-GATEWAY ?= agentgateway-system/agentgateway
-
 .PHONY: envoydouble
 envoydouble: ## build bin/envoydouble, the Envoy test double (run it like envoy: bin/envoydouble -c bootstrap.yaml)
 	$(GO) build -o bin/envoydouble ./test/envoydouble

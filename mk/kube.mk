@@ -8,6 +8,6 @@ kube-assets: ## build kube-apiserver and etcd for the Kubernetes tests into $(CA
 	@hack/kube-assets/build.sh
 	@command -v kubectl >/dev/null || { \
 	  echo "kube-assets: kubectl missing, installing the Debian package"; \
-	  apt-get install -y -qq kubectl >/dev/null || { apt-get update -qq && apt-get install -y -qq kubectl >/dev/null; }; }
+	  $(APT_GET) install -y -qq kubectl >/dev/null || { $(APT_GET) update -qq && $(APT_GET) install -y -qq kubectl >/dev/null; }; }
 
 TEST_DEPS += kube-assets

@@ -1,8 +1,8 @@
 # xDS: the ADS server (xds), its client (xds/client), Envoy bootstraps (xds/bootstrap), `mcpgate run`.
 
-GRPCURL ?= $(GO) run github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
+# grpcurl: the one on PATH, else built and run by go run.
+GRPCURL ?= $(or $(shell command -v grpcurl),$(GO) run github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4)
 XDS_ADDR ?= 127.0.0.1:18000
-GATEWAY ?= agentgateway-system/agentgateway
 
 .PHONY: xds-test
 xds-test: ## run the tests of xds, xds/client, xds/bootstrap and mcpgate run
