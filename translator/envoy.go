@@ -15,6 +15,7 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	statefulv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/stateful_session/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	reqwithoutqueryv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/formatter/req_without_query/v3"
 	envelopev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/stateful_session/envelope/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -31,12 +32,13 @@ const (
 	connectTimeout = 5 * time.Second
 	// invalidBackendCluster is a cluster that never exists: the weighted share of invalid
 	// backendRefs goes there and gets 500 (cluster_not_found_response_code).
-	invalidBackendCluster = "mcpgate_invalid_backend"
-	hcmFilterName         = "envoy.filters.network.http_connection_manager"
-	routerFilterName      = "envoy.filters.http.router"
-	stdoutLoggerName      = "envoy.access_loggers.stdout"
-	tlsSocketName         = "envoy.transport_sockets.tls"
-	extProcPerRouteURL    = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
+	invalidBackendCluster    = "mcpgate_invalid_backend"
+	hcmFilterName            = "envoy.filters.network.http_connection_manager"
+	routerFilterName         = "envoy.filters.http.router"
+	stdoutLoggerName         = "envoy.access_loggers.stdout"
+	reqWithoutQueryFormatter = "envoy.formatter.req_without_query"
+	tlsSocketName            = "envoy.transport_sockets.tls"
+	extProcPerRouteURL       = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
 	// statefulSessionFilterName is the stateful session HTTP filter and its per-route config key.
 	statefulSessionFilterName = "envoy.filters.http.stateful_session"
 	// envelopeSessionStateName is the session state extension Envoy looks up by this name.
@@ -57,13 +59,15 @@ const originalPathHeader = "x-envoy-original-path"
 // accessLogFields are the request fields of the JSON access log; the mcpgate fields follow.
 // path is the path the request was routed by (after normalization), or the one it was forwarded
 // with when its route rewrote it; original_path is the path before the rewrite (null when the
-// route did not rewrite).
+// route did not rewrite). Both are logged without their query string (the formatter extension
+// envoy.formatter.req_without_query): clients put tokens there (`?access_token=`, `?token=`,
+// API keys), and a legacy SSE session id, which the mcpgate fields hold, is not a path.
 func accessLogFields() [][2]string {
 	return [][2]string{
 		{"start_time", "%START_TIME%"},
 		{"method", "%REQ(:METHOD)%"},
-		{"path", "%REQ(:PATH)%"},
-		{"original_path", "%REQ(X-ENVOY-ORIGINAL-PATH)%"},
+		{"path", "%REQ_WITHOUT_QUERY(:PATH)%"},
+		{"original_path", "%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH)%"},
 		{"authority", "%REQ(:AUTHORITY)%"},
 		{"response_code", "%RESPONSE_CODE%"},
 		{"response_flags", "%RESPONSE_FLAGS%"},
@@ -199,8 +203,11 @@ func accessLogConfig() *streamv3.StdoutAccessLog {
 	}
 	fields[contract.MetadataNamespace] = structpb.NewStructValue(&structpb.Struct{Fields: mcp})
 	return &streamv3.StdoutAccessLog{AccessLogFormat: &streamv3.StdoutAccessLog_LogFormat{
-		LogFormat: &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_JsonFormat{
-			JsonFormat: &structpb.Struct{Fields: fields}}},
+		LogFormat: &corev3.SubstitutionFormatString{
+			Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: &structpb.Struct{Fields: fields}},
+			Formatters: []*corev3.TypedExtensionConfig{{
+				Name: reqWithoutQueryFormatter, TypedConfig: mustAny(&reqwithoutqueryv3.ReqWithoutQuery{})}},
+		},
 	}}
 }
 

@@ -41,7 +41,8 @@ func listenerHCMs(t *testing.T) map[string]*hcmv3.HttpConnectionManager {
 // TestClientCannotSetTheLoggedPath: Envoy does not sanitize x-envoy-original-path, so every
 // route configuration names it in internal_only_headers: the connection manager removes a
 // client's before any filter runs, and only the router's rewrite sets it. The access log's path is
-// the routed (or forwarded) path; original_path reads the header, the path before a rewrite.
+// the routed (or forwarded) path; original_path reads the header, the path before a rewrite. Both
+// are logged without their query string, where clients put tokens.
 func TestClientCannotSetTheLoggedPath(t *testing.T) {
 	for name, hcm := range listenerHCMs(t) {
 		for _, al := range hcm.AccessLog {
@@ -50,11 +51,14 @@ func TestClientCannotSetTheLoggedPath(t *testing.T) {
 				t.Fatal(err)
 			}
 			fields := cfg.GetLogFormat().GetJsonFormat().GetFields()
-			if got := fields["path"].GetStringValue(); got != "%REQ(:PATH)%" {
+			if got := fields["path"].GetStringValue(); got != "%REQ_WITHOUT_QUERY(:PATH)%" {
 				t.Errorf("listener %s: access log path %q", name, got)
 			}
-			if got := fields["original_path"].GetStringValue(); got != "%REQ(X-ENVOY-ORIGINAL-PATH)%" {
+			if got := fields["original_path"].GetStringValue(); got != "%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH)%" {
 				t.Errorf("listener %s: access log original_path %q", name, got)
+			}
+			if fs := cfg.GetLogFormat().GetFormatters(); len(fs) != 1 || fs[0].GetTypedConfig().GetTypeUrl() != "type.googleapis.com/envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery" {
+				t.Errorf("listener %s: access log formatters %v: REQ_WITHOUT_QUERY needs req_without_query", name, fs)
 			}
 		}
 		if len(hcm.AccessLog) == 0 {

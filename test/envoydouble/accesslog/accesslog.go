@@ -83,35 +83,50 @@ var implemented = map[string]bool{
 	"DOWNSTREAM_REMOTE_ADDRESS": true, "METADATA": true,
 }
 
+// ReqWithoutQuery is the command operator of the formatter extension
+// envoy.formatter.req_without_query: %REQ_WITHOUT_QUERY(X?Y):Z% is %REQ(X?Y):Z% without the
+// query string (from the first '?'), cut to Z after the query is removed (Envoy's
+// ReqWithoutQuery::formatWithContext). Envoy knows it only in a format that lists the extension
+// in its formatters.
+const ReqWithoutQuery = "REQ_WITHOUT_QUERY"
+
 // metadataTypes are the TYPEs of %METADATA(TYPE:NAMESPACE:KEY*)% the double implements. Envoy
 // (the built-in envoy.formatter.metadata command parser) also has UPSTREAM_HOST, LISTENER and
 // VIRTUAL_HOST, refused here, and refuses a type it does not know.
 var metadataTypes = map[string]bool{"DYNAMIC": true, "ROUTE": true, "CLUSTER": true}
 
-// Compile compiles a json_format dictionary. path names the field in errors.
-func Compile(s *structpb.Struct, path string) (*Format, error) {
-	n, err := compileStruct(s, path)
+// Compile compiles a json_format dictionary. path names the field in errors; commands are the
+// command operators that the format's formatter extensions add (ReqWithoutQuery).
+func Compile(s *structpb.Struct, path string, commands ...string) (*Format, error) {
+	c := compiler{extra: map[string]bool{}}
+	for _, name := range commands {
+		c.extra[name] = true
+	}
+	n, err := c.compileStruct(s, path)
 	if err != nil {
 		return nil, err
 	}
 	return &Format{root: n}, nil
 }
 
-func compileStruct(s *structpb.Struct, path string) (*node, error) {
+// compiler compiles a format; extra are the command operators its formatters add.
+type compiler struct{ extra map[string]bool }
+
+func (cp compiler) compileStruct(s *structpb.Struct, path string) (*node, error) {
 	n := &node{children: map[string]*node{}}
 	for k, v := range s.GetFields() {
 		p := fmt.Sprintf("%s.%s", path, k)
 		var c *node
 		switch v.GetKind().(type) {
 		case *structpb.Value_StringValue:
-			t, err := compileTemplate(v.GetStringValue(), p)
+			t, err := cp.compileTemplate(v.GetStringValue(), p)
 			if err != nil {
 				return nil, err
 			}
 			c = &node{value: t}
 		case *structpb.Value_StructValue:
 			var err error
-			if c, err = compileStruct(v.GetStructValue(), p); err != nil {
+			if c, err = cp.compileStruct(v.GetStructValue(), p); err != nil {
 				return nil, err
 			}
 		case *structpb.Value_NumberValue, *structpb.Value_BoolValue:
@@ -125,7 +140,7 @@ func compileStruct(s *structpb.Struct, path string) (*node, error) {
 	return n, nil
 }
 
-func compileTemplate(s, path string) (*template, error) {
+func (c compiler) compileTemplate(s, path string) (*template, error) {
 	t := &template{}
 	rest := s
 	for {
@@ -137,14 +152,14 @@ func compileTemplate(s, path string) (*template, error) {
 			t.parts = append(t.parts, part{text: rest[:loc[0]]})
 		}
 		name := rest[loc[2]:loc[3]]
-		if !implemented[name] {
+		if !implemented[name] && !c.extra[name] {
 			return nil, fmt.Errorf("%s: command operator %%%s%% not implemented by envoydouble", path, name)
 		}
 		op := &operator{name: name}
 		if loc[6] >= 0 {
 			arg := rest[loc[6]:loc[7]]
 			switch name {
-			case "REQ", "REQUEST_HEADER", "RESP", "RESPONSE_HEADER":
+			case "REQ", "REQUEST_HEADER", "RESP", "RESPONSE_HEADER", ReqWithoutQuery:
 				op.args = strings.Split(strings.ToLower(arg), "?")
 			case "DYNAMIC_METADATA":
 				op.args = strings.Split(arg, ":")
@@ -161,7 +176,7 @@ func compileTemplate(s, path string) (*template, error) {
 				return nil, fmt.Errorf("%s: %%%s%% takes no argument", path, name)
 			}
 		}
-		if (name == "REQ" || name == "REQUEST_HEADER" || name == "RESP" || name == "RESPONSE_HEADER" || name == "DYNAMIC_METADATA" || name == "METADATA") && len(op.args) == 0 {
+		if (name == "REQ" || name == ReqWithoutQuery || name == "REQUEST_HEADER" || name == "RESP" || name == "RESPONSE_HEADER" || name == "DYNAMIC_METADATA" || name == "METADATA") && len(op.args) == 0 {
 			return nil, fmt.Errorf("%s: %%%s%% needs an argument", path, name)
 		}
 		if loc[10] >= 0 {
@@ -245,6 +260,13 @@ func (o *operator) value(info *Info) (any, bool) {
 		return info.Start.UTC().Format("2006-01-02T15:04:05.000Z"), true
 	case "REQ", "REQUEST_HEADER":
 		return header(info.Request, o.args, str)
+	case ReqWithoutQuery:
+		return header(info.Request, o.args, func(v string) (any, bool) {
+			if i := strings.IndexByte(v, '?'); i >= 0 {
+				v = v[:i]
+			}
+			return str(v)
+		})
 	case "RESP", "RESPONSE_HEADER":
 		return header(info.Response, o.args, str)
 	case "RESPONSE_CODE":

@@ -93,3 +93,25 @@ func TestRefusesUnknownOperators(t *testing.T) {
 		}
 	}
 }
+
+// TestReqWithoutQuery: %REQ_WITHOUT_QUERY(...)% is known only to a format whose formatters add
+// it; it is %REQ(...)% cut at the first '?', then to its length.
+func TestReqWithoutQuery(t *testing.T) {
+	s, _ := structpb.NewStruct(map[string]any{
+		"path": "%REQ_WITHOUT_QUERY(:PATH)%", "orig": "%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+		"short": "%REQ_WITHOUT_QUERY(:PATH):4%", "none": "%REQ_WITHOUT_QUERY(X-NONE)%", "text": "p=%REQ_WITHOUT_QUERY(X-NONE)%",
+	})
+	if _, err := accesslog.Compile(s, "json_format"); err == nil || !strings.Contains(err.Error(), "REQ_WITHOUT_QUERY") {
+		t.Errorf("without the formatter: %v, want REQ_WITHOUT_QUERY refused", err)
+	}
+	f, err := accesslog.Compile(s, "json_format", accesslog.ReqWithoutQuery)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &headers.Map{}
+	req.Add(":path", "/sse?access_token=SECRET&x=1")
+	line := string(f.Render(&accesslog.Info{Request: req}))
+	if want := `{"none":null,"orig":"/sse","path":"/sse","short":"/sse","text":"p=-"}` + "\n"; line != want {
+		t.Errorf("got  %swant %s", line, want)
+	}
+}

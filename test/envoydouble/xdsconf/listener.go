@@ -10,6 +10,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	reqwithoutqueryv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/formatter/req_without_query/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -296,6 +297,32 @@ const (
 	fileLogType   = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
 )
 
+// reqWithoutQueryType is the formatter extension envoy.formatter.req_without_query, which adds the
+// %REQ_WITHOUT_QUERY(...)% command operator to a format that lists it in its formatters.
+const reqWithoutQueryType = "type.googleapis.com/envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery"
+
+// formatterCommands returns the command operators the formatter extensions of a
+// SubstitutionFormatString add. Envoy instantiates each by its type (an unknown one is a NACK);
+// the double knows req_without_query only.
+func formatterCommands(fs []*corev3.TypedExtensionConfig, path string) ([]string, error) {
+	var out []string
+	for i, f := range fs {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		if err := checkFields(f, p, "name", "typed_config"); err != nil {
+			return nil, err
+		}
+		if f.GetTypedConfig().GetTypeUrl() != reqWithoutQueryType {
+			return nil, fmt.Errorf("%s: formatter %s not implemented by envoydouble (req_without_query)", p, f.GetTypedConfig().GetTypeUrl())
+		}
+		var c reqwithoutqueryv3.ReqWithoutQuery
+		if err := unpack(f.GetTypedConfig(), &c, p+".typed_config"); err != nil {
+			return nil, err
+		}
+		out = append(out, accesslog.ReqWithoutQuery)
+	}
+	return out, nil
+}
+
 func compileAccessLog(al *accesslogv3.AccessLog, path string) (*AccessLog, error) {
 	if err := checkFields(al, path, "name", "typed_config"); err != nil {
 		return nil, err
@@ -303,6 +330,8 @@ func compileAccessLog(al *accesslogv3.AccessLog, path string) (*AccessLog, error
 	tp := path + ".typed_config"
 	out := &AccessLog{}
 	var js *structpb.Struct
+	var commands []string
+	var err error
 	switch al.GetTypedConfig().GetTypeUrl() {
 	case stdoutLogType:
 		var s streamv3.StdoutAccessLog
@@ -313,10 +342,13 @@ func compileAccessLog(al *accesslogv3.AccessLog, path string) (*AccessLog, error
 			return nil, err
 		}
 		lf := s.GetLogFormat()
-		if err := checkFields(lf, tp+".log_format", "json_format"); err != nil {
+		if err := checkFields(lf, tp+".log_format", "json_format", "formatters"); err != nil {
 			return nil, err
 		}
 		js = lf.GetJsonFormat()
+		if commands, err = formatterCommands(lf.GetFormatters(), tp+".log_format.formatters"); err != nil {
+			return nil, err
+		}
 	case fileLogType:
 		var f filev3.FileAccessLog
 		if err := unpack(al.GetTypedConfig(), &f, tp); err != nil {
@@ -328,10 +360,13 @@ func compileAccessLog(al *accesslogv3.AccessLog, path string) (*AccessLog, error
 		out.Path = f.GetPath()
 		js = f.GetJsonFormat()
 		if lf := f.GetLogFormat(); lf != nil {
-			if err := checkFields(lf, tp+".log_format", "json_format"); err != nil {
+			if err := checkFields(lf, tp+".log_format", "json_format", "formatters"); err != nil {
 				return nil, err
 			}
 			js = lf.GetJsonFormat()
+			if commands, err = formatterCommands(lf.GetFormatters(), tp+".log_format.formatters"); err != nil {
+				return nil, err
+			}
 		}
 	default:
 		return nil, fmt.Errorf("%s: access logger type %s not implemented by envoydouble (stdout, file)", tp, al.GetTypedConfig().GetTypeUrl())
@@ -339,7 +374,7 @@ func compileAccessLog(al *accesslogv3.AccessLog, path string) (*AccessLog, error
 	if js == nil {
 		return nil, fmt.Errorf("%s: only json_format is implemented by envoydouble", tp)
 	}
-	f, err := accesslog.Compile(js, tp+".json_format")
+	f, err := accesslog.Compile(js, tp+".json_format", commands...)
 	if err != nil {
 		return nil, err
 	}

@@ -27,14 +27,7 @@ func TestAcceptsWhatTheTranslatorEmits(t *testing.T) {
 	}
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			raw, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			js, err := yaml.YAMLToJSON(raw)
-			if err != nil {
-				t.Fatal(err)
-			}
+			js := goldenJSON(t, f)
 			var out struct {
 				Gateways map[string]map[string][]json.RawMessage `json:"gateways"`
 			}
@@ -52,6 +45,20 @@ func TestAcceptsWhatTheTranslatorEmits(t *testing.T) {
 			}
 		})
 	}
+}
+
+// goldenJSON reads a translator golden file as JSON.
+func goldenJSON(t *testing.T, path string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := yaml.YAMLToJSON(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }
 
 func compile(kind string, item json.RawMessage) error {
