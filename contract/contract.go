@@ -86,6 +86,7 @@ const (
 	FieldRule         = "rule"          // the source of the rule that decided
 	FieldJSONRPCError = "jsonrpc_error" // the JSON-RPC error code of the answer
 	FieldAuthn        = "authn"         // the outcome of JWT authentication
+	FieldOutcome      = "outcome"       // the MCP exchange's outcome: result, error, tool_error, refused
 )
 
 // Field is a field of the MetadataNamespace and where it is set.
@@ -100,5 +101,5 @@ func Fields() []Field {
 		{FieldTarget, FromCluster}, {FieldSession, FromExtProc}, {FieldSubject, FromExtProc},
 		{FieldMethod, FromExtProc}, {FieldTool, FromExtProc}, {FieldArguments, FromExtProc},
 		{FieldJSONRPCID, FromExtProc}, {FieldDecision, FromExtProc}, {FieldRule, FromExtProc},
-		{FieldJSONRPCError, FromExtProc}, {FieldAuthn, FromExtProc}}
+		{FieldJSONRPCError, FromExtProc}, {FieldAuthn, FromExtProc}, {FieldOutcome, FromExtProc}}
 }

@@ -183,7 +183,7 @@ func (m *metadata) put(f mdField) {
 		}
 	}
 	if m.fields == nil {
-		m.fields = make([]mdField, 0, 10) // the contract.FromExtProc fields
+		m.fields = make([]mdField, 0, 11) // the contract.FromExtProc fields
 	}
 	m.fields = append(m.fields, f)
 }

@@ -239,6 +239,7 @@ func (st *stream) answer(m *mcp.Message, ex *exchange, md *metadata, now time.Ti
 	case ex.rec.Method == mcp.MethodToolsCall && m.IsToolError():
 		outcome = telemetry.OutcomeToolError
 	}
+	md.str(contract.FieldOutcome, outcome)
 	st.s.finish(ex, outcome, now)
 	return repl
 }

@@ -223,6 +223,7 @@ func (st *stream) refuse(a answer, rule string, md metadata, rec *telemetry.Reco
 	st.s.tel.Finish(rec, time.Now())
 	md.str(contract.FieldDecision, telemetry.DecisionDeny)
 	md.replace(contract.FieldRule, rule)
+	md.str(contract.FieldOutcome, telemetry.OutcomeRefused)
 	return immediateReply(a, md)
 }
 
@@ -586,6 +587,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		ex.rec.HTTPStatus, ex.rec.HasError, ex.rec.ErrorCode = http.StatusOK, true, mcp.CodeInvalidParams
 		st.s.finish(ex, telemetry.OutcomeError, time.Now())
 		md.num(contract.FieldJSONRPCError, mcp.CodeInvalidParams)
+		md.str(contract.FieldOutcome, telemetry.OutcomeError)
 		return immediateReply(answer{status: http.StatusOK, contentType: "application/json",
 			body: mcp.UnknownTool(ex.rec.ID, ex.rec.Tool), details: "mcpgate_tool_denied"}, md)
 	}

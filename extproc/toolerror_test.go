@@ -41,11 +41,11 @@ func checkToolErrors(t *testing.T, h *harness, n float64) {
 func TestToolErrorJSON(t *testing.T) {
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
 	call := `"method":"tools/call","params":{"name":"fetch","arguments":{"url":"u"}}`
-	for _, tc := range []struct{ id, request, answer string }{
-		{"3", call, toolFailed},
-		{"4", call, `{"jsonrpc":"2.0","id":4,"result":{"content":[{"type":"text","text":"{\"isError\":true}"}],"isError":false}}`},
-		{"5", call, `{"jsonrpc":"2.0","id":5,"result":{"content":[{"type":"text","text":"\"isError\":true"}],"structuredContent":{"isError":true}}}`},
-		{"6", `"method":"ping"`, `{"jsonrpc":"2.0","id":6,"result":{"isError":true}}`},
+	for _, tc := range []struct{ id, request, answer, outcome string }{
+		{"3", call, toolFailed, "tool_error"},
+		{"4", call, `{"jsonrpc":"2.0","id":4,"result":{"content":[{"type":"text","text":"{\"isError\":true}"}],"isError":false}}`, "result"},
+		{"5", call, `{"jsonrpc":"2.0","id":5,"result":{"content":[{"type":"text","text":"\"isError\":true"}],"structuredContent":{"isError":true}}}`, "result"},
+		{"6", `"method":"ping"`, `{"jsonrpc":"2.0","id":6,"result":{"isError":true}}`, "result"},
 	} {
 		s := h.open(t, h.tcp, streamableRoute)
 		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "S1")), false))
@@ -53,8 +53,8 @@ func TestToolErrorJSON(t *testing.T) {
 		check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
 		resp := check(t)(s.ResponseBody([]byte(tc.answer), true))
 		plainContinue(t, resp)
-		if md := extproctest.Metadata(resp); md["jsonrpc_error"] != "" {
-			t.Errorf("answer %s: metadata %v: a tool error is no JSON-RPC error", tc.id, md)
+		if md := extproctest.Metadata(resp); md["jsonrpc_error"] != "" || md["outcome"] != tc.outcome {
+			t.Errorf("answer %s: metadata %v: want outcome %s (for the access log), no JSON-RPC error", tc.id, md, tc.outcome)
 		}
 		s.Close()
 	}

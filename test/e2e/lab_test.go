@@ -84,9 +84,9 @@ func step4Connectivity(t *testing.T, s *suite) {
 // Streamable HTTP one a POST to /mcp), and ext_proc wrote an audit line for them.
 func step5AccessLog(t *testing.T, s *suite) {
 	sessions := map[string]string{} // transport -> the session of its logged call
-	for _, c := range []struct{ transport, path, code string }{
-		{"sse", "/sse", "202"},             // go-sdk's SSE endpoint: /sse?sessionid=ID (logged without its query), answered 202
-		{"streamable-http", "/mcp", "200"}, // the result in the POST's answer
+	for _, c := range []struct{ transport, path, code, outcome string }{
+		{"sse", "/sse", "202", "<nil>"},              // go-sdk's SSE endpoint: /sse?sessionid=ID (logged without its query), answered 202 (the answer comes on the GET stream)
+		{"streamable-http", "/mcp", "200", "result"}, // the result in the POST's answer
 	} {
 		eventually(t, "access log line of tools/call fetch over "+c.transport, func() error {
 			lines, err := jsonLines(s.stdoutLog())
@@ -98,13 +98,14 @@ func step5AccessLog(t *testing.T, s *suite) {
 				path, _ := l["path"].(string)
 				session, _ := md["session"].(string)
 				if md["method"] == "tools/call" && md["tool"] == "fetch" && strings.Contains(fmt.Sprint(md["arguments"]), s.pageURL) &&
-					l["method"] == http.MethodPost && path == c.path && fmt.Sprint(l["response_code"]) == c.code && session != "" {
+					l["method"] == http.MethodPost && path == c.path && fmt.Sprint(l["response_code"]) == c.code && session != "" &&
+					fmt.Sprint(md["outcome"]) == c.outcome {
 					sessions[c.transport] = session
 					return nil
 				}
 			}
-			return fmt.Errorf("%s: no line of POST %s... answered %s has mcpgate.method tools/call, mcpgate.tool fetch, a session and the URL %s in mcpgate.arguments (%d JSON lines)",
-				s.stdoutLog(), c.path, c.code, s.pageURL, len(lines))
+			return fmt.Errorf("%s: no line of POST %s answered %s has mcpgate.method tools/call, mcpgate.tool fetch, a session, the URL %s in mcpgate.arguments and mcpgate.outcome %s (%d JSON lines)",
+				s.stdoutLog(), c.path, c.code, s.pageURL, c.outcome, len(lines))
 		})
 	}
 	// ext_proc's audit line of each of those calls: same session, method, tool and arguments.
