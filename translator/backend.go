@@ -176,7 +176,9 @@ func (t *translation) translateAI(bi *backendInfo, name string) (field, msg, not
 		note += " over TLS"
 	}
 	if p.OpenAI.Model != nil {
-		note += fmt.Sprintf("; spec.ai.provider.openai.model %q is not applied: requests keep their own model", *p.OpenAI.Model)
+		w := fmt.Sprintf("%q is not applied: requests keep their own model", *p.OpenAI.Model)
+		t.st.warn(KindAgentgatewayBackend, b.Namespace, b.Name, "spec.ai.provider.openai.model", w)
+		note += "; spec.ai.provider.openai.model " + w
 	}
 	return "", "", note
 }
@@ -260,8 +262,10 @@ func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, no
 			for _, o := range found[1:] {
 				others = append(others, o.name)
 			}
-			notes = append(notes, fmt.Sprintf("the selector finds %d MCP servers; Envoy cannot fan out, so only %s is routed (not %s)",
-				len(found), found[0].name, strings.Join(others, ", ")))
+			w := fmt.Sprintf("the selector finds %d MCP servers; Envoy cannot fan out, so only %s is routed (not %s)",
+				len(found), found[0].name, strings.Join(others, ", "))
+			t.st.warn(KindAgentgatewayBackend, b.Namespace, b.Name, "spec.mcp.targets[0].selector", w)
+			notes = append(notes, w)
 		}
 	}
 	tg := bi.target
@@ -271,8 +275,10 @@ func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, no
 		for _, o := range targets[1:] {
 			rest = append(rest, string(o.Name))
 		}
-		notes = append(notes, fmt.Sprintf("Envoy cannot fan out to several MCP targets: only the first (%s) is routed; %s not",
-			first.Name, strings.Join(rest, ", ")))
+		w := fmt.Sprintf("Envoy cannot fan out to several MCP targets: only the first (%s) is routed; %s not",
+			first.Name, strings.Join(rest, ", "))
+		t.st.warn(KindAgentgatewayBackend, b.Namespace, b.Name, "spec.mcp.targets", w)
+		notes = append(notes, w)
 	}
 	if len(notes) > 0 {
 		note += "; " + strings.Join(notes, "; ")

@@ -71,6 +71,7 @@ type document struct {
 	Gateways map[string]gatewayDocument `json:"gateways"`
 	Status   []ObjectStatus             `json:"status"`
 	Problems []string                   `json:"problems,omitempty"`
+	Warnings []string                   `json:"warnings,omitempty"`
 }
 
 type gatewayDocument struct {
@@ -119,6 +120,9 @@ func (o *Output) Marshal(format string, gateways ...string) ([]byte, error) {
 	}
 	for _, p := range o.Status.Problems() {
 		doc.Problems = append(doc.Problems, p.Error())
+	}
+	for _, w := range o.Status.Warnings() {
+		doc.Warnings = append(doc.Warnings, w.Error())
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)

@@ -71,6 +71,7 @@ type Status struct {
 	Policies map[ObjectKey]*gwv1.PolicyStatus
 
 	problems []FieldError
+	warnings []FieldError
 }
 
 func newStatus(in *Resources) Status {
@@ -84,9 +85,16 @@ func newStatus(in *Resources) Status {
 }
 
 // Problems lists every refusal, sorted by object, field and message, without repeats.
-func (s *Status) Problems() []FieldError {
-	out := make([]FieldError, len(s.problems))
-	copy(out, s.problems)
+func (s *Status) Problems() []FieldError { return sortedFieldErrors(s.problems) }
+
+// Warnings lists what was accepted but is not applied as written (an MCP backend's targets after
+// the first), sorted by object, field and message, without repeats. Their objects' conditions say
+// it too.
+func (s *Status) Warnings() []FieldError { return sortedFieldErrors(s.warnings) }
+
+func sortedFieldErrors(in []FieldError) []FieldError {
+	out := make([]FieldError, len(in))
+	copy(out, in)
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if a.Kind != b.Kind {
@@ -116,6 +124,10 @@ func (s *Status) Problems() []FieldError {
 
 func (s *Status) refuse(kind, ns, name, field, msg string) {
 	s.problems = append(s.problems, FieldError{Kind: kind, Namespace: ns, Name: name, Field: field, Message: msg})
+}
+
+func (s *Status) warn(kind, ns, name, field, msg string) {
+	s.warnings = append(s.warnings, FieldError{Kind: kind, Namespace: ns, Name: name, Field: field, Message: msg})
 }
 
 // ObjectStatus is the status of one object, for printing.

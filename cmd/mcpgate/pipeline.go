@@ -106,7 +106,11 @@ func (p *pipeline) apply(res *translator.Resources, src file.Sources, loadErr er
 	p.refusals = refusals
 	p.translation.Observe(time.Since(start).Seconds())
 	p.problems.Set(float64(len(problems)))
-	p.report(problems, src.Warnings)
+	var warnings []string
+	for _, w := range out.Status.Warnings() {
+		warnings = append(warnings, src.Describe(w))
+	}
+	p.report(problems, src.Warnings, warnings)
 	gateways := out.GatewayKeys()
 	p.log.Info("configuration served", "version", p.srv.Version(), "gateways", gateways, "problems", len(problems), "took", time.Since(start).Round(time.Microsecond))
 	p.ready.Store(true)
@@ -125,8 +129,10 @@ func setOf(names []string) map[string]bool {
 	return m
 }
 
-// report logs the problems that are new since the last call and those that are gone.
-func (p *pipeline) report(problems, warnings []string) {
+// report logs the problems (refused), the skipped documents and the translator's warnings (what
+// is accepted but not applied as written) that are new since the last call, and those that are
+// gone.
+func (p *pipeline) report(problems, skipped, warnings []string) {
 	now := map[string]bool{}
 	for _, m := range problems {
 		now[m] = true
@@ -134,10 +140,16 @@ func (p *pipeline) report(problems, warnings []string) {
 			p.log.Warn("refused: " + m)
 		}
 	}
-	for _, m := range warnings {
+	for _, m := range skipped {
 		now[m] = true
 		if !p.reported[m] {
 			p.log.Info("skipped: " + m)
+		}
+	}
+	for _, m := range warnings {
+		now[m] = true
+		if !p.reported[m] {
+			p.log.Warn("not applied as written: " + m)
 		}
 	}
 	for m := range p.reported {

@@ -637,6 +637,12 @@ func TestRunKeepsServedVersionOfARefusedEdit(t *testing.T) {
 		edit(f, "name: agentgateway\n", "name: renamed\n")
 	}
 	served("the renamed Gateway", `"agentgateway-system/renamed/8080"`)
+
+	// What is accepted but not applied as written is logged as such.
+	if err := os.WriteFile(filepath.Join(dir, "several.yaml"), []byte(severalTargets), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logged("the warning", "not applied as written: ", "several.yaml: AgentgatewayBackend tools/several: spec.mcp.targets: Envoy cannot fan out")
 	if err := s.shutdown(); err != nil {
 		t.Errorf("serve: %v", err)
 	}

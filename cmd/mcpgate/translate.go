@@ -92,6 +92,9 @@ func translate(args []string, stdout, stderr io.Writer) error {
 		bad = true
 		fmt.Fprintln(stderr, src.Describe(p))
 	}
+	for _, w := range out.Status.Warnings() {
+		fmt.Fprintln(stderr, "warning: "+src.Describe(w))
+	}
 	if bad {
 		return errInvalidInput
 	}

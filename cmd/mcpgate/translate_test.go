@@ -102,3 +102,31 @@ func TestTranslateArguments(t *testing.T) {
 		}
 	}
 }
+
+// severalTargets is a backend with two MCP targets, of which Envoy routes the first only.
+const severalTargets = `apiVersion: agentgateway.dev/v1alpha1
+kind: AgentgatewayBackend
+metadata: {name: several, namespace: tools}
+spec:
+  mcp:
+    targets:
+    - {name: first, static: {host: 10.9.0.1, port: 3000}}
+    - {name: second, static: {host: 10.9.0.2, port: 3000}}
+`
+
+// TestTranslateWarnings: what is accepted but not applied as written (a backend's MCP targets
+// after the first) is a warning on stderr naming file, object and field; the exit is 0.
+func TestTranslateWarnings(t *testing.T) {
+	in := filepath.Join(t.TempDir(), "backend.yaml")
+	if err := os.WriteFile(in, []byte(severalTargets), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if err := translate([]string{"-f", in}, &out, &errOut); err != nil {
+		t.Fatalf("translate: %v\n%s", err, errOut.String())
+	}
+	want := "warning: " + in + ": AgentgatewayBackend tools/several: spec.mcp.targets: Envoy cannot fan out to several MCP targets: only the first (first) is routed; second not"
+	if got := strings.TrimSpace(errOut.String()); got != want {
+		t.Errorf("stderr %q, want %q", got, want)
+	}
+}
