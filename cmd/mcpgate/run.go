@@ -21,11 +21,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
+	"github.com/mcpgate/mcpgate/internal/admin"
 	"github.com/mcpgate/mcpgate/provider/file"
 	"github.com/mcpgate/mcpgate/translator"
 	"github.com/mcpgate/mcpgate/xds"
@@ -183,21 +183,12 @@ func envoyBinary(cfg *runConfig) string {
 	return bin
 }
 
-// adminMux serves /metrics, /debug/xds (secrets redacted), /healthz (the process is up) and /readyz (a first
-// configuration was pushed and ext_proc has its policies).
+// adminMux serves /metrics, /debug/xds (secrets redacted), /healthz (the process is up) and
+// /readyz (a first configuration was pushed and ext_proc has its policies), listed at /.
 func adminMux(srv *xds.Server, reg *prometheus.Registry, ready func() bool) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.Handle("GET /debug/xds", srv.DebugHandler(translator.Redacted))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready() {
-			http.Error(w, "not ready: no configuration served yet", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	return mux
+	m := admin.New(reg, ready, "no configuration served yet")
+	m.Handle("/debug/xds", "the served xDS resources and policies per Gateway, as JSON (secrets redacted)", srv.DebugHandler(translator.Redacted))
+	return m
 }
 
 // supervisor runs one Envoy per served Gateway, each with its own bootstrap, and restarts one

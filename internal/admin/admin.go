@@ -1,0 +1,50 @@
+// Package admin is the admin HTTP endpoint every mcpgate process serves: /metrics, /healthz,
+// /readyz, the endpoints a process adds (such as /debug/xds), and an index at / that lists them.
+package admin
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Mux routes the admin endpoints. Create it with New; it is an http.Handler.
+type Mux struct {
+	mux   *http.ServeMux
+	index [][2]string // path, what it serves
+}
+
+// New returns a Mux serving /metrics from g, /healthz (the process is up) and /readyz (ready
+// reports true; else 503 with notReady, which says what is awaited).
+func New(g prometheus.Gatherer, ready func() bool, notReady string) *Mux {
+	m := &Mux{mux: http.NewServeMux()}
+	m.Handle("/metrics", "Prometheus metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	m.Handle("/healthz", "200 while the process runs", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	}))
+	m.Handle("/readyz", "200 once ready, else 503 saying what is awaited", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if !ready() {
+			http.Error(w, "not ready: "+notReady, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	}))
+	m.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		for _, e := range m.index {
+			fmt.Fprintf(w, "%-12s %s\n", e[0], e[1])
+		}
+	})
+	return m
+}
+
+// Handle serves h for GET requests to path and lists it in the index with help.
+func (m *Mux) Handle(path, help string, h http.Handler) {
+	m.mux.Handle("GET "+path, h)
+	m.index = append(m.index, [2]string{path, help})
+}
+
+// ServeHTTP routes r.
+func (m *Mux) ServeHTTP(w http.ResponseWriter, r *http.Request) { m.mux.ServeHTTP(w, r) }
