@@ -81,31 +81,46 @@ func (tg *target) describeCluster() {
 
 // backendInfo is an AgentgatewayBackend after translation.
 type backendInfo struct {
-	b      *v1alpha1.AgentgatewayBackend
-	target *target // nil when the backend cannot be used
-	err    string  // why target is nil ("field: message")
+	b        *v1alpha1.AgentgatewayBackend
+	target   *target // nil when the backend cannot be used
+	err      string  // why target is nil ("field: message")
+	status   *v1alpha1.AgentgatewayBackendStatus
+	problems problems
+	warnings problems // accepted, not applied as written (Status.Warnings)
 }
 
+// translateBackends translates every backend on its own (forEach), then registers them in input
+// order (the last of two with one name wins).
 func (t *translation) translateBackends() {
+	list := make([]*backendInfo, 0, len(t.in.Backends))
 	for _, b := range t.in.Backends {
-		if b == nil || b.Name == "" {
-			continue
+		if b != nil && b.Name != "" {
+			list = append(list, &backendInfo{b: b})
 		}
-		bi := &backendInfo{b: b}
-		t.backends[key(b.Namespace, b.Name)] = bi
-		st := &v1alpha1.AgentgatewayBackendStatus{}
-		field, msg, note := t.translateBackend(bi)
-		gen := b.Generation
-		if bi.target == nil {
-			bi.err = field + ": " + msg
-			st.Conditions = []metav1.Condition{condition("Accepted", false, "Invalid", bi.err, gen)}
-			t.st.refuse(KindAgentgatewayBackend, b.Namespace, b.Name, field, msg)
-		} else {
-			bi.target.describeCluster()
-			st.Conditions = []metav1.Condition{condition("Accepted", true, "Accepted", note, gen)}
-		}
-		t.st.Backends[key(b.Namespace, b.Name)] = st
 	}
+	forEach(len(list), func(i int) { t.translateBackendStatus(list[i]) })
+	for _, bi := range list {
+		k := key(bi.b.Namespace, bi.b.Name)
+		t.backends[k] = bi
+		t.st.Backends[k] = bi.status
+		t.st.add(bi.problems)
+		t.st.warnings = append(t.st.warnings, bi.warnings...)
+	}
+}
+
+// translateBackendStatus translates a backend and writes its status and refusal.
+func (t *translation) translateBackendStatus(bi *backendInfo) {
+	b := bi.b
+	field, msg, note := t.translateBackend(bi)
+	gen := b.Generation
+	if bi.target == nil {
+		bi.err = field + ": " + msg
+		bi.status = &v1alpha1.AgentgatewayBackendStatus{Conditions: []metav1.Condition{condition("Accepted", false, "Invalid", bi.err, gen)}}
+		bi.problems.refuse(KindAgentgatewayBackend, b.Namespace, b.Name, field, msg)
+		return
+	}
+	bi.target.describeCluster()
+	bi.status = &v1alpha1.AgentgatewayBackendStatus{Conditions: []metav1.Condition{condition("Accepted", true, "Accepted", note, gen)}}
 }
 
 // translateBackend fills bi.target, or returns the field and message of the refusal. note
@@ -177,7 +192,7 @@ func (t *translation) translateAI(bi *backendInfo, name string) (field, msg, not
 	}
 	if p.OpenAI.Model != nil {
 		w := fmt.Sprintf("%q is not applied: requests keep their own model", *p.OpenAI.Model)
-		t.st.warn(KindAgentgatewayBackend, b.Namespace, b.Name, "spec.ai.provider.openai.model", w)
+		bi.warnings.refuse(KindAgentgatewayBackend, b.Namespace, b.Name, "spec.ai.provider.openai.model", w)
 		note += "; spec.ai.provider.openai.model " + w
 	}
 	return "", "", note
@@ -264,7 +279,7 @@ func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, no
 			}
 			w := fmt.Sprintf("the selector finds %d MCP servers; Envoy cannot fan out, so only %s is routed (not %s)",
 				len(found), found[0].name, strings.Join(others, ", "))
-			t.st.warn(KindAgentgatewayBackend, b.Namespace, b.Name, "spec.mcp.targets[0].selector", w)
+			bi.warnings.refuse(KindAgentgatewayBackend, b.Namespace, b.Name, "spec.mcp.targets[0].selector", w)
 			notes = append(notes, w)
 		}
 	}
@@ -277,7 +292,7 @@ func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, no
 		}
 		w := fmt.Sprintf("Envoy cannot fan out to several MCP targets: only the first (%s) is routed; %s not",
 			first.Name, strings.Join(rest, ", "))
-		t.st.warn(KindAgentgatewayBackend, b.Namespace, b.Name, "spec.mcp.targets", w)
+		bi.warnings.refuse(KindAgentgatewayBackend, b.Namespace, b.Name, "spec.mcp.targets", w)
 		notes = append(notes, w)
 	}
 	if len(notes) > 0 {

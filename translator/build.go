@@ -77,13 +77,11 @@ func (gb *gatewayBuild) addTarget(tg *target) {
 	}
 }
 
-// addPolicy records a merged policy and returns its name ("" for none).
-func (gb *gatewayBuild) addPolicy(m *mergedPolicy) string {
-	if m == nil || m.policy == nil {
-		return ""
+// addPolicy records a merged policy (nil: none).
+func (gb *gatewayBuild) addPolicy(m *mergedPolicy) {
+	if m != nil && m.policy != nil {
+		gb.policies[m.policy.Name] = m.policy
 	}
-	gb.policies[m.policy.Name] = m.policy
-	return m.policy.Name
 }
 
 // hostSpecificity ranks listener hostnames ("" = any) and virtual host domains ("*" = any):

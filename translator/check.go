@@ -2,10 +2,8 @@ package translator
 
 import (
 	"fmt"
-	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/mcpgate/mcpgate/api/v1alpha1"
 	"github.com/mcpgate/mcpgate/extproc/authz"
@@ -140,16 +138,10 @@ func (c *Cache) precheck(policies []*v1alpha1.AgentgatewayPolicy) (wait func()) 
 	if len(todo) == 0 {
 		return func() {}
 	}
-	workers := min(runtime.GOMAXPROCS(0), len(todo))
-	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for i := next.Add(1) - 1; i < int64(len(todo)); i = next.Add(1) - 1 {
-				_ = todo[i].run(todo[i].text) // the result is kept in the Cache
-			}
-		})
-	}
+	wg.Go(func() {
+		forEach(len(todo), func(i int) { _ = todo[i].run(todo[i].text) }) // the result is kept in the Cache
+	})
 	return wg.Wait
 }
 

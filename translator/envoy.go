@@ -2,6 +2,7 @@ package translator
 
 import (
 	"strings"
+	"sync"
 	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
@@ -83,6 +84,7 @@ type xdsCommon struct {
 	opts      Options
 	hcmChain  []*hcmv3.HttpFilter
 	accessLog []*accesslogv3.AccessLog
+	tlsMu     sync.Mutex // backends are translated concurrently (forEach)
 	tlsByHost map[string]*corev3.TransportSocket
 	disabled  *anypb.Any
 	// disabledFilters is the typed_per_filter_config of every route without ext_proc
@@ -339,6 +341,8 @@ func (x *xdsCommon) edsCluster(name string) *clusterv3.Cluster {
 }
 
 func (x *xdsCommon) tlsSocket(host string) *corev3.TransportSocket {
+	x.tlsMu.Lock()
+	defer x.tlsMu.Unlock()
 	if s, ok := x.tlsByHost[host]; ok {
 		return s
 	}

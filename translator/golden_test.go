@@ -4,15 +4,21 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/mcpgate/mcpgate/api/v1alpha1"
 	"github.com/mcpgate/mcpgate/provider/file"
 	"github.com/mcpgate/mcpgate/translator"
 )
@@ -107,6 +113,60 @@ func TestGolden(t *testing.T) {
 	if len(ins) < 17 {
 		t.Errorf("found %d golden inputs, want at least 17 (the lab and 16 more)", len(ins))
 	}
+}
+
+// TestSchedules translates the golden inputs and larger generated ones with one CPU and with
+// eight: the stages that translate objects concurrently (forEach) must give the output of a
+// sequential translation, whatever the machine's CPU count.
+func TestSchedules(t *testing.T) {
+	ins, err := filepath.Glob("testdata/*.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type input struct {
+		name string
+		res  *translator.Resources
+		opts translator.Options
+	}
+	var inputs []input
+	for _, in := range ins {
+		inputs = append(inputs, input{in, loadInputs(t, in), readOptions(t, in)})
+	}
+	inputs = append(inputs,
+		input{"300 routes", benchResources(300, false, 16), translator.Options{}},
+		input{"300 routes with hostnames", withHostnames(benchResources(300, false, 16)), translator.Options{}},
+		input{"200 JWT policies", benchResources(200, true, 1), translator.Options{}},
+		input{"a route under 2,000 Gateway policies", withGatewayPolicies(benchResources(1, false, 1), 2000), translator.Options{}})
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	for _, in := range inputs {
+		var outs [2][]byte
+		for i, procs := range []int{1, 8} {
+			runtime.GOMAXPROCS(procs)
+			if outs[i], err = translator.Translate(in.res, in.opts).Marshal("yaml"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !bytes.Equal(outs[0], outs[1]) {
+			t.Errorf("%s: the output with 8 CPUs differs from the output with one:\n%s", in.name, lineDiff(string(outs[0]), string(outs[1])))
+		}
+	}
+}
+
+// withGatewayPolicies adds n authorization policies on res's Gateway (each of its routes then
+// merges all of them, in age order).
+func withGatewayPolicies(res *translator.Resources, n int) *translator.Resources {
+	gw := res.Gateways[0]
+	for i := range n {
+		res.Policies = append(res.Policies, &v1alpha1.AgentgatewayPolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("gw-%d", i), Namespace: gw.Namespace},
+			Spec: v1alpha1.AgentgatewayPolicySpec{
+				TargetRefs: []v1alpha1.PolicyTargetReference{{Group: "gateway.networking.k8s.io", Kind: "Gateway", Name: gwv1.ObjectName(gw.Name)}},
+				Traffic: &v1alpha1.TrafficPolicy{Authorization: &v1alpha1.Authorization{Policy: v1alpha1.AuthorizationPolicy{
+					MatchExpressions: []v1alpha1.CELExpression{v1alpha1.CELExpression(fmt.Sprintf(`jwt.sub != "user-%d"`, i))}}}},
+			},
+		})
+	}
+	return res
 }
 
 // TestGoldenLab translates the lab's example directory, the input of `make run`.

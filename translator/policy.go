@@ -34,6 +34,8 @@ type policyInfo struct {
 	traffic []*policyv1.Rule
 	mcp     []*policyv1.Rule
 	targets []policyTarget
+	// problems are the refusals of validatePolicy
+	problems problems
 	// mergeStamp is the translation's mergeStamp of the last merge that took this policy
 	mergeStamp int
 }
@@ -62,6 +64,7 @@ func policyKind(p *v1alpha1.AgentgatewayPolicy) string {
 	return KindAgentgatewayPolicy
 }
 
+// indexPolicies validates every policy on its own (forEach), then indexes them oldest first.
 func (t *translation) indexPolicies() *policyIndex {
 	n := len(t.in.Policies)
 	idx := &policyIndex{
@@ -80,9 +83,11 @@ func (t *translation) indexPolicies() *policyIndex {
 		}
 		return strings.Compare(policyKind(a), policyKind(b))
 	})
-	for _, p := range pols {
-		pi := t.validatePolicy(p)
-		t.policyList = append(t.policyList, pi)
+	t.policyList = make([]*policyInfo, len(pols))
+	forEach(len(pols), func(i int) { t.policyList[i] = t.validatePolicy(pols[i]) })
+	for _, pi := range t.policyList {
+		p := pi.p
+		t.st.add(pi.problems)
 		kind := policyKind(p)
 		for i, ref := range p.Spec.TargetRefs {
 			field := "spec.targetRefs[" + strconv.Itoa(i) + "]"
@@ -254,7 +259,7 @@ func (t *translation) validatePolicy(p *v1alpha1.AgentgatewayPolicy) *policyInfo
 	bad := func(field, msg string) {
 		pi.invalid = true
 		pi.errs = append(pi.errs, field+": "+msg)
-		t.st.refuse(kind, p.Namespace, p.Name, field, msg)
+		pi.problems.refuse(kind, p.Namespace, p.Name, field, msg)
 	}
 	s := &p.Spec
 	if s.Traffic == nil && s.Backend == nil {

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
@@ -136,6 +137,7 @@ type compiledRoute struct {
 	refMsgs     []string
 	invalidMsgs []string // "field: message" of each invalid part of a rule
 	badRules    []string // the fields of the rules that cannot be honoured (they answer 500)
+	problems    problems // the refusals of compileRoute
 }
 
 // allInvalid reports whether no rule of the route can be honoured: the route is not accepted.
@@ -143,10 +145,14 @@ func (cr *compiledRoute) allInvalid() bool {
 	return len(cr.rules) > 0 && len(cr.badRules) == len(cr.rules)
 }
 
+// translateRoutes compiles every route on its own (forEach), attaches them in age order and
+// builds their Envoy routes (buildRoutes).
 func (t *translation) translateRoutes() {
-	for _, ri := range t.routes {
-		r := ri.r
-		cr := t.compileRoute(ri)
+	compiled := make([]*compiledRoute, len(t.routes))
+	forEach(len(t.routes), func(i int) { compiled[i] = t.compileRoute(t.routes[i]) })
+	for _, cr := range compiled {
+		r := cr.r
+		t.st.add(cr.problems)
 		st := &gwv1.HTTPRouteStatus{RouteStatus: gwv1.RouteStatus{Parents: make([]gwv1.RouteParentStatus, 0, len(r.Spec.ParentRefs))}}
 		var attached []*listenerInfo // listeners this route is attached to already
 		for i, pr := range r.Spec.ParentRefs {
@@ -159,6 +165,7 @@ func (t *translation) translateRoutes() {
 			t.st.HTTPRoutes[key(r.Namespace, r.Name)] = st
 		}
 	}
+	t.buildRoutes()
 }
 
 // attachParent attaches the route to the listeners one parentRef selects and returns that
@@ -323,7 +330,7 @@ func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {
 	// a filter, a timeout) would do something else than asked
 	invalid := func(f, msg string) {
 		cr.invalidMsgs = append(cr.invalidMsgs, f+": "+msg)
-		t.st.refuse(KindHTTPRoute, r.Namespace, r.Name, f, msg)
+		cr.problems.refuse(KindHTTPRoute, r.Namespace, r.Name, f, msg)
 		if c.failMsg == "" {
 			cr.badRules = append(cr.badRules, field())
 		}
@@ -685,7 +692,7 @@ func (t *translation) resolveBackendRef(cr *compiledRoute, c *compiledRule, rule
 		}
 		field := "spec.rules[" + strconv.Itoa(rule) + "].backendRefs[" + strconv.Itoa(index) + "]"
 		cr.refMsgs = append(cr.refMsgs, field+": "+msg)
-		t.st.refuse(KindHTTPRoute, r.Namespace, r.Name, field, msg)
+		cr.problems.refuse(KindHTTPRoute, r.Namespace, r.Name, field, msg)
 		if weight > 0 {
 			c.invalidWeight += uint32(weight)
 		}
@@ -740,13 +747,7 @@ func (t *translation) resolveBackendRef(cr *compiledRoute, c *compiledRule, rule
 			fail(string(gwv1.RouteReasonBackendNotFound), fmt.Sprintf("Service %s has no port %d", keyString(ns, name), *ref.Port))
 			return
 		}
-		cname := "service/" + ns + "/" + name + "/" + strconv.Itoa(int(*ref.Port))
-		tg = t.svcTargets[cname]
-		if tg == nil {
-			tg = t.serviceTarget(cname, svc, &svc.Spec.Ports[port])
-			tg.describeCluster()
-			t.svcTargets[cname] = tg
-		}
+		tg = t.serviceRefTarget(svc, &svc.Spec.Ports[port])
 	case group == backendGroup && kind == KindAgentgatewayBackend:
 		bi := t.backends[key(ns, name)]
 		if bi == nil {
@@ -767,19 +768,96 @@ func (t *translation) resolveBackendRef(cr *compiledRoute, c *compiledRule, rule
 	}
 }
 
-// addRoutes adds a route's rules to the virtual hosts of one listener.
+// serviceRefTarget returns the target of a Service port that backendRefs name, one per port for
+// all routes (they are compiled concurrently).
+func (t *translation) serviceRefTarget(svc *corev1.Service, p *corev1.ServicePort) *target {
+	cname := "service/" + svc.Namespace + "/" + svc.Name + "/" + strconv.Itoa(int(p.Port))
+	t.svcMu.Lock()
+	defer t.svcMu.Unlock()
+	tg := t.svcTargets[cname]
+	if tg == nil {
+		tg = t.serviceTarget(cname, svc, p)
+		tg.describeCluster()
+		t.svcTargets[cname] = tg
+	}
+	return tg
+}
+
+// ruleUse is a rule of a route on one listener. addRoutes decides, in attachment order, which
+// policies apply and records the clusters and policies the rule uses; buildRoutes then builds
+// its Envoy routes.
+type ruleUse struct {
+	gi     *gatewayInfo
+	li     *listenerInfo
+	cr     *compiledRoute
+	c      *compiledRule
+	hosts  []string
+	base   *mergedPolicy    // the policies of the rule itself, without backends (redirects, 500s)
+	merges []*mergedPolicy  // the policies of each backendRef (c.refs)
+	bad    bool             // an invalid policy applies: the rule answers 500
+	routes []*routev3.Route // one per match, built by buildRoutes
+}
+
+// addRoutes attaches a route's rules to one listener.
 func (t *translation) addRoutes(gi *gatewayInfo, li *listenerInfo, cr *compiledRoute, hosts []string) {
-	gb := gi.build
 	for _, c := range cr.rules {
-		if len(c.matches) == 0 {
-			continue
+		if len(c.matches) > 0 {
+			t.uses = append(t.uses, t.useRule(gi, li, cr, c, hosts))
 		}
-		tpl := t.ruleTemplate(gi, li, cr, c)
-		for k := range c.matches {
-			m := &c.matches[k]
-			rt := tpl.route(cr, c, m)
-			for _, h := range hosts {
-				gb.vhost(li, h).add(rt, &m.prec)
+	}
+}
+
+// useRule merges the policies of a rule on a listener and records the Gateway on its backends'
+// targets and, unless the rule answers 500, its clusters and policies on the Gateway.
+func (t *translation) useRule(gi *gatewayInfo, li *listenerInfo, cr *compiledRoute, c *compiledRule, hosts []string) *ruleUse {
+	u := &ruleUse{gi: gi, li: li, cr: cr, c: c, hosts: hosts, merges: make([]*mergedPolicy, len(c.refs))}
+	att := attachment{gateway: gi.key, listener: li.key, route: cr.key}
+	if c.name != "" {
+		att.rule = cr.key + "/" + c.name
+	}
+	// the policies of every backend; without backends (redirects, 500s), of the rule itself
+	if len(c.refs) == 0 || c.redirect != nil {
+		u.base = t.merge(att)
+	}
+	u.bad = u.base != nil && len(u.base.invalid) > 0
+	for i, ref := range c.refs {
+		if ref.tg.backend != "" {
+			addGateway(&ref.tg.gateways, gi)
+		}
+		a := att
+		a.backend = ref.tg.backend
+		u.merges[i] = t.merge(a)
+		u.bad = u.bad || u.merges[i] != nil && len(u.merges[i].invalid) > 0
+	}
+	gb := gi.build
+	switch {
+	case u.bad || c.failMsg != "":
+	case c.redirect != nil:
+		gb.addPolicy(u.base)
+	default:
+		for i, ref := range c.refs {
+			gb.addTarget(ref.tg)
+			gb.addPolicy(u.merges[i])
+		}
+	}
+	return u
+}
+
+// buildRoutes builds the Envoy routes of every rule use on its own (forEach), then adds them to
+// their virtual hosts in attachment order.
+func (t *translation) buildRoutes() {
+	forEach(len(t.uses), func(i int) {
+		u := t.uses[i]
+		tpl := t.ruleTemplate(u)
+		u.routes = make([]*routev3.Route, len(u.c.matches))
+		for k := range u.c.matches {
+			u.routes[k] = tpl.route(u.cr, u.c, &u.c.matches[k])
+		}
+	})
+	for _, u := range t.uses {
+		for k := range u.c.matches {
+			for _, h := range u.hosts {
+				u.gi.build.vhost(u.li, h).add(u.routes[k], &u.c.matches[k].prec)
 			}
 		}
 	}
@@ -824,38 +902,13 @@ func (x *xdsCommon) refuseAmbiguousPaths(gateway string) *routev3.Route {
 	}
 }
 
-// ruleTemplate decides what a rule does on one listener: its merged policies, ext_proc config,
-// clusters, and the Envoy action.
-func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compiledRoute, c *compiledRule) routeTemplate {
-	gb := gi.build
+// ruleTemplate builds what a rule does on one listener: its Envoy action and per-route configs.
+func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
+	gi, li, c := u.gi, u.li, u.c
 	tpl := routeTemplate{metadata: filterMetadata([2]string{contract.FieldGateway, gi.key}, [2]string{contract.FieldRoute, c.routeID})}
-	att := attachment{gateway: gi.key, listener: li.key, route: cr.key}
-	if c.name != "" {
-		att.rule = cr.key + "/" + c.name
-	}
 	routeID := c.routeID
-	// the policies of every backend; without backends (redirects, 500s), of the rule itself
-	var base *mergedPolicy
-	if len(c.refs) == 0 || c.redirect != nil {
-		base = t.merge(att)
-	}
-	var buf [4]*mergedPolicy // most rules have few backends: no allocation
-	merges := buf[:0]
-	bad := base != nil && len(base.invalid) > 0
-	for _, ref := range c.refs {
-		if ref.tg.backend != "" {
-			addGateway(&ref.tg.gateways, gi)
-		}
-		a := att
-		a.backend = ref.tg.backend
-		m := t.merge(a)
-		merges = append(merges, m)
-		if m != nil && len(m.invalid) > 0 {
-			bad = true
-		}
-	}
 	switch {
-	case bad:
+	case u.bad:
 		tpl.direct = directResponse(bodyBadPolicy)
 		tpl.perFilter = t.xds.disabledFilters
 		return tpl
@@ -865,7 +918,7 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 		return tpl
 	case c.redirect != nil:
 		tpl.redirect = &routev3.Route_Redirect{Redirect: redirectAction(c.redirect, li.l.Port)}
-		tpl.perFilter = t.xds.perFilter(t.perRouteConfig(extProcRoute{gateway: gi.key, route: routeID, policy: gb.addPolicy(base)}), false)
+		tpl.perFilter = t.xds.perFilter(t.perRouteConfig(extProcRoute{gateway: gi.key, route: routeID, policy: u.base.name()}), false)
 		return tpl
 	case len(c.refs) == 0:
 		tpl.direct = directResponse(bodyNoBackend)
@@ -881,9 +934,8 @@ func (t *translation) ruleTemplate(gi *gatewayInfo, li *listenerInfo, cr *compil
 	affinity, mcpAffinity, mcp, llm := false, false, false, false
 	for i, ref := range c.refs {
 		tg := ref.tg
-		gb.addTarget(tg)
 		configs[i] = t.perRouteConfig(extProcRoute{
-			mcp: tg.mcp, gateway: gi.key, route: routeID, policy: gb.addPolicy(merges[i]),
+			mcp: tg.mcp, gateway: gi.key, route: routeID, policy: u.merges[i].name(),
 			backend: tg.backend, target: tg.name,
 		})
 		same = same && bytes.Equal(configs[i].Value, configs[0].Value)

@@ -70,8 +70,16 @@ type Status struct {
 	// Policies holds both policy kinds, keyed by kind, namespace and name.
 	Policies map[ObjectKey]*gwv1.PolicyStatus
 
-	problems []FieldError
-	warnings []FieldError
+	problems problems
+	warnings problems
+}
+
+// problems collects refusals (or warnings). A stage that works on several goroutines (forEach)
+// keeps each object's with the object and adds them to the Status in input order (Status.add).
+type problems []FieldError
+
+func (p *problems) refuse(kind, ns, name, field, msg string) {
+	*p = append(*p, FieldError{Kind: kind, Namespace: ns, Name: name, Field: field, Message: msg})
 }
 
 func newStatus(in *Resources) Status {
@@ -123,11 +131,12 @@ func sortedFieldErrors(in []FieldError) []FieldError {
 }
 
 func (s *Status) refuse(kind, ns, name, field, msg string) {
-	s.problems = append(s.problems, FieldError{Kind: kind, Namespace: ns, Name: name, Field: field, Message: msg})
+	s.problems.refuse(kind, ns, name, field, msg)
 }
 
-func (s *Status) warn(kind, ns, name, field, msg string) {
-	s.warnings = append(s.warnings, FieldError{Kind: kind, Namespace: ns, Name: name, Field: field, Message: msg})
+// add adds refusals collected apart from the Status.
+func (s *Status) add(p problems) {
+	s.problems = append(s.problems, p...)
 }
 
 // ObjectStatus is the status of one object, for printing.

@@ -3,6 +3,7 @@ package translator
 import (
 	"slices"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -38,10 +39,12 @@ type translation struct {
 	namespaces   map[string]*corev1.Namespace
 	grants       map[string][]*gwv1.ReferenceGrant // by namespace
 	svcTargets   map[string]*target                // Service backendRef targets by cluster name
+	svcMu        sync.Mutex                        // guards svcTargets (routes compile concurrently)
 	policies     *policyIndex
 	policyList   []*policyInfo            // every policy, oldest first
 	merged       map[string]*mergedPolicy // by policy name
 	mergeStamp   int                      // counts merges (see policyInfo.mergeStamp)
+	uses         []*ruleUse               // rules attached to listeners, in attachment order
 }
 
 func newTranslation(in *Resources, opts Options) *translation {
@@ -195,4 +198,12 @@ func addGateway(list *[]*gatewayInfo, gi *gatewayInfo) {
 type mergedPolicy struct {
 	policy  *policyv1.Policy
 	invalid []string // sources of invalid policies that apply
+}
+
+// name is the name of the merged policy resource, "" for none.
+func (m *mergedPolicy) name() string {
+	if m == nil || m.policy == nil {
+		return ""
+	}
+	return m.policy.Name
 }
