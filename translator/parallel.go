@@ -28,3 +28,8 @@ func forEach(n int, f func(i int)) {
 	work()
 	wg.Wait()
 }
+
+// concurrently runs the stages fs at the same time and returns when all have returned.
+func concurrently(fs ...func()) {
+	forEach(len(fs), func(i int) { fs[i]() })
+}

@@ -145,11 +145,16 @@ func (cr *compiledRoute) allInvalid() bool {
 	return len(cr.rules) > 0 && len(cr.badRules) == len(cr.rules)
 }
 
-// translateRoutes compiles every route on its own (forEach), attaches them in age order and
-// builds their Envoy routes (buildRoutes).
-func (t *translation) translateRoutes() {
+// compileRoutes compiles every route on its own (forEach); the result is in age order.
+func (t *translation) compileRoutes() []*compiledRoute {
 	compiled := make([]*compiledRoute, len(t.routes))
 	forEach(len(t.routes), func(i int) { compiled[i] = t.compileRoute(t.routes[i]) })
+	return compiled
+}
+
+// attachRoutes attaches the compiled routes in age order and builds their Envoy routes
+// (buildRoutes).
+func (t *translation) attachRoutes(compiled []*compiledRoute) {
 	for _, cr := range compiled {
 		r := cr.r
 		t.st.add(cr.problems)

@@ -82,11 +82,12 @@ func (t *translation) run() {
 	t.translateClasses()
 	t.selectGateways()
 	t.translateBackends()
-	checked()
-	t.policies = t.indexPolicies()
-	t.translateRoutes()
-	t.policyStatuses()
-	t.finishGateways()
+	var compiled []*compiledRoute
+	concurrently( // neither reads what the other writes
+		func() { compiled = t.compileRoutes() },
+		func() { checked(); t.policies = t.indexPolicies() })
+	t.attachRoutes(compiled)
+	concurrently(t.policyStatuses, t.finishGateways)
 	t.out.Status = *t.st
 	t.chk.done()
 }
