@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -152,25 +153,49 @@ func (t *translation) compileRoutes() []*compiledRoute {
 	return compiled
 }
 
-// attachRoutes attaches the compiled routes in age order and builds their Envoy routes
-// (buildRoutes).
+// attachRoutes attaches the compiled routes in age order. Each batch of attached routes' rules
+// is built (buildRule) on other goroutines while the next batch attaches; then the Envoy routes
+// join their virtual hosts in attachment order.
 func (t *translation) attachRoutes(compiled []*compiledRoute) {
-	for _, cr := range compiled {
-		r := cr.r
-		t.st.add(cr.problems)
-		st := &gwv1.HTTPRouteStatus{RouteStatus: gwv1.RouteStatus{Parents: make([]gwv1.RouteParentStatus, 0, len(r.Spec.ParentRefs))}}
-		var attached []*listenerInfo // listeners this route is attached to already
-		for i, pr := range r.Spec.ParentRefs {
-			ps, ok := t.attachParent(cr, i, pr, &attached)
-			if ok {
-				st.Parents = append(st.Parents, ps)
+	const batch = 64
+	var building sync.WaitGroup
+	for start := 0; start < len(compiled); start += batch {
+		from := len(t.uses)
+		for _, cr := range compiled[start:min(start+batch, len(compiled))] {
+			t.attachRoute(cr)
+		}
+		uses := t.uses[from:] // attachRoute appends after them only
+		building.Go(func() {
+			for _, u := range uses {
+				t.buildRule(u)
+			}
+		})
+	}
+	building.Wait()
+	for _, u := range t.uses {
+		for k := range u.c.matches {
+			for _, h := range u.hosts {
+				u.gi.build.vhost(u.li, h).add(u.routes[k], &u.c.matches[k].prec)
 			}
 		}
-		if len(st.Parents) > 0 {
-			t.st.HTTPRoutes[key(r.Namespace, r.Name)] = st
+	}
+}
+
+// attachRoute attaches a route to the listeners its parentRefs select and writes its status.
+func (t *translation) attachRoute(cr *compiledRoute) {
+	r := cr.r
+	t.st.add(cr.problems)
+	st := &gwv1.HTTPRouteStatus{RouteStatus: gwv1.RouteStatus{Parents: make([]gwv1.RouteParentStatus, 0, len(r.Spec.ParentRefs))}}
+	var attached []*listenerInfo // listeners this route is attached to already
+	for i, pr := range r.Spec.ParentRefs {
+		ps, ok := t.attachParent(cr, i, pr, &attached)
+		if ok {
+			st.Parents = append(st.Parents, ps)
 		}
 	}
-	t.buildRoutes()
+	if len(st.Parents) > 0 {
+		t.st.HTTPRoutes[key(r.Namespace, r.Name)] = st
+	}
 }
 
 // attachParent attaches the route to the listeners one parentRef selects and returns that
@@ -789,8 +814,8 @@ func (t *translation) serviceRefTarget(svc *corev1.Service, p *corev1.ServicePor
 }
 
 // ruleUse is a rule of a route on one listener. addRoutes decides, in attachment order, which
-// policies apply and records the clusters and policies the rule uses; buildRoutes then builds
-// its Envoy routes.
+// policies apply and records the clusters and policies the rule uses; buildRule then builds its
+// Envoy routes.
 type ruleUse struct {
 	gi     *gatewayInfo
 	li     *listenerInfo
@@ -800,7 +825,7 @@ type ruleUse struct {
 	base   *mergedPolicy    // the policies of the rule itself, without backends (redirects, 500s)
 	merges []*mergedPolicy  // the policies of each backendRef (c.refs)
 	bad    bool             // an invalid policy applies: the rule answers 500
-	routes []*routev3.Route // one per match, built by buildRoutes
+	routes []*routev3.Route // one per match, built by buildRule
 }
 
 // addRoutes attaches a route's rules to one listener.
@@ -848,23 +873,13 @@ func (t *translation) useRule(gi *gatewayInfo, li *listenerInfo, cr *compiledRou
 	return u
 }
 
-// buildRoutes builds the Envoy routes of every rule use on its own (forEach), then adds them to
-// their virtual hosts in attachment order.
-func (t *translation) buildRoutes() {
-	forEach(len(t.uses), func(i int) {
-		u := t.uses[i]
-		tpl := t.ruleTemplate(u)
-		u.routes = make([]*routev3.Route, len(u.c.matches))
-		for k := range u.c.matches {
-			u.routes[k] = tpl.route(u.cr, u.c, &u.c.matches[k])
-		}
-	})
-	for _, u := range t.uses {
-		for k := range u.c.matches {
-			for _, h := range u.hosts {
-				u.gi.build.vhost(u.li, h).add(u.routes[k], &u.c.matches[k].prec)
-			}
-		}
+// buildRule builds the Envoy routes of a rule use, one per match. It reads only what attaching
+// later routes does not change.
+func (t *translation) buildRule(u *ruleUse) {
+	tpl := t.ruleTemplate(u)
+	u.routes = make([]*routev3.Route, len(u.c.matches))
+	for k := range u.c.matches {
+		u.routes[k] = tpl.route(u.cr, u.c, &u.c.matches[k])
 	}
 }
 
