@@ -36,8 +36,7 @@ type policyInfo struct {
 	targets []policyTarget
 	// problems are the refusals of validatePolicy
 	problems problems
-	// mergeStamp is the translation's mergeStamp of the last merge that took this policy
-	mergeStamp int
+	resolved int // targets found
 }
 
 // policyTarget is one targetRef of a policy and why it does not resolve ("" when it does).
@@ -96,6 +95,7 @@ func (t *translation) indexPolicies() *policyIndex {
 				t.st.refuse(kind, p.Namespace, p.Name, field, msg)
 			} else {
 				bucket[k] = append(bucket[k], pi)
+				pi.resolved++
 			}
 			pi.targets = append(pi.targets, policyTarget{ref: ref, field: field, msg: msg})
 		}
@@ -365,7 +365,9 @@ type attachment struct {
 // merge returns the merged policy of an attachment, or nil when no policy applies. The JWT
 // authentication comes from the most specific level that sets one (the oldest policy within a
 // level); authorization rules from every level, least specific first. The policy's name joins
-// its sources, plus "jwt=SOURCE" when several of them set JWT authentication.
+// its sources, plus "jwt=SOURCE" when several of them set JWT authentication. Routes attach
+// concurrently: the merges of one name (the same policies, so the same content) share the
+// first one made.
 func (t *translation) merge(a attachment) *mergedPolicy {
 	idx := t.policies
 	levels := [5][]*policyInfo{idx.gateway[a.gateway], idx.listener[a.listener], idx.route[a.route], idx.rule[a.rule], idx.backend[a.backend]}
@@ -393,19 +395,16 @@ func (t *translation) merge(a attachment) *mergedPolicy {
 		sort.Strings(invalid)
 		return &mergedPolicy{invalid: invalid}
 	}
-	t.mergeStamp++
 	var buf [8]*policyInfo
-	contrib := buf[:0] // contributing policies, least specific first; each once
+	taken := policySet{list: buf[:0]}
 	for _, lv := range levels {
 		for _, pi := range lv {
-			// mergeStamp marks the policies taken by this merge: a policy attached at several
-			// levels counts once, without a scan of contrib (many policies on one Gateway)
-			if (pi == jwtFrom || len(pi.traffic) > 0 || len(pi.mcp) > 0) && pi.mergeStamp != t.mergeStamp {
-				pi.mergeStamp = t.mergeStamp
-				contrib = append(contrib, pi)
+			if pi == jwtFrom || len(pi.traffic) > 0 || len(pi.mcp) > 0 {
+				taken.add(pi)
 			}
 		}
 	}
+	contrib := taken.list
 	if len(contrib) == 0 {
 		return nil
 	}
@@ -424,6 +423,8 @@ func (t *translation) merge(a attachment) *mergedPolicy {
 		nameParts = append(slices.Clip(sources), "jwt="+jwtFrom.source)
 	}
 	name := policyName(nameParts)
+	t.mergeMu.Lock()
+	defer t.mergeMu.Unlock()
 	if prev, ok := t.merged[name]; ok {
 		return prev
 	}
@@ -438,6 +439,33 @@ func (t *translation) merge(a attachment) *mergedPolicy {
 	m := &mergedPolicy{policy: pol}
 	t.merged[name] = m
 	return m
+}
+
+// policySet collects the policies that contribute to a merge, least specific first, each once.
+// Only a policy with several targets can come up twice (at several levels, or twice at one):
+// it is looked up by a scan of the list, or in a set once the list is long (many policies on
+// one Gateway).
+type policySet struct {
+	list  []*policyInfo
+	multi map[*policyInfo]bool // made when the list is long
+}
+
+func (s *policySet) add(pi *policyInfo) {
+	if pi.resolved > 1 {
+		if s.multi == nil && len(s.list) > 16 {
+			s.multi = make(map[*policyInfo]bool, 2*len(s.list))
+			for _, p := range s.list {
+				s.multi[p] = true
+			}
+		}
+		switch {
+		case s.multi != nil && s.multi[pi], s.multi == nil && slices.Contains(s.list, pi):
+			return
+		case s.multi != nil:
+			s.multi[pi] = true
+		}
+	}
+	s.list = append(s.list, pi)
 }
 
 // policyName joins the sources with "+", or hashes them when that is longer than 200 bytes.

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -138,7 +137,12 @@ type compiledRoute struct {
 	refMsgs     []string
 	invalidMsgs []string // "field: message" of each invalid part of a rule
 	badRules    []string // the fields of the rules that cannot be honoured (they answer 500)
-	problems    problems // the refusals of compileRoute
+	problems    problems // the refusals of compileRoute and attachRoute
+
+	// set by attachRoute
+	status   *gwv1.HTTPRouteStatus
+	attached []*listenerInfo // the listeners the route is attached to
+	uses     []*ruleUse      // its rules on those listeners, in attachment order
 }
 
 // allInvalid reports whether no rule of the route can be honoured: the route is not accepted.
@@ -153,54 +157,71 @@ func (t *translation) compileRoutes() []*compiledRoute {
 	return compiled
 }
 
-// attachRoutes attaches the compiled routes in age order. Each batch of attached routes' rules
-// is built (buildRule) on other goroutines while the next batch attaches; then the Envoy routes
-// join their virtual hosts in attachment order.
+// attachRoutes attaches every route and builds its Envoy routes on its own (forEach), then
+// registers the routes in age order.
 func (t *translation) attachRoutes(compiled []*compiledRoute) {
-	const batch = 64
-	var building sync.WaitGroup
-	for start := 0; start < len(compiled); start += batch {
-		from := len(t.uses)
-		for _, cr := range compiled[start:min(start+batch, len(compiled))] {
-			t.attachRoute(cr)
-		}
-		uses := t.uses[from:] // attachRoute appends after them only
-		building.Go(func() {
-			for _, u := range uses {
-				t.buildRule(u)
-			}
-		})
-	}
-	building.Wait()
-	for _, u := range t.uses {
-		for k := range u.c.matches {
-			for _, h := range u.hosts {
-				u.gi.build.vhost(u.li, h).add(u.routes[k], &u.c.matches[k].prec)
-			}
-		}
+	forEach(len(compiled), func(i int) { t.attachRoute(compiled[i]) })
+	for _, cr := range compiled {
+		t.registerRoute(cr)
 	}
 }
 
-// attachRoute attaches a route to the listeners its parentRefs select and writes its status.
+// attachRoute attaches a route to the listeners its parentRefs select, builds the Envoy routes
+// of its rules there and its status.
 func (t *translation) attachRoute(cr *compiledRoute) {
 	r := cr.r
-	t.st.add(cr.problems)
-	st := &gwv1.HTTPRouteStatus{RouteStatus: gwv1.RouteStatus{Parents: make([]gwv1.RouteParentStatus, 0, len(r.Spec.ParentRefs))}}
-	var attached []*listenerInfo // listeners this route is attached to already
+	cr.status = &gwv1.HTTPRouteStatus{RouteStatus: gwv1.RouteStatus{Parents: make([]gwv1.RouteParentStatus, 0, len(r.Spec.ParentRefs))}}
 	for i, pr := range r.Spec.ParentRefs {
-		ps, ok := t.attachParent(cr, i, pr, &attached)
+		ps, ok := t.attachParent(cr, i, pr)
 		if ok {
-			st.Parents = append(st.Parents, ps)
+			cr.status.Parents = append(cr.status.Parents, ps)
 		}
 	}
-	if len(st.Parents) > 0 {
-		t.st.HTTPRoutes[key(r.Namespace, r.Name)] = st
+	for _, u := range cr.uses {
+		t.buildRule(u)
+	}
+}
+
+// registerRoute records an attached route: its status and refusals, its listeners' route
+// counts, the Gateways on its backends' targets, and on its Gateways its clusters, policies and
+// Envoy routes. Routes register in age order, so that these lists do not depend on the schedule.
+func (t *translation) registerRoute(cr *compiledRoute) {
+	r := cr.r
+	t.st.add(cr.problems)
+	if len(cr.status.Parents) > 0 {
+		t.st.HTTPRoutes[key(r.Namespace, r.Name)] = cr.status
+	}
+	for _, li := range cr.attached {
+		li.attached++
+	}
+	for _, u := range cr.uses {
+		c, gb := u.c, u.gi.build
+		for _, ref := range c.refs {
+			if ref.tg.backend != "" {
+				addGateway(&ref.tg.gateways, u.gi)
+			}
+		}
+		switch {
+		case u.bad || c.failMsg != "": // answers 500
+		case c.redirect != nil:
+			gb.addPolicy(u.base)
+		default:
+			for i, ref := range c.refs {
+				gb.addTarget(ref.tg)
+				gb.addPolicy(u.merges[i])
+			}
+		}
+		for k := range c.matches {
+			for _, h := range u.hosts {
+				gb.vhost(u.li, h).add(u.routes[k], &c.matches[k].prec)
+			}
+		}
 	}
 }
 
 // attachParent attaches the route to the listeners one parentRef selects and returns that
 // parent's status; ok is false when the parent is not this controller's.
-func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentReference, attached *[]*listenerInfo) (gwv1.RouteParentStatus, bool) {
+func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentReference) (gwv1.RouteParentStatus, bool) {
 	r := cr.r
 	group, kind := gatewayGroup, KindGateway
 	if pr.Group != nil {
@@ -226,7 +247,7 @@ func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentRefer
 			return ps, false // another controller's Gateway, or unknowable in a cluster
 		}
 		msg := fmt.Sprintf("Gateway %s not found", keyString(ns, string(pr.Name)))
-		t.st.refuse(KindHTTPRoute, r.Namespace, r.Name, field(), msg)
+		cr.problems.refuse(KindHTTPRoute, r.Namespace, r.Name, field(), msg)
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), false, string(gwv1.RouteReasonNoMatchingParent), msg, gen))
 		ps.Conditions = appendRouteRefConditions(ps.Conditions, cr, gen)
 		return ps, true
@@ -257,11 +278,10 @@ func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentRefer
 				continue
 			}
 			n++
-			if cr.allInvalid() || slices.Contains(*attached, li) {
+			if cr.allInvalid() || slices.Contains(cr.attached, li) {
 				continue
 			}
-			*attached = append(*attached, li)
-			li.attached++
+			cr.attached = append(cr.attached, li)
 			t.addRoutes(gi, li, cr, hosts)
 		}
 		switch {
@@ -274,14 +294,14 @@ func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentRefer
 	}
 	switch {
 	case n > 0 && cr.allInvalid():
-		t.st.refuse(KindHTTPRoute, r.Namespace, r.Name, field(), "not attached: no rule can be honoured (see the errors of spec.rules)")
+		cr.problems.refuse(KindHTTPRoute, r.Namespace, r.Name, field(), "not attached: no rule can be honoured (see the errors of spec.rules)")
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), false, string(gwv1.RouteReasonUnsupportedValue),
 			"no rule can be honoured: "+strings.Join(cr.invalidMsgs, "; "), gen))
 	case n > 0:
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), true, string(gwv1.RouteReasonAccepted), "", gen))
 		addGateway(&cr.info.gateways, gi)
 	default:
-		t.st.refuse(KindHTTPRoute, r.Namespace, r.Name, field(), msg)
+		cr.problems.refuse(KindHTTPRoute, r.Namespace, r.Name, field(), msg)
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), false, reason, msg, gen))
 	}
 	ps.Conditions = appendRouteRefConditions(ps.Conditions, cr, gen)
@@ -813,9 +833,8 @@ func (t *translation) serviceRefTarget(svc *corev1.Service, p *corev1.ServicePor
 	return tg
 }
 
-// ruleUse is a rule of a route on one listener. addRoutes decides, in attachment order, which
-// policies apply and records the clusters and policies the rule uses; buildRule then builds its
-// Envoy routes.
+// ruleUse is a rule of a route on one listener: the policies that apply to it and its Envoy
+// routes (buildRule).
 type ruleUse struct {
 	gi     *gatewayInfo
 	li     *listenerInfo
@@ -832,13 +851,12 @@ type ruleUse struct {
 func (t *translation) addRoutes(gi *gatewayInfo, li *listenerInfo, cr *compiledRoute, hosts []string) {
 	for _, c := range cr.rules {
 		if len(c.matches) > 0 {
-			t.uses = append(t.uses, t.useRule(gi, li, cr, c, hosts))
+			cr.uses = append(cr.uses, t.useRule(gi, li, cr, c, hosts))
 		}
 	}
 }
 
-// useRule merges the policies of a rule on a listener and records the Gateway on its backends'
-// targets and, unless the rule answers 500, its clusters and policies on the Gateway.
+// useRule merges the policies of a rule on a listener.
 func (t *translation) useRule(gi *gatewayInfo, li *listenerInfo, cr *compiledRoute, c *compiledRule, hosts []string) *ruleUse {
 	u := &ruleUse{gi: gi, li: li, cr: cr, c: c, hosts: hosts, merges: make([]*mergedPolicy, len(c.refs))}
 	att := attachment{gateway: gi.key, listener: li.key, route: cr.key}
@@ -851,30 +869,15 @@ func (t *translation) useRule(gi *gatewayInfo, li *listenerInfo, cr *compiledRou
 	}
 	u.bad = u.base != nil && len(u.base.invalid) > 0
 	for i, ref := range c.refs {
-		if ref.tg.backend != "" {
-			addGateway(&ref.tg.gateways, gi)
-		}
 		a := att
 		a.backend = ref.tg.backend
 		u.merges[i] = t.merge(a)
 		u.bad = u.bad || u.merges[i] != nil && len(u.merges[i].invalid) > 0
 	}
-	gb := gi.build
-	switch {
-	case u.bad || c.failMsg != "":
-	case c.redirect != nil:
-		gb.addPolicy(u.base)
-	default:
-		for i, ref := range c.refs {
-			gb.addTarget(ref.tg)
-			gb.addPolicy(u.merges[i])
-		}
-	}
 	return u
 }
 
-// buildRule builds the Envoy routes of a rule use, one per match. It reads only what attaching
-// later routes does not change.
+// buildRule builds the Envoy routes of a rule use, one per match.
 func (t *translation) buildRule(u *ruleUse) {
 	tpl := t.ruleTemplate(u)
 	u.routes = make([]*routev3.Route, len(u.c.matches))

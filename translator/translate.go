@@ -43,8 +43,7 @@ type translation struct {
 	policies     *policyIndex
 	policyList   []*policyInfo            // every policy, oldest first
 	merged       map[string]*mergedPolicy // by policy name
-	mergeStamp   int                      // counts merges (see policyInfo.mergeStamp)
-	uses         []*ruleUse               // rules attached to listeners, in attachment order
+	mergeMu      sync.Mutex               // guards merged (routes attach concurrently)
 }
 
 func newTranslation(in *Resources, opts Options) *translation {

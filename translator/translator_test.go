@@ -99,6 +99,33 @@ func TestPolicyNameHashed(t *testing.T) {
 	}
 }
 
+// TestPolicyOnSeveralLevelsCountsOnce: a policy that targets both the Gateway and the route
+// contributes once to the route's merged policy, whether few or many (a set then) policies
+// merge there.
+func TestPolicyOnSeveralLevelsCountsOnce(t *testing.T) {
+	for _, onGateway := range []int{2, 40} {
+		res := withGatewayPolicies(benchResources(1, false, 1), onGateway)
+		both := res.Policies[len(res.Policies)-1] // targets the Gateway; now the route too, twice
+		both.Spec.TargetRefs = append(both.Spec.TargetRefs, res.Policies[0].Spec.TargetRefs[0], res.Policies[0].Spec.TargetRefs[0])
+		out := translator.Translate(res, translator.Options{})
+		if p := out.Status.Problems(); len(p) > 0 {
+			t.Fatalf("%d Gateway policies: %v", onGateway, p)
+		}
+		pols := out.Gateways["bench/gw"].Policies
+		if len(pols) != 1 {
+			t.Fatalf("%d Gateway policies: %d merged policies, want 1", onGateway, len(pols))
+		}
+		src := pols[0].GetSources()
+		if len(src) != onGateway+1 || len(pols[0].GetTrafficRules()) != onGateway+1 {
+			t.Errorf("%d Gateway policies: %d sources and %d rules, want %d (the route's and each Gateway policy once): %v",
+				onGateway, len(src), len(pols[0].GetTrafficRules()), onGateway+1, src)
+		}
+		if n := len(slices.DeleteFunc(slices.Clone(src), func(s string) bool { return s != translator.KindAgentgatewayPolicy+"/bench/"+both.Name })); n != 1 {
+			t.Errorf("%d Gateway policies: %s is a source %d times, want once", onGateway, both.Name, n)
+		}
+	}
+}
+
 // TestValidateCatches: Validate refuses what Envoy would refuse.
 func TestValidateCatches(t *testing.T) {
 	base := func() *translator.GatewayConfig {
