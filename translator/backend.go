@@ -76,7 +76,7 @@ func (tg *target) pinsSessions() bool {
 // describeCluster sets the target's cluster metadata: the backend and MCP target that Envoy's
 // access log shows for the requests the cluster serves (contract.FromCluster).
 func (tg *target) describeCluster() {
-	tg.cluster.Metadata = filterMetadata([2]string{contract.FieldBackend, tg.backend}, [2]string{contract.FieldTarget, tg.name})
+	tg.cluster.Metadata = filterMetadata([2][2]string{{contract.FieldBackend, tg.backend}, {contract.FieldTarget, tg.name}})
 }
 
 // backendInfo is an AgentgatewayBackend after translation.

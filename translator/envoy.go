@@ -214,23 +214,36 @@ func accessLogConfig() *streamv3.StdoutAccessLog {
 }
 
 // filterMetadata is the Metadata of a route or cluster: the contract.MetadataNamespace fields
-// (name, value) that have a value, for the access log (%METADATA(ROUTE|CLUSTER:mcpgate:F)%); nil
-// when none has one.
-func filterMetadata(fields ...[2]string) *corev3.Metadata {
-	var s *structpb.Struct
-	for _, f := range fields {
+// (name, value; two at most) that have a value, for the access log
+// (%METADATA(ROUTE|CLUSTER:mcpgate:F)%); nil when none has one. Every route and cluster has one,
+// so its messages are allocated together.
+func filterMetadata(fields [2][2]string) *corev3.Metadata {
+	var b *metadataBlock
+	for i, f := range fields {
 		if f[1] == "" {
 			continue
 		}
-		if s == nil {
-			s = &structpb.Struct{Fields: make(map[string]*structpb.Value, len(fields))}
+		if b == nil {
+			b = &metadataBlock{}
+			b.s.Fields = make(map[string]*structpb.Value, len(fields))
+			b.md.FilterMetadata = map[string]*structpb.Struct{contract.MetadataNamespace: &b.s}
 		}
-		s.Fields[f[0]] = structpb.NewStringValue(f[1])
+		b.kinds[i].StringValue = f[1]
+		b.values[i].Kind = &b.kinds[i]
+		b.s.Fields[f[0]] = &b.values[i]
 	}
-	if s == nil {
+	if b == nil {
 		return nil
 	}
-	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{contract.MetadataNamespace: s}}
+	return &b.md
+}
+
+// metadataBlock holds the messages of one filterMetadata.
+type metadataBlock struct {
+	md     corev3.Metadata
+	s      structpb.Struct
+	values [2]structpb.Value
+	kinds  [2]structpb.Value_StringValue
 }
 
 // listener builds the Envoy listener of one Gateway port; its routes come over RDS (ADS).
@@ -299,10 +312,24 @@ func adsSource() *corev3.ConfigSource {
 }
 
 func socketAddress(host string, port int32) *corev3.Address {
-	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-		Address:       host,
-		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
-	}}}
+	return new(addressBlock).fill(host, port)
+}
+
+// addressBlock holds the messages of one socket address, allocated together (a cluster per
+// backend has one).
+type addressBlock struct {
+	addr corev3.Address
+	sock corev3.Address_SocketAddress
+	sa   corev3.SocketAddress
+	port corev3.SocketAddress_PortValue
+}
+
+func (b *addressBlock) fill(host string, port int32) *corev3.Address {
+	b.port.PortValue = uint32(port)
+	b.sa.Address, b.sa.PortSpecifier = host, &b.port
+	b.sock.SocketAddress = &b.sa
+	b.addr.Address = &b.sock
+	return &b.addr
 }
 
 // addressCluster is a cluster of one host: STATIC for an IP, STRICT_DNS for a name (whose
@@ -370,15 +397,26 @@ func (x *xdsCommon) tlsSocket(host string) *corev3.TransportSocket {
 }
 
 func buildLoadAssignment(name string, addrs []hostPort) *endpointv3.ClusterLoadAssignment {
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
+	if len(addrs) == 0 {
+		return cla
+	}
+	// the messages of all endpoints in one allocation (a cluster per backend has one)
+	blocks := make([]struct {
+		lb   endpointv3.LbEndpoint
+		host endpointv3.LbEndpoint_Endpoint
+		ep   endpointv3.Endpoint
+		addr addressBlock
+	}, len(addrs))
 	eps := make([]*endpointv3.LbEndpoint, len(addrs))
 	for i, a := range addrs {
-		eps[i] = &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
-			Endpoint: &endpointv3.Endpoint{Address: socketAddress(a.host, a.port)}}}
+		b := &blocks[i]
+		b.ep.Address = b.addr.fill(a.host, a.port)
+		b.host.Endpoint = &b.ep
+		b.lb.HostIdentifier = &b.host
+		eps[i] = &b.lb
 	}
-	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
-	if len(eps) > 0 {
-		cla.Endpoints = []*endpointv3.LocalityLbEndpoints{{LbEndpoints: eps}}
-	}
+	cla.Endpoints = []*endpointv3.LocalityLbEndpoints{{LbEndpoints: eps}}
 	return cla
 }
 

@@ -91,6 +91,9 @@ func joinAnd(s []string) string {
 // escaped or not, which Envoy refuses. The envoy double keeps its own copy, closer to Envoy's
 // code (test/envoydouble/xdsconf/path.go); pathmatch_double_test.go checks that they agree.
 func normalizePath(p string) (out string, changes pathChanges, ok bool) {
+	if plainPath(p) {
+		return p, 0, true
+	}
 	if strings.Contains(p, `\`) {
 		changes |= changedBackslash
 	}
@@ -138,6 +141,26 @@ func normalizePath(p string) (out string, changes pathChanges, ok bool) {
 		}
 	}
 	return out, changes, ok
+}
+
+// plainPath reports whether normalizePath leaves p as it is, without the work (every route's
+// path match is checked): p starts with '/' and has no '\', '%', "//", "." or ".." segment, or
+// byte that canonicalization escapes.
+func plainPath(p string) bool {
+	if !strings.HasPrefix(p, "/") || strings.Contains(p, "//") {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`\%"<>^`+"`"+`{|}`, c) >= 0 {
+			return false
+		}
+	}
+	for s := range strings.SplitSeq(p[1:], "/") {
+		if s == "." || s == ".." {
+			return false
+		}
+	}
+	return true
 }
 
 // canonicalSegment canonicalizes one path segment (no '/' or '\' in it, not a dot segment) as

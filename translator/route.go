@@ -920,7 +920,7 @@ func (x *xdsCommon) refuseAmbiguousPaths(gateway string) *routev3.Route {
 		Name:                 RefuseAmbiguousPathsRoute,
 		Match:                &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: ambiguousPathRegex}}},
 		Action:               directResponseStatus(400, bodyAmbiguousPath),
-		Metadata:             filterMetadata([2]string{contract.FieldGateway, gateway}),
+		Metadata:             filterMetadata([2][2]string{{contract.FieldGateway, gateway}}),
 		TypedPerFilterConfig: x.disabledFilters,
 	}
 }
@@ -928,7 +928,7 @@ func (x *xdsCommon) refuseAmbiguousPaths(gateway string) *routev3.Route {
 // ruleTemplate builds what a rule does on one listener: its Envoy action and per-route configs.
 func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 	gi, li, c := u.gi, u.li, u.c
-	tpl := routeTemplate{metadata: filterMetadata([2]string{contract.FieldGateway, gi.key}, [2]string{contract.FieldRoute, c.routeID})}
+	tpl := routeTemplate{metadata: filterMetadata([2][2]string{{contract.FieldGateway, gi.key}, {contract.FieldRoute, c.routeID}})}
 	routeID := c.routeID
 	switch {
 	case u.bad:
