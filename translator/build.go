@@ -16,10 +16,34 @@ import (
 type gatewayBuild struct {
 	// vhosts: port -> domain -> listener -> virtual host. Several listeners on one port may
 	// produce the same domain; the most specific listener covering it keeps it (virtualHosts).
-	vhosts   map[int32]map[string]map[*listenerInfo]*vhostBuild
-	clusters map[string]*clusterv3.Cluster
-	clas     map[string]*endpointv3.ClusterLoadAssignment
-	policies map[string]*policyv1.Policy
+	vhosts map[int32]map[string]map[*listenerInfo]*vhostBuild
+	// what the routes use, in registration order, a name possibly several times (byName)
+	clusters []named[*clusterv3.Cluster]
+	clas     []named[*endpointv3.ClusterLoadAssignment]
+	policies []named[*policyv1.Policy]
+}
+
+// named is a resource and its name.
+type named[T any] struct {
+	name string
+	v    T
+}
+
+// byName returns the resources sorted by name, one of each name: the last registered (as a map
+// by name keeps; the resources of one name are one object, but for names of targets that
+// collide).
+func byName[T any](list []named[T]) []T {
+	if len(list) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(list, func(a, b named[T]) int { return strings.Compare(a.name, b.name) })
+	out := make([]T, 0, len(list))
+	for i, r := range list {
+		if i+1 == len(list) || list[i+1].name != r.name {
+			out = append(out, r.v)
+		}
+	}
+	return out
 }
 
 type vhostBuild struct {
@@ -34,13 +58,12 @@ type rankedRoute struct {
 	prec  *precedence
 }
 
-// newGatewayBuild sizes the maps for about n clusters and policies.
+// newGatewayBuild sizes the lists for about n clusters and policies.
 func newGatewayBuild(n int) *gatewayBuild {
 	return &gatewayBuild{
 		vhosts:   map[int32]map[string]map[*listenerInfo]*vhostBuild{},
-		clusters: make(map[string]*clusterv3.Cluster, n),
-		clas:     map[string]*endpointv3.ClusterLoadAssignment{},
-		policies: make(map[string]*policyv1.Policy, n),
+		clusters: make([]named[*clusterv3.Cluster], 0, n),
+		policies: make([]named[*policyv1.Policy], 0, n),
 	}
 }
 
@@ -71,16 +94,16 @@ func (vb *vhostBuild) add(r *routev3.Route, p *precedence) {
 }
 
 func (gb *gatewayBuild) addTarget(tg *target) {
-	gb.clusters[tg.cluster.Name] = tg.cluster
+	gb.clusters = append(gb.clusters, named[*clusterv3.Cluster]{tg.cluster.Name, tg.cluster})
 	if tg.cla != nil {
-		gb.clas[tg.cla.ClusterName] = tg.cla
+		gb.clas = append(gb.clas, named[*endpointv3.ClusterLoadAssignment]{tg.cla.ClusterName, tg.cla})
 	}
 }
 
 // addPolicy records a merged policy (nil: none).
 func (gb *gatewayBuild) addPolicy(m *mergedPolicy) {
 	if m != nil && m.policy != nil {
-		gb.policies[m.policy.Name] = m.policy
+		gb.policies = append(gb.policies, named[*policyv1.Policy]{m.policy.Name, m.policy})
 	}
 }
 
@@ -229,24 +252,18 @@ func (t *translation) buildGateway(gi *gatewayInfo) *GatewayConfig {
 	}
 	sort.Slice(portList, func(i, j int) bool { return portList[i] < portList[j] })
 	refuse := t.xds.refuseAmbiguousPaths(gi.key)
-	for _, port := range portList {
-		name := listenerName(gi, port)
-		cfg.Listeners = append(cfg.Listeners, t.xds.listener(name, port))
-		rc := &routev3.RouteConfiguration{Name: name, IgnorePortInHostMatching: true, VirtualHosts: gb.virtualHosts(gi.listeners, port, refuse),
-			InternalOnlyHeaders: []string{originalPathHeader}}
-		cfg.Routes = append(cfg.Routes, rc)
-	}
-	for _, c := range gb.clusters {
-		cfg.Clusters = append(cfg.Clusters, c)
-	}
-	slices.SortFunc(cfg.Clusters, func(a, b *clusterv3.Cluster) int { return strings.Compare(a.Name, b.Name) })
-	for _, c := range gb.clas {
-		cfg.Endpoints = append(cfg.Endpoints, c)
-	}
-	slices.SortFunc(cfg.Endpoints, func(a, b *endpointv3.ClusterLoadAssignment) int { return strings.Compare(a.ClusterName, b.ClusterName) })
-	for _, p := range gb.policies {
-		cfg.Policies = append(cfg.Policies, p)
-	}
-	slices.SortFunc(cfg.Policies, func(a, b *policyv1.Policy) int { return strings.Compare(a.Name, b.Name) })
+	concurrently(
+		func() {
+			for _, port := range portList {
+				name := listenerName(gi, port)
+				cfg.Listeners = append(cfg.Listeners, t.xds.listener(name, port))
+				rc := &routev3.RouteConfiguration{Name: name, IgnorePortInHostMatching: true, VirtualHosts: gb.virtualHosts(gi.listeners, port, refuse),
+					InternalOnlyHeaders: []string{originalPathHeader}}
+				cfg.Routes = append(cfg.Routes, rc)
+			}
+		},
+		func() { cfg.Clusters = byName(gb.clusters) },
+		func() { cfg.Endpoints = byName(gb.clas) },
+		func() { cfg.Policies = byName(gb.policies) })
 	return cfg
 }

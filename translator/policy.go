@@ -110,40 +110,49 @@ func (t *translation) indexPolicies() *policyIndex {
 // ancestors are the Gateways it takes effect on, as Gateway API recommends: a targeted Gateway
 // (with the listener's sectionName), the served Gateways a targeted HTTPRoute is attached to,
 // the Gateways whose routes use a targeted AgentgatewayBackend. A target that is not found, or
-// that takes effect on no Gateway yet, is its own ancestor.
+// that takes effect on no Gateway yet, is its own ancestor. Each policy's status is made on its
+// own (forEach).
 func (t *translation) policyStatuses() {
-	ctrl := gwv1.GatewayController(t.opts.ControllerName)
-	for _, pi := range t.policyList {
+	statuses := make([]*gwv1.PolicyStatus, len(t.policyList))
+	forEach(len(t.policyList), func(i int) { statuses[i] = t.policyStatus(t.policyList[i]) })
+	for i, pi := range t.policyList {
 		p := pi.p
-		st := &gwv1.PolicyStatus{Ancestors: []gwv1.PolicyAncestorStatus{}}
-		add := func(ref gwv1.ParentReference, c metav1.Condition) {
-			if len(st.Ancestors) == maxAncestors || slices.ContainsFunc(st.Ancestors, func(a gwv1.PolicyAncestorStatus) bool {
-				return sameRef(&a.AncestorRef, &ref)
-			}) {
-				return
-			}
-			st.Ancestors = append(st.Ancestors, gwv1.PolicyAncestorStatus{AncestorRef: ref, ControllerName: ctrl, Conditions: []metav1.Condition{c}})
-		}
-		for _, tg := range pi.targets {
-			var c metav1.Condition
-			switch {
-			case tg.msg != "":
-				c = condition(string(gwv1.PolicyConditionAccepted), false, string(gwv1.PolicyReasonTargetNotFound), tg.field+": "+tg.msg, p.Generation)
-			case pi.invalid:
-				c = condition(string(gwv1.PolicyConditionAccepted), false, string(gwv1.PolicyReasonInvalid), pi.invalidMessage(), p.Generation)
-			default:
-				c = condition(string(gwv1.PolicyConditionAccepted), true, string(gwv1.PolicyReasonAccepted), "", p.Generation)
-			}
-			gws := t.gatewaysOf(p.Namespace, tg)
-			if len(gws) == 0 {
-				add(ancestorRef(p.Namespace, tg.ref), c)
-			}
-			for _, gi := range gws {
-				add(gatewayRef(gi), c)
-			}
-		}
-		t.st.Policies[ObjectKey{Kind: policyKind(p), Namespace: p.Namespace, Name: p.Name}] = st
+		t.st.Policies[ObjectKey{Kind: policyKind(p), Namespace: p.Namespace, Name: p.Name}] = statuses[i]
 	}
+}
+
+// policyStatus makes the status of one policy.
+func (t *translation) policyStatus(pi *policyInfo) *gwv1.PolicyStatus {
+	ctrl := gwv1.GatewayController(t.opts.ControllerName)
+	p := pi.p
+	st := &gwv1.PolicyStatus{Ancestors: []gwv1.PolicyAncestorStatus{}}
+	add := func(ref gwv1.ParentReference, c metav1.Condition) {
+		if len(st.Ancestors) == maxAncestors || slices.ContainsFunc(st.Ancestors, func(a gwv1.PolicyAncestorStatus) bool {
+			return sameRef(&a.AncestorRef, &ref)
+		}) {
+			return
+		}
+		st.Ancestors = append(st.Ancestors, gwv1.PolicyAncestorStatus{AncestorRef: ref, ControllerName: ctrl, Conditions: []metav1.Condition{c}})
+	}
+	for _, tg := range pi.targets {
+		var c metav1.Condition
+		switch {
+		case tg.msg != "":
+			c = condition(string(gwv1.PolicyConditionAccepted), false, string(gwv1.PolicyReasonTargetNotFound), tg.field+": "+tg.msg, p.Generation)
+		case pi.invalid:
+			c = condition(string(gwv1.PolicyConditionAccepted), false, string(gwv1.PolicyReasonInvalid), pi.invalidMessage(), p.Generation)
+		default:
+			c = condition(string(gwv1.PolicyConditionAccepted), true, string(gwv1.PolicyReasonAccepted), "", p.Generation)
+		}
+		gws := t.gatewaysOf(p.Namespace, tg)
+		if len(gws) == 0 {
+			add(ancestorRef(p.Namespace, tg.ref), c)
+		}
+		for _, gi := range gws {
+			add(gatewayRef(gi), c)
+		}
+	}
+	return st
 }
 
 // gatewaysOf returns the served Gateways a resolved HTTPRoute or AgentgatewayBackend target
