@@ -29,9 +29,9 @@ type named[T any] struct {
 	v    T
 }
 
-// byName returns the resources sorted by name, one of each name: the last registered (as a map
-// by name keeps; the resources of one name are one object, but for names of targets that
-// collide).
+// byName sorts the resources by name and keeps one of each name: the last registered, as a map
+// by name would (the resources of one name are one object, unless the cluster names of two
+// targets collide).
 func byName[T any](list []named[T]) []T {
 	if len(list) == 0 {
 		return nil

@@ -10,10 +10,10 @@ import (
 // of them) and returns when every call has returned.
 //
 // The translator runs its per-object stages this way: each object (a backend, a route, a
-// policy, a rule on a listener) is translated on its own by f, which reads only what earlier
-// stages completed and writes only to its object (its refusals too, see problems); then the
-// stage registers the results in input order on one goroutine. So the output does not depend
-// on the schedule, and a translation uses every CPU.
+// policy) is translated on its own by f, which reads only what earlier stages completed and
+// writes only to its object (its refusals too, see problems); then the stage registers the
+// results in input order on one goroutine. So the output does not depend on the schedule, and
+// a translation uses every CPU.
 func forEach(n int, f func(i int)) {
 	var next atomic.Int64
 	work := func() {

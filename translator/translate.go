@@ -74,6 +74,8 @@ func newTranslation(in *Resources, opts Options) *translation {
 	return t
 }
 
+// run translates in stages. A stage that translates objects one by one does so on every CPU
+// (forEach); stages that do not depend on each other run concurrently.
 func (t *translation) run() {
 	checked := t.chk.precheck(t.in.Policies) // CEL and JWKS on the other CPUs meanwhile
 	t.index()
@@ -86,7 +88,7 @@ func (t *translation) run() {
 		func() { compiled = t.compileRoutes() },
 		func() { checked(); t.policies = t.indexPolicies() })
 	t.attachRoutes(compiled)
-	concurrently(t.policyStatuses, t.finishGateways)
+	concurrently(t.policyStatuses, t.finishGateways) // the same: they read what is done by now
 	t.out.Status = *t.st
 	t.chk.done()
 }

@@ -3,9 +3,10 @@
 // the status of every input object.
 //
 // Translate is a pure function: it does no I/O, keeps no state between calls and gives the same
-// output for the same input (an Options.Cache carries only the checks of CEL and JWKS texts
-// from one call to the next, which saves time and changes nothing in the output). The names it gives resources, the ext_proc filter settings and the
-// per-route gRPC metadata are the contract of docs/design.md.
+// output for the same input (an Options.Cache carries only the checks of CEL and JWKS texts from
+// one call to the next, which saves time and changes nothing in the output), on however many
+// CPUs (GOMAXPROCS) it spreads its work. The names it gives resources, the ext_proc filter
+// settings and the per-route gRPC metadata are the contract of docs/design.md.
 //
 // Which Gateways are served: a Gateway whose GatewayClass names Options.ControllerName, or whose
 // class name is one of Options.GatewayClassNames. When the GatewayClass object is not in the input
