@@ -150,8 +150,9 @@ func (cr *compiledRoute) allInvalid() bool {
 	return len(cr.rules) > 0 && len(cr.badRules) == len(cr.rules)
 }
 
-// compileRoutes compiles every route on its own (forEach); the result is in age order.
+// compileRoutes sorts the routes oldest first and compiles every route on its own (forEach).
 func (t *translation) compileRoutes() []*compiledRoute {
+	slices.SortFunc(t.routes, func(a, b *routeInfo) int { return compareAge(&a.r.ObjectMeta, &b.r.ObjectMeta) })
 	compiled := make([]*compiledRoute, len(t.routes))
 	forEach(len(t.routes), func(i int) { compiled[i] = t.compileRoute(t.routes[i]) })
 	return compiled

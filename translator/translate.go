@@ -29,7 +29,7 @@ type translation struct {
 	gateways     map[nsName]*gatewayInfo // served gateways
 	allGateways  map[nsName]*gwv1.Gateway
 	served       []*gatewayInfo // served gateways, oldest first
-	routes       []*routeInfo   // oldest first
+	routes       []*routeInfo   // oldest first (once compileRoutes sorted them)
 	routeByName  map[nsName]*routeInfo
 	backends     map[nsName]*backendInfo
 	services     map[nsName]*corev1.Service
@@ -112,7 +112,6 @@ func (t *translation) index() {
 			t.routeByName[key(r.Namespace, r.Name)] = ri
 		}
 	}
-	slices.SortFunc(t.routes, func(a, b *routeInfo) int { return compareAge(&a.r.ObjectMeta, &b.r.ObjectMeta) })
 	for _, s := range t.in.Services {
 		if s != nil && s.Name != "" {
 			t.services[key(s.Namespace, s.Name)] = s
