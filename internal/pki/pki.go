@@ -1,0 +1,207 @@
+// Package pki issues the certificates of mcpgate's xDS mutual TLS in Kubernetes: a CA kept in a
+// Secret of the controller's namespace, a server certificate per controller replica (made at
+// start, never stored), and a client certificate per Gateway whose URI SAN names the Gateway, so
+// that the xDS server serves a client only its own Gateway's configuration.
+package pki
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Lifetimes of the certificates. A certificate is renewed once a third of its life is left
+// (NeedsRenewal).
+const (
+	CALifetime   = 10 * 365 * 24 * time.Hour
+	CertLifetime = 365 * 24 * time.Hour
+)
+
+// identityScheme and identityHost start a Gateway's identity:
+// spiffe://mcpgate.dev/ns/NAMESPACE/gateway/NAME.
+const (
+	identityScheme = "spiffe"
+	identityHost   = "mcpgate.dev"
+)
+
+// CA is a certificate authority: its certificate and key, parsed and as PEM.
+type CA struct {
+	Cert    *x509.Certificate
+	Key     crypto.Signer
+	CertPEM []byte
+	KeyPEM  []byte
+}
+
+// NewCA makes a CA valid from now (less a minute, for clocks behind) for CALifetime.
+func NewCA(now time.Time) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("CA key: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		Subject:               pkix.Name{CommonName: "mcpgate xDS CA"},
+		NotBefore:             now.Add(-time.Minute),
+		NotAfter:              now.Add(CALifetime),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	certPEM, err := sign(tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, fmt.Errorf("CA: %w", err)
+	}
+	keyPEM, err := encodeKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCA(certPEM, keyPEM)
+}
+
+// ParseCA reads a CA from its PEM certificate and key.
+func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("CA: %w", err)
+	}
+	cert, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return nil, fmt.Errorf("CA: %w", err)
+	}
+	if !cert.IsCA {
+		return nil, errors.New("CA: the certificate is not a CA")
+	}
+	key, ok := pair.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, errors.New("CA: the key cannot sign")
+	}
+	return &CA{Cert: cert, Key: key, CertPEM: certPEM, KeyPEM: keyPEM}, nil
+}
+
+// Pool returns a pool holding the CA's certificate.
+func (ca *CA) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.Cert)
+	return p
+}
+
+// IssueServer issues a server certificate for dnsNames, valid from now for CertLifetime.
+func (ca *CA) IssueServer(dnsNames []string, now time.Time) (certPEM, keyPEM []byte, err error) {
+	if len(dnsNames) == 0 {
+		return nil, nil, errors.New("server certificate: no DNS name")
+	}
+	return ca.issue(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: dnsNames[0]},
+		DNSNames:    dnsNames,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}, now)
+}
+
+// IssueGateway issues the client certificate of gateway ("NAMESPACE/NAME"): its URI SAN is
+// GatewayURI(gateway).
+func (ca *CA) IssueGateway(gateway string, now time.Time) (certPEM, keyPEM []byte, err error) {
+	u, err := GatewayURI(gateway)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ca.issue(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: gateway},
+		URIs:        []*url.URL{u},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, now)
+}
+
+func (ca *CA) issue(tmpl *x509.Certificate, now time.Time) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("certificate key: %w", err)
+	}
+	tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Minute), now.Add(CertLifetime)
+	if tmpl.NotAfter.After(ca.Cert.NotAfter) {
+		tmpl.NotAfter = ca.Cert.NotAfter
+	}
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	if certPEM, err = sign(tmpl, ca.Cert, key.Public(), ca.Key); err != nil {
+		return nil, nil, fmt.Errorf("certificate %s: %w", tmpl.Subject.CommonName, err)
+	}
+	if keyPEM, err = encodeKey(key); err != nil {
+		return nil, nil, err
+	}
+	return certPEM, keyPEM, nil
+}
+
+// Current reports whether certPEM is a certificate this CA signed that has more than a third of
+// its life left at now: else it is to be issued anew.
+func (ca *CA) Current(certPEM []byte, now time.Time) bool {
+	cert, err := parseCert(certPEM)
+	if err != nil {
+		return false
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: ca.Pool(), CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return false
+	}
+	return now.Before(cert.NotAfter.Add(-cert.NotAfter.Sub(cert.NotBefore) / 3))
+}
+
+// GatewayURI returns the identity of gateway ("NAMESPACE/NAME") in client certificates.
+func GatewayURI(gateway string) (*url.URL, error) {
+	ns, name, ok := strings.Cut(gateway, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return nil, fmt.Errorf("gateway %q: want NAMESPACE/NAME", gateway)
+	}
+	return &url.URL{Scheme: identityScheme, Host: identityHost, Path: "/ns/" + ns + "/gateway/" + name}, nil
+}
+
+// GatewayOf returns the Gateway ("NAMESPACE/NAME") a client certificate names in its URI SAN.
+func GatewayOf(cert *x509.Certificate) (string, error) {
+	for _, u := range cert.URIs {
+		if u.Scheme != identityScheme || u.Host != identityHost {
+			continue
+		}
+		parts := strings.Split(strings.TrimPrefix(u.Path, "/"), "/")
+		if len(parts) == 4 && parts[0] == "ns" && parts[2] == "gateway" && parts[1] != "" && parts[3] != "" {
+			return parts[1] + "/" + parts[3], nil
+		}
+	}
+	return "", fmt.Errorf("certificate %q names no Gateway (a URI SAN %s://%s/ns/NAMESPACE/gateway/NAME)", cert.Subject.CommonName, identityScheme, identityHost)
+}
+
+func sign(tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) ([]byte, error) {
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, err
+	}
+	tmpl.SerialNumber = serial
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+}
+
+func encodeKey(key *ecdsa.PrivateKey) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+func parseCert(certPEM []byte) (*x509.Certificate, error) {
+	b, _ := pem.Decode(certPEM)
+	if b == nil || b.Type != "CERTIFICATE" {
+		return nil, errors.New("no PEM certificate")
+	}
+	return x509.ParseCertificate(b.Bytes)
+}
