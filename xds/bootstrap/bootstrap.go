@@ -1,5 +1,6 @@
 // Package bootstrap writes the Envoy bootstrap of a gateway: its node, the static clusters of
-// mcpgate's xDS and ext_proc servers, Delta ADS for everything else, and the admin listener.
+// mcpgate's xDS and ext_proc servers (the xDS one with mutual TLS when asked), Delta ADS for
+// everything else, and the admin listener.
 package bootstrap
 
 import (
@@ -15,7 +16,9 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/mcpgate/mcpgate/contract"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -45,6 +48,21 @@ type Options struct {
 	ExtProcAddr string
 	// AdminAddr is Envoy's admin listener; default DefaultAdminAddr.
 	AdminAddr string
+	// XDSTLS, when set, makes Envoy speak mutual TLS to the xDS server; nil: plaintext.
+	XDSTLS *TLSFiles
+}
+
+// TLSFiles are the files of mutual TLS with the xDS server, as a Kubernetes TLS Secret mounted
+// in the pod holds them (tls.crt, tls.key, ca.crt). Envoy reads them at start.
+type TLSFiles struct {
+	// CertFile and KeyFile are the client's certificate chain and private key (PEM), which
+	// Envoy presents to the server: the server binds the node group to this certificate.
+	CertFile, KeyFile string
+	// CAFile holds the certificates (PEM) the server's certificate must chain to.
+	CAFile string
+	// ServerName is the DNS name the server's certificate must carry as a subject alt name; it is
+	// also the SNI.
+	ServerName string
 }
 
 // Generate returns the bootstrap as YAML.
@@ -85,6 +103,14 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 	var errs []error
 	xdsCluster, err := grpcCluster(contract.XDSCluster, o.XDSAddr)
 	errs = append(errs, err)
+	if o.XDSTLS != nil {
+		ts, err := upstreamTLS(o.XDSTLS)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("cluster %s: %w", contract.XDSCluster, err))
+		} else if xdsCluster != nil {
+			xdsCluster.TransportSocket = ts
+		}
+	}
 	extProcCluster, err := grpcCluster(contract.ExtProcCluster, o.ExtProcAddr)
 	errs = append(errs, err)
 	if extProcCluster != nil {
@@ -208,6 +234,49 @@ func grpcCluster(name, addr string) (*clusterv3.Cluster, error) {
 			}}}},
 		},
 	}, nil
+}
+
+// upstreamTLS is the transport socket of mutual TLS with files f: the client certificate is
+// presented, the server's must chain to the CA and carry ServerName as a DNS subject alt name
+// (Envoy checks no name unless told to). ALPN is h2, which gRPC servers require (grpc-go
+// refuses a TLS client that offers none); Envoy would offer it for an HTTP/2 cluster anyway.
+func upstreamTLS(f *TLSFiles) (*corev3.TransportSocket, error) {
+	var errs []error
+	for _, field := range []struct{ name, value string }{
+		{"CertFile", f.CertFile}, {"KeyFile", f.KeyFile}, {"CAFile", f.CAFile}, {"ServerName", f.ServerName},
+	} {
+		if field.value == "" {
+			errs = append(errs, fmt.Errorf("TLS: no %s", field.name))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	file := func(name string) *corev3.DataSource {
+		return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: name}}
+	}
+	ctx := &tlsv3.UpstreamTlsContext{
+		Sni: f.ServerName,
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			AlpnProtocols:   []string{"h2"},
+			TlsCertificates: []*tlsv3.TlsCertificate{{CertificateChain: file(f.CertFile), PrivateKey: file(f.KeyFile)}},
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+				TrustedCa: file(f.CAFile),
+				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+					SanType: tlsv3.SubjectAltNameMatcher_DNS,
+					Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: f.ServerName}},
+				}},
+			}},
+		},
+	}
+	if err := ctx.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("TLS: %w", err)
+	}
+	a, err := anypb.New(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("TLS: %w", err)
+	}
+	return &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}, nil
 }
 
 // address parses "HOST:PORT" or "unix:///PATH" and tells whether HOST is a DNS name.

@@ -4,10 +4,12 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mcpgate/mcpgate/contract"
@@ -21,6 +23,7 @@ func TestGolden(t *testing.T) {
 		"defaults": {Gateway: "agentgateway-system/agentgateway-proxy"},
 		"unix":     {Gateway: "ns/gw", NodeID: "envoy-0", ExtProcAddr: "unix:///run/mcpgate/extproc.sock", AdminAddr: "127.0.0.1:15001"},
 		"dns":      {Gateway: "ns/gw", NodeID: "gw-7d9f-abcde", XDSAddr: "mcpgate.mcpgate-system.svc:18000", ExtProcAddr: "[::1]:18001", AdminAddr: "0.0.0.0:15000"},
+		"mtls":     {Gateway: "ns/gw", XDSAddr: "mcpgate-controller.mcpgate-system.svc:18000", XDSTLS: mtls()},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got, err := bootstrap.Generate(o)
@@ -50,6 +53,62 @@ func TestGolden(t *testing.T) {
 				t.Errorf("parsed bootstrap differs from the built one")
 			}
 		})
+	}
+}
+
+func mtls() *bootstrap.TLSFiles {
+	return &bootstrap.TLSFiles{
+		CertFile: "/etc/mcpgate/xds-tls/tls.crt", KeyFile: "/etc/mcpgate/xds-tls/tls.key", CAFile: "/etc/mcpgate/xds-tls/ca.crt",
+		ServerName: "mcpgate-controller.mcpgate-system.svc",
+	}
+}
+
+// TestXDSTLS checks the xDS cluster's mutual TLS field by field: the client certificate, the CA,
+// the server's DNS name both as SNI and as the subject alt name required, HTTP/2 kept, and the
+// ext_proc cluster left alone.
+func TestXDSTLS(t *testing.T) {
+	f := mtls()
+	b, err := bootstrap.Build(bootstrap.Options{Gateway: "ns/gw", XDSTLS: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	xds, extproc := b.GetStaticResources().GetClusters()[0], b.GetStaticResources().GetClusters()[1]
+	if extproc.GetTransportSocket() != nil {
+		t.Errorf("ext_proc cluster has a transport socket: %v", extproc.GetTransportSocket())
+	}
+	if _, ok := xds.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]; !ok {
+		t.Errorf("xDS cluster lost HTTP/2")
+	}
+	ts := xds.GetTransportSocket()
+	if ts.GetName() != "envoy.transport_sockets.tls" {
+		t.Fatalf("xDS cluster transport socket %v", ts)
+	}
+	var utc tlsv3.UpstreamTlsContext
+	if err := ts.GetTypedConfig().UnmarshalTo(&utc); err != nil {
+		t.Fatal(err)
+	}
+	ctc := utc.GetCommonTlsContext()
+	certs := ctc.GetTlsCertificates()
+	vc := ctc.GetValidationContext()
+	sans := vc.GetMatchTypedSubjectAltNames()
+	switch {
+	case utc.GetSni() != f.ServerName:
+		t.Errorf("sni %q", utc.GetSni())
+	case len(certs) != 1 || certs[0].GetCertificateChain().GetFilename() != f.CertFile || certs[0].GetPrivateKey().GetFilename() != f.KeyFile:
+		t.Errorf("tls_certificates %v", certs)
+	case vc.GetTrustedCa().GetFilename() != f.CAFile:
+		t.Errorf("trusted_ca %v", vc.GetTrustedCa())
+	case len(sans) != 1 || sans[0].GetSanType() != tlsv3.SubjectAltNameMatcher_DNS || sans[0].GetMatcher().GetExact() != f.ServerName:
+		t.Errorf("match_typed_subject_alt_names %v", sans)
+	case !slices.Equal(ctc.GetAlpnProtocols(), []string{"h2"}):
+		t.Errorf("alpn_protocols %q", ctc.GetAlpnProtocols())
+	}
+	plain, err := bootstrap.Build(bootstrap.Options{Gateway: "ns/gw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ts := plain.GetStaticResources().GetClusters()[0].GetTransportSocket(); ts != nil {
+		t.Errorf("plaintext xDS cluster has a transport socket: %v", ts)
 	}
 }
 
@@ -109,6 +168,12 @@ func TestErrors(t *testing.T) {
 			`admin address "localhost:15000": an IP address or unix:// path is needed`,
 		}},
 		{bootstrap.Options{Gateway: "ns/gw", XDSAddr: "127.0.0.1:70000", ExtProcAddr: ":18001"}, []string{`port "70000"`, `address ":18001": no host`}},
+		{bootstrap.Options{Gateway: "ns/gw", XDSTLS: &bootstrap.TLSFiles{CertFile: "c"}}, []string{
+			`cluster mcpgate_xds: TLS: no KeyFile`, `TLS: no CAFile`, `TLS: no ServerName`,
+		}},
+		{bootstrap.Options{Gateway: "ns/gw", XDSTLS: &bootstrap.TLSFiles{CertFile: "c", KeyFile: "k", CAFile: "ca", ServerName: strings.Repeat("x", 256)}}, []string{
+			`cluster mcpgate_xds: TLS: invalid UpstreamTlsContext.Sni`,
+		}},
 	} {
 		_, err := bootstrap.Generate(tc.o)
 		for _, w := range tc.want {
