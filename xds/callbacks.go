@@ -15,13 +15,16 @@ import (
 	grpcstatus "google.golang.org/grpc/status"
 )
 
-// callbacks logs the life of xDS streams: connections, subscriptions, ACKs and NACKs. They run
-// on the stream's goroutine, take one short lock, and never fail a stream.
+// callbacks logs the life of xDS streams: connections, subscriptions, ACKs and NACKs, and,
+// with an identity bound, refuses the streams of peers that may not have the configuration of
+// the node group they ask for. They run on the stream's goroutine and take one short lock.
 type callbacks struct {
 	log *slog.Logger
 	m   *metrics
 
 	mu sync.Mutex
+	// identity, when set, binds node groups to client certificates (Server.BindIdentity).
+	identity Identity
 	// streams is keyed by protocol ("sotw" or "delta") and stream id: the two servers count
 	// their streams separately.
 	streams map[streamKey]*stream
@@ -35,6 +38,8 @@ type streamKey struct {
 // stream is what the callbacks remember of one stream.
 type stream struct {
 	peer string
+	// id is the peer's identity, when an identity is bound.
+	id   *peerID
 	node *corev3.Node
 	// sent is type URL -> the last response sent, to name the version an ACK or NACK is about.
 	sent map[string]sent
@@ -54,15 +59,54 @@ func newCallbacks(logger *slog.Logger, m *metrics) *callbacks {
 	return &callbacks{log: logger, m: m, streams: map[streamKey]*stream{}}
 }
 
-func (c *callbacks) open(ctx context.Context, api string, id int64) {
+// open registers a stream. With an identity bound, it refuses a peer without a verified client
+// certificate or whose certificate names no group.
+func (c *callbacks) open(ctx context.Context, api string, id int64) error {
 	st := &stream{sent: map[string]sent{}, types: map[string]bool{}}
 	if p, ok := peer.FromContext(ctx); ok {
 		st.peer = p.Addr.String()
 	}
 	c.mu.Lock()
+	identity := c.identity
+	c.mu.Unlock()
+	var refused *refusal
+	if identity != nil {
+		pid, r := identify(ctx, identity)
+		st.id, refused = &pid, r
+	}
+	c.mu.Lock()
 	c.streams[streamKey{api, id}] = st
 	c.mu.Unlock()
 	c.m.streams.WithLabelValues(api).Inc()
+	if refused != nil {
+		return c.refuse(refused, "api", api, "stream", id)
+	}
+	return nil
+}
+
+// authorize refuses a request of a stream bound to an identity whose node group is not the
+// identity's. A request without a node is the stream's first node's (Envoy sends it once);
+// with none at all, the group claimed is "", which no certificate is bound to.
+func (c *callbacks) authorize(api string, id int64, node *corev3.Node) error {
+	c.mu.Lock()
+	st := c.streams[streamKey{api, id}]
+	if st != nil && node == nil {
+		node = st.node
+	}
+	c.mu.Unlock()
+	if st == nil || st.id == nil {
+		return nil
+	}
+	if r := st.id.check(GroupOf(node)); r != nil {
+		return c.refuse(r, "api", api, "stream", id, "node", node.GetId())
+	}
+	return nil
+}
+
+// refuse logs a refusal and returns its error.
+func (c *callbacks) refuse(r *refusal, attrs ...any) error {
+	c.log.Warn("xDS client refused", append(attrs, r.attrs...)...)
+	return r.err
 }
 
 func (c *callbacks) closed(api string, id int64, node *corev3.Node) {
@@ -134,8 +178,7 @@ func (c *callbacks) response(api string, id int64, typeURL, nonce, version strin
 
 // OnStreamOpen implements the SotW callbacks.
 func (c *callbacks) OnStreamOpen(ctx context.Context, id int64, _ string) error {
-	c.open(ctx, "sotw", id)
-	return nil
+	return c.open(ctx, "sotw", id)
 }
 
 // OnStreamClosed implements the SotW callbacks.
@@ -153,8 +196,12 @@ func (c *callbacks) OnStreamClosed(id int64, node *corev3.Node) { c.closed("sotw
 //     at once with the version just rejected, rejected again, in a loop. Its version is set to
 //     the rejected one: the client waits for the next.
 //
-// A stream that asks for more than maxSotwTypes type URLs is ended.
+// A stream that asks for more than maxSotwTypes type URLs is ended, and so is one whose node
+// group is not its client certificate's (when an identity is bound).
 func (c *callbacks) OnStreamRequest(id int64, r *discoveryv3.DiscoveryRequest) error {
+	if err := c.authorize("sotw", id, r.GetNode()); err != nil {
+		return err
+	}
 	rejected, known, ntypes := c.request("sotw", id, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), r.GetVersionInfo(), r.GetResourceNames(), r.GetErrorDetail())
 	if ntypes > maxSotwTypes {
 		c.log.Warn("xDS stream refused: too many resource types", "api", "sotw", "stream", id, "node", r.GetNode().GetId(), "type", r.GetTypeUrl())
@@ -176,15 +223,18 @@ func (c *callbacks) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3
 
 // OnDeltaStreamOpen implements the Delta callbacks.
 func (c *callbacks) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
-	c.open(ctx, "delta", id)
-	return nil
+	return c.open(ctx, "delta", id)
 }
 
 // OnDeltaStreamClosed implements the Delta callbacks.
 func (c *callbacks) OnDeltaStreamClosed(id int64, node *corev3.Node) { c.closed("delta", id, node) }
 
-// OnStreamDeltaRequest implements the Delta callbacks.
+// OnStreamDeltaRequest implements the Delta callbacks. A stream whose node group is not its
+// client certificate's (when an identity is bound) is ended.
 func (c *callbacks) OnStreamDeltaRequest(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
+	if err := c.authorize("delta", id, r.GetNode()); err != nil {
+		return err
+	}
 	// Delta needs no limit of types: go-control-plane empties the stream's buffer before it
 	// takes each request, and pushes only the types that changed, which a snapshot holds.
 	c.request("delta", id, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), "", r.GetResourceNamesSubscribe(), r.GetErrorDetail())
@@ -196,8 +246,25 @@ func (c *callbacks) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscover
 	c.response("delta", id, r.GetTypeUrl(), r.GetNonce(), r.GetSystemVersionInfo())
 }
 
-// OnFetchRequest implements the REST callbacks; REST is not served.
-func (c *callbacks) OnFetchRequest(context.Context, *discoveryv3.DiscoveryRequest) error { return nil }
+// OnFetchRequest implements the REST callbacks. REST over HTTP is not served, but the unary
+// Fetch methods of the per-type gRPC services (FetchListeners, ...) are: with an identity bound,
+// a Fetch is refused as a stream would be.
+func (c *callbacks) OnFetchRequest(ctx context.Context, r *discoveryv3.DiscoveryRequest) error {
+	c.mu.Lock()
+	identity := c.identity
+	c.mu.Unlock()
+	if identity == nil {
+		return nil
+	}
+	pid, refused := identify(ctx, identity)
+	if refused == nil {
+		refused = pid.check(GroupOf(r.GetNode()))
+	}
+	if refused != nil {
+		return c.refuse(refused, "api", "fetch", "node", r.GetNode().GetId(), "type", r.GetTypeUrl())
+	}
+	return nil
+}
 
 // OnFetchResponse implements the REST callbacks; REST is not served.
 func (c *callbacks) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse) {

@@ -5,6 +5,10 @@
 // node.cluster, or by its node.id when the cluster is empty. Group "*" holds what a client serving
 // every gateway needs (ext_proc's policies). The server knows protobuf resources and type URLs,
 // not Gateway API: any type URL can be served, including mcpgate's own policy type.
+//
+// By default the group is whatever node a client claims, over plaintext. ServerTLS requires
+// clients to present a certificate of a trusted CA, and Server.BindIdentity binds each
+// certificate to one node group: a client then gets its own group's configuration or nothing.
 package xds
 
 import (
@@ -45,6 +49,7 @@ type Server struct {
 	log   *slog.Logger
 	cache cachev3.SnapshotCache
 	xds   serverv3.Server
+	cb    *callbacks
 	m     *metrics
 
 	mu      sync.RWMutex
@@ -67,10 +72,12 @@ func New(logger *slog.Logger) *Server {
 	lg := cacheLogger{logger}
 	c := cachev3.NewSnapshotCache(true, groupHash{}, lg)
 	m := newMetrics()
+	cb := newCallbacks(logger, m)
 	return &Server{
 		log:    logger,
 		cache:  c,
-		xds:    serverv3.NewServer(context.Background(), c, newCallbacks(logger, m), sotw.WithOrderedADS(), sotw.WithLogger(lg)),
+		xds:    serverv3.NewServer(context.Background(), c, cb, sotw.WithOrderedADS(), sotw.WithLogger(lg)),
+		cb:     cb,
 		m:      m,
 		groups: map[string]*Snapshot{},
 	}

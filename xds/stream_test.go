@@ -18,9 +18,13 @@ import (
 // waitFor bounds every receive: a test that gets no answer fails instead of hanging.
 const waitFor = 10 * time.Second
 
-func dial(t *testing.T, addr string) *grpc.ClientConn {
+// dial connects to addr with opts, by default in plaintext.
+func dial(t *testing.T, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if len(opts) == 0 {
+		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	cc, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,6 +40,8 @@ type adsClient[Req interface{ SetNode(*corev3.Node) }, Resp interface{ GetTypeUr
 	in      chan Resp
 	pending map[string][]Resp
 	sent    bool
+	// err is why the stream ended, set before in is closed.
+	err error
 }
 
 func newADS[Req interface{ SetNode(*corev3.Node) }, Resp interface{ GetTypeUrl() string }](
@@ -49,6 +55,7 @@ func newADS[Req interface{ SetNode(*corev3.Node) }, Resp interface{ GetTypeUrl()
 		for {
 			r, err := s.Recv()
 			if err != nil {
+				c.err = err
 				return
 			}
 			c.in <- r
@@ -89,6 +96,23 @@ func (c *adsClient[Req, Resp]) next(typeURL string) Resp {
 	return r
 }
 
+// end waits for the stream to end and returns why. A response meanwhile fails the test.
+func (c *adsClient[Req, Resp]) end() error {
+	c.t.Helper()
+	timeout := time.After(waitFor)
+	for {
+		select {
+		case r, ok := <-c.in:
+			if !ok {
+				return c.err
+			}
+			c.t.Errorf("%s response on a stream that should end", r.GetTypeUrl())
+		case <-timeout:
+			c.t.Fatal("the stream did not end")
+		}
+	}
+}
+
 // sotwRequest and deltaRequest let adsClient set the node.
 type sotwRequest struct{ *discoveryv3.DiscoveryRequest }
 
@@ -121,11 +145,11 @@ type sotwClient struct {
 	*adsClient[sotwRequest, *discoveryv3.DiscoveryResponse]
 }
 
-func newSotw(t *testing.T, addr string, node *corev3.Node) sotwClient {
+func newSotw(t *testing.T, addr string, node *corev3.Node, opts ...grpc.DialOption) sotwClient {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(dial(t, addr)).StreamAggregatedResources(ctx)
+	s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(dial(t, addr, opts...)).StreamAggregatedResources(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,11 +179,11 @@ type deltaClient struct {
 	*adsClient[deltaRequest, *discoveryv3.DeltaDiscoveryResponse]
 }
 
-func newDelta(t *testing.T, addr string, node *corev3.Node) deltaClient {
+func newDelta(t *testing.T, addr string, node *corev3.Node, opts ...grpc.DialOption) deltaClient {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(dial(t, addr)).DeltaAggregatedResources(ctx)
+	s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(dial(t, addr, opts...)).DeltaAggregatedResources(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

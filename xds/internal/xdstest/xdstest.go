@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -32,18 +34,40 @@ import (
 	"github.com/mcpgate/mcpgate/xds"
 )
 
-// Serve serves srv on a loopback port until the test ends and returns the address.
-func Serve(t testing.TB, srv *xds.Server) string {
+// Serve serves srv on a loopback port until the test ends and returns the address. opts are
+// added to xds.GRPCServerOptions (xds.ServerTLS's, for one).
+func Serve(t testing.TB, srv *xds.Server, opts ...grpc.ServerOption) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer(xds.GRPCServerOptions()...)
+	serve(t, srv, lis, opts)
+	return lis.Addr().String()
+}
+
+// ServeUnix is Serve on a Unix socket; it returns the address as "unix:///PATH".
+func ServeUnix(t testing.TB, srv *xds.Server, opts ...grpc.ServerOption) string {
+	t.Helper()
+	// Not t.TempDir(): a socket path has at most 107 bytes.
+	dir, err := os.MkdirTemp("", "xds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	lis, err := net.Listen("unix", filepath.Join(dir, "xds.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, srv, lis, opts)
+	return "unix://" + lis.Addr().String()
+}
+
+func serve(t testing.TB, srv *xds.Server, lis net.Listener, opts []grpc.ServerOption) {
+	g := grpc.NewServer(append(xds.GRPCServerOptions(), opts...)...)
 	srv.Register(g)
 	go func() { _ = g.Serve(lis) }()
 	t.Cleanup(g.Stop)
-	return lis.Addr().String()
 }
 
 // Proxy is a TCP proxy in front of a server, whose connections can be made to fail silently, as
