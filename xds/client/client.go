@@ -7,6 +7,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -46,8 +48,13 @@ type Config struct {
 	SotW bool
 	// Logger logs connections, NACKs and reconnections; nil discards.
 	Logger *slog.Logger
+	// TLS, when set, makes the connection TLS with this configuration, for "HOST:PORT" and
+	// "unix://" addresses alike; nil: plaintext. For mutual TLS with mcpgate's xDS server, set
+	// Certificates (the client certificate the server binds the node group to), RootCAs and
+	// ServerName (over a Unix socket gRPC would otherwise check the name "localhost").
+	TLS *tls.Config
 	// DialOptions replace the default (plaintext) options of the connection. They apply after
-	// the message size limit and keepalive, which they may change.
+	// the message size limit, keepalive and TLS, which they may change.
 	DialOptions []grpc.DialOption
 	// MaxMessageBytes is the largest response accepted (default DefaultMaxMessageBytes). gRPC's
 	// own default, 4 MiB, is below one RouteConfiguration of 10,000 routes or the policies of
@@ -98,7 +105,7 @@ func (c *Config) check() error {
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes
 	}
-	if c.DialOptions == nil {
+	if c.DialOptions == nil && c.TLS == nil {
 		c.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
 	return errors.Join(errs...)
@@ -122,10 +129,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.check(); err != nil {
 		return fmt.Errorf("xds client: %w", err)
 	}
-	opts := append([]grpc.DialOption{
+	opts := []grpc.DialOption{
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.MaxMessageBytes)),
 		grpc.WithKeepaliveParams(cfg.Keepalive),
-	}, cfg.DialOptions...)
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(cfg.TLS.Clone())))
+	}
+	opts = append(opts, cfg.DialOptions...)
 	conn, err := grpc.NewClient(cfg.Addr, opts...)
 	if err != nil {
 		return fmt.Errorf("xds client: %s: %w", cfg.Addr, err)

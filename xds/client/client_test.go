@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"maps"
@@ -176,6 +177,32 @@ func TestEnvoyTypes(t *testing.T) {
 					t.Fatalf("no set of %v", slices.Collect(maps.Keys(want)))
 				}
 			}
+		})
+	}
+}
+
+// TestTLS connects with mutual TLS, over TCP and over a Unix socket, to a server that requires
+// a client certificate and binds the node group to it.
+func TestTLS(t *testing.T) {
+	ca := xdstest.NewCA(t)
+	opt, err := xds.ServerTLS(&tls.Config{Certificates: []tls.Certificate{ca.Server(t, "xds.test").TLS}, ClientCAs: ca.Pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := xds.New(nil)
+	srv.BindIdentity(xdstest.Identity)
+	if err := srv.Update(policies("p")); err != nil {
+		t.Fatal(err)
+	}
+	cert := ca.Client(t, xdstest.GroupURI(contract.AllGateways))
+	for network, addr := range map[string]string{"tcp": xdstest.Serve(t, srv, opt), "unix": xdstest.ServeUnix(t, srv, opt)} {
+		t.Run(network, func(t *testing.T) {
+			rec := newRecorder()
+			run(t, client.Config{
+				Addr: addr, Node: &corev3.Node{Id: "extproc", Cluster: contract.AllGateways}, TypeURLs: []string{contract.PolicyTypeURL}, Handler: rec.handle,
+				TLS: &tls.Config{Certificates: []tls.Certificate{cert.TLS}, RootCAs: ca.Pool, ServerName: "xds.test"},
+			})
+			equal(t, "policies", rec.next(t, contract.PolicyTypeURL).names, "p")
 		})
 	}
 }
