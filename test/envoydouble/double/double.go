@@ -97,7 +97,8 @@ func Start(ctx context.Context, o Options) (*Double, error) {
 	if boot.ADSCluster == "" {
 		d.setLive()
 	} else {
-		addr, err := adsAddress(boot.Clusters[boot.ADSCluster])
+		adsCluster := boot.Clusters[boot.ADSCluster]
+		addr, err := adsAddress(adsCluster)
 		if err != nil {
 			d.Close()
 			return nil, err
@@ -112,8 +113,11 @@ func Start(ctx context.Context, o Options) (*Double, error) {
 		// ADS (Delta, or SotW with api_type GRPC) with wildcard subscriptions. Unlike Envoy,
 		// which subscribes to route configurations and load assignments by the names its
 		// listeners and clusters use, the double takes every resource of each type of its group.
+		// As Envoy does, it dials the ADS cluster with the cluster's transport_socket: TLS
+		// (client certificate presented, server verified as the validation_context says) when
+		// the cluster has one, plaintext otherwise.
 		cfg := client.Config{Addr: addr, Node: node, TypeURLs: types, Handler: d.apply, Logger: o.Log,
-			SotW: boot.SotW, MaxBackoff: time.Second}
+			SotW: boot.SotW, MaxBackoff: time.Second, TLS: adsCluster.TLS}
 		go func() {
 			if err := client.Run(ctx, cfg); err != nil {
 				d.log.Error("ADS", "err", err)

@@ -281,9 +281,10 @@ func compileAddress(a *corev3.Address, path string) (Endpoint, error) {
 }
 
 // compileUpstreamTLS builds a tls.Config reproducing Envoy's UpstreamTlsContext: SNI from sni,
-// ALPN from alpn_protocols, and certificate verification only when a validation_context gives
-// trusted_ca. Envoy does not verify the upstream certificate without one, and with one it checks
-// the chain and, only when match_typed_subject_alt_names is set, the names: not the SNI.
+// ALPN from alpn_protocols, the client certificate of tls_certificates, and certificate
+// verification only when a validation_context gives trusted_ca. Envoy does not verify the
+// upstream certificate without one, and with one it checks the chain and, only when
+// match_typed_subject_alt_names is set, the names: not the SNI.
 func compileUpstreamTLS(ts *corev3.TransportSocket, path string) (*tls.Config, error) {
 	if ts.GetName() != tlsTransportSocket {
 		return nil, fmt.Errorf("%s.name: %q not implemented by envoydouble (want %s)", path, ts.GetName(), tlsTransportSocket)
@@ -297,7 +298,7 @@ func compileUpstreamTLS(ts *corev3.TransportSocket, path string) (*tls.Config, e
 		return nil, err
 	}
 	ctc := utc.GetCommonTlsContext()
-	if err := checkFields(ctc, p+".common_tls_context", "alpn_protocols", "validation_context", "tls_params"); err != nil {
+	if err := checkFields(ctc, p+".common_tls_context", "alpn_protocols", "validation_context", "tls_params", "tls_certificates"); err != nil {
 		return nil, err
 	}
 	if tp := ctc.GetTlsParams(); tp != nil {
@@ -306,6 +307,15 @@ func compileUpstreamTLS(ts *corev3.TransportSocket, path string) (*tls.Config, e
 		}
 	}
 	cfg := &tls.Config{ServerName: utc.GetSni(), NextProtos: ctc.GetAlpnProtocols(), MinVersion: tls.VersionTLS12}
+	if certs := ctc.GetTlsCertificates(); len(certs) > 0 {
+		cert, err := compileClientCertificate(certs, p+".common_tls_context")
+		if err != nil {
+			return nil, err
+		}
+		// Envoy (BoringSSL) presents its certificate whenever the upstream asks for one,
+		// whatever CAs the request names; Go's default would send none when they do not match.
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+	}
 	vc := ctc.GetValidationContext()
 	if vc == nil {
 		// Envoy: no validation_context, no verification of the upstream certificate.
@@ -351,6 +361,35 @@ func compileUpstreamTLS(ts *corev3.TransportSocket, path string) (*tls.Config, e
 		return verifyChain(raw, roots, sans)
 	}
 	return cfg, nil
+}
+
+// compileClientCertificate reads the client certificate of an upstream TLS context:
+// certificate_chain and private_key (PEM, from a file or inline), both required, as Envoy
+// requires. Envoy refuses more than one certificate in a client context.
+func compileClientCertificate(certs []*tlsv3.TlsCertificate, path string) (*tls.Certificate, error) {
+	if len(certs) > 1 {
+		return nil, fmt.Errorf("%s.tls_certificates: %d certificates; Envoy accepts one in an upstream (client) context", path, len(certs))
+	}
+	cp := join(path, idx("tls_certificates", 0))
+	if err := checkFields(certs[0], cp, "certificate_chain", "private_key"); err != nil {
+		return nil, err
+	}
+	if certs[0].GetCertificateChain() == nil || certs[0].GetPrivateKey() == nil {
+		return nil, fmt.Errorf("%s: certificate_chain and private_key are both required", cp)
+	}
+	chain, err := dataSource(certs[0].GetCertificateChain(), cp+".certificate_chain")
+	if err != nil {
+		return nil, err
+	}
+	key, err := dataSource(certs[0].GetPrivateKey(), cp+".private_key")
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.X509KeyPair(chain, key)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cp, err)
+	}
+	return &cert, nil
 }
 
 func verifyChain(raw [][]byte, roots *x509.CertPool, sans []string) error {
