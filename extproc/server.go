@@ -12,6 +12,7 @@ package extproc
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -68,6 +69,8 @@ type Config struct {
 	// XDSAddr is the control plane's ADS server ("host:port" or "unix:///path"); Run subscribes
 	// there to the policies. Empty: no subscription; policies come from HandlePolicies.
 	XDSAddr string
+	// XDSTLS, when set, is the client TLS (mutual, see pki.ClientTLS) of the ADS connection.
+	XDSTLS *tls.Config
 	// NodeCluster is the node group: "NS/GATEWAY" for a sidecar serving one gateway, "*" for a
 	// process serving every gateway (default "*"). NodeID defaults to the host name.
 	NodeCluster, NodeID string
@@ -244,6 +247,7 @@ func (s *Server) Run(ctx context.Context) error {
 				TypeURLs: []string{contract.PolicyTypeURL},
 				Handler:  s.HandlePolicies,
 				Logger:   s.log,
+				TLS:      s.cfg.XDSTLS,
 			})
 		}()
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/mcpgate/mcpgate/internal/pki"
 	"github.com/mcpgate/mcpgate/provider/kubernetes"
 	"github.com/mcpgate/mcpgate/translator"
 	"github.com/mcpgate/mcpgate/xds"
@@ -41,6 +43,7 @@ func runController(ctx context.Context, args []string) error {
 		envoyImage          = fs.String("envoy-image", kubernetes.DefaultEnvoyImage, "Envoy image of the data planes")
 		extprocImage        = fs.String("extproc-image", "", "mcpgate image of the data planes' extproc sidecar (default: this pod's own image)")
 		serviceType         = fs.String("gateway-service-type", string(kubernetes.DefaultServiceType), "type of each Gateway's Service: LoadBalancer, NodePort or ClusterIP")
+		xdsTLS              = fs.Bool("xds-tls", true, "serve xDS over mutual TLS: a CA in the Secret mcpgate-xds-ca (--leader-election-namespace), a client certificate per Gateway, each data plane served only its own Gateway (false: plaintext, any client may read every Gateway)")
 		level               slog.Level
 	)
 	logLevelFlag(fs, &level)
@@ -99,12 +102,30 @@ func runController(ctx context.Context, args []string) error {
 			ServiceType:  corev1.ServiceType(*serviceType),
 		}
 	}
-	return serveController(ctx, logger, cfg, opts, *xdsAddr, *adminAddr)
+	var xdsCreds *tls.Config
+	if *xdsTLS {
+		c, err := client.New(cfg, client.Options{})
+		if err != nil {
+			return fmt.Errorf("kubernetes client: %w", err)
+		}
+		ca, err := kubernetes.EnsureCA(ctx, c, *leNamespace)
+		if err != nil {
+			return fmt.Errorf("--xds-tls: %w", err)
+		}
+		if xdsCreds, err = kubernetes.ServerTLS(ca, *xdsService); err != nil {
+			return fmt.Errorf("--xds-tls: %w", err)
+		}
+		if opts.DataPlane != nil {
+			opts.DataPlane.XDSCA = ca
+		}
+	}
+	return serveController(ctx, logger, cfg, opts, *xdsAddr, *adminAddr, xdsCreds)
 }
 
 // serveController runs the xDS server, the admin server and the provider until ctx ends or one
-// of them fails.
-func serveController(ctx context.Context, logger *slog.Logger, cfg *rest.Config, opts kubernetes.Options, xdsAddr, adminAddr string) error {
+// of them fails. With xdsTLS, xDS is served over mutual TLS, each client only the Gateway its
+// certificate names (pki.GatewayOf).
+func serveController(ctx context.Context, logger *slog.Logger, cfg *rest.Config, opts kubernetes.Options, xdsAddr, adminAddr string, xdsTLS *tls.Config) error {
 	reg := newRegistry()
 	srv := xds.New(logger)
 	if err := srv.RegisterMetrics(reg); err != nil {
@@ -127,7 +148,16 @@ func serveController(ctx context.Context, logger *slog.Logger, cfg *rest.Config,
 	}
 	defer adminLis.Close()
 
-	g := grpc.NewServer(xds.GRPCServerOptions()...)
+	gopts := xds.GRPCServerOptions()
+	if xdsTLS != nil {
+		creds, err := xds.ServerTLS(xdsTLS)
+		if err != nil {
+			return err
+		}
+		gopts = append(gopts, creds)
+		srv.BindIdentity(pki.GatewayOf)
+	}
+	g := grpc.NewServer(gopts...)
 	srv.Register(g)
 	t := newTasks(ctx)
 	t.run("xDS", func() error { return g.Serve(xdsLis) })

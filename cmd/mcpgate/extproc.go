@@ -18,6 +18,7 @@ import (
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/telemetry"
+	"github.com/mcpgate/mcpgate/internal/pki"
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
 )
 
@@ -114,7 +115,9 @@ type extProcFlags struct {
 	// listen are the addresses ext_proc is served on (--listen, or its default).
 	listen                          []string
 	xdsAddr, gateway, nodeID, admin string
-	logLevel                        slog.Level
+	// xdsTLSDir holds the xDS client certificate (--xds-tls-dir, pki.ClientTLS).
+	xdsTLSDir string
+	logLevel  slog.Level
 }
 
 func parseExtProcFlags(args []string) (*extProcFlags, error) {
@@ -125,6 +128,7 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	fs.StringVar(&f.xdsAddr, "xds-addr", "127.0.0.1:18000", `control plane ADS address to get policies from ("HOST:PORT" or "unix:///PATH")`)
 	fs.StringVar(&f.gateway, "gateway", contract.AllGateways, `the gateway served, NS/NAME (its xDS node group), or "*" for every gateway`)
 	fs.StringVar(&f.nodeID, "node-id", "", "xDS node id (default: the host name)")
+	fs.StringVar(&f.xdsTLSDir, "xds-tls-dir", "", "mutual TLS to the control plane with the certificate in this directory (tls.crt, tls.key, ca.crt: the Kubernetes data plane's Secret); the server must name --xds-addr's host")
 	fs.StringVar(&f.admin, "admin-addr", "127.0.0.1:19002", `where to serve /metrics, /healthz and /readyz ("" for none)`)
 	f.addFlags(fs)
 	logLevelFlag(fs, &f.logLevel)
@@ -185,6 +189,7 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 		defer lis.Close()
 		listeners = append(listeners, lis)
 	}
+	reg := newRegistry()
 	var adminLis net.Listener
 	if f.admin != "" {
 		var err error
@@ -194,10 +199,17 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 		defer adminLis.Close()
 	}
 
-	reg := newRegistry()
-	srv, stop, err := f.start(ctx, extproc.Config{
-		XDSAddr: f.xdsAddr, NodeCluster: f.gateway, NodeID: f.nodeID, Logger: log, Registerer: reg,
-	}, stdout)
+	cfg := extproc.Config{XDSAddr: f.xdsAddr, NodeCluster: f.gateway, NodeID: f.nodeID, Logger: log, Registerer: reg}
+	if f.xdsTLSDir != "" {
+		host, _, err := net.SplitHostPort(f.xdsAddr)
+		if err != nil {
+			return fmt.Errorf("--xds-tls-dir needs --xds-addr HOST:PORT: %w", err)
+		}
+		if cfg.XDSTLS, err = pki.ClientTLS(f.xdsTLSDir, host); err != nil {
+			return fmt.Errorf("--xds-tls-dir: %w", err)
+		}
+	}
+	srv, stop, err := f.start(ctx, cfg, stdout)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -21,7 +22,9 @@ import (
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
+	"github.com/mcpgate/mcpgate/internal/pki"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
+	"github.com/mcpgate/mcpgate/provider/kubernetes"
 	"github.com/mcpgate/mcpgate/xds"
 )
 
@@ -203,5 +206,97 @@ func TestServeExtProcStartFailure(t *testing.T) {
 		if err := serveExtProc(t.Context(), f, slog.New(slog.DiscardHandler), io.Discard); err == nil || !strings.Contains(err.Error(), args[len(args)-2]+": ") {
 			t.Errorf("%q: %v, want an error naming %s", args, err, args[len(args)-2])
 		}
+	}
+}
+
+// TestServeExtProcXDSTLS: with --xds-tls-dir, as the Kubernetes sidecar runs it, ext_proc
+// subscribes over mutual TLS with the Gateway's certificate and gets its Gateway's policies from
+// a server that binds node groups to certificates; with another Gateway's certificate the server
+// refuses it and it stays unready.
+func TestServeExtProcXDSTLS(t *testing.T) {
+	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var serverLog syncBuffer
+	ca, err := pki.NewCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	xlis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverTLS, err := kubernetes.ServerTLS(ca, xlis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := xds.ServerTLS(serverTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := xds.New(slog.New(slog.NewTextHandler(&serverLog, nil)))
+	x.BindIdentity(pki.GatewayOf)
+	gs := grpc.NewServer(append(xds.GRPCServerOptions(), creds)...)
+	x.Register(gs)
+	go gs.Serve(xlis)
+	defer gs.Stop()
+	const gw = "agentgateway-system/agentgateway"
+	if err := x.Update(map[string]map[string][]proto.Message{gw: {contract.PolicyTypeURL: {&policyv1.Policy{Name: "open"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	// run serves ext_proc for gw with the certificate of gateway until check returns.
+	run := func(gateway string, check func(readyz func() int)) {
+		t.Helper()
+		certs := t.TempDir()
+		c, k, err := ca.IssueGateway(gateway, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, b := range map[string][]byte{pki.CertFile: c, pki.KeyFile: k, pki.CAFile: ca.CertPEM} {
+			if err := os.WriteFile(filepath.Join(certs, name), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		admin := freePort(t)
+		f, err := parseExtProcFlags([]string{"--listen", "unix://" + filepath.Join(t.TempDir(), "ep.sock"), "--xds-addr", xlis.Addr().String(),
+			"--gateway", gw, "--admin-addr", admin, "--xds-tls-dir", certs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- serveExtProc(ctx, f, discard, io.Discard) }()
+		check(func() int {
+			resp, err := http.Get("http://" + admin + "/readyz")
+			if err != nil {
+				return 0
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		})
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serveExtProc: %v", err)
+		}
+	}
+	run(gw, func(readyz func() int) {
+		eventually(t, "ext_proc ready with its Gateway's certificate", func() error {
+			if code := readyz(); code != http.StatusOK {
+				return fmt.Errorf("/readyz %d", code)
+			}
+			return nil
+		})
+	})
+	run("other/gw", func(readyz func() int) {
+		eventually(t, "the server refusing another Gateway's certificate", func() error {
+			if !strings.Contains(serverLog.String(), "xDS client refused") || !strings.Contains(serverLog.String(), "other/gw") {
+				return fmt.Errorf("server log: %s", serverLog.String())
+			}
+			return nil
+		})
+		if code := readyz(); code != http.StatusServiceUnavailable {
+			t.Errorf("with another Gateway's certificate: /readyz %d, want 503", code)
+		}
+	})
+	if _, err := pki.ClientTLS(t.TempDir(), "x"); err == nil {
+		t.Error("an empty --xds-tls-dir was accepted")
 	}
 }

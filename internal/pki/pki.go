@@ -16,7 +16,10 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -96,16 +99,21 @@ func (ca *CA) Pool() *x509.CertPool {
 	return p
 }
 
-// IssueServer issues a server certificate for dnsNames, valid from now for CertLifetime.
-func (ca *CA) IssueServer(dnsNames []string, now time.Time) (certPEM, keyPEM []byte, err error) {
-	if len(dnsNames) == 0 {
-		return nil, nil, errors.New("server certificate: no DNS name")
+// IssueServer issues a server certificate for names (DNS names or IP addresses), valid from now
+// for CertLifetime.
+func (ca *CA) IssueServer(names []string, now time.Time) (certPEM, keyPEM []byte, err error) {
+	if len(names) == 0 {
+		return nil, nil, errors.New("server certificate: no name")
 	}
-	return ca.issue(&x509.Certificate{
-		Subject:     pkix.Name{CommonName: dnsNames[0]},
-		DNSNames:    dnsNames,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}, now)
+	tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: names[0]}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
+	}
+	return ca.issue(tmpl, now)
 }
 
 // IssueGateway issues the client certificate of gateway ("NAMESPACE/NAME"): its URI SAN is
@@ -204,4 +212,30 @@ func parseCert(certPEM []byte) (*x509.Certificate, error) {
 		return nil, errors.New("no PEM certificate")
 	}
 	return x509.ParseCertificate(b.Bytes)
+}
+
+// Files of a certificate directory: a Kubernetes TLS Secret mounted in a pod, plus the CA.
+const (
+	CertFile = "tls.crt"
+	KeyFile  = "tls.key"
+	CAFile   = "ca.crt"
+)
+
+// ClientTLS returns the TLS configuration of an xDS client from dir (CertFile, KeyFile, CAFile):
+// it presents the certificate and accepts a server whose certificate chains to the CA and names
+// serverName.
+func ClientTLS(dir, serverName string) (*tls.Config, error) {
+	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("xDS client certificate: %w", err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(dir, CAFile))
+	if err != nil {
+		return nil, fmt.Errorf("xDS CA: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("xDS CA: %s holds no PEM certificate", filepath.Join(dir, CAFile))
+	}
+	return &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS12}, nil
 }

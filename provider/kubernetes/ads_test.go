@@ -3,9 +3,12 @@ package kubernetes_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -14,6 +17,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/xds/client"
@@ -31,20 +36,23 @@ type adsWatch struct {
 	sets map[string]map[string]proto.Message
 }
 
-// watchADS subscribes to addr as node group group until owner ends.
-func watchADS(owner *testing.T, addr, group string) *adsWatch {
+// watchADS subscribes to ctrl's xDS as node group group until owner ends. Under mutual TLS it
+// presents the certificate the controller wrote into the Gateway's Secret for its data plane.
+func watchADS(owner *testing.T, ctrl *controller, group string) *adsWatch {
 	owner.Helper()
+	cfg := client.Config{
+		Addr:     ctrl.addr,
+		Node:     &corev3.Node{Id: "kube-test", Cluster: group},
+		TypeURLs: servedTypes,
+	}
+	if ctrl.tls {
+		cfg.TLS = gatewayTLS(owner, group)
+	}
 	w := &adsWatch{sets: map[string]map[string]proto.Message{}}
+	cfg.Handler = w.handle
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() {
-		done <- client.Run(ctx, client.Config{
-			Addr:     addr,
-			Node:     &corev3.Node{Id: "kube-test", Cluster: group},
-			TypeURLs: servedTypes,
-			Handler:  w.handle,
-		})
-	}()
+	go func() { done <- client.Run(ctx, cfg) }()
 	owner.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -146,4 +154,28 @@ func sameResource(a, b proto.Message) bool {
 	ja, err1 := protojson.Marshal(a)
 	jb, err2 := protojson.Marshal(b)
 	return err1 == nil && err2 == nil && bytes.Equal(ja, jb)
+}
+
+// xdsServerName is the name the controller's xDS certificate carries in these tests (the host of
+// labOptions' XDSAddress).
+const xdsServerName = "mcpgate-controller.mcpgate-system.svc"
+
+// gatewayTLS returns the client TLS of the data plane of gateway ("NS/NAME"): the certificate in
+// the Secret NAME-xds-tls the controller writes, as its pods mount it.
+func gatewayTLS(t *testing.T, gateway string) *tls.Config {
+	t.Helper()
+	ns, name, _ := strings.Cut(gateway, "/")
+	var sec corev1.Secret
+	eventually(t, "the xDS client certificate Secret of "+gateway, func() error {
+		return testCluster.client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name + "-xds-tls"}, &sec)
+	})
+	pair, err := tls.X509KeyPair(sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey])
+	if err != nil {
+		t.Fatalf("Secret %s/%s-xds-tls: %v", ns, name, err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(sec.Data["ca.crt"]) {
+		t.Fatalf("Secret %s/%s-xds-tls: no ca.crt", ns, name)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: roots, ServerName: xdsServerName, MinVersion: tls.VersionTLS12}
 }

@@ -1,6 +1,7 @@
 package kubernetes
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -8,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"reflect"
 	"slices"
 	"strconv"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -25,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/mcpgate/mcpgate/internal/pki"
 	"github.com/mcpgate/mcpgate/translator"
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
 )
@@ -55,6 +59,12 @@ const (
 	BootstrapKey = "bootstrap.yaml"
 	// ExtProcSocket is the Unix socket Envoy reaches the extproc sidecar on (shared emptyDir).
 	ExtProcSocket = "/var/run/mcpgate/extproc.sock"
+	// XDSTLSDir is where data plane pods mount their xDS client certificate Secret: tls.crt,
+	// tls.key (the Gateway's certificate, see pki.IssueGateway) and ca.crt (the xDS CA).
+	XDSTLSDir = "/etc/mcpgate/xds-tls"
+	// AnnotationXDSCertHash on the pod template rolls the pods when their certificate is renewed
+	// (Envoy reads the bootstrap's certificate files once, at start).
+	AnnotationXDSCertHash = "mcpgate.dev/xds-cert-hash"
 	// FieldOwner is the server-side apply field manager of the controller.
 	FieldOwner = "mcpgate-controller"
 )
@@ -71,9 +81,10 @@ const (
 
 // DataPlane says how the controller deploys the data plane of each Gateway it serves: a
 // Deployment running Envoy with `mcpgate extproc` as a native sidecar (the two talk over a Unix
-// socket in a shared emptyDir), a Service exposing the Gateway's listener ports, and a ConfigMap
-// holding Envoy's bootstrap. All three are named like the Gateway (the bootstrap ConfigMap gets a
-// -bootstrap suffix), live in its namespace and are owned by it.
+// socket in a shared emptyDir), a Service exposing the Gateway's listener ports, a ConfigMap
+// holding Envoy's bootstrap and, with XDSCA, a Secret holding the xDS client certificate. They are
+// named like the Gateway (the ConfigMap gets a -bootstrap suffix, the Secret -xds-tls), live in
+// its namespace and are owned by it.
 type DataPlane struct {
 	// XDSAddress is HOST:PORT of the controller's xDS Service, for Envoy's bootstrap and the
 	// extproc sidecar. Required.
@@ -84,7 +95,18 @@ type DataPlane struct {
 	ExtProcImage string
 	// ServiceType is the type of each Gateway's Service (default LoadBalancer).
 	ServiceType corev1.ServiceType
+	// XDSCA, when set, turns on mutual TLS to the controller's xDS: each Gateway gets a Secret
+	// (xdsSecretName) with a client certificate naming it, issued by XDSCA and mounted at
+	// XDSTLSDir, which Envoy's bootstrap and the extproc sidecar use. The xDS server then serves a
+	// data plane only its own Gateway's configuration.
+	XDSCA *pki.CA
 }
+
+// xdsSecretName is the name of a Gateway's xDS client certificate Secret.
+func xdsSecretName(gateway string) string { return gateway + "-xds-tls" }
+
+// xdsCert is a Gateway's xDS client certificate, as its Secret holds it.
+type xdsCert struct{ cert, key, ca []byte }
 
 func (d DataPlane) withDefaults() DataPlane {
 	if d.EnvoyImage == "" {
@@ -101,6 +123,7 @@ type dataPlaneObjects struct {
 	configMap  *coreac.ConfigMapApplyConfiguration
 	deployment *appsac.DeploymentApplyConfiguration
 	service    *coreac.ServiceApplyConfiguration
+	secret     *coreac.SecretApplyConfiguration // nil without xDS TLS
 }
 
 // bootstrapName is the name of a Gateway's bootstrap ConfigMap.
@@ -116,8 +139,9 @@ func listenerPorts(gw *gwv1.Gateway) []int32 {
 }
 
 // buildDataPlane returns the objects of gw's data plane, made by the controller of
-// controllerName; bootstrap is Envoy's bootstrap.
-func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, controllerName string, bootstrap []byte) (dataPlaneObjects, error) {
+// controllerName; bootstrap is Envoy's bootstrap; cert, with xDS TLS, the Gateway's client
+// certificate (nil without).
+func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, controllerName string, bootstrap []byte, cert *xdsCert) (dataPlaneObjects, error) {
 	ns, name := gw.Namespace, gw.Name
 	gateway := ns + "/" + name
 	selector := map[string]string{LabelName: DataPlaneName, LabelGatewayName: name}
@@ -166,22 +190,42 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, controllerName string, boots
 			WithCapabilities(coreac.Capabilities().WithDrop("ALL"))
 	}
 	socketDir := "/var/run/mcpgate"
+	extprocArgs := []string{"extproc",
+		// Only the Unix socket: Envoy is the sole client, in the same pod.
+		"--listen=unix://" + ExtProcSocket,
+		"--xds-addr=" + d.XDSAddress,
+		"--gateway=" + gateway,
+		"--admin-addr=:" + strconv.Itoa(extProcAdminPort)}
+	mounts := []*coreac.VolumeMountApplyConfiguration{coreac.VolumeMount().WithName("sockets").WithMountPath(socketDir)}
+	volumes := []*coreac.VolumeApplyConfiguration{
+		coreac.Volume().WithName("bootstrap").WithConfigMap(coreac.ConfigMapVolumeSource().WithName(bootstrapName(name))),
+		coreac.Volume().WithName("sockets").WithEmptyDir(coreac.EmptyDirVolumeSource().WithMedium(corev1.StorageMediumMemory)),
+	}
+	var secret *coreac.SecretApplyConfiguration
+	var certHash string
+	if cert != nil {
+		extprocArgs = append(extprocArgs, "--xds-tls-dir="+XDSTLSDir)
+		mounts = append(mounts, coreac.VolumeMount().WithName("xds-tls").WithMountPath(XDSTLSDir).WithReadOnly(true))
+		volumes = append(volumes, coreac.Volume().WithName("xds-tls").WithSecret(
+			coreac.SecretVolumeSource().WithSecretName(xdsSecretName(name)).WithDefaultMode(0o440)))
+		secret = coreac.Secret(xdsSecretName(name), ns).
+			WithLabels(labels).WithAnnotations(objAnnotations).WithOwnerReferences(owner).
+			WithType(corev1.SecretTypeTLS).
+			WithData(map[string][]byte{corev1.TLSCertKey: cert.cert, corev1.TLSPrivateKeyKey: cert.key, caCertKey: cert.ca})
+		h := sha256.Sum256(cert.cert)
+		certHash = hex.EncodeToString(h[:8])
+	}
 	extproc := coreac.Container().WithName("extproc").WithImage(d.ExtProcImage).
 		// A native sidecar: it starts, and becomes ready, before Envoy, and stops after it.
 		WithRestartPolicy(corev1.ContainerRestartPolicyAlways).
-		WithArgs("extproc",
-			// Only the Unix socket: Envoy is the sole client, in the same pod.
-			"--listen=unix://"+ExtProcSocket,
-			"--xds-addr="+d.XDSAddress,
-			"--gateway="+gateway,
-			"--admin-addr=:"+strconv.Itoa(extProcAdminPort)).
+		WithArgs(extprocArgs...).
 		WithPorts(coreac.ContainerPort().WithName("extproc-admin").WithContainerPort(extProcAdminPort)).
 		WithStartupProbe(httpProbe("/readyz", extProcAdminPort).WithPeriodSeconds(1).WithFailureThreshold(60)).
 		WithReadinessProbe(httpProbe("/readyz", extProcAdminPort).WithPeriodSeconds(5)).
 		WithLivenessProbe(httpProbe("/healthz", extProcAdminPort).WithPeriodSeconds(10).WithFailureThreshold(6)).
 		WithResources(resources("100m", "128Mi", "512Mi")).
 		WithSecurityContext(restricted()).
-		WithVolumeMounts(coreac.VolumeMount().WithName("sockets").WithMountPath(socketDir))
+		WithVolumeMounts(mounts...)
 	envoy := coreac.Container().WithName("envoy").WithImage(d.EnvoyImage).
 		WithArgs("-c", "/etc/envoy/"+BootstrapKey,
 			"--service-cluster", gateway,
@@ -200,9 +244,8 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, controllerName string, boots
 		// time to stop sending it connections. (A sleep hook: the distroless image has no shell.)
 		WithLifecycle(coreac.Lifecycle().WithPreStop(coreac.LifecycleHandler().WithSleep(coreac.SleepAction().WithSeconds(envoyStopDelaySeconds)))).
 		WithSecurityContext(restricted()).
-		WithVolumeMounts(
-			coreac.VolumeMount().WithName("bootstrap").WithMountPath("/etc/envoy").WithReadOnly(true),
-			coreac.VolumeMount().WithName("sockets").WithMountPath(socketDir))
+		WithVolumeMounts(append([]*coreac.VolumeMountApplyConfiguration{
+			coreac.VolumeMount().WithName("bootstrap").WithMountPath("/etc/envoy").WithReadOnly(true)}, mounts...)...)
 
 	pod := coreac.PodSpec().
 		// Neither container calls the Kubernetes API.
@@ -214,9 +257,7 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, controllerName string, boots
 			WithSysctls(coreac.Sysctl().WithName("net.ipv4.ip_unprivileged_port_start").WithValue("0"))).
 		WithInitContainers(extproc).
 		WithContainers(envoy).
-		WithVolumes(
-			coreac.Volume().WithName("bootstrap").WithConfigMap(coreac.ConfigMapVolumeSource().WithName(bootstrapName(name))),
-			coreac.Volume().WithName("sockets").WithEmptyDir(coreac.EmptyDirVolumeSource().WithMedium(corev1.StorageMediumMemory)))
+		WithVolumes(volumes...)
 
 	podAnnotations := map[string]string{
 		AnnotationBootstrapHash: hex.EncodeToString(sum[:8]),
@@ -225,6 +266,9 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, controllerName string, boots
 		"prometheus.io/scrape":                    "true",
 		"prometheus.io/port":                      strconv.Itoa(extProcAdminPort),
 		"prometheus.io/path":                      "/metrics",
+	}
+	if certHash != "" {
+		podAnnotations[AnnotationXDSCertHash] = certHash
 	}
 	maps.Copy(podAnnotations, annotations)
 	// Replicas are left out: the Deployment starts with one and is scaled with kubectl scale or
@@ -248,7 +292,14 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, controllerName string, boots
 	cm.WithAnnotations(map[string]string{AnnotationConfigHash: cmHash})
 	dep.WithAnnotations(map[string]string{AnnotationConfigHash: depHash})
 	svc.WithAnnotations(map[string]string{AnnotationConfigHash: svcHash})
-	return dataPlaneObjects{configMap: cm, deployment: dep, service: svc}, nil
+	if secret != nil {
+		secHash, err := configHash(secret)
+		if err != nil {
+			return dataPlaneObjects{}, fmt.Errorf("gateway %s: %w", gateway, err)
+		}
+		secret.WithAnnotations(map[string]string{AnnotationConfigHash: secHash})
+	}
+	return dataPlaneObjects{configMap: cm, deployment: dep, service: svc, secret: secret}, nil
 }
 
 // configHash is a short hash of an apply configuration (before the hash annotation is added).
@@ -297,36 +348,76 @@ func (p *Provider) reconcileDataPlanes(ctx context.Context, snap *snapshot, out 
 func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gateway, services map[gatewayKey]*corev1.Service) error {
 	key := client.ObjectKeyFromObject(gw)
 	// The same bootstrap as `mcpgate bootstrap --gateway NS/NAME --xds-addr XDSAddress
-	// --extproc-addr unix://ExtProcSocket`.
-	boot, err := bootstrap.Generate(bootstrap.Options{
-		Gateway: key.String(), XDSAddr: d.XDSAddress, ExtProcAddr: "unix://" + ExtProcSocket,
-	})
+	// --extproc-addr unix://ExtProcSocket` (with --xds-tls-dir XDSTLSDir under xDS TLS).
+	opts := bootstrap.Options{Gateway: key.String(), XDSAddr: d.XDSAddress, ExtProcAddr: "unix://" + ExtProcSocket}
+	var cert *xdsCert
+	if d.XDSCA != nil {
+		var err error
+		if cert, err = p.gatewayCert(ctx, d.XDSCA, key); err != nil {
+			return err
+		}
+		host, _, err := net.SplitHostPort(d.XDSAddress)
+		if err != nil {
+			return fmt.Errorf("xDS address %q: %w", d.XDSAddress, err)
+		}
+		opts.XDSTLS = &bootstrap.TLSFiles{CertFile: XDSTLSDir + "/" + corev1.TLSCertKey, KeyFile: XDSTLSDir + "/" + corev1.TLSPrivateKeyKey,
+			CAFile: XDSTLSDir + "/" + caCertKey, ServerName: host}
+	}
+	boot, err := bootstrap.Generate(opts)
 	if err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
-	objs, err := d.buildDataPlane(gw, p.opts.ControllerName, boot)
+	objs, err := d.buildDataPlane(gw, p.opts.ControllerName, boot, cert)
 	if err != nil {
 		return err
 	}
-	var cm corev1.ConfigMap
-	var dep appsv1.Deployment
-	var errs []error
-	for _, o := range []struct {
+	type applied struct {
 		kind    string
 		name    string
 		current client.Object
 		apply   runtime.ApplyConfiguration
 		hash    string
-	}{
-		{"ConfigMap", *objs.configMap.Name, &cm, objs.configMap, objs.configMap.Annotations[AnnotationConfigHash]},
-		{"Service", *objs.service.Name, services[types.NamespacedName{Namespace: key.Namespace, Name: *objs.service.Name}], objs.service, objs.service.Annotations[AnnotationConfigHash]},
-		{"Deployment", *objs.deployment.Name, &dep, objs.deployment, objs.deployment.Annotations[AnnotationConfigHash]},
-	} {
+	}
+	var cm corev1.ConfigMap
+	var dep appsv1.Deployment
+	var sec corev1.Secret
+	var errs []error
+	var list []applied
+	if objs.secret != nil {
+		// before the Deployment, whose pods mount it
+		list = append(list, applied{"Secret", *objs.secret.Name, &sec, objs.secret, objs.secret.Annotations[AnnotationConfigHash]})
+	}
+	list = append(list,
+		applied{"ConfigMap", *objs.configMap.Name, &cm, objs.configMap, objs.configMap.Annotations[AnnotationConfigHash]},
+		applied{"Service", *objs.service.Name, services[types.NamespacedName{Namespace: key.Namespace, Name: *objs.service.Name}], objs.service, objs.service.Annotations[AnnotationConfigHash]},
+		applied{"Deployment", *objs.deployment.Name, &dep, objs.deployment, objs.deployment.Annotations[AnnotationConfigHash]})
+	for _, o := range list {
 		if err := p.applyIfChanged(ctx, o.kind, types.NamespacedName{Namespace: key.Namespace, Name: o.name}, o.current, o.apply, o.hash); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// gatewayCert returns the xDS client certificate of gw: the one its Secret holds while ca signed
+// it and a third of its life is left, else a new one. Secrets are not cached: the Secret is read
+// from the API server.
+func (p *Provider) gatewayCert(ctx context.Context, ca *pki.CA, gw gatewayKey) (*xdsCert, error) {
+	var cur corev1.Secret
+	err := p.reader.Get(ctx, types.NamespacedName{Namespace: gw.Namespace, Name: xdsSecretName(gw.Name)}, &cur)
+	switch {
+	case err == nil && cur.Labels[LabelManagedBy] == ManagedByValue && bytes.Equal(cur.Data[caCertKey], ca.CertPEM) &&
+		ca.Current(cur.Data[corev1.TLSCertKey], time.Now()):
+		return &xdsCert{cert: cur.Data[corev1.TLSCertKey], key: cur.Data[corev1.TLSPrivateKeyKey], ca: ca.CertPEM}, nil
+	case err != nil && !apierrors.IsNotFound(err):
+		return nil, fmt.Errorf("read Secret %s/%s: %w", gw.Namespace, xdsSecretName(gw.Name), err)
+	}
+	// (a Secret of that name that mcpgate did not make is refused by applyIfChanged)
+	c, k, err := ca.IssueGateway(gw.String(), time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return &xdsCert{cert: c, key: k, ca: ca.CertPEM}, nil
 }
 
 // applyIfChanged applies an object unless the current one carries the same config hash. current
@@ -407,5 +498,24 @@ func (p *Provider) deleteStaleDataPlanes(ctx context.Context, services []*corev1
 			continue
 		}
 		p.log.Info("data plane object deleted", "kind", fmt.Sprintf("%T", o), "object", client.ObjectKeyFromObject(o).String(), "gateway", o.GetNamespace()+"/"+gw)
+		if _, ok := o.(*appsv1.Deployment); ok {
+			p.deleteXDSSecret(ctx, gatewayKey{Namespace: o.GetNamespace(), Name: gw})
+		}
 	}
+}
+
+// deleteXDSSecret deletes the xDS client certificate Secret of a Gateway no longer served, if
+// mcpgate made it. Secrets are neither listed nor cached (the controller may only get them by
+// name), so it goes with its Gateway's Deployment.
+func (p *Provider) deleteXDSSecret(ctx context.Context, gw gatewayKey) {
+	var sec corev1.Secret
+	key := types.NamespacedName{Namespace: gw.Namespace, Name: xdsSecretName(gw.Name)}
+	if err := p.reader.Get(ctx, key, &sec); err != nil || sec.Labels[LabelManagedBy] != ManagedByValue {
+		return
+	}
+	if err := p.client.Delete(ctx, &sec); err != nil && !apierrors.IsNotFound(err) {
+		p.log.Error("delete data plane object", "object", key.String(), "error", err)
+		return
+	}
+	p.log.Info("data plane object deleted", "kind", "Secret", "object", key.String(), "gateway", gw.String())
 }

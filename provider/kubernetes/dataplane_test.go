@@ -38,7 +38,7 @@ func ptr[T any](v T) *T { return &v }
 
 func TestBuildDataPlane(t *testing.T) {
 	d := DataPlane{XDSAddress: "mcpgate-controller.mcpgate-system.svc:18000", ExtProcImage: "mcpgate:test"}.withDefaults()
-	objs, err := d.buildDataPlane(testGateway(), "mcpgate.dev/gateway-controller", []byte("bootstrap-1"))
+	objs, err := d.buildDataPlane(testGateway(), "mcpgate.dev/gateway-controller", []byte("bootstrap-1"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,11 +91,11 @@ func TestBuildDataPlane(t *testing.T) {
 		t.Errorf("ConfigMap %s %v", *objs.configMap.Name, objs.configMap.Data)
 	}
 
-	again, err := d.buildDataPlane(testGateway(), "mcpgate.dev/gateway-controller", []byte("bootstrap-1"))
+	again, err := d.buildDataPlane(testGateway(), "mcpgate.dev/gateway-controller", []byte("bootstrap-1"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	changed, err := d.buildDataPlane(testGateway(), "mcpgate.dev/gateway-controller", []byte("bootstrap-2"))
+	changed, err := d.buildDataPlane(testGateway(), "mcpgate.dev/gateway-controller", []byte("bootstrap-2"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestBuildDataPlane(t *testing.T) {
 func TestBuildDataPlaneWithoutListeners(t *testing.T) {
 	gw := testGateway()
 	gw.Spec.Listeners = nil
-	if _, err := (DataPlane{}).withDefaults().buildDataPlane(gw, "mcpgate.dev/gateway-controller", nil); err == nil {
+	if _, err := (DataPlane{}).withDefaults().buildDataPlane(gw, "mcpgate.dev/gateway-controller", nil, nil); err == nil {
 		t.Error("a Gateway without listeners got a data plane")
 	}
 }
@@ -153,7 +153,7 @@ func TestNetworkPolicyAdmitsTheDataPlane(t *testing.T) {
 			ports[p.Name] = true
 		}
 	}
-	objs, err := DataPlane{XDSAddress: "x:18000", ExtProcImage: "mcpgate:test"}.withDefaults().buildDataPlane(testGateway(), "mcpgate.dev/gateway-controller", nil)
+	objs, err := DataPlane{XDSAddress: "x:18000", ExtProcImage: "mcpgate:test"}.withDefaults().buildDataPlane(testGateway(), "mcpgate.dev/gateway-controller", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,12 +2,15 @@ package kubernetes_test
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +31,7 @@ import (
 	"github.com/mcpgate/mcpgate/api/v1alpha1"
 	"github.com/mcpgate/mcpgate/api/v1alpha1/enterprise"
 	"github.com/mcpgate/mcpgate/contract"
+	"github.com/mcpgate/mcpgate/internal/pki"
 	"github.com/mcpgate/mcpgate/provider/file"
 	"github.com/mcpgate/mcpgate/provider/kubernetes"
 	"github.com/mcpgate/mcpgate/translator"
@@ -84,8 +88,24 @@ func controllerConfig() *rest.Config {
 	return cfg
 }
 
-// labOptions are the controller's options in these tests: deploy/'s flags, a short Lease.
-func labOptions() kubernetes.Options {
+// labCA is the xDS CA of the lab's controllers, made as `mcpgate controller --xds-tls` does:
+// EnsureCA with the controller's ServiceAccount.
+var labCA = sync.OnceValues(func() (*pki.CA, error) {
+	c, err := client.New(controllerConfig(), client.Options{})
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.EnsureCA(context.Background(), c, "mcpgate-system")
+})
+
+// labOptions are the controller's options in these tests: deploy/'s flags (xDS over mutual TLS),
+// a short Lease. deploy/ must be installed (the CA Secret is made with its RBAC).
+func labOptions(t *testing.T) kubernetes.Options {
+	t.Helper()
+	ca, err := labCA()
+	if err != nil {
+		t.Fatalf("xDS CA: %v", err)
+	}
 	return kubernetes.Options{
 		GatewayClasses:          []string{"enterprise-agentgateway", "other-class"},
 		LeaderElection:          true,
@@ -94,6 +114,7 @@ func labOptions() kubernetes.Options {
 		DataPlane: &kubernetes.DataPlane{
 			XDSAddress:   "mcpgate-controller.mcpgate-system.svc:18000",
 			ExtProcImage: "ghcr.io/mcpgate/mcpgate:test",
+			XDSCA:        ca,
 		},
 	}
 }
@@ -149,8 +170,8 @@ func TestLab(t *testing.T) {
 	}
 
 	top := t
-	ctrl := startController(t, top, controllerConfig(), labOptions())
-	ads := watchADS(t, ctrl.addr, labGateway)
+	ctrl := startController(t, top, controllerConfig(), labOptions(t))
+	ads := watchADS(t, ctrl, labGateway)
 
 	t.Run("serves the lab route", func(t *testing.T) {
 		eventually(t, "listener, route and cluster served", func() error {
@@ -244,7 +265,7 @@ func TestLab(t *testing.T) {
 		if err != nil {
 			t.Fatalf("standalone load: %v", err)
 		}
-		want := translator.Translate(res, translator.Options{GatewayClassNames: labOptions().GatewayClasses}).NodeGroups()[labGateway]
+		want := translator.Translate(res, translator.Options{GatewayClassNames: labOptions(t).GatewayClasses}).NodeGroups()[labGateway]
 		if want == nil {
 			t.Fatal("standalone mode serves no gateway " + labGateway)
 		}
@@ -268,8 +289,8 @@ func TestLab(t *testing.T) {
 		})
 		before := ads.all()
 		ctrl.stop(t)
-		ctrl = startController(t, top, controllerConfig(), labOptions())
-		again := watchADS(top, ctrl.addr, labGateway)
+		ctrl = startController(t, top, controllerConfig(), labOptions(t))
+		again := watchADS(top, ctrl, labGateway)
 		eventually(t, "same content after restart", func() error { return diffSets(again.all(), before, servedTypes...) })
 		ads = again
 		// The new leader's passes find every status current: the Gateway is not rewritten.
@@ -319,7 +340,7 @@ func TestLab(t *testing.T) {
 	t.Run("leader election", func(t *testing.T) { ctrl = checkLeaderElection(t, top, ctrl) })
 
 	t.Run("deletions follow", func(t *testing.T) {
-		ads := watchADS(t, ctrl.addr, labGateway)
+		ads := watchADS(t, ctrl, labGateway)
 		eventually(t, "watch synced", func() error { return ads.hasNames(resourcev3.ListenerType, listenerName) })
 		mustKubectl(t, nil, "-n", labNS, "delete", "eagpol", "mcp-rbac")
 		eventually(t, "JWT policy alone", func() error { return ads.hasNames(contract.PolicyTypeURL, jwtPolicy) })
@@ -414,13 +435,49 @@ func checkDataPlane(t *testing.T, ns, name string, ports []int32) {
 	if b.GetNode().GetCluster() != ns+"/"+name {
 		t.Errorf("bootstrap node cluster %q, want %s/%s", b.GetNode().GetCluster(), ns, name)
 	}
+	// xDS over mutual TLS: the Gateway's client certificate in its Secret, issued by the CA for
+	// this Gateway, mounted for both containers; Envoy's xDS cluster presents it.
+	sec := get(t, types.NamespacedName{Namespace: ns, Name: name + "-xds-tls"}, &corev1.Secret{})
+	if refs := sec.GetOwnerReferences(); len(refs) != 1 || refs[0].UID != gw.UID || sec.Labels[kubernetes.LabelManagedBy] != kubernetes.ManagedByValue {
+		t.Errorf("Secret %s-xds-tls: owner %+v, labels %v", name, refs, sec.Labels)
+	}
+	ca, _ := labCA()
+	if !ca.Current(sec.Data[corev1.TLSCertKey], time.Now()) {
+		t.Errorf("Secret %s-xds-tls: the certificate is not the CA's", name)
+	} else if block, _ := pem.Decode(sec.Data[corev1.TLSCertKey]); block != nil {
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if gwName, gerr := pki.GatewayOf(cert); err != nil || gerr != nil || gwName != ns+"/"+name {
+			t.Errorf("Secret %s-xds-tls: the certificate names %q (%v %v), want %s/%s", name, gwName, err, gerr, ns, name)
+		}
+	}
+	var xdsCluster bool
+	for _, c := range b.GetStaticResources().GetClusters() {
+		if c.GetName() == contract.XDSCluster {
+			xdsCluster = c.GetTransportSocket().GetName() == "envoy.transport_sockets.tls"
+		}
+	}
+	if !xdsCluster {
+		t.Errorf("the bootstrap's %s has no TLS transport socket", contract.XDSCluster)
+	}
 	pod := dep.Spec.Template.Spec
 	if len(pod.InitContainers) != 1 || pod.InitContainers[0].Name != "extproc" ||
 		pod.InitContainers[0].RestartPolicy == nil || *pod.InitContainers[0].RestartPolicy != corev1.ContainerRestartPolicyAlways {
 		t.Fatalf("extproc is not a native sidecar: %+v", pod.InitContainers)
 	}
-	if args := strings.Join(pod.InitContainers[0].Args, " "); !strings.Contains(args, "--listen=unix://"+kubernetes.ExtProcSocket) || !strings.Contains(args, "--gateway="+ns+"/"+name) {
+	if args := strings.Join(pod.InitContainers[0].Args, " "); !strings.Contains(args, "--listen=unix://"+kubernetes.ExtProcSocket) || !strings.Contains(args, "--gateway="+ns+"/"+name) ||
+		!strings.Contains(args, "--xds-tls-dir="+kubernetes.XDSTLSDir) {
 		t.Errorf("extproc args %q", args)
+	}
+	for _, c := range append(pod.InitContainers, pod.Containers...) {
+		if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == kubernetes.XDSTLSDir && m.ReadOnly }) {
+			t.Errorf("container %s does not mount the xDS certificate at %s", c.Name, kubernetes.XDSTLSDir)
+		}
+	}
+	if !slices.ContainsFunc(pod.Volumes, func(v corev1.Volume) bool { return v.Secret != nil && v.Secret.SecretName == name+"-xds-tls" }) {
+		t.Errorf("no volume of the Secret %s-xds-tls", name)
+	}
+	if dep.Spec.Template.Annotations[kubernetes.AnnotationXDSCertHash] == "" {
+		t.Error("the pod template has no certificate hash: a renewed certificate would not roll the pods")
 	}
 	if pod.SecurityContext == nil || pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot {
 		t.Errorf("pod may run as root: %+v", pod.SecurityContext)
@@ -645,7 +702,7 @@ spec:
   gatewayClassName: unserved-class
   listeners: [{name: http, port: 80, protocol: HTTP}]
 `), "apply", "-f", "-")
-	ads := watchADS(t, ctrl.addr, "byname/gw")
+	ads := watchADS(t, ctrl, "byname/gw")
 	eventually(t, "gateway of a class served by name", func() error {
 		return ads.hasNames(resourcev3.ListenerType, "byname/gw/80", "byname/gw/9090")
 	})
@@ -707,8 +764,8 @@ func checkLeaderElection(t, top *testing.T, leader *controller) *controller {
 	if !leader.prov.IsLeader() {
 		t.Fatal("the running controller does not lead")
 	}
-	second := startController(t, top, controllerConfig(), labOptions())
-	a, b := watchADS(t, leader.addr, labGateway), watchADS(t, second.addr, labGateway)
+	second := startController(t, top, controllerConfig(), labOptions(t))
+	a, b := watchADS(t, leader, labGateway), watchADS(t, second, labGateway)
 	eventually(t, "both replicas serve the same", func() error {
 		if len(a.names(resourcev3.ListenerType)) == 0 {
 			return fmt.Errorf("leader serves nothing yet")

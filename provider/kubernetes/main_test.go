@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/mcpgate/mcpgate/internal/pki"
 	"github.com/mcpgate/mcpgate/provider/kubernetes"
 	"github.com/mcpgate/mcpgate/xds"
 )
@@ -228,6 +229,7 @@ type controller struct {
 	prov   *kubernetes.Provider
 	xds    *xds.Server
 	addr   string
+	tls    bool // xDS over mutual TLS (opts.DataPlane.XDSCA), as `mcpgate controller --xds-tls` serves it
 	cancel context.CancelFunc
 	done   chan error
 	once   sync.Once
@@ -250,11 +252,25 @@ func startController(t, owner *testing.T, cfg *rest.Config, opts kubernetes.Opti
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(xds.GRPCServerOptions()...)
+	gopts := xds.GRPCServerOptions()
+	withTLS := opts.DataPlane != nil && opts.DataPlane.XDSCA != nil
+	if withTLS {
+		cfg, err := kubernetes.ServerTLS(opts.DataPlane.XDSCA, opts.DataPlane.XDSAddress)
+		if err != nil {
+			t.Fatal(err)
+		}
+		creds, err := xds.ServerTLS(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gopts = append(gopts, creds)
+		srv.BindIdentity(pki.GatewayOf)
+	}
+	gs := grpc.NewServer(gopts...)
 	srv.Register(gs)
 	go func() { _ = gs.Serve(lis) }()
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &controller{prov: prov, xds: srv, addr: lis.Addr().String(), cancel: cancel, done: make(chan error, 1)}
+	c := &controller{prov: prov, xds: srv, addr: lis.Addr().String(), tls: withTLS, cancel: cancel, done: make(chan error, 1)}
 	go func() {
 		c.done <- prov.Run(ctx)
 		gs.Stop()

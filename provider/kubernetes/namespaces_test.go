@@ -45,7 +45,7 @@ spec:
   listeners: [{name: http, port: 8081, protocol: HTTP}]
 `), "apply", "-f", "-")
 	ctrl := startController(t, t, testCluster.cfg, kubernetes.Options{ControllerName: ctrlName, Namespaces: []string{"watched"}})
-	watched, unwatched := watchADS(t, ctrl.addr, "watched/gw"), watchADS(t, ctrl.addr, "unwatched/gw")
+	watched, unwatched := watchADS(t, ctrl, "watched/gw"), watchADS(t, ctrl, "unwatched/gw")
 	gateway := func(ns string) *gwv1.Gateway {
 		return get(t, types.NamespacedName{Namespace: ns, Name: "gw"}, &gwv1.Gateway{})
 	}

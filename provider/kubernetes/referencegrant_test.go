@@ -54,7 +54,7 @@ spec:
 `), "apply", "-f", "-")
 	installDeploy(t, false)
 	ctrl := startController(t, t, controllerConfig(), kubernetes.Options{ControllerName: ctrlName})
-	ads := watchADS(t, ctrl.addr, "grants-app/gw")
+	ads := watchADS(t, ctrl, "grants-app/gw")
 	const cluster = "service/grants-svc/tools/80"
 	routeResolved := func(status metav1.ConditionStatus, reason string) error {
 		r := get(t, types.NamespacedName{Namespace: "grants-app", Name: "to-tools"}, &gwv1.HTTPRoute{})

@@ -30,7 +30,7 @@ metadata: {name: llm}
 	applyFile(t, filepath.Join("testdata", "llm-backend.yaml"))
 	installDeploy(t, false)
 	ctrl := startController(t, t, controllerConfig(), kubernetes.Options{ControllerName: ctrlName, ResyncPeriod: 200 * time.Millisecond})
-	ads := watchADS(t, ctrl.addr, "llm/gw")
+	ads := watchADS(t, ctrl, "llm/gw")
 	header := func(want string) func() error {
 		return func() error {
 			m, ok := ads.get(resourcev3.RouteType, "llm/gw/8080")
