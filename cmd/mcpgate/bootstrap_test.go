@@ -7,6 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
 )
 
@@ -36,9 +40,49 @@ func TestBootstrapCommand(t *testing.T) {
 	if !strings.Contains(string(out), "address: 10.0.0.1") || !strings.Contains(string(out), "path: /run/extproc.sock") {
 		t.Errorf("addresses missing:\n%s", out)
 	}
-	for _, args := range [][]string{{}, {"--gateway", "nope"}, {"--gateway", "ns/gw", "extra"}} {
+	for _, args := range [][]string{{}, {"--gateway", "nope"}, {"--gateway", "ns/gw", "extra"},
+		{"--gateway", "ns/gw", "--xds-addr", "unix:///run/xds.sock", "--xds-tls-dir", "/etc/x"}} {
 		if err := runBootstrap(context.Background(), args); err == nil {
 			t.Errorf("%q accepted", args)
 		}
+	}
+}
+
+// TestBootstrapXDSTLS: --xds-tls-dir gives the xDS cluster mutual TLS with the directory's files,
+// checking the server's certificate for --xds-addr's host.
+func TestBootstrapXDSTLS(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout := os.Stdout
+	os.Stdout = w
+	err = runBootstrap(context.Background(), []string{"--gateway", "ns/gw", "--xds-addr", "mcpgate-controller.mcpgate-system.svc:18000", "--xds-tls-dir", "/etc/mcpgate/xds-tls"})
+	os.Stdout = stdout
+	w.Close()
+	out, _ := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := bootstrap.Parse(out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var xds *clusterv3.Cluster
+	for _, c := range b.GetStaticResources().GetClusters() {
+		if c.GetName() == contract.XDSCluster {
+			xds = c
+		}
+	}
+	var utc tlsv3.UpstreamTlsContext
+	if err := xds.GetTransportSocket().GetTypedConfig().UnmarshalTo(&utc); err != nil {
+		t.Fatalf("xds_cluster transport socket: %v", err)
+	}
+	ctc := utc.GetCommonTlsContext()
+	if utc.GetSni() != "mcpgate-controller.mcpgate-system.svc" || len(ctc.GetTlsCertificates()) != 1 ||
+		ctc.GetTlsCertificates()[0].GetCertificateChain().GetFilename() != "/etc/mcpgate/xds-tls/tls.crt" ||
+		ctc.GetTlsCertificates()[0].GetPrivateKey().GetFilename() != "/etc/mcpgate/xds-tls/tls.key" ||
+		ctc.GetValidationContext().GetTrustedCa().GetFilename() != "/etc/mcpgate/xds-tls/ca.crt" {
+		t.Errorf("xds_cluster TLS: %v", &utc)
 	}
 }

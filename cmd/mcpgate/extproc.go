@@ -201,11 +201,11 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 
 	cfg := extproc.Config{XDSAddr: f.xdsAddr, NodeCluster: f.gateway, NodeID: f.nodeID, Logger: log, Registerer: reg}
 	if f.xdsTLSDir != "" {
-		host, _, err := net.SplitHostPort(f.xdsAddr)
+		files, err := bootstrap.TLSDir(f.xdsTLSDir, f.xdsAddr)
 		if err != nil {
-			return fmt.Errorf("--xds-tls-dir needs --xds-addr HOST:PORT: %w", err)
+			return fmt.Errorf("--xds-tls-dir: %w", err)
 		}
-		if cfg.XDSTLS, err = pki.ClientTLS(f.xdsTLSDir, host); err != nil {
+		if cfg.XDSTLS, err = pki.ClientTLS(f.xdsTLSDir, files.ServerName); err != nil {
 			return fmt.Errorf("--xds-tls-dir: %w", err)
 		}
 	}

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"reflect"
 	"slices"
 	"strconv"
@@ -211,7 +210,7 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, controllerName string, boots
 		secret = coreac.Secret(xdsSecretName(name), ns).
 			WithLabels(labels).WithAnnotations(objAnnotations).WithOwnerReferences(owner).
 			WithType(corev1.SecretTypeTLS).
-			WithData(map[string][]byte{corev1.TLSCertKey: cert.cert, corev1.TLSPrivateKeyKey: cert.key, caCertKey: cert.ca})
+			WithData(map[string][]byte{pki.CertFile: cert.cert, pki.KeyFile: cert.key, pki.CAFile: cert.ca})
 		h := sha256.Sum256(cert.cert)
 		certHash = hex.EncodeToString(h[:8])
 	}
@@ -356,12 +355,9 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 		if cert, err = p.gatewayCert(ctx, d.XDSCA, key); err != nil {
 			return err
 		}
-		host, _, err := net.SplitHostPort(d.XDSAddress)
-		if err != nil {
-			return fmt.Errorf("xDS address %q: %w", d.XDSAddress, err)
+		if opts.XDSTLS, err = bootstrap.TLSDir(XDSTLSDir, d.XDSAddress); err != nil {
+			return err
 		}
-		opts.XDSTLS = &bootstrap.TLSFiles{CertFile: XDSTLSDir + "/" + corev1.TLSCertKey, KeyFile: XDSTLSDir + "/" + corev1.TLSPrivateKeyKey,
-			CAFile: XDSTLSDir + "/" + caCertKey, ServerName: host}
 	}
 	boot, err := bootstrap.Generate(opts)
 	if err != nil {
@@ -406,9 +402,9 @@ func (p *Provider) gatewayCert(ctx context.Context, ca *pki.CA, gw gatewayKey) (
 	var cur corev1.Secret
 	err := p.reader.Get(ctx, types.NamespacedName{Namespace: gw.Namespace, Name: xdsSecretName(gw.Name)}, &cur)
 	switch {
-	case err == nil && cur.Labels[LabelManagedBy] == ManagedByValue && bytes.Equal(cur.Data[caCertKey], ca.CertPEM) &&
-		ca.Current(cur.Data[corev1.TLSCertKey], time.Now()):
-		return &xdsCert{cert: cur.Data[corev1.TLSCertKey], key: cur.Data[corev1.TLSPrivateKeyKey], ca: ca.CertPEM}, nil
+	case err == nil && cur.Labels[LabelManagedBy] == ManagedByValue && bytes.Equal(cur.Data[pki.CAFile], ca.CertPEM) &&
+		ca.Current(cur.Data[pki.CertFile], time.Now()):
+		return &xdsCert{cert: cur.Data[pki.CertFile], key: cur.Data[pki.KeyFile], ca: ca.CertPEM}, nil
 	case err != nil && !apierrors.IsNotFound(err):
 		return nil, fmt.Errorf("read Secret %s/%s: %w", gw.Namespace, xdsSecretName(gw.Name), err)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -19,13 +20,15 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
-	"github.com/mcpgate/mcpgate/contract"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	"sigs.k8s.io/yaml"
+
+	"github.com/mcpgate/mcpgate/contract"
+	"github.com/mcpgate/mcpgate/internal/pki"
 )
 
 // Default addresses (standalone mode).
@@ -63,6 +66,21 @@ type TLSFiles struct {
 	// ServerName is the DNS name the server's certificate must carry as a subject alt name; it is
 	// also the SNI.
 	ServerName string
+}
+
+// TLSDir returns the TLSFiles of a certificate directory (pki.CertFile, pki.KeyFile, pki.CAFile:
+// a mounted Kubernetes TLS Secret) for the xDS server at xdsAddr ("HOST:PORT"), whose host the
+// server's certificate must name.
+func TLSDir(dir, xdsAddr string) (*TLSFiles, error) {
+	host, _, err := net.SplitHostPort(xdsAddr)
+	if err == nil && strings.HasPrefix(xdsAddr, "unix:") {
+		err = errors.New("a Unix socket has no host for the server's certificate to name")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("xDS TLS: the xDS address %q: %w", xdsAddr, err)
+	}
+	return &TLSFiles{CertFile: filepath.Join(dir, pki.CertFile), KeyFile: filepath.Join(dir, pki.KeyFile),
+		CAFile: filepath.Join(dir, pki.CAFile), ServerName: host}, nil
 }
 
 // Generate returns the bootstrap as YAML.
