@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
@@ -14,16 +15,16 @@ import (
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
 )
 
-// TestBootstrapCommand runs `mcpgate bootstrap` and reads back what it prints.
-func TestBootstrapCommand(t *testing.T) {
+// bootstrapOf runs `mcpgate bootstrap args...` and returns what it prints, parsed.
+func bootstrapOf(t *testing.T, args ...string) ([]byte, *bootstrapv3.Bootstrap) {
+	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	stdout := os.Stdout
 	os.Stdout = w
-	err = runBootstrap(context.Background(), []string{"--gateway", "ns/gw", "--node-id", "pod-1", "--xds-addr", "10.0.0.1:18000",
-		"--extproc-addr", "unix:///run/extproc.sock", "--envoy-admin-addr", "127.0.0.1:15001"})
+	err = runBootstrap(context.Background(), args)
 	os.Stdout = stdout
 	w.Close()
 	out, _ := io.ReadAll(r)
@@ -34,6 +35,13 @@ func TestBootstrapCommand(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
+	return out, b
+}
+
+// TestBootstrapCommand runs `mcpgate bootstrap` and reads back what it prints.
+func TestBootstrapCommand(t *testing.T) {
+	out, b := bootstrapOf(t, "--gateway", "ns/gw", "--node-id", "pod-1", "--xds-addr", "10.0.0.1:18000",
+		"--extproc-addr", "unix:///run/extproc.sock", "--envoy-admin-addr", "127.0.0.1:15001")
 	if b.GetNode().GetId() != "pod-1" || b.GetNode().GetCluster() != "ns/gw" || b.GetAdmin().GetAddress().GetSocketAddress().GetPortValue() != 15001 {
 		t.Errorf("node %v, admin %v", b.GetNode(), b.GetAdmin())
 	}
@@ -51,23 +59,7 @@ func TestBootstrapCommand(t *testing.T) {
 // TestBootstrapXDSTLS: --xds-tls-dir gives the xDS cluster mutual TLS with the directory's files,
 // checking the server's certificate for --xds-addr's host.
 func TestBootstrapXDSTLS(t *testing.T) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout := os.Stdout
-	os.Stdout = w
-	err = runBootstrap(context.Background(), []string{"--gateway", "ns/gw", "--xds-addr", "mcpgate-controller.mcpgate-system.svc:18000", "--xds-tls-dir", "/etc/mcpgate/xds-tls"})
-	os.Stdout = stdout
-	w.Close()
-	out, _ := io.ReadAll(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := bootstrap.Parse(out)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
+	_, b := bootstrapOf(t, "--gateway", "ns/gw", "--xds-addr", "mcpgate-controller.mcpgate-system.svc:18000", "--xds-tls-dir", "/etc/mcpgate/xds-tls")
 	var xds *clusterv3.Cluster
 	for _, c := range b.GetStaticResources().GetClusters() {
 		if c.GetName() == contract.XDSCluster {
