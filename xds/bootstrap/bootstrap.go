@@ -63,8 +63,8 @@ type TLSFiles struct {
 	CertFile, KeyFile string
 	// CAFile holds the certificates (PEM) the server's certificate must chain to.
 	CAFile string
-	// ServerName is the DNS name the server's certificate must carry as a subject alt name; it is
-	// also the SNI.
+	// ServerName is the DNS name (also the SNI) or IP address the server's certificate must
+	// carry as a subject alt name.
 	ServerName string
 }
 
@@ -273,15 +273,21 @@ func upstreamTLS(f *TLSFiles) (*corev3.TransportSocket, error) {
 	file := func(name string) *corev3.DataSource {
 		return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: name}}
 	}
+	// A server named by its IP address carries it as an IP SAN, which a DNS matcher never
+	// matches, and gets no SNI (RFC 6066: SNI is a host name).
+	sni, sanType := f.ServerName, tlsv3.SubjectAltNameMatcher_DNS
+	if net.ParseIP(f.ServerName) != nil {
+		sni, sanType = "", tlsv3.SubjectAltNameMatcher_IP_ADDRESS
+	}
 	ctx := &tlsv3.UpstreamTlsContext{
-		Sni: f.ServerName,
+		Sni: sni,
 		CommonTlsContext: &tlsv3.CommonTlsContext{
 			AlpnProtocols:   []string{"h2"},
 			TlsCertificates: []*tlsv3.TlsCertificate{{CertificateChain: file(f.CertFile), PrivateKey: file(f.KeyFile)}},
 			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 				TrustedCa: file(f.CAFile),
 				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
-					SanType: tlsv3.SubjectAltNameMatcher_DNS,
+					SanType: sanType,
 					Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: f.ServerName}},
 				}},
 			}},

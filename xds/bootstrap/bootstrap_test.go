@@ -110,6 +110,27 @@ func TestXDSTLS(t *testing.T) {
 	if ts := plain.GetStaticResources().GetClusters()[0].GetTransportSocket(); ts != nil {
 		t.Errorf("plaintext xDS cluster has a transport socket: %v", ts)
 	}
+
+	// A server named by its IP address: an IP_ADDRESS matcher (a DNS one never matches an IP
+	// SAN) and no SNI.
+	byIP, err := bootstrap.TLSDir("/etc/mcpgate/xds-tls", "10.96.0.10:18000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = bootstrap.Build(bootstrap.Options{Gateway: "ns/gw", XDSAddr: "10.96.0.10:18000", XDSTLS: byIP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.GetStaticResources().GetClusters()[0].GetTransportSocket().GetTypedConfig().UnmarshalTo(&utc); err != nil {
+		t.Fatal(err)
+	}
+	sans = utc.GetCommonTlsContext().GetValidationContext().GetMatchTypedSubjectAltNames()
+	if utc.GetSni() != "" || len(sans) != 1 || sans[0].GetSanType() != tlsv3.SubjectAltNameMatcher_IP_ADDRESS || sans[0].GetMatcher().GetExact() != "10.96.0.10" {
+		t.Errorf("by IP: sni %q, match_typed_subject_alt_names %v", utc.GetSni(), sans)
+	}
+	if utc.GetCommonTlsContext().GetTlsCertificates()[0].GetCertificateChain().GetFilename() != "/etc/mcpgate/xds-tls/tls.crt" {
+		t.Errorf("TLSDir: %v", utc.GetCommonTlsContext().GetTlsCertificates())
+	}
 }
 
 func TestContent(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -345,7 +346,7 @@ func compileUpstreamTLS(ts *corev3.TransportSocket, path string) (*tls.Config, e
 	default:
 		return nil, fmt.Errorf("%s: trusted_ca or system_root_certs is required by envoydouble", vp)
 	}
-	var sans []string
+	var sans []sanMatcher
 	for i, m := range vc.GetMatchTypedSubjectAltNames() {
 		mp := join(vp, idx("match_typed_subject_alt_names", i))
 		if err := checkFields(m, mp, "san_type", "matcher"); err != nil {
@@ -354,7 +355,12 @@ func compileUpstreamTLS(ts *corev3.TransportSocket, path string) (*tls.Config, e
 		if m.GetMatcher().GetExact() == "" {
 			return nil, fmt.Errorf("%s.matcher: only exact is implemented by envoydouble", mp)
 		}
-		sans = append(sans, m.GetMatcher().GetExact())
+		switch m.GetSanType() {
+		case tlsv3.SubjectAltNameMatcher_DNS, tlsv3.SubjectAltNameMatcher_IP_ADDRESS:
+		default:
+			return nil, fmt.Errorf("%s.san_type: %s not implemented by envoydouble (DNS, IP_ADDRESS)", mp, m.GetSanType())
+		}
+		sans = append(sans, sanMatcher{ip: m.GetSanType() == tlsv3.SubjectAltNameMatcher_IP_ADDRESS, exact: m.GetMatcher().GetExact()})
 	}
 	cfg.InsecureSkipVerify = true // verification below, as Envoy does it (chain, then SANs)
 	cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
@@ -392,7 +398,38 @@ func compileClientCertificate(certs []*tlsv3.TlsCertificate, path string) (*tls.
 	return &cert, nil
 }
 
-func verifyChain(raw [][]byte, roots *x509.CertPool, sans []string) error {
+// sanMatcher is one match_typed_subject_alt_names entry: an exact DNS name or IP address.
+type sanMatcher struct {
+	ip    bool
+	exact string
+}
+
+// matches reproduces Envoy's DefaultCertValidator for the two SAN types: a DNS matcher compares
+// the certificate's DNS SANs (a wildcard SAN covers one label, dnsNameMatch), an IP_ADDRESS one
+// its IP SANs in their text form. A DNS matcher never matches an IP SAN, nor the reverse.
+func (m sanMatcher) matches(c *x509.Certificate) bool {
+	if m.ip {
+		for _, ip := range c.IPAddresses {
+			if ip.String() == m.exact {
+				return true
+			}
+		}
+		return false
+	}
+	for _, n := range c.DNSNames {
+		if strings.EqualFold(n, m.exact) {
+			return true
+		}
+		if rest, ok := strings.CutPrefix(n, "*."); ok {
+			if _, host, found := strings.Cut(m.exact, "."); found && strings.EqualFold(host, rest) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func verifyChain(raw [][]byte, roots *x509.CertPool, sans []sanMatcher) error {
 	if len(raw) == 0 {
 		return fmt.Errorf("upstream sent no certificate")
 	}
@@ -415,7 +452,7 @@ func verifyChain(raw [][]byte, roots *x509.CertPool, sans []string) error {
 		return nil
 	}
 	for _, s := range sans {
-		if certs[0].VerifyHostname(s) == nil {
+		if s.matches(certs[0]) {
 			return nil
 		}
 	}
