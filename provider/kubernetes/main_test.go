@@ -239,6 +239,12 @@ type controller struct {
 // loopback port. It stops when owner (t or a parent of t) ends, or earlier with stop.
 func startController(t, owner *testing.T, cfg *rest.Config, opts kubernetes.Options) *controller {
 	t.Helper()
+	return startControllerOn(t, owner, cfg, opts, "127.0.0.1:0")
+}
+
+// startControllerOn is startController with its xDS server on addr.
+func startControllerOn(t, owner *testing.T, cfg *rest.Config, opts kubernetes.Options, addr string) *controller {
+	t.Helper()
 	srv := xds.New(nil)
 	opts.Publisher = srv
 	if opts.Logger == nil {
@@ -248,7 +254,7 @@ func startController(t, owner *testing.T, cfg *rest.Config, opts kubernetes.Opti
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
