@@ -167,7 +167,7 @@ func serveController(ctx context.Context, logger *slog.Logger, cfg *rest.Config,
 	// Envoy and the extproc sidecars reconnect to another replica.
 	t.onStop(g.Stop)
 	logger.Info("mcpgate controller", "xds", xdsAddr, "admin", adminAddr, "controller", opts.ControllerName,
-		"gatewayClasses", opts.GatewayClasses, "namespaces", opts.Namespaces, "leaderElection", opts.LeaderElection)
+		"gatewayClasses", opts.GatewayClasses, "namespaces", opts.Namespaces, "leaderElection", opts.LeaderElection, "xdsMutualTLS", xdsTLS != nil)
 	if err := t.wait(); err != nil {
 		logger.Error("stopped", "error", err)
 		return err
