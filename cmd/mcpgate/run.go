@@ -187,7 +187,8 @@ func envoyBinary(cfg *runConfig) string {
 // /readyz (a first configuration was pushed and ext_proc has its policies), listed at /.
 func adminMux(srv *xds.Server, reg *prometheus.Registry, ready func() bool) http.Handler {
 	m := admin.New(reg, ready, "no configuration served yet")
-	m.Handle("/debug/xds", "the served xDS resources and policies per Gateway, as JSON (secrets redacted)", srv.DebugHandler(translator.Redacted))
+	m.Handle("/debug/xds", "the served xDS resources and policies per Gateway, as JSON (secrets redacted; loopback clients only)",
+		admin.LocalOnly(srv.DebugHandler(translator.Redacted)))
 	return m
 }
 

@@ -4,6 +4,7 @@ package admin
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +45,21 @@ func New(g prometheus.Gatherer, ready func() bool, notReady string) *Mux {
 func (m *Mux) Handle(path, help string, h http.Handler) {
 	m.mux.Handle("GET "+path, h)
 	m.index = append(m.index, [2]string{path, help})
+}
+
+// LocalOnly serves h to clients on the loopback interface only, 403 to others: for endpoints that
+// show what other pods must not read (the controller's admin port is reachable in the cluster
+// for Prometheus). `kubectl port-forward` connects from the pod's own loopback, so it reaches
+// them.
+func LocalOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			http.Error(w, "forbidden: this endpoint answers loopback clients only (kubectl port-forward)", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // ServeHTTP routes r.

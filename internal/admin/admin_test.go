@@ -63,3 +63,17 @@ func TestMux(t *testing.T) {
 		t.Errorf("ready: /readyz %d %q", code, body)
 	}
 }
+
+// TestLocalOnly: a loopback client gets the endpoint, another 403.
+func TestLocalOnly(t *testing.T) {
+	h := admin.LocalOnly(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "secret") }))
+	for addr, want := range map[string]int{"127.0.0.1:5555": 200, "[::1]:5555": 200, "10.1.2.3:5555": 403, "192.0.2.1:80": 403, "garbage": 403} {
+		req := httptest.NewRequest("GET", "/debug/xds", nil)
+		req.RemoteAddr = addr
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != want || (want == 200) != (rec.Body.String() == "secret") {
+			t.Errorf("from %s: %d %q, want %d", addr, rec.Code, rec.Body.String(), want)
+		}
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -82,8 +83,11 @@ func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CA: %w", err)
 	}
-	if !cert.IsCA {
+	if !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 {
 		return nil, errors.New("CA: the certificate is not a CA")
+	}
+	if now := time.Now(); now.After(cert.NotAfter) || now.Before(cert.NotBefore) {
+		return nil, fmt.Errorf("CA: valid from %s to %s, not now", cert.NotBefore.Format(time.RFC3339), cert.NotAfter.Format(time.RFC3339))
 	}
 	key, ok := pair.PrivateKey.(crypto.Signer)
 	if !ok {
@@ -160,6 +164,25 @@ func (ca *CA) Current(certPEM []byte, now time.Time) bool {
 		return false
 	}
 	return now.Before(cert.NotAfter.Add(-cert.NotAfter.Sub(cert.NotBefore) / 3))
+}
+
+// CurrentGateway reports whether certPEM and keyPEM are gateway's client certificate and its key,
+// as IssueGateway makes them, and Current: else they are to be issued anew. A Secret holding
+// another Gateway's certificate, a certificate of another use or a key of another certificate
+// is not reused.
+func (ca *CA) CurrentGateway(certPEM, keyPEM []byte, gateway string, now time.Time) bool {
+	if !ca.Current(certPEM, now) {
+		return false
+	}
+	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		return false
+	}
+	cert, err := parseCert(certPEM)
+	if err != nil || !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+		return false
+	}
+	gw, err := GatewayOf(cert)
+	return err == nil && gw == gateway
 }
 
 // GatewayURI returns the identity of gateway ("NAMESPACE/NAME") in client certificates.

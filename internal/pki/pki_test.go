@@ -107,3 +107,31 @@ func TestGatewayURI(t *testing.T) {
 		t.Error("ParseCA accepted garbage")
 	}
 }
+
+// TestCurrentGateway: a Gateway's Secret is reused only when it holds that Gateway's client
+// certificate with its own key.
+func TestCurrentGateway(t *testing.T) {
+	now := time.Now()
+	ca, _ := pki.NewCA(now)
+	cert, key, _ := ca.IssueGateway("ns/gw", now)
+	otherCert, otherKey, _ := ca.IssueGateway("ns/other", now)
+	srvCert, srvKey, _ := ca.IssueServer([]string{"ns-gw"}, now)
+	for _, c := range []struct {
+		name      string
+		cert, key []byte
+		want      bool
+	}{
+		{"its own", cert, key, true},
+		{"another Gateway's", otherCert, otherKey, false},
+		{"its certificate, another key", cert, otherKey, false},
+		{"a server certificate", srvCert, srvKey, false},
+		{"no key", cert, nil, false},
+	} {
+		if got := ca.CurrentGateway(c.cert, c.key, "ns/gw", now); got != c.want {
+			t.Errorf("%s: CurrentGateway = %v, want %v", c.name, got, c.want)
+		}
+	}
+	if ca.CurrentGateway(cert, key, "ns/gw", now.Add(pki.CertLifetime)) {
+		t.Error("an old certificate is current")
+	}
+}

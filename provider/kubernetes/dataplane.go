@@ -387,9 +387,17 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 		applied{"ConfigMap", *objs.configMap.Name, &cm, objs.configMap, objs.configMap.Annotations[AnnotationConfigHash]},
 		applied{"Service", *objs.service.Name, services[types.NamespacedName{Namespace: key.Namespace, Name: *objs.service.Name}], objs.service, objs.service.Annotations[AnnotationConfigHash]},
 		applied{"Deployment", *objs.deployment.Name, &dep, objs.deployment, objs.deployment.Annotations[AnnotationConfigHash]})
+	mountsRefused := false
 	for _, o := range list {
+		if o.kind == "Deployment" && mountsRefused {
+			// Its pods would mount a bootstrap or certificate that is not the controller's (a
+			// ConfigMap or Secret of that name made by someone else): fail closed.
+			errs = append(errs, fmt.Errorf("Deployment %s/%s is not applied: its pods would mount the ConfigMap or Secret refused above", key.Namespace, o.name))
+			continue
+		}
 		if err := p.applyIfChanged(ctx, o.kind, types.NamespacedName{Namespace: key.Namespace, Name: o.name}, o.current, o.apply, o.hash); err != nil {
 			errs = append(errs, err)
+			mountsRefused = mountsRefused || o.kind == "ConfigMap" || o.kind == "Secret"
 		}
 	}
 	return errors.Join(errs...)
@@ -403,7 +411,7 @@ func (p *Provider) gatewayCert(ctx context.Context, ca *pki.CA, gw gatewayKey) (
 	err := p.reader.Get(ctx, types.NamespacedName{Namespace: gw.Namespace, Name: xdsSecretName(gw.Name)}, &cur)
 	switch {
 	case err == nil && cur.Labels[LabelManagedBy] == ManagedByValue && bytes.Equal(cur.Data[pki.CAFile], ca.CertPEM) &&
-		ca.Current(cur.Data[pki.CertFile], time.Now()):
+		ca.CurrentGateway(cur.Data[pki.CertFile], cur.Data[pki.KeyFile], gw.String(), time.Now()):
 		return &xdsCert{cert: cur.Data[pki.CertFile], key: cur.Data[pki.KeyFile], ca: ca.CertPEM}, nil
 	case err != nil && !apierrors.IsNotFound(err):
 		return nil, fmt.Errorf("read Secret %s/%s: %w", gw.Namespace, xdsSecretName(gw.Name), err)

@@ -755,6 +755,38 @@ spec:
 	if len(dep.Labels) != 0 || dep.Spec.Template.Spec.Containers[0].Name != "mine" {
 		t.Errorf("the user's Deployment was changed: labels %v, containers %+v", dep.Labels, dep.Spec.Template.Spec.Containers)
 	}
+
+	// A bootstrap ConfigMap or certificate Secret of the Gateway's names made by someone else
+	// (say, to run Envoy with their bootstrap and the Gateway's certificate): the data plane's
+	// Deployment, which would mount it, is not applied at all.
+	for _, c := range []struct {
+		gateway, object string   // the object in the way, as the message names it
+		create          []string // the kubectl command that makes it
+	}{
+		{"planted-cm", "ConfigMap byname/planted-cm-bootstrap", []string{"create", "configmap", "planted-cm-bootstrap", "--from-literal=bootstrap.yaml=admin: {}"}},
+		{"planted-secret", "Secret byname/planted-secret-xds-tls", []string{"create", "secret", "generic", "planted-secret-xds-tls", "--from-literal=tls.crt=x"}},
+	} {
+		mustKubectl(t, nil, append([]string{"-n", "byname"}, c.create...)...)
+		mustKubectl(t, []byte(fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: %s, namespace: byname}
+spec:
+  gatewayClassName: other-class
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`, c.gateway)), "apply", "-f", "-")
+		eventually(t, "Gateway "+c.gateway+" not programmed, naming "+c.object, func() error {
+			gw := get(t, types.NamespacedName{Namespace: "byname", Name: c.gateway}, &gwv1.Gateway{})
+			cond := meta.FindStatusCondition(gw.Status.Conditions, "Programmed")
+			if cond == nil || cond.Status != metav1.ConditionFalse || !strings.Contains(cond.Message, c.object+" exists and is not managed by mcpgate") ||
+				!strings.Contains(cond.Message, "Deployment byname/"+c.gateway+" is not applied") {
+				return fmt.Errorf("Programmed %+v", cond)
+			}
+			return nil
+		})
+		if err := testCluster.client.Get(context.Background(), types.NamespacedName{Namespace: "byname", Name: c.gateway}, &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
+			t.Errorf("Gateway %s: a Deployment mounting the planted %s exists (%v)", c.gateway, c.object, err)
+		}
+	}
 }
 
 // checkLeaderElection starts a second replica: it serves the same xDS but does not lead; when
