@@ -167,7 +167,13 @@ func setHeader(name, value string) *corev3.HeaderValueOption {
 // largest cost of a reply.
 type metadata struct {
 	fields []mdField
+	// size is how many fields the reply is expected to carry, the capacity of the first
+	// allocation (0: every contract.FromExtProc field, as a request's reply may).
+	size int
 }
+
+// answerMetadata is the metadata of a response's reply: the outcome and, for an error, its code.
+func answerMetadata() metadata { return metadata{size: 2} }
 
 type mdField struct {
 	name, str string
@@ -183,7 +189,11 @@ func (m *metadata) put(f mdField) {
 		}
 	}
 	if m.fields == nil {
-		m.fields = make([]mdField, 0, 11) // the contract.FromExtProc fields
+		size := m.size
+		if size == 0 {
+			size = 11 // the contract.FromExtProc fields
+		}
+		m.fields = make([]mdField, 0, size)
 	}
 	m.fields = append(m.fields, f)
 }

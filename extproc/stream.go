@@ -737,7 +737,7 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 		mut.RemoveHeaders = append(mut.RemoveHeaders, "content-encoding")
 		return r
 	}
-	var md metadata
+	md := answerMetadata()
 	out, changed := st.answers(msgs, batch, &md)
 	if !changed {
 		return st.rep.bodyReply(false, nil, false, false, md)
@@ -761,7 +761,7 @@ func (st *stream) sseChunk(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse 
 	default:
 		hold = st.toolFilter() != nil
 	}
-	var md metadata
+	md := answerMetadata()
 	visit := func(ev *mcp.Event, rewritable bool) []byte {
 		return st.visitEvent(ev, rewritable, &md)
 	}
