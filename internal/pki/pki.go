@@ -127,9 +127,15 @@ func (ca *CA) IssueGateway(gateway string, now time.Time) (certPEM, keyPEM []byt
 	if err != nil {
 		return nil, nil, err
 	}
+	return ca.IssueClient(gateway, u, now)
+}
+
+// IssueClient issues a client certificate named commonName whose one subject alt name is uri,
+// valid from now for CertLifetime.
+func (ca *CA) IssueClient(commonName string, uri *url.URL, now time.Time) (certPEM, keyPEM []byte, err error) {
 	return ca.issue(&x509.Certificate{
-		Subject:     pkix.Name{CommonName: gateway},
-		URIs:        []*url.URL{u},
+		Subject:     pkix.Name{CommonName: commonName},
+		URIs:        []*url.URL{uri},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}, now)
 }

@@ -1,27 +1,22 @@
 package xdstest
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mcpgate/mcpgate/internal/pki"
 )
 
-// CA is a throwaway certificate authority for tests of mutual TLS.
+// CA is a throwaway certificate authority for tests of mutual TLS: mcpgate's own (pki.CA).
 type CA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
+	ca *pki.CA
 	// PEM is the CA certificate in PEM, what a ca.crt file holds.
 	PEM []byte
 	// Pool trusts the CA alone.
@@ -35,40 +30,21 @@ type Cert struct {
 	CertPEM, KeyPEM []byte
 }
 
-// NewCA returns a new CA, valid for an hour.
+// NewCA returns a new CA.
 func NewCA(t testing.TB) *CA {
 	t.Helper()
-	key := newKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(t),
-		Subject:               pkix.Name{CommonName: "mcpgate test CA"},
-		NotBefore:             time.Now().Add(-time.Minute),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	ca, err := pki.NewCA(time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &CA{cert: cert, key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), Pool: pool}
+	return &CA{ca: ca, PEM: ca.CertPEM, Pool: ca.Pool()}
 }
 
 // Server issues a server certificate for the DNS name dns.
 func (ca *CA) Server(t testing.TB, dns string) Cert {
 	t.Helper()
-	return ca.issue(t, &x509.Certificate{
-		Subject:     pkix.Name{CommonName: dns},
-		DNSNames:    []string{dns},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	})
+	c, k, err := ca.ca.IssueServer([]string{dns}, time.Now())
+	return certOf(t, c, k, err)
 }
 
 // Client issues a client certificate whose only subject alt name is the URI uri.
@@ -78,31 +54,17 @@ func (ca *CA) Client(t testing.TB, uri string) Cert {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ca.issue(t, &x509.Certificate{
-		URIs:        []*url.URL{u},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	})
+	c, k, err := ca.ca.IssueClient(uri, u, time.Now())
+	return certOf(t, c, k, err)
 }
 
-func (ca *CA) issue(t testing.TB, tmpl *x509.Certificate) Cert {
+func certOf(t testing.TB, certPEM, keyPEM []byte, err error) Cert {
 	t.Helper()
-	key := newKey(t)
-	tmpl.SerialNumber = serial(t)
-	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Minute), time.Now().Add(time.Hour)
-	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := Cert{
-		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
-	}
-	if c.TLS, err = tls.X509KeyPair(c.CertPEM, c.KeyPEM); err != nil {
+	c := Cert{CertPEM: certPEM, KeyPEM: keyPEM}
+	if c.TLS, err = tls.X509KeyPair(certPEM, keyPEM); err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -112,31 +74,13 @@ func (ca *CA) issue(t testing.TB, tmpl *x509.Certificate) Cert {
 // Kubernetes TLS Secret mounted as a volume) and returns their paths.
 func (ca *CA) Write(t testing.TB, dir string, c Cert) (certFile, keyFile, caFile string) {
 	t.Helper()
-	certFile, keyFile, caFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.crt")
+	certFile, keyFile, caFile = filepath.Join(dir, pki.CertFile), filepath.Join(dir, pki.KeyFile), filepath.Join(dir, pki.CAFile)
 	for path, data := range map[string][]byte{certFile: c.CertPEM, keyFile: c.KeyPEM, caFile: ca.PEM} {
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return certFile, keyFile, caFile
-}
-
-func newKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key
-}
-
-func serial(t testing.TB) *big.Int {
-	t.Helper()
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
 
 // groupURIPrefix starts the URI SAN that Identity reads.
