@@ -137,7 +137,6 @@ type cachedFile struct {
 	current *fileObjects // the file's content when last read
 	served  *fileObjects // the content at the last Commit; nil if there was none
 	chosen  *fileObjects // the content the last Load or HoldBack returned
-	held    bool         // HoldBack chose served over a current content without errors
 }
 
 // Load reads the manifests at paths (files or directories) like the package's Load, reusing the
@@ -167,7 +166,7 @@ func (c *Cache) Load(paths ...string) (*translator.Resources, Sources, error) {
 		case cf.current == nil || cf.current.data == nil || !bytes.Equal(cf.current.data, data):
 			cf.current = parseFile(name, data)
 		}
-		cf.chosen, cf.held = cf.current, false
+		cf.chosen = cf.current
 		if len(cf.current.errs) > 0 && cf.served != nil {
 			cf.chosen = cf.served
 		}
@@ -186,7 +185,7 @@ func (c *Cache) Load(paths ...string) (*translator.Resources, Sources, error) {
 func (c *Cache) HoldBack(names []string) (res *translator.Resources, src Sources, err error, held bool) {
 	for _, name := range names {
 		if cf := c.files[name]; cf != nil && cf.served != nil && cf.chosen != cf.served {
-			cf.chosen, cf.held, held = cf.served, true, true
+			cf.chosen, held = cf.served, true
 		}
 	}
 	res, src, err = c.merged()
@@ -211,7 +210,7 @@ func (c *Cache) merged() (*translator.Resources, Sources, error) {
 		case cf.chosen != cf.current && len(cf.current.errs) > 0:
 			errs = append(errs, cf.current.errs...)
 			errs = append(errs, fmt.Errorf("%s: serving its last good version until the errors above are fixed", name))
-		case cf.held:
+		case cf.chosen != cf.current: // held back (HoldBack)
 			errs = append(errs, fmt.Errorf("%s: serving its last good version: its new content was refused (the problems logged above)", name))
 		case cf.served == nil:
 			added = append(added, name)
