@@ -65,35 +65,13 @@ func newPipeline(srv *xds.Server, log *slog.Logger, reg prometheus.Registerer, e
 func (p *pipeline) apply(res *translator.Resources, src file.Sources, loadErr error) (holdBack []string) {
 	start := time.Now()
 	out := translator.Translate(res, p.opts)
-	refusals := map[string]bool{}
-	changed := setOf(src.Changed)
-	added, hold := []string{}, map[string]bool{}
-	causedElsewhere := false // a served file that did not change is refused anew
-	for _, fe := range out.Status.Problems() {
-		m := src.Describe(fe)
-		refusals[m] = true
-		if p.refusals[m] {
-			continue
-		}
-		added = append(added, m)
-		loc, _ := src.Of(fe.Object())
-		switch {
-		case changed[loc.File]:
-			hold[loc.File] = true
-		case loc.File != "" && !slices.Contains(src.Added, loc.File):
-			causedElsewhere = true
-		}
-	}
-	if len(hold) == 0 && causedElsewhere {
-		hold = changed
-	}
+	refusals, added, hold := judgeEdit(p.refusals, out.Status.Problems(), src)
 	if len(hold) > 0 {
 		for _, m := range added {
 			p.log.Warn("not served: " + m)
 		}
-		files := slices.Sorted(maps.Keys(hold))
-		p.log.Warn("an edit adds refusals: these files keep their last good version", "files", files)
-		return files
+		p.log.Warn("an edit adds refusals: these files keep their last good version", "files", hold)
+		return hold
 	}
 	var problems []string
 	for _, err := range flatten(loadErr) {
@@ -120,13 +98,34 @@ func (p *pipeline) apply(res *translator.Resources, src file.Sources, loadErr er
 	return nil
 }
 
-// setOf returns the set of names.
-func setOf(names []string) map[string]bool {
-	m := make(map[string]bool, len(names))
-	for _, n := range names {
-		m[n] = true
+// judgeEdit compares a reload's refusals (problems, described with the files of src) with the
+// served configuration's (served). It returns the reload's refusals, those among them that are
+// new, and the files to hold back (sorted): the changed files whose own objects are refused
+// anew, else, when a served file that did not change is (a Gateway or backend renamed under its
+// routes), every changed file. A new file's own refusals hold nothing back.
+func judgeEdit(served map[string]bool, problems []translator.FieldError, src file.Sources) (refusals map[string]bool, added, hold []string) {
+	refusals = make(map[string]bool, len(problems))
+	held := map[string]bool{}
+	causedElsewhere := false
+	for _, fe := range problems {
+		m := src.Describe(fe)
+		refusals[m] = true
+		if served[m] {
+			continue
+		}
+		added = append(added, m)
+		loc, _ := src.Of(fe.Object())
+		switch {
+		case slices.Contains(src.Changed, loc.File):
+			held[loc.File] = true
+		case loc.File != "" && !slices.Contains(src.Added, loc.File):
+			causedElsewhere = true
+		}
 	}
-	return m
+	if len(held) == 0 && causedElsewhere {
+		return refusals, added, slices.Sorted(slices.Values(src.Changed))
+	}
+	return refusals, added, slices.Sorted(maps.Keys(held))
 }
 
 // report logs the problems (refused), the skipped documents and the translator's warnings (what
