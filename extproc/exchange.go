@@ -235,13 +235,21 @@ func (st *stream) answer(m *mcp.Message, ex *exchange, md *metadata, now time.Ti
 	switch {
 	case hasErr:
 		outcome = telemetry.OutcomeError
-		md.num(contract.FieldJSONRPCError, code)
 	case ex.rec.Method == mcp.MethodToolsCall && m.IsToolError():
 		outcome = telemetry.OutcomeToolError
 	}
+	st.settle(ex, outcome, md, now)
+	return repl
+}
+
+// settle finishes ex, answered with outcome in the reply that carries md: the access log gets
+// the outcome and, for an error, its JSON-RPC code, as the audit line does.
+func (st *stream) settle(ex *exchange, outcome string, md *metadata, now time.Time) {
+	if ex.rec.HasError {
+		md.num(contract.FieldJSONRPCError, ex.rec.ErrorCode)
+	}
 	md.str(contract.FieldOutcome, outcome)
 	st.s.finish(ex, outcome, now)
-	return repl
 }
 
 // filterTools removes from the tools/list answer m the tools f refuses. It returns m's

@@ -260,7 +260,7 @@ func TestDeniedCallStreamable(t *testing.T) {
 		t.Errorf("headers = %v", setHeaders(resp))
 	}
 	md := extproctest.Metadata(resp)
-	if md["decision"] != "deny" || md["tool"] != "get-env" || md["jsonrpc_error"] != "-32602" || md["rule"] != "" {
+	if md["decision"] != "deny" || md["tool"] != "get-env" || md["jsonrpc_error"] != "-32602" || md["outcome"] != "error" || md["rule"] != "" {
 		t.Errorf("metadata %v", md)
 	}
 	recs := h.audit.records(t)
@@ -527,7 +527,7 @@ func TestJWTAndCEL(t *testing.T) {
 				t.Errorf("headers %v", hs)
 			}
 			md := extproctest.Metadata(resp)
-			if md["authn"] != tt.authn || md["decision"] != "deny" {
+			if md["authn"] != tt.authn || md["decision"] != "deny" || md["outcome"] != "refused" {
 				t.Errorf("metadata %v", md)
 			}
 			if tt.token != "" && strings.Contains(fmt.Sprint(md), tt.token) {

@@ -585,9 +585,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 			return immediateReply(answer{status: http.StatusAccepted, details: "mcpgate_tool_denied"}, md)
 		}
 		ex.rec.HTTPStatus, ex.rec.HasError, ex.rec.ErrorCode = http.StatusOK, true, mcp.CodeInvalidParams
-		st.s.finish(ex, telemetry.OutcomeError, time.Now())
-		md.num(contract.FieldJSONRPCError, mcp.CodeInvalidParams)
-		md.str(contract.FieldOutcome, telemetry.OutcomeError)
+		st.settle(ex, telemetry.OutcomeError, &md, time.Now())
 		return immediateReply(answer{status: http.StatusOK, contentType: "application/json",
 			body: mcp.UnknownTool(ex.rec.ID, ex.rec.Tool), details: "mcpgate_tool_denied"}, md)
 	}
