@@ -85,8 +85,8 @@ type backendInfo struct {
 	target   *target // nil when the backend cannot be used
 	err      string  // why target is nil ("field: message")
 	status   *v1alpha1.AgentgatewayBackendStatus
-	problems problems
-	warnings problems // accepted, not applied as written (Status.Warnings)
+	problems fieldErrors
+	warnings fieldErrors // accepted, not applied as written (Status.Warnings)
 }
 
 // translateBackends translates every backend on its own (forEach), then registers them in input
@@ -116,7 +116,7 @@ func (t *translation) translateBackendStatus(bi *backendInfo) {
 	if bi.target == nil {
 		bi.err = field + ": " + msg
 		bi.status = &v1alpha1.AgentgatewayBackendStatus{Conditions: []metav1.Condition{condition("Accepted", false, "Invalid", bi.err, gen)}}
-		bi.problems.refuse(KindAgentgatewayBackend, b.Namespace, b.Name, field, msg)
+		bi.problems.add(KindAgentgatewayBackend, b.Namespace, b.Name, field, msg)
 		return
 	}
 	bi.target.describeCluster()
@@ -192,7 +192,7 @@ func (t *translation) translateAI(bi *backendInfo, name string) (field, msg, not
 	}
 	if p.OpenAI.Model != nil {
 		w := fmt.Sprintf("%q is not applied: requests keep their own model", *p.OpenAI.Model)
-		bi.warnings.refuse(KindAgentgatewayBackend, b.Namespace, b.Name, "spec.ai.provider.openai.model", w)
+		bi.warnings.add(KindAgentgatewayBackend, b.Namespace, b.Name, "spec.ai.provider.openai.model", w)
 		note += "; spec.ai.provider.openai.model " + w
 	}
 	return "", "", note
@@ -279,7 +279,7 @@ func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, no
 			}
 			w := fmt.Sprintf("the selector finds %d MCP servers; Envoy cannot fan out, so only %s is routed (not %s)",
 				len(found), found[0].name, strings.Join(others, ", "))
-			bi.warnings.refuse(KindAgentgatewayBackend, b.Namespace, b.Name, "spec.mcp.targets[0].selector", w)
+			bi.warnings.add(KindAgentgatewayBackend, b.Namespace, b.Name, "spec.mcp.targets[0].selector", w)
 			notes = append(notes, w)
 		}
 	}
@@ -292,7 +292,7 @@ func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, no
 		}
 		w := fmt.Sprintf("Envoy cannot fan out to several MCP targets: only the first (%s) is routed; %s not",
 			first.Name, strings.Join(rest, ", "))
-		bi.warnings.refuse(KindAgentgatewayBackend, b.Namespace, b.Name, "spec.mcp.targets", w)
+		bi.warnings.add(KindAgentgatewayBackend, b.Namespace, b.Name, "spec.mcp.targets", w)
 		notes = append(notes, w)
 	}
 	if len(notes) > 0 {

@@ -35,7 +35,7 @@ type policyInfo struct {
 	mcp     []*policyv1.Rule
 	targets []policyTarget
 	// problems are the refusals of validatePolicy
-	problems problems
+	problems fieldErrors
 	resolved int // targets found
 }
 
@@ -268,7 +268,7 @@ func (t *translation) validatePolicy(p *v1alpha1.AgentgatewayPolicy) *policyInfo
 	bad := func(field, msg string) {
 		pi.invalid = true
 		pi.errs = append(pi.errs, field+": "+msg)
-		pi.problems.refuse(kind, p.Namespace, p.Name, field, msg)
+		pi.problems.add(kind, p.Namespace, p.Name, field, msg)
 	}
 	s := &p.Spec
 	if s.Traffic == nil && s.Backend == nil {

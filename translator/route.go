@@ -135,9 +135,9 @@ type compiledRoute struct {
 	rules       []*compiledRule
 	refReason   string // ResolvedRefs reason when false
 	refMsgs     []string
-	invalidMsgs []string // "field: message" of each invalid part of a rule
-	badRules    []string // the fields of the rules that cannot be honoured (they answer 500)
-	problems    problems // the refusals of compileRoute and attachRoute
+	invalidMsgs []string    // "field: message" of each invalid part of a rule
+	badRules    []string    // the fields of the rules that cannot be honoured (they answer 500)
+	problems    fieldErrors // the refusals of compileRoute and attachRoute
 
 	// set by attachRoute
 	status   *gwv1.HTTPRouteStatus
@@ -248,7 +248,7 @@ func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentRefer
 			return ps, false // another controller's Gateway, or unknowable in a cluster
 		}
 		msg := fmt.Sprintf("Gateway %s not found", keyString(ns, string(pr.Name)))
-		cr.problems.refuse(KindHTTPRoute, r.Namespace, r.Name, field(), msg)
+		cr.problems.add(KindHTTPRoute, r.Namespace, r.Name, field(), msg)
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), false, string(gwv1.RouteReasonNoMatchingParent), msg, gen))
 		ps.Conditions = appendRouteRefConditions(ps.Conditions, cr, gen)
 		return ps, true
@@ -295,14 +295,14 @@ func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentRefer
 	}
 	switch {
 	case n > 0 && cr.allInvalid():
-		cr.problems.refuse(KindHTTPRoute, r.Namespace, r.Name, field(), "not attached: no rule can be honoured (see the errors of spec.rules)")
+		cr.problems.add(KindHTTPRoute, r.Namespace, r.Name, field(), "not attached: no rule can be honoured (see the errors of spec.rules)")
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), false, string(gwv1.RouteReasonUnsupportedValue),
 			"no rule can be honoured: "+strings.Join(cr.invalidMsgs, "; "), gen))
 	case n > 0:
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), true, string(gwv1.RouteReasonAccepted), "", gen))
 		addGateway(&cr.info.gateways, gi)
 	default:
-		cr.problems.refuse(KindHTTPRoute, r.Namespace, r.Name, field(), msg)
+		cr.problems.add(KindHTTPRoute, r.Namespace, r.Name, field(), msg)
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), false, reason, msg, gen))
 	}
 	ps.Conditions = appendRouteRefConditions(ps.Conditions, cr, gen)
@@ -381,7 +381,7 @@ func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {
 	// a filter, a timeout) would do something else than asked
 	invalid := func(f, msg string) {
 		cr.invalidMsgs = append(cr.invalidMsgs, f+": "+msg)
-		cr.problems.refuse(KindHTTPRoute, r.Namespace, r.Name, f, msg)
+		cr.problems.add(KindHTTPRoute, r.Namespace, r.Name, f, msg)
 		if c.failMsg == "" {
 			cr.badRules = append(cr.badRules, field())
 		}
@@ -743,7 +743,7 @@ func (t *translation) resolveBackendRef(cr *compiledRoute, c *compiledRule, rule
 		}
 		field := "spec.rules[" + strconv.Itoa(rule) + "].backendRefs[" + strconv.Itoa(index) + "]"
 		cr.refMsgs = append(cr.refMsgs, field+": "+msg)
-		cr.problems.refuse(KindHTTPRoute, r.Namespace, r.Name, field, msg)
+		cr.problems.add(KindHTTPRoute, r.Namespace, r.Name, field, msg)
 		if weight > 0 {
 			c.invalidWeight += uint32(weight)
 		}

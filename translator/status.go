@@ -70,16 +70,17 @@ type Status struct {
 	// Policies holds both policy kinds, keyed by kind, namespace and name.
 	Policies map[ObjectKey]*gwv1.PolicyStatus
 
-	problems problems
-	warnings problems
+	problems fieldErrors
+	warnings fieldErrors
 }
 
-// problems collects refusals (or warnings). A stage that works on several goroutines (forEach)
-// keeps each object's with the object and adds them to the Status in input order (Status.add).
-type problems []FieldError
+// fieldErrors collects refusals (or warnings). A stage that works on several goroutines
+// (forEach) keeps each object's with the object and adds them to the Status in input order
+// (Status.add).
+type fieldErrors []FieldError
 
-func (p *problems) refuse(kind, ns, name, field, msg string) {
-	*p = append(*p, FieldError{Kind: kind, Namespace: ns, Name: name, Field: field, Message: msg})
+func (e *fieldErrors) add(kind, ns, name, field, msg string) {
+	*e = append(*e, FieldError{Kind: kind, Namespace: ns, Name: name, Field: field, Message: msg})
 }
 
 func newStatus(in *Resources) Status {
@@ -131,11 +132,11 @@ func sortedFieldErrors(in []FieldError) []FieldError {
 }
 
 func (s *Status) refuse(kind, ns, name, field, msg string) {
-	s.problems.refuse(kind, ns, name, field, msg)
+	s.problems.add(kind, ns, name, field, msg)
 }
 
 // add adds refusals collected apart from the Status.
-func (s *Status) add(p problems) {
+func (s *Status) add(p fieldErrors) {
 	s.problems = append(s.problems, p...)
 }
 
