@@ -350,9 +350,10 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 	// --extproc-addr unix://ExtProcSocket` (with --xds-tls-dir XDSTLSDir under xDS TLS).
 	opts := bootstrap.Options{Gateway: key.String(), XDSAddr: d.XDSAddress, ExtProcAddr: "unix://" + ExtProcSocket}
 	var cert *xdsCert
+	var curSecret *corev1.Secret
 	if d.XDSCA != nil {
 		var err error
-		if cert, err = p.gatewayCert(ctx, d.XDSCA, key); err != nil {
+		if cert, curSecret, err = p.gatewayCert(ctx, d.XDSCA, key); err != nil {
 			return err
 		}
 		if opts.XDSTLS, err = bootstrap.TLSDir(XDSTLSDir, d.XDSAddress); err != nil {
@@ -373,20 +374,19 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 		current client.Object
 		apply   runtime.ApplyConfiguration
 		hash    string
+		mounted bool // the Deployment's pods mount it
 	}
 	var cm corev1.ConfigMap
 	var dep appsv1.Deployment
-	var sec corev1.Secret
 	var errs []error
 	var list []applied
 	if objs.secret != nil {
-		// before the Deployment, whose pods mount it
-		list = append(list, applied{"Secret", *objs.secret.Name, &sec, objs.secret, objs.secret.Annotations[AnnotationConfigHash]})
+		list = append(list, applied{"Secret", *objs.secret.Name, curSecret, objs.secret, objs.secret.Annotations[AnnotationConfigHash], true})
 	}
 	list = append(list,
-		applied{"ConfigMap", *objs.configMap.Name, &cm, objs.configMap, objs.configMap.Annotations[AnnotationConfigHash]},
-		applied{"Service", *objs.service.Name, services[types.NamespacedName{Namespace: key.Namespace, Name: *objs.service.Name}], objs.service, objs.service.Annotations[AnnotationConfigHash]},
-		applied{"Deployment", *objs.deployment.Name, &dep, objs.deployment, objs.deployment.Annotations[AnnotationConfigHash]})
+		applied{"ConfigMap", *objs.configMap.Name, &cm, objs.configMap, objs.configMap.Annotations[AnnotationConfigHash], true},
+		applied{"Service", *objs.service.Name, services[types.NamespacedName{Namespace: key.Namespace, Name: *objs.service.Name}], objs.service, objs.service.Annotations[AnnotationConfigHash], false},
+		applied{"Deployment", *objs.deployment.Name, &dep, objs.deployment, objs.deployment.Annotations[AnnotationConfigHash], false})
 	mountsRefused := false
 	for _, o := range list {
 		if o.kind == "Deployment" && mountsRefused {
@@ -397,40 +397,43 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 		}
 		if err := p.applyIfChanged(ctx, o.kind, types.NamespacedName{Namespace: key.Namespace, Name: o.name}, o.current, o.apply, o.hash); err != nil {
 			errs = append(errs, err)
-			mountsRefused = mountsRefused || o.kind == "ConfigMap" || o.kind == "Secret"
+			mountsRefused = mountsRefused || o.mounted
 		}
 	}
 	return errors.Join(errs...)
 }
 
 // gatewayCert returns the xDS client certificate of gw: the one its Secret holds while ca signed
-// it and a third of its life is left, else a new one. Secrets are not cached: the Secret is read
-// from the API server.
-func (p *Provider) gatewayCert(ctx context.Context, ca *pki.CA, gw gatewayKey) (*xdsCert, error) {
-	var cur corev1.Secret
-	err := p.reader.Get(ctx, types.NamespacedName{Namespace: gw.Namespace, Name: xdsSecretName(gw.Name)}, &cur)
+// it for gw and a third of its life is left, else a new one; and the Secret as read (nil: none).
+// Secrets are not cached: the Secret is read from the API server.
+func (p *Provider) gatewayCert(ctx context.Context, ca *pki.CA, gw gatewayKey) (*xdsCert, *corev1.Secret, error) {
+	cur := &corev1.Secret{}
+	err := p.reader.Get(ctx, types.NamespacedName{Namespace: gw.Namespace, Name: xdsSecretName(gw.Name)}, cur)
 	switch {
-	case err == nil && cur.Labels[LabelManagedBy] == ManagedByValue && bytes.Equal(cur.Data[pki.CAFile], ca.CertPEM) &&
+	case apierrors.IsNotFound(err):
+		cur = nil
+	case err != nil:
+		return nil, nil, fmt.Errorf("read Secret %s/%s: %w", gw.Namespace, xdsSecretName(gw.Name), err)
+	case cur.Labels[LabelManagedBy] == ManagedByValue && bytes.Equal(cur.Data[pki.CAFile], ca.CertPEM) &&
 		ca.CurrentGateway(cur.Data[pki.CertFile], cur.Data[pki.KeyFile], gw.String(), time.Now()):
-		return &xdsCert{cert: cur.Data[pki.CertFile], key: cur.Data[pki.KeyFile], ca: ca.CertPEM}, nil
-	case err != nil && !apierrors.IsNotFound(err):
-		return nil, fmt.Errorf("read Secret %s/%s: %w", gw.Namespace, xdsSecretName(gw.Name), err)
+		return &xdsCert{cert: cur.Data[pki.CertFile], key: cur.Data[pki.KeyFile], ca: ca.CertPEM}, cur, nil
 	}
 	// (a Secret of that name that mcpgate did not make is refused by applyIfChanged)
 	c, k, err := ca.IssueGateway(gw.String(), time.Now())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return &xdsCert{cert: c, key: k, ca: ca.CertPEM}, nil
+	return &xdsCert{cert: c, key: k, ca: ca.CertPEM}, cur, nil
 }
 
 // applyIfChanged applies an object unless the current one carries the same config hash. current
-// is the cached Service (nil: none), or an empty object to read a ConfigMap or Deployment into.
+// is the object as already read (the cached Service, the Secret gatewayCert read; nil: none), or
+// an empty object to read a ConfigMap or Deployment into.
 func (p *Provider) applyIfChanged(ctx context.Context, kind string, key types.NamespacedName, current client.Object, apply runtime.ApplyConfiguration, hash string) error {
 	exists := false
-	switch c := current.(type) {
-	case *corev1.Service:
-		exists = c != nil
+	switch current.(type) {
+	case *corev1.Service, *corev1.Secret:
+		exists = !reflect.ValueOf(current).IsNil()
 	default:
 		// The cache holds only the objects labelled as the controller's; an object of the same
 		// name without the label is found by reading the API server.
