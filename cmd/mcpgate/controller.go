@@ -112,7 +112,7 @@ func runController(ctx context.Context, args []string) error {
 		if err != nil {
 			return fmt.Errorf("--xds-tls: %w", err)
 		}
-		if xdsCreds, err = kubernetes.ServerTLS(ca, *xdsService); err != nil {
+		if xdsCreds, err = ca.ServerConfig(*xdsService); err != nil {
 			return fmt.Errorf("--xds-tls: %w", err)
 		}
 		if opts.DataPlane != nil {

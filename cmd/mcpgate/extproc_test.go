@@ -24,7 +24,6 @@ import (
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
 	"github.com/mcpgate/mcpgate/internal/pki"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
-	"github.com/mcpgate/mcpgate/provider/kubernetes"
 	"github.com/mcpgate/mcpgate/xds"
 )
 
@@ -224,7 +223,7 @@ func TestServeExtProcXDSTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serverTLS, err := kubernetes.ServerTLS(ca, xlis.Addr().String())
+	serverTLS, err := ca.ServerConfig(xlis.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -267,4 +268,42 @@ func ClientTLS(dir, serverName string) (*tls.Config, error) {
 		return nil, fmt.Errorf("xDS CA: %s holds no PEM certificate", filepath.Join(dir, CAFile))
 	}
 	return &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS12}, nil
+}
+
+// ServerConfig returns the TLS configuration of the xDS server: a certificate for the host of
+// xdsAddress (HOST:PORT, the address data planes dial) issued by ca, made at the first handshake
+// and again once a third of its life is left, and client certificates required and verified
+// against ca.
+func (ca *CA) ServerConfig(xdsAddress string) (*tls.Config, error) {
+	host, _, err := net.SplitHostPort(xdsAddress)
+	if err != nil {
+		return nil, fmt.Errorf("xDS address %q: %w", xdsAddress, err)
+	}
+	var mu sync.Mutex
+	var certPEM []byte
+	var cert *tls.Certificate
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		ClientAuth: tls.RequireAndVerifyClientCert,
+		ClientCAs:  ca.Pool(),
+		NextProtos: []string{"h2"},
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			now := time.Now()
+			if cert != nil && ca.Current(certPEM, now) {
+				return cert, nil
+			}
+			c, k, err := ca.IssueServer([]string{host}, now)
+			if err != nil {
+				return nil, err
+			}
+			pair, err := tls.X509KeyPair(c, k)
+			if err != nil {
+				return nil, err
+			}
+			certPEM, cert = c, &pair
+			return cert, nil
+		},
+	}, nil
 }

@@ -261,7 +261,7 @@ func startControllerOn(t, owner *testing.T, cfg *rest.Config, opts kubernetes.Op
 	gopts := xds.GRPCServerOptions()
 	withTLS := opts.DataPlane != nil && opts.DataPlane.XDSCA != nil
 	if withTLS {
-		cfg, err := kubernetes.ServerTLS(opts.DataPlane.XDSCA, opts.DataPlane.XDSAddress)
+		cfg, err := opts.DataPlane.XDSCA.ServerConfig(opts.DataPlane.XDSAddress)
 		if err != nil {
 			t.Fatal(err)
 		}

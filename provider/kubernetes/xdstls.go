@@ -2,10 +2,7 @@ package kubernetes
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
-	"net"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -61,42 +58,4 @@ func EnsureCA(ctx context.Context, c client.Client, namespace string) (*pki.CA, 
 		return nil, fmt.Errorf("Secret %s: data.%s and data.%s: %w (delete the Secret to have a new CA made)", key, caCertKey, caKeyKey, err)
 	}
 	return ca, nil
-}
-
-// ServerTLS returns the TLS configuration of the xDS server: a certificate for the host of
-// xdsAddress (HOST:PORT, the address data planes dial) issued by ca, made at the first handshake
-// and again once a third of its life is left, and client certificates required and verified
-// against ca.
-func ServerTLS(ca *pki.CA, xdsAddress string) (*tls.Config, error) {
-	host, _, err := net.SplitHostPort(xdsAddress)
-	if err != nil {
-		return nil, fmt.Errorf("xDS address %q: %w", xdsAddress, err)
-	}
-	var mu sync.Mutex
-	var certPEM []byte
-	var cert *tls.Certificate
-	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		ClientAuth: tls.RequireAndVerifyClientCert,
-		ClientCAs:  ca.Pool(),
-		NextProtos: []string{"h2"},
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			now := time.Now()
-			if cert != nil && ca.Current(certPEM, now) {
-				return cert, nil
-			}
-			c, k, err := ca.IssueServer([]string{host}, now)
-			if err != nil {
-				return nil, err
-			}
-			pair, err := tls.X509KeyPair(c, k)
-			if err != nil {
-				return nil, err
-			}
-			certPEM, cert = c, &pair
-			return cert, nil
-		},
-	}, nil
 }
