@@ -40,6 +40,20 @@ func ServerTLS(cfg *tls.Config) (grpc.ServerOption, error) {
 	return grpc.Creds(credentials.NewTLS(c)), nil
 }
 
+// MutualTLS is ServerTLS(cfg) with BindIdentity(identity): the option of a server that serves
+// each client only the node group its certificate is bound to. Use it rather than the two apart.
+func (s *Server) MutualTLS(cfg *tls.Config, identity Identity) (grpc.ServerOption, error) {
+	if identity == nil {
+		return nil, errors.New("xds TLS: no identity to bind node groups to")
+	}
+	opt, err := ServerTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.BindIdentity(identity)
+	return opt, nil
+}
+
 // Identity returns the node group that the holder of a verified client certificate may
 // subscribe as, or an error when the certificate names none.
 type Identity func(cert *x509.Certificate) (group string, err error)

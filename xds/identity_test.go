@@ -222,6 +222,9 @@ func TestBoundIdentityFetch(t *testing.T) {
 
 // TestServerTLSErrors: a configuration that could not verify clients is refused.
 func TestServerTLSErrors(t *testing.T) {
+	if _, err := xds.New(nil).MutualTLS(&tls.Config{}, nil); err == nil {
+		t.Error("MutualTLS without an identity accepted")
+	}
 	if _, err := xds.ServerTLS(nil); err == nil {
 		t.Error("nil config accepted")
 	}

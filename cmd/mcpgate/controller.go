@@ -150,12 +150,11 @@ func serveController(ctx context.Context, logger *slog.Logger, cfg *rest.Config,
 
 	gopts := xds.GRPCServerOptions()
 	if xdsTLS != nil {
-		creds, err := xds.ServerTLS(xdsTLS)
+		creds, err := srv.MutualTLS(xdsTLS, pki.GatewayOf)
 		if err != nil {
 			return err
 		}
 		gopts = append(gopts, creds)
-		srv.BindIdentity(pki.GatewayOf)
 	}
 	g := grpc.NewServer(gopts...)
 	srv.Register(g)

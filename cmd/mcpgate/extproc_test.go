@@ -227,12 +227,11 @@ func TestServeExtProcXDSTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	creds, err := xds.ServerTLS(serverTLS)
+	x := xds.New(slog.New(slog.NewTextHandler(&serverLog, nil)))
+	creds, err := x.MutualTLS(serverTLS, pki.GatewayOf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	x := xds.New(slog.New(slog.NewTextHandler(&serverLog, nil)))
-	x.BindIdentity(pki.GatewayOf)
 	gs := grpc.NewServer(append(xds.GRPCServerOptions(), creds)...)
 	x.Register(gs)
 	go gs.Serve(xlis)

@@ -265,12 +265,11 @@ func startControllerOn(t, owner *testing.T, cfg *rest.Config, opts kubernetes.Op
 		if err != nil {
 			t.Fatal(err)
 		}
-		creds, err := xds.ServerTLS(cfg)
+		creds, err := srv.MutualTLS(cfg, pki.GatewayOf)
 		if err != nil {
 			t.Fatal(err)
 		}
 		gopts = append(gopts, creds)
-		srv.BindIdentity(pki.GatewayOf)
 	}
 	gs := grpc.NewServer(gopts...)
 	srv.Register(gs)
