@@ -3,8 +3,9 @@
 // Load reads files and directories (the *.yaml and *.yml files directly in a directory, not
 // below it), each possibly holding several documents separated by "---", and decodes the kinds
 // the translator knows strictly: an unknown or duplicate field is an error naming the file, the
-// document, the object and the field. Unknown kinds (a Deployment next to its Service) are
-// skipped with a warning. Objects without a namespace get "default", as kubectl would give them.
+// document, the object and the field. Kinds mcpgate does not read (a Deployment next to its
+// Service) are skipped with a warning; a kind or apiVersion that is a mistake (a typo in a
+// policy's kind) is an error (see catalog). Objects without a namespace get "default", as kubectl would give them.
 // An error in one document loses nothing else: every good object is still returned.
 package file
 
@@ -115,7 +116,8 @@ func decodeInto[T any, P interface {
 	}
 }
 
-func kinds() map[string]kindInfo {
+// readKinds returns the kinds mcpgate reads, by "apiVersion/Kind".
+func readKinds() map[string]kindInfo {
 	gw := func(res *translator.Resources, p *gwv1.Gateway) { res.Gateways = append(res.Gateways, p) }
 	gwc := func(res *translator.Resources, p *gwv1.GatewayClass) {
 		res.GatewayClasses = append(res.GatewayClasses, p)
@@ -227,9 +229,9 @@ type object struct {
 }
 
 // parseFile decodes the documents of one file's content.
-func parseFile(name string, data []byte) *fileObjects {
+func parseFile(name string, data []byte, cat *catalog) *fileObjects {
 	f := &fileObjects{name: name, data: data}
-	d := decoder{kinds: kinds(), file: f}
+	d := decoder{cat: cat, file: f}
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	for n := 1; ; n++ {
 		doc, err := r.Read()
@@ -269,8 +271,8 @@ func merge(files []*fileObjects) (*translator.Resources, Sources, error) {
 
 // decoder decodes the documents of one file into it.
 type decoder struct {
-	kinds map[string]kindInfo
-	file  *fileObjects
+	cat  *catalog
+	file *fileObjects
 }
 
 func (d *decoder) fail(loc Location, obj translator.ObjectKey, field, msg string) {
@@ -326,8 +328,12 @@ func (d *decoder) loadJSON(loc Location, js []byte) {
 		d.fail(loc, obj, "", "apiVersion and kind are required")
 		return
 	}
-	ki, ok := d.kinds[h.APIVersion+"/"+h.Kind]
+	ki, ok := d.cat.read[h.APIVersion+"/"+h.Kind]
 	if !ok {
+		if field, msg := d.cat.mistake(h.APIVersion, h.Kind); msg != "" {
+			d.fail(loc, obj, field, msg)
+			return
+		}
 		d.file.warnings = append(d.file.warnings, fmt.Sprintf("%s: document %d: skipped %s %s: mcpgate does not read this kind",
 			loc.File, loc.Document, h.APIVersion, h.Kind))
 		return

@@ -3,6 +3,7 @@ package file
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -429,5 +430,55 @@ func TestWatchHoldBack(t *testing.T) {
 	case c := <-ch:
 		t.Fatalf("a call after fn held back nothing it could: %+v", c)
 	case <-time.After(5 * DebounceDelay):
+	}
+}
+
+// TestKindMistakes: a document of a kind mcpgate does not read is skipped when it is a real
+// kind (a Deployment, a GRPCRoute) or of a group mcpgate knows nothing of, and refused, naming
+// the field, when no API server would serve it in a group mcpgate reads from or when it is a
+// kind mcpgate reads under another apiVersion: a policy skipped for a typo is not enforced.
+func TestKindMistakes(t *testing.T) {
+	for _, c := range []struct {
+		apiVersion, kind string
+		want             string // the error's field and message; "" for a skipped document
+	}{
+		{"apps/v1", "Deployment", ""},
+		{"gateway.networking.k8s.io/v1", "GRPCRoute", ""},
+		{"gateway.networking.k8s.io/v1alpha2", "TLSRoute", ""},
+		{"agentgateway.dev/v1alpha1", "AgentgatewayParameters", ""},
+		{"ratelimit.solo.io/v1alpha1", "RateLimitConfig", ""},
+		{"monitoring.coreos.com/v1", "ServiceMonitor", ""},
+		{"enterpriseagentgateway.solo.io/v1alpha1", "EnterpriseAgentGatewayPolicy",
+			`kind: no kind "EnterpriseAgentGatewayPolicy" in enterpriseagentgateway.solo.io/v1alpha1 (did you mean EnterpriseAgentgatewayPolicy?)`},
+		{"enterpriseagentgateway.solo.io/v1", "EnterpriseAgentgatewayPolicy",
+			"apiVersion: EnterpriseAgentgatewayPolicy is not served in enterpriseagentgateway.solo.io/v1: use enterpriseagentgateway.solo.io/v1alpha1"},
+		{"agentgateway.solo.io/v1alpha1", "AgentgatewayPolicy",
+			"apiVersion: AgentgatewayPolicy is not served in agentgateway.solo.io/v1alpha1: use agentgateway.dev/v1alpha1"},
+		{"gateway.networking.k8s.io/v1", "HTTPRoutes", `kind: no kind "HTTPRoutes" in gateway.networking.k8s.io/v1`},
+		{"gateway.networking.k8s.io/v1", "httproute", `kind: no kind "httproute" in gateway.networking.k8s.io/v1 (did you mean HTTPRoute?)`},
+		{"gateway.networking.k8s.io/v2", "HTTPRoute", "apiVersion: HTTPRoute is not served in gateway.networking.k8s.io/v2: use gateway.networking.k8s.io/v1 or gateway.networking.k8s.io/v1beta1"},
+		{"v1", "Services", `kind: no kind "Services" in v1`},
+		{"agentgateway.dev/v1alpha1", "Backend", `kind: no kind "Backend" in agentgateway.dev/v1alpha1`},
+		{"a/b/c", "X", "apiVersion: unexpected GroupVersion string: a/b/c"},
+	} {
+		t.Run(c.apiVersion+"/"+c.kind, func(t *testing.T) {
+			dir := t.TempDir()
+			f := filepath.Join(dir, "a.yaml")
+			write(t, f, fmt.Sprintf("apiVersion: %s\nkind: %s\nmetadata: {name: x, namespace: ns}\n---\n%s", c.apiVersion, c.kind, gatewayDoc))
+			res, src, err := Load(dir)
+			if len(res.Gateways) != 1 {
+				t.Fatalf("gateways = %d, want the other document's Gateway", len(res.Gateways))
+			}
+			if c.want == "" {
+				if err != nil || len(src.Warnings) != 1 || !strings.Contains(src.Warnings[0], "skipped "+c.apiVersion+" "+c.kind) {
+					t.Fatalf("err %v, warnings %q: want the document skipped", err, src.Warnings)
+				}
+				return
+			}
+			want := fmt.Sprintf("%s: document 1: %s ns/x: %s", f, c.kind, c.want)
+			if err == nil || err.Error() != want {
+				t.Fatalf("err %v\nwant %s", err, want)
+			}
+		})
 	}
 }

@@ -128,6 +128,7 @@ func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, S
 // served, as Watch does between reloads: a file whose new content has errors keeps its served
 // content. The zero Cache is ready to use.
 type Cache struct {
+	cat   *catalog
 	files map[string]*cachedFile
 	order []string // the files of the last Load, in Load's order
 	errs  []error  // the errors of the last Load that are not one file's
@@ -144,7 +145,11 @@ type cachedFile struct {
 // content of files whose new content has errors.
 func (c *Cache) Load(paths ...string) (*translator.Resources, Sources, error) {
 	if c.files == nil {
-		c.files = map[string]*cachedFile{}
+		cat, err := newCatalog()
+		if err != nil {
+			return nil, Sources{}, err
+		}
+		c.cat, c.files = cat, map[string]*cachedFile{}
 	}
 	// a file named in paths that disappears (an editor deleting and writing it anew, a
 	// mistake) keeps its served content like a file with errors; a file removed from a
@@ -164,7 +169,7 @@ func (c *Cache) Load(paths ...string) (*translator.Resources, Sources, error) {
 		case err != nil:
 			cf.current = &fileObjects{name: name, errs: []error{fmt.Errorf("%s: %w", name, err)}}
 		case cf.current == nil || cf.current.data == nil || !bytes.Equal(cf.current.data, data):
-			cf.current = parseFile(name, data)
+			cf.current = parseFile(name, data, c.cat)
 		}
 		cf.chosen = cf.current
 		if len(cf.current.errs) > 0 && cf.served != nil {
