@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"log/slog"
 	"maps"
 	"slices"
@@ -24,18 +25,22 @@ type pipeline struct {
 
 	problems    prometheus.Gauge
 	translation prometheus.Histogram
-	// reported is the problems logged last time, so that each is logged once, when it appears.
-	reported map[string]bool
+	// reported is what report logged last time (by line), so that each is logged once, when
+	// it appears.
+	reported map[string]reportedNote
 	// refusals is what the translator refused in the served configuration: a reload that adds
 	// to it is not served while it changes files that have a served content.
 	refusals map[string]bool
+	// notServed is what the reload being served would have refused: the files holding it went
+	// back to their last good content.
+	notServed []string
 }
 
 // newPipeline returns the pipeline that serves on srv: Envoy listeners bind bindAddress, and
 // maxBody is the MCP body limit (mcpgate run's --bind-address and --max-body-bytes).
 func newPipeline(srv *xds.Server, log *slog.Logger, reg prometheus.Registerer, envoys *supervisor, bindAddress string, maxBody int64) *pipeline {
 	p := &pipeline{
-		srv: srv, log: log.With("component", "config"), envoys: envoys, reported: map[string]bool{},
+		srv: srv, log: log.With("component", "config"), envoys: envoys, reported: map[string]reportedNote{},
 		// Every Gateway's Envoy runs on this host: a port belongs to one Gateway.
 		// the same Cache in every translation: unchanged policies are not checked again
 		opts: translator.Options{BindAddress: bindAddress, MaxBodyBytes: maxBody, ExclusivePorts: true, Cache: translator.NewCache()},
@@ -67,10 +72,8 @@ func (p *pipeline) apply(res *translator.Resources, src file.Sources, loadErr er
 	out := translator.Translate(res, p.opts)
 	refusals, added, hold := judgeEdit(p.refusals, out.Status.Problems(), src)
 	if len(hold) > 0 {
-		for _, m := range added {
-			p.log.Warn("not served: " + m)
-		}
-		p.log.Warn("an edit adds refusals: these files keep their last good version", "files", hold)
+		// reported with the reload of the held back files that comes next
+		p.notServed = append(p.notServed, added...)
 		return hold
 	}
 	var problems []string
@@ -78,17 +81,19 @@ func (p *pipeline) apply(res *translator.Resources, src file.Sources, loadErr er
 		problems = append(problems, err.Error())
 	}
 	problems = append(problems, slices.Sorted(maps.Keys(refusals))...)
+	notServed := p.notServed
+	p.notServed = nil
 	if err := p.srv.Update(out.NodeGroups()); err != nil {
 		problems = append(problems, err.Error())
 	}
 	p.refusals = refusals
 	p.translation.Observe(time.Since(start).Seconds())
-	p.problems.Set(float64(len(problems)))
+	p.problems.Set(float64(len(problems) + len(notServed)))
 	var warnings []string
 	for _, w := range out.Status.Warnings() {
 		warnings = append(warnings, src.Describe(w))
 	}
-	p.report(problems, src.Warnings, warnings)
+	p.report(problems, notServed, src.Warnings, src.Kept, warnings)
 	gateways := out.GatewayKeys()
 	p.log.Info("configuration served", "version", p.srv.Version(), "gateways", gateways, "problems", len(problems), "took", time.Since(start).Round(time.Microsecond))
 	p.ready.Store(true)
@@ -128,35 +133,38 @@ func judgeEdit(served map[string]bool, problems []translator.FieldError, src fil
 	return refusals, added, slices.Sorted(maps.Keys(held))
 }
 
-// report logs the problems (refused), the skipped documents and the translator's warnings (what
-// is accepted but not applied as written) that are new since the last call, and those that are
-// gone.
-func (p *pipeline) report(problems, skipped, warnings []string) {
-	now := map[string]bool{}
-	for _, m := range problems {
-		now[m] = true
-		if !p.reported[m] {
-			p.log.Warn("refused: " + m)
+// report logs what is new since the last call: the problems (refused), what an edit would have
+// refused (not served), the skipped documents, the files kept at their last good version and the
+// translator's warnings (what is accepted but not applied as written); and the problems and
+// warnings that are gone (resolved).
+func (p *pipeline) report(problems, notServed, skipped, kept, warnings []string) {
+	now := map[string]reportedNote{}
+	add := func(msgs []string, level slog.Level, prefix string, resolves bool) {
+		for _, m := range msgs {
+			key := prefix + m
+			now[key] = reportedNote{m, resolves}
+			if _, ok := p.reported[key]; !ok {
+				p.log.Log(context.Background(), level, key)
+			}
 		}
 	}
-	for _, m := range skipped {
-		now[m] = true
-		if !p.reported[m] {
-			p.log.Info("skipped: " + m)
-		}
-	}
-	for _, m := range warnings {
-		now[m] = true
-		if !p.reported[m] {
-			p.log.Warn("not applied as written: " + m)
-		}
-	}
-	for m := range p.reported {
-		if !now[m] {
-			p.log.Info("resolved: " + m)
+	add(problems, slog.LevelWarn, "refused: ", true)
+	add(notServed, slog.LevelWarn, "not served: ", true)
+	add(skipped, slog.LevelInfo, "skipped: ", false)
+	add(kept, slog.LevelWarn, "kept: ", false)
+	add(warnings, slog.LevelWarn, "not applied as written: ", true)
+	for key, n := range p.reported {
+		if _, ok := now[key]; !ok && n.resolves {
+			p.log.Info("resolved: " + n.msg)
 		}
 	}
 	p.reported = now
+}
+
+// reportedNote is one logged line of report: its message, and whether its going is logged.
+type reportedNote struct {
+	msg      string
+	resolves bool
 }
 
 // flatten lists the errors joined in err.

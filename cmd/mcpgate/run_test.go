@@ -599,13 +599,16 @@ func TestRunKeepsServedVersionOfARefusedEdit(t *testing.T) {
 
 	edit("rbac.yaml", `'jwt.org == "solo.io"'`, `'jwt.org == '`)
 	logged("the refused rule", "not served: ", "rbac.yaml", "EnterpriseAgentgatewayPolicy agentgateway-system/mcp-rbac", "matchExpressions[0]")
-	logged("the file kept", "keep their last good version", "rbac.yaml")
-	logged("the problem reported", "refused: ", "rbac.yaml: serving its last good version")
+	logged("the file kept", "kept: ", "rbac.yaml: serving its last good version: its new content was refused")
 	if body := debug(); !strings.Contains(body, rule) {
 		t.Errorf("the served rule is gone after a refused edit")
 	}
 	if v := version(); v != first {
 		t.Errorf("a refused edit changed the served snapshot: %s, then %s", first, v)
+	}
+	// the refused rule is the one problem: the note that rbac.yaml is kept is not another
+	if _, body, _ := get("http://" + s.cfg.admin + "/metrics"); !strings.Contains(body, "mcpgate_config_problems 1\n") {
+		t.Errorf("/metrics does not count the refused edit as one problem:\n%s", body)
 	}
 
 	edit("mcp.yaml", "- name: mcp-backend", "- name: no-such-backend")
@@ -629,7 +632,7 @@ func TestRunKeepsServedVersionOfARefusedEdit(t *testing.T) {
 	// not change, so the changed file is held back; the rename is served once they follow it.
 	edit("gateway.yaml", "  name: agentgateway\n", "  name: renamed\n")
 	logged("the route refused by the rename", "not served: ", "mcp.yaml", "HTTPRoute agentgateway-system/mcp")
-	logged("the renamed Gateway kept", "keep their last good version", "gateway.yaml")
+	logged("the renamed Gateway kept", "kept: ", "gateway.yaml: serving its last good version")
 	if body := debug(); strings.Contains(body, "agentgateway-system/renamed") || !strings.Contains(body, labGateway) {
 		t.Errorf("a rename that leaves routes and policies behind is served")
 	}

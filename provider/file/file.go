@@ -55,6 +55,10 @@ type Sources struct {
 	Changed []string
 	// Added are the files (of a Cache.Load) that have no served content yet.
 	Added []string
+	// Kept says which files serve their last good content instead of their new one, and why:
+	// "FILE: serving its last good version ...". They are notes, not problems: the problems
+	// are the errors Load returns.
+	Kept []string
 }
 
 // Of returns where the object k was read.

@@ -161,8 +161,9 @@ key: [unclosed
 
 // loaded is one callback of Watch.
 type loaded struct {
-	res *translator.Resources
-	err error
+	res  *translator.Resources
+	kept []string
+	err  error
 }
 
 // startWatch runs Watch in the background; its callbacks arrive on the channel.
@@ -172,7 +173,7 @@ func startWatch(t *testing.T, paths ...string) (<-chan loaded, func()) {
 	ch := make(chan loaded, 16)
 	done := make(chan error, 1)
 	go func() {
-		done <- Watch(ctx, paths, func(r *translator.Resources, _ Sources, err error) []string { ch <- loaded{r, err}; return nil })
+		done <- Watch(ctx, paths, func(r *translator.Resources, src Sources, err error) []string { ch <- loaded{r, src.Kept, err}; return nil })
 	}()
 	return ch, func() {
 		cancel()
@@ -279,8 +280,11 @@ func listenerPort(t *testing.T, l loaded) int32 {
 // the problem (wantErr) and saying that the last good version is served.
 func wantLastGood(t *testing.T, l loaded, wantErr string, port int32) {
 	t.Helper()
-	if l.err == nil || !strings.Contains(l.err.Error(), wantErr) || !strings.Contains(l.err.Error(), "last good version") {
-		t.Fatalf("err %v; want %q and that the last good version is served", l.err, wantErr)
+	if l.err == nil || !strings.Contains(l.err.Error(), wantErr) || len(l.kept) != 1 || !strings.Contains(l.kept[0], "last good version") {
+		t.Fatalf("err %v, kept %q; want %q and that the last good version is served", l.err, l.kept, wantErr)
+	}
+	if strings.Contains(l.err.Error(), "last good version") {
+		t.Fatalf("err %v: the note that the last good version is served is not an error", l.err)
 	}
 	if len(l.res.Gateways) != 1 || l.res.Gateways[0].Spec.Listeners[0].Port != port {
 		t.Fatalf("%d gateways, want the last good one on %d", len(l.res.Gateways), port)
@@ -371,6 +375,7 @@ func TestWatchHoldBack(t *testing.T) {
 	type call struct {
 		port    int
 		changed []string
+		kept    []string
 		err     error
 	}
 	ch := make(chan call, 16)
@@ -378,7 +383,7 @@ func TestWatchHoldBack(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- Watch(ctx, []string{dir}, func(r *translator.Resources, src Sources, err error) []string {
-			c := call{changed: src.Changed, err: err}
+			c := call{changed: src.Changed, kept: src.Kept, err: err}
 			for _, gw := range r.Gateways {
 				c.port = max(c.port, int(gw.Spec.Listeners[0].Port))
 			}
@@ -413,7 +418,7 @@ func TestWatchHoldBack(t *testing.T) {
 		t.Fatalf("the edit: %+v, want port 9999 with %s changed", c, f)
 	}
 	c := nextCall()
-	if c.port != 8080 || len(c.changed) != 0 || c.err == nil || !strings.Contains(c.err.Error(), f+": serving its last good version: its new content was refused") {
+	if c.port != 8080 || len(c.changed) != 0 || c.err != nil || !slices.Equal(c.kept, []string{f + ": serving its last good version: its new content was refused"}) {
 		t.Fatalf("after holding back: %+v, want the served port 8080 and why", c)
 	}
 	write(t, f, strings.Replace(gatewayDoc, "8080", "8083", 1))

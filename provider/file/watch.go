@@ -29,7 +29,7 @@ const DebounceLimit = time.Second
 // it (the names Load reads, not an editor's swap file or a log). fn gets what Load returns:
 // the objects read even when err lists bad documents, with one difference: a file whose new
 // content has errors keeps its last served content, so a bad edit loses nothing that was
-// served; err then says so. Files whose content did not change are not decoded again. A file
+// served; Sources.Kept then says so. Files whose content did not change are not decoded again. A file
 // named in paths that disappears also keeps its last served content until it is back; a file
 // removed from a named directory takes its objects with it.
 //
@@ -208,15 +208,15 @@ func (c *Cache) Commit() {
 func (c *Cache) merged() (*translator.Resources, Sources, error) {
 	errs := slices.Clone(c.errs)
 	parsed := make([]*fileObjects, 0, len(c.order))
-	var changed, added []string
+	var changed, added, kept []string
 	for _, name := range c.order {
 		cf := c.files[name]
 		switch {
 		case cf.chosen != cf.current && len(cf.current.errs) > 0:
 			errs = append(errs, cf.current.errs...)
-			errs = append(errs, fmt.Errorf("%s: serving its last good version until the errors above are fixed", name))
+			kept = append(kept, name+": serving its last good version until its errors are fixed")
 		case cf.chosen != cf.current: // held back (HoldBack)
-			errs = append(errs, fmt.Errorf("%s: serving its last good version: its new content was refused (the problems logged above)", name))
+			kept = append(kept, name+": serving its last good version: its new content was refused")
 		case cf.served == nil:
 			added = append(added, name)
 		case cf.chosen != cf.served:
@@ -225,6 +225,6 @@ func (c *Cache) merged() (*translator.Resources, Sources, error) {
 		parsed = append(parsed, cf.chosen)
 	}
 	res, src, err := merge(parsed)
-	src.Changed, src.Added = changed, added
+	src.Changed, src.Added, src.Kept = changed, added, kept
 	return res, src, errors.Join(append(errs, err)...)
 }
