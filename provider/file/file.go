@@ -175,19 +175,23 @@ func Load(paths ...string) (*translator.Resources, Sources, error) {
 }
 
 // expand lists the files of paths: files as given, directories' *.yaml and *.yml in name order.
-// A path that cannot be stat'ed is an error, unless known reports it as a file read before:
-// then it is listed, and reading it says what is wrong.
-func expand(paths []string, known func(string) bool) ([]string, error) {
+// A path that cannot be stat'ed is an error, unless previous lists files read from it before
+// (the file itself, or the files of a directory): then those are listed, and reading them says
+// what is wrong.
+func expand(paths []string, previous func(string) []string) ([]string, error) {
 	var files []string
 	var errs []error
 	for _, p := range paths {
 		fi, err := os.Stat(p)
 		if err != nil {
-			if known != nil && known(p) {
-				files = append(files, p)
-			} else {
+			var before []string
+			if previous != nil {
+				before = previous(p)
+			}
+			if len(before) == 0 {
 				errs = append(errs, fmt.Errorf("%s: %w", p, err))
 			}
+			files = append(files, before...)
 			continue
 		}
 		if !fi.IsDir() {

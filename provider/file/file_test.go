@@ -173,7 +173,10 @@ func startWatch(t *testing.T, paths ...string) (<-chan loaded, func()) {
 	ch := make(chan loaded, 16)
 	done := make(chan error, 1)
 	go func() {
-		done <- Watch(ctx, paths, func(r *translator.Resources, src Sources, err error) []string { ch <- loaded{r, src.Kept, err}; return nil })
+		done <- Watch(ctx, paths, func(r *translator.Resources, src Sources, err error) []string {
+			ch <- loaded{r, src.Kept, err}
+			return nil
+		})
 	}()
 	return ch, func() {
 		cancel()
@@ -340,6 +343,52 @@ func TestWatchFile(t *testing.T) {
 	if p := listenerPort(t, next(t, ch)); p != 9001 {
 		t.Fatalf("port after the file is back %d, want 9001", p)
 	}
+}
+
+// TestWatchDirectoryRemoved: a watched directory renamed or removed keeps its files' last good
+// content served, and is watched again when it is back.
+func TestWatchDirectoryRemoved(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	f := filepath.Join(dir, "gw.yaml")
+	write(t, f, gatewayDoc)
+	ch, stop := startWatch(t, dir)
+	defer stop()
+	if p := listenerPort(t, next(t, ch)); p != 8080 {
+		t.Fatalf("first load: port %d", p)
+	}
+	// until wants a reload serving port, skipping those on the way there (a directory made
+	// and filled is seen between the two)
+	until := func(what string, port int32) loaded {
+		t.Helper()
+		for {
+			l := next(t, ch)
+			if len(l.res.Gateways) == 1 && l.res.Gateways[0].Spec.Listeners[0].Port == port {
+				return l
+			}
+			t.Logf("%s: a reload on the way: %d gateways, err %v", what, len(l.res.Gateways), l.err)
+		}
+	}
+	away := dir + ".away"
+	if err := os.Rename(dir, away); err != nil {
+		t.Fatal(err)
+	}
+	wantLastGood(t, next(t, ch), "no such file", 8080)
+	if err := os.Rename(away, dir); err != nil {
+		t.Fatal(err)
+	}
+	write(t, f, strings.Replace(gatewayDoc, "8080", "8081", 1))
+	if l := until("renamed back and edited", 8081); l.err != nil || len(l.kept) != 0 {
+		t.Fatalf("renamed back: err %v, kept %q", l.err, l.kept)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	wantLastGood(t, next(t, ch), "no such file", 8081)
+	write(t, f, strings.Replace(gatewayDoc, "8080", "8082", 1))
+	until("made again", 8082)
+	// the new directory is watched: an edit in it is served
+	write(t, f, strings.Replace(gatewayDoc, "8080", "8083", 1))
+	until("edited in the new directory", 8083)
 }
 
 func TestWatchKeepsLastGoodVersionOfABadFile(t *testing.T) {

@@ -29,9 +29,10 @@ const DebounceLimit = time.Second
 // it (the names Load reads, not an editor's swap file or a log). fn gets what Load returns:
 // the objects read even when err lists bad documents, with one difference: a file whose new
 // content has errors keeps its last served content, so a bad edit loses nothing that was
-// served; Sources.Kept then says so. Files whose content did not change are not decoded again. A file
-// named in paths that disappears also keeps its last served content until it is back; a file
-// removed from a named directory takes its objects with it.
+// served; Sources.Kept then says so. Files whose content did not change are not decoded again.
+// A file named in paths that disappears also keeps its last served content until it is back, and
+// so do the files of a directory named in paths that disappears (removed or renamed) until the
+// directory is back; a file removed from a named directory takes its objects with it.
 //
 // fn returns the files, among Sources.Changed, whose new content must not be served (the
 // pipeline refuses what translating it adds): Watch calls fn again at once with those files at
@@ -46,7 +47,7 @@ func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, S
 	defer w.Close()
 	dirs := map[string]bool{}    // watched directories given as paths: changes of manifests count
 	files := map[string]bool{}   // files given as paths: changes of these names count
-	watched := map[string]bool{} // directories added to the watcher
+	watched := map[string]bool{} // the directories of dirs and files, added to the watcher
 	for _, p := range paths {
 		abs, err := filepath.Abs(p)
 		if err != nil {
@@ -66,12 +67,27 @@ func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, S
 			watched[dir] = true
 		}
 	}
+	// A watched directory removed or renamed and made again (`rm -rf run`, then a copy) is a
+	// new directory that the watcher does not follow: its parent is watched too, and the
+	// directory is watched again when it appears. Without the parent (not readable), that
+	// goes unnoticed.
+	for dir := range watched {
+		if parent := filepath.Dir(dir); parent != dir && !watched[parent] {
+			_ = w.Add(parent)
+		}
+	}
 	relevant := func(name string) bool {
 		abs, err := filepath.Abs(name)
 		if err != nil {
 			return true
 		}
-		return files[abs] || dirs[abs] || (dirs[filepath.Dir(abs)] && isManifest(filepath.Base(abs)))
+		return files[abs] || watched[abs] || (dirs[filepath.Dir(abs)] && isManifest(filepath.Base(abs)))
+	}
+	rewatch := func(ev fsnotify.Event) {
+		if abs, err := filepath.Abs(ev.Name); err == nil && watched[abs] && ev.Has(fsnotify.Create) {
+			_ = w.Remove(abs) // the watch of the directory that was there, if the watcher still has it
+			_ = w.Add(abs)
+		}
 	}
 	var cache Cache
 	load := func() {
@@ -108,6 +124,7 @@ func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, S
 			if !ok {
 				return fmt.Errorf("watch %v: the watcher closed", paths)
 			}
+			rewatch(ev)
 			if relevant(ev.Name) {
 				schedule()
 			}
@@ -152,9 +169,10 @@ func (c *Cache) Load(paths ...string) (*translator.Resources, Sources, error) {
 		c.cat, c.files = cat, map[string]*cachedFile{}
 	}
 	// a file named in paths that disappears (an editor deleting and writing it anew, a
-	// mistake) keeps its served content like a file with errors; a file removed from a
-	// directory takes its objects with it
-	names, err := expand(paths, func(p string) bool { return c.files[p] != nil })
+	// mistake) keeps its served content like a file with errors, and so do the files of a
+	// directory named in paths that disappears; a file removed from a directory takes its
+	// objects with it
+	names, err := expand(paths, c.previous)
 	c.order, c.errs = names, []error{err}
 	seen := make(map[string]bool, len(names))
 	for _, name := range names {
@@ -182,6 +200,21 @@ func (c *Cache) Load(paths ...string) (*translator.Resources, Sources, error) {
 		}
 	}
 	return c.merged()
+}
+
+// previous lists the files of the last Load that path named: the file itself, or the files
+// directly in the directory.
+func (c *Cache) previous(path string) []string {
+	if c.files[path] != nil {
+		return []string{path}
+	}
+	var out []string
+	for _, name := range c.order {
+		if filepath.Dir(name) == filepath.Clean(path) {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // HoldBack returns the last Load's objects again, with the named files (those of
