@@ -256,21 +256,28 @@ func parseFile(name string, data []byte, cat *catalog) *fileObjects {
 }
 
 // merge joins the objects of files in order. An object defined in two places is an error; the
-// first definition is used.
-func merge(files []*fileObjects) (*translator.Resources, Sources, error) {
+// definition used is the first in the file that servedIn names for it, if it is one of them (an
+// object the gateway serves stays when another file defines it again), else the first.
+func merge(files []*fileObjects, servedIn func(translator.ObjectKey) string) (*translator.Resources, Sources, error) {
 	res := &translator.Resources{}
 	src := Sources{objects: map[translator.ObjectKey]Location{}}
+	for _, f := range files {
+		for _, o := range f.objects {
+			if used, dup := src.objects[o.key]; !dup || (used.File != o.loc.File && servedIn != nil && servedIn(o.key) == o.loc.File) {
+				src.objects[o.key] = o.loc
+			}
+		}
+	}
 	var errs []error
 	for _, f := range files {
 		src.Warnings = append(src.Warnings, f.warnings...)
 		errs = append(errs, f.errs...)
 		for _, o := range f.objects {
-			if prev, dup := src.objects[o.key]; dup {
+			if used := src.objects[o.key]; used != o.loc {
 				errs = append(errs, &Error{Location: o.loc, Object: o.key,
-					Message: "defined again; the first definition in " + prev.String() + " is used"})
+					Message: "defined again; the definition in " + used.String() + " is used"})
 				continue
 			}
-			src.objects[o.key] = o.loc
 			appendResources(res, o.value)
 		}
 	}

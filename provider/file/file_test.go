@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -140,7 +141,7 @@ key: [unclosed
 		f + ": document 3: Service default/svc: spec.ports.port: a string where int32 is expected",
 		f + ": document 4: Service nokind: apiVersion and kind are required",
 		f + ": document 5: AgentgatewayBackend ns/: metadata.name: a name is required",
-		f + ": document 6: Gateway default/gw: defined again; the first definition in " + f + " (document 2) is used",
+		f + ": document 6: Gateway default/gw: defined again; the definition in " + f + " (document 2) is used",
 		f + ": document 7: metadata.name: not a Kubernetes object: a number where string is expected",
 		f + ": document 8: not valid YAML",
 		"missing.yaml: ",
@@ -389,6 +390,67 @@ func TestWatchDirectoryRemoved(t *testing.T) {
 	// the new directory is watched: an edit in it is served
 	write(t, f, strings.Replace(gatewayDoc, "8080", "8083", 1))
 	until("edited in the new directory", 8083)
+}
+
+// TestWatchServedDefinitionStays: a file that defines again an object another file serves does
+// not take it over, whatever the order of their names: a new file's definition is dropped (its
+// other objects are served), an edited file keeps its last good version.
+func TestWatchServedDefinitionStays(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "gw.yaml"), gatewayDoc)
+	ch, stop := startWatch(t, dir)
+	defer stop()
+	next(t, ch)
+	ports := func(l loaded) map[string]int32 {
+		m := map[string]int32{}
+		for _, gw := range l.res.Gateways {
+			m[gw.Name] = gw.Spec.Listeners[0].Port
+		}
+		return m
+	}
+	other := strings.Replace(strings.Replace(gatewayDoc, "8080", "7000", 1), "name: gw", "name: other", 1)
+	copyFile := filepath.Join(dir, "copy.yaml") // before gw.yaml in name order
+	write(t, copyFile, strings.Replace(gatewayDoc, "8080", "9000", 1)+"---\n"+other)
+	l := next(t, ch)
+	if got := ports(l); !maps.Equal(got, map[string]int32{"gw": 8080, "other": 7000}) {
+		t.Fatalf("a new file defining gw again: ports %v, want gw kept on 8080 and other served", got)
+	}
+	if l.err == nil || !strings.Contains(l.err.Error(), copyFile+": document 1: Gateway default/gw: defined again; the definition in "+filepath.Join(dir, "gw.yaml")+" (document 1) is used") {
+		t.Fatalf("err %v, want the new definition refused", l.err)
+	}
+	// copy.yaml, now served without gw, is edited to define gw: it keeps its last good version
+	write(t, copyFile, other+"---\n"+strings.Replace(gatewayDoc, "8080", "9001", 1))
+	l = next(t, ch)
+	if got := ports(l); !maps.Equal(got, map[string]int32{"gw": 8080, "other": 7000}) {
+		t.Fatalf("an edit defining gw again: ports %v, want gw kept on 8080", got)
+	}
+	if l.err == nil || !strings.Contains(l.err.Error(), "Gateway default/gw: defined again; the definition in "+filepath.Join(dir, "gw.yaml")+" is served") ||
+		len(l.kept) != 1 || !strings.HasPrefix(l.kept[0], copyFile+": serving its last good version") {
+		t.Fatalf("err %v, kept %q: want the edit refused and copy.yaml kept", l.err, l.kept)
+	}
+	// gw moves from gw.yaml to copy.yaml (and other the other way): they move. The two writes
+	// may be seen in two reloads, the first of which keeps gw.yaml.
+	write(t, filepath.Join(dir, "gw.yaml"), other)
+	write(t, copyFile, strings.Replace(gatewayDoc, "8080", "9002", 1))
+	for l = next(t, ch); ports(l)["gw"] != 9002; l = next(t, ch) {
+		t.Logf("a reload on the way: ports %v, err %v", ports(l), l.err)
+	}
+	if got := ports(l); !maps.Equal(got, map[string]int32{"gw": 9002, "other": 7000}) || l.err != nil {
+		t.Fatalf("gw moved: ports %v, err %v; want copy.yaml's gw on 9002", got, l.err)
+	}
+	write(t, filepath.Join(dir, "gw.yaml"), gatewayDoc)
+	l = next(t, ch)
+	if got := ports(l); !maps.Equal(got, map[string]int32{"gw": 9002, "other": 7000}) || len(l.kept) != 1 {
+		t.Fatalf("gw.yaml defines gw again: ports %v, kept %q; want copy.yaml's gw served, gw.yaml kept", got, l.kept)
+	}
+	// copy.yaml goes: gw.yaml's definition is served
+	if err := os.Remove(copyFile); err != nil {
+		t.Fatal(err)
+	}
+	l = next(t, ch)
+	if got := ports(l); !maps.Equal(got, map[string]int32{"gw": 8080}) || l.err != nil {
+		t.Fatalf("copy.yaml removed: ports %v, err %v; want gw.yaml's gw on 8080", got, l.err)
+	}
 }
 
 func TestWatchKeepsLastGoodVersionOfABadFile(t *testing.T) {

@@ -149,12 +149,17 @@ type Cache struct {
 	files map[string]*cachedFile
 	order []string // the files of the last Load, in Load's order
 	errs  []error  // the errors of the last Load that are not one file's
+	// chosenIn and servedIn say which file's definition of each object the last Load or
+	// HoldBack returned and the last Commit served.
+	chosenIn, servedIn map[translator.ObjectKey]string
 }
 
 type cachedFile struct {
 	current *fileObjects // the file's content when last read
 	served  *fileObjects // the content at the last Commit; nil if there was none
 	chosen  *fileObjects // the content the last Load or HoldBack returned
+	// conflicts are the objects of current that other files serve (see settleConflicts)
+	conflicts []error
 }
 
 // Load reads the manifests at paths (files or directories) like the package's Load, reusing the
@@ -199,7 +204,39 @@ func (c *Cache) Load(paths ...string) (*translator.Resources, Sources, error) {
 			delete(c.files, name) // a removed file: its objects go
 		}
 	}
+	c.settleConflicts()
 	return c.merged()
+}
+
+// settleConflicts gives back its served content to a changed file whose new content defines an
+// object that another file serves and still defines: the served definition stays. (An object
+// moved from one file to another in one change moves; a new file's definition of a served object
+// is dropped by merge.)
+func (c *Cache) settleConflicts() {
+	stillIn := map[translator.ObjectKey]bool{} // objects still defined by the file serving them
+	for _, name := range c.order {
+		for _, o := range c.files[name].chosen.objects {
+			if c.servedIn[o.key] == name {
+				stillIn[o.key] = true
+			}
+		}
+	}
+	for _, name := range c.order {
+		cf := c.files[name]
+		cf.conflicts = nil
+		if cf.chosen == cf.served || cf.served == nil {
+			continue
+		}
+		for _, o := range cf.chosen.objects {
+			if in := c.servedIn[o.key]; in != name && stillIn[o.key] {
+				cf.conflicts = append(cf.conflicts, &Error{Location: o.loc, Object: o.key,
+					Message: "defined again; the definition in " + in + " is served"})
+			}
+		}
+		if len(cf.conflicts) > 0 {
+			cf.chosen = cf.served
+		}
+	}
 }
 
 // previous lists the files of the last Load that path named: the file itself, or the files
@@ -235,6 +272,7 @@ func (c *Cache) Commit() {
 	for _, cf := range c.files {
 		cf.served = cf.chosen
 	}
+	c.servedIn = c.chosenIn
 }
 
 // merged joins the chosen content of the files of the last Load.
@@ -248,6 +286,9 @@ func (c *Cache) merged() (*translator.Resources, Sources, error) {
 		case cf.chosen != cf.current && len(cf.current.errs) > 0:
 			errs = append(errs, cf.current.errs...)
 			kept = append(kept, name+": serving its last good version until its errors are fixed")
+		case cf.chosen != cf.current && len(cf.conflicts) > 0:
+			errs = append(errs, cf.conflicts...)
+			kept = append(kept, name+": serving its last good version: its new content defines objects that other files serve")
 		case cf.chosen != cf.current: // held back (HoldBack)
 			kept = append(kept, name+": serving its last good version: its new content was refused")
 		case cf.served == nil:
@@ -257,7 +298,11 @@ func (c *Cache) merged() (*translator.Resources, Sources, error) {
 		}
 		parsed = append(parsed, cf.chosen)
 	}
-	res, src, err := merge(parsed)
+	res, src, err := merge(parsed, func(k translator.ObjectKey) string { return c.servedIn[k] })
+	c.chosenIn = make(map[translator.ObjectKey]string, len(src.objects))
+	for k, loc := range src.objects {
+		c.chosenIn[k] = loc.File
+	}
 	src.Changed, src.Added, src.Kept = changed, added, kept
 	return res, src, errors.Join(append(errs, err)...)
 }
