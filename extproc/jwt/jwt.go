@@ -303,9 +303,13 @@ func (a *Authenticator) verify(ctx context.Context, token string) (res Result, e
 	matched, err := ks.verify(kid, alg, algName, signed, sig)
 	if !matched && p.remote != nil && kid != "" {
 		// The issuer may have rotated its keys: fetch again (rate-limited) and retry.
-		_ = p.remote.refetch(ctx, a.base, false)
+		ferr := p.remote.refetch(ctx, a.base, false)
 		if cur := p.remote.current(); cur != ks {
 			matched, err = cur.verify(kid, alg, algName, signed, sig)
+		}
+		if !matched && ferr != nil && !errors.Is(ferr, errRateLimited) {
+			// The keys that could match are out of reach: the fetch failed, not the token.
+			return invalid(ReasonFetchFailed), time.Time{}
 		}
 	}
 	if !matched {

@@ -194,3 +194,33 @@ func TestRemoteJWKSFetchFailures(t *testing.T) {
 		wantInvalid(t, a.Authenticate(t.Context(), tok), ReasonFetchFailed)
 	})
 }
+
+// TestRemoteJWKSRefetchFailureIsFetchFailed: when the JWKS server goes down, a token whose kid
+// the loaded keys lack is refused as a fetch failure (the refetch it caused failed), not as a
+// token without a matching key; inside the minimum interval, where no refetch is tried, it is
+// refused for its kid. Either way the answer is a 401.
+func TestRemoteJWKSRefetchFailureIsFetchFailed(t *testing.T) {
+	now := time.Now()
+	clk := &clock{t: now}
+	k1, k2 := newSigner(t, "ES256", "k1"), newSigner(t, "ES256", "k2")
+	srv := newJWKSServer(t, jwks(t, k1))
+	a := mustNew(t, remoteConfig("iss", srv.URL, time.Hour), Options{Now: clk.now, MinRefetchInterval: 30 * time.Second, CacheSize: -1})
+	tok1 := bearer(k1.sign(t, claimsAt(now, "iss", nil)))
+	tok2 := bearer(k2.sign(t, claimsAt(now, "iss", nil)))
+	wantOK(t, a.Authenticate(t.Context(), tok1))
+
+	srv.Close()
+	// Rate-limited: no fetch is tried, the kid is what is wrong.
+	wantInvalid(t, a.Authenticate(t.Context(), tok2), ReasonNoMatchingKey)
+
+	clk.set(now.Add(31 * time.Second))
+	res := a.Authenticate(t.Context(), tok2)
+	wantInvalid(t, res, ReasonFetchFailed)
+	if ans, reject := a.Decide(res); !reject || ans.Status != http.StatusUnauthorized || ans.Body != ReasonFetchFailed {
+		t.Fatalf("Decide = %+v, %v; want a 401 %q", ans, reject, ReasonFetchFailed)
+	}
+	// The keys loaded before the outage still verify their tokens.
+	wantOK(t, a.Authenticate(t.Context(), tok1))
+	// Within the interval after the failed attempt, the refetch is rate-limited again.
+	wantInvalid(t, a.Authenticate(t.Context(), tok2), ReasonNoMatchingKey)
+}
