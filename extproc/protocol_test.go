@@ -23,6 +23,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
+	"github.com/mcpgate/mcpgate/extproc/authz"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 )
@@ -260,14 +261,15 @@ func TestDeniedCallStreamable(t *testing.T) {
 		t.Errorf("headers = %v", setHeaders(resp))
 	}
 	md := extproctest.Metadata(resp)
-	if md["decision"] != "deny" || md["tool"] != "get-env" || md["jsonrpc_error"] != "-32602" || md["outcome"] != "error" || md["rule"] != "" {
+	if md["decision"] != "deny" || md["tool"] != "get-env" || md["jsonrpc_error"] != "-32602" || md["outcome"] != "error" || md["rule"] != "AgentgatewayPolicy/agentgateway-system/tools"+authz.NoAllowMatched {
 		t.Errorf("metadata %v", md)
 	}
 	recs := h.audit.records(t)
 	if len(recs) != 1 {
 		t.Fatalf("%d records", len(recs))
 	}
-	checkRecord(t, recs[0], map[string]any{"decision": "deny", "tool": "get-env", "jsonrpc_error": -32602, "outcome": "error", "http_status": 200, "jsonrpc_id": "call-9"})
+	checkRecord(t, recs[0], map[string]any{"decision": "deny", "rule": "AgentgatewayPolicy/agentgateway-system/tools" + authz.NoAllowMatched,
+		"tool": "get-env", "jsonrpc_error": -32602, "outcome": "error", "http_status": 200, "jsonrpc_id": "call-9"})
 }
 
 // TestBatch: in a batch, a refused call becomes a ping with its id, and the ping's answer becomes
@@ -556,10 +558,8 @@ func TestJWTAndCEL(t *testing.T) {
 	if len(recs) != 6 {
 		t.Fatalf("%d audit records", len(recs))
 	}
-	checkRecord(t, recs[4], map[string]any{"subject": "mallory", "claims": map[string]any{"org": "evil.example"}, "http_status": 403, "outcome": "refused"})
-	if _, ok := recs[4]["rule"]; ok {
-		t.Errorf("no rule matched, yet the record names one: %v", recs[4])
-	}
+	checkRecord(t, recs[4], map[string]any{"subject": "mallory", "claims": map[string]any{"org": "evil.example"}, "http_status": 403, "outcome": "refused",
+		"rule": "EnterpriseAgentgatewayPolicy/agentgateway-system/mcp-rbac" + authz.NoAllowMatched})
 	for _, r := range recs {
 		if b, _ := json.Marshal(r); strings.Contains(string(b), "eyJ") {
 			t.Errorf("audit record holds a token: %s", b)
@@ -1023,6 +1023,75 @@ func TestTrafficRuleDecidesAllowedCalls(t *testing.T) {
 		t.Fatalf("%d audit records, want 1", len(recs))
 	}
 	checkRecord(t, recs[0], map[string]any{"tool": "fetch", "decision": "allow", "rule": rule, "outcome": "result"})
+}
+
+// TestRefusalsNameTheirRule: a request refused by authorization rules names what refused it,
+// in the access log's metadata and the audit line alike: the source of the DENY rule that
+// matched, or, when ALLOW rules exist and none matched, the policies of those rules and
+// authz.NoAllowMatched. The same holds for MCP rules (a refused tools/call, alone or in a batch)
+// and traffic rules. A tools/list is allowed (its answer is filtered): it records the traffic
+// rule that allowed it.
+func TestRefusalsNameTheirRule(t *testing.T) {
+	sg := newSigner(t)
+	pol := labPolicy(sg)
+	const (
+		tools     = "AgentgatewayPolicy/agentgateway-system/tools"
+		moreTools = "AgentgatewayPolicy/agentgateway-system/more-tools"
+		noEcho    = "AgentgatewayPolicy/agentgateway-system/no-echo#0"
+		traffic   = "EnterpriseAgentgatewayPolicy/agentgateway-system/mcp-rbac"
+	)
+	pol.McpRules = append(pol.McpRules,
+		&policyv1.Rule{Action: policyv1.Rule_ALLOW, Expression: `mcp.tool.name == "time"`, Source: moreTools + "#0"},
+		&policyv1.Rule{Action: policyv1.Rule_ALLOW, Expression: `mcp.tool.name == "date"`, Source: moreTools + "#1"},
+		&policyv1.Rule{Action: policyv1.Rule_DENY, Expression: `mcp.tool.name == "echo"`, Source: noEcho})
+	h := newHarness(t, []*policyv1.Policy{pol})
+	noAllow := tools + "+" + moreTools + authz.NoAllowMatched
+
+	call := func(id int, tool string) string {
+		return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":%q}}`, id, tool)
+	}
+	for _, c := range []struct{ tool, rule string }{{"get-env", noAllow}, {"echo", noEcho}} {
+		s := h.open(t, h.tcp, streamableRoute)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+		resp := check(t)(s.RequestBody([]byte(call(1, c.tool)), true))
+		if md := extproctest.Metadata(resp); md["rule"] != c.rule || md["decision"] != "deny" || md["tool"] != c.tool {
+			t.Errorf("tools/call %s: metadata %v, want rule %q", c.tool, md, c.rule)
+		}
+		recs := h.audit.records(t)
+		checkRecord(t, recs[len(recs)-1], map[string]any{"tool": c.tool, "decision": "deny", "rule": c.rule, "outcome": "error"})
+	}
+
+	s := h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+	resp := check(t)(s.RequestBody([]byte("["+call(1, "fetch")+","+call(2, "get-env")+"]"), true))
+	if md := extproctest.Metadata(resp); md["rule"] != noAllow || md["tool"] != "get-env" {
+		t.Errorf("batch: metadata %v, want the refused call's rule %q", md, noAllow)
+	}
+	check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
+	check(t)(s.ResponseBody([]byte(`[{"jsonrpc":"2.0","id":1,"result":{"content":[]}},{"jsonrpc":"2.0","id":2,"result":{}}]`), true))
+	s.Close()
+	waitFor(t, "the batch's records", func() bool { return len(h.audit.records(t)) == 4 })
+	byTool := map[string]map[string]any{}
+	for _, r := range h.audit.records(t)[2:] {
+		byTool[fmt.Sprint(r["tool"])] = r
+	}
+	checkRecord(t, byTool["fetch"], map[string]any{"decision": "allow", "rule": tools + "#0", "outcome": "result"})
+	checkRecord(t, byTool["get-env"], map[string]any{"decision": "deny", "rule": noAllow, "outcome": "error"})
+
+	s = h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+	check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`), true))
+	check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
+	check(t)(s.ResponseBody([]byte(toolsListAnswer), true))
+	waitFor(t, "the tools/list record", func() bool { return len(h.audit.records(t)) == 5 })
+	checkRecord(t, h.audit.records(t)[4], map[string]any{"method": "tools/list", "decision": "allow", "rule": traffic + "#0", "outcome": "result"})
+
+	s = h.open(t, h.tcp, streamableRoute)
+	resp = check(t)(s.RequestHeaders(postHeaders("/mcp", sg.token(t, gojwt.MapClaims{"sub": "mallory", "org": "evil.example"})), false))
+	if md := extproctest.Metadata(resp); resp.GetImmediateResponse().GetStatus().GetCode() != 403 || md["rule"] != traffic+authz.NoAllowMatched {
+		t.Errorf("traffic refusal: %v, want 403 with rule %q", resp, traffic+authz.NoAllowMatched)
+	}
+	checkRecord(t, h.audit.records(t)[5], map[string]any{"decision": "deny", "rule": traffic + authz.NoAllowMatched, "http_status": 403, "outcome": "refused"})
 }
 
 // TestBodyAtTheDefaultLimit: with the default limit (4 MiB) a body of exactly the limit is read

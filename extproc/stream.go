@@ -544,7 +544,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 			switch m.Method {
 			case mcp.MethodToolsCall:
 				d := st.evaluate(st.pol.tools, &in)
-				if d.Rule != "" || !d.Allowed {
+				if d.Rule != "" {
 					ex.rec.Rule = d.Rule
 				}
 				if !d.Allowed {

@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/checker"
@@ -135,6 +136,8 @@ type RuleSet struct {
 	deny, require, allow []rule
 	needsMCP, readsArgs  bool
 	claims               []string
+	// noAllow is Decision.Rule when ALLOW rules exist and none matched (see allowPolicies).
+	noAllow string
 }
 
 // rule is one compiled expression.
@@ -218,7 +221,27 @@ func (e *Env) Compile(rules []*policyv1.Rule) (*RuleSet, error) {
 		rs.claims = append(rs.claims, name)
 	}
 	slices.Sort(rs.claims)
+	if len(rs.allow) > 0 {
+		rs.noAllow = allowPolicies(rs.allow) + NoAllowMatched
+	}
 	return rs, nil
+}
+
+// allowPolicies names the policies of the ALLOW rules: each rule's source without its "#INDEX"
+// (a source is "Kind/namespace/name#index"), once each, joined by "+" in the rules' order, as
+// the translator joins the sources of a merged policy's name.
+func allowPolicies(allow []rule) string {
+	var names []string
+	for _, r := range allow {
+		name := r.source
+		if i := strings.LastIndexByte(name, '#'); i > 0 {
+			name = name[:i]
+		}
+		if !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	return strings.Join(names, "+")
 }
 
 // references records the claims an expression names (jwt.X, jwt["X"]) and reports whether it
@@ -277,12 +300,18 @@ func (rs *RuleSet) Len() int {
 	return len(rs.deny) + len(rs.require) + len(rs.allow)
 }
 
+// NoAllowMatched ends Decision.Rule when a RuleSet has ALLOW rules and none of them matched: the
+// rule is then "POLICY: no ALLOW rule matched" (see Decision.Rule).
+const NoAllowMatched = ": no ALLOW rule matched"
+
 // Decision is the outcome of evaluating a RuleSet.
 type Decision struct {
 	// Allowed is the verdict.
 	Allowed bool
-	// Rule is the source of the rule that decided; "" when the default decided (no ALLOW rules:
-	// allowed; ALLOW rules of which none matched: denied).
+	// Rule is the source of the rule that decided. When ALLOW rules exist and none matched (the
+	// request is denied), it names the policies of those rules and says so:
+	// "Kind/namespace/name: no ALLOW rule matched" (several policies joined by "+"; see
+	// NoAllowMatched). "" when the request is allowed because there are no ALLOW rules.
 	Rule string
 	// Errors are the rules that failed at run time, for the caller to log. nil when none failed.
 	Errors []error
@@ -318,6 +347,9 @@ func (rs *RuleSet) Evaluate(ctx context.Context, in *Input) Decision {
 		}
 	}
 	d.Allowed = len(rs.allow) == 0
+	if !d.Allowed {
+		d.Rule = rs.noAllow
+	}
 	return d
 }
 

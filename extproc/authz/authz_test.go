@@ -64,8 +64,8 @@ func TestLabRule(t *testing.T) {
 	}
 	other := labClaims()
 	other["org"] = "evil.io"
-	if d := rs.Evaluate(t.Context(), &Input{Claims: other}); d.Allowed || d.Rule != "" || d.Errors != nil {
-		t.Fatalf("another org: %+v, want denied by default", d)
+	if d := rs.Evaluate(t.Context(), &Input{Claims: other}); d.Allowed || d.Rule != "EnterpriseAgentgatewayPolicy/agentgateway-system/mcp-rbac: no ALLOW rule matched" || d.Errors != nil {
+		t.Fatalf("another org: %+v, want denied by default, naming the policy", d)
 	}
 	// No token: jwt.org fails at run time; the rule does not match, the request is denied and
 	// the error is reported.
@@ -94,7 +94,8 @@ func TestCombinations(t *testing.T) {
 	}{
 		{"no rules allows", nil, alice, true, ""},
 		{"allow matches", []*policyv1.Rule{allow("a", `jwt.sub == "alice"`)}, alice, true, "a"},
-		{"no allow matches denies", []*policyv1.Rule{allow("a", `jwt.sub == "alice"`), allow("b", `jwt.team == "green"`)}, bob, false, ""},
+		{"no allow matches denies", []*policyv1.Rule{allow("a", `jwt.sub == "alice"`), allow("b", `jwt.team == "green"`)}, bob, false, "a+b" + NoAllowMatched},
+		{"no allow matches: each policy once", []*policyv1.Rule{allow("p#0", `false`), deny("d#0", `false`), allow("q#0", `false`), allow("p#1", `false`)}, bob, false, "p+q" + NoAllowMatched},
 		{"allows are OR-ed", []*policyv1.Rule{allow("a", `jwt.sub == "alice"`), allow("b", `jwt.team == "blue"`)}, bob, true, "b"},
 		{"deny beats allow", []*policyv1.Rule{allow("a", `true`), deny("d", `jwt.team == "red"`)}, alice, false, "d"},
 		{"deny that does not match", []*policyv1.Rule{deny("d", `jwt.team == "red"`)}, bob, true, ""},
@@ -102,7 +103,7 @@ func TestCombinations(t *testing.T) {
 		{"require not met denies", []*policyv1.Rule{require("r", `has(jwt.admin) && jwt.admin`), allow("a", `true`)}, bob, false, "r"},
 		{"require met, allow decides", []*policyv1.Rule{require("r", `jwt.admin == true`), allow("a", `request.method == "POST"`)}, alice, true, "a"},
 		{"require met, no allow", []*policyv1.Rule{require("r", `jwt.admin == true`)}, alice, true, ""},
-		{"require met, allow fails", []*policyv1.Rule{require("r", `jwt.admin == true`), allow("a", `request.method == "GET"`)}, alice, false, ""},
+		{"require met, allow fails", []*policyv1.Rule{require("r", `jwt.admin == true`), allow("a", `request.method == "GET"`)}, alice, false, "a" + NoAllowMatched},
 		{"deny before require", []*policyv1.Rule{require("r", `false`), deny("d", `true`)}, alice, false, "d"},
 	}
 	for _, c := range cases {
