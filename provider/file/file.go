@@ -12,11 +12,13 @@ package file
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 
@@ -99,8 +101,14 @@ func (e *Error) Error() string {
 // kindInfo says how to decode and store one kind.
 type kindInfo struct {
 	namespaced bool
-	decode     func(doc []byte, ns string, res *translator.Resources) ([]error, error)
+	// decode returns the unknown and duplicate fields, or a *fieldError
+	decode func(doc []byte, ns string, res *translator.Resources) ([]error, error)
 }
+
+// fieldError is a document that does not decode: a field (or "") and what is wrong.
+type fieldError struct{ field, msg string }
+
+func (e *fieldError) Error() string { return e.field + ": " + e.msg }
 
 // decodeInto strictly decodes doc into a new T, sets its namespace to ns, and appends it with
 // add.
@@ -112,7 +120,8 @@ func decodeInto[T any, P interface {
 		p := P(new(T))
 		strict, err := kjson.UnmarshalStrict(doc, p)
 		if err != nil {
-			return nil, err
+			field, msg := decodeError(doc, err, new(T))
+			return nil, &fieldError{field, msg}
 		}
 		p.SetNamespace(ns)
 		add(res, p)
@@ -328,7 +337,7 @@ func (d *decoder) loadDocument(loc Location, doc []byte) {
 func (d *decoder) loadJSON(loc Location, js []byte) {
 	var h typeHeader
 	if err := kjson.UnmarshalCaseSensitivePreserveInts(js, &h); err != nil {
-		field, msg := splitTypeError(err.Error())
+		field, msg := decodeError(js, err, new(typeHeader))
 		d.fail(loc, translator.ObjectKey{}, field, "not a Kubernetes object: "+msg)
 		return
 	}
@@ -366,8 +375,9 @@ func (d *decoder) loadJSON(loc Location, js []byte) {
 	scratch := &translator.Resources{}
 	strict, err := ki.decode(js, obj.Namespace, scratch)
 	if err != nil {
-		field, msg := splitTypeError(err.Error())
-		d.fail(loc, obj, field, msg)
+		fe := &fieldError{msg: err.Error()}
+		errors.As(err, &fe)
+		d.fail(loc, obj, fe.field, fe.msg)
 		return
 	}
 	if len(strict) > 0 {
@@ -390,21 +400,119 @@ func splitStrict(msg string) (string, string) {
 	return msg[i+1 : j], strings.TrimSpace(msg[:i])
 }
 
-// splitTypeError turns `json: cannot unmarshal string into Go struct field ServicePort.spec.ports.port
-// of type int32` into ("spec.ports.port", "a string where int32 is expected"); other messages
-// come back whole, without a field.
-func splitTypeError(msg string) (string, string) {
-	rest, ok := strings.CutPrefix(msg, "json: cannot unmarshal ")
-	if !ok {
-		return "", msg
+// decodeError describes err, an error decoding doc into a value like into: for a value of the
+// wrong JSON type, the field with its indices (spec.rules[0].backendRefs[0].name) and what the
+// field must be; else no field and the error's text.
+func decodeError(doc []byte, err error, into any) (field, msg string) {
+	// sigs.k8s.io/json's errors carry the Go path without indices; the standard library's say
+	// where in doc the value ends
+	var te *json.UnmarshalTypeError
+	if !errors.As(json.Unmarshal(doc, into), &te) {
+		return "", strings.TrimPrefix(err.Error(), "json: ")
 	}
-	value, rest, ok1 := strings.Cut(rest, " into Go struct field ")
-	path, typ, ok2 := strings.Cut(rest, " of type ")
-	_, field, ok3 := strings.Cut(path, ".") // the struct's name comes first
-	if !ok1 || !ok2 || !ok3 {
-		return "", msg
+	return pathAt(doc, te.Offset), fmt.Sprintf("must be %s, not %s", jsonTypeOf(te.Type), jsonValueName(te.Value))
+}
+
+// pathAt returns the path (a.b[2].c) of the first JSON value of doc that ends at or after
+// offset; "" if there is none.
+func pathAt(doc []byte, offset int64) string {
+	type level struct {
+		array   bool
+		index   int    // of the current element, in an array
+		key     string // of the current member, in an object
+		wantKey bool   // in an object: the next token is a key
 	}
-	return field, fmt.Sprintf("a %s where %s is expected", value, typ)
+	var stack []level
+	done := func() { // a value ends: an object's next token is a key
+		if n := len(stack); n > 0 && !stack[n-1].array {
+			stack[n-1].wantKey = true
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		d, delim := tok.(json.Delim)
+		if delim && (d == '}' || d == ']') {
+			stack = stack[:len(stack)-1]
+			done()
+			continue
+		}
+		n := len(stack)
+		if n > 0 && stack[n-1].wantKey {
+			stack[n-1].key, stack[n-1].wantKey = tok.(string), false
+			continue
+		}
+		if n > 0 && stack[n-1].array {
+			stack[n-1].index++
+		}
+		if dec.InputOffset() >= offset {
+			var b strings.Builder
+			for _, l := range stack {
+				switch {
+				case l.array:
+					fmt.Fprintf(&b, "[%d]", l.index)
+				case b.Len() > 0:
+					b.WriteString("." + l.key)
+				default:
+					b.WriteString(l.key)
+				}
+			}
+			return b.String()
+		}
+		if delim {
+			stack = append(stack, level{array: d == '[', index: -1, wantKey: d == '{'})
+			continue
+		}
+		done()
+	}
+}
+
+// jsonTypeOf names the JSON type that decodes into t: "a string", "an integer", ...
+func jsonTypeOf(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Pointer:
+		return jsonTypeOf(t.Elem())
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return "a base64 string"
+		}
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	}
+	return t.String()
+}
+
+// jsonValueName names the kind of JSON value encoding/json's UnmarshalTypeError.Value says.
+func jsonValueName(v string) string {
+	switch kind, value, _ := strings.Cut(v, " "); kind {
+	case "string":
+		return "a string"
+	case "bool":
+		return "a boolean"
+	case "number":
+		if value != "" { // a number that does not fit: "number 3.5"
+			return "the number " + value
+		}
+		return "a number"
+	case "object":
+		return "an object"
+	case "array":
+		return "a list"
+	}
+	return v
 }
 
 func appendResources(dst, src *translator.Resources) {

@@ -130,6 +130,28 @@ kind: Service
 metadata: {name: 7}
 ---
 key: [unclosed
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: typed, namespace: ns}
+spec:
+  rules:
+  - backendRefs: [{name: a}]
+  - backendRefs: [{name: b}, {name: y}]
+---
+apiVersion: agentgateway.dev/v1alpha1
+kind: AgentgatewayBackend
+metadata: {name: typed, namespace: ns}
+spec:
+  mcp:
+    targets: [{name: t, static: {host: h, port: "80"}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: typed, namespace: ns}
+spec:
+  gatewayClassName: c
+  listeners: {name: http}
 `)
 	res, _, err := Load(f, filepath.Join(dir, "missing.yaml"))
 	if err == nil {
@@ -138,11 +160,14 @@ key: [unclosed
 	msg := err.Error()
 	for _, want := range []string{
 		f + ": document 1: HTTPRoute ns/r: spec.rules[0].backendRefs[0].wieght: unknown field",
-		f + ": document 3: Service default/svc: spec.ports.port: a string where int32 is expected",
+		f + ": document 3: Service default/svc: spec.ports[0].port: must be an integer, not a string",
 		f + ": document 4: Service nokind: apiVersion and kind are required",
 		f + ": document 5: AgentgatewayBackend ns/: metadata.name: a name is required",
 		f + ": document 6: Gateway default/gw: defined again; the definition in " + f + " (document 2) is used",
-		f + ": document 7: metadata.name: not a Kubernetes object: a number where string is expected",
+		f + ": document 7: metadata.name: not a Kubernetes object: must be a string, not a number",
+		f + ": document 9: HTTPRoute ns/typed: spec.rules[1].backendRefs[1].name: must be a string, not a boolean",
+		f + ": document 10: AgentgatewayBackend ns/typed: spec.mcp.targets[0].static.port: must be an integer, not a string",
+		f + ": document 11: Gateway ns/typed: spec.listeners: must be a list, not an object",
 		f + ": document 8: not valid YAML",
 		"missing.yaml: ",
 	} {
