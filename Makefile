@@ -22,9 +22,12 @@ include $(wildcard mk/*.mk)
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9-]*:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST) | sort
 
+# VERSION is what `mcpgate version` prints.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
 .PHONY: build
 build: ## build bin/mcpgate and the example and test binaries
-	$(GO) build -o bin/ ./cmd/... ./examples/... ./test/envoydouble
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/ ./cmd/... ./examples/... ./test/envoydouble
 
 .PHONY: run
 run: build ## run the gateway on the lab's example (examples/mcp-connectivity) with the example fetch server

@@ -93,7 +93,11 @@ func (p *pipeline) apply(res *translator.Resources, src file.Sources, loadErr er
 	for _, w := range out.Status.Warnings() {
 		warnings = append(warnings, src.Describe(w))
 	}
-	p.report(problems, notServed, src.Warnings, src.Kept, warnings)
+	var empty []string
+	if src.Objects() == 0 {
+		empty = []string{"the watched files hold no object that mcpgate reads (" + file.ReadsWhat + ")"}
+	}
+	p.report(problems, notServed, src.Warnings, src.Kept, warnings, empty)
 	gateways := out.GatewayKeys()
 	p.log.Info("configuration served", "version", p.srv.Version(), "gateways", gateways, "problems", len(problems), "took", time.Since(start).Round(time.Microsecond))
 	p.ready.Store(true)
@@ -134,10 +138,10 @@ func judgeEdit(served map[string]bool, problems []translator.FieldError, src fil
 }
 
 // report logs what is new since the last call: the problems (refused), what an edit would have
-// refused (not served), the skipped documents, the files kept at their last good version and the
-// translator's warnings (what is accepted but not applied as written); and the problems and
-// warnings that are gone (resolved).
-func (p *pipeline) report(problems, notServed, skipped, kept, warnings []string) {
+// refused (not served), the skipped documents, the files kept at their last good version, the
+// translator's warnings (what is accepted but not applied as written) and other notes; and the
+// problems and warnings that are gone (resolved).
+func (p *pipeline) report(problems, notServed, skipped, kept, warnings, notes []string) {
 	now := map[string]reportedNote{}
 	add := func(msgs []string, level slog.Level, prefix string, resolves bool) {
 		for _, m := range msgs {
@@ -153,6 +157,7 @@ func (p *pipeline) report(problems, notServed, skipped, kept, warnings []string)
 	add(skipped, slog.LevelInfo, "skipped: ", false)
 	add(kept, slog.LevelWarn, "kept: ", false)
 	add(warnings, slog.LevelWarn, "not applied as written: ", true)
+	add(notes, slog.LevelWarn, "", false)
 	for key, n := range p.reported {
 		if _, ok := now[key]; !ok && n.resolves {
 			p.log.Info("resolved: " + n.msg)

@@ -62,7 +62,7 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	c.addFlags(fs)
 	fs.StringVar(&c.envoyBin, "envoy-bin", "", "the Envoy binary to start, one per Gateway (default: envoy on PATH, if any)")
 	fs.BoolVar(&c.noEnvoy, "no-envoy", false, "start no Envoy even if one is found (the data plane is run separately)")
-	fs.Var(&c.envoyArgs, "envoy-arg", "an extra argument for Envoy (repeatable)")
+	fs.Var(&c.envoyArgs, "envoy-arg", "an extra argument for Envoy (repeatable); Envoy runs with -c BOOTSTRAP --log-level info --disable-hot-restart and, unless given here, --file-flush-interval-msec 1000 (its access log is written every second)")
 	envoyAdmin := fs.String("envoy-admin-addr", bootstrap.DefaultAdminAddr, "Envoy's admin address for the first Gateway; the next Gateways take the next ports")
 	logLevelFlag(fs, &c.logLevel)
 	fs.Usage = func() {
@@ -102,6 +102,17 @@ func runStandalone(ctx context.Context, args []string) error {
 // serve runs what `mcpgate run` runs until ctx ends. MCP audit lines and Envoy's access log go to
 // stdout, Envoy's own log to stderr.
 func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr io.Writer) error {
+	for _, f := range cfg.files {
+		// later a path that goes keeps its last good content; at start there is none
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("-f: %w", err)
+		}
+	}
+	if cfg.envoyBin != "" {
+		if _, err := exec.LookPath(cfg.envoyBin); err != nil {
+			return fmt.Errorf("--envoy-bin: %w", err)
+		}
+	}
 	reg := newRegistry()
 	srv := xds.New(log)
 	if err := srv.RegisterMetrics(reg); err != nil {

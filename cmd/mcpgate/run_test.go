@@ -380,6 +380,29 @@ func TestRunFlags(t *testing.T) {
 	}
 }
 
+// TestRunRefusesStartupMistakes: a -f path that does not exist or an --envoy-bin that is not an
+// executable stops mcpgate run at start (later, a path that goes keeps its last good content).
+func TestRunRefusesStartupMistakes(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-f", filepath.Join(dir, "typo")}, "-f: stat " + filepath.Join(dir, "typo") + ": no such file or directory"},
+		{[]string{"-f", dir, "--envoy-bin", filepath.Join(dir, "envoy")}, "--envoy-bin: exec: \"" + filepath.Join(dir, "envoy") + "\": stat"},
+		{[]string{"-f", dir, "--envoy-bin", dir}, "--envoy-bin: exec: \"" + dir + "\": is a directory"},
+	} {
+		cfg, err := parseRunFlags(append(c.args, "--xds-addr", "127.0.0.1:0", "--extproc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = serve(context.Background(), cfg, slog.New(slog.DiscardHandler), io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want %q", c.args, err, c.want)
+		}
+	}
+}
+
 func TestPrefixWriter(t *testing.T) {
 	var out bytes.Buffer
 	w := &prefixWriter{w: &out, prefix: "envoy ns/gw: "}

@@ -42,7 +42,7 @@ func translate(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&opts.ControllerName, "controller-name", translator.DefaultControllerName, "the GatewayClass controllerName served")
 	fs.Var(&classes, "gateway-class", "a further GatewayClass name to serve; repeatable")
 	fs.BoolVar(&opts.RequireGatewayClass, "require-gateway-class", false, "do not serve Gateways whose GatewayClass is not in the input")
-	fs.StringVar(&opts.BindAddress, "bind-address", "0.0.0.0", "the address Envoy listeners bind")
+	fs.StringVar(&opts.BindAddress, "bind-address", "0.0.0.0", "the address Envoy listeners bind (mcpgate run binds 127.0.0.1 unless its --bind-address says otherwise)")
 	fs.BoolVar(&opts.ExclusivePorts, "exclusive-ports", false, "all gateways share one host: a port belongs to one Gateway")
 	fs.DurationVar(&opts.MessageTimeout, "message-timeout", translator.DefaultMessageTimeout, "the ext_proc message timeout")
 	fs.Int64Var(&opts.MaxBodyBytes, "max-body-bytes", translator.DefaultMaxBodyBytes, "the MCP body limit")
@@ -70,6 +70,13 @@ func translate(args []string, stdout, stderr io.Writer) error {
 	res, src, loadErr := file.Load(paths...)
 	for _, w := range src.Warnings {
 		fmt.Fprintln(stderr, "warning:", w)
+	}
+	if src.Objects() == 0 {
+		// nothing to translate: no output that looks like an answer
+		if loadErr != nil {
+			fmt.Fprintln(stderr, loadErr)
+		}
+		return fmt.Errorf("no object that mcpgate reads in %s (%s)", strings.Join(paths, ", "), file.ReadsWhat)
 	}
 	out := translator.Translate(res, opts)
 	var only []string

@@ -32,6 +32,30 @@ func TestTranslateLab(t *testing.T) {
 	}
 }
 
+// TestTranslateNothing: input without an object mcpgate reads (an empty directory, manifests
+// in its subdirectories only, a Deployment) is an error, and nothing is printed as if it were the
+// answer.
+func TestTranslateNothing(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "sub", "gw.yaml"), []byte("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deployment := filepath.Join(t.TempDir(), "d.yaml")
+	if err := os.WriteFile(deployment, []byte("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{dir, deployment, filepath.Join(dir, "missing")} {
+		var out, errOut bytes.Buffer
+		err := translate([]string{"-f", path}, &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), "no object that mcpgate reads in "+path) || out.Len() != 0 {
+			t.Errorf("%s: err %v, output %q; want an error and no output", path, err, out.String())
+		}
+	}
+}
+
 // TestTranslateInvalid: bad input exits non-zero with FILE: Kind ns/name: field: message lines,
 // and the valid part is still printed.
 func TestTranslateInvalid(t *testing.T) {

@@ -35,6 +35,9 @@ import (
 	"github.com/mcpgate/mcpgate/translator"
 )
 
+// ReadsWhat says which files Load reads, for messages.
+const ReadsWhat = "the files named and the *.yaml and *.yml files directly in the directories named, not in their subdirectories"
+
 // DefaultNamespace is the namespace of objects that name none.
 const DefaultNamespace = "default"
 
@@ -68,6 +71,9 @@ func (s Sources) Of(k translator.ObjectKey) (Location, bool) {
 	l, ok := s.objects[k]
 	return l, ok
 }
+
+// Objects is the number of objects read (skipped documents and documents with errors aside).
+func (s Sources) Objects() int { return len(s.objects) }
 
 // Describe renders a translator refusal as "FILE: Kind ns/name: field: message" (without the
 // file when the object was not read from one).
