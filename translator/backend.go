@@ -18,9 +18,6 @@ import (
 	"github.com/mcpgate/mcpgate/contract"
 )
 
-// MCP transports as the x-mcpgate-mcp metadata names them.
-const ()
-
 // Service port appProtocols that mark an MCP server, and the annotations that name its target
 // and path (agentgateway's, with the legacy kgateway ones).
 const (
@@ -227,6 +224,16 @@ func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, no
 	if len(targets) == 0 {
 		return "spec.mcp.targets", "at least one target is required", ""
 	}
+	m := b.Spec.MCP
+	for _, e := range [...]struct{ field, msg string }{
+		{"spec.mcp.sessionRouting", unsupported(m.SessionRouting, v1alpha1.SessionRoutingStateful, v1alpha1.SessionRoutingStateless)},
+		{"spec.mcp.failureMode", unsupported(m.FailureMode, v1alpha1.FailureModeFailClosed, v1alpha1.FailureModeFailOpen)},
+		{"spec.mcp.prefixMode", unsupported(m.PrefixMode, v1alpha1.PrefixModeConditional, v1alpha1.PrefixModeAlways, v1alpha1.PrefixModeNever)},
+	} {
+		if e.msg != "" {
+			return e.field, e.msg, ""
+		}
+	}
 	var notes []string
 	for i := range targets {
 		tg := &targets[i]
@@ -244,6 +251,9 @@ func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, no
 			}
 			if st.Path != "" && !strings.HasPrefix(st.Path, "/") {
 				return f + ".static.path", "must start with /", ""
+			}
+			if msg := unsupported(st.Protocol, v1alpha1.MCPProtocolSSE, v1alpha1.MCPProtocolStreamableHTTP); msg != "" {
+				return f + ".static.protocol", msg, ""
 			}
 		}
 	}
@@ -301,6 +311,7 @@ func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, no
 	return "", "", note
 }
 
+// transportOf is the transport of a protocol that translateMCP accepted (empty: StreamableHTTP).
 func transportOf(p v1alpha1.MCPProtocol) string {
 	if p == v1alpha1.MCPProtocolSSE {
 		return contract.TransportSSE

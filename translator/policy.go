@@ -303,7 +303,7 @@ func (t *translation) translateJWT(j *v1alpha1.JWTAuthentication, field string, 
 	case v1alpha1.JWTModePermissive:
 		out.Mode = policyv1.JWTAuthentication_PERMISSIVE
 	default:
-		bad(field+".mode", fmt.Sprintf("unknown mode %q: use Strict, Optional or Permissive", j.Mode))
+		bad(field+".mode", unsupported(j.Mode, v1alpha1.JWTModeStrict, v1alpha1.JWTModeOptional, v1alpha1.JWTModePermissive))
 	}
 	if len(j.Providers) == 0 {
 		bad(field+".providers", "at least one provider is required")
@@ -351,7 +351,7 @@ func (t *translation) translateRules(a *v1alpha1.Authorization, source, field st
 	case v1alpha1.AuthorizationActionRequire:
 		action = policyv1.Rule_REQUIRE
 	default:
-		bad(field+".action", fmt.Sprintf("unknown action %q: use Allow, Deny or Require", a.Action))
+		bad(field+".action", unsupported(a.Action, v1alpha1.AuthorizationActionAllow, v1alpha1.AuthorizationActionDeny, v1alpha1.AuthorizationActionRequire))
 	}
 	if len(a.Policy.MatchExpressions) == 0 {
 		bad(field+".policy.matchExpressions", "at least one expression is required")

@@ -1,10 +1,12 @@
 package translator
 
 import (
+	"slices"
 	"sort"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/mcpgate/mcpgate/api/v1alpha1"
@@ -81,6 +83,18 @@ type fieldErrors []FieldError
 
 func (e *fieldErrors) add(kind, ns, name, field, msg string) {
 	*e = append(*e, FieldError{Kind: kind, Namespace: ns, Name: name, Field: field, Message: msg})
+}
+
+// unsupported is the refusal of v, the value of a field whose CRD schema lists values (an enum,
+// +kubebuilder:validation:Enum in api/v1alpha1), in the API server's words: `Unsupported value:
+// "sse": supported values: "SSE", "StreamableHTTP"`. It is "" when v is one of values
+// (case-sensitive, as the API server compares) or empty (the field omitted: its default). Objects
+// read from files (run -f, translate -f) meet no API server, so the translator refuses for it.
+func unsupported[T ~string](v T, values ...T) string {
+	if v == "" || slices.Contains(values, v) {
+		return ""
+	}
+	return field.NotSupported(nil, string(v), values).ErrorBody()
 }
 
 func newStatus(in *Resources) Status {
