@@ -11,4 +11,4 @@ bench-translator: ## run the translator benchmarks as docs/benchmarks.md records
 .PHONY: fuzz-translator
 fuzz-translator: ## fuzz the file loader and the translator with the golden inputs' mutations, FUZZTIME (default 30s)
 	$(GO) test -run '^$$' -fuzz '^FuzzTranslate$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./translator
-	$(GO) test -run '^$$' -fuzz '^FuzzNormalizePath$$' -fuzztime $(FUZZTIME) ./translator
+	$(GO) test -run '^$$' -fuzz '^FuzzNormalize$$' -fuzztime $(FUZZTIME) ./internal/envoypath

@@ -21,6 +21,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/mcpgate/mcpgate/contract"
+	"github.com/mcpgate/mcpgate/internal/envoypath"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -246,8 +247,15 @@ type metadataBlock struct {
 	kinds  [2]structpb.Value_StringValue
 }
 
+// listenerPaths is how every listener normalizes request paths before routing them: dot segments
+// resolved, slashes merged, escaped slashes unescaped and redirected to.
+func listenerPaths() envoypath.Options {
+	return envoypath.Options{NormalizePath: true, MergeSlashes: true, EscapedSlashes: hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT}
+}
+
 // listener builds the Envoy listener of one Gateway port; its routes come over RDS (ADS).
 func (x *xdsCommon) listener(name string, port int32) *listenerv3.Listener {
+	paths := listenerPaths()
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix(name),
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
@@ -265,9 +273,9 @@ func (x *xdsCommon) listener(name string, port int32) *listenerv3.Listener {
 		// a catch-all, while many servers serve them as /mcp. Dot segments are resolved, slashes
 		// merged, and a path with escaped slashes (%2F, %5C) is answered with a redirect to its
 		// unescaped form (307), as Envoy Gateway does by default.
-		NormalizePath:                wrapperspb.Bool(true),
-		MergeSlashes:                 true,
-		PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT,
+		NormalizePath:                wrapperspb.Bool(paths.NormalizePath),
+		MergeSlashes:                 paths.MergeSlashes,
+		PathWithEscapedSlashesAction: paths.EscapedSlashes,
 		// Envoy's edge recommendations. Headers with "_" are dropped: rules read "x-user", and
 		// servers that fold "_" into "-" (CGI, WSGI) would read an "x_user" the rules never saw.
 		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{

@@ -23,6 +23,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/mcpgate/mcpgate/internal/envoypath"
 	"github.com/mcpgate/mcpgate/test/envoydouble/accesslog"
 	"github.com/mcpgate/mcpgate/test/envoydouble/extprocfilter"
 	"github.com/mcpgate/mcpgate/test/envoydouble/headers"
@@ -286,7 +287,7 @@ func (st *stream) buildRequestHeaders() bool {
 	return true
 }
 
-// normalizePath applies the HCM's path normalization (xdsconf.HCM.NormalizePath) to :path, as
+// normalizePath applies the HCM's path normalization (envoypath.Normalize) to :path, as
 // ActiveStream::decodeHeaders does before anything else reads the path: before the host port is
 // stripped, before mutateRequestHeaders (x-forwarded-for, x-request-id), the route match and the
 // filter chain. A rejected path is a 400 and a redirect a 307 to the normalized path (400 for a
@@ -294,16 +295,16 @@ func (st *stream) buildRequestHeaders() bool {
 // the filter chain exists (ext_proc never sees them). It returns false when the stream was
 // answered.
 func (st *stream) normalizePath() bool {
-	path, action := st.lis.HCM.NormalizePath(st.req.Value(":path"))
+	path, action, _ := envoypath.Normalize(st.req.Value(":path"), st.lis.HCM.Paths)
 	st.req.Set(":path", path)
-	if action == xdsconf.PathRedirect && isGRPC(st.req.Value("content-type")) {
-		action = xdsconf.PathReject
+	if action == envoypath.Redirect && isGRPC(st.req.Value("content-type")) {
+		action = envoypath.Reject
 	}
 	switch action {
-	case xdsconf.PathReject:
+	case envoypath.Reject:
 		st.localReply(http.StatusBadRequest, nil, "path_normalization_failed", "", false)
 		return false
-	case xdsconf.PathRedirect:
+	case envoypath.Redirect:
 		h := &headers.Map{}
 		h.Add("location", path)
 		st.localReplyWith(http.StatusTemporaryRedirect, nil, "path_normalization_failed", "", h, false)

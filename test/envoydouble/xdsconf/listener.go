@@ -16,6 +16,7 @@ import (
 	reqwithoutqueryv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/formatter/req_without_query/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/mcpgate/mcpgate/internal/envoypath"
 	"github.com/mcpgate/mcpgate/test/envoydouble/accesslog"
 )
 
@@ -68,11 +69,9 @@ type HCM struct {
 	// ServerHeaderPassThrough is server_header_transformation PASS_THROUGH (or APPEND_IF_ABSENT).
 	ServerHeaderPassThrough bool
 	ServerHeaderAppend      bool
-	// NormalizePathRFC3986, MergeSlashes and EscapedSlashes are normalize_path, merge_slashes and
-	// path_with_escaped_slashes_action, applied by NormalizePath.
-	NormalizePathRFC3986 bool
-	MergeSlashes         bool
-	EscapedSlashes       EscapedSlashesAction
+	// Paths are normalize_path, merge_slashes and path_with_escaped_slashes_action, applied by
+	// envoypath.Normalize before the route match.
+	Paths envoypath.Options
 }
 
 // AccessLog is an access logger: stdout, or a file path.
@@ -147,7 +146,7 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 		"internal_address_config", "normalize_path", "merge_slashes", "path_with_escaped_slashes_action"); err != nil {
 		return nil, err
 	}
-	escaped, err := compileEscapedSlashes(h.GetPathWithEscapedSlashesAction(), path)
+	paths, err := compilePaths(h, path)
 	if err != nil {
 		return nil, err
 	}
@@ -194,10 +193,7 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 		StripAnyHostPort: h.GetStripAnyHostPort(), StripMatchingHostPort: h.GetStripMatchingHostPort(),
 		UseRemoteAddress: h.GetUseRemoteAddress().GetValue(), SkipXFFAppend: h.GetSkipXffAppend(), XFFTrustedHops: h.GetXffNumTrustedHops(),
 		AlwaysSetRequestIDInReply: h.GetAlwaysSetRequestIdInResponse(), PreserveExternalRequestID: h.GetPreserveExternalRequestId(),
-		InternalCIDRs: internal, EscapedSlashes: escaped,
-		// normalize_path unset: Envoy reads the runtime key http_connection_manager.normalize_path
-		// (default 0%), which the double's bootstrap refuses, so unset is false.
-		NormalizePathRFC3986: h.GetNormalizePath().GetValue(), MergeSlashes: h.GetMergeSlashes(),
+		InternalCIDRs: internal, Paths: paths,
 		DropUnderscoreHeaders: h.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction() == corev3.HttpProtocolOptions_DROP_HEADER}
 	if t := h.GetStreamIdleTimeout(); t != nil {
 		out.StreamIdleTimeout = t.AsDuration()
