@@ -82,8 +82,8 @@ const (
 // Deployment running Envoy with `mcpgate extproc` as a native sidecar (the two talk over a Unix
 // socket in a shared emptyDir), a Service exposing the Gateway's listener ports, a ConfigMap
 // holding Envoy's bootstrap and, with XDSCA, a Secret holding the xDS client certificate. They are
-// named like the Gateway (the ConfigMap gets a -bootstrap suffix, the Secret -xds-tls), live in
-// its namespace and are owned by it.
+// named like the Gateway (the ConfigMap gets a -bootstrap suffix, the Secret -xds-tls) and live in
+// its namespace; the Gateway owns the first three, the Deployment the Secret.
 type DataPlane struct {
 	// XDSAddress is HOST:PORT of the controller's xDS Service, for Envoy's bootstrap and the
 	// extproc sidecar. Required.
@@ -122,7 +122,26 @@ type dataPlaneObjects struct {
 	configMap  *coreac.ConfigMapApplyConfiguration
 	deployment *appsac.DeploymentApplyConfiguration
 	service    *coreac.ServiceApplyConfiguration
-	secret     *coreac.SecretApplyConfiguration // nil without xDS TLS
+	// secret is the xDS client certificate Secret without its owner (see ownedSecret); nil
+	// without xDS TLS.
+	secret *coreac.SecretApplyConfiguration
+}
+
+// ownedSecret returns the Secret of o owned by its Deployment, the live one of UID uid, and the
+// Secret's config hash (the owner's UID is part of it). The garbage collector deletes the Secret
+// with the Deployment, so the controller needs no right to delete Secrets. The reference is set
+// as the Deployment's own to its Gateway: controller, without blockOwnerDeletion (which would
+// need the right to update deployments/finalizers).
+func (o dataPlaneObjects) ownedSecret(uid types.UID) (*coreac.SecretApplyConfiguration, string, error) {
+	sec := o.secret.WithOwnerReferences(metaac.OwnerReference().
+		WithAPIVersion(appsv1.SchemeGroupVersion.String()).WithKind("Deployment").
+		WithName(*o.deployment.Name).WithUID(uid).WithController(true))
+	hash, err := configHash(sec)
+	if err != nil {
+		return nil, "", fmt.Errorf("Secret %s/%s: %w", *sec.Namespace, *sec.Name, err)
+	}
+	sec.WithAnnotations(map[string]string{AnnotationConfigHash: hash})
+	return sec, hash, nil
 }
 
 // bootstrapName is the name of a Gateway's bootstrap ConfigMap.
@@ -208,7 +227,7 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, controllerName string, boots
 		volumes = append(volumes, coreac.Volume().WithName("xds-tls").WithSecret(
 			coreac.SecretVolumeSource().WithSecretName(xdsSecretName(name)).WithDefaultMode(0o440)))
 		secret = coreac.Secret(xdsSecretName(name), ns).
-			WithLabels(labels).WithAnnotations(objAnnotations).WithOwnerReferences(owner).
+			WithLabels(labels).WithAnnotations(objAnnotations).
 			WithType(corev1.SecretTypeTLS).
 			WithData(map[string][]byte{pki.CertFile: cert.cert, pki.KeyFile: cert.key, pki.CAFile: cert.ca})
 		h := sha256.Sum256(cert.cert)
@@ -291,13 +310,6 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, controllerName string, boots
 	cm.WithAnnotations(map[string]string{AnnotationConfigHash: cmHash})
 	dep.WithAnnotations(map[string]string{AnnotationConfigHash: depHash})
 	svc.WithAnnotations(map[string]string{AnnotationConfigHash: svcHash})
-	if secret != nil {
-		secHash, err := configHash(secret)
-		if err != nil {
-			return dataPlaneObjects{}, fmt.Errorf("gateway %s: %w", gateway, err)
-		}
-		secret.WithAnnotations(map[string]string{AnnotationConfigHash: secHash})
-	}
 	return dataPlaneObjects{configMap: cm, deployment: dep, service: svc, secret: secret}, nil
 }
 
@@ -342,8 +354,9 @@ func (p *Provider) reconcileDataPlanes(ctx context.Context, snap *snapshot, out 
 	return result
 }
 
-// applyDataPlane applies one Gateway's ConfigMap, Service and Deployment. An object of the same
-// name that the controller did not create is left alone and reported.
+// applyDataPlane applies one Gateway's ConfigMap, Service and Deployment, then (with xDS TLS) the
+// Secret the Deployment owns. An object of the same name that the controller did not create is
+// left alone and reported.
 func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gateway, services map[gatewayKey]*corev1.Service) error {
 	key := client.ObjectKeyFromObject(gw)
 	// The same bootstrap as `mcpgate bootstrap --gateway NS/NAME --xds-addr XDSAddress
@@ -368,39 +381,52 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 	if err != nil {
 		return err
 	}
-	type applied struct {
-		kind    string
-		name    string
-		current client.Object
-		apply   runtime.ApplyConfiguration
-		hash    string
-		mounted bool // the Deployment's pods mount it
+	in := func(name string) types.NamespacedName {
+		return types.NamespacedName{Namespace: key.Namespace, Name: name}
+	}
+	var errs []error
+	// The Deployment's pods mount the ConfigMap and the Secret: one of their names made by
+	// someone else (to run Envoy with their bootstrap, or to have the Gateway's certificate) keeps
+	// the Deployment from being applied (fail closed). The Secret is applied after the
+	// Deployment, which owns it, so the one in the way is refused here, as gatewayCert read it.
+	mountsRefused := false
+	if objs.secret != nil && curSecret != nil {
+		if err := notManaged("Secret", in(*objs.secret.Name), curSecret); err != nil {
+			errs, mountsRefused = append(errs, err), true
+		}
 	}
 	var cm corev1.ConfigMap
+	if err := p.applyIfChanged(ctx, "ConfigMap", in(*objs.configMap.Name), &cm, objs.configMap, objs.configMap.Annotations[AnnotationConfigHash]); err != nil {
+		errs, mountsRefused = append(errs, err), true
+	}
+	if err := p.applyIfChanged(ctx, "Service", in(*objs.service.Name), services[in(*objs.service.Name)], objs.service, objs.service.Annotations[AnnotationConfigHash]); err != nil {
+		errs = append(errs, err)
+	}
+	depKey := in(*objs.deployment.Name)
+	if mountsRefused {
+		return errors.Join(append(errs, fmt.Errorf("Deployment %s is not applied: its pods would mount the ConfigMap or Secret refused above", depKey))...)
+	}
 	var dep appsv1.Deployment
-	var errs []error
-	var list []applied
-	if objs.secret != nil {
-		list = append(list, applied{"Secret", *objs.secret.Name, curSecret, objs.secret, objs.secret.Annotations[AnnotationConfigHash], true})
+	if err := p.applyIfChanged(ctx, "Deployment", depKey, &dep, objs.deployment, objs.deployment.Annotations[AnnotationConfigHash]); err != nil {
+		return errors.Join(append(errs, err)...)
 	}
-	list = append(list,
-		applied{"ConfigMap", *objs.configMap.Name, &cm, objs.configMap, objs.configMap.Annotations[AnnotationConfigHash], true},
-		applied{"Service", *objs.service.Name, services[types.NamespacedName{Namespace: key.Namespace, Name: *objs.service.Name}], objs.service, objs.service.Annotations[AnnotationConfigHash], false},
-		applied{"Deployment", *objs.deployment.Name, &dep, objs.deployment, objs.deployment.Annotations[AnnotationConfigHash], false})
-	mountsRefused := false
-	for _, o := range list {
-		if o.kind == "Deployment" && mountsRefused {
-			// Its pods would mount a bootstrap or certificate that is not the controller's (a
-			// ConfigMap or Secret of that name made by someone else): fail closed.
-			errs = append(errs, fmt.Errorf("Deployment %s/%s is not applied: its pods would mount the ConfigMap or Secret refused above", key.Namespace, o.name))
-			continue
-		}
-		if err := p.applyIfChanged(ctx, o.kind, types.NamespacedName{Namespace: key.Namespace, Name: o.name}, o.current, o.apply, o.hash); err != nil {
-			errs = append(errs, err)
-			mountsRefused = mountsRefused || o.mounted
-		}
+	if objs.secret == nil {
+		return errors.Join(errs...)
 	}
-	return errors.Join(errs...)
+	// The live Deployment's UID: as applied (Apply writes the API server's answer into the apply
+	// configuration), else as read.
+	uid := dep.UID
+	if objs.deployment.UID != nil {
+		uid = *objs.deployment.UID
+	}
+	if uid == "" {
+		return errors.Join(append(errs, fmt.Errorf("Secret %s is not applied: Deployment %s has no UID", in(*objs.secret.Name), depKey))...)
+	}
+	sec, hash, err := objs.ownedSecret(uid)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	return errors.Join(append(errs, p.applyIfChanged(ctx, "Secret", in(*sec.Name), curSecret, sec, hash))...)
 }
 
 // gatewayCert returns the xDS client certificate of gw: the one its Secret holds while ca signed
@@ -449,8 +475,8 @@ func (p *Provider) applyIfChanged(ctx context.Context, kind string, key types.Na
 		}
 	}
 	if exists && !reflect.ValueOf(current).IsNil() {
-		if current.GetLabels()[LabelManagedBy] != ManagedByValue {
-			return fmt.Errorf("%s %s exists and is not managed by mcpgate (label %s=%s): rename the Gateway or remove it", kind, key, LabelManagedBy, ManagedByValue)
+		if err := notManaged(kind, key, current); err != nil {
+			return err
 		}
 		if current.GetAnnotations()[AnnotationConfigHash] == hash {
 			return nil
@@ -463,10 +489,20 @@ func (p *Provider) applyIfChanged(ctx context.Context, kind string, key types.Na
 	return nil
 }
 
+// notManaged is an error unless obj (kind key) carries the label of the objects mcpgate made.
+func notManaged(kind string, key types.NamespacedName, obj client.Object) error {
+	if obj.GetLabels()[LabelManagedBy] != ManagedByValue {
+		return fmt.Errorf("%s %s exists and is not managed by mcpgate (label %s=%s): rename the Gateway or remove it", kind, key, LabelManagedBy, ManagedByValue)
+	}
+	return nil
+}
+
 // deleteStaleDataPlanes deletes the data plane objects whose Gateway is not served any more (it
 // was deleted, or its class is not ours). Owner references make the garbage collector do the
 // same when a Gateway is deleted; this also covers a Gateway that changed class. Objects that
-// another mcpgate controller made (another controllerName) are left to it.
+// another mcpgate controller made (another controllerName) are left to it. The xDS certificate
+// Secret is owned by the Deployment: the garbage collector deletes it with the Deployment (the
+// controller may get Secrets by name, never list or delete them).
 func (p *Provider) deleteStaleDataPlanes(ctx context.Context, services []*corev1.Service, served map[gatewayKey]error) {
 	var deps appsv1.DeploymentList
 	var cms corev1.ConfigMapList
@@ -505,24 +541,5 @@ func (p *Provider) deleteStaleDataPlanes(ctx context.Context, services []*corev1
 			continue
 		}
 		p.log.Info("data plane object deleted", "kind", fmt.Sprintf("%T", o), "object", client.ObjectKeyFromObject(o).String(), "gateway", o.GetNamespace()+"/"+gw)
-		if _, ok := o.(*appsv1.Deployment); ok {
-			p.deleteXDSSecret(ctx, gatewayKey{Namespace: o.GetNamespace(), Name: gw})
-		}
 	}
-}
-
-// deleteXDSSecret deletes the xDS client certificate Secret of a Gateway no longer served, if
-// mcpgate made it. Secrets are neither listed nor cached (the controller may only get them by
-// name), so it goes with its Gateway's Deployment.
-func (p *Provider) deleteXDSSecret(ctx context.Context, gw gatewayKey) {
-	var sec corev1.Secret
-	key := types.NamespacedName{Namespace: gw.Namespace, Name: xdsSecretName(gw.Name)}
-	if err := p.reader.Get(ctx, key, &sec); err != nil || sec.Labels[LabelManagedBy] != ManagedByValue {
-		return
-	}
-	if err := p.client.Delete(ctx, &sec); err != nil && !apierrors.IsNotFound(err) {
-		p.log.Error("delete data plane object", "object", key.String(), "error", err)
-		return
-	}
-	p.log.Info("data plane object deleted", "kind", "Secret", "object", key.String(), "gateway", gw.String())
 }

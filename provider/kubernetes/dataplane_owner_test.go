@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -11,12 +12,14 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/mcpgate/mcpgate/internal/pki"
 	"github.com/mcpgate/mcpgate/provider/kubernetes"
 )
 
 // TestOtherControllersDataPlaneKept runs two mcpgate controllers' worth of data planes in one
 // cluster (two controllerNames, e.g. a canary): a controller deletes the data planes of the
-// Gateways it stopped serving, never those another mcpgate controller made.
+// Gateways it stopped serving, never those another mcpgate controller made (so the xDS
+// certificate Secret their Deployment owns stays too).
 func TestOtherControllersDataPlaneKept(t *testing.T) {
 	const ours, theirs = "test.mcpgate.dev/ours", "test.mcpgate.dev/theirs"
 	mustKubectl(t, []byte(`apiVersion: gateway.networking.k8s.io/v1
@@ -47,15 +50,24 @@ spec:
   gatewayClassName: theirs
   listeners: [{name: http, port: 8080, protocol: HTTP}]
 `), "apply", "-f", "-")
+	// With xDS TLS, so that each data plane has its certificate Secret too.
+	ca, err := pki.NewCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
 	dataPlane := func() *kubernetes.DataPlane {
-		return &kubernetes.DataPlane{XDSAddress: "mcpgate-controller.mcpgate-system.svc:18000", ExtProcImage: "ghcr.io/mcpgate/mcpgate:test"}
+		return &kubernetes.DataPlane{XDSAddress: "mcpgate-controller.mcpgate-system.svc:18000", ExtProcImage: "ghcr.io/mcpgate/mcpgate:test", XDSCA: ca}
 	}
 	// The other controller makes its Gateway's data plane, then stops.
 	other := startController(t, t, testCluster.cfg, kubernetes.Options{ControllerName: theirs, DataPlane: dataPlane()})
 	theirDeployment := types.NamespacedName{Namespace: "two-controllers", Name: "theirs"}
 	theirBootstrap := types.NamespacedName{Namespace: "two-controllers", Name: "theirs-bootstrap"}
+	theirSecret := types.NamespacedName{Namespace: "two-controllers", Name: "theirs-xds-tls"}
 	eventually(t, "their data plane", func() error {
 		if err := testCluster.client.Get(t.Context(), theirDeployment, &appsv1.Deployment{}); err != nil {
+			return err
+		}
+		if err := testCluster.client.Get(t.Context(), theirSecret, &corev1.Secret{}); err != nil {
 			return err
 		}
 		if err := testCluster.client.Get(t.Context(), theirDeployment, &corev1.Service{}); err != nil {
@@ -95,6 +107,7 @@ spec:
 		{"Deployment", theirDeployment, &appsv1.Deployment{}},
 		{"Service", theirDeployment, &corev1.Service{}},
 		{"bootstrap ConfigMap", theirBootstrap, &corev1.ConfigMap{}},
+		{"xDS certificate Secret", theirSecret, &corev1.Secret{}},
 	} {
 		if err := testCluster.client.Get(t.Context(), o.key, o.obj); apierrors.IsNotFound(err) {
 			t.Errorf("the other controller's %s was deleted", o.what)
@@ -102,4 +115,14 @@ spec:
 			t.Fatal(err)
 		}
 	}
+	// Their Secret lives as long as their Deployment, which owns it.
+	var dep appsv1.Deployment
+	var sec corev1.Secret
+	if err := testCluster.client.Get(t.Context(), theirDeployment, &dep); err != nil {
+		t.Fatal(err)
+	}
+	if err := testCluster.client.Get(t.Context(), theirSecret, &sec); err != nil {
+		t.Fatal(err)
+	}
+	checkOwnedByDeployment(t, &sec, &dep)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -358,6 +359,7 @@ func TestLab(t *testing.T) {
 			}
 			return nil
 		})
+		dep := get(t, types.NamespacedName{Namespace: labNS, Name: "agentgateway"}, &appsv1.Deployment{})
 		mustKubectl(t, nil, "-n", labNS, "delete", "gateway", "agentgateway")
 		eventually(t, "gateway removed from xDS", func() error { return ads.hasNames(resourcev3.ListenerType) })
 		// envtest runs no garbage collector: the controller deletes the data plane itself.
@@ -379,6 +381,13 @@ func TestLab(t *testing.T) {
 			}
 			return nil
 		})
+		// The xDS certificate Secret is left to the garbage collector (which envtest does not run):
+		// its owner is the deleted Deployment.
+		sec := &corev1.Secret{}
+		if err := testCluster.client.Get(ctx, types.NamespacedName{Namespace: labNS, Name: "agentgateway-xds-tls"}, sec); err != nil {
+			t.Fatalf("Secret agentgateway-xds-tls: %v (the controller may not delete Secrets)", err)
+		}
+		checkOwnedByDeployment(t, sec, dep)
 	})
 }
 
@@ -413,7 +422,11 @@ func checkDataPlane(t *testing.T, ns, name string, ports []int32) {
 				return err
 			}
 		}
-		return testCluster.client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name + "-bootstrap"}, &corev1.ConfigMap{})
+		if err := testCluster.client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name + "-bootstrap"}, &corev1.ConfigMap{}); err != nil {
+			return err
+		}
+		// The Secret is applied after the Deployment, which owns it.
+		return testCluster.client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name + "-xds-tls"}, &corev1.Secret{})
 	})
 	gw := get(t, key, &gwv1.Gateway{})
 	dep := get(t, key, &appsv1.Deployment{})
@@ -438,9 +451,10 @@ func checkDataPlane(t *testing.T, ns, name string, ports []int32) {
 	// xDS over mutual TLS: the Gateway's client certificate in its Secret, issued by the CA for
 	// this Gateway, mounted for both containers; Envoy's xDS cluster presents it.
 	sec := get(t, types.NamespacedName{Namespace: ns, Name: name + "-xds-tls"}, &corev1.Secret{})
-	if refs := sec.GetOwnerReferences(); len(refs) != 1 || refs[0].UID != gw.UID || sec.Labels[kubernetes.LabelManagedBy] != kubernetes.ManagedByValue {
-		t.Errorf("Secret %s-xds-tls: owner %+v, labels %v", name, refs, sec.Labels)
+	if sec.Labels[kubernetes.LabelManagedBy] != kubernetes.ManagedByValue {
+		t.Errorf("Secret %s-xds-tls: labels %v", name, sec.Labels)
 	}
+	checkOwnedByDeployment(t, sec, dep)
 	ca, _ := labCA()
 	if !ca.Current(sec.Data[corev1.TLSCertKey], time.Now()) {
 		t.Errorf("Secret %s-xds-tls: the certificate is not the CA's", name)
@@ -492,6 +506,39 @@ func checkDataPlane(t *testing.T, ns, name string, ports []int32) {
 	if !slices.Equal(got, ports) {
 		t.Errorf("Service ports %v, want %v", got, ports)
 	}
+}
+
+// checkOwnedByDeployment checks that sec's one owner is the live Deployment dep, as the
+// Deployment's own owner reference is set (controller, no blockOwnerDeletion): the garbage
+// collector deletes the Secret with the data plane, and the controller never deletes a Secret.
+func checkOwnedByDeployment(t *testing.T, sec *corev1.Secret, dep *appsv1.Deployment) {
+	t.Helper()
+	depRefs := dep.GetOwnerReferences()
+	if len(depRefs) != 1 {
+		t.Fatalf("Deployment %s/%s owner references %+v", dep.Namespace, dep.Name, depRefs)
+	}
+	want := metav1.OwnerReference{APIVersion: "apps/v1", Kind: "Deployment", Name: dep.Name, UID: dep.UID,
+		Controller: depRefs[0].Controller, BlockOwnerDeletion: depRefs[0].BlockOwnerDeletion}
+	if refs := sec.GetOwnerReferences(); len(refs) != 1 || !reflect.DeepEqual(refs[0], want) {
+		t.Errorf("Secret %s/%s owner references %s, want the Deployment %s", sec.Namespace, sec.Name, ownerRefs(refs), ownerRefs([]metav1.OwnerReference{want}))
+	}
+}
+
+// ownerRefs formats owner references for a test message.
+func ownerRefs(refs []metav1.OwnerReference) string {
+	var s []string
+	for _, r := range refs {
+		s = append(s, fmt.Sprintf("%s %s/%s uid=%s controller=%v blockOwnerDeletion=%v", r.APIVersion, r.Kind, r.Name, r.UID, deref(r.Controller), deref(r.BlockOwnerDeletion)))
+	}
+	return "[" + strings.Join(s, "; ") + "]"
+}
+
+// deref is *b, or "unset".
+func deref(b *bool) string {
+	if b == nil {
+		return "unset"
+	}
+	return strconv.FormatBool(*b)
 }
 
 // checkInvalid checks that the CRD schema refuses malformed objects and that objects the schema
@@ -709,6 +756,29 @@ spec:
 	eventually(t, "its status", func() error {
 		gw := get(t, types.NamespacedName{Namespace: "byname", Name: "gw"}, &gwv1.Gateway{})
 		return condition(gw.Status.Conditions, "Programmed", metav1.ConditionTrue, "Programmed", gw.Generation)
+	})
+	checkDataPlane(t, "byname", "gw", []int32{80, 9090})
+	// A Deployment deleted by hand comes back, and its Secret follows the new one (else the
+	// garbage collector would delete the Secret, which was owned by the one deleted).
+	gwKey := types.NamespacedName{Namespace: "byname", Name: "gw"}
+	deleted := get(t, gwKey, &appsv1.Deployment{})
+	mustKubectl(t, nil, "-n", "byname", "delete", "deployment", "gw")
+	eventually(t, "the Deployment again, owning the Secret", func() error {
+		var dep appsv1.Deployment
+		var sec corev1.Secret
+		if err := testCluster.client.Get(context.Background(), gwKey, &dep); err != nil {
+			return err
+		}
+		if dep.UID == deleted.UID {
+			return fmt.Errorf("the Deployment was not deleted yet")
+		}
+		if err := testCluster.client.Get(context.Background(), types.NamespacedName{Namespace: "byname", Name: "gw-xds-tls"}, &sec); err != nil {
+			return err
+		}
+		if refs := sec.OwnerReferences; len(refs) != 1 || refs[0].UID != dep.UID {
+			return fmt.Errorf("Secret owner references %s, want the Deployment of uid %s", ownerRefs(refs), dep.UID)
+		}
+		return nil
 	})
 	checkDataPlane(t, "byname", "gw", []int32{80, 9090})
 	// Both keep the status the API server defaults (Accepted Unknown, "Waiting for controller").
