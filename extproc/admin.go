@@ -11,5 +11,5 @@ import (
 // AdminHandler serves /metrics (from g), /healthz (the process is up) and /readyz (a first policy
 // update was accepted), listed at /, for `mcpgate extproc --admin-addr`.
 func (s *Server) AdminHandler(g prometheus.Gatherer) http.Handler {
-	return admin.New(g, s.Ready, "no policies received from the control plane yet")
+	return admin.New(g, admin.Awaiting(s.Ready, "no policies received from the control plane yet"))
 }

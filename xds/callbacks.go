@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -45,6 +46,9 @@ type stream struct {
 	sent map[string]sent
 	// types are the type URLs the stream asked for.
 	types map[string]bool
+	// rejected is type URL -> why the client rejected the last response of that type, until it
+	// accepts one.
+	rejected map[string]string
 }
 
 // maxSotwTypes is how many type URLs one SotW ADS stream may ask for: go-control-plane buffers
@@ -62,7 +66,7 @@ func newCallbacks(logger *slog.Logger, m *metrics) *callbacks {
 // open registers a stream. With an identity bound, it refuses a peer without a verified client
 // certificate or whose certificate names no group.
 func (c *callbacks) open(ctx context.Context, api string, id int64) error {
-	st := &stream{sent: map[string]sent{}, types: map[string]bool{}}
+	st := &stream{sent: map[string]sent{}, types: map[string]bool{}, rejected: map[string]string{}}
 	if p, ok := peer.FromContext(ctx); ok {
 		st.peer = p.Addr.String()
 	}
@@ -142,6 +146,12 @@ func (c *callbacks) request(api string, id int64, node *corev3.Node, typeURL, no
 		about = st.sent[typeURL]
 		st.types[typeURL] = true
 		ntypes = len(st.types)
+		switch {
+		case nack != nil:
+			st.rejected[typeURL] = nack.GetMessage()
+		case nonce != "":
+			delete(st.rejected, typeURL)
+		}
 	}
 	c.mu.Unlock()
 	attrs := []any{"api", api, "stream", id, "node", node.GetId(), "group", GroupOf(node), "type", typeURL}
@@ -161,11 +171,27 @@ func (c *callbacks) request(api string, id int64, node *corev3.Node, typeURL, no
 			attrs = append(attrs, "accepted_version", accepted)
 		}
 		c.m.nacks.WithLabelValues(typeURL).Inc()
-		c.log.Warn("xDS NACK: the client rejected the configuration", attrs...)
+		// an error: the client runs without that configuration (or with an older one)
+		c.log.Error("xDS NACK: the client rejected the configuration", attrs...)
 	default:
 		c.log.Debug("xDS ACK", append(attrs, "version", version)...)
 	}
 	return about.version, known, ntypes
+}
+
+// rejections lists, for every open stream whose client rejected the last response of a type,
+// "node NODE: TYPE: message", sorted.
+func (c *callbacks) rejections() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, st := range c.streams {
+		for typeURL, msg := range st.rejected {
+			out = append(out, fmt.Sprintf("node %s: %s: %s", st.node.GetId(), typeURL, msg))
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func (c *callbacks) response(api string, id int64, typeURL, nonce, version string) {

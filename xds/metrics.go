@@ -3,8 +3,16 @@ package xds
 import (
 	"errors"
 
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mcpgate/mcpgate/contract"
 )
+
+// servedTypes are the type URLs the translator's snapshots hold.
+func servedTypes() []string {
+	return []string{resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType, contract.PolicyTypeURL}
+}
 
 // metrics are the server's Prometheus metrics. They exist whether or not they are registered.
 type metrics struct {
@@ -32,8 +40,11 @@ func newMetrics() *metrics {
 }
 
 // RegisterMetrics registers the server's metrics with reg: the version pushed, the node groups,
-// the open streams and the NACKs.
+// the open streams and the NACKs (at 0 for each type served until one comes).
 func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
+	for _, typeURL := range servedTypes() {
+		s.m.nacks.WithLabelValues(typeURL)
+	}
 	var errs []error
 	for _, c := range []prometheus.Collector{s.m.version, s.m.groups, s.m.streams, s.m.nacks} {
 		errs = append(errs, reg.Register(c))

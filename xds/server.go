@@ -38,11 +38,6 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// contract.AllGateways is the node group that holds the resources of every gateway, for a client that serves
-// them all (the standalone ext_proc uses node.cluster "*").
-
-// contract.PolicyTypeURL is the type URL of mcpgate's policy resource (proto/policy/v1), served to ext_proc.
-
 // Server holds the current snapshot of every node group and serves them over xDS. It is safe for
 // concurrent use.
 type Server struct {
@@ -154,6 +149,10 @@ func (s *Server) Update(groups map[string]map[string][]proto.Message) error {
 	s.log.Info("pushed snapshot", "version", next, "groups", names, "removed", removed)
 	return errors.Join(errs...)
 }
+
+// Rejections lists what the connected clients rejected (NACKed) and have not accepted since:
+// "node NODE: TYPE: message" per stream and type, sorted; none when all is accepted.
+func (s *Server) Rejections() []string { return s.cb.rejections() }
 
 // Version returns the version of the last push ("0" before the first).
 func (s *Server) Version() string {

@@ -255,8 +255,8 @@ func TestNACK(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	for _, want := range [][]string{
-		{"WARN", "NACK", "api=delta", "node=delta-envoy", "group=ns/gw", "type=" + rds, "version=1", "error=delta: route has no cluster"},
-		{"WARN", "NACK", "api=sotw", "node=sotw-envoy", "type=" + rds, "version=1", "error=sotw: route has no cluster", "accepted_version="},
+		{"ERROR", "NACK", "api=delta", "node=delta-envoy", "group=ns/gw", "type=" + rds, "version=1", "error=delta: route has no cluster"},
+		{"ERROR", "NACK", "api=sotw", "node=sotw-envoy", "type=" + rds, "version=1", "error=sotw: route has no cluster", "accepted_version="},
 	} {
 		if _, err := logs.Wait(ctx, want...); err != nil {
 			t.Error(err)
@@ -269,6 +269,15 @@ func TestNACK(t *testing.T) {
 	}
 	if n := metric(t, reg, "mcpgate_xds_nacks_total", rds); n != 2 {
 		t.Errorf("mcpgate_xds_nacks_total{type_url=%q} = %v, want 2", rds, n)
+	}
+	if n := metric(t, reg, "mcpgate_xds_nacks_total", lds); n != 0 { // there at 0 before any NACK
+		t.Errorf("mcpgate_xds_nacks_total{type_url=%q} = %v, want 0", lds, n)
+	}
+	if got, want := srv.Rejections(), []string{
+		"node delta-envoy: " + rds + ": delta: route has no cluster",
+		"node sotw-envoy: " + rds + ": sotw: route has no cluster",
+	}; !slices.Equal(got, want) {
+		t.Errorf("Rejections() = %q, want %q", got, want)
 	}
 
 	update(t, srv, gateways(xdstest.Gateway(gw, 9000, "/", "/mcp")))
@@ -287,6 +296,12 @@ func TestNACK(t *testing.T) {
 	}
 	if _, err := logs.Wait(ctx, "DEBUG", "ACK", "node=delta-envoy", "version=2"); err != nil {
 		t.Error(err)
+	}
+	if _, err := logs.Wait(ctx, "DEBUG", "ACK", "node=sotw-envoy", "version=2"); err != nil {
+		t.Error(err)
+	}
+	if got := srv.Rejections(); len(got) != 0 {
+		t.Errorf("Rejections() after the ACKs = %q, want none", got)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/mcpgate/mcpgate/internal/admin"
 	"github.com/mcpgate/mcpgate/internal/pki"
 	"github.com/mcpgate/mcpgate/provider/kubernetes"
 	"github.com/mcpgate/mcpgate/translator"
@@ -162,7 +163,8 @@ func serveController(ctx context.Context, logger *slog.Logger, cfg *rest.Config,
 	t.run("xDS", func() error { return g.Serve(xdsLis) })
 	t.run("kubernetes", func() error { return prov.Run(t.ctx) })
 	t.onStop(func() { logger.Info("shutting down") })
-	t.serveHTTP("admin", adminLis, adminMux(srv, reg, prov.Ready))
+	// a data plane's NACK does not make the controller unready: it serves every data plane
+	t.serveHTTP("admin", adminLis, adminMux(srv, reg, admin.Awaiting(prov.Ready, "the cluster's objects not yet read and served")))
 	// Envoy and the extproc sidecars reconnect to another replica.
 	t.onStop(g.Stop)
 	logger.Info("mcpgate controller", "xds", xdsAddr, "admin", adminAddr, "controller", opts.ControllerName,

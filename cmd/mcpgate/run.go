@@ -171,7 +171,18 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 			envoys.stopAll()
 		}
 	})
-	t.serveHTTP("admin", adminLis, adminMux(srv, reg, func() bool { return p.ready.Load() && ep.Ready() }))
+	t.serveHTTP("admin", adminLis, adminMux(srv, reg, func() string {
+		switch rejected := srv.Rejections(); {
+		case !p.ready.Load():
+			return "no configuration served yet"
+		case !ep.Ready():
+			return "ext_proc has no policies yet"
+		case len(rejected) > 0:
+			// a data plane runs without what it rejected (a listener whose port is in use)
+			return "the data plane rejected the configuration: " + strings.Join(rejected, "; ")
+		}
+		return ""
+	}))
 	// xDS streams last as long as their clients: stop them at once (Envoy is gone already).
 	t.onStop(g.Stop)
 	log.Info("mcpgate run", "files", cfg.files, "xds", cfg.xdsAddr, "extproc", cfg.extProcAddr, "admin", cfg.admin, "bind", cfg.bindAddress)
@@ -195,9 +206,9 @@ func envoyBinary(cfg *runConfig) string {
 }
 
 // adminMux serves /metrics, /debug/xds (secrets redacted), /healthz (the process is up) and
-// /readyz (a first configuration was pushed and ext_proc has its policies), listed at /.
-func adminMux(srv *xds.Server, reg *prometheus.Registry, ready func() bool) http.Handler {
-	m := admin.New(reg, ready, "no configuration served yet")
+// /readyz (200 when awaited returns "", else 503 saying what it returns), listed at /.
+func adminMux(srv *xds.Server, reg *prometheus.Registry, awaited func() string) http.Handler {
+	m := admin.New(reg, awaited)
 	m.Handle("/debug/xds", "the served xDS resources and policies per Gateway, as JSON (secrets redacted; loopback clients only)",
 		admin.LocalOnly(srv.DebugHandler(translator.Redacted)))
 	return m

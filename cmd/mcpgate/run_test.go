@@ -316,16 +316,24 @@ spec:
 
 // TestRunStartsEnvoy runs `mcpgate run` with the Envoy test double as its Envoy: it is started
 // with the gateway's bootstrap, takes its listener over xDS, and is stopped with mcpgate.
-func TestRunStartsEnvoy(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds test/envoydouble")
+// envoyBin is the data plane of the tests that start one: $ENVOY_BIN, else the test double built
+// from test/envoydouble.
+func envoyBin(t *testing.T) string {
+	t.Helper()
+	if bin := os.Getenv("ENVOY_BIN"); bin != "" {
+		return bin
 	}
 	bin := filepath.Join(t.TempDir(), "envoydouble")
 	if out, err := exec.Command("go", "build", "-o", bin, "../../test/envoydouble").CombinedOutput(); err != nil {
 		t.Fatalf("building the Envoy test double: %v\n%s", err, out)
 	}
-	listener := freePort(t)
-	_, port, _ := net.SplitHostPort(listener)
+	return bin
+}
+
+// labOnPort copies the lab's manifests with its Gateway's listener on the port of addr.
+func labOnPort(t *testing.T, addr string) string {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(addr)
 	dir := copyLab(t)
 	gw, err := os.ReadFile(filepath.Join(dir, "gateway.yaml"))
 	if err != nil {
@@ -334,7 +342,64 @@ func TestRunStartsEnvoy(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "gateway.yaml"), bytes.Replace(gw, []byte("port: 8080"), []byte("port: "+port), 1), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := startRun(t, "-f", dir, "--envoy-bin", bin)
+	return dir
+}
+
+// TestRunListenerPortInUse: a Gateway listener whose port is taken is rejected by the data plane
+// (a NACK of the listener update): mcpgate logs it as an error and /readyz says so, until an
+// edit moves the listener to a free port.
+func TestRunListenerPortInUse(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	dir := labOnPort(t, taken.Addr().String())
+	s := startRun(t, "-f", dir, "--envoy-bin", envoyBin(t))
+	eventually(t, "/readyz naming the rejected listener", func() error {
+		code, body, err := get("http://" + s.cfg.admin + "/readyz")
+		if err != nil {
+			return err
+		}
+		if code != http.StatusServiceUnavailable || !strings.Contains(body, "the data plane rejected the configuration") ||
+			!strings.Contains(body, resourcev3.ListenerType) || !strings.Contains(body, taken.Addr().String()) {
+			return fmt.Errorf("/readyz %d %q", code, body)
+		}
+		return nil
+	})
+	nack := []string{"level=ERROR", "xDS NACK", "type=" + resourcev3.ListenerType, taken.Addr().String()}
+	if !slices.ContainsFunc(strings.Split(s.logs.String(), "\n"), func(line string) bool { return all(line, nack) }) {
+		t.Errorf("no log line with %q:\n%s", nack, s.logs.String())
+	}
+	free := freePort(t)
+	_, port, _ := net.SplitHostPort(free)
+	_, takenPort, _ := net.SplitHostPort(taken.Addr().String())
+	b, err := os.ReadFile(filepath.Join(dir, "gateway.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "gateway.yaml"), bytes.Replace(b, []byte("port: "+takenPort), []byte("port: "+port), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "/readyz once the listener binds", func() error {
+		if code, body, err := get("http://" + s.cfg.admin + "/readyz"); err != nil || code != http.StatusOK {
+			return fmt.Errorf("/readyz %d %q %v", code, body, err)
+		}
+		c, err := net.Dial("tcp", free)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	if err := s.shutdown(); err != nil {
+		t.Errorf("serve: %v", err)
+	}
+}
+
+func TestRunStartsEnvoy(t *testing.T) {
+	listener := freePort(t)
+	dir := labOnPort(t, listener)
+	s := startRun(t, "-f", dir, "--envoy-bin", envoyBin(t))
 	eventually(t, "Envoy's listener "+listener, func() error {
 		c, err := net.Dial("tcp", listener)
 		if err == nil {

@@ -176,6 +176,14 @@ func New(o Options) (*Telemetry, error) {
 		Name: "mcpgate_extproc_policy_waits_total",
 		Help: "Requests that waited for the policy their route names, by result (received, timeout: refused with 500, cancelled: the request ended first).",
 	}, []string{"result"})
+	// the counters of few, known labels are there at 0 before their first event, so that a
+	// dashboard shows 0 rather than no data
+	for _, r := range []string{PolicyReceived, PolicyTimeout, PolicyCancelled} {
+		t.policyWaits.WithLabelValues(r)
+	}
+	for _, r := range []string{"ack", "nack"} {
+		t.policies.WithLabelValues(r)
+	}
 	reg := o.Registerer
 	if reg == nil {
 		reg = prometheus.NewRegistry()

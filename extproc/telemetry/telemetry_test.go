@@ -369,3 +369,28 @@ func TestArgumentsWithoutRedactedKeysKeptAsSent(t *testing.T) {
 		t.Errorf("arguments without a redacted key cost %v allocations: they are decoded", n)
 	}
 }
+
+// TestCountersStartAtZero: the counters of known labels are exported at 0 before their first
+// event, so that dashboards show 0, not "no data".
+func TestCountersStartAtZero(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if _, err := New(Options{Registerer: reg}); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{"mcpgate_extproc_policy_waits_total": 3, "mcpgate_extproc_policy_updates_total": 2}
+	for _, mf := range mfs {
+		if n, ok := want[mf.GetName()]; ok {
+			if len(mf.GetMetric()) != n {
+				t.Errorf("%s: %d series, want %d", mf.GetName(), len(mf.GetMetric()), n)
+			}
+			delete(want, mf.GetName())
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("not exported before their first event: %v", want)
+	}
+}

@@ -17,17 +17,17 @@ type Mux struct {
 	index [][2]string // path, what it serves
 }
 
-// New returns a Mux serving /metrics from g, /healthz (the process is up) and /readyz (ready
-// reports true; else 503 with notReady, which says what is awaited).
-func New(g prometheus.Gatherer, ready func() bool, notReady string) *Mux {
+// New returns a Mux serving /metrics from g, /healthz (the process is up) and /readyz (200 when
+// awaited returns ""; else 503 with what it returns: what is awaited).
+func New(g prometheus.Gatherer, awaited func() string) *Mux {
 	m := &Mux{mux: http.NewServeMux()}
 	m.Handle("/metrics", "Prometheus metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 	m.Handle("/healthz", "200 while the process runs", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	}))
 	m.Handle("/readyz", "200 once ready, else 503 saying what is awaited", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		if !ready() {
-			http.Error(w, "not ready: "+notReady, http.StatusServiceUnavailable)
+		if what := awaited(); what != "" {
+			http.Error(w, "not ready: "+what, http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")
@@ -39,6 +39,17 @@ func New(g prometheus.Gatherer, ready func() bool, notReady string) *Mux {
 		}
 	})
 	return m
+}
+
+// Awaiting returns the awaited function of New for a process that is ready once ready reports
+// true, awaiting what until then.
+func Awaiting(ready func() bool, what string) func() string {
+	return func() string {
+		if ready() {
+			return ""
+		}
+		return what
+	}
 }
 
 // Handle serves h for GET requests to path and lists it in the index with help.

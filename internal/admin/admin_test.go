@@ -19,7 +19,7 @@ func TestMux(t *testing.T) {
 	reg.MustRegister(c)
 	c.Inc()
 	var ready atomic.Bool
-	m := admin.New(reg, ready.Load, "no configuration yet")
+	m := admin.New(reg, admin.Awaiting(ready.Load, "no configuration yet"))
 	m.Handle("/debug/thing", "the thing", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "thing") }))
 	srv := httptest.NewServer(m)
 	defer srv.Close()

@@ -38,11 +38,12 @@ type Server struct {
 }
 
 type liveListener struct {
-	name string
-	addr string
-	ln   net.Listener
-	srv  *http.Server
-	cfg  atomic.Pointer[xdsconf.Listener]
+	name    string
+	addr    string
+	ln      net.Listener
+	srv     *http.Server
+	cfg     atomic.Pointer[xdsconf.Listener]
+	serving bool // Serve was started (under Server.mu)
 }
 
 // New returns a server with the bootstrap's static configuration. Access log lines for the
@@ -64,10 +65,13 @@ func (s *Server) GRPCConn(cluster string) (grpc.ClientConnInterface, error) {
 }
 
 // Update makes snap the active configuration: new requests use it, requests in flight finish
-// with the one they started with. Listeners are bound, moved or closed to match. A listener is
-// warm (served) once its route configuration is known, as Envoy warms listeners on RDS; until then
-// its previous version keeps serving. Bind failures are returned (Envoy rejects such a listener).
-func (s *Server) Update(snap *xdsconf.Snapshot) error {
+// with the one they started with. Listeners are moved or closed to match; with bind (a listener
+// update, or the bootstrap's static listeners) the new ones are bound, as Envoy binds a listener
+// when it is added. A bound listener is served once warm, once its route configuration is known,
+// as Envoy warms listeners on RDS; until then its previous version keeps serving. Bind failures
+// are returned: Envoy rejects such a listener and the listener update that brought it, and tries
+// again with the next listener update.
+func (s *Server) Update(snap *xdsconf.Snapshot, bind bool) error {
 	s.snap.Store(snap)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -79,21 +83,22 @@ func (s *Server) Update(snap *xdsconf.Snapshot) error {
 		}
 	}
 	for name, l := range snap.Listeners {
-		warm := l.HCM.RouteConfig != nil || snap.Routes[l.HCM.RDSName] != nil
 		ll, ok := s.listeners[name]
-		if !warm {
-			continue
+		if !ok {
+			if !bind {
+				continue
+			}
+			var err error
+			if ll, err = s.bindListener(l); err != nil {
+				errs = append(errs, fmt.Errorf("listener %q: cannot bind %s: %w", name, l.Address.Addr(), err))
+				continue
+			}
+			s.listeners[name] = ll
 		}
-		if ok {
+		if warm := l.HCM.RouteConfig != nil || snap.Routes[l.HCM.RDSName] != nil; warm {
 			ll.cfg.Store(l)
-			continue
+			s.serveListener(ll)
 		}
-		ll, err := s.startListener(l)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("listener %q: %w", name, err))
-			continue
-		}
-		s.listeners[name] = ll
 	}
 	return errors.Join(errs...)
 }
@@ -109,31 +114,44 @@ func (s *Server) Listening() map[string]string {
 	return out
 }
 
-func (s *Server) startListener(l *xdsconf.Listener) (*liveListener, error) {
+// bindListener binds l's address; it serves nothing until serveListener.
+func (s *Server) bindListener(l *xdsconf.Listener) (*liveListener, error) {
 	ln, err := net.Listen("tcp", l.Address.Addr())
 	if err != nil {
 		return nil, err
 	}
 	ll := &liveListener{name: l.Name, addr: l.Address.Addr(), ln: ln}
-	ll.cfg.Store(l)
 	ll.srv = &http.Server{
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(ll.cfg.Load(), w, r) }),
 		ReadHeaderTimeout: time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
-	go func() {
-		if err := ll.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("listener stopped", "listener", l.Name, "err", err)
-		}
-	}()
 	s.log.Info("listener bound", "listener", l.Name, "address", ln.Addr().String())
 	return ll, nil
+}
+
+// serveListener starts accepting on a bound listener, once.
+func (s *Server) serveListener(ll *liveListener) {
+	if ll.serving {
+		return
+	}
+	ll.serving = true
+	go func() {
+		if err := ll.srv.Serve(ll.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("listener stopped", "listener", ll.name, "err", err)
+		}
+	}()
+	s.log.Info("listener warm: serving", "listener", ll.name)
 }
 
 // stopListener stops accepting and lets requests in flight finish (Envoy drains a removed
 // listener).
 func (s *Server) stopListener(ll *liveListener) {
 	s.log.Info("listener removed", "listener", ll.name, "address", ll.addr)
+	if !ll.serving {
+		ll.ln.Close()
+		return
+	}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
@@ -146,6 +164,7 @@ func (s *Server) Close() {
 	s.mu.Lock()
 	for _, ll := range s.listeners {
 		ll.srv.Close()
+		ll.ln.Close() // when it was not served yet, the http.Server does not know it
 	}
 	s.listeners = map[string]*liveListener{}
 	s.mu.Unlock()

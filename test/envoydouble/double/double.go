@@ -78,7 +78,7 @@ func Start(ctx context.Context, o Options) (*Double, error) {
 	d := &Double{log: o.Log, boot: boot, cancel: cancel, done: make(chan struct{}), quit: make(chan struct{}),
 		received: map[string]bool{}, versions: map[string]int{}}
 	d.dp = dataplane.New(o.Log, o.AccessLog, xdsconf.NewSnapshot(boot))
-	if err := d.dp.Update(d.dp.Snapshot()); err != nil {
+	if err := d.dp.Update(d.dp.Snapshot(), true); err != nil {
 		d.dp.Close()
 		cancel()
 		return nil, fmt.Errorf("static listeners: %w", err)
@@ -159,7 +159,8 @@ func (d *Double) apply(typeURL string, res map[string]*anypb.Any) error {
 	d.applyMu.Lock()
 	defer d.applyMu.Unlock()
 	next, err := d.dp.Snapshot().Apply(typeURL, res)
-	if uerr := d.dp.Update(next); uerr != nil {
+	// new listeners are bound with the listener update that adds them: a port in use NACKs it
+	if uerr := d.dp.Update(next, typeURL == xdsconf.ListenerType); uerr != nil {
 		err = errors.Join(err, uerr)
 	}
 	d.mu.Lock()
