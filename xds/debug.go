@@ -32,12 +32,13 @@ type debugGroup struct {
 //
 // Every resource is shown as redact returns it: the served resources may hold secrets (an LLM
 // backend's API key in a route's headers), and the dump is served on an admin port. redact
-// must not change its argument; nil shows the resources as they are.
+// must not change its argument. Without one (nil) the handler shows nothing: it answers 500.
 func (s *Server) DebugHandler(redact func(proto.Message) proto.Message) http.Handler {
-	if redact == nil {
-		redact = func(m proto.Message) proto.Message { return m }
-	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if redact == nil {
+			http.Error(w, "no redaction configured: the resources may hold secrets", http.StatusInternalServerError)
+			return
+		}
 		s.mu.RLock()
 		dump := debugDump{Version: strconv.FormatUint(s.counter, 10), Groups: map[string]debugGroup{}}
 		groups := maps.Clone(s.groups)

@@ -428,6 +428,12 @@ func TestDebugHandler(t *testing.T) {
 	if code, _ := get("?group=nope/nope"); code != http.StatusNotFound {
 		t.Errorf("unknown group: %d", code)
 	}
+	// without a redaction, nothing is shown
+	rec := httptest.NewRecorder()
+	srv.DebugHandler(nil).ServeHTTP(rec, httptest.NewRequest("GET", "/debug/xds", nil))
+	if rec.Code != http.StatusInternalServerError || strings.Contains(rec.Body.String(), gw) {
+		t.Errorf("no redaction: %d %s", rec.Code, rec.Body.String())
+	}
 }
 
 // TestUpdateKeepsGoodResources gives Update resources it cannot serve: they are named in the

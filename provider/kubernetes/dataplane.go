@@ -367,10 +367,10 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 	if d.XDSCA != nil {
 		var err error
 		if cert, curSecret, err = p.gatewayCert(ctx, d.XDSCA, key); err != nil {
-			return err
+			return fmt.Errorf("xDS client certificate: %w", err)
 		}
 		if opts.XDSTLS, err = bootstrap.TLSDir(XDSTLSDir, d.XDSAddress); err != nil {
-			return err
+			return fmt.Errorf("bootstrap: %w", err)
 		}
 	}
 	boot, err := bootstrap.Generate(opts)
@@ -379,7 +379,7 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 	}
 	objs, err := d.buildDataPlane(gw, p.opts.ControllerName, boot, cert)
 	if err != nil {
-		return err
+		return fmt.Errorf("data plane objects: %w", err)
 	}
 	in := func(name string) types.NamespacedName {
 		return types.NamespacedName{Namespace: key.Namespace, Name: name}

@@ -174,7 +174,7 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 		LayeredRuntime: runtime(),
 	}
 	if err := b.ValidateAll(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("bootstrap of %s: %w", o.Gateway, err)
 	}
 	return b, nil
 }
