@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -34,7 +35,27 @@ type pipeline struct {
 	// notServed is what the reload being served would have refused: the files holding it went
 	// back to their last good content.
 	notServed []string
+	// objects are the objects of the served reload and where they were read; nil before the
+	// first.
+	objects map[translator.ObjectKey]file.Location
 }
+
+// logChanges logs the objects that the reload being served adds to or removes from the served
+// ones (a policy deleted is worth a line of its own).
+func (p *pipeline) logChanges(objects map[translator.ObjectKey]file.Location) {
+	for _, k := range slices.SortedFunc(maps.Keys(p.objects), compareKeys) {
+		if _, ok := objects[k]; !ok {
+			p.log.Info("removed: " + p.objects[k].File + ": " + k.String())
+		}
+	}
+	for _, k := range slices.SortedFunc(maps.Keys(objects), compareKeys) {
+		if _, ok := p.objects[k]; !ok {
+			p.log.Info("added: " + objects[k].File + ": " + k.String())
+		}
+	}
+}
+
+func compareKeys(a, b translator.ObjectKey) int { return strings.Compare(a.String(), b.String()) }
 
 // newPipeline returns the pipeline that serves on srv: Envoy listeners bind bindAddress, and
 // maxBody is the MCP body limit (mcpgate run's --bind-address and --max-body-bytes).
@@ -93,8 +114,13 @@ func (p *pipeline) apply(res *translator.Resources, src file.Sources, loadErr er
 	for _, w := range out.Status.Warnings() {
 		warnings = append(warnings, src.Describe(w))
 	}
+	objects := src.Objects()
+	if p.objects != nil {
+		p.logChanges(objects)
+	}
+	p.objects = objects
 	var empty []string
-	if src.Objects() == 0 {
+	if len(objects) == 0 {
 		empty = []string{"the watched files hold no object that mcpgate reads (" + file.ReadsWhat + ")"}
 	}
 	p.report(problems, notServed, src.Warnings, src.Kept, warnings, empty)

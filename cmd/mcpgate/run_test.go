@@ -734,6 +734,12 @@ func TestRunKeepsServedVersionOfARefusedEdit(t *testing.T) {
 		t.Fatal(err)
 	}
 	logged("the warning", "not applied as written: ", "several.yaml: AgentgatewayBackend tools/several: spec.mcp.targets: Envoy cannot fan out")
+	logged("the new object", "added: ", "several.yaml: AgentgatewayBackend tools/several")
+	// A policy deleted is logged by name.
+	if err := os.Remove(filepath.Join(dir, "rbac.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	logged("the deleted policy", "removed: ", "rbac.yaml: EnterpriseAgentgatewayPolicy agentgateway-system/mcp-rbac")
 	if err := s.shutdown(); err != nil {
 		t.Errorf("serve: %v", err)
 	}

@@ -71,7 +71,7 @@ func translate(args []string, stdout, stderr io.Writer) error {
 	for _, w := range src.Warnings {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
-	if src.Objects() == 0 {
+	if len(src.Objects()) == 0 {
 		// nothing to translate: no output that looks like an answer
 		if loadErr != nil {
 			fmt.Fprintln(stderr, loadErr)

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -72,8 +73,9 @@ func (s Sources) Of(k translator.ObjectKey) (Location, bool) {
 	return l, ok
 }
 
-// Objects is the number of objects read (skipped documents and documents with errors aside).
-func (s Sources) Objects() int { return len(s.objects) }
+// Objects returns the objects read (skipped documents and documents with errors aside) and
+// where each was read; the map is the caller's.
+func (s Sources) Objects() map[translator.ObjectKey]Location { return maps.Clone(s.objects) }
 
 // Describe renders a translator refusal as "FILE: Kind ns/name: field: message" (without the
 // file when the object was not read from one).
