@@ -279,11 +279,11 @@ func (t *translation) validatePolicy(p *v1alpha1.AgentgatewayPolicy) *policyInfo
 			pi.jwt = t.translateJWT(j, "spec.traffic.jwtAuthentication", bad)
 		}
 		if a := tr.Authorization; a != nil {
-			pi.traffic = t.translateRules(a, pi.source, "spec.traffic.authorization", bad)
+			pi.traffic = t.translateRules(a, pi.source, "traffic", "spec.traffic.authorization", bad)
 		}
 	}
 	if b := s.Backend; b != nil && b.MCP != nil && b.MCP.Authorization != nil {
-		pi.mcp = t.translateRules(b.MCP.Authorization, pi.source, "spec.backend.mcp.authorization", bad)
+		pi.mcp = t.translateRules(b.MCP.Authorization, pi.source, "mcp", "spec.backend.mcp.authorization", bad)
 	}
 	return pi
 }
@@ -341,7 +341,10 @@ func (t *translation) translateJWT(j *v1alpha1.JWTAuthentication, field string, 
 	return out
 }
 
-func (t *translation) translateRules(a *v1alpha1.Authorization, source, field string, bad func(string, string)) []*policyv1.Rule {
+// translateRules returns the rules of an authorization block ("traffic" or "mcp") at field of the
+// policy source, each named SOURCE#BLOCK[INDEX] (its expression's index), so that what decided a
+// request names the expression; bad reports a refused field.
+func (t *translation) translateRules(a *v1alpha1.Authorization, source, block, field string, bad func(string, string)) []*policyv1.Rule {
 	var action policyv1.Rule_Action
 	switch a.Action {
 	case "", v1alpha1.AuthorizationActionAllow:
@@ -361,7 +364,7 @@ func (t *translation) translateRules(a *v1alpha1.Authorization, source, field st
 		if err := t.chk.checkCEL(string(e)); err != nil {
 			bad(fmt.Sprintf("%s.policy.matchExpressions[%d]", field, i), err.Error())
 		}
-		rules = append(rules, &policyv1.Rule{Action: action, Expression: string(e), Source: source + "#" + strconv.Itoa(i)})
+		rules = append(rules, &policyv1.Rule{Action: action, Expression: string(e), Source: fmt.Sprintf("%s#%s[%d]", source, block, i)})
 	}
 	return rules
 }
