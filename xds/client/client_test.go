@@ -143,7 +143,7 @@ func TestPolicies(t *testing.T) {
 			equal(t, "rejected set", rec.next(t, contract.PolicyTypeURL).names, "a", "b", "bad")
 			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 			defer cancel()
-			if _, err := logs.Wait(ctx, "WARN", "NACK", "api="+name, "node=extproc", "version=3", "error=refusing bad"); err != nil {
+			if _, err := logs.Wait(ctx, "ERROR", "NACK", "api="+name, "node=extproc", "version=3", "error=refusing bad"); err != nil {
 				t.Error(err)
 			}
 			if err := srv.Update(policies("b", "c")); err != nil {
