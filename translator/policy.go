@@ -364,7 +364,7 @@ func (t *translation) translateRules(a *v1alpha1.Authorization, source, block, f
 		if err := t.chk.checkCEL(string(e)); err != nil {
 			bad(fmt.Sprintf("%s.policy.matchExpressions[%d]", field, i), err.Error())
 		}
-		rules = append(rules, &policyv1.Rule{Action: action, Expression: string(e), Source: fmt.Sprintf("%s#%s[%d]", source, block, i)})
+		rules = append(rules, &policyv1.Rule{Action: action, Expression: string(e), Source: source + "#" + block + "[" + strconv.Itoa(i) + "]"})
 	}
 	return rules
 }
