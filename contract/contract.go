@@ -91,7 +91,9 @@ const (
 
 // Field is a field of the MetadataNamespace and where it is set.
 type Field struct {
-	Name   string
+	// Name is the field's key in the MetadataNamespace, one of the Field* constants.
+	Name string
+	// Source is where the field is set, and so the TYPE the access log reads it with.
 	Source MetadataSource
 }
 

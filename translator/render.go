@@ -68,18 +68,29 @@ func hasSecretHeader(rc *routev3.RouteConfiguration) bool {
 
 // document is the printed form of an Output.
 type document struct {
+	// Gateways holds the printed gateways, keyed "NS/NAME".
 	Gateways map[string]gatewayDocument `json:"gateways"`
-	Status   []ObjectStatus             `json:"status"`
-	Problems []string                   `json:"problems,omitempty"`
-	Warnings []string                   `json:"warnings,omitempty"`
+	// Status holds every object's status, in Status.Objects order.
+	Status []ObjectStatus `json:"status"`
+	// Problems holds the refusals, each as FieldError.Error renders it.
+	Problems []string `json:"problems,omitempty"`
+	// Warnings holds the warnings, rendered like Problems.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
+// gatewayDocument is the printed form of a GatewayConfig: each resource as protojson with
+// proto field names.
 type gatewayDocument struct {
+	// Listeners holds GatewayConfig.Listeners.
 	Listeners []json.RawMessage `json:"listeners"`
-	Routes    []json.RawMessage `json:"routes"`
-	Clusters  []json.RawMessage `json:"clusters"`
+	// Routes holds GatewayConfig.Routes, Authorization values redacted (see Redacted).
+	Routes []json.RawMessage `json:"routes"`
+	// Clusters holds GatewayConfig.Clusters.
+	Clusters []json.RawMessage `json:"clusters"`
+	// Endpoints holds GatewayConfig.Endpoints.
 	Endpoints []json.RawMessage `json:"endpoints"`
-	Policies  []json.RawMessage `json:"policies"`
+	// Policies holds GatewayConfig.Policies, default values included.
+	Policies []json.RawMessage `json:"policies"`
 }
 
 // Marshal prints the output as "yaml" or "json": per gateway its xDS resources and policies

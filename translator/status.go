@@ -26,6 +26,8 @@ const (
 
 // ObjectKey names one object: its kind, namespace (empty for cluster-scoped kinds) and name.
 type ObjectKey struct {
+	// Kind is one of the Kind constants; Namespace is "" for cluster-scoped kinds; Name is
+	// metadata.name.
 	Kind, Namespace, Name string
 }
 
@@ -40,6 +42,8 @@ func (k ObjectKey) String() string {
 // FieldError is one refusal: the object, the field (a path such as
 // spec.rules[0].backendRefs[0]; empty for the whole object) and why.
 type FieldError struct {
+	// Kind, Namespace and Name identify the object as in ObjectKey; Field is the path of the
+	// refused field ("" for the whole object); Message says why it is refused.
 	Kind, Namespace, Name, Field, Message string
 }
 
@@ -156,10 +160,14 @@ func (s *Status) add(p fieldErrors) {
 
 // ObjectStatus is the status of one object, for printing.
 type ObjectStatus struct {
-	Kind      string `json:"kind"`
+	// Kind is the object's kind, one of the Kind constants.
+	Kind string `json:"kind"`
+	// Namespace is the object's namespace, "" for a GatewayClass.
 	Namespace string `json:"namespace,omitempty"`
-	Name      string `json:"name"`
-	Status    any    `json:"status"`
+	// Name is the object's metadata.name.
+	Name string `json:"name"`
+	// Status is the object's status as held in Status (e.g. *gwv1.GatewayStatus).
+	Status any `json:"status"`
 }
 
 // Objects lists every object's status, sorted by kind (classes, gateways, routes, backends,

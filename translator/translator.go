@@ -79,18 +79,33 @@ const (
 
 // Resources is everything the translator reads.
 type Resources struct {
+	// GatewayClasses are the classes read; those whose controllerName is Options.ControllerName
+	// get an Accepted status and have their Gateways served.
 	GatewayClasses []*gwv1.GatewayClass
-	Gateways       []*gwv1.Gateway
-	HTTPRoutes     []*gwv1.HTTPRoute
-	Backends       []*v1alpha1.AgentgatewayBackend
+	// Gateways are all Gateways read; those of a served class (see Options) are translated.
+	Gateways []*gwv1.Gateway
+	// HTTPRoutes are the routes that may attach to the served Gateways' listeners.
+	HTTPRoutes []*gwv1.HTTPRoute
+	// Backends are the AgentgatewayBackends that HTTPRoute backendRefs may name (MCP targets,
+	// AI providers).
+	Backends []*v1alpha1.AgentgatewayBackend
 	// Policies holds both policy kinds; TypeMeta.Kind and APIVersion say which (an
 	// EnterpriseAgentgatewayPolicy comes in through enterprise.AsAgentgatewayPolicy). An empty
 	// Kind means AgentgatewayPolicy.
-	Policies       []*v1alpha1.AgentgatewayPolicy
-	Services       []*corev1.Service
+	Policies []*v1alpha1.AgentgatewayPolicy
+	// Services are the Services that backendRefs and MCP target selectors resolve to; a
+	// Service port becomes an EDS cluster.
+	Services []*corev1.Service
+	// EndpointSlices give the Services' endpoints, matched to a Service by its
+	// kubernetes.io/service-name label; of IPv4 and IPv6 slices, endpoints not marked unready
+	// are used.
 	EndpointSlices []*discoveryv1.EndpointSlice
-	Secrets        []*corev1.Secret
-	Namespaces     []*corev1.Namespace
+	// Secrets hold the Authorization values (key "Authorization") that AI backends'
+	// spec.policies.auth.secretRef names.
+	Secrets []*corev1.Secret
+	// Namespaces give the labels that namespace selectors (allowedRoutes, MCP target
+	// selectors) match; a namespace absent here still has its kubernetes.io/metadata.name label.
+	Namespaces []*corev1.Namespace
 	// ReferenceGrants permit backendRefs to another namespace (Gateway API: a cross-namespace
 	// backendRef is refused unless a ReferenceGrant in the target's namespace allows it).
 	ReferenceGrants []*gwv1.ReferenceGrant
@@ -155,11 +170,18 @@ type Output struct {
 // hash policies, processing modes, typed configs): treat them as immutable and clone before
 // changing anything.
 type GatewayConfig struct {
+	// Listeners holds one Envoy listener per port of the Gateway's accepted listeners.
 	Listeners []*listenerv3.Listener
-	Routes    []*routev3.RouteConfiguration
-	Clusters  []*clusterv3.Cluster
+	// Routes holds each listener's route configuration, named like the listener.
+	Routes []*routev3.RouteConfiguration
+	// Clusters holds the upstream clusters the routes use (MCP targets, backends, Service
+	// ports).
+	Clusters []*clusterv3.Cluster
+	// Endpoints holds the load assignments of the EDS clusters, named by cluster.
 	Endpoints []*endpointv3.ClusterLoadAssignment
-	Policies  []*policyv1.Policy
+	// Policies holds the merged policies the routes name for ext_proc (served under
+	// contract.PolicyTypeURL).
+	Policies []*policyv1.Policy
 }
 
 // Resources returns the configuration as type URL -> resources, in name order.
