@@ -91,11 +91,17 @@ type Config struct {
 	JWT jwt.Options
 	// Authz tunes CEL evaluation (cost limit).
 	Authz authz.Options
-	// SessionTTL, MaxSessions and MaxSessionBytes bound the legacy SSE correlation table
-	// (default 10 min, 65536 requests, 64 MiB): a request waits there for its answer, holding its
-	// id, its rendered arguments and its request's headers (the token's claims among them).
-	SessionTTL      time.Duration
-	MaxSessions     int
+	// SessionTTL, MaxSessions and MaxSessionBytes bound the legacy SSE correlation table: a
+	// request waits there for its answer, holding its id, its rendered arguments and its
+	// request's headers (the token's claims among them).
+	// SessionTTL is how long a request waits there for its answer (default DefaultSessionTTL,
+	// 10 min).
+	SessionTTL time.Duration
+	// MaxSessions is the most requests the table holds over all sessions (default
+	// DefaultMaxSessions, 65536); beyond it the oldest is dropped, its outcome no_answer.
+	MaxSessions int
+	// MaxSessionBytes is the most bytes the table's requests may hold (default
+	// DefaultMaxSessionBytes, 64 MiB); beyond it the oldest are dropped, as for MaxSessions.
 	MaxSessionBytes int
 	// PolicyWait bounds how long a request on a route naming a policy that ext_proc has not
 	// received waits for a policy version that has it, before it is refused with 500 (default

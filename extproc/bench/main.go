@@ -344,15 +344,25 @@ type variant struct {
 
 // result is one measured run.
 type result struct {
-	Socket      string  `json:"socket"`
-	Conc        int     `json:"conc"`
-	Variant     string  `json:"variant"`
-	Round       int     `json:"round"`
-	Requests    int     `json:"requests"`
-	Errors      int     `json:"errors"`
-	RPS         float64 `json:"rps"`
-	P50ms       float64 `json:"p50_ms"`
-	P99ms       float64 `json:"p99_ms"`
+	// Socket is the socket measured: "tcp" or "unix".
+	Socket string `json:"socket"`
+	// Conc is the number of concurrent streams.
+	Conc int `json:"conc"`
+	// Variant is the server measured: "floor", "off" or "on".
+	Variant string `json:"variant"`
+	// Round is the round's index, from 0.
+	Round int `json:"round"`
+	// Requests is how many requests completed without error.
+	Requests int `json:"requests"`
+	// Errors is how many requests failed.
+	Errors int `json:"errors"`
+	// RPS is the completed requests per second of the run.
+	RPS float64 `json:"rps"`
+	// P50ms is the median latency of the completed requests, in milliseconds.
+	P50ms float64 `json:"p50_ms"`
+	// P99ms is the 99th percentile latency of the completed requests, in milliseconds.
+	P99ms float64 `json:"p99_ms"`
+	// CPUPerReqUs is the server child's CPU per completed request, in microseconds.
 	CPUPerReqUs float64 `json:"server_cpu_us_per_request"`
 	// ClientCPUPerReqUs is this process's CPU (the Envoy side) per request.
 	ClientCPUPerReqUs float64 `json:"client_cpu_us_per_request"`

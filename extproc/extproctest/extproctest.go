@@ -21,6 +21,10 @@ import (
 
 // Route is the per-route gRPC initial metadata (docs/design.md); empty fields are left out.
 type Route struct {
+	// Gateway, Route, Policy, MCP, Backend and Target are the values of the metadata keys
+	// x-mcpgate-gateway ("NS/NAME"), x-mcpgate-route ("NS/NAME/rule/I"), x-mcpgate-policy (the
+	// Policy resource's name), x-mcpgate-mcp (contract.TransportSSE or TransportStreamableHTTP),
+	// x-mcpgate-backend ("NS/NAME") and x-mcpgate-target (the MCP target's name).
 	Gateway, Route, Policy, MCP, Backend, Target string
 }
 
@@ -39,7 +43,10 @@ func (r Route) MD() metadata.MD {
 }
 
 // Header is one header as Envoy sends it: lower-case name, pseudo-headers included.
-type Header struct{ Name, Value string }
+type Header struct {
+	// Name is the header's lower-case name (":path" for a pseudo-header); Value its value.
+	Name, Value string
+}
 
 // Stream is one ext_proc stream, that is one HTTP request.
 type Stream struct {

@@ -58,6 +58,7 @@ const (
 // Result is what Authenticate found. Claims is shared with the token cache: read it, never
 // modify it.
 type Result struct {
+	// Status is the outcome: Missing, OK or Invalid.
 	Status Status
 	// Claims is the verified payload (numbers are float64, as encoding/json decodes them); nil
 	// unless Status is OK.
@@ -72,6 +73,7 @@ type Result struct {
 
 // Header is one HTTP response header; Name is lower case.
 type Header struct {
+	// Name is the header's name in lower case ("www-authenticate"); Value its value.
 	Name, Value string
 }
 

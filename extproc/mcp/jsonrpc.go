@@ -65,6 +65,7 @@ const (
 
 // Message is one JSON-RPC message. Its slices alias the parsed body.
 type Message struct {
+	// Kind is what the message is (request, notification, response), or KindInvalid.
 	Kind Kind
 	// Raw is the message's own JSON object.
 	Raw []byte
@@ -72,10 +73,12 @@ type Message struct {
 	ID json.RawMessage
 	// Method is the method of a request or notification.
 	Method string
-	// Params, Result and Error are raw JSON, nil when absent.
+	// Params is the raw JSON params member of a request or notification, nil when absent.
 	Params json.RawMessage
+	// Result is the raw JSON result member of a response, nil when absent.
 	Result json.RawMessage
-	Error  json.RawMessage
+	// Error is the raw JSON error object of a response, nil when absent (see ErrorCode).
+	Error json.RawMessage
 	// Ambiguous is set when a member name equals a JSON-RPC member name only when case is folded
 	// (for example "Method"), or a JSON-RPC member appears twice. Servers disagree on such
 	// messages; the gateway refuses them where authorization depends on the reading.
@@ -257,6 +260,7 @@ func methodName(raw []byte) (string, bool) {
 
 // ToolCall is the name and arguments of tools/call params.
 type ToolCall struct {
+	// Name is the decoded string value of the name member: the tool called.
 	Name string
 	// Arguments is raw JSON, nil when absent.
 	Arguments json.RawMessage

@@ -10,6 +10,8 @@ import (
 // backend and target, so that two servers' session ids cannot collide), the session id the
 // server announced in its endpoint event, and the request's JSON-RPC id (IDKey form).
 type SessionKey struct {
+	// Scope is the backend and target, Session the server's session id, ID the request's
+	// JSON-RPC id in IDKey form.
 	Scope, Session, ID string
 }
 

@@ -12,7 +12,8 @@ type Event struct {
 	// Data is the data lines joined with "\n".
 	Data []byte
 	// ID is the id field when HasID.
-	ID    string
+	ID string
+	// HasID is set when the event has an id field (one without NUL), even an empty one.
 	HasID bool
 }
 

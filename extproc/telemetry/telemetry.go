@@ -75,24 +75,32 @@ type Record struct {
 	Gateway, Route, Backend, Target string
 	// Session is the Mcp-Session-Id or the legacy SSE sessionId.
 	Session string
-	// Subject is the JWT sub; Claims the token's claims that policies reference; Authn the
-	// authentication result ("ok", "missing", "invalid: REASON", "none").
+	// Subject is the JWT sub.
 	Subject string
-	Claims  map[string]any
-	Authn   string
-	// Method and Tool of the JSON-RPC request; Arguments its raw tool arguments; ID its raw id.
+	// Claims are the token's claims that the policy's rules reference (nil: none).
+	Claims map[string]any
+	// Authn is the authentication result ("ok", "missing", "invalid: REASON", or "none" when the
+	// route's policy has no JWT authentication).
+	Authn string
+	// Method and Tool of the JSON-RPC request (Tool for tools/call).
 	Method, Tool string
-	Arguments    json.RawMessage
-	ID           json.RawMessage
+	// Arguments are the raw JSON arguments of tools/call, unredacted; Detach renders them and
+	// sets them to nil.
+	Arguments json.RawMessage
+	// ID is the request's raw JSON-RPC id, nil when it has none (a notification).
+	ID json.RawMessage
 	// Decision and Rule: the authorization outcome and the source of the deciding rule.
 	Decision, Rule string
 	// ErrorCode is the JSON-RPC error code of the answer when HasError.
 	ErrorCode int
-	HasError  bool
+	// HasError is set when the answer is a JSON-RPC error, the server's or one the gateway
+	// answered with.
+	HasError bool
 	// HTTPStatus of the response carrying the answer (or refusing the request).
 	HTTPStatus int
-	// Outcome is one of the Outcome constants; Finish sets Latency.
+	// Outcome is one of the Outcome constants.
 	Outcome string
+	// Latency is the time from Time to the answer (or refusal); Finish sets it.
 	Latency time.Duration
 
 	span trace.Span
