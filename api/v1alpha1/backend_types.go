@@ -17,7 +17,9 @@ type AgentgatewayBackend struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
-	Spec   AgentgatewayBackendSpec   `json:"spec"`
+	// Spec says what the backend is: exactly one of ai, static or mcp.
+	Spec AgentgatewayBackendSpec `json:"spec"`
+	// Status is the backend's observed state, written by the controller.
 	Status AgentgatewayBackendStatus `json:"status,omitempty"`
 }
 
@@ -27,7 +29,8 @@ type AgentgatewayBackend struct {
 type AgentgatewayBackendList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
-	Items           []AgentgatewayBackend `json:"items"`
+	// Items are the backends listed.
+	Items []AgentgatewayBackend `json:"items"`
 }
 
 // AgentgatewayBackendSpec says what the backend is. Exactly one of its fields is set.

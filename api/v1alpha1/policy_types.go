@@ -16,8 +16,11 @@ type AgentgatewayPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
-	Spec   AgentgatewayPolicySpec `json:"spec"`
-	Status gwv1.PolicyStatus      `json:"status,omitempty"`
+	// Spec says which objects the policy targets and what it enforces on their traffic.
+	Spec AgentgatewayPolicySpec `json:"spec"`
+	// Status is written by the controller: per ancestor of the policy's targets, whether it is
+	// Accepted.
+	Status gwv1.PolicyStatus `json:"status,omitempty"`
 }
 
 // AgentgatewayPolicyList is a list of AgentgatewayPolicy.
@@ -26,7 +29,8 @@ type AgentgatewayPolicy struct {
 type AgentgatewayPolicyList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
-	Items           []AgentgatewayPolicy `json:"items"`
+	// Items are the policies listed.
+	Items []AgentgatewayPolicy `json:"items"`
 }
 
 // AgentgatewayPolicySpec is the policy schema shared by AgentgatewayPolicy and

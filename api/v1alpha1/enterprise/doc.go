@@ -36,8 +36,12 @@ type EnterpriseAgentgatewayPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
-	Spec   v1alpha1.AgentgatewayPolicySpec `json:"spec"`
-	Status gwv1.PolicyStatus               `json:"status,omitempty"`
+	// Spec says which objects the policy targets and what it enforces on their traffic (the
+	// schema of AgentgatewayPolicy's).
+	Spec v1alpha1.AgentgatewayPolicySpec `json:"spec"`
+	// Status is written by the controller: per ancestor of the policy's targets, whether it is
+	// Accepted.
+	Status gwv1.PolicyStatus `json:"status,omitempty"`
 }
 
 // EnterpriseAgentgatewayPolicyList is a list of EnterpriseAgentgatewayPolicy.
@@ -46,7 +50,8 @@ type EnterpriseAgentgatewayPolicy struct {
 type EnterpriseAgentgatewayPolicyList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
-	Items           []EnterpriseAgentgatewayPolicy `json:"items"`
+	// Items are the policies listed.
+	Items []EnterpriseAgentgatewayPolicy `json:"items"`
 }
 
 // AsAgentgatewayPolicy returns the policy as an AgentgatewayPolicy that keeps this kind's TypeMeta,
