@@ -20,6 +20,7 @@ type debugDump struct {
 }
 
 type debugGroup struct {
+	// Version is the version of the group's snapshot (see Snapshot.Version).
 	Version string `json:"version"`
 	// Resources is type URL -> the resources, sorted by name, as protojson.
 	Resources map[string][]json.RawMessage `json:"resources"`

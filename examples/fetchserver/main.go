@@ -33,6 +33,7 @@ const (
 
 // fetchArgs are the arguments of the fetch tool.
 type fetchArgs struct {
+	// URL is the page to fetch: an absolute http or https URL (others are refused).
 	URL string `json:"url" jsonschema:"the http or https URL to fetch"`
 }
 

@@ -42,10 +42,14 @@ const (
 
 // CA is a certificate authority: its certificate and key, parsed and as PEM.
 type CA struct {
-	Cert    *x509.Certificate
-	Key     crypto.Signer
+	// Cert is the parsed CA certificate.
+	Cert *x509.Certificate
+	// Key is the CA's private key (ECDSA P-256 when NewCA made it).
+	Key crypto.Signer
+	// CertPEM is the certificate as a PEM "CERTIFICATE" block.
 	CertPEM []byte
-	KeyPEM  []byte
+	// KeyPEM is the key as PEM (NewCA: a PKCS #8 "PRIVATE KEY" block).
+	KeyPEM []byte
 }
 
 // NewCA makes a CA valid from now (less a minute, for clocks behind) for CALifetime.

@@ -44,7 +44,10 @@ const DefaultNamespace = "default"
 
 // Location is where an object was read: a file and the 1-based index of its document.
 type Location struct {
-	File     string
+	// File is the file's path as named, or joined to the directory named.
+	File string
+	// Document is the 1-based index of the YAML document in the file (the items of a List
+	// share their List's).
 	Document int
 }
 
@@ -89,8 +92,10 @@ func (s Sources) Describe(e translator.FieldError) string {
 // Error is one document that could not be (fully) read.
 type Error struct {
 	Location
-	Object  translator.ObjectKey // zero when the document's kind or name is unknown
-	Field   string
+	Object translator.ObjectKey // zero when the document's kind or name is unknown
+	// Field is the path of the field at fault (e.g. metadata.name); "" for the whole document.
+	Field string
+	// Message says what is wrong.
 	Message string
 }
 
@@ -313,12 +318,19 @@ func (d *decoder) fail(loc Location, obj translator.ObjectKey, field, msg string
 
 // typeHeader is what every document must say about itself.
 type typeHeader struct {
+	// APIVersion is the document's apiVersion ("v1" for a List).
 	APIVersion string `json:"apiVersion"`
-	Kind       string `json:"kind"`
-	Metadata   struct {
-		Name      string `json:"name"`
+	// Kind is the document's kind; with APIVersion it picks the decoder.
+	Kind string `json:"kind"`
+	// Metadata holds what the document says of its metadata: name and namespace.
+	Metadata struct {
+		// Name is metadata.name ("" when not given: refused).
+		Name string `json:"name"`
+		// Namespace is metadata.namespace ("" when not given: DefaultNamespace for a namespaced
+		// kind).
 		Namespace string `json:"namespace"`
 	} `json:"metadata"`
+	// Items are the raw objects of a v1 List, each loaded as a document of its own.
 	Items []jsonRaw `json:"items"`
 }
 

@@ -25,6 +25,7 @@ type CA struct {
 
 // Cert is an issued certificate with its key.
 type Cert struct {
+	// TLS is the certificate and key as a tls.Config takes them.
 	TLS tls.Certificate
 	// CertPEM and KeyPEM are what tls.crt and tls.key hold.
 	CertPEM, KeyPEM []byte
