@@ -20,27 +20,39 @@ import (
 
 // Info is what is known about a finished request: the input of a format.
 type Info struct {
-	Start           time.Time
-	Duration        time.Duration
-	Request         *headers.Map // final request headers (after filters)
-	Response        *headers.Map // nil when no response was sent
-	Code            int
-	Flags           []string // Envoy short response flags: NR, UH, UF, UT, NC, DC, UC ...
-	Details         string   // %RESPONSE_CODE_DETAILS%
-	UpstreamHost    string
+	// Start is when the request arrived (%START_TIME%).
+	Start time.Time
+	// Duration is the time from Start to the end of the stream (%DURATION%, in ms).
+	Duration time.Duration
+	Request  *headers.Map // final request headers (after filters)
+	Response *headers.Map // nil when no response was sent
+	// Code is the response status sent downstream (%RESPONSE_CODE%; 0 when none was sent).
+	Code    int
+	Flags   []string // Envoy short response flags: NR, UH, UF, UT, NC, DC, UC ...
+	Details string   // %RESPONSE_CODE_DETAILS%
+	// UpstreamHost is the upstream address dialled, "host:port" or a socket path
+	// (%UPSTREAM_HOST%; "" = none).
+	UpstreamHost string
+	// UpstreamCluster is the upstream cluster's name (%UPSTREAM_CLUSTER%; "" = none).
 	UpstreamCluster string
-	RouteName       string
-	Metadata        map[string]*structpb.Struct // dynamic metadata by namespace
+	// RouteName is the matched route's name (%ROUTE_NAME%; "" = no route or an unnamed one).
+	RouteName string
+	Metadata  map[string]*structpb.Struct // dynamic metadata by namespace
 	// RouteMetadata is the matched route's metadata.filter_metadata (nil without a route).
 	RouteMetadata map[string]*structpb.Struct
 	// ClusterMetadata is the upstream cluster's metadata.filter_metadata: Envoy's
 	// upstreamClusterInfo, which the connection manager sets when the route is picked, to the
 	// route's (or picked weighted) cluster if that cluster exists (nil otherwise: no route, a
 	// redirect or direct response, or a cluster that does not exist).
-	ClusterMetadata  map[string]*structpb.Struct
-	Protocol         string
-	BytesReceived    int64
-	BytesSent        int64
+	ClusterMetadata map[string]*structpb.Struct
+	// Protocol is the downstream protocol, e.g. "HTTP/1.1" (%PROTOCOL%).
+	Protocol string
+	// BytesReceived is the request body bytes read from downstream (%BYTES_RECEIVED%).
+	BytesReceived int64
+	// BytesSent is the response body bytes written downstream (%BYTES_SENT%).
+	BytesSent int64
+	// DownstreamRemote is the downstream remote address, "ip:port" (port 0 when it comes from
+	// x-forwarded-for) (%DOWNSTREAM_REMOTE_ADDRESS%).
 	DownstreamRemote string
 }
 

@@ -30,9 +30,11 @@ type Options struct {
 	Bootstrap string
 	// ServiceNode and ServiceCluster override node.id and node.cluster (--service-node,
 	// --service-cluster), as Envoy's flags do.
-	ServiceNode    string
+	ServiceNode string
+	// ServiceCluster is --service-cluster: node.cluster, the node group ("NS/GW") served.
 	ServiceCluster string
-	Log            *slog.Logger
+	// Log receives the double's own log (stderr in the command).
+	Log *slog.Logger
 	// AccessLog receives the stdout access logger's lines.
 	AccessLog io.Writer
 }

@@ -21,14 +21,20 @@ type Result struct {
 	// Replaced is set by CONTINUE_AND_REPLACE in a headers reply: the body of that direction is
 	// replaced by Body (possibly empty) and its original body is dropped.
 	Replaced bool
-	Body     []byte
+	// Body is the replacement body when Replaced.
+	Body []byte
 }
 
 // LocalReply is a reply Envoy makes itself (sendLocalReply).
 type LocalReply struct {
-	Status  int
+	// Status is the reply's HTTP status.
+	Status int
+	// Headers are an immediate response's headers (nil for a failure).
 	Headers *headers.Map
-	Body    []byte
+	// Body is an immediate response's body (nil for a failure).
+	Body []byte
+	// Details is %RESPONSE_CODE_DETAILS%: the immediate response's details (spaces as "_"), or
+	// the failure's.
 	Details string
 	// Failure marks an ext_proc failure (as opposed to an ImmediateResponse): once response
 	// headers have gone downstream, Envoy resets the stream instead.

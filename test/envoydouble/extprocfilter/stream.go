@@ -99,10 +99,15 @@ func (m *Metadata) Snapshot() map[string]*structpb.Struct {
 
 // Params configure one Stream: the filter config and what the route overrides.
 type Params struct {
+	// Filter is the HCM's ext_proc filter configuration.
 	Filter   *xdsconf.ExtProc
 	PerRoute *xdsconf.ExtProcPerRoute // the merged per-route config (xdsconf.MergePerRoute); nil = none
-	Conn     ConnFunc
-	Attrs    AttrFunc
+	// Conn opens the gRPC connection to the ext_proc server's cluster.
+	Conn ConnFunc
+	// Attrs evaluates the request_attributes and response_attributes.
+	Attrs AttrFunc
+	// Metadata is the stream's dynamic metadata: namespaces are forwarded from it and received
+	// into it.
 	Metadata *Metadata
 }
 
@@ -136,7 +141,9 @@ type Stream struct {
 
 // Failure is an ext_proc failure: the local reply Envoy sends when failure_mode_allow is false.
 type Failure struct {
-	Status  int
+	// Status is the local reply's HTTP status: status_on_error, or 504 when a message timed out.
+	Status int
+	// Details is %RESPONSE_CODE_DETAILS% (e.g. spurious_message, or the gRPC error).
 	Details string
 	// Fatal marks a reply Envoy could not apply (a rejected header mutation, a content-length that
 	// does not match the mutated body): Envoy answers status_on_error even with

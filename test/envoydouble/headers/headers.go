@@ -7,7 +7,9 @@ import "strings"
 
 // KV is one header entry.
 type KV struct {
-	Key   string
+	// Key is the header's name in lower case (":path" for a pseudo-header).
+	Key string
+	// Value is one value of the header.
 	Value string
 }
 

@@ -25,8 +25,12 @@ import (
 // Bootstrap is the compiled bootstrap: the node, the static resources, where ADS is and the admin
 // address.
 type Bootstrap struct {
-	Node      *corev3.Node
-	Clusters  map[string]*Cluster
+	// Node is the bootstrap's node (an empty one when it has none); the command line's
+	// --service-node and --service-cluster replace its id and cluster (double.Start).
+	Node *corev3.Node
+	// Clusters are static_resources.clusters by name (never EDS).
+	Clusters map[string]*Cluster
+	// Listeners are static_resources.listeners by name.
 	Listeners map[string]*Listener
 	// ADSCluster is the static cluster of dynamic_resources.ads_config (empty = no ADS).
 	ADSCluster string
@@ -37,7 +41,8 @@ type Bootstrap struct {
 	// InitialFetchTimeout is the initial_fetch_timeout of lds_config/cds_config (Envoy's default
 	// 15 s): after it the server goes LIVE even without a first answer.
 	InitialFetchTimeout time.Duration
-	AdminAddress        string
+	// AdminAddress is admin.address as "host:port" ("" = no admin listener).
+	AdminAddress string
 }
 
 // LoadBootstrap reads a bootstrap file (YAML or JSON) as Envoy's -c does.

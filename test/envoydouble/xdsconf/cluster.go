@@ -39,7 +39,9 @@ const (
 
 // Cluster is an upstream cluster.
 type Cluster struct {
+	// Name is the cluster's name, what routes and %UPSTREAM_CLUSTER% name it by.
 	Name string
+	// Type is how the cluster finds its endpoints (type: STATIC, STRICT_DNS or EDS).
 	Type DiscoveryType
 	// EDSName is the ClusterLoadAssignment name: eds_cluster_config.service_name, else the
 	// cluster name (Envoy's rule).
@@ -50,7 +52,8 @@ type Cluster struct {
 	ConnectTimeout time.Duration
 	// DNSRefreshRate is dns_refresh_rate; Envoy's default is 5 s.
 	DNSRefreshRate time.Duration
-	LB             LBPolicy
+	// LB is lb_policy: ROUND_ROBIN (the default) or RING_HASH.
+	LB LBPolicy
 	// MinRingSize and MaxRingSize are ring_hash_lb_config's minimum_ring_size (Envoy's default
 	// 1024) and maximum_ring_size (8M).
 	MinRingSize, MaxRingSize uint64
@@ -67,15 +70,19 @@ type Cluster struct {
 
 // Endpoint is one upstream address. Network is "tcp" (Host:Port) or "unix" (Path).
 type Endpoint struct {
+	// Network is "tcp" (socket_address) or "unix" (pipe).
 	Network string
 	Host    string // IP or DNS name for tcp
-	Port    uint32
-	Path    string // unix socket path
+	// Port is socket_address.port_value, for tcp.
+	Port uint32
+	Path string // unix socket path
 	// Healthy follows Envoy's health_status: UNKNOWN and HEALTHY (and DEGRADED, as a fallback
 	// Envoy uses when nothing else is left) receive traffic.
-	Healthy  bool
+	Healthy bool
+	// Priority is the priority of the endpoint's locality (0, the default, is the highest).
 	Priority uint32
-	Weight   uint32
+	// Weight is lb_endpoints' load_balancing_weight (default 1).
+	Weight uint32
 	// Hostname is endpoint.hostname: the host's hostname (auto_host_rewrite) for STATIC and EDS
 	// endpoints; a STRICT_DNS endpoint without it takes its DNS name.
 	Hostname string
@@ -91,7 +98,9 @@ func (e Endpoint) Addr() string {
 
 // LoadAssignment is a ClusterLoadAssignment received over EDS.
 type LoadAssignment struct {
-	Name      string
+	// Name is cluster_name: the EDSName of the clusters it serves.
+	Name string
+	// Endpoints are the assignment's endpoints, over all localities.
 	Endpoints []Endpoint
 }
 

@@ -20,68 +20,113 @@ const ExtProcFilterType = "type.googleapis.com/envoy.extensions.filters.http.ext
 // ExtProc is the compiled ExternalProcessor filter configuration.
 type ExtProc struct {
 	// Name is the filter's name in http_filters: the key of typed_per_filter_config.
-	Name    string
+	Name string
+	// Service is grpc_service: the ext_proc server's cluster and initial metadata.
 	Service GrpcTarget
 	// FailureModeAllow is failure_mode_allow (mcpgate emits false: fail closed).
-	FailureModeAllow   bool
-	Mode               *extprocv3.ProcessingMode
-	RequestAttributes  []string
+	FailureModeAllow bool
+	// Mode is processing_mode (never nil: the zero mode, Envoy's defaults, when unset).
+	Mode *extprocv3.ProcessingMode
+	// RequestAttributes are request_attributes, sent with the first request-direction message.
+	RequestAttributes []string
+	// ResponseAttributes are response_attributes, sent with the first response-direction
+	// message.
 	ResponseAttributes []string
 	// MessageTimeout is message_timeout; Envoy's default is 200 ms.
-	MessageTimeout    time.Duration
+	MessageTimeout time.Duration
+	// MaxMessageTimeout is max_message_timeout: the most a server's override_message_timeout
+	// may ask for (0 = overrides ignored).
 	MaxMessageTimeout time.Duration
-	Rules             MutationRules
-	ForwardAllowed    []*StringMatch
+	// Rules are mutation_rules: which header mutations of the server are applied.
+	Rules MutationRules
+	// ForwardAllowed are forward_rules.allowed_headers: when not empty, only the headers they
+	// match are sent to the server.
+	ForwardAllowed []*StringMatch
+	// ForwardDisallowed are forward_rules.disallowed_headers: headers they match are not sent.
 	ForwardDisallowed []*StringMatch
+	// AllowModeOverride is allow_mode_override: whether a server's mode_override is honoured.
 	AllowModeOverride bool
 	// AllowedOverrideModes is allowed_override_modes (empty = any).
-	AllowedOverrideModes     []*extprocv3.ProcessingMode
+	AllowedOverrideModes []*extprocv3.ProcessingMode
+	// DisableImmediateResponse is disable_immediate_response: a server's immediate response is
+	// then a spurious message (status_on_error).
 	DisableImmediateResponse bool
-	Metadata                 MetadataOptions
-	// ClearRouteCache: DEFAULT obeys the server's flag, CLEAR always, RETAIN never.
-	RouteCacheAction   extprocv3.ExternalProcessor_RouteCacheAction
-	StatusOnError      int
+	// Metadata is metadata_options: the dynamic metadata namespaces sent and received.
+	Metadata MetadataOptions
+	// RouteCacheAction is route_cache_action (RETAIN when disable_clear_route_cache is set):
+	// DEFAULT obeys the server's clear_route_cache, CLEAR always clears, RETAIN never.
+	RouteCacheAction extprocv3.ExternalProcessor_RouteCacheAction
+	// StatusOnError is status_on_error.code: the HTTP status of a failed stream (default 500).
+	StatusOnError int
+	// AllowContentLength is allow_content_length_header: content-length is kept even in the
+	// body modes where Envoy removes it.
 	AllowContentLength bool
 }
 
 // GrpcTarget is a GrpcService with envoy_grpc: the cluster and the initial metadata.
 type GrpcTarget struct {
-	Cluster   string
+	// Cluster is envoy_grpc.cluster_name: the cluster the gRPC calls go to.
+	Cluster string
+	// Authority is envoy_grpc.authority, the cluster name when unset (the double's calls send
+	// the cluster name whatever it says).
 	Authority string
-	Metadata  []MetadataKV
+	// Metadata is initial_metadata, keys in lower case, sent with each stream.
+	Metadata []MetadataKV
 }
 
 // MetadataKV is one gRPC initial metadata entry.
 type MetadataKV struct {
+	// Key is the metadata key in lower case; Value its value (raw_value when set, else value).
 	Key, Value string
 }
 
 // MetadataOptions is ExternalProcessor.metadata_options.
 type MetadataOptions struct {
+	// ForwardingUntyped are forwarding_namespaces.untyped: the dynamic metadata namespaces sent
+	// to the server in metadata_context.
 	ForwardingUntyped []string
-	ForwardingTyped   []string
-	ReceivingUntyped  []string
+	// ForwardingTyped are forwarding_namespaces.typed (the double holds no typed metadata, so
+	// it sends none).
+	ForwardingTyped []string
+	// ReceivingUntyped are receiving_namespaces.untyped: the namespaces of the server's
+	// dynamic_metadata that are kept; the others are dropped.
+	ReceivingUntyped []string
 }
 
 // MutationRules are the HeaderMutationRules (Envoy's defaults when unset: no routing headers, no
 // x-envoy-*, system headers allowed, blocked mutations silently ignored).
 type MutationRules struct {
+	// AllowAllRouting is allow_all_routing: :method, :authority, :scheme and host may change.
 	AllowAllRouting bool
-	AllowEnvoy      bool
-	DisallowSystem  bool
-	DisallowAll     bool
+	// AllowEnvoy is allow_envoy: x-envoy-* headers may change.
+	AllowEnvoy bool
+	// DisallowSystem is disallow_system: no ":"-prefixed header nor host may change.
+	DisallowSystem bool
+	// DisallowAll is disallow_all: no header may change.
+	DisallowAll bool
+	// DisallowIsError is disallow_is_error: a refused mutation fails the stream instead of being
+	// ignored.
 	DisallowIsError bool
-	AllowExpr       *regexp.Regexp
-	DisallowExpr    *regexp.Regexp
+	// AllowExpr is allow_expression: matching headers may change (after DisallowAll and
+	// DisallowExpr); nil when unset.
+	AllowExpr *regexp.Regexp
+	// DisallowExpr is disallow_expression: matching headers may not change; nil when unset.
+	DisallowExpr *regexp.Regexp
 }
 
 // ExtProcPerRoute is the compiled ExtProcPerRoute (typed_per_filter_config). Envoy merges the
 // configs of every level (see MergePerRoute); a nil field is not set at its level.
 type ExtProcPerRoute struct {
-	Disabled         bool
-	Mode             *extprocv3.ProcessingMode
-	Service          *GrpcTarget
-	InitialMetadata  []MetadataKV
+	// Disabled is disabled: the filter does not run for the request.
+	Disabled bool
+	// Mode is overrides.processing_mode.
+	Mode *extprocv3.ProcessingMode
+	// Service is overrides.grpc_service: another ext_proc server.
+	Service *GrpcTarget
+	// InitialMetadata is overrides.grpc_initial_metadata, merged into the service's (see
+	// MergeMetadata).
+	InitialMetadata []MetadataKV
+	// FailureModeAllow is overrides.failure_mode_allow.
 	FailureModeAllow *bool
 	// ForwardingUntyped and ReceivingUntyped are metadata_options' namespace lists, each set
 	// (non-nil) only when its forwarding_namespaces or receiving_namespaces message is.

@@ -22,53 +22,72 @@ import (
 
 // Listener is a Listener with one HTTP connection manager.
 type Listener struct {
-	Name    string
+	// Name is the listener's name (a Gateway listener's, for mcpgate).
+	Name string
+	// Address is the socket_address the listener binds (always tcp).
 	Address Endpoint
 	// BufferLimit is per_connection_buffer_limit_bytes (Envoy's default 1 MiB): the most a
 	// BUFFERED ext_proc body may hold; over it the request gets 413 (the response 500).
 	BufferLimit uint32
-	HCM         *HCM
+	// HCM is the filter chain's one HTTP connection manager.
+	HCM *HCM
 }
 
 // HCM is the HttpConnectionManager.
 type HCM struct {
 	// RDSName is rds.route_config_name; empty when the route configuration is inline.
-	RDSName     string
+	RDSName string
+	// RouteConfig is the inline route_config; nil when RDSName names one.
 	RouteConfig *RouteConfig
 	// ExtProcs are the ext_proc filters in chain order (the router comes last).
 	ExtProcs []*ExtProc
 	// StatefulSession is the envoy.filters.http.stateful_session filter, nil when the chain has
 	// none; its place relative to ext_proc is StatefulSession.BeforeExtProc.
 	StatefulSession *StatefulSessionFilter
-	AccessLogs      []*AccessLog
+	// AccessLogs are access_log, each written when a stream ends.
+	AccessLogs []*AccessLog
 	// DropUnderscoreHeaders is common_http_protocol_options.headers_with_underscores_action
 	// DROP_HEADER: the codec drops request headers whose name has an underscore.
 	DropUnderscoreHeaders bool
 	// StreamIdleTimeout is stream_idle_timeout; Envoy's default is 5 minutes, 0 disables it.
 	StreamIdleTimeout time.Duration
-	// StripAnyHostPort / StripMatchingHostPort are strip_any_host_port / strip_matching_host_port.
-	StripAnyHostPort      bool
+	// StripAnyHostPort is strip_any_host_port: the port is removed from every :authority.
+	StripAnyHostPort bool
+	// StripMatchingHostPort is strip_matching_host_port: the port is removed from :authority
+	// when it is the listener's.
 	StripMatchingHostPort bool
 	// UseRemoteAddress, XFFTrustedHops and SkipXFFAppend decide the request's downstream remote
 	// address (source.address, %DOWNSTREAM_REMOTE_ADDRESS%, hash_policy source_ip) and
 	// x-forwarded-for / x-forwarded-proto, as ConnectionManagerUtility::mutateRequestHeaders does.
+	// UseRemoteAddress is use_remote_address: the connection's peer is the remote address.
 	UseRemoteAddress bool
-	XFFTrustedHops   uint32
-	SkipXFFAppend    bool
+	// XFFTrustedHops is xff_num_trusted_hops: how many x-forwarded-for addresses from the right
+	// are trusted proxies.
+	XFFTrustedHops uint32
+	// SkipXFFAppend is skip_xff_append: with UseRemoteAddress, the peer is not appended to
+	// x-forwarded-for.
+	SkipXFFAppend bool
 	// GenerateRequestID is generate_request_id (default true): x-request-id is set when absent,
 	// and replaced on an edge request unless PreserveExternalRequestID.
-	GenerateRequestID         bool
+	GenerateRequestID bool
+	// PreserveExternalRequestID is preserve_external_request_id: an edge request keeps its
+	// x-request-id.
 	PreserveExternalRequestID bool
 	// InternalCIDRs is internal_address_config.cidr_ranges: the downstream addresses Envoy treats
 	// as internal. Without it no address is (Envoy 1.36 removed the explicit_internal_address_config
 	// guard that could restore RFC 1918 addresses as internal).
-	InternalCIDRs             []netip.Prefix
+	InternalCIDRs []netip.Prefix
+	// AlwaysSetRequestIDInReply is always_set_request_id_in_response: the request's
+	// x-request-id is copied to the response.
 	AlwaysSetRequestIDInReply bool
 	// ServerName is server_name (default "envoy"), written as the server header.
 	ServerName string
-	// ServerHeaderPassThrough is server_header_transformation PASS_THROUGH (or APPEND_IF_ABSENT).
+	// ServerHeaderPassThrough is server_header_transformation PASS_THROUGH: the server header
+	// is left as the upstream sent it (none added).
 	ServerHeaderPassThrough bool
-	ServerHeaderAppend      bool
+	// ServerHeaderAppend is server_header_transformation APPEND_IF_ABSENT: ServerName is added
+	// when the response has no server header. With neither set (OVERWRITE), it replaces it.
+	ServerHeaderAppend bool
 	// Paths are normalize_path, merge_slashes and path_with_escaped_slashes_action, applied by
 	// envoypath.Normalize before the route match.
 	Paths envoypath.Options
@@ -76,7 +95,8 @@ type HCM struct {
 
 // AccessLog is an access logger: stdout, or a file path.
 type AccessLog struct {
-	Path   string // "" = stdout
+	Path string // "" = stdout
+	// Format is the compiled json_format, with the command operators of its formatters.
 	Format *accesslog.Format
 }
 

@@ -18,7 +18,9 @@ import (
 
 // RouteConfig is a RouteConfiguration (from RDS or inline in the HTTP connection manager).
 type RouteConfig struct {
-	Name         string
+	// Name is the configuration's name, what an HCM's rds.route_config_name asks for.
+	Name string
+	// VirtualHosts are the virtual hosts, domains lower-cased (unique over all of them).
 	VirtualHosts []*VirtualHost
 	// IgnorePortInHostMatching is route_config.ignore_port_in_host_matching: without it Envoy
 	// matches the Host header, port included, against the domains.
@@ -28,27 +30,41 @@ type RouteConfig struct {
 	// InternalOnlyHeaders is internal_only_headers (lower case): the connection manager removes
 	// them from every request that is not internal, before any filter runs.
 	InternalOnlyHeaders []string
-	Headers             HeaderOps
-	PerFilter           PerFilter
+	// Headers are the configuration's header operations, the least specific level.
+	Headers HeaderOps
+	// PerFilter is the configuration's typed_per_filter_config, the least specific level.
+	PerFilter PerFilter
 }
 
 // VirtualHost is one virtual host.
 type VirtualHost struct {
-	Name      string
-	Domains   []string
-	Routes    []*Route
-	Headers   HeaderOps
+	// Name is the virtual host's name (xds.virtual_host_name).
+	Name string
+	// Domains are the host names it serves, lower case: exact, "*.suffix", "prefix*" or "*".
+	Domains []string
+	// Routes are the routes in order; the first that matches is taken.
+	Routes []*Route
+	// Headers are the virtual host's header operations.
+	Headers HeaderOps
+	// PerFilter is the virtual host's typed_per_filter_config.
 	PerFilter PerFilter
 }
 
 // Route is one route: a match and one action (Forward, Redirect or Direct).
 type Route struct {
-	Name      string
-	Match     RouteMatch
-	Forward   *Forward
-	Redirect  *Redirect
-	Direct    *DirectResponse
-	Headers   HeaderOps
+	// Name is the route's name (xds.route_name, %ROUTE_NAME%).
+	Name string
+	// Match is the route's match.
+	Match RouteMatch
+	// Forward is the route action; nil unless the route forwards.
+	Forward *Forward
+	// Redirect is the redirect action; nil unless the route redirects.
+	Redirect *Redirect
+	// Direct is the direct_response action; nil unless the route answers itself.
+	Direct *DirectResponse
+	// Headers are the route's header operations.
+	Headers HeaderOps
+	// PerFilter is the route's typed_per_filter_config.
 	PerFilter PerFilter
 	// Metadata is metadata.filter_metadata (by filter namespace), what the access log's
 	// %METADATA(ROUTE:...)% reads.
@@ -68,28 +84,42 @@ const (
 
 // RouteMatch is RouteMatch: path specifier, case_sensitive, headers and query_parameters.
 type RouteMatch struct {
-	Kind          PathKind
-	Value         string
-	Regex         *regexp.Regexp
+	// Kind is the path specifier: prefix, path, safe_regex or path_separated_prefix.
+	Kind PathKind
+	// Value is the prefix or path (lower case when not CaseSensitive); unused for MatchRegex.
+	Value string
+	// Regex is the safe_regex, anchored at both ends; nil unless Kind is MatchRegex.
+	Regex *regexp.Regexp
+	// CaseSensitive is case_sensitive (default true); it does not apply to Regex.
 	CaseSensitive bool
-	Headers       []HeaderMatch
-	Query         []QueryMatch
+	// Headers are the header matchers; all must match.
+	Headers []HeaderMatch
+	// Query are the query_parameters matchers; all must match.
+	Query []QueryMatch
 }
 
 // HeaderMatch is a HeaderMatcher.
 type HeaderMatch struct {
-	Name         string
-	Present      *bool // present_match
-	String       *StringMatch
+	// Name is the header's name in lower case.
+	Name    string
+	Present *bool // present_match
+	// String is the value's matcher (exact_match and the like become one); nil when Present
+	// is set.
+	String *StringMatch
+	// Invert is invert_match: the result is negated.
 	Invert       bool
 	MissingEmpty bool // treat_missing_header_as_empty
 }
 
 // QueryMatch is a QueryParameterMatcher.
 type QueryMatch struct {
-	Name    string
+	// Name is the query parameter's name, compared as sent (not percent-decoded).
+	Name string
+	// Present is present_match. The parameter must be present in any case; without String
+	// nothing more is checked.
 	Present bool
-	String  *StringMatch
+	// String is string_match, applied to the parameter's first value; nil when unset.
+	String *StringMatch
 }
 
 // StringMatch is a StringMatcher (exact, prefix, suffix, contains, safe_regex; ignore_case).
@@ -102,18 +132,26 @@ type StringMatch struct {
 
 // Forward is a RouteAction: which cluster, how the request is rewritten, timeouts.
 type Forward struct {
-	Clusters            []WeightedCluster // one entry for `cluster`
+	Clusters []WeightedCluster // one entry for `cluster`
+	// ClusterNotFoundCode is the status when the cluster does not exist:
+	// cluster_not_found_response_code as HTTP status (default 503).
 	ClusterNotFoundCode int
-	PrefixRewrite       *string
-	RegexRewrite        *regexp.Regexp
-	RegexSubstitution   string
-	HostRewrite         string
-	AutoHostRewrite     bool
+	// PrefixRewrite is prefix_rewrite; nil when unset.
+	PrefixRewrite *string
+	// RegexRewrite is regex_rewrite's pattern (unanchored); nil when unset.
+	RegexRewrite *regexp.Regexp
+	// RegexSubstitution is regex_rewrite's substitution, in Go's Expand syntax (${1}).
+	RegexSubstitution string
+	// HostRewrite is host_rewrite_literal ("" = the host is not rewritten).
+	HostRewrite string
+	// AutoHostRewrite is auto_host_rewrite: the host becomes the upstream host's hostname.
+	AutoHostRewrite bool
 	// Timeout is RouteAction.timeout: 15 s when unset, 0 = none (needed for SSE streams).
 	Timeout time.Duration
 	// IdleTimeout is RouteAction.idle_timeout; nil = the HCM's stream_idle_timeout.
 	IdleTimeout *time.Duration
-	HashPolicy  []HashPolicy
+	// HashPolicy is hash_policy, in order: what RING_HASH clusters and UseHashPolicy hash.
+	HashPolicy []HashPolicy
 	// UseHashPolicy is weighted_clusters.use_hash_policy: the cluster is picked with the hash of
 	// HashPolicy instead of the stream's random value when the request gives one.
 	UseHashPolicy bool
@@ -123,8 +161,11 @@ type Forward struct {
 // typed_per_filter_config is the most specific of all (Envoy picks the weighted cluster when it
 // matches the route, and the filters see it as the route).
 type WeightedCluster struct {
-	Name      string
-	Weight    uint32
+	// Name is the cluster's name.
+	Name string
+	// Weight is the cluster's weight (1 for a single cluster).
+	Weight uint32
+	// PerFilter is the ClusterWeight's typed_per_filter_config, the most specific level.
 	PerFilter PerFilter
 	// HostRewrite is the ClusterWeight's host_rewrite_literal; the route's host rewrite, applied
 	// later, wins over it.
@@ -136,37 +177,56 @@ type WeightedCluster struct {
 
 // HashPolicy is a RouteAction.HashPolicy the double implements.
 type HashPolicy struct {
-	Header   string
+	// Header is header.header_name in lower case: the header's joined value is hashed.
+	Header string
+	// SourceIP is connection_properties.source_ip: the downstream remote address is hashed.
 	SourceIP bool
-	Query    string
+	// Query is query_parameter.name: the parameter's first value is hashed.
+	Query string
+	// Terminal is terminal: when this policy gives a hash, the later ones are skipped.
 	Terminal bool
 }
 
 // Redirect is a RedirectAction.
 type Redirect struct {
-	Scheme        string
-	Host          string
-	Port          uint32
-	Path          *string
+	// Scheme is scheme_redirect, "https" for https_redirect; "" keeps the request's.
+	Scheme string
+	// Host is host_redirect; "" keeps the request's.
+	Host string
+	// Port is port_redirect; 0 keeps the request's (a scheme change drops a default port).
+	Port uint32
+	// Path is path_redirect, which may carry a query; nil when unset.
+	Path *string
+	// PrefixRewrite is prefix_rewrite, applied to the matched prefix; nil when unset.
 	PrefixRewrite *string
-	RegexRewrite  *regexp.Regexp
-	RegexSubst    string
-	Code          int
-	StripQuery    bool
+	// RegexRewrite is regex_rewrite's pattern; nil when unset.
+	RegexRewrite *regexp.Regexp
+	// RegexSubst is regex_rewrite's substitution, in Go's Expand syntax (${1}).
+	RegexSubst string
+	// Code is response_code as HTTP status (301 by default).
+	Code int
+	// StripQuery is strip_query: the location has no query.
+	StripQuery bool
 }
 
 // DirectResponse is a DirectResponseAction.
 type DirectResponse struct {
+	// Status is the answer's HTTP status.
 	Status int
-	Body   []byte
+	// Body is the answer's body (nil = none), at most max_direct_response_body_size_bytes.
+	Body []byte
 }
 
 // HeaderOps are the *_headers_to_add / *_headers_to_remove of a route, virtual host or route
 // configuration.
 type HeaderOps struct {
-	RequestAdd     []HeaderAdd
-	RequestRemove  []string
-	ResponseAdd    []HeaderAdd
+	// RequestAdd is request_headers_to_add, applied after RequestRemove.
+	RequestAdd []HeaderAdd
+	// RequestRemove is request_headers_to_remove, names in lower case.
+	RequestRemove []string
+	// ResponseAdd is response_headers_to_add, applied after ResponseRemove.
+	ResponseAdd []HeaderAdd
+	// ResponseRemove is response_headers_to_remove, names in lower case.
 	ResponseRemove []string
 }
 
@@ -183,9 +243,13 @@ const (
 
 // HeaderAdd is one HeaderValueOption of a route table.
 type HeaderAdd struct {
-	Key       string
-	Value     string
-	Action    AppendAction
+	// Key is the header's name in lower case.
+	Key string
+	// Value is the literal value ("%%" unescaped to "%"; raw_value when set).
+	Value string
+	// Action is append_action, or what the deprecated append says when set.
+	Action AppendAction
+	// KeepEmpty is keep_empty_value: an empty Value is still added.
 	KeepEmpty bool
 }
 
@@ -715,7 +779,9 @@ func compileHeaderAdds(opts []*corev3.HeaderValueOption, path string) ([]HeaderA
 // filter's type is not its own and is ignored by it, as the dynamic_cast in
 // Http::Utility::resolveMostSpecificPerFilterConfig does.
 type PerFilter struct {
-	ExtProc         map[string]*ExtProcPerRoute
+	// ExtProc are the ext_proc per-route configs by filter name (nil = none).
+	ExtProc map[string]*ExtProcPerRoute
+	// StatefulSession are the stateful_session per-route configs by filter name (nil = none).
 	StatefulSession map[string]*StatefulSessionPerRoute
 }
 

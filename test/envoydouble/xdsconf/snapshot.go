@@ -25,9 +25,13 @@ const (
 // Snapshot is the active configuration. It is immutable: every update builds a new one, so a
 // request keeps the configuration it started with while new requests see the new one.
 type Snapshot struct {
-	Listeners   map[string]*Listener
-	Routes      map[string]*RouteConfig
-	Clusters    map[string]*Cluster
+	// Listeners are the bootstrap's and the LDS listeners, by name.
+	Listeners map[string]*Listener
+	// Routes are the RDS route configurations, by name (inline ones stay in their HCM).
+	Routes map[string]*RouteConfig
+	// Clusters are the bootstrap's and the CDS clusters, by name.
+	Clusters map[string]*Cluster
+	// Assignments are the EDS load assignments, by cluster_name (a cluster's EDSName).
 	Assignments map[string]*LoadAssignment
 	// Static holds the names of bootstrap clusters and listeners, which xDS cannot change.
 	Static map[string]bool

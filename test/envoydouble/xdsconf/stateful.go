@@ -23,7 +23,8 @@ const (
 // StatefulSessionFilter is the envoy.filters.http.stateful_session filter of the HCM chain.
 type StatefulSessionFilter struct {
 	// Name is the filter's name in http_filters: the key of typed_per_filter_config.
-	Name   string
+	Name string
+	// Config is the filter's own configuration, what a route without a per-route config uses.
 	Config StatefulSession
 	// BeforeExtProc is the filter's place in the chain: before ext_proc it reads (and restores)
 	// the request's session header before ext_proc sees the request, and since encoder filters
@@ -43,8 +44,10 @@ type StatefulSession struct {
 // StatefulSessionPerRoute is a compiled StatefulSessionPerRoute: disabled, or a whole
 // StatefulSession replacing the filter's (the most specific level wins, nothing is merged).
 type StatefulSessionPerRoute struct {
+	// Disabled is disabled: the filter does nothing for the request.
 	Disabled bool
-	Config   StatefulSession
+	// Config is stateful_session, replacing the filter's Config; unused when Disabled.
+	Config StatefulSession
 }
 
 // CompileStatefulSession checks and compiles the filter's typed_config.
