@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -24,13 +25,23 @@ import (
 // mistake is refused, not skipped, because a policy skipped for a typo in its kind is a policy
 // not enforced; kubectl would refuse it too ("no matches for kind").
 type catalog struct {
-	read  map[string]kindInfo // by "apiVersion/Kind"
-	known *runtime.Scheme     // the kinds of Kubernetes, Gateway API and agentgateway
+	read map[string]kindInfo // by "apiVersion/Kind"
+	// known returns the kinds of Kubernetes, Gateway API and agentgateway, built on first use
+	// (a few ms): only a document of a kind mcpgate does not read needs them
+	known func() (*runtime.Scheme, error)
 	// other are the kinds of agentgateway's groups that mcpgate has no types for: skipped
 	other map[schema.GroupVersionKind]bool
 }
 
-func newCatalog() (*catalog, error) {
+func newCatalog() *catalog {
+	return &catalog{read: readKinds(), known: sync.OnceValues(knownKinds), other: map[schema.GroupVersionKind]bool{
+		v1alpha1.GroupVersion.WithKind("AgentgatewayParameters"):             true,
+		enterprise.GroupVersion.WithKind("EnterpriseAgentgatewayParameters"): true,
+	}}
+}
+
+// knownKinds returns a scheme of the kinds of Kubernetes, Gateway API and agentgateway.
+func knownKinds() (*runtime.Scheme, error) {
 	s := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, gwv1.Install, gwv1beta1.Install,
 		gwv1alpha2.Install, gwv1alpha3.Install, gwxv1alpha1.Install, v1alpha1.AddToScheme, enterprise.AddToScheme} {
@@ -38,10 +49,7 @@ func newCatalog() (*catalog, error) {
 			return nil, fmt.Errorf("kinds: %w", err)
 		}
 	}
-	return &catalog{read: readKinds(), known: s, other: map[schema.GroupVersionKind]bool{
-		v1alpha1.GroupVersion.WithKind("AgentgatewayParameters"):             true,
-		enterprise.GroupVersion.WithKind("EnterpriseAgentgatewayParameters"): true,
-	}}, nil
+	return s, nil
 }
 
 // mistake returns the field ("apiVersion" or "kind") and a message when apiVersion and kind,
@@ -51,8 +59,12 @@ func (c *catalog) mistake(apiVersion, kind string) (field, msg string) {
 	if err != nil {
 		return "apiVersion", err.Error()
 	}
+	known, err := c.known()
+	if err != nil {
+		return "kind", err.Error()
+	}
 	gvk := gv.WithKind(kind)
-	if c.known.Recognizes(gvk) || c.other[gvk] {
+	if known.Recognizes(gvk) || c.other[gvk] {
 		return "", ""
 	}
 	// the kinds mcpgate reads that kind may have meant: the same name in any case
@@ -68,7 +80,7 @@ func (c *catalog) mistake(apiVersion, kind string) (field, msg string) {
 		// a kind mcpgate reads, under an apiVersion it is not read from
 		return "apiVersion", fmt.Sprintf("%s is not served in %s: use %s", kind, apiVersion, strings.Join(c.versionsOf(kind), " or "))
 	}
-	if !c.known.IsGroupRegistered(gv.Group) && len(meant) == 0 {
+	if !known.IsGroupRegistered(gv.Group) && len(meant) == 0 {
 		return "", "" // a group mcpgate knows nothing of: someone else's kind
 	}
 	msg = fmt.Sprintf("no kind %q in %s", kind, apiVersion)

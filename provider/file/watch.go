@@ -167,11 +167,7 @@ type cachedFile struct {
 // content of files whose new content has errors.
 func (c *Cache) Load(paths ...string) (*translator.Resources, Sources, error) {
 	if c.files == nil {
-		cat, err := newCatalog()
-		if err != nil {
-			return nil, Sources{}, err
-		}
-		c.cat, c.files = cat, map[string]*cachedFile{}
+		c.cat, c.files = newCatalog(), map[string]*cachedFile{}
 	}
 	// a file named in paths that disappears (an editor deleting and writing it anew, a
 	// mistake) keeps its served content like a file with errors, and so do the files of a
