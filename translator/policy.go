@@ -39,11 +39,13 @@ type policyInfo struct {
 	resolved int // targets found
 }
 
-// policyTarget is one targetRef of a policy and why it does not resolve ("" when it does).
+// policyTarget is one targetRef of a policy: where it attaches, or why it does not resolve.
 type policyTarget struct {
 	ref   v1alpha1.PolicyTargetReference
 	field string
-	msg   string
+	msg   string                   // why it does not resolve; "" when it does
+	level map[string][]*policyInfo // the level of the policy index it attaches at (nil: unresolved)
+	key   string                   // its key in level
 }
 
 // maxAncestors is the most ancestors a PolicyStatus holds (Gateway API).
@@ -90,14 +92,15 @@ func (t *translation) indexPolicies() *policyIndex {
 		kind := policyKind(p)
 		for i, ref := range p.Spec.TargetRefs {
 			field := "spec.targetRefs[" + strconv.Itoa(i) + "]"
-			bucket, k, msg := t.resolvePolicyTarget(idx, p.Namespace, ref)
-			if msg != "" {
-				t.st.refuse(kind, p.Namespace, p.Name, field, msg)
+			tg := policyTarget{ref: ref, field: field}
+			tg.level, tg.key, tg.msg = t.resolvePolicyTarget(idx, p.Namespace, ref)
+			if tg.msg != "" {
+				t.st.refuse(kind, p.Namespace, p.Name, field, tg.msg)
 			} else {
-				bucket[k] = append(bucket[k], pi)
+				tg.level[tg.key] = append(tg.level[tg.key], pi)
 				pi.resolved++
 			}
-			pi.targets = append(pi.targets, policyTarget{ref: ref, field: field, msg: msg})
+			pi.targets = append(pi.targets, tg)
 		}
 		if len(p.Spec.TargetRefs) == 0 {
 			t.st.refuse(kind, p.Namespace, p.Name, "spec.targetRefs", "at least one target is required")
@@ -111,30 +114,55 @@ func (t *translation) indexPolicies() *policyIndex {
 // (with the listener's sectionName), the served Gateways a targeted HTTPRoute is attached to,
 // the Gateways whose routes use a targeted AgentgatewayBackend. A target that is not found, or
 // that takes effect on no Gateway yet, is its own ancestor. Each policy's status is made on its
-// own (forEach).
+// own (forEach); the JWT authentications it loses are warnings too, added in policy order.
 func (t *translation) policyStatuses() {
 	statuses := make([]*gwv1.PolicyStatus, len(t.policyList))
-	forEach(len(t.policyList), func(i int) { statuses[i] = t.policyStatus(t.policyList[i]) })
+	warnings := make([]fieldErrors, len(t.policyList))
+	forEach(len(t.policyList), func(i int) { statuses[i], warnings[i] = t.policyStatus(t.policyList[i]) })
 	for i, pi := range t.policyList {
 		p := pi.p
 		t.st.Policies[ObjectKey{Kind: policyKind(p), Namespace: p.Namespace, Name: p.Name}] = statuses[i]
+		t.st.warnings = append(t.st.warnings, warnings[i]...)
 	}
 }
 
-// policyStatus makes the status of one policy.
-func (t *translation) policyStatus(pi *policyInfo) *gwv1.PolicyStatus {
+// jwtRule says which policy's JWT authentication a target keeps, for status messages.
+const jwtRule = "on one target the oldest policy's JWT authentication applies, by creationTimestamp " +
+	"then namespace/name; a more specific target's overrides it"
+
+// ancestorResult is what a policy's targets make of one of its ancestors: the condition of the
+// first target found there and, when that one is Accepted, where its JWT authentication loses
+// to another policy's on the same target (GEP-713: Conflicted) and where it applies.
+type ancestorResult struct {
+	ref        gwv1.ParentReference
+	cond       metav1.Condition
+	conflicts  []string // "through FIELD: POLICY sets it on TARGET too and wins"
+	jwtApplies []string // fields of the targets through which it applies
+}
+
+// policyStatus makes the status of one policy, and the warnings of the JWT authentication it
+// sets that loses to another policy's.
+func (t *translation) policyStatus(pi *policyInfo) (*gwv1.PolicyStatus, fieldErrors) {
 	ctrl := gwv1.GatewayController(t.opts.ControllerName)
 	p := pi.p
-	st := &gwv1.PolicyStatus{Ancestors: []gwv1.PolicyAncestorStatus{}}
-	add := func(ref gwv1.ParentReference, c metav1.Condition) {
-		if len(st.Ancestors) == maxAncestors || slices.ContainsFunc(st.Ancestors, func(a gwv1.PolicyAncestorStatus) bool {
-			return sameRef(&a.AncestorRef, &ref)
-		}) {
-			return
+	kind := policyKind(p)
+	var found []*ancestorResult
+	var warnings fieldErrors
+	at := func(ref gwv1.ParentReference, c metav1.Condition) *ancestorResult {
+		for _, a := range found {
+			if sameRef(&a.ref, &ref) {
+				return a
+			}
 		}
-		st.Ancestors = append(st.Ancestors, gwv1.PolicyAncestorStatus{AncestorRef: ref, ControllerName: ctrl, Conditions: []metav1.Condition{c}})
+		if len(found) == maxAncestors {
+			return nil
+		}
+		a := &ancestorResult{ref: ref, cond: c}
+		found = append(found, a)
+		return a
 	}
-	for _, tg := range pi.targets {
+	for i := range pi.targets {
+		tg := &pi.targets[i]
 		var c metav1.Condition
 		switch {
 		case tg.msg != "":
@@ -144,15 +172,106 @@ func (t *translation) policyStatus(pi *policyInfo) *gwv1.PolicyStatus {
 		default:
 			c = condition(string(gwv1.PolicyConditionAccepted), true, string(gwv1.PolicyReasonAccepted), "", p.Generation)
 		}
-		gws := t.gatewaysOf(p.Namespace, tg)
-		if len(gws) == 0 {
-			add(ancestorRef(p.Namespace, tg.ref), c)
+		conflict := ""
+		if w := pi.jwtWinner(tg); w != nil {
+			conflict = fmt.Sprintf("through %s: %s sets it on %s too and wins", tg.field, w.key(), targetString(p.Namespace, tg.ref))
+			warnings.add(kind, p.Namespace, p.Name, "spec.traffic.jwtAuthentication", "not applied "+conflict+" ("+jwtRule+")")
 		}
-		for _, gi := range gws {
-			add(gatewayRef(gi), c)
+		refs := make([]gwv1.ParentReference, 0, 1)
+		for _, gi := range t.gatewaysOf(p.Namespace, *tg) {
+			refs = append(refs, gatewayRef(gi))
+		}
+		if len(refs) == 0 {
+			refs = append(refs, ancestorRef(p.Namespace, tg.ref))
+		}
+		for _, ref := range refs {
+			a := at(ref, c)
+			switch {
+			case a == nil || a.cond.Status != metav1.ConditionTrue:
+			case conflict != "":
+				a.conflicts = append(a.conflicts, conflict)
+			case pi.jwt != nil && tg.msg == "":
+				a.jwtApplies = append(a.jwtApplies, tg.field)
+			}
 		}
 	}
-	return st
+	st := &gwv1.PolicyStatus{Ancestors: make([]gwv1.PolicyAncestorStatus, len(found))}
+	for i, a := range found {
+		if len(a.conflicts) > 0 {
+			a.cond = pi.conflictCondition(a)
+		}
+		st.Ancestors[i] = gwv1.PolicyAncestorStatus{AncestorRef: a.ref, ControllerName: ctrl, Conditions: []metav1.Condition{a.cond}}
+	}
+	return st, warnings
+}
+
+// conflictCondition is the Accepted condition of an ancestor where the policy's JWT
+// authentication loses to another policy's on some target. Gateway API's Conflicted reason says
+// the policy is not accepted because it cannot merge with another on the same target: that is
+// the condition when nothing else of the policy applies there. When its authorization rules
+// apply there, or its JWT authentication through another target, the policy is Accepted and the
+// message says what is and what is not applied (GEP-713's "partially enforced").
+func (pi *policyInfo) conflictCondition(a *ancestorResult) metav1.Condition {
+	msg := "spec.traffic.jwtAuthentication is not applied " + strings.Join(a.conflicts, "; ") + " (" + jwtRule + ")"
+	var applied []string
+	if len(pi.traffic) > 0 {
+		applied = append(applied, "spec.traffic.authorization")
+	}
+	if len(pi.mcp) > 0 {
+		applied = append(applied, "spec.backend.mcp.authorization")
+	}
+	if len(a.jwtApplies) > 0 {
+		applied = append(applied, "spec.traffic.jwtAuthentication through "+strings.Join(a.jwtApplies, ", "))
+	}
+	if len(applied) == 0 {
+		return condition(string(gwv1.PolicyConditionAccepted), false, string(gwv1.PolicyReasonConflicted), msg, pi.p.Generation)
+	}
+	return condition(string(gwv1.PolicyConditionAccepted), true, string(gwv1.PolicyReasonAccepted),
+		msg+"; applied: "+strings.Join(applied, "; "), pi.p.Generation)
+}
+
+// jwtWinner returns the policy whose JWT authentication applies at a resolved target in place of
+// the one pi sets there: the one merge takes at that level (jwtSetter). It is nil when pi sets
+// none, is refused, or is the one taken.
+func (pi *policyInfo) jwtWinner(tg *policyTarget) *policyInfo {
+	if pi.jwt == nil || pi.invalid || tg.level == nil {
+		return nil
+	}
+	if w := jwtSetter(tg.level[tg.key]); w != pi {
+		return w
+	}
+	return nil
+}
+
+// jwtSetter returns the policy whose JWT authentication a level of the index (its policies at one
+// attachment point, oldest first) sets: the oldest valid one that sets one, or nil.
+func jwtSetter(level []*policyInfo) *policyInfo {
+	for _, pi := range level {
+		if !pi.invalid && pi.jwt != nil {
+			return pi
+		}
+	}
+	return nil
+}
+
+// key names the policy as "Kind ns/name".
+func (pi *policyInfo) key() string {
+	return ObjectKey{Kind: policyKind(pi.p), Namespace: pi.p.Namespace, Name: pi.p.Name}.String()
+}
+
+// targetString names a policy target of namespace ns: "Gateway ns/name", "listener L of Gateway
+// ns/name", "HTTPRoute ns/name", "rule R of HTTPRoute ns/name", "AgentgatewayBackend ns/name".
+func targetString(ns string, ref v1alpha1.PolicyTargetReference) string {
+	s := string(ref.Kind) + " " + keyString(ns, string(ref.Name))
+	switch {
+	case ref.SectionName == nil || *ref.SectionName == "":
+		return s
+	case ref.Kind == KindGateway:
+		return "listener " + string(*ref.SectionName) + " of " + s
+	case ref.Kind == KindHTTPRoute:
+		return "rule " + string(*ref.SectionName) + " of " + s
+	}
+	return s + " section " + string(*ref.SectionName)
 }
 
 // gatewaysOf returns the served Gateways a resolved HTTPRoute or AgentgatewayBackend target
@@ -398,9 +517,10 @@ func (t *translation) merge(a attachment) *mergedPolicy {
 		for _, pi := range levels[l] {
 			if pi.invalid {
 				invalid = append(invalid, pi.source)
-			} else if jwtFrom == nil && pi.jwt != nil {
-				jwtFrom = pi
 			}
+		}
+		if jwtFrom == nil {
+			jwtFrom = jwtSetter(levels[l])
 		}
 	}
 	if len(invalid) > 0 {
