@@ -46,6 +46,9 @@ type policyTarget struct {
 	msg   string                   // why it does not resolve; "" when it does
 	level map[string][]*policyInfo // the level of the policy index it attaches at (nil: unresolved)
 	key   string                   // its key in level
+	// foreign: a Gateway that exists and that this controller does not serve. The policy is
+	// the business of that Gateway's controller: no refusal, no ancestor status.
+	foreign bool
 }
 
 // maxAncestors is the most ancestors a PolicyStatus holds (Gateway API).
@@ -93,10 +96,12 @@ func (t *translation) indexPolicies() *policyIndex {
 		for i, ref := range p.Spec.TargetRefs {
 			field := "spec.targetRefs[" + strconv.Itoa(i) + "]"
 			tg := policyTarget{ref: ref, field: field}
-			tg.level, tg.key, tg.msg = t.resolvePolicyTarget(idx, p.Namespace, ref)
-			if tg.msg != "" {
+			t.resolvePolicyTarget(idx, p.Namespace, &tg)
+			switch {
+			case tg.foreign:
+			case tg.msg != "":
 				t.st.refuse(kind, p.Namespace, p.Name, field, tg.msg)
-			} else {
+			default:
 				tg.level[tg.key] = append(tg.level[tg.key], pi)
 				pi.resolved++
 			}
@@ -113,12 +118,16 @@ func (t *translation) indexPolicies() *policyIndex {
 // ancestors are the Gateways it takes effect on, as Gateway API recommends: a targeted Gateway
 // (with the listener's sectionName), the served Gateways a targeted HTTPRoute is attached to,
 // the Gateways whose routes use a targeted AgentgatewayBackend. A target that is not found, or
-// that takes effect on no Gateway yet, is its own ancestor. Each policy's status is made on its
-// own (forEach); the JWT authentications it loses are warnings too, added in policy order.
+// that takes effect on no Gateway yet, is its own ancestor. A target that is only other
+// controllers' business (foreignTarget) has no ancestor: Gateway API has a controller write
+// ancestor status only for the ancestors it is responsible for. Each policy's status is made
+// on its own (forEach); the JWT authentications it loses are warnings too, added in policy
+// order.
 func (t *translation) policyStatuses() {
 	statuses := make([]*gwv1.PolicyStatus, len(t.policyList))
 	warnings := make([]fieldErrors, len(t.policyList))
-	forEach(len(t.policyList), func(i int) { statuses[i], warnings[i] = t.policyStatus(t.policyList[i]) })
+	foreign := t.foreignBackends()
+	forEach(len(t.policyList), func(i int) { statuses[i], warnings[i] = t.policyStatus(t.policyList[i], foreign) })
 	for i, pi := range t.policyList {
 		p := pi.p
 		t.st.Policies[ObjectKey{Kind: policyKind(p), Namespace: p.Namespace, Name: p.Name}] = statuses[i]
@@ -141,8 +150,8 @@ type ancestorResult struct {
 }
 
 // policyStatus makes the status of one policy, and the warnings of the JWT authentication it
-// sets that loses to another policy's.
-func (t *translation) policyStatus(pi *policyInfo) (*gwv1.PolicyStatus, fieldErrors) {
+// sets that loses to another policy's; foreign is foreignBackends.
+func (t *translation) policyStatus(pi *policyInfo, foreign map[nsName]bool) (*gwv1.PolicyStatus, fieldErrors) {
 	ctrl := gwv1.GatewayController(t.opts.ControllerName)
 	p := pi.p
 	kind := policyKind(p)
@@ -182,6 +191,9 @@ func (t *translation) policyStatus(pi *policyInfo) (*gwv1.PolicyStatus, fieldErr
 			refs = append(refs, gatewayRef(gi))
 		}
 		if len(refs) == 0 {
+			if t.foreignTarget(p.Namespace, tg, foreign) {
+				continue
+			}
 			refs = append(refs, ancestorRef(p.Namespace, tg.ref))
 		}
 		for _, ref := range refs {
@@ -274,6 +286,61 @@ func targetString(ns string, ref v1alpha1.PolicyTargetReference) string {
 	return s + " section " + string(*ref.SectionName)
 }
 
+// foreignTarget reports whether a target that takes effect on no served Gateway is other
+// controllers' business only: a Gateway this controller does not serve, an HTTPRoute this
+// controller writes no parent status for (attached only to such Gateways), an
+// AgentgatewayBackend that only such routes use (foreign is foreignBackends). A target that is
+// not found stays this controller's (TargetNotFound): no other controller would say why.
+func (t *translation) foreignTarget(ns string, tg *policyTarget, foreign map[nsName]bool) bool {
+	switch {
+	case tg.foreign:
+		return true
+	case tg.msg != "":
+		return false
+	case tg.ref.Group == gatewayGroup && tg.ref.Kind == KindHTTPRoute:
+		ri := t.routeByName[key(ns, string(tg.ref.Name))]
+		return ri != nil && t.foreignRoute(ri)
+	case tg.ref.Group == backendGroup && tg.ref.Kind == KindAgentgatewayBackend:
+		return foreign[key(ns, string(tg.ref.Name))]
+	}
+	return false
+}
+
+// foreignRoute reports whether a route is only other controllers' business: this controller
+// writes no parent status for it, and one of its parentRefs is a Gateway that exists.
+func (t *translation) foreignRoute(ri *routeInfo) bool {
+	r := ri.r
+	if t.st.HTTPRoutes[key(r.Namespace, r.Name)] != nil {
+		return false
+	}
+	return slices.ContainsFunc(r.Spec.ParentRefs, func(pr gwv1.ParentReference) bool {
+		gw, ok := parentGateway(r.Namespace, &pr)
+		return ok && t.allGateways[gw] != nil
+	})
+}
+
+// foreignBackends returns the AgentgatewayBackends whose every user is a foreign route (and
+// that have one), for the status of the policies that target them.
+func (t *translation) foreignBackends() map[nsName]bool {
+	out := map[nsName]bool{}
+	for _, ri := range t.routes {
+		r := ri.r
+		foreign := t.foreignRoute(ri)
+		for i := range r.Spec.Rules {
+			for k := range r.Spec.Rules[i].BackendRefs {
+				group, kind, nn := backendRefOf(r.Namespace, &r.Spec.Rules[i].BackendRefs[k].BackendObjectReference)
+				if group != backendGroup || kind != KindAgentgatewayBackend {
+					continue
+				}
+				if was, seen := out[nn]; !seen || was {
+					out[nn] = foreign
+				}
+			}
+		}
+	}
+	return out
+}
+
 // gatewaysOf returns the served Gateways a resolved HTTPRoute or AgentgatewayBackend target
 // takes effect on, in the order they were found.
 func (t *translation) gatewaysOf(ns string, tg policyTarget) []*gatewayInfo {
@@ -323,8 +390,19 @@ func ancestorRef(ns string, ref v1alpha1.PolicyTargetReference) gwv1.ParentRefer
 	return gwv1.ParentReference{Group: &f.group, Kind: &f.kind, Namespace: &f.ns, Name: ref.Name, SectionName: ref.SectionName}
 }
 
-// resolvePolicyTarget finds where a targetRef attaches; msg says why it does not.
-func (t *translation) resolvePolicyTarget(idx *policyIndex, ns string, ref v1alpha1.PolicyTargetReference) (map[string][]*policyInfo, string, string) {
+// resolvePolicyTarget finds where a targetRef of a policy in namespace ns attaches: its level and
+// key in idx, or the message that says why it does not, or that it is foreign.
+func (t *translation) resolvePolicyTarget(idx *policyIndex, ns string, tg *policyTarget) {
+	if tg.ref.Group == gatewayGroup && tg.ref.Kind == KindGateway && t.gateways[key(ns, string(tg.ref.Name))] == nil &&
+		t.allGateways[key(ns, string(tg.ref.Name))] != nil {
+		tg.foreign = true
+		return
+	}
+	tg.level, tg.key, tg.msg = t.policyTargetLevel(idx, ns, tg.ref)
+}
+
+// policyTargetLevel finds where a targetRef attaches; msg says why it does not.
+func (t *translation) policyTargetLevel(idx *policyIndex, ns string, ref v1alpha1.PolicyTargetReference) (map[string][]*policyInfo, string, string) {
 	name := string(ref.Name)
 	k := keyString(ns, name)
 	section := ""
@@ -335,9 +413,6 @@ func (t *translation) resolvePolicyTarget(idx *policyIndex, ns string, ref v1alp
 	case ref.Group == gatewayGroup && ref.Kind == KindGateway:
 		gi := t.gateways[key(ns, name)]
 		if gi == nil {
-			if t.allGateways[key(ns, name)] != nil {
-				return nil, "", fmt.Sprintf("Gateway %s is not served by this controller", k)
-			}
 			return nil, "", fmt.Sprintf("Gateway %s not found", k)
 		}
 		if section == "" {

@@ -66,3 +66,42 @@ func TestSecondJWTPolicyConflicted(t *testing.T) {
 		t.Fatalf("served policies %v, want one with issuer solo.io", pols)
 	}
 }
+
+// TestPolicyOnOtherControllersGateway: the lab with a Gateway of another controller (class
+// other) and a policy on it. mcpgate writes no ancestor for it and refuses nothing, while a
+// policy on a Gateway that does not exist keeps its TargetNotFound ancestor.
+func TestPolicyOnOtherControllersGateway(t *testing.T) {
+	res := loadInputs(t, "testdata/lab.in.yaml")
+	res.GatewayClasses = append(res.GatewayClasses, &gwv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "other"},
+		Spec: gwv1.GatewayClassSpec{ControllerName: "example.com/other"}})
+	gw := res.Gateways[0].DeepCopy()
+	gw.Name, gw.Spec.GatewayClassName = "gw-other", "other"
+	res.Gateways = append(res.Gateways, gw)
+	for _, name := range []string{"gw-other", "gw-missing"} {
+		p := res.Policies[0].DeepCopy()
+		p.Name = "on-" + name
+		p.Spec.TargetRefs = p.Spec.TargetRefs[:1]
+		p.Spec.TargetRefs[0].Group, p.Spec.TargetRefs[0].Kind, p.Spec.TargetRefs[0].Name = "gateway.networking.k8s.io", "Gateway", gwv1.ObjectName(name)
+		res.Policies = append(res.Policies, p)
+	}
+	out := translator.Translate(res, translator.Options{RequireGatewayClass: true, GatewayClassNames: []string{"enterprise-agentgateway"}})
+	kind := res.Policies[0].Kind
+	if kind == "" {
+		kind = translator.KindAgentgatewayPolicy
+	}
+	other := out.Status.Policies[translator.ObjectKey{Kind: kind, Namespace: gw.Namespace, Name: "on-gw-other"}]
+	if other == nil || len(other.Ancestors) != 0 {
+		t.Errorf("policy on gw-other: status %+v, want no ancestor", other)
+	}
+	for _, p := range out.Status.Problems() {
+		if p.Name == "on-gw-other" {
+			t.Errorf("policy on gw-other refused: %v", p)
+		}
+	}
+	if c := accepted(t, out.Status, translator.ObjectKey{Kind: kind, Namespace: gw.Namespace, Name: "on-gw-missing"}); c.Reason != string(gwv1.PolicyReasonTargetNotFound) {
+		t.Errorf("policy on a missing Gateway: Accepted %s %s, want TargetNotFound", c.Status, c.Reason)
+	}
+	if len(out.Gateways) != 1 {
+		t.Errorf("served %d Gateways, want the lab's only", len(out.Gateways))
+	}
+}

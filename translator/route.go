@@ -220,34 +220,52 @@ func (t *translation) registerRoute(cr *compiledRoute) {
 	}
 }
 
+// parentGateway returns the Gateway a parentRef of a route in namespace ns names; ok is false
+// when it names another kind.
+func parentGateway(ns string, pr *gwv1.ParentReference) (gw nsName, ok bool) {
+	if (pr.Group != nil && *pr.Group != gatewayGroup) || (pr.Kind != nil && *pr.Kind != KindGateway) {
+		return nsName{}, false
+	}
+	if pr.Namespace != nil && *pr.Namespace != "" {
+		ns = string(*pr.Namespace)
+	}
+	return key(ns, string(pr.Name)), true
+}
+
+// backendRefOf returns the group, kind and object a backendRef of a route in namespace ns names
+// (a Service of that namespace unless it says otherwise).
+func backendRefOf(ns string, ref *gwv1.BackendObjectReference) (group, kind string, obj nsName) {
+	kind = KindService
+	if ref.Group != nil {
+		group = string(*ref.Group)
+	}
+	if ref.Kind != nil {
+		kind = string(*ref.Kind)
+	}
+	if ref.Namespace != nil && *ref.Namespace != "" {
+		ns = string(*ref.Namespace)
+	}
+	return group, kind, key(ns, string(ref.Name))
+}
+
 // attachParent attaches the route to the listeners one parentRef selects and returns that
 // parent's status; ok is false when the parent is not this controller's.
 func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentReference) (gwv1.RouteParentStatus, bool) {
 	r := cr.r
-	group, kind := gatewayGroup, KindGateway
-	if pr.Group != nil {
-		group = string(*pr.Group)
-	}
-	if pr.Kind != nil {
-		kind = string(*pr.Kind)
-	}
-	ns := r.Namespace
-	if pr.Namespace != nil && *pr.Namespace != "" {
-		ns = string(*pr.Namespace)
-	}
-	if group != gatewayGroup || kind != KindGateway {
+	gw, ok := parentGateway(r.Namespace, &pr)
+	if !ok {
 		return gwv1.RouteParentStatus{}, false
 	}
 	gen := r.Generation
 	ps := gwv1.RouteParentStatus{ParentRef: pr, ControllerName: gwv1.GatewayController(t.opts.ControllerName),
 		Conditions: make([]metav1.Condition, 0, 3)} // Accepted, ResolvedRefs, maybe PartiallyInvalid
 	field := func() string { return "spec.parentRefs[" + strconv.Itoa(i) + "]" } // built only for errors
-	gi := t.gateways[key(ns, string(pr.Name))]
+	gi := t.gateways[gw]
 	if gi == nil {
-		if t.allGateways[key(ns, string(pr.Name))] != nil || t.opts.RequireGatewayClass {
+		if t.allGateways[gw] != nil || t.opts.RequireGatewayClass {
 			return ps, false // another controller's Gateway, or unknowable in a cluster
 		}
-		msg := fmt.Sprintf("Gateway %s not found", keyString(ns, string(pr.Name)))
+		msg := fmt.Sprintf("Gateway %s not found", keyString(gw.Namespace, gw.Name))
 		cr.problems.add(KindHTTPRoute, r.Namespace, r.Name, field(), msg)
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), false, string(gwv1.RouteReasonNoMatchingParent), msg, gen))
 		ps.Conditions = appendRouteRefConditions(ps.Conditions, cr, gen)
@@ -753,18 +771,8 @@ func (t *translation) resolveBackendRef(cr *compiledRoute, c *compiledRule, rule
 		fail(string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("weight %d must not be negative", *ref.Weight))
 		return
 	}
-	group, kind := "", KindService
-	if ref.Group != nil {
-		group = string(*ref.Group)
-	}
-	if ref.Kind != nil {
-		kind = string(*ref.Kind)
-	}
-	ns := r.Namespace
-	if ref.Namespace != nil && *ref.Namespace != "" {
-		ns = string(*ref.Namespace)
-	}
-	name := string(ref.Name)
+	group, kind, obj := backendRefOf(r.Namespace, &ref.BackendObjectReference)
+	ns, name := obj.Namespace, obj.Name
 	if len(ref.Filters) > 0 {
 		fail(string(gwv1.RouteReasonUnsupportedValue), "filters on a backendRef are not supported; put them on the rule")
 		return
