@@ -31,6 +31,8 @@ func AddToScheme(s *runtime.Scheme) error {
 // +kubebuilder:object:root=true
 // +kubebuilder:resource:shortName=eagpol,categories=agentgateway
 // +kubebuilder:subresource:status
+// +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.ancestors[0].conditions[?(@.type=="Accepted")].status`,description="Accepted condition of the first ancestor (usually a Gateway)"
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:metadata:labels="gateway.networking.k8s.io/policy=Direct"
 type EnterpriseAgentgatewayPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
