@@ -159,9 +159,11 @@ func mergeAncestors(have, want []gwv1.PolicyAncestorStatus, ctrl gwv1.GatewayCon
 // mergeOwned merges status entries that several controllers share (route parents, policy
 // ancestors): the entries of other controllers are kept as they are, this controller's are
 // replaced by want, each keeping the condition times of the entry with the same reference.
-// fields returns an entry's controller, its reference and its conditions.
+// fields returns an entry's controller, its reference and its conditions. The result is never
+// nil: route parents and policy ancestors are required lists, which the API server refuses as
+// null (an object that lost its last mcpgate parent gets an empty list).
 func mergeOwned[T any](have, want []T, ctrl gwv1.GatewayController, now metav1.Time, fields func(*T) (gwv1.GatewayController, any, *[]metav1.Condition)) []T {
-	var out []T
+	out := make([]T, 0, len(have)+len(want))
 	for i := range have {
 		if c, _, _ := fields(&have[i]); c != ctrl {
 			out = append(out, have[i])

@@ -66,6 +66,9 @@ func TestMergeParentsKeepsOtherControllers(t *testing.T) {
 	if got := mergeParents(have, nil, ours, now); len(got) != 1 || got[0].ControllerName != theirs {
 		t.Errorf("no parents of ours: %+v, want only the other controller's", got)
 	}
+	if got := mergeParents(have[1:2], nil, ours, now); got == nil || len(got) != 0 {
+		t.Errorf("our last parent gone: %#v, want an empty list (status.parents is required: null is refused)", got)
+	}
 }
 
 func TestMergeAncestors(t *testing.T) {
