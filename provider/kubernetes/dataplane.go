@@ -147,19 +147,27 @@ func (o dataPlaneObjects) ownedSecret(uid types.UID) (*coreac.SecretApplyConfigu
 // bootstrapName is the name of a Gateway's bootstrap ConfigMap.
 func bootstrapName(gateway string) string { return gateway + "-bootstrap" }
 
-// listenerPorts returns the distinct listener ports of a Gateway, sorted.
-func listenerPorts(gw *gwv1.Gateway) []int32 {
+// servedPorts returns the ports Envoy listens on for a Gateway, sorted: those of its Envoy
+// listeners, one per distinct port of the listeners the translator accepted (a refused listener,
+// say TCP, gets none). cfg is the Gateway's translated configuration (nil: none).
+func servedPorts(cfg *translator.GatewayConfig) []int32 {
+	if cfg == nil {
+		return nil
+	}
 	seen := map[int32]bool{}
-	for _, l := range gw.Spec.Listeners {
-		seen[int32(l.Port)] = true
+	for _, l := range cfg.Listeners {
+		if p := l.GetAddress().GetSocketAddress().GetPortValue(); p > 0 {
+			seen[int32(p)] = true
+		}
 	}
 	return slices.Sorted(maps.Keys(seen))
 }
 
 // buildDataPlane returns the objects of gw's data plane, made by the controller of
-// controllerName; bootstrap is Envoy's bootstrap; cert, with xDS TLS, the Gateway's client
-// certificate (nil without).
-func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, controllerName string, bootstrap []byte, cert *xdsCert) (dataPlaneObjects, error) {
+// controllerName; ports are the ports Envoy listens on (servedPorts: the Service's, the
+// container's, the readiness probe's); bootstrap is Envoy's bootstrap; cert, with xDS TLS, the
+// Gateway's client certificate (nil without).
+func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerName string, bootstrap []byte, cert *xdsCert) (dataPlaneObjects, error) {
 	ns, name := gw.Namespace, gw.Name
 	gateway := ns + "/" + name
 	selector := map[string]string{LabelName: DataPlaneName, LabelGatewayName: name}
@@ -189,9 +197,10 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, controllerName string, boots
 		WithLabels(labels).WithAnnotations(objAnnotations).WithOwnerReferences(owner).
 		WithData(map[string]string{BootstrapKey: string(bootstrap)})
 
-	ports := listenerPorts(gw)
 	if len(ports) == 0 {
-		return dataPlaneObjects{}, fmt.Errorf("gateway %s has no listener", gateway)
+		// Nothing to serve, expose or probe: the objects are not built (an existing data plane is
+		// left as it is, keeping its Service's address), and the Gateway is not Programmed.
+		return dataPlaneObjects{}, fmt.Errorf("gateway %s has no accepted listener", gateway)
 	}
 	var containerPorts []*coreac.ContainerPortApplyConfiguration
 	var servicePorts []*coreac.ServicePortApplyConfiguration
@@ -253,7 +262,8 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, controllerName string, boots
 		WithEnv(coreac.EnvVar().WithName("POD_NAME").WithValueFrom(
 			coreac.EnvVarSource().WithFieldRef(coreac.ObjectFieldSelector().WithFieldPath("metadata.name")))).
 		WithPorts(containerPorts...).
-		// Envoy binds a listener port only once it has its listeners from xDS.
+		// Envoy binds a listener port only once it has its listeners from xDS (the lowest port it
+		// serves: a refused listener's port is never bound).
 		WithReadinessProbe(coreac.Probe().WithPeriodSeconds(5).
 			WithTCPSocket(coreac.TCPSocketAction().WithPort(intstr.FromInt32(ports[0])))).
 		WithResources(resources("100m", "128Mi", "1Gi")).
@@ -348,16 +358,16 @@ func (p *Provider) reconcileDataPlanes(ctx context.Context, snap *snapshot, out 
 		if _, served := out.Status.Gateways[key]; !served || gw.DeletionTimestamp != nil {
 			continue
 		}
-		result[key] = p.applyDataPlane(ctx, d, gw, services)
+		result[key] = p.applyDataPlane(ctx, d, gw, servedPorts(out.Gateways[key.String()]), services)
 	}
 	p.deleteStaleDataPlanes(ctx, snap.resources.Services, result)
 	return result
 }
 
 // applyDataPlane applies one Gateway's ConfigMap, Service and Deployment, then (with xDS TLS) the
-// Secret the Deployment owns. An object of the same name that the controller did not create is
-// left alone and reported.
-func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gateway, services map[gatewayKey]*corev1.Service) error {
+// Secret the Deployment owns; ports are those Envoy listens on (servedPorts). An object of the
+// same name that the controller did not create is left alone and reported.
+func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gateway, ports []int32, services map[gatewayKey]*corev1.Service) error {
 	key := client.ObjectKeyFromObject(gw)
 	// The same bootstrap as `mcpgate bootstrap --gateway NS/NAME --xds-addr XDSAddress
 	// --extproc-addr unix://ExtProcSocket` (with --xds-tls-dir XDSTLSDir under xDS TLS).
@@ -377,7 +387,7 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 	if err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
-	objs, err := d.buildDataPlane(gw, p.opts.ControllerName, boot, cert)
+	objs, err := d.buildDataPlane(gw, ports, p.opts.ControllerName, boot, cert)
 	if err != nil {
 		return fmt.Errorf("data plane objects: %w", err)
 	}

@@ -12,6 +12,8 @@ import (
 	coreac "k8s.io/client-go/applyconfigurations/core/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/mcpgate/mcpgate/translator"
 )
 
 func testGateway() *gwv1.Gateway {
@@ -36,9 +38,27 @@ func testGateway() *gwv1.Gateway {
 
 func ptr[T any](v T) *T { return &v }
 
+// testPorts are the ports of testGateway's accepted listeners, as servedPorts reads them from its
+// translation.
+var testPorts = []int32{80, 9090}
+
+// TestServedPorts translates a Gateway whose listeners share a port and include one the
+// translator refuses: the data plane's ports are the distinct ports Envoy listens on.
+func TestServedPorts(t *testing.T) {
+	gw := testGateway()
+	gw.Spec.Listeners = append(gw.Spec.Listeners, gwv1.Listener{Name: "tcp", Port: 7070, Protocol: gwv1.TCPProtocolType})
+	out := translator.Translate(&translator.Resources{Gateways: []*gwv1.Gateway{gw}}, translator.Options{})
+	if got := servedPorts(out.Gateways["ns/gw"]); !slices.Equal(got, testPorts) {
+		t.Errorf("served ports %v, want %v (the refused TCP listener's 7070 left out)", got, testPorts)
+	}
+	if got := servedPorts(nil); got != nil {
+		t.Errorf("a Gateway without configuration: ports %v", got)
+	}
+}
+
 func TestBuildDataPlane(t *testing.T) {
 	d := DataPlane{XDSAddress: "mcpgate-controller.mcpgate-system.svc:18000", ExtProcImage: "mcpgate:test"}.withDefaults()
-	objs, err := d.buildDataPlane(testGateway(), "mcpgate.dev/gateway-controller", []byte("bootstrap-1"), nil)
+	objs, err := d.buildDataPlane(testGateway(), testPorts, "mcpgate.dev/gateway-controller", []byte("bootstrap-1"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,8 +66,8 @@ func TestBuildDataPlane(t *testing.T) {
 	for _, p := range objs.service.Spec.Ports {
 		ports = append(ports, *p.Port)
 	}
-	if !slices.Equal(ports, []int32{80, 9090}) {
-		t.Errorf("Service ports %v, want the distinct listener ports [80 9090]", ports)
+	if !slices.Equal(ports, testPorts) {
+		t.Errorf("Service ports %v, want the served ports %v", ports, testPorts)
 	}
 	if *objs.service.Spec.Type != DefaultServiceType {
 		t.Errorf("Service type %s", *objs.service.Spec.Type)
@@ -91,11 +111,11 @@ func TestBuildDataPlane(t *testing.T) {
 		t.Errorf("ConfigMap %s %v", *objs.configMap.Name, objs.configMap.Data)
 	}
 
-	again, err := d.buildDataPlane(testGateway(), "mcpgate.dev/gateway-controller", []byte("bootstrap-1"), nil)
+	again, err := d.buildDataPlane(testGateway(), testPorts, "mcpgate.dev/gateway-controller", []byte("bootstrap-1"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	changed, err := d.buildDataPlane(testGateway(), "mcpgate.dev/gateway-controller", []byte("bootstrap-2"), nil)
+	changed, err := d.buildDataPlane(testGateway(), testPorts, "mcpgate.dev/gateway-controller", []byte("bootstrap-2"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,11 +131,11 @@ func TestBuildDataPlane(t *testing.T) {
 	}
 }
 
+// TestBuildDataPlaneWithoutListeners: a Gateway none of whose listeners is accepted (or that has
+// none) gets no data plane objects: there is no port to expose or probe.
 func TestBuildDataPlaneWithoutListeners(t *testing.T) {
-	gw := testGateway()
-	gw.Spec.Listeners = nil
-	if _, err := (DataPlane{}).withDefaults().buildDataPlane(gw, "mcpgate.dev/gateway-controller", nil, nil); err == nil {
-		t.Error("a Gateway without listeners got a data plane")
+	if _, err := (DataPlane{}).withDefaults().buildDataPlane(testGateway(), nil, "mcpgate.dev/gateway-controller", nil, nil); err == nil {
+		t.Error("a Gateway without an accepted listener got a data plane")
 	}
 }
 
@@ -153,7 +173,7 @@ func TestNetworkPolicyAdmitsTheDataPlane(t *testing.T) {
 			ports[p.Name] = true
 		}
 	}
-	objs, err := DataPlane{XDSAddress: "x:18000", ExtProcImage: "mcpgate:test"}.withDefaults().buildDataPlane(testGateway(), "mcpgate.dev/gateway-controller", nil, nil)
+	objs, err := DataPlane{XDSAddress: "x:18000", ExtProcImage: "mcpgate:test"}.withDefaults().buildDataPlane(testGateway(), testPorts, "mcpgate.dev/gateway-controller", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
