@@ -46,9 +46,6 @@ const (
 	LabelName = "app.kubernetes.io/name"
 	// DataPlaneName is the value of LabelName on the data plane objects.
 	DataPlaneName = "mcpgate-gateway"
-	// AnnotationConfigHash holds a hash of what the controller applied, so that an unchanged
-	// object is not applied again.
-	AnnotationConfigHash = "mcpgate.dev/config-hash"
 	// AnnotationController names the controllerName of the controller that made a data plane
 	// object: a controller deletes only its own, when their Gateway is no longer served.
 	AnnotationController = "mcpgate.dev/controller-name"
@@ -127,21 +124,14 @@ type dataPlaneObjects struct {
 	secret *coreac.SecretApplyConfiguration
 }
 
-// ownedSecret returns the Secret of o owned by its Deployment, the live one of UID uid, and the
-// Secret's config hash (the owner's UID is part of it). The garbage collector deletes the Secret
-// with the Deployment, so the controller needs no right to delete Secrets. The reference is set
-// as the Deployment's own to its Gateway: controller, without blockOwnerDeletion (which would
-// need the right to update deployments/finalizers).
-func (o dataPlaneObjects) ownedSecret(uid types.UID) (*coreac.SecretApplyConfiguration, string, error) {
-	sec := o.secret.WithOwnerReferences(metaac.OwnerReference().
+// ownedSecret returns the Secret of o owned by its Deployment, the live one of UID uid. The
+// garbage collector deletes the Secret with the Deployment, so the controller needs no right to
+// delete Secrets. The reference is set as the Deployment's own to its Gateway: controller,
+// without blockOwnerDeletion (which would need the right to update deployments/finalizers).
+func (o dataPlaneObjects) ownedSecret(uid types.UID) *coreac.SecretApplyConfiguration {
+	return o.secret.WithOwnerReferences(metaac.OwnerReference().
 		WithAPIVersion(appsv1.SchemeGroupVersion.String()).WithKind("Deployment").
 		WithName(*o.deployment.Name).WithUID(uid).WithController(true))
-	hash, err := configHash(sec)
-	if err != nil {
-		return nil, "", fmt.Errorf("Secret %s/%s: %w", *sec.Namespace, *sec.Name, err)
-	}
-	sec.WithAnnotations(map[string]string{AnnotationConfigHash: hash})
-	return sec, hash, nil
 }
 
 // bootstrapName is the name of a Gateway's bootstrap ConfigMap.
@@ -260,7 +250,9 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 			"--disable-hot-restart",
 			"--log-level", "info").
 		WithEnv(coreac.EnvVar().WithName("POD_NAME").WithValueFrom(
-			coreac.EnvVarSource().WithFieldRef(coreac.ObjectFieldSelector().WithFieldPath("metadata.name")))).
+			// (apiVersion as the API server defaults it: the selector is atomic, so a value that
+			// differs from the applied one would read as a change on every pass)
+			coreac.EnvVarSource().WithFieldRef(coreac.ObjectFieldSelector().WithAPIVersion("v1").WithFieldPath("metadata.name")))).
 		WithPorts(containerPorts...).
 		// Envoy binds a listener port only once it has its listeners from xDS (the lowest port it
 		// serves: a refused listener's port is never bound).
@@ -311,26 +303,7 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 		WithLabels(labels).WithAnnotations(objAnnotations).WithOwnerReferences(owner).
 		WithSpec(coreac.ServiceSpec().WithType(d.ServiceType).WithSelector(selector).WithPorts(servicePorts...))
 
-	cmHash, err1 := configHash(cm)
-	depHash, err2 := configHash(dep)
-	svcHash, err3 := configHash(svc)
-	if err := errors.Join(err1, err2, err3); err != nil {
-		return dataPlaneObjects{}, fmt.Errorf("gateway %s: %w", gateway, err)
-	}
-	cm.WithAnnotations(map[string]string{AnnotationConfigHash: cmHash})
-	dep.WithAnnotations(map[string]string{AnnotationConfigHash: depHash})
-	svc.WithAnnotations(map[string]string{AnnotationConfigHash: svcHash})
 	return dataPlaneObjects{configMap: cm, deployment: dep, service: svc, secret: secret}, nil
-}
-
-// configHash is a short hash of an apply configuration (before the hash annotation is added).
-func configHash(obj any) (string, error) {
-	b, err := json.Marshal(obj)
-	if err != nil {
-		return "", fmt.Errorf("hash apply configuration: %w", err)
-	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:8]), nil
 }
 
 func httpProbe(path string, port int) *coreac.ProbeApplyConfiguration {
@@ -406,10 +379,10 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 		}
 	}
 	var cm corev1.ConfigMap
-	if err := p.applyIfChanged(ctx, "ConfigMap", in(*objs.configMap.Name), &cm, objs.configMap, objs.configMap.Annotations[AnnotationConfigHash]); err != nil {
+	if err := p.applyIfChanged(ctx, "ConfigMap", in(*objs.configMap.Name), &cm, objs.configMap); err != nil {
 		errs, mountsRefused = append(errs, err), true
 	}
-	if err := p.applyIfChanged(ctx, "Service", in(*objs.service.Name), services[in(*objs.service.Name)], objs.service, objs.service.Annotations[AnnotationConfigHash]); err != nil {
+	if err := p.applyIfChanged(ctx, "Service", in(*objs.service.Name), services[in(*objs.service.Name)], objs.service); err != nil {
 		errs = append(errs, err)
 	}
 	depKey := in(*objs.deployment.Name)
@@ -417,7 +390,7 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 		return errors.Join(append(errs, fmt.Errorf("Deployment %s is not applied: its pods would mount the ConfigMap or Secret refused above", depKey))...)
 	}
 	var dep appsv1.Deployment
-	if err := p.applyIfChanged(ctx, "Deployment", depKey, &dep, objs.deployment, objs.deployment.Annotations[AnnotationConfigHash]); err != nil {
+	if err := p.applyIfChanged(ctx, "Deployment", depKey, &dep, objs.deployment); err != nil {
 		return errors.Join(append(errs, err)...)
 	}
 	if objs.secret == nil {
@@ -432,11 +405,8 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 	if uid == "" {
 		return errors.Join(append(errs, fmt.Errorf("Secret %s is not applied: Deployment %s has no UID", in(*objs.secret.Name), depKey))...)
 	}
-	sec, hash, err := objs.ownedSecret(uid)
-	if err != nil {
-		return errors.Join(append(errs, err)...)
-	}
-	return errors.Join(append(errs, p.applyIfChanged(ctx, "Secret", in(*sec.Name), curSecret, sec, hash))...)
+	sec := objs.ownedSecret(uid)
+	return errors.Join(append(errs, p.applyIfChanged(ctx, "Secret", in(*sec.Name), curSecret, sec))...)
 }
 
 // gatewayCert returns the xDS client certificate of gw: the one its Secret holds while ca signed
@@ -462,10 +432,15 @@ func (p *Provider) gatewayCert(ctx context.Context, ca *pki.CA, gw gatewayKey) (
 	return &xdsCert{cert: c, key: k, ca: ca.CertPEM}, cur, nil
 }
 
-// applyIfChanged applies an object unless the current one carries the same config hash. current
-// is the object as already read (the cached Service, the Secret gatewayCert read; nil: none), or
-// an empty object to read a ConfigMap or Deployment into.
-func (p *Provider) applyIfChanged(ctx context.Context, kind string, key types.NamespacedName, current client.Object, apply runtime.ApplyConfiguration, hash string) error {
+// applyIfChanged applies an object (server-side, forcing the controller's ownership) unless the
+// current one already holds it: the fields the controller's field manager owns there are exactly
+// apply's. A field someone else changed (kubectl edit, patch, apply) passed to them, so the
+// object is applied again, which restores it; fields the controller does not set (replicas,
+// which kubectl scale and autoscalers own, a label someone added) are theirs and stay. An
+// unchanged object costs no request. current is the object as already read (the cached Service,
+// the Secret gatewayCert read; nil: none), or an empty object to read a ConfigMap or Deployment
+// into; it must carry its managedFields (the cache keeps those of the controller's objects).
+func (p *Provider) applyIfChanged(ctx context.Context, kind string, key types.NamespacedName, current client.Object, apply runtime.ApplyConfiguration) error {
 	exists := false
 	switch current.(type) {
 	case *corev1.Service, *corev1.Secret:
@@ -488,7 +463,11 @@ func (p *Provider) applyIfChanged(ctx context.Context, kind string, key types.Na
 		if err := notManaged(kind, key, current); err != nil {
 			return err
 		}
-		if current.GetAnnotations()[AnnotationConfigHash] == hash {
+		same, err := holds(current, apply)
+		if err != nil {
+			p.log.Warn("data plane object compared by applying it", "kind", kind, "object", key.String(), "error", err)
+		}
+		if same {
 			return nil
 		}
 	}
@@ -497,6 +476,34 @@ func (p *Provider) applyIfChanged(ctx context.Context, kind string, key types.Na
 	}
 	p.log.Info("data plane object applied", "kind", kind, "object", key.String())
 	return nil
+}
+
+// holds reports whether obj holds apply as the fields the controller's field manager owns (its
+// last apply, less what others changed since).
+func holds(obj client.Object, apply runtime.ApplyConfiguration) (bool, error) {
+	var owned any
+	var err error
+	switch o := obj.(type) {
+	case *corev1.ConfigMap:
+		owned, err = coreac.ExtractConfigMap(o, FieldOwner)
+	case *corev1.Service:
+		owned, err = coreac.ExtractService(o, FieldOwner)
+	case *corev1.Secret:
+		owned, err = coreac.ExtractSecret(o, FieldOwner)
+	case *appsv1.Deployment:
+		owned, err = appsac.ExtractDeployment(o, FieldOwner)
+	default:
+		err = errors.New("no apply configuration of this kind")
+	}
+	if err != nil {
+		return false, fmt.Errorf("fields owned by %s in %T: %w", FieldOwner, obj, err)
+	}
+	have, err1 := json.Marshal(owned)
+	want, err2 := json.Marshal(apply)
+	if err := errors.Join(err1, err2); err != nil {
+		return false, fmt.Errorf("encode apply configuration: %w", err)
+	}
+	return bytes.Equal(have, want), nil
 }
 
 // notManaged is an error unless obj (kind key) carries the label of the objects mcpgate made.

@@ -30,15 +30,7 @@ spec:
   - {name: http, port: 8080, protocol: HTTP}
 `)
 	}
-	mustKubectl(t, []byte(`apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: refused-listener}
-spec: {controllerName: `+ctrlName+`}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: `+ns+`}
-`), "apply", "-f", "-")
+	classAndNamespace(t, ns, ctrlName)
 	mustKubectl(t, gateway("TCP"), "apply", "-f", "-")
 	startController(t, t, testCluster.cfg, kubernetes.Options{ControllerName: ctrlName, DataPlane: &kubernetes.DataPlane{
 		XDSAddress: "mcpgate-controller.mcpgate-system.svc:18000", ExtProcImage: "ghcr.io/mcpgate/mcpgate:test",

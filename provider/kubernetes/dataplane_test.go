@@ -1,6 +1,7 @@
 package kubernetes
 
 import (
+	"encoding/json"
 	"os"
 	"slices"
 	"testing"
@@ -119,15 +120,29 @@ func TestBuildDataPlane(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hash := func(o dataPlaneObjects) []string {
-		return []string{o.configMap.Annotations[AnnotationConfigHash], o.deployment.Annotations[AnnotationConfigHash], o.service.Annotations[AnnotationConfigHash]}
+	// What the controller compares with the objects' fields (applyIfChanged): the same Gateway
+	// builds the same objects; a new bootstrap changes the ConfigMap and the Deployment (its pods
+	// roll), not the Service.
+	encode := func(o dataPlaneObjects) []string {
+		var out []string
+		for _, obj := range []any{o.configMap, o.deployment, o.service} {
+			b, err := json.Marshal(obj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, string(b))
+		}
+		return out
 	}
-	if !slices.Equal(hash(objs), hash(again)) {
-		t.Errorf("the same Gateway hashes differently: %v %v", hash(objs), hash(again))
+	if !slices.Equal(encode(objs), encode(again)) {
+		t.Error("the same Gateway builds different objects")
 	}
-	h1, h2 := hash(objs), hash(changed)
-	if h1[0] == h2[0] || h1[1] == h2[1] || h1[2] != h2[2] {
-		t.Errorf("a new bootstrap must change the ConfigMap and Deployment (pods roll) and not the Service: %v -> %v", h1, h2)
+	e1, e2 := encode(objs), encode(changed)
+	if e1[0] == e2[0] || e1[1] == e2[1] || e1[2] != e2[2] {
+		t.Error("a new bootstrap must change the ConfigMap and Deployment (pods roll) and not the Service")
+	}
+	if objs.deployment.Spec.Template.Annotations[AnnotationBootstrapHash] == changed.deployment.Spec.Template.Annotations[AnnotationBootstrapHash] {
+		t.Error("a new bootstrap keeps the pod template's bootstrap hash: the pods would not roll")
 	}
 }
 

@@ -40,6 +40,8 @@ type cluster struct {
 	cacheDir   string
 	client     client.Client
 	repo       string
+	// auditLog is the API server's audit log (JSON lines, every request's metadata).
+	auditLog string
 }
 
 // testCluster is set by TestMain before any test runs and never changed after.
@@ -109,6 +111,7 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(filepath.Dir(c.kubeconfig))
+	c.auditLog = auditLog
 	testCluster = c
 	code := m.Run()
 	// The controller's requests are compared with deploy/'s RBAC once every test has run.
@@ -194,6 +197,21 @@ func mustKubectl(t *testing.T, stdin []byte, args ...string) string {
 		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return out
+}
+
+// classAndNamespace creates a GatewayClass of controllerName and a namespace, both called name,
+// for a test's own controller.
+func classAndNamespace(t *testing.T, name, controllerName string) {
+	t.Helper()
+	mustKubectl(t, []byte(`apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: `+name+`}
+spec: {controllerName: `+controllerName+`}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: `+name+`}
+`), "apply", "-f", "-")
 }
 
 // applyFile applies a manifest file the way the lab does: `kubectl apply -f -` with the file

@@ -173,7 +173,7 @@ func New(cfg *rest.Config, opts Options) (*Provider, error) {
 	log := opts.Logger.With("component", "kubernetes")
 	managed := labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})
 	cacheOpts := cache.Options{
-		DefaultTransform: cache.TransformStripManagedFields(),
+		DefaultTransform: stripManagedFields,
 		// Of Deployments and ConfigMaps only the data plane objects the controller made.
 		ByObject: map[client.Object]cache.ByObject{
 			&appsv1.Deployment{}: {Label: managed},
@@ -233,6 +233,16 @@ func New(cfg *rest.Config, opts Options) (*Provider, error) {
 		return nil, fmt.Errorf("kubernetes provider: %w", err)
 	}
 	return p, nil
+}
+
+// stripManagedFields is the cache's transform: it drops the managedFields of every object but the
+// data plane objects the controller made (labelled as such), which applyIfChanged compares with
+// what it would apply.
+func stripManagedFields(in any) (any, error) {
+	if obj, err := meta.Accessor(in); err == nil && obj.GetManagedFields() != nil && obj.GetLabels()[LabelManagedBy] != ManagedByValue {
+		obj.SetManagedFields(nil)
+	}
+	return in, nil
 }
 
 // Run watches the cluster until ctx ends. With leader election it returns an error when this

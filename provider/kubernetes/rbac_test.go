@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"testing"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
@@ -62,32 +63,43 @@ func grantedToController(rbacYAML []byte) (map[permission]bool, error) {
 	return granted, nil
 }
 
+// auditEvent is the part of an audit log event the tests read.
+type auditEvent struct {
+	Verb             string `json:"verb"`
+	RequestURI       string `json:"requestURI"`
+	User             struct{ Username string }
+	ImpersonatedUser *struct{ Username string }
+	ObjectRef        *struct {
+		APIGroup, Resource, Subresource, Namespace, Name string
+	}
+	ResponseStatus *struct{ Code int }
+}
+
+// eachAuditEvent calls fn with every event of an audit log (JSON lines), in order.
+func eachAuditEvent(log io.Reader, fn func(*auditEvent)) error {
+	sc := bufio.NewScanner(log)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		var ev auditEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("audit log: %w", err)
+		}
+		fn(&ev)
+	}
+	return sc.Err()
+}
+
 // usedBy reads an audit log (JSON lines) and returns the permissions user was granted and
 // used, and the requests the API server refused it.
 func usedBy(log io.Reader, user string) (used map[permission]bool, refused []string, err error) {
 	used = map[permission]bool{}
-	sc := bufio.NewScanner(log)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		var ev struct {
-			Verb             string `json:"verb"`
-			RequestURI       string `json:"requestURI"`
-			User             struct{ Username string }
-			ImpersonatedUser *struct{ Username string }
-			ObjectRef        *struct {
-				APIGroup, Resource, Subresource string
-			}
-			ResponseStatus *struct{ Code int }
-		}
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			return nil, nil, fmt.Errorf("audit log: %w", err)
-		}
+	err = eachAuditEvent(log, func(ev *auditEvent) {
 		who := ev.User.Username
 		if ev.ImpersonatedUser != nil {
 			who = ev.ImpersonatedUser.Username
 		}
 		if who != user || ev.ObjectRef == nil {
-			continue
+			return
 		}
 		res := ev.ObjectRef.Resource
 		if ev.ObjectRef.Subresource != "" {
@@ -96,11 +108,36 @@ func usedBy(log io.Reader, user string) (used map[permission]bool, refused []str
 		p := permission{ev.ObjectRef.APIGroup, res, ev.Verb}
 		if ev.ResponseStatus != nil && ev.ResponseStatus.Code == 403 {
 			refused = append(refused, fmt.Sprintf("%s (%s)", p, ev.RequestURI))
-			continue
+			return
 		}
 		used[p] = true
+	})
+	return used, refused, err
+}
+
+// writesIn returns the write requests (create, update, patch, delete) the test API server has
+// logged so far on objects of the given resources (e.g. "deployments") in namespace ns, each as
+// "VERB RESOURCE NAME", in order.
+func writesIn(t *testing.T, ns string, resources ...string) []string {
+	t.Helper()
+	f, err := os.Open(testCluster.auditLog)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return used, refused, sc.Err()
+	defer f.Close()
+	var out []string
+	err = eachAuditEvent(f, func(ev *auditEvent) {
+		r := ev.ObjectRef
+		if r == nil || r.Namespace != ns || r.Subresource != "" || !slices.Contains(resources, r.Resource) ||
+			!slices.Contains([]string{"create", "update", "patch", "delete"}, ev.Verb) {
+			return
+		}
+		out = append(out, ev.Verb+" "+r.Resource+" "+r.Name)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // notExercised are permissions deploy/ grants that the tests cannot show in use, with the reason

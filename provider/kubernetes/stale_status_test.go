@@ -50,19 +50,11 @@ spec:
   listeners: [{name: http, port: 8080, protocol: HTTP}]
 `, name, ns, class)
 	}
+	classAndNamespace(t, ns, ctrlName)
 	mustKubectl(t, []byte(`apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: lost-parents}
-spec: {controllerName: `+ctrlName+`}
----
-apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata: {name: lost-parents-elsewhere}
 spec: {controllerName: example.com/elsewhere}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: `+ns+`}
 ---
 apiVersion: v1
 kind: Service
