@@ -61,7 +61,9 @@ const (
 	// AnnotationXDSCertHash on the pod template rolls the pods when their certificate is renewed
 	// (Envoy reads the bootstrap's certificate files once, at start).
 	AnnotationXDSCertHash = "mcpgate.dev/xds-cert-hash"
-	// FieldOwner is the server-side apply field manager of the controller.
+	// FieldOwner is the server-side apply field manager of the controller's data plane objects.
+	// Status is written under the controller's own name (statusManager), so that two mcpgate
+	// controllers tell their status writes apart.
 	FieldOwner = "mcpgate-controller"
 )
 

@@ -9,8 +9,10 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/mcpgate/mcpgate/internal/pki"
 	"github.com/mcpgate/mcpgate/provider/kubernetes"
@@ -114,6 +116,11 @@ spec:
 		} else if err != nil {
 			t.Fatal(err)
 		}
+	}
+	// Their Gateway's status is theirs: a controller clears only the status it wrote itself.
+	if gw := get(t, theirDeployment, &gwv1.Gateway{}); len(gw.Status.Listeners) != 1 ||
+		condition(gw.Status.Conditions, "Accepted", metav1.ConditionTrue, "Accepted", gw.Generation) != nil {
+		t.Errorf("the other controller's Gateway status was cleared: %+v", gw.Status)
 	}
 	// Their Secret lives as long as their Deployment, which owns it.
 	var dep appsv1.Deployment

@@ -22,11 +22,13 @@ import (
 
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/mcpgate/mcpgate/internal/pki"
 	"github.com/mcpgate/mcpgate/provider/kubernetes"
@@ -212,6 +214,26 @@ apiVersion: v1
 kind: Namespace
 metadata: {name: `+name+`}
 `), "apply", "-f", "-")
+}
+
+// routeAfterPass creates an HTTPRoute name on gateway (in ns, served by the test's controller)
+// and waits for its status: the pass that wrote it read the cluster after everything the test
+// did before, and wrote every other object's status and data plane first.
+func routeAfterPass(t *testing.T, ns, gateway, name string) {
+	t.Helper()
+	mustKubectl(t, []byte(fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: %s, namespace: %s}
+spec:
+  parentRefs: [{name: %s}]
+  rules: [{matches: [{path: {type: PathPrefix, value: /%s}}]}]
+`, name, ns, gateway, name)), "apply", "-f", "-")
+	eventually(t, "status of route "+name, func() error {
+		if r := get(t, types.NamespacedName{Namespace: ns, Name: name}, &gwv1.HTTPRoute{}); len(r.Status.Parents) == 0 {
+			return fmt.Errorf("route %s/%s has no status yet", ns, name)
+		}
+		return nil
+	})
 }
 
 // applyFile applies a manifest file the way the lab does: `kubectl apply -f -` with the file

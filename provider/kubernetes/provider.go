@@ -237,8 +237,12 @@ func New(cfg *rest.Config, opts Options) (*Provider, error) {
 
 // stripManagedFields is the cache's transform: it drops the managedFields of every object but the
 // data plane objects the controller made (labelled as such), which applyIfChanged compares with
-// what it would apply.
+// what it would apply, and Gateways, whose status mcpgate clears when it stops serving them
+// (withoutOwnStatus).
 func stripManagedFields(in any) (any, error) {
+	if _, ok := in.(*gwv1.Gateway); ok {
+		return in, nil
+	}
 	if obj, err := meta.Accessor(in); err == nil && obj.GetManagedFields() != nil && obj.GetLabels()[LabelManagedBy] != ManagedByValue {
 		obj.SetManagedFields(nil)
 	}

@@ -6,6 +6,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/mcpgate/mcpgate/api/v1alpha1"
@@ -114,4 +115,88 @@ spec: {ports: [{port: 80}]}
 		}
 		return nil
 	})
+}
+
+// TestGatewayMovedToAnotherClass moves a Gateway mcpgate served to a class it does not serve:
+// mcpgate's conditions, addresses and listener entries go (Gateway API: the new class's controller
+// owns the status; meanwhile the Gateway reads "Waiting for controller" as a new one does). What
+// that controller writes afterwards, and the status of a Gateway mcpgate never served, are left
+// alone.
+func TestGatewayMovedToAnotherClass(t *testing.T) {
+	const ctrlName, ns = "test.mcpgate.dev/moved-gateway", "moved-gateway"
+	classAndNamespace(t, ns, ctrlName)
+	gateway := func(name, class string) []byte {
+		return []byte(fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: %s, namespace: %s}
+spec:
+  gatewayClassName: %s
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+`, name, ns, class))
+	}
+	mustKubectl(t, []byte(`apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: moved-gateway-elsewhere}
+spec: {controllerName: example.com/elsewhere}
+---
+# The Gateway's addresses, as a user's own data plane gives them.
+apiVersion: v1
+kind: Service
+metadata:
+  name: envoy
+  namespace: `+ns+`
+  labels: {gateway.networking.k8s.io/gateway-name: gw}
+spec: {ports: [{port: 8080}]}
+`), "apply", "-f", "-")
+	for name, class := range map[string]string{"gw": ns, "stays": ns, "theirs": "moved-gateway-elsewhere"} {
+		mustKubectl(t, gateway(name, class), "apply", "-f", "-")
+	}
+	// The other controller's status, written as kubectl writes it (another field manager).
+	theirStatus := func(name string, generation int64) {
+		mustKubectl(t, nil, "-n", ns, "patch", "gateway", name, "--subresource=status", "--type=merge", "-p", fmt.Sprintf(
+			`{"status":{"addresses":[{"type":"IPAddress","value":"10.9.9.9"}],"conditions":[`+
+				`{"type":"Accepted","status":"True","reason":"Accepted","message":"elsewhere","observedGeneration":%[1]d,"lastTransitionTime":"2026-01-01T00:00:00Z"},`+
+				`{"type":"Programmed","status":"True","reason":"Programmed","message":"elsewhere","observedGeneration":%[1]d,"lastTransitionTime":"2026-01-01T00:00:00Z"}],`+
+				`"listeners":[{"name":"http","attachedRoutes":0,"supportedKinds":[],"conditions":[`+
+				`{"type":"Accepted","status":"True","reason":"Accepted","message":"elsewhere","observedGeneration":%[1]d,"lastTransitionTime":"2026-01-01T00:00:00Z"}]}]}}`, generation))
+	}
+	theirStatus("theirs", 1)
+	theirs := get(t, types.NamespacedName{Namespace: ns, Name: "theirs"}, &gwv1.Gateway{})
+
+	startController(t, t, testCluster.cfg, kubernetes.Options{ControllerName: ctrlName})
+	key := types.NamespacedName{Namespace: ns, Name: "gw"}
+	eventually(t, "mcpgate's status", func() error {
+		gw := get(t, key, &gwv1.Gateway{})
+		if err := condition(gw.Status.Conditions, "Programmed", metav1.ConditionTrue, "Programmed", gw.Generation); err != nil {
+			return err
+		}
+		if len(gw.Status.Addresses) != 1 || len(gw.Status.Listeners) != 1 {
+			return fmt.Errorf("addresses %+v, listeners %+v", gw.Status.Addresses, gw.Status.Listeners)
+		}
+		return nil
+	})
+
+	mustKubectl(t, gateway("gw", "moved-gateway-elsewhere"), "apply", "-f", "-")
+	eventually(t, "mcpgate's status gone", func() error {
+		gw := get(t, key, &gwv1.Gateway{})
+		if len(gw.Status.Addresses) != 0 || len(gw.Status.Listeners) != 0 {
+			return fmt.Errorf("addresses %+v, listeners %+v", gw.Status.Addresses, gw.Status.Listeners)
+		}
+		for _, c := range gw.Status.Conditions {
+			if c.Status != metav1.ConditionUnknown || c.Reason != "Pending" || c.ObservedGeneration != 0 {
+				return fmt.Errorf("condition %+v, want only the API server's defaults (Unknown, Pending)", c)
+			}
+		}
+		return nil
+	})
+	theirStatus("gw", get(t, key, &gwv1.Gateway{}).Generation)
+	written := get(t, key, &gwv1.Gateway{})
+	for _, r := range []string{"after-1", "after-2"} {
+		routeAfterPass(t, ns, "stays", r)
+	}
+	for _, g := range []*gwv1.Gateway{written, theirs} {
+		if now := get(t, client.ObjectKeyFromObject(g), &gwv1.Gateway{}); now.ResourceVersion != g.ResourceVersion {
+			t.Errorf("Gateway %s: the other controller's status was rewritten: %+v", g.Name, now.Status)
+		}
+	}
 }

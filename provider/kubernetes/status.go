@@ -1,9 +1,13 @@
 package kubernetes
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"reflect"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -13,6 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	"sigs.k8s.io/structured-merge-diff/v6/fieldpath"
+	"sigs.k8s.io/structured-merge-diff/v6/value"
 
 	"github.com/mcpgate/mcpgate/api/v1alpha1"
 	"github.com/mcpgate/mcpgate/translator"
@@ -44,11 +50,21 @@ func (p *Provider) writeStatus(ctx context.Context, snap *snapshot, out *transla
 	}
 	for _, g := range res.Gateways {
 		key := client.ObjectKeyFromObject(g)
-		want, ok := st.Gateways[key]
-		if !ok {
-			continue
+		var next gwv1.GatewayStatus
+		if want, ok := st.Gateways[key]; ok {
+			next = gatewayStatus(g.Status, want, gatewayService(res.Services, key), planes, p.opts.DataPlane != nil, key, now)
+		} else {
+			// Not served (any more): what mcpgate wrote there goes; the class's controller owns
+			// the status now.
+			if g.DeletionTimestamp != nil {
+				continue
+			}
+			var err error
+			if next, err = withoutOwnStatus(g, statusManager(p.opts.ControllerName)); err != nil {
+				p.log.Error("read status ownership", "object", key.String(), "error", err)
+				continue
+			}
 		}
-		next := gatewayStatus(g.Status, want, gatewayService(res.Services, key), planes, p.opts.DataPlane != nil, key, now)
 		if equality.Semantic.DeepEqual(g.Status, next) {
 			continue
 		}
@@ -112,7 +128,7 @@ func (p *Provider) writeStatus(ctx context.Context, snap *snapshot, out *transla
 
 // updateStatus writes obj's status. A conflict (the cache was behind) asks for another pass.
 func (p *Provider) updateStatus(ctx context.Context, obj client.Object) {
-	err := p.client.Status().Update(ctx, obj, client.FieldOwner(FieldOwner))
+	err := p.client.Status().Update(ctx, obj, client.FieldOwner(statusManager(p.opts.ControllerName)))
 	switch {
 	case err == nil:
 		p.log.Debug("status written", "kind", fmt.Sprintf("%T", obj), "object", client.ObjectKeyFromObject(obj).String())
@@ -183,6 +199,97 @@ func mergeOwned[T any](have, want []T, ctrl gwv1.GatewayController, now metav1.T
 		out = append(out, w)
 	}
 	return out
+}
+
+// withoutOwnStatus returns the status of a Gateway that mcpgate does not serve, less what mcpgate
+// wrote there while it served it and nobody changed since, as the Gateway's managedFields tell
+// (the status subresource's fields owned by manager, the controller's statusManager): its
+// conditions, addresses and listener entries. A condition or listener entry another controller wrote over, even in part, is theirs
+// and stays. A Gateway left without conditions gets the API server's defaults (Accepted and
+// Programmed Unknown, "Waiting for controller"), which carry no observedGeneration and are not
+// taken for mcpgate's.
+func withoutOwnStatus(g *gwv1.Gateway, manager string) (gwv1.GatewayStatus, error) {
+	owned, err := ownedStatus(g, manager)
+	if err != nil || owned == nil {
+		return g.Status, err
+	}
+	next := *g.Status.DeepCopy()
+	status := fieldpath.Path{field("status")}
+	next.Conditions = slices.DeleteFunc(next.Conditions, func(c metav1.Condition) bool {
+		return ownsCondition(owned, append(status.Copy(), field("conditions")), c)
+	})
+	if owned.Has(append(status.Copy(), field("addresses"))) {
+		next.Addresses = nil
+	}
+	next.Listeners = slices.DeleteFunc(next.Listeners, func(l gwv1.ListenerStatus) bool {
+		entry := append(status.Copy(), field("listeners"), keyed("name", string(l.Name)))
+		if !owned.Has(append(entry.Copy(), field("attachedRoutes"))) || !owned.Has(append(entry.Copy(), field("supportedKinds"))) {
+			return false
+		}
+		for _, c := range l.Conditions {
+			if !ownsCondition(owned, append(entry.Copy(), field("conditions")), c) {
+				return false
+			}
+		}
+		return true
+	})
+	return next, nil
+}
+
+// statusManager is the field manager of the status written by the controller of controllerName:
+// the name itself (a Gateway API controllerName is a domain-prefixed path), or, when longer than
+// a field manager may be (128 characters), FieldOwner and a hash of it.
+func statusManager(controllerName string) string {
+	if len(controllerName) <= 128 {
+		return controllerName
+	}
+	sum := sha256.Sum256([]byte(controllerName))
+	return FieldOwner + "-" + hex.EncodeToString(sum[:8])
+}
+
+// ownedStatus returns the status fields of obj that manager wrote and that nobody changed since
+// (the API server moves a field to whoever changes it); nil when there are none.
+func ownedStatus(obj metav1.Object, manager string) (*fieldpath.Set, error) {
+	var owned *fieldpath.Set
+	for _, e := range obj.GetManagedFields() {
+		if e.Manager != manager || e.Subresource != "status" || e.FieldsV1 == nil {
+			continue
+		}
+		set := &fieldpath.Set{}
+		if err := set.FromJSON(bytes.NewReader(e.FieldsV1.Raw)); err != nil {
+			return nil, fmt.Errorf("managedFields of %s: %w", manager, err)
+		}
+		if owned == nil {
+			owned = set
+		} else {
+			owned = owned.Union(set)
+		}
+	}
+	return owned, nil
+}
+
+// ownsCondition reports whether every field of condition c in the list at path list is owned:
+// mcpgate wrote it and nobody changed it since. Conditions without observedGeneration are never
+// mcpgate's (it always sets it).
+func ownsCondition(owned *fieldpath.Set, list fieldpath.Path, c metav1.Condition) bool {
+	if c.ObservedGeneration == 0 {
+		return false
+	}
+	entry := append(list, keyed("type", c.Type))
+	for _, f := range []string{"status", "reason", "message", "observedGeneration", "lastTransitionTime"} {
+		if !owned.Has(append(entry.Copy(), field(f))) {
+			return false
+		}
+	}
+	return true
+}
+
+// field is the path element of a field name.
+func field(name string) fieldpath.PathElement { return fieldpath.PathElement{FieldName: &name} }
+
+// keyed is the path element of a list entry whose key field name has value v.
+func keyed(name, v string) fieldpath.PathElement {
+	return fieldpath.PathElement{Key: &value.FieldList{{Name: name, Value: value.NewValueInterface(v)}}}
 }
 
 // gatewayService returns the Service that exposes a Gateway: the one in its namespace labelled

@@ -2,6 +2,7 @@ package kubernetes
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,5 +129,16 @@ func TestGatewayStatusProgrammed(t *testing.T) {
 	}
 	if want.Conditions[1].Status != metav1.ConditionTrue {
 		t.Error("gatewayStatus changed the translator's status")
+	}
+}
+
+func TestStatusManager(t *testing.T) {
+	if got := statusManager("mcpgate.dev/gateway-controller"); got != "mcpgate.dev/gateway-controller" {
+		t.Errorf("status manager %q, want the controllerName", got)
+	}
+	long := "example.com/" + strings.Repeat("x", 200)
+	a, b := statusManager(long), statusManager(long+"y")
+	if len(a) > 128 || a == b || !strings.HasPrefix(a, FieldOwner) {
+		t.Errorf("status managers of long controllerNames %q, %q: want distinct names of at most 128 characters", a, b)
 	}
 }
