@@ -318,12 +318,20 @@ func resources(cpu, memory, memoryLimit string) *coreac.ResourceRequirementsAppl
 		WithLimits(corev1.ResourceList{corev1.ResourceMemory: resource.MustParse(memoryLimit)})
 }
 
+// dataPlaneState is how a served Gateway's data plane stands after a pass.
+type dataPlaneState struct {
+	// err says why it is not applied as it should be (nil: applied and current).
+	err error
+	// unavailable says why its Deployment has no available replica to serve ("": it has one).
+	unavailable string
+}
+
 // reconcileDataPlanes applies the data plane of every served Gateway whose objects differ from
 // what was last applied, and deletes the data plane objects of Gateways no longer served. It
-// returns each served Gateway's outcome (nil: applied and current).
-func (p *Provider) reconcileDataPlanes(ctx context.Context, snap *snapshot, out *translator.Output) map[gatewayKey]error {
+// returns each served Gateway's state.
+func (p *Provider) reconcileDataPlanes(ctx context.Context, snap *snapshot, out *translator.Output) map[gatewayKey]dataPlaneState {
 	d := *p.opts.DataPlane
-	result := map[gatewayKey]error{}
+	result := map[gatewayKey]dataPlaneState{}
 	services := map[gatewayKey]*corev1.Service{}
 	for _, s := range snap.resources.Services {
 		services[client.ObjectKeyFromObject(s)] = s
@@ -333,10 +341,32 @@ func (p *Provider) reconcileDataPlanes(ctx context.Context, snap *snapshot, out 
 		if _, served := out.Status.Gateways[key]; !served || gw.DeletionTimestamp != nil {
 			continue
 		}
-		result[key] = p.applyDataPlane(ctx, d, gw, servedPorts(out.Gateways[key.String()]), services)
+		st := dataPlaneState{err: p.applyDataPlane(ctx, d, gw, servedPorts(out.Gateways[key.String()]), services)}
+		if st.err == nil {
+			st.unavailable = p.unavailable(ctx, key)
+		}
+		result[key] = st
 	}
 	p.deleteStaleDataPlanes(ctx, snap.resources.Services, result)
 	return result
+}
+
+// unavailable says why the data plane Deployment key (as cached: its status changes cause a pass)
+// has no available replica, or "" when it has one. Envoy Gateway reports the same as
+// Programmed False, reason NoResources.
+func (p *Provider) unavailable(ctx context.Context, key types.NamespacedName) string {
+	var dep appsv1.Deployment
+	switch err := p.client.Get(ctx, key, &dep); {
+	case apierrors.IsNotFound(err):
+		return fmt.Sprintf("Deployment %s has no available replica yet", key)
+	case err != nil:
+		return fmt.Sprintf("Deployment %s: %v", key, err)
+	case dep.Status.AvailableReplicas > 0:
+		return ""
+	case dep.Spec.Replicas != nil && *dep.Spec.Replicas == 0:
+		return fmt.Sprintf("Deployment %s is scaled to zero replicas", key)
+	}
+	return fmt.Sprintf("Deployment %s has no available replica yet", key)
 }
 
 // applyDataPlane applies one Gateway's ConfigMap, Service and Deployment, then (with xDS TLS) the
@@ -522,7 +552,7 @@ func notManaged(kind string, key types.NamespacedName, obj client.Object) error 
 // another mcpgate controller made (another controllerName) are left to it. The xDS certificate
 // Secret is owned by the Deployment: the garbage collector deletes it with the Deployment (the
 // controller may get Secrets by name, never list or delete them).
-func (p *Provider) deleteStaleDataPlanes(ctx context.Context, services []*corev1.Service, served map[gatewayKey]error) {
+func (p *Provider) deleteStaleDataPlanes(ctx context.Context, services []*corev1.Service, served map[gatewayKey]dataPlaneState) {
 	var deps appsv1.DeploymentList
 	var cms corev1.ConfigMapList
 	managed := client.MatchingLabels{LabelManagedBy: ManagedByValue}

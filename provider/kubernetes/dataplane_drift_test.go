@@ -22,21 +22,13 @@ import (
 func TestDataPlaneHandEditsReverted(t *testing.T) {
 	const ctrlName, ns = "test.mcpgate.dev/hand-edits", "hand-edits"
 	classAndNamespace(t, ns, ctrlName)
-	mustKubectl(t, []byte(`apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: `+ns+`}
-spec:
-  gatewayClassName: hand-edits
-  listeners: [{name: http, port: 8080, protocol: HTTP}]
-`), "apply", "-f", "-")
+	mustKubectl(t, httpGateway(ns, "gw", ns), "apply", "-f", "-")
 	ca, err := pki.NewCA(time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A full pass every second (a minute by default) finds the Secret edited: Secrets are not watched.
-	startController(t, t, testCluster.cfg, kubernetes.Options{ControllerName: ctrlName, ResyncPeriod: time.Second, DataPlane: &kubernetes.DataPlane{
-		XDSAddress: "mcpgate-controller.mcpgate-system.svc:18000", ExtProcImage: "ghcr.io/mcpgate/mcpgate:test", XDSCA: ca,
-	}})
+	startController(t, t, testCluster.cfg, kubernetes.Options{ControllerName: ctrlName, ResyncPeriod: time.Second, DataPlane: testDataPlane(ca)})
 	key := types.NamespacedName{Namespace: ns, Name: "gw"}
 	cmKey := types.NamespacedName{Namespace: ns, Name: "gw-bootstrap"}
 	secKey := types.NamespacedName{Namespace: ns, Name: "gw-xds-tls"}

@@ -57,11 +57,8 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	dataPlane := func() *kubernetes.DataPlane {
-		return &kubernetes.DataPlane{XDSAddress: "mcpgate-controller.mcpgate-system.svc:18000", ExtProcImage: "ghcr.io/mcpgate/mcpgate:test", XDSCA: ca}
-	}
 	// The other controller makes its Gateway's data plane, then stops.
-	other := startController(t, t, testCluster.cfg, kubernetes.Options{ControllerName: theirs, DataPlane: dataPlane()})
+	other := startController(t, t, testCluster.cfg, kubernetes.Options{ControllerName: theirs, DataPlane: testDataPlane(ca)})
 	theirDeployment := types.NamespacedName{Namespace: "two-controllers", Name: "theirs"}
 	theirBootstrap := types.NamespacedName{Namespace: "two-controllers", Name: "theirs-bootstrap"}
 	theirSecret := types.NamespacedName{Namespace: "two-controllers", Name: "theirs-xds-tls"}
@@ -79,7 +76,7 @@ spec:
 	})
 	other.stop(t)
 
-	startController(t, t, testCluster.cfg, kubernetes.Options{ControllerName: ours, DataPlane: dataPlane()})
+	startController(t, t, testCluster.cfg, kubernetes.Options{ControllerName: ours, DataPlane: testDataPlane(ca)})
 	eventually(t, "our data plane", func() error {
 		return testCluster.client.Get(t.Context(), types.NamespacedName{Namespace: "two-controllers", Name: "ours"}, &appsv1.Deployment{})
 	})

@@ -32,9 +32,7 @@ spec:
 	}
 	classAndNamespace(t, ns, ctrlName)
 	mustKubectl(t, gateway("TCP"), "apply", "-f", "-")
-	startController(t, t, testCluster.cfg, kubernetes.Options{ControllerName: ctrlName, DataPlane: &kubernetes.DataPlane{
-		XDSAddress: "mcpgate-controller.mcpgate-system.svc:18000", ExtProcImage: "ghcr.io/mcpgate/mcpgate:test",
-	}})
+	startController(t, t, testCluster.cfg, kubernetes.Options{ControllerName: ctrlName, DataPlane: testDataPlane(nil)})
 	key := types.NamespacedName{Namespace: ns, Name: "gw"}
 	ports := func(want ...int32) func() error {
 		return func() error {

@@ -202,6 +202,8 @@ func TestLab(t *testing.T) {
 	})
 
 	t.Run("status", func(t *testing.T) {
+		// The Gateway is Programmed once its data plane has an available replica.
+		markAvailable(t, types.NamespacedName{Namespace: labNS, Name: "agentgateway"}, 1)
 		eventually(t, "status written", func() error {
 			for _, name := range []string{"enterprise-agentgateway", "mcpgate"} {
 				gc := get(t, types.NamespacedName{Name: name}, &gwv1.GatewayClass{})
@@ -757,6 +759,7 @@ spec:
 	eventually(t, "gateway of a class served by name", func() error {
 		return ads.hasNames(resourcev3.ListenerType, "byname/gw/80", "byname/gw/9090")
 	})
+	markAvailable(t, types.NamespacedName{Namespace: "byname", Name: "gw"}, 1)
 	eventually(t, "its status", func() error {
 		gw := get(t, types.NamespacedName{Namespace: "byname", Name: "gw"}, &gwv1.Gateway{})
 		return condition(gw.Status.Conditions, "Programmed", metav1.ConditionTrue, "Programmed", gw.Generation)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
+	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -216,6 +217,23 @@ metadata: {name: `+name+`}
 `), "apply", "-f", "-")
 }
 
+// testDataPlane is the DataPlane of the tests' own controllers: xDS over mutual TLS with ca, or
+// plaintext when ca is nil.
+func testDataPlane(ca *pki.CA) *kubernetes.DataPlane {
+	return &kubernetes.DataPlane{XDSAddress: "mcpgate-controller.mcpgate-system.svc:18000", ExtProcImage: "ghcr.io/mcpgate/mcpgate:test", XDSCA: ca}
+}
+
+// httpGateway is the manifest of Gateway ns/name of class with one listener, http on 8080.
+func httpGateway(ns, name, class string) []byte {
+	return []byte(fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: %s, namespace: %s}
+spec:
+  gatewayClassName: %s
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+`, name, ns, class))
+}
+
 // routeAfterPass creates an HTTPRoute name on gateway (in ns, served by the test's controller)
 // and waits for its status: the pass that wrote it read the cluster after everything the test
 // did before, and wrote every other object's status and data plane first.
@@ -233,6 +251,21 @@ spec:
 			return fmt.Errorf("route %s/%s has no status yet", ns, name)
 		}
 		return nil
+	})
+}
+
+// markAvailable writes the status of the Deployment key (once it exists) as the Deployment
+// controller would once n of its replicas are ready and available: envtest runs no controller
+// manager and no kubelet.
+func markAvailable(t *testing.T, key types.NamespacedName, n int32) {
+	t.Helper()
+	eventually(t, "Deployment "+key.String()+" with "+fmt.Sprint(n)+" available replicas", func() error {
+		var dep appsv1.Deployment
+		if err := testCluster.client.Get(context.Background(), key, &dep); err != nil {
+			return err
+		}
+		dep.Status = appsv1.DeploymentStatus{ObservedGeneration: dep.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n}
+		return testCluster.client.Status().Update(context.Background(), &dep)
 	})
 }
 

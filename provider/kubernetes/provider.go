@@ -416,7 +416,7 @@ func (p *Provider) sync(ctx context.Context) {
 		return
 	}
 	p.leaderGauge.Set(1)
-	var planes map[gatewayKey]error
+	var planes map[gatewayKey]dataPlaneState
 	if p.opts.DataPlane != nil {
 		planes = p.reconcileDataPlanes(ctx, snap, out)
 	}

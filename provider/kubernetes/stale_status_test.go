@@ -41,16 +41,7 @@ spec:
       policy:
         matchExpressions: ['request.method == "POST"']
 `
-	gateway := func(name, class string) string {
-		return fmt.Sprintf(`---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: %s, namespace: %s}
-spec:
-  gatewayClassName: %s
-  listeners: [{name: http, port: 8080, protocol: HTTP}]
-`, name, ns, class)
-	}
+	gateway := func(name, class string) string { return "---\n" + string(httpGateway(ns, name, class)) }
 	classAndNamespace(t, ns, ctrlName)
 	mustKubectl(t, []byte(`apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
@@ -125,15 +116,6 @@ spec: {ports: [{port: 80}]}
 func TestGatewayMovedToAnotherClass(t *testing.T) {
 	const ctrlName, ns = "test.mcpgate.dev/moved-gateway", "moved-gateway"
 	classAndNamespace(t, ns, ctrlName)
-	gateway := func(name, class string) []byte {
-		return []byte(fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: %s, namespace: %s}
-spec:
-  gatewayClassName: %s
-  listeners: [{name: http, port: 8080, protocol: HTTP}]
-`, name, ns, class))
-	}
 	mustKubectl(t, []byte(`apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata: {name: moved-gateway-elsewhere}
@@ -149,7 +131,7 @@ metadata:
 spec: {ports: [{port: 8080}]}
 `), "apply", "-f", "-")
 	for name, class := range map[string]string{"gw": ns, "stays": ns, "theirs": "moved-gateway-elsewhere"} {
-		mustKubectl(t, gateway(name, class), "apply", "-f", "-")
+		mustKubectl(t, httpGateway(ns, name, class), "apply", "-f", "-")
 	}
 	// The other controller's status, written as kubectl writes it (another field manager).
 	theirStatus := func(name string, generation int64) {
@@ -176,7 +158,7 @@ spec: {ports: [{port: 8080}]}
 		return nil
 	})
 
-	mustKubectl(t, gateway("gw", "moved-gateway-elsewhere"), "apply", "-f", "-")
+	mustKubectl(t, httpGateway(ns, "gw", "moved-gateway-elsewhere"), "apply", "-f", "-")
 	eventually(t, "mcpgate's status gone", func() error {
 		gw := get(t, key, &gwv1.Gateway{})
 		if len(gw.Status.Addresses) != 0 || len(gw.Status.Listeners) != 0 {

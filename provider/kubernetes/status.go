@@ -29,8 +29,8 @@ type gatewayKey = types.NamespacedName
 
 // writeStatus writes the translated status of every object whose status differs from what the
 // API server holds. Route parents and policy ancestors of other controllers are kept. planes
-// holds the data plane error of each served Gateway (nil: applied).
-func (p *Provider) writeStatus(ctx context.Context, snap *snapshot, out *translator.Output, planes map[gatewayKey]error) {
+// holds the data plane state of each served Gateway (when the controller deploys them).
+func (p *Provider) writeStatus(ctx context.Context, snap *snapshot, out *translator.Output, planes map[gatewayKey]dataPlaneState) {
 	now := metav1.Now()
 	st := out.Status
 	res := snap.resources
@@ -338,18 +338,20 @@ func serviceAddresses(s *corev1.Service) []gwv1.GatewayStatusAddress {
 }
 
 // gatewayStatus is the translator's Gateway status with the addresses of the Gateway's Service.
-// Programmed stays True only when the data plane was applied (when the controller deploys it)
-// and the Service has an address.
-func gatewayStatus(have gwv1.GatewayStatus, want *gwv1.GatewayStatus, svc *corev1.Service, planes map[gatewayKey]error, deploys bool, key gatewayKey, now metav1.Time) gwv1.GatewayStatus {
+// Programmed stays True only when the data plane was applied and its Deployment has an available
+// replica (when the controller deploys it), and the Service has an address.
+func gatewayStatus(have gwv1.GatewayStatus, want *gwv1.GatewayStatus, svc *corev1.Service, planes map[gatewayKey]dataPlaneState, deploys bool, key gatewayKey, now metav1.Time) gwv1.GatewayStatus {
 	next := *want.DeepCopy()
 	next.Addresses = serviceAddresses(svc)
 	if c := meta.FindStatusCondition(next.Conditions, string(gwv1.GatewayConditionProgrammed)); c != nil && c.Status == metav1.ConditionTrue {
-		err, planned := planes[key]
+		plane, planned := planes[key]
 		switch {
 		case deploys && !planned:
 			c.Status, c.Reason, c.Message = metav1.ConditionFalse, string(gwv1.GatewayReasonPending), "the data plane is not deployed yet"
-		case deploys && err != nil:
-			c.Status, c.Reason, c.Message = metav1.ConditionFalse, string(gwv1.GatewayReasonInvalid), "data plane: "+err.Error()
+		case deploys && plane.err != nil:
+			c.Status, c.Reason, c.Message = metav1.ConditionFalse, string(gwv1.GatewayReasonInvalid), "data plane: "+plane.err.Error()
+		case deploys && plane.unavailable != "":
+			c.Status, c.Reason, c.Message = metav1.ConditionFalse, string(gwv1.GatewayReasonNoResources), plane.unavailable
 		case len(next.Addresses) == 0 && svc == nil:
 			c.Status, c.Reason = metav1.ConditionFalse, string(gwv1.GatewayReasonAddressNotAssigned)
 			c.Message = fmt.Sprintf("no Service in namespace %s has the label %s=%s", key.Namespace, LabelGatewayName, key.Name)

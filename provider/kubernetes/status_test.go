@@ -109,15 +109,16 @@ func TestGatewayStatusProgrammed(t *testing.T) {
 	for _, c := range []struct {
 		name    string
 		svc     *corev1.Service
-		planes  map[gatewayKey]error
+		planes  map[gatewayKey]dataPlaneState
 		deploys bool
 		status  metav1.ConditionStatus
 		reason  string
 	}{
-		{"applied, with address", svc, map[gatewayKey]error{key: nil}, true, metav1.ConditionTrue, "Programmed"},
+		{"applied, available, with address", svc, map[gatewayKey]dataPlaneState{key: {}}, true, metav1.ConditionTrue, "Programmed"},
 		{"user's data plane", svc, nil, false, metav1.ConditionTrue, "Programmed"},
-		{"not applied", svc, map[gatewayKey]error{}, true, metav1.ConditionFalse, "Pending"},
-		{"apply failed", svc, map[gatewayKey]error{key: errors.New("Deployment ns/gw exists")}, true, metav1.ConditionFalse, "Invalid"},
+		{"not applied", svc, map[gatewayKey]dataPlaneState{}, true, metav1.ConditionFalse, "Pending"},
+		{"apply failed", svc, map[gatewayKey]dataPlaneState{key: {err: errors.New("Deployment ns/gw exists")}}, true, metav1.ConditionFalse, "Invalid"},
+		{"no available replica", svc, map[gatewayKey]dataPlaneState{key: {unavailable: "Deployment ns/gw has no available replica yet"}}, true, metav1.ConditionFalse, "NoResources"},
 		{"no Service", nil, nil, false, metav1.ConditionFalse, "AddressNotAssigned"},
 		{"no address", &corev1.Service{}, nil, false, metav1.ConditionFalse, "AddressNotAssigned"},
 	} {
