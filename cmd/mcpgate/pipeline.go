@@ -109,7 +109,8 @@ func (p *pipeline) apply(res *translator.Resources, src file.Sources, loadErr er
 	}
 	p.refusals = refusals
 	p.translation.Observe(time.Since(start).Seconds())
-	p.problems.Set(float64(len(problems) + len(notServed)))
+	nproblems := len(problems) + len(notServed)
+	p.problems.Set(float64(nproblems))
 	var warnings []string
 	for _, w := range out.Status.Warnings() {
 		warnings = append(warnings, src.Describe(w))
@@ -125,7 +126,7 @@ func (p *pipeline) apply(res *translator.Resources, src file.Sources, loadErr er
 	}
 	p.report(problems, notServed, src.Warnings, src.Kept, warnings, empty)
 	gateways := out.GatewayKeys()
-	p.log.Info("configuration served", "version", p.srv.Version(), "gateways", gateways, "problems", len(problems), "took", time.Since(start).Round(time.Microsecond))
+	p.log.Info("configuration served", "version", p.srv.Version(), "gateways", gateways, "problems", nproblems, "took", time.Since(start).Round(time.Microsecond))
 	p.ready.Store(true)
 	if p.envoys != nil {
 		p.envoys.sync(gateways)

@@ -694,7 +694,9 @@ func TestRunKeepsServedVersionOfARefusedEdit(t *testing.T) {
 	if v := version(); v != first {
 		t.Errorf("a refused edit changed the served snapshot: %s, then %s", first, v)
 	}
-	// the refused rule is the one problem: the note that rbac.yaml is kept is not another
+	// the refused rule is the one problem: the note that rbac.yaml is kept is not another; the
+	// log counts it as the metric does
+	logged("the served reload counting the refused edit", "configuration served", "problems=1")
 	if _, body, _ := get("http://" + s.cfg.admin + "/metrics"); !strings.Contains(body, "mcpgate_config_problems 1\n") {
 		t.Errorf("/metrics does not count the refused edit as one problem:\n%s", body)
 	}
