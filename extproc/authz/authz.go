@@ -227,8 +227,8 @@ func (e *Env) Compile(rules []*policyv1.Rule) (*RuleSet, error) {
 	return rs, nil
 }
 
-// allowPolicies names the policies of the ALLOW rules: each rule's source without its "#INDEX"
-// (a source is "Kind/namespace/name#index"), once each, joined by "+" in the rules' order, as
+// allowPolicies names the policies of the ALLOW rules: each rule's source without its "#..."
+// (a source is "Kind/namespace/name#traffic[i]" or "...#mcp[i]"), once each, joined by "+" in the rules' order, as
 // the translator joins the sources of a merged policy's name.
 func allowPolicies(allow []rule) string {
 	var names []string
