@@ -19,6 +19,10 @@
 // Evaluation follows agentgateway: any DENY that matches denies; else any REQUIRE that does not
 // match denies; else any ALLOW that matches allows; else the request is allowed only when there
 // are no ALLOW rules.
+//
+// A tools/list answer shows the tools some call of which the rules could allow
+// (RuleSet.EvaluateListing): the calls' arguments are not known then, so rules that read
+// mcp.tool.arguments are evaluated with them unknown (CEL partial evaluation).
 package authz
 
 import (
@@ -132,6 +136,9 @@ func (e *Env) check(expr string) (*cel.Ast, error) {
 // exceed it, so it runs without run-time cost tracking, which would cost five allocations per
 // evaluation; the others (comprehensions over inputs, chains of string operations that grow
 // their input) run with the cost limit and are interrupted when the request's context ends.
+//
+// A rule that reads mcp.tool.arguments has a second program, for EvaluateListing, compiled with
+// partial evaluation under the same cost settings; the other rules serve both with one program.
 type RuleSet struct {
 	deny, require, allow []rule
 	needsMCP, readsArgs  bool
@@ -144,8 +151,11 @@ type RuleSet struct {
 type rule struct {
 	source string
 	prg    cel.Program
-	// tracked: the rule's estimated worst-case cost exceeds the cost limit, so its program
-	// tracks cost and watches the request's context.
+	// listing is prg with partial evaluation, for EvaluateListing, where mcp.tool.arguments is
+	// unknown; nil when the rule does not read the arguments (prg then serves listings too).
+	listing cel.Program
+	// tracked: the rule's estimated worst-case cost exceeds the cost limit, so its programs
+	// track cost and watch the request's context.
 	tracked bool
 }
 
@@ -198,7 +208,16 @@ func (e *Env) Compile(rules []*policyv1.Rule) (*RuleSet, error) {
 			errs = append(errs, fmt.Errorf("rule %s: %w", source, err))
 			continue
 		}
-		compiled := rule{source: source, prg: prg, tracked: tracked}
+		mcp, args := references(checked.NativeRep(), claims)
+		var listing cel.Program
+		if args {
+			listing, err = e.env.Program(checked, append(popts, cel.EvalOptions(cel.OptPartialEval))...)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("rule %s: %w", source, err))
+				continue
+			}
+		}
+		compiled := rule{source: source, prg: prg, listing: listing, tracked: tracked}
 		switch r.GetAction() {
 		case policyv1.Rule_DENY:
 			rs.deny = append(rs.deny, compiled)
@@ -210,7 +229,6 @@ func (e *Env) Compile(rules []*policyv1.Rule) (*RuleSet, error) {
 			errs = append(errs, fmt.Errorf("rule %s: unknown action %d", source, r.GetAction()))
 			continue
 		}
-		mcp, args := references(checked.NativeRep(), claims)
 		rs.needsMCP = rs.needsMCP || mcp
 		rs.readsArgs = rs.readsArgs || args
 	}
@@ -324,24 +342,50 @@ type Decision struct {
 // (Otherwise a client could skip a DENY rule by making it fail, say with arguments large enough
 // to exceed the cost limit.) in is read, and may cache its decoded tool arguments.
 func (rs *RuleSet) Evaluate(ctx context.Context, in *Input) Decision {
+	return rs.decide(ctx, in, false)
+}
+
+// EvaluateListing decides whether a tools/list answer shows the tool in.ToolName to the caller
+// whose request in describes: whether some tools/call of it could be allowed (Decision.Allowed).
+// The call's arguments are not known when listing, so the rules that read mcp.tool.arguments are
+// evaluated with them unknown (in.ToolArguments is not read), and such a rule may hold, not hold,
+// or depend on the arguments. The rules combine as in Evaluate, three-valued: the tool is hidden
+// only when every call would be refused, because a DENY rule holds or fails, a REQUIRE rule does
+// not hold or fails, or ALLOW rules exist and none of them holds or may hold. A rule that depends
+// on the arguments keeps the tool listed, and each call is still decided by Evaluate with its
+// arguments, so listing a tool allows nothing.
+//
+// Unknown outweighs an error, as in CEL's logic: a rule such as `jwt.team == "ops" &&
+// mcp.tool.arguments.x == 1` evaluated without that claim depends on the arguments (a call whose x
+// is not 1 makes it false, whatever the claim), while a rule that fails whatever the arguments
+// (`jwt.team.startsWith(mcp.tool.arguments.x)` without the claim) fails closed as in Evaluate.
+//
+// Decision.Rule is the rule that hides the tool, or the ALLOW rule that holds or may hold ("" when
+// listed because there are no ALLOW rules); Decision.Errors as in Evaluate.
+func (rs *RuleSet) EvaluateListing(ctx context.Context, in *Input) Decision {
+	return rs.decide(ctx, in, true)
+}
+
+// decide combines the rules' outcomes on in (see Evaluate and EvaluateListing).
+func (rs *RuleSet) decide(ctx context.Context, in *Input, listing bool) Decision {
 	if rs == nil {
 		return Decision{Allowed: true}
 	}
 	var d Decision
 	for i := range rs.deny {
-		if matched, ok := rs.deny[i].match(ctx, in, &d); matched || !ok {
+		if o := rs.deny[i].eval(ctx, in, listing, &d); o == held || o == failed {
 			d.Allowed, d.Rule = false, rs.deny[i].source
 			return d
 		}
 	}
 	for i := range rs.require {
-		if matched, _ := rs.require[i].match(ctx, in, &d); !matched {
+		if o := rs.require[i].eval(ctx, in, listing, &d); o == notHeld || o == failed {
 			d.Allowed, d.Rule = false, rs.require[i].source
 			return d
 		}
 	}
 	for i := range rs.allow {
-		if matched, _ := rs.allow[i].match(ctx, in, &d); matched {
+		if o := rs.allow[i].eval(ctx, in, listing, &d); o == held || o == mayHold {
 			d.Allowed, d.Rule = true, rs.allow[i].source
 			return d
 		}
@@ -353,24 +397,51 @@ func (rs *RuleSet) Evaluate(ctx context.Context, in *Input) Decision {
 	return d
 }
 
-// match evaluates the rule: whether it holds, and false in ok when it failed (the error is
-// recorded in d; matched is then false).
-func (r *rule) match(ctx context.Context, in *Input, d *Decision) (matched, ok bool) {
+// outcome is a rule's result on an input.
+type outcome uint8
+
+const (
+	notHeld outcome = iota
+	held
+	// mayHold: the result depends on what is unknown (listing only).
+	mayHold
+	// failed: a run-time error, recorded in the Decision.
+	failed
+)
+
+// eval evaluates the rule on in; with listing, by its partial-evaluation program when it has one.
+func (r *rule) eval(ctx context.Context, in *Input, listing bool, d *Decision) outcome {
+	prg := r.prg
+	var act any = in
+	if listing && r.listing != nil {
+		prg, act = r.listing, (*listingInput)(in)
+	}
 	var out ref.Val
 	var err error
 	if r.tracked {
-		out, _, err = r.prg.ContextEval(ctx, in)
+		out, _, err = prg.ContextEval(ctx, act)
 	} else {
-		out, _, err = r.prg.Eval(in)
+		out, _, err = prg.Eval(act)
 	}
 	if err != nil {
 		d.Errors = append(d.Errors, fmt.Errorf("rule %s: %w", r.source, err))
-		return false, false
+		return failed
 	}
-	b, isBool := out.(types.Bool)
-	if !isBool {
-		d.Errors = append(d.Errors, fmt.Errorf("rule %s: gives %s, want bool", r.source, out.Type().TypeName()))
-		return false, false
+	switch v := out.(type) {
+	case types.Bool:
+		if v {
+			return held
+		}
+		return notHeld
+	case *types.Unknown:
+		// An interrupted comprehension is an error value, which the unknown outweighs: an
+		// evaluation the request's end cut short decides nothing.
+		if r.tracked && ctx.Err() != nil {
+			d.Errors = append(d.Errors, fmt.Errorf("rule %s: %w", r.source, context.Cause(ctx)))
+			return failed
+		}
+		return mayHold
 	}
-	return bool(b), true
+	d.Errors = append(d.Errors, fmt.Errorf("rule %s: gives %s, want bool", r.source, out.Type().TypeName()))
+	return failed
 }

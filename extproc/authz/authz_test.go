@@ -363,7 +363,7 @@ func TestToolListFiltering(t *testing.T) {
 	var allowed []string
 	for _, tool := range []string{"fetch", "echo", "delete"} {
 		in.ToolName = tool
-		if rs.Evaluate(t.Context(), in).Allowed {
+		if rs.EvaluateListing(t.Context(), in).Allowed {
 			allowed = append(allowed, tool)
 		}
 	}

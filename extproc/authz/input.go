@@ -112,6 +112,31 @@ func (in *Input) ResolveName(name string) (any, bool) {
 // Parent implements interpreter.Activation.
 func (in *Input) Parent() interpreter.Activation { return nil }
 
+// listingInput is an Input as EvaluateListing shows it to the rules' partial-evaluation
+// programs: the same pointer under another type (no allocation), a partial activation in which
+// mcp.tool.arguments is unknown.
+type listingInput Input
+
+// unknownWhenListing are the attribute patterns of listingInput: mcp.tool.arguments and what
+// holds it (mcp.tool, mcp used whole, e.g. bound to a comprehension variable). Never modified.
+var unknownWhenListing = []*interpreter.AttributePattern{
+	interpreter.NewAttributePattern("mcp").QualString("tool").QualString("arguments"),
+}
+
+// ResolveName implements interpreter.Activation.
+func (l *listingInput) ResolveName(name string) (any, bool) { return (*Input)(l).ResolveName(name) }
+
+// Parent implements interpreter.Activation.
+func (l *listingInput) Parent() interpreter.Activation { return nil }
+
+// UnknownAttributePatterns implements interpreter.PartialActivation.
+func (l *listingInput) UnknownAttributePatterns() []*interpreter.AttributePattern {
+	return unknownWhenListing
+}
+
+// AsPartialActivation is how cel-go finds the unknown patterns of an activation.
+func (l *listingInput) AsPartialActivation() (interpreter.PartialActivation, bool) { return l, true }
+
 // The CEL object types of the variables request, mcp, mcp.tool and source. They exist only in
 // this package's type provider (see schema).
 const (
@@ -284,7 +309,8 @@ func (m *headersView) Iterator() traits.Iterator {
 
 // Compile-time checks of the interfaces CEL relies on.
 var (
-	_ traits.Mapper          = (*headersView)(nil)
-	_ ref.Val                = (*view[requestKind])(nil)
-	_ interpreter.Activation = (*Input)(nil)
+	_ traits.Mapper                 = (*headersView)(nil)
+	_ ref.Val                       = (*view[requestKind])(nil)
+	_ interpreter.Activation        = (*Input)(nil)
+	_ interpreter.PartialActivation = (*listingInput)(nil)
 )
