@@ -36,8 +36,9 @@ type exchange struct {
 
 func (e *exchange) rewrite() bool { return e.filter != nil || e.denied }
 
-// toolFilter decides which tools of a tools/list answer the caller may see: those it could call.
-// It is read-only once made, so a legacy SSE GET stream may use a POST stream's filter.
+// toolFilter decides which tools of a tools/list answer the caller may see: those it could call
+// with some arguments (authz.RuleSet.EvaluateListing). It is read-only once made, so a legacy SSE
+// GET stream may use a POST stream's filter.
 type toolFilter struct {
 	rules *authz.RuleSet
 	in    authz.Input
@@ -47,7 +48,7 @@ func (f *toolFilter) allow(ctx context.Context) func(name string) bool {
 	return func(name string) bool {
 		in := f.in
 		in.ToolName = name
-		return f.rules.Evaluate(ctx, &in).Allowed
+		return f.rules.EvaluateListing(ctx, &in).Allowed
 	}
 }
 
