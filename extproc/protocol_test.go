@@ -2,6 +2,7 @@ package extproc_test
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -505,21 +506,26 @@ func TestJWTAndCEL(t *testing.T) {
 	elsewhere := []extproctest.Header{hdr("x-api-token", extproctest.LabToken), hdr("cookie", "token="+extproctest.LabToken)}
 	tests := []struct {
 		name, token string
+		path        string // "/mcp" when empty
 		extra       []extproctest.Header
 		status      int
 		body, www   string
 		authn       string
 	}{
-		{"missing", "", nil, 401, "Jwt is missing", `Bearer realm="mcpgate"`, "missing"},
-		{"in another header", "", elsewhere, 401, "Jwt is missing", `Bearer realm="mcpgate"`, "missing"},
-		{"bad signature", tampered, nil, 401, "Jwt verification fails", `Bearer realm="mcpgate", error="invalid_token"`, "invalid: Jwt verification fails"},
-		{"malformed", "abc", nil, 401, "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections", `Bearer realm="mcpgate", error="invalid_token"`, "invalid: Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections"},
-		{"other org", otherOrg, nil, 403, "RBAC: access denied", "", "ok"},
+		{"missing", "", "", nil, 401, "Jwt is missing", `Bearer realm="mcpgate"`, "missing"},
+		{"in another header", "", "", elsewhere, 401, "Jwt is missing", `Bearer realm="mcpgate"`, "missing"},
+		// jwt_authn's default places include the access_token query parameter; mcpgate reads
+		// only the Authorization header (a token in a URL ends up in logs and histories)
+		{"in the query", "", "/mcp?access_token=" + extproctest.LabToken, nil, 401, "Jwt is missing", `Bearer realm="mcpgate"`, "missing"},
+		{"bad signature", tampered, "", nil, 401, "Jwt verification fails", `Bearer realm="mcpgate", error="invalid_token"`, "invalid: Jwt verification fails"},
+		{"malformed", "abc", "", nil, 401, "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections", `Bearer realm="mcpgate", error="invalid_token"`, "invalid: Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections"},
+		{"other org", otherOrg, "", nil, 403, "RBAC: access denied", "", "ok"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			path := cmp.Or(tt.path, "/mcp")
 			s := h.open(t, h.tcp, streamableRoute)
-			resp := check(t)(s.RequestHeaders(postHeaders("/mcp", tt.token, tt.extra...), false))
+			resp := check(t)(s.RequestHeaders(postHeaders(path, tt.token, tt.extra...), false))
 			ir := resp.GetImmediateResponse()
 			if ir == nil || int(ir.GetStatus().GetCode()) != tt.status || string(ir.GetBody()) != tt.body {
 				t.Fatalf("want %d %q, got %v", tt.status, tt.body, resp)
@@ -551,14 +557,14 @@ func TestJWTAndCEL(t *testing.T) {
 		t.Errorf("the logs hold a token:\n%s", logs.buf.String())
 	}
 	logs.mu.Unlock()
-	if n := h.metric(t, "mcpgate_authn_failures_total", nil); n != 4 {
-		t.Errorf("authn failures = %v, want 4", n)
+	if n := h.metric(t, "mcpgate_authn_failures_total", nil); n != 5 {
+		t.Errorf("authn failures = %v, want 5", n)
 	}
 	recs := h.audit.records(t)
-	if len(recs) != 6 {
+	if len(recs) != 7 {
 		t.Fatalf("%d audit records", len(recs))
 	}
-	checkRecord(t, recs[4], map[string]any{"subject": "mallory", "claims": map[string]any{"org": "evil.example"}, "http_status": 403, "outcome": "refused",
+	checkRecord(t, recs[5], map[string]any{"subject": "mallory", "claims": map[string]any{"org": "evil.example"}, "http_status": 403, "outcome": "refused",
 		"rule": "EnterpriseAgentgatewayPolicy/agentgateway-system/mcp-rbac" + authz.NoAllowMatched})
 	for _, r := range recs {
 		if b, _ := json.Marshal(r); strings.Contains(string(b), "eyJ") {
