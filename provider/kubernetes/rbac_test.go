@@ -73,6 +73,9 @@ type auditEvent struct {
 		APIGroup, Resource, Subresource, Namespace, Name string
 	}
 	ResponseStatus *struct{ Code int }
+	// Annotations hold the authorizer's decision ("authorization.k8s.io/decision": allow or
+	// forbid), which tells an RBAC refusal from an admission one (both answer 403).
+	Annotations map[string]string `json:"annotations"`
 }
 
 // eachAuditEvent calls fn with every event of an audit log (JSON lines), in order.
@@ -90,7 +93,8 @@ func eachAuditEvent(log io.Reader, fn func(*auditEvent)) error {
 }
 
 // usedBy reads an audit log (JSON lines) and returns the permissions user was granted and
-// used, and the requests the API server refused it.
+// used, and the requests RBAC refused it (a write an admission policy refused was authorized:
+// the permission counts as used).
 func usedBy(log io.Reader, user string) (used map[permission]bool, refused []string, err error) {
 	used = map[permission]bool{}
 	err = eachAuditEvent(log, func(ev *auditEvent) {
@@ -106,7 +110,7 @@ func usedBy(log io.Reader, user string) (used map[permission]bool, refused []str
 			res += "/" + ev.ObjectRef.Subresource
 		}
 		p := permission{ev.ObjectRef.APIGroup, res, ev.Verb}
-		if ev.ResponseStatus != nil && ev.ResponseStatus.Code == 403 {
+		if ev.ResponseStatus != nil && ev.ResponseStatus.Code == 403 && ev.Annotations["authorization.k8s.io/decision"] != "allow" {
 			refused = append(refused, fmt.Sprintf("%s (%s)", p, ev.RequestURI))
 			return
 		}
