@@ -284,6 +284,12 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 			return st.refuse(jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidRequest,
 				"Mcp-Session-Id must be visible ASCII (0x21 to 0x7E)", "mcpgate_invalid_session_id"), "", metadata{}, nil)
 		}
+		if st.in.Method == http.MethodPost {
+			if problem := mcp.AmbiguousSession(st.in.Path, st.headers.first(mcp.SessionHeader)); problem != "" {
+				// Before the session is known, as above: the request names two.
+				return st.refuse(jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidRequest, problem, "mcpgate_ambiguous_session"), "", metadata{}, nil)
+			}
+		}
 		st.kind, st.session = mcp.ClassifyRequest(st.in.Method, st.in.Path, st.headers.first(mcp.SessionHeader))
 		if st.noRequestBody {
 			st.s.warnOnce("body_not_sent", st.ri.route, "MCP route's request body mode is NONE: ext_proc cannot read its requests, "+

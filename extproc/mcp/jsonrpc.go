@@ -478,11 +478,22 @@ func toolAllowed(tool []byte, allow func(string) bool) bool {
 }
 
 // SessionFromURL returns the legacy SSE session id in the query of a path or URL: "sessionId"
-// (TypeScript SDK, mcp-go), "sessionid" (go-sdk) or "session_id" (Python SDK).
+// (TypeScript SDK, mcp-go), "sessionid" (go-sdk) or "session_id" (Python SDK), the first when
+// several are given (see SessionParams). Names are compared decoded, as servers read them
+// ("session%5Fid" is "session_id").
 func SessionFromURL(u string) string {
+	s, _ := SessionParams(u)
+	return s
+}
+
+// SessionParams returns the first legacy SSE session query parameter of a path or URL (see
+// SessionFromURL) and how many there are. With more than one, servers differ on which they
+// read: the go-sdk reads the first "sessionid", Starlette the last "session_id", and each SDK
+// reads only its own name.
+func SessionParams(u string) (first string, n int) {
 	q := strings.IndexByte(u, '?')
 	if q < 0 {
-		return ""
+		return "", 0
 	}
 	query := u[q+1:]
 	if h := strings.IndexByte(query, '#'); h >= 0 {
@@ -492,11 +503,14 @@ func SessionFromURL(u string) string {
 		var kv string
 		kv, query, _ = strings.Cut(query, "&")
 		k, v, _ := strings.Cut(kv, "=")
-		if k == "sessionId" || k == "sessionid" || k == "session_id" {
-			return unescapeQuery(v)
+		if k = unescapeQuery(k); k == "sessionId" || k == "sessionid" || k == "session_id" {
+			if n == 0 {
+				first = unescapeQuery(v)
+			}
+			n++
 		}
 	}
-	return ""
+	return first, n
 }
 
 // unescapeQuery decodes %XX and '+' of a query value; a malformed escape leaves the value as is.

@@ -238,8 +238,10 @@ func TestSessionFromURL(t *testing.T) {
 		"/sse?sessionid=NUVADNBQ4YTSO4U2IY6VTTUUEG": "NUVADNBQ4YTSO4U2IY6VTTUUEG",
 		"/messages/?session_id=9f0b3c6a":            "9f0b3c6a",
 		"http://h/mcp/message?x=1&sessionId=a%2Fb":  "a/b",
-		"/message":                       "",
-		"/message?session=1#sessionId=2": "",
+		"/message":                            "",
+		"/message?session=1#sessionId=2":      "",
+		"/messages/?session%5Fid=x%20y":       "x y",
+		"/m?sessionId=first&sessionid=second": "first",
 	}
 	for in, want := range tests {
 		if got := SessionFromURL(in); got != want {

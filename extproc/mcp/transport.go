@@ -59,3 +59,20 @@ func ClassifyRequest(method, path, mcpSessionID string) (RequestKind, string) {
 	}
 	return RequestOther, mcpSessionID
 }
+
+// AmbiguousSession returns why the session of a POST with this path (and query) and
+// Mcp-Session-Id could be read differently by the server and the gateway, or "" when it cannot:
+//   - a legacy session query parameter and an Mcp-Session-Id: the gateway takes the request for
+//     Streamable HTTP, a legacy SSE server for a message of the query's session, whose answers
+//     go to that session's GET stream;
+//   - more than one legacy session query parameter (SessionParams): servers read different ones.
+func AmbiguousSession(path, mcpSessionID string) string {
+	_, n := SessionParams(path)
+	switch {
+	case n > 0 && mcpSessionID != "":
+		return "a POST carries either a legacy SSE session query parameter (sessionId, sessionid, session_id) or an Mcp-Session-Id header, not both"
+	case n > 1:
+		return "a POST carries at most one legacy SSE session query parameter (sessionId, sessionid, session_id)"
+	}
+	return ""
+}

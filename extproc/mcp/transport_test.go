@@ -31,3 +31,27 @@ func TestClassifyRequest(t *testing.T) {
 		}
 	}
 }
+
+func TestAmbiguousSession(t *testing.T) {
+	for _, tc := range []struct {
+		path, header string
+		ambiguous    bool
+	}{
+		{"/message?sessionId=a", "", false},
+		{"/mcp", "S1", false},
+		{"/mcp?x=1", "S1", false},
+		{"/mcp", "", false},
+		{"/sse?sessionid=S1", "x", true},
+		{"/message?sessionId=", "x", true},
+		{"/messages/?session_id=A&session_id=B", "", true},
+		{"/message?sessionId=A&session_id=B", "", true},
+		{"/message?sessionId=A&sessionId=A", "", true},
+		{"/messages/?session%5Fid=A&session_id=B", "", true},
+		{"/messages/?session_idx=A&session_id=B", "", false},
+		{"/messages/?session_id=B#session_id=A", "", false},
+	} {
+		if got := AmbiguousSession(tc.path, tc.header); (got != "") != tc.ambiguous {
+			t.Errorf("AmbiguousSession(%s, Mcp-Session-Id %q) = %q, want ambiguous %v", tc.path, tc.header, got, tc.ambiguous)
+		}
+	}
+}
