@@ -36,6 +36,17 @@ type exchange struct {
 
 func (e *exchange) rewrite() bool { return e.filter != nil || e.denied }
 
+// rewritePending reports whether an exchange awaiting its answer in this stream's response needs
+// it rewritten.
+func (st *stream) rewritePending() bool {
+	for _, ex := range st.pending {
+		if ex.rewrite() {
+			return true
+		}
+	}
+	return false
+}
+
 // toolFilter decides which tools of a tools/list answer the caller may see: those it could call
 // with some arguments (authz.RuleSet.EvaluateListing). It is read-only once made, so a legacy SSE
 // GET stream may use a POST stream's filter.
@@ -91,7 +102,7 @@ func (st *stream) register(exs []*exchange, now time.Time) {
 			// The exchange outlives this stream: it keeps copies of what it needs of the body,
 			// and the headers (its filter's input, the audit's claims and session).
 			size := sessionEntryOverhead + st.s.tel.Detach(&ex.rec) + st.headers.size()
-			for _, old := range st.s.sessions.Put(now, k, ex, size, ex.rewrite()) {
+			for _, old := range st.s.sessions.Put(now, k, ex, size) {
 				st.s.finish(old, telemetry.OutcomeNoAnswer, now)
 			}
 			st.posted = append(st.posted, postedExchange{k, ex})
@@ -104,9 +115,6 @@ func (st *stream) register(exs []*exchange, now time.Time) {
 				st.s.finish(old, telemetry.OutcomeNoAnswer, now)
 			}
 			st.pending[key] = ex
-			if ex.rewrite() {
-				st.rewrites++
-			}
 		}
 	}
 }
@@ -118,9 +126,6 @@ func (st *stream) forget(key string) *exchange {
 		return nil
 	}
 	delete(st.pending, key)
-	if ex.rewrite() {
-		st.rewrites--
-	}
 	return ex
 }
 
@@ -132,8 +137,8 @@ func (st *stream) finishPending(now time.Time) {
 	}
 }
 
-// unreadableAnswers is the body that replaces a response the gateway had to rewrite and could
-// not read: an internal error for each request awaiting an answer.
+// unreadableAnswers is the body that replaces a response the gateway had to read and could not:
+// an internal error for each request awaiting an answer, or one with a null id when none is.
 func (st *stream) unreadableAnswers() []byte {
 	var elems [][]byte
 	for key, ex := range st.pending {
@@ -142,7 +147,10 @@ func (st *stream) unreadableAnswers() []byte {
 		ex.rec.HasError, ex.rec.ErrorCode, ex.rec.HTTPStatus = true, mcp.CodeInternalError, st.status
 		st.s.finish(ex, telemetry.OutcomeError, time.Now())
 	}
-	if len(elems) == 1 {
+	switch len(elems) {
+	case 0:
+		return mcp.ErrorResponse(nil, mcp.CodeInternalError, "mcpgate: the server's answer could not be inspected")
+	case 1:
 		return elems[0]
 	}
 	return mcp.EncodeBatch(elems)

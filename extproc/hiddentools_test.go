@@ -11,11 +11,37 @@ import (
 	"strings"
 	"testing"
 
+	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
+	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 )
+
+// sendChunks sends chunks as s's response body (eos on the last one when eos) and returns what
+// the client receives.
+func sendChunks(t *testing.T, s *extproctest.Stream, chunks []string, eos bool) string {
+	t.Helper()
+	var out strings.Builder
+	for i, c := range chunks {
+		resp := check(t)(s.ResponseBody([]byte(c), eos && i == len(chunks)-1))
+		out.Write(extproctest.BodyAfter(resp, []byte(c)))
+	}
+	return out.String()
+}
+
+// splitEvent sends the server-sent event ev on s's response in two chunks cut inside the hidden
+// tool's entry, so that a stream that does not hold back incomplete events passes the tool's
+// name before the event can be read; it returns what the client receives.
+func splitEvent(t *testing.T, s *extproctest.Stream, ev string) string {
+	t.Helper()
+	cut := strings.Index(ev, `"get-env"`) + 4
+	if cut < 4 {
+		t.Fatalf("no hidden tool in %q", ev)
+	}
+	return sendChunks(t, s, []string{ev[:cut], ev[cut:]}, false)
+}
 
 // checkRefusal fails unless resp refuses the request with HTTP status and a JSON-RPC error of
 // code with id (raw JSON) whose message holds msg.
@@ -35,6 +61,57 @@ func checkRefusal(t *testing.T, what string, resp *extprocv3.ProcessingResponse,
 	}
 	if err := json.Unmarshal(ir.GetBody(), &body); err != nil || string(body.ID) != id || body.Error.Code != code || !strings.Contains(body.Error.Message, msg) {
 		t.Errorf("%s: body %s, want id %s, code %d, a message with %q", what, ir.GetBody(), id, code, msg)
+	}
+}
+
+// TestHeldWithoutPendingRewrite: under tool rules an answer stream is held and filtered even when
+// no request of the stream asked for a tools/list: a server may answer a ping (or anything) with
+// a tools/list result, and a client that confused the gateway's bookkeeping once could make it
+// stop holding split events.
+func TestHeldWithoutPendingRewrite(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	s := h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "S")), false))
+	plainContinue(t, check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"ping"}`), true)))
+	check(t)(s.ResponseHeaders(respHeaders("200", "text/event-stream"), false))
+	if got := splitEvent(t, s, "event: message\ndata: "+toolsListAnswer+"\n\n"); got != "event: message\ndata: "+toolsListFiltered+"\n\n" {
+		t.Errorf("POST's event stream: the client got %q", got)
+	}
+
+	// JSON, under any content-type a client may read as JSON.
+	for _, ct := range []string{"application/json", "application/json-rpc", "text/plain; x=application/json"} {
+		s := h.open(t, h.tcp, streamableRoute)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "S")), false))
+		plainContinue(t, check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"ping"}`), true)))
+		resp := check(t)(s.ResponseHeaders(respHeaders("200", ct), false))
+		if mo := resp.GetModeOverride(); mo.GetResponseBodyMode() != extprocfilterv3.ProcessingMode_BUFFERED {
+			t.Errorf("content-type %s: mode_override %v, want the answer BUFFERED", ct, mo)
+			continue
+		}
+		resp = check(t)(s.ResponseBody([]byte(toolsListAnswer), true))
+		if got := string(extproctest.BodyAfter(resp, []byte(toolsListAnswer))); got != toolsListFiltered {
+			t.Errorf("content-type %s: the client got %s", ct, got)
+		}
+	}
+
+	// Too large to be read: replaced, not passed unfiltered.
+	small := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))}, func(c *extproc.Config) { c.MaxBodyBytes = len(toolsListAnswer) - 1 })
+	s = small.open(t, small.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "S")), false))
+	plainContinue(t, check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"ping"}`), true)))
+	check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
+	resp := check(t)(s.ResponseBody([]byte(toolsListAnswer), true))
+	if got := string(extproctest.BodyAfter(resp, []byte(toolsListAnswer))); got != `{"jsonrpc":"2.0","id":2,"error":{"code":-32603,"message":"mcpgate: the server's answer could not be inspected"}}` {
+		t.Errorf("an answer over the limit: the client got %s", got)
+	}
+
+	// A Streamable HTTP GET stream (server requests, notifications, replayed answers).
+	g := h.open(t, h.tcp, streamableRoute)
+	check(t)(g.RequestHeaders(append(getHeaders("/mcp", extproctest.LabToken), hdr("mcp-session-id", "S")), true))
+	check(t)(g.ResponseHeaders(respHeaders("200", "text/event-stream"), false))
+	check(t)(g.ResponseBody([]byte("event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\n"), false))
+	if got := splitEvent(t, g, "data: "+toolsListAnswer+"\n\n"); got != "data: "+toolsListFiltered+"\n\n" {
+		t.Errorf("GET stream: the client got %q", got)
 	}
 }
 

@@ -211,20 +211,36 @@ func TestSSEAnswerSplit(t *testing.T) {
 	checkRecord(t, h.audit.records(t)[0], map[string]any{"method": "tools/list", "session": "S9", "outcome": "result", "http_status": 200, "jsonrpc_id": 2})
 }
 
-// TestSSEPassthrough: an SSE answer that needs no rewrite is passed chunk by chunk untouched.
+// TestSSEPassthrough: an SSE answer that needs no rewrite reaches the client unchanged. Without
+// tool rules its chunks pass untouched as they come; under tool rules an incomplete event is held
+// back until its end (any event may be a tools/list result).
 func TestSSEPassthrough(t *testing.T) {
-	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
-	s := h.open(t, h.tcp, streamableRoute)
-	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
-	check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}`), true))
-	check(t)(s.ResponseHeaders(respHeaders("200", "text/event-stream; charset=utf-8"), false))
+	sg := newSigner(t)
+	noTools := labPolicy(sg)
+	noTools.Name, noTools.McpRules = "no-tools", nil
+	h := newHarness(t, []*policyv1.Policy{labPolicy(sg), noTools})
 	ans := "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":4,\"result\":{\"content\":[]}}\n\n"
-	for i, c := range []string{ans[:7], ans[7:30], ans[30:]} {
-		plainContinue(t, check(t)(s.ResponseBody([]byte(c), i == 2)))
+	chunks := []string{ans[:7], ans[7:30], ans[30:]}
+	plain := streamableRoute
+	plain.Policy = noTools.Name
+	for _, route := range []extproctest.Route{plain, streamableRoute} {
+		s := h.open(t, h.tcp, route)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+		check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}`), true))
+		check(t)(s.ResponseHeaders(respHeaders("200", "text/event-stream; charset=utf-8"), false))
+		if route.Policy == plain.Policy {
+			for i, c := range chunks {
+				plainContinue(t, check(t)(s.ResponseBody([]byte(c), i == 2)))
+			}
+		} else if got := sendChunks(t, s, chunks, true); got != ans {
+			t.Errorf("under tool rules the client got %q, want %q", got, ans)
+		}
+		s.Close()
 	}
-	s.Close()
-	waitFor(t, "the audit record", func() bool { return len(h.audit.records(t)) == 1 })
-	checkRecord(t, h.audit.records(t)[0], map[string]any{"tool": "echo", "outcome": "result"})
+	waitFor(t, "the audit records", func() bool { return len(h.audit.records(t)) == 2 })
+	for _, rec := range h.audit.records(t) {
+		checkRecord(t, rec, map[string]any{"tool": "echo", "outcome": "result"})
+	}
 }
 
 // TestToolsListJSON: a tools/list answered with application/json is filtered, with content-length

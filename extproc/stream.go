@@ -132,10 +132,9 @@ type stream struct {
 	// MCP exchanges awaiting their answer: pending by IDKey (answers in this stream's response),
 	// waiting (notifications, and requests whose answer cannot be correlated) until the response
 	// headers, posted (legacy SSE: in the session table, answered on the GET stream).
-	pending  map[string]*exchange
-	waiting  []*exchange
-	posted   []postedExchange
-	rewrites int // pending exchanges whose answer must be rewritten
+	pending map[string]*exchange
+	waiting []*exchange
+	posted  []postedExchange
 	// filter is the stream's tools/list filter (see toolFilter).
 	filter *toolFilter
 
@@ -147,6 +146,9 @@ type stream struct {
 	// arrive on it.
 	eventSeen, legacy bool
 	respBodySeen      bool
+	// replaceUnreadable: a response body that cannot be read is replaced by errors, not passed
+	// (an answer awaited here must be rewritten, or the body is encoded under tool rules).
+	replaceUnreadable bool
 	// clearRest: the first piece of a response body was replaced before its end, so the pieces
 	// after it are cleared.
 	clearRest bool
@@ -634,6 +636,15 @@ func hasRequest(msgs []mcp.Message) bool {
 	return false
 }
 
+// mayHoldJSONRPC reports whether a client may read a response of this content-type as JSON-RPC:
+// it names JSON or an event stream anywhere, in any letter case (clients match loosely: the
+// TypeScript SDK accepts any content-type that includes "application/json"). MCP clients refuse
+// an answer without a content-type.
+func mayHoldJSONRPC(ct string) bool {
+	ct = strings.ToLower(ct)
+	return strings.Contains(ct, "json") || strings.Contains(ct, "event-stream")
+}
+
 // utf8Charset reports whether a content-type has no charset or the UTF-8 one.
 func utf8Charset(ct string) bool {
 	_, params, found := strings.Cut(ct, ";")
@@ -686,9 +697,17 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 		st.finishPending(now)
 		return st.rep.headersReply(false, nil, md)
 	}
-	// An answer that must be rewritten is read whatever its type or encoding: unseen, it would
-	// show the tools the rules hide.
-	mode := responseBodyMode(mediaType(hs.first("content-type")), encoded(hs.first("content-encoding")), st.rewrites > 0)
+	// Under tool rules every answer a client may read as JSON-RPC is read, and one awaited here
+	// that must be rewritten whatever its type: unseen, it would show the tools the rules hide.
+	// What the gateway knows of the requests does not decide it (see stream.replaceUnreadable).
+	ct, enc := hs.first("content-type"), encoded(hs.first("content-encoding"))
+	var read bool
+	if st.toolFilter() != nil {
+		pending := st.rewritePending()
+		read = pending || mayHoldJSONRPC(ct)
+		st.replaceUnreadable = pending || enc
+	}
+	mode := responseBodyMode(mediaType(ct), enc, read)
 	var mut *extprocv3.HeaderMutation
 	switch mode.GetResponseBodyMode() {
 	case extprocfilterv3.ProcessingMode_STREAMED:
@@ -729,11 +748,11 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	}
 	if err != nil {
 		st.s.tel.NonJSONRPC("response")
-		if st.rewrites == 0 {
+		if !st.replaceUnreadable && (err != errTooLarge || st.toolFilter() == nil) {
 			return st.rep.bodyReply(false, nil, false, false, metadata{})
 		}
-		// An answer that must be rewritten cannot be read: replace it rather than pass it, as
-		// plain JSON.
+		// An answer that must be rewritten, that the client decodes and the gateway cannot, or,
+		// under tool rules, too large to be read: replace it rather than pass it, as plain JSON.
 		st.clearRest = more
 		r := st.rep.bodyReply(false, st.unreadableAnswers(), true, true, metadata{})
 		mut := st.rep.common.HeaderMutation
@@ -754,17 +773,11 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 var errTooLarge = errors.New("body over the limit")
 
 func (st *stream) sseChunk(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
-	// hold back an unfinished event that may have to be rewritten: an answer awaited here that
-	// must be; on a legacy GET stream, one its session's POSTs await; on any other GET stream
-	// under MCP rules, whatever comes (a replayed tools/list answer is known only once whole).
-	hold := st.rewrites > 0
-	switch {
-	case hold || st.kind != mcp.RequestGet:
-	case st.legacy:
-		hold = st.session != "" && st.s.sessions.NeedsRewrite(st.scope, st.session)
-	default:
-		hold = st.toolFilter() != nil
-	}
+	// Under MCP rules, hold back every unfinished event: any may be a tools/list result (or a
+	// refused call's stand-in answer), known only once whole, whatever the gateway knows of the
+	// requests. A legacy SSE session's POSTs may pass another replica, whose requests this one
+	// never sees.
+	hold := st.toolFilter() != nil
 	md := answerMetadata()
 	visit := func(ev *mcp.Event, rewritable bool) []byte {
 		return st.visitEvent(ev, rewritable, &md)

@@ -73,7 +73,8 @@ func TestToolErrorJSON(t *testing.T) {
 }
 
 // TestToolErrorSSESplit: an SSE answer cut inside the isError member's name, between its colon
-// and value, and inside true, passes chunk by chunk untouched and is audited as a tool error.
+// and value, and inside true, reaches the client unchanged (under tool rules held back until the
+// event is whole) and is audited as a tool error.
 func TestToolErrorSSESplit(t *testing.T) {
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
 	s := h.open(t, h.unix, streamableRoute)
@@ -86,11 +87,14 @@ func TestToolErrorSSESplit(t *testing.T) {
 	ev := "event: message\r\nid: 1\r\ndata: " + toolFailed + "\r\n\r\n"
 	member := strings.LastIndex(ev, `"isError":true`)
 	cuts := []int{member + 4, member + len(`"isError":`), member + len(`"isError":tr`), len(ev) - 1}
+	var chunks []string
 	prev := 0
-	for i, c := range append(cuts, len(ev)) {
-		chunk := ev[prev:c]
+	for _, c := range append(cuts, len(ev)) {
+		chunks = append(chunks, ev[prev:c])
 		prev = c
-		plainContinue(t, check(t)(s.ResponseBody([]byte(chunk), i == len(cuts))))
+	}
+	if got := sendChunks(t, s, chunks, true); got != ev {
+		t.Errorf("the client got %q, want %q", got, ev)
 	}
 	s.Close()
 	recs := toolErrorRecords(t, h, 1)
@@ -143,8 +147,9 @@ func TestToolErrorLegacySSE(t *testing.T) {
 
 	ev := "event: message\ndata: " + toolFailed + "\n\n"
 	cut := strings.LastIndex(ev, `isError`) + 2
-	plainContinue(t, check(t)(get.ResponseBody([]byte(ev[:cut]), false)))
-	plainContinue(t, check(t)(get.ResponseBody([]byte(ev[cut:]), false)))
+	if got := sendChunks(t, get, []string{ev[:cut], ev[cut:]}, false); got != ev {
+		t.Errorf("the client got %q, want %q", got, ev)
+	}
 	get.Close()
 	recs := toolErrorRecords(t, h, 1)
 	checkRecord(t, recs["3"], map[string]any{"tool": "fetch", "session": "L1", "outcome": "tool_error", "http_status": 202})

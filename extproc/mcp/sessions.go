@@ -30,17 +30,14 @@ type SessionLimits struct {
 
 type sessionScope struct{ scope, session string }
 
-// sessionState is what the table holds for one session: its entries, oldest first, and how many
-// of them need their answers rewritten.
+// sessionState is what the table holds for one session: its entries, oldest first.
 type sessionState struct {
-	order    list.List // of *list.Element of Sessions.order
-	rewrites int
+	order list.List // of *list.Element of Sessions.order
 }
 
 type sessionEntry[V any] struct {
 	key     SessionKey
 	value   V
-	rewrite bool
 	size    int
 	expires time.Time
 	inScope *list.Element // this entry's element in its sessionState.order
@@ -70,11 +67,10 @@ func NewSessions[V any](limits SessionLimits) *Sessions[V] {
 }
 
 // Put records a request; size is what its value holds in memory (the key's strings are added to
-// it). rewrite says that its answer must be rewritten (a tools/list to filter, a refused call's
-// ping to replace), so the session's stream must hold back incomplete events. It returns the
-// values that left the table to make room or because they expired, or that had the same key, so
-// that the caller can account for them; v itself when it is larger than the table may hold.
-func (s *Sessions[V]) Put(now time.Time, k SessionKey, v V, size int, rewrite bool) (evicted []V) {
+// it). It returns the values that left the table to make room or because they expired, or that
+// had the same key, so that the caller can account for them; v itself when it is
+// larger than the table may hold.
+func (s *Sessions[V]) Put(now time.Time, k SessionKey, v V, size int) (evicted []V) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	evicted = s.expireLocked(now, evicted)
@@ -97,14 +93,11 @@ func (s *Sessions[V]) Put(now time.Time, k SessionKey, v V, size int, rewrite bo
 		ss = &sessionState{}
 		s.sessions[sc] = ss
 	}
-	e := &sessionEntry[V]{key: k, value: v, rewrite: rewrite, size: size, expires: now.Add(s.limits.TTL)}
+	e := &sessionEntry[V]{key: k, value: v, size: size, expires: now.Add(s.limits.TTL)}
 	el := s.order.PushBack(e)
 	e.inScope = ss.order.PushBack(el)
 	s.entries[k] = el
 	s.bytes += size
-	if rewrite {
-		ss.rewrites++
-	}
 	return evicted
 }
 
@@ -118,14 +111,6 @@ func (s *Sessions[V]) Take(k SessionKey) (V, bool) {
 		return zero, false
 	}
 	return s.removeLocked(el).value, true
-}
-
-// NeedsRewrite reports whether a request of the session awaits an answer that must be rewritten.
-func (s *Sessions[V]) NeedsRewrite(scope, session string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ss := s.sessions[sessionScope{scope, session}]
-	return ss != nil && ss.rewrites > 0
 }
 
 // Expire removes and returns the entries that expired by now.
@@ -159,9 +144,6 @@ func (s *Sessions[V]) removeLocked(el *list.Element) *sessionEntry[V] {
 	sc := sessionScope{e.key.Scope, e.key.Session}
 	ss := s.sessions[sc]
 	ss.order.Remove(e.inScope)
-	if e.rewrite {
-		ss.rewrites--
-	}
 	if ss.order.Len() == 0 {
 		delete(s.sessions, sc)
 	}

@@ -9,37 +9,31 @@ func TestSessions(t *testing.T) {
 	now := time.Unix(1000, 0)
 	s := NewSessions[string](SessionLimits{Entries: 3, PerSession: 3, Bytes: 1 << 20, TTL: time.Minute})
 	k := func(sess, id string) SessionKey { return SessionKey{Scope: "b/t", Session: sess, ID: id} }
-	if ev := s.Put(now, k("A", "n1"), "a1", 1, true); len(ev) != 0 {
+	if ev := s.Put(now, k("A", "n1"), "a1", 1); len(ev) != 0 {
 		t.Fatalf("evicted %v", ev)
 	}
-	s.Put(now, k("A", "n2"), "a2", 1, false)
-	if !s.NeedsRewrite("b/t", "A") || s.NeedsRewrite("b/t", "B") || s.NeedsRewrite("x", "A") {
-		t.Fatal("NeedsRewrite wrong")
-	}
+	s.Put(now, k("A", "n2"), "a2", 1)
 	if v, ok := s.Take(k("A", "n1")); !ok || v != "a1" {
 		t.Fatalf("Take = %q %v", v, ok)
-	}
-	if s.NeedsRewrite("b/t", "A") {
-		t.Fatal("rewrite still needed after the only rewrite entry was taken")
 	}
 	if _, ok := s.Take(k("A", "n1")); ok {
 		t.Fatal("taken twice")
 	}
 	// Replacing a key returns the old value.
-	if ev := s.Put(now, k("A", "n2"), "a2b", 1, false); len(ev) != 1 || ev[0] != "a2" {
+	if ev := s.Put(now, k("A", "n2"), "a2b", 1); len(ev) != 1 || ev[0] != "a2" {
 		t.Fatalf("replace evicted %v", ev)
 	}
-	s.Put(now.Add(time.Second), k("B", "n1"), "b1", 1, true)
-	s.Put(now.Add(2*time.Second), k("B", "n2"), "b2", 1, false)
+	s.Put(now.Add(time.Second), k("B", "n1"), "b1", 1)
+	s.Put(now.Add(2*time.Second), k("B", "n2"), "b2", 1)
 	// Full: the oldest goes.
-	if ev := s.Put(now.Add(3*time.Second), k("C", "n1"), "c1", 1, false); len(ev) != 1 || ev[0] != "a2b" {
+	if ev := s.Put(now.Add(3*time.Second), k("C", "n1"), "c1", 1); len(ev) != 1 || ev[0] != "a2b" {
 		t.Fatalf("capacity evicted %v", ev)
 	}
 	if got := s.Expire(now.Add(time.Minute + 1500*time.Millisecond)); len(got) != 1 || got[0] != "b1" {
 		t.Fatalf("Expire = %v", got)
 	}
-	if n, _ := s.Len(); s.NeedsRewrite("b/t", "B") || n != 2 {
-		t.Fatalf("after expiry: rewrite %v len %d", s.NeedsRewrite("b/t", "B"), n)
+	if n, _ := s.Len(); n != 2 {
+		t.Fatalf("after expiry: len %d", n)
 	}
 }
 
@@ -49,20 +43,17 @@ func TestSessionsPerSession(t *testing.T) {
 	now := time.Unix(1000, 0)
 	s := NewSessions[string](SessionLimits{Entries: 100, PerSession: 2, Bytes: 1 << 20, TTL: time.Minute})
 	k := func(sess, id string) SessionKey { return SessionKey{Scope: "b/t", Session: sess, ID: id} }
-	s.Put(now, k("victim", "1"), "v1", 1, true)
-	s.Put(now, k("flood", "1"), "f1", 1, true)
-	s.Put(now, k("flood", "2"), "f2", 1, false)
+	s.Put(now, k("victim", "1"), "v1", 1)
+	s.Put(now, k("flood", "1"), "f1", 1)
+	s.Put(now, k("flood", "2"), "f2", 1)
 	for i, want := range []string{"f1", "f2", "f3"} {
 		id := string(rune('3' + i))
-		if ev := s.Put(now, k("flood", id), "f"+id, 1, false); len(ev) != 1 || ev[0] != want {
+		if ev := s.Put(now, k("flood", id), "f"+id, 1); len(ev) != 1 || ev[0] != want {
 			t.Fatalf("flood request %s evicted %v, want [%s]", id, ev, want)
 		}
 	}
 	if v, ok := s.Take(k("victim", "1")); !ok || v != "v1" {
 		t.Fatalf("the other session's request is gone: %q %v", v, ok)
-	}
-	if s.NeedsRewrite("b/t", "flood") {
-		t.Fatal("the flood's only rewrite entry was evicted, yet NeedsRewrite")
 	}
 	if n, b := s.Len(); n != 2 || b != 2*(1+len("b/t")+len("flood")+1) {
 		t.Fatalf("Len = %d entries, %d bytes", n, b)
@@ -77,14 +68,14 @@ func TestSessionsBytes(t *testing.T) {
 	keySize := len("s") + len("A") + len("1")
 	s := NewSessions[string](SessionLimits{Entries: 100, PerSession: 100, Bytes: 3 * (100 + keySize), TTL: time.Minute})
 	for _, id := range []string{"1", "2", "3"} {
-		if ev := s.Put(now, k("A", id), "a"+id, 100, false); len(ev) != 0 {
+		if ev := s.Put(now, k("A", id), "a"+id, 100); len(ev) != 0 {
 			t.Fatalf("evicted %v", ev)
 		}
 	}
-	if ev := s.Put(now, k("B", "1"), "b1", 150, false); len(ev) != 2 || ev[0] != "a1" || ev[1] != "a2" {
+	if ev := s.Put(now, k("B", "1"), "b1", 150); len(ev) != 2 || ev[0] != "a1" || ev[1] != "a2" {
 		t.Fatalf("a 150-byte entry evicted %v, want [a1 a2]", ev)
 	}
-	if ev := s.Put(now, k("B", "2"), "huge", 1000, false); len(ev) != 1 || ev[0] != "huge" {
+	if ev := s.Put(now, k("B", "2"), "huge", 1000); len(ev) != 1 || ev[0] != "huge" {
 		t.Fatalf("an entry larger than the table: evicted %v, want [huge]", ev)
 	}
 	if _, ok := s.Take(k("B", "2")); ok {
