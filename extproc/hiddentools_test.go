@@ -115,6 +115,50 @@ func TestHeldWithoutPendingRewrite(t *testing.T) {
 	}
 }
 
+// TestRepeatedIDRefused: a requester must not reuse a request id within a session (MCP); a batch
+// that repeats one, or a legacy SSE POST whose id awaits its answer in the session, is refused
+// with 400 and JSON-RPC -32600, under a policy or none: the gateway would match the answers with
+// the wrong requests (a tools/list's result with a ping that needs no filtering).
+func TestRepeatedIDRefused(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t)), {Name: "open"}})
+	open := streamableRoute
+	open.Policy = "open"
+	for _, route := range []extproctest.Route{streamableRoute, open} {
+		for _, body := range []string{
+			`[{"jsonrpc":"2.0","id":2,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"method":"ping"}]`,
+			`[{"jsonrpc":"2.0","id":2,"method":"tools/list"},{"jsonrpc":"2.0","id":2.0,"method":"ping"}]`,
+			`[{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"get-env"}},{"jsonrpc":"2.0","id":"\u0061","method":"tools/list"}]`,
+		} {
+			s := h.open(t, h.tcp, route)
+			check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "S")), false))
+			resp := check(t)(s.RequestBody([]byte(body), true))
+			checkRefusal(t, fmt.Sprintf("policy %s, batch %s", route.Policy, body), resp, 400, "null", -32600, "already in flight")
+		}
+		s := h.open(t, h.tcp, route)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "S")), false))
+		plainContinue(t, check(t)(s.RequestBody([]byte(`[{"jsonrpc":"2.0","id":2,"method":"tools/list"},{"jsonrpc":"2.0","id":"2","method":"ping"}]`), true)))
+	}
+
+	const endpoint = "/message?sessionId=dup"
+	get := openLegacySession(t, h, endpoint)
+	postLegacy(t, h, endpoint, `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`)
+	p := h.open(t, h.unix, sseRoute)
+	check(t)(p.RequestHeaders(postHeaders(endpoint, extproctest.LabToken), false))
+	resp := check(t)(p.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"ping"}`), true))
+	checkRefusal(t, "legacy POST of an id in flight", resp, 400, "2", -32600, "already in flight")
+	// Another session may use the id.
+	openLegacySession(t, h, "/message?sessionId=other")
+	postLegacy(t, h, "/message?sessionId=other", `{"jsonrpc":"2.0","id":2,"method":"ping"}`)
+	// The answer is still matched with the tools/list, and filtered.
+	if got := splitEvent(t, get, "event: message\ndata: "+toolsListAnswer+"\n\n"); got != "event: message\ndata: "+toolsListFiltered+"\n\n" {
+		t.Errorf("legacy GET stream: the client got %q", got)
+	}
+	waitFor(t, "the tools/list's record", func() bool { return len(auditOf(t, h, "dup")) == 2 })
+	recs := auditOf(t, h, "dup")
+	checkRecord(t, recs[0], map[string]any{"method": "ping", "outcome": "refused", "http_status": 400, "jsonrpc_id": 2})
+	checkRecord(t, recs[1], map[string]any{"method": "tools/list", "outcome": "result", "jsonrpc_id": 2})
+}
+
 // TestAmbiguousLegacySessionRefused: a POST whose legacy SSE session the server could read
 // otherwise than the gateway is refused with 400 and JSON-RPC -32600 at its headers, under a
 // policy or none: with Mcp-Session-Id as well, the gateway took it for Streamable HTTP and never

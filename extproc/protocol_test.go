@@ -1198,23 +1198,6 @@ func TestSessionIDMustBeVisibleASCII(t *testing.T) {
 	checkRecord(t, h.audit.records(t)[len(recs)], map[string]any{"method": "tools/list", "session": good, "http_status": 200})
 }
 
-// TestRepeatedIDsCannotUnfilterToolsList: a batch whose tools/list and ping share an id gets the
-// server's tools/list result matched with the ping; it is filtered all the same, so the tools the
-// MCP rules hide stay hidden.
-func TestRepeatedIDsCannotUnfilterToolsList(t *testing.T) {
-	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
-	s := h.open(t, h.tcp, streamableRoute)
-	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
-	check(t)(s.RequestBody([]byte(`[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":1,"method":"ping"}]`), true))
-	check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
-	// the server answers in order; the gateway matches the first answer with the later request
-	resp := check(t)(s.ResponseBody([]byte(`[{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"fetch"},{"name":"get-env"}]}},{"jsonrpc":"2.0","id":1,"result":{}}]`), true))
-	got := string(extproctest.BodyAfter(resp, []byte(`[{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"fetch"},{"name":"get-env"}]}},{"jsonrpc":"2.0","id":1,"result":{}}]`)))
-	if strings.Contains(got, "get-env") || !strings.Contains(got, "fetch") {
-		t.Errorf("answers = %s: the hidden tool get-env came through", got)
-	}
-}
-
 // TestBatchLimit: a batch of more than MaxBatchMessages messages is refused with 400 and a
 // JSON-RPC error, under a policy or none, and nothing of it is kept; a batch at the limit passes.
 func TestBatchLimit(t *testing.T) {

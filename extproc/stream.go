@@ -485,21 +485,18 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 	}
 
 	now := time.Now()
+	// Protocol checks, under a policy or none: before the rules, and before the upstream or any
+	// intermediary after the gateway acts on headers the body contradicts, or on an id that
+	// names two requests.
 	if problem := mirrorMismatch(st.headers, msgs, batch); problem != "" {
-		// A protocol check, under a policy or none: before the rules, and before the upstream
-		// or any intermediary after the gateway acts on headers the body contradicts.
-		var rec *telemetry.Record
-		var id json.RawMessage
-		if !batch {
-			m := &msgs[0]
-			r := st.messageRecord(m, now)
-			if m.Method == mcp.MethodToolsCall {
-				tc, _ := mcp.ParseToolCall(m.Params)
-				r.Tool = tc.Name
-			}
-			rec, id = &r, m.ID
-		}
+		rec, id := st.bodyRecord(msgs, batch, now)
 		return st.refuse(jsonRPCRefusal(http.StatusBadRequest, id, mcp.CodeHeaderMismatch, problem, "mcpgate_header_mismatch"), "", md, rec)
+	}
+	if id := st.repeatedID(msgs, batch, now); id != nil {
+		rec, rid := st.bodyRecord(msgs, batch, now)
+		return st.refuse(jsonRPCRefusal(http.StatusBadRequest, rid, mcp.CodeInvalidRequest,
+			fmt.Sprintf("request id %s is already in flight in this session: a requester must not reuse a request id within a session (MCP)", clip(string(id))),
+			"mcpgate_repeated_id"), "", md, rec)
 	}
 	exOf := make([]*exchange, len(msgs))
 	var first, firstDenied *exchange
@@ -624,6 +621,55 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 func ambiguousRefusal() answer {
 	return jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidRequest,
 		"member names that repeat, or differ from another only in letter case, are refused where the gateway's rules read them: servers read them differently", "mcpgate_ambiguous_jsonrpc")
+}
+
+// bodyRecord starts the audit record of a request body the gateway refuses as a whole: its
+// message's, with its id, unless it is a batch (nil record and id: the request's).
+func (st *stream) bodyRecord(msgs []mcp.Message, batch bool, now time.Time) (*telemetry.Record, json.RawMessage) {
+	if batch {
+		return nil, nil
+	}
+	m := &msgs[0]
+	r := st.messageRecord(m, now)
+	if m.Method == mcp.MethodToolsCall {
+		tc, _ := mcp.ParseToolCall(m.Params)
+		r.Tool = tc.Name
+	}
+	return &r, m.ID
+}
+
+// repeatedID returns the raw id of a request of msgs whose id is in flight in its session (nil
+// when none is): an earlier request's of the same body, or, for a legacy SSE POST, a request's
+// of the session that awaits its answer in the session table (another replica's table is not
+// known here). MCP forbids a requester to reuse an id within a session, and the gateway would
+// match answers with the wrong requests. The Streamable HTTP POSTs of a session are not compared
+// with each other: the answers to each come in its own response.
+func (st *stream) repeatedID(msgs []mcp.Message, batch bool, now time.Time) json.RawMessage {
+	legacy := st.kind == mcp.RequestLegacyPost && st.session != ""
+	if !batch && !legacy {
+		return nil
+	}
+	var seen map[string]struct{}
+	if batch {
+		seen = make(map[string]struct{}, len(msgs))
+	}
+	for i := range msgs {
+		m := &msgs[i]
+		key := mcp.IDKey(m.ID)
+		if m.Kind != mcp.KindRequest || key == "" {
+			continue
+		}
+		if legacy && st.s.sessions.Has(now, mcp.SessionKey{Scope: st.scope, Session: st.session, ID: key}) {
+			return m.ID
+		}
+		if batch {
+			if _, dup := seen[key]; dup {
+				return m.ID
+			}
+			seen[key] = struct{}{}
+		}
+	}
+	return nil
 }
 
 // hasRequest reports whether msgs hold a request or notification.

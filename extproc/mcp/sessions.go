@@ -68,7 +68,8 @@ func NewSessions[V any](limits SessionLimits) *Sessions[V] {
 
 // Put records a request; size is what its value holds in memory (the key's strings are added to
 // it). It returns the values that left the table to make room or because they expired, or that
-// had the same key, so that the caller can account for them; v itself when it is
+// had the same key (callers refuse a request whose key is in the table, see Has: two requests
+// with one key can still race), so that the caller can account for them; v itself when it is
 // larger than the table may hold.
 func (s *Sessions[V]) Put(now time.Time, k SessionKey, v V, size int) (evicted []V) {
 	s.mu.Lock()
@@ -111,6 +112,15 @@ func (s *Sessions[V]) Take(k SessionKey) (V, bool) {
 		return zero, false
 	}
 	return s.removeLocked(el).value, true
+}
+
+// Has reports whether a request with key k awaits its answer at now (one that expired by now
+// does not): a request id in flight in its session.
+func (s *Sessions[V]) Has(now time.Time, k SessionKey) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	el, ok := s.entries[k]
+	return ok && el.Value.(*sessionEntry[V]).expires.After(now)
 }
 
 // Expire removes and returns the entries that expired by now.

@@ -13,8 +13,17 @@ func TestSessions(t *testing.T) {
 		t.Fatalf("evicted %v", ev)
 	}
 	s.Put(now, k("A", "n2"), "a2", 1)
+	if !s.Has(now, k("A", "n1")) || s.Has(now, k("B", "n1")) || s.Has(now, SessionKey{Scope: "x", Session: "A", ID: "n1"}) {
+		t.Fatal("Has wrong")
+	}
+	if s.Has(now.Add(time.Minute), k("A", "n1")) {
+		t.Fatal("an expired request is still in flight")
+	}
 	if v, ok := s.Take(k("A", "n1")); !ok || v != "a1" {
 		t.Fatalf("Take = %q %v", v, ok)
+	}
+	if s.Has(now, k("A", "n1")) {
+		t.Fatal("a taken request is still in flight")
 	}
 	if _, ok := s.Take(k("A", "n1")); ok {
 		t.Fatal("taken twice")
@@ -32,8 +41,8 @@ func TestSessions(t *testing.T) {
 	if got := s.Expire(now.Add(time.Minute + 1500*time.Millisecond)); len(got) != 1 || got[0] != "b1" {
 		t.Fatalf("Expire = %v", got)
 	}
-	if n, _ := s.Len(); n != 2 {
-		t.Fatalf("after expiry: len %d", n)
+	if n, _ := s.Len(); s.Has(now, k("B", "n1")) || n != 2 {
+		t.Fatalf("after expiry: b1 in flight %v, len %d", s.Has(now, k("B", "n1")), n)
 	}
 }
 
@@ -54,6 +63,9 @@ func TestSessionsPerSession(t *testing.T) {
 	}
 	if v, ok := s.Take(k("victim", "1")); !ok || v != "v1" {
 		t.Fatalf("the other session's request is gone: %q %v", v, ok)
+	}
+	if s.Has(now, k("flood", "1")) {
+		t.Fatal("the flood's evicted request is still in flight")
 	}
 	if n, b := s.Len(); n != 2 || b != 2*(1+len("b/t")+len("flood")+1) {
 		t.Fatalf("Len = %d entries, %d bytes", n, b)
