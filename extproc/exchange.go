@@ -94,6 +94,11 @@ func (st *stream) register(exs []*exchange, now time.Time) {
 			continue
 		}
 		key := mcp.IDKey(ex.rec.ID)
+		if ex.denied {
+			// A refused call kept for its answer went upstream as a ping with a stand-in id
+			// (requestBody), which its answer carries.
+			key = mcp.IDKey(mcp.RefusedID(ex.rec.ID, ex.rec.Tool))
+		}
 		switch {
 		case ex.rec.ID == nil || key == "":
 			st.waiting = append(st.waiting, ex)
@@ -183,6 +188,10 @@ func (st *stream) answers(msgs []mcp.Message, batch bool, md *metadata) ([]byte,
 		if m.Kind == mcp.KindResponse {
 			if ex := st.take(mcp.IDKey(m.ID)); ex != nil {
 				repl = st.answer(m, ex, md, now)
+			} else if refused, ok := mcp.RefusedAnswer(m.ID); ok {
+				// A refused call's stand-in ping, whose request another replica saw (a legacy
+				// SSE session's POSTs and GET stream may pass different pods).
+				repl = refused
 			} else if f := st.toolFilter(); f != nil && m.Result != nil {
 				// An answer whose request the gateway did not see (a stream resumed with
 				// Last-Event-ID replays it; a legacy SSE request expired from the table): a
@@ -224,9 +233,15 @@ func (st *stream) answer(m *mcp.Message, ex *exchange, md *metadata, now time.Ti
 	if f == nil {
 		f = st.toolFilter()
 	}
+	refused, isRefused := mcp.RefusedAnswer(m.ID)
 	switch {
 	case ex.denied:
-		repl = mcp.UnknownTool(m.ID, ex.rec.Tool)
+		repl = mcp.UnknownTool(ex.rec.ID, ex.rec.Tool)
+		code, hasErr = mcp.CodeInvalidParams, true
+	case isRefused:
+		// A request whose id looks like a stand-in's (mcp.RefusedID): its sender forged it,
+		// and gets the error (for itself only) rather than the answer.
+		repl = refused
 		code, hasErr = mcp.CodeInvalidParams, true
 	case f != nil && m.Result != nil:
 		var failed bool

@@ -16,6 +16,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
+	"github.com/mcpgate/mcpgate/extproc/mcp"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 )
 
@@ -42,6 +43,9 @@ func splitEvent(t *testing.T, s *extproctest.Stream, ev string) string {
 	}
 	return sendChunks(t, s, []string{ev[:cut], ev[cut:]}, false)
 }
+
+// standIn is the id (JSON) of the ping that stands in for the refused call of tool with id (JSON).
+func standIn(id, tool string) string { return string(mcp.RefusedID(json.RawMessage(id), tool)) }
 
 // checkRefusal fails unless resp refuses the request with HTTP status and a JSON-RPC error of
 // code with id (raw JSON) whose message holds msg.
@@ -192,5 +196,60 @@ func TestAmbiguousLegacySessionRefused(t *testing.T) {
 			}
 			plainContinue(t, check(t)(s.RequestHeaders(postHeaders(tc.path, extproctest.LabToken, extra...), false)))
 		}
+	}
+}
+
+// TestLegacyTwoReplicas: with two data-plane pods, each with its own ext_proc, a legacy SSE
+// session's GET stream may pass one and its POSTs the other. The GET's pod knows none of the
+// requests: it filters the tools/list answer all the same, and turns the stand-in ping's answer
+// into the refused call's error, with the call's own id (a number stays a number, a string a
+// string).
+func TestLegacyTwoReplicas(t *testing.T) {
+	sg := newSigner(t)
+	a := newHarness(t, []*policyv1.Policy{labPolicy(sg)})
+	b := newHarness(t, []*policyv1.Policy{labPolicy(sg)})
+	const endpoint = "/message?sessionId=abc"
+	get := openLegacySession(t, a, endpoint)
+
+	postLegacy(t, b, endpoint, `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`)
+	if got := splitEvent(t, get, "event: message\ndata: "+toolsListAnswer+"\n\n"); got != "event: message\ndata: "+toolsListFiltered+"\n\n" {
+		t.Errorf("tools/list answer on the other pod: the client got %q", got)
+	}
+
+	for _, id := range []string{`5`, `"call-9"`, `"mcpgate-refused:x"`} {
+		call := `{"jsonrpc":"2.0","id":` + id + `,"method":"tools/call","params":{"name":"get-env","arguments":{}}}`
+		p := b.open(t, b.unix, sseRoute)
+		check(t)(p.RequestHeaders(postHeaders(endpoint, extproctest.LabToken), false))
+		resp := check(t)(p.RequestBody([]byte(call), true))
+		forwarded := extproctest.BodyAfter(resp, []byte(call))
+		var ping struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		if err := json.Unmarshal(forwarded, &ping); err != nil || ping.Method != "ping" || !strings.HasPrefix(string(ping.ID), `"`+mcp.RefusedIDPrefix) {
+			t.Fatalf("id %s: the refused call was forwarded as %s", id, forwarded)
+		}
+		pong := `event: message` + "\n" + `data: {"jsonrpc":"2.0","id":` + string(ping.ID) + `,"result":{}}` + "\n\n"
+		resp = check(t)(get.ResponseBody([]byte(pong), false))
+		want := "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":" + id + ",\"error\":{\"code\":-32602,\"message\":\"Unknown tool: get-env\"}}\n\n"
+		if got := string(extproctest.BodyAfter(resp, []byte(pong))); got != want {
+			t.Errorf("id %s: the stand-in's answer on the other pod became %q, want %q", id, got, want)
+		}
+	}
+}
+
+// TestForgedRefusedID: a request whose id looks like a refused call's stand-in gets an error in
+// answer, whatever the server answered: a client can only make its own answers errors.
+func TestForgedRefusedID(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	forged := string(mcp.RefusedID(json.RawMessage(`7`), "fetch"))
+	s := h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "S")), false))
+	plainContinue(t, check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":`+forged+`,"method":"tools/list"}`), true)))
+	check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
+	ans := `{"jsonrpc":"2.0","id":` + forged + `,"result":{"tools":[{"name":"fetch"}]}}`
+	resp := check(t)(s.ResponseBody([]byte(ans), true))
+	if got := string(extproctest.BodyAfter(resp, []byte(ans))); got != `{"jsonrpc":"2.0","id":7,"error":{"code":-32602,"message":"Unknown tool: fetch"}}` {
+		t.Errorf("forged stand-in id: the client got %s", got)
 	}
 }

@@ -300,7 +300,7 @@ func TestBatch(t *testing.T) {
 		`{"jsonrpc":"2.0","method":"notifications/progress","params":{}}]`
 	resp := check(t)(s.RequestBody([]byte(body), true))
 	wantBody := `[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"u"}}},` +
-		`{"jsonrpc":"2.0","id":2,"method":"ping"},` +
+		`{"jsonrpc":"2.0","id":` + standIn(`2`, "get-env") + `,"method":"ping"},` +
 		`{"jsonrpc":"2.0","method":"notifications/progress","params":{}}]`
 	if got := string(extproctest.BodyAfter(resp, nil)); got != wantBody {
 		t.Fatalf("request body = %s\nwant %s", got, wantBody)
@@ -309,7 +309,7 @@ func TestBatch(t *testing.T) {
 		t.Errorf("content-length %v", setHeaders(resp))
 	}
 	check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
-	resp = check(t)(s.ResponseBody([]byte(`[{"jsonrpc":"2.0","id":1,"result":{"content":[]}},{"jsonrpc":"2.0","id":2,"result":{}}]`), true))
+	resp = check(t)(s.ResponseBody([]byte(`[{"jsonrpc":"2.0","id":1,"result":{"content":[]}},{"jsonrpc":"2.0","id":`+standIn(`2`, "get-env")+`,"result":{}}]`), true))
 	want := `[{"jsonrpc":"2.0","id":1,"result":{"content":[]}},{"jsonrpc":"2.0","id":2,"error":{"code":-32602,"message":"Unknown tool: get-env"}}]`
 	if got := string(extproctest.BodyAfter(resp, nil)); got != want {
 		t.Errorf("response body = %s\nwant %s", got, want)
@@ -377,16 +377,17 @@ func legacySSE(t *testing.T, route extproctest.Route, endpoint, session string) 
 	}
 	accepted(p1)
 
-	// A refused call: the POST carries a ping instead; the ping's answer becomes the error.
+	// A refused call: the POST carries a ping instead, whose id stands in for the call's; the
+	// ping's answer becomes the error, with the call's id.
 	p2, resp := post(`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"get-env","arguments":{}}}`)
-	if got := string(extproctest.BodyAfter(resp, nil)); got != `{"jsonrpc":"2.0","id":5,"method":"ping"}` {
+	if got := string(extproctest.BodyAfter(resp, nil)); got != `{"jsonrpc":"2.0","id":`+standIn(`5`, "get-env")+`,"method":"ping"}` {
 		t.Fatalf("refused call forwarded as %s", got)
 	}
 	if extproctest.Metadata(resp)["decision"] != "deny" {
 		t.Errorf("metadata %v", extproctest.Metadata(resp))
 	}
 	accepted(p2)
-	pong := "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{}}\n\n"
+	pong := "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":" + standIn(`5`, "get-env") + ",\"result\":{}}\n\n"
 	resp = check(t)(get.ResponseBody([]byte(pong), false))
 	if got := string(extproctest.BodyAfter(resp, []byte(pong))); got != "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"error\":{\"code\":-32602,\"message\":\"Unknown tool: get-env\"}}\n\n" {
 		t.Errorf("ping answer on the stream = %q", got)
@@ -1090,7 +1091,7 @@ func TestRefusalsNameTheirRule(t *testing.T) {
 		t.Errorf("batch: metadata %v, want the refused call's rule %q", md, noAllow)
 	}
 	check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
-	check(t)(s.ResponseBody([]byte(`[{"jsonrpc":"2.0","id":1,"result":{"content":[]}},{"jsonrpc":"2.0","id":2,"result":{}}]`), true))
+	check(t)(s.ResponseBody([]byte(`[{"jsonrpc":"2.0","id":1,"result":{"content":[]}},{"jsonrpc":"2.0","id":`+standIn(`2`, "get-env")+`,"result":{}}]`), true))
 	s.Close()
 	waitFor(t, "the batch's records", func() bool { return len(h.audit.records(t)) == 4 })
 	byTool := map[string]map[string]any{}

@@ -595,15 +595,15 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 			body: mcp.UnknownTool(ex.rec.ID, ex.rec.Tool), details: "mcpgate_tool_denied"}, md)
 	}
 	// A batch, or a legacy SSE POST (whose answers arrive on the GET stream): refused calls become
-	// pings with the same id, whose answers are replaced by the error; refused notifications are
-	// dropped.
+	// pings whose id says which call they stand in for (mcp.RefusedID), and their answers, on any
+	// replica, become the error; refused notifications are dropped.
 	elems := make([][]byte, 0, len(msgs))
 	for i := range msgs {
 		switch ex := exOf[i]; {
 		case ex == nil || !ex.denied:
 			elems = append(elems, msgs[i].Raw)
 		case ex.rec.ID != nil:
-			elems = append(elems, mcp.Ping(ex.rec.ID))
+			elems = append(elems, mcp.Ping(mcp.RefusedID(ex.rec.ID, ex.rec.Tool)))
 		}
 	}
 	st.register(exOf, now)

@@ -115,9 +115,9 @@ func TestToolErrorBatch(t *testing.T) {
 	check(t)(s.RequestBody([]byte(body), true))
 	check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
 	answer := `[{"jsonrpc":"2.0","id":4,"result":{"content":[{"type":"text","text":"isError"}],"isError":false}},` + toolFailed +
-		`,{"jsonrpc":"2.0","id":5,"result":{"isError":true}},{"jsonrpc":"2.0","id":6,"error":{"code":-32603,"message":"x"}}]`
+		`,{"jsonrpc":"2.0","id":` + standIn(`5`, "get-env") + `,"result":{"isError":true}},{"jsonrpc":"2.0","id":6,"error":{"code":-32603,"message":"x"}}]`
 	resp := check(t)(s.ResponseBody([]byte(answer), true))
-	want := strings.Replace(answer, `{"jsonrpc":"2.0","id":5,"result":{"isError":true}}`, `{"jsonrpc":"2.0","id":5,"error":{"code":-32602,"message":"Unknown tool: get-env"}}`, 1)
+	want := strings.Replace(answer, `{"jsonrpc":"2.0","id":`+standIn(`5`, "get-env")+`,"result":{"isError":true}}`, `{"jsonrpc":"2.0","id":5,"error":{"code":-32602,"message":"Unknown tool: get-env"}}`, 1)
 	if got := string(extproctest.BodyAfter(resp, []byte(answer))); got != want {
 		t.Errorf("response body = %s\nwant %s", got, want)
 	}
@@ -131,7 +131,8 @@ func TestToolErrorBatch(t *testing.T) {
 }
 
 // TestToolErrorLegacySSE: on the legacy SSE transport the answer comes on the session's GET
-// stream, in pieces; it is audited as a tool error with the POST's status.
+// stream, in pieces; it reaches the client unchanged and is audited as a tool error with the
+// POST's status.
 func TestToolErrorLegacySSE(t *testing.T) {
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
 	get := h.open(t, h.tcp, sseRoute)
