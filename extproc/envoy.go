@@ -386,15 +386,16 @@ func immediateReply(a answer, md metadata) *extprocv3.ProcessingResponse {
 // responseBodyMode is the mode_override of a response whose media type is mt: server-sent
 // events are streamed chunk by chunk, JSON is buffered (as the route already says; repeated so
 // that a route configured otherwise still gives ext_proc the whole answer to read); anything else,
-// and any body with a content encoding (which ext_proc cannot read), is buffered when read says
-// the answer must be read, else not sent to ext_proc at all. The request body stays BUFFERED
+// and any body ext_proc cannot read (unreadable: a content encoding, or a length over the body
+// limit), is buffered when read says the answer must be read (to be replaced), else not sent to
+// ext_proc at all. The request body stays BUFFERED
 // (body modes are applied literally, and a request body still in flight must still be read).
-func responseBodyMode(mt string, encoded, read bool) *extprocfilterv3.ProcessingMode {
+func responseBodyMode(mt string, unreadable, read bool) *extprocfilterv3.ProcessingMode {
 	var mode extprocfilterv3.ProcessingMode_BodySendMode
 	switch {
-	case read && (encoded || mt != "text/event-stream"):
+	case read && (unreadable || mt != "text/event-stream"):
 		mode = extprocfilterv3.ProcessingMode_BUFFERED
-	case encoded:
+	case unreadable:
 		mode = extprocfilterv3.ProcessingMode_NONE
 	case mt == "text/event-stream":
 		mode = extprocfilterv3.ProcessingMode_STREAMED

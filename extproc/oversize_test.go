@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
@@ -61,4 +63,31 @@ func TestSSEEventTooLarge(t *testing.T) {
 		passed.Write(extproctest.BodyAfter(resp, []byte(event[i:end])))
 	}
 	t.Fatalf("the event over the limit passed: %q", passed.String())
+}
+
+// TestLargeAnswerWithoutToolRules: on a route without tool rules a JSON answer whose
+// content-length is over the body limit is not sent to ext_proc (mode NONE): buffered, it would
+// overflow Envoy's buffer and the client would get a 500 for an answer nothing needs to read.
+// Under tool rules the same answer is read, and replaced (TestOversizeAnswer).
+func TestLargeAnswerWithoutToolRules(t *testing.T) {
+	h := newHarness(t, nil, func(c *extproc.Config) { c.MaxBodyBytes = 1024 })
+	open := streamableRoute
+	open.Policy = ""
+	s := h.open(t, h.tcp, open)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", ""), false))
+	check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"fetch","arguments":{}}}`), true))
+	resp := check(t)(s.ResponseHeaders(respHeaders("200", "application/json", hdr("content-length", "5000")), false))
+	if m := resp.GetModeOverride().GetResponseBodyMode(); resp.GetModeOverride() == nil || m != extprocfilterv3.ProcessingMode_NONE {
+		t.Errorf("response body mode = %v, want NONE (%v)", m, resp)
+	}
+	waitFor(t, "the audit record", func() bool { return len(h.audit.records(t)) == 1 })
+	checkRecord(t, h.audit.records(t)[0], map[string]any{"tool": "fetch", "outcome": "no_answer", "http_status": 200})
+	// at the limit it is read as before
+	s = h.open(t, h.tcp, open)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", ""), false))
+	check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"fetch","arguments":{}}}`), true))
+	resp = check(t)(s.ResponseHeaders(respHeaders("200", "application/json", hdr("content-length", "1024")), false))
+	if m := resp.GetModeOverride().GetResponseBodyMode(); m != extprocfilterv3.ProcessingMode_BUFFERED {
+		t.Errorf("at the limit: response body mode = %v, want BUFFERED", m)
+	}
 }

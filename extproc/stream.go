@@ -753,7 +753,12 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 		read = pending || mayHoldJSONRPC(ct)
 		st.replaceUnreadable = pending || enc
 	}
-	mode := responseBodyMode(mediaType(ct), enc, read)
+	// An answer over the body limit that need not be read is not sent to ext_proc at all: buffered,
+	// it would overflow Envoy's buffer (sized for the limit) and the client would get a 500. An
+	// event stream is read event by event, whatever its length.
+	mt := mediaType(ct)
+	tooLarge := mt != "text/event-stream" && overLimit(hs.first("content-length"), st.s.cfg.MaxBodyBytes)
+	mode := responseBodyMode(mt, enc || tooLarge, read)
 	var mut *extprocv3.HeaderMutation
 	switch mode.GetResponseBodyMode() {
 	case extprocfilterv3.ProcessingMode_STREAMED:
@@ -813,6 +818,12 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	}
 	st.clearRest = more
 	return st.rep.bodyReply(false, out, true, true, md)
+}
+
+// overLimit reports whether a content-length header value announces more than limit bytes.
+func overLimit(contentLength string, limit int) bool {
+	n, err := strconv.ParseInt(contentLength, 10, 64)
+	return err == nil && n > int64(limit)
 }
 
 // errTooLarge stands for the parse error of a body over the limit, which is not parsed.
