@@ -39,6 +39,7 @@ const (
 	flagNoCluster         = "NC"
 	flagDownstreamTerm    = "DC"
 	flagUpstreamTerm      = "UC"
+	flagUpstreamOverflow  = "UO"
 	flagStreamIdleTimeout = "SI"
 )
 
@@ -654,7 +655,6 @@ func (st *stream) forward(f *xdsconf.Forward, upBody io.Reader) {
 		st.localReply(503, []byte("no healthy upstream"), "no_healthy_upstream", flagNoHealthyUpstream, true)
 		return
 	}
-	st.upstream = ep.Addr()
 
 	// The router changes the stream's request headers in place (finalizeRequestHeaders, the
 	// rewrites, x-envoy-expected-rq-timeout-ms): the access log's %REQ(...)% sees the forwarded
@@ -687,6 +687,24 @@ func (st *stream) forward(f *xdsconf.Forward, upBody io.Reader) {
 		ctx, cancel = context.WithTimeoutCause(ctx, f.Timeout, context.DeadlineExceeded)
 		defer cancel()
 	}
+	release, err := uc.admit(ctx)
+	var overflow *errOverflow
+	if !errors.As(err, &overflow) || !overflow.pending {
+		// A request refused when it would attach to a connection names the connection's host;
+		// one refused before waiting for a connection has none.
+		st.upstream = ep.Addr()
+	}
+	switch {
+	case overflow != nil:
+		h := &headers.Map{}
+		h.Add("x-envoy-overloaded", "true") // the router's, for a request the pool dropped
+		st.upstreamReset("overflow", "", flagUpstreamOverflow, h)
+		return
+	case err != nil: // ended while waiting for a connection
+		st.upstreamFailed(ctx, err)
+		return
+	}
+	defer release()
 	out := st.upstreamRequest(ctx, h, ep, c, upBody)
 	sent := time.Now()
 	resp, err := uc.transport(ep).RoundTrip(out)
@@ -774,23 +792,24 @@ func (st *stream) upstreamFailed(ctx context.Context, err error) {
 	case isConnectError(err):
 		st.srv.log.Debug("upstream connect failure", "upstream", st.upstream, "err", err)
 		reason, transport := connectFailure(err)
-		st.upstreamReset(reason, transport, flagConnectFailure)
+		st.upstreamReset(reason, transport, flagConnectFailure, nil)
 	default:
 		st.srv.log.Debug("upstream reset", "upstream", st.upstream, "err", err)
-		st.upstreamReset("connection termination", "", flagUpstreamTerm)
+		st.upstreamReset("connection termination", "", flagUpstreamTerm, nil)
 	}
 }
 
 // upstreamReset is the router's 503 for an upstream reset before response headers
-// (Router::Filter::onUpstreamReset): the body names the reset reason and the transport failure
-// reason, the details join them with "|", spaces turned into "_".
-func (st *stream) upstreamReset(reason, transport, flag string) {
+// (Router::Filter::onUpstreamReset), also for a request its connection pool failed (overflow):
+// the body names the reset reason and the transport failure reason, the details join them with
+// "|", spaces turned into "_"; extra are the router's headers on the reply (nil: none).
+func (st *stream) upstreamReset(reason, transport, flag string, extra *headers.Map) {
 	body, details := "upstream connect error or disconnect/reset before headers. reset reason: "+reason, reason
 	if transport != "" {
 		body += ", transport failure reason: " + transport
 		details += "|" + transport
 	}
-	st.localReply(503, []byte(body), "upstream_reset_before_response_started{"+strings.ReplaceAll(details, " ", "_")+"}", flag, true)
+	st.localReplyWith(503, []byte(body), "upstream_reset_before_response_started{"+strings.ReplaceAll(details, " ", "_")+"}", flag, extra, true)
 }
 
 // connectFailure names a failure to connect as Envoy does (Http::Utility::resetReasonToString and

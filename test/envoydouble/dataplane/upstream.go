@@ -41,6 +41,82 @@ type upCluster struct {
 	mu         sync.Mutex
 	dns        map[string]dnsAnswer
 	transports map[string]*http.Transport
+
+	// The circuit breakers' resources (admit); a new cluster version starts with its own, as a
+	// new ClusterInfo has a new ResourceManager in Envoy.
+	cbMu    sync.Mutex
+	active  uint32        // requests attached to a connection
+	pending uint32        // requests waiting for a connection
+	freed   chan struct{} // closed (and replaced) when a request leaves: pending ones look again
+}
+
+// errOverflow is a circuit breaker's refusal: Envoy's connection pool fails the request with
+// reason Overflow, which the router answers 503 UO (upstream_reset_before_response_started{overflow}).
+type errOverflow struct{ pending bool }
+
+func (e *errOverflow) Error() string {
+	if e.pending {
+		return "max pending streams overflow"
+	}
+	return "max streams overflow"
+}
+
+// admit attaches a request to the cluster as Envoy's connection pool does with the circuit
+// breakers of the cluster (conn_pool_base.cc: newStreamImpl, tryCreateNewConnection,
+// attachStreamToClient). Over HTTP/1.1 a request holds its connection until it ends, so the
+// connections in use are the requests attached: while they number max_connections, a new request
+// waits for one to end (Envoy queues it as pending and creates no connection,
+// upstream_cx_overflow), unless max_pending_requests are waiting already (overflow, which
+// Envoy checks before queueing); a request that gets a connection is refused when
+// max_requests are attached (overflow). Over HTTP/2 every request attaches to the multiplexed
+// connection: only max_requests applies. The double counts only connections in use: Envoy also
+// counts idle ones (and keeps a pool per worker), which the double's Go transports do not show.
+// release ends the request; err is an *errOverflow, or ctx's error when it ended while waiting.
+func (uc *upCluster) admit(ctx context.Context) (release func(), err error) {
+	lim := uc.cfg.Limits
+	uc.cbMu.Lock()
+	if !uc.cfg.HTTP2 && uc.active >= lim.MaxConnections {
+		if uc.pending >= lim.MaxPendingRequests {
+			uc.cbMu.Unlock()
+			return nil, &errOverflow{pending: true}
+		}
+		uc.pending++
+		for uc.active >= lim.MaxConnections {
+			if uc.freed == nil {
+				uc.freed = make(chan struct{})
+			}
+			freed := uc.freed
+			uc.cbMu.Unlock()
+			select {
+			case <-freed:
+			case <-ctx.Done():
+				uc.cbMu.Lock()
+				uc.pending--
+				uc.cbMu.Unlock()
+				return nil, ctx.Err()
+			}
+			uc.cbMu.Lock()
+		}
+		uc.pending--
+	}
+	if uc.active >= lim.MaxRequests {
+		uc.cbMu.Unlock()
+		return nil, &errOverflow{}
+	}
+	uc.active++
+	uc.cbMu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			uc.cbMu.Lock()
+			uc.active--
+			if uc.freed != nil {
+				close(uc.freed)
+				uc.freed = nil
+			}
+			uc.cbMu.Unlock()
+		})
+	}, nil
 }
 
 type dnsAnswer struct {

@@ -16,6 +16,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // DiscoveryType is how a cluster finds its endpoints.
@@ -66,7 +67,23 @@ type Cluster struct {
 	// Metadata is metadata.filter_metadata (by filter namespace), what the access log's
 	// %METADATA(CLUSTER:...)% reads.
 	Metadata map[string]*structpb.Struct
+	// Limits are the circuit breakers of the DEFAULT routing priority (the only one routes use).
+	Limits Limits
 }
+
+// Limits are a cluster's circuit_breakers thresholds that change answers. Envoy's default for
+// each is 1024 (ClusterInfoImpl::ResourceManagers::load).
+type Limits struct {
+	// MaxConnections is max_connections: connections to the cluster's hosts.
+	MaxConnections uint32
+	// MaxPendingRequests is max_pending_requests: requests waiting for a connection.
+	MaxPendingRequests uint32
+	// MaxRequests is max_requests: requests in flight on the cluster's connections.
+	MaxRequests uint32
+}
+
+// defaultLimit is Envoy's value of a circuit breaker threshold left unset.
+const defaultLimit = 1024
 
 // Endpoint is one upstream address. Network is "tcp" (Host:Port) or "unix" (Path).
 type Endpoint struct {
@@ -115,8 +132,8 @@ func CompileCluster(c *clusterv3.Cluster) (*Cluster, error) {
 	if err := validate(c, path); err != nil {
 		return nil, err
 	}
-	// Ignored on purpose: names and stats only; circuit breakers and per-connection buffer
-	// limits do not change answers at test volumes; respect_dns_ttl (refresh at dns_refresh_rate).
+	// Ignored on purpose: names and stats only; per-connection buffer limits do not change
+	// answers at test volumes; respect_dns_ttl (refresh at dns_refresh_rate).
 	if err := checkFields(c, path, "name", "alt_stat_name", "type", "eds_cluster_config",
 		"connect_timeout", "lb_policy", "load_assignment", "typed_extension_protocol_options",
 		"dns_refresh_rate", "dns_lookup_family", "respect_dns_ttl", "transport_socket",
@@ -132,6 +149,11 @@ func CompileCluster(c *clusterv3.Cluster) (*Cluster, error) {
 	if c.GetDnsRefreshRate() != nil {
 		out.DNSRefreshRate = c.GetDnsRefreshRate().AsDuration()
 	}
+	limits, err := compileLimits(c.GetCircuitBreakers(), path+".circuit_breakers")
+	if err != nil {
+		return nil, err
+	}
+	out.Limits = limits
 	if cl := c.GetCommonLbConfig(); cl != nil {
 		if err := checkFields(cl, path+".common_lb_config", "healthy_panic_threshold"); err != nil {
 			return nil, err
@@ -212,6 +234,39 @@ func CompileCluster(c *clusterv3.Cluster) (*Cluster, error) {
 			return nil, err
 		}
 		out.TLS = cfg
+	}
+	return out, nil
+}
+
+// compileLimits reads the thresholds of the DEFAULT priority, the first entry naming it as Envoy
+// takes it, with Envoy's default (1024) for what is unset. HIGH thresholds are accepted and never
+// apply (the double refuses route priorities). max_retries is accepted and has no effect: the
+// double refuses retry policies, so no request is retried. Retry budgets and per-host thresholds
+// are refused.
+func compileLimits(cb *clusterv3.CircuitBreakers, path string) (Limits, error) {
+	out := Limits{MaxConnections: defaultLimit, MaxPendingRequests: defaultLimit, MaxRequests: defaultLimit}
+	if err := checkFields(cb, path, "thresholds"); err != nil {
+		return out, err
+	}
+	found := false
+	for i, th := range cb.GetThresholds() {
+		tp := join(path, idx("thresholds", i))
+		if err := checkFields(th, tp, "priority", "max_connections", "max_pending_requests", "max_requests",
+			"max_retries", "track_remaining"); err != nil {
+			return out, err
+		}
+		if found || th.GetPriority() != corev3.RoutingPriority_DEFAULT {
+			continue
+		}
+		found = true
+		for _, f := range []struct {
+			v   *wrapperspb.UInt32Value
+			dst *uint32
+		}{{th.GetMaxConnections(), &out.MaxConnections}, {th.GetMaxPendingRequests(), &out.MaxPendingRequests}, {th.GetMaxRequests(), &out.MaxRequests}} {
+			if f.v != nil {
+				*f.dst = f.v.GetValue()
+			}
+		}
 	}
 	return out, nil
 }

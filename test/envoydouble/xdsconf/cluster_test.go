@@ -9,6 +9,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/mcpgate/mcpgate/test/envoydouble/xdsconf"
 )
@@ -45,6 +46,46 @@ func TestClientCertificateRefusals(t *testing.T) {
 			})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestCircuitBreakerLimits: the DEFAULT priority's thresholds apply, Envoy's 1024 where unset;
+// what the double does not reproduce (retry budgets, per-host thresholds) is refused.
+func TestCircuitBreakerLimits(t *testing.T) {
+	cluster := func(cb *clusterv3.CircuitBreakers) *clusterv3.Cluster {
+		return &clusterv3.Cluster{Name: "c", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}, CircuitBreakers: cb}
+	}
+	for _, tc := range []struct {
+		name string
+		cb   *clusterv3.CircuitBreakers
+		want xdsconf.Limits
+		err  string
+	}{
+		{"none: Envoy's defaults", nil, xdsconf.Limits{MaxConnections: 1024, MaxPendingRequests: 1024, MaxRequests: 1024}, ""},
+		{"the first DEFAULT entry, defaults for the rest", &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{
+			{Priority: corev3.RoutingPriority_HIGH, MaxRequests: wrapperspb.UInt32(1)},
+			{MaxRequests: wrapperspb.UInt32(1 << 20), MaxRetries: wrapperspb.UInt32(3), TrackRemaining: true},
+			{MaxRequests: wrapperspb.UInt32(2)},
+		}}, xdsconf.Limits{MaxConnections: 1024, MaxPendingRequests: 1024, MaxRequests: 1 << 20}, ""},
+		{"retry budget", &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{
+			{RetryBudget: &clusterv3.CircuitBreakers_Thresholds_RetryBudget{}},
+		}}, xdsconf.Limits{}, `cluster "c".circuit_breakers.thresholds[0].retry_budget`},
+		{"per-host thresholds", &clusterv3.CircuitBreakers{PerHostThresholds: []*clusterv3.CircuitBreakers_Thresholds{{}}},
+			xdsconf.Limits{}, `cluster "c".circuit_breakers.per_host_thresholds`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := xdsconf.CompileCluster(cluster(tc.cb))
+			switch {
+			case tc.err != "":
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Errorf("error %v, want one naming %s", err, tc.err)
+				}
+			case err != nil:
+				t.Fatal(err)
+			case c.Limits != tc.want:
+				t.Errorf("limits %+v, want %+v", c.Limits, tc.want)
 			}
 		})
 	}
