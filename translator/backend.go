@@ -70,10 +70,16 @@ func (tg *target) pinsSessions() bool {
 	return false
 }
 
-// describeCluster sets the target's cluster metadata: the backend and MCP target that Envoy's
-// access log shows for the requests the cluster serves (contract.FromCluster).
-func (tg *target) describeCluster() {
+// finishCluster completes the target's cluster once the target is known: its metadata, the
+// backend and MCP target that Envoy's access log shows for the requests the cluster serves
+// (contract.FromCluster), and for MCP and LLM targets, whose streams hold a request and an
+// upstream connection for as long as they last, circuit breakers that do not cap them
+// (xdsCommon.streamBreakers).
+func (tg *target) finishCluster(x *xdsCommon) {
 	tg.cluster.Metadata = filterMetadata([2][2]string{{contract.FieldBackend, tg.backend}, {contract.FieldTarget, tg.name}})
+	if tg.mcp != "" || tg.llm {
+		tg.cluster.CircuitBreakers = x.streamBreakers
+	}
 }
 
 // backendInfo is an AgentgatewayBackend after translation.
@@ -116,7 +122,7 @@ func (t *translation) translateBackendStatus(bi *backendInfo) {
 		bi.problems.add(KindAgentgatewayBackend, b.Namespace, b.Name, field, msg)
 		return
 	}
-	bi.target.describeCluster()
+	bi.target.finishCluster(t.xds)
 	bi.status = &v1alpha1.AgentgatewayBackendStatus{Conditions: []metav1.Condition{condition("Accepted", true, "Accepted", note, gen)}}
 }
 

@@ -32,6 +32,14 @@ import (
 
 const (
 	connectTimeout = 5 * time.Second
+	// streamLimit is the circuit breakers' limit of connections, pending and active requests of
+	// an MCP or LLM cluster (Envoy's default: 1024 each). Each SSE stream (legacy or Streamable
+	// HTTP) and each streamed completion holds a request and an HTTP/1.1 connection for as long
+	// as it lasts (an MCP stream up to the route's idle timeout of an hour): past 1024 open
+	// streams to one target, new ones would wait for a connection, then past 1024 waiting get
+	// 503 UO. A threshold cannot be unset: this one is out of reach, like the bootstrap's for
+	// the ext_proc cluster.
+	streamLimit = 1 << 20
 	// invalidBackendCluster is a cluster that never exists: the weighted share of invalid
 	// backendRefs goes there and gets 500 (cluster_not_found_response_code).
 	invalidBackendCluster    = "mcpgate_invalid_backend"
@@ -98,6 +106,8 @@ type xdsCommon struct {
 	connectTimeout                *durationpb.Duration
 	staticType, dnsType, edsType  *clusterv3.Cluster_Type
 	mcpModeBytes, headerModeBytes []byte // marshalled processing modes of per-route configs
+	// streamBreakers are the circuit breakers of MCP and LLM clusters (streamLimit)
+	streamBreakers *clusterv3.CircuitBreakers
 }
 
 func newXDSCommon(opts Options) *xdsCommon {
@@ -132,6 +142,11 @@ func newXDSCommon(opts Options) *xdsCommon {
 		ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{SourceIp: true}}}}
 	x.noTimeout, x.mcpIdle, x.connectTimeout = durationpb.New(0), durationpb.New(mcpIdleTimeout), durationpb.New(connectTimeout)
 	x.mcpModeBytes, x.headerModeBytes = mustMarshal(processingMode(true)), mustMarshal(processingMode(false))
+	x.streamBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+		MaxConnections:     wrapperspb.UInt32(streamLimit),
+		MaxPendingRequests: wrapperspb.UInt32(streamLimit),
+		MaxRequests:        wrapperspb.UInt32(streamLimit),
+	}}}
 	return x
 }
 

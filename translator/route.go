@@ -836,7 +836,7 @@ func (t *translation) serviceRefTarget(svc *corev1.Service, p *corev1.ServicePor
 	tg := t.svcTargets[cname]
 	if tg == nil {
 		tg = t.serviceTarget(cname, svc, p)
-		tg.describeCluster()
+		tg.finishCluster(t.xds)
 		t.svcTargets[cname] = tg
 	}
 	return tg

@@ -338,3 +338,38 @@ func TestListenerIsAnEdge(t *testing.T) {
 		t.Fatalf("%d listeners checked", n)
 	}
 }
+
+// TestStreamClustersLiftCircuitBreakers: MCP and LLM clusters, whose streams each hold a request
+// and a connection for as long as they last, get circuit breakers far above Envoy's 1024; a plain
+// backend keeps Envoy's defaults.
+func TestStreamClustersLiftCircuitBreakers(t *testing.T) {
+	out := translator.Translate(loadInputs(t, "testdata/llm-backend.in.yaml", "testdata/service-backend.in.yaml"), translator.Options{})
+	want := map[string]bool{ // cluster name: lifted
+		"agentgatewaybackend/agentgateway-system/local-llm":              true,
+		"agentgatewaybackend/agentgateway-system/openai-all-models":      true,
+		"agentgatewaybackend/agentgateway-system/mcp-backend/mcp-target": true,
+		"service/apps/fetcher/80":                                        true, // an MCP Service port
+		"service/apps/web/80":                                            false,
+	}
+	seen := 0
+	for _, k := range out.GatewayKeys() {
+		for _, c := range out.Gateways[k].Clusters {
+			lifted, ok := want[c.Name]
+			if !ok {
+				continue
+			}
+			seen++
+			th := c.GetCircuitBreakers().GetThresholds()
+			switch {
+			case !lifted && c.GetCircuitBreakers() != nil:
+				t.Errorf("%s: circuit breakers %v, want Envoy's defaults", c.Name, c.GetCircuitBreakers())
+			case lifted && (len(th) != 1 || th[0].GetPriority() != corev3.RoutingPriority_DEFAULT ||
+				th[0].GetMaxConnections().GetValue() < 1<<20 || th[0].GetMaxPendingRequests().GetValue() < 1<<20 || th[0].GetMaxRequests().GetValue() < 1<<20):
+				t.Errorf("%s: circuit breakers %v, want connections, pending and requests of at least 2^20", c.Name, c.GetCircuitBreakers())
+			}
+		}
+	}
+	if seen != len(want) {
+		t.Fatalf("found %d of the %d clusters", seen, len(want))
+	}
+}
