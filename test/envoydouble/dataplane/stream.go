@@ -759,17 +759,15 @@ func (st *stream) upstreamRequest(ctx context.Context, h *headers.Map, ep endpoi
 	if _, ok := out.Header["User-Agent"]; !ok {
 		out.Header["User-Agent"] = []string{""} // no Go default User-Agent: Envoy adds none
 	}
-	switch {
-	case body == nil:
-		out.Body = http.NoBody
-	default:
-		out.Body = io.NopCloser(body)
-		out.ContentLength = -1
-		if cl, err := strconv.ParseInt(h.Value("content-length"), 10, 64); err == nil {
-			out.ContentLength = cl
-			if cl == 0 {
-				out.Body = http.NoBody
-			}
+	out.Body = io.NopCloser(body)
+	out.ContentLength = -1
+	if cl, err := strconv.ParseInt(h.Value("content-length"), 10, 64); err == nil {
+		out.ContentLength = cl
+	}
+	if body == nil || out.ContentLength == 0 {
+		out.Body, out.ContentLength = http.NoBody, 0
+		if !c.HTTP2 {
+			out.Body = emptyBody(out.Method)
 		}
 	}
 	return out

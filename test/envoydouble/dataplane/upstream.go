@@ -5,11 +5,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -334,7 +336,7 @@ func (uc *upCluster) transport(e endpoint) *http.Transport {
 		// Envoy passes bodies as they are: no transparent gzip.
 		DisableCompression:  true,
 		MaxIdleConnsPerHost: 64,
-		IdleConnTimeout:     time.Hour, // Envoy's default upstream idle_timeout
+		IdleConnTimeout:     c.IdleTimeout, // 0 (Envoy: never) is none for Go too
 	}
 	if c.TLS != nil {
 		cfg := c.TLS.Clone()
@@ -366,6 +368,25 @@ func (uc *upCluster) transport(e endpoint) *http.Transport {
 	}
 	uc.transports[e.Addr()] = t
 	return t
+}
+
+// emptyBody is the body of a request without one to an HTTP/1.1 cluster. Go's Transport sends a
+// request again, on another connection, when the reused connection it went out on fails: a
+// replayable one (GET, HEAD, OPTIONS with http.NoBody) when the server closed the connection
+// before answering (transportReadFromServerError, errServerClosedIdle), any bodiless one when
+// nothing of it was written (nothingWrittenError). Envoy's router retries nothing without a retry
+// policy: it answers 503 UC, "connection termination", as when a server closes an idle keep-alive
+// connection just as Envoy reuses it. A body that is not http.NoBody makes the request neither
+// replayable nor of zero outgoing length, so Go returns the error instead. For the methods that
+// usually lack a body, Go finds it empty (transferWriter.probeRequestBody) and sends none, as
+// with http.NoBody; other methods keep http.NoBody (an empty body of theirs would go chunked), and
+// with it Go's retry of a request nothing of which was written.
+func emptyBody(method string) io.ReadCloser {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodDelete, http.MethodOptions:
+		return io.NopCloser(strings.NewReader(""))
+	}
+	return http.NoBody
 }
 
 func isConnectError(err error) bool {

@@ -60,6 +60,9 @@ type Cluster struct {
 	MinRingSize, MaxRingSize uint64
 	// HTTP2 is set by typed_extension_protocol_options' explicit http2_protocol_options.
 	HTTP2 bool
+	// IdleTimeout is common_http_protocol_options.idle_timeout: how long an upstream connection
+	// without requests is kept (Envoy's default one hour; 0: for ever).
+	IdleTimeout time.Duration
 	// TLS is the upstream TLS client configuration from transport_socket, nil for plaintext.
 	TLS *tls.Config
 	// DNSFamily is dns_lookup_family: which resolved addresses a STRICT_DNS cluster uses.
@@ -142,7 +145,7 @@ func CompileCluster(c *clusterv3.Cluster) (*Cluster, error) {
 		return nil, err
 	}
 	out := &Cluster{Name: c.GetName(), EDSName: c.GetName(), ConnectTimeout: 5 * time.Second, DNSRefreshRate: 5 * time.Second,
-		DNSFamily: c.GetDnsLookupFamily(), Metadata: c.GetMetadata().GetFilterMetadata()}
+		IdleTimeout: time.Hour, DNSFamily: c.GetDnsLookupFamily(), Metadata: c.GetMetadata().GetFilterMetadata()}
 	if c.GetConnectTimeout() != nil {
 		out.ConnectTimeout = c.GetConnectTimeout().AsDuration()
 	}
@@ -224,8 +227,20 @@ func CompileCluster(c *clusterv3.Cluster) (*Cluster, error) {
 		}
 		if ex := opts.GetExplicitHttpConfig(); ex != nil {
 			out.HTTP2 = ex.GetHttp2ProtocolOptions() != nil
+			// HTTP/1.1 options (header case, absolute URLs, ...) change what upstreams get.
+			if err := checkFields(ex.GetHttpProtocolOptions(), p+".explicit_http_config.http_protocol_options"); err != nil {
+				return nil, err
+			}
 		} else if opts.GetUpstreamProtocolOptions() != nil {
 			return nil, fmt.Errorf("%s: only explicit_http_config is implemented by envoydouble", p)
+		}
+		if co := opts.GetCommonHttpProtocolOptions(); co != nil {
+			if err := checkFields(co, p+".common_http_protocol_options", "idle_timeout"); err != nil {
+				return nil, err
+			}
+			if d := co.GetIdleTimeout(); d != nil {
+				out.IdleTimeout = d.AsDuration()
+			}
 		}
 	}
 	if ts := c.GetTransportSocket(); ts != nil {
