@@ -19,6 +19,7 @@ import (
 	reqwithoutqueryv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/formatter/req_without_query/v3"
 	envelopev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/stateful_session/envelope/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/internal/envoypath"
@@ -40,6 +41,16 @@ const (
 	// 503 UO. A threshold cannot be unset: this one is out of reach, like the bootstrap's for
 	// the ext_proc cluster.
 	streamLimit = 1 << 20
+	// upstreamIdleTimeout closes an upstream connection that carried no request for this long
+	// (Envoy's default: an hour). Servers close idle keep-alive connections themselves, Node's
+	// http.Server (the TypeScript MCP SDK's Express and Hono servers) and uvicorn (the Python
+	// SDK's) after 5 s: a request Envoy sends on a pooled connection just as the server closes
+	// it gets 503 UC, and no retry policy recovers it (ENVOY.md, Retries). Closing first, with a
+	// second of margin, leaves the server nothing to close.
+	upstreamIdleTimeout = 4 * time.Second
+	// httpProtocolOptionsKey is the typed_extension_protocol_options key of a cluster's upstream
+	// HTTP options.
+	httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 	// invalidBackendCluster is a cluster that never exists: the weighted share of invalid
 	// backendRefs goes there and gets 500 (cluster_not_found_response_code).
 	invalidBackendCluster    = "mcpgate_invalid_backend"
@@ -108,6 +119,9 @@ type xdsCommon struct {
 	mcpModeBytes, headerModeBytes []byte // marshalled processing modes of per-route configs
 	// streamBreakers are the circuit breakers of MCP and LLM clusters (streamLimit)
 	streamBreakers *clusterv3.CircuitBreakers
+	// upstreamHTTP is every backend cluster's typed_extension_protocol_options: HTTP/1.1 (what
+	// Envoy speaks without them), with connections closed after upstreamIdleTimeout idle
+	upstreamHTTP map[string]*anypb.Any
 }
 
 func newXDSCommon(opts Options) *xdsCommon {
@@ -147,6 +161,12 @@ func newXDSCommon(opts Options) *xdsCommon {
 		MaxPendingRequests: wrapperspb.UInt32(streamLimit),
 		MaxRequests:        wrapperspb.UInt32(streamLimit),
 	}}}
+	x.upstreamHTTP = map[string]*anypb.Any{httpProtocolOptionsKey: mustAny(&upstreamhttpv3.HttpProtocolOptions{
+		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(upstreamIdleTimeout)},
+		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{HttpProtocolOptions: &corev3.Http1ProtocolOptions{}},
+		}},
+	})}
 	return x
 }
 
@@ -360,9 +380,10 @@ func (b *addressBlock) fill(host string, port int32) *corev3.Address {
 // and the host name; with ringHash, it balances by the routes' hash (MCP session affinity).
 func (x *xdsCommon) addressCluster(name, host string, port int32, tls, ringHash bool) *clusterv3.Cluster {
 	c := &clusterv3.Cluster{
-		Name:           name,
-		ConnectTimeout: x.connectTimeout,
-		LoadAssignment: buildLoadAssignment(name, []hostPort{{host: host, port: port}}),
+		Name:                          name,
+		ConnectTimeout:                x.connectTimeout,
+		LoadAssignment:                buildLoadAssignment(name, []hostPort{{host: host, port: port}}),
+		TypedExtensionProtocolOptions: x.upstreamHTTP,
 	}
 	if isIP(host) {
 		c.ClusterDiscoveryType = x.staticType
@@ -382,11 +403,12 @@ func (x *xdsCommon) addressCluster(name, host string, port int32, tls, ringHash 
 // edsCluster is a cluster whose endpoints come over EDS (ADS) under the cluster's name.
 func (x *xdsCommon) edsCluster(name string) *clusterv3.Cluster {
 	return &clusterv3.Cluster{
-		Name:                 name,
-		ConnectTimeout:       x.connectTimeout,
-		ClusterDiscoveryType: x.edsType,
-		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
-		LbPolicy:             clusterv3.Cluster_RING_HASH,
+		Name:                          name,
+		ConnectTimeout:                x.connectTimeout,
+		ClusterDiscoveryType:          x.edsType,
+		EdsClusterConfig:              &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
+		LbPolicy:                      clusterv3.Cluster_RING_HASH,
+		TypedExtensionProtocolOptions: x.upstreamHTTP,
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -12,6 +13,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	statefulv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/stateful_session/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -371,5 +373,35 @@ func TestStreamClustersLiftCircuitBreakers(t *testing.T) {
 	}
 	if seen != len(want) {
 		t.Fatalf("found %d of the %d clusters", seen, len(want))
+	}
+}
+
+// TestUpstreamConnectionsCloseBeforeTheServer: every backend cluster speaks HTTP/1.1 (as Envoy
+// does without protocol options) and closes an idle upstream connection before the 5 s after
+// which Node's and uvicorn's servers close it: a request reusing a connection the server is
+// closing gets 503 UC, which no retry policy recovers.
+func TestUpstreamConnectionsCloseBeforeTheServer(t *testing.T) {
+	out := translator.Translate(loadInputs(t, "testdata/llm-backend.in.yaml", "testdata/service-backend.in.yaml", "testdata/selector-targets.in.yaml"), translator.Options{})
+	n := 0
+	for _, k := range out.GatewayKeys() {
+		for _, c := range out.Gateways[k].Clusters {
+			n++
+			a := c.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+			opts := &upstreamhttpv3.HttpProtocolOptions{}
+			if a == nil || a.UnmarshalTo(opts) != nil {
+				t.Errorf("%s: no upstream HTTP protocol options", c.Name)
+				continue
+			}
+			idle := opts.GetCommonHttpProtocolOptions().GetIdleTimeout()
+			if idle == nil || idle.AsDuration() <= 0 || idle.AsDuration() >= 5*time.Second {
+				t.Errorf("%s: idle_timeout %v, want above 0 and below 5 s", c.Name, idle)
+			}
+			if opts.GetExplicitHttpConfig().GetHttpProtocolOptions() == nil {
+				t.Errorf("%s: %v, want explicit HTTP/1.1", c.Name, opts.GetUpstreamProtocolOptions())
+			}
+		}
+	}
+	if n < 6 {
+		t.Fatalf("%d clusters checked", n)
 	}
 }
