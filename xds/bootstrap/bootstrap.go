@@ -17,6 +17,8 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	overloadv3 "github.com/envoyproxy/go-control-plane/envoy/config/overload/v3"
+	downstreamconnsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -37,6 +39,20 @@ const (
 	DefaultExtProcAddr = "127.0.0.1:18001"
 	DefaultAdminAddr   = "127.0.0.1:15000"
 )
+
+// MaxDownstreamConnections bounds the connections Envoy holds open on all its listeners together
+// (the overload manager's envoy.resource_monitors.global_downstream_max_connections); past it,
+// Envoy closes each new connection as it accepts it (downstream_global_cx_overflow). Without a
+// bound Envoy warns at start, and a flood of connections takes its file descriptors and memory,
+// failing every client rather than the new ones. 50,000 is the value of Envoy's edge best
+// practices (configuration/best_practices/edge.rst) and of Envoy Gateway's bootstrap: each MCP
+// stream holds one downstream connection (and one upstream), so one Envoy serves up to 50,000
+// open sessions, with some 100,000 descriptors, well inside a container's usual open-files limit
+// (1,048,576).
+const MaxDownstreamConnections = 50000
+
+// globalConnectionsMonitor is the resource monitor that bounds Envoy's downstream connections.
+const globalConnectionsMonitor = "envoy.resource_monitors.global_downstream_max_connections"
 
 // Options describe the Envoy of one gateway. Addresses are "HOST:PORT" (an IP, or a DNS name
 // except for the admin) or "unix:///PATH".
@@ -139,6 +155,8 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 			MaxPendingRequests: wrapperspb.UInt32(1 << 20),
 		}}}
 	}
+	overload, err := overloadManager()
+	errs = append(errs, err)
 	admin, isName, err := address(o.AdminAddr)
 	if err == nil && isName {
 		err = errors.New("an IP address or unix:// path is needed")
@@ -170,13 +188,27 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 			LdsConfig: ads,
 			CdsConfig: ads,
 		},
-		Admin:          &bootstrapv3.Admin{Address: admin},
-		LayeredRuntime: runtime(),
+		Admin:           &bootstrapv3.Admin{Address: admin},
+		LayeredRuntime:  runtime(),
+		OverloadManager: overload,
 	}
 	if err := b.ValidateAll(); err != nil {
 		return nil, fmt.Errorf("bootstrap of %s: %w", o.Gateway, err)
 	}
 	return b, nil
+}
+
+// overloadManager bounds the downstream connections (MaxDownstreamConnections). The monitor
+// needs no action: the listeners refuse connections past it by themselves.
+func overloadManager() (*overloadv3.OverloadManager, error) {
+	cfg, err := anypb.New(&downstreamconnsv3.DownstreamConnectionsConfig{MaxActiveDownstreamConnections: MaxDownstreamConnections})
+	if err != nil {
+		return nil, fmt.Errorf("overload manager: %w", err)
+	}
+	return &overloadv3.OverloadManager{ResourceMonitors: []*overloadv3.ResourceMonitor{{
+		Name:       globalConnectionsMonitor,
+		ConfigType: &overloadv3.ResourceMonitor_TypedConfig{TypedConfig: cfg},
+	}}}, nil
 }
 
 // runtime is the static runtime layer. Envoy refuses a regular expression whose RE2 program is

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	downstreamconnsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -205,5 +206,26 @@ func TestErrors(t *testing.T) {
 	}
 	if _, err := bootstrap.Parse([]byte("node: {id: x}\nadmin: {address: {socket_address: {address: 127.0.0.1, port_value: 99999}}}\n")); err == nil {
 		t.Errorf("Parse accepted a port out of range")
+	}
+}
+
+// TestDownstreamConnectionsBounded: the overload manager bounds Envoy's downstream connections
+// with the global_downstream_max_connections monitor alone (the listeners enforce it; no action).
+func TestDownstreamConnectionsBounded(t *testing.T) {
+	b, err := bootstrap.Build(bootstrap.Options{Gateway: "ns/gw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	om := b.GetOverloadManager()
+	if len(om.GetResourceMonitors()) != 1 || len(om.GetActions()) != 0 || len(om.GetLoadshedPoints()) != 0 {
+		t.Fatalf("overload manager %v, want the one connections monitor and no action", om)
+	}
+	m := om.GetResourceMonitors()[0]
+	cfg := &downstreamconnsv3.DownstreamConnectionsConfig{}
+	if m.GetName() != "envoy.resource_monitors.global_downstream_max_connections" || m.GetTypedConfig().UnmarshalTo(cfg) != nil {
+		t.Fatalf("resource monitor %v", m)
+	}
+	if cfg.GetMaxActiveDownstreamConnections() != bootstrap.MaxDownstreamConnections || bootstrap.MaxDownstreamConnections <= 0 {
+		t.Errorf("max_active_downstream_connections %d, want %d", cfg.GetMaxActiveDownstreamConnections(), bootstrap.MaxDownstreamConnections)
 	}
 }

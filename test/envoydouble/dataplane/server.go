@@ -35,6 +35,50 @@ type Server struct {
 
 	logMu    sync.Mutex
 	logFiles map[string]*os.File
+
+	conns *connLimit // the listeners' connections together
+}
+
+// connLimit is the overload manager's global downstream connection limit: Envoy's listeners
+// close each connection they accept while max are open on all of them together
+// (TcpListenerImpl::rejectCxOverGlobalLimit, downstream_global_cx_overflow). max 0: none.
+type connLimit struct {
+	max    int64
+	active atomic.Int64
+}
+
+// limitedListener is a listener under the global connection limit.
+type limitedListener struct {
+	net.Listener
+	lim *connLimit
+}
+
+// Accept returns the next connection the limit admits, closing those it does not.
+func (l limitedListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil || l.lim.max <= 0 {
+			return c, err
+		}
+		if l.lim.active.Add(1) > l.lim.max {
+			l.lim.active.Add(-1)
+			c.Close()
+			continue
+		}
+		return &countedConn{Conn: c, lim: l.lim}, nil
+	}
+}
+
+// countedConn is an admitted connection; closing it frees its place.
+type countedConn struct {
+	net.Conn
+	lim  *connLimit
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.lim.active.Add(-1) })
+	return c.Conn.Close()
 }
 
 type liveListener struct {
@@ -46,11 +90,12 @@ type liveListener struct {
 	serving bool // Serve was started (under Server.mu)
 }
 
-// New returns a server with the bootstrap's static configuration. Access log lines for the
-// stdout logger go to accessOut.
-func New(log *slog.Logger, accessOut io.Writer, initial *xdsconf.Snapshot) *Server {
+// New returns a server with the bootstrap's static configuration whose listeners hold at most
+// maxConns connections together (0: no limit). Access log lines for the stdout logger go to
+// accessOut.
+func New(log *slog.Logger, accessOut io.Writer, initial *xdsconf.Snapshot, maxConns int64) *Server {
 	s := &Server{log: log, accessOut: accessOut, ups: newUpstreams(), listeners: map[string]*liveListener{},
-		logFiles: map[string]*os.File{}}
+		logFiles: map[string]*os.File{}, conns: &connLimit{max: maxConns}}
 	s.snap.Store(initial)
 	s.grpcs = &grpcConns{conns: map[string]*grpcEntry{}, ups: s.ups, snap: s.Snapshot}
 	return s
@@ -120,7 +165,7 @@ func (s *Server) bindListener(l *xdsconf.Listener) (*liveListener, error) {
 	if err != nil {
 		return nil, err
 	}
-	ll := &liveListener{name: l.Name, addr: l.Address.Addr(), ln: ln}
+	ll := &liveListener{name: l.Name, addr: l.Address.Addr(), ln: limitedListener{Listener: ln, lim: s.conns}}
 	ll.srv = &http.Server{
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(ll.cfg.Load(), w, r) }),
 		ReadHeaderTimeout: time.Minute,

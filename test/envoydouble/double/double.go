@@ -79,7 +79,7 @@ func Start(ctx context.Context, o Options) (*Double, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	d := &Double{log: o.Log, boot: boot, cancel: cancel, done: make(chan struct{}), quit: make(chan struct{}),
 		received: map[string]bool{}, versions: map[string]int{}}
-	d.dp = dataplane.New(o.Log, o.AccessLog, xdsconf.NewSnapshot(boot))
+	d.dp = dataplane.New(o.Log, o.AccessLog, xdsconf.NewSnapshot(boot), boot.MaxDownstreamConnections)
 	if err := d.dp.Update(d.dp.Snapshot(), true); err != nil {
 		d.dp.Close()
 		cancel()

@@ -81,6 +81,17 @@ func newEnv(t *testing.T, script func(*extStream) error) *env {
 // newEnvADS is newEnv with State-of-the-World ADS when sotw is set (bootstrap api_type GRPC).
 func newEnvADS(t *testing.T, script func(*extStream) error, sotw bool) *env {
 	t.Helper()
+	return newEnvBoot(t, script, func(y []byte) []byte {
+		if sotw {
+			y = bytes.Replace(y, []byte("api_type: DELTA_GRPC"), []byte("api_type: GRPC"), 1)
+		}
+		return y
+	})
+}
+
+// newEnvBoot is newEnv with the bootstrap YAML that xds/bootstrap writes changed by edit.
+func newEnvBoot(t *testing.T, script func(*extStream) error, edit func([]byte) []byte) *env {
+	t.Helper()
 	e := &env{t: t, access: &lines{}, acks: map[string]int{}}
 	logs := testWriter{t: t, done: &atomic.Bool{}}
 	t.Cleanup(func() { logs.done.Store(true) }) // runs last: nothing logs into a finished test
@@ -118,9 +129,7 @@ func newEnvADS(t *testing.T, script func(*extStream) error, sotw bool) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sotw {
-		y = bytes.Replace(y, []byte("api_type: DELTA_GRPC"), []byte("api_type: GRPC"), 1)
-	}
+	y = edit(y)
 	file := filepath.Join(t.TempDir(), "bootstrap.yaml")
 	if err := os.WriteFile(file, y, 0o644); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	overloadv3 "github.com/envoyproxy/go-control-plane/envoy/config/overload/v3"
+	downstreamconnsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"sigs.k8s.io/yaml"
 
@@ -43,6 +45,9 @@ type Bootstrap struct {
 	InitialFetchTimeout time.Duration
 	// AdminAddress is admin.address as "host:port" ("" = no admin listener).
 	AdminAddress string
+	// MaxDownstreamConnections is the overload manager's global downstream connection limit
+	// (envoy.resource_monitors.global_downstream_max_connections); 0: none.
+	MaxDownstreamConnections int64
 }
 
 // LoadBootstrap reads a bootstrap file (YAML or JSON) as Envoy's -c does.
@@ -71,9 +76,9 @@ func CompileBootstrap(b *bootstrapv3.Bootstrap) (*Bootstrap, error) {
 	if err := validate(b, "bootstrap"); err != nil {
 		return nil, err
 	}
-	// Ignored on purpose: stats_config, stats_flush_interval, overload_manager, cluster_manager
-	// (stats and protection limits). layered_runtime is checked: runtime keys change Envoy's
-	// behaviour.
+	// Ignored on purpose: stats_config, stats_flush_interval, cluster_manager (stats and
+	// protection limits). layered_runtime and overload_manager are checked: runtime keys and
+	// overload actions change Envoy's behaviour.
 	if err := checkFields(b, "", "node", "static_resources", "dynamic_resources", "admin", "layered_runtime",
 		"stats_config", "stats_flush_interval", "overload_manager", "cluster_manager"); err != nil {
 		return nil, err
@@ -81,7 +86,12 @@ func CompileBootstrap(b *bootstrapv3.Bootstrap) (*Bootstrap, error) {
 	if err := checkRuntime(b.GetLayeredRuntime()); err != nil {
 		return nil, err
 	}
-	out := &Bootstrap{Node: b.GetNode(), Clusters: map[string]*Cluster{}, Listeners: map[string]*Listener{}, InitialFetchTimeout: 15 * time.Second}
+	maxConns, err := compileOverloadManager(b.GetOverloadManager())
+	if err != nil {
+		return nil, err
+	}
+	out := &Bootstrap{Node: b.GetNode(), Clusters: map[string]*Cluster{}, Listeners: map[string]*Listener{}, InitialFetchTimeout: 15 * time.Second,
+		MaxDownstreamConnections: maxConns}
 	if out.Node == nil {
 		out.Node = &corev3.Node{}
 	}
@@ -165,6 +175,41 @@ func CompileBootstrap(b *bootstrapv3.Bootstrap) (*Bootstrap, error) {
 		out.AdminAddress = ep.Addr()
 	}
 	return out, nil
+}
+
+// globalConnectionsMonitor is the resource monitor that bounds the downstream connections of
+// all listeners together.
+const globalConnectionsMonitor = "envoy.resource_monitors.global_downstream_max_connections"
+
+// compileOverloadManager returns the global downstream connection limit (0: none). That monitor
+// acts by itself: the listeners close each connection they accept past the limit. Other
+// monitors only feed actions, which change answers (stop accepting requests, disable keep-alive,
+// reset streams): actions, load shed points and other monitors are refused; refresh_interval
+// (how often the others are read) is accepted.
+func compileOverloadManager(om *overloadv3.OverloadManager) (int64, error) {
+	const p = "overload_manager"
+	if err := checkFields(om, p, "refresh_interval", "resource_monitors"); err != nil {
+		return 0, err
+	}
+	var limit int64
+	for i, m := range om.GetResourceMonitors() {
+		mp := join(p, idx("resource_monitors", i))
+		if err := checkFields(m, mp, "name", "typed_config"); err != nil {
+			return 0, err
+		}
+		if m.GetName() != globalConnectionsMonitor || limit != 0 {
+			return 0, fmt.Errorf("%s: %q not implemented by envoydouble (one %s)", mp, m.GetName(), globalConnectionsMonitor)
+		}
+		var cfg downstreamconnsv3.DownstreamConnectionsConfig
+		if err := unpack(m.GetTypedConfig(), &cfg, mp+".typed_config"); err != nil {
+			return 0, err
+		}
+		if err := validate(&cfg, mp+".typed_config"); err != nil { // the limit must be above 0
+			return 0, err
+		}
+		limit = cfg.GetMaxActiveDownstreamConnections()
+	}
+	return limit, nil
 }
 
 // runtimeKeys are the runtime keys a bootstrap may set. re2.max_program_size.* bound the RE2

@@ -5,6 +5,11 @@ import (
 	"testing"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	overloadv3 "github.com/envoyproxy/go-control-plane/envoy/config/overload/v3"
+	downstreamconnsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
+	fixedheapv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/fixed_heap/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/mcpgate/mcpgate/test/envoydouble/xdsconf"
@@ -36,5 +41,54 @@ func TestRuntimeKeysAreChecked(t *testing.T) {
 		case c.want != "" && (err == nil || !strings.Contains(err.Error(), "layered_runtime.layers[0]") || !strings.Contains(err.Error(), c.want)):
 			t.Errorf("%v: got %v, want a refusal naming %q", c.layer, err, c.want)
 		}
+	}
+}
+
+// TestOverloadManager: the global downstream connection limit is read; what else the overload
+// manager does (actions, other monitors) changes answers and is refused, as is a limit Envoy
+// refuses.
+func TestOverloadManager(t *testing.T) {
+	monitor := func(name string, m proto.Message) *overloadv3.ResourceMonitor {
+		a, err := anypb.New(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &overloadv3.ResourceMonitor{Name: name, ConfigType: &overloadv3.ResourceMonitor_TypedConfig{TypedConfig: a}}
+	}
+	const global = "envoy.resource_monitors.global_downstream_max_connections"
+	limit := func(n int64) *overloadv3.ResourceMonitor {
+		return monitor(global, &downstreamconnsv3.DownstreamConnectionsConfig{MaxActiveDownstreamConnections: n})
+	}
+	for _, c := range []struct {
+		name string
+		om   *overloadv3.OverloadManager
+		want int64
+		err  string
+	}{
+		{"none", nil, 0, ""},
+		{"the connection limit", &overloadv3.OverloadManager{ResourceMonitors: []*overloadv3.ResourceMonitor{limit(50000)}}, 50000, ""},
+		{"a limit of 0", &overloadv3.OverloadManager{ResourceMonitors: []*overloadv3.ResourceMonitor{limit(0)}}, 0,
+			"overload_manager.resource_monitors[0].typed_config: invalid"},
+		{"another monitor", &overloadv3.OverloadManager{ResourceMonitors: []*overloadv3.ResourceMonitor{
+			monitor("envoy.resource_monitors.fixed_heap", &fixedheapv3.FixedHeapConfig{MaxHeapSizeBytes: 1 << 30})}}, 0,
+			`overload_manager.resource_monitors[0]: "envoy.resource_monitors.fixed_heap" not implemented`},
+		{"an action", &overloadv3.OverloadManager{ResourceMonitors: []*overloadv3.ResourceMonitor{limit(10)},
+			Actions: []*overloadv3.OverloadAction{{Name: "envoy.overload_actions.stop_accepting_requests", Triggers: []*overloadv3.Trigger{{
+				Name: global, TriggerOneof: &overloadv3.Trigger_Threshold{Threshold: &overloadv3.ThresholdTrigger{Value: 0.9}}}}}}}, 0,
+			"overload_manager.actions: not implemented"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b, err := xdsconf.CompileBootstrap(&bootstrapv3.Bootstrap{OverloadManager: c.om})
+			switch {
+			case c.err != "":
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Errorf("error %v, want one containing %q", err, c.err)
+				}
+			case err != nil:
+				t.Fatal(err)
+			case b.MaxDownstreamConnections != c.want:
+				t.Errorf("limit %d, want %d", b.MaxDownstreamConnections, c.want)
+			}
+		})
 	}
 }
