@@ -157,9 +157,9 @@ func servedPorts(cfg *translator.GatewayConfig) []int32 {
 
 // buildDataPlane returns the objects of gw's data plane, made by the controller of
 // controllerName; ports are the ports Envoy listens on (servedPorts: the Service's, the
-// container's, the readiness probe's); bootstrap is Envoy's bootstrap; cert, with xDS TLS, the
+// container's, the readiness probe's); bootYAML is Envoy's bootstrap; cert, with xDS TLS, the
 // Gateway's client certificate (nil without).
-func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerName string, bootstrap []byte, cert *xdsCert) (dataPlaneObjects, error) {
+func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerName string, bootYAML []byte, cert *xdsCert) (dataPlaneObjects, error) {
 	ns, name := gw.Namespace, gw.Name
 	gateway := ns + "/" + name
 	selector := map[string]string{LabelName: DataPlaneName, LabelGatewayName: name}
@@ -187,7 +187,7 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 
 	cm := coreac.ConfigMap(bootstrapName(name), ns).
 		WithLabels(labels).WithAnnotations(objAnnotations).WithOwnerReferences(owner).
-		WithData(map[string]string{BootstrapKey: string(bootstrap)})
+		WithData(map[string]string{BootstrapKey: string(bootYAML)})
 
 	if len(ports) == 0 {
 		// Nothing to serve, expose or probe: the objects are not built (an existing data plane is
@@ -203,7 +203,7 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 			WithTargetPort(intstr.FromInt32(p)).WithProtocol(corev1.ProtocolTCP))
 	}
 
-	sum := sha256.Sum256(bootstrap)
+	sum := sha256.Sum256(bootYAML)
 	restricted := func() *coreac.SecurityContextApplyConfiguration {
 		return coreac.SecurityContext().WithAllowPrivilegeEscalation(false).WithReadOnlyRootFilesystem(true).
 			WithCapabilities(coreac.Capabilities().WithDrop("ALL"))
@@ -250,7 +250,8 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 			"--service-cluster", gateway,
 			"--service-node", "$(POD_NAME)",
 			"--disable-hot-restart",
-			"--log-level", "info").
+			"--log-level", "info",
+			bootstrap.FileFlushFlag, bootstrap.FileFlushMillis).
 		WithEnv(coreac.EnvVar().WithName("POD_NAME").WithValueFrom(
 			// (apiVersion as the API server defaults it: the selector is atomic, so a value that
 			// differs from the applied one would read as a change on every pass)

@@ -90,6 +90,10 @@ func TestBuildDataPlane(t *testing.T) {
 	if envoy == nil {
 		t.Fatal("no envoy container")
 	}
+	// `kubectl logs` shows each request's access log line within a second, not Envoy's 10 s.
+	if i := slices.Index(envoy.Args, "--file-flush-interval-msec"); i < 0 || i+1 >= len(envoy.Args) || envoy.Args[i+1] != "1000" {
+		t.Errorf("Envoy's args %v: want --file-flush-interval-msec 1000", envoy.Args)
+	}
 	// A terminating pod is removed from the Service's endpoints while Envoy still serves: Envoy
 	// stops only once load balancers and kube-proxy had time to stop sending it connections.
 	if envoy.Lifecycle == nil || envoy.Lifecycle.PreStop == nil || envoy.Lifecycle.PreStop.Sleep == nil || *envoy.Lifecycle.PreStop.Sleep.Seconds < 1 {

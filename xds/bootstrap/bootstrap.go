@@ -51,6 +51,17 @@ const (
 // (1,048,576).
 const MaxDownstreamConnections = 50000
 
+// Envoy writes its access log files, stdout included, every 10 s by default: FileFlushFlag with
+// FileFlushMillis, on the command line of every Envoy mcpgate starts (`mcpgate run`, a Gateway's
+// Deployment), makes it every second, so that each request's line shows while one watches
+// (`kubectl logs`, the run's output).
+const (
+	// FileFlushFlag is Envoy's flag of how often it writes its access log files.
+	FileFlushFlag = "--file-flush-interval-msec"
+	// FileFlushMillis is the value mcpgate gives it.
+	FileFlushMillis = "1000"
+)
+
 // globalConnectionsMonitor is the resource monitor that bounds Envoy's downstream connections.
 const globalConnectionsMonitor = "envoy.resource_monitors.global_downstream_max_connections"
 
