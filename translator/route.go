@@ -138,6 +138,9 @@ type compiledRoute struct {
 	invalidMsgs []string    // "field: message" of each invalid part of a rule
 	badRules    []string    // the fields of the rules that cannot be honoured (they answer 500)
 	problems    fieldErrors // the refusals of compileRoute and attachRoute
+	// warnings are what the route's valid rules ask that Envoy does otherwise (Status.Warnings);
+	// the Accepted condition's message says them too
+	warnings fieldErrors
 
 	// set by attachRoute
 	status   *gwv1.HTTPRouteStatus
@@ -191,6 +194,7 @@ func (t *translation) registerRoute(cr *compiledRoute) {
 	t.st.add(cr.problems)
 	if len(cr.status.Parents) > 0 {
 		t.st.HTTPRoutes[key(r.Namespace, r.Name)] = cr.status
+		t.st.warnings = append(t.st.warnings, cr.warnings...)
 	}
 	for _, li := range cr.attached {
 		li.attached++
@@ -317,7 +321,7 @@ func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentRefer
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), false, string(gwv1.RouteReasonUnsupportedValue),
 			"no rule can be honoured: "+strings.Join(cr.invalidMsgs, "; "), gen))
 	case n > 0:
-		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), true, string(gwv1.RouteReasonAccepted), "", gen))
+		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), true, string(gwv1.RouteReasonAccepted), cr.warningMessage(), gen))
 		addGateway(&cr.info.gateways, gi)
 	default:
 		cr.problems.add(KindHTTPRoute, r.Namespace, r.Name, field(), msg)
@@ -325,6 +329,18 @@ func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentRefer
 	}
 	ps.Conditions = appendRouteRefConditions(ps.Conditions, cr, gen)
 	return ps, true
+}
+
+// warningMessage joins the route's warnings as "field: message; ..." ("" when none).
+func (cr *compiledRoute) warningMessage() string {
+	if len(cr.warnings) == 0 {
+		return ""
+	}
+	msgs := make([]string, len(cr.warnings))
+	for i, w := range cr.warnings {
+		msgs[i] = w.Field + ": " + w.Message
+	}
+	return strings.Join(msgs, "; ")
 }
 
 // appendRouteRefConditions appends the ResolvedRefs and PartiallyInvalid conditions of a route.
@@ -421,9 +437,16 @@ func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {
 		m.prec.created, m.prec.ns, m.prec.name, m.prec.rule, m.prec.match = r.CreationTimestamp, r.Namespace, r.Name, i, j
 		c.matches = append(c.matches, m)
 	}
+	// what Envoy does otherwise than asked, said once the rule is known to be served
+	var warnings [][2]string
 	for k := range rule.Filters {
-		if f, msg := t.applyFilter(c, &rule.Filters[k]); msg != "" {
-			invalid(fmt.Sprintf("%s.filters[%d]%s", field(), k, f), msg)
+		f := &rule.Filters[k]
+		if fld, msg := t.applyFilter(c, f); msg != "" {
+			invalid(fmt.Sprintf("%s.filters[%d]%s", field(), k, fld), msg)
+			continue
+		}
+		for _, w := range serverHeaderChanges(f.ResponseHeaderModifier) {
+			warnings = append(warnings, [2]string{fmt.Sprintf("%s.filters[%d].responseHeaderModifier%s", field(), k, w), msgServerHeader})
 		}
 	}
 	// Gateway API forbids these combinations (the CRD refuses them; files are not checked)
@@ -452,7 +475,50 @@ func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {
 	for k := range rule.BackendRefs {
 		t.resolveBackendRef(cr, c, i, k, &rule.BackendRefs[k])
 	}
+	if c.timeout != nil && c.timeout.AsDuration() > 0 && slices.ContainsFunc(c.refs, func(r ruleRef) bool { return r.tg.mcp != "" }) {
+		warnings = append(warnings, [2]string{field() + ".timeouts.request", fmt.Sprintf(msgStreamTimeout, *rule.Timeouts.Request)})
+	}
+	if c.failMsg == "" {
+		for _, w := range warnings {
+			cr.warnings.add(KindHTTPRoute, r.Namespace, r.Name, w[0], w[1])
+		}
+	}
 	return c
+}
+
+// Warnings of route rules that Envoy serves otherwise than they ask.
+const (
+	// msgServerHeader: the connection manager sets the server header of every answer after the
+	// route's header changes (server_header_transformation OVERWRITE, server_name "envoy").
+	msgServerHeader = `has no effect: Envoy sets the server header of every response to "envoy" after the route's header changes`
+	// msgStreamTimeout (with the timeout): Envoy's route timeout bounds a whole request, answer
+	// included, so it ends the streams of an MCP route.
+	msgStreamTimeout = "%s bounds each whole request, its answer included: the SSE streams of this MCP route (legacy SSE GETs, Streamable HTTP GETs, POSTs answered as a stream) end after it"
+)
+
+// serverHeaderChanges returns the fields (".set[0].name", ".remove[1]") of a response header
+// filter that change the server header (nil filter: none).
+func serverHeaderChanges(h *gwv1.HTTPHeaderFilter) []string {
+	if h == nil {
+		return nil
+	}
+	var out []string
+	for j, s := range h.Set {
+		if strings.EqualFold(string(s.Name), "server") {
+			out = append(out, fmt.Sprintf(".set[%d].name", j))
+		}
+	}
+	for j, s := range h.Add {
+		if strings.EqualFold(string(s.Name), "server") {
+			out = append(out, fmt.Sprintf(".add[%d].name", j))
+		}
+	}
+	for j, n := range h.Remove {
+		if strings.EqualFold(n, "server") {
+			out = append(out, fmt.Sprintf(".remove[%d]", j))
+		}
+	}
+	return out
 }
 
 // compileMatch builds an Envoy match, or returns the field (a suffix of the match's path) and
