@@ -410,8 +410,8 @@ func (s *supervisor) run(ctx context.Context, gw, path string) {
 // each request's line shows while one watches. (Envoy refuses a flag given twice.)
 func envoyArgs(path string, extra []string) []string {
 	args := []string{"-c", path, "--log-level", "info", "--disable-hot-restart"}
-	if !slices.Contains(extra, "--file-flush-interval-msec") {
-		args = append(args, "--file-flush-interval-msec", "1000")
+	if !slices.Contains(extra, bootstrap.FileFlushFlag) {
+		args = append(args, bootstrap.FileFlushFlag, bootstrap.FileFlushMillis)
 	}
 	return append(args, extra...)
 }
