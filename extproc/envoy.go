@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 	"unsafe"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -198,9 +199,14 @@ func (m *metadata) put(f mdField) {
 	m.fields = append(m.fields, f)
 }
 
-// str sets a string field; an empty value sets nothing.
+// str sets name to value (nothing when empty). Invalid UTF-8, which clients can put in the
+// method, tool, arguments and id they send, becomes U+FFFD: a protobuf string must be UTF-8, and
+// Envoy would refuse the whole reply otherwise.
 func (m *metadata) str(name, value string) {
 	if value != "" {
+		if !utf8.ValidString(value) {
+			value = strings.ToValidUTF8(value, "\uFFFD")
+		}
 		m.put(mdField{name: name, str: value})
 	}
 }

@@ -128,12 +128,12 @@ func appendRecord(b []byte, r *Record, t *Telemetry) []byte {
 			b = appendString(b, string(args))
 			b = append(b, `,"arguments_truncated":true`...)
 		} else {
-			b = append(b, args...)
+			b = appendJSON(b, args)
 		}
 	}
 	if r.ID != nil {
 		b = append(b, `,"jsonrpc_id":`...)
-		b = append(b, r.ID...)
+		b = appendJSON(b, r.ID)
 	}
 	b = appendField(b, "decision", r.Decision)
 	b = appendField(b, "rule", r.Rule)
@@ -180,7 +180,7 @@ func appendClaims(b []byte, claims map[string]any) []byte {
 			if err != nil {
 				j = []byte("null")
 			}
-			b = append(b, j...)
+			b = appendJSON(b, j)
 		}
 	}
 	return append(b, '}')
@@ -198,7 +198,33 @@ func appendField(b []byte, name, value string) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-// appendString encodes s as a JSON string; invalid UTF-8 becomes U+FFFD.
+// appendEscape appends the JSON escape \uXXXX of r (at most U+FFFF).
+func appendEscape(b []byte, r rune) []byte {
+	return append(b, '\\', 'u', hexDigits[r>>12&0xf], hexDigits[r>>8&0xf], hexDigits[r>>4&0xf], hexDigits[r&0xf])
+}
+
+// appendEscaped appends s[start:i], the text before a character to escape, then the escape of
+// that character r.
+func appendEscaped[T string | []byte](b []byte, s T, start, i int, r rune) []byte {
+	return appendEscape(append(b, s[start:i]...), r)
+}
+
+// escapedRune returns what a character outside ASCII is written as in an audit line, and whether
+// it must be escaped: invalid UTF-8 becomes U+FFFD, and the characters that some readers of a log
+// take for a line end (U+0085, U+2028, U+2029: Python's str.splitlines, JavaScript) are escaped.
+// An audit line is one line for every reader.
+func escapedRune(r rune, size int) (rune, bool) {
+	switch {
+	case r == utf8.RuneError && size == 1:
+		return utf8.RuneError, true
+	case r == '\u0085', r == '\u2028', r == '\u2029':
+		return r, true
+	}
+	return r, false
+}
+
+// appendString encodes s as a JSON string; invalid UTF-8 becomes U+FFFD, and control characters
+// and line separators are escaped.
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
@@ -220,22 +246,62 @@ func appendString(b []byte, s string) []byte {
 			case '\t':
 				b = append(b, '\\', 't')
 			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+				b = appendEscape(b, rune(c))
 			}
 			i++
 			start = i
 			continue
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
+		if e, ok := escapedRune(r, size); ok {
+			b, start = appendEscaped(b, s, start, i, e), i+size
 		}
 		i += size
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// appendJSON appends the JSON value raw (the client's arguments or id, which the gateway's
+// scanner found to be JSON) compacted, as one line: white space outside strings is dropped; in
+// strings, control characters are escaped and other characters as appendString writes them
+// (invalid UTF-8 as U+FFFD, line separators escaped). Escapes already in raw are kept. The value
+// means what raw means to a JSON reader, and it can neither end the audit line nor start another.
+// It allocates nothing beyond b's growth.
+func appendJSON(b, raw []byte) []byte {
+	inString := false
+	start := 0
+	for i := 0; i < len(raw); {
+		c := raw[i]
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRune(raw[i:])
+			if e, ok := escapedRune(r, size); ok {
+				b, start = appendEscaped(b, raw, start, i, e), i+size
+			}
+			i += size
+			continue
+		}
+		switch {
+		case c == '"':
+			inString = !inString
+		case inString && c == '\\' && i+1 < len(raw) && raw[i+1] >= 0x20 && raw[i+1] < utf8.RuneSelf:
+			// An escape: its second byte is not the end of the string. (A \u escape's hex
+			// digits are plain characters.)
+			i += 2
+			continue
+		case c < 0x20 || (c == ' ' && !inString):
+			// White space outside strings goes; a control character in a string (invalid JSON,
+			// but never a line break here) is escaped.
+			if inString {
+				b = appendEscaped(b, raw, start, i, rune(c))
+			} else {
+				b = append(b, raw[start:i]...)
+			}
+			i++
+			start = i
+			continue
+		}
+		i++
+	}
+	return append(b, raw[start:]...)
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
@@ -248,20 +249,21 @@ func (t *Telemetry) StartSpan(headers propagation.TextMapCarrier, r *Record) {
 		return
 	}
 	ctx := propagation.TraceContext{}.Extract(context.Background(), headers)
-	name := r.Method
-	if r.Tool != "" {
-		name += " " + r.Tool
+	method, tool := validUTF8(r.Method), validUTF8(r.Tool)
+	name := method
+	if tool != "" {
+		name += " " + tool
 	}
 	attrs := make([]attribute.KeyValue, 0, 6)
-	attrs = append(attrs, attribute.String("mcp.method.name", r.Method))
-	if r.Tool != "" {
-		attrs = append(attrs, attribute.String("gen_ai.tool.name", r.Tool))
+	attrs = append(attrs, attribute.String("mcp.method.name", method))
+	if tool != "" {
+		attrs = append(attrs, attribute.String("gen_ai.tool.name", tool))
 	}
 	if r.Session != "" {
-		attrs = append(attrs, attribute.String("mcp.session.id", r.Session))
+		attrs = append(attrs, attribute.String("mcp.session.id", validUTF8(r.Session)))
 	}
 	if r.ID != nil {
-		attrs = append(attrs, attribute.String("jsonrpc.request.id", string(r.ID)))
+		attrs = append(attrs, attribute.String("jsonrpc.request.id", validUTF8(string(r.ID))))
 	}
 	if r.Target != "" {
 		attrs = append(attrs, attribute.String("mcp.target", r.Target))
@@ -271,6 +273,16 @@ func (t *Telemetry) StartSpan(headers propagation.TextMapCarrier, r *Record) {
 	}
 	_, r.span = t.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithTimestamp(r.Time), trace.WithAttributes(attrs...))
+}
+
+// validUTF8 returns s with invalid UTF-8 as U+FFFD. The method, tool, session and id are the
+// client's: an OTLP export is a protobuf, whose strings must be UTF-8, and one invalid string
+// would cost the export of every span in its batch.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 // Finish completes r at now: it sets the latency, ends the span, counts the exchange and writes

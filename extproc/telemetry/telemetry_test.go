@@ -289,7 +289,9 @@ func (c *collector) Export(_ context.Context, req *collectortrace.ExportTraceSer
 	return &collectortrace.ExportTraceServiceResponse{}, nil
 }
 
-func TestOTLPExport(t *testing.T) {
+// exportTo starts a collector and returns it with a tracer provider that exports to it.
+func exportTo(t *testing.T) (*collector, *sdktrace.TracerProvider) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -298,13 +300,17 @@ func TestOTLPExport(t *testing.T) {
 	gs := grpc.NewServer()
 	collectortrace.RegisterTraceServiceServer(gs, c)
 	go gs.Serve(lis)
-	defer gs.Stop()
-
-	ctx := context.Background()
-	tp, err := NewOTLPTracerProvider(ctx, "http://"+lis.Addr().String())
+	t.Cleanup(gs.Stop)
+	tp, err := NewOTLPTracerProvider(context.Background(), "http://"+lis.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c, tp
+}
+
+func TestOTLPExport(t *testing.T) {
+	ctx := context.Background()
+	c, tp := exportTo(t)
 	tel, _ := New(Options{TracerProvider: tp})
 	r := sampleRecord()
 	tel.StartSpan(propagation.MapCarrier{}, r)
