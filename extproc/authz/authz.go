@@ -5,7 +5,8 @@
 // evaluates them per request. The variables are:
 //
 //	jwt      map(string, dyn)   the verified token's claims (jwt.org, jwt.llms.openai...)
-//	request  .method .path .host string (path without query), .headers map(string, string)
+//	request  .method .path .host string (path without query; host as Envoy matches virtual
+//	         hosts: lower case, without port and trailing dot), .headers map(string, string)
 //	         (lower-case names)
 //	mcp      .method string (JSON-RPC method), .tool.name, .tool.target string,
 //	         .tool.arguments map(string, dyn)

@@ -23,7 +23,8 @@ type Input struct {
 	// Claims are the verified JWT claims; nil when there is no valid token (then `jwt.X` fails
 	// at run time and the rule counts as not matching).
 	Claims map[string]any
-	// Method, Path and Host are :method, :path (request.path drops the query) and :authority.
+	// Method, Path and Host are :method, :path (request.path drops the query) and :authority
+	// (request.host is it as Envoy matches virtual hosts: see requestHost).
 	Method, Path, Host string
 	// Headers are the request headers; nil means none.
 	Headers Headers
@@ -205,6 +206,36 @@ func pathOnly(p string) string {
 		return p[:i]
 	}
 	return p
+}
+
+// requestHost returns an :authority as Envoy matches it to a virtual host: without a port (the
+// route configurations set ignore_port_in_host_matching; the port is what follows the last ':'
+// outside an IPv6 literal's brackets), in ASCII lower case, plus without one trailing dot. A rule
+// on request.host then holds for every spelling of the host that reaches the route.
+func requestHost(authority string) string {
+	h := authority
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && i > strings.LastIndexByte(h, ']') {
+		h = h[:i]
+	}
+	h = strings.TrimSuffix(h, ".")
+	for i := 0; i < len(h); i++ {
+		if 'A' <= h[i] && h[i] <= 'Z' {
+			return asciiLower(h)
+		}
+	}
+	return h
+}
+
+// asciiLower returns s with ASCII letters in lower case, others unchanged (strings.ToLower would
+// also fold other letters, which Envoy does not).
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // hostOnly returns the IP of "ip:port", "[v6]:port" or "ip".

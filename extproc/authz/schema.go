@@ -39,7 +39,7 @@ func schemaFields() map[string]map[string]field {
 		requestTypeName: {
 			"method": stringField(func(in *Input) string { return in.Method }),
 			"path":   stringField(func(in *Input) string { return pathOnly(in.Path) }),
-			"host":   stringField(func(in *Input) string { return in.Host }),
+			"host":   stringField(func(in *Input) string { return requestHost(in.Host) }),
 			"headers": {
 				typ:   types.NewMapType(types.StringType, types.StringType),
 				isSet: func(in *Input) bool { return in.Headers != nil },
