@@ -36,6 +36,19 @@ func (p *policy) readsArguments(trafficDeferred bool) bool {
 	return p.tools.ReadsArguments() || (trafficDeferred && p.traffic.ReadsArguments())
 }
 
+// argumentInOtherCase returns an argument member of in's tools/call that only letter case tells
+// from one the rules that run on the body select (authz.RuleSet.ArgumentInOtherCase). False for no
+// policy.
+func (p *policy) argumentInOtherCase(in *authz.Input, trafficDeferred bool) (member string, found bool) {
+	if p == nil {
+		return "", false
+	}
+	if member, found = p.tools.ArgumentInOtherCase(in); !found && trafficDeferred {
+		member, found = p.traffic.ArgumentInOtherCase(in)
+	}
+	return member, found
+}
+
 // readsMessages reports whether p's rules judge an MCP request by its body's messages: MCP
 // rules, or traffic rules that read mcp.* (deferred to the body). False for no policy.
 func (p *policy) readsMessages() bool {

@@ -1,6 +1,8 @@
 package extproc_test
 
 import (
+	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
@@ -25,5 +27,67 @@ func TestHostRuleHoldsForEverySpelling(t *testing.T) {
 			t.Errorf(":authority %q: refused %v, want %v (%v)", host, got, denied, resp)
 		}
 		s.Close()
+	}
+}
+
+// TestArgumentInOtherCaseRefused: under a DENY rule on mcp.tool.arguments.path (guarded with
+// has(), as docs/design.md advises for optional values), {"Path": "/etc/passwd"}, which a server
+// binding arguments with Go's encoding/json reads as path, is refused as ambiguous (400, -32600,
+// naming the member) before the upstream sees it, whatever its value; so is the same member in a
+// traffic rule that reads the arguments. The exact name is judged by the rules.
+func TestArgumentInOtherCaseRefused(t *testing.T) {
+	const guard = `has(mcp.tool.arguments.path) && mcp.tool.arguments.path.startsWith("/etc")`
+	pol := &policyv1.Policy{Name: "lab", McpRules: []*policyv1.Rule{
+		{Action: policyv1.Rule_DENY, Expression: guard, Source: "P/ns/files#mcp[0]"},
+	}}
+	traffic := &policyv1.Policy{Name: "traffic", TrafficRules: []*policyv1.Rule{
+		{Action: policyv1.Rule_DENY, Expression: `mcp.method == "tools/call" && has(mcp.tool.arguments.opts.mode) && mcp.tool.arguments.opts.mode == "raw"`, Source: "P/ns/modes#traffic[0]"},
+	}}
+	h := newHarness(t, []*policyv1.Policy{pol, traffic})
+	trafficRoute := streamableRoute
+	trafficRoute.Policy = "traffic"
+	for _, tc := range []struct {
+		route  extproctest.Route
+		args   string
+		status int32 // 0: passed on
+		member string
+	}{
+		{streamableRoute, `{"path":"/etc/passwd"}`, 200, ""}, // the rule's Unknown tool answer
+		{streamableRoute, `{"path":"/tmp/x"}`, 0, ""},
+		{streamableRoute, `{"Path":"/etc/passwd"}`, 400, "Path"},
+		{streamableRoute, `{"PATH":"/tmp/x"}`, 400, "PATH"},
+		{streamableRoute, `{"pa\u0054h":"/etc/passwd"}`, 400, "paTh"},
+		{streamableRoute, `{"Other":"/etc/passwd"}`, 0, ""},
+		{trafficRoute, `{"opts":{"Mode":"raw"}}`, 400, "opts.Mode"},
+		{trafficRoute, `{"opts":{"mode":"raw"}}`, 403, ""},
+		{trafficRoute, `{"opts":{"mode":"cooked"}}`, 0, ""},
+	} {
+		s := h.open(t, h.tcp, tc.route)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", "", hdr("mcp-session-id", "S")), false))
+		resp := check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":`+tc.args+`}}`), true))
+		s.Close()
+		ir := resp.GetImmediateResponse()
+		if got := int32(ir.GetStatus().GetCode()); got != tc.status {
+			t.Errorf("%s on %s: status %d, want %d (%v)", tc.args, tc.route.Policy, got, tc.status, resp)
+			continue
+		}
+		if tc.member == "" {
+			continue
+		}
+		var e struct {
+			Error struct {
+				Code    int
+				Message string
+			}
+		}
+		if err := json.Unmarshal(ir.GetBody(), &e); err != nil || e.Error.Code != -32600 || !strings.Contains(e.Error.Message, `"`+tc.member+`"`) {
+			t.Errorf("%s: answer %s, want a -32600 error naming %q", tc.args, ir.GetBody(), tc.member)
+		}
+	}
+	waitFor(t, "the audit lines", func() bool { return len(h.audit.records(t)) == 9 })
+	for _, rec := range h.audit.records(t) {
+		if rec["outcome"] == "refused" && rec["tool"] != "read_file" {
+			t.Errorf("refusal recorded without its tool: %v", rec)
+		}
 	}
 }

@@ -535,6 +535,11 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 				return st.refuse(jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidParams,
 					"tools/call params must be an object with a string name", "mcpgate_tool_unnamed"), "", md, &ex.rec)
 			}
+			if strict {
+				if member, found := st.pol.argumentInOtherCase(&in, st.trafficDeferred); found {
+					return st.refuse(argumentCaseRefusal(member), "", md, &ex.rec)
+				}
+			}
 		}
 		if st.trafficDeferred {
 			d := st.evaluate(st.pol.traffic, &in)
@@ -670,6 +675,14 @@ func (st *stream) repeatedID(msgs []mcp.Message, batch bool, now time.Time) json
 		}
 	}
 	return nil
+}
+
+// argumentCaseRefusal answers a tools/call with an argument member that only letter case tells
+// from one the rules read (see authz.RuleSet.ArgumentInOtherCase).
+func argumentCaseRefusal(member string) answer {
+	return jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidRequest,
+		fmt.Sprintf("tools/call argument %q differs only in letter case from a member the gateway's rules read: servers read it differently", member),
+		"mcpgate_ambiguous_jsonrpc")
 }
 
 // hasRequest reports whether msgs hold a request or notification.

@@ -144,6 +144,8 @@ type RuleSet struct {
 	deny, require, allow []rule
 	needsMCP, readsArgs  bool
 	claims               []string
+	// args are the argument members the rules select by name; nil when they select none.
+	args *argNames
 	// noAllow is Decision.Rule when ALLOW rules exist and none matched (see allowPolicies).
 	noAllow string
 }
@@ -188,6 +190,7 @@ func (e *Env) Compile(rules []*policyv1.Rule) (*RuleSet, error) {
 	rs := &RuleSet{}
 	var errs []error
 	claims := map[string]bool{}
+	args := &argNames{}
 	for i, r := range rules {
 		source := r.GetSource()
 		if source == "" {
@@ -209,9 +212,9 @@ func (e *Env) Compile(rules []*policyv1.Rule) (*RuleSet, error) {
 			errs = append(errs, fmt.Errorf("rule %s: %w", source, err))
 			continue
 		}
-		mcp, args := references(checked.NativeRep(), claims)
+		mcp, readsArgs := references(checked.NativeRep(), claims, args)
 		var listing cel.Program
-		if args {
+		if readsArgs {
 			listing, err = e.env.Program(checked, append(popts, cel.EvalOptions(cel.OptPartialEval))...)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("rule %s: %w", source, err))
@@ -231,7 +234,7 @@ func (e *Env) Compile(rules []*policyv1.Rule) (*RuleSet, error) {
 			continue
 		}
 		rs.needsMCP = rs.needsMCP || mcp
-		rs.readsArgs = rs.readsArgs || args
+		rs.readsArgs = rs.readsArgs || readsArgs
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -240,6 +243,9 @@ func (e *Env) Compile(rules []*policyv1.Rule) (*RuleSet, error) {
 		rs.claims = append(rs.claims, name)
 	}
 	slices.Sort(rs.claims)
+	if len(args.names) > 0 || args.elems != nil {
+		rs.args = args
+	}
 	if len(rs.allow) > 0 {
 		rs.noAllow = allowPolicies(rs.allow) + NoAllowMatched
 	}
@@ -263,11 +269,13 @@ func allowPolicies(allow []rule) string {
 	return strings.Join(names, "+")
 }
 
-// references records the claims an expression names (jwt.X, jwt["X"]) and reports whether it
-// reads the mcp variable and the tool arguments (mcp.tool.arguments).
-func references(a *ast.AST, claims map[string]bool) (mcp, args bool) {
+// references records the claims an expression names (jwt.X, jwt["X"]) and the argument members
+// it selects, and reports whether it reads the mcp variable and the tool arguments
+// (mcp.tool.arguments).
+func references(a *ast.AST, claims map[string]bool, selected *argNames) (mcp, args bool) {
 	isJWT := func(e ast.Expr) bool { return e.Kind() == ast.IdentKind && e.AsIdent() == "jwt" }
 	ast.PreOrderVisit(a.Expr(), ast.NewExprVisitor(func(e ast.Expr) {
+		selected.addSelection(e)
 		switch e.Kind() {
 		case ast.IdentKind:
 			if e.AsIdent() == "mcp" {
@@ -285,9 +293,9 @@ func references(a *ast.AST, claims map[string]bool) (mcp, args bool) {
 			}
 		case ast.CallKind:
 			call := e.AsCall()
-			if call.FunctionName() == "_[_]" && len(call.Args()) == 2 && isJWT(call.Args()[0]) && call.Args()[1].Kind() == ast.LiteralKind {
-				if s, ok := call.Args()[1].AsLiteral().(types.String); ok {
-					claims[string(s)] = true
+			if call.FunctionName() == "_[_]" && len(call.Args()) == 2 && isJWT(call.Args()[0]) {
+				if name, ok := stringLiteral(call.Args()[1]); ok {
+					claims[name] = true
 				}
 			}
 		}
