@@ -261,6 +261,8 @@ func (st *stream) answer(m *mcp.Message, ex *exchange, md *metadata, now time.Ti
 		outcome = telemetry.OutcomeError
 	case ex.rec.Method == mcp.MethodToolsCall && m.IsToolError():
 		outcome = telemetry.OutcomeToolError
+	case ex.rec.Method == mcp.MethodToolsList:
+		st.admitListedTools(m)
 	}
 	st.settle(ex, outcome, md, now)
 	return repl

@@ -2,6 +2,7 @@ package extproc_test
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -88,6 +89,48 @@ func TestArgumentInOtherCaseRefused(t *testing.T) {
 	for _, rec := range h.audit.records(t) {
 		if rec["outcome"] == "refused" && rec["tool"] != "read_file" {
 			t.Errorf("refusal recorded without its tool: %v", rec)
+		}
+	}
+}
+
+// TestToolLabelNotFilledByClients: a client calling a thousand tools that do not exist (answered
+// with errors), in batches, takes no room in the metrics' tool label: the tools the server lists
+// and those that answer with a result are counted under their names afterwards.
+func TestToolLabelNotFilledByClients(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	route := streamableRoute
+	route.Policy = ""
+	exchange := func(req, answer string) {
+		t.Helper()
+		s := h.open(t, h.tcp, route)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", "", hdr("mcp-session-id", "S")), false))
+		plainContinue(t, check(t)(s.RequestBody([]byte(req), true)))
+		check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
+		check(t)(s.ResponseBody([]byte(answer), true))
+		s.Close()
+	}
+	const batches, size = 5, 250
+	for b := range batches {
+		var reqs, answers []string
+		for i := range size {
+			id := strconv.Itoa(b*size + i)
+			reqs = append(reqs, `{"jsonrpc":"2.0","id":`+id+`,"method":"tools/call","params":{"name":"bogus-`+id+`"}}`)
+			answers = append(answers, `{"jsonrpc":"2.0","id":`+id+`,"error":{"code":-32602,"message":"Unknown tool"}}`)
+		}
+		exchange("["+strings.Join(reqs, ",")+"]", "["+strings.Join(answers, ",")+"]")
+	}
+	exchange(`{"jsonrpc":"2.0","id":"l","method":"tools/list"}`,
+		`{"jsonrpc":"2.0","id":"l","result":{"tools":[{"name":"echo","inputSchema":{}},{"name":"get-env","inputSchema":{}}]}}`)
+	exchange(`{"jsonrpc":"2.0","id":"c","method":"tools/call","params":{"name":"fetch","arguments":{}}}`,
+		`{"jsonrpc":"2.0","id":"c","result":{"content":[]}}`)
+	exchange(`{"jsonrpc":"2.0","id":"e","method":"tools/call","params":{"name":"get-env"}}`,
+		`{"jsonrpc":"2.0","id":"e","error":{"code":-32603,"message":"failed"}}`)
+	exchange(`{"jsonrpc":"2.0","id":"f","method":"tools/call","params":{"name":"fetch","arguments":{}}}`,
+		`{"jsonrpc":"2.0","id":"f","result":{"content":[]}}`)
+	waitFor(t, "the audit lines", func() bool { return len(h.audit.records(t)) == batches*size+4 })
+	for tool, want := range map[string]float64{"other": batches * size, "fetch": 2, "get-env": 1} {
+		if n := h.metric(t, "mcpgate_mcp_requests_total", map[string]string{"method": "tools/call", "tool": tool}); n != want {
+			t.Errorf("tools/call counted under tool %q: %v, want %v", tool, n, want)
 		}
 	}
 }

@@ -704,6 +704,17 @@ func mayHoldJSONRPC(ct string) bool {
 	return strings.Contains(ct, "json") || strings.Contains(ct, "event-stream")
 }
 
+// admitListedTools makes the tools the server lists in the tools/list answer m values of the
+// metrics' tool label (telemetry.AdmitTool). They are the server's names, not a client's: those the
+// rules hide from the client are admitted too, so that refused calls of them count under their
+// names.
+func (st *stream) admitListedTools(m *mcp.Message) {
+	_, _, _ = mcp.FilterToolsList(m.Raw, func(name string) bool {
+		st.s.tel.AdmitTool(name)
+		return true
+	})
+}
+
 // utf8Charset reports whether a content-type has no charset or the UTF-8 one.
 func utf8Charset(ct string) bool {
 	_, params, found := strings.Cut(ct, ";")

@@ -136,8 +136,12 @@ func New(o Options) (*Telemetry, error) {
 		audit:   o.Audit,
 		log:     o.Logger,
 		maxArgs: o.MaxArgumentBytes,
-		methods: newLabelGuard(200),
-		tools:   newLabelGuard(1000),
+		// the methods MCP defines that a client sends are values from the start
+		methods: newLabelGuard(200, "initialize", "ping", "tools/list", methodToolsCall, "resources/list",
+			"resources/templates/list", "resources/read", "resources/subscribe", "resources/unsubscribe",
+			"prompts/list", "prompts/get", "completion/complete", "logging/setLevel", "notifications/initialized",
+			"notifications/cancelled", "notifications/progress", "notifications/roots/list_changed"),
+		tools: newLabelGuard(1000),
 	}
 	if t.log == nil {
 		t.log = slog.New(slog.DiscardHandler)
@@ -285,10 +289,23 @@ func validUTF8(s string) string {
 	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
+// AdmitTool makes name a value of the tool label of the metrics (while the label has room): a
+// tool a server listed in a tools/list answer. Other names become values only when a call of
+// theirs gets a result (see Finish); until then they count as "other", so that names a client
+// makes up (and calls the gateway refuses) cannot fill the label.
+func (t *Telemetry) AdmitTool(name string) { t.tools.admit(name) }
+
 // Finish completes r at now: it sets the latency, ends the span, counts the exchange and writes
-// the audit line.
+// the audit line. A method whose request got a result, and a tool whose call got one (not a tool
+// error: some servers report an unknown tool so), become values of their labels.
 func (t *Telemetry) Finish(r *Record, now time.Time) {
 	r.Latency = now.Sub(r.Time)
+	if r.Outcome == OutcomeResult || r.Outcome == OutcomeToolError {
+		t.methods.admit(r.Method)
+	}
+	if r.Outcome == OutcomeResult && r.Method == methodToolsCall {
+		t.tools.admit(r.Tool)
+	}
 	method := t.methods.value(r.Method)
 	tool := t.tools.value(r.Tool)
 	t.requests.WithLabelValues(r.Gateway, r.Route, r.Target, method, tool, r.Decision, r.Outcome).Inc()
@@ -335,25 +352,31 @@ func (t *Telemetry) writeLocked(line []byte) error {
 	return err
 }
 
-// labelGuard bounds the distinct values of a metric label that comes from client input: values
-// that are not short printable names, and values past the first max distinct ones, become
-// "other".
+// methodToolsCall is the method whose requests name a tool.
+const methodToolsCall = "tools/call"
+
+// labelGuard bounds the distinct values of a metric label whose values come from requests: only
+// admitted values (short printable names, the first max of them) are values; others are "other".
+// Values are admitted on evidence that they exist (a server's answer), never for being asked
+// for, so that a client cannot fill the label with names of its own.
 type labelGuard struct {
 	mu   sync.RWMutex
 	max  int
 	seen map[string]struct{}
 }
 
-func newLabelGuard(max int) *labelGuard {
-	return &labelGuard{max: max, seen: make(map[string]struct{}, max)}
+func newLabelGuard(max int, known ...string) *labelGuard {
+	g := &labelGuard{max: max, seen: make(map[string]struct{}, max)}
+	for _, v := range known {
+		g.admit(v)
+	}
+	return g
 }
 
+// value returns v when admitted, "" for "", else "other".
 func (g *labelGuard) value(v string) string {
 	if v == "" {
 		return ""
-	}
-	if len(v) > 128 || strings.IndexFunc(v, func(r rune) bool { return r < 0x21 || r > 0x7e }) >= 0 {
-		return "other"
 	}
 	g.mu.RLock()
 	_, ok := g.seen[v]
@@ -361,14 +384,24 @@ func (g *labelGuard) value(v string) string {
 	if ok {
 		return v
 	}
+	return "other"
+}
+
+// admit makes v a value while there is room, when it is a short printable name.
+func (g *labelGuard) admit(v string) {
+	if v == "" || len(v) > 128 || strings.IndexFunc(v, func(r rune) bool { return r < 0x21 || r > 0x7e }) >= 0 {
+		return
+	}
+	g.mu.RLock()
+	_, ok := g.seen[v]
+	full := len(g.seen) >= g.max
+	g.mu.RUnlock()
+	if ok || full {
+		return
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if _, ok := g.seen[v]; ok {
-		return v
+	if len(g.seen) < g.max {
+		g.seen[v] = struct{}{}
 	}
-	if len(g.seen) >= g.max {
-		return "other"
-	}
-	g.seen[v] = struct{}{}
-	return v
 }

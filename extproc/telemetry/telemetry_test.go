@@ -88,6 +88,7 @@ func TestToolErrorOutcome(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tel.AdmitTool("fetch") // as a tools/list answer does
 	r := sampleRecord()
 	tel.StartSpan(propagation.MapCarrier{}, r)
 	r.Outcome = OutcomeToolError
@@ -195,12 +196,18 @@ func TestAppendStringEscapes(t *testing.T) {
 }
 
 func TestLabelGuard(t *testing.T) {
-	g := newLabelGuard(2)
-	if g.value("a") != "a" || g.value("b") != "b" || g.value("c") != "other" || g.value("a") != "a" {
+	g := newLabelGuard(2, "a")
+	for _, v := range []string{"b", "c", "a"} {
+		g.admit(v)
+	}
+	if g.value("a") != "a" || g.value("b") != "b" || g.value("c") != "other" || g.value("") != "" {
 		t.Error("cap not applied")
 	}
-	if g.value("has space") != "other" || g.value(strings.Repeat("x", 200)) != "other" {
-		t.Error("odd values not folded")
+	g = newLabelGuard(10)
+	for _, v := range []string{"has space", strings.Repeat("x", 200), "é"} {
+		if g.admit(v); g.value(v) != "other" {
+			t.Errorf("odd value %q admitted", v)
+		}
 	}
 }
 
