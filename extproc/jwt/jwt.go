@@ -123,6 +123,7 @@ func New(cfg *policyv1.JWTAuthentication, opts Options) (*Authenticator, error) 
 			}
 			p.remote = &remoteKeys{
 				url:           r.GetUrl(),
+				logURL:        redactURL(r.GetUrl()),
 				cacheDuration: dur,
 				fetchTimeout:  opts.FetchTimeout,
 				minInterval:   opts.MinRefetchInterval,
@@ -156,10 +157,10 @@ func New(cfg *policyv1.JWTAuthentication, opts Options) (*Authenticator, error) 
 func checkJWKSURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return err
+		return fmt.Errorf("url %q: %w", redactURL(raw), withoutURL(err))
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("url %q is not an absolute http or https URL", raw)
+		return fmt.Errorf("url %q is not an absolute http or https URL", redactURL(raw))
 	}
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,7 +29,8 @@ var errRateLimited = errors.New("JWKS fetched too recently; not fetching again y
 // minimum interval. Concurrent fetches share one HTTP request. A failed fetch keeps the last good
 // keys.
 type remoteKeys struct {
-	url           string
+	// url is the key set's; logURL is url as logs and errors show it (redactURL).
+	url, logURL   string
 	cacheDuration time.Duration
 	fetchTimeout  time.Duration
 	minInterval   time.Duration
@@ -96,28 +99,28 @@ func (r *remoteKeys) fetch(base context.Context) error {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.url, nil)
 	if err != nil {
-		return fmt.Errorf("JWKS %s: %w", r.url, err)
+		return fmt.Errorf("JWKS %s: %w", r.logURL, withoutURL(err))
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := r.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("JWKS %s: %w", r.url, err)
+		return fmt.Errorf("JWKS %s: %w", r.logURL, withoutURL(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxJWKSBytes))
-		return fmt.Errorf("JWKS %s: HTTP status %d", r.url, resp.StatusCode)
+		return fmt.Errorf("JWKS %s: HTTP status %d", r.logURL, resp.StatusCode)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
 	if err != nil {
-		return fmt.Errorf("JWKS %s: reading body: %w", r.url, err)
+		return fmt.Errorf("JWKS %s: reading body: %w", r.logURL, err)
 	}
 	if len(body) > maxJWKSBytes {
-		return fmt.Errorf("JWKS %s: body larger than %d bytes", r.url, maxJWKSBytes)
+		return fmt.Errorf("JWKS %s: body larger than %d bytes", r.logURL, maxJWKSBytes)
 	}
 	ks, err := ParseJWKS(body)
 	if err != nil {
-		return fmt.Errorf("JWKS %s: %w", r.url, err)
+		return fmt.Errorf("JWKS %s: %w", r.logURL, err)
 	}
 	digest := sha256.Sum256(body)
 	r.mu.Lock()
@@ -126,7 +129,7 @@ func (r *remoteKeys) fetch(base context.Context) error {
 	r.keys.Store(ks)
 	r.mu.Unlock()
 	if changed {
-		r.log.Info("JWKS loaded", "url", r.url, "keys", ks.Len())
+		r.log.Info("JWKS loaded", "url", r.logURL, "keys", ks.Len())
 		if !first { // no token of this provider can be cached before its first key set
 			r.onChange()
 		}
@@ -161,7 +164,7 @@ func (r *remoteKeys) run(base context.Context, first <-chan singleflight.Result)
 			if ks := r.keys.Load(); ks != nil {
 				kept = ks.Len()
 			}
-			r.log.Warn("JWKS fetch failed; keeping the last good keys", "url", r.url, "kept_keys", kept, "retry_in", retry, "err", err)
+			r.log.Warn("JWKS fetch failed; keeping the last good keys", "url", r.logURL, "kept_keys", kept, "retry_in", retry, "err", err)
 			next = retry
 			retry = min(retry*2, r.cacheDuration)
 		} else {
@@ -175,4 +178,38 @@ func (r *remoteKeys) run(base context.Context, first <-chan singleflight.Result)
 		}
 		outcome = r.start(base, true)
 	}
+}
+
+// redactURL returns a JWKS URL for logs and errors: its userinfo and query, where credentials are
+// put (https://user:pass@host, ?api_key=...), become REDACTED, and its fragment goes. It reads
+// the URL as net/url does (the fragment from the first '#', the query from the first '?' before
+// it, the userinfo up to the last '@' before the path) without parsing it, so that a URL that
+// does not parse is redacted too.
+func redactURL(raw string) string {
+	rest, query := raw, false
+	if i := strings.IndexAny(rest, "?#"); i >= 0 {
+		rest, query = rest[:i], rest[i] == '?'
+	}
+	if scheme, after, found := strings.Cut(rest, "://"); found {
+		authority := after
+		if i := strings.IndexByte(after, '/'); i >= 0 {
+			authority = after[:i]
+		}
+		if at := strings.LastIndexByte(authority, '@'); at >= 0 {
+			rest = scheme + "://REDACTED@" + after[at+1:]
+		}
+	}
+	if query {
+		rest += "?REDACTED"
+	}
+	return rest
+}
+
+// withoutURL returns err without the *url.Error that net/http and net/url wrap their errors in:
+// it quotes the whole URL, query included.
+func withoutURL(err error) error {
+	if ue, ok := errors.AsType[*url.Error](err); ok {
+		return ue.Err
+	}
+	return err
 }
