@@ -271,8 +271,14 @@ func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, no
 		if path == "" {
 			path = defaultMCPPath(tr)
 		}
+		cname := name + "/" + string(first.Name)
+		cluster, cla := t.xds.addressCluster(cname, st.Host, st.Port, false, true), (*endpointv3.ClusterLoadAssignment)(nil)
+		if svc, p := t.serviceOfHost(st.Host, st.Port); p != nil {
+			cluster, cla = t.xds.edsCluster(cname), t.loadAssignment(cname, svc, p)
+		}
 		bi.target = &target{
-			cluster:  t.xds.addressCluster(name+"/"+string(first.Name), st.Host, st.Port, false, true),
+			cluster:  cluster,
+			cla:      cla,
 			backend:  keyString(b.Namespace, b.Name),
 			mcp:      tr,
 			name:     string(first.Name),
@@ -315,6 +321,32 @@ func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, no
 		note += "; " + strings.Join(notes, "; ")
 	}
 	return "", "", note
+}
+
+// serviceOfHost returns the Service a static target's host names by its cluster DNS name
+// (NAME.NS.svc, or NAME.NS.svc.DOMAIN, cluster.local by default) and the Service port of that
+// number, when both are among the inputs with at least one EndpointSlice of the Service
+// (Kubernetes: every Service and slice; standalone: those in the files, where a Service alone,
+// as the lab's, keeps the DNS name). A Service name resolves to its ClusterIP, behind which kube-proxy picks a pod per
+// connection: Envoy would see one host, and the requests of a session, spread over connections,
+// would reach pods that do not hold it. Its EndpointSlices instead give Envoy every ready pod, so
+// the ring hash and the session envelope keep a session on its pod. An ExternalName Service and
+// a Service without such a port keep the DNS name (nil port).
+func (t *translation) serviceOfHost(host string, port int32) (*corev1.Service, *corev1.ServicePort) {
+	labels := strings.Split(strings.TrimSuffix(host, "."), ".")
+	if len(labels) < 3 || labels[2] != "svc" {
+		return nil, nil
+	}
+	svc := t.services[key(labels[1], labels[0])]
+	if svc == nil || svc.Spec.Type == corev1.ServiceTypeExternalName || len(t.slices[key(svc.Namespace, svc.Name)]) == 0 {
+		return nil, nil
+	}
+	for i := range svc.Spec.Ports {
+		if p := &svc.Spec.Ports[i]; p.Port == port && (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) {
+			return svc, p
+		}
+	}
+	return nil, nil
 }
 
 // transportOf is the transport of a protocol that translateMCP accepted (empty: StreamableHTTP).
