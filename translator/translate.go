@@ -89,6 +89,7 @@ func (t *translation) run() {
 		func() { checked(); t.policies = t.indexPolicies() })
 	t.attachRoutes(compiled)
 	concurrently(t.policyStatuses, t.finishGateways) // the same: they read what is done by now
+	t.affectedConditions()
 	t.out.Status = *t.st
 	t.chk.done()
 }

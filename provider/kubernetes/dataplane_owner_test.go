@@ -72,7 +72,18 @@ spec:
 		if err := testCluster.client.Get(t.Context(), theirDeployment, &corev1.Service{}); err != nil {
 			return err
 		}
-		return testCluster.client.Get(t.Context(), theirBootstrap, &corev1.ConfigMap{})
+		if err := testCluster.client.Get(t.Context(), theirBootstrap, &corev1.ConfigMap{}); err != nil {
+			return err
+		}
+		// its status too: stopped before writing it, it would have none to keep
+		var gw gwv1.Gateway
+		if err := testCluster.client.Get(t.Context(), theirDeployment, &gw); err != nil {
+			return err
+		}
+		if len(gw.Status.Listeners) != 1 {
+			return fmt.Errorf("their Gateway's status not written yet: %+v", gw.Status)
+		}
+		return condition(gw.Status.Conditions, "Accepted", metav1.ConditionTrue, "Accepted", gw.Generation)
 	})
 	other.stop(t)
 

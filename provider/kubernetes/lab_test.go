@@ -263,6 +263,15 @@ func TestLab(t *testing.T) {
 					return fmt.Errorf("policy %s: %w", name, err)
 				}
 			}
+			// GEP-713: the targeted Gateway says which policies apply to it
+			gw := get(t, types.NamespacedName{Namespace: labNS, Name: "agentgateway"}, &gwv1.Gateway{})
+			const affected = "mcpgate.dev/EnterpriseAgentgatewayPolicyAffected"
+			if err := condition(gw.Status.Conditions, affected, metav1.ConditionTrue, "PolicyAffected", gw.Generation); err != nil {
+				return fmt.Errorf("Gateway: %w", err)
+			}
+			if c := meta.FindStatusCondition(gw.Status.Conditions, affected); c.Message != "applied here: EnterpriseAgentgatewayPolicy mcp-jwt-auth, mcp-rbac" {
+				return fmt.Errorf("Gateway %s message %q", affected, c.Message)
+			}
 			return nil
 		})
 	})
@@ -611,7 +620,8 @@ spec:
 		if rc == nil || rc.Status != metav1.ConditionFalse || !strings.Contains(rc.Message, "does-not-exist") {
 			return fmt.Errorf("route unknown-backend ResolvedRefs %+v, want False naming does-not-exist", rc)
 		}
-		return nil
+		// the route's owner sees that a refused policy makes it answer 500
+		return condition(p.Conditions, "mcpgate.dev/AgentgatewayPolicyAffected", metav1.ConditionTrue, "PolicyRefused", rt.Generation)
 	})
 	// The lab's route and cluster keep serving.
 	if err := ads.hasNames(resourcev3.ClusterType, labCluster); err != nil {

@@ -1,0 +1,142 @@
+package translator
+
+import (
+	"strconv"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// Reasons of the <Kind>Affected conditions.
+const (
+	// ReasonPolicyAffected: every policy of the kind that targets the object is accepted.
+	ReasonPolicyAffected = "PolicyAffected"
+	// ReasonPolicyRefused: a policy of the kind that targets the object is refused; the routes
+	// it would apply to answer 500 until it is fixed (fail closed).
+	ReasonPolicyRefused = "PolicyRefused"
+)
+
+// maxAffectedNames is the most policy names an Affected condition's message lists.
+const maxAffectedNames = 8
+
+// affectedBy is what the policies of one kind make of one target.
+type affectedBy struct {
+	accepted, refused []string // policy names, oldest first
+}
+
+// affectedKey is one object (or Gateway listener) a policy targets, and the policy's kind.
+type affectedKey struct {
+	targetKind, namespace, name, listener, policyKind string
+}
+
+// affectedConditions puts on every object that policies target the condition GEP-713 requires
+// of a policy implementation: DOMAIN/KINDAffected (DOMAIN: the controllerName's, as
+// mcpgate.dev/AgentgatewayPolicyAffected), True, naming the policies, so that a Route's or a
+// Gateway's owner sees that a policy applies without listing policies. A Gateway gets it in its
+// conditions (a policy targeting a listener: in that listener's), an HTTPRoute in each of its
+// parents this controller serves (a rule's policy too: a route's status has no rule entries), an
+// AgentgatewayBackend in its conditions. A refused policy affects its targets as well (their
+// routes answer 500): the reason is then PolicyRefused. Targets that are not found or are only
+// another controller's business (foreignTarget) get nothing.
+func (t *translation) affectedConditions() {
+	found := map[affectedKey]*affectedBy{}
+	var order []affectedKey
+	foreign := t.foreignBackends()
+	for _, pi := range t.policyList {
+		kind := policyKind(pi.p)
+		for i := range pi.targets {
+			tg := &pi.targets[i]
+			if tg.level == nil || t.foreignTarget(pi.p.Namespace, tg, foreign) {
+				continue
+			}
+			k := affectedKey{targetKind: string(tg.ref.Kind), namespace: pi.p.Namespace, name: string(tg.ref.Name), policyKind: kind}
+			if k.targetKind == KindGateway && tg.ref.SectionName != nil {
+				k.listener = string(*tg.ref.SectionName)
+			}
+			a := found[k]
+			if a == nil {
+				a = &affectedBy{}
+				found[k] = a
+				order = append(order, k)
+			}
+			list := &a.accepted
+			if pi.invalid {
+				list = &a.refused
+			}
+			if n := pi.p.Name; len(*list) == 0 || (*list)[len(*list)-1] != n {
+				*list = append(*list, n)
+			}
+		}
+	}
+	domain, _, _ := strings.Cut(t.opts.ControllerName, "/")
+	ours := gwv1.GatewayController(t.opts.ControllerName)
+	for _, k := range order {
+		a := found[k]
+		typ := domain + "/" + k.policyKind + "Affected"
+		nn := key(k.namespace, k.name)
+		switch k.targetKind {
+		case KindGateway:
+			st, g := t.st.Gateways[nn], t.gateways[nn]
+			if st == nil || g == nil {
+				continue
+			}
+			c := a.condition(typ, k.policyKind, g.gw.Generation)
+			if k.listener == "" {
+				st.Conditions = append(st.Conditions, c)
+				continue
+			}
+			for i := range st.Listeners {
+				if string(st.Listeners[i].Name) == k.listener {
+					st.Listeners[i].Conditions = append(st.Listeners[i].Conditions, c)
+				}
+			}
+		case KindHTTPRoute:
+			st, ri := t.st.HTTPRoutes[nn], t.routeByName[nn]
+			if st == nil || ri == nil {
+				continue
+			}
+			c := a.condition(typ, k.policyKind, ri.r.Generation)
+			for i := range st.Parents {
+				if st.Parents[i].ControllerName == ours {
+					st.Parents[i].Conditions = append(st.Parents[i].Conditions, c)
+				}
+			}
+		case KindAgentgatewayBackend:
+			st, b := t.st.Backends[nn], t.backends[nn]
+			if st == nil || b == nil {
+				continue
+			}
+			st.Conditions = append(st.Conditions, a.condition(typ, k.policyKind, b.b.Generation))
+		}
+	}
+}
+
+// condition is the Affected condition of typ for the policies of kind in a.
+func (a *affectedBy) condition(typ, kind string, generation int64) metav1.Condition {
+	var msg strings.Builder
+	names := func(what string, list []string) {
+		if len(list) == 0 {
+			return
+		}
+		if msg.Len() > 0 {
+			msg.WriteString("; ")
+		}
+		shown := list[:min(len(list), maxAffectedNames)]
+		msg.WriteString(what + ": " + kind + " " + strings.Join(shown, ", "))
+		if n := len(list) - len(shown); n > 0 {
+			msg.WriteString(" and " + strconv.Itoa(n) + " more")
+		}
+	}
+	names("applied here", a.accepted)
+	refused := "refused (see its status), so the routes it applies to answer 500 until it is fixed"
+	if len(a.refused) > 1 {
+		refused = "refused (see their status), so the routes they apply to answer 500 until they are fixed"
+	}
+	names(refused, a.refused)
+	reason := ReasonPolicyAffected
+	if len(a.refused) > 0 {
+		reason = ReasonPolicyRefused
+	}
+	return condition(typ, true, reason, msg.String(), generation)
+}
