@@ -1,7 +1,7 @@
 package extproc
 
-// The MCP exchanges of a stream: requests kept until their answers (in the same stream, or for
-// legacy SSE on the session's GET stream), the answers matched, rewritten where the policy says,
+// The MCP exchanges of a stream: requests kept until their answers (in the same stream, or on the
+// session's GET stream: legacy SSE, or a Streamable HTTP POST whose event stream ended first), the answers matched, rewritten where the policy says,
 // and recorded.
 
 import (
@@ -103,13 +103,8 @@ func (st *stream) register(exs []*exchange, now time.Time) {
 		case ex.rec.ID == nil || key == "":
 			st.waiting = append(st.waiting, ex)
 		case st.kind == mcp.RequestLegacyPost:
-			k := mcp.SessionKey{Scope: st.scope, Session: st.session, ID: key}
-			// The exchange outlives this stream: it keeps copies of what it needs of the body,
-			// and the headers (its filter's input, the audit's claims and session).
-			size := sessionEntryOverhead + st.s.tel.Detach(&ex.rec) + st.headers.size()
-			for _, old := range st.s.sessions.Put(now, k, ex, size) {
-				st.s.finish(old, telemetry.OutcomeNoAnswer, now)
-			}
+			k := st.sessionKey(key)
+			st.park(k, ex, now)
 			st.posted = append(st.posted, postedExchange{k, ex})
 		default:
 			if st.pending == nil {
@@ -134,11 +129,44 @@ func (st *stream) forget(key string) *exchange {
 	return ex
 }
 
+// sessionKey is the session table's key of the request with JSON-RPC id key (IDKey form) in this
+// stream's session.
+func (st *stream) sessionKey(key string) mcp.SessionKey {
+	return mcp.SessionKey{Scope: st.scope, Session: st.session, ID: key}
+}
+
+// park puts ex in the session table under k, where a GET stream of the session finds its answer;
+// the requests the table lets go to make room end without answer.
+func (st *stream) park(k mcp.SessionKey, ex *exchange, now time.Time) {
+	// The exchange outlives this stream: it keeps copies of what it needs of the body, and the
+	// headers (its filter's input, the audit's claims and session).
+	size := sessionEntryOverhead + st.s.tel.Detach(&ex.rec) + st.headers.size()
+	for _, old := range st.s.sessions.Put(now, k, ex, size) {
+		st.s.finish(old, telemetry.OutcomeNoAnswer, now)
+	}
+}
+
 // finishPending ends the exchanges whose answers were to come in this stream's response.
 func (st *stream) finishPending(now time.Time) {
 	for key, ex := range st.pending {
 		st.forget(key)
 		st.s.finish(ex, telemetry.OutcomeNoAnswer, now)
+	}
+}
+
+// endEventStream handles the exchanges still awaiting their answers when this stream's event
+// stream ends. A Streamable HTTP server may close a POST's stream before it answers (after a
+// priming event) and send the answers on the session's GET stream resumed with Last-Event-ID
+// (MCP 2025-11-25, Resumability and Redelivery): a successful POST's exchanges of a known session
+// wait for them in the session table, as legacy SSE requests do; the others end without answer.
+func (st *stream) endEventStream(now time.Time) {
+	if st.kind != mcp.RequestPost || st.session == "" || st.status < 200 || st.status >= 300 {
+		st.finishPending(now)
+		return
+	}
+	for key, ex := range st.pending {
+		st.forget(key)
+		st.park(st.sessionKey(key), ex, now)
 	}
 }
 
@@ -162,17 +190,17 @@ func (st *stream) unreadableAnswers() []byte {
 }
 
 // take removes and returns the exchange that the answer with JSON-RPC id key (IDKey form)
-// answers: one awaiting its answer in this stream's response or, for the responses of a legacy
-// SSE session (its GET stream; also its POSTs' own, should a server answer there), one the
+// answers: one awaiting its answer in this stream's response or, for a GET stream (legacy SSE or
+// Streamable HTTP) and a legacy SSE POST's own response (should a server answer there), one the
 // session's POSTs put in the session table.
 func (st *stream) take(key string) *exchange {
-	if !st.legacy && st.kind != mcp.RequestLegacyPost {
+	if st.kind != mcp.RequestGet && st.kind != mcp.RequestLegacyPost {
 		return st.forget(key)
 	}
 	if st.session == "" {
 		return nil
 	}
-	ex, _ := st.s.sessions.Take(mcp.SessionKey{Scope: st.scope, Session: st.session, ID: key})
+	ex, _ := st.s.sessions.Take(st.sessionKey(key))
 	return ex
 }
 
@@ -188,15 +216,8 @@ func (st *stream) answers(msgs []mcp.Message, batch bool, md *metadata) ([]byte,
 		if m.Kind == mcp.KindResponse {
 			if ex := st.take(mcp.IDKey(m.ID)); ex != nil {
 				repl = st.answer(m, ex, md, now)
-			} else if refused, ok := mcp.RefusedAnswer(m.ID); ok {
-				// A refused call's stand-in ping, whose request another replica saw (a legacy
-				// SSE session's POSTs and GET stream may pass different pods).
-				repl = refused
-			} else if f := st.toolFilter(); f != nil && m.Result != nil {
-				// An answer whose request the gateway did not see (a stream resumed with
-				// Last-Event-ID replays it; a legacy SSE request expired from the table): a
-				// tools/list result in it is filtered all the same.
-				repl, _ = st.filterTools(m, f)
+			} else {
+				repl = st.unmatched(m)
 			}
 		}
 		if repl != nil && !changed {
@@ -220,6 +241,23 @@ func (st *stream) answers(msgs []mcp.Message, batch bool, md *metadata) ([]byte,
 		return mcp.EncodeBatch(elems), true
 	}
 	return elems[0], true
+}
+
+// unmatched returns the replacement (nil: keep m) of the answer m that no exchange awaits.
+func (st *stream) unmatched(m *mcp.Message) []byte {
+	if refused, ok := mcp.RefusedAnswer(m.ID); ok {
+		// A refused call's stand-in ping, whose request another replica saw (a legacy SSE
+		// session's POSTs and GET stream may pass different pods).
+		return refused
+	}
+	if f := st.toolFilter(); f != nil && m.Result != nil {
+		// An answer whose request the gateway did not see (a stream resumed with Last-Event-ID
+		// replays it, its request passed another replica or expired from the session table): a
+		// tools/list result in it is filtered all the same.
+		repl, _ := st.filterTools(m, f)
+		return repl
+	}
+	return nil
 }
 
 // answer finishes ex with its answer m and returns m's replacement (nil: keep m).
@@ -310,7 +348,7 @@ func (s *Server) finish(ex *exchange, outcome string, now time.Time) {
 	s.tel.Finish(&ex.rec, now)
 }
 
-// expireSessions finishes legacy SSE requests whose answers never came.
+// expireSessions finishes the session table's requests whose answers never came.
 func (s *Server) expireSessions(now time.Time) {
 	for _, ex := range s.sessions.Expire(now) {
 		if st := ex.postStatus.Load(); st != 0 {

@@ -44,12 +44,13 @@ import (
 // the shared table. Clients batch a handful of messages (MCP dropped batches in 2025-06-18).
 const MaxBatchMessages = 256
 
-// MaxSessionRequests bounds the requests of one legacy SSE session awaiting their answers in the
-// shared table: a session that posts more without reading the answers pushes out its own oldest
+// MaxSessionRequests bounds the requests of one session awaiting their answers in the shared
+// session table (legacy SSE requests, and Streamable HTTP requests whose POST's event stream ended
+// before their answers): a session that posts more without reading the answers pushes out its own oldest
 // requests (audited as unanswered), not other sessions'.
 const MaxSessionRequests = 1024
 
-// sessionEntryOverhead is what an entry of the legacy SSE table holds besides the sizes it is
+// sessionEntryOverhead is what an entry of the session table holds besides the sizes it is
 // given: the exchange and its record.
 const sessionEntryOverhead = 512
 
@@ -91,7 +92,8 @@ type Config struct {
 	JWT jwt.Options
 	// Authz tunes CEL evaluation (cost limit).
 	Authz authz.Options
-	// SessionTTL, MaxSessions and MaxSessionBytes bound the legacy SSE correlation table: a
+	// SessionTTL, MaxSessions and MaxSessionBytes bound the session table (legacy SSE requests,
+	// and Streamable HTTP requests whose POST's event stream ended before their answers): a
 	// request waits there for its answer, holding its id, its rendered arguments and its
 	// request's headers (the token's claims among them).
 	// SessionTTL is how long a request waits there for its answer (default DefaultSessionTTL,
@@ -238,8 +240,9 @@ func (s *Server) Register(gs *grpc.Server) {
 // Ready reports whether a first policy update was accepted.
 func (s *Server) Ready() bool { return s.policies.ready.Load() }
 
-// Run subscribes to the policies at Config.XDSAddr (when set) and expires unanswered legacy SSE
-// requests, until ctx ends. The subscription reconnects by itself; Run returns nil when ctx ends.
+// Run subscribes to the policies at Config.XDSAddr (when set) and expires the session table's
+// unanswered requests, until ctx ends. The subscription reconnects by itself; Run returns nil when
+// ctx ends.
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)

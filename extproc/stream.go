@@ -871,7 +871,7 @@ func (st *stream) sseChunk(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse 
 		return immediateReply(answer{status: http.StatusBadGateway, details: "mcpgate_event_too_large"}, md)
 	}
 	if b.GetEndOfStream() {
-		st.finishPending(time.Now())
+		st.endEventStream(time.Now())
 	}
 	return st.rep.bodyReply(false, out, changed, false, md)
 }

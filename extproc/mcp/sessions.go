@@ -6,9 +6,10 @@ import (
 	"time"
 )
 
-// SessionKey names a request whose answer is awaited on a legacy SSE stream: the scope (the
-// backend and target, so that two servers' session ids cannot collide), the session id the
-// server announced in its endpoint event, and the request's JSON-RPC id (IDKey form).
+// SessionKey names a request whose answer is awaited on a session's GET stream: the scope (the
+// backend and target, so that two servers' session ids cannot collide), the session id (the one
+// a legacy SSE server announced in its endpoint event, or the Mcp-Session-Id of a Streamable HTTP
+// session), and the request's JSON-RPC id (IDKey form).
 type SessionKey struct {
 	// Scope is the backend and target, Session the server's session id, ID the request's
 	// JSON-RPC id in IDKey form.
@@ -43,8 +44,9 @@ type sessionEntry[V any] struct {
 	inScope *list.Element // this entry's element in its sessionState.order
 }
 
-// Sessions is the bounded table that correlates legacy SSE answers, which arrive on the GET
-// stream, with the POSTed requests they answer. Entries expire after a fixed time; when the table
+// Sessions is the bounded table that correlates answers that arrive on a session's GET stream
+// (legacy SSE's; Streamable HTTP's, resumed after a POST's event stream ended before its answers)
+// with the POSTed requests they answer. Entries expire after a fixed time; when the table
 // or a session is full, the oldest entry (of the table, resp. of the session) is evicted. It is
 // safe for concurrent use.
 type Sessions[V any] struct {
