@@ -204,6 +204,26 @@ func (st *stream) take(key string) *exchange {
 	return ex
 }
 
+// nullIDError finishes with m, when m is an error answer with a null id (a server that refuses
+// the whole POST so, as the TypeScript SDK's 404 "Session not found"), the one request of this
+// Streamable HTTP POST that awaits its answer, and reports whether it did. With several awaiting,
+// which one m answers is not known: they are left as they are. m passes unchanged.
+func (st *stream) nullIDError(m *mcp.Message, key string, md *metadata, now time.Time) bool {
+	if key != "null" || st.kind != mcp.RequestPost || len(st.pending) != 1 {
+		return false
+	}
+	code, hasErr := m.ErrorCode()
+	if !hasErr {
+		return false
+	}
+	for k, ex := range st.pending {
+		st.forget(k)
+		ex.rec.HasError, ex.rec.ErrorCode = true, code
+		st.settle(ex, telemetry.OutcomeError, md, now)
+	}
+	return true
+}
+
 // answers matches the responses among msgs with their exchanges (see take), finishes them, and
 // returns the messages rewritten where needed (changed false: keep them as they are).
 func (st *stream) answers(msgs []mcp.Message, batch bool, md *metadata) ([]byte, bool) {
@@ -214,9 +234,10 @@ func (st *stream) answers(msgs []mcp.Message, batch bool, md *metadata) ([]byte,
 		m := &msgs[i]
 		var repl []byte
 		if m.Kind == mcp.KindResponse {
-			if ex := st.take(mcp.IDKey(m.ID)); ex != nil {
+			key := mcp.IDKey(m.ID)
+			if ex := st.take(key); ex != nil {
 				repl = st.answer(m, ex, md, now)
-			} else {
+			} else if !st.nullIDError(m, key, md, now) {
 				repl = st.unmatched(m)
 			}
 		}

@@ -116,3 +116,34 @@ func TestResumedAnswerNeverComes(t *testing.T) {
 		t.Errorf("mcpgate_mcp_requests_total{outcome=no_answer} = %v, want 3", n)
 	}
 }
+
+// TestHTTPErrorNullID: a server that refuses a POST with an HTTP error whose JSON-RPC error has a
+// null id (the TypeScript SDK's 404 "Session not found" for an expired session) answers the one
+// request of the POST that awaits its answer, in a JSON body or an event stream; with several
+// awaiting, none of them is taken for it.
+func TestHTTPErrorNullID(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	const nullErr = `{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}`
+	post := func(session, body, status, ct, answer string) {
+		t.Helper()
+		s := h.open(t, h.tcp, streamableRoute)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", session)), false))
+		check(t)(s.RequestBody([]byte(body), true))
+		check(t)(s.ResponseHeaders(respHeaders(status, ct), false))
+		if got := string(extproctest.BodyAfter(check(t)(s.ResponseBody([]byte(answer), true)), []byte(answer))); got != answer {
+			t.Errorf("the client gets %q, want the server's %q", got, answer)
+		}
+		s.Close()
+	}
+	call := `{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","arguments":{}}}`
+	post("json", call, "404", "application/json", nullErr)
+	post("sse", call, "200", "text/event-stream", "event: message\ndata: "+nullErr+"\n\n")
+	post("two", `[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping"}]`, "400", "application/json", nullErr)
+
+	waitFor(t, "4 audit records", func() bool { return len(h.audit.records(t)) == 4 })
+	checkRecord(t, auditOf(t, h, "json")[0], map[string]any{"tool": "echo", "outcome": "error", "jsonrpc_error": -32001, "http_status": 404})
+	checkRecord(t, auditOf(t, h, "sse")[0], map[string]any{"tool": "echo", "outcome": "error", "jsonrpc_error": -32001, "http_status": 200})
+	for _, r := range auditOf(t, h, "two") {
+		checkRecord(t, r, map[string]any{"method": "ping", "outcome": "no_answer", "jsonrpc_error": nil, "http_status": 400})
+	}
+}
