@@ -60,17 +60,26 @@ func (m *Mux) Handle(path, help string, h http.Handler) {
 
 // LocalOnly serves h to clients on the loopback interface only, 403 to others: for endpoints that
 // show what other pods must not read (the controller's admin port is reachable in the cluster
-// for Prometheus). `kubectl port-forward` connects from the pod's own loopback, so it reaches
-// them.
+// for Prometheus). Both ends of the connection must be loopback addresses: in a service mesh
+// whose sidecar redirects inbound traffic, every client arrives from a loopback address (Istio's
+// 127.0.0.6) but to the pod's own address. `kubectl port-forward` connects to the pod's loopback
+// from its loopback, so it reaches them.
 func LocalOnly(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host, _, err := net.SplitHostPort(r.RemoteAddr)
-		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+		local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+		if !loopback(r.RemoteAddr) || local == nil || !loopback(local.String()) {
 			http.Error(w, "forbidden: this endpoint answers loopback clients only (kubectl port-forward)", http.StatusForbidden)
 			return
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// loopback reports whether addr ("HOST:PORT") is a loopback address.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	ip := net.ParseIP(host)
+	return err == nil && ip != nil && ip.IsLoopback()
 }
 
 // ServeHTTP routes r.

@@ -1,7 +1,9 @@
 package admin_test
 
 import (
+	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -64,16 +66,35 @@ func TestMux(t *testing.T) {
 	}
 }
 
-// TestLocalOnly: a loopback client gets the endpoint, another 403.
+// TestLocalOnly: a client connected from and to loopback addresses gets the endpoint; another
+// 403, also one from a loopback address to the pod's address (a mesh sidecar's redirect).
 func TestLocalOnly(t *testing.T) {
 	h := admin.LocalOnly(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "secret") }))
-	for addr, want := range map[string]int{"127.0.0.1:5555": 200, "[::1]:5555": 200, "10.1.2.3:5555": 403, "192.0.2.1:80": 403, "garbage": 403} {
+	for _, c := range []struct {
+		remote, local string
+		want          int
+	}{
+		{"127.0.0.1:5555", "127.0.0.1:19000", 200},
+		{"[::1]:5555", "[::1]:19000", 200},
+		{"10.1.2.3:5555", "10.1.2.4:19000", 403},
+		{"192.0.2.1:80", "127.0.0.1:19000", 403},
+		{"127.0.0.6:5555", "10.1.2.4:19000", 403}, // Istio's inbound redirect
+		{"127.0.0.1:5555", "", 403},               // no connection
+		{"garbage", "127.0.0.1:19000", 403},
+	} {
 		req := httptest.NewRequest("GET", "/debug/xds", nil)
-		req.RemoteAddr = addr
+		req.RemoteAddr = c.remote
+		if c.local != "" {
+			addr, err := net.ResolveTCPAddr("tcp", c.local)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req = req.WithContext(context.WithValue(req.Context(), http.LocalAddrContextKey, addr))
+		}
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
-		if rec.Code != want || (want == 200) != (rec.Body.String() == "secret") {
-			t.Errorf("from %s: %d %q, want %d", addr, rec.Code, rec.Body.String(), want)
+		if rec.Code != c.want || (c.want == 200) != (rec.Body.String() == "secret") {
+			t.Errorf("from %s to %s: %d %q, want %d", c.remote, c.local, rec.Code, rec.Body.String(), c.want)
 		}
 	}
 }
