@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // Reasons of the <Kind>Affected conditions.
@@ -38,11 +37,10 @@ type affectedKey struct {
 // parents this controller serves (a rule's policy too: a route's status has no rule entries), an
 // AgentgatewayBackend in its conditions. A refused policy affects its targets as well (their
 // routes answer 500): the reason is then PolicyRefused. Targets that are not found or are only
-// another controller's business (foreignTarget) get nothing.
-func (t *translation) affectedConditions() {
+// another controller's business (foreignTarget; foreign is foreignBackends) get nothing.
+func (t *translation) affectedConditions(foreign map[nsName]bool) {
 	found := map[affectedKey]*affectedBy{}
 	var order []affectedKey
-	foreign := t.foreignBackends()
 	for _, pi := range t.policyList {
 		kind := policyKind(pi.p)
 		for i := range pi.targets {
@@ -70,7 +68,6 @@ func (t *translation) affectedConditions() {
 		}
 	}
 	domain, _, _ := strings.Cut(t.opts.ControllerName, "/")
-	ours := gwv1.GatewayController(t.opts.ControllerName)
 	for _, k := range order {
 		a := found[k]
 		typ := domain + "/" + k.policyKind + "Affected"
@@ -97,10 +94,8 @@ func (t *translation) affectedConditions() {
 				continue
 			}
 			c := a.condition(typ, k.policyKind, ri.r.Generation)
-			for i := range st.Parents {
-				if st.Parents[i].ControllerName == ours {
-					st.Parents[i].Conditions = append(st.Parents[i].Conditions, c)
-				}
+			for i := range st.Parents { // the translator writes only its own parents entries
+				st.Parents[i].Conditions = append(st.Parents[i].Conditions, c)
 			}
 		case KindAgentgatewayBackend:
 			st, b := t.st.Backends[nn], t.backends[nn]

@@ -272,19 +272,13 @@ func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, no
 			path = defaultMCPPath(tr)
 		}
 		cname := name + "/" + string(first.Name)
-		cluster, cla := t.xds.addressCluster(cname, st.Host, st.Port, false, true), (*endpointv3.ClusterLoadAssignment)(nil)
 		if svc, p := t.serviceOfHost(st.Host, st.Port); p != nil {
-			cluster, cla = t.xds.edsCluster(cname), t.loadAssignment(cname, svc, p)
+			bi.target = t.serviceCluster(cname, svc, p)
+		} else {
+			bi.target = &target{cluster: t.xds.addressCluster(cname, st.Host, st.Port, false, true), affinity: true}
 		}
-		bi.target = &target{
-			cluster:  cluster,
-			cla:      cla,
-			backend:  keyString(b.Namespace, b.Name),
-			mcp:      tr,
-			name:     string(first.Name),
-			path:     path,
-			affinity: true,
-		}
+		tg := bi.target
+		tg.backend, tg.mcp, tg.name, tg.path = keyString(b.Namespace, b.Name), tr, string(first.Name), path
 	} else {
 		found, err := t.selectorTargets(b, first, name+"/"+string(first.Name))
 		if err != "" {
@@ -324,7 +318,8 @@ func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, no
 }
 
 // serviceOfHost returns the Service a static target's host names by its cluster DNS name
-// (NAME.NS.svc, or NAME.NS.svc.DOMAIN, cluster.local by default) and the Service port of that
+// (NAME.NS.svc or NAME.NS.svc.cluster.local, in any letter case, with or without the final dot;
+// another cluster domain is not recognised, it keeps the DNS name) and the Service port of that
 // number, when both are among the inputs with at least one EndpointSlice of the Service
 // (Kubernetes: every Service and slice; standalone: those in the files, where a Service alone,
 // as the lab's, keeps the DNS name). A Service name resolves to its ClusterIP, behind which kube-proxy picks a pod per
@@ -333,8 +328,10 @@ func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, no
 // the ring hash and the session envelope keep a session on its pod. An ExternalName Service and
 // a Service without such a port keep the DNS name (nil port).
 func (t *translation) serviceOfHost(host string, port int32) (*corev1.Service, *corev1.ServicePort) {
-	labels := strings.Split(strings.TrimSuffix(host, "."), ".")
-	if len(labels) < 3 || labels[2] != "svc" {
+	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	h, _ = strings.CutSuffix(h, ".cluster.local")
+	labels := strings.Split(h, ".")
+	if len(labels) != 3 || labels[2] != "svc" {
 		return nil, nil
 	}
 	svc := t.services[key(labels[1], labels[0])]
@@ -430,11 +427,7 @@ func (t *translation) selectorTargets(b *v1alpha1.AgentgatewayBackend, tg *v1alp
 // serviceTarget builds the EDS target of a Service port. MCP ports (by appProtocol) get their
 // transport, target name and path from the port and the Service's annotations.
 func (t *translation) serviceTarget(clusterName string, svc *corev1.Service, p *corev1.ServicePort) *target {
-	tg := &target{
-		cluster:  t.xds.edsCluster(clusterName),
-		cla:      t.loadAssignment(clusterName, svc, p),
-		affinity: true,
-	}
+	tg := t.serviceCluster(clusterName, svc, p)
 	if tr := mcpTransportOfPort(p); tr != "" {
 		tg.mcp = tr
 		tg.name = svc.Annotations[AnnotationMCPTargetName]
@@ -454,6 +447,12 @@ func (t *translation) serviceTarget(clusterName string, svc *corev1.Service, p *
 		}
 	}
 	return tg
+}
+
+// serviceCluster is the target of a Service port's EDS cluster, its endpoints the port's ready
+// ones, balanced by ring hash.
+func (t *translation) serviceCluster(clusterName string, svc *corev1.Service, p *corev1.ServicePort) *target {
+	return &target{cluster: t.xds.edsCluster(clusterName), cla: t.loadAssignment(clusterName, svc, p), affinity: true}
 }
 
 // loadAssignment builds the endpoints of a Service port from its EndpointSlices: the ready

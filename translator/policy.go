@@ -122,11 +122,10 @@ func (t *translation) indexPolicies() *policyIndex {
 // controllers' business (foreignTarget) has no ancestor: Gateway API has a controller write
 // ancestor status only for the ancestors it is responsible for. Each policy's status is made
 // on its own (forEach); the JWT authentications it loses are warnings too, added in policy
-// order.
-func (t *translation) policyStatuses() {
+// order. foreign is foreignBackends.
+func (t *translation) policyStatuses(foreign map[nsName]bool) {
 	statuses := make([]*gwv1.PolicyStatus, len(t.policyList))
 	warnings := make([]fieldErrors, len(t.policyList))
-	foreign := t.foreignBackends()
 	forEach(len(t.policyList), func(i int) { statuses[i], warnings[i] = t.policyStatus(t.policyList[i], foreign) })
 	for i, pi := range t.policyList {
 		p := pi.p

@@ -438,7 +438,7 @@ func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {
 		c.matches = append(c.matches, m)
 	}
 	// what Envoy does otherwise than asked, said once the rule is known to be served
-	var warnings [][2]string
+	var warnings fieldErrors
 	for k := range rule.Filters {
 		f := &rule.Filters[k]
 		if fld, msg := t.applyFilter(c, f); msg != "" {
@@ -446,7 +446,7 @@ func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {
 			continue
 		}
 		for _, w := range serverHeaderChanges(f.ResponseHeaderModifier) {
-			warnings = append(warnings, [2]string{fmt.Sprintf("%s.filters[%d].responseHeaderModifier%s", field(), k, w), msgServerHeader})
+			warnings.add(KindHTTPRoute, r.Namespace, r.Name, fmt.Sprintf("%s.filters[%d].responseHeaderModifier%s", field(), k, w), msgServerHeader)
 		}
 	}
 	// Gateway API forbids these combinations (the CRD refuses them; files are not checked)
@@ -476,12 +476,10 @@ func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {
 		t.resolveBackendRef(cr, c, i, k, &rule.BackendRefs[k])
 	}
 	if c.timeout != nil && c.timeout.AsDuration() > 0 && slices.ContainsFunc(c.refs, func(r ruleRef) bool { return r.tg.mcp != "" }) {
-		warnings = append(warnings, [2]string{field() + ".timeouts.request", fmt.Sprintf(msgStreamTimeout, *rule.Timeouts.Request)})
+		warnings.add(KindHTTPRoute, r.Namespace, r.Name, field()+".timeouts.request", fmt.Sprintf(msgStreamTimeout, *rule.Timeouts.Request))
 	}
 	if c.failMsg == "" {
-		for _, w := range warnings {
-			cr.warnings.add(KindHTTPRoute, r.Namespace, r.Name, w[0], w[1])
-		}
+		cr.warnings = append(cr.warnings, warnings...)
 	}
 	return c
 }
@@ -503,14 +501,14 @@ func serverHeaderChanges(h *gwv1.HTTPHeaderFilter) []string {
 		return nil
 	}
 	var out []string
-	for j, s := range h.Set {
-		if strings.EqualFold(string(s.Name), "server") {
-			out = append(out, fmt.Sprintf(".set[%d].name", j))
-		}
-	}
-	for j, s := range h.Add {
-		if strings.EqualFold(string(s.Name), "server") {
-			out = append(out, fmt.Sprintf(".add[%d].name", j))
+	for _, list := range [...]struct {
+		field   string
+		headers []gwv1.HTTPHeader
+	}{{"set", h.Set}, {"add", h.Add}} {
+		for j, s := range list.headers {
+			if strings.EqualFold(string(s.Name), "server") {
+				out = append(out, fmt.Sprintf(".%s[%d].name", list.field, j))
+			}
 		}
 	}
 	for j, n := range h.Remove {

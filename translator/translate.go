@@ -88,8 +88,9 @@ func (t *translation) run() {
 		func() { compiled = t.compileRoutes() },
 		func() { checked(); t.policies = t.indexPolicies() })
 	t.attachRoutes(compiled)
-	concurrently(t.policyStatuses, t.finishGateways) // the same: they read what is done by now
-	t.affectedConditions()
+	foreign := t.foreignBackends()
+	concurrently(func() { t.policyStatuses(foreign) }, t.finishGateways) // the same: they read what is done by now
+	t.affectedConditions(foreign)
 	t.out.Status = *t.st
 	t.chk.done()
 }
