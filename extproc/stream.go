@@ -535,11 +535,6 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 				return st.refuse(jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidParams,
 					"tools/call params must be an object with a string name", "mcpgate_tool_unnamed"), "", md, &ex.rec)
 			}
-			if strict {
-				if member, found := st.pol.argumentInOtherCase(&in, st.trafficDeferred); found {
-					return st.refuse(argumentCaseRefusal(member), "", md, &ex.rec)
-				}
-			}
 		}
 		if st.trafficDeferred {
 			d := st.evaluate(st.pol.traffic, &in)
@@ -566,6 +561,12 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 				}
 			case mcp.MethodToolsList:
 				ex.filter = st.toolFilter()
+			}
+		}
+		// After both rule sets have decided: only arguments a rule decoded can have decided.
+		if strict && m.Method == mcp.MethodToolsCall {
+			if member, found := st.pol.argumentInOtherCase(&in, st.trafficDeferred); found {
+				return st.refuse(argumentCaseRefusal(member), "", md, &ex.rec)
 			}
 		}
 		if st.s.tel.Tracing() {

@@ -9,7 +9,7 @@ import (
 // only when letter case is folded (as Go's encoding/json matches names: a server binding
 // {"Path": ...} to its path field) is found, at the top level and in the objects (and lists of
 // objects) the rules select into; the exact name, names no rule selects, and rules that select
-// no argument find nothing.
+// no argument find nothing. It runs after the rules, as the gateway calls it.
 func TestArgumentInOtherCase(t *testing.T) {
 	e := newEnv(t)
 	rs := compile(t, e,
@@ -42,6 +42,7 @@ func TestArgumentInOtherCase(t *testing.T) {
 		`["not an object"]`:                      "",
 	} {
 		in := &Input{ToolName: "x", ToolArguments: json.RawMessage(args)}
+		rs.Evaluate(t.Context(), in)
 		got, found := rs.ArgumentInOtherCase(in)
 		if got != want || found != (want != "") {
 			t.Errorf("%s: ArgumentInOtherCase = %q, %v; want %q", args, got, found, want)
@@ -54,5 +55,26 @@ func TestArgumentInOtherCase(t *testing.T) {
 	var nilSet *RuleSet
 	if _, found := nilSet.ArgumentInOtherCase(&Input{ToolArguments: json.RawMessage(`{"Path":1}`)}); found {
 		t.Error("no rules found a member")
+	}
+}
+
+// TestArgumentInOtherCaseUndecoded: a call whose rules never read its arguments (they decided on
+// the tool's name) has them neither decoded nor searched: their member names could not have
+// changed the decision.
+func TestArgumentInOtherCaseUndecoded(t *testing.T) {
+	e := newEnv(t)
+	rs := compile(t, e, deny("files#mcp[0]", `mcp.tool.name == "read_file" && mcp.tool.arguments.path.startsWith("/etc")`))
+	in := &Input{ToolName: "write_file", ToolArguments: json.RawMessage(`{"Path":"/etc/passwd"}`)}
+	if d := rs.Evaluate(t.Context(), in); !d.Allowed {
+		t.Fatalf("%+v", d)
+	}
+	if got, found := rs.ArgumentInOtherCase(in); found || in.argsOK {
+		t.Fatalf("ArgumentInOtherCase = %q, %v, arguments decoded %v; want nothing found or decoded", got, found, in.argsOK)
+	}
+	// The same arguments, read by the rule, are searched.
+	in = &Input{ToolName: "read_file", ToolArguments: json.RawMessage(`{"Path":"/etc/passwd"}`)}
+	rs.Evaluate(t.Context(), in)
+	if got, found := rs.ArgumentInOtherCase(in); got != "Path" || !found {
+		t.Fatalf("ArgumentInOtherCase = %q, %v; want Path", got, found)
 	}
 }

@@ -163,15 +163,16 @@ func (n *argNames) otherCase(v any) (string, bool) {
 // "path" in ..., at any depth the rules select into) only when letter case is folded. A server
 // that binds arguments with Go's encoding/json reads {"Path": "/etc/passwd"} as path, which the
 // rules do not see: the caller refuses such a call. Names a rule reaches only by iterating (in
-// comprehensions such as exists) are not known. in's arguments are decoded (once: the rules reuse
-// them) only when the rules select a member.
+// comprehensions such as exists) are not known.
+//
+// Call it after the rules have evaluated in: when no rule decoded the arguments, their member
+// names could not have changed the decision, and nothing is decoded or found.
 func (rs *RuleSet) ArgumentInOtherCase(in *Input) (path string, found bool) {
-	if rs == nil || rs.args == nil {
+	if rs == nil || rs.args == nil || !in.argsOK {
 		return "", false
 	}
-	args, err := in.arguments()
-	if err != nil || args == nil {
+	if in.argsErr != nil || in.args == nil {
 		return "", false
 	}
-	return rs.args.otherCase(args)
+	return rs.args.otherCase(in.args)
 }
