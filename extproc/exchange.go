@@ -275,7 +275,7 @@ func (st *stream) unmatched(m *mcp.Message) []byte {
 		// An answer whose request the gateway did not see (a stream resumed with Last-Event-ID
 		// replays it, its request passed another replica or expired from the session table): a
 		// tools/list result in it is filtered all the same.
-		repl, _ := st.filterTools(m, f)
+		repl, _ := st.filterTools(m, f, false)
 		return repl
 	}
 	return nil
@@ -292,6 +292,9 @@ func (st *stream) answer(m *mcp.Message, ex *exchange, md *metadata, now time.Ti
 	if f == nil {
 		f = st.toolFilter()
 	}
+	// The answer of a tools/list names the server's tools (admitListedTools), read once: by the
+	// filter when there is one.
+	listed := ex.rec.Method == mcp.MethodToolsList && !hasErr
 	refused, isRefused := mcp.RefusedAnswer(m.ID)
 	switch {
 	case ex.denied:
@@ -304,9 +307,11 @@ func (st *stream) answer(m *mcp.Message, ex *exchange, md *metadata, now time.Ti
 		code, hasErr = mcp.CodeInvalidParams, true
 	case f != nil && m.Result != nil:
 		var failed bool
-		if repl, failed = st.filterTools(m, f); failed {
+		if repl, failed = st.filterTools(m, f, listed); failed {
 			code, hasErr = mcp.CodeInternalError, true
 		}
+	case listed && m.Result != nil:
+		st.admitListedTools(m)
 	}
 	ex.rec.HasError, ex.rec.ErrorCode = hasErr, code
 	if s := ex.postStatus.Load(); s != 0 {
@@ -320,8 +325,6 @@ func (st *stream) answer(m *mcp.Message, ex *exchange, md *metadata, now time.Ti
 		outcome = telemetry.OutcomeError
 	case ex.rec.Method == mcp.MethodToolsCall && m.IsToolError():
 		outcome = telemetry.OutcomeToolError
-	case ex.rec.Method == mcp.MethodToolsList:
-		st.admitListedTools(m)
 	}
 	st.settle(ex, outcome, md, now)
 	return repl
@@ -337,11 +340,20 @@ func (st *stream) settle(ex *exchange, outcome string, md *metadata, now time.Ti
 	st.s.finish(ex, outcome, now)
 }
 
-// filterTools removes from the tools/list answer m the tools f refuses. It returns m's
+// filterTools removes from the tools/list answer m the tools f refuses, admitting the names it
+// reads into the metrics' tool label when admit is set (as admitListedTools does). It returns m's
 // replacement (nil: keep m) and whether the replacement is an error because m could not be
 // filtered.
-func (st *stream) filterTools(m *mcp.Message, f *toolFilter) (repl []byte, failed bool) {
-	out, removed, err := mcp.FilterToolsList(m.Raw, f.allow(st.ctx))
+func (st *stream) filterTools(m *mcp.Message, f *toolFilter, admit bool) (repl []byte, failed bool) {
+	allow := f.allow(st.ctx)
+	if admit {
+		filter := allow
+		allow = func(name string) bool {
+			st.s.tel.AdmitTool(name)
+			return filter(name)
+		}
+	}
+	out, removed, err := mcp.FilterToolsList(m.Raw, allow)
 	switch {
 	case err != nil:
 		st.s.log.Warn("tools/list answer could not be filtered; replaced by an error", "route", st.ri.route, "error", err)

@@ -708,12 +708,9 @@ func mayHoldJSONRPC(ct string) bool {
 // admitListedTools makes the tools the server lists in the tools/list answer m values of the
 // metrics' tool label (telemetry.AdmitTool). They are the server's names, not a client's: those the
 // rules hide from the client are admitted too, so that refused calls of them count under their
-// names.
+// names. Under tool rules, filterTools admits them as it reads them.
 func (st *stream) admitListedTools(m *mcp.Message) {
-	_, _, _ = mcp.FilterToolsList(m.Raw, func(name string) bool {
-		st.s.tel.AdmitTool(name)
-		return true
-	})
+	_ = mcp.ToolNames(m.Raw, st.s.tel.AdmitTool)
 }
 
 // utf8Charset reports whether a content-type has no charset or the UTF-8 one.

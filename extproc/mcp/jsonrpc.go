@@ -455,26 +455,59 @@ func FilterToolsList(msg []byte, allow func(name string) bool) ([]byte, int, err
 }
 
 func toolAllowed(tool []byte, allow func(string) bool) bool {
+	name, ok := toolName(tool)
+	return ok && allow(name)
+}
+
+// toolName returns the name of the tool object tool of a tools/list result; ok is false when it
+// has not exactly one readable name (none, not a string, repeated, or another in other letter
+// case).
+func toolName(tool []byte) (name string, ok bool) {
 	if len(tool) == 0 || tool[0] != '{' {
-		return false
+		return "", false
 	}
-	var name []byte
+	var raw []byte
 	ambiguous := false
 	_ = eachMember(tool, func(mb member) error {
 		switch {
 		case string(mb.name) == "name":
-			ambiguous = ambiguous || name != nil
-			name = mb.value
+			ambiguous = ambiguous || raw != nil
+			raw = mb.value
 		case bytes.EqualFold(mb.name, []byte("name")):
 			ambiguous = true
 		}
 		return nil
 	})
-	if ambiguous || name == nil {
-		return false
+	if ambiguous || raw == nil {
+		return "", false
 	}
-	s, ok := stringValue(name)
-	return ok && allow(s)
+	return stringValue(raw)
+}
+
+// ToolNames calls fn with the name of each tool of the tools/list response msg that
+// FilterToolsList would ask about (those with exactly one readable name), reading msg once and
+// copying nothing.
+func ToolNames(msg []byte, fn func(name string)) error {
+	err := eachMember(msg, func(res member) error {
+		if !bytes.EqualFold(res.name, []byte("result")) || len(res.value) == 0 || res.value[0] != '{' {
+			return nil
+		}
+		return eachMember(res.value, func(tools member) error {
+			if !bytes.EqualFold(tools.name, []byte("tools")) || len(tools.value) == 0 || tools.value[0] != '[' {
+				return nil
+			}
+			return eachElement(tools.value, func(tool []byte) error {
+				if name, ok := toolName(tool); ok {
+					fn(name)
+				}
+				return nil
+			})
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("tools/list result: %w", err)
+	}
+	return nil
 }
 
 // SessionFromURL returns the legacy SSE session id in the query of a path or URL: "sessionId"

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -229,6 +230,24 @@ func TestFilterToolsList(t *testing.T) {
 	}
 	if _, _, err := FilterToolsList([]byte(`{"result":{"tools":[}`), func(string) bool { return true }); err == nil {
 		t.Error("broken JSON filtered without error")
+	}
+}
+
+// TestToolNames: ToolNames names the tools FilterToolsList asks about, no others.
+func TestToolNames(t *testing.T) {
+	msg := []byte(`{"jsonrpc":"2.0","id":2,"result":{"ttlMs":0,"tools":[{"name":"fetch","inputSchema":{"type":"object"}},{"description":"x","name":"get-env"},{"Name":"sneaky"},{"name":"get-env","name":"echo"},{"name":7},"x",{"name":"echo"}],"nextCursor":"c"}}`)
+	var asked, named []string
+	if _, _, err := FilterToolsList(msg, func(n string) bool { asked = append(asked, n); return true }); err != nil {
+		t.Fatal(err)
+	}
+	if err := ToolNames(msg, func(n string) { named = append(named, n) }); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"fetch", "get-env", "echo"}; !slices.Equal(named, want) || !slices.Equal(asked, want) {
+		t.Errorf("ToolNames named %v, FilterToolsList asked about %v; want %v", named, asked, want)
+	}
+	if err := ToolNames([]byte(`{"result":{"tools":[}`), func(string) {}); err == nil {
+		t.Error("broken JSON read without error")
 	}
 }
 
