@@ -6,6 +6,7 @@ package extproc
 
 import (
 	"context"
+	"encoding/json"
 	"sync/atomic"
 	"time"
 
@@ -29,6 +30,9 @@ type exchange struct {
 	// denied is set for a refused tools/call that was replaced by a ping: the ping's answer
 	// becomes the "Unknown tool" error.
 	denied bool
+	// standIn is the id of the ping that replaced a refused call with an id (mcp.RefusedID),
+	// which the ping's answer carries.
+	standIn json.RawMessage
 	// postStatus is the HTTP status of the POST that carried a legacy SSE request, set by the
 	// POST's stream and read by the GET stream that sees the answer.
 	postStatus atomic.Int32
@@ -97,7 +101,7 @@ func (st *stream) register(exs []*exchange, now time.Time) {
 		if ex.denied {
 			// A refused call kept for its answer went upstream as a ping with a stand-in id
 			// (requestBody), which its answer carries.
-			key = mcp.IDKey(mcp.RefusedID(ex.rec.ID, ex.rec.Tool))
+			key = mcp.IDKey(ex.standIn)
 		}
 		switch {
 		case ex.rec.ID == nil || key == "":
@@ -295,22 +299,20 @@ func (st *stream) answer(m *mcp.Message, ex *exchange, md *metadata, now time.Ti
 	// The answer of a tools/list names the server's tools (admitListedTools), read once: by the
 	// filter when there is one.
 	listed := ex.rec.Method == mcp.MethodToolsList && !hasErr
-	refused, isRefused := mcp.RefusedAnswer(m.ID)
-	switch {
-	case ex.denied:
+	if ex.denied {
 		repl = mcp.UnknownTool(ex.rec.ID, ex.rec.Tool)
 		code, hasErr = mcp.CodeInvalidParams, true
-	case isRefused:
+	} else if refused, isRefused := mcp.RefusedAnswer(m.ID); isRefused {
 		// A request whose id looks like a stand-in's (mcp.RefusedID): its sender forged it,
 		// and gets the error (for itself only) rather than the answer.
 		repl = refused
 		code, hasErr = mcp.CodeInvalidParams, true
-	case f != nil && m.Result != nil:
+	} else if f != nil && m.Result != nil {
 		var failed bool
 		if repl, failed = st.filterTools(m, f, listed); failed {
 			code, hasErr = mcp.CodeInternalError, true
 		}
-	case listed && m.Result != nil:
+	} else if listed && m.Result != nil {
 		st.admitListedTools(m)
 	}
 	ex.rec.HasError, ex.rec.ErrorCode = hasErr, code

@@ -609,7 +609,8 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		case ex == nil || !ex.denied:
 			elems = append(elems, msgs[i].Raw)
 		case ex.rec.ID != nil:
-			elems = append(elems, mcp.Ping(mcp.RefusedID(ex.rec.ID, ex.rec.Tool)))
+			ex.standIn = mcp.RefusedID(ex.rec.ID, ex.rec.Tool)
+			elems = append(elems, mcp.Ping(ex.standIn))
 		}
 	}
 	st.register(exOf, now)
