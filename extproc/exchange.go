@@ -290,8 +290,9 @@ func (st *stream) answer(m *mcp.Message, ex *exchange, md *metadata, now time.Ti
 	var repl []byte
 	code, hasErr := m.ErrorCode()
 	// Any result is filtered under the route's tool rules, not only the answer of the tools/list
-	// it is matched with: a client that repeats a request id (in a batch, or across a legacy
-	// session's POSTs) gets the tools/list result matched with another request.
+	// it is matched with: the request an answer is matched with may not be the one it answers
+	// when a request of the same id passed another replica (which a legacy SSE session's POSTs
+	// may), or left the session table (expired, or pushed out) before its answer came.
 	f := ex.filter
 	if f == nil {
 		f = st.toolFilter()

@@ -141,11 +141,10 @@ type stream struct {
 	// From the response.
 	status int
 	sse    *mcp.SSEStream
-	// eventSeen: the response stream's first event was seen. legacy: it was an endpoint event of
-	// a GET stream, which makes the stream legacy SSE: the answers of the session's legacy POSTs
-	// arrive on it.
-	eventSeen, legacy bool
-	respBodySeen      bool
+	// eventSeen: the response stream's first event was seen (an endpoint event of a GET stream
+	// names a legacy SSE session).
+	eventSeen    bool
+	respBodySeen bool
 	// replaceUnreadable: a response body that cannot be read is replaced by errors, not passed
 	// (an answer awaited here must be rewritten, or the body is encoded under tool rules).
 	replaceUnreadable bool
@@ -879,7 +878,6 @@ func (st *stream) visitEvent(ev *mcp.Event, rewritable bool, md *metadata) []byt
 	if !st.eventSeen {
 		st.eventSeen = true
 		if st.kind == mcp.RequestGet && ev.Type == "endpoint" {
-			st.legacy = true
 			st.session = mcp.SessionFromURL(string(ev.Data))
 			md.str(contract.FieldSession, st.session)
 			return nil
