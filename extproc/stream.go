@@ -649,7 +649,9 @@ func (st *stream) bodyRecord(msgs []mcp.Message, batch bool, now time.Time) (*te
 // of the session that awaits its answer in the session table (another replica's table is not
 // known here). MCP forbids a requester to reuse an id within a session, and the gateway would
 // match answers with the wrong requests. The Streamable HTTP POSTs of a session are not compared
-// with each other: the answers to each come in its own response.
+// with each other or with the table: their answers usually come in their own response, and the
+// requests of a POST whose event stream ended before its answers are parked unchecked
+// (endEventStream), a later one with the same key pushing the earlier out as no_answer.
 func (st *stream) repeatedID(msgs []mcp.Message, batch bool, now time.Time) json.RawMessage {
 	legacy := st.kind == mcp.RequestLegacyPost && st.session != ""
 	if !batch && !legacy {

@@ -70,9 +70,10 @@ func NewSessions[V any](limits SessionLimits) *Sessions[V] {
 
 // Put records a request; size is what its value holds in memory (the key's strings are added to
 // it). It returns the values that left the table to make room or because they expired, or that
-// had the same key (callers refuse a request whose key is in the table, see Has: two requests
-// with one key can still race), so that the caller can account for them; v itself when it is
-// larger than the table may hold.
+// had the same key (pushed out by v: the gateway refuses a legacy SSE request whose key is in the
+// table, see Has, though two with one key can race; parked Streamable HTTP requests are not
+// checked), so that the caller can account for them; v itself when it is larger than the table
+// may hold.
 func (s *Sessions[V]) Put(now time.Time, k SessionKey, v V, size int) (evicted []V) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
