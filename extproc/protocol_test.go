@@ -995,27 +995,41 @@ func TestPanicFailsOnlyItsStream(t *testing.T) {
 
 // TestCompressedAnswers: ext_proc must read MCP answers, so MCP requests go upstream without
 // accept-encoding; an answer that must be rewritten and comes compressed all the same cannot be
-// read, even as server-sent events, and is replaced by a plain JSON error.
+// read, even as server-sent events, and is replaced by a plain JSON error. Under tool rules so is
+// a compressed answer that nothing awaited here must rewrite (an allowed tools/call's).
 func TestCompressedAnswers(t *testing.T) {
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write([]byte("event: message\ndata: " + toolsListAnswer + "\n\n"))
-	zw.Close()
-	for _, ct := range []string{"text/event-stream", "application/json"} {
+	gzipped := func(body string) []byte {
+		var gz bytes.Buffer
+		zw := gzip.NewWriter(&gz)
+		zw.Write([]byte(body))
+		zw.Close()
+		return gz.Bytes()
+	}
+	for _, tc := range []struct {
+		name, req, ct string
+		answer        []byte
+	}{
+		{"tools/list", `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, "text/event-stream", gzipped("event: message\ndata: " + toolsListAnswer + "\n\n")},
+		{"tools/list", `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, "application/json", gzipped("event: message\ndata: " + toolsListAnswer + "\n\n")},
+		// An allowed call's answer, which nothing here must rewrite: compressed, it is not read,
+		// and may hold what the rules hide (a tools/list result under another id).
+		{"tools/call", `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"fetch"}}`, "application/json", gzipped(`{"jsonrpc":"2.0","id":3,"result":{"content":[]}}`)},
+	} {
+		ct := tc.name + ", " + tc.ct
 		s := h.open(t, h.tcp, streamableRoute)
 		resp := check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("accept-encoding", "gzip, br")), false))
 		if rm := extproctest.Common(resp).GetHeaderMutation().GetRemoveHeaders(); !slices.Contains(rm, "accept-encoding") {
 			t.Errorf("accept-encoding kept: removed %v", rm)
 		}
-		check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`), true))
-		resp = check(t)(s.ResponseHeaders(respHeaders("200", ct, hdr("content-encoding", "gzip")), false))
+		check(t)(s.RequestBody([]byte(tc.req), true))
+		resp = check(t)(s.ResponseHeaders(respHeaders("200", tc.ct, hdr("content-encoding", "gzip")), false))
 		if mo := resp.GetModeOverride(); mo.GetResponseBodyMode() != extprocfilterv3.ProcessingMode_BUFFERED {
 			t.Errorf("%s, gzip: mode_override %v, want the answer BUFFERED", ct, mo)
 			continue
 		}
-		resp = check(t)(s.ResponseBody(gz.Bytes(), true))
-		if got := string(extproctest.BodyAfter(resp, gz.Bytes())); !strings.Contains(got, `"code":-32603`) {
+		resp = check(t)(s.ResponseBody(tc.answer, true))
+		if got := string(extproctest.BodyAfter(resp, tc.answer)); !strings.Contains(got, `"code":-32603`) {
 			t.Errorf("%s, gzip: body %q, want the error", ct, got)
 		}
 		if rm := extproctest.Common(resp).GetHeaderMutation().GetRemoveHeaders(); !slices.Contains(rm, "content-encoding") || setHeaders(resp)["content-type"] != "application/json" {

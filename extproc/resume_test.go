@@ -15,10 +15,16 @@ import (
 // SSE polling: the answers come on the GET stream resumed with Last-Event-ID).
 func postClosedAfterPriming(t *testing.T, h *harness, body string, extra ...extproctest.Header) {
 	t.Helper()
+	postStatusClosedAfterPriming(t, h, "200", body, extra...)
+}
+
+// postStatusClosedAfterPriming is postClosedAfterPriming with the HTTP status status.
+func postStatusClosedAfterPriming(t *testing.T, h *harness, status, body string, extra ...extproctest.Header) {
+	t.Helper()
 	s := h.open(t, h.tcp, streamableRoute)
 	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, extra...), false))
 	check(t)(s.RequestBody([]byte(body), true))
-	check(t)(s.ResponseHeaders(respHeaders("200", "text/event-stream"), false))
+	check(t)(s.ResponseHeaders(respHeaders(status, "text/event-stream"), false))
 	plainContinue(t, check(t)(s.ResponseBody([]byte("id: e1\ndata: \n\nretry: 100\n\n"), true)))
 	s.Close()
 }
@@ -87,8 +93,8 @@ func TestResumedAnswer(t *testing.T) {
 
 // TestResumedAnswerNeverComes: a request whose POST's event stream ended before its answer waits
 // in the session table; when no answer comes it is audited no_answer once, when it leaves the
-// table (pushed out by a limit, or expired). A POST without a session ends its exchanges at the
-// end of its response, as before.
+// table (pushed out by a limit, or expired). A POST without a session, or whose status is not
+// 2xx, ends its exchanges at the end of its response, as before.
 func TestResumedAnswerNeverComes(t *testing.T) {
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))}, func(c *extproc.Config) {
 		c.MaxSessions, c.SessionTTL = 1, 200*time.Millisecond
@@ -115,6 +121,13 @@ func TestResumedAnswerNeverComes(t *testing.T) {
 	if n := h.metric(t, "mcpgate_mcp_requests_total", map[string]string{"outcome": "no_answer"}); n != 3 {
 		t.Errorf("mcpgate_mcp_requests_total{outcome=no_answer} = %v, want 3", n)
 	}
+
+	// An event stream with an error status: the server will not answer its requests elsewhere.
+	postStatusClosedAfterPriming(t, h, "500", `{"jsonrpc":"2.0","id":4,"method":"ping"}`, hdr("mcp-session-id", "S2"))
+	if recs := auditOf(t, h, "S2"); len(recs) != 1 {
+		t.Fatalf("non-2xx event stream: %d audit records at its end, want 1: %v", len(recs), recs)
+	}
+	checkRecord(t, auditOf(t, h, "S2")[0], map[string]any{"method": "ping", "jsonrpc_id": 4, "outcome": "no_answer", "http_status": 500})
 }
 
 // TestHTTPErrorNullID: a server that refuses a POST with an HTTP error whose JSON-RPC error has a
