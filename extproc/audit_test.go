@@ -22,8 +22,8 @@ func TestAuditLineInjection(t *testing.T) {
 	pol.McpRules = nil // any tool: the tool name is the client's too
 	h := newHarness(t, []*policyv1.Policy{pol})
 	forged := `{"time":"2026-01-01T00:00:00Z","subject":"alice","method":"tools/call","tool":"get-env","decision":"allow","outcome":"result"}`
-	tool := "fetch\xff\u2028"
-	body := `{"jsonrpc":"2.0","id":"7\u2028` + "\xfe" + `","method":"tools/call","params":{"name":"` + tool + `","arguments":{"url":"https://example.com","x":` +
+	tool := "fetch\xff\xfe\u2028" // a run of invalid bytes: one U+FFFD in the access log and the audit line
+	body := `{"jsonrpc":"2.0","id":"7\u2028` + "\xfe\xc3" + `","method":"tools/call","params":{"name":"` + tool + `","arguments":{"url":"https://example.com","x":` +
 		"\n" + forged + "\r\n,\"y\":\"\u2029\u0085\xff\"}}}"
 	s := h.open(t, h.tcp, streamableRoute)
 	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "S")), false))
@@ -39,7 +39,7 @@ func TestAuditLineInjection(t *testing.T) {
 		t.Errorf("metadata tool = %q, want %q", md[contract.FieldTool], want)
 	}
 	check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
-	check(t)(s.ResponseBody([]byte(`{"jsonrpc":"2.0","id":"7\u2028`+"\xfe"+`","result":{"content":[]}}`), true))
+	check(t)(s.ResponseBody([]byte(`{"jsonrpc":"2.0","id":"7\u2028`+"\xfe\xc3"+`","result":{"content":[]}}`), true))
 	s.Close()
 	waitFor(t, "the audit line", func() bool { return strings.Contains(h.audit.String(), "latency_ms") })
 	lines := strings.SplitAfter(h.audit.String(), "\n")

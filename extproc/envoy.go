@@ -5,7 +5,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 	"unsafe"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -13,6 +12,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/mcpgate/mcpgate/contract"
+	"github.com/mcpgate/mcpgate/extproc/telemetry"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -200,14 +200,11 @@ func (m *metadata) put(f mdField) {
 }
 
 // str sets name to value (nothing when empty). Invalid UTF-8, which clients can put in the
-// method, tool, arguments and id they send, becomes U+FFFD: a protobuf string must be UTF-8, and
-// Envoy would refuse the whole reply otherwise.
+// method, tool, arguments and id they send, becomes U+FFFD (telemetry.ValidUTF8): a protobuf
+// string must be UTF-8, and Envoy would refuse the whole reply otherwise.
 func (m *metadata) str(name, value string) {
 	if value != "" {
-		if !utf8.ValidString(value) {
-			value = strings.ToValidUTF8(value, "\uFFFD")
-		}
-		m.put(mdField{name: name, str: value})
+		m.put(mdField{name: name, str: telemetry.ValidUTF8(value)})
 	}
 }
 

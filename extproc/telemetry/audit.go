@@ -209,6 +209,25 @@ func appendEscaped[T string | []byte](b []byte, s T, start, i int, r rune) []byt
 	return appendEscape(append(b, s[start:i]...), r)
 }
 
+// appendNonASCII appends, for the character r of size bytes at s[i] (outside ASCII), the text
+// from start before it and its escape when it must be escaped (escapedRune), and returns b and
+// where the text still to copy starts. A run of invalid bytes gets one U+FFFD, as ValidUTF8
+// writes it for the spans and the access log: *runEnd is the end of the last invalid byte.
+func appendNonASCII[T string | []byte](b []byte, s T, start, i int, r rune, size int, runEnd *int) ([]byte, int) {
+	e, ok := escapedRune(r, size)
+	if !ok {
+		return b, start
+	}
+	if e == utf8.RuneError {
+		continued := i == *runEnd
+		*runEnd = i + size
+		if continued {
+			return b, i + size
+		}
+	}
+	return appendEscaped(b, s, start, i, e), i + size
+}
+
 // escapedRune returns what a character outside ASCII is written as in an audit line, and whether
 // it must be escaped: invalid UTF-8 becomes U+FFFD, and the characters that some readers of a log
 // take for a line end (U+0085, U+2028, U+2029: Python's str.splitlines, JavaScript) are escaped.
@@ -223,11 +242,11 @@ func escapedRune(r rune, size int) (rune, bool) {
 	return r, false
 }
 
-// appendString encodes s as a JSON string; invalid UTF-8 becomes U+FFFD, and control characters
-// and line separators are escaped.
+// appendString encodes s as a JSON string; invalid UTF-8 becomes U+FFFD (one per run of invalid
+// bytes), and control characters and line separators are escaped.
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
-	start := 0
+	start, runEnd := 0, -1
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
@@ -253,9 +272,7 @@ func appendString(b []byte, s string) []byte {
 			continue
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
-		if e, ok := escapedRune(r, size); ok {
-			b, start = appendEscaped(b, s, start, i, e), i+size
-		}
+		b, start = appendNonASCII(b, s, start, i, r, size, &runEnd)
 		i += size
 	}
 	b = append(b, s[start:]...)
@@ -265,19 +282,17 @@ func appendString(b []byte, s string) []byte {
 // appendJSON appends the JSON value raw (the client's arguments or id, which the gateway's
 // scanner found to be JSON) compacted, as one line: white space outside strings is dropped; in
 // strings, control characters are escaped and other characters as appendString writes them
-// (invalid UTF-8 as U+FFFD, line separators escaped). Escapes already in raw are kept. The value
+// (invalid UTF-8 as U+FFFD, one per run, line separators escaped). Escapes already in raw are kept. The value
 // means what raw means to a JSON reader, and it can neither end the audit line nor start another.
 // It allocates nothing beyond b's growth.
 func appendJSON(b, raw []byte) []byte {
 	inString := false
-	start := 0
+	start, runEnd := 0, -1
 	for i := 0; i < len(raw); {
 		c := raw[i]
 		if c >= utf8.RuneSelf {
 			r, size := utf8.DecodeRune(raw[i:])
-			if e, ok := escapedRune(r, size); ok {
-				b, start = appendEscaped(b, raw, start, i, e), i+size
-			}
+			b, start = appendNonASCII(b, raw, start, i, r, size, &runEnd)
 			i += size
 			continue
 		}

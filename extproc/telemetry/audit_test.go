@@ -45,11 +45,12 @@ func checkAuditLine(t *testing.T, line []byte) map[string]any {
 	return m
 }
 
-// decoded is raw as a JSON reader sees it (invalid UTF-8 read as U+FFFD, as encoding/json does).
+// decoded is raw as a JSON reader sees it, with each run of invalid UTF-8 bytes as one U+FFFD,
+// as the audit line writes it (ValidUTF8; encoding/json alone reads one U+FFFD per byte).
 func decoded(t *testing.T, raw string) any {
 	t.Helper()
 	var v any
-	if err := json.Unmarshal([]byte(raw), &v); err != nil {
+	if err := json.Unmarshal([]byte(ValidUTF8(raw)), &v); err != nil {
 		t.Fatalf("test input %q is not JSON: %v", raw, err)
 	}
 	return v
@@ -130,9 +131,10 @@ func TestAuditLineFieldsCannotBreak(t *testing.T) {
 }
 
 // FuzzAppendJSON: any JSON value (strings may hold invalid UTF-8, as the gateway's scanner lets
-// them) is written as one line of valid UTF-8 that a JSON reader reads as the same value.
+// them) is written as one line of valid UTF-8 that a JSON reader reads as the same value, each
+// run of invalid bytes read as one U+FFFD.
 func FuzzAppendJSON(f *testing.F) {
-	for _, s := range []string{`{"a" : [1, 2]}`, "\"\u2028\xff\"", "{\n\"k\u0085\":\r\n\"\\u2028\\\"\"}", `"\\"`, `[ ]`, `-1.5e3`} {
+	for _, s := range []string{`{"a" : [1, 2]}`, "\"\u2028\xff\"", "\"\xff\xfe\ufffd\xc3\"", "{\n\"k\u0085\":\r\n\"\\u2028\\\"\"}", `"\\"`, `[ ]`, `-1.5e3`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
@@ -149,7 +151,7 @@ func FuzzAppendJSON(f *testing.F) {
 			}
 		}
 		var want, got any
-		if err := json.Unmarshal(raw, &want); err != nil {
+		if err := json.Unmarshal([]byte(ValidUTF8(string(raw))), &want); err != nil {
 			t.Fatal(err)
 		}
 		if err := json.Unmarshal(out, &got); err != nil {

@@ -12,13 +12,14 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/mcpgate/mcpgate/extproc/mcp"
 )
 
 // Outcomes of an MCP exchange, the outcome label and audit field.
@@ -137,7 +138,7 @@ func New(o Options) (*Telemetry, error) {
 		log:     o.Logger,
 		maxArgs: o.MaxArgumentBytes,
 		// the methods MCP defines that a client sends are values from the start
-		methods: newLabelGuard(200, "initialize", "ping", "tools/list", methodToolsCall, "resources/list",
+		methods: newLabelGuard(200, "initialize", "ping", "tools/list", mcp.MethodToolsCall, "resources/list",
 			"resources/templates/list", "resources/read", "resources/subscribe", "resources/unsubscribe",
 			"prompts/list", "prompts/get", "completion/complete", "logging/setLevel", "notifications/initialized",
 			"notifications/cancelled", "notifications/progress", "notifications/roots/list_changed"),
@@ -253,7 +254,7 @@ func (t *Telemetry) StartSpan(headers propagation.TextMapCarrier, r *Record) {
 		return
 	}
 	ctx := propagation.TraceContext{}.Extract(context.Background(), headers)
-	method, tool := validUTF8(r.Method), validUTF8(r.Tool)
+	method, tool := ValidUTF8(r.Method), ValidUTF8(r.Tool)
 	name := method
 	if tool != "" {
 		name += " " + tool
@@ -264,10 +265,10 @@ func (t *Telemetry) StartSpan(headers propagation.TextMapCarrier, r *Record) {
 		attrs = append(attrs, attribute.String("gen_ai.tool.name", tool))
 	}
 	if r.Session != "" {
-		attrs = append(attrs, attribute.String("mcp.session.id", validUTF8(r.Session)))
+		attrs = append(attrs, attribute.String("mcp.session.id", ValidUTF8(r.Session)))
 	}
 	if r.ID != nil {
-		attrs = append(attrs, attribute.String("jsonrpc.request.id", validUTF8(string(r.ID))))
+		attrs = append(attrs, attribute.String("jsonrpc.request.id", ValidUTF8(string(r.ID))))
 	}
 	if r.Target != "" {
 		attrs = append(attrs, attribute.String("mcp.target", r.Target))
@@ -279,15 +280,11 @@ func (t *Telemetry) StartSpan(headers propagation.TextMapCarrier, r *Record) {
 		trace.WithTimestamp(r.Time), trace.WithAttributes(attrs...))
 }
 
-// validUTF8 returns s with invalid UTF-8 as U+FFFD. The method, tool, session and id are the
-// client's: an OTLP export is a protobuf, whose strings must be UTF-8, and one invalid string
-// would cost the export of every span in its batch.
-func validUTF8(s string) string {
-	if utf8.ValidString(s) {
-		return s
-	}
-	return strings.ToValidUTF8(s, "\uFFFD")
-}
+// ValidUTF8 returns s with each run of invalid UTF-8 bytes as one U+FFFD (s itself, unallocated,
+// when it is valid), as the audit line writes them. The method, tool, session and id are the
+// client's, and protobuf strings must be UTF-8: one invalid string would cost an OTLP export
+// every span in its batch, and the access log's metadata the whole ext_proc reply.
+func ValidUTF8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
 
 // AdmitTool makes name a value of the tool label of the metrics (while the label has room): a
 // tool a server listed in a tools/list answer. Other names become values only when a call of
@@ -303,7 +300,7 @@ func (t *Telemetry) Finish(r *Record, now time.Time) {
 	if r.Outcome == OutcomeResult || r.Outcome == OutcomeToolError {
 		t.methods.admit(r.Method)
 	}
-	if r.Outcome == OutcomeResult && r.Method == methodToolsCall {
+	if r.Outcome == OutcomeResult && r.Method == mcp.MethodToolsCall {
 		t.tools.admit(r.Tool)
 	}
 	method := t.methods.value(r.Method)
@@ -351,9 +348,6 @@ func (t *Telemetry) writeLocked(line []byte) error {
 	_, err := t.audit.Write(line)
 	return err
 }
-
-// methodToolsCall is the method whose requests name a tool.
-const methodToolsCall = "tools/call"
 
 // labelGuard bounds the distinct values of a metric label whose values come from requests: only
 // admitted values (short printable names, the first max of them) are values; others are "other".

@@ -185,7 +185,7 @@ func TestAppendClaims(t *testing.T) {
 }
 
 func TestAppendStringEscapes(t *testing.T) {
-	in := "a\"b\\c\n\t\x01\xffé\u2028"
+	in := "a\"b\\c\n\t\x01\xff\xfeé\u2028" // a run of invalid bytes: one U+FFFD
 	var s string
 	if err := json.Unmarshal(appendString(nil, in), &s); err != nil {
 		t.Fatal(err)
