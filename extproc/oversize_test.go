@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
@@ -35,6 +36,29 @@ func TestOversizeAnswer(t *testing.T) {
 	if ct := setHeaders(resp)["content-type"]; ct != "application/json" {
 		t.Errorf("content-type = %q", ct)
 	}
+}
+
+// TestOversizeAnswerAnnounced: under tool rules, a tools/list answer whose content-length is over
+// the body limit is replaced at its headers (CONTINUE_AND_REPLACE, the upstream's body dropped):
+// buffered, it would overflow Envoy's buffer and give the client a 500 instead of the error.
+func TestOversizeAnswerAnnounced(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))}, func(c *extproc.Config) { c.MaxBodyBytes = 1024 })
+	s := h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+	check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`), true))
+	resp := check(t)(s.ResponseHeaders(respHeaders("200", "application/json", hdr("content-length", "5000")), false))
+	c := extproctest.Common(resp)
+	if c.GetStatus() != extprocv3.CommonResponse_CONTINUE_AND_REPLACE {
+		t.Fatalf("response headers reply %v, want CONTINUE_AND_REPLACE", resp)
+	}
+	if got := string(c.GetBodyMutation().GetBody()); !strings.Contains(got, `"id":2`) || !strings.Contains(got, `"code":-32603`) {
+		t.Errorf("replacement body %s, want the -32603 error for id 2", got)
+	}
+	if ct := setHeaders(resp)["content-type"]; ct != "application/json" {
+		t.Errorf("content-type = %q", ct)
+	}
+	waitFor(t, "the audit record", func() bool { return len(h.audit.records(t)) == 1 })
+	checkRecord(t, h.audit.records(t)[0], map[string]any{"method": "tools/list", "outcome": "error", "jsonrpc_error": -32603})
 }
 
 // TestSSEEventTooLarge: a tools/list answer arriving as a server-sent event over the body limit,

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"io"
 	"net/http"
 	"runtime/debug"
@@ -782,6 +783,19 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	// event stream is read event by event, whatever its length.
 	mt := mediaType(ct)
 	tooLarge := mt != "text/event-stream" && overLimit(hs.first("content-length"), st.s.cfg.MaxBodyBytes)
+	if read && tooLarge {
+		// One that must be read is replaced now, at its headers (CONTINUE_AND_REPLACE: Envoy
+		// drops the upstream's body), as any answer the gateway cannot read: the client gets the
+		// JSON-RPC error, not the 500 of an overflowing buffer.
+		body := st.unreadableAnswers()
+		r := st.rep.headersReply(false, &extprocv3.HeaderMutation{
+			SetHeaders:    []*corev3.HeaderValueOption{setHeader("content-type", "application/json")},
+			RemoveHeaders: []string{"content-encoding", "content-length"},
+		}, md)
+		st.rep.common.Status = extprocv3.CommonResponse_CONTINUE_AND_REPLACE
+		st.rep.common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: body}}
+		return r
+	}
 	mode := responseBodyMode(mt, enc || tooLarge, read)
 	var mut *extprocv3.HeaderMutation
 	switch mode.GetResponseBodyMode() {
