@@ -1,7 +1,6 @@
 package extproc_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -14,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +28,7 @@ import (
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
 	"github.com/mcpgate/mcpgate/extproc/internal/metrictest"
+	"github.com/mcpgate/mcpgate/internal/syncbuf"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 	"github.com/mcpgate/mcpgate/xds"
 )
@@ -103,23 +102,7 @@ func labPolicy(sg *signer) *policyv1.Policy {
 }
 
 // syncBuffer collects lines written concurrently: the audit log, a server's log.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (a *syncBuffer) Write(p []byte) (int, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.buf.Write(p)
-}
-
-// String returns what was written.
-func (a *syncBuffer) String() string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.buf.String()
-}
+type syncBuffer struct{ syncbuf.Buffer }
 
 // count returns how many times s occurs in what was written.
 func (a *syncBuffer) count(s string) int { return strings.Count(a.String(), s) }
@@ -135,13 +118,8 @@ func withLog(level slog.Level) (harnessOption, *syncBuffer) {
 // records returns the audit lines written so far, decoded.
 func (a *syncBuffer) records(t testing.TB) []map[string]any {
 	t.Helper()
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(a.buf.String()), "\n") {
-		if line == "" {
-			continue
-		}
+	for _, line := range a.Lines() {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(line), &m); err != nil {
 			t.Fatalf("audit line is not JSON: %v: %s", err, line)

@@ -23,6 +23,7 @@ import (
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
 	"github.com/mcpgate/mcpgate/internal/pki"
+	"github.com/mcpgate/mcpgate/internal/syncbuf"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 	"github.com/mcpgate/mcpgate/xds"
 )
@@ -214,7 +215,7 @@ func TestServeExtProcStartFailure(t *testing.T) {
 // refuses it and it stays unready.
 func TestServeExtProcXDSTLS(t *testing.T) {
 	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
-	var serverLog syncBuffer
+	var serverLog syncbuf.Buffer
 	ca, err := pki.NewCA(time.Now())
 	if err != nil {
 		t.Fatal(err)

@@ -25,6 +25,7 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/mcpgate/mcpgate/internal/syncbuf"
 	"github.com/mcpgate/mcpgate/translator"
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
 	"github.com/mcpgate/mcpgate/xds/client"
@@ -32,24 +33,6 @@ import (
 
 // waitFor bounds every wait of these tests: what does not happen by then is a failure.
 const waitFor = 20 * time.Second
-
-// syncBuffer is a bytes.Buffer safe for the writers of a running server.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // eventually calls f until it returns nil or waitFor passes.
 func eventually(t *testing.T, what string, f func() error) {
@@ -80,7 +63,7 @@ func get(url string) (int, string, error) {
 // started is a `mcpgate run` running in the test.
 type started struct {
 	cfg  *runConfig
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 	done chan error
 	stop context.CancelFunc
 }
@@ -93,7 +76,7 @@ func startRun(t *testing.T, args ...string) *started {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &started{cfg: cfg, logs: &syncBuffer{}, done: make(chan error, 1)}
+	s := &started{cfg: cfg, logs: &syncbuf.Buffer{}, done: make(chan error, 1)}
 	log := slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel

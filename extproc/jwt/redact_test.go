@@ -1,32 +1,14 @@
 package jwt
 
 import (
-	"bytes"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/mcpgate/mcpgate/internal/syncbuf"
 )
-
-// logBuffer collects log lines written concurrently (the background refresh logs).
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestRemoteJWKSURLRedacted: a remote JWKS URL's userinfo and query, where credentials go, never
 // reach the logs (loaded, HTTP failure, unreachable server) nor the errors of a configuration
@@ -36,7 +18,7 @@ func TestRemoteJWKSURLRedacted(t *testing.T) {
 	srv := newJWKSServer(t, jwks(t, s))
 	host := strings.TrimPrefix(srv.URL, "http://")
 	secret := "http://jwks-user:pa55word@" + host + "/keys?api_key=s3cret&x=1#frag"
-	var logs logBuffer
+	var logs syncbuf.Buffer // the background refresh logs too
 	a := mustNew(t, remoteConfig("iss", secret, 20*time.Millisecond), Options{CacheSize: -1, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	waitFor(t, "the key set loaded", func() bool { return strings.Contains(logs.String(), "JWKS loaded") })
 	srv.serve(http.StatusInternalServerError, "down")

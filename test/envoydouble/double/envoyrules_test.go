@@ -144,7 +144,7 @@ func TestConnectionManagerLocalRepliesPassThroughExtProc(t *testing.T) {
 	} else if v, _ := header(msgs[2].GetResponseHeaders().GetHeaders(), ":status"); v != "200" {
 		t.Errorf("response_headers :status %q, want the upstream's 200", v)
 	}
-	waitFor(t, "both access log lines", func() bool { return len(e.access.all()) == 2 })
+	waitFor(t, "both access log lines", func() bool { return len(e.access.Lines()) == 2 })
 	for i, want := range []string{"request_payload_too_large", "response_payload_too_large"} {
 		if d := e.logs(2)[i]["details"]; d != want {
 			t.Errorf("log %d details %v, want %s", i, d, want)
@@ -242,7 +242,7 @@ func TestRepliesEnvoyCannotApplyFailEvenWhenFailOpen(t *testing.T) {
 		lines[key]++
 		waitFor(t, "the access log line with "+c.details, func() bool {
 			n := 0
-			for _, l := range e.access.all() {
+			for _, l := range e.access.Lines() {
 				if strings.Contains(l, `"details":"`+c.details+`"`) && strings.Contains(l, `"path":"`+c.path+`"`) {
 					n++
 				}

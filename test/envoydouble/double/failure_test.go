@@ -65,7 +65,7 @@ func TestExtProcFailuresFailClosed(t *testing.T) {
 			// the access log line is written when the stream ends, which may be after the client
 			// has read the whole answer
 			waitFor(t, "an access log line for "+path+" with details "+want.details, func() bool {
-				for _, l := range e.access.all() {
+				for _, l := range e.access.Lines() {
 					if strings.Contains(l, `"details":"`+want.details+`"`) && strings.Contains(l, `"path":"`+path+`"`) {
 						return true
 					}

@@ -49,6 +49,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/mcpgate/mcpgate/contract"
+	"github.com/mcpgate/mcpgate/internal/syncbuf"
 	"github.com/mcpgate/mcpgate/test/envoydouble/double"
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
 )
@@ -62,7 +63,7 @@ type env struct {
 	version  int
 	ext      *extProc
 	d        *double.Double
-	access   *lines
+	access   *syncbuf.Buffer
 	listen   string // the listener's address
 	nacksMu  sync.Mutex
 	nacks    []string
@@ -92,7 +93,7 @@ func newEnvADS(t *testing.T, script func(*extStream) error, sotw bool) *env {
 // newEnvBoot is newEnv with the bootstrap YAML that xds/bootstrap writes changed by edit.
 func newEnvBoot(t *testing.T, script func(*extStream) error, edit func([]byte) []byte) *env {
 	t.Helper()
-	e := &env{t: t, access: &lines{}, acks: map[string]int{}}
+	e := &env{t: t, access: &syncbuf.Buffer{}, acks: map[string]int{}}
 	logs := testWriter{t: t, done: &atomic.Bool{}}
 	t.Cleanup(func() { logs.done.Store(true) }) // runs last: nothing logs into a finished test
 	e.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
@@ -233,9 +234,9 @@ func (e *env) url(path string) string { return "http://" + e.listen + path }
 // logs returns the access log lines parsed as JSON, waiting for at least n.
 func (e *env) logs(n int) []map[string]any {
 	e.t.Helper()
-	waitFor(e.t, fmt.Sprintf("%d access log lines", n), func() bool { return len(e.access.all()) >= n })
+	waitFor(e.t, fmt.Sprintf("%d access log lines", n), func() bool { return len(e.access.Lines()) >= n })
 	var out []map[string]any
-	for _, l := range e.access.all() {
+	for _, l := range e.access.Lines() {
 		m := map[string]any{}
 		if err := json.Unmarshal([]byte(l), &m); err != nil {
 			e.t.Fatalf("access log line %q: %v", l, err)
@@ -566,28 +567,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// lines is a concurrency-safe line collector (the stdout access log).
-type lines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lines) all() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := strings.TrimSpace(l.buf.String())
-	if s == "" {
-		return nil
-	}
-	return strings.Split(s, "\n")
 }
 
 type testWriter struct {
