@@ -99,6 +99,9 @@ type stream struct {
 	// stateful.go).
 	sessionHeader string
 	overrideHost  string
+
+	// cors is the CORS filter's state (see cors.go).
+	cors corsState
 }
 
 // serve handles one request on listener l.
@@ -121,6 +124,9 @@ func (st *stream) run() {
 	st.armIdle(st.lis.HCM.StreamIdleTimeout) // a route's idle_timeout replaces it when the route matches
 	st.matchRoute()
 	st.setupExtProc()
+	if st.corsDecode() { // first in the chain: a preflight it answers reaches no other decoder
+		return
+	}
 	if st.sessionBeforeExtProc() {
 		st.sessionDecode()
 	}
@@ -963,8 +969,10 @@ func (st *stream) filterLocalReply(lr *extprocfilter.LocalReply) {
 	h := st.localHeaders(lr.Status, lr.Body, lr.Headers, false)
 	if st.resp == nil {
 		// No response headers entered the encoder path yet: Envoy sends this reply through the
-		// encoder filters (sendLocalReplyViaFilterChain), the stateful session filter included.
+		// encoder filters (sendLocalReplyViaFilterChain), the stateful session and CORS filters
+		// included.
 		st.sessionEncode(h)
+		st.corsEncode(h)
 	}
 	st.writeHeaders(h, len(lr.Body) == 0)
 	st.write(lr.Body)
@@ -1031,11 +1039,13 @@ func (st *stream) encode(h *headers.Map, body io.Reader, noBody bool, ctx contex
 }
 
 // encodeTail runs the encoders after ext_proc (a stateful session filter placed before it in the
-// chain) on the response headers and sends them downstream.
+// chain, then the CORS filter, first in the chain) on the response headers and sends them
+// downstream.
 func (st *stream) encodeTail(h *headers.Map, end bool) {
 	if st.sessionEncodes(true) {
 		st.sessionEncode(h)
 	}
+	st.corsEncode(h)
 	st.writeHeaders(h, end)
 }
 

@@ -44,6 +44,10 @@ type HCM struct {
 	// StatefulSession is the envoy.filters.http.stateful_session filter, nil when the chain has
 	// none; its place relative to ext_proc is StatefulSession.BeforeExtProc.
 	StatefulSession *StatefulSessionFilter
+	// Cors is the envoy.filters.http.cors filter, nil when the chain has none. The double
+	// implements it first in the chain only: it decodes before, and encodes after, every other
+	// filter.
+	Cors *CorsFilter
 	// AccessLogs are access_log, each written when a stream ends.
 	AccessLogs []*AccessLog
 	// DropUnderscoreHeaders is common_http_protocol_options.headers_with_underscores_action
@@ -279,6 +283,13 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 			}
 			ss.BeforeExtProc = len(out.ExtProcs) == 0
 			out.StatefulSession = ss
+		case CorsFilterType:
+			if i != 0 {
+				return nil, fmt.Errorf("%s: a cors filter after other filters is not implemented by envoydouble (first in the chain only)", fp)
+			}
+			if out.Cors, err = CompileCors(f.GetName(), f.GetTypedConfig(), fp+".typed_config"); err != nil {
+				return nil, err
+			}
 		case routerType:
 			if i != len(filters)-1 {
 				return nil, fmt.Errorf("%s: the router must be the last filter", fp)
@@ -292,7 +303,7 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 				return nil, err
 			}
 		default:
-			return nil, fmt.Errorf("%s.typed_config: filter type %s not implemented by envoydouble (ext_proc, stateful_session, router)", fp, f.GetTypedConfig().GetTypeUrl())
+			return nil, fmt.Errorf("%s.typed_config: filter type %s not implemented by envoydouble (cors, ext_proc, stateful_session, router)", fp, f.GetTypedConfig().GetTypeUrl())
 		}
 	}
 	if len(filters) == 0 || filters[len(filters)-1].GetTypedConfig().GetTypeUrl() != routerType {

@@ -783,35 +783,43 @@ type PerFilter struct {
 	ExtProc map[string]*ExtProcPerRoute
 	// StatefulSession are the stateful_session per-route configs by filter name (nil = none).
 	StatefulSession map[string]*StatefulSessionPerRoute
+	// Cors are the cors per-route configs (CorsPolicy) by filter name (nil = none).
+	Cors map[string]*CorsPolicy
 }
 
-// compilePerFilter compiles typed_per_filter_config. The double implements the ext_proc and
-// stateful_session per-route configs; any other type is refused.
+// compilePerFilter compiles typed_per_filter_config. The double implements the ext_proc,
+// stateful_session and cors per-route configs; any other type is refused.
 func compilePerFilter(m map[string]*anypb.Any, path string) (PerFilter, error) {
 	var out PerFilter
 	for name, a := range m {
 		p := fmt.Sprintf("%s.typed_per_filter_config[%q]", path, name)
-		if a.GetTypeUrl() == statefulSessionPerRouteType {
-			pr, err := compileStatefulSessionPerRoute(a, p)
-			if err != nil {
-				return PerFilter{}, err
-			}
-			if out.StatefulSession == nil {
-				out.StatefulSession = map[string]*StatefulSessionPerRoute{}
-			}
-			out.StatefulSession[name] = pr
-			continue
+		var err error
+		switch a.GetTypeUrl() {
+		case corsPolicyType:
+			err = addPerFilter(&out.Cors, name, a, p, compileCorsPolicy)
+		case statefulSessionPerRouteType:
+			err = addPerFilter(&out.StatefulSession, name, a, p, compileStatefulSessionPerRoute)
+		default:
+			err = addPerFilter(&out.ExtProc, name, a, p, compileExtProcPerRoute)
 		}
-		pr, err := compileExtProcPerRoute(a, p)
 		if err != nil {
 			return PerFilter{}, err
 		}
-		if out.ExtProc == nil {
-			out.ExtProc = map[string]*ExtProcPerRoute{}
-		}
-		out.ExtProc[name] = pr
 	}
 	return out, nil
+}
+
+// addPerFilter compiles a per-filter config and stores it under name, making the map on first use.
+func addPerFilter[T any](m *map[string]*T, name string, a *anypb.Any, path string, compile func(*anypb.Any, string) (*T, error)) error {
+	c, err := compile(a, path)
+	if err != nil {
+		return err
+	}
+	if *m == nil {
+		*m = map[string]*T{}
+	}
+	(*m)[name] = c
+	return nil
 }
 
 // ApplyRequest applies the request header operations: removals first, then additions (Envoy's
