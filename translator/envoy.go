@@ -12,6 +12,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	statefulv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/stateful_session/v3"
@@ -131,7 +132,12 @@ func newXDSCommon(opts Options) *xdsCommon {
 	// it, so that ext_proc (audit, access log) only ever sees the server's own session id. Its
 	// config here has no session state, which does nothing: routes that pin sessions turn the
 	// envelope on (pinSessions).
+	// The CORS filter comes before both: a preflight from an origin a route's CorsPolicy allows is
+	// answered by Envoy, never authenticated by ext_proc (a browser sends no credentials with
+	// it), and since encoders run in reverse it adds its headers to every answer last, ext_proc's
+	// refusals (401, 403) included. Without a per-route CorsPolicy it does nothing.
 	x.hcmChain = []*hcmv3.HttpFilter{
+		{Name: corsFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&corsv3.Cors{})}},
 		{Name: statefulSessionFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&statefulv3.StatefulSession{})}},
 		{Name: ExtProcFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(x.extProcFilter())}},
 		{Name: routerFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}},

@@ -114,6 +114,7 @@ type compiledRule struct {
 	fullPath              string // URLRewrite ReplaceFullPath
 	replacePrefix         *string
 	timeout               *durationpb.Duration
+	cors                  *anypb.Any // the CorsPolicy of the rule's CORS filter, nil without one
 	refs                  []ruleRef
 	invalidWeight         uint32
 	hasRefs               bool
@@ -456,6 +457,10 @@ func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {
 	if c.redirect != nil && len(rule.BackendRefs) > 0 {
 		invalid(field()+".filters", "RequestRedirect cannot be used together with backendRefs")
 	}
+	if c.cors != nil && c.redirect != nil {
+		k := slices.IndexFunc(rule.Filters, func(f gwv1.HTTPRouteFilter) bool { return f.Type == gwv1.HTTPRouteFilterCORS })
+		warnings.add(KindHTTPRoute, r.Namespace, r.Name, fmt.Sprintf("%s.filters[%d]", field(), k), msgCORSRedirect)
+	}
 	if c.replacePrefix != nil || c.redirectPrefix() != nil {
 		for _, m := range c.matches {
 			if !m.isPfx {
@@ -492,6 +497,8 @@ const (
 	// msgStreamTimeout (with the timeout): Envoy's route timeout bounds a whole request, answer
 	// included, so it ends the streams of an MCP route.
 	msgStreamTimeout = "%s bounds each whole request, its answer included: the SSE streams of this MCP route (legacy SSE GETs, Streamable HTTP GETs, POSTs answered as a stream) end after it"
+	// msgCORSRedirect: Envoy's CORS filter does nothing on a route without a route entry.
+	msgCORSRedirect = "has no effect on a RequestRedirect rule: Envoy's CORS filter acts only on routes that forward, so the redirect carries no CORS headers and a preflight gets the redirect"
 )
 
 // serverHeaderChanges returns the fields (".set[0].name", ".remove[1]") of a response header
@@ -688,8 +695,20 @@ func (t *translation) applyFilter(c *compiledRule, f *gwv1.HTTPRouteFilter) (str
 			return ".requestRedirect", err
 		}
 		c.redirect = rd
+	case gwv1.HTTPRouteFilterCORS:
+		if f.CORS == nil {
+			return ".cors", "is required for this filter type"
+		}
+		if c.cors != nil {
+			return ".type", "a rule can have one CORS filter only"
+		}
+		p, fld, err := corsPolicy(f.CORS)
+		if err != "" {
+			return ".cors" + fld, err
+		}
+		c.cors = p
 	default:
-		return ".type", fmt.Sprintf("filter %s is not supported (supported: RequestHeaderModifier, ResponseHeaderModifier, URLRewrite, RequestRedirect)", f.Type)
+		return ".type", fmt.Sprintf("filter %s is not supported (supported: RequestHeaderModifier, ResponseHeaderModifier, URLRewrite, RequestRedirect, CORS)", f.Type)
 	}
 	return "", ""
 }
@@ -1118,6 +1137,11 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 	}
 	if mcp {
 		ra.IdleTimeout = t.xds.mcpIdle
+	}
+	if c.cors != nil {
+		// Only here: Envoy's CORS filter acts on routes with a route entry (it forwards), never on a
+		// redirect or a direct response.
+		tpl.perFilter = withFilter(tpl.perFilter, corsFilterName, c.cors)
 	}
 	tpl.action = &routev3.Route_Route{Route: ra}
 	tpl.perMatchRx = c.replacePrefix != nil
