@@ -391,9 +391,13 @@ func immediateReply(a answer, md metadata) *extprocv3.ProcessingResponse {
 // that a route configured otherwise still gives ext_proc the whole answer to read); anything else,
 // and any body ext_proc cannot read (unreadable: a content encoding, or a length over the body
 // limit), is buffered when read says the answer must be read (to be replaced), else not sent to
-// ext_proc at all. The request body stays BUFFERED
-// (body modes are applied literally, and a request body still in flight must still be read).
-func responseBodyMode(mt string, unreadable, read bool) *extprocfilterv3.ProcessingMode {
+// ext_proc at all. A body to buffer whose length is not announced (sized false: no
+// content-length, as a chunked answer has) is BUFFERED_PARTIAL: Envoy then sends what it holds at
+// its buffer limit (end_of_stream false) and lets the rest pass, where BUFFERED would overflow its
+// buffer and answer 500; a body that fits comes whole, as in BUFFERED. The request body stays
+// BUFFERED (body modes are applied literally, and a request body still in flight must still be
+// read).
+func responseBodyMode(mt string, unreadable, read, sized bool) *extprocfilterv3.ProcessingMode {
 	var mode extprocfilterv3.ProcessingMode_BodySendMode
 	switch {
 	case read && (unreadable || mt != "text/event-stream"):
@@ -406,6 +410,9 @@ func responseBodyMode(mt string, unreadable, read bool) *extprocfilterv3.Process
 		mode = extprocfilterv3.ProcessingMode_BUFFERED
 	default:
 		mode = extprocfilterv3.ProcessingMode_NONE
+	}
+	if mode == extprocfilterv3.ProcessingMode_BUFFERED && !sized {
+		mode = extprocfilterv3.ProcessingMode_BUFFERED_PARTIAL
 	}
 	return &extprocfilterv3.ProcessingMode{
 		RequestBodyMode:     extprocfilterv3.ProcessingMode_BUFFERED,

@@ -88,8 +88,8 @@ func TestHeldWithoutPendingRewrite(t *testing.T) {
 		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "S")), false))
 		plainContinue(t, check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"ping"}`), true)))
 		resp := check(t)(s.ResponseHeaders(respHeaders("200", ct), false))
-		if mo := resp.GetModeOverride(); mo.GetResponseBodyMode() != extprocfilterv3.ProcessingMode_BUFFERED {
-			t.Errorf("content-type %s: mode_override %v, want the answer BUFFERED", ct, mo)
+		if mo := resp.GetModeOverride(); mo.GetResponseBodyMode() != extprocfilterv3.ProcessingMode_BUFFERED_PARTIAL {
+			t.Errorf("content-type %s: mode_override %v, want the answer BUFFERED_PARTIAL (whole up to the limit; no content-length)", ct, mo)
 			continue
 		}
 		resp = check(t)(s.ResponseBody([]byte(toolsListAnswer), true))

@@ -1,6 +1,7 @@
 package extproc_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -97,9 +98,7 @@ func TestLargeAnswerWithoutToolRules(t *testing.T) {
 	h := newHarness(t, nil, func(c *extproc.Config) { c.MaxBodyBytes = 1024 })
 	open := streamableRoute
 	open.Policy = ""
-	s := h.open(t, h.tcp, open)
-	check(t)(s.RequestHeaders(postHeaders("/mcp", ""), false))
-	check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"fetch","arguments":{}}}`), true))
+	s := callFetch(t, h, open, "", 3)
 	resp := check(t)(s.ResponseHeaders(respHeaders("200", "application/json", hdr("content-length", "5000")), false))
 	if m := resp.GetModeOverride().GetResponseBodyMode(); resp.GetModeOverride() == nil || m != extprocfilterv3.ProcessingMode_NONE {
 		t.Errorf("response body mode = %v, want NONE (%v)", m, resp)
@@ -107,11 +106,82 @@ func TestLargeAnswerWithoutToolRules(t *testing.T) {
 	waitFor(t, "the audit record", func() bool { return len(h.audit.records(t)) == 1 })
 	checkRecord(t, h.audit.records(t)[0], map[string]any{"tool": "fetch", "outcome": "no_answer", "http_status": 200})
 	// at the limit it is read as before
-	s = h.open(t, h.tcp, open)
-	check(t)(s.RequestHeaders(postHeaders("/mcp", ""), false))
-	check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"fetch","arguments":{}}}`), true))
+	s = callFetch(t, h, open, "", 4)
 	resp = check(t)(s.ResponseHeaders(respHeaders("200", "application/json", hdr("content-length", "1024")), false))
 	if m := resp.GetModeOverride().GetResponseBodyMode(); m != extprocfilterv3.ProcessingMode_BUFFERED {
 		t.Errorf("at the limit: response body mode = %v, want BUFFERED", m)
 	}
+}
+
+// callFetch opens a stream on route and passes it the request of a tools/call of fetch with id,
+// carrying token (none when empty).
+func callFetch(t *testing.T, h *harness, route extproctest.Route, token string, id int) *extproctest.Stream {
+	t.Helper()
+	s := h.open(t, h.tcp, route)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", token), false))
+	check(t)(s.RequestBody([]byte(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"fetch","arguments":{}}}`, id)), true))
+	return s
+}
+
+// bigCallResult is a tools/call answer for id over 1 KiB, as the go-sdk in JSON response mode
+// sends a large result: application/json without content-length (chunked).
+func bigCallResult(id int) []byte {
+	return []byte(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"result":{"content":[{"type":"text","text":"%s"}]}}`, id, strings.Repeat("x", 3000)))
+}
+
+// TestOversizeAnswerChunked: a JSON answer without content-length cannot be judged at its headers,
+// and buffered whole it would overflow Envoy's buffer (a bare 500 to the client). It is asked for
+// in BUFFERED_PARTIAL mode: Envoy sends what it holds at its buffer limit with end_of_stream
+// false, the response headers still held. Under tool rules that piece is answered with a local
+// reply carrying the -32603 error (a replaced piece would be followed by the rest of the body);
+// without tool rules it passes unchanged, the rest after it, and the call is recorded as when the
+// content-length announces the size (TestLargeAnswerWithoutToolRules).
+func TestOversizeAnswerChunked(t *testing.T) {
+	piece := bigCallResult(3)[:2000] // at Envoy's buffer limit, the answer's end still to come
+	t.Run("tool rules", func(t *testing.T) {
+		h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))}, func(c *extproc.Config) { c.MaxBodyBytes = 1024 })
+		s := callFetch(t, h, streamableRoute, extproctest.LabToken, 3)
+		resp := check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
+		if m := resp.GetModeOverride().GetResponseBodyMode(); m != extprocfilterv3.ProcessingMode_BUFFERED_PARTIAL {
+			t.Fatalf("response body mode = %v, want BUFFERED_PARTIAL (%v)", m, resp)
+		}
+		resp = check(t)(s.ResponseBody(piece, false))
+		ir := resp.GetImmediateResponse()
+		if ir == nil {
+			t.Fatalf("reply to the piece at the limit %v, want an immediate response: a replaced piece is followed by the rest", resp)
+		}
+		if ir.GetStatus().GetCode() != 200 || !strings.Contains(string(ir.GetBody()), `"id":3`) || !strings.Contains(string(ir.GetBody()), `"code":-32603`) {
+			t.Errorf("immediate response %d %s, want 200 with the -32603 error for id 3", ir.GetStatus().GetCode(), ir.GetBody())
+		}
+		if ct := setHeaders(resp)["content-type"]; ct != "application/json" {
+			t.Errorf("content-type = %q", ct)
+		}
+		waitFor(t, "the audit record", func() bool { return len(h.audit.records(t)) == 1 })
+		checkRecord(t, h.audit.records(t)[0], map[string]any{"tool": "fetch", "outcome": "error", "jsonrpc_error": -32603, "http_status": 200})
+		if n := h.metric(t, "mcpgate_mcp_requests_total", map[string]string{"method": "tools/call", "outcome": "error"}); n != 1 {
+			t.Errorf("mcpgate_mcp_requests_total of the call with outcome error = %v, want 1", n)
+		}
+	})
+	t.Run("no tool rules", func(t *testing.T) {
+		h := newHarness(t, nil, func(c *extproc.Config) { c.MaxBodyBytes = 1024 })
+		open := streamableRoute
+		open.Policy = ""
+		s := callFetch(t, h, open, "", 3)
+		resp := check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
+		if m := resp.GetModeOverride().GetResponseBodyMode(); m != extprocfilterv3.ProcessingMode_BUFFERED_PARTIAL {
+			t.Fatalf("response body mode = %v, want BUFFERED_PARTIAL (%v)", m, resp)
+		}
+		plainContinue(t, check(t)(s.ResponseBody(piece, false)))
+		waitFor(t, "the audit record", func() bool { return len(h.audit.records(t)) == 1 })
+		checkRecord(t, h.audit.records(t)[0], map[string]any{"tool": "fetch", "outcome": "no_answer", "http_status": 200})
+		if n := h.metric(t, "mcpgate_mcp_requests_total", map[string]string{"method": "tools/call", "outcome": "no_answer"}); n != 1 {
+			t.Errorf("mcpgate_mcp_requests_total of the call with outcome no_answer = %v, want 1", n)
+		}
+		// An answer that fits comes whole (end_of_stream true) and is read as before.
+		s = callFetch(t, h, open, "", 4)
+		check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
+		plainContinue(t, check(t)(s.ResponseBody([]byte(`{"jsonrpc":"2.0","id":4,"result":{"content":[]}}`), true)))
+		waitFor(t, "the second audit record", func() bool { return len(h.audit.records(t)) == 2 })
+		checkRecord(t, h.audit.records(t)[1], map[string]any{"tool": "fetch", "outcome": "result", "http_status": 200})
+	})
 }

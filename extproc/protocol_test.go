@@ -856,8 +856,8 @@ func TestRewriteUnderOtherContentType(t *testing.T) {
 		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
 		check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`), true))
 		resp := check(t)(s.ResponseHeaders(respHeaders("200", tt.ct), false))
-		if mo := resp.GetModeOverride(); mo.GetResponseBodyMode() != extprocfilterv3.ProcessingMode_BUFFERED {
-			t.Errorf("content type %q: mode_override %v, want the answer BUFFERED", tt.ct, mo)
+		if mo := resp.GetModeOverride(); mo.GetResponseBodyMode() != extprocfilterv3.ProcessingMode_BUFFERED_PARTIAL {
+			t.Errorf("content type %q: mode_override %v, want the answer BUFFERED_PARTIAL (whole up to the limit; no content-length)", tt.ct, mo)
 			continue
 		}
 		resp = check(t)(s.ResponseBody([]byte(tt.body), true))
@@ -1022,8 +1022,8 @@ func TestCompressedAnswers(t *testing.T) {
 		}
 		check(t)(s.RequestBody([]byte(tc.req), true))
 		resp = check(t)(s.ResponseHeaders(respHeaders("200", tc.ct, hdr("content-encoding", "gzip")), false))
-		if mo := resp.GetModeOverride(); mo.GetResponseBodyMode() != extprocfilterv3.ProcessingMode_BUFFERED {
-			t.Errorf("%s, gzip: mode_override %v, want the answer BUFFERED", ct, mo)
+		if mo := resp.GetModeOverride(); mo.GetResponseBodyMode() != extprocfilterv3.ProcessingMode_BUFFERED_PARTIAL {
+			t.Errorf("%s, gzip: mode_override %v, want the answer BUFFERED_PARTIAL (whole up to the limit; no content-length)", ct, mo)
 			continue
 		}
 		resp = check(t)(s.ResponseBody(tc.answer, true))

@@ -152,6 +152,10 @@ type stream struct {
 	// clearRest: the first piece of a response body was replaced before its end, so the pieces
 	// after it are cleared.
 	clearRest bool
+	// partial: the response body was asked for in BUFFERED_PARTIAL mode (it has no
+	// content-length); a first piece without end_of_stream stopped at Envoy's buffer limit, and the
+	// rest passes without ext_proc.
+	partial bool
 }
 
 func (s *Server) newStream(ctx context.Context) *stream {
@@ -782,7 +786,8 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	// it would overflow Envoy's buffer (sized for the limit) and the client would get a 500. An
 	// event stream is read event by event, whatever its length.
 	mt := mediaType(ct)
-	tooLarge := mt != "text/event-stream" && overLimit(hs.first("content-length"), st.s.cfg.MaxBodyBytes)
+	length, sized := contentLength(hs.first("content-length"))
+	tooLarge := mt != "text/event-stream" && sized && length > int64(st.s.cfg.MaxBodyBytes)
 	if read && tooLarge {
 		// One that must be read is replaced now, at its headers (CONTINUE_AND_REPLACE: Envoy
 		// drops the upstream's body), as any answer the gateway cannot read: the client gets the
@@ -796,9 +801,11 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 		st.rep.common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: body}}
 		return r
 	}
-	mode := responseBodyMode(mt, enc || tooLarge, read)
+	mode := responseBodyMode(mt, enc || tooLarge, read, sized)
 	var mut *extprocv3.HeaderMutation
 	switch mode.GetResponseBodyMode() {
+	case extprocfilterv3.ProcessingMode_BUFFERED_PARTIAL:
+		st.partial = true
 	case extprocfilterv3.ProcessingMode_STREAMED:
 		st.sse = mcp.NewSSEStream(st.s.cfg.MaxBodyBytes)
 		if hs.first("content-length") != "" {
@@ -828,7 +835,8 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	st.respBodySeen = true
 	defer st.finishPending(time.Now())
 	// A replaced first piece takes the rest of the answer with it. Only a body in pieces (the
-	// route's response mode is not BUFFERED) has more after this one.
+	// route's response mode is not BUFFERED) or cut at Envoy's buffer limit (BUFFERED_PARTIAL) has
+	// more after this one (or trailers, which ext_proc does not get).
 	more := !b.GetEndOfStream()
 	var msgs []mcp.Message
 	batch, err := false, errTooLarge
@@ -842,6 +850,14 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 		}
 		// An answer that must be rewritten, that the client decodes and the gateway cannot, or,
 		// under tool rules, too large to be read: replace it rather than pass it, as plain JSON.
+		if st.partial && more && err == errTooLarge {
+			// Envoy stopped at its buffer limit and lets the rest of the body pass after this
+			// piece, whatever replaces it: the whole response is replaced instead, by a local
+			// reply, which Envoy can still send since it holds the response headers until this
+			// reply (BUFFERED_PARTIAL).
+			return immediateReply(answer{status: st.status, contentType: "application/json",
+				body: st.unreadableAnswers(), details: "mcpgate_answer_too_large"}, metadata{})
+		}
 		st.clearRest = more
 		r := st.rep.bodyReply(false, st.unreadableAnswers(), true, true, metadata{})
 		mut := st.rep.common.HeaderMutation
@@ -858,10 +874,11 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	return st.rep.bodyReply(false, out, true, true, md)
 }
 
-// overLimit reports whether a content-length header value announces more than limit bytes.
-func overLimit(contentLength string, limit int) bool {
-	n, err := strconv.ParseInt(contentLength, 10, 64)
-	return err == nil && n > int64(limit)
+// contentLength is the length a content-length header value announces; ok is false when there is
+// none (a chunked body) or it is not a number.
+func contentLength(v string) (n int64, ok bool) {
+	n, err := strconv.ParseInt(v, 10, 64)
+	return n, err == nil && n >= 0
 }
 
 // errTooLarge stands for the parse error of a body over the limit, which is not parsed.
