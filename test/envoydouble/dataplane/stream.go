@@ -1026,6 +1026,31 @@ func (st *stream) encode(h *headers.Map, body io.Reader, noBody bool, ctx contex
 		}
 		st.encodeTail(h, false)
 		st.write(data)
+	case mode == extprocv3.ProcessingMode_BUFFERED_PARTIAL:
+		// Envoy holds the response headers (when ext_proc got them) until the reply to the piece
+		// it sends at the end of the body or its buffer limit; a local reply meanwhile replaces
+		// the response (sendDirectLocalReply), and the rest of the body passes unprocessed.
+		held := st.ep.Held(extprocfilter.Response)
+		if !held {
+			st.encodeTail(h, false)
+		}
+		next := chunks(body)
+		piece, eos, res, err := st.ep.PartialBody(extprocfilter.Response, h, st.lis.BufferLimit, next)
+		switch {
+		case err != nil:
+			st.upstreamReadFailed(ctx, err)
+			return
+		case res.Local != nil:
+			st.filterLocalReply(res.Local)
+			return
+		}
+		if held {
+			st.encodeTail(h, false)
+		}
+		st.write(piece)
+		if !eos {
+			st.copyBody(body, ctx)
+		}
 	case mode == extprocv3.ProcessingMode_STREAMED:
 		st.encodeTail(h, false)
 		res, err := st.ep.StreamBody(extprocfilter.Response, chunks(body), func(b []byte) error { return st.writeFlush(b) })

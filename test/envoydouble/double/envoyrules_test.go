@@ -5,8 +5,10 @@ package double_test
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"net/http/httptrace"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -501,5 +503,142 @@ func TestEdgeRequestsAreSanitized(t *testing.T) {
 				t.Errorf("x-envoy-decorator-operation %q x-envoy-external-address %q", seen.Get("x-envoy-decorator-operation"), seen.Get("x-envoy-external-address"))
 			}
 		})
+	}
+}
+
+// TestBufferedPartialResponse: a response body asked for in BUFFERED_PARTIAL mode (mode_override)
+// is queued, none of it passing on, until its end or until the queue holds more than the buffer
+// limit, then sent to ext_proc in one message, end_of_stream false when the limit was hit
+// (ext_proc.cc onData, sendStreamChunk). The response headers are held until the reply to that
+// piece, so its header mutation applies (a content-length it sets is ignored: shouldRemoveContentLength)
+// and an immediate response replaces the whole response; the reply's body replaces the piece and
+// the rest of the body passes unprocessed (processor_state.cc handleBufferedPartialBodyCallback).
+func TestBufferedPartialResponse(t *testing.T) {
+	const limit = 1024
+	pieceSeen := make(chan struct{}, 3) // ext_proc got a response_body piece before the end
+	e := newEnv(t, answer(func(m *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingResponse {
+		if m.GetResponseBody() != nil && !m.GetResponseBody().GetEndOfStream() {
+			pieceSeen <- struct{}{}
+		}
+		switch {
+		case m.GetResponseHeaders() != nil:
+			r := continueFor(m)
+			r.ModeOverride = &extprocv3.ProcessingMode{RequestBodyMode: extprocv3.ProcessingMode_BUFFERED,
+				ResponseBodyMode: extprocv3.ProcessingMode_BUFFERED_PARTIAL}
+			return r
+		case m.GetResponseBody() != nil:
+			b := m.GetResponseBody()
+			if strings.HasPrefix(string(b.GetBody()), "refuse") {
+				return &extprocsvc.ProcessingResponse{Response: &extprocsvc.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocsvc.ImmediateResponse{
+					Status: &typev3.HttpStatus{Code: typev3.StatusCode_OK}, Body: []byte(`{"error":"too large"}`), Details: "answer too large",
+					Headers: &extprocsvc.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{setHeader("content-type", "application/json", false)}}}}}
+			}
+			return withCommon(m, &extprocsvc.CommonResponse{
+				HeaderMutation: &extprocsvc.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
+					setHeader("x-piece", fmt.Sprintf("%d %v", len(b.GetBody()), b.GetEndOfStream()), false), setHeader("content-length", "1", false)}},
+				BodyMutation: &extprocsvc.BodyMutation{Mutation: &extprocsvc.BodyMutation_Body{Body: []byte("[piece]")}}})
+		}
+		return nil
+	}))
+	// The upstream answers without content-length (chunked), in writes of 300 bytes; past 1200
+	// bytes (over the limit) it waits until ext_proc got the piece, so that the piece is those
+	// 1200 bytes whatever the reads.
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		w.Header().Set("content-type", "application/json")
+		w.Header().Set("x-upstream", "yes")
+		body := []byte(r.URL.Query().Get("start") + strings.Repeat("x", n))
+		for sent := 0; len(body) > 0; {
+			if sent == 1200 {
+				select {
+				case <-pieceSeen:
+				case <-time.After(10 * time.Second): // a double that waits for the end fails below, not hangs
+				case <-r.Context().Done():
+					return
+				}
+			}
+			k := min(300, len(body))
+			w.Write(body[:k])
+			w.(http.Flusher).Flush()
+			body, sent = body[k:], sent+k
+		}
+	})
+	l := listener(t, e.listen, extProcFilter(5*time.Second), nil)
+	l.PerConnectionBufferLimitBytes.Value = limit
+	e.push(l, routeConfig(l.Name, vhost("vh", []string{"*"}, prefixRoute("mcp", "/mcp", "up", perRoute(t, mcpMode())))),
+		staticCluster("up", up.addr))
+
+	// A body within the limit comes whole, end_of_stream true, and is replaced.
+	resp, body := do(t, "POST", e.url("/mcp?n=500"), strings.NewReader(`{}`))
+	if resp.StatusCode != 200 || body != "[piece]" || resp.Header.Get("x-piece") != "500 true" || resp.ContentLength != -1 {
+		t.Errorf("within the limit: %d %q x-piece %q content-length %d, want 200 [piece] from one message of 500 bytes with end_of_stream, chunked",
+			resp.StatusCode, body, resp.Header.Get("x-piece"), resp.ContentLength)
+	}
+
+	// Over the limit: the piece sent is what was queued when the queue first held more than the
+	// limit (four writes of 300 bytes), end_of_stream false; the rest follows the replaced piece.
+	resp, body = do(t, "POST", e.url("/mcp?n=3800"), strings.NewReader(`{}`))
+	if resp.StatusCode != 200 || resp.Header.Get("x-piece") != "1200 false" || resp.Header.Get("x-upstream") != "yes" {
+		t.Errorf("over the limit: %d x-piece %q x-upstream %q, want 200 and a piece of 1200 bytes without end_of_stream", resp.StatusCode, resp.Header.Get("x-piece"), resp.Header.Get("x-upstream"))
+	}
+	if want := "[piece]" + strings.Repeat("x", 3800-1200); body != want {
+		t.Errorf("over the limit: the client got %d bytes, want the replaced piece and the %d bytes after it", len(body), 3800-1200)
+	}
+	msgs := e.ext.streams(t, 2)[1].messages()
+	if got := strings.Join(kinds(msgs), ","); got != "request_headers,request_body,response_headers,response_body" {
+		t.Errorf("over the limit: messages %s, want one response_body (the rest passes without ext_proc)", got)
+	}
+
+	// An immediate response to the piece replaces the whole response: the headers were held.
+	resp, body = do(t, "POST", e.url("/mcp?n=3800&start=refuse"), strings.NewReader(`{}`))
+	if resp.StatusCode != 200 || body != `{"error":"too large"}` || resp.Header.Get("x-upstream") != "" || resp.Header.Get("content-type") != "application/json" {
+		t.Errorf("immediate response: %d %q %v, want only the immediate response", resp.StatusCode, body, resp.Header)
+	}
+	if l := e.logs(3)[2]; l["details"] != "answer_too_large" {
+		t.Errorf("access log details %v, want the immediate response's", l["details"])
+	}
+}
+
+// TestBufferedHeadersStayHeldAfterModeOverride: the headers of a BUFFERED body stay held until the
+// body's reply whatever header mode a mode_override leaves in force (processor_state.cc keeps
+// headers_ set from onHeaders), so the reply's header mutation applies and its body must match a
+// content-length still there (validateContentLength). A content-length the reply sets is ignored
+// when the mode in force removes it: an override whose response_header_mode is DEFAULT takes the
+// filter-level SKIP (effectiveModeOverride), and BUFFERED with headers SKIP removes content-length
+// (shouldRemoveContentLength), so the upstream's stays and a body of another length fails; an
+// override that says SEND keeps the content-length the reply sets.
+func TestBufferedHeadersStayHeldAfterModeOverride(t *testing.T) {
+	e := newEnv(t, answer(func(m *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingResponse {
+		switch {
+		case m.GetResponseHeaders() != nil:
+			r := continueFor(m)
+			r.ModeOverride = &extprocv3.ProcessingMode{RequestBodyMode: extprocv3.ProcessingMode_BUFFERED,
+				ResponseBodyMode: extprocv3.ProcessingMode_BUFFERED}
+			if path, _ := header(m.GetResponseHeaders().GetHeaders(), "x-seen-path"); path == "/mcp/send" {
+				r.ModeOverride.ResponseHeaderMode = extprocv3.ProcessingMode_SEND
+			}
+			return r
+		case m.GetResponseBody() != nil:
+			return withCommon(m, &extprocsvc.CommonResponse{
+				HeaderMutation: &extprocsvc.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
+					setHeader("x-mutated", "yes", false), setHeader("content-length", "5", false)}},
+				BodyMutation: &extprocsvc.BodyMutation{Mutation: &extprocsvc.BodyMutation_Body{Body: []byte("[new]")}}})
+		}
+		return nil
+	}))
+	up := jsonUpstream(t) // answers with a content-length
+	mcpSetup(t, e, up.addr, extProcFilter(5*time.Second))
+
+	resp, body := do(t, "POST", e.url("/mcp/send"), strings.NewReader(`{}`))
+	if resp.StatusCode != 200 || body != "[new]" || resp.Header.Get("x-mutated") != "yes" || resp.ContentLength != 5 {
+		t.Errorf("override with SEND: %d %q x-mutated %q content-length %d, want 200 [new] with the reply's headers",
+			resp.StatusCode, body, resp.Header.Get("x-mutated"), resp.ContentLength)
+	}
+	resp, body = do(t, "POST", e.url("/mcp/default"), strings.NewReader(`{}`))
+	if resp.StatusCode != 500 {
+		t.Errorf("override with DEFAULT: %d %q, want 500: the upstream's content-length stays and the new body does not match it", resp.StatusCode, body)
+	}
+	if l := e.logs(2)[1]; l["details"] != "mismatch_between_content_length_and_the_length_of_the_mutated_body" {
+		t.Errorf("override with DEFAULT: details %v", l["details"])
 	}
 }

@@ -47,6 +47,11 @@ func TestNACKsWhatItDoesNotReproduce(t *testing.T) {
 			f.ProcessingMode.ResponseTrailerMode = extprocv3.ProcessingMode_SEND
 			h.HttpFilters[0].ConfigType = &hcmv3.HttpFilter_TypedConfig{TypedConfig: any_(t, f)}
 		}, want: []string{"processing_mode.response_body_mode", "FULL_DUPLEX_STREAMED"}},
+		{name: "ext_proc BUFFERED_PARTIAL request body (reproduced for responses only)", mod: func(h *hcmv3.HttpConnectionManager, _ *listenerv3.Listener) {
+			f := extProcFilter(time.Second)
+			f.ProcessingMode.RequestBodyMode = extprocv3.ProcessingMode_BUFFERED_PARTIAL
+			h.HttpFilters[0].ConfigType = &hcmv3.HttpFilter_TypedConfig{TypedConfig: any_(t, f)}
+		}, want: []string{"processing_mode.request_body_mode", "BUFFERED_PARTIAL", "not implemented"}},
 		{name: "stateful session with the cookie session state", mod: func(h *hcmv3.HttpConnectionManager, _ *listenerv3.Listener) {
 			h.HttpFilters = append([]*hcmv3.HttpFilter{statefulFilter(t, &statefulv3.StatefulSession{SessionState: &corev3.TypedExtensionConfig{
 				Name: "envoy.http.stateful_session.cookie", TypedConfig: any_(t, &cookiev3.CookieBasedSessionState{Cookie: &httpv3.Cookie{Name: "s"}})}})}, h.HttpFilters...)

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mcpgate/mcpgate/test/envoydouble/headers"
+	"github.com/mcpgate/mcpgate/test/envoydouble/xdsconf"
 )
 
 // Result tells the data plane what to do after an event.
@@ -48,6 +49,14 @@ func (s *Stream) HeaderSent(d Dir) bool {
 	return s.headerMode(d) != extprocv3.ProcessingMode_SKIP
 }
 
+// Held reports whether the headers of d were sent to ext_proc, so that Envoy holds them until
+// a BUFFERED or BUFFERED_PARTIAL body's reply.
+func (s *Stream) Held(d Dir) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held[d]
+}
+
 // BodyMode is the current body mode of d (mode_override may change it).
 func (s *Stream) BodyMode(d Dir) extprocv3.ProcessingMode_BodySendMode {
 	s.mu.Lock()
@@ -77,14 +86,15 @@ func (s *Stream) trailerMode(d Dir) extprocv3.ProcessingMode_HeaderSendMode {
 }
 
 // dropsContentLength: Envoy removes content-length (and ignores a server setting it) when the
-// body mode is STREAMED, or BUFFERED with that direction's headers not sent, unless
-// allow_content_length_header is set.
+// body mode is STREAMED or BUFFERED_PARTIAL, or BUFFERED with that direction's headers not sent,
+// unless allow_content_length_header is set (processor_state.h shouldRemoveContentLength).
 func (s *Stream) dropsContentLength(d Dir) bool {
 	if s.cfg.AllowContentLength {
 		return false
 	}
 	bm := s.bodyMode(d)
-	return bm == extprocv3.ProcessingMode_STREAMED || (bm == extprocv3.ProcessingMode_BUFFERED && s.headerMode(d) == extprocv3.ProcessingMode_SKIP)
+	return bm == extprocv3.ProcessingMode_STREAMED || bm == extprocv3.ProcessingMode_BUFFERED_PARTIAL ||
+		(bm == extprocv3.ProcessingMode_BUFFERED && s.headerMode(d) == extprocv3.ProcessingMode_SKIP)
 }
 
 // RequestHeaders processes the request headers (h is changed in place). eos is true when the
@@ -113,6 +123,7 @@ func (s *Stream) headers(d Dir, h *headers.Map, eos bool) Result {
 		s.maybeClose()
 		return Result{}
 	}
+	s.held[d] = true
 	s.mu.Unlock()
 	hh := &extprocsvc.HttpHeaders{Headers: s.headerMap(h), EndOfStream: eos}
 	req := &extprocsvc.ProcessingRequest{}
@@ -230,10 +241,8 @@ func (s *Stream) applyModeOverride(mo *extprocv3.ProcessingMode) *Failure {
 			return nil
 		}
 	}
-	for _, bm := range []extprocv3.ProcessingMode_BodySendMode{n.GetRequestBodyMode(), n.GetResponseBodyMode()} {
-		switch bm {
-		case extprocv3.ProcessingMode_NONE, extprocv3.ProcessingMode_STREAMED, extprocv3.ProcessingMode_BUFFERED:
-		default:
+	for i, bm := range []extprocv3.ProcessingMode_BodySendMode{n.GetRequestBodyMode(), n.GetResponseBodyMode()} {
+		if !xdsconf.BodyModeImplemented(bm, i == 1) {
 			return &Failure{Status: s.cfg.StatusOnError, Details: "envoydouble_mode_override_" + bm.String() + "_not_implemented"}
 		}
 	}
@@ -243,21 +252,59 @@ func (s *Stream) applyModeOverride(mo *extprocv3.ProcessingMode) *Failure {
 
 // BufferedBody processes a BUFFERED body: the whole body in one message with end_of_stream=true.
 // The headers of that direction are still held when they were sent to ext_proc, so the reply's
-// header_mutation applies to h.
+// header_mutation applies to h, and its body_mutation must match their content-length.
 func (s *Stream) BufferedBody(d Dir, h *headers.Map, body []byte) ([]byte, Result) {
 	o := s.wait(s.send(bodyRequest(d, body, true), d, kindBody, body))
 	if r, settled := s.settle(o); settled {
 		return body, r
 	}
-	cr := bodyReply(o.resp, d)
+	return s.applyBodyReply(d, h, body, bodyReply(o.resp, d), true)
+}
+
+// PartialBody processes a BUFFERED_PARTIAL body (ext_proc.cc onData, sendStreamChunk;
+// processor_state.cc handleBufferedPartialBodyCallback). The chunks next reads are queued, none
+// passing on, until the end of the stream or until the queue holds more than limit bytes
+// (queueOverHighLimit, per_connection_buffer_limit_bytes); then all of it goes to ext_proc in one
+// message, whose end_of_stream says whether the end was reached. The headers of that direction
+// are still held when they were sent to ext_proc (Envoy continues them only after this reply), so
+// the reply's header_mutation applies to h, a content-length it sets ignored (BUFFERED_PARTIAL
+// removes it); unlike BUFFERED no content-length is checked against the mutated body. It returns
+// what goes on of the piece and eos; when eos is false the rest of the body is the caller's to
+// pass on unprocessed (partial_body_processed: no more messages for it). A read error is
+// returned as err; a failure or an immediate response as the Result, while the headers are still
+// held.
+func (s *Stream) PartialBody(d Dir, h *headers.Map, limit uint32, next func() ([]byte, bool, error)) (out []byte, eos bool, res Result, err error) {
+	var queue []byte
+	for !eos && len(queue) <= int(limit) {
+		var data []byte
+		if data, eos, err = next(); err != nil {
+			return nil, false, Result{}, err
+		}
+		queue = append(queue, data...)
+	}
+	o := s.wait(s.send(bodyRequest(d, queue, eos), d, kindBody, queue))
+	if r, settled := s.settle(o); settled {
+		return queue, eos, r, nil
+	}
+	out, res = s.applyBodyReply(d, h, queue, bodyReply(o.resp, d), false)
+	return out, eos, res, nil
+}
+
+// applyBodyReply applies the reply cr to a body of d that Envoy held for it, whole (BUFFERED) or
+// its first piece (BUFFERED_PARTIAL), and returns what goes on (processor_state.cc
+// handleBufferedBodyCallback, handleBufferedPartialBodyCallback). The header mutation applies
+// only while the headers are held (they were sent to ext_proc: headers_ is set, even when a
+// mode_override left the filter-level header mode SKIP in force), a content-length it sets
+// ignored when the mode in force removes it (shouldRemoveContentLength). With checkLength
+// (BUFFERED) a body_mutation, whatever it holds, must match a content-length still in those
+// headers (validateContentLength; body().size(): 0 for clear_body, for an empty mutation and for
+// streamed_response). Its body or clear_body replaces the body; streamed_response is ignored
+// (mutation_utils.cc applyBodyMutations).
+func (s *Stream) applyBodyReply(d Dir, h *headers.Map, body []byte, cr *extprocsvc.CommonResponse, checkLength bool) ([]byte, Result) {
 	s.mu.Lock()
 	noCL := s.dropsContentLength(d)
-	held := s.headerMode(d) != extprocv3.ProcessingMode_SKIP
+	held := s.held[d]
 	s.mu.Unlock()
-	// processor_state.cc handleBufferedBodyCallback: the header mutation applies only while the
-	// headers are held (they were sent to ext_proc); a body_mutation, whatever it holds, must
-	// match a content-length still in those headers (body().size(): 0 for clear_body, for an
-	// empty mutation and for streamed_response, which BUFFERED mode otherwise ignores).
 	if held {
 		if f := s.mutate(h, cr.GetHeaderMutation(), false, noCL); f != nil {
 			return body, s.failed(f)
@@ -265,7 +312,7 @@ func (s *Stream) BufferedBody(d Dir, h *headers.Map, body []byte) ([]byte, Resul
 	}
 	out := body
 	if bm := cr.GetBodyMutation(); bm != nil {
-		if cl, err := strconv.Atoi(h.Value("content-length")); held && err == nil && cl != len(bm.GetBody()) {
+		if cl, err := strconv.Atoi(h.Value("content-length")); checkLength && held && err == nil && cl != len(bm.GetBody()) {
 			return body, s.failed(&Failure{Status: s.cfg.StatusOnError, Details: "mismatch_between_content_length_and_the_length_of_the_mutated_body", Fatal: true})
 		}
 		switch m := bm.GetMutation().(type) {

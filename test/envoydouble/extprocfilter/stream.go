@@ -136,7 +136,11 @@ type Stream struct {
 	sentFirst bool     // protocol_config sent
 	sentAttrs [2]bool
 	dirDone   [2]bool
-	closed    bool
+	// held: the headers of that direction were sent to ext_proc, so Envoy holds them (its
+	// ProcessorState headers_) until a BUFFERED or BUFFERED_PARTIAL body's reply, whatever header
+	// mode a mode_override leaves in force.
+	held   [2]bool
+	closed bool
 }
 
 // Failure is an ext_proc failure: the local reply Envoy sends when failure_mode_allow is false.

@@ -296,18 +296,27 @@ func CompileExtProc(name string, cfg *extprocv3.ExternalProcessor, path string) 
 	return out, nil
 }
 
-// checkMode refuses the body modes the double does not implement (and that mcpgate does not emit),
-// and trailer modes SEND: the double never sends trailers.
+// BodyModeImplemented reports whether the double reproduces body mode m for the direction
+// (response true for the response body): NONE, STREAMED and BUFFERED, and BUFFERED_PARTIAL for
+// responses only (mcpgate emits no other).
+func BodyModeImplemented(m extprocv3.ProcessingMode_BodySendMode, response bool) bool {
+	switch m {
+	case extprocv3.ProcessingMode_NONE, extprocv3.ProcessingMode_STREAMED, extprocv3.ProcessingMode_BUFFERED:
+		return true
+	case extprocv3.ProcessingMode_BUFFERED_PARTIAL:
+		return response
+	}
+	return false
+}
+
+// checkMode refuses the body modes the double does not implement (BodyModeImplemented), and
+// trailer modes SEND: the double never sends trailers.
 func checkMode(m *extprocv3.ProcessingMode, path string) error {
-	for _, b := range []struct {
-		field string
-		mode  extprocv3.ProcessingMode_BodySendMode
-	}{{"request_body_mode", m.GetRequestBodyMode()}, {"response_body_mode", m.GetResponseBodyMode()}} {
-		switch b.mode {
-		case extprocv3.ProcessingMode_NONE, extprocv3.ProcessingMode_STREAMED, extprocv3.ProcessingMode_BUFFERED:
-		default:
-			return fmt.Errorf("%s.%s: %s not implemented by envoydouble (NONE, STREAMED, BUFFERED)", path, b.field, b.mode)
-		}
+	if !BodyModeImplemented(m.GetRequestBodyMode(), false) {
+		return fmt.Errorf("%s.request_body_mode: %s not implemented by envoydouble (NONE, STREAMED, BUFFERED)", path, m.GetRequestBodyMode())
+	}
+	if !BodyModeImplemented(m.GetResponseBodyMode(), true) {
+		return fmt.Errorf("%s.response_body_mode: %s not implemented by envoydouble (NONE, STREAMED, BUFFERED, BUFFERED_PARTIAL)", path, m.GetResponseBodyMode())
 	}
 	for _, tr := range []struct {
 		field string

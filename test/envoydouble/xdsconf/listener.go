@@ -27,7 +27,8 @@ type Listener struct {
 	// Address is the socket_address the listener binds (always tcp).
 	Address Endpoint
 	// BufferLimit is per_connection_buffer_limit_bytes (Envoy's default 1 MiB): the most a
-	// BUFFERED ext_proc body may hold; over it the request gets 413 (the response 500).
+	// BUFFERED ext_proc body may hold; over it the request gets 413 (the response 500). A
+	// BUFFERED_PARTIAL response body is sent to ext_proc once its queue holds more.
 	BufferLimit uint32
 	// HCM is the filter chain's one HTTP connection manager.
 	HCM *HCM
