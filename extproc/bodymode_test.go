@@ -61,6 +61,34 @@ func TestStreamedAnswerContentLength(t *testing.T) {
 	}
 }
 
+// TestBufferedAnswerContentLength: a tools/list answer with a content-length, filtered in BUFFERED
+// mode. Envoy keeps the upstream's content-length (the route's mode sends the headers) and, once
+// it applied the body reply's header mutation, refuses a replaced body of another length (500).
+// It ignores a content-length that reply sets when the mode in force has the response headers
+// SKIP, which a mode_override without response_header_mode takes from the filter level
+// (ext_proc.cc effectiveModeOverride; processor_state.h shouldRemoveContentLength). So the
+// override says SEND, and the body's reply sets the new length.
+func TestBufferedAnswerContentLength(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	s := h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+	check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`), true))
+	upstream := respHeaders("200", "application/json", hdr("content-length", strconv.Itoa(len(toolsListAnswer))))
+	resp := check(t)(s.ResponseHeaders(upstream, false))
+	if mo := resp.GetModeOverride(); mo.GetResponseBodyMode() != extprocfilterv3.ProcessingMode_BUFFERED ||
+		mo.GetResponseHeaderMode() != extprocfilterv3.ProcessingMode_SEND {
+		t.Fatalf("mode_override = %v, want response headers SEND and body BUFFERED", mo)
+	}
+	r := check(t)(s.ResponseBody([]byte(toolsListAnswer), true))
+	out := extproctest.BodyAfter(r, []byte(toolsListAnswer))
+	if string(out) != toolsListFiltered {
+		t.Fatalf("body after ext_proc = %s, want %s", out, toolsListFiltered)
+	}
+	if cl := applyHeaderMutation(upstream, r)["content-length"]; cl != strconv.Itoa(len(out)) {
+		t.Errorf("the body's reply leaves content-length %s for a body of %d bytes", cl, len(out))
+	}
+}
+
 const bodyNotSentLog = "MCP route's request body mode is NONE"
 
 // openNoBody opens a stream on route whose request body mode (protocol_config) is NONE: Envoy

@@ -396,7 +396,10 @@ func immediateReply(a answer, md metadata) *extprocv3.ProcessingResponse {
 // its buffer limit (end_of_stream false) and lets the rest pass, where BUFFERED would overflow its
 // buffer and answer 500; a body that fits comes whole, as in BUFFERED. The request body stays
 // BUFFERED (body modes are applied literally, and a request body still in flight must still be
-// read).
+// read). The response header mode is SEND, as the route's: Envoy fills a DEFAULT one from the
+// filter-level mode (SKIP), and BUFFERED with headers SKIP ignores the content-length a replaced
+// body's reply sets while the upstream's stays, so the reply fails (500, "mismatch between
+// content length and the length of the mutated body").
 func responseBodyMode(mt string, unreadable, read, sized bool) *extprocfilterv3.ProcessingMode {
 	var mode extprocfilterv3.ProcessingMode_BodySendMode
 	switch {
@@ -415,6 +418,7 @@ func responseBodyMode(mt string, unreadable, read, sized bool) *extprocfilterv3.
 		mode = extprocfilterv3.ProcessingMode_BUFFERED_PARTIAL
 	}
 	return &extprocfilterv3.ProcessingMode{
+		ResponseHeaderMode:  extprocfilterv3.ProcessingMode_SEND,
 		RequestBodyMode:     extprocfilterv3.ProcessingMode_BUFFERED,
 		ResponseBodyMode:    mode,
 		RequestTrailerMode:  extprocfilterv3.ProcessingMode_SKIP,
