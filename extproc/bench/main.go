@@ -29,6 +29,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -66,15 +67,18 @@ type options struct {
 	conc             []int
 	sockets          []string
 	jsonOut          string
-	profile          string
-	variants         []string
-	skipMetadata     bool
+	// profiles are the server children's profile flags (-cpuprofile PREFIX and the others).
+	profiles     []string
+	variants     []string
+	skipMetadata bool
 }
 
 func run(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	serve := fs.String("serve", "", "child mode: serve floor or extproc and print its addresses")
-	profile := fs.String("cpuprofile", "", "write each server's CPU profile to PREFIX-floor.prof and PREFIX-extproc.prof")
+	cpuProfile := fs.String("cpuprofile", "", "write each server's CPU profile to PREFIX-floor.prof and PREFIX-extproc.prof")
+	memProfile := fs.String("memprofile", "", "write each server's allocation profile at its end to PREFIX-floor.mem and PREFIX-extproc.mem")
+	mutexProfile := fs.String("mutexprofile", "", "write each server's mutex contention profile at its end to PREFIX-floor.mutex and PREFIX-extproc.mutex")
 	o := options{}
 	fs.DurationVar(&o.duration, "duration", 700*time.Millisecond, "length of one measured run")
 	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "unmeasured run before each concurrency level")
@@ -88,20 +92,18 @@ func run(args []string, stdout io.Writer) error {
 		return err
 	}
 	if *serve != "" {
-		if *profile != "" {
-			f, err := os.Create(*profile + "-" + *serve + ".prof")
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			if err := pprof.StartCPUProfile(f); err != nil {
-				return err
-			}
-			defer pprof.StopCPUProfile()
+		stop, err := startProfiles(*serve, *cpuProfile, *memProfile, *mutexProfile)
+		if err != nil {
+			return err
 		}
-		return serveChild(*serve, os.Stdin, stdout)
+		err = serveChild(*serve, os.Stdin, stdout)
+		return errors.Join(err, stop())
 	}
-	o.profile = *profile
+	for name, prefix := range map[string]string{"-cpuprofile": *cpuProfile, "-memprofile": *memProfile, "-mutexprofile": *mutexProfile} {
+		if prefix != "" {
+			o.profiles = append(o.profiles, name, prefix)
+		}
+	}
 	for _, c := range strings.Split(*conc, ",") {
 		n, err := strconv.Atoi(c)
 		if err != nil || n <= 0 {
@@ -112,6 +114,45 @@ func run(args []string, stdout io.Writer) error {
 	o.sockets = strings.Split(*sockets, ",")
 	o.variants = strings.Split(*only, ",")
 	return measure(o, stdout)
+}
+
+// startProfiles starts the profiles of the server kind that have a file prefix, and returns the
+// function that writes them at the server's end: the CPU profile, the allocations (every
+// allocation since the start, the pprof "allocs" profile) and the mutex contention (every
+// contention event).
+func startProfiles(kind, cpu, mem, mutex string) (stop func() error, err error) {
+	var cpuFile *os.File
+	if cpu != "" {
+		if cpuFile, err = os.Create(cpu + "-" + kind + ".prof"); err != nil {
+			return nil, err
+		}
+		if err := pprof.StartCPUProfile(cpuFile); err != nil {
+			cpuFile.Close()
+			return nil, err
+		}
+	}
+	if mutex != "" {
+		runtime.SetMutexProfileFraction(1)
+	}
+	write := func(prefix, suffix, profile string) error {
+		if prefix == "" {
+			return nil
+		}
+		f, err := os.Create(prefix + "-" + kind + suffix)
+		if err != nil {
+			return err
+		}
+		return errors.Join(pprof.Lookup(profile).WriteTo(f, 0), f.Close())
+	}
+	return func() error {
+		var errs []error
+		if cpuFile != nil {
+			pprof.StopCPUProfile()
+			errs = append(errs, cpuFile.Close())
+		}
+		errs = append(errs, write(mem, ".mem", "allocs"), write(mutex, ".mutex", "mutex"))
+		return errors.Join(errs...)
+	}, nil
 }
 
 // The route and policy of the measured requests.
@@ -230,12 +271,12 @@ type child struct {
 	clockTicks float64
 }
 
-func startChild(kind, profile string, skipMetadata bool) (*child, error) {
+func startChild(kind string, profiles []string, skipMetadata bool) (*child, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, "-serve", kind, "-cpuprofile", profile)
+	cmd := exec.Command(self, append([]string{"-serve", kind}, profiles...)...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -378,12 +419,12 @@ func selfCPU() time.Duration {
 }
 
 func measure(o options, stdout io.Writer) error {
-	fl, err := startChild("floor", o.profile, o.skipMetadata)
+	fl, err := startChild("floor", o.profiles, o.skipMetadata)
 	if err != nil {
 		return err
 	}
 	defer fl.stop()
-	ep, err := startChild("extproc", o.profile, o.skipMetadata)
+	ep, err := startChild("extproc", o.profiles, o.skipMetadata)
 	if err != nil {
 		return err
 	}
