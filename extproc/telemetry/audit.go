@@ -3,6 +3,7 @@ package telemetry
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -54,13 +55,36 @@ func (t *Telemetry) mayNameRedactedKey(raw []byte) bool {
 	if bytes.Contains(raw, []byte(`\u`)) {
 		return true
 	}
-	lower := bytes.ToLower(raw)
-	for k := range t.redact {
+	// Arguments of a few hundred ASCII bytes, the usual, are lowered on the stack.
+	var buf [512]byte
+	lower, ok := asciiLower(buf[:0], raw)
+	if !ok {
+		lower = bytes.ToLower(raw)
+	}
+	for _, k := range t.redactKeys {
 		if bytes.Contains(lower, []byte(k)) {
 			return true
 		}
 	}
 	return false
+}
+
+// asciiLower appends src in lower case to dst when src is ASCII and fits dst's capacity (ok),
+// which bytes.ToLower would allocate for.
+func asciiLower(dst, src []byte) (lower []byte, ok bool) {
+	if len(src) > cap(dst)-len(dst) {
+		return nil, false
+	}
+	for _, c := range src {
+		if c >= utf8.RuneSelf {
+			return nil, false
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst, true
 }
 
 func (t *Telemetry) redactJSON(raw json.RawMessage) json.RawMessage {
@@ -116,8 +140,18 @@ func appendRecord(b []byte, r *Record, t *Telemetry) []byte {
 	b = appendField(b, "session", r.Session)
 	b = appendField(b, "subject", r.Subject)
 	if len(r.Claims) > 0 {
+		start := len(b)
 		b = append(b, `,"claims":`...)
-		b = appendClaims(b, r.Claims)
+		n := len(r.Claims)
+		if r.ClaimNames == nil {
+			b = appendClaims(b, r.Claims)
+		} else {
+			b, n = appendClaimsOf(b, r.Claims, r.ClaimNames)
+		}
+		if n == 0 {
+			// The token has none of the claims the rules read.
+			b = b[:start]
+		}
 	}
 	b = appendField(b, "authn", r.Authn)
 	b = appendField(b, "method", r.Method)
@@ -151,22 +185,30 @@ func appendRecord(b []byte, r *Record, t *Telemetry) []byte {
 	return append(b, '}')
 }
 
-// appendClaims encodes claims as a JSON object with sorted keys; scalar values (what rules read)
-// are encoded directly, others through encoding/json.
+// appendClaims encodes claims as a JSON object with sorted keys.
 func appendClaims(b []byte, claims map[string]any) []byte {
-	keys := make([]string, 0, len(claims))
-	for k := range claims {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	b, _ = appendClaimsOf(b, claims, slices.Sorted(maps.Keys(claims)))
+	return b
+}
+
+// appendClaimsOf encodes as a JSON object the claims of names (sorted) that claims holds, and
+// returns how many it holds. Scalar values (what rules read) are encoded directly, others
+// through encoding/json.
+func appendClaimsOf(b []byte, claims map[string]any, names []string) ([]byte, int) {
 	b = append(b, '{')
-	for i, k := range keys {
-		if i > 0 {
+	n := 0
+	for _, k := range names {
+		v, ok := claims[k]
+		if !ok {
+			continue
+		}
+		if n > 0 {
 			b = append(b, ',')
 		}
+		n++
 		b = appendString(b, k)
 		b = append(b, ':')
-		switch v := claims[k].(type) {
+		switch v := v.(type) {
 		case string:
 			b = appendString(b, v)
 		case bool:
@@ -183,7 +225,7 @@ func appendClaims(b []byte, claims map[string]any) []byte {
 			b = appendJSON(b, j)
 		}
 	}
-	return append(b, '}')
+	return append(b, '}'), n
 }
 
 func appendField(b []byte, name, value string) []byte {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,7 +55,10 @@ const DefaultMaxArgumentBytes = 1024
 
 // Options configure Telemetry.
 type Options struct {
-	// Audit receives one JSON line per MCP exchange; nil writes none.
+	// Audit receives one JSON line per MCP exchange; nil writes none. Lines that concurrent
+	// exchanges finish together go in one Write; every line is written before the Finish that
+	// made it returns or, when a Write is in progress, by the Finish making that Write before it
+	// returns (see auditLog). Audit must accept its lines in order, from one goroutine at a time.
 	Audit io.Writer
 	// Registerer registers the metrics; nil keeps them in a private registry.
 	Registerer prometheus.Registerer
@@ -79,8 +83,11 @@ type Record struct {
 	Session string
 	// Subject is the JWT sub.
 	Subject string
-	// Claims are the token's claims that the policy's rules reference (nil: none).
+	// Claims are the token's claims (nil: none); the audit line writes those of ClaimNames.
 	Claims map[string]any
+	// ClaimNames are the claims the policy's rules reference, sorted: those of Claims the audit
+	// line writes (nil: every claim of Claims).
+	ClaimNames []string
 	// Authn is the authentication result ("ok", "missing", "invalid: REASON", or "none" when the
 	// route's policy has no JWT authentication).
 	Authn string
@@ -113,15 +120,19 @@ type Record struct {
 
 // Telemetry writes audit lines, counts and traces. It is safe for concurrent use.
 type Telemetry struct {
-	audit       io.Writer
-	auditMu     sync.Mutex
-	bufs        sync.Pool
-	log         *slog.Logger
-	tracer      trace.Tracer
-	redact      map[string]bool
-	maxArgs     int
-	methods     *labelGuard
-	tools       *labelGuard
+	audit   *auditLog
+	bufs    sync.Pool
+	log     *slog.Logger
+	tracer  trace.Tracer
+	redact  map[string]bool
+	maxArgs int
+	// redactKeys are the keys of redact, for mayNameRedactedKey.
+	redactKeys []string
+	methods    *labelGuard
+	tools      *labelGuard
+	// series caches the metric children of each label set of requests (seriesKey to *series):
+	// WithLabelValues hashes and checks every label value on every call.
+	series      sync.Map
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
 	authn       *prometheus.CounterVec
@@ -134,7 +145,6 @@ type Telemetry struct {
 // New returns Telemetry; it fails when the metrics cannot be registered.
 func New(o Options) (*Telemetry, error) {
 	t := &Telemetry{
-		audit:   o.Audit,
 		log:     o.Logger,
 		maxArgs: o.MaxArgumentBytes,
 		// the methods MCP defines that a client sends are values from the start
@@ -147,6 +157,9 @@ func New(o Options) (*Telemetry, error) {
 	if t.log == nil {
 		t.log = slog.New(slog.DiscardHandler)
 	}
+	if o.Audit != nil {
+		t.audit = newAuditLog(o.Audit, t.log)
+	}
 	if t.maxArgs <= 0 {
 		t.maxArgs = DefaultMaxArgumentBytes
 	}
@@ -154,6 +167,9 @@ func New(o Options) (*Telemetry, error) {
 		t.redact = make(map[string]bool, len(o.RedactKeys))
 		for _, k := range o.RedactKeys {
 			t.redact[strings.ToLower(k)] = true
+		}
+		for k := range t.redact {
+			t.redactKeys = append(t.redactKeys, k)
 		}
 	}
 	if o.TracerProvider != nil {
@@ -303,11 +319,10 @@ func (t *Telemetry) Finish(r *Record, now time.Time) {
 	if r.Outcome == OutcomeResult && r.Method == mcp.MethodToolsCall {
 		t.tools.admit(r.Tool)
 	}
-	method := t.methods.value(r.Method)
-	tool := t.tools.value(r.Tool)
-	t.requests.WithLabelValues(r.Gateway, r.Route, r.Target, method, tool, r.Decision, r.Outcome).Inc()
-	if r.Outcome != OutcomeNotification && r.Outcome != OutcomeRefused {
-		t.duration.WithLabelValues(r.Gateway, r.Route, r.Target, method).Observe(r.Latency.Seconds())
+	s := t.seriesOf(seriesKey{r.Gateway, r.Route, r.Target, t.methods.value(r.Method), t.tools.value(r.Tool), r.Decision, r.Outcome})
+	s.requests.Inc()
+	if s.duration != nil {
+		s.duration.Observe(r.Latency.Seconds())
 	}
 	if r.span != nil {
 		switch {
@@ -333,38 +348,63 @@ func (t *Telemetry) writeAudit(r *Record) {
 	bp := t.bufs.Get().(*[]byte)
 	b := appendRecord((*bp)[:0], r, t)
 	b = append(b, '\n')
-	if err := t.writeLocked(b); err != nil {
-		t.log.Error("audit log write failed", "error", err)
-	}
+	t.audit.add(b)
 	*bp = b
 	t.bufs.Put(bp)
 }
 
-// writeLocked writes one audit line under the lock, which a panicking writer releases too (a
-// lock held forever would hang every stream that records an exchange).
-func (t *Telemetry) writeLocked(line []byte) error {
-	t.auditMu.Lock()
-	defer t.auditMu.Unlock()
-	_, err := t.audit.Write(line)
-	return err
+// seriesKey is the label set of a requests child: gateway, route, target, method, tool,
+// decision, outcome.
+type seriesKey struct{ gateway, route, target, method, tool, decision, outcome string }
+
+// series are the metric children of one seriesKey.
+type series struct {
+	requests prometheus.Counter
+	// duration is the latency histogram's child of the key's gateway, route, target and method;
+	// nil for the outcomes that have no latency (notification, refused), which are not observed.
+	duration prometheus.Observer
+}
+
+// seriesOf returns the children of k, made on its first use.
+func (t *Telemetry) seriesOf(k seriesKey) *series {
+	if s, ok := t.series.Load(k); ok {
+		return s.(*series)
+	}
+	s := &series{requests: t.requests.WithLabelValues(k.gateway, k.route, k.target, k.method, k.tool, k.decision, k.outcome)}
+	if k.outcome != OutcomeNotification && k.outcome != OutcomeRefused {
+		s.duration = t.duration.WithLabelValues(k.gateway, k.route, k.target, k.method)
+	}
+	actual, _ := t.series.LoadOrStore(k, s)
+	return actual.(*series)
 }
 
 // labelGuard bounds the distinct values of a metric label whose values come from requests: only
 // admitted values (short printable names, the first max of them) are values; others are "other".
 // Values are admitted on evidence that they exist (a server's answer), never for being asked
 // for, so that a client cannot fill the label with names of its own.
+//
+// Every request reads the values, and few are ever admitted (at most max): the admitted set is
+// copied on each admission and read without a lock.
 type labelGuard struct {
-	mu   sync.RWMutex
-	max  int
-	seen map[string]struct{}
+	max int
+	// mu serializes admissions.
+	mu   sync.Mutex
+	seen atomic.Pointer[map[string]struct{}]
 }
 
 func newLabelGuard(max int, known ...string) *labelGuard {
-	g := &labelGuard{max: max, seen: make(map[string]struct{}, max)}
+	g := &labelGuard{max: max}
+	g.seen.Store(&map[string]struct{}{})
 	for _, v := range known {
 		g.admit(v)
 	}
 	return g
+}
+
+// admitted reports whether v is a value.
+func (g *labelGuard) admitted(v string) bool {
+	_, ok := (*g.seen.Load())[v]
+	return ok
 }
 
 // value returns v when admitted, "" for "", else "other".
@@ -372,10 +412,7 @@ func (g *labelGuard) value(v string) string {
 	if v == "" {
 		return ""
 	}
-	g.mu.RLock()
-	_, ok := g.seen[v]
-	g.mu.RUnlock()
-	if ok {
+	if g.admitted(v) {
 		return v
 	}
 	return "other"
@@ -383,19 +420,20 @@ func (g *labelGuard) value(v string) string {
 
 // admit makes v a value while there is room, when it is a short printable name.
 func (g *labelGuard) admit(v string) {
-	if v == "" || len(v) > 128 || strings.IndexFunc(v, func(r rune) bool { return r < 0x21 || r > 0x7e }) >= 0 {
-		return
-	}
-	g.mu.RLock()
-	_, ok := g.seen[v]
-	full := len(g.seen) >= g.max
-	g.mu.RUnlock()
-	if ok || full {
+	if v == "" || g.admitted(v) || len(*g.seen.Load()) >= g.max ||
+		len(v) > 128 || strings.IndexFunc(v, func(r rune) bool { return r < 0x21 || r > 0x7e }) >= 0 {
 		return
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if len(g.seen) < g.max {
-		g.seen[v] = struct{}{}
+	seen := *g.seen.Load()
+	if _, ok := seen[v]; ok || len(seen) >= g.max {
+		return
 	}
+	next := make(map[string]struct{}, len(seen)+1)
+	for k := range seen {
+		next[k] = struct{}{}
+	}
+	next[v] = struct{}{}
+	g.seen.Store(&next)
 }

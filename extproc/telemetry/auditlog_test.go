@@ -1,0 +1,261 @@
+package telemetry
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// gateWriter records each Write; the first one waits until gate is closed.
+type gateWriter struct {
+	entered chan struct{} // closed when the first Write starts
+	gate    chan struct{}
+	mu      sync.Mutex
+	writes  [][]byte
+}
+
+func newGateWriter() *gateWriter {
+	return &gateWriter{entered: make(chan struct{}), gate: make(chan struct{})}
+}
+
+func (w *gateWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	first := len(w.writes) == 0
+	w.writes = append(w.writes, bytes.Clone(p))
+	w.mu.Unlock()
+	if first {
+		close(w.entered)
+		<-w.gate
+	}
+	return len(p), nil
+}
+
+// TestAuditLinesShareAWrite: the lines finished while a write is in progress do not wait for it;
+// the Finish making the write writes them, in one more Write, before it returns. Every line is
+// written once, whole.
+func TestAuditLinesShareAWrite(t *testing.T) {
+	w := newGateWriter()
+	tel, err := New(Options{Audit: w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	finish := func(id int) {
+		r := sampleRecord()
+		r.ID = json.RawMessage(fmt.Sprint(id))
+		tel.Finish(r, r.Time)
+	}
+	firstDone := make(chan struct{})
+	go func() { finish(0); close(firstDone) }()
+	<-w.entered
+	// The first line's Write is blocked: these return at once, their lines left to that Finish.
+	for i := 1; i <= 20; i++ {
+		finish(i)
+	}
+	select {
+	case <-firstDone:
+		t.Fatal("the Finish whose Write is blocked returned")
+	default:
+	}
+	close(w.gate)
+	<-firstDone
+	if len(w.writes) != 2 {
+		t.Fatalf("%d writes, want 2 (the first line, then the 20 that came during it)", len(w.writes))
+	}
+	seen := map[string]int{}
+	for _, line := range strings.SplitAfter(string(bytes.Join(w.writes, nil)), "\n") {
+		if line == "" {
+			continue
+		}
+		m := checkAuditLine(t, []byte(line))
+		seen[fmt.Sprint(m["jsonrpc_id"])]++
+	}
+	for i := 0; i <= 20; i++ {
+		if n := seen[fmt.Sprint(i)]; n != 1 {
+			t.Errorf("line %d written %d times", i, n)
+		}
+	}
+}
+
+// panicWriter panics on its first Write, then records.
+type panicWriter struct {
+	calls int
+	out   bytes.Buffer
+}
+
+func (w *panicWriter) Write(p []byte) (int, error) {
+	w.calls++
+	if w.calls == 1 {
+		panic("disk on fire")
+	}
+	return w.out.Write(p)
+}
+
+// TestAuditWriterPanic: a writer that panics fails the Finish that wrote (as before batching),
+// and the next line is written, not left waiting for that write.
+func TestAuditWriterPanic(t *testing.T) {
+	w := &panicWriter{}
+	tel, err := New(Options{Audit: w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("the writer's panic was lost")
+			}
+		}()
+		r := sampleRecord()
+		tel.Finish(r, r.Time)
+	}()
+	r := sampleRecord()
+	r.ID = json.RawMessage(`"after"`)
+	tel.Finish(r, r.Time)
+	if m := checkAuditLine(t, w.out.Bytes()); m["jsonrpc_id"] != "after" {
+		t.Errorf("after the panic, the audit log holds %q", w.out.String())
+	}
+}
+
+// TestAuditBatchBounded: while a write is blocked, the lines waiting for it hold at most
+// maxAuditBatch bytes (and one line): past that, Finish waits, as a stalled destination must hold
+// the streams back rather than fill memory.
+func TestAuditBatchBounded(t *testing.T) {
+	w := newGateWriter()
+	a := newAuditLog(w, slog.New(slog.DiscardHandler))
+	line := []byte(strings.Repeat("x", 4095) + "\n")
+	const lines = 3 * maxAuditBatch / 4096
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); a.add(line) }()
+	<-w.entered
+	for range lines {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.add(line) }()
+	}
+	close(w.gate)
+	wg.Wait()
+	total := 0
+	for i, b := range w.writes {
+		if len(b) > maxAuditBatch+len(line) {
+			t.Errorf("write %d carried %d bytes, over the bound %d", i, len(b), maxAuditBatch+len(line))
+		}
+		total += len(b)
+	}
+	if want := (lines + 1) * len(line); total != want {
+		t.Errorf("%d bytes written, want %d", total, want)
+	}
+}
+
+// TestAuditClaimNames: the audit line writes the token's claims that ClaimNames names (those the
+// rules read), and no claims field when the token has none of them.
+func TestAuditClaimNames(t *testing.T) {
+	var out bytes.Buffer
+	tel, err := New(Options{Audit: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := map[string]any{"org": "solo.io", "email": "a@b.c", "groups": []any{"x"}, "sub": "u"}
+	r := sampleRecord()
+	r.Claims, r.ClaimNames = claims, []string{"groups", "org", "team"}
+	tel.Finish(r, r.Time)
+	r = sampleRecord()
+	r.Claims, r.ClaimNames = claims, []string{"team"}
+	tel.Finish(r, r.Time)
+	lines := bytes.SplitAfter(out.Bytes(), []byte("\n"))
+	if got := checkAuditLine(t, lines[0])["claims"]; fmt.Sprint(got) != "map[groups:[x] org:solo.io]" {
+		t.Errorf("claims = %v, want groups and org only", got)
+	}
+	if !bytes.Contains(lines[0], []byte(`"claims":{"groups":["x"],"org":"solo.io"}`)) {
+		t.Errorf("claims not in name order: %s", lines[0])
+	}
+	if m := checkAuditLine(t, lines[1]); m["claims"] != nil {
+		t.Errorf("a token without the named claims wrote claims %v", m["claims"])
+	}
+}
+
+// TestNoLatencyOfUnansweredOutcomes: a refused request and a notification count, and make no
+// latency series (the series cache must not make one for them).
+func TestNoLatencyOfUnansweredOutcomes(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	tel, err := New(Options{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		for _, o := range []string{OutcomeRefused, OutcomeNotification, OutcomeResult} {
+			r := sampleRecord()
+			r.Outcome = o
+			tel.Finish(r, r.Time)
+		}
+	}
+	for _, o := range []string{OutcomeRefused, OutcomeNotification, OutcomeResult} {
+		if n := metric(t, reg, "mcpgate_mcp_requests_total", map[string]string{"outcome": o}); n != 2 {
+			t.Errorf("outcome %s counted %v times, want 2", o, n)
+		}
+	}
+	if n := metric(t, reg, "mcpgate_mcp_request_duration_seconds", nil); n != 2 {
+		t.Errorf("%v latencies observed, want 2 (the results')", n)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "mcpgate_mcp_request_duration_seconds" && len(mf.GetMetric()) != 1 {
+			t.Errorf("%d latency series, want 1", len(mf.GetMetric()))
+		}
+	}
+}
+
+// TestLabelGuardConcurrent: values read while others are admitted (run with -race).
+func TestLabelGuardConcurrent(t *testing.T) {
+	g := newLabelGuard(50)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 100 {
+				v := fmt.Sprintf("t%d", (i*7+w)%80)
+				g.admit(v)
+				if got := g.value(v); got != v && got != "other" {
+					t.Errorf("value(%s) = %s", v, got)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := len(*g.seen.Load()); n != 50 {
+		t.Errorf("%d values admitted, want the bound 50", n)
+	}
+}
+
+// TestMayNameRedactedKey: the allocation-free lowering gives what bytes.ToLower gives, for ASCII
+// of any case, non-ASCII (where case folding differs: K is the Kelvin sign) and long arguments.
+func TestMayNameRedactedKey(t *testing.T) {
+	tel, err := New(Options{RedactKeys: []string{"token", "password"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := `{"a":"` + strings.Repeat("z", 600)
+	for raw, want := range map[string]bool{
+		`{"url":"x"}`:                 false,
+		`{"TOKEN":"x"}`:               true,
+		`{"PassWord":1}`:              true,
+		`{"to\u004ben":1}`:            true, // an escape could spell one
+		"{\"to\u212aen\":1}":          true, // Kelvin sign lowers to k
+		"{\"été\":1}":                 false,
+		long + `"}`:                   false,
+		long + `","Token":"x"}`:       true,
+		long + "\",\"to\u212aen\":1}": true,
+	} {
+		if got := tel.mayNameRedactedKey([]byte(raw)); got != want {
+			t.Errorf("mayNameRedactedKey(%.40q...) = %v, want %v", raw, got, want)
+		}
+	}
+}
