@@ -169,9 +169,12 @@ func setHeader(name, value string) *corev3.HeaderValueOption {
 type metadata struct {
 	fields []mdField
 	// size is how many fields the reply is expected to carry, the capacity of the first
-	// allocation (0: every contract.FromExtProc field, as a request's reply may).
+	// allocation (0: contractFields, as a request's reply may carry).
 	size int
 }
+
+// contractFields is the number of contract.FromExtProc fields: the most a reply carries.
+const contractFields = 11
 
 // answerMetadata is the metadata of a response's reply: the outcome and, for an error, its code.
 func answerMetadata() metadata { return metadata{size: 2} }
@@ -192,7 +195,7 @@ func (m *metadata) put(f mdField) {
 	if m.fields == nil {
 		size := m.size
 		if size == 0 {
-			size = 11 // the contract.FromExtProc fields
+			size = contractFields
 		}
 		m.fields = make([]mdField, 0, size)
 	}
@@ -238,8 +241,15 @@ const (
 // carried as r's unknown fields, which every marshaller writes verbatim; a receiver (Envoy) reads
 // it as the dynamic_metadata field it is.
 func (m metadata) attach(r *extprocv3.ProcessingResponse) *extprocv3.ProcessingResponse {
+	m.attachIn(r, nil)
+	return r
+}
+
+// attachIn is attach with the encoding in buf's storage (nil: a new one); it returns the
+// encoding, whose storage can be reused once r is sent.
+func (m metadata) attachIn(r *extprocv3.ProcessingResponse, buf []byte) []byte {
 	if len(m.fields) == 0 {
-		return r
+		return buf
 	}
 	valueSize := func(f *mdField) int {
 		if f.isNum {
@@ -259,7 +269,7 @@ func (m metadata) attach(r *extprocv3.ProcessingResponse) *extprocv3.ProcessingR
 	outerEntry := entrySize(contract.MetadataNamespace, outerValue)
 	outer := protowire.SizeTag(fieldStructFields) + protowire.SizeBytes(outerEntry)
 
-	b := make([]byte, 0, protowire.SizeTag(fieldDynamicMetadata)+protowire.SizeBytes(outer))
+	b := slices.Grow(buf[:0], protowire.SizeTag(fieldDynamicMetadata)+protowire.SizeBytes(outer))
 	b = protowire.AppendTag(b, fieldDynamicMetadata, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(outer))
 	b = protowire.AppendTag(b, fieldStructFields, protowire.BytesType)
@@ -288,15 +298,17 @@ func (m metadata) attach(r *extprocv3.ProcessingResponse) *extprocv3.ProcessingR
 		}
 	}
 	r.ProtoReflect().SetUnknown(protoreflect.RawFields(b))
-	return r
+	return b
 }
 
 // The replies. Each answers exactly the message kind it names.
 
 // replies holds the objects of a stream's headers and body replies. A stream sends one reply at
 // a time and gRPC encodes it before Send returns, so the objects are reused from one reply to the
-// next instead of allocated for each.
+// next (and, the stream recycled, from one stream to the next) instead of allocated for each.
 type replies struct {
+	// raw is the storage of the last reply's metadata encoding (metadata.attach).
+	raw         []byte
 	resp        extprocv3.ProcessingResponse
 	reqHeaders  extprocv3.ProcessingResponse_RequestHeaders
 	respHeaders extprocv3.ProcessingResponse_ResponseHeaders
@@ -319,7 +331,8 @@ func (rs *replies) headersReply(request bool, mut *extprocv3.HeaderMutation, md 
 		rs.respHeaders.ResponseHeaders = &rs.headers
 		rs.resp.Response = &rs.respHeaders
 	}
-	return md.attach(&rs.resp)
+	rs.raw = md.attachIn(&rs.resp, rs.raw)
+	return &rs.resp
 }
 
 // bodyReply continues the body; with replace, the body (or, in STREAMED mode, this chunk) becomes
@@ -348,7 +361,8 @@ func (rs *replies) bodyReply(request bool, body []byte, replace, setLength bool,
 		rs.respBody.ResponseBody = &rs.body
 		rs.resp.Response = &rs.respBody
 	}
-	return md.attach(&rs.resp)
+	rs.raw = md.attachIn(&rs.resp, rs.raw)
+	return &rs.resp
 }
 
 func trailersReply(request bool) *extprocv3.ProcessingResponse {

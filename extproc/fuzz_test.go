@@ -7,7 +7,6 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	grpcmd "google.golang.org/grpc/metadata"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
@@ -19,19 +18,8 @@ import (
 // SSE POST, a GET stream) on a target declaring either transport: no panic, and every reply is
 // one Envoy accepts for its message (its kind or an immediate response, headers in raw_value).
 func FuzzStream(f *testing.F) {
-	srv, err := New(Config{Audit: io.Discard, MaxBodyBytes: 4096})
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer srv.Close()
-	p := &policyv1.Policy{Name: "p", McpRules: []*policyv1.Rule{{Expression: `mcp.tool.name == "fetch"`, Source: "tools#0"}}}
-	a, err := anypb.New(p)
-	if err != nil {
-		f.Fatal(err)
-	}
-	if err := srv.HandlePolicies(contract.PolicyTypeURL, map[string]*anypb.Any{"p": a}); err != nil {
-		f.Fatal(err)
-	}
+	srv := newPolicyServer(f, Config{Audit: io.Discard, MaxBodyBytes: 4096},
+		&policyv1.Policy{Name: "p", McpRules: []*policyv1.Rule{{Expression: `mcp.tool.name == "fetch"`, Source: "tools#0"}}})
 	// shape%3 is the request (see shapes), shape/3%2 the transport the target declares.
 	f.Add([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`), []byte("data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"x\"}]}}\n\n"), uint8(0), uint16(9), uint8(0))
 	f.Add([]byte(`[{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get-env"}}]`), []byte(`[{"jsonrpc":"2.0","id":2,"result":{}}]`), uint8(1), uint16(3), uint8(3))

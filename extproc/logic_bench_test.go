@@ -7,7 +7,6 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	grpcmd "google.golang.org/grpc/metadata"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
@@ -18,26 +17,14 @@ import (
 // of Envoy's sequence handled by one stream, without gRPC): what mcpgate adds to the protocol's
 // floor. off: an MCP route without policy; on: the lab's JWT (cached token) and CEL rules.
 func BenchmarkStreamLogic(b *testing.B) {
-	srv, err := New(Config{Audit: io.Discard})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Close()
-	p := &policyv1.Policy{
+	srv := newPolicyServer(b, Config{Audit: io.Discard}, &policyv1.Policy{
 		Name: "lab",
 		Jwt: &policyv1.JWTAuthentication{Providers: []*policyv1.JWTProvider{
 			{Issuer: "solo.io", Jwks: &policyv1.JWTProvider_InlineJwks{InlineJwks: extproctest.LabJWKS}},
 		}},
 		TrafficRules: []*policyv1.Rule{{Expression: `jwt.org == "solo.io"`, Source: "rbac#0"}},
 		McpRules:     []*policyv1.Rule{{Expression: `mcp.tool.name in ["fetch", "echo"]`, Source: "tools#0"}},
-	}
-	a, err := anypb.New(p)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := srv.HandlePolicies(contract.PolicyTypeURL, map[string]*anypb.Any{"lab": a}); err != nil {
-		b.Fatal(err)
-	}
+	})
 	call := []byte(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"https://httpbin.org/get"}}}`)
 	answer := []byte(`{"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"text","text":"ok"}]}}`)
 	for _, tc := range []struct{ name, policy, token string }{{"off", "", ""}, {"on", "lab", extproctest.LabToken}} {

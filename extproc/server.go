@@ -141,6 +141,8 @@ type Server struct {
 	sessions *mcp.Sessions[*exchange]
 	// warned holds the routes whose configuration mismatch was logged (warnOnce).
 	warned sync.Map
+	// streams holds the state of ended streams for new ones (stream.end).
+	streams sync.Pool
 }
 
 // New returns a Server with no policies yet: until a policy update brings the policy a route

@@ -36,6 +36,9 @@ type routeInfo struct {
 	mcp bool
 }
 
+// scope is the route's scope in the session table: its backend and target.
+func (ri routeInfo) scope() string { return ri.backend + "/" + ri.target }
+
 func readRouteInfo(ctx context.Context) routeInfo {
 	get := func(k string) string {
 		if v := grpcmd.ValueFromIncomingContext(ctx, k); len(v) > 0 {
@@ -58,11 +61,12 @@ func readRouteInfo(ctx context.Context) routeInfo {
 func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) (err error) {
 	ctx := ps.Context()
 	st := s.newStream(ctx)
-	// Deferred before st.end, so that it also catches a panic in st.end.
+	route := st.ri.route
+	// Deferred before st.end, so that it also catches a panic in st.end (which recycles st).
 	defer func() {
 		// A bug must fail this request (Envoy answers 500), not the process and every request.
 		if r := recover(); r != nil {
-			s.log.Error("ext_proc stream panicked", "route", st.ri.route, "panic", r, "stack", string(debug.Stack()))
+			s.log.Error("ext_proc stream panicked", "route", route, "panic", r, "stack", string(debug.Stack()))
 			err = status.Error(codes.Internal, "ext_proc internal error")
 		}
 	}()
@@ -100,23 +104,21 @@ func normalEnd(ctx context.Context, err error) bool {
 
 // stream is the state of one ext_proc stream, that is of one HTTP request and its response.
 type stream struct {
-	s     *Server
-	ctx   context.Context
-	ri    routeInfo
-	set   *policySet
-	pol   *policy
-	scope string // legacy SSE session table scope
+	s   *Server
+	ctx context.Context
+	ri  routeInfo
+	set *policySet
+	pol *policy
 
 	// From the request headers. in holds what the rules see (method, path, host, source, claims).
 	// kind is what the request is on an MCP route (decided once, here); session the MCP session
 	// it belongs to, as soon as it is known.
-	headers     headerList
-	kind        mcp.RequestKind
-	session     string
-	auth        jwt.Result
-	authn       string
-	in          authz.Input
-	auditClaims map[string]any
+	headers headerList
+	kind    mcp.RequestKind
+	session string
+	auth    jwt.Result
+	authn   string
+	in      authz.Input
 	// trafficDeferred: the traffic rules read mcp.*, so they run on the body's messages.
 	trafficDeferred bool
 	// noRequestBody: Envoy's protocol_config says the route's request body mode is NONE, so no
@@ -129,6 +131,10 @@ type stream struct {
 	// follows (one metadata struct per request instead of two).
 	headersMD metadata
 	rep       replies
+	// mdFields is the storage of the request's metadata; msgIn the input of the rules on the
+	// request's message at hand. Both are the stream's so as not to be allocated per request.
+	mdFields [contractFields]mdField
+	msgIn    authz.Input
 
 	// MCP exchanges awaiting their answer: pending by IDKey (answers in this stream's response),
 	// waiting (notifications, and requests whose answer cannot be correlated) until the response
@@ -159,21 +165,31 @@ type stream struct {
 }
 
 func (s *Server) newStream(ctx context.Context) *stream {
-	st := &stream{s: s, ctx: ctx, ri: readRouteInfo(ctx), authn: "none"}
+	st, _ := s.streams.Get().(*stream)
+	if st == nil {
+		st = new(stream)
+	}
+	st.s, st.ctx, st.ri, st.authn = s, ctx, readRouteInfo(ctx), "none"
 	st.set = s.policies.acquire()
 	if st.ri.policy != "" {
 		st.pol = st.set.byName[st.ri.policy]
 	}
-	st.scope = st.ri.backend + "/" + st.ri.target
 	s.tel.StreamStarted()
 	return st
 }
 
-// end finishes the exchanges still awaiting an answer in this stream and releases the policies.
+// end finishes the exchanges still awaiting an answer in this stream, releases the policies and
+// recycles st for a later stream: st must not be used after.
 func (st *stream) end() {
-	// Even when recording an exchange fails: the stream ends and its policies are released.
-	defer st.s.tel.StreamEnded()
-	defer st.s.policies.release(st.set)
+	// Even when recording an exchange fails: the stream ends, its policies are released and its
+	// memory recycled.
+	s := st.s
+	defer s.recycle(st)
+	defer s.tel.StreamEnded()
+	defer s.policies.release(st.set)
+	if len(st.pending) == 0 && len(st.waiting) == 0 {
+		return
+	}
 	now := time.Now()
 	for _, ex := range st.pending {
 		st.s.finish(ex, telemetry.OutcomeNoAnswer, now)
@@ -182,6 +198,22 @@ func (st *stream) end() {
 		st.s.finish(ex, outcomeWithoutAnswer(ex), now)
 	}
 	st.pending, st.waiting = nil, nil
+}
+
+// maxRecycledRaw bounds the metadata encoding storage a recycled stream keeps.
+const maxRecycledRaw = 4 << 10
+
+// recycle clears st and keeps it for a later stream (newStream). Nothing of st's request stays:
+// only the storage of its metadata encoding, whose bytes the next reply overwrites. What outlives
+// a stream (its exchanges, its tools/list filter and the headers the filter reads) is allocated
+// apart from it.
+func (s *Server) recycle(st *stream) {
+	raw := st.rep.raw[:0]
+	*st = stream{}
+	if cap(raw) <= maxRecycledRaw {
+		st.rep.raw = raw
+	}
+	s.streams.Put(st)
 }
 
 // handle answers one message. The reply always matches the message's kind.
@@ -235,10 +267,15 @@ func (st *stream) refuse(a answer, rule string, md metadata, rec *telemetry.Reco
 
 // newRecord starts an audit record of this request.
 func (st *stream) newRecord(now time.Time) telemetry.Record {
-	return telemetry.Record{
+	r := telemetry.Record{
 		Time: now, Gateway: st.ri.gateway, Route: st.ri.route, Backend: st.ri.backend, Target: st.ri.target,
-		Session: st.session, Subject: st.auth.Subject, Claims: st.claimsForAudit(), Authn: st.authn,
+		Session: st.session, Subject: st.auth.Subject, Authn: st.authn,
 	}
+	if st.pol != nil && len(st.pol.claims) > 0 {
+		// The audit line writes the claims the policy's rules read.
+		r.Claims, r.ClaimNames = st.auth.Claims, st.pol.claims
+	}
+	return r
 }
 
 // messageRecord starts an audit record of the request's message m.
@@ -246,20 +283,6 @@ func (st *stream) messageRecord(m *mcp.Message, now time.Time) telemetry.Record 
 	rec := st.newRecord(now)
 	rec.Method, rec.ID = m.Method, m.ID
 	return rec
-}
-
-// claimsForAudit returns the token's claims that the policy's rules read.
-func (st *stream) claimsForAudit() map[string]any {
-	if st.auditClaims != nil || st.pol == nil || len(st.pol.claims) == 0 || st.auth.Claims == nil {
-		return st.auditClaims
-	}
-	st.auditClaims = make(map[string]any, len(st.pol.claims))
-	for _, c := range st.pol.claims {
-		if v, ok := st.auth.Claims[c]; ok {
-			st.auditClaims[c] = v
-		}
-	}
-	return st.auditClaims
 }
 
 // evaluate applies rules and logs the rules that failed at run time (they fail closed:
@@ -306,8 +329,9 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 	bodyFollows := st.ri.mcp && !h.GetEndOfStream() && !st.noRequestBody
 	// The route's and cluster's fields (gateway, route, backend, target) are in Envoy's route
 	// and cluster metadata, where the access log reads them (contract.FromRoute, FromCluster):
-	// only what varies per request goes back.
-	var md metadata
+	// only what varies per request goes back. (Envoy sends the request headers once per stream:
+	// the stream's storage is free.)
+	md := metadata{fields: st.mdFields[:0]}
 	md.str(contract.FieldSession, st.session)
 
 	if st.ri.policy != "" && st.pol == nil {
@@ -524,7 +548,8 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 			continue
 		}
 		ex := &exchange{rec: st.messageRecord(m, now)}
-		in := st.in
+		in := &st.msgIn
+		*in = st.in
 		in.MCPMethod = m.Method
 		if m.Method == mcp.MethodToolsCall {
 			tc, ok := mcp.ParseToolCall(m.Params)
@@ -541,7 +566,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 			}
 		}
 		if st.trafficDeferred {
-			d := st.evaluate(st.pol.traffic, &in)
+			d := st.evaluate(st.pol.traffic, in)
 			if !d.Allowed {
 				return st.refuse(rbacDenied(), d.Rule, md, &ex.rec)
 			}
@@ -552,7 +577,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		if st.pol != nil && st.pol.tools != nil {
 			switch m.Method {
 			case mcp.MethodToolsCall:
-				d := st.evaluate(st.pol.tools, &in)
+				d := st.evaluate(st.pol.tools, in)
 				if d.Rule != "" {
 					ex.rec.Rule = d.Rule
 				}
@@ -569,7 +594,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		}
 		// After both rule sets have decided: only arguments a rule decoded can have decided.
 		if strict && m.Method == mcp.MethodToolsCall {
-			if member, found := st.pol.argumentInOtherCase(&in, st.trafficDeferred); found {
+			if member, found := st.pol.argumentInOtherCase(in, st.trafficDeferred); found {
 				return st.refuse(argumentCaseRefusal(member), "", md, &ex.rec)
 			}
 		}
@@ -672,7 +697,7 @@ func (st *stream) repeatedID(msgs []mcp.Message, batch bool, now time.Time) json
 		if m.Kind != mcp.KindRequest || key == "" {
 			continue
 		}
-		if legacy && st.s.sessions.Has(now, mcp.SessionKey{Scope: st.scope, Session: st.session, ID: key}) {
+		if legacy && st.s.sessions.Has(now, st.sessionKey(key)) {
 			return m.ID
 		}
 		if batch {
@@ -875,8 +900,12 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 }
 
 // contentLength is the length a content-length header value announces; ok is false when there is
-// none (a chunked body) or it is not a number.
+// none (a chunked body) or it is not a number. An absent header is checked first: ParseInt's
+// error for "" would allocate on every chunked answer.
 func contentLength(v string) (n int64, ok bool) {
+	if v == "" {
+		return 0, false
+	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	return n, err == nil && n >= 0
 }

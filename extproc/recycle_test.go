@@ -1,0 +1,91 @@
+package extproc
+
+import (
+	"context"
+	"io"
+	"reflect"
+	"testing"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	grpcmd "google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/mcpgate/mcpgate/contract"
+	"github.com/mcpgate/mcpgate/extproc/extproctest"
+	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
+)
+
+// newPolicyServer returns a Server of cfg holding policy p, closed when tb ends.
+func newPolicyServer(tb testing.TB, cfg Config, p *policyv1.Policy) *Server {
+	tb.Helper()
+	srv, err := New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(srv.Close)
+	a, err := anypb.New(p)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := srv.HandlePolicies(contract.PolicyTypeURL, map[string]*anypb.Any{p.GetName(): a}); err != nil {
+		tb.Fatal(err)
+	}
+	return srv
+}
+
+// TestRecycledStreamKeepsNothing: an ended stream, kept for the next one, holds nothing of its
+// request: every field is zero but the storage of its metadata encoding.
+func TestRecycledStreamKeepsNothing(t *testing.T) {
+	srv := newPolicyServer(t, Config{Audit: io.Discard}, &policyv1.Policy{Name: "p",
+		TrafficRules: []*policyv1.Rule{{Expression: `request.method == "POST"`, Source: "rbac#0"}},
+		McpRules:     []*policyv1.Rule{{Expression: `mcp.tool.name == "fetch"`, Source: "tools#0"}}})
+	route := extproctest.Route{Gateway: "ns/gw", Route: "ns/r/rule/0", Policy: "p", MCP: contract.TransportStreamableHTTP, Backend: "ns/b", Target: "t"}
+	st := srv.newStream(grpcmd.NewIncomingContext(context.Background(), route.MD()))
+	for _, m := range []*extprocv3.ProcessingRequest{
+		extproctest.RequestHeadersMsg([]extproctest.Header{{Name: ":method", Value: "POST"}, {Name: ":path", Value: "/mcp"},
+			{Name: "content-type", Value: "application/json"}, {Name: "mcp-session-id", Value: "S1"}}, false),
+		extproctest.RequestBodyMsg([]byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"u"}}}`), true),
+		extproctest.ResponseHeadersMsg([]extproctest.Header{{Name: ":status", Value: "200"}, {Name: "content-type", Value: "application/json"}}, false),
+	} {
+		if r, err := st.handle(m); err != nil || r.GetImmediateResponse() != nil {
+			t.Fatalf("%v %v", r, err)
+		}
+	}
+	// Ended with its call unanswered: end finishes it, then recycles st.
+	st.end()
+	if cap(st.rep.raw) == 0 {
+		t.Error("the metadata encoding's storage was not kept")
+	}
+	checkZero(t, reflect.ValueOf(st).Elem(), "stream", "stream.rep.raw")
+}
+
+// checkZero fails for each field of v (a struct, walked into structs) that is not zero, but the
+// field named keep.
+func checkZero(t *testing.T, v reflect.Value, path, keep string) {
+	t.Helper()
+	if path == keep {
+		return
+	}
+	if v.Kind() == reflect.Struct {
+		for i := range v.NumField() {
+			checkZero(t, v.Field(i), path+"."+v.Type().Field(i).Name, keep)
+		}
+		return
+	}
+	if !v.IsZero() {
+		t.Errorf("recycled stream keeps %s", path)
+	}
+}
+
+// TestContractFields: a reply's metadata storage holds every field ext_proc sends.
+func TestContractFields(t *testing.T) {
+	n := 0
+	for _, f := range contract.Fields() {
+		if f.Source == contract.FromExtProc {
+			n++
+		}
+	}
+	if n != contractFields {
+		t.Errorf("contractFields = %d, contract.Fields() has %d from ext_proc", contractFields, n)
+	}
+}
