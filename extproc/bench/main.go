@@ -30,6 +30,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -97,6 +98,8 @@ func run(args []string, stdout io.Writer) error {
 			return err
 		}
 		err = serveChild(*serve, os.Stdin, stdout)
+		// The parent reads this last line when it stops the child.
+		fmt.Fprintln(stdout, readGCStats())
 		return errors.Join(err, stop())
 	}
 	for name, prefix := range map[string]string{"-cpuprofile": *cpuProfile, "-memprofile": *memProfile, "-mutexprofile": *mutexProfile} {
@@ -153,6 +156,35 @@ func startProfiles(kind, cpu, mem, mutex string) (stop func() error, err error) 
 		errs = append(errs, write(mem, ".mem", "allocs"), write(mutex, ".mutex", "mutex"))
 		return errors.Join(errs...)
 	}, nil
+}
+
+// gcStats is what a server child's garbage collector did over its life.
+type gcStats struct {
+	// Cycles is the number of collections, AllocBytes the bytes allocated.
+	Cycles, AllocBytes uint64
+	// CPU is the CPU time the collector used, IdleCPU the part of it spent marking on processors
+	// that had nothing else to run (which, on a shared machine, other processes could have used).
+	CPU, IdleCPU float64
+}
+
+func (g gcStats) String() string {
+	return fmt.Sprintf("gc cycles=%d alloc_bytes=%d cpu_s=%g idle_cpu_s=%g", g.Cycles, g.AllocBytes, g.CPU, g.IdleCPU)
+}
+
+// readGCStats reads this process's gcStats.
+func readGCStats() gcStats {
+	samples := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}, {Name: "/gc/heap/allocs:bytes"},
+		{Name: "/cpu/classes/gc/total:cpu-seconds"}, {Name: "/cpu/classes/gc/mark/idle:cpu-seconds"}}
+	metrics.Read(samples)
+	return gcStats{Cycles: samples[0].Value.Uint64(), AllocBytes: samples[1].Value.Uint64(),
+		CPU: samples[2].Value.Float64(), IdleCPU: samples[3].Value.Float64()}
+}
+
+// parseGCStats reads a gcStats line.
+func parseGCStats(line string) (gcStats, error) {
+	var g gcStats
+	_, err := fmt.Sscanf(strings.TrimSpace(line), "gc cycles=%d alloc_bytes=%d cpu_s=%g idle_cpu_s=%g", &g.Cycles, &g.AllocBytes, &g.CPU, &g.IdleCPU)
+	return g, err
 }
 
 // The route and policy of the measured requests.
@@ -261,9 +293,14 @@ func (floor) Process(ps extprocv3.ExternalProcessor_ProcessServer) error {
 
 // child is a server process.
 type child struct {
-	name       string // the server it runs: floor or extproc
-	cmd        *exec.Cmd
-	stdin      io.WriteCloser
+	name  string // the server it runs: floor or extproc
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	// stdout gives the child's addresses, then, when it ends, its gcStats.
+	stdout *bufio.Reader
+	// served counts the requests sent to the child; stopped is set by stop.
+	served     int
+	stopped    bool
 	tcp, unix  string
 	conns      map[string]*grpc.ClientConn
 	clients    map[string]extprocv3.ExternalProcessorClient
@@ -289,12 +326,14 @@ func startChild(kind string, profiles []string, skipMetadata bool) (*child, erro
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	line, err := bufio.NewReader(out).ReadString('\n')
+	stdout := bufio.NewReader(out)
+	line, err := stdout.ReadString('\n')
 	if err != nil {
 		cmd.Process.Kill()
+		cmd.Wait()
 		return nil, fmt.Errorf("%s server: %w", kind, err)
 	}
-	c := &child{name: kind, cmd: cmd, stdin: stdin, pid: cmd.Process.Pid, clockTicks: 100,
+	c := &child{name: kind, cmd: cmd, stdin: stdin, stdout: stdout, pid: cmd.Process.Pid, clockTicks: 100,
 		conns: map[string]*grpc.ClientConn{}, clients: map[string]extprocv3.ExternalProcessorClient{}}
 	for _, f := range strings.Fields(line) {
 		k, v, _ := strings.Cut(f, "=")
@@ -316,13 +355,31 @@ func startChild(kind string, profiles []string, skipMetadata bool) (*child, erro
 	return c, nil
 }
 
-func (c *child) stop() {
+// stop closes the connections to the child and its stdin, waits for it to end and returns what
+// its collector did. A second call does nothing.
+func (c *child) stop() (gcStats, error) {
+	if c.stopped {
+		return gcStats{}, nil
+	}
+	c.stopped = true
 	for _, conn := range c.conns {
 		conn.Close()
 	}
 	c.stdin.Close()
+	line, readErr := c.stdout.ReadString('\n')
 	if err := c.cmd.Wait(); err != nil {
-		fmt.Fprintln(os.Stderr, "bench: child:", err)
+		return gcStats{}, fmt.Errorf("%s server: %w", c.name, err)
+	}
+	if readErr != nil {
+		return gcStats{}, fmt.Errorf("%s server's gc stats: %w", c.name, readErr)
+	}
+	return parseGCStats(line)
+}
+
+// close stops the child (see stop) on the way out of an error, reporting what fails.
+func (c *child) close() {
+	if _, err := c.stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
 	}
 }
 
@@ -423,12 +480,12 @@ func measure(o options, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer fl.stop()
+	defer fl.close()
 	ep, err := startChild("extproc", o.profiles, o.skipMetadata)
 	if err != nil {
 		return err
 	}
-	defer ep.stop()
+	defer ep.close()
 	onRoute := benchRoute
 	onRoute.Policy = "lab"
 	var variants []variant
@@ -480,6 +537,16 @@ func measure(o options, stdout io.Writer) error {
 	for _, c := range []*child{fl, ep} {
 		if kb, err := c.peakRSSKiB(); err == nil {
 			fmt.Fprintf(stdout, "\npeak resident memory of %s: %.1f MiB", c.name, float64(kb)/1024)
+		}
+	}
+	for _, c := range []*child{fl, ep} {
+		g, err := c.stop()
+		if err != nil {
+			return err
+		}
+		if n := float64(c.served); n > 0 {
+			fmt.Fprintf(stdout, "\ngarbage collection in %s over %d requests: %.1f cycles per 1,000 requests, %.1f KiB allocated and %.1f µs of collector CPU per request (%.1f µs of it marking on idle processors)",
+				c.name, c.served, float64(g.Cycles)*1000/n, float64(g.AllocBytes)/1024/n, g.CPU*1e6/n, g.IdleCPU*1e6/n)
 		}
 	}
 	fmt.Fprintln(stdout)
@@ -603,6 +670,7 @@ func load(v variant, sock string, conc int, d time.Duration) (result, error) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	v.srv.served += 1 + len(lat) + errs
 	if firstErr != nil {
 		fmt.Fprintf(os.Stderr, "bench: %s over %s: %d errors, first: %v\n", v.name, sock, errs, firstErr)
 	}
