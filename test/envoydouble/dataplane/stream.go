@@ -987,7 +987,16 @@ func (st *stream) encode(h *headers.Map, body io.Reader, noBody bool, ctx contex
 		st.sessionEncode(h)
 	}
 	if st.ep != nil {
-		res := st.ep.ResponseHeaders(h, noBody)
+		var res extprocfilter.Result
+		if noBody || !st.ep.HeaderSent(extprocfilter.Response) {
+			res = st.ep.ResponseHeaders(h, noBody)
+		} else {
+			var over bool
+			if res, body, over = st.responseHeadersHoldingBody(h, body); over {
+				st.filterLocalReply(&extprocfilter.LocalReply{Status: 500, Body: []byte("Internal Server Error"), Details: "response_payload_too_large"})
+				return
+			}
+		}
 		if res.Local != nil {
 			st.filterLocalReply(res.Local)
 			return

@@ -516,6 +516,9 @@ func TestEdgeRequestsAreSanitized(t *testing.T) {
 func TestBufferedPartialResponse(t *testing.T) {
 	const limit = 1024
 	pieceSeen := make(chan struct{}, 3) // ext_proc got a response_body piece before the end
+	// ext_proc answered the response headers: before that, Envoy holds the body as the route's
+	// BUFFERED mode says, and more than the limit would be a 500 (TestResponseBodyArrivingBeforeTheHeadersReply).
+	headersReplied := make(chan struct{}, 3)
 	e := newEnv(t, answer(func(m *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingResponse {
 		if m.GetResponseBody() != nil && !m.GetResponseBody().GetEndOfStream() {
 			pieceSeen <- struct{}{}
@@ -525,6 +528,7 @@ func TestBufferedPartialResponse(t *testing.T) {
 			r := continueFor(m)
 			r.ModeOverride = &extprocv3.ProcessingMode{RequestBodyMode: extprocv3.ProcessingMode_BUFFERED,
 				ResponseBodyMode: extprocv3.ProcessingMode_BUFFERED_PARTIAL}
+			headersReplied <- struct{}{}
 			return r
 		case m.GetResponseBody() != nil:
 			b := m.GetResponseBody()
@@ -540,15 +544,24 @@ func TestBufferedPartialResponse(t *testing.T) {
 		}
 		return nil
 	}))
-	// The upstream answers without content-length (chunked), in writes of 300 bytes; past 1200
-	// bytes (over the limit) it waits until ext_proc got the piece, so that the piece is those
-	// 1200 bytes whatever the reads.
+	// The upstream answers without content-length (chunked), in writes of 300 bytes; after the
+	// first it waits until ext_proc answered the headers (and a little more, for the double to
+	// apply the reply), and past 1200 bytes (over the limit) until ext_proc got the piece, so that
+	// the piece is those 1200 bytes whatever the reads.
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
 		w.Header().Set("content-type", "application/json")
 		w.Header().Set("x-upstream", "yes")
 		body := []byte(r.URL.Query().Get("start") + strings.Repeat("x", n))
 		for sent := 0; len(body) > 0; {
+			if sent == 300 {
+				select {
+				case <-headersReplied:
+					time.Sleep(50 * time.Millisecond)
+				case <-r.Context().Done():
+					return
+				}
+			}
 			if sent == 1200 {
 				select {
 				case <-pieceSeen:

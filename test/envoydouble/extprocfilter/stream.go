@@ -206,11 +206,13 @@ func New(p Params) *Stream {
 }
 
 // Close ends the gRPC stream by cancelling it, Envoy's default closeStream()+resetStream(): the
-// server sees codes.Canceled.
+// server sees codes.Canceled. A reply still awaited will not be applied: its wait ends
+// (pass-through), as Envoy's onDestroy stops the timers and ignores what comes later.
 func (s *Stream) Close() {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
+	s.finish(outcome{passthrough: true}, nil)
 	s.cancel()
 }
 
