@@ -6,12 +6,19 @@ package double_test
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	mutationv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 )
 
 // TestResponseBodyArrivingBeforeTheHeadersReply: the upstream's body does not wait for ext_proc's
@@ -79,5 +86,103 @@ func TestResponseBodyArrivingBeforeTheHeadersReply(t *testing.T) {
 	resp, body = do(t, "POST", e.url("/streamed"), strings.NewReader(`{}`))
 	if resp.StatusCode != 200 || body != string(big) {
 		t.Errorf("STREAMED: got %d, %d bytes; the body waits (watermark) for the headers reply", resp.StatusCode, len(body))
+	}
+}
+
+// TestHeaderMutationChecks: MutationUtils::applyHeaderMutations (mutation_utils.cc) skips an
+// option without a header and, when content-length is removed in the mode in force, a
+// content-length before any other check; it refuses a value with a control character
+// (headerValueIsValid) and more than max_headers_count sets with status_on_error; a :status below
+// 200 or not a number is not a valid value for the rules (Checker::isValidValue), so it is
+// dropped, not an error; a name with upper-case letters is valid (HTTP/1 token) and set
+// lower-case.
+func TestHeaderMutationChecks(t *testing.T) {
+	many := make([]*corev3.HeaderValueOption, 101)
+	for i := range many {
+		many[i] = setHeader(fmt.Sprintf("x-h%d", i), "v", false)
+	}
+	e := newEnv(t, func(s *extStream) error {
+		var path string
+		for {
+			m, err := s.recv()
+			if err != nil {
+				return nil
+			}
+			if h := m.GetRequestHeaders(); h != nil {
+				path, _ = header(h.GetHeaders(), ":path")
+			}
+			r := continueFor(m)
+			if m.GetResponseHeaders() != nil {
+				var set []*corev3.HeaderValueOption
+				switch path {
+				case "/mcp/status":
+					set = []*corev3.HeaderValueOption{setHeader(":status", "abc", false), setHeader("x-after", "yes", false)}
+				case "/mcp/control":
+					set = []*corev3.HeaderValueOption{setHeader("x-ctl", "a\x01b", false)}
+				case "/mcp/nil":
+					set = []*corev3.HeaderValueOption{{}, setHeader("X-After", "yes", false)}
+				case "/mcp/streamed":
+					r.ModeOverride = &extprocv3.ProcessingMode{RequestBodyMode: extprocv3.ProcessingMode_BUFFERED,
+						ResponseHeaderMode: extprocv3.ProcessingMode_SEND, ResponseBodyMode: extprocv3.ProcessingMode_STREAMED}
+					set = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "content-length", Value: "3", RawValue: []byte("3")}},
+						setHeader("x-after", "yes", false)}
+				case "/mcp/many":
+					set = many
+				}
+				r.GetResponseHeaders().Response.HeaderMutation = &extprocsvc.HeaderMutation{SetHeaders: set}
+			}
+			if err := s.srv.Send(r); err != nil {
+				return nil
+			}
+		}
+	})
+	up := jsonUpstream(t)
+	mcpSetup(t, e, up.addr, extProcFilter(5*time.Second))
+
+	for _, c := range []struct {
+		path    string
+		code    int
+		after   bool
+		details string
+	}{
+		{"/mcp/status", 200, true, "via_upstream"},
+		{"/mcp/control", 500, false, "Invalid_character_in_set_headers_mutation."},
+		{"/mcp/nil", 200, true, "via_upstream"},
+		{"/mcp/streamed", 200, true, "via_upstream"},
+		{"/mcp/many", 500, false, "Header_mutation_remove_header_count_0_or_set_header_count_101_exceed_the_HCM_header_countlimit_100"},
+	} {
+		resp, _ := do(t, "POST", e.url(c.path), strings.NewReader(`{}`))
+		if resp.StatusCode != c.code || (resp.Header.Get("x-after") == "yes") != c.after {
+			t.Errorf("%s: got %d x-after %q, want %d (x-after set: %v)", c.path, resp.StatusCode, resp.Header.Get("x-after"), c.code, c.after)
+		}
+		if l := e.logs(1); l[len(l)-1]["details"] != c.details {
+			t.Errorf("%s: details %v, want %s", c.path, l[len(l)-1]["details"], c.details)
+		}
+	}
+}
+
+// TestMutationRulesOrder: Checker::isAllowed (mutation_rules.cc) tests disallow_expression, then
+// allow_expression (which wins over disallow_all and the routing headers), then disallow_all, the
+// routing headers (host, :authority, :method, :scheme unless allow_all_routing), then
+// disallow_system.
+func TestMutationRulesOrder(t *testing.T) {
+	e := newEnv(t, answer(func(m *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingResponse {
+		if m.GetRequestHeaders() != nil {
+			return withCommon(m, &extprocsvc.CommonResponse{HeaderMutation: &extprocsvc.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
+				setHeader("x-mutated", "yes", false), setHeader("x-other", "no", false),
+				setHeader(":authority", "rewritten.example", false), setHeader(":path", "/mcp/rewritten", false)}}})
+		}
+		return nil
+	}))
+	up := jsonUpstream(t)
+	ep := extProcFilter(5 * time.Second)
+	ep.MutationRules = &mutationv3.HeaderMutationRules{DisallowAll: wrapperspb.Bool(true),
+		AllowExpression: &matcherv3.RegexMatcher{Regex: "x-mutated|:authority"}}
+	mcpSetup(t, e, up.addr, ep)
+	resp, _ := do(t, "POST", e.url("/mcp"), strings.NewReader(`{}`))
+	seen := up.last()
+	if resp.StatusCode != 200 || seen.header.Get("x-mutated") != "yes" || seen.header.Get("x-other") != "" || seen.host != "rewritten.example" || seen.path != "/mcp" {
+		t.Errorf("disallow_all with allow_expression: got %d, upstream x-mutated %q x-other %q host %q path %q; want only the allowed x-mutated and :authority",
+			resp.StatusCode, seen.header.Get("x-mutated"), seen.header.Get("x-other"), seen.host, seen.path)
 	}
 }

@@ -1,6 +1,7 @@
 package extprocfilter
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -11,17 +12,31 @@ import (
 	"github.com/mcpgate/mcpgate/test/envoydouble/xdsconf"
 )
 
-// mutate applies a HeaderMutation as Envoy's mutation_utils.cc does: removals first, then sets.
-//   - Only header.raw_value is read; setting both value and raw_value is an error (500).
-//   - Only the deprecated `append` is honoured (default false = overwrite); append_action is not.
-//   - mutation_rules (default: no :method, :authority, :scheme, host, x-envoy-*) silently drop
-//     blocked changes, unless disallow_is_error.
-//   - Pseudo-headers and host cannot be removed; a content-length set is ignored when noCL (the
-//     body mode is one where Envoy removes content-length: applyHeaderMutations'
-//     remove_content_length).
-//   - Invalid names or values are an error (500).
+// Envoy's header map limits (HeaderMapImpl maxHeadersKb and maxHeadersCount): the defaults of
+// max_request_headers_kb and common_http_protocol_options.max_headers_count, and of the cluster's
+// max_response_headers_kb / max_headers_count, which the double refuses to configure (the HCM's
+// max_request_headers_kb is ignored: mcpgate leaves it unset).
+const (
+	maxHeadersCount = 100
+	maxHeadersBytes = 60 << 10
+)
+
+// mutate applies a HeaderMutation as Envoy's MutationUtils::applyHeaderMutations
+// (mutation_utils.cc) does:
+//   - more than max_headers_count removals or sets is an error (responseHeaderSizeCheck);
+//   - removals first: an invalid name is an error; pseudo-headers and host are never removed;
+//     the rest per mutation_rules (Checker::check);
+//   - then sets, skipping an option without a header; a content-length is skipped when noCL (the
+//     body mode is one where Envoy removes content-length: remove_content_length), before any
+//     other check; setting both value and raw_value is an error; only raw_value is read; an
+//     invalid name (HeaderUtility::headerNameIsValid) or value (headerValueIsValid) is an error;
+//     only the deprecated `append` is honoured (default false = overwrite; append_action is not);
+//     mutation_rules decide (allowed), replace (CONTINUE_AND_REPLACE) allowing :method;
+//   - a header map over the count or size limit afterwards is an error
+//     (headerMutationResultCheck).
 //
-// replace is CONTINUE_AND_REPLACE, which may change :method.
+// A refused mutation is dropped, or an error when disallow_is_error. An error is answered with
+// status_on_error (handleErrorResponse), what was applied before it staying applied.
 func (s *Stream) mutate(h *headers.Map, m *extprocsvc.HeaderMutation, replace, noCL bool) *Failure {
 	if m == nil {
 		return nil
@@ -31,15 +46,16 @@ func (s *Stream) mutate(h *headers.Map, m *extprocsvc.HeaderMutation, replace, n
 	bad := func(msg string) *Failure {
 		return &Failure{Status: s.cfg.StatusOnError, Details: strings.Join(strings.Fields(msg), "_"), Fatal: true}
 	}
+	if nr, ns := len(m.GetRemoveHeaders()), len(m.GetSetHeaders()); nr > maxHeadersCount || ns > maxHeadersCount {
+		return bad(fmt.Sprintf("Header mutation remove header count %d or set header count %d exceed the HCM header countlimit %d",
+			nr, ns, maxHeadersCount))
+	}
 	for _, k := range m.GetRemoveHeaders() {
-		key := strings.ToLower(k)
-		if !validName(key) {
+		if !validName(k) {
 			return bad("Invalid character in remove_headers mutation.")
 		}
-		if strings.HasPrefix(key, ":") || key == "host" {
-			continue
-		}
-		if !s.allowed(key, false) {
+		key := strings.ToLower(k)
+		if !s.allowed(opRemove, key, "") {
 			if s.cfg.Rules.DisallowIsError {
 				return bad("Invalid attempt to remove " + key)
 			}
@@ -49,27 +65,29 @@ func (s *Stream) mutate(h *headers.Map, m *extprocsvc.HeaderMutation, replace, n
 	}
 	for _, o := range m.GetSetHeaders() {
 		hv := o.GetHeader()
-		key := strings.ToLower(hv.GetKey())
+		if hv == nil {
+			continue
+		}
+		if noCL && strings.EqualFold(hv.GetKey(), "content-length") {
+			continue
+		}
 		if hv.GetValue() != "" && len(hv.GetRawValue()) > 0 {
 			return bad("Only one of value or raw_value in the HeaderValue message should be set.")
 		}
 		value := string(hv.GetRawValue())
-		if !validName(key) || !validValue(value) {
+		if !validName(hv.GetKey()) || !validValue(value) {
 			return bad("Invalid character in set_headers mutation.")
 		}
-		if key == "content-length" && noCL {
-			continue
+		key := strings.ToLower(hv.GetKey())
+		op := opSet
+		if appendValue(o) && h.Has(key) {
+			op = opAppend
 		}
-		if !s.allowed(key, replace && key == ":method") {
+		if !(replace && key == ":method") && !s.allowed(op, key, value) {
 			if s.cfg.Rules.DisallowIsError {
 				return bad("Invalid attempt to modify " + key)
 			}
 			continue
-		}
-		if key == ":status" {
-			if c, err := strconv.Atoi(value); err != nil || c < 100 || c > 999 {
-				return bad("Invalid attempt to modify " + key)
-			}
 		}
 		if appendValue(o) {
 			h.Add(key, value)
@@ -77,43 +95,80 @@ func (s *Stream) mutate(h *headers.Map, m *extprocsvc.HeaderMutation, replace, n
 			h.Set(key, value)
 		}
 	}
+	if size := headerBytes(h); size > maxHeadersBytes || h.Len() > maxHeadersCount {
+		return bad(fmt.Sprintf("Header mutation causes end result header count %d or header size %d bytes, exceeding the count limit %d or the size limit %d kilobytes",
+			h.Len(), size, maxHeadersCount, maxHeadersBytes>>10))
+	}
 	return nil
+}
+
+// headerBytes is HeaderMap::byteSize: the names and values of every entry.
+func headerBytes(h *headers.Map) int {
+	n := 0
+	for _, e := range h.All() {
+		n += len(e.Key) + len(e.Value)
+	}
+	return n
 }
 
 func appendValue(o *corev3.HeaderValueOption) bool { return o.GetAppend().GetValue() }
 
-// allowed is Envoy's mutation_rules Checker::isAllowed.
-func (s *Stream) allowed(key string, allowMethod bool) bool {
+type mutationOp int
+
+const (
+	opSet mutationOp = iota
+	opAppend
+	opRemove
+)
+
+// allowed is Envoy's mutation_rules Checker::check (mutation_rules.cc): isAllowed, and for a set
+// or append isValidValue.
+func (s *Stream) allowed(op mutationOp, key, value string) bool {
 	r := s.cfg.Rules
+	system := strings.HasPrefix(key, ":")
 	switch {
-	case r.DisallowAll:
-		return false
+	case op == opRemove && (system || key == "host"):
+		return false // HeaderUtility::isModifiableHeader: never removed
 	case r.DisallowExpr != nil && r.DisallowExpr.MatchString(key):
 		return false
 	case r.AllowExpr != nil && r.AllowExpr.MatchString(key):
-		return true
-	}
-	routing := key == ":method" || key == ":authority" || key == ":scheme" || key == "host"
-	if routing && !r.AllowAllRouting && !(allowMethod && key == ":method") {
+	case r.DisallowAll:
+		return false
+	case !r.AllowAllRouting && (key == ":authority" || key == "host" || key == ":method" || key == ":scheme"):
+		return false
+	case system && (op == opAppend || r.DisallowSystem):
+		return false // a system header has one value
+	case !r.AllowEnvoy && strings.HasPrefix(key, "x-envoy"):
 		return false
 	}
-	if strings.HasPrefix(key, "x-envoy") && !r.AllowEnvoy {
-		return false
-	}
-	if r.DisallowSystem && (strings.HasPrefix(key, ":") || key == "host") {
-		return false
+	return op == opRemove || validRuleValue(key, value)
+}
+
+// validRuleValue is Checker::isValidValue: values Envoy would misbehave with are refused.
+func validRuleValue(key, value string) bool {
+	switch key {
+	case ":authority", "host":
+		return value != "" && strings.Trim(value, authorityChars) == "" // HeaderUtility::authorityIsValid
+	case ":scheme":
+		return strings.EqualFold(value, "http") || strings.EqualFold(value, "https") // Utility::schemeIsValid
+	case ":status":
+		c, err := strconv.ParseUint(value, 10, 32)
+		return err == nil && c >= 200
 	}
 	return true
 }
 
+// authorityChars are oghttp2's kValidAuthorityChars.
+const authorityChars = "!$&'()*+,-./0123456789:;=@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]_abcdefghijklmnopqrstuvwxyz~%"
+
+// validName is HeaderUtility::headerNameIsValid: an RFC 7230 token (letters of either case), a
+// pseudo-header's after its ':'.
 func validName(k string) bool {
+	k = strings.TrimPrefix(k, ":")
 	if k == "" {
 		return false
 	}
-	for i, c := range []byte(k) {
-		if c == ':' && i == 0 {
-			continue
-		}
+	for _, c := range []byte(k) {
 		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
 			return false
 		}
@@ -121,8 +176,15 @@ func validName(k string) bool {
 	return true
 }
 
+// validValue is HeaderUtility::headerValueIsValid (oghttp2's IsValidHeaderValue with obs-text
+// allowed): tab, space, visible ASCII and bytes from 0x80.
 func validValue(v string) bool {
-	return strings.IndexByte(v, 0) < 0 && strings.IndexByte(v, '\r') < 0 && strings.IndexByte(v, '\n') < 0
+	for _, c := range []byte(v) {
+		if (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // headerMap builds the HeaderMap sent to ext_proc: lower-case keys, raw_value only, filtered by
