@@ -139,6 +139,7 @@ func TestHeaderMutationChecks(t *testing.T) {
 	up := jsonUpstream(t)
 	mcpSetup(t, e, up.addr, extProcFilter(5*time.Second))
 
+	n := 0 // access log lines
 	for _, c := range []struct {
 		path    string
 		code    int
@@ -152,11 +153,12 @@ func TestHeaderMutationChecks(t *testing.T) {
 		{"/mcp/many", 500, false, "Header_mutation_remove_header_count_0_or_set_header_count_101_exceed_the_HCM_header_countlimit_100"},
 	} {
 		resp, _ := do(t, "POST", e.url(c.path), strings.NewReader(`{}`))
+		n++
 		if resp.StatusCode != c.code || (resp.Header.Get("x-after") == "yes") != c.after {
 			t.Errorf("%s: got %d x-after %q, want %d (x-after set: %v)", c.path, resp.StatusCode, resp.Header.Get("x-after"), c.code, c.after)
 		}
-		if l := e.logs(1); l[len(l)-1]["details"] != c.details {
-			t.Errorf("%s: details %v, want %s", c.path, l[len(l)-1]["details"], c.details)
+		if l := e.logs(n); l[n-1]["details"] != c.details {
+			t.Errorf("%s: details %v, want %s", c.path, l[n-1]["details"], c.details)
 		}
 	}
 }
