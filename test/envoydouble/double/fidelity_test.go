@@ -15,6 +15,10 @@ import (
 	mutationv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -186,5 +190,46 @@ func TestMutationRulesOrder(t *testing.T) {
 	if resp.StatusCode != 200 || seen.header.Get("x-mutated") != "yes" || seen.header.Get("x-other") != "" || seen.host != "rewritten.example" || seen.path != "/mcp" {
 		t.Errorf("disallow_all with allow_expression: got %d, upstream x-mutated %q x-other %q host %q path %q; want only the allowed x-mutated and :authority",
 			resp.StatusCode, seen.header.Get("x-mutated"), seen.header.Get("x-other"), seen.host, seen.path)
+	}
+}
+
+// TestDetailsAndSpuriousMetadata: sendImmediateResponse turns each white space character of the
+// details into one "_" (StringUtil::replaceAllEmptySpace), neither collapsing nor trimming them,
+// for the server's immediate responses and for gRPC errors alike. A reply that does not fit the
+// state waiting is spurious (500), but onReceiveMessage writes its dynamic_metadata first.
+func TestDetailsAndSpuriousMetadata(t *testing.T) {
+	e := newEnv(t, func(s *extStream) error {
+		m, err := s.recv()
+		if err != nil {
+			return nil
+		}
+		path, _ := header(m.GetRequestHeaders().GetHeaders(), ":path")
+		switch path {
+		case "/mcp/immediate":
+			return s.srv.Send(&extprocsvc.ProcessingResponse{Response: &extprocsvc.ProcessingResponse_ImmediateResponse{
+				ImmediateResponse: &extprocsvc.ImmediateResponse{Status: &typev3.HttpStatus{Code: typev3.StatusCode_Forbidden}, Details: " no  way\tout "}}})
+		case "/mcp/grpc":
+			return status.Error(codes.Internal, "two  spaces\tand a tab")
+		}
+		md, _ := structpb.NewStruct(map[string]any{"mcpgate": map[string]any{"method": "from-a-spurious-reply"}})
+		return s.srv.Send(&extprocsvc.ProcessingResponse{DynamicMetadata: md,
+			Response: &extprocsvc.ProcessingResponse_ResponseBody{ResponseBody: &extprocsvc.BodyResponse{}}})
+	})
+	up := jsonUpstream(t)
+	mcpSetup(t, e, up.addr, extProcFilter(5*time.Second))
+	for i, c := range []struct {
+		path, details string
+		method        any // nil: none written
+		code          int
+	}{
+		{"/mcp/immediate", "_no__way_out_", nil, 403},
+		{"/mcp/grpc", "ext_proc_error_gRPC_error_13{two__spaces_and_a_tab}", nil, 500},
+		{"/mcp/spurious", "spurious_message", "from-a-spurious-reply", 500},
+	} {
+		resp, _ := do(t, "POST", e.url(c.path), strings.NewReader(`{}`))
+		l := e.logs(i + 1)[i]
+		if resp.StatusCode != c.code || l["details"] != c.details || l["mcp_method"] != c.method {
+			t.Errorf("%s: got %d details %v mcp_method %v, want %d %s %v", c.path, resp.StatusCode, l["details"], l["mcp_method"], c.code, c.details, c.method)
+		}
 	}
 }

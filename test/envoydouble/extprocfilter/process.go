@@ -2,7 +2,6 @@ package extprocfilter
 
 import (
 	"strconv"
-	"strings"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -450,7 +449,7 @@ func (s *Stream) failed(f *Failure) Result {
 
 // immediate turns an ImmediateResponse into a local reply: status 200 when missing or below 200,
 // headers checked against mutation_rules, the body (text/plain unless the headers set a
-// content-type, added by the data plane), details with spaces replaced by "_".
+// content-type, added by the data plane), details with each white space replaced by "_".
 func (s *Stream) immediate(im *extprocsvc.ImmediateResponse) Result {
 	code := int(im.GetStatus().GetCode())
 	if code < 200 {
@@ -466,5 +465,5 @@ func (s *Stream) immediate(im *extprocsvc.ImmediateResponse) Result {
 	s.mu.Unlock()
 	s.Close()
 	return Result{Local: &LocalReply{Status: code, Headers: h, Body: im.GetBody(),
-		Details: strings.Join(strings.Fields(im.GetDetails()), "_")}}
+		Details: responseCodeDetails(im.GetDetails())}}
 }

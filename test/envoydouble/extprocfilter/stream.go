@@ -350,7 +350,19 @@ func (s *Stream) onGrpcError(err error) {
 }
 
 func grpcDetails(code int, msg string) string {
-	return strings.Join(strings.Fields(fmt.Sprintf("ext_proc_error_gRPC_error_%d{%s}", code, msg)), "_")
+	return responseCodeDetails(fmt.Sprintf("ext_proc_error_gRPC_error_%d{%s}", code, msg))
+}
+
+// responseCodeDetails is what sendImmediateResponse makes of the details of a local reply
+// (StringUtil::replaceAllEmptySpace): each space, tab, form feed, vertical tab, newline and
+// carriage return becomes one "_".
+func responseCodeDetails(s string) string {
+	return strings.Map(func(r rune) rune {
+		if strings.ContainsRune(" \t\f\v\n\r", r) {
+			return '_'
+		}
+		return r
+	}, s)
 }
 
 // fail makes the stream fail: every waiting state and every later message gets f, and the gRPC
@@ -447,8 +459,18 @@ func (s *Stream) handle(resp *extprocsvc.ProcessingResponse) {
 		switch {
 		case resp.GetResponse() == nil:
 			details = "unhandled_message"
-		case resp.GetImmediateResponse() != nil:
+		case resp.GetImmediateResponse() != nil && s.cfg.DisableImmediateResponse:
 			details = "unhandled_immediate_response_due_to_config_disabled_it"
+		case resp.GetImmediateResponse() != nil:
+			// Envoy sends an immediate response whenever it comes, also while it waits for no
+			// reply (the upstream answering, say); the double cannot interrupt the data plane
+			// there and fails the stream instead, under a name of its own.
+			details = "envoydouble_immediate_response_while_no_reply_is_awaited_not_reproduced"
+		default:
+			// A headers, body or trailers reply that does not fit the state waiting: Envoy
+			// (onReceiveMessage) writes its dynamic_metadata before handle*Response finds it
+			// spurious.
+			s.receiveMetadata(resp.GetDynamicMetadata())
 		}
 		s.fail(&Failure{Status: s.cfg.StatusOnError, Details: details})
 		return
