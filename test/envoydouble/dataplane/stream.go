@@ -917,6 +917,9 @@ func (st *stream) localReplyWith(code int, body []byte, details, flag string, ex
 		st.flags = append(st.flags, flag)
 	}
 	st.details = details
+	if st.r.Method == http.MethodHead {
+		body = nil // Utility::prepareLocalReply: no body in a reply to HEAD
+	}
 	h := st.localHeaders(code, body, extra, byRouter)
 	st.encode(h, bytes.NewReader(body), len(body) == 0, st.ctx)
 }
@@ -928,7 +931,8 @@ func (st *stream) localReplyWith(code int, body []byte, details, flag string, ex
 //     route entry, and only the router's own reply applies its headers (byRouter);
 //   - then the replying filter's headers (modify_headers; a name it sets replaces the route's);
 //   - then, for a body, content-length and a text/plain content-type unless one is set; a reply
-//     without body has neither (writeHeaders adds the codec's content-length: 0 on the wire).
+//     without body (a reply to HEAD has none) has neither (writeHeaders adds the codec's
+//     content-length: 0 on the wire, except to HEAD).
 func (st *stream) localHeaders(code int, body []byte, modify *headers.Map, byRouter bool) *headers.Map {
 	h := &headers.Map{}
 	h.Add(":status", strconv.Itoa(code))
@@ -966,7 +970,11 @@ func (st *stream) filterLocalReply(lr *extprocfilter.LocalReply) {
 		st.reset("")
 		return
 	}
-	h := st.localHeaders(lr.Status, lr.Body, lr.Headers, false)
+	body := lr.Body
+	if st.r.Method == http.MethodHead {
+		body = nil // Utility::prepareLocalReply: no body in a reply to HEAD
+	}
+	h := st.localHeaders(lr.Status, body, lr.Headers, false)
 	if st.resp == nil {
 		// No response headers entered the encoder path yet: Envoy sends this reply through the
 		// encoder filters (sendLocalReplyViaFilterChain), the stateful session and CORS filters
@@ -974,8 +982,8 @@ func (st *stream) filterLocalReply(lr *extprocfilter.LocalReply) {
 		st.sessionEncode(h)
 		st.corsEncode(h)
 	}
-	st.writeHeaders(h, len(lr.Body) == 0)
-	st.write(lr.Body)
+	st.writeHeaders(h, len(body) == 0)
+	st.write(body)
 }
 
 // encode runs the encoder path, the HCM's filters in reverse order: ext_proc's response
@@ -1086,7 +1094,7 @@ func (st *stream) encodeTail(h *headers.Map, end bool) {
 // writeHeaders sends the response headers downstream (HTTP/1.1). Like Envoy, the server header is
 // overwritten with server_name unless server_header_transformation says otherwise. end says the
 // response has no body: Envoy's HTTP/1 codec then writes content-length: 0 when the headers have
-// none (on the wire only).
+// none (on the wire only), unless it answers a HEAD request (encodeHeadersBase).
 func (st *stream) writeHeaders(h *headers.Map, end bool) {
 	if st.headersSent {
 		return
@@ -1114,7 +1122,7 @@ func (st *stream) writeHeaders(h *headers.Map, end bool) {
 		}
 		wh.Add(e.Key, e.Value)
 	}
-	if end && !h.Has("content-length") && code >= 200 && code != 204 && code != 304 {
+	if end && !h.Has("content-length") && code >= 200 && code != 204 && code != 304 && st.r.Method != http.MethodHead {
 		wh.Set("Content-Length", "0")
 	}
 	st.w.WriteHeader(code)

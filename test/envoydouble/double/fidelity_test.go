@@ -233,3 +233,25 @@ func TestDetailsAndSpuriousMetadata(t *testing.T) {
 		}
 	}
 }
+
+// TestLocalReplyToHead: Utility::prepareLocalReply gives a reply to a HEAD request no body, no
+// content-length and no content-type, and the HTTP/1 codec adds no content-length: 0 to it
+// (encodeHeadersBase, is_response_to_head_request_): an ext_proc immediate response to HEAD
+// carries only its status and headers.
+func TestLocalReplyToHead(t *testing.T) {
+	e := newEnv(t, answer(func(m *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingResponse {
+		return &extprocsvc.ProcessingResponse{Response: &extprocsvc.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocsvc.ImmediateResponse{
+			Status: &typev3.HttpStatus{Code: typev3.StatusCode_Unauthorized}, Body: []byte("Jwt is missing"), Details: "refused",
+			Headers: &extprocsvc.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{setHeader("www-authenticate", "Bearer", false)}}}}}
+	}))
+	up := jsonUpstream(t)
+	mcpSetup(t, e, up.addr, extProcFilter(5*time.Second))
+	resp, _ := do(t, "HEAD", e.url("/mcp"), nil)
+	if resp.StatusCode != 401 || resp.Header.Get("www-authenticate") != "Bearer" || resp.Header.Get("content-type") != "" || resp.Header.Get("content-length") != "" {
+		t.Errorf("HEAD: got %d %v, want 401 with www-authenticate and neither content-type nor content-length", resp.StatusCode, resp.Header)
+	}
+	resp, body := do(t, "GET", e.url("/mcp"), nil)
+	if resp.StatusCode != 401 || body != "Jwt is missing" || resp.Header.Get("content-type") != "text/plain" {
+		t.Errorf("GET: got %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+}
