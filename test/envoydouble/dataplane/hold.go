@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"errors"
 	"io"
 	"sync"
 
@@ -19,9 +20,11 @@ import (
 // responseDataTooLarge, encoder_filters_streaming_ false; sendLocalReply goes directly to the
 // codec since the response headers exist), however ext_proc would have answered. In every other
 // mode it returns StopIterationAndWatermark: the data waits and the upstream is read no further
-// past the limit. over reports the 500; otherwise body is the whole body, what arrived meanwhile
-// first.
-func (st *stream) responseHeadersHoldingBody(h *headers.Map, body io.Reader) (res extprocfilter.Result, rest io.Reader, over bool) {
+// past the limit. over reports the 500; otherwise rest is the whole body, what arrived meanwhile
+// first, and whole says it arrived entirely before the reply: processor_state.cc
+// handleHeadersResponse then sends it as one message with end_of_stream, handled as a BUFFERED
+// body (BufferedBodyCallback) whatever the body mode (STREAMED and BUFFERED_PARTIAL included).
+func (st *stream) responseHeadersHoldingBody(h *headers.Map, body io.Reader) (res extprocfilter.Result, rest io.Reader, whole, over bool) {
 	buffered := st.ep.BodyMode(extprocfilter.Response) == extprocv3.ProcessingMode_BUFFERED
 	hb := newHeldBody(body)
 	go hb.pump(int(st.lis.BufferLimit))
@@ -33,12 +36,12 @@ func (st *stream) responseHeadersHoldingBody(h *headers.Map, body io.Reader) (re
 		if buffered {
 			// The reply still awaited is dropped: the stream ends, and with it the ext_proc
 			// stream (finish closes it, which releases the wait).
-			return extprocfilter.Result{}, nil, true
+			return extprocfilter.Result{}, nil, false, true
 		}
 		res = <-done
 	}
 	close(hb.stop)
-	return res, hb, false
+	return res, hb, hb.whole(), false
 }
 
 // heldBody reads a body ahead (pump) while ext_proc's reply to the headers is awaited, up to just
@@ -90,6 +93,13 @@ func (b *heldBody) pump(limit int) {
 			return
 		}
 	}
+}
+
+// whole reports whether the pump has read the body to its end (a read in flight has not).
+func (b *heldBody) whole() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return errors.Is(b.err, io.EOF)
 }
 
 // Read serves what the pump read, then its error or the rest of the body.

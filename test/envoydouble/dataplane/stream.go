@@ -994,13 +994,14 @@ func (st *stream) encode(h *headers.Map, body io.Reader, noBody bool, ctx contex
 	if st.sessionEncodes(false) {
 		st.sessionEncode(h)
 	}
+	asBuffered := false // the whole body came before ext_proc's reply to the headers
 	if st.ep != nil {
 		var res extprocfilter.Result
 		if noBody || !st.ep.HeaderSent(extprocfilter.Response) {
 			res = st.ep.ResponseHeaders(h, noBody)
 		} else {
 			var over bool
-			if res, body, over = st.responseHeadersHoldingBody(h, body); over {
+			if res, body, asBuffered, over = st.responseHeadersHoldingBody(h, body); over {
 				st.filterLocalReply(&extprocfilter.LocalReply{Status: 500, Body: []byte("Internal Server Error"), Details: "response_payload_too_large"})
 				return
 			}
@@ -1023,7 +1024,7 @@ func (st *stream) encode(h *headers.Map, body io.Reader, noBody bool, ctx contex
 		if !noBody {
 			st.copyBody(body, ctx)
 		}
-	case mode == extprocv3.ProcessingMode_BUFFERED:
+	case mode == extprocv3.ProcessingMode_BUFFERED || asBuffered: // NONE (CONTINUE_AND_REPLACE included) is above
 		data, err := readLimited(body, st.lis.BufferLimit)
 		if errors.Is(err, errTooLarge) {
 			// Envoy: a buffered response over the buffer limit is a 500 "Internal Server Error"

@@ -255,3 +255,52 @@ func TestLocalReplyToHead(t *testing.T) {
 		t.Errorf("GET: got %d %q %v", resp.StatusCode, body, resp.Header)
 	}
 }
+
+// TestWholeBodyBeforeTheHeadersReply: a body that arrived whole while ext_proc's reply to the
+// headers was awaited is sent as one message with end_of_stream, handled as a BUFFERED body
+// whatever the mode the reply set (processor_state.cc handleHeadersResponse: complete body
+// available, BufferedBodyCallback): in STREAMED mode too the headers stay held, so the body
+// reply's header mutation applies, and its body must match a content-length still in them
+// (validateContentLength).
+func TestWholeBodyBeforeTheHeadersReply(t *testing.T) {
+	e := newEnv(t, answer(func(m *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingResponse {
+		switch {
+		case m.GetResponseHeaders() != nil:
+			time.Sleep(200 * time.Millisecond) // the upstream's short event stream has ended meanwhile
+			r := continueFor(m)
+			r.ModeOverride = &extprocv3.ProcessingMode{RequestBodyMode: extprocv3.ProcessingMode_BUFFERED,
+				ResponseHeaderMode: extprocv3.ProcessingMode_SEND, ResponseBodyMode: extprocv3.ProcessingMode_STREAMED}
+			return r
+		case m.GetResponseBody() != nil:
+			return withCommon(m, &extprocsvc.CommonResponse{
+				HeaderMutation: &extprocsvc.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{setHeader("x-body-reply", "yes", false)}},
+				BodyMutation:   &extprocsvc.BodyMutation{Mutation: &extprocsvc.BodyMutation_Body{Body: []byte("data: b\n\n")}}})
+		}
+		return nil
+	}))
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("content-type", "text/event-stream")
+		if r.URL.Path == "/mcp/chunked" {
+			w.(http.Flusher).Flush()
+		}
+		w.Write([]byte("data: a1\n\n")) // Go gives it a content-length when it is not flushed first
+	})
+	mcpSetup(t, e, up.addr, extProcFilter(5*time.Second))
+
+	resp, body := do(t, "POST", e.url("/mcp/chunked"), strings.NewReader(`{}`))
+	if resp.StatusCode != 200 || body != "data: b\n\n" || resp.Header.Get("x-body-reply") != "yes" {
+		t.Errorf("chunked: got %d %q x-body-reply %q, want the replaced body and the body reply's header", resp.StatusCode, body, resp.Header.Get("x-body-reply"))
+	}
+	msgs := e.ext.streams(t, 1)[0].messages()
+	if got := strings.Join(kinds(msgs), ","); got != "request_headers,request_body,response_headers,response_body" {
+		t.Fatalf("messages %s", got)
+	}
+	if b := msgs[3].GetResponseBody(); string(b.GetBody()) != "data: a1\n\n" || !b.GetEndOfStream() {
+		t.Errorf("response_body %q end_of_stream %v, want the whole body in one message", b.GetBody(), b.GetEndOfStream())
+	}
+
+	resp, _ = do(t, "POST", e.url("/mcp/sized"), strings.NewReader(`{}`))
+	if l := e.logs(2)[1]; resp.StatusCode != 500 || l["details"] != "mismatch_between_content_length_and_the_length_of_the_mutated_body" {
+		t.Errorf("with a content-length: got %d %v, want Envoy's 500 (the content-length the headers kept does not match the new body)", resp.StatusCode, l["details"])
+	}
+}
