@@ -711,9 +711,18 @@ func (st *stream) forward(f *xdsconf.Forward, upBody io.Reader) {
 		return
 	}
 	defer release()
-	out := st.upstreamRequest(ctx, h, ep, c, upBody)
+	rctx, answered := st.extProcAnswersMeanwhile(ctx)
+	out := st.upstreamRequest(rctx, h, ep, c, upBody)
 	sent := time.Now()
 	resp, err := uc.transport(ep).RoundTrip(out)
+	if lr := answered(); lr != nil {
+		// ext_proc's local reply went first: the upstream request is reset.
+		if err == nil {
+			resp.Body.Close()
+		}
+		st.filterLocalReply(lr)
+		return
+	}
 	if err != nil {
 		st.upstreamFailed(ctx, err)
 		return
@@ -742,6 +751,47 @@ func (st *stream) forward(f *xdsconf.Forward, upBody io.Reader) {
 	noBody := resp.ContentLength == 0 || st.r.Method == http.MethodHead || resp.StatusCode == 204 || resp.StatusCode == 304
 	st.details = "via_upstream"
 	st.encode(rh, &countingReader{r: resp.Body, touch: st.touch}, noBody, ctx)
+}
+
+// extProcAnswersMeanwhile watches, while the upstream's response headers are awaited, for a local
+// reply Envoy's ext_proc filter sends at once whatever the stream is doing (a gRPC error of its
+// stream when failing closed, an immediate response that came while no reply was awaited:
+// ext_proc.cc onGrpcError, onReceiveMessage). It returns the context of the upstream request,
+// cancelled by such a reply, and answered, to call once the response headers are in (or the
+// request failed): the reply if one came first, else nil, after which none interrupts the
+// upstream request any more.
+func (st *stream) extProcAnswersMeanwhile(ctx context.Context) (context.Context, func() *extprocfilter.LocalReply) {
+	if st.ep == nil {
+		return ctx, func() *extprocfilter.LocalReply { return nil }
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	var (
+		mu    sync.Mutex
+		over  bool
+		reply *extprocfilter.LocalReply
+	)
+	stop := make(chan struct{})
+	go func() {
+		select {
+		case <-st.ep.Async():
+			mu.Lock()
+			if !over {
+				reply = st.ep.AsyncResult().Local
+				cancel()
+			}
+			mu.Unlock()
+		case <-stop:
+		}
+	}()
+	return rctx, func() *extprocfilter.LocalReply {
+		mu.Lock()
+		defer mu.Unlock()
+		if !over {
+			over = true
+			close(stop)
+		}
+		return reply
+	}
 }
 
 func (st *stream) upstreamRequest(ctx context.Context, h *headers.Map, ep endpoint, c *xdsconf.Cluster, body io.Reader) *http.Request {

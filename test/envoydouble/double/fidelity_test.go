@@ -7,6 +7,7 @@ package double_test
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -105,41 +106,29 @@ func TestHeaderMutationChecks(t *testing.T) {
 	for i := range many {
 		many[i] = setHeader(fmt.Sprintf("x-h%d", i), "v", false)
 	}
-	e := newEnv(t, func(s *extStream) error {
-		var path string
-		for {
-			m, err := s.recv()
-			if err != nil {
-				return nil
+	e := newEnv(t, byPath(func(path string, m *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingResponse {
+		r := continueFor(m)
+		if m.GetResponseHeaders() != nil {
+			var set []*corev3.HeaderValueOption
+			switch path {
+			case "/mcp/status":
+				set = []*corev3.HeaderValueOption{setHeader(":status", "abc", false), setHeader("x-after", "yes", false)}
+			case "/mcp/control":
+				set = []*corev3.HeaderValueOption{setHeader("x-ctl", "a\x01b", false)}
+			case "/mcp/nil":
+				set = []*corev3.HeaderValueOption{{}, setHeader("X-After", "yes", false)}
+			case "/mcp/streamed":
+				r.ModeOverride = &extprocv3.ProcessingMode{RequestBodyMode: extprocv3.ProcessingMode_BUFFERED,
+					ResponseHeaderMode: extprocv3.ProcessingMode_SEND, ResponseBodyMode: extprocv3.ProcessingMode_STREAMED}
+				set = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "content-length", Value: "3", RawValue: []byte("3")}},
+					setHeader("x-after", "yes", false)}
+			case "/mcp/many":
+				set = many
 			}
-			if h := m.GetRequestHeaders(); h != nil {
-				path, _ = header(h.GetHeaders(), ":path")
-			}
-			r := continueFor(m)
-			if m.GetResponseHeaders() != nil {
-				var set []*corev3.HeaderValueOption
-				switch path {
-				case "/mcp/status":
-					set = []*corev3.HeaderValueOption{setHeader(":status", "abc", false), setHeader("x-after", "yes", false)}
-				case "/mcp/control":
-					set = []*corev3.HeaderValueOption{setHeader("x-ctl", "a\x01b", false)}
-				case "/mcp/nil":
-					set = []*corev3.HeaderValueOption{{}, setHeader("X-After", "yes", false)}
-				case "/mcp/streamed":
-					r.ModeOverride = &extprocv3.ProcessingMode{RequestBodyMode: extprocv3.ProcessingMode_BUFFERED,
-						ResponseHeaderMode: extprocv3.ProcessingMode_SEND, ResponseBodyMode: extprocv3.ProcessingMode_STREAMED}
-					set = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "content-length", Value: "3", RawValue: []byte("3")}},
-						setHeader("x-after", "yes", false)}
-				case "/mcp/many":
-					set = many
-				}
-				r.GetResponseHeaders().Response.HeaderMutation = &extprocsvc.HeaderMutation{SetHeaders: set}
-			}
-			if err := s.srv.Send(r); err != nil {
-				return nil
-			}
+			r.GetResponseHeaders().Response.HeaderMutation = &extprocsvc.HeaderMutation{SetHeaders: set}
 		}
-	})
+		return r
+	}, nil))
 	up := jsonUpstream(t)
 	mcpSetup(t, e, up.addr, extProcFilter(5*time.Second))
 
@@ -302,5 +291,105 @@ func TestWholeBodyBeforeTheHeadersReply(t *testing.T) {
 	resp, _ = do(t, "POST", e.url("/mcp/sized"), strings.NewReader(`{}`))
 	if l := e.logs(2)[1]; resp.StatusCode != 500 || l["details"] != "mismatch_between_content_length_and_the_length_of_the_mutated_body" {
 		t.Errorf("with a content-length: got %d %v, want Envoy's 500 (the content-length the headers kept does not match the new body)", resp.StatusCode, l["details"])
+	}
+}
+
+// TestExtProcAnswersWhileTheUpstreamDoes: Envoy's ext_proc filter sends a local reply at once,
+// whatever the HTTP stream is doing: on a gRPC error of its stream while it fails closed
+// (onGrpcError), or on an immediate response, which onReceiveMessage applies in any state. While
+// the upstream is still to answer, the upstream request is reset and the reply goes through the
+// encoder filters (no response headers exist yet); once a streamed response has begun, the
+// downstream stream is reset.
+func TestExtProcAnswersWhileTheUpstreamDoes(t *testing.T) {
+	e := newEnv(t, byPath(func(path string, m *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingResponse {
+		r := continueFor(m)
+		if m.GetResponseHeaders() != nil {
+			r.ModeOverride = &extprocv3.ProcessingMode{RequestBodyMode: extprocv3.ProcessingMode_BUFFERED,
+				ResponseHeaderMode: extprocv3.ProcessingMode_SEND, ResponseBodyMode: extprocv3.ProcessingMode_STREAMED}
+		}
+		return r
+	}, func(s *extStream, path string, m *extprocsvc.ProcessingRequest) (bool, error) {
+		switch {
+		case m.GetRequestBody() != nil && path == "/mcp/error":
+			time.Sleep(100 * time.Millisecond) // the upstream has the request
+			return true, status.Error(codes.Unavailable, "going away")
+		case m.GetRequestBody() != nil && path == "/mcp/immediate":
+			time.Sleep(100 * time.Millisecond)
+			return true, s.srv.Send(&extprocsvc.ProcessingResponse{Response: &extprocsvc.ProcessingResponse_ImmediateResponse{
+				ImmediateResponse: &extprocsvc.ImmediateResponse{Status: &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
+					Body: []byte("later"), Details: "not now"}}})
+		case m.GetResponseBody() != nil && path == "/mcp/streamed":
+			return true, status.Error(codes.Unavailable, "going away")
+		}
+		return false, nil
+	}))
+	outcome := make(chan string, 3)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/mcp/streamed" {
+			w.Header().Set("content-type", "text/event-stream")
+			w.Write([]byte("data: 1\n\n"))
+			w.(http.Flusher).Flush()
+		}
+		select {
+		case <-r.Context().Done():
+			outcome <- "reset"
+		case <-time.After(3 * time.Second):
+			outcome <- "answered"
+			w.Write([]byte(`{}`))
+		}
+	})
+	mcpSetup(t, e, up.addr, extProcFilter(5*time.Second))
+
+	for i, c := range []struct {
+		path, body, details string
+		code                int
+	}{
+		{"/mcp/error", "", "ext_proc_error_gRPC_error_14{going_away}", 500},
+		{"/mcp/immediate", "later", "not_now", 503},
+	} {
+		resp, body := do(t, "POST", e.url(c.path), strings.NewReader(`{}`))
+		if got := <-outcome; got != "reset" {
+			t.Errorf("%s: the upstream request was %s, want reset when ext_proc answered", c.path, got)
+		}
+		if l := e.logs(i + 1)[i]; resp.StatusCode != c.code || body != c.body || l["details"] != c.details {
+			t.Errorf("%s: got %d %q details %v, want %d %q %s", c.path, resp.StatusCode, body, l["details"], c.code, c.body, c.details)
+		}
+	}
+
+	resp, err := http.Post(e.url("/mcp/streamed"), "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	_, err = io.ReadAll(resp.Body)
+	if got := <-outcome; resp.StatusCode != 200 || err == nil || got != "reset" {
+		t.Errorf("streamed: got %d, read error %v, upstream request %s; want the downstream reset at once", resp.StatusCode, err, got)
+	}
+}
+
+// byPath is a script that answers each message with reply(path, m), path being the request's
+// :path, until the stream ends; after sending it, then(path, m) may end the stream with a status
+// (done true).
+func byPath(reply func(path string, m *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingResponse,
+	then func(s *extStream, path string, m *extprocsvc.ProcessingRequest) (done bool, err error)) func(*extStream) error {
+	return func(s *extStream) error {
+		var path string
+		for {
+			m, err := s.recv()
+			if err != nil {
+				return nil
+			}
+			if h := m.GetRequestHeaders(); h != nil {
+				path, _ = header(h.GetHeaders(), ":path")
+			}
+			if err := s.srv.Send(reply(path, m)); err != nil {
+				return nil
+			}
+			if then != nil {
+				if done, err := then(s, path, m); done {
+					return err
+				}
+			}
+		}
 	}
 }

@@ -338,6 +338,8 @@ func (s *Stream) applyBodyReply(d Dir, h *headers.Map, body []byte, cr *extprocs
 // complete) or an immediate response. settled is false when o holds a reply.
 func (s *Stream) settle(o outcome) (r Result, settled bool) {
 	switch {
+	case o.final != nil:
+		return *o.final, true
 	case o.failure != nil:
 		return s.failed(o.failure), true
 	case o.passthrough:
@@ -392,10 +394,23 @@ func (s *Stream) StreamBody(d Dir, next func() ([]byte, bool, error), emit func(
 			}
 		}
 	}()
-	for p := range queue {
+	for {
+		var p *pending
+		select {
+		case p = <-queue:
+		case <-s.async:
+			// Envoy answered at once while no chunk's reply was awaited (a gRPC error, an
+			// immediate response): the response has begun, so it resets the stream.
+			return s.AsyncResult(), nil
+		}
+		if p == nil {
+			break
+		}
 		o := s.wait(p)
 		out := p.orig
 		switch {
+		case o.final != nil:
+			return *o.final, nil
 		case o.failure != nil:
 			if r := s.failed(o.failure); r.Local != nil {
 				return r, nil
@@ -451,6 +466,15 @@ func (s *Stream) failed(f *Failure) Result {
 // headers checked against mutation_rules, the body (text/plain unless the headers set a
 // content-type, added by the data plane), details with each white space replaced by "_".
 func (s *Stream) immediate(im *extprocsvc.ImmediateResponse) Result {
+	r := s.immediateReply(im)
+	s.mu.Lock()
+	s.dirDone = [2]bool{true, true}
+	s.mu.Unlock()
+	s.Close()
+	return r
+}
+
+func (s *Stream) immediateReply(im *extprocsvc.ImmediateResponse) Result {
 	code := int(im.GetStatus().GetCode())
 	if code < 200 {
 		code = 200
@@ -460,10 +484,6 @@ func (s *Stream) immediate(im *extprocsvc.ImmediateResponse) Result {
 	// anyway (ext_proc.cc sendImmediateResponse). grpc_status only shapes the reply to a gRPC
 	// request (Utility::prepareLocalReply), which the double does not serve.
 	_ = s.mutate(h, im.GetHeaders(), false, false)
-	s.mu.Lock()
-	s.dirDone = [2]bool{true, true}
-	s.mu.Unlock()
-	s.Close()
 	return Result{Local: &LocalReply{Status: code, Headers: h, Body: im.GetBody(),
 		Details: responseCodeDetails(im.GetDetails())}}
 }

@@ -141,6 +141,14 @@ type Stream struct {
 	// mode a mode_override leaves in force.
 	held   [2]bool
 	closed bool
+	// async is closed when Envoy sends a local reply at once, whatever the HTTP stream is doing:
+	// a failure when failing closed (onGrpcError, a spurious reply: handleErrorResponse), or an
+	// immediate response that came while no reply was awaited. asyncRes is that reply; final is
+	// the immediate response, which every later message gets too.
+	async      chan struct{}
+	asyncFired bool
+	asyncRes   Result
+	final      *Result
 }
 
 // Failure is an ext_proc failure: the local reply Envoy sends when failure_mode_allow is false.
@@ -172,6 +180,7 @@ type outcome struct {
 	resp        *extprocsvc.ProcessingResponse
 	passthrough bool
 	failure     *Failure
+	final       *Result // the immediate response Envoy already sent
 }
 
 // New prepares a Stream. It opens nothing: Envoy opens the gRPC stream when the first message must
@@ -179,7 +188,7 @@ type outcome struct {
 func New(p Params) *Stream {
 	s := &Stream{cfg: p.Filter, failOpen: p.Filter.FailureModeAllow, target: p.Filter.Service,
 		mdOpts: p.Filter.Metadata, conn: p.Conn, attrs: p.Attrs, md: p.Metadata,
-		mode: proto.Clone(p.Filter.Mode).(*extprocv3.ProcessingMode)}
+		mode: proto.Clone(p.Filter.Mode).(*extprocv3.ProcessingMode), async: make(chan struct{})}
 	if pr := p.PerRoute; pr != nil {
 		// ExtProcOverrides.processing_mode replaces the whole mode.
 		if pr.Mode != nil {
@@ -224,6 +233,10 @@ func (s *Stream) send(req *extprocsvc.ProcessingRequest, dir Dir, k kind, orig [
 	defer s.sendMu.Unlock()
 	s.mu.Lock()
 	switch {
+	case s.final != nil:
+		p.ch <- outcome{final: s.final}
+		s.mu.Unlock()
+		return p
 	case s.failure != nil:
 		p.ch <- outcome{failure: s.failure}
 		s.mu.Unlock()
@@ -377,6 +390,9 @@ func (s *Stream) finish(o outcome, f *Failure) {
 	}
 	if f != nil {
 		s.failure = f
+		if !s.failOpen || f.Fatal {
+			s.fireAsync(Result{Local: &LocalReply{Status: f.Status, Details: f.Details, Failure: true}})
+		}
 	} else {
 		s.complete = true
 	}
@@ -390,6 +406,28 @@ func (s *Stream) finish(o outcome, f *Failure) {
 		p.ch <- o
 	}
 	s.cancel()
+}
+
+// fireAsync records the local reply Envoy sends at once and closes async (once); s.mu is held.
+func (s *Stream) fireAsync(r Result) {
+	if s.asyncFired {
+		return
+	}
+	s.asyncFired, s.asyncRes = true, r
+	close(s.async)
+}
+
+// Async is closed when Envoy would send a local reply at once, whatever the HTTP stream is doing
+// (waiting for the upstream, between two chunks of a streamed response): a failure when failing
+// closed, or an immediate response that came while no reply was awaited. AsyncResult is the
+// reply.
+func (s *Stream) Async() <-chan struct{} { return s.async }
+
+// AsyncResult is the local reply announced by Async.
+func (s *Stream) AsyncResult() Result {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.asyncRes
 }
 
 // handle matches a reply to the state waiting for it. Anything that does not fit the current
@@ -462,10 +500,17 @@ func (s *Stream) handle(resp *extprocsvc.ProcessingResponse) {
 		case resp.GetImmediateResponse() != nil && s.cfg.DisableImmediateResponse:
 			details = "unhandled_immediate_response_due_to_config_disabled_it"
 		case resp.GetImmediateResponse() != nil:
-			// Envoy sends an immediate response whenever it comes, also while it waits for no
-			// reply (the upstream answering, say); the double cannot interrupt the data plane
-			// there and fails the stream instead, under a name of its own.
-			details = "envoydouble_immediate_response_while_no_reply_is_awaited_not_reproduced"
+			// Envoy sends an immediate response whenever it comes (onReceiveMessage checks no
+			// state), also while it awaits no reply: the upstream answering, say.
+			s.receiveMetadata(resp.GetDynamicMetadata())
+			r := s.immediateReply(resp.GetImmediateResponse())
+			s.mu.Lock()
+			s.final = &r
+			s.dirDone = [2]bool{true, true}
+			s.fireAsync(r)
+			s.mu.Unlock()
+			s.Close()
+			return
 		default:
 			// A headers, body or trailers reply that does not fit the state waiting: Envoy
 			// (onReceiveMessage) writes its dynamic_metadata before handle*Response finds it
