@@ -393,3 +393,39 @@ func byPath(reply func(path string, m *extprocsvc.ProcessingRequest) *extprocsvc
 		}
 	}
 }
+
+// TestBodiesPassOnceProcessingIsComplete: once ext_proc processing is complete (the server closed
+// its stream with OK), ext_proc.cc onData continues every data callback (processing_complete_)
+// and encodeHeaders sends nothing: a body the route's BUFFERED mode would have buffered passes
+// unbuffered, past the buffer limit too, request and response alike.
+func TestBodiesPassOnceProcessingIsComplete(t *testing.T) {
+	e := newEnv(t, func(s *extStream) error {
+		m, err := s.recv()
+		if err != nil {
+			return nil
+		}
+		if err := s.srv.Send(continueFor(m)); err != nil {
+			return nil
+		}
+		return nil // closed with OK: the request and response go on unprocessed
+	})
+	big := strings.Repeat("x", 4096)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("content-type", "application/json")
+		w.Write([]byte(big + string(b)))
+	})
+	l := listener(t, e.listen, extProcFilter(5*time.Second), nil)
+	l.PerConnectionBufferLimitBytes.Value = 1024
+	e.push(l, routeConfig(l.Name, vhost("vh", []string{"*"}, prefixRoute("mcp", "/mcp", "up", perRoute(t, mcpMode())))),
+		staticCluster("up", up.addr))
+	// The request body waits for the headers' reply in the route's BUFFERED mode (within the limit),
+	// then passes; the response body, over the limit, is never buffered.
+	resp, body := do(t, "POST", e.url("/mcp"), strings.NewReader(`{"a":1}`))
+	if resp.StatusCode != 200 || body != big+`{"a":1}` {
+		t.Errorf("got %d, %d bytes; want the upstream's 200 and whole body", resp.StatusCode, len(body))
+	}
+	if got := strings.Join(kinds(e.ext.streams(t, 1)[0].messages()), ","); got != "request_headers" {
+		t.Errorf("messages %s", got)
+	}
+}

@@ -41,12 +41,17 @@ type LocalReply struct {
 	Failure bool
 }
 
-// HeaderSent reports whether headers of d are sent to ext_proc (DEFAULT means SEND).
+// HeaderSent reports whether headers of d will be sent to ext_proc: their mode is not SKIP
+// (DEFAULT means SEND) and processing goes on (ext_proc.cc encodeHeaders: !processing_complete_).
 func (s *Stream) HeaderSent(d Dir) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.headerMode(d) != extprocv3.ProcessingMode_SKIP
+	return s.headerMode(d) != extprocv3.ProcessingMode_SKIP && !s.over()
 }
+
+// over reports whether processing is over: complete (an OK close, fail-open), failed or closed
+// (Envoy's processing_complete_); s.mu is held.
+func (s *Stream) over() bool { return s.complete || s.failure != nil || s.closed }
 
 // Held reports whether the headers of d were sent to ext_proc, so that Envoy holds them until
 // a BUFFERED or BUFFERED_PARTIAL body's reply.
@@ -56,10 +61,15 @@ func (s *Stream) Held(d Dir) bool {
 	return s.held[d]
 }
 
-// BodyMode is the current body mode of d (mode_override may change it).
+// BodyMode is how the body of d is handled now: its mode (mode_override may change it), NONE
+// once processing is over (ext_proc.cc onData continues every data callback once
+// processing_complete_).
 func (s *Stream) BodyMode(d Dir) extprocv3.ProcessingMode_BodySendMode {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.over() {
+		return extprocv3.ProcessingMode_NONE
+	}
 	return s.bodyMode(d)
 }
 
@@ -112,7 +122,7 @@ func (s *Stream) headers(d Dir, h *headers.Map, eos bool) Result {
 	// state.shouldRemoveContentLength()) headers.removeContentLength()` after onHeaders). A later
 	// mode_override does not revisit the decision: a response switched from BUFFERED to STREAMED
 	// keeps the upstream's content-length.
-	dropCL := s.dropsContentLength(d) && !s.complete && s.failure == nil
+	dropCL := s.dropsContentLength(d) && !s.over()
 	if s.headerMode(d) == extprocv3.ProcessingMode_SKIP {
 		if dropCL {
 			h.Del("content-length")
