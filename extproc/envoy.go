@@ -401,8 +401,8 @@ func immediateReply(a answer, md metadata) *extprocv3.ProcessingResponse {
 }
 
 // responseBodyMode is the mode_override of a response whose media type is mt: server-sent
-// events are streamed chunk by chunk, JSON is buffered (as the route already says; repeated so
-// that a route configured otherwise still gives ext_proc the whole answer to read); anything else,
+// events are streamed chunk by chunk, JSON is buffered (the route says NONE until this override, so
+// that an answer arriving before it waits instead of overflowing Envoy's buffer); anything else,
 // and any body ext_proc cannot read (unreadable: a content encoding, or a length over the body
 // limit), is buffered when read says the answer must be read (to be replaced), else not sent to
 // ext_proc at all. A body to buffer whose length is not announced (sized false: no

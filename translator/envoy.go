@@ -216,9 +216,13 @@ func (x *xdsCommon) extProcFilter() *extprocv3.ExternalProcessor {
 	}
 }
 
-// processingMode is what ext_proc gets: the request headers only, or for MCP also both bodies
-// BUFFERED and the response headers, so that ext_proc can switch the response body to STREAMED
-// (text/event-stream) or NONE with mode_override.
+// processingMode is what ext_proc gets: the request headers only, or for MCP also the request body
+// BUFFERED and the response headers, whose reply chooses the response body's mode with
+// mode_override (STREAMED for text/event-stream, BUFFERED or BUFFERED_PARTIAL for JSON, NONE for
+// the rest). The response body mode here is NONE, not BUFFERED: while the reply to the response
+// headers is awaited, Envoy holds the body arriving in the mode in force; under BUFFERED more than
+// the buffer limit is a 500 (response_payload_too_large) before any mode_override applies, under
+// NONE the body waits under flow control (ext_proc.cc onData).
 func processingMode(mcp bool) *extprocv3.ProcessingMode {
 	m := &extprocv3.ProcessingMode{
 		RequestHeaderMode:   extprocv3.ProcessingMode_SEND,
@@ -231,7 +235,6 @@ func processingMode(mcp bool) *extprocv3.ProcessingMode {
 	if mcp {
 		m.ResponseHeaderMode = extprocv3.ProcessingMode_SEND
 		m.RequestBodyMode = extprocv3.ProcessingMode_BUFFERED
-		m.ResponseBodyMode = extprocv3.ProcessingMode_BUFFERED
 	}
 	return m
 }

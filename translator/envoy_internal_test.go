@@ -42,3 +42,15 @@ func TestEncodePerRoute(t *testing.T) {
 		}
 	}
 }
+
+// TestMCPResponseBodyModeNone: an MCP route sends ext_proc no response body until ext_proc's reply
+// to the response headers chooses one (mode_override). With BUFFERED here, Envoy would buffer an
+// answer arriving before that reply and answer 500 past the buffer limit, whatever the override
+// says (envoydouble's TestResponseBodyArrivingBeforeTheHeadersReply shows both).
+func TestMCPResponseBodyModeNone(t *testing.T) {
+	m := processingMode(true)
+	if m.GetResponseBodyMode() != extprocv3.ProcessingMode_NONE || m.GetResponseHeaderMode() != extprocv3.ProcessingMode_SEND ||
+		m.GetRequestBodyMode() != extprocv3.ProcessingMode_BUFFERED {
+		t.Fatalf("MCP processing mode %v: want request body BUFFERED, response headers SEND, response body NONE", m)
+	}
+}

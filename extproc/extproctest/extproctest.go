@@ -73,7 +73,7 @@ func Open(ctx context.Context, c extprocv3.ExternalProcessorClient, r Route) (*S
 	return &Stream{
 		ps: ps, cancel: cancel, SourceAddress: "127.0.0.1:50000",
 		RequestBodyMode:  extprocfilterv3.ProcessingMode_BUFFERED,
-		ResponseBodyMode: extprocfilterv3.ProcessingMode_BUFFERED,
+		ResponseBodyMode: extprocfilterv3.ProcessingMode_NONE, // the translator's MCP route: ext_proc chooses with mode_override
 	}, nil
 }
 

@@ -69,9 +69,13 @@ func TestResponseBodyArrivingBeforeTheHeadersReply(t *testing.T) {
 	l.PerConnectionBufferLimitBytes.Value = 1024
 	streamed := mcpMode()
 	streamed.ResponseBodyMode = extprocv3.ProcessingMode_STREAMED
+	// The translator's MCP routes: response body NONE until ext_proc's mode_override.
+	none := mcpMode()
+	none.ResponseBodyMode = extprocv3.ProcessingMode_NONE
 	e.push(l, routeConfig(l.Name, vhost("vh", []string{"*"},
 		prefixRoute("mcp", "/mcp", "up", perRoute(t, mcpMode())),
-		prefixRoute("streamed", "/streamed", "up", perRoute(t, streamed)))),
+		prefixRoute("streamed", "/streamed", "up", perRoute(t, streamed)),
+		prefixRoute("none", "/none", "up", perRoute(t, none)))),
 		staticCluster("up", up.addr))
 
 	resp, body := do(t, "POST", e.url("/mcp"), strings.NewReader(`{}`))
@@ -91,6 +95,10 @@ func TestResponseBodyArrivingBeforeTheHeadersReply(t *testing.T) {
 	resp, body = do(t, "POST", e.url("/streamed"), strings.NewReader(`{}`))
 	if resp.StatusCode != 200 || body != string(big) {
 		t.Errorf("STREAMED: got %d, %d bytes; the body waits (watermark) for the headers reply", resp.StatusCode, len(body))
+	}
+	resp, body = do(t, "POST", e.url("/none"), strings.NewReader(`{}`))
+	if resp.StatusCode != 200 || body != string(big) {
+		t.Errorf("NONE: got %d, %d bytes; the body waits (watermark) for the headers reply", resp.StatusCode, len(body))
 	}
 }
 
