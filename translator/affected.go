@@ -19,8 +19,9 @@ const (
 // maxAffectedNames is the most policy names an Affected condition's message lists.
 const maxAffectedNames = 8
 
-// affectedBy is what the policies of one kind make of one target.
-type affectedBy struct {
+// affected is what the policies of one kind make of one target: the condition it gets.
+type affected struct {
+	key               affectedKey
 	accepted, refused []string // policy names, oldest first
 }
 
@@ -39,8 +40,8 @@ type affectedKey struct {
 // routes answer 500): the reason is then PolicyRefused. Targets that are not found or are only
 // another controller's business (foreignTarget; foreign is foreignBackends) get nothing.
 func (t *translation) affectedConditions(foreign map[nsName]bool) {
-	found := map[affectedKey]*affectedBy{}
-	var order []affectedKey
+	found := make(map[affectedKey]int, len(t.policyList)) // index in list
+	var list []affected                                   // in the order found
 	for _, pi := range t.policyList {
 		kind := policyKind(pi.p)
 		for i := range pi.targets {
@@ -52,25 +53,31 @@ func (t *translation) affectedConditions(foreign map[nsName]bool) {
 			if k.targetKind == KindGateway && tg.ref.SectionName != nil {
 				k.listener = string(*tg.ref.SectionName)
 			}
-			a := found[k]
-			if a == nil {
-				a = &affectedBy{}
-				found[k] = a
-				order = append(order, k)
+			n, ok := found[k]
+			if !ok {
+				n = len(list)
+				found[k] = n
+				list = append(list, affected{key: k})
 			}
-			list := &a.accepted
+			names := &list[n].accepted
 			if pi.invalid {
-				list = &a.refused
+				names = &list[n].refused
 			}
-			if n := pi.p.Name; len(*list) == 0 || (*list)[len(*list)-1] != n {
-				*list = append(*list, n)
+			if name := pi.p.Name; len(*names) == 0 || (*names)[len(*names)-1] != name {
+				*names = append(*names, name)
 			}
 		}
 	}
 	domain, _, _ := strings.Cut(t.opts.ControllerName, "/")
-	for _, k := range order {
-		a := found[k]
-		typ := domain + "/" + k.policyKind + "Affected"
+	types := map[string]string{} // policy kind -> condition type
+	for i := range list {
+		a := &list[i]
+		k := a.key
+		typ, ok := types[k.policyKind]
+		if !ok {
+			typ = domain + "/" + k.policyKind + "Affected"
+			types[k.policyKind] = typ
+		}
 		nn := key(k.namespace, k.name)
 		switch k.targetKind {
 		case KindGateway:
@@ -78,7 +85,7 @@ func (t *translation) affectedConditions(foreign map[nsName]bool) {
 			if st == nil || g == nil {
 				continue
 			}
-			c := a.condition(typ, k.policyKind, g.gw.Generation)
+			c := a.condition(typ, g.gw.Generation)
 			if k.listener == "" {
 				st.Conditions = append(st.Conditions, c)
 				continue
@@ -93,7 +100,7 @@ func (t *translation) affectedConditions(foreign map[nsName]bool) {
 			if st == nil || ri == nil {
 				continue
 			}
-			c := a.condition(typ, k.policyKind, ri.r.Generation)
+			c := a.condition(typ, ri.r.Generation)
 			for i := range st.Parents { // the translator writes only its own parents entries
 				st.Parents[i].Conditions = append(st.Parents[i].Conditions, c)
 			}
@@ -102,36 +109,36 @@ func (t *translation) affectedConditions(foreign map[nsName]bool) {
 			if st == nil || b == nil {
 				continue
 			}
-			st.Conditions = append(st.Conditions, a.condition(typ, k.policyKind, b.b.Generation))
+			st.Conditions = append(st.Conditions, a.condition(typ, b.b.Generation))
 		}
 	}
 }
 
-// condition is the Affected condition of typ for the policies of kind in a.
-func (a *affectedBy) condition(typ, kind string, generation int64) metav1.Condition {
-	var msg strings.Builder
-	names := func(what string, list []string) {
-		if len(list) == 0 {
-			return
-		}
-		if msg.Len() > 0 {
-			msg.WriteString("; ")
-		}
+// condition is the Affected condition of typ for the policies in a.
+func (a *affected) condition(typ string, generation int64) metav1.Condition {
+	kind := a.key.policyKind
+	// names lists the policies of one state: at most maxAffectedNames, then how many more
+	names := func(what string, list []string) string {
 		shown := list[:min(len(list), maxAffectedNames)]
-		msg.WriteString(what + ": " + kind + " " + strings.Join(shown, ", "))
+		s := what + ": " + kind + " " + strings.Join(shown, ", ")
 		if n := len(list) - len(shown); n > 0 {
-			msg.WriteString(" and " + strconv.Itoa(n) + " more")
+			s += " and " + strconv.Itoa(n) + " more"
 		}
+		return s
 	}
-	names("applied here", a.accepted)
-	refused := "refused (see its status), so the routes it applies to answer 500 until it is fixed"
+	var msg string
+	if len(a.accepted) > 0 {
+		msg = names("applied here", a.accepted)
+	}
+	if len(a.refused) == 0 {
+		return condition(typ, true, ReasonPolicyAffected, msg, generation)
+	}
+	what := "refused (see its status), so the routes it applies to answer 500 until it is fixed"
 	if len(a.refused) > 1 {
-		refused = "refused (see their status), so the routes they apply to answer 500 until they are fixed"
+		what = "refused (see their status), so the routes they apply to answer 500 until they are fixed"
 	}
-	names(refused, a.refused)
-	reason := ReasonPolicyAffected
-	if len(a.refused) > 0 {
-		reason = ReasonPolicyRefused
+	if msg != "" {
+		msg += "; "
 	}
-	return condition(typ, true, reason, msg.String(), generation)
+	return condition(typ, true, ReasonPolicyRefused, msg+names(what, a.refused), generation)
 }

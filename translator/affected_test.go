@@ -1,0 +1,85 @@
+package translator_test
+
+import (
+	"fmt"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/mcpgate/mcpgate/api/v1alpha1"
+	"github.com/mcpgate/mcpgate/translator"
+)
+
+// TestAffectedConditions: one route under many policies of both kinds, some refused, one
+// targeting it twice; a policy on a listener and one on the backend. Each target gets one
+// condition per policy kind, in the order of the oldest policy of each kind, naming at most
+// eight policies (each once), the refused ones apart.
+func TestAffectedConditions(t *testing.T) {
+	res := benchResources(1, false, 1) // Gateway gw (listener l0), route, backend and policy r0
+	routeRef := v1alpha1.PolicyTargetReference{Group: "gateway.networking.k8s.io", Kind: "HTTPRoute", Name: "r0"}
+	policy := func(name, kind, expr string, refs ...v1alpha1.PolicyTargetReference) {
+		p := &v1alpha1.AgentgatewayPolicy{
+			TypeMeta:   metav1.TypeMeta{Kind: kind},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "bench"},
+			Spec: v1alpha1.AgentgatewayPolicySpec{TargetRefs: refs, Traffic: &v1alpha1.TrafficPolicy{Authorization: &v1alpha1.Authorization{
+				Policy: v1alpha1.AuthorizationPolicy{MatchExpressions: []v1alpha1.CELExpression{v1alpha1.CELExpression(expr)}}}}},
+		}
+		res.Policies = append(res.Policies, p)
+	}
+	for i := range 10 {
+		policy(fmt.Sprintf("a%02d", i), "", "true", routeRef)
+	}
+	policy("b0", "", "(((", routeRef)
+	policy("b1", "", "(((", routeRef, routeRef)
+	policy("e0", translator.KindEnterpriseAgentgatewayPolicy, "true", routeRef, routeRef)
+	section := gwv1.SectionName("l0")
+	policy("g0", "", "true", v1alpha1.PolicyTargetReference{Group: "gateway.networking.k8s.io", Kind: "Gateway", Name: "gw", SectionName: &section})
+	policy("k0", "", "true", v1alpha1.PolicyTargetReference{Group: "agentgateway.dev", Kind: "AgentgatewayBackend", Name: "r0"})
+	out := translator.Translate(res, translator.Options{})
+
+	type want struct{ typ, reason, msg string }
+	check := func(what string, got []metav1.Condition, wants ...want) {
+		t.Helper()
+		var affected []metav1.Condition
+		for _, c := range got {
+			if c.Type == wants[0].typ || c.Type == wants[len(wants)-1].typ {
+				affected = append(affected, c)
+			}
+		}
+		if len(affected) != len(wants) {
+			t.Fatalf("%s: Affected conditions %+v, want %d", what, affected, len(wants))
+		}
+		for i, w := range wants {
+			c := affected[i]
+			if c.Type != w.typ || c.Status != metav1.ConditionTrue || c.Reason != w.reason || c.Message != w.msg {
+				t.Errorf("%s: condition %d is %s %s %s %q, want %s True %s %q", what, i, c.Type, c.Status, c.Reason, c.Message, w.typ, w.reason, w.msg)
+			}
+		}
+	}
+	nn := types.NamespacedName{Namespace: "bench", Name: "r0"}
+	route := out.Status.HTTPRoutes[nn]
+	if route == nil || len(route.Parents) != 1 {
+		t.Fatalf("route status %+v, want one parent", route)
+	}
+	check("route", route.Parents[0].Conditions,
+		want{"mcpgate.dev/AgentgatewayPolicyAffected", translator.ReasonPolicyRefused,
+			"applied here: AgentgatewayPolicy a00, a01, a02, a03, a04, a05, a06, a07 and 3 more; " +
+				"refused (see their status), so the routes they apply to answer 500 until they are fixed: AgentgatewayPolicy b0, b1"},
+		want{"mcpgate.dev/EnterpriseAgentgatewayPolicyAffected", translator.ReasonPolicyAffected,
+			"applied here: EnterpriseAgentgatewayPolicy e0"})
+	gw := out.Status.Gateways[types.NamespacedName{Namespace: "bench", Name: "gw"}]
+	if gw == nil || len(gw.Listeners) != 1 {
+		t.Fatalf("gateway status %+v, want one listener", gw)
+	}
+	check("listener l0", gw.Listeners[0].Conditions,
+		want{"mcpgate.dev/AgentgatewayPolicyAffected", translator.ReasonPolicyAffected, "applied here: AgentgatewayPolicy g0"})
+	for _, c := range gw.Conditions {
+		if c.Type == "mcpgate.dev/AgentgatewayPolicyAffected" {
+			t.Errorf("gateway: %+v, want the listener's policy on the listener only", c)
+		}
+	}
+	check("backend", out.Status.Backends[nn].Conditions,
+		want{"mcpgate.dev/AgentgatewayPolicyAffected", translator.ReasonPolicyAffected, "applied here: AgentgatewayPolicy k0"})
+}
