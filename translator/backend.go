@@ -85,6 +85,7 @@ func (tg *target) finishCluster(x *xdsCommon) {
 // backendInfo is an AgentgatewayBackend after translation.
 type backendInfo struct {
 	b        *v1alpha1.AgentgatewayBackend
+	key      string  // "NS/NAME"
 	target   *target // nil when the backend cannot be used
 	err      string  // why target is nil ("field: message")
 	status   *v1alpha1.AgentgatewayBackendStatus
@@ -98,7 +99,7 @@ func (t *translation) translateBackends() {
 	list := make([]*backendInfo, 0, len(t.in.Backends))
 	for _, b := range t.in.Backends {
 		if b != nil && b.Name != "" {
-			list = append(list, &backendInfo{b: b})
+			list = append(list, &backendInfo{b: b, key: keyString(b.Namespace, b.Name)})
 		}
 	}
 	forEach(len(list), func(i int) { t.translateBackendStatus(list[i]) })
@@ -146,7 +147,7 @@ func (t *translation) translateBackend(bi *backendInfo) (field, msg, note string
 		if err := checkHostPort(s.Static.Host, s.Static.Port); err != "" {
 			return "spec.static", err, ""
 		}
-		bi.target = &target{cluster: t.xds.addressCluster(name, s.Static.Host, s.Static.Port, false, false), backend: keyString(b.Namespace, b.Name)}
+		bi.target = &target{cluster: t.xds.addressCluster(name, s.Static.Host, s.Static.Port, false, false), backend: bi.key}
 		return "", "", fmt.Sprintf("static %s", joinHostPort(s.Static.Host, s.Static.Port))
 	case s.AI != nil:
 		return t.translateAI(bi, name)
@@ -176,7 +177,7 @@ func (t *translation) translateAI(bi *backendInfo, name string) (field, msg, not
 	}
 	tg := &target{
 		cluster:     t.xds.addressCluster(name, host, port, port == httpsPort, false),
-		backend:     keyString(b.Namespace, b.Name),
+		backend:     bi.key,
 		hostRewrite: host,
 		pathRewrite: p.Path,
 		llm:         true,
@@ -278,9 +279,9 @@ func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, no
 			bi.target = &target{cluster: t.xds.addressCluster(cname, st.Host, st.Port, false, true), affinity: true}
 		}
 		tg := bi.target
-		tg.backend, tg.mcp, tg.name, tg.path = keyString(b.Namespace, b.Name), tr, string(first.Name), path
+		tg.backend, tg.mcp, tg.name, tg.path = bi.key, tr, string(first.Name), path
 	} else {
-		found, err := t.selectorTargets(b, first, name+"/"+string(first.Name))
+		found, err := t.selectorTargets(bi, first, name+"/"+string(first.Name))
 		if err != "" {
 			return "spec.mcp.targets[0].selector", err, ""
 		}
@@ -377,7 +378,8 @@ func mcpTransportOfPort(p *corev1.ServicePort) string {
 
 // selectorTargets finds the MCP Service ports a selector target selects, sorted by namespace,
 // Service and port.
-func (t *translation) selectorTargets(b *v1alpha1.AgentgatewayBackend, tg *v1alpha1.McpTargetSelector, prefix string) ([]*target, string) {
+func (t *translation) selectorTargets(bi *backendInfo, tg *v1alpha1.McpTargetSelector, prefix string) ([]*target, string) {
+	b := bi.b
 	sel := tg.Selector
 	namespaces := []string{b.Namespace}
 	if sel.Namespaces != nil {
@@ -416,7 +418,7 @@ func (t *translation) selectorTargets(b *v1alpha1.AgentgatewayBackend, tg *v1alp
 				}
 				name := prefix + "/" + svc.Namespace + "/" + svc.Name + "/" + strconv.Itoa(int(p.Port))
 				tgt := t.serviceTarget(name, svc, p)
-				tgt.backend = keyString(b.Namespace, b.Name)
+				tgt.backend = bi.key
 				out = append(out, tgt)
 			}
 		}

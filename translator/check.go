@@ -98,6 +98,7 @@ func (c *Cache) precheck(policies []*v1alpha1.AgentgatewayPolicy) (wait func()) 
 	}
 	var todo []check
 	queuedCEL, queuedJWKS := map[string]bool{}, map[string]bool{}
+	checkCEL, checkJWKS := c.checkCEL, c.checkJWKS // one func value each, not one per text
 	c.mu.Lock()
 	add := func(text string, cur, prev map[string]error, queued map[string]bool, run func(string) error) {
 		_, done := cur[text]
@@ -113,7 +114,7 @@ func (c *Cache) precheck(policies []*v1alpha1.AgentgatewayPolicy) (wait func()) 
 			return
 		}
 		for _, e := range a.Policy.MatchExpressions {
-			add(string(e), c.cel, c.prevCEL, queuedCEL, c.checkCEL)
+			add(string(e), c.cel, c.prevCEL, queuedCEL, checkCEL)
 		}
 	}
 	for _, p := range policies {
@@ -125,7 +126,7 @@ func (c *Cache) precheck(policies []*v1alpha1.AgentgatewayPolicy) (wait func()) 
 			if j := tr.JWTAuthentication; j != nil {
 				for _, pr := range j.Providers {
 					if pr.JWKS.Inline != nil {
-						add(*pr.JWKS.Inline, c.jwks, c.prevJWKS, queuedJWKS, c.checkJWKS)
+						add(*pr.JWKS.Inline, c.jwks, c.prevJWKS, queuedJWKS, checkJWKS)
 					}
 				}
 			}

@@ -42,7 +42,7 @@ type policyInfo struct {
 // policyTarget is one targetRef of a policy: where it attaches, or why it does not resolve.
 type policyTarget struct {
 	ref   v1alpha1.PolicyTargetReference
-	field string
+	index int                      // in spec.targetRefs
 	msg   string                   // why it does not resolve; "" when it does
 	level map[string][]*policyInfo // the level of the policy index it attaches at (nil: unresolved)
 	key   string                   // its key in level
@@ -50,6 +50,9 @@ type policyTarget struct {
 	// the business of that Gateway's controller: no refusal, no ancestor status.
 	foreign bool
 }
+
+// field is the path of the targetRef, spec.targetRefs[I].
+func (tg *policyTarget) field() string { return "spec.targetRefs[" + strconv.Itoa(tg.index) + "]" }
 
 // maxAncestors is the most ancestors a PolicyStatus holds (Gateway API).
 const maxAncestors = 16
@@ -68,7 +71,8 @@ func policyKind(p *v1alpha1.AgentgatewayPolicy) string {
 	return KindAgentgatewayPolicy
 }
 
-// indexPolicies validates every policy on its own (forEach), then indexes them oldest first.
+// indexPolicies validates every policy and resolves its targets on its own (forEach), then
+// indexes them oldest first.
 func (t *translation) indexPolicies() *policyIndex {
 	n := len(t.in.Policies)
 	idx := &policyIndex{
@@ -88,24 +92,29 @@ func (t *translation) indexPolicies() *policyIndex {
 		return strings.Compare(policyKind(a), policyKind(b))
 	})
 	t.policyList = make([]*policyInfo, len(pols))
-	forEach(len(pols), func(i int) { t.policyList[i] = t.validatePolicy(pols[i]) })
+	forEach(len(pols), func(i int) {
+		pi := t.validatePolicy(pols[i])
+		pi.targets = make([]policyTarget, len(pi.p.Spec.TargetRefs))
+		for k, ref := range pi.p.Spec.TargetRefs {
+			pi.targets[k] = policyTarget{ref: ref, index: k}
+			t.resolvePolicyTarget(idx, pi.p.Namespace, &pi.targets[k])
+		}
+		t.policyList[i] = pi
+	})
 	for _, pi := range t.policyList {
 		p := pi.p
 		t.st.add(pi.problems)
 		kind := policyKind(p)
-		for i, ref := range p.Spec.TargetRefs {
-			field := "spec.targetRefs[" + strconv.Itoa(i) + "]"
-			tg := policyTarget{ref: ref, field: field}
-			t.resolvePolicyTarget(idx, p.Namespace, &tg)
+		for i := range pi.targets {
+			tg := &pi.targets[i]
 			switch {
 			case tg.foreign:
 			case tg.msg != "":
-				t.st.refuse(kind, p.Namespace, p.Name, field, tg.msg)
+				t.st.refuse(kind, p.Namespace, p.Name, tg.field(), tg.msg)
 			default:
 				tg.level[tg.key] = append(tg.level[tg.key], pi)
 				pi.resolved++
 			}
-			pi.targets = append(pi.targets, tg)
 		}
 		if len(p.Spec.TargetRefs) == 0 {
 			t.st.refuse(kind, p.Namespace, p.Name, "spec.targetRefs", "at least one target is required")
@@ -174,7 +183,7 @@ func (t *translation) policyStatus(pi *policyInfo, foreign map[nsName]bool) (*gw
 		var c metav1.Condition
 		switch {
 		case tg.msg != "":
-			c = condition(string(gwv1.PolicyConditionAccepted), false, string(gwv1.PolicyReasonTargetNotFound), tg.field+": "+tg.msg, p.Generation)
+			c = condition(string(gwv1.PolicyConditionAccepted), false, string(gwv1.PolicyReasonTargetNotFound), tg.field()+": "+tg.msg, p.Generation)
 		case pi.invalid:
 			c = condition(string(gwv1.PolicyConditionAccepted), false, string(gwv1.PolicyReasonInvalid), pi.invalidMessage(), p.Generation)
 		default:
@@ -182,7 +191,7 @@ func (t *translation) policyStatus(pi *policyInfo, foreign map[nsName]bool) (*gw
 		}
 		conflict := ""
 		if w := pi.jwtWinner(tg); w != nil {
-			conflict = fmt.Sprintf("through %s: %s sets it on %s too and wins", tg.field, w.key(), targetString(p.Namespace, tg.ref))
+			conflict = fmt.Sprintf("through %s: %s sets it on %s too and wins", tg.field(), w.key(), targetString(p.Namespace, tg.ref))
 			warnings.add(kind, p.Namespace, p.Name, "spec.traffic.jwtAuthentication", "not applied "+conflict+" ("+jwtRule+")")
 		}
 		refs := make([]gwv1.ParentReference, 0, 1)
@@ -202,7 +211,7 @@ func (t *translation) policyStatus(pi *policyInfo, foreign map[nsName]bool) (*gw
 			case conflict != "":
 				a.conflicts = append(a.conflicts, conflict)
 			case pi.jwt != nil && tg.msg == "":
-				a.jwtApplies = append(a.jwtApplies, tg.field)
+				a.jwtApplies = append(a.jwtApplies, tg.field())
 			}
 		}
 	}
@@ -319,12 +328,22 @@ func (t *translation) foreignRoute(ri *routeInfo) bool {
 }
 
 // foreignBackends returns the AgentgatewayBackends whose every user is a foreign route (and
-// that have one), for the status of the policies that target them.
+// that have one), for the status of the policies that target them; nil when no route is
+// foreign.
 func (t *translation) foreignBackends() map[nsName]bool {
+	foreignRoutes := make([]bool, len(t.routes))
+	anyForeign := false
+	for i, ri := range t.routes {
+		foreignRoutes[i] = t.foreignRoute(ri)
+		anyForeign = anyForeign || foreignRoutes[i]
+	}
+	if !anyForeign {
+		return nil
+	}
 	out := map[nsName]bool{}
-	for _, ri := range t.routes {
+	for i, ri := range t.routes {
 		r := ri.r
-		foreign := t.foreignRoute(ri)
+		foreign := foreignRoutes[i]
 		for i := range r.Spec.Rules {
 			for k := range r.Spec.Rules[i].BackendRefs {
 				group, kind, nn := backendRefOf(r.Namespace, &r.Spec.Rules[i].BackendRefs[k].BackendObjectReference)
@@ -403,7 +422,6 @@ func (t *translation) resolvePolicyTarget(idx *policyIndex, ns string, tg *polic
 // policyTargetLevel finds where a targetRef attaches; msg says why it does not.
 func (t *translation) policyTargetLevel(idx *policyIndex, ns string, ref v1alpha1.PolicyTargetReference) (map[string][]*policyInfo, string, string) {
 	name := string(ref.Name)
-	k := keyString(ns, name)
 	section := ""
 	if ref.SectionName != nil {
 		section = string(*ref.SectionName)
@@ -412,39 +430,40 @@ func (t *translation) policyTargetLevel(idx *policyIndex, ns string, ref v1alpha
 	case ref.Group == gatewayGroup && ref.Kind == KindGateway:
 		gi := t.gateways[key(ns, name)]
 		if gi == nil {
-			return nil, "", fmt.Sprintf("Gateway %s not found", k)
+			return nil, "", fmt.Sprintf("Gateway %s not found", keyString(ns, name))
 		}
 		if section == "" {
-			return idx.gateway, k, ""
+			return idx.gateway, gi.key, ""
 		}
 		for _, li := range gi.listeners {
 			if string(li.l.Name) == section {
-				return idx.listener, k + "/" + section, ""
+				return idx.listener, li.key, ""
 			}
 		}
-		return nil, "", fmt.Sprintf("Gateway %s has no listener %q", k, section)
+		return nil, "", fmt.Sprintf("Gateway %s has no listener %q", gi.key, section)
 	case ref.Group == gatewayGroup && ref.Kind == KindHTTPRoute:
 		ri := t.routeByName[key(ns, name)]
 		if ri == nil {
-			return nil, "", fmt.Sprintf("HTTPRoute %s not found", k)
+			return nil, "", fmt.Sprintf("HTTPRoute %s not found", keyString(ns, name))
 		}
 		if section == "" {
-			return idx.route, k, ""
+			return idx.route, ri.key, ""
 		}
 		for _, rule := range ri.r.Spec.Rules {
 			if rule.Name != nil && string(*rule.Name) == section {
-				return idx.rule, k + "/" + section, ""
+				return idx.rule, ri.key + "/" + section, ""
 			}
 		}
-		return nil, "", fmt.Sprintf("HTTPRoute %s has no rule named %q", k, section)
+		return nil, "", fmt.Sprintf("HTTPRoute %s has no rule named %q", ri.key, section)
 	case ref.Group == backendGroup && ref.Kind == KindAgentgatewayBackend:
-		if t.backends[key(ns, name)] == nil {
-			return nil, "", fmt.Sprintf("AgentgatewayBackend %s not found", k)
+		bi := t.backends[key(ns, name)]
+		if bi == nil {
+			return nil, "", fmt.Sprintf("AgentgatewayBackend %s not found", keyString(ns, name))
 		}
 		if section != "" {
 			return nil, "", "sectionName is not supported for AgentgatewayBackend targets (the policy applies to the whole backend)"
 		}
-		return idx.backend, k, ""
+		return idx.backend, bi.key, ""
 	}
 	gk := string(ref.Kind)
 	if ref.Group != "" {

@@ -397,7 +397,7 @@ func hostMatches(w, h string) bool {
 // compileRoute resolves a route's matches, filters and backendRefs once for all listeners.
 func (t *translation) compileRoute(ri *routeInfo) *compiledRoute {
 	r := ri.r
-	cr := &compiledRoute{r: r, info: ri, key: keyString(r.Namespace, r.Name), rules: make([]*compiledRule, 0, len(r.Spec.Rules))}
+	cr := &compiledRoute{r: r, info: ri, key: ri.key, rules: make([]*compiledRule, 0, len(r.Spec.Rules))}
 	for i := range r.Spec.Rules {
 		cr.rules = append(cr.rules, t.compileRule(cr, i))
 	}

@@ -109,7 +109,7 @@ func (t *translation) index() {
 	}
 	for _, r := range t.in.HTTPRoutes {
 		if r != nil && r.Name != "" {
-			ri := &routeInfo{r: r}
+			ri := &routeInfo{r: r, key: keyString(r.Namespace, r.Name)}
 			t.routes = append(t.routes, ri)
 			t.routeByName[key(r.Namespace, r.Name)] = ri
 		}
@@ -186,6 +186,7 @@ func compareAge(a, b *metav1.ObjectMeta) int {
 // routeInfo is an HTTPRoute during translation.
 type routeInfo struct {
 	r        *gwv1.HTTPRoute
+	key      string         // "NS/NAME"
 	gateways []*gatewayInfo // the served Gateways it is attached to
 }
 
