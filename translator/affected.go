@@ -1,6 +1,8 @@
 package translator
 
 import (
+	"cmp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -19,17 +21,6 @@ const (
 // maxAffectedNames is the most policy names an Affected condition's message lists.
 const maxAffectedNames = 8
 
-// affected is what the policies of one kind make of one target: the condition it gets.
-type affected struct {
-	key               affectedKey
-	accepted, refused []string // policy names, oldest first
-}
-
-// affectedKey is one object (or Gateway listener) a policy targets, and the policy's kind.
-type affectedKey struct {
-	targetKind, namespace, name, listener, policyKind string
-}
-
 // affectedConditions puts on every object that policies target the condition GEP-713 requires
 // of a policy implementation: DOMAIN/KINDAffected (DOMAIN: the controllerName's, as
 // mcpgate.dev/AgentgatewayPolicyAffected), True, naming the policies, so that a Route's or a
@@ -38,85 +29,108 @@ type affectedKey struct {
 // parents this controller serves (a rule's policy too: a route's status has no rule entries), an
 // AgentgatewayBackend in its conditions. A refused policy affects its targets as well (their
 // routes answer 500): the reason is then PolicyRefused. Targets that are not found or are only
-// another controller's business (foreignTarget; foreign is foreignBackends) get nothing.
+// another controller's business (foreignTarget; foreign is foreignBackends) get nothing. The
+// policies of a target are those the policy index holds for it; each route's conditions are
+// made on their own (forEach).
 func (t *translation) affectedConditions(foreign map[nsName]bool) {
-	found := make(map[affectedKey]int, len(t.policyList)) // index in list
-	var list []affected                                   // in the order found
-	for _, pi := range t.policyList {
-		kind := policyKind(pi.p)
-		for i := range pi.targets {
-			tg := &pi.targets[i]
-			if tg.level == nil || t.foreignTarget(pi.p.Namespace, tg, foreign) {
-				continue
-			}
-			k := affectedKey{targetKind: string(tg.ref.Kind), namespace: pi.p.Namespace, name: string(tg.ref.Name), policyKind: kind}
-			if k.targetKind == KindGateway && tg.ref.SectionName != nil {
-				k.listener = string(*tg.ref.SectionName)
-			}
-			n, ok := found[k]
-			if !ok {
-				n = len(list)
-				found[k] = n
-				list = append(list, affected{key: k})
-			}
-			names := &list[n].accepted
-			if pi.invalid {
-				names = &list[n].refused
-			}
-			if name := pi.p.Name; len(*names) == 0 || (*names)[len(*names)-1] != name {
-				*names = append(*names, name)
-			}
-		}
-	}
+	idx := t.policies
 	domain, _, _ := strings.Cut(t.opts.ControllerName, "/")
 	types := map[string]string{} // policy kind -> condition type
-	for i := range list {
-		a := &list[i]
-		k := a.key
-		typ, ok := types[k.policyKind]
-		if !ok {
-			typ = domain + "/" + k.policyKind + "Affected"
-			types[k.policyKind] = typ
+	for _, kind := range []string{KindAgentgatewayPolicy, KindEnterpriseAgentgatewayPolicy} {
+		types[kind] = domain + "/" + kind + "Affected"
+	}
+	for _, gi := range t.served {
+		st, gen := t.st.Gateways[key(gi.gw.Namespace, gi.gw.Name)], gi.gw.Generation
+		st.Conditions = appendAffected(st.Conditions, types, gen, idx.gateway[gi.key])
+		for i, li := range gi.listeners { // the listener statuses are in this order
+			st.Listeners[i].Conditions = appendAffected(st.Listeners[i].Conditions, types, gen, idx.listener[li.key])
 		}
-		nn := key(k.namespace, k.name)
-		switch k.targetKind {
-		case KindGateway:
-			st, g := t.st.Gateways[nn], t.gateways[nn]
-			if st == nil || g == nil {
-				continue
-			}
-			c := a.condition(typ, g.gw.Generation)
-			if k.listener == "" {
-				st.Conditions = append(st.Conditions, c)
-				continue
-			}
-			for i := range st.Listeners {
-				if string(st.Listeners[i].Name) == k.listener {
-					st.Listeners[i].Conditions = append(st.Listeners[i].Conditions, c)
-				}
-			}
-		case KindHTTPRoute:
-			st, ri := t.st.HTTPRoutes[nn], t.routeByName[nn]
-			if st == nil || ri == nil {
-				continue
-			}
-			c := a.condition(typ, ri.r.Generation)
-			for i := range st.Parents { // the translator writes only its own parents entries
-				st.Parents[i].Conditions = append(st.Parents[i].Conditions, c)
-			}
-		case KindAgentgatewayBackend:
-			st, b := t.st.Backends[nn], t.backends[nn]
-			if st == nil || b == nil {
-				continue
-			}
-			st.Conditions = append(st.Conditions, a.condition(typ, b.b.Generation))
+	}
+	forEach(len(t.routes), func(i int) {
+		ri := t.routes[i]
+		nn := key(ri.r.Namespace, ri.r.Name)
+		st := t.st.HTTPRoutes[nn]
+		if st == nil || t.routeByName[nn] != ri { // not this controller's, or another object's name
+			return
+		}
+		policies := t.routePolicies(ri)
+		for i := range st.Parents { // the translator writes only its own parents entries
+			st.Parents[i].Conditions = appendAffected(st.Parents[i].Conditions, types, ri.r.Generation, policies)
+		}
+	})
+	if len(idx.backend) == 0 {
+		return
+	}
+	for nn, bi := range t.backends {
+		if st := t.st.Backends[nn]; st != nil && !foreign[nn] {
+			st.Conditions = appendAffected(st.Conditions, types, bi.b.Generation, idx.backend[bi.key])
 		}
 	}
 }
 
-// condition is the Affected condition of typ for the policies in a.
-func (a *affected) condition(typ string, generation int64) metav1.Condition {
-	kind := a.key.policyKind
+// routePolicies returns the policies that target a route or its rules, oldest first.
+func (t *translation) routePolicies(ri *routeInfo) []*policyInfo {
+	idx := t.policies
+	out := idx.route[ri.key]
+	if len(idx.rule) == 0 {
+		return out
+	}
+	var ruleKeys []string
+	for _, rule := range ri.r.Spec.Rules {
+		if rule.Name == nil {
+			continue
+		}
+		k := ri.key + "/" + string(*rule.Name)
+		if l := idx.rule[k]; len(l) > 0 && !slices.Contains(ruleKeys, k) { // two rules may share a name
+			ruleKeys = append(ruleKeys, k)
+			out = append(slices.Clip(out), l...)
+		}
+	}
+	if len(ruleKeys) > 0 {
+		slices.SortStableFunc(out, func(a, b *policyInfo) int { return cmp.Compare(a.order, b.order) })
+	}
+	return out
+}
+
+// appendAffected appends to out the Affected condition of each kind of the policies of one
+// target (oldest first; a policy that targets it twice is there twice), in the order of each
+// kind's oldest policy.
+func appendAffected(out []metav1.Condition, types map[string]string, generation int64, policies []*policyInfo) []metav1.Condition {
+	var done []string // the kinds done
+	for n, first := range policies {
+		kind := policyKind(first.p)
+		if slices.Contains(done, kind) {
+			continue
+		}
+		done = append(done, kind)
+		var accepted, refused []string
+		for _, pi := range policies[n:] {
+			if policyKind(pi.p) != kind {
+				continue
+			}
+			if pi.invalid {
+				refused = appendOnce(refused, pi.p.Name)
+			} else {
+				accepted = appendOnce(accepted, pi.p.Name)
+			}
+		}
+		out = append(out, affectedCondition(types[kind], kind, generation, accepted, refused))
+	}
+	return out
+}
+
+// appendOnce appends name to names unless it is the last one (a policy that targets an object
+// twice).
+func appendOnce(names []string, name string) []string {
+	if len(names) > 0 && names[len(names)-1] == name {
+		return names
+	}
+	return append(names, name)
+}
+
+// affectedCondition is the Affected condition of typ for the accepted and refused policies of
+// kind.
+func affectedCondition(typ, kind string, generation int64, accepted, refused []string) metav1.Condition {
 	// names lists the policies of one state: at most maxAffectedNames, then how many more
 	names := func(what string, list []string) string {
 		shown := list[:min(len(list), maxAffectedNames)]
@@ -127,18 +141,18 @@ func (a *affected) condition(typ string, generation int64) metav1.Condition {
 		return s
 	}
 	var msg string
-	if len(a.accepted) > 0 {
-		msg = names("applied here", a.accepted)
+	if len(accepted) > 0 {
+		msg = names("applied here", accepted)
 	}
-	if len(a.refused) == 0 {
+	if len(refused) == 0 {
 		return condition(typ, true, ReasonPolicyAffected, msg, generation)
 	}
 	what := "refused (see its status), so the routes it applies to answer 500 until it is fixed"
-	if len(a.refused) > 1 {
+	if len(refused) > 1 {
 		what = "refused (see their status), so the routes they apply to answer 500 until they are fixed"
 	}
 	if msg != "" {
 		msg += "; "
 	}
-	return condition(typ, true, ReasonPolicyRefused, msg+names(what, a.refused), generation)
+	return condition(typ, true, ReasonPolicyRefused, msg+names(what, refused), generation)
 }

@@ -12,10 +12,10 @@ import (
 	"github.com/mcpgate/mcpgate/translator"
 )
 
-// TestAffectedConditions: one route under many policies of both kinds, some refused, one
-// targeting it twice; a policy on a listener and one on the backend. Each target gets one
-// condition per policy kind, in the order of the oldest policy of each kind, naming at most
-// eight policies (each once), the refused ones apart.
+// TestAffectedConditions: one route under many policies of both kinds, on the route and on its
+// rule, some refused, some targeting it twice; a policy on a listener and one on the backend.
+// Each target gets one condition per policy kind, in the order of the oldest policy of each
+// kind, naming at most eight policies (oldest first, each once), the refused ones apart.
 func TestAffectedConditions(t *testing.T) {
 	res := benchResources(1, false, 1) // Gateway gw (listener l0), route, backend and policy r0
 	routeRef := v1alpha1.PolicyTargetReference{Group: "gateway.networking.k8s.io", Kind: "HTTPRoute", Name: "r0"}
@@ -28,9 +28,18 @@ func TestAffectedConditions(t *testing.T) {
 		}
 		res.Policies = append(res.Policies, p)
 	}
+	rule := gwv1.SectionName("main")
+	res.HTTPRoutes[0].Spec.Rules[0].Name = &rule
+	ruleRef := routeRef
+	ruleRef.SectionName = &rule
 	for i := range 10 {
+		if i == 7 {
+			policy("a07", "", "true", ruleRef, routeRef)
+			continue
+		}
 		policy(fmt.Sprintf("a%02d", i), "", "true", routeRef)
 	}
+	policy("a035", "", "true", ruleRef)
 	policy("b0", "", "(((", routeRef)
 	policy("b1", "", "(((", routeRef, routeRef)
 	policy("e0", translator.KindEnterpriseAgentgatewayPolicy, "true", routeRef, routeRef)
@@ -65,7 +74,7 @@ func TestAffectedConditions(t *testing.T) {
 	}
 	check("route", route.Parents[0].Conditions,
 		want{"mcpgate.dev/AgentgatewayPolicyAffected", translator.ReasonPolicyRefused,
-			"applied here: AgentgatewayPolicy a00, a01, a02, a03, a04, a05, a06, a07 and 3 more; " +
+			"applied here: AgentgatewayPolicy a00, a01, a02, a03, a035, a04, a05, a06 and 4 more; " +
 				"refused (see their status), so the routes they apply to answer 500 until they are fixed: AgentgatewayPolicy b0, b1"},
 		want{"mcpgate.dev/EnterpriseAgentgatewayPolicyAffected", translator.ReasonPolicyAffected,
 			"applied here: EnterpriseAgentgatewayPolicy e0"})

@@ -37,6 +37,7 @@ type policyInfo struct {
 	// problems are the refusals of validatePolicy
 	problems fieldErrors
 	resolved int // targets found
+	order    int // its index in translation.policyList
 }
 
 // policyTarget is one targetRef of a policy: where it attaches, or why it does not resolve.
@@ -94,6 +95,7 @@ func (t *translation) indexPolicies() *policyIndex {
 	t.policyList = make([]*policyInfo, len(pols))
 	forEach(len(pols), func(i int) {
 		pi := t.validatePolicy(pols[i])
+		pi.order = i
 		pi.targets = make([]policyTarget, len(pi.p.Spec.TargetRefs))
 		for k, ref := range pi.p.Spec.TargetRefs {
 			pi.targets[k] = policyTarget{ref: ref, index: k}
