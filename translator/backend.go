@@ -141,7 +141,7 @@ func (t *translation) translateBackend(bi *backendInfo) (field, msg, note string
 	if set != 1 {
 		return "spec", "exactly one of ai, static and mcp must be set", ""
 	}
-	name := "agentgatewaybackend/" + b.Namespace + "/" + b.Name
+	name := "agentgatewaybackend/" + bi.key // the cluster name (an MCP target's: with its name)
 	switch {
 	case s.Static != nil:
 		if err := checkHostPort(s.Static.Host, s.Static.Port); err != "" {
@@ -152,7 +152,7 @@ func (t *translation) translateBackend(bi *backendInfo) (field, msg, note string
 	case s.AI != nil:
 		return t.translateAI(bi, name)
 	default:
-		return t.translateMCP(bi, name)
+		return t.translateMCP(bi)
 	}
 }
 
@@ -225,7 +225,7 @@ func (t *translation) secretAuthorization(ns, name string) (string, string) {
 	return val, ""
 }
 
-func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, note string) {
+func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 	b := bi.b
 	targets := b.Spec.MCP.Targets
 	if len(targets) == 0 {
@@ -244,27 +244,28 @@ func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, no
 	var notes []string
 	for i := range targets {
 		tg := &targets[i]
-		f := "spec.mcp.targets[" + strconv.Itoa(i) + "]"
+		f := func(suffix string) string { return "spec.mcp.targets[" + strconv.Itoa(i) + "]" + suffix } // built only for errors
 		if tg.Name == "" {
-			return f + ".name", "a name is required", ""
+			return f(".name"), "a name is required", ""
 		}
 		if (tg.Static == nil) == (tg.Selector == nil) {
-			return f, "exactly one of static and selector must be set", ""
+			return f(""), "exactly one of static and selector must be set", ""
 		}
 		if tg.Static != nil {
 			st := tg.Static
 			if err := checkHostPort(st.Host, st.Port); err != "" {
-				return f + ".static", err, ""
+				return f(".static"), err, ""
 			}
 			if st.Path != "" && !strings.HasPrefix(st.Path, "/") {
-				return f + ".static.path", "must start with /", ""
+				return f(".static.path"), "must start with /", ""
 			}
 			if msg := unsupported(st.Protocol, v1alpha1.MCPProtocolSSE, v1alpha1.MCPProtocolStreamableHTTP); msg != "" {
-				return f + ".static.protocol", msg, ""
+				return f(".static.protocol"), msg, ""
 			}
 		}
 	}
 	first := &targets[0]
+	cname := "agentgatewaybackend/" + bi.key + "/" + string(first.Name)
 	if first.Static != nil {
 		st := first.Static
 		tr := transportOf(st.Protocol)
@@ -272,7 +273,6 @@ func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, no
 		if path == "" {
 			path = defaultMCPPath(tr)
 		}
-		cname := name + "/" + string(first.Name)
 		if svc, p := t.serviceOfHost(st.Host, st.Port); p != nil {
 			bi.target = t.serviceCluster(cname, svc, p)
 		} else {
@@ -281,7 +281,7 @@ func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, no
 		tg := bi.target
 		tg.backend, tg.mcp, tg.name, tg.path = bi.key, tr, string(first.Name), path
 	} else {
-		found, err := t.selectorTargets(bi, first, name+"/"+string(first.Name))
+		found, err := t.selectorTargets(bi, first, cname)
 		if err != "" {
 			return "spec.mcp.targets[0].selector", err, ""
 		}
@@ -331,11 +331,12 @@ func (t *translation) translateMCP(bi *backendInfo, name string) (field, msg, no
 func (t *translation) serviceOfHost(host string, port int32) (*corev1.Service, *corev1.ServicePort) {
 	h := strings.ToLower(strings.TrimSuffix(host, "."))
 	h, _ = strings.CutSuffix(h, ".cluster.local")
-	labels := strings.Split(h, ".")
-	if len(labels) != 3 || labels[2] != "svc" {
+	name, rest, _ := strings.Cut(h, ".")
+	ns, svcLabel, _ := strings.Cut(rest, ".")
+	if svcLabel != "svc" {
 		return nil, nil
 	}
-	svc := t.services[key(labels[1], labels[0])]
+	svc := t.services[key(ns, name)]
 	if svc == nil || svc.Spec.Type == corev1.ServiceTypeExternalName || len(t.slices[key(svc.Namespace, svc.Name)]) == 0 {
 		return nil, nil
 	}

@@ -451,11 +451,16 @@ func (x *xdsCommon) tlsSocket(host string) *corev3.TransportSocket {
 }
 
 func buildLoadAssignment(name string, addrs []hostPort) *endpointv3.ClusterLoadAssignment {
-	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
 	if len(addrs) == 0 {
-		return cla
+		return &endpointv3.ClusterLoadAssignment{ClusterName: name}
 	}
-	// the messages of all endpoints in one allocation (a cluster per backend has one)
+	// the messages of the assignment in one allocation, those of all endpoints in another (a
+	// cluster per backend has one)
+	la := &struct {
+		cla  endpointv3.ClusterLoadAssignment
+		loc  endpointv3.LocalityLbEndpoints
+		locs [1]*endpointv3.LocalityLbEndpoints
+	}{}
 	blocks := make([]struct {
 		lb   endpointv3.LbEndpoint
 		host endpointv3.LbEndpoint_Endpoint
@@ -470,8 +475,10 @@ func buildLoadAssignment(name string, addrs []hostPort) *endpointv3.ClusterLoadA
 		b.lb.HostIdentifier = &b.host
 		eps[i] = &b.lb
 	}
-	cla.Endpoints = []*endpointv3.LocalityLbEndpoints{{LbEndpoints: eps}}
-	return cla
+	la.loc.LbEndpoints = eps
+	la.locs[0] = &la.loc
+	la.cla.ClusterName, la.cla.Endpoints = name, la.locs[:]
+	return &la.cla
 }
 
 // perFilter returns the typed_per_filter_config of a route (or weighted cluster) with the ext_proc

@@ -26,11 +26,12 @@ type listenerInfo struct {
 	gw          *gatewayInfo
 	l           *gwv1.Listener
 	index       int
-	key         string // "NS/GATEWAY/LISTENER", the policy index key of the listener
-	hostname    string // lower-case; "" = any
-	ok          bool   // accepted: routes may attach
-	kindsOK     bool   // allowedRoutes.kinds admits HTTPRoute
-	reason      string // why not ok (a listener condition reason)
+	key         string   // "NS/GATEWAY/LISTENER", the policy index key of the listener
+	hostname    string   // lower-case; "" = any
+	hosts       []string // {hostname}: the hostnames of a route without any (read only)
+	ok          bool     // accepted: routes may attach
+	kindsOK     bool     // allowedRoutes.kinds admits HTTPRoute
+	reason      string   // why not ok (a listener condition reason)
 	msg         string
 	conflict    string // Conflicted reason, "" = none
 	conflictMsg string
@@ -91,6 +92,7 @@ func (t *translation) validateListeners(gi *gatewayInfo, portOwner map[int32]str
 		if l.Hostname != nil {
 			li.hostname = strings.ToLower(string(*l.Hostname))
 		}
+		li.hosts = []string{li.hostname}
 		t.checkRouteKinds(li)
 		switch {
 		case names[l.Name]:

@@ -627,7 +627,7 @@ func (t *translation) merge(a attachment) *mergedPolicy {
 	for _, lv := range levels {
 		for _, pi := range lv {
 			if pi == jwtFrom || len(pi.traffic) > 0 || len(pi.mcp) > 0 {
-				taken.add(pi)
+				taken = taken.add(pi)
 			}
 		}
 	}
@@ -677,7 +677,9 @@ type policySet struct {
 	multi map[*policyInfo]bool // made when the list is long
 }
 
-func (s *policySet) add(pi *policyInfo) {
+// add returns the set with pi. It takes and returns the set by value, so that a list backed by
+// an array of the caller's stays on its stack.
+func (s policySet) add(pi *policyInfo) policySet {
 	if pi.resolved > 1 {
 		if s.multi == nil && len(s.list) > 16 {
 			s.multi = make(map[*policyInfo]bool, 2*len(s.list))
@@ -687,12 +689,13 @@ func (s *policySet) add(pi *policyInfo) {
 		}
 		switch {
 		case s.multi != nil && s.multi[pi], s.multi == nil && slices.Contains(s.list, pi):
-			return
+			return s
 		case s.multi != nil:
 			s.multi[pi] = true
 		}
 	}
 	s.list = append(s.list, pi)
+	return s
 }
 
 // policyName joins the sources with "+", or hashes them when that is longer than 200 bytes.

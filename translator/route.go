@@ -297,7 +297,7 @@ func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentRefer
 				continue
 			}
 			allowed++
-			hosts, ok := intersectHostnames(li.hostname, r.Spec.Hostnames)
+			hosts, ok := intersectHostnames(li, r.Spec.Hostnames)
 			if !ok {
 				continue
 			}
@@ -362,10 +362,11 @@ func appendRouteRefConditions(out []metav1.Condition, cr *compiledRoute, gen int
 
 // intersectHostnames returns the hostnames a route serves on a listener ("" = any), and false
 // when none intersect.
-func intersectHostnames(listener string, route []gwv1.Hostname) ([]string, bool) {
+func intersectHostnames(li *listenerInfo, route []gwv1.Hostname) ([]string, bool) {
 	if len(route) == 0 {
-		return []string{listener}, true
+		return li.hosts, true
 	}
+	listener := li.hostname
 	var out []string
 	seen := map[string]bool{}
 	add := func(h string) {
