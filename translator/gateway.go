@@ -15,8 +15,10 @@ const gatewayGroup = gwv1.GroupName
 
 // gatewayInfo is a served Gateway during translation.
 type gatewayInfo struct {
-	gw        *gwv1.Gateway
-	key       string // "NS/NAME"
+	gw  *gwv1.Gateway
+	key string // "NS/NAME"
+	// ref is the Gateway as policies' ancestor; their statuses share its pointed-to fields
+	ref       gwv1.ParentReference
 	listeners []*listenerInfo
 	build     *gatewayBuild
 }
@@ -76,6 +78,7 @@ func (t *translation) selectGateways() {
 	perGateway := len(t.in.HTTPRoutes)/max(1, len(served)) + 1 // a size hint, not a limit
 	for _, g := range served {
 		gi := &gatewayInfo{gw: g, key: keyString(g.Namespace, g.Name), build: newGatewayBuild(perGateway)}
+		gi.ref = gatewayRef(gi)
 		t.gateways[key(g.Namespace, g.Name)] = gi
 		t.served = append(t.served, gi)
 		t.validateListeners(gi, portOwner)

@@ -165,21 +165,9 @@ func (t *translation) policyStatus(pi *policyInfo, foreign map[nsName]bool) (*gw
 	ctrl := gwv1.GatewayController(t.opts.ControllerName)
 	p := pi.p
 	kind := policyKind(p)
-	var found []*ancestorResult
+	var buf [1]ancestorResult // most policies have one ancestor
+	found := buf[:0]
 	var warnings fieldErrors
-	at := func(ref gwv1.ParentReference, c metav1.Condition) *ancestorResult {
-		for _, a := range found {
-			if sameRef(&a.ref, &ref) {
-				return a
-			}
-		}
-		if len(found) == maxAncestors {
-			return nil
-		}
-		a := &ancestorResult{ref: ref, cond: c}
-		found = append(found, a)
-		return a
-	}
 	for i := range pi.targets {
 		tg := &pi.targets[i]
 		var c metav1.Condition
@@ -198,7 +186,7 @@ func (t *translation) policyStatus(pi *policyInfo, foreign map[nsName]bool) (*gw
 		}
 		refs := make([]gwv1.ParentReference, 0, 1)
 		for _, gi := range t.gatewaysOf(p.Namespace, *tg) {
-			refs = append(refs, gatewayRef(gi))
+			refs = append(refs, gi.ref)
 		}
 		if len(refs) == 0 {
 			if t.foreignTarget(p.Namespace, tg, foreign) {
@@ -207,9 +195,17 @@ func (t *translation) policyStatus(pi *policyInfo, foreign map[nsName]bool) (*gw
 			refs = append(refs, ancestorRef(p.Namespace, tg.ref))
 		}
 		for _, ref := range refs {
-			a := at(ref, c)
+			k := slices.IndexFunc(found, func(a ancestorResult) bool { return sameRef(&a.ref, &ref) })
+			if k < 0 {
+				if len(found) == maxAncestors {
+					continue
+				}
+				k = len(found)
+				found = append(found, ancestorResult{ref: ref, cond: c})
+			}
+			a := &found[k]
 			switch {
-			case a == nil || a.cond.Status != metav1.ConditionTrue:
+			case a.cond.Status != metav1.ConditionTrue:
 			case conflict != "":
 				a.conflicts = append(a.conflicts, conflict)
 			case pi.jwt != nil && tg.msg == "":
@@ -218,7 +214,8 @@ func (t *translation) policyStatus(pi *policyInfo, foreign map[nsName]bool) (*gw
 		}
 	}
 	st := &gwv1.PolicyStatus{Ancestors: make([]gwv1.PolicyAncestorStatus, len(found))}
-	for i, a := range found {
+	for i := range found {
+		a := &found[i]
 		if len(a.conflicts) > 0 {
 			a.cond = pi.conflictCondition(a)
 		}
@@ -400,6 +397,7 @@ type refFields struct {
 	ns    gwv1.Namespace
 }
 
+// gatewayRef is the reference to a served Gateway as a policy's ancestor (gatewayInfo.ref).
 func gatewayRef(gi *gatewayInfo) gwv1.ParentReference {
 	f := &refFields{group: gatewayGroup, kind: KindGateway, ns: gwv1.Namespace(gi.gw.Namespace)}
 	return gwv1.ParentReference{Group: &f.group, Kind: &f.kind, Namespace: &f.ns, Name: gwv1.ObjectName(gi.gw.Name)}
