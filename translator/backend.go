@@ -96,14 +96,15 @@ type backendInfo struct {
 // translateBackends translates every backend on its own (forEach), then registers them in input
 // order (the last of two with one name wins).
 func (t *translation) translateBackends() {
-	list := make([]*backendInfo, 0, len(t.in.Backends))
+	list := make([]backendInfo, 0, len(t.in.Backends)) // one allocation for all
 	for _, b := range t.in.Backends {
 		if b != nil && b.Name != "" {
-			list = append(list, &backendInfo{b: b, key: keyString(b.Namespace, b.Name)})
+			list = append(list, backendInfo{b: b, key: keyString(b.Namespace, b.Name)})
 		}
 	}
-	forEach(len(list), func(i int) { t.translateBackendStatus(list[i]) })
-	for _, bi := range list {
+	forEach(len(list), func(i int) { t.translateBackendStatus(&list[i]) })
+	for i := range list {
+		bi := &list[i]
 		k := key(bi.b.Namespace, bi.b.Name)
 		t.backends[k] = bi
 		t.st.Backends[k] = bi.status

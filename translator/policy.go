@@ -93,8 +93,10 @@ func (t *translation) indexPolicies() *policyIndex {
 		return strings.Compare(policyKind(a), policyKind(b))
 	})
 	t.policyList = make([]*policyInfo, len(pols))
+	infos := make([]policyInfo, len(pols)) // one allocation for all
 	forEach(len(pols), func(i int) {
-		pi := t.validatePolicy(pols[i])
+		pi := &infos[i]
+		t.validatePolicy(pi, pols[i])
 		pi.order = i
 		pi.targets = make([]policyTarget, len(pi.p.Spec.TargetRefs))
 		for k, ref := range pi.p.Spec.TargetRefs {
@@ -473,10 +475,11 @@ func (t *translation) policyTargetLevel(idx *policyIndex, ns string, ref v1alpha
 		gk, gatewayGroup, backendGroup)
 }
 
-// validatePolicy checks a policy's CEL and JWKS and builds its parts of the policy resource.
-func (t *translation) validatePolicy(p *v1alpha1.AgentgatewayPolicy) *policyInfo {
+// validatePolicy checks a policy's CEL and JWKS and builds its parts of the policy resource, into
+// pi.
+func (t *translation) validatePolicy(pi *policyInfo, p *v1alpha1.AgentgatewayPolicy) {
 	kind := policyKind(p)
-	pi := &policyInfo{p: p, source: kind + "/" + p.Namespace + "/" + p.Name}
+	pi.p, pi.source = p, kind+"/"+p.Namespace+"/"+p.Name
 	bad := func(field, msg string) {
 		pi.invalid = true
 		pi.errs = append(pi.errs, field+": "+msg)
@@ -497,7 +500,6 @@ func (t *translation) validatePolicy(p *v1alpha1.AgentgatewayPolicy) *policyInfo
 	if b := s.Backend; b != nil && b.MCP != nil && b.MCP.Authorization != nil {
 		pi.mcp = t.translateRules(b.MCP.Authorization, pi.source, "mcp", "spec.backend.mcp.authorization", bad)
 	}
-	return pi
 }
 
 // invalidMessage lists the policy's refusals for its status.

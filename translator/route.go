@@ -155,19 +155,19 @@ func (cr *compiledRoute) allInvalid() bool {
 }
 
 // compileRoutes sorts the routes oldest first and compiles every route on its own (forEach).
-func (t *translation) compileRoutes() []*compiledRoute {
+func (t *translation) compileRoutes() []compiledRoute {
 	slices.SortFunc(t.routes, func(a, b *routeInfo) int { return compareAge(&a.r.ObjectMeta, &b.r.ObjectMeta) })
-	compiled := make([]*compiledRoute, len(t.routes))
-	forEach(len(t.routes), func(i int) { compiled[i] = t.compileRoute(t.routes[i]) })
+	compiled := make([]compiledRoute, len(t.routes)) // one allocation for all
+	forEach(len(t.routes), func(i int) { t.compileRoute(&compiled[i], t.routes[i]) })
 	return compiled
 }
 
 // attachRoutes attaches every route and builds its Envoy routes on its own (forEach), then
 // registers the routes in age order.
-func (t *translation) attachRoutes(compiled []*compiledRoute) {
-	forEach(len(compiled), func(i int) { t.attachRoute(compiled[i]) })
-	for _, cr := range compiled {
-		t.registerRoute(cr)
+func (t *translation) attachRoutes(compiled []compiledRoute) {
+	forEach(len(compiled), func(i int) { t.attachRoute(&compiled[i]) })
+	for i := range compiled {
+		t.registerRoute(&compiled[i])
 	}
 }
 
@@ -395,14 +395,14 @@ func hostMatches(w, h string) bool {
 	return strings.HasSuffix(h, suffix) && len(h) > len(suffix)
 }
 
-// compileRoute resolves a route's matches, filters and backendRefs once for all listeners.
-func (t *translation) compileRoute(ri *routeInfo) *compiledRoute {
+// compileRoute resolves a route's matches, filters and backendRefs once for all listeners, into
+// cr.
+func (t *translation) compileRoute(cr *compiledRoute, ri *routeInfo) {
 	r := ri.r
-	cr := &compiledRoute{r: r, info: ri, key: ri.key, rules: make([]*compiledRule, 0, len(r.Spec.Rules))}
+	cr.r, cr.info, cr.key, cr.rules = r, ri, ri.key, make([]*compiledRule, 0, len(r.Spec.Rules))
 	for i := range r.Spec.Rules {
 		cr.rules = append(cr.rules, t.compileRule(cr, i))
 	}
-	return cr
 }
 
 func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {

@@ -83,7 +83,7 @@ func (t *translation) run() {
 	t.translateClasses()
 	t.selectGateways()
 	t.translateBackends()
-	var compiled []*compiledRoute
+	var compiled []compiledRoute
 	concurrently( // neither reads what the other writes
 		func() { compiled = t.compileRoutes() },
 		func() { checked(); t.policies = t.indexPolicies() })
@@ -107,9 +107,11 @@ func (t *translation) index() {
 			t.allGateways[key(g.Namespace, g.Name)] = g
 		}
 	}
+	infos := make([]routeInfo, 0, len(t.in.HTTPRoutes)) // one allocation for all
 	for _, r := range t.in.HTTPRoutes {
 		if r != nil && r.Name != "" {
-			ri := &routeInfo{r: r, key: keyString(r.Namespace, r.Name)}
+			infos = append(infos, routeInfo{r: r, key: keyString(r.Namespace, r.Name)})
+			ri := &infos[len(infos)-1]
 			t.routes = append(t.routes, ri)
 			t.routeByName[key(r.Namespace, r.Name)] = ri
 		}
