@@ -133,7 +133,7 @@ type compiledRoute struct {
 	r           *gwv1.HTTPRoute
 	info        *routeInfo
 	key         string
-	rules       []*compiledRule
+	rules       []compiledRule
 	refReason   string // ResolvedRefs reason when false
 	refMsgs     []string
 	invalidMsgs []string    // "field: message" of each invalid part of a rule
@@ -146,7 +146,7 @@ type compiledRoute struct {
 	// set by attachRoute
 	status   *gwv1.HTTPRouteStatus
 	attached []*listenerInfo // the listeners the route is attached to
-	uses     []*ruleUse      // its rules on those listeners, in attachment order
+	uses     []ruleUse       // its rules on those listeners, in attachment order
 }
 
 // allInvalid reports whether no rule of the route can be honoured: the route is not accepted.
@@ -182,8 +182,8 @@ func (t *translation) attachRoute(cr *compiledRoute) {
 			cr.status.Parents = append(cr.status.Parents, ps)
 		}
 	}
-	for _, u := range cr.uses {
-		t.buildRule(u)
+	for i := range cr.uses {
+		t.buildRule(&cr.uses[i])
 	}
 }
 
@@ -200,7 +200,8 @@ func (t *translation) registerRoute(cr *compiledRoute) {
 	for _, li := range cr.attached {
 		li.attached++
 	}
-	for _, u := range cr.uses {
+	for i := range cr.uses {
+		u := &cr.uses[i]
 		c, gb := u.c, u.gi.build
 		for _, ref := range c.refs {
 			if ref.tg.backend != "" {
@@ -399,16 +400,18 @@ func hostMatches(w, h string) bool {
 // cr.
 func (t *translation) compileRoute(cr *compiledRoute, ri *routeInfo) {
 	r := ri.r
-	cr.r, cr.info, cr.key, cr.rules = r, ri, ri.key, make([]*compiledRule, 0, len(r.Spec.Rules))
-	for i := range r.Spec.Rules {
-		cr.rules = append(cr.rules, t.compileRule(cr, i))
+	cr.r, cr.info, cr.key, cr.rules = r, ri, ri.key, make([]compiledRule, len(r.Spec.Rules))
+	for i := range cr.rules {
+		t.compileRule(cr, i)
 	}
 }
 
-func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {
+// compileRule compiles the route's rule i into cr.rules[i].
+func (t *translation) compileRule(cr *compiledRoute, i int) {
 	r := cr.r
 	rule := &r.Spec.Rules[i]
-	c := &compiledRule{index: i, routeID: cr.key + "/rule/" + strconv.Itoa(i)}
+	c := &cr.rules[i]
+	c.index, c.routeID = i, cr.key+"/rule/"+strconv.Itoa(i)
 	if rule.Name != nil {
 		c.name = string(*rule.Name)
 	}
@@ -487,7 +490,6 @@ func (t *translation) compileRule(cr *compiledRoute, i int) *compiledRule {
 	if c.failMsg == "" {
 		cr.warnings = append(cr.warnings, warnings...)
 	}
-	return c
 }
 
 // Warnings of route rules that Envoy serves otherwise than they ask.
@@ -942,16 +944,16 @@ type ruleUse struct {
 
 // addRoutes attaches a route's rules to one listener.
 func (t *translation) addRoutes(gi *gatewayInfo, li *listenerInfo, cr *compiledRoute, hosts []string) {
-	for _, c := range cr.rules {
-		if len(c.matches) > 0 {
+	for i := range cr.rules {
+		if c := &cr.rules[i]; len(c.matches) > 0 {
 			cr.uses = append(cr.uses, t.useRule(gi, li, cr, c, hosts))
 		}
 	}
 }
 
 // useRule merges the policies of a rule on a listener.
-func (t *translation) useRule(gi *gatewayInfo, li *listenerInfo, cr *compiledRoute, c *compiledRule, hosts []string) *ruleUse {
-	u := &ruleUse{gi: gi, li: li, cr: cr, c: c, hosts: hosts, merges: make([]*mergedPolicy, len(c.refs))}
+func (t *translation) useRule(gi *gatewayInfo, li *listenerInfo, cr *compiledRoute, c *compiledRule, hosts []string) ruleUse {
+	u := ruleUse{gi: gi, li: li, cr: cr, c: c, hosts: hosts, merges: make([]*mergedPolicy, len(c.refs))}
 	att := attachment{gateway: gi.key, listener: li.key, route: cr.key}
 	if c.name != "" {
 		att.rule = cr.key + "/" + c.name
@@ -1061,7 +1063,8 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 		mcp = mcp || tg.mcp != ""
 		llm = llm || tg.llm
 	}
-	ra := &routev3.RouteAction{}
+	ab := &actionBlock{}
+	ra := &ab.ra
 	// Envoy merges the per-route ext_proc configs of the route and of the chosen weighted
 	// cluster level by level, grpc_initial_metadata key by key (a key only the route sets
 	// stays). So the route carries the config all its clusters share, or none and each cluster
@@ -1078,7 +1081,8 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 	tpl.perFilter = t.xds.perFilter(routeConfig, allPin)
 	if len(c.refs) == 1 && c.invalidWeight == 0 {
 		tg := c.refs[0].tg
-		ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: tg.cluster.Name}
+		ab.cluster.Cluster = tg.cluster.Name
+		ra.ClusterSpecifier = &ab.cluster
 		if tg.hostRewrite != "" {
 			ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: tg.hostRewrite}
 		}
@@ -1144,9 +1148,17 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 		// redirect or a direct response.
 		tpl.perFilter = withFilter(tpl.perFilter, corsFilterName, c.cors)
 	}
-	tpl.action = &routev3.Route_Route{Route: ra}
+	ab.action.Route = ra
+	tpl.action = &ab.action
 	tpl.perMatchRx = c.replacePrefix != nil
 	return tpl
+}
+
+// actionBlock holds the messages of a route action, allocated together (every route has one).
+type actionBlock struct {
+	action  routev3.Route_Route
+	ra      routev3.RouteAction
+	cluster routev3.RouteAction_Cluster // when it routes to one cluster
 }
 
 func fullPathRewrite(path string) *matcherv3.RegexMatchAndSubstitute {
