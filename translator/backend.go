@@ -93,6 +93,13 @@ type backendInfo struct {
 	warnings fieldErrors // accepted, not applied as written (Status.Warnings)
 }
 
+// backendClusterPrefix starts the cluster name of an AgentgatewayBackend: PREFIX + "NS/NAME",
+// and for an MCP backend "/" + its target's name.
+const backendClusterPrefix = "agentgatewaybackend/"
+
+// clusterName is the name of a static or AI backend's cluster.
+func (bi *backendInfo) clusterName() string { return backendClusterPrefix + bi.key }
+
 // translateBackends translates every backend on its own (forEach), then registers them in input
 // order (the last of two with one name wins).
 func (t *translation) translateBackends() {
@@ -142,16 +149,15 @@ func (t *translation) translateBackend(bi *backendInfo) (field, msg, note string
 	if set != 1 {
 		return "spec", "exactly one of ai, static and mcp must be set", ""
 	}
-	name := "agentgatewaybackend/" + bi.key // the cluster name (an MCP target's: with its name)
 	switch {
 	case s.Static != nil:
 		if err := checkHostPort(s.Static.Host, s.Static.Port); err != "" {
 			return "spec.static", err, ""
 		}
-		bi.target = &target{cluster: t.xds.addressCluster(name, s.Static.Host, s.Static.Port, false, false), backend: bi.key}
+		bi.target = &target{cluster: t.xds.addressCluster(bi.clusterName(), s.Static.Host, s.Static.Port, false, false), backend: bi.key}
 		return "", "", fmt.Sprintf("static %s", joinHostPort(s.Static.Host, s.Static.Port))
 	case s.AI != nil:
-		return t.translateAI(bi, name)
+		return t.translateAI(bi, bi.clusterName())
 	default:
 		return t.translateMCP(bi)
 	}
@@ -266,7 +272,7 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 		}
 	}
 	first := &targets[0]
-	cname := "agentgatewaybackend/" + bi.key + "/" + string(first.Name)
+	cname := backendClusterPrefix + bi.key + "/" + string(first.Name)
 	if first.Static != nil {
 		st := first.Static
 		tr := transportOf(st.Protocol)
