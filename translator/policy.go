@@ -75,16 +75,24 @@ func policyKind(p *v1alpha1.AgentgatewayPolicy) string {
 // indexPolicies validates every policy and resolves its targets on its own (forEach), then
 // indexes them oldest first.
 func (t *translation) indexPolicies() *policyIndex {
-	n := len(t.in.Policies)
-	idx := &policyIndex{
-		gateway: map[string][]*policyInfo{}, listener: map[string][]*policyInfo{}, route: make(map[string][]*policyInfo, n),
-		rule: map[string][]*policyInfo{}, backend: make(map[string][]*policyInfo, n),
-	}
-	pols := make([]*v1alpha1.AgentgatewayPolicy, 0, n)
+	pols := make([]*v1alpha1.AgentgatewayPolicy, 0, len(t.in.Policies))
+	routeRefs, backendRefs := 0, 0 // size hints of the levels with many targets
 	for _, p := range t.in.Policies {
 		if p != nil && p.Name != "" {
 			pols = append(pols, p)
+			for _, ref := range p.Spec.TargetRefs {
+				switch ref.Kind {
+				case KindHTTPRoute:
+					routeRefs++
+				case KindAgentgatewayBackend:
+					backendRefs++
+				}
+			}
 		}
+	}
+	idx := &policyIndex{
+		gateway: map[string][]*policyInfo{}, listener: map[string][]*policyInfo{}, route: make(map[string][]*policyInfo, routeRefs),
+		rule: map[string][]*policyInfo{}, backend: make(map[string][]*policyInfo, backendRefs),
 	}
 	slices.SortFunc(pols, func(a, b *v1alpha1.AgentgatewayPolicy) int {
 		if c := compareAge(&a.ObjectMeta, &b.ObjectMeta); c != 0 {
