@@ -326,8 +326,8 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 }
 
 // serviceOfHost returns the Service a static target's host names by its cluster DNS name
-// (NAME.NS.svc or NAME.NS.svc.cluster.local, in any letter case, with or without the final dot;
-// another cluster domain is not recognised, it keeps the DNS name) and the Service port of that
+// (NAME.NS.svc or NAME.NS.svc.DOMAIN, DOMAIN being Options.ClusterDomain, in any letter case,
+// with or without the final dot; another domain is not recognised, it keeps the DNS name) and the Service port of that
 // number, when both are among the inputs with at least one EndpointSlice of the Service
 // (Kubernetes: every Service and slice; standalone: those in the files, where a Service alone,
 // as the lab's, keeps the DNS name). A Service name resolves to its ClusterIP, behind which kube-proxy picks a pod per
@@ -337,7 +337,7 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 // a Service without such a port keep the DNS name (nil port).
 func (t *translation) serviceOfHost(host string, port int32) (*corev1.Service, *corev1.ServicePort) {
 	h := strings.ToLower(strings.TrimSuffix(host, "."))
-	h, _ = strings.CutSuffix(h, ".cluster.local")
+	h, _ = strings.CutSuffix(h, "."+t.opts.ClusterDomain)
 	name, rest, _ := strings.Cut(h, ".")
 	ns, svcLabel, _ := strings.Cut(rest, ".")
 	if svcLabel != "svc" {

@@ -34,6 +34,7 @@ package translator
 
 import (
 	"sort"
+	"strings"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -69,6 +70,8 @@ const (
 	DefaultMaxBodyBytes = 4 << 20
 	// DefaultUpstreamCAFile is the CA bundle that verifies TLS upstreams (LLM providers).
 	DefaultUpstreamCAFile = "/etc/ssl/certs/ca-certificates.crt"
+	// DefaultClusterDomain is the Kubernetes cluster DNS domain when Options leaves it empty.
+	DefaultClusterDomain = "cluster.local"
 	// bufferSlack is added to MaxBodyBytes for the listener buffer limit, so that ext_proc, not
 	// Envoy's 413, answers a body at the limit. Envoy buffers a BUFFERED ext_proc body up to the
 	// stream's buffer limit, which is the listener's per_connection_buffer_limit_bytes (1.36+:
@@ -133,6 +136,9 @@ type Options struct {
 	MaxBodyBytes int64
 	// UpstreamCAFile is the CA bundle for TLS upstreams (default DefaultUpstreamCAFile).
 	UpstreamCAFile string
+	// ClusterDomain is the Kubernetes cluster's DNS domain (default DefaultClusterDomain): a
+	// static target host NAME.NS.svc.CLUSTERDOMAIN names the Service NAME in NS.
+	ClusterDomain string
 	// Cache, when set, carries the checks of CEL expressions and JWKS documents over to the
 	// next translation with the same Cache (see Cache); nil checks everything anew.
 	Cache *Cache
@@ -153,6 +159,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.UpstreamCAFile == "" {
 		o.UpstreamCAFile = DefaultUpstreamCAFile
+	}
+	if o.ClusterDomain = strings.ToLower(strings.Trim(o.ClusterDomain, ".")); o.ClusterDomain == "" {
+		o.ClusterDomain = DefaultClusterDomain
 	}
 	return o
 }

@@ -405,3 +405,30 @@ func TestUpstreamConnectionsCloseBeforeTheServer(t *testing.T) {
 		t.Fatalf("%d clusters checked", n)
 	}
 }
+
+// TestClusterDomain: a static target host in the cluster's own DNS domain names its Service (EDS
+// of its endpoints); in the default domain, cluster.local, the same host keeps its DNS name.
+func TestClusterDomain(t *testing.T) {
+	in := loadInputs(t, "testdata/service-dns-targets.in.yaml")
+	const outside = "agentgatewaybackend/agentgateway-system/other-domain/outside" // host ...svc.example.com
+	clusterType := func(opts translator.Options) clusterv3.Cluster_DiscoveryType {
+		out := translator.Translate(in, opts)
+		for _, k := range out.GatewayKeys() {
+			for _, c := range out.Gateways[k].Clusters {
+				if c.Name == outside {
+					return c.GetType()
+				}
+			}
+		}
+		t.Fatalf("no cluster %s", outside)
+		return 0
+	}
+	if got := clusterType(translator.Options{}); got != clusterv3.Cluster_STRICT_DNS {
+		t.Errorf("default domain: %s is %v, want STRICT_DNS (svc.example.com is not cluster.local)", outside, got)
+	}
+	for _, d := range []string{"example.com", "Example.COM."} {
+		if got := clusterType(translator.Options{ClusterDomain: d}); got != clusterv3.Cluster_EDS {
+			t.Errorf("ClusterDomain %q: %s is %v, want EDS (the Service's endpoints)", d, outside, got)
+		}
+	}
+}

@@ -39,6 +39,7 @@ func runController(ctx context.Context, args []string) error {
 		leaderElect         = fs.Bool("leader-elect", false, "elect one replica (a Lease) to write status and data planes; every replica serves xDS")
 		leNamespace         = fs.String("leader-election-namespace", envOr("POD_NAMESPACE", "mcpgate-system"), "namespace of the leader election Lease")
 		controllerName      = fs.String("controller-name", translator.DefaultControllerName, "the GatewayClass controllerName served")
+		clusterDomain       = fs.String("cluster-domain", translator.DefaultClusterDomain, "the cluster's DNS domain: a static target host NAME.NS.svc.DOMAIN is the Service's endpoints (EDS)")
 		dataPlane           = fs.Bool("deploy-data-plane", true, "create each served Gateway's Envoy Deployment, Service and bootstrap ConfigMap")
 		xdsService          = fs.String("xds-service", "mcpgate-controller.mcpgate-system.svc:18000", "HOST:PORT at which data planes reach this controller's xDS")
 		envoyImage          = fs.String("envoy-image", kubernetes.DefaultEnvoyImage, "Envoy image of the data planes")
@@ -88,6 +89,7 @@ func runController(ctx context.Context, args []string) error {
 		Logger:                  logger,
 		LeaderElection:          *leaderElect,
 		LeaderElectionNamespace: *leNamespace,
+		Translator:              translator.Options{ClusterDomain: *clusterDomain},
 	}
 	if *dataPlane {
 		image := *extprocImage

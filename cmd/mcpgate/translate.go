@@ -46,6 +46,7 @@ func translate(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&opts.ExclusivePorts, "exclusive-ports", false, "all gateways share one host: a port belongs to one Gateway")
 	fs.DurationVar(&opts.MessageTimeout, "message-timeout", translator.DefaultMessageTimeout, "the ext_proc message timeout")
 	fs.Int64Var(&opts.MaxBodyBytes, "max-body-bytes", translator.DefaultMaxBodyBytes, "the MCP body limit")
+	fs.StringVar(&opts.ClusterDomain, "cluster-domain", translator.DefaultClusterDomain, "the Kubernetes cluster's DNS domain: a static target host NAME.NS.svc.DOMAIN names a Service")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: mcpgate translate -f PATH... [-o yaml|json] [--gateway NS/NAME]\n\n"+
 			"Prints per gateway the xDS resources and policies, then the status of every object.\n"+
