@@ -243,6 +243,7 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 		WithReadinessProbe(httpProbe("/readyz", extProcAdminPort).WithPeriodSeconds(5)).
 		WithLivenessProbe(httpProbe("/healthz", extProcAdminPort).WithPeriodSeconds(10).WithFailureThreshold(6)).
 		WithResources(resources("100m", "128Mi", "512Mi")).
+		WithEnv(goMemLimit("extproc")).
 		WithSecurityContext(restricted()).
 		WithVolumeMounts(mounts...)
 	envoy := coreac.Container().WithName("envoy").WithImage(d.EnvoyImage).
@@ -311,6 +312,15 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 
 func httpProbe(path string, port int) *coreac.ProbeApplyConfiguration {
 	return coreac.Probe().WithHTTPGet(coreac.HTTPGetAction().WithPath(path).WithPort(intstr.FromInt(port)))
+}
+
+// goMemLimit is the GOMEMLIMIT of a Go container: its memory limit, so that the Go runtime
+// collects harder as it nears the limit instead of being killed at it (Go reads no cgroup memory
+// limit by itself). Container name and divisor are given as the API server would fill them in:
+// the selector is atomic, and a difference would read as a change on every pass.
+func goMemLimit(container string) *coreac.EnvVarApplyConfiguration {
+	return coreac.EnvVar().WithName("GOMEMLIMIT").WithValueFrom(coreac.EnvVarSource().WithResourceFieldRef(
+		coreac.ResourceFieldSelector().WithContainerName(container).WithResource("limits.memory").WithDivisor(resource.MustParse("1"))))
 }
 
 func resources(cpu, memory, memoryLimit string) *coreac.ResourceRequirementsApplyConfiguration {

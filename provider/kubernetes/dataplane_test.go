@@ -90,6 +90,20 @@ func TestBuildDataPlane(t *testing.T) {
 	if envoy == nil {
 		t.Fatal("no envoy container")
 	}
+	// The Go sidecar's runtime knows its memory limit (GOMEMLIMIT), else it grows its heap to
+	// twice the live data and is killed at the limit under load.
+	var memLimit bool
+	for _, c := range objs.deployment.Spec.Template.Spec.InitContainers {
+		for _, e := range c.Env {
+			if *c.Name == "extproc" && *e.Name == "GOMEMLIMIT" && e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil &&
+				*e.ValueFrom.ResourceFieldRef.Resource == "limits.memory" && *e.ValueFrom.ResourceFieldRef.ContainerName == "extproc" {
+				memLimit = true
+			}
+		}
+	}
+	if !memLimit {
+		t.Error("the extproc sidecar has no GOMEMLIMIT from its memory limit")
+	}
 	// `kubectl logs` shows each request's access log line within a second, not Envoy's 10 s.
 	if i := slices.Index(envoy.Args, "--file-flush-interval-msec"); i < 0 || i+1 >= len(envoy.Args) || envoy.Args[i+1] != "1000" {
 		t.Errorf("Envoy's args %v: want --file-flush-interval-msec 1000", envoy.Args)
