@@ -3,10 +3,12 @@ package extproc_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
+	gojwt "github.com/golang-jwt/jwt/v5"
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
@@ -62,5 +64,45 @@ func TestAuditLineInjection(t *testing.T) {
 	}
 	if bytes.Count([]byte(h.audit.String()), []byte(`"alice"`)) != 1 {
 		t.Errorf("the forged subject appears outside the arguments: %q", h.audit.String())
+	}
+}
+
+// TestAuditClaimsAndRuleInput: the rules on an MCP message see the request's claims as well as
+// the message (the per-message input starts from the request's), and the audit line writes the
+// token's claims that the rules read: with rules reading none, no claims at all.
+func TestAuditClaimsAndRuleInput(t *testing.T) {
+	sg := newSigner(t)
+	reading := labPolicy(sg)
+	reading.Name = "reading"
+	// Traffic rules reading mcp.* run on each message, with the claims.
+	reading.TrafficRules = []*policyv1.Rule{{Action: policyv1.Rule_ALLOW, Expression: `jwt.org == "solo.io" && mcp.method != ""`, Source: "rbac#0"}}
+	reading.McpRules = []*policyv1.Rule{{Action: policyv1.Rule_ALLOW, Expression: `mcp.tool.name == "fetch" && jwt.team == "a"`, Source: "tools#0"}}
+	blind := labPolicy(sg)
+	blind.Name = "blind"
+	blind.TrafficRules = nil
+	h := newHarness(t, []*policyv1.Policy{reading, blind})
+	token := sg.token(t, gojwt.MapClaims{"sub": "u", "org": "solo.io", "team": "a", "email": "u@example.com"})
+	for _, tc := range []struct {
+		policy string
+		claims any
+	}{
+		{"reading", map[string]any{"org": "solo.io", "team": "a"}},
+		{"blind", nil},
+	} {
+		route := streamableRoute
+		route.Policy = tc.policy
+		s := h.open(t, h.clients()["tcp"], route)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", token), false))
+		resp := check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch","arguments":{}}}`), true))
+		if ir := resp.GetImmediateResponse(); ir != nil {
+			t.Fatalf("%s: the call was refused: %s", tc.policy, ir.GetBody())
+		}
+		check(t)(s.ResponseHeaders(respHeaders("200", "application/json", hdr("content-length", "38")), false))
+		check(t)(s.ResponseBody([]byte(`{"jsonrpc":"2.0","id":1,"result":{}}  `), true))
+		recs := h.audit.records(t)
+		rec := recs[len(recs)-1]
+		if got, want := fmt.Sprint(rec["claims"]), fmt.Sprint(tc.claims); got != want {
+			t.Errorf("%s: audit claims = %s, want %s", tc.policy, got, want)
+		}
 	}
 }

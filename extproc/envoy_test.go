@@ -1,6 +1,7 @@
 package extproc
 
 import (
+	"bytes"
 	"testing"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -22,14 +23,7 @@ func TestMetadataEncoding(t *testing.T) {
 	md.replace("rule", "")
 	var rs replies
 	r := rs.bodyReply(true, nil, false, false, md)
-	wire, err := proto.Marshal(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got extprocv3.ProcessingResponse
-	if err := proto.Unmarshal(wire, &got); err != nil {
-		t.Fatal(err)
-	}
+	got := roundTrip(t, r)
 	want, err := structpb.NewStruct(map[string]any{"mcpgate": map[string]any{
 		"route": "ns/r/rule/0", "tool": "fetch – résumé " + string(make([]byte, 300)), "jsonrpc_error": -32602, "decision": "deny",
 	}})
@@ -46,4 +40,55 @@ func TestMetadataEncoding(t *testing.T) {
 	if r := none.attach(&extprocv3.ProcessingResponse{}); len(r.ProtoReflect().GetUnknown()) != 0 {
 		t.Error("empty metadata encoded")
 	}
+}
+
+// TestRepliesCarryOnlyTheirMetadata: the replies of a stream (and of the streams that recycle its
+// storage) share the metadata encoding's storage: each reply carries its own metadata and nothing
+// of an earlier reply's.
+func TestRepliesCarryOnlyTheirMetadata(t *testing.T) {
+	var rs replies
+	decode := func(r *extprocv3.ProcessingResponse) *structpb.Struct {
+		t.Helper()
+		return roundTrip(t, r).GetDynamicMetadata()
+	}
+	var first metadata
+	first.str("session", "S1")
+	first.str("tool", "fetch")
+	first.str("decision", "allow")
+	if got := decode(rs.headersReply(true, nil, first)); len(got.GetFields()["mcpgate"].GetStructValue().GetFields()) != 3 {
+		t.Fatalf("first reply's metadata = %v", got)
+	}
+	second := answerMetadata()
+	second.str("outcome", "result")
+	want, err := structpb.NewStruct(map[string]any{"mcpgate": map[string]any{"outcome": "result"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rs.bodyReply(false, nil, false, false, second)
+	if got := decode(r); !proto.Equal(want, got) {
+		t.Errorf("second reply's metadata = %v\nwant %v", got, want)
+	}
+	// Nor the bytes of one: a map entry decoded twice keeps the last, so an earlier encoding left
+	// before this one would not show in the decoded metadata, only in each reply's size.
+	var fresh replies
+	if got, want := r.ProtoReflect().GetUnknown(), fresh.bodyReply(false, nil, false, false, second).ProtoReflect().GetUnknown(); !bytes.Equal(got, want) {
+		t.Errorf("second reply's metadata encoding is %d bytes, want %d", len(got), len(want))
+	}
+	if got := decode(rs.headersReply(false, nil, metadata{})); got != nil {
+		t.Errorf("a reply without metadata carries %v", got)
+	}
+}
+
+// roundTrip returns r as a receiver decodes it: its metadata, carried as unknown fields, decoded.
+func roundTrip(t *testing.T, r *extprocv3.ProcessingResponse) *extprocv3.ProcessingResponse {
+	t.Helper()
+	wire, err := proto.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got extprocv3.ProcessingResponse
+	if err := proto.Unmarshal(wire, &got); err != nil {
+		t.Fatal(err)
+	}
+	return &got
 }
