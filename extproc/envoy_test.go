@@ -92,3 +92,18 @@ func roundTrip(t *testing.T, r *extprocv3.ProcessingResponse) *extprocv3.Process
 	}
 	return &got
 }
+
+// TestContentLength: only a number of bytes is a length; an answer without one (chunked) or with
+// a value that is not one is unsized, and so asked for in BUFFERED_PARTIAL, never BUFFERED.
+func TestContentLength(t *testing.T) {
+	const unsized = -100
+	for v, want := range map[string]int64{"": unsized, "0": 0, "52": 52, "-1": unsized, "abc": unsized, "1e3": unsized} {
+		n, ok := contentLength(v)
+		if !ok {
+			n = unsized
+		}
+		if n != want {
+			t.Errorf("contentLength(%q) = %d, %v; want %d (%d: unsized)", v, n, ok, want, unsized)
+		}
+	}
+}
