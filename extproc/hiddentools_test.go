@@ -161,6 +161,15 @@ func TestRepeatedIDRefused(t *testing.T) {
 	recs := auditOf(t, h, "dup")
 	checkRecord(t, recs[0], map[string]any{"method": "ping", "outcome": "refused", "http_status": 400, "jsonrpc_id": 2})
 	checkRecord(t, recs[1], map[string]any{"method": "tools/list", "outcome": "result", "jsonrpc_id": 2})
+	// Another target of the backend may use an id in flight in a session of the same name: the
+	// session table's scope is the backend and the target.
+	otherTarget := sseRoute
+	otherTarget.Target = "other-target"
+	openLegacySession(t, h, endpoint)
+	postLegacy(t, h, endpoint, `{"jsonrpc":"2.0","id":3,"method":"tools/list"}`)
+	p = h.open(t, h.unix, otherTarget)
+	check(t)(p.RequestHeaders(postHeaders(endpoint, extproctest.LabToken), false))
+	plainContinue(t, check(t)(p.RequestBody([]byte(`{"jsonrpc":"2.0","id":3,"method":"ping"}`), true)))
 }
 
 // TestAmbiguousLegacySessionRefused: a POST whose legacy SSE session the server could read
