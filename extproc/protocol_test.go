@@ -963,7 +963,8 @@ func (panicWriter) Write([]byte) (int, error) { panic("audit writer bug") }
 // that stream with codes.Internal (Envoy answers 500); it neither stops the process nor leaves
 // locks held that would hang the next streams, and the stream is still accounted as ended.
 func TestPanicFailsOnlyItsStream(t *testing.T) {
-	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))}, func(c *extproc.Config) { c.Audit = panicWriter{} })
+	logOpt, logs := withLog(slog.LevelError)
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))}, func(c *extproc.Config) { c.Audit = panicWriter{} }, logOpt)
 	// A guard against a hang, not a measure of speed.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -989,6 +990,11 @@ func TestPanicFailsOnlyItsStream(t *testing.T) {
 		t.Fatalf("end of stream: %v, want codes.Internal", err)
 	}
 	waitFor(t, "streams to end", func() bool { return h.metric(t, "mcpgate_extproc_streams_active", nil) == 0 })
+	// Each panic is logged with its route, the one from the stream's end too (which recycled the
+	// stream's state before the panic was recovered).
+	if n, named := logs.count("ext_proc stream panicked"), logs.count("route="+streamableRoute.Route+" panic="); n != 3 || named != 3 {
+		t.Errorf("%d panics logged, %d naming the route, want 3 and 3:\n%s", n, named, logs.String())
+	}
 }
 
 // TestCompressedAnswers: ext_proc must read MCP answers, so MCP requests go upstream without
