@@ -26,10 +26,13 @@ import (
 // body (BufferedBodyCallback) whatever the body mode (STREAMED and BUFFERED_PARTIAL included).
 func (st *stream) responseHeadersHoldingBody(h *headers.Map, body io.Reader) (res extprocfilter.Result, rest io.Reader, whole, over bool) {
 	buffered := st.ep.BodyMode(extprocfilter.Response) == extprocv3.ProcessingMode_BUFFERED
+	// The headers message is sent before any data is handled (encodeHeaders precedes
+	// encodeData), so ext_proc gets it even when the body then overflows at once.
+	reply := st.ep.StartResponseHeaders(h)
 	hb := newHeldBody(body)
 	go hb.pump(int(st.lis.BufferLimit))
 	done := make(chan extprocfilter.Result, 1)
-	go func() { done <- st.ep.ResponseHeaders(h, false) }()
+	go func() { done <- reply() }()
 	select {
 	case res = <-done:
 	case <-hb.over:

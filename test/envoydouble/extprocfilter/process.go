@@ -114,7 +114,16 @@ func (s *Stream) RequestHeaders(h *headers.Map, eos bool) Result { return s.head
 // response has no body.
 func (s *Stream) ResponseHeaders(h *headers.Map, eos bool) Result { return s.headers(Response, h, eos) }
 
-func (s *Stream) headers(d Dir, h *headers.Map, eos bool) Result {
+// StartResponseHeaders sends the response headers to ext_proc (eos false: a body follows) and
+// returns what waits for the reply and applies it, as ResponseHeaders does: the message is on
+// the stream, as Envoy's is once encodeHeaders returns, whatever happens before the reply.
+func (s *Stream) StartResponseHeaders(h *headers.Map) (reply func() Result) {
+	return s.startHeaders(Response, h, false)
+}
+
+func (s *Stream) headers(d Dir, h *headers.Map, eos bool) Result { return s.startHeaders(d, h, eos)() }
+
+func (s *Stream) startHeaders(d Dir, h *headers.Map, eos bool) func() Result {
 	s.mu.Lock()
 	// Envoy decides on content-length once, with the mode in force when the headers reach the
 	// filter, and removes it after the headers message was built, so ext_proc still sees it
@@ -130,7 +139,7 @@ func (s *Stream) headers(d Dir, h *headers.Map, eos bool) Result {
 		s.markDoneIfNoBody(d, eos)
 		s.mu.Unlock()
 		s.maybeClose()
-		return Result{}
+		return func() Result { return Result{} }
 	}
 	s.held[d] = true
 	s.mu.Unlock()
@@ -145,6 +154,11 @@ func (s *Stream) headers(d Dir, h *headers.Map, eos bool) Result {
 	if dropCL {
 		h.Del("content-length")
 	}
+	return func() Result { return s.headersReply(d, h, eos, p) }
+}
+
+// headersReply waits for the reply to the headers message p and applies it.
+func (s *Stream) headersReply(d Dir, h *headers.Map, eos bool, p *pending) Result {
 	o := s.wait(p)
 	if r, settled := s.settle(o); settled {
 		return r

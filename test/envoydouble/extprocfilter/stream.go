@@ -300,7 +300,14 @@ func (s *Stream) decorate(req *extprocsvc.ProcessingRequest, dir Dir) {
 
 // run opens the gRPC stream, starts the receiver and sends the queued messages in order.
 func (s *Stream) run() {
-	ctx := s.ctx
+	// The gRPC stream outlives s.ctx by the messages queued before s.ctx ended: Envoy writes each
+	// message to the stream when it sends it, so one sent before the stream is reset (a local
+	// reply, the end of the HTTP stream) reaches ext_proc ahead of the reset.
+	ctx, reset := context.WithCancel(context.WithoutCancel(s.ctx))
+	defer reset()
+	// A send blocked by flow control (ext_proc not reading) would hold the reset back: it comes a
+	// second after s.ctx ended at the latest.
+	defer context.AfterFunc(s.ctx, func() { time.AfterFunc(time.Second, reset) })()
 	if len(s.target.Metadata) > 0 {
 		kv := make([]string, 0, 2*len(s.target.Metadata))
 		for _, m := range s.target.Metadata {
@@ -322,7 +329,16 @@ func (s *Stream) run() {
 	for {
 		select {
 		case <-s.ctx.Done():
-			return
+			for {
+				select {
+				case req := <-s.queue:
+					if st.Send(req) != nil {
+						return
+					}
+				default:
+					return
+				}
+			}
 		case req := <-s.queue:
 			// A send error means the stream broke; its status arrives through Recv.
 			if st.Send(req) != nil {
