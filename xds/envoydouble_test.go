@@ -23,16 +23,18 @@ import (
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
 	"github.com/mcpgate/mcpgate/xds/client"
 	"github.com/mcpgate/mcpgate/xds/internal/xdstest"
+
+	"github.com/mcpgate/mcpgate/internal/freeport"
 )
 
+// freeAddr returns an address free on 127.0.0.1 for a server the test starts (freeport).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := freeport.Addr("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return a
 }
 
 func splitPort(t *testing.T, addr string) (string, uint32) {

@@ -26,6 +26,8 @@ import (
 	"github.com/mcpgate/mcpgate/internal/syncbuf"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 	"github.com/mcpgate/mcpgate/xds"
+
+	"github.com/mcpgate/mcpgate/internal/freeport"
 )
 
 func TestExtProcFlags(t *testing.T) {
@@ -67,14 +69,14 @@ func TestExtProcFlags(t *testing.T) {
 	}
 }
 
+// freePort returns an address free on 127.0.0.1 for a server the test starts (freeport).
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := freeport.Addr("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return a
 }
 
 // TestServeExtProc runs `mcpgate extproc` against a real xDS server: it is not ready (503)

@@ -20,6 +20,8 @@ import (
 	"github.com/mcpgate/mcpgate/internal/pki"
 	"github.com/mcpgate/mcpgate/provider/kubernetes"
 	"github.com/mcpgate/mcpgate/test/envoydouble/double"
+
+	"github.com/mcpgate/mcpgate/internal/freeport"
 )
 
 // TestDataPlaneOverMutualTLS runs a Gateway's data plane as the controller deploys it: the
@@ -163,13 +165,12 @@ spec:
 	})
 }
 
-// freePort returns a TCP port free on 127.0.0.1 a moment ago.
+// freePort returns a TCP port free on 127.0.0.1 for a server the test starts (freeport).
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freeport.Ports("127.0.0.1", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p[0]
 }

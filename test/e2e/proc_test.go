@@ -4,16 +4,16 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mcpgate/mcpgate/internal/freeport"
 )
 
 // proc is a child process of the suite. Its stdout and stderr go to out/NAME.log, or stdout to
@@ -165,55 +165,8 @@ func waitReady(p *proc, url string, timeout time.Duration) error {
 	}
 }
 
-// freePorts returns n distinct loopback TCP ports that nothing listens on now. It holds each port
-// until all are picked (so none repeats) and picks them below the kernel's ephemeral range when it
-// can: a port from that range could be handed to some other process's outgoing connection or
-// listen(":0") before the suite's server binds it; a port below it is taken only by an explicit bind.
-func freePorts(n int) ([]int, error) {
-	low, high := 20000, ephemeralLow()
-	var held []net.Listener
-	defer func() {
-		for _, l := range held {
-			l.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for attempts := 0; len(ports) < n && attempts < 50*n && high-low > 2*n; attempts++ {
-		l, err := net.Listen("tcp", addr(low+rand.IntN(high-low)))
-		if err != nil {
-			continue // in use
-		}
-		held = append(held, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for len(ports) < n { // no room below the ephemeral range: let the kernel choose
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("free port: %w", err)
-		}
-		held = append(held, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
-// ephemeralLow is the first port of the kernel's ephemeral range (the ports it hands out for
-// outgoing connections and listen(":0")), or 32768 when it cannot be read.
-func ephemeralLow() int {
-	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 32768
-	}
-	fields := strings.Fields(string(data))
-	if len(fields) != 2 {
-		return 32768
-	}
-	low, err := strconv.Atoi(fields[0])
-	if err != nil {
-		return 32768
-	}
-	return low
-}
+// freePorts returns n distinct loopback TCP ports that nothing listens on now (freeport).
+func freePorts(n int) ([]int, error) { return freeport.Ports("127.0.0.1", n) }
 
 // tail returns the last n lines of a file (or why it cannot).
 func tail(path string, n int) string {

@@ -52,6 +52,8 @@ import (
 	"github.com/mcpgate/mcpgate/internal/syncbuf"
 	"github.com/mcpgate/mcpgate/test/envoydouble/double"
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
+
+	"github.com/mcpgate/mcpgate/internal/freeport"
 )
 
 const gateway = "ns/gw"
@@ -552,10 +554,14 @@ func listen(t *testing.T) net.Listener {
 	return ln
 }
 
+// freeAddr returns a free address for the double to bind (freeport: below the kernel's ephemeral
+// range, which a test's upstream listening on ":0" could otherwise take first).
 func freeAddr(t *testing.T) string {
-	ln := listen(t)
-	defer ln.Close()
-	return ln.Addr().String()
+	a, err := freeport.Addr(testIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

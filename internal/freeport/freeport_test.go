@@ -1,0 +1,36 @@
+package freeport
+
+import (
+	"net"
+	"strconv"
+	"testing"
+)
+
+// TestPorts: the ports are distinct, below the ephemeral range, and free: each can be bound.
+func TestPorts(t *testing.T) {
+	ports, err := Ports("127.0.0.1", 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	low := ephemeralLow()
+	for _, p := range ports {
+		if seen[p] || p >= low || p < 20000 {
+			t.Errorf("port %d: repeated, or not in [20000, %d)", p, low)
+		}
+		seen[p] = true
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			t.Errorf("port %d not free: %v", p, err)
+			continue
+		}
+		l.Close()
+	}
+	a, err := Addr("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, p, _ := net.SplitHostPort(a); p == "" {
+		t.Errorf("Addr %q", a)
+	}
+}
