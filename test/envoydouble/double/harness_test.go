@@ -52,8 +52,6 @@ import (
 	"github.com/mcpgate/mcpgate/internal/syncbuf"
 	"github.com/mcpgate/mcpgate/test/envoydouble/double"
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
-
-	"github.com/mcpgate/mcpgate/internal/freeport"
 )
 
 const gateway = "ns/gw"
@@ -126,8 +124,9 @@ func newEnvBoot(t *testing.T, script func(*extStream) error, edit func([]byte) [
 
 	e.ext = startExtProc(t, script)
 	e.extAddr = e.ext.addr
-	e.listen = freeAddr(t)
-	admin := freeAddr(t)
+	addrs := freeAddrs(t, 2)
+	admin := addrs[1]
+	e.listen = addrs[0]
 	y, err := bootstrap.Generate(bootstrap.Options{Gateway: gateway, XDSAddr: xln.Addr().String(), ExtProcAddr: e.ext.addr, AdminAddr: admin})
 	if err != nil {
 		t.Fatal(err)
@@ -539,30 +538,44 @@ func header(m *corev3.HeaderMap, k string) (string, bool) {
 
 // ---- small utilities ----
 
-// testIP is the loopback address this package's listeners bind. freeAddr's port is free when
-// it is picked, not when the double binds it: go test runs other packages at the same time, and
-// on 127.0.0.1 one of their servers could take the port in between (the double then NACKs its
-// listener, and the test's requests reach the other server). Linux routes all of 127/8 to lo,
-// and this address is used by nothing else.
-const testIP = "127.0.0.33"
+// doubleIP is the loopback address the double's listeners bind, and serverIP the one of the
+// servers a test runs for it (xDS, ext_proc). freeAddr's port is free when it is picked, not when
+// the double binds it: on 127.0.0.1 a server of another package, or on the same address one of
+// this package's own listen(":0"), could take the port in between (the double then NACKs its
+// listener, and the test's requests reach the other server). Linux routes all of 127/8 to lo;
+// only this package uses these two addresses, and only the double binds doubleIP. Its ports are
+// the kernel's (the ephemeral range), apart from the ports other packages pick below that range
+// for the servers they start (internal/freeport), some of which bind every address.
+const (
+	doubleIP = "127.0.0.33"
+	serverIP = "127.0.0.34"
+)
 
+// listen listens on a port the kernel picks on serverIP.
 func listen(t *testing.T) net.Listener {
-	ln, err := net.Listen("tcp", testIP+":0")
+	ln, err := net.Listen("tcp", serverIP+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	return ln
 }
 
-// freeAddr returns a free address for the double to bind (freeport: below the kernel's ephemeral
-// range, which a test's upstream listening on ":0" could otherwise take first).
-func freeAddr(t *testing.T) string {
-	a, err := freeport.Addr(testIP)
-	if err != nil {
-		t.Fatal(err)
+// freeAddrs returns n distinct addresses free on doubleIP for the double to bind.
+func freeAddrs(t *testing.T, n int) []string {
+	var out []string
+	for range n {
+		ln, err := net.Listen("tcp", doubleIP+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close() // held until all are picked: none repeats
+		out = append(out, ln.Addr().String())
 	}
-	return a
+	return out
 }
+
+// freeAddr returns an address free on doubleIP for the double to bind.
+func freeAddr(t *testing.T) string { return freeAddrs(t, 1)[0] }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
