@@ -32,8 +32,8 @@ func applyHeaderMutation(hs []extproctest.Header, resp *extprocv3.ProcessingResp
 }
 
 // TestStreamedAnswerContentLength: an upstream's text/event-stream answer with a content-length,
-// on an MCP route whose response body mode is BUFFERED. Envoy decides on content-length with the
-// route's mode, when the response headers reach the filter (BUFFERED with headers sent: it stays),
+// on an MCP route (response body mode NONE). Envoy decides on content-length with the route's
+// mode, when the response headers reach the filter (NONE: it stays),
 // and the mode_override to STREAMED does not change that; once ext_proc rewrites an event, that
 // length is wrong. The headers reply must therefore remove it.
 func TestStreamedAnswerContentLength(t *testing.T) {

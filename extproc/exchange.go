@@ -136,7 +136,10 @@ func (st *stream) forget(key string) *exchange {
 // sessionKey is the session table's key of the request with JSON-RPC id key (IDKey form) in this
 // stream's session.
 func (st *stream) sessionKey(key string) mcp.SessionKey {
-	return mcp.SessionKey{Scope: st.ri.scope(), Session: st.session, ID: key}
+	if st.scope == "" {
+		st.scope = st.ri.scope() // once per stream: it allocates
+	}
+	return mcp.SessionKey{Scope: st.scope, Session: st.session, ID: key}
 }
 
 // park puts ex in the session table under k, where a GET stream of the session finds its answer;

@@ -116,9 +116,11 @@ type stream struct {
 	headers headerList
 	kind    mcp.RequestKind
 	session string
-	auth    jwt.Result
-	authn   string
-	in      authz.Input
+	// scope is the route's scope in the session table (routeInfo.scope), made on first use.
+	scope string
+	auth  jwt.Result
+	authn string
+	in    authz.Input
 	// trafficDeferred: the traffic rules read mcp.*, so they run on the body's messages.
 	trafficDeferred bool
 	// noRequestBody: Envoy's protocol_config says the route's request body mode is NONE, so no
@@ -197,7 +199,6 @@ func (st *stream) end() {
 	for _, ex := range st.waiting {
 		st.s.finish(ex, outcomeWithoutAnswer(ex), now)
 	}
-	st.pending, st.waiting = nil, nil
 }
 
 // maxRecycledRaw bounds the metadata encoding storage a recycled stream keeps.
@@ -811,7 +812,8 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	// it would overflow Envoy's buffer (sized for the limit) and the client would get a 500. An
 	// event stream is read event by event, whatever its length.
 	mt := mediaType(ct)
-	length, sized := contentLength(hs.first("content-length"))
+	cl := hs.first("content-length")
+	length, sized := contentLength(cl)
 	tooLarge := mt != "text/event-stream" && sized && length > int64(st.s.cfg.MaxBodyBytes)
 	if read && tooLarge {
 		// One that must be read is replaced now, at its headers (CONTINUE_AND_REPLACE: Envoy
@@ -833,10 +835,10 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 		st.partial = true
 	case extprocfilterv3.ProcessingMode_STREAMED:
 		st.sse = mcp.NewSSEStream(st.s.cfg.MaxBodyBytes)
-		if hs.first("content-length") != "" {
-			// Envoy decided to keep it with the route's mode (BUFFERED, headers sent) when the
-			// headers reached the filter, and mode_override does not revisit that; the events
-			// ext_proc rewrites change the length.
+		if cl != "" {
+			// Envoy decided to keep it with the route's mode (NONE) when the headers reached the
+			// filter, and mode_override does not revisit that; the events ext_proc rewrites change
+			// the length.
 			mut = &extprocv3.HeaderMutation{RemoveHeaders: []string{"content-length"}}
 		}
 	case extprocfilterv3.ProcessingMode_NONE:

@@ -127,7 +127,7 @@ type xdsCommon struct {
 
 func newXDSCommon(opts Options) *xdsCommon {
 	x := &xdsCommon{opts: opts, tlsByHost: map[string]*corev3.TransportSocket{}}
-	// The stateful session filter comes first: it restores a request's Mcp-Session-Id before
+	// The stateful session filter comes before ext_proc: it restores a request's Mcp-Session-Id before
 	// ext_proc reads it and, encoders running in reverse, wraps the answer's after ext_proc read
 	// it, so that ext_proc (audit, access log) only ever sees the server's own session id. Its
 	// config here has no session state, which does nothing: routes that pin sessions turn the

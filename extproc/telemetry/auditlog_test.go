@@ -233,6 +233,22 @@ func TestLabelGuardConcurrent(t *testing.T) {
 	if n := len(*g.seen.Load()); n != 50 {
 		t.Errorf("%d values admitted, want the bound 50", n)
 	}
+	// Each admitted value reads as itself, every other one as "other": no admission was lost
+	// or half made while others read.
+	admitted := 0
+	for i := range 80 {
+		v := fmt.Sprintf("t%d", i)
+		switch got := g.value(v); got {
+		case v:
+			admitted++
+		case "other":
+		default:
+			t.Errorf("value(%s) = %s", v, got)
+		}
+	}
+	if admitted != 50 {
+		t.Errorf("%d values read as themselves, want the 50 admitted", admitted)
+	}
 }
 
 // TestMayNameRedactedKey: the allocation-free lowering gives what bytes.ToLower gives, for ASCII

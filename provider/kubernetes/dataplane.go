@@ -315,8 +315,9 @@ func httpProbe(path string, port int) *coreac.ProbeApplyConfiguration {
 }
 
 // goMemLimit is the GOMEMLIMIT of a Go container: its memory limit, so that the Go runtime
-// collects harder as it nears the limit instead of being killed at it (Go reads no cgroup memory
-// limit by itself). Container name and divisor are given as the API server would fill them in:
+// collects harder as its memory nears the limit instead of growing the heap into the OOM kill (Go
+// reads no cgroup memory limit by itself). It is the whole limit (a resourceFieldRef cannot take
+// a share of it), and GOMEMLIMIT is soft: it bounds what the runtime manages, not the process. Container name and divisor are given as the API server would fill them in:
 // the selector is atomic, and a difference would read as a change on every pass.
 func goMemLimit(container string) *coreac.EnvVarApplyConfiguration {
 	return coreac.EnvVar().WithName("GOMEMLIMIT").WithValueFrom(coreac.EnvVarSource().WithResourceFieldRef(

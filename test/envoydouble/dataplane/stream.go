@@ -863,7 +863,7 @@ func (st *stream) upstreamReset(reason, transport, flag string, extra *headers.M
 		body += ", transport failure reason: " + transport
 		details += "|" + transport
 	}
-	st.localReplyWith(503, []byte(body), "upstream_reset_before_response_started{"+strings.ReplaceAll(details, " ", "_")+"}", flag, extra, true)
+	st.localReplyWith(503, []byte(body), "upstream_reset_before_response_started{"+extprocfilter.ResponseCodeDetails(details)+"}", flag, extra, true)
 }
 
 // connectFailure names a failure to connect as Envoy does (Http::Utility::resetReasonToString and

@@ -44,7 +44,7 @@ func (s *Stream) mutate(h *headers.Map, m *extprocsvc.HeaderMutation, replace, n
 	// A rejected mutation is answered with status_on_error whatever failure_mode_allow says, the
 	// error message of mutation_utils.cc as details.
 	bad := func(msg string) *Failure {
-		return &Failure{Status: s.cfg.StatusOnError, Details: responseCodeDetails(msg), Fatal: true}
+		return &Failure{Status: s.cfg.StatusOnError, Details: ResponseCodeDetails(msg), Fatal: true}
 	}
 	if nr, ns := len(m.GetRemoveHeaders()), len(m.GetSetHeaders()); nr > maxHeadersCount || ns > maxHeadersCount {
 		return bad(fmt.Sprintf("Header mutation remove header count %d or set header count %d exceed the HCM header countlimit %d",

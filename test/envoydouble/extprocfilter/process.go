@@ -509,5 +509,5 @@ func (s *Stream) immediateReply(im *extprocsvc.ImmediateResponse) Result {
 	// request (Utility::prepareLocalReply), which the double does not serve.
 	_ = s.mutate(h, im.GetHeaders(), false, false)
 	return Result{Local: &LocalReply{Status: code, Headers: h, Body: im.GetBody(),
-		Details: responseCodeDetails(im.GetDetails())}}
+		Details: ResponseCodeDetails(im.GetDetails())}}
 }

@@ -379,13 +379,13 @@ func (s *Stream) onGrpcError(err error) {
 }
 
 func grpcDetails(code int, msg string) string {
-	return responseCodeDetails(fmt.Sprintf("ext_proc_error_gRPC_error_%d{%s}", code, msg))
+	return ResponseCodeDetails(fmt.Sprintf("ext_proc_error_gRPC_error_%d{%s}", code, msg))
 }
 
-// responseCodeDetails is what sendImmediateResponse makes of the details of a local reply
-// (StringUtil::replaceAllEmptySpace): each space, tab, form feed, vertical tab, newline and
+// ResponseCodeDetails is what Envoy makes of the details of a local reply (ext_proc's
+// sendImmediateResponse, the router's upstream resets: StringUtil::replaceAllEmptySpace): each space, tab, form feed, vertical tab, newline and
 // carriage return becomes one "_".
-func responseCodeDetails(s string) string {
+func ResponseCodeDetails(s string) string {
 	return strings.Map(func(r rune) rune {
 		if strings.ContainsRune(" \t\f\v\n\r", r) {
 			return '_'
