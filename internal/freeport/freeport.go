@@ -17,31 +17,58 @@ import (
 // upstream, another package's server) between this pick and the server's bind; a port below it
 // is taken only by an explicit bind.
 func Ports(host string, n int) ([]int, error) {
+	p := picker{host: host}
+	defer p.close()
 	low, high := 20000, ephemeralLow()
-	var held []net.Listener
-	defer func() {
-		for _, l := range held {
-			l.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for attempts := 0; len(ports) < n && attempts < 50*n && high-low > 2*n; attempts++ {
-		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(low+rand.IntN(high-low))))
-		if err != nil {
-			continue // in use
-		}
-		held = append(held, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	for attempts := 0; len(p.ports) < n && attempts < 50*n && high-low > 2*n; attempts++ {
+		_ = p.take(low + rand.IntN(high-low)) // in use: try another
 	}
-	for len(ports) < n { // no room below the ephemeral range: let the kernel choose
-		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			return nil, fmt.Errorf("free port on %s: %w", host, err)
-		}
-		held = append(held, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	// No room below the ephemeral range: let the kernel choose.
+	return p.kernel(n)
+}
+
+// KernelPorts returns n distinct TCP ports the kernel picks on host (its ephemeral range), each
+// held until all are picked. For an address only the caller's servers bind (no listen(":0") on
+// it could take the port first), where the ports below the ephemeral range are better left to
+// Ports' callers, whose servers may bind every address.
+func KernelPorts(host string, n int) ([]int, error) {
+	p := picker{host: host}
+	defer p.close()
+	return p.kernel(n)
+}
+
+// picker holds the ports it took on host until close.
+type picker struct {
+	host  string
+	held  []net.Listener
+	ports []int
+}
+
+// take listens on port (0: one the kernel picks) and keeps it.
+func (p *picker) take(port int) error {
+	l, err := net.Listen("tcp", net.JoinHostPort(p.host, strconv.Itoa(port)))
+	if err != nil {
+		return err
 	}
-	return ports, nil
+	p.held = append(p.held, l)
+	p.ports = append(p.ports, l.Addr().(*net.TCPAddr).Port)
+	return nil
+}
+
+// kernel takes ports the kernel picks until it holds n, and returns them.
+func (p *picker) kernel(n int) ([]int, error) {
+	for len(p.ports) < n {
+		if err := p.take(0); err != nil {
+			return nil, fmt.Errorf("free port on %s: %w", p.host, err)
+		}
+	}
+	return p.ports, nil
+}
+
+func (p *picker) close() {
+	for _, l := range p.held {
+		l.Close()
+	}
 }
 
 // Addr returns HOST:PORT with a port free on host now (see Ports).

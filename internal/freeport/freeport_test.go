@@ -34,3 +34,24 @@ func TestPorts(t *testing.T) {
 		t.Errorf("Addr %q", a)
 	}
 }
+
+// TestKernelPorts: distinct ports from the kernel's ephemeral range, free once returned.
+func TestKernelPorts(t *testing.T) {
+	ports, err := KernelPorts("127.0.0.1", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for _, p := range ports {
+		if seen[p] || p < ephemeralLow() {
+			t.Errorf("port %d: repeated, or below the ephemeral range", p)
+		}
+		seen[p] = true
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			t.Errorf("port %d not free: %v", p, err)
+			continue
+		}
+		l.Close()
+	}
+}

@@ -49,6 +49,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/mcpgate/mcpgate/contract"
+	"github.com/mcpgate/mcpgate/internal/freeport"
 	"github.com/mcpgate/mcpgate/internal/syncbuf"
 	"github.com/mcpgate/mcpgate/test/envoydouble/double"
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
@@ -562,14 +563,13 @@ func listen(t *testing.T) net.Listener {
 
 // freeAddrs returns n distinct addresses free on doubleIP for the double to bind.
 func freeAddrs(t *testing.T, n int) []string {
-	var out []string
-	for range n {
-		ln, err := net.Listen("tcp", doubleIP+":0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close() // held until all are picked: none repeats
-		out = append(out, ln.Addr().String())
+	ports, err := freeport.KernelPorts(doubleIP, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]string, n)
+	for i, p := range ports {
+		out[i] = net.JoinHostPort(doubleIP, strconv.Itoa(p))
 	}
 	return out
 }
