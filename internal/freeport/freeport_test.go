@@ -12,20 +12,8 @@ func TestPorts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seen := map[int]bool{}
 	low := ephemeralLow()
-	for _, p := range ports {
-		if seen[p] || p >= low || p < 20000 {
-			t.Errorf("port %d: repeated, or not in [20000, %d)", p, low)
-		}
-		seen[p] = true
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
-		if err != nil {
-			t.Errorf("port %d not free: %v", p, err)
-			continue
-		}
-		l.Close()
-	}
+	checkFree(t, ports, func(p int) bool { return p >= 20000 && p < low })
 	a, err := Addr("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
@@ -41,10 +29,17 @@ func TestKernelPorts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	low := ephemeralLow()
+	checkFree(t, ports, func(p int) bool { return p >= low })
+}
+
+// checkFree fails unless the ports are distinct, each inRange and free to bind.
+func checkFree(t *testing.T, ports []int, inRange func(int) bool) {
+	t.Helper()
 	seen := map[int]bool{}
 	for _, p := range ports {
-		if seen[p] || p < ephemeralLow() {
-			t.Errorf("port %d: repeated, or below the ephemeral range", p)
+		if seen[p] || !inRange(p) {
+			t.Errorf("port %d: repeated, or outside the range", p)
 		}
 		seen[p] = true
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
