@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -31,6 +32,10 @@ func runBootstrap(_ context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		fs.Usage()
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if o.Gateway == "" {
+		fs.Usage()
+		return errors.New("--gateway NS/NAME is required: the Gateway whose configuration this Envoy takes")
 	}
 	if tlsDir != "" {
 		var err error

@@ -56,6 +56,21 @@ func TestBootstrapCommand(t *testing.T) {
 	}
 }
 
+// TestBootstrapGatewayRequired: without --gateway, mcpgate bootstrap exits 1 with its usage and
+// an error that names the flag, not the library's gateway "".
+func TestBootstrapGatewayRequired(t *testing.T) {
+	var code int
+	stderr := stderrOf(t, func() { code = dispatch(t.Context(), []string{"bootstrap", "--xds-addr", "10.0.0.1:18000"}) })
+	if code != 1 {
+		t.Errorf("exit code %d, want 1", code)
+	}
+	last := strings.TrimSpace(stderr[strings.LastIndex(strings.TrimRight(stderr, "\n"), "\n")+1:])
+	if !strings.HasPrefix(stderr, "usage: mcpgate bootstrap --gateway NS/NAME") ||
+		last != "mcpgate bootstrap: --gateway NS/NAME is required: the Gateway whose configuration this Envoy takes" {
+		t.Errorf("stderr:\n%s", stderr)
+	}
+}
+
 // TestBootstrapXDSTLS: --xds-tls-dir gives the xDS cluster mutual TLS with the directory's files,
 // checking the server's certificate for --xds-addr's host.
 func TestBootstrapXDSTLS(t *testing.T) {
