@@ -25,10 +25,15 @@ type postedExchange struct {
 // exchange is one MCP request (or notification) and what the gateway decided about it.
 type exchange struct {
 	rec telemetry.Record
-	// filter is set for tools/list under MCP rules: the answer's tools are filtered.
-	filter *toolFilter
-	// denied is set for a refused tools/call that was replaced by a ping: the ping's answer
-	// becomes the "Unknown tool" error.
+	// item is the MCP item the request names (a tool for tools/call...) and name its name (a
+	// resource's URI); NoItem and "" for the other requests.
+	item mcp.Item
+	name string
+	// filter is set for a list request (tools/list, prompts/list...) under MCP rules: the
+	// answer's items are filtered.
+	filter *itemFilter
+	// denied is set for a refused request for an item that was replaced by a ping: the ping's
+	// answer becomes the "Unknown ..." error.
 	denied bool
 	// standIn is the id of the ping that replaced a refused call with an id (mcp.RefusedID),
 	// which the ping's answer carries.
@@ -51,19 +56,28 @@ func (st *stream) rewritePending() bool {
 	return false
 }
 
-// toolFilter decides which tools of a tools/list answer the caller may see: those it could call
-// with some arguments (authz.RuleSet.EvaluateListing). It is read-only once made, so a legacy SSE
-// GET stream may use a POST stream's filter.
-type toolFilter struct {
+// itemFilter decides which items of a list answer the caller may see: the tools it could call
+// with some arguments (authz.RuleSet.EvaluateListing), the prompts and resources it could get
+// (authz.RuleSet.Evaluate). It is read-only once made, so a legacy SSE GET stream may use a POST
+// stream's filter.
+type itemFilter struct {
 	rules *authz.RuleSet
 	in    authz.Input
 }
 
-func (f *toolFilter) allow(ctx context.Context) func(name string) bool {
-	return func(name string) bool {
+func (f *itemFilter) allow(ctx context.Context) func(it mcp.Item, name string) bool {
+	return func(it mcp.Item, name string) bool {
 		in := f.in
-		in.ToolName = name
-		return f.rules.EvaluateListing(ctx, &in).Allowed
+		switch it {
+		case mcp.Tool:
+			in.ToolName = name
+			return f.rules.EvaluateListing(ctx, &in).Allowed
+		case mcp.Prompt:
+			in.MCPMethod, in.PromptName = "prompts/get", name
+		default:
+			in.MCPMethod, in.ResourceName = "resources/read", name
+		}
+		return f.rules.Evaluate(ctx, &in).Allowed
 	}
 }
 
@@ -278,11 +292,11 @@ func (st *stream) unmatched(m *mcp.Message) []byte {
 		// session's POSTs and GET stream may pass different pods).
 		return refused
 	}
-	if f := st.toolFilter(); f != nil && m.Result != nil {
+	if f := st.itemFilter(); f != nil && m.Result != nil {
 		// An answer whose request the gateway did not see (a stream resumed with Last-Event-ID
 		// replays it, its request passed another replica or expired from the session table): a
-		// tools/list result in it is filtered all the same.
-		repl, _ := st.filterTools(m, f, false)
+		// list result in it is filtered all the same.
+		repl, _ := st.filterLists(m, f, false)
 		return repl
 	}
 	return nil
@@ -292,19 +306,19 @@ func (st *stream) unmatched(m *mcp.Message) []byte {
 func (st *stream) answer(m *mcp.Message, ex *exchange, md *metadata, now time.Time) []byte {
 	var repl []byte
 	code, hasErr := m.ErrorCode()
-	// Any result is filtered under the route's tool rules, not only the answer of the tools/list
+	// Any result is filtered under the route's MCP rules, not only the answer of the list request
 	// it is matched with: the request an answer is matched with may not be the one it answers
 	// when a request of the same id passed another replica (which a legacy SSE session's POSTs
 	// may), or left the session table (expired, or pushed out) before its answer came.
 	f := ex.filter
 	if f == nil {
-		f = st.toolFilter()
+		f = st.itemFilter()
 	}
 	// The answer of a tools/list names the server's tools (admitListedTools), read once: by the
 	// filter when there is one.
 	listed := ex.rec.Method == mcp.MethodToolsList && !hasErr
 	if ex.denied {
-		repl = mcp.UnknownTool(ex.rec.ID, ex.rec.Tool)
+		repl = mcp.Unknown(ex.rec.ID, ex.item, ex.name)
 		code, hasErr = mcp.CodeInvalidParams, true
 	} else if refused, isRefused := mcp.RefusedAnswer(m.ID); isRefused {
 		// A request whose id looks like a stand-in's (mcp.RefusedID): its sender forged it,
@@ -313,7 +327,7 @@ func (st *stream) answer(m *mcp.Message, ex *exchange, md *metadata, now time.Ti
 		code, hasErr = mcp.CodeInvalidParams, true
 	} else if f != nil && m.Result != nil {
 		var failed bool
-		if repl, failed = st.filterTools(m, f, listed); failed {
+		if repl, failed = st.filterLists(m, f, listed); failed {
 			code, hasErr = mcp.CodeInternalError, true
 		}
 	} else if listed && m.Result != nil {
@@ -346,37 +360,39 @@ func (st *stream) settle(ex *exchange, outcome string, md *metadata, now time.Ti
 	st.s.finish(ex, outcome, now)
 }
 
-// filterTools removes from the tools/list answer m the tools f refuses, admitting the names it
-// reads into the metrics' tool label when admit is set (as admitListedTools does). It returns m's
-// replacement (nil: keep m) and whether the replacement is an error because m could not be
-// filtered.
-func (st *stream) filterTools(m *mcp.Message, f *toolFilter, admit bool) (repl []byte, failed bool) {
+// filterLists removes from the answer m the listed items f refuses (mcp.FilterLists), admitting
+// the tool names it reads into the metrics' tool label when admit is set (as admitListedTools
+// does). It returns m's replacement (nil: keep m) and whether the replacement is an error because
+// m could not be filtered.
+func (st *stream) filterLists(m *mcp.Message, f *itemFilter, admit bool) (repl []byte, failed bool) {
 	allow := f.allow(st.ctx)
 	if admit {
 		filter := allow
-		allow = func(name string) bool {
-			st.s.tel.AdmitTool(name)
-			return filter(name)
+		allow = func(it mcp.Item, name string) bool {
+			if it == mcp.Tool {
+				st.s.tel.AdmitTool(name)
+			}
+			return filter(it, name)
 		}
 	}
-	out, removed, err := mcp.FilterToolsList(m.Raw, allow)
+	out, removed, err := mcp.FilterLists(m.Raw, allow)
 	switch {
 	case err != nil:
-		st.s.log.Warn("tools/list answer could not be filtered; replaced by an error", "route", st.ri.route, "error", err)
-		return mcp.ErrorResponse(m.ID, mcp.CodeInternalError, "mcpgate: the server's tools/list answer could not be inspected"), true
+		st.s.log.Warn("list answer could not be filtered; replaced by an error", "route", st.ri.route, "error", err)
+		return mcp.ErrorResponse(m.ID, mcp.CodeInternalError, "mcpgate: the server's list answer could not be inspected"), true
 	case removed > 0:
 		return out, false
 	}
 	return nil, false
 }
 
-// toolFilter returns the filter of tools/list answers under the policy's MCP rules, made once per
+// itemFilter returns the filter of list answers under the policy's MCP rules, made once per
 // stream from the request's input; nil when the policy has no MCP rules.
-func (st *stream) toolFilter() *toolFilter {
+func (st *stream) itemFilter() *itemFilter {
 	if st.filter == nil && st.pol != nil && st.pol.tools != nil {
 		in := st.in
 		in.MCPMethod = mcp.MethodToolsCall
-		st.filter = &toolFilter{rules: st.pol.tools, in: in}
+		st.filter = &itemFilter{rules: st.pol.tools, in: in}
 	}
 	return st.filter
 }

@@ -83,8 +83,8 @@ func (s *signer) token(t testing.TB, claims gojwt.MapClaims) string {
 	return out
 }
 
-// labPolicy is the lab's policy (Strict JWT, jwt.org == "solo.io") plus an MCP rule allowing the
-// tools fetch and echo, under the name "lab".
+// labPolicy is the lab's policy (Strict JWT, jwt.org == "solo.io") plus MCP rules allowing the
+// tools fetch and echo, the prompt greet and the resources under file:///a, under the name "lab".
 func labPolicy(sg *signer) *policyv1.Policy {
 	return &policyv1.Policy{
 		Name:    "lab",
@@ -97,7 +97,10 @@ func labPolicy(sg *signer) *policyv1.Policy {
 			},
 		},
 		TrafficRules: []*policyv1.Rule{{Action: policyv1.Rule_ALLOW, Expression: `jwt.org == "solo.io"`, Source: "EnterpriseAgentgatewayPolicy/agentgateway-system/mcp-rbac#0"}},
-		McpRules:     []*policyv1.Rule{{Action: policyv1.Rule_ALLOW, Expression: `mcp.tool.name in ["fetch", "echo"]`, Source: "AgentgatewayPolicy/agentgateway-system/tools#0"}},
+		McpRules: []*policyv1.Rule{
+			{Action: policyv1.Rule_ALLOW, Expression: `mcp.tool.name in ["fetch", "echo"]`, Source: "AgentgatewayPolicy/agentgateway-system/tools#0"},
+			{Action: policyv1.Rule_ALLOW, Expression: `mcp.prompt.name == "greet" || mcp.resource.name.startsWith("file:///a")`, Source: "AgentgatewayPolicy/agentgateway-system/tools#1"},
+		},
 	}
 }
 

@@ -45,7 +45,12 @@ func splitEvent(t *testing.T, s *extproctest.Stream, ev string) string {
 }
 
 // standIn is the id (JSON) of the ping that stands in for the refused call of tool with id (JSON).
-func standIn(id, tool string) string { return string(mcp.RefusedID(json.RawMessage(id), tool)) }
+func standIn(id, tool string) string { return standInOf(id, mcp.Tool, tool) }
+
+// standInOf is the stand-in id of a refused request for the item it named name with the raw id.
+func standInOf(id string, it mcp.Item, name string) string {
+	return string(mcp.RefusedID(json.RawMessage(id), it, name))
+}
 
 // checkRefusal fails unless resp refuses the request with HTTP status and a JSON-RPC error of
 // code with id (raw JSON) whose message holds msg.
@@ -251,7 +256,7 @@ func TestLegacyTwoReplicas(t *testing.T) {
 // answer, whatever the server answered: a client can only make its own answers errors.
 func TestForgedRefusedID(t *testing.T) {
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
-	forged := string(mcp.RefusedID(json.RawMessage(`7`), "fetch"))
+	forged := string(mcp.RefusedID(json.RawMessage(`7`), mcp.Tool, "fetch"))
 	s := h.open(t, h.tcp, streamableRoute)
 	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "S")), false))
 	plainContinue(t, check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":`+forged+`,"method":"tools/list"}`), true)))

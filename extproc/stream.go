@@ -144,8 +144,8 @@ type stream struct {
 	pending map[string]*exchange
 	waiting []*exchange
 	posted  []postedExchange
-	// filter is the stream's tools/list filter (see toolFilter).
-	filter *toolFilter
+	// filter is the stream's list filter (see itemFilter).
+	filter *itemFilter
 
 	// From the response.
 	status int
@@ -301,7 +301,7 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 	st.headers = readHeaders(h.GetHeaders())
 	st.in = authz.Input{
 		Method: st.headers.first(":method"), Path: st.headers.first(":path"), Host: st.headers.first(":authority"),
-		Headers: st.headers, SourceAddress: sourceAddress(attrs), ToolTarget: st.ri.target,
+		Headers: st.headers, SourceAddress: sourceAddress(attrs), Target: st.ri.target,
 	}
 	if st.in.Host == "" {
 		st.in.Host = st.headers.first("host")
@@ -552,9 +552,10 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		in := &st.msgIn
 		*in = st.in
 		in.MCPMethod = m.Method
-		if m.Method == mcp.MethodToolsCall {
+		switch ex.item = mcp.ItemOf(m.Method); ex.item {
+		case mcp.Tool:
 			tc, ok := mcp.ParseToolCall(m.Params)
-			ex.rec.Tool, ex.rec.Arguments = tc.Name, tc.Arguments
+			ex.name, ex.rec.Tool, ex.rec.Arguments = tc.Name, tc.Name, tc.Arguments
 			in.ToolName, in.ToolArguments = tc.Name, tc.Arguments
 			switch {
 			case !strict:
@@ -562,8 +563,22 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 				return st.refuse(ambiguousRefusal(), "", md, &ex.rec)
 			case !ok:
 				// Judged as a call of the tool "", it would pass rules that only deny.
-				return st.refuse(jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidParams,
-					"tools/call params must be an object with a string name", "mcpgate_tool_unnamed"), "", md, &ex.rec)
+				return st.refuse(unnamedRefusal(m.Method, ex.item), "", md, &ex.rec)
+			}
+		case mcp.Prompt, mcp.Resource:
+			name, ok, ambiguous := mcp.StringParam(m.Params, mcp.NameMember(m.Method))
+			if ex.item == mcp.Prompt {
+				in.PromptName, ex.rec.Prompt = name, name
+			} else {
+				in.ResourceName, ex.rec.Resource = name, name
+			}
+			ex.name = name
+			switch {
+			case !strict:
+			case ambiguous:
+				return st.refuse(ambiguousRefusal(), "", md, &ex.rec)
+			case !ok:
+				return st.refuse(unnamedRefusal(m.Method, ex.item), "", md, &ex.rec)
 			}
 		}
 		if st.trafficDeferred {
@@ -576,8 +591,8 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		// the traffic rule that allowed the request decided, unless a tool rule decides below
 		ex.rec.Decision, ex.rec.Rule = telemetry.DecisionAllow, st.trafficRule
 		if st.pol != nil && st.pol.tools != nil {
-			switch m.Method {
-			case mcp.MethodToolsCall:
+			switch {
+			case ex.item != mcp.NoItem:
 				d := st.evaluate(st.pol.tools, in)
 				if d.Rule != "" {
 					ex.rec.Rule = d.Rule
@@ -589,8 +604,8 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 						firstDenied = ex
 					}
 				}
-			case mcp.MethodToolsList:
-				ex.filter = st.toolFilter()
+			case mcp.Lists(m.Method):
+				ex.filter = st.itemFilter()
 			}
 		}
 		// After both rule sets have decided: only arguments a rule decoded can have decided.
@@ -623,12 +638,12 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		if ex.rec.ID == nil {
 			ex.rec.HTTPStatus = http.StatusAccepted
 			st.s.finish(ex, telemetry.OutcomeNotification, time.Now())
-			return immediateReply(answer{status: http.StatusAccepted, details: "mcpgate_tool_denied"}, md)
+			return immediateReply(answer{status: http.StatusAccepted, details: deniedDetails(ex.item)}, md)
 		}
 		ex.rec.HTTPStatus, ex.rec.HasError, ex.rec.ErrorCode = http.StatusOK, true, mcp.CodeInvalidParams
 		st.settle(ex, telemetry.OutcomeError, &md, time.Now())
 		return immediateReply(answer{status: http.StatusOK, contentType: "application/json",
-			body: mcp.UnknownTool(ex.rec.ID, ex.rec.Tool), details: "mcpgate_tool_denied"}, md)
+			body: mcp.Unknown(ex.rec.ID, ex.item, ex.name), details: deniedDetails(ex.item)}, md)
 	}
 	// A batch, or a legacy SSE POST (whose answers arrive on the GET stream): refused calls become
 	// pings whose id says which call they stand in for (mcp.RefusedID), and their answers, on any
@@ -639,13 +654,13 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		case ex == nil || !ex.denied:
 			elems = append(elems, msgs[i].Raw)
 		case ex.rec.ID != nil:
-			ex.standIn = mcp.RefusedID(ex.rec.ID, ex.rec.Tool)
+			ex.standIn = mcp.RefusedID(ex.rec.ID, ex.item, ex.name)
 			elems = append(elems, mcp.Ping(ex.standIn))
 		}
 	}
 	st.register(exOf, now)
 	if len(elems) == 0 {
-		return immediateReply(answer{status: http.StatusAccepted, details: "mcpgate_tool_denied"}, md)
+		return immediateReply(answer{status: http.StatusAccepted, details: deniedDetails(firstDenied.item)}, md)
 	}
 	out := elems[0]
 	if batch {
@@ -653,6 +668,19 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 	}
 	return st.rep.bodyReply(true, out, true, true, md)
 }
+
+// unnamedRefusal answers a request for an item (tools/call, prompts/get, resources/read...) whose
+// params do not name one: judged as a request for the item "", it would pass rules that only
+// deny.
+func unnamedRefusal(method string, it mcp.Item) answer {
+	return jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidParams,
+		fmt.Sprintf("%s params must be an object with a string %s", method, mcp.NameMember(method)),
+		"mcpgate_"+it.String()+"_unnamed")
+}
+
+// deniedDetails is the response code details of a request for an item that MCP rules refused:
+// mcpgate_tool_denied, mcpgate_prompt_denied or mcpgate_resource_denied.
+func deniedDetails(it mcp.Item) string { return "mcpgate_" + it.String() + "_denied" }
 
 // ambiguousRefusal answers a body whose member names servers read differently.
 func ambiguousRefusal() answer {
@@ -668,9 +696,14 @@ func (st *stream) bodyRecord(msgs []mcp.Message, batch bool, now time.Time) (*te
 	}
 	m := &msgs[0]
 	r := st.messageRecord(m, now)
-	if m.Method == mcp.MethodToolsCall {
+	switch mcp.ItemOf(m.Method) {
+	case mcp.Tool:
 		tc, _ := mcp.ParseToolCall(m.Params)
 		r.Tool = tc.Name
+	case mcp.Prompt:
+		r.Prompt, _, _ = mcp.StringParam(m.Params, "name")
+	case mcp.Resource:
+		r.Resource, _, _ = mcp.StringParam(m.Params, "uri")
 	}
 	return &r, m.ID
 }
@@ -741,7 +774,7 @@ func mayHoldJSONRPC(ct string) bool {
 // admitListedTools makes the tools the server lists in the tools/list answer m values of the
 // metrics' tool label (telemetry.AdmitTool). They are the server's names, not a client's: those the
 // rules hide from the client are admitted too, so that refused calls of them count under their
-// names. Under tool rules, filterTools admits them as it reads them.
+// names. Under MCP rules, filterLists admits them as it reads them.
 func (st *stream) admitListedTools(m *mcp.Message) {
 	_ = mcp.ToolNames(m.Raw, st.s.tel.AdmitTool)
 }
@@ -803,7 +836,7 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	// What the gateway knows of the requests does not decide it (see stream.replaceUnreadable).
 	ct, enc := hs.first("content-type"), encoded(hs.first("content-encoding"))
 	var read bool
-	if st.toolFilter() != nil {
+	if st.itemFilter() != nil {
 		pending := st.rewritePending()
 		read = pending || mayHoldJSONRPC(ct)
 		st.replaceUnreadable = pending || enc
@@ -872,7 +905,7 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	}
 	if err != nil {
 		st.s.tel.NonJSONRPC("response")
-		if !st.replaceUnreadable && (err != errTooLarge || st.toolFilter() == nil) {
+		if !st.replaceUnreadable && (err != errTooLarge || st.itemFilter() == nil) {
 			return st.rep.bodyReply(false, nil, false, false, metadata{})
 		}
 		// An answer that must be rewritten, that the client decodes and the gateway cannot, or,
@@ -920,7 +953,7 @@ func (st *stream) sseChunk(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse 
 	// refused call's stand-in answer), known only once whole, whatever the gateway knows of the
 	// requests. A legacy SSE session's POSTs may pass another replica, whose requests this one
 	// never sees.
-	hold := st.toolFilter() != nil
+	hold := st.itemFilter() != nil
 	md := answerMetadata()
 	visit := func(ev *mcp.Event, rewritable bool) []byte {
 		return st.visitEvent(ev, rewritable, &md)

@@ -9,7 +9,8 @@
 //	         hosts: lower case, without port and trailing dot), .headers map(string, string)
 //	         (lower-case names)
 //	mcp      .method string (JSON-RPC method), .tool.name, .tool.target string,
-//	         .tool.arguments map(string, dyn)
+//	         .tool.arguments map(string, dyn), .prompt.name, .prompt.target string,
+//	         .resource.name (the URI), .resource.target string
 //	source   .address string (the client IP)
 //
 // plus cel-go's string extensions (ext.Strings) and network functions (ext.Network: ip(), cidr(),
@@ -20,6 +21,13 @@
 // Evaluation follows agentgateway: any DENY that matches denies; else any REQUIRE that does not
 // match denies; else any ALLOW that matches allows; else the request is allowed only when there
 // are no ALLOW rules.
+//
+// A request concerns at most one MCP item (mcp.ItemOf): a tool (tools/call), a prompt (prompts/get)
+// or a resource (resources/read, resources/subscribe, resources/unsubscribe); so does each item of
+// a list answer being filtered. Of mcp.tool, mcp.prompt and mcp.resource only that item's is
+// there (has() tells); a rule whose outcome depends on reading another does not apply to the
+// request: it neither denies (DENY), nor is unmet (REQUIRE), nor allows (ALLOW). So a DENY rule
+// on a tool leaves prompts alone, and ALLOW rules that name only tools allow no prompt.
 //
 // A tools/list answer shows the tools some call of which the rules could allow
 // (RuleSet.EvaluateListing): the calls' arguments are not known then, so rules that read
@@ -416,6 +424,9 @@ const (
 	mayHold
 	// failed: a run-time error, recorded in the Decision.
 	failed
+	// notApplicable: the result depends on an MCP item the request does not concern (a rule on
+	// mcp.tool in a prompts/get): the rule neither allows nor denies.
+	notApplicable
 )
 
 // eval evaluates the rule on in; with listing, by its partial-evaluation program when it has one.
@@ -433,6 +444,9 @@ func (r *rule) eval(ctx context.Context, in *Input, listing bool, d *Decision) o
 		out, _, err = prg.Eval(act)
 	}
 	if err != nil {
+		if errors.Is(err, errNotApplicable) {
+			return notApplicable
+		}
 		d.Errors = append(d.Errors, fmt.Errorf("rule %s: %w", r.source, err))
 		return failed
 	}

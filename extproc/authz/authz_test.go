@@ -261,7 +261,7 @@ func TestVariables(t *testing.T) {
 		Headers:       HeaderMap{"x-team": "red", "user-agent": "inspector/1.0"},
 		MCPMethod:     "tools/call",
 		ToolName:      "fetch",
-		ToolTarget:    "mcp-website-fetcher",
+		Target:        "mcp-website-fetcher",
 		ToolArguments: json.RawMessage(`{"url":"https://httpbin.org/get","max_length":5000,"opts":{"raw":true}}`),
 		SourceAddress: "10.1.2.3:51000",
 	}
@@ -301,15 +301,16 @@ func TestVariables(t *testing.T) {
 			t.Errorf("%s: %+v, want %v", expr, d, want)
 		}
 	}
-	// Headers absent, tool absent, IPv6 source without port.
+	// Headers absent, tool absent, IPv6 source without port. A rule on the absent tool does
+	// not apply (TestItems): as an ALLOW rule it does not allow.
 	bare := &Input{SourceAddress: "::1", Claims: map[string]any{}}
 	for expr, want := range map[string]bool{
 		`has(request.headers)`:            false,
 		`request.headers.size() == 0`:     true,
 		`"x" in request.headers`:          false,
 		`has(mcp.tool)`:                   false,
-		`mcp.tool.name == ""`:             true,
-		`size(mcp.tool.arguments) == 0`:   true,
+		`mcp.tool.name == ""`:             false,
+		`size(mcp.tool.arguments) == 0`:   false,
 		`source.address == "::1"`:         true,
 		`ip(source.address).isLoopback()`: true,
 		`has(jwt.org)`:                    false,
@@ -359,7 +360,7 @@ func TestToolListFiltering(t *testing.T) {
 	// The shape ext_proc uses to filter tools/list: one Input, ToolName changed per tool.
 	e := newEnv(t)
 	rs := compile(t, e, allow("mcp#0", `mcp.tool.name in ["fetch", "echo"]`), deny("mcp#1", `jwt.team == "interns" && mcp.tool.name == "echo"`))
-	in := &Input{Claims: map[string]any{"team": "interns"}, MCPMethod: "tools/list", ToolTarget: "t"}
+	in := &Input{Claims: map[string]any{"team": "interns"}, MCPMethod: "tools/list", Target: "t"}
 	var allowed []string
 	for _, tool := range []string{"fetch", "echo", "delete"} {
 		in.ToolName = tool

@@ -17,7 +17,7 @@ func benchInput() Input {
 		Headers:       HeaderMap{"x-env": "prod", "content-type": "application/json", "accept": "application/json, text/event-stream"},
 		MCPMethod:     "tools/call",
 		ToolName:      "fetch",
-		ToolTarget:    "mcp-website-fetcher",
+		Target:        "mcp-website-fetcher",
 		ToolArguments: json.RawMessage(`{"url":"https://httpbin.org/get"}`),
 		SourceAddress: "10.1.2.3:51000",
 	}

@@ -28,10 +28,19 @@ type Input struct {
 	Method, Path, Host string
 	// Headers are the request headers; nil means none.
 	Headers Headers
-	// MCPMethod is the JSON-RPC method of an MCP request ("tools/call", "tools/list"...).
+	// MCPMethod is the JSON-RPC method of an MCP request ("tools/call", "tools/list"...). It
+	// says which MCP item the request concerns, if any (see ItemOf): the one of mcp.tool,
+	// mcp.prompt and mcp.resource that applies.
 	MCPMethod string
-	// ToolName and ToolTarget name the tool (unprefixed) and the MCP target that serves it.
-	ToolName, ToolTarget string
+	// Target names the MCP target that serves the request (the route's).
+	Target string
+	// ToolName is the tool a tools/call calls (unprefixed).
+	ToolName string
+	// PromptName is the prompt a prompts/get gets.
+	PromptName string
+	// ResourceName is the URI of the resource a resources/read, resources/subscribe or
+	// resources/unsubscribe names (or, when filtering resources/templates/list, a URI template).
+	ResourceName string
 	// ToolArguments is the raw JSON of params.arguments of a tools/call; it is decoded on the
 	// first read by a rule, once per Input.
 	ToolArguments json.RawMessage
@@ -138,16 +147,19 @@ func (l *listingInput) UnknownAttributePatterns() []*interpreter.AttributePatter
 // AsPartialActivation is how cel-go finds the unknown patterns of an activation.
 func (l *listingInput) AsPartialActivation() (interpreter.PartialActivation, bool) { return l, true }
 
-// The CEL object types of the variables request, mcp, mcp.tool and source. They exist only in
+// The CEL object types of the variables request, mcp, mcp.tool, mcp.prompt, mcp.resource and
+// source. They exist only in
 // this package's type provider (see schema).
 const (
-	requestTypeName = "mcpgate.Request"
-	mcpTypeName     = "mcpgate.MCP"
-	toolTypeName    = "mcpgate.Tool"
-	sourceTypeName  = "mcpgate.Source"
+	requestTypeName  = "mcpgate.Request"
+	mcpTypeName      = "mcpgate.MCP"
+	toolTypeName     = "mcpgate.Tool"
+	promptTypeName   = "mcpgate.Prompt"
+	resourceTypeName = "mcpgate.Resource"
+	sourceTypeName   = "mcpgate.Source"
 )
 
-// The values of request, mcp, mcp.tool and source are views of an Input: the same pointer under
+// The values of request, mcp, its items and source are views of an Input: the same pointer under
 // another type, so handing one to CEL allocates nothing. A view is a ref.Val whose Value is
 // itself, which is what CEL's field qualifiers pass to the schema's getters (see schema.go).
 type view[K kind] Input
@@ -156,16 +168,20 @@ type view[K kind] Input
 type kind interface{ celType() *types.Type }
 
 type (
-	requestKind struct{}
-	mcpKind     struct{}
-	toolKind    struct{}
-	sourceKind  struct{}
+	requestKind  struct{}
+	mcpKind      struct{}
+	toolKind     struct{}
+	promptKind   struct{}
+	resourceKind struct{}
+	sourceKind   struct{}
 )
 
-func (requestKind) celType() *types.Type { return requestType }
-func (mcpKind) celType() *types.Type     { return mcpType }
-func (toolKind) celType() *types.Type    { return toolType }
-func (sourceKind) celType() *types.Type  { return sourceType }
+func (requestKind) celType() *types.Type  { return requestType }
+func (mcpKind) celType() *types.Type      { return mcpType }
+func (toolKind) celType() *types.Type     { return toolType }
+func (promptKind) celType() *types.Type   { return promptType }
+func (resourceKind) celType() *types.Type { return resourceType }
+func (sourceKind) celType() *types.Type   { return sourceType }
 
 // input returns the Input a view shows.
 func (v *view[K]) input() *Input { return (*Input)(v) }

@@ -75,7 +75,7 @@ func TestEvaluateListing(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			rs := compile(t, e, c.rules...)
-			in := &Input{Claims: c.claims, MCPMethod: "tools/call", ToolName: c.tool, ToolTarget: "t"}
+			in := &Input{Claims: c.claims, MCPMethod: "tools/call", ToolName: c.tool, Target: "t"}
 			d := rs.EvaluateListing(t.Context(), in)
 			if d.Allowed != c.listed || d.Rule != c.rule || len(d.Errors) != c.errs {
 				t.Errorf("listing: %+v, want listed=%v rule=%q with %d errors", d, c.listed, c.rule, c.errs)
@@ -85,7 +85,7 @@ func TestEvaluateListing(t *testing.T) {
 			}
 			for want, calls := range map[bool][]string{true: c.allowed, false: c.refused} {
 				for _, args := range calls {
-					call := &Input{Claims: c.claims, MCPMethod: "tools/call", ToolName: c.tool, ToolTarget: "t", ToolArguments: json.RawMessage(args)}
+					call := &Input{Claims: c.claims, MCPMethod: "tools/call", ToolName: c.tool, Target: "t", ToolArguments: json.RawMessage(args)}
 					if got := rs.Evaluate(t.Context(), call); got.Allowed != want {
 						t.Errorf("call with %s: %+v, want allowed=%v", args, got, want)
 					}

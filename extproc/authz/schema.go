@@ -6,14 +6,18 @@ import (
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
+
+	"github.com/mcpgate/mcpgate/extproc/mcp"
 )
 
 // The CEL object types of the variables. Type values are immutable.
 var (
-	requestType = types.NewObjectType(requestTypeName)
-	mcpType     = types.NewObjectType(mcpTypeName)
-	toolType    = types.NewObjectType(toolTypeName)
-	sourceType  = types.NewObjectType(sourceTypeName)
+	requestType  = types.NewObjectType(requestTypeName)
+	mcpType      = types.NewObjectType(mcpTypeName)
+	toolType     = types.NewObjectType(toolTypeName)
+	promptType   = types.NewObjectType(promptTypeName)
+	resourceType = types.NewObjectType(resourceTypeName)
+	sourceType   = types.NewObjectType(sourceTypeName)
 )
 
 // field is one field of an object type: its CEL type, whether it is set (for has()), and its
@@ -33,6 +37,21 @@ func stringField(get func(in *Input) string) field {
 	}
 }
 
+// itemField is mcp.tool, mcp.prompt or mcp.resource: set when the request concerns that item
+// and names it; read in a request that concerns another item or none, it is errNotApplicable.
+func itemField(it mcp.Item, typ *types.Type, v func(in *Input) any) field {
+	return field{
+		typ:   typ,
+		isSet: func(in *Input) bool { return in.item() == it && in.name(it) != "" },
+		get: func(in *Input) (any, error) {
+			if in.item() != it {
+				return nil, errNotApplicable
+			}
+			return v(in), nil
+		},
+	}
+}
+
 // schemaFields are the fields of the object types, by type name then field name.
 func schemaFields() map[string]map[string]field {
 	return map[string]map[string]field{
@@ -47,16 +66,22 @@ func schemaFields() map[string]map[string]field {
 			},
 		},
 		mcpTypeName: {
-			"method": stringField(func(in *Input) string { return in.MCPMethod }),
-			"tool": {
-				typ:   toolType,
-				isSet: func(in *Input) bool { return in.ToolName != "" },
-				get:   func(in *Input) (any, error) { return (*view[toolKind])(in), nil },
-			},
+			"method":   stringField(func(in *Input) string { return in.MCPMethod }),
+			"tool":     itemField(mcp.Tool, toolType, func(in *Input) any { return (*view[toolKind])(in) }),
+			"prompt":   itemField(mcp.Prompt, promptType, func(in *Input) any { return (*view[promptKind])(in) }),
+			"resource": itemField(mcp.Resource, resourceType, func(in *Input) any { return (*view[resourceKind])(in) }),
+		},
+		promptTypeName: {
+			"name":   stringField(func(in *Input) string { return in.PromptName }),
+			"target": stringField(func(in *Input) string { return in.Target }),
+		},
+		resourceTypeName: {
+			"name":   stringField(func(in *Input) string { return in.ResourceName }),
+			"target": stringField(func(in *Input) string { return in.Target }),
 		},
 		toolTypeName: {
 			"name":   stringField(func(in *Input) string { return in.ToolName }),
-			"target": stringField(func(in *Input) string { return in.ToolTarget }),
+			"target": stringField(func(in *Input) string { return in.Target }),
 			"arguments": {
 				typ:   types.NewMapType(types.StringType, types.DynType),
 				isSet: func(in *Input) bool { return len(in.ToolArguments) > 0 },
@@ -84,6 +109,10 @@ func asInput(target any) (*Input, error) {
 		return v.input(), nil
 	case *view[toolKind]:
 		return v.input(), nil
+	case *view[promptKind]:
+		return v.input(), nil
+	case *view[resourceKind]:
+		return v.input(), nil
 	case *view[sourceKind]:
 		return v.input(), nil
 	}
@@ -91,7 +120,7 @@ func asInput(target any) (*Input, error) {
 }
 
 // schema is the type provider of the environment: the base provider plus the object types of
-// request, mcp, mcp.tool and source, whose fields the type checker knows (so a misspelt field is
+// request, mcp, its items and source, whose fields the type checker knows (so a misspelt field is
 // a compile error) and whose values are read straight from the Input.
 type schema struct {
 	types.Provider

@@ -314,12 +314,6 @@ func ErrorResponse(id json.RawMessage, code int, message string) []byte {
 	return append(out, "}}"...)
 }
 
-// UnknownTool is the answer to a refused tools/call: the same error a server gives for a tool it
-// does not have, so that the caller does not learn the tool exists.
-func UnknownTool(id json.RawMessage, tool string) []byte {
-	return ErrorResponse(id, CodeInvalidParams, "Unknown tool: "+tool)
-}
-
 // Ping encodes a ping request with the given raw id. It stands in for a refused call on the legacy
 // SSE transport, where the answer must come back on the event stream.
 func Ping(id json.RawMessage) []byte {
@@ -380,14 +374,14 @@ func IDKey(raw json.RawMessage) string {
 	}
 }
 
-// replaceMembers rewrites the JSON object obj, replacing the value of every member whose name
-// equals name when case is folded with repl(value). It returns obj unchanged when repl changes
-// nothing.
-func replaceMembers(obj []byte, name string, repl func(value []byte) ([]byte, error)) ([]byte, error) {
+// replaceMembers rewrites the JSON object obj, replacing the value of every member for whose name
+// pick returns a function repl with repl(value). It returns obj unchanged when nothing changes.
+func replaceMembers(obj []byte, pick func(name []byte) func(value []byte) ([]byte, error)) ([]byte, error) {
 	var out []byte
 	last := 0
 	err := eachMember(obj, func(mb member) error {
-		if !bytes.EqualFold(mb.name, []byte(name)) {
+		repl := pick(mb.name)
+		if repl == nil {
 			return nil
 		}
 		nv, err := repl(mb.value)
@@ -415,26 +409,43 @@ func replaceMembers(obj []byte, name string, repl func(value []byte) ([]byte, er
 	return append(out, obj[last:]...), nil
 }
 
-// FilterToolsList removes from the tools/list response msg the tools for which allow returns
-// false. It returns the rewritten message and the number of tools removed (0 and msg itself when
-// none). A tool without exactly one readable name (none, not a string, repeated, or another in
-// other letter case) is removed: the gateway cannot tell whether it is allowed.
-func FilterToolsList(msg []byte, allow func(name string) bool) ([]byte, int, error) {
+// listed is a member of a list result: the array of items it holds, and the member of each item
+// that names it.
+type listed struct {
+	member string
+	item   Item
+	name   string
+}
+
+// lists are the members of list results (tools/list, prompts/list, resources/list,
+// resources/templates/list): a resource is named by its URI, a template by its URI template.
+var lists = [...]listed{
+	{"tools", Tool, "name"},
+	{"prompts", Prompt, "name"},
+	{"resources", Resource, "uri"},
+	{"resourceTemplates", Resource, "uriTemplate"},
+}
+
+// FilterLists removes from the response msg the listed items for which allow returns false: the
+// elements of result.tools, result.prompts, result.resources and result.resourceTemplates,
+// whatever request msg answers (its members' names compared with case folded, as servers that
+// fold case would read them). It returns the rewritten message and the number of items removed
+// (0 and msg itself when none). An item without exactly one readable name (none, not a string,
+// repeated, or another in other letter case) is removed: the gateway cannot tell whether it is
+// allowed.
+func FilterLists(msg []byte, allow func(it Item, name string) bool) ([]byte, int, error) {
 	removed := 0
-	out, err := replaceMembers(msg, "result", func(result []byte) ([]byte, error) {
-		if len(result) == 0 || result[0] != '{' {
-			return result, nil
-		}
-		return replaceMembers(result, "tools", func(tools []byte) ([]byte, error) {
-			if len(tools) == 0 || tools[0] != '[' {
-				return tools, nil
+	filter := func(l *listed) func([]byte) ([]byte, error) {
+		return func(items []byte) ([]byte, error) {
+			if len(items) == 0 || items[0] != '[' {
+				return items, nil
 			}
 			var kept [][]byte
 			n := 0
-			err := eachElement(tools, func(tool []byte) error {
+			err := eachElement(items, func(item []byte) error {
 				n++
-				if toolAllowed(tool, allow) {
-					kept = append(kept, tool)
+				if name, ok := itemName(item, l.name); ok && allow(l.item, name) {
+					kept = append(kept, item)
 				}
 				return nil
 			})
@@ -442,38 +453,53 @@ func FilterToolsList(msg []byte, allow func(name string) bool) ([]byte, int, err
 				return nil, err
 			}
 			if len(kept) == n {
-				return tools, nil
+				return items, nil
 			}
 			removed += n - len(kept)
 			return EncodeBatch(kept), nil
-		})
+		}
+	}
+	pickList := func(name []byte) func([]byte) ([]byte, error) {
+		for i := range lists {
+			if bytes.EqualFold(name, []byte(lists[i].member)) {
+				return filter(&lists[i])
+			}
+		}
+		return nil
+	}
+	filterResult := func(result []byte) ([]byte, error) {
+		if len(result) == 0 || result[0] != '{' {
+			return result, nil
+		}
+		return replaceMembers(result, pickList)
+	}
+	out, err := replaceMembers(msg, func(name []byte) func([]byte) ([]byte, error) {
+		if bytes.EqualFold(name, []byte("result")) {
+			return filterResult
+		}
+		return nil
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("tools/list result: %w", err)
+		return nil, 0, fmt.Errorf("list result: %w", err)
 	}
 	return out, removed, nil
 }
 
-func toolAllowed(tool []byte, allow func(string) bool) bool {
-	name, ok := toolName(tool)
-	return ok && allow(name)
-}
-
-// toolName returns the name of the tool object tool of a tools/list result; ok is false when it
-// has not exactly one readable name (none, not a string, repeated, or another in other letter
-// case).
-func toolName(tool []byte) (name string, ok bool) {
-	if len(tool) == 0 || tool[0] != '{' {
+// itemName returns the member key (a string) of the item object item of a list result; ok is
+// false when it has not exactly one readable one (none, not a string, repeated, or another in
+// other letter case).
+func itemName(item []byte, key string) (name string, ok bool) {
+	if len(item) == 0 || item[0] != '{' {
 		return "", false
 	}
 	var raw []byte
 	ambiguous := false
-	_ = eachMember(tool, func(mb member) error {
+	_ = eachMember(item, func(mb member) error {
 		switch {
-		case string(mb.name) == "name":
+		case string(mb.name) == key:
 			ambiguous = ambiguous || raw != nil
 			raw = mb.value
-		case bytes.EqualFold(mb.name, []byte("name")):
+		case bytes.EqualFold(mb.name, []byte(key)):
 			ambiguous = true
 		}
 		return nil
@@ -485,7 +511,7 @@ func toolName(tool []byte) (name string, ok bool) {
 }
 
 // ToolNames calls fn with the name of each tool of the tools/list response msg that
-// FilterToolsList would ask about (those with exactly one readable name), reading msg once and
+// FilterLists would ask about (those with exactly one readable name), reading msg once and
 // copying nothing.
 func ToolNames(msg []byte, fn func(name string)) error {
 	err := eachMember(msg, func(res member) error {
@@ -497,7 +523,7 @@ func ToolNames(msg []byte, fn func(name string)) error {
 				return nil
 			}
 			return eachElement(tools.value, func(tool []byte) error {
-				if name, ok := toolName(tool); ok {
+				if name, ok := itemName(tool, "name"); ok {
 					fn(name)
 				}
 				return nil

@@ -175,8 +175,8 @@ func TestIsToolError(t *testing.T) {
 }
 
 func TestEncoders(t *testing.T) {
-	if got := string(UnknownTool(json.RawMessage(`"x-1"`), `get "env"`)); got != `{"jsonrpc":"2.0","id":"x-1","error":{"code":-32602,"message":"Unknown tool: get \"env\""}}` {
-		t.Errorf("UnknownTool = %s", got)
+	if got := string(Unknown(json.RawMessage(`"x-1"`), Tool, `get "env"`)); got != `{"jsonrpc":"2.0","id":"x-1","error":{"code":-32602,"message":"Unknown tool: get \"env\""}}` {
+		t.Errorf("Unknown = %s", got)
 	}
 	if got := string(ErrorResponse(nil, CodeInvalidRequest, "too big")); got != `{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"too big"}}` {
 		t.Errorf("ErrorResponse = %s", got)
@@ -184,7 +184,7 @@ func TestEncoders(t *testing.T) {
 	if got := string(Ping(json.RawMessage(`3`))); got != `{"jsonrpc":"2.0","id":3,"method":"ping"}` {
 		t.Errorf("Ping = %s", got)
 	}
-	for _, b := range [][]byte{UnknownTool(json.RawMessage(`1`), "a"), Ping(json.RawMessage(`1`)), EncodeBatch([][]byte{[]byte(`{}`), []byte(`{"a":1}`)})} {
+	for _, b := range [][]byte{Unknown(json.RawMessage(`1`), Tool, "a"), Ping(json.RawMessage(`1`)), EncodeBatch([][]byte{[]byte(`{}`), []byte(`{"a":1}`)})} {
 		if !json.Valid(b) {
 			t.Errorf("invalid JSON %s", b)
 		}
@@ -208,43 +208,65 @@ func TestIDKey(t *testing.T) {
 	}
 }
 
-func TestFilterToolsList(t *testing.T) {
+func TestFilterListsTools(t *testing.T) {
 	msg := []byte(`{"jsonrpc":"2.0","id":2,"result":{"ttlMs":0,"tools":[{"name":"fetch","inputSchema":{"type":"object"}},{"description":"x","name":"get-env"},{"Name":"sneaky"},{"name":"get-env","name":"echo"},{"name":"echo"}],"nextCursor":"c"}}`)
 	allowed := map[string]bool{"fetch": true, "echo": true, "sneaky": true}
-	out, removed, err := FilterToolsList(msg, func(n string) bool { return allowed[n] })
+	out, removed, err := FilterLists(msg, func(_ Item, n string) bool { return allowed[n] })
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := `{"jsonrpc":"2.0","id":2,"result":{"ttlMs":0,"tools":[{"name":"fetch","inputSchema":{"type":"object"}},{"name":"echo"}],"nextCursor":"c"}}`
 	if string(out) != want || removed != 3 {
-		t.Errorf("FilterToolsList = %s (%d removed)\nwant %s", out, removed, want)
+		t.Errorf("FilterLists = %s (%d removed)\nwant %s", out, removed, want)
 	}
-	out, removed, err = FilterToolsList(msg[:len(msg):len(msg)], func(string) bool { return true })
+	out, removed, err = FilterLists(msg[:len(msg):len(msg)], func(Item, string) bool { return true })
 	if err != nil || removed != 2 || strings.Contains(string(out), "sneaky") || strings.Contains(string(out), `"name":"get-env","name"`) {
 		t.Errorf("allow all: %s %d %v (a tool without one readable name must go)", out, removed, err)
 	}
 	same := []byte(`{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"a"}]}}`)
-	out, removed, err = FilterToolsList(same, func(string) bool { return true })
+	out, removed, err = FilterLists(same, func(Item, string) bool { return true })
 	if err != nil || removed != 0 || &out[0] != &same[0] {
 		t.Errorf("unchanged list was copied or changed: %s %d %v", out, removed, err)
 	}
-	if _, _, err := FilterToolsList([]byte(`{"result":{"tools":[}`), func(string) bool { return true }); err == nil {
+	if _, _, err := FilterLists([]byte(`{"result":{"tools":[}`), func(Item, string) bool { return true }); err == nil {
 		t.Error("broken JSON filtered without error")
 	}
 }
 
-// TestToolNames: ToolNames names the tools FilterToolsList asks about, no others.
+// TestFilterListsItems: prompts by name, resources by URI, templates by URI template, each asked
+// about as its item, in one result; other members of the result untouched.
+func TestFilterListsItems(t *testing.T) {
+	msg := []byte(`{"jsonrpc":"2.0","id":3,"result":{"prompts":[{"name":"greet"},{"name":"secret"}],"resources":[{"uri":"file:///public/a","name":"a"},{"uri":"file:///etc/passwd","name":"passwd"},{"name":"no-uri"}],"resourceTemplates":[{"uriTemplate":"file:///public/{x}"},{"uriTemplate":"file:///etc/{x}"}],"Tools":[{"name":"rm"}],"other":[{"name":"secret"}]}}`)
+	var asked []string
+	out, removed, err := FilterLists(msg, func(it Item, n string) bool {
+		asked = append(asked, it.String()+":"+n)
+		return n == "greet" || strings.HasPrefix(n, "file:///public/")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"jsonrpc":"2.0","id":3,"result":{"prompts":[{"name":"greet"}],"resources":[{"uri":"file:///public/a","name":"a"}],"resourceTemplates":[{"uriTemplate":"file:///public/{x}"}],"Tools":[],"other":[{"name":"secret"}]}}`
+	if string(out) != want || removed != 5 {
+		t.Errorf("FilterLists = %s (%d removed)\nwant %s", out, removed, want)
+	}
+	wantAsked := []string{"prompt:greet", "prompt:secret", "resource:file:///public/a", "resource:file:///etc/passwd", "resource:file:///public/{x}", "resource:file:///etc/{x}", "tool:rm"}
+	if !slices.Equal(asked, wantAsked) {
+		t.Errorf("asked about %v, want %v", asked, wantAsked)
+	}
+}
+
+// TestToolNames: ToolNames names the tools FilterLists asks about, no others.
 func TestToolNames(t *testing.T) {
 	msg := []byte(`{"jsonrpc":"2.0","id":2,"result":{"ttlMs":0,"tools":[{"name":"fetch","inputSchema":{"type":"object"}},{"description":"x","name":"get-env"},{"Name":"sneaky"},{"name":"get-env","name":"echo"},{"name":7},"x",{"name":"echo"}],"nextCursor":"c"}}`)
 	var asked, named []string
-	if _, _, err := FilterToolsList(msg, func(n string) bool { asked = append(asked, n); return true }); err != nil {
+	if _, _, err := FilterLists(msg, func(_ Item, n string) bool { asked = append(asked, n); return true }); err != nil {
 		t.Fatal(err)
 	}
 	if err := ToolNames(msg, func(n string) { named = append(named, n) }); err != nil {
 		t.Fatal(err)
 	}
 	if want := []string{"fetch", "get-env", "echo"}; !slices.Equal(named, want) || !slices.Equal(asked, want) {
-		t.Errorf("ToolNames named %v, FilterToolsList asked about %v; want %v", named, asked, want)
+		t.Errorf("ToolNames named %v, FilterLists asked about %v; want %v", named, asked, want)
 	}
 	if err := ToolNames([]byte(`{"result":{"tools":[}`), func(string) {}); err == nil {
 		t.Error("broken JSON read without error")
@@ -290,7 +312,7 @@ func FuzzParse(f *testing.F) {
 			if tc, ok := ParseToolCall(m.Params); ok && tc.Arguments != nil && !validValue(tc.Arguments) {
 				t.Fatalf("arguments %q not a JSON value", tc.Arguments)
 			}
-			out, _, err := FilterToolsList(m.Raw, func(n string) bool { return len(n)%2 == 0 })
+			out, _, err := FilterLists(m.Raw, func(_ Item, n string) bool { return len(n)%2 == 0 })
 			if err == nil && !json.Valid(out) {
 				t.Fatalf("filtered message is invalid JSON: %q", out)
 			}

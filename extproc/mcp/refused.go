@@ -7,22 +7,27 @@ import (
 	"strings"
 )
 
-// RefusedIDPrefix starts the id of the ping that stands in for a refused tools/call (RefusedID).
+// RefusedIDPrefix starts the id of the ping that stands in for a refused request for an item
+// (RefusedID).
 const RefusedIDPrefix = "mcpgate-refused:"
 
-// RefusedID returns the id of the ping that stands in for the refused tools/call of tool whose
-// raw JSON id is id: a JSON string, RefusedIDPrefix followed by base64url (unpadded) of
-// {"id":ID,"tool":TOOL}. The answer to the ping carries everything needed to turn it into the
-// call's "Unknown tool" error (RefusedAnswer), so that any gateway replica that sees the answer
-// can, without the state of the one that saw the request: a legacy SSE session's POSTs and its
-// GET stream may pass different pods.
-func RefusedID(id json.RawMessage, tool string) json.RawMessage {
-	name, _ := json.Marshal(tool)
-	payload := make([]byte, 0, 16+len(id)+len(name))
+// RefusedID returns the id of the ping that stands in for the refused request (tools/call,
+// prompts/get, resources/read...) for the item it named name, whose raw JSON id is id: a JSON
+// string, RefusedIDPrefix followed by base64url (unpadded) of {"id":ID,"ITEM":NAME}, ITEM being
+// "tool", "prompt" or "resource". The answer to the ping carries everything needed to turn it
+// into the request's "Unknown ..." error (RefusedAnswer), so that any gateway replica that sees
+// the answer can, without the state of the one that saw the request: a legacy SSE session's POSTs
+// and its GET stream may pass different pods.
+func RefusedID(id json.RawMessage, it Item, name string) json.RawMessage {
+	quoted, _ := json.Marshal(name)
+	word := it.String()
+	payload := make([]byte, 0, 16+len(id)+len(word)+len(quoted))
 	payload = append(payload, `{"id":`...)
 	payload = append(payload, trimJSON(id)...)
-	payload = append(payload, `,"tool":`...)
-	payload = append(payload, name...)
+	payload = append(payload, `,"`...)
+	payload = append(payload, word...)
+	payload = append(payload, `":`...)
+	payload = append(payload, quoted...)
 	payload = append(payload, '}')
 	enc := base64.RawURLEncoding
 	out := make([]byte, 0, 2+len(RefusedIDPrefix)+enc.EncodedLen(len(payload)))
@@ -48,35 +53,48 @@ func RefusedAnswer(id json.RawMessage) (answer []byte, ok bool) {
 	if !valid || !strings.HasPrefix(s, RefusedIDPrefix) {
 		return nil, false
 	}
-	orig, tool, readable := readRefused(s[len(RefusedIDPrefix):])
+	orig, it, name, readable := readRefused(s[len(RefusedIDPrefix):])
 	if !readable {
 		return ErrorResponse(b, CodeInvalidParams, "mcpgate: refused call"), true
 	}
-	return UnknownTool(orig, tool), true
+	return Unknown(orig, it, name), true
 }
 
 // readRefused decodes what RefusedID put after the prefix: exactly the members id (a valid
-// JSON-RPC id: string, number or null) and tool (a string), once each.
-func readRefused(enc string) (id json.RawMessage, tool string, ok bool) {
+// JSON-RPC id: string, number or null) and one of tool, prompt and resource (a string), once each.
+func readRefused(enc string) (id json.RawMessage, it Item, name string, ok bool) {
 	payload, err := base64.RawURLEncoding.DecodeString(enc)
 	if err != nil {
-		return nil, "", false
+		return nil, NoItem, "", false
 	}
-	var rawTool []byte
+	var rawName []byte
 	err = eachMember(payload, func(mb member) error {
-		switch {
-		case string(mb.name) == "id" && id == nil:
+		var named Item
+		switch string(mb.name) {
+		case "id":
+			if id != nil {
+				return errFound
+			}
 			id = mb.value
-		case string(mb.name) == "tool" && rawTool == nil:
-			rawTool = mb.value
+			return nil
+		case "tool":
+			named = Tool
+		case "prompt":
+			named = Prompt
+		case "resource":
+			named = Resource
 		default:
 			return errFound
 		}
+		if rawName != nil {
+			return errFound
+		}
+		it, rawName = named, mb.value
 		return nil
 	})
-	if err != nil || IDKey(id) == "" || rawTool == nil {
-		return nil, "", false
+	if err != nil || IDKey(id) == "" || rawName == nil {
+		return nil, NoItem, "", false
 	}
-	tool, ok = stringValue(rawTool)
-	return id, tool, ok
+	name, ok = stringValue(rawName)
+	return id, it, name, ok
 }

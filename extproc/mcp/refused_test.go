@@ -7,20 +7,27 @@ import (
 	"testing"
 )
 
-// TestRefusedID: the stand-in id carries the refused call's id, with its JSON type and spelling,
-// and the tool's name, so that its answer becomes the call's error without any state.
+// TestRefusedID: the stand-in id carries the refused request's id, with its JSON type and
+// spelling, and the item's kind and name, so that its answer becomes the request's error without
+// any state.
 func TestRefusedID(t *testing.T) {
-	for _, tc := range []struct{ id, tool string }{
-		{`5`, "get-env"},
-		{`"call-9"`, "get-env"},
-		{`-1.5e3`, "x"},
-		{`12345678901234567890`, "t"},
-		{`"a\u0062\"<"`, `we"ird ✓`},
-		{`null`, ""},
-		{` 7 `, "t"},
-		{`"mcpgate-refused:x"`, "t"},
+	for _, tc := range []struct {
+		id   string
+		it   Item
+		tool string
+	}{
+		{`5`, Tool, "get-env"},
+		{`"call-9"`, Tool, "get-env"},
+		{`-1.5e3`, Tool, "x"},
+		{`12345678901234567890`, Tool, "t"},
+		{`"a\u0062\"<"`, Tool, `we"ird ✓`},
+		{`null`, Tool, ""},
+		{` 7 `, Tool, "t"},
+		{`"mcpgate-refused:x"`, Tool, "t"},
+		{`8`, Prompt, "greet"},
+		{`"r"`, Resource, "file:///etc/passwd"},
 	} {
-		standIn := RefusedID(json.RawMessage(tc.id), tc.tool)
+		standIn := RefusedID(json.RawMessage(tc.id), tc.it, tc.tool)
 		var s string
 		if err := json.Unmarshal(standIn, &s); err != nil || !strings.HasPrefix(s, RefusedIDPrefix) {
 			t.Errorf("RefusedID(%s) = %s: not a string with the prefix", tc.id, standIn)
@@ -30,7 +37,7 @@ func TestRefusedID(t *testing.T) {
 			t.Errorf("the ping with id %s is no request: %v", standIn, err)
 		}
 		got, ok := RefusedAnswer(standIn)
-		if want := UnknownTool(json.RawMessage(strings.TrimSpace(tc.id)), tc.tool); !ok || string(got) != string(want) {
+		if want := Unknown(json.RawMessage(strings.TrimSpace(tc.id)), tc.it, tc.tool); !ok || string(got) != string(want) {
 			t.Errorf("RefusedAnswer(RefusedID(%s, %q)) = %s, %v; want %s", tc.id, tc.tool, got, ok, want)
 		}
 		// A server that escapes what it echoes.
@@ -61,6 +68,9 @@ func TestRefusedAnswerOtherIDs(t *testing.T) {
 		enc(`{"id":1,"tool":2}`),
 		enc(`{"id":1,"tool":"t","x":1}`),
 		enc(`{"id":1,"id":2,"tool":"t"}`),
+		enc(`{"id":1,"tool":"t","prompt":"p"}`),
+		enc(`{"id":1,"tool":"t","tool":"u"}`),
+		enc(`{"id":1,"tools":"t"}`),
 		enc(`{"id":1,"tool":"t"`),
 		enc(`{"id":1,"tool":"t"},"x":{`),
 	} {
@@ -76,7 +86,7 @@ func TestRefusedAnswerOtherIDs(t *testing.T) {
 }
 
 func FuzzRefusedAnswer(f *testing.F) {
-	f.Add([]byte(RefusedID(json.RawMessage(`5`), "t")))
+	f.Add([]byte(RefusedID(json.RawMessage(`5`), Tool, "t")))
 	f.Add([]byte(`"` + RefusedIDPrefix + `e30"`))
 	f.Add([]byte(`"x"`))
 	f.Fuzz(func(t *testing.T, id []byte) {

@@ -93,6 +93,9 @@ type Record struct {
 	Authn string
 	// Method and Tool of the JSON-RPC request (Tool for tools/call).
 	Method, Tool string
+	// Prompt is the prompt of a prompts/get; Resource the URI of a resources/read,
+	// resources/subscribe or resources/unsubscribe.
+	Prompt, Resource string
 	// Arguments are the raw JSON arguments of tools/call, unredacted; Detach renders them and
 	// sets them to nil.
 	Arguments json.RawMessage
@@ -263,22 +266,31 @@ func (t *Telemetry) PolicyWait(result string) { t.policyWaits.WithLabelValues(re
 // Tracing reports whether spans are made, so that callers can skip preparing them.
 func (t *Telemetry) Tracing() bool { return t.tracer != nil }
 
-// StartSpan starts the span of r's MCP request, named "METHOD TOOL" (or "METHOD"), as a child of
-// the W3C trace context in headers (a fresh trace when there is none). Finish ends it.
+// StartSpan starts the span of r's MCP request, named "METHOD TOOL" ("METHOD PROMPT", or
+// "METHOD" for requests that name no tool or prompt, as the OpenTelemetry MCP conventions), as a
+// child of the W3C trace context in headers (a fresh trace when there is none). Finish ends it.
 func (t *Telemetry) StartSpan(headers propagation.TextMapCarrier, r *Record) {
 	if t.tracer == nil {
 		return
 	}
 	ctx := propagation.TraceContext{}.Extract(context.Background(), headers)
-	method, tool := ValidUTF8(r.Method), ValidUTF8(r.Tool)
+	method, tool, prompt := ValidUTF8(r.Method), ValidUTF8(r.Tool), ValidUTF8(r.Prompt)
 	name := method
 	if tool != "" {
 		name += " " + tool
+	} else if prompt != "" {
+		name += " " + prompt
 	}
 	attrs := make([]attribute.KeyValue, 0, 6)
 	attrs = append(attrs, attribute.String("mcp.method.name", method))
 	if tool != "" {
 		attrs = append(attrs, attribute.String("gen_ai.tool.name", tool))
+	}
+	if prompt != "" {
+		attrs = append(attrs, attribute.String("gen_ai.prompt.name", prompt))
+	}
+	if r.Resource != "" {
+		attrs = append(attrs, attribute.String("mcp.resource.uri", ValidUTF8(r.Resource)))
 	}
 	if r.Session != "" {
 		attrs = append(attrs, attribute.String("mcp.session.id", ValidUTF8(r.Session)))

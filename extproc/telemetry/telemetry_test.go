@@ -271,6 +271,46 @@ func TestSpan(t *testing.T) {
 	}
 }
 
+// TestSpanPromptAndResource: a prompts/get span is named after its prompt and carries
+// gen_ai.prompt.name; a resources/read span is named after its method and carries
+// mcp.resource.uri (OpenTelemetry's MCP conventions).
+func TestSpanPromptAndResource(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	tel, _ := New(Options{TracerProvider: tp})
+	prompt, resource := sampleRecord(), sampleRecord()
+	prompt.Method, prompt.Tool, prompt.Arguments, prompt.Prompt = "prompts/get", "", nil, "greet"
+	resource.Method, resource.Tool, resource.Arguments, resource.Resource = "resources/read", "", nil, "file:///a"
+	for _, r := range []*Record{prompt, resource} {
+		tel.StartSpan(propagation.MapCarrier{}, r)
+		tel.Finish(r, r.Time.Add(time.Millisecond))
+	}
+	want := map[string]map[string]string{
+		"prompts/get greet": {"gen_ai.prompt.name": "greet", "gen_ai.tool.name": "", "mcp.resource.uri": ""},
+		"resources/read":    {"mcp.resource.uri": "file:///a", "gen_ai.prompt.name": "", "gen_ai.tool.name": ""},
+	}
+	spans := rec.Ended()
+	if len(spans) != 2 {
+		t.Fatalf("%d spans", len(spans))
+	}
+	for _, s := range spans {
+		w, ok := want[s.Name()]
+		if !ok {
+			t.Errorf("span %q", s.Name())
+			continue
+		}
+		attrs := map[string]string{}
+		for _, a := range s.Attributes() {
+			attrs[string(a.Key)] = a.Value.Emit()
+		}
+		for k, v := range w {
+			if attrs[k] != v {
+				t.Errorf("%s: attribute %s = %q, want %q", s.Name(), k, attrs[k], v)
+			}
+		}
+	}
+}
+
 // collector is an OTLP gRPC trace collector: the real protocol, in process.
 type collector struct {
 	collectortrace.UnimplementedTraceServiceServer

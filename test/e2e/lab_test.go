@@ -293,6 +293,9 @@ func step9MCPToolRule(t *testing.T, s *suite) {
 			if err != nil || res.IsError {
 				t.Fatalf("tools/call echo after the refusal = %+v, %v", res, err)
 			}
+			if err := expectPromptsAndResources(ctx, cs); err != nil {
+				t.Fatal(err)
+			}
 		})
 	}
 	t.Run("fetch route unaffected", func(t *testing.T) {
@@ -325,6 +328,64 @@ func expectUnknownTool(ctx context.Context, cs *mcp.ClientSession, tool string, 
 		return fmt.Errorf("tools/call %s = %+v, %v; want JSON-RPC error -32602 Unknown tool: %s", tool, res, err, tool)
 	}
 	return nil
+}
+
+// expectPromptsAndResources checks the MCP rules of fileMCPTools on prompts and resources:
+// prompts/list shows only simple-prompt, which prompts/get gets while another prompt is refused
+// with "Unknown prompt"; resources/list shows only (and some) static resources, one of which reads,
+// resources/templates/list shows none (the server's templates are dynamic), and reading a dynamic
+// resource is refused with "Unknown resource".
+func expectPromptsAndResources(ctx context.Context, cs *mcp.ClientSession) error {
+	prompts, err := cs.ListPrompts(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("prompts/list: %w", err)
+	}
+	var names []string
+	for _, p := range prompts.Prompts {
+		names = append(names, p.Name)
+	}
+	if !slices.Equal(names, []string{"simple-prompt"}) {
+		return fmt.Errorf("prompts/list = %v, want [simple-prompt]", names)
+	}
+	if _, err := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "simple-prompt"}); err != nil {
+		return fmt.Errorf("prompts/get simple-prompt: %w", err)
+	}
+	if err := wantUnknown(cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "args-prompt", Arguments: map[string]string{"city": "Paris"}})); err != "Unknown prompt: args-prompt" {
+		return fmt.Errorf("prompts/get args-prompt: %s", err)
+	}
+	resources, err := cs.ListResources(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("resources/list: %w", err)
+	}
+	if len(resources.Resources) == 0 {
+		return errors.New("resources/list shows no resource; want the static ones")
+	}
+	for _, r := range resources.Resources {
+		if !strings.HasPrefix(r.URI, "demo://resource/static/") {
+			return fmt.Errorf("resources/list shows %s, which the rules refuse", r.URI)
+		}
+	}
+	if _, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: resources.Resources[0].URI}); err != nil {
+		return fmt.Errorf("resources/read %s: %w", resources.Resources[0].URI, err)
+	}
+	templates, err := cs.ListResourceTemplates(ctx, nil)
+	if err != nil || len(templates.ResourceTemplates) != 0 {
+		return fmt.Errorf("resources/templates/list = %+v, %v; want none (the dynamic ones are refused)", templates, err)
+	}
+	const dynamic = "demo://resource/dynamic/text/1"
+	if err := wantUnknown(cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: dynamic})); err != "Unknown resource: "+dynamic {
+		return fmt.Errorf("resources/read %s: %s", dynamic, err)
+	}
+	return nil
+}
+
+// wantUnknown returns the message of a JSON-RPC -32602 error err, or says what came instead.
+func wantUnknown[R any](res R, err error) string {
+	var rpcErr *jsonrpc.Error
+	if !errors.As(err, &rpcErr) || rpcErr.Code != jsonrpc.CodeInvalidParams {
+		return fmt.Sprintf("got %+v, %v; want JSON-RPC error -32602", res, err)
+	}
+	return rpcErr.Message
 }
 
 // inspect runs the inspector as the lab does: --config FILE --server NAME [--header ...] ARGS.
