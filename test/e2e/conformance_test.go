@@ -297,7 +297,7 @@ go-sdk v1.8.0 conformance everything-server:
    writes the access-log metadata);
 3. **through the gateway, MCP rule allowing all**: the same with an `+"`EnterpriseAgentgatewayPolicy`"+`
    whose `+"`backend.mcp.authorization`"+` rule is `+"`true`"+`, so ext_proc also evaluates the rule on every
-   message and filters every `+"`tools/list`"+` answer (test/e2e/testdata/conformance-rule.yaml).
+   message and filters every list answer (`+"`tools/list`"+`, `+"`prompts/list`"+`, `+"`resources/list`"+`...) (test/e2e/testdata/conformance-rule.yaml).
 
 Data plane of this run: %s.
 
