@@ -23,10 +23,10 @@ const CodeHeaderMismatch = -32020
 // prompts/get, "uri" for resources/read, resources/subscribe and resources/unsubscribe, "" for the
 // methods that name nothing.
 func NameMember(method string) string {
-	switch method {
-	case MethodToolsCall, "prompts/get":
+	switch ItemOf(method) {
+	case Tool, Prompt:
 		return "name"
-	case "resources/read", "resources/subscribe", "resources/unsubscribe":
+	case Resource:
 		return "uri"
 	}
 	return ""
