@@ -65,8 +65,10 @@ type Sources struct {
 	// Added are the files (of a Cache.Load) that have no served content yet.
 	Added []string
 	// Kept says which files serve their last good content instead of their new one, and why:
-	// "FILE: serving its last good version ...". They are notes, not problems: the problems
-	// are the errors Load returns.
+	// "FILE: serving its last good version ..."; and which files with errors have no last good
+	// content, so that only what loads of their new one is served: "FILE: nothing of it is
+	// served ..." or "FILE: only its objects that load are served ...". They are notes, not
+	// problems: the problems are the errors Load returns.
 	Kept []string
 }
 

@@ -623,3 +623,64 @@ func TestKindMistakes(t *testing.T) {
 		})
 	}
 }
+
+// TestCacheFileThatNeverLoaded: a file whose first version does not load has no last good
+// version: its next bad version is not "kept" at the first one, its problems are the current
+// version's only, nothing of it is served, and the note says so. Once it loads, a bad edit keeps
+// that good version; a file served before is not affected.
+func TestCacheFileThatNeverLoaded(t *testing.T) {
+	dir := t.TempDir()
+	gw, bad := filepath.Join(dir, "gw.yaml"), filepath.Join(dir, "bad.yaml")
+	write(t, gw, gatewayDoc)
+	write(t, bad, "kind: Foo\n  bad: [\n")
+	nothingServed := bad + ": nothing of it is served until its errors are fixed: it has no last good version"
+	var c Cache
+	load := func(step string) (*translator.Resources, Sources, string) {
+		t.Helper()
+		res, src, err := c.Load(dir)
+		c.Commit()
+		if len(res.Gateways) != 1 {
+			t.Fatalf("%s: %d gateways, want gw.yaml's one, whatever bad.yaml holds", step, len(res.Gateways))
+		}
+		if err == nil {
+			return res, src, ""
+		}
+		return res, src, err.Error()
+	}
+
+	_, src, msg := load("first version, not YAML")
+	if !strings.Contains(msg, bad+": document 1: not valid YAML") || !slices.Equal(src.Kept, []string{nothingServed}) || !slices.Equal(src.Added, []string{bad, gw}) {
+		t.Fatalf("first version: err %q, kept %q, added %q; want the YAML error and that nothing of it is served", msg, src.Kept, src.Added)
+	}
+
+	backend := "apiVersion: agentgateway.dev/v1alpha1\nkind: AgentgatewayBackend\nmetadata: {name: b}\nspec:\n  static:\n    hots: 127.0.0.1\n    port: 8000\n"
+	write(t, bad, backend)
+	res, src, msg := load("second version, an unknown field")
+	wantErr := bad + ": document 1: AgentgatewayBackend default/b: spec.static.hots: unknown field"
+	if msg != wantErr || !slices.Equal(src.Kept, []string{nothingServed}) || len(src.Changed) != 0 || !slices.Equal(src.Added, []string{bad}) || len(res.Backends) != 0 {
+		t.Fatalf("second version: err %q, kept %q, changed %q, added %q, %d backends; want only %q, nothing of it served, nothing kept",
+			msg, src.Kept, src.Changed, src.Added, len(res.Backends), wantErr)
+	}
+	if _, _, _, held := c.HoldBack([]string{bad}); held {
+		t.Fatal("HoldBack held back a file that has no good version to go back to")
+	}
+
+	write(t, bad, "apiVersion: v1\nkind: Service\nmetadata: {name: svc}\nspec:\n  ports: [{port: 80}]\n---\n"+backend)
+	res, src, msg = load("third version, one document loads")
+	if msg != strings.Replace(wantErr, "document 1", "document 2", 1) || len(res.Services) != 1 ||
+		!slices.Equal(src.Kept, []string{bad + ": only its objects that load are served until its errors are fixed: it has no last good version"}) {
+		t.Fatalf("third version: err %q, kept %q, %d services; want the Service served and that only it is", msg, src.Kept, len(res.Services))
+	}
+
+	write(t, bad, strings.Replace(backend, "hots", "host", 1))
+	res, src, msg = load("fixed")
+	if msg != "" || len(src.Kept) != 0 || len(res.Backends) != 1 {
+		t.Fatalf("fixed: err %q, kept %q, %d backends; want the backend served", msg, src.Kept, len(res.Backends))
+	}
+
+	write(t, bad, backend)
+	res, src, msg = load("a bad edit of the loaded file")
+	if msg != wantErr || !slices.Equal(src.Kept, []string{bad + ": serving its last good version until its errors are fixed"}) || len(res.Backends) != 1 {
+		t.Fatalf("bad edit: err %q, kept %q, %d backends; want the fixed version kept", msg, src.Kept, len(res.Backends))
+	}
+}

@@ -28,8 +28,10 @@ const DebounceLimit = time.Second
 // path it reacts to changes of that name only, for a directory to changes of the manifests in
 // it (the names Load reads, not an editor's swap file or a log). fn gets what Load returns:
 // the objects read even when err lists bad documents, with one difference: a file whose new
-// content has errors keeps its last served content, so a bad edit loses nothing that was
-// served; Sources.Kept then says so. Files whose content did not change are not decoded again.
+// content has errors keeps its last good content (the last it served that loaded without
+// errors), so a bad edit loses nothing that was served; Sources.Kept then says so. A file that
+// never loaded without errors has no last good content: what loads of its current content is
+// served, and Sources.Kept says so too. Files whose content did not change are not decoded again.
 // A file named in paths that disappears also keeps its last served content until it is back, and
 // so do the files of a directory named in paths that disappears (removed or renamed) until the
 // directory is back; a file removed from a named directory takes its objects with it.
@@ -141,9 +143,9 @@ func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, S
 	}
 }
 
-// Cache reads manifests like Load, remembering per file the last content read and the content
-// served, as Watch does between reloads: a file whose new content has errors keeps its served
-// content. The zero Cache is ready to use.
+// Cache reads manifests like Load, remembering per file the last content read and the last good
+// content served, as Watch does between reloads: a file whose new content has errors keeps its
+// last good content, if it has one. The zero Cache is ready to use.
 type Cache struct {
 	cat   *catalog
 	files map[string]*cachedFile
@@ -156,15 +158,17 @@ type Cache struct {
 
 type cachedFile struct {
 	current *fileObjects // the file's content when last read
-	served  *fileObjects // the content at the last Commit; nil if there was none
-	chosen  *fileObjects // the content the last Load or HoldBack returned
+	// served is the last good content: the content at the last Commit that loaded without
+	// errors; nil if there was none (a new file, or one that never loaded without errors)
+	served *fileObjects
+	chosen *fileObjects // the content the last Load or HoldBack returned
 	// conflicts are the objects of current that other files serve (see settleConflicts)
 	conflicts []error
 }
 
 // Load reads the manifests at paths (files or directories) like the package's Load, reusing the
-// decoded objects of files whose content is unchanged since the last call and keeping the served
-// content of files whose new content has errors.
+// decoded objects of files whose content is unchanged since the last call and keeping the last
+// good content of files whose new content has errors.
 func (c *Cache) Load(paths ...string) (*translator.Resources, Sources, error) {
 	if c.files == nil {
 		c.cat, c.files = newCatalog(), map[string]*cachedFile{}
@@ -263,10 +267,13 @@ func (c *Cache) HoldBack(names []string) (res *translator.Resources, src Sources
 	return res, src, err, held
 }
 
-// Commit records the content the last Load or HoldBack returned as the served content.
+// Commit records the content the last Load or HoldBack returned as the served content: as the
+// last good content of each file whose content loaded without errors.
 func (c *Cache) Commit() {
 	for _, cf := range c.files {
-		cf.served = cf.chosen
+		if len(cf.chosen.errs) == 0 {
+			cf.served = cf.chosen
+		}
 	}
 	c.servedIn = c.chosenIn
 }
@@ -289,6 +296,13 @@ func (c *Cache) merged() (*translator.Resources, Sources, error) {
 			kept = append(kept, name+": serving its last good version: its new content was refused")
 		case cf.served == nil:
 			added = append(added, name)
+			switch {
+			case len(cf.chosen.errs) == 0:
+			case len(cf.chosen.objects) == 0:
+				kept = append(kept, name+": nothing of it is served until its errors are fixed: it has no last good version")
+			default:
+				kept = append(kept, name+": only its objects that load are served until its errors are fixed: it has no last good version")
+			}
 		case cf.chosen != cf.served:
 			changed = append(changed, name)
 		}
