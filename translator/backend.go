@@ -151,8 +151,8 @@ func (t *translation) translateBackend(bi *backendInfo) (field, msg, note string
 	}
 	switch {
 	case s.Static != nil:
-		if err := checkHostPort(s.Static.Host, s.Static.Port); err != "" {
-			return "spec.static", err, ""
+		if field, err := checkHostPort(s.Static.Host, s.Static.Port); err != "" {
+			return "spec.static." + field, err, ""
 		}
 		bi.target = &target{cluster: t.xds.addressCluster(bi.clusterName(), s.Static.Host, s.Static.Port, false, false), backend: bi.key}
 		return "", "", fmt.Sprintf("static %s", joinHostPort(s.Static.Host, s.Static.Port))
@@ -176,8 +176,8 @@ func (t *translation) translateAI(bi *backendInfo, name string) (field, msg, not
 	if p.Port != 0 {
 		port = p.Port
 	}
-	if err := checkHostPort(host, port); err != "" {
-		return "spec.ai.provider", err, ""
+	if field, err := checkHostPort(host, port); err != "" {
+		return "spec.ai.provider." + field, err, ""
 	}
 	if p.Path != "" && !strings.HasPrefix(p.Path, "/") {
 		return "spec.ai.provider.path", "must start with /", ""
@@ -260,8 +260,8 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 		}
 		if tg.Static != nil {
 			st := tg.Static
-			if err := checkHostPort(st.Host, st.Port); err != "" {
-				return f(".static"), err, ""
+			if field, err := checkHostPort(st.Host, st.Port); err != "" {
+				return f(".static." + field), err, ""
 			}
 			if st.Path != "" && !strings.HasPrefix(st.Path, "/") {
 				return f(".static.path"), "must start with /", ""
@@ -529,18 +529,20 @@ func isIP(host string) bool {
 	return err == nil
 }
 
-// checkHostPort validates a target address; it returns "" when it is usable.
-func checkHostPort(host string, port int32) string {
-	if host == "" {
-		return "host is required"
+// checkHostPort validates a target address: it returns the field at fault ("host" or "port")
+// and what is wrong with it, or "", "" when the address is usable.
+func checkHostPort(host string, port int32) (field, msg string) {
+	switch {
+	case host == "":
+		return "host", "a host is required"
+	case !isIP(host) && !validDNSName(host):
+		return "host", fmt.Sprintf("%q is neither an IP address nor a DNS name", host)
+	case port == 0:
+		return "port", "a port is required"
+	case port < 1 || port > 65535:
+		return "port", fmt.Sprintf("%d is out of range 1-65535", port)
 	}
-	if port < 1 || port > 65535 {
-		return fmt.Sprintf("port %d is out of range 1-65535", port)
-	}
-	if !isIP(host) && !validDNSName(host) {
-		return fmt.Sprintf("host %q is neither an IP address nor a DNS name", host)
-	}
-	return ""
+	return "", ""
 }
 
 func validDNSName(h string) bool {
