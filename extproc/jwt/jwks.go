@@ -1,13 +1,15 @@
 package jwt
 
 import (
-	"crypto/ecdsa"
+	"crypto/ecdh"
 	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rsa"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"math/big"
+	"slices"
 
 	jose "github.com/go-jose/go-jose/v4"
 	gojwt "github.com/golang-jwt/jwt/v5"
@@ -100,7 +102,8 @@ func (s *KeySet) Len() int { return len(s.keys) }
 // keys whose "use" is "enc" are skipped. It fails on JSON that is not a key set, on a key of
 // another kty (e.g. "oct": symmetric keys are never accepted), on a key that does not parse, on a
 // key with private material, on a key whose "alg" does not fit its type, and on a set with no
-// usable key. Errors name the key by index and kid.
+// usable key. Errors name the key by index and kid, and the member at fault: `JWKS keys[0].n
+// (kid "k1"): is not base64url without padding: ...`.
 func ParseJWKS(data []byte) (*KeySet, error) {
 	var doc struct {
 		Keys *[]json.RawMessage `json:"keys"`
@@ -114,6 +117,9 @@ func ParseJWKS(data []byte) (*KeySet, error) {
 	set := &KeySet{keys: make([]key, 0, len(*doc.Keys))}
 	for i, raw := range *doc.Keys {
 		k, skip, err := parseJWK(raw)
+		if me := (*memberError)(nil); errors.As(err, &me) {
+			return nil, fmt.Errorf("JWKS keys[%d].%s%s: %s", i, me.member, kidSuffix(raw), me.msg)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("JWKS keys[%d]%s: %w", i, kidSuffix(raw), err)
 		}
@@ -138,63 +144,167 @@ func kidSuffix(raw json.RawMessage) string {
 	return fmt.Sprintf(" (kid %q)", probe.Kid)
 }
 
-// parseJWK parses one JWK. skip reports a key that is valid but not for signatures.
+// memberError is a JWK member at fault and what is wrong with it.
+type memberError struct {
+	member, msg string
+}
+
+func (e *memberError) Error() string { return e.member + ": " + e.msg }
+
+// parseJWK parses one JWK. skip reports a key that is valid but not for signatures. The members
+// it reads are checked first, so that an error names the member at fault (a *memberError);
+// go-jose then builds the key and checks the certificate members (x5c, x5t, x5t#S256, x5u).
 func parseJWK(raw json.RawMessage) (k key, skip bool, err error) {
-	var probe struct {
-		Kty string `json:"kty"`
-		Use string `json:"use"`
-		Alg string `json:"alg"`
+	var m jwkMembers
+	if json.Unmarshal(raw, &m) != nil || m == nil {
+		return key{}, false, errors.New("not a JSON object")
 	}
-	if err := json.Unmarshal(raw, &probe); err != nil {
-		return key{}, false, fmt.Errorf("not a JSON object with string kty, use and alg: %w", err)
+	for _, name := range []string{"kid", "use", "alg", "x5u", "x5t", "x5t#S256"} {
+		if _, err := m.str(name); err != nil {
+			return key{}, false, err
+		}
 	}
-	switch probe.Kty {
-	case "RSA", "EC", "OKP":
-	case "":
-		return key{}, false, errors.New("kty is missing")
-	default:
-		return key{}, false, fmt.Errorf("kty %q is not supported (want RSA, EC or OKP)", probe.Kty)
+	kty, err := m.str("kty")
+	switch {
+	case err != nil:
+		return key{}, false, err
+	case kty == "":
+		return key{}, false, &memberError{"kty", "is required"}
+	case kty != "RSA" && kty != "EC" && kty != "OKP":
+		return key{}, false, &memberError{"kty", fmt.Sprintf("%q is not supported (want RSA, EC or OKP)", kty)}
+	}
+	for _, name := range []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k", "priv"} { // RFC 7518 section 6
+		if _, ok := m[name]; ok {
+			return key{}, false, &memberError{name, "is private key material: publish only public keys"}
+		}
+	}
+	kind, err := m.kind(kty)
+	if err != nil {
+		return key{}, false, err
 	}
 	var jwk jose.JSONWebKey
 	if err := jwk.UnmarshalJSON(raw); err != nil {
 		return key{}, false, err
 	}
-	if !jwk.IsPublic() {
-		return key{}, false, errors.New("contains private key material: publish only public keys")
+	if use, _ := m.str("use"); use == "enc" {
+		return key{}, true, nil // its alg, if any, is an encryption algorithm
 	}
-	if probe.Use == "enc" {
-		return key{}, true, nil
-	}
-	k = key{kid: jwk.KeyID, alg: probe.Alg, pub: jwk.Key}
-	switch pub := jwk.Key.(type) {
-	case *rsa.PublicKey:
-		k.kind = kindRSA
-	case *ecdsa.PublicKey:
-		switch pub.Curve {
-		case elliptic.P256():
-			k.kind = kindP256
-		case elliptic.P384():
-			k.kind = kindP384
-		case elliptic.P521():
-			k.kind = kindP521
-		default:
-			return key{}, false, fmt.Errorf("EC curve %s is not supported", pub.Curve.Params().Name)
-		}
-	case ed25519.PublicKey:
-		k.kind = kindEd25519
-	default:
-		return key{}, false, fmt.Errorf("key type %T is not supported", jwk.Key)
-	}
-	if k.alg != "" {
-		a, ok := lookupAlgorithm(k.alg)
+	alg, _ := m.str("alg") // a string: checked above
+	if alg != "" {
+		a, ok := lookupAlgorithm(alg)
 		if !ok {
-			return key{}, false, fmt.Errorf("alg %q is not a supported signature algorithm", k.alg)
+			return key{}, false, &memberError{"alg", fmt.Sprintf("%q is not a supported signature algorithm", alg)}
 		}
-		if a.kind != k.kind {
-			return key{}, false, fmt.Errorf("alg %q does not fit a %s key", k.alg, k.kind)
+		if a.kind != kind {
+			return key{}, false, &memberError{"alg", fmt.Sprintf("%q does not fit a %s key", alg, kind)}
 		}
 	}
-	return k, false, nil
+	return key{kid: jwk.KeyID, alg: alg, kind: kind, pub: jwk.Key}, false, nil
+}
+
+// jwkMembers are the members of one JWK, undecoded.
+type jwkMembers map[string]json.RawMessage
+
+// str returns the string member name ("" when it is absent).
+func (m jwkMembers) str(name string) (string, error) {
+	v, ok := m[name]
+	if !ok {
+		return "", nil
+	}
+	var s string
+	if err := json.Unmarshal(v, &s); err != nil {
+		return "", &memberError{name, "must be a string"}
+	}
+	return s, nil
+}
+
+// bytes returns the required base64url member name, decoded; want is its length for a key of
+// curve of (0: any length).
+func (m jwkMembers) bytes(name string, want int, of string) ([]byte, error) {
+	s, err := m.str(name)
+	if err != nil {
+		return nil, err
+	}
+	if s == "" {
+		return nil, &memberError{name, "is required"}
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return nil, &memberError{name, "is not base64url without padding: " + err.Error()}
+	}
+	if want != 0 && len(b) != want {
+		return nil, &memberError{name, fmt.Sprintf("is %d bytes, want %d for %s", len(b), want, of)}
+	}
+	return b, nil
+}
+
+// kind checks the public key members of a key of type kty (RSA, EC or OKP) and returns the
+// kind of key they make.
+func (m jwkMembers) kind(kty string) (keyKind, error) {
+	switch kty {
+	case "RSA":
+		n, err := m.bytes("n", 0, "")
+		if err != nil {
+			return 0, err
+		}
+		if bits := new(big.Int).SetBytes(n).BitLen(); bits > jose.MaxRSAModulusBits {
+			return 0, &memberError{"n", fmt.Sprintf("a %d-bit modulus is larger than the %d bits supported", bits, jose.MaxRSAModulusBits)}
+		}
+		e, err := m.bytes("e", 0, "")
+		if err != nil {
+			return 0, err
+		}
+		if v := new(big.Int).SetBytes(e); !v.IsInt64() || v.Int64() < 2 || v.Int64() > math.MaxInt {
+			return 0, &memberError{"e", v.String() + " is not an RSA exponent (2 or more)"}
+		}
+		return kindRSA, nil
+	case "EC":
+		crv, err := m.str("crv")
+		if err != nil {
+			return 0, err
+		}
+		var kind keyKind
+		var curve ecdh.Curve
+		var size int // of x and y (RFC 7518 section 6.2.1.2)
+		switch crv {
+		case "P-256":
+			kind, curve, size = kindP256, ecdh.P256(), 32
+		case "P-384":
+			kind, curve, size = kindP384, ecdh.P384(), 48
+		case "P-521":
+			kind, curve, size = kindP521, ecdh.P521(), 66
+		case "":
+			return 0, &memberError{"crv", "is required"}
+		default:
+			return 0, &memberError{"crv", fmt.Sprintf("%q is not supported for an EC key (want P-256, P-384 or P-521)", crv)}
+		}
+		x, err := m.bytes("x", size, crv)
+		if err != nil {
+			return 0, err
+		}
+		y, err := m.bytes("y", size, crv)
+		if err != nil {
+			return 0, err
+		}
+		if _, err := curve.NewPublicKey(slices.Concat([]byte{4}, x, y)); err != nil {
+			return 0, fmt.Errorf("x and y are not a point on %s", crv)
+		}
+		return kind, nil
+	default: // OKP
+		crv, err := m.str("crv")
+		switch {
+		case err != nil:
+			return 0, err
+		case crv == "":
+			return 0, &memberError{"crv", "is required"}
+		case crv != "Ed25519":
+			return 0, &memberError{"crv", fmt.Sprintf("%q is not supported for an OKP key (want Ed25519)", crv)}
+		}
+		if _, err := m.bytes("x", ed25519.PublicKeySize, crv); err != nil {
+			return 0, err
+		}
+		return kindEd25519, nil
+	}
 }
 
 // verify checks sig over signed with the keys that can have made it: a key fits when its type

@@ -280,7 +280,7 @@ func TestNewErrors(t *testing.T) {
 	}{
 		{"nil", nil, "no configuration"},
 		{"no providers", &policyv1.JWTAuthentication{}, "no providers"},
-		{"bad inline", inlineConfig(strict, "https://idp.example", `{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}`), `jwt provider 0 (issuer "https://idp.example"): inline JWKS: JWKS keys[0]: kty "oct" is not supported`},
+		{"bad inline", inlineConfig(strict, "https://idp.example", `{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}`), `jwt provider 0 (issuer "https://idp.example"): inline JWKS: JWKS keys[0].kty: "oct" is not supported`},
 		{"no jwks", &policyv1.JWTAuthentication{Providers: []*policyv1.JWTProvider{{Issuer: "x"}}}, `jwt provider 0 (issuer "x"): no JWKS`},
 		{"relative url", &policyv1.JWTAuthentication{Providers: []*policyv1.JWTProvider{{Issuer: "x", Jwks: &policyv1.JWTProvider_RemoteJwks{RemoteJwks: &policyv1.RemoteJWKS{Url: "/keys"}}}}}, `jwt provider 0 (issuer "x"): remote JWKS: url "/keys" is not an absolute http or https URL`},
 		{"ftp url", &policyv1.JWTAuthentication{Providers: []*policyv1.JWTProvider{{Issuer: "x", Jwks: &policyv1.JWTProvider_RemoteJwks{RemoteJwks: &policyv1.RemoteJWKS{Url: "ftp://idp/keys"}}}}}, "not an absolute http or https URL"},
