@@ -118,7 +118,7 @@ say "The lab's Gateway (listener on 127.0.0.1:8080) and its step-3 backend and r
 show "cp examples/mcp-connectivity/gateway.yaml examples/mcp-connectivity/mcp.yaml $WATCHED/"
 show "cat $WATCHED/mcp.yaml"
 say "mcpgate run writes the data plane's access log and ext_proc's audit lines to stdout, logs to stderr."
-say "(--envoy-arg: Envoy writes its access log every 10 s unless told otherwise.)"
+say "(${ENVOY_FLUSH_ARGS[*]}: Envoy writes its access log every ${ENVOY_FLUSH_ARGS[-1]} ms, so a call's line shows at once; without it, mcpgate run has Envoy write it every second: see mcpgate run --help.)"
 show "bin/mcpgate run -f $WATCHED --envoy-bin $DATA_PLANE ${ENVOY_FLUSH_ARGS[*]} >$WORK/access.log 2>$WORK/mcpgate.log &"
 PIDS+=($!)
 wait_port 8080 60 "${PIDS[2]}" || { tail -n 20 "$WORK/mcpgate.log" >&2; exit 1; }
