@@ -46,10 +46,13 @@ type stream struct {
 	sent map[string]sent
 	// types are the type URLs the stream asked for.
 	types map[string]bool
-	// rejected is type URL -> why the client rejected the last response of that type, until it
+	// rejected is type URL -> the last response of that type the client rejected, until it
 	// accepts one.
-	rejected map[string]string
+	rejected map[string]rejection
 }
+
+// rejection is a response a client rejected: its version and the client's message.
+type rejection struct{ version, msg string }
 
 // maxSotwTypes is how many type URLs one SotW ADS stream may ask for: go-control-plane buffers
 // that many responses per stream (one per type) and sends into the buffer while it holds its
@@ -66,7 +69,7 @@ func newCallbacks(logger *slog.Logger, m *metrics) *callbacks {
 // open registers a stream. With an identity bound, it refuses a peer without a verified client
 // certificate or whose certificate names no group.
 func (c *callbacks) open(ctx context.Context, api string, id int64) error {
-	st := &stream{sent: map[string]sent{}, types: map[string]bool{}, rejected: map[string]string{}}
+	st := &stream{sent: map[string]sent{}, types: map[string]bool{}, rejected: map[string]rejection{}}
 	if p, ok := peer.FromContext(ctx); ok {
 		st.peer = p.Addr.String()
 	}
@@ -128,13 +131,17 @@ func (c *callbacks) closed(api string, id int64, node *corev3.Node) {
 }
 
 // request logs a request: a subscription when it answers no response, else an ACK or a NACK of
-// the response whose nonce it carries. It returns the version of that response, if known, and
-// how many type URLs the stream has asked for.
+// the response whose nonce it carries; an ACK that accepts a type the client rejected before is
+// logged at info level. It returns the version of that response, if known, and how many type
+// URLs the stream has asked for. accepted is the version a SotW request says the client holds
+// ("" for Delta): a SotW request that carries a nonce without an error but not that response's
+// version (a subscription change after a NACK) does not accept it.
 func (c *callbacks) request(api string, id int64, node *corev3.Node, typeURL, nonce, accepted string, names []string, nack *status.Status) (string, bool, int) {
 	c.mu.Lock()
 	st := c.streams[streamKey{api, id}]
 	first := false
 	var about sent
+	var recovered *rejection // the rejection an ACK ends
 	ntypes := 0
 	if st != nil {
 		if st.node == nil && node != nil {
@@ -146,21 +153,25 @@ func (c *callbacks) request(api string, id int64, node *corev3.Node, typeURL, no
 		about = st.sent[typeURL]
 		st.types[typeURL] = true
 		ntypes = len(st.types)
+	}
+	version, known := about.version, nonce != "" && about.nonce == nonce
+	if !known {
+		version = fmt.Sprintf("unknown (nonce %q)", nonce)
+	}
+	if st != nil {
+		r, wasRejected := st.rejected[typeURL]
 		switch {
 		case nack != nil:
-			st.rejected[typeURL] = nack.GetMessage()
-		case nonce != "":
+			st.rejected[typeURL] = rejection{version: version, msg: nack.GetMessage()}
+		case wasRejected && known && (api == "delta" || accepted == about.version):
 			delete(st.rejected, typeURL)
+			recovered = &r
 		}
 	}
 	c.mu.Unlock()
 	attrs := []any{"api", api, "stream", id, "node", node.GetId(), "group", GroupOf(node), "type", typeURL}
 	if first {
 		c.log.Info("xDS client connected", "api", api, "stream", id, "node", node.GetId(), "group", GroupOf(node), "peer", st.peer)
-	}
-	version, known := about.version, nonce != "" && about.nonce == nonce
-	if !known {
-		version = fmt.Sprintf("unknown (nonce %q)", nonce)
 	}
 	switch {
 	case nonce == "":
@@ -173,6 +184,10 @@ func (c *callbacks) request(api string, id int64, node *corev3.Node, typeURL, no
 		c.m.nacks.WithLabelValues(typeURL).Inc()
 		// an error: the client runs without that configuration (or with an older one)
 		c.log.Error("xDS NACK: the client rejected the configuration", attrs...)
+	case recovered != nil:
+		// the end of the error above: one line, not one per ACK
+		c.log.Info("xDS ACK after a NACK: the client accepted the configuration",
+			append(attrs, "version", version, "rejected_version", recovered.version, "rejected_error", recovered.msg)...)
 	default:
 		c.log.Debug("xDS ACK", append(attrs, "version", version)...)
 	}
@@ -186,8 +201,8 @@ func (c *callbacks) rejections() []string {
 	defer c.mu.Unlock()
 	var out []string
 	for _, st := range c.streams {
-		for typeURL, msg := range st.rejected {
-			out = append(out, fmt.Sprintf("node %s: %s: %s", st.node.GetId(), typeURL, msg))
+		for typeURL, r := range st.rejected {
+			out = append(out, fmt.Sprintf("node %s: %s: %s", st.node.GetId(), typeURL, r.msg))
 		}
 	}
 	slices.Sort(out)

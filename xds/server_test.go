@@ -242,7 +242,10 @@ func TestDeltaWildcardAndRemoval(t *testing.T) {
 }
 
 // TestNACK rejects a version over both protocols: the NACK is logged with the node, the type, the
-// rejected version and the client's message, and later versions still flow.
+// rejected version and the client's message, and later versions still flow. The ACK of a later
+// version is logged once at info level, naming what was rejected; later ACKs are debug lines. A
+// SotW request with the rejected nonce that does not accept it (Envoy's subscription change after
+// a NACK) is no such ACK.
 func TestNACK(t *testing.T) {
 	srv, addr, logs := start(t, gateways(xdstest.Gateway(gw, 9000, "/")))
 	d := newDelta(t, addr, &corev3.Node{Id: "delta-envoy", Cluster: gw})
@@ -250,7 +253,8 @@ func TestNACK(t *testing.T) {
 	d.subscribe(rds, xdstest.ListenerName(gw))
 	s.subscribe(rds, xdstest.ListenerName(gw))
 	d.nack(d.next(rds), "delta: route has no cluster")
-	s.nack(s.next(rds), "", "sotw: route has no cluster", xdstest.ListenerName(gw))
+	rejected := s.next(rds)
+	s.nack(rejected, "", "sotw: route has no cluster", xdstest.ListenerName(gw))
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
@@ -280,6 +284,15 @@ func TestNACK(t *testing.T) {
 		t.Errorf("Rejections() = %q, want %q", got, want)
 	}
 
+	// the SotW client asks again, holding no version: the rejected one is sent again (after
+	// the request is taken), still rejected
+	s.send(sotwRequest{&discoveryv3.DiscoveryRequest{TypeUrl: rds, ResponseNonce: rejected.GetNonce(), ResourceNames: []string{xdstest.ListenerName(gw)}}})
+	again := s.next(rds)
+	if got := srv.Rejections(); len(got) != 2 || again.GetVersionInfo() != "1" {
+		t.Errorf("after a SotW request with the rejected nonce: Rejections() = %q, version %q sent; want both rejections, version 1", got, again.GetVersionInfo())
+	}
+	s.nack(again, "", "sotw: route has no cluster", xdstest.ListenerName(gw))
+
 	update(t, srv, gateways(xdstest.Gateway(gw, 9000, "/", "/mcp")))
 	if v := metric(t, reg, "mcpgate_xds_snapshot_version", ""); v != 2 {
 		t.Errorf("version gauge %v", v)
@@ -294,14 +307,29 @@ func TestNACK(t *testing.T) {
 	} else {
 		s.ack(r, xdstest.ListenerName(gw))
 	}
-	if _, err := logs.Wait(ctx, "DEBUG", "ACK", "node=delta-envoy", "version=2"); err != nil {
-		t.Error(err)
-	}
-	if _, err := logs.Wait(ctx, "DEBUG", "ACK", "node=sotw-envoy", "version=2"); err != nil {
-		t.Error(err)
+	for _, want := range [][]string{
+		{"INFO xDS ACK after a NACK", "api=delta", "node=delta-envoy", "group=ns/gw", "type=" + rds, "version=2", "rejected_version=1", "rejected_error=delta: route has no cluster"},
+		{"INFO xDS ACK after a NACK", "api=sotw", "node=sotw-envoy", "group=ns/gw", "type=" + rds, "version=2", "rejected_version=1", "rejected_error=sotw: route has no cluster"},
+	} {
+		if _, err := logs.Wait(ctx, want...); err != nil {
+			t.Error(err)
+		}
 	}
 	if got := srv.Rejections(); len(got) != 0 {
 		t.Errorf("Rejections() after the ACKs = %q, want none", got)
+	}
+
+	// the next ACKs are ordinary: debug lines
+	update(t, srv, gateways(xdstest.Gateway(gw, 9000, "/", "/mcp", "/x")))
+	d.ack(d.next(rds))
+	s.ack(s.next(rds), xdstest.ListenerName(gw))
+	for _, node := range []string{"node=delta-envoy", "node=sotw-envoy"} {
+		if _, err := logs.Wait(ctx, "DEBUG xDS ACK", node, "version=3"); err != nil {
+			t.Error(err)
+		}
+	}
+	if got := logs.Find("after a NACK"); len(got) != 2 {
+		t.Errorf("%d lines of an ACK after a NACK, want 2 (one per client):\n%s", len(got), strings.Join(got, "\n"))
 	}
 }
 
