@@ -26,6 +26,7 @@ func TestAuditFieldsDocumented(t *testing.T) {
 	full := sampleRecord()
 	full.Arguments = json.RawMessage(`{"a":1}`)
 	full.HasError, full.ErrorCode = true, -32602
+	full.Prompt, full.Resource = "greet", "file:///a" // fields of other requests, set here to be written
 	tel.Finish(full, full.Time)
 	long := sampleRecord()
 	tel.Finish(long, long.Time)
