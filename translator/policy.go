@@ -643,10 +643,11 @@ func (t *translation) merge(a attachment) *mergedPolicy {
 	if len(contrib) == 0 {
 		return nil
 	}
-	sources := make([]string, len(contrib))
+	var sbuf [len(buf) + 1]string
+	sources := sbuf[:0]
 	withJWT := 0
-	for i, pi := range contrib {
-		sources[i] = pi.source
+	for _, pi := range contrib {
+		sources = append(sources, pi.source)
 		if pi.jwt != nil {
 			withJWT++
 		}
@@ -655,25 +656,51 @@ func (t *translation) merge(a attachment) *mergedPolicy {
 	if withJWT > 1 {
 		// the same sources can merge to different JWT settings (each route takes them from
 		// its most specific level): the name says whose apply
-		nameParts = append(slices.Clip(sources), "jwt="+jwtFrom.source)
+		nameParts = append(sources, "jwt="+jwtFrom.source)
 	}
 	name := policyName(nameParts)
 	t.mergeMu.Lock()
 	defer t.mergeMu.Unlock()
 	if prev, ok := t.merged[name]; ok {
-		return prev
+		return prev // most merges of many routes are shared: nothing is allocated for them
 	}
-	pol := &policyv1.Policy{Name: name, Sources: sources}
+	b := &mergedBlock{}
+	pol := &b.pol
+	pol.Name = name
+	if len(sources) == 1 {
+		b.source[0] = sources[0]
+		pol.Sources = b.source[:]
+	} else {
+		pol.Sources = slices.Clone(sources)
+	}
 	if jwtFrom != nil {
 		pol.Jwt = jwtFrom.jwt
 	}
 	for _, pi := range contrib {
-		pol.TrafficRules = append(pol.TrafficRules, pi.traffic...)
-		pol.McpRules = append(pol.McpRules, pi.mcp...)
+		pol.TrafficRules = appendRules(pol.TrafficRules, pi.traffic)
+		pol.McpRules = appendRules(pol.McpRules, pi.mcp)
 	}
-	m := &mergedPolicy{policy: pol}
-	t.merged[name] = m
-	return m
+	b.m.policy = pol
+	t.merged[name] = &b.m
+	return &b.m
+}
+
+// mergedBlock holds the messages of a new merge, allocated together (a route with its own
+// policy has one).
+type mergedBlock struct {
+	m      mergedPolicy
+	pol    policyv1.Policy
+	source [1]string
+}
+
+// appendRules appends a contributor's rules to a merged policy's. The first rules are shared
+// with the contributor, not copied: nothing modifies either list, and the capacity is clipped
+// so that appending the next contributor's copies them.
+func appendRules(dst, src []*policyv1.Rule) []*policyv1.Rule {
+	if len(dst) == 0 && len(src) > 0 {
+		return slices.Clip(src)
+	}
+	return append(dst, src...)
 }
 
 // policySet collects the policies that contribute to a merge, least specific first, each once.
