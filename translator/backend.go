@@ -53,6 +53,8 @@ type target struct {
 	llm bool
 	// gateways are the served Gateways whose routes use an AgentgatewayBackend's target
 	gateways []*gatewayInfo
+	// md holds the cluster's metadata (finishCluster)
+	md metadataBlock
 }
 
 // pinsSessions reports whether the stateful session envelope keeps the target's sessions on the
@@ -76,7 +78,7 @@ func (tg *target) pinsSessions() bool {
 // upstream connection for as long as they last, circuit breakers that do not cap them
 // (xdsCommon.streamBreakers).
 func (tg *target) finishCluster(x *xdsCommon) {
-	tg.cluster.Metadata = filterMetadata([2][2]string{{contract.FieldBackend, tg.backend}, {contract.FieldTarget, tg.name}})
+	tg.cluster.Metadata = tg.md.fill([2][2]string{{contract.FieldBackend, tg.backend}, {contract.FieldTarget, tg.name}})
 	if tg.mcp != "" || tg.llm {
 		tg.cluster.CircuitBreakers = x.streamBreakers
 	}
@@ -154,7 +156,8 @@ func (t *translation) translateBackend(bi *backendInfo) (field, msg, note string
 		if field, err := checkHostPort(s.Static.Host, s.Static.Port); err != "" {
 			return "spec.static." + field, err, ""
 		}
-		bi.target = &target{cluster: t.xds.addressCluster(bi.clusterName(), s.Static.Host, s.Static.Port, false, false), backend: bi.key}
+		bi.target = t.xds.addressTarget(bi.clusterName(), s.Static.Host, s.Static.Port, false, false)
+		bi.target.backend = bi.key
 		return "", "", fmt.Sprintf("static %s", joinHostPort(s.Static.Host, s.Static.Port))
 	case s.AI != nil:
 		return t.translateAI(bi, bi.clusterName())
@@ -182,13 +185,8 @@ func (t *translation) translateAI(bi *backendInfo, name string) (field, msg, not
 	if p.Path != "" && !strings.HasPrefix(p.Path, "/") {
 		return "spec.ai.provider.path", "must start with /", ""
 	}
-	tg := &target{
-		cluster:     t.xds.addressCluster(name, host, port, port == httpsPort, false),
-		backend:     bi.key,
-		hostRewrite: host,
-		pathRewrite: p.Path,
-		llm:         true,
-	}
+	tg := t.xds.addressTarget(name, host, port, port == httpsPort, false)
+	tg.backend, tg.hostRewrite, tg.pathRewrite, tg.llm = bi.key, host, p.Path, true
 	if a := b.Spec.Policies; a != nil && a.Auth != nil && a.Auth.SecretRef != nil {
 		v, err := t.secretAuthorization(b.Namespace, a.Auth.SecretRef.Name)
 		if err != "" {
@@ -283,7 +281,8 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 		if svc, p := t.serviceOfHost(st.Host, st.Port); p != nil {
 			bi.target = t.serviceCluster(cname, svc, p)
 		} else {
-			bi.target = &target{cluster: t.xds.addressCluster(cname, st.Host, st.Port, false, true), affinity: true}
+			bi.target = t.xds.addressTarget(cname, st.Host, st.Port, false, true)
+			bi.target.affinity = true
 		}
 		tg := bi.target
 		tg.backend, tg.mcp, tg.name, tg.path = bi.key, tr, string(first.Name), path

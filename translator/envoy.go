@@ -261,15 +261,30 @@ func accessLogConfig() *streamv3.StdoutAccessLog {
 // filterMetadata is the Metadata of a route or cluster: the contract.MetadataNamespace fields
 // (name, value; two at most) that have a value, for the access log
 // (%METADATA(ROUTE|CLUSTER:mcpgate:F)%); nil when none has one. Every route and cluster has one,
-// so its messages are allocated together.
+// so its messages are allocated together (metadataBlock).
 func filterMetadata(fields [2][2]string) *corev3.Metadata {
-	var b *metadataBlock
+	if fields[0][1] == "" && fields[1][1] == "" {
+		return nil
+	}
+	return new(metadataBlock).fill(fields)
+}
+
+// metadataBlock holds the messages of one filterMetadata; a message that has a route or cluster
+// allocated with it holds one too, and fills it.
+type metadataBlock struct {
+	md     corev3.Metadata
+	s      structpb.Struct
+	values [2]structpb.Value
+	kinds  [2]structpb.Value_StringValue
+}
+
+// fill makes b the Metadata of filterMetadata(fields) and returns it, or nil (b unused).
+func (b *metadataBlock) fill(fields [2][2]string) *corev3.Metadata {
 	for i, f := range fields {
 		if f[1] == "" {
 			continue
 		}
-		if b == nil {
-			b = &metadataBlock{}
+		if b.s.Fields == nil {
 			b.s.Fields = make(map[string]*structpb.Value, len(fields))
 			b.md.FilterMetadata = map[string]*structpb.Struct{contract.MetadataNamespace: &b.s}
 		}
@@ -277,18 +292,10 @@ func filterMetadata(fields [2][2]string) *corev3.Metadata {
 		b.values[i].Kind = &b.kinds[i]
 		b.s.Fields[f[0]] = &b.values[i]
 	}
-	if b == nil {
+	if b.s.Fields == nil {
 		return nil
 	}
 	return &b.md
-}
-
-// metadataBlock holds the messages of one filterMetadata.
-type metadataBlock struct {
-	md     corev3.Metadata
-	s      structpb.Struct
-	values [2]structpb.Value
-	kinds  [2]structpb.Value_StringValue
 }
 
 // listenerPaths is how every listener normalizes request paths before routing them: dot segments
@@ -384,16 +391,18 @@ func (b *addressBlock) fill(host string, port int32) *corev3.Address {
 	return &b.addr
 }
 
-// addressCluster is a cluster of one host: STATIC for an IP, STRICT_DNS for a name (whose
-// addresses are its hosts); with tls, the upstream certificate is verified against the CA bundle
-// and the host name; with ringHash, it balances by the routes' hash (MCP session affinity).
-func (x *xdsCommon) addressCluster(name, host string, port int32, tls, ringHash bool) *clusterv3.Cluster {
-	c := &clusterv3.Cluster{
-		Name:                          name,
-		ConnectTimeout:                x.connectTimeout,
-		LoadAssignment:                buildLoadAssignment(name, []hostPort{{host: host, port: port}}),
-		TypedExtensionProtocolOptions: x.upstreamHTTP,
-	}
+// addressTarget is a target whose cluster has one host: STATIC for an IP, STRICT_DNS for a name
+// (whose addresses are its hosts); with tls, the upstream certificate is verified against the CA
+// bundle and the host name; with ringHash, it balances by the routes' hash (MCP session
+// affinity). The target and its cluster's messages are allocated together (every static, AI
+// and MCP target backend has one).
+func (x *xdsCommon) addressTarget(name, host string, port int32, tls, ringHash bool) *target {
+	b := &hostClusterBlock{}
+	c := &b.c
+	c.Name = name
+	c.ConnectTimeout = x.connectTimeout
+	c.LoadAssignment = b.la.fill(name, hostPort{host: host, port: port})
+	c.TypedExtensionProtocolOptions = x.upstreamHTTP
 	if isIP(host) {
 		c.ClusterDiscoveryType = x.staticType
 	} else {
@@ -406,7 +415,15 @@ func (x *xdsCommon) addressCluster(name, host string, port int32, tls, ringHash 
 	if ringHash {
 		c.LbPolicy = clusterv3.Cluster_RING_HASH
 	}
-	return c
+	b.tg.cluster = c
+	return &b.tg
+}
+
+// hostClusterBlock holds an addressTarget.
+type hostClusterBlock struct {
+	tg target
+	c  clusterv3.Cluster
+	la hostAssignment
 }
 
 // edsCluster is a cluster whose endpoints come over EDS (ADS) under the cluster's name.
@@ -451,34 +468,60 @@ func (x *xdsCommon) tlsSocket(host string) *corev3.TransportSocket {
 }
 
 func buildLoadAssignment(name string, addrs []hostPort) *endpointv3.ClusterLoadAssignment {
-	if len(addrs) == 0 {
+	switch len(addrs) {
+	case 0:
 		return &endpointv3.ClusterLoadAssignment{ClusterName: name}
+	case 1:
+		return new(hostAssignment).fill(name, addrs[0])
 	}
-	// the messages of the assignment in one allocation, those of all endpoints in another (a
-	// cluster per backend has one)
+	// the messages of the assignment in one allocation, those of all endpoints in another
 	la := &struct {
 		cla  endpointv3.ClusterLoadAssignment
 		loc  endpointv3.LocalityLbEndpoints
 		locs [1]*endpointv3.LocalityLbEndpoints
 	}{}
-	blocks := make([]struct {
-		lb   endpointv3.LbEndpoint
-		host endpointv3.LbEndpoint_Endpoint
-		ep   endpointv3.Endpoint
-		addr addressBlock
-	}, len(addrs))
+	blocks := make([]endpointBlock, len(addrs))
 	eps := make([]*endpointv3.LbEndpoint, len(addrs))
 	for i, a := range addrs {
-		b := &blocks[i]
-		b.ep.Address = b.addr.fill(a.host, a.port)
-		b.host.Endpoint = &b.ep
-		b.lb.HostIdentifier = &b.host
-		eps[i] = &b.lb
+		eps[i] = blocks[i].fill(a)
 	}
 	la.loc.LbEndpoints = eps
 	la.locs[0] = &la.loc
 	la.cla.ClusterName, la.cla.Endpoints = name, la.locs[:]
 	return &la.cla
+}
+
+// endpointBlock holds the messages of one endpoint of a load assignment.
+type endpointBlock struct {
+	lb   endpointv3.LbEndpoint
+	host endpointv3.LbEndpoint_Endpoint
+	ep   endpointv3.Endpoint
+	addr addressBlock
+}
+
+func (b *endpointBlock) fill(a hostPort) *endpointv3.LbEndpoint {
+	b.ep.Address = b.addr.fill(a.host, a.port)
+	b.host.Endpoint = &b.ep
+	b.lb.HostIdentifier = &b.host
+	return &b.lb
+}
+
+// hostAssignment holds the messages of a load assignment of one endpoint, allocated together
+// (a cluster per backend has one).
+type hostAssignment struct {
+	cla  endpointv3.ClusterLoadAssignment
+	loc  endpointv3.LocalityLbEndpoints
+	locs [1]*endpointv3.LocalityLbEndpoints
+	eps  [1]*endpointv3.LbEndpoint
+	ep   endpointBlock
+}
+
+func (b *hostAssignment) fill(name string, a hostPort) *endpointv3.ClusterLoadAssignment {
+	b.eps[0] = b.ep.fill(a)
+	b.loc.LbEndpoints = b.eps[:]
+	b.locs[0] = &b.loc
+	b.cla.ClusterName, b.cla.Endpoints = name, b.locs[:]
+	return &b.cla
 }
 
 // perFilter returns the typed_per_filter_config of a route (or weighted cluster) with the ext_proc

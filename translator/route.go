@@ -1023,7 +1023,8 @@ func (x *xdsCommon) refuseAmbiguousPaths(gateway string) *routev3.Route {
 // ruleTemplate builds what a rule does on one listener: its Envoy action and per-route configs.
 func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 	gi, li, c := u.gi, u.li, u.c
-	tpl := routeTemplate{metadata: filterMetadata([2][2]string{{contract.FieldGateway, gi.key}, {contract.FieldRoute, c.routeID}})}
+	rb := &ruleBlock{}
+	tpl := routeTemplate{metadata: rb.md.fill([2][2]string{{contract.FieldGateway, gi.key}, {contract.FieldRoute, c.routeID}})}
 	routeID := c.routeID
 	switch {
 	case u.bad:
@@ -1063,7 +1064,7 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 		mcp = mcp || tg.mcp != ""
 		llm = llm || tg.llm
 	}
-	ab := &actionBlock{}
+	ab := &rb.action
 	ra := &ab.ra
 	// Envoy merges the per-route ext_proc configs of the route and of the chosen weighted
 	// cluster level by level, grpc_initial_metadata key by key (a key only the route sets
@@ -1152,6 +1153,14 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 	tpl.action = &ab.action
 	tpl.perMatchRx = c.replacePrefix != nil
 	return tpl
+}
+
+// ruleBlock holds the messages of a rule use's routeTemplate, allocated together: its metadata and
+// its route action (unused when it answers without forwarding, which only refused and redirect
+// rules do).
+type ruleBlock struct {
+	md     metadataBlock
+	action actionBlock
 }
 
 // actionBlock holds the messages of a route action, allocated together (every route has one).
