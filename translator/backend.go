@@ -52,7 +52,7 @@ type target struct {
 	// llm: answers (LLM completions, streamed or not) outlast Envoy's default route timeout.
 	llm bool
 	// gateways are the served Gateways whose routes use an AgentgatewayBackend's target
-	gateways []*gatewayInfo
+	gateways gatewayList
 	// md holds the cluster's metadata (finishCluster)
 	md metadataBlock
 }

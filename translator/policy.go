@@ -377,11 +377,11 @@ func (t *translation) gatewaysOf(ns string, tg policyTarget) []*gatewayInfo {
 	switch {
 	case tg.ref.Group == gatewayGroup && tg.ref.Kind == KindHTTPRoute:
 		if ri := t.routeByName[key(ns, string(tg.ref.Name))]; ri != nil {
-			return ri.gateways
+			return ri.gateways.list
 		}
 	case tg.ref.Group == backendGroup && tg.ref.Kind == KindAgentgatewayBackend:
 		if bi := t.backends[key(ns, string(tg.ref.Name))]; bi != nil && bi.target != nil {
-			return bi.target.gateways
+			return bi.target.gateways.list
 		}
 	}
 	return nil

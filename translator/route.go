@@ -205,7 +205,7 @@ func (t *translation) registerRoute(cr *compiledRoute) {
 		c, gb := u.c, u.gi.build
 		for _, ref := range c.refs {
 			if ref.tg.backend != "" {
-				addGateway(&ref.tg.gateways, u.gi)
+				ref.tg.gateways.add(u.gi)
 			}
 		}
 		switch {
@@ -324,7 +324,7 @@ func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentRefer
 			"no rule can be honoured: "+strings.Join(cr.invalidMsgs, "; "), gen))
 	case n > 0:
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), true, string(gwv1.RouteReasonAccepted), cr.warningMessage(), gen))
-		addGateway(&cr.info.gateways, gi)
+		cr.info.gateways.add(gi)
 	default:
 		cr.problems.add(KindHTTPRoute, r.Namespace, r.Name, field(), msg)
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), false, reason, msg, gen))

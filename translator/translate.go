@@ -188,14 +188,25 @@ func compareAge(a, b *metav1.ObjectMeta) int {
 // routeInfo is an HTTPRoute during translation.
 type routeInfo struct {
 	r        *gwv1.HTTPRoute
-	key      string         // "NS/NAME"
-	gateways []*gatewayInfo // the served Gateways it is attached to
+	key      string      // "NS/NAME"
+	gateways gatewayList // the served Gateways it is attached to
 }
 
-// addGateway adds gi to a list of Gateways, once.
-func addGateway(list *[]*gatewayInfo, gi *gatewayInfo) {
-	if !slices.Contains(*list, gi) {
-		*list = append(*list, gi)
+// gatewayList is a list of Gateways, each once, in the order added. Most routes and targets are
+// on one Gateway: the first is held in place, not allocated.
+type gatewayList struct {
+	list  []*gatewayInfo
+	first [1]*gatewayInfo
+}
+
+// add adds gi to the list, once.
+func (l *gatewayList) add(gi *gatewayInfo) {
+	switch {
+	case len(l.list) == 0:
+		l.first[0] = gi
+		l.list = l.first[:] // appending the next one copies it
+	case !slices.Contains(l.list, gi):
+		l.list = append(l.list, gi)
 	}
 }
 
