@@ -127,14 +127,23 @@ func (t *translation) translateBackendStatus(bi *backendInfo) {
 	b := bi.b
 	field, msg, note := t.translateBackend(bi)
 	gen := b.Generation
+	sb := &backendStatusBlock{} // the status and its condition in one allocation
+	bi.status = &sb.st
+	sb.st.Conditions = sb.cond[:]
 	if bi.target == nil {
 		bi.err = field + ": " + msg
-		bi.status = &v1alpha1.AgentgatewayBackendStatus{Conditions: []metav1.Condition{condition("Accepted", false, "Invalid", bi.err, gen)}}
+		sb.cond[0] = condition("Accepted", false, "Invalid", bi.err, gen)
 		bi.problems.add(KindAgentgatewayBackend, b.Namespace, b.Name, field, msg)
 		return
 	}
 	bi.target.finishCluster(t.xds)
-	bi.status = &v1alpha1.AgentgatewayBackendStatus{Conditions: []metav1.Condition{condition("Accepted", true, "Accepted", note, gen)}}
+	sb.cond[0] = condition("Accepted", true, "Accepted", note, gen)
+}
+
+// backendStatusBlock holds a backend's status.
+type backendStatusBlock struct {
+	st   v1alpha1.AgentgatewayBackendStatus
+	cond [1]metav1.Condition
 }
 
 // translateBackend fills bi.target, or returns the field and message of the refusal. note

@@ -223,15 +223,31 @@ func (t *translation) policyStatus(pi *policyInfo, foreign map[nsName]bool) (*gw
 			}
 		}
 	}
-	st := &gwv1.PolicyStatus{Ancestors: make([]gwv1.PolicyAncestorStatus, len(found))}
+	// the status and its ancestors' conditions (one each), allocated together for one ancestor
+	var st *gwv1.PolicyStatus
+	var conds []metav1.Condition
+	if len(found) == 1 {
+		b := &policyStatusBlock{}
+		st, b.st.Ancestors, conds = &b.st, b.ancestors[:], b.conds[:]
+	} else {
+		st, conds = &gwv1.PolicyStatus{Ancestors: make([]gwv1.PolicyAncestorStatus, len(found))}, make([]metav1.Condition, len(found))
+	}
 	for i := range found {
 		a := &found[i]
 		if len(a.conflicts) > 0 {
 			a.cond = pi.conflictCondition(a)
 		}
-		st.Ancestors[i] = gwv1.PolicyAncestorStatus{AncestorRef: a.ref, ControllerName: ctrl, Conditions: []metav1.Condition{a.cond}}
+		conds[i] = a.cond
+		st.Ancestors[i] = gwv1.PolicyAncestorStatus{AncestorRef: a.ref, ControllerName: ctrl, Conditions: conds[i : i+1 : i+1]}
 	}
 	return st, warnings
+}
+
+// policyStatusBlock holds the status of a policy with one ancestor (most policies).
+type policyStatusBlock struct {
+	st        gwv1.PolicyStatus
+	ancestors [1]gwv1.PolicyAncestorStatus
+	conds     [1]metav1.Condition
 }
 
 // conflictCondition is the Accepted condition of an ancestor where the policy's JWT
@@ -581,14 +597,31 @@ func (t *translation) translateRules(a *v1alpha1.Authorization, source, block, f
 	if len(a.Policy.MatchExpressions) == 0 {
 		bad(field+".policy.matchExpressions", "at least one expression is required")
 	}
-	rules := make([]*policyv1.Rule, 0, len(a.Policy.MatchExpressions))
-	for i, e := range a.Policy.MatchExpressions {
+	exprs := a.Policy.MatchExpressions
+	// the rules and the list of them: one allocation for one rule (most blocks), else two
+	var rules []*policyv1.Rule
+	var msgs []policyv1.Rule
+	if len(exprs) == 1 {
+		b := &oneRule{}
+		rules, msgs = b.list[:], b.rule[:]
+	} else {
+		rules, msgs = make([]*policyv1.Rule, len(exprs)), make([]policyv1.Rule, len(exprs))
+	}
+	for i, e := range exprs {
 		if err := t.chk.checkCEL(string(e)); err != nil {
 			bad(fmt.Sprintf("%s.policy.matchExpressions[%d]", field, i), err.Error())
 		}
-		rules = append(rules, &policyv1.Rule{Action: action, Expression: string(e), Source: source + "#" + block + "[" + strconv.Itoa(i) + "]"})
+		r := &msgs[i]
+		r.Action, r.Expression, r.Source = action, string(e), source+"#"+block+"["+strconv.Itoa(i)+"]"
+		rules[i] = r
 	}
 	return rules
+}
+
+// oneRule holds the rules of an authorization block with one expression.
+type oneRule struct {
+	list [1]*policyv1.Rule
+	rule [1]policyv1.Rule
 }
 
 // attachment is where a route rule's traffic goes: the levels policies attach at.

@@ -175,9 +175,15 @@ func (t *translation) attachRoutes(compiled []compiledRoute) {
 // of its rules there and its status.
 func (t *translation) attachRoute(cr *compiledRoute) {
 	r := cr.r
-	cr.status = &gwv1.HTTPRouteStatus{RouteStatus: gwv1.RouteStatus{Parents: make([]gwv1.RouteParentStatus, 0, len(r.Spec.ParentRefs))}}
+	var conds []metav1.Condition // the conditions of a single parent: allocated with the status
+	if len(r.Spec.ParentRefs) == 1 {
+		b := &routeStatusBlock{}
+		cr.status, b.st.Parents, conds = &b.st, b.parents[:0], b.conds[:0]
+	} else {
+		cr.status = &gwv1.HTTPRouteStatus{RouteStatus: gwv1.RouteStatus{Parents: make([]gwv1.RouteParentStatus, 0, len(r.Spec.ParentRefs))}}
+	}
 	for i, pr := range r.Spec.ParentRefs {
-		ps, ok := t.attachParent(cr, i, pr)
+		ps, ok := t.attachParent(cr, i, pr, conds)
 		if ok {
 			cr.status.Parents = append(cr.status.Parents, ps)
 		}
@@ -186,6 +192,17 @@ func (t *translation) attachRoute(cr *compiledRoute) {
 		t.buildRule(&cr.uses[i])
 	}
 }
+
+// routeStatusBlock holds the status of a route with one parentRef (most routes).
+type routeStatusBlock struct {
+	st      gwv1.HTTPRouteStatus
+	parents [1]gwv1.RouteParentStatus
+	conds   [routeParentConditions]metav1.Condition
+}
+
+// routeParentConditions is how many conditions a route's parent status has at most: Accepted,
+// ResolvedRefs, maybe PartiallyInvalid.
+const routeParentConditions = 3
 
 // registerRoute records an attached route: its status and refusals, its listeners' route
 // counts, the Gateways on its backends' targets, and on its Gateways its clusters, policies and
@@ -255,16 +272,19 @@ func backendRefOf(ns string, ref *gwv1.BackendObjectReference) (group, kind stri
 }
 
 // attachParent attaches the route to the listeners one parentRef selects and returns that
-// parent's status; ok is false when the parent is not this controller's.
-func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentReference) (gwv1.RouteParentStatus, bool) {
+// parent's status; ok is false when the parent is not this controller's. The conditions go to
+// conds, or to a new slice when conds is nil.
+func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentReference, conds []metav1.Condition) (gwv1.RouteParentStatus, bool) {
 	r := cr.r
 	gw, ok := parentGateway(r.Namespace, &pr)
 	if !ok {
 		return gwv1.RouteParentStatus{}, false
 	}
 	gen := r.Generation
-	ps := gwv1.RouteParentStatus{ParentRef: pr, ControllerName: gwv1.GatewayController(t.opts.ControllerName),
-		Conditions: make([]metav1.Condition, 0, 3)} // Accepted, ResolvedRefs, maybe PartiallyInvalid
+	if conds == nil {
+		conds = make([]metav1.Condition, 0, routeParentConditions)
+	}
+	ps := gwv1.RouteParentStatus{ParentRef: pr, ControllerName: gwv1.GatewayController(t.opts.ControllerName), Conditions: conds}
 	field := func() string { return "spec.parentRefs[" + strconv.Itoa(i) + "]" } // built only for errors
 	gi := t.gateways[gw]
 	if gi == nil {
