@@ -118,6 +118,9 @@ type compiledRule struct {
 	refs                  []ruleRef
 	invalidWeight         uint32
 	hasRefs               bool
+	// room for the match and the backendRef of a rule with one each (most rules)
+	oneMatch [1]compiledMatch
+	oneRef   [1]ruleRef
 }
 
 // redirectPrefix is the ReplacePrefixMatch of the rule's RequestRedirect, or nil.
@@ -147,6 +150,12 @@ type compiledRoute struct {
 	status   *gwv1.HTTPRouteStatus
 	attached []*listenerInfo // the listeners the route is attached to
 	uses     []ruleUse       // its rules on those listeners, in attachment order
+
+	// room for the rule, listener and rule use of a route with one rule on one listener (most
+	// routes): compiledRoutes allocates the routes together
+	oneRule     [1]compiledRule
+	oneListener [1]*listenerInfo
+	oneUse      [1]ruleUse
 }
 
 // allInvalid reports whether no rule of the route can be honoured: the route is not accepted.
@@ -420,10 +429,20 @@ func hostMatches(w, h string) bool {
 // cr.
 func (t *translation) compileRoute(cr *compiledRoute, ri *routeInfo) {
 	r := ri.r
-	cr.r, cr.info, cr.key, cr.rules = r, ri, ri.key, make([]compiledRule, len(r.Spec.Rules))
+	cr.r, cr.info, cr.key = r, ri, ri.key
+	cr.rules = inPlace(cr.oneRule[:], len(r.Spec.Rules))
+	cr.attached, cr.uses = cr.oneListener[:0], cr.oneUse[:0]
 	for i := range cr.rules {
 		t.compileRule(cr, i)
 	}
+}
+
+// inPlace returns a slice of n elements: room when it has n, else a new one.
+func inPlace[T any](room []T, n int) []T {
+	if n == len(room) {
+		return room
+	}
+	return make([]T, n)
 }
 
 // compileRule compiles the route's rule i into cr.rules[i].
@@ -450,8 +469,8 @@ func (t *translation) compileRule(cr *compiledRoute, i int) {
 	if len(matches) == 0 {
 		matches = []gwv1.HTTPRouteMatch{{}}
 	}
-	c.matches = make([]compiledMatch, 0, len(matches))
-	c.refs = make([]ruleRef, 0, len(rule.BackendRefs))
+	c.matches = inPlace(c.oneMatch[:], len(matches))[:0]
+	c.refs = inPlace(c.oneRef[:], len(rule.BackendRefs))[:0]
 	for j := range matches {
 		m, f, err := compileMatch(&matches[j])
 		if err != "" {
