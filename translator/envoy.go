@@ -551,8 +551,9 @@ type extProcRoute struct {
 }
 
 // perRouteConfig returns the ExtProcPerRoute of e: disabled when the route is neither MCP nor
-// under a policy, else overrides with the processing mode and the metadata.
-func (t *translation) perRouteConfig(e extProcRoute) *anypb.Any {
+// under a policy, else overrides with the processing mode and the metadata, in into (a new Any
+// when nil).
+func (t *translation) perRouteConfig(into *anypb.Any, e extProcRoute) *anypb.Any {
 	if e.mcp == "" && e.policy == "" {
 		return t.xds.disabled
 	}
@@ -562,7 +563,11 @@ func (t *translation) perRouteConfig(e extProcRoute) *anypb.Any {
 	}
 	md := [6][2]string{{contract.MetadataGateway, e.gateway}, {contract.MetadataRoute, e.route}, {contract.MetadataPolicy, e.policy},
 		{contract.MetadataMCP, e.mcp}, {contract.MetadataBackend, e.backend}, {contract.MetadataTarget, e.target}}
-	return &anypb.Any{TypeUrl: extProcPerRouteURL, Value: encodePerRoute(mode, md[:])}
+	if into == nil {
+		into = &anypb.Any{}
+	}
+	into.TypeUrl, into.Value = extProcPerRouteURL, encodePerRoute(mode, md[:])
+	return into
 }
 
 // encodePerRoute encodes ExtProcPerRoute{overrides: {processing_mode, grpc_initial_metadata}}

@@ -1014,14 +1014,20 @@ func (t *translation) useRule(gi *gatewayInfo, li *listenerInfo, cr *compiledRou
 // buildRule builds the Envoy routes of a rule use, one per match.
 func (t *translation) buildRule(u *ruleUse) {
 	tpl := t.ruleTemplate(u)
-	u.routes = make([]*routev3.Route, len(u.c.matches))
+	u.routes = inPlace(tpl.block.routes[:], len(u.c.matches))
 	for k := range u.c.matches {
-		u.routes[k] = tpl.route(u.cr, u.c, &u.c.matches[k])
+		rt := &tpl.block.route // the first route is allocated with the template
+		if k > 0 {
+			rt = &routev3.Route{}
+		}
+		tpl.route(rt, u.cr, u.c, &u.c.matches[k])
+		u.routes[k] = rt
 	}
 }
 
 // routeTemplate is the part of an Envoy route shared by a rule's matches.
 type routeTemplate struct {
+	block      *ruleBlock
 	action     *routev3.Route_Route
 	redirect   *routev3.Route_Redirect
 	direct     *routev3.Route_DirectResponse
@@ -1063,7 +1069,7 @@ func (x *xdsCommon) refuseAmbiguousPaths(gateway string) *routev3.Route {
 func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 	gi, li, c := u.gi, u.li, u.c
 	rb := &ruleBlock{}
-	tpl := routeTemplate{metadata: rb.md.fill([2][2]string{{contract.FieldGateway, gi.key}, {contract.FieldRoute, c.routeID}})}
+	tpl := routeTemplate{block: rb, metadata: rb.md.fill([2][2]string{{contract.FieldGateway, gi.key}, {contract.FieldRoute, c.routeID}})}
 	routeID := c.routeID
 	switch {
 	case u.bad:
@@ -1076,7 +1082,7 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 		return tpl
 	case c.redirect != nil:
 		tpl.redirect = &routev3.Route_Redirect{Redirect: redirectAction(c.redirect, li.l.Port)}
-		tpl.perFilter = t.xds.perFilter(t.perRouteConfig(extProcRoute{gateway: gi.key, route: routeID, policy: u.base.name()}), false)
+		tpl.perFilter = t.xds.perFilter(t.perRouteConfig(&rb.config, extProcRoute{gateway: gi.key, route: routeID, policy: u.base.name()}), false)
 		return tpl
 	case len(c.refs) == 0:
 		tpl.direct = directResponse(bodyNoBackend)
@@ -1092,7 +1098,11 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 	affinity, mcpAffinity, mcp, llm := false, false, false, false
 	for i, ref := range c.refs {
 		tg := ref.tg
-		configs[i] = t.perRouteConfig(extProcRoute{
+		into := &rb.config // the first config is allocated with the template
+		if i > 0 {
+			into = nil
+		}
+		configs[i] = t.perRouteConfig(into, extProcRoute{
 			mcp: tg.mcp, gateway: gi.key, route: routeID, policy: u.merges[i].name(),
 			backend: tg.backend, target: tg.name,
 		})
@@ -1194,12 +1204,15 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 	return tpl
 }
 
-// ruleBlock holds the messages of a rule use's routeTemplate, allocated together: its metadata and
+// ruleBlock holds the messages of a rule use's routeTemplate, allocated together: its metadata,
 // its route action (unused when it answers without forwarding, which only refused and redirect
-// rules do).
+// rules do), its first ext_proc config, and its routes when it has one match.
 type ruleBlock struct {
 	md     metadataBlock
 	action actionBlock
+	config anypb.Any
+	route  routev3.Route
+	routes [1]*routev3.Route
 }
 
 // actionBlock holds the messages of a route action, allocated together (every route has one).
@@ -1226,18 +1239,16 @@ func prefixRewrite(prefix, replace string) *matcherv3.RegexMatchAndSubstitute {
 	return &matcherv3.RegexMatchAndSubstitute{Pattern: &matcherv3.RegexMatcher{Regex: "^" + regexp.QuoteMeta(prefix)}, Substitution: rep}
 }
 
-// route builds the Envoy route of one match.
-func (tpl *routeTemplate) route(cr *compiledRoute, c *compiledRule, m *compiledMatch) *routev3.Route {
-	rt := &routev3.Route{
-		Name:                    "httproute/" + cr.key + "/rule/" + strconv.Itoa(c.index) + "/match/" + strconv.Itoa(m.index),
-		Match:                   m.m,
-		Metadata:                tpl.metadata,
-		TypedPerFilterConfig:    tpl.perFilter,
-		RequestHeadersToAdd:     append(append([]*corev3.HeaderValueOption{}, c.reqAdd...), tpl.reqAdd...),
-		RequestHeadersToRemove:  c.reqRemove,
-		ResponseHeadersToAdd:    c.respAdd,
-		ResponseHeadersToRemove: c.respRemove,
-	}
+// route builds the Envoy route of one match in rt, a new Route.
+func (tpl *routeTemplate) route(rt *routev3.Route, cr *compiledRoute, c *compiledRule, m *compiledMatch) {
+	rt.Name = "httproute/" + cr.key + "/rule/" + strconv.Itoa(c.index) + "/match/" + strconv.Itoa(m.index)
+	rt.Match = m.m
+	rt.Metadata = tpl.metadata
+	rt.TypedPerFilterConfig = tpl.perFilter
+	rt.RequestHeadersToAdd = append(append([]*corev3.HeaderValueOption{}, c.reqAdd...), tpl.reqAdd...)
+	rt.RequestHeadersToRemove = c.reqRemove
+	rt.ResponseHeadersToAdd = c.respAdd
+	rt.ResponseHeadersToRemove = c.respRemove
 	if len(rt.RequestHeadersToAdd) == 0 {
 		rt.RequestHeadersToAdd = nil
 	}
@@ -1257,5 +1268,4 @@ func (tpl *routeTemplate) route(cr *compiledRoute, c *compiledRule, m *compiledM
 	default:
 		rt.Action = tpl.action
 	}
-	return rt
 }
