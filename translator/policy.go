@@ -38,6 +38,9 @@ type policyInfo struct {
 	problems fieldErrors
 	resolved int // targets found
 	order    int // its index in translation.policyList
+	// room for the target of a policy with one (most policies): indexPolicies allocates the
+	// policies together
+	oneTarget [1]policyTarget
 }
 
 // policyTarget is one targetRef of a policy: where it attaches, or why it does not resolve.
@@ -50,6 +53,8 @@ type policyTarget struct {
 	// foreign: a Gateway that exists and that this controller does not serve. The policy is
 	// the business of that Gateway's controller: no refusal, no ancestor status.
 	foreign bool
+	// first holds the list of level[key] while the policy is the only one there (most targets)
+	first [1]*policyInfo
 }
 
 // field is the path of the targetRef, spec.targetRefs[I].
@@ -106,7 +111,7 @@ func (t *translation) indexPolicies() *policyIndex {
 		pi := &infos[i]
 		t.validatePolicy(pi, pols[i])
 		pi.order = i
-		pi.targets = make([]policyTarget, len(pi.p.Spec.TargetRefs))
+		pi.targets = inPlace(pi.oneTarget[:], len(pi.p.Spec.TargetRefs))
 		for k, ref := range pi.p.Spec.TargetRefs {
 			pi.targets[k] = policyTarget{ref: ref, index: k}
 			t.resolvePolicyTarget(idx, pi.p.Namespace, &pi.targets[k])
@@ -124,7 +129,14 @@ func (t *translation) indexPolicies() *policyIndex {
 			case tg.msg != "":
 				t.st.refuse(kind, p.Namespace, p.Name, tg.field(), tg.msg)
 			default:
-				tg.level[tg.key] = append(tg.level[tg.key], pi)
+				l := tg.level[tg.key]
+				if len(l) == 0 {
+					tg.first[0] = pi
+					l = tg.first[:] // appending the next policy copies it
+				} else {
+					l = append(l, pi)
+				}
+				tg.level[tg.key] = l
 				pi.resolved++
 			}
 		}
