@@ -568,10 +568,20 @@ func serverHeaderChanges(h *gwv1.HTTPHeaderFilter) []string {
 	return out
 }
 
+// matchBlock holds a RouteMatch and its path specifier of the kinds most matches have, allocated
+// together.
+type matchBlock struct {
+	m      routev3.RouteMatch
+	path   routev3.RouteMatch_Path
+	prefix routev3.RouteMatch_Prefix
+	sep    routev3.RouteMatch_PathSeparatedPrefix
+}
+
 // compileMatch builds an Envoy match, or returns the field (a suffix of the match's path) and
 // message of what is invalid.
 func compileMatch(m *gwv1.HTTPRouteMatch) (compiledMatch, string, string) {
-	out := compiledMatch{m: &routev3.RouteMatch{}}
+	b := &matchBlock{}
+	out := compiledMatch{m: &b.m}
 	pathType, value := gwv1.PathMatchPathPrefix, "/"
 	if m.Path != nil {
 		if m.Path.Type != nil {
@@ -589,7 +599,8 @@ func compileMatch(m *gwv1.HTTPRouteMatch) (compiledMatch, string, string) {
 		if msg := unreachablePath(value, value); msg != "" {
 			return out, ".path.value", msg
 		}
-		out.m.PathSpecifier = &routev3.RouteMatch_Path{Path: value}
+		b.path.Path = value
+		out.m.PathSpecifier = &b.path
 		out.prec.pathRank, out.prec.pathLen = 0, len(value)
 	case gwv1.PathMatchPathPrefix:
 		if !strings.HasPrefix(value, "/") {
@@ -603,9 +614,11 @@ func compileMatch(m *gwv1.HTTPRouteMatch) (compiledMatch, string, string) {
 		}
 		out.isPfx, out.prefix = true, p
 		if p == "" {
-			out.m.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/"}
+			b.prefix.Prefix = "/"
+			out.m.PathSpecifier = &b.prefix
 		} else {
-			out.m.PathSpecifier = &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: p}
+			b.sep.PathSeparatedPrefix = p
+			out.m.PathSpecifier = &b.sep
 		}
 		out.prec.pathRank, out.prec.pathLen = 2, len(p)+1
 	case gwv1.PathMatchRegularExpression:
