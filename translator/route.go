@@ -981,32 +981,34 @@ func (t *translation) serviceRefTarget(svc *corev1.Service, p *corev1.ServicePor
 }
 
 // ruleUse is a rule of a route on one listener: the policies that apply to it and its Envoy
-// routes (buildRule).
+// routes (both made by buildRule).
 type ruleUse struct {
-	gi     *gatewayInfo
-	li     *listenerInfo
-	cr     *compiledRoute
-	c      *compiledRule
-	hosts  []string
-	base   *mergedPolicy    // the policies of the rule itself, without backends (redirects, 500s)
-	merges []*mergedPolicy  // the policies of each backendRef (c.refs)
-	bad    bool             // an invalid policy applies: the rule answers 500
-	routes []*routev3.Route // one per match, built by buildRule
+	gi       *gatewayInfo
+	li       *listenerInfo
+	cr       *compiledRoute
+	c        *compiledRule
+	hosts    []string
+	base     *mergedPolicy    // the policies of the rule itself, without backends (redirects, 500s)
+	merges   []*mergedPolicy  // the policies of each backendRef (c.refs)
+	bad      bool             // an invalid policy applies: the rule answers 500
+	routes   []*routev3.Route // one per match
+	oneMerge [1]*mergedPolicy // room for merges of a rule with one backendRef
 }
 
 // addRoutes attaches a route's rules to one listener.
 func (t *translation) addRoutes(gi *gatewayInfo, li *listenerInfo, cr *compiledRoute, hosts []string) {
 	for i := range cr.rules {
 		if c := &cr.rules[i]; len(c.matches) > 0 {
-			cr.uses = append(cr.uses, t.useRule(gi, li, cr, c, hosts))
+			cr.uses = append(cr.uses, ruleUse{gi: gi, li: li, cr: cr, c: c, hosts: hosts})
 		}
 	}
 }
 
-// useRule merges the policies of a rule on a listener.
-func (t *translation) useRule(gi *gatewayInfo, li *listenerInfo, cr *compiledRoute, c *compiledRule, hosts []string) ruleUse {
-	u := ruleUse{gi: gi, li: li, cr: cr, c: c, hosts: hosts, merges: make([]*mergedPolicy, len(c.refs))}
-	att := attachment{gateway: gi.key, listener: li.key, route: cr.key}
+// mergeRule merges the policies of a rule use: u.base, u.merges and u.bad.
+func (t *translation) mergeRule(u *ruleUse) {
+	gi, cr, c := u.gi, u.cr, u.c
+	u.merges = inPlace(u.oneMerge[:], len(c.refs))
+	att := attachment{gateway: gi.key, listener: u.li.key, route: cr.key}
 	if c.name != "" {
 		att.rule = cr.key + "/" + c.name
 	}
@@ -1021,11 +1023,12 @@ func (t *translation) useRule(gi *gatewayInfo, li *listenerInfo, cr *compiledRou
 		u.merges[i] = t.merge(a)
 		u.bad = u.bad || u.merges[i] != nil && len(u.merges[i].invalid) > 0
 	}
-	return u
 }
 
-// buildRule builds the Envoy routes of a rule use, one per match.
+// buildRule merges the policies of a rule use and builds its Envoy routes, one per match. It runs
+// once the route's uses are all known: u stays where it is.
 func (t *translation) buildRule(u *ruleUse) {
+	t.mergeRule(u)
 	tpl := t.ruleTemplate(u)
 	u.routes = inPlace(tpl.block.routes[:], len(u.c.matches))
 	for k := range u.c.matches {
@@ -1033,7 +1036,7 @@ func (t *translation) buildRule(u *ruleUse) {
 		if k > 0 {
 			rt = &routev3.Route{}
 		}
-		tpl.route(rt, u.cr, u.c, &u.c.matches[k])
+		tpl.route(rt, u.c, &u.c.matches[k])
 		u.routes[k] = rt
 	}
 }
@@ -1253,8 +1256,8 @@ func prefixRewrite(prefix, replace string) *matcherv3.RegexMatchAndSubstitute {
 }
 
 // route builds the Envoy route of one match in rt, a new Route.
-func (tpl *routeTemplate) route(rt *routev3.Route, cr *compiledRoute, c *compiledRule, m *compiledMatch) {
-	rt.Name = "httproute/" + cr.key + "/rule/" + strconv.Itoa(c.index) + "/match/" + strconv.Itoa(m.index)
+func (tpl *routeTemplate) route(rt *routev3.Route, c *compiledRule, m *compiledMatch) {
+	rt.Name = "httproute/" + c.routeID + "/match/" + strconv.Itoa(m.index) // routeID is "NS/NAME/rule/I"
 	rt.Match = m.m
 	rt.Metadata = tpl.metadata
 	rt.TypedPerFilterConfig = tpl.perFilter
