@@ -544,7 +544,15 @@ func (pi *policyInfo) invalidMessage() string {
 }
 
 func (t *translation) translateJWT(j *v1alpha1.JWTAuthentication, field string, bad func(string, string)) *policyv1.JWTAuthentication {
-	out := &policyv1.JWTAuthentication{}
+	var one *oneJWTProvider // the messages of one provider (most policies) in one allocation
+	var out *policyv1.JWTAuthentication
+	if len(j.Providers) == 1 {
+		one = &oneJWTProvider{}
+		out = &one.jwt
+		out.Providers = one.list[:0]
+	} else {
+		out = &policyv1.JWTAuthentication{}
+	}
 	switch j.Mode {
 	case "", v1alpha1.JWTModeStrict:
 		out.Mode = policyv1.JWTAuthentication_STRICT
@@ -559,36 +567,55 @@ func (t *translation) translateJWT(j *v1alpha1.JWTAuthentication, field string, 
 		bad(field+".providers", "at least one provider is required")
 	}
 	for i, p := range j.Providers {
-		f := field + ".providers[" + strconv.Itoa(i) + "]"
+		f := func() string { return field + ".providers[" + strconv.Itoa(i) + "]" } // built only for errors
 		if p.Issuer == "" {
-			bad(f+".issuer", "an issuer is required")
+			bad(f()+".issuer", "an issuer is required")
 		}
-		jp := &policyv1.JWTProvider{Issuer: p.Issuer, Audiences: p.Audiences}
+		var jp *policyv1.JWTProvider
+		var inline *policyv1.JWTProvider_InlineJwks
+		if one != nil {
+			jp, inline = &one.provider, &one.inline
+		} else {
+			jp = &policyv1.JWTProvider{}
+		}
+		jp.Issuer, jp.Audiences = p.Issuer, p.Audiences
 		switch {
 		case (p.JWKS.Inline == nil) == (p.JWKS.Remote == nil):
-			bad(f+".jwks", "exactly one of inline and remote must be set")
+			bad(f()+".jwks", "exactly one of inline and remote must be set")
 		case p.JWKS.Inline != nil:
 			if err := t.chk.checkJWKS(*p.JWKS.Inline); err != nil {
-				bad(f+".jwks.inline", err.Error())
+				bad(f()+".jwks.inline", err.Error())
 			}
-			jp.Jwks = &policyv1.JWTProvider_InlineJwks{InlineJwks: *p.JWKS.Inline}
+			if inline == nil {
+				inline = &policyv1.JWTProvider_InlineJwks{}
+			}
+			inline.InlineJwks = *p.JWKS.Inline
+			jp.Jwks = inline
 		default:
 			r := p.JWKS.Remote
 			if !strings.HasPrefix(r.URL, "https://") && !strings.HasPrefix(r.URL, "http://") {
-				bad(f+".jwks.remote.url", fmt.Sprintf("%q is not an http(s) URL", r.URL))
+				bad(f()+".jwks.remote.url", fmt.Sprintf("%q is not an http(s) URL", r.URL))
 			}
 			d := defaultJWKSCacheFor
 			if r.CacheDuration != nil {
 				d = r.CacheDuration.Duration
 			}
 			if d < defaultJWKSCacheFor {
-				bad(f+".jwks.remote.cacheDuration", fmt.Sprintf("%s is below the minimum of 5m", d))
+				bad(f()+".jwks.remote.cacheDuration", fmt.Sprintf("%s is below the minimum of 5m", d))
 			}
 			jp.Jwks = &policyv1.JWTProvider_RemoteJwks{RemoteJwks: &policyv1.RemoteJWKS{Url: r.URL, CacheDuration: durationpb.New(d)}}
 		}
 		out.Providers = append(out.Providers, jp)
 	}
 	return out
+}
+
+// oneJWTProvider holds a JWT authentication with one provider.
+type oneJWTProvider struct {
+	jwt      policyv1.JWTAuthentication
+	list     [1]*policyv1.JWTProvider
+	provider policyv1.JWTProvider
+	inline   policyv1.JWTProvider_InlineJwks
 }
 
 // translateRules returns the rules of an authorization block ("traffic" or "mcp") at field of the
