@@ -172,11 +172,28 @@ func (t *translation) compileRoutes() []compiledRoute {
 }
 
 // attachRoutes attaches every route and builds its Envoy routes on its own (forEach), then
-// registers the routes in age order.
+// records the routes' statuses and registers the routes on their Gateways, each in age order;
+// the two passes write apart and run concurrently.
 func (t *translation) attachRoutes(compiled []compiledRoute) {
 	forEach(len(compiled), func(i int) { t.attachRoute(&compiled[i]) })
-	for i := range compiled {
-		t.registerRoute(&compiled[i])
+	concurrently(func() {
+		for i := range compiled {
+			t.routeStatus(&compiled[i])
+		}
+	}, func() {
+		for i := range compiled {
+			t.registerRoute(&compiled[i])
+		}
+	})
+}
+
+// routeStatus records an attached route's status, refusals and warnings.
+func (t *translation) routeStatus(cr *compiledRoute) {
+	r := cr.r
+	t.st.add(cr.problems)
+	if len(cr.status.Parents) > 0 {
+		t.st.HTTPRoutes[key(r.Namespace, r.Name)] = cr.status
+		t.st.warnings = append(t.st.warnings, cr.warnings...)
 	}
 }
 
@@ -213,16 +230,10 @@ type routeStatusBlock struct {
 // ResolvedRefs, maybe PartiallyInvalid.
 const routeParentConditions = 3
 
-// registerRoute records an attached route: its status and refusals, its listeners' route
-// counts, the Gateways on its backends' targets, and on its Gateways its clusters, policies and
-// Envoy routes. Routes register in age order, so that these lists do not depend on the schedule.
+// registerRoute registers an attached route: its listeners' route counts, the Gateways on its
+// backends' targets, and on its Gateways its clusters, policies and Envoy routes. Routes register
+// in age order, so that these lists do not depend on the schedule.
 func (t *translation) registerRoute(cr *compiledRoute) {
-	r := cr.r
-	t.st.add(cr.problems)
-	if len(cr.status.Parents) > 0 {
-		t.st.HTTPRoutes[key(r.Namespace, r.Name)] = cr.status
-		t.st.warnings = append(t.st.warnings, cr.warnings...)
-	}
 	for _, li := range cr.attached {
 		li.attached++
 	}
