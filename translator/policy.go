@@ -99,12 +99,7 @@ func (t *translation) indexPolicies() *policyIndex {
 		gateway: map[string][]*policyInfo{}, listener: map[string][]*policyInfo{}, route: make(map[string][]*policyInfo, routeRefs),
 		rule: map[string][]*policyInfo{}, backend: make(map[string][]*policyInfo, backendRefs),
 	}
-	slices.SortFunc(pols, func(a, b *v1alpha1.AgentgatewayPolicy) int {
-		if c := compareAge(&a.ObjectMeta, &b.ObjectMeta); c != 0 {
-			return c
-		}
-		return strings.Compare(policyKind(a), policyKind(b))
-	})
+	sortByAge(pols, func(p *v1alpha1.AgentgatewayPolicy) (*metav1.ObjectMeta, string) { return &p.ObjectMeta, policyKind(p) })
 	t.policyList = make([]*policyInfo, len(pols))
 	infos := make([]policyInfo, len(pols)) // one allocation for all
 	forEach(len(pols), func(i int) {

@@ -165,7 +165,7 @@ func (cr *compiledRoute) allInvalid() bool {
 
 // compileRoutes sorts the routes oldest first and compiles every route on its own (forEach).
 func (t *translation) compileRoutes() []compiledRoute {
-	slices.SortFunc(t.routes, func(a, b *routeInfo) int { return compareAge(&a.r.ObjectMeta, &b.r.ObjectMeta) })
+	sortByAge(t.routes, func(ri *routeInfo) (*metav1.ObjectMeta, string) { return &ri.r.ObjectMeta, "" })
 	compiled := make([]compiledRoute, len(t.routes)) // one allocation for all
 	forEach(len(t.routes), func(i int) { t.compileRoute(&compiled[i], t.routes[i]) })
 	return compiled
