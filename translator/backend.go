@@ -53,8 +53,8 @@ type target struct {
 	llm bool
 	// gateways are the served Gateways whose routes use an AgentgatewayBackend's target
 	gateways gatewayList
-	// md holds the cluster's metadata (finishCluster)
-	md metadataBlock
+	// md is room for the cluster's metadata allocated with the cluster (finishCluster); nil: none
+	md *metadataBlock
 }
 
 // pinsSessions reports whether the stateful session envelope keeps the target's sessions on the
@@ -78,7 +78,12 @@ func (tg *target) pinsSessions() bool {
 // upstream connection for as long as they last, circuit breakers that do not cap them
 // (xdsCommon.streamBreakers).
 func (tg *target) finishCluster(x *xdsCommon) {
-	tg.cluster.Metadata = tg.md.fill([2][2]string{{contract.FieldBackend, tg.backend}, {contract.FieldTarget, tg.name}})
+	fields := [2][2]string{{contract.FieldBackend, tg.backend}, {contract.FieldTarget, tg.name}}
+	if tg.md != nil {
+		tg.cluster.Metadata = tg.md.fill(fields)
+	} else {
+		tg.cluster.Metadata = filterMetadata(fields)
+	}
 	if tg.mcp != "" || tg.llm {
 		tg.cluster.CircuitBreakers = x.streamBreakers
 	}

@@ -394,8 +394,8 @@ func (b *addressBlock) fill(host string, port int32) *corev3.Address {
 // addressTarget is a target whose cluster has one host: STATIC for an IP, STRICT_DNS for a name
 // (whose addresses are its hosts); with tls, the upstream certificate is verified against the CA
 // bundle and the host name; with ringHash, it balances by the routes' hash (MCP session
-// affinity). The target and its cluster's messages are allocated together (every static, AI
-// and MCP target backend has one).
+// affinity). Its cluster's messages are allocated together (every static, AI and MCP target
+// backend has one).
 func (x *xdsCommon) addressTarget(name, host string, port int32, tls, ringHash bool) *target {
 	b := &hostClusterBlock{}
 	c := &b.c
@@ -415,15 +415,16 @@ func (x *xdsCommon) addressTarget(name, host string, port int32, tls, ringHash b
 	if ringHash {
 		c.LbPolicy = clusterv3.Cluster_RING_HASH
 	}
-	b.tg.cluster = c
-	return &b.tg
+	return &target{cluster: c, md: &b.md}
 }
 
-// hostClusterBlock holds an addressTarget.
+// hostClusterBlock holds the messages of an addressTarget's cluster. Not the target: the output
+// must point to nothing of the translation's own state, which a target points to (its Gateways),
+// or it would keep that state alive (TestOutputKeepsNoState).
 type hostClusterBlock struct {
-	tg target
 	c  clusterv3.Cluster
 	la hostAssignment
+	md metadataBlock
 }
 
 // edsCluster is a cluster whose endpoints come over EDS (ADS) under the cluster's name.
