@@ -410,25 +410,40 @@ func TestUpstreamConnectionsCloseBeforeTheServer(t *testing.T) {
 // of its endpoints); in the default domain, cluster.local, the same host keeps its DNS name.
 func TestClusterDomain(t *testing.T) {
 	in := loadInputs(t, "testdata/service-dns-targets.in.yaml")
-	const outside = "agentgatewaybackend/agentgateway-system/other-domain/outside" // host ...svc.example.com
-	clusterType := func(opts translator.Options) clusterv3.Cluster_DiscoveryType {
+	const (
+		outside = "agentgatewaybackend/agentgateway-system/other-domain/outside" // host ...svc.example.com
+		fqdn    = "agentgatewaybackend/agentgateway-system/fqdn/fetcher"         // host ...svc.cluster.local
+		short   = "agentgatewaybackend/agentgateway-system/short/fetcher-short"  // host ...SVC. (no domain)
+	)
+	clusterType := func(opts translator.Options, name string) clusterv3.Cluster_DiscoveryType {
 		out := translator.Translate(in, opts)
 		for _, k := range out.GatewayKeys() {
 			for _, c := range out.Gateways[k].Clusters {
-				if c.Name == outside {
+				if c.Name == name {
 					return c.GetType()
 				}
 			}
 		}
-		t.Fatalf("no cluster %s", outside)
+		t.Fatalf("no cluster %s", name)
 		return 0
 	}
-	if got := clusterType(translator.Options{}); got != clusterv3.Cluster_STRICT_DNS {
+	if got := clusterType(translator.Options{}, outside); got != clusterv3.Cluster_STRICT_DNS {
 		t.Errorf("default domain: %s is %v, want STRICT_DNS (svc.example.com is not cluster.local)", outside, got)
 	}
+	if got := clusterType(translator.Options{}, fqdn); got != clusterv3.Cluster_EDS {
+		t.Errorf("default domain: %s is %v, want EDS (svc.cluster.local)", fqdn, got)
+	}
 	for _, d := range []string{"example.com", "Example.COM."} {
-		if got := clusterType(translator.Options{ClusterDomain: d}); got != clusterv3.Cluster_EDS {
+		opts := translator.Options{ClusterDomain: d}
+		if got := clusterType(opts, outside); got != clusterv3.Cluster_EDS {
 			t.Errorf("ClusterDomain %q: %s is %v, want EDS (the Service's endpoints)", d, outside, got)
+		}
+		// cluster.local is no name in a cluster of another domain: the host keeps its DNS name
+		if got := clusterType(opts, fqdn); got != clusterv3.Cluster_STRICT_DNS {
+			t.Errorf("ClusterDomain %q: %s is %v, want STRICT_DNS (svc.cluster.local is not the cluster's domain)", d, fqdn, got)
+		}
+		if got := clusterType(opts, short); got != clusterv3.Cluster_EDS {
+			t.Errorf("ClusterDomain %q: %s is %v, want EDS (NAME.NS.svc is in every domain)", d, short, got)
 		}
 	}
 }
