@@ -154,3 +154,26 @@ func TestTranslateWarnings(t *testing.T) {
 		t.Errorf("stderr %q, want %q", got, want)
 	}
 }
+
+// TestTranslateClusterDomain: --cluster-domain reaches the translator: a static target host
+// NAME.NS.svc.example.com is its Service's endpoints (EDS) with --cluster-domain example.com and
+// a DNS name (STRICT_DNS) without it.
+func TestTranslateClusterDomain(t *testing.T) {
+	const cluster = "name: agentgatewaybackend/agentgateway-system/other-domain/outside\n      type: "
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "STRICT_DNS"},
+		{[]string{"--cluster-domain", "example.com"}, "EDS"},
+	} {
+		var out, errOut bytes.Buffer
+		args := append([]string{"-f", "../../translator/testdata/service-dns-targets.in.yaml"}, c.args...)
+		if err := translate(args, &out, &errOut); err != nil {
+			t.Fatalf("translate %q: %v\n%s", args, err, errOut.String())
+		}
+		if !strings.Contains(out.String(), cluster+c.want+"\n") {
+			t.Errorf("translate %q: output lacks %q", args, cluster+c.want)
+		}
+	}
+}
