@@ -89,3 +89,21 @@ func TestContractFields(t *testing.T) {
 		t.Errorf("contractFields = %d, contract.Fields() has %d from ext_proc", contractFields, n)
 	}
 }
+
+// TestRecycledStorageBounded: a recycled stream keeps its metadata encoding's storage up to
+// maxRecycledRaw bytes, emptied; a larger one (a reply with long values) is dropped, not held by
+// the pool for every later stream.
+func TestRecycledStorageBounded(t *testing.T) {
+	srv := newPolicyServer(t, Config{Audit: io.Discard}, &policyv1.Policy{Name: "p"})
+	for _, c := range []struct {
+		size int
+		kept bool
+	}{{maxRecycledRaw, true}, {maxRecycledRaw + 1, false}} {
+		st := srv.newStream(context.Background())
+		st.rep.raw = make([]byte, 10, c.size)
+		st.end()
+		if kept := cap(st.rep.raw) == c.size; kept != c.kept || (kept && len(st.rep.raw) != 0) {
+			t.Errorf("storage of %d bytes: recycled with len %d cap %d, want kept %v and empty", c.size, len(st.rep.raw), cap(st.rep.raw), c.kept)
+		}
+	}
+}
