@@ -162,6 +162,19 @@ func TestOversizeAnswerChunked(t *testing.T) {
 			t.Errorf("mcpgate_mcp_requests_total of the call with outcome error = %v, want 1", n)
 		}
 	})
+	t.Run("tool rules, status kept", func(t *testing.T) {
+		// The immediate response replaces the upstream's headers: it carries their status, as a
+		// replaced body would.
+		h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))}, func(c *extproc.Config) { c.MaxBodyBytes = 1024 })
+		s := callFetch(t, h, streamableRoute, extproctest.LabToken, 3)
+		check(t)(s.ResponseHeaders(respHeaders("500", "application/json"), false))
+		ir := check(t)(s.ResponseBody(piece, false)).GetImmediateResponse()
+		if ir.GetStatus().GetCode() != 500 || !strings.Contains(string(ir.GetBody()), `"code":-32603`) {
+			t.Errorf("immediate response %d %s, want the upstream's 500 with the -32603 error", ir.GetStatus().GetCode(), ir.GetBody())
+		}
+		waitFor(t, "the audit record", func() bool { return len(h.audit.records(t)) == 1 })
+		checkRecord(t, h.audit.records(t)[0], map[string]any{"tool": "fetch", "outcome": "error", "jsonrpc_error": -32603, "http_status": 500})
+	})
 	t.Run("no tool rules", func(t *testing.T) {
 		h := newHarness(t, nil, func(c *extproc.Config) { c.MaxBodyBytes = 1024 })
 		open := streamableRoute
