@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -308,5 +310,94 @@ func TestAuditBatchNotOverwrittenWhileWritten(t *testing.T) {
 	<-done
 	if want := "first line\nline 0\nline 1\nline 2\n"; w.out.String() != want {
 		t.Errorf("audit log holds %q, want %q", w.out.String(), want)
+	}
+}
+
+// TestAuditSpareBounded: the buffer of a written batch is kept for the next batch up to
+// maxAuditSpare bytes; a larger one (a burst of lines) is dropped, not held for good.
+func TestAuditSpareBounded(t *testing.T) {
+	var out bytes.Buffer
+	a := newAuditLog(&out, slog.New(slog.DiscardHandler))
+	a.add([]byte("small\n"))
+	if cap(a.spare) == 0 || len(a.spare) != 0 {
+		t.Errorf("small batch: spare len %d cap %d, want kept and empty", len(a.spare), cap(a.spare))
+	}
+	a.add([]byte(strings.Repeat("x", maxAuditSpare) + "\n"))
+	if cap(a.spare) > maxAuditSpare {
+		t.Errorf("a batch of %d bytes kept as spare (cap %d), over maxAuditSpare %d", maxAuditSpare+1, cap(a.spare), maxAuditSpare)
+	}
+	if out.Len() != len("small\n")+maxAuditSpare+1 {
+		t.Errorf("%d bytes written", out.Len())
+	}
+}
+
+// stepWriter blocks its Write number i (from 0) until gate[i] is closed, having closed entered[i].
+type stepWriter struct {
+	entered, gate [2]chan struct{}
+	mu            sync.Mutex
+	n             int
+	out           bytes.Buffer
+}
+
+func (w *stepWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	i := w.n
+	w.n++
+	w.out.Write(p)
+	w.mu.Unlock()
+	if i < len(w.gate) {
+		close(w.entered[i])
+		<-w.gate[i]
+	}
+	return len(p), nil
+}
+
+// waitingInAdd counts the goroutines waiting in auditLog.add for room in the batch.
+func waitingInAdd() int {
+	buf := make([]byte, 1<<20)
+	n := 0
+	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if strings.Contains(g, "(*auditLog).add") && strings.Contains(g, "(*Cond).Wait") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestAuditWaitEndsWithTheWrite: a line that found the batch full waits for the write in
+// progress only: as soon as that write ends and its caller takes the batch, the line joins the
+// next batch and its add returns, while the next write is still in progress.
+func TestAuditWaitEndsWithTheWrite(t *testing.T) {
+	w := &stepWriter{}
+	for i := range w.gate {
+		w.entered[i], w.gate[i] = make(chan struct{}), make(chan struct{})
+	}
+	a := newAuditLog(w, slog.New(slog.DiscardHandler))
+	line := []byte(strings.Repeat("x", 4095) + "\n")
+	writerDone := make(chan struct{})
+	go func() { defer close(writerDone); a.add(line) }()
+	<-w.entered[0]
+	for range maxAuditBatch / len(line) { // the batch full: these return at once
+		a.add(line)
+	}
+	waiterDone := make(chan struct{})
+	go func() { defer close(waiterDone); a.add(line) }()
+	for deadline := time.Now().Add(10 * time.Second); waitingInAdd() != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the line after a full batch does not wait")
+		}
+	}
+	close(w.gate[0])
+	<-w.entered[1] // the full batch is being written
+	select {
+	case <-waiterDone:
+	case <-time.After(10 * time.Second):
+		t.Error("the waiting line still waits while the write after the one it waited for is in progress")
+	}
+	close(w.gate[1])
+	<-writerDone
+	<-waiterDone
+	if want := (maxAuditBatch/len(line) + 2) * len(line); w.out.Len() != want {
+		t.Errorf("%d bytes written, want %d", w.out.Len(), want)
 	}
 }
