@@ -256,7 +256,7 @@ func TestLabelGuardConcurrent(t *testing.T) {
 // TestMayNameRedactedKey: the allocation-free lowering gives what bytes.ToLower gives, for ASCII
 // of any case, non-ASCII (where case folding differs: K is the Kelvin sign) and long arguments.
 func TestMayNameRedactedKey(t *testing.T) {
-	tel, err := New(Options{RedactKeys: []string{"token", "password"}})
+	tel, err := New(Options{RedactKeys: []string{"token", "password", "authz"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,6 +265,7 @@ func TestMayNameRedactedKey(t *testing.T) {
 		`{"url":"x"}`:                 false,
 		`{"TOKEN":"x"}`:               true,
 		`{"PassWord":1}`:              true,
+		`{"AUTHZ":1}`:                 true, // the ends of A-Z
 		`{"to\u004ben":1}`:            true, // an escape could spell one
 		"{\"to\u212aen\":1}":          true, // Kelvin sign lowers to k
 		"{\"été\":1}":                 false,
@@ -399,5 +400,46 @@ func TestAuditWaitEndsWithTheWrite(t *testing.T) {
 	<-waiterDone
 	if want := (maxAuditBatch/len(line) + 2) * len(line); w.out.Len() != want {
 		t.Errorf("%d bytes written, want %d", w.out.Len(), want)
+	}
+}
+
+// TestSeriesPerLabelSet: records differing in one label each count in a series of their own, and
+// their latencies in the series of their gateway, route, target and method (the series cache is
+// keyed by every label).
+func TestSeriesPerLabelSet(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	tel, err := New(Options{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := sampleRecord()
+	variants := []func(r *Record){
+		func(*Record) {},
+		func(r *Record) { r.Gateway = "ns/other-gw" },
+		func(r *Record) { r.Route = "ns/other/rule/0" },
+		func(r *Record) { r.Target = "other-target" },
+		func(r *Record) { r.Method = "tools/list" },
+		func(r *Record) { r.Tool = "search" }, // a tools/call's result admits its tool as a value
+		func(r *Record) { r.Decision = DecisionDeny },
+		func(r *Record) { r.Outcome = OutcomeError },
+	}
+	for _, v := range variants {
+		r := sampleRecord()
+		v(r)
+		tel.Finish(r, r.Time)
+	}
+	for i, v := range variants {
+		r := sampleRecord()
+		v(r)
+		labels := map[string]string{"gateway": r.Gateway, "route": r.Route, "target": r.Target, "method": r.Method,
+			"tool": r.Tool, "decision": r.Decision, "outcome": r.Outcome}
+		if n := metric(t, reg, "mcpgate_mcp_requests_total", labels); n != 1 {
+			t.Errorf("variant %d %v counted %v times, want 1", i, labels, n)
+		}
+	}
+	// base, tool, deny and error share gateway, route, target and method: one latency series of 4.
+	if n := metric(t, reg, "mcpgate_mcp_request_duration_seconds", map[string]string{"gateway": base.Gateway,
+		"route": base.Route, "target": base.Target, "method": base.Method}); n != 4 {
+		t.Errorf("%v latencies in the base series, want 4", n)
 	}
 }
