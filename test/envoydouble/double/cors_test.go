@@ -104,7 +104,10 @@ func TestCORSFilterAsEnvoy(t *testing.T) {
 	moved := &routev3.Route{Name: "moved", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/moved"}},
 		Action:               &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{HostRedirect: "new.example.com"}},
 		TypedPerFilterConfig: withPolicy(t, disabled(t), &corsv3.CorsPolicy{AllowOriginStringMatch: []*matcherv3.StringMatcher{exact("*")}})}
-	layered := vhost("layered", []string{"layered.example"}, prefixRoute("layered", "/", "up", withPolicy(t, disabled(t),
+	// An allow_credentials false on the route decides: the virtual host's true is not read.
+	noCredentials := prefixRoute("no-credentials", "/no-credentials", "up", withPolicy(t, disabled(t),
+		&corsv3.CorsPolicy{AllowOriginStringMatch: []*matcherv3.StringMatcher{exact("http://localhost:6274")}, AllowCredentials: wrapperspb.Bool(false)}))
+	layered := vhost("layered", []string{"layered.example"}, noCredentials, prefixRoute("layered", "/", "up", withPolicy(t, disabled(t),
 		&corsv3.CorsPolicy{AllowOriginStringMatch: []*matcherv3.StringMatcher{exact("http://localhost:6274")}, AllowMethods: "POST"})))
 	layered.TypedPerFilterConfig = map[string]*anypb.Any{corsName: any_(t, &corsv3.CorsPolicy{
 		AllowOriginStringMatch: []*matcherv3.StringMatcher{exact("https://vhost.example")}, AllowMethods: "PUT", MaxAge: "30",
@@ -238,6 +241,13 @@ func TestCORSFilterAsEnvoy(t *testing.T) {
 			"access-control-allow-origin: " + origin, "access-control-expose-headers: x-from-vhost", "access-control-max-age: 30"}
 		if resp.StatusCode != 200 || !slices.Equal(corsHeaders(resp.Header), want) {
 			t.Errorf("got %d %q, want %q", resp.StatusCode, corsHeaders(resp.Header), want)
+		}
+		// A setting the route sets, even false, is not taken from the virtual host.
+		resp, _ = do(t, "OPTIONS", e.url("/no-credentials"), nil, append(preflight(origin), "host", "layered.example")...)
+		want = []string{"access-control-allow-methods: PUT", "access-control-allow-origin: " + origin,
+			"access-control-expose-headers: x-from-vhost", "access-control-max-age: 30"}
+		if resp.StatusCode != 200 || !slices.Equal(corsHeaders(resp.Header), want) {
+			t.Errorf("allow_credentials false on the route: got %d %q, want %q", resp.StatusCode, corsHeaders(resp.Header), want)
 		}
 		// The route's origins decide: the virtual host's are not tried.
 		resp, _ = do(t, "GET", e.url("/x"), nil, "origin", "https://vhost.example", "host", "layered.example")
