@@ -59,14 +59,22 @@ func TestResponseBodyArrivingBeforeTheHeadersReply(t *testing.T) {
 			}
 		}
 	})
+	const limit = 1024
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("content-type", "application/json")
-		w.Write(big)
+		switch r.URL.Path {
+		case "/mcp/at-limit":
+			w.Write(big[:limit])
+		case "/mcp/over-limit":
+			w.Write(big[:limit+1])
+		default:
+			w.Write(big)
+		}
 		w.(http.Flusher).Flush()
 		wrote <- struct{}{}
 	})
 	l := listener(t, e.listen, extProcFilter(5*time.Second), nil)
-	l.PerConnectionBufferLimitBytes.Value = 1024
+	l.PerConnectionBufferLimitBytes.Value = limit
 	streamed := mcpMode()
 	streamed.ResponseBodyMode = extprocv3.ProcessingMode_STREAMED
 	// The translator's MCP routes: response body NONE until ext_proc's mode_override.
@@ -90,6 +98,16 @@ func TestResponseBodyArrivingBeforeTheHeadersReply(t *testing.T) {
 	st.ended(t) // with the HTTP stream, its reply to the headers never applied
 	if got := strings.Join(kinds(st.messages()), ","); got != "request_headers,request_body,response_headers" {
 		t.Errorf("messages %s", got)
+	}
+
+	// The limit itself is held; one byte more is the 500.
+	resp, body = do(t, "POST", e.url("/mcp/at-limit"), strings.NewReader(`{}`))
+	if resp.StatusCode != 200 || len(body) != limit {
+		t.Errorf("BUFFERED, body of the buffer limit: got %d, %d bytes; want it whole", resp.StatusCode, len(body))
+	}
+	resp, _ = do(t, "POST", e.url("/mcp/over-limit"), strings.NewReader(`{}`))
+	if resp.StatusCode != 500 {
+		t.Errorf("BUFFERED, body one byte over the buffer limit: got %d, want 500", resp.StatusCode)
 	}
 
 	resp, body = do(t, "POST", e.url("/streamed"), strings.NewReader(`{}`))
