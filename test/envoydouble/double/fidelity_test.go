@@ -126,8 +126,9 @@ func TestResponseBodyArrivingBeforeTheHeadersReply(t *testing.T) {
 // (headerValueIsValid) and more than max_headers_count sets with status_on_error; a :status below
 // 200 or not a number is not a valid value for the rules (Checker::isValidValue), so it is
 // dropped, not an error, as is an append to a pseudo-header (one value); a name with upper-case
-// letters is valid (HTTP/1 token) and set lower-case; a header map over the size limit afterwards
-// is an error (headerMutationResultCheck).
+// letters is valid (HTTP/1 token) and set lower-case; a header map over the count or size limit
+// afterwards is an error (headerMutationResultCheck). The access log's response code is the one
+// the client got.
 func TestHeaderMutationChecks(t *testing.T) {
 	many := make([]*corev3.HeaderValueOption, 101)
 	for i := range many {
@@ -149,6 +150,15 @@ func TestHeaderMutationChecks(t *testing.T) {
 					ResponseHeaderMode: extprocv3.ProcessingMode_SEND, ResponseBodyMode: extprocv3.ProcessingMode_STREAMED}
 				set = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "content-length", Value: "3", RawValue: []byte("3")}},
 					setHeader("x-after", "yes", false)}
+			case "/mcp/streamed-upper":
+				r.ModeOverride = &extprocv3.ProcessingMode{RequestBodyMode: extprocv3.ProcessingMode_BUFFERED,
+					ResponseHeaderMode: extprocv3.ProcessingMode_SEND, ResponseBodyMode: extprocv3.ProcessingMode_STREAMED}
+				set = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "Content-Length", Value: "3", RawValue: []byte("3")}},
+					setHeader("x-after", "yes", false)}
+			case "/mcp/status-1xx":
+				set = []*corev3.HeaderValueOption{setHeader(":status", "150", false), setHeader("x-after", "yes", false)}
+			case "/mcp/count":
+				set = many[:100] // at the set limit, but the map then holds more than 100 headers
 			case "/mcp/many":
 				set = many
 			case "/mcp/crlf":
@@ -178,6 +188,9 @@ func TestHeaderMutationChecks(t *testing.T) {
 		{"/mcp/control", 500, false, "Invalid_character_in_set_headers_mutation."},
 		{"/mcp/nil", 200, true, "via_upstream"},
 		{"/mcp/streamed", 200, true, "via_upstream"},
+		{"/mcp/streamed-upper", 200, true, "via_upstream"}, // the name in any case
+		{"/mcp/status-1xx", 200, true, "via_upstream"},
+		{"/mcp/count", 500, false, "Header_mutation_causes_end_result_header_count_*"},
 		{"/mcp/many", 500, false, "Header_mutation_remove_header_count_0_or_set_header_count_101_exceed_the_HCM_header_countlimit_100"},
 		{"/mcp/crlf", 500, false, "Invalid_character_in_set_headers_mutation."},
 		{"/mcp/del", 500, false, "Invalid_character_in_set_headers_mutation."},
@@ -189,9 +202,13 @@ func TestHeaderMutationChecks(t *testing.T) {
 		if resp.StatusCode != c.code || (resp.Header.Get("x-after") == "yes") != c.after {
 			t.Errorf("%s: got %d x-after %q, want %d (x-after set: %v)", c.path, resp.StatusCode, resp.Header.Get("x-after"), c.code, c.after)
 		}
-		details, _ := e.logs(n)[n-1]["details"].(string)
+		l := e.logs(n)[n-1]
+		details, _ := l["details"].(string)
 		if prefix, ok := strings.CutSuffix(c.details, "*"); details != c.details && !(ok && strings.HasPrefix(details, prefix)) {
 			t.Errorf("%s: details %v, want %s", c.path, details, c.details)
+		}
+		if rc, _ := l["response_code"].(float64); int(rc) != c.code {
+			t.Errorf("%s: access log response_code %v, want %d", c.path, l["response_code"], c.code)
 		}
 	}
 }
