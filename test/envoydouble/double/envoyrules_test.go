@@ -525,11 +525,7 @@ func TestBufferedPartialResponse(t *testing.T) {
 		}
 		switch {
 		case m.GetResponseHeaders() != nil:
-			r := continueFor(m)
-			r.ModeOverride = &extprocv3.ProcessingMode{RequestBodyMode: extprocv3.ProcessingMode_BUFFERED,
-				ResponseBodyMode: extprocv3.ProcessingMode_BUFFERED_PARTIAL}
-			headersReplied <- struct{}{}
-			return r
+			return partialOverride(m, headersReplied)
 		case m.GetResponseBody() != nil:
 			b := m.GetResponseBody()
 			if strings.HasPrefix(string(b.GetBody()), "refuse") {
@@ -576,10 +572,7 @@ func TestBufferedPartialResponse(t *testing.T) {
 			body, sent = body[k:], sent+k
 		}
 	})
-	l := listener(t, e.listen, extProcFilter(5*time.Second), nil)
-	l.PerConnectionBufferLimitBytes.Value = limit
-	e.push(l, routeConfig(l.Name, vhost("vh", []string{"*"}, prefixRoute("mcp", "/mcp", "up", perRoute(t, mcpMode())))),
-		staticCluster("up", up.addr))
+	pushLimited(t, e, up.addr, limit)
 
 	// A body within the limit comes whole, end_of_stream true, and is replaced.
 	resp, body := do(t, "POST", e.url("/mcp?n=500"), strings.NewReader(`{}`))
@@ -609,6 +602,65 @@ func TestBufferedPartialResponse(t *testing.T) {
 	}
 	if l := e.logs(3)[2]; l["details"] != "answer_too_large" {
 		t.Errorf("access log details %v, want the immediate response's", l["details"])
+	}
+}
+
+// partialOverride answers response headers with a mode_override to a BUFFERED_PARTIAL response
+// body, and says so on replied.
+func partialOverride(m *extprocsvc.ProcessingRequest, replied chan<- struct{}) *extprocsvc.ProcessingResponse {
+	r := continueFor(m)
+	r.ModeOverride = &extprocv3.ProcessingMode{RequestBodyMode: extprocv3.ProcessingMode_BUFFERED,
+		ResponseBodyMode: extprocv3.ProcessingMode_BUFFERED_PARTIAL}
+	replied <- struct{}{}
+	return r
+}
+
+// pushLimited serves an MCP route /mcp to the upstream at addr on a listener whose buffer limit
+// is limit.
+func pushLimited(t *testing.T, e *env, addr string, limit uint32) {
+	l := listener(t, e.listen, extProcFilter(5*time.Second), nil)
+	l.PerConnectionBufferLimitBytes.Value = limit
+	e.push(l, routeConfig(l.Name, vhost("vh", []string{"*"}, prefixRoute("mcp", "/mcp", "up", perRoute(t, mcpMode())))),
+		staticCluster("up", addr))
+}
+
+// TestBufferedPartialAtTheLimit: a BUFFERED_PARTIAL body is sent to ext_proc once its queue holds
+// more than the buffer limit (processor_state.h queueOverHighLimit: bytesEnqueued() >
+// bufferLimit()), not as soon as it holds the limit: a body that pauses at exactly the limit is
+// sent with what comes after the pause.
+func TestBufferedPartialAtTheLimit(t *testing.T) {
+	const limit = 1024
+	headersReplied := make(chan struct{}, 1)
+	e := newEnv(t, answer(func(m *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingResponse {
+		switch {
+		case m.GetResponseHeaders() != nil:
+			return partialOverride(m, headersReplied)
+		case m.GetResponseBody() != nil:
+			return withCommon(m, &extprocsvc.CommonResponse{HeaderMutation: &extprocsvc.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
+				setHeader("x-piece", strconv.Itoa(len(m.GetResponseBody().GetBody())), false)}}})
+		}
+		return nil
+	}))
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("content-type", "application/json")
+		w.Write([]byte(strings.Repeat("x", 300)))
+		w.(http.Flusher).Flush()
+		select {
+		case <-headersReplied:
+			time.Sleep(50 * time.Millisecond) // for the double to apply the reply
+		case <-r.Context().Done():
+			return
+		}
+		w.Write([]byte(strings.Repeat("x", limit-300))) // the queue holds the limit
+		w.(http.Flusher).Flush()
+		time.Sleep(100 * time.Millisecond) // the rest in a read of its own
+		w.Write([]byte(strings.Repeat("y", 100)))
+	})
+	pushLimited(t, e, up.addr, limit)
+	resp, body := do(t, "POST", e.url("/mcp"), strings.NewReader(`{}`))
+	if resp.StatusCode != 200 || resp.Header.Get("x-piece") != strconv.Itoa(limit+100) || len(body) != limit+100 {
+		t.Errorf("got %d, %d bytes, x-piece %q; want the piece of %d bytes: the queue at the limit is not over it",
+			resp.StatusCode, len(body), resp.Header.Get("x-piece"), limit+100)
 	}
 }
 
