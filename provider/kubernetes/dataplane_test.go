@@ -2,12 +2,15 @@ package kubernetes
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"slices"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	coreac "k8s.io/client-go/applyconfigurations/core/v1"
@@ -92,17 +95,22 @@ func TestBuildDataPlane(t *testing.T) {
 	}
 	// The Go sidecar's runtime knows its memory limit (GOMEMLIMIT), else it grows its heap to
 	// twice the live data and is killed at the limit under load.
-	var memLimit bool
-	for _, c := range objs.deployment.Spec.Template.Spec.InitContainers {
-		for _, e := range c.Env {
-			if *c.Name == "extproc" && *e.Name == "GOMEMLIMIT" && e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil &&
-				*e.ValueFrom.ResourceFieldRef.Resource == "limits.memory" && *e.ValueFrom.ResourceFieldRef.ContainerName == "extproc" {
-				memLimit = true
-			}
+	var extproc bool
+	for _, ac := range objs.deployment.Spec.Template.Spec.InitContainers {
+		if *ac.Name != "extproc" {
+			continue
+		}
+		extproc = true
+		var c corev1.Container
+		if b, err := json.Marshal(ac); err != nil || json.Unmarshal(b, &c) != nil {
+			t.Fatalf("extproc container %v: %v", ac, err)
+		}
+		if p := goMemLimitProblem(c); p != "" {
+			t.Errorf("the extproc sidecar: %s", p)
 		}
 	}
-	if !memLimit {
-		t.Error("the extproc sidecar has no GOMEMLIMIT from its memory limit")
+	if !extproc {
+		t.Error("no extproc sidecar")
 	}
 	// `kubectl logs` shows each request's access log line within a second, not Envoy's 10 s.
 	if i := slices.Index(envoy.Args, "--file-flush-interval-msec"); i < 0 || i+1 >= len(envoy.Args) || envoy.Args[i+1] != "1000" {
@@ -242,5 +250,54 @@ func TestNetworkPolicyAdmitsTheDataPlane(t *testing.T) {
 	}
 	if !xds {
 		t.Error("no ingress rule for the xds port: the data plane could not reach the controller")
+	}
+}
+
+// goMemLimitProblem says what is wrong with a Go container's GOMEMLIMIT ("" when nothing): it is
+// the container's own memory limit in bytes, a resourceFieldRef to limits.memory of the container
+// with divisor 1 (GOMEMLIMIT reads a plain number as bytes: a divisor of 1Mi would make 512Mi
+// a limit of 512 bytes), and the container has a memory limit.
+func goMemLimitProblem(c corev1.Container) string {
+	if c.Resources.Limits.Memory().IsZero() {
+		return "no memory limit for GOMEMLIMIT to follow"
+	}
+	for _, e := range c.Env {
+		if e.Name != "GOMEMLIMIT" {
+			continue
+		}
+		if e.ValueFrom == nil || e.ValueFrom.ResourceFieldRef == nil {
+			return "GOMEMLIMIT is not from the container's resources"
+		}
+		r := e.ValueFrom.ResourceFieldRef
+		if r.Resource != "limits.memory" || (r.ContainerName != "" && r.ContainerName != c.Name) {
+			return fmt.Sprintf("GOMEMLIMIT from %s of container %q, want limits.memory of %q", r.Resource, r.ContainerName, c.Name)
+		}
+		if !r.Divisor.IsZero() && r.Divisor.Cmp(resource.MustParse("1")) != 0 {
+			return fmt.Sprintf("GOMEMLIMIT with divisor %s: not bytes", r.Divisor.String())
+		}
+		return ""
+	}
+	return "no GOMEMLIMIT"
+}
+
+// TestControllerGoMemLimit reads deploy/'s controller Deployment: each container runs mcpgate,
+// whose Go runtime must know the container's memory limit.
+func TestControllerGoMemLimit(t *testing.T) {
+	var controller appsv1.Deployment
+	b, err := os.ReadFile("../../deploy/controller/deployment.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.UnmarshalStrict(b, &controller); err != nil {
+		t.Fatal(err)
+	}
+	cs := controller.Spec.Template.Spec.Containers
+	if len(cs) == 0 {
+		t.Fatal("deploy/controller/deployment.yaml: no container")
+	}
+	for _, c := range cs {
+		if p := goMemLimitProblem(c); p != "" {
+			t.Errorf("deploy/controller/deployment.yaml: container %s: %s", c.Name, p)
+		}
 	}
 }
