@@ -14,13 +14,32 @@ func TestPorts(t *testing.T) {
 	}
 	low := ephemeralLow()
 	checkFree(t, ports, func(p int) bool { return p >= 20000 && p < low })
-	a, err := Addr("127.0.0.1")
+	// Addr's host is the one asked for (the whole 127/8 is the loopback).
+	a, err := Addr("127.0.0.2")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, p, _ := net.SplitHostPort(a); p == "" {
-		t.Errorf("Addr %q", a)
+	if h, p, _ := net.SplitHostPort(a); h != "127.0.0.2" || p == "" {
+		t.Errorf("Addr(127.0.0.2) = %q", a)
+	} else if l, err := net.Listen("tcp", a); err != nil {
+		t.Errorf("Addr %s not free: %v", a, err)
+	} else {
+		l.Close()
 	}
+}
+
+// TestPickerHolds: a port the picker took stays taken until close (so that no pick repeats
+// it), then is free.
+func TestPickerHolds(t *testing.T) {
+	p := picker{host: "127.0.0.1"}
+	if err := p.take(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.take(p.ports[0]); err == nil {
+		t.Errorf("port %d taken twice: the picker does not hold what it took", p.ports[0])
+	}
+	p.close()
+	checkFree(t, p.ports[:1], func(int) bool { return true })
 }
 
 // TestKernelPorts: distinct ports from the kernel's ephemeral range, free once returned.
