@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -124,6 +126,24 @@ func TestLargeChunkedJSONAnswer(t *testing.T) {
 	_, err = ruled.CallTool(ctx, &mcp.CallToolParams{Name: "big"})
 	if err == nil || !strings.Contains(err.Error(), "could not be inspected") {
 		t.Errorf("ruled: tools/call big gave error %v, want the gateway's -32603 error", err)
+	}
+	// The client above reads the first JSON value of the answer; the answer is that error alone,
+	// not followed by the rest of the server's (a reply replacing only the piece Envoy sent).
+	req, err := http.NewRequestWithContext(ctx, "POST", base+"/ruled", strings.NewReader(`{"jsonrpc":"2.0","id":99,"method":"tools/call","params":{"name":"big","arguments":{}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("content-type", "application/json")
+	req.Header.Set("accept", "application/json, text/event-stream")
+	req.Header.Set("mcp-session-id", ruled.ID())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || !json.Valid(body) || !strings.Contains(string(body), `"code":-32603`) {
+		t.Errorf("ruled: raw tools/call big: %d, %d bytes (%v), %.200q...; want 200 and the -32603 error alone", resp.StatusCode, len(body), err, body)
 	}
 
 	// Without a policy: the answer passes whole.
