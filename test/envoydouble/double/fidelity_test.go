@@ -253,7 +253,7 @@ func TestDetailsAndSpuriousMetadata(t *testing.T) {
 		switch path {
 		case "/mcp/immediate":
 			return s.srv.Send(&extprocsvc.ProcessingResponse{Response: &extprocsvc.ProcessingResponse_ImmediateResponse{
-				ImmediateResponse: &extprocsvc.ImmediateResponse{Status: &typev3.HttpStatus{Code: typev3.StatusCode_Forbidden}, Details: " no  way\tout "}}})
+				ImmediateResponse: &extprocsvc.ImmediateResponse{Status: &typev3.HttpStatus{Code: typev3.StatusCode_Forbidden}, Details: " no  way\tout\v\f\r\n "}}})
 		case "/mcp/grpc":
 			return status.Error(codes.Internal, "two  spaces\tand a tab")
 		}
@@ -268,7 +268,7 @@ func TestDetailsAndSpuriousMetadata(t *testing.T) {
 		method        any // nil: none written
 		code          int
 	}{
-		{"/mcp/immediate", "_no__way_out_", nil, 403},
+		{"/mcp/immediate", "_no__way_out_____", nil, 403},
 		{"/mcp/grpc", "ext_proc_error_gRPC_error_13{two__spaces_and_a_tab}", nil, 500},
 		{"/mcp/spurious", "spurious_message", "from-a-spurious-reply", 500},
 	} {
