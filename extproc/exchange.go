@@ -292,11 +292,11 @@ func (st *stream) unmatched(m *mcp.Message) []byte {
 		// session's POSTs and GET stream may pass different pods).
 		return refused
 	}
-	if f := st.itemFilter(); f != nil && m.Result != nil {
+	if m.Result != nil && m.MayListItems() && st.hasMCPRules() {
 		// An answer whose request the gateway did not see (a stream resumed with Last-Event-ID
 		// replays it, its request passed another replica or expired from the session table): a
 		// list result in it is filtered all the same.
-		repl, _ := st.filterLists(m, f, false)
+		repl, _ := st.filterLists(m, st.itemFilter(), false)
 		return repl
 	}
 	return nil
@@ -309,10 +309,14 @@ func (st *stream) answer(m *mcp.Message, ex *exchange, md *metadata, now time.Ti
 	// Any result is filtered under the route's MCP rules, not only the answer of the list request
 	// it is matched with: the request an answer is matched with may not be the one it answers
 	// when a request of the same id passed another replica (which a legacy SSE session's POSTs
-	// may), or left the session table (expired, or pushed out) before its answer came.
-	f := ex.filter
-	if f == nil {
-		f = st.itemFilter()
+	// may), or left the session table (expired, or pushed out) before its answer came. A result
+	// that lists no item to filter (m.MayListItems, read as the answer was parsed) is left as it
+	// is.
+	var f *itemFilter
+	if m.Result != nil && m.MayListItems() {
+		if f = ex.filter; f == nil {
+			f = st.itemFilter()
+		}
 	}
 	// The answer of a tools/list names the server's tools (admitListedTools), read once: by the
 	// filter when there is one.
@@ -386,10 +390,14 @@ func (st *stream) filterLists(m *mcp.Message, f *itemFilter, admit bool) (repl [
 	return nil, false
 }
 
+// hasMCPRules reports whether the route's policy has MCP rules, under which list answers are
+// filtered (itemFilter).
+func (st *stream) hasMCPRules() bool { return st.pol != nil && st.pol.tools != nil }
+
 // itemFilter returns the filter of list answers under the policy's MCP rules, made once per
 // stream from the request's input; nil when the policy has no MCP rules.
 func (st *stream) itemFilter() *itemFilter {
-	if st.filter == nil && st.pol != nil && st.pol.tools != nil {
+	if st.filter == nil && st.hasMCPRules() {
 		in := st.in
 		in.MCPMethod = mcp.MethodToolsCall
 		st.filter = &itemFilter{rules: st.pol.tools, in: in}

@@ -836,7 +836,7 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	// What the gateway knows of the requests does not decide it (see stream.replaceUnreadable).
 	ct, enc := hs.first("content-type"), encoded(hs.first("content-encoding"))
 	var read bool
-	if st.itemFilter() != nil {
+	if st.hasMCPRules() {
 		pending := st.rewritePending()
 		read = pending || mayHoldJSONRPC(ct)
 		st.replaceUnreadable = pending || enc
@@ -905,7 +905,7 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	}
 	if err != nil {
 		st.s.tel.NonJSONRPC("response")
-		if !st.replaceUnreadable && (err != errTooLarge || st.itemFilter() == nil) {
+		if !st.replaceUnreadable && (err != errTooLarge || !st.hasMCPRules()) {
 			return st.rep.bodyReply(false, nil, false, false, metadata{})
 		}
 		// An answer that must be rewritten, that the client decodes and the gateway cannot, or,
@@ -953,7 +953,7 @@ func (st *stream) sseChunk(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse 
 	// refused call's stand-in answer), known only once whole, whatever the gateway knows of the
 	// requests. A legacy SSE session's POSTs may pass another replica, whose requests this one
 	// never sees.
-	hold := st.itemFilter() != nil
+	hold := st.hasMCPRules()
 	md := answerMetadata()
 	visit := func(ev *mcp.Event, rewritable bool) []byte {
 		return st.visitEvent(ev, rewritable, &md)

@@ -83,6 +83,11 @@ type Message struct {
 	// (for example "Method"), or a JSON-RPC member appears twice. Servers disagree on such
 	// messages; the gateway refuses them where authorization depends on the reading.
 	Ambiguous bool
+
+	// What Parse read of an object Result's own members as it parsed the message (resultRead), so
+	// that the answer is not walked again: toolError (see IsToolError) and listsItems (a member
+	// that FilterLists reads, see MayListItems).
+	resultRead, toolError, listsItems bool
 }
 
 // ErrorCode returns the code of a response's error member.
@@ -108,19 +113,50 @@ func (m *Message) ErrorCode() (int, bool) {
 // result object's own members count, not nested objects or the text of its content. A member
 // whose name equals "isError" only when case is folded counts too (Go's encoding/json reads it
 // as isError), and with several of them any true one does: readers disagree on which counts, and
-// the gateway would rather report a failure than hide one. The result is scanned again, member
-// by member, without decoding it.
+// the gateway would rather report a failure than hide one. Parse reads it as it parses the
+// message; a Message made otherwise has its result scanned, member by member, without decoding.
 func (m *Message) IsToolError() bool {
+	if m.resultRead {
+		return m.toolError
+	}
 	if len(m.Result) == 0 || m.Result[0] != '{' {
 		return false
 	}
-	err := eachMember(m.Result, func(mb member) error {
-		if string(mb.value) == "true" && bytes.EqualFold(mb.name, []byte("isError")) {
-			return errFound
-		}
+	var r resultFacts
+	_ = eachMember(m.Result, func(mb member) error {
+		r.read(mb.name, mb.value)
 		return nil
 	})
-	return errors.Is(err, errFound)
+	return r.toolError
+}
+
+// MayListItems reports whether FilterLists can find items to filter in m: false when m's result
+// has no member "tools", "prompts", "resources" or "resourceTemplates" (in any letter case)
+// holding an array, and m no other member that FilterLists reads as the result (m.Ambiguous).
+// Parse reads it as it parses the message; for a Message made otherwise it is true whenever the
+// result is an object.
+func (m *Message) MayListItems() bool {
+	if len(m.Result) == 0 || m.Result[0] != '{' {
+		return m.Ambiguous
+	}
+	return !m.resultRead || m.listsItems || m.Ambiguous
+}
+
+// resultFacts is what a walk of a result object's own members finds.
+type resultFacts struct {
+	// toolError: a member isError (in any letter case) is true; listsItems: a member that lists
+	// items (listOf) is an array.
+	toolError, listsItems bool
+}
+
+// read notes the result member name with the raw value.
+func (r *resultFacts) read(name, value []byte) {
+	switch {
+	case string(value) == "true" && bytes.EqualFold(name, []byte("isError")):
+		r.toolError = true
+	case len(value) > 0 && value[0] == '[' && listOf(name) != nil:
+		r.listsItems = true
+	}
 }
 
 // ErrNotJSONRPC is wrapped by Parse errors: the body is not JSON, not an object or an array of
@@ -193,23 +229,47 @@ func parseMessage(b []byte) (Message, error) {
 	var method []byte
 	hasMethod, methodString := false, false
 	var seen uint8 // one bit per JSON-RPC member seen, to spot a repeated one
-	err := eachMember(b, func(mb member) error {
+	err := walkObject(b, func(name []byte, _, vstart int) (int, error) {
+		var end int
+		var err error
+		if string(name) == "result" && vstart < len(b) && b[vstart] == '{' {
+			// The result's own members are read in this pass (IsToolError, MayListItems); the
+			// last result counts, as for Result.
+			var r resultFacts
+			end, err = walkMembers(b, vstart, func(name []byte, _, vstart int) (int, error) {
+				end, err := skipValue(b, vstart, 2)
+				if err == nil {
+					r.read(name, b[vstart:end])
+				}
+				return end, err
+			})
+			m.resultRead, m.toolError, m.listsItems = true, r.toolError, r.listsItems
+		} else {
+			end, err = skipValue(b, vstart, 1)
+		}
+		if err != nil {
+			return 0, err
+		}
+		value := b[vstart:end]
 		var bit uint8
-		switch string(mb.name) {
+		switch string(name) {
 		case "jsonrpc":
 			bit = 1 << 0
 		case "id":
-			m.ID, bit = mb.value, 1<<1
+			m.ID, bit = value, 1<<1
 		case "method":
-			hasMethod, method, bit = true, mb.value, 1<<2
+			hasMethod, method, bit = true, value, 1<<2
 		case "params":
-			m.Params, bit = mb.value, 1<<3
+			m.Params, bit = value, 1<<3
 		case "result":
-			m.Result, bit = mb.value, 1<<4
+			m.Result, bit = value, 1<<4
+			if value[0] != '{' {
+				m.resultRead, m.toolError, m.listsItems = false, false, false
+			}
 		case "error":
-			m.Error, bit = mb.value, 1<<5
+			m.Error, bit = value, 1<<5
 		default:
-			if foldsTo(mb.name, rpcNames[:]) {
+			if foldsTo(name, rpcNames[:]) {
 				m.Ambiguous = true
 			}
 		}
@@ -217,7 +277,7 @@ func parseMessage(b []byte) (Message, error) {
 			m.Ambiguous = true
 		}
 		seen |= bit
-		return nil
+		return end, nil
 	})
 	if err != nil {
 		return Message{}, err
@@ -426,6 +486,17 @@ var lists = [...]listed{
 	{"resourceTemplates", Resource, "uriTemplate"},
 }
 
+// listOf returns the list whose member a list result's member name names (compared with case
+// folded, as FilterLists reads it); nil for another member.
+func listOf(name []byte) *listed {
+	for i := range lists {
+		if bytes.EqualFold(name, []byte(lists[i].member)) {
+			return &lists[i]
+		}
+	}
+	return nil
+}
+
 // FilterLists removes from the response msg the listed items for which allow returns false: the
 // elements of result.tools, result.prompts, result.resources and result.resourceTemplates,
 // whatever request msg answers (its members' names compared with case folded, as servers that
@@ -460,10 +531,8 @@ func FilterLists(msg []byte, allow func(it Item, name string) bool) ([]byte, int
 		}
 	}
 	pickList := func(name []byte) func([]byte) ([]byte, error) {
-		for i := range lists {
-			if bytes.EqualFold(name, []byte(lists[i].member)) {
-				return filter(&lists[i])
-			}
+		if l := listOf(name); l != nil {
+			return filter(l)
 		}
 		return nil
 	}

@@ -255,6 +255,40 @@ func TestFilterListsItems(t *testing.T) {
 	}
 }
 
+// TestMayListItems: only a message whose result holds a tools, prompts, resources or
+// resourceTemplates array, or that names its result ambiguously, may have items to filter.
+func TestMayListItems(t *testing.T) {
+	for body, want := range map[string]bool{
+		`{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"}]}}`:                         true,
+		`{"jsonrpc":"2.0","id":1,"result":{"nextCursor":"c","Tools":[]}}`:                    true,
+		`{"jsonrpc":"2.0","id":1,"result":{"to\u006fls":[]}}`:                                true,
+		`{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"tools"}]}}`:     false,
+		`{"jsonrpc":"2.0","id":1,"result":{"tools":"x","content":[{"tools":[]}]}}`:           false,
+		`{"jsonrpc":"2.0","id":1,"result":[{"tools":[]}]}`:                                   false,
+		`{"jsonrpc":"2.0","id":1,"result":{"tools":[]},"result":{"content":[]}}`:             true,
+		`{"jsonrpc":"2.0","id":1,"Result":{"tools":[{"name":"a"}]}}`:                         true,
+		`{"jsonrpc":"2.0","id":1,"result":{"content":[]},"RESULT":{"tools":[]}}`:             true,
+		`{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"m","data":{"tools":[]}}}`: false,
+		`{"jsonrpc":"2.0","id":1,"result":{"prompts":[{"name":"p"}]}}`:                       true,
+		`{"jsonrpc":"2.0","id":1,"result":{"Resources":[]}}`:                                 true,
+		`{"jsonrpc":"2.0","id":1,"result":{"resourceTemplates":[],"nextCursor":"c"}}`:        true,
+		`{"jsonrpc":"2.0","id":1,"result":{"contents":[{"uri":"u","text":"t"}]}}`:            false,
+		`{"jsonrpc":"2.0","id":1,"result":{"messages":[],"prompts":{}}}`:                     false,
+	} {
+		msgs, _, err := Parse([]byte(body))
+		if err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		if got := msgs[0].MayListItems(); got != want {
+			t.Errorf("MayListItems(%s) = %v, want %v", body, got, want)
+		}
+	}
+	// A message made otherwise than by Parse may, when its result is an object.
+	if m := (Message{Result: json.RawMessage(`{"content":[]}`)}); !m.MayListItems() {
+		t.Error("MayListItems of an unparsed result is false")
+	}
+}
+
 // TestToolNames: ToolNames names the tools FilterLists asks about, no others.
 func TestToolNames(t *testing.T) {
 	msg := []byte(`{"jsonrpc":"2.0","id":2,"result":{"ttlMs":0,"tools":[{"name":"fetch","inputSchema":{"type":"object"}},{"description":"x","name":"get-env"},{"Name":"sneaky"},{"name":"get-env","name":"echo"},{"name":7},"x",{"name":"echo"}],"nextCursor":"c"}}`)
@@ -312,9 +346,17 @@ func FuzzParse(f *testing.F) {
 			if tc, ok := ParseToolCall(m.Params); ok && tc.Arguments != nil && !validValue(tc.Arguments) {
 				t.Fatalf("arguments %q not a JSON value", tc.Arguments)
 			}
-			out, _, err := FilterLists(m.Raw, func(_ Item, n string) bool { return len(n)%2 == 0 })
+			out, removed, err := FilterLists(m.Raw, func(_ Item, n string) bool { return len(n)%2 == 0 })
 			if err == nil && !json.Valid(out) {
 				t.Fatalf("filtered message is invalid JSON: %q", out)
+			}
+			// What Parse read of the result in its pass is what a walk of its own finds.
+			walked := Message{Result: m.Result, Ambiguous: m.Ambiguous}
+			if m.IsToolError() != walked.IsToolError() {
+				t.Fatalf("IsToolError of %q: parsed %v, walked %v", m.Raw, m.IsToolError(), walked.IsToolError())
+			}
+			if _, all, _ := FilterLists(m.Raw, func(Item, string) bool { return false }); !m.MayListItems() && (removed > 0 || all > 0) {
+				t.Fatalf("MayListItems(%q) is false, FilterLists removed %d", m.Raw, all)
 			}
 		}
 	})

@@ -218,58 +218,79 @@ type member struct {
 // eachMember calls fn for every member of the JSON object b (exactly one object, surrounding space
 // allowed). It stops at the first error, from the syntax or from fn.
 func eachMember(b []byte, fn func(m member) error) error {
+	return walkObject(b, func(name []byte, start, vstart int) (int, error) {
+		end, err := skipValue(b, vstart, 1)
+		if err != nil {
+			return 0, err
+		}
+		return end, fn(member{name: name, start: start, end: end, value: b[vstart:end]})
+	})
+}
+
+// walkObject walks the JSON object b (exactly one object, surrounding space allowed) as walkMembers
+// does at depth 1.
+func walkObject(b []byte, value valueFunc) error {
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return syntaxErr(i, "expected object")
 	}
+	end, err := walkMembers(b, i, value)
+	if err != nil {
+		return err
+	}
+	if skipSpace(b, end) != len(b) {
+		return syntaxErr(end, "trailing data")
+	}
+	return nil
+}
+
+// valueFunc reads the value of the member name, which starts at b[start] (its name) and whose value
+// starts at b[vstart], and returns the index just past the value.
+type valueFunc func(name []byte, start, vstart int) (end int, err error)
+
+// walkMembers walks the members of the object starting at b[i] == '{', calling value for each with
+// its decoded name (aliasing b when it has no escapes), and returns the index just past the object.
+// value reads the member's value itself (skipValue, or a walk of its own), so that a caller reads
+// the object and what it wants of its values in one pass.
+func walkMembers(b []byte, i int, value valueFunc) (int, error) {
 	i = skipSpace(b, i+1)
 	if i < len(b) && b[i] == '}' {
-		if skipSpace(b, i+1) != len(b) {
-			return syntaxErr(i+1, "trailing data")
-		}
-		return nil
+		return i + 1, nil
 	}
 	for {
 		if i >= len(b) || b[i] != '"' {
-			return syntaxErr(i, "expected member name")
+			return 0, syntaxErr(i, "expected member name")
 		}
 		start := i
 		end, escaped, err := scanString(b, i)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		name := b[i+1 : end-1]
 		if escaped {
 			var s string
 			if err := json.Unmarshal(b[i:end], &s); err != nil {
-				return syntaxErr(i, "bad member name")
+				return 0, syntaxErr(i, "bad member name")
 			}
 			name = []byte(s)
 		}
 		i = skipSpace(b, end)
 		if i >= len(b) || b[i] != ':' {
-			return syntaxErr(i, "expected ':'")
+			return 0, syntaxErr(i, "expected ':'")
 		}
 		i = skipSpace(b, i+1)
-		vstart := i
-		if i, err = skipValue(b, i, 1); err != nil {
-			return err
-		}
-		if err := fn(member{name: name, start: start, end: i, value: b[vstart:i]}); err != nil {
-			return err
+		if i, err = value(name, start, i); err != nil {
+			return 0, err
 		}
 		i = skipSpace(b, i)
 		if i >= len(b) {
-			return syntaxErr(i, "unexpected end")
+			return 0, syntaxErr(i, "unexpected end")
 		}
 		if b[i] == '}' {
-			if skipSpace(b, i+1) != len(b) {
-				return syntaxErr(i+1, "trailing data")
-			}
-			return nil
+			return i + 1, nil
 		}
 		if b[i] != ',' {
-			return syntaxErr(i, "expected ',' or '}'")
+			return 0, syntaxErr(i, "expected ',' or '}'")
 		}
 		i = skipSpace(b, i+1)
 	}
