@@ -7,6 +7,7 @@ package extproc
 import (
 	"context"
 	"encoding/json"
+	"iter"
 	"sync/atomic"
 	"time"
 
@@ -48,7 +49,7 @@ func (e *exchange) rewrite() bool { return e.filter != nil || e.denied }
 // rewritePending reports whether an exchange awaiting its answer in this stream's response needs
 // it rewritten.
 func (st *stream) rewritePending() bool {
-	for _, ex := range st.pending {
+	for _, ex := range st.pending.all() {
 		if ex.rewrite() {
 			return true
 		}
@@ -125,26 +126,119 @@ func (st *stream) register(exs []*exchange, now time.Time) {
 			st.park(k, ex, now)
 			st.posted = append(st.posted, postedExchange{k, ex})
 		default:
-			if st.pending == nil {
-				st.pending = make(map[string]*exchange, len(exs))
-			}
-			if old := st.pending[key]; old != nil {
-				st.forget(key)
+			if old := st.pending.put(key, ex); old != nil {
 				st.s.finish(old, telemetry.OutcomeNoAnswer, now)
 			}
-			st.pending[key] = ex
 		}
 	}
 }
 
-// forget removes a pending exchange.
-func (st *stream) forget(key string) *exchange {
-	ex := st.pending[key]
-	if ex == nil {
-		return nil
+// pendingFew is how many exchanges a pendingSet holds in its own storage.
+const pendingFew = 4
+
+// pendingSet holds the exchanges awaiting their answers in a stream's response, by IDKey. The first
+// few are held in the set itself, in the order they came (the stream's storage, recycled with it:
+// most bodies hold one request), more in a map.
+type pendingSet struct {
+	few [pendingFew]pendingExchange
+	// n is how many of few hold an exchange (0 once more is made).
+	n    int
+	more map[string]*exchange
+}
+
+type pendingExchange struct {
+	key string
+	ex  *exchange
+}
+
+func (p *pendingSet) len() int {
+	if p.more != nil {
+		return len(p.more)
 	}
-	delete(st.pending, key)
-	return ex
+	return p.n
+}
+
+// put adds ex under key and returns the exchange it replaces (nil: none).
+func (p *pendingSet) put(key string, ex *exchange) (old *exchange) {
+	old = p.take(key)
+	switch {
+	case p.more != nil:
+		p.more[key] = ex
+	case p.n < pendingFew:
+		p.few[p.n] = pendingExchange{key, ex}
+		p.n++
+	default:
+		p.more = make(map[string]*exchange, 2*pendingFew)
+		for _, e := range p.few[:p.n] {
+			p.more[e.key] = e.ex
+		}
+		p.more[key] = ex
+		p.few, p.n = [pendingFew]pendingExchange{}, 0
+	}
+	return old
+}
+
+// take removes and returns the exchange under key (nil: none).
+func (p *pendingSet) take(key string) *exchange {
+	if p.more != nil {
+		ex := p.more[key]
+		delete(p.more, key)
+		return ex
+	}
+	for i := range p.n {
+		if ex := p.few[i].ex; p.few[i].key == key {
+			p.removeFew(i)
+			return ex
+		}
+	}
+	return nil
+}
+
+func (p *pendingSet) removeFew(i int) {
+	copy(p.few[i:p.n], p.few[i+1:p.n])
+	p.n--
+	p.few[p.n] = pendingExchange{}
+}
+
+// all yields the exchanges and their keys.
+func (p *pendingSet) all() iter.Seq2[string, *exchange] {
+	return func(yield func(string, *exchange) bool) {
+		if p.more != nil {
+			for key, ex := range p.more {
+				if !yield(key, ex) {
+					return
+				}
+			}
+			return
+		}
+		for _, e := range p.few[:p.n] {
+			if !yield(e.key, e.ex) {
+				return
+			}
+		}
+	}
+}
+
+// drain yields the exchanges and their keys, each removed before it is yielded.
+func (p *pendingSet) drain() iter.Seq2[string, *exchange] {
+	return func(yield func(string, *exchange) bool) {
+		if p.more != nil {
+			for key, ex := range p.more {
+				delete(p.more, key)
+				if !yield(key, ex) {
+					return
+				}
+			}
+			return
+		}
+		for p.n > 0 {
+			e := p.few[0]
+			p.removeFew(0)
+			if !yield(e.key, e.ex) {
+				return
+			}
+		}
+	}
 }
 
 // sessionKey is the session table's key of the request with JSON-RPC id key (IDKey form) in this
@@ -169,8 +263,7 @@ func (st *stream) park(k mcp.SessionKey, ex *exchange, now time.Time) {
 
 // finishPending ends the exchanges whose answers were to come in this stream's response.
 func (st *stream) finishPending(now time.Time) {
-	for key, ex := range st.pending {
-		st.forget(key)
+	for _, ex := range st.pending.drain() {
 		st.s.finish(ex, telemetry.OutcomeNoAnswer, now)
 	}
 }
@@ -185,8 +278,7 @@ func (st *stream) endEventStream(now time.Time) {
 		st.finishPending(now)
 		return
 	}
-	for key, ex := range st.pending {
-		st.forget(key)
+	for key, ex := range st.pending.drain() {
 		st.park(st.sessionKey(key), ex, now)
 	}
 }
@@ -195,9 +287,8 @@ func (st *stream) endEventStream(now time.Time) {
 // an internal error for each request awaiting an answer, or one with a null id when none is.
 func (st *stream) unreadableAnswers() []byte {
 	var elems [][]byte
-	for key, ex := range st.pending {
+	for _, ex := range st.pending.drain() {
 		elems = append(elems, mcp.ErrorResponse(ex.rec.ID, mcp.CodeInternalError, "mcpgate: the server's answer could not be inspected"))
-		st.forget(key)
 		ex.rec.HasError, ex.rec.ErrorCode, ex.rec.HTTPStatus = true, mcp.CodeInternalError, st.status
 		st.s.finish(ex, telemetry.OutcomeError, time.Now())
 	}
@@ -216,7 +307,7 @@ func (st *stream) unreadableAnswers() []byte {
 // session's POSTs put in the session table.
 func (st *stream) take(key string) *exchange {
 	if st.kind != mcp.RequestGet && st.kind != mcp.RequestLegacyPost {
-		return st.forget(key)
+		return st.pending.take(key)
 	}
 	if st.session == "" {
 		return nil
@@ -230,15 +321,14 @@ func (st *stream) take(key string) *exchange {
 // Streamable HTTP POST that awaits its answer, and reports whether it did. With several awaiting,
 // which one m answers is not known: they are left as they are. m passes unchanged.
 func (st *stream) nullIDError(m *mcp.Message, key string, md *metadata, now time.Time) bool {
-	if key != "null" || st.kind != mcp.RequestPost || len(st.pending) != 1 {
+	if key != "null" || st.kind != mcp.RequestPost || st.pending.len() != 1 {
 		return false
 	}
 	code, hasErr := m.ErrorCode()
 	if !hasErr {
 		return false
 	}
-	for k, ex := range st.pending {
-		st.forget(k)
+	for _, ex := range st.pending.drain() {
 		ex.rec.HasError, ex.rec.ErrorCode = true, code
 		st.settle(ex, telemetry.OutcomeError, md, now)
 	}

@@ -141,7 +141,7 @@ type stream struct {
 	// MCP exchanges awaiting their answer: pending by IDKey (answers in this stream's response),
 	// waiting (notifications, and requests whose answer cannot be correlated) until the response
 	// headers, posted (legacy SSE: in the session table, answered on the GET stream).
-	pending map[string]*exchange
+	pending pendingSet
 	waiting []*exchange
 	posted  []postedExchange
 	// filter is the stream's list filter (see itemFilter).
@@ -189,11 +189,11 @@ func (st *stream) end() {
 	defer s.recycle(st)
 	defer s.tel.StreamEnded()
 	defer s.policies.release(st.set)
-	if len(st.pending) == 0 && len(st.waiting) == 0 {
+	if st.pending.len() == 0 && len(st.waiting) == 0 {
 		return
 	}
 	now := time.Now()
-	for _, ex := range st.pending {
+	for _, ex := range st.pending.all() {
 		st.s.finish(ex, telemetry.OutcomeNoAnswer, now)
 	}
 	for _, ex := range st.waiting {
@@ -802,7 +802,7 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	if sid := hs.first(mcp.SessionHeader); sid != "" && st.session == "" {
 		// Streamable HTTP's initialize: the server names the session in its answer.
 		st.session = sid
-		for _, ex := range st.pending {
+		for _, ex := range st.pending.all() {
 			ex.rec.Session = sid
 		}
 		md.str(contract.FieldSession, sid)
@@ -824,7 +824,7 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 		st.s.finish(ex, outcomeWithoutAnswer(ex), now)
 	}
 	st.waiting = nil
-	for _, ex := range st.pending {
+	for _, ex := range st.pending.all() {
 		ex.rec.HTTPStatus = st.status
 	}
 	if !st.ri.mcp || h.GetEndOfStream() {
