@@ -211,6 +211,15 @@ func (m *metadata) str(name, value string) {
 	}
 }
 
+// bytes is str of value's text, without a copy: value's bytes (a request body's, or a rendering of
+// them) do not change, and the reply's encoding (attach), which reads them, is made before the
+// message they came from is released.
+func (m *metadata) bytes(name string, value []byte) {
+	if len(value) > 0 {
+		m.str(name, unsafe.String(&value[0], len(value)))
+	}
+}
+
 // replace sets name to value, or removes it when value is empty: a later decision replaces an
 // earlier one.
 func (m *metadata) replace(name, value string) {
@@ -317,6 +326,22 @@ type replies struct {
 	headers     extprocv3.HeadersResponse
 	body        extprocv3.BodyResponse
 	common      extprocv3.CommonResponse
+	// mode is the response headers' reply's mode_override (responseBodyMode); mut and removed the
+	// request headers' reply's header mutation (removeHeaders).
+	mode    extprocfilterv3.ProcessingMode
+	mut     extprocv3.HeaderMutation
+	removed [2]string
+}
+
+// removeHeaders adds the removal of name to the request headers' reply's header mutation, which
+// it returns (made on first use).
+func (rs *replies) removeHeaders(mut *extprocv3.HeaderMutation, name string) *extprocv3.HeaderMutation {
+	if mut == nil {
+		mut = &rs.mut
+		mut.RemoveHeaders = rs.removed[:0]
+	}
+	mut.RemoveHeaders = append(mut.RemoveHeaders, name)
+	return mut
 }
 
 // headersReply continues the headers with the mutation mut (nil: none).
@@ -400,7 +425,8 @@ func immediateReply(a answer, md metadata) *extprocv3.ProcessingResponse {
 	})
 }
 
-// responseBodyMode is the mode_override of a response whose media type is mt: server-sent
+// responseBodyMode sets pm to the mode_override of a response whose media type is mt, and returns
+// pm: server-sent
 // events are streamed chunk by chunk, JSON is buffered (the route says NONE until this override, so
 // that an answer arriving before it waits instead of overflowing Envoy's buffer); anything else,
 // and any body ext_proc cannot read (unreadable: a content encoding, or a length over the body
@@ -414,7 +440,7 @@ func immediateReply(a answer, md metadata) *extprocv3.ProcessingResponse {
 // filter-level mode (SKIP), and BUFFERED with headers SKIP ignores the content-length a replaced
 // body's reply sets while the upstream's stays, so the reply fails (500, "mismatch between
 // content length and the length of the mutated body").
-func responseBodyMode(mt string, unreadable, read, sized bool) *extprocfilterv3.ProcessingMode {
+func responseBodyMode(pm *extprocfilterv3.ProcessingMode, mt string, unreadable, read, sized bool) *extprocfilterv3.ProcessingMode {
 	var mode extprocfilterv3.ProcessingMode_BodySendMode
 	switch {
 	case read && (unreadable || mt != "text/event-stream"):
@@ -431,11 +457,12 @@ func responseBodyMode(mt string, unreadable, read, sized bool) *extprocfilterv3.
 	if mode == extprocfilterv3.ProcessingMode_BUFFERED && !sized {
 		mode = extprocfilterv3.ProcessingMode_BUFFERED_PARTIAL
 	}
-	return &extprocfilterv3.ProcessingMode{
+	*pm = extprocfilterv3.ProcessingMode{
 		ResponseHeaderMode:  extprocfilterv3.ProcessingMode_SEND,
 		RequestBodyMode:     extprocfilterv3.ProcessingMode_BUFFERED,
 		ResponseBodyMode:    mode,
 		RequestTrailerMode:  extprocfilterv3.ProcessingMode_SKIP,
 		ResponseTrailerMode: extprocfilterv3.ProcessingMode_SKIP,
 	}
+	return pm
 }

@@ -97,11 +97,9 @@ func (st *stream) exchangeMetadata(md *metadata, ex *exchange) {
 	md.str(contract.FieldMethod, ex.rec.Method)
 	md.str(contract.FieldTool, ex.rec.Tool)
 	if args, _ := st.s.tel.Arguments(&ex.rec); args != nil {
-		md.str(contract.FieldArguments, string(args))
+		md.bytes(contract.FieldArguments, args)
 	}
-	if ex.rec.ID != nil {
-		md.str(contract.FieldJSONRPCID, string(ex.rec.ID))
-	}
+	md.bytes(contract.FieldJSONRPCID, ex.rec.ID)
 	md.replace(contract.FieldDecision, ex.rec.Decision)
 	md.replace(contract.FieldRule, ex.rec.Rule)
 }

@@ -137,6 +137,8 @@ type stream struct {
 	// request's message at hand. Both are the stream's so as not to be allocated per request.
 	mdFields [contractFields]mdField
 	msgIn    authz.Input
+	// msgs is the storage of a body's message (mcp.ParseInto), the request's then the response's.
+	msgs [1]mcp.Message
 
 	// MCP exchanges awaiting their answer: pending by IDKey (answers in this stream's response),
 	// waiting (notifications, and requests whose answer cannot be correlated) until the response
@@ -349,10 +351,7 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 	}
 	if st.ri.mcp && st.headers.first("accept-encoding") != "" {
 		// ext_proc reads MCP answers (to audit, filter and rewrite them): ask for them plain.
-		if mut == nil {
-			mut = &extprocv3.HeaderMutation{}
-		}
-		mut.RemoveHeaders = append(mut.RemoveHeaders, "accept-encoding")
+		mut = st.rep.removeHeaders(mut, "accept-encoding")
 	}
 	md.str(contract.FieldSubject, st.auth.Subject)
 
@@ -430,7 +429,7 @@ func (st *stream) authenticate() (mut *extprocv3.HeaderMutation, refusal *answer
 	case jwt.OK:
 		st.authn = "ok"
 		// As Envoy's jwt_authn with forward: false: the upstream does not see the token.
-		mut = &extprocv3.HeaderMutation{RemoveHeaders: []string{"authorization"}}
+		mut = st.rep.removeHeaders(nil, "authorization")
 	case jwt.Missing:
 		st.authn = "missing"
 	default:
@@ -489,7 +488,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 			fmt.Sprintf("request body of %d bytes exceeds the gateway's limit of %d bytes", len(body), st.s.cfg.MaxBodyBytes),
 			"mcpgate_body_too_large"), "limit", md, nil)
 	}
-	msgs, batch, err := mcp.Parse(body)
+	msgs, batch, err := mcp.ParseInto(st.msgs[:0], body)
 	if err == nil && len(msgs) > MaxBatchMessages {
 		return st.refuse(jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidRequest,
 			fmt.Sprintf("batch of %d messages exceeds the gateway's limit of %d", len(msgs), MaxBatchMessages),
@@ -861,7 +860,7 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 		st.rep.common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: body}}
 		return r
 	}
-	mode := responseBodyMode(mt, enc || tooLarge, read, sized)
+	mode := responseBodyMode(&st.rep.mode, mt, enc || tooLarge, read, sized)
 	var mut *extprocv3.HeaderMutation
 	switch mode.GetResponseBodyMode() {
 	case extprocfilterv3.ProcessingMode_BUFFERED_PARTIAL:
@@ -901,7 +900,7 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	var msgs []mcp.Message
 	batch, err := false, errTooLarge
 	if len(body) <= st.s.cfg.MaxBodyBytes {
-		msgs, batch, err = mcp.Parse(body)
+		msgs, batch, err = mcp.ParseInto(st.msgs[:0], body)
 	}
 	if err != nil {
 		st.s.tel.NonJSONRPC("response")

@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -167,6 +168,12 @@ var ErrNotJSONRPC = errors.New("not JSON-RPC")
 // messages are returned with KindInvalid; the body as a whole is refused (ErrNotJSONRPC) only when
 // it is not JSON, not an object or an array of objects, or an empty array.
 func Parse(body []byte) (msgs []Message, batch bool, err error) {
+	return ParseInto(nil, body)
+}
+
+// ParseInto is Parse with the messages in buf's storage when they fit (buf[:0] grown when not),
+// so that a caller that parses body after body reuses it.
+func ParseInto(buf []Message, body []byte) (msgs []Message, batch bool, err error) {
 	b := trimJSON(body)
 	if len(b) == 0 {
 		return nil, false, fmt.Errorf("%w: empty body", ErrNotJSONRPC)
@@ -177,7 +184,7 @@ func Parse(body []byte) (msgs []Message, batch bool, err error) {
 		if err != nil {
 			return nil, false, fmt.Errorf("%w: %w", ErrNotJSONRPC, err)
 		}
-		return []Message{m}, false, nil
+		return append(buf[:0], m), false, nil
 	case '[':
 		n := 0
 		err := eachElement(b, func(elem []byte) error {
@@ -193,7 +200,7 @@ func Parse(body []byte) (msgs []Message, batch bool, err error) {
 		if n == 0 {
 			return nil, true, fmt.Errorf("%w: empty batch", ErrNotJSONRPC)
 		}
-		msgs = make([]Message, 0, n)
+		msgs = slices.Grow(buf[:0], n)
 		err = eachElement(b, func(elem []byte) error {
 			m, err := parseMessage(elem)
 			if err != nil {

@@ -404,3 +404,23 @@ func TestAmbiguousMembers(t *testing.T) {
 		t.Error("a late repeat in a large object missed")
 	}
 }
+
+// TestParseInto: ParseInto reads what Parse reads, in the storage given when the messages fit it.
+func TestParseInto(t *testing.T) {
+	var buf [1]Message
+	for _, body := range []string{
+		`{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}}`,
+		`[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]`,
+		`[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","method":"n"}]`,
+		`[]`, `nope`,
+	} {
+		want, wantBatch, wantErr := Parse([]byte(body))
+		got, batch, err := ParseInto(buf[:0], []byte(body))
+		if fmt.Sprint(got, batch, err) != fmt.Sprint(want, wantBatch, wantErr) {
+			t.Errorf("ParseInto(%s) = %v %v %v, Parse %v %v %v", body, got, batch, err, want, wantBatch, wantErr)
+		}
+		if len(got) == 1 && &got[0] != &buf[0] {
+			t.Errorf("ParseInto(%s) did not use the storage given", body)
+		}
+	}
+}
