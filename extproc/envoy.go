@@ -25,9 +25,10 @@ type header struct{ name, value string }
 // names, pseudo-headers included, and the value in raw_value (value only from old versions).
 type headerList []header
 
-func readHeaders(hm *corev3.HeaderMap) headerList {
+// readHeaders reads hm into buf's storage (buf[:0], grown when they do not fit).
+func readHeaders(buf headerList, hm *corev3.HeaderMap) headerList {
 	hs := hm.GetHeaders()
-	out := make(headerList, 0, len(hs))
+	out := slices.Grow(buf[:0], len(hs))
 	for _, hv := range hs {
 		v := hv.GetValue()
 		if raw := hv.GetRawValue(); len(raw) > 0 {
@@ -178,6 +179,12 @@ const contractFields = 11
 
 // answerMetadata is the metadata of a response's reply: the outcome and, for an error, its code.
 func answerMetadata() metadata { return metadata{size: 2} }
+
+// in returns m with its fields in buf's storage (buf[:0], grown when they do not fit).
+func (m metadata) in(buf []mdField) metadata {
+	m.fields = append(buf[:0], m.fields...)
+	return m
+}
 
 type mdField struct {
 	name, str string

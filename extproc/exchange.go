@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"iter"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -487,6 +488,9 @@ func (st *stream) hasMCPRules() bool { return st.pol != nil && st.pol.tools != n
 func (st *stream) itemFilter() *itemFilter {
 	if st.filter == nil && st.hasMCPRules() {
 		in := st.in
+		// The filter may outlive the stream (a parked exchange's): it reads a copy of the headers,
+		// which are the stream's.
+		in.Headers = slices.Clone(st.headers)
 		in.MCPMethod = mcp.MethodToolsCall
 		st.filter = &itemFilter{rules: st.pol.tools, in: in}
 	}

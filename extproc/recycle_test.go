@@ -12,6 +12,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
+	"github.com/mcpgate/mcpgate/extproc/mcp"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 )
 
@@ -104,6 +105,29 @@ func TestRecycledStorageBounded(t *testing.T) {
 		st.end()
 		if kept := cap(st.rep.raw) == c.size; kept != c.kept || (kept && len(st.rep.raw) != 0) {
 			t.Errorf("storage of %d bytes: recycled with len %d cap %d, want kept %v and empty", c.size, len(st.rep.raw), cap(st.rep.raw), c.kept)
+		}
+	}
+}
+
+// TestItemFilterOutlivesStream: a list filter, which a parked exchange keeps past its stream, reads
+// the request's headers after the stream is recycled (their storage is the stream's), for tools and
+// for the other items alike.
+func TestItemFilterOutlivesStream(t *testing.T) {
+	srv := newPolicyServer(t, Config{Audit: io.Discard}, &policyv1.Policy{Name: "p",
+		McpRules: []*policyv1.Rule{{Expression: `request.headers["x-team"] == "red"`, Source: "tools#0"}}})
+	route := extproctest.Route{Gateway: "ns/gw", Route: "ns/r/rule/0", Policy: "p", MCP: contract.TransportStreamableHTTP, Backend: "ns/b", Target: "t"}
+	st := srv.newStream(grpcmd.NewIncomingContext(context.Background(), route.MD()))
+	if r, err := st.handle(extproctest.RequestHeadersMsg([]extproctest.Header{{Name: ":method", Value: "POST"}, {Name: ":path", Value: "/mcp"},
+		{Name: "content-type", Value: "application/json"}, {Name: "x-team", Value: "red"}}, false)); err != nil || r.GetImmediateResponse() != nil {
+		t.Fatalf("%v %v", r, err)
+	}
+	f := st.itemFilter()
+	ctx := st.ctx
+	st.end()
+	allow := f.allow(ctx)
+	for _, it := range []mcp.Item{mcp.Tool, mcp.Prompt, mcp.Resource} {
+		if !allow(it, "fetch") {
+			t.Errorf("the filter of an ended stream no longer reads its request's headers (%s)", it)
 		}
 	}
 }

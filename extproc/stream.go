@@ -137,8 +137,13 @@ type stream struct {
 	// request's message at hand. Both are the stream's so as not to be allocated per request.
 	mdFields [contractFields]mdField
 	msgIn    authz.Input
-	// msgs is the storage of a body's message (mcp.ParseInto), the request's then the response's.
-	msgs [1]mcp.Message
+	// msgs is the storage of a body's message (mcp.ParseInto), the request's then the response's;
+	// reqHeaders and respHeaders of the headers (readHeaders), answerFields of a response body's
+	// reply's metadata (answerMetadata).
+	msgs         [1]mcp.Message
+	reqHeaders   [16]header
+	respHeaders  [12]header
+	answerFields [4]mdField
 
 	// MCP exchanges awaiting their answer: pending by IDKey (answers in this stream's response),
 	// waiting (notifications, and requests whose answer cannot be correlated) until the response
@@ -300,10 +305,11 @@ func (st *stream) evaluate(rules *authz.RuleSet, in *authz.Input) authz.Decision
 }
 
 func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*structpb.Struct) *extprocv3.ProcessingResponse {
-	st.headers = readHeaders(h.GetHeaders())
+	st.headers = readHeaders(st.reqHeaders[:0], h.GetHeaders())
 	st.in = authz.Input{
 		Method: st.headers.first(":method"), Path: st.headers.first(":path"), Host: st.headers.first(":authority"),
-		Headers: st.headers, SourceAddress: sourceAddress(attrs), Target: st.ri.target,
+		// The stream's: a list filter, which may outlive it, reads a copy (itemFilter).
+		Headers: &st.headers, SourceAddress: sourceAddress(attrs), Target: st.ri.target,
 	}
 	if st.in.Host == "" {
 		st.in.Host = st.headers.first("host")
@@ -795,7 +801,7 @@ func utf8Charset(ct string) bool {
 }
 
 func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
-	hs := readHeaders(h.GetHeaders())
+	hs := readHeaders(st.respHeaders[:0], h.GetHeaders())
 	st.status, _ = strconv.Atoi(hs.first(":status"))
 	var md metadata
 	if sid := hs.first(mcp.SessionHeader); sid != "" && st.session == "" {
@@ -924,7 +930,7 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 		mut.RemoveHeaders = append(mut.RemoveHeaders, "content-encoding")
 		return r
 	}
-	md := answerMetadata()
+	md := answerMetadata().in(st.answerFields[:])
 	out, changed := st.answers(msgs, batch, &md)
 	if !changed {
 		return st.rep.bodyReply(false, nil, false, false, md)
@@ -953,7 +959,7 @@ func (st *stream) sseChunk(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse 
 	// requests. A legacy SSE session's POSTs may pass another replica, whose requests this one
 	// never sees.
 	hold := st.hasMCPRules()
-	md := answerMetadata()
+	md := answerMetadata().in(st.answerFields[:])
 	visit := func(ev *mcp.Event, rewritable bool) []byte {
 		return st.visitEvent(ev, rewritable, &md)
 	}
