@@ -41,11 +41,28 @@ type exchange struct {
 	// which the ping's answer carries.
 	standIn json.RawMessage
 	// postStatus is the HTTP status of the POST that carried a legacy SSE request, set by the
-	// POST's stream and read by the GET stream that sees the answer.
-	postStatus atomic.Int32
+	// POST's stream and read by the GET stream that sees the answer (setPostStatus, postStatus).
+	// An int32 read and written atomically rather than an atomic.Int32, so that park can move an
+	// exchange out of its stream's storage by a plain copy.
+	postStatusV int32
 }
 
 func (e *exchange) rewrite() bool { return e.filter != nil || e.denied }
+
+func (e *exchange) postStatus() int32 { return atomic.LoadInt32(&e.postStatusV) }
+
+func (e *exchange) setPostStatus(s int32) { atomic.StoreInt32(&e.postStatusV, s) }
+
+// newExchange returns an exchange of rec: a stream's first in the stream's storage (park moves it
+// out, should it outlive the stream), the others allocated.
+func (st *stream) newExchange(rec telemetry.Record) *exchange {
+	if st.firstExUsed {
+		return &exchange{rec: rec}
+	}
+	st.firstExUsed = true
+	st.firstEx = exchange{rec: rec}
+	return &st.firstEx
+}
 
 // rewritePending reports whether an exchange awaiting its answer in this stream's response needs
 // it rewritten.
@@ -122,8 +139,7 @@ func (st *stream) register(exs []*exchange, now time.Time) {
 			st.waiting = append(st.waiting, ex)
 		case st.kind == mcp.RequestLegacyPost:
 			k := st.sessionKey(key)
-			st.park(k, ex, now)
-			st.posted = append(st.posted, postedExchange{k, ex})
+			st.posted = append(st.posted, postedExchange{k, st.park(k, ex, now)})
 		default:
 			if old := st.pending.put(key, ex); old != nil {
 				st.s.finish(old, telemetry.OutcomeNoAnswer, now)
@@ -249,15 +265,22 @@ func (st *stream) sessionKey(key string) mcp.SessionKey {
 	return mcp.SessionKey{Scope: st.scope, Session: st.session, ID: key}
 }
 
-// park puts ex in the session table under k, where a GET stream of the session finds its answer;
-// the requests the table lets go to make room end without answer.
-func (st *stream) park(k mcp.SessionKey, ex *exchange, now time.Time) {
+// park puts ex in the session table under k, where a GET stream of the session finds its answer,
+// and returns the exchange the table holds: ex, or a copy of it when ex is in the stream's storage
+// (newExchange). The requests the table lets go to make room end without answer.
+func (st *stream) park(k mcp.SessionKey, ex *exchange, now time.Time) *exchange {
+	if ex == &st.firstEx {
+		moved := new(exchange)
+		*moved = *ex
+		ex = moved
+	}
 	// The exchange outlives this stream: it keeps copies of what it needs of the body, and the
 	// headers (its filter's input, the audit's claims and session).
 	size := sessionEntryOverhead + st.s.tel.Detach(&ex.rec) + st.headers.size()
 	for _, old := range st.s.sessions.Put(now, k, ex, size) {
 		st.s.finish(old, telemetry.OutcomeNoAnswer, now)
 	}
+	return ex
 }
 
 // finishPending ends the exchanges whose answers were to come in this stream's response.
@@ -427,7 +450,7 @@ func (st *stream) answer(m *mcp.Message, ex *exchange, md *metadata, now time.Ti
 		st.admitListedTools(m)
 	}
 	ex.rec.HasError, ex.rec.ErrorCode = hasErr, code
-	if s := ex.postStatus.Load(); s != 0 {
+	if s := ex.postStatus(); s != 0 {
 		ex.rec.HTTPStatus = int(s)
 	} else if ex.rec.HTTPStatus == 0 {
 		ex.rec.HTTPStatus = st.status
@@ -506,7 +529,7 @@ func (s *Server) finish(ex *exchange, outcome string, now time.Time) {
 // expireSessions finishes the session table's requests whose answers never came.
 func (s *Server) expireSessions(now time.Time) {
 	for _, ex := range s.sessions.Expire(now) {
-		if st := ex.postStatus.Load(); st != 0 {
+		if st := ex.postStatus(); st != 0 {
 			ex.rec.HTTPStatus = int(st)
 		}
 		s.finish(ex, telemetry.OutcomeNoAnswer, now)

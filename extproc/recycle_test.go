@@ -131,3 +131,30 @@ func TestItemFilterOutlivesStream(t *testing.T) {
 		}
 	}
 }
+
+// TestParkedExchangeOutlivesStream: an exchange parked in the session table (a legacy SSE POST's)
+// keeps its record after its stream is recycled (a stream's first exchange is in its storage).
+func TestParkedExchangeOutlivesStream(t *testing.T) {
+	srv := newPolicyServer(t, Config{Audit: io.Discard}, &policyv1.Policy{Name: "p",
+		McpRules: []*policyv1.Rule{{Expression: `mcp.tool.name == "fetch"`, Source: "tools#0"}}})
+	route := extproctest.Route{Gateway: "ns/gw", Route: "ns/r/rule/0", Policy: "p", MCP: contract.TransportStreamableHTTP, Backend: "ns/b", Target: "t"}
+	st := srv.newStream(grpcmd.NewIncomingContext(context.Background(), route.MD()))
+	for _, m := range []*extprocv3.ProcessingRequest{
+		extproctest.RequestHeadersMsg([]extproctest.Header{{Name: ":method", Value: "POST"}, {Name: ":path", Value: "/message?sessionId=s1"},
+			{Name: "content-type", Value: "application/json"}}, false),
+		extproctest.RequestBodyMsg([]byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"u"}}}`), true),
+	} {
+		if r, err := st.handle(m); err != nil || r.GetImmediateResponse() != nil {
+			t.Fatalf("%v %v", r, err)
+		}
+	}
+	if len(st.posted) != 1 || st.posted[0].ex == &st.firstEx {
+		t.Fatalf("posted = %v: the parked exchange is not a copy out of the stream", st.posted)
+	}
+	key := st.posted[0].key
+	st.end()
+	ex, ok := srv.sessions.Take(key)
+	if !ok || ex.rec.Method != "tools/call" || ex.rec.Tool != "fetch" || string(ex.rec.ID) != "7" {
+		t.Fatalf("parked exchange after its stream ended: %v %+v", ok, ex)
+	}
+}

@@ -144,6 +144,9 @@ type stream struct {
 	reqHeaders   [16]header
 	respHeaders  [12]header
 	answerFields [4]mdField
+	// firstEx is the storage of the stream's first exchange (newExchange), once firstExUsed.
+	firstEx     exchange
+	firstExUsed bool
 
 	// MCP exchanges awaiting their answer: pending by IDKey (answers in this stream's response),
 	// waiting (notifications, and requests whose answer cannot be correlated) until the response
@@ -553,7 +556,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		if m.Kind != mcp.KindRequest && m.Kind != mcp.KindNotification {
 			continue
 		}
-		ex := &exchange{rec: st.messageRecord(m, now)}
+		ex := st.newExchange(st.messageRecord(m, now))
 		in := &st.msgIn
 		*in = st.in
 		in.MCPMethod = m.Method
@@ -814,7 +817,7 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	}
 	now := time.Now()
 	for _, p := range st.posted {
-		p.ex.postStatus.Store(int32(st.status))
+		p.ex.setPostStatus(int32(st.status))
 		if st.status >= 300 {
 			// The server refused the POST: no answer will come on the stream.
 			if ex, ok := st.s.sessions.Take(p.key); ok {
