@@ -3,6 +3,7 @@ package telemetry
 import (
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -24,5 +25,29 @@ func TestAppendMillis(t *testing.T) {
 		if got := appendMillis(nil, us); string(got) != string(want) {
 			t.Fatalf("appendMillis(%d) = %s, want %s", us, got, want)
 		}
+	}
+}
+
+// TestMayNameRedactedKeyHeldKeys: the pre-check, which looks only for the keys that hold no other, finds
+// every text that holds any key.
+func TestMayNameRedactedKeyHeldKeys(t *testing.T) {
+	keys := []string{"password", "passwd", "secret", "client_secret", "token", "access_token",
+		"refresh_token", "api_key", "apikey", "authorization", "Über"}
+	tel, err := New(Options{RedactKeys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tel.redactKeys) >= len(keys) {
+		t.Errorf("redactKeys = %v: none dropped", tel.redactKeys)
+	}
+	for _, k := range keys {
+		for _, raw := range []string{`{"` + k + `":1}`, `{"x":{"` + strings.ToUpper(k) + `_id":"v"}}`, `["a` + k + `b"]`} {
+			if !tel.mayNameRedactedKey([]byte(raw)) {
+				t.Errorf("mayNameRedactedKey(%s) = false", raw)
+			}
+		}
+	}
+	if tel.mayNameRedactedKey([]byte(`{"url":"https://example.com","n":3}`)) {
+		t.Error("mayNameRedactedKey of arguments naming no key = true")
 	}
 }

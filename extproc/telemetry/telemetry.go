@@ -129,7 +129,8 @@ type Telemetry struct {
 	tracer  trace.Tracer
 	redact  map[string]bool
 	maxArgs int
-	// redactKeys are the keys of redact, for mayNameRedactedKey.
+	// redactKeys are the keys of redact that hold none of the others, for mayNameRedactedKey: a
+	// text that holds such a key ("access_token") holds the one in it ("token").
 	redactKeys []string
 	methods    *labelGuard
 	tools      *labelGuard
@@ -143,6 +144,16 @@ type Telemetry struct {
 	nonRPC      *prometheus.CounterVec
 	policies    *prometheus.CounterVec
 	policyWaits *prometheus.CounterVec
+}
+
+// holdsAnother reports whether k holds another of keys.
+func holdsAnother(k string, keys map[string]bool) bool {
+	for other := range keys {
+		if other != k && strings.Contains(k, other) {
+			return true
+		}
+	}
+	return false
 }
 
 // New returns Telemetry; it fails when the metrics cannot be registered.
@@ -172,7 +183,9 @@ func New(o Options) (*Telemetry, error) {
 			t.redact[strings.ToLower(k)] = true
 		}
 		for k := range t.redact {
-			t.redactKeys = append(t.redactKeys, k)
+			if !holdsAnother(k, t.redact) {
+				t.redactKeys = append(t.redactKeys, k)
+			}
 		}
 	}
 	if o.TracerProvider != nil {
