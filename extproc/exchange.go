@@ -358,11 +358,11 @@ func (st *stream) nullIDError(m *mcp.Message, key string, md *metadata, now time
 }
 
 // answers matches the responses among msgs with their exchanges (see take), finishes them, and
-// returns the messages rewritten where needed (changed false: keep them as they are).
-func (st *stream) answers(msgs []mcp.Message, batch bool, md *metadata) ([]byte, bool) {
+// returns the messages rewritten where needed (changed false: keep them as they are). now is when
+// the answers came.
+func (st *stream) answers(msgs []mcp.Message, batch bool, md *metadata, now time.Time) ([]byte, bool) {
 	var elems [][]byte
 	changed := false
-	now := time.Now()
 	for i := range msgs {
 		m := &msgs[i]
 		var repl []byte

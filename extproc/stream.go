@@ -901,7 +901,8 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 		return st.rep.bodyReply(false, nil, st.clearRest && len(body) > 0, false, metadata{})
 	}
 	st.respBodySeen = true
-	defer st.finishPending(time.Now())
+	now := time.Now() // one clock read for the answers and for what is left unanswered
+	defer st.finishPending(now)
 	// A replaced first piece takes the rest of the answer with it. Only a body in pieces (the
 	// route's response mode is not BUFFERED) or cut at Envoy's buffer limit (BUFFERED_PARTIAL) has
 	// more after this one (or trailers, which ext_proc does not get).
@@ -934,7 +935,7 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 		return r
 	}
 	md := answerMetadata().in(st.answerFields[:])
-	out, changed := st.answers(msgs, batch, &md)
+	out, changed := st.answers(msgs, batch, &md, now)
 	if !changed {
 		return st.rep.bodyReply(false, nil, false, false, md)
 	}
@@ -996,7 +997,7 @@ func (st *stream) visitEvent(ev *mcp.Event, rewritable bool, md *metadata) []byt
 		st.s.tel.NonJSONRPC("response")
 		return nil
 	}
-	data, changed := st.answers(msgs, batch, md)
+	data, changed := st.answers(msgs, batch, md, time.Now())
 	if !changed {
 		return nil
 	}
