@@ -28,12 +28,14 @@ type field struct {
 	get   func(in *Input) (any, error)
 }
 
-// stringField is a string field read by get; it is set when not empty.
+// stringField is a string field read by get; it is set when not empty. Its value is the CEL
+// string, which the adapter takes as it is (a Go string would be boxed, then converted and boxed
+// again).
 func stringField(get func(in *Input) string) field {
 	return field{
 		typ:   types.StringType,
 		isSet: func(in *Input) bool { return get(in) != "" },
-		get:   func(in *Input) (any, error) { return get(in), nil },
+		get:   func(in *Input) (any, error) { return types.String(get(in)), nil },
 	}
 }
 
