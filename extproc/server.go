@@ -224,13 +224,16 @@ func (s *Server) warnOnce(kind, route, msg string) {
 // the streams in flight, which Envoy turns into 500s. A buffered body arrives in one message:
 // gRPC's default 4 MiB receive limit would refuse a body at the limit (and Envoy would answer
 // 500) before s could answer a body over it with its clear 413, so messages may carry the body
-// limit plus the listener's slack (64 KiB) and room for headers and framing. Serve uses them; a
-// caller that registers the service on its own server should too.
+// limit plus the listener's slack (64 KiB) and room for headers and framing. The tap reads the
+// route's metadata (a caller's server that sets its own tap reads it otherwise, a little slower).
+// Serve uses them; a caller that registers the service on its own server should too.
 func (s *Server) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.MaxRecvMsgSize(s.cfg.MaxBodyBytes + 1<<20),
+		// The route's metadata read once per stream, without copies (tapRoute).
+		grpc.InTapHandle(tapRoute),
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	grpcmd "google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/mcpgate/mcpgate/contract"
@@ -39,13 +40,38 @@ type routeInfo struct {
 // scope is the route's scope in the session table: its backend and target.
 func (ri routeInfo) scope() string { return ri.backend + "/" + ri.target }
 
-func readRouteInfo(ctx context.Context) routeInfo {
-	get := func(k string) string {
+// routeKey is the context key of the routeInfo that ServerOptions' tap (tapRoute) reads from a
+// stream's metadata.
+type routeKey struct{}
+
+// tapRoute reads the stream's routeInfo from its metadata as gRPC received it, before the
+// handler's context is made: once, where reading the incoming metadata copies a value per field (routeOf).
+func tapRoute(ctx context.Context, info *tap.Info) (context.Context, error) {
+	ri := readRouteInfo(func(k string) string {
+		if v := info.Header[k]; len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	})
+	return context.WithValue(ctx, routeKey{}, &ri), nil
+}
+
+// routeOf returns the routeInfo of a stream's context: tapRoute's, or read from the incoming
+// metadata on a server without the tap (the service registered on a server of its caller's).
+func routeOf(ctx context.Context) routeInfo {
+	if ri, ok := ctx.Value(routeKey{}).(*routeInfo); ok {
+		return *ri
+	}
+	return readRouteInfo(func(k string) string {
 		if v := grpcmd.ValueFromIncomingContext(ctx, k); len(v) > 0 {
 			return v[0]
 		}
 		return ""
-	}
+	})
+}
+
+// readRouteInfo reads the routeInfo of the metadata values get returns ("" when absent).
+func readRouteInfo(get func(key string) string) routeInfo {
 	return routeInfo{
 		gateway: get(contract.MetadataGateway),
 		route:   get(contract.MetadataRoute),
@@ -181,7 +207,7 @@ func (s *Server) newStream(ctx context.Context) *stream {
 	if st == nil {
 		st = new(stream)
 	}
-	st.s, st.ctx, st.ri, st.authn = s, ctx, readRouteInfo(ctx), "none"
+	st.s, st.ctx, st.ri, st.authn = s, ctx, routeOf(ctx), "none"
 	st.set = s.policies.acquire()
 	if st.ri.policy != "" {
 		st.pol = st.set.byName[st.ri.policy]
