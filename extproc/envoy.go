@@ -277,9 +277,15 @@ func (m metadata) attachIn(r *extprocv3.ProcessingResponse, buf []byte) []byte {
 		return protowire.SizeTag(fieldEntryKey) + protowire.SizeBytes(len(key)) +
 			protowire.SizeTag(fieldEntryValue) + protowire.SizeBytes(value)
 	}
+	// The value sizes, computed once for the sizes and the encoding (on the stack for the fields a
+	// reply carries).
+	var sizesBuf [2 * contractFields]int
+	sizes := sizesBuf[:0]
 	inner := 0
 	for i := range m.fields {
-		inner += protowire.SizeTag(fieldStructFields) + protowire.SizeBytes(entrySize(m.fields[i].name, valueSize(&m.fields[i])))
+		vs := valueSize(&m.fields[i])
+		sizes = append(sizes, vs)
+		inner += protowire.SizeTag(fieldStructFields) + protowire.SizeBytes(entrySize(m.fields[i].name, vs))
 	}
 	outerValue := protowire.SizeTag(fieldValueStruct) + protowire.SizeBytes(inner)
 	outerEntry := entrySize(contract.MetadataNamespace, outerValue)
@@ -297,8 +303,7 @@ func (m metadata) attachIn(r *extprocv3.ProcessingResponse, buf []byte) []byte {
 	b = protowire.AppendTag(b, fieldValueStruct, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(inner))
 	for i := range m.fields {
-		f := &m.fields[i]
-		vs := valueSize(f)
+		f, vs := &m.fields[i], sizes[i]
 		b = protowire.AppendTag(b, fieldStructFields, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(entrySize(f.name, vs)))
 		b = protowire.AppendTag(b, fieldEntryKey, protowire.BytesType)
