@@ -51,3 +51,17 @@ func TestMayNameRedactedKeyHeldKeys(t *testing.T) {
 		t.Error("mayNameRedactedKey of arguments naming no key = true")
 	}
 }
+
+// TestValidUTF8: ValidUTF8 writes what strings.ToValidUTF8 writes, one U+FFFD per run of invalid
+// bytes, and returns valid text as it is, without allocating.
+func TestValidUTF8(t *testing.T) {
+	for _, s := range []string{"", "tools/call", "héllo wörld ✓", "a\xffb", "\xff\xfe\xfd", "ok\xc3", "\xed\xa0\x80x", "\u2028\x00"} {
+		if got, want := ValidUTF8(s), strings.ToValidUTF8(s, "\uFFFD"); got != want {
+			t.Errorf("ValidUTF8(%q) = %q, want %q", s, got, want)
+		}
+	}
+	s := strings.Repeat("fetch/ü", 20)
+	if n := testing.AllocsPerRun(20, func() { _ = ValidUTF8(s) }); n != 0 {
+		t.Errorf("ValidUTF8 of valid text allocates %v times", n)
+	}
+}

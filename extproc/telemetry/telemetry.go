@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
@@ -325,7 +326,13 @@ func (t *Telemetry) StartSpan(headers propagation.TextMapCarrier, r *Record) {
 // when it is valid), as the audit line writes them. The method, tool, session and id are the
 // client's, and protobuf strings must be UTF-8: one invalid string would cost an OTLP export
 // every span in its batch, and the access log's metadata the whole ext_proc reply.
-func ValidUTF8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
+func ValidUTF8(s string) string {
+	if utf8.ValidString(s) {
+		// The usual case, checked a word at a time where ToValidUTF8 decodes rune by rune.
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
 
 // AdmitTool makes name a value of the tool label of the metrics (while the label has room): a
 // tool a server listed in a tools/list answer. Other names become values only when a call of
