@@ -1,6 +1,7 @@
 package mcp
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,9 +48,11 @@ func trimJSON(b []byte) []byte {
 // sequences rather than refuse them, and the gateway must read what they read.
 func scanString(b []byte, i int) (end int, escaped bool, err error) {
 	i++
-	for i < len(b) {
-		c := b[i]
-		switch {
+	for {
+		if i = plainRun(b, i); i >= len(b) {
+			return 0, false, syntaxErr(i, "unterminated string")
+		}
+		switch c := b[i]; {
 		case c == '"':
 			return i + 1, escaped, nil
 		case c == '\\':
@@ -73,13 +76,32 @@ func scanString(b []byte, i int) (end int, escaped bool, err error) {
 			default:
 				return 0, false, syntaxErr(i, "bad escape")
 			}
-		case c < 0x20:
-			return 0, false, syntaxErr(i, "control character in string")
 		default:
-			i++
+			return 0, false, syntaxErr(i, "control character in string")
 		}
 	}
-	return 0, false, syntaxErr(i, "unterminated string")
+}
+
+// plainRun returns the index of the first byte from b[i] on that ends a string, starts an escape or
+// may not be in a string ('"', '\\', a control character), len(b) when there is none. It looks at
+// eight bytes at a time: most of a body is the text of strings.
+func plainRun(b []byte, i int) int {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		q, s := x^(ones*'"'), x^(ones*'\\')
+		// A byte of the word is under 0x20, or a zero byte in q or s: the high bit of some byte
+		// is then set (a set bit may also follow a byte that matches, never come alone).
+		if ((x-ones*0x20)&^x|(q-ones)&^q|(s-ones)&^s)&highs != 0 {
+			break
+		}
+	}
+	for ; i < len(b); i++ {
+		if c := b[i]; c < 0x20 || c == '"' || c == '\\' {
+			return i
+		}
+	}
+	return i
 }
 
 func isHex(c byte) bool {
