@@ -588,7 +588,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		in.MCPMethod = m.Method
 		switch ex.item = mcp.ItemOf(m.Method); ex.item {
 		case mcp.Tool:
-			tc, ok := mcp.ParseToolCall(m.Params)
+			tc, ok := m.ToolCall()
 			ex.name, ex.rec.Tool, ex.rec.Arguments = tc.Name, tc.Name, tc.Arguments
 			in.ToolName, in.ToolArguments = tc.Name, tc.Arguments
 			switch {
@@ -732,7 +732,7 @@ func (st *stream) bodyRecord(msgs []mcp.Message, batch bool, now time.Time) (*te
 	r := st.messageRecord(m, now)
 	switch mcp.ItemOf(m.Method) {
 	case mcp.Tool:
-		tc, _ := mcp.ParseToolCall(m.Params)
+		tc, _ := m.ToolCall()
 		r.Tool = tc.Name
 	case mcp.Prompt:
 		r.Prompt, _, _ = mcp.StringParam(m.Params, "name")

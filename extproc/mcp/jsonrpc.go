@@ -89,6 +89,10 @@ type Message struct {
 	// that the answer is not walked again: toolError (see IsToolError) and listsItems (a member
 	// that FilterLists reads, see MayListItems).
 	resultRead, toolError, listsItems bool
+	// What Parse read of an object Params' own members (paramsRead): the tools/call they would be
+	// (see ToolCall).
+	paramsRead bool
+	params     toolCallReader
 }
 
 // ErrorCode returns the code of a response's error member.
@@ -239,19 +243,20 @@ func parseMessage(b []byte) (Message, error) {
 	err := walkObject(b, func(name []byte, _, vstart int) (int, error) {
 		var end int
 		var err error
-		if string(name) == "result" && vstart < len(b) && b[vstart] == '{' {
+		switch {
+		case string(name) == "result" && vstart < len(b) && b[vstart] == '{':
 			// The result's own members are read in this pass (IsToolError, MayListItems); the
 			// last result counts, as for Result.
 			var r resultFacts
-			end, err = walkMembers(b, vstart, func(name []byte, _, vstart int) (int, error) {
-				end, err := skipValue(b, vstart, 2)
-				if err == nil {
-					r.read(name, b[vstart:end])
-				}
-				return end, err
-			})
+			end, err = readMembers(b, vstart, r.read)
 			m.resultRead, m.toolError, m.listsItems = true, r.toolError, r.listsItems
-		} else {
+		case string(name) == "params" && vstart < len(b) && b[vstart] == '{':
+			// So are the params' (ToolCall), whatever the method (which may come after them);
+			// the last params count, as for Params.
+			var r toolCallReader
+			end, err = readMembers(b, vstart, r.read)
+			m.paramsRead, m.params = true, r
+		default:
 			end, err = skipValue(b, vstart, 1)
 		}
 		if err != nil {
@@ -268,6 +273,9 @@ func parseMessage(b []byte) (Message, error) {
 			hasMethod, method, bit = true, value, 1<<2
 		case "params":
 			m.Params, bit = value, 1<<3
+			if value[0] != '{' {
+				m.paramsRead, m.params = false, toolCallReader{}
+			}
 		case "result":
 			m.Result, bit = value, 1<<4
 			if value[0] != '{' {
@@ -303,6 +311,18 @@ func parseMessage(b []byte) (Message, error) {
 		m.Kind = KindResponse
 	}
 	return m, nil
+}
+
+// readMembers walks the object starting at b[i], a message member's value, calling read with each
+// of its own members' name and raw value, and returns the index just past it.
+func readMembers(b []byte, i int, read func(name, value []byte)) (int, error) {
+	return walkMembers(b, i, func(name []byte, _, vstart int) (int, error) {
+		end, err := skipValue(b, vstart, 2)
+		if err == nil {
+			read(name, b[vstart:end])
+		}
+		return end, err
+	})
 }
 
 // methodName decodes a method, returning the shared constant for the common MCP methods so that
@@ -342,26 +362,55 @@ func ParseToolCall(params json.RawMessage) (tc ToolCall, ok bool) {
 	if len(params) == 0 || params[0] != '{' {
 		return ToolCall{}, false
 	}
-	var name []byte
+	var r toolCallReader
 	err := eachMember(params, func(mb member) error {
-		switch string(mb.name) {
-		case "name":
-			tc.Ambiguous = tc.Ambiguous || name != nil
-			name = mb.value
-		case "arguments":
-			tc.Ambiguous = tc.Ambiguous || tc.Arguments != nil
-			tc.Arguments = mb.value
-		default:
-			if foldsTo(mb.name, []string{"name", "arguments"}) {
-				tc.Ambiguous = true
-			}
-		}
+		r.read(mb.name, mb.value)
 		return nil
 	})
-	if err != nil || name == nil {
+	if err != nil {
+		return r.tc, false
+	}
+	return r.toolCall()
+}
+
+// ToolCall is ParseToolCall(m.Params), read as Parse parsed the message (a Message made otherwise
+// has its params parsed now).
+func (m *Message) ToolCall() (ToolCall, bool) {
+	if !m.paramsRead {
+		return ParseToolCall(m.Params)
+	}
+	return m.params.toolCall()
+}
+
+// toolCallReader reads the members of tools/call params, one at a time.
+type toolCallReader struct {
+	tc ToolCall
+	// name is the raw name member, decoded by toolCall.
+	name []byte
+}
+
+func (r *toolCallReader) read(name, value []byte) {
+	switch string(name) {
+	case "name":
+		r.tc.Ambiguous = r.tc.Ambiguous || r.name != nil
+		r.name = value
+	case "arguments":
+		r.tc.Ambiguous = r.tc.Ambiguous || r.tc.Arguments != nil
+		r.tc.Arguments = value
+	default:
+		if foldsTo(name, []string{"name", "arguments"}) {
+			r.tc.Ambiguous = true
+		}
+	}
+}
+
+// toolCall returns the tools/call of the members read; ok is false without a string name.
+func (r *toolCallReader) toolCall() (tc ToolCall, ok bool) {
+	tc = r.tc
+	if r.name == nil {
 		return tc, false
 	}
-	tc.Name, ok = stringValue(name)
+	tc.Name, ok = stringValue(r.name)
 	return tc, ok
 }
 

@@ -350,7 +350,13 @@ func FuzzParse(f *testing.F) {
 			if err == nil && !json.Valid(out) {
 				t.Fatalf("filtered message is invalid JSON: %q", out)
 			}
-			// What Parse read of the result in its pass is what a walk of its own finds.
+			// What Parse read of the params and the result in its pass is what a walk of their
+			// own finds.
+			tc, ok := m.ToolCall()
+			wantTC, wantOK := ParseToolCall(m.Params)
+			if ok != wantOK || tc.Name != wantTC.Name || string(tc.Arguments) != string(wantTC.Arguments) || tc.Ambiguous != wantTC.Ambiguous {
+				t.Fatalf("ToolCall of %q: parsed %+v %v, walked %+v %v", m.Raw, tc, ok, wantTC, wantOK)
+			}
 			walked := Message{Result: m.Result, Ambiguous: m.Ambiguous}
 			if m.IsToolError() != walked.IsToolError() {
 				t.Fatalf("IsToolError of %q: parsed %v, walked %v", m.Raw, m.IsToolError(), walked.IsToolError())
