@@ -841,28 +841,35 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 		}
 		md.str(contract.FieldSession, sid)
 	}
-	now := time.Now()
+	// The clock is read only when an exchange is finished here (most responses finish none).
+	var now time.Time
+	clock := func() time.Time {
+		if now.IsZero() {
+			now = time.Now()
+		}
+		return now
+	}
 	for _, p := range st.posted {
 		p.ex.setPostStatus(int32(st.status))
 		if st.status >= 300 {
 			// The server refused the POST: no answer will come on the stream.
 			if ex, ok := st.s.sessions.Take(p.key); ok {
 				ex.rec.HTTPStatus = st.status
-				st.s.finish(ex, telemetry.OutcomeNoAnswer, now)
+				st.s.finish(ex, telemetry.OutcomeNoAnswer, clock())
 			}
 		}
 	}
 	st.posted = nil
 	for _, ex := range st.waiting {
 		ex.rec.HTTPStatus = st.status
-		st.s.finish(ex, outcomeWithoutAnswer(ex), now)
+		st.s.finish(ex, outcomeWithoutAnswer(ex), clock())
 	}
 	st.waiting = nil
 	for _, ex := range st.pending.all() {
 		ex.rec.HTTPStatus = st.status
 	}
 	if !st.ri.mcp || h.GetEndOfStream() {
-		st.finishPending(now)
+		st.finishPending(clock())
 		return st.rep.headersReply(false, nil, md)
 	}
 	// Under tool rules every answer a client may read as JSON-RPC is read, and one awaited here
@@ -910,7 +917,7 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 		}
 	case extprocfilterv3.ProcessingMode_NONE:
 		// The body will not be seen.
-		st.finishPending(now)
+		st.finishPending(clock())
 	}
 	r := st.rep.headersReply(false, mut, md)
 	r.ModeOverride = mode
