@@ -53,14 +53,13 @@ func (e *exchange) postStatus() int32 { return atomic.LoadInt32(&e.postStatusV) 
 
 func (e *exchange) setPostStatus(s int32) { atomic.StoreInt32(&e.postStatusV, s) }
 
-// newExchange returns an exchange of rec: a stream's first in the stream's storage (park moves it
-// out, should it outlive the stream), the others allocated.
-func (st *stream) newExchange(rec telemetry.Record) *exchange {
+// newExchange returns a new exchange: a stream's first in the stream's storage (park moves it out,
+// should it outlive the stream), the others allocated.
+func (st *stream) newExchange() *exchange {
 	if st.firstExUsed {
-		return &exchange{rec: rec}
+		return new(exchange)
 	}
 	st.firstExUsed = true
-	st.firstEx = exchange{rec: rec}
 	return &st.firstEx
 }
 

@@ -582,7 +582,8 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		if m.Kind != mcp.KindRequest && m.Kind != mcp.KindNotification {
 			continue
 		}
-		ex := st.newExchange(st.messageRecord(m, now))
+		ex := st.newExchange()
+		ex.rec = st.messageRecord(m, now)
 		in := &st.msgIn
 		*in = st.in
 		in.MCPMethod = m.Method

@@ -86,13 +86,11 @@ type Message struct {
 	Ambiguous bool
 
 	// What Parse read of an object Result's own members as it parsed the message (resultRead), so
-	// that the answer is not walked again: toolError (see IsToolError) and listsItems (a member
-	// that FilterLists reads, see MayListItems).
-	resultRead, toolError, listsItems bool
-	// What Parse read of an object Params' own members (paramsRead): the tools/call they would be
-	// (see ToolCall).
-	paramsRead bool
-	params     toolCallReader
+	// that the answer is not walked again (IsToolError, MayListItems), and of an object Params'
+	// (paramsRead): the tools/call they would be (ToolCall).
+	resultRead, paramsRead bool
+	result                 resultFacts
+	params                 toolCallReader
 }
 
 // ErrorCode returns the code of a response's error member.
@@ -122,7 +120,7 @@ func (m *Message) ErrorCode() (int, bool) {
 // message; a Message made otherwise has its result scanned, member by member, without decoding.
 func (m *Message) IsToolError() bool {
 	if m.resultRead {
-		return m.toolError
+		return m.result.toolError
 	}
 	if len(m.Result) == 0 || m.Result[0] != '{' {
 		return false
@@ -144,7 +142,7 @@ func (m *Message) MayListItems() bool {
 	if len(m.Result) == 0 || m.Result[0] != '{' {
 		return m.Ambiguous
 	}
-	return !m.resultRead || m.listsItems || m.Ambiguous
+	return !m.resultRead || m.result.listsItems || m.Ambiguous
 }
 
 // resultFacts is what a walk of a result object's own members finds.
@@ -184,11 +182,11 @@ func ParseInto(buf []Message, body []byte) (msgs []Message, batch bool, err erro
 	}
 	switch b[0] {
 	case '{':
-		m, err := parseMessage(b)
-		if err != nil {
+		msgs = append(buf[:0], Message{})
+		if err := parseMessage(&msgs[0], b); err != nil {
 			return nil, false, fmt.Errorf("%w: %w", ErrNotJSONRPC, err)
 		}
-		return append(buf[:0], m), false, nil
+		return msgs, false, nil
 	case '[':
 		n := 0
 		err := eachElement(b, func(elem []byte) error {
@@ -206,12 +204,8 @@ func ParseInto(buf []Message, body []byte) (msgs []Message, batch bool, err erro
 		}
 		msgs = slices.Grow(buf[:0], n)
 		err = eachElement(b, func(elem []byte) error {
-			m, err := parseMessage(elem)
-			if err != nil {
-				return err
-			}
-			msgs = append(msgs, m)
-			return nil
+			msgs = append(msgs, Message{})
+			return parseMessage(&msgs[len(msgs)-1], elem)
 		})
 		if err != nil {
 			return nil, true, fmt.Errorf("%w: %w", ErrNotJSONRPC, err)
@@ -235,8 +229,9 @@ func foldsTo(name []byte, names []string) bool {
 	return false
 }
 
-func parseMessage(b []byte) (Message, error) {
-	m := Message{Raw: b}
+// parseMessage reads the message b into m (m zero).
+func parseMessage(m *Message, b []byte) error {
+	m.Raw = b
 	var method []byte
 	hasMethod, methodString := false, false
 	var seen uint8 // one bit per JSON-RPC member seen, to spot a repeated one
@@ -247,15 +242,13 @@ func parseMessage(b []byte) (Message, error) {
 		case string(name) == "result" && vstart < len(b) && b[vstart] == '{':
 			// The result's own members are read in this pass (IsToolError, MayListItems); the
 			// last result counts, as for Result.
-			var r resultFacts
-			end, err = readMembers(b, vstart, r.read)
-			m.resultRead, m.toolError, m.listsItems = true, r.toolError, r.listsItems
+			m.resultRead, m.result = true, resultFacts{}
+			end, err = readMembers(b, vstart, m.result.read)
 		case string(name) == "params" && vstart < len(b) && b[vstart] == '{':
 			// So are the params' (ToolCall), whatever the method (which may come after them);
 			// the last params count, as for Params.
-			var r toolCallReader
-			end, err = readMembers(b, vstart, r.read)
-			m.paramsRead, m.params = true, r
+			m.paramsRead, m.params = true, toolCallReader{}
+			end, err = readMembers(b, vstart, m.params.read)
 		default:
 			end, err = skipValue(b, vstart, 1)
 		}
@@ -279,7 +272,7 @@ func parseMessage(b []byte) (Message, error) {
 		case "result":
 			m.Result, bit = value, 1<<4
 			if value[0] != '{' {
-				m.resultRead, m.toolError, m.listsItems = false, false, false
+				m.resultRead, m.result = false, resultFacts{}
 			}
 		case "error":
 			m.Error, bit = value, 1<<5
@@ -295,7 +288,7 @@ func parseMessage(b []byte) (Message, error) {
 		return end, nil
 	})
 	if err != nil {
-		return Message{}, err
+		return err
 	}
 	if hasMethod {
 		m.Method, methodString = methodName(method)
@@ -310,7 +303,7 @@ func parseMessage(b []byte) (Message, error) {
 	case m.Result != nil || m.Error != nil:
 		m.Kind = KindResponse
 	}
-	return m, nil
+	return nil
 }
 
 // readMembers walks the object starting at b[i], a message member's value, calling read with each
