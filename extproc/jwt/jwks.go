@@ -211,11 +211,25 @@ func (m jwkMembers) str(name string) (string, error) {
 	if !ok {
 		return "", nil
 	}
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' && plainJSONString(v[1:len(v)-1]) {
+		return string(v[1 : len(v)-1]), nil // the common case, without a second decoder pass
+	}
 	var s string
 	if err := json.Unmarshal(v, &s); err != nil {
 		return "", &memberError{name, "must be a string"}
 	}
 	return s, nil
+}
+
+// plainJSONString reports whether b, the inside of a JSON string the decoder already read, holds
+// no escape, quote or control byte: its text is then b itself.
+func plainJSONString(b []byte) bool {
+	for _, c := range b {
+		if c == '\\' || c == '"' || c < 0x20 {
+			return false
+		}
+	}
+	return true
 }
 
 // bytes returns the required base64url member name, decoded; want is its length for a key of
