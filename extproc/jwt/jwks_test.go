@@ -113,3 +113,18 @@ func TestParseJWKS(t *testing.T) {
 		})
 	}
 }
+
+// TestMemberStrings: a JWK's string member reads the same with or without escapes (the plain
+// ones skip the decoder), and a member that is no string is an error naming it.
+func TestMemberStrings(t *testing.T) {
+	m := jwkMembers{"plain": json.RawMessage(`"k1"`), "escaped": json.RawMessage(`"k\u0031"`),
+		"quote": json.RawMessage(`"a\"b"`), "number": json.RawMessage(`1`), "empty": json.RawMessage(`""`)}
+	for name, want := range map[string]string{"plain": "k1", "escaped": "k1", "quote": `a"b`, "empty": "", "absent": ""} {
+		if got, err := m.str(name); err != nil || got != want {
+			t.Errorf("str(%s) = %q, %v; want %q", name, got, err, want)
+		}
+	}
+	if _, err := m.str("number"); err == nil || err.Error() != "number: must be a string" {
+		t.Errorf("str(number) = %v, want number: must be a string", err)
+	}
+}
