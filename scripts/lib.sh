@@ -42,9 +42,10 @@ NOTICE
   echo "data plane: $DATA_PLANE" >&2
 }
 
-# ENVOY_FLUSH_ARGS (for mcpgate run) make Envoy write its access log every 100 ms: its default
-# (--file-flush-interval-msec) is 10 s, so a request's line would show up seconds after its answer.
-# The double writes each line at once and accepts the flag.
+# ENVOY_FLUSH_ARGS (for mcpgate run) make Envoy write its access log every 100 ms, so that a
+# request's line shows up right after its answer: mcpgate run asks Envoy for every second without
+# them (Envoy's own default, --file-flush-interval-msec, is 10 s). The double writes each line at
+# once and accepts the flag.
 ENVOY_FLUSH_ARGS=(--envoy-arg --file-flush-interval-msec --envoy-arg 100)
 
 # check_ports fails, naming every one, when something already listens on the given 127.0.0.1 ports
