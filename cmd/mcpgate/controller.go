@@ -27,28 +27,43 @@ import (
 	"github.com/mcpgate/mcpgate/xds"
 )
 
-// runController runs the Kubernetes controller: every replica watches the cluster and serves
-// xDS; the leader also writes status and the per-Gateway data planes.
-func runController(ctx context.Context, args []string) error {
+// controllerConfig is what the flags of mcpgate controller ask for.
+type controllerConfig struct {
+	kubeconfig, xdsAddr, adminAddr string
+	// leNamespace is the namespace of the leader election Lease and of the xDS CA's Secret.
+	leNamespace string
+	// xdsService is the HOST:PORT data planes dial, which the xDS serving certificate names.
+	xdsService string
+	// extprocImage is --extproc-image ("": this pod's own image).
+	extprocImage string
+	xdsTLS       bool
+	level        slog.Level
+	// opts are the provider's options but the logger, the publisher and the registerer; its
+	// DataPlane (nil with --deploy-data-plane=false) lacks the extproc image and the xDS CA.
+	opts kubernetes.Options
+}
+
+// parseControllerFlags reads the flags of mcpgate controller.
+func parseControllerFlags(args []string) (*controllerConfig, error) {
 	fs := flag.NewFlagSet("mcpgate controller", flag.ContinueOnError)
 	var (
+		cfg                 controllerConfig
 		classes, namespaces stringList
-		kubeconfig          = fs.String("kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then the in-cluster service account)")
-		xdsAddr             = fs.String("xds-addr", ":18000", "listen address of the xDS (ADS) gRPC server")
-		adminAddr           = fs.String("admin-addr", ":19000", "listen address of /metrics, /debug/xds, /healthz and /readyz")
 		leaderElect         = fs.Bool("leader-elect", false, "elect one replica (a Lease) to write status and data planes; every replica serves xDS")
-		leNamespace         = fs.String("leader-election-namespace", envOr("POD_NAMESPACE", "mcpgate-system"), "namespace of the leader election Lease")
 		controllerName      = fs.String("controller-name", translator.DefaultControllerName, "the GatewayClass controllerName served")
 		clusterDomain       = fs.String("cluster-domain", translator.DefaultClusterDomain, "the cluster's DNS domain: a static target host NAME.NS.svc.DOMAIN is the Service's endpoints (EDS)")
 		dataPlane           = fs.Bool("deploy-data-plane", true, "create each served Gateway's Envoy Deployment, Service and bootstrap ConfigMap")
-		xdsService          = fs.String("xds-service", "mcpgate-controller.mcpgate-system.svc:18000", "HOST:PORT at which data planes reach this controller's xDS")
 		envoyImage          = fs.String("envoy-image", kubernetes.DefaultEnvoyImage, "Envoy image of the data planes")
-		extprocImage        = fs.String("extproc-image", "", "mcpgate image of the data planes' extproc sidecar (default: this pod's own image)")
 		serviceType         = fs.String("gateway-service-type", string(kubernetes.DefaultServiceType), "type of each Gateway's Service: LoadBalancer, NodePort or ClusterIP")
-		xdsTLS              = fs.Bool("xds-tls", true, "serve xDS over mutual TLS: a CA in the Secret mcpgate-xds-ca (--leader-election-namespace), a client certificate per Gateway, each data plane served only its own Gateway (false: plaintext, any client may read every Gateway)")
-		level               slog.Level
 	)
-	logLevelFlag(fs, &level)
+	fs.StringVar(&cfg.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then the in-cluster service account)")
+	fs.StringVar(&cfg.xdsAddr, "xds-addr", ":18000", "listen address of the xDS (ADS) gRPC server")
+	fs.StringVar(&cfg.adminAddr, "admin-addr", ":19000", "listen address of /metrics, /debug/xds, /healthz and /readyz")
+	fs.StringVar(&cfg.leNamespace, "leader-election-namespace", envOr("POD_NAMESPACE", "mcpgate-system"), "namespace of the leader election Lease")
+	fs.StringVar(&cfg.xdsService, "xds-service", "mcpgate-controller.mcpgate-system.svc:18000", "HOST:PORT at which data planes reach this controller's xDS (the name its serving certificate holds)")
+	fs.StringVar(&cfg.extprocImage, "extproc-image", "", "mcpgate image of the data planes' extproc sidecar (default: this pod's own image)")
+	fs.BoolVar(&cfg.xdsTLS, "xds-tls", true, "serve xDS over mutual TLS: a CA in the Secret mcpgate-xds-ca (--leader-election-namespace), a client certificate per Gateway, each data plane served only its own Gateway (false: plaintext, any client may read every Gateway)")
+	logLevelFlag(fs, &cfg.level)
 	fs.Var(&classes, "gateway-class", "a GatewayClass name to serve whatever its controllerName (repeatable)")
 	fs.Var(&namespaces, "namespace", "watch only this namespace (repeatable; default: all)")
 	fs.Usage = func() {
@@ -59,70 +74,83 @@ func runController(ctx context.Context, args []string) error {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return err
+		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	switch corev1.ServiceType(*serviceType) {
 	case corev1.ServiceTypeLoadBalancer, corev1.ServiceTypeNodePort, corev1.ServiceTypeClusterIP:
 	default:
-		return fmt.Errorf("--gateway-service-type %q: want LoadBalancer, NodePort or ClusterIP", *serviceType)
+		return nil, fmt.Errorf("--gateway-service-type %q: want LoadBalancer, NodePort or ClusterIP", *serviceType)
 	}
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	cfg.opts = kubernetes.Options{
+		ControllerName:          *controllerName,
+		GatewayClasses:          classes,
+		Namespaces:              namespaces,
+		LeaderElection:          *leaderElect,
+		LeaderElectionNamespace: cfg.leNamespace,
+		Translator:              translator.Options{ClusterDomain: *clusterDomain},
+	}
+	if *dataPlane {
+		cfg.opts.DataPlane = &kubernetes.DataPlane{
+			XDSAddress:  cfg.xdsService,
+			EnvoyImage:  *envoyImage,
+			ServiceType: corev1.ServiceType(*serviceType),
+		}
+	}
+	return &cfg, nil
+}
+
+// runController runs the Kubernetes controller: every replica watches the cluster and serves
+// xDS; the leader also writes status and the per-Gateway data planes.
+func runController(ctx context.Context, args []string) error {
+	c, err := parseControllerFlags(args)
+	if err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: c.level}))
 	// client-go and controller-runtime log through their own globals; route both to slog.
 	klog.SetSlogLogger(logger)
 	ctrllog.SetLogger(logr.FromSlogHandler(logger.Handler()))
 
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-		&clientcmd.ClientConfigLoadingRules{ExplicitPath: *kubeconfig, Precedence: clientcmd.NewDefaultClientConfigLoadingRules().Precedence},
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: c.kubeconfig, Precedence: clientcmd.NewDefaultClientConfigLoadingRules().Precedence},
 		&clientcmd.ConfigOverrides{}).ClientConfig()
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
 	cfg.UserAgent = "mcpgate-controller/" + version
 
-	opts := kubernetes.Options{
-		ControllerName:          *controllerName,
-		GatewayClasses:          classes,
-		Namespaces:              namespaces,
-		Logger:                  logger,
-		LeaderElection:          *leaderElect,
-		LeaderElectionNamespace: *leNamespace,
-		Translator:              translator.Options{ClusterDomain: *clusterDomain},
-	}
-	if *dataPlane {
-		image := *extprocImage
+	opts := c.opts
+	opts.Logger = logger
+	if opts.DataPlane != nil {
+		image := c.extprocImage
 		if image == "" {
 			if image, err = ownImage(ctx, cfg); err != nil {
 				return fmt.Errorf("--extproc-image not given and this pod's image unknown: %w", err)
 			}
 		}
-		opts.DataPlane = &kubernetes.DataPlane{
-			XDSAddress:   *xdsService,
-			EnvoyImage:   *envoyImage,
-			ExtProcImage: image,
-			ServiceType:  corev1.ServiceType(*serviceType),
-		}
+		opts.DataPlane.ExtProcImage = image
 	}
 	var xdsCreds *tls.Config
-	if *xdsTLS {
-		c, err := client.New(cfg, client.Options{})
+	if c.xdsTLS {
+		kc, err := client.New(cfg, client.Options{})
 		if err != nil {
 			return fmt.Errorf("kubernetes client: %w", err)
 		}
-		ca, err := kubernetes.EnsureCA(ctx, c, *leNamespace)
+		ca, err := kubernetes.EnsureCA(ctx, kc, c.leNamespace)
 		if err != nil {
 			return fmt.Errorf("--xds-tls: %w", err)
 		}
-		if xdsCreds, err = ca.ServerConfig(*xdsService); err != nil {
+		if xdsCreds, err = ca.ServerConfig(c.xdsService); err != nil {
 			return fmt.Errorf("--xds-tls: %w", err)
 		}
 		if opts.DataPlane != nil {
 			opts.DataPlane.XDSCA = ca
 		}
 	}
-	return serveController(ctx, logger, cfg, opts, *xdsAddr, *adminAddr, xdsCreds)
+	return serveController(ctx, logger, cfg, opts, c.xdsAddr, c.adminAddr, xdsCreds)
 }
 
 // serveController runs the xDS server, the admin server and the provider until ctx ends or one
