@@ -165,6 +165,10 @@ type rule struct {
 	// listing is prg with partial evaluation, for EvaluateListing, where mcp.tool.arguments is
 	// unknown; nil when the rule does not read the arguments (prg then serves listings too).
 	listing cel.Program
+	// states is prg tracking every node's value, run when prg gives errNotApplicable to find
+	// another error that CEL's logic hid behind it (see notApplicable); nil when the rule does
+	// not read the mcp variable.
+	states cel.Program
 	// tracked: the rule's estimated worst-case cost exceeds the cost limit, so its programs
 	// track cost and watch the request's context.
 	tracked bool
@@ -229,7 +233,15 @@ func (e *Env) Compile(rules []*policyv1.Rule) (*RuleSet, error) {
 				continue
 			}
 		}
-		compiled := rule{source: source, prg: prg, listing: listing, tracked: tracked}
+		var states cel.Program
+		if mcp {
+			states, err = e.env.Program(checked, append(popts, cel.EvalOptions(cel.OptTrackState))...)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("rule %s: %w", source, err))
+				continue
+			}
+		}
+		compiled := rule{source: source, prg: prg, listing: listing, states: states, tracked: tracked}
 		switch r.GetAction() {
 		case policyv1.Rule_DENY:
 			rs.deny = append(rs.deny, compiled)
@@ -414,6 +426,35 @@ func (rs *RuleSet) decide(ctx context.Context, in *Input, listing bool) Decision
 	return d
 }
 
+// hiddenError returns an error other than errNotApplicable that the evaluation of the rule on
+// act met, if any: CEL's || and && give the first error of their operands, so in
+// `mcp.tool.name == "rm" || jwt.team != "ops"` on a prompts/get, the missing claim's error hides
+// behind the tool's errNotApplicable, and the rule, failed, would pass for not applying. The
+// rule runs again tracking every node's value (only when it gave errNotApplicable: a rule on
+// another item).
+func (r *rule) hiddenError(ctx context.Context, act any) error {
+	var det *cel.EvalDetails
+	if r.tracked {
+		_, det, _ = r.states.ContextEval(ctx, act)
+	} else {
+		_, det, _ = r.states.Eval(act)
+	}
+	if det == nil {
+		return nil
+	}
+	state := det.State()
+	for _, id := range state.IDs() {
+		v, ok := state.Value(id)
+		if !ok || !types.IsError(v) {
+			continue
+		}
+		if err, _ := v.Value().(error); err != nil && !errors.Is(err, errNotApplicable) {
+			return err
+		}
+	}
+	return nil
+}
+
 // outcome is a rule's result on an input.
 type outcome uint8
 
@@ -425,7 +466,8 @@ const (
 	// failed: a run-time error, recorded in the Decision.
 	failed
 	// notApplicable: the result depends on an MCP item the request does not concern (a rule on
-	// mcp.tool in a prompts/get): the rule neither allows nor denies.
+	// mcp.tool in a prompts/get), and no other error was met (hiddenError): the rule neither
+	// allows nor denies.
 	notApplicable
 )
 
@@ -445,7 +487,9 @@ func (r *rule) eval(ctx context.Context, in *Input, listing bool, d *Decision) o
 	}
 	if err != nil {
 		if errors.Is(err, errNotApplicable) {
-			return notApplicable
+			if err = r.hiddenError(ctx, act); err == nil {
+				return notApplicable
+			}
 		}
 		d.Errors = append(d.Errors, fmt.Errorf("rule %s: %w", r.source, err))
 		return failed

@@ -6,9 +6,13 @@ import (
 	"github.com/mcpgate/mcpgate/extproc/mcp"
 )
 
-// item returns the MCP item in concerns: the one whose name is set, else the one its method
-// names (a tools/call whose name is empty still concerns a tool).
+// item returns the MCP item in concerns: the one its method names (a tools/call whose name is
+// empty still concerns a tool), else, for an Input without such a method, the one whose name is
+// set.
 func (in *Input) item() mcp.Item {
+	if it := mcp.ItemOf(in.MCPMethod); it != mcp.NoItem {
+		return it
+	}
 	switch {
 	case in.ToolName != "":
 		return mcp.Tool
@@ -17,7 +21,7 @@ func (in *Input) item() mcp.Item {
 	case in.ResourceName != "":
 		return mcp.Resource
 	}
-	return mcp.ItemOf(in.MCPMethod)
+	return mcp.NoItem
 }
 
 // name returns the name of the item it of in.

@@ -59,10 +59,30 @@ func TestItems(t *testing.T) {
 			t.Errorf("%s: %+v, want allowed %v by %q without errors", c.name, d, c.want, c.rule)
 		}
 	}
-	// A rule that fails for another reason is still an error, and fails closed.
-	d := compile(t, e, deny("d", `mcp.prompt.name == jwt.missing`)).Evaluate(t.Context(), prompt("greet"))
-	if d.Allowed || d.Errors == nil {
-		t.Errorf("missing claim in a prompt rule: %+v, want denied with an error", d)
+	// A rule that fails for another reason is still an error, and fails closed, in whatever
+	// order its terms come: CEL's || gives its first operand's error, which must not hide the
+	// missing claim behind the other item's.
+	for _, rule := range []*policyv1.Rule{
+		deny("d", `mcp.prompt.name == jwt.missing`),
+		deny("d", `mcp.tool.name == "rm" || jwt.team != "ops"`),
+		deny("d", `jwt.team != "ops" || mcp.tool.name == "rm"`),
+		require("d", `mcp.tool.name != "rm" && jwt.team == "ops"`),
+	} {
+		d := compile(t, e, rule).Evaluate(t.Context(), prompt("greet"))
+		if d.Allowed || d.Errors == nil {
+			t.Errorf("%s without the claim: %+v, want denied with an error", rule.GetExpression(), d)
+		}
+		withClaim := prompt("greet")
+		withClaim.Claims = map[string]any{"team": "ops", "missing": "x"}
+		if d := compile(t, e, rule).Evaluate(t.Context(), withClaim); !d.Allowed || d.Errors != nil {
+			t.Errorf("%s with the claim: %+v, want allowed (the rule does not apply)", rule.GetExpression(), d)
+		}
+	}
+	// The method decides the item, whatever other name is set.
+	both := prompt("secret")
+	both.ToolName = "echo"
+	if d := compile(t, e, deny("d", `mcp.prompt.name == "secret"`)).Evaluate(t.Context(), both); d.Allowed {
+		t.Errorf("prompts/get with a tool name set: %+v, want the prompt rule to apply", d)
 	}
 	// Listing tools: a rule on prompts does not apply to the listed tools.
 	rs := compile(t, e, allow("p", `mcp.prompt.name == "greet"`), allow("a", `mcp.tool.name == "echo" && mcp.tool.arguments.x == 1`))
