@@ -373,6 +373,13 @@ func (st *stream) answers(msgs []mcp.Message, batch bool, md *metadata, now time
 				repl = st.unmatched(m)
 			}
 		}
+		if repl == nil && m.Ambiguous && st.hasMCPRules() {
+			// A member that only letter case tells from "result" (or a repeated one), which a
+			// client that folds case reads as the result, whatever the gateway took m for (no
+			// response at all, or one whose exact result is absent): filtered as FilterLists
+			// reads it.
+			repl, _ = st.filterLists(m, st.itemFilter(), false)
+		}
 		if repl != nil && !changed {
 			changed = true
 			elems = make([][]byte, 0, len(msgs))

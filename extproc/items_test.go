@@ -119,3 +119,26 @@ func TestPromptWithoutName(t *testing.T) {
 		`{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"x","NAME":"secret"}}`,
 	)
 }
+
+// TestAmbiguousAnswerFiltered: under MCP rules, an answer whose result member differs from
+// "result" only in letter case is filtered as one, whether the gateway reads it as no response
+// at all or as one without a result: a client that folds case (Go's encoding/json) reads it as
+// the result and would see the hidden tools.
+func TestAmbiguousAnswerFiltered(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	for _, tc := range []struct{ answer, want string }{
+		{`{"jsonrpc":"2.0","id":2,"Result":{"tools":[{"name":"fetch"},{"name":"get-env"}]}}`,
+			`{"jsonrpc":"2.0","id":2,"Result":{"tools":[{"name":"fetch"}]}}`},
+		{`{"jsonrpc":"2.0","id":2,"error":null,"RESULT":{"prompts":[{"name":"greet"},{"name":"secret"}]}}`,
+			`{"jsonrpc":"2.0","id":2,"error":null,"RESULT":{"prompts":[{"name":"greet"}]}}`},
+	} {
+		s := h.open(t, h.tcp, streamableRoute)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+		check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`), true))
+		check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
+		resp := check(t)(s.ResponseBody([]byte(tc.answer), true))
+		if got := string(extproctest.BodyAfter(resp, []byte(tc.answer))); got != tc.want {
+			t.Errorf("answer %s\nreached the client as %s\nwant %s", tc.answer, got, tc.want)
+		}
+	}
+}
