@@ -301,16 +301,17 @@ func TestVariables(t *testing.T) {
 			t.Errorf("%s: %+v, want %v", expr, d, want)
 		}
 	}
-	// Headers absent, tool absent, IPv6 source without port. A rule on the absent tool does
-	// not apply (TestItems): as an ALLOW rule it does not allow.
+	// Headers absent, tool absent (a request that names no MCP item: its items' fields are
+	// empty), IPv6 source without port.
 	bare := &Input{SourceAddress: "::1", Claims: map[string]any{}}
 	for expr, want := range map[string]bool{
 		`has(request.headers)`:            false,
 		`request.headers.size() == 0`:     true,
 		`"x" in request.headers`:          false,
 		`has(mcp.tool)`:                   false,
-		`mcp.tool.name == ""`:             false,
-		`size(mcp.tool.arguments) == 0`:   false,
+		`mcp.tool.name == ""`:             true,
+		`size(mcp.tool.arguments) == 0`:   true,
+		`mcp.prompt.name == ""`:           true,
 		`source.address == "::1"`:         true,
 		`ip(source.address).isLoopback()`: true,
 		`has(jwt.org)`:                    false,

@@ -38,7 +38,11 @@ func TestItems(t *testing.T) {
 		{"prompt rule, a tool", []*policyv1.Rule{allow("p", `mcp.prompt.name == "greet"`)}, tool("greet"), false, "p" + NoAllowMatched},
 		// DENY and REQUIRE rules on a tool leave other items alone.
 		{"deny all but a tool, a prompt", []*policyv1.Rule{deny("d", `mcp.tool.name != "safe"`)}, prompt("greet"), true, ""},
-		{"deny all but a tool, initialize", []*policyv1.Rule{deny("d", `mcp.tool.name != "safe"`)}, initialize, true, ""},
+		// A request that names no item (only traffic rules see those) reads the items' fields
+		// empty, as before there were other items.
+		{"deny all but a tool, initialize", []*policyv1.Rule{deny("d", `mcp.tool.name != "safe"`)}, initialize, false, "d"},
+		{"claims and a tool term, initialize", []*policyv1.Rule{allow("a", `jwt.org == "solo.io" && mcp.tool.name != "rm"`)}, initialize, true, "a"},
+		{"claims and a tool term, a prompt", []*policyv1.Rule{allow("a", `jwt.org == "solo.io" && mcp.tool.name != "rm"`)}, prompt("greet"), false, "a" + NoAllowMatched},
 		{"deny all but a tool, another tool", []*policyv1.Rule{deny("d", `mcp.tool.name != "safe"`)}, tool("rm"), false, "d"},
 		{"require a tool, a resource", []*policyv1.Rule{require("r", `mcp.tool.name == "safe"`)}, resource("file:///a"), true, ""},
 		{"require a tool, another tool", []*policyv1.Rule{require("r", `mcp.tool.name == "safe"`)}, tool("rm"), false, "r"},

@@ -40,13 +40,15 @@ func stringField(get func(in *Input) string) field {
 }
 
 // itemField is mcp.tool, mcp.prompt or mcp.resource: set when the request concerns that item
-// and names it; read in a request that concerns another item or none, it is errNotApplicable.
+// and names it; read in a request that concerns another item, it is errNotApplicable; read in one
+// that concerns none (initialize, a GET stream, tools/list: only traffic rules see those), its
+// fields are empty.
 func itemField(it mcp.Item, typ *types.Type, v func(in *Input) any) field {
 	return field{
 		typ:   typ,
 		isSet: func(in *Input) bool { return in.item() == it && in.name(it) != "" },
 		get: func(in *Input) (any, error) {
-			if in.item() != it {
+			if cur := in.item(); cur != it && cur != mcp.NoItem {
 				return nil, errNotApplicable
 			}
 			return v(in), nil
