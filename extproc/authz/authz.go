@@ -27,7 +27,9 @@
 // a list answer being filtered. Of mcp.tool, mcp.prompt and mcp.resource only that item's is
 // there (has() tells); a rule whose outcome depends on reading another does not apply to the
 // request: it neither denies (DENY), nor is unmet (REQUIRE), nor allows (ALLOW). So a DENY rule
-// on a tool leaves prompts alone, and ALLOW rules that name only tools allow no prompt.
+// on a tool leaves prompts alone, and ALLOW rules that name only tools allow no prompt. A request
+// that concerns no item (initialize, tools/list, a GET stream: only traffic rules see those)
+// reads every item's fields empty.
 //
 // A tools/list answer shows the tools some call of which the rules could allow
 // (RuleSet.EvaluateListing): the calls' arguments are not known then, so rules that read
