@@ -265,12 +265,20 @@ func step9MCPToolRule(t *testing.T, s *suite) {
 			eventually(t, "tools/list shows only echo", func() error {
 				return s.expectTools(srv, s.devToken, []string{"echo"})
 			})
+			// The lab's client lists prompts through the gateway too: only the allowed one.
+			r := s.inspect(srv, s.devToken, "--method", "prompts/list")
+			var prompts struct {
+				Prompts []struct{ Name string } `json:"prompts"`
+			}
+			if err := r.result(&prompts); err != nil || r.code != 0 || len(prompts.Prompts) != 1 || prompts.Prompts[0].Name != "simple-prompt" {
+				t.Errorf("inspector prompts/list: want only simple-prompt (%v)\n%s", err, r)
+			}
 			if err := s.expectEcho(srv, s.devToken); err != nil {
 				t.Fatal(err)
 			}
 			// The inspector looks the tool up in tools/list first, so a hidden tool is refused
 			// before any call is sent.
-			r := s.inspect(srv, s.devToken, "--method", "tools/call", "--tool-name", "get-sum", "--tool-arg", "a=1", "b=2")
+			r = s.inspect(srv, s.devToken, "--method", "tools/call", "--tool-name", "get-sum", "--tool-arg", "a=1", "b=2")
 			if e, err := r.failure(); err != nil || r.code != 5 || e.Code != "tool_not_found" {
 				t.Errorf("inspector tools/call get-sum: want exit 5 tool_not_found (the tool is hidden)\n%s", r)
 			}
