@@ -33,10 +33,11 @@ var corsMethods = []string{"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "O
 // itself with 200, echoing the origin in Access-Control-Allow-Origin (never "*", so a wildcard
 // origin with allowCredentials is answered as Gateway API requires), and echoing the request's
 // Access-Control-Request-Method or -Headers when allowMethods or allowHeaders is "*". A preflight
-// from another origin goes on down the chain (forward_not_matching_preflights defaults to true):
-// under a policy, ext_proc refuses it like any request without a token.
+// from another origin is answered by Envoy too (forward_not_matching_preflights false, as Envoy
+// Gateway sets it): 200 without Access-Control-Allow-Origin, so the browser refuses the call, and
+// neither ext_proc nor the upstream sees the preflight.
 func corsPolicy(f *gwv1.HTTPCORSFilter) (*anypb.Any, string, string) {
-	p := &corsv3.CorsPolicy{}
+	p := &corsv3.CorsPolicy{ForwardNotMatchingPreflights: wrapperspb.Bool(false)}
 	for i, o := range f.AllowOrigins {
 		if o == "*" && len(f.AllowOrigins) > 1 {
 			return nil, fmt.Sprintf(".allowOrigins[%d]", i), `"*" cannot be listed with other origins`

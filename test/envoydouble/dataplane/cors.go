@@ -14,8 +14,9 @@ package dataplane
 //     non-empty Origin. The origin is allowed when a matcher matches "*" or the origin; an allowed
 //     origin is latched for the response. From here the request is a CORS request. A preflight is
 //     OPTIONS with a non-empty Access-Control-Request-Method; one from an origin not allowed
-//     continues down the chain (forward_not_matching_preflights defaults to true), one from an
-//     allowed origin is answered by the filter: 200 with Access-Control-Allow-Origin (the origin),
+//     continues down the chain when forward_not_matching_preflights holds (the first level that
+//     sets it decides; unset everywhere: true); any other is answered by the filter: 200 with,
+//     for an allowed origin only, Access-Control-Allow-Origin (the origin), then
 //     -Allow-Credentials "true" when allowed, -Allow-Methods (allow_methods, or the request's
 //     Access-Control-Request-Method for "*"), -Allow-Headers (allow_headers, or the request's
 //     Access-Control-Request-Headers for "*", empty when it sent none), -Max-Age. The answer is
@@ -80,12 +81,14 @@ func (st *stream) corsDecode() bool {
 	if st.req.Value(":method") != http.MethodOptions || reqMethod == "" {
 		return false
 	}
-	if st.cors.origin == "" {
-		return false // forward_not_matching_preflights: the preflight goes down the chain
+	if st.cors.origin == "" && st.corsForwardNotMatching() {
+		return false // the preflight goes down the chain
 	}
 	h := &headers.Map{}
 	h.Add(":status", "200")
-	h.Add("access-control-allow-origin", origin)
+	if st.cors.origin != "" {
+		h.Add("access-control-allow-origin", origin)
+	}
 	if st.corsCredentials() {
 		h.Add("access-control-allow-credentials", "true")
 	}
@@ -105,6 +108,17 @@ func (st *stream) corsDecode() bool {
 	}
 	st.details = "cors_response"
 	st.encode(h, nil, true, st.ctx)
+	return true
+}
+
+// corsForwardNotMatching is CorsFilter::forwardNotMatchingPreflights: the first policy that sets
+// it decides, true when none does.
+func (st *stream) corsForwardNotMatching() bool {
+	for _, p := range st.cors.policies {
+		if p.ForwardNotMatchingPreflights != nil {
+			return *p.ForwardNotMatchingPreflights
+		}
+	}
 	return true
 }
 

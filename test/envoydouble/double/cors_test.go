@@ -112,7 +112,16 @@ func TestCORSFilterAsEnvoy(t *testing.T) {
 	layered.TypedPerFilterConfig = map[string]*anypb.Any{corsName: any_(t, &corsv3.CorsPolicy{
 		AllowOriginStringMatch: []*matcherv3.StringMatcher{exact("https://vhost.example")}, AllowMethods: "PUT", MaxAge: "30",
 		ExposeHeaders: "x-from-vhost", AllowCredentials: wrapperspb.Bool(true)})}
-	e.push(l, routeConfig(l.Name, layered, vhost("vh", []string{"*"}, mcp, open, plain, moved)), staticCluster("up", up.addr))
+	// forward_not_matching_preflights false on the virtual host (as mcpgate's translator sets it
+	// on each route): a route that leaves it unset answers other origins' preflights itself; one
+	// that sets it true forwards them (the first level that sets it decides).
+	answering := prefixRoute("answering", "/", "up", withPolicy(t, perRoute(t, mcpMode()), &corsv3.CorsPolicy{
+		AllowOriginStringMatch: []*matcherv3.StringMatcher{exact("http://localhost:6274")}, AllowMethods: "POST", MaxAge: "60", AllowCredentials: wrapperspb.Bool(true)}))
+	forwarding := prefixRoute("forwarding", "/forwarding", "up", withPolicy(t, perRoute(t, mcpMode()), &corsv3.CorsPolicy{
+		AllowOriginStringMatch: []*matcherv3.StringMatcher{exact("http://localhost:6274")}, ForwardNotMatchingPreflights: wrapperspb.Bool(true)}))
+	strict := vhost("strict", []string{"strict.example"}, forwarding, answering)
+	strict.TypedPerFilterConfig = map[string]*anypb.Any{corsName: any_(t, &corsv3.CorsPolicy{ForwardNotMatchingPreflights: wrapperspb.Bool(false)})}
+	e.push(l, routeConfig(l.Name, layered, strict, vhost("vh", []string{"*"}, mcp, open, plain, moved)), staticCluster("up", up.addr))
 	if n := e.lastNACK(); n != "" {
 		t.Fatalf("NACK: %s", n)
 	}
@@ -168,6 +177,27 @@ func TestCORSFilterAsEnvoy(t *testing.T) {
 		resp, _ = do(t, "OPTIONS", e.url("/plain"), nil, preflight(origin)...)
 		if resp.StatusCode != 200 || resp.Header.Get("x-seen-path") != "/plain" || len(corsHeaders(resp.Header)) != 0 {
 			t.Errorf("route without a policy: got %d %v, want the upstream's answer untouched", resp.StatusCode, resp.Header)
+		}
+	})
+
+	t.Run("forward_not_matching_preflights false answers another origin's preflight", func(t *testing.T) {
+		streams, calls := e.ext.count(), up.count()
+		resp, body := do(t, "OPTIONS", e.url("/mcp"), nil, append(preflight("https://evil.example"), "host", "strict.example")...)
+		want := []string{"access-control-allow-credentials: true", "access-control-allow-methods: POST", "access-control-max-age: 60"}
+		if resp.StatusCode != 200 || body != "" || !slices.Equal(corsHeaders(resp.Header), want) {
+			t.Errorf("got %d %q %q, want 200 with %q and no Access-Control-Allow-Origin", resp.StatusCode, body, corsHeaders(resp.Header), want)
+		}
+		if up.count() != calls {
+			t.Error("the preflight reached the upstream")
+		}
+		// As an allowed origin's: ext_proc sees only the filter's answer, going out.
+		if k := kinds(e.ext.streams(t, streams+1)[streams].messages()); !slices.Equal(k, []string{"response_headers"}) {
+			t.Errorf("ext_proc got %v, want [response_headers] only", k)
+		}
+		// The route's true decides over the virtual host's false: down the chain, to ext_proc.
+		resp, body = do(t, "OPTIONS", e.url("/forwarding"), nil, append(preflight("https://evil.example"), "host", "strict.example")...)
+		if resp.StatusCode != 401 || body != "Jwt is missing" || len(corsHeaders(resp.Header)) != 0 {
+			t.Errorf("route's forward true: got %d %q %v, want ext_proc's 401 without CORS headers", resp.StatusCode, body, resp.Header)
 		}
 	})
 
@@ -287,7 +317,6 @@ func TestCORSNACKs(t *testing.T) {
 	}{
 		{"filter_enabled", &corsv3.CorsPolicy{FilterEnabled: &corev3.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{Numerator: 50}}}, "filter_enabled"},
 		{"shadow_enabled", &corsv3.CorsPolicy{ShadowEnabled: &corev3.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{Numerator: 50}}}, "shadow_enabled"},
-		{"forward_not_matching_preflights", &corsv3.CorsPolicy{ForwardNotMatchingPreflights: wrapperspb.Bool(false)}, "forward_not_matching_preflights"},
 		{"allow_private_network_access", &corsv3.CorsPolicy{AllowPrivateNetworkAccess: wrapperspb.Bool(true)}, "allow_private_network_access"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

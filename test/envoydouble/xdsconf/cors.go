@@ -21,9 +21,8 @@ type CorsFilter struct {
 }
 
 // CorsPolicy is a compiled CorsPolicy. The double implements the fields mcpgate emits; filter_enabled,
-// shadow_enabled (runtime fractions), allow_private_network_access and
-// forward_not_matching_preflights are refused, so an unset field means Envoy's default: enabled
-// for every request, preflights of origins not allowed forwarded down the chain.
+// shadow_enabled (runtime fractions) and allow_private_network_access are refused, so an unset
+// field means Envoy's default: enabled for every request.
 type CorsPolicy struct {
 	// AllowOrigins are allow_origin_string_match, tried in order.
 	AllowOrigins []*StringMatch
@@ -32,6 +31,10 @@ type CorsPolicy struct {
 	AllowMethods, AllowHeaders, ExposeHeaders, MaxAge string
 	// AllowCredentials is allow_credentials; nil when unset.
 	AllowCredentials *bool
+	// ForwardNotMatchingPreflights is forward_not_matching_preflights; nil when unset (Envoy's
+	// default, when no level sets it: true, the preflight of an origin not allowed goes down the
+	// chain).
+	ForwardNotMatchingPreflights *bool
 }
 
 // CompileCors checks the filter's typed_config.
@@ -58,7 +61,7 @@ func compileCorsPolicy(a *anypb.Any, path string) (*CorsPolicy, error) {
 		return nil, err
 	}
 	if err := checkFields(&p, path, "allow_origin_string_match", "allow_methods", "allow_headers",
-		"expose_headers", "max_age", "allow_credentials"); err != nil {
+		"expose_headers", "max_age", "allow_credentials", "forward_not_matching_preflights"); err != nil {
 		return nil, err
 	}
 	out := &CorsPolicy{AllowMethods: p.GetAllowMethods(), AllowHeaders: p.GetAllowHeaders(),
@@ -66,6 +69,10 @@ func compileCorsPolicy(a *anypb.Any, path string) (*CorsPolicy, error) {
 	if c := p.GetAllowCredentials(); c != nil {
 		v := c.GetValue()
 		out.AllowCredentials = &v
+	}
+	if f := p.GetForwardNotMatchingPreflights(); f != nil {
+		v := f.GetValue()
+		out.ForwardNotMatchingPreflights = &v
 	}
 	for i, m := range p.GetAllowOriginStringMatch() {
 		sm, err := compileStringMatch(m, fmt.Sprintf("%s.allow_origin_string_match[%d]", path, i))
