@@ -221,27 +221,23 @@ func (e *Env) Compile(rules []*policyv1.Rule) (*RuleSet, error) {
 		if tracked {
 			popts = append(popts, cel.CostLimit(e.opts.CostLimit), cel.InterruptCheckFrequency(e.opts.InterruptCheckFrequency))
 		}
-		prg, err := e.env.Program(checked, popts...)
+		mcp, readsArgs := references(checked.NativeRep(), claims, args)
+		// A rule that reads the arguments has a partial-evaluation program for listings; one that
+		// reads the mcp variable a state-tracking one (hiddenError).
+		program := func(extra ...cel.EvalOption) (cel.Program, error) {
+			return e.env.Program(checked, append(slices.Clip(popts), cel.EvalOptions(extra...))...)
+		}
+		prg, err := program()
+		var listing, states cel.Program
+		if err == nil && readsArgs {
+			listing, err = program(cel.OptPartialEval)
+		}
+		if err == nil && mcp {
+			states, err = program(cel.OptTrackState)
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("rule %s: %w", source, err))
 			continue
-		}
-		mcp, readsArgs := references(checked.NativeRep(), claims, args)
-		var listing cel.Program
-		if readsArgs {
-			listing, err = e.env.Program(checked, append(popts, cel.EvalOptions(cel.OptPartialEval))...)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("rule %s: %w", source, err))
-				continue
-			}
-		}
-		var states cel.Program
-		if mcp {
-			states, err = e.env.Program(checked, append(popts, cel.EvalOptions(cel.OptTrackState))...)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("rule %s: %w", source, err))
-				continue
-			}
 		}
 		compiled := rule{source: source, prg: prg, listing: listing, states: states, tracked: tracked}
 		switch r.GetAction() {
