@@ -102,6 +102,13 @@ func (o *Output) Marshal(format string, gateways ...string) ([]byte, error) {
 	if doc.Status == nil {
 		doc.Status = []ObjectStatus{}
 	}
+	for i := range doc.Status {
+		st, err := withoutUnsetTimes(doc.Status[i].Status)
+		if err != nil {
+			return nil, fmt.Errorf("status of %s %s/%s: %w", doc.Status[i].Kind, doc.Status[i].Namespace, doc.Status[i].Name, err)
+		}
+		doc.Status[i].Status = st
+	}
 	keys := gateways
 	if len(keys) == 0 {
 		keys = o.GatewayKeys()
@@ -168,4 +175,38 @@ func marshalAll[T proto.Message](msgs []T, opts protojson.MarshalOptions) ([]jso
 		out = append(out, b)
 	}
 	return out, nil
+}
+
+// withoutUnsetTimes returns a status as JSON values without the conditions' lastTransitionTime,
+// which a translation leaves unset (the provider that writes status sets it): printed, it would
+// read null.
+func withoutUnsetTimes(status any) (any, error) {
+	b, err := json.Marshal(status)
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber() // integers (observedGeneration) stay as written
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	var strip func(v any)
+	strip = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			if t, ok := x["lastTransitionTime"]; ok && t == nil {
+				delete(x, "lastTransitionTime")
+			}
+			for _, c := range x {
+				strip(c)
+			}
+		case []any:
+			for _, c := range x {
+				strip(c)
+			}
+		}
+	}
+	strip(v)
+	return v, nil
 }
