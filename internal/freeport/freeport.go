@@ -7,21 +7,28 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // Ports returns n distinct TCP ports free on host now. It holds each port until all are picked
 // (so none repeats) and picks them below the kernel's ephemeral range when it can: a port from
 // that range could be handed to another process's outgoing connection or listen(":0") (a test's
 // upstream, another package's server) between this pick and the server's bind; a port below it
-// is taken only by an explicit bind.
+// is taken only by an explicit bind. Each port it returns is claimed for the rest of the process
+// (claim), so that another test process (go test runs packages at once) does not pick it too
+// before this one's server binds it.
 func Ports(host string, n int) ([]int, error) {
 	p := picker{host: host}
 	defer p.close()
 	low, high := 20000, ephemeralLow()
 	for attempts := 0; len(p.ports) < n && attempts < 50*n && high-low > 2*n; attempts++ {
-		_ = p.take(low + rand.IntN(high-low)) // in use: try another
+		port := low + rand.IntN(high-low)
+		if claim(port) {
+			_ = p.take(port) // in use: try another
+		}
 	}
 	// No room below the ephemeral range: let the kernel choose.
 	return p.kernel(n)
@@ -96,4 +103,25 @@ func ephemeralLow() int {
 		return 32768
 	}
 	return low
+}
+
+// claim reports whether this process could claim port for the rest of its life: an exclusive
+// flock on a file named after the port in a folder every test process shares, kept by a file
+// descriptor that is never closed (the kernel drops the lock when the process ends, however it
+// ends). A port another process claimed, or this one did before, is refused. Without the folder
+// (not writable) every port can be claimed.
+func claim(port int) bool {
+	dir := filepath.Join(os.TempDir(), "mcpgate-freeport")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return true
+	}
+	fd, err := syscall.Open(filepath.Join(dir, strconv.Itoa(port)), syscall.O_CREAT|syscall.O_RDWR|syscall.O_CLOEXEC, 0o644)
+	if err != nil {
+		return true
+	}
+	if err := syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		syscall.Close(fd)
+		return false
+	}
+	return true // fd stays open: a raw descriptor, no finalizer closes it
 }

@@ -28,6 +28,20 @@ func TestPorts(t *testing.T) {
 	}
 }
 
+// TestPortsClaimed: every port Ports returns is claimed for the process, so another claim of it
+// (another test process's, or this one's again) is refused.
+func TestPortsClaimed(t *testing.T) {
+	ports, err := Ports("127.0.0.1", 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range ports {
+		if claim(p) {
+			t.Errorf("port %d from Ports could be claimed again", p)
+		}
+	}
+}
+
 // TestPickerHolds: a port the picker took stays taken until close (so that no pick repeats
 // it), then is free.
 func TestPickerHolds(t *testing.T) {
