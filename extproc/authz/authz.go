@@ -431,12 +431,7 @@ func (rs *RuleSet) decide(ctx context.Context, in *Input, listing bool) Decision
 // rule runs again tracking every node's value (only when it gave errNotApplicable: a rule on
 // another item).
 func (r *rule) hiddenError(ctx context.Context, act any) error {
-	var det *cel.EvalDetails
-	if r.tracked {
-		_, det, _ = r.states.ContextEval(ctx, act)
-	} else {
-		_, det, _ = r.states.Eval(act)
-	}
+	_, det, _ := r.run(ctx, r.states, act)
 	if det == nil {
 		return nil
 	}
@@ -451,6 +446,14 @@ func (r *rule) hiddenError(ctx context.Context, act any) error {
 		}
 	}
 	return nil
+}
+
+// run evaluates one of the rule's programs on act, watching ctx when the rule is tracked.
+func (r *rule) run(ctx context.Context, prg cel.Program, act any) (ref.Val, *cel.EvalDetails, error) {
+	if r.tracked {
+		return prg.ContextEval(ctx, act)
+	}
+	return prg.Eval(act)
 }
 
 // outcome is a rule's result on an input.
@@ -476,13 +479,7 @@ func (r *rule) eval(ctx context.Context, in *Input, listing bool, d *Decision) o
 	if listing && r.listing != nil {
 		prg, act = r.listing, (*listingInput)(in)
 	}
-	var out ref.Val
-	var err error
-	if r.tracked {
-		out, _, err = prg.ContextEval(ctx, act)
-	} else {
-		out, _, err = prg.Eval(act)
-	}
+	out, _, err := r.run(ctx, prg, act)
 	if err != nil {
 		if errors.Is(err, errNotApplicable) {
 			if err = r.hiddenError(ctx, act); err == nil {
