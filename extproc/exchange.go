@@ -373,11 +373,11 @@ func (st *stream) answers(msgs []mcp.Message, batch bool, md *metadata, now time
 				repl = st.unmatched(m)
 			}
 		}
-		if repl == nil && m.Ambiguous && st.hasMCPRules() {
-			// A member that only letter case tells from "result" (or a repeated one), which a
-			// client that folds case reads as the result, whatever the gateway took m for (no
-			// response at all, or one whose exact result is absent): filtered as FilterLists
-			// reads it.
+		if repl == nil && m.Ambiguous && m.Result == nil && st.hasMCPRules() {
+			// A member that only letter case tells from "result", which a client that folds case
+			// reads as the result, where the gateway sees no exact one (no response at all, or one
+			// without a result: answer and unmatched filter only results, ambiguous ones included
+			// through MayListItems): filtered as FilterLists reads it.
 			repl, _ = st.filterLists(m, st.itemFilter(), false)
 		}
 		if repl != nil && !changed {
