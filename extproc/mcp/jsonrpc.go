@@ -17,6 +17,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -56,6 +58,9 @@ const (
 	CodeInvalidRequest = -32600
 	CodeInvalidParams  = -32602
 	CodeInternalError  = -32603
+	// CodeSessionNotFound is the MCP SDKs' code for a request naming a session the server does
+	// not know (with HTTP 404).
+	CodeSessionNotFound = -32001
 )
 
 // MethodToolsCall and MethodToolsList are the MCP methods the gateway authorizes and filters.
@@ -668,26 +673,64 @@ func SessionFromURL(u string) string {
 // read: the go-sdk reads the first "sessionid", Starlette the last "session_id", and each SDK
 // reads only its own name.
 func SessionParams(u string) (first string, n int) {
-	q := strings.IndexByte(u, '?')
-	if q < 0 {
-		return "", 0
-	}
-	query := u[q+1:]
-	if h := strings.IndexByte(query, '#'); h >= 0 {
-		query = query[:h]
-	}
-	for query != "" {
-		var kv string
-		kv, query, _ = strings.Cut(query, "&")
-		k, v, _ := strings.Cut(kv, "=")
-		if k = unescapeQuery(k); k == "sessionId" || k == "sessionid" || k == "session_id" {
-			if n == 0 {
-				first = unescapeQuery(v)
-			}
-			n++
+	for v := range sessionParams(u) {
+		if n == 0 {
+			first = unescapeQuery(u[v[0]:v[1]])
 		}
+		n++
 	}
 	return first, n
+}
+
+// WithSession returns u with the value of each legacy SSE session query parameter (see
+// SessionFromURL) replaced by id, query-escaped; u itself when it has none.
+func WithSession(u, id string) string {
+	var b strings.Builder
+	last := 0
+	for v := range sessionParams(u) {
+		b.WriteString(u[last:v[0]])
+		if u[v[0]-1] != '=' { // a name without a value: "?sessionId&..."
+			b.WriteByte('=')
+		}
+		b.WriteString(url.QueryEscape(id))
+		last = v[1]
+	}
+	if last == 0 {
+		return u
+	}
+	b.WriteString(u[last:])
+	return b.String()
+}
+
+// sessionParams yields the [start, end) offsets in u of the (escaped) value of each legacy SSE
+// session query parameter.
+func sessionParams(u string) iter.Seq[[2]int] {
+	return func(yield func([2]int) bool) {
+		q := strings.IndexByte(u, '?')
+		if q < 0 {
+			return
+		}
+		end := len(u)
+		if h := strings.IndexByte(u[q:], '#'); h >= 0 {
+			end = q + h
+		}
+		for pos := q + 1; pos <= end; {
+			amp := strings.IndexByte(u[pos:end], '&')
+			next := end
+			if amp >= 0 {
+				next = pos + amp
+			}
+			kv := u[pos:next]
+			raw, _, _ := strings.Cut(kv, "=")
+			if k := unescapeQuery(raw); k == "sessionId" || k == "sessionid" || k == "session_id" {
+				start := min(pos+len(raw)+1, next) // after "=", if any
+				if !yield([2]int{start, next}) {
+					return
+				}
+			}
+			pos = next + 1
+		}
+	}
 }
 
 // unescapeQuery decodes %XX and '+' of a query value; a malformed escape leaves the value as is.

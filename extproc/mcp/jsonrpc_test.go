@@ -325,6 +325,26 @@ func TestSessionFromURL(t *testing.T) {
 	}
 }
 
+func TestWithSession(t *testing.T) {
+	tests := map[string]string{
+		"/sse?sessionId=694d5887":               "/sse?sessionId=S.T%2FU",
+		"/message?x=1&sessionid=N&y=2#frag":     "/message?x=1&sessionid=S.T%2FU&y=2#frag",
+		"http://h/messages/?session%5Fid=a%20b": "http://h/messages/?session%5Fid=S.T%2FU",
+		"/m?sessionId&z":                        "/m?sessionId=S.T%2FU&z", // no "=": the value is inserted after the name
+		"/m?sessionId=a&session_id=b":           "/m?sessionId=S.T%2FU&session_id=S.T%2FU",
+		"/message":                              "/message",
+		"/message?session=1#sessionId=2":        "/message?session=1#sessionId=2",
+	}
+	for in, want := range tests {
+		if got := WithSession(in, "S.T/U"); got != want {
+			t.Errorf("WithSession(%q) = %q, want %q", in, got, want)
+		}
+		if want != in && SessionFromURL(WithSession(in, "S.T/U")) != "S.T/U" {
+			t.Errorf("SessionFromURL(WithSession(%q)) does not read the id back", in)
+		}
+	}
+}
+
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{
 		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"u"}}}`,
