@@ -28,7 +28,7 @@ func TestAuditLineInjection(t *testing.T) {
 	body := `{"jsonrpc":"2.0","id":"7\u2028` + "\xfe\xc3" + `","method":"tools/call","params":{"name":"` + tool + `","arguments":{"url":"https://example.com","x":` +
 		"\n" + forged + "\r\n,\"y\":\"\u2029\u0085\xff\"}}}"
 	s := h.open(t, h.tcp, streamableRoute)
-	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "S")), false))
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", extproctest.LabSession("S"))), false))
 	resp := check(t)(s.RequestBody([]byte(body), true))
 	plainContinue(t, resp)
 	md := extproctest.Metadata(resp)

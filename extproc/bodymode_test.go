@@ -108,7 +108,7 @@ func openNoBody(t *testing.T, h *harness, route extproctest.Route) *extproctest.
 func TestRequestBodyNotSentToolRules(t *testing.T) {
 	logOpt, logs := withLog(slog.LevelWarn)
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t)), {Name: "open"}}, logOpt)
-	for _, path := range []string{"/mcp", "/message?sessionId=694d5887"} {
+	for _, path := range []string{"/mcp", extproctest.LabEndpoint("/message?sessionId=694d5887")} {
 		s := openNoBody(t, h, streamableRoute)
 		resp := check(t)(s.RequestHeaders(postHeaders(path, extproctest.LabToken), false))
 		ir := resp.GetImmediateResponse()
@@ -125,7 +125,7 @@ func TestRequestBodyNotSentToolRules(t *testing.T) {
 	s = openNoBody(t, h, streamableRoute)
 	plainContinue(t, check(t)(s.RequestHeaders([]extproctest.Header{
 		hdr(":authority", "127.0.0.1:8080"), hdr(":path", "/mcp"), hdr(":method", "DELETE"), hdr(":scheme", "http"),
-		hdr("mcp-session-id", "S1"), hdr("authorization", "Bearer "+extproctest.LabToken),
+		hdr("mcp-session-id", extproctest.LabSession("S1")), hdr("authorization", "Bearer "+extproctest.LabToken),
 	}, true)))
 
 	open := streamableRoute
@@ -185,7 +185,7 @@ func TestRequestBodyNotSentTrafficRules(t *testing.T) {
 func TestTrafficRulesOnGETWithoutEndOfStream(t *testing.T) {
 	denyNoMethod := &policyv1.Policy{Name: "lab", TrafficRules: []*policyv1.Rule{{Action: policyv1.Rule_DENY, Expression: `mcp.method == ""`, Source: "deny#0"}}}
 	h := newHarness(t, []*policyv1.Policy{denyNoMethod})
-	del := []extproctest.Header{hdr(":authority", "127.0.0.1:8080"), hdr(":path", "/mcp"), hdr(":method", "DELETE"), hdr(":scheme", "http"), hdr("mcp-session-id", "S1")}
+	del := []extproctest.Header{hdr(":authority", "127.0.0.1:8080"), hdr(":path", "/mcp"), hdr(":method", "DELETE"), hdr(":scheme", "http"), hdr("mcp-session-id", extproctest.AnonSession("S1"))}
 	for name, hs := range map[string][]extproctest.Header{"GET": getHeaders("/mcp", ""), "DELETE": del} {
 		s := h.open(t, h.tcp, streamableRoute)
 		resp := check(t)(s.RequestHeaders(hs, false))

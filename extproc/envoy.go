@@ -338,21 +338,47 @@ type replies struct {
 	headers     extprocv3.HeadersResponse
 	body        extprocv3.BodyResponse
 	common      extprocv3.CommonResponse
-	// mode is the response headers' reply's mode_override (responseBodyMode); mut and removed the
-	// request headers' reply's header mutation (removeHeaders).
+	// mode is the response headers' reply's mode_override (responseBodyMode); mut and removed a
+	// headers' reply's header mutation (mutation).
 	mode    extprocfilterv3.ProcessingMode
 	mut     extprocv3.HeaderMutation
 	removed [2]string
+	// set, setOpts and setVals are the storage of mut's first set headers (setHeaders).
+	set     [2]*corev3.HeaderValueOption
+	setOpts [2]corev3.HeaderValueOption
+	setVals [2]corev3.HeaderValue
 }
 
 // removeHeaders adds the removal of name to the request headers' reply's header mutation, which
 // it returns (made on first use).
 func (rs *replies) removeHeaders(mut *extprocv3.HeaderMutation, name string) *extprocv3.HeaderMutation {
+	mut = rs.mutation(mut)
+	mut.RemoveHeaders = append(mut.RemoveHeaders, name)
+	return mut
+}
+
+// setHeaders adds setting name to value to the headers' reply's header mutation, which it returns
+// (made on first use).
+func (rs *replies) setHeaders(mut *extprocv3.HeaderMutation, name, value string) *extprocv3.HeaderMutation {
+	mut = rs.mutation(mut)
+	if i := len(mut.SetHeaders); mut == &rs.mut && i < len(rs.set) {
+		// The reply is marshalled before the stream's next message, and value is never
+		// modified: its bytes can back RawValue without a copy.
+		rs.setVals[i] = corev3.HeaderValue{Key: name, RawValue: unsafe.Slice(unsafe.StringData(value), len(value))}
+		rs.setOpts[i] = corev3.HeaderValueOption{Header: &rs.setVals[i]}
+		mut.SetHeaders = append(mut.SetHeaders, &rs.setOpts[i])
+		return mut
+	}
+	mut.SetHeaders = append(mut.SetHeaders, setHeader(name, value))
+	return mut
+}
+
+// mutation returns mut, or when nil the stream's header mutation, emptied.
+func (rs *replies) mutation(mut *extprocv3.HeaderMutation) *extprocv3.HeaderMutation {
 	if mut == nil {
 		mut = &rs.mut
-		mut.RemoveHeaders = rs.removed[:0]
+		mut.RemoveHeaders, mut.SetHeaders = rs.removed[:0], rs.set[:0]
 	}
-	mut.RemoveHeaders = append(mut.RemoveHeaders, name)
 	return mut
 }
 

@@ -179,7 +179,7 @@ func newHarness(t *testing.T, policies []*policyv1.Policy, opts ...harnessOption
 
 	cfg := extproc.Config{
 		XDSAddr: xlis.Addr().String(), NodeCluster: "*", NodeID: "test",
-		Audit: h.audit, Registerer: h.reg, Logger: log,
+		Audit: h.audit, Registerer: h.reg, Logger: log, SessionKey: extproctest.SessionKey(),
 	}
 	for _, o := range opts {
 		o(&cfg)

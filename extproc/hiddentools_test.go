@@ -80,7 +80,7 @@ func checkRefusal(t *testing.T, what string, resp *extprocv3.ProcessingResponse,
 func TestHeldWithoutPendingRewrite(t *testing.T) {
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
 	s := h.open(t, h.tcp, streamableRoute)
-	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "S")), false))
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", extproctest.LabSession("S"))), false))
 	plainContinue(t, check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"ping"}`), true)))
 	check(t)(s.ResponseHeaders(respHeaders("200", "text/event-stream"), false))
 	if got := splitEvent(t, s, "event: message\ndata: "+toolsListAnswer+"\n\n"); got != "event: message\ndata: "+toolsListFiltered+"\n\n" {
@@ -90,7 +90,7 @@ func TestHeldWithoutPendingRewrite(t *testing.T) {
 	// JSON, under any content-type a client may read as JSON.
 	for _, ct := range []string{"application/json", "application/json-rpc", "text/plain; x=application/json"} {
 		s := h.open(t, h.tcp, streamableRoute)
-		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "S")), false))
+		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", extproctest.LabSession("S"))), false))
 		plainContinue(t, check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"ping"}`), true)))
 		resp := check(t)(s.ResponseHeaders(respHeaders("200", ct), false))
 		if mo := resp.GetModeOverride(); mo.GetResponseBodyMode() != extprocfilterv3.ProcessingMode_BUFFERED_PARTIAL {
@@ -106,7 +106,7 @@ func TestHeldWithoutPendingRewrite(t *testing.T) {
 	// Too large to be read: replaced, not passed unfiltered.
 	small := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))}, func(c *extproc.Config) { c.MaxBodyBytes = len(toolsListAnswer) - 1 })
 	s = small.open(t, small.tcp, streamableRoute)
-	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "S")), false))
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", extproctest.LabSession("S"))), false))
 	plainContinue(t, check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"ping"}`), true)))
 	check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
 	resp := check(t)(s.ResponseBody([]byte(toolsListAnswer), true))
@@ -116,7 +116,7 @@ func TestHeldWithoutPendingRewrite(t *testing.T) {
 
 	// A Streamable HTTP GET stream (server requests, notifications, replayed answers).
 	g := h.open(t, h.tcp, streamableRoute)
-	check(t)(g.RequestHeaders(append(getHeaders("/mcp", extproctest.LabToken), hdr("mcp-session-id", "S")), true))
+	check(t)(g.RequestHeaders(append(getHeaders("/mcp", extproctest.LabToken), hdr("mcp-session-id", extproctest.LabSession("S"))), true))
 	check(t)(g.ResponseHeaders(respHeaders("200", "text/event-stream"), false))
 	check(t)(g.ResponseBody([]byte("event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\n"), false))
 	if got := splitEvent(t, g, "data: "+toolsListAnswer+"\n\n"); got != "data: "+toolsListFiltered+"\n\n" {
@@ -139,12 +139,12 @@ func TestRepeatedIDRefused(t *testing.T) {
 			`[{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"get-env"}},{"jsonrpc":"2.0","id":"\u0061","method":"tools/list"}]`,
 		} {
 			s := h.open(t, h.tcp, route)
-			check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "S")), false))
+			check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", extproctest.LabSession("S"))), false))
 			resp := check(t)(s.RequestBody([]byte(body), true))
 			checkRefusal(t, fmt.Sprintf("policy %s, batch %s", route.Policy, body), resp, 400, "null", -32600, "already in flight")
 		}
 		s := h.open(t, h.tcp, route)
-		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "S")), false))
+		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", extproctest.LabSession("S"))), false))
 		plainContinue(t, check(t)(s.RequestBody([]byte(`[{"jsonrpc":"2.0","id":2,"method":"tools/list"},{"jsonrpc":"2.0","id":"2","method":"ping"}]`), true)))
 	}
 
@@ -152,7 +152,7 @@ func TestRepeatedIDRefused(t *testing.T) {
 	get := openLegacySession(t, h, endpoint)
 	postLegacy(t, h, endpoint, `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`)
 	p := h.open(t, h.unix, sseRoute)
-	check(t)(p.RequestHeaders(postHeaders(endpoint, extproctest.LabToken), false))
+	check(t)(p.RequestHeaders(postHeaders(extproctest.LabEndpoint(endpoint), extproctest.LabToken), false))
 	resp := check(t)(p.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"ping"}`), true))
 	checkRefusal(t, "legacy POST of an id in flight", resp, 400, "2", -32600, "already in flight")
 	// Another session may use the id.
@@ -187,6 +187,12 @@ func TestAmbiguousLegacySessionRefused(t *testing.T) {
 	open := sseRoute
 	open.Policy = "open"
 	for _, route := range []extproctest.Route{sseRoute, open} {
+		// The session the client holds: policy "open" does not authenticate, so the caller is
+		// no one.
+		seal := extproctest.LabSession
+		if route.Policy == "open" {
+			seal = extproctest.AnonSession
+		}
 		for _, tc := range []struct {
 			path  string
 			extra []extproctest.Header
@@ -202,7 +208,7 @@ func TestAmbiguousLegacySessionRefused(t *testing.T) {
 		}
 		for _, tc := range []struct {
 			path, session string
-		}{{"/sse?sessionid=S1", ""}, {"/mcp", "S1"}, {"/mcp?x=1", "S1"}} {
+		}{{"/sse?sessionid=" + seal("S1"), ""}, {"/mcp", seal("S1")}, {"/mcp?x=1", seal("S1")}} {
 			s := h.open(t, h.tcp, route)
 			var extra []extproctest.Header
 			if tc.session != "" {
@@ -258,7 +264,7 @@ func TestForgedRefusedID(t *testing.T) {
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
 	forged := string(mcp.RefusedID(json.RawMessage(`7`), mcp.Tool, "fetch"))
 	s := h.open(t, h.tcp, streamableRoute)
-	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "S")), false))
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", extproctest.LabSession("S"))), false))
 	plainContinue(t, check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":`+forged+`,"method":"tools/list"}`), true)))
 	check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
 	ans := `{"jsonrpc":"2.0","id":` + forged + `,"result":{"tools":[{"name":"fetch"}]}}`

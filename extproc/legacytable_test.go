@@ -23,11 +23,12 @@ func openLegacySession(t *testing.T, h *harness, endpoint string) *extproctest.S
 	return get
 }
 
-// postLegacy posts body to a legacy SSE session's endpoint; the server accepts it with 202.
+// postLegacy posts body to a legacy SSE session's endpoint (the server's: posted as the client
+// has it, sealed); the server accepts it with 202.
 func postLegacy(t *testing.T, h *harness, endpoint, body string) {
 	t.Helper()
 	p := h.open(t, h.unix, sseRoute)
-	check(t)(p.RequestHeaders(postHeaders(endpoint, extproctest.LabToken), false))
+	check(t)(p.RequestHeaders(postHeaders(extproctest.LabEndpoint(endpoint), extproctest.LabToken), false))
 	check(t)(p.RequestBody([]byte(body), true))
 	check(t)(p.ResponseHeaders(respHeaders("202", ""), false))
 	p.Close()

@@ -27,19 +27,24 @@ func BenchmarkStreamLogic(b *testing.B) {
 	})
 	call := []byte(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"https://httpbin.org/get"}}}`)
 	answer := []byte(`{"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"text","text":"ok"}]}}`)
-	for _, tc := range []struct{ name, policy, token string }{{"off", "", ""}, {"on", "lab", extproctest.LabToken}} {
+	// The client sends the session sealed for its caller (package bind); the server names it in
+	// its answer, which ext_proc seals again.
+	for _, tc := range []struct{ name, policy, token, session string }{
+		{"off", "", "", extproctest.AnonSession("S1")},
+		{"on", "lab", extproctest.LabToken, extproctest.LabSession("S1")},
+	} {
 		b.Run(tc.name, func(b *testing.B) {
 			route := extproctest.Route{Gateway: "ns/gw", Route: "ns/mcp/rule/0", Policy: tc.policy, MCP: contract.TransportStreamableHTTP, Backend: "ns/b", Target: "t"}
 			ctx := grpcmd.NewIncomingContext(context.Background(), route.MD())
 			hs := []extproctest.Header{{Name: ":method", Value: "POST"}, {Name: ":path", Value: "/mcp"}, {Name: ":authority", Value: "gw"},
-				{Name: "content-type", Value: "application/json"}, {Name: "mcp-session-id", Value: "S1"}}
+				{Name: "content-type", Value: "application/json"}, {Name: "mcp-session-id", Value: tc.session}}
 			if tc.token != "" {
 				hs = append(hs, extproctest.Header{Name: "authorization", Value: "Bearer " + tc.token})
 			}
 			msgs := []*extprocv3.ProcessingRequest{
 				extproctest.RequestHeadersMsg(hs, false),
 				extproctest.RequestBodyMsg(call, true),
-				extproctest.ResponseHeadersMsg([]extproctest.Header{{Name: ":status", Value: "200"}, {Name: "content-type", Value: "application/json"}}, false),
+				extproctest.ResponseHeadersMsg([]extproctest.Header{{Name: ":status", Value: "200"}, {Name: "content-type", Value: "application/json"}, {Name: "mcp-session-id", Value: "S1"}}, false),
 				extproctest.ResponseBodyMsg(answer, true),
 			}
 			b.ReportAllocs()

@@ -90,7 +90,7 @@ func TestJSONAnswer(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			before := len(h.audit.records(t))
 			s := h.open(t, c, streamableRoute)
-			resp := check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "S1")), false))
+			resp := check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", extproctest.LabSession("S1"))), false))
 			plainContinue(t, resp)
 			if rm := extproctest.Common(resp).GetHeaderMutation().GetRemoveHeaders(); len(rm) != 1 || rm[0] != "authorization" {
 				t.Errorf("validated token not removed: %v", rm)
@@ -338,11 +338,13 @@ func legacySSE(t *testing.T, route extproctest.Route, endpoint, session string) 
 	}
 	// The endpoint event in two pieces; under MCP rules the first may be held back until the
 	// stream's first event is whole (it might have been a replayed tools/list answer).
+	// The client gets it with the session sealed for its caller (package bind).
 	ep := "event: endpoint\ndata: " + endpoint + "\n\n"
 	first := check(t)(get.ResponseBody([]byte(ep[:9]), false))
 	resp = check(t)(get.ResponseBody([]byte(ep[9:]), false))
-	if got := string(extproctest.BodyAfter(first, []byte(ep[:9]))) + string(extproctest.BodyAfter(resp, []byte(ep[9:]))); got != ep {
-		t.Errorf("endpoint event after ext_proc = %q, want %q", got, ep)
+	sealed := extproctest.LabEndpoint(endpoint)
+	if got, want := string(extproctest.BodyAfter(first, []byte(ep[:9])))+string(extproctest.BodyAfter(resp, []byte(ep[9:]))), "event: endpoint\ndata: "+sealed+"\n\n"; got != want {
+		t.Errorf("endpoint event after ext_proc = %q, want %q", got, want)
 	}
 	if extproctest.Metadata(resp)["session"] != session {
 		t.Fatalf("endpoint event did not give session %q: %v", session, extproctest.Metadata(resp))
@@ -350,8 +352,12 @@ func legacySSE(t *testing.T, route extproctest.Route, endpoint, session string) 
 
 	post := func(body string) (*extproctest.Stream, *extprocv3.ProcessingResponse) {
 		p := h.open(t, h.unix, route)
-		check(t)(p.RequestHeaders(postHeaders(endpoint, extproctest.LabToken), false))
-		resp := check(t)(p.RequestBody([]byte(body), true))
+		hs := postHeaders(sealed, extproctest.LabToken)
+		resp := check(t)(p.RequestHeaders(hs, false))
+		if got := applyHeaderMutation(hs, resp)[":path"]; got != endpoint {
+			t.Fatalf("POST to %s: the server gets %s, want its session back", sealed, got)
+		}
+		resp = check(t)(p.RequestBody([]byte(body), true))
 		if md := extproctest.Metadata(resp); md["session"] != session {
 			t.Fatalf("POST to %s: session %q", endpoint, md["session"])
 		}
@@ -670,7 +676,7 @@ func TestNoBodyAndOtherContent(t *testing.T) {
 	// A DELETE ending a session: headers only, both ways.
 	s = h.open(t, h.tcp, streamableRoute)
 	del := []extproctest.Header{hdr(":authority", "127.0.0.1:8080"), hdr(":path", "/mcp"), hdr(":method", "DELETE"),
-		hdr(":scheme", "http"), hdr("mcp-session-id", "S1"), hdr("authorization", "Bearer "+extproctest.LabToken)}
+		hdr(":scheme", "http"), hdr("mcp-session-id", extproctest.LabSession("S1")), hdr("authorization", "Bearer "+extproctest.LabToken)}
 	plainContinue(t, check(t)(s.RequestHeaders(del, true)))
 	resp = check(t)(s.ResponseHeaders(respHeaders("200", ""), true))
 	plainContinue(t, resp)
@@ -697,7 +703,7 @@ func TestSpans(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))}, func(c *extproc.Config) { c.TracerProvider = tp })
 	s := h.open(t, h.tcp, streamableRoute)
-	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "S7")), false))
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", extproctest.LabSession("S7"))), false))
 	check(t)(s.RequestBody([]byte(`[{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"fetch","arguments":{}}},{"jsonrpc":"2.0","id":"b","method":"tools/list"}]`), true))
 	check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
 	check(t)(s.ResponseBody([]byte(`[{"jsonrpc":"2.0","id":"a","error":{"code":-32000,"message":"boom"}},{"jsonrpc":"2.0","id":"b","result":{"tools":[]}}]`), true))
@@ -1177,7 +1183,7 @@ func TestSessionIDMustBeVisibleASCII(t *testing.T) {
 	for _, route := range []extproctest.Route{streamableRoute, open} {
 		for _, id := range bad {
 			s := h.open(t, h.tcp, route)
-			resp := check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", id)), false))
+			resp := check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", extproctest.LabSession(id))), false))
 			ir := resp.GetImmediateResponse()
 			if ir.GetStatus().GetCode() != 400 || !strings.Contains(string(ir.GetBody()), `"code":-32600`) || setHeaders(resp)["content-type"] != "application/json" {
 				t.Errorf("policy %q, session id %q: want 400 with JSON-RPC -32600, got %v", route.Policy, id, resp)
@@ -1188,7 +1194,7 @@ func TestSessionIDMustBeVisibleASCII(t *testing.T) {
 		}
 		// A second header value is checked too: servers differ in which one they read.
 		s := h.open(t, h.tcp, route)
-		resp := check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "s-1"), hdr("mcp-session-id", "s\r\n1")), false))
+		resp := check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", extproctest.LabSession("s-1")), hdr("mcp-session-id", "s\r\n1")), false))
 		if resp.GetImmediateResponse().GetStatus().GetCode() != 400 {
 			t.Errorf("policy %q: a bad second Mcp-Session-Id passed: %v", route.Policy, resp)
 		}
@@ -1205,7 +1211,7 @@ func TestSessionIDMustBeVisibleASCII(t *testing.T) {
 	}
 	good := "0123456789abcdef-ABC_~!#$%&'()*+,./:;<=>?@[\\]^`{|}"
 	s := h.open(t, h.tcp, streamableRoute)
-	resp := check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", good)), false))
+	resp := check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", extproctest.LabSession(good))), false))
 	plainContinue(t, resp)
 	resp = check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`), true))
 	if md := extproctest.Metadata(resp); resp.GetImmediateResponse() != nil || md["session"] != good {

@@ -19,6 +19,9 @@ import (
 // newPolicyServer returns a Server of cfg holding policy p, closed when tb ends.
 func newPolicyServer(tb testing.TB, cfg Config, p *policyv1.Policy) *Server {
 	tb.Helper()
+	if cfg.SessionKey == nil {
+		cfg.SessionKey = extproctest.SessionKey()
+	}
 	srv, err := New(cfg)
 	if err != nil {
 		tb.Fatal(err)
@@ -44,7 +47,7 @@ func TestRecycledStreamKeepsNothing(t *testing.T) {
 	st := srv.newStream(grpcmd.NewIncomingContext(context.Background(), route.MD()))
 	for _, m := range []*extprocv3.ProcessingRequest{
 		extproctest.RequestHeadersMsg([]extproctest.Header{{Name: ":method", Value: "POST"}, {Name: ":path", Value: "/mcp"},
-			{Name: "content-type", Value: "application/json"}, {Name: "mcp-session-id", Value: "S1"}}, false),
+			{Name: "content-type", Value: "application/json"}, {Name: "mcp-session-id", Value: extproctest.AnonSession("S1")}}, false),
 		extproctest.RequestBodyMsg([]byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"u"}}}`), true),
 		extproctest.ResponseHeadersMsg([]extproctest.Header{{Name: ":status", Value: "200"}, {Name: "content-type", Value: "application/json"}}, false),
 	} {
@@ -140,7 +143,7 @@ func TestParkedExchangeOutlivesStream(t *testing.T) {
 	route := extproctest.Route{Gateway: "ns/gw", Route: "ns/r/rule/0", Policy: "p", MCP: contract.TransportStreamableHTTP, Backend: "ns/b", Target: "t"}
 	st := srv.newStream(grpcmd.NewIncomingContext(context.Background(), route.MD()))
 	for _, m := range []*extprocv3.ProcessingRequest{
-		extproctest.RequestHeadersMsg([]extproctest.Header{{Name: ":method", Value: "POST"}, {Name: ":path", Value: "/message?sessionId=s1"},
+		extproctest.RequestHeadersMsg([]extproctest.Header{{Name: ":method", Value: "POST"}, {Name: ":path", Value: "/message?sessionId=" + extproctest.AnonSession("s1")},
 			{Name: "content-type", Value: "application/json"}}, false),
 		extproctest.RequestBodyMsg([]byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"u"}}}`), true),
 	} {

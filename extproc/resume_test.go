@@ -42,7 +42,7 @@ func resumedEvent(t *testing.T, g *extproctest.Stream, ev string, eos bool) stri
 // call's stand-in answer becomes its error.
 func TestResumedAnswer(t *testing.T) {
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
-	session := hdr("mcp-session-id", "S1")
+	session := hdr("mcp-session-id", extproctest.LabSession("S1"))
 	postClosedAfterPriming(t, h, `{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","arguments":{}}}`, session)
 	postClosedAfterPriming(t, h, `[{"jsonrpc":"2.0","id":2,"method":"tools/list"},{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"get-env"}},`+
 		`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"fetch","arguments":{}}}]`, session)
@@ -105,7 +105,7 @@ func TestResumedAnswerNeverComes(t *testing.T) {
 	}
 	checkRecord(t, h.audit.records(t)[0], map[string]any{"method": "ping", "outcome": "no_answer"})
 
-	session := hdr("mcp-session-id", "S1")
+	session := hdr("mcp-session-id", extproctest.LabSession("S1"))
 	postClosedAfterPriming(t, h, `{"jsonrpc":"2.0","id":2,"method":"ping"}`, session)
 	if recs := auditOf(t, h, "S1"); len(recs) != 0 {
 		t.Fatalf("audit records while the answer may still come on the GET stream: %v", recs)
@@ -123,7 +123,7 @@ func TestResumedAnswerNeverComes(t *testing.T) {
 	}
 
 	// An event stream with an error status: the server will not answer its requests elsewhere.
-	postStatusClosedAfterPriming(t, h, "500", `{"jsonrpc":"2.0","id":4,"method":"ping"}`, hdr("mcp-session-id", "S2"))
+	postStatusClosedAfterPriming(t, h, "500", `{"jsonrpc":"2.0","id":4,"method":"ping"}`, hdr("mcp-session-id", extproctest.LabSession("S2")))
 	if recs := auditOf(t, h, "S2"); len(recs) != 1 {
 		t.Fatalf("non-2xx event stream: %d audit records at its end, want 1: %v", len(recs), recs)
 	}
@@ -140,7 +140,7 @@ func TestHTTPErrorNullID(t *testing.T) {
 	post := func(session, body, status, ct, answer string) {
 		t.Helper()
 		s := h.open(t, h.tcp, streamableRoute)
-		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", session)), false))
+		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", extproctest.LabSession(session))), false))
 		check(t)(s.RequestBody([]byte(body), true))
 		check(t)(s.ResponseHeaders(respHeaders(status, ct), false))
 		if got := string(extproctest.BodyAfter(check(t)(s.ResponseBody([]byte(answer), true)), []byte(answer))); got != answer {

@@ -64,7 +64,7 @@ func TestArgumentInOtherCaseRefused(t *testing.T) {
 		{trafficRoute, `{"opts":{"mode":"cooked"}}`, 0, ""},
 	} {
 		s := h.open(t, h.tcp, tc.route)
-		check(t)(s.RequestHeaders(postHeaders("/mcp", "", hdr("mcp-session-id", "S")), false))
+		check(t)(s.RequestHeaders(postHeaders("/mcp", "", hdr("mcp-session-id", extproctest.AnonSession("S"))), false))
 		resp := check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":`+tc.args+`}}`), true))
 		s.Close()
 		ir := resp.GetImmediateResponse()
@@ -103,7 +103,7 @@ func TestToolLabelNotFilledByClients(t *testing.T) {
 	exchange := func(req, answer string) {
 		t.Helper()
 		s := h.open(t, h.tcp, route)
-		check(t)(s.RequestHeaders(postHeaders("/mcp", "", hdr("mcp-session-id", "S")), false))
+		check(t)(s.RequestHeaders(postHeaders("/mcp", "", hdr("mcp-session-id", extproctest.AnonSession("S"))), false))
 		plainContinue(t, check(t)(s.RequestBody([]byte(req), true)))
 		check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
 		check(t)(s.ResponseBody([]byte(answer), true))

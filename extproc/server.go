@@ -12,6 +12,7 @@ package extproc
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -32,6 +33,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/authz"
+	"github.com/mcpgate/mcpgate/extproc/bind"
 	"github.com/mcpgate/mcpgate/extproc/jwt"
 	"github.com/mcpgate/mcpgate/extproc/mcp"
 	"github.com/mcpgate/mcpgate/extproc/telemetry"
@@ -111,6 +113,11 @@ type Config struct {
 	// policy reaches ext_proc. Keep it under the ext_proc message timeout of the routes, or Envoy
 	// answers 504 first.
 	PolicyWait time.Duration
+	// SessionKey seals the MCP session ids clients get to the caller that opened the session
+	// (package bind): at least bind.KeySize bytes, the same for every ext_proc serving a Gateway,
+	// so that any replica opens a session any other sealed. Empty: a random key of this process,
+	// so sessions do not outlive it or move to another replica (their clients start new ones).
+	SessionKey []byte
 }
 
 // DefaultRedactKeys returns the tool argument keys whose values the logs hide unless
@@ -139,6 +146,8 @@ type Server struct {
 	env      *authz.Env
 	policies policyStore
 	sessions *mcp.Sessions[*exchange]
+	// bind seals the session ids clients get and opens those they send.
+	bind *bind.Binder
 	// warned holds the routes whose configuration mismatch was logged (warnOnce).
 	warned sync.Map
 	// streams holds the state of ended streams for new ones (stream.end).
@@ -198,11 +207,22 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ext_proc: %w", err)
 	}
+	key := cfg.SessionKey
+	if len(key) == 0 {
+		key = make([]byte, bind.KeySize)
+		rand.Read(key)
+		log.Info("MCP sessions are sealed with a key of this process: they end with it and do not move to another replica; give every replica the same session key to share them")
+	}
+	binder, err := bind.New(key)
+	if err != nil {
+		return nil, fmt.Errorf("ext_proc: %w", err)
+	}
 	s := &Server{
-		cfg: cfg,
-		log: log,
-		tel: tel,
-		env: env,
+		bind: binder,
+		cfg:  cfg,
+		log:  log,
+		tel:  tel,
+		env:  env,
 		sessions: mcp.NewSessions[*exchange](mcp.SessionLimits{
 			Entries: cfg.MaxSessions, PerSession: MaxSessionRequests, Bytes: cfg.MaxSessionBytes, TTL: cfg.SessionTTL}),
 	}

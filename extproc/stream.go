@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"io"
 	"net/http"
 	"runtime/debug"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/authz"
+	"github.com/mcpgate/mcpgate/extproc/bind"
 	"github.com/mcpgate/mcpgate/extproc/jwt"
 	"github.com/mcpgate/mcpgate/extproc/mcp"
 	"github.com/mcpgate/mcpgate/extproc/telemetry"
@@ -370,7 +370,10 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 	// only what varies per request goes back. (Envoy sends the request headers once per stream:
 	// the stream's storage is free.)
 	md := metadata{fields: st.mdFields[:0]}
-	md.str(contract.FieldSession, st.session)
+	// The session the client names is its own only once opened for its caller (below): until
+	// then the audit and the access log name none.
+	sealed := st.session
+	st.session = ""
 
 	if st.ri.policy != "" && st.pol == nil {
 		md.str(contract.FieldAuthn, st.authn)
@@ -384,6 +387,15 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 	if refusal != nil {
 		return st.refuse(*refusal, "jwt", md, nil)
 	}
+	if sealed != "" {
+		id, ok := st.s.bind.Open(sealed, st.caller())
+		if !ok {
+			return st.refuse(sessionNotFound(), "session", md, nil)
+		}
+		st.session = id
+		mut = st.unseal(mut, id)
+	}
+	md.str(contract.FieldSession, st.session)
 	if st.ri.mcp && st.headers.first("accept-encoding") != "" {
 		// ext_proc reads MCP answers (to audit, filter and rewrite them): ask for them plain.
 		mut = st.rep.removeHeaders(mut, "accept-encoding")
@@ -486,6 +498,39 @@ func (st *stream) authenticate() (mut *extprocv3.HeaderMutation, refusal *answer
 		a.headers = append(a.headers, header{hd.Name, hd.Value})
 	}
 	return nil, &a
+}
+
+// caller is who the request comes from, for its session: its verified token's issuer and
+// subject, or no one.
+func (st *stream) caller() bind.Caller {
+	if st.auth.Status != jwt.OK {
+		return bind.Caller{}
+	}
+	return bind.Caller{Issuer: st.auth.Issuer, Subject: st.auth.Subject}
+}
+
+// unseal adds to mut what gives the server its own session id back: the Mcp-Session-Id, or a
+// legacy POST's session query parameter. The rules read the request as the server will.
+func (st *stream) unseal(mut *extprocv3.HeaderMutation, id string) *extprocv3.HeaderMutation {
+	name, value := mcp.SessionHeader, id
+	if st.kind == mcp.RequestLegacyPost {
+		name, value = ":path", mcp.WithSession(st.in.Path, id)
+		st.in.Path = value
+	}
+	for i := range st.headers {
+		if st.headers[i].name == name {
+			st.headers[i].value = value
+		}
+	}
+	return st.rep.setHeaders(mut, name, value)
+}
+
+// sessionNotFound refuses a request naming a session that is not its caller's (another caller's,
+// or not one the gateway sealed) as a server refuses an unknown session: the client starts a
+// new one (MCP Streamable HTTP: 404 to a request with an unknown session id). The code is the
+// MCP SDKs' for it.
+func sessionNotFound() answer {
+	return jsonRPCRefusal(http.StatusNotFound, nil, mcp.CodeSessionNotFound, "Session not found", "mcpgate_session_not_found")
 }
 
 // configError is the 500 that refuses a request the gateway's configuration cannot serve safely.
@@ -834,13 +879,20 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	hs := readHeaders(st.respHeaders[:0], h.GetHeaders())
 	st.status, _ = strconv.Atoi(hs.first(":status"))
 	var md metadata
-	if sid := hs.first(mcp.SessionHeader); sid != "" && st.session == "" {
-		// Streamable HTTP's initialize: the server names the session in its answer.
-		st.session = sid
-		for _, ex := range st.pending.all() {
-			ex.rec.Session = sid
+	var mut *extprocv3.HeaderMutation
+	if sid := hs.first(mcp.SessionHeader); sid != "" {
+		if st.session == "" {
+			// Streamable HTTP's initialize: the server names the session in its answer.
+			st.session = sid
+			for _, ex := range st.pending.all() {
+				ex.rec.Session = sid
+			}
+			md.str(contract.FieldSession, sid)
 		}
-		md.str(contract.FieldSession, sid)
+		if st.ri.mcp {
+			// The client gets it sealed for the caller (package bind).
+			mut = st.rep.setHeaders(nil, mcp.SessionHeader, st.s.bind.Seal(sid, st.caller()))
+		}
 	}
 	// The clock is read only when an exchange is finished here (most responses finish none).
 	var now time.Time
@@ -871,7 +923,7 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	}
 	if !st.ri.mcp || h.GetEndOfStream() {
 		st.finishPending(clock())
-		return st.rep.headersReply(false, nil, md)
+		return st.rep.headersReply(false, mut, md)
 	}
 	// Under tool rules every answer a client may read as JSON-RPC is read, and one awaited here
 	// that must be rewritten whatever its type: unseen, it would show the tools the rules hide.
@@ -895,16 +947,14 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 		// drops the upstream's body), as any answer the gateway cannot read: the client gets the
 		// JSON-RPC error, not the 500 of an overflowing buffer.
 		body := st.unreadableAnswers()
-		r := st.rep.headersReply(false, &extprocv3.HeaderMutation{
-			SetHeaders:    []*corev3.HeaderValueOption{setHeader("content-type", "application/json")},
-			RemoveHeaders: []string{"content-encoding", "content-length"},
-		}, md)
+		mut = st.rep.setHeaders(mut, "content-type", "application/json")
+		mut = st.rep.removeHeaders(mut, "content-encoding")
+		r := st.rep.headersReply(false, st.rep.removeHeaders(mut, "content-length"), md)
 		st.rep.common.Status = extprocv3.CommonResponse_CONTINUE_AND_REPLACE
 		st.rep.common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: body}}
 		return r
 	}
 	mode := responseBodyMode(&st.rep.mode, mt, enc || tooLarge, read, sized)
-	var mut *extprocv3.HeaderMutation
 	switch mode.GetResponseBodyMode() {
 	case extprocfilterv3.ProcessingMode_BUFFERED_PARTIAL:
 		st.partial = true
@@ -914,7 +964,7 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 			// Envoy decided to keep it with the route's mode (NONE) when the headers reached the
 			// filter, and mode_override does not revisit that; the events ext_proc rewrites change
 			// the length.
-			mut = &extprocv3.HeaderMutation{RemoveHeaders: []string{"content-length"}}
+			mut = st.rep.removeHeaders(mut, "content-length")
 		}
 	case extprocfilterv3.ProcessingMode_NONE:
 		// The body will not be seen.
@@ -996,7 +1046,8 @@ func (st *stream) sseChunk(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse 
 	// refused call's stand-in answer), known only once whole, whatever the gateway knows of the
 	// requests. A legacy SSE session's POSTs may pass another replica, whose requests this one
 	// never sees.
-	hold := st.hasMCPRules()
+	// Also the first event of a GET stream until it is whole: a legacy SSE endpoint event is sealed.
+	hold := st.hasMCPRules() || (st.kind == mcp.RequestGet && !st.eventSeen)
 	md := answerMetadata().in(st.answerFields[:])
 	visit := func(ev *mcp.Event, rewritable bool) []byte {
 		return st.visitEvent(ev, rewritable, &md)
@@ -1020,7 +1071,14 @@ func (st *stream) visitEvent(ev *mcp.Event, rewritable bool, md *metadata) []byt
 		if st.kind == mcp.RequestGet && ev.Type == "endpoint" {
 			st.session = mcp.SessionFromURL(string(ev.Data))
 			md.str(contract.FieldSession, st.session)
-			return nil
+			if st.session == "" {
+				return nil
+			}
+			// The client gets the session sealed for the caller (package bind), as the
+			// Mcp-Session-Id of Streamable HTTP. sseChunk holds the first event back for it.
+			sealed := st.s.bind.Seal(st.session, st.caller())
+			return mcp.AppendEvent(nil, &mcp.Event{Type: ev.Type, ID: ev.ID, HasID: ev.HasID,
+				Data: []byte(mcp.WithSession(string(ev.Data), sealed))})
 		}
 	}
 	if !ev.IsMessage() {

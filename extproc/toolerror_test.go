@@ -48,7 +48,7 @@ func TestToolErrorJSON(t *testing.T) {
 		{"6", `"method":"ping"`, `{"jsonrpc":"2.0","id":6,"result":{"isError":true}}`, "result"},
 	} {
 		s := h.open(t, h.tcp, streamableRoute)
-		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", "S1")), false))
+		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", extproctest.LabSession("S1"))), false))
 		plainContinue(t, check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":`+tc.id+`,`+tc.request+`}`), true)))
 		check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
 		resp := check(t)(s.ResponseBody([]byte(tc.answer), true))
@@ -141,7 +141,7 @@ func TestToolErrorLegacySSE(t *testing.T) {
 	check(t)(get.ResponseBody([]byte("event: endpoint\ndata: /message?sessionId=L1\n\n"), false))
 
 	post := h.open(t, h.unix, sseRoute)
-	check(t)(post.RequestHeaders(postHeaders("/message?sessionId=L1", extproctest.LabToken), false))
+	check(t)(post.RequestHeaders(postHeaders(extproctest.LabEndpoint("/message?sessionId=L1"), extproctest.LabToken), false))
 	plainContinue(t, check(t)(post.RequestBody([]byte(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"u"}}}`), true)))
 	check(t)(post.ResponseHeaders(respHeaders("202", ""), false))
 	post.Close()

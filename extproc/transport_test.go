@@ -35,7 +35,8 @@ func TestTransportPerRequest(t *testing.T) {
 func streamableSession(t *testing.T, route extproctest.Route) {
 	const session = "OPCAI5PJURGN4ASUWVV56SWYUW"
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
-	withSession := hdr("mcp-session-id", session)
+	// The server names the session; the client holds it sealed for its caller (package bind).
+	fromServer, withSession := hdr("mcp-session-id", session), hdr("mcp-session-id", extproctest.LabSession(session))
 	wantSession := func(what string, resp *extprocv3.ProcessingResponse) {
 		t.Helper()
 		if got := extproctest.Metadata(resp)["session"]; got != session {
@@ -47,7 +48,10 @@ func streamableSession(t *testing.T, route extproctest.Route) {
 	s := h.open(t, h.tcp, route)
 	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
 	plainContinue(t, check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}`), true)))
-	resp := check(t)(s.ResponseHeaders(respHeaders("200", "text/event-stream", withSession), false))
+	resp := check(t)(s.ResponseHeaders(respHeaders("200", "text/event-stream", fromServer), false))
+	if got := applyHeaderMutation([]extproctest.Header{fromServer}, resp)["mcp-session-id"]; got != withSession.Value {
+		t.Errorf("initialize answer: Mcp-Session-Id set to %q, want it sealed for the caller, %q", got, withSession.Value)
+	}
 	wantSession("initialize answer headers", resp)
 	ans := "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":0,\"result\":{\"protocolVersion\":\"2025-11-25\",\"capabilities\":{\"tools\":{}},\"serverInfo\":{\"name\":\"s\",\"version\":\"1\"}}}\n\n"
 	plainContinue(t, check(t)(s.ResponseBody([]byte(ans), true)))

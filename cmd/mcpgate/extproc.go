@@ -17,6 +17,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
+	"github.com/mcpgate/mcpgate/extproc/bind"
 	"github.com/mcpgate/mcpgate/extproc/telemetry"
 	"github.com/mcpgate/mcpgate/internal/pki"
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
@@ -26,6 +27,9 @@ import (
 // flags (addFlags), checked by check, and the server they make (start).
 type extProcOptions struct {
 	auditLog, otlp string
+	// sessionKeyFile holds the key sealing MCP session ids (--session-key-file; "": a key of
+	// the process).
+	sessionKeyFile string
 	maxBody        int
 	policyWait     time.Duration
 	redact         string
@@ -40,6 +44,7 @@ func (o *extProcOptions) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.auditLog, "audit-log", "stdout", `where the JSON audit lines go: "stdout", "none" or a file path (appended)`)
 	fs.StringVar(&o.otlp, "otlp-endpoint", "", "OTLP gRPC collector for spans (http://HOST:4317 without TLS); default OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT; none when all are empty")
 	fs.DurationVar(&o.policyWait, "policy-wait", extproc.DefaultPolicyWait, "how long a request whose route names a policy not received yet waits for it before a 500 (0: no wait); keep it under the ext_proc message timeout of the routes (10s in what mcpgate serves)")
+	fs.StringVar(&o.sessionKeyFile, "session-key-file", "", "file whose bytes (at least 32) seal each MCP session id to the caller that opened it; every ext_proc of a gateway needs the same (in Kubernetes each gateway's Secret NAME-session-key); default: a random key of this process, so sessions end with it")
 	fs.StringVar(&o.redact, "redact-keys", strings.Join(extproc.DefaultRedactKeys(), ","), `comma-separated tool argument keys (any depth, any case) whose values the audit log and access log replace by [REDACTED]; "" for none`)
 }
 
@@ -65,6 +70,16 @@ func (o *extProcOptions) check() error {
 // the function that closes the server, flushes the spans and closes the audit file, in that
 // order. On error everything opened is closed again.
 func (o *extProcOptions) start(ctx context.Context, base extproc.Config, stdout io.Writer) (*extproc.Server, func(), error) {
+	if o.sessionKeyFile != "" {
+		key, err := os.ReadFile(o.sessionKeyFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--session-key-file: %w", err)
+		}
+		if len(key) < bind.KeySize {
+			return nil, nil, fmt.Errorf("--session-key-file %s: %d bytes; a session key has at least %d", o.sessionKeyFile, len(key), bind.KeySize)
+		}
+		base.SessionKey = key
+	}
 	audit, closeAudit, err := openAudit(o.auditLog, stdout)
 	if err != nil {
 		return nil, nil, err

@@ -301,3 +301,21 @@ func TestServeExtProcXDSTLS(t *testing.T) {
 		t.Error("an empty --xds-tls-dir was accepted")
 	}
 }
+
+// TestSessionKeyFile: a session key file that cannot be read or is too short stops ext_proc
+// from starting, with an error naming the flag and the file.
+func TestSessionKeyFile(t *testing.T) {
+	short := filepath.Join(t.TempDir(), "short")
+	if err := os.WriteFile(short, []byte("0123456789"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		short:                                 "--session-key-file " + short + ": 10 bytes; a session key has at least 32",
+		filepath.Join(t.TempDir(), "missing"): "--session-key-file: open ",
+	} {
+		o := &extProcOptions{sessionKeyFile: path, maxBody: 1 << 20, auditLog: "none"}
+		if _, _, err := o.start(t.Context(), extproc.Config{}, io.Discard); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %v, want %q", path, err, want)
+		}
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/mcpgate/mcpgate/extproc/bind"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
 )
 
@@ -61,8 +62,8 @@ func labWithoutPolicies(t *testing.T) string {
 }
 
 // TestRunExtProcOptions: `mcpgate run` configures its ext_proc as `mcpgate extproc` does: spans
-// go to the collector of OTEL_EXPORTER_OTLP_ENDPOINT, audit lines to --audit-log, and
-// --redact-keys names the arguments hidden there.
+// go to the collector of OTEL_EXPORTER_OTLP_ENDPOINT, audit lines to --audit-log,
+// --redact-keys names the arguments hidden there and --session-key-file seals session ids.
 func TestRunExtProcOptions(t *testing.T) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -76,7 +77,12 @@ func TestRunExtProcOptions(t *testing.T) {
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+lis.Addr().String())
 
 	auditPath := filepath.Join(t.TempDir(), "audit.log")
-	s := startRun(t, "-f", labWithoutPolicies(t), "--no-envoy", "--audit-log", auditPath, "--redact-keys", "apiKey")
+	keyPath := filepath.Join(t.TempDir(), "session-key")
+	key := []byte(strings.Repeat("k", bind.KeySize))
+	if err := os.WriteFile(keyPath, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startRun(t, "-f", labWithoutPolicies(t), "--no-envoy", "--audit-log", auditPath, "--redact-keys", "apiKey", "--session-key-file", keyPath)
 
 	conn, err := grpc.NewClient(s.cfg.extProcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -97,8 +103,17 @@ func TestRunExtProcOptions(t *testing.T) {
 	if _, err := st.RequestBody([]byte(call), true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.ResponseHeaders([]extproctest.Header{{Name: ":status", Value: "200"}, {Name: "content-type", Value: "application/json"}}, false); err != nil {
+	resp, err := st.ResponseHeaders([]extproctest.Header{{Name: ":status", Value: "200"}, {Name: "content-type", Value: "application/json"}, {Name: "mcp-session-id", Value: "S1"}}, false)
+	if err != nil {
 		t.Fatal(err)
+	}
+	// The session id is sealed with the key of --session-key-file.
+	b, err := bind.New(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if set := resp.GetResponseHeaders().GetResponse().GetHeaderMutation().GetSetHeaders(); len(set) != 1 || string(set[0].GetHeader().GetRawValue()) != b.Seal("S1", bind.Caller{}) {
+		t.Errorf("the session id is not sealed with the key of --session-key-file: %v", set)
 	}
 	if _, err := st.ResponseBody([]byte(`{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`), true); err != nil {
 		t.Fatal(err)

@@ -237,7 +237,7 @@ func serveChild(kind string, stdin io.Reader, stdout io.Writer) error {
 			return err
 		}
 		defer devnull.Close()
-		srv, err := extproc.New(extproc.Config{Audit: devnull, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
+		srv, err := extproc.New(extproc.Config{Audit: devnull, SessionKey: extproctest.SessionKey(), Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
 		if err != nil {
 			return err
 		}
@@ -567,6 +567,9 @@ func (c *child) peakRSSKiB() (int64, error) {
 	return 0, fmt.Errorf("%s: no VmHWM in /proc/%d/status", c.name, c.pid)
 }
 
+// serverSession is the MCP server's session id; the client holds it sealed (package bind).
+const serverSession = "OPCAI5PJURGN4ASUWVV56SWYUW"
+
 // Envoy's messages for a tools/call of the lab's fetch tool.
 var (
 	callBody   = []byte(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"https://httpbin.org/get"}}}`)
@@ -574,11 +577,17 @@ var (
 )
 
 func requestHeaders(token string) []extproctest.Header {
+	// The client holds the session sealed for its caller: the lab's token (the only one the
+	// benchmark sends), or no one.
+	session := extproctest.AnonSession(serverSession)
+	if token != "" {
+		session = extproctest.LabSession(serverSession)
+	}
 	hs := []extproctest.Header{
 		{Name: ":authority", Value: "127.0.0.1:8080"}, {Name: ":path", Value: "/mcp"}, {Name: ":method", Value: "POST"},
 		{Name: ":scheme", Value: "http"}, {Name: "content-type", Value: "application/json"},
 		{Name: "accept", Value: "application/json, text/event-stream"}, {Name: "content-length", Value: strconv.Itoa(len(callBody))},
-		{Name: "mcp-session-id", Value: "OPCAI5PJURGN4ASUWVV56SWYUW"}, {Name: "mcp-protocol-version", Value: "2025-11-25"},
+		{Name: "mcp-session-id", Value: session}, {Name: "mcp-protocol-version", Value: "2025-11-25"},
 		{Name: "user-agent", Value: "node"}, {Name: "x-forwarded-proto", Value: "http"},
 		{Name: "x-request-id", Value: "8a1c4d6e-1111-2222-3333-444455556666"},
 	}
@@ -592,7 +601,7 @@ func requestHeaders(token string) []extproctest.Header {
 func responseHeaders() []extproctest.Header {
 	return []extproctest.Header{
 		{Name: ":status", Value: "200"}, {Name: "content-type", Value: "application/json"},
-		{Name: "content-length", Value: strconv.Itoa(len(answerBody))}, {Name: "mcp-session-id", Value: "OPCAI5PJURGN4ASUWVV56SWYUW"},
+		{Name: "content-length", Value: strconv.Itoa(len(answerBody))}, {Name: "mcp-session-id", Value: serverSession},
 		{Name: "date", Value: "Mon, 01 Jun 2026 10:00:00 GMT"},
 	}
 }

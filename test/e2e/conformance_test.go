@@ -119,7 +119,10 @@ func (s *suite) expectRule(url, policy string) error {
 	}
 	// The data plane writes the line when the request has ended, Envoy in batches (every
 	// accessLogFlushMillis): wait for it.
-	session := cs.ID()
+	session, err := s.serverSession(cs.ID())
+	if err != nil {
+		return err
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		rule, found, err := s.toolsCallRule(session)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mcpgate/mcpgate/extproc/bind"
 )
 
 // env is the running suite, set once by TestMain before any test runs and read by every test.
@@ -36,6 +39,9 @@ type suite struct {
 	issuer    *testIssuer
 	devToken  string // the lab's DEV_TOKEN
 	mcpgate   *proc
+	// sessions opens the session ids clients hold (sealed by ext_proc with the key of
+	// `mcpgate run --session-key-file`) to the servers' own.
+	sessions *bind.Binder
 
 	mu      sync.Mutex // guards procs and stopped: a signal can stop the suite while it starts
 	procs   []*proc
@@ -178,14 +184,35 @@ func (s *suite) startServers() error {
 // each line at once and ignores the flag.
 const accessLogFlushMillis = "100"
 
+// serverSession returns the server's session id of the one a client without a token holds: the
+// gateway seals each session id for the caller that opened it (extproc/bind); an id that is not
+// such a seal is an error.
+func (s *suite) serverSession(client string) (string, error) {
+	id, ok := s.sessions.Open(client, bind.Caller{})
+	if !ok {
+		return "", fmt.Errorf("the client's session id %q is not sealed by the gateway for a caller without a token", client)
+	}
+	return id, nil
+}
+
 // startGateway starts `mcpgate run` on the watched folder; it starts the data plane (--envoy-bin) with
 // the bootstrap it writes. Its stdout holds the data plane's access log and ext_proc's audit lines.
 // startGateway waits until the data plane's admin says /ready (Envoy's: LIVE once its first
 // configuration is in) and the Gateway's listeners accept connections.
 func (s *suite) startGateway() error {
+	key := make([]byte, bind.KeySize)
+	rand.Read(key)
+	keyFile := filepath.Join(s.out, "session-key")
+	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
+		return err
+	}
 	var err error
+	if s.sessions, err = bind.New(key); err != nil {
+		return err
+	}
 	s.mcpgate, err = s.startProc(procSpec{name: "mcpgate", splitStdout: true, args: []string{s.bin.mcpgate, "run",
 		"-f", s.lab.dir,
+		"--session-key-file", keyFile,
 		"--xds-addr", addr(s.ports.xds),
 		"--extproc-addr", addr(s.ports.extproc),
 		"--admin-addr", addr(s.ports.admin),

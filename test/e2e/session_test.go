@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"net/http"
@@ -262,8 +263,16 @@ func TestSessionsStayOnTheirPod(t *testing.T) {
 		if want := podOf[run.opener]; run.pod != want {
 			t.Errorf("session %d lives on pod %s; its initialize came from %s, which the ring hash maps to pod %s", i, run.pod, run.opener, want)
 		}
-		if run.client == run.id || run.client == "" {
-			t.Errorf("session %d: the client holds session id %q, want the gateway's envelope of the server's %q", i, run.client, run.id)
+		// The client holds Envoy's envelope (the host, then "UV:" and the value it wraps) of the
+		// server's id sealed by ext_proc for the caller.
+		var sealed []byte
+		for part := range strings.SplitSeq(run.client, ";") {
+			if v, ok := strings.CutPrefix(part, "UV:"); ok {
+				sealed, _ = base64.StdEncoding.DecodeString(v)
+			}
+		}
+		if id, err := env.serverSession(string(sealed)); err != nil || id != run.id {
+			t.Errorf("session %d: the client holds session id %q, want the gateway's envelope of the server's %q sealed (%v)", i, run.client, run.id, err)
 		}
 	}
 	if t.Failed() {

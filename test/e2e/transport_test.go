@@ -53,9 +53,17 @@ func TestTransportPerRequest(t *testing.T) {
 			if err := expectUnknownTool(ctx, cs, "fetch", map[string]any{"url": s.pageURL}); err != nil {
 				t.Fatal(err)
 			}
+			// The client holds a Streamable HTTP session sealed by the gateway; the logs name the
+			// server's. (A legacy SSE client does not know its session.)
+			var want string
+			if cs.ID() != "" {
+				if want, err = s.serverSession(cs.ID()); err != nil {
+					t.Fatal(err)
+				}
+			}
 			var session string
 			eventually(t, "access log line of the refused call", func() error {
-				session, err = s.refusedFetchLine(c.path, cs.ID())
+				session, err = s.refusedFetchLine(c.path, want)
 				return err
 			})
 			eventually(t, "audit line of the refused call", func() error {
