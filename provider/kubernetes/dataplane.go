@@ -3,6 +3,7 @@ package kubernetes
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -27,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/mcpgate/mcpgate/extproc/bind"
 	"github.com/mcpgate/mcpgate/internal/pki"
 	"github.com/mcpgate/mcpgate/translator"
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
@@ -58,6 +60,15 @@ const (
 	// XDSTLSDir is where data plane pods mount their xDS client certificate Secret: tls.crt,
 	// tls.key (the Gateway's certificate, see pki.IssueGateway) and ca.crt (the xDS CA).
 	XDSTLSDir = "/etc/mcpgate/xds-tls"
+	// SessionKeyDir is where the extproc sidecar mounts its Gateway's session key Secret (key
+	// SessionKeyFile): the key sealing MCP session ids to their caller (package extproc/bind),
+	// the same in every replica, so that any of them serves any session.
+	SessionKeyDir = "/etc/mcpgate/session"
+	// SessionKeyFile is the session key's file in SessionKeyDir and its key in the Secret.
+	SessionKeyFile = "key"
+	// AnnotationSessionKeyHash on the pod template rolls the pods when their session key changes
+	// (a replaced Secret): the sidecar reads it once, at start, and every replica needs the same.
+	AnnotationSessionKeyHash = "mcpgate.dev/session-key-hash"
 	// AnnotationXDSCertHash on the pod template rolls the pods when their certificate is renewed
 	// (Envoy reads the bootstrap's certificate files once, at start).
 	AnnotationXDSCertHash = "mcpgate.dev/xds-cert-hash"
@@ -80,9 +91,10 @@ const (
 // DataPlane says how the controller deploys the data plane of each Gateway it serves: a
 // Deployment running Envoy with `mcpgate extproc` as a native sidecar (the two talk over a Unix
 // socket in a shared emptyDir), a Service exposing the Gateway's listener ports, a ConfigMap
-// holding Envoy's bootstrap and, with XDSCA, a Secret holding the xDS client certificate. They are
-// named like the Gateway (the ConfigMap gets a -bootstrap suffix, the Secret -xds-tls) and live in
-// its namespace; the Gateway owns the first three, the Deployment the Secret.
+// holding Envoy's bootstrap, a Secret holding the extproc sidecars' session key and, with XDSCA,
+// a Secret holding the xDS client certificate. They are named like the Gateway (the ConfigMap
+// gets a -bootstrap suffix, the Secrets -session-key and -xds-tls) and live in its namespace; the
+// Gateway owns the first three, the Deployment the Secrets.
 type DataPlane struct {
 	// XDSAddress is HOST:PORT of the controller's xDS Service, for Envoy's bootstrap and the
 	// extproc sidecar. Required.
@@ -103,6 +115,9 @@ type DataPlane struct {
 // xdsSecretName is the name of a Gateway's xDS client certificate Secret.
 func xdsSecretName(gateway string) string { return gateway + "-xds-tls" }
 
+// sessionKeySecretName is the name of a Gateway's session key Secret.
+func sessionKeySecretName(gateway string) string { return gateway + "-session-key" }
+
 // xdsCert is a Gateway's xDS client certificate, as its Secret holds it.
 type xdsCert struct{ cert, key, ca []byte }
 
@@ -121,17 +136,17 @@ type dataPlaneObjects struct {
 	configMap  *coreac.ConfigMapApplyConfiguration
 	deployment *appsac.DeploymentApplyConfiguration
 	service    *coreac.ServiceApplyConfiguration
-	// secret is the xDS client certificate Secret without its owner (see ownedSecret); nil
-	// without xDS TLS.
-	secret *coreac.SecretApplyConfiguration
+	// secrets are the Secrets the pods mount, without their owner (see ownedSecret): the session
+	// key's and, with xDS TLS, the client certificate's.
+	secrets []*coreac.SecretApplyConfiguration
 }
 
-// ownedSecret returns the Secret of o owned by its Deployment, the live one of UID uid. The
-// garbage collector deletes the Secret with the Deployment, so the controller needs no right to
-// delete Secrets. The reference is set as the Deployment's own to its Gateway: controller,
-// without blockOwnerDeletion (which would need the right to update deployments/finalizers).
-func (o dataPlaneObjects) ownedSecret(uid types.UID) *coreac.SecretApplyConfiguration {
-	return o.secret.WithOwnerReferences(metaac.OwnerReference().
+// ownedSecret returns sec owned by o's Deployment, the live one of UID uid. The garbage
+// collector deletes the Secret with the Deployment, so the controller needs no right to delete
+// Secrets. The reference is set as the Deployment's own to its Gateway: controller, without
+// blockOwnerDeletion (which would need the right to update deployments/finalizers).
+func (o dataPlaneObjects) ownedSecret(sec *coreac.SecretApplyConfiguration, uid types.UID) *coreac.SecretApplyConfiguration {
+	return sec.WithOwnerReferences(metaac.OwnerReference().
 		WithAPIVersion(appsv1.SchemeGroupVersion.String()).WithKind("Deployment").
 		WithName(*o.deployment.Name).WithUID(uid).WithController(true))
 }
@@ -157,9 +172,9 @@ func servedPorts(cfg *translator.GatewayConfig) []int32 {
 
 // buildDataPlane returns the objects of gw's data plane, made by the controller of
 // controllerName; ports are the ports Envoy listens on (servedPorts: the Service's, the
-// container's, the readiness probe's); bootYAML is Envoy's bootstrap; cert, with xDS TLS, the
-// Gateway's client certificate (nil without).
-func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerName string, bootYAML []byte, cert *xdsCert) (dataPlaneObjects, error) {
+// container's, the readiness probe's); bootYAML is Envoy's bootstrap; sessionKey the extproc
+// sidecars' session key; cert, with xDS TLS, the Gateway's client certificate (nil without).
+func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerName string, bootYAML, sessionKey []byte, cert *xdsCert) (dataPlaneObjects, error) {
 	ns, name := gw.Namespace, gw.Name
 	gateway := ns + "/" + name
 	selector := map[string]string{LabelName: DataPlaneName, LabelGatewayName: name}
@@ -214,23 +229,31 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 		"--listen=unix://" + ExtProcSocket,
 		"--xds-addr=" + d.XDSAddress,
 		"--gateway=" + gateway,
-		"--admin-addr=:" + strconv.Itoa(extProcAdminPort)}
+		"--admin-addr=:" + strconv.Itoa(extProcAdminPort),
+		"--session-key-file=" + SessionKeyDir + "/" + SessionKeyFile}
 	mounts := []*coreac.VolumeMountApplyConfiguration{coreac.VolumeMount().WithName("sockets").WithMountPath(socketDir)}
 	volumes := []*coreac.VolumeApplyConfiguration{
 		coreac.Volume().WithName("bootstrap").WithConfigMap(coreac.ConfigMapVolumeSource().WithName(bootstrapName(name))),
 		coreac.Volume().WithName("sockets").WithEmptyDir(coreac.EmptyDirVolumeSource().WithMedium(corev1.StorageMediumMemory)),
+		coreac.Volume().WithName("session-key").WithSecret(
+			coreac.SecretVolumeSource().WithSecretName(sessionKeySecretName(name)).WithDefaultMode(0o440)),
 	}
-	var secret *coreac.SecretApplyConfiguration
+	// Only the sidecar reads the session key.
+	sessionMount := coreac.VolumeMount().WithName("session-key").WithMountPath(SessionKeyDir).WithReadOnly(true)
+	secrets := []*coreac.SecretApplyConfiguration{coreac.Secret(sessionKeySecretName(name), ns).
+		WithLabels(labels).WithAnnotations(objAnnotations).
+		WithType(corev1.SecretTypeOpaque).
+		WithData(map[string][]byte{SessionKeyFile: sessionKey})}
 	var certHash string
 	if cert != nil {
 		extprocArgs = append(extprocArgs, "--xds-tls-dir="+XDSTLSDir)
 		mounts = append(mounts, coreac.VolumeMount().WithName("xds-tls").WithMountPath(XDSTLSDir).WithReadOnly(true))
 		volumes = append(volumes, coreac.Volume().WithName("xds-tls").WithSecret(
 			coreac.SecretVolumeSource().WithSecretName(xdsSecretName(name)).WithDefaultMode(0o440)))
-		secret = coreac.Secret(xdsSecretName(name), ns).
+		secrets = append(secrets, coreac.Secret(xdsSecretName(name), ns).
 			WithLabels(labels).WithAnnotations(objAnnotations).
 			WithType(corev1.SecretTypeTLS).
-			WithData(map[string][]byte{pki.CertFile: cert.cert, pki.KeyFile: cert.key, pki.CAFile: cert.ca})
+			WithData(map[string][]byte{pki.CertFile: cert.cert, pki.KeyFile: cert.key, pki.CAFile: cert.ca}))
 		h := sha256.Sum256(cert.cert)
 		certHash = hex.EncodeToString(h[:8])
 	}
@@ -245,7 +268,7 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 		WithResources(resources("100m", "128Mi", "512Mi")).
 		WithEnv(goMemLimit("extproc")).
 		WithSecurityContext(restricted()).
-		WithVolumeMounts(mounts...)
+		WithVolumeMounts(append(slices.Clone(mounts), sessionMount)...)
 	envoy := coreac.Container().WithName("envoy").WithImage(d.EnvoyImage).
 		WithArgs("-c", "/etc/envoy/"+BootstrapKey,
 			"--service-cluster", gateway,
@@ -283,8 +306,10 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 		WithContainers(envoy).
 		WithVolumes(volumes...)
 
+	keySum := sha256.Sum256(sessionKey)
 	podAnnotations := map[string]string{
-		AnnotationBootstrapHash: hex.EncodeToString(sum[:8]),
+		AnnotationBootstrapHash:  hex.EncodeToString(sum[:8]),
+		AnnotationSessionKeyHash: hex.EncodeToString(keySum[:8]),
 		// `kubectl logs deploy/NAME` shows Envoy's access log (the lab's step 5).
 		"kubectl.kubernetes.io/default-container": "envoy",
 		"prometheus.io/scrape":                    "true",
@@ -307,7 +332,7 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 		WithLabels(labels).WithAnnotations(objAnnotations).WithOwnerReferences(owner).
 		WithSpec(coreac.ServiceSpec().WithType(d.ServiceType).WithSelector(selector).WithPorts(servicePorts...))
 
-	return dataPlaneObjects{configMap: cm, deployment: dep, service: svc, secret: secret}, nil
+	return dataPlaneObjects{configMap: cm, deployment: dep, service: svc, secrets: secrets}, nil
 }
 
 func httpProbe(path string, port int) *coreac.ProbeApplyConfiguration {
@@ -381,21 +406,28 @@ func (p *Provider) unavailable(ctx context.Context, key types.NamespacedName) st
 	return fmt.Sprintf("Deployment %s has no available replica yet", key)
 }
 
-// applyDataPlane applies one Gateway's ConfigMap, Service and Deployment, then (with xDS TLS) the
-// Secret the Deployment owns; ports are those Envoy listens on (servedPorts). An object of the
-// same name that the controller did not create is left alone and reported.
+// applyDataPlane applies one Gateway's ConfigMap, Service and Deployment, then the Secrets the
+// Deployment owns (the session key's and, with xDS TLS, the client certificate's); ports are
+// those Envoy listens on (servedPorts). An object of the same name that the controller did not
+// create is left alone and reported.
 func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gateway, ports []int32, services map[gatewayKey]*corev1.Service) error {
 	key := client.ObjectKeyFromObject(gw)
 	// The same bootstrap as `mcpgate bootstrap --gateway NS/NAME --xds-addr XDSAddress
 	// --extproc-addr unix://ExtProcSocket` (with --xds-tls-dir XDSTLSDir under xDS TLS).
 	opts := bootstrap.Options{Gateway: key.String(), XDSAddr: d.XDSAddress, ExtProcAddr: "unix://" + ExtProcSocket}
+	// The Secrets as read (nil: none), by name.
+	current := map[string]*corev1.Secret{}
+	sessionKey, cur, err := p.sessionKey(ctx, key)
+	if err != nil {
+		return fmt.Errorf("session key: %w", err)
+	}
+	current[sessionKeySecretName(key.Name)] = cur
 	var cert *xdsCert
-	var curSecret *corev1.Secret
 	if d.XDSCA != nil {
-		var err error
-		if cert, curSecret, err = p.gatewayCert(ctx, d.XDSCA, key); err != nil {
+		if cert, cur, err = p.gatewayCert(ctx, d.XDSCA, key); err != nil {
 			return fmt.Errorf("xDS client certificate: %w", err)
 		}
+		current[xdsSecretName(key.Name)] = cur
 		if opts.XDSTLS, err = bootstrap.TLSDir(XDSTLSDir, d.XDSAddress); err != nil {
 			return fmt.Errorf("bootstrap: %w", err)
 		}
@@ -404,7 +436,7 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 	if err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
-	objs, err := d.buildDataPlane(gw, ports, p.opts.ControllerName, boot, cert)
+	objs, err := d.buildDataPlane(gw, ports, p.opts.ControllerName, boot, sessionKey, cert)
 	if err != nil {
 		return fmt.Errorf("data plane objects: %w", err)
 	}
@@ -412,14 +444,16 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 		return types.NamespacedName{Namespace: key.Namespace, Name: name}
 	}
 	var errs []error
-	// The Deployment's pods mount the ConfigMap and the Secret: one of their names made by
-	// someone else (to run Envoy with their bootstrap, or to have the Gateway's certificate) keeps
-	// the Deployment from being applied (fail closed). The Secret is applied after the
-	// Deployment, which owns it, so the one in the way is refused here, as gatewayCert read it.
+	// The Deployment's pods mount the ConfigMap and the Secrets: one of their names made by
+	// someone else (to run Envoy with their bootstrap, or to have the Gateway's certificate or
+	// session key) keeps the Deployment from being applied (fail closed). The Secrets are applied
+	// after the Deployment, which owns them, so one in the way is refused here, as read.
 	mountsRefused := false
-	if objs.secret != nil && curSecret != nil {
-		if err := notManaged("Secret", in(*objs.secret.Name), curSecret); err != nil {
-			errs, mountsRefused = append(errs, err), true
+	for _, sec := range objs.secrets {
+		if cur := current[*sec.Name]; cur != nil {
+			if err := notManaged("Secret", in(*sec.Name), cur); err != nil {
+				errs, mountsRefused = append(errs, err), true
+			}
 		}
 	}
 	var cm corev1.ConfigMap
@@ -437,34 +471,59 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 	if err := p.applyIfChanged(ctx, "Deployment", depKey, &dep, objs.deployment); err != nil {
 		return errors.Join(append(errs, err)...)
 	}
-	if objs.secret == nil {
-		return errors.Join(errs...)
-	}
 	// The live Deployment's UID: as applied (Apply writes the API server's answer into the apply
 	// configuration), else as read.
 	uid := dep.UID
 	if objs.deployment.UID != nil {
 		uid = *objs.deployment.UID
 	}
-	if uid == "" {
-		return errors.Join(append(errs, fmt.Errorf("Secret %s is not applied: Deployment %s has no UID", in(*objs.secret.Name), depKey))...)
+	for _, sec := range objs.secrets {
+		if uid == "" {
+			errs = append(errs, fmt.Errorf("Secret %s is not applied: Deployment %s has no UID", in(*sec.Name), depKey))
+			continue
+		}
+		errs = append(errs, p.applyIfChanged(ctx, "Secret", in(*sec.Name), current[*sec.Name], objs.ownedSecret(sec, uid)))
 	}
-	sec := objs.ownedSecret(uid)
-	return errors.Join(append(errs, p.applyIfChanged(ctx, "Secret", in(*sec.Name), curSecret, sec))...)
+	return errors.Join(errs...)
+}
+
+// sessionKey returns the session key of gw: the one its Secret holds when mcpgate made it, else
+// a new random one; and the Secret as read (nil: none).
+func (p *Provider) sessionKey(ctx context.Context, gw gatewayKey) ([]byte, *corev1.Secret, error) {
+	cur, err := p.readSecret(ctx, types.NamespacedName{Namespace: gw.Namespace, Name: sessionKeySecretName(gw.Name)})
+	switch {
+	case err != nil:
+		return nil, nil, err
+	case cur != nil && cur.Labels[LabelManagedBy] == ManagedByValue && len(cur.Data[SessionKeyFile]) >= bind.KeySize:
+		return cur.Data[SessionKeyFile], cur, nil
+	}
+	// (a Secret of that name that mcpgate did not make is refused by applyDataPlane)
+	k := make([]byte, bind.KeySize)
+	rand.Read(k)
+	return k, cur, nil
+}
+
+// readSecret reads the Secret key from the API server (Secrets are not cached); nil when there is
+// none.
+func (p *Provider) readSecret(ctx context.Context, key types.NamespacedName) (*corev1.Secret, error) {
+	sec := &corev1.Secret{}
+	switch err := p.reader.Get(ctx, key, sec); {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("read Secret %s: %w", key, err)
+	}
+	return sec, nil
 }
 
 // gatewayCert returns the xDS client certificate of gw: the one its Secret holds while ca signed
 // it for gw and a third of its life is left, else a new one; and the Secret as read (nil: none).
-// Secrets are not cached: the Secret is read from the API server.
 func (p *Provider) gatewayCert(ctx context.Context, ca *pki.CA, gw gatewayKey) (*xdsCert, *corev1.Secret, error) {
-	cur := &corev1.Secret{}
-	err := p.reader.Get(ctx, types.NamespacedName{Namespace: gw.Namespace, Name: xdsSecretName(gw.Name)}, cur)
+	cur, err := p.readSecret(ctx, types.NamespacedName{Namespace: gw.Namespace, Name: xdsSecretName(gw.Name)})
 	switch {
-	case apierrors.IsNotFound(err):
-		cur = nil
 	case err != nil:
-		return nil, nil, fmt.Errorf("read Secret %s/%s: %w", gw.Namespace, xdsSecretName(gw.Name), err)
-	case cur.Labels[LabelManagedBy] == ManagedByValue && bytes.Equal(cur.Data[pki.CAFile], ca.CertPEM) &&
+		return nil, nil, err
+	case cur != nil && cur.Labels[LabelManagedBy] == ManagedByValue && bytes.Equal(cur.Data[pki.CAFile], ca.CertPEM) &&
 		ca.CurrentGateway(cur.Data[pki.CertFile], cur.Data[pki.KeyFile], gw.String(), time.Now()):
 		return &xdsCert{cert: cur.Data[pki.CertFile], key: cur.Data[pki.KeyFile], ca: ca.CertPEM}, cur, nil
 	}

@@ -1,6 +1,7 @@
 package kubernetes
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -17,6 +18,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/mcpgate/mcpgate/extproc/bind"
 	"github.com/mcpgate/mcpgate/translator"
 )
 
@@ -46,6 +48,9 @@ func ptr[T any](v T) *T { return &v }
 // translation.
 var testPorts = []int32{80, 9090}
 
+// testSessionKey is a Gateway's session key, as sessionKey makes one.
+var testSessionKey = bytes.Repeat([]byte{7}, bind.KeySize)
+
 // TestServedPorts translates a Gateway whose listeners share a port and include one the
 // translator refuses: the data plane's ports are the distinct ports Envoy listens on.
 func TestServedPorts(t *testing.T) {
@@ -62,7 +67,7 @@ func TestServedPorts(t *testing.T) {
 
 func TestBuildDataPlane(t *testing.T) {
 	d := DataPlane{XDSAddress: "mcpgate-controller.mcpgate-system.svc:18000", ExtProcImage: "mcpgate:test"}.withDefaults()
-	objs, err := d.buildDataPlane(testGateway(), testPorts, "mcpgate.dev/gateway-controller", []byte("bootstrap-1"), nil)
+	objs, err := d.buildDataPlane(testGateway(), testPorts, "mcpgate.dev/gateway-controller", []byte("bootstrap-1"), testSessionKey, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,6 +117,18 @@ func TestBuildDataPlane(t *testing.T) {
 	if !extproc {
 		t.Error("no extproc sidecar")
 	}
+	// The sidecars share the Gateway's session key, from its Secret; Envoy does not see it.
+	if len(objs.secrets) != 1 || *objs.secrets[0].Name != "gw-session-key" || !bytes.Equal(objs.secrets[0].Data[SessionKeyFile], testSessionKey) ||
+		objs.secrets[0].Labels[LabelManagedBy] != ManagedByValue {
+		t.Errorf("Secrets %v: want gw-session-key holding the session key, managed by mcpgate", objs.secrets)
+	}
+	sidecar := objs.deployment.Spec.Template.Spec.InitContainers[0]
+	if !slices.Contains(sidecar.Args, "--session-key-file="+SessionKeyDir+"/"+SessionKeyFile) || !mounts(sidecar, "session-key", SessionKeyDir) {
+		t.Errorf("the extproc sidecar does not read the session key: args %v, mounts %v", sidecar.Args, sidecar.VolumeMounts)
+	}
+	if mounts(*envoy, "session-key", SessionKeyDir) {
+		t.Error("Envoy mounts the session key")
+	}
 	// `kubectl logs` shows each request's access log line within a second, not Envoy's 10 s.
 	if i := slices.Index(envoy.Args, "--file-flush-interval-msec"); i < 0 || i+1 >= len(envoy.Args) || envoy.Args[i+1] != "1000" {
 		t.Errorf("Envoy's args %v: want --file-flush-interval-msec 1000", envoy.Args)
@@ -138,11 +155,11 @@ func TestBuildDataPlane(t *testing.T) {
 		t.Errorf("ConfigMap %s %v", *objs.configMap.Name, objs.configMap.Data)
 	}
 
-	again, err := d.buildDataPlane(testGateway(), testPorts, "mcpgate.dev/gateway-controller", []byte("bootstrap-1"), nil)
+	again, err := d.buildDataPlane(testGateway(), testPorts, "mcpgate.dev/gateway-controller", []byte("bootstrap-1"), testSessionKey, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	changed, err := d.buildDataPlane(testGateway(), testPorts, "mcpgate.dev/gateway-controller", []byte("bootstrap-2"), nil)
+	changed, err := d.buildDataPlane(testGateway(), testPorts, "mcpgate.dev/gateway-controller", []byte("bootstrap-2"), testSessionKey, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,12 +187,30 @@ func TestBuildDataPlane(t *testing.T) {
 	if objs.deployment.Spec.Template.Annotations[AnnotationBootstrapHash] == changed.deployment.Spec.Template.Annotations[AnnotationBootstrapHash] {
 		t.Error("a new bootstrap keeps the pod template's bootstrap hash: the pods would not roll")
 	}
+	// A new session key (its Secret replaced) rolls the pods: each sidecar reads it once.
+	newKey, err := d.buildDataPlane(testGateway(), testPorts, "mcpgate.dev/gateway-controller", []byte("bootstrap-1"), bytes.Repeat([]byte{8}, bind.KeySize), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := objs.deployment.Spec.Template.Annotations[AnnotationSessionKeyHash], newKey.deployment.Spec.Template.Annotations[AnnotationSessionKeyHash]; a == "" || a == b {
+		t.Errorf("session key hash %q, with another key %q: the pods would not roll", a, b)
+	}
+}
+
+// mounts reports whether c mounts volume at path, read-only.
+func mounts(c coreac.ContainerApplyConfiguration, volume, path string) bool {
+	for _, m := range c.VolumeMounts {
+		if *m.Name == volume && *m.MountPath == path && m.ReadOnly != nil && *m.ReadOnly {
+			return true
+		}
+	}
+	return false
 }
 
 // TestBuildDataPlaneWithoutListeners: a Gateway none of whose listeners is accepted (or that has
 // none) gets no data plane objects: there is no port to expose or probe.
 func TestBuildDataPlaneWithoutListeners(t *testing.T) {
-	if _, err := (DataPlane{}).withDefaults().buildDataPlane(testGateway(), nil, "mcpgate.dev/gateway-controller", nil, nil); err == nil {
+	if _, err := (DataPlane{}).withDefaults().buildDataPlane(testGateway(), nil, "mcpgate.dev/gateway-controller", nil, testSessionKey, nil); err == nil {
 		t.Error("a Gateway without an accepted listener got a data plane")
 	}
 }
@@ -214,7 +249,7 @@ func TestNetworkPolicyAdmitsTheDataPlane(t *testing.T) {
 			ports[p.Name] = true
 		}
 	}
-	objs, err := DataPlane{XDSAddress: "x:18000", ExtProcImage: "mcpgate:test"}.withDefaults().buildDataPlane(testGateway(), testPorts, "mcpgate.dev/gateway-controller", nil, nil)
+	objs, err := DataPlane{XDSAddress: "x:18000", ExtProcImage: "mcpgate:test"}.withDefaults().buildDataPlane(testGateway(), testPorts, "mcpgate.dev/gateway-controller", nil, testSessionKey, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,10 @@
 package kubernetes_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net"
@@ -13,10 +16,13 @@ import (
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/mcpgate/mcpgate/extproc"
+	"github.com/mcpgate/mcpgate/extproc/bind"
 	"github.com/mcpgate/mcpgate/internal/pki"
 	"github.com/mcpgate/mcpgate/provider/kubernetes"
 	"github.com/mcpgate/mcpgate/test/envoydouble/double"
@@ -89,15 +95,30 @@ spec:
 	opts.DataPlane.XDSAddress = xdsAddr
 	startControllerOn(t, t, controllerConfig(), opts, xdsAddr)
 
-	// What the pod mounts: the bootstrap ConfigMap at /etc/envoy, the Secret at XDSTLSDir.
+	// What the pod mounts: the bootstrap ConfigMap at /etc/envoy, the Secrets at XDSTLSDir and
+	// (the sidecar only) SessionKeyDir.
 	var cm corev1.ConfigMap
-	var sec corev1.Secret
-	eventually(t, "the data plane's ConfigMap and Secret", func() error {
-		if err := testCluster.client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "gw-bootstrap"}, &cm); err != nil {
-			return err
+	var sec, sessionKey corev1.Secret
+	var dep appsv1.Deployment
+	eventually(t, "the data plane's ConfigMap, Secrets and Deployment", func() error {
+		for name, obj := range map[string]client.Object{"gw-bootstrap": &cm, "gw-xds-tls": &sec, "gw-session-key": &sessionKey, "gw": &dep} {
+			if err := testCluster.client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, obj); err != nil {
+				return err
+			}
 		}
-		return testCluster.client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "gw-xds-tls"}, &sec)
+		return nil
 	})
+	// The session key: random, owned by the Deployment (deleted with it), its hash on the pod
+	// template (a new key rolls the pods).
+	key := sessionKey.Data[kubernetes.SessionKeyFile]
+	sum := sha256.Sum256(key)
+	if owners := sessionKey.OwnerReferences; len(key) < bind.KeySize || bytes.Equal(key, make([]byte, len(key))) ||
+		len(owners) != 1 || owners[0].Kind != "Deployment" || owners[0].UID != dep.UID {
+		t.Errorf("Secret gw-session-key: %d bytes, owners %v; want a random key of %d bytes owned by Deployment gw", len(key), owners, bind.KeySize)
+	}
+	if got := dep.Spec.Template.Annotations[kubernetes.AnnotationSessionKeyHash]; got != hex.EncodeToString(sum[:8]) {
+		t.Errorf("pod template session key hash %q, want the key's %x", got, sum[:8])
+	}
 	dir := t.TempDir()
 	certs := filepath.Join(dir, "xds-tls")
 	if err := os.Mkdir(certs, 0o700); err != nil {
@@ -116,13 +137,13 @@ spec:
 		t.Fatal(err)
 	}
 
-	// The extproc sidecar, as `mcpgate extproc --xds-tls-dir` configures it.
+	// The extproc sidecar, as `mcpgate extproc --xds-tls-dir --session-key-file` configures it.
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	clientTLS, err := pki.ClientTLS(certs, "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ep, err := extproc.New(extproc.Config{XDSAddr: xdsAddr, XDSTLS: clientTLS, NodeCluster: ns + "/gw", NodeID: "pod", Logger: log})
+	ep, err := extproc.New(extproc.Config{XDSAddr: xdsAddr, XDSTLS: clientTLS, NodeCluster: ns + "/gw", NodeID: "pod", Logger: log, SessionKey: key})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,9 +168,9 @@ spec:
 		}
 		return nil
 	})
-	client := mcp.NewClient(&mcp.Implementation{Name: "kube-test", Version: "1"}, nil)
+	mc := mcp.NewClient(&mcp.Implementation{Name: "kube-test", Version: "1"}, nil)
 	eventually(t, "a tool call through the data plane", func() error {
-		cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: fmt.Sprintf("http://127.0.0.1:%d/mcp", gwPort), MaxRetries: -1}, nil)
+		cs, err := mc.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: fmt.Sprintf("http://127.0.0.1:%d/mcp", gwPort), MaxRetries: -1}, nil)
 		if err != nil {
 			return err
 		}
