@@ -328,9 +328,16 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 			WithSelector(metaac.LabelSelector().WithMatchLabels(selector)).
 			WithTemplate(coreac.PodTemplateSpec().WithLabels(labels).WithAnnotations(podAnnotations).WithSpec(pod)))
 
+	spec := coreac.ServiceSpec().WithType(d.ServiceType).WithSelector(selector).WithPorts(servicePorts...)
+	if d.ServiceType == corev1.ServiceTypeLoadBalancer || d.ServiceType == corev1.ServiceTypeNodePort {
+		// As Envoy Gateway's: the client's address reaches Envoy (kube-proxy does not replace it
+		// with a node's), for the access log, source.address in rules and the ring hash that keeps
+		// a legacy SSE session's requests on its server.
+		spec = spec.WithExternalTrafficPolicy(corev1.ServiceExternalTrafficPolicyLocal)
+	}
 	svc := coreac.Service(name, ns).
 		WithLabels(labels).WithAnnotations(objAnnotations).WithOwnerReferences(owner).
-		WithSpec(coreac.ServiceSpec().WithType(d.ServiceType).WithSelector(selector).WithPorts(servicePorts...))
+		WithSpec(spec)
 
 	return dataPlaneObjects{configMap: cm, deployment: dep, service: svc, secrets: secrets}, nil
 }

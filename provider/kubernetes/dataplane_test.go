@@ -81,6 +81,16 @@ func TestBuildDataPlane(t *testing.T) {
 	if *objs.service.Spec.Type != DefaultServiceType {
 		t.Errorf("Service type %s", *objs.service.Spec.Type)
 	}
+	// Clients' addresses reach Envoy (source.address, the ring hash of legacy SSE sessions),
+	// except where the API server refuses the field (ClusterIP).
+	if p := objs.service.Spec.ExternalTrafficPolicy; p == nil || *p != corev1.ServiceExternalTrafficPolicyLocal {
+		t.Errorf("LoadBalancer Service: externalTrafficPolicy %v, want Local", p)
+	}
+	cip := d
+	cip.ServiceType = corev1.ServiceTypeClusterIP
+	if o, err := cip.buildDataPlane(testGateway(), testPorts, "mcpgate.dev/gateway-controller", []byte("bootstrap-1"), testSessionKey, nil); err != nil || o.service.Spec.ExternalTrafficPolicy != nil {
+		t.Errorf("ClusterIP Service: externalTrafficPolicy %v (%v), want none", o.service.Spec.ExternalTrafficPolicy, err)
+	}
 	for name, labels := range map[string]map[string]string{
 		"ConfigMap": objs.configMap.Labels, "Deployment": objs.deployment.Labels, "Service": objs.service.Labels,
 		"pod": objs.deployment.Spec.Template.Labels,
