@@ -136,12 +136,13 @@ func step5AccessLog(t *testing.T, s *suite) {
 }
 
 // Steps 6-7: with the lab's Strict JWT policy (verbatim) in the watched folder, calls without a
-// token, or with a bad one, are refused with 401 and the inspector reports an auth error.
+// token, or with a bad one, are refused with 401 and the inspector reports an auth error. The
+// policy targets the Gateway, so it protects every listener's routes, the suite's servers' too.
 func step67JWTRequired(t *testing.T, s *suite) {
 	if err := s.lab.copyExample(fileJWT); err != nil {
 		t.Fatal(err)
 	}
-	for _, srv := range []string{srvFetchSSE, srvFetchHTTP} {
+	for _, srv := range []string{srvFetchSSE, srvFetchHTTP, srvEverythingSSE, srvEverythingHTTP} {
 		t.Run(srv, func(t *testing.T) {
 			eventually(t, "tools/list without a token is refused", func() error {
 				return expectAuthError(s.inspect(srv, "", "--method", "tools/list"), http.StatusUnauthorized)
