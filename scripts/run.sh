@@ -14,8 +14,9 @@ pick_data_plane
 check_ports 8000:"fetch server" 8080:"the Gateway's listener" 18000:"mcpgate xDS" 18001:"mcpgate ext_proc" \
   19000:"mcpgate admin" 15000:"Envoy admin"
 
-# WATCHED is what mcpgate run serves (gitignored): examples/ stays as committed, the tests read it.
-WATCHED="$PWD/run"
+# WATCHED is what mcpgate run serves (gitignored; MCPGATE_RUN_DIR for another folder, as the
+# tests use): examples/ stays as committed, the tests read it.
+WATCHED="${MCPGATE_RUN_DIR:-$PWD/run}"
 if [[ -d "$WATCHED" ]]; then
   echo "serving $WATCHED (your copy of $LAB; rm -rf run to start again from the example)" >&2
 else
