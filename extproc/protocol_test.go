@@ -211,6 +211,29 @@ func TestSSEAnswerSplit(t *testing.T) {
 	checkRecord(t, h.audit.records(t)[0], map[string]any{"method": "tools/list", "session": "S9", "outcome": "result", "http_status": 200, "jsonrpc_id": 2})
 }
 
+// TestSSEAnswerWithoutEnd: a tools/list answer whose event the stream ends without its blank line
+// (or its last line end), sent a byte at a time: the go-sdk client reads such an event, so it is
+// filtered like a complete one, not passed on unread.
+func TestSSEAnswerWithoutEnd(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	for _, end := range []string{"", "\n"} {
+		s := h.open(t, h.unix, streamableRoute)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+		plainContinue(t, check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`), true)))
+		check(t)(s.ResponseHeaders(respHeaders("200", "text/event-stream"), false))
+		ans := "event: message\ndata: " + toolsListAnswer + end
+		var out bytes.Buffer
+		for i := range len(ans) {
+			c := []byte(ans[i : i+1])
+			out.Write(extproctest.BodyAfter(check(t)(s.ResponseBody(c, i == len(ans)-1)), c))
+		}
+		if want := "event: message\ndata: " + toolsListFiltered + "\n\n"; out.String() != want {
+			t.Errorf("answer ending %q after ext_proc: %q, want %q", end, out.String(), want)
+		}
+		s.Close()
+	}
+}
+
 // TestSSEPassthrough: an SSE answer that needs no rewrite reaches the client unchanged. Without
 // tool rules its chunks pass untouched as they come; under tool rules an incomplete event is held
 // back until its end (any event may be a tools/list result).

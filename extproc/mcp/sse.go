@@ -139,7 +139,7 @@ func (b *eventBuilder) event() Event {
 
 // Next takes the next chunk of the body (eos on the last one) and returns what to send instead.
 // changed is false when out is chunk itself. hold asks to keep back the incomplete last event
-// because a rewrite may be needed; it is ignored at eos, where everything is passed on.
+// because a rewrite may be needed; at eos the last event is complete, whatever its end.
 func (s *SSEStream) Next(chunk []byte, eos, hold bool, visit Visit) (out []byte, changed bool, err error) {
 	start := s.end
 	var full []byte
@@ -236,6 +236,27 @@ func (s *SSEStream) Next(chunk []byte, eos, hold bool, visit Visit) (out []byte,
 		s.scanned = s.end
 		if s.discard {
 			s.lineEmpty = (sawTerminator && pos == s.end) || (!sawTerminator && s.lineEmpty && len(chunk) == 0)
+		}
+		if eos && !s.discard {
+			// The end of the stream ends its last line and event: WHATWG drops an event
+			// without its blank line, but the go-sdk client dispatches it (and the last line
+			// without its line end), so it is read and rewritten as a complete one.
+			if pos < s.end {
+				s.cur.field(full[at(pos):])
+				pos = s.end
+			}
+			if s.cur.hasData {
+				ev := s.cur.event()
+				rewritable := s.ev >= outPos
+				if repl := visit(&ev, rewritable); repl != nil && rewritable {
+					out = append(out, full[at(outPos):at(s.ev)]...)
+					out = append(out, repl...)
+					outPos = pos
+					replaced = true
+				}
+			}
+			s.cur.reset()
+			s.ev = pos
 		}
 	}
 	s.line = pos

@@ -75,6 +75,7 @@ func TestSSEEvents(t *testing.T) {
 		{"", "", "REPLACE me", false},
 		{"", "", "x\n", false},
 		{"", "", `{"id":2}`, false},
+		{"", "", "unterminated", false}, // the stream's end ends it (as the go-sdk client reads it)
 	}
 	if fmt.Sprint(evs) != fmt.Sprint(want) {
 		t.Fatalf("events\n got %+v\nwant %+v", evs, want)
@@ -123,6 +124,30 @@ func TestSSEHoldSwitchesOn(t *testing.T) {
 	out, _ := feed(t, chunks, func(i int) bool { return i >= 1 }, replaceMarked)
 	if out != "data: REPLACE early\n\nevent: message\ndata: replaced\ndata: line\n\n" {
 		t.Fatalf("out = %q", out)
+	}
+}
+
+// TestSSEEndEndsTheEvent: the go-sdk client dispatches an event the stream ends without its blank
+// line (and reads a last line without its line end), so such an event is visited and rewritten
+// like a complete one, whatever the chunks, rather than passed on unread.
+func TestSSEEndEndsTheEvent(t *testing.T) {
+	for _, stream := range []string{
+		"data: a\n\ndata: REPLACE me",
+		"data: a\n\ndata: REPLACE me\n",
+		"data: a\n\ndata: REPLACE me\r",
+		"data: a\n\nid: 7\ndata: REPLACE me\r\n",
+	} {
+		for i := 0; i <= len(stream); i++ {
+			for _, hold := range []func(int) bool{always, never} {
+				out, evs := feed(t, split(stream, i), hold, replaceMarked)
+				if len(evs) != 2 || !strings.HasPrefix(evs[1].data, "REPLACE") {
+					t.Fatalf("%q cut at %d: events %+v, want the last one visited", stream, i, evs)
+				}
+				if hold(0) && (strings.Contains(out, "REPLACE") || !strings.HasSuffix(out, "data: replaced\ndata: line\n\n")) {
+					t.Fatalf("%q cut at %d, held: out %q, want the last event replaced", stream, i, out)
+				}
+			}
+		}
 	}
 }
 
