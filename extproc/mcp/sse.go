@@ -154,6 +154,18 @@ func (s *SSEStream) Next(chunk []byte, eos, hold bool, visit Visit) (out []byte,
 	at := func(o int64) int { return int(o - s.off) }
 	outPos := s.emit
 	replaced := false
+	// dispatch visits the event that ends at end, and puts its replacement, if any, in out.
+	dispatch := func(end int64) {
+		ev := s.cur.event()
+		rewritable := s.ev >= outPos
+		if repl := visit(&ev, rewritable); repl != nil && rewritable {
+			out = append(out, full[at(outPos):at(s.ev)]...)
+			out = append(out, repl...)
+			outPos = end
+			replaced = true
+			s.dropLF = s.skipLF
+		}
+	}
 
 	// In discard mode the start of the unfinished line may have been dropped already.
 	pos := max(s.line, s.off)
@@ -220,15 +232,7 @@ func (s *SSEStream) Next(chunk []byte, eos, hold bool, visit Visit) (out []byte,
 				s.Dropped++
 				s.discard = false
 			case s.cur.hasData:
-				ev := s.cur.event()
-				rewritable := s.ev >= outPos
-				if repl := visit(&ev, rewritable); repl != nil && rewritable {
-					out = append(out, full[at(outPos):at(s.ev)]...)
-					out = append(out, repl...)
-					outPos = pos
-					replaced = true
-					s.dropLF = s.skipLF
-				}
+				dispatch(pos)
 			}
 			s.cur.reset()
 			s.ev = pos
@@ -246,14 +250,7 @@ func (s *SSEStream) Next(chunk []byte, eos, hold bool, visit Visit) (out []byte,
 				pos = s.end
 			}
 			if s.cur.hasData {
-				ev := s.cur.event()
-				rewritable := s.ev >= outPos
-				if repl := visit(&ev, rewritable); repl != nil && rewritable {
-					out = append(out, full[at(outPos):at(s.ev)]...)
-					out = append(out, repl...)
-					outPos = pos
-					replaced = true
-				}
+				dispatch(pos)
 			}
 			s.cur.reset()
 			s.ev = pos
