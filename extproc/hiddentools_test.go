@@ -133,18 +133,23 @@ func TestRepeatedIDRefused(t *testing.T) {
 	open := streamableRoute
 	open.Policy = "open"
 	for _, route := range []extproctest.Route{streamableRoute, open} {
+		// The session the client holds: policy "open" does not authenticate.
+		session := extproctest.LabSession("S")
+		if route.Policy == "open" {
+			session = extproctest.AnonSession("S")
+		}
 		for _, body := range []string{
 			`[{"jsonrpc":"2.0","id":2,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"method":"ping"}]`,
 			`[{"jsonrpc":"2.0","id":2,"method":"tools/list"},{"jsonrpc":"2.0","id":2.0,"method":"ping"}]`,
 			`[{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"get-env"}},{"jsonrpc":"2.0","id":"\u0061","method":"tools/list"}]`,
 		} {
 			s := h.open(t, h.tcp, route)
-			check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", extproctest.LabSession("S"))), false))
+			check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", session)), false))
 			resp := check(t)(s.RequestBody([]byte(body), true))
 			checkRefusal(t, fmt.Sprintf("policy %s, batch %s", route.Policy, body), resp, 400, "null", -32600, "already in flight")
 		}
 		s := h.open(t, h.tcp, route)
-		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", extproctest.LabSession("S"))), false))
+		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", session)), false))
 		plainContinue(t, check(t)(s.RequestBody([]byte(`[{"jsonrpc":"2.0","id":2,"method":"tools/list"},{"jsonrpc":"2.0","id":"2","method":"ping"}]`), true)))
 	}
 
@@ -173,7 +178,7 @@ func TestRepeatedIDRefused(t *testing.T) {
 	openLegacySession(t, h, endpoint)
 	postLegacy(t, h, endpoint, `{"jsonrpc":"2.0","id":3,"method":"tools/list"}`)
 	p = h.open(t, h.unix, otherTarget)
-	check(t)(p.RequestHeaders(postHeaders(endpoint, extproctest.LabToken), false))
+	check(t)(p.RequestHeaders(postHeaders(extproctest.LabEndpoint(endpoint), extproctest.LabToken), false))
 	plainContinue(t, check(t)(p.RequestBody([]byte(`{"jsonrpc":"2.0","id":3,"method":"ping"}`), true)))
 }
 
@@ -239,7 +244,7 @@ func TestLegacyTwoReplicas(t *testing.T) {
 	for _, id := range []string{`5`, `"call-9"`, `"mcpgate-refused:x"`} {
 		call := `{"jsonrpc":"2.0","id":` + id + `,"method":"tools/call","params":{"name":"get-env","arguments":{}}}`
 		p := b.open(t, b.unix, sseRoute)
-		check(t)(p.RequestHeaders(postHeaders(endpoint, extproctest.LabToken), false))
+		check(t)(p.RequestHeaders(postHeaders(extproctest.LabEndpoint(endpoint), extproctest.LabToken), false))
 		resp := check(t)(p.RequestBody([]byte(call), true))
 		forwarded := extproctest.BodyAfter(resp, []byte(call))
 		var ping struct {

@@ -134,3 +134,28 @@ func TestToolLabelNotFilledByClients(t *testing.T) {
 		}
 	}
 }
+
+// TestMessagesOutOfOrder: Envoy sends the request headers first and nothing after an immediate
+// response. A stream that starts otherwise (a route whose request header mode is not SEND) is
+// refused with 500, never passed unauthenticated; a message after an immediate response ends the
+// stream with an error, never judged as a request of its own.
+func TestMessagesOutOfOrder(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+	call := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get-env","arguments":{}}}`)
+	s := h.open(t, h.tcp, streamableRoute)
+	resp := check(t)(s.RequestBody(call, true))
+	if ir := resp.GetImmediateResponse(); ir.GetStatus().GetCode() != 500 || ir.GetDetails() != "mcpgate_headers_not_sent" ||
+		!strings.Contains(string(ir.GetBody()), streamableRoute.Route) {
+		t.Errorf("a request body before the request headers: %v, want 500 mcpgate_headers_not_sent naming the route", resp)
+	}
+	s.Close()
+
+	s = h.open(t, h.tcp, streamableRoute)
+	if resp := check(t)(s.RequestHeaders(postHeaders("/mcp", ""), false)); resp.GetImmediateResponse().GetStatus().GetCode() != 401 {
+		t.Fatalf("no token: %v, want 401", resp)
+	}
+	if resp, err := s.RequestBody(call, true); err == nil {
+		t.Errorf("a request body after the 401: %v, want the stream to end with an error", resp)
+	}
+	s.Close()
+}

@@ -154,7 +154,10 @@ type stream struct {
 	noRequestBody bool
 	// trafficRule is the source of the traffic rule that allowed the request ("" by default).
 	trafficRule string
-	reqBodySeen bool
+	// reqHeadersSeen: the request headers came (the first message Envoy sends); answered: an
+	// immediate response answered the request (the last message Envoy gets).
+	reqHeadersSeen, answered bool
+	reqBodySeen              bool
 	// headersMD is the request headers' metadata, sent with the request body's reply when a body
 	// follows (one metadata struct per request instead of two).
 	headersMD metadata
@@ -255,6 +258,23 @@ func (s *Server) recycle(st *stream) {
 
 // handle answers one message. The reply always matches the message's kind.
 func (st *stream) handle(req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
+	if st.answered {
+		// Envoy sends nothing after an immediate response (it has answered the request).
+		return nil, errors.New("a message after the immediate response that answered the request")
+	}
+	resp, err := st.dispatch(req)
+	st.answered = resp.GetImmediateResponse() != nil
+	return resp, err
+}
+
+// dispatch answers one message of the stream.
+func (st *stream) dispatch(req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
+	if _, headers := req.GetRequest().(*extprocv3.ProcessingRequest_RequestHeaders); !headers && !st.reqHeadersSeen {
+		// The request was neither authenticated nor judged: its route's request header mode is
+		// not SEND (mcpgate never configures that). Fail closed.
+		return immediateReply(configError("mcpgate_headers_not_sent",
+			fmt.Sprintf("route %s sends ext_proc no request headers, so its requests cannot be authenticated; it needs request header mode SEND", st.ri.route)), metadata{}), nil
+	}
 	if pc := req.GetProtocolConfig(); pc != nil {
 		// On the stream's first message only.
 		st.noRequestBody = pc.GetRequestBodyMode() == extprocfilterv3.ProcessingMode_NONE
@@ -266,6 +286,7 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) (*extprocv3.Processin
 		if err := st.awaitPolicy(); err != nil {
 			return nil, err
 		}
+		st.reqHeadersSeen = true
 		return st.requestHeaders(r.RequestHeaders, req.GetAttributes()), nil
 	case *extprocv3.ProcessingRequest_RequestBody:
 		return st.requestBody(r.RequestBody), nil
