@@ -16,7 +16,8 @@
 // plus cel-go's string extensions (ext.Strings) and network functions (ext.Network: ip(), cidr(),
 // cidr(...).containsIP(source.address)). Misspelt fields of request, mcp and source are compile
 // errors; claims are not known in advance, so a missing claim (jwt.org without a token, or
-// without that claim) is an error at run time, which makes the rule not match.
+// without that claim) is an error at run time, which fails closed (see Evaluate: a DENY rule
+// that fails denies, a REQUIRE or ALLOW rule that fails does not hold).
 //
 // Evaluation follows agentgateway: any DENY that matches denies; else any REQUIRE that does not
 // match denies; else any ALLOW that matches allows; else the request is allowed only when there

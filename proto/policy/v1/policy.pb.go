@@ -429,7 +429,8 @@ func (x *RemoteJWKS) GetCacheDuration() *durationpb.Duration {
 
 // Rule is one CEL expression and what a match means. Evaluation: any DENY match denies; else any
 // REQUIRE that does not match denies; else any ALLOW match allows; else allow only if there are no
-// ALLOW rules. An expression that fails at run time counts as no match.
+// ALLOW rules. An expression that fails at run time fails closed: a DENY rule denies, a REQUIRE or
+// ALLOW rule does not hold.
 type Rule struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Action Rule_Action            `protobuf:"varint,1,opt,name=action,proto3,enum=mcpgate.policy.v1.Rule_Action" json:"action,omitempty"`
