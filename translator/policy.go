@@ -596,7 +596,7 @@ func (t *translation) translateJWT(j *v1alpha1.JWTAuthentication, field string, 
 				d = r.CacheDuration.Duration
 			}
 			if d < defaultJWKSCacheFor {
-				bad(f()+".jwks.remote.cacheDuration", fmt.Sprintf("%s is below the minimum of 5m", d))
+				bad(f()+".jwks.remote.cacheDuration", fmt.Sprintf("%s: must be at least 5m", d))
 			}
 			jp.Jwks = &policyv1.JWTProvider_RemoteJwks{RemoteJwks: &policyv1.RemoteJWKS{Url: r.URL, CacheDuration: durationpb.New(d)}}
 		}

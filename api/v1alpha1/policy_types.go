@@ -131,8 +131,10 @@ type RemoteJWKS struct {
 	// URL of the key set.
 	// +kubebuilder:validation:Pattern=`^https?://`
 	URL string `json:"url"`
-	// CacheDuration is how long fetched keys are used before they are fetched again.
+	// CacheDuration is how long fetched keys are used before they are fetched again (at least
+	// 5m, so that a key set's server is not polled hard).
 	// +kubebuilder:default="5m"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('5m')",message="must be at least 5m"
 	// +optional
 	CacheDuration *metav1.Duration `json:"cacheDuration,omitempty"`
 }

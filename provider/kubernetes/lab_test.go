@@ -569,6 +569,15 @@ metadata: {name: no-targets, namespace: agentgateway-system}
 spec:
   mcp: {}
 `, "spec.mcp.targets: Required value"},
+		{"JWKS refreshed too often", `apiVersion: agentgateway.dev/v1alpha1
+kind: AgentgatewayPolicy
+metadata: {name: fast-jwks, namespace: agentgateway-system}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: agentgateway}]
+  traffic:
+    jwtAuthentication:
+      providers: [{issuer: x, jwks: {remote: {url: "https://x.example/jwks", cacheDuration: 1s}}}]
+`, "jwks.remote.cacheDuration: Invalid value: \"1s\": must be at least 5m"},
 	}
 	for _, c := range refused {
 		out, err := testCluster.kubectl([]byte(c.manifest), "apply", "-f", "-")
