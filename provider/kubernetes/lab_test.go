@@ -93,6 +93,23 @@ func controllerConfig() *rest.Config {
 	return cfg
 }
 
+// probeUserAgent is the user agent of probeClient: checkRBAC tells the tests' own requests as
+// the controller's ServiceAccount from the controller's.
+const probeUserAgent = "mcpgate-tests/probe"
+
+// probeClient is a client of the controller's ServiceAccount (controllerConfig) for the tests' own
+// requests, such as the writes that probe deploy/'s admission policies.
+func probeClient(t *testing.T) client.Client {
+	t.Helper()
+	cfg := controllerConfig()
+	cfg.UserAgent = probeUserAgent
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // labCA is the xDS CA of the lab's controllers, made as `mcpgate controller --xds-tls` does:
 // EnsureCA with the controller's ServiceAccount.
 var labCA = sync.OnceValues(func() (*pki.CA, error) {

@@ -67,6 +67,7 @@ func grantedToController(rbacYAML []byte) (map[permission]bool, error) {
 type auditEvent struct {
 	Verb             string `json:"verb"`
 	RequestURI       string `json:"requestURI"`
+	UserAgent        string `json:"userAgent"`
 	User             struct{ Username string }
 	ImpersonatedUser *struct{ Username string }
 	ObjectRef        *struct {
@@ -93,8 +94,9 @@ func eachAuditEvent(log io.Reader, fn func(*auditEvent)) error {
 }
 
 // usedBy reads an audit log (JSON lines) and returns the permissions user was granted and
-// used, and the requests RBAC refused it (a write an admission policy refused was authorized:
-// the permission counts as used).
+// used, and the requests refused it, by RBAC or by admission. A write an admission policy refused
+// was authorized: the permission counts as used. The tests' own requests as user (probeClient)
+// are left out.
 func usedBy(log io.Reader, user string) (used map[permission]bool, refused []string, err error) {
 	used = map[permission]bool{}
 	err = eachAuditEvent(log, func(ev *auditEvent) {
@@ -102,7 +104,7 @@ func usedBy(log io.Reader, user string) (used map[permission]bool, refused []str
 		if ev.ImpersonatedUser != nil {
 			who = ev.ImpersonatedUser.Username
 		}
-		if who != user || ev.ObjectRef == nil {
+		if who != user || ev.ObjectRef == nil || ev.UserAgent == probeUserAgent {
 			return
 		}
 		res := ev.ObjectRef.Resource
@@ -110,9 +112,12 @@ func usedBy(log io.Reader, user string) (used map[permission]bool, refused []str
 			res += "/" + ev.ObjectRef.Subresource
 		}
 		p := permission{ev.ObjectRef.APIGroup, res, ev.Verb}
-		if ev.ResponseStatus != nil && ev.ResponseStatus.Code == 403 && ev.Annotations["authorization.k8s.io/decision"] != "allow" {
-			refused = append(refused, fmt.Sprintf("%s (%s)", p, ev.RequestURI))
-			return
+		if ev.ResponseStatus != nil && ev.ResponseStatus.Code == 403 {
+			if ev.Annotations["authorization.k8s.io/decision"] != "allow" {
+				refused = append(refused, fmt.Sprintf("%s (%s)", p, ev.RequestURI))
+				return
+			}
+			refused = append(refused, fmt.Sprintf("%s by admission (%s)", p, ev.RequestURI))
 		}
 		used[p] = true
 	})
@@ -152,8 +157,9 @@ var notExercised = map[permission]string{
 }
 
 // checkRBAC compares what the controller did during the tests, as the audit log at path shows,
-// with deploy/controller/rbac.yaml: every request it made was allowed, and every permission
-// granted was used. Two verbs are used without being audited: create, by a server-side apply
+// with deploy/controller/rbac.yaml: every request it made was allowed, by RBAC and by deploy/'s
+// admission policies (the tests' probes of those, probeClient, are not the controller's), and
+// every permission granted was used. Two verbs are used without being audited: create, by a server-side apply
 // of an object that does not exist (audited as patch), and list, by an informer's first list
 // (client-go asks for it as a watch that sends the initial objects, and falls back to a list on
 // API servers without that).

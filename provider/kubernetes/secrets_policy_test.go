@@ -31,25 +31,14 @@ kind: Secret
 metadata: {name: someone-elses, namespace: `+ns+`}
 stringData: {password: hunter2}
 `), "apply", "-f", "-")
-	c, err := client.New(controllerConfig(), client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := probeClient(t)
 	ctx := context.Background()
 	secret := func(name string, labels map[string]string) *corev1.Secret {
 		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
 			StringData: map[string]string{"k": "v"}}
 	}
 	mine := map[string]string{kubernetes.LabelManagedBy: kubernetes.ManagedByValue}
-	refused := func(err error) error {
-		switch {
-		case err == nil:
-			return errors.New("allowed")
-		case !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "writes only the Secrets it made"):
-			return err
-		}
-		return nil
-	}
+	refused := func(err error) error { return refusedWith("writes only the Secrets it made", err) }
 	// The API server loads a new admission policy in the background: wait for it to refuse.
 	eventually(t, "creating an unlabelled Secret is refused", func() error {
 		return refused(c.Create(ctx, secret("unlabelled", nil), client.DryRunAll))
@@ -65,4 +54,15 @@ stringData: {password: hunter2}
 	if err := c.Create(ctx, secret("labelled", mine), client.DryRunAll); err != nil {
 		t.Errorf("creating a Secret labelled as mcpgate's: %v", err)
 	}
+}
+
+// refusedWith is nil when err is an admission refusal saying msg.
+func refusedWith(msg string, err error) error {
+	switch {
+	case err == nil:
+		return errors.New("allowed")
+	case !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), msg):
+		return err
+	}
+	return nil
 }
