@@ -48,6 +48,11 @@ func TestSessionBoundToCaller(t *testing.T) {
 	if got := extproctest.Metadata(resp)["session"]; got != serverID {
 		t.Errorf("metadata session %q, want %q", got, serverID)
 	}
+	// A server that names the session in every answer: the client gets the id it holds.
+	resp = check(t)(s.ResponseHeaders(upstream, false))
+	if got := applyHeaderMutation(upstream, resp)["mcp-session-id"]; got != held {
+		t.Errorf("a later answer naming the session: the client gets %q, want the id it holds, %q", got, held)
+	}
 	s.Close()
 
 	other := sg.token(t, gojwt.MapClaims{"sub": "mallory", "org": "solo.io"})

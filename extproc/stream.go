@@ -142,6 +142,8 @@ type stream struct {
 	headers headerList
 	kind    mcp.RequestKind
 	session string
+	// sealed is the session id as the client sent it, once opened (package bind).
+	sealed string
 	// scope is the route's scope in the session table (routeInfo.scope), made on first use.
 	scope string
 	auth  jwt.Result
@@ -413,7 +415,7 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 		if !ok {
 			return st.refuse(sessionNotFound(), "session", md, nil)
 		}
-		st.session = id
+		st.session, st.sealed = id, sealed
 		mut = st.unseal(mut, id)
 	}
 	md.str(contract.FieldSession, st.session)
@@ -911,8 +913,13 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 			md.str(contract.FieldSession, sid)
 		}
 		if st.ri.mcp {
-			// The client gets it sealed for the caller (package bind).
-			mut = st.rep.setHeaders(nil, mcp.SessionHeader, st.s.bind.Seal(sid, st.caller()))
+			// The client gets it sealed for the caller (package bind): as it sent it, when the
+			// server names the session the request did (Seal is deterministic).
+			v := st.sealed
+			if sid != st.session || v == "" {
+				v = st.s.bind.Seal(sid, st.caller())
+			}
+			mut = st.rep.setHeaders(nil, mcp.SessionHeader, v)
 		}
 	}
 	// The clock is read only when an exchange is finished here (most responses finish none).

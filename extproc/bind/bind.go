@@ -85,7 +85,7 @@ func (b *Binder) Seal(id string, c Caller) string {
 }
 
 // Open returns the server's id of sealed when it was sealed for caller under this Binder's key;
-// ok is false otherwise.
+// ok is false otherwise. An id Open accepts is exactly Seal(id, caller).
 func (b *Binder) Open(sealed string, c Caller) (id string, ok bool) {
 	i := strings.LastIndexByte(sealed, sep)
 	if i < 0 {
@@ -97,7 +97,8 @@ func (b *Binder) Open(sealed string, c Caller) (id string, ok bool) {
 	}
 	copy(enc[:], sealed[i+1:])
 	var got [tagSize]byte
-	if n, err := base64.RawURLEncoding.Decode(got[:], enc[:]); err != nil || n != tagSize {
+	// Strict: the last character's unused bits must be zero, so a session has one sealed form.
+	if n, err := base64.RawURLEncoding.Strict().Decode(got[:], enc[:]); err != nil || n != tagSize {
 		return "", false
 	}
 	id = sealed[:i]

@@ -52,6 +52,7 @@ func TestOpenRefuses(t *testing.T) {
 		"tag too long":          {b, sealed + "A", alice},
 		"empty":                 {b, "", alice},
 		"padded base64":         {b, sealed + "==", alice},
+		"unused bits set":       {b, sealed[:len(sealed)-1] + string(sealed[len(sealed)-1]+1), alice},
 		"issuer/subject border": {b, b.Seal("S1", Caller{Issuer: "solo.ioa", Subject: "lice"}), alice},
 	}
 	for name, c := range cases {
