@@ -136,7 +136,7 @@ func TestToolLabelNotFilledByClients(t *testing.T) {
 }
 
 // TestMessagesOutOfOrder: Envoy sends the request headers first and nothing after an immediate
-// response. A stream that starts otherwise (a route whose request header mode is not SEND) is
+// response. A request body before them (a route whose request header mode is not SEND) is
 // refused with 500, never passed unauthenticated; a message after an immediate response ends the
 // stream with an error, never judged as a request of its own.
 func TestMessagesOutOfOrder(t *testing.T) {
@@ -148,6 +148,12 @@ func TestMessagesOutOfOrder(t *testing.T) {
 		!strings.Contains(string(ir.GetBody()), streamableRoute.Route) {
 		t.Errorf("a request body before the request headers: %v, want 500 mcpgate_headers_not_sent naming the route", resp)
 	}
+	s.Close()
+
+	// A local reply of a filter before ext_proc (the CORS filter's answer to a preflight) passes
+	// through ext_proc's encoder side without request headers: it passes.
+	s = h.open(t, h.tcp, streamableRoute)
+	plainContinue(t, check(t)(s.ResponseHeaders(respHeaders("200", ""), true)))
 	s.Close()
 
 	s = h.open(t, h.tcp, streamableRoute)

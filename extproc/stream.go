@@ -271,12 +271,6 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) (*extprocv3.Processin
 
 // dispatch answers one message of the stream.
 func (st *stream) dispatch(req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
-	if _, headers := req.GetRequest().(*extprocv3.ProcessingRequest_RequestHeaders); !headers && !st.reqHeadersSeen {
-		// The request was neither authenticated nor judged: its route's request header mode is
-		// not SEND (mcpgate never configures that). Fail closed.
-		return immediateReply(configError("mcpgate_headers_not_sent",
-			fmt.Sprintf("route %s sends ext_proc no request headers, so its requests cannot be authenticated; it needs request header mode SEND", st.ri.route)), metadata{}), nil
-	}
 	if pc := req.GetProtocolConfig(); pc != nil {
 		// On the stream's first message only.
 		st.noRequestBody = pc.GetRequestBodyMode() == extprocfilterv3.ProcessingMode_NONE
@@ -291,8 +285,14 @@ func (st *stream) dispatch(req *extprocv3.ProcessingRequest) (*extprocv3.Process
 		st.reqHeadersSeen = true
 		return st.requestHeaders(r.RequestHeaders, req.GetAttributes()), nil
 	case *extprocv3.ProcessingRequest_RequestBody:
+		if !st.reqHeadersSeen {
+			return st.headersNotSent(), nil
+		}
 		return st.requestBody(r.RequestBody), nil
 	case *extprocv3.ProcessingRequest_RequestTrailers:
+		if !st.reqHeadersSeen {
+			return st.headersNotSent(), nil
+		}
 		return trailersReply(true), nil
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
 		return st.responseHeaders(r.ResponseHeaders), nil
@@ -303,6 +303,16 @@ func (st *stream) dispatch(req *extprocv3.ProcessingRequest) (*extprocv3.Process
 	default:
 		return nil, fmt.Errorf("ProcessingRequest without a request, response or trailers message (%T)", r)
 	}
+}
+
+// headersNotSent refuses a request whose body or trailers came without its headers: it was neither
+// authenticated nor judged, its route's request header mode not being SEND (mcpgate never
+// configures that). Fail closed. (A response without request headers is a local reply of a filter
+// before ext_proc, such as Envoy's CORS filter answering a preflight, passing through the encoder
+// filters: it passes.)
+func (st *stream) headersNotSent() *extprocv3.ProcessingResponse {
+	return immediateReply(configError("mcpgate_headers_not_sent",
+		fmt.Sprintf("route %s sends ext_proc no request headers, so its requests cannot be authenticated; it needs request header mode SEND", st.ri.route)), metadata{})
 }
 
 // refuse answers the request with a, writes its audit record and returns the reply.
