@@ -17,6 +17,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -25,6 +26,7 @@ import (
 	appsac "k8s.io/client-go/applyconfigurations/apps/v1"
 	coreac "k8s.io/client-go/applyconfigurations/core/v1"
 	metaac "k8s.io/client-go/applyconfigurations/meta/v1"
+	policyac "k8s.io/client-go/applyconfigurations/policy/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -91,10 +93,11 @@ const (
 // DataPlane says how the controller deploys the data plane of each Gateway it serves: a
 // Deployment running Envoy with `mcpgate extproc` as a native sidecar (the two talk over a Unix
 // socket in a shared emptyDir), a Service exposing the Gateway's listener ports, a ConfigMap
-// holding Envoy's bootstrap, a Secret holding the extproc sidecars' session key and, with XDSCA,
-// a Secret holding the xDS client certificate. They are named like the Gateway (the ConfigMap
-// gets a -bootstrap suffix, the Secrets -session-key and -xds-tls) and live in its namespace; the
-// Gateway owns the first three, the Deployment the Secrets.
+// holding Envoy's bootstrap, a PodDisruptionBudget letting one pod at a time be evicted, a Secret
+// holding the extproc sidecars' session key and, with XDSCA, a Secret holding the xDS client
+// certificate. They are named like the Gateway (the ConfigMap gets a -bootstrap suffix, the
+// Secrets -session-key and -xds-tls) and live in its namespace; the Gateway owns the Deployment,
+// the Service and the ConfigMap, the Deployment the PodDisruptionBudget and the Secrets.
 type DataPlane struct {
 	// XDSAddress is HOST:PORT of the controller's xDS Service, for Envoy's bootstrap and the
 	// extproc sidecar. Required.
@@ -136,19 +139,22 @@ type dataPlaneObjects struct {
 	configMap  *coreac.ConfigMapApplyConfiguration
 	deployment *appsac.DeploymentApplyConfiguration
 	service    *coreac.ServiceApplyConfiguration
-	// secrets are the Secrets the pods mount, without their owner (see ownedSecret): the session
-	// key's and, with xDS TLS, the client certificate's.
+	// secrets are the Secrets the pods mount, without their owner (see deploymentOwner): the
+	// session key's and, with xDS TLS, the client certificate's.
 	secrets []*coreac.SecretApplyConfiguration
+	// pdb is the Deployment's PodDisruptionBudget, without its owner (see deploymentOwner).
+	pdb *policyac.PodDisruptionBudgetApplyConfiguration
 }
 
-// ownedSecret returns sec owned by o's Deployment, the live one of UID uid. The garbage
-// collector deletes the Secret with the Deployment, so the controller needs no right to delete
-// Secrets. The reference is set as the Deployment's own to its Gateway: controller, without
-// blockOwnerDeletion (which would need the right to update deployments/finalizers).
-func (o dataPlaneObjects) ownedSecret(sec *coreac.SecretApplyConfiguration, uid types.UID) *coreac.SecretApplyConfiguration {
-	return sec.WithOwnerReferences(metaac.OwnerReference().
+// deploymentOwner is the owner reference to o's Deployment, the live one of UID uid, of the
+// objects it owns (the Secrets, the PodDisruptionBudget). The garbage collector deletes them with
+// the Deployment, so the controller needs no right to list or delete them. The reference is set as
+// the Deployment's own to its Gateway: controller, without blockOwnerDeletion (which would need the
+// right to update deployments/finalizers).
+func (o dataPlaneObjects) deploymentOwner(uid types.UID) *metaac.OwnerReferenceApplyConfiguration {
+	return metaac.OwnerReference().
 		WithAPIVersion(appsv1.SchemeGroupVersion.String()).WithKind("Deployment").
-		WithName(*o.deployment.Name).WithUID(uid).WithController(true))
+		WithName(*o.deployment.Name).WithUID(uid).WithController(true)
 }
 
 // bootstrapName is the name of a Gateway's bootstrap ConfigMap.
@@ -339,7 +345,18 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 		WithLabels(labels).WithAnnotations(objAnnotations).WithOwnerReferences(owner).
 		WithSpec(spec)
 
-	return dataPlaneObjects{configMap: cm, deployment: dep, service: svc, secrets: secrets}, nil
+	// Voluntary disruptions (a node drain, a cluster upgrade) evict one data plane pod at a time,
+	// so a Gateway scaled to several replicas keeps serving; a Gateway with one replica may still
+	// lose it (a budget that forbids that would block the drain for good). A pod that is not ready
+	// serves nothing and may always be evicted.
+	pdb := policyac.PodDisruptionBudget(name, ns).
+		WithLabels(labels).WithAnnotations(objAnnotations).
+		WithSpec(policyac.PodDisruptionBudgetSpec().
+			WithMaxUnavailable(intstr.FromInt32(1)).
+			WithSelector(metaac.LabelSelector().WithMatchLabels(selector)).
+			WithUnhealthyPodEvictionPolicy(policyv1.AlwaysAllow))
+
+	return dataPlaneObjects{configMap: cm, deployment: dep, service: svc, secrets: secrets, pdb: pdb}, nil
 }
 
 func httpProbe(path string, port int) *coreac.ProbeApplyConfiguration {
@@ -484,12 +501,27 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 	if objs.deployment.UID != nil {
 		uid = *objs.deployment.UID
 	}
+	if uid == "" {
+		return errors.Join(append(errs, fmt.Errorf("its Secrets and PodDisruptionBudget are not applied: Deployment %s has no UID", depKey))...)
+	}
+	owner := objs.deploymentOwner(uid)
 	for _, sec := range objs.secrets {
-		if uid == "" {
-			errs = append(errs, fmt.Errorf("Secret %s is not applied: Deployment %s has no UID", in(*sec.Name), depKey))
-			continue
+		errs = append(errs, p.applyIfChanged(ctx, "Secret", in(*sec.Name), current[*sec.Name], sec.WithOwnerReferences(owner)))
+	}
+	pdbKey := in(*objs.pdb.Name)
+	pdb := &policyv1.PodDisruptionBudget{}
+	switch found, err := p.readUncached(ctx, "PodDisruptionBudget", pdbKey, pdb); {
+	case err != nil:
+		errs = append(errs, err)
+	case found && notManaged("PodDisruptionBudget", pdbKey, pdb) != nil:
+		// Someone budgets the Gateway's disruptions themselves: theirs stays, and is no error
+		// (unlike an object the pods would mount, it changes nothing they run).
+		p.log.Info("data plane PodDisruptionBudget left alone: not managed by mcpgate", "object", pdbKey.String())
+	default:
+		if !found {
+			pdb = nil
 		}
-		errs = append(errs, p.applyIfChanged(ctx, "Secret", in(*sec.Name), current[*sec.Name], objs.ownedSecret(sec, uid)))
+		errs = append(errs, p.applyIfChanged(ctx, "PodDisruptionBudget", pdbKey, pdb, objs.pdb.WithOwnerReferences(owner)))
 	}
 	return errors.Join(errs...)
 }
@@ -510,17 +542,26 @@ func (p *Provider) sessionKey(ctx context.Context, gw gatewayKey) ([]byte, *core
 	return k, cur, nil
 }
 
-// readSecret reads the Secret key from the API server (Secrets are not cached); nil when there is
-// none.
+// readSecret reads the Secret key; nil when there is none.
 func (p *Provider) readSecret(ctx context.Context, key types.NamespacedName) (*corev1.Secret, error) {
 	sec := &corev1.Secret{}
-	switch err := p.reader.Get(ctx, key, sec); {
-	case apierrors.IsNotFound(err):
-		return nil, nil
-	case err != nil:
-		return nil, fmt.Errorf("read Secret %s: %w", key, err)
+	if found, err := p.readUncached(ctx, "Secret", key, sec); !found {
+		return nil, err
 	}
 	return sec, nil
+}
+
+// readUncached reads obj, of kind kind, by key from the API server: the kinds the controller
+// gets by name and does not cache (Secrets, PodDisruptionBudgets), so that it needs no right to
+// list or watch them. It reports false when there is none.
+func (p *Provider) readUncached(ctx context.Context, kind string, key types.NamespacedName, obj client.Object) (bool, error) {
+	switch err := p.reader.Get(ctx, key, obj); {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("read %s %s: %w", kind, key, err)
+	}
+	return true, nil
 }
 
 // gatewayCert returns the xDS client certificate of gw: the one its Secret holds while ca signed
@@ -548,12 +589,12 @@ func (p *Provider) gatewayCert(ctx context.Context, ca *pki.CA, gw gatewayKey) (
 // object is applied again, which restores it; fields the controller does not set (replicas,
 // which kubectl scale and autoscalers own, a label someone added) are theirs and stay. An
 // unchanged object costs no request. current is the object as already read (the cached Service,
-// the Secret gatewayCert read; nil: none), or an empty object to read a ConfigMap or Deployment
-// into; it must carry its managedFields (the cache keeps those of the controller's objects).
+// a Secret or PodDisruptionBudget readUncached read; nil: none), or an empty object to read a
+// ConfigMap or Deployment into; it must carry its managedFields (the cache keeps those of the controller's objects).
 func (p *Provider) applyIfChanged(ctx context.Context, kind string, key types.NamespacedName, current client.Object, apply runtime.ApplyConfiguration) error {
 	exists := false
 	switch current.(type) {
-	case *corev1.Service, *corev1.Secret:
+	case *corev1.Service, *corev1.Secret, *policyv1.PodDisruptionBudget:
 		exists = !reflect.ValueOf(current).IsNil()
 	default:
 		// The cache holds only the objects labelled as the controller's; an object of the same
@@ -602,6 +643,8 @@ func holds(obj client.Object, apply runtime.ApplyConfiguration) (bool, error) {
 		owned, err = coreac.ExtractSecret(o, FieldOwner)
 	case *appsv1.Deployment:
 		owned, err = appsac.ExtractDeployment(o, FieldOwner)
+	case *policyv1.PodDisruptionBudget:
+		owned, err = policyac.ExtractPodDisruptionBudget(o, FieldOwner)
 	default:
 		err = errors.New("no apply configuration of this kind")
 	}

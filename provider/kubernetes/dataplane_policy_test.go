@@ -8,9 +8,11 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/mcpgate/mcpgate/internal/pki"
@@ -19,7 +21,8 @@ import (
 
 // The refusals of deploy/controller/dataplane-policy.yaml, as its messages say them.
 const (
-	refusedNotMine        = "writes and deletes only the Deployments, Services and ConfigMaps it made"
+	refusedNotMine        = "writes and deletes only the Deployments, Services, ConfigMaps and PodDisruptionBudgets it made"
+	refusedBudget         = "spec.maxUnavailable must be 1 and spec.minAvailable unset"
 	refusedAccount        = "spec.template.spec.serviceAccountName must be unset or default"
 	refusedToken          = "spec.template.spec.automountServiceAccountToken must be false"
 	refusedHostNamespace  = "hostNetwork, hostPID and hostIPC must not be true"
@@ -73,6 +76,12 @@ spec:
 	service := func(name string, labels map[string]string) *corev1.Service {
 		return &corev1.Service{ObjectMeta: meta(name, labels), Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}
 	}
+	budget := func(name string, labels map[string]string, maxUnavailable int32) *policyv1.PodDisruptionBudget {
+		return &policyv1.PodDisruptionBudget{ObjectMeta: meta(name, labels), Spec: policyv1.PodDisruptionBudgetSpec{
+			MaxUnavailable: new(intstr.FromInt32(maxUnavailable)),
+			Selector:       &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+		}}
+	}
 
 	// The API server loads new admission policies in the background: wait until both refuse.
 	eventually(t, "creating an unlabelled ConfigMap is refused", func() error {
@@ -97,6 +106,7 @@ spec:
 		return []client.Object{
 			&appsv1.Deployment{ObjectMeta: meta("gw", nil)}, &corev1.Service{ObjectMeta: meta("gw", nil)},
 			&corev1.ConfigMap{ObjectMeta: meta("gw-bootstrap", nil)}, &corev1.Secret{ObjectMeta: meta("gw-xds-tls", nil)},
+			&policyv1.PodDisruptionBudget{ObjectMeta: meta("gw", nil)},
 		}
 	}
 	eventually(t, "the controller creates the data plane", func() error {
@@ -161,6 +171,19 @@ spec:
 			{"deleting its Service", "", func() error { return c.Delete(ctx, service("gw", nil), client.DryRunAll) }},
 			{"deleting its Deployment", "", func() error {
 				return c.Delete(ctx, &appsv1.Deployment{ObjectMeta: meta("gw", nil)}, client.DryRunAll)
+			}},
+			{"creating an unlabelled PodDisruptionBudget", refusedNotMine, func() error { return c.Create(ctx, budget("unlabelled", nil, 1), client.DryRunAll) }},
+			{"creating a labelled PodDisruptionBudget", "", func() error { return c.Create(ctx, budget("labelled", mine, 1), client.DryRunAll) }},
+			{"creating a PodDisruptionBudget that forbids evictions", refusedBudget, func() error {
+				return c.Create(ctx, budget("no-eviction", mine, 0), client.DryRunAll)
+			}},
+			{"creating a PodDisruptionBudget with minAvailable", refusedBudget, func() error {
+				b := budget("min-available", mine, 1)
+				b.Spec.MaxUnavailable, b.Spec.MinAvailable = nil, new(intstr.FromInt32(1))
+				return c.Create(ctx, b, client.DryRunAll)
+			}},
+			{"changing its PodDisruptionBudget to forbid evictions", refusedBudget, func() error {
+				return c.Patch(ctx, budget("gw", nil, 0), mergePatch(`{"spec":{"maxUnavailable":0}}`), client.DryRunAll)
 			}},
 		} {
 			if err := check(w.refused, w.write()); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"testing"
@@ -11,9 +12,11 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	coreac "k8s.io/client-go/applyconfigurations/core/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
@@ -93,7 +96,7 @@ func TestBuildDataPlane(t *testing.T) {
 	}
 	for name, labels := range map[string]map[string]string{
 		"ConfigMap": objs.configMap.Labels, "Deployment": objs.deployment.Labels, "Service": objs.service.Labels,
-		"pod": objs.deployment.Spec.Template.Labels,
+		"PodDisruptionBudget": objs.pdb.Labels, "pod": objs.deployment.Spec.Template.Labels,
 	} {
 		if labels["team"] != "tools" || labels[LabelManagedBy] != ManagedByValue || labels[LabelGatewayName] != "gw" || labels[LabelName] != DataPlaneName {
 			t.Errorf("%s labels %v: want spec.infrastructure.labels and the controller's", name, labels)
@@ -157,6 +160,13 @@ func TestBuildDataPlane(t *testing.T) {
 	}
 	if _, ok := objs.deployment.Spec.Template.Annotations[AnnotationController]; ok {
 		t.Error("the pod template names the controller: pods would roll with a new controller name")
+	}
+	// Drains evict one data plane pod at a time, never none: the budget selects exactly the
+	// Deployment's pods.
+	if b := objs.pdb.Spec; b.MaxUnavailable == nil || *b.MaxUnavailable != intstr.FromInt32(1) || b.MinAvailable != nil ||
+		!maps.Equal(b.Selector.MatchLabels, objs.deployment.Spec.Selector.MatchLabels) ||
+		b.UnhealthyPodEvictionPolicy == nil || *b.UnhealthyPodEvictionPolicy != policyv1.AlwaysAllow || *objs.pdb.Name != "gw" {
+		t.Errorf("PodDisruptionBudget %s: %+v; want maxUnavailable 1 over the Deployment's pods, unhealthy pods always evictable", *objs.pdb.Name, b)
 	}
 	if objs.deployment.Spec.Replicas != nil {
 		t.Error("the Deployment sets replicas, so the controller would undo kubectl scale")

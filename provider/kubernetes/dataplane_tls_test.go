@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -100,14 +102,23 @@ spec:
 	var cm corev1.ConfigMap
 	var sec, sessionKey corev1.Secret
 	var dep appsv1.Deployment
-	eventually(t, "the data plane's ConfigMap, Secrets and Deployment", func() error {
+	var pdb policyv1.PodDisruptionBudget
+	eventually(t, "the data plane's ConfigMap, Secrets, Deployment and PodDisruptionBudget", func() error {
 		for name, obj := range map[string]client.Object{"gw-bootstrap": &cm, "gw-xds-tls": &sec, "gw-session-key": &sessionKey, "gw": &dep} {
 			if err := testCluster.client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, obj); err != nil {
 				return err
 			}
 		}
-		return nil
+		// (applied last, once the Deployment that owns it has a UID)
+		return testCluster.client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "gw"}, &pdb)
 	})
+	// One pod at a time may be evicted by drains; the budget goes with the Deployment.
+	if owners := pdb.OwnerReferences; pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 ||
+		!maps.Equal(pdb.Spec.Selector.MatchLabels, dep.Spec.Selector.MatchLabels) ||
+		len(owners) != 1 || owners[0].Kind != "Deployment" || owners[0].UID != dep.UID {
+		t.Errorf("PodDisruptionBudget gw: maxUnavailable %v, selector %v, owners %v; want 1 over the Deployment's pods, owned by Deployment gw",
+			pdb.Spec.MaxUnavailable, pdb.Spec.Selector, owners)
+	}
 	// The session key: random, owned by the Deployment (deleted with it), its hash on the pod
 	// template (a new key rolls the pods).
 	key := sessionKey.Data[kubernetes.SessionKeyFile]
