@@ -29,6 +29,20 @@ type callbacks struct {
 	// streams is keyed by protocol ("sotw" or "delta") and stream id: the two servers count
 	// their streams separately.
 	streams map[streamKey]*stream
+	// served are the node groups of the last push (nil before the first): a client of another
+	// group connects to wait for a configuration that may never come, which is logged.
+	served map[string]bool
+}
+
+// setServed records the node groups a push served.
+func (c *callbacks) setServed(groups []string) {
+	served := make(map[string]bool, len(groups))
+	for _, g := range groups {
+		served[g] = true
+	}
+	c.mu.Lock()
+	c.served = served
+	c.mu.Unlock()
 }
 
 type streamKey struct {
@@ -154,6 +168,7 @@ func (c *callbacks) request(api string, id int64, node *corev3.Node, typeURL, no
 		st.types[typeURL] = true
 		ntypes = len(st.types)
 	}
+	unserved := first && c.served != nil && !c.served[GroupOf(node)]
 	version, known := about.version, nonce != "" && about.nonce == nonce
 	if !known {
 		version = fmt.Sprintf("unknown (nonce %q)", nonce)
@@ -172,6 +187,13 @@ func (c *callbacks) request(api string, id int64, node *corev3.Node, typeURL, no
 	attrs := []any{"api", api, "stream", id, "node", node.GetId(), "group", GroupOf(node), "type", typeURL}
 	if first {
 		c.log.Info("xDS client connected", "api", api, "stream", id, "node", node.GetId(), "group", GroupOf(node), "peer", st.peer)
+	}
+	if unserved {
+		// A typo in `mcpgate bootstrap --gateway` or Envoy's --service-cluster, or a Gateway
+		// that is not (yet) accepted: without this line the client just waits, configured with
+		// nothing.
+		c.log.Warn("xDS client of a node group that is not served: it gets no configuration until a Gateway of that name is served (check the bootstrap's node.cluster, or Envoy's --service-cluster, and the Gateway's status)",
+			"api", api, "stream", id, "node", node.GetId(), "group", GroupOf(node))
 	}
 	switch {
 	case nonce == "":

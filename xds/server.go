@@ -144,6 +144,7 @@ func (s *Server) Update(groups map[string]map[string][]proto.Message) error {
 			delete(s.groups, name)
 		}
 	}
+	s.cb.setServed(slices.Collect(maps.Keys(s.groups)))
 	s.m.version.Set(float64(s.counter))
 	s.m.groups.Set(float64(len(s.groups)))
 	s.log.Info("pushed snapshot", "version", next, "groups", names, "removed", removed)

@@ -338,7 +338,7 @@ func TestNACK(t *testing.T) {
 // gets it when it appears.
 func TestGroups(t *testing.T) {
 	a, b := "ns/a", "other/b"
-	srv, addr, _ := start(t, gateways(xdstest.Gateway(a, 9000, "/"), xdstest.Gateway(b, 9001, "/")))
+	srv, addr, logs := start(t, gateways(xdstest.Gateway(a, 9000, "/"), xdstest.Gateway(b, 9001, "/")))
 	ca := newDelta(t, addr, &corev3.Node{Id: "pod-a", Cluster: a})
 	cb := newSotw(t, addr, &corev3.Node{Id: b})
 	all := newDelta(t, addr, &corev3.Node{Id: "extproc", Cluster: contract.AllGateways})
@@ -356,6 +356,15 @@ func TestGroups(t *testing.T) {
 	r = all.next(policy)
 	equal(t, "group *", deltaNames(t, r), []string{xdstest.PolicyName(a), xdstest.PolicyName(b)})
 	all.ack(r)
+	// A client of a group not served is told about in the log, those served are not.
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if _, err := logs.Wait(ctx, "WARN", "node group that is not served", "node=late", "group=ns/late"); err != nil {
+		t.Error(err)
+	}
+	if got := logs.Find("not served"); len(got) != 1 {
+		t.Errorf("warnings of unserved groups: %q; want only node late's", got)
+	}
 
 	update(t, srv, gateways(xdstest.Gateway(a, 9000, "/"), xdstest.Gateway(b, 9001, "/"), xdstest.Gateway("ns/late", 9002, "/")))
 	equal(t, "late group", deltaNames(t, late.next(lds)), []string{xdstest.ListenerName("ns/late")})
