@@ -161,6 +161,18 @@ type McpTarget struct {
 	// Protocol is the MCP transport the server speaks. Unset means StreamableHTTP.
 	// +optional
 	Protocol MCPProtocol `json:"protocol,omitempty"`
+	// Policies are settings for the connections to this target.
+	// +optional
+	Policies *McpTargetPolicies `json:"policies,omitempty"`
+}
+
+// McpTargetPolicies are settings for the connections to one MCP target.
+type McpTargetPolicies struct {
+	// TLS makes the gateway reach the target over TLS. Without it, a target on port 443 is still
+	// reached over TLS, verified against the gateway's CA bundle and the target's host; any other
+	// port is plaintext.
+	// +optional
+	TLS *BackendTLS `json:"tls,omitempty"`
 }
 
 // MCPProtocol is an MCP transport: SSE (HTTP+SSE, protocol 2024-11-05) or StreamableHTTP.
@@ -210,7 +222,54 @@ type BackendPolicies struct {
 	// Auth is the credential sent to the backend.
 	// +optional
 	Auth *BackendAuth `json:"auth,omitempty"`
+	// TLS makes the gateway reach a static or AI backend over TLS. Without it, a backend on port
+	// 443 is still reached over TLS, verified against the gateway's CA bundle and the backend's
+	// host; any other port is plaintext. An MCP backend's targets take theirs from
+	// spec.mcp.targets[].static.policies.tls.
+	// +optional
+	TLS *BackendTLS `json:"tls,omitempty"`
 }
+
+// BackendTLS says how the gateway connects to a backend over TLS. The upstream certificate is
+// verified against the gateway's CA bundle (the control plane's --upstream-ca-file, a path in the
+// data plane's image) and, unless insecureSkipVerify says otherwise, against the backend's host
+// or verifySubjectAltNames. The gateway rewrites the Host header of the requests it sends over TLS
+// to the backend's host, as a server reached by its name expects.
+//
+// +kubebuilder:validation:XValidation:rule="!(has(self.insecureSkipVerify) && has(self.verifySubjectAltNames))",message="insecureSkipVerify and verifySubjectAltNames may not be set together"
+type BackendTLS struct {
+	// SNI is the server name sent in the TLS handshake. Unset means the backend's host, or no
+	// server name when the host is an IP address.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	SNI *string `json:"sni,omitempty"`
+	// InsecureSkipVerify turns certificate verification off: All verifies nothing (any
+	// certificate is accepted); Hostname verifies the certificate against the CA bundle but not
+	// its names.
+	// +optional
+	InsecureSkipVerify *InsecureTLSMode `json:"insecureSkipVerify,omitempty"`
+	// VerifySubjectAltNames are the names the upstream certificate must have one of, as a DNS
+	// name or, for an IP address, an IP address subject alternative name. Unset means the
+	// backend's host.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=253
+	// +optional
+	VerifySubjectAltNames []string `json:"verifySubjectAltNames,omitempty"`
+}
+
+// InsecureTLSMode is how much of the upstream certificate's verification is skipped: All (no
+// verification) or Hostname (the CA bundle is checked, the names are not).
+// +kubebuilder:validation:Enum=All;Hostname
+type InsecureTLSMode string
+
+// InsecureTLSMode values.
+const (
+	InsecureTLSModeAll      InsecureTLSMode = "All"
+	InsecureTLSModeHostname InsecureTLSMode = "Hostname"
+)
 
 // BackendAuth is the credential sent to a backend.
 type BackendAuth struct {

@@ -580,6 +580,12 @@ func checkInvalid(t *testing.T, ads *adsWatch) {
 		{"bad enum", backendYAML("bad-enum", `static: {host: a.example, port: 80, protocol: WebSocket}`), `spec.mcp.targets[0].static.protocol: Unsupported value: "WebSocket"`},
 		{"two of exactly one", backendYAML("two-of-one", `static: {host: a.example, port: 80}
       selector: {services: {matchLabels: {app: x}}}`), "exactly one of"},
+		{"TLS without name verification that names the names", backendYAML("tls-both", `static: {host: a.example, port: 443, policies: {tls: {insecureSkipVerify: Hostname, verifySubjectAltNames: [b.example]}}}`),
+			"insecureSkipVerify and verifySubjectAltNames may not be set together"},
+		{"TLS verification mode", backendYAML("tls-mode", `static: {host: a.example, port: 443, policies: {tls: {insecureSkipVerify: Chain}}}`),
+			`spec.mcp.targets[0].static.policies.tls.insecureSkipVerify: Unsupported value: "Chain"`},
+		{"TLS field mcpgate does not implement", backendYAML("tls-ca", `static: {host: a.example, port: 443, policies: {tls: {caCertificateRefs: [{name: ca}]}}}`),
+			`unknown field "spec.mcp.targets[0].static.policies.tls.caCertificateRefs"`},
 		{"missing required", `apiVersion: agentgateway.dev/v1alpha1
 kind: AgentgatewayBackend
 metadata: {name: no-targets, namespace: agentgateway-system}
