@@ -170,9 +170,18 @@ func (t *translation) translateBackend(bi *backendInfo) (field, msg, note string
 		if field, err := checkHostPort(s.Static.Host, s.Static.Port); err != "" {
 			return "spec.static." + field, err, ""
 		}
-		bi.target = t.xds.addressTarget(bi.clusterName(), s.Static.Host, s.Static.Port, false, false)
+		p := policiesTLS(s.Policies)
+		if field, err := checkTLS(p); err != "" {
+			return "spec.policies.tls" + field, err, ""
+		}
+		tls := tlsFor(s.Static.Host, s.Static.Port, p)
+		bi.target = t.xds.addressTarget(bi.clusterName(), s.Static.Host, s.Static.Port, tls, false)
 		bi.target.backend = bi.key
-		return "", "", fmt.Sprintf("static %s", joinHostPort(s.Static.Host, s.Static.Port))
+		note = "static " + joinHostPort(s.Static.Host, s.Static.Port)
+		if tls != nil {
+			note += " " + tls.describe()
+		}
+		return "", "", note
 	case s.AI != nil:
 		return t.translateAI(bi, bi.clusterName())
 	default:
@@ -199,8 +208,16 @@ func (t *translation) translateAI(bi *backendInfo, name string) (field, msg, not
 	if p.Path != "" && !strings.HasPrefix(p.Path, "/") {
 		return "spec.ai.provider.path", "must start with /", ""
 	}
-	tg := t.xds.addressTarget(name, host, port, port == httpsPort, false)
-	tg.backend, tg.hostRewrite, tg.pathRewrite, tg.llm = bi.key, host, p.Path, true
+	tp := policiesTLS(b.Spec.Policies)
+	if field, err := checkTLS(tp); err != "" {
+		return "spec.policies.tls" + field, err, ""
+	}
+	tls := tlsFor(host, port, tp)
+	tg := t.xds.addressTarget(name, host, port, tls, false)
+	tg.backend, tg.pathRewrite, tg.llm = bi.key, p.Path, true
+	if tls == nil {
+		tg.hostRewrite = host // over TLS, addressTarget set it (with the port unless 443)
+	}
 	if a := b.Spec.Policies; a != nil && a.Auth != nil && a.Auth.SecretRef != nil {
 		v, err := t.secretAuthorization(b.Namespace, a.Auth.SecretRef.Name)
 		if err != "" {
@@ -210,8 +227,8 @@ func (t *translation) translateAI(bi *backendInfo, name string) (field, msg, not
 	}
 	bi.target = tg
 	note = fmt.Sprintf("openai-compatible provider at %s", joinHostPort(host, port))
-	if port == httpsPort {
-		note += " over TLS"
+	if tls != nil {
+		note += " " + tls.describe()
 	}
 	if p.OpenAI.Model != nil {
 		w := fmt.Sprintf("%q is not applied: requests keep their own model", *p.OpenAI.Model)
@@ -260,6 +277,9 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 			return e.field, e.msg, ""
 		}
 	}
+	if policiesTLS(b.Spec.Policies) != nil {
+		return "spec.policies.tls", "not applied to an MCP backend: set the TLS of each static target in spec.mcp.targets[].static.policies.tls", ""
+	}
 	var notes []string
 	for i := range targets {
 		tg := &targets[i]
@@ -281,6 +301,9 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 			if msg := unsupported(st.Protocol, v1alpha1.MCPProtocolSSE, v1alpha1.MCPProtocolStreamableHTTP); msg != "" {
 				return f(".static.protocol"), msg, ""
 			}
+			if field, err := checkTLS(targetTLS(st)); err != "" {
+				return f(".static.policies.tls" + field), err, ""
+			}
 		}
 	}
 	first := &targets[0]
@@ -292,14 +315,19 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 		if path == "" {
 			path = defaultMCPPath(tr)
 		}
+		tls := tlsFor(st.Host, st.Port, targetTLS(st))
 		if svc, p := t.serviceOfHost(st.Host, st.Port); p != nil {
 			bi.target = t.serviceCluster(cname, svc, p)
+			t.xds.withTLS(bi.target, tls)
 		} else {
-			bi.target = t.xds.addressTarget(cname, st.Host, st.Port, false, true)
+			bi.target = t.xds.addressTarget(cname, st.Host, st.Port, tls, true)
 			bi.target.affinity = true
 		}
 		tg := bi.target
 		tg.backend, tg.mcp, tg.name, tg.path = bi.key, tr, string(first.Name), path
+		if tls != nil {
+			notes = append(notes, "reached "+tls.describe())
+		}
 	} else {
 		found, err := t.selectorTargets(bi, first, cname)
 		if err != "" {

@@ -30,6 +30,14 @@ func enumFields() []enumField {
 			func(b *v1alpha1.AgentgatewayBackend, _ *v1alpha1.AgentgatewayPolicy, v string) {
 				b.Spec.MCP.Targets[1].Static.Protocol = v1alpha1.MCPProtocol(v)
 			}},
+		{translator.KindAgentgatewayBackend, "spec.mcp.targets[0].static.policies.tls.insecureSkipVerify", []string{"All", "Hostname"},
+			func(b *v1alpha1.AgentgatewayBackend, _ *v1alpha1.AgentgatewayPolicy, v string) {
+				b.Spec.MCP.Targets[0].Static.Policies = &v1alpha1.McpTargetPolicies{TLS: &v1alpha1.BackendTLS{InsecureSkipVerify: insecureMode(v)}}
+			}},
+		{translator.KindAgentgatewayBackend, "spec.mcp.targets[1].static.policies.tls.insecureSkipVerify", []string{"All", "Hostname"},
+			func(b *v1alpha1.AgentgatewayBackend, _ *v1alpha1.AgentgatewayPolicy, v string) {
+				b.Spec.MCP.Targets[1].Static.Policies = &v1alpha1.McpTargetPolicies{TLS: &v1alpha1.BackendTLS{InsecureSkipVerify: insecureMode(v)}}
+			}},
 		{translator.KindAgentgatewayBackend, "spec.mcp.sessionRouting", []string{"Stateful", "Stateless"},
 			func(b *v1alpha1.AgentgatewayBackend, _ *v1alpha1.AgentgatewayPolicy, v string) {
 				b.Spec.MCP.SessionRouting = v1alpha1.SessionRouting(v)
@@ -56,6 +64,15 @@ func enumFields() []enumField {
 				p.Spec.Backend.MCP.Authorization.Action = v1alpha1.AuthorizationAction(v)
 			}},
 	}
+}
+
+// insecureMode is a pointer to v, nil (the field omitted) for "".
+func insecureMode(v string) *v1alpha1.InsecureTLSMode {
+	if v == "" {
+		return nil
+	}
+	m := v1alpha1.InsecureTLSMode(v)
+	return &m
 }
 
 // enumObjects is a valid MCP backend with two static targets, a policy on it that sets every

@@ -19,9 +19,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	reqwithoutqueryv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/formatter/req_without_query/v3"
 	envelopev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/stateful_session/envelope/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/internal/envoypath"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -105,8 +103,8 @@ type xdsCommon struct {
 	opts      Options
 	hcmChain  []*hcmv3.HttpFilter
 	accessLog []*accesslogv3.AccessLog
-	tlsMu     sync.Mutex // backends are translated concurrently (forEach)
-	tlsByHost map[string]*corev3.TransportSocket
+	tlsMu     sync.Mutex                         // backends are translated concurrently (forEach)
+	tlsByKey  map[string]*corev3.TransportSocket // tlsSocket's, by upstreamTLS.key
 	disabled  *anypb.Any
 	// disabledFilters is the typed_per_filter_config of every route without ext_proc
 	disabledFilters map[string]*anypb.Any
@@ -126,7 +124,7 @@ type xdsCommon struct {
 }
 
 func newXDSCommon(opts Options) *xdsCommon {
-	x := &xdsCommon{opts: opts, tlsByHost: map[string]*corev3.TransportSocket{}}
+	x := &xdsCommon{opts: opts, tlsByKey: map[string]*corev3.TransportSocket{}}
 	// The stateful session filter comes before ext_proc: it restores a request's Mcp-Session-Id before
 	// ext_proc reads it and, encoders running in reverse, wraps the answer's after ext_proc read
 	// it, so that ext_proc (audit, access log) only ever sees the server's own session id. Its
@@ -392,11 +390,11 @@ func (b *addressBlock) fill(host string, port int32) *corev3.Address {
 }
 
 // addressTarget is a target whose cluster has one host: STATIC for an IP, STRICT_DNS for a name
-// (whose addresses are its hosts); with tls, the upstream certificate is verified against the CA
-// bundle and the host name; with ringHash, it balances by the routes' hash (MCP session
-// affinity). Its cluster's messages are allocated together (every static, AI and MCP target
-// backend has one).
-func (x *xdsCommon) addressTarget(name, host string, port int32, tls, ringHash bool) *target {
+// (whose addresses are its hosts); with tls (nil: plaintext), it connects over TLS (tlsSocket)
+// and its routes rewrite the Host header to the target's (upstreamTLS.hostHeader); with
+// ringHash, it balances by the routes' hash (MCP session affinity). Its cluster's messages are
+// allocated together (every static, AI and MCP target backend has one).
+func (x *xdsCommon) addressTarget(name, host string, port int32, tls *upstreamTLS, ringHash bool) *target {
 	b := &hostClusterBlock{}
 	c := &b.c
 	c.Name = name
@@ -409,13 +407,12 @@ func (x *xdsCommon) addressTarget(name, host string, port int32, tls, ringHash b
 		c.ClusterDiscoveryType = x.dnsType
 		c.DnsLookupFamily = clusterv3.Cluster_V4_PREFERRED
 	}
-	if tls {
-		c.TransportSocket = x.tlsSocket(host)
-	}
 	if ringHash {
 		c.LbPolicy = clusterv3.Cluster_RING_HASH
 	}
-	return &target{cluster: c, md: &b.md}
+	tg := &target{cluster: c, md: &b.md}
+	x.withTLS(tg, tls)
+	return tg
 }
 
 // hostClusterBlock holds the messages of an addressTarget's cluster. Not the target: the output
@@ -437,35 +434,6 @@ func (x *xdsCommon) edsCluster(name string) *clusterv3.Cluster {
 		LbPolicy:                      clusterv3.Cluster_RING_HASH,
 		TypedExtensionProtocolOptions: x.upstreamHTTP,
 	}
-}
-
-func (x *xdsCommon) tlsSocket(host string) *corev3.TransportSocket {
-	x.tlsMu.Lock()
-	defer x.tlsMu.Unlock()
-	if s, ok := x.tlsByHost[host]; ok {
-		return s
-	}
-	// A name is sent as SNI and must be a DNS name of the certificate; an IP address is not sent
-	// (RFC 6066 allows names only) and must be an IP address of the certificate.
-	sni, san := host, tlsv3.SubjectAltNameMatcher_DNS
-	if isIP(host) {
-		sni, san = "", tlsv3.SubjectAltNameMatcher_IP_ADDRESS
-	}
-	ctx := &tlsv3.UpstreamTlsContext{
-		Sni: sni,
-		CommonTlsContext: &tlsv3.CommonTlsContext{ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{
-			ValidationContext: &tlsv3.CertificateValidationContext{
-				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: x.opts.UpstreamCAFile}},
-				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
-					SanType: san,
-					Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: host}},
-				}},
-			},
-		}},
-	}
-	s := &corev3.TransportSocket{Name: tlsSocketName, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}}
-	x.tlsByHost[host] = s
-	return s
 }
 
 func buildLoadAssignment(name string, addrs []hostPort) *endpointv3.ClusterLoadAssignment {

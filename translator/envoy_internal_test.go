@@ -6,6 +6,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	"github.com/mcpgate/mcpgate/api/v1alpha1"
 	"github.com/mcpgate/mcpgate/contract"
 	"google.golang.org/protobuf/proto"
 )
@@ -52,5 +53,34 @@ func TestMCPResponseBodyModeNone(t *testing.T) {
 	if m.GetResponseBodyMode() != extprocv3.ProcessingMode_NONE || m.GetResponseHeaderMode() != extprocv3.ProcessingMode_SEND ||
 		m.GetRequestBodyMode() != extprocv3.ProcessingMode_BUFFERED {
 		t.Fatalf("MCP processing mode %v: want request body BUFFERED, response headers SEND, response body NONE", m)
+	}
+}
+
+// TestTLSSocketPerSetting: targets share a transport socket only when their whole TLS setting is
+// the same: one host with another sni, other names or another verification gets its own.
+func TestTLSSocketPerSetting(t *testing.T) {
+	x := newXDSCommon(Options{}.withDefaults())
+	all, hostname := v1alpha1.InsecureTLSModeAll, v1alpha1.InsecureTLSModeHostname
+	sni := "front.example.com"
+	settings := []*v1alpha1.BackendTLS{
+		nil, // port 443: the host's defaults
+		{SNI: &sni},
+		{VerifySubjectAltNames: []string{"other.example.com"}},
+		{InsecureSkipVerify: &hostname},
+		{InsecureSkipVerify: &all},
+	}
+	seen := map[*corev3.TransportSocket]int{}
+	for i, p := range settings {
+		s := x.tlsSocket(tlsFor("mcp.example.com", 443, p))
+		if j, ok := seen[s]; ok {
+			t.Errorf("settings %d and %d share one transport socket", j, i)
+		}
+		seen[s] = i
+		if again := x.tlsSocket(tlsFor("mcp.example.com", 443, p)); again != s {
+			t.Errorf("settings %d: a second target with the same setting got another socket", i)
+		}
+	}
+	if x.tlsSocket(tlsFor("other.example.com", 443, nil)) == x.tlsSocket(tlsFor("mcp.example.com", 443, nil)) {
+		t.Errorf("two hosts share one transport socket")
 	}
 }
