@@ -224,8 +224,8 @@ type BackendPolicies struct {
 	Auth *BackendAuth `json:"auth,omitempty"`
 	// TLS makes the gateway reach a static or AI backend over TLS. Without it, a backend on port
 	// 443 is still reached over TLS, verified against the gateway's CA bundle and the backend's
-	// host; any other port is plaintext. An MCP backend's targets take theirs from
-	// spec.mcp.targets[].static.policies.tls.
+	// host; any other port is plaintext. An MCP backend with it is refused: each static target
+	// has its own, spec.mcp.targets[].static.policies.tls.
 	// +optional
 	TLS *BackendTLS `json:"tls,omitempty"`
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mcpgate/mcpgate/translator"
 )
 
 // TestControllerRefusesBadInvocations checks the errors `mcpgate controller` gives before it
@@ -51,6 +53,7 @@ func TestControllerFlags(t *testing.T) {
 	c, err := parseControllerFlags([]string{
 		"--kubeconfig", "/k", "--xds-addr", ":1", "--admin-addr", ":2", "--leader-elect",
 		"--leader-election-namespace", "le-ns", "--controller-name", "example.org/ctl", "--cluster-domain", "corp.example",
+		"--upstream-ca-file", "/etc/envoy/ca.pem",
 		"--xds-service", "xds.example:3", "--envoy-image", "envoy:x", "--extproc-image", "mcpgate:y",
 		"--gateway-service-type", "NodePort", "--xds-tls=false", "--log-level", "debug",
 		"--gateway-class", "a", "--gateway-class", "b", "--namespace", "n1", "--namespace", "n2",
@@ -66,7 +69,7 @@ func TestControllerFlags(t *testing.T) {
 		{"kubeconfig", c.kubeconfig, "/k"}, {"xds-addr", c.xdsAddr, ":1"}, {"admin-addr", c.adminAddr, ":2"},
 		{"leader-elect", c.opts.LeaderElection, true}, {"leader-election-namespace", c.opts.LeaderElectionNamespace, "le-ns"},
 		{"leader-election-namespace (CA)", c.leNamespace, "le-ns"}, {"controller-name", c.opts.ControllerName, "example.org/ctl"},
-		{"cluster-domain", c.opts.Translator.ClusterDomain, "corp.example"}, {"xds-service", c.xdsService, "xds.example:3"},
+		{"cluster-domain", c.opts.Translator.ClusterDomain, "corp.example"}, {"upstream-ca-file", c.opts.Translator.UpstreamCAFile, "/etc/envoy/ca.pem"}, {"xds-service", c.xdsService, "xds.example:3"},
 		{"xds-service (data plane)", dp.XDSAddress, "xds.example:3"}, {"envoy-image", dp.EnvoyImage, "envoy:x"},
 		{"extproc-image", c.extprocImage, "mcpgate:y"}, {"gateway-service-type", string(dp.ServiceType), "NodePort"},
 		{"xds-tls", c.xdsTLS, false}, {"log-level", c.level.String(), "DEBUG"},
@@ -80,7 +83,8 @@ func TestControllerFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.opts.DataPlane != nil || c.opts.LeaderElectionNamespace != "from-env" || c.opts.Translator.ClusterDomain != "cluster.local" || !c.xdsTLS {
+	if c.opts.DataPlane != nil || c.opts.LeaderElectionNamespace != "from-env" || c.opts.Translator.ClusterDomain != "cluster.local" || !c.xdsTLS ||
+		c.opts.Translator.UpstreamCAFile != translator.DefaultUpstreamCAFile {
 		t.Errorf("defaults: data plane %v, lease namespace %q, cluster domain %q, xds-tls %v", c.opts.DataPlane, c.opts.LeaderElectionNamespace, c.opts.Translator.ClusterDomain, c.xdsTLS)
 	}
 }

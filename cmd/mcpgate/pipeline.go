@@ -57,14 +57,16 @@ func (p *pipeline) logChanges(objects map[translator.ObjectKey]file.Location) {
 
 func compareKeys(a, b translator.ObjectKey) int { return strings.Compare(a.String(), b.String()) }
 
-// newPipeline returns the pipeline that serves on srv: Envoy listeners bind bindAddress, and
-// maxBody is the MCP body limit (mcpgate run's --bind-address and --max-body-bytes).
-func newPipeline(srv *xds.Server, log *slog.Logger, reg prometheus.Registerer, envoys *supervisor, bindAddress string, maxBody int64) *pipeline {
+// newPipeline returns the pipeline that serves on srv, translating with opts (mcpgate run's
+// --bind-address, --max-body-bytes and --upstream-ca-file).
+func newPipeline(srv *xds.Server, log *slog.Logger, reg prometheus.Registerer, envoys *supervisor, opts translator.Options) *pipeline {
+	// Every Gateway's Envoy runs on this host: a port belongs to one Gateway.
+	opts.ExclusivePorts = true
+	// the same Cache in every translation: unchanged policies are not checked again
+	opts.Cache = translator.NewCache()
 	p := &pipeline{
 		srv: srv, log: log.With("component", "config"), envoys: envoys, reported: map[string]reportedNote{},
-		// Every Gateway's Envoy runs on this host: a port belongs to one Gateway.
-		// the same Cache in every translation: unchanged policies are not checked again
-		opts: translator.Options{BindAddress: bindAddress, MaxBodyBytes: maxBody, ExclusivePorts: true, Cache: translator.NewCache()},
+		opts: opts,
 		problems: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mcpgate_config_problems", Help: "Problems in the watched manifests: documents that do not load and refused objects or fields.",
 		}),

@@ -42,9 +42,11 @@ type runConfig struct {
 	xdsAddr, extProcAddr, admin string
 	// bindAddress is the address Envoy listeners bind.
 	bindAddress string
-	envoyBin    string
-	noEnvoy     bool
-	envoyArgs   stringList
+	// upstreamCA is the CA bundle (an absolute path) that Envoy verifies TLS upstreams with.
+	upstreamCA string
+	envoyBin   string
+	noEnvoy    bool
+	envoyArgs  stringList
 	// envoyAdmin is the admin address of the first Gateway's Envoy; the next ones take the
 	// following ports.
 	envoyAdmin *net.TCPAddr
@@ -59,6 +61,7 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	fs.StringVar(&c.extProcAddr, "extproc-addr", bootstrap.DefaultExtProcAddr, "where to serve ext_proc: HOST:PORT or unix:///PATH")
 	fs.StringVar(&c.admin, "admin-addr", defaultAdminAddr, "where to serve /metrics, /debug/xds, /healthz and /readyz")
 	fs.StringVar(&c.bindAddress, "bind-address", "127.0.0.1", "the IP address the Gateways' Envoy listeners bind (0.0.0.0: every interface)")
+	fs.StringVar(&c.upstreamCA, "upstream-ca-file", translator.DefaultUpstreamCAFile, "the CA bundle (PEM) that Envoy verifies the certificates of TLS targets and backends with")
 	c.addFlags(fs)
 	fs.StringVar(&c.envoyBin, "envoy-bin", "", "the Envoy binary to start, one per Gateway (default: envoy on PATH, if any)")
 	fs.BoolVar(&c.noEnvoy, "no-envoy", false, "start no Envoy even if one is found (the data plane is run separately)")
@@ -84,6 +87,17 @@ func parseRunFlags(args []string) (*runConfig, error) {
 		return nil, err
 	}
 	var err error
+	// Envoy, started here, reads the file: an absolute path whatever its working directory. A
+	// file named on the command line must be there (Envoy would refuse every cluster that uses
+	// it); the default is read only when a TLS target needs it.
+	if c.upstreamCA, err = filepath.Abs(c.upstreamCA); err != nil {
+		return nil, fmt.Errorf("--upstream-ca-file: %w", err)
+	}
+	if flagSet(fs, "upstream-ca-file") {
+		if _, err := os.Stat(c.upstreamCA); err != nil {
+			return nil, fmt.Errorf("--upstream-ca-file: %w", err)
+		}
+	}
 	if c.envoyAdmin, err = net.ResolveTCPAddr("tcp", *envoyAdmin); err != nil || c.envoyAdmin.IP == nil || c.envoyAdmin.Port == 0 {
 		return nil, fmt.Errorf("--envoy-admin-addr %q: want IP:PORT with a port other than 0 (the next Gateways take the next ports)", *envoyAdmin)
 	}
@@ -156,7 +170,7 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 	default:
 		log.Warn("no Envoy binary (--envoy-bin, or envoy on PATH): no data plane runs. " + startEnvoy)
 	}
-	p := newPipeline(srv, log, reg, envoys, cfg.bindAddress, int64(cfg.maxBody))
+	p := newPipeline(srv, log, reg, envoys, translator.Options{BindAddress: cfg.bindAddress, MaxBodyBytes: int64(cfg.maxBody), UpstreamCAFile: cfg.upstreamCA})
 
 	g := grpc.NewServer(xds.GRPCServerOptions()...)
 	srv.Register(g)
@@ -453,4 +467,11 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 		}
 		p.partial = p.partial[i+1:]
 	}
+}
+
+// flagSet reports whether the command line set the flag name.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

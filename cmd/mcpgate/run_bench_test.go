@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/mcpgate/mcpgate/provider/file"
+	"github.com/mcpgate/mcpgate/translator"
 	"github.com/mcpgate/mcpgate/xds"
 )
 
@@ -88,7 +89,7 @@ func BenchmarkFileEditToSnapshot(b *testing.B) {
 			srv.Register(g)
 			go func() { _ = g.Serve(lis) }()
 			defer g.Stop()
-			p := newPipeline(srv, slog.New(slog.DiscardHandler), nil, nil, "127.0.0.1", 0)
+			p := newPipeline(srv, slog.New(slog.DiscardHandler), nil, nil, translator.Options{BindAddress: "127.0.0.1"})
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			var cache file.Cache
@@ -172,7 +173,7 @@ func BenchmarkControlPlaneMemory(b *testing.B) {
 			writeBenchRoutes(b, dir, routes)
 			base := liveHeap()
 			srv := xds.New(nil)
-			p := newPipeline(srv, slog.New(slog.DiscardHandler), nil, nil, "127.0.0.1", 0)
+			p := newPipeline(srv, slog.New(slog.DiscardHandler), nil, nil, translator.Options{BindAddress: "127.0.0.1"})
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			done := make(chan struct{})

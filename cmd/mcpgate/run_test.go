@@ -416,6 +416,22 @@ func TestRunFlags(t *testing.T) {
 	if err != nil || len(c.files) != 2 || len(c.envoyArgs) != 2 || c.xdsAddr != "127.0.0.1:18000" || c.admin != "127.0.0.1:19000" || c.bindAddress != "127.0.0.1" {
 		t.Errorf("%+v %v", c, err)
 	}
+	// --upstream-ca-file: absolute (Envoy reads it from its own working directory), the default
+	// bundle without it, and a file named that is not there refused at start.
+	if c.upstreamCA != translator.DefaultUpstreamCAFile {
+		t.Errorf("--upstream-ca-file by default: %q, want %q", c.upstreamCA, translator.DefaultUpstreamCAFile)
+	}
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(filepath.Dir(ca))
+	if c, err = parseRunFlags([]string{"-f", "x", "--upstream-ca-file", "ca.pem"}); err != nil || c.upstreamCA != ca {
+		t.Errorf("--upstream-ca-file ca.pem in %s: %q %v, want %q", filepath.Dir(ca), c.upstreamCA, err, ca)
+	}
+	if _, err = parseRunFlags([]string{"-f", "x", "--upstream-ca-file", "missing.pem"}); err == nil || !strings.Contains(err.Error(), "--upstream-ca-file") {
+		t.Errorf("--upstream-ca-file missing.pem: %v, want an error naming the flag", err)
+	}
 	// ext_proc's flags, checked as `mcpgate extproc` checks them.
 	for _, args := range [][]string{{"--bind-address", "localhost"}, {"--bind-address", ""}, {"--max-body-bytes", "0"}, {"--policy-wait", "-1s"}} {
 		if _, err := parseRunFlags(append([]string{"-f", "x"}, args...)); err == nil || !strings.Contains(err.Error(), args[0]) {

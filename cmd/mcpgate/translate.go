@@ -47,6 +47,7 @@ func translate(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&opts.MessageTimeout, "message-timeout", translator.DefaultMessageTimeout, "the ext_proc message timeout")
 	fs.Int64Var(&opts.MaxBodyBytes, "max-body-bytes", translator.DefaultMaxBodyBytes, "the MCP body limit")
 	fs.StringVar(&opts.ClusterDomain, "cluster-domain", translator.DefaultClusterDomain, "the Kubernetes cluster's DNS domain: a static target host NAME.NS.svc.DOMAIN names a Service")
+	fs.StringVar(&opts.UpstreamCAFile, "upstream-ca-file", translator.DefaultUpstreamCAFile, "the CA bundle (PEM) that Envoy verifies the certificates of TLS targets and backends with, as Envoy reads it (printed as given)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: mcpgate translate -f PATH... [-o yaml|json] [--gateway NS/NAME]\n\n"+
 			"Prints per gateway the xDS resources and policies, then the status of every object.\n"+

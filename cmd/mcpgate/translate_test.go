@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mcpgate/mcpgate/translator"
 )
 
 // TestTranslateLab is the check: the lab's example directory translates to a listener
@@ -174,6 +176,28 @@ func TestTranslateClusterDomain(t *testing.T) {
 		}
 		if !strings.Contains(out.String(), cluster+c.want+"\n") {
 			t.Errorf("translate %q: output lacks %q", args, cluster+c.want)
+		}
+	}
+}
+
+// TestTranslateUpstreamCAFile: --upstream-ca-file is the trusted CA of every TLS target's
+// transport socket, the default bundle without it.
+func TestTranslateUpstreamCAFile(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, translator.DefaultUpstreamCAFile},
+		{[]string{"--upstream-ca-file", "/etc/mcpgate/ca.pem"}, "/etc/mcpgate/ca.pem"},
+	} {
+		var out, errOut bytes.Buffer
+		args := append([]string{"-f", "../../translator/testdata/mcp-target-tls.in.yaml"}, c.args...)
+		if err := translate(args, &out, &errOut); err != nil {
+			t.Fatalf("translate %q: %v\n%s", args, err, errOut.String())
+		}
+		// every TLS cluster but no-verify's (insecureSkipVerify All) has one
+		if n := strings.Count(out.String(), "trusted_ca:\n                filename: "+c.want+"\n"); n != 6 {
+			t.Errorf("translate %q: %d trusted CA files %s, want 6", args, n, c.want)
 		}
 	}
 }
