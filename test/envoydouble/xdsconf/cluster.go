@@ -500,7 +500,8 @@ func (m sanMatcher) matches(c *x509.Certificate) bool {
 			return true
 		}
 		if rest, ok := strings.CutPrefix(n, "*."); ok {
-			if _, host, found := strings.Cut(m.exact, "."); found && strings.EqualFold(host, rest) {
+			// Envoy's dnsNameMatch: the wildcard stands for one whole, non-empty label.
+			if label, host, found := strings.Cut(m.exact, "."); found && label != "" && strings.EqualFold(host, rest) {
 				return true
 			}
 		}
