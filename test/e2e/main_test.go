@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/extproc/bind"
+	"github.com/mcpgate/mcpgate/internal/pki"
 )
 
 // env is the running suite, set once by TestMain before any test runs and read by every test.
@@ -37,8 +38,12 @@ type suite struct {
 	page      *httptest.Server
 	pageURL   string // what the lab fetches instead of https://httpbin.org/get
 	issuer    *testIssuer
-	devToken  string // the lab's DEV_TOKEN
-	mcpgate   *proc
+	// upstreamCA is the CA of the suite's TLS MCP servers: `mcpgate run --upstream-ca-file` names
+	// its certificate (upstreamCAFile), so the data plane trusts it and no other.
+	upstreamCA     *pki.CA
+	upstreamCAFile string
+	devToken       string // the lab's DEV_TOKEN
+	mcpgate        *proc
 	// sessions opens the session ids clients hold (sealed by ext_proc with the key of
 	// `mcpgate run --session-key-file`) to the servers' own.
 	sessions *bind.Binder
@@ -115,6 +120,13 @@ func (s *suite) start() error {
 		return err
 	}
 	if s.issuer, err = newTestIssuer(); err != nil {
+		return err
+	}
+	if s.upstreamCA, err = pki.NewCA(time.Now()); err != nil {
+		return err
+	}
+	s.upstreamCAFile = filepath.Join(s.out, "upstream-ca.pem")
+	if err := os.WriteFile(s.upstreamCAFile, s.upstreamCA.CertPEM, 0o644); err != nil {
 		return err
 	}
 	token, err := os.ReadFile("../../examples/mcp-connectivity/dev-token.txt")
@@ -213,6 +225,7 @@ func (s *suite) startGateway() error {
 	s.mcpgate, err = s.startProc(procSpec{name: "mcpgate", splitStdout: true, args: []string{s.bin.mcpgate, "run",
 		"-f", s.lab.dir,
 		"--session-key-file", keyFile,
+		"--upstream-ca-file", s.upstreamCAFile,
 		"--xds-addr", addr(s.ports.xds),
 		"--extproc-addr", addr(s.ports.extproc),
 		"--admin-addr", addr(s.ports.admin),
