@@ -60,14 +60,15 @@ func (h headerList) first(name string) string {
 	return ""
 }
 
-// all reports whether every value of name satisfies ok (true when there is none).
-func (h headerList) all(name string, ok func(string) bool) bool {
+// count returns how many times name occurs.
+func (h headerList) count(name string) int {
+	n := 0
 	for i := range h {
-		if h[i].name == name && !ok(h[i].value) {
-			return false
+		if h[i].name == name {
+			n++
 		}
 	}
-	return true
+	return n
 }
 
 // Get implements authz.Headers: a repeated header is joined with ",". Pseudo-headers are not

@@ -1215,16 +1215,29 @@ func TestSessionIDMustBeVisibleASCII(t *testing.T) {
 				t.Errorf("policy %q, session id %q: metadata %v", route.Policy, id, md)
 			}
 		}
-		// A second header value is checked too: servers differ in which one they read.
-		s := h.open(t, h.tcp, route)
-		resp := check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", extproctest.LabSession("s-1")), hdr("mcp-session-id", "s\r\n1")), false))
-		if resp.GetImmediateResponse().GetStatus().GetCode() != 400 {
-			t.Errorf("policy %q: a bad second Mcp-Session-Id passed: %v", route.Policy, resp)
+		// One value, not empty: servers differ in which of several they read, and the session
+		// checked is the first (an empty first one named none, and a second went upstream
+		// unchecked).
+		for _, ids := range [][]string{
+			{extproctest.LabSession("s-1"), "s\r\n1"},
+			{"", "s-1"},
+			{extproctest.LabSession("s-1"), extproctest.LabSession("s-1")},
+			{""},
+		} {
+			var hs []extproctest.Header
+			for _, id := range ids {
+				hs = append(hs, hdr("mcp-session-id", id))
+			}
+			s := h.open(t, h.tcp, route)
+			resp := check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hs...), false))
+			if ir := resp.GetImmediateResponse(); ir.GetStatus().GetCode() != 400 || !strings.Contains(string(ir.GetBody()), `"code":-32600`) {
+				t.Errorf("policy %q, Mcp-Session-Id %q: want 400 with JSON-RPC -32600, got %v", route.Policy, ids, resp)
+			}
 		}
 	}
 	recs := h.audit.records(t)
-	if len(recs) != 2*(len(bad)+1) {
-		t.Fatalf("%d audit records, want %d", len(recs), 2*(len(bad)+1))
+	if len(recs) != 2*(len(bad)+4) {
+		t.Fatalf("%d audit records, want %d", len(recs), 2*(len(bad)+4))
 	}
 	for _, rec := range recs {
 		checkRecord(t, rec, map[string]any{"http_status": 400, "outcome": "refused", "decision": "deny"})

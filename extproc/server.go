@@ -217,6 +217,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ext_proc: %w", err)
 	}
+	cfg.SessionKey = nil // the binder holds its own copy: the server keeps no other
 	s := &Server{
 		bind: binder,
 		cfg:  cfg,

@@ -377,12 +377,17 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 		st.in.Host = st.headers.first("host")
 	}
 	if st.ri.mcp {
-		if !st.headers.all(mcp.SessionHeader, mcp.ValidSessionID) {
-			// Before the session is known, so that neither the audit nor the access log ever
-			// records the bytes (CR, LF, NUL) a client chose: the stateful session envelope
-			// decodes a client's base64 into the header unchecked.
+		// Before the session is known, so that neither the audit nor the access log ever records
+		// the bytes (CR, LF, NUL) a client chose: the stateful session envelope decodes a
+		// client's base64 into the header unchecked. One value only: the session opened is the
+		// first, and a server reading another (or all) would serve a session never checked.
+		switch n := st.headers.count(mcp.SessionHeader); {
+		case n > 1:
 			return st.refuse(jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidRequest,
-				"Mcp-Session-Id must be visible ASCII (0x21 to 0x7E)", "mcpgate_invalid_session_id"), "", metadata{}, nil)
+				"Mcp-Session-Id must be sent once", "mcpgate_ambiguous_session"), "", metadata{}, nil)
+		case n == 1 && !mcp.ValidSessionID(st.headers.first(mcp.SessionHeader)):
+			return st.refuse(jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidRequest,
+				"Mcp-Session-Id must be one or more visible ASCII characters (0x21 to 0x7E)", "mcpgate_invalid_session_id"), "", metadata{}, nil)
 		}
 		if st.in.Method == http.MethodPost {
 			if problem := mcp.AmbiguousSession(st.in.Path, st.headers.first(mcp.SessionHeader)); problem != "" {
@@ -539,7 +544,7 @@ func (st *stream) caller() bind.Caller {
 	if st.auth.Status != jwt.OK {
 		return bind.Caller{}
 	}
-	return bind.Caller{Issuer: st.auth.Issuer, Subject: st.auth.Subject}
+	return bind.Caller{Verified: true, Issuer: st.auth.Issuer, Subject: st.auth.Subject}
 }
 
 // unseal adds to mut what gives the server its own session id back: the Mcp-Session-Id, or a

@@ -7,7 +7,7 @@
 // client sealed, followed by a tag, an HMAC-SHA256 of the caller and the id under a key the
 // replicas share:
 //
-//	SERVER_ID "." base64url(HMAC-SHA256(key, "mcpgate-session-v1", issuer, subject, SERVER_ID)[:16])
+//	SERVER_ID "." base64url(HMAC-SHA256(key, "mcpgate-session-v1", verified, issuer, subject, SERVER_ID)[:16])
 //
 // A request's session id is opened with the request's caller: the tag must match, and the server
 // gets its own id back. Anything else (another caller's session, an unsealed or altered id, one
@@ -42,9 +42,12 @@ const sep = '.'
 // domain keeps these tags apart from any other use of the key.
 const domain = "mcpgate-session-v1"
 
-// Caller is who a session belongs to: a verified token's issuer and subject, or both empty for a
-// caller without one.
+// Caller is who a session belongs to: a verified token's issuer and subject, or the zero Caller
+// for a caller without one. Tokens of one issuer without a sub claim are one caller.
 type Caller struct {
+	// Verified is set for a caller with a verified token: its sessions are never an anonymous
+	// caller's, even when its token has neither iss nor sub.
+	Verified bool
 	// Issuer and Subject are the iss and sub claims of the caller's verified token.
 	Issuer, Subject string
 }
@@ -115,7 +118,11 @@ func (b *Binder) Open(sealed string, c Caller) (id string, ok bool) {
 func (b *Binder) tag(t *[tagSize]byte, id string, c Caller) {
 	m := b.macs.Get().(*mac)
 	msg := m.msg[:0]
-	for _, part := range [...]string{domain, c.Issuer, c.Subject, id} {
+	verified := "0"
+	if c.Verified {
+		verified = "1"
+	}
+	for _, part := range [...]string{domain, verified, c.Issuer, c.Subject, id} {
 		msg = binary.AppendUvarint(msg, uint64(len(part)))
 		msg = append(msg, part...)
 	}

@@ -17,7 +17,7 @@ func binder(t testing.TB, fill byte) *Binder {
 
 func TestSealOpen(t *testing.T) {
 	b := binder(t, 1)
-	alice := Caller{Issuer: "solo.io", Subject: "alice"}
+	alice := Caller{Verified: true, Issuer: "solo.io", Subject: "alice"}
 	for _, id := range []string{"OPCAI5PJURGN4ASUWVV56SWYUW", "a.b.c", "x", "9f0e-4b1a"} {
 		sealed := b.Seal(id, alice)
 		if !strings.HasPrefix(sealed, id+".") || len(sealed) != len(id)+1+22 {
@@ -31,18 +31,25 @@ func TestSealOpen(t *testing.T) {
 
 func TestOpenRefuses(t *testing.T) {
 	b := binder(t, 1)
-	alice := Caller{Issuer: "solo.io", Subject: "alice"}
+	alice := Caller{Verified: true, Issuer: "solo.io", Subject: "alice"}
 	sealed := b.Seal("S1", alice)
 	tag := sealed[len("S1."):]
+	// A middle character of the tag replaced by another base64url one: it decodes (Strict), so
+	// only the MAC tells it apart.
 	flipped := []byte(sealed)
-	flipped[len(flipped)-1] ^= 1 // 'A' <-> '@' or similar: not the tag any more
+	mid := len("S1.") + 10
+	if flipped[mid] == 'A' {
+		flipped[mid] = 'B'
+	} else {
+		flipped[mid] = 'A'
+	}
 	cases := map[string]struct {
 		b      *Binder
 		sealed string
 		c      Caller
 	}{
-		"another subject":       {b, sealed, Caller{Issuer: "solo.io", Subject: "bob"}},
-		"another issuer":        {b, sealed, Caller{Issuer: "other", Subject: "alice"}},
+		"another subject":       {b, sealed, Caller{Verified: true, Issuer: "solo.io", Subject: "bob"}},
+		"another issuer":        {b, sealed, Caller{Verified: true, Issuer: "other", Subject: "alice"}},
 		"no caller":             {b, sealed, Caller{}},
 		"another key":           {binder(t, 2), sealed, alice},
 		"unsealed":              {b, "S1", alice},
@@ -53,7 +60,10 @@ func TestOpenRefuses(t *testing.T) {
 		"empty":                 {b, "", alice},
 		"padded base64":         {b, sealed + "==", alice},
 		"unused bits set":       {b, sealed[:len(sealed)-1] + string(sealed[len(sealed)-1]+1), alice},
-		"issuer/subject border": {b, b.Seal("S1", Caller{Issuer: "solo.ioa", Subject: "lice"}), alice},
+		"issuer/subject border": {b, b.Seal("S1", Caller{Verified: true, Issuer: "solo.ioa", Subject: "lice"}), alice},
+		// A token with neither iss nor sub (a provider without an issuer) is not anonymous.
+		"verified, no claims, opened anonymously":   {b, b.Seal("S1", Caller{Verified: true}), Caller{}},
+		"anonymous, opened verified without claims": {b, b.Seal("S1", Caller{}), Caller{Verified: true}},
 	}
 	for name, c := range cases {
 		if id, ok := c.b.Open(c.sealed, c.c); ok {
@@ -88,7 +98,7 @@ func TestNewKey(t *testing.T) {
 
 func BenchmarkOpen(b *testing.B) {
 	bd := binder(b, 1)
-	c := Caller{Issuer: "solo.io", Subject: "alice"}
+	c := Caller{Verified: true, Issuer: "solo.io", Subject: "alice"}
 	sealed := bd.Seal("OPCAI5PJURGN4ASUWVV56SWYUW", c)
 	b.ReportAllocs()
 	for b.Loop() {

@@ -13,7 +13,7 @@ func SessionKey() []byte { return bytes.Repeat([]byte("mcpgate-test-key"), 2) }
 // LabSession returns the server's session id as the gateway gives it to a client with the lab's
 // token (issuer "solo.io", subject "user-id"): sealed for that caller under SessionKey.
 func LabSession(id string) string {
-	return seal(id, bind.Caller{Issuer: "solo.io", Subject: "user-id"})
+	return seal(id, bind.Caller{Verified: true, Issuer: "solo.io", Subject: "user-id"})
 }
 
 // AnonSession returns the server's session id as the gateway gives it to a client without a

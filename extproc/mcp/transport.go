@@ -25,8 +25,11 @@ const (
 const SessionHeader = "mcp-session-id"
 
 // ValidSessionID reports whether id is made of visible ASCII only (0x21 to 0x7E), as the MCP
-// specification requires of a session id (Streamable HTTP, Session Management).
+// specification requires of a session id (Streamable HTTP, Session Management), and is not empty.
 func ValidSessionID(id string) bool {
+	if id == "" {
+		return false
+	}
 	for i := 0; i < len(id); i++ {
 		if id[i] < 0x21 || id[i] > 0x7e {
 			return false
