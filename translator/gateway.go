@@ -338,7 +338,47 @@ func (t *translation) gatewayStatus(gi *gatewayInfo) *gwv1.GatewayStatus {
 		typ := gwv1.IPAddressType
 		st.Addresses = []gwv1.GatewayStatusAddress{{Type: &typ, Value: a}}
 	}
+	if msg := t.unusableAddresses(gi.gw); msg != "" {
+		// Gateway API: a requested address that is not used MUST show in the status. The
+		// Gateway is served all the same, on the addresses it has.
+		for i := range st.Conditions {
+			if c := &st.Conditions[i]; c.Type == string(gwv1.GatewayConditionProgrammed) && c.Status == metav1.ConditionTrue {
+				c.Status, c.Reason, c.Message = metav1.ConditionFalse, string(gwv1.GatewayReasonAddressNotUsable), msg
+			}
+		}
+		t.st.warnings.add(KindGateway, gi.gw.Namespace, gi.gw.Name, "spec.addresses", msg)
+	}
 	return st
+}
+
+// unusableAddresses says which of gw's requested addresses (spec.addresses) it is not served on,
+// or "" when it is served on all of them. mcpgate assigns none: in Kubernetes the Gateway's
+// addresses are its Service's (Envoy Gateway's external IPs are not set: a Service's externalIPs
+// capture the cluster's traffic to that IP, CVE-2020-8554); standalone, Envoy's listeners bind
+// Options.BindAddress, the one address a request may name.
+func (t *translation) unusableAddresses(gw *gwv1.Gateway) string {
+	bind := t.opts.BindAddress
+	wildcard := bind == "0.0.0.0" || bind == "::"
+	var bad []string
+	for _, a := range gw.Spec.Addresses {
+		typ := gwv1.IPAddressType
+		if a.Type != nil {
+			typ = *a.Type
+		}
+		if typ == gwv1.IPAddressType && a.Value == bind && !wildcard {
+			continue
+		}
+		bad = append(bad, fmt.Sprintf("%s %s", typ, a.Value))
+	}
+	if len(bad) == 0 {
+		return ""
+	}
+	servedOn := "its Service's addresses"
+	if !wildcard {
+		servedOn = "its bind address, " + bind
+	}
+	return fmt.Sprintf("requested addresses are not assigned (%s): mcpgate serves the Gateway on %s; remove spec.addresses",
+		strings.Join(bad, ", "), servedOn)
 }
 
 // listenerName is the Envoy listener and RouteConfiguration name of a Gateway port.
