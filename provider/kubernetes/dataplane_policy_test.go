@@ -23,6 +23,7 @@ import (
 const (
 	refusedNotMine        = "writes and deletes only the Deployments, Services, ConfigMaps and PodDisruptionBudgets it made"
 	refusedBudget         = "spec.maxUnavailable must be 1 and spec.minAvailable unset"
+	refusedExternalIPs    = "a Service of the mcpgate controller has no spec.externalIPs"
 	refusedAccount        = "spec.template.spec.serviceAccountName must be unset or default"
 	refusedToken          = "spec.template.spec.automountServiceAccountToken must be false"
 	refusedHostNamespace  = "hostNetwork, hostPID and hostIPC must not be true"
@@ -171,6 +172,14 @@ spec:
 			{"deleting its Service", "", func() error { return c.Delete(ctx, service("gw", nil), client.DryRunAll) }},
 			{"deleting its Deployment", "", func() error {
 				return c.Delete(ctx, &appsv1.Deployment{ObjectMeta: meta("gw", nil)}, client.DryRunAll)
+			}},
+			{"creating a labelled Service with externalIPs", refusedExternalIPs, func() error {
+				svc := service("external", mine)
+				svc.Spec.ExternalIPs = []string{"192.0.2.1"}
+				return c.Create(ctx, svc, client.DryRunAll)
+			}},
+			{"adding externalIPs to its Service", refusedExternalIPs, func() error {
+				return c.Patch(ctx, service("gw", nil), mergePatch(`{"spec":{"externalIPs":["192.0.2.1"]}}`), client.DryRunAll)
 			}},
 			{"creating an unlabelled PodDisruptionBudget", refusedNotMine, func() error { return c.Create(ctx, budget("unlabelled", nil, 1), client.DryRunAll) }},
 			{"creating a labelled PodDisruptionBudget", "", func() error { return c.Create(ctx, budget("labelled", mine, 1), client.DryRunAll) }},
