@@ -47,14 +47,37 @@ type target struct {
 	hostRewrite string
 	authHeader  string
 	pathRewrite string
-	// affinity: the cluster balances by ring hash; routes hash the caller.
-	affinity bool
 	// llm: answers (LLM completions, streamed or not) outlast Envoy's default route timeout.
 	llm bool
 	// gateways are the served Gateways whose routes use an AgentgatewayBackend's target
 	gateways gatewayList
 	// md is room for the cluster's metadata allocated with the cluster (finishCluster); nil: none
 	md *metadataBlock
+}
+
+// setMCP makes tg an MCP target of transport (contract.Transport*), MCP target name and path. An
+// MCP session lives on one server, so the target is balanced by source (balancedBySource): its
+// cluster uses RING_HASH on the hash its routes take of the client's source address
+// (xdsCommon.hashBySource), which places initialize and every request without a session header,
+// and is legacy SSE's only affinity. Every MCP target goes through here, whatever its cluster (a
+// static host's, or a Service port's EDS cluster: by appProtocol, a selector, a static host
+// naming the Service).
+func (tg *target) setMCP(transport, name, path string) {
+	tg.mcp, tg.name, tg.path = transport, name, path
+	tg.cluster.LbPolicy = clusterv3.Cluster_RING_HASH
+}
+
+// balancedBySource reports whether the target's cluster balances by the routes' hash of the
+// client's source address (RING_HASH, set by setMCP only); its routes then carry that hash
+// policy. Other clusters, a plain Service's among them, leave lb_policy unset: Envoy's default
+// ROUND_ROBIN, which spreads a client's requests over the endpoints one by one, as users of
+// Envoy and Gateway API expect of a Service (hashing the source address would send everyone
+// behind one NAT or L7 load balancer to one pod). Not LEAST_REQUEST (Envoy Gateway's default):
+// it pays where request costs differ widely, which for mcpgate's long-lived streams are the MCP
+// and LLM targets, none of them balanced this way; for ordinary requests round robin is the
+// default every Envoy user knows, and it is deterministic.
+func (tg *target) balancedBySource() bool {
+	return tg.cluster.GetLbPolicy() == clusterv3.Cluster_RING_HASH
 }
 
 // pinsSessions reports whether the stateful session envelope keeps the target's sessions on the
@@ -175,7 +198,7 @@ func (t *translation) translateBackend(bi *backendInfo) (field, msg, note string
 			return "spec.policies.tls" + field, err, ""
 		}
 		tls := tlsFor(s.Static.Host, s.Static.Port, p)
-		bi.target = t.xds.addressTarget(bi.clusterName(), s.Static.Host, s.Static.Port, tls, false)
+		bi.target = t.xds.addressTarget(bi.clusterName(), s.Static.Host, s.Static.Port, tls)
 		bi.target.backend = bi.key
 		note = "static " + joinHostPort(s.Static.Host, s.Static.Port)
 		if tls != nil {
@@ -213,7 +236,7 @@ func (t *translation) translateAI(bi *backendInfo, name string) (field, msg, not
 		return "spec.policies.tls" + field, err, ""
 	}
 	tls := tlsFor(host, port, tp)
-	tg := t.xds.addressTarget(name, host, port, tls, false)
+	tg := t.xds.addressTarget(name, host, port, tls)
 	tg.backend, tg.pathRewrite, tg.llm = bi.key, p.Path, true
 	if tls == nil {
 		tg.hostRewrite = host // over TLS, addressTarget set it (with the port unless 443)
@@ -320,11 +343,11 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 			bi.target = t.serviceCluster(cname, svc, p)
 			t.xds.withTLS(bi.target, tls)
 		} else {
-			bi.target = t.xds.addressTarget(cname, st.Host, st.Port, tls, true)
-			bi.target.affinity = true
+			bi.target = t.xds.addressTarget(cname, st.Host, st.Port, tls)
 		}
 		tg := bi.target
-		tg.backend, tg.mcp, tg.name, tg.path = bi.key, tr, string(first.Name), path
+		tg.backend = bi.key
+		tg.setMCP(tr, string(first.Name), path)
 		if tls != nil {
 			notes = append(notes, "reached "+tls.describe())
 		}
@@ -480,30 +503,30 @@ func (t *translation) selectorTargets(bi *backendInfo, tg *v1alpha1.McpTargetSel
 func (t *translation) serviceTarget(clusterName string, svc *corev1.Service, p *corev1.ServicePort) *target {
 	tg := t.serviceCluster(clusterName, svc, p)
 	if tr := mcpTransportOfPort(p); tr != "" {
-		tg.mcp = tr
-		tg.name = svc.Annotations[AnnotationMCPTargetName]
-		if tg.name == "" {
+		name := svc.Annotations[AnnotationMCPTargetName]
+		if name == "" {
 			if p.Name != "" {
-				tg.name = svc.Name + "-" + p.Name
+				name = svc.Name + "-" + p.Name
 			} else {
-				tg.name = svc.Name + "-" + strconv.Itoa(int(p.Port))
+				name = svc.Name + "-" + strconv.Itoa(int(p.Port))
 			}
 		}
-		tg.path = svc.Annotations[AnnotationMCPPath]
-		if tg.path == "" {
-			tg.path = svc.Annotations[legacyAnnotationMCPPath]
+		path := svc.Annotations[AnnotationMCPPath]
+		if path == "" {
+			path = svc.Annotations[legacyAnnotationMCPPath]
 		}
-		if tg.path == "" {
-			tg.path = defaultMCPPath(tr)
+		if path == "" {
+			path = defaultMCPPath(tr)
 		}
+		tg.setMCP(tr, name, path)
 	}
 	return tg
 }
 
 // serviceCluster is the target of a Service port's EDS cluster, its endpoints the port's ready
-// ones, balanced by ring hash.
+// ones, balanced per request (Envoy's default ROUND_ROBIN) unless setMCP makes it an MCP target.
 func (t *translation) serviceCluster(clusterName string, svc *corev1.Service, p *corev1.ServicePort) *target {
-	return &target{cluster: t.xds.edsCluster(clusterName), cla: t.loadAssignment(clusterName, svc, p), affinity: true}
+	return &target{cluster: t.xds.edsCluster(clusterName), cla: t.loadAssignment(clusterName, svc, p)}
 }
 
 // loadAssignment builds the endpoints of a Service port from its EndpointSlices: the ready

@@ -391,10 +391,10 @@ func (b *addressBlock) fill(host string, port int32) *corev3.Address {
 
 // addressTarget is a target whose cluster has one host: STATIC for an IP, STRICT_DNS for a name
 // (whose addresses are its hosts); with tls (nil: plaintext), it connects over TLS (tlsSocket)
-// and its routes rewrite the Host header to the target's (upstreamTLS.hostHeader); with
-// ringHash, it balances by the routes' hash (MCP session affinity). Its cluster's messages are
+// and its routes rewrite the Host header to the target's (upstreamTLS.hostHeader). It balances
+// per request (Envoy's default) unless setMCP makes it an MCP target. Its cluster's messages are
 // allocated together (every static, AI and MCP target backend has one).
-func (x *xdsCommon) addressTarget(name, host string, port int32, tls *upstreamTLS, ringHash bool) *target {
+func (x *xdsCommon) addressTarget(name, host string, port int32, tls *upstreamTLS) *target {
 	b := &hostClusterBlock{}
 	c := &b.c
 	c.Name = name
@@ -406,9 +406,6 @@ func (x *xdsCommon) addressTarget(name, host string, port int32, tls *upstreamTL
 	} else {
 		c.ClusterDiscoveryType = x.dnsType
 		c.DnsLookupFamily = clusterv3.Cluster_V4_PREFERRED
-	}
-	if ringHash {
-		c.LbPolicy = clusterv3.Cluster_RING_HASH
 	}
 	tg := &target{cluster: c, md: &b.md}
 	x.withTLS(tg, tls)
@@ -424,14 +421,14 @@ type hostClusterBlock struct {
 	md metadataBlock
 }
 
-// edsCluster is a cluster whose endpoints come over EDS (ADS) under the cluster's name.
+// edsCluster is a cluster whose endpoints come over EDS (ADS) under the cluster's name, without
+// lb_policy (ROUND_ROBIN) until setMCP balances it by source.
 func (x *xdsCommon) edsCluster(name string) *clusterv3.Cluster {
 	return &clusterv3.Cluster{
 		Name:                          name,
 		ConnectTimeout:                x.connectTimeout,
 		ClusterDiscoveryType:          x.edsType,
 		EdsClusterConfig:              &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
-		LbPolicy:                      clusterv3.Cluster_RING_HASH,
 		TypedExtensionProtocolOptions: x.upstreamHTTP,
 	}
 }

@@ -1122,7 +1122,7 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 		configs = make([]*anypb.Any, len(c.refs))
 	}
 	same, allPin := true, true
-	affinity, mcpAffinity, mcp, llm := false, false, false, false
+	bySource, mcp, llm := false, false, false
 	for i, ref := range c.refs {
 		tg := ref.tg
 		into := &rb.config // the first config is allocated with the template
@@ -1135,8 +1135,7 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 		})
 		same = same && bytes.Equal(configs[i].Value, configs[0].Value)
 		allPin = allPin && tg.pinsSessions()
-		affinity = affinity || tg.affinity
-		mcpAffinity = mcpAffinity || (tg.affinity && tg.mcp != "")
+		bySource = bySource || tg.balancedBySource() // MCP targets only (setMCP)
 		mcp = mcp || tg.mcp != ""
 		llm = llm || tg.llm
 	}
@@ -1193,9 +1192,11 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 				Name: invalidBackendCluster, Weight: wrapperspb.UInt32(c.invalidWeight), TypedPerFilterConfig: t.xds.disabledFilters})
 			ra.ClusterNotFoundResponseCode = routev3.RouteAction_INTERNAL_SERVER_ERROR
 		}
-		if mcpAffinity {
+		if bySource {
 			// An MCP session lives on one server: pick the cluster with the route's hash (the
 			// client's address), as the ring hash then picks its host, not at random per request.
+			// A plain cluster beside it is picked the same way (a client stays on it), and
+			// balances that client's requests over its hosts (ROUND_ROBIN ignores the hash).
 			wc.RandomValueSpecifier = &routev3.WeightedCluster_UseHashPolicy{UseHashPolicy: wrapperspb.Bool(true)}
 		}
 		ra.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
@@ -1206,7 +1207,9 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 	if c.fullPath != "" {
 		ra.RegexRewrite = fullPathRewrite(c.fullPath)
 	}
-	if affinity {
+	if bySource {
+		// The hash the ring-hash clusters of MCP targets need; a route to plain clusters only has
+		// none (they balance per request).
 		ra.HashPolicy = t.xds.hashBySource
 	}
 	// Envoy's default route timeout (15 s, until the whole answer is in) would cut MCP streams

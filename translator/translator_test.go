@@ -1,6 +1,7 @@
 package translator_test
 
 import (
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -444,6 +445,78 @@ func TestClusterDomain(t *testing.T) {
 		}
 		if got := clusterType(opts, short); got != clusterv3.Cluster_EDS {
 			t.Errorf("ClusterDomain %q: %s is %v, want EDS (NAME.NS.svc is in every domain)", d, short, got)
+		}
+	}
+}
+
+// TestOnlyMCPTargetsBalanceBySource: over every golden input, a cluster balances by ring hash
+// exactly when it is an MCP target's (its metadata names the target): an MCP session lives on one
+// server. Every other cluster, a plain Service's among them, leaves lb_policy unset (Envoy's
+// ROUND_ROBIN, per request: hashing the source address would send all clients behind one NAT or
+// L7 load balancer to one pod). A route hashes the client's source address exactly when one of
+// its clusters is a ring hash's, and a weighted one then picks the cluster with that hash.
+func TestOnlyMCPTargetsBalanceBySource(t *testing.T) {
+	ins, err := filepath.Glob("testdata/*.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// clusters whose policy must be seen, so that the test cannot pass on inputs without them
+	want := map[string]clusterv3.Cluster_LbPolicy{
+		"service/default/web/80":  clusterv3.Cluster_ROUND_ROBIN, // sessions: a plain Service
+		"service/default/pods/80": clusterv3.Cluster_RING_HASH,   // sessions: an MCP Service port
+		"service/apps/web/80":     clusterv3.Cluster_ROUND_ROBIN, // service-backend
+		"service/apps/fetcher/80": clusterv3.Cluster_RING_HASH,   // service-backend: appProtocol mcp
+	}
+	seen := map[string]bool{}
+	for _, in := range ins {
+		out := translator.Translate(loadInputs(t, in), readOptions(t, in))
+		for _, k := range out.GatewayKeys() {
+			g := out.Gateways[k]
+			lb := map[string]clusterv3.Cluster_LbPolicy{}
+			for _, c := range g.Clusters {
+				lb[c.Name] = c.GetLbPolicy()
+				target := c.GetMetadata().GetFilterMetadata()[contract.MetadataNamespace].GetFields()[contract.FieldTarget].GetStringValue()
+				if ring := c.GetLbPolicy() == clusterv3.Cluster_RING_HASH; ring != (target != "") {
+					t.Errorf("%s: cluster %s (MCP target %q): lb_policy %v, want RING_HASH for an MCP target and none else", in, c.Name, target, c.GetLbPolicy())
+				}
+				if c.GetLbPolicy() != clusterv3.Cluster_RING_HASH && c.GetLbPolicy() != clusterv3.Cluster_ROUND_ROBIN {
+					t.Errorf("%s: cluster %s: lb_policy %v", in, c.Name, c.GetLbPolicy())
+				}
+				if w, ok := want[c.Name]; ok {
+					seen[c.Name] = true
+					if c.GetLbPolicy() != w {
+						t.Errorf("%s: cluster %s: lb_policy %v, want %v", in, c.Name, c.GetLbPolicy(), w)
+					}
+				}
+			}
+			for _, rc := range g.Routes {
+				for _, vh := range rc.GetVirtualHosts() {
+					for _, r := range vh.GetRoutes() {
+						ra := r.GetRoute()
+						if ra == nil {
+							continue
+						}
+						names := []string{ra.GetCluster()}
+						for _, cw := range ra.GetWeightedClusters().GetClusters() {
+							names = append(names, cw.GetName())
+						}
+						ring := slices.ContainsFunc(names, func(n string) bool { return lb[n] == clusterv3.Cluster_RING_HASH })
+						hp := ra.GetHashPolicy()
+						bySource := len(hp) == 1 && hp[0].GetConnectionProperties().GetSourceIp()
+						if bySource != ring || (len(hp) > 0 && !bySource) {
+							t.Errorf("%s: route %s to %v: hash_policy %v, want the source address exactly when a cluster is RING_HASH", in, r.GetName(), names, ra.GetHashPolicy())
+						}
+						if wc := ra.GetWeightedClusters(); wc != nil && wc.GetUseHashPolicy().GetValue() != ring {
+							t.Errorf("%s: route %s to %v: use_hash_policy %v, want %v", in, r.GetName(), names, wc.GetUseHashPolicy(), ring)
+						}
+					}
+				}
+			}
+		}
+	}
+	for name := range want {
+		if !seen[name] {
+			t.Errorf("cluster %s is in no golden output", name)
 		}
 	}
 }
