@@ -248,8 +248,11 @@ func (u *upstreams) resolve(ctx context.Context, uc *upCluster, host string) []n
 	return ips
 }
 
-// pick chooses an endpoint among the healthy ones of the best priority: round robin, or for
-// RING_HASH a consistent hash of hashKey (random when the request gives no hash, as Envoy does).
+// pick chooses an endpoint among the healthy ones of the best priority: for RING_HASH a
+// consistent hash of hashKey; else round robin, Envoy's default lb_policy (RoundRobinLoadBalancer:
+// with equal weights the hosts in turn), which never reads the request's hash even when the route
+// has a hash_policy. A RING_HASH request without a hash goes round robin too, where Envoy takes a
+// random point of the ring (README: Known differences).
 func (uc *upCluster) pick(eps []endpoint, hashKey *uint64) (endpoint, bool) {
 	var healthy []endpoint
 	best := ^uint32(0)

@@ -268,6 +268,40 @@ func TestRouteTimeoutAndStreamIdleTimeout(t *testing.T) {
 	}
 }
 
+// TestRoundRobinIgnoresTheHashPolicy: a route that hashes the client's source address (as
+// mcpgate's routes to MCP targets, and a rule mixing an MCP target and a plain Service) sends
+// one client's requests to both hosts of an EDS cluster without lb_policy: Envoy's default
+// ROUND_ROBIN (RoundRobinLoadBalancer: equal weights pick the hosts in turn) never reads the
+// request's hash, which only RING_HASH (and weighted clusters' use_hash_policy) do. The same route
+// to a RING_HASH cluster keeps the client on one host.
+func TestRoundRobinIgnoresTheHashPolicy(t *testing.T) {
+	e := newEnv(t, answer(nil))
+	a, b := echo(t, "a"), echo(t, "b")
+	l := listener(t, e.listen, nil, nil)
+	bySource := []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_ConnectionProperties_{
+		ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{SourceIp: true}}}}
+	rr, ring := prefixRoute("rr", "/rr", "rr", nil), prefixRoute("ring", "/ring", "ring", nil)
+	rr.GetRoute().HashPolicy, ring.GetRoute().HashPolicy = bySource, bySource
+	ringCluster := edsCluster("ring")
+	ringCluster.LbPolicy = clusterv3.Cluster_RING_HASH
+	addrs := []string{a.Listener.Addr().String(), b.Listener.Addr().String()}
+	e.push(l, routeConfig(l.Name, vhost("vh", []string{"*"}, rr, ring)),
+		edsCluster("rr"), assignment("rr", addrs...), ringCluster, assignment("ring", addrs...))
+	for _, c := range []struct {
+		path  string
+		hosts int
+	}{{"/rr", 2}, {"/ring", 1}} {
+		seen := map[string]int{}
+		for range 4 {
+			resp, _ := do(t, "GET", e.url(c.path), nil)
+			seen[resp.Header.Get("x-upstream")]++
+		}
+		if c.hosts == 2 && (seen["a"] != 2 || seen["b"] != 2) || c.hosts == 1 && len(seen) != 1 {
+			t.Errorf("%s: one client's 4 requests reached %v, want %d host(s)", c.path, seen, c.hosts)
+		}
+	}
+}
+
 func TestRingHashIsStickyOnTheHashPolicy(t *testing.T) {
 	e := newEnv(t, answer(nil))
 	a, b := echo(t, "a"), echo(t, "b")
