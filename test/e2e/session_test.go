@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -114,7 +115,7 @@ func (t *tracingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // pod is a stateful MCP server (go-sdk, Streamable HTTP) as one pod of a Deployment: its tool
 // whoami answers with the pod's name and the session's id, and it counts each session's calls.
-// Its answers carry x-pod, its name.
+// A plain request for /plain gets 200 and the pod's name. Its answers carry x-pod, its name.
 type pod struct {
 	name  string
 	srv   *httptest.Server
@@ -136,6 +137,10 @@ func startPod(t *testing.T, name string) *pod {
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, nil)
 	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("x-pod", name)
+		if r.URL.Path == "/plain" {
+			fmt.Fprintln(w, name)
+			return
+		}
 		h.ServeHTTP(w, r)
 	}))
 	t.Cleanup(p.srv.Close)
@@ -188,6 +193,18 @@ func runSession(ctx context.Context, url string, first, n int) (sessionRun, erro
 	return run, nil
 }
 
+// startSessions starts pods a and b and serves testdata/e2e-sessions.yaml on a free port until the
+// test ends; base is the Gateway's URL.
+func startSessions(t *testing.T) (a, b *pod, base string) {
+	a, b = startPod(t, "a"), startPod(t, "b")
+	free, err := freePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveTestdata(t, fileSessions, map[string]string{"GATEWAY_PORT": strconv.Itoa(free[0]), "POD_A_PORT": a.port(), "POD_B_PORT": b.port()})
+	return a, b, "http://" + addr(free[0])
+}
+
 // TestSessionsStayOnTheirPod: a Service's EndpointSlices list two stateful MCP servers; go-sdk
 // clients whose every HTTP request comes from another source address (16 in turn) open sessions
 // through the gateway and call a tool many times. The routes' ring hash on the source address
@@ -196,13 +213,8 @@ func runSession(ctx context.Context, url string, first, n int) (sessionRun, erro
 // stateful session envelope keeps each session on the server that opened it, which the ring hash
 // chose for initialize; ext_proc still sees the server's own session id (audit and access log).
 func TestSessionsStayOnTheirPod(t *testing.T) {
-	a, b := startPod(t, "a"), startPod(t, "b")
-	free, err := freePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serveTestdata(t, fileSessions, map[string]string{"GATEWAY_PORT": strconv.Itoa(free[0]), "POD_A_PORT": a.port(), "POD_B_PORT": b.port()})
-	url := "http://" + addr(free[0]) + "/mcp"
+	a, b, base := startSessions(t)
+	url := base + "/mcp"
 
 	// Which pod the ring hash gives each source address: an initialize (no session yet) from each.
 	addrs := sourceAddrs()
@@ -317,4 +329,49 @@ func TestSessionsStayOnTheirPod(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestPlainServicePortIsBalancedPerRequest: the sessions Gateway's Service also has a plain HTTP
+// port (no MCP appProtocol) on the same two servers. One client's requests to it, from one source
+// address on one connection (one Envoy worker), reach both: a plain Service is balanced per
+// request (Envoy's default round robin), not by the client's source address as MCP targets are.
+// Before, every Service port's cluster was a ring hash on the source address, and all clients
+// behind one NAT or L7 load balancer reached one pod.
+func TestPlainServicePortIsBalancedPerRequest(t *testing.T) {
+	_, _, base := startSessions(t)
+	url := base + "/plain"
+	tr := &http.Transport{MaxConnsPerHost: 1}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	get := func() (string, error) {
+		resp, err := client.Get(url)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return "", err
+		}
+		if pod := resp.Header.Get("x-pod"); resp.StatusCode != http.StatusOK || pod == "" || strings.TrimSpace(string(body)) != pod {
+			return "", fmt.Errorf("GET %s: %s from pod %q: %q", url, resp.Status, pod, body)
+		}
+		return resp.Header.Get("x-pod"), nil
+	}
+	eventually(t, "GET /plain through the sessions Gateway", func() error {
+		_, err := get()
+		return err
+	})
+	const n = 6
+	seen := map[string]int{}
+	for range n {
+		pod, err := get()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[pod]++
+	}
+	if seen["a"] == 0 || seen["b"] == 0 {
+		t.Errorf("one client's %d requests to a plain Service port reached pods %v, want both", n, seen)
+	}
 }
