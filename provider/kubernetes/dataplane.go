@@ -97,7 +97,9 @@ const (
 // holding the extproc sidecars' session key and, with XDSCA, a Secret holding the xDS client
 // certificate. They are named like the Gateway (the ConfigMap gets a -bootstrap suffix, the
 // Secrets -session-key and -xds-tls) and live in its namespace; the Gateway owns the Deployment,
-// the Service and the ConfigMap, the Deployment the PodDisruptionBudget and the Secrets.
+// the Service and the ConfigMap, the Deployment the PodDisruptionBudget and the Secrets. The
+// Secrets are stored before the Deployment whose pod template names them (by their hashes), so
+// that a pod never waits for a Secret that is not there (see applyDataPlane).
 type DataPlane struct {
 	// XDSAddress is HOST:PORT of the controller's xDS Service, for Envoy's bootstrap and the
 	// extproc sidecar. Required.
@@ -139,9 +141,13 @@ type dataPlaneObjects struct {
 	configMap  *coreac.ConfigMapApplyConfiguration
 	deployment *appsac.DeploymentApplyConfiguration
 	service    *coreac.ServiceApplyConfiguration
-	// secrets are the Secrets the pods mount, without their owner (see deploymentOwner): the
-	// session key's and, with xDS TLS, the client certificate's.
-	secrets []*coreac.SecretApplyConfiguration
+	// gatewayOwner is the owner reference to the Gateway, of the ConfigMap, the Service and the
+	// Deployment (and of the Secrets until the Deployment exists: see applyDataPlane).
+	gatewayOwner *metaac.OwnerReferenceApplyConfiguration
+	// secrets returns the Secrets the pods mount, owned by owner: the session key's and, with xDS
+	// TLS, the client certificate's. They are new on each call: Apply writes the API server's
+	// answer into what it applies, and applyDataPlane may apply them twice in a pass.
+	secrets func(owner *metaac.OwnerReferenceApplyConfiguration) []*coreac.SecretApplyConfiguration
 	// pdb is the Deployment's PodDisruptionBudget, without its owner (see deploymentOwner).
 	pdb *policyac.PodDisruptionBudgetApplyConfiguration
 }
@@ -150,7 +156,8 @@ type dataPlaneObjects struct {
 // objects it owns (the Secrets, the PodDisruptionBudget). The garbage collector deletes them with
 // the Deployment, so the controller needs no right to list or delete them. The reference is set as
 // the Deployment's own to its Gateway: controller, without blockOwnerDeletion (which would need the
-// right to update deployments/finalizers).
+// right to update deployments/finalizers). The Secrets need the Deployment's UID, yet are stored
+// before the Deployment is first applied: until then the Gateway owns them (applyDataPlane).
 func (o dataPlaneObjects) deploymentOwner(uid types.UID) *metaac.OwnerReferenceApplyConfiguration {
 	return metaac.OwnerReference().
 		WithAPIVersion(appsv1.SchemeGroupVersion.String()).WithKind("Deployment").
@@ -246,20 +253,25 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 	}
 	// Only the sidecar reads the session key.
 	sessionMount := coreac.VolumeMount().WithName("session-key").WithMountPath(SessionKeyDir).WithReadOnly(true)
-	secrets := []*coreac.SecretApplyConfiguration{coreac.Secret(sessionKeySecretName(name), ns).
-		WithLabels(labels).WithAnnotations(objAnnotations).
-		WithType(corev1.SecretTypeOpaque).
-		WithData(map[string][]byte{SessionKeyFile: sessionKey})}
+	secrets := func(owner *metaac.OwnerReferenceApplyConfiguration) []*coreac.SecretApplyConfiguration {
+		s := []*coreac.SecretApplyConfiguration{coreac.Secret(sessionKeySecretName(name), ns).
+			WithLabels(labels).WithAnnotations(objAnnotations).WithOwnerReferences(owner).
+			WithType(corev1.SecretTypeOpaque).
+			WithData(map[string][]byte{SessionKeyFile: sessionKey})}
+		if cert != nil {
+			s = append(s, coreac.Secret(xdsSecretName(name), ns).
+				WithLabels(labels).WithAnnotations(objAnnotations).WithOwnerReferences(owner).
+				WithType(corev1.SecretTypeTLS).
+				WithData(map[string][]byte{pki.CertFile: cert.cert, pki.KeyFile: cert.key, pki.CAFile: cert.ca}))
+		}
+		return s
+	}
 	var certHash string
 	if cert != nil {
 		extprocArgs = append(extprocArgs, "--xds-tls-dir="+XDSTLSDir)
 		mounts = append(mounts, coreac.VolumeMount().WithName("xds-tls").WithMountPath(XDSTLSDir).WithReadOnly(true))
 		volumes = append(volumes, coreac.Volume().WithName("xds-tls").WithSecret(
 			coreac.SecretVolumeSource().WithSecretName(xdsSecretName(name)).WithDefaultMode(0o440)))
-		secrets = append(secrets, coreac.Secret(xdsSecretName(name), ns).
-			WithLabels(labels).WithAnnotations(objAnnotations).
-			WithType(corev1.SecretTypeTLS).
-			WithData(map[string][]byte{pki.CertFile: cert.cert, pki.KeyFile: cert.key, pki.CAFile: cert.ca}))
 		h := sha256.Sum256(cert.cert)
 		certHash = hex.EncodeToString(h[:8])
 	}
@@ -356,7 +368,7 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 			WithSelector(metaac.LabelSelector().WithMatchLabels(selector)).
 			WithUnhealthyPodEvictionPolicy(policyv1.AlwaysAllow))
 
-	return dataPlaneObjects{configMap: cm, deployment: dep, service: svc, secrets: secrets, pdb: pdb}, nil
+	return dataPlaneObjects{configMap: cm, deployment: dep, service: svc, gatewayOwner: owner, secrets: secrets, pdb: pdb}, nil
 }
 
 func httpProbe(path string, port int) *coreac.ProbeApplyConfiguration {
@@ -430,10 +442,18 @@ func (p *Provider) unavailable(ctx context.Context, key types.NamespacedName) st
 	return fmt.Sprintf("Deployment %s has no available replica yet", key)
 }
 
-// applyDataPlane applies one Gateway's ConfigMap, Service and Deployment, then the Secrets the
-// Deployment owns (the session key's and, with xDS TLS, the client certificate's); ports are
-// those Envoy listens on (servedPorts). An object of the same name that the controller did not
-// create is left alone and reported.
+// applyDataPlane applies one Gateway's data plane; ports are those Envoy listens on
+// (servedPorts). In order: the ConfigMap and the Service; the Secrets (the session key's and, with
+// xDS TLS, the client certificate's); the Deployment, whose pods mount the ConfigMap and the
+// Secrets and whose pod template carries the hashes of the key and the certificate; then the
+// PodDisruptionBudget. The Secrets come first so that a pod template never names a key or
+// certificate that is not stored: when the ConfigMap or a Secret cannot be applied, the
+// Deployment is not applied either (else each pass would draw a new key or certificate and roll
+// the pods again, to pods that cannot mount the missing Secret). The Deployment owns the Secrets
+// (deploymentOwner): when it exists they are applied owned by it; when it does not yet, owned by
+// the Gateway, and again owned by the Deployment once it is applied (either way the garbage
+// collector deletes them, which the controller may not). An object of the same name that the
+// controller did not create is left alone and reported.
 func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gateway, ports []int32, services map[gatewayKey]*corev1.Service) error {
 	key := client.ObjectKeyFromObject(gw)
 	// The same bootstrap as `mcpgate bootstrap --gateway NS/NAME --xds-addr XDSAddress
@@ -467,46 +487,58 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 	in := func(name string) types.NamespacedName {
 		return types.NamespacedName{Namespace: key.Namespace, Name: name}
 	}
-	var errs []error
-	// The Deployment's pods mount the ConfigMap and the Secrets: one of their names made by
-	// someone else (to run Envoy with their bootstrap, or to have the Gateway's certificate or
-	// session key) keeps the Deployment from being applied (fail closed). The Secrets are applied
-	// after the Deployment, which owns them, so one in the way is refused here, as read.
-	mountsRefused := false
-	for _, sec := range objs.secrets {
-		if cur := current[*sec.Name]; cur != nil {
-			if err := notManaged("Secret", in(*sec.Name), cur); err != nil {
-				errs, mountsRefused = append(errs, err), true
-			}
+	applySecrets := func(owner *metaac.OwnerReferenceApplyConfiguration) error {
+		var errs []error
+		for _, sec := range objs.secrets(owner) {
+			errs = append(errs, p.applyIfChanged(ctx, "Secret", in(*sec.Name), current[*sec.Name], sec))
 		}
+		return errors.Join(errs...)
 	}
-	var cm corev1.ConfigMap
-	if err := p.applyIfChanged(ctx, "ConfigMap", in(*objs.configMap.Name), &cm, objs.configMap); err != nil {
-		errs, mountsRefused = append(errs, err), true
+	depKey := in(*objs.deployment.Name)
+	notApplied := func(kind string) error {
+		return fmt.Errorf("Deployment %s is not applied: its pods would mount the %s not applied above", depKey, kind)
 	}
+	var errs []error
+	// A ConfigMap or Secret of the pods' names made by someone else (to run Envoy with their
+	// bootstrap, or to have the Gateway's certificate or session key) is refused by applyIfChanged,
+	// and keeps the Deployment from being applied (fail closed).
+	cmErr := p.applyIfChanged(ctx, "ConfigMap", in(*objs.configMap.Name), &corev1.ConfigMap{}, objs.configMap)
 	if err := p.applyIfChanged(ctx, "Service", in(*objs.service.Name), services[in(*objs.service.Name)], objs.service); err != nil {
 		errs = append(errs, err)
 	}
-	depKey := in(*objs.deployment.Name)
-	if mountsRefused {
-		return errors.Join(append(errs, fmt.Errorf("Deployment %s is not applied: its pods would mount the ConfigMap or Secret refused above", depKey))...)
+	if cmErr != nil {
+		return errors.Join(append(errs, cmErr, notApplied("ConfigMap"))...)
 	}
-	var dep appsv1.Deployment
-	if err := p.applyIfChanged(ctx, "Deployment", depKey, &dep, objs.deployment); err != nil {
+	// The Secrets before the Deployment: owned by it when it exists, else by the Gateway until it
+	// does.
+	dep := &appsv1.Deployment{}
+	owner := objs.gatewayOwner
+	switch found, err := p.readCached(ctx, "Deployment", depKey, dep); {
+	case err != nil:
+		return errors.Join(append(errs, err)...)
+	case !found:
+		dep = nil
+	default:
+		// (one the controller did not create is refused before its UID owns the Secrets)
+		if err := notManaged("Deployment", depKey, dep); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		owner = objs.deploymentOwner(dep.UID)
+	}
+	if err := applySecrets(owner); err != nil {
+		return errors.Join(append(errs, err, notApplied("Secret"))...)
+	}
+	if err := p.applyIfChanged(ctx, "Deployment", depKey, dep, objs.deployment); err != nil {
 		return errors.Join(append(errs, err)...)
 	}
-	// The live Deployment's UID: as applied (Apply writes the API server's answer into the apply
-	// configuration), else as read.
-	uid := dep.UID
-	if objs.deployment.UID != nil {
-		uid = *objs.deployment.UID
-	}
-	if uid == "" {
-		return errors.Join(append(errs, fmt.Errorf("its Secrets and PodDisruptionBudget are not applied: Deployment %s has no UID", depKey))...)
-	}
-	owner := objs.deploymentOwner(uid)
-	for _, sec := range objs.secrets {
-		errs = append(errs, p.applyIfChanged(ctx, "Secret", in(*sec.Name), current[*sec.Name], sec.WithOwnerReferences(owner)))
+	if dep == nil {
+		// The Deployment is new, and owns its Secrets from now on (Apply wrote the API server's
+		// answer, with the UID, into the apply configuration).
+		if objs.deployment.UID == nil {
+			return errors.Join(append(errs, fmt.Errorf("its Secrets and PodDisruptionBudget are not owned by it: Deployment %s was applied without a UID", depKey))...)
+		}
+		owner = objs.deploymentOwner(*objs.deployment.UID)
+		errs = append(errs, applySecrets(owner))
 	}
 	pdbKey := in(*objs.pdb.Name)
 	pdb := &policyv1.PodDisruptionBudget{}
@@ -564,6 +596,23 @@ func (p *Provider) readUncached(ctx context.Context, kind string, key types.Name
 	return true, nil
 }
 
+// readCached reads obj, of kind kind, by key: from the cache, which holds only the objects
+// labelled as the controller's, else (an object of the same name without the label) from the API
+// server. It reports false when there is none.
+func (p *Provider) readCached(ctx context.Context, kind string, key types.NamespacedName, obj client.Object) (bool, error) {
+	err := p.client.Get(ctx, key, obj)
+	if apierrors.IsNotFound(err) {
+		err = p.reader.Get(ctx, key, obj)
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("read %s %s: %w", kind, key, err)
+	}
+	return true, nil
+}
+
 // gatewayCert returns the xDS client certificate of gw: the one its Secret holds while ca signed
 // it for gw and a third of its life is left, else a new one; and the Secret as read (nil: none).
 func (p *Provider) gatewayCert(ctx context.Context, ca *pki.CA, gw gatewayKey) (*xdsCert, *corev1.Secret, error) {
@@ -589,28 +638,21 @@ func (p *Provider) gatewayCert(ctx context.Context, ca *pki.CA, gw gatewayKey) (
 // object is applied again, which restores it; fields the controller does not set (replicas,
 // which kubectl scale and autoscalers own, a label someone added) are theirs and stay. An
 // unchanged object costs no request. current is the object as already read (the cached Service,
-// a Secret or PodDisruptionBudget readUncached read; nil: none), or an empty object to read a
-// ConfigMap or Deployment into; it must carry its managedFields (the cache keeps those of the controller's objects).
+// a Secret or PodDisruptionBudget readUncached read, a Deployment readCached read; nil: none), or
+// an empty object to read a ConfigMap into; it must carry its managedFields (the cache keeps those
+// of the controller's objects).
 func (p *Provider) applyIfChanged(ctx context.Context, kind string, key types.NamespacedName, current client.Object, apply runtime.ApplyConfiguration) error {
-	exists := false
+	var exists bool
 	switch current.(type) {
-	case *corev1.Service, *corev1.Secret, *policyv1.PodDisruptionBudget:
+	case *corev1.Service, *corev1.Secret, *appsv1.Deployment, *policyv1.PodDisruptionBudget:
 		exists = !reflect.ValueOf(current).IsNil()
 	default:
-		// The cache holds only the objects labelled as the controller's; an object of the same
-		// name without the label is found by reading the API server.
-		err := p.client.Get(ctx, key, current)
-		if apierrors.IsNotFound(err) {
-			err = p.reader.Get(ctx, key, current)
-		}
-		switch {
-		case err == nil:
-			exists = true
-		case !apierrors.IsNotFound(err):
-			return fmt.Errorf("read %s %s: %w", kind, key, err)
+		var err error
+		if exists, err = p.readCached(ctx, kind, key, current); err != nil {
+			return err
 		}
 	}
-	if exists && !reflect.ValueOf(current).IsNil() {
+	if exists {
 		if err := notManaged(kind, key, current); err != nil {
 			return err
 		}
@@ -670,9 +712,9 @@ func notManaged(kind string, key types.NamespacedName, obj client.Object) error 
 // deleteStaleDataPlanes deletes the data plane objects whose Gateway is not served any more (it
 // was deleted, or its class is not ours). Owner references make the garbage collector do the
 // same when a Gateway is deleted; this also covers a Gateway that changed class. Objects that
-// another mcpgate controller made (another controllerName) are left to it. The xDS certificate
-// Secret is owned by the Deployment: the garbage collector deletes it with the Deployment (the
-// controller may get Secrets by name, never list or delete them).
+// another mcpgate controller made (another controllerName) are left to it. The Secrets are owned
+// by the Deployment (by the Gateway until the Deployment is applied): the garbage collector
+// deletes them with it (the controller may get Secrets by name, never list or delete them).
 func (p *Provider) deleteStaleDataPlanes(ctx context.Context, services []*corev1.Service, served map[gatewayKey]dataPlaneState) {
 	var deps appsv1.DeploymentList
 	var cms corev1.ConfigMapList

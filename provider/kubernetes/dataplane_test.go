@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	coreac "k8s.io/client-go/applyconfigurations/core/v1"
+	metaac "k8s.io/client-go/applyconfigurations/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
 
@@ -131,9 +132,19 @@ func TestBuildDataPlane(t *testing.T) {
 		t.Error("no extproc sidecar")
 	}
 	// The sidecars share the Gateway's session key, from its Secret; Envoy does not see it.
-	if len(objs.secrets) != 1 || *objs.secrets[0].Name != "gw-session-key" || !bytes.Equal(objs.secrets[0].Data[SessionKeyFile], testSessionKey) ||
-		objs.secrets[0].Labels[LabelManagedBy] != ManagedByValue {
-		t.Errorf("Secrets %v: want gw-session-key holding the session key, managed by mcpgate", objs.secrets)
+	secrets := objs.secrets(objs.gatewayOwner)
+	if len(secrets) != 1 || *secrets[0].Name != "gw-session-key" || !bytes.Equal(secrets[0].Data[SessionKeyFile], testSessionKey) ||
+		secrets[0].Labels[LabelManagedBy] != ManagedByValue {
+		t.Errorf("Secrets %v: want gw-session-key holding the session key, managed by mcpgate", secrets)
+	}
+	// The Secrets are applied owned by the Gateway, then by the Deployment (applyDataPlane): each
+	// time with that one owner.
+	for _, owner := range []*metaac.OwnerReferenceApplyConfiguration{objs.gatewayOwner, objs.deploymentOwner("dep-uid")} {
+		for _, sec := range objs.secrets(owner) {
+			if refs := sec.OwnerReferences; len(refs) != 1 || *refs[0].Kind != *owner.Kind || *refs[0].UID != *owner.UID {
+				t.Errorf("Secret %s owned by %+v, want %s %s only", *sec.Name, refs, *owner.Kind, *owner.UID)
+			}
+		}
 	}
 	sidecar := objs.deployment.Spec.Template.Spec.InitContainers[0]
 	if !slices.Contains(sidecar.Args, "--session-key-file="+SessionKeyDir+"/"+SessionKeyFile) || !mounts(sidecar, "session-key", SessionKeyDir) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -108,6 +109,10 @@ spec:
 			if err := testCluster.client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, obj); err != nil {
 				return err
 			}
+		}
+		// (the Secrets are owned by the Gateway until the Deployment exists)
+		if err := errors.Join(ownedByADeployment(&sec), ownedByADeployment(&sessionKey)); err != nil {
+			return err
 		}
 		// (applied last, once the Deployment that owns it has a UID)
 		return testCluster.client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "gw"}, &pdb)

@@ -457,8 +457,13 @@ func checkDataPlane(t *testing.T, ns, name string, ports []int32) {
 		if err := testCluster.client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name + "-bootstrap"}, &corev1.ConfigMap{}); err != nil {
 			return err
 		}
-		// The Secret is applied after the Deployment, which owns it.
-		return testCluster.client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name + "-xds-tls"}, &corev1.Secret{})
+		// The Secret is stored before the Deployment, owned by the Gateway, and owned by the
+		// Deployment once that exists.
+		var sec corev1.Secret
+		if err := testCluster.client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name + "-xds-tls"}, &sec); err != nil {
+			return err
+		}
+		return ownedByADeployment(&sec)
 	})
 	gw := get(t, key, &gwv1.Gateway{})
 	dep := get(t, key, &appsv1.Deployment{})
@@ -554,6 +559,15 @@ func checkOwnedByDeployment(t *testing.T, sec *corev1.Secret, dep *appsv1.Deploy
 	if refs := sec.GetOwnerReferences(); len(refs) != 1 || !reflect.DeepEqual(refs[0], want) {
 		t.Errorf("Secret %s/%s owner references %s, want the Deployment %s", sec.Namespace, sec.Name, ownerRefs(refs), ownerRefs([]metav1.OwnerReference{want}))
 	}
+}
+
+// ownedByADeployment is nil when a Deployment owns sec (which checkOwnedByDeployment checks in
+// full): until its Deployment exists, a data plane's Secret is owned by its Gateway.
+func ownedByADeployment(sec *corev1.Secret) error {
+	if refs := sec.OwnerReferences; len(refs) == 0 || refs[0].Kind != "Deployment" {
+		return fmt.Errorf("Secret %s/%s owner references %s, want its Deployment", sec.Namespace, sec.Name, ownerRefs(refs))
+	}
+	return nil
 }
 
 // ownerRefs formats owner references for a test message.
