@@ -30,6 +30,16 @@ const (
 	legacyAnnotationMCPPath = "kgateway.dev/mcp-path"
 )
 
+// Service port appProtocols of Gateway API's backend protocol selection (GEP-1911).
+const (
+	// AppProtocolH2C is HTTP/2 over cleartext (prior knowledge): Envoy speaks HTTP/2 to the port.
+	AppProtocolH2C = "kubernetes.io/h2c"
+	// AppProtocolWS and AppProtocolWSS are WebSocket (over TLS): not supported, a backendRef to
+	// such a port is refused with reason UnsupportedProtocol.
+	AppProtocolWS  = "kubernetes.io/ws"
+	AppProtocolWSS = "kubernetes.io/wss"
+)
+
 const (
 	openAIHost = "api.openai.com"
 	httpsPort  = 443
@@ -526,7 +536,11 @@ func (t *translation) serviceTarget(clusterName string, svc *corev1.Service, p *
 // serviceCluster is the target of a Service port's EDS cluster, its endpoints the port's ready
 // ones, balanced per request (Envoy's default ROUND_ROBIN) unless setMCP makes it an MCP target.
 func (t *translation) serviceCluster(clusterName string, svc *corev1.Service, p *corev1.ServicePort) *target {
-	return &target{cluster: t.xds.edsCluster(clusterName), cla: t.loadAssignment(clusterName, svc, p)}
+	c := t.xds.edsCluster(clusterName)
+	if p.AppProtocol != nil && *p.AppProtocol == AppProtocolH2C {
+		c.TypedExtensionProtocolOptions = t.xds.upstreamH2C
+	}
+	return &target{cluster: c, cla: t.loadAssignment(clusterName, svc, p)}
 }
 
 // loadAssignment builds the endpoints of a Service port from its EndpointSlices: the ready

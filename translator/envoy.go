@@ -121,6 +121,24 @@ type xdsCommon struct {
 	// upstreamHTTP is every backend cluster's typed_extension_protocol_options: HTTP/1.1 (what
 	// Envoy speaks without them), with connections closed after upstreamIdleTimeout idle
 	upstreamHTTP map[string]*anypb.Any
+	// upstreamH2C is the same with HTTP/2 over cleartext (prior knowledge): the clusters of
+	// Service ports with appProtocol kubernetes.io/h2c
+	upstreamH2C map[string]*anypb.Any
+}
+
+// upstreamOptions is a backend cluster's typed_extension_protocol_options: HTTP/1.1, or HTTP/2
+// with h2, both with connections closed after upstreamIdleTimeout idle.
+func upstreamOptions(h2 bool) map[string]*anypb.Any {
+	explicit := &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+		ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{HttpProtocolOptions: &corev3.Http1ProtocolOptions{}},
+	}
+	if h2 {
+		explicit.ProtocolConfig = &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}}
+	}
+	return map[string]*anypb.Any{httpProtocolOptionsKey: mustAny(&upstreamhttpv3.HttpProtocolOptions{
+		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(upstreamIdleTimeout)},
+		UpstreamProtocolOptions:   &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: explicit},
+	})}
 }
 
 func newXDSCommon(opts Options) *xdsCommon {
@@ -165,12 +183,7 @@ func newXDSCommon(opts Options) *xdsCommon {
 		MaxPendingRequests: wrapperspb.UInt32(streamLimit),
 		MaxRequests:        wrapperspb.UInt32(streamLimit),
 	}}}
-	x.upstreamHTTP = map[string]*anypb.Any{httpProtocolOptionsKey: mustAny(&upstreamhttpv3.HttpProtocolOptions{
-		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(upstreamIdleTimeout)},
-		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
-			ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{HttpProtocolOptions: &corev3.Http1ProtocolOptions{}},
-		}},
-	})}
+	x.upstreamHTTP, x.upstreamH2C = upstreamOptions(false), upstreamOptions(true)
 	return x
 }
 

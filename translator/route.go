@@ -955,6 +955,12 @@ func (t *translation) resolveBackendRef(cr *compiledRoute, c *compiledRule, rule
 			fail(string(gwv1.RouteReasonBackendNotFound), fmt.Sprintf("Service %s has no port %d", keyString(ns, name), *ref.Port))
 			return
 		}
+		if ap := svc.Spec.Ports[port].AppProtocol; ap != nil && (*ap == AppProtocolWS || *ap == AppProtocolWSS) {
+			// GEP-1911: a backend protocol the implementation does not support is refused so.
+			fail(string(gwv1.RouteReasonUnsupportedProtocol), fmt.Sprintf("Service %s port %d has appProtocol %s: mcpgate does not forward WebSocket upgrades",
+				keyString(ns, name), *ref.Port, *ap))
+			return
+		}
 		tg = t.serviceRefTarget(svc, &svc.Spec.Ports[port])
 	case group == backendGroup && kind == KindAgentgatewayBackend:
 		bi := t.backends[key(ns, name)]

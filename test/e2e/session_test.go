@@ -135,14 +135,24 @@ func startPod(t *testing.T, name string) *pod {
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: name + " " + id}}}, nil, nil
 		})
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, nil)
-	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	p.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("x-pod", name)
-		if r.URL.Path == "/plain" {
+		switch {
+		case r.URL.Path == "/plain":
 			fmt.Fprintln(w, name)
+			return
+		case strings.HasSuffix(r.URL.Path, "/proto"):
+			fmt.Fprintln(w, r.Proto)
 			return
 		}
 		h.ServeHTTP(w, r)
 	}))
+	// HTTP/1.1 and HTTP/2 over cleartext (prior knowledge), as a server behind a Service port
+	// with appProtocol kubernetes.io/h2c speaks.
+	p.srv.Config.Protocols = new(http.Protocols)
+	p.srv.Config.Protocols.SetHTTP1(true)
+	p.srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	p.srv.Start()
 	t.Cleanup(p.srv.Close)
 	return p
 }
@@ -373,5 +383,29 @@ func TestPlainServicePortIsBalancedPerRequest(t *testing.T) {
 	}
 	if seen["a"] == 0 || seen["b"] == 0 {
 		t.Errorf("one client's %d requests to a plain Service port reached pods %v, want both", n, seen)
+	}
+}
+
+// TestH2CServicePort: Gateway API's backend protocol selection (GEP-1911): Envoy speaks HTTP/2
+// over cleartext to a Service port with appProtocol kubernetes.io/h2c, and HTTP/1.1 to one
+// without an appProtocol, on the same servers.
+func TestH2CServicePort(t *testing.T) {
+	_, _, base := startSessions(t)
+	for path, want := range map[string]string{"/h2c/proto": "HTTP/2.0", "/plain/proto": "HTTP/1.1"} {
+		eventually(t, "GET "+path+" through the sessions Gateway", func() error {
+			resp, err := http.Get(base + path)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				return err
+			}
+			if got := strings.TrimSpace(string(body)); resp.StatusCode != http.StatusOK || got != want {
+				return fmt.Errorf("%s: the server saw %q (%s), want %s", path, got, resp.Status, want)
+			}
+			return nil
+		})
 	}
 }
