@@ -602,6 +602,9 @@ func (t *translation) translateJWT(j *v1alpha1.JWTAuthentication, field string, 
 		}
 		out.Providers = append(out.Providers, jp)
 	}
+	if j.MCP != nil {
+		out.Mcp = translateJWTMCP(j, out, field+".mcp", bad)
+	}
 	return out
 }
 

@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
@@ -79,6 +80,8 @@ type TrafficPolicy struct {
 }
 
 // JWTAuthentication authenticates callers with a JWT from the Authorization: Bearer header.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.mcp) || !has(self.mode) || self.mode == 'Strict'",message="jwtAuthentication.mcp requires mode Strict"
 type JWTAuthentication struct {
 	// Mode says what happens to requests without a valid token.
 	// +kubebuilder:default=Strict
@@ -88,7 +91,45 @@ type JWTAuthentication struct {
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=64
 	Providers []JWTProvider `json:"providers"`
+	// MCP makes the gateway an OAuth 2.0 protected resource as the MCP authorization
+	// specification asks: it serves Protected Resource Metadata (RFC 9728) at
+	// /.well-known/oauth-protected-resource[/PATH] of the routes the policy applies to, and its
+	// 401 answers name that metadata (WWW-Authenticate resource_metadata). It requires mode
+	// Strict and exactly one provider, whose issuer is the metadata's authorization server.
+	// +optional
+	MCP *JWTMCPConfig `json:"mcp,omitempty"`
 }
+
+// JWTMCPConfig is the MCP OAuth discovery of a JWT authentication (agentgateway's
+// jwtAuthentication.mcp).
+type JWTMCPConfig struct {
+	// ResourceMetadata are further members of the Protected Resource Metadata served at the MCP
+	// OAuth metadata endpoints (for example scopes_supported, resource_name). resource and
+	// authorization_servers are set by the gateway and refused here; bearer_methods_supported
+	// defaults to ["header"].
+	// +optional
+	ResourceMetadata map[string]apiextensionsv1.JSON `json:"resourceMetadata,omitempty"`
+	// Provider is the identity provider whose authorization-server metadata and client
+	// registration agentgateway adapts. Not supported by mcpgate (refused): it does not proxy
+	// the authorization server; MCP clients use the issuer's own metadata.
+	// +kubebuilder:validation:Enum=Auth0;Keycloak;Okta
+	// +optional
+	Provider *McpIDP `json:"provider,omitempty"`
+	// ClientID short-circuits Dynamic Client Registration in agentgateway. Not supported by
+	// mcpgate (refused): it does not proxy client registration.
+	// +optional
+	ClientID *string `json:"clientId,omitempty"`
+}
+
+// McpIDP is an identity provider agentgateway adapts for MCP authentication flows.
+type McpIDP string
+
+// McpIDP values.
+const (
+	McpIDPAuth0    McpIDP = "Auth0"
+	McpIDPKeycloak McpIDP = "Keycloak"
+	McpIDPOkta     McpIDP = "Okta"
+)
 
 // JWTMode is Strict (a valid token is required), Optional (no token passes, an invalid token is
 // refused) or Permissive (never refuses).

@@ -126,7 +126,7 @@ func (x Rule_Action) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Rule_Action.Descriptor instead.
 func (Rule_Action) EnumDescriptor() ([]byte, []int) {
-	return file_proto_policy_v1_policy_proto_rawDescGZIP(), []int{4, 0}
+	return file_proto_policy_v1_policy_proto_rawDescGZIP(), []int{5, 0}
 }
 
 // Policy is the merge of the AgentgatewayPolicy and EnterpriseAgentgatewayPolicy objects that apply
@@ -221,7 +221,12 @@ type JWTAuthentication struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Mode  JWTAuthentication_Mode `protobuf:"varint,1,opt,name=mode,proto3,enum=mcpgate.policy.v1.JWTAuthentication_Mode" json:"mode,omitempty"`
 	// providers are tried in order; the first whose issuer equals the token's iss verifies it.
-	Providers     []*JWTProvider `protobuf:"bytes,2,rep,name=providers,proto3" json:"providers,omitempty"`
+	Providers []*JWTProvider `protobuf:"bytes,2,rep,name=providers,proto3" json:"providers,omitempty"`
+	// mcp, when set, makes the routes of the policy an OAuth 2.0 protected resource (MCP
+	// authorization): ext_proc answers GET /.well-known/oauth-protected-resource[/PATH] itself,
+	// before authentication, and its refusals' WWW-Authenticate name that metadata
+	// (resource_metadata). The translator sets it only with mode STRICT and one provider.
+	Mcp           *MCPResourceMetadata `protobuf:"bytes,3,opt,name=mcp,proto3" json:"mcp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -270,6 +275,73 @@ func (x *JWTAuthentication) GetProviders() []*JWTProvider {
 	return nil
 }
 
+func (x *JWTAuthentication) GetMcp() *MCPResourceMetadata {
+	if x != nil {
+		return x.Mcp
+	}
+	return nil
+}
+
+// MCPResourceMetadata is what ext_proc needs to serve Protected Resource Metadata (RFC 9728);
+// the resource member is the URL of the request (scheme, authority and the path after the
+// well-known prefix).
+type MCPResourceMetadata struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// authorization_servers are the issuer identifiers of the authorization servers: the
+	// provider's issuer.
+	AuthorizationServers []string `protobuf:"bytes,1,rep,name=authorization_servers,json=authorizationServers,proto3" json:"authorization_servers,omitempty"`
+	// extra_json is a JSON object of further members (resourceMetadata), canonical (keys sorted,
+	// no insignificant whitespace), or empty for none. It never holds resource or
+	// authorization_servers.
+	ExtraJson     string `protobuf:"bytes,2,opt,name=extra_json,json=extraJson,proto3" json:"extra_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MCPResourceMetadata) Reset() {
+	*x = MCPResourceMetadata{}
+	mi := &file_proto_policy_v1_policy_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MCPResourceMetadata) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MCPResourceMetadata) ProtoMessage() {}
+
+func (x *MCPResourceMetadata) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_policy_v1_policy_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MCPResourceMetadata.ProtoReflect.Descriptor instead.
+func (*MCPResourceMetadata) Descriptor() ([]byte, []int) {
+	return file_proto_policy_v1_policy_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *MCPResourceMetadata) GetAuthorizationServers() []string {
+	if x != nil {
+		return x.AuthorizationServers
+	}
+	return nil
+}
+
+func (x *MCPResourceMetadata) GetExtraJson() string {
+	if x != nil {
+		return x.ExtraJson
+	}
+	return ""
+}
+
 // JWTProvider is a token issuer and its keys.
 type JWTProvider struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -288,7 +360,7 @@ type JWTProvider struct {
 
 func (x *JWTProvider) Reset() {
 	*x = JWTProvider{}
-	mi := &file_proto_policy_v1_policy_proto_msgTypes[2]
+	mi := &file_proto_policy_v1_policy_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -300,7 +372,7 @@ func (x *JWTProvider) String() string {
 func (*JWTProvider) ProtoMessage() {}
 
 func (x *JWTProvider) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_policy_v1_policy_proto_msgTypes[2]
+	mi := &file_proto_policy_v1_policy_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -313,7 +385,7 @@ func (x *JWTProvider) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWTProvider.ProtoReflect.Descriptor instead.
 func (*JWTProvider) Descriptor() ([]byte, []int) {
-	return file_proto_policy_v1_policy_proto_rawDescGZIP(), []int{2}
+	return file_proto_policy_v1_policy_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *JWTProvider) GetIssuer() string {
@@ -385,7 +457,7 @@ type RemoteJWKS struct {
 
 func (x *RemoteJWKS) Reset() {
 	*x = RemoteJWKS{}
-	mi := &file_proto_policy_v1_policy_proto_msgTypes[3]
+	mi := &file_proto_policy_v1_policy_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -397,7 +469,7 @@ func (x *RemoteJWKS) String() string {
 func (*RemoteJWKS) ProtoMessage() {}
 
 func (x *RemoteJWKS) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_policy_v1_policy_proto_msgTypes[3]
+	mi := &file_proto_policy_v1_policy_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -410,7 +482,7 @@ func (x *RemoteJWKS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoteJWKS.ProtoReflect.Descriptor instead.
 func (*RemoteJWKS) Descriptor() ([]byte, []int) {
-	return file_proto_policy_v1_policy_proto_rawDescGZIP(), []int{3}
+	return file_proto_policy_v1_policy_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RemoteJWKS) GetUrl() string {
@@ -444,7 +516,7 @@ type Rule struct {
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_proto_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_proto_policy_v1_policy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -456,7 +528,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_proto_policy_v1_policy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -469,7 +541,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_proto_policy_v1_policy_proto_rawDescGZIP(), []int{4}
+	return file_proto_policy_v1_policy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Rule) GetAction() Rule_Action {
@@ -503,16 +575,21 @@ const file_proto_policy_v1_policy_proto_rawDesc = "" +
 	"\asources\x18\x02 \x03(\tR\asources\x126\n" +
 	"\x03jwt\x18\x03 \x01(\v2$.mcpgate.policy.v1.JWTAuthenticationR\x03jwt\x12<\n" +
 	"\rtraffic_rules\x18\x04 \x03(\v2\x17.mcpgate.policy.v1.RuleR\ftrafficRules\x124\n" +
-	"\tmcp_rules\x18\x05 \x03(\v2\x17.mcpgate.policy.v1.RuleR\bmcpRules\"\xc2\x01\n" +
+	"\tmcp_rules\x18\x05 \x03(\v2\x17.mcpgate.policy.v1.RuleR\bmcpRules\"\xfc\x01\n" +
 	"\x11JWTAuthentication\x12=\n" +
 	"\x04mode\x18\x01 \x01(\x0e2).mcpgate.policy.v1.JWTAuthentication.ModeR\x04mode\x12<\n" +
-	"\tproviders\x18\x02 \x03(\v2\x1e.mcpgate.policy.v1.JWTProviderR\tproviders\"0\n" +
+	"\tproviders\x18\x02 \x03(\v2\x1e.mcpgate.policy.v1.JWTProviderR\tproviders\x128\n" +
+	"\x03mcp\x18\x03 \x01(\v2&.mcpgate.policy.v1.MCPResourceMetadataR\x03mcp\"0\n" +
 	"\x04Mode\x12\n" +
 	"\n" +
 	"\x06STRICT\x10\x00\x12\f\n" +
 	"\bOPTIONAL\x10\x01\x12\x0e\n" +
 	"\n" +
-	"PERMISSIVE\x10\x02\"\xb0\x01\n" +
+	"PERMISSIVE\x10\x02\"i\n" +
+	"\x13MCPResourceMetadata\x123\n" +
+	"\x15authorization_servers\x18\x01 \x03(\tR\x14authorizationServers\x12\x1d\n" +
+	"\n" +
+	"extra_json\x18\x02 \x01(\tR\textraJson\"\xb0\x01\n" +
 	"\vJWTProvider\x12\x16\n" +
 	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12\x1c\n" +
 	"\taudiences\x18\x02 \x03(\tR\taudiences\x12!\n" +
@@ -549,31 +626,33 @@ func file_proto_policy_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_policy_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_proto_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_proto_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_proto_policy_v1_policy_proto_goTypes = []any{
 	(JWTAuthentication_Mode)(0), // 0: mcpgate.policy.v1.JWTAuthentication.Mode
 	(Rule_Action)(0),            // 1: mcpgate.policy.v1.Rule.Action
 	(*Policy)(nil),              // 2: mcpgate.policy.v1.Policy
 	(*JWTAuthentication)(nil),   // 3: mcpgate.policy.v1.JWTAuthentication
-	(*JWTProvider)(nil),         // 4: mcpgate.policy.v1.JWTProvider
-	(*RemoteJWKS)(nil),          // 5: mcpgate.policy.v1.RemoteJWKS
-	(*Rule)(nil),                // 6: mcpgate.policy.v1.Rule
-	(*durationpb.Duration)(nil), // 7: google.protobuf.Duration
+	(*MCPResourceMetadata)(nil), // 4: mcpgate.policy.v1.MCPResourceMetadata
+	(*JWTProvider)(nil),         // 5: mcpgate.policy.v1.JWTProvider
+	(*RemoteJWKS)(nil),          // 6: mcpgate.policy.v1.RemoteJWKS
+	(*Rule)(nil),                // 7: mcpgate.policy.v1.Rule
+	(*durationpb.Duration)(nil), // 8: google.protobuf.Duration
 }
 var file_proto_policy_v1_policy_proto_depIdxs = []int32{
 	3, // 0: mcpgate.policy.v1.Policy.jwt:type_name -> mcpgate.policy.v1.JWTAuthentication
-	6, // 1: mcpgate.policy.v1.Policy.traffic_rules:type_name -> mcpgate.policy.v1.Rule
-	6, // 2: mcpgate.policy.v1.Policy.mcp_rules:type_name -> mcpgate.policy.v1.Rule
+	7, // 1: mcpgate.policy.v1.Policy.traffic_rules:type_name -> mcpgate.policy.v1.Rule
+	7, // 2: mcpgate.policy.v1.Policy.mcp_rules:type_name -> mcpgate.policy.v1.Rule
 	0, // 3: mcpgate.policy.v1.JWTAuthentication.mode:type_name -> mcpgate.policy.v1.JWTAuthentication.Mode
-	4, // 4: mcpgate.policy.v1.JWTAuthentication.providers:type_name -> mcpgate.policy.v1.JWTProvider
-	5, // 5: mcpgate.policy.v1.JWTProvider.remote_jwks:type_name -> mcpgate.policy.v1.RemoteJWKS
-	7, // 6: mcpgate.policy.v1.RemoteJWKS.cache_duration:type_name -> google.protobuf.Duration
-	1, // 7: mcpgate.policy.v1.Rule.action:type_name -> mcpgate.policy.v1.Rule.Action
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	5, // 4: mcpgate.policy.v1.JWTAuthentication.providers:type_name -> mcpgate.policy.v1.JWTProvider
+	4, // 5: mcpgate.policy.v1.JWTAuthentication.mcp:type_name -> mcpgate.policy.v1.MCPResourceMetadata
+	6, // 6: mcpgate.policy.v1.JWTProvider.remote_jwks:type_name -> mcpgate.policy.v1.RemoteJWKS
+	8, // 7: mcpgate.policy.v1.RemoteJWKS.cache_duration:type_name -> google.protobuf.Duration
+	1, // 8: mcpgate.policy.v1.Rule.action:type_name -> mcpgate.policy.v1.Rule.Action
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_proto_policy_v1_policy_proto_init() }
@@ -581,7 +660,7 @@ func file_proto_policy_v1_policy_proto_init() {
 	if File_proto_policy_v1_policy_proto != nil {
 		return
 	}
-	file_proto_policy_v1_policy_proto_msgTypes[2].OneofWrappers = []any{
+	file_proto_policy_v1_policy_proto_msgTypes[3].OneofWrappers = []any{
 		(*JWTProvider_InlineJwks)(nil),
 		(*JWTProvider_RemoteJwks)(nil),
 	}
@@ -591,7 +670,7 @@ func file_proto_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_policy_v1_policy_proto_rawDesc), len(file_proto_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
