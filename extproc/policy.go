@@ -28,6 +28,8 @@ type policy struct {
 	traffic, tools *authz.RuleSet
 	// claims are the JWT claims the rules read, for audit lines.
 	claims []string
+	// oauth is the Protected Resource Metadata the policy's routes serve (jwt.mcp); nil for none.
+	oauth *resourceMetadata
 }
 
 // readsArguments reports whether the rules that run on a request's body read the tool
@@ -214,6 +216,9 @@ func (s *Server) compilePolicy(name string, res *anypb.Any, reuse map[string]*jw
 		} else {
 			p.auth, p.authKey, fresh = a, string(key), a
 			reuse[string(key)] = a
+		}
+		if p.oauth, err = compileResourceMetadata(j.GetMcp()); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -376,6 +376,15 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 	if st.in.Host == "" {
 		st.in.Host = st.headers.first("host")
 	}
+	if st.pol != nil && st.pol.oauth != nil && st.in.Method == http.MethodGet {
+		// MCP authorization: the metadata that names the authorization server is public, so it
+		// is answered before the session, authentication and rules.
+		if suffix, ok := wellKnownSuffix(st.in.Path); ok {
+			if a, ok := st.serveResourceMetadata(suffix); ok {
+				return st.metadataAnswer(a)
+			}
+		}
+	}
 	if st.ri.mcp {
 		// Before the session is known, so that neither the audit nor the access log ever records
 		// the bytes (CR, LF, NUL) a client chose: the stateful session envelope decodes a
@@ -534,6 +543,11 @@ func (st *stream) authenticate() (mut *extprocv3.HeaderMutation, refusal *answer
 	a := answer{status: ans.Status, body: []byte(ans.Body), details: "mcpgate_jwt_" + st.auth.Status.String()}
 	for _, hd := range ans.Headers {
 		a.headers = append(a.headers, header{hd.Name, hd.Value})
+	}
+	if st.pol.oauth != nil {
+		// MCP authorization: the challenge names the metadata that names the authorization
+		// server.
+		a.headers = st.withResourceMetadata(a.headers)
 	}
 	return nil, &a
 }
