@@ -615,6 +615,10 @@ spec:
     jwtAuthentication:
       providers: [{issuer: x, jwks: {remote: {url: "https://x.example/jwks", cacheDuration: 1s}}}]
 `, "jwks.remote.cacheDuration: Invalid value: \"1s\": must be at least 5m"},
+		{"MCP OAuth discovery without Strict", mcpOAuthPolicyYAML("mcp-optional", "mode: Optional\n      mcp: {resourceMetadata: {scopes_supported: [read]}}"),
+			"jwtAuthentication.mcp requires mode Strict"},
+		{"MCP identity provider outside the enum", mcpOAuthPolicyYAML("mcp-idp", "mcp: {provider: Google}"),
+			`spec.traffic.jwtAuthentication.mcp.provider: Unsupported value: "Google"`},
 	}
 	for _, c := range refused {
 		out, err := testCluster.kubectl([]byte(c.manifest), "apply", "-f", "-")
@@ -626,6 +630,11 @@ spec:
 			t.Errorf("%s: error %q does not name %q", c.name, out, c.want)
 		}
 	}
+	// jwtAuthentication.mcp as agentgateway's manifests write it, mode defaulted to Strict and
+	// resourceMetadata of any JSON, is admitted (provider and clientId are the translator's to
+	// refuse, as its goldens show).
+	mustKubectl(t, []byte(mcpOAuthPolicyYAML("mcp-oauth", "mcp: {provider: Keycloak, clientId: c, resourceMetadata: {scopes_supported: [read], x_nested: {a: 1, b: null}}}")),
+		"apply", "--dry-run=server", "-f", "-")
 
 	// Schema-valid, refused by the translator.
 	mustKubectl(t, []byte(`apiVersion: agentgateway.dev/v1alpha1
@@ -777,6 +786,21 @@ spec:
     - name: t
       %s
 `, name, target)
+}
+
+// mcpOAuthPolicyYAML is a policy named name on the lab's Gateway whose JWT authentication has one
+// provider and then the lines of rest (indented as its fields).
+func mcpOAuthPolicyYAML(name, rest string) string {
+	return fmt.Sprintf(`apiVersion: agentgateway.dev/v1alpha1
+kind: AgentgatewayPolicy
+metadata: {name: %s, namespace: agentgateway-system}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: agentgateway}]
+  traffic:
+    jwtAuthentication:
+      providers: [{issuer: "https://x.example", jwks: {remote: {url: "https://x.example/jwks"}}}]
+      %s
+`, name, rest)
 }
 
 // checkClassByName checks that a Gateway whose class belongs to another controller is served
