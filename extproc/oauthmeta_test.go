@@ -2,10 +2,16 @@ package extproc_test
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	gojwt "github.com/golang-jwt/jwt/v5"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
@@ -187,5 +193,47 @@ func TestResourceMetadataNACK(t *testing.T) {
 	resp := check(t)(s.RequestHeaders(getHeaders("/.well-known/oauth-protected-resource", ""), true))
 	if ir := resp.GetImmediateResponse(); ir == nil || ir.GetStatus().GetCode() != 200 || !strings.Contains(string(ir.GetBody()), `"resource_name":"Lab <tools>"`) {
 		t.Fatalf("the last good policy does not serve: %v", resp)
+	}
+}
+
+// TestResourceMetadataKeepsAuthenticator: a policy update that changes only jwt.mcp keeps the
+// policy's authenticator, so its remote key set is not fetched again; the new metadata serves.
+func TestResourceMetadataKeepsAuthenticator(t *testing.T) {
+	sg := newSigner(t)
+	var fetches atomic.Int64
+	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetches.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, sg.jwks)
+	}))
+	t.Cleanup(jwks.Close)
+	remote := func(extra string) *policyv1.Policy {
+		p := oauthPolicy(sg)
+		p.Jwt.Providers[0].Jwks = &policyv1.JWTProvider_RemoteJwks{RemoteJwks: &policyv1.RemoteJWKS{Url: jwks.URL, CacheDuration: durationpb.New(time.Hour)}}
+		p.Jwt.Mcp.ExtraJson = extra
+		return p
+	}
+	h := newHarness(t, []*policyv1.Policy{remote(`{"resource_name":"one"}`)})
+	tok := sg.token(t, gojwt.MapClaims{"sub": "alice"})
+	passes := func() {
+		t.Helper()
+		s := h.open(t, h.tcp, oauthRoute)
+		if resp := check(t)(s.RequestHeaders(getHeaders("/mcp", tok), true)); resp.GetImmediateResponse() != nil {
+			t.Fatalf("a valid token was refused: %v", resp)
+		}
+	}
+	passes()
+	if n := fetches.Load(); n != 1 {
+		t.Fatalf("%d key set fetches, want 1", n)
+	}
+	h.push(t, remote(`{"resource_name":"two"}`))
+	waitFor(t, "the new metadata", func() bool {
+		s := h.open(t, h.tcp, oauthRoute)
+		resp := check(t)(s.RequestHeaders(getHeaders("/.well-known/oauth-protected-resource", ""), true))
+		return strings.Contains(string(resp.GetImmediateResponse().GetBody()), `"resource_name":"two"`)
+	})
+	passes()
+	if n := fetches.Load(); n != 1 {
+		t.Errorf("%d key set fetches after a metadata change, want 1 (the authenticator was replaced)", n)
 	}
 }

@@ -206,7 +206,14 @@ func (s *Server) compilePolicy(name string, res *anypb.Any, reuse map[string]*jw
 		errs = append(errs, fmt.Errorf("mcp_rules: %w", err))
 	}
 	if j := pb.GetJwt(); j != nil {
-		key, err := proto.MarshalOptions{Deterministic: true}.Marshal(j)
+		authn := j
+		if j.GetMcp() != nil {
+			// The authenticator does not read the metadata: one that changes keeps the
+			// authenticator and its key and token caches.
+			authn = proto.CloneOf(j)
+			authn.Mcp = nil
+		}
+		key, err := proto.MarshalOptions{Deterministic: true}.Marshal(authn)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("jwt: %w", err))
 		} else if a, ok := reuse[string(key)]; ok {
