@@ -149,6 +149,9 @@ func TestMessagesOutOfOrder(t *testing.T) {
 		t.Errorf("a request body before the request headers: %v, want 500 mcpgate_headers_not_sent naming the route", resp)
 	}
 	s.Close()
+	// audited as every other refusal
+	waitFor(t, "the refusal's audit line", func() bool { return len(h.audit.records(t)) == 1 })
+	checkRecord(t, h.audit.records(t)[0], map[string]any{"http_status": 500, "outcome": "refused", "decision": "deny"})
 
 	// A local reply of a filter before ext_proc (the CORS filter's answer to a preflight) passes
 	// through ext_proc's encoder side without request headers: it passes.

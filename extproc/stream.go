@@ -311,8 +311,8 @@ func (st *stream) dispatch(req *extprocv3.ProcessingRequest) (*extprocv3.Process
 // before ext_proc, such as Envoy's CORS filter answering a preflight, passing through the encoder
 // filters: it passes.)
 func (st *stream) headersNotSent() *extprocv3.ProcessingResponse {
-	return immediateReply(configError("mcpgate_headers_not_sent",
-		fmt.Sprintf("route %s sends ext_proc no request headers, so its requests cannot be authenticated; it needs request header mode SEND", st.ri.route)), metadata{})
+	return st.refuse(configError("mcpgate_headers_not_sent",
+		fmt.Sprintf("route %s sends ext_proc no request headers, so its requests cannot be authenticated; it needs request header mode SEND", st.ri.route)), "", metadata{}, nil)
 }
 
 // refuse answers the request with a, writes its audit record and returns the reply.
