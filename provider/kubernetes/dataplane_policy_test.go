@@ -22,7 +22,8 @@ import (
 // The refusals of deploy/controller/dataplane-policy.yaml, as its messages say them.
 const (
 	refusedNotMine        = "writes and deletes only the Deployments, Services, ConfigMaps and PodDisruptionBudgets it made"
-	refusedBudget         = "spec.maxUnavailable must be 1 and spec.minAvailable unset"
+	refusedBudget         = "spec.maxUnavailable must be 1, spec.minAvailable unset"
+	refusedBudgetSelector = "selects the pods of its own data plane only"
 	refusedExternalIPs    = "a Service of the mcpgate controller has no spec.externalIPs"
 	refusedAccount        = "spec.template.spec.serviceAccountName must be unset or default"
 	refusedToken          = "spec.template.spec.automountServiceAccountToken must be false"
@@ -77,10 +78,14 @@ spec:
 	service := func(name string, labels map[string]string) *corev1.Service {
 		return &corev1.Service{ObjectMeta: meta(name, labels), Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}
 	}
+	// budget is a PodDisruptionBudget shaped as the data plane name's (buildDataPlane), but for
+	// maxUnavailable.
 	budget := func(name string, labels map[string]string, maxUnavailable int32) *policyv1.PodDisruptionBudget {
 		return &policyv1.PodDisruptionBudget{ObjectMeta: meta(name, labels), Spec: policyv1.PodDisruptionBudgetSpec{
 			MaxUnavailable: new(intstr.FromInt32(maxUnavailable)),
-			Selector:       &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{
+				kubernetes.LabelName: kubernetes.DataPlaneName, kubernetes.LabelGatewayName: name}},
+			UnhealthyPodEvictionPolicy: new(policyv1.AlwaysAllow),
 		}}
 	}
 
@@ -189,6 +194,26 @@ spec:
 			{"creating a PodDisruptionBudget with minAvailable", refusedBudget, func() error {
 				b := budget("min-available", mine, 1)
 				b.Spec.MaxUnavailable, b.Spec.MinAvailable = nil, new(intstr.FromInt32(1))
+				return c.Create(ctx, b, client.DryRunAll)
+			}},
+			{"creating a PodDisruptionBudget selecting every pod", refusedBudgetSelector, func() error {
+				b := budget("everything", mine, 1)
+				b.Spec.Selector = &metav1.LabelSelector{}
+				return c.Create(ctx, b, client.DryRunAll)
+			}},
+			{"creating a PodDisruptionBudget selecting another Gateway's pods", refusedBudgetSelector, func() error {
+				b := budget("other", mine, 1)
+				b.Spec.Selector.MatchLabels[kubernetes.LabelGatewayName] = "gw"
+				return c.Create(ctx, b, client.DryRunAll)
+			}},
+			{"creating a PodDisruptionBudget with a selector expression", refusedBudgetSelector, func() error {
+				b := budget("expr", mine, 1)
+				b.Spec.Selector.MatchExpressions = []metav1.LabelSelectorRequirement{{Key: "app", Operator: metav1.LabelSelectorOpExists}}
+				return c.Create(ctx, b, client.DryRunAll)
+			}},
+			{"creating a PodDisruptionBudget that keeps unhealthy pods", refusedBudget, func() error {
+				b := budget("unhealthy", mine, 1)
+				b.Spec.UnhealthyPodEvictionPolicy = new(policyv1.IfHealthyBudget)
 				return c.Create(ctx, b, client.DryRunAll)
 			}},
 			{"changing its PodDisruptionBudget to forbid evictions", refusedBudget, func() error {
