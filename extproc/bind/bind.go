@@ -7,7 +7,7 @@
 // client sealed, followed by a tag, an HMAC-SHA256 of the caller and the id under a key the
 // replicas share:
 //
-//	SERVER_ID "." base64url(HMAC-SHA256(key, "mcpgate-session-v1", verified, issuer, subject, SERVER_ID)[:16])
+//	SERVER_ID "." base64url(HMAC-SHA256(key, "mcpgate-session-v2", verified, issuer, subject, SERVER_ID)[:16])
 //
 // A request's session id is opened with the request's caller: the tag must match, and the server
 // gets its own id back. Anything else (another caller's session, an unsealed or altered id, one
@@ -39,8 +39,10 @@ const (
 // the last one.
 const sep = '.'
 
-// domain keeps these tags apart from any other use of the key.
-const domain = "mcpgate-session-v1"
+// domain keeps these tags apart from any other use of the key, and from the tags of another
+// version of the input: v1 had no verified part, so a session sealed by an earlier mcpgate is
+// not found (its client starts a new one).
+const domain = "mcpgate-session-v2"
 
 // Caller is who a session belongs to: a verified token's issuer and subject, or the zero Caller
 // for a caller without one. Tokens of one issuer without a sub claim are one caller.
