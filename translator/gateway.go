@@ -2,6 +2,7 @@ package translator
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -357,15 +358,15 @@ func (t *translation) gatewayStatus(gi *gatewayInfo) *gwv1.GatewayStatus {
 // capture the cluster's traffic to that IP, CVE-2020-8554); standalone, Envoy's listeners bind
 // Options.BindAddress, the one address a request may name.
 func (t *translation) unusableAddresses(gw *gwv1.Gateway) string {
-	bind := t.opts.BindAddress
-	wildcard := bind == "0.0.0.0" || bind == "::"
+	bind, err := netip.ParseAddr(t.opts.BindAddress)
+	wildcard := err != nil || bind.IsUnspecified()
 	var bad []string
 	for _, a := range gw.Spec.Addresses {
 		typ := gwv1.IPAddressType
 		if a.Type != nil {
 			typ = *a.Type
 		}
-		if typ == gwv1.IPAddressType && a.Value == bind && !wildcard {
+		if ip, err := netip.ParseAddr(a.Value); typ == gwv1.IPAddressType && err == nil && !wildcard && ip == bind {
 			continue
 		}
 		bad = append(bad, fmt.Sprintf("%s %s", typ, a.Value))
@@ -373,9 +374,9 @@ func (t *translation) unusableAddresses(gw *gwv1.Gateway) string {
 	if len(bad) == 0 {
 		return ""
 	}
-	servedOn := "its Service's addresses"
+	servedOn := "its Service's addresses (standalone: every address of the host)"
 	if !wildcard {
-		servedOn = "its bind address, " + bind
+		servedOn = "its bind address, " + t.opts.BindAddress
 	}
 	return fmt.Sprintf("requested addresses are not assigned (%s): mcpgate serves the Gateway on %s; remove spec.addresses",
 		strings.Join(bad, ", "), servedOn)

@@ -56,12 +56,13 @@ func translateJWTMCP(j *v1alpha1.JWTAuthentication, out *policyv1.JWTAuthenticat
 
 // issuerURLProblem says why iss cannot be an authorization server's issuer identifier in
 // Protected Resource Metadata (RFC 8414 §2: a URL with the https scheme and no query or
-// fragment; http is accepted, as MCP clients accept it for loopback), or "".
+// fragment; http is accepted too, for an authorization server on a private network or loopback
+// in development, which MCP clients accept), or "".
 func issuerURLProblem(iss string) string {
 	u, err := url.Parse(iss)
 	switch {
 	case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
-		return fmt.Sprintf("jwtAuthentication.mcp names the issuer as the authorization server: %q must be an https URL", iss)
+		return fmt.Sprintf("jwtAuthentication.mcp names the issuer as the authorization server: %q must be an https (or http) URL", iss)
 	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(iss, "#"):
 		return fmt.Sprintf("jwtAuthentication.mcp names the issuer as the authorization server: %q must have no query or fragment (RFC 8414)", iss)
 	}
@@ -90,6 +91,12 @@ func canonicalMembers(members map[string]apiextensionsv1.JSON) (string, [][2]str
 		v, err := canonicalJSON(members[k].Raw)
 		if err != nil {
 			problems = append(problems, [2]string{k, "not JSON: " + err.Error()})
+			continue
+		}
+		if k == "bearer_methods_supported" && string(v) != `["header"]` {
+			// ext_proc reads the token from the Authorization header only: a client told to send
+			// it in the body or the query would get 401, and a token in a URL leaks into logs.
+			problems = append(problems, [2]string{k, `must be ["header"] (the default): mcpgate reads the token from the Authorization header only`})
 			continue
 		}
 		if b.Len() == 0 {
