@@ -351,6 +351,9 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 		tls := tlsFor(st.Host, st.Port, targetTLS(st))
 		if svc, p := t.serviceOfHost(st.Host, st.Port); p != nil {
 			bi.target = t.serviceCluster(cname, svc, p)
+			if tls != nil {
+				tls.h2 = isH2C(p)
+			}
 			t.xds.withTLS(bi.target, tls)
 		} else {
 			bi.target = t.xds.addressTarget(cname, st.Host, st.Port, tls)
@@ -533,11 +536,16 @@ func (t *translation) serviceTarget(clusterName string, svc *corev1.Service, p *
 	return tg
 }
 
+// isH2C reports whether a Service port declares HTTP/2 (appProtocol kubernetes.io/h2c).
+func isH2C(p *corev1.ServicePort) bool {
+	return p.AppProtocol != nil && *p.AppProtocol == AppProtocolH2C
+}
+
 // serviceCluster is the target of a Service port's EDS cluster, its endpoints the port's ready
 // ones, balanced per request (Envoy's default ROUND_ROBIN) unless setMCP makes it an MCP target.
 func (t *translation) serviceCluster(clusterName string, svc *corev1.Service, p *corev1.ServicePort) *target {
 	c := t.xds.edsCluster(clusterName)
-	if p.AppProtocol != nil && *p.AppProtocol == AppProtocolH2C {
+	if isH2C(p) {
 		c.TypedExtensionProtocolOptions = t.xds.upstreamH2C
 	}
 	return &target{cluster: c, cla: t.loadAssignment(clusterName, svc, p)}

@@ -26,6 +26,9 @@ type upstreamTLS struct {
 	sans []string // the names the certificate must have one of; none: any name (chain only)
 	// verify is false under insecureSkipVerify All: no validation context, nothing verified
 	verify bool
+	// h2 offers ALPN h2 only: the cluster speaks HTTP/2 (a Service port with appProtocol
+	// kubernetes.io/h2c reached over TLS), which a TLS server selects by ALPN
+	h2 bool
 }
 
 // tlsFor is the TLS of a target at host:port with the settings p (nil: none), which checkTLS
@@ -73,7 +76,7 @@ func (u *upstreamTLS) hostHeader() string {
 
 // key identifies the transport socket of u: equal keys, equal sockets.
 func (u *upstreamTLS) key() string {
-	return strconv.FormatBool(u.verify) + "\x00" + u.sni + "\x00" + strings.Join(u.sans, "\x00")
+	return strconv.FormatBool(u.verify) + strconv.FormatBool(u.h2) + "\x00" + u.sni + "\x00" + strings.Join(u.sans, "\x00")
 }
 
 // describe is what a backend's Accepted condition says of u.
@@ -145,6 +148,10 @@ func (x *xdsCommon) tlsSocket(u *upstreamTLS) *corev3.TransportSocket {
 		return s
 	}
 	ctx := &tlsv3.UpstreamTlsContext{Sni: u.sni, CommonTlsContext: &tlsv3.CommonTlsContext{}}
+	if u.h2 {
+		// Envoy offers no ALPN unless told; a server then speaks HTTP/1.1 over TLS
+		ctx.CommonTlsContext.AlpnProtocols = []string{"h2"}
+	}
 	if u.verify {
 		vc := &tlsv3.CertificateValidationContext{
 			TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: x.opts.UpstreamCAFile}},
