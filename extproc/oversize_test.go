@@ -198,3 +198,44 @@ func TestOversizeAnswerChunked(t *testing.T) {
 		checkRecord(t, h.audit.records(t)[1], map[string]any{"tool": "fetch", "outcome": "result", "http_status": 200})
 	})
 }
+
+// TestLargeFirstEventOfSessionStream: on a route without rules, the first event of a Streamable
+// HTTP GET stream (it names its session) passes as it comes, even over the body limit: only the
+// first event of a GET stream without a session (a legacy SSE stream, whose endpoint event is
+// sealed) is held until whole, and reset when it outgrows the limit.
+func TestLargeFirstEventOfSessionStream(t *testing.T) {
+	h := newHarness(t, nil, func(c *extproc.Config) { c.MaxBodyBytes = 1024 })
+	open := streamableRoute
+	open.Policy = ""
+	event := "event: message\ndata: " + bigToolsList() + "\n\n"
+	for _, c := range []struct {
+		name    string
+		headers []extproctest.Header
+		reset   bool
+	}{
+		{"Streamable HTTP GET", append(getHeaders("/mcp", ""), hdr("mcp-session-id", extproctest.AnonSession("S1"))), false},
+		{"GET without a session", getHeaders("/sse", ""), true},
+	} {
+		s := h.open(t, h.tcp, open)
+		plainContinue(t, check(t)(s.RequestHeaders(c.headers, true)))
+		check(t)(s.ResponseHeaders(respHeaders("200", "text/event-stream"), false))
+		reset := false
+		var passed strings.Builder
+		for i := 0; i < len(event) && !reset; i += 200 {
+			end := min(i+200, len(event))
+			resp := check(t)(s.ResponseBody([]byte(event[i:end]), false))
+			if ir := resp.GetImmediateResponse(); ir != nil {
+				reset = ir.GetDetails() == "mcpgate_event_too_large"
+				break
+			}
+			passed.Write(extproctest.BodyAfter(resp, []byte(event[i:end])))
+		}
+		switch {
+		case reset != c.reset:
+			t.Errorf("%s: reset %v, want %v", c.name, reset, c.reset)
+		case !c.reset && passed.String() != event:
+			t.Errorf("%s: the client received %d of the event's %d bytes", c.name, passed.Len(), len(event))
+		}
+		s.Close()
+	}
+}

@@ -1103,8 +1103,10 @@ func (st *stream) sseChunk(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse 
 	// refused call's stand-in answer), known only once whole, whatever the gateway knows of the
 	// requests. A legacy SSE session's POSTs may pass another replica, whose requests this one
 	// never sees.
-	// Also the first event of a GET stream until it is whole: a legacy SSE endpoint event is sealed.
-	hold := st.hasMCPRules() || (st.kind == mcp.RequestGet && !st.eventSeen)
+	// Also the first event of a GET stream that names no session until it is whole: a legacy SSE
+	// stream's endpoint event is sealed. (A Streamable HTTP GET names its session: its events
+	// pass as they come, as any other response's on a route without rules.)
+	hold := st.hasMCPRules() || (st.kind == mcp.RequestGet && !st.eventSeen && st.session == "")
 	md := answerMetadata().in(st.answerFields[:])
 	visit := func(ev *mcp.Event, rewritable bool) []byte {
 		return st.visitEvent(ev, rewritable, &md)
