@@ -6,8 +6,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -52,7 +54,7 @@ func (p *Provider) writeStatus(ctx context.Context, snap *snapshot, out *transla
 		key := client.ObjectKeyFromObject(g)
 		var next gwv1.GatewayStatus
 		if want, ok := st.Gateways[key]; ok {
-			next = gatewayStatus(g.Status, want, gatewayService(res.Services, key), planes, p.opts.DataPlane != nil, key, now)
+			next = gatewayStatus(g.Status, want, g.Spec.Addresses, gatewayService(res.Services, key), planes, p.opts.DataPlane != nil, key, now)
 		} else {
 			// Not served (any more): what mcpgate wrote there goes; the class's controller owns
 			// the status now.
@@ -310,6 +312,33 @@ func gatewayService(services []*corev1.Service, gw gatewayKey) *corev1.Service {
 	return found
 }
 
+// hasAll reports whether have holds every address of requested (of the same type; IP addresses
+// compared as addresses, a requested address without a type being an IP address).
+func hasAll(have []gwv1.GatewayStatusAddress, requested []gwv1.GatewaySpecAddress) bool {
+	typeOf := func(t *gwv1.AddressType) gwv1.AddressType {
+		if t == nil {
+			return gwv1.IPAddressType
+		}
+		return *t
+	}
+	same := func(typ gwv1.AddressType, a, b string) bool {
+		if typ == gwv1.IPAddressType {
+			x, err1 := netip.ParseAddr(a)
+			y, err2 := netip.ParseAddr(b)
+			return err1 == nil && err2 == nil && x == y
+		}
+		return strings.EqualFold(a, b)
+	}
+	for _, r := range requested {
+		if !slices.ContainsFunc(have, func(h gwv1.GatewayStatusAddress) bool {
+			return typeOf(h.Type) == typeOf(r.Type) && same(typeOf(r.Type), h.Value, r.Value)
+		}) {
+			return false
+		}
+	}
+	return true
+}
+
 // serviceAddresses returns a Service's load balancer addresses, or its cluster IPs while it has
 // none.
 func serviceAddresses(s *corev1.Service) []gwv1.GatewayStatusAddress {
@@ -339,10 +368,16 @@ func serviceAddresses(s *corev1.Service) []gwv1.GatewayStatusAddress {
 
 // gatewayStatus is the translator's Gateway status with the addresses of the Gateway's Service.
 // Programmed stays True only when the data plane was applied and its Deployment has an available
-// replica (when the controller deploys it), and the Service has an address.
-func gatewayStatus(have gwv1.GatewayStatus, want *gwv1.GatewayStatus, svc *corev1.Service, planes map[gatewayKey]dataPlaneState, deploys bool, key gatewayKey, now metav1.Time) gwv1.GatewayStatus {
+// replica (when the controller deploys it), and the Service has an address. requested are the
+// Gateway's spec.addresses: the translator, which knows no Service, finds them unusable
+// (AddressNotUsable); the Gateway is Programmed all the same when its Service has every one.
+func gatewayStatus(have gwv1.GatewayStatus, want *gwv1.GatewayStatus, requested []gwv1.GatewaySpecAddress, svc *corev1.Service, planes map[gatewayKey]dataPlaneState, deploys bool, key gatewayKey, now metav1.Time) gwv1.GatewayStatus {
 	next := *want.DeepCopy()
 	next.Addresses = serviceAddresses(svc)
+	if c := meta.FindStatusCondition(next.Conditions, string(gwv1.GatewayConditionProgrammed)); c != nil &&
+		c.Reason == string(gwv1.GatewayReasonAddressNotUsable) && hasAll(next.Addresses, requested) {
+		c.Status, c.Reason, c.Message = metav1.ConditionTrue, string(gwv1.GatewayReasonProgrammed), ""
+	}
 	if c := meta.FindStatusCondition(next.Conditions, string(gwv1.GatewayConditionProgrammed)); c != nil && c.Status == metav1.ConditionTrue {
 		plane, planned := planes[key]
 		switch {

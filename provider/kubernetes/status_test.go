@@ -122,7 +122,7 @@ func TestGatewayStatusProgrammed(t *testing.T) {
 		{"no Service", nil, nil, false, metav1.ConditionFalse, "AddressNotAssigned"},
 		{"no address", &corev1.Service{}, nil, false, metav1.ConditionFalse, "AddressNotAssigned"},
 	} {
-		got := gatewayStatus(gwv1.GatewayStatus{}, want, c.svc, c.planes, c.deploys, key, now)
+		got := gatewayStatus(gwv1.GatewayStatus{}, want, nil, c.svc, c.planes, c.deploys, key, now)
 		p := meta.FindStatusCondition(got.Conditions, "Programmed")
 		if p.Status != c.status || p.Reason != c.reason {
 			t.Errorf("%s: Programmed %s/%s %q, want %s/%s", c.name, p.Status, p.Reason, p.Message, c.status, c.reason)
@@ -130,6 +130,29 @@ func TestGatewayStatusProgrammed(t *testing.T) {
 	}
 	if want.Conditions[1].Status != metav1.ConditionTrue {
 		t.Error("gatewayStatus changed the translator's status")
+	}
+
+	// spec.addresses the translator found unusable: Programmed when the Service has them all.
+	unusable := &gwv1.GatewayStatus{Conditions: []metav1.Condition{
+		{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Accepted"},
+		{Type: "Programmed", Status: metav1.ConditionFalse, Reason: "AddressNotUsable", Message: "requested addresses are not assigned"},
+	}}
+	lb := svc.DeepCopy()
+	lb.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "fd00::5"}, {Hostname: "gw.example.com"}}
+	ip, host := gwv1.IPAddressType, gwv1.HostnameAddressType
+	for _, c := range []struct {
+		name      string
+		requested []gwv1.GatewaySpecAddress
+		status    metav1.ConditionStatus
+	}{
+		{"the Service's IP, written otherwise, and hostname", []gwv1.GatewaySpecAddress{{Value: "fd00:0::5"}, {Type: &host, Value: "GW.example.com"}}, metav1.ConditionTrue},
+		{"an IP the Service does not have", []gwv1.GatewaySpecAddress{{Type: &ip, Value: "fd00::6"}}, metav1.ConditionFalse},
+		{"the Service's hostname as an IP address", []gwv1.GatewaySpecAddress{{Type: &ip, Value: "gw.example.com"}}, metav1.ConditionFalse},
+	} {
+		got := gatewayStatus(gwv1.GatewayStatus{}, unusable, c.requested, lb, nil, false, key, now)
+		if p := meta.FindStatusCondition(got.Conditions, "Programmed"); p.Status != c.status {
+			t.Errorf("%s: Programmed %s/%s, want %s", c.name, p.Status, p.Reason, c.status)
+		}
 	}
 }
 
