@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -89,11 +88,7 @@ func TestLargeChunkedJSONAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, serverPort, err := net.SplitHostPort(js.srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	serveTestdata(t, fileLarge, map[string]string{"GATEWAY_PORT": strconv.Itoa(free[0]), "SERVER_PORT": serverPort})
+	serveTestdata(t, fileLarge, map[string]string{"GATEWAY_PORT": strconv.Itoa(free[0]), "SERVER_PORT": portOf(js.srv)})
 	base := "http://" + addr(free[0])
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

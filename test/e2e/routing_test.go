@@ -39,8 +39,7 @@ func startRouting(t *testing.T) *routing {
 	}
 	up := newRecorder()
 	t.Cleanup(up.srv.Close)
-	_, plainPort, _ := net.SplitHostPort(up.srv.Listener.Addr().String())
-	serveTestdata(t, fileRouting, map[string]string{"GATEWAY_PORT": strconv.Itoa(free[0]), "FETCH_PORT": strconv.Itoa(s.ports.fetch), "PLAIN_PORT": plainPort})
+	serveTestdata(t, fileRouting, map[string]string{"GATEWAY_PORT": strconv.Itoa(free[0]), "FETCH_PORT": strconv.Itoa(s.ports.fetch), "PLAIN_PORT": portOf(up.srv)})
 	r := &routing{s: s, addr: addr(free[0]), up: up}
 	eventually(t, "the routing Gateway serves its routes and policies", func() error {
 		for _, c := range []struct {

@@ -157,11 +157,6 @@ func startPod(t *testing.T, name string) *pod {
 	return p
 }
 
-func (p *pod) port() string {
-	_, port, _ := net.SplitHostPort(p.srv.Listener.Addr().String())
-	return port
-}
-
 // sessionRun is what one client session saw.
 type sessionRun struct {
 	client  string       // the session id the client holds (the gateway's)
@@ -211,7 +206,7 @@ func startSessions(t *testing.T) (a, b *pod, base string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serveTestdata(t, fileSessions, map[string]string{"GATEWAY_PORT": strconv.Itoa(free[0]), "POD_A_PORT": a.port(), "POD_B_PORT": b.port()})
+	serveTestdata(t, fileSessions, map[string]string{"GATEWAY_PORT": strconv.Itoa(free[0]), "POD_A_PORT": portOf(a.srv), "POD_B_PORT": portOf(b.srv)})
 	return a, b, "http://" + addr(free[0])
 }
 

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -66,11 +65,6 @@ func startHTTPSServer(t *testing.T) *httpsServer {
 	return s
 }
 
-func (s *httpsServer) port() string {
-	_, port, _ := net.SplitHostPort(s.srv.Listener.Addr().String())
-	return port
-}
-
 // requests returns what the server recorded of the requests it served.
 func (s *httpsServer) requests() []seenRequest {
 	s.mu.Lock()
@@ -95,7 +89,7 @@ func TestTLSToMCPTarget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serveTestdata(t, fileTLS, map[string]string{"GATEWAY_PORT": strconv.Itoa(free[0]), "WRONG_NAME_PORT": strconv.Itoa(free[1]), "SERVER_PORT": up.port()})
+	serveTestdata(t, fileTLS, map[string]string{"GATEWAY_PORT": strconv.Itoa(free[0]), "WRONG_NAME_PORT": strconv.Itoa(free[1]), "SERVER_PORT": portOf(up.srv)})
 
 	url := "http://" + addr(free[0]) + "/mcp"
 	eventually(t, "tools/list through the TLS target", func() error {
@@ -123,7 +117,7 @@ func TestTLSToMCPTarget(t *testing.T) {
 	if len(seen) == 0 {
 		t.Fatal("the server served no request")
 	}
-	wantHost := "localhost:" + up.port()
+	wantHost := "localhost:" + portOf(up.srv)
 	for i, r := range seen {
 		if r.sni != "localhost" || r.host != wantHost {
 			t.Errorf("request %d (%s) reached the server with SNI %q and Host %q, want localhost and %s", i, r.path, r.sni, r.host, wantHost)
