@@ -84,3 +84,14 @@ func TestTLSSocketPerSetting(t *testing.T) {
 		t.Errorf("two hosts share one transport socket")
 	}
 }
+
+// TestCheckTLSInsecureModes: insecureSkipVerify is All or Hostname; any other value, the empty
+// one included (which tlsFor would take for Hostname), is refused, naming the field.
+func TestCheckTLSInsecureModes(t *testing.T) {
+	for mode, ok := range map[v1alpha1.InsecureTLSMode]bool{"All": true, "Hostname": true, "": false, "all": false, "None": false} {
+		field, msg := checkTLS(&v1alpha1.BackendTLS{InsecureSkipVerify: &mode})
+		if got := msg == ""; got != ok || (!ok && field != ".insecureSkipVerify") {
+			t.Errorf("insecureSkipVerify %q: field %q, message %q; want accepted %v", mode, field, msg, ok)
+		}
+	}
+}

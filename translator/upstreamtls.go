@@ -9,7 +9,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
-	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/mcpgate/mcpgate/api/v1alpha1"
 )
@@ -111,8 +110,16 @@ func checkTLS(p *v1alpha1.BackendTLS) (field, msg string) {
 			return ".sni", fmt.Sprintf("%q is not a DNS name", s)
 		}
 	}
-	if v := p.InsecureSkipVerify; v != nil && *v != v1alpha1.InsecureTLSModeAll && *v != v1alpha1.InsecureTLSModeHostname {
-		return ".insecureSkipVerify", notSupported(string(*v), string(v1alpha1.InsecureTLSModeAll), string(v1alpha1.InsecureTLSModeHostname))
+	if v := p.InsecureSkipVerify; v != nil {
+		// An empty mode is no mode (tlsFor would take it for Hostname): unsupported, which takes
+		// "" for an unset enum, is asked about it quoted.
+		mode := *v
+		if mode == "" {
+			mode = `""`
+		}
+		if msg := unsupported(mode, v1alpha1.InsecureTLSModeAll, v1alpha1.InsecureTLSModeHostname); msg != "" {
+			return ".insecureSkipVerify", msg
+		}
 	}
 	switch n := len(p.VerifySubjectAltNames); {
 	case p.VerifySubjectAltNames != nil && n == 0:
@@ -126,11 +133,6 @@ func checkTLS(p *v1alpha1.BackendTLS) (field, msg string) {
 		}
 	}
 	return "", ""
-}
-
-// notSupported is the message of a value that is none of values, as the API server words it.
-func notSupported(v string, values ...string) string {
-	return field.NotSupported(nil, v, values).ErrorBody()
 }
 
 // tlsSocket is Envoy's transport socket for u, one per distinct setting (key) in a translation.
