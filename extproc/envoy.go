@@ -60,15 +60,17 @@ func (h headerList) first(name string) string {
 	return ""
 }
 
-// count returns how many times name occurs.
-func (h headerList) count(name string) int {
-	n := 0
+// only returns the first value of name and how many times name occurs.
+func (h headerList) only(name string) (first string, n int) {
 	for i := range h {
 		if h[i].name == name {
+			if n == 0 {
+				first = h[i].value
+			}
 			n++
 		}
 	}
-	return n
+	return first, n
 }
 
 // Get implements authz.Headers: a repeated header is joined with ",". Pseudo-headers are not

@@ -390,21 +390,22 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 		// the bytes (CR, LF, NUL) a client chose: the stateful session envelope decodes a
 		// client's base64 into the header unchecked. One value only: the session opened is the
 		// first, and a server reading another (or all) would serve a session never checked.
-		switch n := st.headers.count(mcp.SessionHeader); {
+		sessionID, n := st.headers.only(mcp.SessionHeader)
+		switch {
 		case n > 1:
 			return st.refuse(jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidRequest,
 				"Mcp-Session-Id must be sent once", "mcpgate_ambiguous_session"), "", metadata{}, nil)
-		case n == 1 && !mcp.ValidSessionID(st.headers.first(mcp.SessionHeader)):
+		case n == 1 && !mcp.ValidSessionID(sessionID):
 			return st.refuse(jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidRequest,
 				"Mcp-Session-Id must be one or more visible ASCII characters (0x21 to 0x7E)", "mcpgate_invalid_session_id"), "", metadata{}, nil)
 		}
 		if st.in.Method == http.MethodPost {
-			if problem := mcp.AmbiguousSession(st.in.Path, st.headers.first(mcp.SessionHeader)); problem != "" {
+			if problem := mcp.AmbiguousSession(st.in.Path, sessionID); problem != "" {
 				// Before the session is known, as above: the request names two.
 				return st.refuse(jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidRequest, problem, "mcpgate_ambiguous_session"), "", metadata{}, nil)
 			}
 		}
-		st.kind, st.session = mcp.ClassifyRequest(st.in.Method, st.in.Path, st.headers.first(mcp.SessionHeader))
+		st.kind, st.session = mcp.ClassifyRequest(st.in.Method, st.in.Path, sessionID)
 		if st.noRequestBody {
 			st.s.warnOnce("body_not_sent", st.ri.route, "MCP route's request body mode is NONE: ext_proc cannot read its requests, "+
 				"so those that rules judge by their messages are refused; the route needs request body mode BUFFERED")
