@@ -545,10 +545,11 @@ func checkDataPlane(t *testing.T, ns, name string, ports []int32) {
 	}
 }
 
-// checkOwnedByDeployment checks that sec's one owner is the live Deployment dep, as the
-// Deployment's own owner reference is set (controller, no blockOwnerDeletion): the garbage
-// collector deletes the Secret with the data plane, and the controller never deletes a Secret.
-func checkOwnedByDeployment(t *testing.T, sec *corev1.Secret, dep *appsv1.Deployment) {
+// checkOwnedByDeployment checks that obj's (a Secret's, the PodDisruptionBudget's) one owner is
+// the live Deployment dep, as the Deployment's own owner reference is set (controller, no
+// blockOwnerDeletion): the garbage collector deletes it with the data plane, and the controller
+// never deletes it.
+func checkOwnedByDeployment(t *testing.T, obj client.Object, dep *appsv1.Deployment) {
 	t.Helper()
 	depRefs := dep.GetOwnerReferences()
 	if len(depRefs) != 1 {
@@ -556,8 +557,8 @@ func checkOwnedByDeployment(t *testing.T, sec *corev1.Secret, dep *appsv1.Deploy
 	}
 	want := metav1.OwnerReference{APIVersion: "apps/v1", Kind: "Deployment", Name: dep.Name, UID: dep.UID,
 		Controller: depRefs[0].Controller, BlockOwnerDeletion: depRefs[0].BlockOwnerDeletion}
-	if refs := sec.GetOwnerReferences(); len(refs) != 1 || !reflect.DeepEqual(refs[0], want) {
-		t.Errorf("Secret %s/%s owner references %s, want the Deployment %s", sec.Namespace, sec.Name, ownerRefs(refs), ownerRefs([]metav1.OwnerReference{want}))
+	if refs := obj.GetOwnerReferences(); len(refs) != 1 || !reflect.DeepEqual(refs[0], want) {
+		t.Errorf("%T %s/%s owner references %s, want the Deployment %s", obj, obj.GetNamespace(), obj.GetName(), ownerRefs(refs), ownerRefs([]metav1.OwnerReference{want}))
 	}
 }
 
