@@ -36,6 +36,55 @@ const (
 	MetadataTarget = "x-mcpgate-target"
 )
 
+// MetadataTargets, set only on a route to a multiplexed AgentgatewayBackend (several MCP targets
+// behind the mux, docs/design.md "Multiplexing"), lists the targets' names in spec order, joined
+// by commas. Its presence means that the route's tool and prompt names are "TARGET_name" and its
+// resource URIs "TARGET+uri"; MetadataTarget is then absent.
+const MetadataTargets = "x-mcpgate-targets"
+
+// MCP multiplexing: the mux (package extproc/mux) serves a multiplexed backend's routes and
+// reaches each target back through Envoy's mux upstream listener.
+const (
+	// MuxCluster is the bootstrap's static cluster of the mux server.
+	MuxCluster = "mcpgate_mux"
+	// MuxUpstreamListener is the bootstrap's static listener (on a Unix socket, no ext_proc) that
+	// the mux sends each target's requests to.
+	MuxUpstreamListener = "mcpgate_mux_upstream"
+	// MuxUpstreamRoutes is the RouteConfiguration of MuxUpstreamListener, served per Gateway
+	// over ADS: a route per multiplexed target cluster, matched on HeaderMuxCluster.
+	MuxUpstreamRoutes = "mcpgate/mux-upstream"
+	// HeaderMux is the request header a multiplexed route adds (overwriting a client's) for the
+	// mux: a Mux as compact JSON.
+	HeaderMux = "x-mcpgate-mux"
+	// HeaderMuxCluster is the request header the mux sets on a target's request: the cluster
+	// MuxUpstreamRoutes routes it to. The route removes it.
+	HeaderMuxCluster = "x-mcpgate-cluster"
+)
+
+// Mux describes a multiplexed AgentgatewayBackend to the mux (HeaderMux).
+type Mux struct {
+	// Gateway is the Gateway, "NAMESPACE/NAME": the mux reaches its Envoy's mux upstream listener.
+	Gateway string `json:"gateway"`
+	// Backend is the AgentgatewayBackend, "NAMESPACE/NAME".
+	Backend string `json:"backend"`
+	// PrefixMode is the backend's spec.mcp.prefixMode: Conditional or Always.
+	PrefixMode string `json:"prefixMode"`
+	// FailureMode is the backend's spec.mcp.failureMode: FailClosed or FailOpen.
+	FailureMode string `json:"failureMode"`
+	// Targets are the backend's targets in spec order.
+	Targets []MuxTarget `json:"targets"`
+}
+
+// MuxTarget is one target of a Mux.
+type MuxTarget struct {
+	// Name is the target's name, the prefix of its tools.
+	Name string `json:"name"`
+	// Cluster is the target's Envoy cluster (the value of HeaderMuxCluster).
+	Cluster string `json:"cluster"`
+	// Path is the target's Streamable HTTP path.
+	Path string `json:"path"`
+}
+
 // The MCP transports of MetadataMCP.
 const (
 	// TransportSSE is HTTP+SSE (MCP 2024-11-05): a GET stream and POSTs to its endpoint.

@@ -4,10 +4,13 @@
 package bootstrap
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -38,7 +41,20 @@ const (
 	DefaultXDSAddr     = "127.0.0.1:18000"
 	DefaultExtProcAddr = "127.0.0.1:18001"
 	DefaultAdminAddr   = "127.0.0.1:15000"
+	DefaultMuxAddr     = "127.0.0.1:18002"
 )
+
+// MuxUpstreamPath is the Unix socket of a Gateway's mux upstream listener
+// (contract.MuxUpstreamListener) in dir (os.TempDir() when empty): one per Gateway, so that the
+// Envoys of several Gateways on one host do not collide, and short enough for any dir a Unix
+// socket path fits in.
+func MuxUpstreamPath(dir, gateway string) string {
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	sum := sha256.Sum256([]byte(gateway))
+	return filepath.Join(dir, "mcpgate-up-"+hex.EncodeToString(sum[:6])+".sock")
+}
 
 // MaxDownstreamConnections bounds the connections Envoy holds open on all its listeners together
 // (the overload manager's envoy.resource_monitors.global_downstream_max_connections); past it,

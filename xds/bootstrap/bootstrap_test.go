@@ -229,3 +229,16 @@ func TestDownstreamConnectionsBounded(t *testing.T) {
 		t.Errorf("max_active_downstream_connections %d, want %d", cfg.GetMaxActiveDownstreamConnections(), bootstrap.MaxDownstreamConnections)
 	}
 }
+
+func TestMuxUpstreamPath(t *testing.T) {
+	a, b := bootstrap.MuxUpstreamPath("/run/x", "default/a"), bootstrap.MuxUpstreamPath("/run/x", "default/b")
+	if a == b || a != bootstrap.MuxUpstreamPath("/run/x", "default/a") {
+		t.Fatalf("want one stable path per Gateway, got %q and %q", a, b)
+	}
+	if filepath.Dir(a) != "/run/x" || !strings.HasSuffix(a, ".sock") {
+		t.Errorf("path %q: want a .sock file in /run/x", a)
+	}
+	if got := bootstrap.MuxUpstreamPath("", "default/a"); filepath.Dir(got) != os.TempDir() {
+		t.Errorf("empty dir: got %q, want a file in %s", got, os.TempDir())
+	}
+}
