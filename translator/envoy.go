@@ -11,16 +11,15 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	statefulv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/stateful_session/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	reqwithoutqueryv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/formatter/req_without_query/v3"
 	envelopev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/stateful_session/envelope/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"github.com/mcpgate/mcpgate/contract"
+	"github.com/mcpgate/mcpgate/internal/accesslog"
 	"github.com/mcpgate/mcpgate/internal/envoypath"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -52,13 +51,11 @@ const (
 	httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 	// invalidBackendCluster is a cluster that never exists: the weighted share of invalid
 	// backendRefs goes there and gets 500 (cluster_not_found_response_code).
-	invalidBackendCluster    = "mcpgate_invalid_backend"
-	hcmFilterName            = "envoy.filters.network.http_connection_manager"
-	routerFilterName         = "envoy.filters.http.router"
-	stdoutLoggerName         = "envoy.access_loggers.stdout"
-	reqWithoutQueryFormatter = "envoy.formatter.req_without_query"
-	tlsSocketName            = "envoy.transport_sockets.tls"
-	extProcPerRouteURL       = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
+	invalidBackendCluster = "mcpgate_invalid_backend"
+	hcmFilterName         = "envoy.filters.network.http_connection_manager"
+	routerFilterName      = "envoy.filters.http.router"
+	tlsSocketName         = "envoy.transport_sockets.tls"
+	extProcPerRouteURL    = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
 	// statefulSessionFilterName is the stateful session HTTP filter and its per-route config key.
 	statefulSessionFilterName = "envoy.filters.http.stateful_session"
 	// envelopeSessionStateName is the session state extension Envoy looks up by this name.
@@ -75,28 +72,6 @@ const (
 // cleanInternalHeaders). Only the router's rewrite sets it then, so the access log and the
 // upstreams only ever see Envoy's.
 const originalPathHeader = "x-envoy-original-path"
-
-// accessLogFields are the request fields of the JSON access log; the mcpgate fields follow.
-// path is the path the request was routed by (after normalization), or the one it was forwarded
-// with when its route rewrote it; original_path is the path before the rewrite (null when the
-// route did not rewrite). Both are logged without their query string (the formatter extension
-// envoy.formatter.req_without_query): clients put tokens there (`?access_token=`, `?token=`,
-// API keys), and a legacy SSE session id, which the mcpgate fields hold, is not a path.
-func accessLogFields() [][2]string {
-	return [][2]string{
-		{"start_time", "%START_TIME%"},
-		{"method", "%REQ(:METHOD)%"},
-		{"path", "%REQ_WITHOUT_QUERY(:PATH)%"},
-		{"original_path", "%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH)%"},
-		{"authority", "%REQ(:AUTHORITY)%"},
-		{"response_code", "%RESPONSE_CODE%"},
-		{"response_flags", "%RESPONSE_FLAGS%"},
-		{"duration", "%DURATION%"},
-		{"upstream_host", "%UPSTREAM_HOST%"},
-		{"route_name", "%ROUTE_NAME%"},
-		{"request_id", "%REQ(X-REQUEST-ID)%"},
-	}
-}
 
 // xdsCommon holds what every listener and cluster of a translation shares, built once.
 type xdsCommon struct {
@@ -158,10 +133,7 @@ func newXDSCommon(opts Options) *xdsCommon {
 		{Name: ExtProcFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(x.extProcFilter())}},
 		{Name: routerFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}},
 	}
-	x.accessLog = []*accesslogv3.AccessLog{{
-		Name:       stdoutLoggerName,
-		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(accessLogConfig())},
-	}}
+	x.accessLog = accesslog.Stdout() // the bootstrap's mux upstream listener writes the same
 	x.disabled = mustAny(&extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Disabled{Disabled: true}})
 	x.disabledFilters = map[string]*anypb.Any{ExtProcFilterName: x.disabled}
 	x.pinSessions = mustAny(&statefulv3.StatefulSessionPerRoute{Override: &statefulv3.StatefulSessionPerRoute_StatefulSession{
@@ -248,25 +220,6 @@ func processingMode(mcp bool) *extprocv3.ProcessingMode {
 		m.RequestBodyMode = extprocv3.ProcessingMode_BUFFERED
 	}
 	return m
-}
-
-func accessLogConfig() *streamv3.StdoutAccessLog {
-	fields := map[string]*structpb.Value{}
-	for _, f := range accessLogFields() {
-		fields[f[0]] = structpb.NewStringValue(f[1])
-	}
-	mcp := map[string]*structpb.Value{}
-	for _, f := range contract.Fields() {
-		mcp[f.Name] = structpb.NewStringValue("%METADATA(" + string(f.Source) + ":" + contract.MetadataNamespace + ":" + f.Name + ")%")
-	}
-	fields[contract.MetadataNamespace] = structpb.NewStructValue(&structpb.Struct{Fields: mcp})
-	return &streamv3.StdoutAccessLog{AccessLogFormat: &streamv3.StdoutAccessLog_LogFormat{
-		LogFormat: &corev3.SubstitutionFormatString{
-			Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: &structpb.Struct{Fields: fields}},
-			Formatters: []*corev3.TypedExtensionConfig{{
-				Name: reqWithoutQueryFormatter, TypedConfig: mustAny(&reqwithoutqueryv3.ReqWithoutQuery{})}},
-		},
-	}}
 }
 
 // filterMetadata is the Metadata of a route or cluster: the contract.MetadataNamespace fields
@@ -527,6 +480,7 @@ func (x *xdsCommon) perFilter(a *anypb.Any, pin bool) map[string]*anypb.Any {
 type extProcRoute struct {
 	mcp                                     string // transport; "" = not MCP
 	gateway, route, policy, backend, target string
+	targets                                 string // a multiplexed backend's target names, comma-joined
 }
 
 // perRouteConfig returns the ExtProcPerRoute of e: disabled when the route is neither MCP nor
@@ -540,8 +494,9 @@ func (t *translation) perRouteConfig(into *anypb.Any, e extProcRoute) *anypb.Any
 	if e.mcp != "" {
 		mode = t.xds.mcpModeBytes
 	}
-	md := [6][2]string{{contract.MetadataGateway, e.gateway}, {contract.MetadataRoute, e.route}, {contract.MetadataPolicy, e.policy},
-		{contract.MetadataMCP, e.mcp}, {contract.MetadataBackend, e.backend}, {contract.MetadataTarget, e.target}}
+	md := [7][2]string{{contract.MetadataGateway, e.gateway}, {contract.MetadataRoute, e.route}, {contract.MetadataPolicy, e.policy},
+		{contract.MetadataMCP, e.mcp}, {contract.MetadataBackend, e.backend}, {contract.MetadataTarget, e.target},
+		{contract.MetadataTargets, e.targets}}
 	if into == nil {
 		into = &anypb.Any{}
 	}
