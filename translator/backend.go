@@ -1,6 +1,7 @@
 package translator
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -63,6 +64,9 @@ type target struct {
 	gateways gatewayList
 	// md is room for the cluster's metadata allocated with the cluster (finishCluster); nil: none
 	md *metadataBlock
+	// mux, set on a multiplexed MCP backend's target, holds its targets; its cluster is
+	// contract.MuxCluster, the bootstrap's (never emitted).
+	mux *muxBackend
 }
 
 // setMCP makes tg an MCP target of transport (contract.Transport*), MCP target name and path. An
@@ -111,6 +115,12 @@ func (tg *target) pinsSessions() bool {
 // upstream connection for as long as they last, circuit breakers that do not cap them
 // (xdsCommon.streamBreakers).
 func (tg *target) finishCluster(x *xdsCommon) {
+	if tg.mux != nil {
+		for _, m := range tg.mux.targets {
+			m.finishCluster(x)
+		}
+		return
+	}
 	fields := [2][2]string{{contract.FieldBackend, tg.backend}, {contract.FieldTarget, tg.name}}
 	if tg.md != nil {
 		tg.cluster.Metadata = tg.md.fill(fields)
@@ -313,7 +323,6 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 	if policiesTLS(b.Spec.Policies) != nil {
 		return "spec.policies.tls", "not applied to an MCP backend: set the TLS of each static target in spec.mcp.targets[].static.policies.tls", ""
 	}
-	var notes []string
 	for i := range targets {
 		tg := &targets[i]
 		f := func(suffix string) string { return "spec.mcp.targets[" + strconv.Itoa(i) + "]" + suffix } // built only for errors
@@ -339,67 +348,182 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 			}
 		}
 	}
-	first := &targets[0]
-	cname := backendClusterPrefix + bi.key + "/" + string(first.Name)
-	if first.Static != nil {
-		st := first.Static
-		tr := transportOf(st.Protocol)
-		path := st.Path
-		if path == "" {
-			path = defaultMCPPath(tr)
-		}
-		tls := tlsFor(st.Host, st.Port, targetTLS(st))
-		if svc, p := t.serviceOfHost(st.Host, st.Port); p != nil {
-			bi.target = t.serviceCluster(cname, svc, p)
-			if tls != nil {
-				tls.h2 = isH2C(p)
+	// every target, a selector's Service ports each one (mcpTarget), in spec order
+	var all []mcpTarget
+	for i := range targets {
+		spec := &targets[i]
+		cname := backendClusterPrefix + bi.key + "/" + string(spec.Name)
+		if spec.Static == nil {
+			found, err := t.selectorTargets(bi, spec, cname)
+			if err != "" {
+				return "spec.mcp.targets[" + strconv.Itoa(i) + "].selector", err, ""
 			}
-			t.xds.withTLS(bi.target, tls)
-		} else {
-			bi.target = t.xds.addressTarget(cname, st.Host, st.Port, tls)
+			if len(found) == 0 {
+				return "spec.mcp.targets[" + strconv.Itoa(i) + "].selector", "selects no Service port with appProtocol " + AppProtocolMCP + " or " + AppProtocolMCPSSE, ""
+			}
+			for _, tg := range found {
+				all = append(all, mcpTarget{tg: tg, index: i})
+			}
+			continue
 		}
-		tg := bi.target
+		tg, tls := t.staticMCPTarget(cname, spec)
 		tg.backend = bi.key
-		tg.setMCP(tr, string(first.Name), path)
+		mt := mcpTarget{tg: tg, index: i}
 		if tls != nil {
-			notes = append(notes, "reached "+tls.describe())
+			mt.note = "reached " + tls.describe()
 		}
-	} else {
-		found, err := t.selectorTargets(bi, first, cname)
-		if err != "" {
-			return "spec.mcp.targets[0].selector", err, ""
+		all = append(all, mt)
+	}
+	if why, field := t.notMultiplexed(m, all); why != "" {
+		return t.firstTargetOnly(bi, all, field, why)
+	}
+	if len(all) == 1 && m.PrefixMode != v1alpha1.PrefixModeAlways {
+		tg := all[0].tg
+		bi.target = tg
+		note = "MCP target " + tg.name + ": " + tg.mcp + " at " + tg.path
+		if all[0].note != "" {
+			note += "; " + all[0].note
 		}
-		if len(found) == 0 {
-			return "spec.mcp.targets[0].selector", "selects no Service port with appProtocol " + AppProtocolMCP + " or " + AppProtocolMCPSSE, ""
-		}
-		bi.target = found[0]
-		if len(found) > 1 {
-			var others []string
-			for _, o := range found[1:] {
-				others = append(others, o.name)
-			}
-			w := fmt.Sprintf("the selector finds %d MCP servers; Envoy cannot fan out, so only %s is routed (not %s)",
-				len(found), found[0].name, strings.Join(others, ", "))
-			bi.warnings.add(KindAgentgatewayBackend, b.Namespace, b.Name, "spec.mcp.targets[0].selector", w)
-			notes = append(notes, w)
+		return "", "", note
+	}
+	bi.target = t.muxTarget(bi, all)
+	parts := make([]string, len(all))
+	for i, mt := range all {
+		parts[i] = mt.tg.name + ": " + mt.tg.mcp + " at " + mt.tg.path
+		if mt.note != "" {
+			parts[i] += " " + mt.note
 		}
 	}
-	tg := bi.target
-	note = "MCP target " + tg.name + ": " + tg.mcp + " at " + tg.path
-	if len(targets) > 1 {
-		var rest []string
-		for _, o := range targets[1:] {
-			rest = append(rest, string(o.Name))
-		}
-		w := fmt.Sprintf("Envoy cannot fan out to several MCP targets: only the first (%s) is routed; %s not",
-			first.Name, strings.Join(rest, ", "))
-		bi.warnings.add(KindAgentgatewayBackend, b.Namespace, b.Name, "spec.mcp.targets", w)
-		notes = append(notes, w)
-	}
-	if len(notes) > 0 {
-		note += "; " + strings.Join(notes, "; ")
-	}
+	note = fmt.Sprintf("MCP targets multiplexed by mcpgate's mux (tools and prompts TARGET_name, resources TARGET+uri): %s",
+		strings.Join(parts, "; "))
 	return "", "", note
+}
+
+// mcpTarget is one effective target of an MCP backend: a static target, or one Service port a
+// selector found.
+type mcpTarget struct {
+	tg    *target
+	index int    // its spec.mcp.targets index
+	note  string // how it is reached, when worth saying (TLS)
+}
+
+// staticMCPTarget builds the target of a checked static MCP target: a Service port's EDS cluster
+// when its host names one (serviceOfHost), else a host's; over TLS as tls says (nil: plaintext).
+func (t *translation) staticMCPTarget(cname string, spec *v1alpha1.McpTargetSelector) (*target, *upstreamTLS) {
+	st := spec.Static
+	tr := transportOf(st.Protocol)
+	path := st.Path
+	if path == "" {
+		path = defaultMCPPath(tr)
+	}
+	tls := tlsFor(st.Host, st.Port, targetTLS(st))
+	var tg *target
+	if svc, p := t.serviceOfHost(st.Host, st.Port); p != nil {
+		tg = t.serviceCluster(cname, svc, p)
+		if tls != nil {
+			tls.h2 = isH2C(p)
+		}
+		t.xds.withTLS(tg, tls)
+	} else {
+		tg = t.xds.addressTarget(cname, st.Host, st.Port, tls)
+	}
+	tg.setMCP(tr, string(spec.Name), path)
+	return tg, tls
+}
+
+// notMultiplexed says why an MCP backend's targets, all of them, cannot go behind the mux
+// ("" when they can, or when there is one and prefixMode does not ask for prefixes), and the
+// field at the root of it. The mux speaks Streamable HTTP to its targets and routes each call by
+// its name's prefix: so every target must speak Streamable HTTP, the names must be prefixed
+// (prefixMode not Never), and each name must be unique and free of the separators ("_" of tool
+// and prompt names, "+" of resource URIs, "," of the target list ext_proc gets).
+func (t *translation) notMultiplexed(m *v1alpha1.MCPBackend, all []mcpTarget) (why, field string) {
+	if len(all) < 2 && m.PrefixMode != v1alpha1.PrefixModeAlways {
+		return "", ""
+	}
+	if len(all) >= 2 && m.PrefixMode == v1alpha1.PrefixModeNever {
+		return "prefixMode Never leaves the targets' names unprefixed, and mcpgate's mux routes each call by its prefix", "spec.mcp.prefixMode"
+	}
+	seen := map[string]int{}
+	for _, mt := range all {
+		f := "spec.mcp.targets[" + strconv.Itoa(mt.index) + "]"
+		if mt.tg.mcp != contract.TransportStreamableHTTP {
+			return fmt.Sprintf("target %s speaks %s, and mcpgate's mux speaks Streamable HTTP to its targets", mt.tg.name, mt.tg.mcp), f
+		}
+		if strings.ContainsAny(mt.tg.name, "_+,") {
+			return fmt.Sprintf("target name %q has a \"_\", \"+\" or \",\", which split prefixed names", mt.tg.name), f + ".name"
+		}
+		if j, dup := seen[mt.tg.name]; dup {
+			return fmt.Sprintf("two targets are named %s (spec.mcp.targets[%d] and [%d]): a prefix must name one", mt.tg.name, j, mt.index), f
+		}
+		seen[mt.tg.name] = mt.index
+	}
+	return "", ""
+}
+
+// firstTargetOnly routes an MCP backend to its first target, as before the mux, and warns that
+// the others are not routed and why.
+func (t *translation) firstTargetOnly(bi *backendInfo, all []mcpTarget, field, why string) (string, string, string) {
+	b := bi.b
+	first := all[0]
+	bi.target = first.tg
+	note := "MCP target " + first.tg.name + ": " + first.tg.mcp + " at " + first.tg.path
+	if first.note != "" {
+		note += "; " + first.note
+	}
+	var rest []string
+	for _, o := range all[1:] {
+		rest = append(rest, o.tg.name)
+	}
+	w := fmt.Sprintf("not multiplexed: %s; only the first target (%s) is routed, %s not", why, first.tg.name, strings.Join(rest, ", "))
+	if len(rest) == 0 { // prefixMode Always, one target
+		field = "spec.mcp.prefixMode"
+		w = fmt.Sprintf("Always is not applied: %s; the target %s is routed as it is, its names unprefixed", why, first.tg.name)
+	}
+	bi.warnings.add(KindAgentgatewayBackend, b.Namespace, b.Name, field, w)
+	return "", "", note + "; " + field + ": " + w
+}
+
+// muxTarget is the target of a multiplexed MCP backend: routes to it go to the mux
+// (contract.MuxCluster, a bootstrap cluster: this target's cluster is never emitted, its
+// targets' clusters are), which reaches each target through the Gateway's mux upstream
+// listener. It balances nothing (one local mux), so it hashes nothing and pins no session.
+func (t *translation) muxTarget(bi *backendInfo, all []mcpTarget) *target {
+	m := bi.b.Spec.MCP
+	mx := &muxBackend{spec: contract.Mux{Backend: bi.key, PrefixMode: string(m.PrefixMode), FailureMode: string(m.FailureMode)}}
+	if mx.spec.PrefixMode == "" {
+		mx.spec.PrefixMode = string(v1alpha1.PrefixModeConditional)
+	}
+	if mx.spec.FailureMode == "" {
+		mx.spec.FailureMode = string(v1alpha1.FailureModeFailClosed)
+	}
+	names := make([]string, len(all))
+	for i, mt := range all {
+		names[i] = mt.tg.name
+		mx.targets = append(mx.targets, mt.tg)
+		mx.spec.Targets = append(mx.spec.Targets, contract.MuxTarget{Name: mt.tg.name, Cluster: mt.tg.cluster.Name, Path: mt.tg.path})
+	}
+	mx.names = strings.Join(names, ",")
+	return &target{cluster: &clusterv3.Cluster{Name: contract.MuxCluster}, backend: bi.key, mcp: contract.TransportStreamableHTTP, mux: mx}
+}
+
+// muxBackend is what a multiplexed backend's routes need.
+type muxBackend struct {
+	spec    contract.Mux // without Gateway, which each route's Gateway fills in (header)
+	targets []*target    // its targets, in spec order: their clusters are emitted
+	names   string       // the targets' names joined by "," (contract.MetadataTargets)
+}
+
+// header returns the contract.HeaderMux value of the backend's routes on Gateway gw: the Mux as
+// compact JSON.
+func (mx *muxBackend) header(gw string) string {
+	spec := mx.spec
+	spec.Gateway = gw
+	b, err := json.Marshal(spec)
+	if err != nil {
+		panic("translator: marshal the mux header: " + err.Error()) // strings only: it cannot fail
+	}
+	return string(b)
 }
 
 // serviceOfHost returns the Service a static target's host names by its cluster DNS name

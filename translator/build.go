@@ -8,6 +8,9 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+
+	"github.com/mcpgate/mcpgate/contract"
 
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 )
@@ -21,6 +24,8 @@ type gatewayBuild struct {
 	clusters []named[*clusterv3.Cluster]
 	clas     []named[*endpointv3.ClusterLoadAssignment]
 	policies []named[*policyv1.Policy]
+	// muxed are the targets of the multiplexed backends the routes use (muxUpstreamRoutes)
+	muxed []named[*target]
 }
 
 // named is a resource and its name.
@@ -93,7 +98,16 @@ func (vb *vhostBuild) add(r *routev3.Route, p *precedence) {
 	vb.routes = append(vb.routes, rankedRoute{r, p})
 }
 
+// addTarget records the cluster (and endpoints) a route's target uses; for a multiplexed
+// backend, its targets' clusters, which the mux reaches through the mux upstream listener.
 func (gb *gatewayBuild) addTarget(tg *target) {
+	if tg.mux != nil {
+		for _, m := range tg.mux.targets {
+			gb.addTarget(m)
+			gb.muxed = append(gb.muxed, named[*target]{m.cluster.Name, m})
+		}
+		return
+	}
 	gb.clusters = append(gb.clusters, named[*clusterv3.Cluster]{tg.cluster.Name, tg.cluster})
 	if tg.cla != nil {
 		gb.clas = append(gb.clas, named[*endpointv3.ClusterLoadAssignment]{tg.cla.ClusterName, tg.cla})
@@ -252,6 +266,7 @@ func (t *translation) buildGateway(gi *gatewayInfo) *GatewayConfig {
 	}
 	sort.Slice(portList, func(i, j int) bool { return portList[i] < portList[j] })
 	refuse := t.xds.refuseAmbiguousPaths(gi.key)
+	var muxRoutes *routev3.RouteConfiguration
 	concurrently(
 		func() {
 			for _, port := range portList {
@@ -262,8 +277,54 @@ func (t *translation) buildGateway(gi *gatewayInfo) *GatewayConfig {
 				cfg.Routes = append(cfg.Routes, rc)
 			}
 		},
-		func() { cfg.Clusters = byName(gb.clusters) },
+		func() {
+			cfg.Clusters = byName(gb.clusters)
+			muxRoutes = t.xds.muxUpstreamRoutes(gi.key, byName(gb.muxed))
+		},
 		func() { cfg.Endpoints = byName(gb.clas) },
 		func() { cfg.Policies = byName(gb.policies) })
+	cfg.Routes = append(cfg.Routes, muxRoutes)
+	slices.SortFunc(cfg.Routes, func(a, b *routev3.RouteConfiguration) int { return strings.Compare(a.Name, b.Name) })
 	return cfg
+}
+
+// muxUpstreamRoutes is a Gateway's contract.MuxUpstreamRoutes, the routes of the bootstrap's mux
+// upstream listener (always sent, possibly empty: the listener waits for it): one per target of
+// a multiplexed backend, chosen by the contract.HeaderMuxCluster the mux sets (removed before
+// the target sees it), and sent there as the target's own route would send it: with the ring
+// hash's source address, the stateful session envelope of a target that pins sessions, the Host
+// of a TLS target, no timeout but the MCP idle one. The mux sends the target's path; nothing is
+// rewritten. Nothing else reaches the listener (a Unix socket): no ext_proc, the front hop's
+// route decided.
+func (x *xdsCommon) muxUpstreamRoutes(gateway string, targets []*target) *routev3.RouteConfiguration {
+	rc := &routev3.RouteConfiguration{Name: contract.MuxUpstreamRoutes, InternalOnlyHeaders: []string{originalPathHeader}}
+	vh := &routev3.VirtualHost{Name: contract.MuxUpstreamRoutes, Domains: []string{"*"}}
+	md := filterMetadata([2][2]string{{contract.FieldGateway, gateway}})
+	for _, tg := range targets {
+		ra := &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: tg.cluster.Name},
+			Timeout:          x.noTimeout,
+			IdleTimeout:      x.mcpIdle,
+		}
+		if tg.hostRewrite != "" {
+			ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: tg.hostRewrite}
+		}
+		if tg.balancedBySource() {
+			ra.HashPolicy = x.hashBySource
+		}
+		vh.Routes = append(vh.Routes, &routev3.Route{
+			Name: contract.MuxUpstreamRoutes + "/" + tg.cluster.Name,
+			Match: &routev3.RouteMatch{
+				PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
+				Headers: []*routev3.HeaderMatcher{{Name: contract.HeaderMuxCluster, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+					StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: tg.cluster.Name}}}}},
+			},
+			Action:                 &routev3.Route_Route{Route: ra},
+			Metadata:               md,
+			RequestHeadersToRemove: []string{contract.HeaderMuxCluster},
+			TypedPerFilterConfig:   x.perFilter(nil, tg.pinsSessions()),
+		})
+	}
+	rc.VirtualHosts = []*routev3.VirtualHost{vh}
+	return rc
 }

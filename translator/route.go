@@ -977,9 +977,25 @@ func (t *translation) resolveBackendRef(cr *compiledRoute, c *compiledRule, rule
 		fail(string(gwv1.RouteReasonInvalidKind), fmt.Sprintf("kind %s/%s is not supported: use a Service or an AgentgatewayBackend (group %s)", group, kind, backendGroup))
 		return
 	}
+	if tg.mux != nil {
+		// Each weighted cluster is picked by its name, and every multiplexed backend's is the
+		// mux's: two in one rule would be one cluster with two x-mcpgate-mux headers.
+		if j := slices.IndexFunc(c.refs, func(r ruleRef) bool { return r.tg.mux != nil }); j >= 0 {
+			fail(string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("AgentgatewayBackend %s is multiplexed (several MCP targets behind mcpgate's mux), and so is %s before it in this rule: a rule can send to one multiplexed backend only",
+				keyString(ns, name), c.refs[j].tg.backend))
+			return
+		}
+	}
 	if weight > 0 {
 		c.refs = append(c.refs, ruleRef{tg: tg, weight: uint32(weight)})
 	}
+}
+
+// muxHeader is the contract.HeaderMux a route to a multiplexed backend adds for the mux,
+// replacing a client's: Envoy's router applies route headers after the HTTP filters, so ext_proc
+// never sees it, and the mux reads Envoy's.
+func muxHeader(tg *target, gateway string) *corev3.HeaderValueOption {
+	return headerOption(contract.HeaderMux, tg.mux.header(gateway), corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)
 }
 
 // serviceRefTarget returns the target of a Service port that backendRefs name, one per port for
@@ -1128,17 +1144,22 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 		configs = make([]*anypb.Any, len(c.refs))
 	}
 	same, allPin := true, true
-	bySource, mcp, llm := false, false, false
+	bySource, mcp, llm, mux := false, false, false, false
 	for i, ref := range c.refs {
 		tg := ref.tg
 		into := &rb.config // the first config is allocated with the template
 		if i > 0 {
 			into = nil
 		}
-		configs[i] = t.perRouteConfig(into, extProcRoute{
+		e := extProcRoute{
 			mcp: tg.mcp, gateway: gi.key, route: routeID, policy: u.merges[i].name(),
 			backend: tg.backend, target: tg.name,
-		})
+		}
+		if tg.mux != nil {
+			e.targets = tg.mux.names
+			mux = true
+		}
+		configs[i] = t.perRouteConfig(into, e)
 		same = same && bytes.Equal(configs[i].Value, configs[0].Value)
 		allPin = allPin && tg.pinsSessions()
 		bySource = bySource || tg.balancedBySource() // MCP targets only (setMCP)
@@ -1171,6 +1192,9 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 		if tg.authHeader != "" {
 			tpl.reqAdd = []*corev3.HeaderValueOption{headerOption("authorization", tg.authHeader, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)}
 		}
+		if tg.mux != nil {
+			tpl.reqAdd = []*corev3.HeaderValueOption{muxHeader(tg, gi.key)}
+		}
 		if tg.pathRewrite != "" && c.fullPath == "" && c.replacePrefix == nil {
 			ra.RegexRewrite = fullPathRewrite(tg.pathRewrite)
 		}
@@ -1183,6 +1207,10 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 			}
 			if ref.tg.authHeader != "" {
 				cw.RequestHeadersToAdd = []*corev3.HeaderValueOption{headerOption("authorization", ref.tg.authHeader, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)}
+			}
+			if ref.tg.mux != nil {
+				// Envoy applies a picked weighted cluster's headers with the route's, in the router
+				cw.RequestHeadersToAdd = []*corev3.HeaderValueOption{muxHeader(ref.tg, gi.key)}
 			}
 			var clusterConfig *anypb.Any
 			if !same {
@@ -1198,12 +1226,14 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 				Name: invalidBackendCluster, Weight: wrapperspb.UInt32(c.invalidWeight), TypedPerFilterConfig: t.xds.disabledFilters})
 			ra.ClusterNotFoundResponseCode = routev3.RouteAction_INTERNAL_SERVER_ERROR
 		}
-		if bySource {
+		if bySource || mux {
 			// An MCP session lives on one server: pick the cluster with the route's hash (the
 			// client's address), as the ring hash then picks its host, not at random per request.
 			// A plain cluster beside it is picked the same way (a client stays on it), and
-			// balances that client's requests over its hosts (ROUND_ROBIN ignores the hash).
+			// balances that client's requests over its hosts (ROUND_ROBIN ignores the hash). The
+			// mux's session lives in its id, but its requests must all reach the mux as well.
 			wc.RandomValueSpecifier = &routev3.WeightedCluster_UseHashPolicy{UseHashPolicy: wrapperspb.Bool(true)}
+			bySource = true
 		}
 		ra.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
 	}

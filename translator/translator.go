@@ -22,8 +22,13 @@
 // traffic answered with 500; the rule's other backendRefs keep theirs.
 //
 // MCP specifics: Envoy cannot fan out to several MCP servers, so an AgentgatewayBackend with
-// several targets (or a selector finding several Services) routes to the first and says so in
-// its status. MCP clusters balance by ring hash and their routes hash the caller's source
+// several Streamable HTTP targets (or a selector finding several Services), or one target under
+// prefixMode Always, is multiplexed: its routes go to mcpgate's mux (contract.MuxCluster, a
+// bootstrap cluster), told the targets by a route header (contract.HeaderMux), and the mux
+// reaches each target back through the Gateway's mux upstream listener, whose routes
+// (contract.MuxUpstreamRoutes) every Gateway gets. Where the mux cannot serve the targets
+// (prefixMode Never with several, an SSE target among several) the first target is routed and
+// the status says why (docs/design.md, Multiplexing). MCP clusters balance by ring hash and their routes hash the caller's source
 // address: a session's first request (initialize, or the legacy SSE GET) carries no session id
 // yet, so hashing Mcp-Session-Id or sessionId would send later requests to another replica than
 // the one that created the session; the source address keeps the whole session on one. MCP

@@ -46,7 +46,8 @@ func TestNodeGroups(t *testing.T) {
 		t.Fatalf("groups %d, want 3 gateways and *", len(groups))
 	}
 	lab := groups["agentgateway-system/agentgateway"]
-	if len(lab[resourcev3.ListenerType]) != 1 || len(lab[resourcev3.RouteType]) != 1 || len(lab[resourcev3.ClusterType]) != 1 ||
+	// the routes: the listener's, and the mux upstream listener's (contract.MuxUpstreamRoutes), always sent
+	if len(lab[resourcev3.ListenerType]) != 1 || len(lab[resourcev3.RouteType]) != 2 || len(lab[resourcev3.ClusterType]) != 1 ||
 		len(lab[contract.PolicyTypeURL]) != 1 {
 		t.Fatalf("lab group: %d listeners, %d routes, %d clusters, %d policies", len(lab[resourcev3.ListenerType]),
 			len(lab[resourcev3.RouteType]), len(lab[resourcev3.ClusterType]), len(lab[contract.PolicyTypeURL]))
@@ -501,6 +502,9 @@ func TestOnlyMCPTargetsBalanceBySource(t *testing.T) {
 							names = append(names, cw.GetName())
 						}
 						ring := slices.ContainsFunc(names, func(n string) bool { return lb[n] == clusterv3.Cluster_RING_HASH })
+						// a multiplexed backend weighed with others is picked by the client too:
+						// its session is the mux's, whose requests must all reach the mux
+						ring = ring || ra.GetWeightedClusters() != nil && slices.Contains(names, contract.MuxCluster)
 						hp := ra.GetHashPolicy()
 						bySource := len(hp) == 1 && hp[0].GetConnectionProperties().GetSourceIp()
 						if bySource != ring || (len(hp) > 0 && !bySource) {

@@ -13,6 +13,8 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/mcpgate/mcpgate/contract"
 )
 
 // validator is what protoc-gen-validate generates on every Envoy message.
@@ -211,7 +213,8 @@ func checkRouteConfig(rc *routev3.RouteConfiguration, clusters map[string]*clust
 				continue
 			}
 			known := func(c string) {
-				if clusters[c] == nil && c != invalidBackendCluster {
+				// the mux's cluster is the bootstrap's, like ext_proc's
+				if clusters[c] == nil && c != invalidBackendCluster && c != contract.MuxCluster {
 					errs = append(errs, fmt.Errorf("%s: cluster %q does not exist", what, c))
 				}
 			}
