@@ -1,6 +1,7 @@
 // Package bootstrap writes the Envoy bootstrap of a gateway: its node, the static clusters of
-// mcpgate's xDS and ext_proc servers (the xDS one with mutual TLS when asked), Delta ADS for
-// everything else, and the admin listener.
+// mcpgate's xDS, ext_proc and mux servers (the xDS one with mutual TLS when asked), the mux
+// upstream listener (a Unix socket the mux reaches the targets of multiplexed MCP backends
+// through), Delta ADS for everything else, and the admin listener.
 package bootstrap
 
 import (
@@ -20,12 +21,17 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	overloadv3 "github.com/envoyproxy/go-control-plane/envoy/config/overload/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	statefulv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/stateful_session/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	downstreamconnsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -33,6 +39,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/mcpgate/mcpgate/contract"
+	"github.com/mcpgate/mcpgate/internal/accesslog"
 	"github.com/mcpgate/mcpgate/internal/pki"
 )
 
@@ -96,6 +103,13 @@ type Options struct {
 	AdminAddr string
 	// XDSTLS, when set, makes Envoy speak mutual TLS to the xDS server; nil: plaintext.
 	XDSTLS *TLSFiles
+	// MuxAddr is mcpgate's mux server (contract.MuxCluster), which serves the routes of
+	// multiplexed MCP backends; default DefaultMuxAddr.
+	MuxAddr string
+	// MuxUpstream is the Unix socket, "unix:///PATH", of the mux upstream listener
+	// (contract.MuxUpstreamListener), through which the mux reaches the targets; default
+	// "unix://" + MuxUpstreamPath("", Gateway).
+	MuxUpstream string
 }
 
 // TLSFiles are the files of mutual TLS with the xDS server, as a Kubernetes TLS Secret mounted
@@ -161,6 +175,12 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 	if o.AdminAddr == "" {
 		o.AdminAddr = DefaultAdminAddr
 	}
+	if o.MuxAddr == "" {
+		o.MuxAddr = DefaultMuxAddr
+	}
+	if o.MuxUpstream == "" {
+		o.MuxUpstream = "unix://" + MuxUpstreamPath("", o.Gateway)
+	}
 	var errs []error
 	xdsCluster, err := grpcCluster(contract.XDSCluster, o.XDSAddr)
 	errs = append(errs, err)
@@ -182,6 +202,10 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 			MaxPendingRequests: wrapperspb.UInt32(1 << 20),
 		}}}
 	}
+	muxCluster, err := muxCluster(o.MuxAddr)
+	errs = append(errs, err)
+	muxListener, err := muxUpstreamListener(o.MuxUpstream)
+	errs = append(errs, err)
 	overload, err := overloadManager()
 	errs = append(errs, err)
 	admin, isName, err := address(o.AdminAddr)
@@ -201,7 +225,8 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 	b := &bootstrapv3.Bootstrap{
 		Node: &corev3.Node{Id: o.NodeID, Cluster: o.Gateway},
 		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
-			Clusters: []*clusterv3.Cluster{xdsCluster, extProcCluster},
+			Clusters:  []*clusterv3.Cluster{xdsCluster, extProcCluster, muxCluster},
+			Listeners: []*listenerv3.Listener{muxListener},
 		},
 		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
 			AdsConfig: &corev3.ApiConfigSource{
@@ -223,6 +248,96 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 		return nil, fmt.Errorf("bootstrap of %s: %w", o.Gateway, err)
 	}
 	return b, nil
+}
+
+// muxCluster is the static cluster of the mux server (contract.MuxCluster): HTTP/1.1, which the
+// mux serves, and circuit breakers out of reach, since each request of a multiplexed backend's
+// MCP session holds a request and a connection to it for as long as its stream lasts (the
+// translator's MCP clusters have the same).
+func muxCluster(addr string) (*clusterv3.Cluster, error) {
+	a, isName, err := address(addr)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: address %q: %w", contract.MuxCluster, addr, err)
+	}
+	typ := clusterv3.Cluster_STATIC
+	if isName {
+		typ = clusterv3.Cluster_STRICT_DNS
+	}
+	h1, err := anypb.New(&upstreamhttpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{HttpProtocolOptions: &corev3.Http1ProtocolOptions{}},
+			},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", contract.MuxCluster, err)
+	}
+	return &clusterv3.Cluster{
+		Name:                          contract.MuxCluster,
+		ConnectTimeout:                durationpb.New(5 * time.Second),
+		ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: typ},
+		TypedExtensionProtocolOptions: map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h1},
+		CircuitBreakers: &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+			MaxConnections:     wrapperspb.UInt32(1 << 20),
+			MaxPendingRequests: wrapperspb.UInt32(1 << 20),
+			MaxRequests:        wrapperspb.UInt32(1 << 20),
+		}}},
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: contract.MuxCluster,
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
+				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: a}},
+			}}}},
+		},
+	}, nil
+}
+
+// muxUpstreamListener is the listener the mux sends each target's requests to
+// (contract.MuxUpstreamListener), on a Unix socket, which only the processes of the host (the
+// pod) reach. Its routes come over ADS (contract.MuxUpstreamRoutes, from the translator): one per
+// multiplexed target's cluster, chosen by contract.HeaderMuxCluster. No ext_proc: the front hop
+// authorized the request, under the route the client reached. The stateful session filter does
+// nothing unless a route turns the envelope on, as the routes to targets that pin sessions do;
+// the access log is the Gateway listeners'. use_remote_address stays false: the downstream
+// address is the last x-forwarded-for address the mux passes on (the client's, as the front hop
+// appended it), which the routes' ring hash takes; a request without one has no address to hash.
+func muxUpstreamListener(addr string) (*listenerv3.Listener, error) {
+	if !strings.HasPrefix(addr, "unix://") {
+		return nil, fmt.Errorf("listener %s: address %q: want unix:///PATH (a Unix socket: only the mux may reach it)", contract.MuxUpstreamListener, addr)
+	}
+	a, _, err := address(addr)
+	if err != nil {
+		return nil, fmt.Errorf("listener %s: address %q: %w", contract.MuxUpstreamListener, addr, err)
+	}
+	filter := func(name string, m proto.Message) (*hcmv3.HttpFilter, error) {
+		c, err := anypb.New(m)
+		return &hcmv3.HttpFilter{Name: name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: c}}, err
+	}
+	session, err1 := filter("envoy.filters.http.stateful_session", &statefulv3.StatefulSession{})
+	router, err2 := filter("envoy.filters.http.router", &routerv3.Router{})
+	hcm, err3 := anypb.New(&hcmv3.HttpConnectionManager{
+		StatPrefix: contract.MuxUpstreamListener,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource: &corev3.ConfigSource{
+				ResourceApiVersion:    corev3.ApiVersion_V3,
+				ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+			},
+			RouteConfigName: contract.MuxUpstreamRoutes,
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{session, router},
+		AccessLog:   accesslog.Stdout(),
+	})
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return nil, fmt.Errorf("listener %s: %w", contract.MuxUpstreamListener, err)
+	}
+	return &listenerv3.Listener{
+		Name:    contract.MuxUpstreamListener,
+		Address: a,
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
+			Name:       "envoy.filters.network.http_connection_manager",
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm},
+		}}}},
+	}, nil
 }
 
 // overloadManager bounds the downstream connections (MaxDownstreamConnections). The monitor

@@ -2,15 +2,19 @@ package bootstrap_test
 
 import (
 	"flag"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	downstreamconnsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mcpgate/mcpgate/contract"
@@ -20,9 +24,11 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 func TestGolden(t *testing.T) {
+	t.Setenv("TMPDIR", "/tmp") // the default mux upstream socket is in os.TempDir()
 	for name, o := range map[string]bootstrap.Options{
 		"defaults": {Gateway: "agentgateway-system/agentgateway-proxy"},
-		"unix":     {Gateway: "ns/gw", NodeID: "envoy-0", ExtProcAddr: "unix:///run/mcpgate/extproc.sock", AdminAddr: "127.0.0.1:15001"},
+		"unix": {Gateway: "ns/gw", NodeID: "envoy-0", ExtProcAddr: "unix:///run/mcpgate/extproc.sock", AdminAddr: "127.0.0.1:15001",
+			MuxAddr: "unix:///run/mcpgate/mux.sock", MuxUpstream: "unix:///run/mcpgate/upstream.sock"},
 		"dns":      {Gateway: "ns/gw", NodeID: "gw-7d9f-abcde", XDSAddr: "mcpgate.mcpgate-system.svc:18000", ExtProcAddr: "[::1]:18001", AdminAddr: "0.0.0.0:15000"},
 		"mtls":     {Gateway: "ns/gw", XDSAddr: "mcpgate-controller.mcpgate-system.svc:18000", XDSTLS: mtls()},
 	} {
@@ -153,8 +159,40 @@ func TestContent(t *testing.T) {
 		}
 	}
 	clusters := b.GetStaticResources().GetClusters()
-	if len(clusters) != 2 || clusters[0].GetName() != contract.XDSCluster || clusters[1].GetName() != contract.ExtProcCluster {
+	if len(clusters) != 3 || clusters[0].GetName() != contract.XDSCluster || clusters[1].GetName() != contract.ExtProcCluster ||
+		clusters[2].GetName() != contract.MuxCluster {
 		t.Fatalf("clusters %v", clusters)
+	}
+	// the mux: HTTP/1.1 at DefaultMuxAddr
+	mux := clusters[2]
+	var h1 upstreamhttpv3.HttpProtocolOptions
+	if err := mux.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].UnmarshalTo(&h1); err != nil ||
+		h1.GetExplicitHttpConfig().GetHttpProtocolOptions() == nil {
+		t.Errorf("cluster %s: protocol options %v, want explicit HTTP/1.1", mux.GetName(), &h1)
+	}
+	sa := mux.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress()
+	if got := net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))); got != bootstrap.DefaultMuxAddr {
+		t.Errorf("cluster %s at %s, want %s", mux.GetName(), got, bootstrap.DefaultMuxAddr)
+	}
+	// the mux upstream listener: on the Gateway's socket, its routes over ADS, no ext_proc
+	listeners := b.GetStaticResources().GetListeners()
+	if len(listeners) != 1 || listeners[0].GetName() != contract.MuxUpstreamListener {
+		t.Fatalf("listeners %v, want %s", listeners, contract.MuxUpstreamListener)
+	}
+	if p := listeners[0].GetAddress().GetPipe().GetPath(); p != bootstrap.MuxUpstreamPath("", "ns/gw") {
+		t.Errorf("listener %s on %q, want %q", contract.MuxUpstreamListener, p, bootstrap.MuxUpstreamPath("", "ns/gw"))
+	}
+	var hcm hcmv3.HttpConnectionManager
+	if err := listeners[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+		t.Fatal(err)
+	}
+	var filters []string
+	for _, f := range hcm.GetHttpFilters() {
+		filters = append(filters, f.GetName())
+	}
+	if hcm.GetRds().GetRouteConfigName() != contract.MuxUpstreamRoutes || hcm.GetRds().GetConfigSource().GetAds() == nil ||
+		!slices.Equal(filters, []string{"envoy.filters.http.stateful_session", "envoy.filters.http.router"}) || len(hcm.GetAccessLog()) != 1 {
+		t.Errorf("listener %s: rds %v, filters %v, access log %v", contract.MuxUpstreamListener, hcm.GetRds(), filters, hcm.GetAccessLog())
 	}
 	pipe := clusters[1].GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetPipe()
 	if pipe.GetPath() != "/tmp/x.sock" {
@@ -162,7 +200,7 @@ func TestContent(t *testing.T) {
 	}
 	for _, c := range clusters {
 		if _, ok := c.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]; !ok {
-			t.Errorf("cluster %s is not HTTP/2", c.GetName())
+			t.Errorf("cluster %s has no explicit HTTP protocol", c.GetName())
 		}
 	}
 	if b.GetAdmin().GetAddress().GetSocketAddress().GetPortValue() != 15000 {
@@ -190,6 +228,11 @@ func TestErrors(t *testing.T) {
 			`admin address "localhost:15000": an IP address or unix:// path is needed`,
 		}},
 		{bootstrap.Options{Gateway: "ns/gw", XDSAddr: "127.0.0.1:70000", ExtProcAddr: ":18001"}, []string{`port "70000"`, `address ":18001": no host`}},
+		{bootstrap.Options{Gateway: "ns/gw", MuxAddr: "mux", MuxUpstream: "127.0.0.1:18003"}, []string{
+			`cluster mcpgate_mux: address "mux": want HOST:PORT or unix:///PATH`,
+			`listener mcpgate_mux_upstream: address "127.0.0.1:18003": want unix:///PATH`,
+		}},
+		{bootstrap.Options{Gateway: "ns/gw", MuxUpstream: "unix://up.sock"}, []string{`listener mcpgate_mux_upstream: address "unix://up.sock": want unix:///ABSOLUTE/PATH`}},
 		{bootstrap.Options{Gateway: "ns/gw", XDSTLS: &bootstrap.TLSFiles{CertFile: "c"}}, []string{
 			`cluster mcpgate_xds: TLS: no KeyFile`, `TLS: no CAFile`, `TLS: no ServerName`,
 		}},
