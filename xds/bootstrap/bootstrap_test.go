@@ -29,8 +29,8 @@ func TestGolden(t *testing.T) {
 		"defaults": {Gateway: "agentgateway-system/agentgateway-proxy"},
 		"unix": {Gateway: "ns/gw", NodeID: "envoy-0", ExtProcAddr: "unix:///run/mcpgate/extproc.sock", AdminAddr: "127.0.0.1:15001",
 			MuxAddr: "unix:///run/mcpgate/mux.sock", MuxUpstream: "unix:///run/mcpgate/upstream.sock"},
-		"dns":      {Gateway: "ns/gw", NodeID: "gw-7d9f-abcde", XDSAddr: "mcpgate.mcpgate-system.svc:18000", ExtProcAddr: "[::1]:18001", AdminAddr: "0.0.0.0:15000"},
-		"mtls":     {Gateway: "ns/gw", XDSAddr: "mcpgate-controller.mcpgate-system.svc:18000", XDSTLS: mtls()},
+		"dns":  {Gateway: "ns/gw", NodeID: "gw-7d9f-abcde", XDSAddr: "mcpgate.mcpgate-system.svc:18000", ExtProcAddr: "[::1]:18001", AdminAddr: "0.0.0.0:15000"},
+		"mtls": {Gateway: "ns/gw", XDSAddr: "mcpgate-controller.mcpgate-system.svc:18000", XDSTLS: mtls()},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got, err := bootstrap.Generate(o)
