@@ -21,6 +21,8 @@ func runBootstrap(_ context.Context, args []string) error {
 	fs.StringVar(&o.ExtProcAddr, "extproc-addr", bootstrap.DefaultExtProcAddr, "mcpgate's ext_proc server: HOST:PORT or unix:///PATH")
 	// The name `mcpgate run` gives it: --admin-addr is mcpgate's own admin elsewhere.
 	fs.StringVar(&o.AdminAddr, "envoy-admin-addr", bootstrap.DefaultAdminAddr, "Envoy's admin listener: IP:PORT or unix:///PATH")
+	fs.StringVar(&o.MuxAddr, "mux-addr", bootstrap.DefaultMuxAddr, "mcpgate's mux, which serves multiplexed MCP backends (several targets behind one): HOST:PORT or unix:///PATH")
+	fs.StringVar(&o.MuxUpstream, "mux-upstream", "", "the Unix socket, unix:///PATH, of Envoy's listener through which the mux reaches the targets (default: unix:// + mcpgate-up-HASH.sock, one per Gateway, in the temporary folder)")
 	fs.StringVar(&tlsDir, "xds-tls-dir", "", "mutual TLS to the xDS server with the certificate in this directory of Envoy's host (tls.crt, tls.key, ca.crt); the server's certificate must name --xds-addr's host")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: mcpgate bootstrap --gateway NS/NAME [flags]\n\nPrints an Envoy bootstrap (YAML) that takes its configuration from mcpgate over Delta ADS.\n\nflags:")

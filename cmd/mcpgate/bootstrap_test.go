@@ -41,15 +41,18 @@ func bootstrapOf(t *testing.T, args ...string) ([]byte, *bootstrapv3.Bootstrap) 
 // TestBootstrapCommand runs `mcpgate bootstrap` and reads back what it prints.
 func TestBootstrapCommand(t *testing.T) {
 	out, b := bootstrapOf(t, "--gateway", "ns/gw", "--node-id", "pod-1", "--xds-addr", "10.0.0.1:18000",
-		"--extproc-addr", "unix:///run/extproc.sock", "--envoy-admin-addr", "127.0.0.1:15001")
+		"--extproc-addr", "unix:///run/extproc.sock", "--envoy-admin-addr", "127.0.0.1:15001",
+		"--mux-addr", "unix:///run/mux.sock", "--mux-upstream", "unix:///run/upstream.sock")
 	if b.GetNode().GetId() != "pod-1" || b.GetNode().GetCluster() != "ns/gw" || b.GetAdmin().GetAddress().GetSocketAddress().GetPortValue() != 15001 {
 		t.Errorf("node %v, admin %v", b.GetNode(), b.GetAdmin())
 	}
-	if !strings.Contains(string(out), "address: 10.0.0.1") || !strings.Contains(string(out), "path: /run/extproc.sock") {
+	if !strings.Contains(string(out), "address: 10.0.0.1") || !strings.Contains(string(out), "path: /run/extproc.sock") ||
+		!strings.Contains(string(out), "path: /run/mux.sock") || !strings.Contains(string(out), "path: /run/upstream.sock") {
 		t.Errorf("addresses missing:\n%s", out)
 	}
 	for _, args := range [][]string{{}, {"--gateway", "nope"}, {"--gateway", "ns/gw", "extra"},
-		{"--gateway", "ns/gw", "--xds-addr", "unix:///run/xds.sock", "--xds-tls-dir", "/etc/x"}} {
+		{"--gateway", "ns/gw", "--xds-addr", "unix:///run/xds.sock", "--xds-tls-dir", "/etc/x"},
+		{"--gateway", "ns/gw", "--mux-upstream", "127.0.0.1:18003"}, {"--gateway", "ns/gw", "--mux-addr", "mux"}} {
 		if err := runBootstrap(context.Background(), args); err == nil {
 			t.Errorf("%q accepted", args)
 		}

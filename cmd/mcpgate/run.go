@@ -40,6 +40,11 @@ type runConfig struct {
 	extProcOptions
 	files                       stringList
 	xdsAddr, extProcAddr, admin string
+	// muxAddr is where the mux serves multiplexed MCP backends (each bootstrap's mcpgate_mux).
+	muxAddr string
+	// socketDir is the folder of the Gateways' mux upstream sockets (runSocketDir; set by serve):
+	// "" is os.TempDir(), as `mcpgate bootstrap`'s default.
+	socketDir string
 	// bindAddress is the address Envoy listeners bind.
 	bindAddress string
 	// upstreamCA is the CA bundle (an absolute path) that Envoy verifies TLS upstreams with.
@@ -60,6 +65,7 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	fs.StringVar(&c.xdsAddr, "xds-addr", bootstrap.DefaultXDSAddr, "where to serve xDS (ADS): HOST:PORT or unix:///PATH")
 	fs.StringVar(&c.extProcAddr, "extproc-addr", bootstrap.DefaultExtProcAddr, "where to serve ext_proc: HOST:PORT or unix:///PATH")
 	fs.StringVar(&c.admin, "admin-addr", defaultAdminAddr, "where to serve /metrics, /debug/xds, /healthz and /readyz")
+	fs.StringVar(&c.muxAddr, "mux-addr", bootstrap.DefaultMuxAddr, "where to serve the mux of multiplexed MCP backends (several targets behind one): HOST:PORT or unix:///PATH")
 	fs.StringVar(&c.bindAddress, "bind-address", "127.0.0.1", "the IP address the Gateways' Envoy listeners bind (0.0.0.0: every interface)")
 	fs.StringVar(&c.upstreamCA, "upstream-ca-file", translator.DefaultUpstreamCAFile, "the CA bundle (PEM) that Envoy verifies the certificates of TLS targets and backends with")
 	c.addFlags(fs)
@@ -161,8 +167,15 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 
 	var envoys *supervisor
 	startEnvoy := "Start one per Gateway with: mcpgate bootstrap --gateway NS/NAME --xds-addr " + cfg.xdsAddr +
-		" --extproc-addr " + cfg.extProcAddr + " > bootstrap.yaml && envoy -c bootstrap.yaml"
-	switch bin := envoyBinary(cfg); {
+		" --extproc-addr " + cfg.extProcAddr + " --mux-addr " + cfg.muxAddr + " > bootstrap.yaml && envoy -c bootstrap.yaml"
+	bin := envoyBinary(cfg)
+	socketDir, removeSocketDir, err := runSocketDir(bin != "")
+	if err != nil {
+		return err
+	}
+	defer removeSocketDir()
+	cfg.socketDir = socketDir
+	switch {
 	case bin != "":
 		envoys = newSupervisor(bin, cfg, log, stdout, stderr)
 	case cfg.noEnvoy:
@@ -312,12 +325,37 @@ func (s *supervisor) writeBootstrap(gw string) (string, error) {
 	y, err := bootstrap.Generate(bootstrap.Options{
 		Gateway: gw, XDSAddr: s.cfg.xdsAddr, ExtProcAddr: s.cfg.extProcAddr,
 		AdminAddr: net.JoinHostPort(s.cfg.envoyAdmin.IP.String(), strconv.Itoa(port)),
+		MuxAddr:   s.cfg.muxAddr, MuxUpstream: runMuxUpstream(s.cfg.socketDir, gw),
 	})
 	if err != nil {
 		return "", err
 	}
 	path := filepath.Join(s.dir, strings.ReplaceAll(gw, "/", "_")+".yaml")
 	return path, os.WriteFile(path, y, 0o600)
+}
+
+// runSocketDir returns the folder of the mux upstream sockets of a run's Gateways, and what
+// removes it. With Envoys the run starts (supervised), a folder of the run's own, so that two
+// runs on one host serving a Gateway of the same name do not take each other's socket (Envoy
+// removes a file in the way of a Unix socket it binds). Without (--no-envoy, or no Envoy found),
+// "": os.TempDir(), where the Envoys started by hand with `mcpgate bootstrap`'s defaults bind
+// theirs.
+func runSocketDir(supervised bool) (string, func(), error) {
+	if !supervised {
+		return "", func() {}, nil
+	}
+	dir, err := os.MkdirTemp("", "mcpgate-run-") // short: a Unix socket path has at most 107 bytes
+	if err != nil {
+		return "", nil, fmt.Errorf("folder for the mux upstream sockets: %w", err)
+	}
+	return dir, func() { _ = os.RemoveAll(dir) }, nil
+}
+
+// runMuxUpstream is the mux upstream listener of Gateway gw's Envoy in a run whose socket folder
+// is dir (runConfig.socketDir): the supervisor writes it into gw's bootstrap, and the run's mux
+// sends gw's targets' requests there.
+func runMuxUpstream(dir, gw string) string {
+	return "unix://" + bootstrap.MuxUpstreamPath(dir, gw)
 }
 
 // bootstrapBase returns the per-user folder of the Envoy bootstrap folders,

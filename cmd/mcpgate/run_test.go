@@ -25,6 +25,7 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/internal/syncbuf"
 	"github.com/mcpgate/mcpgate/translator"
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
@@ -608,6 +609,60 @@ func TestSupervisorAdminPorts(t *testing.T) {
 	}
 	if got[0] <= uint32(base) || got[1] <= got[0] || got[2] != got[0] {
 		t.Errorf("admin ports %v from busy port %d: want the ports after it, in order, the first one again for ns/a", got, base)
+	}
+}
+
+// TestSupervisorMuxAddresses: each Gateway's bootstrap sends the mux cluster to the run's
+// --mux-addr, and binds its mux upstream listener on its own socket in the run's socket folder
+// (runMuxUpstream, where the run's mux looks for it), which the run makes for supervised Envoys
+// only and removes; without them the folder is os.TempDir(), `mcpgate bootstrap`'s default.
+func TestSupervisorMuxAddresses(t *testing.T) {
+	cfg, err := parseRunFlags([]string{"-f", t.TempDir(), "--mux-addr", "127.0.0.1:28002"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, remove, err := runSocketDir(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.socketDir = dir
+	s := newSupervisor("envoy", cfg, slog.New(slog.DiscardHandler), io.Discard, io.Discard)
+	defer s.stopAll()
+	sockets := map[string]bool{}
+	for _, gw := range []string{"ns/a", "ns/b"} {
+		path, err := s.writeBootstrap(gw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := bootstrap.Parse(y)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range b.GetStaticResources().GetClusters() {
+			if sa := c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress(); c.GetName() == contract.MuxCluster &&
+				(sa.GetAddress() != "127.0.0.1" || sa.GetPortValue() != 28002) {
+				t.Errorf("%s: cluster %s at %v, want --mux-addr 127.0.0.1:28002", gw, c.GetName(), sa)
+			}
+		}
+		ls := b.GetStaticResources().GetListeners()
+		if len(ls) != 1 || "unix://"+ls[0].GetAddress().GetPipe().GetPath() != runMuxUpstream(dir, gw) || filepath.Dir(ls[0].GetAddress().GetPipe().GetPath()) != dir {
+			t.Errorf("%s: listeners %v, want %s on %s", gw, ls, contract.MuxUpstreamListener, runMuxUpstream(dir, gw))
+		}
+		sockets[runMuxUpstream(dir, gw)] = true
+	}
+	if len(sockets) != 2 {
+		t.Errorf("the Gateways share a socket: %v", sockets)
+	}
+	remove()
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("socket folder %s not removed: %v", dir, err)
+	}
+	if dir, _, err := runSocketDir(false); dir != "" || err != nil {
+		t.Errorf("without supervised Envoys: folder %q, %v; want \"\" (os.TempDir(), mcpgate bootstrap's default)", dir, err)
 	}
 }
 
