@@ -15,9 +15,11 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/test/envoydouble/double"
 	"github.com/mcpgate/mcpgate/test/envoydouble/xdsconf"
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
@@ -56,8 +58,14 @@ func startDouble(t *testing.T, m *mtls, node string, cert xdstest.Cert) *double.
 	t.Helper()
 	dir := t.TempDir()
 	certFile, keyFile, caFile := m.ca.Write(t, dir, cert)
+	sockets, err := os.MkdirTemp("", "up") // the default socket, in os.TempDir(), is every test's
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockets) })
 	y, err := bootstrap.Generate(bootstrap.Options{Gateway: gw, NodeID: node, XDSAddr: m.addr, AdminAddr: freeAddr(t),
-		XDSTLS: &bootstrap.TLSFiles{CertFile: certFile, KeyFile: keyFile, CAFile: caFile, ServerName: serverName}})
+		XDSTLS:      &bootstrap.TLSFiles{CertFile: certFile, KeyFile: keyFile, CAFile: caFile, ServerName: serverName},
+		MuxUpstream: "unix://" + filepath.Join(sockets, "up.sock")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,6 +93,8 @@ func TestEnvoyDoubleOverMutualTLS(t *testing.T) {
 	g[lds][0].(*listenerv3.Listener).Address = &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
 		Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
 	}}}
+	// the bootstrap's mux upstream listener waits for its routes, which the translator always sends
+	g[rds] = append(g[rds], &routev3.RouteConfiguration{Name: contract.MuxUpstreamRoutes})
 	update(t, m.srv, gateways(g, xdstest.Gateway(other, 9001, "/")))
 
 	d := startDouble(t, m, "envoy-1", m.ca.Client(t, xdstest.GroupURI(gw)))
@@ -106,8 +116,9 @@ func TestEnvoyDoubleOverMutualTLS(t *testing.T) {
 	if _, err := m.logs.Wait(ctx, "WARN xDS client refused", "node=thief", "group=ns/gw", "identity=ns/other"); err != nil {
 		t.Fatal(err)
 	}
-	if got := thief.Snapshot().Listeners; len(got) != 0 {
-		t.Errorf("refused double has listeners %v", slices.Collect(maps.Keys(got)))
+	// the bootstrap's static listener only: nothing came over xDS
+	if got := slices.Sorted(maps.Keys(thief.Snapshot().Listeners)); !slices.Equal(got, []string{contract.MuxUpstreamListener}) {
+		t.Errorf("refused double has listeners %v, want its bootstrap's only", got)
 	}
 }
 

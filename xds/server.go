@@ -131,7 +131,7 @@ func (s *Server) Update(groups map[string]map[string][]proto.Message) error {
 	names := slices.Sorted(maps.Keys(changed))
 	for _, name := range names {
 		snap := changed[name]
-		if problems := snap.Inconsistencies(contract.XDSCluster, contract.ExtProcCluster); len(problems) > 0 {
+		if problems := snap.Inconsistencies(contract.XDSCluster, contract.ExtProcCluster, contract.MuxCluster, contract.MuxUpstreamRoutes); len(problems) > 0 {
 			s.log.Warn("inconsistent snapshot served", "group", name, "version", next, "problems", problems)
 		}
 		if err := s.cache.SetSnapshot(context.Background(), name, snap); err != nil {

@@ -527,6 +527,8 @@ func TestInconsistencies(t *testing.T) {
 	}
 	equal(t, "inconsistencies", s.Inconsistencies(), want)
 	equal(t, "with static clusters", s.Inconsistencies(contract.XDSCluster, contract.ExtProcCluster), slices.Delete(slices.Clone(want), 0, 1))
+	// the bootstrap's static listener references its route configuration
+	equal(t, "with a static route configuration", s.Inconsistencies(contract.XDSCluster, contract.ExtProcCluster, "ns/gw/8080"), want[1:3])
 }
 
 // metric returns the value of the gauge or counter name of reg whose label (if any) is label.

@@ -137,7 +137,9 @@ func (s *Snapshot) sameContent(o *Snapshot) bool {
 // Inconsistencies lists the references that cannot be resolved inside the snapshot: a
 // Listener's RDS route configuration, a route's cluster or an EDS cluster's endpoints that the
 // snapshot lacks, and route configurations or endpoints that nothing references (Envoy never
-// asks for them by name). Clusters that Envoy has from its bootstrap are passed as static.
+// asks for them by name). What Envoy's bootstrap holds or references is passed as static: its
+// clusters, which need not be in the snapshot, and the route configuration of its static
+// listener (contract.MuxUpstreamRoutes), which the snapshot's listeners do not reference.
 func (s *Snapshot) Inconsistencies(static ...string) []string {
 	refs := map[string]map[string]bool{
 		resourcev3.RouteType:    {},
@@ -168,7 +170,7 @@ func (s *Snapshot) Inconsistencies(static ...string) []string {
 	missing(resourcev3.EndpointType, "ClusterLoadAssignment", s.plain[resourcev3.EndpointType])
 	unreferenced := func(typ, what string) {
 		for _, name := range slices.Sorted(maps.Keys(s.plain[typ])) {
-			if !refs[typ][name] {
+			if !refs[typ][name] && !slices.Contains(static, name) {
 				out = append(out, fmt.Sprintf("%s %q is not referenced", what, name))
 			}
 		}

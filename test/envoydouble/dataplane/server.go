@@ -159,9 +159,14 @@ func (s *Server) Listening() map[string]string {
 	return out
 }
 
-// bindListener binds l's address; it serves nothing until serveListener.
+// bindListener binds l's address; it serves nothing until serveListener. A Unix socket (pipe)
+// is bound as Envoy binds one (SocketImpl::bind): whatever file is at the path is removed first,
+// a stale socket of an earlier run as much as a live one.
 func (s *Server) bindListener(l *xdsconf.Listener) (*liveListener, error) {
-	ln, err := net.Listen("tcp", l.Address.Addr())
+	if l.Address.Network == "unix" {
+		_ = os.Remove(l.Address.Path)
+	}
+	ln, err := net.Listen(l.Address.Network, l.Address.Addr())
 	if err != nil {
 		return nil, err
 	}

@@ -664,7 +664,10 @@ func (st *stream) forward(f *xdsconf.Forward, upBody io.Reader) {
 
 	// The router changes the stream's request headers in place (finalizeRequestHeaders, the
 	// rewrites, x-envoy-expected-rq-timeout-ms): the access log's %REQ(...)% sees the forwarded
-	// request. Envoy's order (WeightedClusterEntry:: and RouteEntryImplBase::
+	// request, while the HTTP filters before the router (ext_proc) never see the route's header
+	// operations: a route's request_headers_to_add (mcpgate's x-mcpgate-mux for the mux,
+	// OVERWRITE_IF_EXISTS_OR_ADD replacing a client's) and request_headers_to_remove (the mux
+	// upstream routes' x-mcpgate-cluster) reach the upstream only. Envoy's order (WeightedClusterEntry:: and RouteEntryImplBase::
 	// finalizeRequestHeaders): the header operations (which cannot touch :path or host), then
 	// the host rewrites, then the path rewrite, which sets x-envoy-original-path, so a route
 	// that removes that header removes only a client's.

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,6 +72,20 @@ type env struct {
 	acks     map[string]int
 	extAddr  string
 	resource map[resource.Type][]types.Resource
+	// muxUpstream is the Unix socket of the bootstrap's mux upstream listener
+	muxUpstream string
+}
+
+// muxUpstreamSocket is a Unix socket path of the test's own for the bootstrap's mux upstream
+// listener (the default, one per Gateway in os.TempDir(), would be every test's), short enough
+// for a socket whatever the test's name.
+func muxUpstreamSocket(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return filepath.Join(dir, "up.sock")
 }
 
 // newEnv starts the control plane, the ext_proc server (answering with script) and the double,
@@ -128,7 +143,9 @@ func newEnvBoot(t *testing.T, script func(*extStream) error, edit func([]byte) [
 	addrs := freeAddrs(t, 2)
 	admin := addrs[1]
 	e.listen = addrs[0]
-	y, err := bootstrap.Generate(bootstrap.Options{Gateway: gateway, XDSAddr: xln.Addr().String(), ExtProcAddr: e.ext.addr, AdminAddr: admin})
+	e.muxUpstream = muxUpstreamSocket(t)
+	y, err := bootstrap.Generate(bootstrap.Options{Gateway: gateway, XDSAddr: xln.Addr().String(), ExtProcAddr: e.ext.addr, AdminAddr: admin,
+		MuxUpstream: "unix://" + e.muxUpstream})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,10 +164,17 @@ func newEnvBoot(t *testing.T, script func(*extStream) error, edit func([]byte) [
 }
 
 // push serves the resources as the next snapshot version and waits until the double has ACKed
-// or NACKed every type.
+// or NACKed every type. The bootstrap's mux upstream listener waits for its route configuration
+// as Envoy does (the translator always sends one): an empty one is added unless res has one.
 func (e *env) push(res ...types.Resource) {
 	e.t.Helper()
 	e.version++
+	if !slices.ContainsFunc(res, func(r types.Resource) bool {
+		rc, ok := r.(*routev3.RouteConfiguration)
+		return ok && rc.GetName() == contract.MuxUpstreamRoutes
+	}) {
+		res = append(res, routeConfig(contract.MuxUpstreamRoutes, vhost(contract.MuxUpstreamRoutes, []string{"*"})))
+	}
 	byType := map[resource.Type][]types.Resource{}
 	for _, r := range res {
 		var tu string

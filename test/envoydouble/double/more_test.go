@@ -18,6 +18,8 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/mcpgate/mcpgate/contract"
 )
 
 func TestStreamedRequestBody(t *testing.T) {
@@ -199,7 +201,8 @@ func TestAdmin(t *testing.T) {
 	if resp, body := do(t, "GET", admin+"/ready", nil); resp.StatusCode != 200 || strings.TrimSpace(body) != "LIVE" {
 		t.Errorf("ready: %d %q", resp.StatusCode, body)
 	}
-	if _, body := do(t, "GET", admin+"/listeners", nil); strings.TrimSpace(body) != l.Name+"::"+e.listen {
+	// the bootstrap's static listener too, its Unix socket by its path (Envoy's PipeInstance)
+	if _, body := do(t, "GET", admin+"/listeners", nil); strings.TrimSpace(body) != contract.MuxUpstreamListener+"::"+e.muxUpstream+"\n"+l.Name+"::"+e.listen {
 		t.Errorf("listeners: %q", body)
 	}
 	if _, body := do(t, "GET", admin+"/config_dump", nil); !strings.Contains(body, `"dynamic_active_clusters"`) || !strings.Contains(body, l.Name) {

@@ -12,7 +12,9 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/test/envoydouble/xdsconf"
+	"github.com/mcpgate/mcpgate/xds/bootstrap"
 )
 
 // TestRuntimeKeysAreChecked: runtime keys change Envoy's behaviour, so a bootstrap may only set
@@ -90,5 +92,35 @@ func TestOverloadManager(t *testing.T) {
 				t.Errorf("limit %d, want %d", b.MaxDownstreamConnections, c.want)
 			}
 		})
+	}
+}
+
+// TestMuxUpstreamListener: mcpgate's bootstrap binds its mux upstream listener on a Unix socket
+// (a pipe address) with RDS over ADS; the double reproduces a pipe listener on a path, and refuses
+// what it does not (an abstract socket, a mode Envoy would chmod the socket with).
+func TestMuxUpstreamListener(t *testing.T) {
+	b, err := bootstrap.Build(bootstrap.Options{Gateway: "ns/gw", MuxUpstream: "unix:///tmp/x/up.sock"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := xdsconf.CompileBootstrap(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := got.Listeners[contract.MuxUpstreamListener]
+	if l == nil || l.Address.Network != "unix" || l.Address.Path != "/tmp/x/up.sock" || l.HCM.RDSName != contract.MuxUpstreamRoutes ||
+		len(l.HCM.ExtProcs) != 0 || l.HCM.StatefulSession == nil || len(l.HCM.AccessLogs) != 1 {
+		t.Fatalf("listener %+v", l)
+	}
+	for _, c := range []struct {
+		path string
+		mode uint32
+	}{{"@abstract", 0}, {"/tmp/x/up.sock", 0o600}} {
+		bad := proto.Clone(b).(*bootstrapv3.Bootstrap)
+		pipe := bad.GetStaticResources().GetListeners()[0].GetAddress().GetPipe()
+		pipe.Path, pipe.Mode = c.path, c.mode
+		if _, err := xdsconf.CompileBootstrap(bad); err == nil || !strings.Contains(err.Error(), "address.pipe") {
+			t.Errorf("pipe %q mode %o: %v, want a refusal naming address.pipe", c.path, c.mode, err)
+		}
 	}
 }

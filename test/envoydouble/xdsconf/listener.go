@@ -3,6 +3,7 @@ package xdsconf
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
@@ -24,7 +25,8 @@ import (
 type Listener struct {
 	// Name is the listener's name (a Gateway listener's, for mcpgate).
 	Name string
-	// Address is the socket_address the listener binds (always tcp).
+	// Address is the address the listener binds: a socket_address (tcp), or a pipe (unix), a
+	// Unix socket only processes of the host reach (the bootstrap's mux upstream listener).
 	Address Endpoint
 	// BufferLimit is per_connection_buffer_limit_bytes (Envoy's default 1 MiB): the most a
 	// BUFFERED ext_proc body may hold; over it the request gets 413 (the response 500). A
@@ -125,8 +127,8 @@ func CompileListener(l *listenerv3.Listener) (*Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	if addr.Network != "tcp" {
-		return nil, fmt.Errorf("%s.address: only socket_address is implemented by envoydouble for listeners", path)
+	if addr.Network == "unix" && (strings.HasPrefix(addr.Path, "@") || l.GetAddress().GetPipe().GetMode() != 0) {
+		return nil, fmt.Errorf("%s.address.pipe: an abstract socket or a mode is not implemented by envoydouble for listeners", path)
 	}
 	out := &Listener{Name: l.GetName(), Address: addr, BufferLimit: 1 << 20}
 	if b := l.GetPerConnectionBufferLimitBytes(); b != nil {
