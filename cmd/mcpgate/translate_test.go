@@ -129,7 +129,8 @@ func TestTranslateArguments(t *testing.T) {
 	}
 }
 
-// severalTargets is a backend with two MCP targets, of which Envoy routes the first only.
+// severalTargets is a backend with two MCP targets, the second SSE: the mux does not serve them,
+// Envoy routes the first only.
 const severalTargets = `apiVersion: agentgateway.dev/v1alpha1
 kind: AgentgatewayBackend
 metadata: {name: several, namespace: tools}
@@ -137,8 +138,11 @@ spec:
   mcp:
     targets:
     - {name: first, static: {host: 10.9.0.1, port: 3000}}
-    - {name: second, static: {host: 10.9.0.2, port: 3000}}
+    - {name: second, static: {host: 10.9.0.2, port: 3000, protocol: SSE}}
 `
+
+// severalTargetsWarning is the translator's warning about severalTargets, after FILE: .
+const severalTargetsWarning = "AgentgatewayBackend tools/several: spec.mcp.targets[1]: not multiplexed: target second speaks sse, and mcpgate's mux speaks Streamable HTTP to its targets; only the first target (first) is routed, second not"
 
 // TestTranslateWarnings: what is accepted but not applied as written (a backend's MCP targets
 // after the first) is a warning on stderr naming file, object and field; the exit is 0.
@@ -151,7 +155,7 @@ func TestTranslateWarnings(t *testing.T) {
 	if err := translate([]string{"-f", in}, &out, &errOut); err != nil {
 		t.Fatalf("translate: %v\n%s", err, errOut.String())
 	}
-	want := "warning: " + in + ": AgentgatewayBackend tools/several: spec.mcp.targets: Envoy cannot fan out to several MCP targets: only the first (first) is routed; second not"
+	want := "warning: " + in + ": " + severalTargetsWarning
 	if got := strings.TrimSpace(errOut.String()); got != want {
 		t.Errorf("stderr %q, want %q", got, want)
 	}

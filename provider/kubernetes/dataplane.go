@@ -59,6 +59,12 @@ const (
 	BootstrapKey = "bootstrap.yaml"
 	// ExtProcSocket is the Unix socket Envoy reaches the extproc sidecar on (shared emptyDir).
 	ExtProcSocket = "/var/run/mcpgate/extproc.sock"
+	// MuxSocket is the Unix socket Envoy reaches the extproc sidecar's mux on (the bootstrap's
+	// mcpgate_mux cluster), for the routes of multiplexed MCP backends.
+	MuxSocket = "/var/run/mcpgate/mux.sock"
+	// MuxUpstreamSocket is the Unix socket of Envoy's mux upstream listener, through which the
+	// sidecar's mux reaches the targets.
+	MuxUpstreamSocket = "/var/run/mcpgate/upstream.sock"
 	// XDSTLSDir is where data plane pods mount their xDS client certificate Secret: tls.crt,
 	// tls.key (the Gateway's certificate, see pki.IssueGateway) and ca.crt (the xDS CA).
 	XDSTLSDir = "/etc/mcpgate/xds-tls"
@@ -243,7 +249,11 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 		"--xds-addr=" + d.XDSAddress,
 		"--gateway=" + gateway,
 		"--admin-addr=:" + strconv.Itoa(extProcAdminPort),
-		"--session-key-file=" + SessionKeyDir + "/" + SessionKeyFile}
+		"--session-key-file=" + SessionKeyDir + "/" + SessionKeyFile,
+		// The mux of multiplexed MCP backends: Envoy sends their routes to it, it sends each
+		// target's requests back through Envoy's mux upstream listener.
+		"--mux-listen=unix://" + MuxSocket,
+		"--mux-upstream=unix://" + MuxUpstreamSocket}
 	mounts := []*coreac.VolumeMountApplyConfiguration{coreac.VolumeMount().WithName("sockets").WithMountPath(socketDir)}
 	volumes := []*coreac.VolumeApplyConfiguration{
 		coreac.Volume().WithName("bootstrap").WithConfigMap(coreac.ConfigMapVolumeSource().WithName(bootstrapName(name))),
@@ -457,8 +467,10 @@ func (p *Provider) unavailable(ctx context.Context, key types.NamespacedName) st
 func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gateway, ports []int32, services map[gatewayKey]*corev1.Service) error {
 	key := client.ObjectKeyFromObject(gw)
 	// The same bootstrap as `mcpgate bootstrap --gateway NS/NAME --xds-addr XDSAddress
-	// --extproc-addr unix://ExtProcSocket` (with --xds-tls-dir XDSTLSDir under xDS TLS).
-	opts := bootstrap.Options{Gateway: key.String(), XDSAddr: d.XDSAddress, ExtProcAddr: "unix://" + ExtProcSocket}
+	// --extproc-addr unix://ExtProcSocket --mux-addr unix://MuxSocket --mux-upstream
+	// unix://MuxUpstreamSocket` (with --xds-tls-dir XDSTLSDir under xDS TLS).
+	opts := bootstrap.Options{Gateway: key.String(), XDSAddr: d.XDSAddress, ExtProcAddr: "unix://" + ExtProcSocket,
+		MuxAddr: "unix://" + MuxSocket, MuxUpstream: "unix://" + MuxUpstreamSocket}
 	// The Secrets as read (nil: none), by name.
 	current := map[string]*corev1.Secret{}
 	sessionKey, cur, err := p.sessionKey(ctx, key)

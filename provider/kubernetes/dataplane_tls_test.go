@@ -146,7 +146,8 @@ spec:
 		}
 	}
 	sock := filepath.Join(dir, "extproc.sock")
-	boot := strings.NewReplacer(kubernetes.XDSTLSDir, certs, kubernetes.ExtProcSocket, sock, "port_value: 15000", "port_value: 0").
+	boot := strings.NewReplacer(kubernetes.XDSTLSDir, certs, kubernetes.ExtProcSocket, sock, "port_value: 15000", "port_value: 0",
+		kubernetes.MuxSocket, filepath.Join(dir, "mux.sock"), kubernetes.MuxUpstreamSocket, filepath.Join(dir, "upstream.sock")).
 		Replace(cm.Data[kubernetes.BootstrapKey])
 	bootPath := filepath.Join(dir, "bootstrap.yaml")
 	if err := os.WriteFile(bootPath, []byte(boot), 0o600); err != nil {

@@ -510,13 +510,23 @@ func checkDataPlane(t *testing.T, ns, name string, ports []int32) {
 	if !xdsCluster {
 		t.Errorf("the bootstrap's %s has no TLS transport socket", contract.XDSCluster)
 	}
+	// the mux and its upstream listener on the sockets the sidecar serves and dials (args below)
+	for _, c := range b.GetStaticResources().GetClusters() {
+		if p := c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetPipe().GetPath(); c.GetName() == contract.MuxCluster && p != kubernetes.MuxSocket {
+			t.Errorf("the bootstrap's %s is at %q, want %s", contract.MuxCluster, p, kubernetes.MuxSocket)
+		}
+	}
+	if ls := b.GetStaticResources().GetListeners(); len(ls) != 1 || ls[0].GetAddress().GetPipe().GetPath() != kubernetes.MuxUpstreamSocket {
+		t.Errorf("the bootstrap's listeners %v, want %s on %s", ls, contract.MuxUpstreamListener, kubernetes.MuxUpstreamSocket)
+	}
 	pod := dep.Spec.Template.Spec
 	if len(pod.InitContainers) != 1 || pod.InitContainers[0].Name != "extproc" ||
 		pod.InitContainers[0].RestartPolicy == nil || *pod.InitContainers[0].RestartPolicy != corev1.ContainerRestartPolicyAlways {
 		t.Fatalf("extproc is not a native sidecar: %+v", pod.InitContainers)
 	}
 	if args := strings.Join(pod.InitContainers[0].Args, " "); !strings.Contains(args, "--listen=unix://"+kubernetes.ExtProcSocket) || !strings.Contains(args, "--gateway="+ns+"/"+name) ||
-		!strings.Contains(args, "--xds-tls-dir="+kubernetes.XDSTLSDir) {
+		!strings.Contains(args, "--xds-tls-dir="+kubernetes.XDSTLSDir) ||
+		!strings.Contains(args, "--mux-listen=unix://"+kubernetes.MuxSocket) || !strings.Contains(args, "--mux-upstream=unix://"+kubernetes.MuxUpstreamSocket) {
 		t.Errorf("extproc args %q", args)
 	}
 	for _, c := range append(pod.InitContainers, pod.Containers...) {
