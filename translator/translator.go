@@ -186,10 +186,12 @@ type Output struct {
 type GatewayConfig struct {
 	// Listeners holds one Envoy listener per port of the Gateway's accepted listeners.
 	Listeners []*listenerv3.Listener
-	// Routes holds each listener's route configuration, named like the listener.
+	// Routes holds each listener's route configuration, named like the listener, and the
+	// bootstrap's mux upstream listener's, contract.MuxUpstreamRoutes (always; no route when
+	// nothing is multiplexed).
 	Routes []*routev3.RouteConfiguration
-	// Clusters holds the upstream clusters the routes use (MCP targets, backends, Service
-	// ports).
+	// Clusters holds the upstream clusters the routes use (MCP targets, a multiplexed backend's
+	// all, backends, Service ports); not the bootstrap's (contract.MuxCluster).
 	Clusters []*clusterv3.Cluster
 	// Endpoints holds the load assignments of the EDS clusters, named by cluster.
 	Endpoints []*endpointv3.ClusterLoadAssignment
