@@ -200,7 +200,8 @@ func TestLab(t *testing.T) {
 			if err := ads.hasNames(resourcev3.ListenerType, listenerName); err != nil {
 				return err
 			}
-			if err := ads.hasNames(resourcev3.RouteType, listenerName); err != nil {
+			// the listener's, and the bootstrap's mux upstream listener's (always sent)
+			if err := ads.hasNames(resourcev3.RouteType, listenerName, contract.MuxUpstreamRoutes); err != nil {
 				return err
 			}
 			return ads.hasNames(resourcev3.ClusterType, labCluster)

@@ -71,7 +71,9 @@ func TestSidecarDeploymentOutages(t *testing.T) {
 	// The sidecar and the data plane, as the Deployment of docs/kubernetes.md runs them.
 	sock := filepath.Join(t.TempDir(), "extproc.sock")
 	boot, err := exec.Command(env.bin.mcpgate, "bootstrap", "--gateway", labGateway, "--xds-addr", addr(p.xds),
-		"--extproc-addr", "unix://"+sock, "--envoy-admin-addr", addr(p.envoyAdmin)).Output()
+		"--extproc-addr", "unix://"+sock, "--envoy-admin-addr", addr(p.envoyAdmin),
+		// the test's own socket: the default, in the temporary folder, is every lab Gateway's
+		"--mux-upstream", "unix://"+filepath.Join(filepath.Dir(sock), "upstream.sock")).Output()
 	if err != nil {
 		t.Fatalf("mcpgate bootstrap: %v", err)
 	}
