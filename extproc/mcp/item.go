@@ -1,6 +1,9 @@
 package mcp
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"strings"
+)
 
 // Item is the kind of MCP item a request names (tools/call a tool, prompts/get a prompt,
 // resources/read a resource) and a list result lists, which the gateway's MCP rules decide on.
@@ -61,4 +64,43 @@ func Lists(method string) bool {
 // -32602, as agentgateway), so that the caller does not learn that it exists.
 func Unknown(id json.RawMessage, it Item, name string) []byte {
 	return ErrorResponse(id, CodeInvalidParams, "Unknown "+it.String()+": "+name)
+}
+
+// Separator is the byte that joins a multiplexed backend's target name to an item's name: '_'
+// for tools and prompts ("TARGET_name"), '+' for resource URIs and URI templates ("TARGET+uri"),
+// as agentgateway writes them; 0 for NoItem.
+func (it Item) Separator() byte {
+	switch it {
+	case Tool, Prompt:
+		return '_'
+	case Resource:
+		return '+'
+	}
+	return 0
+}
+
+// SplitTarget splits the name of an item of a multiplexed backend (docs/design.md,
+// "Multiplexing") into its target and the target's own name: "TARGET_name" at the first '_' for a
+// tool or prompt, "TARGET+uri" at the first '+' for a resource (it.Separator). targets lists the
+// backend's target names joined by commas (contract.MetadataTargets); the prefix counts only
+// when it is one of them. ok is false (target "", rest the whole name) otherwise. The ext_proc
+// front hop and the mux both split with it, so that the rules judge the item the mux calls.
+func SplitTarget(it Item, name, targets string) (target, rest string, ok bool) {
+	sep := it.Separator()
+	if sep == 0 {
+		return "", name, false
+	}
+	i := strings.IndexByte(name, sep)
+	if i <= 0 {
+		return "", name, false
+	}
+	prefix := name[:i]
+	for more := true; more; {
+		var t string
+		t, targets, more = strings.Cut(targets, ",")
+		if t == prefix {
+			return prefix, name[i+1:], true
+		}
+	}
+	return "", name, false
 }
