@@ -83,3 +83,16 @@ func DecodeHeaderValue(v string) (string, bool) {
 	}
 	return string(b), true
 }
+
+// EncodeHeaderValue encodes v as a mirrored header value: v itself when it is printable ASCII and
+// not shaped as the sentinel, else the base64 sentinel. DecodeHeaderValue reverses it.
+func EncodeHeaderValue(v string) string {
+	plain := !strings.HasPrefix(v, sentinelPrefix) || !strings.HasSuffix(v, sentinelSuffix)
+	for i := 0; plain && i < len(v); i++ {
+		plain = v[i] >= 0x20 && v[i] <= 0x7E
+	}
+	if plain {
+		return v
+	}
+	return sentinelPrefix + base64.StdEncoding.EncodeToString([]byte(v)) + sentinelSuffix
+}

@@ -32,3 +32,15 @@ func TestSplitTarget(t *testing.T) {
 		t.Errorf("SplitTarget allocates %v times per call; the ext_proc hot path wants none", n)
 	}
 }
+
+func TestEncodeHeaderValue(t *testing.T) {
+	for _, v := range []string{"x", "get weather", "wetter-für-köln", "=?base64?eA==?=", "a\nb", ""} {
+		enc := EncodeHeaderValue(v)
+		if got, ok := DecodeHeaderValue(enc); !ok || got != v {
+			t.Errorf("EncodeHeaderValue(%q) = %q, which decodes to %q, %v", v, enc, got, ok)
+		}
+	}
+	if got := EncodeHeaderValue("x"); got != "x" {
+		t.Errorf("EncodeHeaderValue(x) = %q, want it plain", got)
+	}
+}

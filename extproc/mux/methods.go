@@ -1,0 +1,358 @@
+package mux
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/mcpgate/mcpgate/extproc/mcp"
+)
+
+// initialize opens a session at every target (in parallel) and answers with the merged result and
+// the session id that lists the targets' own.
+func (c *call) initialize(msg *message) {
+	body := msg.encode()
+	c.sess = make([]member, len(c.m.Targets))
+	for i, t := range c.m.Targets {
+		c.sess[i] = member{t: t}
+	}
+	answers := make([]*answer, len(c.sess))
+	errs := c.fanOut(func(ctx context.Context, mb member) error {
+		a, err := c.exchange(ctx, mb, body, msg.ID)
+		if err == nil && a.msg.Error != nil {
+			err = &targetError{mb.t.Name, rpcError(a.msg.Error)}
+		}
+		if err == nil {
+			answers[c.index(mb)] = a
+		}
+		return err
+	})
+	var opened []member
+	var results []json.RawMessage
+	var names []string
+	for i, a := range answers {
+		if a != nil {
+			opened = append(opened, member{t: c.sess[i].t, sid: a.sid})
+			results = append(results, a.msg.Result)
+			names = append(names, c.sess[i].t.Name)
+		}
+	}
+	if failed := firstError(errs); failed != nil && (!c.failOpen() || len(opened) == 0) {
+		// The sessions opened are of no use: they end now.
+		c.sess = opened
+		c.fanOut(func(ctx context.Context, mb member) error {
+			if mb.sid != "" {
+				if resp, err := c.up.do(ctx, c.newRequest(ctx, http.MethodDelete, mb, nil)); err == nil {
+					drain(resp)
+				}
+			}
+			return nil
+		})
+		c.writeError(http.StatusOK, msg.ID, mcp.CodeInternalError, "mcpgate mux: initialize: "+failed.Error())
+		return
+	}
+	result, err := mergeInitialize(results, names, c.h.opts.Version)
+	if err != nil {
+		c.writeError(http.StatusOK, msg.ID, mcp.CodeInternalError, "mcpgate mux: initialize: "+err.Error())
+		return
+	}
+	c.w.Header().Set("Mcp-Session-Id", encodeSession(opened))
+	c.writeJSON(http.StatusOK, (&message{ID: msg.ID, Result: result}).encode())
+}
+
+// firstError returns the first non-nil error of errs.
+func firstError(errs []error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rpcError is a target's JSON-RPC error, as an error.
+func rpcError(raw json.RawMessage) error {
+	var e struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	}
+	_ = json.Unmarshal(raw, &e)
+	return fmt.Errorf("JSON-RPC error %d: %s", e.Code, e.Message)
+}
+
+// initializeResult is the part of an initialize result the mux merges.
+type initializeResult struct {
+	ProtocolVersion string         `json:"protocolVersion"`
+	Capabilities    map[string]any `json:"capabilities"`
+	ServerInfo      struct {
+		Name    string `json:"name"`
+		Version string `json:"version"`
+	} `json:"serverInfo"`
+	Instructions string `json:"instructions,omitempty"`
+}
+
+// mergeInitialize merges the targets' initialize results: the lowest protocol version (MCP's are
+// dates), the union of the capabilities, the mux's serverInfo, and each target's instructions
+// under its name.
+func mergeInitialize(results []json.RawMessage, names []string, version string) (json.RawMessage, error) {
+	var out initializeResult
+	out.Capabilities = map[string]any{}
+	out.ServerInfo.Name, out.ServerInfo.Version = ServerName, version
+	var instructions []string
+	for i, raw := range results {
+		var r initializeResult
+		if err := json.Unmarshal(raw, &r); err != nil || r.ProtocolVersion == "" {
+			return nil, fmt.Errorf("target %s: result without a protocolVersion", names[i])
+		}
+		if out.ProtocolVersion == "" || r.ProtocolVersion < out.ProtocolVersion {
+			out.ProtocolVersion = r.ProtocolVersion
+		}
+		unite(out.Capabilities, r.Capabilities)
+		if r.Instructions != "" {
+			instructions = append(instructions, names[i]+": "+r.Instructions)
+		}
+	}
+	out.Instructions = strings.Join(instructions, "\n\n")
+	return json.Marshal(out)
+}
+
+// unite adds src's members to dst: objects member by member, true over false, dst's otherwise.
+func unite(dst, src map[string]any) {
+	for k, v := range src {
+		switch d := dst[k].(type) {
+		case nil:
+			dst[k] = v
+		case map[string]any:
+			if s, ok := v.(map[string]any); ok {
+				unite(d, s)
+			}
+		case bool:
+			if s, ok := v.(bool); ok {
+				dst[k] = d || s
+			}
+		}
+	}
+}
+
+// list answers a list request with the lists of every target of the session, each followed to
+// its end (at most MaxPages pages), its items' key member (name, uri, uriTemplate) prefixed with
+// the target; the merged list has no nextCursor.
+func (c *call) list(msg *message, it mcp.Item, key, nameMember string) {
+	var params map[string]json.RawMessage
+	if len(msg.Params) > 0 && json.Unmarshal(msg.Params, &params) != nil {
+		c.writeError(http.StatusOK, msg.ID, mcp.CodeInvalidParams, "mcpgate mux: params is not an object")
+		return
+	}
+	if params == nil {
+		params = map[string]json.RawMessage{}
+	}
+	// The merged list is whole: a client's cursor has nothing to go on from.
+	delete(params, "cursor")
+	items := make([][]json.RawMessage, len(c.sess))
+	errs := c.fanOut(func(ctx context.Context, mb member) error {
+		var err error
+		items[c.index(mb)], err = c.listTarget(ctx, mb, msg, params, it, key, nameMember)
+		return err
+	})
+	var all []json.RawMessage
+	for i, err := range errs {
+		switch {
+		case err != nil && sessionGone(err, c.sess[i]):
+			c.writeError(http.StatusNotFound, msg.ID, mcp.CodeSessionNotFound, "Session not found")
+			return
+		case err != nil && !c.failOpen(), err != nil && len(c.sess) == countErrors(errs):
+			c.writeError(http.StatusOK, msg.ID, mcp.CodeInternalError, "mcpgate mux: "+msg.Method+": "+err.Error())
+			return
+		}
+		all = append(all, items[i]...)
+	}
+	if all == nil {
+		all = []json.RawMessage{}
+	}
+	result, _ := json.Marshal(map[string]any{key: all})
+	c.writeJSON(http.StatusOK, (&message{ID: msg.ID, Result: result}).encode())
+}
+
+// index returns the position of mb in the session.
+func (c *call) index(mb member) int {
+	for i := range c.sess {
+		if c.sess[i].t.Name == mb.t.Name {
+			return i
+		}
+	}
+	return -1
+}
+
+func countErrors(errs []error) int {
+	n := 0
+	for _, err := range errs {
+		if err != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// listTarget reads one target's whole list, its items prefixed.
+func (c *call) listTarget(ctx context.Context, mb member, msg *message, params map[string]json.RawMessage, it mcp.Item, key, nameMember string) ([]json.RawMessage, error) {
+	var out []json.RawMessage
+	p := make(map[string]json.RawMessage, len(params)+1)
+	for k, v := range params {
+		p[k] = v
+	}
+	for page := 0; ; page++ {
+		if page == c.h.opts.MaxPages {
+			c.log.Warn("mux: list cut at the page limit", "target", mb.t.Name, "method", msg.Method, "pages", page)
+			return out, nil
+		}
+		raw, _ := json.Marshal(p)
+		req := message{ID: msg.ID, Method: msg.Method, Params: raw}
+		a, err := c.exchange(ctx, mb, req.encode(), msg.ID)
+		if err != nil {
+			return nil, err
+		}
+		if a.msg.Error != nil {
+			return nil, &targetError{mb.t.Name, rpcError(a.msg.Error)}
+		}
+		var result struct {
+			NextCursor string            `json:"nextCursor"`
+			Items      []json.RawMessage `json:"-"`
+		}
+		var members map[string]json.RawMessage
+		if err := json.Unmarshal(a.msg.Result, &members); err != nil {
+			return nil, &targetError{mb.t.Name, errors.New(msg.Method + " result is not an object")}
+		}
+		_ = json.Unmarshal(members["nextCursor"], &result.NextCursor)
+		if err := json.Unmarshal(members[key], &result.Items); err != nil && members[key] != nil {
+			return nil, &targetError{mb.t.Name, errors.New(msg.Method + " result: " + key + " is not a list")}
+		}
+		for _, item := range result.Items {
+			prefixed, ok := prefixItem(item, mb.t.Name, it, nameMember)
+			if !ok {
+				c.log.Warn("mux: listed item without a name left out", "target", mb.t.Name, "method", msg.Method)
+				continue
+			}
+			out = append(out, prefixed)
+		}
+		if result.NextCursor == "" {
+			return out, nil
+		}
+		p["cursor"], _ = json.Marshal(result.NextCursor)
+	}
+}
+
+// prefixItem prefixes the member (name, uri, uriTemplate) of a listed item with the target.
+func prefixItem(item json.RawMessage, target string, it mcp.Item, nameMember string) (json.RawMessage, bool) {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(item, &obj) != nil {
+		return nil, false
+	}
+	var name string
+	if json.Unmarshal(obj[nameMember], &name) != nil || name == "" {
+		return nil, false
+	}
+	obj[nameMember], _ = json.Marshal(target + string(it.Separator()) + name)
+	b, err := json.Marshal(obj)
+	return b, err == nil
+}
+
+// setLevel sends logging/setLevel to every target of the session.
+func (c *call) setLevel(msg *message) {
+	body := msg.encode()
+	errs := c.fanOut(func(ctx context.Context, mb member) error {
+		a, err := c.exchange(ctx, mb, body, msg.ID)
+		if err == nil && a.msg.Error != nil {
+			err = &targetError{mb.t.Name, rpcError(a.msg.Error)}
+		}
+		return err
+	})
+	if err := firstError(errs); err != nil && (!c.failOpen() || countErrors(errs) == len(errs)) {
+		c.writeError(http.StatusOK, msg.ID, mcp.CodeInternalError, "mcpgate mux: logging/setLevel: "+err.Error())
+		return
+	}
+	c.writeJSON(http.StatusOK, (&message{ID: msg.ID, Result: json.RawMessage("{}")}).encode())
+}
+
+// route sends a request for one item (tools/call, prompts/get, resources/*) to the target its
+// name's prefix names, with the target's own name, and streams the answer back.
+func (c *call) route(msg *message, it mcp.Item, nameMember string) {
+	params, name, ok := stringMember(msg.Params, nameMember)
+	if !ok {
+		c.writeError(http.StatusOK, msg.ID, mcp.CodeInvalidParams, "mcpgate mux: "+msg.Method+": params."+nameMember+" must be a string")
+		return
+	}
+	mb, rest, ok := c.split(msg, it, name)
+	if !ok {
+		return
+	}
+	setMember(params, nameMember, rest)
+	msg.Params, _ = json.Marshal(params)
+	c.forward(msg, mb, rest)
+}
+
+// complete routes completion/complete by its ref: a prompt's name or a resource template's URI.
+func (c *call) complete(msg *message) {
+	params, _, _ := stringMember(msg.Params, "")
+	var ref map[string]json.RawMessage
+	var typ string
+	if params == nil || json.Unmarshal(params["ref"], &ref) != nil || json.Unmarshal(ref["type"], &typ) != nil {
+		c.writeError(http.StatusOK, msg.ID, mcp.CodeInvalidParams, "mcpgate mux: completion/complete: params.ref must be an object with a type")
+		return
+	}
+	it, nameMember := mcp.Prompt, "name"
+	if typ == "ref/resource" {
+		it, nameMember = mcp.Resource, "uri"
+	}
+	var name string
+	if json.Unmarshal(ref[nameMember], &name) != nil {
+		c.writeError(http.StatusOK, msg.ID, mcp.CodeInvalidParams, "mcpgate mux: completion/complete: params.ref."+nameMember+" must be a string")
+		return
+	}
+	mb, rest, ok := c.split(msg, it, name)
+	if !ok {
+		return
+	}
+	setMember(ref, nameMember, rest)
+	params["ref"], _ = json.Marshal(ref)
+	msg.Params, _ = json.Marshal(params)
+	c.forward(msg, mb, "")
+}
+
+// split returns the session's member whose prefix the item's name has and the target's own name
+// (mcp.SplitTarget). ok is false, after the answer "Unknown tool: NAME" (prompt, resource) was
+// written, when the prefix names no target of the session.
+func (c *call) split(msg *message, it mcp.Item, name string) (mb member, rest string, ok bool) {
+	target, rest, ok := mcp.SplitTarget(it, name, c.targetNames())
+	if ok {
+		mb, ok = c.member(target)
+	}
+	if !ok {
+		c.writeJSON(http.StatusOK, mcp.Unknown(msg.ID, it, name))
+	}
+	return mb, rest, ok
+}
+
+// stringMember decodes params as an object and reads its string member name ("" reads none).
+func stringMember(raw json.RawMessage, name string) (params map[string]json.RawMessage, value string, ok bool) {
+	if json.Unmarshal(raw, &params) != nil || params == nil {
+		return nil, "", false
+	}
+	if name == "" {
+		return params, "", true
+	}
+	return params, value, json.Unmarshal(params[name], &value) == nil && params[name] != nil
+}
+
+// setMember sets the string member name of obj, dropping the members whose names equal it only when
+// letter case is folded (a server reading case-insensitively could take them instead).
+func setMember(obj map[string]json.RawMessage, name, value string) {
+	for k := range obj {
+		if k != name && strings.EqualFold(k, name) {
+			delete(obj, k)
+		}
+	}
+	obj[name], _ = json.Marshal(value)
+}

@@ -1,0 +1,450 @@
+// Package mux serves a multiplexed AgentgatewayBackend: one MCP session of the client fanned out
+// to the backend's targets, whose tools and prompts it names TARGET_name and whose resources
+// TARGET+uri (docs/design.md, "Multiplexing: the mux").
+//
+// Envoy's front hop (ext_proc: JWT, rules, audit) sends a multiplexed route's requests to the mux
+// with the contract.HeaderMux header, which describes the backend (contract.Mux). The mux reaches
+// each target back through the Gateway's Envoy, on its mux upstream listener
+// (contract.MuxUpstreamListener), with contract.HeaderMuxCluster naming the target's cluster, so
+// that load balancing, TLS and session pinning stay Envoy's. It keeps no state: the session id
+// the client holds (sealed by the front hop) lists the targets' own session ids.
+//
+// The mux speaks Streamable HTTP to both sides. JSON-RPC batches are refused (-32600): MCP
+// 2025-06-18 removed them, and no MCP SDK sends them.
+package mux
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/mcpgate/mcpgate/contract"
+	"github.com/mcpgate/mcpgate/extproc/mcp"
+)
+
+// DefaultMaxBodyBytes is the default of Options.MaxBodyBytes.
+const DefaultMaxBodyBytes = 4 << 20
+
+// DefaultMaxPages is the default of Options.MaxPages: as agentgateway, which follows at most 64
+// pages of a target's list.
+const DefaultMaxPages = 64
+
+// ServerName is the serverInfo name of the mux's initialize answer.
+const ServerName = "mcpgate"
+
+// ServerRequestIDPrefix starts the id the mux gives a target's request to the client (a
+// server-to-client request, such as elicitation or sampling, in a call's event stream):
+// ServerRequestIDPrefix + TARGET + ":" + the target's id as JSON, a string. The client's answer
+// carries it back, and the mux sends it to TARGET with the target's id.
+const ServerRequestIDPrefix = "mcpgate-mux:"
+
+// Options configure the mux.
+type Options struct {
+	// Upstream returns the address of the mux upstream listener of the Envoy of a Gateway
+	// ("NAMESPACE/NAME"): "unix:///PATH" or "HOST:PORT". Required.
+	Upstream func(gateway string) string
+	// Logger logs the targets' failures; nil logs nothing.
+	Logger *slog.Logger
+	// MaxBodyBytes bounds a client's request body, a target's answer the mux reads whole
+	// (initialize, the lists) and one event of a streamed answer; 0 means DefaultMaxBodyBytes.
+	MaxBodyBytes int
+	// MaxPages bounds the pages of one target's list the mux follows (nextCursor); 0 means
+	// DefaultMaxPages.
+	MaxPages int
+	// Version is the serverInfo version of the initialize answer.
+	Version string
+}
+
+// New returns the mux's HTTP handler.
+func New(opts Options) http.Handler {
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if opts.MaxPages <= 0 {
+		opts.MaxPages = DefaultMaxPages
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &handler{opts: opts, log: log, clients: map[string]*upstream{}}
+}
+
+// handler is the mux. Its only state is the HTTP client of each upstream address.
+type handler struct {
+	opts    Options
+	log     *slog.Logger
+	mu      sync.Mutex
+	clients map[string]*upstream
+}
+
+// ServeHTTP serves one request of a client.
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	m, err := readMux(r.Header.Values(contract.HeaderMux))
+	if err != nil {
+		h.log.Warn("mux: request without a valid backend description", "header", contract.HeaderMux, "path", r.URL.Path, "error", err)
+		http.Error(w, "mcpgate mux: "+contract.HeaderMux+": "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if h.opts.Upstream == nil {
+		http.Error(w, "mcpgate mux: no upstream configured", http.StatusInternalServerError)
+		return
+	}
+	up, err := h.upstream(h.opts.Upstream(m.Gateway))
+	if err != nil {
+		h.log.Error("mux: upstream address", "gateway", m.Gateway, "error", err)
+		http.Error(w, "mcpgate mux: gateway "+m.Gateway+": "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	c := &call{h: h, m: m, up: up, w: w, r: r, ctx: r.Context(), log: h.log.With("backend", m.Backend)}
+	switch r.Method {
+	case http.MethodPost:
+		c.post()
+	case http.MethodDelete:
+		c.delete()
+	default:
+		// No merged server-to-client stream in this version: clients do without (MCP lets a
+		// server answer its GET with 405).
+		w.Header().Set("Allow", "POST, DELETE")
+		http.Error(w, "mcpgate mux: method not allowed", http.StatusMethodNotAllowed)
+	}
+}
+
+// readMux reads and checks the backend description of the contract.HeaderMux values.
+func readMux(values []string) (*contract.Mux, error) {
+	if len(values) != 1 {
+		return nil, fmt.Errorf("want one value, got %d", len(values))
+	}
+	var m contract.Mux
+	if err := json.Unmarshal([]byte(values[0]), &m); err != nil {
+		return nil, err
+	}
+	if len(m.Targets) == 0 {
+		return nil, errors.New("targets: empty")
+	}
+	switch m.FailureMode {
+	case "", "FailClosed", "FailOpen":
+	default:
+		return nil, fmt.Errorf("failureMode %q: want FailClosed or FailOpen", m.FailureMode)
+	}
+	seen := make(map[string]bool, len(m.Targets))
+	for i, t := range m.Targets {
+		switch {
+		case t.Name == "" || strings.ContainsAny(t.Name, ",_+:"):
+			return nil, fmt.Errorf("targets[%d].name %q: want a name without , _ + or :", i, t.Name)
+		case seen[t.Name]:
+			return nil, fmt.Errorf("targets[%d].name %q: repeated", i, t.Name)
+		case t.Cluster == "":
+			return nil, fmt.Errorf("targets[%d].cluster: empty", i)
+		case !strings.HasPrefix(t.Path, "/"):
+			return nil, fmt.Errorf("targets[%d].path %q: want an absolute path", i, t.Path)
+		}
+		seen[t.Name] = true
+	}
+	return &m, nil
+}
+
+// call is one client request being served.
+type call struct {
+	h   *handler
+	m   *contract.Mux
+	up  *upstream
+	w   http.ResponseWriter
+	r   *http.Request
+	ctx context.Context
+	log *slog.Logger
+	// sess is the session the request names: the targets it holds, in the backend's order, with
+	// their own session ids.
+	sess []member
+}
+
+// member is a target of a session and the target's own session id ("": it gave none).
+type member struct {
+	t   contract.MuxTarget
+	sid string
+}
+
+// failOpen reports whether a target that fails is left out rather than failing the request.
+func (c *call) failOpen() bool { return c.m.FailureMode == "FailOpen" }
+
+// targetNames returns the backend's target names joined by commas, as mcp.SplitTarget takes them.
+func (c *call) targetNames() string {
+	names := make([]string, len(c.m.Targets))
+	for i, t := range c.m.Targets {
+		names[i] = t.Name
+	}
+	return strings.Join(names, ",")
+}
+
+// member returns the session's member of the target name.
+func (c *call) member(name string) (member, bool) {
+	for _, mb := range c.sess {
+		if mb.t.Name == name {
+			return mb, true
+		}
+	}
+	return member{}, false
+}
+
+// encodeSession returns the client's session id of the members: base64url (unpadded) of the JSON
+// object of each target's own session id.
+func encodeSession(members []member) string {
+	ids := make(map[string]string, len(members))
+	for _, mb := range members {
+		ids[mb.t.Name] = mb.sid
+	}
+	b, _ := json.Marshal(ids)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// readSession reads the session of the request's Mcp-Session-Id. ok is false, after the answer was
+// written, when there is none or it is not one the mux gave for this backend.
+func (c *call) readSession(id json.RawMessage) bool {
+	v := c.r.Header.Values("Mcp-Session-Id")
+	if len(v) == 0 {
+		c.writeError(http.StatusBadRequest, id, mcp.CodeInvalidRequest, "mcpgate mux: Mcp-Session-Id is required after initialize")
+		return false
+	}
+	ids, err := decodeSession(v)
+	if err == nil {
+		for _, t := range c.m.Targets {
+			if sid, found := ids[t.Name]; found {
+				c.sess = append(c.sess, member{t: t, sid: sid})
+				delete(ids, t.Name)
+			}
+		}
+		for name := range ids {
+			err = fmt.Errorf("it names the target %q, which backend %s does not have", name, c.m.Backend)
+			break
+		}
+	}
+	if err == nil && len(c.sess) == 0 {
+		err = errors.New("it names no target")
+	}
+	if err != nil {
+		c.log.Info("mux: request of an unknown session", "error", err)
+		c.writeError(http.StatusNotFound, id, mcp.CodeSessionNotFound, "Session not found")
+		return false
+	}
+	return true
+}
+
+// decodeSession decodes a session id encodeSession made.
+func decodeSession(v []string) (map[string]string, error) {
+	if len(v) != 1 {
+		return nil, errors.New("Mcp-Session-Id sent more than once")
+	}
+	b, err := base64.RawURLEncoding.DecodeString(v[0])
+	if err != nil {
+		return nil, err
+	}
+	var ids map[string]string
+	if err := json.Unmarshal(b, &ids); err != nil {
+		return nil, err
+	}
+	return ids, nil
+}
+
+// message is one JSON-RPC message.
+type message struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id,omitempty"`
+	Method  string          `json:"method,omitempty"`
+	Params  json.RawMessage `json:"params,omitempty"`
+	Result  json.RawMessage `json:"result,omitempty"`
+	Error   json.RawMessage `json:"error,omitempty"`
+}
+
+// isRequest, isNotification and isResponse say what m is.
+func (m *message) isRequest() bool      { return m.Method != "" && m.ID != nil }
+func (m *message) isNotification() bool { return m.Method != "" && m.ID == nil }
+func (m *message) isResponse() bool {
+	return m.Method == "" && m.ID != nil && (m.Result != nil || m.Error != nil)
+}
+
+func (m *message) encode() []byte {
+	m.JSONRPC = "2.0"
+	b, _ := json.Marshal(m)
+	return b
+}
+
+// post serves a POST: one JSON-RPC message.
+func (c *call) post() {
+	limit := c.h.opts.MaxBodyBytes
+	body, err := io.ReadAll(http.MaxBytesReader(c.w, c.r.Body, int64(limit)))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			c.writeError(http.StatusRequestEntityTooLarge, nil, mcp.CodeInvalidRequest, fmt.Sprintf("mcpgate mux: request body larger than %d bytes", limit))
+			return
+		}
+		c.log.Info("mux: reading the request body", "error", err)
+		return
+	}
+	body = bytes.TrimSpace(body)
+	if len(body) > 0 && body[0] == '[' {
+		c.writeError(http.StatusBadRequest, nil, mcp.CodeInvalidRequest,
+			"mcpgate mux: JSON-RPC batches are not supported on a multiplexed backend (MCP 2025-06-18 removed them); send one message per request")
+		return
+	}
+	var msg message
+	if err := json.Unmarshal(body, &msg); err != nil {
+		c.writeError(http.StatusBadRequest, nil, mcp.CodeParseError, "mcpgate mux: the body is not a JSON-RPC message: "+err.Error())
+		return
+	}
+	switch {
+	case msg.isRequest() && msg.Method == "initialize":
+		c.initialize(&msg)
+	case msg.isRequest() && msg.Method == "ping":
+		// Answered here: the client's connection to the gateway is what it tests.
+		c.writeJSON(http.StatusOK, []byte(`{"jsonrpc":"2.0","id":`+string(msg.ID)+`,"result":{}}`))
+	case msg.isRequest():
+		if c.readSession(msg.ID) {
+			c.request(&msg)
+		}
+	case msg.isNotification():
+		if c.readSession(nil) {
+			c.notify(&msg)
+		}
+	case msg.isResponse():
+		if c.readSession(nil) {
+			c.respond(&msg)
+		}
+	default:
+		c.writeError(http.StatusBadRequest, msg.ID, mcp.CodeInvalidRequest, "mcpgate mux: not a JSON-RPC request, notification or response")
+	}
+}
+
+// request serves a request of an open session.
+func (c *call) request(msg *message) {
+	switch msg.Method {
+	case "tools/list":
+		c.list(msg, mcp.Tool, "tools", "name")
+	case "prompts/list":
+		c.list(msg, mcp.Prompt, "prompts", "name")
+	case "resources/list":
+		c.list(msg, mcp.Resource, "resources", "uri")
+	case "resources/templates/list":
+		c.list(msg, mcp.Resource, "resourceTemplates", "uriTemplate")
+	case "logging/setLevel":
+		c.setLevel(msg)
+	case "tools/call", "prompts/get", "resources/read", "resources/subscribe", "resources/unsubscribe":
+		c.route(msg, mcp.ItemOf(msg.Method), mcp.NameMember(msg.Method))
+	case "completion/complete":
+		c.complete(msg)
+	default:
+		c.writeError(http.StatusOK, msg.ID, -32601, "mcpgate mux: method "+msg.Method+" is not supported on a multiplexed backend")
+	}
+}
+
+// delete ends the session at every target that gave a session id.
+func (c *call) delete() {
+	if !c.readSession(nil) {
+		return
+	}
+	c.fanOut(func(ctx context.Context, mb member) error {
+		if mb.sid == "" {
+			return nil
+		}
+		resp, err := c.up.do(ctx, c.newRequest(ctx, http.MethodDelete, mb, nil))
+		if err != nil {
+			return err
+		}
+		drain(resp)
+		return nil
+	})
+	c.w.WriteHeader(http.StatusNoContent)
+}
+
+// notify sends a client's notification to every target of the session.
+func (c *call) notify(msg *message) {
+	body := msg.encode()
+	c.fanOut(func(ctx context.Context, mb member) error {
+		resp, err := c.up.do(ctx, c.newRequest(ctx, http.MethodPost, mb, body))
+		if err != nil {
+			return err
+		}
+		defer drain(resp)
+		if resp.StatusCode/100 != 2 {
+			return httpError(resp)
+		}
+		return nil
+	})
+	c.w.WriteHeader(http.StatusAccepted)
+}
+
+// respond sends a client's answer to a target's request (ServerRequestIDPrefix) to that target,
+// with the target's id.
+func (c *call) respond(msg *message) {
+	name, id, ok := serverRequestID(msg.ID)
+	mb, found := c.member(name)
+	if !ok || !found {
+		c.writeError(http.StatusBadRequest, nil, mcp.CodeInvalidRequest,
+			"mcpgate mux: the response's id is not the id of a request of a target of this session")
+		return
+	}
+	msg.ID = id
+	resp, err := c.up.do(c.ctx, c.newRequest(c.ctx, http.MethodPost, mb, msg.encode()))
+	if err != nil {
+		c.log.Warn("mux: target refused a response", "target", mb.t.Name, "error", err)
+		c.writeError(http.StatusBadGateway, nil, mcp.CodeInternalError, "mcpgate mux: target "+mb.t.Name+": "+err.Error())
+		return
+	}
+	defer drain(resp)
+	c.w.WriteHeader(resp.StatusCode)
+}
+
+// serverRequestID reads an id ServerRequestIDPrefix starts: the target and the target's id.
+func serverRequestID(raw json.RawMessage) (target string, id json.RawMessage, ok bool) {
+	var s string
+	if json.Unmarshal(raw, &s) != nil || !strings.HasPrefix(s, ServerRequestIDPrefix) {
+		return "", nil, false
+	}
+	target, rest, found := strings.Cut(s[len(ServerRequestIDPrefix):], ":")
+	if !found || mcp.IDKey(json.RawMessage(rest)) == "" {
+		return "", nil, false
+	}
+	return target, json.RawMessage(rest), true
+}
+
+// toClientID returns the id under which the client sees the target's request id.
+func toClientID(target string, id json.RawMessage) json.RawMessage {
+	b, _ := json.Marshal(ServerRequestIDPrefix + target + ":" + string(id))
+	return b
+}
+
+// fanOut runs fn for every member of the session in parallel and returns each one's error, in
+// the session's order. Errors are logged with their target.
+func (c *call) fanOut(fn func(ctx context.Context, mb member) error) []error {
+	errs := make([]error, len(c.sess))
+	var wg sync.WaitGroup
+	for i, mb := range c.sess {
+		wg.Go(func() {
+			if errs[i] = fn(c.ctx, mb); errs[i] != nil {
+				c.log.Warn("mux: target failed", "target", mb.t.Name, "method", c.r.Method, "error", errs[i])
+			}
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+// writeJSON writes a JSON answer.
+func (c *call) writeJSON(status int, body []byte) {
+	c.w.Header().Set("Content-Type", "application/json")
+	c.w.WriteHeader(status)
+	_, _ = c.w.Write(body)
+}
+
+// writeError writes a JSON-RPC error answer.
+func (c *call) writeError(status int, id json.RawMessage, code int, text string) {
+	c.writeJSON(status, mcp.ErrorResponse(id, code, text))
+}

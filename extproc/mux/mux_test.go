@@ -1,0 +1,530 @@
+package mux_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpgate/mcpgate/contract"
+	"github.com/mcpgate/mcpgate/extproc/mux"
+)
+
+// upstreamDouble is a test double of Envoy's mux upstream listener (contract.MuxUpstreamListener)
+// and of the route configuration the translator emits for it (contract.MuxUpstreamRoutes): on a
+// Unix socket, it routes each request by contract.HeaderMuxCluster to that cluster's server,
+// without the header, as the route's request_headers_to_remove does. A cluster it does not know
+// gets 404, as Envoy's route miss; a cluster whose server is down gets 503, as Envoy's "no
+// healthy upstream".
+type upstreamDouble struct {
+	mu       sync.Mutex
+	clusters map[string]http.Handler
+	// seen records, per cluster, the headers of the requests routed there.
+	seen map[string][]http.Header
+}
+
+func (d *upstreamDouble) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	cluster := r.Header.Get(contract.HeaderMuxCluster)
+	r.Header.Del(contract.HeaderMuxCluster)
+	d.mu.Lock()
+	h, ok := d.clusters[cluster]
+	d.seen[cluster] = append(d.seen[cluster], r.Header.Clone())
+	d.mu.Unlock()
+	switch {
+	case !ok:
+		http.Error(w, "route not found", http.StatusNotFound)
+	case h == nil:
+		http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
+	default:
+		h.ServeHTTP(w, r)
+	}
+}
+
+type textArgs struct {
+	Text string `json:"text"`
+}
+
+// newTarget returns a go-sdk Streamable HTTP server named name with a tool, a prompt, a resource
+// and a resource template of its own.
+func newTarget(name string) http.Handler {
+	s := mcp.NewServer(&mcp.Implementation{Name: name, Version: "1"}, &mcp.ServerOptions{Instructions: "use " + name})
+	tool := map[string]string{"a": "x", "b": "y"}[name]
+	mcp.AddTool(s, &mcp.Tool{Name: tool, Description: "echoes its text, named by " + name},
+		func(ctx context.Context, req *mcp.CallToolRequest, in textArgs) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: name + "." + tool + ": " + in.Text}}}, nil, nil
+		})
+	// Its tools share a name: only the prefix tells them apart.
+	mcp.AddTool(s, &mcp.Tool{Name: "whoami", Description: "names its server"},
+		func(ctx context.Context, req *mcp.CallToolRequest, _ textArgs) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: name}}}, nil, nil
+		})
+	mcp.AddTool(s, &mcp.Tool{Name: "ask", Description: "asks the user (elicitation) and answers with what the user said"},
+		func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+			res, err := req.Session.Elicit(ctx, &mcp.ElicitParams{Message: "your color? (" + name + ")",
+				RequestedSchema: map[string]any{"type": "object", "properties": map[string]any{"color": map[string]any{"type": "string"}}}})
+			if err != nil {
+				return nil, nil, err
+			}
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("%s heard %s %v", name, res.Action, res.Content["color"])}}}, nil, nil
+		})
+	mcp.AddTool(s, &mcp.Tool{Name: "count", Description: "sends three progress notifications before it answers"},
+		func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+			for i := 1; i <= 3; i++ {
+				if err := req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{
+					ProgressToken: req.Params.GetProgressToken(), Progress: float64(i), Total: 3, Message: fmt.Sprintf("%s step %d", name, i)}); err != nil {
+					return nil, nil, err
+				}
+			}
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "counted"}}}, nil, nil
+		})
+	prompt := map[string]string{"a": "p", "b": "q"}[name]
+	s.AddPrompt(&mcp.Prompt{Name: prompt, Description: "a prompt of " + name},
+		func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+			return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: name + "." + prompt}}}}, nil
+		})
+	uri := "file:///" + name + ".txt"
+	s.AddResource(&mcp.Resource{Name: name + "-file", URI: uri, MIMEType: "text/plain"},
+		func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, Text: "contents of " + name}}}, nil
+		})
+	s.AddResourceTemplate(&mcp.ResourceTemplate{Name: name + "-notes", URITemplate: "notes://" + name + "/{id}"},
+		func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, Text: "note of " + name}}}, nil
+		})
+	return mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+}
+
+// gateway is a mux reached as the front hop's route reaches it: each request gets the route's
+// contract.HeaderMux (overwriting the client's).
+type gateway struct {
+	url    string
+	double *upstreamDouble
+}
+
+// newGateway serves the mux for the backend of targets a and b (cluster "down" for a target whose
+// server is down) and returns its URL.
+func newGateway(t *testing.T, failureMode string, targets ...contract.MuxTarget) *gateway {
+	t.Helper()
+	d := &upstreamDouble{clusters: map[string]http.Handler{
+		"cluster-a": newTarget("a"), "cluster-b": newTarget("b"), "down": nil,
+	}, seen: map[string][]http.Header{}}
+	sock := filepath.Join(t.TempDir(), "up.sock")
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := &http.Server{Handler: d}
+	go up.Serve(lis)
+	t.Cleanup(func() { up.Close() })
+
+	desc, err := json.Marshal(contract.Mux{Gateway: "ns/gw", Backend: "ns/be", PrefixMode: "Conditional", FailureMode: failureMode, Targets: targets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := mux.New(mux.Options{
+		Upstream: func(gw string) string {
+			if gw != "ns/gw" {
+				t.Errorf("Upstream(%q): want the route's gateway ns/gw", gw)
+			}
+			return "unix://" + sock
+		},
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Version: "test",
+	})
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Set(contract.HeaderMux, string(desc))
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	return &gateway{url: front.URL + "/mcp", double: d}
+}
+
+var (
+	targetA = contract.MuxTarget{Name: "a", Cluster: "cluster-a", Path: "/mcp"}
+	targetB = contract.MuxTarget{Name: "b", Cluster: "cluster-b", Path: "/mcp"}
+	// targetDown's server is down.
+	targetDown = contract.MuxTarget{Name: "c", Cluster: "down", Path: "/mcp"}
+)
+
+func connect(t *testing.T, url string, opts *mcp.ClientOptions) (*mcp.ClientSession, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "mux-test", Version: "1"}, opts).
+		Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, MaxRetries: -1}, nil)
+	if err == nil {
+		t.Cleanup(func() { cs.Close() })
+	}
+	return cs, err
+}
+
+func text(t *testing.T, res *mcp.CallToolResult) string {
+	t.Helper()
+	if len(res.Content) != 1 {
+		t.Fatalf("result %+v: want one content", res)
+	}
+	tc, ok := res.Content[0].(*mcp.TextContent)
+	if !ok {
+		t.Fatalf("content %T: want text", res.Content[0])
+	}
+	return tc.Text
+}
+
+func TestMuxSession(t *testing.T) {
+	gw := newGateway(t, "FailClosed", targetA, targetB)
+	cs, err := connect(t, gw.url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	init := cs.InitializeResult()
+	if init.ServerInfo.Name != mux.ServerName || init.ServerInfo.Version != "test" {
+		t.Errorf("serverInfo %+v: want mcpgate test", init.ServerInfo)
+	}
+	if init.Capabilities.Tools == nil || init.Capabilities.Prompts == nil || init.Capabilities.Resources == nil {
+		t.Errorf("capabilities %+v: want the targets' tools, prompts and resources", init.Capabilities)
+	}
+	if init.Instructions != "a: use a\n\nb: use b" {
+		t.Errorf("instructions %q: want each target's under its name", init.Instructions)
+	}
+
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tool := range tools.Tools {
+		names = append(names, tool.Name)
+	}
+	want := []string{"a_ask", "a_count", "a_whoami", "a_x", "b_ask", "b_count", "b_whoami", "b_y"}
+	if slices.Sort(names); !slices.Equal(names, want) {
+		t.Errorf("tools/list: %q, want %q", names, want)
+	}
+	if tools.NextCursor != "" {
+		t.Errorf("tools/list nextCursor %q: want none, the list is whole", tools.NextCursor)
+	}
+
+	for tool, want := range map[string]string{"a_x": "a.x: hi", "b_y": "b.y: hi", "a_whoami": "a", "b_whoami": "b"} {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: map[string]any{"text": "hi"}})
+		if err != nil {
+			t.Fatalf("tools/call %s: %v", tool, err)
+		}
+		if got := text(t, res); got != want {
+			t.Errorf("tools/call %s: %q, want %q", tool, got, want)
+		}
+	}
+	// A prefix that is no target, a target's name unprefixed, another target's tool.
+	for _, tool := range []string{"c_x", "x", "b_x", "whoami"} {
+		_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: map[string]any{}})
+		if err == nil || !strings.Contains(err.Error(), "Unknown tool: "+tool) && !strings.Contains(err.Error(), "unknown tool") {
+			t.Errorf("tools/call %s: %v, want Unknown tool", tool, err)
+		}
+	}
+
+	prompts, err := cs.ListPrompts(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(prompts.Prompts) != 2 || prompts.Prompts[0].Name != "a_p" || prompts.Prompts[1].Name != "b_q" {
+		t.Errorf("prompts/list: %+v, want a_p and b_q", prompts.Prompts)
+	}
+	p, err := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "b_q"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Messages[0].Content.(*mcp.TextContent).Text; got != "b.q" {
+		t.Errorf("prompts/get b_q: %q, want b.q", got)
+	}
+	if _, err := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "a_q"}); err == nil {
+		t.Error("prompts/get a_q: want an error, a has no prompt q")
+	}
+
+	resources, err := cs.ListResources(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uris []string
+	for _, r := range resources.Resources {
+		uris = append(uris, r.URI)
+	}
+	if !slices.Equal(uris, []string{"a+file:///a.txt", "b+file:///b.txt"}) {
+		t.Errorf("resources/list: %q, want the targets' URIs prefixed with TARGET+", uris)
+	}
+	templates, err := cs.ListResourceTemplates(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(templates.ResourceTemplates) != 2 || templates.ResourceTemplates[1].URITemplate != "b+notes://b/{id}" {
+		t.Errorf("resources/templates/list: %+v, want b+notes://b/{id} second", templates.ResourceTemplates)
+	}
+	for uri, want := range map[string]string{"b+file:///b.txt": "contents of b", "a+notes://a/7": "note of a"} {
+		r, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: uri})
+		if err != nil {
+			t.Fatalf("resources/read %s: %v", uri, err)
+		}
+		if r.Contents[0].Text != want {
+			t.Errorf("resources/read %s: %q, want %q", uri, r.Contents[0].Text, want)
+		}
+	}
+	if _, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "file:///a.txt"}); err == nil || !strings.Contains(err.Error(), "Unknown resource: file:///a.txt") {
+		t.Errorf("resources/read of an unprefixed URI: %v, want Unknown resource", err)
+	}
+	if err := cs.Ping(ctx, nil); err != nil {
+		t.Errorf("ping: %v", err)
+	}
+	if err := cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: "info"}); err != nil {
+		t.Errorf("logging/setLevel: %v", err)
+	}
+
+	// What the targets got: their own session ids, the cluster header removed by the route
+	// (the double), not the mux's description.
+	gw.double.mu.Lock()
+	defer gw.double.mu.Unlock()
+	for _, cluster := range []string{"cluster-a", "cluster-b"} {
+		seen := gw.double.seen[cluster]
+		if len(seen) < 5 {
+			t.Fatalf("cluster %s got %d requests, want every fanned-out one", cluster, len(seen))
+		}
+		last := seen[len(seen)-1]
+		if last.Get(contract.HeaderMux) != "" || last.Get("Mcp-Session-Id") == "" || last.Get("Mcp-Session-Id") == cs.ID() {
+			t.Errorf("cluster %s request headers %v: want the target's own Mcp-Session-Id and no %s", cluster, last, contract.HeaderMux)
+		}
+		if last.Get("Mcp-Protocol-Version") != init.ProtocolVersion {
+			t.Errorf("cluster %s: Mcp-Protocol-Version %q, want the negotiated %q", cluster, last.Get("Mcp-Protocol-Version"), init.ProtocolVersion)
+		}
+	}
+}
+
+// TestMuxServerRequests: a target's requests to the client (elicitation) inside a call's stream
+// reach the client, and its answer reaches that target; progress notifications stream through.
+func TestMuxServerRequests(t *testing.T) {
+	gw := newGateway(t, "FailClosed", targetA, targetB)
+	var mu sync.Mutex
+	var asked []string
+	progress := make(chan string, 3)
+	cs, err := connect(t, gw.url, &mcp.ClientOptions{
+		ElicitationHandler: func(ctx context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			mu.Lock()
+			asked = append(asked, req.Params.Message)
+			mu.Unlock()
+			return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"color": "green"}}, nil
+		},
+		ProgressNotificationHandler: func(ctx context.Context, req *mcp.ProgressNotificationClientRequest) {
+			progress <- req.Params.Message
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "b_ask"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := text(t, res); got != "b heard accept green" {
+		t.Errorf("tools/call b_ask: %q, want b's answer with the client's", got)
+	}
+	params := &mcp.CallToolParams{Name: "a_count"}
+	params.SetProgressToken("tok")
+	if res, err = cs.CallTool(ctx, params); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if !slices.Equal(asked, []string{"your color? (b)"}) {
+		t.Errorf("elicitations %q: want b's one", asked)
+	}
+	mu.Unlock()
+	// The notifications come before the answer in its stream; the client hands them to its
+	// handler in order, maybe after it returned the answer.
+	for i := 1; i <= 3; i++ {
+		select {
+		case got := <-progress:
+			if want := fmt.Sprintf("a step %d", i); got != want {
+				t.Errorf("progress %d: %q, want %q", i, got, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("progress %d never came", i)
+		}
+	}
+}
+
+func TestMuxFailureModes(t *testing.T) {
+	t.Run("FailClosed", func(t *testing.T) {
+		gw := newGateway(t, "FailClosed", targetA, targetDown)
+		_, err := connect(t, gw.url, nil)
+		if err == nil || !strings.Contains(err.Error(), "target c: HTTP 503") {
+			t.Fatalf("initialize with target c down: %v, want an error naming c and its 503", err)
+		}
+		// a's session, opened for nothing, was ended.
+		gw.double.mu.Lock()
+		defer gw.double.mu.Unlock()
+		var methods []string
+		for range gw.double.seen["cluster-a"] {
+			methods = append(methods, "req")
+		}
+		if len(methods) != 2 {
+			t.Errorf("cluster-a got %d requests, want initialize and the DELETE that ends its session", len(methods))
+		}
+	})
+	t.Run("FailOpen", func(t *testing.T) {
+		gw := newGateway(t, "FailOpen", targetA, targetDown)
+		cs, err := connect(t, gw.url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tools, err := cs.ListTools(context.Background(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tool := range tools.Tools {
+			if !strings.HasPrefix(tool.Name, "a_") {
+				t.Errorf("tools/list lists %s: want only a's tools", tool.Name)
+			}
+		}
+		if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "c_x"}); err == nil || !strings.Contains(err.Error(), "Unknown tool: c_x") {
+			t.Errorf("tools/call c_x, c not in the session: %v, want Unknown tool", err)
+		}
+	})
+	t.Run("FailOpenAllDown", func(t *testing.T) {
+		gw := newGateway(t, "FailOpen", targetDown, contract.MuxTarget{Name: "d", Cluster: "down", Path: "/mcp"})
+		if _, err := connect(t, gw.url, nil); err == nil {
+			t.Fatal("initialize with every target down: want an error")
+		}
+	})
+}
+
+// post sends one raw request to the gateway.
+func post(t *testing.T, url, session, body string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if session != "" {
+		req.Header.Set("Mcp-Session-Id", session)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+func TestMuxRawRequests(t *testing.T) {
+	gw := newGateway(t, "FailClosed", targetA, targetB)
+	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`
+	resp, body := post(t, gw.url, "", init)
+	sid := resp.Header.Get("Mcp-Session-Id")
+	if resp.StatusCode != http.StatusOK || sid == "" {
+		t.Fatalf("initialize: %d %s, session %q", resp.StatusCode, body, sid)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(sid)
+	var ids map[string]string
+	if err != nil || json.Unmarshal(raw, &ids) != nil || len(ids) != 2 || ids["a"] == "" || ids["b"] == "" {
+		t.Fatalf("session id %q (%s): want base64url of each target's own id", sid, raw)
+	}
+	if !strings.Contains(body, `"protocolVersion":"2025-06-18"`) {
+		t.Errorf("initialize answer %s: want the version both targets chose", body)
+	}
+
+	forged := func(v map[string]string) string {
+		b, _ := json.Marshal(v)
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	for name, c := range map[string]struct {
+		session, body string
+		status        int
+		want          string
+	}{
+		"unknown target":  {forged(map[string]string{"a": ids["a"], "z": "1"}), `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, 404, `"code":-32001`},
+		"no target":       {forged(map[string]string{}), `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, 404, `"code":-32001`},
+		"not base64":      {"!!", `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, 404, `"code":-32001`},
+		"no session":      {"", `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, 400, `"code":-32600`},
+		"batch":           {sid, `[{"jsonrpc":"2.0","id":2,"method":"tools/list"}]`, 400, `batches are not supported`},
+		"not JSON":        {sid, `{"jsonrpc"`, 400, `"code":-32700`},
+		"neither":         {sid, `{"jsonrpc":"2.0"}`, 400, `"code":-32600`},
+		"bad response id": {sid, `{"jsonrpc":"2.0","id":"mcpgate-mux:z:1","result":{}}`, 400, `"code":-32600`},
+		"unknown method":  {sid, `{"jsonrpc":"2.0","id":3,"method":"tasks/list"}`, 200, `"code":-32601`},
+		"unnamed call":    {sid, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":7}}`, 200, `"code":-32602`},
+		"ping":            {"", `{"jsonrpc":"2.0","id":"p","method":"ping"}`, 200, `{"jsonrpc":"2.0","id":"p","result":{}}`},
+		"progress":        {sid, `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"a_count","arguments":{},"_meta":{"progressToken":"tok"}}}`, 200, `step 3`},
+		"unknown tool":    {sid, `{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"zz_x"}}`, 200, `"message":"Unknown tool: zz_x"`},
+		// a's session id for b: b does not know it, and the client has to start anew.
+		"stale session": {forged(map[string]string{"b": ids["a"]}), `{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"b_y","arguments":{"text":"t"}}}`, 404, `"code":-32001`},
+	} {
+		resp, got := post(t, gw.url, c.session, c.body)
+		if resp.StatusCode != c.status || !strings.Contains(got, c.want) {
+			t.Errorf("%s: %d %s, want %d with %s", name, resp.StatusCode, got, c.status, c.want)
+		}
+	}
+
+	for _, method := range []string{http.MethodGet, http.MethodPut} {
+		req, _ := http.NewRequest(method, gw.url, nil)
+		req.Header.Set("Mcp-Session-Id", sid)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "POST, DELETE" {
+			t.Errorf("%s: %d Allow %q, want 405 naming POST and DELETE", method, resp.StatusCode, resp.Header.Get("Allow"))
+		}
+	}
+
+	req, _ := http.NewRequest(http.MethodDelete, gw.url, nil)
+	req.Header.Set("Mcp-Session-Id", sid)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Errorf("DELETE: %d, want 204", resp.StatusCode)
+	}
+	// The targets ended their sessions.
+	resp, got := post(t, gw.url, sid, `{"jsonrpc":"2.0","id":6,"method":"tools/list"}`)
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("tools/list after DELETE: %d %s, want 404", resp.StatusCode, got)
+	}
+}
+
+func TestMuxRefusesBadDescription(t *testing.T) {
+	h := mux.New(mux.Options{Upstream: func(string) string { return "unix:///nonexistent" }})
+	for _, desc := range []string{
+		"",
+		"{",
+		`{"gateway":"ns/gw","targets":[]}`,
+		`{"gateway":"ns/gw","targets":[{"name":"a_b","cluster":"c","path":"/mcp"}]}`,
+		`{"gateway":"ns/gw","targets":[{"name":"a","cluster":"c","path":"/mcp"},{"name":"a","cluster":"d","path":"/mcp"}]}`,
+		`{"gateway":"ns/gw","targets":[{"name":"a","cluster":"","path":"/mcp"}]}`,
+		`{"gateway":"ns/gw","targets":[{"name":"a","cluster":"c","path":"mcp"}]}`,
+		`{"gateway":"ns/gw","failureMode":"Sometimes","targets":[{"name":"a","cluster":"c","path":"/mcp"}]}`,
+	} {
+		req := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+		if desc != "" {
+			req.Header.Set(contract.HeaderMux, desc)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), contract.HeaderMux) {
+			t.Errorf("description %q: %d %q, want 400 naming %s", desc, rec.Code, rec.Body.String(), contract.HeaderMux)
+		}
+	}
+}

@@ -1,0 +1,267 @@
+package mux
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/mcpgate/mcpgate/contract"
+	"github.com/mcpgate/mcpgate/extproc/mcp"
+)
+
+// upstream is the HTTP client of one mux upstream listener, reused by every request to it.
+type upstream struct {
+	client *http.Client
+	// base is the URL the targets' paths are appended to.
+	base string
+}
+
+// upstream returns the client of addr ("unix:///PATH" or "HOST:PORT"), made on first use.
+func (h *handler) upstream(addr string) (*upstream, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if up := h.clients[addr]; up != nil {
+		return up, nil
+	}
+	dialer := &net.Dialer{Timeout: 10 * time.Second}
+	tr := &http.Transport{
+		// The mux reads the answers: they must come uncompressed.
+		DisableCompression:  true,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	up := &upstream{client: &http.Client{
+		Transport: tr,
+		// A redirect is the target's answer, for the client to see.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+	switch path, ok := strings.CutPrefix(addr, "unix://"); {
+	case ok:
+		if path == "" {
+			return nil, fmt.Errorf("upstream %q: no socket path", addr)
+		}
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "unix", path)
+		}
+		up.base = "http://mux-upstream"
+	case addr == "" || strings.Contains(addr, "/"):
+		return nil, fmt.Errorf("upstream %q: want unix:///PATH or HOST:PORT", addr)
+	default:
+		tr.DialContext = dialer.DialContext
+		up.base = "http://" + addr
+	}
+	h.clients[addr] = up
+	return up, nil
+}
+
+func (up *upstream) do(ctx context.Context, req *http.Request) (*http.Response, error) {
+	if req == nil {
+		return nil, errors.New("cannot make the request")
+	}
+	return up.client.Do(req.WithContext(ctx))
+}
+
+// dropped are the client's headers a target's request does not get: hop-by-hop headers, those the
+// mux sets, and Accept-Encoding (the mux reads the answers).
+var dropped = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Proxy-Authenticate": true,
+	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+	"Content-Length": true, "Accept-Encoding": true, "Host": true, "Last-Event-Id": true,
+	"Mcp-Session-Id": true, http.CanonicalHeaderKey(contract.HeaderMux): true,
+	http.CanonicalHeaderKey(contract.HeaderMuxCluster): true,
+}
+
+// newRequest makes the request to a target: the client's headers but those dropped (and those its
+// Connection header names), the target's cluster and own session id, the target's path.
+func (c *call) newRequest(ctx context.Context, method string, mb member, body []byte) *http.Request {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.up.base+mb.t.Path, rd)
+	if err != nil {
+		c.log.Error("mux: target request", "target", mb.t.Name, "path", mb.t.Path, "error", err)
+		return nil
+	}
+	connection := c.r.Header.Values("Connection")
+	for k, vs := range c.r.Header {
+		if dropped[k] || listsToken(connection, k) {
+			continue
+		}
+		req.Header[k] = vs
+	}
+	req.Host = c.r.Host
+	req.Header.Set(contract.HeaderMuxCluster, mb.t.Cluster)
+	if mb.sid != "" {
+		req.Header.Set("Mcp-Session-Id", mb.sid)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+	}
+	return req
+}
+
+// listsToken reports whether a header's values (comma-separated tokens) name name.
+func listsToken(values []string, name string) bool {
+	for _, v := range values {
+		for tok := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// drain reads what is left of a response (so that its connection is reused) and closes it.
+func drain(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+}
+
+// statusError is a target's HTTP answer that is not a success.
+type statusError struct {
+	status int
+	body   string
+}
+
+func (e *statusError) Error() string {
+	msg := fmt.Sprintf("HTTP %d %s", e.status, http.StatusText(e.status))
+	if e.body != "" {
+		msg += ": " + e.body
+	}
+	return msg
+}
+
+// httpError returns the statusError of resp, with the start of its body.
+func httpError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+	return &statusError{status: resp.StatusCode, body: strings.TrimSpace(strings.ToValidUTF8(string(b), "\uFFFD"))}
+}
+
+// sessionGone reports whether err is a target's 404 to a request naming its session: the target
+// no longer knows the session, and the client has to open a new one.
+func sessionGone(err error, mb member) bool {
+	var se *statusError
+	return mb.sid != "" && errors.As(err, &se) && se.status == http.StatusNotFound
+}
+
+// targetError is a target's failure, named with the target.
+type targetError struct {
+	target string
+	err    error
+}
+
+func (e *targetError) Error() string { return "target " + e.target + ": " + e.err.Error() }
+func (e *targetError) Unwrap() error { return e.err }
+
+// answer is a target's JSON-RPC answer to one request.
+type answer struct {
+	msg message
+	// sid is the Mcp-Session-Id of the target's response.
+	sid string
+}
+
+// exchange sends the request body (id: its id) to a target and reads its answer whole, from a JSON
+// body or an event stream, whatever else the stream holds.
+func (c *call) exchange(ctx context.Context, mb member, body []byte, id json.RawMessage) (*answer, error) {
+	resp, err := c.up.do(ctx, c.newRequest(ctx, http.MethodPost, mb, body))
+	if err != nil {
+		return nil, &targetError{mb.t.Name, err}
+	}
+	defer drain(resp)
+	if resp.StatusCode/100 != 2 {
+		return nil, &targetError{mb.t.Name, httpError(resp)}
+	}
+	a := &answer{sid: resp.Header.Get("Mcp-Session-Id")}
+	want := mcp.IDKey(id)
+	limit := c.h.opts.MaxBodyBytes
+	found := false
+	err = readMessages(resp, limit, func(m *message) bool {
+		if m.isResponse() && mcp.IDKey(m.ID) == want {
+			a.msg, found = *m, true
+			return false
+		}
+		c.log.Debug("mux: target sent a message the mux does not pass on", "target", mb.t.Name, "method", m.Method)
+		return true
+	})
+	switch {
+	case err != nil:
+		return nil, &targetError{mb.t.Name, err}
+	case !found:
+		return nil, &targetError{mb.t.Name, errors.New("its answer has no response to the request")}
+	}
+	return a, nil
+}
+
+// readMessages reads the JSON-RPC messages of a target's answer (application/json or
+// text/event-stream) and calls fn for each until fn returns false.
+func readMessages(resp *http.Response, limit int, fn func(*message) bool) error {
+	if isEventStream(resp) {
+		return readEvents(resp.Body, limit, func(ev *mcp.Event) bool {
+			var m message
+			if json.Unmarshal(ev.Data, &m) != nil {
+				return true
+			}
+			return fn(&m)
+		})
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
+	switch {
+	case err != nil:
+		return err
+	case len(b) > limit:
+		return fmt.Errorf("answer larger than %d bytes", limit)
+	}
+	var m message
+	if err := json.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("answer is not one JSON-RPC message: %w", err)
+	}
+	fn(&m)
+	return nil
+}
+
+// isEventStream reports whether resp's body is an event stream.
+func isEventStream(resp *http.Response) bool {
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	return mt == "text/event-stream"
+}
+
+// readEvents reads an event stream and calls fn for each message event with data, until fn
+// returns false or the stream ends. An event larger than limit is an error.
+func readEvents(body io.Reader, limit int, fn func(*mcp.Event) bool) error {
+	s := mcp.NewSSEStream(limit)
+	buf := make([]byte, 32<<10)
+	more := true
+	for more {
+		n, rerr := body.Read(buf)
+		eos := rerr != nil
+		var stop bool
+		if _, _, err := s.Next(buf[:n], eos, true, func(ev *mcp.Event, _ bool) []byte {
+			if !stop && ev.IsMessage() && len(bytes.TrimSpace(ev.Data)) > 0 {
+				stop = !fn(ev)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		switch {
+		case stop:
+			return nil
+		case rerr == io.EOF:
+			more = false
+		case rerr != nil:
+			return rerr
+		}
+	}
+	return nil
+}
