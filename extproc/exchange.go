@@ -81,11 +81,15 @@ func (st *stream) rewritePending() bool {
 type itemFilter struct {
 	rules *authz.RuleSet
 	in    authz.Input
+	// ri is the route's: on a multiplexed route each item is judged as its target's
+	// (routeInfo.itemTarget).
+	ri routeInfo
 }
 
 func (f *itemFilter) allow(ctx context.Context) func(it mcp.Item, name string) bool {
 	return func(it mcp.Item, name string) bool {
 		in := f.in
+		in.Target, name = f.ri.itemTarget(it, name)
 		switch it {
 		case mcp.Tool:
 			in.ToolName = name
@@ -521,7 +525,7 @@ func (st *stream) itemFilter() *itemFilter {
 		// which are the stream's.
 		in.Headers = slices.Clone(st.headers)
 		in.MCPMethod = mcp.MethodToolsCall
-		st.filter = &itemFilter{rules: st.pol.tools, in: in}
+		st.filter = &itemFilter{rules: st.pol.tools, in: in, ri: st.ri}
 	}
 	return st.filter
 }

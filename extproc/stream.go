@@ -32,6 +32,10 @@ import (
 // ExtProcPerRoute (contract.Metadata*, see docs/design.md).
 type routeInfo struct {
 	gateway, route, policy, backend, target string
+	// targets, on a route to a multiplexed backend (the mux), are its targets' names joined by
+	// commas (contract.MetadataTargets): the items its requests name are prefixed with their
+	// target (itemTarget). target is then "".
+	targets string
 	// mcp: the route leads to an MCP target. The transport the target declares is not used: the
 	// server may serve both, and each request says which one it speaks (mcp.ClassifyRequest).
 	mcp bool
@@ -79,7 +83,19 @@ func readRouteInfo(get func(key string) string) routeInfo {
 		mcp:     get(contract.MetadataMCP) != "",
 		backend: get(contract.MetadataBackend),
 		target:  get(contract.MetadataTarget),
+		targets: get(contract.MetadataTargets),
 	}
+}
+
+// itemTarget returns the target serving the item it named name and the target's own name for
+// it: on a multiplexed route the target its prefix names ("" for a prefix that names none) and
+// the name without the prefix (mcp.SplitTarget), elsewhere the route's target and the name.
+func (ri *routeInfo) itemTarget(it mcp.Item, name string) (target, own string) {
+	if ri.targets == "" {
+		return ri.target, name
+	}
+	target, own, _ = mcp.SplitTarget(it, name, ri.targets)
+	return target, own
 }
 
 // Process implements the ExternalProcessor service: one call per HTTP request, one reply per
@@ -689,7 +705,8 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		case mcp.Tool:
 			tc, ok := m.ToolCall()
 			ex.name, ex.rec.Tool, ex.rec.Arguments = tc.Name, tc.Name, tc.Arguments
-			in.ToolName, in.ToolArguments = tc.Name, tc.Arguments
+			in.ToolArguments = tc.Arguments
+			in.Target, in.ToolName = st.ri.itemTarget(ex.item, tc.Name)
 			switch {
 			case !strict:
 			case tc.Ambiguous || (st.pol.readsArguments(st.trafficDeferred) && mcp.AmbiguousMembers(tc.Arguments)):
@@ -700,10 +717,12 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 			}
 		case mcp.Prompt, mcp.Resource:
 			name, ok, ambiguous := mcp.StringParam(m.Params, mcp.NameMember(m.Method))
+			var own string
+			in.Target, own = st.ri.itemTarget(ex.item, name)
 			if ex.item == mcp.Prompt {
-				in.PromptName, ex.rec.Prompt = name, name
+				in.PromptName, ex.rec.Prompt = own, name
 			} else {
-				in.ResourceName, ex.rec.Resource = name, name
+				in.ResourceName, ex.rec.Resource = own, name
 			}
 			ex.name = name
 			switch {
@@ -714,6 +733,8 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 				return st.refuse(unnamedRefusal(m.Method, ex.item), "", md, &ex.rec)
 			}
 		}
+		// The item's target on a multiplexed route; the route's elsewhere.
+		ex.rec.Target = in.Target
 		if st.trafficDeferred {
 			d := st.evaluate(st.pol.traffic, in)
 			if !d.Allowed {

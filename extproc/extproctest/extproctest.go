@@ -26,6 +26,9 @@ type Route struct {
 	// Policy resource's name), x-mcpgate-mcp (contract.TransportSSE or TransportStreamableHTTP),
 	// x-mcpgate-backend ("NS/NAME") and x-mcpgate-target (the MCP target's name).
 	Gateway, Route, Policy, MCP, Backend, Target string
+	// Targets is the value of x-mcpgate-targets: a multiplexed backend's target names joined by
+	// commas.
+	Targets string
 }
 
 // MD returns the gRPC metadata Envoy sends for the route.
@@ -34,6 +37,7 @@ func (r Route) MD() metadata.MD {
 	for k, v := range map[string]string{
 		"x-mcpgate-gateway": r.Gateway, "x-mcpgate-route": r.Route, "x-mcpgate-policy": r.Policy,
 		"x-mcpgate-mcp": r.MCP, "x-mcpgate-backend": r.Backend, "x-mcpgate-target": r.Target,
+		"x-mcpgate-targets": r.Targets,
 	} {
 		if v != "" {
 			md.Set(k, v)

@@ -1,0 +1,110 @@
+package extproc_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/mcpgate/mcpgate/extproc/extproctest"
+	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
+)
+
+// muxRoute is a route to a multiplexed backend with targets a and b (the mux serves it), under
+// the policy muxPolicy.
+var muxRoute = extproctest.Route{
+	Gateway: "agentgateway-system/agentgateway", Route: "agentgateway-system/mux/rule/0",
+	Policy: "mux", MCP: "streamable-http", Backend: "agentgateway-system/mux-backend", Targets: "a,b",
+}
+
+// muxPolicy is the lab's JWT and traffic rule, and MCP rules that name the items by their target's
+// own names and by their targets: a's tool fetch, b's prompt greet, a's file resources.
+func muxPolicy(sg *signer) *policyv1.Policy {
+	p := labPolicy(sg)
+	p.Name = "mux"
+	p.McpRules = []*policyv1.Rule{
+		{Action: policyv1.Rule_ALLOW, Expression: `mcp.tool.name == "fetch" && mcp.tool.target == "a"`, Source: "AgentgatewayPolicy/ns/mux#0"},
+		{Action: policyv1.Rule_ALLOW, Expression: `mcp.prompt.name == "greet" && mcp.prompt.target == "b"`, Source: "AgentgatewayPolicy/ns/mux#1"},
+		{Action: policyv1.Rule_ALLOW, Expression: `mcp.resource.target == "a" && mcp.resource.name.startsWith("file:///")`, Source: "AgentgatewayPolicy/ns/mux#2"},
+	}
+	return p
+}
+
+// TestMuxRouteRules: on a route with x-mcpgate-targets, the rules see each item split at its
+// target prefix (mcp.tool.name the target's own name, mcp.tool.target the prefix), as the mux
+// calls it; a name without a known prefix has target "" and is judged as it is. The audit line
+// and the metrics name the item's target. Without the key the same names are judged whole.
+func TestMuxRouteRules(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{muxPolicy(newSigner(t))})
+	plain := muxRoute
+	plain.Targets, plain.Target = "", "a"
+	for _, tc := range []struct {
+		route   extproctest.Route
+		body    string
+		allowed bool
+	}{
+		{muxRoute, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a_fetch","arguments":{}}}`, true},
+		{muxRoute, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"b_fetch","arguments":{}}}`, false},
+		{muxRoute, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"fetch","arguments":{}}}`, false},
+		{muxRoute, `{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"c_fetch","arguments":{}}}`, false},
+		{muxRoute, `{"jsonrpc":"2.0","id":5,"method":"prompts/get","params":{"name":"b_greet"}}`, true},
+		{muxRoute, `{"jsonrpc":"2.0","id":6,"method":"prompts/get","params":{"name":"a_greet"}}`, false},
+		{muxRoute, `{"jsonrpc":"2.0","id":7,"method":"resources/read","params":{"uri":"a+file:///x"}}`, true},
+		{muxRoute, `{"jsonrpc":"2.0","id":8,"method":"resources/read","params":{"uri":"b+file:///x"}}`, false},
+		{muxRoute, `{"jsonrpc":"2.0","id":9,"method":"resources/read","params":{"uri":"a_file:///x"}}`, false},
+		// Without x-mcpgate-targets nothing is split: the route's target is a, the tool a_fetch.
+		{plain, `{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"a_fetch","arguments":{}}}`, false},
+		{plain, `{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"fetch","arguments":{}}}`, true},
+	} {
+		s := h.open(t, h.tcp, tc.route)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+		resp := check(t)(s.RequestBody([]byte(tc.body), true))
+		if ir := resp.GetImmediateResponse(); (ir == nil) != tc.allowed {
+			t.Errorf("%s (targets %q): allowed %v, want %v: %v", tc.body, tc.route.Targets, ir == nil, tc.allowed, resp)
+		}
+		// An allowed request is audited when its stream ends without an answer.
+		s.Close()
+	}
+	waitFor(t, "the audit records", func() bool { return len(h.audit.records(t)) == 11 })
+	byID := map[string]map[string]any{}
+	for _, r := range h.audit.records(t) {
+		byID[fmt.Sprint(r["jsonrpc_id"])] = r
+	}
+	checkRecord(t, byID["1"], map[string]any{"tool": "a_fetch", "target": "a", "decision": "allow"})
+	checkRecord(t, byID["2"], map[string]any{"tool": "b_fetch", "target": "b", "decision": "deny"})
+	checkRecord(t, byID["5"], map[string]any{"prompt": "b_greet", "target": "b"})
+	checkRecord(t, byID["7"], map[string]any{"resource": "a+file:///x", "target": "a"})
+	if target, found := byID["3"]["target"]; found {
+		t.Errorf("a call of an unprefixed tool on a multiplexed route: target %v, want none", target)
+	}
+	if n := h.metric(t, "mcpgate_mcp_requests_total", map[string]string{"method": "tools/call", "target": "b"}); n != 1 {
+		t.Errorf("mcpgate_mcp_requests_total of b's calls = %v, want 1", n)
+	}
+}
+
+// TestMuxRouteListsFiltered: a multiplexed route's list answers (the mux's merged lists) are
+// filtered item by item, each judged as its target's.
+func TestMuxRouteListsFiltered(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{muxPolicy(newSigner(t))})
+	for _, tc := range []struct{ method, answer, want string }{
+		{"tools/list",
+			`{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a_fetch"},{"name":"b_fetch"},{"name":"fetch"},{"name":"a_echo"}]}}`,
+			`{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a_fetch"}]}}`},
+		{"prompts/list",
+			`{"jsonrpc":"2.0","id":1,"result":{"prompts":[{"name":"a_greet"},{"name":"b_greet"}]}}`,
+			`{"jsonrpc":"2.0","id":1,"result":{"prompts":[{"name":"b_greet"}]}}`},
+		{"resources/list",
+			`{"jsonrpc":"2.0","id":1,"result":{"resources":[{"uri":"b+file:///x"},{"uri":"a+file:///x"},{"uri":"a+db://t"}]}}`,
+			`{"jsonrpc":"2.0","id":1,"result":{"resources":[{"uri":"a+file:///x"}]}}`},
+		{"resources/templates/list",
+			`{"jsonrpc":"2.0","id":1,"result":{"resourceTemplates":[{"uriTemplate":"a+file:///{p}"},{"uriTemplate":"b+file:///{p}"}]}}`,
+			`{"jsonrpc":"2.0","id":1,"result":{"resourceTemplates":[{"uriTemplate":"a+file:///{p}"}]}}`},
+	} {
+		s := h.open(t, h.tcp, muxRoute)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+		check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"`+tc.method+`"}`), true))
+		check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
+		resp := check(t)(s.ResponseBody([]byte(tc.answer), true))
+		if got := string(extproctest.BodyAfter(resp, nil)); got != tc.want {
+			t.Errorf("%s: body = %s\nwant %s", tc.method, got, tc.want)
+		}
+	}
+}
