@@ -133,6 +133,7 @@ type extProcFlags struct {
 	// xdsTLSDir holds the xDS client certificate (--xds-tls-dir, pki.ClientTLS).
 	xdsTLSDir string
 	logLevel  slog.Level
+	mux       muxFlags
 }
 
 func parseExtProcFlags(args []string) (*extProcFlags, error) {
@@ -145,6 +146,8 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	fs.StringVar(&f.nodeID, "node-id", "", "xDS node id (default: the host name)")
 	fs.StringVar(&f.xdsTLSDir, "xds-tls-dir", "", "mutual TLS to the control plane with the certificate in this directory (tls.crt, tls.key, ca.crt: the Kubernetes data plane's Secret); the server must name --xds-addr's host")
 	fs.StringVar(&f.admin, "admin-addr", "127.0.0.1:19002", `where to serve /metrics, /healthz and /readyz ("" for none)`)
+	fs.StringVar(&f.mux.listen, "mux-listen", "", `where to serve the mux of multiplexed MCP backends (several targets behind one), unix:///PATH or HOST:PORT, as the bootstrap's --mux-addr names it; "" for none`)
+	fs.StringVar(&f.mux.upstream, "mux-upstream", "", "the mux upstream listener of Envoy (unix:///PATH or HOST:PORT, as the bootstrap's --mux-upstream) through which the mux reaches the targets, for every gateway (the sidecar's one Envoy); default: each gateway's mcpgate-up-HASH.sock in the temporary folder, `mcpgate bootstrap`'s default")
 	f.addFlags(fs)
 	logLevelFlag(fs, &f.logLevel)
 	fs.Usage = func() {
@@ -170,6 +173,9 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 		return nil, fmt.Errorf("--gateway %q: want NAMESPACE/NAME or *", f.gateway)
 	}
 	if err := f.check(); err != nil {
+		return nil, err
+	}
+	if err := f.mux.check(); err != nil {
 		return nil, err
 	}
 	return f, nil
@@ -204,6 +210,14 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 		defer lis.Close()
 		listeners = append(listeners, lis)
 	}
+	var muxLis net.Listener
+	if f.mux.listen != "" {
+		var err error
+		if muxLis, err = listenMux("mux-listen", f.mux.listen); err != nil {
+			return err
+		}
+		defer muxLis.Close()
+	}
 	reg := newRegistry()
 	var adminLis net.Listener
 	if f.admin != "" {
@@ -237,7 +251,10 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 	if adminLis != nil {
 		t.serveHTTP("admin", adminLis, srv.AdminHandler(reg))
 	}
-	log.Info("mcpgate extproc", "listen", strings.Join(f.listen, ","), "xds", f.xdsAddr, "gateway", f.gateway, "admin", f.admin)
+	if muxLis != nil {
+		t.serveMux(muxLis, f.mux.upstreamOf(), log, f.maxBody)
+	}
+	log.Info("mcpgate extproc", "listen", strings.Join(f.listen, ","), "xds", f.xdsAddr, "gateway", f.gateway, "admin", f.admin, "mux", f.mux.listen)
 	if err := t.wait(); err != nil {
 		log.Error("stopped", "error", err)
 		return err

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/mcpgate/mcpgate/extproc"
+	"github.com/mcpgate/mcpgate/extproc/mux"
+	"github.com/mcpgate/mcpgate/xds/bootstrap"
+)
+
+// muxFlags are the flags of `mcpgate extproc` for the mux of multiplexed MCP backends.
+type muxFlags struct {
+	// listen is where the mux is served (--mux-listen; "": no mux).
+	listen string
+	// upstream is the mux upstream listener of the one Envoy the sidecar serves (--mux-upstream;
+	// "": each Gateway's default, bootstrap.MuxUpstreamPath in os.TempDir()).
+	upstream string
+}
+
+// check validates the mux flags.
+func (f *muxFlags) check() error {
+	if f.upstream != "" {
+		if err := checkAddr(f.upstream); err != nil {
+			return fmt.Errorf("--mux-upstream: %w", err)
+		}
+	}
+	if f.listen != "" {
+		if err := checkAddr(f.listen); err != nil {
+			return fmt.Errorf("--mux-listen: %w", err)
+		}
+	}
+	return nil
+}
+
+// checkAddr checks an address of the form unix:///PATH or HOST:PORT.
+func checkAddr(addr string) error {
+	if path, ok := strings.CutPrefix(addr, "unix://"); ok {
+		if !strings.HasPrefix(path, "/") {
+			return fmt.Errorf("%q: want unix:///PATH with an absolute path", addr)
+		}
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("%q: want HOST:PORT or unix:///PATH", addr)
+	}
+	return nil
+}
+
+// upstreamOf returns the mux's Options.Upstream: --mux-upstream for every Gateway, or each
+// Gateway's default socket (what `mcpgate bootstrap` binds without --mux-upstream).
+func (f *muxFlags) upstreamOf() func(gateway string) string {
+	if f.upstream != "" {
+		return func(string) string { return f.upstream }
+	}
+	return func(gw string) string { return "unix://" + bootstrap.MuxUpstreamPath("", gw) }
+}
+
+// serveMux serves the mux on lis until the tasks stop: then the server shuts down, and the
+// requests still served (answer streams of calls) end with the tasks' context.
+func (t *tasks) serveMux(lis net.Listener, upstream func(gateway string) string, log *slog.Logger, maxBody int) {
+	srv := &http.Server{
+		Handler: mux.New(mux.Options{
+			Upstream: upstream, Logger: log.With("component", "mux"), MaxBodyBytes: maxBody, Version: version,
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return t.ctx },
+	}
+	t.run("mux", func() error {
+		if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	t.onStop(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+}
+
+// listenMux listens on a mux address (--mux-listen, run's --mux-addr).
+func listenMux(flag, addr string) (net.Listener, error) {
+	lis, err := extproc.Listen(addr)
+	if err != nil {
+		return nil, fmt.Errorf("--%s: %w", flag, err)
+	}
+	return lis, nil
+}
