@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -72,17 +71,7 @@ func (t *tasks) serveMux(lis net.Listener, upstream func(gateway string) string,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return t.ctx },
 	}
-	t.run("mux", func() error {
-		if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
-	t.onStop(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
+	t.serveServer("mux", lis, srv)
 }
 
 // listenMux listens on a mux address (--mux-listen, run's --mux-addr).

@@ -41,7 +41,11 @@ func (t *tasks) onStop(f func()) { t.stops = append(t.stops, f) }
 
 // serveHTTP serves h on lis until the tasks stop, then shuts the server down gracefully.
 func (t *tasks) serveHTTP(name string, lis net.Listener, h http.Handler) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	t.serveServer(name, lis, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second})
+}
+
+// serveServer serves srv on lis until the tasks stop, then shuts it down gracefully.
+func (t *tasks) serveServer(name string, lis net.Listener, srv *http.Server) {
 	t.run(name, func() error {
 		if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
 			return err
