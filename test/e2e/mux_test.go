@@ -1,0 +1,153 @@
+package e2e
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// Files of the multiplexing test.
+const (
+	fileMux     = "e2e-mux.yaml"      // testdata/e2e-mux.yaml: a Gateway whose backend has three targets
+	fileMuxRule = "e2e-mux-rule.yaml" // testdata/e2e-mux-rule.yaml: an MCP rule on it by target and tool
+)
+
+// TestMultiplexedBackend: one AgentgatewayBackend with three Streamable HTTP targets (the fetch
+// server, server-everything and the go-sdk conformance server) serves a client as one MCP server:
+// the inspector CLI and the go-sdk client see every target's tools named TARGET_tool, a call
+// reaches the target its prefix names, and an MCP rule on the backend judges each tool by its own
+// name and target (tools/list hides the others, a call of one is refused with "Unknown tool").
+func TestMultiplexedBackend(t *testing.T) {
+	s := env
+	free, err := freePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveTestdata(t, fileMux, map[string]string{
+		"GATEWAY_PORT":     strconv.Itoa(free[0]),
+		"FETCH_PORT":       strconv.Itoa(s.ports.fetch),
+		"EVERYTHING_PORT":  strconv.Itoa(s.ports.everythingHTTPUp),
+		"CONFORMANCE_PORT": strconv.Itoa(s.ports.conformanceUp),
+	})
+	url := "http://" + addr(free[0]) + "/mcp"
+	inspect := func(args ...string) inspectorRun {
+		return s.inspector.run(append([]string{url, "--transport", "http"}, args...)...)
+	}
+
+	t.Run("inspector", func(t *testing.T) {
+		eventually(t, "tools/list of the three targets", func() error {
+			r := inspect("--method", "tools/list")
+			if r.code != 0 {
+				return fmt.Errorf("tools/list failed\n%s", r)
+			}
+			var l toolList
+			if err := r.result(&l); err != nil {
+				return err
+			}
+			names := l.names()
+			for _, want := range []string{"fetch_fetch", "everything_echo", "conformance_test_simple_text"} {
+				if !slices.Contains(names, want) {
+					return fmt.Errorf("tools/list = %v, want %s among them", names, want)
+				}
+			}
+			for _, n := range names {
+				if !strings.HasPrefix(n, "fetch_") && !strings.HasPrefix(n, "everything_") && !strings.HasPrefix(n, "conformance_") {
+					return fmt.Errorf("tools/list shows %s, not named after a target", n)
+				}
+			}
+			return nil
+		})
+		for _, c := range []struct {
+			want string
+			args []string
+		}{
+			{pageMarker, []string{"--tool-name", "fetch_fetch", "--tool-arg", "url=" + s.pageURL}},
+			{"Echo: through the mux", []string{"--tool-name", "everything_echo", "--tool-args-json", `{"message":"through the mux"}`}},
+		} {
+			r := inspect(append([]string{"--method", "tools/call"}, c.args...)...)
+			var res toolResult
+			if r.code != 0 {
+				t.Fatalf("tools/call failed\n%s", r)
+			}
+			if err := r.result(&res); err != nil {
+				t.Fatal(err)
+			}
+			if res.IsError || !strings.Contains(res.text(), c.want) {
+				t.Errorf("tools/call %v = isError %v %q, want %q", c.args, res.IsError, res.text(), c.want)
+			}
+		}
+	})
+
+	t.Run("go-sdk client", func(t *testing.T) {
+		ctx, cs := connectClient(t, &mcp.StreamableClientTransport{Endpoint: url, MaxRetries: -1})
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "conformance_test_simple_text"})
+		if err != nil || res.IsError || len(res.Content) == 0 {
+			t.Fatalf("tools/call conformance_test_simple_text = %+v, %v", res, err)
+		}
+		prompts, err := cs.ListPrompts(ctx, nil)
+		if err != nil {
+			t.Fatalf("prompts/list: %v", err)
+		}
+		var got []string
+		for _, p := range prompts.Prompts {
+			got = append(got, p.Name)
+		}
+		if !slices.Contains(got, "everything_simple-prompt") {
+			t.Errorf("prompts/list = %v, want everything_simple-prompt among them", got)
+		}
+		if _, err := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "everything_simple-prompt"}); err != nil {
+			t.Errorf("prompts/get everything_simple-prompt: %v", err)
+		}
+		if err := expectUnknownTool(ctx, cs, "nosuchtarget_echo", map[string]any{"message": "x"}); err != nil {
+			t.Error(err)
+		}
+	})
+
+	t.Run("MCP rule by target and tool", func(t *testing.T) {
+		serveTestdata(t, fileMuxRule, nil)
+		eventually(t, "tools/list under the rule", func() error {
+			r := inspect("--method", "tools/list")
+			if r.code != 0 {
+				return fmt.Errorf("tools/list failed\n%s", r)
+			}
+			var l toolList
+			if err := r.result(&l); err != nil {
+				return err
+			}
+			names := l.names()
+			slices.Sort(names)
+			if want := []string{"everything_echo", "fetch_fetch"}; !slices.Equal(names, want) {
+				return fmt.Errorf("tools/list = %v, want %v", names, want)
+			}
+			return nil
+		})
+		ctx, cs := connectClient(t, &mcp.StreamableClientTransport{Endpoint: url, MaxRetries: -1})
+		if err := expectUnknownTool(ctx, cs, "conformance_test_simple_text", nil); err != nil {
+			t.Error(err)
+		}
+		if err := expectUnknownTool(ctx, cs, "everything_get-sum", map[string]any{"a": 1, "b": 2}); err != nil {
+			t.Error(err)
+		}
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "everything_echo", Arguments: map[string]any{"message": "allowed"}})
+		if err != nil || res.IsError {
+			t.Fatalf("tools/call everything_echo = %+v, %v", res, err)
+		}
+		eventually(t, "audit line of the allowed call names its target and tool", func() error {
+			lines, err := jsonLines(s.stdoutLog())
+			if err != nil {
+				return err
+			}
+			for _, l := range lines {
+				if l["request_id"] == nil && l["method"] == "tools/call" && l["gateway"] == "e2e-mux/mux" &&
+					l["target"] == "everything" && l["tool"] == "echo" && l["decision"] == "allow" {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s: no audit line of tools/call with gateway e2e-mux/mux, target everything, tool echo, decision allow", s.stdoutLog())
+		})
+	})
+}
