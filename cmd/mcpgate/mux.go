@@ -11,7 +11,6 @@ import (
 
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/mux"
-	"github.com/mcpgate/mcpgate/xds/bootstrap"
 )
 
 // muxFlags are the flags of `mcpgate extproc` for the mux of multiplexed MCP backends.
@@ -58,7 +57,7 @@ func (f *muxFlags) upstreamOf() func(gateway string) string {
 	if f.upstream != "" {
 		return func(string) string { return f.upstream }
 	}
-	return func(gw string) string { return "unix://" + bootstrap.MuxUpstreamPath("", gw) }
+	return func(gw string) string { return runMuxUpstream("", gw) }
 }
 
 // serveMux serves the mux on lis until the tasks stop: then the server shuts down, and the

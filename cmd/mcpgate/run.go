@@ -156,6 +156,11 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 		return fmt.Errorf("--admin-addr: %w", err)
 	}
 	defer adminLis.Close()
+	muxLis, err := listenMux("mux-addr", cfg.muxAddr)
+	if err != nil {
+		return err
+	}
+	defer muxLis.Close()
 
 	ep, stopEP, err := cfg.start(ctx, extproc.Config{
 		XDSAddr: cfg.xdsAddr, NodeCluster: contract.AllGateways, NodeID: "mcpgate-run", Logger: log, Registerer: reg,
@@ -198,6 +203,7 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 			envoys.stopAll()
 		}
 	})
+	t.serveMux(muxLis, func(gw string) string { return runMuxUpstream(cfg.socketDir, gw) }, log, cfg.maxBody)
 	t.serveHTTP("admin", adminLis, adminMux(srv, reg, func() string {
 		switch rejected := srv.Rejections(); {
 		case !p.ready.Load():
@@ -212,7 +218,7 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 	}))
 	// xDS streams last as long as their clients: stop them at once (Envoy is gone already).
 	t.onStop(g.Stop)
-	log.Info("mcpgate run", "files", cfg.files, "xds", cfg.xdsAddr, "extproc", cfg.extProcAddr, "admin", cfg.admin, "bind", cfg.bindAddress)
+	log.Info("mcpgate run", "files", cfg.files, "xds", cfg.xdsAddr, "extproc", cfg.extProcAddr, "mux", cfg.muxAddr, "admin", cfg.admin, "bind", cfg.bindAddress)
 	if err := t.wait(); err != nil {
 		log.Error("stopped", "error", err)
 		return err

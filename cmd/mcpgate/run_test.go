@@ -72,7 +72,7 @@ type started struct {
 // startRun runs serve with the flags args plus free addresses, until the test ends.
 func startRun(t *testing.T, args ...string) *started {
 	t.Helper()
-	args = append(args, "--xds-addr", freePort(t), "--extproc-addr", freePort(t), "--admin-addr", freePort(t), "--envoy-admin-addr", freePort(t))
+	args = append(args, "--xds-addr", freePort(t), "--extproc-addr", freePort(t), "--admin-addr", freePort(t), "--envoy-admin-addr", freePort(t), "--mux-addr", freePort(t))
 	cfg, err := parseRunFlags(args)
 	if err != nil {
 		t.Fatal(err)
@@ -457,7 +457,7 @@ func TestRunRefusesStartupMistakes(t *testing.T) {
 		{[]string{"-f", dir, "--envoy-bin", filepath.Join(dir, "envoy")}, "--envoy-bin: exec: \"" + filepath.Join(dir, "envoy") + "\": stat"},
 		{[]string{"-f", dir, "--envoy-bin", dir}, "--envoy-bin: exec: \"" + dir + "\": is a directory"},
 	} {
-		cfg, err := parseRunFlags(append(c.args, "--xds-addr", "127.0.0.1:0", "--extproc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"))
+		cfg, err := parseRunFlags(append(c.args, "--xds-addr", "127.0.0.1:0", "--extproc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--mux-addr", "127.0.0.1:0"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -488,7 +488,7 @@ func TestRunPortInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	cfg, err := parseRunFlags([]string{"-f", t.TempDir(), "--no-envoy", "--xds-addr", freePort(t), "--extproc-addr", l.Addr().String(), "--admin-addr", freePort(t)})
+	cfg, err := parseRunFlags([]string{"-f", t.TempDir(), "--no-envoy", "--xds-addr", freePort(t), "--extproc-addr", l.Addr().String(), "--admin-addr", freePort(t), "--mux-addr", freePort(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,12 +23,13 @@ type ports struct {
 	conformanceUp     int
 	xds, extproc      int // mcpgate
 	admin, envoyAdmin int // mcpgate admin, the data plane's admin
+	mux               int // mcpgate's mux of multiplexed backends
 }
 
 func pickPorts() (ports, error) {
 	var p ports
 	fields := []*int{&p.gateway, &p.everythingSSE, &p.everythingHTTP, &p.conformance, &p.fetch,
-		&p.everythingSSEUp, &p.everythingHTTPUp, &p.conformanceUp, &p.xds, &p.extproc, &p.admin, &p.envoyAdmin}
+		&p.everythingSSEUp, &p.everythingHTTPUp, &p.conformanceUp, &p.xds, &p.extproc, &p.admin, &p.envoyAdmin, &p.mux}
 	free, err := freePorts(len(fields))
 	if err != nil {
 		return ports{}, err

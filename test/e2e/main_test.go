@@ -230,6 +230,7 @@ func (s *suite) startGateway() error {
 		"--xds-addr", addr(s.ports.xds),
 		"--extproc-addr", addr(s.ports.extproc),
 		"--admin-addr", addr(s.ports.admin),
+		"--mux-addr", addr(s.ports.mux),
 		"--envoy-bin", s.bin.dataPlane,
 		"--envoy-admin-addr", addr(s.ports.envoyAdmin),
 		"--envoy-arg", "--file-flush-interval-msec", "--envoy-arg", accessLogFlushMillis,
