@@ -136,6 +136,7 @@ func TestMultiplexedBackend(t *testing.T) {
 		if err != nil || res.IsError {
 			t.Fatalf("tools/call everything_echo = %+v, %v", res, err)
 		}
+		// The audit line names the tool as the client called it, and the target its prefix names.
 		eventually(t, "audit line of the allowed call names its target and tool", func() error {
 			lines, err := jsonLines(s.stdoutLog())
 			if err != nil {
@@ -143,11 +144,11 @@ func TestMultiplexedBackend(t *testing.T) {
 			}
 			for _, l := range lines {
 				if l["request_id"] == nil && l["method"] == "tools/call" && l["gateway"] == "e2e-mux/mux" &&
-					l["target"] == "everything" && l["tool"] == "echo" && l["decision"] == "allow" {
+					l["target"] == "everything" && l["tool"] == "everything_echo" && l["decision"] == "allow" {
 					return nil
 				}
 			}
-			return fmt.Errorf("%s: no audit line of tools/call with gateway e2e-mux/mux, target everything, tool echo, decision allow", s.stdoutLog())
+			return fmt.Errorf("%s: no audit line of tools/call with gateway e2e-mux/mux, target everything, tool everything_echo, decision allow", s.stdoutLog())
 		})
 	})
 }
