@@ -4,6 +4,12 @@
 // dynamic metadata for Envoy's access log. docs/design.md explains each.
 package contract
 
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
 // xDS.
 const (
 	// PolicyTypeURL is the type URL of mcpgate's policy resource (proto/policy/v1), served to
@@ -73,6 +79,24 @@ type Mux struct {
 	FailureMode string `json:"failureMode"`
 	// Targets are the backend's targets in spec order.
 	Targets []MuxTarget `json:"targets"`
+}
+
+// MuxSeparators are the characters a multiplexed target's name may not hold: "_" ends the prefix
+// of a tool or prompt name, "+" that of a resource URI, "," separates MetadataTargets' names and
+// ":" the target from the id in a server request's id the mux rewrites.
+const MuxSeparators = "_+,:"
+
+// Check says what makes t unfit for the mux, or nil.
+func (t MuxTarget) Check() error {
+	switch {
+	case t.Name == "" || strings.ContainsAny(t.Name, MuxSeparators):
+		return fmt.Errorf("name %q: want a name without any of %q", t.Name, MuxSeparators)
+	case t.Cluster == "":
+		return errors.New("cluster: empty")
+	case !strings.HasPrefix(t.Path, "/"):
+		return fmt.Errorf("path %q: want an absolute path", t.Path)
+	}
+	return nil
 }
 
 // MuxTarget is one target of a Mux.

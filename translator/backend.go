@@ -350,6 +350,7 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 	}
 	// every target, a selector's Service ports each one (mcpTarget), in spec order
 	var all []mcpTarget
+	var empty []int // the targets whose selector finds nothing
 	for i := range targets {
 		spec := &targets[i]
 		cname := backendClusterPrefix + bi.key + "/" + string(spec.Name)
@@ -359,7 +360,9 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 				return "spec.mcp.targets[" + strconv.Itoa(i) + "].selector", err, ""
 			}
 			if len(found) == 0 {
-				return "spec.mcp.targets[" + strconv.Itoa(i) + "].selector", "selects no Service port with appProtocol " + AppProtocolMCP + " or " + AppProtocolMCPSSE, ""
+				// Left out while others remain: a Service not created yet takes no other target down.
+				empty = append(empty, i)
+				continue
 			}
 			for _, tg := range found {
 				all = append(all, mcpTarget{tg: tg, index: i})
@@ -374,8 +377,22 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 		}
 		all = append(all, mt)
 	}
+	var leftOut []string // the condition's word on each target left out
+	for _, i := range empty {
+		field := "spec.mcp.targets[" + strconv.Itoa(i) + "].selector"
+		msg := "selects no Service port with appProtocol " + AppProtocolMCP + " or " + AppProtocolMCPSSE
+		if len(all) == 0 {
+			return field, msg, ""
+		}
+		msg += ": target " + string(targets[i].Name) + " is left out"
+		bi.warnings.add(KindAgentgatewayBackend, b.Namespace, b.Name, field, msg)
+		leftOut = append(leftOut, field+": "+msg)
+	}
+	withLeftOut := func(note string) string {
+		return strings.Join(append([]string{note}, leftOut...), "; ")
+	}
 	if why, field := t.notMultiplexed(m, all); why != "" {
-		return t.firstTargetOnly(bi, all, field, why)
+		return "", "", withLeftOut(t.firstTargetOnly(bi, all, field, why))
 	}
 	if len(all) == 1 && m.PrefixMode != v1alpha1.PrefixModeAlways {
 		tg := all[0].tg
@@ -384,7 +401,7 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 		if all[0].note != "" {
 			note += "; " + all[0].note
 		}
-		return "", "", note
+		return "", "", withLeftOut(note)
 	}
 	bi.target = t.muxTarget(bi, all)
 	parts := make([]string, len(all))
@@ -396,7 +413,7 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 	}
 	note = fmt.Sprintf("MCP targets multiplexed by mcpgate's mux (tools and prompts TARGET_name, resources TARGET+uri): %s",
 		strings.Join(parts, "; "))
-	return "", "", note
+	return "", "", withLeftOut(note)
 }
 
 // mcpTarget is one effective target of an MCP backend: a static target, or one Service port a
@@ -450,8 +467,8 @@ func (t *translation) notMultiplexed(m *v1alpha1.MCPBackend, all []mcpTarget) (w
 		if mt.tg.mcp != contract.TransportStreamableHTTP {
 			return fmt.Sprintf("target %s speaks %s, and mcpgate's mux speaks Streamable HTTP to its targets", mt.tg.name, mt.tg.mcp), f
 		}
-		if strings.ContainsAny(mt.tg.name, "_+,") {
-			return fmt.Sprintf("target name %q has a \"_\", \"+\" or \",\", which split prefixed names", mt.tg.name), f + ".name"
+		if err := (contract.MuxTarget{Name: mt.tg.name, Cluster: mt.tg.cluster.Name, Path: mt.tg.path}).Check(); err != nil {
+			return "target " + mt.tg.name + " does not fit the mux: " + err.Error(), f
 		}
 		if j, dup := seen[mt.tg.name]; dup {
 			return fmt.Sprintf("two targets are named %s (spec.mcp.targets[%d] and [%d]): a prefix must name one", mt.tg.name, j, mt.index), f
@@ -461,9 +478,9 @@ func (t *translation) notMultiplexed(m *v1alpha1.MCPBackend, all []mcpTarget) (w
 	return "", ""
 }
 
-// firstTargetOnly routes an MCP backend to its first target, as before the mux, and warns that
-// the others are not routed and why.
-func (t *translation) firstTargetOnly(bi *backendInfo, all []mcpTarget, field, why string) (string, string, string) {
+// firstTargetOnly routes an MCP backend to its first target, as before the mux, warns that the
+// others are not routed and why, and returns the backend's note.
+func (t *translation) firstTargetOnly(bi *backendInfo, all []mcpTarget, field, why string) string {
 	b := bi.b
 	first := all[0]
 	bi.target = first.tg
@@ -481,7 +498,7 @@ func (t *translation) firstTargetOnly(bi *backendInfo, all []mcpTarget, field, w
 		w = fmt.Sprintf("Always is not applied: %s; the target %s is routed as it is, its names unprefixed", why, first.tg.name)
 	}
 	bi.warnings.add(KindAgentgatewayBackend, b.Namespace, b.Name, field, w)
-	return "", "", note + "; " + field + ": " + w
+	return note + "; " + field + ": " + w
 }
 
 // muxTarget is the target of a multiplexed MCP backend: routes to it go to the mux

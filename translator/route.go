@@ -779,13 +779,22 @@ func (t *translation) applyFilter(c *compiledRule, f *gwv1.HTTPRouteFilter) (str
 	return "", ""
 }
 
+// reservedHeaderPrefix starts the headers mcpgate's parts pass each other (contract.HeaderMux,
+// which names the targets the mux may reach, contract.HeaderMuxCluster): an HTTPRoute's filters
+// may not set, add or remove them. A weighted cluster's x-mcpgate-mux would lose to the route's
+// own headers, which Envoy applies after the weighted cluster's.
+const reservedHeaderPrefix = "x-mcpgate-"
+
 // headerMods builds a header filter's changes. Envoy refuses a route configuration that adds or
 // removes a ":"-prefixed or host header, on requests and on responses alike.
 func headerMods(h *gwv1.HTTPHeaderFilter) ([]*corev3.HeaderValueOption, []string, string) {
 	var add []*corev3.HeaderValueOption
 	check := func(n string) string {
-		if !validHeaderName(n) || !modifiableHeader(n) {
+		switch {
+		case !validHeaderName(n) || !modifiableHeader(n):
 			return fmt.Sprintf("header %q cannot be modified", n)
+		case len(n) >= len(reservedHeaderPrefix) && strings.EqualFold(n[:len(reservedHeaderPrefix)], reservedHeaderPrefix):
+			return fmt.Sprintf("header %q cannot be modified: the %s headers are mcpgate's own", n, reservedHeaderPrefix)
 		}
 		return ""
 	}
