@@ -46,24 +46,14 @@ func (c *call) forward(msg *message, mb member, name string) {
 		c.writeJSON(http.StatusOK, out)
 		return
 	}
-	c.w.Header().Set("Content-Type", "text/event-stream")
-	c.w.Header().Set("Cache-Control", "no-cache")
-	c.w.WriteHeader(http.StatusOK)
-	flusher := http.NewResponseController(c.w)
-	_ = flusher.Flush()
+	flusher := c.startEvents()
 	want := mcp.IDKey(msg.ID)
 	answered := false
 	var buf []byte
 	err = readEvents(resp.Body, limit, func(ev *mcp.Event) bool {
-		var m message
-		data := ev.Data
-		if json.Unmarshal(ev.Data, &m) == nil {
-			answered = answered || (m.isResponse() && mcp.IDKey(m.ID) == want)
-			data = c.toClient(&m, mb, ev.Data)
-		}
-		// The target's event ids are left out: a client could resume with them only on the
-		// GET stream, which the mux does not serve.
-		buf = mcp.AppendEvent(buf[:0], &mcp.Event{Type: "message", Data: data})
+		var m *message
+		buf, m = c.clientEvent(buf[:0], ev, mb)
+		answered = answered || (m != nil && m.isResponse() && mcp.IDKey(m.ID) == want)
 		if _, err := c.w.Write(buf); err != nil {
 			return false
 		}
@@ -84,16 +74,81 @@ func (c *call) forward(msg *message, mb member, name string) {
 	}
 }
 
+// startEvents starts the client's event stream (status 200) and flushes its headers; the
+// returned controller flushes each event written after.
+func (c *call) startEvents() *http.ResponseController {
+	c.w.Header().Set("Content-Type", "text/event-stream")
+	c.w.Header().Set("Cache-Control", "no-cache")
+	c.w.WriteHeader(http.StatusOK)
+	flusher := http.NewResponseController(c.w)
+	_ = flusher.Flush()
+	return flusher
+}
+
+// clientEvent appends to dst the event ev of target mb's stream as the client gets it: a message
+// event whose data is the target's message as toClient gives it, or the data as it is when it is
+// not a JSON-RPC message. The target's event id is left out: the mux does not resume streams
+// (Last-Event-ID), so a client could do nothing with it. m is the message, nil when there is none.
+func (c *call) clientEvent(dst []byte, ev *mcp.Event, mb member) (out []byte, m *message) {
+	data := ev.Data
+	m = new(message)
+	if json.Unmarshal(ev.Data, m) == nil {
+		data = c.toClient(m, mb, ev.Data)
+	} else {
+		m = nil
+	}
+	return mcp.AppendEvent(dst, &mcp.Event{Type: "message", Data: data}), m
+}
+
 // toClient returns the message a target sent, as the client gets it: a request of the target's
-// with its id rewritten (toClientID); any other message as the target sent it (raw, or m encoded
-// when raw is nil).
+// with its id rewritten (toClientID), and so the id of a notifications/cancelled (which names a
+// request of the target's); a notifications/resources/updated with its params.uri prefixed
+// (TARGET+uri, as the merged resources/list names it); any other message as the target sent it
+// (raw, or m encoded when raw is nil).
 func (c *call) toClient(m *message, mb member, raw []byte) []byte {
-	if m.isRequest() {
+	switch {
+	case m.isRequest():
 		m.ID = toClientID(mb.t.Name, m.ID)
 		return m.encode()
+	case m.isNotification() && m.Method == "notifications/cancelled":
+		if params, ok := rewriteParams(m.Params, "requestId", func(id json.RawMessage) (json.RawMessage, bool) {
+			return toClientID(mb.t.Name, id), mcp.IDKey(id) != ""
+		}); ok {
+			m.Params = params
+			return m.encode()
+		}
+	case m.isNotification() && m.Method == "notifications/resources/updated":
+		if params, ok := rewriteParams(m.Params, "uri", func(raw json.RawMessage) (json.RawMessage, bool) {
+			var uri string
+			if json.Unmarshal(raw, &uri) != nil {
+				return nil, false
+			}
+			b, _ := json.Marshal(mb.t.Name + string(mcp.Resource.Separator()) + uri)
+			return b, true
+		}); ok {
+			m.Params = params
+			return m.encode()
+		}
 	}
 	if raw != nil {
 		return raw
 	}
 	return m.encode()
+}
+
+// rewriteParams returns params (a JSON object) with its member name replaced by what fn makes of
+// it. ok is false, and params are to be left as they are, when params is not an object, has no
+// such member, or fn declines it.
+func rewriteParams(params json.RawMessage, name string, fn func(json.RawMessage) (json.RawMessage, bool)) (json.RawMessage, bool) {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(params, &obj) != nil || obj[name] == nil {
+		return nil, false
+	}
+	v, ok := fn(obj[name])
+	if !ok {
+		return nil, false
+	}
+	obj[name] = v
+	b, err := json.Marshal(obj)
+	return b, err == nil
 }

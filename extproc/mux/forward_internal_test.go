@@ -1,0 +1,31 @@
+package mux
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/mcpgate/mcpgate/contract"
+)
+
+// TestToClient: what of a target's message the client sees rewritten.
+func TestToClient(t *testing.T) {
+	c := &call{}
+	mb := member{t: contract.MuxTarget{Name: "b"}}
+	for raw, want := range map[string]string{
+		`{"jsonrpc":"2.0","id":7,"method":"roots/list"}`:                                                `{"jsonrpc":"2.0","id":"mcpgate-mux:b:7","method":"roots/list"}`,
+		`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"x","reason":"r"}}`:  `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"reason":"r","requestId":"mcpgate-mux:b:\"x\""}}`,
+		`{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///b.txt"}}`: `{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"b+file:///b.txt"}}`,
+		// As they are: list changes, a response, an update without a URI.
+		`{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}`:            `{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}`,
+		`{"jsonrpc":"2.0","id":1,"result":{}}`:                                     `{"jsonrpc":"2.0","id":1,"result":{}}`,
+		`{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{}}`: `{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{}}`,
+	} {
+		var m message
+		if err := json.Unmarshal([]byte(raw), &m); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(c.toClient(&m, mb, []byte(raw))); got != want {
+			t.Errorf("toClient(%s) = %s, want %s", raw, got, want)
+		}
+	}
+}
