@@ -41,7 +41,8 @@ const DefaultMaxPages = 64
 const ServerName = "mcpgate"
 
 // ServerRequestIDPrefix starts the id the mux gives a target's request to the client (a
-// server-to-client request, such as elicitation or sampling, in a call's event stream):
+// server-to-client request, such as elicitation or sampling, in a call's event stream or on the
+// GET stream):
 // ServerRequestIDPrefix + TARGET + ":" + the target's id as JSON, a string. The client's answer
 // carries it back, and the mux sends it to TARGET with the target's id.
 const ServerRequestIDPrefix = "mcpgate-mux:"
@@ -108,12 +109,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodPost:
 		c.post()
+	case http.MethodGet:
+		c.get()
 	case http.MethodDelete:
 		c.delete()
 	default:
-		// No merged server-to-client stream in this version: clients do without (MCP lets a
-		// server answer its GET with 405).
-		w.Header().Set("Allow", "POST, DELETE")
+		w.Header().Set("Allow", "GET, POST, DELETE")
 		http.Error(w, "mcpgate mux: method not allowed", http.StatusMethodNotAllowed)
 	}
 }

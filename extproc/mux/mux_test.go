@@ -57,11 +57,15 @@ type textArgs struct {
 	Text string `json:"text"`
 }
 
-// newTarget returns a go-sdk Streamable HTTP server named name with a tool, a prompt, a resource
-// and a resource template of its own.
-func newTarget(name string) http.Handler {
-	s := mcp.NewServer(&mcp.Implementation{Name: name, Version: "1"}, &mcp.ServerOptions{Instructions: "use " + name})
-	tool := map[string]string{"a": "x", "b": "y"}[name]
+// newTarget returns a go-sdk server named name with a tool, a prompt, a resource and a resource
+// template of its own (resources can be subscribed to), and its Streamable HTTP handler.
+func newTarget(name string) (*mcp.Server, http.Handler) {
+	s := mcp.NewServer(&mcp.Implementation{Name: name, Version: "1"}, &mcp.ServerOptions{
+		Instructions:       "use " + name,
+		SubscribeHandler:   func(context.Context, *mcp.SubscribeRequest) error { return nil },
+		UnsubscribeHandler: func(context.Context, *mcp.UnsubscribeRequest) error { return nil },
+	})
+	tool := map[string]string{"a": "x", "b": "y", "n": "z"}[name]
 	mcp.AddTool(s, &mcp.Tool{Name: tool, Description: "echoes its text, named by " + name},
 		func(ctx context.Context, req *mcp.CallToolRequest, in textArgs) (*mcp.CallToolResult, any, error) {
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: name + "." + tool + ": " + in.Text}}}, nil, nil
@@ -90,7 +94,7 @@ func newTarget(name string) http.Handler {
 			}
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "counted"}}}, nil, nil
 		})
-	prompt := map[string]string{"a": "p", "b": "q"}[name]
+	prompt := map[string]string{"a": "p", "b": "q", "n": "r"}[name]
 	s.AddPrompt(&mcp.Prompt{Name: prompt, Description: "a prompt of " + name},
 		func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
 			return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: name + "." + prompt}}}}, nil
@@ -104,7 +108,7 @@ func newTarget(name string) http.Handler {
 		func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
 			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, Text: "note of " + name}}}, nil
 		})
-	return mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	return s, mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
 }
 
 // gateway is a mux reached as the front hop's route reaches it: each request gets the route's
@@ -112,15 +116,30 @@ func newTarget(name string) http.Handler {
 type gateway struct {
 	url    string
 	double *upstreamDouble
+	// servers are the targets' MCP servers, by cluster.
+	servers map[string]*mcp.Server
+	// getEnded receives the cluster of every target GET stream that ended (its server's handler
+	// returned).
+	getEnded chan string
+	mu       sync.Mutex
+	// gets counts the GET requests each cluster got.
+	gets map[string]int
 }
 
-// newGateway serves the mux for the backend of targets a and b (cluster "down" for a target whose
+// newGateway serves the mux for the backend of targets (clusters cluster-a, cluster-b, cluster-n
+// with servers a, b and n, whose handler answers GET with 405, and "down" for a target whose
 // server is down) and returns its URL.
 func newGateway(t *testing.T, failureMode string, targets ...contract.MuxTarget) *gateway {
 	t.Helper()
-	d := &upstreamDouble{clusters: map[string]http.Handler{
-		"cluster-a": newTarget("a"), "cluster-b": newTarget("b"), "down": nil,
-	}, seen: map[string][]http.Header{}}
+	gw := &gateway{servers: map[string]*mcp.Server{}, getEnded: make(chan string, 64), gets: map[string]int{}}
+	d := &upstreamDouble{clusters: map[string]http.Handler{"down": nil}, seen: map[string][]http.Header{}}
+	for _, name := range []string{"a", "b", "n"} {
+		s, h := newTarget(name)
+		cluster := "cluster-" + name
+		gw.servers[cluster] = s
+		d.clusters[cluster] = gw.watchGET(cluster, h, name == "n")
+	}
+	gw.double = d
 	sock := filepath.Join(t.TempDir(), "up.sock")
 	lis, err := net.Listen("unix", sock)
 	if err != nil {
@@ -149,22 +168,54 @@ func newGateway(t *testing.T, failureMode string, targets ...contract.MuxTarget)
 		h.ServeHTTP(w, r)
 	}))
 	t.Cleanup(front.Close)
-	return &gateway{url: front.URL + "/mcp", double: d}
+	gw.url = front.URL + "/mcp"
+	return gw
+}
+
+// watchGET counts a cluster's GET requests and reports on getEnded each GET stream that ended; a
+// cluster noGET answers GET with 405, as a server without GET stream does.
+func (g *gateway) watchGET(cluster string, h http.Handler, noGET bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			h.ServeHTTP(w, r)
+			return
+		}
+		g.mu.Lock()
+		g.gets[cluster]++
+		g.mu.Unlock()
+		if noGET {
+			w.Header().Set("Allow", "POST, DELETE")
+			http.Error(w, "no GET stream", http.StatusMethodNotAllowed)
+			return
+		}
+		h.ServeHTTP(w, r)
+		select {
+		case g.getEnded <- cluster:
+		default:
+		}
+	})
 }
 
 var (
 	targetA = contract.MuxTarget{Name: "a", Cluster: "cluster-a", Path: "/mcp"}
 	targetB = contract.MuxTarget{Name: "b", Cluster: "cluster-b", Path: "/mcp"}
+	// targetN's server has no GET stream (405).
+	targetN = contract.MuxTarget{Name: "n", Cluster: "cluster-n", Path: "/mcp"}
 	// targetDown's server is down.
 	targetDown = contract.MuxTarget{Name: "c", Cluster: "down", Path: "/mcp"}
 )
 
 func connect(t *testing.T, url string, opts *mcp.ClientOptions) (*mcp.ClientSession, error) {
 	t.Helper()
+	return connectWith(t, url, mcp.NewClient(&mcp.Implementation{Name: "mux-test", Version: "1"}, opts), nil)
+}
+
+// connectWith connects client to url through hc (nil: the default client).
+func connectWith(t *testing.T, url string, client *mcp.Client, hc *http.Client) (*mcp.ClientSession, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "mux-test", Version: "1"}, opts).
-		Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, MaxRetries: -1}, nil)
+	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: hc, MaxRetries: -1}, nil)
 	if err == nil {
 		t.Cleanup(func() { cs.Close() })
 	}
@@ -475,20 +526,18 @@ func TestMuxRawRequests(t *testing.T) {
 		}
 	}
 
-	for _, method := range []string{http.MethodGet, http.MethodPut} {
-		req, _ := http.NewRequest(method, gw.url, nil)
-		req.Header.Set("Mcp-Session-Id", sid)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "POST, DELETE" {
-			t.Errorf("%s: %d Allow %q, want 405 naming POST and DELETE", method, resp.StatusCode, resp.Header.Get("Allow"))
-		}
+	req, _ := http.NewRequest(http.MethodPut, gw.url, nil)
+	req.Header.Set("Mcp-Session-Id", sid)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, POST, DELETE" {
+		t.Errorf("PUT: %d Allow %q, want 405 naming GET, POST and DELETE", resp.StatusCode, resp.Header.Get("Allow"))
 	}
 
-	req, _ := http.NewRequest(http.MethodDelete, gw.url, nil)
+	req, _ = http.NewRequest(http.MethodDelete, gw.url, nil)
 	req.Header.Set("Mcp-Session-Id", sid)
 	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
