@@ -1,0 +1,175 @@
+package mux_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mcpgate/mcpgate/contract"
+	"github.com/mcpgate/mcpgate/extproc/mux"
+)
+
+// benchTarget is a double of a target behind Envoy's mux upstream listener that costs next to
+// nothing: it answers every request with a fixed JSON-RPC answer for id 1 (the benchmark's
+// requests all have it), a tools/list with listed tools and anything else with a tools/call
+// result, as JSON or, when sse, as an event stream of one event.
+type benchTarget struct {
+	list, call []byte
+	sse        bool
+}
+
+func newBenchTarget(listed int, sse bool) *benchTarget {
+	tools := make([]string, listed)
+	for i := range tools {
+		tools[i] = fmt.Sprintf(`{"name":"tool%d","description":"a tool of the double","inputSchema":{"type":"object"}}`, i)
+	}
+	call := []byte(`{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hello"}]}}`)
+	if sse {
+		call = []byte("event: message\ndata: " + string(call) + "\n\n")
+	}
+	return &benchTarget{
+		list: []byte(`{"jsonrpc":"2.0","id":1,"result":{"tools":[` + strings.Join(tools, ",") + `]}}`),
+		call: call,
+		sse:  sse,
+	}
+}
+
+var toolsListMethod = []byte(`"tools/list"`)
+
+func (d *benchTarget) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	if bytes.Contains(body, toolsListMethod) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(d.list)
+		return
+	}
+	if d.sse {
+		w.Header().Set("Content-Type", "text/event-stream")
+	} else {
+		w.Header().Set("Content-Type", "application/json")
+	}
+	w.Write(d.call)
+}
+
+// serveUnix serves h on a new Unix socket and returns its path.
+func serveUnix(b *testing.B, h http.Handler) string {
+	sock := filepath.Join(b.TempDir(), "s.sock")
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(lis)
+	b.Cleanup(func() { srv.Close() })
+	return sock
+}
+
+// unixClient returns an HTTP client of the Unix socket sock.
+func unixClient(sock string) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DisableCompression:  true,
+		MaxIdleConnsPerHost: 8,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		},
+	}}
+}
+
+// BenchmarkMux measures the mux's own cost: a tools/call routed to one target (its answer JSON or
+// an event stream) and a tools/list merged over 2 and 4 targets, each target a benchTarget (10
+// tools) behind one upstream socket, the mux served on a Unix socket as Envoy reaches it; and the
+// floor, the same request sent straight to one target's double on its socket. Both count the
+// client's and the double's work as well, the same in both.
+func BenchmarkMux(b *testing.B) {
+	const listed = 10
+	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a_echo","arguments":{"text":"hello"}}}`
+	list := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+	for _, c := range []struct {
+		name    string
+		targets int
+		sse     bool
+		body    string
+	}{
+		{"call-json/targets=2", 2, false, call},
+		{"call-sse/targets=2", 2, true, call},
+		{"list/targets=2", 2, false, list},
+		{"list/targets=4", 4, false, list},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			d := newBenchTarget(listed, c.sse)
+			// The upstream listener's route by cluster is left out: every target is the double.
+			up := serveUnix(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				r.Header.Del(contract.HeaderMuxCluster)
+				d.ServeHTTP(w, r)
+			}))
+			desc := contract.Mux{Gateway: "ns/gw", Backend: "ns/be", PrefixMode: "Conditional", FailureMode: "FailClosed"}
+			ids := map[string]string{}
+			for i := range c.targets {
+				name := string(rune('a' + i))
+				desc.Targets = append(desc.Targets, contract.MuxTarget{Name: name, Cluster: "cluster-" + name, Path: "/mcp"})
+				ids[name] = "session-" + name
+			}
+			header, _ := json.Marshal(desc)
+			sid, _ := json.Marshal(ids)
+			h := mux.New(mux.Options{Upstream: func(string) string { return "unix://" + up }})
+			front := serveUnix(b, h)
+			run(b, unixClient(front), c.body, map[string]string{
+				contract.HeaderMux: string(header),
+				"Mcp-Session-Id":   base64.RawURLEncoding.EncodeToString(sid),
+			})
+		})
+	}
+	for _, c := range []struct {
+		name string
+		sse  bool
+		body string
+	}{
+		{"floor/call-json", false, call},
+		{"floor/call-sse", true, call},
+		{"floor/list", false, list},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			up := serveUnix(b, newBenchTarget(listed, c.sse))
+			run(b, unixClient(up), c.body, map[string]string{"Mcp-Session-Id": "session-a"})
+		})
+	}
+}
+
+// run posts body b.N times through hc with headers and reads each answer whole.
+func run(b *testing.B, hc *http.Client, body string, headers map[string]string) {
+	b.Helper()
+	do := func() []byte {
+		req, _ := http.NewRequest(http.MethodPost, "http://mcpgate/mcp", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+		for k, v := range headers {
+			req.Header.Set(k, v)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		out, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			b.Fatalf("%d %s: %v", resp.StatusCode, out, err)
+		}
+		return out
+	}
+	if out := do(); !bytes.Contains(out, []byte(`"result"`)) || bytes.Contains(out, []byte(`"error"`)) {
+		b.Fatalf("answer %s: want a result", out)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		do()
+	}
+}
