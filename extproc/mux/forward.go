@@ -32,10 +32,9 @@ func (c *call) forward(msg *message, mb member, name string) {
 		return
 	}
 	defer drain(resp)
-	limit := c.h.opts.MaxBodyBytes
 	if !isEventStream(resp) {
 		var out []byte
-		err := readMessages(resp, limit, func(m *message) bool {
+		err := c.h.readMessages(resp, func(m *message) bool {
 			out = c.toClient(m, mb, nil)
 			return false
 		})
@@ -50,7 +49,7 @@ func (c *call) forward(msg *message, mb member, name string) {
 	want := mcp.IDKey(msg.ID)
 	answered := false
 	var buf []byte
-	err = readEvents(resp.Body, limit, func(ev *mcp.Event) bool {
+	err = c.h.readEvents(resp.Body, func(ev *mcp.Event) bool {
 		var m *message
 		buf, m = c.clientEvent(buf[:0], ev, mb)
 		answered = answered || (m != nil && m.isResponse() && mcp.IDKey(m.ID) == want)

@@ -102,7 +102,7 @@ func (c *call) get() {
 		mb := c.sess[i]
 		wg.Go(func() {
 			var buf []byte
-			err := readEvents(resp.Body, c.h.opts.MaxBodyBytes, func(ev *mcp.Event) bool {
+			err := c.h.readEvents(resp.Body, func(ev *mcp.Event) bool {
 				buf, _ = c.clientEvent(buf[:0], ev, mb)
 				mu.Lock()
 				defer mu.Unlock()

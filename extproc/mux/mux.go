@@ -76,15 +76,21 @@ func New(opts Options) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &handler{opts: opts, log: log, clients: map[string]*upstream{}}
+	return &handler{opts: opts, log: log, clients: map[string]*upstream{},
+		readBuffers: sync.Pool{New: func() any { return new([readBufferSize]byte) }}}
 }
 
-// handler is the mux. Its only state is the HTTP client of each upstream address.
+// readBufferSize is the size of the buffer an event stream is read with.
+const readBufferSize = 32 << 10
+
+// handler is the mux. Its only state is the HTTP client of each upstream address (and the
+// buffers event streams are read with, reused).
 type handler struct {
-	opts    Options
-	log     *slog.Logger
-	mu      sync.Mutex
-	clients map[string]*upstream
+	opts        Options
+	log         *slog.Logger
+	mu          sync.Mutex
+	clients     map[string]*upstream
+	readBuffers sync.Pool
 }
 
 // ServeHTTP serves one request of a client.

@@ -66,7 +66,10 @@ func (up *upstream) do(ctx context.Context, req *http.Request) (*http.Response, 
 	if req == nil {
 		return nil, errors.New("cannot make the request")
 	}
-	return up.client.Do(req.WithContext(ctx))
+	if req.Context() != ctx {
+		req = req.WithContext(ctx)
+	}
+	return up.client.Do(req)
 }
 
 // dropped are the client's headers a target's request does not get: hop-by-hop headers, those the
@@ -184,9 +187,8 @@ func (c *call) exchange(ctx context.Context, mb member, body []byte, id json.Raw
 	}
 	a := &answer{sid: resp.Header.Get("Mcp-Session-Id")}
 	want := mcp.IDKey(id)
-	limit := c.h.opts.MaxBodyBytes
 	found := false
-	err = readMessages(resp, limit, func(m *message) bool {
+	err = c.h.readMessages(resp, func(m *message) bool {
 		if m.isResponse() && mcp.IDKey(m.ID) == want {
 			a.msg, found = *m, true
 			return false
@@ -205,9 +207,10 @@ func (c *call) exchange(ctx context.Context, mb member, body []byte, id json.Raw
 
 // readMessages reads the JSON-RPC messages of a target's answer (application/json or
 // text/event-stream) and calls fn for each until fn returns false.
-func readMessages(resp *http.Response, limit int, fn func(*message) bool) error {
+func (h *handler) readMessages(resp *http.Response, fn func(*message) bool) error {
+	limit := h.opts.MaxBodyBytes
 	if isEventStream(resp) {
-		return readEvents(resp.Body, limit, func(ev *mcp.Event) bool {
+		return h.readEvents(resp.Body, func(ev *mcp.Event) bool {
 			var m message
 			if json.Unmarshal(ev.Data, &m) != nil {
 				return true
@@ -237,13 +240,14 @@ func isEventStream(resp *http.Response) bool {
 }
 
 // readEvents reads an event stream and calls fn for each message event with data, until fn
-// returns false or the stream ends. An event larger than limit is an error.
-func readEvents(body io.Reader, limit int, fn func(*mcp.Event) bool) error {
-	s := mcp.NewSSEStream(limit)
-	buf := make([]byte, 32<<10)
+// returns false or the stream ends. An event larger than MaxBodyBytes is an error.
+func (h *handler) readEvents(body io.Reader, fn func(*mcp.Event) bool) error {
+	s := mcp.NewSSEStream(h.opts.MaxBodyBytes)
+	buf := h.readBuffers.Get().(*[readBufferSize]byte)
+	defer h.readBuffers.Put(buf)
 	more := true
 	for more {
-		n, rerr := body.Read(buf)
+		n, rerr := body.Read(buf[:])
 		eos := rerr != nil
 		var stop bool
 		if _, _, err := s.Next(buf[:n], eos, true, func(ev *mcp.Event, _ bool) []byte {
