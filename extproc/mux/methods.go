@@ -1,11 +1,13 @@
 package mux
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/mcpgate/mcpgate/extproc/mcp"
@@ -169,11 +171,30 @@ func (c *call) list(msg *message, it mcp.Item, key, nameMember string) {
 		}
 		all = append(all, items[i]...)
 	}
-	if all == nil {
-		all = []json.RawMessage{}
+	c.writeJSON(http.StatusOK, appendListAnswer(nil, msg.ID, key, all))
+}
+
+// appendListAnswer appends the answer with id whose result lists items under key. It is written
+// out rather than marshaled, which would check and compact every item once more: id is a request's
+// (decoded, so valid JSON) and each item prefixItem's (marshaled).
+func appendListAnswer(dst []byte, id json.RawMessage, key string, items []json.RawMessage) []byte {
+	n := len(dst) + len(id) + len(key) + 48
+	for _, item := range items {
+		n += len(item) + 1
 	}
-	result, _ := json.Marshal(map[string]any{key: all})
-	c.writeJSON(http.StatusOK, (&message{ID: msg.ID, Result: result}).encode())
+	dst = slices.Grow(dst, n-len(dst))
+	dst = append(dst, `{"jsonrpc":"2.0","id":`...)
+	dst = append(dst, id...)
+	dst = append(dst, `,"result":{"`...)
+	dst = append(dst, key...)
+	dst = append(dst, `":[`...)
+	for i, item := range items {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, item...)
+	}
+	return append(dst, "]}}"...)
 }
 
 // index returns the position of mb in the session.
@@ -244,19 +265,129 @@ func (c *call) listTarget(ctx context.Context, mb member, msg *message, params m
 	}
 }
 
-// prefixItem prefixes the member (name, uri, uriTemplate) of a listed item with the target.
+// prefixItem prefixes the member (name, uri, uriTemplate) of a listed item with the target. The
+// item's bytes are kept but for the member's value (one decoded, it is valid JSON): decoding it
+// whole and marshaling it again costs a list most of its time. An item with an escaped key or the
+// member repeated is decoded and marshaled, the last of repeated members winning as Go's decoder
+// has it (so that the front hop, which decodes the list, sees the prefixed name).
 func prefixItem(item json.RawMessage, target string, it mcp.Item, nameMember string) (json.RawMessage, bool) {
+	var name string
+	if start, end, ok := memberValue(item, nameMember); ok {
+		if json.Unmarshal(item[start:end], &name) != nil || name == "" {
+			return nil, false
+		}
+		v, _ := json.Marshal(target + string(it.Separator()) + name)
+		out := make([]byte, 0, len(item)+len(v)-(end-start))
+		out = append(out, item[:start]...)
+		out = append(out, v...)
+		return append(out, item[end:]...), true
+	}
 	var obj map[string]json.RawMessage
 	if json.Unmarshal(item, &obj) != nil {
 		return nil, false
 	}
-	var name string
 	if json.Unmarshal(obj[nameMember], &name) != nil || name == "" {
 		return nil, false
 	}
 	obj[nameMember], _ = json.Marshal(target + string(it.Separator()) + name)
 	b, err := json.Marshal(obj)
 	return b, err == nil
+}
+
+// memberValue finds the value of the member name of the object item, valid JSON: item[start:end].
+// ok is false when item is not an object, has a key with escapes, or has not exactly one member
+// whose key is name.
+func memberValue(item []byte, name string) (start, end int, ok bool) {
+	i := skipSpace(item, 0)
+	if i >= len(item) || item[i] != '{' {
+		return 0, 0, false
+	}
+	found := 0
+	for i = skipSpace(item, i+1); i < len(item) && item[i] != '}'; i = skipSpace(item, i) {
+		if item[i] == ',' {
+			i = skipSpace(item, i+1)
+		}
+		if i >= len(item) || item[i] != '"' {
+			return 0, 0, false
+		}
+		ks := i
+		if i = skipString(item, i); i < 0 {
+			return 0, 0, false
+		}
+		key := item[ks+1 : i-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			// An escaped key may spell name: left to the decoder.
+			return 0, 0, false
+		}
+		if i = skipSpace(item, i); i >= len(item) || item[i] != ':' {
+			return 0, 0, false
+		}
+		vs := skipSpace(item, i+1)
+		if i = skipValue(item, vs); i < 0 {
+			return 0, 0, false
+		}
+		if string(key) == name {
+			found++
+			start, end = vs, i
+		}
+	}
+	return start, end, found == 1
+}
+
+// skipSpace returns the index of the first byte of b from i that is not JSON white space.
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the JSON string that starts at b[i], -1 if it does not end.
+func skipString(b []byte, i int) int {
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return -1
+}
+
+// skipValue returns the index after the JSON value that starts at b[i], -1 if it does not end.
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return -1
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); {
+			switch b[j] {
+			case '"':
+				if j = skipString(b, j); j < 0 {
+					return -1
+				}
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return j + 1
+				}
+			}
+			j++
+		}
+		return -1
+	}
+	j := i
+	for j < len(b) && !strings.ContainsRune(",}] \t\r\n", rune(b[j])) {
+		j++
+	}
+	return j
 }
 
 // setLevel sends logging/setLevel to every target of the session.

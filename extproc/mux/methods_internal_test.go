@@ -1,0 +1,36 @@
+package mux
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/mcpgate/mcpgate/extproc/mcp"
+)
+
+// TestPrefixItem: the item's name prefixed, everything else kept, whatever the item's layout;
+// the same names as decoding the item whole would give.
+func TestPrefixItem(t *testing.T) {
+	for item, want := range map[string]string{
+		`{"name":"x","description":"d"}`: `{"name":"a_x","description":"d"}`,
+		"{ \"inputSchema\" : {\"name\":\"inner\",\"p\":[1,{\"name\":2}]} ,\n \"name\" : \"x\" }": "{ \"inputSchema\" : {\"name\":\"inner\",\"p\":[1,{\"name\":2}]} ,\n \"name\" : \"a_x\" }",
+		`{"description":"say \"name\":\"y\" \\","name":"x","n":-1.5e3,"b":true,"z":null}`:        `{"description":"say \"name\":\"y\" \\","name":"a_x","n":-1.5e3,"b":true,"z":null}`,
+		`{"name":"\u00e9\"x"}`: `{"name":"a_é\"x"}`,
+		// Decoded whole: an escaped key, a repeated name (the last wins).
+		`{"na\u006de":"x"}`:            `{"name":"a_x"}`,
+		`{"name":"x","na\u006de":"y"}`: `{"name":"a_y"}`,
+		`{"name":"x","name":"y"}`:      `{"name":"a_y"}`,
+		// Not an item.
+		`{"name":7}`:    ``,
+		`{"name":""}`:   ``,
+		`{"title":"x"}`: ``,
+		`["name","x"]`:  ``,
+	} {
+		got, ok := prefixItem(json.RawMessage(item), "a", mcp.Tool, "name")
+		if string(got) != want || ok != (want != "") {
+			t.Errorf("prefixItem(%s) = %s, %v; want %s", item, got, ok, want)
+		}
+		if ok && !json.Valid(got) {
+			t.Errorf("prefixItem(%s) = %s: not JSON", item, got)
+		}
+	}
+}
