@@ -13,12 +13,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/bind"
 	"github.com/mcpgate/mcpgate/extproc/telemetry"
+	"github.com/mcpgate/mcpgate/internal/admin"
 	"github.com/mcpgate/mcpgate/internal/pki"
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
 )
@@ -130,6 +132,8 @@ type extProcFlags struct {
 	// listen are the addresses ext_proc is served on (--listen, or its default).
 	listen                          []string
 	xdsAddr, gateway, nodeID, admin string
+	// envoyStats is the URL of Envoy's /stats/prometheus that /metrics adds ("": none).
+	envoyStats string
 	// xdsTLSDir holds the xDS client certificate (--xds-tls-dir, pki.ClientTLS).
 	xdsTLSDir string
 	logLevel  slog.Level
@@ -146,6 +150,7 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	fs.StringVar(&f.nodeID, "node-id", "", "xDS node id (default: the host name)")
 	fs.StringVar(&f.xdsTLSDir, "xds-tls-dir", "", "mutual TLS to the control plane with the certificate in this directory (tls.crt, tls.key, ca.crt: the Kubernetes data plane's Secret); the server must name --xds-addr's host")
 	fs.StringVar(&f.admin, "admin-addr", "127.0.0.1:19002", `where to serve /metrics, /healthz and /readyz ("" for none)`)
+	fs.StringVar(&f.envoyStats, "envoy-stats-url", "", `Envoy's admin /stats/prometheus (e.g. http://127.0.0.1:15000/stats/prometheus, the bootstrap's --envoy-admin-addr): /metrics then serves Envoy's statistics after mcpgate's, read at each scrape, and mcpgate_envoy_stats_up says whether they could be; "" for none`)
 	fs.StringVar(&f.mux.listen, "mux-listen", "", `where to serve the mux of multiplexed MCP backends (several targets behind one), unix:///PATH or HOST:PORT, as the bootstrap's --mux-addr names it; "" for none`)
 	fs.StringVar(&f.mux.upstream, "mux-upstream", "", "the mux upstream listener of Envoy (unix:///PATH or HOST:PORT, as the bootstrap's --mux-upstream) through which the mux reaches the targets, for every gateway (the sidecar's one Envoy); default: each gateway's mcpgate-up-HASH.sock in the temporary folder, `mcpgate bootstrap`'s default")
 	f.addFlags(fs)
@@ -171,6 +176,14 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	}
 	if f.gateway != contract.AllGateways && strings.Count(f.gateway, "/") != 1 {
 		return nil, fmt.Errorf("--gateway %q: want NAMESPACE/NAME or *", f.gateway)
+	}
+	if f.envoyStats != "" {
+		if f.admin == "" {
+			return nil, errors.New(`--envoy-stats-url: /metrics serves Envoy's statistics, but --admin-addr "" serves no /metrics`)
+		}
+		if err := admin.CheckEnvoyStatsURL(f.envoyStats); err != nil {
+			return nil, fmt.Errorf("--envoy-stats-url: %w", err)
+		}
 	}
 	if err := f.check(); err != nil {
 		return nil, err
@@ -219,6 +232,14 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 		defer muxLis.Close()
 	}
 	reg := newRegistry()
+	var metrics prometheus.Gatherer = reg
+	if f.envoyStats != "" {
+		envoy, err := admin.NewEnvoyStats(f.envoyStats, reg, log)
+		if err != nil {
+			return fmt.Errorf("--envoy-stats-url: %w", err)
+		}
+		metrics = envoy.Gatherer(reg)
+	}
 	var adminLis net.Listener
 	if f.admin != "" {
 		var err error
@@ -249,12 +270,12 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 	t.run("policies", func() error { return srv.Run(t.ctx) })
 	t.onStop(func() { log.Info("shutting down") })
 	if adminLis != nil {
-		t.serveHTTP("admin", adminLis, srv.AdminHandler(reg))
+		t.serveHTTP("admin", adminLis, srv.AdminHandler(metrics))
 	}
 	if muxLis != nil {
 		t.serveMux(muxLis, f.mux.upstreamOf(), log, f.maxBody)
 	}
-	log.Info("mcpgate extproc", "listen", strings.Join(f.listen, ","), "xds", f.xdsAddr, "gateway", f.gateway, "admin", f.admin, "mux", f.mux.listen)
+	log.Info("mcpgate extproc", "listen", strings.Join(f.listen, ","), "xds", f.xdsAddr, "gateway", f.gateway, "admin", f.admin, "mux", f.mux.listen, "envoy_stats", f.envoyStats)
 	if err := t.wait(); err != nil {
 		log.Error("stopped", "error", err)
 		return err

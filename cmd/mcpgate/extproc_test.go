@@ -39,6 +39,8 @@ func TestExtProcFlags(t *testing.T) {
 		{"--policy-wait", "-1s"},
 		{"--log-level", "loud"},
 		{"extra"},
+		{"--envoy-stats-url", "127.0.0.1:15000/stats/prometheus"},
+		{"--envoy-stats-url", "http://127.0.0.1:15000/stats/prometheus", "--admin-addr", ""},
 	} {
 		if _, err := parseExtProcFlags(args); err == nil {
 			t.Errorf("%q accepted", args)
