@@ -92,6 +92,11 @@ const (
 	DefaultServiceType = corev1.ServiceTypeLoadBalancer
 	// extProcAdminPort serves the extproc sidecar's /healthz, /readyz and /metrics.
 	extProcAdminPort = 19001
+	// envoyAdminAddr is Envoy's admin listener in the data plane pod (the bootstrap's): on the
+	// pod's loopback, where only the pod's containers reach it, the extproc sidecar reading its
+	// statistics (envoyStatsURL) for its /metrics.
+	envoyAdminAddr = bootstrap.DefaultAdminAddr
+	envoyStatsURL  = "http://" + envoyAdminAddr + "/stats/prometheus"
 	// envoyStopDelaySeconds is how long a terminating data plane pod keeps serving.
 	envoyStopDelaySeconds = 5
 )
@@ -249,6 +254,9 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 		"--xds-addr=" + d.XDSAddress,
 		"--gateway=" + gateway,
 		"--admin-addr=:" + strconv.Itoa(extProcAdminPort),
+		// Prometheus scrapes the sidecar's /metrics (the pod's annotations): it serves Envoy's
+		// statistics too, read from Envoy's admin listener, which stays on the pod's loopback.
+		"--envoy-stats-url=" + envoyStatsURL,
 		"--session-key-file=" + SessionKeyDir + "/" + SessionKeyFile,
 		// The mux of multiplexed MCP backends: Envoy sends their routes to it, it sends each
 		// target's requests back through Envoy's mux upstream listener.
@@ -468,9 +476,10 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 	key := client.ObjectKeyFromObject(gw)
 	// The same bootstrap as `mcpgate bootstrap --gateway NS/NAME --xds-addr XDSAddress
 	// --extproc-addr unix://ExtProcSocket --mux-addr unix://MuxSocket --mux-upstream
-	// unix://MuxUpstreamSocket` (with --xds-tls-dir XDSTLSDir under xDS TLS).
+	// unix://MuxUpstreamSocket` (its default --envoy-admin-addr, envoyAdminAddr; with --xds-tls-dir
+	// XDSTLSDir under xDS TLS).
 	opts := bootstrap.Options{Gateway: key.String(), XDSAddr: d.XDSAddress, ExtProcAddr: "unix://" + ExtProcSocket,
-		MuxAddr: "unix://" + MuxSocket, MuxUpstream: "unix://" + MuxUpstreamSocket}
+		MuxAddr: "unix://" + MuxSocket, MuxUpstream: "unix://" + MuxUpstreamSocket, AdminAddr: envoyAdminAddr}
 	// The Secrets as read (nil: none), by name.
 	current := map[string]*corev1.Secret{}
 	sessionKey, cur, err := p.sessionKey(ctx, key)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -529,6 +530,16 @@ func checkDataPlane(t *testing.T, ns, name string, ports []int32) {
 		!strings.Contains(args, "--xds-tls-dir="+kubernetes.XDSTLSDir) ||
 		!strings.Contains(args, "--mux-listen=unix://"+kubernetes.MuxSocket) || !strings.Contains(args, "--mux-upstream=unix://"+kubernetes.MuxUpstreamSocket) {
 		t.Errorf("extproc args %q", args)
+	}
+	// The sidecar's /metrics, which Prometheus scrapes, adds Envoy's statistics from the admin
+	// listener of this bootstrap, which stays on the pod's loopback.
+	admin := b.GetAdmin().GetAddress().GetSocketAddress()
+	adminAddr := net.JoinHostPort(admin.GetAddress(), strconv.Itoa(int(admin.GetPortValue())))
+	if ip := net.ParseIP(admin.GetAddress()); ip == nil || !ip.IsLoopback() {
+		t.Errorf("the bootstrap's admin address %s is not on the pod's loopback", adminAddr)
+	}
+	if want := "--envoy-stats-url=http://" + adminAddr + "/stats/prometheus"; !slices.Contains(pod.InitContainers[0].Args, want) {
+		t.Errorf("extproc args %q: want %s, the bootstrap's admin address", pod.InitContainers[0].Args, want)
 	}
 	for _, c := range append(pod.InitContainers, pod.Containers...) {
 		if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == kubernetes.XDSTLSDir && m.ReadOnly }) {
