@@ -24,6 +24,7 @@ type grpcConns struct {
 	conns map[string]*grpcEntry
 	ups   *upstreams
 	snap  func() *xdsconf.Snapshot
+	stats *Stats
 }
 
 type grpcEntry struct {
@@ -63,6 +64,7 @@ func (g *grpcConns) conn(name string) (grpc.ClientConnInterface, error) {
 		grpc.WithContextDialer(dialer),
 		grpc.WithTransportCredentials(creds),
 		grpc.WithAuthority(name), // Envoy: the :authority of an envoy_grpc call is the cluster name
+		grpc.WithStatsHandler(g.stats.GRPCHandler(c.StatName)),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, MaxDelay: time.Second},
 			MinConnectTimeout: c.ConnectTimeout,

@@ -37,6 +37,7 @@ type Server struct {
 	logFiles map[string]*os.File
 
 	conns *connLimit // the listeners' connections together
+	stats *Stats
 }
 
 // connLimit is the overload manager's global downstream connection limit: Envoy's listeners
@@ -95,9 +96,9 @@ type liveListener struct {
 // accessOut.
 func New(log *slog.Logger, accessOut io.Writer, initial *xdsconf.Snapshot, maxConns int64) *Server {
 	s := &Server{log: log, accessOut: accessOut, ups: newUpstreams(), listeners: map[string]*liveListener{},
-		logFiles: map[string]*os.File{}, conns: &connLimit{max: maxConns}}
+		logFiles: map[string]*os.File{}, conns: &connLimit{max: maxConns}, stats: newStats()}
 	s.snap.Store(initial)
-	s.grpcs = &grpcConns{conns: map[string]*grpcEntry{}, ups: s.ups, snap: s.Snapshot}
+	s.grpcs = &grpcConns{conns: map[string]*grpcEntry{}, ups: s.ups, snap: s.Snapshot, stats: s.stats}
 	return s
 }
 

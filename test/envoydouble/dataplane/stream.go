@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
 	"net/url"
 	"sort"
@@ -113,6 +114,7 @@ func (s *Server) serve(l *xdsconf.Listener, w http.ResponseWriter, r *http.Reque
 	st.ctx, st.cancel = context.WithCancelCause(r.Context())
 	defer st.cancel(nil)
 	defer st.finish()
+	s.stats.DownstreamRequest(l.HCM.StatPrefix)
 	st.run()
 }
 
@@ -716,6 +718,10 @@ func (st *stream) forward(f *xdsconf.Forward, upBody io.Reader) {
 	defer release()
 	rctx, answered := st.extProcAnswersMeanwhile(ctx)
 	out := st.upstreamRequest(rctx, h, ep, c, upBody)
+	// upstream_rq_total: counted once the request has a connection, as Envoy's pool counts it
+	// when it attaches the request to one (not a request whose connection failed).
+	out = out.WithContext(httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{
+		GotConn: func(httptrace.GotConnInfo) { st.srv.stats.upstreamRequest(c.StatName) }}))
 	sent := time.Now()
 	resp, err := uc.transport(ep).RoundTrip(out)
 	if lr := answered(); lr != nil {
@@ -1180,6 +1186,7 @@ func (st *stream) writeHeaders(h *headers.Map, end bool) {
 		wh.Set("Content-Length", "0")
 	}
 	st.w.WriteHeader(code)
+	st.srv.stats.DownstreamResponse(st.lis.HCM.StatPrefix, code)
 	// Envoy's codec writes encoded headers to the connection at once, without waiting for body
 	// bytes: a client of a stream whose first event comes later sees the headers now.
 	_ = st.rc.Flush() // a failed flush shows again on the next write

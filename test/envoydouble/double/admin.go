@@ -11,7 +11,8 @@ import (
 	"github.com/mcpgate/mcpgate/test/envoydouble/xdsconf"
 )
 
-// adminHandler serves the admin endpoints that tests and scripts use on Envoy.
+// adminHandler serves the admin endpoints that tests and scripts use on Envoy, and the
+// Prometheus scrape of its statistics.
 func (d *Double) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	// /ready: 200 "LIVE" once initialized, 503 "PRE_INITIALIZING" before (Envoy's admin).
@@ -53,6 +54,12 @@ func (d *Double) adminHandler() http.Handler {
 		fmt.Fprintf(w, "server.live: %d\nlistener_manager.total_listeners_active: %d\ncluster_manager.active_clusters: %d\n",
 			live, len(d.Listening()), len(snap.Clusters))
 	})
+	// /stats/prometheus: the statistics the double keeps (dataplane.Stats), as Envoy writes
+	// them in the Prometheus text format 0.0.4.
+	mux.HandleFunc("/stats/prometheus", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+		d.dp.WritePrometheus(w, adminStatPrefix)
+	})
 	mux.HandleFunc("/quitquitquit", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			http.Error(w, "method not allowed: use POST", http.StatusMethodNotAllowed)
@@ -61,8 +68,12 @@ func (d *Double) adminHandler() http.Handler {
 		fmt.Fprintln(w, "OK")
 		d.quitOnce.Do(func() { close(d.quit) })
 	})
-	return mux
+	// The admin listener is a connection manager of its own, its statistics http.admin.*.
+	return d.dp.Stats().Count(adminStatPrefix, mux)
 }
+
+// adminStatPrefix is the stat_prefix of Envoy's admin connection manager.
+const adminStatPrefix = "admin"
 
 // configDump is a minimal /config_dump: the accepted dynamic resources in Envoy's dump shapes.
 func (d *Double) configDump() map[string]any {

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -118,8 +120,13 @@ func Start(ctx context.Context, o Options) (*Double, error) {
 		// As Envoy does, it dials the ADS cluster with the cluster's transport_socket: TLS
 		// (client certificate presented, server verified as the validation_context says) when
 		// the cluster has one, plaintext otherwise.
+		// Its stream is a request of the ADS cluster (upstream_rq_total).
+		dial := []grpc.DialOption{grpc.WithStatsHandler(d.dp.Stats().GRPCHandler(adsCluster.StatName))}
+		if adsCluster.TLS == nil {
+			dial = append(dial, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		}
 		cfg := client.Config{Addr: addr, Node: node, TypeURLs: types, Handler: d.apply, Logger: o.Log,
-			SotW: boot.SotW, MaxBackoff: time.Second, TLS: adsCluster.TLS}
+			SotW: boot.SotW, MaxBackoff: time.Second, TLS: adsCluster.TLS, DialOptions: dial}
 		go func() {
 			if err := client.Run(ctx, cfg); err != nil {
 				d.log.Error("ADS", "err", err)

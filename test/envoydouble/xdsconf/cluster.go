@@ -1,6 +1,7 @@
 package xdsconf
 
 import (
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -42,6 +43,8 @@ const (
 type Cluster struct {
 	// Name is the cluster's name, what routes and %UPSTREAM_CLUSTER% name it by.
 	Name string
+	// StatName names its statistics (cluster.<StatName>.*): alt_stat_name, else Name.
+	StatName string
 	// Type is how the cluster finds its endpoints (type: STATIC, STRICT_DNS or EDS).
 	Type DiscoveryType
 	// EDSName is the ClusterLoadAssignment name: eds_cluster_config.service_name, else the
@@ -144,7 +147,7 @@ func CompileCluster(c *clusterv3.Cluster) (*Cluster, error) {
 		"round_robin_lb_config", "common_lb_config", "metadata"); err != nil {
 		return nil, err
 	}
-	out := &Cluster{Name: c.GetName(), EDSName: c.GetName(), ConnectTimeout: 5 * time.Second, DNSRefreshRate: 5 * time.Second,
+	out := &Cluster{Name: c.GetName(), StatName: cmp.Or(c.GetAltStatName(), c.GetName()), EDSName: c.GetName(), ConnectTimeout: 5 * time.Second, DNSRefreshRate: 5 * time.Second,
 		IdleTimeout: time.Hour, DNSFamily: c.GetDnsLookupFamily(), Metadata: c.GetMetadata().GetFilterMetadata()}
 	if c.GetConnectTimeout() != nil {
 		out.ConnectTimeout = c.GetConnectTimeout().AsDuration()

@@ -38,6 +38,8 @@ type Listener struct {
 
 // HCM is the HttpConnectionManager.
 type HCM struct {
+	// StatPrefix is stat_prefix: its statistics are http.<StatPrefix>.*.
+	StatPrefix string
 	// RDSName is rds.route_config_name; empty when the route configuration is inline.
 	RDSName string
 	// RouteConfig is the inline route_config; nil when RDSName names one.
@@ -161,7 +163,7 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 		return nil, err
 	}
 	// Ignored on purpose (no effect on answers at test volumes, or connection-level only):
-	// stat_prefix, codec_type AUTO/HTTP1 (checked below), http2_protocol_options (the double
+	// codec_type AUTO/HTTP1 (checked below), http2_protocol_options (the double
 	// serves HTTP/1.1 only), max_request_headers_kb,
 	// request_headers_timeout, drain_timeout, delayed_close_timeout.
 	if err := checkFields(h, path, "codec_type", "stat_prefix", "rds", "route_config", "http_filters",
@@ -216,7 +218,7 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 	default:
 		return nil, fmt.Errorf("%s.codec_type: %s not implemented by envoydouble (AUTO serves HTTP/1.1)", path, h.GetCodecType())
 	}
-	out := &HCM{StreamIdleTimeout: 5 * time.Minute, GenerateRequestID: true, ServerName: "envoy",
+	out := &HCM{StatPrefix: h.GetStatPrefix(), StreamIdleTimeout: 5 * time.Minute, GenerateRequestID: true, ServerName: "envoy",
 		StripAnyHostPort: h.GetStripAnyHostPort(), StripMatchingHostPort: h.GetStripMatchingHostPort(),
 		UseRemoteAddress: h.GetUseRemoteAddress().GetValue(), SkipXFFAppend: h.GetSkipXffAppend(), XFFTrustedHops: h.GetXffNumTrustedHops(),
 		AlwaysSetRequestIDInReply: h.GetAlwaysSetRequestIdInResponse(), PreserveExternalRequestID: h.GetPreserveExternalRequestId(),
