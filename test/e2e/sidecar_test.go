@@ -8,11 +8,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"sigs.k8s.io/yaml"
 )
 
@@ -87,6 +91,8 @@ func TestSidecarDeploymentOutages(t *testing.T) {
 		t.Helper()
 		sc, err := env.startProc(procSpec{name: "restart-extproc", splitStdout: true, args: []string{env.bin.mcpgate, "extproc",
 			"--listen", "unix://" + sock, "--xds-addr", addr(p.xds), "--gateway", labGateway, "--admin-addr", sidecarAdmin,
+			// as in the pod: /metrics adds the data plane's statistics from its admin listener
+			"--envoy-stats-url", "http://" + addr(p.envoyAdmin) + "/stats/prometheus",
 		}})
 		if err != nil {
 			t.Fatal(err)
@@ -98,6 +104,12 @@ func TestSidecarDeploymentOutages(t *testing.T) {
 		return sc
 	}
 	sidecar := startSidecar()
+	// The data plane is not started yet: the sidecar's /metrics serves its own, and says that
+	// Envoy's statistics are missing.
+	if mfs := sidecarMetrics(t, sidecarAdmin); mfs["mcpgate_envoy_stats_up"] == nil || metricSum(mfs, "mcpgate_envoy_stats_up", nil) != 0 ||
+		mfs["mcpgate_extproc_streams_active"] == nil || mfs["envoy_http_downstream_rq_total"] != nil {
+		t.Errorf("the sidecar's /metrics before the data plane runs: want mcpgate's metrics, mcpgate_envoy_stats_up 0 and no envoy_*, got %v", names(mfs))
+	}
 	dataPlane, err := env.startProc(procSpec{name: "restart-dataplane", splitStdout: true, args: []string{env.bin.dataPlane,
 		"-c", bootPath, "--log-level", "info", "--disable-hot-restart", "--file-flush-interval-msec", accessLogFlushMillis,
 	}})
@@ -125,6 +137,21 @@ func TestSidecarDeploymentOutages(t *testing.T) {
 	eventually(t, "the lab's token calls fetch through the split deployment", fetch)
 	if err := initializeAnswered("", http.StatusUnauthorized); err != nil {
 		t.Fatal(err)
+	}
+	// The sidecar's /metrics, which Prometheus scrapes in Kubernetes, holds the data plane's
+	// statistics too: the requests of the Gateway's listener (not the admin's), the 401 among them.
+	gatewayRequests := func(labels map[string]string) bool { return labels["envoy_http_conn_manager_prefix"] != "admin" }
+	mfs := sidecarMetrics(t, sidecarAdmin)
+	if up, rq := metricSum(mfs, "mcpgate_envoy_stats_up", nil), metricSum(mfs, "envoy_http_downstream_rq_total", gatewayRequests); up != 1 || rq < 2 {
+		t.Errorf("the sidecar's /metrics: mcpgate_envoy_stats_up %v and %v requests in envoy_http_downstream_rq_total, want 1 and at least 2 (fetch, initialize): %v", up, rq, names(mfs))
+	}
+	if n := metricSum(mfs, "envoy_http_downstream_rq_xx", func(l map[string]string) bool {
+		return gatewayRequests(l) && l["envoy_response_code_class"] == "4"
+	}); n < 1 {
+		t.Errorf("the sidecar's /metrics: %v 4xx answers in envoy_http_downstream_rq_xx, want the 401 at least", n)
+	}
+	if mfs["mcpgate_mcp_requests_total"] == nil {
+		t.Errorf("the sidecar's /metrics has no mcpgate_mcp_requests_total beside Envoy's: %v", names(mfs))
 	}
 
 	// The control plane stops: what was configured keeps working, refusals included.
@@ -255,4 +282,48 @@ func withListener(file []byte, name string, port int) ([]byte, error) {
 		return bytes.Join(docs, []byte("---\n")), nil
 	}
 	return nil, fmt.Errorf("no Gateway in %q", file)
+}
+
+// sidecarMetrics scrapes the /metrics of the sidecar's admin address as Prometheus does.
+func sidecarMetrics(t *testing.T, admin string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the sidecar's /metrics: %s", resp.Status)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("the sidecar's /metrics is not a valid exposition: %v", err)
+	}
+	return mfs
+}
+
+// metricSum adds the counter and gauge values of family name whose labels keep says (nil: all).
+func metricSum(mfs map[string]*dto.MetricFamily, name string, keep func(map[string]string) bool) float64 {
+	var sum float64
+	for _, m := range mfs[name].GetMetric() {
+		labels := map[string]string{}
+		for _, lp := range m.GetLabel() {
+			labels[lp.GetName()] = lp.GetValue()
+		}
+		if keep == nil || keep(labels) {
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
+}
+
+// names lists the families of a scrape, for a failure message.
+func names(mfs map[string]*dto.MetricFamily) []string {
+	out := make([]string, 0, len(mfs))
+	for n := range mfs {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
 }
