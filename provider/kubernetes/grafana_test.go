@@ -1,7 +1,10 @@
 package kubernetes_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -10,9 +13,14 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/mcpgate/mcpgate/extproc"
+	"github.com/mcpgate/mcpgate/internal/admin"
 	"github.com/mcpgate/mcpgate/provider/kubernetes"
+	"github.com/mcpgate/mcpgate/test/envoydouble/dataplane"
+	"github.com/mcpgate/mcpgate/test/envoydouble/xdsconf"
 	"github.com/mcpgate/mcpgate/xds"
 )
 
@@ -49,7 +57,8 @@ func (r *descRecorder) MustRegister(cs ...prometheus.Collector) {
 func (r *descRecorder) Unregister(prometheus.Collector) bool { return true }
 
 // metricLabels returns the metrics that the controller, the xDS server and the extproc sidecar
-// export, with their labels, as their own constructors register them.
+// export, with their labels, as their own constructors register them, and the Envoy statistics
+// the sidecar adds, as envoydouble writes them.
 func metricLabels(t *testing.T) map[string][]string {
 	t.Helper()
 	rec := &descRecorder{labels: map[string][]string{}}
@@ -65,6 +74,28 @@ func metricLabels(t *testing.T) map[string][]string {
 		t.Fatal(err)
 	}
 	ep.Close()
+	// the sidecar's, with --envoy-stats-url
+	if _, err := admin.NewEnvoyStats("http://127.0.0.1:15000/stats/prometheus", rec, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	// Envoy's statistics, which the sidecar's /metrics adds: those envoydouble reproduces, with
+	// Envoy's names and tags, as its /stats/prometheus writes them.
+	snap := &xdsconf.Snapshot{Listeners: map[string]*xdsconf.Listener{"l": {Name: "l", HCM: &xdsconf.HCM{StatPrefix: "l"}}},
+		Clusters: map[string]*xdsconf.Cluster{"c": {Name: "c", StatName: "c"}}}
+	var text bytes.Buffer
+	dataplane.New(slog.New(slog.DiscardHandler), io.Discard, snap, 0).WritePrometheus(&text, "admin")
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	envoy, err := p.TextToMetricFamilies(&text)
+	if err != nil || len(envoy) == 0 {
+		t.Fatalf("envoydouble's statistics: %v\n%s", err, text.String())
+	}
+	for name, mf := range envoy {
+		var labels []string
+		for _, lp := range mf.GetMetric()[0].GetLabel() {
+			labels = append(labels, lp.GetName())
+		}
+		rec.labels[name] = labels
+	}
 	return rec.labels
 }
 
@@ -74,12 +105,19 @@ func metricLabels(t *testing.T) map[string][]string {
 var scrapeLabels = []string{"job", "instance", "namespace", "pod"}
 
 var (
-	metricName = regexp.MustCompile(`mcpgate_[a-z0-9_]+`)
+	metricName = regexp.MustCompile(`(?:mcpgate|envoy)_[a-z0-9_]+`)
+	braces     = regexp.MustCompile(`\{[^}]*\}`)
 	matcher    = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)\s*"`)
 	grouping   = regexp.MustCompile(`\b(?:by|without)\s*\(([^)]*)\)`)
 	legend     = regexp.MustCompile(`\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}`)
 	labelValue = regexp.MustCompile(`label_values\(\s*(mcpgate_[a-z0-9_]+)\s*,\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)`)
 )
+
+// queried returns the metrics a PromQL query names: the metric names outside label matchers and
+// groupings (Envoy's label names start with envoy_ too).
+func queried(expr string) []string {
+	return metricName.FindAllString(braces.ReplaceAllString(grouping.ReplaceAllString(expr, ""), ""), -1)
+}
 
 // checkQuery returns what is wrong with a PromQL query of the dashboard: a metric that mcpgate
 // does not export, or a label that its metrics do not have. legendFormat's labels are checked
@@ -87,7 +125,7 @@ var (
 func checkQuery(metrics map[string][]string, expr, legendFormat string) []string {
 	var problems []string
 	have := slices.Clone(scrapeLabels)
-	for _, m := range metricName.FindAllString(expr, -1) {
+	for _, m := range queried(expr) {
 		name := m
 		if base, ok := strings.CutSuffix(m, "_bucket"); ok {
 			if _, known := metrics[base]; known {
@@ -104,7 +142,7 @@ func checkQuery(metrics map[string][]string, expr, legendFormat string) []string
 		}
 		labels, ok := metrics[name]
 		if !ok {
-			problems = append(problems, "queries "+m+", which mcpgate does not export")
+			problems = append(problems, "queries "+m+", which neither mcpgate nor Envoy (as envoydouble reproduces it) exports")
 		}
 		have = append(have, labels...)
 	}
@@ -130,7 +168,8 @@ func checkQuery(metrics map[string][]string, expr, legendFormat string) []string
 
 // TestGrafanaDashboardMetrics checks that every query of the dashboards in deploy/grafana names
 // metrics and labels that mcpgate exports: the metrics are read from the registrations of the
-// controller, the xDS server and ext_proc, not from the source text.
+// controller, the xDS server and ext_proc, and Envoy's from envoydouble's /stats/prometheus
+// output (which reproduces Envoy's names and tags), not from the source text.
 func TestGrafanaDashboardMetrics(t *testing.T) {
 	metrics := metricLabels(t)
 	dashboards, err := filepath.Glob(filepath.Join(testCluster.repo, "deploy", "grafana", "*.json"))
@@ -151,6 +190,7 @@ func TestGrafanaDashboardMetrics(t *testing.T) {
 			} `json:"templating"`
 			Panels []struct {
 				Title   string `json:"title"`
+				Type    string `json:"type"`
 				Targets []struct {
 					Expr         string `json:"expr"`
 					LegendFormat string `json:"legendFormat"`
@@ -162,6 +202,9 @@ func TestGrafanaDashboardMetrics(t *testing.T) {
 		}
 		shown := map[string]bool{}
 		for _, p := range dash.Panels {
+			if p.Type == "row" {
+				continue // a row only groups the panels below it
+			}
 			if len(p.Targets) == 0 {
 				t.Errorf("%s: panel %q has no query", path, p.Title)
 			}
@@ -169,7 +212,7 @@ func TestGrafanaDashboardMetrics(t *testing.T) {
 				for _, problem := range checkQuery(metrics, tg.Expr, tg.LegendFormat) {
 					t.Errorf("%s: panel %q %s", path, p.Title, problem)
 				}
-				for _, m := range metricName.FindAllString(tg.Expr, -1) {
+				for _, m := range queried(tg.Expr) {
 					shown[strings.TrimSuffix(m, "_bucket")] = true
 				}
 			}
@@ -182,7 +225,8 @@ func TestGrafanaDashboardMetrics(t *testing.T) {
 				}
 			}
 		}
-		for _, want := range []string{"mcpgate_mcp_requests_total", "mcpgate_mcp_request_duration_seconds", "mcpgate_authn_failures_total", "mcpgate_extproc_streams_active", "mcpgate_xds_nacks_total", "mcpgate_config_problems"} {
+		for _, want := range []string{"mcpgate_mcp_requests_total", "mcpgate_mcp_request_duration_seconds", "mcpgate_authn_failures_total", "mcpgate_extproc_streams_active", "mcpgate_xds_nacks_total", "mcpgate_config_problems",
+			"envoy_http_downstream_rq_xx", "envoy_cluster_upstream_rq_total", "mcpgate_envoy_stats_up"} {
 			if !shown[want] {
 				t.Errorf("%s: no panel shows %s", path, want)
 			}
@@ -193,7 +237,7 @@ func TestGrafanaDashboardMetrics(t *testing.T) {
 // TestCheckQuery shows that the dashboard check finds an unknown metric, an unknown label in a
 // matcher, a grouping or a legend, and accepts what exists.
 func TestCheckQuery(t *testing.T) {
-	metrics := map[string][]string{"mcpgate_x_total": {"gateway", "tool"}, "mcpgate_y_seconds": {"method"}}
+	metrics := map[string][]string{"mcpgate_x_total": {"gateway", "tool"}, "mcpgate_y_seconds": {"method"}, "envoy_c_total": {"envoy_cluster_name"}}
 	for expr, want := range map[string]int{
 		`sum by (tool) (rate(mcpgate_x_total{gateway=~"$gateway"}[5m]))`:                    0,
 		`histogram_quantile(0.9, sum by (le, method) (rate(mcpgate_y_seconds_bucket[5m])))`: 0,
@@ -202,6 +246,9 @@ func TestCheckQuery(t *testing.T) {
 		`sum(rate(mcpgate_x_total{decision="deny"}[5m]))`:                                   1,
 		`sum by (route) (mcpgate_x_total)`:                                                  1,
 		`sum by (le) (rate(mcpgate_x_total[5m]))`:                                           1,
+		`sum by (envoy_cluster_name) (rate(envoy_c_total{envoy_cluster_name!="x"}[5m]))`:    0,
+		`sum by (envoy_response_code_class) (rate(envoy_c_total[5m]))`:                      1,
+		`sum(rate(envoy_d_total[5m]))`:                                                      1,
 	} {
 		if got := checkQuery(metrics, expr, ""); len(got) != want {
 			t.Errorf("%s: %d problems %q, want %d", expr, len(got), got, want)
