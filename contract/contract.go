@@ -7,6 +7,8 @@ package contract
 import (
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 )
 
@@ -65,6 +67,19 @@ const (
 	// HeaderMuxCluster is the request header the mux sets on a target's request: the cluster
 	// MuxUpstreamRoutes routes it to. The route removes it.
 	HeaderMuxCluster = "x-mcpgate-cluster"
+	// HeaderMuxAuth is the request header ext_proc sets (overwriting a client's) on the routes of
+	// a multiplexed backend (MetadataTargets) to the secret it shares with the mux of its process:
+	// the mux serves no request without it, so that only requests the front hop authorized
+	// reach the targets through the mux upstream listener. The mux drops it.
+	HeaderMuxAuth = "x-mcpgate-mux-auth"
+)
+
+// The failure modes of a multiplexed backend (Mux.FailureMode, spec.mcp.failureMode).
+const (
+	// FailClosed: a target that fails fails the request (the default; "" means it too).
+	FailClosed = "FailClosed"
+	// FailOpen: a target that fails is left out; the request fails only when every target does.
+	FailOpen = "FailOpen"
 )
 
 // Mux describes a multiplexed AgentgatewayBackend to the mux (HeaderMux).
@@ -75,7 +90,7 @@ type Mux struct {
 	Backend string `json:"backend"`
 	// PrefixMode is the backend's spec.mcp.prefixMode: Conditional or Always.
 	PrefixMode string `json:"prefixMode"`
-	// FailureMode is the backend's spec.mcp.failureMode: FailClosed or FailOpen.
+	// FailureMode is the backend's spec.mcp.failureMode: FailClosed or FailOpen ("": FailClosed).
 	FailureMode string `json:"failureMode"`
 	// Targets are the backend's targets in spec order.
 	Targets []MuxTarget `json:"targets"`
@@ -177,4 +192,26 @@ func Fields() []Field {
 		{FieldMethod, FromExtProc}, {FieldTool, FromExtProc}, {FieldArguments, FromExtProc},
 		{FieldJSONRPCID, FromExtProc}, {FieldDecision, FromExtProc}, {FieldRule, FromExtProc},
 		{FieldJSONRPCError, FromExtProc}, {FieldAuthn, FromExtProc}, {FieldOutcome, FromExtProc}}
+}
+
+// SplitAddress splits an address as mcpgate's flags and parts take them, "unix:///PATH" (an
+// absolute path: a relative one would depend on each process's working folder) or "HOST:PORT"
+// (HOST may be empty: every address; PORT 0 to 65535), into the network and address that
+// net.Dial and net.Listen take: ("unix", "/PATH") or ("tcp", "HOST:PORT"). The error does not
+// repeat addr: the caller names it.
+func SplitAddress(addr string) (network, address string, err error) {
+	if path, ok := strings.CutPrefix(addr, "unix://"); ok {
+		if !strings.HasPrefix(path, "/") {
+			return "", "", errors.New("want unix:///ABSOLUTE/PATH")
+		}
+		return "unix", path, nil
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", "", errors.New("want HOST:PORT or unix:///PATH")
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return "", "", fmt.Errorf("port %q: want 0 to 65535", port)
+	}
+	return "tcp", addr, nil
 }

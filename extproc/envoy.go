@@ -345,11 +345,11 @@ type replies struct {
 	// headers' reply's header mutation (mutation).
 	mode    extprocfilterv3.ProcessingMode
 	mut     extprocv3.HeaderMutation
-	removed [2]string
+	removed [3]string
 	// set, setOpts and setVals are the storage of mut's first set headers (setHeaders).
-	set     [2]*corev3.HeaderValueOption
-	setOpts [2]corev3.HeaderValueOption
-	setVals [2]corev3.HeaderValue
+	set     [3]*corev3.HeaderValueOption
+	setOpts [3]corev3.HeaderValueOption
+	setVals [3]corev3.HeaderValue
 }
 
 // removeHeaders adds the removal of name to the request headers' reply's header mutation, which

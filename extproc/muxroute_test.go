@@ -2,8 +2,11 @@ package extproc_test
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
+	"github.com/mcpgate/mcpgate/contract"
+	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 )
@@ -106,5 +109,48 @@ func TestMuxRouteListsFiltered(t *testing.T) {
 		if got := string(extproctest.BodyAfter(resp, nil)); got != tc.want {
 			t.Errorf("%s: body = %s\nwant %s", tc.method, got, tc.want)
 		}
+	}
+}
+
+// TestMuxRouteSecret: on a route with x-mcpgate-targets, every request ext_proc passes (POST,
+// GET, DELETE; with a token or none) gets the mux's secret in x-mcpgate-mux-auth at its request
+// headers, overwriting the client's; without a secret configured the header is removed; a route
+// without x-mcpgate-targets never gets it.
+func TestMuxRouteSecret(t *testing.T) {
+	const secret = "the-mux-secret"
+	forged := hdr(contract.HeaderMuxAuth, "forged")
+	open := muxRoute
+	open.Policy = ""
+	plain := open
+	plain.Targets, plain.Target = "", "a"
+	h := newHarness(t, []*policyv1.Policy{muxPolicy(newSigner(t))}, func(c *extproc.Config) { c.MuxSecret = secret })
+	for _, tc := range []struct {
+		name    string
+		route   extproctest.Route
+		headers []extproctest.Header
+		eos     bool
+		want    string
+	}{
+		{"POST under a policy", muxRoute, postHeaders("/mcp", extproctest.LabToken, forged), false, secret},
+		{"POST without a policy", open, postHeaders("/mcp", "", forged), false, secret},
+		{"GET", open, getHeaders("/mcp", ""), true, secret},
+		{"DELETE", open, []extproctest.Header{hdr(":authority", "x"), hdr(":path", "/mcp"), hdr(":method", "DELETE"), forged}, true, secret},
+		{"not multiplexed", plain, postHeaders("/mcp", "", forged), false, ""},
+	} {
+		s := h.open(t, h.tcp, tc.route)
+		resp := check(t)(s.RequestHeaders(tc.headers, tc.eos))
+		if got := setHeaders(resp)[contract.HeaderMuxAuth]; got != tc.want {
+			t.Errorf("%s: %s set to %q, want %q: %v", tc.name, contract.HeaderMuxAuth, got, tc.want, resp)
+		}
+		s.Close()
+	}
+
+	h = newHarness(t, nil)
+	s := h.open(t, h.tcp, open)
+	defer s.Close()
+	resp := check(t)(s.RequestHeaders(postHeaders("/mcp", "", forged), false))
+	m := extproctest.Common(resp).GetHeaderMutation()
+	if _, set := setHeaders(resp)[contract.HeaderMuxAuth]; set || !slices.Contains(m.GetRemoveHeaders(), contract.HeaderMuxAuth) {
+		t.Errorf("without a secret: mutation %v, want %s removed", m, contract.HeaderMuxAuth)
 	}
 }

@@ -20,7 +20,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -118,6 +117,12 @@ type Config struct {
 	// so that any replica opens a session any other sealed. Empty: a random key of this process,
 	// so sessions do not outlive it or move to another replica (their clients start new ones).
 	SessionKey []byte
+	// MuxSecret is the secret shared with the mux of this process (mux.Options.Secret): on the
+	// routes of a multiplexed backend (contract.MetadataTargets) every request ext_proc passes
+	// gets contract.HeaderMuxAuth set to it, overwriting a client's value, so that the mux serves
+	// only what the front hop authorized. Empty (no mux in this process): the header is removed.
+	// Never logged.
+	MuxSecret string
 }
 
 // DefaultRedactKeys returns the tool argument keys whose values the logs hide unless
@@ -320,29 +325,22 @@ func (s *Server) Close() {
 // Listen opens a listener for an ext_proc address: "HOST:PORT" or "unix:///PATH" (a stale socket
 // file at PATH is replaced).
 func Listen(addr string) (net.Listener, error) {
-	switch {
-	case strings.HasPrefix(addr, "unix://"):
-		path := strings.TrimPrefix(addr, "unix://")
-		if path == "" {
-			return nil, fmt.Errorf("listen %q: no socket path", addr)
-		}
-		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			if err := os.Remove(path); err != nil {
+	network, a, err := contract.SplitAddress(addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %q: %w", addr, err)
+	}
+	if network == "unix" {
+		if fi, err := os.Lstat(a); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			if err := os.Remove(a); err != nil {
 				return nil, fmt.Errorf("listen %q: remove stale socket: %w", addr, err)
 			}
 		}
-		lis, err := net.Listen("unix", path)
-		if err != nil {
-			return nil, fmt.Errorf("listen %q: %w", addr, err)
-		}
-		return lis, nil
-	default:
-		lis, err := net.Listen("tcp", addr)
-		if err != nil {
-			return nil, fmt.Errorf("listen %q: %w", addr, err)
-		}
-		return lis, nil
 	}
+	lis, err := net.Listen(network, a)
+	if err != nil {
+		return nil, fmt.Errorf("listen %q: %w", addr, err)
+	}
+	return lis, nil
 }
 
 // ShutdownGrace is how long Serve lets streams in flight finish after its context ends before

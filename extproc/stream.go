@@ -464,6 +464,15 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 		// ext_proc reads MCP answers (to audit, filter and rewrite them): ask for them plain.
 		mut = st.rep.removeHeaders(mut, "accept-encoding")
 	}
+	if st.ri.targets != "" {
+		// The mux serves only requests with the secret, so that only what passed here reaches
+		// the targets; a client's own value never survives (docs/design.md, Multiplexing).
+		if st.s.cfg.MuxSecret != "" {
+			mut = st.rep.setHeaders(mut, contract.HeaderMuxAuth, st.s.cfg.MuxSecret)
+		} else {
+			mut = st.rep.removeHeaders(mut, contract.HeaderMuxAuth)
+		}
+	}
 	md.str(contract.FieldSubject, st.auth.Subject)
 
 	st.in.Claims = st.auth.Claims

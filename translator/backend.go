@@ -512,7 +512,7 @@ func (t *translation) muxTarget(bi *backendInfo, all []mcpTarget) *target {
 		mx.spec.PrefixMode = string(v1alpha1.PrefixModeConditional)
 	}
 	if mx.spec.FailureMode == "" {
-		mx.spec.FailureMode = string(v1alpha1.FailureModeFailClosed)
+		mx.spec.FailureMode = contract.FailClosed
 	}
 	names := make([]string, len(all))
 	for i, mt := range all {

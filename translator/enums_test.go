@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/mcpgate/mcpgate/api/v1alpha1"
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/translator"
 )
 
@@ -145,5 +146,13 @@ func TestEnumsAsTheAPIServer(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestFailureModesAreTheMuxs: the translator passes spec.mcp.failureMode to the mux as it is
+// (contract.Mux.FailureMode), so the API's values must be the ones the mux knows.
+func TestFailureModesAreTheMuxs(t *testing.T) {
+	if string(v1alpha1.FailureModeFailClosed) != contract.FailClosed || string(v1alpha1.FailureModeFailOpen) != contract.FailOpen {
+		t.Fatalf("v1alpha1 failure modes %q %q, contract's %q %q", v1alpha1.FailureModeFailClosed, v1alpha1.FailureModeFailOpen, contract.FailClosed, contract.FailOpen)
 	}
 }

@@ -250,6 +250,10 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 	}
 
 	cfg := extproc.Config{XDSAddr: f.xdsAddr, NodeCluster: f.gateway, NodeID: f.nodeID, Logger: log, Registerer: reg}
+	if muxLis != nil {
+		// The front hop's ext_proc and the mux share it: the mux serves only what ext_proc passed.
+		cfg.MuxSecret = newMuxSecret()
+	}
 	if f.xdsTLSDir != "" {
 		files, err := bootstrap.TLSDir(f.xdsTLSDir, f.xdsAddr)
 		if err != nil {
@@ -273,7 +277,7 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 		t.serveHTTP("admin", adminLis, srv.AdminHandler(metrics))
 	}
 	if muxLis != nil {
-		t.serveMux(muxLis, f.mux.upstreamOf(), log, f.maxBody)
+		t.serveMux(muxLis, f.mux.upstreamOf(), cfg.MuxSecret, log, f.maxBody)
 	}
 	log.Info("mcpgate extproc", "listen", strings.Join(f.listen, ","), "xds", f.xdsAddr, "gateway", f.gateway, "admin", f.admin, "mux", f.mux.listen, "envoy_stats", f.envoyStats)
 	if err := t.wait(); err != nil {

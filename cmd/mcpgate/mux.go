@@ -2,13 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/mux"
 )
@@ -37,16 +39,10 @@ func (f *muxFlags) check() error {
 	return nil
 }
 
-// checkAddr checks an address of the form unix:///PATH or HOST:PORT.
+// checkAddr checks an address of the form unix:///PATH or HOST:PORT (contract.SplitAddress).
 func checkAddr(addr string) error {
-	if path, ok := strings.CutPrefix(addr, "unix://"); ok {
-		if !strings.HasPrefix(path, "/") {
-			return fmt.Errorf("%q: want unix:///PATH with an absolute path", addr)
-		}
-		return nil
-	}
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return fmt.Errorf("%q: want HOST:PORT or unix:///PATH", addr)
+	if _, _, err := contract.SplitAddress(addr); err != nil {
+		return fmt.Errorf("%q: %w", addr, err)
 	}
 	return nil
 }
@@ -60,12 +56,23 @@ func (f *muxFlags) upstreamOf() func(gateway string) string {
 	return func(gw string) string { return runMuxUpstream("", gw) }
 }
 
+// newMuxSecret returns a new secret for the ext_proc and the mux of this process
+// (extproc.Config.MuxSecret, mux.Options.Secret): 32 random bytes, base64url. It lives only in
+// the process's memory and is never logged.
+func newMuxSecret() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (it crashes the program instead)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
 // serveMux serves the mux on lis until the tasks stop: then the server shuts down, and the
-// requests still served (answer streams of calls) end with the tasks' context.
-func (t *tasks) serveMux(lis net.Listener, upstream func(gateway string) string, log *slog.Logger, maxBody int) {
+// requests still served (answer streams of calls) end with the tasks' context. secret is the one
+// this process's ext_proc sets on the multiplexed routes' requests (newMuxSecret).
+func (t *tasks) serveMux(lis net.Listener, upstream func(gateway string) string, secret string, log *slog.Logger, maxBody int) {
 	srv := &http.Server{
 		Handler: mux.New(mux.Options{
 			Upstream: upstream, Logger: log.With("component", "mux"), MaxBodyBytes: maxBody, Version: version,
+			Secret: secret,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return t.ctx },

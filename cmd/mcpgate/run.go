@@ -162,8 +162,11 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 	}
 	defer muxLis.Close()
 
+	// The front hop's ext_proc and the mux share it: the mux serves only what ext_proc passed.
+	muxSecret := newMuxSecret()
 	ep, stopEP, err := cfg.start(ctx, extproc.Config{
 		XDSAddr: cfg.xdsAddr, NodeCluster: contract.AllGateways, NodeID: "mcpgate-run", Logger: log, Registerer: reg,
+		MuxSecret: muxSecret,
 	}, stdout)
 	if err != nil {
 		return err
@@ -203,7 +206,7 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 			envoys.stopAll()
 		}
 	})
-	t.serveMux(muxLis, func(gw string) string { return runMuxUpstream(cfg.socketDir, gw) }, log, cfg.maxBody)
+	t.serveMux(muxLis, func(gw string) string { return runMuxUpstream(cfg.socketDir, gw) }, muxSecret, log, cfg.maxBody)
 	t.serveHTTP("admin", adminLis, adminMux(srv, reg, func() string {
 		switch rejected := srv.Rejections(); {
 		case !p.ready.Load():

@@ -119,11 +119,12 @@ func BenchmarkMux(b *testing.B) {
 			}
 			header, _ := json.Marshal(desc)
 			sid, _ := json.Marshal(ids)
-			h := mux.New(mux.Options{Upstream: func(string) string { return "unix://" + up }})
+			h := mux.New(mux.Options{Upstream: func(string) string { return "unix://" + up }, Secret: benchSecret})
 			front := serveUnix(b, h)
 			run(b, unixClient(front), c.body, map[string]string{
-				contract.HeaderMux: string(header),
-				"Mcp-Session-Id":   base64.RawURLEncoding.EncodeToString(sid),
+				contract.HeaderMux:     string(header),
+				contract.HeaderMuxAuth: benchSecret,
+				"Mcp-Session-Id":       base64.RawURLEncoding.EncodeToString(sid),
 			})
 		})
 	}
@@ -142,6 +143,9 @@ func BenchmarkMux(b *testing.B) {
 		})
 	}
 }
+
+// benchSecret is as long as cmd/mcpgate's (32 random bytes, base64url).
+const benchSecret = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"
 
 // run posts body b.N times through hc with headers and reads each answer whole.
 func run(b *testing.B, hc *http.Client, body string, headers map[string]string) {

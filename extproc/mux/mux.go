@@ -16,6 +16,7 @@ package mux
 import (
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -62,6 +63,11 @@ type Options struct {
 	MaxPages int
 	// Version is the serverInfo version of the initialize answer.
 	Version string
+	// Secret is the value of contract.HeaderMuxAuth that the front hop's ext_proc, in the same
+	// process, sets on the requests it passes (extproc.Config.MuxSecret): the mux refuses (403)
+	// any request without it, so that only what the front hop authorized reaches the targets.
+	// Required: an empty Secret refuses every request.
+	Secret string
 }
 
 // New returns the mux's HTTP handler.
@@ -76,25 +82,32 @@ func New(opts Options) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &handler{opts: opts, log: log, clients: map[string]*upstream{},
+	return &handler{opts: opts, log: log, clients: map[string]*upstream{}, maxClients: maxUpstreams, secret: []byte(opts.Secret),
 		readBuffers: sync.Pool{New: func() any { return new([readBufferSize]byte) }}}
 }
 
 // readBufferSize is the size of the buffer an event stream is read with.
 const readBufferSize = 32 << 10
 
-// handler is the mux. Its only state is the HTTP client of each upstream address (and the
-// buffers event streams are read with, reused).
+// handler is the mux. Its only state is the HTTP client of each upstream address (at most
+// maxClients), and the buffers event streams are read with, reused.
 type handler struct {
 	opts        Options
 	log         *slog.Logger
 	mu          sync.Mutex
 	clients     map[string]*upstream
+	maxClients  int
 	readBuffers sync.Pool
+	// secret is Options.Secret; refused holds the reasons of the refusals logged (authorized).
+	secret  []byte
+	refused sync.Map
 }
 
 // ServeHTTP serves one request of a client.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !h.authorized(w, r) {
+		return
+	}
 	m, err := readMux(r.Header.Values(contract.HeaderMux))
 	if err != nil {
 		h.log.Warn("mux: request without a valid backend description", "header", contract.HeaderMux, "path", r.URL.Path, "error", err)
@@ -125,6 +138,32 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// authorized reports whether r carries the front hop's secret (contract.HeaderMuxAuth), once. When
+// it does not, it answers 403 and logs the reason at Warn, once per reason (the mux's address may
+// be reachable by others than Envoy: a flood of forged requests must not flood the log); the
+// value sent is never logged or echoed.
+func (h *handler) authorized(w http.ResponseWriter, r *http.Request) bool {
+	v := r.Header.Values(contract.HeaderMuxAuth)
+	var reason string
+	switch {
+	case len(h.secret) == 0:
+		reason = "the mux has no secret configured (mux.Options.Secret)"
+	case len(v) == 0:
+		reason = "no " + contract.HeaderMuxAuth + " header: the request did not pass the front hop's ext_proc (a route without it, or a client reaching the mux directly)"
+	case len(v) > 1:
+		reason = contract.HeaderMuxAuth + " sent more than once"
+	case subtle.ConstantTimeCompare([]byte(v[0]), h.secret) != 1:
+		reason = "wrong " + contract.HeaderMuxAuth + ": not the secret of this process's ext_proc (a forged request, or a front hop served by another process)"
+	default:
+		return true
+	}
+	if _, logged := h.refused.LoadOrStore(reason, true); !logged {
+		h.log.Warn("mux: request refused (logged once per reason)", "reason", reason, "path", r.URL.Path, "remote", r.RemoteAddr)
+	}
+	http.Error(w, "mcpgate mux: forbidden: the request did not come through the gateway's front hop", http.StatusForbidden)
+	return false
+}
+
 // readMux reads and checks the backend description of the contract.HeaderMux values.
 func readMux(values []string) (*contract.Mux, error) {
 	if len(values) != 1 {
@@ -138,21 +177,17 @@ func readMux(values []string) (*contract.Mux, error) {
 		return nil, errors.New("targets: empty")
 	}
 	switch m.FailureMode {
-	case "", "FailClosed", "FailOpen":
+	case "", contract.FailClosed, contract.FailOpen:
 	default:
-		return nil, fmt.Errorf("failureMode %q: want FailClosed or FailOpen", m.FailureMode)
+		return nil, fmt.Errorf("failureMode %q: want %s or %s", m.FailureMode, contract.FailClosed, contract.FailOpen)
 	}
 	seen := make(map[string]bool, len(m.Targets))
 	for i, t := range m.Targets {
-		switch {
-		case t.Name == "" || strings.ContainsAny(t.Name, ",_+:"):
-			return nil, fmt.Errorf("targets[%d].name %q: want a name without , _ + or :", i, t.Name)
-		case seen[t.Name]:
+		if err := t.Check(); err != nil {
+			return nil, fmt.Errorf("targets[%d].%w", i, err)
+		}
+		if seen[t.Name] {
 			return nil, fmt.Errorf("targets[%d].name %q: repeated", i, t.Name)
-		case t.Cluster == "":
-			return nil, fmt.Errorf("targets[%d].cluster: empty", i)
-		case !strings.HasPrefix(t.Path, "/"):
-			return nil, fmt.Errorf("targets[%d].path %q: want an absolute path", i, t.Path)
 		}
 		seen[t.Name] = true
 	}
@@ -180,7 +215,7 @@ type member struct {
 }
 
 // failOpen reports whether a target that fails is left out rather than failing the request.
-func (c *call) failOpen() bool { return c.m.FailureMode == "FailOpen" }
+func (c *call) failOpen() bool { return c.m.FailureMode == contract.FailOpen }
 
 // targetNames returns the backend's target names joined by commas, as mcp.SplitTarget takes them.
 func (c *call) targetNames() string {

@@ -111,8 +111,11 @@ func newTarget(name string) (*mcp.Server, http.Handler) {
 	return s, mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
 }
 
+// testSecret is the secret the tests' front hop shares with the mux (contract.HeaderMuxAuth).
+const testSecret = "s3cr3t-of-the-front-hop"
+
 // gateway is a mux reached as the front hop's route reaches it: each request gets the route's
-// contract.HeaderMux (overwriting the client's).
+// contract.HeaderMux and ext_proc's contract.HeaderMuxAuth (overwriting the client's).
 type gateway struct {
 	url    string
 	double *upstreamDouble
@@ -162,9 +165,11 @@ func newGateway(t *testing.T, failureMode string, targets ...contract.MuxTarget)
 		},
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Version: "test",
+		Secret:  testSecret,
 	})
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Header.Set(contract.HeaderMux, string(desc))
+		r.Header.Set(contract.HeaderMuxAuth, testSecret)
 		h.ServeHTTP(w, r)
 	}))
 	t.Cleanup(front.Close)
@@ -350,6 +355,9 @@ func TestMuxSession(t *testing.T) {
 			t.Fatalf("cluster %s got %d requests, want every fanned-out one", cluster, len(seen))
 		}
 		last := seen[len(seen)-1]
+		if last.Get(contract.HeaderMuxAuth) != "" {
+			t.Errorf("cluster %s got %s: the mux must drop the front hop's secret", cluster, contract.HeaderMuxAuth)
+		}
 		if last.Get(contract.HeaderMux) != "" || last.Get("Mcp-Session-Id") == "" || last.Get("Mcp-Session-Id") == cs.ID() {
 			t.Errorf("cluster %s request headers %v: want the target's own Mcp-Session-Id and no %s", cluster, last, contract.HeaderMux)
 		}
@@ -555,7 +563,7 @@ func TestMuxRawRequests(t *testing.T) {
 }
 
 func TestMuxRefusesBadDescription(t *testing.T) {
-	h := mux.New(mux.Options{Upstream: func(string) string { return "unix:///nonexistent" }})
+	h := mux.New(mux.Options{Upstream: func(string) string { return "unix:///nonexistent" }, Secret: testSecret})
 	for _, desc := range []string{
 		"",
 		"{",
@@ -570,6 +578,7 @@ func TestMuxRefusesBadDescription(t *testing.T) {
 		if desc != "" {
 			req.Header.Set(contract.HeaderMux, desc)
 		}
+		req.Header.Set(contract.HeaderMuxAuth, testSecret)
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), contract.HeaderMux) {
@@ -577,3 +586,88 @@ func TestMuxRefusesBadDescription(t *testing.T) {
 		}
 	}
 }
+
+// TestMuxRefusesWithoutSecret: a request without the front hop's secret (contract.HeaderMuxAuth)
+// is refused before anything else, whatever backend description it forges, and the refusal is
+// logged once per reason without the value sent.
+func TestMuxRefusesWithoutSecret(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "up.sock")
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reached sync.Mutex
+	hits := 0
+	up := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Lock()
+		hits++
+		reached.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"t","version":"1"}}}`)
+	})}
+	go up.Serve(lis)
+	t.Cleanup(func() { up.Close() })
+	var logs strings.Builder
+	var logMu sync.Mutex
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return logs.Write(p)
+	}), nil))
+	desc := `{"gateway":"ns/gw","backend":"ns/be","targets":[{"name":"a","cluster":"any-cluster","path":"/admin"}]}`
+	initialize := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`
+	serve := func(h http.Handler, auth ...string) int {
+		req := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(initialize))
+		req.Header.Set(contract.HeaderMux, desc)
+		for _, v := range auth {
+			req.Header.Add(contract.HeaderMuxAuth, v)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if strings.Contains(rec.Body.String(), "xyzzy") {
+			t.Errorf("answer %q echoes the value sent", rec.Body.String())
+		}
+		return rec.Code
+	}
+	h := mux.New(mux.Options{Upstream: func(string) string { return "unix://" + sock }, Secret: testSecret, Logger: log})
+	for name, auth := range map[string][]string{
+		"none":     nil,
+		"empty":    {""},
+		"wrong":    {"xyzzy-1"},
+		"prefix":   {testSecret[:len(testSecret)-1]},
+		"longer":   {testSecret + "x"},
+		"repeated": {testSecret, "xyzzy-2"},
+	} {
+		for range 2 {
+			if code := serve(h, auth...); code != http.StatusForbidden {
+				t.Errorf("%s: %d, want 403", name, code)
+			}
+		}
+	}
+	if code := serve(mux.New(mux.Options{Upstream: func(string) string { return "unix://" + sock }}), ""); code != http.StatusForbidden {
+		t.Errorf("a mux without a secret, a request with an empty one: %d, want 403", code)
+	}
+	reached.Lock()
+	if hits != 0 {
+		t.Errorf("the upstream got %d requests: want none before the secret is checked", hits)
+	}
+	reached.Unlock()
+	if code := serve(h, testSecret); code != http.StatusOK {
+		t.Errorf("with the secret: %d, want 200", code)
+	}
+	logMu.Lock()
+	defer logMu.Unlock()
+	out := logs.String()
+	if strings.Contains(out, "xyzzy") || strings.Contains(out, testSecret) {
+		t.Errorf("log %q shows a value sent or the secret", out)
+	}
+	// none, wrong (empty, wrong, prefix, longer), repeated: once each.
+	if n := strings.Count(out, "request refused"); n != 3 {
+		t.Errorf("log has %d refusals, want one per reason (3):\n%s", n, out)
+	}
+}
+
+// writerFunc is an io.Writer of a function.
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -24,12 +24,23 @@ type upstream struct {
 	base string
 }
 
-// upstream returns the client of addr ("unix:///PATH" or "HOST:PORT"), made on first use.
+// maxUpstreams bounds the upstream clients the mux keeps (handler.clients): one per Gateway's
+// mux upstream listener, so a process serving more Gateways than that makes a client again now
+// and then. Each holds a Transport and its idle connections.
+const maxUpstreams = 64
+
+// upstream returns the client of addr ("unix:///PATH" or "HOST:PORT", contract.SplitAddress),
+// made on first use. At most h.maxClients are kept: a new one pushes out another, whose idle
+// connections close (its requests in flight finish).
 func (h *handler) upstream(addr string) (*upstream, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if up := h.clients[addr]; up != nil {
 		return up, nil
+	}
+	network, a, err := contract.SplitAddress(addr)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %q: %w", addr, err)
 	}
 	dialer := &net.Dialer{Timeout: 10 * time.Second}
 	tr := &http.Transport{
@@ -37,26 +48,24 @@ func (h *handler) upstream(addr string) (*upstream, error) {
 		DisableCompression:  true,
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, network, a)
+		},
 	}
 	up := &upstream{client: &http.Client{
 		Transport: tr,
 		// A redirect is the target's answer, for the client to see.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}}
-	switch path, ok := strings.CutPrefix(addr, "unix://"); {
-	case ok:
-		if path == "" {
-			return nil, fmt.Errorf("upstream %q: no socket path", addr)
-		}
-		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return dialer.DialContext(ctx, "unix", path)
-		}
+	}, base: "http://" + a}
+	if network == "unix" {
 		up.base = "http://mux-upstream"
-	case addr == "" || strings.Contains(addr, "/"):
-		return nil, fmt.Errorf("upstream %q: want unix:///PATH or HOST:PORT", addr)
-	default:
-		tr.DialContext = dialer.DialContext
-		up.base = "http://" + addr
+	}
+	for old, o := range h.clients {
+		if len(h.clients) < h.maxClients {
+			break
+		}
+		delete(h.clients, old)
+		o.client.CloseIdleConnections()
 	}
 	h.clients[addr] = up
 	return up, nil
@@ -79,7 +88,7 @@ var dropped = map[string]bool{
 	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
 	"Content-Length": true, "Accept-Encoding": true, "Host": true, "Last-Event-Id": true,
 	"Mcp-Session-Id": true, http.CanonicalHeaderKey(contract.HeaderMux): true,
-	http.CanonicalHeaderKey(contract.HeaderMuxCluster): true,
+	http.CanonicalHeaderKey(contract.HeaderMuxCluster): true, http.CanonicalHeaderKey(contract.HeaderMuxAuth): true,
 }
 
 // newRequest makes the request to a target: the client's headers but those dropped (and those its

@@ -479,16 +479,14 @@ func upstreamTLS(f *TLSFiles) (*corev3.TransportSocket, error) {
 
 // address parses "HOST:PORT" or "unix:///PATH" and tells whether HOST is a DNS name.
 func address(addr string) (*corev3.Address, bool, error) {
-	if path, ok := strings.CutPrefix(addr, "unix://"); ok {
-		if !strings.HasPrefix(path, "/") {
-			return nil, false, errors.New("want unix:///ABSOLUTE/PATH")
-		}
-		return &corev3.Address{Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: path}}}, false, nil
-	}
-	host, p, err := net.SplitHostPort(addr)
+	network, a, err := contract.SplitAddress(addr)
 	if err != nil {
-		return nil, false, fmt.Errorf("want HOST:PORT or unix:///PATH: %w", err)
+		return nil, false, err
 	}
+	if network == "unix" {
+		return &corev3.Address{Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: a}}}, false, nil
+	}
+	host, p, _ := net.SplitHostPort(a)
 	port, err := strconv.ParseUint(p, 10, 16)
 	if err != nil || port == 0 {
 		return nil, false, fmt.Errorf("port %q: want 1 to 65535", p)

@@ -12,6 +12,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 
 	"github.com/mcpgate/mcpgate/contract"
@@ -50,9 +51,17 @@ func (h *headerRecorder) last() http.Header {
 // replaces the client's value on the way to the upstream (the mux), and ext_proc, an HTTP filter
 // before the router that applies route headers, sees the client's only. The bootstrap's mux
 // upstream listener, on a Unix socket, routes by the exact x-mcpgate-cluster, which its route
-// removes before the target; a request naming no route's cluster gets 404 NR.
+// removes before the target; a request naming no route's cluster gets 404 NR. ext_proc's header
+// mutation at the request headers (mcpgate's x-mcpgate-mux-auth, the secret it shares with the
+// mux) replaces the client's value too.
 func TestMuxHops(t *testing.T) {
-	e := newEnv(t, answer(nil))
+	e := newEnv(t, answer(func(m *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingResponse {
+		if m.GetRequestHeaders() == nil {
+			return nil
+		}
+		return withCommon(m, &extprocsvc.CommonResponse{HeaderMutation: &extprocsvc.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
+			{Header: &corev3.HeaderValue{Key: contract.HeaderMuxAuth, RawValue: []byte("the-secret")}}}}})
+	}))
 	mux, a, b := recordHeaders(t), recordHeaders(t), recordHeaders(t)
 	l := listener(t, e.listen, extProcFilter(5e9), nil)
 	front := prefixRoute("front", "/mcp", "mux", // the bootstrap's mcpgate_mux in mcpgate
@@ -71,9 +80,12 @@ func TestMuxHops(t *testing.T) {
 		staticCluster("mux", mux.Listener.Addr().String()),
 		staticCluster("target/a", a.Listener.Addr().String()), staticCluster("target/b", b.Listener.Addr().String()))
 
-	resp, _ := do(t, "GET", e.url("/mcp"), nil, contract.HeaderMux, "forged")
+	resp, _ := do(t, "GET", e.url("/mcp"), nil, contract.HeaderMux, "forged", contract.HeaderMuxAuth, "forged")
 	if resp.StatusCode != 200 || mux.last().Values(contract.HeaderMux)[0] != `{"gateway":"ns/gw"}` || len(mux.last().Values(contract.HeaderMux)) != 1 {
 		t.Fatalf("front hop: %d, the mux got %s %q", resp.StatusCode, contract.HeaderMux, mux.last().Values(contract.HeaderMux))
+	}
+	if v := mux.last().Values(contract.HeaderMuxAuth); len(v) != 1 || v[0] != "the-secret" {
+		t.Errorf("the mux got %s %q, want ext_proc's value only", contract.HeaderMuxAuth, v)
 	}
 	rh := e.ext.streams(t, 1)[0].messages()[0].GetRequestHeaders().GetHeaders()
 	if v, _ := header(rh, contract.HeaderMux); v != "forged" {
