@@ -118,7 +118,7 @@ func BenchmarkMux(b *testing.B) {
 				ids[name] = "session-" + name
 			}
 			header, _ := json.Marshal(desc)
-			sid, _ := json.Marshal(ids)
+			sid, _ := json.Marshal(map[string]any{"backend": desc.Backend, "targets": ids})
 			h := mux.New(mux.Options{Upstream: func(string) string { return "unix://" + up }, Secret: benchSecret})
 			front := serveUnix(b, h)
 			run(b, unixClient(front), c.body, map[string]string{

@@ -61,7 +61,7 @@ func (c *call) initialize(msg *message) {
 		c.writeError(http.StatusOK, msg.ID, mcp.CodeInternalError, "mcpgate mux: initialize: "+err.Error())
 		return
 	}
-	c.w.Header().Set("Mcp-Session-Id", encodeSession(opened))
+	c.w.Header().Set("Mcp-Session-Id", encodeSession(c.m.Backend, opened))
 	c.writeJSON(http.StatusOK, (&message{ID: msg.ID, Result: result}).encode())
 }
 

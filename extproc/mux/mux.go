@@ -236,14 +236,21 @@ func (c *call) member(name string) (member, bool) {
 	return member{}, false
 }
 
-// encodeSession returns the client's session id of the members: base64url (unpadded) of the JSON
-// object of each target's own session id.
-func encodeSession(members []member) string {
-	ids := make(map[string]string, len(members))
+// session is the client's session id, before base64url: the backend it was opened on and each
+// target's own session id ("": the target gave none).
+type session struct {
+	Backend string            `json:"backend"`
+	Targets map[string]string `json:"targets"`
+}
+
+// encodeSession returns the client's session id of the members on backend: base64url (unpadded)
+// of the JSON session.
+func encodeSession(backend string, members []member) string {
+	s := session{Backend: backend, Targets: make(map[string]string, len(members))}
 	for _, mb := range members {
-		ids[mb.t.Name] = mb.sid
+		s.Targets[mb.t.Name] = mb.sid
 	}
-	b, _ := json.Marshal(ids)
+	b, _ := json.Marshal(s)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
@@ -255,15 +262,19 @@ func (c *call) readSession(id json.RawMessage) bool {
 		c.writeError(http.StatusBadRequest, id, mcp.CodeInvalidRequest, "mcpgate mux: Mcp-Session-Id is required after initialize")
 		return false
 	}
-	ids, err := decodeSession(v)
+	s, err := decodeSession(v)
+	if err == nil && s.Backend != c.m.Backend {
+		// Another backend's targets may share names with this one's: their ids are not theirs.
+		err = fmt.Errorf("it was opened on backend %q, not %s", s.Backend, c.m.Backend)
+	}
 	if err == nil {
 		for _, t := range c.m.Targets {
-			if sid, found := ids[t.Name]; found {
+			if sid, found := s.Targets[t.Name]; found {
 				c.sess = append(c.sess, member{t: t, sid: sid})
-				delete(ids, t.Name)
+				delete(s.Targets, t.Name)
 			}
 		}
-		for name := range ids {
+		for name := range s.Targets {
 			err = fmt.Errorf("it names the target %q, which backend %s does not have", name, c.m.Backend)
 			break
 		}
@@ -280,7 +291,7 @@ func (c *call) readSession(id json.RawMessage) bool {
 }
 
 // decodeSession decodes a session id encodeSession made.
-func decodeSession(v []string) (map[string]string, error) {
+func decodeSession(v []string) (*session, error) {
 	if len(v) != 1 {
 		return nil, errors.New("Mcp-Session-Id sent more than once")
 	}
@@ -288,11 +299,11 @@ func decodeSession(v []string) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ids map[string]string
-	if err := json.Unmarshal(b, &ids); err != nil {
+	var s session
+	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, err
 	}
-	return ids, nil
+	return &s, nil
 }
 
 // message is one JSON-RPC message.

@@ -495,25 +495,37 @@ func TestMuxRawRequests(t *testing.T) {
 		t.Fatalf("initialize: %d %s, session %q", resp.StatusCode, body, sid)
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(sid)
-	var ids map[string]string
-	if err != nil || json.Unmarshal(raw, &ids) != nil || len(ids) != 2 || ids["a"] == "" || ids["b"] == "" {
-		t.Fatalf("session id %q (%s): want base64url of each target's own id", sid, raw)
+	var sess struct {
+		Backend string            `json:"backend"`
+		Targets map[string]string `json:"targets"`
+	}
+	ids := map[string]string{}
+	if err == nil && json.Unmarshal(raw, &sess) == nil {
+		ids = sess.Targets
+	}
+	if sess.Backend != "ns/be" || len(ids) != 2 || ids["a"] == "" || ids["b"] == "" {
+		t.Fatalf("session id %q (%s): want base64url of the backend and each target's own id", sid, raw)
 	}
 	if !strings.Contains(body, `"protocolVersion":"2025-06-18"`) {
 		t.Errorf("initialize answer %s: want the version both targets chose", body)
 	}
 
-	forged := func(v map[string]string) string {
-		b, _ := json.Marshal(v)
+	forgedOn := func(backend string, v map[string]string) string {
+		b, _ := json.Marshal(map[string]any{"backend": backend, "targets": v})
 		return base64.RawURLEncoding.EncodeToString(b)
 	}
+	forged := func(v map[string]string) string { return forgedOn("ns/be", v) }
 	for name, c := range map[string]struct {
 		session, body string
 		status        int
 		want          string
 	}{
-		"unknown target":  {forged(map[string]string{"a": ids["a"], "z": "1"}), `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, 404, `"code":-32001`},
-		"no target":       {forged(map[string]string{}), `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, 404, `"code":-32001`},
+		"unknown target": {forged(map[string]string{"a": ids["a"], "z": "1"}), `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, 404, `"code":-32001`},
+		"no target":      {forged(map[string]string{}), `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, 404, `"code":-32001`},
+		// The same targets' ids, named for another backend (whose targets may share the names).
+		"other backend":   {forgedOn("ns/other", ids), `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, 404, `"code":-32001`},
+		"no backend":      {forgedOn("", ids), `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, 404, `"code":-32001`},
+		"old format":      {base64.RawURLEncoding.EncodeToString([]byte(`{"a":"` + ids["a"] + `","b":"` + ids["b"] + `"}`)), `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, 404, `"code":-32001`},
 		"not base64":      {"!!", `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, 404, `"code":-32001`},
 		"no session":      {"", `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, 400, `"code":-32600`},
 		"batch":           {sid, `[{"jsonrpc":"2.0","id":2,"method":"tools/list"}]`, 400, `batches are not supported`},
