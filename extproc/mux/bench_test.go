@@ -18,9 +18,9 @@ import (
 )
 
 // benchTarget is a double of a target behind Envoy's mux upstream listener that costs next to
-// nothing: it answers every request with a fixed JSON-RPC answer for id 1 (the benchmark's
-// requests all have it), a tools/list with listed tools and anything else with a tools/call
-// result, as JSON or, when sse, as an event stream of one event.
+// nothing: it answers a tools/list with listed tools (with the request's id, which the mux
+// makes per page) and anything else with a fixed tools/call result for id 1 (the benchmark's
+// calls all have it), as JSON or, when sse, as an event stream of one event.
 type benchTarget struct {
 	list, call []byte
 	sse        bool
@@ -36,7 +36,7 @@ func newBenchTarget(listed int, sse bool) *benchTarget {
 		call = []byte("event: message\ndata: " + string(call) + "\n\n")
 	}
 	return &benchTarget{
-		list: []byte(`{"jsonrpc":"2.0","id":1,"result":{"tools":[` + strings.Join(tools, ",") + `]}}`),
+		list: []byte(`,"result":{"tools":[` + strings.Join(tools, ",") + `]}}`),
 		call: call,
 		sse:  sse,
 	}
@@ -47,8 +47,12 @@ var toolsListMethod = []byte(`"tools/list"`)
 func (d *benchTarget) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	if bytes.Contains(body, toolsListMethod) {
+		var m struct {
+			ID json.RawMessage `json:"id"`
+		}
+		json.Unmarshal(body, &m)
 		w.Header().Set("Content-Type", "application/json")
-		w.Write(d.list)
+		w.Write(append(append([]byte(`{"jsonrpc":"2.0","id":`), m.ID...), d.list...))
 		return
 	}
 	if d.sse {

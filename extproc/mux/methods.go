@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/mcpgate/mcpgate/extproc/mcp"
 )
@@ -153,12 +155,27 @@ func (c *call) list(msg *message, it mcp.Item, key, nameMember string) {
 	}
 	// The merged list is whole: a client's cursor has nothing to go on from.
 	delete(params, "cursor")
+	// The merged answer is held whole: it is bounded as any answer the mux reads is, and the
+	// front hop would refuse a larger one anyway. Every target's items count against one budget.
+	budget := &listBudget{left: int64(c.h.opts.MaxBodyBytes - len(msg.ID) - len(key) - len(`{"jsonrpc":"2.0","id":,"result":{"":[]}}`))}
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
 	items := make([][]json.RawMessage, len(c.sess))
-	errs := c.fanOut(func(ctx context.Context, mb member) error {
+	errs := c.fanOut(func(_ context.Context, mb member) error {
 		var err error
-		items[c.index(mb)], err = c.listTarget(ctx, mb, msg, params, it, key, nameMember)
+		items[c.index(mb)], err = c.listTarget(ctx, mb, msg, params, it, key, nameMember, budget)
+		if errors.Is(err, errListTooLarge) {
+			cancel() // the other targets' lists are of no use now
+		}
 		return err
 	})
+	for _, err := range errs {
+		if errors.Is(err, errListTooLarge) {
+			c.writeError(http.StatusOK, msg.ID, mcp.CodeInternalError, fmt.Sprintf(
+				"mcpgate mux: %s: the merged answer of the targets' lists is larger than the mux's limit of %d bytes", msg.Method, c.h.opts.MaxBodyBytes))
+			return
+		}
+	}
 	var all []json.RawMessage
 	for i, err := range errs {
 		switch {
@@ -172,6 +189,23 @@ func (c *call) list(msg *message, it mcp.Item, key, nameMember string) {
 		all = append(all, items[i]...)
 	}
 	c.writeJSON(http.StatusOK, appendListAnswer(nil, msg.ID, key, all))
+}
+
+// errListTooLarge is listTarget's error when the merged list would be larger than MaxBodyBytes.
+var errListTooLarge = errors.New("merged list too large")
+
+// listBudget is what is left of the merged list's bytes, shared by the targets' listTarget.
+type listBudget struct {
+	mu   sync.Mutex
+	left int64
+}
+
+// take takes n bytes; false when fewer are left.
+func (b *listBudget) take(n int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.left -= int64(n)
+	return b.left >= 0
 }
 
 // appendListAnswer appends the answer with id whose result lists items under key. It is written
@@ -217,8 +251,10 @@ func countErrors(errs []error) int {
 	return n
 }
 
-// listTarget reads one target's whole list, its items prefixed.
-func (c *call) listTarget(ctx context.Context, mb member, msg *message, params map[string]json.RawMessage, it mcp.Item, key, nameMember string) ([]json.RawMessage, error) {
+// listTarget reads one target's whole list, its items prefixed, within the merged list's budget.
+// Each page's request has an id of its own (pageID). A target without the list method (-32601,
+// as the Python and TypeScript SDKs answer a method they have no handler for) lists nothing.
+func (c *call) listTarget(ctx context.Context, mb member, msg *message, params map[string]json.RawMessage, it mcp.Item, key, nameMember string, budget *listBudget) ([]json.RawMessage, error) {
 	var out []json.RawMessage
 	p := make(map[string]json.RawMessage, len(params)+1)
 	for k, v := range params {
@@ -230,12 +266,17 @@ func (c *call) listTarget(ctx context.Context, mb member, msg *message, params m
 			return out, nil
 		}
 		raw, _ := json.Marshal(p)
-		req := message{ID: msg.ID, Method: msg.Method, Params: raw}
-		a, err := c.exchange(ctx, mb, req.encode(), msg.ID)
+		id := pageID(msg.ID, page)
+		req := message{ID: id, Method: msg.Method, Params: raw}
+		a, err := c.exchange(ctx, mb, req.encode(), id)
 		if err != nil {
 			return nil, err
 		}
 		if a.msg.Error != nil {
+			if page == 0 && rpcCode(a.msg.Error) == codeMethodNotFound {
+				c.log.Debug("mux: target has no list method: it lists nothing", "target", mb.t.Name, "method", msg.Method)
+				return nil, nil
+			}
 			return nil, &targetError{mb.t.Name, rpcError(a.msg.Error)}
 		}
 		var result struct {
@@ -256,6 +297,9 @@ func (c *call) listTarget(ctx context.Context, mb member, msg *message, params m
 				c.log.Warn("mux: listed item without a name left out", "target", mb.t.Name, "method", msg.Method)
 				continue
 			}
+			if !budget.take(len(prefixed) + 1) {
+				return nil, errListTooLarge
+			}
 			out = append(out, prefixed)
 		}
 		if result.NextCursor == "" {
@@ -263,6 +307,26 @@ func (c *call) listTarget(ctx context.Context, mb member, msg *message, params m
 		}
 		p["cursor"], _ = json.Marshal(result.NextCursor)
 	}
+}
+
+// pageID is the id of the request for page (from 0) of a list the client asked for with id: a
+// string, the client's id as JSON, "#" and the page's number from 1. Each page's request has
+// its own id (a target may refuse an id it saw in the session), and the answer is matched to it.
+func pageID(id json.RawMessage, page int) json.RawMessage {
+	b, _ := json.Marshal(string(id) + "#" + strconv.Itoa(page+1))
+	return b
+}
+
+// codeMethodNotFound is JSON-RPC's "Method not found".
+const codeMethodNotFound = -32601
+
+// rpcCode returns the code of a JSON-RPC error (0 when it has none).
+func rpcCode(raw json.RawMessage) int {
+	var e struct {
+		Code int `json:"code"`
+	}
+	_ = json.Unmarshal(raw, &e)
+	return e.Code
 }
 
 // prefixItem prefixes the member (name, uri, uriTemplate) of a listed item with the target. The
@@ -390,12 +454,18 @@ func skipValue(b []byte, i int) int {
 	return j
 }
 
-// setLevel sends logging/setLevel to every target of the session.
+// setLevel sends logging/setLevel to every target of the session; a target without it (-32601)
+// has nothing to set.
 func (c *call) setLevel(msg *message) {
 	body := msg.encode()
 	errs := c.fanOut(func(ctx context.Context, mb member) error {
 		a, err := c.exchange(ctx, mb, body, msg.ID)
-		if err == nil && a.msg.Error != nil {
+		switch {
+		case err != nil:
+		case a.msg.Error != nil && rpcCode(a.msg.Error) == codeMethodNotFound:
+			// A target without logging (-32601): there is nothing to set.
+			c.log.Debug("mux: target has no logging/setLevel", "target", mb.t.Name)
+		case a.msg.Error != nil:
 			err = &targetError{mb.t.Name, rpcError(a.msg.Error)}
 		}
 		return err
