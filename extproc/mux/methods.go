@@ -98,9 +98,14 @@ type initializeResult struct {
 	Instructions string `json:"instructions,omitempty"`
 }
 
+// servedCapabilities are the server capabilities the mux serves (request): a target's others
+// (tasks, experimental, any unknown to it) are not advertised, their methods being answered
+// -32601 by the mux.
+var servedCapabilities = map[string]bool{"tools": true, "prompts": true, "resources": true, "logging": true, "completions": true}
+
 // mergeInitialize merges the targets' initialize results: the lowest protocol version (MCP's are
-// dates), the union of the capabilities, the mux's serverInfo, and each target's instructions
-// under its name.
+// dates), the union of the capabilities the mux serves (servedCapabilities), the mux's
+// serverInfo, and each target's instructions under its name.
 func mergeInitialize(results []json.RawMessage, names []string, version string) (json.RawMessage, error) {
 	var out initializeResult
 	out.Capabilities = map[string]any{}
@@ -113,6 +118,11 @@ func mergeInitialize(results []json.RawMessage, names []string, version string) 
 		}
 		if out.ProtocolVersion == "" || r.ProtocolVersion < out.ProtocolVersion {
 			out.ProtocolVersion = r.ProtocolVersion
+		}
+		for k := range r.Capabilities {
+			if !servedCapabilities[k] {
+				delete(r.Capabilities, k)
+			}
 		}
 		unite(out.Capabilities, r.Capabilities)
 		if r.Instructions != "" {

@@ -34,3 +34,25 @@ func TestPrefixItem(t *testing.T) {
 		}
 	}
 }
+
+// TestMergeInitialize: the lowest version, the union of the capabilities the mux serves (not
+// tasks, experimental or one it does not know, whose methods it answers -32601), each target's
+// instructions under its name.
+func TestMergeInitialize(t *testing.T) {
+	results := []json.RawMessage{
+		json.RawMessage(`{"protocolVersion":"2025-11-25","capabilities":{"tools":{"listChanged":true},"tasks":{"list":{},"requests":{"tools":{"call":{}}}},"experimental":{"x":{}},"logging":{}},"serverInfo":{"name":"a","version":"1"},"instructions":"use a"}`),
+		json.RawMessage(`{"protocolVersion":"2025-06-18","capabilities":{"tools":{"listChanged":false},"resources":{"subscribe":true},"completions":{},"prompts":{},"someday":{}},"serverInfo":{"name":"b","version":"2"}}`),
+	}
+	raw, err := mergeInitialize(results, []string{"a", "b"}, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := `{"capabilities":{"completions":{},"logging":{},"prompts":{},"resources":{"subscribe":true},"tools":{"listChanged":true}},"instructions":"a: use a","protocolVersion":"2025-06-18","serverInfo":{"name":"mcpgate","version":"v"}}`
+	if b, _ := json.Marshal(got); string(b) != want {
+		t.Errorf("mergeInitialize = %s\nwant %s", b, want)
+	}
+}
