@@ -3,6 +3,7 @@ package extproc_test
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/mcpgate/mcpgate/contract"
@@ -153,4 +154,55 @@ func TestMuxRouteSecret(t *testing.T) {
 	if _, set := setHeaders(resp)[contract.HeaderMuxAuth]; set || !slices.Contains(m.GetRemoveHeaders(), contract.HeaderMuxAuth) {
 		t.Errorf("without a secret: mutation %v, want %s removed", m, contract.HeaderMuxAuth)
 	}
+}
+
+// TestCompletionJudged: completion/complete is judged as the prompt (ref/prompt, ref.name) or
+// resource (ref/resource, ref.uri) it completes an argument of, split at its target prefix on a
+// multiplexed route as the mux routes it, and a refused one is answered as a refused
+// prompts/get or resources/read is; a ref that names neither is refused under rules.
+func TestCompletionJudged(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{muxPolicy(newSigner(t))})
+	plain := muxRoute
+	plain.Targets, plain.Target = "", "a"
+	complete := func(id int, ref string) string {
+		return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"completion/complete","params":{"ref":%s,"argument":{"name":"x","value":"y"}}}`, id, ref)
+	}
+	for _, tc := range []struct {
+		route extproctest.Route
+		body  string
+		// want is "" for an allowed request, else what the refusal's body holds.
+		want string
+	}{
+		{muxRoute, complete(1, `{"type":"ref/prompt","name":"b_greet"}`), ""},
+		{muxRoute, complete(2, `{"type":"ref/prompt","name":"a_greet"}`), `{"jsonrpc":"2.0","id":2,"error":{"code":-32602,"message":"Unknown prompt: a_greet"}}`},
+		{muxRoute, complete(3, `{"type":"ref/resource","uri":"a+file:///x"}`), ""},
+		{muxRoute, complete(4, `{"type":"ref/resource","uri":"b+file:///x"}`), `"message":"Unknown resource: b+file:///x"`},
+		{muxRoute, complete(5, `{"type":"ref/prompt","name":"greet"}`), `"message":"Unknown prompt: greet"`},
+		{muxRoute, complete(6, `{"type":"ref/tool","name":"a_fetch"}`), `params.ref must be an object`},
+		{muxRoute, complete(7, `{"type":"ref/prompt"}`), `params.ref must be an object`},
+		{muxRoute, complete(8, `{"type":"ref/prompt","name":"b_greet","Name":"a_greet"}`), `member names that repeat`},
+		// Not multiplexed: the route's target is a, the names are whole.
+		{plain, complete(9, `{"type":"ref/prompt","name":"greet"}`), `"message":"Unknown prompt: greet"`},
+		{plain, complete(10, `{"type":"ref/resource","uri":"file:///x"}`), ""},
+	} {
+		s := h.open(t, h.tcp, tc.route)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+		resp := check(t)(s.RequestBody([]byte(tc.body), true))
+		ir := resp.GetImmediateResponse()
+		switch {
+		case tc.want == "" && ir != nil:
+			t.Errorf("%s: refused %s, want it allowed", tc.body, ir.GetBody())
+		case tc.want != "" && (ir == nil || !strings.Contains(string(ir.GetBody()), tc.want)):
+			t.Errorf("%s: %v, want a refusal with %s", tc.body, resp, tc.want)
+		}
+		s.Close()
+	}
+	waitFor(t, "the audit records", func() bool { return len(h.audit.records(t)) >= 10 })
+	byID := map[string]map[string]any{}
+	for _, r := range h.audit.records(t) {
+		byID[fmt.Sprint(r["jsonrpc_id"])] = r
+	}
+	checkRecord(t, byID["1"], map[string]any{"method": "completion/complete", "prompt": "b_greet", "target": "b", "decision": "allow"})
+	checkRecord(t, byID["2"], map[string]any{"prompt": "a_greet", "target": "a", "decision": "deny"})
+	checkRecord(t, byID["4"], map[string]any{"resource": "b+file:///x", "target": "b", "decision": "deny"})
 }

@@ -724,20 +724,30 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 				// Judged as a call of the tool "", it would pass rules that only deny.
 				return st.refuse(unnamedRefusal(m.Method, ex.item), "", md, &ex.rec)
 			}
-		case mcp.Prompt, mcp.Resource:
-			name, ok, ambiguous := mcp.StringParam(m.Params, mcp.NameMember(m.Method))
-			var own string
-			in.Target, own = st.ri.itemTarget(ex.item, name)
-			if ex.item == mcp.Prompt {
-				in.PromptName, ex.rec.Prompt = own, name
-			} else {
-				in.ResourceName, ex.rec.Resource = own, name
+		case mcp.Prompt, mcp.Resource, mcp.NoItem:
+			var name string
+			var ok, ambiguous bool
+			switch {
+			case ex.item != mcp.NoItem:
+				name, ok, ambiguous = mcp.StringParam(m.Params, mcp.NameMember(m.Method))
+				st.judgeItem(ex, in, name)
+			case m.Method == mcp.MethodComplete:
+				// Judged as the prompt or resource it completes an argument of (the mux routes
+				// it by the same ref): a completion is no way around a rule on the item.
+				var it mcp.Item
+				if it, name, ok, ambiguous = mcp.CompletionRef(m.Params); ok {
+					ex.item = it
+					st.judgeItem(ex, in, name)
+				}
+			default:
+				ok = true
 			}
-			ex.name = name
 			switch {
 			case !strict:
 			case ambiguous:
 				return st.refuse(ambiguousRefusal(), "", md, &ex.rec)
+			case !ok && m.Method == mcp.MethodComplete:
+				return st.refuse(completionRefusal(), "", md, &ex.rec)
 			case !ok:
 				return st.refuse(unnamedRefusal(m.Method, ex.item), "", md, &ex.rec)
 			}
@@ -832,6 +842,28 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 	return st.rep.bodyReply(true, out, true, true, md)
 }
 
+// judgeItem sets what the rules and the audit see of the prompt or resource (ex.item) named
+// name: on a multiplexed route its target and own name (the name without the prefix).
+func (st *stream) judgeItem(ex *exchange, in *authz.Input, name string) {
+	var own string
+	in.Target, own = st.ri.itemTarget(ex.item, name)
+	in.Item = ex.item
+	if ex.item == mcp.Prompt {
+		in.PromptName, ex.rec.Prompt = own, name
+	} else {
+		in.ResourceName, ex.rec.Resource = own, name
+	}
+	ex.name = name
+}
+
+// completionRefusal answers a completion/complete whose params.ref names no prompt or resource:
+// the rules could not judge it as the item it completes.
+func completionRefusal() answer {
+	return jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidParams,
+		mcp.MethodComplete+` params.ref must be an object with "type":"ref/prompt" and a string name, or "type":"ref/resource" and a string uri`,
+		"mcpgate_completion_unnamed")
+}
+
 // unnamedRefusal answers a request for an item (tools/call, prompts/get, resources/read...) whose
 // params do not name one: judged as a request for the item "", it would pass rules that only
 // deny.
@@ -863,6 +895,14 @@ func (st *stream) bodyRecord(msgs []mcp.Message, batch bool, now time.Time) (*te
 	case mcp.Tool:
 		tc, _ := m.ToolCall()
 		r.Tool = tc.Name
+	case mcp.NoItem:
+		if it, name, ok, _ := mcp.CompletionRef(m.Params); ok && m.Method == mcp.MethodComplete {
+			if it == mcp.Prompt {
+				r.Prompt = name
+			} else {
+				r.Resource = name
+			}
+		}
 	case mcp.Prompt:
 		r.Prompt, _, _ = mcp.StringParam(m.Params, "name")
 	case mcp.Resource:

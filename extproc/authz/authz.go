@@ -23,9 +23,10 @@
 // match denies; else any ALLOW that matches allows; else the request is allowed only when there
 // are no ALLOW rules.
 //
-// A request concerns at most one MCP item (mcp.ItemOf): a tool (tools/call), a prompt (prompts/get)
-// or a resource (resources/read, resources/subscribe, resources/unsubscribe); so does each item of
-// a list answer being filtered. Of mcp.tool, mcp.prompt and mcp.resource only that item's is
+// A request concerns at most one MCP item (mcp.ItemOf, or Input.Item): a tool (tools/call), a
+// prompt (prompts/get) or a resource (resources/read, resources/subscribe, resources/unsubscribe;
+// a completion/complete concerns the prompt or resource its ref names); so does each item of a
+// list answer being filtered. Of mcp.tool, mcp.prompt and mcp.resource only that item's is
 // there (has() tells); a rule whose outcome depends on reading another does not apply to the
 // request: it neither denies (DENY), nor is unmet (REQUIRE), nor allows (ALLOW). So a DENY rule
 // on a tool leaves prompts alone, and ALLOW rules that name only tools allow no prompt. A request

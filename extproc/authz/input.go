@@ -12,6 +12,8 @@ import (
 	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/common/types/traits"
 	"github.com/google/cel-go/interpreter"
+
+	"github.com/mcpgate/mcpgate/extproc/mcp"
 )
 
 // Input is one request as the rules see it. ext_proc fills it from what Envoy sends; nothing is
@@ -32,6 +34,9 @@ type Input struct {
 	// says which MCP item the request concerns, if any (see ItemOf): the one of mcp.tool,
 	// mcp.prompt and mcp.resource that applies.
 	MCPMethod string
+	// Item is the MCP item the request concerns when its method does not say which: a
+	// completion/complete's, the prompt or resource its ref names. NoItem: the method's (ItemOf).
+	Item mcp.Item
 	// Target names the MCP target that serves the request (the route's).
 	Target string
 	// ToolName is the tool a tools/call calls (unprefixed).

@@ -7,11 +7,14 @@ import (
 )
 
 // item returns the MCP item in concerns: the one its method names (a tools/call whose name is
-// empty still concerns a tool), else, for an Input without such a method, the one whose name is
+// empty still concerns a tool) or Item, else, for an Input without either, the one whose name is
 // set.
 func (in *Input) item() mcp.Item {
 	if it := mcp.ItemOf(in.MCPMethod); it != mcp.NoItem {
 		return it
+	}
+	if in.Item != mcp.NoItem {
+		return in.Item
 	}
 	switch {
 	case in.ToolName != "":

@@ -36,11 +36,21 @@ func NameMember(method string) string {
 // or the member is absent or not a string. ambiguous is set when the member repeats or another
 // member's name equals it only when case is folded: servers read such params differently.
 func StringParam(params json.RawMessage, name string) (s string, ok, ambiguous bool) {
-	if len(params) == 0 || params[0] != '{' {
-		return "", false, false
+	raw, ambiguous := memberOf(params, name)
+	if raw == nil {
+		return "", false, ambiguous
 	}
-	var raw []byte
-	err := eachMember(params, func(mb member) error {
+	s, ok = stringValue(raw)
+	return s, ok, ambiguous
+}
+
+// memberOf returns the raw value of the member name of the object obj (nil when obj is not an
+// object or has no such member); ambiguous as StringParam's.
+func memberOf(obj []byte, name string) (raw []byte, ambiguous bool) {
+	if len(obj) == 0 || obj[0] != '{' {
+		return nil, false
+	}
+	err := eachMember(obj, func(mb member) error {
 		switch {
 		case string(mb.name) == name:
 			ambiguous = ambiguous || raw != nil
@@ -50,11 +60,33 @@ func StringParam(params json.RawMessage, name string) (s string, ok, ambiguous b
 		}
 		return nil
 	})
-	if err != nil || raw == nil {
-		return "", false, ambiguous
+	if err != nil {
+		return nil, ambiguous
 	}
-	s, ok = stringValue(raw)
-	return s, ok, ambiguous
+	return raw, ambiguous
+}
+
+// CompletionRef reads params.ref of a completion/complete (MethodComplete): the item the
+// completion is for, a prompt (ref/prompt, its name) or a resource (ref/resource, its uri, a
+// URI or URI template). ok is false when params.ref is not an object with one of those types
+// and a non-empty string name or uri; ambiguous as StringParam's, for any member read.
+func CompletionRef(params json.RawMessage) (it Item, name string, ok, ambiguous bool) {
+	ref, ambiguous := memberOf(params, "ref")
+	typ, typOK, amb := StringParam(ref, "type")
+	ambiguous = ambiguous || amb
+	member := ""
+	switch {
+	case !typOK:
+	case typ == "ref/prompt":
+		it, member = Prompt, "name"
+	case typ == "ref/resource":
+		it, member = Resource, "uri"
+	}
+	if member == "" {
+		return NoItem, "", false, ambiguous
+	}
+	name, ok, amb = StringParam(ref, member)
+	return it, name, ok && name != "", ambiguous || amb
 }
 
 // Base64 sentinel of a mirrored header value that is not plain ASCII: =?base64?VALUE?=, VALUE the

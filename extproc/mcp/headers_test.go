@@ -1,6 +1,9 @@
 package mcp
 
-import "testing"
+import (
+	"encoding/json"
+	"testing"
+)
 
 func TestDecodeHeaderValue(t *testing.T) {
 	for _, tt := range []struct {
@@ -46,6 +49,38 @@ func TestStringParam(t *testing.T) {
 		got, ok, amb := StringParam([]byte(tt.params), tt.member)
 		if got != tt.want || ok != tt.ok || amb != tt.ambiguous {
 			t.Errorf("StringParam(%s, %s) = %q, %v, %v, want %q, %v, %v", tt.params, tt.member, got, ok, amb, tt.want, tt.ok, tt.ambiguous)
+		}
+	}
+}
+
+func TestCompletionRef(t *testing.T) {
+	for params, want := range map[string]string{
+		`{"ref":{"type":"ref/prompt","name":"p"},"argument":{}}`:        "prompt p",
+		`{"ref":{"type":"ref/resource","uri":"file:///{x}"}}`:           "resource file:///{x}",
+		`{"ref":{"type":"ref/resource","name":"n","uri":"u"}}`:          "resource u",
+		`{"ref":{"type":"ref/prompt","name":"p"},"REF":{}}`:             "prompt p ambiguous",
+		`{"ref":{"type":"ref/prompt","name":"p","NAME":"q"}}`:           "prompt p ambiguous",
+		`{"ref":{"type":"ref/prompt","type":"ref/resource","uri":"u"}}`: "resource u ambiguous",
+		// Not an item.
+		`{"ref":{"type":"ref/prompt","uri":"u"}}`: "",
+		`{"ref":{"type":"ref/prompt","name":""}}`: "",
+		`{"ref":{"type":"ref/prompt","name":7}}`:  "",
+		`{"ref":{"type":"ref/tool","name":"t"}}`:  "",
+		`{"ref":{"name":"p"}}`:                    "",
+		`{"ref":"ref/prompt"}`:                    "",
+		`{}`:                                      "",
+		`[]`:                                      "",
+	} {
+		it, name, ok, ambiguous := CompletionRef(json.RawMessage(params))
+		got := ""
+		if ok {
+			got = it.String() + " " + name
+		}
+		if ambiguous {
+			got += " ambiguous"
+		}
+		if got != want {
+			t.Errorf("CompletionRef(%s) = %q, want %q", params, got, want)
 		}
 	}
 }

@@ -67,6 +67,9 @@ const (
 const (
 	MethodToolsCall = "tools/call"
 	MethodToolsList = "tools/list"
+	// MethodComplete asks for completions of a prompt's or resource template's argument; the
+	// rules judge it as the item its ref names (CompletionRef).
+	MethodComplete = "completion/complete"
 )
 
 // Message is one JSON-RPC message. Its slices alias the parsed body.

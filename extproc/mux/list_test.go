@@ -231,3 +231,33 @@ func TestMuxListLimit(t *testing.T) {
 		t.Errorf("tools/list of one 3 KB list: %d %d bytes %.200s", resp.StatusCode, len(got), got)
 	}
 }
+
+// TestMuxComplete: completion/complete goes to the target its ref's prefix names, with the
+// target's own name or URI; a ref of another type, or without its name, is -32602, as the
+// front hop refuses it.
+func TestMuxComplete(t *testing.T) {
+	echo := func(name string) *rawTarget {
+		return &rawTarget{answer: func(method string, params json.RawMessage) (any, int) {
+			var p struct {
+				Ref json.RawMessage `json:"ref"`
+			}
+			json.Unmarshal(params, &p)
+			return map[string]any{"completion": map[string]any{"values": []string{name + " " + string(p.Ref)}}}, 0
+		}}
+	}
+	url := newRawGateway(t, mux.Options{}, contract.FailClosed, []string{"a", "b"}, echo("a"), echo("b"))
+	sid, _ := openRaw(t, url)
+	for ref, want := range map[string]string{
+		`{"type":"ref/prompt","name":"b_p"}`:          `"values":["b {\"name\":\"p\",\"type\":\"ref/prompt\"}"]`,
+		`{"type":"ref/resource","uri":"a+file:///x"}`: `"values":["a {\"type\":\"ref/resource\",\"uri\":\"file:///x\"}"]`,
+		`{"type":"ref/prompt","name":"c_p"}`:          `"message":"Unknown prompt: c_p"`,
+		`{"type":"ref/resource","uri":"file:///x"}`:   `"message":"Unknown resource: file:///x"`,
+		`{"type":"ref/other","name":"a_p"}`:           `"code":-32602`,
+		`{"type":"ref/prompt","uri":"a_p"}`:           `"code":-32602`,
+	} {
+		resp, got := post(t, url, sid, `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":`+ref+`,"argument":{"name":"x","value":""}}}`)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(got, want) {
+			t.Errorf("ref %s: %d %s, want %s", ref, resp.StatusCode, got, want)
+		}
+	}
+}

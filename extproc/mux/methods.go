@@ -504,23 +504,20 @@ func (c *call) route(msg *message, it mcp.Item, nameMember string) {
 	c.forward(msg, mb, rest)
 }
 
-// complete routes completion/complete by its ref: a prompt's name or a resource template's URI.
+// complete routes completion/complete by its ref: a prompt's name or a resource's (template's)
+// URI, read as the front hop reads it to judge it (mcp.CompletionRef).
 func (c *call) complete(msg *message) {
+	it, name, ok, _ := mcp.CompletionRef(msg.Params)
 	params, _, _ := stringMember(msg.Params, "")
 	var ref map[string]json.RawMessage
-	var typ string
-	if params == nil || json.Unmarshal(params["ref"], &ref) != nil || json.Unmarshal(ref["type"], &typ) != nil {
-		c.writeError(http.StatusOK, msg.ID, mcp.CodeInvalidParams, "mcpgate mux: completion/complete: params.ref must be an object with a type")
+	if !ok || params == nil || json.Unmarshal(params["ref"], &ref) != nil || ref == nil {
+		c.writeError(http.StatusOK, msg.ID, mcp.CodeInvalidParams,
+			`mcpgate mux: completion/complete: params.ref must be an object with "type":"ref/prompt" and a string name, or "type":"ref/resource" and a string uri`)
 		return
 	}
-	it, nameMember := mcp.Prompt, "name"
-	if typ == "ref/resource" {
-		it, nameMember = mcp.Resource, "uri"
-	}
-	var name string
-	if json.Unmarshal(ref[nameMember], &name) != nil {
-		c.writeError(http.StatusOK, msg.ID, mcp.CodeInvalidParams, "mcpgate mux: completion/complete: params.ref."+nameMember+" must be a string")
-		return
+	nameMember := "name"
+	if it == mcp.Resource {
+		nameMember = "uri"
 	}
 	mb, rest, ok := c.split(msg, it, name)
 	if !ok {
