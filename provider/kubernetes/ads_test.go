@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -117,6 +118,27 @@ func (w *adsWatch) hasNames(typeURL string, names ...string) error {
 	want := slices.Sorted(slices.Values(names))
 	if !slices.Equal(got, want) {
 		return fmt.Errorf("%s: served %q, want %q", typeURL, got, want)
+	}
+	return nil
+}
+
+// hasEndpoints returns an error unless the ClusterLoadAssignment of cluster is served and holds
+// exactly the addresses want, in any order.
+func (w *adsWatch) hasEndpoints(cluster string, want ...string) error {
+	m, ok := w.get(resourcev3.EndpointType, cluster)
+	if !ok {
+		return fmt.Errorf("no ClusterLoadAssignment %s; served %q", cluster, w.names(resourcev3.EndpointType))
+	}
+	var got []string
+	for _, l := range m.(*endpointv3.ClusterLoadAssignment).GetEndpoints() {
+		for _, e := range l.GetLbEndpoints() {
+			got = append(got, e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress())
+		}
+	}
+	slices.Sort(got)
+	want = slices.Sorted(slices.Values(want))
+	if !slices.Equal(got, want) {
+		return fmt.Errorf("ClusterLoadAssignment %s: endpoints %q, want %q", cluster, got, want)
 	}
 	return nil
 }

@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
@@ -513,13 +512,26 @@ func checkDataPlane(t *testing.T, ns, name string, ports []int32) {
 		t.Errorf("the bootstrap's %s has no TLS transport socket", contract.XDSCluster)
 	}
 	// the mux and its upstream listener on the sockets the sidecar serves and dials (args below)
+	var muxAt []string
 	for _, c := range b.GetStaticResources().GetClusters() {
-		if p := c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetPipe().GetPath(); c.GetName() == contract.MuxCluster && p != kubernetes.MuxSocket {
-			t.Errorf("the bootstrap's %s is at %q, want %s", contract.MuxCluster, p, kubernetes.MuxSocket)
+		if c.GetName() != contract.MuxCluster {
+			continue
+		}
+		for _, l := range c.GetLoadAssignment().GetEndpoints() {
+			for _, e := range l.GetLbEndpoints() {
+				muxAt = append(muxAt, e.GetEndpoint().GetAddress().GetPipe().GetPath())
+			}
 		}
 	}
-	if ls := b.GetStaticResources().GetListeners(); len(ls) != 1 || ls[0].GetAddress().GetPipe().GetPath() != kubernetes.MuxUpstreamSocket {
-		t.Errorf("the bootstrap's listeners %v, want %s on %s", ls, contract.MuxUpstreamListener, kubernetes.MuxUpstreamSocket)
+	if !slices.Equal(muxAt, []string{kubernetes.MuxSocket}) {
+		t.Errorf("the bootstrap's %s is at %q, want one endpoint, the socket %s", contract.MuxCluster, muxAt, kubernetes.MuxSocket)
+	}
+	var listeners []string // NAME on SOCKET
+	for _, l := range b.GetStaticResources().GetListeners() {
+		listeners = append(listeners, l.GetName()+" on "+l.GetAddress().GetPipe().GetPath())
+	}
+	if want := contract.MuxUpstreamListener + " on " + kubernetes.MuxUpstreamSocket; !slices.Equal(listeners, []string{want}) {
+		t.Errorf("the bootstrap's listeners %q, want %s", listeners, want)
 	}
 	pod := dep.Spec.Template.Spec
 	if len(pod.InitContainers) != 1 || pod.InitContainers[0].Name != "extproc" ||
@@ -608,6 +620,24 @@ func deref(b *bool) string {
 		return "unset"
 	}
 	return strconv.FormatBool(*b)
+}
+
+// backendAccepted returns the message of the AgentgatewayBackend key's Accepted condition, or an
+// error unless that condition is True at the backend's generation and its message holds each of
+// parts.
+func backendAccepted(t *testing.T, key types.NamespacedName, parts ...string) (string, error) {
+	t.Helper()
+	be := get(t, key, &v1alpha1.AgentgatewayBackend{})
+	if err := condition(be.Status.Conditions, "Accepted", metav1.ConditionTrue, "", be.Generation); err != nil {
+		return "", fmt.Errorf("AgentgatewayBackend %s: %w", key, err)
+	}
+	msg := meta.FindStatusCondition(be.Status.Conditions, "Accepted").Message
+	for _, p := range parts {
+		if !strings.Contains(msg, p) {
+			return msg, fmt.Errorf("AgentgatewayBackend %s: Accepted message %q does not hold %q", key, msg, p)
+		}
+	}
+	return msg, nil
 }
 
 // checkInvalid checks that the CRD schema refuses malformed objects and that objects the schema
@@ -717,18 +747,7 @@ spec:
 // the test writes them).
 func checkSelectorTargets(t *testing.T, ads *adsWatch) {
 	const cluster = "agentgatewaybackend/agentgateway-system/selected/everything/agentgateway-system/everything/3001"
-	slice := func(addrs string) []byte {
-		return []byte(`apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: everything-1
-  namespace: agentgateway-system
-  labels: {kubernetes.io/service-name: everything}
-addressType: IPv4
-ports: [{name: mcp, port: 3001}]
-endpoints:
-` + addrs)
-	}
+	slice := func(addrs string) []byte { return []byte(endpointSliceYAML(labNS, "everything", 3001, addrs)) }
 	mustKubectl(t, []byte(`apiVersion: v1
 kind: Service
 metadata:
@@ -757,38 +776,13 @@ spec:
   - matches: [{path: {type: PathPrefix, value: /everything}}]
     backendRefs: [{group: agentgateway.dev, kind: AgentgatewayBackend, name: selected}]
 `), "apply", "-f", "-")
-	endpoints := func(want ...string) func() error {
-		return func() error {
-			m, ok := ads.get(resourcev3.EndpointType, cluster)
-			if !ok {
-				return fmt.Errorf("no ClusterLoadAssignment %s; served %q", cluster, ads.names(resourcev3.EndpointType))
-			}
-			var got []string
-			for _, l := range m.(*endpointv3.ClusterLoadAssignment).GetEndpoints() {
-				for _, e := range l.GetLbEndpoints() {
-					got = append(got, e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress())
-				}
-			}
-			slices.Sort(got)
-			if !slices.Equal(got, want) {
-				return fmt.Errorf("endpoints %q, want %q", got, want)
-			}
-			return nil
-		}
-	}
 	mustKubectl(t, slice("- addresses: [10.3.0.1]\n- addresses: [10.3.0.2]\n"), "apply", "-f", "-")
-	eventually(t, "endpoints from the EndpointSlice", endpoints("10.3.0.1", "10.3.0.2"))
+	eventually(t, "endpoints from the EndpointSlice", func() error { return ads.hasEndpoints(cluster, "10.3.0.1", "10.3.0.2") })
 	mustKubectl(t, slice("- addresses: [10.3.0.2]\n- addresses: [10.3.0.3]\n"), "apply", "-f", "-")
-	eventually(t, "endpoints follow the EndpointSlice", endpoints("10.3.0.2", "10.3.0.3"))
+	eventually(t, "endpoints follow the EndpointSlice", func() error { return ads.hasEndpoints(cluster, "10.3.0.2", "10.3.0.3") })
 	eventually(t, "backend status names the Service", func() error {
-		be := get(t, types.NamespacedName{Namespace: labNS, Name: "selected"}, &v1alpha1.AgentgatewayBackend{})
-		if err := condition(be.Status.Conditions, "Accepted", metav1.ConditionTrue, "", be.Generation); err != nil {
-			return err
-		}
-		if c := meta.FindStatusCondition(be.Status.Conditions, "Accepted"); !strings.Contains(c.Message, "everything") {
-			return fmt.Errorf("Accepted message %q does not name the Service", c.Message)
-		}
-		return nil
+		_, err := backendAccepted(t, types.NamespacedName{Namespace: labNS, Name: "selected"}, "everything")
+		return err
 	})
 	mustKubectl(t, nil, "-n", labNS, "delete", "httproute/selected", "agentgatewaybackend/selected", "service/everything", "endpointslice/everything-1")
 	eventually(t, "selector cluster removed", func() error {
@@ -797,6 +791,21 @@ spec:
 		}
 		return nil
 	})
+}
+
+// endpointSliceYAML is the manifest of the EndpointSlice SERVICE-1 in ns of the Service's port
+// named mcp, on port, with endpoints (the YAML list items, one a line).
+func endpointSliceYAML(ns, service string, port int, endpoints string) string {
+	return fmt.Sprintf(`apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: %s-1
+  namespace: %s
+  labels: {kubernetes.io/service-name: %s}
+addressType: IPv4
+ports: [{name: mcp, port: %d}]
+endpoints:
+`, service, ns, service, port) + endpoints
 }
 
 func backendYAML(name, target string) string {
