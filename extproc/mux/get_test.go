@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -241,6 +242,18 @@ func TestMuxGetStreamRefused(t *testing.T) {
 	}
 
 	req, _ := http.NewRequest(http.MethodGet, gw.url, nil)
+	req.Header.Set("Accept", "text/event-stream")
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "speaks Streamable HTTP") {
+			t.Errorf("GET without a session (an HTTP+SSE client): %d %s, want 400 saying the backend speaks Streamable HTTP", resp.StatusCode, body)
+		}
+	}
+
+	req, _ = http.NewRequest(http.MethodGet, gw.url, nil)
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("Mcp-Session-Id", sid)
 	if resp, err := http.DefaultClient.Do(req); err != nil {
