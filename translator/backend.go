@@ -468,7 +468,17 @@ func (t *translation) notMultiplexed(m *v1alpha1.MCPBackend, all []mcpTarget) (w
 			return fmt.Sprintf("target %s speaks %s, and mcpgate's mux speaks Streamable HTTP to its targets", mt.tg.name, mt.tg.mcp), f
 		}
 		if err := (contract.MuxTarget{Name: mt.tg.name, Cluster: mt.tg.cluster.Name, Path: mt.tg.path}).Check(); err != nil {
-			return "target " + mt.tg.name + " does not fit the mux: " + err.Error(), f
+			why := "target " + mt.tg.name + " does not fit the mux: " + err.Error()
+			switch badName := strings.ContainsAny(mt.tg.name, contract.MuxSeparators); {
+			case m.Targets[mt.index].Static == nil:
+				// a Service port the selector found: its name and path come from the Service
+				return why + " (a selected Service's name and path: its annotations " + AnnotationMCPTargetName +
+					" and " + AnnotationMCPPath + ")", f + ".selector"
+			case badName:
+				return why, f + ".name"
+			default:
+				return why, f + ".static.path"
+			}
 		}
 		if j, dup := seen[mt.tg.name]; dup {
 			return fmt.Sprintf("two targets are named %s (spec.mcp.targets[%d] and [%d]): a prefix must name one", mt.tg.name, j, mt.index), f

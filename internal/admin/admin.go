@@ -11,6 +11,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
+// maxScrapes bounds the /metrics requests served at once (promhttp answers 503 past it): a
+// scrape reads every metric, and the data plane's sidecar reads Envoy's statistics too.
+const maxScrapes = 4
+
 // Mux routes the admin endpoints. Create it with New; it is an http.Handler.
 type Mux struct {
 	mux   *http.ServeMux
@@ -21,7 +25,7 @@ type Mux struct {
 // awaited returns ""; else 503 with what it returns: what is awaited).
 func New(g prometheus.Gatherer, awaited func() string) *Mux {
 	m := &Mux{mux: http.NewServeMux()}
-	m.Handle("/metrics", "Prometheus metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	m.Handle("/metrics", "Prometheus metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{MaxRequestsInFlight: maxScrapes}))
 	m.Handle("/healthz", "200 while the process runs", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	}))

@@ -54,10 +54,11 @@ type EnvoyStats struct {
 	client *http.Client
 	up     prometheus.Gauge
 
-	mu      sync.Mutex
-	known   bool            // state was reported once
-	reached bool            // the last fetch succeeded
-	clashes map[string]bool // families of Envoy's dropped for a name of the process's, logged once
+	mu       sync.Mutex
+	inflight *flight         // the fetch under way, which concurrent scrapes share
+	known    bool            // state was reported once
+	reached  bool            // the last fetch succeeded
+	clashes  map[string]bool // families of Envoy's dropped for a name of the process's, logged once
 }
 
 // NewEnvoyStats reads Envoy's statistics from rawURL (http://127.0.0.1:15000/stats/prometheus)
@@ -69,7 +70,9 @@ func NewEnvoyStats(rawURL string, reg prometheus.Registerer, log *slog.Logger) (
 	}
 	e := &EnvoyStats{url: rawURL, Timeout: DefaultEnvoyStatsTimeout, MaxBytes: DefaultEnvoyStatsMaxBytes, log: log,
 		// Envoy's admin is in the pod: no proxy from the environment, one connection kept.
-		client: &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1, DisableCompression: true}},
+		client: &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1, DisableCompression: true},
+			// Envoy's admin never redirects: an answer that does is not its statistics.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 		up: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mcpgate_envoy_stats_up",
 			Help: "1 when the last scrape read Envoy's statistics from its admin endpoint (--envoy-stats-url), 0 when it could not (they are missing from that scrape)"}),
 		clashes: map[string]bool{}}
@@ -96,7 +99,7 @@ func CheckEnvoyStatsURL(rawURL string) error {
 // mcpgate_envoy_stats_up (among own's, when registered with the same registry) is 0.
 func (e *EnvoyStats) Gatherer(own prometheus.Gatherer) prometheus.Gatherer {
 	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
-		envoy, err := e.fetch()
+		envoy, err := e.shared()
 		e.report(err)
 		mfs, ownErr := own.Gather()
 		have := make(map[string]bool, len(mfs))
@@ -112,6 +115,34 @@ func (e *EnvoyStats) Gatherer(own prometheus.Gatherer) prometheus.Gatherer {
 		}
 		return mfs, ownErr
 	})
+}
+
+// flight is one fetch of Envoy's statistics and its result, ready once done is closed.
+type flight struct {
+	done chan struct{}
+	mfs  []*dto.MetricFamily
+	err  error
+}
+
+// shared returns the result of a fetch: the one under way if there is one, else a new one. However
+// many scrapes come at once, Envoy renders its statistics (on its main thread, which also serves
+// xDS) once for them, and the sidecar holds one copy; the families are only read afterwards.
+func (e *EnvoyStats) shared() ([]*dto.MetricFamily, error) {
+	e.mu.Lock()
+	if f := e.inflight; f != nil {
+		e.mu.Unlock()
+		<-f.done
+		return f.mfs, f.err
+	}
+	f := &flight{done: make(chan struct{})}
+	e.inflight = f
+	e.mu.Unlock()
+	f.mfs, f.err = e.fetch()
+	e.mu.Lock()
+	e.inflight = nil
+	e.mu.Unlock()
+	close(f.done)
+	return f.mfs, f.err
 }
 
 // fetch reads and parses Envoy's statistics, sorted by family name.

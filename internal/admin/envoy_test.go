@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -293,5 +295,38 @@ func TestEnvoyStatsURL(t *testing.T) {
 		if _, err := admin.NewEnvoyStats(u, prometheus.NewRegistry(), slog.New(slog.DiscardHandler)); err == nil {
 			t.Errorf("URL %q accepted", u)
 		}
+	}
+}
+
+// TestEnvoyStatsShared: scrapes that come while a fetch of Envoy's statistics is under way share
+// it: Envoy renders them once for all of them.
+func TestEnvoyStatsShared(t *testing.T) {
+	var fetches atomic.Int32
+	release := make(chan struct{})
+	envoy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fetches.Add(1)
+		<-release
+		io.WriteString(w, envoyText)
+	}))
+	t.Cleanup(envoy.Close)
+	s := newScrapeSetup(t, envoy.URL+"/stats/prometheus")
+	const scrapes = 8
+	var wg sync.WaitGroup
+	var arrived atomic.Int32
+	gather := s.stats.Gatherer(prometheus.NewRegistry())
+	for range scrapes {
+		wg.Go(func() {
+			arrived.Add(1)
+			gather.Gather()
+		})
+	}
+	// every scrape has started and the first fetch waits in Envoy: the others join it
+	for fetches.Load() == 0 || arrived.Load() < scrapes {
+		runtime.Gosched()
+	}
+	close(release)
+	wg.Wait()
+	if n := fetches.Load(); n >= scrapes {
+		t.Errorf("%d fetches of Envoy's statistics for %d concurrent scrapes, want them shared", n, scrapes)
 	}
 }
