@@ -6,7 +6,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
-// AgentgatewayPolicy attaches authentication and authorization to Gateways, HTTPRoutes and
+// AgentgatewayPolicy attaches authentication, authorization and rate limits to Gateways, HTTPRoutes and
 // AgentgatewayBackends.
 //
 // +kubebuilder:object:root=true
@@ -77,7 +77,54 @@ type TrafficPolicy struct {
 	// Authorization allows or denies requests with CEL expressions. A denied request gets 403.
 	// +optional
 	Authorization *Authorization `json:"authorization,omitempty"`
+	// RateLimit limits the rate of the targets' requests (agentgateway's traffic.rateLimit).
+	// +optional
+	RateLimit *RateLimitPolicy `json:"rateLimit,omitempty"`
 }
+
+// RateLimitPolicy limits the rate of requests. Only local limits exist in mcpgate:
+// agentgateway's global (a rate limit service) is not part of this API.
+type RateLimitPolicy struct {
+	// Local are token buckets kept by each gateway replica on its own: over the limit a request
+	// gets 429. mcpgate applies one entry with requests (Envoy's local rate limit filter, one
+	// bucket per Envoy route and replica); more than one, and tokens, are refused by the
+	// translator.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	Local []LocalRateLimit `json:"local"`
+}
+
+// LocalRateLimit is a token bucket: Requests (or Tokens) per Unit, plus Burst.
+//
+// +kubebuilder:validation:ExactlyOneOf=requests;tokens
+type LocalRateLimit struct {
+	// Requests is how many requests a Unit admits; the bucket refills at this rate.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	Requests *int32 `json:"requests,omitempty"`
+	// Tokens is an LLM token budget per Unit (agentgateway). Accepted by the schema for
+	// compatibility; refused by mcpgate's translator, which limits requests only.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	Tokens *int32 `json:"tokens,omitempty"`
+	// Unit is the period of Requests: Seconds, Minutes or Hours.
+	Unit RateLimitUnit `json:"unit"`
+	// Burst is how many requests beyond Requests the bucket holds when full (default 0).
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	Burst *int32 `json:"burst,omitempty"`
+}
+
+// RateLimitUnit is the period of a local rate limit.
+// +kubebuilder:validation:Enum=Seconds;Minutes;Hours
+type RateLimitUnit string
+
+// RateLimitUnit values.
+const (
+	RateLimitUnitSeconds RateLimitUnit = "Seconds"
+	RateLimitUnitMinutes RateLimitUnit = "Minutes"
+	RateLimitUnitHours   RateLimitUnit = "Hours"
+)
 
 // JWTAuthentication authenticates callers with a JWT from the Authorization: Bearer header.
 //
