@@ -271,9 +271,10 @@ func (t *translation) buildGateway(gi *gatewayInfo) *GatewayConfig {
 		func() {
 			for _, port := range portList {
 				name := listenerName(gi, port)
-				cfg.Listeners = append(cfg.Listeners, t.xds.listener(name, port))
 				rc := &routev3.RouteConfiguration{Name: name, IgnorePortInHostMatching: true, VirtualHosts: gb.virtualHosts(gi.listeners, port, refuse),
 					InternalOnlyHeaders: []string{originalPathHeader}}
+				limited := t.rateLimits && usesFilter(rc.VirtualHosts, localRateLimitFilterName)
+				cfg.Listeners = append(cfg.Listeners, t.xds.listener(name, port, limited))
 				cfg.Routes = append(cfg.Routes, rc)
 			}
 		},

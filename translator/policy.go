@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -33,7 +34,10 @@ type policyInfo struct {
 	jwt     *policyv1.JWTAuthentication
 	traffic []*policyv1.Rule
 	mcp     []*policyv1.Rule
-	targets []policyTarget
+	// rateLimit is the per-route LocalRateLimit of traffic.rateLimit (translateRateLimit), shared
+	// by every route it applies to; nil without one
+	rateLimit *anypb.Any
+	targets   []policyTarget
 	// problems are the refusals of validatePolicy
 	problems fieldErrors
 	resolved int // targets found
@@ -115,6 +119,7 @@ func (t *translation) indexPolicies() *policyIndex {
 	})
 	for _, pi := range t.policyList {
 		p := pi.p
+		t.rateLimits = t.rateLimits || pi.rateLimit != nil
 		t.st.add(pi.problems)
 		kind := policyKind(p)
 		for i := range pi.targets {
@@ -271,6 +276,9 @@ func (pi *policyInfo) conflictCondition(a *ancestorResult) metav1.Condition {
 	}
 	if len(pi.mcp) > 0 {
 		applied = append(applied, "spec.backend.mcp.authorization")
+	}
+	if pi.rateLimit != nil {
+		applied = append(applied, "spec.traffic.rateLimit")
 	}
 	if len(a.jwtApplies) > 0 {
 		applied = append(applied, "spec.traffic.jwtAuthentication through "+strings.Join(a.jwtApplies, ", "))
@@ -526,6 +534,9 @@ func (t *translation) validatePolicy(pi *policyInfo, p *v1alpha1.AgentgatewayPol
 		}
 		if a := tr.Authorization; a != nil {
 			pi.traffic = t.translateRules(a, pi.source, "traffic", "spec.traffic.authorization", bad)
+		}
+		if rl := tr.RateLimit; rl != nil {
+			pi.rateLimit = translateRateLimit(rl, "spec.traffic.rateLimit", bad)
 		}
 	}
 	if b := s.Backend; b != nil && b.MCP != nil && b.MCP.Authorization != nil {

@@ -1025,16 +1025,20 @@ func (t *translation) serviceRefTarget(svc *corev1.Service, p *corev1.ServicePor
 // ruleUse is a rule of a route on one listener: the policies that apply to it and its Envoy
 // routes (both made by buildRule).
 type ruleUse struct {
-	gi       *gatewayInfo
-	li       *listenerInfo
-	cr       *compiledRoute
-	c        *compiledRule
-	hosts    []string
-	base     *mergedPolicy    // the policies of the rule itself, without backends (redirects, 500s)
-	merges   []*mergedPolicy  // the policies of each backendRef (c.refs)
-	bad      bool             // an invalid policy applies: the rule answers 500
-	routes   []*routev3.Route // one per match
-	oneMerge [1]*mergedPolicy // room for merges of a rule with one backendRef
+	gi     *gatewayInfo
+	li     *listenerInfo
+	cr     *compiledRoute
+	c      *compiledRule
+	hosts  []string
+	base   *mergedPolicy   // the policies of the rule itself, without backends (redirects, 500s)
+	merges []*mergedPolicy // the policies of each backendRef (c.refs)
+	bad    bool            // an invalid policy applies: the rule answers 500
+	// baseLimit and limits are the per-route LocalRateLimit (rateLimitOf) of the rule itself
+	// (redirects) and of each backendRef; nil without one
+	baseLimit *anypb.Any
+	limits    []*anypb.Any
+	routes    []*routev3.Route // one per match
+	oneMerge  [1]*mergedPolicy // room for merges of a rule with one backendRef
 }
 
 // addRoutes attaches a route's rules to one listener.
@@ -1057,12 +1061,19 @@ func (t *translation) mergeRule(u *ruleUse) {
 	// the policies of every backend; without backends (redirects, 500s), of the rule itself
 	if len(c.refs) == 0 || c.redirect != nil {
 		u.base = t.merge(att)
+		u.baseLimit = t.rateLimitOf(att)
 	}
 	u.bad = u.base != nil && len(u.base.invalid) > 0
 	for i, ref := range c.refs {
 		a := att
 		a.backend = ref.tg.backend
 		u.merges[i] = t.merge(a)
+		if rl := t.rateLimitOf(a); rl != nil {
+			if u.limits == nil {
+				u.limits = make([]*anypb.Any, len(c.refs))
+			}
+			u.limits[i] = rl
+		}
 		u.bad = u.bad || u.merges[i] != nil && len(u.merges[i].invalid) > 0
 	}
 }
@@ -1141,6 +1152,11 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 	case c.redirect != nil:
 		tpl.redirect = &routev3.Route_Redirect{Redirect: redirectAction(c.redirect, li.l.Port)}
 		tpl.perFilter = t.xds.perFilter(t.perRouteConfig(&rb.config, extProcRoute{gateway: gi.key, route: routeID, policy: u.base.name()}), false)
+		if u.baseLimit != nil {
+			// Envoy's local rate limit filter reads the route's per-filter config whatever its
+			// action: a redirect is limited like a forwarded request.
+			tpl.perFilter = withFilter(tpl.perFilter, localRateLimitFilterName, u.baseLimit)
+		}
 		return tpl
 	case len(c.refs) == 0:
 		tpl.direct = directResponse(bodyNoBackend)
@@ -1191,6 +1207,16 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 		routeConfig = configs[0]
 	}
 	tpl.perFilter = t.xds.perFilter(routeConfig, allPin)
+	// The local rate limit likewise: on the route when every backendRef has the same (or the
+	// rule has one backend), else on the weighted clusters that have one. Each config is its own
+	// token bucket in Envoy: per route, or per weighted cluster of a route.
+	sameLimit := true
+	for _, l := range u.limits {
+		sameLimit = sameLimit && l == u.limits[0]
+	}
+	if sameLimit && len(u.limits) > 0 {
+		tpl.perFilter = withFilter(tpl.perFilter, localRateLimitFilterName, u.limits[0])
+	}
 	if len(c.refs) == 1 && c.invalidWeight == 0 {
 		tg := c.refs[0].tg
 		ab.cluster.Cluster = tg.cluster.Name
@@ -1226,6 +1252,9 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 				clusterConfig = configs[i]
 			}
 			cw.TypedPerFilterConfig = t.xds.perFilter(clusterConfig, !allPin && ref.tg.pinsSessions())
+			if !sameLimit && u.limits[i] != nil {
+				cw.TypedPerFilterConfig = withFilter(cw.TypedPerFilterConfig, localRateLimitFilterName, u.limits[i])
+			}
 			wc.Clusters = append(wc.Clusters, cw)
 		}
 		if c.invalidWeight > 0 {

@@ -45,6 +45,7 @@ type translation struct {
 	policyList   []*policyInfo            // every policy, oldest first
 	merged       map[string]*mergedPolicy // by policy name
 	mergeMu      sync.Mutex               // guards merged (routes attach concurrently)
+	rateLimits   bool                     // some policy sets traffic.rateLimit (rateLimitOf)
 }
 
 func newTranslation(in *Resources, opts Options) *translation {

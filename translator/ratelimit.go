@@ -1,0 +1,165 @@
+package translator
+
+import (
+	"strconv"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/mcpgate/mcpgate/api/v1alpha1"
+)
+
+// localRateLimitFilterName is Envoy's local rate limit HTTP filter and the key of its per-route
+// config. A listener's chain has it (after CORS, before the stateful session filter and
+// ext_proc) only when one of its routes carries a per-route LocalRateLimit: the filter-level
+// config has no token bucket and is not enabled (filter_enabled unset: 0%), so only routes with
+// their own config are limited (Envoy's resolveMostSpecificPerFilterConfig: the most specific
+// per-route config replaces the filter's, nothing merges).
+const localRateLimitFilterName = "envoy.filters.http.local_ratelimit"
+
+// rateLimitStatPrefix is the stat_prefix of every LocalRateLimit: Envoy counts
+// <prefix>.http_local_rate_limit.{enabled,ok,rate_limited,enforced} over every limited route.
+const rateLimitStatPrefix = "mcpgate_local_rate_limit"
+
+// rateLimitFilter is the local rate limit filter of a listener's chain: it does nothing unless a
+// route's per-route config enables it.
+func rateLimitFilter() *hcmv3.HttpFilter {
+	return &hcmv3.HttpFilter{Name: localRateLimitFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{
+		TypedConfig: mustAny(&localratelimitv3.LocalRateLimit{StatPrefix: rateLimitStatPrefix})}}
+}
+
+// rateLimitUnits are the fill intervals of the units.
+var rateLimitUnits = map[v1alpha1.RateLimitUnit]time.Duration{
+	v1alpha1.RateLimitUnitSeconds: time.Second,
+	v1alpha1.RateLimitUnitMinutes: time.Minute,
+	v1alpha1.RateLimitUnitHours:   time.Hour,
+}
+
+// translateRateLimit checks a policy's traffic.rateLimit (at field) and returns its per-route
+// LocalRateLimit: a token bucket of requests + burst tokens that refills requests tokens per
+// unit, enabled and enforced for every request. Envoy 1.34+ refills continuously
+// (AtomicTokenBucketImpl: requests/unit tokens a second, the bucket starting full), not once per
+// unit. One entry with requests is supported: Envoy's per-route config has one bucket; tokens
+// (LLM token budgets) are refused. bad reports a refused field.
+func translateRateLimit(rl *v1alpha1.RateLimitPolicy, field string, bad func(string, string)) *anypb.Any {
+	lf := field + ".local"
+	if len(rl.Local) == 0 {
+		bad(lf, "at least one entry is required")
+		return nil
+	}
+	var out *anypb.Any
+	requests := 0
+	for i, e := range rl.Local {
+		f := lf + "[" + strconv.Itoa(i) + "]"
+		ok := true
+		switch {
+		case e.Tokens != nil:
+			bad(f+".tokens", "LLM token budgets are not supported by mcpgate: it limits requests (Envoy's local rate limit filter); use requests")
+			ok = false
+		case e.Requests == nil:
+			bad(f, "exactly one of requests and tokens must be set")
+			ok = false
+		case *e.Requests < 1:
+			bad(f+".requests", strconv.Itoa(int(*e.Requests))+": must be at least 1")
+			ok = false
+		}
+		burst := int64(0)
+		if e.Burst != nil {
+			if burst = int64(*e.Burst); burst < 0 {
+				bad(f+".burst", strconv.Itoa(int(burst))+": must be at least 0")
+				ok = false
+			}
+		}
+		interval, known := rateLimitUnits[e.Unit]
+		if !known {
+			msg := unsupported(e.Unit, v1alpha1.RateLimitUnitSeconds, v1alpha1.RateLimitUnitMinutes, v1alpha1.RateLimitUnitHours)
+			if msg == "" {
+				msg = "a unit is required: Seconds, Minutes or Hours"
+			}
+			bad(f+".unit", msg)
+			ok = false
+		}
+		if e.Requests == nil {
+			continue
+		}
+		requests++
+		if requests > 1 {
+			bad(lf, "more than one entry with requests is not supported by mcpgate: Envoy's local rate limit filter keeps one token bucket "+
+				"per route; write one entry (requests per unit, plus burst)")
+			return nil
+		}
+		if ok {
+			out = mustAny(&localratelimitv3.LocalRateLimit{
+				StatPrefix: rateLimitStatPrefix,
+				TokenBucket: &typev3.TokenBucket{
+					MaxTokens:     uint32(int64(*e.Requests) + burst),
+					TokensPerFill: wrapperspb.UInt32(uint32(*e.Requests)),
+					FillInterval:  durationpb.New(interval),
+				},
+				// Both default to 0% ("for safety"): a per-route config without them limits nothing.
+				FilterEnabled:  allRequests(),
+				FilterEnforced: allRequests(),
+			})
+		}
+	}
+	return out
+}
+
+// allRequests is a runtime fraction of 100% without a runtime key (nothing can lower it).
+func allRequests() *corev3.RuntimeFractionalPercent {
+	return &corev3.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{Numerator: 100, Denominator: typev3.FractionalPercent_HUNDRED}}
+}
+
+// rateLimitOf returns the per-route LocalRateLimit of an attachment, or nil. It follows the
+// precedence of JWT authentication in merge: the most specific level that sets one (backend,
+// rule, route, listener, Gateway), within a level the oldest valid policy. An invalid policy at
+// any level makes the route answer 500 (merge), so its rate limit never applies.
+func (t *translation) rateLimitOf(a attachment) *anypb.Any {
+	if !t.rateLimits {
+		return nil
+	}
+	idx := t.policies
+	levels := [5][]*policyInfo{idx.gateway[a.gateway], idx.listener[a.listener], idx.route[a.route], idx.rule[a.rule], idx.backend[a.backend]}
+	if a.listener == "" {
+		levels[1] = nil
+	}
+	if a.rule == "" {
+		levels[3] = nil
+	}
+	if a.backend == "" {
+		levels[4] = nil
+	}
+	for l := len(levels) - 1; l >= 0; l-- {
+		for _, pi := range levels[l] {
+			if !pi.invalid && pi.rateLimit != nil {
+				return pi.rateLimit
+			}
+		}
+	}
+	return nil
+}
+
+// usesFilter reports whether a route of the virtual hosts, or one of its weighted clusters,
+// carries a per-route config of the filter name.
+func usesFilter(vhosts []*routev3.VirtualHost, name string) bool {
+	for _, vh := range vhosts {
+		for _, r := range vh.Routes {
+			if r.TypedPerFilterConfig[name] != nil {
+				return true
+			}
+			for _, cw := range r.GetRoute().GetWeightedClusters().GetClusters() {
+				if cw.TypedPerFilterConfig[name] != nil {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
