@@ -49,6 +49,12 @@ func (s *Stats) DownstreamResponse(prefix string, code int) {
 	}
 }
 
+// LocalRateLimit counts a local rate limit filter's counter (enabled, ok, rate_limited,
+// enforced) of a config of stat_prefix prefix.
+func (s *Stats) LocalRateLimit(prefix, counter string) {
+	s.inc(prefix + ".http_local_rate_limit." + counter)
+}
+
 // upstreamRequest counts a request attached to a connection of the cluster whose StatName is
 // statName.
 func (s *Stats) upstreamRequest(statName string) {
@@ -133,6 +139,23 @@ func (s *Server) WritePrometheus(w io.Writer, adminPrefix string) {
 	for _, c := range snap.Clusters {
 		names = append(names, "cluster."+c.StatName+".upstream_rq_total")
 	}
+	// Envoy makes a local rate limit config's counters with the config: the filter-level
+	// config's with the listener (mcpgate's per-route configs share its stat_prefix), the
+	// others' as they count (a per-route config's stat_prefix of its own shows once used).
+	for _, l := range snap.Listeners {
+		if rl := l.HCM.RateLimit; rl != nil {
+			for _, c := range rateLimitCounters {
+				names = append(names, rl.StatPrefix+".http_local_rate_limit."+c)
+			}
+		}
+	}
+	s.stats.mu.Lock()
+	for n := range s.stats.counters {
+		if strings.Contains(n, ".http_local_rate_limit.") {
+			names = append(names, n)
+		}
+	}
+	s.stats.mu.Unlock()
 	slices.Sort(names)
 	names = slices.Compact(names)     // listeners may share a stat_prefix, and its statistics
 	families := map[string][]string{} // family → its sample lines
@@ -156,13 +179,18 @@ func (s *Server) WritePrometheus(w io.Writer, adminPrefix string) {
 	}
 }
 
+// rateLimitCounters are the local rate limit filter's counters (ALL_LOCAL_RATE_LIMIT_STATS).
+var rateLimitCounters = []string{"enabled", "enforced", "ok", "rate_limited"}
+
 var (
 	// Envoy's default tag extractors that the double's stats meet (well_known_names.cc), in
 	// its order: the first group is taken out of the name, the second is the tag's value.
 	codeClassTag = regexp.MustCompile(`_rq_(\d)xx$`)
 	clusterTag   = regexp.MustCompile(`^cluster\.(([^.]+)\.)`)
 	hcmTag       = regexp.MustCompile(`^http\.((.*?)\.)`)
-	notPromName  = regexp.MustCompile(`[^a-zA-Z0-9_]`)
+	// localRateLimitTag is LOCAL_HTTP_RATELIMIT_PREFIX, "$.http_local_rate_limit.**"
+	localRateLimitTag = regexp.MustCompile(`^(([^.]+)\.)http_local_rate_limit\.`)
+	notPromName       = regexp.MustCompile(`[^a-zA-Z0-9_]`)
 )
 
 // tagExtract returns the Prometheus family of a stat name and its labels as Envoy writes them:
@@ -174,7 +202,8 @@ func tagExtract(stat string) (family, labels string) {
 	for _, x := range []struct {
 		re  *regexp.Regexp
 		tag string
-	}{{codeClassTag, "envoy_response_code_class"}, {clusterTag, "envoy_cluster_name"}, {hcmTag, "envoy_http_conn_manager_prefix"}} {
+	}{{codeClassTag, "envoy_response_code_class"}, {clusterTag, "envoy_cluster_name"}, {hcmTag, "envoy_http_conn_manager_prefix"},
+		{localRateLimitTag, "envoy_local_http_ratelimit_prefix"}} {
 		m := x.re.FindStringSubmatchIndex(stat)
 		if m == nil {
 			continue

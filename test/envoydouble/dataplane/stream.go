@@ -129,6 +129,9 @@ func (st *stream) run() {
 	if st.corsDecode() { // first in the chain: a preflight it answers reaches no other decoder
 		return
 	}
+	if st.rateLimitDecode() { // right after CORS: a refused request reaches no other decoder
+		return
+	}
 	if st.sessionBeforeExtProc() {
 		st.sessionDecode()
 	}

@@ -53,6 +53,10 @@ type HCM struct {
 	// implements it first in the chain only: it decodes before, and encodes after, every other
 	// filter.
 	Cors *CorsFilter
+	// RateLimit is the envoy.filters.http.local_ratelimit filter, nil when the chain has none.
+	// The double implements it right after the CORS filter (or first): it decodes before the
+	// stateful session filter and ext_proc, and a 429 it sends passes every encoder.
+	RateLimit *RateLimitFilter
 	// AccessLogs are access_log, each written when a stream ends.
 	AccessLogs []*AccessLog
 	// DropUnderscoreHeaders is common_http_protocol_options.headers_with_underscores_action
@@ -295,6 +299,13 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 			if out.Cors, err = CompileCors(f.GetName(), f.GetTypedConfig(), fp+".typed_config"); err != nil {
 				return nil, err
 			}
+		case LocalRateLimitFilterType:
+			if i != 0 && (i != 1 || out.Cors == nil) {
+				return nil, fmt.Errorf("%s: a local_ratelimit filter elsewhere than first or right after cors is not implemented by envoydouble", fp)
+			}
+			if out.RateLimit, err = CompileRateLimitFilter(f.GetName(), f.GetTypedConfig(), fp+".typed_config"); err != nil {
+				return nil, err
+			}
 		case routerType:
 			if i != len(filters)-1 {
 				return nil, fmt.Errorf("%s: the router must be the last filter", fp)
@@ -308,7 +319,7 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 				return nil, err
 			}
 		default:
-			return nil, fmt.Errorf("%s.typed_config: filter type %s not implemented by envoydouble (cors, ext_proc, stateful_session, router)", fp, f.GetTypedConfig().GetTypeUrl())
+			return nil, fmt.Errorf("%s.typed_config: filter type %s not implemented by envoydouble (cors, local_ratelimit, ext_proc, stateful_session, router)", fp, f.GetTypedConfig().GetTypeUrl())
 		}
 	}
 	if len(filters) == 0 || filters[len(filters)-1].GetTypedConfig().GetTypeUrl() != routerType {

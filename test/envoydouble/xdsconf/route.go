@@ -785,10 +785,13 @@ type PerFilter struct {
 	StatefulSession map[string]*StatefulSessionPerRoute
 	// Cors are the cors per-route configs (CorsPolicy) by filter name (nil = none).
 	Cors map[string]*CorsPolicy
+	// RateLimit are the local_ratelimit per-route configs (LocalRateLimit) by filter name (nil =
+	// none), each with its own token bucket.
+	RateLimit map[string]*LocalRateLimit
 }
 
 // compilePerFilter compiles typed_per_filter_config. The double implements the ext_proc,
-// stateful_session and cors per-route configs; any other type is refused.
+// stateful_session, cors and local_ratelimit per-route configs; any other type is refused.
 func compilePerFilter(m map[string]*anypb.Any, path string) (PerFilter, error) {
 	var out PerFilter
 	for name, a := range m {
@@ -797,6 +800,8 @@ func compilePerFilter(m map[string]*anypb.Any, path string) (PerFilter, error) {
 		switch a.GetTypeUrl() {
 		case corsPolicyType:
 			err = addPerFilter(&out.Cors, name, a, p, compileCorsPolicy)
+		case LocalRateLimitFilterType:
+			err = addPerFilter(&out.RateLimit, name, a, p, compileLocalRateLimit)
 		case statefulSessionPerRouteType:
 			err = addPerFilter(&out.StatefulSession, name, a, p, compileStatefulSessionPerRoute)
 		default:

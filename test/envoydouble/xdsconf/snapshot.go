@@ -116,6 +116,13 @@ func apply[M any, PM interface {
 			*errs = append(*errs, fmt.Errorf("%s %q: %w", kind, name, err))
 			continue
 		}
+		if prev, ok := old[name]; ok && oldRaw[name] != nil && proto.Equal(oldRaw[name], m) {
+			// Envoy leaves a resource whose content did not change as it is (it compares
+			// hashes): its state stays, a route's local rate limit buckets among it.
+			dst[name] = prev
+			raw[name] = oldRaw[name]
+			continue
+		}
 		v, got, err := compile(m)
 		if err == nil && got != name {
 			err = fmt.Errorf("%s %q: resource name %q differs from the name in the resource", kind, name, got)
