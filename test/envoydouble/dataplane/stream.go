@@ -126,6 +126,10 @@ func (st *stream) run() {
 	st.armIdle(st.lis.HCM.StreamIdleTimeout) // a route's idle_timeout replaces it when the route matches
 	st.matchRoute()
 	st.setupExtProc()
+	// The body exists before any decoder answers: one that answers early leaves it to finish's
+	// release, which drains it so that the connection serves the next request.
+	hasBody := st.r.ContentLength != 0 || len(st.r.TransferEncoding) > 0
+	st.body = &downstreamBody{r: st.r.Body, n: &st.bytesIn, touch: st.touch, empty: !hasBody}
 	if st.corsDecode() { // first in the chain: a preflight it answers reaches no other decoder
 		return
 	}
@@ -136,8 +140,6 @@ func (st *stream) run() {
 		st.sessionDecode()
 	}
 
-	hasBody := st.r.ContentLength != 0 || len(st.r.TransferEncoding) > 0
-	st.body = &downstreamBody{r: st.r.Body, n: &st.bytesIn, touch: st.touch, empty: !hasBody}
 	var body io.Reader = st.body
 	if st.ep != nil {
 		res := st.ep.RequestHeaders(st.req, !hasBody)

@@ -91,7 +91,8 @@ func TestLocalRateLimitAsEnvoy(t *testing.T) {
 			t.Fatalf("request %d: %d %q, want 200 (the bucket holds 2)", i+1, resp.StatusCode, body)
 		}
 	}
-	resp, body := get("/limited")
+	// A POST with a body: refused before it is read, its connection still serves the next request.
+	resp, body := do(t, "POST", e.url("/limited"), strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
 	if resp.StatusCode != 429 || body != "local_rate_limited" || resp.Header.Get("content-type") != "text/plain" ||
 		resp.Header.Get("x-envoy-ratelimited") != "" || resp.Header.Get("x-ratelimit-limit") != "" {
 		t.Errorf("third request: %d %q %v, want 429 local_rate_limited text/plain, no x-envoy-ratelimited or x-ratelimit-*", resp.StatusCode, body, resp.Header)
