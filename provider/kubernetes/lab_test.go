@@ -672,6 +672,9 @@ spec:
 			"jwtAuthentication.mcp requires mode Strict"},
 		{"MCP identity provider outside the enum", mcpOAuthPolicyYAML("mcp-idp", "mcp: {provider: Google}"),
 			`spec.traffic.jwtAuthentication.mcp.provider: Unsupported value: "Google"`},
+		{"rate limit with requests and tokens", rateLimitPolicyYAML("rl-both", "{requests: 2, tokens: 100, unit: Minutes}"), "exactly one of"},
+		{"rate limit unit outside the enum", rateLimitPolicyYAML("rl-days", "{requests: 2, unit: Days}"),
+			`spec.traffic.rateLimit.local[0].unit: Unsupported value: "Days"`},
 	}
 	for _, c := range refused {
 		out, err := testCluster.kubectl([]byte(c.manifest), "apply", "-f", "-")
@@ -686,6 +689,9 @@ spec:
 	// jwtAuthentication.mcp as agentgateway's manifests write it, mode defaulted to Strict and
 	// resourceMetadata of any JSON, is admitted (provider and clientId are the translator's to
 	// refuse, as its goldens show).
+	// traffic.rateLimit.local with tokens (agentgateway's LLM budgets) is admitted: the translator
+	// refuses it (its goldens show).
+	mustKubectl(t, []byte(rateLimitPolicyYAML("rl-tokens", "{tokens: 1000, unit: Minutes, burst: 10}")), "apply", "--dry-run=server", "-f", "-")
 	mustKubectl(t, []byte(mcpOAuthPolicyYAML("mcp-oauth", "mcp: {provider: Keycloak, clientId: c, resourceMetadata: {scopes_supported: [read], x_nested: {a: 1, b: null}}}")),
 		"apply", "--dry-run=server", "-f", "-")
 
@@ -1096,4 +1102,17 @@ func labHeredoc(lab, step string) (string, error) {
 		return "", fmt.Errorf("step %s has no heredoc", step)
 	}
 	return section[start+len("<<EOF\n") : end+1], nil
+}
+
+// rateLimitPolicyYAML is a policy on the lab's Gateway with one traffic.rateLimit.local entry.
+func rateLimitPolicyYAML(name, entry string) string {
+	return `apiVersion: agentgateway.dev/v1alpha1
+kind: AgentgatewayPolicy
+metadata: {name: ` + name + `, namespace: agentgateway-system}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: agentgateway}]
+  traffic:
+    rateLimit:
+      local: [` + entry + `]
+`
 }
