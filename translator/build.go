@@ -273,8 +273,7 @@ func (t *translation) buildGateway(gi *gatewayInfo) *GatewayConfig {
 				name := listenerName(gi, port)
 				rc := &routev3.RouteConfiguration{Name: name, IgnorePortInHostMatching: true, VirtualHosts: gb.virtualHosts(gi.listeners, port, refuse),
 					InternalOnlyHeaders: []string{originalPathHeader}}
-				limited := t.rateLimits && usesFilter(rc.VirtualHosts, localRateLimitFilterName)
-				cfg.Listeners = append(cfg.Listeners, t.xds.listener(name, port, limited))
+				cfg.Listeners = append(cfg.Listeners, t.xds.listener(name, port))
 				cfg.Routes = append(cfg.Routes, rc)
 			}
 		},

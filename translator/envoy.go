@@ -76,11 +76,8 @@ const originalPathHeader = "x-envoy-original-path"
 // xdsCommon holds what every listener and cluster of a translation shares, built once.
 type xdsCommon struct {
 	opts     Options
-	hcmChain []*hcmv3.HttpFilter
-	// hcmChainLimited is hcmChain with the local rate limit filter, for the listeners whose routes
-	// carry a LocalRateLimit
-	hcmChainLimited []*hcmv3.HttpFilter
-	accessLog       []*accesslogv3.AccessLog
+	hcmChain  []*hcmv3.HttpFilter
+	accessLog []*accesslogv3.AccessLog
 	tlsMu           sync.Mutex                         // backends are translated concurrently (forEach)
 	tlsByKey        map[string]*corev3.TransportSocket // tlsSocket's, by upstreamTLS.key
 	disabled        *anypb.Any
@@ -130,16 +127,19 @@ func newXDSCommon(opts Options) *xdsCommon {
 	// answered by Envoy, never authenticated by ext_proc (a browser sends no credentials with
 	// it), and since encoders run in reverse it adds its headers to every answer last, ext_proc's
 	// refusals (401, 403) included. Without a per-route CorsPolicy it does nothing.
+	// The local rate limit filter comes right after CORS: a preflight the CORS filter answers is
+	// not counted, and a 429 passes the CORS encoder (a browser can read it); before the stateful
+	// session filter and ext_proc, so a flood is refused before any JWT or CEL work. Without a
+	// per-route LocalRateLimit it does nothing. Every listener has the same chain, whatever its
+	// routes use: a filter joining or leaving a listener's chain changes the Listener, which Envoy
+	// drains, ending its open SSE streams; a route config change does not.
 	x.hcmChain = []*hcmv3.HttpFilter{
 		{Name: corsFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&corsv3.Cors{})}},
+		rateLimitFilter(),
 		{Name: statefulSessionFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&statefulv3.StatefulSession{})}},
 		{Name: ExtProcFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(x.extProcFilter())}},
 		{Name: routerFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}},
 	}
-	// The local rate limit filter comes right after CORS: a preflight the CORS filter answers is
-	// not counted, and a 429 passes the CORS encoder (a browser can read it); before the stateful
-	// session filter and ext_proc, so a flood is refused before any JWT or CEL work.
-	x.hcmChainLimited = append([]*hcmv3.HttpFilter{x.hcmChain[0], rateLimitFilter()}, x.hcmChain[1:]...)
 	x.accessLog = accesslog.Stdout() // the bootstrap's mux upstream listener writes the same
 	x.disabled = mustAny(&extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Disabled{Disabled: true}})
 	x.disabledFilters = map[string]*anypb.Any{ExtProcFilterName: x.disabled}
@@ -275,21 +275,16 @@ func listenerPaths() envoypath.Options {
 	return envoypath.Options{NormalizePath: true, MergeSlashes: true, EscapedSlashes: hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT}
 }
 
-// listener builds the Envoy listener of one Gateway port; its routes come over RDS (ADS). With
-// limited, a route of it carries a LocalRateLimit and the chain has the local rate limit filter.
-func (x *xdsCommon) listener(name string, port int32, limited bool) *listenerv3.Listener {
+// listener builds the Envoy listener of one Gateway port; its routes come over RDS (ADS).
+func (x *xdsCommon) listener(name string, port int32) *listenerv3.Listener {
 	paths := listenerPaths()
-	chain := x.hcmChain
-	if limited {
-		chain = x.hcmChainLimited
-	}
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix(name),
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			ConfigSource:    adsSource(),
 			RouteConfigName: name,
 		}},
-		HttpFilters: chain,
+		HttpFilters: x.hcmChain,
 		AccessLog:   x.accessLog,
 		// The gateway is the edge. Without use_remote_address, Envoy takes the client's address
 		// from the last X-Forwarded-For entry, which the client writes: source.address (traffic

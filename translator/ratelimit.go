@@ -5,7 +5,6 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -17,8 +16,8 @@ import (
 )
 
 // localRateLimitFilterName is Envoy's local rate limit HTTP filter and the key of its per-route
-// config. A listener's chain has it (after CORS, before the stateful session filter and
-// ext_proc) only when one of its routes carries a per-route LocalRateLimit: the filter-level
+// config. Every listener's chain has it (after CORS, before the stateful session filter and
+// ext_proc; see newXDSCommon), whether or not its routes carry a LocalRateLimit: the filter-level
 // config has no token bucket and is not enabled (filter_enabled unset: 0%), so only routes with
 // their own config are limited (Envoy's resolveMostSpecificPerFilterConfig: the most specific
 // per-route config replaces the filter's, nothing merges).
@@ -144,22 +143,4 @@ func (t *translation) rateLimitOf(a attachment) *anypb.Any {
 		}
 	}
 	return nil
-}
-
-// usesFilter reports whether a route of the virtual hosts, or one of its weighted clusters,
-// carries a per-route config of the filter name.
-func usesFilter(vhosts []*routev3.VirtualHost, name string) bool {
-	for _, vh := range vhosts {
-		for _, r := range vh.Routes {
-			if r.TypedPerFilterConfig[name] != nil {
-				return true
-			}
-			for _, cw := range r.GetRoute().GetWeightedClusters().GetClusters() {
-				if cw.TypedPerFilterConfig[name] != nil {
-					return true
-				}
-			}
-		}
-	}
-	return false
 }
