@@ -75,12 +75,12 @@ const originalPathHeader = "x-envoy-original-path"
 
 // xdsCommon holds what every listener and cluster of a translation shares, built once.
 type xdsCommon struct {
-	opts     Options
+	opts      Options
 	hcmChain  []*hcmv3.HttpFilter
 	accessLog []*accesslogv3.AccessLog
-	tlsMu           sync.Mutex                         // backends are translated concurrently (forEach)
-	tlsByKey        map[string]*corev3.TransportSocket // tlsSocket's, by upstreamTLS.key
-	disabled        *anypb.Any
+	tlsMu     sync.Mutex                         // backends are translated concurrently (forEach)
+	tlsByKey  map[string]*corev3.TransportSocket // tlsSocket's, by upstreamTLS.key
+	disabled  *anypb.Any
 	// disabledFilters is the typed_per_filter_config of every route without ext_proc
 	disabledFilters map[string]*anypb.Any
 	// pinSessions is the StatefulSessionPerRoute that turns the envelope on for a route
