@@ -3,10 +3,12 @@ package mux
 import (
 	"context"
 	"errors"
+	"fmt"
 	"mime"
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/mcpgate/mcpgate/extproc/mcp"
 )
@@ -20,7 +22,8 @@ import (
 // A target that answers 405 has no GET stream (MCP allows it) and is left out; when every target
 // does, so is the client (405). A target that no longer knows its session (404) ends the client's
 // session (404, as for any request). Another failure to open a target's stream fails the GET (502)
-// under FailClosed and leaves the target out under FailOpen (502 when none opens). Once the stream
+// under FailClosed and leaves the target out under FailOpen (502 when none opens); so does a
+// target that gives no answer within Options.StreamOpenTimeout. Once the stream
 // runs, a target's stream that ends or fails is logged and the others go on; the client's ends
 // when all have. The client going away ends every target's stream (the requests' context).
 //
@@ -51,15 +54,26 @@ func (c *call) get() {
 			}
 		}
 	}()
+	wait := c.h.opts.StreamOpenTimeout
 	errs := c.fanOut(func(ctx context.Context, mb member) error {
 		if mb.sid == "" {
 			return nil
 		}
-		req := c.newRequest(ctx, http.MethodGet, mb, nil)
+		// The stream lives as long as ctx; its opening gets wait (a target that never answers
+		// would hold the client's stream back, every target's with it).
+		tctx, tcancel := context.WithCancel(ctx)
+		timer := time.AfterFunc(wait, tcancel)
+		req := c.newRequest(tctx, http.MethodGet, mb, nil)
 		if req != nil {
 			req.Header.Set("Accept", "text/event-stream")
 		}
-		resp, err := c.up.do(ctx, req)
+		resp, err := c.up.do(tctx, req)
+		if !timer.Stop() {
+			if err == nil {
+				resp.Body.Close()
+			}
+			return &targetError{mb.t.Name, fmt.Errorf("no answer to its GET within %s", wait)}
+		}
 		if err != nil {
 			return &targetError{mb.t.Name, err}
 		}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpgate/mcpgate/extproc/mux"
 )
 
 // getOpened is an HTTP transport that reports each GET answered 200: the client's GET stream is
@@ -260,5 +262,28 @@ func TestMuxGetStreamRefused(t *testing.T) {
 		t.Fatal(err)
 	} else if resp.Body.Close(); resp.StatusCode != http.StatusNotAcceptable {
 		t.Errorf("GET accepting only JSON: %d, want 406", resp.StatusCode)
+	}
+}
+
+// TestMuxGetStreamStuckTarget: a target that never answers its GET cannot hold the client's
+// merged stream back: past StreamOpenTimeout it fails the GET, which under FailOpen leaves it out
+// (the client gets the others' stream) and under FailClosed fails the client's GET (502).
+func TestMuxGetStreamStuckTarget(t *testing.T) {
+	short := func(o *mux.Options) { o.StreamOpenTimeout = 50 * time.Millisecond }
+	gw := newGatewayWith(t, "FailOpen", short, targetA, targetS)
+	sid := openSession(t, gw.url)
+	resp := getStream(t, context.Background(), gw.url, sid)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET, FailOpen, s stuck: %d, want 200 (a's stream)", resp.StatusCode)
+	}
+
+	gw = newGatewayWith(t, "FailClosed", short, targetA, targetS)
+	sid = openSession(t, gw.url)
+	resp = getStream(t, context.Background(), gw.url, sid)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "target s: no answer to its GET within 50ms") {
+		t.Errorf("GET, FailClosed, s stuck: %d %s, want 502 naming target s", resp.StatusCode, body)
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/mcp"
@@ -33,6 +34,10 @@ import (
 
 // DefaultMaxBodyBytes is the default of Options.MaxBodyBytes.
 const DefaultMaxBodyBytes = 4 << 20
+
+// DefaultStreamOpenTimeout is the default of Options.StreamOpenTimeout: servers answer a GET's
+// headers at once (the stream's events come later).
+const DefaultStreamOpenTimeout = 10 * time.Second
 
 // DefaultMaxPages is the default of Options.MaxPages: as agentgateway, which follows at most 64
 // pages of a target's list.
@@ -61,6 +66,10 @@ type Options struct {
 	// MaxPages bounds the pages of one target's list the mux follows (nextCursor); 0 means
 	// DefaultMaxPages.
 	MaxPages int
+	// StreamOpenTimeout bounds the wait for a target's answer to a GET (the headers of its
+	// server-to-client stream); 0 means DefaultStreamOpenTimeout. A target that does not answer
+	// in time fails that GET, so that it cannot hold the client's merged stream back.
+	StreamOpenTimeout time.Duration
 	// Version is the serverInfo version of the initialize answer.
 	Version string
 	// Secret is the value of contract.HeaderMuxAuth that the front hop's ext_proc, in the same
@@ -77,6 +86,9 @@ func New(opts Options) http.Handler {
 	}
 	if opts.MaxPages <= 0 {
 		opts.MaxPages = DefaultMaxPages
+	}
+	if opts.StreamOpenTimeout <= 0 {
+		opts.StreamOpenTimeout = DefaultStreamOpenTimeout
 	}
 	log := opts.Logger
 	if log == nil {

@@ -134,13 +134,22 @@ type gateway struct {
 // server is down) and returns its URL.
 func newGateway(t *testing.T, failureMode string, targets ...contract.MuxTarget) *gateway {
 	t.Helper()
+	return newGatewayWith(t, failureMode, nil, targets...)
+}
+
+// newGatewayWith is newGateway with the mux's options changed by opts (nil: none).
+func newGatewayWith(t *testing.T, failureMode string, opts func(*mux.Options), targets ...contract.MuxTarget) *gateway {
+	t.Helper()
 	gw := &gateway{servers: map[string]*mcp.Server{}, getEnded: make(chan string, 64), gets: map[string]int{}}
 	d := &upstreamDouble{clusters: map[string]http.Handler{"down": nil}, seen: map[string][]http.Header{}}
-	for _, name := range []string{"a", "b", "n"} {
+	for _, name := range []string{"a", "b", "n", "s"} {
 		s, h := newTarget(name)
 		cluster := "cluster-" + name
 		gw.servers[cluster] = s
 		d.clusters[cluster] = gw.watchGET(cluster, h, name == "n")
+		if name == "s" {
+			d.clusters[cluster] = stuckGET(h)
+		}
 	}
 	gw.double = d
 	sock := filepath.Join(t.TempDir(), "up.sock")
@@ -156,7 +165,7 @@ func newGateway(t *testing.T, failureMode string, targets ...contract.MuxTarget)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := mux.New(mux.Options{
+	o := mux.Options{
 		Upstream: func(gw string) string {
 			if gw != "ns/gw" {
 				t.Errorf("Upstream(%q): want the route's gateway ns/gw", gw)
@@ -166,7 +175,11 @@ func newGateway(t *testing.T, failureMode string, targets ...contract.MuxTarget)
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Version: "test",
 		Secret:  testSecret,
-	})
+	}
+	if opts != nil {
+		opts(&o)
+	}
+	h := mux.New(o)
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Header.Set(contract.HeaderMux, string(desc))
 		r.Header.Set(contract.HeaderMuxAuth, testSecret)
@@ -201,8 +214,21 @@ func (g *gateway) watchGET(cluster string, h http.Handler, noGET bool) http.Hand
 	})
 }
 
+// stuckGET serves h but never answers a GET: it holds the request until the client gives up.
+func stuckGET(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			h.ServeHTTP(w, r)
+			return
+		}
+		<-r.Context().Done()
+	})
+}
+
 var (
 	targetA = contract.MuxTarget{Name: "a", Cluster: "cluster-a", Path: "/mcp"}
+	// targetS's server never answers a GET.
+	targetS = contract.MuxTarget{Name: "s", Cluster: "cluster-s", Path: "/mcp"}
 	targetB = contract.MuxTarget{Name: "b", Cluster: "cluster-b", Path: "/mcp"}
 	// targetN's server has no GET stream (405).
 	targetN = contract.MuxTarget{Name: "n", Cluster: "cluster-n", Path: "/mcp"}
