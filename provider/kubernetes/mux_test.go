@@ -141,7 +141,8 @@ spec:
 		})
 		eventually(t, "the backend's status warns, naming the field", func() error {
 			msg, err := backendAccepted(t, backend, "MCP target alpha_tools: streamable-http at /alpha/mcp",
-				`spec.mcp.targets[0]: not multiplexed: target alpha_tools does not fit the mux: name "alpha_tools"`,
+				`spec.mcp.targets[0].selector: not multiplexed: target alpha_tools does not fit the mux: name "alpha_tools"`,
+				`its annotations agentgateway.dev/mcp-target-name and agentgateway.dev/mcp-path`,
 				"only the first target (alpha_tools) is routed, remote not")
 			if err == nil && strings.Contains(msg, multiplexed) {
 				return fmt.Errorf("Accepted message %q says multiplexed", msg)
