@@ -150,7 +150,7 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	fs.StringVar(&f.nodeID, "node-id", "", "xDS node id (default: the host name)")
 	fs.StringVar(&f.xdsTLSDir, "xds-tls-dir", "", "mutual TLS to the control plane with the certificate in this directory (tls.crt, tls.key, ca.crt: the Kubernetes data plane's Secret); the server must name --xds-addr's host")
 	fs.StringVar(&f.admin, "admin-addr", "127.0.0.1:19002", `where to serve /metrics, /healthz and /readyz ("" for none)`)
-	fs.StringVar(&f.envoyStats, "envoy-stats-url", "", `Envoy's admin /stats/prometheus (e.g. http://127.0.0.1:15000/stats/prometheus, the bootstrap's --envoy-admin-addr): /metrics then serves Envoy's statistics after mcpgate's, read at each scrape, and mcpgate_envoy_stats_up says whether they could be; "" for none`)
+	fs.StringVar(&f.envoyStats, "envoy-stats-url", "", `Envoy's admin /stats/prometheus (e.g. http://127.0.0.1:15000/stats/prometheus, the bootstrap's --envoy-admin-addr): /metrics then serves Envoy's statistics after mcpgate's, read at each scrape, each sample labelled gateway="NS/NAME" of --gateway (none with "*"), and mcpgate_envoy_stats_up says whether they could be; "" for none`)
 	fs.StringVar(&f.mux.listen, "mux-listen", "", `where to serve the mux of multiplexed MCP backends (several targets behind one), unix:///PATH or HOST:PORT, as the bootstrap's --mux-addr names it; "" for none`)
 	fs.StringVar(&f.mux.upstream, "mux-upstream", "", "the mux upstream listener of Envoy (unix:///PATH or HOST:PORT, as the bootstrap's --mux-upstream) through which the mux reaches the targets, for every gateway (the sidecar's one Envoy); default: each gateway's mcpgate-up-HASH.sock in the temporary folder, `mcpgate bootstrap`'s default")
 	f.addFlags(fs)
@@ -234,7 +234,13 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 	reg := newRegistry()
 	var metrics prometheus.Gatherer = reg
 	if f.envoyStats != "" {
-		envoy, err := admin.NewEnvoyStats(f.envoyStats, reg, log)
+		// The sidecar's Envoy serves its --gateway: its samples carry gateway="NS/NAME", as
+		// those of `mcpgate run`'s Envoys do. Serving every Gateway ("*"), none.
+		gw := f.gateway
+		if gw == contract.AllGateways {
+			gw = ""
+		}
+		envoy, err := admin.NewEnvoyStats(f.envoyStats, gw, reg, log)
 		if err != nil {
 			return fmt.Errorf("--envoy-stats-url: %w", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -83,12 +84,20 @@ type scrapeSetup struct {
 
 func newScrapeSetup(t *testing.T, url string) *scrapeSetup {
 	t.Helper()
+	return newScrapeSetupOf(t, func(reg prometheus.Registerer, log *slog.Logger) (*admin.EnvoyStats, error) {
+		return admin.NewEnvoyStats(url, "", reg, log)
+	})
+}
+
+// newScrapeSetupOf is newScrapeSetup with the EnvoyStats that newStats makes.
+func newScrapeSetupOf(t *testing.T, newStats func(prometheus.Registerer, *slog.Logger) (*admin.EnvoyStats, error)) *scrapeSetup {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	own := prometheus.NewCounter(prometheus.CounterOpts{Name: "mcpgate_test_total", Help: "mcpgate's own"})
 	own.Add(3)
 	reg.MustRegister(own)
 	var log bytes.Buffer
-	stats, err := admin.NewEnvoyStats(url, reg, slog.New(slog.NewTextHandler(&log, nil)))
+	stats, err := newStats(reg, slog.New(slog.NewTextHandler(&log, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,6 +121,16 @@ func (s *scrapeSetup) scrape() (string, map[string]*dto.MetricFamily) {
 	if resp.StatusCode != http.StatusOK {
 		s.t.Fatalf("/metrics: %s %s", resp.Status, b)
 	}
+	series := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if line != "" && !strings.HasPrefix(line, "#") {
+			sample := line[:strings.LastIndexByte(line, ' ')]
+			if series[sample] {
+				s.t.Errorf("/metrics has the series %s twice:\n%s", sample, b)
+			}
+			series[sample] = true
+		}
+	}
 	types := map[string]int{}
 	for _, line := range strings.Split(string(b), "\n") {
 		if f := strings.Fields(line); len(f) == 4 && f[0] == "#" && f[1] == "TYPE" {
@@ -129,7 +148,7 @@ func (s *scrapeSetup) scrape() (string, map[string]*dto.MetricFamily) {
 }
 
 // value returns the value of the counter or gauge sample of family name with the label value
-// pairs labels, and whether it is there.
+// pairs labels, and whether it is there. A label of value "" is no label, as for Prometheus.
 func value(mfs map[string]*dto.MetricFamily, name string, labels ...string) (float64, bool) {
 	mf := mfs[name]
 	if mf == nil {
@@ -138,7 +157,9 @@ func value(mfs map[string]*dto.MetricFamily, name string, labels ...string) (flo
 	for _, m := range mf.GetMetric() {
 		have := map[string]string{}
 		for _, lp := range m.GetLabel() {
-			have[lp.GetName()] = lp.GetValue()
+			if lp.GetValue() != "" {
+				have[lp.GetName()] = lp.GetValue()
+			}
 		}
 		match := len(have) == len(labels)/2
 		for i := 0; match && i+1 < len(labels); i += 2 {
@@ -292,7 +313,7 @@ func TestEnvoyStatsDown(t *testing.T) {
 
 func TestEnvoyStatsURL(t *testing.T) {
 	for _, u := range []string{"", "127.0.0.1:15000/stats/prometheus", "unix:///var/run/envoy.sock", "http:///stats"} {
-		if _, err := admin.NewEnvoyStats(u, prometheus.NewRegistry(), slog.New(slog.DiscardHandler)); err == nil {
+		if _, err := admin.NewEnvoyStats(u, "", prometheus.NewRegistry(), slog.New(slog.DiscardHandler)); err == nil {
 			t.Errorf("URL %q accepted", u)
 		}
 	}
@@ -328,5 +349,171 @@ func TestEnvoyStatsShared(t *testing.T) {
 	wg.Wait()
 	if n := fetches.Load(); n >= scrapes {
 		t.Errorf("%d fetches of Envoy's statistics for %d concurrent scrapes, want them shared", n, scrapes)
+	}
+}
+
+// sourceSet is the sources of several Envoys, changed while scrapes read it.
+type sourceSet struct {
+	mu   sync.Mutex
+	srcs []admin.EnvoySource
+}
+
+func (s *sourceSet) set(srcs ...admin.EnvoySource) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.srcs = srcs
+}
+
+func (s *sourceSet) get() []admin.EnvoySource {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.srcs)
+}
+
+func newScrapeSetupOfSet(t *testing.T, set *sourceSet) *scrapeSetup {
+	t.Helper()
+	return newScrapeSetupOf(t, func(reg prometheus.Registerer, log *slog.Logger) (*admin.EnvoyStats, error) {
+		return admin.NewEnvoyStatsOf(set.get, reg, log)
+	})
+}
+
+// samples returns the label sets (name=value, sorted, joined by ",") of the samples of family name.
+func samples(mfs map[string]*dto.MetricFamily, name string) []string {
+	var out []string
+	for _, m := range mfs[name].GetMetric() {
+		var labels []string
+		for _, lp := range m.GetLabel() {
+			labels = append(labels, lp.GetName()+"="+lp.GetValue())
+		}
+		slices.Sort(labels)
+		out = append(out, strings.Join(labels, ","))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestEnvoyStatsGateways: the statistics of several Envoys, each labelled with its Gateway, merge
+// into one family per name without a series twice, each Envoy with its mcpgate_envoy_stats_up;
+// one that cannot be read is missing with its up 0 while the others are served, and the
+// sources follow the set as Envoys come and go.
+func TestEnvoyStatsGateways(t *testing.T) {
+	a, b, c := newEnvoyDouble(t, envoyText), newEnvoyDouble(t, envoyText), newEnvoyDouble(t, envoyText)
+	srcA, srcB, srcC := admin.EnvoySource{Gateway: "ns/a", URL: a.url()}, admin.EnvoySource{Gateway: "ns/b", URL: b.url()}, admin.EnvoySource{Gateway: "ns/c", URL: c.url()}
+	set := &sourceSet{}
+	set.set(srcA, srcB)
+	s := newScrapeSetupOfSet(t, set)
+	up := func(mfs map[string]*dto.MetricFamily, want map[string]float64) {
+		t.Helper()
+		if got := len(mfs["mcpgate_envoy_stats_up"].GetMetric()); got != len(want) {
+			t.Errorf("%d mcpgate_envoy_stats_up series, want %d: %v", got, len(want), samples(mfs, "mcpgate_envoy_stats_up"))
+		}
+		for gw, w := range want {
+			if v, ok := value(mfs, "mcpgate_envoy_stats_up", "gateway", gw); !ok || v != w {
+				t.Errorf("mcpgate_envoy_stats_up{gateway=%q} = %v (%t), want %v", gw, v, ok, w)
+			}
+		}
+	}
+
+	text, mfs := s.scrape()
+	up(mfs, map[string]float64{"ns/a": 1, "ns/b": 1})
+	for _, gw := range []string{"ns/a", "ns/b"} {
+		if v, ok := value(mfs, "envoy_cluster_upstream_rq_total", "envoy_cluster_name", "everything", "gateway", gw); !ok || v != 7 {
+			t.Errorf("envoy_cluster_upstream_rq_total{envoy_cluster_name=everything,gateway=%s} = %v (%t), want 7:\n%s", gw, v, ok, text)
+		}
+		if v, ok := value(mfs, "envoy_server_live", "gateway", gw); !ok || v != 1 {
+			t.Errorf("envoy_server_live{gateway=%s} = %v (%t), want 1", gw, v, ok)
+		}
+	}
+	if got, want := samples(mfs, "envoy_http_downstream_rq_time"), []string{
+		"envoy_http_conn_manager_prefix=gw_http,gateway=ns/a", "envoy_http_conn_manager_prefix=gw_http,gateway=ns/b"}; !slices.Equal(got, want) {
+		t.Errorf("envoy_http_downstream_rq_time samples %q, want %q", got, want)
+	}
+	if v, ok := value(mfs, "mcpgate_test_total"); !ok || v != 3 {
+		t.Errorf("mcpgate_test_total = %v (%t), want 3", v, ok)
+	}
+
+	// b cannot be read: a's are served
+	b.status.Store(http.StatusServiceUnavailable)
+	_, mfs = s.scrape()
+	up(mfs, map[string]float64{"ns/a": 1, "ns/b": 0})
+	if got, want := samples(mfs, "envoy_cluster_upstream_rq_total"), []string{
+		"envoy_cluster_name=everything,gateway=ns/a", "envoy_cluster_name=xds_cluster,gateway=ns/a"}; !slices.Equal(got, want) {
+		t.Errorf("with ns/b down, envoy_cluster_upstream_rq_total samples %q, want %q", got, want)
+	}
+	if !strings.Contains(s.log.String(), "gateway=ns/b") || strings.Count(s.log.String(), "cannot be read") != 1 {
+		t.Errorf("want one log line that ns/b cannot be read:\n%s", s.log.String())
+	}
+
+	// b goes, c comes
+	set.set(srcC, srcA)
+	_, mfs = s.scrape()
+	up(mfs, map[string]float64{"ns/a": 1, "ns/c": 1})
+	if got, want := samples(mfs, "envoy_server_live"), []string{"gateway=ns/a", "gateway=ns/c"}; !slices.Equal(got, want) {
+		t.Errorf("after ns/b went and ns/c came, envoy_server_live samples %q, want %q", got, want)
+	}
+
+	// none: mcpgate's only
+	set.set()
+	_, mfs = s.scrape()
+	for name := range mfs {
+		if name != "mcpgate_test_total" {
+			t.Errorf("without Envoys, /metrics serves %s", name)
+		}
+	}
+}
+
+// TestEnvoyStatsOneGateway: the statistics of one Envoy whose source names its Gateway (the
+// Kubernetes sidecar's, --gateway) carry its label; without (""), none.
+func TestEnvoyStatsOneGateway(t *testing.T) {
+	envoy := newEnvoyDouble(t, envoyText)
+	for _, gw := range []string{"ns/gw", ""} {
+		s := newScrapeSetupOf(t, func(reg prometheus.Registerer, log *slog.Logger) (*admin.EnvoyStats, error) {
+			return admin.NewEnvoyStats(envoy.url(), gw, reg, log)
+		})
+		_, mfs := s.scrape()
+		want := []string{"envoy_cluster_name=everything,gateway=" + gw, "envoy_cluster_name=xds_cluster,gateway=" + gw}
+		if gw == "" {
+			want = []string{"envoy_cluster_name=everything", "envoy_cluster_name=xds_cluster"}
+		}
+		if got := samples(mfs, "envoy_cluster_upstream_rq_total"); !slices.Equal(got, want) {
+			t.Errorf("gateway %q: envoy_cluster_upstream_rq_total samples %q, want %q", gw, got, want)
+		}
+		labels := []string{"gateway", gw}
+		if gw == "" {
+			labels = nil
+		}
+		if v, ok := value(mfs, "mcpgate_envoy_stats_up", labels...); !ok || v != 1 {
+			t.Errorf("gateway %q: mcpgate_envoy_stats_up = %v (%t), want 1", gw, v, ok)
+		}
+	}
+}
+
+// TestEnvoyStatsGatewaysLeftOut: a family of an Envoy's with a label gateway of its own (a stats
+// tag so named), or of another type than another Envoy's of that name, is left out and logged
+// once; the rest of that Envoy's is served.
+func TestEnvoyStatsGatewaysLeftOut(t *testing.T) {
+	a := newEnvoyDouble(t, envoyText)
+	b := newEnvoyDouble(t, envoyText+"# TYPE envoy_tagged counter\nenvoy_tagged{gateway=\"mine\"} 1\n\n")
+	c := newEnvoyDouble(t, strings.Replace(envoyText, "# TYPE envoy_server_live gauge", "# TYPE envoy_server_live counter", 1))
+	set := &sourceSet{}
+	set.set(admin.EnvoySource{Gateway: "ns/a", URL: a.url()}, admin.EnvoySource{Gateway: "ns/b", URL: b.url()}, admin.EnvoySource{Gateway: "ns/c", URL: c.url()})
+	s := newScrapeSetupOfSet(t, set)
+	for range 2 {
+		_, mfs := s.scrape()
+		if mfs["envoy_tagged"] != nil {
+			t.Errorf("envoy_tagged, with a label gateway of its own, is served: %v", samples(mfs, "envoy_tagged"))
+		}
+		if got, want := samples(mfs, "envoy_server_live"), []string{"gateway=ns/a", "gateway=ns/b"}; !slices.Equal(got, want) || mfs["envoy_server_live"].GetType() != dto.MetricType_GAUGE {
+			t.Errorf("envoy_server_live samples %q of type %s, want %q, a gauge (ns/c's counter left out)", got, mfs["envoy_server_live"].GetType(), want)
+		}
+		if got := samples(mfs, "envoy_cluster_upstream_rq_total"); len(got) != 6 {
+			t.Errorf("envoy_cluster_upstream_rq_total samples %q, want 2 of each Envoy", got)
+		}
+	}
+	log := s.log.String()
+	for _, want := range []string{"gateway=ns/b url=" + b.url() + " family=envoy_tagged", "gateway=ns/c url=" + c.url() + " family=envoy_server_live"} {
+		if n := strings.Count(log, want); n != 1 {
+			t.Errorf("%d log lines with %q, want 1:\n%s", n, want, log)
+		}
 	}
 }

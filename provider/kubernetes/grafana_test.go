@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,8 +15,6 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/internal/admin"
@@ -74,27 +74,29 @@ func metricLabels(t *testing.T) map[string][]string {
 		t.Fatal(err)
 	}
 	ep.Close()
-	// the sidecar's, with --envoy-stats-url
-	if _, err := admin.NewEnvoyStats("http://127.0.0.1:15000/stats/prometheus", rec, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
-	// Envoy's statistics, which the sidecar's /metrics adds: those envoydouble reproduces, with
-	// Envoy's names and tags, as its /stats/prometheus writes them.
+	// Envoy's statistics, which the sidecar's /metrics adds (--envoy-stats-url): those
+	// envoydouble reproduces, with Envoy's names and tags, as its /stats/prometheus writes them,
+	// read by the sidecar's EnvoyStats, which labels them with its --gateway.
 	snap := &xdsconf.Snapshot{Listeners: map[string]*xdsconf.Listener{"l": {Name: "l", HCM: &xdsconf.HCM{StatPrefix: "l"}}},
 		Clusters: map[string]*xdsconf.Cluster{"c": {Name: "c", StatName: "c"}}}
 	var text bytes.Buffer
 	dataplane.New(slog.New(slog.DiscardHandler), io.Discard, snap, 0).WritePrometheus(&text, "admin")
-	p := expfmt.NewTextParser(model.LegacyValidation)
-	envoy, err := p.TextToMetricFamilies(&text)
+	envoyAdmin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write(text.Bytes()) }))
+	defer envoyAdmin.Close()
+	stats, err := admin.NewEnvoyStats(envoyAdmin.URL+"/stats/prometheus", "ns/gw", rec, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	envoy, err := stats.Gatherer(prometheus.NewRegistry()).Gather()
 	if err != nil || len(envoy) == 0 {
 		t.Fatalf("envoydouble's statistics: %v\n%s", err, text.String())
 	}
-	for name, mf := range envoy {
+	for _, mf := range envoy {
 		var labels []string
 		for _, lp := range mf.GetMetric()[0].GetLabel() {
 			labels = append(labels, lp.GetName())
 		}
-		rec.labels[name] = labels
+		rec.labels[mf.GetName()] = labels
 	}
 	return rec.labels
 }
