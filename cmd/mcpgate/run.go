@@ -191,6 +191,16 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 	default:
 		log.Warn("no Envoy binary (--envoy-bin, or envoy on PATH): no data plane runs. " + startEnvoy)
 	}
+	// /metrics serves the statistics of the Envoys it runs after mcpgate's, each labelled with
+	// its Gateway; without any, mcpgate's only.
+	var metrics prometheus.Gatherer = reg
+	if envoys != nil {
+		stats, err := admin.NewEnvoyStatsOf(envoys.statsSources, reg, log)
+		if err != nil {
+			return err
+		}
+		metrics = stats.Gatherer(reg)
+	}
 	p := newPipeline(srv, log, reg, envoys, translator.Options{BindAddress: cfg.bindAddress, MaxBodyBytes: int64(cfg.maxBody), UpstreamCAFile: cfg.upstreamCA})
 
 	g := grpc.NewServer(xds.GRPCServerOptions()...)
@@ -207,7 +217,7 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 		}
 	})
 	t.serveMux(muxLis, func(gw string) string { return runMuxUpstream(cfg.socketDir, gw) }, muxSecret, log, cfg.maxBody)
-	t.serveHTTP("admin", adminLis, adminMux(srv, reg, func() string {
+	t.serveHTTP("admin", adminLis, adminMux(srv, metrics, func() string {
 		switch rejected := srv.Rejections(); {
 		case !p.ready.Load():
 			return "no configuration served yet"
@@ -241,10 +251,10 @@ func envoyBinary(cfg *runConfig) string {
 	return bin
 }
 
-// adminMux serves /metrics, /debug/xds (secrets redacted), /healthz (the process is up) and
-// /readyz (200 when awaited returns "", else 503 saying what it returns), listed at /.
-func adminMux(srv *xds.Server, reg *prometheus.Registry, awaited func() string) http.Handler {
-	m := admin.New(reg, awaited)
+// adminMux serves /metrics (of metrics), /debug/xds (secrets redacted), /healthz (the process is
+// up) and /readyz (200 when awaited returns "", else 503 saying what it returns), listed at /.
+func adminMux(srv *xds.Server, metrics prometheus.Gatherer, awaited func() string) http.Handler {
+	m := admin.New(metrics, awaited)
 	m.Handle("/debug/xds", "the served xDS resources and policies per Gateway, as JSON (secrets redacted; loopback clients only)",
 		admin.LocalOnly(srv.DebugHandler(translator.Redacted)))
 	return m
@@ -312,6 +322,29 @@ func (s *supervisor) sync(gateways []string) {
 			s.run(ctx, gw, path)
 		}()
 	}
+}
+
+// statsSources returns the admin /stats/prometheus of the Envoy of each Gateway it runs, as the
+// Envoys are now (admin.NewEnvoyStatsOf's sources): one that is starting or restarting is there
+// too (its statistics cannot be read until it answers), one of a Gateway no longer served is not.
+func (s *supervisor) statsSources() []admin.EnvoySource {
+	ip := s.cfg.envoyAdmin.IP
+	// Envoy's admin listens on every address: ask it on the loopback.
+	switch {
+	case ip.IsUnspecified() && ip.To4() != nil:
+		ip = net.IPv4(127, 0, 0, 1)
+	case ip.IsUnspecified():
+		ip = net.IPv6loopback
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sources := make([]admin.EnvoySource, 0, len(s.runs))
+	for gw := range s.runs {
+		// a Gateway runs only once writeBootstrap gave it its admin port
+		addr := net.JoinHostPort(ip.String(), strconv.Itoa(s.admin[gw]))
+		sources = append(sources, admin.EnvoySource{Gateway: gw, URL: "http://" + addr + "/stats/prometheus"})
+	}
+	return sources
 }
 
 // writeBootstrap writes the bootstrap of gw into the supervisor's folder.

@@ -20,6 +20,9 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
@@ -809,4 +812,112 @@ func all(s string, parts []string) bool {
 		}
 	}
 	return true
+}
+
+// TestRunEnvoyStats: `mcpgate run`'s /metrics serves the statistics of every Envoy it runs, each
+// sample labelled with its Gateway, one mcpgate_envoy_stats_up per Envoy, and follows the
+// Gateways: a Gateway that goes takes its Envoy's statistics with it.
+func TestRunEnvoyStats(t *testing.T) {
+	listener, second := freePort(t), freePort(t)
+	dir := labOnPort(t, listener)
+	_, port, _ := net.SplitHostPort(second)
+	secondGateway := `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: second, namespace: agentgateway-system}
+spec:
+  gatewayClassName: enterprise-agentgateway
+  listeners: [{name: http, port: ` + port + `, protocol: HTTP}]
+`
+	if err := os.WriteFile(filepath.Join(dir, "second.yaml"), []byte(secondGateway), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const secondName = "agentgateway-system/second"
+	s := startRun(t, "-f", dir, "--envoy-bin", envoyBin(t))
+	metrics := func() (map[string]*dto.MetricFamily, error) {
+		resp, err := http.Get("http://" + s.cfg.admin + "/metrics")
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("/metrics: %s", resp.Status)
+		}
+		p := expfmt.NewTextParser(model.UTF8Validation)
+		return p.TextToMetricFamilies(resp.Body)
+	}
+	// sum adds the values of family name's samples of Gateway gw that keep says (nil: all).
+	sum := func(mfs map[string]*dto.MetricFamily, name, gw string, keep func(map[string]string) bool) (float64, int) {
+		var v float64
+		n := 0
+		for _, m := range mfs[name].GetMetric() {
+			labels := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				labels[lp.GetName()] = lp.GetValue()
+			}
+			if labels["gateway"] == gw && (keep == nil || keep(labels)) {
+				v += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+				n++
+			}
+		}
+		return v, n
+	}
+	gatewayListener := func(l map[string]string) bool { return l["envoy_http_conn_manager_prefix"] != "admin" }
+
+	eventually(t, "a request through "+labGateway+"'s Envoy counted in /metrics", func() error {
+		if resp, err := http.Get("http://" + listener + "/"); err == nil {
+			resp.Body.Close()
+		}
+		mfs, err := metrics()
+		if err != nil {
+			return err
+		}
+		if v, _ := sum(mfs, "mcpgate_envoy_stats_up", labGateway, nil); v != 1 {
+			return fmt.Errorf("mcpgate_envoy_stats_up{gateway=%q} %v", labGateway, v)
+		}
+		if v, _ := sum(mfs, "mcpgate_envoy_stats_up", secondName, nil); v != 1 {
+			return fmt.Errorf("mcpgate_envoy_stats_up{gateway=%q} %v", secondName, v)
+		}
+		if v, _ := sum(mfs, "envoy_http_downstream_rq_total", labGateway, gatewayListener); v < 1 {
+			return fmt.Errorf("envoy_http_downstream_rq_total{gateway=%q} of the Gateway's listener: %v", labGateway, v)
+		}
+		if _, n := sum(mfs, "envoy_cluster_upstream_rq_total", secondName, nil); n == 0 {
+			return fmt.Errorf("no envoy_cluster_upstream_rq_total{gateway=%q}", secondName)
+		}
+		if v, _ := sum(mfs, "mcpgate_config_problems", "", nil); v != 0 {
+			return fmt.Errorf("mcpgate_config_problems %v", v)
+		}
+		return nil
+	})
+
+	// The second Gateway goes: its Envoy stops and its statistics leave /metrics.
+	if err := os.Remove(filepath.Join(dir, "second.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "/metrics without "+secondName+"'s Envoy", func() error {
+		mfs, err := metrics()
+		if err != nil {
+			return err
+		}
+		for name, mf := range mfs {
+			if _, n := sum(map[string]*dto.MetricFamily{name: mf}, name, secondName, nil); n > 0 {
+				return fmt.Errorf("%s has %d series of gateway %q", name, n, secondName)
+			}
+		}
+		if v, _ := sum(mfs, "mcpgate_envoy_stats_up", labGateway, nil); v != 1 {
+			return fmt.Errorf("mcpgate_envoy_stats_up{gateway=%q} %v", labGateway, v)
+		}
+		return nil
+	})
+	if err := s.shutdown(); err != nil {
+		t.Errorf("serve: %v", err)
+	}
+}
+
+// TestRunNoEnvoyStats: without Envoys to run (--no-envoy), /metrics serves mcpgate's metrics only.
+func TestRunNoEnvoyStats(t *testing.T) {
+	s := startRun(t, "-f", copyLab(t), "--no-envoy")
+	_, body, err := get("http://" + s.cfg.admin + "/metrics")
+	if err != nil || !strings.Contains(body, "mcpgate_config_problems") || strings.Contains(body, "envoy_") {
+		t.Errorf("/metrics with --no-envoy: want mcpgate's metrics, no envoy_* nor mcpgate_envoy_stats_up: %v\n%s", err, body)
+	}
 }
