@@ -677,13 +677,9 @@ type attachment struct {
 	gateway, listener, route, rule, backend string // index keys; "" = level absent
 }
 
-// merge returns the merged policy of an attachment, or nil when no policy applies. The JWT
-// authentication comes from the most specific level that sets one (the oldest policy within a
-// level); authorization rules from every level, least specific first. The policy's name joins
-// its sources, plus "jwt=SOURCE" when several of them set JWT authentication. Routes attach
-// concurrently: the merges of one name (the same policies, so the same content) share the
-// first one made.
-func (t *translation) merge(a attachment) *mergedPolicy {
+// levels returns the policies of an attachment's levels, least specific first: Gateway,
+// listener, HTTPRoute, rule, backend (a level the attachment lacks has none).
+func (t *translation) levels(a attachment) [5][]*policyInfo {
 	idx := t.policies
 	levels := [5][]*policyInfo{idx.gateway[a.gateway], idx.listener[a.listener], idx.route[a.route], idx.rule[a.rule], idx.backend[a.backend]}
 	if a.listener == "" {
@@ -695,6 +691,17 @@ func (t *translation) merge(a attachment) *mergedPolicy {
 	if a.backend == "" {
 		levels[4] = nil
 	}
+	return levels
+}
+
+// merge returns the merged policy of an attachment, or nil when no policy applies. The JWT
+// authentication comes from the most specific level that sets one (the oldest policy within a
+// level); authorization rules from every level, least specific first. The policy's name joins
+// its sources, plus "jwt=SOURCE" when several of them set JWT authentication. Routes attach
+// concurrently: the merges of one name (the same policies, so the same content) share the
+// first one made.
+func (t *translation) merge(a attachment) *mergedPolicy {
+	levels := t.levels(a)
 	var jwtFrom *policyInfo
 	var invalid []string
 	for l := len(levels) - 1; l >= 0; l-- {

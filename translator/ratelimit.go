@@ -124,17 +124,7 @@ func (t *translation) rateLimitOf(a attachment) *anypb.Any {
 	if !t.rateLimits {
 		return nil
 	}
-	idx := t.policies
-	levels := [5][]*policyInfo{idx.gateway[a.gateway], idx.listener[a.listener], idx.route[a.route], idx.rule[a.rule], idx.backend[a.backend]}
-	if a.listener == "" {
-		levels[1] = nil
-	}
-	if a.rule == "" {
-		levels[3] = nil
-	}
-	if a.backend == "" {
-		levels[4] = nil
-	}
+	levels := t.levels(a)
 	for l := len(levels) - 1; l >= 0; l-- {
 		for _, pi := range levels[l] {
 			if !pi.invalid && pi.rateLimit != nil {

@@ -37,18 +37,24 @@ func TestMultiplexedBackend(t *testing.T) {
 	inspect := func(args ...string) inspectorRun {
 		return s.inspector.run(append([]string{url, "--transport", "http"}, args...)...)
 	}
+	listTools := func() ([]string, error) {
+		r := inspect("--method", "tools/list")
+		if r.code != 0 {
+			return nil, fmt.Errorf("tools/list failed\n%s", r)
+		}
+		var l toolList
+		if err := r.result(&l); err != nil {
+			return nil, err
+		}
+		return l.names(), nil
+	}
 
 	t.Run("inspector", func(t *testing.T) {
 		eventually(t, "tools/list of the three targets", func() error {
-			r := inspect("--method", "tools/list")
-			if r.code != 0 {
-				return fmt.Errorf("tools/list failed\n%s", r)
-			}
-			var l toolList
-			if err := r.result(&l); err != nil {
+			names, err := listTools()
+			if err != nil {
 				return err
 			}
-			names := l.names()
 			for _, want := range []string{"fetch_fetch", "everything_echo", "conformance_test_simple_text"} {
 				if !slices.Contains(names, want) {
 					return fmt.Errorf("tools/list = %v, want %s among them", names, want)
@@ -110,15 +116,10 @@ func TestMultiplexedBackend(t *testing.T) {
 	t.Run("MCP rule by target and tool", func(t *testing.T) {
 		serveTestdata(t, fileMuxRule, nil)
 		eventually(t, "tools/list under the rule", func() error {
-			r := inspect("--method", "tools/list")
-			if r.code != 0 {
-				return fmt.Errorf("tools/list failed\n%s", r)
-			}
-			var l toolList
-			if err := r.result(&l); err != nil {
+			names, err := listTools()
+			if err != nil {
 				return err
 			}
-			names := l.names()
 			slices.Sort(names)
 			if want := []string{"everything_echo", "fetch_fetch"}; !slices.Equal(names, want) {
 				return fmt.Errorf("tools/list = %v, want %v", names, want)
