@@ -59,6 +59,9 @@ func translateRateLimit(rl *v1alpha1.RateLimitPolicy, field string, bad func(str
 		f := lf + "[" + strconv.Itoa(i) + "]"
 		ok := true
 		switch {
+		case e.Tokens != nil && e.Requests != nil:
+			bad(f, "exactly one of requests and tokens must be set")
+			ok = false
 		case e.Tokens != nil:
 			bad(f+".tokens", "LLM token budgets are not supported by mcpgate: it limits requests (Envoy's local rate limit filter); use requests")
 			ok = false
