@@ -9,6 +9,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/mcpgate/mcpgate/contract"
 
@@ -265,14 +266,20 @@ func (t *translation) buildGateway(gi *gatewayInfo) *GatewayConfig {
 		portList = append(portList, p)
 	}
 	sort.Slice(portList, func(i, j int) bool { return portList[i] < portList[j] })
-	refuse := t.xds.refuseAmbiguousPaths(gi.key)
+	refuse := t.xds.refuseAmbiguousPaths(gi.key, t.directFilters(gi.key))
+	// A Gateway-level rate limit is one bucket per port: its LocalRateLimit is on the port's
+	// RouteConfiguration, the least specific level Envoy reads, and on none of its routes.
+	var portLimit map[string]*anypb.Any
+	if rl := t.gatewayRateLimit(gi.key); rl != nil {
+		portLimit = map[string]*anypb.Any{localRateLimitFilterName: rl}
+	}
 	var muxRoutes *routev3.RouteConfiguration
 	concurrently(
 		func() {
 			for _, port := range portList {
 				name := listenerName(gi, port)
 				rc := &routev3.RouteConfiguration{Name: name, IgnorePortInHostMatching: true, VirtualHosts: gb.virtualHosts(gi.listeners, port, refuse),
-					InternalOnlyHeaders: []string{originalPathHeader}}
+					InternalOnlyHeaders: []string{originalPathHeader}, TypedPerFilterConfig: portLimit}
 				cfg.Listeners = append(cfg.Listeners, t.xds.listener(name, port))
 				cfg.Routes = append(cfg.Routes, rc)
 			}

@@ -83,6 +83,10 @@ type xdsCommon struct {
 	disabled  *anypb.Any
 	// disabledFilters is the typed_per_filter_config of every route without ext_proc
 	disabledFilters map[string]*anypb.Any
+	// unlimitedFilters is disabledFilters plus a LocalRateLimit that limits nothing: the
+	// typed_per_filter_config of the direct responses of a Gateway with a Gateway-level rate
+	// limit, which its RouteConfiguration carries (directFilters)
+	unlimitedFilters map[string]*anypb.Any
 	// pinSessions is the StatefulSessionPerRoute that turns the envelope on for a route
 	pinSessions *anypb.Any
 	// shared by every route and cluster that uses them (never modified after creation)
@@ -143,6 +147,7 @@ func newXDSCommon(opts Options) *xdsCommon {
 	x.accessLog = accesslog.Stdout() // the bootstrap's mux upstream listener writes the same
 	x.disabled = mustAny(&extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Disabled{Disabled: true}})
 	x.disabledFilters = map[string]*anypb.Any{ExtProcFilterName: x.disabled}
+	x.unlimitedFilters = withFilter(x.disabledFilters, localRateLimitFilterName, notLimited())
 	x.pinSessions = mustAny(&statefulv3.StatefulSessionPerRoute{Override: &statefulv3.StatefulSessionPerRoute_StatefulSession{
 		StatefulSession: &statefulv3.StatefulSession{SessionState: &corev3.TypedExtensionConfig{
 			Name: envelopeSessionStateName,

@@ -18,9 +18,10 @@ import (
 // localRateLimitFilterName is Envoy's local rate limit HTTP filter and the key of its per-route
 // config. Every listener's chain has it (after CORS, before the stateful session filter and
 // ext_proc; see newXDSCommon), whether or not its routes carry a LocalRateLimit: the filter-level
-// config has no token bucket and is not enabled (filter_enabled unset: 0%), so only routes with
-// their own config are limited (Envoy's resolveMostSpecificPerFilterConfig: the most specific
-// per-route config replaces the filter's, nothing merges).
+// config has no token bucket and is not enabled (filter_enabled unset: 0%), so only routes with a
+// config of their own (route or weighted cluster) or of their RouteConfiguration (a Gateway-level
+// limit) are limited (Envoy's resolveMostSpecificPerFilterConfig: the most specific per-filter
+// config replaces the filter's, nothing merges).
 const localRateLimitFilterName = "envoy.filters.http.local_ratelimit"
 
 // rateLimitStatPrefix is the stat_prefix of every LocalRateLimit: Envoy counts
@@ -121,19 +122,67 @@ func allRequests() *corev3.RuntimeFractionalPercent {
 
 // rateLimitOf returns the per-route LocalRateLimit of an attachment, or nil. It follows the
 // precedence of JWT authentication in merge: the most specific level that sets one (backend,
-// rule, route, listener, Gateway), within a level the oldest valid policy. An invalid policy at
-// any level makes the route answer 500 (merge), so its rate limit never applies.
+// rule, route, listener), within a level the oldest valid policy. The Gateway level is not a
+// route's: its limit is on the Gateway's RouteConfigurations (gatewayRateLimit), which Envoy
+// reads for every route without its own (Http::Utility::resolveMostSpecificPerFilterConfig:
+// weighted cluster, route, virtual host, route configuration). An invalid policy at any level
+// makes the route answer 500 (merge), so its rate limit never applies.
 func (t *translation) rateLimitOf(a attachment) *anypb.Any {
 	if !t.rateLimits {
 		return nil
 	}
 	levels := t.levels(a)
-	for l := len(levels) - 1; l >= 0; l-- {
-		for _, pi := range levels[l] {
-			if !pi.invalid && pi.rateLimit != nil {
-				return pi.rateLimit
-			}
+	for l := len(levels) - 1; l >= 1; l-- {
+		if rl := firstRateLimit(levels[l]); rl != nil {
+			return rl
 		}
 	}
 	return nil
+}
+
+// gatewayRateLimit returns the LocalRateLimit of a Gateway's Gateway-level policies (the oldest
+// valid one that sets one), or nil. buildGateway puts it on each RouteConfiguration of the
+// Gateway, one per port: each config is one token bucket in Envoy, shared by every route of the
+// port that has no LocalRateLimit of its own. A RouteConfiguration belongs to one Gateway (one
+// Gateway per port standalone, one Envoy per Gateway in Kubernetes).
+func (t *translation) gatewayRateLimit(gateway string) *anypb.Any {
+	if !t.rateLimits {
+		return nil
+	}
+	return firstRateLimit(t.policies.gateway[gateway])
+}
+
+// firstRateLimit returns the LocalRateLimit of the first valid policy of a level that sets one.
+func firstRateLimit(level []*policyInfo) *anypb.Any {
+	for _, pi := range level {
+		if !pi.invalid && pi.rateLimit != nil {
+			return pi.rateLimit
+		}
+	}
+	return nil
+}
+
+// notLimited is a per-route LocalRateLimit that limits nothing: not enabled (filter_enabled
+// unset: 0%), so Envoy's filter returns before it takes a token. Envoy refuses a per-route config
+// without a token bucket, so it has one (never used).
+func notLimited() *anypb.Any {
+	return mustAny(&localratelimitv3.LocalRateLimit{
+		StatPrefix: rateLimitStatPrefix,
+		TokenBucket: &typev3.TokenBucket{
+			MaxTokens:     1,
+			TokensPerFill: wrapperspb.UInt32(1),
+			FillInterval:  durationpb.New(time.Second),
+		},
+	})
+}
+
+// directFilters returns the typed_per_filter_config of a Gateway's direct responses (a rule's
+// 500, the refusal of ambiguous paths): ext_proc disabled, and when the Gateway has a
+// Gateway-level rate limit (on its RouteConfigurations), a LocalRateLimit that limits nothing, so
+// that they stay outside the limit, as the routes that carry their own limit are.
+func (t *translation) directFilters(gateway string) map[string]*anypb.Any {
+	if t.gatewayRateLimit(gateway) != nil {
+		return t.xds.unlimitedFilters
+	}
+	return t.xds.disabledFilters
 }

@@ -1123,14 +1123,14 @@ func directResponseStatus(status uint32, body string) *routev3.Route_DirectRespo
 // /private. Escaped "/", "\" or "." that survive normalization (double-escaped requests): an
 // upstream that decodes them and resolves dot segments serves another path. Failing closed costs
 // only clients that send such paths, which no MCP transport uses. ext_proc does not run: nothing
-// is forwarded.
-func (x *xdsCommon) refuseAmbiguousPaths(gateway string) *routev3.Route {
+// is forwarded. perFilter is the Gateway's directFilters (no rate limit either).
+func (x *xdsCommon) refuseAmbiguousPaths(gateway string, perFilter map[string]*anypb.Any) *routev3.Route {
 	return &routev3.Route{
 		Name:                 RefuseAmbiguousPathsRoute,
 		Match:                &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: ambiguousPathRegex}}},
 		Action:               directResponseStatus(400, bodyAmbiguousPath),
 		Metadata:             filterMetadata([2][2]string{{contract.FieldGateway, gateway}}),
-		TypedPerFilterConfig: x.disabledFilters,
+		TypedPerFilterConfig: perFilter,
 	}
 }
 
@@ -1143,11 +1143,11 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 	switch {
 	case u.bad:
 		tpl.direct = directResponse(bodyBadPolicy)
-		tpl.perFilter = t.xds.disabledFilters
+		tpl.perFilter = t.directFilters(gi.key)
 		return tpl
 	case c.failMsg != "":
 		tpl.direct = directResponse(c.failMsg)
-		tpl.perFilter = t.xds.disabledFilters
+		tpl.perFilter = t.directFilters(gi.key)
 		return tpl
 	case c.redirect != nil:
 		tpl.redirect = &routev3.Route_Redirect{Redirect: redirectAction(c.redirect, li.l.Port)}
@@ -1160,7 +1160,7 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 		return tpl
 	case len(c.refs) == 0:
 		tpl.direct = directResponse(bodyNoBackend)
-		tpl.perFilter = t.xds.disabledFilters
+		tpl.perFilter = t.directFilters(gi.key)
 		return tpl
 	}
 	var cbuf [4]*anypb.Any

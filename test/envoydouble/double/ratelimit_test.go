@@ -9,6 +9,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -180,4 +181,53 @@ func TestLocalRateLimitAsEnvoy(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestLocalRateLimitRouteConfigurationBucket: a LocalRateLimit on the RouteConfiguration (the
+// translator's Gateway-level limit) is one bucket, shared by every route below without one of its
+// own: two routes take from the same 2 tokens. A route with its own config has its own bucket,
+// and a direct response with a config that is not enabled is never limited, as in Envoy
+// (resolveMostSpecificPerFilterConfig: the most specific level that has one, nothing merges).
+func TestLocalRateLimitRouteConfigurationBucket(t *testing.T) {
+	e := newEnv(t, answer(nil))
+	up := jsonUpstream(t)
+	l := listener(t, e.listen, extProcFilter(5*time.Second), both(withCors(t), withRateLimit(t, 1)))
+	notEnabled := &localratelimitv3.LocalRateLimit{StatPrefix: "limits", TokenBucket: limit(1, 1, time.Hour, true).TokenBucket}
+	direct := &routev3.Route{Name: "direct", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/direct"}},
+		Action:               &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 500}},
+		TypedPerFilterConfig: withLimit(t, disabled(t), notEnabled)}
+	rc := routeConfig(l.Name, vhost("vh", []string{"*"},
+		prefixRoute("a", "/a", "up", disabled(t)),
+		prefixRoute("b", "/b", "up", disabled(t)),
+		prefixRoute("own", "/own", "up", withLimit(t, disabled(t), limit(1, 1, time.Hour, true))),
+		direct))
+	rc.TypedPerFilterConfig = map[string]*anypb.Any{rateLimitName: any_(t, limit(2, 2, time.Hour, true))}
+	e.push(l, rc, staticCluster("up", up.addr))
+	if n := e.lastNACK(); n != "" {
+		t.Fatalf("NACK: %s", n)
+	}
+	status := func(path string) int {
+		resp, _ := do(t, "GET", e.url(path), nil)
+		return resp.StatusCode
+	}
+	if got := status("/a"); got != 200 {
+		t.Fatalf("/a: %d, want 200 (first token of the shared bucket)", got)
+	}
+	if got := status("/b"); got != 200 {
+		t.Fatalf("/b: %d, want 200 (second token of the shared bucket)", got)
+	}
+	if got := status("/a"); got != 429 {
+		t.Errorf("/a again: %d, want 429 (the shared bucket is empty)", got)
+	}
+	if got := status("/b"); got != 429 {
+		t.Errorf("/b again: %d, want 429 (the shared bucket is empty)", got)
+	}
+	if got := status("/own"); got != 200 {
+		t.Errorf("/own: %d, want 200 (its own bucket)", got)
+	}
+	for range 3 {
+		if got := status("/direct"); got != 500 {
+			t.Errorf("/direct: %d, want 500 (its config is not enabled: never limited)", got)
+		}
+	}
 }
