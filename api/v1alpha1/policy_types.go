@@ -86,9 +86,9 @@ type TrafficPolicy struct {
 // agentgateway's global (a rate limit service) is not part of this API.
 type RateLimitPolicy struct {
 	// Local are token buckets kept by each gateway replica on its own: over the limit a request
-	// gets 429. mcpgate applies one entry with requests (Envoy's local rate limit filter, one
-	// bucket per Envoy route and replica); more than one, and tokens, are refused by the
-	// translator.
+	// gets 429. mcpgate applies one entry with requests (Envoy's local rate limit filter: a
+	// Gateway's is one bucket per port and replica, a more specific one a bucket per Envoy route
+	// and replica); more than one, and tokens, are refused by the translator.
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=16
 	Local []LocalRateLimit `json:"local"`
