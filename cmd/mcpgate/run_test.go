@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -596,23 +597,30 @@ func TestSupervisorAdminPorts(t *testing.T) {
 	defer s.stopAll()
 	var got []uint32
 	for _, gw := range []string{"ns/a", "ns/b", "ns/a"} {
-		path, err := s.writeBootstrap(gw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		y, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := bootstrap.Parse(y)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := supervisedBootstrap(t, s, gw)
 		got = append(got, b.GetAdmin().GetAddress().GetSocketAddress().GetPortValue())
 	}
 	if got[0] <= uint32(base) || got[1] <= got[0] || got[2] != got[0] {
 		t.Errorf("admin ports %v from busy port %d: want the ports after it, in order, the first one again for ns/a", got, base)
 	}
+}
+
+// supervisedBootstrap writes the bootstrap the supervisor gives Gateway gw's Envoy and parses it.
+func supervisedBootstrap(t *testing.T, s *supervisor, gw string) *bootstrapv3.Bootstrap {
+	t.Helper()
+	path, err := s.writeBootstrap(gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := bootstrap.Parse(y)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // TestSupervisorMuxAddresses: each Gateway's bootstrap sends the mux cluster to the run's
@@ -633,18 +641,7 @@ func TestSupervisorMuxAddresses(t *testing.T) {
 	defer s.stopAll()
 	sockets := map[string]bool{}
 	for _, gw := range []string{"ns/a", "ns/b"} {
-		path, err := s.writeBootstrap(gw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		y, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := bootstrap.Parse(y)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := supervisedBootstrap(t, s, gw)
 		for _, c := range b.GetStaticResources().GetClusters() {
 			if sa := c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress(); c.GetName() == contract.MuxCluster &&
 				(sa.GetAddress() != "127.0.0.1" || sa.GetPortValue() != 28002) {
