@@ -64,15 +64,16 @@ func (d *benchTarget) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveUnix serves h on a new Unix socket and returns its path.
-func serveUnix(b *testing.B, h http.Handler) string {
-	sock := filepath.Join(b.TempDir(), "s.sock")
+func serveUnix(tb testing.TB, h http.Handler) string {
+	tb.Helper()
+	sock := filepath.Join(tb.TempDir(), "s.sock")
 	lis, err := net.Listen("unix", sock)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	srv := &http.Server{Handler: h}
 	go srv.Serve(lis)
-	b.Cleanup(func() { srv.Close() })
+	tb.Cleanup(func() { srv.Close() })
 	return sock
 }
 

@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -76,14 +74,7 @@ func newRawGateway(t *testing.T, opts mux.Options, failureMode string, names []s
 		d.clusters["cluster-"+name] = handlers[i]
 		desc.Targets = append(desc.Targets, contract.MuxTarget{Name: name, Cluster: "cluster-" + name, Path: "/mcp"})
 	}
-	sock := filepath.Join(t.TempDir(), "up.sock")
-	lis, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	up := &http.Server{Handler: d}
-	go up.Serve(lis)
-	t.Cleanup(func() { up.Close() })
+	sock := serveUnix(t, d)
 	header, _ := json.Marshal(desc)
 	opts.Upstream = func(string) string { return "unix://" + sock }
 	opts.Secret = testSecret

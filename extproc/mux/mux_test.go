@@ -152,14 +152,7 @@ func newGatewayWith(t *testing.T, failureMode string, opts func(*mux.Options), t
 		}
 	}
 	gw.double = d
-	sock := filepath.Join(t.TempDir(), "up.sock")
-	lis, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	up := &http.Server{Handler: d}
-	go up.Serve(lis)
-	t.Cleanup(func() { up.Close() })
+	sock := serveUnix(t, d)
 
 	desc, err := json.Marshal(contract.Mux{Gateway: "ns/gw", Backend: "ns/be", PrefixMode: "Conditional", FailureMode: failureMode, Targets: targets})
 	if err != nil {

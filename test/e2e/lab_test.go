@@ -408,7 +408,11 @@ func (s *suite) inspect(server, token string, args ...string) inspectorRun {
 
 // listTools runs tools/list and returns the tool names.
 func (s *suite) listTools(server, token string) ([]string, error) {
-	r := s.inspect(server, token, "--method", "tools/list")
+	return toolNames(s.inspect(server, token, "--method", "tools/list"))
+}
+
+// toolNames returns the tool names of an inspector's tools/list run, or why there are none.
+func toolNames(r inspectorRun) ([]string, error) {
 	if r.code != 0 {
 		return nil, fmt.Errorf("tools/list failed\n%s", r)
 	}

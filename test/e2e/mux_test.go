@@ -37,17 +37,7 @@ func TestMultiplexedBackend(t *testing.T) {
 	inspect := func(args ...string) inspectorRun {
 		return s.inspector.run(append([]string{url, "--transport", "http"}, args...)...)
 	}
-	listTools := func() ([]string, error) {
-		r := inspect("--method", "tools/list")
-		if r.code != 0 {
-			return nil, fmt.Errorf("tools/list failed\n%s", r)
-		}
-		var l toolList
-		if err := r.result(&l); err != nil {
-			return nil, err
-		}
-		return l.names(), nil
-	}
+	listTools := func() ([]string, error) { return toolNames(inspect("--method", "tools/list")) }
 
 	t.Run("inspector", func(t *testing.T) {
 		eventually(t, "tools/list of the three targets", func() error {
