@@ -16,8 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/mcpgate/mcpgate/test/envoydouble/xdsconf"
 )
 
@@ -104,11 +102,6 @@ func New(log *slog.Logger, accessOut io.Writer, initial *xdsconf.Snapshot, maxCo
 
 // Snapshot is the active configuration.
 func (s *Server) Snapshot() *xdsconf.Snapshot { return s.snap.Load() }
-
-// GRPCConn returns the gRPC connection to a cluster (used for ADS and ext_proc).
-func (s *Server) GRPCConn(cluster string) (grpc.ClientConnInterface, error) {
-	return s.grpcs.conn(cluster)
-}
 
 // Update makes snap the active configuration: new requests use it, requests in flight finish
 // with the one they started with. Listeners are moved or closed to match; with bind (a listener

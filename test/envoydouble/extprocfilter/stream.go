@@ -38,14 +38,6 @@ const (
 	Response
 )
 
-// String names the direction.
-func (d Dir) String() string {
-	if d == Request {
-		return "request"
-	}
-	return "response"
-}
-
 type kind int
 
 const (
@@ -163,9 +155,6 @@ type Failure struct {
 	// than FailedPrecondition).
 	Fatal bool
 }
-
-// Error describes the failure.
-func (f *Failure) Error() string { return fmt.Sprintf("ext_proc failure %d %s", f.Status, f.Details) }
 
 type pending struct {
 	dir   Dir
