@@ -153,7 +153,6 @@ type harness struct {
 	audit     *syncBuffer
 	reg       *prometheus.Registry
 	tcp, unix extprocv3.ExternalProcessorClient
-	signer    *signer
 }
 
 type harnessOption func(*extproc.Config)

@@ -301,7 +301,6 @@ type child struct {
 	// served counts the requests sent to the child; stopped is set by stop.
 	served     int
 	stopped    bool
-	tcp, unix  string
 	conns      map[string]*grpc.ClientConn
 	clients    map[string]extprocv3.ExternalProcessorClient
 	pid        int

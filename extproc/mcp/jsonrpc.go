@@ -476,7 +476,7 @@ func IDKey(raw json.RawMessage) string {
 		if end, err := scanNumber(b, 0); err != nil || end != len(b) {
 			return ""
 		}
-		if bytes.IndexAny(b, ".eE") < 0 {
+		if !bytes.ContainsAny(b, ".eE") {
 			return "n" + string(b)
 		}
 		f, err := strconv.ParseFloat(string(b), 64)
