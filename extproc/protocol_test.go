@@ -747,7 +747,7 @@ func TestSpans(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, a := range call.Attributes() {
-		attrs[string(a.Key)] = a.Value.Emit()
+		attrs[string(a.Key)] = a.Value.String()
 	}
 	if attrs["mcp.method.name"] != "tools/call" || attrs["gen_ai.tool.name"] != "fetch" || attrs["mcp.session.id"] != "S7" || attrs["jsonrpc.request.id"] != `"a"` || attrs["rpc.jsonrpc.error_code"] != "-32000" {
 		t.Errorf("attributes %v", attrs)

@@ -117,7 +117,7 @@ func TestToolErrorOutcome(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, a := range spans[0].Attributes() {
-		attrs[string(a.Key)] = a.Value.Emit()
+		attrs[string(a.Key)] = a.Value.String()
 	}
 	if attrs["error.type"] != "tool_error" || spans[0].Status().Code != codes.Error {
 		t.Errorf("span attributes %v status %v: want error.type tool_error and status Error", attrs, spans[0].Status())
@@ -259,7 +259,7 @@ func TestSpan(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, a := range s.Attributes() {
-		attrs[string(a.Key)] = a.Value.Emit()
+		attrs[string(a.Key)] = a.Value.String()
 	}
 	for k, v := range map[string]string{"mcp.method.name": "tools/call", "gen_ai.tool.name": "fetch", "mcp.session.id": "s-1", "jsonrpc.request.id": "3", "rpc.jsonrpc.error_code": "-32602"} {
 		if attrs[k] != v {
@@ -301,7 +301,7 @@ func TestSpanPromptAndResource(t *testing.T) {
 		}
 		attrs := map[string]string{}
 		for _, a := range s.Attributes() {
-			attrs[string(a.Key)] = a.Value.Emit()
+			attrs[string(a.Key)] = a.Value.String()
 		}
 		for k, v := range w {
 			if attrs[k] != v {
