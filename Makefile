@@ -38,6 +38,20 @@ test: generate-check build $(TEST_DEPS) ## run every test: unit, golden, xDS, ex
 	$(GO) vet ./...
 	$(GO) test ./...
 
+# STATICCHECK_VERSION is the staticcheck make lint runs (staticcheck.conf says which checks),
+# installed into $(CACHE)/bin when missing, outside go.mod.
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(CACHE)/bin/staticcheck-$(STATICCHECK_VERSION)
+
+$(STATICCHECK):
+	GOBIN=$(CACHE)/bin/staticcheck.tmp $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	mv $(CACHE)/bin/staticcheck.tmp/staticcheck $@ && rmdir $(CACHE)/bin/staticcheck.tmp
+
+.PHONY: lint
+lint: $(STATICCHECK) ## go vet and staticcheck (checks in staticcheck.conf)
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
 .PHONY: bench
 bench: ## run the Go benchmarks (results go into docs/benchmarks.md by hand)
 	$(GO) test -run '^$$' -bench . -benchmem ./...

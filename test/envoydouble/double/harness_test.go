@@ -1,5 +1,7 @@
 package double_test
 
+//lint:file-ignore SA1019 the tests send the deprecated HeaderValueOption.append that Envoy still accepts
+
 // The harness runs everything for real: a go-control-plane Delta ADS server, the double started
 // from a bootstrap written by xds/bootstrap, a scripted ext_proc gRPC server that records what it
 // receives, and httptest upstreams.

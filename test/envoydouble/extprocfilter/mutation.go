@@ -1,5 +1,7 @@
 package extprocfilter
 
+//lint:file-ignore SA1019 Envoy still applies the deprecated HeaderValueOption.append; the double reads it as Envoy does
+
 import (
 	"fmt"
 	"strconv"

@@ -1,5 +1,7 @@
 package xdsconf
 
+//lint:file-ignore SA1019 Envoy still accepts deprecated fields (dns_refresh_rate); the double reads them as Envoy does
+
 import (
 	"cmp"
 	"crypto/tls"

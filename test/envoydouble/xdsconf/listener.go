@@ -1,5 +1,7 @@
 package xdsconf
 
+//lint:file-ignore SA1019 Envoy still accepts deprecated fields (file access log json_format); the double reads them as Envoy does
+
 import (
 	"fmt"
 	"net/netip"
