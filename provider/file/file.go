@@ -10,23 +10,22 @@
 package file
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
@@ -264,19 +263,58 @@ type object struct {
 func parseFile(name string, data []byte, cat *catalog) *fileObjects {
 	f := &fileObjects{name: name, data: data}
 	d := decoder{cat: cat, file: f}
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for n := 1; ; n++ {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return f
-		}
-		loc := Location{File: name, Document: n}
-		if err != nil {
-			d.fail(loc, translator.ObjectKey{}, "", "cannot split the YAML documents: "+err.Error())
-			return f
-		}
-		d.loadDocument(loc, doc)
+	docs, err := splitDocuments(data)
+	for i, doc := range docs {
+		d.loadDocument(Location{File: name, Document: i + 1}, doc)
 	}
+	if err != nil {
+		d.fail(Location{File: name, Document: len(docs) + 1}, translator.ObjectKey{}, "", "cannot split the YAML documents: "+err.Error())
+	}
+	return f
+}
+
+// document is one YAML document of a file and the file line it starts on.
+type document struct {
+	line int
+	data []byte
+}
+
+// splitDocuments splits a file's content into YAML documents as kubectl does
+// (k8s.io/apimachinery/pkg/util/yaml.YAMLReader: a line starting with "---" ends a document when
+// one has begun, and only a comment may follow it; a leading "---" belongs to the first
+// document; every line ends with a newline), keeping the line each starts on so that YAML
+// errors can name file lines.
+func splitDocuments(data []byte) ([]document, error) {
+	var docs []document
+	var cur document
+	for n, rest := 1, data; len(rest) > 0; n++ {
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line = rest[:i+1]
+		}
+		rest = rest[len(line):]
+		if line[len(line)-1] != '\n' { // YAMLReader ends the last line too
+			line = append(line[:len(line):len(line)], '\n')
+		}
+		if sep, ok := bytes.CutPrefix(line, []byte("---")); ok {
+			if t := bytes.TrimSpace(sep); len(t) > 0 && t[0] != '#' {
+				return docs, fmt.Errorf("line %d: invalid YAML document separator: %s", n, t)
+			}
+			if len(cur.data) > 0 {
+				docs = append(docs, cur)
+				cur = document{}
+				continue
+			}
+		}
+		if len(cur.data) == 0 {
+			cur.line = n
+		}
+		cur.data = append(cur.data, line...)
+	}
+	if len(cur.data) > 0 {
+		docs = append(docs, cur)
+	}
+	return docs, nil
 }
 
 // merge joins the objects of files in order. An object defined in two places is an error; the
@@ -343,10 +381,10 @@ func (r *jsonRaw) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-func (d *decoder) loadDocument(loc Location, doc []byte) {
-	js, err := yaml.YAMLToJSONStrict(doc)
+func (d *decoder) loadDocument(loc Location, doc document) {
+	js, err := yaml.YAMLToJSONStrict(doc.data)
 	if err != nil {
-		d.fail(loc, translator.ObjectKey{}, "", "not valid YAML: "+err.Error())
+		d.fail(loc, translator.ObjectKey{}, "", "not valid YAML: "+fileLines(err.Error(), doc.line))
 		return
 	}
 	js = bytes.TrimSpace(js)
@@ -410,6 +448,21 @@ func (d *decoder) loadJSON(loc Location, js []byte) {
 		return
 	}
 	d.file.objects = append(d.file.objects, object{key: obj, loc: loc, value: scratch})
+}
+
+// yamlLine matches the line numbers of YAML parser errors, which count from a document's start.
+var yamlLine = regexp.MustCompile(`\bline (\d+)`)
+
+// fileLines turns the document lines a YAML error names into file lines, the document starting
+// on file line start.
+func fileLines(msg string, start int) string {
+	return yamlLine.ReplaceAllStringFunc(msg, func(m string) string {
+		n, err := strconv.Atoi(m[len("line "):])
+		if err != nil {
+			return m
+		}
+		return "line " + strconv.Itoa(n+start-1)
+	})
 }
 
 // splitStrict turns `unknown field "spec.foo"` into ("spec.foo", "unknown field").
