@@ -75,6 +75,14 @@ generate: protoc ## regenerate deepcopy, CRDs and protobuf Go code
 	protoc --plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" --go_out=. \
 	  --go_opt=module=github.com/mcpgate/mcpgate -I . proto/policy/v1/policy.proto
 
+# GENERATED are the folders make generate writes into.
+GENERATED := api deploy/crds proto
+
 .PHONY: generate-check
-generate-check: generate ## fail if generated files differ from what is committed
-	@git diff --exit-code -- api deploy/crds proto || { echo "generated files are stale: run make generate and commit"; exit 1; }
+generate-check: protoc ## fail if make generate would change the generated files (it runs it: they are then fresh)
+	@set -e; before=$$(mktemp -d); trap 'rm -rf "$$before"' EXIT; \
+	for d in $(GENERATED); do mkdir -p "$$before/$$d"; cp -a "$$d/." "$$before/$$d/"; done; \
+	$(MAKE) --no-print-directory generate; \
+	stale=$$(for d in $(GENERATED); do diff -r "$$before/$$d" "$$d" || true; done); \
+	if [ -n "$$stale" ]; then echo "$$stale" | head -40; \
+	  echo "generated files were stale: make generate has rewritten them (review and commit)"; exit 1; fi
