@@ -50,6 +50,13 @@ const (
 // resource URIs "TARGET+uri"; MetadataTarget is then absent.
 const MetadataTargets = "x-mcpgate-targets"
 
+// MetadataMux, set only on a route to a multiplexed backend under prefixMode Never (with
+// MetadataTargets), is the backend's Mux as compact JSON, the value of the route's HeaderMux:
+// under Never tool and prompt names are bare, so ext_proc resolves the target of a call itself
+// (mux.Server.Resolve lists the session's targets) before it judges it, and tells the mux
+// (HeaderMuxTarget). Resource URIs stay "TARGET+uri".
+const MetadataMux = "x-mcpgate-mux"
+
 // MCP multiplexing: the mux (package extproc/mux) serves a multiplexed backend's routes and
 // reaches each target back through Envoy's mux upstream listener.
 const (
@@ -72,7 +79,20 @@ const (
 	// the mux serves no request without it, so that only requests the front hop authorized
 	// reach the targets through the mux upstream listener. The mux drops it.
 	HeaderMuxAuth = "x-mcpgate-mux-auth"
+	// HeaderMuxTarget is the request header ext_proc sets on a call (tools/call, prompts/get,
+	// completion/complete of a prompt) on a route under prefixMode Never (MetadataMux): the target
+	// it resolved the bare name to and judged the call as. The mux routes the call by it (trusted:
+	// the request carries HeaderMuxAuth) and drops it. ext_proc removes a client's value on every
+	// route with MetadataTargets.
+	HeaderMuxTarget = "x-mcpgate-mux-target"
+	// MetaTarget is the _meta key of each tool and prompt of a merged list under prefixMode Never:
+	// the target that serves it (the mux overwrites a target's own value), which the front hop
+	// judges the item as.
+	MetaTarget = "mcpgate.dev/target"
 )
+
+// PrefixModeNever is Mux.PrefixMode under which tool and prompt names are bare.
+const PrefixModeNever = "Never"
 
 // The failure modes of a multiplexed backend (Mux.FailureMode, spec.mcp.failureMode).
 const (
@@ -88,7 +108,10 @@ type Mux struct {
 	Gateway string `json:"gateway"`
 	// Backend is the AgentgatewayBackend, "NAMESPACE/NAME".
 	Backend string `json:"backend"`
-	// PrefixMode is the backend's spec.mcp.prefixMode: Conditional or Always.
+	// PrefixMode is the backend's spec.mcp.prefixMode: Conditional or Always (tool and prompt
+	// names TARGET_name), or Never (PrefixModeNever: bare names, a call's target resolved by
+	// ext_proc and named by HeaderMuxTarget; a name several targets serve is left out of the
+	// lists). Resource URIs are TARGET+uri in every mode.
 	PrefixMode string `json:"prefixMode"`
 	// FailureMode is the backend's spec.mcp.failureMode: FailClosed or FailOpen ("": FailClosed).
 	FailureMode string `json:"failureMode"`

@@ -411,8 +411,11 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 			parts[i] += " " + mt.note
 		}
 	}
-	note = fmt.Sprintf("MCP targets multiplexed by mcpgate's mux (tools and prompts TARGET_name, resources TARGET+uri): %s",
-		strings.Join(parts, "; "))
+	names := "tools and prompts TARGET_name, resources TARGET+uri"
+	if m.PrefixMode == v1alpha1.PrefixModeNever {
+		names = "tools and prompts unprefixed, a name several targets serve left out; resources TARGET+uri"
+	}
+	note = fmt.Sprintf("MCP targets multiplexed by mcpgate's mux (%s): %s", names, strings.Join(parts, "; "))
 	return "", "", withLeftOut(note)
 }
 
@@ -451,15 +454,13 @@ func (t *translation) staticMCPTarget(cname string, spec *v1alpha1.McpTargetSele
 // notMultiplexed says why an MCP backend's targets, all of them, cannot go behind the mux
 // ("" when they can, or when there is one and prefixMode does not ask for prefixes), and the
 // field at the root of it. The mux speaks Streamable HTTP to its targets and routes each call by
-// its name's prefix: so every target must speak Streamable HTTP, the names must be prefixed
-// (prefixMode not Never), and each name must be unique and free of the separators ("_" of tool
-// and prompt names, "+" of resource URIs, "," of the target list ext_proc gets).
+// its name's prefix (prefixMode Never: by the target ext_proc resolved the bare name to): so
+// every target must speak Streamable HTTP, and each name must be unique and free of the
+// separators ("_" of tool and prompt names, "+" of resource URIs, "," of the target list
+// ext_proc gets).
 func (t *translation) notMultiplexed(m *v1alpha1.MCPBackend, all []mcpTarget) (why, field string) {
 	if len(all) < 2 && m.PrefixMode != v1alpha1.PrefixModeAlways {
 		return "", ""
-	}
-	if len(all) >= 2 && m.PrefixMode == v1alpha1.PrefixModeNever {
-		return "prefixMode Never leaves the targets' names unprefixed, and mcpgate's mux routes each call by its prefix", "spec.mcp.prefixMode"
 	}
 	seen := map[string]int{}
 	for _, mt := range all {
@@ -539,6 +540,17 @@ type muxBackend struct {
 	spec    contract.Mux // without Gateway, which each route's Gateway fills in (header)
 	targets []*target    // its targets, in spec order: their clusters are emitted
 	names   string       // the targets' names joined by "," (contract.MetadataTargets)
+}
+
+// metadata returns the contract.MetadataMux value of the backend's routes on Gateway gw: the
+// header's JSON under prefixMode Never, where ext_proc resolves each call's target; "" (no key)
+// otherwise, where the prefix names it. Only there: the JSON grows with the targets and rides on
+// every ext_proc stream of the route, and its presence tells ext_proc the names are bare.
+func (mx *muxBackend) metadata(gw string) string {
+	if mx.spec.PrefixMode != contract.PrefixModeNever {
+		return ""
+	}
+	return mx.header(gw)
 }
 
 // header returns the contract.HeaderMux value of the backend's routes on Gateway gw: the Mux as

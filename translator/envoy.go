@@ -493,6 +493,7 @@ type extProcRoute struct {
 	mcp                                     string // transport; "" = not MCP
 	gateway, route, policy, backend, target string
 	targets                                 string // a multiplexed backend's target names, comma-joined
+	mux                                     string // contract.MetadataMux: prefixMode Never only
 }
 
 // perRouteConfig returns the ExtProcPerRoute of e: disabled when the route is neither MCP nor
@@ -506,9 +507,9 @@ func (t *translation) perRouteConfig(into *anypb.Any, e extProcRoute) *anypb.Any
 	if e.mcp != "" {
 		mode = t.xds.mcpModeBytes
 	}
-	md := [7][2]string{{contract.MetadataGateway, e.gateway}, {contract.MetadataRoute, e.route}, {contract.MetadataPolicy, e.policy},
+	md := [8][2]string{{contract.MetadataGateway, e.gateway}, {contract.MetadataRoute, e.route}, {contract.MetadataPolicy, e.policy},
 		{contract.MetadataMCP, e.mcp}, {contract.MetadataBackend, e.backend}, {contract.MetadataTarget, e.target},
-		{contract.MetadataTargets, e.targets}}
+		{contract.MetadataTargets, e.targets}, {contract.MetadataMux, e.mux}}
 	if into == nil {
 		into = &anypb.Any{}
 	}

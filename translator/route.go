@@ -1181,7 +1181,7 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 			backend: tg.backend, target: tg.name,
 		}
 		if tg.mux != nil {
-			e.targets = tg.mux.names
+			e.targets, e.mux = tg.mux.names, tg.mux.metadata(gi.key)
 			mux = true
 		}
 		configs[i] = t.perRouteConfig(into, e)

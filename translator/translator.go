@@ -27,8 +27,9 @@
 // bootstrap cluster), told the targets by a route header (contract.HeaderMux), and the mux
 // reaches each target back through the Gateway's mux upstream listener, whose routes
 // (contract.MuxUpstreamRoutes) every Gateway gets. Where the mux cannot serve the targets
-// (prefixMode Never with several, an SSE target among several) the first target is routed and
-// the status says why (docs/design.md, Multiplexing). MCP clusters balance by ring hash and their routes hash the caller's source
+// (an SSE target among several) the first target is routed and the status says why; under
+// prefixMode Never the route's ext_proc metadata also carries the Mux (contract.MetadataMux), as
+// ext_proc resolves each call's target (docs/design.md, Multiplexing). MCP clusters balance by ring hash and their routes hash the caller's source
 // address: a session's first request (initialize, or the legacy SSE GET) carries no session id
 // yet, so hashing Mcp-Session-Id or sessionId would send later requests to another replica than
 // the one that created the session; the source address keeps the whole session on one. MCP
