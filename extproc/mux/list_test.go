@@ -68,8 +68,16 @@ func (rt *rawTarget) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // target i served by handlers[i] (cluster "cluster-NAME"), and returns the URL of its front hop.
 func newRawGateway(t *testing.T, opts mux.Options, failureMode string, names []string, handlers ...http.Handler) string {
 	t.Helper()
+	url, _, _ := newRawMux(t, opts, "Conditional", failureMode, names, handlers...)
+	return url
+}
+
+// newRawMux is newRawGateway for the backend's prefixMode; it also returns the mux and its
+// contract.HeaderMux.
+func newRawMux(t *testing.T, opts mux.Options, prefixMode, failureMode string, names []string, handlers ...http.Handler) (string, *mux.Server, string) {
+	t.Helper()
 	d := &upstreamDouble{clusters: map[string]http.Handler{}, seen: map[string][]http.Header{}}
-	desc := contract.Mux{Gateway: "ns/gw", Backend: "ns/be", PrefixMode: "Conditional", FailureMode: failureMode}
+	desc := contract.Mux{Gateway: "ns/gw", Backend: "ns/be", PrefixMode: prefixMode, FailureMode: failureMode}
 	for i, name := range names {
 		d.clusters["cluster-"+name] = handlers[i]
 		desc.Targets = append(desc.Targets, contract.MuxTarget{Name: name, Cluster: "cluster-" + name, Path: "/mcp"})
@@ -88,7 +96,7 @@ func newRawGateway(t *testing.T, opts mux.Options, failureMode string, names []s
 		h.ServeHTTP(w, r)
 	}))
 	t.Cleanup(front.Close)
-	return front.URL + "/mcp"
+	return front.URL + "/mcp", h, string(header)
 }
 
 // openRaw initializes a session at url and returns its id and the initialize answer.
@@ -151,10 +159,9 @@ func TestMuxMethodNotFound(t *testing.T) {
 	}
 }
 
-// TestMuxListPages: a target's list is followed page by page, each page's request with an id of
-// its own, and the answer matched to it.
-func TestMuxListPages(t *testing.T) {
-	paged := &rawTarget{answer: func(method string, params json.RawMessage) (any, int) {
+// pagedTarget lists its tools on three pages (cursors "", c2, c3): t-0, tc2-0, tc3-0.
+func pagedTarget() *rawTarget {
+	return &rawTarget{answer: func(method string, params json.RawMessage) (any, int) {
 		var p struct {
 			Cursor string `json:"cursor"`
 		}
@@ -162,6 +169,12 @@ func TestMuxListPages(t *testing.T) {
 		next := map[string]string{"": "c2", "c2": "c3", "c3": ""}[p.Cursor]
 		return map[string]any{"tools": tools("t"+p.Cursor+"-", 1, 1), "nextCursor": next}, 0
 	}}
+}
+
+// TestMuxListPages: a target's list is followed page by page, each page's request with an id of
+// its own, and the answer matched to it.
+func TestMuxListPages(t *testing.T) {
+	paged := pagedTarget()
 	other := &rawTarget{answer: func(string, json.RawMessage) (any, int) {
 		return map[string]any{"tools": tools("o", 1, 1)}, 0
 	}}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/mcp"
 )
 
@@ -170,7 +171,7 @@ func (c *call) list(msg *message, it mcp.Item, key, nameMember string) {
 	budget := &listBudget{left: int64(c.h.opts.MaxBodyBytes - len(msg.ID) - len(key) - len(`{"jsonrpc":"2.0","id":,"result":{"":[]}}`))}
 	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
-	items := make([][]json.RawMessage, len(c.sess))
+	items := make([][]listed, len(c.sess))
 	errs := c.fanOut(func(_ context.Context, mb member) error {
 		var err error
 		items[c.index(mb)], err = c.listTarget(ctx, mb, msg, params, it, key, nameMember, budget)
@@ -186,7 +187,6 @@ func (c *call) list(msg *message, it mcp.Item, key, nameMember string) {
 			return
 		}
 	}
-	var all []json.RawMessage
 	for i, err := range errs {
 		switch {
 		case err != nil && sessionGone(err, c.sess[i]):
@@ -196,9 +196,61 @@ func (c *call) list(msg *message, it mcp.Item, key, nameMember string) {
 			c.writeError(http.StatusOK, msg.ID, mcp.CodeInternalError, "mcpgate mux: "+msg.Method+": "+err.Error())
 			return
 		}
-		all = append(all, items[i]...)
+	}
+	var shared map[string][]string
+	if c.bare(it) {
+		shared = c.sharedNames(items)
+	}
+	var all []json.RawMessage
+	for i := range items {
+		for _, l := range items[i] {
+			if shared[l.name] == nil {
+				all = append(all, l.item)
+			}
+		}
+	}
+	if len(shared) > 0 {
+		names := make([]string, 0, len(shared))
+		for name, targets := range shared {
+			names = append(names, name+" ("+strings.Join(targets, ", ")+")")
+		}
+		slices.Sort(names)
+		c.log.Warn("mux: names that several targets serve are left out of the list (prefixMode Never)",
+			"method", msg.Method, "names", strings.Join(names, "; "))
 	}
 	c.writeJSON(http.StatusOK, appendListAnswer(nil, msg.ID, key, all))
+}
+
+// listed is an item of a target's list as the client gets it, and the item's name as the target
+// gave it.
+type listed struct {
+	name string
+	item json.RawMessage // nil when the call keeps names only (namesOnly)
+}
+
+// sharedNames returns the names that several targets' lists hold, each with those targets in
+// the session's order (nil when there is none): under prefixMode Never a name must name one
+// target, so they are left out (as agentgateway leaves them).
+func (c *call) sharedNames(lists [][]listed) map[string][]string {
+	servedBy := map[string][]string{}
+	for i, items := range lists {
+		for _, l := range items {
+			t := servedBy[l.name]
+			if n := len(t); n == 0 || t[n-1] != c.sess[i].t.Name {
+				servedBy[l.name] = append(t, c.sess[i].t.Name)
+			}
+		}
+	}
+	var shared map[string][]string
+	for name, targets := range servedBy {
+		if len(targets) > 1 {
+			if shared == nil {
+				shared = map[string][]string{}
+			}
+			shared[name] = targets
+		}
+	}
+	return shared
 }
 
 // errListTooLarge is listTarget's error when the merged list would be larger than MaxBodyBytes.
@@ -264,8 +316,8 @@ func countErrors(errs []error) int {
 // listTarget reads one target's whole list, its items prefixed, within the merged list's budget.
 // Each page's request has an id of its own (pageID). A target without the list method (-32601,
 // as the Python and TypeScript SDKs answer a method they have no handler for) lists nothing.
-func (c *call) listTarget(ctx context.Context, mb member, msg *message, params map[string]json.RawMessage, it mcp.Item, key, nameMember string, budget *listBudget) ([]json.RawMessage, error) {
-	var out []json.RawMessage
+func (c *call) listTarget(ctx context.Context, mb member, msg *message, params map[string]json.RawMessage, it mcp.Item, key, nameMember string, budget *listBudget) ([]listed, error) {
+	var out []listed
 	p := make(map[string]json.RawMessage, len(params)+1)
 	for k, v := range params {
 		p[k] = v
@@ -302,15 +354,15 @@ func (c *call) listTarget(ctx context.Context, mb member, msg *message, params m
 			return nil, &targetError{mb.t.Name, errors.New(msg.Method + " result: " + key + " is not a list")}
 		}
 		for _, item := range result.Items {
-			prefixed, ok := prefixItem(item, mb.t.Name, it, nameMember)
+			l, ok := c.listItem(item, mb.t.Name, it, nameMember)
 			if !ok {
 				c.log.Warn("mux: listed item without a name left out", "target", mb.t.Name, "method", msg.Method)
 				continue
 			}
-			if !budget.take(len(prefixed) + 1) {
+			if !budget.take(len(l.item) + len(l.name) + 1) {
 				return nil, errListTooLarge
 			}
-			out = append(out, prefixed)
+			out = append(out, l)
 		}
 		if result.NextCursor == "" {
 			return out, nil
@@ -339,33 +391,92 @@ func rpcCode(raw json.RawMessage) int {
 	return e.Code
 }
 
+// listItem returns a listed item of target as the client gets it: its name prefixed (prefixItem),
+// or, bare (prefixMode Never), its target in _meta (tagItem); its name only under namesOnly.
+// ok is false for an item without a name.
+func (c *call) listItem(item json.RawMessage, target string, it mcp.Item, nameMember string) (l listed, ok bool) {
+	switch {
+	case c.namesOnly:
+		l.name, ok = itemName(item, nameMember)
+	case c.bare(it):
+		l.item, l.name, ok = tagItem(item, target, nameMember)
+	default:
+		l.item, l.name, ok = prefixItem(item, target, it, nameMember)
+	}
+	return l, ok
+}
+
+// itemName reads the name (member nameMember, a non-empty string) of a listed item, as prefixItem
+// does.
+func itemName(item json.RawMessage, nameMember string) (name string, ok bool) {
+	if start, end, found := memberValue(item, nameMember); found {
+		ok = json.Unmarshal(item[start:end], &name) == nil && name != ""
+		return name, ok
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(item, &obj) != nil || json.Unmarshal(obj[nameMember], &name) != nil {
+		return "", false
+	}
+	return name, name != ""
+}
+
+// tagItem sets _meta[contract.MetaTarget] of a listed item to its target (prefixMode Never), over
+// any value the target set, so that the front hop judges the item as that target's; the name
+// stays bare. An item without _meta and without escapes keeps its bytes, the member appended;
+// any other is decoded and marshaled, its _meta made an object if it was not one.
+func tagItem(item json.RawMessage, target, nameMember string) (out json.RawMessage, name string, ok bool) {
+	if name, ok = itemName(item, nameMember); !ok {
+		return nil, "", false
+	}
+	t, _ := json.Marshal(target)
+	trimmed := bytes.TrimRight(item, " \t\r\n")
+	if bytes.IndexByte(item, '\\') < 0 && !bytes.Contains(item, []byte(`"_meta"`)) && len(trimmed) > 2 && trimmed[len(trimmed)-1] == '}' {
+		out = make([]byte, 0, len(trimmed)+len(t)+40)
+		out = append(out, trimmed[:len(trimmed)-1]...)
+		out = append(out, `,"_meta":{"`+contract.MetaTarget+`":`...)
+		out = append(out, t...)
+		return append(out, "}}"...), name, true
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(item, &obj) != nil {
+		return nil, "", false
+	}
+	var meta map[string]json.RawMessage
+	if json.Unmarshal(obj["_meta"], &meta) != nil || meta == nil {
+		meta = map[string]json.RawMessage{}
+	}
+	meta[contract.MetaTarget] = t
+	obj["_meta"], _ = json.Marshal(meta)
+	b, err := json.Marshal(obj)
+	return b, name, err == nil
+}
+
 // prefixItem prefixes the member (name, uri, uriTemplate) of a listed item with the target. The
 // item's bytes are kept but for the member's value (one decoded, it is valid JSON): decoding it
 // whole and marshaling it again costs a list most of its time. An item with an escaped key or the
 // member repeated is decoded and marshaled, the last of repeated members winning as Go's decoder
 // has it (so that the front hop, which decodes the list, sees the prefixed name).
-func prefixItem(item json.RawMessage, target string, it mcp.Item, nameMember string) (json.RawMessage, bool) {
-	var name string
-	if start, end, ok := memberValue(item, nameMember); ok {
+func prefixItem(item json.RawMessage, target string, it mcp.Item, nameMember string) (out json.RawMessage, name string, ok bool) {
+	if start, end, found := memberValue(item, nameMember); found {
 		if json.Unmarshal(item[start:end], &name) != nil || name == "" {
-			return nil, false
+			return nil, "", false
 		}
 		v, _ := json.Marshal(target + string(it.Separator()) + name)
-		out := make([]byte, 0, len(item)+len(v)-(end-start))
+		out = make([]byte, 0, len(item)+len(v)-(end-start))
 		out = append(out, item[:start]...)
 		out = append(out, v...)
-		return append(out, item[end:]...), true
+		return append(out, item[end:]...), name, true
 	}
 	var obj map[string]json.RawMessage
 	if json.Unmarshal(item, &obj) != nil {
-		return nil, false
+		return nil, "", false
 	}
 	if json.Unmarshal(obj[nameMember], &name) != nil || name == "" {
-		return nil, false
+		return nil, "", false
 	}
 	obj[nameMember], _ = json.Marshal(target + string(it.Separator()) + name)
 	b, err := json.Marshal(obj)
-	return b, err == nil
+	return b, name, err == nil
 }
 
 // memberValue finds the value of the member name of the object item, valid JSON: item[start:end].
@@ -495,6 +606,13 @@ func (c *call) route(msg *message, it mcp.Item, nameMember string) {
 		c.writeError(http.StatusOK, msg.ID, mcp.CodeInvalidParams, "mcpgate mux: "+msg.Method+": params."+nameMember+" must be a string")
 		return
 	}
+	if c.bare(it) {
+		// The name is the target's own: it passes as it is, to the target the front hop named.
+		if mb, ok := c.headerTarget(msg, it, name); ok {
+			c.forward(msg, mb, "")
+		}
+		return
+	}
 	mb, rest, ok := c.split(msg, it, name)
 	if !ok {
 		return
@@ -513,6 +631,12 @@ func (c *call) complete(msg *message) {
 	if !ok || params == nil || json.Unmarshal(params["ref"], &ref) != nil || ref == nil {
 		c.writeError(http.StatusOK, msg.ID, mcp.CodeInvalidParams,
 			`mcpgate mux: completion/complete: params.ref must be an object with "type":"ref/prompt" and a string name, or "type":"ref/resource" and a string uri`)
+		return
+	}
+	if c.bare(it) {
+		if mb, ok := c.headerTarget(msg, it, name); ok {
+			c.forward(msg, mb, "")
+		}
 		return
 	}
 	nameMember := "name"
@@ -541,6 +665,25 @@ func (c *call) split(msg *message, it mcp.Item, name string) (mb member, rest st
 		c.writeJSON(http.StatusOK, mcp.Unknown(msg.ID, it, name))
 	}
 	return mb, rest, ok
+}
+
+// headerTarget returns the session's member that the front hop resolved a bare name to
+// (prefixMode Never), named by contract.HeaderMuxTarget, which only the front hop's ext_proc sets
+// (the request carries the secret, and ext_proc removes a client's value). ok is false, after
+// the answer was written, when the header is missing (fail closed: the mux cannot tell which
+// target the rules judged the call as) or names no target of the session ("Unknown tool: NAME").
+func (c *call) headerTarget(msg *message, it mcp.Item, name string) (mb member, ok bool) {
+	v := c.r.Header.Values(contract.HeaderMuxTarget)
+	if len(v) != 1 || v[0] == "" {
+		c.log.Warn("mux: call on a prefixMode Never backend without its target; refused", "method", msg.Method, "header", contract.HeaderMuxTarget, "values", len(v))
+		c.writeError(http.StatusOK, msg.ID, mcp.CodeInternalError, "mcpgate mux: "+msg.Method+": no single "+contract.HeaderMuxTarget+
+			" (under prefixMode Never the front hop's ext_proc names the target of each call); refused")
+		return member{}, false
+	}
+	if mb, ok = c.member(v[0]); !ok {
+		c.writeJSON(http.StatusOK, mcp.Unknown(msg.ID, it, name))
+	}
+	return mb, ok
 }
 
 // stringMember decodes params as an object and reads its string member name ("" reads none).

@@ -25,12 +25,32 @@ func TestPrefixItem(t *testing.T) {
 		`{"title":"x"}`: ``,
 		`["name","x"]`:  ``,
 	} {
-		got, ok := prefixItem(json.RawMessage(item), "a", mcp.Tool, "name")
+		got, _, ok := prefixItem(json.RawMessage(item), "a", mcp.Tool, "name")
 		if string(got) != want || ok != (want != "") {
 			t.Errorf("prefixItem(%s) = %s, %v; want %s", item, got, ok, want)
 		}
 		if ok && !json.Valid(got) {
 			t.Errorf("prefixItem(%s) = %s: not JSON", item, got)
+		}
+	}
+}
+
+// TestTagItem: under prefixMode Never a listed item keeps its name and gets its target in
+// _meta["mcpgate.dev/target"], over any value the target sent (also under an escaped key, which
+// the front hop's decoder would read as _meta); its other _meta members stay.
+func TestTagItem(t *testing.T) {
+	for item, want := range map[string]string{
+		`{"name":"x"}`:       `{"name":"x","_meta":{"mcpgate.dev/target":"a"}}`,
+		`{"name":"x"}` + " ": `{"name":"x","_meta":{"mcpgate.dev/target":"a"}}`,
+		`{"name":"x","_meta":{"mcpgate.dev/target":"b","k":1}}`: `{"_meta":{"k":1,"mcpgate.dev/target":"a"},"name":"x"}`,
+		`{"name":"x","_meta":7}`:                                `{"_meta":{"mcpgate.dev/target":"a"},"name":"x"}`,
+		`{"name":"x","\u005fmeta":{"mcpgate.dev/target":"b"}}`:  `{"_meta":{"mcpgate.dev/target":"a"},"name":"x"}`,
+		`{"title":"x"}`: ``,
+		`{"name":""}`:   ``,
+	} {
+		got, name, ok := tagItem(json.RawMessage(item), "a", "name")
+		if string(got) != want || ok != (want != "") || (ok && name != "x") {
+			t.Errorf("tagItem(%s) = %s, %q, %v; want %s, \"x\"", item, got, name, ok, want)
 		}
 	}
 }

@@ -79,8 +79,9 @@ type Options struct {
 	Secret string
 }
 
-// New returns the mux's HTTP handler.
-func New(opts Options) http.Handler {
+// New returns the mux: its HTTP handler, and the resolver of the front hop's ext_proc in the
+// same process (Resolve).
+func New(opts Options) *Server {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
@@ -94,16 +95,16 @@ func New(opts Options) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &handler{opts: opts, log: log, clients: map[string]*upstream{}, maxClients: maxUpstreams, secret: []byte(opts.Secret),
+	return &Server{opts: opts, log: log, clients: map[string]*upstream{}, maxClients: maxUpstreams, secret: []byte(opts.Secret),
 		readBuffers: sync.Pool{New: func() any { return new([readBufferSize]byte) }}}
 }
 
 // readBufferSize is the size of the buffer an event stream is read with.
 const readBufferSize = 32 << 10
 
-// handler is the mux. Its only state is the HTTP client of each upstream address (at most
+// Server is the mux. Its only state is the HTTP client of each upstream address (at most
 // maxClients), and the buffers event streams are read with, reused.
-type handler struct {
+type Server struct {
 	opts        Options
 	log         *slog.Logger
 	mu          sync.Mutex
@@ -116,7 +117,7 @@ type handler struct {
 }
 
 // ServeHTTP serves one request of a client.
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (h *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.authorized(w, r) {
 		return
 	}
@@ -154,7 +155,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // it does not, it answers 403 and logs the reason at Warn, once per reason (the mux's address may
 // be reachable by others than Envoy: a flood of forged requests must not flood the log); the
 // value sent is never logged or echoed.
-func (h *handler) authorized(w http.ResponseWriter, r *http.Request) bool {
+func (h *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
 	v := r.Header.Values(contract.HeaderMuxAuth)
 	var reason string
 	switch {
@@ -208,7 +209,7 @@ func readMux(values []string) (*contract.Mux, error) {
 
 // call is one client request being served.
 type call struct {
-	h   *handler
+	h   *Server
 	m   *contract.Mux
 	up  *upstream
 	w   http.ResponseWriter
@@ -218,6 +219,8 @@ type call struct {
 	// sess is the session the request names: the targets it holds, in the backend's order, with
 	// their own session ids.
 	sess []member
+	// namesOnly: listTarget keeps the items' names only, not the items (Resolve).
+	namesOnly bool
 }
 
 // member is a target of a session and the target's own session id ("": it gave none).
@@ -228,6 +231,12 @@ type member struct {
 
 // failOpen reports whether a target that fails is left out rather than failing the request.
 func (c *call) failOpen() bool { return c.m.FailureMode == contract.FailOpen }
+
+// bare reports whether the items it are named without their target's prefix: tools and prompts
+// under prefixMode Never (resource URIs are TARGET+uri in every mode).
+func (c *call) bare(it mcp.Item) bool {
+	return c.m.PrefixMode == contract.PrefixModeNever && (it == mcp.Tool || it == mcp.Prompt)
+}
 
 // targetNames returns the backend's target names joined by commas, as mcp.SplitTarget takes them.
 func (c *call) targetNames() string {
@@ -266,13 +275,29 @@ func encodeSession(backend string, members []member) string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
+// errNoSession is openSession's error for a request without a session id.
+var errNoSession = errors.New("mcpgate mux: Mcp-Session-Id is required after initialize")
+
 // readSession reads the session of the request's Mcp-Session-Id. ok is false, after the answer was
 // written, when there is none or it is not one the mux gave for this backend.
 func (c *call) readSession(id json.RawMessage) bool {
-	v := c.r.Header.Values("Mcp-Session-Id")
-	if len(v) == 0 {
-		c.writeError(http.StatusBadRequest, id, mcp.CodeInvalidRequest, "mcpgate mux: Mcp-Session-Id is required after initialize")
+	switch err := c.openSession(c.r.Header.Values("Mcp-Session-Id")); {
+	case errors.Is(err, errNoSession):
+		c.writeError(http.StatusBadRequest, id, mcp.CodeInvalidRequest, err.Error())
 		return false
+	case err != nil:
+		c.log.Info("mux: request of an unknown session", "error", err)
+		c.writeError(http.StatusNotFound, id, mcp.CodeSessionNotFound, "Session not found")
+		return false
+	}
+	return true
+}
+
+// openSession sets c.sess to the session of the Mcp-Session-Id values v: errNoSession when there
+// is none, another error when it is not one the mux gave for this backend.
+func (c *call) openSession(v []string) error {
+	if len(v) == 0 {
+		return errNoSession
 	}
 	s, err := decodeSession(v)
 	if err == nil && s.Backend != c.m.Backend {
@@ -294,12 +319,7 @@ func (c *call) readSession(id json.RawMessage) bool {
 	if err == nil && len(c.sess) == 0 {
 		err = errors.New("it names no target")
 	}
-	if err != nil {
-		c.log.Info("mux: request of an unknown session", "error", err)
-		c.writeError(http.StatusNotFound, id, mcp.CodeSessionNotFound, "Session not found")
-		return false
-	}
-	return true
+	return err
 }
 
 // decodeSession decodes a session id encodeSession made.

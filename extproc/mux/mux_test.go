@@ -127,6 +127,9 @@ type gateway struct {
 	mu       sync.Mutex
 	// gets counts the GET requests each cluster got.
 	gets map[string]int
+	// mux is the mux, desc its contract.HeaderMux (the route's contract.MetadataMux under Never).
+	mux  *mux.Server
+	desc string
 }
 
 // newGateway serves the mux for the backend of targets (clusters cluster-a, cluster-b, cluster-n
@@ -139,6 +142,12 @@ func newGateway(t *testing.T, failureMode string, targets ...contract.MuxTarget)
 
 // newGatewayWith is newGateway with the mux's options changed by opts (nil: none).
 func newGatewayWith(t *testing.T, failureMode string, opts func(*mux.Options), targets ...contract.MuxTarget) *gateway {
+	t.Helper()
+	return newGatewayMode(t, "Conditional", failureMode, opts, targets...)
+}
+
+// newGatewayMode is newGatewayWith for the backend's prefixMode.
+func newGatewayMode(t *testing.T, prefixMode, failureMode string, opts func(*mux.Options), targets ...contract.MuxTarget) *gateway {
 	t.Helper()
 	gw := &gateway{servers: map[string]*mcp.Server{}, getEnded: make(chan string, 64), gets: map[string]int{}}
 	d := &upstreamDouble{clusters: map[string]http.Handler{"down": nil}, seen: map[string][]http.Header{}}
@@ -154,7 +163,7 @@ func newGatewayWith(t *testing.T, failureMode string, opts func(*mux.Options), t
 	gw.double = d
 	sock := serveUnix(t, d)
 
-	desc, err := json.Marshal(contract.Mux{Gateway: "ns/gw", Backend: "ns/be", PrefixMode: "Conditional", FailureMode: failureMode, Targets: targets})
+	desc, err := json.Marshal(contract.Mux{Gateway: "ns/gw", Backend: "ns/be", PrefixMode: prefixMode, FailureMode: failureMode, Targets: targets})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +188,7 @@ func newGatewayWith(t *testing.T, failureMode string, opts func(*mux.Options), t
 		h.ServeHTTP(w, r)
 	}))
 	t.Cleanup(front.Close)
-	gw.url = front.URL + "/mcp"
+	gw.url, gw.mux, gw.desc = front.URL+"/mcp", h, string(desc)
 	return gw
 }
 
@@ -487,9 +496,18 @@ func TestMuxFailureModes(t *testing.T) {
 // post sends one raw request to the gateway.
 func post(t *testing.T, url, session, body string) (*http.Response, string) {
 	t.Helper()
+	return postWith(t, url, session, body, nil)
+}
+
+// postWith is post with the request headers headers.
+func postWith(t *testing.T, url, session, body string, headers map[string]string) (*http.Response, string) {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")

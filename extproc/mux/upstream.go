@@ -32,7 +32,7 @@ const maxUpstreams = 64
 // upstream returns the client of addr ("unix:///PATH" or "HOST:PORT", contract.SplitAddress),
 // made on first use. At most h.maxClients are kept: a new one pushes out another, whose idle
 // connections close (its requests in flight finish).
-func (h *handler) upstream(addr string) (*upstream, error) {
+func (h *Server) upstream(addr string) (*upstream, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if up := h.clients[addr]; up != nil {
@@ -89,6 +89,7 @@ var dropped = map[string]bool{
 	"Content-Length": true, "Accept-Encoding": true, "Host": true, "Last-Event-Id": true,
 	"Mcp-Session-Id": true, http.CanonicalHeaderKey(contract.HeaderMux): true,
 	http.CanonicalHeaderKey(contract.HeaderMuxCluster): true, http.CanonicalHeaderKey(contract.HeaderMuxAuth): true,
+	http.CanonicalHeaderKey(contract.HeaderMuxTarget): true,
 }
 
 // newRequest makes the request to a target: the client's headers but those dropped (and those its
@@ -216,7 +217,7 @@ func (c *call) exchange(ctx context.Context, mb member, body []byte, id json.Raw
 
 // readMessages reads the JSON-RPC messages of a target's answer (application/json or
 // text/event-stream) and calls fn for each until fn returns false.
-func (h *handler) readMessages(resp *http.Response, fn func(*message) bool) error {
+func (h *Server) readMessages(resp *http.Response, fn func(*message) bool) error {
 	limit := h.opts.MaxBodyBytes
 	if isEventStream(resp) {
 		return h.readEvents(resp.Body, func(ev *mcp.Event) bool {
@@ -250,7 +251,7 @@ func isEventStream(resp *http.Response) bool {
 
 // readEvents reads an event stream and calls fn for each message event with data, until fn
 // returns false or the stream ends. An event larger than MaxBodyBytes is an error.
-func (h *handler) readEvents(body io.Reader, fn func(*mcp.Event) bool) error {
+func (h *Server) readEvents(body io.Reader, fn func(*mcp.Event) bool) error {
 	s := mcp.NewSSEStream(h.opts.MaxBodyBytes)
 	buf := h.readBuffers.Get().(*[readBufferSize]byte)
 	defer h.readBuffers.Put(buf)

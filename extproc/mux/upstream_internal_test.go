@@ -9,7 +9,7 @@ import (
 // TestUpstreamClients: the clients of upstream addresses are kept up to the cap, the same one per
 // address; an address that is not unix:///PATH (absolute) or HOST:PORT is refused.
 func TestUpstreamClients(t *testing.T) {
-	h := New(Options{Secret: "s"}).(*handler)
+	h := New(Options{Secret: "s"})
 	h.maxClients = 3
 	first, err := h.upstream("unix:///run/gw-0.sock")
 	if err != nil {

@@ -1,0 +1,247 @@
+package mux_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpgate/mcpgate/contract"
+	mcpx "github.com/mcpgate/mcpgate/extproc/mcp"
+	"github.com/mcpgate/mcpgate/extproc/mux"
+)
+
+// targetHeader plays the front hop's ext_proc on a prefixMode Never route: it sets
+// contract.HeaderMuxTarget on each tools/call and prompts/get to what target says of the name
+// ("": none).
+type targetHeader struct {
+	target func(name string) string
+}
+
+func (th targetHeader) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		body, err := io.ReadAll(req.Body)
+		if err != nil {
+			return nil, err
+		}
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		var m struct {
+			Method string `json:"method"`
+			Params struct {
+				Name string `json:"name"`
+			} `json:"params"`
+		}
+		if json.Unmarshal(body, &m) == nil && (m.Method == "tools/call" || m.Method == "prompts/get") {
+			if t := th.target(m.Params.Name); t != "" {
+				req.Header.Set(contract.HeaderMuxTarget, t)
+			}
+		}
+	}
+	return http.DefaultTransport.RoundTrip(req)
+}
+
+// TestMuxNeverLists: under prefixMode Never the merged tools and prompts keep their bare names,
+// each with its target in _meta["mcpgate.dev/target"]; a name several targets serve (whoami, ask,
+// count: a's and b's) is left out; resources keep TARGET+uri.
+func TestMuxNeverLists(t *testing.T) {
+	gw := newGatewayMode(t, contract.PrefixModeNever, contract.FailClosed, nil, targetA, targetB)
+	cs, err := connect(t, gw.url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompts, err := cs.ListPrompts(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resources, err := cs.ListResources(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gotTools, gotPrompts, gotURIs []string
+	for _, tool := range tools.Tools {
+		gotTools = append(gotTools, tool.Name+"@"+fmt.Sprint(tool.Meta[contract.MetaTarget]))
+	}
+	for _, p := range prompts.Prompts {
+		gotPrompts = append(gotPrompts, p.Name+"@"+fmt.Sprint(p.Meta[contract.MetaTarget]))
+	}
+	for _, r := range resources.Resources {
+		gotURIs = append(gotURIs, r.URI)
+	}
+	for _, c := range []struct {
+		method    string
+		got, want []string
+	}{
+		// no whoami, ask or count: both serve them
+		{"tools/list", gotTools, []string{"x@a", "y@b"}},
+		{"prompts/list", gotPrompts, []string{"p@a", "q@b"}},
+		// prefixed as under Conditional
+		{"resources/list", gotURIs, []string{"a+file:///a.txt", "b+file:///b.txt"}},
+	} {
+		if slices.Sort(c.got); !slices.Equal(c.got, c.want) {
+			t.Errorf("%s: %q, want %q", c.method, c.got, c.want)
+		}
+	}
+}
+
+// TestMuxNeverCalls: under prefixMode Never a call goes, by its bare name, to the target that
+// contract.HeaderMuxTarget names (whoami, which both serve, answers as the header's target), which
+// the targets do not get; without the header the call is refused (fail closed), and a header
+// naming no target of the session is Unknown tool.
+func TestMuxNeverCalls(t *testing.T) {
+	gw := newGatewayMode(t, contract.PrefixModeNever, contract.FailClosed, nil, targetA, targetB)
+	var whoami atomic.Value
+	whoami.Store("a")
+	hc := &http.Client{Transport: targetHeader{target: func(name string) string {
+		return map[string]string{"x": "a", "y": "b", "q": "b", "whoami": whoami.Load().(string)}[name]
+	}}}
+	cs, err := connectWith(t, gw.url, mcp.NewClient(&mcp.Implementation{Name: "never", Version: "1"}, nil), hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, c := range []struct{ tool, target, want string }{
+		{"x", "", "a.x: hi"}, {"y", "", "b.y: hi"}, {"whoami", "a", "a"}, {"whoami", "b", "b"},
+	} {
+		if c.target != "" {
+			whoami.Store(c.target)
+		}
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: c.tool, Arguments: map[string]any{"text": "hi"}})
+		if err != nil {
+			t.Fatalf("tools/call %s: %v", c.tool, err)
+		}
+		if got := text(t, res); got != c.want {
+			t.Errorf("tools/call %s (header %q): %q, want %q", c.tool, c.target, got, c.want)
+		}
+	}
+	p, err := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "q"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Messages[0].Content.(*mcp.TextContent).Text; got != "b.q" {
+		t.Errorf("prompts/get q: %q, want b.q", got)
+	}
+	for cluster, seen := range gw.double.seen {
+		for _, h := range seen {
+			if v := h.Values(contract.HeaderMuxTarget); len(v) > 0 {
+				t.Errorf("target %s got %s %q: the mux drops it", cluster, contract.HeaderMuxTarget, v)
+			}
+		}
+	}
+
+	sid := openSession(t, gw.url)
+	for _, c := range []struct {
+		body, header, want string
+	}{
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{}}}`, "", `"code":-32603`},
+		{`{"jsonrpc":"2.0","id":2,"method":"prompts/get","params":{"name":"q"}}`, "", `"code":-32603`},
+		{`{"jsonrpc":"2.0","id":3,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"q"},"argument":{"name":"a","value":""}}}`, "", `"code":-32603`},
+		{`{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"x","arguments":{}}}`, "c", `Unknown tool: x`},
+		{`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"a_x","arguments":{}}}`, "a", `unknown tool \"a_x\"`}, // a's own answer: the name is not split
+	} {
+		headers := map[string]string{}
+		if c.header != "" {
+			headers[contract.HeaderMuxTarget] = c.header
+		}
+		resp, got := postWith(t, gw.url, sid, c.body, headers)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(got, c.want) {
+			t.Errorf("%s (header %q): %d %s, want %s", c.body, c.header, resp.StatusCode, got, c.want)
+		}
+		if c.header == "" && !strings.Contains(got, contract.HeaderMuxTarget) {
+			t.Errorf("%s without %s: %s, want the error to name the header", c.body, contract.HeaderMuxTarget, got)
+		}
+	}
+}
+
+// resolve asks m to resolve the bare name of it in session sid of the backend desc.
+func resolve(m *mux.Server, desc, sid string, it mcpx.Item, name string) (string, *mux.ResolveError) {
+	target, err := m.Resolve(context.Background(), mux.Query{Mux: desc, Session: sid, Header: http.Header{}, ID: json.RawMessage(`1`), Item: it, Name: name})
+	var re *mux.ResolveError
+	if err != nil && !errors.As(err, &re) {
+		re = &mux.ResolveError{Kind: "not a *ResolveError: " + err.Error()}
+	}
+	return target, re
+}
+
+// TestResolve: Resolve lists the session's targets and finds the one that serves a bare name
+// (tools and prompts); a name none serves is unknown ("Unknown tool: NAME"), one several serve
+// ambiguous (an error naming them); a session the mux did not give is not found.
+func TestResolve(t *testing.T) {
+	gw := newGatewayMode(t, contract.PrefixModeNever, contract.FailClosed, nil, targetA, targetB)
+	sid := openSession(t, gw.url)
+	for _, c := range []struct {
+		it                          mcpx.Item
+		name, target, kind, message string
+	}{
+		{mcpx.Tool, "x", "a", "", ""},
+		{mcpx.Tool, "y", "b", "", ""},
+		{mcpx.Prompt, "q", "b", "", ""},
+		{mcpx.Tool, "nope", "", mux.ResolveUnknown, "Unknown tool: nope"},
+		{mcpx.Prompt, "x", "", mux.ResolveUnknown, "Unknown prompt: x"},
+		{mcpx.Tool, "whoami", "", mux.ResolveAmbiguous, "Tool whoami is served by multiple targets: a, b"},
+	} {
+		target, err := resolve(gw.mux, gw.desc, sid, c.it, c.name)
+		switch {
+		case c.kind == "" && (err != nil || target != c.target):
+			t.Errorf("Resolve(%s %s) = %q, %v; want %s", c.it, c.name, target, err, c.target)
+		case c.kind != "" && (err == nil || err.Kind != c.kind || err.Message != c.message || err.Code != mcpx.CodeInvalidParams):
+			t.Errorf("Resolve(%s %s) = %q, %+v; want %s %q (-32602)", c.it, c.name, target, err, c.kind, c.message)
+		}
+	}
+	if _, err := resolve(gw.mux, gw.desc, "bm90LWEtc2Vzc2lvbg", mcpx.Tool, "x"); err == nil || err.Status != http.StatusNotFound {
+		t.Errorf("Resolve in a session the mux did not give: %+v, want 404 Session not found", err)
+	}
+	conditional := strings.Replace(gw.desc, `"prefixMode":"Never"`, `"prefixMode":"Conditional"`, 1)
+	if _, err := resolve(gw.mux, conditional, sid, mcpx.Tool, "x"); err == nil || err.Kind != mux.ResolveFailed {
+		t.Errorf("Resolve on a Conditional backend: %+v, want failed", err)
+	}
+}
+
+// TestResolveFailureModes: a target whose list fails is skipped under FailOpen and fails the call
+// under FailClosed (naming the target); a target followed through its pages serves a name of its
+// last page.
+func TestResolveFailureModes(t *testing.T) {
+	var broken atomic.Bool
+	flaky := &rawTarget{answer: func(method string, _ json.RawMessage) (any, int) {
+		if broken.Load() {
+			return nil, -32603
+		}
+		return map[string]any{"tools": tools("f", 1, 1)}, 0
+	}}
+	paged := pagedTarget()
+	for _, mode := range []string{contract.FailOpen, contract.FailClosed} {
+		broken.Store(false)
+		url, m, desc := newRawMux(t, mux.Options{}, contract.PrefixModeNever, mode, []string{"a", "b"}, flaky, paged)
+		sid, _ := openRaw(t, url)
+		for name, want := range map[string]string{"f0": "a", "tc3-0": "b", "t-0": "b"} {
+			if target, err := resolve(m, desc, sid, mcpx.Tool, name); err != nil || target != want {
+				t.Errorf("%s: Resolve(%s) = %q, %+v; want %s", mode, name, target, err, want)
+			}
+		}
+		broken.Store(true) // a's tools/list fails from now on
+		target, err := resolve(m, desc, sid, mcpx.Tool, "tc3-0")
+		switch mode {
+		case contract.FailOpen:
+			if err != nil || target != "b" {
+				t.Errorf("FailOpen, a failing: Resolve(tc3-0) = %q, %+v; want b (a skipped)", target, err)
+			}
+		default:
+			if err == nil || err.Kind != mux.ResolveFailed || err.Code != mcpx.CodeInternalError || !strings.Contains(err.Message, "target a") {
+				t.Errorf("FailClosed, a failing: Resolve(tc3-0) = %q, %+v; want failed -32603 naming target a", target, err)
+			}
+		}
+	}
+}

@@ -1,0 +1,148 @@
+package mux
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/mcpgate/mcpgate/contract"
+	"github.com/mcpgate/mcpgate/extproc/mcp"
+)
+
+// Query is a call on a multiplexed backend under prefixMode Never whose target the front hop's
+// ext_proc asks Resolve for: the call names its tool or prompt bare.
+type Query struct {
+	// Mux is the route's contract.MetadataMux: the backend as compact JSON (contract.Mux).
+	Mux string
+	// Session is the client's session id as the mux gave it (unsealed by the front hop).
+	Session string
+	// Header holds the client's request headers as the mux would get them (newRequest copies
+	// them to each target's request but those it drops); Host is the request's authority.
+	Header http.Header
+	Host   string
+	// ID is the call's JSON-RPC id: the ids of the list requests are made of it.
+	ID json.RawMessage
+	// Item is mcp.Tool (tools/call) or mcp.Prompt (prompts/get, completion/complete of a prompt);
+	// Name its bare name.
+	Item mcp.Item
+	Name string
+}
+
+// The kinds of ResolveError.
+const (
+	// ResolveUnknown: no target of the session lists the name.
+	ResolveUnknown = "unknown"
+	// ResolveAmbiguous: several targets of the session list the name.
+	ResolveAmbiguous = "ambiguous"
+	// ResolveFailed: a target's list failed (FailClosed, or every target under FailOpen), the
+	// session is gone, or the query is not one the mux can answer.
+	ResolveFailed = "failed"
+)
+
+// ResolveError is why Resolve found no target, and the answer the front hop gives the call.
+type ResolveError struct {
+	// Kind is ResolveUnknown, ResolveAmbiguous or ResolveFailed.
+	Kind string
+	// Status is the HTTP status of the answer, Code and Message its JSON-RPC error.
+	Status  int
+	Code    int
+	Message string
+}
+
+func (e *ResolveError) Error() string { return e.Message }
+
+// Answer returns the JSON-RPC error answer to the call of id.
+func (e *ResolveError) Answer(id json.RawMessage) []byte {
+	return mcp.ErrorResponse(id, e.Code, e.Message)
+}
+
+// Resolve finds the target of a call of a bare tool or prompt name on a multiplexed backend
+// under prefixMode Never, as agentgateway does: it lists the tools (prompts) of every target of
+// the session through the Gateway's mux upstream listener, with the client's session and
+// headers as the mux would send them (each target followed through its nextCursor, at most
+// Options.MaxPages pages), and returns the one target that lists the name. The error is a
+// *ResolveError: ResolveUnknown ("Unknown tool: NAME", as the mux and the rules answer),
+// ResolveAmbiguous ("Tool NAME is served by multiple targets: a, b"), ResolveFailed. A target
+// whose list fails fails the call under FailClosed and is skipped under FailOpen; a target
+// without the list method (-32601) lists nothing. The cost is one list request per target (more
+// with pages) for every call: nothing is cached.
+func (h *Server) Resolve(ctx context.Context, q Query) (string, error) {
+	failed := func(status, code int, msg string) (string, error) {
+		return "", &ResolveError{Kind: ResolveFailed, Status: status, Code: code, Message: msg}
+	}
+	m, err := readMux([]string{q.Mux})
+	switch {
+	case err != nil:
+		return failed(http.StatusInternalServerError, mcp.CodeInternalError, "mcpgate: the route's "+contract.MetadataMux+" metadata: "+err.Error())
+	case m.PrefixMode != contract.PrefixModeNever:
+		return failed(http.StatusInternalServerError, mcp.CodeInternalError, "mcpgate: the route's "+contract.MetadataMux+" metadata: prefixMode "+m.PrefixMode+", want "+contract.PrefixModeNever)
+	case q.Item != mcp.Tool && q.Item != mcp.Prompt:
+		return failed(http.StatusInternalServerError, mcp.CodeInternalError, "mcpgate: Resolve: only tools and prompts are named bare")
+	case h.opts.Upstream == nil:
+		return failed(http.StatusInternalServerError, mcp.CodeInternalError, "mcpgate mux: no upstream configured")
+	}
+	up, err := h.upstream(h.opts.Upstream(m.Gateway))
+	if err != nil {
+		h.log.Error("mux: upstream address", "gateway", m.Gateway, "error", err)
+		return failed(http.StatusInternalServerError, mcp.CodeInternalError, "mcpgate mux: gateway "+m.Gateway+": "+err.Error())
+	}
+	r := &http.Request{Method: http.MethodPost, Header: q.Header, Host: q.Host}
+	c := &call{h: h, m: m, up: up, r: r, ctx: ctx, log: h.log.With("backend", m.Backend), namesOnly: true}
+	var session []string
+	if q.Session != "" {
+		session = []string{q.Session}
+	}
+	switch err := c.openSession(session); {
+	case errors.Is(err, errNoSession):
+		return failed(http.StatusBadRequest, mcp.CodeInvalidRequest, err.Error())
+	case err != nil:
+		c.log.Info("mux: call of an unknown session", "error", err)
+		return failed(http.StatusNotFound, mcp.CodeSessionNotFound, "Session not found")
+	}
+	method, key := "tools/list", "tools"
+	if q.Item == mcp.Prompt {
+		method, key = "prompts/list", "prompts"
+	}
+	// The list requests' ids are the call's, marked: a string no client request of the session
+	// has (pageID adds the page).
+	id, _ := json.Marshal("mcpgate-resolve:" + string(q.ID))
+	msg := &message{ID: id, Method: method}
+	budget := &listBudget{left: int64(h.opts.MaxBodyBytes)}
+	names := make([][]listed, len(c.sess))
+	errs := c.fanOut(func(ctx context.Context, mb member) error {
+		var err error
+		names[c.index(mb)], err = c.listTarget(ctx, mb, msg, map[string]json.RawMessage{}, q.Item, key, "name", budget)
+		return err
+	})
+	var found []string
+	for i, err := range errs {
+		switch {
+		case errors.Is(err, errListTooLarge):
+			return failed(http.StatusOK, mcp.CodeInternalError, "mcpgate mux: "+method+": the targets' lists are larger than the mux's limit")
+		case err != nil && sessionGone(err, c.sess[i]):
+			return failed(http.StatusNotFound, mcp.CodeSessionNotFound, "Session not found")
+		case err != nil && (!c.failOpen() || countErrors(errs) == len(errs)):
+			return failed(http.StatusOK, mcp.CodeInternalError, "mcpgate mux: "+method+" to resolve "+q.Item.String()+" "+q.Name+": "+err.Error())
+		case err != nil:
+			continue // FailOpen: the target is left out
+		}
+		for _, l := range names[i] {
+			if l.name == q.Name {
+				found = append(found, c.sess[i].t.Name)
+				break
+			}
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		return "", &ResolveError{Kind: ResolveUnknown, Status: http.StatusOK, Code: mcp.CodeInvalidParams,
+			Message: "Unknown " + q.Item.String() + ": " + q.Name}
+	}
+	it := q.Item.String()
+	return "", &ResolveError{Kind: ResolveAmbiguous, Status: http.StatusOK, Code: mcp.CodeInvalidParams,
+		Message: strings.ToUpper(it[:1]) + it[1:] + " " + q.Name + " is served by multiple targets: " + strings.Join(found, ", ")}
+}
