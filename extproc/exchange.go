@@ -86,10 +86,14 @@ type itemFilter struct {
 	ri routeInfo
 }
 
-func (f *itemFilter) allow(ctx context.Context) func(it mcp.Item, name string) bool {
-	return func(it mcp.Item, name string) bool {
+func (f *itemFilter) allow(ctx context.Context) func(it mcp.Item, name string, item []byte) bool {
+	return func(it mcp.Item, name string, item []byte) bool {
 		in := f.in
 		in.Target, name = f.ri.itemTarget(it, name)
+		if f.ri.bare(it) {
+			// prefixMode Never: the mux names each item's target in its _meta ("" when it does not).
+			in.Target, _ = mcp.ItemMeta(item, contract.MetaTarget)
+		}
 		switch it {
 		case mcp.Tool:
 			in.ToolName = name
@@ -494,14 +498,14 @@ func (st *stream) filterLists(m *mcp.Message, f *itemFilter, admit bool) (repl [
 	allow := f.allow(st.ctx)
 	if admit {
 		filter := allow
-		allow = func(it mcp.Item, name string) bool {
+		allow = func(it mcp.Item, name string, item []byte) bool {
 			if it == mcp.Tool {
 				st.s.tel.AdmitTool(name)
 			}
-			return filter(it, name)
+			return filter(it, name, item)
 		}
 	}
-	out, removed, err := mcp.FilterLists(m.Raw, allow)
+	out, removed, err := mcp.FilterItems(m.Raw, allow)
 	switch {
 	case err != nil:
 		st.s.log.Warn("list answer could not be filtered; replaced by an error", "route", st.ri.route, "error", err)

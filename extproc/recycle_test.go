@@ -129,7 +129,7 @@ func TestItemFilterOutlivesStream(t *testing.T) {
 	st.end()
 	allow := f.allow(ctx)
 	for _, it := range []mcp.Item{mcp.Tool, mcp.Prompt, mcp.Resource} {
-		if !allow(it, "fetch") {
+		if !allow(it, "fetch", []byte(`{"name":"fetch"}`)) {
 			t.Errorf("the filter of an ended stream no longer reads its request's headers (%s)", it)
 		}
 	}

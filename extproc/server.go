@@ -35,6 +35,7 @@ import (
 	"github.com/mcpgate/mcpgate/extproc/bind"
 	"github.com/mcpgate/mcpgate/extproc/jwt"
 	"github.com/mcpgate/mcpgate/extproc/mcp"
+	"github.com/mcpgate/mcpgate/extproc/mux"
 	"github.com/mcpgate/mcpgate/extproc/telemetry"
 	"github.com/mcpgate/mcpgate/xds/client"
 )
@@ -123,6 +124,17 @@ type Config struct {
 	// only what the front hop authorized. Empty (no mux in this process): the header is removed.
 	// Never logged.
 	MuxSecret string
+	// MuxResolver resolves the bare tool and prompt names of the calls on the routes of a
+	// multiplexed backend under prefixMode Never (contract.MetadataMux) to their targets, before
+	// the rules judge them: the mux of this process (mux.Server). Nil (no mux in this process):
+	// such calls are refused (500), as no rule could judge them by their target.
+	MuxResolver MuxResolver
+}
+
+// MuxResolver finds the target of a call of a bare name on a prefixMode Never backend
+// (mux.Server.Resolve). Its error is a *mux.ResolveError, the answer to give the call.
+type MuxResolver interface {
+	Resolve(ctx context.Context, q mux.Query) (target string, err error)
 }
 
 // DefaultRedactKeys returns the tool argument keys whose values the logs hide unless

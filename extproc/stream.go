@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc/codes"
@@ -25,6 +26,7 @@ import (
 	"github.com/mcpgate/mcpgate/extproc/bind"
 	"github.com/mcpgate/mcpgate/extproc/jwt"
 	"github.com/mcpgate/mcpgate/extproc/mcp"
+	"github.com/mcpgate/mcpgate/extproc/mux"
 	"github.com/mcpgate/mcpgate/extproc/telemetry"
 )
 
@@ -36,6 +38,10 @@ type routeInfo struct {
 	// commas (contract.MetadataTargets): the items its requests name are prefixed with their
 	// target (itemTarget). target is then "".
 	targets string
+	// mux, on a route to a multiplexed backend under prefixMode Never, is its contract.Mux as
+	// JSON (contract.MetadataMux): its tool and prompt names are bare, and ext_proc resolves a
+	// call's target (Config.MuxResolver) before it judges it (stream.resolveTarget).
+	mux string
 	// mcp: the route leads to an MCP target. The transport the target declares is not used: the
 	// server may serve both, and each request says which one it speaks (mcp.ClassifyRequest).
 	mcp bool
@@ -84,15 +90,27 @@ func readRouteInfo(get func(key string) string) routeInfo {
 		backend: get(contract.MetadataBackend),
 		target:  get(contract.MetadataTarget),
 		targets: get(contract.MetadataTargets),
+		mux:     get(contract.MetadataMux),
 	}
+}
+
+// bare reports whether the route names the items it bare, without a target prefix: tools and
+// prompts of a multiplexed backend under prefixMode Never (resource URIs keep theirs).
+func (ri *routeInfo) bare(it mcp.Item) bool {
+	return ri.mux != "" && ri.targets != "" && (it == mcp.Tool || it == mcp.Prompt)
 }
 
 // itemTarget returns the target serving the item it named name and the target's own name for
 // it: on a multiplexed route the target its prefix names ("" for a prefix that names none) and
-// the name without the prefix (mcp.SplitTarget), elsewhere the route's target and the name.
+// the name without the prefix (mcp.SplitTarget), elsewhere the route's target and the name. A
+// bare name (prefixMode Never) has target "" here.
 func (ri *routeInfo) itemTarget(it mcp.Item, name string) (target, own string) {
 	if ri.targets == "" {
 		return ri.target, name
+	}
+	if ri.bare(it) {
+		// Known once resolved (a call: stream.resolveTarget) or from the item (a list: itemFilter).
+		return "", name
 	}
 	target, own, _ = mcp.SplitTarget(it, name, ri.targets)
 	return target, own
@@ -217,6 +235,9 @@ type stream struct {
 	// clearRest: the first piece of a response body was replaced before its end, so the pieces
 	// after it are cleared.
 	clearRest bool
+	// muxTarget is the target a call's bare name resolved to (prefixMode Never), which the
+	// request body's reply tells the mux (contract.HeaderMuxTarget).
+	muxTarget string
 	// partial: the response body was asked for in BUFFERED_PARTIAL mode (it has no
 	// content-length); a first piece without end_of_stream stopped at Envoy's buffer limit, and the
 	// rest passes without ext_proc.
@@ -472,6 +493,8 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 		} else {
 			mut = st.rep.removeHeaders(mut, contract.HeaderMuxAuth)
 		}
+		// Only ext_proc names a call's target to the mux (prefixMode Never, the body's reply).
+		mut = st.rep.removeHeaders(mut, contract.HeaderMuxTarget)
 	}
 	md.str(contract.FieldSubject, st.auth.Subject)
 
@@ -752,6 +775,14 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 				return st.refuse(unnamedRefusal(m.Method, ex.item), "", md, &ex.rec)
 			}
 		}
+		if st.ri.bare(ex.item) && ex.name != "" {
+			// prefixMode Never: the bare name's target, found by listing the session's targets.
+			target, refusal := st.resolveTarget(m, ex, batch)
+			if refusal != nil {
+				return st.refuse(*refusal, "", md, &ex.rec)
+			}
+			in.Target, st.muxTarget = target, target
+		}
 		// The item's target on a multiplexed route; the route's elsewhere.
 		ex.rec.Target = in.Target
 		if st.trafficDeferred {
@@ -802,7 +833,14 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 
 	if denied == 0 {
 		st.register(exOf, now)
-		return st.rep.bodyReply(true, nil, false, false, md)
+		r := st.rep.bodyReply(true, nil, false, false, md)
+		if st.muxTarget != "" {
+			// Envoy applies a request body reply's header mutation while it holds the headers
+			// (BUFFERED), after the headers reply's, which removed a client's value.
+			st.rep.common.HeaderMutation = &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
+				setHeader(contract.HeaderMuxTarget, st.muxTarget)}}
+		}
+		return r
 	}
 	if st.kind != mcp.RequestLegacyPost && !batch {
 		// One refused call, whose answer belongs in this request's response: answer it here; the
@@ -840,6 +878,50 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		out = mcp.EncodeBatch(elems)
 	}
 	return st.rep.bodyReply(true, out, true, true, md)
+}
+
+// resolveTarget returns the target of the call m (ex: its tools/call, prompts/get or
+// completion/complete of a prompt) of a bare name on a route under prefixMode Never: the one
+// target of the session that lists it (Config.MuxResolver, the mux's Resolve). refusal is the
+// answer when there is none: Unknown tool (as the mux and the rules answer), served by several
+// targets, a target's failure (FailClosed), no session, no resolver (500, fail closed), or a
+// batch (one header cannot name each call's target; the mux refuses batches anyway).
+func (st *stream) resolveTarget(m *mcp.Message, ex *exchange, batch bool) (target string, refusal *answer) {
+	details := "mcpgate_" + ex.item.String()
+	switch {
+	case batch:
+		a := jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidRequest,
+			"JSON-RPC batches are not supported on a multiplexed backend (MCP 2025-06-18 removed them); send one message per request", "mcpgate_mux_batch")
+		return "", &a
+	case st.s.cfg.MuxResolver == nil:
+		a := configError("mcpgate_mux_no_resolver", fmt.Sprintf(
+			"route %s leads to a multiplexed backend under prefixMode Never, whose calls ext_proc resolves with the mux of its process, and this ext_proc has none (mcpgate extproc --mux-listen)", st.ri.route))
+		return "", &a
+	}
+	h := make(http.Header, len(st.headers))
+	for _, hd := range st.headers {
+		switch {
+		case strings.HasPrefix(hd.name, ":"), hd.name == "accept-encoding",
+			hd.name == "authorization" && st.auth.Status == jwt.OK:
+			// what ext_proc removes or Envoy does not pass as a header
+		default:
+			h.Add(hd.name, hd.value)
+		}
+	}
+	target, err := st.s.cfg.MuxResolver.Resolve(st.ctx, mux.Query{Mux: st.ri.mux, Session: st.session, Header: h, Host: st.in.Host,
+		ID: m.ID, Item: ex.item, Name: ex.name})
+	if err == nil {
+		return target, nil
+	}
+	var re *mux.ResolveError
+	if !errors.As(err, &re) {
+		re = &mux.ResolveError{Kind: mux.ResolveFailed, Status: http.StatusInternalServerError, Code: mcp.CodeInternalError, Message: "mcpgate: " + err.Error()}
+	}
+	if re.Kind == mux.ResolveFailed {
+		st.s.log.Warn("call's target not resolved", "route", st.ri.route, "method", m.Method, ex.item.String(), ex.name, "error", re.Message)
+	}
+	a := answer{status: re.Status, contentType: "application/json", body: re.Answer(m.ID), details: details + "_" + re.Kind}
+	return "", &a
 }
 
 // judgeItem sets what the rules and the audit see of the prompt or resource (ex.item) named

@@ -19,6 +19,7 @@ import (
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/bind"
+	"github.com/mcpgate/mcpgate/extproc/mux"
 	"github.com/mcpgate/mcpgate/extproc/telemetry"
 	"github.com/mcpgate/mcpgate/internal/admin"
 	"github.com/mcpgate/mcpgate/internal/pki"
@@ -256,9 +257,12 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 	}
 
 	cfg := extproc.Config{XDSAddr: f.xdsAddr, NodeCluster: f.gateway, NodeID: f.nodeID, Logger: log, Registerer: reg}
+	var muxServer *mux.Server
 	if muxLis != nil {
 		// The front hop's ext_proc and the mux share it: the mux serves only what ext_proc passed.
 		cfg.MuxSecret = newMuxSecret()
+		muxServer = newMux(f.mux.upstreamOf(), cfg.MuxSecret, log, f.maxBody)
+		cfg.MuxResolver = muxServer
 	}
 	if f.xdsTLSDir != "" {
 		files, err := bootstrap.TLSDir(f.xdsTLSDir, f.xdsAddr)
@@ -283,7 +287,7 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 		t.serveHTTP("admin", adminLis, srv.AdminHandler(metrics))
 	}
 	if muxLis != nil {
-		t.serveMux(muxLis, f.mux.upstreamOf(), cfg.MuxSecret, log, f.maxBody)
+		t.serveMux(muxLis, muxServer)
 	}
 	log.Info("mcpgate extproc", "listen", strings.Join(f.listen, ","), "xds", f.xdsAddr, "gateway", f.gateway, "admin", f.admin, "mux", f.mux.listen, "envoy_stats", f.envoyStats)
 	if err := t.wait(); err != nil {

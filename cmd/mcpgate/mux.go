@@ -65,15 +65,21 @@ func newMuxSecret() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// serveMux serves the mux on lis until the tasks stop: then the server shuts down, and the
-// requests still served (answer streams of calls) end with the tasks' context. secret is the one
-// this process's ext_proc sets on the multiplexed routes' requests (newMuxSecret).
-func (t *tasks) serveMux(lis net.Listener, upstream func(gateway string) string, secret string, log *slog.Logger, maxBody int) {
+// newMux returns the mux of this process. secret is the one this process's ext_proc sets on the
+// multiplexed routes' requests (newMuxSecret); the ext_proc also resolves the calls of prefixMode
+// Never backends with it (extproc.Config.MuxResolver), through the same upstream clients.
+func newMux(upstream func(gateway string) string, secret string, log *slog.Logger, maxBody int) *mux.Server {
+	return mux.New(mux.Options{
+		Upstream: upstream, Logger: log.With("component", "mux"), MaxBodyBytes: maxBody, Version: version,
+		Secret: secret,
+	})
+}
+
+// serveMux serves the mux m on lis until the tasks stop: then the server shuts down, and the
+// requests still served (answer streams of calls) end with the tasks' context.
+func (t *tasks) serveMux(lis net.Listener, m *mux.Server) {
 	srv := &http.Server{
-		Handler: mux.New(mux.Options{
-			Upstream: upstream, Logger: log.With("component", "mux"), MaxBodyBytes: maxBody, Version: version,
-			Secret: secret,
-		}),
+		Handler:           m,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return t.ctx },
 	}

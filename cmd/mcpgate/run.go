@@ -164,9 +164,11 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 
 	// The front hop's ext_proc and the mux share it: the mux serves only what ext_proc passed.
 	muxSecret := newMuxSecret()
+	// The upstream is read per request: cfg.socketDir is set below.
+	muxServer := newMux(func(gw string) string { return runMuxUpstream(cfg.socketDir, gw) }, muxSecret, log, cfg.maxBody)
 	ep, stopEP, err := cfg.start(ctx, extproc.Config{
 		XDSAddr: cfg.xdsAddr, NodeCluster: contract.AllGateways, NodeID: "mcpgate-run", Logger: log, Registerer: reg,
-		MuxSecret: muxSecret,
+		MuxSecret: muxSecret, MuxResolver: muxServer,
 	}, stdout)
 	if err != nil {
 		return err
@@ -216,7 +218,7 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 			envoys.stopAll()
 		}
 	})
-	t.serveMux(muxLis, func(gw string) string { return runMuxUpstream(cfg.socketDir, gw) }, muxSecret, log, cfg.maxBody)
+	t.serveMux(muxLis, muxServer)
 	t.serveHTTP("admin", adminLis, adminMux(srv, metrics, func() string {
 		switch rejected := srv.Rejections(); {
 		case !p.ready.Load():

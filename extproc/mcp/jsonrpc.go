@@ -562,6 +562,11 @@ func listOf(name []byte) *listed {
 // repeated, or another in other letter case) is removed: the gateway cannot tell whether it is
 // allowed.
 func FilterLists(msg []byte, allow func(it Item, name string) bool) ([]byte, int, error) {
+	return FilterItems(msg, func(it Item, name string, _ []byte) bool { return allow(it, name) })
+}
+
+// FilterItems is FilterLists whose allow also gets the item's bytes (an element of the list).
+func FilterItems(msg []byte, allow func(it Item, name string, item []byte) bool) ([]byte, int, error) {
 	removed := 0
 	filter := func(l *listed) func([]byte) ([]byte, error) {
 		return func(items []byte) ([]byte, error) {
@@ -572,7 +577,7 @@ func FilterLists(msg []byte, allow func(it Item, name string) bool) ([]byte, int
 			n := 0
 			err := eachElement(items, func(item []byte) error {
 				n++
-				if name, ok := itemName(item, l.name); ok && allow(l.item, name) {
+				if name, ok := itemName(item, l.name); ok && allow(l.item, name, item) {
 					kept = append(kept, item)
 				}
 				return nil
@@ -615,12 +620,32 @@ func FilterLists(msg []byte, allow func(it Item, name string) bool) ([]byte, int
 // false when it has not exactly one readable one (none, not a string, repeated, or another in
 // other letter case).
 func itemName(item []byte, key string) (name string, ok bool) {
-	if len(item) == 0 || item[0] != '{' {
+	raw, ok := memberRaw(item, key)
+	if !ok {
 		return "", false
 	}
-	var raw []byte
+	return stringValue(raw)
+}
+
+// ItemMeta returns the string _meta[key] of a listed item (a multiplexed backend's item's target
+// under prefixMode Never, contract.MetaTarget); ok is false when the item has not exactly one
+// readable _meta object with exactly one such string (as itemName reads a name).
+func ItemMeta(item []byte, key string) (value string, ok bool) {
+	meta, ok := memberRaw(item, "_meta")
+	if !ok {
+		return "", false
+	}
+	return itemName(meta, key)
+}
+
+// memberRaw returns the raw value of the member key of the object obj; ok is false when it has not
+// exactly one (none, repeated, or another in other letter case) or obj is not an object.
+func memberRaw(obj []byte, key string) (raw []byte, ok bool) {
+	if len(obj) == 0 || obj[0] != '{' {
+		return nil, false
+	}
 	ambiguous := false
-	_ = eachMember(item, func(mb member) error {
+	_ = eachMember(obj, func(mb member) error {
 		switch {
 		case string(mb.name) == key:
 			ambiguous = ambiguous || raw != nil
@@ -631,9 +656,9 @@ func itemName(item []byte, key string) (name string, ok bool) {
 		return nil
 	})
 	if ambiguous || raw == nil {
-		return "", false
+		return nil, false
 	}
-	return stringValue(raw)
+	return raw, true
 }
 
 // ToolNames calls fn with the name of each tool of the tools/list response msg that
