@@ -29,6 +29,9 @@ type Route struct {
 	// Targets is the value of x-mcpgate-targets: a multiplexed backend's target names joined by
 	// commas.
 	Targets string
+	// Mux is the value of x-mcpgate-mux (contract.MetadataMux): a multiplexed backend's
+	// contract.Mux as JSON, on its routes under prefixMode Never.
+	Mux string
 }
 
 // MD returns the gRPC metadata Envoy sends for the route.
@@ -37,7 +40,7 @@ func (r Route) MD() metadata.MD {
 	for k, v := range map[string]string{
 		"x-mcpgate-gateway": r.Gateway, "x-mcpgate-route": r.Route, "x-mcpgate-policy": r.Policy,
 		"x-mcpgate-mcp": r.MCP, "x-mcpgate-backend": r.Backend, "x-mcpgate-target": r.Target,
-		"x-mcpgate-targets": r.Targets,
+		"x-mcpgate-targets": r.Targets, "x-mcpgate-mux": r.Mux,
 	} {
 		if v != "" {
 			md.Set(k, v)
