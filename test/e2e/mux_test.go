@@ -14,6 +14,8 @@ import (
 const (
 	fileMux     = "e2e-mux.yaml"      // testdata/e2e-mux.yaml: a Gateway whose backend has three targets
 	fileMuxRule = "e2e-mux-rule.yaml" // testdata/e2e-mux-rule.yaml: an MCP rule on it by target and tool
+	// testdata/e2e-mux-never.yaml: a Gateway whose backend has two targets under prefixMode Never
+	fileMuxNever = "e2e-mux-never.yaml"
 )
 
 // TestMultiplexedBackend: one AgentgatewayBackend with three Streamable HTTP targets (the fetch
@@ -141,5 +143,86 @@ func TestMultiplexedBackend(t *testing.T) {
 			}
 			return fmt.Errorf("%s: no audit line of tools/call with gateway e2e-mux/mux, target everything, tool everything_echo, decision allow", s.stdoutLog())
 		})
+	})
+}
+
+// TestMultiplexedNever: an AgentgatewayBackend with two Streamable HTTP targets (the fetch server
+// and server-everything) under prefixMode Never serves their tools bare: the go-sdk client and
+// the inspector CLI list fetch and echo (no TARGET_ prefix), and a call of each reaches its
+// target, which the front hop's ext_proc resolved by listing the session's targets (and names
+// in the audit line); a name no target serves is Unknown tool.
+func TestMultiplexedNever(t *testing.T) {
+	s := env
+	free, err := freePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveTestdata(t, fileMuxNever, map[string]string{
+		"GATEWAY_PORT":    strconv.Itoa(free[0]),
+		"FETCH_PORT":      strconv.Itoa(s.ports.fetch),
+		"EVERYTHING_PORT": strconv.Itoa(s.ports.everythingHTTPUp),
+	})
+	url := "http://" + addr(free[0]) + "/mcp"
+	eventually(t, "tools/list of the two targets, bare", func() error {
+		names, err := toolNames(s.inspector.run(url, "--transport", "http", "--method", "tools/list"))
+		if err != nil {
+			return err
+		}
+		for _, want := range []string{"fetch", "echo"} {
+			if !slices.Contains(names, want) {
+				return fmt.Errorf("tools/list = %v, want %s among them", names, want)
+			}
+		}
+		for _, n := range names {
+			if strings.HasPrefix(n, "fetch_") || strings.HasPrefix(n, "everything_") {
+				return fmt.Errorf("tools/list shows %s, prefixed", n)
+			}
+		}
+		return nil
+	})
+
+	ctx, cs := connectClient(t, &mcp.StreamableClientTransport{Endpoint: url, MaxRetries: -1})
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatalf("tools/list: %v", err)
+	}
+	targets := map[string]any{}
+	for _, tool := range tools.Tools {
+		targets[tool.Name] = tool.Meta["mcpgate.dev/target"]
+	}
+	if targets["fetch"] != "fetch" || targets["echo"] != "everything" {
+		t.Errorf("tools/list _meta targets: fetch %v, echo %v; want fetch and everything", targets["fetch"], targets["echo"])
+	}
+	for _, c := range []struct {
+		tool string
+		args map[string]any
+		want string
+	}{
+		{"fetch", map[string]any{"url": s.pageURL}, pageMarker},
+		{"echo", map[string]any{"message": "bare through the mux"}, "Echo: bare through the mux"},
+	} {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: c.tool, Arguments: c.args})
+		if err != nil || res.IsError || len(res.Content) == 0 {
+			t.Fatalf("tools/call %s = %+v, %v", c.tool, res, err)
+		}
+		if text, _ := res.Content[0].(*mcp.TextContent); text == nil || !strings.Contains(text.Text, c.want) {
+			t.Errorf("tools/call %s = %+v, want %q", c.tool, res.Content[0], c.want)
+		}
+	}
+	if err := expectUnknownTool(ctx, cs, "everything_echo", map[string]any{"message": "x"}); err != nil {
+		t.Error(err)
+	}
+	eventually(t, "audit line of the call of echo names its resolved target", func() error {
+		lines, err := jsonLines(s.stdoutLog())
+		if err != nil {
+			return err
+		}
+		for _, l := range lines {
+			if l["request_id"] == nil && l["method"] == "tools/call" && l["gateway"] == "e2e-mux-never/never" &&
+				l["target"] == "everything" && l["tool"] == "echo" && l["decision"] == "allow" {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s: no audit line of tools/call with gateway e2e-mux-never/never, target everything, tool echo, decision allow", s.stdoutLog())
 	})
 }
