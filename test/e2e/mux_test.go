@@ -130,19 +130,7 @@ func TestMultiplexedBackend(t *testing.T) {
 			t.Fatalf("tools/call everything_echo = %+v, %v", res, err)
 		}
 		// The audit line names the tool as the client called it, and the target its prefix names.
-		eventually(t, "audit line of the allowed call names its target and tool", func() error {
-			lines, err := jsonLines(s.stdoutLog())
-			if err != nil {
-				return err
-			}
-			for _, l := range lines {
-				if l["request_id"] == nil && l["method"] == "tools/call" && l["gateway"] == "e2e-mux/mux" &&
-					l["target"] == "everything" && l["tool"] == "everything_echo" && l["decision"] == "allow" {
-					return nil
-				}
-			}
-			return fmt.Errorf("%s: no audit line of tools/call with gateway e2e-mux/mux, target everything, tool everything_echo, decision allow", s.stdoutLog())
-		})
+		expectAllowedCall(t, "e2e-mux/mux", "everything", "everything_echo")
 	})
 }
 
@@ -212,17 +200,24 @@ func TestMultiplexedNever(t *testing.T) {
 	if err := expectUnknownTool(ctx, cs, "everything_echo", map[string]any{"message": "x"}); err != nil {
 		t.Error(err)
 	}
-	eventually(t, "audit line of the call of echo names its resolved target", func() error {
-		lines, err := jsonLines(s.stdoutLog())
+	expectAllowedCall(t, "e2e-mux-never/never", "everything", "echo")
+}
+
+// expectAllowedCall waits for the audit line of an allowed tools/call of tool on gateway, naming
+// target.
+func expectAllowedCall(t *testing.T, gateway, target, tool string) {
+	t.Helper()
+	eventually(t, "audit line of the allowed call of "+tool+" names its target "+target, func() error {
+		lines, err := jsonLines(env.stdoutLog())
 		if err != nil {
 			return err
 		}
 		for _, l := range lines {
-			if l["request_id"] == nil && l["method"] == "tools/call" && l["gateway"] == "e2e-mux-never/never" &&
-				l["target"] == "everything" && l["tool"] == "echo" && l["decision"] == "allow" {
+			if l["request_id"] == nil && l["method"] == "tools/call" && l["gateway"] == gateway &&
+				l["target"] == target && l["tool"] == tool && l["decision"] == "allow" {
 				return nil
 			}
 		}
-		return fmt.Errorf("%s: no audit line of tools/call with gateway e2e-mux-never/never, target everything, tool echo, decision allow", s.stdoutLog())
+		return fmt.Errorf("%s: no audit line of tools/call with gateway %s, target %s, tool %s, decision allow", env.stdoutLog(), gateway, target, tool)
 	})
 }
