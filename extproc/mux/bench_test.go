@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/mcpgate/mcpgate/contract"
+	mcpx "github.com/mcpgate/mcpgate/extproc/mcp"
 	"github.com/mcpgate/mcpgate/extproc/mux"
 )
 
@@ -27,9 +28,14 @@ type benchTarget struct {
 }
 
 func newBenchTarget(listed int, sse bool) *benchTarget {
+	return newBenchTargetNamed(listed, sse, "")
+}
+
+// newBenchTargetNamed is newBenchTarget whose tools' names start with prefix.
+func newBenchTargetNamed(listed int, sse bool, prefix string) *benchTarget {
 	tools := make([]string, listed)
 	for i := range tools {
-		tools[i] = fmt.Sprintf(`{"name":"tool%d","description":"a tool of the double","inputSchema":{"type":"object"}}`, i)
+		tools[i] = fmt.Sprintf(`{"name":"%stool%d","description":"a tool of the double","inputSchema":{"type":"object"}}`, prefix, i)
 	}
 	call := []byte(`{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hello"}]}}`)
 	if sse {
@@ -90,47 +96,40 @@ func unixClient(sock string) *http.Client {
 
 // BenchmarkMux measures the mux's own cost: a tools/call routed to one target (its answer JSON or
 // an event stream) and a tools/list merged over 2 and 4 targets, each target a benchTarget (10
-// tools) behind one upstream socket, the mux served on a Unix socket as Envoy reaches it; and the
-// floor, the same request sent straight to one target's double on its socket. Both count the
-// client's and the double's work as well, the same in both.
+// tools) behind one upstream socket, the mux served on a Unix socket as Envoy reaches it; under
+// prefixMode Never a call routed by the target header and a list tagged with _meta targets
+// (each target's tools named after it: none shared); and the floor, the same request sent
+// straight to one target's double on its socket. Both count the client's and the double's work
+// as well, the same in both. BenchmarkResolve measures what a Never call adds at the front hop.
 func BenchmarkMux(b *testing.B) {
 	const listed = 10
 	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a_echo","arguments":{"text":"hello"}}}`
 	list := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
 	for _, c := range []struct {
-		name    string
-		targets int
-		sse     bool
-		body    string
+		name       string
+		targets    int
+		sse        bool
+		body       string
+		prefixMode string
 	}{
-		{"call-json/targets=2", 2, false, call},
-		{"call-sse/targets=2", 2, true, call},
-		{"list/targets=2", 2, false, list},
-		{"list/targets=4", 4, false, list},
+		{"call-json/targets=2", 2, false, call, "Conditional"},
+		{"call-sse/targets=2", 2, true, call, "Conditional"},
+		{"list/targets=2", 2, false, list, "Conditional"},
+		{"list/targets=4", 4, false, list, "Conditional"},
+		{"never-call-json/targets=2", 2, false, call, contract.PrefixModeNever},
+		{"never-list/targets=2", 2, false, list, contract.PrefixModeNever},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			d := newBenchTarget(listed, c.sse)
-			// The upstream listener's route by cluster is left out: every target is the double.
-			up := serveUnix(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				r.Header.Del(contract.HeaderMuxCluster)
-				d.ServeHTTP(w, r)
-			}))
-			desc := contract.Mux{Gateway: "ns/gw", Backend: "ns/be", PrefixMode: "Conditional", FailureMode: "FailClosed"}
-			ids := map[string]string{}
-			for i := range c.targets {
-				name := string(rune('a' + i))
-				desc.Targets = append(desc.Targets, contract.MuxTarget{Name: name, Cluster: "cluster-" + name, Path: "/mcp"})
-				ids[name] = "session-" + name
-			}
-			header, _ := json.Marshal(desc)
-			sid, _ := json.Marshal(map[string]any{"backend": desc.Backend, "targets": ids})
-			h := mux.New(mux.Options{Upstream: func(string) string { return "unix://" + up }, Secret: benchSecret})
-			front := serveUnix(b, h)
-			run(b, unixClient(front), c.body, map[string]string{
-				contract.HeaderMux:     string(header),
+			bm := newBenchMux(b, c.targets, c.sse, c.prefixMode)
+			headers := map[string]string{
+				contract.HeaderMux:     bm.header,
 				contract.HeaderMuxAuth: benchSecret,
-				"Mcp-Session-Id":       base64.RawURLEncoding.EncodeToString(sid),
-			})
+				"Mcp-Session-Id":       bm.session,
+			}
+			if c.prefixMode == contract.PrefixModeNever {
+				headers[contract.HeaderMuxTarget] = "a"
+			}
+			run(b, unixClient(serveUnix(b, bm.mux)), c.body, headers)
 		})
 	}
 	for _, c := range []struct {
@@ -145,6 +144,60 @@ func BenchmarkMux(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			up := serveUnix(b, newBenchTarget(listed, c.sse))
 			run(b, unixClient(up), c.body, map[string]string{"Mcp-Session-Id": "session-a"})
+		})
+	}
+}
+
+// benchMux is a mux of targets benchTarget doubles (of 10 tools, under prefixMode Never named
+// after their target) and a session of it.
+type benchMux struct {
+	mux             *mux.Server
+	header, session string
+}
+
+func newBenchMux(b *testing.B, targets int, sse bool, prefixMode string) *benchMux {
+	doubles := map[string]*benchTarget{}
+	desc := contract.Mux{Gateway: "ns/gw", Backend: "ns/be", PrefixMode: prefixMode, FailureMode: "FailClosed"}
+	ids := map[string]string{}
+	for i := range targets {
+		name := string(rune('a' + i))
+		cluster := "cluster-" + name
+		desc.Targets = append(desc.Targets, contract.MuxTarget{Name: name, Cluster: cluster, Path: "/mcp"})
+		ids[name] = "session-" + name
+		prefix := ""
+		if prefixMode == contract.PrefixModeNever {
+			prefix = name
+		}
+		doubles[cluster] = newBenchTargetNamed(10, sse, prefix)
+	}
+	// The upstream listener's route by cluster, as a map.
+	up := serveUnix(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d := doubles[r.Header.Get(contract.HeaderMuxCluster)]
+		r.Header.Del(contract.HeaderMuxCluster)
+		d.ServeHTTP(w, r)
+	}))
+	header, _ := json.Marshal(desc)
+	sid, _ := json.Marshal(map[string]any{"backend": desc.Backend, "targets": ids})
+	return &benchMux{mux: mux.New(mux.Options{Upstream: func(string) string { return "unix://" + up }, Secret: benchSecret}),
+		header: string(header), session: base64.RawURLEncoding.EncodeToString(sid)}
+}
+
+// BenchmarkResolve measures Resolve, what a call under prefixMode Never costs the front hop before
+// it is judged: a tools/list of every target of the session (10 tools each, one page) through
+// the upstream socket, for a name the last target serves.
+func BenchmarkResolve(b *testing.B) {
+	for _, targets := range []int{2, 4} {
+		b.Run(fmt.Sprintf("targets=%d", targets), func(b *testing.B) {
+			bm := newBenchMux(b, targets, false, contract.PrefixModeNever)
+			last := string(rune('a' + targets - 1))
+			q := mux.Query{Mux: bm.header, Session: bm.session, Header: http.Header{"Mcp-Protocol-Version": {"2025-06-18"}},
+				ID: json.RawMessage(`1`), Item: mcpx.Tool, Name: last + "tool9"}
+			b.ReportAllocs()
+			for b.Loop() {
+				if target, err := bm.mux.Resolve(context.Background(), q); err != nil || target != last {
+					b.Fatalf("Resolve = %q, %v; want %s", target, err, last)
+				}
+			}
 		})
 	}
 }
