@@ -1,6 +1,8 @@
 // Package mux serves a multiplexed AgentgatewayBackend: one MCP session of the client fanned out
-// to the backend's targets, whose tools and prompts it names TARGET_name and whose resources
-// TARGET+uri (docs/design.md, "Multiplexing", "The mux").
+// to the backend's targets, whose tools and prompts it names TARGET_name (bare under prefixMode
+// Never, where the front hop resolves a call's target with Server.Resolve and names it in
+// contract.HeaderMuxTarget) and whose resources TARGET+uri (docs/design.md, "Multiplexing", "The
+// mux", "prefixMode Never").
 //
 // Envoy's front hop (ext_proc: JWT, rules, audit) sends a multiplexed route's requests to the mux
 // with the contract.HeaderMux header, which describes the backend (contract.Mux). The mux reaches
