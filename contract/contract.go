@@ -176,8 +176,8 @@ const (
 	FromCluster MetadataSource = "CLUSTER"
 	// FromExtProc fields vary per request: ext_proc writes them into the request's dynamic
 	// metadata. ext_proc knows the route's and cluster's fields too (from the route's gRPC initial
-	// metadata, Metadata*) for its audit line, metrics and spans, but does not send them back:
-	// every reply is smaller.
+	// metadata, Metadata*) for its audit line, metrics and spans, but does not send them back
+	// (every reply is smaller), except those whose Fallback it is.
 	FromExtProc MetadataSource = "DYNAMIC"
 )
 
@@ -185,8 +185,8 @@ const (
 const (
 	FieldGateway      = "gateway"       // FromRoute: the Gateway, "NAMESPACE/NAME"
 	FieldRoute        = "route"         // FromRoute: the HTTPRoute rule, "NAMESPACE/NAME/rule/I"
-	FieldBackend      = "backend"       // FromCluster: the AgentgatewayBackend, "NAMESPACE/NAME"
-	FieldTarget       = "target"        // FromCluster: the MCP target's name
+	FieldBackend      = "backend"       // FromCluster, else FromExtProc: the AgentgatewayBackend, "NAMESPACE/NAME"
+	FieldTarget       = "target"        // FromCluster, else FromExtProc: the MCP target's name
 	FieldSession      = "session"       // Mcp-Session-Id, or the legacy SSE sessionId
 	FieldSubject      = "subject"       // the JWT's sub
 	FieldMethod       = "method"        // the JSON-RPC method
@@ -206,15 +206,21 @@ type Field struct {
 	Name string
 	// Source is where the field is set, and so the TYPE the access log reads it with.
 	Source MetadataSource
+	// Fallback, when not "", is where the field is set for the requests whose Source has none.
+	// The backend and target of a multiplexed backend's front hop (docs/design.md,
+	// Multiplexing): its cluster is the bootstrap's MuxCluster, which holds neither, and the
+	// target is the one the request's item names (its prefix), so ext_proc writes both, as its
+	// audit line has them, on the routes with MetadataTargets only.
+	Fallback MetadataSource
 }
 
 // Fields lists the fields of the MetadataNamespace, in the order the access log shows them.
 func Fields() []Field {
-	return []Field{{FieldGateway, FromRoute}, {FieldRoute, FromRoute}, {FieldBackend, FromCluster},
-		{FieldTarget, FromCluster}, {FieldSession, FromExtProc}, {FieldSubject, FromExtProc},
-		{FieldMethod, FromExtProc}, {FieldTool, FromExtProc}, {FieldArguments, FromExtProc},
-		{FieldJSONRPCID, FromExtProc}, {FieldDecision, FromExtProc}, {FieldRule, FromExtProc},
-		{FieldJSONRPCError, FromExtProc}, {FieldAuthn, FromExtProc}, {FieldOutcome, FromExtProc}}
+	return []Field{{FieldGateway, FromRoute, ""}, {FieldRoute, FromRoute, ""}, {FieldBackend, FromCluster, FromExtProc},
+		{FieldTarget, FromCluster, FromExtProc}, {FieldSession, FromExtProc, ""}, {FieldSubject, FromExtProc, ""},
+		{FieldMethod, FromExtProc, ""}, {FieldTool, FromExtProc, ""}, {FieldArguments, FromExtProc, ""},
+		{FieldJSONRPCID, FromExtProc, ""}, {FieldDecision, FromExtProc, ""}, {FieldRule, FromExtProc, ""},
+		{FieldJSONRPCError, FromExtProc, ""}, {FieldAuthn, FromExtProc, ""}, {FieldOutcome, FromExtProc, ""}}
 }
 
 // SplitAddress splits an address as mcpgate's flags and parts take them, "unix:///PATH" (an

@@ -177,8 +177,9 @@ type metadata struct {
 	size int
 }
 
-// contractFields is the number of contract.FromExtProc fields: the most a reply carries.
-const contractFields = 11
+// contractFields is the number of the fields ext_proc writes (contract.FromExtProc, as the
+// Source or Fallback of a field): the most a reply carries.
+const contractFields = 13
 
 // answerMetadata is the metadata of a response's reply: the outcome and, for an error, its code.
 func answerMetadata() metadata { return metadata{size: 2} }

@@ -119,6 +119,7 @@ func (st *stream) exchangeMetadata(md *metadata, ex *exchange) {
 	if ex == nil {
 		return
 	}
+	st.ri.muxMetadata(md, ex.rec.Target)
 	md.str(contract.FieldMethod, ex.rec.Method)
 	md.str(contract.FieldTool, ex.rec.Tool)
 	if args, _ := st.s.tel.Arguments(&ex.rec); args != nil {

@@ -2,9 +2,12 @@ package extproc_test
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
@@ -205,4 +208,68 @@ func TestCompletionJudged(t *testing.T) {
 	checkRecord(t, byID["1"], map[string]any{"method": "completion/complete", "prompt": "b_greet", "target": "b", "decision": "allow"})
 	checkRecord(t, byID["2"], map[string]any{"prompt": "a_greet", "target": "a", "decision": "deny"})
 	checkRecord(t, byID["4"], map[string]any{"resource": "b+file:///x", "target": "b", "decision": "deny"})
+}
+
+// TestMuxRouteAccessLogFields: on a multiplexed backend's front hop, whose cluster (the
+// bootstrap's mux) holds no backend or target for the access log, the request's dynamic
+// metadata (Envoy merges every reply's) carries the backend and the target of the request's item,
+// the same as its audit line: a call's prefix target, none for a name without a known prefix or
+// a request without an item, the backend also on a request refused at its headers. A route
+// that is not multiplexed leaves both to its cluster's metadata.
+func TestMuxRouteAccessLogFields(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{muxPolicy(newSigner(t))})
+	plain := muxRoute
+	plain.Targets, plain.Target = "", "a"
+	const backend = "agentgateway-system/mux-backend"
+	for _, tc := range []struct {
+		name    string
+		route   extproctest.Route
+		token   string
+		body    string // "" for a GET
+		id      string // the audit record's jsonrpc_id, "" for none to compare
+		backend string // want, "" for none
+		target  string
+	}{
+		{"allowed call", muxRoute, extproctest.LabToken, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a_fetch","arguments":{}}}`, "1", backend, "a"},
+		{"refused call", muxRoute, extproctest.LabToken, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"b_fetch","arguments":{}}}`, "2", backend, "b"},
+		{"unknown prefix", muxRoute, extproctest.LabToken, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"fetch","arguments":{}}}`, "3", backend, ""},
+		{"prompt", muxRoute, extproctest.LabToken, `{"jsonrpc":"2.0","id":4,"method":"prompts/get","params":{"name":"b_greet"}}`, "4", backend, "b"},
+		{"resource", muxRoute, extproctest.LabToken, `{"jsonrpc":"2.0","id":5,"method":"resources/read","params":{"uri":"a+file:///x"}}`, "5", backend, "a"},
+		{"no item", muxRoute, extproctest.LabToken, `{"jsonrpc":"2.0","id":6,"method":"tools/list"}`, "6", backend, ""},
+		{"no token", muxRoute, "", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"a_fetch","arguments":{}}}`, "", backend, ""},
+		{"GET", muxRoute, extproctest.LabToken, "", "", backend, ""},
+		{"not multiplexed", plain, extproctest.LabToken, `{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"fetch","arguments":{}}}`, "", "", ""},
+	} {
+		md := map[string]string{}
+		merge := func(resp *extprocv3.ProcessingResponse) *extprocv3.ProcessingResponse {
+			maps.Copy(md, extproctest.Metadata(resp))
+			return resp
+		}
+		s := h.open(t, h.tcp, tc.route)
+		if tc.body == "" {
+			merge(check(t)(s.RequestHeaders(getHeaders("/mcp", tc.token), true)))
+		} else if resp := merge(check(t)(s.RequestHeaders(postHeaders("/mcp", tc.token), false))); resp.GetImmediateResponse() == nil {
+			merge(check(t)(s.RequestBody([]byte(tc.body), true)))
+		}
+		s.Close()
+		if md[contract.FieldBackend] != tc.backend || md[contract.FieldTarget] != tc.target {
+			t.Errorf("%s: metadata backend %q target %q, want %q and %q (%v)", tc.name,
+				md[contract.FieldBackend], md[contract.FieldTarget], tc.backend, tc.target, md)
+		}
+		if tc.id == "" {
+			continue
+		}
+		waitFor(t, "the audit record of "+tc.name, func() bool {
+			return slices.ContainsFunc(h.audit.records(t), func(r map[string]any) bool { return fmt.Sprint(r["jsonrpc_id"]) == tc.id })
+		})
+		for _, r := range h.audit.records(t) {
+			if fmt.Sprint(r["jsonrpc_id"]) == tc.id {
+				want := map[string]any{"backend": tc.backend, "target": nil}
+				if tc.target != "" {
+					want["target"] = tc.target
+				}
+				checkRecord(t, r, want)
+			}
+		}
+	}
 }

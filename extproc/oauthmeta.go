@@ -120,6 +120,7 @@ func (st *stream) serveResourceMetadata(suffix string) (resp answer, ok bool) {
 // authentication: the metadata is public.
 func (st *stream) metadataAnswer(a answer) *extprocv3.ProcessingResponse {
 	md := metadata{fields: st.mdFields[:0]}
+	st.ri.muxMetadata(&md, "")
 	md.str(contract.FieldAuthn, st.authn)
 	md.str(contract.FieldDecision, telemetry.DecisionAllow)
 	return immediateReply(a, md)

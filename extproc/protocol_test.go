@@ -37,8 +37,10 @@ func check(t *testing.T) func(*extprocv3.ProcessingResponse, error) *extprocv3.P
 			t.Fatal(err)
 		}
 		for k := range extproctest.Metadata(resp) {
-			if !slices.ContainsFunc(contract.Fields(), func(f contract.Field) bool { return f.Name == k && f.Source == contract.FromExtProc }) {
-				t.Errorf("the reply writes %q into the dynamic metadata: only per-request fields (contract.FromExtProc) belong there", k)
+			if !slices.ContainsFunc(contract.Fields(), func(f contract.Field) bool {
+				return f.Name == k && (f.Source == contract.FromExtProc || f.Fallback == contract.FromExtProc)
+			}) {
+				t.Errorf("the reply writes %q into the dynamic metadata: only the fields ext_proc writes (contract.FromExtProc, as Source or Fallback) belong there", k)
 			}
 		}
 		return resp

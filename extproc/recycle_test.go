@@ -85,7 +85,7 @@ func checkZero(t *testing.T, v reflect.Value, path, keep string) {
 func TestContractFields(t *testing.T) {
 	n := 0
 	for _, f := range contract.Fields() {
-		if f.Source == contract.FromExtProc {
+		if f.Source == contract.FromExtProc || f.Fallback == contract.FromExtProc {
 			n++
 		}
 	}

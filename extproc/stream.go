@@ -116,6 +116,16 @@ func (ri *routeInfo) itemTarget(it mcp.Item, name string) (target, own string) {
 	return target, own
 }
 
+// muxMetadata adds to md, on a multiplexed backend's front hop (targets), the fields that its
+// cluster, the bootstrap's mux, holds none of for the access log (contract.Field.Fallback): the
+// backend, and target, the target of the request's item ("" for none), as the audit line has them.
+func (ri *routeInfo) muxMetadata(md *metadata, target string) {
+	if ri.targets != "" {
+		md.str(contract.FieldBackend, ri.backend)
+		md.str(contract.FieldTarget, target)
+	}
+}
+
 // Process implements the ExternalProcessor service: one call per HTTP request, one reply per
 // message.
 func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) (err error) {
@@ -363,6 +373,7 @@ func (st *stream) refuse(a answer, rule string, md metadata, rec *telemetry.Reco
 	if rec.ID != nil {
 		md.str(contract.FieldJSONRPCID, string(rec.ID))
 	}
+	st.ri.muxMetadata(&md, rec.Target)
 	rec.Decision, rec.Rule = telemetry.DecisionDeny, rule
 	rec.HTTPStatus, rec.Outcome = a.status, telemetry.OutcomeRefused
 	st.s.tel.Finish(rec, time.Now())
@@ -452,9 +463,11 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 	bodyFollows := st.ri.mcp && !h.GetEndOfStream() && !st.noRequestBody
 	// The route's and cluster's fields (gateway, route, backend, target) are in Envoy's route
 	// and cluster metadata, where the access log reads them (contract.FromRoute, FromCluster):
-	// only what varies per request goes back. (Envoy sends the request headers once per stream:
-	// the stream's storage is free.)
+	// only what varies per request goes back, and what a multiplexed backend's cluster lacks
+	// (muxMetadata). (Envoy sends the request headers once per stream: the stream's storage is
+	// free.)
 	md := metadata{fields: st.mdFields[:0]}
+	st.ri.muxMetadata(&md, "")
 	// The session the client names is its own only once opened for its caller (below): until
 	// then the audit and the access log name none.
 	sealed := st.session
