@@ -44,7 +44,7 @@ func Fields() [][2]string {
 }
 
 // Config is the stdout logger's config: Fields, then the mcpgate fields read with
-// %METADATA(SOURCE:mcpgate:FIELD)%.
+// %METADATA(SOURCE:mcpgate:FIELD)% (metadataOperator).
 func Config() *streamv3.StdoutAccessLog {
 	fields := map[string]*structpb.Value{}
 	for _, f := range Fields() {
@@ -52,7 +52,7 @@ func Config() *streamv3.StdoutAccessLog {
 	}
 	mcp := map[string]*structpb.Value{}
 	for _, f := range contract.Fields() {
-		mcp[f.Name] = structpb.NewStringValue("%METADATA(" + string(f.Source) + ":" + contract.MetadataNamespace + ":" + f.Name + ")%")
+		mcp[f.Name] = structpb.NewStringValue(metadataOperator(f))
 	}
 	fields[contract.MetadataNamespace] = structpb.NewStructValue(&structpb.Struct{Fields: mcp})
 	return &streamv3.StdoutAccessLog{AccessLogFormat: &streamv3.StdoutAccessLog_LogFormat{
@@ -62,6 +62,20 @@ func Config() *streamv3.StdoutAccessLog {
 				Name: reqWithoutQueryFormatter, TypedConfig: mustAny(&reqwithoutqueryv3.ReqWithoutQuery{})}},
 		},
 	}}
+}
+
+// metadataOperator is the command operator that reads f: %METADATA(SOURCE:mcpgate:FIELD)%,
+// or for a field with a Fallback the first of SOURCE's and FALLBACK's that has it (null, empty
+// or missing: the next), with %COALESCE% (Envoy 1.37+).
+func metadataOperator(f contract.Field) string {
+	param := func(src contract.MetadataSource) string {
+		return string(src) + ":" + contract.MetadataNamespace + ":" + f.Name
+	}
+	if f.Fallback == "" {
+		return "%METADATA(" + param(f.Source) + ")%"
+	}
+	return `%COALESCE({"operators":[{"command":"METADATA","param":"` + param(f.Source) +
+		`"},{"command":"METADATA","param":"` + param(f.Fallback) + `"}]})%`
 }
 
 // Stdout is the access log of an HTTP connection manager: Config written to stdout.

@@ -131,6 +131,30 @@ func TestMultiplexedBackend(t *testing.T) {
 		}
 		// The audit line names the tool as the client called it, and the target its prefix names.
 		expectAllowedCall(t, "e2e-mux/mux", "everything", "everything_echo")
+		// So do the access log lines: the front hop's (ext_proc's fields; its cluster, the
+		// bootstrap's mux, names no backend: ext_proc does) and the upstream hop's (the target's
+		// cluster, no ext_proc).
+		eventually(t, "access log lines of the allowed call name its backend and target", func() error {
+			lines, err := jsonLines(s.stdoutLog())
+			if err != nil {
+				return err
+			}
+			front, upstream := false, false
+			for _, l := range lines {
+				md, _ := l["mcpgate"].(map[string]any)
+				if l["request_id"] == nil || md["backend"] != "e2e-mux/tools" || md["target"] != "everything" {
+					continue
+				}
+				front = front || (md["tool"] == "everything_echo" && md["decision"] == "allow" && md["gateway"] == "e2e-mux/mux")
+				route, _ := l["route_name"].(string)
+				upstream = upstream || (md["tool"] == nil && strings.HasPrefix(route, "mcpgate/mux-upstream/"))
+			}
+			if !front || !upstream {
+				return fmt.Errorf("%s: front hop's line with mcpgate.backend e2e-mux/tools, target everything, tool everything_echo: %v; upstream hop's line with that backend and target: %v",
+					s.stdoutLog(), front, upstream)
+			}
+			return nil
+		})
 	})
 }
 

@@ -1,6 +1,6 @@
 // Package accesslog reproduces Envoy's access log json_format: a dictionary whose string values
 // hold command operators (%RESPONSE_CODE%, %REQ(:PATH)%, %DYNAMIC_METADATA(ns:key)%,
-// %METADATA(ROUTE:ns:key)% ...). A value
+// %METADATA(ROUTE:ns:key)%, %COALESCE({"operators":[...]})% ...). A value
 // that is exactly one operator is written typed (numbers as numbers, metadata as JSON, unavailable
 // as null); a value that mixes text and operators is a string in which unavailable is "-".
 package accesslog
@@ -81,6 +81,8 @@ type operator struct {
 	name   string
 	args   []string // REQ: alternatives; DYNAMIC_METADATA: namespace then path; METADATA: type, namespace, path
 	maxLen int
+	// coalesce are the operators of COALESCE, in order.
+	coalesce []*operator
 }
 
 var opRE = regexp.MustCompile(`%([A-Z_]+)(\(([^)]*)\))?(:(\d+))?%`)
@@ -92,7 +94,7 @@ var implemented = map[string]bool{
 	"RESPONSE_CODE": true, "RESPONSE_FLAGS": true, "DURATION": true, "UPSTREAM_HOST": true,
 	"ROUTE_NAME": true, "DYNAMIC_METADATA": true, "PROTOCOL": true, "BYTES_RECEIVED": true,
 	"BYTES_SENT": true, "RESPONSE_CODE_DETAILS": true, "UPSTREAM_CLUSTER": true,
-	"DOWNSTREAM_REMOTE_ADDRESS": true, "METADATA": true,
+	"DOWNSTREAM_REMOTE_ADDRESS": true, "METADATA": true, "COALESCE": true,
 }
 
 // ReqWithoutQuery is the command operator of the formatter extension
@@ -163,36 +165,16 @@ func (c compiler) compileTemplate(s, path string) (*template, error) {
 		if loc[0] > 0 {
 			t.parts = append(t.parts, part{text: rest[:loc[0]]})
 		}
-		name := rest[loc[2]:loc[3]]
-		if !implemented[name] && !c.extra[name] {
-			return nil, fmt.Errorf("%s: command operator %%%s%% not implemented by envoydouble", path, name)
-		}
-		op := &operator{name: name}
+		name, arg, maxLen := rest[loc[2]:loc[3]], "", 0
 		if loc[6] >= 0 {
-			arg := rest[loc[6]:loc[7]]
-			switch name {
-			case "REQ", "REQUEST_HEADER", "RESP", "RESPONSE_HEADER", ReqWithoutQuery:
-				op.args = strings.Split(strings.ToLower(arg), "?")
-			case "DYNAMIC_METADATA":
-				op.args = strings.Split(arg, ":")
-			case "METADATA":
-				op.args = strings.Split(arg, ":")
-				if !metadataTypes[op.args[0]] {
-					return nil, fmt.Errorf("%s: %%METADATA(%s)%%: metadata type %q not implemented by envoydouble (DYNAMIC, ROUTE, CLUSTER)", path, arg, op.args[0])
-				}
-			case "START_TIME":
-				if arg != "" {
-					return nil, fmt.Errorf("%s: %%START_TIME(%s)%%: custom time formats not implemented by envoydouble", path, arg)
-				}
-			default:
-				return nil, fmt.Errorf("%s: %%%s%% takes no argument", path, name)
-			}
-		}
-		if (name == "REQ" || name == ReqWithoutQuery || name == "REQUEST_HEADER" || name == "RESP" || name == "RESPONSE_HEADER" || name == "DYNAMIC_METADATA" || name == "METADATA") && len(op.args) == 0 {
-			return nil, fmt.Errorf("%s: %%%s%% needs an argument", path, name)
+			arg = rest[loc[6]:loc[7]]
 		}
 		if loc[10] >= 0 {
-			op.maxLen, _ = strconv.Atoi(rest[loc[10]:loc[11]])
+			maxLen, _ = strconv.Atoi(rest[loc[10]:loc[11]])
+		}
+		op, err := c.compileOp(name, arg, loc[6] >= 0, maxLen, path)
+		if err != nil {
+			return nil, err
 		}
 		t.parts = append(t.parts, part{op: op})
 		rest = rest[loc[1]:]
@@ -204,6 +186,107 @@ func (c compiler) compileTemplate(s, path string) (*template, error) {
 		t.parts = append(t.parts, part{text: rest})
 	}
 	return t, nil
+}
+
+// compileOp compiles the command operator name with its argument arg (hasArg: it has one, in
+// parentheses) and length maxLen (0: none).
+func (c compiler) compileOp(name, arg string, hasArg bool, maxLen int, path string) (*operator, error) {
+	if !implemented[name] && !c.extra[name] {
+		return nil, fmt.Errorf("%s: command operator %%%s%% not implemented by envoydouble", path, name)
+	}
+	op := &operator{name: name, maxLen: maxLen}
+	if hasArg {
+		switch name {
+		case "REQ", "REQUEST_HEADER", "RESP", "RESPONSE_HEADER", ReqWithoutQuery:
+			op.args = strings.Split(strings.ToLower(arg), "?")
+		case "DYNAMIC_METADATA":
+			op.args = strings.Split(arg, ":")
+		case "METADATA":
+			op.args = strings.Split(arg, ":")
+			if !metadataTypes[op.args[0]] {
+				return nil, fmt.Errorf("%s: %%METADATA(%s)%%: metadata type %q not implemented by envoydouble (DYNAMIC, ROUTE, CLUSTER)", path, arg, op.args[0])
+			}
+		case "COALESCE":
+			var err error
+			if op.coalesce, err = c.compileCoalesce(arg, path); err != nil {
+				return nil, err
+			}
+		case "START_TIME":
+			if arg != "" {
+				return nil, fmt.Errorf("%s: %%START_TIME(%s)%%: custom time formats not implemented by envoydouble", path, arg)
+			}
+		default:
+			return nil, fmt.Errorf("%s: %%%s%% takes no argument", path, name)
+		}
+	}
+	switch name {
+	case "REQ", ReqWithoutQuery, "REQUEST_HEADER", "RESP", "RESPONSE_HEADER", "DYNAMIC_METADATA", "METADATA", "COALESCE":
+		if len(op.args) == 0 && op.coalesce == nil {
+			return nil, fmt.Errorf("%s: %%%s%% needs an argument", path, name)
+		}
+	}
+	return op, nil
+}
+
+// compileCoalesce compiles the argument of %COALESCE(JSON)% (Envoy 1.37+, CoalesceFormatter::create):
+// {"operators": [...]}, a non-empty array whose entries are a command without an argument
+// ("UPSTREAM_HOST") or {"command": C, "param": P, "max_length": N} (param and max_length
+// optional, max_length positive), each the command operator %C(P):N%. Only Envoy's built-in
+// commands may be named (it looks them up in BuiltInCommandParserFactoryHelper::commandParsers):
+// not those of the format's formatter extensions (REQ_WITHOUT_QUERY).
+func (c compiler) compileCoalesce(arg, path string) ([]*operator, error) {
+	path += ": %COALESCE%"
+	var cfg struct {
+		Operators *[]json.RawMessage `json:"operators"`
+	}
+	if err := json.Unmarshal([]byte(arg), &cfg); err != nil {
+		return nil, fmt.Errorf("%s: failed to parse JSON configuration: %v", path, err)
+	}
+	switch {
+	case cfg.Operators == nil:
+		return nil, fmt.Errorf("%s: JSON configuration must contain 'operators' array", path)
+	case len(*cfg.Operators) == 0:
+		return nil, fmt.Errorf("%s: 'operators' array must not be empty", path)
+	}
+	builtIn := compiler{extra: map[string]bool{}}
+	ops := make([]*operator, 0, len(*cfg.Operators))
+	for i, raw := range *cfg.Operators {
+		at := fmt.Sprintf("%s: operator at index %d", path, i)
+		var command string
+		if json.Unmarshal(raw, &command) == nil {
+			op, err := builtIn.compileOp(command, "", false, 0, at)
+			if err != nil {
+				return nil, err
+			}
+			ops = append(ops, op)
+			continue
+		}
+		var e struct {
+			Command   *string `json:"command"`
+			Param     *string `json:"param"`
+			MaxLength *int    `json:"max_length"`
+		}
+		if err := json.Unmarshal(raw, &e); err != nil || e.Command == nil {
+			return nil, fmt.Errorf("%s: must be either a string (command name) or an object with a string 'command' field", at)
+		}
+		maxLen := 0
+		if e.MaxLength != nil {
+			if *e.MaxLength <= 0 {
+				return nil, fmt.Errorf("%s: 'max_length' must be a positive integer", at)
+			}
+			maxLen = *e.MaxLength
+		}
+		param := ""
+		if e.Param != nil {
+			param = *e.Param
+		}
+		op, err := builtIn.compileOp(*e.Command, param, param != "", maxLen, at)
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, op)
+	}
+	return ops, nil
 }
 
 // Render writes one JSON line (with a trailing newline) for info.
@@ -320,6 +403,20 @@ func (o *operator) value(info *Info) (any, bool) {
 		return str(info.DownstreamRemote)
 	case "DYNAMIC_METADATA":
 		return metadata(info.Metadata, o.args, o.maxLen)
+	case "COALESCE":
+		// Envoy's CoalesceFormatter::formatValue: the first operator's value that is neither
+		// unavailable, null nor an empty string, a string cut to the length.
+		for _, op := range o.coalesce {
+			v, ok := op.value(info)
+			if !ok || v == nil || v == "" {
+				continue
+			}
+			if s, isStr := v.(string); isStr {
+				return str(s)
+			}
+			return v, true
+		}
+		return nil, false
 	case "METADATA":
 		// Envoy's MetadataFormatter: the TYPE picks the metadata (DYNAMIC: the request's,
 		// ROUTE: stream_info.route()'s, CLUSTER: upstreamClusterInfo()'s); then as
