@@ -47,24 +47,32 @@ type LocalRateLimit struct {
 // takes one whole token or is refused. So 2 tokens per hour is one token every 30 minutes, not 2
 // at the top of each hour.
 type TokenBucket struct {
+	// Now is the bucket's clock: time.Now (NewTokenBucket), a test's own clock in tests. It is read
+	// at each Consume; set it before the first.
+	Now func() time.Time
+
 	mu     sync.Mutex
 	max    float64
 	rate   float64 // tokens a second
 	tokens float64
-	last   time.Time
+	// last is when tokens was last brought up to date: zero before the first Consume, the
+	// bucket being full until then (a full bucket gains nothing).
+	last time.Time
 }
 
-// NewTokenBucket returns a full bucket.
+// NewTokenBucket returns a full bucket whose clock is time.Now.
 func NewTokenBucket(maxTokens, perFill uint32, interval time.Duration) *TokenBucket {
-	return &TokenBucket{max: float64(maxTokens), rate: float64(perFill) / interval.Seconds(), tokens: float64(maxTokens), last: time.Now()}
+	return &TokenBucket{Now: time.Now, max: float64(maxTokens), rate: float64(perFill) / interval.Seconds(), tokens: float64(maxTokens)}
 }
 
 // Consume takes a token; false when the bucket holds less than one.
 func (b *TokenBucket) Consume() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	now := time.Now()
-	b.tokens = math.Min(b.max, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	now := b.Now()
+	if !b.last.IsZero() {
+		b.tokens = math.Min(b.max, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	}
 	b.last = now
 	if b.tokens < 1 {
 		return false
