@@ -672,7 +672,9 @@ spec:
 			"jwtAuthentication.mcp requires mode Strict"},
 		{"MCP identity provider outside the enum", mcpOAuthPolicyYAML("mcp-idp", "mcp: {provider: Google}"),
 			`spec.traffic.jwtAuthentication.mcp.provider: Unsupported value: "Google"`},
-		{"rate limit with requests and tokens", rateLimitPolicyYAML("rl-both", "{requests: 2, tokens: 100, unit: Minutes}"), "exactly one of"},
+		{"rate limit with requests and tokens", rateLimitPolicyYAML("rl-both", "{requests: 2, tokens: 100, unit: Minutes}"), `spec.traffic.rateLimit.local[0]: Invalid value: exactly one of the fields in [requests tokens] must be set`},
+		{"rate limit with neither requests nor tokens", rateLimitPolicyYAML("rl-neither", "{unit: Minutes, burst: 5}"),
+			`spec.traffic.rateLimit.local[0]: Invalid value: exactly one of the fields in [requests tokens] must be set`},
 		{"rate limit unit outside the enum", rateLimitPolicyYAML("rl-days", "{requests: 2, unit: Days}"),
 			`spec.traffic.rateLimit.local[0].unit: Unsupported value: "Days"`},
 	}
