@@ -34,8 +34,7 @@ run: build ## run the gateway on the lab's example (examples/mcp-connectivity) w
 	./scripts/run.sh
 
 .PHONY: test
-test: generate-check build $(TEST_DEPS) ## run every test: unit, golden, xDS, ext_proc, end to end, Kubernetes
-	$(GO) vet ./...
+test: generate-check lint build $(TEST_DEPS) ## run every test: unit, golden, xDS, ext_proc, end to end, Kubernetes
 	$(GO) test ./...
 
 # STATICCHECK_VERSION is the staticcheck make lint runs (staticcheck.conf says which checks),

@@ -1,5 +1,7 @@
 package mux_test
 
+//lint:file-ignore SA1019 the merged stream relays logging and roots requests, which MCP deprecates (SEP-2577) and servers still send
+
 import (
 	"bufio"
 	"context"

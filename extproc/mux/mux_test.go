@@ -1,5 +1,7 @@
 package mux_test
 
+//lint:file-ignore SA1019 the mux relays logging/setLevel, which MCP deprecates (SEP-2577) and servers still serve
+
 import (
 	"context"
 	"encoding/base64"
@@ -426,8 +428,8 @@ func TestMuxServerRequests(t *testing.T) {
 	}
 	params := &mcp.CallToolParams{Name: "a_count"}
 	params.SetProgressToken("tok")
-	if res, err = cs.CallTool(ctx, params); err != nil {
-		t.Fatal(err)
+	if res, err = cs.CallTool(ctx, params); err != nil || res.IsError {
+		t.Fatalf("tools/call a_count = %+v, %v", res, err)
 	}
 	mu.Lock()
 	if !slices.Equal(asked, []string{"your color? (b)"}) {
