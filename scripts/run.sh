@@ -12,7 +12,7 @@ source scripts/lib.sh
 require_bins
 pick_data_plane
 check_ports 8000:"fetch server" 8080:"the Gateway's listener" 18000:"mcpgate xDS" 18001:"mcpgate ext_proc" \
-  19000:"mcpgate admin" 15000:"Envoy admin"
+  18002:"mcpgate mux" 19000:"mcpgate admin" 15000:"Envoy admin"
 
 # WATCHED is what mcpgate run serves (gitignored; MCPGATE_RUN_DIR for another folder, as the
 # tests use): examples/ stays as committed, the tests read it.
@@ -22,6 +22,12 @@ if [[ -d "$WATCHED" ]]; then
 else
   copy_lab "$WATCHED"
   echo "copied the manifests of $LAB to $WATCHED: edit them there" >&2
+fi
+
+# A file refused now has no last good version to fall back to (that lives in the memory of a
+# running mcpgate): say so before the gateway starts, with mcpgate run's settings.
+if ! bin/mcpgate translate --exclusive-ports --bind-address 127.0.0.1 -f "$WATCHED" >/dev/null; then
+  echo "mcpgate: part of $WATCHED is refused (above): it is left out, and routes that need it answer 500 until you fix it (rm -rf run starts again from the example)" >&2
 fi
 
 PIDS=()
@@ -37,7 +43,7 @@ bin/mcpgate run -f "$WATCHED" --envoy-bin "$DATA_PLANE" "${ENVOY_FLUSH_ARGS[@]}"
 PIDS+=($!)
 wait_port 8080 60 "${PIDS[1]}"
 
-inspector="npx -y $INSPECTOR_PKG --cli --config $LAB/mcp-inspector-config.json --server agentgateway"
+inspector="npx -y $INSPECTOR_PKG --cli --config $PWD/$LAB/mcp-inspector-config.json --server agentgateway"
 cat >&2 <<HELP
 
 mcpgate: Gateway on http://127.0.0.1:8080 (SSE: /sse, Streamable HTTP: /mcp) -> fetch server on 127.0.0.1:8000.
@@ -45,13 +51,14 @@ Serving $WATCHED: edit the files there and the gateway picks the change up
 (they are a copy of $LAB, kept across runs; rm -rf run starts again from the example).
 The example includes the lab's JWT policy (jwt.yaml) and CEL rule (rbac.yaml): send the lab's token.
 
-  export DEV_TOKEN=\$(cat $LAB/dev-token.txt)
+  export DEV_TOKEN=\$(cat $PWD/$LAB/dev-token.txt)
   export MCP_INSPECTOR_SECRET_STORE=memory   # else every inspector call first prints a system keychain error
   $inspector \\
     --header "Authorization: Bearer \$DEV_TOKEN" --method tools/list
   $inspector \\
     --header "Authorization: Bearer \$DEV_TOKEN" --method tools/call --tool-name fetch --tool-arg url=http://127.0.0.1:19000/healthz
 
+(--server agentgateway is the SSE endpoint; --server agentgateway-http is Streamable HTTP.)
 Without the token the gateway answers 401: curl -si http://127.0.0.1:8080/sse
 (the inspector then tries an OAuth login, which needs a terminal: it prints auth_required and exits 3).
 Metrics: http://127.0.0.1:19000/metrics. Ctrl-C stops the gateway and the fetch server.

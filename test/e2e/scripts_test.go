@@ -15,7 +15,7 @@ import (
 )
 
 // The README's main command and the demo, as a user runs them: `make run` and `make demo` in the
-// repository, on the lab's fixed ports (8080, 8000, 18000, 18001, 19000, 15000, the demo's 8001),
+// repository, on the lab's fixed ports (8080, 8000, 18000, 18001, 18002, 19000, 15000, the demo's 8001),
 // which nothing else in the suite uses. With `make run` up elsewhere on the machine they fail,
 // saying which port is taken.
 
@@ -61,6 +61,44 @@ func TestMakeRun(t *testing.T) {
 		if conn, err := net.DialTimeout("tcp", "127.0.0.1:"+port, time.Second); err == nil {
 			conn.Close()
 			t.Errorf("port %s still served after make run stopped", port)
+		}
+	}
+}
+
+// TestMakeRunSaysWhatIsRefused: with a file of run/ that mcpgate refuses (a CEL rule that does not
+// compile), `make run` says so before the gateway starts, since a restarted gateway has no last
+// good version of it to serve.
+func TestMakeRunSaysWhatIsRefused(t *testing.T) {
+	s := env
+	dir := filepath.Join(t.TempDir(), "run")
+	if err := os.CopyFS(dir, os.DirFS("../../examples/mcp-connectivity")); err != nil {
+		t.Fatal(err)
+	}
+	rbac := filepath.Join(dir, "rbac.yaml")
+	b, err := os.ReadFile(rbac)
+	if err != nil || !bytes.Contains(b, []byte(`jwt.org == "solo.io"`)) {
+		t.Fatalf("%s: %v, or no lab rule in it", rbac, err)
+	}
+	if err := os.WriteFile(rbac, bytes.ReplaceAll(b, []byte(`jwt.org == "solo.io"`), []byte(`jwt.org ==`)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.startProc(procSpec{name: "make-run-refused", dir: "../..", args: []string{"make", "run"},
+		env: []string{"MCPGATE_RUN_DIR=" + dir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.stop)
+	if err := waitTCP(p, "127.0.0.1:8080", 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.ReadFile(p.logs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"rbac.yaml: EnterpriseAgentgatewayPolicy agentgateway-system/mcp-rbac: spec.traffic.authorization.policy.matchExpressions[0]: CEL does not compile",
+		"part of " + dir + " is refused"} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("make run's output lacks %q:\n%s", want, out)
 		}
 	}
 }
