@@ -21,7 +21,7 @@ include $(wildcard mk/*.mk)
 .PHONY: help
 help: ## list the targets (the README's two first: run, test)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9-]*:.*## / {printf "  %-22s %s\n", $$1, $$2}' $(MAKEFILE_LIST) | sort | \
-	  awk '/^  (run|test) / {print; next} {rest = rest $$0 "\n"} END {printf "%s", rest}' 
+	  awk '/^  (run|test) / {print; next} {rest = rest $$0 "\n"} END {printf "%s", rest}'
 
 # VERSION is what `mcpgate version` prints.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
