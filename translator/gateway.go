@@ -306,27 +306,27 @@ func (t *translation) gatewayStatus(gi *gatewayInfo) *gwv1.GatewayStatus {
 		}
 		st.Listeners = append(st.Listeners, ls)
 	}
+	var bad, good []string
+	for _, li := range gi.listeners {
+		if li.ok {
+			good = append(good, string(li.l.Name))
+		} else {
+			bad = append(bad, fmt.Sprintf("%s (%s)", li.l.Name, li.reason))
+		}
+	}
 	switch {
 	case valid == len(gi.listeners) && valid > 0:
 		st.Conditions = append(st.Conditions,
 			condition(string(gwv1.GatewayConditionAccepted), true, string(gwv1.GatewayReasonAccepted), "", gen),
 			condition(string(gwv1.GatewayConditionProgrammed), true, string(gwv1.GatewayReasonProgrammed), "", gen))
 	case valid > 0:
-		var bad, good []string
-		for _, li := range gi.listeners {
-			if li.ok {
-				good = append(good, string(li.l.Name))
-			} else {
-				bad = append(bad, fmt.Sprintf("%s (%s)", li.l.Name, li.reason))
-			}
-		}
 		msg := fmt.Sprintf("%d of %d listeners are not accepted: %s; accepted: %s (see the listener conditions)",
 			len(bad), len(gi.listeners), strings.Join(bad, ", "), strings.Join(good, ", "))
 		st.Conditions = append(st.Conditions,
 			condition(string(gwv1.GatewayConditionAccepted), true, string(gwv1.GatewayReasonListenersNotValid), msg, gen),
 			condition(string(gwv1.GatewayConditionProgrammed), true, string(gwv1.GatewayReasonProgrammed), "", gen))
 	default:
-		msg := "no listener is valid; see the listener conditions"
+		msg := "no listener is valid: " + strings.Join(bad, ", ") + " (see the listener conditions)"
 		if len(gi.listeners) == 0 {
 			msg = "the Gateway has no listeners"
 		}
