@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"iter"
+	"log/slog"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -84,6 +85,8 @@ type itemFilter struct {
 	// ri is the route's: on a multiplexed route each item is judged as its target's
 	// (routeInfo.itemTarget).
 	ri routeInfo
+	// log logs the items left out of a list because their target cannot be told.
+	log *slog.Logger
 }
 
 func (f *itemFilter) allow(ctx context.Context) func(it mcp.Item, name string, item []byte) bool {
@@ -91,8 +94,16 @@ func (f *itemFilter) allow(ctx context.Context) func(it mcp.Item, name string, i
 		in := f.in
 		in.Target, name = f.ri.itemTarget(it, name)
 		if f.ri.bare(it) {
-			// prefixMode Never: the mux names each item's target in its _meta ("" when it does not).
-			in.Target, _ = mcp.ItemMeta(item, contract.MetaTarget)
+			// prefixMode Never: the mux names each item's target in its _meta. An item whose
+			// target is missing, unreadable (a key repeated or in other letter case) or none of
+			// the route's is left out, fail closed: judged as no target's, it would pass a rule
+			// that denies its target.
+			var ok bool
+			if in.Target, ok = mcp.ItemMeta(item, contract.MetaTarget); !ok || !f.ri.isTarget(in.Target) {
+				f.log.Warn("listed item without a readable target of the route in its _meta left out (prefixMode Never)",
+					"route", f.ri.route, "backend", f.ri.backend, "item", it.String(), "name", name, "key", "_meta."+contract.MetaTarget, "target", in.Target)
+				return false
+			}
 		}
 		switch it {
 		case mcp.Tool:
@@ -530,7 +541,7 @@ func (st *stream) itemFilter() *itemFilter {
 		// which are the stream's.
 		in.Headers = slices.Clone(st.headers)
 		in.MCPMethod = mcp.MethodToolsCall
-		st.filter = &itemFilter{rules: st.pol.tools, in: in, ri: st.ri}
+		st.filter = &itemFilter{rules: st.pol.tools, in: in, ri: st.ri, log: st.s.log}
 	}
 	return st.filter
 }

@@ -29,6 +29,9 @@ type neverMux struct {
 	route extproctest.Route
 	// session is the mux's session id, sealed for the lab token's caller as the front hop gives it.
 	session string
+	// post sends body to the mux in the session, as the front hop passes a request, and returns
+	// the mux's answer.
+	post func(body string) *httptest.ResponseRecorder
 }
 
 const neverSecret = "never-secret"
@@ -38,19 +41,45 @@ const neverSecret = "never-secret"
 func newNeverMux(t *testing.T) *neverMux {
 	t.Helper()
 	target := func(name string, tools ...string) http.Handler {
-		s := mcp.NewServer(&mcp.Implementation{Name: name, Version: "1"}, nil)
+		s := goTarget(name)
 		for _, tool := range tools {
-			mcp.AddTool(s, &mcp.Tool{Name: tool}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
-				return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: name + "." + tool}}}, nil, nil
-			})
+			addTool(s, name, &mcp.Tool{Name: tool})
 		}
 		prompt := map[string]string{"a": "hello", "b": "greet"}[name]
 		s.AddPrompt(&mcp.Prompt{Name: prompt}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
 			return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: prompt}}}}, nil
 		})
-		return mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+		return serveTarget(s)
 	}
-	clusters := map[string]http.Handler{"cluster-a": target("a", "fetch", "shared"), "cluster-b": target("b", "search", "shared")}
+	return newNeverMuxOf(t, map[string]http.Handler{"cluster-a": target("a", "fetch", "shared"), "cluster-b": target("b", "search", "shared")})
+}
+
+// goTarget is a go-sdk server with the tools given, each answering "NAME.TOOL" (addTool).
+func goTarget(name string, tools ...*mcp.Tool) *mcp.Server {
+	s := mcp.NewServer(&mcp.Implementation{Name: name, Version: "1"}, nil)
+	for _, tool := range tools {
+		addTool(s, name, tool)
+	}
+	return s
+}
+
+// addTool adds tool to s, the server of target name: it answers "NAME.TOOL".
+func addTool(s *mcp.Server, name string, tool *mcp.Tool) {
+	text := name + "." + tool.Name
+	mcp.AddTool(s, tool, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: text}}}, nil, nil
+	})
+}
+
+// serveTarget serves s over Streamable HTTP.
+func serveTarget(s *mcp.Server) http.Handler {
+	return mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+}
+
+// newNeverMuxOf is newNeverMux of targets a and b served by the handlers of clusters
+// "cluster-a" and "cluster-b".
+func newNeverMuxOf(t *testing.T, clusters map[string]http.Handler) *neverMux {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "up.sock")
 	lis, err := net.Listen("unix", sock)
 	if err != nil {
@@ -93,6 +122,7 @@ func newNeverMux(t *testing.T) *neverMux {
 		t.Fatalf("notifications/initialized: %d %s", w.Code, w.Body)
 	}
 	n.session = extproctest.LabSession(sid)
+	n.post = func(body string) *httptest.ResponseRecorder { return post(sid, body) }
 	return n
 }
 
@@ -174,8 +204,8 @@ func TestNeverRouteRules(t *testing.T) {
 }
 
 // TestNeverRouteListsFiltered: on a prefixMode Never route each tool and prompt of a list answer
-// is judged as the target its _meta["mcpgate.dev/target"] names (an item without one as no
-// target's); resources keep their prefix. On a Conditional route the _meta is not read.
+// is judged as the target its _meta["mcpgate.dev/target"] names (an item without one is left
+// out: TestNeverRouteListsFailClosed); resources keep their prefix. On a Conditional route the _meta is not read.
 func TestNeverRouteListsFiltered(t *testing.T) {
 	h := newHarness(t, []*policyv1.Policy{neverPolicy(newSigner(t))})
 	never := muxRoute
@@ -199,6 +229,68 @@ func TestNeverRouteListsFiltered(t *testing.T) {
 		if got, want := string(extproctest.BodyAfter(resp, nil)), `{"jsonrpc":"2.0","id":1,"result":{`+tc.wants+`}}`; got != want {
 			t.Errorf("%s (mux %q): body = %s\nwant %s", tc.method, tc.route.Mux, got, want)
 		}
+	}
+}
+
+// TestNeverListForgedMetaKey: a target of a prefixMode Never backend cannot keep its tool in the
+// filtered list against a DENY rule on its target by giving it a _meta key that differs from
+// mcpgate.dev/target (or _meta) in letter case only: the mux removes such keys and tags the
+// item with its real target, and the front hop judges the item as that target's.
+func TestNeverListForgedMetaKey(t *testing.T) {
+	n := newNeverMuxOf(t, map[string]http.Handler{
+		"cluster-a": serveTarget(goTarget("a", &mcp.Tool{Name: "fetch"})),
+		"cluster-b": serveTarget(goTarget("b", &mcp.Tool{Name: "plain"},
+			&mcp.Tool{Name: "sneaky", Meta: mcp.Meta{"MCPGATE.dev/target": "a"}})),
+	})
+	w := n.post(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`)
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"sneaky"`) {
+		t.Fatalf("the mux's tools/list: %d %s, want sneaky listed", w.Code, w.Body)
+	}
+	p := labPolicy(newSigner(t))
+	p.Name = "mux"
+	p.McpRules = []*policyv1.Rule{{Action: policyv1.Rule_DENY, Expression: `mcp.tool.target == "b"`, Source: "AgentgatewayPolicy/ns/never#0"}}
+	h := newHarness(t, []*policyv1.Policy{p})
+	s := h.open(t, h.tcp, n.route)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+	check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`), true))
+	check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
+	resp := check(t)(s.ResponseBody(w.Body.Bytes(), true))
+	got := string(extproctest.BodyAfter(resp, nil))
+	if !strings.Contains(got, `"fetch"`) || strings.Contains(got, `"plain"`) || strings.Contains(got, `"sneaky"`) {
+		t.Errorf("tools/list after the front hop = %s, want a's fetch only (b's plain and sneaky denied by their target)", got)
+	}
+}
+
+// TestNeverRouteListsFailClosed: on a prefixMode Never route whose rules only deny, a listed tool
+// whose _meta["mcpgate.dev/target"] is missing, unreadable (the key or _meta repeated in other
+// letter case, not a string) or none of the route's targets is left out: judged as no target's,
+// it would pass the rule that denies its real target.
+func TestNeverRouteListsFailClosed(t *testing.T) {
+	p := labPolicy(newSigner(t))
+	p.Name = "mux"
+	p.McpRules = []*policyv1.Rule{{Action: policyv1.Rule_DENY, Expression: `mcp.tool.target == "b"`, Source: "AgentgatewayPolicy/ns/never#0"}}
+	h := newHarness(t, []*policyv1.Policy{p})
+	never := muxRoute
+	never.Mux = `{"gateway":"agentgateway-system/agentgateway","backend":"agentgateway-system/mux-backend","prefixMode":"Never","targets":[]}`
+	kept := `{"name":"fetch","_meta":{"mcpgate.dev/target":"a"}}`
+	items := []string{kept,
+		`{"name":"search","_meta":{"mcpgate.dev/target":"b"}}`,
+		`{"name":"none"}`,
+		`{"name":"nometa","_meta":{"k":1}}`,
+		`{"name":"folded","_meta":{"mcpgate.dev/target":"b","MCPGATE.dev/target":"a"}}`,
+		`{"name":"foldedmeta","_meta":{"mcpgate.dev/target":"b"},"_Meta":{"mcpgate.dev/target":"a"}}`,
+		`{"name":"repeated","_meta":{"mcpgate.dev/target":"b","mcpgate.dev/target":"a"}}`,
+		`{"name":"number","_meta":{"mcpgate.dev/target":1}}`,
+		`{"name":"other","_meta":{"mcpgate.dev/target":"c"}}`,
+		`{"name":"empty","_meta":{"mcpgate.dev/target":""}}`,
+	}
+	s := h.open(t, h.tcp, never)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+	check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`), true))
+	check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
+	resp := check(t)(s.ResponseBody([]byte(`{"jsonrpc":"2.0","id":1,"result":{"tools":[`+strings.Join(items, ",")+`]}}`), true))
+	if got, want := string(extproctest.BodyAfter(resp, nil)), `{"jsonrpc":"2.0","id":1,"result":{"tools":[`+kept+`]}}`; got != want {
+		t.Errorf("tools/list = %s\nwant %s", got, want)
 	}
 }
 

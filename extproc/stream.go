@@ -116,6 +116,18 @@ func (ri *routeInfo) itemTarget(it mcp.Item, name string) (target, own string) {
 	return target, own
 }
 
+// isTarget reports whether t is one of the targets of the route's multiplexed backend.
+func (ri *routeInfo) isTarget(t string) bool {
+	for targets, more := ri.targets, true; more && t != ""; {
+		var name string
+		name, targets, more = strings.Cut(targets, ",")
+		if name == t {
+			return true
+		}
+	}
+	return false
+}
+
 // muxMetadata adds to md, on a multiplexed backend's front hop (targets), the fields that its
 // cluster, the bootstrap's mux, holds none of for the access log (contract.Field.Fallback): the
 // backend, and target, the target of the request's item ("" for none), as the audit line has them.

@@ -422,7 +422,11 @@ func itemName(item json.RawMessage, nameMember string) (name string, ok bool) {
 
 // tagItem sets _meta[contract.MetaTarget] of a listed item to its target (prefixMode Never), over
 // any value the target set, so that the front hop judges the item as that target's; the name
-// stays bare. An item without _meta and without escapes keeps its bytes, the member appended;
+// stays bare. The front hop reads keys as servers that fold case would (a key that equals another
+// but for letter case makes the item's target unreadable, mcp.ItemMeta), so a target must not
+// keep a key of its own that case-folds to a reserved one: every _meta key equal to MetaTarget
+// but for case is removed, and every item-level key equal to "_meta" but for case but "_meta"
+// itself. An item without such a key and without escapes keeps its bytes, the member appended;
 // any other is decoded and marshaled, its _meta made an object if it was not one.
 func tagItem(item json.RawMessage, target, nameMember string) (out json.RawMessage, name string, ok bool) {
 	if name, ok = itemName(item, nameMember); !ok {
@@ -430,7 +434,7 @@ func tagItem(item json.RawMessage, target, nameMember string) (out json.RawMessa
 	}
 	t, _ := json.Marshal(target)
 	trimmed := bytes.TrimRight(item, " \t\r\n")
-	if bytes.IndexByte(item, '\\') < 0 && !bytes.Contains(item, []byte(`"_meta"`)) && len(trimmed) > 2 && trimmed[len(trimmed)-1] == '}' {
+	if bytes.IndexByte(item, '\\') < 0 && !containsFold(item, `"_meta"`) && len(trimmed) > 2 && trimmed[len(trimmed)-1] == '}' {
 		out = make([]byte, 0, len(trimmed)+len(t)+40)
 		out = append(out, trimmed[:len(trimmed)-1]...)
 		out = append(out, `,"_meta":{"`+contract.MetaTarget+`":`...)
@@ -445,10 +449,37 @@ func tagItem(item json.RawMessage, target, nameMember string) (out json.RawMessa
 	if json.Unmarshal(obj["_meta"], &meta) != nil || meta == nil {
 		meta = map[string]json.RawMessage{}
 	}
+	dropFolded(obj, "_meta")
+	dropFolded(meta, contract.MetaTarget)
 	meta[contract.MetaTarget] = t
 	obj["_meta"], _ = json.Marshal(meta)
 	b, err := json.Marshal(obj)
 	return b, name, err == nil
+}
+
+// dropFolded removes from obj the keys that equal key when letter case is folded, key itself too.
+func dropFolded(obj map[string]json.RawMessage, key string) {
+	for k := range obj {
+		if strings.EqualFold(k, key) {
+			delete(obj, k)
+		}
+	}
+}
+
+// containsFold reports whether b holds s, an ASCII string, with ASCII letter case folded. (The
+// keys it looks for hold no letter that a non-ASCII one folds to, as K to the Kelvin sign.)
+func containsFold(b []byte, s string) bool {
+	for i := 0; i+len(s) <= len(b); i++ {
+		j := bytes.IndexByte(b[i:len(b)-len(s)+1], s[0])
+		if j < 0 {
+			return false
+		}
+		i += j
+		if bytes.EqualFold(b[i:i+len(s)], []byte(s)) {
+			return true
+		}
+	}
+	return false
 }
 
 // prefixItem prefixes the member (name, uri, uriTemplate) of a listed item with the target. The

@@ -37,14 +37,20 @@ func TestPrefixItem(t *testing.T) {
 
 // TestTagItem: under prefixMode Never a listed item keeps its name and gets its target in
 // _meta["mcpgate.dev/target"], over any value the target sent (also under an escaped key, which
-// the front hop's decoder would read as _meta); its other _meta members stay.
+// the front hop's decoder would read as _meta, or a key equal to either but for letter case,
+// which would make the front hop's reading ambiguous); its other _meta members stay.
 func TestTagItem(t *testing.T) {
 	for item, want := range map[string]string{
 		`{"name":"x"}`:       `{"name":"x","_meta":{"mcpgate.dev/target":"a"}}`,
 		`{"name":"x"}` + " ": `{"name":"x","_meta":{"mcpgate.dev/target":"a"}}`,
-		`{"name":"x","_meta":{"mcpgate.dev/target":"b","k":1}}`: `{"_meta":{"k":1,"mcpgate.dev/target":"a"},"name":"x"}`,
-		`{"name":"x","_meta":7}`:                                `{"_meta":{"mcpgate.dev/target":"a"},"name":"x"}`,
-		`{"name":"x","\u005fmeta":{"mcpgate.dev/target":"b"}}`:  `{"_meta":{"mcpgate.dev/target":"a"},"name":"x"}`,
+		`{"name":"x","_meta":{"mcpgate.dev/target":"b","k":1}}`:                    `{"_meta":{"k":1,"mcpgate.dev/target":"a"},"name":"x"}`,
+		`{"name":"x","_meta":7}`:                                                   `{"_meta":{"mcpgate.dev/target":"a"},"name":"x"}`,
+		`{"name":"x","\u005fmeta":{"mcpgate.dev/target":"b"}}`:                     `{"_meta":{"mcpgate.dev/target":"a"},"name":"x"}`,
+		`{"name":"x","_meta":{"MCPGATE.dev/target":"b","k":1}}`:                    `{"_meta":{"k":1,"mcpgate.dev/target":"a"},"name":"x"}`,
+		`{"name":"x","_meta":{"mcpgate.dev/TARGET":"b","mcpgate.dev/target":"b"}}`: `{"_meta":{"mcpgate.dev/target":"a"},"name":"x"}`,
+		`{"name":"x","_Meta":{"mcpgate.dev/target":"b"}}`:                          `{"_meta":{"mcpgate.dev/target":"a"},"name":"x"}`,
+		`{"name":"x","_meta":{"k":1},"_META":{"mcpgate.dev/target":"b"}}`:          `{"_meta":{"k":1,"mcpgate.dev/target":"a"},"name":"x"}`,
+		`{"name":"x","\u005fMeta":{"mcpgate.dev/target":"b"}}`:                     `{"_meta":{"mcpgate.dev/target":"a"},"name":"x"}`,
 		`{"title":"x"}`: ``,
 		`{"name":""}`:   ``,
 	} {
