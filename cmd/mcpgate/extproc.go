@@ -153,6 +153,7 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	fs.StringVar(&f.admin, "admin-addr", "127.0.0.1:19002", `where to serve /metrics, /healthz and /readyz ("" for none)`)
 	fs.StringVar(&f.envoyStats, "envoy-stats-url", "", `Envoy's admin /stats/prometheus (e.g. http://127.0.0.1:15000/stats/prometheus, the bootstrap's --envoy-admin-addr): /metrics then serves Envoy's statistics after mcpgate's, read at each scrape, each sample labelled gateway="NS/NAME" of --gateway (none with "*"), and mcpgate_envoy_stats_up says whether they could be; "" for none`)
 	fs.StringVar(&f.mux.listen, "mux-listen", "", `where to serve the mux of multiplexed MCP backends (several targets behind one), unix:///PATH or HOST:PORT, as the bootstrap's --mux-addr names it; "" for none`)
+	fs.DurationVar(&f.mux.resolveTimeout, "mux-resolve-timeout", mux.DefaultResolveTimeout, "how long the front hop waits for the targets' lists to resolve the target of a call on a prefixMode Never backend; a target that has not answered by then failed (skipped under FailOpen). Keep it well below the translator's --message-timeout (default 10s), at which Envoy answers the call 504")
 	fs.StringVar(&f.mux.upstream, "mux-upstream", "", "the mux upstream listener of Envoy (unix:///PATH or HOST:PORT, as the bootstrap's --mux-upstream) through which the mux reaches the targets, for every gateway (the sidecar's one Envoy); default: each gateway's mcpgate-up-HASH.sock in the temporary folder, `mcpgate bootstrap`'s default")
 	f.addFlags(fs)
 	logLevelFlag(fs, &f.logLevel)
@@ -261,7 +262,7 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 	if muxLis != nil {
 		// The front hop's ext_proc and the mux share it: the mux serves only what ext_proc passed.
 		cfg.MuxSecret = newMuxSecret()
-		muxServer = newMux(f.mux.upstreamOf(), cfg.MuxSecret, log, f.maxBody)
+		muxServer = newMux(f.mux.upstreamOf(), cfg.MuxSecret, log, f.maxBody, f.mux.resolveTimeout)
 		cfg.MuxResolver = muxServer
 	}
 	if f.xdsTLSDir != "" {

@@ -22,6 +22,9 @@ type muxFlags struct {
 	// upstream is the mux upstream listener of the one Envoy the sidecar serves (--mux-upstream;
 	// "": each Gateway's default, bootstrap.MuxUpstreamPath in os.TempDir()).
 	upstream string
+	// resolveTimeout bounds the resolution of a prefixMode Never call's target
+	// (--mux-resolve-timeout, mux.Options.ResolveTimeout).
+	resolveTimeout time.Duration
 }
 
 // check validates the mux flags.
@@ -35,6 +38,9 @@ func (f *muxFlags) check() error {
 		if err := checkAddr(f.listen); err != nil {
 			return fmt.Errorf("--mux-listen: %w", err)
 		}
+	}
+	if f.resolveTimeout <= 0 {
+		return fmt.Errorf("--mux-resolve-timeout %s: must be positive", f.resolveTimeout)
 	}
 	return nil
 }
@@ -67,11 +73,12 @@ func newMuxSecret() string {
 
 // newMux returns the mux of this process. secret is the one this process's ext_proc sets on the
 // multiplexed routes' requests (newMuxSecret); the ext_proc also resolves the calls of prefixMode
-// Never backends with it (extproc.Config.MuxResolver), through the same upstream clients.
-func newMux(upstream func(gateway string) string, secret string, log *slog.Logger, maxBody int) *mux.Server {
+// Never backends with it (extproc.Config.MuxResolver), through the same upstream clients, each
+// resolution bounded by resolveTimeout (0: mux.DefaultResolveTimeout).
+func newMux(upstream func(gateway string) string, secret string, log *slog.Logger, maxBody int, resolveTimeout time.Duration) *mux.Server {
 	return mux.New(mux.Options{
 		Upstream: upstream, Logger: log.With("component", "mux"), MaxBodyBytes: maxBody, Version: version,
-		Secret: secret,
+		Secret: secret, ResolveTimeout: resolveTimeout,
 	})
 }
 

@@ -41,6 +41,12 @@ const DefaultMaxBodyBytes = 4 << 20
 // headers at once (the stream's events come later).
 const DefaultStreamOpenTimeout = 10 * time.Second
 
+// DefaultResolveTimeout is the default of Options.ResolveTimeout: half the ext_proc message
+// timeout's default (translator.DefaultMessageTimeout, 10 s), so that a target that does not
+// answer its list fails the resolution (skipped under FailOpen) before Envoy gives the call up
+// with a 504.
+const DefaultResolveTimeout = 5 * time.Second
+
 // DefaultMaxPages is the default of Options.MaxPages: as agentgateway, which follows at most 64
 // pages of a target's list.
 const DefaultMaxPages = 64
@@ -72,6 +78,12 @@ type Options struct {
 	// server-to-client stream); 0 means DefaultStreamOpenTimeout. A target that does not answer
 	// in time fails that GET, so that it cannot hold the client's merged stream back.
 	StreamOpenTimeout time.Duration
+	// ResolveTimeout bounds Resolve: the lists of every target of the session (all their pages)
+	// must have come by then; a target whose list has not counts as failed (skipped under
+	// FailOpen, the call's -32603 naming it under FailClosed). 0 means DefaultResolveTimeout. It
+	// must be well below the ext_proc message timeout (translator Options.MessageTimeout), at
+	// which Envoy answers the call 504 whatever Resolve would have found.
+	ResolveTimeout time.Duration
 	// Version is the serverInfo version of the initialize answer.
 	Version string
 	// Secret is the value of contract.HeaderMuxAuth that the front hop's ext_proc, in the same
@@ -89,6 +101,9 @@ func New(opts Options) *Server {
 	}
 	if opts.MaxPages <= 0 {
 		opts.MaxPages = DefaultMaxPages
+	}
+	if opts.ResolveTimeout <= 0 {
+		opts.ResolveTimeout = DefaultResolveTimeout
 	}
 	if opts.StreamOpenTimeout <= 0 {
 		opts.StreamOpenTimeout = DefaultStreamOpenTimeout

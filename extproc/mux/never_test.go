@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -241,6 +242,65 @@ func TestResolveFailureModes(t *testing.T) {
 		default:
 			if err == nil || err.Kind != mux.ResolveFailed || err.Code != mcpx.CodeInternalError || !strings.Contains(err.Message, "target a") {
 				t.Errorf("FailClosed, a failing: Resolve(tc3-0) = %q, %+v; want failed -32603 naming target a", target, err)
+			}
+		}
+	}
+}
+
+// stalledList serves initialize (and the rest) as t does, and holds a tools/list until the
+// request ends or release closes, answering nothing: before its response's headers, or, with
+// sse, after them (an event stream that never brings the answer).
+type stalledList struct {
+	t       *rawTarget
+	sse     bool
+	release chan struct{}
+}
+
+func (s stalledList) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	if !bytes.Contains(body, []byte(`"tools/list"`)) {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		s.t.ServeHTTP(w, r)
+		return
+	}
+	if s.sse {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+	}
+	select {
+	case <-r.Context().Done():
+	case <-s.release:
+	}
+}
+
+// TestResolveTimeout: Resolve has a bound of its own (Options.ResolveTimeout), below Envoy's
+// ext_proc message timeout: a target that does not answer its tools/list by then (before its
+// headers, or within its event stream) has failed: skipped under FailOpen (a's tool resolves),
+// the call's -32603 naming it under FailClosed. The caller's context stands in for the ext_proc
+// stream, which Envoy would reset at its message timeout: it is still alive when Resolve returns.
+func TestResolveTimeout(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	a := &rawTarget{answer: func(string, json.RawMessage) (any, int) { return map[string]any{"tools": tools("f", 1, 1)}, 0 }}
+	for _, sse := range []bool{false, true} {
+		for _, mode := range []string{contract.FailOpen, contract.FailClosed} {
+			b := stalledList{t: &rawTarget{answer: func(string, json.RawMessage) (any, int) { return map[string]any{}, 0 }}, sse: sse, release: release}
+			url, m, desc := newRawMux(t, mux.Options{ResolveTimeout: 100 * time.Millisecond}, contract.PrefixModeNever, mode, []string{"a", "b"}, a, b)
+			sid, _ := openRaw(t, url)
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			target, err := m.Resolve(ctx, mux.Query{Mux: desc, Session: sid, Header: http.Header{}, ID: json.RawMessage(`1`), Item: mcpx.Tool, Name: "f0"})
+			if ctx.Err() != nil {
+				t.Fatalf("%s, b stalled (sse %v): Resolve(f0) = %q, %v only once the caller's context had ended: no bound of its own", mode, sse, target, err)
+			}
+			cancel()
+			var re *mux.ResolveError
+			switch {
+			case mode == contract.FailOpen && (err != nil || target != "a"):
+				t.Errorf("FailOpen, b stalled (sse %v): Resolve(f0) = %q, %v; want a (b skipped)", sse, target, err)
+			case mode == contract.FailClosed && (!errors.As(err, &re) || re.Kind != mux.ResolveFailed || re.Code != mcpx.CodeInternalError ||
+				!strings.Contains(re.Message, "target b: no answer within the resolve timeout")):
+				t.Errorf("FailClosed, b stalled (sse %v): Resolve(f0) = %q, %v; want failed -32603 naming target b and the resolve timeout", sse, target, err)
 			}
 		}
 	}

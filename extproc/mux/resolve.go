@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -66,7 +67,8 @@ func (e *ResolveError) Answer(id json.RawMessage) []byte {
 // *ResolveError: ResolveUnknown ("Unknown tool: NAME", as the mux and the rules answer),
 // ResolveAmbiguous ("Tool NAME is served by multiple targets: a, b"), ResolveFailed. A target
 // whose list fails fails the call under FailClosed and is skipped under FailOpen; a target
-// without the list method (-32601) lists nothing. The cost is one list request per target (more
+// without the list method (-32601) lists nothing; one whose lists have not all come within
+// Options.ResolveTimeout has failed. The cost is one list request per target (more
 // with pages) for every call: nothing is cached.
 func (h *Server) Resolve(ctx context.Context, q Query) (string, error) {
 	failed := func(status, code int, msg string) (string, error) {
@@ -88,8 +90,12 @@ func (h *Server) Resolve(ctx context.Context, q Query) (string, error) {
 		h.log.Error("mux: upstream address", "gateway", m.Gateway, "error", err)
 		return failed(http.StatusInternalServerError, mcp.CodeInternalError, "mcpgate mux: gateway "+m.Gateway+": "+err.Error())
 	}
+	// Resolve has a bound of its own, below the ext_proc message timeout: a target that does not
+	// answer by then has failed (Options.ResolveTimeout).
+	rctx, cancel := context.WithTimeout(ctx, h.opts.ResolveTimeout)
+	defer cancel()
 	r := &http.Request{Method: http.MethodPost, Header: q.Header, Host: q.Host}
-	c := &call{h: h, m: m, up: up, r: r, ctx: ctx, log: h.log.With("backend", m.Backend), namesOnly: true}
+	c := &call{h: h, m: m, up: up, r: r, ctx: rctx, log: h.log.With("backend", m.Backend), namesOnly: true}
 	var session []string
 	if q.Session != "" {
 		session = []string{q.Session}
@@ -118,6 +124,10 @@ func (h *Server) Resolve(ctx context.Context, q Query) (string, error) {
 	})
 	var found []string
 	for i, err := range errs {
+		if err != nil && ctx.Err() == nil && rctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) {
+			err = &targetError{c.sess[i].t.Name, fmt.Errorf("no answer within the resolve timeout (%s, mux Options.ResolveTimeout)", h.opts.ResolveTimeout)}
+			errs[i] = err
+		}
 		switch {
 		case errors.Is(err, errListTooLarge):
 			return failed(http.StatusOK, mcp.CodeInternalError, "mcpgate mux: "+method+": the targets' lists are larger than the mux's limit")
