@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 )
@@ -117,6 +118,57 @@ type Mux struct {
 	FailureMode string `json:"failureMode"`
 	// Targets are the backend's targets in spec order.
 	Targets []MuxTarget `json:"targets"`
+	// RequestHeaders, only in a Never route's MetadataMux (not in HeaderMux), are the request
+	// header changes of the route's HTTPRoute rule (its RequestHeaderModifier), which Envoy's
+	// router applies to the call after ext_proc, on its way to the mux. ext_proc's resolver
+	// (mux.Server.Resolve) lists the targets with the headers ext_proc saw: it applies them
+	// first, as the router does (HeaderChanges.Apply), so that the targets see the headers the
+	// call will bring them. nil when the rule changes none.
+	RequestHeaders *HeaderChanges `json:"requestHeaders,omitempty"`
+}
+
+// HeaderChanges are an HTTPRoute rule's request header changes as Envoy's router applies them
+// (route request_headers_to_remove and request_headers_to_add, Envoy's
+// HeaderParser::evaluateHeaders; translator/ENVOY.md): every Remove first, then every set (Append
+// false) in order, then every append (Append true) in order. Values are literal.
+type HeaderChanges struct {
+	// Remove are the header names removed (RequestHeaderModifier remove).
+	Remove []string `json:"remove,omitempty"`
+	// Add are the headers set (Append false: RequestHeaderModifier set, every value of the
+	// header replaced) or appended (Append true: RequestHeaderModifier add, one value more), in
+	// the order of the route's request_headers_to_add.
+	Add []HeaderAdd `json:"add,omitempty"`
+}
+
+// HeaderAdd is one header a route sets or appends.
+type HeaderAdd struct {
+	Name   string `json:"name"`
+	Value  string `json:"value"`
+	Append bool   `json:"append,omitempty"`
+}
+
+// Apply applies the changes to h as Envoy's router applies them to a request: removes first,
+// then the sets (each replacing every value of its header), then the appends; a header whose
+// value is empty is neither set nor appended (Envoy skips it without keep_empty_value, which
+// mcpgate does not set). Names are compared case-insensitively (h's keys canonical, as
+// http.Header's methods keep them).
+func (c *HeaderChanges) Apply(h http.Header) {
+	if c == nil {
+		return
+	}
+	for _, n := range c.Remove {
+		h.Del(n)
+	}
+	for _, a := range c.Add {
+		if !a.Append && a.Value != "" {
+			h.Set(a.Name, a.Value)
+		}
+	}
+	for _, a := range c.Add {
+		if a.Append && a.Value != "" {
+			h.Add(a.Name, a.Value)
+		}
+	}
 }
 
 // MuxSeparators are the characters a multiplexed target's name may not hold: "_" ends the prefix

@@ -1,6 +1,8 @@
 package contract
 
 import (
+	"net/http"
+	"reflect"
 	"testing"
 
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
@@ -38,5 +40,37 @@ func TestSplitAddress(t *testing.T) {
 		if got != want || (err == nil) != (want != "") {
 			t.Errorf("SplitAddress(%q) = %q, %v; want %q", addr, got, err, want)
 		}
+	}
+}
+
+// TestHeaderChangesApply: a route's request header changes as Envoy's router applies them:
+// removes first, then the sets (in order, the last of a name winning), then the appends, whatever
+// their order in request_headers_to_add; empty values are skipped; names in any letter case.
+func TestHeaderChangesApply(t *testing.T) {
+	h := http.Header{}
+	h.Add("Cookie", "c=1")
+	h.Add("X-Api-Key", "client")
+	h.Add("X-Env", "client")
+	h.Add("X-Keep", "k")
+	c := &HeaderChanges{
+		Remove: []string{"cookie", "x-gone"},
+		Add: []HeaderAdd{
+			{Name: "x-env", Value: "a", Append: true},
+			{Name: "X-API-KEY", Value: "route"},
+			{Name: "x-env", Value: "set"},
+			{Name: "x-empty", Value: ""},
+			{Name: "x-empty", Value: "", Append: true},
+			{Name: "x-new", Value: "n", Append: true},
+		},
+	}
+	c.Apply(h)
+	want := http.Header{"X-Api-Key": {"route"}, "X-Env": {"set", "a"}, "X-Keep": {"k"}, "X-New": {"n"}}
+	if !reflect.DeepEqual(h, want) {
+		t.Errorf("Apply = %v, want %v", h, want)
+	}
+	var none *HeaderChanges
+	none.Apply(h) // nil changes nothing
+	if !reflect.DeepEqual(h, want) {
+		t.Errorf("nil Apply changed the headers: %v", h)
 	}
 }

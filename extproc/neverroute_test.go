@@ -1,15 +1,18 @@
 package extproc_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -291,6 +294,67 @@ func TestNeverRouteListsFailClosed(t *testing.T) {
 	resp := check(t)(s.ResponseBody([]byte(`{"jsonrpc":"2.0","id":1,"result":{"tools":[`+strings.Join(items, ",")+`]}}`), true))
 	if got, want := string(extproctest.BodyAfter(resp, nil)), `{"jsonrpc":"2.0","id":1,"result":{"tools":[`+kept+`]}}`; got != want {
 		t.Errorf("tools/list = %s\nwant %s", got, want)
+	}
+}
+
+// TestNeverRouteResolveRouteHeaders: the resolver lists the targets with the request headers
+// the call itself brings them: the route's RequestHeaderModifier (contract.Mux.RequestHeaders),
+// which Envoy's router applies after ext_proc, applied to the headers ext_proc saw. The targets
+// list their tools only with the x-api-key the route sets, and the Cookie the route removes
+// must not reach them.
+func TestNeverRouteResolveRouteHeaders(t *testing.T) {
+	var seen []http.Header
+	var mu sync.Mutex
+	// keyed serves s, and refuses a tools/list without the route's key or with a cookie.
+	keyed := func(s *mcp.Server) http.Handler {
+		h := serveTarget(s)
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			if bytes.Contains(body, []byte(`"tools/list"`)) {
+				mu.Lock()
+				seen = append(seen, r.Header.Clone())
+				mu.Unlock()
+				if r.Header.Get("X-Api-Key") != "route-key" || r.Header.Get("Cookie") != "" {
+					http.Error(w, "want the route's x-api-key and no cookie", http.StatusUnauthorized)
+					return
+				}
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+	n := newNeverMuxOf(t, map[string]http.Handler{
+		"cluster-a": keyed(goTarget("a", &mcp.Tool{Name: "fetch"})),
+		"cluster-b": keyed(goTarget("b", &mcp.Tool{Name: "search"})),
+	})
+	var m contract.Mux
+	if err := json.Unmarshal([]byte(n.route.Mux), &m); err != nil {
+		t.Fatal(err)
+	}
+	m.RequestHeaders = &contract.HeaderChanges{Remove: []string{"cookie"},
+		Add: []contract.HeaderAdd{{Name: "x-api-key", Value: "route-key"}, {Name: "x-env", Value: "gw", Append: true}}}
+	desc, _ := json.Marshal(m)
+	n.route.Mux = string(desc)
+	h := newHarness(t, []*policyv1.Policy{neverPolicy(newSigner(t))}, func(c *extproc.Config) {
+		c.MuxSecret, c.MuxResolver = neverSecret, n.mux
+	})
+	s := h.open(t, h.tcp, n.route)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", n.session),
+		hdr("cookie", "session=secret"), hdr("x-api-key", "client-key"), hdr("x-env", "client")), false))
+	resp := check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch","arguments":{}}}`), true))
+	if ir := resp.GetImmediateResponse(); ir != nil || setHeaders(resp)[contract.HeaderMuxTarget] != "a" {
+		t.Errorf("tools/call fetch: %v, want it allowed with %s a", resp, contract.HeaderMuxTarget)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 2 {
+		t.Fatalf("the targets got %d tools/list, want 2 (one each)", len(seen))
+	}
+	for _, hd := range seen {
+		if hd.Get("Cookie") != "" || hd.Get("X-Api-Key") != "route-key" || !slices.Equal(hd.Values("X-Env"), []string{"client", "gw"}) {
+			t.Errorf("a target's tools/list came with Cookie %q, X-Api-Key %q, X-Env %q; want none, route-key, [client gw]",
+				hd.Values("Cookie"), hd.Values("X-Api-Key"), hd.Values("X-Env"))
+		}
 	}
 }
 

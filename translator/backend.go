@@ -543,20 +543,31 @@ type muxBackend struct {
 }
 
 // metadata returns the contract.MetadataMux value of the backend's routes on Gateway gw: the
-// header's JSON under prefixMode Never, where ext_proc resolves each call's target; "" (no key)
+// header's JSON under prefixMode Never, where ext_proc resolves each call's target, with the
+// request header changes of the route's rule (contract.Mux.RequestHeaders: Envoy's router
+// applies them to the call after ext_proc, and the resolver's lists must bring the targets the
+// same headers); "" (no key)
 // otherwise, where the prefix names it. Only there: the JSON grows with the targets and rides on
 // every ext_proc stream of the route, and its presence tells ext_proc the names are bare.
-func (mx *muxBackend) metadata(gw string) string {
+func (mx *muxBackend) metadata(gw string, changes *contract.HeaderChanges) string {
 	if mx.spec.PrefixMode != contract.PrefixModeNever {
 		return ""
 	}
-	return mx.header(gw)
+	spec := mx.spec
+	if len(changes.Remove) > 0 || len(changes.Add) > 0 {
+		spec.RequestHeaders = changes
+	}
+	return muxJSON(spec, gw)
 }
 
 // header returns the contract.HeaderMux value of the backend's routes on Gateway gw: the Mux as
 // compact JSON.
 func (mx *muxBackend) header(gw string) string {
-	spec := mx.spec
+	return muxJSON(mx.spec, gw)
+}
+
+// muxJSON returns spec on Gateway gw as compact JSON.
+func muxJSON(spec contract.Mux, gw string) string {
 	spec.Gateway = gw
 	b, err := json.Marshal(spec)
 	if err != nil {

@@ -118,6 +118,11 @@ type compiledRule struct {
 	refs                  []ruleRef
 	invalidWeight         uint32
 	hasRefs               bool
+	// reqChanges are the request header changes of the rule's RequestHeaderModifier filters with
+	// their literal values (reqAdd's are escaped): a prefixMode Never backend's route passes them
+	// to ext_proc's resolver (contract.Mux.RequestHeaders). backendRef filters are refused
+	// (resolveBackendRef), so they are the changes of every backendRef of the rule alike.
+	reqChanges contract.HeaderChanges
 	// room for the match and the backendRef of a rule with one each (most rules)
 	oneMatch [1]compiledMatch
 	oneRef   [1]ruleRef
@@ -725,6 +730,13 @@ func (t *translation) applyFilter(c *compiledRule, f *gwv1.HTTPRouteFilter) (str
 			return ".requestHeaderModifier", err
 		}
 		c.reqAdd, c.reqRemove = append(c.reqAdd, add...), append(c.reqRemove, rm...)
+		c.reqChanges.Remove = append(c.reqChanges.Remove, rm...)
+		for _, h := range f.RequestHeaderModifier.Set {
+			c.reqChanges.Add = append(c.reqChanges.Add, contract.HeaderAdd{Name: strings.ToLower(string(h.Name)), Value: h.Value})
+		}
+		for _, h := range f.RequestHeaderModifier.Add {
+			c.reqChanges.Add = append(c.reqChanges.Add, contract.HeaderAdd{Name: strings.ToLower(string(h.Name)), Value: h.Value, Append: true})
+		}
 	case gwv1.HTTPRouteFilterResponseHeaderModifier:
 		if f.ResponseHeaderModifier == nil {
 			return ".responseHeaderModifier", "is required for this filter type"
@@ -1181,7 +1193,7 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 			backend: tg.backend, target: tg.name,
 		}
 		if tg.mux != nil {
-			e.targets, e.mux = tg.mux.names, tg.mux.metadata(gi.key)
+			e.targets, e.mux = tg.mux.names, tg.mux.metadata(gi.key, &c.reqChanges)
 			mux = true
 		}
 		configs[i] = t.perRouteConfig(into, e)

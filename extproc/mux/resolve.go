@@ -19,8 +19,10 @@ type Query struct {
 	Mux string
 	// Session is the client's session id as the mux gave it (unsealed by the front hop).
 	Session string
-	// Header holds the client's request headers as the mux would get them (newRequest copies
-	// them to each target's request but those it drops); Host is the request's authority.
+	// Header holds the client's request headers as ext_proc passes them on (newRequest copies
+	// them to each target's request but those it drops); Resolve applies the route's changes
+	// (contract.Mux.RequestHeaders) to a copy, as Envoy's router does before the mux gets the
+	// call. Host is the request's authority.
 	Header http.Header
 	Host   string
 	// ID is the call's JSON-RPC id: the ids of the list requests are made of it.
@@ -62,7 +64,8 @@ func (e *ResolveError) Answer(id json.RawMessage) []byte {
 // Resolve finds the target of a call of a bare tool or prompt name on a multiplexed backend
 // under prefixMode Never, as agentgateway does: it lists the tools (prompts) of every target of
 // the session through the Gateway's mux upstream listener, with the client's session and
-// headers as the mux would send them (each target followed through its nextCursor, at most
+// headers as the mux would send them (the route's request header changes applied first, as
+// Envoy's router applies them to the call: contract.Mux.RequestHeaders) (each target followed through its nextCursor, at most
 // Options.MaxPages pages), and returns the one target that lists the name. The error is a
 // *ResolveError: ResolveUnknown ("Unknown tool: NAME", as the mux and the rules answer),
 // ResolveAmbiguous ("Tool NAME is served by multiple targets: a, b"), ResolveFailed. A target
@@ -94,7 +97,17 @@ func (h *Server) Resolve(ctx context.Context, q Query) (string, error) {
 	// answer by then has failed (Options.ResolveTimeout).
 	rctx, cancel := context.WithTimeout(ctx, h.opts.ResolveTimeout)
 	defer cancel()
-	r := &http.Request{Method: http.MethodPost, Header: q.Header, Host: q.Host}
+	// The call reaches the mux with the route's request header changes applied by Envoy's router
+	// after ext_proc: the lists bring the targets the same headers.
+	header := q.Header
+	if m.RequestHeaders != nil {
+		header = q.Header.Clone()
+		if header == nil {
+			header = http.Header{}
+		}
+		m.RequestHeaders.Apply(header)
+	}
+	r := &http.Request{Method: http.MethodPost, Header: header, Host: q.Host}
 	c := &call{h: h, m: m, up: up, r: r, ctx: rctx, log: h.log.With("backend", m.Backend), namesOnly: true}
 	var session []string
 	if q.Session != "" {
