@@ -466,8 +466,16 @@ func (c *call) delete() {
 	c.w.WriteHeader(http.StatusNoContent)
 }
 
-// notify sends a client's notification to every target of the session.
+// notify sends a client's notification to every target of the session. One whose method is not
+// a notification's (notifications/...), such as a tools/call without an id, is dropped (202, not
+// forwarded): the front hop judged it as one target's call at most, and fanned out it would reach
+// every target.
 func (c *call) notify(msg *message) {
+	if !strings.HasPrefix(msg.Method, "notifications/") {
+		c.log.Debug("mux: client notification of a method that is not a notification's dropped", "method", msg.Method)
+		c.w.WriteHeader(http.StatusAccepted)
+		return
+	}
 	body := msg.encode()
 	c.fanOut(func(ctx context.Context, mb member) error {
 		resp, err := c.up.do(ctx, c.newRequest(ctx, http.MethodPost, mb, body))

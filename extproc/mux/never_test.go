@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -303,5 +304,54 @@ func TestResolveTimeout(t *testing.T) {
 				t.Errorf("FailClosed, b stalled (sse %v): Resolve(f0) = %q, %v; want failed -32603 naming target b and the resolve timeout", sse, target, err)
 			}
 		}
+	}
+}
+
+// notificationLog serves as t does, and records the methods of the notifications it gets.
+type notificationLog struct {
+	t       *rawTarget
+	mu      sync.Mutex
+	methods []string
+}
+
+func (n *notificationLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	var m struct {
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
+	}
+	if json.Unmarshal(body, &m) == nil && m.ID == nil && m.Method != "" {
+		n.mu.Lock()
+		n.methods = append(n.methods, m.Method)
+		n.mu.Unlock()
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	n.t.ServeHTTP(w, r)
+}
+
+// TestMuxDropsRequestNotifications: a client notification whose method is a request's (a
+// tools/call without an id, which the front hop judges as one target's call at most) is answered
+// 202 and reaches no target; a notifications/... one reaches every target.
+func TestMuxDropsRequestNotifications(t *testing.T) {
+	answer := func(string, json.RawMessage) (any, int) { return map[string]any{}, 0 }
+	a, b := &notificationLog{t: &rawTarget{answer: answer}}, &notificationLog{t: &rawTarget{answer: answer}}
+	url, _, _ := newRawMux(t, mux.Options{}, contract.PrefixModeNever, contract.FailClosed, []string{"a", "b"}, a, b)
+	sid, _ := openRaw(t, url)
+	for _, body := range []string{
+		`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"x","arguments":{}}}`,
+		`{"jsonrpc":"2.0","method":"prompts/get","params":{"name":"p"}}`,
+		`{"jsonrpc":"2.0","method":"Notifications/cancelled","params":{"requestId":1}}`,
+		`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}`,
+	} {
+		if resp, got := post(t, url, sid, body); resp.StatusCode != http.StatusAccepted {
+			t.Errorf("%s: %d %s, want 202", body, resp.StatusCode, got)
+		}
+	}
+	for name, n := range map[string]*notificationLog{"a": a, "b": b} {
+		n.mu.Lock()
+		if want := []string{"notifications/cancelled"}; !slices.Equal(n.methods, want) {
+			t.Errorf("target %s got the notifications %v, want %v", name, n.methods, want)
+		}
+		n.mu.Unlock()
 	}
 }
