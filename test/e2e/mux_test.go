@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +17,8 @@ const (
 	fileMuxRule = "e2e-mux-rule.yaml" // testdata/e2e-mux-rule.yaml: an MCP rule on it by target and tool
 	// testdata/e2e-mux-never.yaml: a Gateway whose backend has two targets under prefixMode Never
 	fileMuxNever = "e2e-mux-never.yaml"
+	// testdata/e2e-mux-never-rule.yaml: an MCP rule on it by target
+	fileMuxNeverRule = "e2e-mux-never-rule.yaml"
 )
 
 // TestMultiplexedBackend: one AgentgatewayBackend with three Streamable HTTP targets (the fetch
@@ -162,19 +165,12 @@ func TestMultiplexedBackend(t *testing.T) {
 // and server-everything) under prefixMode Never serves their tools bare: the go-sdk client and
 // the inspector CLI list fetch and echo (no TARGET_ prefix), and a call of each reaches its
 // target, which the front hop's ext_proc resolved by listing the session's targets (and names
-// in the audit line); a name no target serves is Unknown tool.
+// in the audit line); a name no target serves is Unknown tool. Under an MCP rule by target
+// (fileMuxNeverRule: the fetch server's tools only) tools/list hides server-everything's echo and
+// a call of it is Unknown tool, while fetch is still served.
 func TestMultiplexedNever(t *testing.T) {
 	s := env
-	free, err := freePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serveTestdata(t, fileMuxNever, map[string]string{
-		"GATEWAY_PORT":    strconv.Itoa(free[0]),
-		"FETCH_PORT":      strconv.Itoa(s.ports.fetch),
-		"EVERYTHING_PORT": strconv.Itoa(s.ports.everythingHTTPUp),
-	})
-	url := "http://" + addr(free[0]) + "/mcp"
+	url := serveMuxNever(t)
 	eventually(t, "tools/list of the two targets, bare", func() error {
 		names, err := toolNames(s.inspector.run(url, "--transport", "http", "--method", "tools/list"))
 		if err != nil {
@@ -225,6 +221,97 @@ func TestMultiplexedNever(t *testing.T) {
 		t.Error(err)
 	}
 	expectAllowedCall(t, "e2e-mux-never/never", "everything", "echo")
+
+	t.Run("MCP rule by target", func(t *testing.T) {
+		serveTestdata(t, fileMuxNeverRule, nil)
+		// Every tool of server-everything is hidden, the fetch server's fetch stays.
+		eventually(t, "tools/list under the rule", func() error {
+			tools, err := cs.ListTools(ctx, nil)
+			if err != nil {
+				return err
+			}
+			var names []string
+			for _, tool := range tools.Tools {
+				names = append(names, tool.Name)
+			}
+			if !slices.Contains(names, "fetch") || slices.Contains(names, "echo") {
+				return fmt.Errorf("tools/list = %v, want fetch and not echo", names)
+			}
+			for _, tool := range tools.Tools {
+				if tool.Meta["mcpgate.dev/target"] != "fetch" {
+					return fmt.Errorf("tools/list shows %s of target %v, want the fetch server's only", tool.Name, tool.Meta["mcpgate.dev/target"])
+				}
+			}
+			return nil
+		})
+		if err := expectUnknownTool(ctx, cs, "echo", map[string]any{"message": "denied"}); err != nil {
+			t.Error(err)
+		}
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "fetch", Arguments: map[string]any{"url": s.pageURL}})
+		if err != nil || res.IsError || len(res.Content) == 0 {
+			t.Fatalf("tools/call fetch under the rule = %+v, %v", res, err)
+		}
+		if text, _ := res.Content[0].(*mcp.TextContent); text == nil || !strings.Contains(text.Text, pageMarker) {
+			t.Errorf("tools/call fetch under the rule = %+v, want %q", res.Content[0], pageMarker)
+		}
+	})
+}
+
+// forgedTarget adds a client's own x-mcpgate-mux-target to every request.
+type forgedTarget struct{ value string }
+
+func (f forgedTarget) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("x-mcpgate-mux-target", f.value)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestMultiplexedNeverClientTargetHeader: a client's own x-mcpgate-mux-target, sent on every
+// request through the double, does not route a call on a prefixMode Never backend (ext_proc
+// removes it and names the target it resolved): echo still reaches server-everything with the
+// header naming fetch, and fetch the fetch server with the header naming everything.
+func TestMultiplexedNeverClientTargetHeader(t *testing.T) {
+	s := env
+	url := serveMuxNever(t)
+	for _, c := range []struct {
+		forged, tool string
+		args         map[string]any
+		want         string
+	}{
+		{"fetch", "echo", map[string]any{"message": "forged"}, "Echo: forged"},
+		{"everything", "fetch", map[string]any{"url": s.pageURL}, pageMarker},
+	} {
+		var cs *mcp.ClientSession
+		eventually(t, "a session on the Never gateway", func() error {
+			var err error
+			cs, err = mcp.NewClient(&mcp.Implementation{Name: "forger", Version: "1"}, nil).Connect(t.Context(),
+				&mcp.StreamableClientTransport{Endpoint: url, MaxRetries: -1, HTTPClient: &http.Client{Transport: forgedTarget{c.forged}}}, nil)
+			return err
+		})
+		res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: c.tool, Arguments: c.args})
+		if err != nil || res.IsError || len(res.Content) == 0 {
+			t.Fatalf("tools/call %s with a forged %s target: %+v, %v", c.tool, c.forged, res, err)
+		}
+		if text, _ := res.Content[0].(*mcp.TextContent); text == nil || !strings.Contains(text.Text, c.want) {
+			t.Errorf("tools/call %s with a forged %s target = %+v, want %q", c.tool, c.forged, res.Content[0], c.want)
+		}
+		cs.Close()
+	}
+}
+
+// serveMuxNever serves fileMuxNever on a free port and returns its MCP URL.
+func serveMuxNever(t *testing.T) string {
+	t.Helper()
+	free, err := freePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveTestdata(t, fileMuxNever, map[string]string{
+		"GATEWAY_PORT":    strconv.Itoa(free[0]),
+		"FETCH_PORT":      strconv.Itoa(env.ports.fetch),
+		"EVERYTHING_PORT": strconv.Itoa(env.ports.everythingHTTPUp),
+	})
+	return "http://" + addr(free[0]) + "/mcp"
 }
 
 // expectAllowedCall waits for the audit line of an allowed tools/call of tool on gateway, naming
