@@ -18,8 +18,10 @@ package mux
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -113,7 +115,16 @@ func New(opts Options) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Server{opts: opts, log: log, clients: map[string]*upstream{}, maxClients: maxUpstreams, secret: []byte(opts.Secret),
-		readBuffers: sync.Pool{New: func() any { return new([readBufferSize]byte) }}}
+		readBuffers: sync.Pool{New: func() any { return new([readBufferSize]byte) }}, resolveID: newResolveIDPrefix()}
+}
+
+// newResolveIDPrefix returns the start of the ids of Resolve's list requests: "mcpgate-resolve:",
+// 16 random hex digits, ":". Those requests go in the client's session: ids a client cannot guess
+// cannot be the ids of its own requests.
+func newResolveIDPrefix() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (it crashes the program instead)
+	return "mcpgate-resolve:" + hex.EncodeToString(b) + ":"
 }
 
 // readBufferSize is the size of the buffer an event stream is read with.
@@ -131,6 +142,8 @@ type Server struct {
 	// secret is Options.Secret; refused holds the reasons of the refusals logged (authorized).
 	secret  []byte
 	refused sync.Map
+	// resolveID starts the ids of Resolve's list requests (newResolveIDPrefix).
+	resolveID string
 }
 
 // ServeHTTP serves one request of a client.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -353,5 +354,31 @@ func TestMuxDropsRequestNotifications(t *testing.T) {
 			t.Errorf("target %s got the notifications %v, want %v", name, n.methods, want)
 		}
 		n.mu.Unlock()
+	}
+}
+
+// TestResolveIDs: the ids of Resolve's list requests, which go in the client's session, are the
+// call's marked with a random prefix of the mux ("mcpgate-resolve:" and 16 hex digits): a client
+// cannot send one of its own that equals them. Two muxes have different prefixes.
+func TestResolveIDs(t *testing.T) {
+	var ids []string
+	for range 2 {
+		a := &rawTarget{answer: func(string, json.RawMessage) (any, int) { return map[string]any{"tools": tools("f", 1, 1)}, 0 }}
+		url, m, desc := newRawMux(t, mux.Options{}, contract.PrefixModeNever, contract.FailClosed, []string{"a"}, a)
+		sid, _ := openRaw(t, url)
+		if target, err := resolve(m, desc, sid, mcpx.Tool, "f0"); err != nil || target != "a" {
+			t.Fatalf("Resolve(f0) = %q, %+v; want a", target, err)
+		}
+		a.mu.Lock()
+		for _, raw := range a.ids {
+			var id string // the page's id (pageID): the list's id as JSON, "#", the page
+			_ = json.Unmarshal([]byte(raw), &id)
+			ids = append(ids, id)
+		}
+		a.mu.Unlock()
+	}
+	format := regexp.MustCompile(`^"mcpgate-resolve:[0-9a-f]{16}:1"#1$`)
+	if len(ids) != 2 || !format.MatchString(ids[0]) || !format.MatchString(ids[1]) || ids[0] == ids[1] {
+		t.Errorf("the list requests' ids of two muxes = %q, want two of %s, different", ids, format)
 	}
 }

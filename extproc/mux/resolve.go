@@ -124,9 +124,9 @@ func (h *Server) Resolve(ctx context.Context, q Query) (string, error) {
 	if q.Item == mcp.Prompt {
 		method, key = "prompts/list", "prompts"
 	}
-	// The list requests' ids are the call's, marked: a string no client request of the session
-	// has (pageID adds the page).
-	id, _ := json.Marshal("mcpgate-resolve:" + string(q.ID))
+	// The list requests' ids are the call's, marked with the server's random prefix: a string no
+	// client request of the session has, nor can guess (pageID adds the page).
+	id, _ := json.Marshal(h.resolveID + string(q.ID))
 	msg := &message{ID: id, Method: method}
 	budget := &listBudget{left: int64(h.opts.MaxBodyBytes)}
 	names := make([][]listed, len(c.sess))
