@@ -8,16 +8,22 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"sigs.k8s.io/yaml"
+
+	"github.com/mcpgate/mcpgate/contract"
 )
 
 // RedactedValue replaces secret header values in printed configuration.
 const RedactedValue = "<redacted>"
 
-// Redacted returns m, or a copy of it whose secret values (the Authorization header a route
-// adds for an LLM backend) are replaced by RedactedValue. Print configuration only through it.
+// Redacted returns m, or a copy of it whose secret values are replaced by RedactedValue: the
+// Authorization header a route adds (an LLM backend's key, a RequestHeaderModifier's value), also
+// where a prefixMode Never route's ext_proc metadata repeats it for the resolver
+// (contract.Mux.RequestHeaders). Print configuration only through it.
 func Redacted(m proto.Message) proto.Message {
 	rc, ok := m.(*routev3.RouteConfiguration)
 	if !ok || !hasSecretHeader(rc) {
@@ -26,7 +32,7 @@ func Redacted(m proto.Message) proto.Message {
 	rc = proto.Clone(rc).(*routev3.RouteConfiguration)
 	redact := func(opts []*corev3.HeaderValueOption) {
 		for _, o := range opts {
-			if h := o.GetHeader(); h != nil && strings.EqualFold(h.Key, "authorization") {
+			if h := o.GetHeader(); h != nil && isSecretHeader(h.Key) {
 				h.Value, h.RawValue = RedactedValue, nil
 			}
 		}
@@ -37,15 +43,21 @@ func Redacted(m proto.Message) proto.Message {
 			for _, cw := range r.GetRoute().GetWeightedClusters().GetClusters() {
 				redact(cw.RequestHeadersToAdd)
 			}
+			if a := r.TypedPerFilterConfig[ExtProcFilterName]; muxMayHoldSecret(a) {
+				r.TypedPerFilterConfig[ExtProcFilterName] = redactedMux(a)
+			}
 		}
 	}
 	return rc
 }
 
+// isSecretHeader reports whether a header's values are secrets to keep out of printed output.
+func isSecretHeader(name string) bool { return strings.EqualFold(name, "authorization") }
+
 func hasSecretHeader(rc *routev3.RouteConfiguration) bool {
 	secret := func(opts []*corev3.HeaderValueOption) bool {
 		for _, o := range opts {
-			if strings.EqualFold(o.GetHeader().GetKey(), "authorization") {
+			if isSecretHeader(o.GetHeader().GetKey()) {
 				return true
 			}
 		}
@@ -53,7 +65,7 @@ func hasSecretHeader(rc *routev3.RouteConfiguration) bool {
 	}
 	for _, vh := range rc.VirtualHosts {
 		for _, r := range vh.Routes {
-			if secret(r.RequestHeadersToAdd) {
+			if secret(r.RequestHeadersToAdd) || muxMayHoldSecret(r.TypedPerFilterConfig[ExtProcFilterName]) {
 				return true
 			}
 			for _, cw := range r.GetRoute().GetWeightedClusters().GetClusters() {
@@ -64,6 +76,53 @@ func hasSecretHeader(rc *routev3.RouteConfiguration) bool {
 		}
 	}
 	return false
+}
+
+// muxMayHoldSecret reports whether a route's ExtProcPerRoute may carry a contract.Mux whose
+// request header changes set a secret header: a cheap scan, redactedMux decides.
+func muxMayHoldSecret(a *anypb.Any) bool {
+	return a != nil && bytes.Contains(a.Value, []byte(contract.MetadataMux)) &&
+		bytes.Contains(bytes.ToLower(a.Value), []byte("authorization"))
+}
+
+// redactedMux returns the ExtProcPerRoute a with the secret header values of its
+// contract.MetadataMux (RequestHeaders) replaced by RedactedValue; a itself when it has none or
+// does not decode.
+func redactedMux(a *anypb.Any) *anypb.Any {
+	var pr extprocv3.ExtProcPerRoute
+	if err := a.UnmarshalTo(&pr); err != nil {
+		return a
+	}
+	changed := false
+	for _, hv := range pr.GetOverrides().GetGrpcInitialMetadata() {
+		if hv.GetKey() != contract.MetadataMux {
+			continue
+		}
+		var mx contract.Mux
+		if err := json.Unmarshal([]byte(hv.GetValue()), &mx); err != nil || mx.RequestHeaders == nil {
+			continue
+		}
+		for i, h := range mx.RequestHeaders.Add {
+			if isSecretHeader(h.Name) {
+				mx.RequestHeaders.Add[i].Value = RedactedValue
+				changed = true
+			}
+		}
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false) // RedactedValue's <> as they are
+		if err := enc.Encode(mx); err == nil {
+			hv.Value = strings.TrimSuffix(b.String(), "\n")
+		}
+	}
+	if !changed {
+		return a
+	}
+	out, err := anypb.New(&pr)
+	if err != nil {
+		return a
+	}
+	return out
 }
 
 // document is the printed form of an Output.

@@ -1,6 +1,7 @@
 package translator_test
 
 import (
+	"bytes"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -77,6 +78,35 @@ func TestSecretRedacted(t *testing.T) {
 	}
 	if !strings.Contains(rc.String(), "sk-test") {
 		t.Fatal("printing changed the route itself")
+	}
+}
+
+// TestNeverSecretRedacted: an Authorization value a prefixMode Never route sets reaches the route
+// and the resolver's metadata (contract.Mux.RequestHeaders), but neither printed.
+func TestNeverSecretRedacted(t *testing.T) {
+	out := translator.Translate(loadInputs(t, "testdata/mux-never.in.yaml"), translator.Options{})
+	var inRoute, inMetadata bool
+	for _, rc := range out.Gateways["default/gw"].Routes {
+		for _, vh := range rc.VirtualHosts {
+			for _, r := range vh.Routes {
+				for _, h := range r.RequestHeadersToAdd {
+					inRoute = inRoute || h.GetHeader().GetValue() == "Bearer never-secret"
+				}
+				if a := r.TypedPerFilterConfig[translator.ExtProcFilterName]; a != nil {
+					inMetadata = inMetadata || bytes.Contains(a.Value, []byte(`"authorization","value":"Bearer never-secret"`))
+				}
+			}
+		}
+	}
+	if !inRoute || !inMetadata {
+		t.Fatalf("the secret is in the route's headers: %v, in the Never metadata: %v; want both", inRoute, inMetadata)
+	}
+	y, err := out.Marshal("yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(y), "never-secret") || !strings.Contains(string(y), `"authorization","value":"`+translator.RedactedValue+`"`) {
+		t.Fatal("the printed output shows the secret or lacks the metadata's redaction")
 	}
 }
 
