@@ -35,7 +35,10 @@ type extProcOptions struct {
 	sessionKeyFile string
 	maxBody        int
 	policyWait     time.Duration
-	redact         string
+	// muxResolveTimeout bounds the resolution of a prefixMode Never call's target
+	// (--mux-resolve-timeout, mux.Options.ResolveTimeout).
+	muxResolveTimeout time.Duration
+	redact            string
 	// redactKeys are the keys of --redact-keys, trimmed (empty, not nil, when the flag is ""),
 	// set by check.
 	redactKeys []string
@@ -48,6 +51,7 @@ func (o *extProcOptions) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.otlp, "otlp-endpoint", "", "OTLP gRPC collector for spans (http://HOST:4317 without TLS); default OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT; none when all are empty")
 	fs.DurationVar(&o.policyWait, "policy-wait", extproc.DefaultPolicyWait, "how long a request whose route names a policy not received yet waits for it before a 500 (0: no wait); keep it under the ext_proc message timeout of the routes (10s in what mcpgate serves)")
 	fs.StringVar(&o.sessionKeyFile, "session-key-file", "", "file whose bytes (at least 32) seal each MCP session id to the caller that opened it; every ext_proc of a gateway needs the same (in Kubernetes each gateway's Secret NAME-session-key); default: a random key of this process, so sessions end with it")
+	fs.DurationVar(&o.muxResolveTimeout, "mux-resolve-timeout", mux.DefaultResolveTimeout, "how long the front hop waits for the targets' lists to resolve the target of a call on a prefixMode Never backend; a target that has not answered by then failed (skipped under FailOpen). Keep it well below the routes' ext_proc message timeout (10s in what mcpgate serves), at which Envoy answers the call 504")
 	fs.StringVar(&o.redact, "redact-keys", strings.Join(extproc.DefaultRedactKeys(), ","), `comma-separated tool argument keys (any depth, any case) whose values the audit log and access log replace by [REDACTED]; "" for none`)
 }
 
@@ -58,6 +62,9 @@ func (o *extProcOptions) check() error {
 	}
 	if o.maxBody <= 0 {
 		return fmt.Errorf("--max-body-bytes %d: must be positive", o.maxBody)
+	}
+	if o.muxResolveTimeout <= 0 {
+		return fmt.Errorf("--mux-resolve-timeout %s: must be positive", o.muxResolveTimeout)
 	}
 	o.redactKeys = []string{} // "" redacts nothing; nil would mean extproc's default
 	for _, k := range strings.Split(o.redact, ",") {
@@ -153,7 +160,6 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	fs.StringVar(&f.admin, "admin-addr", "127.0.0.1:19002", `where to serve /metrics, /healthz and /readyz ("" for none)`)
 	fs.StringVar(&f.envoyStats, "envoy-stats-url", "", `Envoy's admin /stats/prometheus (e.g. http://127.0.0.1:15000/stats/prometheus, the bootstrap's --envoy-admin-addr): /metrics then serves Envoy's statistics after mcpgate's, read at each scrape, each sample labelled gateway="NS/NAME" of --gateway (none with "*"), and mcpgate_envoy_stats_up says whether they could be; "" for none`)
 	fs.StringVar(&f.mux.listen, "mux-listen", "", `where to serve the mux of multiplexed MCP backends (several targets behind one), unix:///PATH or HOST:PORT, as the bootstrap's --mux-addr names it; "" for none`)
-	fs.DurationVar(&f.mux.resolveTimeout, "mux-resolve-timeout", mux.DefaultResolveTimeout, "how long the front hop waits for the targets' lists to resolve the target of a call on a prefixMode Never backend; a target that has not answered by then failed (skipped under FailOpen). Keep it well below the translator's --message-timeout (default 10s), at which Envoy answers the call 504")
 	fs.StringVar(&f.mux.upstream, "mux-upstream", "", "the mux upstream listener of Envoy (unix:///PATH or HOST:PORT, as the bootstrap's --mux-upstream) through which the mux reaches the targets, for every gateway (the sidecar's one Envoy); default: each gateway's mcpgate-up-HASH.sock in the temporary folder, `mcpgate bootstrap`'s default")
 	f.addFlags(fs)
 	logLevelFlag(fs, &f.logLevel)
@@ -262,7 +268,7 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 	if muxLis != nil {
 		// The front hop's ext_proc and the mux share it: the mux serves only what ext_proc passed.
 		cfg.MuxSecret = newMuxSecret()
-		muxServer = newMux(f.mux.upstreamOf(), cfg.MuxSecret, log, f.maxBody, f.mux.resolveTimeout)
+		muxServer = newMux(f.mux.upstreamOf(), cfg.MuxSecret, log, f.maxBody, f.muxResolveTimeout)
 		cfg.MuxResolver = muxServer
 	}
 	if f.xdsTLSDir != "" {

@@ -22,9 +22,6 @@ type muxFlags struct {
 	// upstream is the mux upstream listener of the one Envoy the sidecar serves (--mux-upstream;
 	// "": each Gateway's default, bootstrap.MuxUpstreamPath in os.TempDir()).
 	upstream string
-	// resolveTimeout bounds the resolution of a prefixMode Never call's target
-	// (--mux-resolve-timeout, mux.Options.ResolveTimeout).
-	resolveTimeout time.Duration
 }
 
 // check validates the mux flags.
@@ -38,9 +35,6 @@ func (f *muxFlags) check() error {
 		if err := checkAddr(f.listen); err != nil {
 			return fmt.Errorf("--mux-listen: %w", err)
 		}
-	}
-	if f.resolveTimeout <= 0 {
-		return fmt.Errorf("--mux-resolve-timeout %s: must be positive", f.resolveTimeout)
 	}
 	return nil
 }
