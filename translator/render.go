@@ -40,11 +40,10 @@ func Redacted(m proto.Message) proto.Message {
 	for _, vh := range rc.VirtualHosts {
 		for _, r := range vh.Routes {
 			redact(r.RequestHeadersToAdd)
+			redactMux(r.TypedPerFilterConfig)
 			for _, cw := range r.GetRoute().GetWeightedClusters().GetClusters() {
 				redact(cw.RequestHeadersToAdd)
-			}
-			if a := r.TypedPerFilterConfig[ExtProcFilterName]; muxMayHoldSecret(a) {
-				r.TypedPerFilterConfig[ExtProcFilterName] = redactedMux(a)
+				redactMux(cw.TypedPerFilterConfig) // a weighted rule's Never backend has its own
 			}
 		}
 	}
@@ -69,7 +68,7 @@ func hasSecretHeader(rc *routev3.RouteConfiguration) bool {
 				return true
 			}
 			for _, cw := range r.GetRoute().GetWeightedClusters().GetClusters() {
-				if secret(cw.RequestHeadersToAdd) {
+				if secret(cw.RequestHeadersToAdd) || muxMayHoldSecret(cw.TypedPerFilterConfig[ExtProcFilterName]) {
 					return true
 				}
 			}
@@ -83,6 +82,14 @@ func hasSecretHeader(rc *routev3.RouteConfiguration) bool {
 func muxMayHoldSecret(a *anypb.Any) bool {
 	return a != nil && bytes.Contains(a.Value, []byte(contract.MetadataMux)) &&
 		bytes.Contains(bytes.ToLower(a.Value), []byte("authorization"))
+}
+
+// redactMux replaces, in a route's or weighted cluster's typed_per_filter_config, an ext_proc
+// per-route config whose contract.Mux holds a secret header value by its redacted copy.
+func redactMux(cfg map[string]*anypb.Any) {
+	if a := cfg[ExtProcFilterName]; muxMayHoldSecret(a) {
+		cfg[ExtProcFilterName] = redactedMux(a)
+	}
 }
 
 // redactedMux returns the ExtProcPerRoute a with the secret header values of its

@@ -82,10 +82,11 @@ func TestSecretRedacted(t *testing.T) {
 }
 
 // TestNeverSecretRedacted: an Authorization value a prefixMode Never route sets reaches the route
-// and the resolver's metadata (contract.Mux.RequestHeaders), but neither printed.
+// and the resolver's metadata (contract.Mux.RequestHeaders; a weighted rule's on its weighted
+// cluster), but none printed.
 func TestNeverSecretRedacted(t *testing.T) {
 	out := translator.Translate(loadInputs(t, "testdata/mux-never.in.yaml"), translator.Options{})
-	var inRoute, inMetadata bool
+	var inRoute, inMetadata, inWeighted bool
 	for _, rc := range out.Gateways["default/gw"].Routes {
 		for _, vh := range rc.VirtualHosts {
 			for _, r := range vh.Routes {
@@ -95,17 +96,22 @@ func TestNeverSecretRedacted(t *testing.T) {
 				if a := r.TypedPerFilterConfig[translator.ExtProcFilterName]; a != nil {
 					inMetadata = inMetadata || bytes.Contains(a.Value, []byte(`"authorization","value":"Bearer never-secret"`))
 				}
+				for _, cw := range r.GetRoute().GetWeightedClusters().GetClusters() {
+					if a := cw.TypedPerFilterConfig[translator.ExtProcFilterName]; a != nil {
+						inWeighted = inWeighted || bytes.Contains(a.Value, []byte(`"authorization","value":"Bearer weighted-secret"`))
+					}
+				}
 			}
 		}
 	}
-	if !inRoute || !inMetadata {
-		t.Fatalf("the secret is in the route's headers: %v, in the Never metadata: %v; want both", inRoute, inMetadata)
+	if !inRoute || !inMetadata || !inWeighted {
+		t.Fatalf("the secret is in the route's headers: %v, in the Never metadata: %v, in a weighted cluster's: %v; want all", inRoute, inMetadata, inWeighted)
 	}
 	y, err := out.Marshal("yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(string(y), "never-secret") || !strings.Contains(string(y), `"authorization","value":"`+translator.RedactedValue+`"`) {
+	if strings.Contains(string(y), "never-secret") || strings.Contains(string(y), "weighted-secret") || !strings.Contains(string(y), `"authorization","value":"`+translator.RedactedValue+`"`) {
 		t.Fatal("the printed output shows the secret or lacks the metadata's redaction")
 	}
 }
