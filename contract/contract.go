@@ -125,7 +125,16 @@ type Mux struct {
 	// first, as the router does (HeaderChanges.Apply), so that the targets see the headers the
 	// call will bring them. nil when the rule changes none.
 	RequestHeaders *HeaderChanges `json:"requestHeaders,omitempty"`
+	// Host, only in a Never route's MetadataMux, is the host the route's URLRewrite sets
+	// (host_rewrite_literal, applied by the router after ext_proc): the resolver's lists carry it
+	// as the call will. "" when the rule rewrites none.
+	Host string `json:"host,omitempty"`
 }
+
+// MaxMetadataValue is the longest value of an ext_proc grpc_initial_metadata entry Envoy takes
+// (HeaderValue.value, max_bytes 16384): a longer one is refused with the whole
+// RouteConfiguration.
+const MaxMetadataValue = 16384
 
 // HeaderChanges are an HTTPRoute rule's request header changes as Envoy's router applies them
 // (route request_headers_to_remove and request_headers_to_add, Envoy's

@@ -549,15 +549,29 @@ type muxBackend struct {
 // same headers); "" (no key)
 // otherwise, where the prefix names it. Only there: the JSON grows with the targets and rides on
 // every ext_proc stream of the route, and its presence tells ext_proc the names are bare.
-func (mx *muxBackend) metadata(gw string, changes *contract.HeaderChanges) string {
+func (mx *muxBackend) metadata(gw string, c *compiledRule) string {
 	if mx.spec.PrefixMode != contract.PrefixModeNever {
 		return ""
 	}
 	spec := mx.spec
-	if len(changes.Remove) > 0 || len(changes.Add) > 0 {
-		spec.RequestHeaders = changes
+	if len(c.reqChanges.Remove) > 0 || len(c.reqChanges.Add) > 0 {
+		spec.RequestHeaders = &c.reqChanges
 	}
+	spec.Host = c.hostRewrite
 	return muxJSON(spec, gw)
+}
+
+// maxGatewayKey is the longest Gateway key, NAMESPACE/NAME (63 + 1 + 253 bytes).
+const maxGatewayKey = 317
+
+// metadataTooLong says why the Never metadata of rule c's route to this backend would be longer
+// than Envoy takes (contract.MaxMetadataValue) on any Gateway, or "".
+func (mx *muxBackend) metadataTooLong(c *compiledRule) string {
+	n := len(mx.metadata("", c)) + maxGatewayKey + 16 // JSON escapes of the key, at most
+	if mx.spec.PrefixMode != contract.PrefixModeNever || n <= contract.MaxMetadataValue {
+		return ""
+	}
+	return fmt.Sprintf("the targets and request header changes of a prefixMode Never backend ride to ext_proc in one metadata value of %d bytes or more, over the %d Envoy takes: set fewer or shorter headers on this rule", n, contract.MaxMetadataValue)
 }
 
 // header returns the contract.HeaderMux value of the backend's routes on Gateway gw: the Mux as

@@ -539,6 +539,14 @@ func (t *translation) compileRule(cr *compiledRoute, i int) {
 	for k := range rule.BackendRefs {
 		t.resolveBackendRef(cr, c, i, k, &rule.BackendRefs[k])
 	}
+	for _, ref := range c.refs {
+		if ref.tg.mux != nil {
+			if msg := ref.tg.mux.metadataTooLong(c); msg != "" {
+				invalid(field()+".filters", msg)
+				break
+			}
+		}
+	}
 	if c.timeout != nil && c.timeout.AsDuration() > 0 && slices.ContainsFunc(c.refs, func(r ruleRef) bool { return r.tg.mcp != "" }) {
 		warnings.add(KindHTTPRoute, r.Namespace, r.Name, field()+".timeouts.request", fmt.Sprintf(msgStreamTimeout, *rule.Timeouts.Request))
 	}
@@ -1193,7 +1201,7 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 			backend: tg.backend, target: tg.name,
 		}
 		if tg.mux != nil {
-			e.targets, e.mux = tg.mux.names, tg.mux.metadata(gi.key, &c.reqChanges)
+			e.targets, e.mux = tg.mux.names, tg.mux.metadata(gi.key, c)
 			mux = true
 		}
 		configs[i] = t.perRouteConfig(into, e)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -113,6 +114,41 @@ func TestNeverSecretRedacted(t *testing.T) {
 	}
 	if strings.Contains(string(y), "never-secret") || strings.Contains(string(y), "weighted-secret") || !strings.Contains(string(y), `"authorization","value":"`+translator.RedactedValue+`"`) {
 		t.Fatal("the printed output shows the secret or lacks the metadata's redaction")
+	}
+}
+
+// TestNeverMetadataTooLong: a prefixMode Never rule whose header changes would make its ext_proc
+// metadata longer than Envoy takes (which would refuse the Gateway's whole RouteConfiguration)
+// is refused alone, naming its filters, and what is served passes Validate.
+func TestNeverMetadataTooLong(t *testing.T) {
+	res := loadInputs(t, "testdata/mux-never.in.yaml")
+	var rule int
+	for _, r := range res.HTTPRoutes {
+		for i := range r.Spec.Rules {
+			for _, f := range r.Spec.Rules[i].Filters {
+				if f.RequestHeaderModifier != nil && len(f.RequestHeaderModifier.Remove) > 0 { // /never-headers
+					rule = i
+					for k := range 5 {
+						f.RequestHeaderModifier.Set = append(f.RequestHeaderModifier.Set,
+							gwv1.HTTPHeader{Name: gwv1.HTTPHeaderName("x-long-" + strconv.Itoa(k)), Value: strings.Repeat("v", 4000)})
+					}
+				}
+			}
+		}
+	}
+	out := translator.Translate(res, translator.Options{})
+	want := "spec.rules[" + strconv.Itoa(rule) + "].filters"
+	var found bool
+	for _, p := range out.Status.Problems() {
+		found = found || (p.Field == want && strings.Contains(p.Message, "over the 16384 Envoy takes"))
+	}
+	if !found {
+		t.Errorf("no problem on %s about the metadata's length: %v", want, out.Status.Problems())
+	}
+	for k, g := range out.Gateways {
+		if err := g.Validate(); err != nil {
+			t.Errorf("gateway %s: %v", k, err)
+		}
 	}
 }
 

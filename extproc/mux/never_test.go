@@ -213,6 +213,38 @@ func TestResolve(t *testing.T) {
 	}
 }
 
+// TestResolveHost: the resolver's lists carry the host the route's URLRewrite sets
+// (contract.Mux.Host), as Envoy's router gives the call; without one, the request's.
+func TestResolveHost(t *testing.T) {
+	var mu sync.Mutex
+	var hosts []string
+	target := &rawTarget{answer: func(string, json.RawMessage) (any, int) {
+		return map[string]any{"tools": tools("h", 1, 1)}, 0
+	}}
+	recording := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hosts = append(hosts, r.Host)
+		mu.Unlock()
+		target.ServeHTTP(w, r)
+	})
+	url, m, desc := newRawMux(t, mux.Options{}, contract.PrefixModeNever, contract.FailClosed, []string{"a"}, recording)
+	sid, _ := openRaw(t, url)
+	rewritten := strings.Replace(desc, `"targets":`, `"host":"tools.internal","targets":`, 1)
+	for _, c := range []struct{ desc, want string }{{rewritten, "tools.internal"}, {desc, "gateway.example"}} {
+		mu.Lock()
+		hosts = nil
+		mu.Unlock()
+		target, err := m.Resolve(context.Background(), mux.Query{Mux: c.desc, Session: sid, Header: http.Header{}, Host: "gateway.example",
+			ID: json.RawMessage(`1`), Item: mcpx.Tool, Name: "h0"})
+		mu.Lock()
+		got := slices.Clone(hosts)
+		mu.Unlock()
+		if err != nil || target != "a" || len(got) == 0 || slices.ContainsFunc(got, func(h string) bool { return h != c.want }) {
+			t.Errorf("Resolve = %q, %v; the target saw hosts %q, want %s", target, err, got, c.want)
+		}
+	}
+}
+
 // TestResolveFailureModes: a target whose list fails is skipped under FailOpen and fails the call
 // under FailClosed (naming the target); a target followed through its pages serves a name of its
 // last page.

@@ -107,7 +107,11 @@ func (h *Server) Resolve(ctx context.Context, q Query) (string, error) {
 		}
 		m.RequestHeaders.Apply(header)
 	}
-	r := &http.Request{Method: http.MethodPost, Header: header, Host: q.Host}
+	host := q.Host
+	if m.Host != "" { // the route's URLRewrite hostname, which the router applies to the call
+		host = m.Host
+	}
+	r := &http.Request{Method: http.MethodPost, Header: header, Host: host}
 	c := &call{h: h, m: m, up: up, r: r, ctx: rctx, log: h.log.With("backend", m.Backend), namesOnly: true}
 	var session []string
 	if q.Session != "" {
