@@ -89,7 +89,9 @@ type itemFilter struct {
 	log *slog.Logger
 }
 
+// allow returns the judge of one list answer's items.
 func (f *itemFilter) allow(ctx context.Context) func(it mcp.Item, name string, item []byte) bool {
+	warned := false // once per list: a misbehaving target would log every item of every list
 	return func(it mcp.Item, name string, item []byte) bool {
 		in := f.in
 		in.Target, name = f.ri.itemTarget(it, name)
@@ -100,8 +102,11 @@ func (f *itemFilter) allow(ctx context.Context) func(it mcp.Item, name string, i
 			// that denies its target.
 			var ok bool
 			if in.Target, ok = mcp.ItemMeta(item, contract.MetaTarget); !ok || !f.ri.isTarget(in.Target) {
-				f.log.Warn("listed item without a readable target of the route in its _meta left out (prefixMode Never)",
-					"route", f.ri.route, "backend", f.ri.backend, "item", it.String(), "name", name, "key", "_meta."+contract.MetaTarget, "target", in.Target)
+				if !warned {
+					warned = true
+					f.log.Warn("listed item without a readable target of the route in its _meta left out (prefixMode Never; the first of this list, others alike not logged)",
+						"route", f.ri.route, "backend", f.ri.backend, "item", it.String(), "name", name, "key", "_meta."+contract.MetaTarget, "target", in.Target)
+				}
 				return false
 			}
 		}
