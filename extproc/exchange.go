@@ -522,7 +522,7 @@ func (st *stream) filterLists(m *mcp.Message, f *itemFilter, admit bool) (repl [
 			return filter(it, name, item)
 		}
 	}
-	out, removed, err := mcp.FilterItems(m.Raw, allow)
+	out, removed, err := mcp.FilterLists(m.Raw, allow)
 	switch {
 	case err != nil:
 		st.s.log.Warn("list answer could not be filtered; replaced by an error", "route", st.ri.route, "error", err)

@@ -554,19 +554,15 @@ func listOf(name []byte) *listed {
 	return nil
 }
 
-// FilterLists removes from the response msg the listed items for which allow returns false: the
+// FilterLists removes from the response msg the listed items for which allow returns false (given
+// each item's kind, name and bytes, an element of the list): the
 // elements of result.tools, result.prompts, result.resources and result.resourceTemplates,
 // whatever request msg answers (its members' names compared with case folded, as servers that
 // fold case would read them). It returns the rewritten message and the number of items removed
 // (0 and msg itself when none). An item without exactly one readable name (none, not a string,
 // repeated, or another in other letter case) is removed: the gateway cannot tell whether it is
 // allowed.
-func FilterLists(msg []byte, allow func(it Item, name string) bool) ([]byte, int, error) {
-	return FilterItems(msg, func(it Item, name string, _ []byte) bool { return allow(it, name) })
-}
-
-// FilterItems is FilterLists whose allow also gets the item's bytes (an element of the list).
-func FilterItems(msg []byte, allow func(it Item, name string, item []byte) bool) ([]byte, int, error) {
+func FilterLists(msg []byte, allow func(it Item, name string, item []byte) bool) ([]byte, int, error) {
 	removed := 0
 	filter := func(l *listed) func([]byte) ([]byte, error) {
 		return func(items []byte) ([]byte, error) {

@@ -211,7 +211,7 @@ func TestIDKey(t *testing.T) {
 func TestFilterListsTools(t *testing.T) {
 	msg := []byte(`{"jsonrpc":"2.0","id":2,"result":{"ttlMs":0,"tools":[{"name":"fetch","inputSchema":{"type":"object"}},{"description":"x","name":"get-env"},{"Name":"sneaky"},{"name":"get-env","name":"echo"},{"name":"echo"}],"nextCursor":"c"}}`)
 	allowed := map[string]bool{"fetch": true, "echo": true, "sneaky": true}
-	out, removed, err := FilterLists(msg, func(_ Item, n string) bool { return allowed[n] })
+	out, removed, err := FilterLists(msg, func(_ Item, n string, _ []byte) bool { return allowed[n] })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,16 +219,16 @@ func TestFilterListsTools(t *testing.T) {
 	if string(out) != want || removed != 3 {
 		t.Errorf("FilterLists = %s (%d removed)\nwant %s", out, removed, want)
 	}
-	out, removed, err = FilterLists(msg[:len(msg):len(msg)], func(Item, string) bool { return true })
+	out, removed, err = FilterLists(msg[:len(msg):len(msg)], func(Item, string, []byte) bool { return true })
 	if err != nil || removed != 2 || strings.Contains(string(out), "sneaky") || strings.Contains(string(out), `"name":"get-env","name"`) {
 		t.Errorf("allow all: %s %d %v (a tool without one readable name must go)", out, removed, err)
 	}
 	same := []byte(`{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"a"}]}}`)
-	out, removed, err = FilterLists(same, func(Item, string) bool { return true })
+	out, removed, err = FilterLists(same, func(Item, string, []byte) bool { return true })
 	if err != nil || removed != 0 || &out[0] != &same[0] {
 		t.Errorf("unchanged list was copied or changed: %s %d %v", out, removed, err)
 	}
-	if _, _, err := FilterLists([]byte(`{"result":{"tools":[}`), func(Item, string) bool { return true }); err == nil {
+	if _, _, err := FilterLists([]byte(`{"result":{"tools":[}`), func(Item, string, []byte) bool { return true }); err == nil {
 		t.Error("broken JSON filtered without error")
 	}
 }
@@ -238,7 +238,7 @@ func TestFilterListsTools(t *testing.T) {
 func TestFilterListsItems(t *testing.T) {
 	msg := []byte(`{"jsonrpc":"2.0","id":3,"result":{"prompts":[{"name":"greet"},{"name":"secret"}],"resources":[{"uri":"file:///public/a","name":"a"},{"uri":"file:///etc/passwd","name":"passwd"},{"name":"no-uri"}],"resourceTemplates":[{"uriTemplate":"file:///public/{x}"},{"uriTemplate":"file:///etc/{x}"}],"Tools":[{"name":"rm"}],"other":[{"name":"secret"}]}}`)
 	var asked []string
-	out, removed, err := FilterLists(msg, func(it Item, n string) bool {
+	out, removed, err := FilterLists(msg, func(it Item, n string, _ []byte) bool {
 		asked = append(asked, it.String()+":"+n)
 		return n == "greet" || strings.HasPrefix(n, "file:///public/")
 	})
@@ -293,7 +293,7 @@ func TestMayListItems(t *testing.T) {
 func TestToolNames(t *testing.T) {
 	msg := []byte(`{"jsonrpc":"2.0","id":2,"result":{"ttlMs":0,"tools":[{"name":"fetch","inputSchema":{"type":"object"}},{"description":"x","name":"get-env"},{"Name":"sneaky"},{"name":"get-env","name":"echo"},{"name":7},"x",{"name":"echo"}],"nextCursor":"c"}}`)
 	var asked, named []string
-	if _, _, err := FilterLists(msg, func(_ Item, n string) bool { asked = append(asked, n); return true }); err != nil {
+	if _, _, err := FilterLists(msg, func(_ Item, n string, _ []byte) bool { asked = append(asked, n); return true }); err != nil {
 		t.Fatal(err)
 	}
 	if err := ToolNames(msg, func(n string) { named = append(named, n) }); err != nil {
@@ -366,7 +366,7 @@ func FuzzParse(f *testing.F) {
 			if tc, ok := ParseToolCall(m.Params); ok && tc.Arguments != nil && !validValue(tc.Arguments) {
 				t.Fatalf("arguments %q not a JSON value", tc.Arguments)
 			}
-			out, removed, err := FilterLists(m.Raw, func(_ Item, n string) bool { return len(n)%2 == 0 })
+			out, removed, err := FilterLists(m.Raw, func(_ Item, n string, _ []byte) bool { return len(n)%2 == 0 })
 			if err == nil && !json.Valid(out) {
 				t.Fatalf("filtered message is invalid JSON: %q", out)
 			}
@@ -381,7 +381,7 @@ func FuzzParse(f *testing.F) {
 			if m.IsToolError() != walked.IsToolError() {
 				t.Fatalf("IsToolError of %q: parsed %v, walked %v", m.Raw, m.IsToolError(), walked.IsToolError())
 			}
-			if _, all, _ := FilterLists(m.Raw, func(Item, string) bool { return false }); !m.MayListItems() && (removed > 0 || all > 0) {
+			if _, all, _ := FilterLists(m.Raw, func(Item, string, []byte) bool { return false }); !m.MayListItems() && (removed > 0 || all > 0) {
 				t.Fatalf("MayListItems(%q) is false, FilterLists removed %d", m.Raw, all)
 			}
 		}
