@@ -21,7 +21,8 @@ import (
 const RedactedValue = "<redacted>"
 
 // Redacted returns m, or a copy of it whose secret values are replaced by RedactedValue: the
-// Authorization header a route adds (an LLM backend's key, a RequestHeaderModifier's value), also
+// credential headers a route adds (isSecretHeader: an LLM backend's Authorization, a
+// RequestHeaderModifier's value), also
 // where a prefixMode Never route's ext_proc metadata repeats it for the resolver
 // (contract.Mux.RequestHeaders). Print configuration only through it.
 func Redacted(m proto.Message) proto.Message {
@@ -50,8 +51,15 @@ func Redacted(m proto.Message) proto.Message {
 	return rc
 }
 
-// isSecretHeader reports whether a header's values are secrets to keep out of printed output.
-func isSecretHeader(name string) bool { return strings.EqualFold(name, "authorization") }
+// isSecretHeader reports whether a header's values are credentials to keep out of printed
+// output.
+func isSecretHeader(name string) bool {
+	switch strings.ToLower(name) {
+	case "authorization", "proxy-authorization", "cookie", "x-api-key", "api-key":
+		return true
+	}
+	return false
+}
 
 func hasSecretHeader(rc *routev3.RouteConfiguration) bool {
 	secret := func(opts []*corev3.HeaderValueOption) bool {
@@ -77,11 +85,10 @@ func hasSecretHeader(rc *routev3.RouteConfiguration) bool {
 	return false
 }
 
-// muxMayHoldSecret reports whether a route's ExtProcPerRoute may carry a contract.Mux whose
-// request header changes set a secret header: a cheap scan, redactedMux decides.
+// muxMayHoldSecret reports whether a route's ExtProcPerRoute may carry a contract.Mux with
+// request header changes, which may set a secret header: a cheap scan, redactedMux decides.
 func muxMayHoldSecret(a *anypb.Any) bool {
-	return a != nil && bytes.Contains(a.Value, []byte(contract.MetadataMux)) &&
-		bytes.Contains(bytes.ToLower(a.Value), []byte("authorization"))
+	return a != nil && bytes.Contains(a.Value, []byte(contract.MetadataMux)) && bytes.Contains(a.Value, []byte(`"requestHeaders"`))
 }
 
 // redactMux replaces, in a route's or weighted cluster's typed_per_filter_config, an ext_proc

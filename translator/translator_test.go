@@ -112,7 +112,7 @@ func TestNeverSecretRedacted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(string(y), "never-secret") || strings.Contains(string(y), "weighted-secret") || !strings.Contains(string(y), `"authorization","value":"`+translator.RedactedValue+`"`) {
+	if strings.Contains(string(y), "never-secret") || strings.Contains(string(y), "weighted-secret") || strings.Contains(string(y), "weighted-key") || !strings.Contains(string(y), `"authorization","value":"`+translator.RedactedValue+`"`) {
 		t.Fatal("the printed output shows the secret or lacks the metadata's redaction")
 	}
 }
