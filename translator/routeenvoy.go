@@ -1,5 +1,5 @@
 // The Envoy routes of a rule on one listener (buildRule): the policies that apply to it are
-// merged (mergeRule, policy.go), then ruleTemplate builds what the rule's matches share (a
+// merged (mergeRule, policymerge.go), then ruleTemplate builds what the rule's matches share (a
 // direct response, a redirect, or a route action to one or weighted clusters, with the per-route
 // ext_proc, rate limit, CORS and session configs), and route builds each match's Envoy Route.
 // Also the first route of every virtual host, refuseAmbiguousPaths.

@@ -36,6 +36,27 @@
 // routes have no request timeout (streams last) and an idle timeout of one hour; LLM routes have
 // no request timeout (Envoy's default of 15 s would cut long completions) unless the HTTPRoute
 // sets one.
+//
+// Where things are: Translate (translator.go, with Resources, Options and Output) runs the
+// stages of translation.run (translate.go), in this order:
+//   - index: the lookup maps of the input (translate.go); the GatewayClasses, and the served
+//     Gateways with their listeners (gateway.go).
+//   - backends: AgentgatewayBackends into targets, the clusters that backendRefs send to
+//     (backend.go; MCP backends and multiplexing, backendmcp.go; upstream TLS, upstreamtls.go).
+//   - routes compiled, each once for all listeners (route.go: rules and matches, with
+//     pathmatch.go for paths Envoy never routes by; routefilters.go: filters; routerefs.go:
+//     backendRefs), while the policies are validated and indexed (policy.go; CEL and JWKS
+//     checks, check.go; rate limits, ratelimit.go; MCP OAuth metadata, mcpoauth.go).
+//   - routes attached to listeners (routeattach.go), each rule's policies merged
+//     (policymerge.go) and its Envoy routes built (routeenvoy.go; CORS, cors.go).
+//   - the policies' status (policystatus.go) and each Gateway's status and xDS (gateway.go:
+//     finishGateways; build.go: virtual hosts, route configurations, clusters, listeners;
+//     envoy.go: the Envoy messages every Gateway shares, listeners and per-route ext_proc
+//     configs), then the Affected conditions (affected.go).
+//
+// Also: the Status and its refusals (status.go), forEach and concurrently (parallel.go),
+// Redacted and Output.Marshal, the printed configuration (render.go), GatewayConfig.Validate
+// (validate.go). ENVOY.md says why each Envoy field is set as it is.
 package translator
 
 import (

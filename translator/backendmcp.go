@@ -1,0 +1,416 @@
+// MCP AgentgatewayBackends (translateMCP): static targets and selectors (Service ports by their
+// MCP appProtocol), and a backend with several targets multiplexed through mcpgate's mux
+// (muxBackend: the route header and ext_proc metadata that name its targets).
+
+package translator
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/mcpgate/mcpgate/api/v1alpha1"
+	"github.com/mcpgate/mcpgate/contract"
+)
+
+func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
+	b := bi.b
+	targets := b.Spec.MCP.Targets
+	if len(targets) == 0 {
+		return "spec.mcp.targets", "at least one target is required", ""
+	}
+	m := b.Spec.MCP
+	for _, e := range [...]struct{ field, msg string }{
+		{"spec.mcp.sessionRouting", unsupported(m.SessionRouting, v1alpha1.SessionRoutingStateful, v1alpha1.SessionRoutingStateless)},
+		{"spec.mcp.failureMode", unsupported(m.FailureMode, v1alpha1.FailureModeFailClosed, v1alpha1.FailureModeFailOpen)},
+		{"spec.mcp.prefixMode", unsupported(m.PrefixMode, v1alpha1.PrefixModeConditional, v1alpha1.PrefixModeAlways, v1alpha1.PrefixModeNever)},
+	} {
+		if e.msg != "" {
+			return e.field, e.msg, ""
+		}
+	}
+	if policiesTLS(b.Spec.Policies) != nil {
+		return "spec.policies.tls", "not applied to an MCP backend: set the TLS of each static target in spec.mcp.targets[].static.policies.tls", ""
+	}
+	for i := range targets {
+		tg := &targets[i]
+		f := func(suffix string) string { return "spec.mcp.targets[" + strconv.Itoa(i) + "]" + suffix } // built only for errors
+		if tg.Name == "" {
+			return f(".name"), "a name is required", ""
+		}
+		if (tg.Static == nil) == (tg.Selector == nil) {
+			return f(""), "exactly one of static and selector must be set", ""
+		}
+		if tg.Static != nil {
+			st := tg.Static
+			if field, err := checkHostPort(st.Host, st.Port); err != "" {
+				return f(".static." + field), err, ""
+			}
+			if st.Path != "" && !strings.HasPrefix(st.Path, "/") {
+				return f(".static.path"), "must start with /", ""
+			}
+			if msg := unsupported(st.Protocol, v1alpha1.MCPProtocolSSE, v1alpha1.MCPProtocolStreamableHTTP); msg != "" {
+				return f(".static.protocol"), msg, ""
+			}
+			if field, err := checkTLS(targetTLS(st)); err != "" {
+				return f(".static.policies.tls" + field), err, ""
+			}
+		}
+	}
+	// every target, a selector's Service ports each one (mcpTarget), in spec order
+	var all []mcpTarget
+	var empty []int // the targets whose selector finds nothing
+	for i := range targets {
+		spec := &targets[i]
+		cname := backendClusterPrefix + bi.key + "/" + string(spec.Name)
+		if spec.Static == nil {
+			found, err := t.selectorTargets(bi, spec, cname)
+			if err != "" {
+				return "spec.mcp.targets[" + strconv.Itoa(i) + "].selector", err, ""
+			}
+			if len(found) == 0 {
+				// Left out while others remain: a Service not created yet takes no other target down.
+				empty = append(empty, i)
+				continue
+			}
+			for _, tg := range found {
+				all = append(all, mcpTarget{tg: tg, index: i})
+			}
+			continue
+		}
+		tg, tls := t.staticMCPTarget(cname, spec)
+		tg.backend = bi.key
+		mt := mcpTarget{tg: tg, index: i}
+		if tls != nil {
+			mt.note = "reached " + tls.describe()
+		}
+		all = append(all, mt)
+	}
+	var leftOut []string // the condition's word on each target left out
+	for _, i := range empty {
+		field := "spec.mcp.targets[" + strconv.Itoa(i) + "].selector"
+		msg := "selects no Service port with appProtocol " + AppProtocolMCP + " or " + AppProtocolMCPSSE
+		if len(all) == 0 {
+			return field, msg, ""
+		}
+		msg += ": target " + string(targets[i].Name) + " is left out"
+		bi.warnings.add(KindAgentgatewayBackend, b.Namespace, b.Name, field, msg)
+		leftOut = append(leftOut, field+": "+msg)
+	}
+	withLeftOut := func(note string) string {
+		return strings.Join(append([]string{note}, leftOut...), "; ")
+	}
+	if why, field := t.notMultiplexed(m, all); why != "" {
+		return "", "", withLeftOut(t.firstTargetOnly(bi, all, field, why))
+	}
+	if len(all) == 1 && m.PrefixMode != v1alpha1.PrefixModeAlways {
+		tg := all[0].tg
+		bi.target = tg
+		note = "MCP target " + tg.name + ": " + tg.mcp + " at " + tg.path
+		if all[0].note != "" {
+			note += "; " + all[0].note
+		}
+		return "", "", withLeftOut(note)
+	}
+	bi.target = t.muxTarget(bi, all)
+	parts := make([]string, len(all))
+	for i, mt := range all {
+		parts[i] = mt.tg.name + ": " + mt.tg.mcp + " at " + mt.tg.path
+		if mt.note != "" {
+			parts[i] += " " + mt.note
+		}
+	}
+	names := "tools and prompts TARGET_name, resources TARGET+uri"
+	if m.PrefixMode == v1alpha1.PrefixModeNever {
+		names = "tools and prompts unprefixed, a name several targets serve left out; resources TARGET+uri"
+	}
+	note = fmt.Sprintf("MCP targets multiplexed by mcpgate's mux (%s): %s", names, strings.Join(parts, "; "))
+	return "", "", withLeftOut(note)
+}
+
+// mcpTarget is one effective target of an MCP backend: a static target, or one Service port a
+// selector found.
+type mcpTarget struct {
+	tg    *target
+	index int    // its spec.mcp.targets index
+	note  string // how it is reached, when worth saying (TLS)
+}
+
+// staticMCPTarget builds the target of a checked static MCP target: a Service port's EDS cluster
+// when its host names one (serviceOfHost), else a host's; over TLS as tls says (nil: plaintext).
+func (t *translation) staticMCPTarget(cname string, spec *v1alpha1.McpTargetSelector) (*target, *upstreamTLS) {
+	st := spec.Static
+	tr := transportOf(st.Protocol)
+	path := st.Path
+	if path == "" {
+		path = defaultMCPPath(tr)
+	}
+	tls := tlsFor(st.Host, st.Port, targetTLS(st))
+	var tg *target
+	if svc, p := t.serviceOfHost(st.Host, st.Port); p != nil {
+		tg = t.serviceCluster(cname, svc, p)
+		if tls != nil {
+			tls.h2 = isH2C(p)
+		}
+		t.xds.withTLS(tg, tls)
+	} else {
+		tg = t.xds.addressTarget(cname, st.Host, st.Port, tls)
+	}
+	tg.setMCP(tr, string(spec.Name), path)
+	return tg, tls
+}
+
+// notMultiplexed says why an MCP backend's targets, all of them, cannot go behind the mux
+// ("" when they can, or when there is one and prefixMode does not ask for prefixes), and the
+// field at the root of it. The mux speaks Streamable HTTP to its targets and routes each call by
+// its name's prefix (prefixMode Never: by the target ext_proc resolved the bare name to): so
+// every target must speak Streamable HTTP, and each name must be unique and free of the
+// separators ("_" of tool and prompt names, "+" of resource URIs, "," of the target list
+// ext_proc gets).
+func (t *translation) notMultiplexed(m *v1alpha1.MCPBackend, all []mcpTarget) (why, field string) {
+	if len(all) < 2 && m.PrefixMode != v1alpha1.PrefixModeAlways {
+		return "", ""
+	}
+	seen := map[string]int{}
+	for _, mt := range all {
+		f := "spec.mcp.targets[" + strconv.Itoa(mt.index) + "]"
+		if mt.tg.mcp != contract.TransportStreamableHTTP {
+			return fmt.Sprintf("target %s speaks %s, and mcpgate's mux speaks Streamable HTTP to its targets", mt.tg.name, mt.tg.mcp), f
+		}
+		if err := (contract.MuxTarget{Name: mt.tg.name, Cluster: mt.tg.cluster.Name, Path: mt.tg.path}).Check(); err != nil {
+			why := "target " + mt.tg.name + " does not fit the mux: " + err.Error()
+			switch badName := strings.ContainsAny(mt.tg.name, contract.MuxSeparators); {
+			case m.Targets[mt.index].Static == nil:
+				// a Service port the selector found: its name and path come from the Service
+				return why + " (a selected Service's name and path: its annotations " + AnnotationMCPTargetName +
+					" and " + AnnotationMCPPath + ")", f + ".selector"
+			case badName:
+				return why, f + ".name"
+			default:
+				return why, f + ".static.path"
+			}
+		}
+		if j, dup := seen[mt.tg.name]; dup {
+			return fmt.Sprintf("two targets are named %s (spec.mcp.targets[%d] and [%d]): a prefix must name one", mt.tg.name, j, mt.index), f
+		}
+		seen[mt.tg.name] = mt.index
+	}
+	return "", ""
+}
+
+// firstTargetOnly routes an MCP backend to its first target, as before the mux, warns that the
+// others are not routed and why, and returns the backend's note.
+func (t *translation) firstTargetOnly(bi *backendInfo, all []mcpTarget, field, why string) string {
+	b := bi.b
+	first := all[0]
+	bi.target = first.tg
+	note := "MCP target " + first.tg.name + ": " + first.tg.mcp + " at " + first.tg.path
+	if first.note != "" {
+		note += "; " + first.note
+	}
+	var rest []string
+	for _, o := range all[1:] {
+		rest = append(rest, o.tg.name)
+	}
+	w := fmt.Sprintf("not multiplexed: %s; only the first target (%s) is routed, %s not", why, first.tg.name, strings.Join(rest, ", "))
+	if len(rest) == 0 { // prefixMode Always, one target
+		field = "spec.mcp.prefixMode"
+		w = fmt.Sprintf("Always is not applied: %s; the target %s is routed as it is, its names unprefixed", why, first.tg.name)
+	}
+	bi.warnings.add(KindAgentgatewayBackend, b.Namespace, b.Name, field, w)
+	return note + "; " + field + ": " + w
+}
+
+// muxTarget is the target of a multiplexed MCP backend: routes to it go to the mux
+// (contract.MuxCluster, a bootstrap cluster: this target's cluster is never emitted, its
+// targets' clusters are), which reaches each target through the Gateway's mux upstream
+// listener. It balances nothing (one local mux), so it hashes nothing and pins no session.
+func (t *translation) muxTarget(bi *backendInfo, all []mcpTarget) *target {
+	m := bi.b.Spec.MCP
+	mx := &muxBackend{spec: contract.Mux{Backend: bi.key, PrefixMode: string(m.PrefixMode), FailureMode: string(m.FailureMode)}}
+	if mx.spec.PrefixMode == "" {
+		mx.spec.PrefixMode = string(v1alpha1.PrefixModeConditional)
+	}
+	if mx.spec.FailureMode == "" {
+		mx.spec.FailureMode = contract.FailClosed
+	}
+	names := make([]string, len(all))
+	for i, mt := range all {
+		names[i] = mt.tg.name
+		mx.targets = append(mx.targets, mt.tg)
+		mx.spec.Targets = append(mx.spec.Targets, contract.MuxTarget{Name: mt.tg.name, Cluster: mt.tg.cluster.Name, Path: mt.tg.path})
+	}
+	mx.names = strings.Join(names, ",")
+	return &target{cluster: &clusterv3.Cluster{Name: contract.MuxCluster}, backend: bi.key, mcp: contract.TransportStreamableHTTP, mux: mx}
+}
+
+// muxBackend is what a multiplexed backend's routes need.
+type muxBackend struct {
+	spec    contract.Mux // without Gateway, which each route's Gateway fills in (header)
+	targets []*target    // its targets, in spec order: their clusters are emitted
+	names   string       // the targets' names joined by "," (contract.MetadataTargets)
+}
+
+// metadata returns the contract.MetadataMux value of the backend's routes on Gateway gw: the
+// header's JSON under prefixMode Never, where ext_proc resolves each call's target, with the
+// request header changes of the route's rule (contract.Mux.RequestHeaders: Envoy's router
+// applies them to the call after ext_proc, and the resolver's lists must bring the targets the
+// same headers); "" (no key)
+// otherwise, where the prefix names it. Only there: the JSON grows with the targets and rides on
+// every ext_proc stream of the route, and its presence tells ext_proc the names are bare.
+func (mx *muxBackend) metadata(gw string, c *compiledRule) string {
+	if mx.spec.PrefixMode != contract.PrefixModeNever {
+		return ""
+	}
+	spec := mx.spec
+	if len(c.reqChanges.Remove) > 0 || len(c.reqChanges.Add) > 0 {
+		spec.RequestHeaders = &c.reqChanges
+	}
+	spec.Host = c.hostRewrite
+	return muxJSON(spec, gw)
+}
+
+// maxGatewayKey is the longest Gateway key, NAMESPACE/NAME (63 + 1 + 253 bytes).
+const maxGatewayKey = 317
+
+// metadataTooLong says why the Never metadata of rule c's route to this backend would be longer
+// than Envoy takes (contract.MaxMetadataValue) on any Gateway, or "".
+func (mx *muxBackend) metadataTooLong(c *compiledRule) string {
+	n := len(mx.metadata("", c)) + maxGatewayKey + 16 // JSON escapes of the key, at most
+	if mx.spec.PrefixMode != contract.PrefixModeNever || n <= contract.MaxMetadataValue {
+		return ""
+	}
+	return fmt.Sprintf("the targets and request header changes of a prefixMode Never backend ride to ext_proc in one metadata value of %d bytes or more, over the %d Envoy takes: set fewer or shorter headers on this rule", n, contract.MaxMetadataValue)
+}
+
+// header returns the contract.HeaderMux value of the backend's routes on Gateway gw: the Mux as
+// compact JSON.
+func (mx *muxBackend) header(gw string) string {
+	return muxJSON(mx.spec, gw)
+}
+
+// muxJSON returns spec on Gateway gw as compact JSON.
+func muxJSON(spec contract.Mux, gw string) string {
+	spec.Gateway = gw
+	b, err := json.Marshal(spec)
+	if err != nil {
+		panic("translator: marshal the mux header: " + err.Error()) // strings only: it cannot fail
+	}
+	return string(b)
+}
+
+// serviceOfHost returns the Service a static target's host names by its cluster DNS name
+// (NAME.NS.svc or NAME.NS.svc.DOMAIN, DOMAIN being Options.ClusterDomain, in any letter case,
+// with or without the final dot; another domain is not recognised, it keeps the DNS name) and the Service port of that
+// number, when both are among the inputs with at least one EndpointSlice of the Service
+// (Kubernetes: every Service and slice; standalone: those in the files, where a Service alone,
+// as the lab's, keeps the DNS name). A Service name resolves to its ClusterIP, behind which kube-proxy picks a pod per
+// connection: Envoy would see one host, and the requests of a session, spread over connections,
+// would reach pods that do not hold it. Its EndpointSlices instead give Envoy every ready pod, so
+// the ring hash and the session envelope keep a session on its pod. An ExternalName Service and
+// a Service without such a port keep the DNS name (nil port).
+func (t *translation) serviceOfHost(host string, port int32) (*corev1.Service, *corev1.ServicePort) {
+	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	h, _ = strings.CutSuffix(h, "."+t.opts.ClusterDomain)
+	name, rest, _ := strings.Cut(h, ".")
+	ns, svcLabel, _ := strings.Cut(rest, ".")
+	if svcLabel != "svc" {
+		return nil, nil
+	}
+	svc := t.services[key(ns, name)]
+	if svc == nil || svc.Spec.Type == corev1.ServiceTypeExternalName || len(t.slices[key(svc.Namespace, svc.Name)]) == 0 {
+		return nil, nil
+	}
+	for i := range svc.Spec.Ports {
+		if p := &svc.Spec.Ports[i]; p.Port == port && (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) {
+			return svc, p
+		}
+	}
+	return nil, nil
+}
+
+// transportOf is the transport of a protocol that translateMCP accepted (empty: StreamableHTTP).
+func transportOf(p v1alpha1.MCPProtocol) string {
+	if p == v1alpha1.MCPProtocolSSE {
+		return contract.TransportSSE
+	}
+	return contract.TransportStreamableHTTP
+}
+
+func defaultMCPPath(transport string) string {
+	if transport == contract.TransportSSE {
+		return "/sse"
+	}
+	return "/mcp"
+}
+
+// mcpTransportOfPort returns the MCP transport a Service port's appProtocol declares, or "".
+func mcpTransportOfPort(p *corev1.ServicePort) string {
+	if p.AppProtocol == nil {
+		return ""
+	}
+	switch *p.AppProtocol {
+	case AppProtocolMCP, legacyAppProtocolMCP:
+		return contract.TransportStreamableHTTP
+	case AppProtocolMCPSSE, legacyAppProtocolMCPSSE:
+		return contract.TransportSSE
+	}
+	return ""
+}
+
+// selectorTargets finds the MCP Service ports a selector target selects, sorted by namespace,
+// Service and port.
+func (t *translation) selectorTargets(bi *backendInfo, tg *v1alpha1.McpTargetSelector, prefix string) ([]*target, string) {
+	b := bi.b
+	sel := tg.Selector
+	namespaces := []string{b.Namespace}
+	if sel.Namespaces != nil {
+		s, err := metav1.LabelSelectorAsSelector(sel.Namespaces)
+		if err != nil {
+			return nil, "namespaces: " + err.Error()
+		}
+		namespaces = namespaces[:0]
+		seen := map[string]bool{}
+		for ns := range t.servicesInNS {
+			if !seen[ns] && s.Matches(labels.Set(t.namespaceLabels(ns))) {
+				namespaces = append(namespaces, ns)
+				seen[ns] = true
+			}
+		}
+		sort.Strings(namespaces)
+	}
+	svcSel := labels.Everything()
+	if sel.Services != nil {
+		s, err := metav1.LabelSelectorAsSelector(sel.Services)
+		if err != nil {
+			return nil, "services: " + err.Error()
+		}
+		svcSel = s
+	}
+	var out []*target
+	for _, ns := range namespaces {
+		for _, svc := range t.servicesInNS[ns] {
+			if !svcSel.Matches(labels.Set(svc.Labels)) {
+				continue
+			}
+			for i := range svc.Spec.Ports {
+				p := &svc.Spec.Ports[i]
+				if mcpTransportOfPort(p) == "" {
+					continue
+				}
+				name := prefix + "/" + svc.Namespace + "/" + svc.Name + "/" + strconv.Itoa(int(p.Port))
+				tgt := t.serviceTarget(name, svc, p)
+				tgt.backend = bi.key
+				out = append(out, tgt)
+			}
+		}
+	}
+	return out, ""
+}
