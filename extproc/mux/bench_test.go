@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mcpgate/mcpgate/contract"
 	mcpx "github.com/mcpgate/mcpgate/extproc/mcp"
@@ -153,6 +154,8 @@ func BenchmarkMux(b *testing.B) {
 type benchMux struct {
 	mux             *mux.Server
 	header, session string
+	// upstream is the mux's Options.Upstream.
+	upstream func(string) string
 }
 
 func newBenchMux(b *testing.B, targets int, sse bool, prefixMode string) *benchMux {
@@ -178,18 +181,30 @@ func newBenchMux(b *testing.B, targets int, sse bool, prefixMode string) *benchM
 	}))
 	header, _ := json.Marshal(desc)
 	sid, _ := json.Marshal(map[string]any{"backend": desc.Backend, "targets": ids})
-	return &benchMux{mux: mux.New(mux.Options{Upstream: func(string) string { return "unix://" + up }, Secret: benchSecret}),
-		header: string(header), session: base64.RawURLEncoding.EncodeToString(sid)}
+	upstream := func(string) string { return "unix://" + up }
+	return &benchMux{mux: mux.New(mux.Options{Upstream: upstream, Secret: benchSecret}),
+		header: string(header), session: base64.RawURLEncoding.EncodeToString(sid), upstream: upstream}
 }
 
 // BenchmarkResolve measures Resolve, what a call under prefixMode Never costs the front hop before
 // it is judged: a tools/list of every target of the session (10 tools each, one page) through
-// the upstream socket, for a name the last target serves.
+// the upstream socket, for a name the last target serves; "cached": the same with the resolve
+// cache on (Options.ResolveCacheTTL), every call but the first answered from it.
 func BenchmarkResolve(b *testing.B) {
-	for _, targets := range []int{2, 4} {
-		b.Run(fmt.Sprintf("targets=%d", targets), func(b *testing.B) {
-			bm := newBenchMux(b, targets, false, contract.PrefixModeNever)
-			last := string(rune('a' + targets - 1))
+	for _, c := range []struct {
+		targets int
+		cached  bool
+	}{{2, false}, {4, false}, {2, true}, {4, true}} {
+		name := fmt.Sprintf("targets=%d", c.targets)
+		if c.cached {
+			name = "cached/" + name
+		}
+		b.Run(name, func(b *testing.B) {
+			bm := newBenchMux(b, c.targets, false, contract.PrefixModeNever)
+			if c.cached {
+				bm.mux = mux.New(mux.Options{Upstream: bm.upstream, Secret: benchSecret, ResolveCacheTTL: time.Hour})
+			}
+			last := string(rune('a' + c.targets - 1))
 			q := mux.Query{Mux: bm.header, Session: bm.session, Header: http.Header{"Mcp-Protocol-Version": {"2025-06-18"}},
 				ID: json.RawMessage(`1`), Item: mcpx.Tool, Name: last + "tool9"}
 			b.ReportAllocs()

@@ -17,10 +17,11 @@ import (
 )
 
 // rawTarget is a target written by hand: it answers initialize with capabilities and a session
-// id of its own, every other request with answer (a result, or an error code and no result), and
-// records the ids of the requests it got.
+// id of its own (session's, or "raw-session"), every other request with answer (a result, or an
+// error code and no result), and records the ids of the requests it got.
 type rawTarget struct {
 	capabilities string
+	session      func() string
 	answer       func(method string, params json.RawMessage) (result any, code int)
 	mu           sync.Mutex
 	ids          []string
@@ -47,7 +48,11 @@ func (rt *rawTarget) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if caps == "" {
 			caps = "{}"
 		}
-		w.Header().Set("Mcp-Session-Id", "raw-session")
+		sid := "raw-session"
+		if rt.session != nil {
+			sid = rt.session()
+		}
+		w.Header().Set("Mcp-Session-Id", sid)
 		out["result"] = map[string]any{"protocolVersion": "2025-06-18", "capabilities": json.RawMessage(caps), "serverInfo": map[string]string{"name": "raw", "version": "1"}}
 	} else {
 		rt.mu.Lock()

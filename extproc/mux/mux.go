@@ -86,6 +86,12 @@ type Options struct {
 	// must be well below the ext_proc message timeout (translator Options.MessageTimeout), at
 	// which Envoy answers the call 504 whatever Resolve would have found.
 	ResolveTimeout time.Duration
+	// ResolveCacheTTL is how long Resolve keeps a complete resolution of a session's tools
+	// (prompts) to answer the calls that follow without listing the targets again (resolveCache):
+	// the staleness bound of the target a call is sent to, which the front hop judges the call as
+	// whatever the cache said. 0 (or less) disables the cache; cmd/mcpgate's default is
+	// DefaultResolveCacheTTL.
+	ResolveCacheTTL time.Duration
 	// Version is the serverInfo version of the initialize answer.
 	Version string
 	// Secret is the value of contract.HeaderMuxAuth that the front hop's ext_proc, in the same
@@ -114,8 +120,12 @@ func New(opts Options) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{opts: opts, log: log, clients: map[string]*upstream{}, maxClients: maxUpstreams, secret: []byte(opts.Secret),
+	h := &Server{opts: opts, log: log, clients: map[string]*upstream{}, maxClients: maxUpstreams, secret: []byte(opts.Secret),
 		readBuffers: sync.Pool{New: func() any { return new([readBufferSize]byte) }}, resolveID: newResolveIDPrefix()}
+	if opts.ResolveCacheTTL > 0 {
+		h.cache = newResolveCache(opts.ResolveCacheTTL)
+	}
+	return h
 }
 
 // newResolveIDPrefix returns the start of the ids of Resolve's list requests: "mcpgate-resolve:",
@@ -131,7 +141,7 @@ func newResolveIDPrefix() string {
 const readBufferSize = 32 << 10
 
 // Server is the mux. Its only state is the HTTP client of each upstream address (at most
-// maxClients), and the buffers event streams are read with, reused.
+// maxClients), the buffers event streams are read with, reused, and Resolve's cache.
 type Server struct {
 	opts        Options
 	log         *slog.Logger
@@ -144,6 +154,8 @@ type Server struct {
 	refused sync.Map
 	// resolveID starts the ids of Resolve's list requests (newResolveIDPrefix).
 	resolveID string
+	// cache keeps Resolve's resolutions (Options.ResolveCacheTTL); nil: none.
+	cache *resolveCache
 }
 
 // ServeHTTP serves one request of a client.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/mcp"
@@ -65,17 +66,67 @@ func (e *ResolveError) Answer(id json.RawMessage) []byte {
 // under prefixMode Never, as agentgateway does: it lists the tools (prompts) of every target of
 // the session through the Gateway's mux upstream listener, with the client's session and
 // headers as the mux would send them (the route's request header changes applied first, as
-// Envoy's router applies them to the call: contract.Mux.RequestHeaders) (each target followed through its nextCursor, at most
-// Options.MaxPages pages), and returns the one target that lists the name. The error is a
-// *ResolveError: ResolveUnknown ("Unknown tool: NAME", as the mux and the rules answer),
-// ResolveAmbiguous ("Tool NAME is served by multiple targets: a, b"), ResolveFailed. A target
-// whose list fails fails the call under FailClosed and is skipped under FailOpen; a target
-// without the list method (-32601) lists nothing; one whose lists have not all come within
-// Options.ResolveTimeout has failed. The cost is one list request per target (more
-// with pages) for every call: nothing is cached.
+// Envoy's router applies them to the call: contract.Mux.RequestHeaders) (each target followed
+// through its nextCursor, at most Options.MaxPages pages), and returns the one target that lists
+// the name. The error is a *ResolveError: ResolveUnknown ("Unknown tool: NAME", as the mux and
+// the rules answer), ResolveAmbiguous ("Tool NAME is served by multiple targets: a, b"),
+// ResolveFailed. A target whose list fails fails the call under FailClosed and is skipped under
+// FailOpen; a target without the list method (-32601) lists nothing; one whose lists have not
+// all come within Options.ResolveTimeout has failed.
+//
+// The cost is one list request per target (more with pages). With Options.ResolveCacheTTL, a
+// complete resolution (no target failed) is kept that long for the backend description, the
+// session, the host and the kind of item (resolveCache): the calls that follow within it send
+// no list; a name the kept resolution lacks is resolved afresh before it is called unknown. The
+// cache only chooses the target the call is sent to, which the front hop then judges the call
+// as and pins in contract.HeaderMuxTarget: a stale entry can make a call fail (the target
+// answers unknown tool), never reach a target other than the one judged.
 func (h *Server) Resolve(ctx context.Context, q Query) (string, error) {
-	failed := func(status, code int, msg string) (string, error) {
-		return "", &ResolveError{Kind: ResolveFailed, Status: status, Code: code, Message: msg}
+	var key resolveKey
+	if h.cache != nil && (q.Item == mcp.Tool || q.Item == mcp.Prompt) {
+		// Only a description, session, host and item a full resolution accepted have an entry.
+		key = newResolveKey(&q)
+		if r := h.cache.get(key); r != nil {
+			if target, ambiguous, ok := r.lookup(q.Name); ok {
+				return resolveAnswer(q, target, ambiguous)
+			}
+			// Not listed when cached: a tool added since is found by resolving afresh.
+		}
+	}
+	var start time.Time // when the lists began: an entry expires the TTL after
+	if h.cache != nil {
+		start = h.cache.now()
+	}
+	r, complete, err := h.resolve(ctx, q)
+	if err != nil {
+		return "", err
+	}
+	if h.cache != nil && complete {
+		h.cache.put(key, r, start)
+	}
+	target, ambiguous, _ := r.lookup(q.Name)
+	return resolveAnswer(q, target, ambiguous)
+}
+
+// resolveAnswer is Resolve's answer for q: target, or the targets of an ambiguous name, or none.
+func resolveAnswer(q Query, target string, ambiguous []string) (string, error) {
+	switch {
+	case target != "":
+		return target, nil
+	case len(ambiguous) == 0:
+		return "", &ResolveError{Kind: ResolveUnknown, Status: http.StatusOK, Code: mcp.CodeInvalidParams,
+			Message: "Unknown " + q.Item.String() + ": " + q.Name}
+	}
+	it := q.Item.String()
+	return "", &ResolveError{Kind: ResolveAmbiguous, Status: http.StatusOK, Code: mcp.CodeInvalidParams,
+		Message: strings.ToUpper(it[:1]) + it[1:] + " " + q.Name + " is served by multiple targets: " + strings.Join(ambiguous, ", ")}
+}
+
+// resolve lists the items of q's kind of every target of q's session (Resolve) and returns what
+// they list; complete reports whether every target answered (none skipped under FailOpen).
+func (h *Server) resolve(ctx context.Context, q Query) (_ *resolution, complete bool, _ error) {
+	failed := func(status, code int, msg string) (*resolution, bool, error) {
+		return nil, false, &ResolveError{Kind: ResolveFailed, Status: status, Code: code, Message: msg}
 	}
 	m, err := readMux([]string{q.Mux})
 	switch {
@@ -139,8 +190,9 @@ func (h *Server) Resolve(ctx context.Context, q Query) (string, error) {
 		names[c.index(mb)], err = c.listTarget(ctx, mb, msg, map[string]json.RawMessage{}, q.Item, key, "name", budget)
 		return err
 	})
-	var found []string
+	targets := make([]string, len(c.sess))
 	for i, err := range errs {
+		targets[i] = c.sess[i].t.Name
 		if err != nil && ctx.Err() == nil && rctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) {
 			err = &targetError{c.sess[i].t.Name, fmt.Errorf("no answer within the resolve timeout (%s, mux Options.ResolveTimeout)", h.opts.ResolveTimeout)}
 			errs[i] = err
@@ -153,23 +205,8 @@ func (h *Server) Resolve(ctx context.Context, q Query) (string, error) {
 		case err != nil && (!c.failOpen() || countErrors(errs) == len(errs)):
 			return failed(http.StatusOK, mcp.CodeInternalError, "mcpgate mux: "+method+" to resolve "+q.Item.String()+" "+q.Name+": "+err.Error())
 		case err != nil:
-			continue // FailOpen: the target is left out
-		}
-		for _, l := range names[i] {
-			if l.name == q.Name {
-				found = append(found, c.sess[i].t.Name)
-				break
-			}
+			names[i] = nil // FailOpen: the target is left out
 		}
 	}
-	switch len(found) {
-	case 1:
-		return found[0], nil
-	case 0:
-		return "", &ResolveError{Kind: ResolveUnknown, Status: http.StatusOK, Code: mcp.CodeInvalidParams,
-			Message: "Unknown " + q.Item.String() + ": " + q.Name}
-	}
-	it := q.Item.String()
-	return "", &ResolveError{Kind: ResolveAmbiguous, Status: http.StatusOK, Code: mcp.CodeInvalidParams,
-		Message: strings.ToUpper(it[:1]) + it[1:] + " " + q.Name + " is served by multiple targets: " + strings.Join(found, ", ")}
+	return newResolution(targets, names), countErrors(errs) == 0, nil
 }

@@ -1,0 +1,14 @@
+package mux
+
+import "time"
+
+// SetResolveClock makes h's resolve cache read the time from now (entries expire by it).
+func SetResolveClock(h *Server, now func() time.Time) { h.cache.now = now }
+
+// SetResolveCacheBounds bounds h's resolve cache to entries entries and bytes bytes of names.
+func SetResolveCacheBounds(h *Server, entries, bytes int) {
+	h.cache.maxEntries, h.cache.maxBytes = entries, bytes
+}
+
+// ResolveCacheLen returns the number of entries of h's resolve cache.
+func ResolveCacheLen(h *Server) int { return h.cache.len() }
