@@ -38,7 +38,10 @@ type extProcOptions struct {
 	// muxResolveTimeout bounds the resolution of a prefixMode Never call's target
 	// (--mux-resolve-timeout, mux.Options.ResolveTimeout).
 	muxResolveTimeout time.Duration
-	redact            string
+	// muxResolveCacheTTL is how long a resolution is kept (--mux-resolve-cache-ttl,
+	// mux.Options.ResolveCacheTTL; 0: no cache).
+	muxResolveCacheTTL time.Duration
+	redact             string
 	// redactKeys are the keys of --redact-keys, trimmed (empty, not nil, when the flag is ""),
 	// set by check.
 	redactKeys []string
@@ -52,6 +55,7 @@ func (o *extProcOptions) addFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.policyWait, "policy-wait", extproc.DefaultPolicyWait, "how long a request whose route names a policy not received yet waits for it before a 500 (0: no wait); keep it under the ext_proc message timeout of the routes (10s in what mcpgate serves)")
 	fs.StringVar(&o.sessionKeyFile, "session-key-file", "", "file whose bytes (at least 32) seal each MCP session id to the caller that opened it; every ext_proc of a gateway needs the same (in Kubernetes each gateway's Secret NAME-session-key); default: a random key of this process, so sessions end with it")
 	fs.DurationVar(&o.muxResolveTimeout, "mux-resolve-timeout", mux.DefaultResolveTimeout, "how long the front hop waits for the targets' lists to resolve the target of a call on a prefixMode Never backend; a target that has not answered by then failed (skipped under FailOpen). Keep it well below the routes' ext_proc message timeout (10s in what mcpgate serves), at which Envoy answers the call 504")
+	fs.DurationVar(&o.muxResolveCacheTTL, "mux-resolve-cache-ttl", mux.DefaultResolveCacheTTL, "how long the front hop keeps the targets' lists of a session's tools (prompts) to resolve the next calls on a prefixMode Never backend without listing again: a tool moved or removed since may fail a call that long (a call is only ever sent to the target it was judged for); a name not kept is listed afresh; 0 lists for every call")
 	fs.StringVar(&o.redact, "redact-keys", strings.Join(extproc.DefaultRedactKeys(), ","), `comma-separated tool argument keys (any depth, any case) whose values the audit log and access log replace by [REDACTED]; "" for none`)
 }
 
@@ -65,6 +69,9 @@ func (o *extProcOptions) check() error {
 	}
 	if o.muxResolveTimeout <= 0 {
 		return fmt.Errorf("--mux-resolve-timeout %s: must be positive", o.muxResolveTimeout)
+	}
+	if o.muxResolveCacheTTL < 0 {
+		return fmt.Errorf("--mux-resolve-cache-ttl %s: must not be negative", o.muxResolveCacheTTL)
 	}
 	o.redactKeys = []string{} // "" redacts nothing; nil would mean extproc's default
 	for _, k := range strings.Split(o.redact, ",") {
@@ -268,7 +275,7 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 	if muxLis != nil {
 		// The front hop's ext_proc and the mux share it: the mux serves only what ext_proc passed.
 		cfg.MuxSecret = newMuxSecret()
-		muxServer = newMux(f.mux.upstreamOf(), cfg.MuxSecret, log, f.maxBody, f.muxResolveTimeout)
+		muxServer = newMux(f.mux.upstreamOf(), cfg.MuxSecret, log, f.maxBody, f.muxResolveTimeout, f.muxResolveCacheTTL)
 		cfg.MuxResolver = muxServer
 	}
 	if f.xdsTLSDir != "" {

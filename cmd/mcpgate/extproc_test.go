@@ -22,6 +22,7 @@ import (
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
+	"github.com/mcpgate/mcpgate/extproc/mux"
 	"github.com/mcpgate/mcpgate/internal/pki"
 	"github.com/mcpgate/mcpgate/internal/syncbuf"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
@@ -37,6 +38,7 @@ func TestExtProcFlags(t *testing.T) {
 		{"--gateway", "nons"},
 		{"--max-body-bytes", "0"},
 		{"--policy-wait", "-1s"},
+		{"--mux-resolve-cache-ttl", "-1s"},
 		{"--log-level", "loud"},
 		{"extra"},
 		{"--envoy-stats-url", "127.0.0.1:15000/stats/prometheus"},
@@ -55,6 +57,12 @@ func TestExtProcFlags(t *testing.T) {
 	}
 	if f, err := parseExtProcFlags([]string{"--listen", "unix:///run/x.sock", "--listen", "127.0.0.1:1"}); err != nil || !slices.Equal(f.listen, []string{"unix:///run/x.sock", "127.0.0.1:1"}) {
 		t.Errorf("--listen twice: %v %v", f, err)
+	}
+	if f.muxResolveCacheTTL != mux.DefaultResolveCacheTTL {
+		t.Errorf("default --mux-resolve-cache-ttl %v, want %v", f.muxResolveCacheTTL, mux.DefaultResolveCacheTTL)
+	}
+	if f, err := parseExtProcFlags([]string{"--mux-resolve-cache-ttl", "0"}); err != nil || f.muxResolveCacheTTL != 0 {
+		t.Errorf("--mux-resolve-cache-ttl 0 must turn the cache off: %v %v", f, err)
 	}
 	if f, err := parseExtProcFlags([]string{"--policy-wait", "0"}); err != nil || policyWait(f.policyWait) >= 0 {
 		t.Errorf("--policy-wait 0 must turn the wait off: %v %v", f, err)

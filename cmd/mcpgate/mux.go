@@ -68,11 +68,12 @@ func newMuxSecret() string {
 // newMux returns the mux of this process. secret is the one this process's ext_proc sets on the
 // multiplexed routes' requests (newMuxSecret); the ext_proc also resolves the calls of prefixMode
 // Never backends with it (extproc.Config.MuxResolver), through the same upstream clients, each
-// resolution bounded by resolveTimeout (0: mux.DefaultResolveTimeout).
-func newMux(upstream func(gateway string) string, secret string, log *slog.Logger, maxBody int, resolveTimeout time.Duration) *mux.Server {
+// resolution bounded by resolveTimeout (0: mux.DefaultResolveTimeout) and kept resolveCacheTTL
+// (0: not kept).
+func newMux(upstream func(gateway string) string, secret string, log *slog.Logger, maxBody int, resolveTimeout, resolveCacheTTL time.Duration) *mux.Server {
 	return mux.New(mux.Options{
 		Upstream: upstream, Logger: log.With("component", "mux"), MaxBodyBytes: maxBody, Version: version,
-		Secret: secret, ResolveTimeout: resolveTimeout,
+		Secret: secret, ResolveTimeout: resolveTimeout, ResolveCacheTTL: resolveCacheTTL,
 	})
 }
 
