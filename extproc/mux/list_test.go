@@ -95,13 +95,20 @@ func newRawMux(t *testing.T, opts mux.Options, prefixMode, failureMode string, n
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	h := mux.New(opts)
+	return serveFront(t, h, string(header)), h, string(header)
+}
+
+// serveFront serves h as Envoy's front hop reaches it (the route's contract.HeaderMux desc and
+// the secret ext_proc sets) and returns the URL of its MCP endpoint.
+func serveFront(t *testing.T, h http.Handler, desc string) string {
+	t.Helper()
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Header.Set(contract.HeaderMux, string(header))
+		r.Header.Set(contract.HeaderMux, desc)
 		r.Header.Set(contract.HeaderMuxAuth, testSecret)
 		h.ServeHTTP(w, r)
 	}))
 	t.Cleanup(front.Close)
-	return front.URL + "/mcp", h, string(header)
+	return front.URL + "/mcp"
 }
 
 // openRaw initializes a session at url and returns its id and the initialize answer.

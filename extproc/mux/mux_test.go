@@ -184,13 +184,7 @@ func newGatewayMode(t *testing.T, prefixMode, failureMode string, opts func(*mux
 		opts(&o)
 	}
 	h := mux.New(o)
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Header.Set(contract.HeaderMux, string(desc))
-		r.Header.Set(contract.HeaderMuxAuth, testSecret)
-		h.ServeHTTP(w, r)
-	}))
-	t.Cleanup(front.Close)
-	gw.url, gw.mux, gw.desc = front.URL+"/mcp", h, string(desc)
+	gw.url, gw.mux, gw.desc = serveFront(t, h, string(desc)), h, string(desc)
 	return gw
 }
 
