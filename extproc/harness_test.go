@@ -132,6 +132,17 @@ func (a *syncBuffer) records(t testing.TB) []map[string]any {
 	return out
 }
 
+// recordsByID returns the audit lines written so far, decoded, keyed by their JSON-RPC id as
+// fmt prints it (a later line of an id replaces an earlier one).
+func (a *syncBuffer) recordsByID(t testing.TB) map[string]map[string]any {
+	t.Helper()
+	byID := map[string]map[string]any{}
+	for _, r := range a.records(t) {
+		byID[fmt.Sprint(r["jsonrpc_id"])] = r
+	}
+	return byID
+}
+
 // waitFor polls cond until it holds; it fails the test after 10 s. It waits for events that
 // happen after a reply (a stream's end), never to judge speed.
 func waitFor(t testing.TB, what string, cond func() bool) {

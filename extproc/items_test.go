@@ -44,10 +44,7 @@ func TestDeniedPromptAndResource(t *testing.T) {
 		plainContinue(t, check(t)(s.RequestBody([]byte(body), true)))
 	}
 	waitFor(t, "the audit records of the refusals", func() bool { return h.audit.count(`"decision":"deny"`) == 3 })
-	byID := map[string]map[string]any{}
-	for _, r := range h.audit.records(t) {
-		byID[fmt.Sprint(r["jsonrpc_id"])] = r
-	}
+	byID := h.audit.recordsByID(t)
 	checkRecord(t, byID["3"], map[string]any{"method": "prompts/get", "prompt": "secret", "decision": "deny", "outcome": "error", "jsonrpc_error": -32602})
 	checkRecord(t, byID["r"], map[string]any{"method": "resources/read", "resource": "file:///etc/passwd", "decision": "deny"})
 	if _, hasTool := byID["3"]["tool"]; hasTool {

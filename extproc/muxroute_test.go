@@ -71,10 +71,7 @@ func TestMuxRouteRules(t *testing.T) {
 		s.Close()
 	}
 	waitFor(t, "the audit records", func() bool { return len(h.audit.records(t)) == 11 })
-	byID := map[string]map[string]any{}
-	for _, r := range h.audit.records(t) {
-		byID[fmt.Sprint(r["jsonrpc_id"])] = r
-	}
+	byID := h.audit.recordsByID(t)
 	checkRecord(t, byID["1"], map[string]any{"tool": "a_fetch", "target": "a", "decision": "allow"})
 	checkRecord(t, byID["2"], map[string]any{"tool": "b_fetch", "target": "b", "decision": "deny"})
 	checkRecord(t, byID["5"], map[string]any{"prompt": "b_greet", "target": "b"})
@@ -201,10 +198,7 @@ func TestCompletionJudged(t *testing.T) {
 		s.Close()
 	}
 	waitFor(t, "the audit records", func() bool { return len(h.audit.records(t)) >= 10 })
-	byID := map[string]map[string]any{}
-	for _, r := range h.audit.records(t) {
-		byID[fmt.Sprint(r["jsonrpc_id"])] = r
-	}
+	byID := h.audit.recordsByID(t)
 	checkRecord(t, byID["1"], map[string]any{"method": "completion/complete", "prompt": "b_greet", "target": "b", "decision": "allow"})
 	checkRecord(t, byID["2"], map[string]any{"prompt": "a_greet", "target": "a", "decision": "deny"})
 	checkRecord(t, byID["4"], map[string]any{"resource": "b+file:///x", "target": "b", "decision": "deny"})

@@ -185,10 +185,7 @@ func TestNeverRouteRules(t *testing.T) {
 		s.Close()
 	}
 	waitFor(t, "the audit records", func() bool { return len(h.audit.records(t)) >= 8 })
-	byID := map[string]map[string]any{}
-	for _, r := range h.audit.records(t) {
-		byID[fmt.Sprint(r["jsonrpc_id"])] = r
-	}
+	byID := h.audit.recordsByID(t)
 	checkRecord(t, byID["1"], map[string]any{"tool": "fetch", "target": "a", "decision": "allow"})
 	checkRecord(t, byID["2"], map[string]any{"tool": "search", "target": "b", "decision": "deny"})
 	checkRecord(t, byID["5"], map[string]any{"prompt": "greet", "target": "b", "decision": "allow"})
