@@ -83,7 +83,8 @@ func (e *ResolveError) Answer(id json.RawMessage) []byte {
 // answers unknown tool), never reach a target other than the one judged.
 func (h *Server) Resolve(ctx context.Context, q Query) (string, error) {
 	var key resolveKey
-	if h.cache != nil && (q.Item == mcp.Tool || q.Item == mcp.Prompt) {
+	var start time.Time // when the lists began: an entry expires the TTL after
+	if h.cache != nil {
 		// Only a description, session, host and item a full resolution accepted have an entry.
 		key = newResolveKey(&q)
 		if r := h.cache.get(key); r != nil {
@@ -92,9 +93,6 @@ func (h *Server) Resolve(ctx context.Context, q Query) (string, error) {
 			}
 			// Not listed when cached: a tool added since is found by resolving afresh.
 		}
-	}
-	var start time.Time // when the lists began: an entry expires the TTL after
-	if h.cache != nil {
 		start = h.cache.now()
 	}
 	r, complete, err := h.resolve(ctx, q)
