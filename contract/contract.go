@@ -58,6 +58,13 @@ const MetadataTargets = "x-mcpgate-targets"
 // (HeaderMuxTarget). Resource URIs stay "TARGET+uri".
 const MetadataMux = "x-mcpgate-mux"
 
+// MetadataBridge, set only on a route that bridges a client's Streamable HTTP to a single target
+// of another transport through the mux (Mux.Bridge), is the target's transport (TransportSSE).
+// The route goes to the mux as a multiplexed route does (ext_proc sets HeaderMuxAuth), but its
+// names are the target's own: MetadataTarget names the target, MetadataTargets is absent, and
+// MetadataMCP is the client's transport (TransportStreamableHTTP).
+const MetadataBridge = "x-mcpgate-bridge"
+
 // MCP multiplexing: the mux (package extproc/mux) serves a multiplexed backend's routes and
 // reaches each target back through Envoy's mux upstream listener.
 const (
@@ -118,6 +125,10 @@ type Mux struct {
 	FailureMode string `json:"failureMode"`
 	// Targets are the backend's targets in spec order.
 	Targets []MuxTarget `json:"targets"`
+	// Bridge: the backend has one target, which the mux serves in its own transport (an SSE
+	// target to a Streamable HTTP client) and otherwise passes through: tool and prompt names
+	// and resource URIs unchanged, whatever PrefixMode says (MetadataBridge).
+	Bridge bool `json:"bridge,omitempty"`
 	// RequestHeaders, only in a Never route's MetadataMux (not in HeaderMux), are the request
 	// header changes of the route's HTTPRoute rule (its RequestHeaderModifier), which Envoy's
 	// router applies to the call after ext_proc, on its way to the mux. ext_proc's resolver
@@ -204,8 +215,12 @@ type MuxTarget struct {
 	Name string `json:"name"`
 	// Cluster is the target's Envoy cluster (the value of HeaderMuxCluster).
 	Cluster string `json:"cluster"`
-	// Path is the target's Streamable HTTP path.
+	// Path is the target's path: its Streamable HTTP endpoint, or the GET stream of an SSE
+	// target.
 	Path string `json:"path"`
+	// Protocol is the target's transport: TransportSSE (HTTP+SSE: the mux holds the target's GET
+	// stream for the session and posts to the endpoint it announces), or "" for Streamable HTTP.
+	Protocol string `json:"protocol,omitempty"`
 }
 
 // The MCP transports of MetadataMCP.
