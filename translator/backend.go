@@ -70,6 +70,12 @@ type target struct {
 	// mux, set on a multiplexed MCP backend's target, holds its targets; its cluster is
 	// contract.MuxCluster, the bootstrap's (never emitted).
 	mux *muxBackend
+	// bridge, set on the single SSE target of an MCP backend, is the target Streamable HTTP
+	// clients reach it through: the mux (contract.MuxCluster), whose muxBackend bridges
+	// (contract.Mux.Bridge) and names this target as its only one. A rule that sends to the
+	// backend alone routes the target's legacy requests to the target and the rest there
+	// (routeUse.bridge).
+	bridge *target
 }
 
 // setMCP makes tg an MCP target of transport (contract.Transport*), MCP target name and path. An

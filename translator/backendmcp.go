@@ -117,6 +117,9 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 		if all[0].note != "" {
 			note += "; " + all[0].note
 		}
+		if tg.mcp == contract.TransportSSE {
+			note += "; " + t.bridge(bi, all[0])
+		}
 		return "", "", withLeftOut(note)
 	}
 	bi.target = t.muxTarget(bi, all)
@@ -169,9 +172,9 @@ func (t *translation) staticMCPTarget(cname string, spec *v1alpha1.McpTargetSele
 
 // notMultiplexed says why an MCP backend's targets, all of them, cannot go behind the mux
 // ("" when they can, or when there is one and prefixMode does not ask for prefixes), and the
-// field at the root of it. The mux speaks Streamable HTTP to its targets and routes each call by
-// its name's prefix (prefixMode Never: by the target ext_proc resolved the bare name to): so
-// every target must speak Streamable HTTP, and each name must be unique and free of the
+// field at the root of it. The mux speaks each target's transport (Streamable HTTP or HTTP+SSE,
+// contract.MuxTarget.Protocol) and routes each call by its name's prefix (prefixMode Never: by
+// the target ext_proc resolved the bare name to): so each name must be unique and free of the
 // separators ("_" of tool and prompt names, "+" of resource URIs, "," of the target list
 // ext_proc gets).
 func (t *translation) notMultiplexed(m *v1alpha1.MCPBackend, all []mcpTarget) (why, field string) {
@@ -181,21 +184,8 @@ func (t *translation) notMultiplexed(m *v1alpha1.MCPBackend, all []mcpTarget) (w
 	seen := map[string]int{}
 	for _, mt := range all {
 		f := "spec.mcp.targets[" + strconv.Itoa(mt.index) + "]"
-		if mt.tg.mcp != contract.TransportStreamableHTTP {
-			return fmt.Sprintf("target %s speaks %s, and mcpgate's mux speaks Streamable HTTP to its targets", mt.tg.name, mt.tg.mcp), f
-		}
-		if err := (contract.MuxTarget{Name: mt.tg.name, Cluster: mt.tg.cluster.Name, Path: mt.tg.path}).Check(); err != nil {
-			why := "target " + mt.tg.name + " does not fit the mux: " + err.Error()
-			switch badName := strings.ContainsAny(mt.tg.name, contract.MuxSeparators); {
-			case m.Targets[mt.index].Static == nil:
-				// a Service port the selector found: its name and path come from the Service
-				return why + " (a selected Service's name and path: its annotations " + AnnotationMCPTargetName +
-					" and " + AnnotationMCPPath + ")", f + ".selector"
-			case badName:
-				return why, f + ".name"
-			default:
-				return why, f + ".static.path"
-			}
+		if why, field := unfit(m, mt); why != "" {
+			return why, field
 		}
 		if j, dup := seen[mt.tg.name]; dup {
 			return fmt.Sprintf("two targets are named %s (spec.mcp.targets[%d] and [%d]): a prefix must name one", mt.tg.name, j, mt.index), f
@@ -203,6 +193,37 @@ func (t *translation) notMultiplexed(m *v1alpha1.MCPBackend, all []mcpTarget) (w
 		seen[mt.tg.name] = mt.index
 	}
 	return "", ""
+}
+
+// unfit says why a target does not fit the mux (contract.MuxTarget.Check, which the mux applies
+// too), and the field at the root of it; "" when it fits.
+func unfit(m *v1alpha1.MCPBackend, mt mcpTarget) (why, field string) {
+	err := muxTargetOf(mt.tg).Check()
+	if err == nil {
+		return "", ""
+	}
+	f := "spec.mcp.targets[" + strconv.Itoa(mt.index) + "]"
+	why = "target " + mt.tg.name + " does not fit the mux: " + err.Error()
+	switch badName := strings.ContainsAny(mt.tg.name, contract.MuxSeparators); {
+	case m.Targets[mt.index].Static == nil:
+		// a Service port the selector found: its name and path come from the Service
+		return why + " (a selected Service's name and path: its annotations " + AnnotationMCPTargetName +
+			" and " + AnnotationMCPPath + ")", f + ".selector"
+	case badName:
+		return why, f + ".name"
+	default:
+		return why, f + ".static.path"
+	}
+}
+
+// muxTargetOf is the contract.MuxTarget of an MCP target: its name, cluster, path and, for an
+// SSE target, its transport.
+func muxTargetOf(tg *target) contract.MuxTarget {
+	mt := contract.MuxTarget{Name: tg.name, Cluster: tg.cluster.Name, Path: tg.path}
+	if tg.mcp == contract.TransportSSE {
+		mt.Protocol = contract.TransportSSE
+	}
+	return mt
 }
 
 // firstTargetOnly routes an MCP backend to its first target, as before the mux, warns that the
@@ -233,6 +254,17 @@ func (t *translation) firstTargetOnly(bi *backendInfo, all []mcpTarget, field, w
 // targets' clusters are), which reaches each target through the Gateway's mux upstream
 // listener. It balances nothing (one local mux), so it hashes nothing and pins no session.
 func (t *translation) muxTarget(bi *backendInfo, all []mcpTarget) *target {
+	mx := newMuxBackend(bi, all)
+	names := make([]string, len(all))
+	for i, mt := range all {
+		names[i] = mt.tg.name
+	}
+	mx.names = strings.Join(names, ",")
+	return &target{cluster: &clusterv3.Cluster{Name: contract.MuxCluster}, backend: bi.key, mcp: contract.TransportStreamableHTTP, mux: mx}
+}
+
+// newMuxBackend is the muxBackend of an MCP backend's targets, without names.
+func newMuxBackend(bi *backendInfo, all []mcpTarget) *muxBackend {
 	m := bi.b.Spec.MCP
 	mx := &muxBackend{spec: contract.Mux{Backend: bi.key, PrefixMode: string(m.PrefixMode), FailureMode: string(m.FailureMode)}}
 	if mx.spec.PrefixMode == "" {
@@ -241,21 +273,46 @@ func (t *translation) muxTarget(bi *backendInfo, all []mcpTarget) *target {
 	if mx.spec.FailureMode == "" {
 		mx.spec.FailureMode = contract.FailClosed
 	}
-	names := make([]string, len(all))
-	for i, mt := range all {
-		names[i] = mt.tg.name
+	for _, mt := range all {
 		mx.targets = append(mx.targets, mt.tg)
-		mx.spec.Targets = append(mx.spec.Targets, contract.MuxTarget{Name: mt.tg.name, Cluster: mt.tg.cluster.Name, Path: mt.tg.path})
+		mx.spec.Targets = append(mx.spec.Targets, muxTargetOf(mt.tg))
 	}
-	mx.names = strings.Join(names, ",")
-	return &target{cluster: &clusterv3.Cluster{Name: contract.MuxCluster}, backend: bi.key, mcp: contract.TransportStreamableHTTP, mux: mx}
+	return mx
+}
+
+// bridge makes the single SSE target of an MCP backend reachable by Streamable HTTP clients
+// through the mux (contract.Mux.Bridge): the target's bridge is the mux's target, whose routes
+// the rules that send to this backend alone add after their legacy routes to the target
+// (routeUse.bridge). It returns what the backend's note says of it. A target whose name or
+// path the mux cannot take is not bridged (warned).
+func (t *translation) bridge(bi *backendInfo, mt mcpTarget) string {
+	tg := mt.tg
+	if why, field := unfit(bi.b.Spec.MCP, mt); why != "" {
+		w := "not bridged: " + why + "; Streamable HTTP clients reach the SSE target " + tg.name + " directly, as HTTP+SSE clients do"
+		bi.warnings.add(KindAgentgatewayBackend, bi.b.Namespace, bi.b.Name, field, w)
+		return field + ": " + w
+	}
+	mx := newMuxBackend(bi, []mcpTarget{mt})
+	mx.spec.Bridge = true
+	tg.bridge = &target{cluster: &clusterv3.Cluster{Name: contract.MuxCluster}, backend: bi.key, mcp: contract.TransportStreamableHTTP,
+		name: tg.name, path: tg.path, mux: mx}
+	return "SSE target " + tg.name + ": HTTP+SSE clients pass through to it, Streamable HTTP clients bridged by mcpgate's mux" +
+		" (in the rules that send to this backend alone)"
 }
 
 // muxBackend is what a multiplexed backend's routes need.
 type muxBackend struct {
 	spec    contract.Mux // without Gateway, which each route's Gateway fills in (header)
 	targets []*target    // its targets, in spec order: their clusters are emitted
-	names   string       // the targets' names joined by "," (contract.MetadataTargets)
+	names   string       // the targets' names joined by "," (contract.MetadataTargets); "" for a bridge
+}
+
+// bridged is the transport of a bridged backend's target (contract.MetadataBridge), or "".
+func (mx *muxBackend) bridged() string {
+	if !mx.spec.Bridge {
+		return ""
+	}
+	return mx.spec.Targets[0].Protocol
 }
 
 // metadata returns the contract.MetadataMux value of the backend's routes on Gateway gw: the
@@ -266,7 +323,7 @@ type muxBackend struct {
 // otherwise, where the prefix names it. Only there: the JSON grows with the targets and rides on
 // every ext_proc stream of the route, and its presence tells ext_proc the names are bare.
 func (mx *muxBackend) metadata(gw string, c *compiledRule) string {
-	if mx.spec.PrefixMode != contract.PrefixModeNever {
+	if mx.spec.PrefixMode != contract.PrefixModeNever || mx.spec.Bridge {
 		return ""
 	}
 	spec := mx.spec
@@ -284,7 +341,7 @@ const maxGatewayKey = 317
 // than Envoy takes (contract.MaxMetadataValue) on any Gateway, or "".
 func (mx *muxBackend) metadataTooLong(c *compiledRule) string {
 	n := len(mx.metadata("", c)) + maxGatewayKey + 16 // JSON escapes of the key, at most
-	if mx.spec.PrefixMode != contract.PrefixModeNever || n <= contract.MaxMetadataValue {
+	if mx.spec.PrefixMode != contract.PrefixModeNever || mx.spec.Bridge || n <= contract.MaxMetadataValue {
 		return ""
 	}
 	return fmt.Sprintf("the targets and request header changes of a prefixMode Never backend ride to ext_proc in one metadata value of %d bytes or more, over the %d Envoy takes: set fewer or shorter headers on this rule", n, contract.MaxMetadataValue)

@@ -494,6 +494,7 @@ type extProcRoute struct {
 	gateway, route, policy, backend, target string
 	targets                                 string // a multiplexed backend's target names, comma-joined
 	mux                                     string // contract.MetadataMux: prefixMode Never only
+	bridge                                  string // contract.MetadataBridge: a bridged target's transport
 }
 
 // perRouteConfig returns the ExtProcPerRoute of e: disabled when the route is neither MCP nor
@@ -507,9 +508,9 @@ func (t *translation) perRouteConfig(into *anypb.Any, e extProcRoute) *anypb.Any
 	if e.mcp != "" {
 		mode = t.xds.mcpModeBytes
 	}
-	md := [8][2]string{{contract.MetadataGateway, e.gateway}, {contract.MetadataRoute, e.route}, {contract.MetadataPolicy, e.policy},
+	md := [9][2]string{{contract.MetadataGateway, e.gateway}, {contract.MetadataRoute, e.route}, {contract.MetadataPolicy, e.policy},
 		{contract.MetadataMCP, e.mcp}, {contract.MetadataBackend, e.backend}, {contract.MetadataTarget, e.target},
-		{contract.MetadataTargets, e.targets}, {contract.MetadataMux, e.mux}}
+		{contract.MetadataTargets, e.targets}, {contract.MetadataMux, e.mux}, {contract.MetadataBridge, e.bridge}}
 	if into == nil {
 		into = &anypb.Any{}
 	}

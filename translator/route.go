@@ -82,6 +82,7 @@ type compiledMatch struct {
 type ruleRef struct {
 	tg     *target
 	weight uint32
+	index  int // its index in the rule's backendRefs
 }
 
 // compiledRule is what a rule does, independent of the listener it is attached to.
@@ -103,6 +104,10 @@ type compiledRule struct {
 	refs                  []ruleRef
 	invalidWeight         uint32
 	hasRefs               bool
+	// bridge, when the rule sends to one backend only (one ref, no invalid share) and its
+	// target is a bridged SSE target, is that target's bridge (target.bridge): the rule's routes
+	// split between the target and the mux (bridgeRoutes).
+	bridge *target
 	// reqChanges are the request header changes of the rule's RequestHeaderModifier filters with
 	// their literal values (reqAdd's are escaped): a prefixMode Never backend's route passes them
 	// to ext_proc's resolver (contract.Mux.RequestHeaders). backendRef filters are refused
@@ -267,6 +272,17 @@ func (t *translation) compileRule(cr *compiledRoute, i int) {
 			}
 		}
 	}
+	switch {
+	case len(c.refs) == 1 && c.invalidWeight == 0:
+		c.bridge = c.refs[0].tg.bridge
+	default:
+		for _, ref := range c.refs {
+			if ref.tg.bridge != nil {
+				warnings.add(KindHTTPRoute, r.Namespace, r.Name, fmt.Sprintf("%s.backendRefs[%d]", field(), ref.index),
+					fmt.Sprintf(msgNotBridged, ref.tg.backend, ref.tg.name))
+			}
+		}
+	}
 	if c.timeout != nil && c.timeout.AsDuration() > 0 && slices.ContainsFunc(c.refs, func(r ruleRef) bool { return r.tg.mcp != "" }) {
 		warnings.add(KindHTTPRoute, r.Namespace, r.Name, field()+".timeouts.request", fmt.Sprintf(msgStreamTimeout, *rule.Timeouts.Request))
 	}
@@ -285,6 +301,10 @@ const (
 	msgStreamTimeout = "%s bounds each whole request, its answer included: the SSE streams of this MCP route (legacy SSE GETs, Streamable HTTP GETs, POSTs answered as a stream) end after it"
 	// msgCORSRedirect: Envoy's CORS filter does nothing on a route without a route entry.
 	msgCORSRedirect = "has no effect on a RequestRedirect rule: Envoy's CORS filter acts only on routes that forward, so the redirect carries no CORS headers and a preflight gets the redirect"
+	// msgNotBridged (with the backend and its target): a weighted cluster is picked after the
+	// route, so a rule that weighs a bridged SSE target with other backendRefs cannot send the
+	// target's Streamable HTTP clients to the mux.
+	msgNotBridged = "AgentgatewayBackend %s's SSE target %s is not bridged in a rule that weighs it with other backendRefs: every request of its share goes to the target as it is, so Streamable HTTP clients reach it only if it serves Streamable HTTP itself; send to the backend alone in a rule of its own to bridge them"
 )
 
 // serverHeaderChanges returns the fields (".set[0].name", ".remove[1]") of a response header

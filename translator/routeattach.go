@@ -98,10 +98,19 @@ func (t *translation) registerRoute(cr *compiledRoute) {
 				gb.addTarget(ref.tg)
 				gb.addPolicy(u.merges[i])
 			}
+			if u.bridged() {
+				gb.addTarget(c.bridge) // the mux reaches the target through the mux upstream listener
+			}
 		}
+		// a match's routes (several for a bridged rule) in order, with the match's precedence:
+		// the stable sort keeps them together and in order
+		per := len(u.routes) / len(c.matches)
 		for k := range c.matches {
 			for _, h := range u.hosts {
-				gb.vhost(u.li, h).add(u.routes[k], &c.matches[k].prec)
+				vb := gb.vhost(u.li, h)
+				for _, rt := range u.routes[k*per : (k+1)*per] {
+					vb.add(rt, &c.matches[k].prec)
+				}
 			}
 		}
 	}

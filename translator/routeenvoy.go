@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/mcpgate/mcpgate/contract"
+	"github.com/mcpgate/mcpgate/extproc/mcp"
 )
 
 const (
@@ -54,25 +55,90 @@ type ruleUse struct {
 	// (redirects) and of each backendRef; nil without one
 	baseLimit *anypb.Any
 	limits    []*anypb.Any
-	routes    []*routev3.Route // one per match
+	routes    []*routev3.Route // per match, in order: one, or a bridged rule's (bridgeRoutes)
 	oneMerge  [1]*mergedPolicy // room for merges of a rule with one backendRef
 }
 
-// buildRule merges the policies of a rule use and builds its Envoy routes, one per match. It runs
-// once the route's uses are all known: u stays where it is.
+// buildRule merges the policies of a rule use and builds its Envoy routes, one per match, or
+// those of a bridged rule (bridgeRoutes). It runs once the route's uses are all known: u stays
+// where it is.
 func (t *translation) buildRule(u *ruleUse) {
 	t.mergeRule(u)
-	tpl := t.ruleTemplate(u)
-	u.routes = inPlace(tpl.block.routes[:], len(u.c.matches))
-	for k := range u.c.matches {
+	c := u.c
+	tpl := t.ruleTemplate(u, c.refs)
+	if u.bridged() {
+		t.bridgeRoutes(u, &tpl)
+		return
+	}
+	u.routes = inPlace(tpl.block.routes[:], len(c.matches))
+	for k := range c.matches {
 		rt := &tpl.block.route // the first route is allocated with the template
 		if k > 0 {
 			rt = &routev3.Route{}
 		}
-		tpl.route(rt, u.c, &u.c.matches[k])
+		tpl.route(rt, c, &c.matches[k])
 		u.routes[k] = rt
 	}
 }
+
+// bridged reports whether the rule use bridges its backend's SSE target (compiledRule.bridge):
+// it forwards (no refusal applies).
+func (u *ruleUse) bridged() bool {
+	return u.c.bridge != nil && !u.bad && u.c.failMsg == ""
+}
+
+// Route name suffixes of a bridged rule's routes (bridgeRoutes).
+const (
+	suffixLegacyStream   = "/sse-stream"
+	suffixLegacyMessages = "/sse-messages-"
+	suffixBridge         = "/bridge"
+)
+
+// bridgeRoutes builds the routes of a bridged rule use, for each match M in this order: to the
+// SSE target as any rule to it (tpl), M with a GET without Mcp-Session-Id (the legacy stream)
+// and M with each legacy session query parameter (the POSTs to the endpoint the stream announces,
+// one route per spelling ext_proc reads, mcp.SessionParamNames: Envoy compares names as sent, and
+// matches a route's query parameters all together); then M to the mux, which bridges every
+// other request (a Streamable HTTP client's) to the target (compiledRule.bridge). The routes of
+// one match share its precedence and are registered in this order (registerRoute), so that
+// they stay together and in order where the match's one route would be: the matches they add
+// do not rank them (precedence), they only split what M takes.
+func (t *translation) bridgeRoutes(u *ruleUse, tpl *routeTemplate) {
+	c := u.c
+	br := t.ruleTemplate(u, []ruleRef{{tg: c.bridge, weight: 1}})
+	per := bridgeRoutesPerMatch
+	u.routes = make([]*routev3.Route, 0, per*len(c.matches))
+	for k := range c.matches {
+		m := &c.matches[k]
+		stream := &routev3.Route{}
+		tpl.route(stream, c, m)
+		stream.Name += suffixLegacyStream
+		stream.Match = proto.Clone(m.m).(*routev3.RouteMatch)
+		stream.Match.Headers = append(stream.Match.Headers,
+			&routev3.HeaderMatcher{Name: ":method", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+				MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "GET"}}}},
+			// absent: Envoy's HeaderUtility::matchHeaders matches a missing header with present_match
+			// true and invert_match (route_components.proto, HeaderMatcher.present_match)
+			&routev3.HeaderMatcher{Name: sessionHeader, HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}, InvertMatch: true})
+		u.routes = append(u.routes, stream)
+		for _, p := range mcp.SessionParamNames {
+			post := &routev3.Route{}
+			tpl.route(post, c, m)
+			post.Name += suffixLegacyMessages + p
+			post.Match = proto.Clone(m.m).(*routev3.RouteMatch)
+			post.Match.QueryParameters = append(post.Match.QueryParameters, &routev3.QueryParameterMatcher{
+				Name: p, QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_PresentMatch{PresentMatch: true}})
+			u.routes = append(u.routes, post)
+		}
+		bridge := &routev3.Route{}
+		br.route(bridge, c, m)
+		bridge.Name += suffixBridge
+		u.routes = append(u.routes, bridge)
+	}
+}
+
+// bridgeRoutesPerMatch is how many routes bridgeRoutes builds per match.
+const bridgeRoutesPerMatch = 1 + len(mcp.SessionParamNames) + 1
 
 // mergeRule merges the policies of a rule use: u.base, u.merges and u.bad.
 func (t *translation) mergeRule(u *ruleUse) {
@@ -132,8 +198,9 @@ type actionBlock struct {
 	cluster routev3.RouteAction_Cluster // when it routes to one cluster
 }
 
-// ruleTemplate builds what a rule does on one listener: its Envoy action and per-route configs.
-func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
+// ruleTemplate builds what a rule does on one listener, sending to refs (the rule's, or its
+// bridge's): its Envoy action and per-route configs.
+func (t *translation) ruleTemplate(u *ruleUse, refs []ruleRef) routeTemplate {
 	gi, li, c := u.gi, u.li, u.c
 	rb := &ruleBlock{}
 	tpl := routeTemplate{block: rb, metadata: rb.md.fill([2][2]string{{contract.FieldGateway, gi.key}, {contract.FieldRoute, c.routeID}})}
@@ -156,19 +223,19 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 			tpl.perFilter = withFilter(tpl.perFilter, localRateLimitFilterName, u.baseLimit)
 		}
 		return tpl
-	case len(c.refs) == 0:
+	case len(refs) == 0:
 		tpl.direct = directResponse(bodyNoBackend)
 		tpl.perFilter = t.directFilters(gi.key)
 		return tpl
 	}
 	var cbuf [4]*anypb.Any
-	configs := cbuf[:len(c.refs)]
-	if len(c.refs) > len(cbuf) {
-		configs = make([]*anypb.Any, len(c.refs))
+	configs := cbuf[:len(refs)]
+	if len(refs) > len(cbuf) {
+		configs = make([]*anypb.Any, len(refs))
 	}
 	same, allPin := true, true
 	bySource, mcp, llm, mux := false, false, false, false
-	for i, ref := range c.refs {
+	for i, ref := range refs {
 		tg := ref.tg
 		into := &rb.config // the first config is allocated with the template
 		if i > 0 {
@@ -179,7 +246,7 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 			backend: tg.backend, target: tg.name,
 		}
 		if tg.mux != nil {
-			e.targets, e.mux = tg.mux.names, tg.mux.metadata(gi.key, c)
+			e.targets, e.mux, e.bridge = tg.mux.names, tg.mux.metadata(gi.key, c), tg.mux.bridged()
 			mux = true
 		}
 		configs[i] = t.perRouteConfig(into, e)
@@ -215,8 +282,8 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 	if sameLimit && len(u.limits) > 0 {
 		tpl.perFilter = withFilter(tpl.perFilter, localRateLimitFilterName, u.limits[0])
 	}
-	if len(c.refs) == 1 && c.invalidWeight == 0 {
-		tg := c.refs[0].tg
+	if len(refs) == 1 && c.invalidWeight == 0 {
+		tg := refs[0].tg
 		ab.cluster.Cluster = tg.cluster.Name
 		ra.ClusterSpecifier = &ab.cluster
 		if tg.hostRewrite != "" {
@@ -233,7 +300,7 @@ func (t *translation) ruleTemplate(u *ruleUse) routeTemplate {
 		}
 	} else {
 		wc := &routev3.WeightedCluster{}
-		for i, ref := range c.refs {
+		for i, ref := range refs {
 			cw := &routev3.WeightedCluster_ClusterWeight{Name: ref.tg.cluster.Name, Weight: wrapperspb.UInt32(ref.weight)}
 			if ref.tg.hostRewrite != "" {
 				cw.HostRewriteSpecifier = &routev3.WeightedCluster_ClusterWeight_HostRewriteLiteral{HostRewriteLiteral: ref.tg.hostRewrite}

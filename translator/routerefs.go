@@ -121,7 +121,7 @@ func (t *translation) resolveBackendRef(cr *compiledRoute, c *compiledRule, rule
 		}
 	}
 	if weight > 0 {
-		c.refs = append(c.refs, ruleRef{tg: tg, weight: uint32(weight)})
+		c.refs = append(c.refs, ruleRef{tg: tg, weight: uint32(weight), index: index})
 	}
 }
 

@@ -188,16 +188,29 @@ func allRoutes(rcs []*routev3.RouteConfiguration) []*routev3.Route {
 	return out
 }
 
-// routes returns a function giving the path prefixes of the HTTPRoutes' routes in the latest route configurations of
-// group.
+// routes returns a function giving the path prefixes of the HTTPRoutes' matches in the latest
+// route configurations of group: one per match, also where a match has several routes (a
+// bridged SSE target's, named httproute/.../match/J/SUFFIX). Other routes (the refusal every
+// virtual host starts with, the mux upstream listener's) are left out.
 func routes(t *testing.T, xdsAddr, group string) func() []string {
 	latest := routeConfigs(t, xdsAddr, group)
 	return func() []string {
 		var got []string
+		seen := map[string]bool{}
 		for _, r := range allRoutes(latest()) {
-			if r.GetName() == translator.RefuseAmbiguousPathsRoute {
-				continue // every virtual host has it
+			match := r.GetName()
+			if !strings.HasPrefix(match, "httproute/") {
+				continue
 			}
+			if i := strings.LastIndex(match, "/match/"); i >= 0 {
+				if j := strings.IndexByte(match[i+len("/match/"):], '/'); j >= 0 {
+					match = match[:i+len("/match/")+j]
+				}
+			}
+			if seen[match] {
+				continue
+			}
+			seen[match] = true
 			got = append(got, r.GetMatch().GetPrefix()+r.GetMatch().GetPath()+r.GetMatch().GetPathSeparatedPrefix())
 		}
 		return got

@@ -22,7 +22,11 @@ func TestTranslateLab(t *testing.T) {
 	for _, want := range []string{
 		"port_value: 8080",
 		"name: agentgateway-system/agentgateway/8080",
-		"name: httproute/agentgateway-system/mcp/rule/0/match/0",
+		// the lab's SSE target, bridged: its legacy stream and messages, then the mux
+		"name: httproute/agentgateway-system/mcp/rule/0/match/0/sse-stream",
+		"name: httproute/agentgateway-system/mcp/rule/0/match/0/sse-messages-sessionId",
+		"name: httproute/agentgateway-system/mcp/rule/0/match/0/bridge",
+		"cluster: mcpgate_mux",
 		"cluster: agentgatewaybackend/agentgateway-system/mcp-backend/mcp-target",
 		"address: 127.0.0.1\n                  port_value: 8000",
 		"name: envoy.filters.http.ext_proc",
@@ -129,20 +133,20 @@ func TestTranslateArguments(t *testing.T) {
 	}
 }
 
-// severalTargets is a backend with two MCP targets, the second SSE: the mux does not serve them,
-// Envoy routes the first only.
+// severalTargets is a backend with two MCP targets of one name: the mux cannot tell them apart
+// by their prefix, so Envoy routes the first only.
 const severalTargets = `apiVersion: agentgateway.dev/v1alpha1
 kind: AgentgatewayBackend
 metadata: {name: several, namespace: tools}
 spec:
   mcp:
     targets:
-    - {name: first, static: {host: 10.9.0.1, port: 3000}}
-    - {name: second, static: {host: 10.9.0.2, port: 3000, protocol: SSE}}
+    - {name: tools, static: {host: 10.9.0.1, port: 3000}}
+    - {name: tools, static: {host: 10.9.0.2, port: 3000, protocol: SSE}}
 `
 
 // severalTargetsWarning is the translator's warning about severalTargets, after FILE: .
-const severalTargetsWarning = "AgentgatewayBackend tools/several: spec.mcp.targets[1]: not multiplexed: target second speaks sse, and mcpgate's mux speaks Streamable HTTP to its targets; only the first target (first) is routed, second not"
+const severalTargetsWarning = "AgentgatewayBackend tools/several: spec.mcp.targets[1]: not multiplexed: two targets are named tools (spec.mcp.targets[0] and [1]): a prefix must name one; only the first target (tools) is routed, tools not"
 
 // TestTranslateWarnings: what is accepted but not applied as written (a backend's MCP targets
 // after the first) is a warning on stderr naming file, object and field; the exit is 0.

@@ -683,6 +683,11 @@ func ToolNames(msg []byte, fn func(name string)) error {
 	return nil
 }
 
+// SessionParamNames are the names of the legacy SSE session query parameter, decoded: "sessionId"
+// (TypeScript SDK, mcp-go), "sessionid" (go-sdk) and "session_id" (Python SDK). The translator
+// routes a bridged SSE target's POSTs to it by them (as sent: Envoy does not decode names).
+var SessionParamNames = [...]string{"sessionId", "sessionid", "session_id"}
+
 // SessionFromURL returns the legacy SSE session id in the query of a path or URL: "sessionId"
 // (TypeScript SDK, mcp-go), "sessionid" (go-sdk) or "session_id" (Python SDK), the first when
 // several are given (see SessionParams). Names are compared decoded, as servers read them
@@ -746,7 +751,7 @@ func sessionParams(u string) iter.Seq[[2]int] {
 			}
 			kv := u[pos:next]
 			raw, _, _ := strings.Cut(kv, "=")
-			if k := unescapeQuery(raw); k == "sessionId" || k == "sessionid" || k == "session_id" {
+			if k := unescapeQuery(raw); slices.Contains(SessionParamNames[:], k) {
 				start := min(pos+len(raw)+1, next) // after "=", if any
 				if !yield([2]int{start, next}) {
 					return

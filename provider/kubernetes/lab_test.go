@@ -50,11 +50,20 @@ const (
 	controllerSA = "system:serviceaccount:mcpgate-system:mcpgate-controller"
 
 	listenerName = labGateway + "/8080"
+	// labRoute starts the names of the lab rule's routes: its SSE target is bridged, so the
+	// match has its legacy routes to the target and its route to the mux (labRoutes).
 	labRoute     = "httproute/agentgateway-system/mcp/rule/0/match/0"
 	labCluster   = "agentgatewaybackend/agentgateway-system/mcp-backend/mcp-target"
 	jwtPolicy    = "EnterpriseAgentgatewayPolicy/agentgateway-system/mcp-jwt-auth"
 	bothPolicies = jwtPolicy + "+EnterpriseAgentgatewayPolicy/agentgateway-system/mcp-rbac"
 )
+
+// labRoutes are the names of the lab rule's routes, in order: the SSE target's legacy stream and
+// messages (one per session parameter spelling), then the mux, which bridges the rest.
+func labRoutes() []string {
+	return []string{labRoute + "/sse-stream", labRoute + "/sse-messages-sessionId", labRoute + "/sse-messages-sessionid",
+		labRoute + "/sse-messages-session_id", labRoute + "/bridge"}
+}
 
 // labFiles are the lab's manifests: the example Gateway (created by the lab's earlier
 // challenges) and steps 2, 3, 6 and 9 as the lab applies them, byte for byte.
@@ -207,8 +216,8 @@ func TestLab(t *testing.T) {
 			return ads.hasNames(resourcev3.ClusterType, labCluster)
 		})
 		rc, _ := ads.get(resourcev3.RouteType, listenerName)
-		if got := routeNames(rc.(*routev3.RouteConfiguration)); !slices.Equal(got, []string{translator.RefuseAmbiguousPathsRoute, labRoute}) {
-			t.Errorf("routes %q, want [%s %s]", got, translator.RefuseAmbiguousPathsRoute, labRoute)
+		if got, want := routeNames(rc.(*routev3.RouteConfiguration)), append([]string{translator.RefuseAmbiguousPathsRoute}, labRoutes()...); !slices.Equal(got, want) {
+			t.Errorf("routes %q, want %q", got, want)
 		}
 		// The extproc sidecar is ready (and Envoy starts) once it has a policy set, even empty.
 		eventually(t, "an empty policy set", func() error {
@@ -744,7 +753,7 @@ spec:
 		t.Error(err)
 	}
 	m, _ := ads.get(resourcev3.RouteType, listenerName)
-	if !slices.Contains(routeNames(m.(*routev3.RouteConfiguration)), labRoute) {
+	if !slices.Contains(routeNames(m.(*routev3.RouteConfiguration)), labRoute+"/bridge") {
 		t.Errorf("lab route gone after invalid objects: %q", routeNames(m.(*routev3.RouteConfiguration)))
 	}
 	mustKubectl(t, nil, "-n", labNS, "delete", "agentgatewaypolicy/bad-cel", "httproute/unknown-backend")
