@@ -234,18 +234,7 @@ func TestMuxRouteAccessLogFields(t *testing.T) {
 		{"GET", muxRoute, extproctest.LabToken, "", "", backend, ""},
 		{"not multiplexed", plain, extproctest.LabToken, `{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"fetch","arguments":{}}}`, "", "", ""},
 	} {
-		md := map[string]string{}
-		merge := func(resp *extprocv3.ProcessingResponse) *extprocv3.ProcessingResponse {
-			maps.Copy(md, extproctest.Metadata(resp))
-			return resp
-		}
-		s := h.open(t, h.tcp, tc.route)
-		if tc.body == "" {
-			merge(check(t)(s.RequestHeaders(getHeaders("/mcp", tc.token), true)))
-		} else if resp := merge(check(t)(s.RequestHeaders(postHeaders("/mcp", tc.token), false))); resp.GetImmediateResponse() == nil {
-			merge(check(t)(s.RequestBody([]byte(tc.body), true)))
-		}
-		s.Close()
+		md := requestMetadata(t, h, tc.route, tc.token, tc.body)
 		if md[contract.FieldBackend] != tc.backend || md[contract.FieldTarget] != tc.target {
 			t.Errorf("%s: metadata backend %q target %q, want %q and %q (%v)", tc.name,
 				md[contract.FieldBackend], md[contract.FieldTarget], tc.backend, tc.target, md)
@@ -266,4 +255,23 @@ func TestMuxRouteAccessLogFields(t *testing.T) {
 			}
 		}
 	}
+}
+
+// requestMetadata sends a request on route, a POST of body or a GET when body is "", and returns
+// the dynamic metadata of ext_proc's replies to it, merged as Envoy merges them.
+func requestMetadata(t *testing.T, h *harness, route extproctest.Route, token, body string) map[string]string {
+	t.Helper()
+	md := map[string]string{}
+	merge := func(resp *extprocv3.ProcessingResponse) *extprocv3.ProcessingResponse {
+		maps.Copy(md, extproctest.Metadata(resp))
+		return resp
+	}
+	s := h.open(t, h.tcp, route)
+	defer s.Close()
+	if body == "" {
+		merge(check(t)(s.RequestHeaders(getHeaders("/mcp", token), true)))
+	} else if resp := merge(check(t)(s.RequestHeaders(postHeaders("/mcp", token), false))); resp.GetImmediateResponse() == nil {
+		merge(check(t)(s.RequestBody([]byte(body), true)))
+	}
+	return md
 }

@@ -42,6 +42,11 @@ type routeInfo struct {
 	// JSON (contract.MetadataMux): its tool and prompt names are bare, and ext_proc resolves a
 	// call's target (Config.MuxResolver) before it judges it (stream.resolveTarget).
 	mux string
+	// bridge, on a route that bridges a Streamable HTTP client to a single target of another
+	// transport through the mux, is that target's transport (contract.MetadataBridge): the
+	// request goes to the mux as on a multiplexed route (viaMux), its names are the target's own
+	// (target, not targets).
+	bridge string
 	// mcp: the route leads to an MCP target. The transport the target declares is not used: the
 	// server may serve both, and each request says which one it speaks (mcp.ClassifyRequest).
 	mcp bool
@@ -91,8 +96,13 @@ func readRouteInfo(get func(key string) string) routeInfo {
 		target:  get(contract.MetadataTarget),
 		targets: get(contract.MetadataTargets),
 		mux:     get(contract.MetadataMux),
+		bridge:  get(contract.MetadataBridge),
 	}
 }
+
+// viaMux reports whether the route's requests go to the mux: a multiplexed backend's (targets)
+// or a bridged target's (bridge).
+func (ri *routeInfo) viaMux() bool { return ri.targets != "" || ri.bridge != "" }
 
 // bare reports whether the route names the items it bare, without a target prefix: tools and
 // prompts of a multiplexed backend under prefixMode Never (resource URIs keep theirs).
@@ -128,13 +138,18 @@ func (ri *routeInfo) isTarget(t string) bool {
 	return false
 }
 
-// muxMetadata adds to md, on a multiplexed backend's front hop (targets), the fields that its
-// cluster, the bootstrap's mux, holds none of for the access log (contract.Field.Fallback): the
-// backend, and target, the target of the request's item ("" for none), as the audit line has them.
+// muxMetadata adds to md, on a route to the mux (viaMux), the fields that its cluster, the
+// bootstrap's mux, holds none of for the access log (contract.Field.Fallback): the backend, and
+// the target: on a multiplexed backend's front hop (targets) target, the target of the request's
+// item ("" for none), as the audit line has them; on a bridged target's, that target.
 func (ri *routeInfo) muxMetadata(md *metadata, target string) {
-	if ri.targets != "" {
+	switch {
+	case ri.targets != "":
 		md.str(contract.FieldBackend, ri.backend)
 		md.str(contract.FieldTarget, target)
+	case ri.bridge != "":
+		md.str(contract.FieldBackend, ri.backend)
+		md.str(contract.FieldTarget, ri.target)
 	}
 }
 
@@ -510,7 +525,7 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 		// ext_proc reads MCP answers (to audit, filter and rewrite them): ask for them plain.
 		mut = st.rep.removeHeaders(mut, "accept-encoding")
 	}
-	if st.ri.targets != "" {
+	if st.ri.viaMux() {
 		// The mux serves only requests with the secret, so that only what passed here reaches
 		// the targets; a client's own value never survives (docs/design.md, Multiplexing).
 		if st.s.cfg.MuxSecret != "" {

@@ -32,6 +32,9 @@ type Route struct {
 	// Mux is the value of x-mcpgate-mux (contract.MetadataMux): a multiplexed backend's
 	// contract.Mux as JSON, on its routes under prefixMode Never.
 	Mux string
+	// Bridge is the value of x-mcpgate-bridge (contract.MetadataBridge): the transport of the
+	// single target a route bridges a Streamable HTTP client to through the mux.
+	Bridge string
 }
 
 // MD returns the gRPC metadata Envoy sends for the route.
@@ -40,7 +43,7 @@ func (r Route) MD() metadata.MD {
 	for k, v := range map[string]string{
 		"x-mcpgate-gateway": r.Gateway, "x-mcpgate-route": r.Route, "x-mcpgate-policy": r.Policy,
 		"x-mcpgate-mcp": r.MCP, "x-mcpgate-backend": r.Backend, "x-mcpgate-target": r.Target,
-		"x-mcpgate-targets": r.Targets, "x-mcpgate-mux": r.Mux,
+		"x-mcpgate-targets": r.Targets, "x-mcpgate-mux": r.Mux, "x-mcpgate-bridge": r.Bridge,
 	} {
 		if v != "" {
 			md.Set(k, v)
