@@ -78,6 +78,13 @@ func TestRouteMatching(t *testing.T) {
 			QueryParameters: []*routev3.QueryParameterMatcher{{Name: "v", QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{StringMatch: exact("a b")}}}}),
 		route("query-raw", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/qr"},
 			QueryParameters: []*routev3.QueryParameterMatcher{{Name: "v", QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{StringMatch: exact("a%20b")}}}}),
+		// Envoy's QueryParameterMatcher with present_match only: the name is there, any value
+		// (ConfigUtility::QueryParameterMatcher::matches: no value matcher, present)
+		route("query-present", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/qp"},
+			QueryParameters: []*routev3.QueryParameterMatcher{{Name: "sessionId", QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_PresentMatch{PresentMatch: true}}}}),
+		// a pseudo-header matched like any header (HeaderMatcher: "pseudo-headers such as :method")
+		route("method", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/m"},
+			Headers: []*routev3.HeaderMatcher{{Name: ":method", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: exact("GET")}}}}),
 		route("prefix-with-query", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/pq?x"}}),
 		route("regex", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "/items/[0-9]+"}}}),
 		route("separated", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: "/mcp"}}),
@@ -105,6 +112,12 @@ func TestRouteMatching(t *testing.T) {
 		{hdrs(":path", "/q?v=1&v=2"), "query"},
 		{hdrs(":path", "/q?v=2&v=1"), "catch-all"},
 		{hdrs(":path", "/q?v"), "catch-all"},
+		{hdrs(":path", "/qp?sessionId=x"), "query-present"},
+		{hdrs(":path", "/qp?a=1&sessionId"), "query-present"},
+		{hdrs(":path", "/qp?sessionid=x"), "catch-all"},
+		{hdrs(":path", "/qp?session%49d=x"), "catch-all"},
+		{hdrs(":path", "/m", ":method", "GET"), "method"},
+		{hdrs(":path", "/m", ":method", "POST"), "catch-all"},
 		// A prefix matches the path without its query (PathMatcher).
 		{hdrs(":path", "/pq?x=1"), "catch-all"},
 		{hdrs(":path", "/items/42?x=1"), "regex"},

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 
+	"github.com/mcpgate/mcpgate/test/envoydouble/headers"
 	"github.com/mcpgate/mcpgate/test/envoydouble/xdsconf"
 )
 
@@ -90,4 +91,65 @@ func compile(kind string, item json.RawMessage) error {
 		_, err = xdsconf.CompileLoadAssignment(r)
 	}
 	return err
+}
+
+// TestBridgedRuleRoutes serves the route configuration of the translator's mcp-sse-bridge golden
+// (the lab's SSE target bridged) and checks which route each request takes, as Envoy matches
+// them in order: a GET without Mcp-Session-Id is the target's legacy stream, a request with a
+// legacy session query parameter (each spelling, as sent) its messages, anything else the mux's
+// bridge; a newer HTTPRoute more specific by a header or a query parameter keeps its requests,
+// though the legacy routes add a header or query match of their own.
+func TestBridgedRuleRoutes(t *testing.T) {
+	var out struct {
+		Gateways map[string]struct {
+			Routes []json.RawMessage `json:"routes"`
+		} `json:"gateways"`
+	}
+	if err := json.Unmarshal(goldenJSON(t, "../../../translator/testdata/mcp-sse-bridge.out.yaml"), &out); err != nil {
+		t.Fatal(err)
+	}
+	var vh *xdsconf.VirtualHost
+	for _, raw := range out.Gateways["agentgateway-system/agentgateway"].Routes {
+		var rc routev3.RouteConfiguration
+		if err := protojson.Unmarshal(raw, &rc); err != nil {
+			t.Fatal(err)
+		}
+		if rc.GetName() == "agentgateway-system/agentgateway/8080" {
+			vh = compileRC(t, &rc).FindVirtualHost("127.0.0.1:8080")
+		}
+	}
+	if vh == nil {
+		t.Fatal("no virtual host for the listener on 8080 in the golden")
+	}
+	const lab, team = "httproute/agentgateway-system/mcp/rule/0/match/0", "httproute/agentgateway-system/mcp/rule/1/match/0"
+	for _, c := range []struct {
+		h    *headers.Map
+		want string
+	}{
+		{hdrs(":method", "GET", ":path", "/sse"), lab + "/sse-stream"},
+		{hdrs(":method", "GET", ":path", "/mcp", "mcp-session-id", "s1"), lab + "/bridge"},
+		{hdrs(":method", "POST", ":path", "/sse"), lab + "/bridge"},
+		{hdrs(":method", "POST", ":path", "/mcp", "mcp-session-id", "s1"), lab + "/bridge"},
+		{hdrs(":method", "DELETE", ":path", "/mcp", "mcp-session-id", "s1"), lab + "/bridge"},
+		{hdrs(":method", "POST", ":path", "/message?sessionId=s1"), lab + "/sse-messages-sessionId"},
+		{hdrs(":method", "POST", ":path", "/message?sessionid=s1"), lab + "/sse-messages-sessionid"},
+		{hdrs(":method", "POST", ":path", "/messages/?x=1&session_id=s1"), lab + "/sse-messages-session_id"},
+		// a name Envoy does not decode is not a legacy session parameter to the routes
+		{hdrs(":method", "POST", ":path", "/message?session%5Fid=s1"), lab + "/bridge"},
+		// the rule's own match is kept on each of its routes
+		{hdrs(":method", "GET", ":path", "/team/sse", "x-team", "tools"), team + "/sse-stream"},
+		{hdrs(":method", "POST", ":path", "/team/m?sessionId=s1", "x-team", "tools"), team + "/sse-messages-sessionId"},
+		{hdrs(":method", "POST", ":path", "/team/mcp", "x-team", "tools"), team + "/bridge"},
+		{hdrs(":method", "GET", ":path", "/team/sse"), lab + "/sse-stream"},
+		// newer, more specific routes keep theirs
+		{hdrs(":method", "GET", ":path", "/sse", "x-tenant", "beta"), "httproute/agentgateway-system/tenant/rule/0/match/0"},
+		{hdrs(":method", "POST", ":path", "/message?debug=1&sessionId=s1"), "httproute/agentgateway-system/debug/rule/0/match/0"},
+		// a rule weighing the backend with a Service is not split
+		{hdrs(":method", "POST", ":path", "/weighted/mcp"), "httproute/agentgateway-system/weighted/rule/0/match/0"},
+	} {
+		r := vh.FindRoute(c.h)
+		if r == nil || r.Name != c.want {
+			t.Errorf("%v: got %v, want %s", c.h.All(), r, c.want)
+		}
+	}
 }
