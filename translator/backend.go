@@ -74,7 +74,7 @@ type target struct {
 	// clients reach it through: the mux (contract.MuxCluster), whose muxBackend bridges
 	// (contract.Mux.Bridge) and names this target as its only one. A rule that sends to the
 	// backend alone routes the target's legacy requests to the target and the rest there
-	// (routeUse.bridge).
+	// (compiledRule.bridge, bridgeRoutes).
 	bridge *target
 }
 

@@ -283,7 +283,7 @@ func newMuxBackend(bi *backendInfo, all []mcpTarget) *muxBackend {
 // bridge makes the single SSE target of an MCP backend reachable by Streamable HTTP clients
 // through the mux (contract.Mux.Bridge): the target's bridge is the mux's target, whose routes
 // the rules that send to this backend alone add after their legacy routes to the target
-// (routeUse.bridge). It returns what the backend's note says of it. A target whose name or
+// (compiledRule.bridge, bridgeRoutes). It returns what the backend's note says of it. A target whose name or
 // path the mux cannot take is not bridged (warned).
 func (t *translation) bridge(bi *backendInfo, mt mcpTarget) string {
 	tg := mt.tg
