@@ -285,8 +285,9 @@ type Field struct {
 	// Fallback, when not "", is where the field is set for the requests whose Source has none.
 	// The backend and target of a multiplexed backend's front hop (docs/design.md,
 	// Multiplexing): its cluster is the bootstrap's MuxCluster, which holds neither, and the
-	// target is the one the request's item names (its prefix), so ext_proc writes both, as its
-	// audit line has them, on the routes with MetadataTargets only.
+	// target is the one the request's item names (its prefix; a bridge route's own target), so
+	// ext_proc writes both, as its audit line has them, on the routes with MetadataTargets or
+	// MetadataBridge only.
 	Fallback MetadataSource
 }
 
