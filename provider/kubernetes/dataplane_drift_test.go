@@ -17,7 +17,7 @@ import (
 // TestDataPlaneHandEditsReverted edits a Gateway's data plane by hand, as kubectl does (another
 // field manager): the controller restores every field it sets (the Envoy image, the bootstrap,
 // a Service port, an xDS certificate Secret's data) and keeps what it does not set (the replicas
-// of `kubectl scale`, a label someone added). A pass that finds the data plane as the controller
+// of `kubectl scale`, a label someone added, the Service's sessionAffinity). A pass that finds the data plane as the controller
 // left it writes nothing: the API server's audit log shows no request on those objects.
 func TestDataPlaneHandEditsReverted(t *testing.T) {
 	const ctrlName, ns = "test.mcpgate.dev/hand-edits", "hand-edits"
@@ -48,6 +48,9 @@ func TestDataPlaneHandEditsReverted(t *testing.T) {
 	mustKubectl(t, nil, "-n", ns, "patch", "deployment", "gw", "--type=json", "-p",
 		`[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"example.com/not-envoy:1"}]`)
 	mustKubectl(t, nil, "-n", ns, "patch", "configmap", "gw-bootstrap", "--type=merge", "-p", `{"data":{"bootstrap.yaml":"admin: {}"}}`)
+	// Before the port's patch, so that the apply restoring the port finds it (docs/kubernetes.md:
+	// the affinity a bridged SSE target's sessions want on several replicas).
+	mustKubectl(t, nil, "-n", ns, "patch", "service", "gw", "-p", `{"spec":{"sessionAffinity":"ClientIP"}}`)
 	mustKubectl(t, nil, "-n", ns, "patch", "service", "gw", "--type=json", "-p", `[{"op":"replace","path":"/spec/ports/0/targetPort","value":9999}]`)
 	eventually(t, "the controller's fields restored, the others kept", func() error {
 		dep := get(t, key, &appsv1.Deployment{})
@@ -63,8 +66,12 @@ func TestDataPlaneHandEditsReverted(t *testing.T) {
 		if got := get(t, cmKey, &corev1.ConfigMap{}).Data[kubernetes.BootstrapKey]; got != bootstrap {
 			return fmt.Errorf("bootstrap %q", got)
 		}
+		svc := get(t, key, &corev1.Service{})
+		if svc.Spec.SessionAffinity != corev1.ServiceAffinityClientIP {
+			return fmt.Errorf("Service sessionAffinity %q, want the patch's ClientIP kept", svc.Spec.SessionAffinity)
+		}
 		var ports []string
-		for _, p := range get(t, key, &corev1.Service{}).Spec.Ports {
+		for _, p := range svc.Spec.Ports {
 			ports = append(ports, fmt.Sprintf("%d->%s", p.Port, p.TargetPort.String()))
 		}
 		if !slices.Equal(ports, []string{"8080->8080"}) {
