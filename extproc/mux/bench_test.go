@@ -73,6 +73,13 @@ func (d *benchTarget) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serveUnix serves h on a new Unix socket and returns its path.
 func serveUnix(tb testing.TB, h http.Handler) string {
 	tb.Helper()
+	sock, _ := serveUnixServer(tb, h)
+	return sock
+}
+
+// serveUnixServer is serveUnix that also returns the server.
+func serveUnixServer(tb testing.TB, h http.Handler) (string, *http.Server) {
+	tb.Helper()
 	sock := filepath.Join(tb.TempDir(), "s.sock")
 	lis, err := net.Listen("unix", sock)
 	if err != nil {
@@ -81,7 +88,7 @@ func serveUnix(tb testing.TB, h http.Handler) string {
 	srv := &http.Server{Handler: h}
 	go srv.Serve(lis)
 	tb.Cleanup(func() { srv.Close() })
-	return sock
+	return sock, srv
 }
 
 // unixClient returns an HTTP client of the Unix socket sock.

@@ -17,7 +17,7 @@ func (c *call) forward(msg *message, mb member, name string) {
 	if req != nil && name != "" && req.Header.Get(mcp.NameHeader) != "" {
 		req.Header.Set(mcp.NameHeader, mcp.EncodeHeaderValue(name))
 	}
-	resp, err := c.up.do(c.ctx, req)
+	resp, err := c.do(c.ctx, mb, req, true)
 	if err == nil && resp.StatusCode/100 != 2 {
 		err = httpError(resp)
 		drain(resp)
@@ -102,7 +102,8 @@ func (c *call) clientEvent(dst []byte, ev *mcp.Event, mb member) (out []byte, m 
 // toClient returns the message a target sent, as the client gets it: a request of the target's
 // with its id rewritten (toClientID), and so the id of a notifications/cancelled (which names a
 // request of the target's); a notifications/resources/updated with its params.uri prefixed
-// (TARGET+uri, as the merged resources/list names it); any other message as the target sent it
+// (TARGET+uri, as the merged resources/list names it; not under Bridge, which passes URIs
+// through); any other message as the target sent it
 // (raw, or m encoded when raw is nil).
 func (c *call) toClient(m *message, mb member, raw []byte) []byte {
 	switch {
@@ -116,7 +117,7 @@ func (c *call) toClient(m *message, mb member, raw []byte) []byte {
 			m.Params = params
 			return m.encode()
 		}
-	case m.isNotification() && m.Method == "notifications/resources/updated":
+	case m.isNotification() && m.Method == "notifications/resources/updated" && !c.m.Bridge:
 		if params, ok := rewriteParams(m.Params, "uri", func(raw json.RawMessage) (json.RawMessage, bool) {
 			var uri string
 			if json.Unmarshal(raw, &uri) != nil {

@@ -9,7 +9,7 @@ import (
 
 // TestToClient: what of a target's message the client sees rewritten.
 func TestToClient(t *testing.T) {
-	c := &call{}
+	c := &call{m: &contract.Mux{}}
 	mb := member{t: contract.MuxTarget{Name: "b"}}
 	for raw, want := range map[string]string{
 		`{"jsonrpc":"2.0","id":7,"method":"roots/list"}`:                                                `{"jsonrpc":"2.0","id":"mcpgate-mux:b:7","method":"roots/list"}`,
@@ -27,5 +27,13 @@ func TestToClient(t *testing.T) {
 		if got := string(c.toClient(&m, mb, []byte(raw))); got != want {
 			t.Errorf("toClient(%s) = %s, want %s", raw, got, want)
 		}
+	}
+	// Under Bridge the names and URIs are the target's own.
+	c.m.Bridge = true
+	raw := `{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///b.txt"}}`
+	var m message
+	_ = json.Unmarshal([]byte(raw), &m)
+	if got := string(c.toClient(&m, mb, []byte(raw))); got != raw {
+		t.Errorf("toClient under Bridge (%s) = %s, want it unchanged", raw, got)
 	}
 }

@@ -67,7 +67,7 @@ func (c *call) get() {
 		if req != nil {
 			req.Header.Set("Accept", "text/event-stream")
 		}
-		resp, err := c.up.do(tctx, req)
+		resp, err := c.do(tctx, mb, req, false)
 		if !timer.Stop() {
 			if err == nil {
 				resp.Body.Close()

@@ -50,13 +50,19 @@ func (c *call) initialize(msg *message) {
 		c.sess = opened
 		c.fanOut(func(ctx context.Context, mb member) error {
 			if mb.sid != "" {
-				if resp, err := c.up.do(ctx, c.newRequest(ctx, http.MethodDelete, mb, nil)); err == nil {
+				if resp, err := c.do(ctx, mb, c.newRequest(ctx, http.MethodDelete, mb, nil), false); err == nil {
 					drain(resp)
 				}
 			}
 			return nil
 		})
 		c.writeError(http.StatusOK, msg.ID, mcp.CodeInternalError, "mcpgate mux: initialize: "+failed.Error())
+		return
+	}
+	if c.m.Bridge {
+		// The target's own answer: the mux passes everything through.
+		c.w.Header().Set("Mcp-Session-Id", encodeSession(c.m.Backend, opened))
+		c.writeJSON(http.StatusOK, (&message{ID: msg.ID, Result: results[0]}).encode())
 		return
 	}
 	result, err := mergeInitialize(results, names, c.h.opts.Version)

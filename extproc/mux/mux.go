@@ -8,11 +8,16 @@
 // with the contract.HeaderMux header, which describes the backend (contract.Mux). The mux reaches
 // each target back through the Gateway's Envoy, on its mux upstream listener
 // (contract.MuxUpstreamListener), with contract.HeaderMuxCluster naming the target's cluster, so
-// that load balancing, TLS and session pinning stay Envoy's. It keeps no state: the session id
-// the client holds (sealed by the front hop) lists the targets' own session ids.
+// that load balancing, TLS and session pinning stay Envoy's. The session id the client holds
+// (sealed by the front hop) lists the targets' own session ids.
 //
-// The mux speaks Streamable HTTP to both sides. JSON-RPC batches are refused (-32600): MCP
-// 2025-06-18 removed them, and no MCP SDK sends them.
+// The mux speaks Streamable HTTP to the client and to the targets, but to those that speak HTTP+SSE
+// (MCP 2024-11-05, contract.MuxTarget.Protocol contract.TransportSSE): its SSE bridge (sseBridge)
+// holds their GET streams and makes them look like Streamable HTTP targets to the rest of the
+// mux. Its session table is the mux's only state of sessions: a session of an SSE target lives in
+// the process that opened it. A backend with contract.Mux.Bridge (one target) is passed through:
+// the names, URIs and initialize answer are the target's own. JSON-RPC batches are refused
+// (-32600): MCP 2025-06-18 removed them, and no MCP SDK sends them.
 package mux
 
 import (
@@ -94,6 +99,13 @@ type Options struct {
 	ResolveCacheTTL time.Duration
 	// Version is the serverInfo version of the initialize answer.
 	Version string
+	// SSEIdleTimeout closes a session of an SSE target (its GET stream) that had no request in
+	// flight and no GET open for that long; 0 means DefaultSSEIdleTimeout.
+	SSEIdleTimeout time.Duration
+	// MaxSSESessions bounds the sessions of SSE targets open at once (each holds a GET stream to
+	// its target): an initialize beyond it fails (503 from the bridge, the client's -32603 naming
+	// the limit). 0 means DefaultMaxSSESessions.
+	MaxSSESessions int
 	// Secret is the value of contract.HeaderMuxAuth that the front hop's ext_proc, in the same
 	// process, sets on the requests it passes (extproc.Config.MuxSecret): the mux refuses (403)
 	// any request without it, so that only what the front hop authorized reaches the targets.
@@ -116,6 +128,12 @@ func New(opts Options) *Server {
 	if opts.StreamOpenTimeout <= 0 {
 		opts.StreamOpenTimeout = DefaultStreamOpenTimeout
 	}
+	if opts.SSEIdleTimeout <= 0 {
+		opts.SSEIdleTimeout = DefaultSSEIdleTimeout
+	}
+	if opts.MaxSSESessions <= 0 {
+		opts.MaxSSESessions = DefaultMaxSSESessions
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -125,8 +143,13 @@ func New(opts Options) *Server {
 	if opts.ResolveCacheTTL > 0 {
 		h.cache = newResolveCache(opts.ResolveCacheTTL)
 	}
+	h.bridge = newSSEBridge(h)
 	return h
 }
+
+// Close closes the sessions of SSE targets (their GET streams; their requests in flight fail)
+// and refuses new ones. Streamable HTTP targets' sessions are the targets' own and stay.
+func (h *Server) Close() { h.bridge.close() }
 
 // newResolveIDPrefix returns the start of the ids of Resolve's list requests: "mcpgate-resolve:",
 // 16 random hex digits, ":". Those requests go in the client's session: ids a client cannot guess
@@ -140,8 +163,9 @@ func newResolveIDPrefix() string {
 // readBufferSize is the size of the buffer an event stream is read with.
 const readBufferSize = 32 << 10
 
-// Server is the mux. Its only state is the HTTP client of each upstream address (at most
-// maxClients), the buffers event streams are read with, reused, and Resolve's cache.
+// Server is the mux. Its state is the HTTP client of each upstream address (at most
+// maxClients), the buffers event streams are read with, reused, Resolve's cache and the SSE
+// bridge's sessions.
 type Server struct {
 	opts        Options
 	log         *slog.Logger
@@ -156,6 +180,8 @@ type Server struct {
 	resolveID string
 	// cache keeps Resolve's resolutions (Options.ResolveCacheTTL); nil: none.
 	cache *resolveCache
+	// bridge serves the SSE targets.
+	bridge *sseBridge
 }
 
 // ServeHTTP serves one request of a client.
@@ -231,6 +257,9 @@ func readMux(values []string) (*contract.Mux, error) {
 	if len(m.Targets) == 0 {
 		return nil, errors.New("targets: empty")
 	}
+	if m.Bridge && len(m.Targets) != 1 {
+		return nil, fmt.Errorf("bridge: want one target, got %d", len(m.Targets))
+	}
 	switch m.FailureMode {
 	case "", contract.FailClosed, contract.FailOpen:
 	default:
@@ -240,6 +269,11 @@ func readMux(values []string) (*contract.Mux, error) {
 	for i, t := range m.Targets {
 		if err := t.Check(); err != nil {
 			return nil, fmt.Errorf("targets[%d].%w", i, err)
+		}
+		switch t.Protocol {
+		case "", contract.TransportStreamableHTTP, contract.TransportSSE:
+		default:
+			return nil, fmt.Errorf("targets[%d].protocol %q: want %s or none (Streamable HTTP)", i, t.Protocol, contract.TransportSSE)
 		}
 		if seen[t.Name] {
 			return nil, fmt.Errorf("targets[%d].name %q: repeated", i, t.Name)
@@ -450,8 +484,13 @@ func (c *call) post() {
 	}
 }
 
-// request serves a request of an open session.
+// request serves a request of an open session. Under Bridge every request passes to the one
+// target as it is.
 func (c *call) request(msg *message) {
+	if c.m.Bridge {
+		c.forward(msg, c.sess[0], "")
+		return
+	}
 	switch msg.Method {
 	case "tools/list":
 		c.list(msg, mcp.Tool, "tools", "name")
@@ -481,7 +520,7 @@ func (c *call) delete() {
 		if mb.sid == "" {
 			return nil
 		}
-		resp, err := c.up.do(ctx, c.newRequest(ctx, http.MethodDelete, mb, nil))
+		resp, err := c.do(ctx, mb, c.newRequest(ctx, http.MethodDelete, mb, nil), false)
 		if err != nil {
 			return err
 		}
@@ -503,7 +542,7 @@ func (c *call) notify(msg *message) {
 	}
 	body := msg.encode()
 	c.fanOut(func(ctx context.Context, mb member) error {
-		resp, err := c.up.do(ctx, c.newRequest(ctx, http.MethodPost, mb, body))
+		resp, err := c.do(ctx, mb, c.newRequest(ctx, http.MethodPost, mb, body), false)
 		if err != nil {
 			return err
 		}
@@ -527,7 +566,7 @@ func (c *call) respond(msg *message) {
 		return
 	}
 	msg.ID = id
-	resp, err := c.up.do(c.ctx, c.newRequest(c.ctx, http.MethodPost, mb, msg.encode()))
+	resp, err := c.do(c.ctx, mb, c.newRequest(c.ctx, http.MethodPost, mb, msg.encode()), false)
 	if err != nil {
 		c.log.Warn("mux: target refused a response", "target", mb.t.Name, "error", err)
 		c.writeError(http.StatusBadGateway, nil, mcp.CodeInternalError, "mcpgate mux: target "+mb.t.Name+": "+err.Error())

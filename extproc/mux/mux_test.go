@@ -67,7 +67,7 @@ func newTarget(name string) (*mcp.Server, http.Handler) {
 		SubscribeHandler:   func(context.Context, *mcp.SubscribeRequest) error { return nil },
 		UnsubscribeHandler: func(context.Context, *mcp.UnsubscribeRequest) error { return nil },
 	})
-	tool := map[string]string{"a": "x", "b": "y", "n": "z"}[name]
+	tool := map[string]string{"a": "x", "b": "y", "n": "z", "e": "v"}[name]
 	mcp.AddTool(s, &mcp.Tool{Name: tool, Description: "echoes its text, named by " + name},
 		func(ctx context.Context, req *mcp.CallToolRequest, in textArgs) (*mcp.CallToolResult, any, error) {
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: name + "." + tool + ": " + in.Text}}}, nil, nil
@@ -96,7 +96,7 @@ func newTarget(name string) (*mcp.Server, http.Handler) {
 			}
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "counted"}}}, nil, nil
 		})
-	prompt := map[string]string{"a": "p", "b": "q", "n": "r"}[name]
+	prompt := map[string]string{"a": "p", "b": "q", "n": "r", "e": "o"}[name]
 	s.AddPrompt(&mcp.Prompt{Name: prompt, Description: "a prompt of " + name},
 		func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
 			return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: name + "." + prompt}}}}, nil
@@ -132,6 +132,8 @@ type gateway struct {
 	// mux is the mux, desc its contract.HeaderMux (the route's contract.MetadataMux under Never).
 	mux  *mux.Server
 	desc string
+	// upstream serves the double: closing it drops every connection to the targets.
+	upstream *http.Server
 }
 
 // newGateway serves the mux for the backend of targets (clusters cluster-a, cluster-b, cluster-n
@@ -151,21 +153,33 @@ func newGatewayWith(t *testing.T, failureMode string, opts func(*mux.Options), t
 // newGatewayMode is newGatewayWith for the backend's prefixMode.
 func newGatewayMode(t *testing.T, prefixMode, failureMode string, opts func(*mux.Options), targets ...contract.MuxTarget) *gateway {
 	t.Helper()
+	return newGatewayDesc(t, contract.Mux{Gateway: "ns/gw", Backend: "ns/be", PrefixMode: prefixMode, FailureMode: failureMode, Targets: targets}, opts)
+}
+
+// newGatewayDesc is newGatewayMode for the backend m (its Gateway ns/gw). Cluster cluster-e
+// serves server e over HTTP+SSE (its GET stream and endpoint at any path).
+func newGatewayDesc(t *testing.T, m contract.Mux, opts func(*mux.Options)) *gateway {
+	t.Helper()
 	gw := &gateway{servers: map[string]*mcp.Server{}, getEnded: make(chan string, 64), gets: map[string]int{}}
 	d := &upstreamDouble{clusters: map[string]http.Handler{"down": nil}, seen: map[string][]http.Header{}}
-	for _, name := range []string{"a", "b", "n", "s"} {
+	for _, name := range []string{"a", "b", "n", "s", "e"} {
 		s, h := newTarget(name)
 		cluster := "cluster-" + name
 		gw.servers[cluster] = s
-		d.clusters[cluster] = gw.watchGET(cluster, h, name == "n")
-		if name == "s" {
+		switch name {
+		case "s":
 			d.clusters[cluster] = stuckGET(h)
+		case "e":
+			d.clusters[cluster] = gw.watchGET(cluster, mcp.NewSSEHandler(func(*http.Request) *mcp.Server { return s }, nil), false)
+		default:
+			d.clusters[cluster] = gw.watchGET(cluster, h, name == "n")
 		}
 	}
 	gw.double = d
-	sock := serveUnix(t, d)
+	sock, srv := serveUnixServer(t, d)
+	gw.upstream = srv
 
-	desc, err := json.Marshal(contract.Mux{Gateway: "ns/gw", Backend: "ns/be", PrefixMode: prefixMode, FailureMode: failureMode, Targets: targets})
+	desc, err := json.Marshal(m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +190,7 @@ func newGatewayMode(t *testing.T, prefixMode, failureMode string, opts func(*mux
 			}
 			return "unix://" + sock
 		},
-		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:  testLogger(),
 		Version: "test",
 		Secret:  testSecret,
 	}
@@ -232,6 +246,8 @@ var (
 	targetN = contract.MuxTarget{Name: "n", Cluster: "cluster-n", Path: "/mcp"}
 	// targetDown's server is down.
 	targetDown = contract.MuxTarget{Name: "c", Cluster: "down", Path: "/mcp"}
+	// targetE's server speaks HTTP+SSE (MCP 2024-11-05).
+	targetE = contract.MuxTarget{Name: "e", Cluster: "cluster-e", Path: "/sse", Protocol: contract.TransportSSE}
 )
 
 func connect(t *testing.T, url string, opts *mcp.ClientOptions) (*mcp.ClientSession, error) {
@@ -281,18 +297,7 @@ func TestMuxSession(t *testing.T) {
 		t.Errorf("instructions %q: want each target's under its name", init.Instructions)
 	}
 
-	tools, err := cs.ListTools(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, tool := range tools.Tools {
-		names = append(names, tool.Name)
-	}
-	want := []string{"a_ask", "a_count", "a_whoami", "a_x", "b_ask", "b_count", "b_whoami", "b_y"}
-	if slices.Sort(names); !slices.Equal(names, want) {
-		t.Errorf("tools/list: %q, want %q", names, want)
-	}
+	tools := wantTools(t, cs, "a_ask", "a_count", "a_whoami", "a_x", "b_ask", "b_count", "b_whoami", "b_y")
 	if tools.NextCursor != "" {
 		t.Errorf("tools/list nextCursor %q: want none, the list is whole", tools.NextCursor)
 	}
@@ -412,36 +417,65 @@ func TestMuxServerRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "b_ask"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := text(t, res); got != "b heard accept green" {
+	if got := callText(t, cs, "b_ask", nil); got != "b heard accept green" {
 		t.Errorf("tools/call b_ask: %q, want b's answer with the client's", got)
 	}
-	params := &mcp.CallToolParams{Name: "a_count"}
-	params.SetProgressToken("tok")
-	if res, err = cs.CallTool(ctx, params); err != nil || res.IsError {
-		t.Fatalf("tools/call a_count = %+v, %v", res, err)
-	}
+	callCount(t, cs, "a_count", "tok")
 	mu.Lock()
 	if !slices.Equal(asked, []string{"your color? (b)"}) {
 		t.Errorf("elicitations %q: want b's one", asked)
 	}
 	mu.Unlock()
-	// The notifications come before the answer in its stream; the client hands them to its
-	// handler in order, maybe after it returned the answer.
+	wantProgress(t, progress, "a")
+}
+
+// callText calls tool with args and returns the text of its result.
+func callText(t *testing.T, cs *mcp.ClientSession, tool string, args map[string]any) string {
+	t.Helper()
+	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: tool, Arguments: args})
+	if err != nil {
+		t.Fatalf("tools/call %s: %v", tool, err)
+	}
+	return text(t, res)
+}
+
+// callCount calls tool, a target's count, with the progress token token.
+func callCount(t *testing.T, cs *mcp.ClientSession, tool string, token any) {
+	t.Helper()
+	params := &mcp.CallToolParams{Name: tool}
+	params.SetProgressToken(token)
+	if res, err := cs.CallTool(context.Background(), params); err != nil || res.IsError {
+		t.Fatalf("tools/call %s = %+v, %v", tool, res, err)
+	}
+}
+
+// wantProgress receives the three progress messages of target's count tool. They come before
+// the answer in its stream; the client hands them to its handler in order, maybe after it
+// returned the answer.
+func wantProgress(t *testing.T, progress <-chan string, target string) {
+	t.Helper()
 	for i := 1; i <= 3; i++ {
-		select {
-		case got := <-progress:
-			if want := fmt.Sprintf("a step %d", i); got != want {
-				t.Errorf("progress %d: %q, want %q", i, got, want)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatalf("progress %d never came", i)
+		if got, want := receive(t, progress, fmt.Sprintf("progress %d", i)), fmt.Sprintf("%s step %d", target, i); got != want {
+			t.Errorf("progress %d: %q, want %q", i, got, want)
 		}
 	}
+}
+
+// wantTools lists the session's tools and checks their names (sorted) are want.
+func wantTools(t *testing.T, cs *mcp.ClientSession, want ...string) *mcp.ListToolsResult {
+	t.Helper()
+	tools, err := cs.ListTools(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tool := range tools.Tools {
+		names = append(names, tool.Name)
+	}
+	if slices.Sort(names); !slices.Equal(names, want) {
+		t.Errorf("tools/list: %q, want %q", names, want)
+	}
+	return tools
 }
 
 func TestMuxFailureModes(t *testing.T) {
@@ -618,6 +652,8 @@ func TestMuxRefusesBadDescription(t *testing.T) {
 		`{"gateway":"ns/gw","targets":[{"name":"a","cluster":"","path":"/mcp"}]}`,
 		`{"gateway":"ns/gw","targets":[{"name":"a","cluster":"c","path":"mcp"}]}`,
 		`{"gateway":"ns/gw","failureMode":"Sometimes","targets":[{"name":"a","cluster":"c","path":"/mcp"}]}`,
+		`{"gateway":"ns/gw","bridge":true,"targets":[{"name":"a","cluster":"c","path":"/sse","protocol":"sse"},{"name":"b","cluster":"d","path":"/mcp"}]}`,
+		`{"gateway":"ns/gw","targets":[{"name":"a","cluster":"c","path":"/ws","protocol":"websocket"}]}`,
 	} {
 		req := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
 		if desc != "" {

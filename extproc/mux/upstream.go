@@ -71,6 +71,19 @@ func (h *Server) upstream(addr string) (*upstream, error) {
 	return up, nil
 }
 
+// do sends req, the request newRequest made for the session's member mb: to the upstream, or,
+// for an SSE target, to the SSE bridge, which serves it as a Streamable HTTP target would (relay:
+// the answer's stream is relayed to the client, so that the target's messages may go in it).
+func (c *call) do(ctx context.Context, mb member, req *http.Request, relay bool) (*http.Response, error) {
+	if mb.t.Protocol != contract.TransportSSE {
+		return c.up.do(ctx, req)
+	}
+	if req == nil {
+		return nil, errors.New("cannot make the request")
+	}
+	return c.h.bridge.roundTrip(ctx, c.up, mb.t, req, relay)
+}
+
 func (up *upstream) do(ctx context.Context, req *http.Request) (*http.Response, error) {
 	if req == nil {
 		return nil, errors.New("cannot make the request")
@@ -187,7 +200,7 @@ type answer struct {
 // exchange sends the request body (id: its id) to a target and reads its answer whole, from a JSON
 // body or an event stream, whatever else the stream holds.
 func (c *call) exchange(ctx context.Context, mb member, body []byte, id json.RawMessage) (*answer, error) {
-	resp, err := c.up.do(ctx, c.newRequest(ctx, http.MethodPost, mb, body))
+	resp, err := c.do(ctx, mb, c.newRequest(ctx, http.MethodPost, mb, body), false)
 	if err != nil {
 		return nil, &targetError{mb.t.Name, err}
 	}
@@ -252,16 +265,23 @@ func isEventStream(resp *http.Response) bool {
 // readEvents reads an event stream and calls fn for each message event with data, until fn
 // returns false or the stream ends. An event larger than MaxBodyBytes is an error.
 func (h *Server) readEvents(body io.Reader, fn func(*mcp.Event) bool) error {
-	s := mcp.NewSSEStream(h.opts.MaxBodyBytes)
 	buf := h.readBuffers.Get().(*[readBufferSize]byte)
 	defer h.readBuffers.Put(buf)
+	return h.readStream(body, buf[:], true, fn)
+}
+
+// readStream reads an event stream with buf and calls fn for each event with data (each
+// message event when messagesOnly), until fn returns false or the stream ends. An event larger
+// than MaxBodyBytes is an error.
+func (h *Server) readStream(body io.Reader, buf []byte, messagesOnly bool, fn func(*mcp.Event) bool) error {
+	s := mcp.NewSSEStream(h.opts.MaxBodyBytes)
 	more := true
 	for more {
-		n, rerr := body.Read(buf[:])
+		n, rerr := body.Read(buf)
 		eos := rerr != nil
 		var stop bool
 		if _, _, err := s.Next(buf[:n], eos, true, func(ev *mcp.Event, _ bool) []byte {
-			if !stop && ev.IsMessage() && len(bytes.TrimSpace(ev.Data)) > 0 {
+			if !stop && (!messagesOnly || ev.IsMessage()) && len(bytes.TrimSpace(ev.Data)) > 0 {
 				stop = !fn(ev)
 			}
 			return nil
