@@ -45,15 +45,21 @@ func (a addHeaders) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // holdTool adds to s the tool "hold", which reports on started that it runs and answers "held"
-// once release is closed.
+// once release is closed, after a progress notification "held progress" when the call has a
+// progress token.
 func holdTool(s *mcp.Server, started chan<- struct{}, release <-chan struct{}) {
 	mcp.AddTool(s, &mcp.Tool{Name: "hold", Description: "answers once released"},
-		func(ctx context.Context, _ *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
 			started <- struct{}{}
 			select {
 			case <-release:
 			case <-ctx.Done():
 				return nil, nil, ctx.Err()
+			}
+			if token := req.Params.GetProgressToken(); token != nil {
+				if err := req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: token, Progress: 1, Message: "held progress"}); err != nil {
+					return nil, nil, err
+				}
 			}
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "held"}}}, nil, nil
 		})
@@ -205,6 +211,73 @@ func bridgeKey(t *testing.T, sid string) string {
 func forgedSession(key string) string {
 	b, _ := json.Marshal(map[string]any{"backend": "ns/be", "targets": map[string]string{"e": key}})
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// TestBridgeSSERouting: the server's messages on the SSE stream go to the streams of the
+// requests they belong to (raw requests, each stream read on its own): a progress notification
+// to the request of its progressToken, though another request started later; a server's request
+// (elicitation) to the call in flight, whose client answers it by POST with the id the mux gave it.
+func TestBridgeSSERouting(t *testing.T) {
+	gw := newGatewayDesc(t, bridgeDesc, nil)
+	started, release := make(chan struct{}, 2), make(chan struct{})
+	holdTool(gw.servers["cluster-e"], started, release)
+	resp, body := postCtx(t, gw.url, "", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{"elicitation":{}},"clientInfo":{"name":"raw","version":"1"}}}`)
+	sid := resp.Header.Get("Mcp-Session-Id")
+	if sid == "" {
+		t.Fatalf("initialize: %d %s", resp.StatusCode, body)
+	}
+	postCtx(t, gw.url, sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+
+	var wg sync.WaitGroup
+	var withToken, later string
+	wg.Go(func() {
+		_, withToken = postCtx(t, gw.url, sid, `{"jsonrpc":"2.0","id":"p","method":"tools/call","params":{"name":"hold","arguments":{},"_meta":{"progressToken":"tk"}}}`)
+	})
+	receive(t, started, "the call of hold with a progress token")
+	wg.Go(func() {
+		_, later = postCtx(t, gw.url, sid, `{"jsonrpc":"2.0","id":"q","method":"tools/call","params":{"name":"hold","arguments":{}}}`)
+	})
+	receive(t, started, "the later call of hold")
+	close(release)
+	wg.Wait()
+	if !strings.Contains(withToken, "held progress") || !strings.Contains(withToken, `"id":"p"`) {
+		t.Errorf("the call with progressToken tk: %s, want its progress and its answer", withToken)
+	}
+	if strings.Contains(later, "held progress") || !strings.Contains(later, `"id":"q"`) {
+		t.Errorf("the later call: %s, want its answer without the other call's progress", later)
+	}
+
+	// ask elicits: the request comes in the call's stream; the answer is posted with its id.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gw.url, strings.NewReader(`{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"ask","arguments":{}}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Session-Id", sid)
+	call, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer call.Body.Close()
+	sc := bufio.NewScanner(call.Body)
+	var elicit struct {
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
+	}
+	for sc.Scan() {
+		if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok && json.Unmarshal([]byte(data), &elicit) == nil && elicit.Method != "" {
+			break
+		}
+	}
+	if elicit.Method != "elicitation/create" || !strings.HasPrefix(string(elicit.ID), `"`+mux.ServerRequestIDPrefix+"e:") {
+		t.Fatalf("the call of ask's stream: %s %s, want e's elicitation/create with an id of the mux", elicit.Method, elicit.ID)
+	}
+	if resp, body := postCtx(t, gw.url, sid, `{"jsonrpc":"2.0","id":`+string(elicit.ID)+`,"result":{"action":"accept","content":{"color":"red"}}}`); resp.StatusCode != http.StatusAccepted {
+		t.Errorf("the client's answer to the elicitation: %d %s, want 202", resp.StatusCode, body)
+	}
+	if !readUntil(sc, "e heard accept red") {
+		t.Errorf("the call of ask: no answer with the client's")
+	}
 }
 
 // TestBridgeSSESessions: a bridged session ends on DELETE (the target's GET stream is closed and
