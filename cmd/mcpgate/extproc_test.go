@@ -39,6 +39,8 @@ func TestExtProcFlags(t *testing.T) {
 		{"--max-body-bytes", "0"},
 		{"--policy-wait", "-1s"},
 		{"--mux-resolve-cache-ttl", "-1s"},
+		{"--mux-sse-idle-timeout", "0"},
+		{"--mux-max-sse-sessions", "0"},
 		{"--log-level", "loud"},
 		{"extra"},
 		{"--envoy-stats-url", "127.0.0.1:15000/stats/prometheus"},
@@ -57,6 +59,9 @@ func TestExtProcFlags(t *testing.T) {
 	}
 	if f, err := parseExtProcFlags([]string{"--listen", "unix:///run/x.sock", "--listen", "127.0.0.1:1"}); err != nil || !slices.Equal(f.listen, []string{"unix:///run/x.sock", "127.0.0.1:1"}) {
 		t.Errorf("--listen twice: %v %v", f, err)
+	}
+	if f.muxSSEIdleTimeout != mux.DefaultSSEIdleTimeout || f.muxMaxSSESessions != mux.DefaultMaxSSESessions {
+		t.Errorf("default --mux-sse-idle-timeout %v, --mux-max-sse-sessions %d; want %v, %d", f.muxSSEIdleTimeout, f.muxMaxSSESessions, mux.DefaultSSEIdleTimeout, mux.DefaultMaxSSESessions)
 	}
 	if f.muxResolveCacheTTL != mux.DefaultResolveCacheTTL {
 		t.Errorf("default --mux-resolve-cache-ttl %v, want %v", f.muxResolveCacheTTL, mux.DefaultResolveCacheTTL)

@@ -68,18 +68,24 @@ func newMuxSecret() string {
 // newMux returns the mux of this process. secret is the one this process's ext_proc sets on the
 // multiplexed routes' requests (newMuxSecret); the ext_proc also resolves the calls of prefixMode
 // Never backends with it (extproc.Config.MuxResolver), through the same upstream clients, each
-// resolution bounded by resolveTimeout (0: mux.DefaultResolveTimeout) and kept resolveCacheTTL
-// (0: not kept).
-func newMux(upstream func(gateway string) string, secret string, log *slog.Logger, maxBody int, resolveTimeout, resolveCacheTTL time.Duration) *mux.Server {
+// resolution bounded by o's --mux-resolve-timeout and kept --mux-resolve-cache-ttl (0: not
+// kept); the sessions of SSE targets are bounded by --mux-sse-idle-timeout and
+// --mux-max-sse-sessions.
+func newMux(upstream func(gateway string) string, secret string, log *slog.Logger, o *extProcOptions) *mux.Server {
 	return mux.New(mux.Options{
-		Upstream: upstream, Logger: log.With("component", "mux"), MaxBodyBytes: maxBody, Version: version,
-		Secret: secret, ResolveTimeout: resolveTimeout, ResolveCacheTTL: resolveCacheTTL,
+		Upstream: upstream, Logger: log.With("component", "mux"), MaxBodyBytes: o.maxBody, Version: version,
+		Secret: secret, ResolveTimeout: o.muxResolveTimeout, ResolveCacheTTL: o.muxResolveCacheTTL,
+		SSEIdleTimeout: o.muxSSEIdleTimeout, MaxSSESessions: o.muxMaxSSESessions,
 	})
 }
 
-// serveMux serves the mux m on lis until the tasks stop: then the server shuts down, and the
-// requests still served (answer streams of calls) end with the tasks' context.
+// serveMux serves the mux m on lis until the tasks stop: then the sessions of SSE targets close
+// (their requests in flight fail), the server shuts down, and the requests still served (answer
+// streams of calls) end with the tasks' context.
 func (t *tasks) serveMux(lis net.Listener, m *mux.Server) {
+	// Registered before the server's shutdown, so run first: a request that waits for an SSE
+	// target's answer ends at once rather than hold the shutdown.
+	t.onStop(m.Close)
 	srv := &http.Server{
 		Handler:           m,
 		ReadHeaderTimeout: 10 * time.Second,
