@@ -76,10 +76,13 @@ func TestSidecarDeploymentOutages(t *testing.T) {
 
 	// The sidecar and the data plane, as the Deployment of docs/kubernetes.md runs them.
 	sock := filepath.Join(t.TempDir(), "extproc.sock")
+	// The mux on a socket, as in the pod: the lab's Streamable HTTP clients of its SSE target are
+	// bridged by the sidecar's mux, which reaches the target back through the upstream socket (the
+	// test's own: the default, in the temporary folder, is every lab Gateway's).
+	muxSock, upstreamSock := filepath.Join(filepath.Dir(sock), "mux.sock"), filepath.Join(filepath.Dir(sock), "upstream.sock")
 	boot, err := exec.Command(env.bin.mcpgate, "bootstrap", "--gateway", labGateway, "--xds-addr", addr(p.xds),
 		"--extproc-addr", "unix://"+sock, "--envoy-admin-addr", addr(p.envoyAdmin),
-		// the test's own socket: the default, in the temporary folder, is every lab Gateway's
-		"--mux-upstream", "unix://"+filepath.Join(filepath.Dir(sock), "upstream.sock")).Output()
+		"--mux-addr", "unix://"+muxSock, "--mux-upstream", "unix://"+upstreamSock).Output()
 	if err != nil {
 		t.Fatalf("mcpgate bootstrap: %v", err)
 	}
@@ -91,6 +94,7 @@ func TestSidecarDeploymentOutages(t *testing.T) {
 		t.Helper()
 		sc, err := env.startProc(procSpec{name: "restart-extproc", splitStdout: true, args: []string{env.bin.mcpgate, "extproc",
 			"--listen", "unix://" + sock, "--xds-addr", addr(p.xds), "--gateway", labGateway, "--admin-addr", sidecarAdmin,
+			"--mux-listen", "unix://" + muxSock, "--mux-upstream", "unix://" + upstreamSock,
 			// as in the pod: /metrics adds the data plane's statistics from its admin listener
 			"--envoy-stats-url", "http://" + addr(p.envoyAdmin) + "/stats/prometheus",
 		}})
