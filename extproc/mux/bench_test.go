@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -106,7 +108,9 @@ func unixClient(sock string) *http.Client {
 // an event stream) and a tools/list merged over 2 and 4 targets, each target a benchTarget (10
 // tools) behind one upstream socket, the mux served on a Unix socket as Envoy reaches it; under
 // prefixMode Never a call routed by the target header and a list tagged with _meta targets
-// (each target's tools named after it: none shared); and the floor, the same request sent
+// (each target's tools named after it: none shared); under Bridge (one target passed through) a
+// call to a Streamable HTTP target and to an HTTP+SSE one through the SSE bridge (a
+// benchSSETarget); and the floor, the same request sent
 // straight to one target's double on its socket. Both count the client's and the double's work
 // as well, the same in both. BenchmarkResolve measures what a Never call adds at the front hop.
 func BenchmarkMux(b *testing.B) {
@@ -140,6 +144,18 @@ func BenchmarkMux(b *testing.B) {
 			run(b, unixClient(serveUnix(b, bm.mux)), c.body, headers)
 		})
 	}
+	// Under Bridge (one target, passed through) a call to a Streamable HTTP target and to an
+	// HTTP+SSE one (the SSE bridge: the POST to its endpoint, the answer from its GET stream).
+	for _, sseTarget := range []bool{false, true} {
+		name := "bridge-call-json/streamable-target"
+		if sseTarget {
+			name = "bridge-call-json/sse-target"
+		}
+		b.Run(name, func(b *testing.B) {
+			hc, headers := newBridgeBench(b, sseTarget)
+			run(b, hc, call, headers)
+		})
+	}
 	for _, c := range []struct {
 		name string
 		sse  bool
@@ -154,6 +170,106 @@ func BenchmarkMux(b *testing.B) {
 			run(b, unixClient(up), c.body, map[string]string{"Mcp-Session-Id": "session-a"})
 		})
 	}
+}
+
+// benchSSETarget is a double of an HTTP+SSE target that costs next to nothing: a GET opens a
+// session's stream (its endpoint event, then the answers); a POST to the endpoint is answered 202
+// and its answer (to initialize, or the fixed tools/call result, with the request's id) goes on the
+// stream.
+type benchSSETarget struct {
+	mu      sync.Mutex
+	streams map[string]chan []byte
+}
+
+func (d *benchSSETarget) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet {
+		ch := make(chan []byte, 64)
+		d.mu.Lock()
+		id := strconv.Itoa(len(d.streams))
+		d.streams[id] = ch
+		d.mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, "event: endpoint\ndata: /mcp?session=%s\n\n", id)
+		w.(http.Flusher).Flush()
+		for {
+			select {
+			case ev := <-ch:
+				w.Write(ev)
+				w.(http.Flusher).Flush()
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}
+	body, _ := io.ReadAll(r.Body)
+	var m struct {
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
+	}
+	json.Unmarshal(body, &m)
+	d.mu.Lock()
+	ch := d.streams[r.URL.Query().Get("session")]
+	d.mu.Unlock()
+	if ch == nil {
+		http.Error(w, "session not found", http.StatusNotFound)
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+	if m.ID == nil {
+		return
+	}
+	result := `{"content":[{"type":"text","text":"hello"}]}`
+	if m.Method == "initialize" {
+		result = `{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"sse","version":"1"}}`
+	}
+	ch <- []byte("event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":" + string(m.ID) + ",\"result\":" + result + "}\n\n")
+}
+
+// newBridgeBench serves a mux of one target a under Bridge, a benchTarget (JSON answers) or, with
+// sse, a benchSSETarget, and returns its client and a session's headers.
+func newBridgeBench(b *testing.B, sse bool) (*http.Client, map[string]string) {
+	target := contract.MuxTarget{Name: "a", Cluster: "cluster-a", Path: "/mcp"}
+	var h http.Handler = newBenchTarget(10, false)
+	if sse {
+		target.Protocol = contract.TransportSSE
+		h = &benchSSETarget{streams: map[string]chan []byte{}}
+	}
+	up := serveUnix(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Del(contract.HeaderMuxCluster)
+		h.ServeHTTP(w, r)
+	}))
+	desc, _ := json.Marshal(contract.Mux{Gateway: "ns/gw", Backend: "ns/be", Bridge: true, Targets: []contract.MuxTarget{target}})
+	m := mux.New(mux.Options{Upstream: func(string) string { return "unix://" + up }, Secret: benchSecret})
+	b.Cleanup(m.Close)
+	hc := unixClient(serveUnix(b, m))
+	headers := map[string]string{contract.HeaderMux: string(desc), contract.HeaderMuxAuth: benchSecret}
+	sid, _ := json.Marshal(map[string]any{"backend": "ns/be", "targets": map[string]string{"a": "session-a"}})
+	headers["Mcp-Session-Id"] = base64.RawURLEncoding.EncodeToString(sid)
+	if sse {
+		req, _ := http.NewRequest(http.MethodPost, "http://mcpgate/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		for k, v := range headers {
+			if k != "Mcp-Session-Id" {
+				req.Header.Set(k, v)
+			}
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		drainBody(resp)
+		if headers["Mcp-Session-Id"] = resp.Header.Get("Mcp-Session-Id"); resp.StatusCode != http.StatusOK || headers["Mcp-Session-Id"] == "" {
+			b.Fatalf("initialize through the bridge: %d, no session", resp.StatusCode)
+		}
+	}
+	return hc, headers
+}
+
+// drainBody reads a response whole and closes it.
+func drainBody(resp *http.Response) {
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
 }
 
 // benchMux is a mux of targets benchTarget doubles (of 10 tools, under prefixMode Never named
