@@ -101,13 +101,6 @@ func (b *sseBridge) close() {
 	}
 }
 
-// len returns the number of open sessions.
-func (b *sseBridge) len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.sessions)
-}
-
 // session returns the open session key, or nil.
 func (b *sseBridge) session(key string) *sseSession {
 	b.mu.Lock()
