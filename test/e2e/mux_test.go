@@ -21,8 +21,9 @@ const (
 	fileMuxNeverRule = "e2e-mux-never-rule.yaml"
 )
 
-// TestMultiplexedBackend: one AgentgatewayBackend with three Streamable HTTP targets (the fetch
-// server, server-everything and the go-sdk conformance server) serves a client as one MCP server:
+// TestMultiplexedBackend: one AgentgatewayBackend with three targets (the fetch server over
+// legacy SSE, server-everything and the go-sdk conformance server over Streamable HTTP) serves a
+// client as one MCP server:
 // the inspector CLI and the go-sdk client see every target's tools named TARGET_tool, a call
 // reaches the target its prefix names, and an MCP rule on the backend judges each tool by its own
 // name and target (tools/list hides the others, a call of one is refused with "Unknown tool").
