@@ -133,7 +133,9 @@ func (b *sseBridge) roundTrip(ctx context.Context, up *upstream, t contract.MuxT
 		return bridgeResponse(req, http.StatusBadRequest, "text/plain", []byte("mcpgate mux: SSE bridge: Mcp-Session-Id is required after initialize")), nil
 	}
 	s := b.session(key)
-	if s == nil || !s.acquire() {
+	// A session is its target's, on its Envoy: the same key named for another cluster or
+	// Gateway (another description of the backend) is not found.
+	if s == nil || s.cluster != t.Cluster || s.up != up || !s.acquire() {
 		return bridgeResponse(req, http.StatusNotFound, "text/plain", []byte("mcpgate mux: SSE bridge: session not found")), nil
 	}
 	defer s.release()
@@ -207,7 +209,7 @@ func (b *sseBridge) open(ctx context.Context, up *upstream, t contract.MuxTarget
 		}
 	}()
 	sctx, cancel := context.WithCancel(b.ctx)
-	s := &sseSession{b: b, key: newSessionKey(), target: t.Name, ctx: sctx, cancel: cancel, done: make(chan struct{}),
+	s := &sseSession{b: b, key: newSessionKey(), target: t.Name, cluster: t.Cluster, ctx: sctx, cancel: cancel, done: make(chan struct{}),
 		pending: map[string]*sseRequest{}, busy: 1}
 	// Until the session is open, the initialize's end ends it, and its stream's opening has
 	// Options.StreamOpenTimeout.
@@ -334,7 +336,10 @@ type sseSession struct {
 	b      *sseBridge
 	key    string
 	target string
-	up     *upstream
+	// cluster and up are the target's cluster and the upstream it is reached through: the
+	// session serves only requests for them.
+	cluster string
+	up      *upstream
 	// endpoint is the URL messages are posted to.
 	endpoint string
 	// ctx lives as long as the session; cancel ends its GET stream.
