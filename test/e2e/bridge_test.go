@@ -18,7 +18,7 @@ import (
 // backend everything-sse with one SSE target) serves a Streamable HTTP client through the
 // gateway, which bridges it through mcpgate's mux (docs/design.md, Multiplexing): the inspector
 // CLI and the go-sdk client list the server's tools under their own names, call them, receive
-// the call's progress notifications, and answer the server's sampling request, which the
+// the call's progress notifications, and answer the server's elicitation request, which the
 // server sends on its SSE stream during the call. A legacy SSE client still reaches the server
 // as it is (the lab's own inspector entry). The front hop's access log line names the backend
 // and target, and a closed session is gone (404).
@@ -62,8 +62,8 @@ func TestBridgedSSETarget(t *testing.T) {
 		var progress atomic.Int32
 		client := mcp.NewClient(&mcp.Implementation{Name: "mcpgate-e2e", Version: "1"}, &mcp.ClientOptions{
 			ProgressNotificationHandler: func(context.Context, *mcp.ProgressNotificationClientRequest) { progress.Add(1) },
-			CreateMessageHandler: func(_ context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
-				return &mcp.CreateMessageResult{Model: "e2e-model", Role: "assistant", Content: &mcp.TextContent{Text: "sampled through the bridge"}}, nil
+			ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+				return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"name": "elicited through the bridge"}}, nil
 			},
 		})
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -96,9 +96,9 @@ func TestBridgedSSETarget(t *testing.T) {
 			return nil
 		})
 
-		res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "trigger-sampling-request", Arguments: map[string]any{"prompt": "hello", "maxTokens": 10}})
-		if err != nil || res.IsError || !strings.Contains(textOf(res), "sampled through the bridge") {
-			t.Fatalf("tools/call trigger-sampling-request = %+v, %v; want the client's sampling answer in the result", res, err)
+		res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "trigger-elicitation-request"})
+		if err != nil || res.IsError || !strings.Contains(textOf(res), "Name: elicited through the bridge") {
+			t.Fatalf("tools/call trigger-elicitation-request = %+v, %v; want the client's elicitation answer in the result", res, err)
 		}
 
 		eventually(t, "the front hop's access log line of the bridged call", func() error {
