@@ -12,3 +12,6 @@ func SetResolveCacheBounds(h *Server, entries, bytes int) {
 
 // ResolveCacheLen returns the number of entries of h's resolve cache.
 func ResolveCacheLen(h *Server) int { return h.cache.len() }
+
+// ResolveWaiters returns how many Resolve calls of h wait for another's resolution.
+func ResolveWaiters(h *Server) int { return h.cache.waiters() }

@@ -80,14 +80,27 @@ func (e *ResolveError) Answer(id json.RawMessage) []byte {
 // no list; a name the kept resolution lacks is resolved afresh before it is called unknown. The
 // cache only chooses the target the call is sent to, which the front hop then judges the call
 // as and pins in contract.HeaderMuxTarget: a stale entry can make a call fail (the target
-// answers unknown tool), never reach a target other than the one judged.
+// answers unknown tool), never reach a target other than the one judged. The calls of a key
+// that come while its resolution is being made wait for it (an agent's parallel first calls
+// list once), and resolve afresh only when it was not complete or lacks their name.
 func (h *Server) Resolve(ctx context.Context, q Query) (string, error) {
 	var key resolveKey
 	var start time.Time // when the lists began: an entry expires the TTL after
+	var lead *flight    // the flight this call leads, landed with what it resolves
+	var kept *resolution
 	if h.cache != nil {
 		// Only a description, session, host and item a full resolution accepted have an entry.
 		key = newResolveKey(&q)
-		if r := h.cache.get(key); r != nil {
+		r := h.cache.get(key)
+		if r == nil {
+			if f, leads := h.cache.join(key); leads {
+				lead = f
+				defer func() { h.cache.land(key, lead, kept) }()
+			} else {
+				r = h.cache.await(ctx, f)
+			}
+		}
+		if r != nil {
 			if target, ambiguous, ok := r.lookup(q.Name); ok {
 				return resolveAnswer(q, target, ambiguous)
 			}
@@ -101,6 +114,7 @@ func (h *Server) Resolve(ctx context.Context, q Query) (string, error) {
 	}
 	if h.cache != nil && complete {
 		h.cache.put(key, r, start)
+		kept = r
 	}
 	target, ambiguous, _ := r.lookup(q.Name)
 	return resolveAnswer(q, target, ambiguous)

@@ -2,6 +2,7 @@ package mux
 
 import (
 	"container/list"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"sync"
@@ -124,7 +125,12 @@ type resolveCache struct {
 
 	mu      sync.Mutex
 	entries map[resolveKey]*list.Element // of *cacheEntry
-	order   list.List                    // oldest first (by insertion: nearly expiry order)
+	// flights are the resolutions being made, by key: the calls of a key that come meanwhile
+	// wait for its resolution rather than list the targets again (join, land); waiting counts
+	// them.
+	flights map[resolveKey]*flight
+	waiting int
+	order   list.List // oldest first (by insertion: nearly expiry order)
 	bytes   int
 }
 
@@ -136,7 +142,64 @@ type cacheEntry struct {
 
 func newResolveCache(ttl time.Duration) *resolveCache {
 	return &resolveCache{ttl: ttl, now: time.Now, maxEntries: resolveCacheEntries, maxBytes: resolveCacheBytes,
-		entries: map[resolveKey]*list.Element{}}
+		entries: map[resolveKey]*list.Element{}, flights: map[resolveKey]*flight{}}
+}
+
+// flight is a resolution being made for a key: done is closed when it has landed, with r the
+// complete resolution (nil when a target failed or the resolution did).
+type flight struct {
+	done chan struct{}
+	r    *resolution
+}
+
+// join returns the flight of k, and whether the caller leads it: the leader resolves and lands
+// it (land), the others wait for it (await).
+func (c *resolveCache) join(k resolveKey) (*flight, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f := c.flights[k]; f != nil {
+		return f, false
+	}
+	f := &flight{done: make(chan struct{})}
+	c.flights[k] = f
+	return f, true
+}
+
+// await waits for f to land, or for ctx's end; it returns f's complete resolution, nil without
+// one.
+func (c *resolveCache) await(ctx context.Context, f *flight) *resolution {
+	c.mu.Lock()
+	c.waiting++
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.waiting--
+		c.mu.Unlock()
+	}()
+	select {
+	case <-f.done:
+		return f.r
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// land ends the flight f of k with r, the complete resolution or nil.
+func (c *resolveCache) land(k resolveKey, f *flight, r *resolution) {
+	c.mu.Lock()
+	if c.flights[k] == f {
+		delete(c.flights, k)
+	}
+	c.mu.Unlock()
+	f.r = r
+	close(f.done)
+}
+
+// waiters returns how many calls wait for a flight.
+func (c *resolveCache) waiters() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.waiting
 }
 
 // get returns the live resolution of k.

@@ -19,12 +19,14 @@ import (
 
 // listingTarget is a rawTarget whose tools/list and prompts/list answer the names it holds now
 // (settable), and count: a tools/list of a request with "X-Role: admin" lists the tool "admin"
-// too; with fail set, its lists fail (-32603). Each session it opens has an id of its own.
+// too; with fail set, its lists fail (-32603); with gate set, each list waits for it to close.
+// Each session it opens has an id of its own.
 type listingTarget struct {
 	mu       sync.Mutex
 	tools    []string
 	prompts  []string
 	fail     bool
+	gate     chan struct{}  // when set, each list is answered once it is closed
 	lists    map[string]int // by method
 	sessions atomic.Int64
 }
@@ -39,8 +41,14 @@ func (lt *listingTarget) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		session: func() string { return fmt.Sprintf("s%d", lt.sessions.Add(1)) },
 		answer: func(method string, _ json.RawMessage) (any, int) {
 			lt.mu.Lock()
-			defer lt.mu.Unlock()
 			lt.lists[method]++
+			gate := lt.gate
+			lt.mu.Unlock()
+			if gate != nil {
+				<-gate
+			}
+			lt.mu.Lock()
+			defer lt.mu.Unlock()
 			if lt.fail {
 				return nil, mcpx.CodeInternalError
 			}
@@ -194,6 +202,42 @@ func TestResolveCacheMiss(t *testing.T) {
 		t.Errorf("Resolve(g0), cached for b = %q, %+v; want b (stale within the TTL)", target, err)
 	}
 	wantLists(t, "a name cached", "tools/list", 3, a, b)
+}
+
+// TestResolveInFlight: calls of a session that come while its first resolution is being made
+// wait for it: four parallel first calls list each target once, and each gets its target.
+func TestResolveInFlight(t *testing.T) {
+	a, b := newListingTarget("f0"), newListingTarget("g0")
+	url, m, desc, _ := newCachedMux(t, contract.FailClosed, a, b)
+	sid, _ := openRaw(t, url)
+	gate := make(chan struct{})
+	for _, lt := range []*listingTarget{a, b} {
+		lt.set(func(lt *listingTarget) { lt.gate = gate })
+	}
+	names := []string{"f0", "g0", "f0", "g0"}
+	type answer struct{ name, target string }
+	answers := make(chan answer, len(names))
+	for _, name := range names {
+		go func() {
+			target, err := resolve(m, desc, sid, mcpx.Tool, name)
+			if err != nil {
+				target = "error: " + err.Message
+			}
+			answers <- answer{name, target}
+		}()
+	}
+	// Every call is either listing (a's list requests so far) or waiting; with the lists held,
+	// the counts settle. Without the flight each call lists.
+	for lists("tools/list", a)[0]+mux.ResolveWaiters(m) < len(names) {
+		time.Sleep(time.Millisecond)
+	}
+	close(gate)
+	for range names {
+		if got := <-answers; got.target != map[string]string{"f0": "a", "g0": "b"}[got.name] {
+			t.Errorf("Resolve(%s) = %q", got.name, got.target)
+		}
+	}
+	wantLists(t, "parallel first calls", "tools/list", 1, a, b)
 }
 
 // TestResolveCacheFailures: a resolution in which a target failed is not kept: under FailOpen
