@@ -16,11 +16,13 @@ type ports struct {
 	everythingSSE  int // Gateway listener to server-everything over SSE
 	everythingHTTP int // Gateway listener to server-everything over Streamable HTTP
 	conformance    int // Gateway listener to the conformance server
+	conformanceSSE int // Gateway listener to the conformance server over HTTP+SSE (bridged)
 
 	fetch             int // examples/fetchserver (8000 in the example)
 	everythingSSEUp   int
 	everythingHTTPUp  int
 	conformanceUp     int
+	conformanceSSEUp  int // test/sseadapter: the conformance server over HTTP+SSE
 	xds, extproc      int // mcpgate
 	admin, envoyAdmin int // mcpgate admin, the data plane's admin
 	mux               int // mcpgate's mux of multiplexed backends
@@ -28,8 +30,8 @@ type ports struct {
 
 func pickPorts() (ports, error) {
 	var p ports
-	fields := []*int{&p.gateway, &p.everythingSSE, &p.everythingHTTP, &p.conformance, &p.fetch,
-		&p.everythingSSEUp, &p.everythingHTTPUp, &p.conformanceUp, &p.xds, &p.extproc, &p.admin, &p.envoyAdmin, &p.mux}
+	fields := []*int{&p.gateway, &p.everythingSSE, &p.everythingHTTP, &p.conformance, &p.conformanceSSE, &p.fetch,
+		&p.everythingSSEUp, &p.everythingHTTPUp, &p.conformanceUp, &p.conformanceSSEUp, &p.xds, &p.extproc, &p.admin, &p.envoyAdmin, &p.mux}
 	free, err := freePorts(len(fields))
 	if err != nil {
 		return ports{}, err
@@ -52,12 +54,13 @@ type labDir struct {
 
 // Files of the watched folder.
 const (
-	fileGateway  = "gateway.yaml"      // the example's, port edited, listeners added
-	fileMCP      = "mcp.yaml"          // the example's (lab step 3), target port edited, route pinned to listener http
-	fileBackends = "e2e-backends.yaml" // testdata/e2e-backends.yaml: server-everything and the conformance server
-	fileJWT      = "jwt.yaml"          // lab step 6
-	fileRBAC     = "rbac.yaml"         // lab step 9
-	fileMCPTools = "mcp-tools.yaml"    // testdata/mcp-tools.yaml: only echo on server-everything
+	fileGateway = "gateway.yaml" // the example's, port edited, listeners added
+	fileMCP     = "mcp.yaml"     // the example's (lab step 3), target port edited, route pinned to listener http
+	// testdata/e2e-backends.yaml: server-everything and the conformance server (also over HTTP+SSE)
+	fileBackends = "e2e-backends.yaml"
+	fileJWT      = "jwt.yaml"       // lab step 6
+	fileRBAC     = "rbac.yaml"      // lab step 9
+	fileMCPTools = "mcp-tools.yaml" // testdata/mcp-tools.yaml: only echo on server-everything
 	// testdata/fetch-tools.yaml: an MCP rule on the lab's backend that hides its only tool, fetch
 	fileFetchTools = "fetch-tools.yaml"
 	// testdata/conformance-rule.yaml: an MCP rule allowing all on the conformance backend
@@ -122,6 +125,7 @@ func (d *labDir) base() error {
 		"EVERYTHING_SSE_PORT":  d.ports.everythingSSEUp,
 		"EVERYTHING_HTTP_PORT": d.ports.everythingHTTPUp,
 		"CONFORMANCE_PORT":     d.ports.conformanceUp,
+		"CONFORMANCE_SSE_PORT": d.ports.conformanceSSEUp,
 	}
 	backends = []byte(os.Expand(string(backends), func(k string) string { return strconv.Itoa(vars[k]) }))
 	for _, name := range []string{fileJWT, fileRBAC, fileMCPTools, fileFetchTools, fileConformanceRule} {
@@ -154,7 +158,8 @@ func (d *labDir) gateway() ([]byte, error) {
 		for _, l := range []struct {
 			name string
 			port int
-		}{{"everything-sse", d.ports.everythingSSE}, {"everything-http", d.ports.everythingHTTP}, {"conformance", d.ports.conformance}} {
+		}{{"everything-sse", d.ports.everythingSSE}, {"everything-http", d.ports.everythingHTTP}, {"conformance", d.ports.conformance},
+			{"conformance-sse", d.ports.conformanceSSE}} {
 			listeners = append(listeners, map[string]any{
 				"name": l.name, "port": l.port, "protocol": "HTTP",
 				"allowedRoutes": map[string]any{"namespaces": map[string]any{"from": "All"}},

@@ -179,6 +179,8 @@ func (s *suite) startServers() error {
 		{everything("everything-sse", s.ports.everythingSSEUp, "sse"), s.ports.everythingSSEUp},
 		{everything("everything-http", s.ports.everythingHTTPUp, "streamableHttp"), s.ports.everythingHTTPUp},
 		{procSpec{name: "conformance-server", args: []string{s.bin.conformance, "-http", addr(s.ports.conformanceUp), "-stateless=false"}}, s.ports.conformanceUp},
+		// The same server over legacy HTTP+SSE: the adapter starts it in stdio mode per session.
+		{procSpec{name: "conformance-sse", args: []string{s.bin.sseadapter, "-addr", addr(s.ports.conformanceSSEUp), "--", s.bin.conformance}}, s.ports.conformanceSSEUp},
 	}
 	for _, srv := range servers {
 		p, err := s.startProc(srv.spec)
@@ -241,7 +243,7 @@ func (s *suite) startGateway() error {
 	if err := waitReady(s.mcpgate, "http://"+addr(s.ports.envoyAdmin)+"/ready", 90*time.Second); err != nil {
 		return fmt.Errorf("the data plane did not become ready: %w", err)
 	}
-	for _, port := range []int{s.ports.gateway, s.ports.everythingSSE, s.ports.everythingHTTP, s.ports.conformance} {
+	for _, port := range []int{s.ports.gateway, s.ports.everythingSSE, s.ports.everythingHTTP, s.ports.conformance, s.ports.conformanceSSE} {
 		if err := waitTCP(s.mcpgate, addr(port), 30*time.Second); err != nil {
 			return fmt.Errorf("the Gateway's listeners did not come up: %w", err)
 		}

@@ -32,7 +32,7 @@ const labGateway = "agentgateway-system/agentgateway"
 // take what changed meanwhile, without being restarted; while ext_proc is down, the data plane
 // answers 5xx, never passing a request through.
 func TestSidecarDeploymentOutages(t *testing.T) {
-	free, err := freePorts(11)
+	free, err := freePorts(12)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func TestSidecarDeploymentOutages(t *testing.T) {
 	p.gateway, p.everythingSSE, p.everythingHTTP, p.conformance = free[0], free[1], free[2], free[3]
 	p.xds, p.extproc, p.admin, p.envoyAdmin = free[4], free[5], free[6], free[7]
 	latePort, sidecarAdmin := free[8], addr(free[9])
-	p.mux = free[10]
+	p.mux, p.conformanceSSE = free[10], free[11]
 
 	root := filepath.Join(env.out, "restart")
 	lab, err := newLabDir(root, env.lab.example, p)

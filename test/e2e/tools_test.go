@@ -23,6 +23,7 @@ type binaries struct {
 	mcpgate     string
 	fetchserver string
 	conformance string // the go-sdk conformance everything-server
+	sseadapter  string // test/sseadapter: serves a stdio server over legacy HTTP+SSE
 	dataPlane   string // ENVOY_BIN, or the envoydouble built here
 	realEnvoy   bool
 	// envoyVersion is what `ENVOY_BIN --version` says (real Envoy only).
@@ -92,8 +93,9 @@ func readPinned(path string) (map[string]string, error) {
 	return pinned, sc.Err()
 }
 
-// buildBinaries builds mcpgate, the fetch server, the conformance server and (unless ENVOY_BIN
-// names a real Envoy) the Envoy test double into binDir. The module root is two folders up.
+// buildBinaries builds mcpgate, the fetch server, the conformance server, the SSE adapter and
+// (unless ENVOY_BIN names a real Envoy) the Envoy test double into binDir. The module root is two
+// folders up.
 func buildBinaries(binDir, buildLog string) (binaries, error) {
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -103,8 +105,9 @@ func buildBinaries(binDir, buildLog string) (binaries, error) {
 		mcpgate:     filepath.Join(binDir, "mcpgate"),
 		fetchserver: filepath.Join(binDir, "fetchserver"),
 		conformance: filepath.Join(binDir, "everything-server"),
+		sseadapter:  filepath.Join(binDir, "sseadapter"),
 	}
-	pkgs := []string{"./cmd/mcpgate", "./examples/fetchserver", "github.com/modelcontextprotocol/go-sdk/conformance/everything-server"}
+	pkgs := []string{"./cmd/mcpgate", "./examples/fetchserver", "github.com/modelcontextprotocol/go-sdk/conformance/everything-server", "./test/sseadapter"}
 	if env := os.Getenv("ENVOY_BIN"); env != "" {
 		if b.dataPlane, b.envoyVersion, err = findEnvoy(env, root); err != nil {
 			return binaries{}, err
