@@ -618,6 +618,18 @@ func (c *call) writeJSON(status int, body []byte) {
 	_, _ = c.w.Write(body)
 }
 
+// writeRefusal writes a target's refusal: its status, Content-Type, WWW-Authenticate and the
+// start of its body.
+func (c *call) writeRefusal(e *statusError) {
+	for k, v := range map[string]string{"Content-Type": e.contentType, "WWW-Authenticate": e.authenticate} {
+		if v != "" {
+			c.w.Header().Set(k, v)
+		}
+	}
+	c.w.WriteHeader(e.status)
+	_, _ = io.WriteString(c.w, e.body)
+}
+
 // writeError writes a JSON-RPC error answer.
 func (c *call) writeError(status int, id json.RawMessage, code int, text string) {
 	c.writeJSON(status, mcp.ErrorResponse(id, code, text))

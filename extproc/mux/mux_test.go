@@ -175,6 +175,11 @@ func newGatewayDesc(t *testing.T, m contract.Mux, opts func(*mux.Options)) *gate
 			d.clusters[cluster] = gw.watchGET(cluster, h, name == "n")
 		}
 	}
+	// cluster-refuse refuses every request as a server that wants a token does.
+	d.clusters["cluster-refuse"] = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="refuse"`)
+		http.Error(w, "no token", http.StatusUnauthorized)
+	})
 	gw.double = d
 	sock, srv := serveUnixServer(t, d)
 	gw.upstream = srv

@@ -520,3 +520,21 @@ func testLogger() *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
+
+// TestBridgeRefusal: under Bridge a target's refusal of the initialize (its SSE GET answered 401
+// with a challenge) reaches the client as the target gave it; a multiplexed backend answers a
+// target's refusal with its JSON-RPC error naming the target, as for any failure.
+func TestBridgeRefusal(t *testing.T) {
+	refuse := contract.MuxTarget{Name: "r", Cluster: "cluster-refuse", Path: "/sse", Protocol: contract.TransportSSE}
+	init := `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`
+	bridge := bridgeDesc
+	bridge.Targets = []contract.MuxTarget{refuse}
+	resp, body := post(t, newGatewayDesc(t, bridge, nil).url, "", init)
+	if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") != `Bearer realm="refuse"` || body != "no token" {
+		t.Errorf("initialize under Bridge, target refuses: %d %q %q, want the target's 401, challenge and body", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
+	}
+	resp, body = post(t, newGateway(t, contract.FailClosed, targetA, refuse).url, "", init)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"code":-32603`) || !strings.Contains(body, "target r: ") {
+		t.Errorf("initialize of a multiplexed backend, a target refuses: %d %s, want 200 -32603 naming target r", resp.StatusCode, body)
+	}
+}

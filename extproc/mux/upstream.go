@@ -158,6 +158,8 @@ func drain(resp *http.Response) {
 type statusError struct {
 	status int
 	body   string
+	// contentType and authenticate are the answer's Content-Type and WWW-Authenticate.
+	contentType, authenticate string
 }
 
 func (e *statusError) Error() string {
@@ -171,7 +173,8 @@ func (e *statusError) Error() string {
 // httpError returns the statusError of resp, with the start of its body.
 func httpError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
-	return &statusError{status: resp.StatusCode, body: strings.TrimSpace(strings.ToValidUTF8(string(b), "\uFFFD"))}
+	return &statusError{status: resp.StatusCode, body: strings.TrimSpace(strings.ToValidUTF8(string(b), "\uFFFD")),
+		contentType: resp.Header.Get("Content-Type"), authenticate: resp.Header.Get("WWW-Authenticate")}
 }
 
 // sessionGone reports whether err is a target's 404 to a request naming its session: the target

@@ -23,16 +23,7 @@ import (
 // that run is known to differ from the result against the server directly, each with the reason
 // (written into docs/conformance.md). Any other difference fails TestConformance, and so does a
 // listed one that is gone.
-var gatewayDifferences = map[string]map[string]string{
-	"gateway-bridge": {
-		"dns-rebinding-protection": "the server still refuses the foreign Host (the adapter, as the go-sdk's " +
-			"`SSEHandler` and the server's own Streamable HTTP handler do, answers the bridge's SSE GET 403, and no " +
-			"session is opened), but the mux answers the client's `initialize` as it answers any target's failure " +
-			"to initialize (extproc/mux, `call.initialize`): HTTP 200 with the JSON-RPC error -32603 naming the target and its 403 " +
-			"(`mcpgate mux: initialize: target conformance: its SSE GET: HTTP 403 Forbidden: ...`), " +
-			"where the scenario wants an HTTP 4xx status",
-	},
-}
+var gatewayDifferences = map[string]map[string]string{}
 
 // Runs of the conformance suite, in the order of the doc's columns.
 var conformanceRuns = []struct{ name, title string }{
