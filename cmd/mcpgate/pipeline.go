@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -41,16 +42,21 @@ type pipeline struct {
 }
 
 // logChanges logs the objects that the reload being served adds to or removes from the served
-// ones (a policy deleted is worth a line of its own).
-func (p *pipeline) logChanges(objects map[translator.ObjectKey]file.Location) {
+// ones (a policy deleted is worth a line of its own), and those it serves anew from the files
+// that changed (changed: an edit of a served file says what it touched).
+func (p *pipeline) logChanges(objects map[translator.ObjectKey]file.Location, changed []string) {
 	for _, k := range slices.SortedFunc(maps.Keys(p.objects), compareKeys) {
 		if _, ok := objects[k]; !ok {
 			p.log.Info("removed: " + p.objects[k].File + ": " + k.String())
 		}
 	}
 	for _, k := range slices.SortedFunc(maps.Keys(objects), compareKeys) {
-		if _, ok := p.objects[k]; !ok {
+		_, served := p.objects[k]
+		switch {
+		case !served:
 			p.log.Info("added: " + objects[k].File + ": " + k.String())
+		case slices.Contains(changed, objects[k].File):
+			p.log.Info("changed: " + objects[k].File + ": " + k.String())
 		}
 	}
 }
@@ -119,7 +125,7 @@ func (p *pipeline) apply(res *translator.Resources, src file.Sources, loadErr er
 	}
 	objects := src.Objects()
 	if p.objects != nil {
-		p.logChanges(objects)
+		p.logChanges(objects, src.Changed)
 	}
 	p.objects = objects
 	var empty []string
@@ -187,12 +193,31 @@ func (p *pipeline) report(problems, notServed, skipped, kept, warnings, notes []
 	add(kept, slog.LevelWarn, "kept: ", false)
 	add(warnings, slog.LevelWarn, "not applied as written: ", true)
 	add(notes, slog.LevelWarn, "", false)
+	// A problem gone while its file has another (a refused rule whose file no longer loads) is
+	// not resolved.
+	troubled := map[string]bool{}
+	for _, n := range now {
+		troubled[noteFile(n.msg)] = true
+	}
 	for key, n := range p.reported {
 		if _, ok := now[key]; !ok && n.resolves {
+			if f := noteFile(n.msg); f != "" && troubled[f] {
+				p.log.Info("no longer reported, " + f + " has another problem: " + n.msg)
+				continue
+			}
 			p.log.Info("resolved: " + n.msg)
 		}
 	}
 	p.reported = now
+}
+
+// noteFile returns the file a note of report names first ("FILE: ..."), or "".
+func noteFile(msg string) string {
+	f, _, ok := strings.Cut(msg, ": ")
+	if !ok || !strings.ContainsRune(f, os.PathSeparator) {
+		return ""
+	}
+	return f
 }
 
 // reportedNote is one logged line of report: its message, and whether its going is logged.

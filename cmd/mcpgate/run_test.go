@@ -768,6 +768,14 @@ func TestRunKeepsServedVersionOfARefusedEdit(t *testing.T) {
 		t.Errorf("/metrics does not count the refused edit as one problem:\n%s", body)
 	}
 
+	// The file no longer loads: its refused rule is gone from the problems, but not resolved.
+	edit("rbac.yaml", `'jwt.org == '`, `'jwt.org == '`+"\n  broken: [")
+	logged("the refused rule, gone while its file has another problem", "no longer reported, ", "rbac.yaml has another problem: ", "matchExpressions[0]")
+	if strings.Contains(s.logs.String(), "resolved: ") {
+		t.Errorf("a refused rule whose file no longer loads is logged resolved:\n%s", s.logs.String())
+	}
+	edit("rbac.yaml", "\n  broken: [", "")
+
 	edit("mcp.yaml", "- name: mcp-backend", "- name: no-such-backend")
 	logged("the refused route", "not served: ", "mcp.yaml", "HTTPRoute agentgateway-system/mcp", "backendRefs[0]")
 	prefixes := routes(t, s.cfg.xdsAddr, labGateway)
@@ -783,6 +791,7 @@ func TestRunKeepsServedVersionOfARefusedEdit(t *testing.T) {
 
 	edit("rbac.yaml", `'jwt.org == '`, `'jwt.org == "example.org"'`)
 	served("the fixed rule, while mcp.yaml is held back", `jwt.org == \"example.org\"`)
+	logged("the edited policy", "changed: ", "rbac.yaml: EnterpriseAgentgatewayPolicy agentgateway-system/mcp-rbac")
 	edit("mcp.yaml", "- name: no-such-backend", "- name: mcp-backend")
 
 	// A Gateway renamed under its routes and policies: what is refused anew is in files that did
