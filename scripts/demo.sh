@@ -10,8 +10,7 @@ source scripts/lib.sh
 
 require_bins
 pick_data_plane
-check_ports 8000:"fetch server" 8001:"the demo's local page" 8080:"the Gateway's listener" 18000:"mcpgate xDS" \
-  18001:"mcpgate ext_proc" 19000:"mcpgate admin" 15000:"Envoy admin"
+check_ports "${GATEWAY_PORTS[@]}" 8001:"the demo's local page"
 
 # mcp-inspector is the command of the pinned @modelcontextprotocol/inspector (the lab runs it as
 # npx -y @modelcontextprotocol/inspector), installed by make tools.

@@ -48,6 +48,10 @@ NOTICE
 # once and accepts the flag.
 ENVOY_FLUSH_ARGS=(--envoy-arg --file-flush-interval-msec --envoy-arg 100)
 
+# GATEWAY_PORTS are the 127.0.0.1 ports make run and make demo listen on (check_ports' PORT:WHAT).
+GATEWAY_PORTS=(8000:"fetch server" 8080:"the Gateway's listener" 18000:"mcpgate xDS" 18001:"mcpgate ext_proc"
+  18002:"mcpgate mux" 19000:"mcpgate admin" 15000:"Envoy admin")
+
 # check_ports fails, naming every one, when something already listens on the given 127.0.0.1 ports
 # (arguments: PORT:WHAT ...).
 check_ports() {

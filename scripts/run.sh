@@ -11,8 +11,7 @@ source scripts/lib.sh
 
 require_bins
 pick_data_plane
-check_ports 8000:"fetch server" 8080:"the Gateway's listener" 18000:"mcpgate xDS" 18001:"mcpgate ext_proc" \
-  18002:"mcpgate mux" 19000:"mcpgate admin" 15000:"Envoy admin"
+check_ports "${GATEWAY_PORTS[@]}"
 
 # WATCHED is what mcpgate run serves (gitignored; MCPGATE_RUN_DIR for another folder, as the
 # tests use): examples/ stays as committed, the tests read it.
