@@ -3,8 +3,6 @@ package mux
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -66,46 +64,21 @@ const DefaultMaxSSESessions = 10000
 // without a request in flight or a GET open, on DELETE, when its GET stream ends, and on
 // Server.Close.
 type sseBridge struct {
-	h      *Server
-	ctx    context.Context
-	cancel context.CancelFunc
-	idle   time.Duration
-	max    int
-
-	mu       sync.Mutex
-	sessions map[string]*sseSession
-	// opening counts the sessions being opened, which count against max.
-	opening int
+	h     *Server
+	idle  time.Duration
+	table *sessionTable[*sseSession]
 }
 
 func newSSEBridge(h *Server) *sseBridge {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &sseBridge{h: h, ctx: ctx, cancel: cancel, idle: h.opts.SSEIdleTimeout, max: h.opts.MaxSSESessions,
-		sessions: map[string]*sseSession{}}
+	return &sseBridge{h: h, idle: h.opts.SSEIdleTimeout, table: newSessionTable[*sseSession](h.opts.MaxSSESessions,
+		"SSE bridge", "sessions of SSE targets", "mux Options.MaxSSESessions, --mux-max-sse-sessions")}
 }
-
-// errClosed ends the sessions of a bridge that closed (Server.Close).
-var errClosed = errors.New("the mux is shutting down")
 
 // close closes every session and refuses new ones.
 func (b *sseBridge) close() {
-	b.cancel()
-	b.mu.Lock()
-	all := make([]*sseSession, 0, len(b.sessions))
-	for _, s := range b.sessions {
-		all = append(all, s)
-	}
-	b.mu.Unlock()
-	for _, s := range all {
+	for _, s := range b.table.close() {
 		s.close(errClosed)
 	}
-}
-
-// session returns the open session key, or nil.
-func (b *sseBridge) session(key string) *sseSession {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.sessions[key]
 }
 
 // roundTrip serves the mux's request req to the SSE target t through up. relay says whether
@@ -132,13 +105,13 @@ func (b *sseBridge) roundTrip(ctx context.Context, up *upstream, t contract.MuxT
 		}
 		return bridgeResponse(req, http.StatusBadRequest, "text/plain", []byte("mcpgate mux: SSE bridge: Mcp-Session-Id is required after initialize")), nil
 	}
-	s := b.session(key)
+	s := b.table.get(key)
 	// A session is its target's, on its Envoy: the same key named for another cluster or
 	// Gateway (another description of the backend) is not found.
-	if s == nil || s.cluster != t.Cluster || s.up != up || !s.acquire() {
+	if s == nil || s.cluster != t.Cluster || s.up != up || !s.idle.acquire() {
 		return bridgeResponse(req, http.StatusNotFound, "text/plain", []byte("mcpgate mux: SSE bridge: session not found")), nil
 	}
-	defer s.release()
+	defer s.idle.release()
 	switch req.Method {
 	case http.MethodDelete:
 		s.close(errDeleted)
@@ -157,9 +130,6 @@ func (b *sseBridge) roundTrip(ctx context.Context, up *upstream, t contract.MuxT
 // errDeleted ends a session the client deleted.
 var errDeleted = errors.New("the session was deleted")
 
-// errIdle ends a session unused for Options.SSEIdleTimeout.
-var errIdle = errors.New("the session was idle")
-
 // bridgeResponse makes a response of the bridge's own.
 func bridgeResponse(req *http.Request, status int, contentType string, body []byte) *http.Response {
 	resp := &http.Response{StatusCode: status, Status: strconv.Itoa(status) + " " + http.StatusText(status),
@@ -171,46 +141,26 @@ func bridgeResponse(req *http.Request, status int, contentType string, body []by
 	return resp
 }
 
-// newSessionKey returns a new session key: 128 random bits, hex.
-func newSessionKey() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails (it crashes the program instead)
-	return hex.EncodeToString(b)
-}
-
-// reserve takes a place for a new session; the error says why there is none: MaxSSESessions are
-// open or being opened, or the bridge is closed.
-func (b *sseBridge) reserve() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	switch {
-	case b.ctx.Err() != nil:
-		return fmt.Errorf("mcpgate mux: SSE bridge: %w", errClosed)
-	case len(b.sessions)+b.opening >= b.max:
-		return fmt.Errorf("mcpgate mux: SSE bridge: %d sessions of SSE targets are open, the limit (mux Options.MaxSSESessions, --mux-max-sse-sessions); try again later", b.max)
-	}
-	b.opening++
-	return nil
-}
-
 // open opens a session at t for the initialize msg (req: the mux's request for it).
 func (b *sseBridge) open(ctx context.Context, up *upstream, t contract.MuxTarget, req *http.Request, msg *message) (*http.Response, error) {
-	if err := b.reserve(); err != nil {
+	if err := b.table.reserve(); err != nil {
 		b.h.log.Warn("mux: SSE bridge: initialize refused", "target", t.Name, "error", err)
 		return bridgeResponse(req, http.StatusServiceUnavailable, "text/plain", []byte(err.Error())), nil
 	}
 	registered := false
 	defer func() {
-		b.mu.Lock()
-		b.opening--
-		b.mu.Unlock()
+		b.table.unreserve()
 		if !registered {
 			b.h.log.Debug("mux: SSE bridge: session not opened", "target", t.Name)
 		}
 	}()
-	sctx, cancel := context.WithCancel(b.ctx)
+	sctx, cancel := context.WithCancel(b.table.ctx)
 	s := &sseSession{b: b, key: newSessionKey(), target: t.Name, cluster: t.Cluster, ctx: sctx, cancel: cancel, done: make(chan struct{}),
-		pending: map[string]*sseRequest{}, busy: 1}
+		pending: map[string]*sseRequest{}}
+	s.idle = idleTimer{idle: b.idle, busy: 1, onIdle: func() {
+		b.h.log.Debug("mux: SSE bridge: idle session closed", "target", s.target, "idle", b.idle)
+		s.close(errIdle)
+	}}
 	// Until the session is open, the initialize's end ends it, and its stream's opening has
 	// Options.StreamOpenTimeout.
 	stop := context.AfterFunc(ctx, cancel)
@@ -290,18 +240,12 @@ func (b *sseBridge) open(ctx context.Context, up *upstream, t contract.MuxTarget
 	if !stop() {
 		return fail(ctx.Err())
 	}
-	b.mu.Lock()
-	if b.ctx.Err() != nil {
-		b.mu.Unlock()
+	if !b.table.add(s.key, s) {
 		return fail(errClosed)
 	}
-	b.sessions[s.key] = s
 	registered = true
-	b.mu.Unlock()
-	s.mu.Lock()
-	s.timer = time.AfterFunc(b.idle, s.idleCheck)
-	s.mu.Unlock()
-	s.release()
+	s.idle.start()
+	s.idle.release()
 	b.h.log.Debug("mux: SSE bridge: session opened", "target", t.Name, "endpoint", s.endpoint)
 	out := bridgeResponse(req, http.StatusOK, "application/json", reply.encode())
 	out.Header.Set("Mcp-Session-Id", s.key)
@@ -357,55 +301,9 @@ type sseSession struct {
 	pending map[string]*sseRequest
 	// listener is the session's GET, nil when none is open.
 	listener *sseRequest
-	// busy counts the mux's requests of the session being served (and the answer streams being
-	// read); last is when the count last fell to 0; timer closes the session once it has been
-	// 0 for the bridge's idle timeout.
-	busy   int
-	last   time.Time
-	timer  *time.Timer
-	closed bool
-}
-
-// acquire counts a request of the session; false when the session has ended.
-func (s *sseSession) acquire() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	select {
-	case <-s.done:
-		return false
-	default:
-	}
-	s.busy++
-	return true
-}
-
-// release ends what acquire counted.
-func (s *sseSession) release() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.busy--; s.busy == 0 {
-		s.last = time.Now()
-		if s.timer != nil && !s.closed {
-			s.timer.Reset(s.b.idle)
-		}
-	}
-}
-
-// idleCheck closes the session when it has not been used for the idle timeout.
-func (s *sseSession) idleCheck() {
-	s.mu.Lock()
-	if s.busy > 0 {
-		s.mu.Unlock()
-		return // release arms the timer again
-	}
-	if left := s.b.idle - time.Since(s.last); left > 0 {
-		s.timer.Reset(left)
-		s.mu.Unlock()
-		return
-	}
-	s.mu.Unlock()
-	s.b.h.log.Debug("mux: SSE bridge: idle session closed", "target", s.target, "idle", s.b.idle)
-	s.close(errIdle)
+	// idle counts the mux's requests of the session being served (and the answer streams being
+	// read), and closes the session once none has been for the bridge's idle timeout.
+	idle idleTimer
 }
 
 // close ends the session (once): its GET stream is closed, its requests in flight fail, its
@@ -413,19 +311,20 @@ func (s *sseSession) idleCheck() {
 func (s *sseSession) close(err error) {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
-		s.err, s.closed = err, true
-		if s.timer != nil {
-			s.timer.Stop()
-		}
+		s.err = err
 		s.mu.Unlock()
+		s.idle.stop()
 		s.cancel()
-		s.b.mu.Lock()
-		if s.b.sessions[s.key] == s {
-			delete(s.b.sessions, s.key)
-		}
-		s.b.mu.Unlock()
+		s.b.table.remove(s.key, s)
 		close(s.done)
 	})
+}
+
+// failure returns why the session ended (nil while it has not).
+func (s *sseSession) failure() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
 }
 
 // read reads the session's GET stream: the first endpoint event goes to endpoint, each message
@@ -574,9 +473,9 @@ func (s *sseSession) request(ctx context.Context, req *http.Request, msg *messag
 		return nil, err
 	}
 	drain(resp)
-	if !s.acquire() { // the stream holds the session until it is closed
+	if !s.idle.acquire() { // the stream holds the session until it is closed
 		s.forget(r)
-		return nil, s.err
+		return nil, s.failure()
 	}
 	body := &sseStream{s: s, r: r, ctx: ctx}
 	out2 := bridgeResponse(req, http.StatusOK, "text/event-stream", nil)
@@ -644,11 +543,13 @@ func (s *sseSession) post(ctx context.Context, req *http.Request, body []byte) (
 // listen answers a GET: the session's stream of the server's messages that go to no request,
 // until the request ends, the session does, or a new GET takes the stream over.
 func (s *sseSession) listen(ctx context.Context, req *http.Request) *http.Response {
+	if !s.idle.acquire() { // the stream holds the session until it is closed
+		return bridgeResponse(req, http.StatusNotFound, "text/plain", []byte("mcpgate mux: SSE bridge: session not found"))
+	}
 	r := &sseRequest{ch: make(chan item, 16), gone: make(chan struct{})}
 	s.mu.Lock()
 	old := s.listener
 	s.listener = r
-	s.busy++ // the stream holds the session until it is closed
 	s.mu.Unlock()
 	if old != nil {
 		old.goneOnce.Do(func() { close(old.gone) })
@@ -707,7 +608,7 @@ func (b *sseStream) Read(p []byte) (int, error) {
 func (b *sseStream) Close() error {
 	b.once.Do(func() {
 		b.s.forget(b.r)
-		b.s.release()
+		b.s.idle.release()
 	})
 	return nil
 }
