@@ -30,12 +30,6 @@ import (
 // Event ids are left out and Last-Event-ID is not passed on: the mux does not resume streams, so
 // a client that reconnects gets a new stream, without what it missed meanwhile.
 func (c *call) get() {
-	if len(c.r.Header.Values("Mcp-Session-Id")) == 0 {
-		// An HTTP+SSE (2024-11-05) client opens its stream with a GET and no session: the mux
-		// speaks Streamable HTTP only, so say so rather than ask for a session.
-		c.writeError(http.StatusBadRequest, nil, mcp.CodeInvalidRequest, "mcpgate mux: a multiplexed backend speaks Streamable HTTP: open a session with POST initialize (HTTP+SSE clients, which start with a GET, are not served here)")
-		return
-	}
 	if !c.readSession(nil) {
 		return
 	}

@@ -144,12 +144,17 @@ func New(opts Options) *Server {
 		h.cache = newResolveCache(opts.ResolveCacheTTL)
 	}
 	h.bridge = newSSEBridge(h)
+	h.legacy = newLegacyClients(h)
 	return h
 }
 
 // Close closes the sessions of SSE targets (their GET streams; their requests in flight fail)
-// and refuses new ones. Streamable HTTP targets' sessions are the targets' own and stay.
-func (h *Server) Close() { h.bridge.close() }
+// and those of HTTP+SSE clients (their streams end, their mux sessions are deleted), and refuses
+// new ones. Streamable HTTP targets' sessions are the targets' own and stay.
+func (h *Server) Close() {
+	h.bridge.close()
+	h.legacy.close()
+}
 
 // newResolveIDPrefix returns the start of the ids of Resolve's list requests: "mcpgate-resolve:",
 // 16 random hex digits, ":". Those requests go in the client's session: ids a client cannot guess
@@ -182,6 +187,8 @@ type Server struct {
 	cache *resolveCache
 	// bridge serves the SSE targets.
 	bridge *sseBridge
+	// legacy serves the HTTP+SSE clients.
+	legacy *legacyClients
 }
 
 // ServeHTTP serves one request of a client.
@@ -208,8 +215,20 @@ func (h *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := &call{h: h, m: m, up: up, w: w, r: r, ctx: r.Context(), log: h.log.With("backend", m.Backend)}
 	switch r.Method {
 	case http.MethodPost:
-		c.post()
+		switch key, n := legacyKey(r); {
+		case n == 1:
+			h.legacy.post(c, key)
+		case n > 1:
+			http.Error(w, "mcpgate mux: more than one legacy session query parameter", http.StatusBadRequest)
+		default:
+			c.post()
+		}
 	case http.MethodGet:
+		if len(r.Header.Values("Mcp-Session-Id")) == 0 {
+			// An HTTP+SSE (2024-11-05) client opens its stream with a GET and no session.
+			h.legacy.open(c)
+			return
+		}
 		c.get()
 	case http.MethodDelete:
 		c.delete()

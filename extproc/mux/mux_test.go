@@ -36,6 +36,8 @@ type upstreamDouble struct {
 	clusters map[string]http.Handler
 	// seen records, per cluster, the headers of the requests routed there.
 	seen map[string][]http.Header
+	// deletes receives the cluster of each DELETE routed (dropped when full).
+	deletes chan string
 }
 
 func (d *upstreamDouble) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -45,6 +47,12 @@ func (d *upstreamDouble) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h, ok := d.clusters[cluster]
 	d.seen[cluster] = append(d.seen[cluster], r.Header.Clone())
 	d.mu.Unlock()
+	if r.Method == http.MethodDelete {
+		select {
+		case d.deletes <- cluster:
+		default:
+		}
+	}
 	switch {
 	case !ok:
 		http.Error(w, "route not found", http.StatusNotFound)
@@ -161,7 +169,7 @@ func newGatewayMode(t *testing.T, prefixMode, failureMode string, opts func(*mux
 func newGatewayDesc(t *testing.T, m contract.Mux, opts func(*mux.Options)) *gateway {
 	t.Helper()
 	gw := &gateway{servers: map[string]*mcp.Server{}, getEnded: make(chan string, 64), gets: map[string]int{}}
-	d := &upstreamDouble{clusters: map[string]http.Handler{"down": nil}, seen: map[string][]http.Header{}}
+	d := &upstreamDouble{clusters: map[string]http.Handler{"down": nil}, seen: map[string][]http.Header{}, deletes: make(chan string, 64)}
 	for _, name := range []string{"a", "b", "n", "s", "e"} {
 		s, h := newTarget(name)
 		cluster := "cluster-" + name
