@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	gojwt "github.com/golang-jwt/jwt/v5"
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
@@ -274,4 +275,49 @@ func requestMetadata(t *testing.T, h *harness, route extproctest.Route, token, b
 		merge(check(t)(s.RequestBody([]byte(body), true)))
 	}
 	return md
+}
+
+// TestMuxRouteLegacySession: an HTTP+SSE client of a mux route (multiplexed, or bridged) gets the
+// mux's endpoint event with its sessionId sealed to the caller, though the route says
+// streamable-http (ext_proc classifies each request by what it is); a POST to the sealed endpoint
+// carries the mux's secret and reaches the mux with the mux's own key; another caller's is 404.
+func TestMuxRouteLegacySession(t *testing.T) {
+	const secret = "the-mux-secret"
+	sg := newSigner(t)
+	open := &policyv1.Policy{Name: "open", Jwt: labPolicy(sg).GetJwt()}
+	h := newHarness(t, []*policyv1.Policy{open}, func(c *extproc.Config) { c.MuxSecret = secret })
+	multiplexed := muxRoute
+	multiplexed.Policy = "open"
+	bridged := bridgeRoute
+	bridged.Policy = "open"
+	for name, route := range map[string]extproctest.Route{"multiplexed": multiplexed, "bridge": bridged} {
+		const endpoint = "/sse?sessionId=0123456789abcdef0123456789abcdef"
+		get := h.open(t, h.tcp, route)
+		if got := setHeaders(check(t)(get.RequestHeaders(getHeaders("/sse", extproctest.LabToken), true)))[contract.HeaderMuxAuth]; got != secret {
+			t.Errorf("%s: GET: %s %q, want the secret", name, contract.HeaderMuxAuth, got)
+		}
+		check(t)(get.ResponseHeaders(respHeaders("200", "text/event-stream"), false))
+		ep := "event: endpoint\ndata: " + endpoint + "\n\n"
+		got := string(extproctest.BodyAfter(check(t)(get.ResponseBody([]byte(ep), false)), []byte(ep)))
+		sealed := extproctest.LabEndpoint(endpoint)
+		if want := "event: endpoint\ndata: " + sealed + "\n\n"; got != want || sealed == endpoint {
+			t.Errorf("%s: the client gets %q, want %q", name, got, want)
+		}
+		get.Close()
+
+		hs := postHeaders(sealed, extproctest.LabToken)
+		p := h.open(t, h.unix, route)
+		resp := check(t)(p.RequestHeaders(hs, false))
+		if got := applyHeaderMutation(hs, resp)[":path"]; got != endpoint {
+			t.Errorf("%s: the mux gets %q, want its endpoint %q", name, got, endpoint)
+		}
+		if got := setHeaders(resp)[contract.HeaderMuxAuth]; got != secret {
+			t.Errorf("%s: POST: %s %q, want the secret", name, contract.HeaderMuxAuth, got)
+		}
+		p.Close()
+
+		p = h.open(t, h.unix, route)
+		checkRefusal(t, name+": another caller", check(t)(p.RequestHeaders(postHeaders(sealed, sg.token(t, gojwt.MapClaims{"sub": "mallory"})), false)), 404, "null", -32001, "Session not found")
+		p.Close()
+	}
 }
