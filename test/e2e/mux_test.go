@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -107,6 +108,47 @@ func TestMultiplexedBackend(t *testing.T) {
 		if err := expectUnknownTool(ctx, cs, "nosuchtarget_echo", map[string]any{"message": "x"}); err != nil {
 			t.Error(err)
 		}
+	})
+
+	// HTTP+SSE (2024-11-05) clients: the mux serves the route's stream (here at /sse, any path of
+	// the route would do) and its POSTs as it serves a Streamable HTTP client.
+	t.Run("HTTP+SSE clients", func(t *testing.T) {
+		sseURL := "http://" + addr(free[0]) + "/sse"
+		names, err := toolNames(s.inspector.run(sseURL, "--transport", "sse", "--method", "tools/list"))
+		if err != nil {
+			t.Fatalf("inspector --transport sse: tools/list: %v", err)
+		}
+		for _, want := range []string{"fetch_fetch", "everything_echo", "conformance_test_simple_text"} {
+			if !slices.Contains(names, want) {
+				t.Errorf("inspector --transport sse: tools/list = %v, want %s among them", names, want)
+			}
+		}
+		r := s.inspector.run(sseURL, "--transport", "sse", "--method", "tools/call", "--tool-name", "everything_get-sum", "--tool-args-json", `{"a":2,"b":3}`)
+		var res toolResult
+		if r.code != 0 {
+			t.Fatalf("inspector --transport sse: tools/call failed\n%s", r)
+		}
+		if err := r.result(&res); err != nil {
+			t.Fatal(err)
+		}
+		if res.IsError || !strings.Contains(res.text(), "5") {
+			t.Errorf("inspector --transport sse: tools/call everything_get-sum = isError %v %q, want 5", res.IsError, res.text())
+		}
+		expectLegacyCall(t, "e2e-mux/mux", "everything", "everything_get-sum")
+
+		ctx, cs := connectClient(t, &mcp.SSEClientTransport{Endpoint: sseURL})
+		tools, err := cs.ListTools(ctx, nil)
+		if err != nil {
+			t.Fatalf("go-sdk SSE client: tools/list: %v", err)
+		}
+		if !slices.ContainsFunc(tools.Tools, func(tool *mcp.Tool) bool { return tool.Name == "fetch_fetch" }) {
+			t.Errorf("go-sdk SSE client: tools/list has no fetch_fetch")
+		}
+		call, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "fetch_fetch", Arguments: map[string]any{"url": s.pageURL}})
+		if err != nil || call.IsError || len(call.Content) == 0 || !strings.Contains(call.Content[0].(*mcp.TextContent).Text, pageMarker) {
+			t.Fatalf("go-sdk SSE client: tools/call fetch_fetch = %+v, %v", call, err)
+		}
+		expectLegacyCall(t, "e2e-mux/mux", "fetch", "fetch_fetch")
 	})
 
 	t.Run("MCP rule by target and tool", func(t *testing.T) {
@@ -313,6 +355,28 @@ func serveMuxNever(t *testing.T) string {
 		"EVERYTHING_PORT": strconv.Itoa(env.ports.everythingHTTPUp),
 	})
 	return "http://" + addr(free[0]) + "/mcp"
+}
+
+// expectLegacyCall waits for the audit line of an allowed tools/call of tool on gateway over
+// HTTP+SSE (its session the legacy key, 32 hex digits), naming target, answered (outcome result: the
+// answer on the stream was matched to the POST).
+func expectLegacyCall(t *testing.T, gateway, target, tool string) {
+	t.Helper()
+	legacyKey := regexp.MustCompile(`^[0-9a-f]{32}$`)
+	eventually(t, "audit line of the HTTP+SSE call of "+tool+" names its target "+target, func() error {
+		lines, err := jsonLines(env.stdoutLog())
+		if err != nil {
+			return err
+		}
+		for _, l := range lines {
+			session, _ := l["session"].(string)
+			if l["request_id"] == nil && l["method"] == "tools/call" && l["gateway"] == gateway &&
+				l["target"] == target && l["tool"] == tool && l["decision"] == "allow" && l["outcome"] == "result" && legacyKey.MatchString(session) {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s: no audit line of tools/call with gateway %s, target %s, tool %s, decision allow, outcome result, a legacy session", env.stdoutLog(), gateway, target, tool)
+	})
 }
 
 // expectAllowedCall waits for the audit line of an allowed tools/call of tool on gateway, naming
