@@ -41,9 +41,9 @@ type extProcOptions struct {
 	// muxResolveCacheTTL is how long a resolution is kept (--mux-resolve-cache-ttl,
 	// mux.Options.ResolveCacheTTL; 0: no cache).
 	muxResolveCacheTTL time.Duration
-	// muxSSEIdleTimeout closes an idle session of an SSE target of the mux
-	// (--mux-sse-idle-timeout, mux.Options.SSEIdleTimeout); muxMaxSSESessions bounds them
-	// (--mux-max-sse-sessions, mux.Options.MaxSSESessions).
+	// muxSSEIdleTimeout closes an idle session of an SSE target of the mux, or of an HTTP+SSE
+	// client of it (--mux-sse-idle-timeout, mux.Options.SSEIdleTimeout); muxMaxSSESessions bounds
+	// each kind (--mux-max-sse-sessions, mux.Options.MaxSSESessions).
 	muxSSEIdleTimeout time.Duration
 	muxMaxSSESessions int
 	redact            string
@@ -61,8 +61,8 @@ func (o *extProcOptions) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.sessionKeyFile, "session-key-file", "", "file whose bytes (at least 32) seal each MCP session id to the caller that opened it; every ext_proc of a gateway needs the same (in Kubernetes each gateway's Secret NAME-session-key); default: a random key of this process, so sessions end with it")
 	fs.DurationVar(&o.muxResolveTimeout, "mux-resolve-timeout", mux.DefaultResolveTimeout, "how long the front hop waits for the targets' lists to resolve the target of a call on a prefixMode Never backend; a target that has not answered by then failed (skipped under FailOpen). Keep it well below the routes' ext_proc message timeout (10s in what mcpgate serves), at which Envoy answers the call 504")
 	fs.DurationVar(&o.muxResolveCacheTTL, "mux-resolve-cache-ttl", mux.DefaultResolveCacheTTL, "how long the front hop keeps the targets' lists of a session's tools (prompts) to resolve the next calls on a prefixMode Never backend without listing again: a tool moved or removed since may fail a call that long (a call is only ever sent to the target it was judged for); a name not kept is listed afresh; 0 lists for every call")
-	fs.DurationVar(&o.muxSSEIdleTimeout, "mux-sse-idle-timeout", mux.DefaultSSEIdleTimeout, "how long the mux keeps a session of an HTTP+SSE target (its GET stream to the target) without a request in flight or a GET open; its client's next request is then 404 and the client starts a new session")
-	fs.IntVar(&o.muxMaxSSESessions, "mux-max-sse-sessions", mux.DefaultMaxSSESessions, "how many sessions of HTTP+SSE targets the mux holds at once (each a GET stream to its target); an initialize beyond them fails with -32603 naming the limit")
+	fs.DurationVar(&o.muxSSEIdleTimeout, "mux-sse-idle-timeout", mux.DefaultSSEIdleTimeout, "how long the mux keeps a session of an HTTP+SSE target (its GET stream to the target) without a request in flight or a GET open, and a session of an HTTP+SSE client without a POST being served (its stream then ends); the client's next request is then 404 and the client starts a new session")
+	fs.IntVar(&o.muxMaxSSESessions, "mux-max-sse-sessions", mux.DefaultMaxSSESessions, "how many sessions of HTTP+SSE targets the mux holds at once (each a GET stream to its target), and how many of HTTP+SSE clients (each the client's stream), counted apart; an initialize beyond them fails with -32603 naming the limit, a client's stream beyond is answered 503")
 	fs.StringVar(&o.redact, "redact-keys", strings.Join(extproc.DefaultRedactKeys(), ","), `comma-separated tool argument keys (any depth, any case) whose values the audit log and access log replace by [REDACTED]; "" for none`)
 }
 

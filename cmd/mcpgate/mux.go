@@ -69,8 +69,8 @@ func newMuxSecret() string {
 // multiplexed routes' requests (newMuxSecret); the ext_proc also resolves the calls of prefixMode
 // Never backends with it (extproc.Config.MuxResolver), through the same upstream clients, each
 // resolution bounded by o's --mux-resolve-timeout and kept --mux-resolve-cache-ttl (0: not
-// kept); the sessions of SSE targets are bounded by --mux-sse-idle-timeout and
-// --mux-max-sse-sessions.
+// kept); the sessions of SSE targets, and those of HTTP+SSE clients, are bounded by
+// --mux-sse-idle-timeout and --mux-max-sse-sessions.
 func newMux(upstream func(gateway string) string, secret string, log *slog.Logger, o *extProcOptions) *mux.Server {
 	return mux.New(mux.Options{
 		Upstream: upstream, Logger: log.With("component", "mux"), MaxBodyBytes: o.maxBody, Version: version,

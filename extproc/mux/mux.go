@@ -14,8 +14,10 @@
 // The mux speaks Streamable HTTP to the client and to the targets, but to those that speak HTTP+SSE
 // (MCP 2024-11-05, contract.MuxTarget.Protocol contract.TransportSSE): its SSE bridge (sseBridge)
 // holds their GET streams and makes them look like Streamable HTTP targets to the rest of the
-// mux. Its session table is the mux's only state of sessions: a session of an SSE target lives in
-// the process that opened it. A backend with contract.Mux.Bridge (one target) is passed through:
+// mux. Clients that speak HTTP+SSE are served too (legacyClients): their stream and POSTs become
+// the Streamable HTTP requests the mux serves. These two session tables are the mux's only state
+// of sessions: a session of an SSE target, or of an HTTP+SSE client, lives in the process that
+// opened it. A backend with contract.Mux.Bridge (one target) is passed through:
 // the names, URIs and initialize answer are the target's own. JSON-RPC batches are refused
 // (-32600): MCP 2025-06-18 removed them, and no MCP SDK sends them.
 package mux
@@ -100,11 +102,13 @@ type Options struct {
 	// Version is the serverInfo version of the initialize answer.
 	Version string
 	// SSEIdleTimeout closes a session of an SSE target (its GET stream) that had no request in
-	// flight and no GET open for that long; 0 means DefaultSSEIdleTimeout.
+	// flight and no GET open for that long, and a session of an HTTP+SSE client (legacyClients)
+	// none of whose POSTs was served for that long; 0 means DefaultSSEIdleTimeout.
 	SSEIdleTimeout time.Duration
 	// MaxSSESessions bounds the sessions of SSE targets open at once (each holds a GET stream to
 	// its target): an initialize beyond it fails (503 from the bridge, the client's -32603 naming
-	// the limit). 0 means DefaultMaxSSESessions.
+	// the limit). It bounds the sessions of HTTP+SSE clients as well, counted apart (each holds
+	// the client's stream): a stream beyond is answered 503. 0 means DefaultMaxSSESessions.
 	MaxSSESessions int
 	// Secret is the value of contract.HeaderMuxAuth that the front hop's ext_proc, in the same
 	// process, sets on the requests it passes (extproc.Config.MuxSecret): the mux refuses (403)
