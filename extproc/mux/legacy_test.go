@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -54,20 +53,8 @@ func TestLegacyClient(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			gw := newGatewayDesc(t, tc.desc, nil)
-			var mu sync.Mutex
-			var asked []string
-			progress := make(chan string, 3)
-			cs := connectSSE(t, gw.url, &mcp.ClientOptions{
-				ElicitationHandler: func(ctx context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
-					mu.Lock()
-					asked = append(asked, req.Params.Message)
-					mu.Unlock()
-					return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"color": "green"}}, nil
-				},
-				ProgressNotificationHandler: func(ctx context.Context, req *mcp.ProgressNotificationClientRequest) {
-					progress <- req.Params.Message
-				},
-			})
+			rec, opts := newAnswering()
+			cs := connectSSE(t, gw.url, opts)
 			init := cs.InitializeResult()
 			if tc.desc.Bridge != (init.ServerInfo.Name == "a") || !tc.desc.Bridge && init.ServerInfo.Name != mux.ServerName {
 				t.Errorf("serverInfo %+v: want the target's under Bridge, else the mux's", init.ServerInfo)
@@ -83,13 +70,11 @@ func TestLegacyClient(t *testing.T) {
 			if got, want := callText(t, cs, tc.ask, nil), target+" heard accept green"; got != want {
 				t.Errorf("tools/call %s: %q, want %q (the client's answer to the elicitation)", tc.ask, got, want)
 			}
-			mu.Lock()
-			if want := []string{"your color? (" + target + ")"}; !slices.Equal(asked, want) {
+			if asked, want := rec.elicitations(), []string{"your color? (" + target + ")"}; !slices.Equal(asked, want) {
 				t.Errorf("elicitations %q: want %q", asked, want)
 			}
-			mu.Unlock()
 			callCount(t, cs, tc.count, "tok")
-			wantProgress(t, progress, "a")
+			wantProgress(t, rec.progress, "a")
 
 			// The client's stream ends: every target's session is deleted.
 			cs.Close()

@@ -413,20 +413,8 @@ func TestMuxSession(t *testing.T) {
 // reach the client, and its answer reaches that target; progress notifications stream through.
 func TestMuxServerRequests(t *testing.T) {
 	gw := newGateway(t, "FailClosed", targetA, targetB)
-	var mu sync.Mutex
-	var asked []string
-	progress := make(chan string, 3)
-	cs, err := connect(t, gw.url, &mcp.ClientOptions{
-		ElicitationHandler: func(ctx context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
-			mu.Lock()
-			asked = append(asked, req.Params.Message)
-			mu.Unlock()
-			return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"color": "green"}}, nil
-		},
-		ProgressNotificationHandler: func(ctx context.Context, req *mcp.ProgressNotificationClientRequest) {
-			progress <- req.Params.Message
-		},
-	})
+	rec, opts := newAnswering()
+	cs, err := connect(t, gw.url, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,12 +422,41 @@ func TestMuxServerRequests(t *testing.T) {
 		t.Errorf("tools/call b_ask: %q, want b's answer with the client's", got)
 	}
 	callCount(t, cs, "a_count", "tok")
-	mu.Lock()
-	if !slices.Equal(asked, []string{"your color? (b)"}) {
+	if asked := rec.elicitations(); !slices.Equal(asked, []string{"your color? (b)"}) {
 		t.Errorf("elicitations %q: want b's one", asked)
 	}
-	mu.Unlock()
-	wantProgress(t, progress, "a")
+	wantProgress(t, rec.progress, "a")
+}
+
+// answering is a client that accepts every elicitation with the color green and records what
+// it was asked and the progress messages it got.
+type answering struct {
+	mu       sync.Mutex
+	asked    []string
+	progress chan string
+}
+
+// newAnswering returns an answering client's record and its options.
+func newAnswering() (*answering, *mcp.ClientOptions) {
+	a := &answering{progress: make(chan string, 3)}
+	return a, &mcp.ClientOptions{
+		ElicitationHandler: func(ctx context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			a.mu.Lock()
+			a.asked = append(a.asked, req.Params.Message)
+			a.mu.Unlock()
+			return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"color": "green"}}, nil
+		},
+		ProgressNotificationHandler: func(ctx context.Context, req *mcp.ProgressNotificationClientRequest) {
+			a.progress <- req.Params.Message
+		},
+	}
+}
+
+// elicitations returns the messages of the elicitations the client was asked so far.
+func (a *answering) elicitations() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.asked)
 }
 
 // callText calls tool with args and returns the text of its result.

@@ -72,17 +72,10 @@ func holdTool(s *mcp.Server, started chan<- struct{}, release <-chan struct{}) {
 // stream, the POSTs to its endpoint) carries the cluster's route and the client's headers.
 func TestBridgeSSE(t *testing.T) {
 	gw := newGatewayDesc(t, bridgeDesc, nil)
-	progress := make(chan string, 3)
 	changed := make(chan string, 4)
-	client := mcp.NewClient(&mcp.Implementation{Name: "bridge-test", Version: "1"}, &mcp.ClientOptions{
-		ElicitationHandler: func(ctx context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
-			return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"color": "blue"}}, nil
-		},
-		ProgressNotificationHandler: func(ctx context.Context, req *mcp.ProgressNotificationClientRequest) {
-			progress <- req.Params.Message
-		},
-		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) { changed <- "tools/list_changed" },
-	})
+	rec, opts := newAnswering()
+	opts.ToolListChangedHandler = func(context.Context, *mcp.ToolListChangedRequest) { changed <- "tools/list_changed" }
+	client := mcp.NewClient(&mcp.Implementation{Name: "bridge-test", Version: "1"}, opts)
 	opened := make(getOpened, 1)
 	hc := &http.Client{Transport: addHeaders{headers: map[string]string{"Authorization": "Bearer t0ken", "X-Forwarded-For": "203.0.113.7"}, next: opened}}
 	cs, err := connectWith(t, gw.url, client, hc)
@@ -103,8 +96,8 @@ func TestBridgeSSE(t *testing.T) {
 		t.Errorf("tools/call v: %q, want e.v: hi", got)
 	}
 	callCount(t, cs, "count", "tok")
-	wantProgress(t, progress, "e")
-	if got := callText(t, cs, "ask", nil); got != "e heard accept blue" {
+	wantProgress(t, rec.progress, "e")
+	if got := callText(t, cs, "ask", nil); got != "e heard accept green" {
 		t.Errorf("tools/call ask: %q, want e's answer with the client's", got)
 	}
 
