@@ -273,7 +273,13 @@ func (l *legacyClients) post(c *call, key string) {
 		}()
 		sc.post()
 		w.finish()
-		if msg.Method == "initialize" && s.sessionID() != "" {
+		switch {
+		case msg.Method != "initialize" || s.sessionID() == "":
+		case s.ctx.Err() != nil:
+			// The client's stream ended while the initialize was served (end found no session to
+			// delete): the mux session it opened is deleted now.
+			s.end(c)
+		default:
 			go s.relay() // not a request being served: the session may be idle meanwhile
 		}
 	}()
