@@ -288,7 +288,7 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 	if muxLis != nil {
 		// The front hop's ext_proc and the mux share it: the mux serves only what ext_proc passed.
 		cfg.MuxSecret = newMuxSecret()
-		muxServer = newMux(f.mux.upstreamOf(), cfg.MuxSecret, log, &f.extProcOptions)
+		muxServer = newMux(f.mux.upstreamOf(), cfg.MuxSecret, log, reg, &f.extProcOptions)
 		cfg.MuxResolver = muxServer
 	}
 	if f.xdsTLSDir != "" {

@@ -165,7 +165,7 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 	// The front hop's ext_proc and the mux share it: the mux serves only what ext_proc passed.
 	muxSecret := newMuxSecret()
 	// The upstream is read per request: cfg.socketDir is set below.
-	muxServer := newMux(func(gw string) string { return runMuxUpstream(cfg.socketDir, gw) }, muxSecret, log, &cfg.extProcOptions)
+	muxServer := newMux(func(gw string) string { return runMuxUpstream(cfg.socketDir, gw) }, muxSecret, log, reg, &cfg.extProcOptions)
 	ep, stopEP, err := cfg.start(ctx, extproc.Config{
 		XDSAddr: cfg.xdsAddr, NodeCluster: contract.AllGateways, NodeID: "mcpgate-run", Logger: log, Registerer: reg,
 		MuxSecret: muxSecret, MuxResolver: muxServer,

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/mux"
@@ -266,4 +267,49 @@ func TestLegacyMaxSessions(t *testing.T) {
 	if resp, body := post(t, origin(gw.url)+ls.endpoint, "", `{"jsonrpc":"2.0","id":1,"method":"ping"}`); resp.StatusCode != http.StatusAccepted {
 		t.Errorf("the open session's POST: %d %s, want 202", resp.StatusCode, body)
 	}
+}
+
+// TestSessionsMetric: mcpgate_mux_sessions counts the sessions the mux holds: the bridge's
+// session of an SSE target while it is open, an HTTP+SSE client's while its stream is.
+func TestSessionsMetric(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	gw := newGatewayDesc(t, bridgeDesc, func(o *mux.Options) { o.Registerer = reg })
+	sessions := func() map[string]float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]float64{}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				if mf.GetName() == "mcpgate_mux_sessions" && len(m.GetLabel()) == 1 {
+					got[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+				}
+			}
+		}
+		return got
+	}
+	want := func(step string, target, client float64) {
+		t.Helper()
+		// A stream's end reaches the mux after the client's: wait for it (as receive does).
+		deadline := time.Now().Add(30 * time.Second)
+		for got := sessions(); got["sse_target"] != target || got["sse_client"] != client || len(got) != 2; got = sessions() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: mcpgate_mux_sessions %v, want sse_target %v, sse_client %v", step, got, target, client)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	want("none open", 0, 0)
+	sid := openSession(t, gw.url)
+	want("a Streamable HTTP client's session of the SSE target", 1, 0)
+	ls := openLegacy(t, gw.url, nil)
+	want("and an HTTP+SSE client's stream", 1, 1)
+	ls.cancel()
+	want("the HTTP+SSE client gone", 1, 0)
+	if status := deleteSession(t, gw.url, sid); status != http.StatusNoContent {
+		t.Fatalf("DELETE: %d", status)
+	}
+	want("the session deleted", 0, 0)
 }

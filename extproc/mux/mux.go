@@ -39,6 +39,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/mcp"
 )
@@ -115,6 +117,10 @@ type Options struct {
 	// any request without it, so that only what the front hop authorized reaches the targets.
 	// Required: an empty Secret refuses every request.
 	Secret string
+	// Registerer, when set, gets the mux's metric: mcpgate_mux_sessions{kind}, the sessions the
+	// mux holds open in this process (kind sse_target: the SSE bridge's sessions of SSE targets;
+	// sse_client: the sessions of HTTP+SSE clients), each a stream and a goroutine.
+	Registerer prometheus.Registerer
 }
 
 // New returns the mux: its HTTP handler, and the resolver of the front hop's ext_proc in the
@@ -149,6 +155,14 @@ func New(opts Options) *Server {
 	}
 	h.bridge = newSSEBridge(h)
 	h.legacy = newLegacyClients(h)
+	if opts.Registerer != nil {
+		for kind, open := range map[string]func() int{"sse_target": h.bridge.table.len, "sse_client": h.legacy.table.len} {
+			opts.Registerer.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "mcpgate_mux_sessions", ConstLabels: prometheus.Labels{"kind": kind},
+				Help: "Sessions the mux holds open in this process: sse_target, of SSE targets (the bridge's); sse_client, of HTTP+SSE clients.",
+			}, func() float64 { return float64(open()) }))
+		}
+	}
 	return h
 }
 

@@ -98,6 +98,13 @@ func (t *sessionTable[S]) remove(key string, s S) {
 	t.mu.Unlock()
 }
 
+// len returns the number of open sessions.
+func (t *sessionTable[S]) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.sessions)
+}
+
 // close refuses new sessions and returns those open, for the caller to close.
 func (t *sessionTable[S]) close() []S {
 	t.cancel()
