@@ -156,14 +156,24 @@ func New(opts Options) *Server {
 	h.bridge = newSSEBridge(h)
 	h.legacy = newLegacyClients(h)
 	if opts.Registerer != nil {
-		for kind, open := range map[string]func() int{"sse_target": h.bridge.table.len, "sse_client": h.legacy.table.len} {
-			opts.Registerer.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "mcpgate_mux_sessions", ConstLabels: prometheus.Labels{"kind": kind},
-				Help: "Sessions the mux holds open in this process: sse_target, of SSE targets (the bridge's); sse_client, of HTTP+SSE clients.",
-			}, func() float64 { return float64(open()) }))
-		}
+		opts.Registerer.MustRegister(sessionsCollector{h})
 	}
 	return h
+}
+
+// sessionsDesc describes mcpgate_mux_sessions (Options.Registerer).
+var sessionsDesc = prometheus.NewDesc("mcpgate_mux_sessions",
+	"Sessions the mux holds open in this process: kind sse_target, of SSE targets (the bridge's); sse_client, of HTTP+SSE clients.",
+	[]string{"kind"}, nil)
+
+// sessionsCollector collects mcpgate_mux_sessions of h: its session tables' sizes at each scrape.
+type sessionsCollector struct{ h *Server }
+
+func (c sessionsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- sessionsDesc }
+
+func (c sessionsCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, float64(c.h.bridge.table.len()), "sse_target")
+	ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, float64(c.h.legacy.table.len()), "sse_client")
 }
 
 // Close closes the sessions of SSE targets (their GET streams; their requests in flight fail)

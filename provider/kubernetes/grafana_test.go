@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mcpgate/mcpgate/extproc"
+	"github.com/mcpgate/mcpgate/extproc/mux"
 	"github.com/mcpgate/mcpgate/internal/admin"
 	"github.com/mcpgate/mcpgate/provider/kubernetes"
 	"github.com/mcpgate/mcpgate/test/envoydouble/dataplane"
@@ -74,6 +75,7 @@ func metricLabels(t *testing.T) map[string][]string {
 		t.Fatal(err)
 	}
 	ep.Close()
+	mux.New(mux.Options{Registerer: rec}) // the sidecar's mux (its sessions)
 	// Envoy's statistics, which the sidecar's /metrics adds (--envoy-stats-url): those
 	// envoydouble reproduces, with Envoy's names and tags, as its /stats/prometheus writes them,
 	// read by the sidecar's EnvoyStats, which labels them with its --gateway.
@@ -227,7 +229,7 @@ func TestGrafanaDashboardMetrics(t *testing.T) {
 				}
 			}
 		}
-		for _, want := range []string{"mcpgate_mcp_requests_total", "mcpgate_mcp_request_duration_seconds", "mcpgate_authn_failures_total", "mcpgate_extproc_streams_active", "mcpgate_xds_nacks_total", "mcpgate_config_problems",
+		for _, want := range []string{"mcpgate_mcp_requests_total", "mcpgate_mcp_request_duration_seconds", "mcpgate_authn_failures_total", "mcpgate_extproc_streams_active", "mcpgate_xds_nacks_total", "mcpgate_config_problems", "mcpgate_mux_sessions",
 			"envoy_http_downstream_rq_xx", "envoy_cluster_upstream_rq_total", "mcpgate_envoy_stats_up"} {
 			if !shown[want] {
 				t.Errorf("%s: no panel shows %s", path, want)
