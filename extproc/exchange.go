@@ -41,18 +41,32 @@ type exchange struct {
 	// standIn is the id of the ping that replaced a refused call with an id (mcp.RefusedID),
 	// which the ping's answer carries.
 	standIn json.RawMessage
-	// postStatus is the HTTP status of the POST that carried a legacy SSE request, set by the
-	// POST's stream and read by the GET stream that sees the answer (setPostStatus, postStatus).
-	// An int32 read and written atomically rather than an atomic.Int32, so that park can move an
-	// exchange out of its stream's storage by a plain copy.
-	postStatusV int32
+	// legacyV is the state of a legacy SSE request's record (legacyWaits, legacyEnded,
+	// legacyPosted), 0 for the others. Its answer comes on the GET stream, its POST's status on
+	// the POST's: the record, whose http_status is the POST's, is finished by whichever of the two
+	// comes last (finish, postDone), once. An int32 changed atomically rather than an
+	// atomic.Int32, so that park can move an exchange out of its stream's storage by a plain copy.
+	legacyV int32
+	// postStatus is the status of the POST that carried a legacy SSE request (0: its stream ended
+	// without its response headers), and endedAt when the request was answered (or ended without
+	// answer): each written before its side's change of legacyV, and read by the other side only
+	// after it saw that change.
+	postStatus int32
+	endedAt    time.Time
 }
 
+// The states of a legacy SSE request's record (exchange.legacyV), as bits.
+const (
+	// legacyWaits: the record waits for both legacyEnded and legacyPosted.
+	legacyWaits int32 = 1 << iota
+	// legacyEnded: the request was answered or ended without answer (its outcome and endedAt are
+	// set).
+	legacyEnded
+	// legacyPosted: its POST's status is known (postStatus), or its POST's stream ended without it.
+	legacyPosted
+)
+
 func (e *exchange) rewrite() bool { return e.filter != nil || e.denied }
-
-func (e *exchange) postStatus() int32 { return atomic.LoadInt32(&e.postStatusV) }
-
-func (e *exchange) setPostStatus(s int32) { atomic.StoreInt32(&e.postStatusV, s) }
 
 // newExchange returns a new exchange: a stream's first in the stream's storage (park moves it out,
 // should it outlive the stream), the others allocated.
@@ -163,6 +177,7 @@ func (st *stream) register(exs []*exchange, now time.Time) {
 			st.waiting = append(st.waiting, ex)
 		case st.kind == mcp.RequestLegacyPost:
 			k := st.sessionKey(key)
+			ex.legacyV = legacyWaits // before the session table publishes it
 			st.posted = append(st.posted, postedExchange{k, st.park(k, ex, now)})
 		default:
 			if old := st.pending.put(key, ex); old != nil {
@@ -481,9 +496,8 @@ func (st *stream) answer(m *mcp.Message, ex *exchange, md *metadata, now time.Ti
 		st.admitListedTools(m)
 	}
 	ex.rec.HasError, ex.rec.ErrorCode = hasErr, code
-	if s := ex.postStatus(); s != 0 {
-		ex.rec.HTTPStatus = int(s)
-	} else if ex.rec.HTTPStatus == 0 {
+	if ex.rec.HTTPStatus == 0 {
+		// A legacy SSE request's becomes its POST's as it is finished (finish).
 		ex.rec.HTTPStatus = st.status
 	}
 	outcome := telemetry.OutcomeResult
@@ -551,18 +565,40 @@ func (st *stream) itemFilter() *itemFilter {
 	return st.filter
 }
 
-// finish records the end of an exchange.
+// finish records the end of an exchange, answered (or ended without answer) at now. A legacy SSE
+// request's record waits, when its POST's status is not known yet, for postDone to finish it: its
+// latency still ends at now.
 func (s *Server) finish(ex *exchange, outcome string, now time.Time) {
 	ex.rec.Outcome = outcome
+	if atomic.LoadInt32(&ex.legacyV)&legacyWaits != 0 {
+		ex.endedAt = now
+		if old := atomic.OrInt32(&ex.legacyV, legacyEnded); old&legacyPosted == 0 || old&legacyEnded != 0 {
+			return
+		}
+		ex.rec.HTTPStatus = int(ex.postStatus)
+	}
 	s.tel.Finish(&ex.rec, now)
+}
+
+// postDone records the status of the POST that carried the legacy SSE request ex (0: the POST's
+// stream ended without its response headers) and finishes ex's record if it waits for it (see
+// finish). ex's POST stream calls it once, whether the exchange is still in the session table or
+// not.
+func (s *Server) postDone(ex *exchange, status int) {
+	if atomic.LoadInt32(&ex.legacyV)&legacyPosted != 0 {
+		return // only this POST's stream sets it: done already (before a panic, say)
+	}
+	ex.postStatus = int32(status)
+	if atomic.OrInt32(&ex.legacyV, legacyPosted)&legacyEnded == 0 {
+		return
+	}
+	ex.rec.HTTPStatus = status
+	s.tel.Finish(&ex.rec, ex.endedAt)
 }
 
 // expireSessions finishes the session table's requests whose answers never came.
 func (s *Server) expireSessions(now time.Time) {
 	for _, ex := range s.sessions.Expire(now) {
-		if st := ex.postStatus(); st != 0 {
-			ex.rec.HTTPStatus = int(st)
-		}
 		s.finish(ex, telemetry.OutcomeNoAnswer, now)
 	}
 }

@@ -434,7 +434,7 @@ func legacySSE(t *testing.T, route extproctest.Route, endpoint, session string) 
 
 	waitFor(t, "3 audit records", func() bool { return len(h.audit.records(t)) == 3 })
 	recs := h.audit.records(t)
-	checkRecord(t, recs[0], map[string]any{"method": "tools/list", "session": session, "outcome": "result", "jsonrpc_id": 2})
+	checkRecord(t, recs[0], map[string]any{"method": "tools/list", "session": session, "outcome": "result", "jsonrpc_id": 2, "http_status": 202})
 	checkRecord(t, recs[1], map[string]any{"tool": "get-env", "session": session, "decision": "deny", "outcome": "error", "jsonrpc_error": -32602, "http_status": 202})
 	checkRecord(t, recs[2], map[string]any{"tool": "fetch", "session": session, "decision": "allow", "outcome": "result", "http_status": 202})
 	checkDeniedCount(t, h, route)

@@ -304,6 +304,11 @@ func (st *stream) end() {
 	defer s.recycle(st)
 	defer s.tel.StreamEnded()
 	defer s.policies.release(st.set)
+	// A legacy SSE POST's stream that ends before its response headers (the client gone, the
+	// stream reset, an error): its requests' records wait no longer for its status, which stays 0.
+	for _, p := range st.posted {
+		s.postDone(p.ex, 0)
+	}
 	if st.pending.len() == 0 && len(st.waiting) == 0 {
 		return
 	}
@@ -1153,11 +1158,11 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 		return now
 	}
 	for _, p := range st.posted {
-		p.ex.setPostStatus(int32(st.status))
+		// p.ex's record, when its answer came first, is finished here.
+		st.s.postDone(p.ex, st.status)
 		if st.status >= 300 {
 			// The server refused the POST: no answer will come on the stream.
 			if ex, ok := st.s.sessions.Take(p.key); ok {
-				ex.rec.HTTPStatus = st.status
 				st.s.finish(ex, telemetry.OutcomeNoAnswer, clock())
 			}
 		}
