@@ -143,14 +143,14 @@ func (ri *routeInfo) isTarget(t string) bool {
 // the target: on a multiplexed backend's front hop (targets) target, the target of the request's
 // item ("" for none), as the audit line has them; on a bridged target's, that target.
 func (ri *routeInfo) muxMetadata(md *metadata, target string) {
-	switch {
-	case ri.targets != "":
-		md.str(contract.FieldBackend, ri.backend)
-		md.str(contract.FieldTarget, target)
-	case ri.bridge != "":
-		md.str(contract.FieldBackend, ri.backend)
-		md.str(contract.FieldTarget, ri.target)
+	if !ri.viaMux() {
+		return
 	}
+	if ri.bridge != "" {
+		target = ri.target
+	}
+	md.str(contract.FieldBackend, ri.backend)
+	md.str(contract.FieldTarget, target)
 }
 
 // Process implements the ExternalProcessor service: one call per HTTP request, one reply per

@@ -75,23 +75,15 @@ func (h *Server) upstream(addr string) (*upstream, error) {
 // for an SSE target, to the SSE bridge, which serves it as a Streamable HTTP target would (relay:
 // the answer's stream is relayed to the client, so that the target's messages may go in it).
 func (c *call) do(ctx context.Context, mb member, req *http.Request, relay bool) (*http.Response, error) {
-	if mb.t.Protocol != contract.TransportSSE {
-		return c.up.do(ctx, req)
-	}
-	if req == nil {
+	switch {
+	case req == nil: // newRequest could not make it
 		return nil, errors.New("cannot make the request")
-	}
-	return c.h.bridge.roundTrip(ctx, c.up, mb.t, req, relay)
-}
-
-func (up *upstream) do(ctx context.Context, req *http.Request) (*http.Response, error) {
-	if req == nil {
-		return nil, errors.New("cannot make the request")
-	}
-	if req.Context() != ctx {
+	case mb.t.Protocol == contract.TransportSSE:
+		return c.h.bridge.roundTrip(ctx, c.up, mb.t, req, relay)
+	case req.Context() != ctx:
 		req = req.WithContext(ctx)
 	}
-	return up.client.Do(req)
+	return c.up.client.Do(req)
 }
 
 // dropped are the client's headers a target's request does not get: hop-by-hop headers, those the
