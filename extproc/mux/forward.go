@@ -24,11 +24,12 @@ func (c *call) forward(msg *message, mb member, name string) {
 	}
 	if err != nil {
 		c.log.Warn("mux: target failed", "target", mb.t.Name, "method", msg.Method, "error", err)
-		if sessionGone(err, mb) {
+		switch {
+		case sessionGone(err, mb):
 			c.writeError(http.StatusNotFound, msg.ID, mcp.CodeSessionNotFound, "Session not found")
-			return
+		case !c.passRefusal(err):
+			c.writeError(http.StatusOK, msg.ID, mcp.CodeInternalError, "mcpgate mux: "+(&targetError{mb.t.Name, err}).Error())
 		}
-		c.writeError(http.StatusOK, msg.ID, mcp.CodeInternalError, "mcpgate mux: "+(&targetError{mb.t.Name, err}).Error())
 		return
 	}
 	defer drain(resp)

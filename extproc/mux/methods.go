@@ -56,11 +56,7 @@ func (c *call) initialize(msg *message) {
 			}
 			return nil
 		})
-		var refused *statusError
-		if c.m.Bridge && errors.As(failed, &refused) && refused.status/100 == 4 {
-			// The one target's own refusal (a 401 and its challenge, a 403 of its DNS rebinding
-			// protection), as its client would get it directly: the mux passes everything through.
-			c.writeRefusal(refused)
+		if c.passRefusal(failed) {
 			return
 		}
 		c.writeError(http.StatusOK, msg.ID, mcp.CodeInternalError, "mcpgate mux: initialize: "+failed.Error())

@@ -665,9 +665,16 @@ func (c *call) writeJSON(status int, body []byte) {
 	_, _ = c.w.Write(body)
 }
 
-// writeRefusal writes a target's refusal: its status, Content-Type, WWW-Authenticate and the
-// start of its body.
-func (c *call) writeRefusal(e *statusError) {
+// passRefusal writes, under Bridge, the one target's refusal err (a 4xx: a 401 and its
+// challenge, a 403 of its DNS rebinding protection) as the target gave it, as its client would get
+// it directly (the mux passes everything through): its status, Content-Type, WWW-Authenticate and
+// the start of its body. It reports whether it did; a multiplexed backend answers a target's
+// failure with its own error naming the target.
+func (c *call) passRefusal(err error) bool {
+	var e *statusError
+	if !c.m.Bridge || !errors.As(err, &e) || e.status/100 != 4 {
+		return false
+	}
 	for k, v := range map[string]string{"Content-Type": e.contentType, "WWW-Authenticate": e.authenticate} {
 		if v != "" {
 			c.w.Header().Set(k, v)
@@ -675,6 +682,7 @@ func (c *call) writeRefusal(e *statusError) {
 	}
 	c.w.WriteHeader(e.status)
 	_, _ = io.WriteString(c.w, e.body)
+	return true
 }
 
 // writeError writes a JSON-RPC error answer.

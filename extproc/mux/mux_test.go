@@ -3,6 +3,7 @@ package mux_test
 //lint:file-ignore SA1019 the mux relays logging/setLevel, which MCP deprecates (SEP-2577) and servers still serve
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -187,6 +188,17 @@ func newGatewayDesc(t *testing.T, m contract.Mux, opts func(*mux.Options)) *gate
 	d.clusters["cluster-refuse"] = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="refuse"`)
 		http.Error(w, "no token", http.StatusUnauthorized)
+	})
+	// cluster-refuse-calls is server a, but refuses its calls as a server that checks each one.
+	_, a := newTarget("a")
+	d.clusters["cluster-refuse-calls"] = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if bytes.Contains(body, []byte(`"tools/call"`)) {
+			http.Error(w, "calls refused", http.StatusForbidden)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		a.ServeHTTP(w, r)
 	})
 	gw.double = d
 	sock, srv := serveUnixServer(t, d)

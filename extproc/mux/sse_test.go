@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -503,8 +504,8 @@ func testLogger() *slog.Logger {
 }
 
 // TestBridgeRefusal: under Bridge a target's refusal of the initialize (its SSE GET answered 401
-// with a challenge) reaches the client as the target gave it; a multiplexed backend answers a
-// target's refusal with its JSON-RPC error naming the target, as for any failure.
+// with a challenge), or of a call, reaches the client as the target gave it; a multiplexed backend
+// answers a target's refusal with its JSON-RPC error naming the target, as for any failure.
 func TestBridgeRefusal(t *testing.T) {
 	refuse := contract.MuxTarget{Name: "r", Cluster: "cluster-refuse", Path: "/sse", Protocol: contract.TransportSSE}
 	init := `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`
@@ -517,5 +518,18 @@ func TestBridgeRefusal(t *testing.T) {
 	resp, body = post(t, newGateway(t, contract.FailClosed, targetA, refuse).url, "", init)
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"code":-32603`) || !strings.Contains(body, "target r: ") {
 		t.Errorf("initialize of a multiplexed backend, a target refuses: %d %s, want 200 -32603 naming target r", resp.StatusCode, body)
+	}
+	calls := contract.MuxTarget{Name: "c", Cluster: "cluster-refuse-calls", Path: "/mcp"}
+	call := `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"%s","arguments":{"text":"hi"}}}`
+	bridge.Targets = []contract.MuxTarget{calls}
+	url := newGatewayDesc(t, bridge, nil).url
+	resp, body = post(t, url, openSession(t, url), fmt.Sprintf(call, "x"))
+	if resp.StatusCode != http.StatusForbidden || body != "calls refused" {
+		t.Errorf("tools/call under Bridge, target refuses: %d %q, want the target's 403 and body", resp.StatusCode, body)
+	}
+	url = newGateway(t, contract.FailClosed, targetA, calls).url
+	resp, body = post(t, url, openSession(t, url), fmt.Sprintf(call, "c_x"))
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"code":-32603`) || !strings.Contains(body, "target c: ") {
+		t.Errorf("tools/call of a multiplexed backend, the target refuses: %d %s, want 200 -32603 naming target c", resp.StatusCode, body)
 	}
 }
