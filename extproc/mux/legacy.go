@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -220,21 +219,8 @@ func (l *legacyClients) post(c *call, key string) {
 			s.idle.release()
 		}
 	}()
-	limit := l.h.opts.MaxBodyBytes
-	body, err := io.ReadAll(http.MaxBytesReader(c.w, c.r.Body, int64(limit)))
-	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooLarge):
-		c.writeError(http.StatusRequestEntityTooLarge, nil, mcp.CodeInvalidRequest, fmt.Sprintf("mcpgate mux: request body larger than %d bytes", limit))
-		return
-	case err != nil:
-		c.log.Info("mux: reading the request body", "error", err)
-		return
-	}
-	body = bytes.TrimSpace(body)
-	var msg message
-	if len(body) > 0 && body[0] == '[' || json.Unmarshal(body, &msg) != nil {
-		c.writeError(http.StatusBadRequest, nil, mcp.CodeParseError, "mcpgate mux: the body is not one JSON-RPC message")
+	msg, ok := c.readMessage()
+	if !ok {
 		return
 	}
 	sid := s.sessionID()
@@ -245,15 +231,15 @@ func (l *legacyClients) post(c *call, key string) {
 	// The Streamable HTTP POST the message would be, served for the session: it outlives the
 	// client's POST, answered 202 before it is served.
 	req := c.r.Clone(s.ctx)
-	req.Body, req.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	req.Body, req.ContentLength = http.NoBody, 0 // read: msg is served
 	req.Header.Del("Mcp-Session-Id")
 	if sid != "" {
 		req.Header.Set("Mcp-Session-Id", sid)
 	}
-	w := &legacyWriter{s: s, id: msg.ID, header: http.Header{}, limit: limit}
+	w := &legacyWriter{s: s, id: msg.ID, header: http.Header{}, limit: l.h.opts.MaxBodyBytes}
 	sc := &call{h: c.h, m: c.m, up: c.up, w: w, r: req, ctx: s.ctx, log: c.log}
 	if !msg.isRequest() {
-		sc.post()
+		sc.serve(msg)
 		w.finish()
 		c.w.WriteHeader(http.StatusAccepted)
 		return
@@ -271,7 +257,7 @@ func (l *legacyClients) post(c *call, key string) {
 			<-s.inFlight
 			s.idle.release()
 		}()
-		sc.post()
+		sc.serve(msg)
 		w.finish()
 		switch {
 		case msg.Method != "initialize" || s.sessionID() == "":

@@ -486,45 +486,58 @@ func (m *message) encode() []byte {
 
 // post serves a POST: one JSON-RPC message.
 func (c *call) post() {
+	if msg, ok := c.readMessage(); ok {
+		c.serve(msg)
+	}
+}
+
+// readMessage reads the request's body, one JSON-RPC message; ok is false, after the answer was
+// written (413, 400), when it is not one.
+func (c *call) readMessage() (_ *message, ok bool) {
 	limit := c.h.opts.MaxBodyBytes
 	body, err := io.ReadAll(http.MaxBytesReader(c.w, c.r.Body, int64(limit)))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			c.writeError(http.StatusRequestEntityTooLarge, nil, mcp.CodeInvalidRequest, fmt.Sprintf("mcpgate mux: request body larger than %d bytes", limit))
-			return
+			return nil, false
 		}
 		c.log.Info("mux: reading the request body", "error", err)
-		return
+		return nil, false
 	}
 	body = bytes.TrimSpace(body)
 	if len(body) > 0 && body[0] == '[' {
 		c.writeError(http.StatusBadRequest, nil, mcp.CodeInvalidRequest,
 			"mcpgate mux: JSON-RPC batches are not supported on a multiplexed backend (MCP 2025-06-18 removed them); send one message per request")
-		return
+		return nil, false
 	}
 	var msg message
 	if err := json.Unmarshal(body, &msg); err != nil {
 		c.writeError(http.StatusBadRequest, nil, mcp.CodeParseError, "mcpgate mux: the body is not a JSON-RPC message: "+err.Error())
-		return
+		return nil, false
 	}
+	return &msg, true
+}
+
+// serve serves the message msg of a POST.
+func (c *call) serve(msg *message) {
 	switch {
 	case msg.isRequest() && msg.Method == "initialize":
-		c.initialize(&msg)
+		c.initialize(msg)
 	case msg.isRequest() && msg.Method == "ping":
 		// Answered here: the client's connection to the gateway is what it tests.
 		c.writeJSON(http.StatusOK, []byte(`{"jsonrpc":"2.0","id":`+string(msg.ID)+`,"result":{}}`))
 	case msg.isRequest():
 		if c.readSession(msg.ID) {
-			c.request(&msg)
+			c.request(msg)
 		}
 	case msg.isNotification():
 		if c.readSession(nil) {
-			c.notify(&msg)
+			c.notify(msg)
 		}
 	case msg.isResponse():
 		if c.readSession(nil) {
-			c.respond(&msg)
+			c.respond(msg)
 		}
 	default:
 		c.writeError(http.StatusBadRequest, msg.ID, mcp.CodeInvalidRequest, "mcpgate mux: not a JSON-RPC request, notification or response")
