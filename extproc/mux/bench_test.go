@@ -105,7 +105,7 @@ func unixClient(sock string) *http.Client {
 }
 
 // BenchmarkMux measures the mux's own cost: a tools/call routed to one target (its answer JSON or
-// an event stream) and a tools/list merged over 2 and 4 targets, each target a benchTarget (10
+// an event stream, with or without an event id, which the mux re-encodes as its own) and a tools/list merged over 2 and 4 targets, each target a benchTarget (10
 // tools) behind one upstream socket, the mux served on a Unix socket as Envoy reaches it; under
 // prefixMode Never a call routed by the target header and a list tagged with _meta targets
 // (each target's tools named after it: none shared); under Bridge (one target passed through) a
@@ -123,16 +123,24 @@ func BenchmarkMux(b *testing.B) {
 		sse        bool
 		body       string
 		prefixMode string
+		// eventIDs: the targets' events have ids (the mux gives the client its own, EventIDPrefix).
+		eventIDs bool
 	}{
-		{"call-json/targets=2", 2, false, call, "Conditional"},
-		{"call-sse/targets=2", 2, true, call, "Conditional"},
-		{"list/targets=2", 2, false, list, "Conditional"},
-		{"list/targets=4", 4, false, list, "Conditional"},
-		{"never-call-json/targets=2", 2, false, call, contract.PrefixModeNever},
-		{"never-list/targets=2", 2, false, list, contract.PrefixModeNever},
+		{"call-json/targets=2", 2, false, call, "Conditional", false},
+		{"call-sse/targets=2", 2, true, call, "Conditional", false},
+		{"call-sse-ids/targets=2", 2, true, call, "Conditional", true},
+		{"list/targets=2", 2, false, list, "Conditional", false},
+		{"list/targets=4", 4, false, list, "Conditional", false},
+		{"never-call-json/targets=2", 2, false, call, contract.PrefixModeNever, false},
+		{"never-list/targets=2", 2, false, list, contract.PrefixModeNever, false},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			bm := newBenchMux(b, c.targets, c.sse, c.prefixMode)
+			if c.eventIDs {
+				for _, d := range bm.doubles {
+					d.call = append([]byte("id: 5QWOCTFJ7XVBNCPHNGDNJJYLW2_1\n"), d.call...)
+				}
+			}
 			headers := map[string]string{
 				contract.HeaderMux:     bm.header,
 				contract.HeaderMuxAuth: benchSecret,
@@ -279,6 +287,8 @@ type benchMux struct {
 	header, session string
 	// upstream is the mux's Options.Upstream.
 	upstream func(string) string
+	// doubles are the targets' doubles, by cluster.
+	doubles map[string]*benchTarget
 }
 
 func newBenchMux(b *testing.B, targets int, sse bool, prefixMode string) *benchMux {
@@ -306,7 +316,7 @@ func newBenchMux(b *testing.B, targets int, sse bool, prefixMode string) *benchM
 	sid, _ := json.Marshal(map[string]any{"backend": desc.Backend, "targets": ids})
 	upstream := func(string) string { return "unix://" + up }
 	return &benchMux{mux: mux.New(mux.Options{Upstream: upstream, Secret: benchSecret}),
-		header: string(header), session: base64.RawURLEncoding.EncodeToString(sid), upstream: upstream}
+		header: string(header), session: base64.RawURLEncoding.EncodeToString(sid), upstream: upstream, doubles: doubles}
 }
 
 // BenchmarkResolve measures Resolve, what a call under prefixMode Never costs the front hop before

@@ -48,11 +48,18 @@ func (c *call) forward(msg *message, mb member, name string) {
 	}
 	flusher := c.startEvents()
 	want := mcp.IDKey(msg.ID)
-	answered := false
-	var buf []byte
+	answered, resumable := false, false
+	var buf, scratch []byte
+	names, ids := []string{mb.t.Name}, []string{""}
 	err = c.h.readEvents(resp.Body, func(ev *mcp.Event) bool {
 		var m *message
-		buf, m = c.clientEvent(buf[:0], ev, mb)
+		buf = append(buf[:0], eventMessage...)
+		if ev.HasID && ev.ID != "" {
+			ids[0] = ev.ID
+			buf, scratch = appendEventID(buf, scratch, callStream, names, ids)
+			resumable = true
+		}
+		buf, m = c.clientData(buf, ev, mb)
 		answered = answered || (m != nil && m.isResponse() && mcp.IDKey(m.ID) == want)
 		if _, err := c.w.Write(buf); err != nil {
 			return false
@@ -60,7 +67,13 @@ func (c *call) forward(msg *message, mb member, name string) {
 		_ = flusher.Flush()
 		return !answered
 	})
-	if !answered && c.ctx.Err() == nil {
+	switch {
+	case answered || c.ctx.Err() != nil:
+	case resumable:
+		// The client holds an event id of the stream: it resumes it (a GET with Last-Event-ID),
+		// as it would the target's own stream, and gets the answer then.
+		c.log.Info("mux: target's answer stream ended before the answer; the client may resume it", "target", mb.t.Name, "method", msg.Method, "error", err)
+	default:
 		if err == nil {
 			err = errors.New("its event stream ended without the answer")
 		}
@@ -85,19 +98,23 @@ func (c *call) startEvents() *http.ResponseController {
 	return flusher
 }
 
-// clientEvent appends to dst the event ev of target mb's stream as the client gets it: a message
-// event whose data is the target's message as toClient gives it, or the data as it is when it is
-// not a JSON-RPC message. The target's event id is left out: the mux does not resume streams
-// (Last-Event-ID), so a client could do nothing with it. m is the message, nil when there is none.
-func (c *call) clientEvent(dst []byte, ev *mcp.Event, mb member) (out []byte, m *message) {
+// eventMessage starts every event the mux relays to the client; its id line (appendEventID), if
+// any, and its data (clientData) follow.
+const eventMessage = "event: message\n"
+
+// clientData appends to dst the data of event ev of target mb's stream as the client gets it, and
+// the blank line that ends the event: the target's message as toClient gives it, or the data as it
+// is when it is not a JSON-RPC message (none: an event that only gives an id, such as a priming
+// event). m is the message, nil when there is none.
+func (c *call) clientData(dst []byte, ev *mcp.Event, mb member) (out []byte, m *message) {
 	data := ev.Data
 	m = new(message)
-	if json.Unmarshal(ev.Data, m) == nil {
-		data = c.toClient(m, mb, ev.Data)
+	if len(data) > 0 && json.Unmarshal(data, m) == nil {
+		data = c.toClient(m, mb, data)
 	} else {
 		m = nil
 	}
-	return mcp.AppendEvent(dst, &mcp.Event{Type: "message", Data: data}), m
+	return mcp.AppendEvent(dst, &mcp.Event{Data: data}), m
 }
 
 // toClient returns the message a target sent, as the client gets it: a request of the target's

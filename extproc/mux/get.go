@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -27,14 +29,24 @@ import (
 // runs, a target's stream that ends or fails is logged and the others go on; the client's ends
 // when all have. The client going away ends every target's stream (the requests' context).
 //
-// Event ids are left out and Last-Event-ID is not passed on: the mux does not resume streams, so
-// a client that reconnects gets a new stream, without what it missed meanwhile.
+// Each event relayed gets an id (EventIDPrefix, kind getStream) naming, for every target that has
+// given one on this stream, the latest event id it gave. A GET with Last-Event-ID resumes from
+// there (resumeFrom): every target named is asked for its stream with its own Last-Event-ID, the
+// others plainly; an id of a call's stream (kind callStream) resumes that one target's stream
+// alone, its events given ids of that kind again. A target that refuses its Last-Event-ID fails
+// the GET (400), whatever the failure mode: the client would lose that target's events unawares.
 func (c *call) get() {
 	if !c.readSession(nil) {
 		return
 	}
 	if !acceptsEventStream(c.r.Header.Values("Accept")) {
 		http.Error(c.w, "mcpgate mux: a GET stream is text/event-stream, which Accept does not admit", http.StatusNotAcceptable)
+		return
+	}
+	from, err := c.resumeFrom()
+	if err != nil {
+		c.log.Info("mux: GET with a Last-Event-ID the mux cannot resume from", "error", err)
+		http.Error(c.w, "mcpgate mux: "+err.Error(), http.StatusBadRequest)
 		return
 	}
 	ctx, cancel := context.WithCancel(c.ctx)
@@ -50,7 +62,8 @@ func (c *call) get() {
 	}()
 	wait := c.h.opts.StreamOpenTimeout
 	errs := c.fanOut(func(ctx context.Context, mb member) error {
-		if mb.sid == "" {
+		last := from.id(mb.t.Name)
+		if mb.sid == "" || from.kind == callStream && last == "" {
 			return nil
 		}
 		// The stream lives as long as ctx; its opening gets wait (a target that never answers
@@ -60,6 +73,9 @@ func (c *call) get() {
 		req := c.newRequest(tctx, http.MethodGet, mb, nil)
 		if req != nil {
 			req.Header.Set("Accept", "text/event-stream")
+			if last != "" {
+				req.Header.Set("Last-Event-ID", last)
+			}
 		}
 		resp, err := c.do(tctx, mb, req, false)
 		if !timer.Stop() {
@@ -76,6 +92,9 @@ func (c *call) get() {
 			drain(resp)
 			c.log.Debug("mux: target has no GET stream", "target", mb.t.Name)
 			return nil
+		case resp.StatusCode/100 != 2 && last != "" && resp.StatusCode != http.StatusNotFound:
+			defer drain(resp)
+			return &resumeError{targetError{mb.t.Name, httpError(resp)}, last}
 		case resp.StatusCode/100 != 2:
 			defer drain(resp)
 			return &targetError{mb.t.Name, httpError(resp)}
@@ -96,7 +115,11 @@ func (c *call) get() {
 			open++
 		}
 	}
+	var refused *resumeError
 	switch failed := firstError(errs); {
+	case slices.ContainsFunc(errs, func(err error) bool { return errors.As(err, &refused) }):
+		http.Error(c.w, "mcpgate mux: GET: "+refused.Error(), http.StatusBadRequest)
+		return
 	case failed != nil && (!c.failOpen() || open == 0):
 		http.Error(c.w, "mcpgate mux: GET: "+failed.Error(), http.StatusBadGateway)
 		return
@@ -107,7 +130,19 @@ func (c *call) get() {
 	}
 
 	flusher := c.startEvents()
-	var mu sync.Mutex // serializes the client's events
+	var mu sync.Mutex // serializes the client's events and guards the position
+	// pos is the latest event id of each target (the session's order) the client has: what its
+	// events' ids say.
+	pos := make([]string, len(c.sess))
+	names := make([]string, len(c.sess))
+	for i, mb := range c.sess {
+		names[i], pos[i] = mb.t.Name, from.id(mb.t.Name)
+	}
+	kind := byte(getStream)
+	if from.kind == callStream {
+		kind = callStream
+	}
+	var out, scratch []byte
 	var wg sync.WaitGroup
 	for i, resp := range streams {
 		if resp == nil {
@@ -115,12 +150,18 @@ func (c *call) get() {
 		}
 		mb := c.sess[i]
 		wg.Go(func() {
-			var buf []byte
+			var data []byte
 			err := c.h.readEvents(resp.Body, func(ev *mcp.Event) bool {
-				buf, _ = c.clientEvent(buf[:0], ev, mb)
+				data, _ = c.clientData(data[:0], ev, mb)
 				mu.Lock()
 				defer mu.Unlock()
-				if _, err := c.w.Write(buf); err != nil {
+				if ev.HasID && ev.ID != "" {
+					pos[i] = ev.ID
+				}
+				out = append(out[:0], eventMessage...)
+				out, scratch = appendEventID(out, scratch, kind, names, pos)
+				out = append(out, data...)
+				if _, err := c.w.Write(out); err != nil {
 					// The client is gone: every target's stream ends.
 					cancel()
 					return false
@@ -138,6 +179,41 @@ func (c *call) get() {
 		})
 	}
 	wg.Wait()
+}
+
+// resumeFrom reads the request's Last-Event-ID: the position the client resumes from, empty when
+// it sent none. An id the mux did not give (EventIDPrefix), or one naming a target that is not
+// in the session or has no stream in it, is an error: the mux cannot tell which events the client
+// missed, and a new stream would lose them unsaid.
+func (c *call) resumeFrom() (*streamPosition, error) {
+	v := c.r.Header.Values("Last-Event-ID")
+	switch len(v) {
+	case 0:
+		return &streamPosition{kind: getStream}, nil
+	case 1:
+	default:
+		return nil, errors.New("Last-Event-ID sent more than once")
+	}
+	p, err := decodeEventID(v[0])
+	if err != nil {
+		return nil, fmt.Errorf("Last-Event-ID %q: %w; open the stream without it", v[0], err)
+	}
+	for _, name := range p.names {
+		if mb, ok := c.member(name); !ok || mb.sid == "" {
+			return nil, fmt.Errorf("Last-Event-ID %q names target %q, which has no stream in this session; open the stream without it", v[0], name)
+		}
+	}
+	return p, nil
+}
+
+// resumeError is a target's refusal of the GET that resumes its stream (its Last-Event-ID).
+type resumeError struct {
+	targetError
+	last string
+}
+
+func (e *resumeError) Error() string {
+	return "target " + e.target + " cannot resume its stream from its event id " + strconv.Quote(e.last) + ": " + e.err.Error()
 }
 
 // acceptsEventStream reports whether Accept values admit text/event-stream (no Accept admits

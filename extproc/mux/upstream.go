@@ -257,8 +257,10 @@ func isEventStream(resp *http.Response) bool {
 	return mt == "text/event-stream"
 }
 
-// readEvents reads an event stream and calls fn for each message event with data, until fn
-// returns false or the stream ends. An event larger than MaxBodyBytes is an error.
+// readEvents reads an event stream and calls fn for each message event with data, and each event
+// without data that gives an event id (a priming event, of any type: its id is where the client
+// resumes from), until fn returns false or the stream ends. An event larger than MaxBodyBytes is
+// an error.
 func (h *Server) readEvents(body io.Reader, fn func(*mcp.Event) bool) error {
 	buf := h.readBuffers.Get().(*[readBufferSize]byte)
 	defer h.readBuffers.Put(buf)
@@ -266,7 +268,8 @@ func (h *Server) readEvents(body io.Reader, fn func(*mcp.Event) bool) error {
 }
 
 // readStream reads an event stream with buf and calls fn for each event with data (each
-// message event when messagesOnly), until fn returns false or the stream ends. An event larger
+// message event when messagesOnly, and then each event without data that gives an id, as an
+// event with the id only), until fn returns false or the stream ends. An event larger
 // than MaxBodyBytes is an error.
 func (h *Server) readStream(body io.Reader, buf []byte, messagesOnly bool, fn func(*mcp.Event) bool) error {
 	s := mcp.NewSSEStream(h.opts.MaxBodyBytes)
@@ -276,8 +279,14 @@ func (h *Server) readStream(body io.Reader, buf []byte, messagesOnly bool, fn fu
 		eos := rerr != nil
 		var stop bool
 		if _, _, err := s.Next(buf[:n], eos, true, func(ev *mcp.Event, _ bool) []byte {
-			if !stop && (!messagesOnly || ev.IsMessage()) && len(bytes.TrimSpace(ev.Data)) > 0 {
-				stop = !fn(ev)
+			switch {
+			case stop:
+			case len(bytes.TrimSpace(ev.Data)) > 0:
+				if !messagesOnly || ev.IsMessage() {
+					stop = !fn(ev)
+				}
+			case messagesOnly && ev.HasID && ev.ID != "":
+				stop = !fn(&mcp.Event{HasID: true, ID: ev.ID})
 			}
 			return nil
 		}); err != nil {
