@@ -1,15 +1,21 @@
 package e2e
 
 import (
+	"bufio"
+	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpgate/mcpgate/extproc/mux"
 )
 
 // Files of the multiplexing test.
@@ -108,6 +114,12 @@ func TestMultiplexedBackend(t *testing.T) {
 		if err := expectUnknownTool(ctx, cs, "nosuchtarget_echo", map[string]any{"message": "x"}); err != nil {
 			t.Error(err)
 		}
+	})
+
+	// Resumption: a call's event stream through the mux carries the mux's event ids, and a GET
+	// with one of them has server-everything (its InMemoryEventStore) replay what came after.
+	t.Run("resumption", func(t *testing.T) {
+		expectResumed(t, url)
 	})
 
 	// HTTP+SSE (2024-11-05) clients: the mux serves the route's stream (here at /sse, any path of
@@ -396,4 +408,132 @@ func expectAllowedCall(t *testing.T, gateway, target, tool string) {
 		}
 		return fmt.Errorf("%s: no audit line of tools/call with gateway %s, target %s, tool %s, decision allow", env.stdoutLog(), gateway, target, tool)
 	})
+}
+
+// expectResumed opens a session at the multiplexed url with raw requests, calls
+// everything_trigger-long-running-operation (3 progress notifications, then the answer) and reads
+// its event stream whole, then resumes it with a GET whose Last-Event-ID is the mux's id of the
+// first progress event: the two later progress events and the answer come again, the first does
+// not. A Last-Event-ID the mux did not give is answered 400.
+func expectResumed(t *testing.T, url string) {
+	t.Helper()
+	const version = "2025-11-25"
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	try := func(method, session, last, body string) (*http.Response, error) {
+		req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Mcp-Protocol-Version", version)
+		if session != "" {
+			req.Header.Set("Mcp-Session-Id", session)
+		}
+		if last != "" {
+			req.Header.Set("Last-Event-ID", last)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", method, body, err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp, nil
+	}
+	send := func(method, session, last, body string) *http.Response {
+		t.Helper()
+		resp, err := try(method, session, last, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	var session string
+	eventually(t, "a raw session on the multiplexed backend", func() error {
+		resp, err := try(http.MethodPost, "", "", `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"`+version+`","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		if session = resp.Header.Get("Mcp-Session-Id"); resp.StatusCode != http.StatusOK || session == "" {
+			return fmt.Errorf("initialize: %d, session %q", resp.StatusCode, session)
+		}
+		return nil
+	})
+	if resp := send(http.MethodPost, session, "", `{"jsonrpc":"2.0","method":"notifications/initialized"}`); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("notifications/initialized: %d", resp.StatusCode)
+	}
+
+	// event reads the next event of sc: its id and data ("" at the stream's end).
+	event := func(sc *bufio.Scanner) (id, data string, ok bool) {
+		for sc.Scan() {
+			switch line := sc.Text(); {
+			case line == "" && (id != "" || data != ""):
+				return id, data, true
+			case strings.HasPrefix(line, "id:"):
+				id = strings.TrimSpace(line[len("id:"):])
+			case strings.HasPrefix(line, "data:"):
+				data += strings.TrimSpace(line[len("data:"):])
+			}
+		}
+		return "", "", false
+	}
+	isProgress := func(data string) bool { return strings.Contains(data, `"notifications/progress"`) }
+	isAnswer := func(data string) bool {
+		return strings.Contains(data, `"id":5`) && strings.Contains(data, "Long running operation completed")
+	}
+
+	resp := send(http.MethodPost, session, "", `{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"everything_trigger-long-running-operation","arguments":{"duration":0.3,"steps":3},"_meta":{"progressToken":"p"}}}`)
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		t.Fatalf("tools/call: %d %s, want 200 text/event-stream", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	var first string
+	progress, answered := 0, false
+	for sc := bufio.NewScanner(resp.Body); !answered; {
+		id, data, ok := event(sc)
+		if !ok {
+			t.Fatalf("the call's stream ended after %d progress events, without the answer", progress)
+		}
+		if isProgress(data) {
+			if progress++; progress == 1 {
+				first = id
+			}
+		}
+		answered = isAnswer(data)
+	}
+	if progress != 3 || !strings.HasPrefix(first, mux.EventIDPrefix) {
+		t.Fatalf("the call's stream: %d progress events, the first with id %q; want 3, with an id of the mux's (%s...)", progress, first, mux.EventIDPrefix)
+	}
+
+	resp = send(http.MethodGet, session, first, "")
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET with Last-Event-ID %s: %d %s", first, resp.StatusCode, body)
+	}
+	// server-everything keeps the resumed stream open: it is read up to the answer.
+	progress, answered = 0, false
+	for sc := bufio.NewScanner(resp.Body); !answered; {
+		id, data, ok := event(sc)
+		if !ok {
+			t.Fatalf("the resumed stream ended after %d progress events, without the answer", progress)
+		}
+		if isProgress(data) {
+			progress++
+			if strings.Contains(data, `"progress":1,`) {
+				t.Errorf("the resumed stream replays the first progress event, which the client had: %s", data)
+			}
+		}
+		if answered = isAnswer(data); (answered || isProgress(data)) && !strings.HasPrefix(id, mux.EventIDPrefix) {
+			t.Errorf("the resumed stream's event %s has the id %q, want one of the mux's", data, id)
+		}
+	}
+	if progress != 2 {
+		t.Errorf("the resumed stream replayed %d progress events before the answer, want 2", progress)
+	}
+
+	resp = send(http.MethodGet, session, "not-an-id-of-the-mux", "")
+	if body, _ := io.ReadAll(resp.Body); resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "not an event id of mcpgate's mux") {
+		t.Errorf("GET with a Last-Event-ID the mux did not give: %d %s, want 400 saying so", resp.StatusCode, body)
+	}
 }
