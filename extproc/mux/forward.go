@@ -69,7 +69,7 @@ func (c *call) forward(msg *message, mb member, name string) {
 	})
 	switch {
 	case answered || c.ctx.Err() != nil:
-	case resumable:
+	case resumable && c.canResume():
 		// The client holds an event id of the stream: it resumes it (a GET with Last-Event-ID),
 		// as it would the target's own stream, and gets the answer then.
 		c.log.Info("mux: target's answer stream ended before the answer; the client may resume it", "target", mb.t.Name, "method", msg.Method, "error", err)
@@ -85,6 +85,14 @@ func (c *call) forward(msg *message, mb member, name string) {
 		_, _ = c.w.Write(buf)
 		_ = flusher.Flush()
 	}
+}
+
+// canResume reports whether the client can resume the stream it is answered with: a Streamable
+// HTTP client can (Last-Event-ID), an HTTP+SSE client, whose answers the mux relays onto its one
+// stream (legacyWriter), cannot.
+func (c *call) canResume() bool {
+	_, legacy := c.w.(*legacyWriter)
+	return !legacy
 }
 
 // startEvents starts the client's event stream (status 200) and flushes its headers; the

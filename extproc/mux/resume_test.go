@@ -399,3 +399,18 @@ func TestResumeClosedCallStream(t *testing.T) {
 		t.Errorf("progress %q, want %q", got, want)
 	}
 }
+
+// TestResumeClosedCallStreamLegacyClient: an HTTP+SSE client cannot resume a stream; a target
+// that closes a call's stream before its answer fails that client's call with the mux's -32603
+// naming the target, as before resumption, rather than leaving it unanswered.
+func TestResumeClosedCallStreamLegacyClient(t *testing.T) {
+	a, b := newResumable("a"), newResumable("b")
+	url := newRawGateway(t, mux.Options{Logger: testLogger()}, "FailClosed", []string{"a", "b"}, a.handler, b.handler)
+	cs := connectSSE(t, url, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a_poll", Arguments: map[string]any{}})
+	if err == nil || !strings.Contains(err.Error(), "target a: its event stream ended without the answer") {
+		t.Errorf("HTTP+SSE client: tools/call a_poll, its stream closed before the answer: %v, want the mux's error naming target a", err)
+	}
+}
