@@ -40,3 +40,27 @@ func TestEventID(t *testing.T) {
 		t.Errorf("appendEventID without any target id: %q, want nothing", b)
 	}
 }
+
+// FuzzEventID: any Last-Event-ID a client sends decodes or is refused, never a panic; one that
+// decodes is encoded again as the same position (so the ids of a resumed stream continue it).
+func FuzzEventID(f *testing.F) {
+	// "g\na:urn:x:a", "g\na:urn:x:a\nb:urn:x:b", "c\na:1" and two that do not decode.
+	for _, v := range []string{"m1.ZwphOnVybjp4OmE", "m1.ZwphOnVybjp4OmEKYjp1cm46eDpi", "m1.YwphOjE", "m1.Yw", "m1.!"} {
+		f.Add(v)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		p, err := decodeEventID(v)
+		if err != nil {
+			return
+		}
+		b, _ := appendEventID(nil, nil, p.kind, p.names, p.ids)
+		id := strings.TrimSuffix(strings.TrimPrefix(string(b), "id: "), "\n")
+		q, err := decodeEventID(id)
+		if err != nil {
+			t.Fatalf("decodeEventID(%q) = %+v, encoded again as %q, which does not decode: %v", v, p, id, err)
+		}
+		if q.kind != p.kind || !slices.Equal(q.names, p.names) || !slices.Equal(q.ids, p.ids) {
+			t.Fatalf("decodeEventID(%q) = %+v, encoded again as %q = %+v", v, p, id, q)
+		}
+	})
+}
