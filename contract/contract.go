@@ -93,6 +93,14 @@ const (
 	// the request carries HeaderMuxAuth) and drops it. ext_proc removes a client's value on every
 	// route with MetadataTargets.
 	HeaderMuxTarget = "x-mcpgate-mux-target"
+	// HeaderMuxCaller is the request header ext_proc sets (overwriting a client's) on the routes
+	// to the mux (MetadataTargets, MetadataBridge): an opaque name of the caller, by which the mux
+	// bounds the sessions it holds for one caller (mux.Options.MaxSSESessionsPerCaller). It is
+	// the base64url of 16 bytes of an HMAC under the session key (bind.Binder.CallerID) of the
+	// verified token's issuer and subject, or, without one, of the client's source address: never
+	// the token or the subject in clear. The mux trusts it on a request with HeaderMuxAuth only,
+	// and drops it. ext_proc removes a client's value on every other route.
+	HeaderMuxCaller = "x-mcpgate-caller"
 	// MetaTarget is the _meta key of each tool and prompt of a merged list under prefixMode Never:
 	// the target that serves it (the mux overwrites a target's own value), which the front hop
 	// judges the item as.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
+	"github.com/mcpgate/mcpgate/extproc/bind"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 )
@@ -154,6 +155,65 @@ func TestMuxRouteSecret(t *testing.T) {
 	m := extproctest.Common(resp).GetHeaderMutation()
 	if _, set := setHeaders(resp)[contract.HeaderMuxAuth]; set || !slices.Contains(m.GetRemoveHeaders(), contract.HeaderMuxAuth) {
 		t.Errorf("without a secret: mutation %v, want %s removed", m, contract.HeaderMuxAuth)
+	}
+}
+
+// TestMuxRouteCaller: every request of a route to the mux (multiplexed, bridged; POST, GET)
+// gets x-mcpgate-caller set to bind.Binder.CallerID of its caller under the session key,
+// overwriting a client's forged value: the verified token's issuer and subject wherever it comes
+// from, or without a token its source address (the IP; an IPv6 address's /64). Another route
+// never passes a client's value on.
+func TestMuxRouteCaller(t *testing.T) {
+	sg := newSigner(t)
+	b, err := bind.New(extproctest.SessionKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := hdr(contract.HeaderMuxCaller, "forged")
+	lab := b.CallerID(bind.Caller{Verified: true, Issuer: "solo.io", Subject: "user-id"}, "")
+	mallory := b.CallerID(bind.Caller{Verified: true, Issuer: testIssuer, Subject: "mallory"}, "")
+	v4 := b.CallerID(bind.Caller{}, "10.1.2.3")
+	open := muxRoute
+	open.Policy = ""
+	bridged := bridgeRoute
+	bridged.Policy = ""
+	plain := open
+	plain.Targets, plain.Target = "", "a"
+	h := newHarness(t, []*policyv1.Policy{muxPolicy(sg)}, func(c *extproc.Config) { c.MuxSecret = "the-mux-secret" })
+	for _, tc := range []struct {
+		name    string
+		route   extproctest.Route
+		source  string
+		headers []extproctest.Header
+		eos     bool
+		want    string
+	}{
+		{"a token", muxRoute, "10.1.2.3:4000", postHeaders("/mcp", extproctest.LabToken, forged), false, lab},
+		{"the token from another address", muxRoute, "10.9.9.9:4000", postHeaders("/mcp", extproctest.LabToken, forged), false, lab},
+		{"another subject", muxRoute, "10.1.2.3:4000", postHeaders("/mcp", sg.token(t, gojwt.MapClaims{"sub": "mallory", "org": "solo.io"}), forged), false, mallory},
+		{"no token", open, "10.1.2.3:4000", postHeaders("/mcp", "", forged), false, v4},
+		{"no token, another port", open, "10.1.2.3:5000", postHeaders("/mcp", ""), false, v4},
+		{"no token, an IPv4-mapped address", open, "[::ffff:10.1.2.3]:5000", postHeaders("/mcp", ""), false, v4},
+		{"no token, another address", open, "10.1.2.4:4000", postHeaders("/mcp", ""), false, b.CallerID(bind.Caller{}, "10.1.2.4")},
+		{"no token, IPv6", open, "[2001:db8::1]:4000", postHeaders("/mcp", ""), false, b.CallerID(bind.Caller{}, "2001:db8::/64")},
+		{"no token, IPv6 in the same /64", open, "[2001:db8::2:1]:4000", postHeaders("/mcp", ""), false, b.CallerID(bind.Caller{}, "2001:db8::/64")},
+		{"a legacy stream", open, "10.1.2.3:4000", append(getHeaders("/sse", ""), forged), true, v4},
+		{"bridged", bridged, "10.1.2.3:4000", postHeaders("/mcp", "", forged), false, v4},
+		{"not to the mux", plain, "10.1.2.3:4000", postHeaders("/mcp", "", forged), false, ""},
+	} {
+		s := h.open(t, h.tcp, tc.route)
+		s.SourceAddress = tc.source
+		resp := check(t)(s.RequestHeaders(tc.headers, tc.eos))
+		if got := setHeaders(resp)[contract.HeaderMuxCaller]; got != tc.want {
+			t.Errorf("%s: %s set to %q, want %q: %v", tc.name, contract.HeaderMuxCaller, got, tc.want, resp)
+		}
+		if tc.want == "" && !slices.Contains(extproctest.Common(resp).GetHeaderMutation().GetRemoveHeaders(), contract.HeaderMuxCaller) {
+			t.Errorf("%s: the client's %s is not removed: %v", tc.name, contract.HeaderMuxCaller, resp)
+		}
+		s.Close()
+	}
+	if lab == mallory || lab == v4 || strings.Contains(lab, "user-id") {
+		t.Errorf("callers %q (lab), %q (mallory), %q (no token): want three opaque names", lab, mallory, v4)
 	}
 }
 

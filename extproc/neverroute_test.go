@@ -298,7 +298,8 @@ func TestNeverRouteListsFailClosed(t *testing.T) {
 // the call itself brings them: the route's RequestHeaderModifier (contract.Mux.RequestHeaders),
 // which Envoy's router applies after ext_proc, applied to the headers ext_proc saw. The targets
 // list their tools only with the x-api-key the route sets, and the Cookie the route removes
-// must not reach them.
+// must not reach them, nor a client's x-mcpgate-caller (ext_proc's name of the caller, for the
+// mux only).
 func TestNeverRouteResolveRouteHeaders(t *testing.T) {
 	var seen []http.Header
 	var mu sync.Mutex
@@ -337,7 +338,7 @@ func TestNeverRouteResolveRouteHeaders(t *testing.T) {
 	})
 	s := h.open(t, h.tcp, n.route)
 	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", n.session),
-		hdr("cookie", "session=secret"), hdr("x-api-key", "client-key"), hdr("x-env", "client")), false))
+		hdr("cookie", "session=secret"), hdr("x-api-key", "client-key"), hdr("x-env", "client"), hdr(contract.HeaderMuxCaller, "forged")), false))
 	resp := check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch","arguments":{}}}`), true))
 	if ir := resp.GetImmediateResponse(); ir != nil || setHeaders(resp)[contract.HeaderMuxTarget] != "a" {
 		t.Errorf("tools/call fetch: %v, want it allowed with %s a", resp, contract.HeaderMuxTarget)
@@ -348,9 +349,10 @@ func TestNeverRouteResolveRouteHeaders(t *testing.T) {
 		t.Fatalf("the targets got %d tools/list, want 2 (one each)", len(seen))
 	}
 	for _, hd := range seen {
-		if hd.Get("Cookie") != "" || hd.Get("X-Api-Key") != "route-key" || !slices.Equal(hd.Values("X-Env"), []string{"client", "gw"}) {
-			t.Errorf("a target's tools/list came with Cookie %q, X-Api-Key %q, X-Env %q; want none, route-key, [client gw]",
-				hd.Values("Cookie"), hd.Values("X-Api-Key"), hd.Values("X-Env"))
+		if hd.Get("Cookie") != "" || hd.Get("X-Api-Key") != "route-key" || !slices.Equal(hd.Values("X-Env"), []string{"client", "gw"}) ||
+			len(hd.Values(contract.HeaderMuxCaller)) != 0 {
+			t.Errorf("a target's tools/list came with Cookie %q, X-Api-Key %q, X-Env %q, %s %q; want none, route-key, [client gw], none",
+				hd.Values("Cookie"), hd.Values("X-Api-Key"), hd.Values("X-Env"), contract.HeaderMuxCaller, hd.Values(contract.HeaderMuxCaller))
 		}
 	}
 }

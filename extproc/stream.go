@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -540,6 +541,12 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 		}
 		// Only ext_proc names a call's target to the mux (prefixMode Never, the body's reply).
 		mut = st.rep.removeHeaders(mut, contract.HeaderMuxTarget)
+		// The caller the mux bounds the sessions of (mux.Options.MaxSSESessionsPerCaller),
+		// overwriting a client's value.
+		mut = st.rep.setHeaders(mut, contract.HeaderMuxCaller, st.s.bind.CallerID(st.caller(), callerSource(st.in.SourceAddress)))
+	} else if _, n := st.headers.only(contract.HeaderMuxCaller); n > 0 {
+		// Only ext_proc names a caller; no other route's upstream reads it.
+		mut = st.rep.removeHeaders(mut, contract.HeaderMuxCaller)
 	}
 	md.str(contract.FieldSubject, st.auth.Subject)
 
@@ -653,6 +660,27 @@ func (st *stream) caller() bind.Caller {
 		return bind.Caller{}
 	}
 	return bind.Caller{Verified: true, Issuer: st.auth.Issuer, Subject: st.auth.Subject}
+}
+
+// callerSource returns what tells a caller without a verified token apart for the mux's bound of
+// sessions per caller (contract.HeaderMuxCaller), from the source address Envoy reports ("ip:port"
+// or "ip"): the IP, or for an IPv6 address its /64 (a host usually has a whole /64 to pick
+// addresses from, so an address each would not bound it). An address that does not parse is
+// taken as it is ("" when Envoy sent none: all such callers are one).
+func callerSource(addr string) string {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil {
+			return addr
+		}
+		ip = ap.Addr()
+	}
+	ip = ip.Unmap().WithZone("")
+	if ip.Is6() {
+		return netip.PrefixFrom(ip, 64).Masked().String()
+	}
+	return ip.String()
 }
 
 // unseal adds to mut what gives the server its own session id back: the Mcp-Session-Id, or a
@@ -946,9 +974,9 @@ func (st *stream) resolveTarget(m *mcp.Message, ex *exchange, batch bool) (targe
 	h := make(http.Header, len(st.headers))
 	for _, hd := range st.headers {
 		switch {
-		case strings.HasPrefix(hd.name, ":"), hd.name == "accept-encoding",
+		case strings.HasPrefix(hd.name, ":"), hd.name == "accept-encoding", hd.name == contract.HeaderMuxCaller,
 			hd.name == "authorization" && st.auth.Status == jwt.OK:
-			// what ext_proc removes or Envoy does not pass as a header
+			// what ext_proc removes or overwrites, or Envoy does not pass as a header
 		default:
 			h.Add(hd.name, hd.value)
 		}

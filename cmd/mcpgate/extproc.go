@@ -43,10 +43,13 @@ type extProcOptions struct {
 	muxResolveCacheTTL time.Duration
 	// muxSSEIdleTimeout closes an idle session of an SSE target of the mux, or of an HTTP+SSE
 	// client of it (--mux-sse-idle-timeout, mux.Options.SSEIdleTimeout); muxMaxSSESessions bounds
-	// each kind (--mux-max-sse-sessions, mux.Options.MaxSSESessions).
-	muxSSEIdleTimeout time.Duration
-	muxMaxSSESessions int
-	redact            string
+	// each kind (--mux-max-sse-sessions, mux.Options.MaxSSESessions), and
+	// muxMaxSSESessionsPerCaller those of one caller (--mux-max-sse-sessions-per-caller,
+	// mux.Options.MaxSSESessionsPerCaller; 0: mux.DefaultMaxSSESessionsPerCaller).
+	muxSSEIdleTimeout          time.Duration
+	muxMaxSSESessions          int
+	muxMaxSSESessionsPerCaller int
+	redact                     string
 	// redactKeys are the keys of --redact-keys, trimmed (empty, not nil, when the flag is ""),
 	// set by check.
 	redactKeys []string
@@ -63,6 +66,7 @@ func (o *extProcOptions) addFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.muxResolveCacheTTL, "mux-resolve-cache-ttl", mux.DefaultResolveCacheTTL, "how long the front hop keeps the targets' lists of a session's tools (prompts) to resolve the next calls on a prefixMode Never backend without listing again: a tool moved or removed since may fail a call that long (a call is only ever sent to the target it was judged for); a name not kept is listed afresh; 0 lists for every call")
 	fs.DurationVar(&o.muxSSEIdleTimeout, "mux-sse-idle-timeout", mux.DefaultSSEIdleTimeout, "how long the mux keeps a session of an HTTP+SSE target (its GET stream to the target) without a request in flight or a GET open, and a session of an HTTP+SSE client without a POST being served (its stream then ends); the client's next request is then 404 and the client starts a new session")
 	fs.IntVar(&o.muxMaxSSESessions, "mux-max-sse-sessions", mux.DefaultMaxSSESessions, "how many sessions of HTTP+SSE targets the mux holds at once (each a GET stream to its target), and how many of HTTP+SSE clients (each the client's stream), counted apart; an initialize beyond them fails with -32603 naming the limit, a client's stream beyond is answered 503")
+	fs.IntVar(&o.muxMaxSSESessionsPerCaller, "mux-max-sse-sessions-per-caller", mux.DefaultMaxSSESessionsPerCaller, "how many of the sessions --mux-max-sse-sessions bounds one caller holds, of each kind (a verified token's issuer and subject, or without a token the client's address: its IP, an IPv6 address's /64); an initialize or a client's stream beyond is answered 429 with Retry-After; 0 means the default")
 	fs.StringVar(&o.redact, "redact-keys", strings.Join(extproc.DefaultRedactKeys(), ","), `comma-separated tool argument keys (any depth, any case) whose values the audit log and access log replace by [REDACTED]; "" for none`)
 }
 
@@ -85,6 +89,9 @@ func (o *extProcOptions) check() error {
 	}
 	if o.muxMaxSSESessions <= 0 {
 		return fmt.Errorf("--mux-max-sse-sessions %d: must be positive", o.muxMaxSSESessions)
+	}
+	if o.muxMaxSSESessionsPerCaller < 0 {
+		return fmt.Errorf("--mux-max-sse-sessions-per-caller %d: must not be negative (0 means the default, %d)", o.muxMaxSSESessionsPerCaller, mux.DefaultMaxSSESessionsPerCaller)
 	}
 	o.redactKeys = []string{} // "" redacts nothing; nil would mean extproc's default
 	for _, k := range strings.Split(o.redact, ",") {

@@ -41,6 +41,7 @@ func TestExtProcFlags(t *testing.T) {
 		{"--mux-resolve-cache-ttl", "-1s"},
 		{"--mux-sse-idle-timeout", "0"},
 		{"--mux-max-sse-sessions", "0"},
+		{"--mux-max-sse-sessions-per-caller", "-1"},
 		{"--log-level", "loud"},
 		{"extra"},
 		{"--envoy-stats-url", "127.0.0.1:15000/stats/prometheus"},
@@ -62,6 +63,15 @@ func TestExtProcFlags(t *testing.T) {
 	}
 	if f.muxSSEIdleTimeout != mux.DefaultSSEIdleTimeout || f.muxMaxSSESessions != mux.DefaultMaxSSESessions {
 		t.Errorf("default --mux-sse-idle-timeout %v, --mux-max-sse-sessions %d; want %v, %d", f.muxSSEIdleTimeout, f.muxMaxSSESessions, mux.DefaultSSEIdleTimeout, mux.DefaultMaxSSESessions)
+	}
+	if f.muxMaxSSESessionsPerCaller != mux.DefaultMaxSSESessionsPerCaller {
+		t.Errorf("default --mux-max-sse-sessions-per-caller %d, want %d", f.muxMaxSSESessionsPerCaller, mux.DefaultMaxSSESessionsPerCaller)
+	}
+	if f, err := parseExtProcFlags([]string{"--mux-max-sse-sessions-per-caller", "0"}); err != nil || f.muxMaxSSESessionsPerCaller != 0 {
+		t.Errorf("--mux-max-sse-sessions-per-caller 0 (the default): %v %v", f, err)
+	}
+	if _, err := parseExtProcFlags([]string{"--mux-max-sse-sessions-per-caller", "-1"}); err == nil || !strings.Contains(err.Error(), "--mux-max-sse-sessions-per-caller") {
+		t.Errorf("--mux-max-sse-sessions-per-caller -1: %v, want an error naming the flag", err)
 	}
 	if f.muxResolveCacheTTL != mux.DefaultResolveCacheTTL {
 		t.Errorf("default --mux-resolve-cache-ttl %v, want %v", f.muxResolveCacheTTL, mux.DefaultResolveCacheTTL)

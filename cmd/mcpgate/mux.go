@@ -72,12 +72,14 @@ func newMuxSecret() string {
 // Never backends with it (extproc.Config.MuxResolver), through the same upstream clients, each
 // resolution bounded by o's --mux-resolve-timeout and kept --mux-resolve-cache-ttl (0: not
 // kept); the sessions of SSE targets, and those of HTTP+SSE clients, are bounded by
-// --mux-sse-idle-timeout and --mux-max-sse-sessions, and counted on reg (mcpgate_mux_sessions).
+// --mux-sse-idle-timeout, --mux-max-sse-sessions and --mux-max-sse-sessions-per-caller, and
+// counted on reg (mcpgate_mux_sessions).
 func newMux(upstream func(gateway string) string, secret string, log *slog.Logger, reg prometheus.Registerer, o *extProcOptions) *mux.Server {
 	return mux.New(mux.Options{
 		Upstream: upstream, Logger: log.With("component", "mux"), MaxBodyBytes: o.maxBody, Version: version,
 		Secret: secret, ResolveTimeout: o.muxResolveTimeout, ResolveCacheTTL: o.muxResolveCacheTTL,
-		SSEIdleTimeout: o.muxSSEIdleTimeout, MaxSSESessions: o.muxMaxSSESessions, Registerer: reg,
+		SSEIdleTimeout: o.muxSSEIdleTimeout, MaxSSESessions: o.muxMaxSSESessions,
+		MaxSSESessionsPerCaller: o.muxMaxSSESessionsPerCaller, Registerer: reg,
 	})
 }
 

@@ -451,13 +451,13 @@ func TestRunFlags(t *testing.T) {
 		t.Errorf("--upstream-ca-file missing.pem: %v, want an error naming the flag", err)
 	}
 	// ext_proc's flags, checked as `mcpgate extproc` checks them.
-	for _, args := range [][]string{{"--bind-address", "localhost"}, {"--bind-address", ""}, {"--max-body-bytes", "0"}, {"--policy-wait", "-1s"}} {
+	for _, args := range [][]string{{"--bind-address", "localhost"}, {"--bind-address", ""}, {"--max-body-bytes", "0"}, {"--policy-wait", "-1s"}, {"--mux-max-sse-sessions-per-caller", "-1"}} {
 		if _, err := parseRunFlags(append([]string{"-f", "x"}, args...)); err == nil || !strings.Contains(err.Error(), args[0]) {
 			t.Errorf("%q: %v, want an error naming %s", args, err, args[0])
 		}
 	}
-	c, err = parseRunFlags([]string{"-f", "x", "--bind-address", "::", "--max-body-bytes", "100", "--policy-wait", "0", "--redact-keys", "a, b", "--audit-log", "none", "--otlp-endpoint", "http://127.0.0.1:4317"})
-	if err != nil || c.bindAddress != "::" || c.maxBody != 100 || policyWait(c.policyWait) >= 0 || strings.Join(c.redactKeys, "|") != "a|b" || c.auditLog != "none" || c.otlp != "http://127.0.0.1:4317" {
+	c, err = parseRunFlags([]string{"-f", "x", "--bind-address", "::", "--max-body-bytes", "100", "--policy-wait", "0", "--redact-keys", "a, b", "--audit-log", "none", "--otlp-endpoint", "http://127.0.0.1:4317", "--mux-max-sse-sessions-per-caller", "7"})
+	if err != nil || c.bindAddress != "::" || c.maxBody != 100 || c.muxMaxSSESessionsPerCaller != 7 || policyWait(c.policyWait) >= 0 || strings.Join(c.redactKeys, "|") != "a|b" || c.auditLog != "none" || c.otlp != "http://127.0.0.1:4317" {
 		t.Errorf("%+v %v", c, err)
 	}
 }

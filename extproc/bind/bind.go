@@ -12,6 +12,9 @@
 // A request's session id is opened with the request's caller: the tag must match, and the server
 // gets its own id back. Anything else (another caller's session, an unsealed or altered id, one
 // sealed under another key) is not a session of this caller.
+//
+// The same key names a caller to the mux without saying who it is (Binder.CallerID): an HMAC of
+// the caller under another domain, so that it is neither a session's tag nor the caller in clear.
 package bind
 
 import (
@@ -43,6 +46,9 @@ const sep = '.'
 // version of the input: v1 had no verified part, so a session sealed by an earlier mcpgate is
 // not found (its client starts a new one).
 const domain = "mcpgate-session-v2"
+
+// callerDomain keeps CallerID's HMACs apart from the session tags (domain).
+const callerDomain = "mcpgate-caller-v1"
 
 // Caller is who a session belongs to: a verified token's issuer and subject, or the zero Caller
 // for a caller without one. Tokens of one issuer without a sub claim are one caller.
@@ -78,7 +84,7 @@ func New(key []byte) (*Binder, error) {
 // Seal returns id sealed for caller: the id the client gets.
 func (b *Binder) Seal(id string, c Caller) string {
 	var tag [tagSize]byte
-	b.tag(&tag, id, c)
+	b.tag(&tag, domain, c, id)
 	var enc [encodedTagSize]byte
 	base64.RawURLEncoding.Encode(enc[:], tag[:])
 	var out strings.Builder
@@ -108,23 +114,38 @@ func (b *Binder) Open(sealed string, c Caller) (id string, ok bool) {
 	}
 	id = sealed[:i]
 	var want [tagSize]byte
-	b.tag(&want, id, c)
+	b.tag(&want, domain, c, id)
 	if !hmac.Equal(got[:], want[:]) {
 		return "", false
 	}
 	return id, true
 }
 
-// tag writes the tag of id and c into t. Each part is length-prefixed, so that no two
-// (caller, id) pairs hash the same bytes.
-func (b *Binder) tag(t *[tagSize]byte, id string, c Caller) {
+// CallerID returns an opaque name of the caller c for counting what it holds (the mux's sessions,
+// contract.HeaderMuxCaller): base64url (unpadded) of the first 16 bytes of
+// HMAC-SHA256(key, "mcpgate-caller-v1", verified, issuer, subject, source). source, the client's
+// address, is read only for a caller without a verified token (callers without one are told apart
+// by their address alone); a verified caller has one name wherever it comes from. The name shows
+// neither the token nor its claims, and differs under another key.
+func (b *Binder) CallerID(c Caller, source string) string {
+	if c.Verified {
+		source = ""
+	}
+	var sum [tagSize]byte
+	b.tag(&sum, callerDomain, c, source)
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// tag writes the tag of id and c under domain d into t. Each part is length-prefixed, so that no
+// two (caller, id) pairs hash the same bytes.
+func (b *Binder) tag(t *[tagSize]byte, d string, c Caller, id string) {
 	m := b.macs.Get().(*mac)
 	msg := m.msg[:0]
 	verified := "0"
 	if c.Verified {
 		verified = "1"
 	}
-	for _, part := range [...]string{domain, verified, c.Issuer, c.Subject, id} {
+	for _, part := range [...]string{d, verified, c.Issuer, c.Subject, id} {
 		msg = binary.AppendUvarint(msg, uint64(len(part)))
 		msg = append(msg, part...)
 	}

@@ -107,3 +107,38 @@ func BenchmarkOpen(b *testing.B) {
 		}
 	}
 }
+
+// TestCallerID: a caller's name is 22 base64url characters that show neither issuer nor subject;
+// it is the same for the same caller (a verified one wherever it comes from) and differs for
+// another subject, issuer, key, for a caller without a token from another address, and from
+// the session tags of the same input.
+func TestCallerID(t *testing.T) {
+	b := binder(t, 1)
+	alice := Caller{Verified: true, Issuer: "solo.io", Subject: "alice"}
+	id := b.CallerID(alice, "10.0.0.1")
+	if len(id) != 22 || strings.Contains(id, "alice") || strings.ContainsAny(id, "+/=") {
+		t.Errorf("CallerID(alice) = %q: want 22 base64url characters, the subject not in clear", id)
+	}
+	if got := b.CallerID(alice, "10.0.0.2"); got != id {
+		t.Errorf("CallerID(alice) from another address = %q, want %q: a verified caller is one caller", got, id)
+	}
+	anon := b.CallerID(Caller{}, "10.0.0.1")
+	differ := map[string]string{
+		"another subject": b.CallerID(Caller{Verified: true, Issuer: "solo.io", Subject: "bob"}, "10.0.0.1"),
+		"another issuer":  b.CallerID(Caller{Verified: true, Issuer: "other", Subject: "alice"}, "10.0.0.1"),
+		"another key":     binder(t, 2).CallerID(alice, "10.0.0.1"),
+		"no token":        anon,
+		"a session tag":   b.Seal("", alice)[1:],
+	}
+	for name, got := range differ {
+		if got == id {
+			t.Errorf("%s: CallerID %q, the same as alice's", name, got)
+		}
+	}
+	if got := b.CallerID(Caller{}, "10.0.0.2"); got == anon {
+		t.Errorf("no token, another address: %q, the same as from 10.0.0.1", got)
+	}
+	if got := b.CallerID(Caller{}, "10.0.0.1"); got != anon {
+		t.Errorf("no token, the same address: %q, want %q", got, anon)
+	}
+}

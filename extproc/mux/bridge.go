@@ -25,6 +25,9 @@ const DefaultSSEIdleTimeout = 30 * time.Minute
 // DefaultMaxSSESessions is the default of Options.MaxSSESessions.
 const DefaultMaxSSESessions = 10000
 
+// DefaultMaxSSESessionsPerCaller is the default of Options.MaxSSESessionsPerCaller.
+const DefaultMaxSSESessionsPerCaller = 100
+
 // sseBridge makes the targets that speak HTTP+SSE (MCP 2024-11-05, contract.TransportSSE) look
 // like Streamable HTTP targets to the rest of the mux: the requests the mux makes for such a
 // target (POST, GET and DELETE on its path, with the target's session id, call.do) are served
@@ -60,7 +63,9 @@ const DefaultMaxSSESessions = 10000
 // The state is the session table, in this process only: a session of an SSE target lives in the
 // process that opened it, and a request of it that reaches another replica is answered 404 (the
 // client starts a new session, as MCP says). It is bounded: Options.MaxSSESessions sessions (an
-// initialize beyond is answered 503 naming the limit), each closed after Options.SSEIdleTimeout
+// initialize beyond is answered 503 naming the limit), Options.MaxSSESessionsPerCaller of them
+// one caller's (callerOf; beyond, the initialize fails with a *callerLimitError, which the
+// client's initialize is answered 429 for), each closed after Options.SSEIdleTimeout
 // without a request in flight or a GET open, on DELETE, when its GET stream ends, and on
 // Server.Close.
 type sseBridge struct {
@@ -70,8 +75,9 @@ type sseBridge struct {
 }
 
 func newSSEBridge(h *Server) *sseBridge {
-	return &sseBridge{h: h, idle: h.opts.SSEIdleTimeout, table: newSessionTable[*sseSession](h.opts.MaxSSESessions,
-		"SSE bridge", "sessions of SSE targets", "mux Options.MaxSSESessions, --mux-max-sse-sessions")}
+	return &sseBridge{h: h, idle: h.opts.SSEIdleTimeout, table: newSessionTable[*sseSession](h.opts.MaxSSESessions, h.opts.MaxSSESessionsPerCaller,
+		"SSE bridge", "sessions of SSE targets", "mux Options.MaxSSESessions, --mux-max-sse-sessions",
+		"mux Options.MaxSSESessionsPerCaller, --mux-max-sse-sessions-per-caller")}
 }
 
 // close closes every session and refuses new ones.
@@ -143,14 +149,21 @@ func bridgeResponse(req *http.Request, status int, contentType string, body []by
 
 // open opens a session at t for the initialize msg (req: the mux's request for it).
 func (b *sseBridge) open(ctx context.Context, up *upstream, t contract.MuxTarget, req *http.Request, msg *message) (*http.Response, error) {
-	if err := b.table.reserve(); err != nil {
+	caller := callerOf(ctx)
+	if err := b.table.reserve(caller); err != nil {
+		var limit *callerLimitError
+		if errors.As(err, &limit) {
+			// The caller's own limit: the client's initialize is answered 429 (callerLimited).
+			b.h.log.Info("mux: SSE bridge: initialize refused: the caller's limit of sessions", "target", t.Name, "caller", caller, "error", err)
+			return nil, err
+		}
 		b.h.log.Warn("mux: SSE bridge: initialize refused", "target", t.Name, "error", err)
 		return bridgeResponse(req, http.StatusServiceUnavailable, "text/plain", []byte(err.Error())), nil
 	}
 	registered := false
 	defer func() {
-		b.table.unreserve()
 		if !registered {
+			b.table.unreserve(caller)
 			b.h.log.Debug("mux: SSE bridge: session not opened", "target", t.Name)
 		}
 	}()
@@ -240,7 +253,7 @@ func (b *sseBridge) open(ctx context.Context, up *upstream, t contract.MuxTarget
 	if !stop() {
 		return fail(ctx.Err())
 	}
-	if !b.table.add(s.key, s) {
+	if !b.table.add(s.key, s, caller) {
 		return fail(errClosed)
 	}
 	registered = true

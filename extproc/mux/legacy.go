@@ -38,7 +38,8 @@ import (
 // upstream (the Gateway's Envoy) it was opened with; any other, or an unknown key, is 404. Every
 // request carries the front hop's secret (ServeHTTP), whose ext_proc seals the endpoint's
 // sessionId to the caller (docs/design.md, Sessions). Bounds are the SSE bridge's options:
-// Options.MaxSSESessions sessions (a GET beyond is 503), each closed when no POST of it has been
+// Options.MaxSSESessions sessions (a GET beyond is 503), Options.MaxSSESessionsPerCaller of them
+// one caller's (callerOf; a GET beyond is 429, writeCallerLimit), each closed when no POST of it has been
 // served for Options.SSEIdleTimeout (the stream open does not count: a client gone without its
 // connection closing would hold it forever), with at most legacyMaxInFlight requests being served.
 type legacyClients struct {
@@ -55,8 +56,9 @@ const legacyMaxInFlight = 256
 const legacyQueue = 64
 
 func newLegacyClients(h *Server) *legacyClients {
-	return &legacyClients{h: h, table: newSessionTable[*legacySession](h.opts.MaxSSESessions,
-		"HTTP+SSE clients", "sessions of HTTP+SSE clients", "mux Options.MaxSSESessions, --mux-max-sse-sessions")}
+	return &legacyClients{h: h, table: newSessionTable[*legacySession](h.opts.MaxSSESessions, h.opts.MaxSSESessionsPerCaller,
+		"HTTP+SSE clients", "sessions of HTTP+SSE clients", "mux Options.MaxSSESessions, --mux-max-sse-sessions",
+		"mux Options.MaxSSESessionsPerCaller, --mux-max-sse-sessions-per-caller")}
 }
 
 // close ends every legacy session and refuses new ones.
@@ -134,21 +136,29 @@ func (l *legacyClients) open(c *call) {
 		http.Error(c.w, "mcpgate mux: an HTTP+SSE stream is text/event-stream, which Accept does not admit", http.StatusNotAcceptable)
 		return
 	}
-	if err := l.table.reserve(); err != nil {
+	caller := callerOf(c.ctx)
+	if err := l.table.reserve(caller); err != nil {
+		var limit *callerLimitError
+		if errors.As(err, &limit) {
+			c.log.Info("mux: HTTP+SSE client's session refused: the caller's limit of sessions", "caller", caller, "error", err)
+			writeCallerLimit(c.w, nil, limit)
+			return
+		}
 		c.log.Warn("mux: HTTP+SSE client's session refused", "error", err)
 		http.Error(c.w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	ctx, cancel := context.WithCancel(l.table.ctx)
+	// The session's requests (served in its context) open sessions of SSE targets for the
+	// caller that opened it (callerOf).
+	ctx, cancel := context.WithCancel(context.WithValue(l.table.ctx, callerKey{}, caller))
 	s := &legacySession{l: l, key: newSessionKey(), desc: c.r.Header.Get(contract.HeaderMux), up: c.up, get: c.r, m: c.m, log: c.log,
 		ctx: ctx, cancel: cancel, out: make(chan []byte, legacyQueue), inFlight: make(chan struct{}, legacyMaxInFlight)}
 	s.idle = idleTimer{idle: l.h.opts.SSEIdleTimeout, onIdle: func() {
 		c.log.Debug("mux: HTTP+SSE client's session idle; closed", "idle", l.h.opts.SSEIdleTimeout)
 		s.stop()
 	}}
-	added := l.table.add(s.key, s)
-	l.table.unreserve()
-	if !added {
+	if !l.table.add(s.key, s, caller) {
+		l.table.unreserve(caller)
 		cancel()
 		http.Error(c.w, "mcpgate mux: "+errClosed.Error(), http.StatusServiceUnavailable)
 		return

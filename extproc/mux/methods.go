@@ -56,7 +56,7 @@ func (c *call) initialize(msg *message) {
 			}
 			return nil
 		})
-		if c.passRefusal(failed) {
+		if c.callerLimited(errs, msg.ID) || c.passRefusal(failed) {
 			return
 		}
 		c.writeError(http.StatusOK, msg.ID, mcp.CodeInternalError, "mcpgate mux: initialize: "+failed.Error())

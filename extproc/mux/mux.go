@@ -112,6 +112,14 @@ type Options struct {
 	// the limit). It bounds the sessions of HTTP+SSE clients as well, counted apart (each holds
 	// the client's stream): a stream beyond is answered 503. 0 means DefaultMaxSSESessions.
 	MaxSSESessions int
+	// MaxSSESessionsPerCaller bounds the sessions of each kind MaxSSESessions bounds that one
+	// caller holds open or being opened, so that no caller fills the tables: the caller the front
+	// hop's ext_proc names in contract.HeaderMuxCaller (a verified token's issuer and subject, or
+	// the client's source address), trusted on a request with the secret; requests without it are
+	// one caller. Beyond it an initialize, or an HTTP+SSE client's stream, is answered 429 with
+	// Retry-After (CallerLimitRetryAfter) and a JSON-RPC error naming the limit. 0 means
+	// DefaultMaxSSESessionsPerCaller.
+	MaxSSESessionsPerCaller int
 	// Secret is the value of contract.HeaderMuxAuth that the front hop's ext_proc, in the same
 	// process, sets on the requests it passes (extproc.Config.MuxSecret): the mux refuses (403)
 	// any request without it, so that only what the front hop authorized reaches the targets.
@@ -143,6 +151,9 @@ func New(opts Options) *Server {
 	}
 	if opts.MaxSSESessions <= 0 {
 		opts.MaxSSESessions = DefaultMaxSSESessions
+	}
+	if opts.MaxSSESessionsPerCaller <= 0 {
+		opts.MaxSSESessionsPerCaller = DefaultMaxSSESessionsPerCaller
 	}
 	log := opts.Logger
 	if log == nil {
@@ -224,6 +235,10 @@ func (h *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.authorized(w, r) {
 		return
 	}
+	// The caller the front hop names (trusted: the request carries its secret) counts the
+	// sessions the request opens; no target gets the header.
+	r = r.WithContext(withCaller(r.Context(), r.Header.Values(contract.HeaderMuxCaller)))
+	r.Header.Del(contract.HeaderMuxCaller)
 	m, err := readMux(r.Header.Values(contract.HeaderMux))
 	if err != nil {
 		h.log.Warn("mux: request without a valid backend description", "header", contract.HeaderMux, "path", r.URL.Path, "error", err)

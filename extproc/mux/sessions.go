@@ -4,16 +4,50 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"strconv"
 	"sync"
 	"time"
+
+	"github.com/mcpgate/mcpgate/extproc/mcp"
 )
 
 // The mux's state of sessions: the SSE bridge's sessions of SSE targets (bridge.go) and the
 // sessions of HTTP+SSE clients (legacy.go). Both are tables in this process keyed by
-// newSessionKey, bounded by a count (a place is reserved while a session is being opened) and
-// closed after an idle time (idleTimer).
+// newSessionKey, bounded by a count (a place is reserved while a session is being opened) and a
+// count per caller (the front hop's contract.HeaderMuxCaller, callerOf), and closed after an idle
+// time (idleTimer).
+
+// unknownCaller is the caller of a request without one contract.HeaderMuxCaller (callerOf): all
+// such requests are one caller, bounded as one. The front hop's ext_proc sets the header on every
+// request it passes to the mux; a request without it is not one ext_proc made (a test, a
+// front hop of another version), and shares one bound rather than escape it.
+const unknownCaller = "unknown"
+
+// callerKey is the context key of a request's caller (withCaller).
+type callerKey struct{}
+
+// withCaller returns ctx with the caller of a request: the value of its one
+// contract.HeaderMuxCaller, or unknownCaller.
+func withCaller(ctx context.Context, values []string) context.Context {
+	caller := unknownCaller
+	if len(values) == 1 && values[0] != "" {
+		caller = values[0]
+	}
+	return context.WithValue(ctx, callerKey{}, caller)
+}
+
+// callerOf returns the caller of the request ctx serves (withCaller), which the sessions it opens
+// count for; unknownCaller when there is none.
+func callerOf(ctx context.Context) string {
+	if c, ok := ctx.Value(callerKey{}).(string); ok {
+		return c
+	}
+	return unknownCaller
+}
 
 // errClosed ends the sessions of a mux that closed (Server.Close).
 var errClosed = errors.New("the mux is shutting down")
@@ -29,56 +63,118 @@ func newSessionKey() string {
 }
 
 // sessionTable is a table of open sessions by key: at most max open or being opened (reserve),
-// none after close.
+// at most maxPerCaller of them one caller's, none after close.
 type sessionTable[S comparable] struct {
-	ctx    context.Context
-	cancel context.CancelFunc
-	max    int
-	// name starts the errors ("mcpgate mux: " + name), what names the sessions and limit the
-	// option and flag that set max, in reserve's error.
-	name, what, limit string
+	ctx          context.Context
+	cancel       context.CancelFunc
+	max          int
+	maxPerCaller int
+	// name starts the errors ("mcpgate mux: " + name), what names the sessions and limit and
+	// callerLimit the options and flags that set max and maxPerCaller, in reserve's errors.
+	name, what, limit, callerLimit string
 
 	mu       sync.Mutex
-	sessions map[string]S
+	sessions map[string]tableEntry[S]
 	// opening counts the sessions being opened, which count against max.
 	opening int
+	// callers counts each caller's sessions open or being opened (none: not in the map).
+	callers map[string]int
 }
 
-func newSessionTable[S comparable](max int, name, what, limit string) *sessionTable[S] {
+// tableEntry is an open session and the caller it counts for.
+type tableEntry[S comparable] struct {
+	s      S
+	caller string
+}
+
+func newSessionTable[S comparable](max, maxPerCaller int, name, what, limit, callerLimit string) *sessionTable[S] {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &sessionTable[S]{ctx: ctx, cancel: cancel, max: max, name: name, what: what, limit: limit, sessions: map[string]S{}}
+	return &sessionTable[S]{ctx: ctx, cancel: cancel, max: max, maxPerCaller: maxPerCaller, name: name, what: what,
+		limit: limit, callerLimit: callerLimit, sessions: map[string]tableEntry[S]{}, callers: map[string]int{}}
 }
 
-// reserve takes a place for a new session; the error says why there is none: max sessions are
-// open or being opened, or the table is closed. A place taken is given back with unreserve.
-func (t *sessionTable[S]) reserve() error {
+// callerLimitError is reserve's refusal of a caller that holds its limit of sessions
+// (Options.MaxSSESessionsPerCaller): the mux answers it 429 (writeCallerLimit).
+type callerLimitError struct {
+	msg string
+}
+
+func (e *callerLimitError) Error() string { return e.msg }
+
+// CallerLimitRetryAfter is the Retry-After of the mux's answer to a caller beyond
+// Options.MaxSSESessionsPerCaller: a place frees when one of its sessions ends (closed by the
+// client, or idle).
+const CallerLimitRetryAfter = time.Minute
+
+// writeCallerLimit answers a request refused for its caller's limit of sessions (err): 429 with
+// Retry-After and a JSON-RPC error of the request id (nil for a GET) naming the limit.
+func writeCallerLimit(w http.ResponseWriter, id json.RawMessage, err *callerLimitError) {
+	w.Header().Set("Retry-After", strconv.Itoa(int(CallerLimitRetryAfter/time.Second)))
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusTooManyRequests)
+	_, _ = w.Write(mcp.ErrorResponse(id, mcp.CodeInternalError, err.Error()))
+}
+
+// callerLimited answers the client's initialize (id) 429 (writeCallerLimit) when one of the
+// targets' errors errs is its caller's limit of sessions; it reports whether it did.
+func (c *call) callerLimited(errs []error, id json.RawMessage) bool {
+	for _, err := range errs {
+		var limit *callerLimitError
+		if errors.As(err, &limit) {
+			writeCallerLimit(c.w, id, limit)
+			return true
+		}
+	}
+	return false
+}
+
+// reserve takes a place for a new session of caller; the error says why there is none: the
+// table is closed, the caller has maxPerCaller sessions open or being opened (a
+// *callerLimitError), or max sessions are. A place taken is given back with unreserve, or
+// becomes the session's with add.
+func (t *sessionTable[S]) reserve(caller string) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	switch {
 	case t.ctx.Err() != nil:
 		return fmt.Errorf("mcpgate mux: %s: %w", t.name, errClosed)
+	case t.callers[caller] >= t.maxPerCaller:
+		return &callerLimitError{fmt.Sprintf("mcpgate mux: %s: the caller has reached the per-caller limit of %s, %d (%s); try again later",
+			t.name, t.what, t.maxPerCaller, t.callerLimit)}
 	case len(t.sessions)+t.opening >= t.max:
 		return fmt.Errorf("mcpgate mux: %s: %d %s are open, the limit (%s); try again later", t.name, t.max, t.what, t.limit)
 	}
 	t.opening++
+	t.callers[caller]++
 	return nil
 }
 
-// unreserve gives back a place reserve took (the session was added, or not opened).
-func (t *sessionTable[S]) unreserve() {
+// unreserve gives back a place of caller that reserve took and add did not fill (the session was
+// not opened).
+func (t *sessionTable[S]) unreserve(caller string) {
 	t.mu.Lock()
 	t.opening--
+	t.release(caller)
 	t.mu.Unlock()
 }
 
-// add puts s in the table under key; false when the table is closed.
-func (t *sessionTable[S]) add(key string, s S) bool {
+// release takes one session off caller's count; t.mu is held.
+func (t *sessionTable[S]) release(caller string) {
+	if t.callers[caller]--; t.callers[caller] <= 0 {
+		delete(t.callers, caller)
+	}
+}
+
+// add puts s in the table under key, in the place reserve took for caller, which is s's until
+// remove; false when the table is closed (the place is still taken: unreserve gives it back).
+func (t *sessionTable[S]) add(key string, s S, caller string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.ctx.Err() != nil {
 		return false
 	}
-	t.sessions[key] = s
+	t.opening--
+	t.sessions[key] = tableEntry[S]{s: s, caller: caller}
 	return true
 }
 
@@ -86,14 +182,15 @@ func (t *sessionTable[S]) add(key string, s S) bool {
 func (t *sessionTable[S]) get(key string) S {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.sessions[key]
+	return t.sessions[key].s
 }
 
-// remove removes key from the table when it holds s.
+// remove removes key from the table when it holds s, and gives its place back.
 func (t *sessionTable[S]) remove(key string, s S) {
 	t.mu.Lock()
-	if t.sessions[key] == s {
+	if e, ok := t.sessions[key]; ok && e.s == s {
 		delete(t.sessions, key)
+		t.release(e.caller)
 	}
 	t.mu.Unlock()
 }
@@ -111,8 +208,8 @@ func (t *sessionTable[S]) close() []S {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	all := make([]S, 0, len(t.sessions))
-	for _, s := range t.sessions {
-		all = append(all, s)
+	for _, e := range t.sessions {
+		all = append(all, e.s)
 	}
 	return all
 }
