@@ -287,6 +287,9 @@ func (s *legacySession) relay() {
 	req := s.get.Clone(s.ctx)
 	req.Header.Set("Mcp-Session-Id", s.sessionID())
 	req.Header.Set("Accept", "text/event-stream")
+	// The client's stream has no event ids of the mux (get's, which would resume a Streamable
+	// HTTP client's): its Last-Event-ID, if any, is no position in this one.
+	req.Header.Del("Last-Event-ID")
 	w := &legacyWriter{s: s, header: http.Header{}, limit: s.l.h.opts.MaxBodyBytes}
 	gc := &call{h: s.l.h, m: s.m, up: s.up, w: w, r: req, ctx: s.ctx, log: s.log}
 	gc.get()

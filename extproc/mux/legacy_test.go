@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -185,6 +186,56 @@ func TestLegacyRaw(t *testing.T) {
 	for _, bad := range []string{`[{"jsonrpc":"2.0","id":3,"method":"ping"}]`, `not json`} {
 		if resp, body := post(t, url, "", bad); resp.StatusCode != http.StatusBadRequest {
 			t.Errorf("POST %s: %d %s, want 400", bad, resp.StatusCode, body)
+		}
+	}
+}
+
+// TestLegacyLastEventID: an HTTP+SSE client's stream carries no event ids of the mux, so a
+// Last-Event-ID on it (a client reconnecting the way EventSource does) is no position to resume
+// from: the stream is served as a new one, and what the targets send outside any call reaches it.
+func TestLegacyLastEventID(t *testing.T) {
+	gw := newGateway(t, "FailClosed", targetA, targetB)
+	ls := openLegacy(t, gw.url, map[string]string{"Last-Event-ID": "42"})
+	_, key, _ := strings.Cut(ls.endpoint, "?sessionId=")
+	url := origin(gw.url) + "/mcp?sessionId=" + key
+	if resp, body := post(t, url, "", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST initialize: %d %s", resp.StatusCode, body)
+	}
+	if data := ls.next(t); !strings.Contains(data, `"id":1`) {
+		t.Fatalf("the stream's first message %q: want the initialize answer", data)
+	}
+	if resp, body := post(t, url, "", `{"jsonrpc":"2.0","method":"notifications/initialized"}`); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("notifications/initialized: %d %s", resp.StatusCode, body)
+	}
+	// The session's merged GET stream opens after initialize; a's list change goes on it. Until
+	// it is open the change has nowhere to go, so the tool is added again until one arrives
+	// (a guard against a test that hangs, not a time the mux must meet).
+	got := make(chan string, 1)
+	go func() {
+		for ls.sc.Scan() {
+			if data, ok := strings.CutPrefix(ls.sc.Text(), "data: "); ok {
+				got <- data
+				return
+			}
+		}
+		got <- "" // the stream ended
+	}()
+	for i := 0; ; i++ {
+		mcp.AddTool(gw.servers["cluster-a"], &mcp.Tool{Name: fmt.Sprintf("late%d", i)},
+			func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+				return &mcp.CallToolResult{}, nil, nil
+			})
+		select {
+		case data := <-got:
+			if !strings.Contains(data, "notifications/tools/list_changed") {
+				t.Fatalf("the stream's next message %q: want a's tools/list_changed", data)
+			}
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		if i == 300 {
+			ls.cancel()
+			t.Fatal("no tools/list_changed on the stream: the session's GET stream was not relayed")
 		}
 	}
 }
