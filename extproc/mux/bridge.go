@@ -153,7 +153,7 @@ func (b *sseBridge) open(ctx context.Context, up *upstream, t contract.MuxTarget
 	if err := b.table.reserve(caller); err != nil {
 		var limit *callerLimitError
 		if errors.As(err, &limit) {
-			// The caller's own limit: the client's initialize is answered 429 (callerLimited).
+			// The caller's own limit: the client's initialize is answered 429 (writeCallerLimit).
 			b.h.log.Info("mux: SSE bridge: initialize refused: the caller's limit of sessions", "target", t.Name, "caller", caller, "error", err)
 			return nil, err
 		}

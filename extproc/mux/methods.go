@@ -45,7 +45,10 @@ func (c *call) initialize(msg *message) {
 			names = append(names, c.sess[i].t.Name)
 		}
 	}
-	if failed := firstError(errs); failed != nil && (!c.failOpen() || len(opened) == 0) {
+	// A caller beyond its limit of sessions is told so whatever the failure mode: the limit is
+	// the caller's, not a target's failure, and a session without the target would hide it.
+	limit := callerLimit(errs)
+	if failed := firstError(errs); failed != nil && (!c.failOpen() || len(opened) == 0 || limit != nil) {
 		// The sessions opened are of no use: they end now.
 		c.sess = opened
 		c.fanOut(func(ctx context.Context, mb member) error {
@@ -56,7 +59,11 @@ func (c *call) initialize(msg *message) {
 			}
 			return nil
 		})
-		if c.callerLimited(errs, msg.ID) || c.passRefusal(failed) {
+		if limit != nil {
+			writeCallerLimit(c.w, msg.ID, limit)
+			return
+		}
+		if c.passRefusal(failed) {
 			return
 		}
 		c.writeError(http.StatusOK, msg.ID, mcp.CodeInternalError, "mcpgate mux: initialize: "+failed.Error())

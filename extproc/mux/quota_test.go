@@ -50,13 +50,19 @@ func checkCallerLimit(t *testing.T, step string, resp *http.Response, body, idJS
 
 // TestBridgeSSECallerLimit: the SSE bridge holds at most Options.MaxSSESessionsPerCaller sessions
 // of one caller (contract.HeaderMuxCaller): that caller's next initialize is 429 (Retry-After, a
-// JSON-RPC error naming the limit), on a bridged and on a multiplexed backend alike, while
+// JSON-RPC error naming the limit), on a bridged and on a multiplexed backend alike (FailOpen
+// too), while
 // another caller still opens sessions; requests without the header are one caller. The places
 // of the sessions deleted, and of those that failed to open, are free again, round after round,
 // and no caller is counted once all are gone. No target sees the header.
 func TestBridgeSSECallerLimit(t *testing.T) {
 	gw := newGatewayDesc(t, bridgeDesc, func(o *mux.Options) { o.MaxSSESessionsPerCaller = 2 })
 	multiplexed, err := json.Marshal(contract.Mux{Gateway: "ns/gw", Backend: "ns/mx", PrefixMode: "Conditional", FailureMode: contract.FailClosed,
+		Targets: []contract.MuxTarget{targetA, targetE}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failOpen, err := json.Marshal(contract.Mux{Gateway: "ns/gw", Backend: "ns/mx", PrefixMode: "Conditional", FailureMode: contract.FailOpen,
 		Targets: []contract.MuxTarget{targetA, targetE}})
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +74,7 @@ func TestBridgeSSECallerLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	mxURL, refusedURL := serveFront(t, gw.mux, string(multiplexed)), serveFront(t, gw.mux, string(refusedDesc))
+	failOpenURL := serveFront(t, gw.mux, string(failOpen))
 
 	for _, url := range []string{refusedURL, refusedURL, refusedURL} {
 		// A session that fails to open (its target refuses) gives its place back.
@@ -82,6 +89,9 @@ func TestBridgeSSECallerLimit(t *testing.T) {
 		checkCallerLimit(t, "bridged, alice's third session", resp, body, "1")
 		resp, body = postWith(t, mxURL, "", initBody, as("alice"))
 		checkCallerLimit(t, "multiplexed with an SSE target, alice's third session", resp, body, "1")
+		// Not a target's failure: FailOpen does not open a session without the SSE target.
+		resp, body = postWith(t, failOpenURL, "", initBody, as("alice"))
+		checkCallerLimit(t, "multiplexed FailOpen with an SSE target, alice's third session", resp, body, "1")
 		if round == 0 {
 			bobs = append(bobs, openAs(t, gw.url, "bob"), openAs(t, mxURL, "bob"))
 			if resp, body := postWith(t, gw.url, "", initBody, as("bob")); resp.StatusCode != http.StatusTooManyRequests {

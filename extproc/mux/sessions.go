@@ -115,17 +115,15 @@ func writeCallerLimit(w http.ResponseWriter, id json.RawMessage, err *callerLimi
 	_, _ = w.Write(mcp.ErrorResponse(id, mcp.CodeInternalError, err.Error()))
 }
 
-// callerLimited answers the client's initialize (id) 429 (writeCallerLimit) when one of the
-// targets' errors errs is its caller's limit of sessions; it reports whether it did.
-func (c *call) callerLimited(errs []error, id json.RawMessage) bool {
+// callerLimit returns the first of errs that is a caller's limit of sessions, nil when none is.
+func callerLimit(errs []error) *callerLimitError {
 	for _, err := range errs {
 		var limit *callerLimitError
 		if errors.As(err, &limit) {
-			writeCallerLimit(c.w, id, limit)
-			return true
+			return limit
 		}
 	}
-	return false
+	return nil
 }
 
 // reserve takes a place for a new session of caller; the error says why there is none: the
