@@ -3,8 +3,10 @@ package mux
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/mcpgate/mcpgate/extproc/mcp"
 )
@@ -48,42 +50,122 @@ func (c *call) forward(msg *message, mb member, name string) {
 	}
 	flusher := c.startEvents()
 	want := mcp.IDKey(msg.ID)
-	answered, resumable := false, false
+	answered, gone := false, false
 	var buf, scratch []byte
 	names, ids := []string{mb.t.Name}, []string{""}
-	err = c.h.readEvents(resp.Body, func(ev *mcp.Event) bool {
+	relay := func(ev *mcp.Event) bool {
 		var m *message
 		buf = append(buf[:0], eventMessage...)
 		if ev.HasID && ev.ID != "" {
 			ids[0] = ev.ID
 			buf, scratch = appendEventID(buf, scratch, callStream, names, ids)
-			resumable = true
 		}
 		buf, m = c.clientData(buf, ev, mb)
 		answered = answered || (m != nil && m.isResponse() && mcp.IDKey(m.ID) == want)
 		if _, err := c.w.Write(buf); err != nil {
+			gone = true
 			return false
 		}
 		_ = flusher.Flush()
 		return !answered
-	})
+	}
+	err = c.h.readEvents(resp.Body, relay)
+	resumable := ids[0] != ""
 	switch {
 	case answered || c.ctx.Err() != nil:
+		return
 	case resumable && c.canResume():
 		// The client holds an event id of the stream: it resumes it (a GET with Last-Event-ID),
 		// as it would the target's own stream, and gets the answer then.
 		c.log.Info("mux: target's answer stream ended before the answer; the client may resume it", "target", mb.t.Name, "method", msg.Method, "error", err)
-	default:
-		if err == nil {
-			err = errors.New("its event stream ended without the answer")
+		return
+	case resumable && !gone:
+		// The client cannot resume it (an HTTP+SSE client): the mux does.
+		c.log.Info("mux: target's answer stream ended before the answer; resuming it for the client", "target", mb.t.Name, "method", msg.Method, "error", err)
+		err = c.resumeCall(mb, ids, relay, func() bool { return answered || gone })
+		if answered || gone || c.ctx.Err() != nil {
+			return
 		}
-		if !errors.Is(err, io.ErrUnexpectedEOF) {
-			c.log.Warn("mux: target's answer stream", "target", mb.t.Name, "method", msg.Method, "error", err)
+	}
+	if err == nil {
+		err = errors.New("its event stream ended without the answer")
+	}
+	if !namesTarget(err) {
+		err = &targetError{mb.t.Name, err}
+	}
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		c.log.Warn("mux: target's answer stream", "target", mb.t.Name, "method", msg.Method, "error", err)
+	}
+	buf = mcp.AppendEvent(buf[:0], &mcp.Event{Type: "message",
+		Data: mcp.ErrorResponse(msg.ID, mcp.CodeInternalError, "mcpgate mux: "+err.Error())})
+	_, _ = c.w.Write(buf)
+	_ = flusher.Flush()
+}
+
+// namesTarget reports whether err names its target already (a targetError, a resumeError).
+func namesTarget(err error) bool {
+	var te *targetError
+	var refused *resumeError
+	return errors.As(err, &te) || errors.As(err, &refused)
+}
+
+// resumeMaxWithoutProgress bounds the resumptions of a call's stream in a row (resumeCall) that
+// bring no new event id: as the go-sdk client's MaxRetries default.
+const resumeMaxWithoutProgress = 5
+
+// resumeCall resumes target mb's answer stream of a call for a client that cannot resume it (an
+// HTTP+SSE client), once the stream ended without the answer after the target's event id ids[0]:
+// after Options.ResumeDelay, a GET of the target's session with Last-Event-ID ids[0] (openStream,
+// as a client's resumption in get), each of its events handled by relay as the first stream's,
+// which keeps ids[0] the latest id; again when that stream ends as well, until done (the answer
+// came, or the client is gone). It gives up when the client's context ends, when the target
+// refuses the resumption (streamRefusal: a 4xx other than 429, an answer that is not
+// text/event-stream), and after resumeMaxWithoutProgress resumptions in a row that gave no new
+// event id (a 5xx, 429 or failed GET counts as one), returning why.
+func (c *call) resumeCall(mb member, ids []string, relay func(*mcp.Event) bool, done func() bool) error {
+	timer := time.NewTimer(c.h.opts.ResumeDelay)
+	defer timer.Stop()
+	for without := 0; ; {
+		last := ids[0]
+		timer.Reset(c.h.opts.ResumeDelay)
+		select {
+		case <-timer.C:
+		case <-c.ctx.Done():
+			return c.ctx.Err()
 		}
-		buf = mcp.AppendEvent(buf[:0], &mcp.Event{Type: "message",
-			Data: mcp.ErrorResponse(msg.ID, mcp.CodeInternalError, "mcpgate mux: "+(&targetError{mb.t.Name, err}).Error())})
-		_, _ = c.w.Write(buf)
-		_ = flusher.Flush()
+		resp, err := c.openStream(c.ctx, mb, last)
+		switch {
+		case err != nil:
+		case resp.StatusCode/100 == 5 || resp.StatusCode == http.StatusTooManyRequests:
+			err = &targetError{mb.t.Name, httpError(resp)}
+			drain(resp)
+		default:
+			if err := streamRefusal(resp, mb, last); err != nil {
+				return err
+			}
+			err = c.h.readEvents(resp.Body, relay)
+			resp.Body.Close() // read to its end, or past the answer: the target may go on
+			if done() {
+				return nil
+			}
+		}
+		if c.ctx.Err() != nil {
+			return c.ctx.Err()
+		}
+		if without++; ids[0] != last {
+			without = 0
+		}
+		if without >= resumeMaxWithoutProgress {
+			var te *targetError
+			switch {
+			case err == nil:
+				err = errors.New("its event stream ended without the answer")
+			case errors.As(err, &te):
+				err = te.err
+			}
+			return fmt.Errorf("resumed from its event id %q %d times without a new event, the last time: %w", last, without, err)
+		}
+		c.log.Debug("mux: target's resumed answer stream ended before the answer; resuming it again", "target", mb.t.Name, "error", err)
 	}
 }
 

@@ -60,47 +60,22 @@ func (c *call) get() {
 			}
 		}
 	}()
-	wait := c.h.opts.StreamOpenTimeout
 	errs := c.fanOut(func(ctx context.Context, mb member) error {
 		last := from.id(mb.t.Name)
 		if mb.sid == "" || from.kind == callStream && last == "" {
 			return nil
 		}
-		// The stream lives as long as ctx; its opening gets wait (a target that never answers
-		// would hold the client's stream back, every target's with it).
-		tctx, tcancel := context.WithCancel(ctx)
-		timer := time.AfterFunc(wait, tcancel)
-		req := c.newRequest(tctx, http.MethodGet, mb, nil)
-		if req != nil {
-			req.Header.Set("Accept", "text/event-stream")
-			if last != "" {
-				req.Header.Set("Last-Event-ID", last)
-			}
-		}
-		resp, err := c.do(tctx, mb, req, false)
-		if !timer.Stop() {
-			if err == nil {
-				resp.Body.Close()
-			}
-			return &targetError{mb.t.Name, fmt.Errorf("no answer to its GET within %s", wait)}
-		}
-		if err != nil {
-			return &targetError{mb.t.Name, err}
-		}
+		resp, err := c.openStream(ctx, mb, last)
 		switch {
+		case err != nil:
+			return err
 		case resp.StatusCode == http.StatusMethodNotAllowed:
 			drain(resp)
 			c.log.Debug("mux: target has no GET stream", "target", mb.t.Name)
 			return nil
-		case resp.StatusCode/100 != 2 && last != "" && resp.StatusCode != http.StatusNotFound:
-			defer drain(resp)
-			return &resumeError{targetError{mb.t.Name, httpError(resp)}, last}
-		case resp.StatusCode/100 != 2:
-			defer drain(resp)
-			return &targetError{mb.t.Name, httpError(resp)}
-		case !isEventStream(resp):
-			defer drain(resp)
-			return &targetError{mb.t.Name, errors.New("its GET answer is " + resp.Header.Get("Content-Type") + ", not text/event-stream")}
+		}
+		if err := streamRefusal(resp, mb, last); err != nil {
+			return err
 		}
 		streams[c.index(mb)] = resp
 		return nil
@@ -179,6 +154,53 @@ func (c *call) get() {
 		})
 	}
 	wg.Wait()
+}
+
+// openStream opens target mb's server-to-client stream: a GET of its session, with
+// Last-Event-ID last when it is not "" (the target's own event id: its stream resumed from
+// there). The stream lives as long as ctx; its opening gets Options.StreamOpenTimeout (a target
+// that never answers would hold the client's stream back). The answer may have any status
+// (streamRefusal); a failure to get one is a targetError.
+func (c *call) openStream(ctx context.Context, mb member, last string) (*http.Response, error) {
+	wait := c.h.opts.StreamOpenTimeout
+	tctx, tcancel := context.WithCancel(ctx)
+	timer := time.AfterFunc(wait, tcancel)
+	req := c.newRequest(tctx, http.MethodGet, mb, nil)
+	if req != nil {
+		req.Header.Set("Accept", "text/event-stream")
+		if last != "" {
+			req.Header.Set("Last-Event-ID", last)
+		}
+	}
+	resp, err := c.do(tctx, mb, req, false)
+	if !timer.Stop() {
+		if err == nil {
+			resp.Body.Close()
+		}
+		return nil, &targetError{mb.t.Name, fmt.Errorf("no answer to its GET within %s", wait)}
+	}
+	if err != nil {
+		return nil, &targetError{mb.t.Name, err}
+	}
+	return resp, nil
+}
+
+// streamRefusal returns the error of target mb's answer to openStream that is not its stream
+// (its body drained), nil for a stream: a resumeError for an answer other than 2xx or 404 to a
+// GET with Last-Event-ID last, else a targetError.
+func streamRefusal(resp *http.Response, mb member, last string) error {
+	switch {
+	case resp.StatusCode/100 != 2 && last != "" && resp.StatusCode != http.StatusNotFound:
+		defer drain(resp)
+		return &resumeError{targetError{mb.t.Name, httpError(resp)}, last}
+	case resp.StatusCode/100 != 2:
+		defer drain(resp)
+		return &targetError{mb.t.Name, httpError(resp)}
+	case !isEventStream(resp):
+		defer drain(resp)
+		return &targetError{mb.t.Name, errors.New("its GET answer is " + resp.Header.Get("Content-Type") + ", not text/event-stream")}
+	}
+	return nil
 }
 
 // resumeFrom reads the request's Last-Event-ID: the position the client resumes from, empty when

@@ -52,6 +52,10 @@ const DefaultMaxBodyBytes = 4 << 20
 // headers at once (the stream's events come later).
 const DefaultStreamOpenTimeout = 10 * time.Second
 
+// DefaultResumeDelay is the default of Options.ResumeDelay: the go-sdk client's first
+// reconnection delay, in the region of the few seconds the SSE specification suggests.
+const DefaultResumeDelay = time.Second
+
 // DefaultResolveTimeout is the default of Options.ResolveTimeout: half the ext_proc message
 // timeout's default (translator.DefaultMessageTimeout, 10 s), so that a target that does not
 // answer its list fails the resolution (skipped under FailOpen) before Envoy gives the call up
@@ -89,6 +93,10 @@ type Options struct {
 	// server-to-client stream); 0 means DefaultStreamOpenTimeout. A target that does not answer
 	// in time fails that GET, so that it cannot hold the client's merged stream back.
 	StreamOpenTimeout time.Duration
+	// ResumeDelay is the wait before the mux resumes a target's answer stream that ended without
+	// the answer (SSE polling, a reset) for a client that cannot resume it itself (an HTTP+SSE
+	// client: forward); 0 means DefaultResumeDelay. A target event's retry field is not read.
+	ResumeDelay time.Duration
 	// ResolveTimeout bounds Resolve: the lists of every target of the session (all their pages)
 	// must have come by then; a target whose list has not counts as failed (skipped under
 	// FailOpen, the call's -32603 naming it under FailClosed). 0 means DefaultResolveTimeout. It
@@ -145,6 +153,9 @@ func New(opts Options) *Server {
 	}
 	if opts.StreamOpenTimeout <= 0 {
 		opts.StreamOpenTimeout = DefaultStreamOpenTimeout
+	}
+	if opts.ResumeDelay <= 0 {
+		opts.ResumeDelay = DefaultResumeDelay
 	}
 	if opts.SSEIdleTimeout <= 0 {
 		opts.SSEIdleTimeout = DefaultSSEIdleTimeout

@@ -6,11 +6,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,9 +28,9 @@ const resumeVersion = "2025-11-25"
 // resumable is a go-sdk target with an event store (its streams can be resumed), served for the
 // mux by handler, which reports on ended each request of it whose handler returned: its HTTP
 // method, and for a POST the JSON-RPC method ("POST tools/call").
-// Its tool "poll" sends progress "poll 1", closes its stream (SSE polling), sends "poll 2" and
-// answers "polled". Its tool "step" sends progress "step 1", waits for release, then sends "step 2" and "step 3" and
-// answers "stepped".
+// Its tool "poll" sends progress "poll 1" to "poll N" (N its argument before, 1 when not given),
+// closes its stream (SSE polling), sends "poll N+1" and answers "polled". Its tool "step" sends
+// progress "step 1", waits for release, then sends "step 2" and "step 3" and answers "stepped".
 type resumable struct {
 	server  *mcp.Server
 	handler http.Handler
@@ -57,13 +59,16 @@ func newResumable(name string) *resumable {
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "stepped"}}}, nil, nil
 		})
 	mcp.AddTool(r.server, &mcp.Tool{Name: "poll", Description: "progress, its stream closed (SSE polling), more progress, the answer"},
-		func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
-			for i := 1; i <= 2; i++ {
+		func(ctx context.Context, req *mcp.CallToolRequest, args struct {
+			Before int `json:"before,omitempty"`
+		}) (*mcp.CallToolResult, any, error) {
+			before := max(args.Before, 1)
+			for i := 1; i <= before+1; i++ {
 				if err := req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{
 					ProgressToken: req.Params.GetProgressToken(), Progress: float64(i), Message: "poll " + strconv.Itoa(i)}); err != nil {
 					return nil, nil, err
 				}
-				if i == 1 {
+				if i == before {
 					req.Extra.CloseSSEStream(mcp.CloseSSEStreamArgs{RetryAfter: time.Millisecond})
 				}
 			}
@@ -400,17 +405,124 @@ func TestResumeClosedCallStream(t *testing.T) {
 	}
 }
 
-// TestResumeClosedCallStreamLegacyClient: an HTTP+SSE client cannot resume a stream; a target
-// that closes a call's stream before its answer fails that client's call with the mux's -32603
-// naming the target, as before resumption, rather than leaving it unanswered.
+// TestResumeClosedCallStreamLegacyClient: an HTTP+SSE client cannot resume a stream, so the mux
+// resumes a call's stream the target closed before its answer (SSE polling) itself: the client
+// gets the tool's result and every progress notification of the call once, twice in a row.
 func TestResumeClosedCallStreamLegacyClient(t *testing.T) {
 	a, b := newResumable("a"), newResumable("b")
-	url := newRawGateway(t, mux.Options{Logger: testLogger()}, "FailClosed", []string{"a", "b"}, a.handler, b.handler)
-	cs := connectSSE(t, url, nil)
+	url := newRawGateway(t, mux.Options{Logger: testLogger(), ResumeDelay: time.Millisecond}, "FailClosed", []string{"a", "b"}, a.handler, b.handler)
+	progress := make(chan string, 16)
+	cs := connectSSE(t, url, &mcp.ClientOptions{
+		ProgressNotificationHandler: func(_ context.Context, req *mcp.ProgressNotificationClientRequest) {
+			progress <- req.Params.ProgressToken.(string) + " " + req.Params.Message
+		},
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a_poll", Arguments: map[string]any{}})
-	if err == nil || !strings.Contains(err.Error(), "target a: its event stream ended without the answer") {
-		t.Errorf("HTTP+SSE client: tools/call a_poll, its stream closed before the answer: %v, want the mux's error naming target a", err)
+	for _, token := range []string{"p1", "p2"} {
+		params := &mcp.CallToolParams{Name: "a_poll", Arguments: map[string]any{"before": 2}}
+		params.SetProgressToken(token)
+		res, err := cs.CallTool(ctx, params)
+		if err != nil {
+			t.Fatalf("HTTP+SSE client: tools/call a_poll (%s), its stream closed before the answer: %v", token, err)
+		}
+		if got := text(t, res); got != "polled" {
+			t.Errorf("HTTP+SSE client: tools/call a_poll (%s): %q, want polled", token, got)
+		}
+	}
+	// The client handles notifications in order: everything before the second call's first
+	// progress is the first call's.
+	var got []string
+	for msg := ""; msg != "p2 poll 1"; {
+		msg = receive(t, progress, "progress")
+		got = append(got, msg)
+	}
+	if want := []string{"p1 poll 1", "p1 poll 2", "p1 poll 3", "p2 poll 1"}; !slices.Equal(got, want) {
+		t.Errorf("HTTP+SSE client's progress: %q, want %q", got, want)
+	}
+}
+
+// TestResumeClosedCallStreamLegacyClientTarget: the mux's resumption of a call's stream for an
+// HTTP+SSE client as the target answers it: a target that answers its GET 5xx is asked again (the
+// call answered then), so is one whose resumed streams each give a new event id; one that refuses
+// the Last-Event-ID (400), or whose resumed streams end without a new event 5 times in a row,
+// fails the call with the mux's -32603 saying so, naming the target.
+func TestResumeClosedCallStreamLegacyClientTarget(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// resume answers the target's n-th GET with Last-Event-ID (from 1), first the
+		// Last-Event-ID of the first; false passes it on.
+		resume func(w http.ResponseWriter, r *http.Request, n int, first string) bool
+		// want is what the call's error says ("": the call is answered); gets how many GETs
+		// with Last-Event-ID the target gets.
+		want string
+		gets int
+	}{
+		{"503 once", func(w http.ResponseWriter, _ *http.Request, n int, _ string) bool {
+			if n == 1 {
+				http.Error(w, "busy", http.StatusServiceUnavailable)
+			}
+			return n == 1
+		}, "", 2},
+		{"400", func(w http.ResponseWriter, _ *http.Request, _ int, _ string) bool {
+			http.Error(w, "no resumption here", http.StatusBadRequest)
+			return true
+		}, `mcpgate mux: target a cannot resume its stream from its event id "`, 1},
+		{"empty streams", func(w http.ResponseWriter, _ *http.Request, _ int, _ string) bool {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(http.StatusOK)
+			return true
+		}, "mcpgate mux: target a: resumed from its event id ", 5},
+		{"a new id each time", func(w http.ResponseWriter, r *http.Request, n int, first string) bool {
+			// Streams of one priming event each, more than 5, then the real one: each
+			// brought a new id, so the mux goes on.
+			if n <= 7 {
+				w.Header().Set("Content-Type", "text/event-stream")
+				fmt.Fprintf(w, "id: primed-%d\ndata:\n\n", n)
+				return true
+			}
+			r.Header.Set("Last-Event-ID", first)
+			return false
+		}, "", 8},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := newResumable("a"), newResumable("b")
+			var mu sync.Mutex
+			n, first := 0, ""
+			target := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if last := r.Header.Get("Last-Event-ID"); r.Method == http.MethodGet && last != "" {
+					mu.Lock()
+					if n++; n == 1 {
+						first = last
+					}
+					i, f := n, first
+					mu.Unlock()
+					if tc.resume(w, r, i, f) {
+						return
+					}
+				}
+				a.handler.ServeHTTP(w, r)
+			})
+			url := newRawGateway(t, mux.Options{Logger: testLogger(), ResumeDelay: time.Millisecond}, "FailClosed", []string{"a", "b"}, target, b.handler)
+			cs := connectSSE(t, url, nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a_poll", Arguments: map[string]any{}})
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("HTTP+SSE client: tools/call a_poll: %v, want its answer", err)
+			case tc.want == "":
+				if got := text(t, res); got != "polled" {
+					t.Errorf("HTTP+SSE client: tools/call a_poll: %q, want polled", got)
+				}
+			case err == nil || !strings.Contains(err.Error(), tc.want):
+				t.Errorf("HTTP+SSE client: tools/call a_poll, its resumption failing: %v, want the mux's error saying %s", err, tc.want)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if n != tc.gets {
+				t.Errorf("the mux resumed the call's stream %d times, want %d", n, tc.gets)
+			}
+		})
 	}
 }
