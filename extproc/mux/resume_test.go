@@ -526,3 +526,37 @@ func TestResumeClosedCallStreamLegacyClientTarget(t *testing.T) {
 		})
 	}
 }
+
+// TestResumeClosedCallStreamLegacyClientGone: the HTTP+SSE client going away while the mux
+// resumes its call's stream ends the resumed stream at the target.
+func TestResumeClosedCallStreamLegacyClientGone(t *testing.T) {
+	a, b := newResumable("a"), newResumable("b")
+	resumed, ended := make(chan struct{}, 1), make(chan struct{}, 1)
+	target := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet || r.Header.Get("Last-Event-ID") == "" {
+			a.handler.ServeHTTP(w, r)
+			return
+		}
+		// A resumed stream that gives nothing until the mux ends it.
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		_ = http.NewResponseController(w).Flush()
+		resumed <- struct{}{}
+		<-r.Context().Done()
+		ended <- struct{}{}
+	})
+	url := newRawGateway(t, mux.Options{Logger: testLogger(), ResumeDelay: time.Millisecond}, "FailClosed", []string{"a", "b"}, target, b.handler)
+	cs := connectSSE(t, url, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	called := make(chan struct{})
+	go func() {
+		defer close(called)
+		_, _ = cs.CallTool(ctx, &mcp.CallToolParams{Name: "a_poll", Arguments: map[string]any{}})
+	}()
+	receive(t, resumed, "the mux's resumption of the call's stream")
+	// The call given up first: the go-sdk client's Close waits for the calls in flight.
+	cancel()
+	<-called
+	cs.Close()
+	receive(t, ended, "the end of the resumed stream at the target, the client gone")
+}
