@@ -143,9 +143,9 @@ func TestJSONAnswer(t *testing.T) {
 }
 
 // sseStream is an SSE answer holding a notification, a tools/list answer with a multi-byte rune,
-// CR LF line ends and an id line (as the TypeScript SDK sends).
+// CR LF line ends and an id line (as the TypeScript SDK sends), the answer's with a retry field.
 const sseAnswer = "id: 7f3e\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{}}\r\n\r\n" +
-	"id: 7f3f\r\nevent: message\r\ndata: " + toolsListAnswer + "\r\n\r\n"
+	"id: 7f3f\r\nretry: 3000\r\nevent: message\r\ndata: " + toolsListAnswer + "\r\n\r\n"
 
 // awkwardCuts splits sseAnswer inside "data:", inside the two-byte é, between CR and LF, and in
 // the middle of the tools array.
@@ -202,9 +202,10 @@ func TestSSEAnswerSplit(t *testing.T) {
 		}
 		out.Write(extproctest.BodyAfter(resp, c))
 	}
-	// The rewritten event is encoded anew (LF line ends, event before id); the rest is untouched.
-	want := strings.Replace(sseAnswer, "id: 7f3f\r\nevent: message\r\ndata: "+toolsListAnswer+"\r\n\r\n",
-		"event: message\nid: 7f3f\ndata: "+toolsListFiltered+"\n\n", 1)
+	// The rewritten event is encoded anew (LF line ends, event before id, its retry field kept);
+	// the rest is untouched.
+	want := strings.Replace(sseAnswer, "id: 7f3f\r\nretry: 3000\r\nevent: message\r\ndata: "+toolsListAnswer+"\r\n\r\n",
+		"event: message\nid: 7f3f\nretry: 3000\ndata: "+toolsListFiltered+"\n\n", 1)
 	if out.String() != want {
 		t.Errorf("stream after ext_proc:\n%q\nwant\n%q", out.String(), want)
 	}

@@ -1362,8 +1362,7 @@ func (st *stream) visitEvent(ev *mcp.Event, rewritable bool, md *metadata) []byt
 			// The client gets the session sealed for the caller (package bind), as the
 			// Mcp-Session-Id of Streamable HTTP. sseChunk holds the first event back for it.
 			sealed := st.s.bind.Seal(st.session, st.caller())
-			return mcp.AppendEvent(nil, &mcp.Event{Type: ev.Type, ID: ev.ID, HasID: ev.HasID,
-				Data: []byte(mcp.WithSession(string(ev.Data), sealed))})
+			return appendWithData(ev, []byte(mcp.WithSession(string(ev.Data), sealed)))
 		}
 	}
 	if !ev.IsMessage() {
@@ -1382,5 +1381,13 @@ func (st *stream) visitEvent(ev *mcp.Event, rewritable bool, md *metadata) []byt
 		st.s.log.Error("an answer that must be rewritten began in bytes already passed on; passed unchanged", "route", st.ri.route)
 		return nil
 	}
-	return mcp.AppendEvent(nil, &mcp.Event{Type: ev.Type, ID: ev.ID, HasID: ev.HasID, Data: data})
+	return appendWithData(ev, data)
+}
+
+// appendWithData encodes ev with data instead of its own, every other field (type, id, retry)
+// kept: the event as the client gets it.
+func appendWithData(ev *mcp.Event, data []byte) []byte {
+	out := *ev
+	out.Data = data
+	return mcp.AppendEvent(nil, &out)
 }

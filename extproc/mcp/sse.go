@@ -15,6 +15,10 @@ type Event struct {
 	ID string
 	// HasID is set when the event has an id field (one without NUL), even an empty one.
 	HasID bool
+	// Retry is the retry field, the reconnection delay in milliseconds the server asks for
+	// (ASCII digits only, as WHATWG reads it; "" when the event has none): MCP servers send it
+	// before they close a stream the client is to resume (SSE polling).
+	Retry string
 }
 
 // IsMessage reports whether the event has the default type "message".
@@ -32,6 +36,7 @@ func AppendEvent(dst []byte, e *Event) []byte {
 		dst = append(dst, e.ID...)
 		dst = append(dst, '\n')
 	}
+	dst = AppendRetry(dst, e.Retry)
 	data := e.Data
 	for {
 		line, rest, more := bytes.Cut(data, []byte{'\n'})
@@ -43,6 +48,17 @@ func AppendEvent(dst []byte, e *Event) []byte {
 		}
 		data = rest
 	}
+	return append(dst, '\n')
+}
+
+// AppendRetry appends the retry field of a delay of retry milliseconds (Event.Retry), nothing
+// when retry is "".
+func AppendRetry(dst []byte, retry string) []byte {
+	if retry == "" {
+		return dst
+	}
+	dst = append(dst, "retry: "...)
+	dst = append(dst, retry...)
 	return append(dst, '\n')
 }
 
@@ -90,12 +106,12 @@ func NewSSEStream(limit int) *SSEStream {
 }
 
 type eventBuilder struct {
-	typ, data, id  []byte
-	hasID, hasData bool
+	typ, data, id, retry []byte
+	hasID, hasData       bool
 }
 
 func (b *eventBuilder) reset() {
-	b.typ, b.data, b.id = b.typ[:0], b.data[:0], b.id[:0]
+	b.typ, b.data, b.id, b.retry = b.typ[:0], b.data[:0], b.id[:0], b.retry[:0]
 	b.hasID, b.hasData = false, false
 }
 
@@ -119,10 +135,15 @@ func (b *eventBuilder) field(line []byte) {
 			b.id = append(b.id[:0], value...)
 			b.hasID = true
 		}
+	case "retry":
+		// WHATWG: a value of ASCII digits only sets the reconnection time; any other is ignored.
+		if len(value) > 0 && len(bytes.TrimLeft(value, "0123456789")) == 0 {
+			b.retry = append(b.retry[:0], value...)
+		}
 	}
 }
 
-func (b *eventBuilder) size() int { return len(b.typ) + len(b.data) + len(b.id) }
+func (b *eventBuilder) size() int { return len(b.typ) + len(b.data) + len(b.id) + len(b.retry) }
 
 func (b *eventBuilder) event() Event {
 	data := b.data
@@ -134,6 +155,7 @@ func (b *eventBuilder) event() Event {
 		Data:  bytes.Clone(data),
 		ID:    string(b.id),
 		HasID: b.hasID,
+		Retry: string(b.retry),
 	}
 }
 

@@ -21,11 +21,12 @@ const sampleStream = "\xEF\xBB\xBF: ok\n\n" +
 type seen struct {
 	typ, id, data string
 	hasID         bool
+	retry         string
 }
 
 func collect(evs *[]seen, repl func(*Event) []byte) Visit {
 	return func(ev *Event, rewritable bool) []byte {
-		*evs = append(*evs, seen{ev.Type, ev.ID, string(ev.Data), ev.HasID})
+		*evs = append(*evs, seen{ev.Type, ev.ID, string(ev.Data), ev.HasID, ev.Retry})
 		if repl != nil {
 			return repl(ev)
 		}
@@ -70,12 +71,12 @@ func always(int) bool { return true }
 func TestSSEEvents(t *testing.T) {
 	_, evs := feed(t, split(sampleStream), never, nil)
 	want := []seen{
-		{"endpoint", "", "/message?sessionId=é-1", false},
-		{"message", "1", "{\"jsonrpc\":\"2.0\",\"id\":1,\n\"result\":{\"tools\":[]}}", true},
-		{"", "", "REPLACE me", false},
-		{"", "", "x\n", false},
-		{"", "", `{"id":2}`, false},
-		{"", "", "unterminated", false}, // the stream's end ends it (as the go-sdk client reads it)
+		{"endpoint", "", "/message?sessionId=é-1", false, ""},
+		{"message", "1", "{\"jsonrpc\":\"2.0\",\"id\":1,\n\"result\":{\"tools\":[]}}", true, ""},
+		{"", "", "REPLACE me", false, ""},
+		{"", "", "x\n", false, ""},
+		{"", "", `{"id":2}`, false, "10"},
+		{"", "", "unterminated", false, ""}, // the stream's end ends it (as the go-sdk client reads it)
 	}
 	if fmt.Sprint(evs) != fmt.Sprint(want) {
 		t.Fatalf("events\n got %+v\nwant %+v", evs, want)
@@ -196,6 +197,20 @@ func TestAppendEvent(t *testing.T) {
 	got := string(AppendEvent(nil, &Event{Type: "message", ID: "7", HasID: true, Data: []byte("a\nb")}))
 	if got != "event: message\nid: 7\ndata: a\ndata: b\n\n" {
 		t.Errorf("AppendEvent = %q", got)
+	}
+	got = string(AppendEvent(nil, &Event{Type: "close", Retry: "250"}))
+	if got != "event: close\nretry: 250\ndata: \n\n" {
+		t.Errorf("AppendEvent with a retry field = %q", got)
+	}
+}
+
+// TestSSERetry: a retry field of ASCII digits is the event's Retry (the latest of an event's);
+// any other value is ignored, as WHATWG reads it.
+func TestSSERetry(t *testing.T) {
+	_, evs := feed(t, split("retry: 5s\ndata: a\n\nretry: 1\nretry:20\ndata: b\n\nretry: -3\ndata: c\n\n"), never, nil)
+	want := []seen{{"", "", "a", false, ""}, {"", "", "b", false, "20"}, {"", "", "c", false, ""}}
+	if fmt.Sprint(evs) != fmt.Sprint(want) {
+		t.Fatalf("events\n got %+v\nwant %+v", evs, want)
 	}
 }
 

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/mcpgate/mcpgate/extproc/mcp"
@@ -53,12 +55,17 @@ func (c *call) forward(msg *message, mb member, name string) {
 	answered, gone := false, false
 	var buf, scratch []byte
 	names, ids := []string{mb.t.Name}, []string{""}
+	retry := time.Duration(-1) // the target's latest retry field; none yet
 	relay := func(ev *mcp.Event) bool {
 		var m *message
-		buf = append(buf[:0], eventMessage...)
+		buf = appendEventType(buf[:0], ev)
 		if ev.HasID && ev.ID != "" {
 			ids[0] = ev.ID
 			buf, scratch = appendEventID(buf, scratch, callStream, names, ids)
+		}
+		if ev.Retry != "" {
+			retry = retryDelay(ev.Retry)
+			buf = mcp.AppendRetry(buf, ev.Retry)
 		}
 		buf, m = c.clientData(buf, ev, mb)
 		answered = answered || (m != nil && m.isResponse() && mcp.IDKey(m.ID) == want)
@@ -82,7 +89,7 @@ func (c *call) forward(msg *message, mb member, name string) {
 	case resumable && !gone:
 		// The client cannot resume it (an HTTP+SSE client): the mux does.
 		c.log.Info("mux: target's answer stream ended before the answer; resuming it for the client", "target", mb.t.Name, "method", msg.Method, "error", err)
-		err = c.resumeCall(mb, ids, relay, func() bool { return answered || gone })
+		err = c.resumeCall(mb, ids, &retry, relay, func() bool { return answered || gone })
 		if answered || gone || c.ctx.Err() != nil {
 			return
 		}
@@ -115,19 +122,24 @@ const resumeMaxWithoutProgress = 5
 
 // resumeCall resumes target mb's answer stream of a call for a client that cannot resume it (an
 // HTTP+SSE client), once the stream ended without the answer after the target's event id ids[0]:
-// after Options.ResumeDelay, a GET of the target's session with Last-Event-ID ids[0] (openStream,
+// after the delay the target's latest retry field asked for (*retry, which relay keeps; as a
+// client would wait) or else Options.ResumeDelay, a GET of the target's session with Last-Event-ID ids[0] (openStream,
 // as a client's resumption in get), each of its events handled by relay as the first stream's,
 // which keeps ids[0] the latest id; again when that stream ends as well, until done (the answer
 // came, or the client is gone). It gives up when the client's context ends, when the target
 // refuses the resumption (streamRefusal: a 4xx other than 429, an answer that is not
 // text/event-stream), and after resumeMaxWithoutProgress resumptions in a row that gave no new
 // event id (a 5xx, 429 or failed GET counts as one), returning why.
-func (c *call) resumeCall(mb member, ids []string, relay func(*mcp.Event) bool, done func() bool) error {
+func (c *call) resumeCall(mb member, ids []string, retry *time.Duration, relay func(*mcp.Event) bool, done func() bool) error {
 	timer := time.NewTimer(c.h.opts.ResumeDelay)
 	defer timer.Stop()
 	for without := 0; ; {
 		last := ids[0]
-		timer.Reset(c.h.opts.ResumeDelay)
+		delay := c.h.opts.ResumeDelay
+		if *retry >= 0 {
+			delay = *retry
+		}
+		timer.Reset(delay)
 		select {
 		case <-timer.C:
 		case <-c.ctx.Done():
@@ -188,9 +200,32 @@ func (c *call) startEvents() *http.ResponseController {
 	return flusher
 }
 
-// eventMessage starts every event the mux relays to the client; its id line (appendEventID), if
+// eventMessage starts every event with data the mux relays to the client (appendEventType); its
+// id line (appendEventID), if
 // any, and its data (clientData) follow.
 const eventMessage = "event: message\n"
+
+// appendEventType appends the event line of target event ev as the client gets it: a message
+// event's (eventMessage), or, for an event without data of another type (the go-sdk's "close",
+// which carries a retry field), its own, so that a client does not read it as a message.
+func appendEventType(dst []byte, ev *mcp.Event) []byte {
+	if ev.IsMessage() {
+		return append(dst, eventMessage...)
+	}
+	dst = append(dst, "event: "...)
+	dst = append(dst, ev.Type...)
+	return append(dst, '\n')
+}
+
+// retryDelay returns the delay of a retry field (milliseconds, ASCII digits: mcp.Event.Retry);
+// one too large for a time.Duration is the largest.
+func retryDelay(retry string) time.Duration {
+	ms, err := strconv.ParseInt(retry, 10, 64)
+	if err != nil || ms > int64(math.MaxInt64/time.Millisecond) {
+		return math.MaxInt64
+	}
+	return time.Duration(ms) * time.Millisecond
+}
 
 // clientData appends to dst the data of event ev of target mb's stream as the client gets it, and
 // the blank line that ends the event: the target's message as toClient gives it, or the data as it

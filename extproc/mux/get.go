@@ -133,8 +133,9 @@ func (c *call) get() {
 				if ev.HasID && ev.ID != "" {
 					pos[i] = ev.ID
 				}
-				out = append(out[:0], eventMessage...)
+				out = appendEventType(out[:0], ev)
 				out, scratch = appendEventID(out, scratch, kind, names, pos)
+				out = mcp.AppendRetry(out, ev.Retry)
 				out = append(out, data...)
 				if _, err := c.w.Write(out); err != nil {
 					// The client is gone: every target's stream ends.

@@ -114,7 +114,7 @@ func (r *resumable) notify(t *testing.T, msg string) {
 
 // sseEvent is an event of a stream the mux answered.
 type sseEvent struct {
-	id, data string
+	typ, id, data, retry string
 }
 
 // events reads the events of an event stream, in order, until it ends (the channel closes).
@@ -131,6 +131,10 @@ func events(body io.Reader) <-chan sseEvent {
 					ch <- ev
 				}
 				ev = sseEvent{}
+			case strings.HasPrefix(line, "event: "):
+				ev.typ = line[len("event: "):]
+			case strings.HasPrefix(line, "retry: "):
+				ev.retry = line[len("retry: "):]
 			case strings.HasPrefix(line, "id: "):
 				ev.id = line[len("id: "):]
 			case strings.HasPrefix(line, "data: "):
@@ -404,6 +408,66 @@ func TestResumeClosedCallStream(t *testing.T) {
 		t.Errorf("progress %q, want %q", got, want)
 	}
 }
+
+// TestResumeRetry: the retry field a target sends before it closes a call's stream (the go-sdk's
+// "close" event, no data) reaches a Streamable HTTP client as the target sent it, its type kept,
+// so that the client waits what the target asked; for an HTTP+SSE client the mux waits that
+// itself, not its own Options.ResumeDelay (an hour here). (The go-sdk sends the retry field to
+// clients of MCP 2025-11-25 and later only; the HTTP+SSE client's session is 2024-11-05, so the
+// target's streams get one from retryWriter.)
+func TestResumeRetry(t *testing.T) {
+	a, b := newResumable("a"), newResumable("b")
+	url := newRawGateway(t, mux.Options{Logger: testLogger(), ResumeDelay: time.Hour}, "FailClosed", []string{"a", "b"}, a.handler, b.handler)
+	sid := openResumeSession(t, url)
+	resp, cancel := stream(t, url, sid, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"a_poll","arguments":{},"_meta":{"progressToken":"p"}}}`, "")
+	defer cancel()
+	var closing []sseEvent
+	for ev := range events(resp.Body) {
+		if ev.retry != "" || ev.typ == "close" {
+			closing = append(closing, ev)
+		}
+	}
+	if len(closing) != 1 || closing[0].typ != "close" || closing[0].retry != "1" || closing[0].data != "" {
+		t.Errorf("the call's stream, closed by the target: events with a retry field or of type close %+v, want one: close, retry 1 (ms), no data", closing)
+	}
+
+	a, b = newResumable("a"), newResumable("b")
+	target := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			w = &retryWriter{ResponseWriter: w}
+		}
+		a.handler.ServeHTTP(w, r)
+	})
+	url = newRawGateway(t, mux.Options{Logger: testLogger(), ResumeDelay: time.Hour}, "FailClosed", []string{"a", "b"}, target, b.handler)
+	cs := connectSSE(t, url, nil)
+	ctx, cancelCall := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelCall()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a_poll", Arguments: map[string]any{}})
+	if err != nil {
+		t.Fatalf("HTTP+SSE client: tools/call a_poll, the target asking a retry of 1 ms: %v, want the answer (the mux waiting the target's retry)", err)
+	}
+	if got := text(t, res); got != "polled" {
+		t.Errorf("HTTP+SSE client: tools/call a_poll: %q, want polled", got)
+	}
+}
+
+// retryWriter adds the retry field of 1 ms to the first event of an event stream answer.
+type retryWriter struct {
+	http.ResponseWriter
+	added bool
+}
+
+func (w *retryWriter) Write(b []byte) (int, error) {
+	if !w.added && strings.HasPrefix(w.Header().Get("Content-Type"), "text/event-stream") {
+		w.added = true
+		if _, err := io.WriteString(w.ResponseWriter, "retry: 1\n"); err != nil {
+			return 0, err
+		}
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *retryWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // TestResumeClosedCallStreamLegacyClient: an HTTP+SSE client cannot resume a stream, so the mux
 // resumes a call's stream the target closed before its answer (SSE polling) itself: the client

@@ -258,8 +258,9 @@ func isEventStream(resp *http.Response) bool {
 }
 
 // readEvents reads an event stream and calls fn for each message event with data, and each event
-// without data that gives an event id (a priming event, of any type: its id is where the client
-// resumes from), until fn returns false or the stream ends. An event larger than MaxBodyBytes is
+// without data that gives an event id or a retry delay (a priming event, of any type: its id is
+// where the client resumes from; the go-sdk's "close" event before it closes a stream: its retry
+// is when), as an event with these alone, until fn returns false or the stream ends. An event larger than MaxBodyBytes is
 // an error.
 func (h *Server) readEvents(body io.Reader, fn func(*mcp.Event) bool) error {
 	buf := h.readBuffers.Get().(*[readBufferSize]byte)
@@ -268,8 +269,8 @@ func (h *Server) readEvents(body io.Reader, fn func(*mcp.Event) bool) error {
 }
 
 // readStream reads an event stream with buf and calls fn for each event with data (each
-// message event when messagesOnly, and then each event without data that gives an id, as an
-// event with the id only), until fn returns false or the stream ends. An event larger
+// message event when messagesOnly, and then each event without data that gives an id or a
+// retry delay, as an event with these only), until fn returns false or the stream ends. An event larger
 // than MaxBodyBytes is an error.
 func (h *Server) readStream(body io.Reader, buf []byte, messagesOnly bool, fn func(*mcp.Event) bool) error {
 	s := mcp.NewSSEStream(h.opts.MaxBodyBytes)
@@ -285,8 +286,8 @@ func (h *Server) readStream(body io.Reader, buf []byte, messagesOnly bool, fn fu
 				if !messagesOnly || ev.IsMessage() {
 					stop = !fn(ev)
 				}
-			case messagesOnly && ev.HasID && ev.ID != "":
-				stop = !fn(&mcp.Event{HasID: true, ID: ev.ID})
+			case messagesOnly && (ev.HasID && ev.ID != "" || ev.Retry != ""):
+				stop = !fn(&mcp.Event{Type: ev.Type, HasID: ev.HasID, ID: ev.ID, Retry: ev.Retry})
 			}
 			return nil
 		}); err != nil {
