@@ -36,17 +36,8 @@ const (
 // name and target (tools/list hides the others, a call of one is refused with "Unknown tool").
 func TestMultiplexedBackend(t *testing.T) {
 	s := env
-	free, err := freePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serveTestdata(t, fileMux, map[string]string{
-		"GATEWAY_PORT":     strconv.Itoa(free[0]),
-		"FETCH_PORT":       strconv.Itoa(s.ports.fetch),
-		"EVERYTHING_PORT":  strconv.Itoa(s.ports.everythingHTTPUp),
-		"CONFORMANCE_PORT": strconv.Itoa(s.ports.conformanceUp),
-	})
-	url := "http://" + addr(free[0]) + "/mcp"
+	port := serveMux(t)
+	url := "http://" + addr(port) + "/mcp"
 	inspect := func(args ...string) inspectorRun {
 		return s.inspector.run(append([]string{url, "--transport", "http"}, args...)...)
 	}
@@ -125,7 +116,7 @@ func TestMultiplexedBackend(t *testing.T) {
 	// HTTP+SSE (2024-11-05) clients: the mux serves the route's stream (here at /sse, any path of
 	// the route would do) and its POSTs as it serves a Streamable HTTP client.
 	t.Run("HTTP+SSE clients", func(t *testing.T) {
-		sseURL := "http://" + addr(free[0]) + "/sse"
+		sseURL := "http://" + addr(port) + "/sse"
 		names, err := toolNames(s.inspector.run(sseURL, "--transport", "sse", "--method", "tools/list"))
 		if err != nil {
 			t.Fatalf("inspector --transport sse: tools/list: %v", err)
@@ -389,6 +380,24 @@ func expectLegacyCall(t *testing.T, gateway, target, tool string) {
 		}
 		return fmt.Errorf("%s: no audit line of tools/call with gateway %s, target %s, tool %s, decision allow, outcome result, a legacy session", env.stdoutLog(), gateway, target, tool)
 	})
+}
+
+// serveMux serves testdata/e2e-mux.yaml (the multiplexed backend of the suite's fetch server,
+// server-everything and the conformance server) on a free port of its own Gateway, which it
+// returns.
+func serveMux(t *testing.T) int {
+	t.Helper()
+	free, err := freePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveTestdata(t, fileMux, map[string]string{
+		"GATEWAY_PORT":     strconv.Itoa(free[0]),
+		"FETCH_PORT":       strconv.Itoa(env.ports.fetch),
+		"EVERYTHING_PORT":  strconv.Itoa(env.ports.everythingHTTPUp),
+		"CONFORMANCE_PORT": strconv.Itoa(env.ports.conformanceUp),
+	})
+	return free[0]
 }
 
 // expectAllowedCall waits for the audit line of an allowed tools/call of tool on gateway, naming

@@ -1,0 +1,108 @@
+package e2e
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestProtocolEraAuto: the inspector CLI with `--protocol-era auto` (a client of MCP 2026-07-28
+// that also speaks the initialize era) lists and calls tools through the gateway on the routes the
+// mux serves, a multiplexed backend (testdata/e2e-mux.yaml) and the bridged SSE target
+// (testdata/e2e-backends.yaml, everything-sse), as on a direct Streamable HTTP route
+// (everything-http). The client first POSTs server/discover without a session; the mux speaks
+// only the initialize era, so it answers that probe with a JSON-RPC error (HTTP 400, as the pinned
+// server-everything does), which tells the client to fall back to initialize (docs/design.md,
+// "Protocol eras"). With `--protocol-era modern` (no fallback) the mux's route fails as a server
+// of the initialize era does.
+func TestProtocolEraAuto(t *testing.T) {
+	s := env
+	if err := s.lab.base(); err != nil {
+		t.Fatal(err)
+	}
+	muxPort := serveMux(t)
+	routes := []struct {
+		name    string
+		url     string
+		backend string // the audit lines' backend
+		list    []string
+		tool    string
+		args    string
+		want    string
+	}{
+		{"multiplexed backend", "http://" + addr(muxPort) + "/mcp", "e2e-mux/tools",
+			[]string{"fetch_fetch", "everything_echo", "conformance_test_simple_text"},
+			"everything_echo", `{"message":"auto through the mux"}`, "Echo: auto through the mux"},
+		{"bridged SSE target", "http://" + addr(s.ports.everythingSSE) + "/mcp", "agentgateway-system/everything-sse",
+			[]string{"echo"}, "echo", `{"message":"auto through the bridge"}`, "Echo: auto through the bridge"},
+		{"direct Streamable HTTP target", "http://" + addr(s.ports.everythingHTTP) + "/mcp", "agentgateway-system/everything-http",
+			[]string{"echo"}, "echo", `{"message":"auto direct"}`, "Echo: auto direct"},
+	}
+	for _, rt := range routes {
+		t.Run(rt.name, func(t *testing.T) {
+			inspect := func(era string, args ...string) inspectorRun {
+				return s.inspector.run(append([]string{rt.url, "--transport", "http", "--protocol-era", era}, args...)...)
+			}
+			eventually(t, "tools/list with --protocol-era auto", func() error {
+				names, err := toolNames(inspect("auto", "--method", "tools/list"))
+				if err != nil {
+					return err
+				}
+				for _, want := range rt.list {
+					if !slices.Contains(names, want) {
+						return fmt.Errorf("tools/list = %v, want %s among them", names, want)
+					}
+				}
+				return nil
+			})
+			r := inspect("auto", "--method", "tools/call", "--tool-name", rt.tool, "--tool-args-json", rt.args)
+			if r.code != 0 {
+				t.Fatalf("tools/call %s with --protocol-era auto failed\n%s", rt.tool, r)
+			}
+			var res toolResult
+			if err := r.result(&res); err != nil {
+				t.Fatal(err)
+			}
+			if res.IsError || !strings.Contains(res.text(), rt.want) {
+				t.Errorf("tools/call %s = isError %v %q, want %q", rt.tool, res.IsError, res.text(), rt.want)
+			}
+			// The client's probe reached the route and was refused with a JSON-RPC error, so the
+			// client fell back to initialize (the call above).
+			expectRefusedDiscover(t, rt.backend)
+		})
+	}
+
+	t.Run("multiplexed backend, --protocol-era modern", func(t *testing.T) {
+		r := s.inspector.run(routes[0].url, "--transport", "http", "--protocol-era", "modern", "--method", "tools/list")
+		if r.code == 0 {
+			t.Fatalf("tools/list with --protocol-era modern succeeded; the mux does not serve MCP 2026-07-28 requests\n%s", r)
+		}
+		e, err := r.failure()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(e.Message, "did not offer pinned protocol version 2026-07-28") {
+			t.Errorf("tools/list with --protocol-era modern: %q, want the client's \"did not offer pinned protocol version 2026-07-28\" (a server of the initialize era)\n%s", e.Message, r)
+		}
+	})
+}
+
+// expectRefusedDiscover waits for an audit line of a server/discover on backend answered with a
+// JSON-RPC error and HTTP 400.
+func expectRefusedDiscover(t *testing.T, backend string) {
+	t.Helper()
+	eventually(t, "audit line of server/discover on "+backend+" answered with an error", func() error {
+		lines, err := jsonLines(env.stdoutLog())
+		if err != nil {
+			return err
+		}
+		for _, l := range lines {
+			if l["request_id"] == nil && l["method"] == "server/discover" && l["backend"] == backend &&
+				l["jsonrpc_error"] != nil && fmt.Sprint(l["http_status"]) == "400" {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s: no audit line of server/discover with backend %s, a jsonrpc_error and http_status 400", env.stdoutLog(), backend)
+	})
+}
