@@ -136,18 +136,25 @@ func mergeInitialize(results []json.RawMessage, names []string, version string) 
 		if out.ProtocolVersion == "" || r.ProtocolVersion < out.ProtocolVersion {
 			out.ProtocolVersion = r.ProtocolVersion
 		}
-		for k := range r.Capabilities {
-			if !servedCapabilities[k] {
-				delete(r.Capabilities, k)
-			}
-		}
-		unite(out.Capabilities, r.Capabilities)
-		if r.Instructions != "" {
-			instructions = append(instructions, names[i]+": "+r.Instructions)
-		}
+		instructions = mergeTarget(out.Capabilities, r.Capabilities, instructions, names[i], r.Instructions)
 	}
 	out.Instructions = strings.Join(instructions, "\n\n")
 	return json.Marshal(out)
+}
+
+// mergeTarget adds a target's capabilities caps, those the mux serves (servedCapabilities), to
+// out (unite), and returns instructions with the target's own (text, "" for none) under its name.
+func mergeTarget(out, caps map[string]any, instructions []string, name, text string) []string {
+	for k := range caps {
+		if !servedCapabilities[k] {
+			delete(caps, k)
+		}
+	}
+	unite(out, caps)
+	if text != "" {
+		instructions = append(instructions, name+": "+text)
+	}
+	return instructions
 }
 
 // unite adds src's members to dst: objects member by member, true over false, dst's otherwise.

@@ -550,9 +550,14 @@ func (c *call) serve(msg *message) {
 	switch {
 	case msg.isRequest() && msg.Method == "initialize":
 		c.initialize(msg)
+	case msg.isRequest() && msg.Method == "server/discover" && c.sessionless() && c.discover(msg):
+		// Every target offers MCP 2026-07-28: the mux does too (a backend that does not is
+		// answered below, as any request without a session, on which clients fall back).
 	case msg.isRequest() && msg.Method == "ping":
 		// Answered here: the client's connection to the gateway is what it tests.
 		c.writeJSON(http.StatusOK, []byte(`{"jsonrpc":"2.0","id":`+string(msg.ID)+`,"result":{}}`))
+	case msg.Method != "server/discover" && c.modern(msg):
+		c.serveModern(msg)
 	case msg.isRequest():
 		if c.readSession(msg.ID) {
 			c.request(msg)
