@@ -38,10 +38,21 @@ func (c *call) modern(msg *message) bool {
 	if c.m.Bridge || !c.sessionless() {
 		return false
 	}
-	if v := c.r.Header.Get("Mcp-Protocol-Version"); v >= ModernVersion {
-		return true
-	}
-	return metaVersion(msg.Params) >= ModernVersion
+	return modernHeader(c.r.Header) || metaVersion(msg.Params) >= ModernVersion
+}
+
+// modernHeader reports whether MCP-Protocol-Version says ModernVersion or later.
+func modernHeader(h http.Header) bool { return h.Get("Mcp-Protocol-Version") >= ModernVersion }
+
+// modernMeta returns the _meta of a request the mux makes of its own in the modern era (Resolve's
+// lists): the version, the mux as the client, no client capabilities.
+func modernMeta(version, muxVersion string) json.RawMessage {
+	b, _ := json.Marshal(map[string]any{
+		MetaKeyProtocolVersion:                       version,
+		"io.modelcontextprotocol/clientInfo":         map[string]string{"name": ServerName, "version": muxVersion},
+		"io.modelcontextprotocol/clientCapabilities": map[string]any{},
+	})
+	return b
 }
 
 // metaVersion returns params._meta's protocol version ("" when there is none).

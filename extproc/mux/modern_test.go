@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpgate/mcpgate/contract"
+	mcpx "github.com/mcpgate/mcpgate/extproc/mcp"
 	"github.com/mcpgate/mcpgate/extproc/mux"
 )
 
@@ -248,4 +250,30 @@ func TestModernRaw(t *testing.T) {
 		}
 		t.Fatal("the listen stream ended without b's notifications/tools/list_changed")
 	})
+}
+
+// TestModernResolve: under prefixMode Never the front hop resolves a sessionless call of MCP
+// 2026-07-28 (MCP-Protocol-Version) with every target of the backend; a sessionless call of the
+// initialize era is refused as before (400, -32600).
+func TestModernResolve(t *testing.T) {
+	gw := newGatewayMode(t, contract.PrefixModeNever, contract.FailClosed, func(o *mux.Options) { o.ResolveCacheTTL = time.Minute }, targetModernA, targetModernB)
+	q := func(version string) mux.Query {
+		h := http.Header{}
+		if version != "" {
+			h.Set("Mcp-Protocol-Version", version)
+		}
+		return mux.Query{Mux: gw.desc, Header: h, ID: json.RawMessage(`1`), Item: mcpx.Tool, Name: "y"}
+	}
+	for range 2 { // the second time with the resolve cache on: a sessionless call keeps none
+		if target, err := gw.mux.Resolve(context.Background(), q(mux.ModernVersion)); err != nil || target != "b" {
+			t.Errorf("Resolve(y) of a sessionless MCP %s call = %q, %v; want b", mux.ModernVersion, target, err)
+		}
+	}
+	if got := mux.ResolveCacheLen(gw.mux); got != 0 {
+		t.Errorf("resolve cache holds %d entries after sessionless calls, want 0 (no session to scope them to the caller)", got)
+	}
+	var re *mux.ResolveError
+	if _, err := gw.mux.Resolve(context.Background(), q("2025-11-25")); !errors.As(err, &re) || re.Status != http.StatusBadRequest || re.Code != -32600 {
+		t.Errorf("Resolve of a sessionless 2025-11-25 call: %v, want 400 -32600", err)
+	}
 }

@@ -88,16 +88,22 @@ func (h *Server) Resolve(ctx context.Context, q Query) (string, error) {
 	var start time.Time // when the lists began: an entry expires the TTL after
 	var lead *flight    // the flight this call leads, landed with what it resolves
 	var kept *resolution
-	if h.cache != nil {
+	// A sessionless call (MCP 2026-07-28) has no session to scope a kept resolution to the
+	// caller: it is resolved afresh each time.
+	cache := h.cache
+	if q.Session == "" {
+		cache = nil
+	}
+	if cache != nil {
 		// Only a description, session, host and item a full resolution accepted have an entry.
 		key = newResolveKey(&q)
-		r := h.cache.get(key)
+		r := cache.get(key)
 		if r == nil {
-			if f, leads := h.cache.join(key); leads {
+			if f, leads := cache.join(key); leads {
 				lead = f
-				defer func() { h.cache.land(key, lead, kept) }()
+				defer func() { cache.land(key, lead, kept) }()
 			} else {
-				r = h.cache.await(ctx, f)
+				r = cache.await(ctx, f)
 			}
 		}
 		if r != nil {
@@ -106,14 +112,14 @@ func (h *Server) Resolve(ctx context.Context, q Query) (string, error) {
 			}
 			// Not listed when cached: a tool added since is found by resolving afresh.
 		}
-		start = h.cache.now()
+		start = cache.now()
 	}
 	r, complete, err := h.resolve(ctx, q)
 	if err != nil {
 		return "", err
 	}
-	if h.cache != nil && complete {
-		h.cache.put(key, r, start)
+	if cache != nil && complete {
+		cache.put(key, r, start)
 		kept = r
 	}
 	target, ambiguous, _ := r.lookup(q.Name)
@@ -177,10 +183,18 @@ func (h *Server) resolve(ctx context.Context, q Query) (_ *resolution, complete 
 	r := &http.Request{Method: http.MethodPost, Header: header, Host: host}
 	c := &call{h: h, m: m, up: up, r: r, ctx: rctx, log: h.log.With("backend", m.Backend), namesOnly: true}
 	var session []string
+	modern := false
 	if q.Session != "" {
 		session = []string{q.Session}
 	}
 	switch err := c.openSession(session); {
+	case errors.Is(err, errNoSession) && !m.Bridge && modernHeader(header):
+		// A sessionless call of MCP 2026-07-28: every target of the backend serves it. The lists
+		// are requests of that version: their own Mcp-Method, no Mcp-Name, the _meta triple.
+		c.allTargets()
+		r.Header = header.Clone()
+		r.Header.Del(mcp.NameHeader)
+		modern = true
 	case errors.Is(err, errNoSession):
 		return failed(http.StatusBadRequest, mcp.CodeInvalidRequest, err.Error())
 	case err != nil:
@@ -195,11 +209,16 @@ func (h *Server) resolve(ctx context.Context, q Query) (_ *resolution, complete 
 	// client request of the session has, nor can guess (pageID adds the page).
 	id, _ := json.Marshal(h.resolveID + string(q.ID))
 	msg := &message{ID: id, Method: method}
+	params := map[string]json.RawMessage{}
+	if modern {
+		r.Header.Set("Mcp-Method", method)
+		params["_meta"] = modernMeta(r.Header.Get("Mcp-Protocol-Version"), h.opts.Version)
+	}
 	budget := &listBudget{left: int64(h.opts.MaxBodyBytes)}
 	names := make([][]listed, len(c.sess))
 	errs := c.fanOut(func(ctx context.Context, mb member) error {
 		var err error
-		names[c.index(mb)], err = c.listTarget(ctx, mb, msg, map[string]json.RawMessage{}, q.Item, key, "name", budget)
+		names[c.index(mb)], err = c.listTarget(ctx, mb, msg, params, q.Item, key, "name", budget)
 		return err
 	})
 	targets := make([]string, len(c.sess))
