@@ -241,7 +241,14 @@ func (c *call) list(msg *message, it mcp.Item, key, nameMember string) {
 		c.log.Warn("mux: names that several targets serve are left out of the list (prefixMode Never)",
 			"method", msg.Method, "names", strings.Join(names, "; "))
 	}
-	c.writeJSON(http.StatusOK, appendListAnswer(nil, msg.ID, key, all))
+	out := appendListAnswer(nil, msg.ID, key, all)
+	if c.modernEra {
+		// MCP 2026-07-28 results say they are complete and how long they may be cached (a client
+		// of it refuses one that does not): not at all, and only by the caller's client, since the
+		// front hop filters the merged list by the caller's rules.
+		out = append(out[:len(out)-len("}}")], `,"resultType":"complete","ttlMs":0,"cacheScope":"private"}}`...)
+	}
+	c.writeJSON(http.StatusOK, out)
 }
 
 // listed is an item of a target's list as the client gets it, and the item's name as the target

@@ -82,6 +82,7 @@ func (c *call) allTargets() {
 // or the one it names.
 func (c *call) serveModern(msg *message) {
 	c.allTargets()
+	c.modernEra = true
 	switch {
 	case msg.isRequest() && msg.Method == "subscriptions/listen":
 		c.listen(msg)
@@ -101,6 +102,7 @@ type discoverResult struct {
 	ResultType        string                     `json:"resultType,omitempty"`
 	Meta              map[string]json.RawMessage `json:"_meta,omitempty"`
 	TTLMs             *int                       `json:"ttlMs,omitempty"`
+	CacheScope        string                     `json:"cacheScope,omitempty"`
 	SupportedVersions []string                   `json:"supportedVersions"`
 	Capabilities      map[string]any             `json:"capabilities"`
 	Instructions      string                     `json:"instructions,omitempty"`
@@ -166,11 +168,14 @@ func (c *call) discover(msg *message) bool {
 			continue
 		}
 		if first {
-			versions, out.ResultType, out.TTLMs, first = r.SupportedVersions, r.ResultType, r.TTLMs, false
+			versions, out.ResultType, out.TTLMs, out.CacheScope, first = r.SupportedVersions, r.ResultType, r.TTLMs, r.CacheScope, false
 		} else {
 			versions = slices.DeleteFunc(versions, func(v string) bool { return !slices.Contains(r.SupportedVersions, v) })
 			if r.TTLMs == nil || out.TTLMs != nil && *r.TTLMs < *out.TTLMs {
 				out.TTLMs = r.TTLMs
+			}
+			if r.CacheScope != out.CacheScope {
+				out.CacheScope = "private" // the narrower of two scopes
 			}
 		}
 		instructions = mergeTarget(out.Capabilities, r.Capabilities, instructions, c.sess[i].t.Name, r.Instructions)
@@ -368,7 +373,7 @@ func (c *call) listen(msg *message) {
 	if c.ctx.Err() != nil {
 		return
 	}
-	result, _ := json.Marshal(map[string]any{"_meta": map[string]json.RawMessage{MetaKeySubscriptionID: msg.ID}})
+	result, _ := json.Marshal(map[string]any{"resultType": "complete", "_meta": map[string]json.RawMessage{MetaKeySubscriptionID: msg.ID}})
 	mu.Lock()
 	defer mu.Unlock()
 	_, _ = c.w.Write(mcp.AppendEvent(out[:0], &mcp.Event{Data: (&message{ID: msg.ID, Result: result}).encode()}))

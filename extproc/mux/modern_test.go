@@ -207,8 +207,9 @@ func TestModernRaw(t *testing.T) {
 	if rpcErr != nil {
 		t.Fatalf("tools/list: %v", rpcErr)
 	}
-	if !strings.Contains(string(result), `"a_whoami"`) || !strings.Contains(string(result), `"b_whoami"`) {
-		t.Errorf("tools/list = %s, want a_whoami and b_whoami", result)
+	if !strings.Contains(string(result), `"a_whoami"`) || !strings.Contains(string(result), `"b_whoami"`) ||
+		!strings.Contains(string(result), `"resultType":"complete","ttlMs":0,"cacheScope":"private"`) {
+		t.Errorf("tools/list = %s, want a_whoami, b_whoami, resultType complete, ttlMs 0 and cacheScope private (a 2026-07-28 client refuses a result without)", result)
 	}
 	result, rpcErr = rpcAnswer(t, postModern(t, gw.url, "tools/call", "a_whoami", map[string]any{"name": "a_whoami", "arguments": map[string]any{"text": ""}}))
 	if rpcErr != nil || !strings.Contains(string(result), `"text":"a"`) {

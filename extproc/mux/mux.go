@@ -370,6 +370,9 @@ type call struct {
 	sess []member
 	// namesOnly: listTarget keeps the items' names only, not the items (Resolve).
 	namesOnly bool
+	// modernEra: a sessionless request of MCP 2026-07-28 (serveModern), whose results the mux
+	// makes say "resultType":"complete".
+	modernEra bool
 }
 
 // member is a target of a session and the target's own session id ("": it gave none).

@@ -3,8 +3,10 @@ package e2e
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestProtocolEraAuto: the inspector CLI with `--protocol-era auto` (a client of MCP 2026-07-28
@@ -105,4 +107,64 @@ func expectRefusedDiscover(t *testing.T, backend string) {
 		}
 		return fmt.Errorf("%s: no audit line of server/discover with backend %s, a jsonrpc_error and http_status 400", env.stdoutLog(), backend)
 	})
+}
+
+// TestProtocolEraModern: the inspector CLI pinned to MCP 2026-07-28 (`--protocol-era modern`, no
+// fallback) lists and calls tools through the gateway on a multiplexed backend
+// (testdata/e2e-mux-modern.yaml) of two go-sdk conformance servers with the stateless handler,
+// which offer that version: the mux answers server/discover with it and serves the sessionless
+// requests (docs/design.md, "Protocol eras"). The front hop judges the prefixed call as its
+// target's.
+func TestProtocolEraModern(t *testing.T) {
+	s := env
+	if err := s.lab.base(); err != nil {
+		t.Fatal(err)
+	}
+	free, err := freePorts(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range []string{"conformance-stateless-one", "conformance-stateless-two"} {
+		p, err := s.startProc(procSpec{name: name, args: []string{s.bin.conformance, "-http", addr(free[i+1]), "-stateless=true"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := waitTCP(p, addr(free[i+1]), 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	serveTestdata(t, "e2e-mux-modern.yaml", map[string]string{
+		"GATEWAY_PORT": strconv.Itoa(free[0]),
+		"ONE_PORT":     strconv.Itoa(free[1]),
+		"TWO_PORT":     strconv.Itoa(free[2]),
+	})
+	url := "http://" + addr(free[0]) + "/mcp"
+	inspect := func(args ...string) inspectorRun {
+		return s.inspector.run(append([]string{url, "--transport", "http", "--protocol-era", "modern"}, args...)...)
+	}
+	eventually(t, "tools/list with --protocol-era modern", func() error {
+		r := inspect("--method", "tools/list")
+		names, err := toolNames(r)
+		if err != nil {
+			return fmt.Errorf("%w\n%s", err, r)
+		}
+		for _, want := range []string{"one_test_simple_text", "two_test_simple_text"} {
+			if !slices.Contains(names, want) {
+				return fmt.Errorf("tools/list = %v, want %s among them", names, want)
+			}
+		}
+		return nil
+	})
+	r := inspect("--method", "tools/call", "--tool-name", "two_test_simple_text")
+	if r.code != 0 {
+		t.Fatalf("tools/call two_test_simple_text with --protocol-era modern failed\n%s", r)
+	}
+	var res toolResult
+	if err := r.result(&res); err != nil {
+		t.Fatal(err)
+	}
+	if res.IsError || !strings.Contains(res.text(), "simple text response") {
+		t.Errorf("tools/call two_test_simple_text = isError %v %q, want the conformance server's simple text", res.IsError, res.text())
+	}
+	expectAllowedCall(t, "e2e-mux-modern/modern", "two", "two_test_simple_text")
 }
