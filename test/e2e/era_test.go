@@ -13,11 +13,13 @@ import (
 // that also speaks the initialize era) lists and calls tools through the gateway on the routes the
 // mux serves, a multiplexed backend (testdata/e2e-mux.yaml) and the bridged SSE target
 // (testdata/e2e-backends.yaml, everything-sse), as on a direct Streamable HTTP route
-// (everything-http). The client first POSTs server/discover without a session; the mux speaks
-// only the initialize era, so it answers that probe with a JSON-RPC error (HTTP 400, as the pinned
+// (everything-http). The client first POSTs server/discover without a session; these targets
+// (but the conformance server's stateful handler, whose versions lack 2026-07-28) speak only the
+// initialize era, so the mux answers that probe with a JSON-RPC error (HTTP 400, as the pinned
 // server-everything does), which tells the client to fall back to initialize (docs/design.md,
-// "Protocol eras"). With `--protocol-era modern` (no fallback) the mux's route fails as a server
-// of the initialize era does.
+// "Protocol eras"). With `--protocol-era modern` (no fallback) the multiplexed route fails as a
+// server of the initialize era does (TestProtocolEraModern: one whose targets all offer
+// 2026-07-28 serves it).
 func TestProtocolEraAuto(t *testing.T) {
 	s := env
 	if err := s.lab.base(); err != nil {
@@ -78,7 +80,7 @@ func TestProtocolEraAuto(t *testing.T) {
 	t.Run("multiplexed backend, --protocol-era modern", func(t *testing.T) {
 		r := s.inspector.run(routes[0].url, "--transport", "http", "--protocol-era", "modern", "--method", "tools/list")
 		if r.code == 0 {
-			t.Fatalf("tools/list with --protocol-era modern succeeded; the mux does not serve MCP 2026-07-28 requests\n%s", r)
+			t.Fatalf("tools/list with --protocol-era modern succeeded; the mux serves MCP 2026-07-28 only when every target offers it, and these do not\n%s", r)
 		}
 		e, err := r.failure()
 		if err != nil {
