@@ -139,6 +139,16 @@ func TestModernDiscover(t *testing.T) {
 		t.Errorf("_meta serverInfo name = %q, want %q", got, mux.ServerName)
 	}
 
+	t.Run("a target down", func(t *testing.T) {
+		// Under FailOpen the targets that answer decide; under FailClosed a failed one refuses.
+		for mode, want := range map[string]int{contract.FailOpen: http.StatusOK, contract.FailClosed: http.StatusBadRequest} {
+			gw := newGateway(t, mode, targetModernA, targetDown)
+			if resp := postModern(t, gw.url, "server/discover", "", nil); resp.StatusCode != want {
+				t.Errorf("%s: server/discover with target c down: HTTP %d, want %d", mode, resp.StatusCode, want)
+			}
+		}
+	})
+
 	t.Run("mixed backend falls back", func(t *testing.T) {
 		gw := newGateway(t, contract.FailOpen, targetModernA, targetB)
 		resp := postModern(t, gw.url, "server/discover", "", nil)
@@ -215,6 +225,32 @@ func TestModernRaw(t *testing.T) {
 	if rpcErr != nil || !strings.Contains(string(result), `"text":"a"`) {
 		t.Fatalf("tools/call a_whoami = %s, error %v; want the text a", result, rpcErr)
 	}
+
+	t.Run("subscriptions/listen of resources", func(t *testing.T) {
+		// Each target gets its own URIs, unprefixed; the acknowledgement names them prefixed.
+		resp := postModern(t, gw.url, "subscriptions/listen", "", map[string]any{"notifications": map[string]any{
+			"resourceSubscriptions": []string{"b+file:///b.txt", "a+file:///a.txt"}}})
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			data, ok := strings.CutPrefix(sc.Text(), "data: ")
+			if !ok {
+				continue
+			}
+			if !strings.Contains(data, `"notifications/subscriptions/acknowledged"`) ||
+				!strings.Contains(data, `"a+file:///a.txt"`) || !strings.Contains(data, `"b+file:///b.txt"`) {
+				t.Fatalf("first event %s, want the acknowledgement of a+file:///a.txt and b+file:///b.txt", data)
+			}
+			return
+		}
+		t.Fatalf("listen stream without an event: %v", sc.Err())
+	})
+	t.Run("subscriptions/listen of an unknown target's resource", func(t *testing.T) {
+		_, rpcErr := rpcAnswer(t, postModern(t, gw.url, "subscriptions/listen", "", map[string]any{"notifications": map[string]any{
+			"resourceSubscriptions": []string{"z+file:///z.txt"}}}))
+		if rpcErr == nil || rpcErr["code"] != float64(-32602) {
+			t.Errorf("subscriptions/listen of z+file:///z.txt: error %v, want -32602 (no target z)", rpcErr)
+		}
+	})
 
 	t.Run("subscriptions/listen", func(t *testing.T) {
 		resp := postModern(t, gw.url, "subscriptions/listen", "", map[string]any{"notifications": map[string]any{"toolsListChanged": true}})
