@@ -116,13 +116,14 @@ func expectRefusedDiscover(t *testing.T, backend string) {
 // (testdata/e2e-mux-modern.yaml) of two go-sdk conformance servers with the stateless handler,
 // which offer that version: the mux answers server/discover with it and serves the sessionless
 // requests (docs/design.md, "Protocol eras"). The front hop judges the prefixed call as its
-// target's.
+// target's. On a direct route (a backend with one of them alone, no mux) the version passes
+// through to the server.
 func TestProtocolEraModern(t *testing.T) {
 	s := env
 	if err := s.lab.base(); err != nil {
 		t.Fatal(err)
 	}
-	free, err := freePorts(3)
+	free, err := freePorts(4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,34 +140,43 @@ func TestProtocolEraModern(t *testing.T) {
 		"GATEWAY_PORT": strconv.Itoa(free[0]),
 		"ONE_PORT":     strconv.Itoa(free[1]),
 		"TWO_PORT":     strconv.Itoa(free[2]),
+		"DIRECT_PORT":  strconv.Itoa(free[3]),
 	})
-	url := "http://" + addr(free[0]) + "/mcp"
-	inspect := func(args ...string) inspectorRun {
-		return s.inspector.run(append([]string{url, "--transport", "http", "--protocol-era", "modern"}, args...)...)
-	}
-	eventually(t, "tools/list with --protocol-era modern", func() error {
-		r := inspect("--method", "tools/list")
-		names, err := toolNames(r)
-		if err != nil {
-			return fmt.Errorf("%w\n%s", err, r)
-		}
-		for _, want := range []string{"one_test_simple_text", "two_test_simple_text"} {
-			if !slices.Contains(names, want) {
-				return fmt.Errorf("tools/list = %v, want %s among them", names, want)
+	for _, route := range []struct {
+		name, port, gateway, target, list, call string
+	}{
+		{"multiplexed", addr(free[0]), "e2e-mux-modern/modern", "two", "one_test_simple_text", "two_test_simple_text"},
+		{"direct", addr(free[3]), "e2e-mux-modern/direct", "one", "test_simple_text", "test_simple_text"},
+	} {
+		t.Run(route.name, func(t *testing.T) {
+			inspect := func(args ...string) inspectorRun {
+				return s.inspector.run(append([]string{"http://" + route.port + "/mcp", "--transport", "http", "--protocol-era", "modern"}, args...)...)
 			}
-		}
-		return nil
-	})
-	r := inspect("--method", "tools/call", "--tool-name", "two_test_simple_text")
-	if r.code != 0 {
-		t.Fatalf("tools/call two_test_simple_text with --protocol-era modern failed\n%s", r)
+			eventually(t, "tools/list with --protocol-era modern", func() error {
+				r := inspect("--method", "tools/list")
+				names, err := toolNames(r)
+				if err != nil {
+					return fmt.Errorf("%w\n%s", err, r)
+				}
+				for _, want := range []string{route.list, route.call} {
+					if !slices.Contains(names, want) {
+						return fmt.Errorf("tools/list = %v, want %s among them", names, want)
+					}
+				}
+				return nil
+			})
+			r := inspect("--method", "tools/call", "--tool-name", route.call)
+			if r.code != 0 {
+				t.Fatalf("tools/call %s with --protocol-era modern failed\n%s", route.call, r)
+			}
+			var res toolResult
+			if err := r.result(&res); err != nil {
+				t.Fatal(err)
+			}
+			if res.IsError || !strings.Contains(res.text(), "simple text response") {
+				t.Errorf("tools/call %s = isError %v %q, want the conformance server's simple text", route.call, res.IsError, res.text())
+			}
+			expectAllowedCall(t, route.gateway, route.target, route.call)
+		})
 	}
-	var res toolResult
-	if err := r.result(&res); err != nil {
-		t.Fatal(err)
-	}
-	if res.IsError || !strings.Contains(res.text(), "simple text response") {
-		t.Errorf("tools/call two_test_simple_text = isError %v %q, want the conformance server's simple text", res.IsError, res.text())
-	}
-	expectAllowedCall(t, "e2e-mux-modern/modern", "two", "two_test_simple_text")
 }
