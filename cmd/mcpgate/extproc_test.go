@@ -15,6 +15,7 @@ import (
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
@@ -30,6 +31,22 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/freeport"
 )
+
+// TestNewMuxOptions: the mux flags reach the mux's options (newMux), each set to a value other
+// than its default.
+func TestNewMuxOptions(t *testing.T) {
+	f, err := parseExtProcFlags([]string{"--max-body-bytes", "1000", "--mux-resolve-timeout", "3s", "--mux-resolve-cache-ttl", "7s",
+		"--mux-sse-idle-timeout", "11m", "--mux-max-sse-sessions", "13", "--mux-max-sse-sessions-per-caller", "5"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := newMux(func(string) string { return "" }, "s3cret", slog.New(slog.DiscardHandler), prometheus.NewRegistry(), &f.extProcOptions).Options()
+	const form = "max body %d, resolve timeout %v, resolve cache TTL %v, SSE idle timeout %v, SSE sessions %d, per caller %d, secret %q, version %q"
+	got := fmt.Sprintf(form, o.MaxBodyBytes, o.ResolveTimeout, o.ResolveCacheTTL, o.SSEIdleTimeout, o.MaxSSESessions, o.MaxSSESessionsPerCaller, o.Secret, o.Version)
+	if want := fmt.Sprintf(form, 1000, 3*time.Second, 7*time.Second, 11*time.Minute, 13, 5, "s3cret", version); got != want {
+		t.Errorf("mux options from the flags: %s, want %s", got, want)
+	}
+}
 
 func TestExtProcFlags(t *testing.T) {
 	for _, args := range [][]string{

@@ -318,6 +318,9 @@ func (h *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
 	return false
 }
 
+// Options returns the options the server runs with: New's, their defaults filled in.
+func (h *Server) Options() Options { return h.opts }
+
 // readMux reads and checks the backend description of the contract.HeaderMux values.
 func readMux(values []string) (*contract.Mux, error) {
 	if len(values) != 1 {
