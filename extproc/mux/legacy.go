@@ -150,7 +150,7 @@ func (l *legacyClients) open(c *call) {
 	}
 	// The session's requests (served in its context) open sessions of SSE targets for the
 	// caller that opened it (callerOf).
-	ctx, cancel := context.WithCancel(context.WithValue(l.table.ctx, callerKey{}, caller))
+	ctx, cancel := context.WithCancel(withCaller(l.table.ctx, caller))
 	s := &legacySession{l: l, key: newSessionKey(), desc: c.r.Header.Get(contract.HeaderMux), up: c.up, get: c.r, m: c.m, log: c.log,
 		ctx: ctx, cancel: cancel, out: make(chan []byte, legacyQueue), inFlight: make(chan struct{}, legacyMaxInFlight)}
 	s.idle = idleTimer{idle: l.h.opts.SSEIdleTimeout, onIdle: func() {

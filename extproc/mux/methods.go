@@ -241,14 +241,14 @@ func (c *call) list(msg *message, it mcp.Item, key, nameMember string) {
 		c.log.Warn("mux: names that several targets serve are left out of the list (prefixMode Never)",
 			"method", msg.Method, "names", strings.Join(names, "; "))
 	}
-	out := appendListAnswer(nil, msg.ID, key, all)
+	more := ""
 	if c.modernEra {
 		// MCP 2026-07-28 results say they are complete and how long they may be cached (a client
 		// of it refuses one that does not): not at all, and only by the caller's client, since the
 		// front hop filters the merged list by the caller's rules.
-		out = append(out[:len(out)-len("}}")], `,"resultType":"complete","ttlMs":0,"cacheScope":"private"}}`...)
+		more = `,"resultType":"complete","ttlMs":0,"cacheScope":"private"`
 	}
-	c.writeJSON(http.StatusOK, out)
+	c.writeJSON(http.StatusOK, appendListAnswer(nil, msg.ID, key, all, more))
 }
 
 // listed is an item of a target's list as the client gets it, and the item's name as the target
@@ -303,8 +303,8 @@ func (b *listBudget) take(n int) bool {
 // appendListAnswer appends the answer with id whose result lists items under key. It is written
 // out rather than marshaled, which would check and compact every item once more: id is a request's
 // (decoded, so valid JSON) and each item prefixItem's (marshaled).
-func appendListAnswer(dst []byte, id json.RawMessage, key string, items []json.RawMessage) []byte {
-	n := len(dst) + len(id) + len(key) + 48
+func appendListAnswer(dst []byte, id json.RawMessage, key string, items []json.RawMessage, more string) []byte {
+	n := len(dst) + len(id) + len(key) + len(more) + 48
 	for _, item := range items {
 		n += len(item) + 1
 	}
@@ -320,7 +320,9 @@ func appendListAnswer(dst []byte, id json.RawMessage, key string, items []json.R
 		}
 		dst = append(dst, item...)
 	}
-	return append(dst, "]}}"...)
+	dst = append(dst, ']')
+	dst = append(dst, more...)
+	return append(dst, "}}"...)
 }
 
 // index returns the position of mb in the session.

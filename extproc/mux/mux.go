@@ -95,7 +95,8 @@ type Options struct {
 	StreamOpenTimeout time.Duration
 	// ResumeDelay is the wait before the mux resumes a target's answer stream that ended without
 	// the answer (SSE polling, a reset) for a client that cannot resume it itself (an HTTP+SSE
-	// client: forward); 0 means DefaultResumeDelay. A target event's retry field is not read.
+	// client: forward) when the target has not asked for another (an event's retry field); 0
+	// means DefaultResumeDelay.
 	ResumeDelay time.Duration
 	// ResolveTimeout bounds Resolve: the lists of every target of the session (all their pages)
 	// must have come by then; a target whose list has not counts as failed (skipped under
@@ -142,30 +143,14 @@ type Options struct {
 // New returns the mux: its HTTP handler, and the resolver of the front hop's ext_proc in the
 // same process (Resolve).
 func New(opts Options) *Server {
-	if opts.MaxBodyBytes <= 0 {
-		opts.MaxBodyBytes = DefaultMaxBodyBytes
-	}
-	if opts.MaxPages <= 0 {
-		opts.MaxPages = DefaultMaxPages
-	}
-	if opts.ResolveTimeout <= 0 {
-		opts.ResolveTimeout = DefaultResolveTimeout
-	}
-	if opts.StreamOpenTimeout <= 0 {
-		opts.StreamOpenTimeout = DefaultStreamOpenTimeout
-	}
-	if opts.ResumeDelay <= 0 {
-		opts.ResumeDelay = DefaultResumeDelay
-	}
-	if opts.SSEIdleTimeout <= 0 {
-		opts.SSEIdleTimeout = DefaultSSEIdleTimeout
-	}
-	if opts.MaxSSESessions <= 0 {
-		opts.MaxSSESessions = DefaultMaxSSESessions
-	}
-	if opts.MaxSSESessionsPerCaller <= 0 {
-		opts.MaxSSESessionsPerCaller = DefaultMaxSSESessionsPerCaller
-	}
+	orDefault(&opts.MaxBodyBytes, DefaultMaxBodyBytes)
+	orDefault(&opts.MaxPages, DefaultMaxPages)
+	orDefault(&opts.ResolveTimeout, DefaultResolveTimeout)
+	orDefault(&opts.StreamOpenTimeout, DefaultStreamOpenTimeout)
+	orDefault(&opts.ResumeDelay, DefaultResumeDelay)
+	orDefault(&opts.SSEIdleTimeout, DefaultSSEIdleTimeout)
+	orDefault(&opts.MaxSSESessions, DefaultMaxSSESessions)
+	orDefault(&opts.MaxSSESessionsPerCaller, DefaultMaxSSESessionsPerCaller)
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -248,7 +233,7 @@ func (h *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// The caller the front hop names (trusted: the request carries its secret) counts the
 	// sessions the request opens; no target gets the header.
-	r = r.WithContext(withCaller(r.Context(), r.Header.Values(contract.HeaderMuxCaller)))
+	r = r.WithContext(withCaller(r.Context(), headerCaller(r.Header.Values(contract.HeaderMuxCaller))))
 	r.Header.Del(contract.HeaderMuxCaller)
 	m, err := readMux(r.Header.Values(contract.HeaderMux))
 	if err != nil {
@@ -316,6 +301,13 @@ func (h *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
 	}
 	http.Error(w, "mcpgate mux: forbidden: the request did not come through the gateway's front hop", http.StatusForbidden)
 	return false
+}
+
+// orDefault sets *v, an Options field, to d when it is not positive (left unset).
+func orDefault[T int | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
 }
 
 // Options returns the options the server runs with: New's, their defaults filled in.

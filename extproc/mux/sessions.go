@@ -30,13 +30,17 @@ const unknownCaller = "unknown"
 // callerKey is the context key of a request's caller (withCaller).
 type callerKey struct{}
 
-// withCaller returns ctx with the caller of a request: the value of its one
-// contract.HeaderMuxCaller, or unknownCaller.
-func withCaller(ctx context.Context, values []string) context.Context {
-	caller := unknownCaller
+// headerCaller returns the caller the values of a request's contract.HeaderMuxCaller name: its
+// one value, or unknownCaller.
+func headerCaller(values []string) string {
 	if len(values) == 1 && values[0] != "" {
-		caller = values[0]
+		return values[0]
 	}
+	return unknownCaller
+}
+
+// withCaller returns ctx with the caller whose sessions what ctx serves opens (callerOf).
+func withCaller(ctx context.Context, caller string) context.Context {
 	return context.WithValue(ctx, callerKey{}, caller)
 }
 
