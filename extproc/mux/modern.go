@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/mcp"
 )
 
@@ -115,9 +116,10 @@ type discoverResult struct {
 // a target answers that it does not offer ModernVersion (a JSON-RPC error, an HTTP 4xx, versions
 // without it) or when a target fails (no answer, a 5xx) under FailClosed or all do under
 // FailOpen: the request is then answered as any request without a session (400, -32600), on
-// which clients fall back to initialize.
+// which clients fall back to initialize. After a target answered that it does not offer
+// ModernVersion, the backend's probes report false at once for olderMemoTTL (olderMemo).
 func (c *call) discover(msg *message) bool {
-	if c.m.Bridge {
+	if c.m.Bridge || c.h.older.known(c.m, time.Now()) {
 		return false
 	}
 	c.allTargets()
@@ -150,6 +152,7 @@ func (c *call) discover(msg *message) bool {
 	for i := range results {
 		if older[i] {
 			c.log.Debug("mux: target does not offer MCP "+ModernVersion+"; server/discover refused", "target", c.sess[i].t.Name)
+			c.h.older.mark(c.m, time.Now())
 			return false
 		}
 		if results[i] != nil {
@@ -187,6 +190,39 @@ func (c *call) discover(msg *message) bool {
 	result, _ := json.Marshal(out)
 	c.writeJSON(http.StatusOK, (&message{ID: msg.ID, Result: result}).encode())
 	return true
+}
+
+// olderMemoTTL is how long the mux remembers that a target of a backend does not offer
+// ModernVersion (olderMemo).
+const olderMemoTTL = 30 * time.Second
+
+// olderMemo remembers, per backend, that one of its targets answered server/discover as a server
+// of the initialize era, so that the probes of the clients that follow (the go-sdk client, the
+// inspector's --protocol-era auto: one per connection) are refused at once rather than costing a
+// request to every target each. A mark holds for olderMemoTTL, and only while the backend has
+// the targets it was made with. Failures (a target down) are not marked: they pass. It holds
+// one mark per backend name.
+type olderMemo struct{ marks sync.Map } // backend name -> olderMark
+
+// olderMark is olderMemo's mark of a backend: its targets then, and until when it holds.
+type olderMark struct {
+	targets []contract.MuxTarget
+	until   time.Time
+}
+
+// mark remembers that a target of m does not offer ModernVersion, as of now.
+func (o *olderMemo) mark(m *contract.Mux, now time.Time) {
+	o.marks.Store(m.Backend, olderMark{targets: m.Targets, until: now.Add(olderMemoTTL)})
+}
+
+// known reports whether a mark says, at now, that a target of m does not offer ModernVersion.
+func (o *olderMemo) known(m *contract.Mux, now time.Time) bool {
+	v, ok := o.marks.Load(m.Backend)
+	if !ok {
+		return false
+	}
+	mk := v.(olderMark)
+	return now.Before(mk.until) && slices.Equal(mk.targets, m.Targets)
 }
 
 // listenParams are the params of subscriptions/listen the mux reads: the resource URIs subscribed

@@ -156,6 +156,16 @@ func TestModernDiscover(t *testing.T) {
 		if resp.StatusCode != http.StatusBadRequest || rpcErr == nil || rpcErr["code"] != float64(-32600) {
 			t.Fatalf("server/discover on a stateless and a stateful target: HTTP %d, error %v; want 400 -32600 (the client falls back)", resp.StatusCode, rpcErr)
 		}
+		// The mux remembers that target b does not offer 2026-07-28: the probes that follow
+		// (one per connection of such a client) are refused without a request to any target.
+		before := gw.requests("cluster-stateless-a") + gw.requests("cluster-b")
+		resp = postModern(t, gw.url, "server/discover", "", nil)
+		if _, rpcErr := rpcAnswer(t, resp); resp.StatusCode != http.StatusBadRequest || rpcErr == nil {
+			t.Fatalf("second server/discover on a mixed backend: HTTP %d, error %v; want 400 -32600", resp.StatusCode, rpcErr)
+		}
+		if after := gw.requests("cluster-stateless-a") + gw.requests("cluster-b"); after != before {
+			t.Errorf("second server/discover on a mixed backend: %d requests to the targets, want none (remembered)", after-before)
+		}
 		cs := connectVersion(t, gw.url, mux.ModernVersion)
 		if v := cs.InitializeResult().ProtocolVersion; v >= mux.ModernVersion {
 			t.Errorf("client's version on a mixed backend = %s, want an initialize-era one (fallback)", v)

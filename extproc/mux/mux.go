@@ -224,6 +224,8 @@ type Server struct {
 	bridge *sseBridge
 	// legacy serves the HTTP+SSE clients.
 	legacy *legacyClients
+	// older remembers the backends a target of which does not offer ModernVersion (discover).
+	older olderMemo
 }
 
 // ServeHTTP serves one request of a client.

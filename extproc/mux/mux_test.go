@@ -235,6 +235,13 @@ func newGatewayDesc(t *testing.T, m contract.Mux, opts func(*mux.Options)) *gate
 	return gw
 }
 
+// requests returns the number of requests routed to cluster so far.
+func (g *gateway) requests(cluster string) int {
+	g.double.mu.Lock()
+	defer g.double.mu.Unlock()
+	return len(g.double.seen[cluster])
+}
+
 // watchGET counts a cluster's GET requests and reports on getEnded each GET stream that ended; a
 // cluster noGET answers GET with 405, as a server without GET stream does.
 func (g *gateway) watchGET(cluster string, h http.Handler, noGET bool) http.Handler {

@@ -1,0 +1,38 @@
+package mux
+
+import (
+	"testing"
+	"time"
+
+	"github.com/mcpgate/mcpgate/contract"
+)
+
+// TestOlderMemo: a mark holds for olderMemoTTL and only while the backend has the targets it was
+// made with; another backend is not marked.
+func TestOlderMemo(t *testing.T) {
+	a := contract.MuxTarget{Name: "a", Cluster: "cluster-a", Path: "/mcp"}
+	b := contract.MuxTarget{Name: "b", Cluster: "cluster-b", Path: "/mcp"}
+	m := &contract.Mux{Backend: "ns/be", Targets: []contract.MuxTarget{a, b}}
+	now := time.Now()
+	var o olderMemo
+	if o.known(m, now) {
+		t.Fatal("known before any mark")
+	}
+	o.mark(m, now)
+	for _, c := range []struct {
+		name string
+		m    *contract.Mux
+		at   time.Time
+		want bool
+	}{
+		{"same backend", m, now.Add(olderMemoTTL - time.Second), true},
+		{"expired", m, now.Add(olderMemoTTL), false},
+		{"targets changed", &contract.Mux{Backend: "ns/be", Targets: []contract.MuxTarget{a}}, now, false},
+		{"target moved", &contract.Mux{Backend: "ns/be", Targets: []contract.MuxTarget{a, {Name: "b", Cluster: "cluster-b2", Path: "/mcp"}}}, now, false},
+		{"other backend", &contract.Mux{Backend: "ns/other", Targets: m.Targets}, now, false},
+	} {
+		if got := o.known(c.m, c.at); got != c.want {
+			t.Errorf("%s: known = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
