@@ -352,8 +352,9 @@ func TestBatch(t *testing.T) {
 }
 
 // legacySSE runs a legacy SSE session on route: the GET stream announces the session, POSTs go
-// to the endpoint, answers arrive on the GET stream. endpoint is the path the server announces.
-func legacySSE(t *testing.T, route extproctest.Route, endpoint, session string) {
+// to the endpoint, answers arrive on the GET stream. endpoint is the path the server announces,
+// after the events of prelude ("": none), which pass unchanged.
+func legacySSE(t *testing.T, route extproctest.Route, prelude, endpoint, session string) {
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
 	get := h.open(t, h.tcp, route)
 	get.ResponseBodyMode = extprocfilterv3.ProcessingMode_BUFFERED
@@ -361,6 +362,12 @@ func legacySSE(t *testing.T, route extproctest.Route, endpoint, session string) 
 	resp := check(t)(get.ResponseHeaders(respHeaders("200", "text/event-stream"), false))
 	if resp.GetModeOverride().GetResponseBodyMode() != extprocfilterv3.ProcessingMode_STREAMED {
 		t.Fatalf("GET stream not STREAMED: %v", resp.GetModeOverride())
+	}
+	if prelude != "" {
+		resp := check(t)(get.ResponseBody([]byte(prelude), false))
+		if got := string(extproctest.BodyAfter(resp, []byte(prelude))); got != prelude {
+			t.Errorf("events before the endpoint event after ext_proc = %q, want them unchanged", got)
+		}
 	}
 	// The endpoint event in two pieces; under MCP rules the first may be held back until the
 	// stream's first event is whole (it might have been a replayed tools/list answer).
@@ -456,15 +463,21 @@ func checkDeniedCount(t *testing.T, h *harness, route extproctest.Route) {
 }
 
 func TestLegacySSESessionTypeScript(t *testing.T) {
-	legacySSE(t, sseRoute, "/message?sessionId=694d5887-7007-44bb-ab5a-fb1f27061499", "694d5887-7007-44bb-ab5a-fb1f27061499")
+	legacySSE(t, sseRoute, "", "/message?sessionId=694d5887-7007-44bb-ab5a-fb1f27061499", "694d5887-7007-44bb-ab5a-fb1f27061499")
 }
 
 func TestLegacySSESessionGoSDK(t *testing.T) {
-	legacySSE(t, sseRoute, "/sse?sessionid=NUVADNBQ4YTSO4U2IY6VTTUUEG", "NUVADNBQ4YTSO4U2IY6VTTUUEG")
+	legacySSE(t, sseRoute, "", "/sse?sessionid=NUVADNBQ4YTSO4U2IY6VTTUUEG", "NUVADNBQ4YTSO4U2IY6VTTUUEG")
+}
+
+// TestLegacySSESessionRetryFirst: a stream that sets its retry delay (and sends a comment)
+// before the endpoint event still has its endpoint read and sealed.
+func TestLegacySSESessionRetryFirst(t *testing.T) {
+	legacySSE(t, sseRoute, ": hello\n\nretry: 3000\n\n", "/sse?sessionid=NUVADNBQ4YTSO4U2IY6VTTUUEG", "NUVADNBQ4YTSO4U2IY6VTTUUEG")
 }
 
 func TestLegacySSESessionPython(t *testing.T) {
-	legacySSE(t, sseRoute, "/messages/?session_id=9f0b3c6a1e2d4c5b8a7f6e5d4c3b2a10", "9f0b3c6a1e2d4c5b8a7f6e5d4c3b2a10")
+	legacySSE(t, sseRoute, "", "/messages/?session_id=9f0b3c6a1e2d4c5b8a7f6e5d4c3b2a10", "9f0b3c6a1e2d4c5b8a7f6e5d4c3b2a10")
 }
 
 // TestNonJSONBody: without tool rules, a body that is not JSON-RPC passes untouched and is

@@ -1,6 +1,7 @@
 package extproc
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -1351,6 +1352,11 @@ func (st *stream) sseChunk(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse 
 }
 
 func (st *stream) visitEvent(ev *mcp.Event, rewritable bool, md *metadata) []byte {
+	if len(bytes.TrimSpace(ev.Data)) == 0 {
+		// A priming event (an id), a retry delay: no message, and not the endpoint event a
+		// legacy SSE stream begins with.
+		return nil
+	}
 	if !st.eventSeen {
 		st.eventSeen = true
 		if st.kind == mcp.RequestGet && ev.Type == "endpoint" {

@@ -24,7 +24,7 @@ func TestTransportPerRequest(t *testing.T) {
 			streamableSession(t, route)
 		})
 		t.Run("target "+route.MCP+", client legacy sse", func(t *testing.T) {
-			legacySSE(t, route, "/sse?sessionid=NUVADNBQ4YTSO4U2IY6VTTUUEG", "NUVADNBQ4YTSO4U2IY6VTTUUEG")
+			legacySSE(t, route, "", "/sse?sessionid=NUVADNBQ4YTSO4U2IY6VTTUUEG", "NUVADNBQ4YTSO4U2IY6VTTUUEG")
 		})
 	}
 }

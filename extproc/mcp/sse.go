@@ -66,7 +66,10 @@ func AppendRetry(dst []byte, retry string) []byte {
 // stream's limit: the gateway can neither hold it back further nor pass it unexamined.
 var ErrEventTooLarge = errors.New("server-sent event larger than the limit")
 
-// Visit is called by SSEStream.Next for every complete event, in order. rewritable is false when
+// Visit is called by SSEStream.Next for every complete event, in order: every event with a data
+// field, and every event without one that gives an id or a retry delay (WHATWG dispatches only
+// the former, but applies the latter's id and retry: a priming event, or a retry before the
+// server closes a stream, has an effect on the client). rewritable is false when
 // the event began in bytes already passed on (it started before rewriting was needed). A non-nil
 // return replaces the event's bytes when rewritable; nil keeps them.
 type Visit func(ev *Event, rewritable bool) []byte
@@ -142,6 +145,9 @@ func (b *eventBuilder) field(line []byte) {
 		}
 	}
 }
+
+// dispatched reports whether the event is visited (Visit).
+func (b *eventBuilder) dispatched() bool { return b.hasData || b.hasID || len(b.retry) > 0 }
 
 func (b *eventBuilder) size() int { return len(b.typ) + len(b.data) + len(b.id) + len(b.retry) }
 
@@ -253,7 +259,7 @@ func (s *SSEStream) Next(chunk []byte, eos, hold bool, visit Visit) (out []byte,
 			case s.discard:
 				s.Dropped++
 				s.discard = false
-			case s.cur.hasData:
+			case s.cur.dispatched():
 				dispatch(pos)
 			}
 			s.cur.reset()
@@ -271,7 +277,7 @@ func (s *SSEStream) Next(chunk []byte, eos, hold bool, visit Visit) (out []byte,
 				s.cur.field(full[at(pos):])
 				pos = s.end
 			}
-			if s.cur.hasData {
+			if s.cur.dispatched() {
 				dispatch(pos)
 			}
 			s.cur.reset()

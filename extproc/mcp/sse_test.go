@@ -214,6 +214,16 @@ func TestSSERetry(t *testing.T) {
 	}
 }
 
+// TestSSEDataless: an event without a data field is visited when it gives an id or a retry delay
+// (WHATWG applies both), not otherwise (a comment, an event type alone).
+func TestSSEDataless(t *testing.T) {
+	_, evs := feed(t, split("retry: 500\n\n: comment\n\nevent: close\n\nid: 7\n\nevent: close\nretry: 9\n\ndata: x\n\n"), never, nil)
+	want := []seen{{"", "", "", false, "500"}, {"", "7", "", true, ""}, {"close", "", "", false, "9"}, {"", "", "x", false, ""}}
+	if fmt.Sprint(evs) != fmt.Sprint(want) {
+		t.Fatalf("events\n got %+v\nwant %+v", evs, want)
+	}
+}
+
 func FuzzSSEStream(f *testing.F) {
 	f.Add([]byte(sampleStream), uint64(1), uint8(3))
 	f.Add([]byte("data: a\r\n\r\ndata: b\r\r"), uint64(7), uint8(5))
