@@ -515,6 +515,16 @@ func TestNonJSONBody(t *testing.T) {
 	if ir := resp.GetImmediateResponse(); ir.GetStatus().GetCode() != 400 || !strings.Contains(string(ir.GetBody()), `"code":-32600`) {
 		t.Errorf("ambiguous body under tool rules: %v", resp)
 	}
+	// In an event stream, an event without a message (a priming event, a retry delay) is not a
+	// body; one whose data is not JSON-RPC is counted.
+	s = h.open(t, h.tcp, route)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", ""), false))
+	check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"ping"}`), true))
+	check(t)(s.ResponseHeaders(respHeaders("200", "text/event-stream"), false))
+	check(t)(s.ResponseBody([]byte("id: 0\ndata: \n\nretry: 500\n\ndata: hello\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n"), true))
+	if n := h.metric(t, "mcpgate_extproc_non_jsonrpc_bodies_total", map[string]string{"direction": "response"}); n != 1 {
+		t.Errorf("non-JSON-RPC events counted %v, want 1 (the priming and retry events are not)", n)
+	}
 }
 
 // TestOversizeBody: a request body over the limit gets 413 with a JSON-RPC error naming it.
