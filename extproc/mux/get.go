@@ -49,6 +49,11 @@ func (c *call) get() {
 		http.Error(c.w, "mcpgate mux: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	release, ok := c.holdStream(nil)
+	if !ok {
+		return
+	}
+	defer release()
 	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
 	c.ctx = ctx

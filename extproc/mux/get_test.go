@@ -14,6 +14,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/mux"
 )
 
@@ -122,12 +123,24 @@ func TestMuxGetStream(t *testing.T) {
 // getStream opens a raw GET stream of the session at the mux.
 func getStream(t *testing.T, ctx context.Context, url, sid string) *http.Response {
 	t.Helper()
+	return getAs(t, ctx, url, sid, "")
+}
+
+// getAs opens a GET stream at url (ctx ends it) of session sid ("": none, an HTTP+SSE client's
+// stream) as caller (contract.HeaderMuxCaller; "": none); the caller closes the response.
+func getAs(t *testing.T, ctx context.Context, url, sid, caller string) *http.Response {
+	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Accept", "text/event-stream")
-	req.Header.Set("Mcp-Session-Id", sid)
+	if sid != "" {
+		req.Header.Set("Mcp-Session-Id", sid)
+	}
+	if caller != "" {
+		req.Header.Set(contract.HeaderMuxCaller, caller)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

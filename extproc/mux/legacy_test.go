@@ -320,8 +320,9 @@ func TestLegacyMaxSessions(t *testing.T) {
 	}
 }
 
-// TestSessionsMetric: mcpgate_mux_sessions counts the sessions the mux holds: the bridge's
-// session of an SSE target while it is open, an HTTP+SSE client's while its stream is.
+// TestSessionsMetric: mcpgate_mux_sessions counts the sessions and streams the mux holds: the
+// bridge's session of an SSE target while it is open, an HTTP+SSE client's while its stream is, a
+// session's GET stream while it is open.
 func TestSessionsMetric(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	gw := newGatewayDesc(t, bridgeDesc, func(o *mux.Options) { o.Registerer = reg })
@@ -341,26 +342,35 @@ func TestSessionsMetric(t *testing.T) {
 		}
 		return got
 	}
-	want := func(step string, target, client float64) {
+	want := func(step string, target, client, stream float64) {
 		t.Helper()
 		// A stream's end reaches the mux after the client's: wait for it (as receive does).
 		deadline := time.Now().Add(30 * time.Second)
-		for got := sessions(); got["sse_target"] != target || got["sse_client"] != client || len(got) != 2; got = sessions() {
+		for got := sessions(); got["sse_target"] != target || got["sse_client"] != client || got["stream"] != stream || len(got) != 3; got = sessions() {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: mcpgate_mux_sessions %v, want sse_target %v, sse_client %v", step, got, target, client)
+				t.Fatalf("%s: mcpgate_mux_sessions %v, want sse_target %v, sse_client %v, stream %v", step, got, target, client, stream)
 			}
 			time.Sleep(time.Millisecond)
 		}
 	}
-	want("none open", 0, 0)
+	want("none open", 0, 0, 0)
 	sid := openSession(t, gw.url)
-	want("a Streamable HTTP client's session of the SSE target", 1, 0)
+	want("a Streamable HTTP client's session of the SSE target", 1, 0, 0)
 	ls := openLegacy(t, gw.url, nil)
-	want("and an HTTP+SSE client's stream", 1, 1)
+	want("and an HTTP+SSE client's stream", 1, 1, 0)
 	ls.cancel()
-	want("the HTTP+SSE client gone", 1, 0)
+	want("the HTTP+SSE client gone", 1, 0, 0)
+	ctx, cancel := context.WithCancel(t.Context())
+	resp := getStream(t, ctx, gw.url, sid)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET: %d", resp.StatusCode)
+	}
+	want("and the session's GET stream", 1, 0, 1)
+	cancel()
+	resp.Body.Close()
+	want("the GET stream closed", 1, 0, 0)
 	if status := deleteSession(t, gw.url, sid); status != http.StatusNoContent {
 		t.Fatalf("DELETE: %d", status)
 	}
-	want("the session deleted", 0, 0)
+	want("the session deleted", 0, 0, 0)
 }

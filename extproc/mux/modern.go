@@ -261,6 +261,11 @@ func (c *call) listen(msg *message) {
 		}
 		uris[target] = append(uris[target], rest)
 	}
+	release, ok := c.holdStream(msg.ID)
+	if !ok {
+		return
+	}
+	defer release()
 	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
 	c.ctx = ctx

@@ -119,14 +119,17 @@ type Options struct {
 	// MaxSSESessions bounds the sessions of SSE targets open at once (each holds a GET stream to
 	// its target): an initialize beyond it fails (503 from the bridge, the client's -32603 naming
 	// the limit). It bounds the sessions of HTTP+SSE clients as well, counted apart (each holds
-	// the client's stream): a stream beyond is answered 503. 0 means DefaultMaxSSESessions.
+	// the client's stream): a stream beyond is answered 503; and the merged server-to-client
+	// streams (GET, subscriptions/listen: each holds a stream of every target), counted apart too.
+	// 0 means DefaultMaxSSESessions.
 	MaxSSESessions int
-	// MaxSSESessionsPerCaller bounds the sessions of each kind MaxSSESessions bounds that one
-	// caller holds open or being opened, so that no caller fills the tables: the caller the front
-	// hop's ext_proc names in contract.HeaderMuxCaller (a verified token's issuer and subject, or
-	// the client's source address), trusted on a request with the secret; requests without it are
-	// one caller. Beyond it an initialize, or an HTTP+SSE client's stream, is answered 429 with
-	// Retry-After (CallerLimitRetryAfter) and a JSON-RPC error naming the limit. 0 means
+	// MaxSSESessionsPerCaller bounds the sessions (and streams) of each kind MaxSSESessions
+	// bounds that one caller holds open or being opened, so that no caller fills the tables: the
+	// caller the front hop's ext_proc names in contract.HeaderMuxCaller (a verified token's issuer
+	// and subject, or the client's source address), trusted on a request with the secret; requests
+	// without it are one caller. Beyond it an initialize, an HTTP+SSE client's stream, a GET or a
+	// subscriptions/listen is answered 429 with Retry-After (CallerLimitRetryAfter) and a
+	// JSON-RPC error naming the limit. 0 means
 	// DefaultMaxSSESessionsPerCaller.
 	MaxSSESessionsPerCaller int
 	// Secret is the value of contract.HeaderMuxAuth that the front hop's ext_proc, in the same
@@ -162,6 +165,9 @@ func New(opts Options) *Server {
 	}
 	h.bridge = newSSEBridge(h)
 	h.legacy = newLegacyClients(h)
+	h.streams = newSessionTable[*heldStream](opts.MaxSSESessions, opts.MaxSSESessionsPerCaller,
+		"streams", "server-to-client streams (GET, subscriptions/listen)", "mux Options.MaxSSESessions, --mux-max-sse-sessions",
+		"mux Options.MaxSSESessionsPerCaller, --mux-max-sse-sessions-per-caller")
 	if opts.Registerer != nil {
 		opts.Registerer.MustRegister(sessionsCollector{h})
 	}
@@ -170,7 +176,7 @@ func New(opts Options) *Server {
 
 // sessionsDesc describes mcpgate_mux_sessions (Options.Registerer).
 var sessionsDesc = prometheus.NewDesc("mcpgate_mux_sessions",
-	"Sessions the mux holds open in this process: kind sse_target, of SSE targets (the bridge's); sse_client, of HTTP+SSE clients.",
+	"Sessions and streams the mux holds open in this process: kind sse_target, sessions of SSE targets (the bridge's); sse_client, sessions of HTTP+SSE clients; stream, merged server-to-client streams (GET, subscriptions/listen).",
 	[]string{"kind"}, nil)
 
 // sessionsCollector collects mcpgate_mux_sessions of h: its session tables' sizes at each scrape.
@@ -181,14 +187,19 @@ func (c sessionsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- sessions
 func (c sessionsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, float64(c.h.bridge.table.len()), "sse_target")
 	ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, float64(c.h.legacy.table.len()), "sse_client")
+	ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, float64(c.h.streams.len()), "stream")
 }
 
 // Close closes the sessions of SSE targets (their GET streams; their requests in flight fail)
-// and those of HTTP+SSE clients (their streams end, their mux sessions are deleted), and refuses
-// new ones. Streamable HTTP targets' sessions are the targets' own and stay.
+// and those of HTTP+SSE clients (their streams end, their mux sessions are deleted), ends the
+// merged server-to-client streams, and refuses new ones. Streamable HTTP targets' sessions are
+// the targets' own and stay.
 func (h *Server) Close() {
 	h.bridge.close()
 	h.legacy.close()
+	for _, s := range h.streams.close() {
+		s.cancel()
+	}
 }
 
 // newResolveIDPrefix returns the start of the ids of Resolve's list requests: "mcpgate-resolve:",
@@ -226,6 +237,8 @@ type Server struct {
 	legacy *legacyClients
 	// older remembers the backends a target of which does not offer ModernVersion (discover).
 	older olderMemo
+	// streams holds the merged server-to-client streams open (holdStream).
+	streams *sessionTable[*heldStream]
 }
 
 // ServeHTTP serves one request of a client.

@@ -1,6 +1,7 @@
 package mux_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -132,24 +133,6 @@ func TestBridgeSSECallerLimit(t *testing.T) {
 	}
 }
 
-// getLegacy opens an HTTP+SSE client's stream at url as caller; the caller closes the response.
-func getLegacy(t *testing.T, url, caller string) *http.Response {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Accept", "text/event-stream")
-	if caller != "" {
-		req.Header.Set(contract.HeaderMuxCaller, caller)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp
-}
-
 // TestLegacyCallerLimit: the mux holds at most Options.MaxSSESessionsPerCaller streams of
 // HTTP+SSE clients of one caller: the next is 429 (Retry-After, a JSON-RPC error naming the
 // limit) while another caller still opens one; a stream that ends frees its place. The sessions
@@ -157,7 +140,7 @@ func getLegacy(t *testing.T, url, caller string) *http.Response {
 func TestLegacyCallerLimit(t *testing.T) {
 	gw := newGatewayDesc(t, bridgeDesc, func(o *mux.Options) { o.MaxSSESessionsPerCaller = 1 })
 	ls := openLegacy(t, gw.url, as("alice"))
-	resp := getLegacy(t, gw.url, "alice")
+	resp := getAs(t, t.Context(), gw.url, "", "alice")
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	checkCallerLimit(t, "alice's second stream", resp, string(body), "null")
@@ -176,17 +159,65 @@ func TestLegacyCallerLimit(t *testing.T) {
 
 	// alice's stream ends: her place frees once the mux sees it.
 	ls.cancel()
+	waitFreed(t, "alice's stream after her first ended", gw.url, "", "alice")
+}
+
+// waitFreed GETs at url a stream of session sid ("": an HTTP+SSE client's) as caller until it is
+// 200, as it is once the mux has seen the end of the caller's stream that held the place; any
+// status but 429 before fails the test.
+func waitFreed(t *testing.T, step, url, sid, caller string) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp := getLegacy(t, gw.url, "alice")
+		resp := getAs(t, t.Context(), url, sid, caller)
 		status := resp.StatusCode
 		resp.Body.Close()
 		if status == http.StatusOK {
-			break
+			return
 		}
 		if status != http.StatusTooManyRequests || time.Now().After(deadline) {
-			t.Fatalf("alice's stream after her first ended: %d, want 200 (429 until the mux sees the end)", status)
+			t.Fatalf("%s: %d, want 200 (429 until the mux sees the end)", step, status)
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// TestStreamCallerLimit: the mux holds at most Options.MaxSSESessionsPerCaller merged
+// server-to-client streams of one caller, each of which holds a stream of every target: the
+// caller's next GET (or subscriptions/listen) is 429 (Retry-After, a JSON-RPC error naming the
+// limit) while another caller still opens one; a stream that ends frees its place.
+func TestStreamCallerLimit(t *testing.T) {
+	gw := newGatewayWith(t, contract.FailClosed, func(o *mux.Options) { o.MaxSSESessionsPerCaller = 1 }, targetA, targetB)
+	sid := openAs(t, gw.url, "alice")
+	ctx, cancel := context.WithCancel(t.Context())
+	first := getAs(t, ctx, gw.url, sid, "alice")
+	if first.StatusCode != http.StatusOK {
+		t.Fatalf("alice's GET: %d, want 200", first.StatusCode)
+	}
+	resp := getAs(t, t.Context(), gw.url, sid, "alice")
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	checkCallerLimit(t, "alice's second GET", resp, string(body), "null")
+	bob := getAs(t, t.Context(), gw.url, openAs(t, gw.url, "bob"), "bob")
+	if bob.StatusCode != http.StatusOK {
+		t.Errorf("bob's GET while alice holds her one: %d, want 200", bob.StatusCode)
+	}
+	bob.Body.Close()
+
+	// alice's stream ends: her place frees once the mux sees it.
+	cancel()
+	first.Body.Close()
+	waitFreed(t, "alice's GET after her first ended", gw.url, sid, "alice")
+
+	t.Run("subscriptions/listen", func(t *testing.T) {
+		// Requests without a caller are one caller.
+		gw := newGatewayWith(t, contract.FailClosed, func(o *mux.Options) { o.MaxSSESessionsPerCaller = 1 }, targetModernA, targetModernB)
+		listen := map[string]any{"notifications": map[string]any{"toolsListChanged": true}}
+		if resp := postModern(t, gw.url, "subscriptions/listen", "", listen); resp.StatusCode != http.StatusOK {
+			t.Fatalf("first subscriptions/listen: %d, want 200", resp.StatusCode)
+		}
+		resp := postModern(t, gw.url, "subscriptions/listen", "", map[string]any{"notifications": map[string]any{"toolsListChanged": true}})
+		body, _ := io.ReadAll(resp.Body)
+		checkCallerLimit(t, "second subscriptions/listen", resp, string(body), "1")
+	})
 }

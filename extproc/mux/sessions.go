@@ -216,6 +216,42 @@ func (t *sessionTable[S]) close() []S {
 	return all
 }
 
+// heldStream is a merged server-to-client stream the mux serves (holdStream): cancel ends it.
+type heldStream struct{ cancel context.CancelFunc }
+
+// holdStream counts the merged server-to-client stream the call serves (a GET, a
+// subscriptions/listen: each holds a stream of every target) against the mux's and its caller's
+// limits (Options.MaxSSESessions, MaxSSESessionsPerCaller) until release, and makes c.ctx end
+// with Close. ok is false, the answer written, when there is no place: 429 beyond the caller's
+// limit (writeCallerLimit), 503 beyond the mux's. id is the request's (nil for a GET).
+func (c *call) holdStream(id json.RawMessage) (release func(), ok bool) {
+	t, caller := c.h.streams, callerOf(c.ctx)
+	if err := t.reserve(caller); err != nil {
+		var limit *callerLimitError
+		if errors.As(err, &limit) {
+			c.log.Info("mux: stream refused: the caller's limit of streams", "caller", caller, "error", err)
+			writeCallerLimit(c.w, id, limit)
+		} else {
+			c.log.Warn("mux: stream refused", "error", err)
+			c.writeError(http.StatusServiceUnavailable, id, mcp.CodeInternalError, err.Error())
+		}
+		return nil, false
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	s, key := &heldStream{cancel: cancel}, newSessionKey()
+	if !t.add(key, s, caller) {
+		t.unreserve(caller)
+		cancel()
+		c.writeError(http.StatusServiceUnavailable, id, mcp.CodeInternalError, "mcpgate mux: "+errClosed.Error())
+		return nil, false
+	}
+	c.ctx = ctx
+	return func() {
+		t.remove(key, s)
+		cancel()
+	}, true
+}
+
 // idleTimer calls onIdle once a session has been unused for idle: busy counts what uses it
 // (acquire, release), and the idle time runs from the last release. It starts armed by start and
 // ends with stop, after which acquire fails.
