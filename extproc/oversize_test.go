@@ -162,6 +162,18 @@ func TestOversizeAnswerChunked(t *testing.T) {
 			t.Errorf("mcpgate_mcp_requests_total of the call with outcome error = %v, want 1", n)
 		}
 	})
+	t.Run("tool rules, cut below the body limit", func(t *testing.T) {
+		// Envoy's buffer limit may be below MaxBodyBytes (an HTTP/2 stream's is its window, a
+		// route may set its own): a piece that is not the last is an answer cut short, whatever
+		// its length, and read as one too large, not as JSON that does not parse.
+		h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
+		s := callFetch(t, h, streamableRoute, extproctest.LabToken, 3)
+		check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
+		ir := check(t)(s.ResponseBody(piece, false)).GetImmediateResponse()
+		if ir.GetStatus().GetCode() != 200 || !strings.Contains(string(ir.GetBody()), `"code":-32603`) {
+			t.Errorf("reply to a piece under the body limit cut at Envoy's: immediate response %d %s, want 200 with the -32603 error", ir.GetStatus().GetCode(), ir.GetBody())
+		}
+	})
 	t.Run("tool rules, status kept", func(t *testing.T) {
 		// The immediate response replaces the upstream's headers: it carries their status, as a
 		// replaced body would.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -965,15 +966,18 @@ func TestUncorrelatedToolsList(t *testing.T) {
 }
 
 // TestResponseBodyInPieces: when a JSON answer that must be rewritten reaches ext_proc in pieces
-// (its route's mode_override was not applied), the first piece cannot be read and is replaced
-// by an error; the pieces after it are cleared, not passed with the tools they hold.
+// (its route's mode_override, BUFFERED for an answer of known length, was not applied), the
+// first piece cannot be read and is replaced by an error; the pieces after it are cleared, not
+// passed with the tools they hold. (An answer of unknown length is asked for BUFFERED_PARTIAL,
+// where a piece with more to come is the answer cut at Envoy's buffer limit:
+// TestOversizeAnswerChunked.)
 func TestResponseBodyInPieces(t *testing.T) {
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))})
 	s := h.open(t, h.tcp, streamableRoute)
 	s.ResponseBodyMode = extprocfilterv3.ProcessingMode_STREAMED
 	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
 	check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`), true))
-	check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
+	check(t)(s.ResponseHeaders(append(respHeaders("200", "application/json"), hdr("content-length", strconv.Itoa(len(toolsListAnswer)))), false))
 	cut := strings.Index(toolsListAnswer, `"get-env"`) - 3
 	resp := check(t)(s.ResponseBody([]byte(toolsListAnswer[:cut]), false))
 	if got := string(extproctest.BodyAfter(resp, nil)); !strings.Contains(got, `"code":-32603`) {

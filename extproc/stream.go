@@ -1277,7 +1277,10 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	more := !b.GetEndOfStream()
 	var msgs []mcp.Message
 	batch, err := false, errTooLarge
-	if len(body) <= st.s.cfg.MaxBodyBytes {
+	// Under BUFFERED_PARTIAL a piece with more to come is the answer cut at Envoy's buffer limit,
+	// which may be below MaxBodyBytes (an HTTP/2 stream's limit is its window; a route may set
+	// its own): too large to be read, whatever its length, not JSON that fails to parse.
+	if len(body) <= st.s.cfg.MaxBodyBytes && !(st.partial && more) {
 		msgs, batch, err = mcp.ParseInto(st.msgs[:0], body)
 	}
 	if err != nil {
@@ -1287,7 +1290,7 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 		}
 		// An answer that must be rewritten, that the client decodes and the gateway cannot, or,
 		// under tool rules, too large to be read: replace it rather than pass it, as plain JSON.
-		if st.partial && more && err == errTooLarge {
+		if st.partial && more {
 			// Envoy stopped at its buffer limit and lets the rest of the body pass after this
 			// piece, whatever replaces it: the whole response is replaced instead, by a local
 			// reply, which Envoy can still send since it holds the response headers until this

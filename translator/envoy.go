@@ -308,10 +308,15 @@ func (x *xdsCommon) listener(name string, port int32) *listenerv3.Listener {
 		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{
 			HeadersWithUnderscoresAction: corev3.HttpProtocolOptions_DROP_HEADER,
 		},
+		// An HTTP/2 stream's buffer limit, up to which Envoy buffers a body for ext_proc, is its
+		// initial stream window (the codec's per-stream limit), not the listener's
+		// per_connection_buffer_limit_bytes: the window is that limit, so that an HTTP/2 client
+		// gets the body limit an HTTP/1 client gets (with 64 KiB, Envoy's edge advice, a 100 KiB
+		// MCP body was 413 and a 100 KiB answer 500 or cut short).
 		Http2ProtocolOptions: &corev3.Http2ProtocolOptions{
 			MaxConcurrentStreams:        wrapperspb.UInt32(100),
-			InitialStreamWindowSize:     wrapperspb.UInt32(64 << 10),
-			InitialConnectionWindowSize: wrapperspb.UInt32(1 << 20),
+			InitialStreamWindowSize:     wrapperspb.UInt32(x.bufferLimit()),
+			InitialConnectionWindowSize: wrapperspb.UInt32(max(1<<20, x.bufferLimit())),
 		},
 	}
 	return &listenerv3.Listener{
@@ -321,9 +326,13 @@ func (x *xdsCommon) listener(name string, port int32) *listenerv3.Listener {
 			Name:       hcmFilterName,
 			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)},
 		}}}},
-		PerConnectionBufferLimitBytes: wrapperspb.UInt32(uint32(x.opts.MaxBodyBytes + bufferSlack)),
+		PerConnectionBufferLimitBytes: wrapperspb.UInt32(x.bufferLimit()),
 	}
 }
+
+// bufferLimit is the buffer limit of a listener's streams: the MCP body limit and bufferSlack
+// (at most math.MaxInt32: Options.MaxBodyBytes is at most LargestMaxBodyBytes).
+func (x *xdsCommon) bufferLimit() uint32 { return uint32(x.opts.MaxBodyBytes + bufferSlack) }
 
 // statPrefix turns a resource name into a stats-safe prefix ("." and "/" split stat names).
 func statPrefix(name string) string {

@@ -60,6 +60,8 @@
 package translator
 
 import (
+	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -105,7 +107,20 @@ const (
 	// unless a route sets request_body_buffer_limit), and answers 413 beyond it; an answer's
 	// body beyond it gets 500.
 	bufferSlack = 64 << 10
+	// LargestMaxBodyBytes is the largest MCP body limit (Options.MaxBodyBytes): with
+	// bufferSlack, the largest HTTP/2 stream window Envoy takes (2^31-1), which is an HTTP/2
+	// stream's buffer limit.
+	LargestMaxBodyBytes = math.MaxInt32 - bufferSlack
 )
+
+// CheckMaxBodyBytes reports why n cannot be the MCP body limit (a --max-body-bytes flag), nil
+// when it can: it must be positive and at most LargestMaxBodyBytes.
+func CheckMaxBodyBytes(n int64) error {
+	if n <= 0 || n > LargestMaxBodyBytes {
+		return fmt.Errorf("--max-body-bytes %d: must be between 1 and %d (Envoy's largest HTTP/2 stream window, less %d bytes of slack)", n, LargestMaxBodyBytes, bufferSlack)
+	}
+	return nil
+}
 
 // Resources is everything the translator reads.
 type Resources struct {
@@ -159,7 +174,8 @@ type Options struct {
 	ExclusivePorts bool
 	// MessageTimeout is the ext_proc message timeout (default DefaultMessageTimeout).
 	MessageTimeout time.Duration
-	// MaxBodyBytes is the MCP body limit (default DefaultMaxBodyBytes).
+	// MaxBodyBytes is the MCP body limit (default DefaultMaxBodyBytes, at most
+	// LargestMaxBodyBytes).
 	MaxBodyBytes int64
 	// UpstreamCAFile is the CA bundle for TLS upstreams (default DefaultUpstreamCAFile).
 	UpstreamCAFile string
@@ -184,6 +200,7 @@ func (o Options) withDefaults() Options {
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	o.MaxBodyBytes = min(o.MaxBodyBytes, LargestMaxBodyBytes) // the flags refuse more (CheckMaxBodyBytes)
 	if o.UpstreamCAFile == "" {
 		o.UpstreamCAFile = DefaultUpstreamCAFile
 	}

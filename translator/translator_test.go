@@ -385,7 +385,10 @@ func TestValidateEDSNeedsAssignment(t *testing.T) {
 
 // TestListenerIsAnEdge: every listener takes the client's address from the connection, not from
 // an X-Forwarded-For the client wrote (source.address feeds cidr() rules and the session hash),
-// drops headers with underscores, and bounds HTTP/2 streams and windows.
+// drops headers with underscores, and bounds HTTP/2 streams; an HTTP/2 stream's window, which is
+// Envoy's buffer limit of the stream (the codec's per-stream limit, where ext_proc's bodies are
+// buffered), is the listener's buffer limit, as an HTTP/1 stream's: MCP bodies up to the limit
+// pass over either.
 func TestListenerIsAnEdge(t *testing.T) {
 	out := translator.Translate(loadInputs(t, "testdata/lab.in.yaml", "testdata/weights.in.yaml"), translator.Options{})
 	n := 0
@@ -404,9 +407,10 @@ func TestListenerIsAnEdge(t *testing.T) {
 				t.Errorf("listener %s: headers_with_underscores_action %v", l.Name, a)
 			}
 			h2 := hcm.GetHttp2ProtocolOptions()
-			if h2.GetMaxConcurrentStreams().GetValue() != 100 || h2.GetInitialStreamWindowSize().GetValue() != 64<<10 ||
-				h2.GetInitialConnectionWindowSize().GetValue() != 1<<20 {
-				t.Errorf("listener %s: http2_protocol_options %v", l.Name, h2)
+			limit := l.GetPerConnectionBufferLimitBytes().GetValue()
+			if h2.GetMaxConcurrentStreams().GetValue() != 100 || limit != translator.DefaultMaxBodyBytes+64<<10 ||
+				h2.GetInitialStreamWindowSize().GetValue() != limit || h2.GetInitialConnectionWindowSize().GetValue() != limit {
+				t.Errorf("listener %s: http2_protocol_options %v, per_connection_buffer_limit_bytes %d; want the stream window at the buffer limit", l.Name, h2, limit)
 			}
 		}
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/mcpgate/mcpgate/extproc/telemetry"
 	"github.com/mcpgate/mcpgate/internal/admin"
 	"github.com/mcpgate/mcpgate/internal/pki"
+	"github.com/mcpgate/mcpgate/translator"
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
 )
 
@@ -75,8 +76,8 @@ func (o *extProcOptions) check() error {
 	if o.policyWait < 0 {
 		return fmt.Errorf("--policy-wait %s: must not be negative", o.policyWait)
 	}
-	if o.maxBody <= 0 {
-		return fmt.Errorf("--max-body-bytes %d: must be positive", o.maxBody)
+	if err := translator.CheckMaxBodyBytes(int64(o.maxBody)); err != nil {
+		return err
 	}
 	if o.muxResolveTimeout <= 0 {
 		return fmt.Errorf("--mux-resolve-timeout %s: must be positive", o.muxResolveTimeout)

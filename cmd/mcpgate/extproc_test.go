@@ -54,6 +54,7 @@ func TestExtProcFlags(t *testing.T) {
 		{"--uds", "/run/x.sock"},
 		{"--gateway", "nons"},
 		{"--max-body-bytes", "0"},
+		{"--max-body-bytes", "4294967000"}, // more than Envoy's largest HTTP/2 stream window
 		{"--policy-wait", "-1s"},
 		{"--mux-resolve-cache-ttl", "-1s"},
 		{"--mux-sse-idle-timeout", "0"},

@@ -68,6 +68,9 @@ func translate(args []string, stdout, stderr io.Writer) error {
 	if *format != "yaml" && *format != "json" {
 		return fmt.Errorf("-o %q: use yaml or json", *format)
 	}
+	if err := translator.CheckMaxBodyBytes(opts.MaxBodyBytes); err != nil {
+		return err
+	}
 	opts.GatewayClassNames = classes
 	res, src, loadErr := file.Load(paths...)
 	for _, w := range src.Warnings {

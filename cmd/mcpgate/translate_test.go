@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -130,6 +131,22 @@ func TestTranslateArguments(t *testing.T) {
 		if !strings.HasPrefix(errOut.String(), "usage: mcpgate translate") {
 			t.Errorf("translate %q: no usage:\n%s", c.args, errOut.String())
 		}
+	}
+}
+
+// TestTranslateMaxBodyBytes: a body limit that Envoy's buffer limits cannot hold (an HTTP/2
+// stream's window is at most 2^31-1) is refused naming the flag, not wrapped around.
+func TestTranslateMaxBodyBytes(t *testing.T) {
+	for _, n := range []string{"0", "4294967000", fmt.Sprint(translator.LargestMaxBodyBytes + 1)} {
+		var out, errOut bytes.Buffer
+		if err := translate([]string{"-f", "../../examples/mcp-connectivity", "--max-body-bytes", n}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "--max-body-bytes "+n) {
+			t.Errorf("--max-body-bytes %s: %v, want an error naming it", n, err)
+		}
+	}
+	var out, errOut bytes.Buffer
+	if err := translate([]string{"-f", "../../examples/mcp-connectivity", "--max-body-bytes", fmt.Sprint(translator.LargestMaxBodyBytes)}, &out, &errOut); err != nil ||
+		!strings.Contains(out.String(), "per_connection_buffer_limit_bytes: 2147483647") {
+		t.Errorf("--max-body-bytes %d: %v, want listeners with the largest buffer limit", translator.LargestMaxBodyBytes, err)
 	}
 }
 
