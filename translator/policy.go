@@ -43,6 +43,10 @@ type policyInfo struct {
 	problems fieldErrors
 	resolved int // targets found
 	order    int // its index in translation.policyList
+	// unenforced are the backendRefs its MCP rules apply to that are not MCP ("HTTPRoute NS/NAME
+	// spec.rules[I].backendRefs[J]"), whose rules answer 500 (mcpUnenforced); guarded by
+	// translation.mergeMu while routes attach
+	unenforced []string
 	// room for the target of a policy with one (most policies): indexPolicies allocates the
 	// policies together
 	oneTarget [1]policyTarget

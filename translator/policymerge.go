@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
@@ -114,6 +115,32 @@ func (t *translation) merge(a attachment) *mergedPolicy {
 	b.m.policy = pol
 	t.merged[name] = &b.m
 	return &b.m
+}
+
+// mcpUnenforced reports whether a policy attached to the HTTPRoute, the rule or the backend of
+// a (ref's attachment; ref is not MCP) has MCP rules: ext_proc reads no MCP message there, so
+// the rules would hold nothing back, and the rule answers 500 instead (fail closed), the
+// policy's status and a warning naming the backendRef (policyInfo.unenforced).
+// MCP rules of a Gateway or listener are about the MCP backends behind it: its other routes do
+// not answer for them.
+func (t *translation) mcpUnenforced(a attachment, cr *compiledRoute, c *compiledRule, ref ruleRef) bool {
+	levels := t.levels(a)
+	found := false
+	for _, lv := range levels[2:] {
+		for _, pi := range lv {
+			if len(pi.mcp) == 0 || pi.invalid {
+				continue
+			}
+			found = true
+			where := "HTTPRoute " + cr.key + " spec.rules[" + strconv.Itoa(c.index) + "].backendRefs[" + strconv.Itoa(ref.index) + "]"
+			t.mergeMu.Lock()
+			if !slices.Contains(pi.unenforced, where) {
+				pi.unenforced = append(pi.unenforced, where)
+			}
+			t.mergeMu.Unlock()
+		}
+	}
+	return found
 }
 
 // mergedBlock holds the messages of a new merge, allocated together (a route with its own

@@ -116,10 +116,20 @@ func (t *translation) policyStatus(pi *policyInfo, foreign map[nsName]bool) (*gw
 	} else {
 		st, conds = &gwv1.PolicyStatus{Ancestors: make([]gwv1.PolicyAncestorStatus, len(found))}, make([]metav1.Condition, len(found))
 	}
+	var unenforced string
+	if len(pi.unenforced) > 0 {
+		where := slices.Sorted(slices.Values(pi.unenforced))
+		unenforced = "not enforced on " + strings.Join(where, ", ") + ": not an MCP backend (an AgentgatewayBackend with spec.mcp, or a Service port with appProtocol " +
+			AppProtocolMCP + " or " + AppProtocolMCPSSE + "), so ext_proc reads no MCP message there; the rule answers 500"
+		warnings.add(kind, p.Namespace, p.Name, "spec.backend.mcp.authorization", unenforced)
+	}
 	for i := range found {
 		a := &found[i]
 		if len(a.conflicts) > 0 {
 			a.cond = pi.conflictCondition(a)
+		}
+		if unenforced != "" && a.cond.Status == metav1.ConditionTrue {
+			a.cond.Message = strings.TrimPrefix(a.cond.Message+"; spec.backend.mcp.authorization: "+unenforced, "; ")
 		}
 		conds[i] = a.cond
 		st.Ancestors[i] = gwv1.PolicyAncestorStatus{AncestorRef: a.ref, ControllerName: ctrl, Conditions: conds[i : i+1 : i+1]}

@@ -28,7 +28,9 @@ const (
 	mcpIdleTimeout = time.Hour
 	bodyNoBackend  = "mcpgate: this route has no valid backend\n"
 	bodyBadPolicy  = "mcpgate: the policy of this route is not accepted\n"
-	bodyBadRule    = "mcpgate: this route rule is not supported\n"
+	// bodyMCPNotEnforced answers a backendRef under MCP rules that is not MCP (mcpUnenforced).
+	bodyMCPNotEnforced = "mcpgate: this route's policy has MCP rules (spec.backend.mcp.authorization), which its backend, not an MCP backend, cannot be held to\n"
+	bodyBadRule        = "mcpgate: this route rule is not supported\n"
 	// bodyAmbiguousPath answers an ambiguous path (RefuseAmbiguousPathsRoute).
 	bodyAmbiguousPath = "mcpgate: path parameters (\";\" in the path) and escaped \"/\", \"\\\" or \".\" left after normalization are refused\n"
 	// ambiguousPathRegex matches a path with ";" in it, or with %2F, %5C or %2E (any hex case)
@@ -51,6 +53,9 @@ type ruleUse struct {
 	base   *mergedPolicy   // the policies of the rule itself, without backends (redirects, 500s)
 	merges []*mergedPolicy // the policies of each backendRef (c.refs)
 	bad    bool            // an invalid policy applies: the rule answers 500
+	// mcpUnenforced: bad because MCP rules of the route's own policies apply to a backendRef
+	// that is not MCP (mcpUnenforced)
+	mcpUnenforced bool
 	// baseLimit and limits are the per-route LocalRateLimit (rateLimitOf) of the rule itself
 	// (redirects) and of each backendRef; nil without one
 	baseLimit *anypb.Any
@@ -158,6 +163,9 @@ func (t *translation) mergeRule(u *ruleUse) {
 		a := att
 		a.backend = ref.tg.backend
 		u.merges[i] = t.merge(a)
+		if ref.tg.mcp == "" && t.mcpUnenforced(a, cr, c, ref) {
+			u.bad, u.mcpUnenforced = true, true
+		}
 		if rl := t.rateLimitOf(a); rl != nil {
 			if u.limits == nil {
 				u.limits = make([]*anypb.Any, len(c.refs))
@@ -208,6 +216,9 @@ func (t *translation) ruleTemplate(u *ruleUse, refs []ruleRef) routeTemplate {
 	switch {
 	case u.bad:
 		tpl.direct = directResponse(bodyBadPolicy)
+		if u.mcpUnenforced {
+			tpl.direct = directResponse(bodyMCPNotEnforced)
+		}
 		tpl.perFilter = t.directFilters(gi.key)
 		return tpl
 	case c.failMsg != "":
