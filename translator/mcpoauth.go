@@ -23,7 +23,10 @@ var mcpSetMembers = []string{"resource", "authorization_servers"}
 // translateJWTMCP checks jwtAuthentication.mcp (at field) of a JWT authentication translated
 // into out and returns what ext_proc needs to serve its metadata. As agentgateway, it requires
 // mode Strict and exactly one provider; provider and clientId, which make agentgateway proxy the
-// authorization server's metadata and client registration, are refused.
+// authorization server's metadata and client registration, are refused. Unlike agentgateway, it
+// requires the provider's audiences: MCP servers must accept only the tokens issued for them
+// (MCP authorization, "Token Audience Binding and Validation"; RFC 8707), and without audiences
+// any token of the issuer, for whatever resource, would pass.
 func translateJWTMCP(j *v1alpha1.JWTAuthentication, out *policyv1.JWTAuthentication, field string, bad func(string, string)) *policyv1.MCPResourceMetadata {
 	m := j.MCP
 	if out.Mode != policyv1.JWTAuthentication_STRICT {
@@ -45,6 +48,10 @@ func translateJWTMCP(j *v1alpha1.JWTAuthentication, out *policyv1.JWTAuthenticat
 			bad(strings.TrimSuffix(field, ".mcp")+".providers[0].issuer", msg)
 		}
 		res.AuthorizationServers = []string{iss}
+		if len(j.Providers[0].Audiences) == 0 {
+			bad(strings.TrimSuffix(field, ".mcp")+".providers[0].audiences", "jwtAuthentication.mcp requires audiences: an MCP server must accept only the tokens issued for it "+
+				"(MCP authorization, RFC 8707), and without audiences any token of the issuer passes; list the resource URL(s) clients ask their tokens for")
+		}
 	}
 	extra, problems := canonicalMembers(m.ResourceMetadata)
 	for _, p := range problems {

@@ -17,6 +17,8 @@ type testIssuer struct {
 	issuer string
 	kid    string
 	key    *rsa.PrivateKey
+	// audience, when set, is the aud of the tokens it signs (token).
+	audience string
 }
 
 func newTestIssuer() (*testIssuer, error) {
@@ -39,15 +41,20 @@ func (ti *testIssuer) jwks() string {
 	return string(out)
 }
 
-// token signs a token for sub in org, valid for an hour.
+// token signs a token for sub in org, valid for an hour, for the issuer's audience (none when
+// unset).
 func (ti *testIssuer) token(sub, org string) (string, error) {
-	t := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{
+	claims := jwt.MapClaims{
 		"iss": ti.issuer,
 		"sub": sub,
 		"org": org,
 		"exp": time.Now().Add(time.Hour).Unix(),
 		"iat": time.Now().Unix(),
-	})
+	}
+	if ti.audience != "" {
+		claims["aud"] = ti.audience
+	}
+	t := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
 	t.Header["kid"] = ti.kid
 	s, err := t.SignedString(ti.key)
 	if err != nil {

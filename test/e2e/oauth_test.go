@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,10 +40,10 @@ func TestMCPOAuthDiscovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serveTestdata(t, fileOAuth, map[string]string{"GATEWAY_PORT": strconv.Itoa(free[0]), "FETCH_PORT": strconv.Itoa(s.ports.fetch),
-		"ISSUER": as.issuer, "JWKS": string(compact)})
 	origin := "http://" + addr(free[0])
 	server := origin + "/mcp"
+	serveTestdata(t, fileOAuth, map[string]string{"GATEWAY_PORT": strconv.Itoa(free[0]), "FETCH_PORT": strconv.Itoa(s.ports.fetch),
+		"ISSUER": as.issuer, "JWKS": string(compact), "AUDIENCE": server})
 
 	var challenge string
 	eventually(t, "the OAuth Gateway answers 401 naming its resource metadata", func() error {
@@ -127,6 +128,19 @@ func TestMCPOAuthDiscovery(t *testing.T) {
 	})
 
 	t.Run("tools with the issuer's token", func(t *testing.T) {
+		// jwtAuthentication.mcp requires audiences: a token of the issuer for another resource
+		// is refused, one for this server is taken.
+		as.audience = "https://elsewhere.example/mcp"
+		other, err := as.token("alice", "e2e")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// (403 with invalid_token, as Envoy's jwt_authn answers an audience not allowed)
+		if a, err := s.request(http.MethodPost, server, other, initializeBody); err != nil || a.status != http.StatusForbidden ||
+			!strings.Contains(a.header.Get("WWW-Authenticate"), `error="invalid_token"`) {
+			t.Errorf("POST /mcp with a token for another audience: %v %v, want 403 invalid_token", a, err)
+		}
+		as.audience = server
 		token, err := as.token("alice", "e2e")
 		if err != nil {
 			t.Fatal(err)
