@@ -441,6 +441,12 @@ func (s *Stream) AsyncResult() Result {
 // ext_proc_fail_close_spurious_resp, on by default).
 func (s *Stream) handle(resp *extprocsvc.ProcessingResponse) {
 	s.mu.Lock()
+	if s.over() {
+		// Envoy's onReceiveMessage drops a message that comes once processing is complete (the
+		// last reply, a timeout, a spurious reply, a gRPC error), its dynamic_metadata too.
+		s.mu.Unlock()
+		return
+	}
 	if d := resp.GetOverrideMessageTimeout(); d != nil {
 		// Envoy: honoured only when max_message_timeout is set and 1 ms <= d <= max; the rest of
 		// such a message is ignored.
