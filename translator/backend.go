@@ -260,6 +260,9 @@ func (t *translation) translateAI(bi *backendInfo, name string) (field, msg, not
 	if p.Path != "" && !strings.HasPrefix(p.Path, "/") {
 		return "spec.ai.provider.path", "must start with /", ""
 	}
+	if msg := headerValueProblem(p.Path); msg != "" { // the route's regex rewrite substitution
+		return "spec.ai.provider.path", msg, ""
+	}
 	tp := policiesTLS(b.Spec.Policies)
 	if field, err := checkTLS(tp); err != "" {
 		return "spec.policies.tls" + field, err, ""
@@ -291,7 +294,10 @@ func (t *translation) translateAI(bi *backendInfo, name string) (field, msg, not
 }
 
 // secretAuthorization reads the Authorization value from a Secret: its key "Authorization" (a
-// bare key gets "Bearer " in front).
+// bare key gets "Bearer " in front). A value Envoy cannot take as a header value
+// (headerValueProblem: bytes that are not UTF-8, a NUL, CR or LF, too long) refuses the backend:
+// the route header would make Envoy refuse the RouteConfiguration of every port that routes to
+// it, or, not UTF-8, keep the xDS server from encoding it.
 func (t *translation) secretAuthorization(ns, name string) (string, string) {
 	sec := t.secrets[key(ns, name)]
 	if sec == nil {
@@ -307,8 +313,15 @@ func (t *translation) secretAuthorization(ns, name string) (string, string) {
 	if !ok || val == "" {
 		return "", fmt.Sprintf("Secret %s/%s has no key Authorization", ns, name)
 	}
+	msg := headerValueProblem(val) // its bytes as the Secret has them (trimmed)
 	if !strings.Contains(val, " ") {
 		val = "Bearer " + val
+	}
+	if msg == "" {
+		msg = headerValueProblem(val) // its length as the header has it
+	}
+	if msg != "" {
+		return "", fmt.Sprintf("Secret %s/%s key Authorization: the value %s", ns, name, msg)
 	}
 	return val, ""
 }

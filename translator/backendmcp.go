@@ -6,6 +6,7 @@ package translator
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -39,12 +40,19 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 	if policiesTLS(b.Spec.Policies) != nil {
 		return "spec.policies.tls", "not applied to an MCP backend: set the TLS of each static target in spec.mcp.targets[].static.policies.tls", ""
 	}
+	targetNames := make(map[string]int, len(targets))
 	for i := range targets {
 		tg := &targets[i]
 		f := func(suffix string) string { return "spec.mcp.targets[" + strconv.Itoa(i) + "]" + suffix } // built only for errors
 		if tg.Name == "" {
 			return f(".name"), "a name is required", ""
 		}
+		// The CRD keys targets by name (a list-map), so the API server refuses two of one name;
+		// files meet no API server.
+		if j, dup := targetNames[string(tg.Name)]; dup {
+			return f(".name"), fmt.Sprintf("%q is the name of spec.mcp.targets[%d] too: each target needs a name of its own", tg.Name, j), ""
+		}
+		targetNames[string(tg.Name)] = i
 		if (tg.Static == nil) == (tg.Selector == nil) {
 			return f(""), "exactly one of static and selector must be set", ""
 		}
@@ -53,8 +61,10 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 			if field, err := checkHostPort(st.Host, st.Port); err != "" {
 				return f(".static." + field), err, ""
 			}
-			if st.Path != "" && !strings.HasPrefix(st.Path, "/") {
-				return f(".static.path"), "must start with /", ""
+			if st.Path != "" {
+				if msg := targetPathProblem(st.Path); msg != "" {
+					return f(".static.path"), msg, ""
+				}
 			}
 			if msg := unsupported(st.Protocol, v1alpha1.MCPProtocolSSE, v1alpha1.MCPProtocolStreamableHTTP); msg != "" {
 				return f(".static.protocol"), msg, ""
@@ -71,7 +81,7 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 		spec := &targets[i]
 		cname := backendClusterPrefix + bi.key + "/" + string(spec.Name)
 		if spec.Static == nil {
-			found, err := t.selectorTargets(bi, spec, cname)
+			found, err := t.selectorTargets(bi, spec, cname, i)
 			if err != "" {
 				return "spec.mcp.targets[" + strconv.Itoa(i) + "].selector", err, ""
 			}
@@ -80,14 +90,12 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 				empty = append(empty, i)
 				continue
 			}
-			for _, tg := range found {
-				all = append(all, mcpTarget{tg: tg, index: i})
-			}
+			all = append(all, found...)
 			continue
 		}
 		tg, tls := t.staticMCPTarget(cname, spec)
 		tg.backend = bi.key
-		mt := mcpTarget{tg: tg, index: i}
+		mt := mcpTarget{tg: tg, index: i, from: "spec.mcp.targets[" + strconv.Itoa(i) + "]"}
 		if tls != nil {
 			mt.note = "reached " + tls.describe()
 		}
@@ -122,7 +130,15 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 		}
 		return "", "", withLeftOut(note)
 	}
-	bi.target = t.muxTarget(bi, all)
+	tg := t.muxTarget(bi, all)
+	// The header names every target: Envoy refuses a longer value than it takes with the whole
+	// RouteConfiguration of every port that routes to the backend (the longest Gateway key
+	// assumed, as metadataTooLong does).
+	if msg := headerValueProblem(tg.mux.header(strings.Repeat("g", maxGatewayKey))); msg != "" {
+		return "spec.mcp.targets", fmt.Sprintf("the %s header that names the %d targets to mcpgate's mux %s: split them over several backends",
+			contract.HeaderMux, len(all), msg), ""
+	}
+	bi.target = tg
 	parts := make([]string, len(all))
 	for i, mt := range all {
 		parts[i] = mt.tg.name + ": " + mt.tg.mcp + " at " + mt.tg.path
@@ -144,6 +160,28 @@ type mcpTarget struct {
 	tg    *target
 	index int    // its spec.mcp.targets index
 	note  string // how it is reached, when worth saying (TLS)
+	from  string // where it comes from: "spec.mcp.targets[1]", or the selected Service port
+}
+
+// describe names the target and where it comes from, for messages: "t (spec.mcp.targets[1])".
+func (mt *mcpTarget) describe() string { return mt.tg.name + " (" + mt.from + ")" }
+
+// targetPathProblem says why p cannot be an MCP target's path, or "": the mux and the bridge
+// send their requests to it as a URL's path, and the status shows it, so it is an absolute path
+// without a query, a fragment, spaces or control characters.
+func targetPathProblem(p string) string {
+	switch {
+	case !strings.HasPrefix(p, "/"):
+		return "must start with /"
+	case strings.ContainsAny(p, "?#"):
+		return fmt.Sprintf("%q: a target path has no query (?) or fragment (#)", p)
+	}
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c <= ' ' || c == 0x7f {
+			return fmt.Sprintf("%q: a space or control character (byte %d) is not allowed in a target path (percent-encode it)", p, i)
+		}
+	}
+	return ""
 }
 
 // staticMCPTarget builds the target of a checked static MCP target: a Service port's EDS cluster
@@ -181,16 +219,16 @@ func (t *translation) notMultiplexed(m *v1alpha1.MCPBackend, all []mcpTarget) (w
 	if len(all) < 2 && m.PrefixMode != v1alpha1.PrefixModeAlways {
 		return "", ""
 	}
-	seen := map[string]int{}
-	for _, mt := range all {
+	seen := map[string]int{} // name -> index in all
+	for k, mt := range all {
 		f := "spec.mcp.targets[" + strconv.Itoa(mt.index) + "]"
 		if why, field := unfit(m, mt); why != "" {
 			return why, field
 		}
 		if j, dup := seen[mt.tg.name]; dup {
-			return fmt.Sprintf("two targets are named %s (spec.mcp.targets[%d] and [%d]): a prefix must name one", mt.tg.name, j, mt.index), f
+			return fmt.Sprintf("two targets are named %s (%s and %s): a prefix must name one", mt.tg.name, all[j].from, mt.from), f
 		}
-		seen[mt.tg.name] = mt.index
+		seen[mt.tg.name] = k
 	}
 	return "", ""
 }
@@ -200,10 +238,15 @@ func (t *translation) notMultiplexed(m *v1alpha1.MCPBackend, all []mcpTarget) (w
 func unfit(m *v1alpha1.MCPBackend, mt mcpTarget) (why, field string) {
 	err := muxTargetOf(mt.tg).Check()
 	if err == nil {
+		if msg := targetPathProblem(mt.tg.path); msg != "" {
+			err = errors.New("path " + msg)
+		}
+	}
+	if err == nil {
 		return "", ""
 	}
 	f := "spec.mcp.targets[" + strconv.Itoa(mt.index) + "]"
-	why = "target " + mt.tg.name + " does not fit the mux: " + err.Error()
+	why = "target " + mt.describe() + " does not fit the mux: " + err.Error()
 	switch badName := strings.ContainsAny(mt.tg.name, contract.MuxSeparators); {
 	case m.Targets[mt.index].Static == nil:
 		// a Service port the selector found: its name and path come from the Service
@@ -238,9 +281,9 @@ func (t *translation) firstTargetOnly(bi *backendInfo, all []mcpTarget, field, w
 	}
 	var rest []string
 	for _, o := range all[1:] {
-		rest = append(rest, o.tg.name)
+		rest = append(rest, o.describe())
 	}
-	w := fmt.Sprintf("not multiplexed: %s; only the first target (%s) is routed, %s not", why, first.tg.name, strings.Join(rest, ", "))
+	w := fmt.Sprintf("not multiplexed: %s; only the first target, %s, is routed; not routed: %s", why, first.describe(), strings.Join(rest, ", "))
 	if len(rest) == 0 { // prefixMode Always, one target
 		field = "spec.mcp.prefixMode"
 		w = fmt.Sprintf("Always is not applied: %s; the target %s is routed as it is, its names unprefixed", why, first.tg.name)
@@ -424,7 +467,7 @@ func mcpTransportOfPort(p *corev1.ServicePort) string {
 
 // selectorTargets finds the MCP Service ports a selector target selects, sorted by namespace,
 // Service and port.
-func (t *translation) selectorTargets(bi *backendInfo, tg *v1alpha1.McpTargetSelector, prefix string) ([]*target, string) {
+func (t *translation) selectorTargets(bi *backendInfo, tg *v1alpha1.McpTargetSelector, prefix string, index int) ([]mcpTarget, string) {
 	b := bi.b
 	sel := tg.Selector
 	namespaces := []string{b.Namespace}
@@ -451,7 +494,7 @@ func (t *translation) selectorTargets(bi *backendInfo, tg *v1alpha1.McpTargetSel
 		}
 		svcSel = s
 	}
-	var out []*target
+	var out []mcpTarget
 	for _, ns := range namespaces {
 		for _, svc := range t.servicesInNS[ns] {
 			if !svcSel.Matches(labels.Set(svc.Labels)) {
@@ -465,7 +508,8 @@ func (t *translation) selectorTargets(bi *backendInfo, tg *v1alpha1.McpTargetSel
 				name := prefix + "/" + svc.Namespace + "/" + svc.Name + "/" + strconv.Itoa(int(p.Port))
 				tgt := t.serviceTarget(name, svc, p)
 				tgt.backend = bi.key
-				out = append(out, tgt)
+				out = append(out, mcpTarget{tg: tgt, index: index,
+					from: fmt.Sprintf("Service %s/%s port %d of spec.mcp.targets[%d].selector", svc.Namespace, svc.Name, p.Port, index)})
 			}
 		}
 	}

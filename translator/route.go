@@ -9,6 +9,7 @@ package translator
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"strconv"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/mcpgate/mcpgate/contract"
@@ -102,7 +104,7 @@ type compiledRule struct {
 	timeout               *durationpb.Duration
 	cors                  *anypb.Any // the CorsPolicy of the rule's CORS filter, nil without one
 	refs                  []ruleRef
-	invalidWeight         uint32
+	invalidWeight         uint64 // at most MaxUint32 once compileRule checked the rule's weights
 	hasRefs               bool
 	// bridge, when the rule sends to one backend only (one ref, no invalid share) and its
 	// target is a bridged SSE target, is that target's bridge (target.bridge): the rule's routes
@@ -137,6 +139,9 @@ type compiledRoute struct {
 	invalidMsgs []string    // "field: message" of each invalid part of a rule
 	badRules    []string    // the fields of the rules that cannot be honoured (they answer 500)
 	problems    fieldErrors // the refusals of compileRoute and attachRoute
+	// badHosts are the refusals ("field: message") of the route's spec.hostnames: a route with
+	// one is not accepted (attachParent)
+	badHosts []string
 	// warnings are what the route's valid rules ask that Envoy does otherwise (Status.Warnings);
 	// the Accepted condition's message says them too
 	warnings fieldErrors
@@ -173,6 +178,13 @@ func (t *translation) compileRoute(cr *compiledRoute, ri *routeInfo) {
 	cr.r, cr.info, cr.key = r, ri, ri.key
 	cr.rules = inPlace(cr.oneRule[:], len(r.Spec.Rules))
 	cr.attached, cr.uses = cr.oneListener[:0], cr.oneUse[:0]
+	for i, h := range r.Spec.Hostnames {
+		if msg := routeHostnameProblem(string(h)); msg != "" {
+			f := "spec.hostnames[" + strconv.Itoa(i) + "]"
+			cr.badHosts = append(cr.badHosts, f+": "+msg)
+			cr.problems.add(KindHTTPRoute, r.Namespace, r.Name, f, msg)
+		}
+	}
 	for i := range cr.rules {
 		t.compileRule(cr, i)
 	}
@@ -263,6 +275,18 @@ func (t *translation) compileRule(cr *compiledRoute, i int) {
 	}
 	for k := range rule.BackendRefs {
 		t.resolveBackendRef(cr, c, i, k, &rule.BackendRefs[k])
+	}
+	// Envoy refuses weighted clusters whose weights sum over MaxUint32 (weighted_cluster_specifier.cc,
+	// "The sum of weights of all weighted clusters of route ... exceeds"), with the whole
+	// RouteConfiguration. Each weight is at most 1,000,000 (resolveBackendRef), so only a rule
+	// with thousands of backendRefs gets there (the CRD allows 16; files are not checked).
+	sum := c.invalidWeight
+	for _, ref := range c.refs {
+		sum += uint64(ref.weight)
+	}
+	if sum > math.MaxUint32 {
+		invalid(field()+".backendRefs", fmt.Sprintf("the weights sum to %d, over the %d Envoy takes", sum, uint64(math.MaxUint32)))
+		c.refs, c.invalidWeight = c.refs[:0], 0
 	}
 	for _, ref := range c.refs {
 		if ref.tg.mux != nil {
@@ -431,6 +455,11 @@ func compileMatch(m *gwv1.HTTPRouteMatch) (compiledMatch, string, string) {
 	}
 	out.prec.headers, out.prec.queries = len(out.m.Headers), len(out.m.QueryParameters)
 	if m.Method != nil {
+		// Gateway API's HTTPMethod is an enum: the API server refuses other methods, and
+		// Envoy would match FETCH or "get" as written (an exact :method match)
+		if *m.Method == "" || unsupported(*m.Method, httpMethods...) != "" {
+			return out, ".method", field.NotSupported(nil, string(*m.Method), httpMethods).ErrorBody()
+		}
 		out.m.Headers = append(out.m.Headers, &routev3.HeaderMatcher{Name: ":method",
 			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
 				MatchPattern: &matcherv3.StringMatcher_Exact{Exact: string(*m.Method)}}}})
@@ -438,6 +467,10 @@ func compileMatch(m *gwv1.HTTPRouteMatch) (compiledMatch, string, string) {
 	}
 	return out, "", ""
 }
+
+// httpMethods are the values of Gateway API's HTTPMethod enum.
+var httpMethods = []gwv1.HTTPMethod{gwv1.HTTPMethodGet, gwv1.HTTPMethodHead, gwv1.HTTPMethodPost, gwv1.HTTPMethodPut,
+	gwv1.HTTPMethodDelete, gwv1.HTTPMethodConnect, gwv1.HTTPMethodOptions, gwv1.HTTPMethodTrace, gwv1.HTTPMethodPatch}
 
 // stringMatch builds an Exact (default) or RegularExpression string matcher.
 func stringMatch(typ *string, value string) (*matcherv3.StringMatcher, string) {

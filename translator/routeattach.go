@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -154,6 +155,17 @@ func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentRefer
 		ps.Conditions = appendRouteRefConditions(ps.Conditions, cr, gen)
 		return ps, true
 	}
+	if len(cr.badHosts) > 0 {
+		// The whole route is refused, not only its invalid hostnames: without them a route
+		// could serve hosts it never named (a route whose only hostname is dropped serves every
+		// host of its listeners), and the API server refuses such a route as a whole (the
+		// CRD's pattern), so a Gateway API user expects none of it in force. Nothing else
+		// changes: other routes on the listener keep their hosts.
+		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), false, string(gwv1.RouteReasonUnsupportedValue),
+			"invalid hostnames, the route is not served: "+strings.Join(cr.badHosts, "; "), gen))
+		ps.Conditions = appendRouteRefConditions(ps.Conditions, cr, gen)
+		return ps, true
+	}
 	var candidates []*listenerInfo
 	for _, li := range gi.listeners {
 		if pr.SectionName != nil && string(*pr.SectionName) != string(li.l.Name) {
@@ -280,4 +292,58 @@ func (t *translation) addRoutes(gi *gatewayInfo, li *listenerInfo, cr *compiledR
 			cr.uses = append(cr.uses, ruleUse{gi: gi, li: li, cr: cr, c: c, hosts: hosts})
 		}
 	}
+}
+
+// routeHostnameProblem says why h is not a Gateway API Hostname (HTTPRoute spec.hostnames), or
+// "": an RFC 1123 DNS name, optionally with a leading "*." wildcard label, not an IP address (the
+// CRD's pattern and its documentation; its MaxLength 253). Envoy would take most such names as
+// virtual host domains (a space, a port, an empty label, "*" alone, which matches every host)
+// and route them as written, which is not what the route means to a Gateway API user. Letter case
+// is let pass, unlike the CRD's pattern: hostnames compare case-insensitively and the translator
+// lowers them.
+func routeHostnameProblem(h string) string {
+	name, wildcard := strings.CutPrefix(h, "*.")
+	if msg := preciseHostnameProblem(name); msg != "" {
+		if wildcard {
+			return "after its *. wildcard: " + msg
+		}
+		return msg
+	}
+	if isIP(name) {
+		return fmt.Sprintf("%q is an IP address: Gateway API hostnames are DNS names (a route without hostnames serves any host)", h)
+	}
+	return ""
+}
+
+// preciseHostnameProblem says why h is not a Gateway API PreciseHostname (URLRewrite and
+// RequestRedirect hostname; spec.hostnames without the wildcard), or "": at most 253 bytes of
+// dot-separated labels of 1 to 63 letters, digits and "-", neither first nor last in a label
+// (RFC 1123). Letter case is let pass (see routeHostnameProblem).
+func preciseHostnameProblem(h string) string {
+	switch {
+	case h == "":
+		return "is empty: a DNS name is required"
+	case len(h) > 253:
+		return fmt.Sprintf("is %d bytes long, over the 253 of a DNS name", len(h))
+	}
+	for i, label := range strings.Split(h, ".") {
+		switch {
+		case label == "":
+			return fmt.Sprintf("%q has an empty label: write a DNS name such as example.com (no leading, trailing or doubled dot)", h)
+		case len(label) > 63:
+			return fmt.Sprintf("label %d is %d bytes long, over the 63 of a DNS label", i+1, len(label))
+		case label[0] == '-' || label[len(label)-1] == '-':
+			return fmt.Sprintf("%q: label %q starts or ends with -", h, label)
+		}
+		for j := 0; j < len(label); j++ {
+			if c := label[j]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				what := strconv.QuoteRune(rune(c))
+				if c >= utf8.RuneSelf {
+					what = "a non-ASCII character (write an IDN in punycode, xn--...)"
+				}
+				return fmt.Sprintf("%q is not a DNS name: %s is not allowed (letters, digits, - and dots only; no port, scheme, path or wildcard)", h, what)
+			}
+		}
+	}
+	return ""
 }

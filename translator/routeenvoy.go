@@ -240,8 +240,10 @@ func (t *translation) ruleTemplate(u *ruleUse, refs []ruleRef) routeTemplate {
 		return tpl
 	}
 	var cbuf [4]*anypb.Any
-	configs := cbuf[:len(refs)]
-	if len(refs) > len(cbuf) {
+	var configs []*anypb.Any
+	if len(refs) <= len(cbuf) {
+		configs = cbuf[:len(refs)]
+	} else { // cbuf[:len(refs)] would panic: a rule may have any number of backendRefs
 		configs = make([]*anypb.Any, len(refs))
 	}
 	same, allPin := true, true
@@ -337,7 +339,7 @@ func (t *translation) ruleTemplate(u *ruleUse, refs []ruleRef) routeTemplate {
 			// It answers 500 and reaches no server: ext_proc has nothing to check, and must not
 			// audit the request as a call of the other shares' target (the route's config names it).
 			wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{
-				Name: invalidBackendCluster, Weight: wrapperspb.UInt32(c.invalidWeight), TypedPerFilterConfig: t.xds.disabledFilters})
+				Name: invalidBackendCluster, Weight: wrapperspb.UInt32(uint32(c.invalidWeight)), TypedPerFilterConfig: t.xds.disabledFilters})
 			ra.ClusterNotFoundResponseCode = routev3.RouteAction_INTERNAL_SERVER_ERROR
 		}
 		if bySource || mux {

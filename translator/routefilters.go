@@ -8,7 +8,9 @@ package translator
 import (
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -26,9 +28,9 @@ func (t *translation) applyFilter(c *compiledRule, f *gwv1.HTTPRouteFilter) (str
 		if f.RequestHeaderModifier == nil {
 			return ".requestHeaderModifier", "is required for this filter type"
 		}
-		add, rm, err := headerMods(f.RequestHeaderModifier)
+		add, rm, fld, err := headerMods(f.RequestHeaderModifier)
 		if err != "" {
-			return ".requestHeaderModifier", err
+			return ".requestHeaderModifier" + fld, err
 		}
 		c.reqAdd, c.reqRemove = append(c.reqAdd, add...), append(c.reqRemove, rm...)
 		c.reqChanges.Remove = append(c.reqChanges.Remove, rm...)
@@ -42,9 +44,9 @@ func (t *translation) applyFilter(c *compiledRule, f *gwv1.HTTPRouteFilter) (str
 		if f.ResponseHeaderModifier == nil {
 			return ".responseHeaderModifier", "is required for this filter type"
 		}
-		add, rm, err := headerMods(f.ResponseHeaderModifier)
+		add, rm, fld, err := headerMods(f.ResponseHeaderModifier)
 		if err != "" {
-			return ".responseHeaderModifier", err
+			return ".responseHeaderModifier" + fld, err
 		}
 		c.respAdd, c.respRemove = append(c.respAdd, add...), append(c.respRemove, rm...)
 	case gwv1.HTTPRouteFilterURLRewrite:
@@ -53,16 +55,20 @@ func (t *translation) applyFilter(c *compiledRule, f *gwv1.HTTPRouteFilter) (str
 			return ".urlRewrite", "is required for this filter type"
 		}
 		if u.Hostname != nil {
+			if msg := hostnameValueProblem(string(*u.Hostname)); msg != "" {
+				return ".urlRewrite.hostname", msg
+			}
 			c.hostRewrite = string(*u.Hostname)
 		}
 		if p := u.Path; p != nil {
-			switch {
-			case p.Type == gwv1.FullPathHTTPPathModifier && p.ReplaceFullPath != nil:
+			fld, msg := checkPathModifier(p)
+			if msg != "" {
+				return ".urlRewrite.path" + fld, msg
+			}
+			if p.Type == gwv1.FullPathHTTPPathModifier {
 				c.fullPath = *p.ReplaceFullPath
-			case p.Type == gwv1.PrefixMatchHTTPPathModifier && p.ReplacePrefixMatch != nil:
+			} else {
 				c.replacePrefix = p.ReplacePrefixMatch
-			default:
-				return ".urlRewrite.path", "type and its value do not agree"
 			}
 		}
 	case gwv1.HTTPRouteFilterRequestRedirect:
@@ -70,8 +76,8 @@ func (t *translation) applyFilter(c *compiledRule, f *gwv1.HTTPRouteFilter) (str
 		if rd == nil {
 			return ".requestRedirect", "is required for this filter type"
 		}
-		if err := checkRedirect(rd); err != "" {
-			return ".requestRedirect", err
+		if fld, err := checkRedirect(rd); err != "" {
+			return ".requestRedirect" + fld, err
 		}
 		c.redirect = rd
 	case gwv1.HTTPRouteFilterCORS:
@@ -98,9 +104,11 @@ func (t *translation) applyFilter(c *compiledRule, f *gwv1.HTTPRouteFilter) (str
 // own headers, which Envoy applies after the weighted cluster's.
 const reservedHeaderPrefix = "x-mcpgate-"
 
-// headerMods builds a header filter's changes. Envoy refuses a route configuration that adds or
-// removes a ":"-prefixed or host header, on requests and on responses alike.
-func headerMods(h *gwv1.HTTPHeaderFilter) ([]*corev3.HeaderValueOption, []string, string) {
+// headerMods builds a header filter's changes, or returns the field (".set[1].value") and
+// message of the first it refuses. Envoy refuses a route configuration that adds or removes a
+// ":"-prefixed or host header, on requests and on responses alike, or whose header value
+// headerValueProblem refuses.
+func headerMods(h *gwv1.HTTPHeaderFilter) ([]*corev3.HeaderValueOption, []string, string, string) {
 	var add []*corev3.HeaderValueOption
 	check := func(n string) string {
 		switch {
@@ -111,24 +119,56 @@ func headerMods(h *gwv1.HTTPHeaderFilter) ([]*corev3.HeaderValueOption, []string
 		}
 		return ""
 	}
-	for _, s := range h.Set {
-		if e := check(string(s.Name)); e != "" {
-			return nil, nil, e
+	for _, list := range [...]struct {
+		field   string
+		headers []gwv1.HTTPHeader
+		action  corev3.HeaderValueOption_HeaderAppendAction
+	}{{"set", h.Set, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD}, {"add", h.Add, corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD}} {
+		for j, s := range list.headers {
+			if e := check(string(s.Name)); e != "" {
+				return nil, nil, "", e
+			}
+			if e := headerValueProblem(s.Value); e != "" {
+				return nil, nil, "." + list.field + "[" + strconv.Itoa(j) + "].value", e
+			}
+			add = append(add, headerOption(string(s.Name), s.Value, list.action))
 		}
-		add = append(add, headerOption(string(s.Name), s.Value, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD))
-	}
-	for _, s := range h.Add {
-		if e := check(string(s.Name)); e != "" {
-			return nil, nil, e
-		}
-		add = append(add, headerOption(string(s.Name), s.Value, corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD))
 	}
 	for _, n := range h.Remove {
 		if e := check(n); e != "" {
-			return nil, nil, e
+			return nil, nil, "", e
 		}
 	}
-	return add, h.Remove, ""
+	return add, h.Remove, "", ""
+}
+
+// maxHeaderValue is the longest header value Envoy takes: HeaderValue.value's max_bytes, the
+// limit contract.MaxMetadataValue puts on ext_proc's metadata values.
+const maxHeaderValue = contract.MaxMetadataValue
+
+// headerValueProblem says why Envoy would refuse v as a header value, or "". It is the one check
+// of every string the translator copies from its input into a header value (HeaderValue.value:
+// an HTTPRoute's header changes, an AI backend's Authorization from a Secret) or into a field
+// Envoy checks alike (host_redirect, path_redirect, prefix_rewrite, host_rewrite_literal, a regex
+// rewrite's substitution), as go-control-plane's ValidateAll does (base.proto's
+// `well_known_regex: HTTP_HEADER_VALUE, strict: false`, `^[^\x00\n\r]*$`, and max_bytes 16384):
+// no NUL, CR or LF, at most 16384 bytes as Envoy gets it (each "%" written "%%", headerOption),
+// and valid UTF-8, which a proto string must be (proto.Marshal fails otherwise, and the xDS
+// server leaves the whole RouteConfiguration out). Envoy refusing one of them NACKs the whole
+// RouteConfiguration of a port: no route of any tenant on it updates until it is gone. The
+// message never quotes v, which may be a Secret's.
+func headerValueProblem(v string) string {
+	if !utf8.ValidString(v) {
+		return "is not valid UTF-8, which Envoy's configuration cannot carry"
+	}
+	if i := strings.IndexAny(v, "\x00\r\n"); i >= 0 {
+		name := map[byte]string{0: "a NUL", '\r': "a carriage return (CR)", '\n': "a line feed (LF)"}[v[i]]
+		return fmt.Sprintf("has %s at byte %d: Envoy refuses NUL, CR and LF in a header value", name, i)
+	}
+	if n := len(v) + strings.Count(v, "%"); n > maxHeaderValue {
+		return fmt.Sprintf("is %d bytes long as Envoy gets it (each %% written %%%%), over the %d it takes in a header value", n, maxHeaderValue)
+	}
+	return ""
 }
 
 // modifiableHeader tells whether Envoy lets a route add or remove header n (its
@@ -162,26 +202,62 @@ func redirectCode(status int) (routev3.RedirectAction_RedirectResponseCode, bool
 	return 0, false
 }
 
-// checkRedirect returns why a RequestRedirect cannot be honoured, or "".
-func checkRedirect(rd *gwv1.HTTPRequestRedirectFilter) string {
+// checkRedirect returns the field (a suffix of the filter's, "" for the filter) and the reason
+// why a RequestRedirect cannot be honoured, or "", "".
+func checkRedirect(rd *gwv1.HTTPRequestRedirectFilter) (string, string) {
 	if rd.Scheme != nil && *rd.Scheme != "http" && *rd.Scheme != "https" {
-		return fmt.Sprintf("scheme %q is not supported (http, https)", *rd.Scheme)
+		return ".scheme", fmt.Sprintf("scheme %q is not supported (http, https)", *rd.Scheme)
+	}
+	if rd.Hostname != nil {
+		if msg := hostnameValueProblem(string(*rd.Hostname)); msg != "" {
+			return ".hostname", msg
+		}
 	}
 	if rd.Port != nil && (*rd.Port < 1 || *rd.Port > 65535) {
-		return fmt.Sprintf("port %d is out of range", *rd.Port)
+		return ".port", fmt.Sprintf("port %d is out of range", *rd.Port)
 	}
 	if p := rd.Path; p != nil {
-		if !(p.Type == gwv1.FullPathHTTPPathModifier && p.ReplaceFullPath != nil) &&
-			!(p.Type == gwv1.PrefixMatchHTTPPathModifier && p.ReplacePrefixMatch != nil) {
-			return "path: type and its value do not agree"
+		if fld, msg := checkPathModifier(p); msg != "" {
+			return ".path" + fld, msg
 		}
 	}
 	if rd.StatusCode != nil {
 		if _, ok := redirectCode(*rd.StatusCode); !ok {
-			return fmt.Sprintf("statusCode %d is not supported (301, 302, 303, 307, 308)", *rd.StatusCode)
+			return ".statusCode", fmt.Sprintf("statusCode %d is not supported (301, 302, 303, 307, 308)", *rd.StatusCode)
 		}
 	}
-	return ""
+	return "", ""
+}
+
+// hostnameValueProblem says why a URLRewrite or RequestRedirect hostname cannot be honoured, or
+// "": Envoy must take it (headerValueProblem: it becomes host_rewrite_literal or host_redirect)
+// and it must be a Gateway API PreciseHostname.
+func hostnameValueProblem(h string) string {
+	if msg := headerValueProblem(h); msg != "" {
+		return msg
+	}
+	return preciseHostnameProblem(h)
+}
+
+// checkPathModifier returns the field (a suffix of the modifier's) and the reason why a
+// URLRewrite or RequestRedirect path cannot be honoured, or "", "": its type and value must agree,
+// and Envoy must take the value (headerValueProblem: it becomes a regex rewrite's substitution, a
+// path_redirect or a prefix_rewrite).
+func checkPathModifier(p *gwv1.HTTPPathModifier) (string, string) {
+	var fld string
+	var v *string
+	switch {
+	case p.Type == gwv1.FullPathHTTPPathModifier && p.ReplaceFullPath != nil:
+		fld, v = ".replaceFullPath", p.ReplaceFullPath
+	case p.Type == gwv1.PrefixMatchHTTPPathModifier && p.ReplacePrefixMatch != nil:
+		fld, v = ".replacePrefixMatch", p.ReplacePrefixMatch
+	default:
+		return "", "type and its value do not agree"
+	}
+	if msg := headerValueProblem(*v); msg != "" {
+		return fld, msg
+	}
+	return "", ""
 }
 
 // redirectAction builds a checked RequestRedirect for a listener on listenerPort. The port of

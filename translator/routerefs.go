@@ -29,6 +29,9 @@ func backendRefOf(ns string, ref *gwv1.BackendObjectReference) (group, kind stri
 	return group, kind, key(ns, string(ref.Name))
 }
 
+// maxWeight is the largest backendRef weight Gateway API allows.
+const maxWeight = 1_000_000
+
 // resolveBackendRef adds a backendRef to the rule, or records why it is invalid; an invalid
 // ref's weight answers 500.
 func (t *translation) resolveBackendRef(cr *compiledRoute, c *compiledRule, rule, index int, ref *gwv1.HTTPBackendRef) {
@@ -38,20 +41,30 @@ func (t *translation) resolveBackendRef(cr *compiledRoute, c *compiledRule, rule
 	if ref.Weight != nil {
 		weight = *ref.Weight
 	}
-	fail := func(reason, msg string) {
+	failField := func(suffix, reason, msg string) {
 		if cr.refReason == "" {
 			cr.refReason = reason
 		}
-		field := "spec.rules[" + strconv.Itoa(rule) + "].backendRefs[" + strconv.Itoa(index) + "]"
+		field := "spec.rules[" + strconv.Itoa(rule) + "].backendRefs[" + strconv.Itoa(index) + "]" + suffix
 		cr.refMsgs = append(cr.refMsgs, field+": "+msg)
 		cr.problems.add(KindHTTPRoute, r.Namespace, r.Name, field, msg)
 		if weight > 0 {
-			c.invalidWeight += uint32(weight)
+			c.invalidWeight += uint64(weight)
 		}
 	}
-	if weight < 0 {
+	fail := func(reason, msg string) { failField("", reason, msg) }
+	// A weight out of Gateway API's range (0 to 1,000,000) refuses the ref; its share answers 500
+	// as the nearest weight in range asks (a negative one none, a larger one 1,000,000), as an
+	// invalid ref's does. The bound keeps a rule's weights far from Envoy's limit on their sum
+	// (compileRule checks it all the same).
+	switch {
+	case weight < 0:
 		weight = 0
-		fail(string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("weight %d must not be negative", *ref.Weight))
+		failField(".weight", string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("%d must not be negative", *ref.Weight))
+		return
+	case weight > maxWeight:
+		weight = maxWeight
+		failField(".weight", string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("%d is over the maximum of %d (Gateway API)", *ref.Weight, maxWeight))
 		return
 	}
 	group, kind, obj := backendRefOf(r.Namespace, &ref.BackendObjectReference)
