@@ -150,20 +150,20 @@ func TestTranslateMaxBodyBytes(t *testing.T) {
 	}
 }
 
-// severalTargets is a backend with two MCP targets of one name: the mux cannot tell them apart
-// by their prefix, so Envoy routes the first only.
+// severalTargets is a backend with two MCP targets, the first with a name the mux cannot prefix
+// tools with ("_" separates a prefix), so Envoy routes the first only.
 const severalTargets = `apiVersion: agentgateway.dev/v1alpha1
 kind: AgentgatewayBackend
 metadata: {name: several, namespace: tools}
 spec:
   mcp:
     targets:
-    - {name: tools, static: {host: 10.9.0.1, port: 3000}}
+    - {name: my_tools, static: {host: 10.9.0.1, port: 3000}}
     - {name: tools, static: {host: 10.9.0.2, port: 3000, protocol: SSE}}
 `
 
 // severalTargetsWarning is the translator's warning about severalTargets, after FILE: .
-const severalTargetsWarning = "AgentgatewayBackend tools/several: spec.mcp.targets[1]: not multiplexed: two targets are named tools (spec.mcp.targets[0] and [1]): a prefix must name one; only the first target (tools) is routed, tools not"
+const severalTargetsWarning = `AgentgatewayBackend tools/several: spec.mcp.targets[0].name: not multiplexed: target my_tools (spec.mcp.targets[0]) does not fit the mux: name "my_tools": want a name without any of "_+,:"; only the first target, my_tools (spec.mcp.targets[0]), is routed; not routed: tools (spec.mcp.targets[1])`
 
 // TestTranslateWarnings: what is accepted but not applied as written (a backend's MCP targets
 // after the first) is a warning on stderr naming file, object and field; the exit is 0.

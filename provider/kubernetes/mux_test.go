@@ -141,9 +141,9 @@ spec:
 		})
 		eventually(t, "the backend's status warns, naming the field", func() error {
 			msg, err := backendAccepted(t, backend, "MCP target alpha_tools: streamable-http at /alpha/mcp",
-				`spec.mcp.targets[0].selector: not multiplexed: target alpha_tools does not fit the mux: name "alpha_tools"`,
+				`spec.mcp.targets[0].selector: not multiplexed: target alpha_tools (Service mux/alpha port 3001 of spec.mcp.targets[0].selector) does not fit the mux: name "alpha_tools"`,
 				`its annotations agentgateway.dev/mcp-target-name and agentgateway.dev/mcp-path`,
-				"only the first target (alpha_tools) is routed, remote not")
+				"only the first target, alpha_tools (Service mux/alpha port 3001 of spec.mcp.targets[0].selector), is routed; not routed: remote (spec.mcp.targets[1])")
 			if err == nil && strings.Contains(msg, multiplexed) {
 				return fmt.Errorf("Accepted message %q says multiplexed", msg)
 			}
