@@ -263,12 +263,13 @@ type object struct {
 func parseFile(name string, data []byte, cat *catalog) *fileObjects {
 	f := &fileObjects{name: name, data: data}
 	d := decoder{cat: cat, file: f}
-	docs, err := splitDocuments(data)
-	for i, doc := range docs {
-		d.loadDocument(Location{File: name, Document: i + 1}, doc)
-	}
-	if err != nil {
-		d.fail(Location{File: name, Document: len(docs) + 1}, translator.ObjectKey{}, "", "cannot split the YAML documents: "+err.Error())
+	for i, doc := range splitDocuments(data) {
+		loc := Location{File: name, Document: i + 1}
+		if doc.err != "" {
+			d.fail(loc, translator.ObjectKey{}, "", doc.err)
+			continue
+		}
+		d.loadDocument(loc, doc)
 	}
 	return f
 }
@@ -277,14 +278,20 @@ func parseFile(name string, data []byte, cat *catalog) *fileObjects {
 type document struct {
 	line int
 	data []byte
+	// err says why the document is not read: it starts with a separator line that kubectl
+	// refuses ("--- x"), so where it starts is not known
+	err string
 }
 
 // splitDocuments splits a file's content into YAML documents as kubectl does
 // (k8s.io/apimachinery/pkg/util/yaml.YAMLReader: a line starting with "---" ends a document when
-// one has begun, and only a comment may follow it; a leading "---" belongs to the first
-// document; every line ends with a newline), keeping the line each starts on so that YAML
-// errors can name file lines.
-func splitDocuments(data []byte) ([]document, error) {
+// one has begun, and only spaces or a comment may follow the "---"; a leading "---" belongs to
+// the first document; every line ends with a newline), keeping the line each starts on so that
+// YAML errors can name file lines. Where YAMLReader stops at a line starting with "---" that
+// other text follows ("--- x", "----"), splitDocuments ends the document before it there too,
+// and returns the document the line starts with its err set, naming the line: the documents
+// before and after it are read.
+func splitDocuments(data []byte) []document {
 	var docs []document
 	var cur document
 	for n, rest := 1, data; len(rest) > 0; n++ {
@@ -298,7 +305,13 @@ func splitDocuments(data []byte) ([]document, error) {
 		}
 		if sep, ok := bytes.CutPrefix(line, []byte("---")); ok {
 			if t := bytes.TrimSpace(sep); len(t) > 0 && t[0] != '#' {
-				return docs, fmt.Errorf("line %d: invalid YAML document separator: %s", n, t)
+				if len(cur.data) > 0 {
+					docs = append(docs, cur)
+				}
+				cur = document{line: n, data: line, err: fmt.Sprintf(
+					"line %d: invalid YAML document separator %q: only spaces or a comment may follow \"---\" on its line; the document it starts is not read",
+					n, bytes.TrimRight(line, "\r\n"))}
+				continue
 			}
 			if len(cur.data) > 0 {
 				docs = append(docs, cur)
@@ -314,7 +327,7 @@ func splitDocuments(data []byte) ([]document, error) {
 	if len(cur.data) > 0 {
 		docs = append(docs, cur)
 	}
-	return docs, nil
+	return docs
 }
 
 // merge joins the objects of files in order. An object defined in two places is an error; the

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -36,12 +38,11 @@ func TestSplitDocumentsAsKubectl(t *testing.T) {
 			}
 			want = append(want, string(doc))
 		}
-		docs, err := splitDocuments([]byte(in))
-		if err != nil {
-			t.Fatalf("%q: %v", in, err)
-		}
 		var got []string
-		for _, d := range docs {
+		for _, d := range splitDocuments([]byte(in)) {
+			if d.err != "" {
+				t.Fatalf("%q: %s", in, d.err)
+			}
 			got = append(got, string(d.data))
 			if first := strings.SplitAfter(in, "\n")[d.line-1]; !strings.HasPrefix(string(d.data), first) {
 				t.Errorf("%q: document %q says it starts on line %d, which is %q", in, d.data, d.line, first)
@@ -51,12 +52,61 @@ func TestSplitDocumentsAsKubectl(t *testing.T) {
 			t.Errorf("%q: documents %q, want %q (YAMLReader)", in, got, want)
 		}
 	}
-	for _, in := range []string{"a: 1\n--- b: 2\n", "--- {a: 1}\n", "a: 1\n----\nb: 2\n"} {
-		_, err := splitDocuments([]byte(in))
-		_, rerr := readAll(in)
-		if err == nil || rerr == nil {
-			t.Errorf("%q: error %v, YAMLReader's %v; want both to refuse the separator", in, err, rerr)
+	// YAMLReader refuses a line starting with "---" that other text follows, and stops there;
+	// splitDocuments refuses the document that line starts, naming the line, and keeps the
+	// documents before and after it
+	for _, c := range []struct {
+		in   string
+		line int      // of the refused separator
+		bad  int      // the refused document's index
+		good []string // the other documents
+	}{
+		{"a: 1\n--- b: 2\n", 2, 1, []string{"a: 1\n"}},
+		{"--- {a: 1}\n", 1, 0, nil},
+		{"a: 1\n----\nb: 2\n---\nc: 3\n", 2, 1, []string{"a: 1\n", "c: 3\n"}},
+		{"a: 1\nb: 2\n---\nc: 3\n--- x\nd: 4\n---\ne: 5\n", 5, 2, []string{"a: 1\nb: 2\n", "c: 3\n", "e: 5\n"}},
+	} {
+		if _, rerr := readAll(c.in); rerr == nil {
+			t.Errorf("%q: YAMLReader reads it; want it to refuse the separator", c.in)
 		}
+		var good []string
+		docs := splitDocuments([]byte(c.in))
+		for i, d := range docs {
+			switch {
+			case i == c.bad:
+				if want := fmt.Sprintf("line %d: invalid YAML document separator", c.line); !strings.HasPrefix(d.err, want) || d.line != c.line {
+					t.Errorf("%q: document %d: line %d, error %q; want it refused: %q", c.in, i+1, d.line, d.err, want)
+				}
+			case d.err != "":
+				t.Errorf("%q: document %d: %s", c.in, i+1, d.err)
+			default:
+				good = append(good, string(d.data))
+			}
+		}
+		if c.bad >= len(docs) || !slices.Equal(good, c.good) {
+			t.Errorf("%q: documents %q, want %q and the refused one at index %d", c.in, good, c.good, c.bad)
+		}
+	}
+}
+
+// TestBadSeparatorKeepsTheOtherDocuments: a separator line kubectl refuses ("--- x") loses only
+// the document it starts, and the error names the file line.
+func TestBadSeparatorKeepsTheOtherDocuments(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "three.yaml")
+	write(t, f, "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n--- x\n"+
+		"apiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec: {ports: [{port: 80}]}\n---\n"+
+		"apiVersion: v1\nkind: Service\nmetadata: {name: c}\nspec: {ports: [{port: 80}]}\n")
+	res, _, err := Load(f)
+	want := f + `: document 2: line 5: invalid YAML document separator "--- x"`
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("error %v\nwant it to start with %q", err, want)
+	}
+	var names []string
+	for _, s := range res.Services {
+		names = append(names, s.Name)
+	}
+	if !slices.Equal(names, []string{"a", "c"}) {
+		t.Fatalf("services %q, want a and c (b follows the refused separator)", names)
 	}
 }
 
