@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -104,7 +105,7 @@ type Error struct {
 func (e *Error) Error() string {
 	s := fmt.Sprintf("%s: document %d", e.File, e.Document)
 	if e.Object.Kind != "" {
-		s += ": " + e.Object.String()
+		s += ": " + strings.TrimSuffix(e.Object.String(), " ") // a kind without namespace and name: "Service"
 	}
 	if e.Field != "" {
 		s += ": " + e.Field
@@ -411,7 +412,7 @@ func (d *decoder) loadJSON(loc Location, js []byte) {
 	var h typeHeader
 	if err := kjson.UnmarshalCaseSensitivePreserveInts(js, &h); err != nil {
 		field, msg := decodeError(js, err, new(typeHeader))
-		d.fail(loc, translator.ObjectKey{}, field, "not a Kubernetes object: "+msg)
+		d.fail(loc, d.readableKey(js), field, "not a Kubernetes object: "+msg)
 		return
 	}
 	if h.APIVersion == "v1" && h.Kind == "List" {
@@ -463,6 +464,32 @@ func (d *decoder) loadJSON(loc Location, js []byte) {
 	d.file.objects = append(d.file.objects, object{key: obj, loc: loc, value: scratch})
 }
 
+// readableKey returns what can be read of the key of js, a document whose header does not
+// decode: its kind and the namespace and name that are strings (a namespace not given is
+// defaulted as for an object that loads); the zero key when its kind is not a string.
+func (d *decoder) readableKey(js []byte) translator.ObjectKey {
+	var h struct {
+		APIVersion, Kind json.RawMessage
+		Metadata         struct{ Name, Namespace json.RawMessage }
+	}
+	_ = json.Unmarshal(js, &h)
+	str := func(raw json.RawMessage) string {
+		var s string
+		_ = json.Unmarshal(raw, &s)
+		return s
+	}
+	obj := translator.ObjectKey{Kind: str(h.Kind), Namespace: str(h.Metadata.Namespace), Name: str(h.Metadata.Name)}
+	if obj.Kind == "" {
+		return translator.ObjectKey{}
+	}
+	if ki, ok := d.cat.read[str(h.APIVersion)+"/"+obj.Kind]; ok && !ki.namespaced {
+		obj.Namespace = ""
+	} else if ok && h.Metadata.Namespace == nil { // not given (a namespace that is not a string is not "default")
+		obj.Namespace = DefaultNamespace
+	}
+	return obj
+}
+
 // yamlLine matches the line numbers of YAML parser errors, which count from a document's start.
 var yamlLine = regexp.MustCompile(`\bline (\d+)`)
 
@@ -490,15 +517,115 @@ func splitStrict(msg string) (string, string) {
 
 // decodeError describes err, an error decoding doc into a value like into: for a value of the
 // wrong JSON type, the field with its indices (spec.rules[0].backendRefs[0].name) and what the
-// field must be; else no field and the error's text.
+// field must be; for a value of the right type that its type refuses (a duration that does not
+// parse, data that is not base64), the field and the error's text; else no field and the
+// error's text.
 func decodeError(doc []byte, err error, into any) (field, msg string) {
 	// sigs.k8s.io/json's errors carry the Go path without indices; the standard library's say
 	// where in doc the value ends
 	var te *json.UnmarshalTypeError
+	msg = strings.TrimPrefix(err.Error(), "json: ")
 	if !errors.As(json.Unmarshal(doc, into), &te) {
-		return "", strings.TrimPrefix(err.Error(), "json: ")
+		field, _ = refusedValue(doc, reflect.TypeOf(into), msg)
+		return field, msg
 	}
 	return pathAt(doc, te.Offset), fmt.Sprintf("must be %s, not %s", jsonTypeOf(te.Type), jsonValueName(te.Value))
+}
+
+// refusedValue returns the path of the first value of doc (a JSON value that decodes into a t)
+// that a type refuses with msg when decoded on its own: a value of a type that decodes itself
+// (json.Unmarshaler: a duration, a quantity) or of a []byte (base64). ok is false when there is
+// none. Object members are tried in name order, map members in key order.
+func refusedValue(doc []byte, t reflect.Type, msg string) (path string, ok bool) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	refuses := func() bool {
+		err := json.Unmarshal(doc, reflect.New(t).Interface())
+		return err != nil && strings.Contains(err.Error(), msg)
+	}
+	if reflect.PointerTo(t).Implements(reflect.TypeFor[json.Unmarshaler]()) ||
+		t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Uint8 {
+		return "", refuses()
+	}
+	join := func(name, sub string) string {
+		if sub == "" || sub[0] == '[' {
+			return name + sub
+		}
+		return name + "." + sub
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		var members map[string]json.RawMessage
+		if json.Unmarshal(doc, &members) != nil {
+			return "", false
+		}
+		fields := jsonFields(t)
+		for _, name := range slices.Sorted(maps.Keys(members)) {
+			if ft, found := fields[name]; found {
+				if sub, ok := refusedValue(members[name], ft, msg); ok {
+					return join(name, sub), true
+				}
+			}
+		}
+	case reflect.Map:
+		var members map[string]json.RawMessage
+		if json.Unmarshal(doc, &members) != nil {
+			return "", false
+		}
+		for _, name := range slices.Sorted(maps.Keys(members)) {
+			if sub, ok := refusedValue(members[name], t.Elem(), msg); ok {
+				return join(name, sub), true
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		var items []json.RawMessage
+		if json.Unmarshal(doc, &items) != nil {
+			return "", false
+		}
+		for i, item := range items {
+			if sub, ok := refusedValue(item, t.Elem(), msg); ok {
+				return join(fmt.Sprintf("[%d]", i), sub), true
+			}
+		}
+	}
+	return "", false
+}
+
+// jsonFields returns the types of the JSON members of struct type t by name, the members of
+// embedded structs without a name of their own (`json:",inline"`) included.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		ft := f.Type
+		if name == "" && f.Anonymous {
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				for n, sub := range jsonFields(ft) {
+					if _, taken := out[n]; !taken {
+						out[n] = sub
+					}
+				}
+				continue
+			}
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out[name] = ft
+	}
+	return out
 }
 
 // pathAt returns the path (a.b[2].c) of the first JSON value of doc that ends at or after

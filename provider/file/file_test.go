@@ -164,7 +164,7 @@ spec:
 		f + ": document 4: Service nokind: apiVersion and kind are required",
 		f + ": document 5: AgentgatewayBackend ns/: metadata.name: a name is required",
 		f + ": document 6: Gateway default/gw: defined again; the definition in " + f + " (document 2) is used",
-		f + ": document 7: metadata.name: not a Kubernetes object: must be a string, not a number",
+		f + ": document 7: Service default/: metadata.name: not a Kubernetes object: must be a string, not a number",
 		f + ": document 9: HTTPRoute ns/typed: spec.rules[1].backendRefs[1].name: must be a string, not a boolean",
 		f + ": document 10: AgentgatewayBackend ns/typed: spec.mcp.targets[0].static.port: must be an integer, not a string",
 		f + ": document 11: Gateway ns/typed: spec.listeners: must be a list, not an object",
@@ -182,6 +182,56 @@ spec:
 	if len(res.Gateways) != 1 || len(res.HTTPRoutes) != 0 || len(res.Services) != 0 {
 		t.Fatalf("loaded %d gateways, %d routes, %d services; want the one good Gateway only",
 			len(res.Gateways), len(res.HTTPRoutes), len(res.Services))
+	}
+}
+
+// TestDecodeErrorsNameTheField: a value of the right JSON type that its type refuses (a
+// duration that does not parse, Secret data that is not base64) is named by its field, as is
+// a wrong type in the object's header, with the kind when it can be read.
+func TestDecodeErrorsNameTheField(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "bad.yaml")
+	write(t, f, `apiVersion: agentgateway.dev/v1alpha1
+kind: AgentgatewayPolicy
+metadata: {name: p14, namespace: agentgateway-system}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: agentgateway}]
+  traffic:
+    jwtAuthentication:
+      providers:
+      - {issuer: x, jwks: {remote: {url: "https://x.example/jwks", cacheDuration: 10m}}}
+      - {issuer: y, jwks: {remote: {url: "https://y.example/jwks", cacheDuration: banana}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: s1, namespace: ns}
+data: {a: "b2s=", k: "!!!notbase64"}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: [c]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: s, namespace: 3}
+---
+apiVersion: [v1]
+kind: Service
+metadata: {name: s2}
+`)
+	_, _, err := Load(f)
+	if err == nil {
+		t.Fatal("Load: no error")
+	}
+	for _, want := range []string{
+		f + `: document 1: AgentgatewayPolicy agentgateway-system/p14: spec.traffic.jwtAuthentication.providers[1].jwks.remote.cacheDuration: time: invalid duration "banana"`,
+		f + ": document 2: Secret ns/s1: data.k: illegal base64 data at input byte 0",
+		f + ": document 3: GatewayClass: metadata.name: not a Kubernetes object: must be a string, not a list",
+		f + ": document 4: Service s: metadata.namespace: not a Kubernetes object: must be a string, not a number",
+		f + ": document 5: Service s2: apiVersion: not a Kubernetes object: must be a string, not a list",
+	} {
+		if !strings.Contains(err.Error()+"\n", want+"\n") {
+			t.Errorf("error lacks %q:\n%s", want, err)
+		}
 	}
 }
 
