@@ -1,7 +1,8 @@
 // Package file reads the translator's input from YAML manifests on disk and watches them.
 //
 // Load reads files and directories (the *.yaml and *.yml files directly in a directory, not
-// below it), each possibly holding several documents separated by "---", and decodes the kinds
+// below it, that are regular files: a named pipe there is skipped), each file once and at most
+// MaxFileBytes, each possibly holding several documents separated by "---", and decodes the kinds
 // the translator knows strictly: an unknown or duplicate field is an error naming the file, the
 // document, the object and the field. Kinds mcpgate does not read (a Deployment next to its
 // Service) are skipped with a warning; a kind or apiVersion that is a mistake (a typo in a
@@ -11,9 +12,11 @@ package file
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -23,6 +26,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -57,7 +62,9 @@ func (l Location) String() string { return fmt.Sprintf("%s (document %d)", l.Fil
 // Sources says where each loaded object came from, and what Load skipped.
 type Sources struct {
 	objects map[translator.ObjectKey]Location
-	// Warnings are the documents skipped because their kind is not one mcpgate reads.
+	// Warnings are the documents skipped because their kind is not one mcpgate reads, and the
+	// files of the paths skipped: a file of a directory that is not a regular file, a file named
+	// twice.
 	Warnings []string
 	// Changed are the files (of a Cache.Load) whose content is new since the served one and
 	// that have a served content to go back to (see Cache.HoldBack). New files are not in it.
@@ -198,13 +205,47 @@ func Load(paths ...string) (*translator.Resources, Sources, error) {
 	return c.Load(paths...)
 }
 
-// expand lists the files of paths: files as given, directories' *.yaml and *.yml in name order.
-// A path that cannot be stat'ed is an error, unless previous lists files read from it before
-// (the file itself, or the files of a directory): then those are listed, and reading them says
-// what is wrong.
-func expand(paths []string, previous func(string) []string) ([]string, error) {
-	var files []string
+// MaxFileBytes is the most a manifest file may hold (16 MiB): a larger one is refused with an
+// error naming it and the limit, and not read further, so that a mistake (-f /dev/zero, a log
+// named *.yaml) cannot exhaust memory. Under Watch it keeps its last good version, as a file
+// with errors does.
+const MaxFileBytes = 16 << 20
+
+// listing is the files of paths that Load reads.
+type listing struct {
+	// files are the files as named or joined to their directory, each file once
+	files []string
+	// named are the files (of files) named in paths themselves, not found in a directory
+	named map[string]bool
+	// skipped say which files were left out and why: "FILE: skipped: ..."
+	skipped []string
+}
+
+// expand lists the files of paths: files as given, directories' *.yaml and *.yml in name order,
+// of those only the regular files (and links to regular files): a named pipe or a device in a
+// directory is skipped, never opened (reading it could block or never end). A file named twice
+// (a file named and found in a directory named, or through a link) is listed once, where it comes
+// first. A path that cannot be stat'ed is an error, unless previous lists files read from it
+// before (the file itself, or the files of a directory): then those are listed, and reading them
+// says what is wrong.
+func expand(paths []string, previous func(string) []string) (listing, error) {
+	l := listing{named: map[string]bool{}}
 	var errs []error
+	first := map[string]string{} // the files listed, by identity: the name they were listed as
+	add := func(name string, named bool) {
+		id := identity(name)
+		if f, dup := first[id]; dup {
+			if f != name {
+				l.skipped = append(l.skipped, name+": skipped: the same file as "+f+", which is read once")
+			}
+			return
+		}
+		first[id] = name
+		l.files = append(l.files, name)
+		if named {
+			l.named[name] = true
+		}
+	}
 	for _, p := range paths {
 		fi, err := os.Stat(p)
 		if err != nil {
@@ -215,11 +256,13 @@ func expand(paths []string, previous func(string) []string) ([]string, error) {
 			if len(before) == 0 {
 				errs = append(errs, fmt.Errorf("%s: %w", p, err))
 			}
-			files = append(files, before...)
+			for _, name := range before {
+				add(name, name == p)
+			}
 			continue
 		}
 		if !fi.IsDir() {
-			files = append(files, p)
+			add(p, true)
 			continue
 		}
 		entries, err := os.ReadDir(p)
@@ -229,14 +272,106 @@ func expand(paths []string, previous func(string) []string) ([]string, error) {
 		}
 		var names []string
 		for _, e := range entries {
-			if !e.IsDir() && isManifest(e.Name()) {
-				names = append(names, filepath.Join(p, e.Name()))
+			if e.IsDir() || !isManifest(e.Name()) {
+				continue
 			}
+			name := filepath.Join(p, e.Name())
+			mode := e.Type()
+			if mode&os.ModeSymlink != 0 {
+				if fi, err := os.Stat(name); err == nil { // else reading it says what is wrong
+					mode = fi.Mode()
+				}
+			}
+			if what := notRegular(mode); what != "" {
+				l.skipped = append(l.skipped, name+": skipped: "+what+": only regular files are read in a directory")
+				continue
+			}
+			names = append(names, name)
 		}
 		sort.Strings(names)
-		files = append(files, names...)
+		for _, name := range names {
+			add(name, false)
+		}
 	}
-	return files, errors.Join(errs...)
+	return l, errors.Join(errs...)
+}
+
+// identity returns what tells one file from another: its absolute path with links resolved
+// (its absolute or given path when that fails).
+func identity(name string) string {
+	abs, err := filepath.Abs(name)
+	if err != nil {
+		return name
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		return real
+	}
+	return abs
+}
+
+// notRegular describes a file of mode that is not a regular file ("a named pipe"); "" for a
+// regular file or a link.
+func notRegular(mode os.FileMode) string {
+	switch {
+	case mode.IsRegular() || mode&os.ModeSymlink != 0:
+		return ""
+	case mode.IsDir():
+		return "a directory"
+	case mode&os.ModeNamedPipe != 0:
+		return "not a regular file (a named pipe)"
+	case mode&os.ModeSocket != 0:
+		return "not a regular file (a socket)"
+	case mode&os.ModeDevice != 0:
+		return "not a regular file (a device)"
+	}
+	return "not a regular file"
+}
+
+// readFile reads the manifest file name, refusing one larger than MaxFileBytes. It never blocks
+// opening the file, and reads a regular file to its end. A file that is not regular (a pipe from
+// the shell's -f <(...), a device) is read only when named in the paths (named): to the end of
+// what its writers write, or until ctx ends; once reports that it was such a file, which cannot
+// be read again (a pipe drained). A file of a directory that is not regular (any more) is an
+// error: it is not read.
+func readFile(ctx context.Context, name string, named bool) (data []byte, once bool, err error) {
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, false, err
+	}
+	var r io.Reader = f
+	switch what := notRegular(fi.Mode()); {
+	case what == "":
+		if fi.Size() > MaxFileBytes {
+			return nil, false, tooLarge(name)
+		}
+	case named && !fi.IsDir():
+		once = true
+		// reading a pipe waits for its writers: ctx ends the wait (a deadline in the past;
+		// a device that cannot have one does not wait)
+		stop := context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(time.Unix(1, 0)) })
+		defer stop()
+	case fi.IsDir():
+		return nil, false, fmt.Errorf("%s: a directory: not read", name)
+	default:
+		return nil, false, fmt.Errorf("%s: %s: only regular files are read in a directory", name, what)
+	}
+	data, err = io.ReadAll(io.LimitReader(r, MaxFileBytes+1))
+	if err != nil {
+		return nil, once, fmt.Errorf("%s: %w", name, err)
+	}
+	if len(data) > MaxFileBytes {
+		return nil, once, tooLarge(name)
+	}
+	return data, once, nil
+}
+
+func tooLarge(name string) error {
+	return fmt.Errorf("%s: larger than the %d MiB a manifest file may hold (MaxFileBytes): not read", name, MaxFileBytes>>20)
 }
 
 func isManifest(name string) bool {

@@ -34,7 +34,10 @@ const DebounceLimit = time.Second
 // served, and Sources.Kept says so too. Files whose content did not change are not decoded again.
 // A file named in paths that disappears also keeps its last served content until it is back, and
 // so do the files of a directory named in paths that disappears (removed or renamed) until the
-// directory is back; a file removed from a named directory takes its objects with it.
+// directory is back; a file removed from a named directory takes its objects with it. A file
+// named in paths that is not a regular file (a pipe: the shell's -f <(cat extra.yaml)) is read
+// once, at the first load, and keeps that content: a pipe gives its content once. Reading a
+// pipe waits at most until ctx ends; a named pipe in a directory is not opened (see Load).
 //
 // fn returns the files, among Sources.Changed, whose new content must not be served (the
 // pipeline refuses what translating it adds): Watch calls fn again at once with those files at
@@ -91,7 +94,7 @@ func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, S
 			_ = w.Add(abs)
 		}
 	}
-	var cache Cache
+	cache := Cache{ctx: ctx}
 	load := func() {
 		res, src, err := cache.Load(paths...)
 		for {
@@ -151,6 +154,10 @@ type Cache struct {
 	files map[string]*cachedFile
 	order []string // the files of the last Load, in Load's order
 	errs  []error  // the errors of the last Load that are not one file's
+	// skipped are the notes of the last Load on the files of the paths that it does not read
+	skipped []string
+	// ctx ends the reading of a pipe (Watch's); nil: context.Background()
+	ctx context.Context
 	// chosenIn and servedIn say which file's definition of each object the last Load or
 	// HoldBack returned and the last Commit served.
 	chosenIn, servedIn map[translator.ObjectKey]string
@@ -158,6 +165,9 @@ type Cache struct {
 
 type cachedFile struct {
 	current *fileObjects // the file's content when last read
+	// once: the file is not a regular file (a pipe named in paths): its content was read once and
+	// is not read again, as a pipe gives its content once
+	once bool
 	// served is the last good content: the content at the last Commit that loaded without
 	// errors; nil if there was none (a new file, or one that never loaded without errors)
 	served *fileObjects
@@ -177,22 +187,29 @@ func (c *Cache) Load(paths ...string) (*translator.Resources, Sources, error) {
 	// mistake) keeps its served content like a file with errors, and so do the files of a
 	// directory named in paths that disappears; a file removed from a directory takes its
 	// objects with it
-	names, err := expand(paths, c.previous)
-	c.order, c.errs = names, []error{err}
-	seen := make(map[string]bool, len(names))
-	for _, name := range names {
+	l, err := expand(paths, c.previous)
+	c.order, c.errs, c.skipped = l.files, []error{err}, l.skipped
+	seen := make(map[string]bool, len(l.files))
+	ctx := c.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	for _, name := range l.files {
 		seen[name] = true
 		cf := c.files[name]
 		if cf == nil {
 			cf = &cachedFile{}
 			c.files[name] = cf
 		}
-		data, err := os.ReadFile(name)
-		switch {
-		case err != nil:
-			cf.current = &fileObjects{name: name, errs: []error{fmt.Errorf("%s: %w", name, err)}}
-		case cf.current == nil || cf.current.data == nil || !bytes.Equal(cf.current.data, data):
-			cf.current = parseFile(name, data, c.cat)
+		if !cf.once || cf.current == nil || isRegular(name) {
+			data, once, err := readFile(ctx, name, l.named[name])
+			cf.once = once
+			switch {
+			case err != nil:
+				cf.current = &fileObjects{name: name, errs: []error{err}}
+			case cf.current == nil || cf.current.data == nil || !bytes.Equal(cf.current.data, data):
+				cf.current = parseFile(name, data, c.cat)
+			}
 		}
 		cf.chosen = cf.current
 		if len(cf.current.errs) > 0 && cf.served != nil {
@@ -237,6 +254,12 @@ func (c *Cache) settleConflicts() {
 			cf.chosen = cf.served
 		}
 	}
+}
+
+// isRegular reports whether name is a regular file now.
+func isRegular(name string) bool {
+	fi, err := os.Stat(name)
+	return err == nil && fi.Mode().IsRegular()
 }
 
 // previous lists the files of the last Load that path named: the file itself, or the files
@@ -314,5 +337,6 @@ func (c *Cache) merged() (*translator.Resources, Sources, error) {
 		c.chosenIn[k] = loc.File
 	}
 	src.Changed, src.Added, src.Kept = changed, added, kept
+	src.Warnings = append(slices.Clone(c.skipped), src.Warnings...)
 	return res, src, errors.Join(append(errs, err)...)
 }
