@@ -94,8 +94,10 @@ func newPipeline(srv *xds.Server, log *slog.Logger, reg prometheus.Registerer, e
 // served before (a bad edit of a served file): apply logs what it would refuse and returns those
 // files, which the provider gives back at their served content (file.Watch): the changed files
 // whose own objects are refused anew, else, when only unchanged files are (a backend renamed
-// under its routes), every changed file. A new file has nothing to go back to, so its own
-// refusals are served (its objects refused, fail closed).
+// under its routes, a new Gateway taking a served Gateway's port), every changed and every new
+// file. A new file has nothing to go back to: held back, nothing of it is served until a later
+// reload no longer refuses what it takes away from the other files; its own refusals are served
+// (its objects refused, fail closed).
 func (p *pipeline) apply(res *translator.Resources, src file.Sources, loadErr error) (holdBack []string) {
 	start := time.Now()
 	out := translator.Translate(res, p.opts)
@@ -146,7 +148,9 @@ func (p *pipeline) apply(res *translator.Resources, src file.Sources, loadErr er
 // served configuration's (served). It returns the reload's refusals, those among them that are
 // new, and the files to hold back (sorted): the changed files whose own objects are refused
 // anew, else, when a served file that did not change is (a Gateway or backend renamed under its
-// routes), every changed file. A new file's own refusals hold nothing back.
+// routes, a new file's Gateway taking a served Gateway's port), every changed and every new
+// file. A new file's own refusals hold nothing back. On a first reload every file is new: none
+// is served, so nothing is held back.
 func judgeEdit(served map[string]bool, problems []translator.FieldError, src file.Sources) (refusals map[string]bool, added, hold []string) {
 	refusals = make(map[string]bool, len(problems))
 	held := map[string]bool{}
@@ -167,7 +171,7 @@ func judgeEdit(served map[string]bool, problems []translator.FieldError, src fil
 		}
 	}
 	if len(held) == 0 && causedElsewhere {
-		return refusals, added, slices.Sorted(slices.Values(src.Changed))
+		return refusals, added, slices.Sorted(slices.Values(append(slices.Clone(src.Changed), src.Added...)))
 	}
 	return refusals, added, slices.Sorted(maps.Keys(held))
 }

@@ -122,6 +122,29 @@ func (s *started) shutdown() error {
 	}
 }
 
+// debug returns the run's /debug/xds.
+func (s *started) debug(t *testing.T) string {
+	t.Helper()
+	_, body, err := get("http://" + s.cfg.admin + "/debug/xds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body
+}
+
+// logged waits for a line of the run's log that holds every part.
+func (s *started) logged(t *testing.T, what string, parts ...string) {
+	t.Helper()
+	eventually(t, what, func() error {
+		for _, line := range strings.Split(s.logs.String(), "\n") {
+			if all(line, parts) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no log line with %q", parts)
+	})
+}
+
 // copyLab copies the lab's example manifests into a temporary folder.
 func copyLab(t *testing.T) string {
 	t.Helper()
@@ -701,13 +724,7 @@ func TestEnvoyArgs(t *testing.T) {
 func TestRunKeepsServedVersionOfARefusedEdit(t *testing.T) {
 	dir := copyLab(t)
 	s := startRun(t, "-f", dir, "--no-envoy")
-	debug := func() string {
-		_, body, err := get("http://" + s.cfg.admin + "/debug/xds")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return body
-	}
+	debug := func() string { return s.debug(t) }
 	served := func(what, text string) {
 		t.Helper()
 		eventually(t, what, func() error {
@@ -719,14 +736,7 @@ func TestRunKeepsServedVersionOfARefusedEdit(t *testing.T) {
 	}
 	logged := func(what string, parts ...string) {
 		t.Helper()
-		eventually(t, what, func() error {
-			for _, line := range strings.Split(s.logs.String(), "\n") {
-				if all(line, parts) {
-					return nil
-				}
-			}
-			return fmt.Errorf("no log line with %q", parts)
-		})
+		s.logged(t, what, parts...)
 	}
 	edit := func(name, old, new string) {
 		t.Helper()
@@ -821,6 +831,76 @@ func TestRunKeepsServedVersionOfARefusedEdit(t *testing.T) {
 	logged("the deleted policy", "removed: ", "rbac.yaml: EnterpriseAgentgatewayPolicy agentgateway-system/mcp-rbac")
 	if err := s.shutdown(); err != nil {
 		t.Errorf("serve: %v", err)
+	}
+}
+
+// aaaGateway is a Gateway on the lab Gateway's port whose name sorts first: the port goes to it
+// (Gateways without a creation time get ports in name order).
+const aaaGateway = `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: aaa, namespace: aaa}
+spec:
+  gatewayClassName: enterprise-agentgateway
+  listeners:
+  - {name: http, port: 8080, protocol: HTTP}
+`
+
+// TestRunNewFileTakingAServedPort: a new file whose Gateway would take the port of the served
+// Gateway (which would lose its listener, route and policies) is held back whole, and the log
+// says which file and why; once it asks for another port it is served. A fresh start with the
+// same files (all new) serves them as translate would: nothing is held back.
+func TestRunNewFileTakingAServedPort(t *testing.T) {
+	dir := copyLab(t)
+	s := startRun(t, "-f", dir, "--no-envoy")
+	debug := func() string { return s.debug(t) }
+	logged := func(what string, parts ...string) {
+		t.Helper()
+		s.logged(t, what, parts...)
+	}
+	const labListener, aaaListener = `"agentgateway-system/agentgateway/8080"`, `"aaa/aaa/808`
+	if body := debug(); !strings.Contains(body, labListener) {
+		t.Fatalf("/debug/xds lacks the lab's listener %s", labListener)
+	}
+	aaa := filepath.Join(dir, "aaa.yaml")
+	if err := os.WriteFile(aaa, []byte(aaaGateway), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logged("the new file held back", "kept: ", aaa+": nothing of it is served: it is new and its content was refused")
+	logged("why", "not served: ", "gateway.yaml: Gateway agentgateway-system/agentgateway: spec.listeners[0]: port 8080 is used by Gateway aaa/aaa")
+	if body := debug(); !strings.Contains(body, labListener) || strings.Contains(body, aaaListener) {
+		t.Errorf("a new file that takes the served Gateway's port is served")
+	}
+	prefixes := routes(t, s.cfg.xdsAddr, labGateway)
+	eventually(t, "the lab's route while the new file is held back", func() error {
+		if got := prefixes(); len(got) != 1 || got[0] != "/" {
+			return fmt.Errorf("routes %q", got)
+		}
+		return nil
+	})
+
+	if err := os.WriteFile(aaa, []byte(strings.Replace(aaaGateway, "8080", "8081", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the new file on its own port", func() error {
+		if body := debug(); !strings.Contains(body, `"aaa/aaa/8081"`) || !strings.Contains(body, labListener) {
+			return fmt.Errorf("/debug/xds lacks aaa/aaa/8081 or the lab's listener")
+		}
+		return nil
+	})
+	if err := s.shutdown(); err != nil {
+		t.Errorf("serve: %v", err)
+	}
+
+	// a fresh start: every file is new, none is held back
+	if err := os.WriteFile(aaa, []byte(aaaGateway), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fresh := startRun(t, "-f", dir, "--no-envoy")
+	if _, body, err := get("http://" + fresh.cfg.admin + "/debug/xds"); err != nil || !strings.Contains(body, `"aaa/aaa/8080"`) {
+		t.Errorf("a fresh start does not serve aaa.yaml's Gateway: %v", err)
+	}
+	if logs := fresh.logs.String(); strings.Contains(logs, "not served: ") || !strings.Contains(logs, "refused: "+filepath.Join(dir, "gateway.yaml")) {
+		t.Errorf("a fresh start held something back, or did not refuse the lab's Gateway:\n%s", logs)
 	}
 }
 

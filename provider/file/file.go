@@ -69,12 +69,14 @@ type Sources struct {
 	// Changed are the files (of a Cache.Load) whose content is new since the served one and
 	// that have a served content to go back to (see Cache.HoldBack). New files are not in it.
 	Changed []string
-	// Added are the files (of a Cache.Load) that have no served content yet.
+	// Added are the files (of a Cache.Load) that have no served content yet (and are not held
+	// back: see Cache.HoldBack).
 	Added []string
 	// Kept says which files serve their last good content instead of their new one, and why:
 	// "FILE: serving its last good version ..."; and which files with errors have no last good
 	// content, so that only what loads of their new one is served: "FILE: nothing of it is
-	// served ..." or "FILE: only its objects that load are served ...". They are notes, not
+	// served ..." or "FILE: only its objects that load are served ..."; and which new files are
+	// held back whole: "FILE: nothing of it is served: it is new ...". They are notes, not
 	// problems: the problems are the errors Load returns.
 	Kept []string
 }
@@ -381,8 +383,10 @@ func isManifest(name string) bool {
 // fileObjects is what one file holds: its objects in document order, the documents skipped
 // for their kind, and the documents or objects that could not be read.
 type fileObjects struct {
-	name     string
-	data     []byte // the content the objects were read from; nil when the file could not be read
+	name string
+	data []byte // the content the objects were read from; nil when the file could not be read
+	// withheld: this is no content of the file but a new file held back whole (Cache.HoldBack)
+	withheld bool
 	objects  []object
 	warnings []string
 	errs     []error

@@ -711,9 +711,18 @@ func TestCacheFileThatNeverLoaded(t *testing.T) {
 		t.Fatalf("second version: err %q, kept %q, changed %q, added %q, %d backends; want only %q, nothing of it served, nothing kept",
 			msg, src.Kept, src.Changed, src.Added, len(res.Backends), wantErr)
 	}
-	if _, _, _, held := c.HoldBack([]string{bad}); held {
-		t.Fatal("HoldBack held back a file that has no good version to go back to")
+	// held back, a file with no good version to go back to is left out whole, and that is not its
+	// good version: the next Load tries its content anew
+	res, src, err, held := c.HoldBack([]string{bad})
+	if wantKept := []string{bad + ": nothing of it is served: it is new and its content was refused"}; !held || err == nil || err.Error() != wantErr ||
+		!slices.Equal(src.Kept, wantKept) || len(src.Added) != 0 || len(res.Backends) != 0 || len(res.Gateways) != 1 {
+		t.Fatalf("held back: held %v, err %v, kept %q, added %q, %d backends; want it left out, its errors still reported, and %q",
+			held, err, src.Kept, src.Added, len(res.Backends), wantKept)
 	}
+	if _, _, _, held := c.HoldBack([]string{bad}); held {
+		t.Fatal("HoldBack held back a file held back already")
+	}
+	c.Commit()
 
 	write(t, bad, "apiVersion: v1\nkind: Service\nmetadata: {name: svc}\nspec:\n  ports: [{port: 80}]\n---\n"+backend)
 	res, src, msg = load("third version, one document loads")

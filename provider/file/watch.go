@@ -39,9 +39,10 @@ const DebounceLimit = time.Second
 // once, at the first load, and keeps that content: a pipe gives its content once. Reading a
 // pipe waits at most until ctx ends; a named pipe in a directory is not opened (see Load).
 //
-// fn returns the files, among Sources.Changed, whose new content must not be served (the
-// pipeline refuses what translating it adds): Watch calls fn again at once with those files at
-// their last served content (see Cache.HoldBack), until fn holds back nothing more. What fn
+// fn returns the files, among Sources.Changed and Sources.Added, whose new content must not be
+// served (the pipeline refuses what translating it adds): Watch calls fn again at once with
+// those files at their last served content, or without the new ones (see Cache.HoldBack),
+// until fn holds back nothing more. What fn
 // got last is then the served content. Watch returns nil when ctx ends, or an error when the
 // watch cannot be set up.
 func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, Sources, error) (holdBack []string)) error {
@@ -278,12 +279,18 @@ func (c *Cache) previous(path string) []string {
 }
 
 // HoldBack returns the last Load's objects again, with the named files (those of
-// Sources.Changed) at their served content instead of their new one. held reports whether any
-// file was held back (false: the names were not files with a served content to go back to).
+// Sources.Changed) at their served content instead of their new one, and the named files that
+// have no served content (those of Sources.Added) left out whole until a later Load: nothing of
+// them is served, and Commit does not make that their served content. held reports whether any
+// file was held back (false: the names were not files of the last Load not yet held back).
 func (c *Cache) HoldBack(names []string) (res *translator.Resources, src Sources, err error, held bool) {
 	for _, name := range names {
-		if cf := c.files[name]; cf != nil && cf.served != nil && cf.chosen != cf.served {
+		switch cf := c.files[name]; {
+		case cf == nil || cf.chosen == cf.served || cf.chosen.withheld:
+		case cf.served != nil:
 			cf.chosen, held = cf.served, true
+		default:
+			cf.chosen, held = &fileObjects{name: name, withheld: true}, true
 		}
 	}
 	res, src, err = c.merged()
@@ -294,7 +301,7 @@ func (c *Cache) HoldBack(names []string) (res *translator.Resources, src Sources
 // last good content of each file whose content loaded without errors.
 func (c *Cache) Commit() {
 	for _, cf := range c.files {
-		if len(cf.chosen.errs) == 0 {
+		if len(cf.chosen.errs) == 0 && !cf.chosen.withheld {
 			cf.served = cf.chosen
 		}
 	}
@@ -309,6 +316,9 @@ func (c *Cache) merged() (*translator.Resources, Sources, error) {
 	for _, name := range c.order {
 		cf := c.files[name]
 		switch {
+		case cf.chosen.withheld: // a new file held back (HoldBack)
+			errs = append(errs, cf.current.errs...)
+			kept = append(kept, name+": nothing of it is served: it is new and its content was refused")
 		case cf.chosen != cf.current && len(cf.current.errs) > 0:
 			errs = append(errs, cf.current.errs...)
 			kept = append(kept, name+": serving its last good version until its errors are fixed")
