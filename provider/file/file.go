@@ -219,7 +219,7 @@ type listing struct {
 	files []string
 	// named are the files (of files) named in paths themselves, not found in a directory
 	named map[string]bool
-	// skipped say which files were left out and why: "FILE: skipped: ..."
+	// skipped say which files were left out and why: "FILE: not a regular file ..."
 	skipped []string
 }
 
@@ -238,7 +238,7 @@ func expand(paths []string, previous func(string) []string) (listing, error) {
 		id := identity(name)
 		if f, dup := first[id]; dup {
 			if f != name {
-				l.skipped = append(l.skipped, name+": skipped: the same file as "+f+", which is read once")
+				l.skipped = append(l.skipped, name+": the same file as "+f+", which is read once")
 			}
 			return
 		}
@@ -285,7 +285,7 @@ func expand(paths []string, previous func(string) []string) (listing, error) {
 				}
 			}
 			if what := notRegular(mode); what != "" {
-				l.skipped = append(l.skipped, name+": skipped: "+what+": only regular files are read in a directory")
+				l.skipped = append(l.skipped, name+": "+what+": only regular files are read in a directory")
 				continue
 			}
 			names = append(names, name)
