@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/mcpgate/mcpgate/api/v1alpha1"
+	"github.com/mcpgate/mcpgate/extproc/jwt"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 )
 
@@ -299,8 +300,9 @@ func (t *translation) translateJWT(j *v1alpha1.JWTAuthentication, field string, 
 			jp.Jwks = inline
 		default:
 			r := p.JWKS.Remote
-			if !strings.HasPrefix(r.URL, "https://") && !strings.HasPrefix(r.URL, "http://") {
-				bad(f()+".jwks.remote.url", fmt.Sprintf("%q is not an http(s) URL", r.URL))
+			// ext_proc's own check: a URL it refuses would make it reject the whole policy update.
+			if err := jwt.CheckJWKSURL(r.URL); err != nil {
+				bad(f()+".jwks.remote.url", err.Error())
 			}
 			d := defaultJWKSCacheFor
 			if r.CacheDuration != nil {

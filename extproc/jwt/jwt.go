@@ -27,6 +27,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -114,8 +115,8 @@ func New(cfg *policyv1.JWTAuthentication, opts Options) (*Authenticator, error) 
 		switch {
 		case pc.GetRemoteJwks() != nil:
 			r := pc.GetRemoteJwks()
-			if err := checkJWKSURL(r.GetUrl()); err != nil {
-				return nil, fmt.Errorf("jwt provider %d (issuer %q): remote JWKS: %w", i, p.issuer, err)
+			if err := CheckJWKSURL(r.GetUrl()); err != nil {
+				return nil, fmt.Errorf("jwt provider %d (issuer %q): remote JWKS url %w", i, p.issuer, err)
 			}
 			dur := r.GetCacheDuration().AsDuration()
 			if r.GetCacheDuration() == nil || dur <= 0 {
@@ -153,14 +154,31 @@ func New(cfg *policyv1.JWTAuthentication, opts Options) (*Authenticator, error) 
 	return a, nil
 }
 
-// checkJWKSURL accepts absolute http and https URLs.
-func checkJWKSURL(raw string) error {
+// CheckJWKSURL says why raw is not a remote JWKS URL that ext_proc fetches, or returns nil: it
+// must be an absolute http or https URL with a host, a port (if any) from 1 to 65535, and no
+// userinfo. Credentials in the URL are refused rather than redacted: the URL is carried whole in
+// the policy resource, the translator's output and the xDS debug dump, and a JWKS is public key
+// material that needs none. The translator refuses a policy through this same function, so that
+// ext_proc never receives a URL it refuses (which would reject the whole policy update). The error
+// shows raw redacted (userinfo and query hidden, redactURL) and does not name the field: the
+// caller does.
+func CheckJWKSURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("url %q: %w", redactURL(raw), withoutURL(err))
+		return fmt.Errorf("%q: %w", redactURL(raw), withoutURL(err))
 	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("url %q is not an absolute http or https URL", redactURL(raw))
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https", u.Opaque != "":
+		return fmt.Errorf("%q: want an absolute http or https URL", redactURL(raw))
+	case u.User != nil:
+		return fmt.Errorf("%q: userinfo (user:password@) is not allowed in a JWKS URL", redactURL(raw))
+	case u.Hostname() == "":
+		return fmt.Errorf("%q: want an absolute http or https URL with a host", redactURL(raw))
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.ParseUint(p, 10, 16); err != nil || n == 0 {
+			return fmt.Errorf("%q: port %s: want 1 to 65535", redactURL(raw), p)
+		}
 	}
 	return nil
 }

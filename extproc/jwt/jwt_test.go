@@ -282,8 +282,12 @@ func TestNewErrors(t *testing.T) {
 		{"no providers", &policyv1.JWTAuthentication{}, "no providers"},
 		{"bad inline", inlineConfig(strict, "https://idp.example", `{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}`), `jwt provider 0 (issuer "https://idp.example"): inline JWKS: JWKS keys[0].kty: "oct" is not supported`},
 		{"no jwks", &policyv1.JWTAuthentication{Providers: []*policyv1.JWTProvider{{Issuer: "x"}}}, `jwt provider 0 (issuer "x"): no JWKS`},
-		{"relative url", &policyv1.JWTAuthentication{Providers: []*policyv1.JWTProvider{{Issuer: "x", Jwks: &policyv1.JWTProvider_RemoteJwks{RemoteJwks: &policyv1.RemoteJWKS{Url: "/keys"}}}}}, `jwt provider 0 (issuer "x"): remote JWKS: url "/keys" is not an absolute http or https URL`},
-		{"ftp url", &policyv1.JWTAuthentication{Providers: []*policyv1.JWTProvider{{Issuer: "x", Jwks: &policyv1.JWTProvider_RemoteJwks{RemoteJwks: &policyv1.RemoteJWKS{Url: "ftp://idp/keys"}}}}}, "not an absolute http or https URL"},
+		{"relative url", remoteConfig("x", "/keys", 0), `jwt provider 0 (issuer "x"): remote JWKS url "/keys": want an absolute http or https URL`},
+		{"ftp url", remoteConfig("x", "ftp://idp/keys", 0), "want an absolute http or https URL"},
+		{"no host", remoteConfig("x", "https://", 0), `"https://": want an absolute http or https URL with a host`},
+		{"bad host", remoteConfig("x", "https://[::1/jwks", 0), `"https://[::1/jwks": missing ']' in host`},
+		{"port out of range", remoteConfig("x", "http://idp.example:99999/jwks", 0), "port 99999: want 1 to 65535"},
+		{"userinfo", remoteConfig("x", "https://user:s3cret@idp.example/jwks", 0), `"https://REDACTED@idp.example/jwks": userinfo (user:password@) is not allowed`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -292,8 +296,8 @@ func TestNewErrors(t *testing.T) {
 				a.Close()
 				t.Fatal("New accepted it")
 			}
-			if !strings.Contains(err.Error(), c.want) {
-				t.Fatalf("error %q does not contain %q", err, c.want)
+			if !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "s3cret") {
+				t.Fatalf("error %q does not contain %q (or shows a credential)", err, c.want)
 			}
 		})
 	}
