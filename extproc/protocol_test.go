@@ -801,23 +801,34 @@ func TestRedaction(t *testing.T) {
 }
 
 // TestDefaultRedaction: without Config.Redact.Keys the usual names of credentials are hidden, at
-// any depth and in any case; an empty list hides none.
+// any depth, in any case and with any separators, in the access log metadata and the audit line,
+// and so are credentials in a URL's query; max_tokens is not; an empty list hides none.
 func TestDefaultRedaction(t *testing.T) {
-	call := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch","arguments":{"url":"u","auth":{"Password":"p-1","api_key":"k-1"},"Token":"t-1"}}}`)
+	args := `{"url":"https://h.example/r?access_token=t-2&page=1","auth":{"Password":"p-1","api_key":"k-1"},"Token":"t-1","db_password":"p-2","headers":{"Cookie":"c-1","X-Api-Key":"k-2"},"max_tokens":5}`
+	call := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch","arguments":` + args + `}}`)
 	for name, c := range map[string]struct {
 		keys []string
 		want string
 	}{
-		"default": {nil, `{"Token":"[REDACTED]","auth":{"Password":"[REDACTED]","api_key":"[REDACTED]"},"url":"u"}`},
-		"none":    {[]string{}, `{"url":"u","auth":{"Password":"p-1","api_key":"k-1"},"Token":"t-1"}`},
+		"default": {nil, `{"Token":"[REDACTED]","auth":{"Password":"[REDACTED]","api_key":"[REDACTED]"},"db_password":"[REDACTED]","headers":{"Cookie":"[REDACTED]","X-Api-Key":"[REDACTED]"},"max_tokens":5,"url":"https://h.example/r?access_token=[REDACTED]&page=1"}`},
+		"none":    {[]string{}, args},
 	} {
-		h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))}, func(cfg *extproc.Config) { cfg.Redact.Keys = c.keys })
+		h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))}, func(cfg *extproc.Config) {
+			cfg.Redact.Keys, cfg.Redact.MaxArgumentBytes = c.keys, 4096
+		})
 		s := h.open(t, h.tcp, streamableRoute)
 		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
 		resp := check(t)(s.RequestBody(call, true))
 		if got := extproctest.Metadata(resp)["arguments"]; got != c.want {
 			t.Errorf("%s: metadata arguments = %s, want %s", name, got, c.want)
 		}
+		s.Close()
+		waitFor(t, "the audit record", func() bool { return len(h.audit.records(t)) == 1 })
+		var want map[string]any
+		if err := json.Unmarshal([]byte(c.want), &want); err != nil {
+			t.Fatal(err)
+		}
+		checkRecord(t, h.audit.records(t)[0], map[string]any{"arguments": want})
 	}
 }
 

@@ -137,17 +137,23 @@ type MuxResolver interface {
 	Resolve(ctx context.Context, q mux.Query) (target string, err error)
 }
 
-// DefaultRedactKeys returns the tool argument keys whose values the logs hide unless
-// Redact.Keys says otherwise: the usual names of credentials.
+// DefaultRedactKeys returns the redaction keys of tool arguments unless Redact.Keys says
+// otherwise: the usual last words of credentials' names. A key matches the argument keys that,
+// folded (lower case, without '_', '-' and '.'), end with it (telemetry.Options.RedactKeys):
+// "token" hides "github_token", "accessToken" and "id-token" but not "max_tokens" or
+// "token_count"; "api_key" hides "X-Api-Key" and "openai_api_key", not "keyword" or "monkey".
+// Plurals are listed where a list or map of credentials is usual ("cookies", "credentials",
+// "secrets"); "tokens" is not, as "max_tokens" is a common parameter.
 func DefaultRedactKeys() []string {
-	return []string{"password", "passwd", "secret", "client_secret", "token", "access_token",
-		"refresh_token", "api_key", "apikey", "authorization"}
+	return []string{"password", "passwd", "passphrase", "secret", "secrets", "token", "api_key", "access_key",
+		"secret_key", "private_key", "credential", "credentials", "cookie", "cookies", "authorization", "session_id"}
 }
 
 // Redact configures what the audit line and Envoy metadata keep of tool arguments.
 type Redact struct {
-	// Keys are argument keys (any depth, case-insensitive) whose values become "[REDACTED]";
-	// nil means DefaultRedactKeys(), an empty list none.
+	// Keys are the redaction keys: the values of the argument keys (any depth) that, folded,
+	// end with one of them become "[REDACTED]", as do such keys' values in URL queries
+	// (telemetry.Options.RedactKeys); nil means DefaultRedactKeys(), an empty list none.
 	Keys []string
 	// MaxArgumentBytes truncates the arguments kept (default 1 KiB).
 	MaxArgumentBytes int

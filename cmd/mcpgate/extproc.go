@@ -68,7 +68,7 @@ func (o *extProcOptions) addFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.muxSSEIdleTimeout, "mux-sse-idle-timeout", mux.DefaultSSEIdleTimeout, "how long the mux keeps a session of an HTTP+SSE target (its GET stream to the target) without a request in flight or a GET open, and a session of an HTTP+SSE client without a POST being served (its stream then ends); the client's next request is then 404 and the client starts a new session")
 	fs.IntVar(&o.muxMaxSSESessions, "mux-max-sse-sessions", mux.DefaultMaxSSESessions, "how many sessions of HTTP+SSE targets the mux holds at once (each a GET stream to its target), how many of HTTP+SSE clients (each the client's stream), and how many merged streams (a GET or subscriptions/listen of a multiplexed backend: each a stream of every target), counted apart; an initialize beyond them fails with -32603 naming the limit, a stream beyond is answered 503")
 	fs.IntVar(&o.muxMaxSSESessionsPerCaller, "mux-max-sse-sessions-per-caller", mux.DefaultMaxSSESessionsPerCaller, "how many of the sessions --mux-max-sse-sessions bounds one caller holds, of each kind (a verified token's issuer and subject, or without a token the client's address: its IP, an IPv6 address's /64); an initialize or a stream beyond is answered 429 with Retry-After; 0 means the default")
-	fs.StringVar(&o.redact, "redact-keys", strings.Join(extproc.DefaultRedactKeys(), ","), `comma-separated tool argument keys (any depth, any case) whose values the audit log and access log replace by [REDACTED]; "" for none`)
+	fs.StringVar(&o.redact, "redact-keys", strings.Join(extproc.DefaultRedactKeys(), ","), `comma-separated redaction keys: the audit log and access log replace by [REDACTED] the value of every tool argument key (any depth) that ends with one of them, compared in lower case without '_', '-' and '.' ("token" hides github_token and accessToken, not max_tokens), and such keys' values in URL queries; "" for none`)
 }
 
 // check validates the parsed flags and sets redactKeys.
@@ -97,6 +97,10 @@ func (o *extProcOptions) check() error {
 	o.redactKeys = []string{} // "" redacts nothing; nil would mean extproc's default
 	for _, k := range strings.Split(o.redact, ",") {
 		if k = strings.TrimSpace(k); k != "" {
+			if strings.Trim(k, "_-.") == "" {
+				// Compared without its separators, it would be empty and hide every value.
+				return fmt.Errorf("--redact-keys: key %q is only '_', '-' or '.', which keys are compared without", k)
+			}
 			o.redactKeys = append(o.redactKeys, k)
 		}
 	}

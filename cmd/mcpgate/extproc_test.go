@@ -106,6 +106,9 @@ func TestExtProcFlags(t *testing.T) {
 	if f, err := parseExtProcFlags([]string{"--redact-keys", ""}); err != nil || f.redactKeys == nil || len(f.redactKeys) != 0 {
 		t.Errorf(`--redact-keys "": %q %v, want an empty list (no redaction), not nil (the default)`, f.redactKeys, err)
 	}
+	if _, err := parseExtProcFlags([]string{"--redact-keys", "token,_"}); err == nil || !strings.Contains(err.Error(), `--redact-keys: key "_"`) {
+		t.Errorf(`--redact-keys "token,_": %v, want a refusal naming the key`, err)
+	}
 	f, err = parseExtProcFlags([]string{"--redact-keys", "apiKey, token ,,password"})
 	if err != nil || strings.Join(f.redactKeys, "|") != "apiKey|token|password" {
 		t.Errorf("--redact-keys: %q %v", f.redactKeys, err)

@@ -6,13 +6,13 @@ import (
 	"maps"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 )
 
-// Arguments renders r's tool arguments for the audit line and Envoy's metadata: keys in
-// Options.RedactKeys have their values replaced by "[REDACTED]", and the text is cut to
+// Arguments renders r's tool arguments for the audit line and Envoy's metadata: the values of the
+// keys that Options.RedactKeys match, and of such keys in URL queries, are replaced by
+// "[REDACTED]" (redact.go), and the text is cut to
 // Options.MaxArgumentBytes (truncated then reports true and the text is no longer JSON). The
 // rendering is kept in r, so the metadata and the audit line pay for it once; r.Arguments must
 // not change after the first call.
@@ -38,94 +38,6 @@ func (t *Telemetry) Detach(r *Record) int {
 	t.Arguments(r)
 	r.args, r.Arguments, r.ID = bytes.Clone(r.args), nil, bytes.Clone(r.ID)
 	return len(r.args) + len(r.ID)
-}
-
-// renderArguments returns raw redacted.
-func (t *Telemetry) renderArguments(raw json.RawMessage) []byte {
-	if len(raw) == 0 || t.redact == nil || !t.mayNameRedactedKey(raw) {
-		return raw
-	}
-	return t.redactJSON(raw)
-}
-
-// mayNameRedactedKey reports whether raw can hold a redacted key: one of them in any case, or a
-// \u escape (which could spell one). Most arguments name none, and are kept as they are without
-// being decoded.
-func (t *Telemetry) mayNameRedactedKey(raw []byte) bool {
-	if bytes.Contains(raw, []byte(`\u`)) {
-		return true
-	}
-	// Arguments of a few hundred ASCII bytes, the usual, are lowered on the stack.
-	var buf [512]byte
-	lower, ok := asciiLower(buf[:0], raw)
-	if !ok {
-		lower = bytes.ToLower(raw)
-	}
-	for _, k := range t.redactKeys {
-		if bytes.Contains(lower, []byte(k)) {
-			return true
-		}
-	}
-	return false
-}
-
-// asciiLower appends src in lower case to dst when src is ASCII and fits dst's capacity (ok),
-// which bytes.ToLower would allocate for.
-func asciiLower(dst, src []byte) (lower []byte, ok bool) {
-	if len(src) > cap(dst)-len(dst) {
-		return nil, false
-	}
-	for _, c := range src {
-		if c >= utf8.RuneSelf {
-			return nil, false
-		}
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		dst = append(dst, c)
-	}
-	return dst, true
-}
-
-func (t *Telemetry) redactJSON(raw json.RawMessage) json.RawMessage {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		// Not JSON: nothing can be found by key, so keep none of it.
-		return json.RawMessage(`"[REDACTED]"`)
-	}
-	if !t.redactValue(v) {
-		return raw
-	}
-	out, err := json.Marshal(v)
-	if err != nil {
-		return json.RawMessage(`"[REDACTED]"`)
-	}
-	return out
-}
-
-// redactValue replaces in place the values of redacted keys and reports whether it changed any.
-func (t *Telemetry) redactValue(v any) bool {
-	changed := false
-	switch x := v.(type) {
-	case map[string]any:
-		for k, val := range x {
-			if t.redact[strings.ToLower(k)] {
-				x[k] = "[REDACTED]"
-				changed = true
-			} else if t.redactValue(val) {
-				changed = true
-			}
-		}
-	case []any:
-		for _, val := range x {
-			if t.redactValue(val) {
-				changed = true
-			}
-		}
-	}
-	return changed
 }
 
 // appendRecord encodes r as one JSON object. Empty fields are left out.

@@ -1,7 +1,9 @@
 package telemetry
 
 import (
+	"encoding/json"
 	"math/rand/v2"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,8 +30,8 @@ func TestAppendMillis(t *testing.T) {
 	}
 }
 
-// TestMayNameRedactedKeyHeldKeys: the pre-check, which looks only for the keys that hold no other, finds
-// every text that holds any key.
+// TestMayNameRedactedKeyHeldKeys: the pre-check, which looks only for the keys that end with no
+// other, finds every text with a key that ends with any of them.
 func TestMayNameRedactedKeyHeldKeys(t *testing.T) {
 	keys := []string{"password", "passwd", "secret", "client_secret", "token", "access_token",
 		"refresh_token", "api_key", "apikey", "authorization", "Über"}
@@ -41,7 +43,7 @@ func TestMayNameRedactedKeyHeldKeys(t *testing.T) {
 		t.Errorf("redactKeys = %v: none dropped", tel.redactKeys)
 	}
 	for _, k := range keys {
-		for _, raw := range []string{`{"` + k + `":1}`, `{"x":{"` + strings.ToUpper(k) + `_id":"v"}}`, `["a` + k + `b"]`} {
+		for _, raw := range []string{`{"` + k + `":1}`, `{"x":{"MY_` + strings.ToUpper(k) + `":"v"}}`, `["https://h/?a` + k + `=b"]`} {
 			if !tel.mayNameRedactedKey([]byte(raw)) {
 				t.Errorf("mayNameRedactedKey(%s) = false", raw)
 			}
@@ -63,5 +65,38 @@ func TestValidUTF8(t *testing.T) {
 	s := strings.Repeat("fetch/ü", 20)
 	if n := testing.AllocsPerRun(20, func() { _ = ValidUTF8(s) }); n != 0 {
 		t.Errorf("ValidUTF8 of valid text allocates %v times", n)
+	}
+}
+
+// TestMayNameRedactedKeyFolded: the pre-check finds every argument that redaction changes, with
+// keys in any case and with separators, in a URL's query (%-escaped too) or userinfo, past the
+// stack buffer and in non-ASCII text; arguments without any are not decoded.
+func TestMayNameRedactedKeyFolded(t *testing.T) {
+	tel, err := New(Options{RedactKeys: []string{"password", "token", "api_key", "private_key", "x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long, wide := strings.Repeat("z", 600), "héllo"
+	for _, key := range []string{"password", "DB_PASSWORD", "pass-word", "Pass.Word", "github_token", "accessToken",
+		"X-Api-Key", "apiKey", "API_KEY", "privateKey", "ssh-private-key", "X", "index"} {
+		for _, raw := range []string{
+			`{"` + key + `":"v"}`,
+			`{"a":{"b":[{"` + key + `":1}]}}`,
+			`{"url":"https://h/p?q=1&` + key + `=v"}`,
+			`{"url":"https://h/p?` + url.QueryEscape(key) + `=v"}`,
+			`{"url":"https://h/p?` + strings.ReplaceAll(key, "_", "%5F") + `=v"}`,
+			`{"pad":"` + long + `","` + key + `":"v"}`,
+			`{"pad":"` + wide + `","` + key + `":"v"}`,
+			`{"repo":"https://u:p@h/x","n":1}`,
+		} {
+			if got := tel.redactJSON(json.RawMessage(raw)); string(got) != raw && !tel.mayNameRedactedKey([]byte(raw)) {
+				t.Errorf("mayNameRedactedKey(%.60s...) = false, but redaction gives %.80s", raw, got)
+			}
+		}
+	}
+	for _, raw := range []string{`{"url":"https://h/p?q=1","n":3}`, `{"pad":"` + long + `"}`, `{"to":"a@b.org"}`} {
+		if tel.mayNameRedactedKey([]byte(raw)) {
+			t.Errorf("mayNameRedactedKey(%.60s...) = true", raw)
+		}
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,8 +67,11 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// TracerProvider makes the spans; nil makes none.
 	TracerProvider trace.TracerProvider
-	// RedactKeys are argument keys (any depth, case-insensitive) whose values the audit line and
-	// metadata replace with "[REDACTED]".
+	// RedactKeys name the argument keys (any depth) whose values the audit line and metadata
+	// replace with "[REDACTED]": a key is redacted when, both lower-cased and without '_', '-'
+	// and '.', it ends with one of them ("token" redacts "github_token" and "accessToken", not
+	// "max_tokens"); so are such keys' values in a string's URL query, and a URL's user:password
+	// (redact.go).
 	RedactKeys []string
 	// MaxArgumentBytes truncates the arguments kept (default DefaultMaxArgumentBytes).
 	MaxArgumentBytes int
@@ -124,15 +129,16 @@ type Record struct {
 
 // Telemetry writes audit lines, counts and traces. It is safe for concurrent use.
 type Telemetry struct {
-	audit   *auditLog
-	bufs    sync.Pool
-	log     *slog.Logger
-	tracer  trace.Tracer
-	redact  map[string]bool
+	audit  *auditLog
+	bufs   sync.Pool
+	log    *slog.Logger
+	tracer trace.Tracer
+	// redact are the redaction keys, folded (foldKey); nil redacts nothing.
+	redact  [][]byte
 	maxArgs int
-	// redactKeys are the keys of redact that hold none of the others, for mayNameRedactedKey: a
-	// text that holds such a key ("access_token") holds the one in it ("token").
-	redactKeys []string
+	// redactKeys are the keys of redact that end with none of the others, for
+	// mayNameRedactedKey: a key that ends with "accesstoken" ends with "token".
+	redactKeys []precheckKey
 	methods    *labelGuard
 	tools      *labelGuard
 	// series caches the metric children of each label set of requests (seriesKey to *series):
@@ -147,10 +153,11 @@ type Telemetry struct {
 	policyWaits *prometheus.CounterVec
 }
 
-// holdsAnother reports whether k holds another of keys.
-func holdsAnother(k string, keys map[string]bool) bool {
+// endsWithAnother reports whether k ends with another of keys: an argument key that ends with k
+// ends with that one too.
+func endsWithAnother(k string, keys map[string]bool) bool {
 	for other := range keys {
-		if other != k && strings.Contains(k, other) {
+		if other != k && strings.HasSuffix(k, other) {
 			return true
 		}
 	}
@@ -179,13 +186,16 @@ func New(o Options) (*Telemetry, error) {
 		t.maxArgs = DefaultMaxArgumentBytes
 	}
 	if len(o.RedactKeys) > 0 {
-		t.redact = make(map[string]bool, len(o.RedactKeys))
+		keys := make(map[string]bool, len(o.RedactKeys))
 		for _, k := range o.RedactKeys {
-			t.redact[strings.ToLower(k)] = true
+			if f := foldKey(k); f != "" {
+				keys[f] = true
+			}
 		}
-		for k := range t.redact {
-			if !holdsAnother(k, t.redact) {
-				t.redactKeys = append(t.redactKeys, k)
+		for _, k := range slices.Sorted(maps.Keys(keys)) {
+			t.redact = append(t.redact, []byte(k))
+			if !endsWithAnother(k, keys) {
+				t.redactKeys = append(t.redactKeys, newPrecheckKey(k))
 			}
 		}
 	}
