@@ -438,12 +438,17 @@ func (st *stream) messageRecord(m *mcp.Message, now time.Time) telemetry.Record 
 }
 
 // evaluate applies rules and logs the rules that failed at run time (they fail closed:
-// authz.RuleSet.Evaluate).
+// authz.RuleSet.Evaluate): the rule and its error without the request's values the error may
+// quote (arguments, claims, headers: the log is not redacted as the audit line is).
 func (st *stream) evaluate(rules *authz.RuleSet, in *authz.Input) authz.Decision {
 	d := rules.Evaluate(st.ctx, in)
 	for _, err := range d.Errors {
+		rule, msg := "", "(not shown)"
+		if re, ok := errors.AsType[*authz.RuleError](err); ok {
+			rule, msg = re.Rule, re.ValueFree()
+		}
 		st.s.log.Warn("authorization rule failed at run time; it fails closed (a DENY rule denies, REQUIRE and ALLOW rules do not hold)",
-			"policy", st.pol.name, "route", st.ri.route, "error", err)
+			"policy", st.pol.name, "route", st.ri.route, "rule", rule, "error", msg)
 	}
 	return d
 }

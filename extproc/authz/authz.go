@@ -360,8 +360,80 @@ type Decision struct {
 	// "Kind/namespace/name: no ALLOW rule matched" (several policies joined by "+"; see
 	// NoAllowMatched). "" when the request is allowed because there are no ALLOW rules.
 	Rule string
-	// Errors are the rules that failed at run time, for the caller to log. nil when none failed.
+	// Errors are the rules that failed at run time (each a *RuleError), for the caller to log.
+	// nil when none failed.
 	Errors []error
+}
+
+// RuleError is a rule's failure at run time. Its message may quote the request's values (an
+// argument, a claim, a header: `IP Address "..." parse error`, `no such key: ...`); a log that
+// must not show them writes Rule and ValueFree.
+type RuleError struct {
+	// Rule is the rule's source.
+	Rule string
+	Err  error
+}
+
+func (e *RuleError) Error() string { return "rule " + e.Rule + ": " + e.Err.Error() }
+
+func (e *RuleError) Unwrap() error { return e.Err }
+
+// ValueFree returns the error's message without the values it may hold: each quoted part ("...",
+// `...`, '...') becomes "[REDACTED]", and what follows the first ": " (where CEL and Go put the
+// value: "no such key: VALUE", "error parsing regexp: missing closing ): `VALUE`") is dropped.
+// What is left says what kind of error the rule met ("IP Address \"[REDACTED]\" parse error",
+// "no such key", "error parsing regexp").
+func (e *RuleError) ValueFree() string {
+	return valueFree(e.Err.Error())
+}
+
+// valueFreeCuts are the messages that hold a value without quotes or ": " before it.
+var valueFreeCuts = []string{"unsupported index value "}
+
+func valueFree(msg string) string {
+	var b strings.Builder
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		if c == ':' && i+1 < len(msg) && msg[i+1] == ' ' {
+			break
+		}
+		if c == '"' || c == '`' || c == '\'' {
+			end := closingQuote(msg, i)
+			if end < 0 {
+				// An unclosed quote: what follows may be the value.
+				b.WriteString(`"[REDACTED]"`)
+				break
+			}
+			b.WriteString(`"[REDACTED]"`)
+			i = end
+			continue
+		}
+		b.WriteByte(c)
+	}
+	out := b.String()
+	for _, cut := range valueFreeCuts {
+		if i := strings.Index(out, cut); i >= 0 {
+			out = out[:i+len(cut)-1]
+		}
+	}
+	return out
+}
+
+// closingQuote returns the index of the quote that closes the one at msg[open], or -1; in a
+// double-quoted part (Go's %q) a backslash escapes the next byte.
+func closingQuote(msg string, open int) int {
+	q := msg[open]
+	for i := open + 1; i < len(msg); i++ {
+		switch msg[i] {
+		case '\\':
+			if q == '"' {
+				i++
+			}
+		case q:
+			return i
+		}
+	}
+	return -1
 }
 
 // Evaluate applies the rules to in. ctx interrupts the comprehensions of rules that run under the
@@ -488,7 +560,7 @@ func (r *rule) eval(ctx context.Context, in *Input, listing bool, d *Decision) o
 				return notApplicable
 			}
 		}
-		d.Errors = append(d.Errors, fmt.Errorf("rule %s: %w", r.source, err))
+		d.Errors = append(d.Errors, &RuleError{Rule: r.source, Err: err})
 		return failed
 	}
 	switch v := out.(type) {
@@ -501,11 +573,11 @@ func (r *rule) eval(ctx context.Context, in *Input, listing bool, d *Decision) o
 		// An interrupted comprehension is an error value, which the unknown outweighs: an
 		// evaluation the request's end cut short decides nothing.
 		if r.tracked && ctx.Err() != nil {
-			d.Errors = append(d.Errors, fmt.Errorf("rule %s: %w", r.source, context.Cause(ctx)))
+			d.Errors = append(d.Errors, &RuleError{Rule: r.source, Err: context.Cause(ctx)})
 			return failed
 		}
 		return mayHold
 	}
-	d.Errors = append(d.Errors, fmt.Errorf("rule %s: gives %s, want bool", r.source, out.Type().TypeName()))
+	d.Errors = append(d.Errors, &RuleError{Rule: r.source, Err: fmt.Errorf("gives %s, want bool", out.Type().TypeName())})
 	return failed
 }

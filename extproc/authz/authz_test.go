@@ -448,3 +448,51 @@ func TestConcurrentEvaluate(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestRuleErrorValueFree: a rule's run-time error names the rule and, through ValueFree, says
+// what kind of error it met without the request's values it quotes (an argument, a claim); the
+// full message (Error) still has them, which is what ValueFree is for.
+func TestRuleErrorValueFree(t *testing.T) {
+	e := newEnv(t)
+	in := &Input{ToolName: "t", Claims: map[string]any{"when": "SECRET-WHEN"},
+		ToolArguments: json.RawMessage(`{"host":"SECRET-HOST","re":"SECRET-RE(","k":"SECRET-KEY","n":"SECRET-NUM","d":"SECRET-DUR","i":1.5}`)}
+	for expr, kind := range map[string]string{
+		`ip(mcp.tool.arguments.host).family() == 4`:               "IP Address",
+		`timestamp(jwt.when) > timestamp("2020-01-01T00:00:00Z")`: "invalid RFC 3339 timestamp",
+		`"x".matches(mcp.tool.arguments.re)`:                      "error parsing regexp",
+		`jwt[mcp.tool.arguments.k] == "x"`:                        "no such key",
+		`[1, 2][mcp.tool.arguments.i] == 1`:                       "unsupported index value",
+		`int(mcp.tool.arguments.n) > 1`:                           "type conversion error",
+		`duration(mcp.tool.arguments.d) > duration("1s")`:         "type conversion error",
+	} {
+		d := compile(t, e, deny("P#3", expr)).Evaluate(t.Context(), in)
+		if len(d.Errors) != 1 {
+			t.Errorf("%s: errors %v, want one", expr, d.Errors)
+			continue
+		}
+		re, ok := errors.AsType[*RuleError](d.Errors[0])
+		if !ok {
+			t.Fatalf("%s: error %T, want a *RuleError", expr, d.Errors[0])
+		}
+		free := re.ValueFree()
+		if kind != "type conversion error" && !strings.Contains(re.Error(), "SECRET") && !strings.Contains(re.Error(), "1.5") {
+			t.Errorf("%s: full message %q holds no value: the case tests nothing", expr, re.Error())
+		}
+		if re.Rule != "P#3" || strings.Contains(free, "SECRET") || strings.Contains(free, "1.5") || !strings.HasPrefix(free, kind) {
+			t.Errorf("%s: rule %q, value-free %q (full %q): want P#3 and the kind %q without SECRET", expr, re.Rule, free, re.Error(), kind)
+		}
+	}
+	for msg, want := range map[string]string{
+		`IP Address "a\"b: c" parse error`:              `IP Address "[REDACTED]" parse error`,
+		"error parsing regexp: missing closing ): `x(`": "error parsing regexp",
+		`no such key: s3cret`:                           "no such key",
+		`unsupported index value 7 in list`:             "unsupported index value",
+		`bad 'unclosed value`:                           `bad "[REDACTED]"`,
+		`gives int, want bool`:                          `gives int, want bool`,
+		`timestamp "x" out of range: "y"`:               `timestamp "[REDACTED]" out of range`,
+	} {
+		if got := valueFree(msg); got != want {
+			t.Errorf("valueFree(%q) = %q, want %q", msg, got, want)
+		}
+	}
+}
