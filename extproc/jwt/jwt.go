@@ -106,7 +106,7 @@ func New(cfg *policyv1.JWTAuthentication, opts Options) (*Authenticator, error) 
 	opts = opts.withDefaults()
 	a := &Authenticator{
 		mode:      cfg.GetMode(),
-		validator: gojwt.NewValidator(gojwt.WithLeeway(ClockSkew), gojwt.WithIssuedAt(), gojwt.WithTimeFunc(opts.Now)),
+		validator: gojwt.NewValidator(gojwt.WithLeeway(ClockSkew), gojwt.WithIssuedAt(), gojwt.WithExpirationRequired(), gojwt.WithTimeFunc(opts.Now)),
 		cache:     newTokenCache(opts.CacheSize, opts.CacheTTL),
 		now:       opts.Now,
 	}
@@ -268,11 +268,18 @@ func (a *Authenticator) verify(ctx context.Context, token string) (res Result, e
 		return invalid(ReasonHeaderBase64), time.Time{}
 	}
 	var header struct {
-		Alg any `json:"alg"`
-		Kid any `json:"kid"`
+		Alg  any             `json:"alg"`
+		Kid  any             `json:"kid"`
+		Crit json.RawMessage `json:"crit"`
 	}
 	if err := json.Unmarshal(headerJSON, &header); err != nil {
 		return invalid(ReasonHeaderJSON), time.Time{}
+	}
+	if header.Crit != nil {
+		// RFC 7515 §4.1.11: a token whose crit names extensions the recipient does not
+		// understand must be refused; mcpgate understands none (and crit may not name the
+		// standard parameters).
+		return invalid(ReasonHeaderCrit), time.Time{}
 	}
 	algName, ok := header.Alg.(string)
 	if !ok {
@@ -344,6 +351,10 @@ func (a *Authenticator) verify(ctx context.Context, token string) (res Result, e
 			return invalid(ReasonExpired), time.Time{}
 		case errors.Is(err, gojwt.ErrTokenNotValidYet), errors.Is(err, gojwt.ErrTokenUsedBeforeIssued):
 			return invalid(ReasonNotYetValid), time.Time{}
+		case errors.Is(err, gojwt.ErrTokenRequiredClaimMissing):
+			// A token without exp would be valid for ever (and cached as long as the cache
+			// keeps it).
+			return invalid(ReasonMissingExp), time.Time{}
 		default:
 			return invalid(ReasonTimeClaimType), time.Time{}
 		}

@@ -68,6 +68,15 @@ func TestRefusals(t *testing.T) {
 	}
 	valid := rs.sign(t, good)
 	p := segments(valid)
+	// A token valid but for its header's crit, signed with it.
+	critTok := gojwt.NewWithClaims(gojwt.SigningMethodRS256, good)
+	critTok.Header["kid"], critTok.Header["crit"], critTok.Header["exp"] = "k1", []string{"exp"}, now.Unix()
+	crit, err := critTok.SignedString(rs.priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noExp := claimsAt(now, "https://issuer.example", gojwt.MapClaims{"aud": "mcp"})
+	delete(noExp, "exp")
 	enc := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
 	cases := []struct {
@@ -76,6 +85,8 @@ func TestRefusals(t *testing.T) {
 		{"expired", bearer(rs.sign(t, claimsAt(now.Add(-3*time.Hour), "https://issuer.example", gojwt.MapClaims{"aud": "mcp"}))), ReasonExpired},
 		{"not yet valid", bearer(rs.sign(t, claimsAt(now, "https://issuer.example", gojwt.MapClaims{"aud": "mcp", "nbf": now.Add(10 * time.Minute).Unix()}))), ReasonNotYetValid},
 		{"issued in the future", bearer(rs.sign(t, claimsAt(now, "https://issuer.example", gojwt.MapClaims{"aud": "mcp", "iat": now.Add(10 * time.Minute).Unix()}))), ReasonNotYetValid},
+		{"no exp", bearer(rs.sign(t, noExp)), ReasonMissingExp},
+		{"crit header", bearer(crit), ReasonHeaderCrit},
 		{"exp not a number", bearer(rs.sign(t, claimsAt(now, "https://issuer.example", gojwt.MapClaims{"aud": "mcp", "exp": "tomorrow"}))), ReasonTimeClaimType},
 		{"wrong issuer", bearer(rs.sign(t, claimsAt(now, "https://evil.example", gojwt.MapClaims{"aud": "mcp"}))), ReasonUnknownIssuer},
 		{"no issuer", bearer(rs.sign(t, gojwt.MapClaims{"sub": "alice", "aud": "mcp"})), ReasonUnknownIssuer},

@@ -53,6 +53,10 @@ const (
 	ReasonExpired          = "Jwt is expired"
 	ReasonNotYetValid      = "Jwt not yet valid"
 	ReasonAudienceRejected = "Audiences in Jwt are not allowed"
+	// ReasonMissingExp and ReasonHeaderCrit are mcpgate's own: Envoy accepts a token without exp
+	// unless the provider sets require_expiration, and ignores crit.
+	ReasonMissingExp = "Jwt payload [exp] field is required"
+	ReasonHeaderCrit = "Jwt header [crit] names extensions that are not understood"
 )
 
 // Result is what Authenticate found. Claims is shared with the token cache: read it, never
