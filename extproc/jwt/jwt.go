@@ -51,7 +51,8 @@ const (
 
 // Options tune an Authenticator. The zero value gives the defaults.
 type Options struct {
-	// HTTPClient fetches remote JWKS; nil means a new http.Client with default settings.
+	// HTTPClient fetches remote JWKS; nil means a new http.Client that follows no redirect
+	// (noRedirects).
 	HTTPClient *http.Client
 	// FetchTimeout bounds one JWKS fetch (default 5 s).
 	FetchTimeout time.Duration
@@ -183,10 +184,15 @@ func CheckJWKSURL(raw string) error {
 	return nil
 }
 
+// noRedirects makes an HTTP client return a redirect as the answer, which a JWKS fetch refuses
+// (not 200), as Envoy's remote_jwks fetch does: a redirect could take the fetch to plain http, or
+// to any host the JWKS server names.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
 // withDefaults fills the zero fields of o.
 func (o Options) withDefaults() Options {
 	if o.HTTPClient == nil {
-		o.HTTPClient = &http.Client{}
+		o.HTTPClient = &http.Client{CheckRedirect: noRedirects}
 	}
 	if o.FetchTimeout <= 0 {
 		o.FetchTimeout = DefaultFetchTimeout

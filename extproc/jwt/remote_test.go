@@ -186,6 +186,18 @@ func TestRemoteJWKSFetchFailures(t *testing.T) {
 			wantInvalid(t, a.Authenticate(t.Context(), tok), ReasonFetchFailed)
 		})
 	}
+	t.Run("redirect", func(t *testing.T) {
+		// The key set is where the redirect points, but a redirect is not followed (as Envoy's
+		// fetch): it could lead to plain http or to a host the JWKS server names.
+		keys := newJWKSServer(t, jwks(t, s))
+		redirect := httptest.NewServer(http.RedirectHandler(keys.URL, http.StatusFound))
+		t.Cleanup(redirect.Close)
+		a := mustNew(t, remoteConfig("iss", redirect.URL, time.Hour), Options{Logger: quiet()})
+		wantInvalid(t, a.Authenticate(t.Context(), tok), ReasonFetchFailed)
+		if n := keys.fetches.Load(); n != 0 {
+			t.Errorf("the redirect was followed: %d fetches of its target", n)
+		}
+	})
 	t.Run("unreachable", func(t *testing.T) {
 		srv := newJWKSServer(t, "")
 		url := srv.URL
