@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -78,6 +77,9 @@ func (o *extProcOptions) check() error {
 	}
 	if err := translator.CheckMaxBodyBytes(int64(o.maxBody)); err != nil {
 		return err
+	}
+	if err := telemetry.CheckOTLPEndpoint(o.otlp); err != nil {
+		return fmt.Errorf("--otlp-endpoint: %w", err)
 	}
 	if o.muxResolveTimeout <= 0 {
 		return fmt.Errorf("--mux-resolve-timeout %s: must be positive", o.muxResolveTimeout)
@@ -211,8 +213,13 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	if len(f.listen) == 0 {
 		f.listen = []string{bootstrap.DefaultExtProcAddr}
 	}
-	if slices.Contains(f.listen, "") {
-		return nil, errors.New(`--listen "": want HOST:PORT or unix:///PATH`)
+	for _, addr := range f.listen {
+		if err := checkAddr(addr); err != nil {
+			return nil, fmt.Errorf("--listen %w", err)
+		}
+	}
+	if err := checkAddr(f.xdsAddr); err != nil {
+		return nil, fmt.Errorf("--xds-addr %w", err)
 	}
 	if f.gateway != contract.AllGateways && strings.Count(f.gateway, "/") != 1 {
 		return nil, fmt.Errorf("--gateway %q: want NAMESPACE/NAME or *", f.gateway)

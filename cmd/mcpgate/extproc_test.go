@@ -51,6 +51,11 @@ func TestNewMuxOptions(t *testing.T) {
 func TestExtProcFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"--listen", ""},
+		{"--listen", "garbage"},
+		{"--xds-addr", "::::"},
+		{"--xds-addr", "unix://relative"},
+		{"--otlp-endpoint", "::bad"},
+		{"--otlp-endpoint", "ftp://collector:4317"},
 		{"--uds", "/run/x.sock"},
 		{"--gateway", "nons"},
 		{"--max-body-bytes", "0"},

@@ -86,8 +86,8 @@ func parseRunFlags(args []string) (*runConfig, error) {
 		fs.Usage()
 		return nil, errors.New("want -f PATH (and no other argument)")
 	}
-	if net.ParseIP(c.bindAddress) == nil {
-		return nil, fmt.Errorf("--bind-address %q: want an IP address", c.bindAddress)
+	if err := checkBindAddress(c.bindAddress); err != nil {
+		return nil, err
 	}
 	if err := c.check(); err != nil {
 		return nil, err
@@ -556,4 +556,12 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 	set := false
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
+}
+
+// checkBindAddress checks --bind-address: the IP address Envoy's listeners bind.
+func checkBindAddress(a string) error {
+	if net.ParseIP(a) == nil {
+		return fmt.Errorf("--bind-address %q: want an IP address", a)
+	}
+	return nil
 }

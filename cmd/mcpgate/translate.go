@@ -71,6 +71,9 @@ func translate(args []string, stdout, stderr io.Writer) error {
 	if err := translator.CheckMaxBodyBytes(opts.MaxBodyBytes); err != nil {
 		return err
 	}
+	if err := checkBindAddress(opts.BindAddress); err != nil {
+		return err
+	}
 	opts.GatewayClassNames = classes
 	res, src, loadErr := file.Load(paths...)
 	for _, w := range src.Warnings {

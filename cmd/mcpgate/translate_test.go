@@ -135,12 +135,16 @@ func TestTranslateArguments(t *testing.T) {
 }
 
 // TestTranslateMaxBodyBytes: a body limit that Envoy's buffer limits cannot hold (an HTTP/2
-// stream's window is at most 2^31-1) is refused naming the flag, not wrapped around.
+// stream's window is at most 2^31-1) is refused naming the flag, not wrapped around; so is a bind
+// address that is not an IP address, as run refuses it.
 func TestTranslateMaxBodyBytes(t *testing.T) {
-	for _, n := range []string{"0", "4294967000", fmt.Sprint(translator.LargestMaxBodyBytes + 1)} {
+	for _, args := range [][]string{
+		{"--max-body-bytes", "0"}, {"--max-body-bytes", "4294967000"}, {"--max-body-bytes", fmt.Sprint(translator.LargestMaxBodyBytes + 1)},
+		{"--bind-address", "notanip"},
+	} {
 		var out, errOut bytes.Buffer
-		if err := translate([]string{"-f", "../../examples/mcp-connectivity", "--max-body-bytes", n}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "--max-body-bytes "+n) {
-			t.Errorf("--max-body-bytes %s: %v, want an error naming it", n, err)
+		if err := translate(append([]string{"-f", "../../examples/mcp-connectivity"}, args...), &out, &errOut); err == nil || !strings.Contains(err.Error(), args[0]) || !strings.Contains(err.Error(), args[1]) {
+			t.Errorf("%s: %v, want an error naming it", args, err)
 		}
 	}
 	var out, errOut bytes.Buffer
