@@ -106,6 +106,9 @@ func (t *translation) validateListeners(gi *gatewayInfo, portOwner map[int32]str
 				fmt.Sprintf("protocol %s is not supported: mcpgate serves HTTP listeners only (terminate TLS in front of Envoy)", l.Protocol))
 		case l.Port < 1 || l.Port > 65535:
 			li.refuse(string(gwv1.ListenerReasonUnsupportedValue), fmt.Sprintf("port %d is out of range", l.Port))
+		case l.Hostname != nil && routeHostnameProblem(string(*l.Hostname)) != "":
+			// As a route's hostname: Envoy would take it as a virtual host's domain as written.
+			li.refuse(string(gwv1.ListenerReasonUnsupportedValue), "hostname "+routeHostnameProblem(string(*l.Hostname)))
 		}
 		names[l.Name] = true
 	}

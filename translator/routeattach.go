@@ -310,7 +310,7 @@ func routeHostnameProblem(h string) string {
 		return msg
 	}
 	if isIP(name) {
-		return fmt.Sprintf("%q is an IP address: Gateway API hostnames are DNS names (a route without hostnames serves any host)", h)
+		return fmt.Sprintf("%q is an IP address: Gateway API hostnames are DNS names (without one, any host is served)", h)
 	}
 	return ""
 }
