@@ -15,6 +15,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/mcpgate/mcpgate/contract"
+	"github.com/mcpgate/mcpgate/extproc/jwt"
+	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 )
 
 // RedactedValue replaces secret header values in printed configuration.
@@ -22,10 +24,13 @@ const RedactedValue = "<redacted>"
 
 // Redacted returns m, or a copy of it whose secret values are replaced by RedactedValue: the
 // credential headers a route adds (isSecretHeader: an LLM backend's Authorization, a
-// RequestHeaderModifier's value), also
-// where a prefixMode Never route's ext_proc metadata repeats it for the resolver
-// (contract.Mux.RequestHeaders). Print configuration only through it.
+// RequestHeaderModifier's value), also where a prefixMode Never route's ext_proc metadata
+// repeats it for the resolver (contract.Mux.RequestHeaders); and the query of a policy's remote
+// JWKS URL (redactedPolicy). Print configuration only through it.
 func Redacted(m proto.Message) proto.Message {
+	if p, ok := m.(*policyv1.Policy); ok {
+		return redactedPolicy(p)
+	}
 	rc, ok := m.(*routev3.RouteConfiguration)
 	if !ok || !hasSecretHeader(rc) {
 		return m
@@ -49,6 +54,27 @@ func Redacted(m proto.Message) proto.Message {
 		}
 	}
 	return rc
+}
+
+// redactedPolicy returns p, or a copy of it whose remote JWKS URLs with a query (or a fragment)
+// have it redacted as ext_proc's logs redact them (jwt.RedactURL): a key set is public, but an
+// IdP's URL may carry an access key in its query.
+func redactedPolicy(p *policyv1.Policy) *policyv1.Policy {
+	var out *policyv1.Policy
+	for i, pv := range p.GetJwt().GetProviders() {
+		u := pv.GetRemoteJwks().GetUrl()
+		if !strings.ContainsAny(u, "?#") {
+			continue
+		}
+		if out == nil {
+			out = proto.Clone(p).(*policyv1.Policy)
+		}
+		out.Jwt.Providers[i].GetRemoteJwks().Url = jwt.RedactURL(u)
+	}
+	if out == nil {
+		return p
+	}
+	return out
 }
 
 // isSecretHeader reports whether a header's values are credentials to keep out of printed

@@ -82,6 +82,36 @@ func TestSecretRedacted(t *testing.T) {
 	}
 }
 
+// TestJWKSQueryRedacted: a remote JWKS URL's query (an IdP's access key) reaches ext_proc's
+// policy, but the printed output (translate, /debug/xds) shows it redacted.
+func TestJWKSQueryRedacted(t *testing.T) {
+	res := loadInputs(t, "testdata/lab.in.yaml")
+	for _, p := range res.Policies {
+		if j := p.Spec.Traffic; j != nil && j.JWTAuthentication != nil {
+			j.JWTAuthentication.Providers[0].JWKS = v1alpha1.JWKS{Remote: &v1alpha1.RemoteJWKS{URL: "https://idp.example/jwks?api_key=jwks-secret"}}
+		}
+	}
+	out := translator.Translate(res, translator.Options{})
+	found := false
+	for _, k := range out.GatewayKeys() {
+		for _, p := range out.Gateways[k].Policies {
+			for _, pv := range p.GetJwt().GetProviders() {
+				found = found || pv.GetRemoteJwks().GetUrl() == "https://idp.example/jwks?api_key=jwks-secret"
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no policy carries the remote JWKS URL with its query")
+	}
+	y, err := out.Marshal("yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(y), "jwks-secret") || !strings.Contains(string(y), "https://idp.example/jwks?REDACTED") {
+		t.Fatal("the printed output shows the JWKS URL's query or lacks its redaction")
+	}
+}
+
 // TestNeverSecretRedacted: an Authorization value a prefixMode Never route sets reaches the route
 // and the resolver's metadata (contract.Mux.RequestHeaders; a weighted rule's on its weighted
 // cluster), but none printed.

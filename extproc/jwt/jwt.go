@@ -125,7 +125,7 @@ func New(cfg *policyv1.JWTAuthentication, opts Options) (*Authenticator, error) 
 			}
 			p.remote = &remoteKeys{
 				url:           r.GetUrl(),
-				logURL:        redactURL(r.GetUrl()),
+				logURL:        RedactURL(r.GetUrl()),
 				cacheDuration: dur,
 				fetchTimeout:  opts.FetchTimeout,
 				minInterval:   opts.MinRefetchInterval,
@@ -161,24 +161,24 @@ func New(cfg *policyv1.JWTAuthentication, opts Options) (*Authenticator, error) 
 // the policy resource, the translator's output and the xDS debug dump, and a JWKS is public key
 // material that needs none. The translator refuses a policy through this same function, so that
 // ext_proc never receives a URL it refuses (which would reject the whole policy update). The error
-// shows raw redacted (userinfo and query hidden, redactURL) and does not name the field: the
+// shows raw redacted (userinfo and query hidden, RedactURL) and does not name the field: the
 // caller does.
 func CheckJWKSURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("%q: %w", redactURL(raw), withoutURL(err))
+		return fmt.Errorf("%q: %w", RedactURL(raw), withoutURL(err))
 	}
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https", u.Opaque != "":
-		return fmt.Errorf("%q: want an absolute http or https URL", redactURL(raw))
+		return fmt.Errorf("%q: want an absolute http or https URL", RedactURL(raw))
 	case u.User != nil:
-		return fmt.Errorf("%q: userinfo (user:password@) is not allowed in a JWKS URL", redactURL(raw))
+		return fmt.Errorf("%q: userinfo (user:password@) is not allowed in a JWKS URL", RedactURL(raw))
 	case u.Hostname() == "":
-		return fmt.Errorf("%q: want an absolute http or https URL with a host", redactURL(raw))
+		return fmt.Errorf("%q: want an absolute http or https URL with a host", RedactURL(raw))
 	}
 	if p := u.Port(); p != "" {
 		if n, err := strconv.ParseUint(p, 10, 16); err != nil || n == 0 {
-			return fmt.Errorf("%q: port %s: want 1 to 65535", redactURL(raw), p)
+			return fmt.Errorf("%q: port %s: want 1 to 65535", RedactURL(raw), p)
 		}
 	}
 	return nil

@@ -60,8 +60,8 @@ func TestRedactURL(t *testing.T) {
 		"http://idp.example/%zz?token=t":              "http://idp.example/%zz?REDACTED",
 		"/relative?token=t":                           "/relative?REDACTED",
 	} {
-		if got := redactURL(raw); got != want {
-			t.Errorf("redactURL(%q) = %q, want %q", raw, got, want)
+		if got := RedactURL(raw); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", raw, got, want)
 		}
 	}
 }

@@ -29,7 +29,7 @@ var errRateLimited = errors.New("JWKS fetched too recently; not fetching again y
 // minimum interval. Concurrent fetches share one HTTP request. A failed fetch keeps the last good
 // keys.
 type remoteKeys struct {
-	// url is the key set's; logURL is url as logs and errors show it (redactURL).
+	// url is the key set's; logURL is url as logs and errors show it (RedactURL).
 	url, logURL   string
 	cacheDuration time.Duration
 	fetchTimeout  time.Duration
@@ -180,12 +180,12 @@ func (r *remoteKeys) run(base context.Context, first <-chan singleflight.Result)
 	}
 }
 
-// redactURL returns a JWKS URL for logs and errors: its userinfo and query, where credentials are
+// RedactURL returns a JWKS URL for logs and errors: its userinfo and query, where credentials are
 // put (https://user:pass@host, ?api_key=...), become REDACTED, and its fragment goes. It reads
 // the URL as net/url does (the fragment from the first '#', the query from the first '?' before
 // it, the userinfo up to the last '@' before the path) without parsing it, so that a URL that
 // does not parse is redacted too.
-func redactURL(raw string) string {
+func RedactURL(raw string) string {
 	rest, query := raw, false
 	if i := strings.IndexAny(rest, "?#"); i >= 0 {
 		rest, query = rest[:i], rest[i] == '?'

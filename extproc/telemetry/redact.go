@@ -256,17 +256,17 @@ func (t *Telemetry) redactValue(v any) (any, bool) {
 			}
 		}
 	case string:
-		if s, ok := t.redactURL(x); ok {
+		if s, ok := t.RedactURL(x); ok {
 			return s, true
 		}
 	}
 	return v, changed
 }
 
-// redactURL returns s with the user:password of a URL's userinfo ("scheme://user:password@host")
+// RedactURL returns s with the user:password of a URL's userinfo ("scheme://user:password@host")
 // and the values of the redacted keys of a query (after the first '?', up to '#') replaced, and
 // whether it replaced any. Query keys are compared %-decoded, as a server reads them.
-func (t *Telemetry) redactURL(s string) (string, bool) {
+func (t *Telemetry) RedactURL(s string) (string, bool) {
 	changed := false
 	if i := strings.Index(s, "://"); i >= 0 {
 		authority := s[i+3:]
