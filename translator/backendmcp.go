@@ -95,7 +95,7 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 		}
 		tg, tls := t.staticMCPTarget(cname, spec)
 		tg.backend = bi.key
-		mt := mcpTarget{tg: tg, index: i, from: "spec.mcp.targets[" + strconv.Itoa(i) + "]"}
+		mt := mcpTarget{tg: tg, index: i}
 		if tls != nil {
 			mt.note = "reached " + tls.describe()
 		}
@@ -160,11 +160,22 @@ type mcpTarget struct {
 	tg    *target
 	index int    // its spec.mcp.targets index
 	note  string // how it is reached, when worth saying (TLS)
-	from  string // where it comes from: "spec.mcp.targets[1]", or the selected Service port
+	// service is the Service port a selector found it at ("Service NS/NAME port P of
+	// spec.mcp.targets[I].selector"); "" for a static target
+	service string
+}
+
+// from says where the target comes from, for messages: "spec.mcp.targets[1]", or the Service
+// port a selector found.
+func (mt *mcpTarget) from() string {
+	if mt.service != "" {
+		return mt.service
+	}
+	return "spec.mcp.targets[" + strconv.Itoa(mt.index) + "]"
 }
 
 // describe names the target and where it comes from, for messages: "t (spec.mcp.targets[1])".
-func (mt *mcpTarget) describe() string { return mt.tg.name + " (" + mt.from + ")" }
+func (mt *mcpTarget) describe() string { return mt.tg.name + " (" + mt.from() + ")" }
 
 // targetPathProblem says why p cannot be an MCP target's path, or "": the mux and the bridge
 // send their requests to it as a URL's path, and the status shows it, so it is an absolute path
@@ -226,7 +237,7 @@ func (t *translation) notMultiplexed(m *v1alpha1.MCPBackend, all []mcpTarget) (w
 			return why, field
 		}
 		if j, dup := seen[mt.tg.name]; dup {
-			return fmt.Sprintf("two targets are named %s (%s and %s): a prefix must name one", mt.tg.name, all[j].from, mt.from), f
+			return fmt.Sprintf("two targets are named %s (%s and %s): a prefix must name one", mt.tg.name, all[j].from(), mt.from()), f
 		}
 		seen[mt.tg.name] = k
 	}
@@ -509,7 +520,7 @@ func (t *translation) selectorTargets(bi *backendInfo, tg *v1alpha1.McpTargetSel
 				tgt := t.serviceTarget(name, svc, p)
 				tgt.backend = bi.key
 				out = append(out, mcpTarget{tg: tgt, index: index,
-					from: fmt.Sprintf("Service %s/%s port %d of spec.mcp.targets[%d].selector", svc.Namespace, svc.Name, p.Port, index)})
+					service: fmt.Sprintf("Service %s/%s port %d of spec.mcp.targets[%d].selector", svc.Namespace, svc.Name, p.Port, index)})
 			}
 		}
 	}

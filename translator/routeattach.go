@@ -309,7 +309,7 @@ func routeHostnameProblem(h string) string {
 		}
 		return msg
 	}
-	if isIP(name) {
+	if strings.Trim(name, "0123456789.") == "" && isIP(name) { // a DNS name here: an IPv4 address is all digits and dots
 		return fmt.Sprintf("%q is an IP address: Gateway API hostnames are DNS names (without one, any host is served)", h)
 	}
 	return ""
@@ -326,7 +326,9 @@ func preciseHostnameProblem(h string) string {
 	case len(h) > 253:
 		return fmt.Sprintf("is %d bytes long, over the 253 of a DNS name", len(h))
 	}
-	for i, label := range strings.Split(h, ".") {
+	i := -1
+	for label := range strings.SplitSeq(h, ".") {
+		i++
 		switch {
 		case label == "":
 			return fmt.Sprintf("%q has an empty label: write a DNS name such as example.com (no leading, trailing or doubled dot)", h)
