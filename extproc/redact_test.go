@@ -40,17 +40,18 @@ func TestDefaultRedactKeys(t *testing.T) {
 		}
 	}
 	for raw, want := range map[string]string{
-		`{"headers":{"Cookie":"c=1","X-Api-Key":"k","Accept":"text/html"}}`:     `{"headers":{"Accept":"text/html","Cookie":"[REDACTED]","X-Api-Key":"[REDACTED]"}}`,
-		`{"auth":{"type":"basic","password":"p"}}`:                              `{"auth":{"password":"[REDACTED]","type":"basic"}}`,
-		`{"private_key":{"kty":"EC","d":"x"}}`:                                  `{"private_key":"[REDACTED]"}`,
-		`{"url":"https://h.example/v1?access_token=abc&page=2&API-KEY=k#frag"}`: `{"url":"https://h.example/v1?access_token=[REDACTED]&page=2&API-KEY=[REDACTED]#frag"}`,
-		`{"url":"https://h.example/cb?access%5Ftoken=abc&max_tokens=5"}`:        `{"url":"https://h.example/cb?access%5Ftoken=[REDACTED]&max_tokens=5"}`,
-		`{"urls":["https://h.example/?x=1&token=a&sig=1","/p?password=p"]}`:     `{"urls":["https://h.example/?x=1&token=[REDACTED]&sig=1","/p?password=[REDACTED]"]}`,
-		`{"repo":"https://bob:gh-pat@github.example/o/r.git","ref":"main"}`:     `{"ref":"main","repo":"https://[REDACTED]@github.example/o/r.git"}`,
-		`{"repo":"ssh://git@github.example/o/r.git","to":"a@b.example"}`:        `{"repo":"ssh://git@github.example/o/r.git","to":"a@b.example"}`,
-		`{"url":"https://h.example/search?q=max_tokens&max_tokens=5","n":1}`:    `{"url":"https://h.example/search?q=max_tokens&max_tokens=5","n":1}`,
-		`{"url":"https://h.example/?token=[REDACTED]","password":"p"}`:          `{"password":"[REDACTED]","url":"https://h.example/?token=[REDACTED]"}`,
-		`{"q":"a < b && c > d","secret":"s"}`:                                   `{"q":"a < b && c > d","secret":"[REDACTED]"}`,
+		`{"headers":{"Cookie":"c=1","X-Api-Key":"k","Accept":"text/html"}}`:             `{"headers":{"Accept":"text/html","Cookie":"[REDACTED]","X-Api-Key":"[REDACTED]"}}`,
+		`{"auth":{"type":"basic","password":"p"}}`:                                      `{"auth":{"password":"[REDACTED]","type":"basic"}}`,
+		`{"private_key":{"kty":"EC","d":"x"}}`:                                          `{"private_key":"[REDACTED]"}`,
+		`{"url":"https://h.example/v1?access_token=abc&page=2&API-KEY=k#frag"}`:         `{"url":"https://h.example/v1?access_token=[REDACTED]&page=2&API-KEY=[REDACTED]#frag"}`,
+		`{"url":"https://h.example/cb?access%5Ftoken=abc&max_tokens=5"}`:                `{"url":"https://h.example/cb?access%5Ftoken=[REDACTED]&max_tokens=5"}`,
+		`{"urls":["https://h.example/?x=1&token=a&sig=1","/p?password=p"]}`:             `{"urls":["https://h.example/?x=1&token=[REDACTED]&sig=1","/p?password=[REDACTED]"]}`,
+		`{"repo":"https://bob:gh-pat@github.example/o/r.git","ref":"main"}`:             `{"ref":"main","repo":"https://[REDACTED]@github.example/o/r.git"}`,
+		`{"repo":"ssh://git@github.example/o/r.git","to":"a@b.example"}`:                `{"repo":"ssh://git@github.example/o/r.git","to":"a@b.example"}`,
+		`{"url":"https://h.example/search?q=max_tokens&max_tokens=5","n":1}`:            `{"url":"https://h.example/search?q=max_tokens&max_tokens=5","n":1}`,
+		`{"url":"https://h.example/?token=[REDACTED]","password":"p"}`:                  `{"password":"[REDACTED]","url":"https://h.example/?token=[REDACTED]"}`,
+		`{"q":"a < b && c > d","secret":"s"}`:                                           `{"q":"a < b && c > d","secret":"[REDACTED]"}`,
+		`{"headers":[{"name":"Cookie","value":"c=1"},{"name":"Accept","value":"*/*"}]}`: `{"headers":[{"name":"Cookie","value":"[REDACTED]"},{"name":"Accept","value":"*/*"}]}`,
 	} {
 		if got := render(raw); got != want {
 			t.Errorf("arguments %s\n rendered %s\n want     %s", raw, got, want)

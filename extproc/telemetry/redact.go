@@ -16,7 +16,8 @@ import (
 // "privateKey"), while names that only hold one ("max_tokens", "token_count", "keyword") are not.
 // Its value, whatever it is (an object too), becomes "[REDACTED]". In a string value, the values
 // of a URL query's keys that match the same way ("?access_token=...") and the user:password of a
-// URL's userinfo are replaced as well.
+// URL's userinfo are replaced as well, and so is the "value" of an object whose "name" is such a
+// key (a header given as {"name":"Cookie","value":"..."}).
 
 // redacted replaces a redacted value.
 const redacted = "[REDACTED]"
@@ -247,6 +248,13 @@ func (t *Telemetry) redactValue(v any) (any, bool) {
 				x[k], changed = redacted, true
 			} else if nv, ok := t.redactValue(val); ok {
 				x[k], changed = nv, true
+			}
+		}
+		// A header or parameter given as a pair, {"name":"Cookie","value":"..."} (HAR, fetch
+		// tools' header lists): its value is the named key's.
+		if name, ok := x["name"].(string); ok && t.redactedKey(name) {
+			if v, has := x["value"]; has && v != redacted {
+				x["value"], changed = redacted, true
 			}
 		}
 	case []any:
