@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -217,12 +216,17 @@ func appendEventType(dst []byte, ev *mcp.Event) []byte {
 	return append(dst, '\n')
 }
 
-// retryDelay returns the delay of a retry field (milliseconds, ASCII digits: mcp.Event.Retry);
-// one too large for a time.Duration is the largest.
+// maxRetryDelay bounds the wait a target's retry field asks for before the mux resumes its
+// stream for a client (resumeCall): a longer one would hold the client's request (and an HTTP+SSE
+// client's session) about for ever.
+const maxRetryDelay = time.Minute
+
+// retryDelay returns the delay of a retry field (milliseconds, ASCII digits: mcp.Event.Retry), at
+// most maxRetryDelay.
 func retryDelay(retry string) time.Duration {
 	ms, err := strconv.ParseInt(retry, 10, 64)
-	if err != nil || ms > int64(math.MaxInt64/time.Millisecond) {
-		return math.MaxInt64
+	if err != nil || ms > int64(maxRetryDelay/time.Millisecond) {
+		return maxRetryDelay
 	}
 	return time.Duration(ms) * time.Millisecond
 }

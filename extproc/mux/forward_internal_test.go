@@ -3,6 +3,7 @@ package mux
 import (
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/mcpgate/mcpgate/contract"
 )
@@ -35,5 +36,17 @@ func TestToClient(t *testing.T) {
 	_ = json.Unmarshal([]byte(raw), &m)
 	if got := string(c.toClient(&m, mb, []byte(raw))); got != raw {
 		t.Errorf("toClient under Bridge (%s) = %s, want it unchanged", raw, got)
+	}
+}
+
+// TestRetryDelay: a retry field's milliseconds, at most maxRetryDelay.
+func TestRetryDelay(t *testing.T) {
+	for retry, want := range map[string]time.Duration{
+		"0": 0, "1500": 1500 * time.Millisecond, "60000": time.Minute, "60001": maxRetryDelay,
+		"99999999999999999999999": maxRetryDelay,
+	} {
+		if got := retryDelay(retry); got != want {
+			t.Errorf("retryDelay(%q) = %s, want %s", retry, got, want)
+		}
 	}
 }

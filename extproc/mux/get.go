@@ -65,7 +65,7 @@ func (c *call) get() {
 			}
 		}
 	}()
-	errs := c.fanOut(func(ctx context.Context, mb member) error {
+	errs := c.fanOut(bound{}, func(ctx context.Context, mb member) error {
 		last := from.id(mb.t.Name)
 		if mb.sid == "" || from.kind == callStream && last == "" {
 			return nil

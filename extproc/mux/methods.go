@@ -25,7 +25,7 @@ func (c *call) initialize(msg *message) {
 		c.sess[i] = member{t: t}
 	}
 	answers := make([]*answer, len(c.sess))
-	errs := c.fanOut(func(ctx context.Context, mb member) error {
+	errs := c.fanOut(c.targetBound(), func(ctx context.Context, mb member) error {
 		a, err := c.exchange(ctx, mb, body, msg.ID)
 		if err == nil && a.msg.Error != nil {
 			err = &targetError{mb.t.Name, rpcError(a.msg.Error)}
@@ -49,9 +49,10 @@ func (c *call) initialize(msg *message) {
 	// the caller's, not a target's failure, and a session without the target would hide it.
 	limit := callerLimit(errs)
 	if failed := firstError(errs); failed != nil && (!c.failOpen() || len(opened) == 0 || limit != nil) {
-		// The sessions opened are of no use: they end now.
-		c.sess = opened
-		c.fanOut(func(ctx context.Context, mb member) error {
+		// The sessions opened are of no use: they end now, even when the client has gone (its
+		// context's end would leave them open at the targets).
+		c.sess, c.ctx = opened, context.WithoutCancel(c.ctx)
+		c.fanOut(c.targetBound(), func(ctx context.Context, mb member) error {
 			if mb.sid != "" {
 				if resp, err := c.do(ctx, mb, c.newRequest(ctx, http.MethodDelete, mb, nil), false); err == nil {
 					drain(resp)
@@ -194,8 +195,9 @@ func (c *call) list(msg *message, it mcp.Item, key, nameMember string) {
 	budget := &listBudget{left: int64(c.h.opts.MaxBodyBytes - len(msg.ID) - len(key) - len(`{"jsonrpc":"2.0","id":,"result":{"":[]}}`))}
 	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
+	c.ctx = ctx
 	items := make([][]listed, len(c.sess))
-	errs := c.fanOut(func(_ context.Context, mb member) error {
+	errs := c.fanOut(c.targetBound(), func(ctx context.Context, mb member) error {
 		var err error
 		items[c.index(mb)], err = c.listTarget(ctx, mb, msg, params, it, key, nameMember, budget)
 		if errors.Is(err, errListTooLarge) {
@@ -642,7 +644,7 @@ func skipValue(b []byte, i int) int {
 // has nothing to set.
 func (c *call) setLevel(msg *message) {
 	body := msg.encode()
-	errs := c.fanOut(func(ctx context.Context, mb member) error {
+	errs := c.fanOut(c.targetBound(), func(ctx context.Context, mb member) error {
 		a, err := c.exchange(ctx, mb, body, msg.ID)
 		switch {
 		case err != nil:

@@ -39,11 +39,25 @@ func (c *call) modern(msg *message) bool {
 	if c.m.Bridge || !c.sessionless() {
 		return false
 	}
-	return modernHeader(c.r.Header) || metaVersion(msg.Params) >= ModernVersion
+	return modernHeader(c.r.Header) || modernVersion(metaVersion(msg.Params))
 }
 
 // modernHeader reports whether MCP-Protocol-Version says ModernVersion or later.
-func modernHeader(h http.Header) bool { return h.Get("Mcp-Protocol-Version") >= ModernVersion }
+func modernHeader(h http.Header) bool { return modernVersion(h.Get("Mcp-Protocol-Version")) }
+
+// modernVersion reports whether v is an MCP version (YYYY-MM-DD) of ModernVersion or later:
+// versions compare as their text does, but only as versions ("9" or "zzz" sort after it too).
+func modernVersion(v string) bool {
+	if len(v) != len(ModernVersion) || v[4] != '-' || v[7] != '-' {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; i != 4 && i != 7 && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return v >= ModernVersion
+}
 
 // modernMeta returns the _meta of a request the mux makes of its own in the modern era (Resolve's
 // lists): the version, the mux as the client, no client capabilities.
@@ -126,7 +140,7 @@ func (c *call) discover(msg *message) bool {
 	body := msg.encode()
 	results := make([]*discoverResult, len(c.sess))
 	older := make([]bool, len(c.sess))
-	errs := c.fanOut(func(ctx context.Context, mb member) error {
+	errs := c.fanOut(c.targetBound(), func(ctx context.Context, mb member) error {
 		a, err := c.exchange(ctx, mb, body, msg.ID)
 		var se *statusError
 		switch {

@@ -36,3 +36,16 @@ func TestOlderMemo(t *testing.T) {
 		}
 	}
 }
+
+// TestModernVersion: a version of the modern era is a date (YYYY-MM-DD) from ModernVersion on;
+// text that only sorts after it is none.
+func TestModernVersion(t *testing.T) {
+	for v, want := range map[string]bool{
+		ModernVersion: true, "2026-12-01": true, "2030-01-01": true,
+		"2025-11-25": false, "": false, "9": false, "3000": false, "zzz": false, "2026-07-28x": false, "2026/07/28": false, "2026-7a-28": false,
+	} {
+		if got := modernVersion(v); got != want {
+			t.Errorf("modernVersion(%q) = %v, want %v", v, got, want)
+		}
+	}
+}

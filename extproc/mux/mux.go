@@ -52,6 +52,11 @@ const DefaultMaxBodyBytes = 4 << 20
 // headers at once (the stream's events come later).
 const DefaultStreamOpenTimeout = 10 * time.Second
 
+// DefaultTargetTimeout is the default of Options.TargetTimeout: long enough for a server that
+// starts slowly or lists many tools, short enough that a target that hangs does not hold its
+// backend's sessions and lists for ever.
+const DefaultTargetTimeout = 30 * time.Second
+
 // DefaultResumeDelay is the default of Options.ResumeDelay: the go-sdk client's first
 // reconnection delay, in the region of the few seconds the SSE specification suggests.
 const DefaultResumeDelay = time.Second
@@ -93,6 +98,13 @@ type Options struct {
 	// server-to-client stream); 0 means DefaultStreamOpenTimeout. A target that does not answer
 	// in time fails that GET, so that it cannot hold the client's merged stream back.
 	StreamOpenTimeout time.Duration
+	// TargetTimeout bounds the wait for each target's answer to what the mux sends to every
+	// target of a session (initialize, the lists, logging/setLevel, the client's notifications,
+	// DELETE, server/discover): a target that has not answered by then counts as failed (left
+	// out under FailOpen; under FailClosed the request's -32603 names it), so that one target
+	// that hangs holds no request for ever. A call routed to one target is not bounded (a tool
+	// may run long). 0 means DefaultTargetTimeout.
+	TargetTimeout time.Duration
 	// ResumeDelay is the wait before the mux resumes a target's answer stream that ended without
 	// the answer (SSE polling, a reset) for a client that cannot resume it itself (an HTTP+SSE
 	// client: forward) when the target has not asked for another (an event's retry field); 0
@@ -150,6 +162,7 @@ func New(opts Options) *Server {
 	orDefault(&opts.MaxPages, DefaultMaxPages)
 	orDefault(&opts.ResolveTimeout, DefaultResolveTimeout)
 	orDefault(&opts.StreamOpenTimeout, DefaultStreamOpenTimeout)
+	orDefault(&opts.TargetTimeout, DefaultTargetTimeout)
 	orDefault(&opts.ResumeDelay, DefaultResumeDelay)
 	orDefault(&opts.SSEIdleTimeout, DefaultSSEIdleTimeout)
 	orDefault(&opts.MaxSSESessions, DefaultMaxSSESessions)
@@ -620,7 +633,7 @@ func (c *call) delete() {
 	if !c.readSession(nil) {
 		return
 	}
-	c.fanOut(func(ctx context.Context, mb member) error {
+	c.fanOut(c.targetBound(), func(ctx context.Context, mb member) error {
 		if mb.sid == "" {
 			return nil
 		}
@@ -645,7 +658,7 @@ func (c *call) notify(msg *message) {
 		return
 	}
 	body := msg.encode()
-	c.fanOut(func(ctx context.Context, mb member) error {
+	c.fanOut(c.targetBound(), func(ctx context.Context, mb member) error {
 		resp, err := c.do(ctx, mb, c.newRequest(ctx, http.MethodPost, mb, body), false)
 		if err != nil {
 			return err
@@ -699,14 +712,38 @@ func toClientID(target string, id json.RawMessage) json.RawMessage {
 	return b
 }
 
+// bound is how long fanOut waits for each target, and what sets it (for the error); the zero
+// bound waits as long as the request lasts.
+type bound struct {
+	within time.Duration
+	what   string
+}
+
+// targetBound is the bound of what the mux sends to every target of a session.
+func (c *call) targetBound() bound {
+	return bound{c.h.opts.TargetTimeout, "the target timeout, mux Options.TargetTimeout"}
+}
+
 // fanOut runs fn for every member of the session in parallel and returns each one's error, in
-// the session's order. Errors are logged with their target.
-func (c *call) fanOut(fn func(ctx context.Context, mb member) error) []error {
+// the session's order. Errors are logged with their target. fn's context ends with c.ctx and,
+// under a bound, b.within after fn starts (the target then failed, with errNoAnswer) and when
+// fn returns, so fn must be done with what it opened by then: a GET, which reads its targets'
+// streams after the fan-out, has none.
+func (c *call) fanOut(b bound, fn func(ctx context.Context, mb member) error) []error {
 	errs := make([]error, len(c.sess))
 	var wg sync.WaitGroup
 	for i, mb := range c.sess {
 		wg.Go(func() {
-			if errs[i] = fn(c.ctx, mb); errs[i] != nil {
+			ctx := c.ctx
+			if b.within > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, b.within)
+				defer cancel()
+			}
+			if errs[i] = fn(ctx, mb); errs[i] != nil {
+				if ctx.Err() == context.DeadlineExceeded && c.ctx.Err() == nil {
+					errs[i] = &targetError{mb.t.Name, fmt.Errorf("%w within %s (%s)", errNoAnswer, b.within, b.what)}
+				}
 				c.log.Warn("mux: target failed", "target", mb.t.Name, "method", c.r.Method, "error", errs[i])
 			}
 		})
@@ -714,6 +751,9 @@ func (c *call) fanOut(fn func(ctx context.Context, mb member) error) []error {
 	wg.Wait()
 	return errs
 }
+
+// errNoAnswer is the failure of a target that did not answer in time (fanOut).
+var errNoAnswer = errors.New("no answer")
 
 // writeJSON writes a JSON answer.
 func (c *call) writeJSON(status int, body []byte) {

@@ -208,6 +208,18 @@ func newGatewayDesc(t *testing.T, m contract.Mux, opts func(*mux.Options)) *gate
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		a.ServeHTTP(w, r)
 	})
+	// cluster-hang never answers; cluster-hang-lists is server h, but never answers a list.
+	d.clusters["cluster-hang"] = http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	_, hs := newTarget("h")
+	d.clusters["cluster-hang-lists"] = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if bytes.Contains(body, []byte(`/list"`)) {
+			<-r.Context().Done()
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		hs.ServeHTTP(w, r)
+	})
 	gw.double = d
 	sock, srv := serveUnixServer(t, d)
 	gw.upstream = srv
@@ -533,6 +545,41 @@ func wantTools(t *testing.T, cs *mcp.ClientSession, want ...string) *mcp.ListToo
 		t.Errorf("tools/list: %q, want %q", names, want)
 	}
 	return tools
+}
+
+// TestMuxHungTarget: a target that never answers what the mux sends every target (initialize,
+// a list) fails after Options.TargetTimeout: under FailOpen the others answer without it, under
+// FailClosed the error names it and the bound; the request never hangs.
+func TestMuxHungTarget(t *testing.T) {
+	hang := contract.MuxTarget{Name: "h", Cluster: "cluster-hang", Path: "/mcp"}
+	hangLists := contract.MuxTarget{Name: "h", Cluster: "cluster-hang-lists", Path: "/mcp"}
+	short := func(o *mux.Options) { o.TargetTimeout = 300 * time.Millisecond }
+	t.Run("FailOpen initialize", func(t *testing.T) {
+		gw := newGatewayWith(t, "FailOpen", short, targetA, hang)
+		cs, err := connect(t, gw.url, nil)
+		if err != nil {
+			t.Fatalf("initialize with target h hung: %v, want a session of a", err)
+		}
+		wantTools(t, cs, "a_ask", "a_count", "a_whoami", "a_x")
+	})
+	t.Run("FailOpen tools/list", func(t *testing.T) {
+		gw := newGatewayWith(t, "FailOpen", short, targetA, hangLists)
+		cs, err := connect(t, gw.url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantTools(t, cs, "a_ask", "a_count", "a_whoami", "a_x")
+	})
+	t.Run("FailClosed tools/list", func(t *testing.T) {
+		gw := newGatewayWith(t, "FailClosed", short, targetA, hangLists)
+		cs, err := connect(t, gw.url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cs.ListTools(context.Background(), nil); err == nil || !strings.Contains(err.Error(), "target h: no answer within 300ms") {
+			t.Errorf("tools/list with target h hung: %v, want an error naming h and the bound", err)
+		}
+	})
 }
 
 func TestMuxFailureModes(t *testing.T) {

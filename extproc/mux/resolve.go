@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -162,10 +161,6 @@ func (h *Server) resolve(ctx context.Context, q Query) (_ *resolution, complete 
 		h.log.Error("mux: upstream address", "gateway", m.Gateway, "error", err)
 		return failed(http.StatusInternalServerError, mcp.CodeInternalError, "mcpgate mux: gateway "+m.Gateway+": "+err.Error())
 	}
-	// Resolve has a bound of its own, below the ext_proc message timeout: a target that does not
-	// answer by then has failed (Options.ResolveTimeout).
-	rctx, cancel := context.WithTimeout(ctx, h.opts.ResolveTimeout)
-	defer cancel()
 	// The call reaches the mux with the route's request header changes applied by Envoy's router
 	// after ext_proc: the lists bring the targets the same headers.
 	header := q.Header
@@ -181,7 +176,7 @@ func (h *Server) resolve(ctx context.Context, q Query) (_ *resolution, complete 
 		host = m.Host
 	}
 	r := &http.Request{Method: http.MethodPost, Header: header, Host: host}
-	c := &call{h: h, m: m, up: up, r: r, ctx: rctx, log: h.log.With("backend", m.Backend), namesOnly: true}
+	c := &call{h: h, m: m, up: up, r: r, ctx: ctx, log: h.log.With("backend", m.Backend), namesOnly: true}
 	var session []string
 	modern := false
 	if q.Session != "" {
@@ -216,7 +211,9 @@ func (h *Server) resolve(ctx context.Context, q Query) (_ *resolution, complete 
 	}
 	budget := &listBudget{left: int64(h.opts.MaxBodyBytes)}
 	names := make([][]listed, len(c.sess))
-	errs := c.fanOut(func(ctx context.Context, mb member) error {
+	// Resolve has a bound of its own, below the ext_proc message timeout: a target that does not
+	// answer by then has failed (Options.ResolveTimeout).
+	errs := c.fanOut(bound{h.opts.ResolveTimeout, "the resolve timeout, mux Options.ResolveTimeout"}, func(ctx context.Context, mb member) error {
 		var err error
 		names[c.index(mb)], err = c.listTarget(ctx, mb, msg, params, q.Item, key, "name", budget)
 		return err
@@ -224,10 +221,6 @@ func (h *Server) resolve(ctx context.Context, q Query) (_ *resolution, complete 
 	targets := make([]string, len(c.sess))
 	for i, err := range errs {
 		targets[i] = c.sess[i].t.Name
-		if err != nil && ctx.Err() == nil && rctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) {
-			err = &targetError{c.sess[i].t.Name, fmt.Errorf("no answer within the resolve timeout (%s, mux Options.ResolveTimeout)", h.opts.ResolveTimeout)}
-			errs[i] = err
-		}
 		switch {
 		case errors.Is(err, errListTooLarge):
 			return failed(http.StatusOK, mcp.CodeInternalError, "mcpgate mux: "+method+": the targets' lists are larger than the mux's limit")
