@@ -45,6 +45,9 @@ type cluster struct {
 	repo       string
 	// auditLog is the API server's audit log (JSON lines, every request's metadata).
 	auditLog string
+	// assets is the folder of kube-apiserver and etcd, for a test that needs an API server of
+	// its own.
+	assets string
 }
 
 // testCluster is set by TestMain before any test runs and never changed after.
@@ -114,7 +117,7 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(filepath.Dir(c.kubeconfig))
-	c.auditLog = auditLog
+	c.auditLog, c.assets = auditLog, assets
 	testCluster = c
 	code := m.Run()
 	// The controller's requests are compared with deploy/'s RBAC once every test has run.
@@ -326,6 +329,10 @@ func startControllerOn(t, owner *testing.T, cfg *rest.Config, opts kubernetes.Op
 	prov, err := kubernetes.New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cfg.QPS == 0 && kubernetes.ClientQPS(prov) >= 0 {
+		// client-go's default of 5 requests a second held passes of 30 Gateways for 30 s.
+		t.Fatalf("the controller's clients are held to %v requests a second, want no client-side limit", kubernetes.ClientQPS(prov))
 	}
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -109,6 +109,9 @@ type Provider struct {
 	reader client.Reader
 	kick   chan struct{}
 	ready  atomic.Bool
+	// absent are the optional kinds the API server does not serve (watch), which count as
+	// empty; written before the loop starts
+	absent map[string]bool
 	// problems are the refusals of the last translation, to log each new one once.
 	problems map[string]bool
 	// problemsGauge and leaderGauge are exported when Options.Registerer is set.
@@ -128,7 +131,8 @@ func NewScheme() (*runtime.Scheme, error) {
 	return s, nil
 }
 
-// New returns a provider for the cluster of cfg. Run starts it.
+// New returns a provider for the cluster of cfg (unthrottled on the client side when cfg sets no
+// QPS). Run starts it.
 func New(cfg *rest.Config, opts Options) (*Provider, error) {
 	if opts.Publisher == nil {
 		return nil, errors.New("kubernetes provider: a Publisher is required")
@@ -166,6 +170,14 @@ func New(cfg *rest.Config, opts Options) (*Provider, error) {
 	}
 	tr.RequireGatewayClass = true
 
+	if cfg.QPS == 0 {
+		// client-go's default pace (5 requests a second, bursts of 10) held a pass of 30
+		// Gateways' status writes, data planes and Secret reads for half a minute, and every
+		// publish after it: as controller-runtime's GetConfig, the controller leaves the pace to
+		// the API server's priority and fairness.
+		cfg = rest.CopyConfig(cfg)
+		cfg.QPS = -1
+	}
 	scheme, err := NewScheme()
 	if err != nil {
 		return nil, err
@@ -214,6 +226,7 @@ func New(cfg *rest.Config, opts Options) (*Provider, error) {
 		client:   mgr.GetClient(),
 		reader:   mgr.GetAPIReader(),
 		kick:     make(chan struct{}, 1),
+		absent:   map[string]bool{},
 		problems: map[string]bool{},
 		problemsGauge: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mcpgate_config_problems", Help: "Objects or fields refused in the last translation (their status says why).",
@@ -284,29 +297,35 @@ func (f everyReplica) NeedLeaderElection() bool        { return false }
 type watchedKind struct {
 	obj         client.Object
 	statusOwned bool
+	// optional: a kind whose CRD may be missing (watch leaves it out, and it counts as empty)
+	optional bool
 }
 
 func (p *Provider) watchedKinds() []watchedKind {
 	kinds := []watchedKind{
-		{&gwv1.GatewayClass{}, true},
-		{&gwv1.Gateway{}, true},
-		{&gwv1.HTTPRoute{}, true},
-		{&gwv1.ReferenceGrant{}, false},
-		{&v1alpha1.AgentgatewayBackend{}, true},
-		{&v1alpha1.AgentgatewayPolicy{}, true},
-		{&enterprise.EnterpriseAgentgatewayPolicy{}, true},
-		{&corev1.Service{}, false},
-		{&discoveryv1.EndpointSlice{}, false},
-		{&corev1.Namespace{}, false},
+		{&gwv1.GatewayClass{}, true, false},
+		{&gwv1.Gateway{}, true, false},
+		{&gwv1.HTTPRoute{}, true, false},
+		// ReferenceGrant is v1 from Gateway API v1.5 on; without it no cross-namespace
+		// reference is granted. EnterpriseAgentgatewayPolicy is Solo.io's kind, which a
+		// cluster may lack.
+		{&gwv1.ReferenceGrant{}, false, true},
+		{&v1alpha1.AgentgatewayBackend{}, true, false},
+		{&v1alpha1.AgentgatewayPolicy{}, true, false},
+		{&enterprise.EnterpriseAgentgatewayPolicy{}, true, true},
+		{&corev1.Service{}, false, false},
+		{&discoveryv1.EndpointSlice{}, false, false},
+		{&corev1.Namespace{}, false, false},
 	}
 	if p.opts.DataPlane != nil {
-		kinds = append(kinds, watchedKind{&appsv1.Deployment{}, false}, watchedKind{&corev1.ConfigMap{}, false})
+		kinds = append(kinds, watchedKind{&appsv1.Deployment{}, false, false}, watchedKind{&corev1.ConfigMap{}, false, false})
 	}
 	return kinds
 }
 
 // watch registers a change handler on the informer of every watched kind. A kind whose CRD is
-// not installed is an error that names it.
+// not installed is an error that names it, unless it is optional: it is then left out (absent)
+// with a warning, until a restart finds it.
 func (p *Provider) watch(ctx context.Context) error {
 	for _, k := range p.watchedKinds() {
 		gvk, err := p.client.GroupVersionKindFor(k.obj)
@@ -316,8 +335,14 @@ func (p *Provider) watch(ctx context.Context) error {
 		// Not blocking: every informer starts at once; loop waits for all of them to sync.
 		inf, err := p.mgr.GetCache().GetInformer(ctx, k.obj, cache.BlockUntilSynced(false))
 		if err != nil {
-			if meta.IsNoMatchError(err) {
-				return fmt.Errorf("%s (%s) is not served by the API server: install its CRD (Gateway API standard channel, deploy/crds): %w", gvk.Kind, gvk.GroupVersion(), err)
+			switch {
+			case meta.IsNoMatchError(err) && k.optional:
+				p.log.Warn("kind not served by the API server: left out (none of its objects apply); install its CRD and restart the controller to use it",
+					"kind", gvk.Kind, "apiVersion", gvk.GroupVersion().String())
+				p.absent[gvk.Kind] = true
+				continue
+			case meta.IsNoMatchError(err):
+				return fmt.Errorf("%s (%s) is not served by the API server: install its CRD (Gateway API standard channel v1.5 or later, deploy/crds): %w", gvk.Kind, gvk.GroupVersion(), err)
 			}
 			return fmt.Errorf("watch %s: %w", gvk.Kind, err)
 		}

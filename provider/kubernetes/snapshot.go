@@ -40,7 +40,14 @@ func (p *Provider) snapshot(ctx context.Context) (*snapshot, error) {
 		endpoints discoveryv1.EndpointSliceList
 		nsList    corev1.NamespaceList
 	)
-	for _, l := range []client.ObjectList{&classes, &gateways, &routes, &grants, &backends, &policies, &eps, &services, &endpoints, &nsList} {
+	lists := []client.ObjectList{&classes, &gateways, &routes, &backends, &policies, &services, &endpoints, &nsList}
+	if !p.absent["ReferenceGrant"] {
+		lists = append(lists, &grants)
+	}
+	if !p.absent["EnterpriseAgentgatewayPolicy"] {
+		lists = append(lists, &eps)
+	}
+	for _, l := range lists {
 		if err := p.client.List(ctx, l); err != nil {
 			return nil, fmt.Errorf("list %T: %w", l, err)
 		}
