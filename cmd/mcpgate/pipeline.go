@@ -209,11 +209,14 @@ func (p *pipeline) report(problems, notServed, skipped, kept, warnings, notes []
 				p.log.Info("no longer reported, " + f + " has another problem: " + n.msg)
 				continue
 			}
-			p.log.Info("resolved: " + n.msg)
+			p.log.Info(resolvedPrefix + n.msg)
 		}
 	}
 	p.reported = now
 }
+
+// resolvedPrefix starts the log line of a problem that is gone: what was refused is served.
+const resolvedPrefix = "resolved, now served (was refused): "
 
 // noteFile returns the file a note of report names first ("FILE: ..."), or "".
 func noteFile(msg string) string {

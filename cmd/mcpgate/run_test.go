@@ -781,7 +781,7 @@ func TestRunKeepsServedVersionOfARefusedEdit(t *testing.T) {
 	// The file no longer loads: its refused rule is gone from the problems, but not resolved.
 	edit("rbac.yaml", `'jwt.org == '`, `'jwt.org == '`+"\n  broken: [")
 	logged("the refused rule, gone while its file has another problem", "no longer reported, ", "rbac.yaml has another problem: ", "matchExpressions[0]")
-	if strings.Contains(s.logs.String(), "resolved: ") {
+	if strings.Contains(s.logs.String(), resolvedPrefix) {
 		t.Errorf("a refused rule whose file no longer loads is logged resolved:\n%s", s.logs.String())
 	}
 	edit("rbac.yaml", "\n  broken: [", "")
@@ -803,6 +803,7 @@ func TestRunKeepsServedVersionOfARefusedEdit(t *testing.T) {
 	served("the fixed rule, while mcp.yaml is held back", `jwt.org == \"example.org\"`)
 	logged("the edited policy", "changed: ", "rbac.yaml: EnterpriseAgentgatewayPolicy agentgateway-system/mcp-rbac")
 	edit("mcp.yaml", "- name: no-such-backend", "- name: mcp-backend")
+	logged("the fixed route", resolvedPrefix, "mcp.yaml", "HTTPRoute agentgateway-system/mcp", "backendRefs[0]")
 
 	// A Gateway renamed under its routes and policies: what is refused anew is in files that did
 	// not change, so the changed file is held back; the rename is served once they follow it.
