@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/mcp"
@@ -45,11 +46,23 @@ import (
 type legacyClients struct {
 	h     *Server
 	table *sessionTable[*legacySession]
+	// inFlightBytes counts the bytes of the messages of every legacy session being served
+	// (legacyMaxInFlightBytes).
+	inFlightBytes atomic.Int64
 }
 
 // legacyMaxInFlight bounds the requests of one legacy session being served at once: each is
 // answered 202 before it is served, so that the client could otherwise start any number.
 const legacyMaxInFlight = 256
+
+// The bytes of the messages being served bound them too, as each is held (decoded, encoded again
+// for the targets) until its answer: a session's at most legacySessionBodies bodies of the
+// largest size (Options.MaxBodyBytes), every session's together at most legacyMaxInFlightBytes;
+// a request beyond either is answered 503 and not served.
+const (
+	legacySessionBodies    = 4
+	legacyMaxInFlightBytes = 256 << 20
+)
 
 // legacyQueue is the length of the queue of messages for a legacy session's stream: a client that
 // does not read its stream holds back the answers that fill it.
@@ -85,9 +98,11 @@ type legacySession struct {
 	once   sync.Once
 	// out carries the messages for the client's stream.
 	out chan []byte
-	// inFlight holds a place per request being served (legacyMaxInFlight).
-	inFlight chan struct{}
-	idle     idleTimer
+	// inFlight holds a place per request being served (legacyMaxInFlight), inFlightBytes
+	// their messages' bytes (legacySessionBodies).
+	inFlight      chan struct{}
+	inFlightBytes atomic.Int64
+	idle          idleTimer
 
 	mu sync.Mutex
 	// sid is the Mcp-Session-Id of the mux session, "" before initialize.
@@ -260,10 +275,17 @@ func (l *legacyClients) post(c *call, key string) {
 		http.Error(c.w, fmt.Sprintf("mcpgate mux: %d requests of the session are being served, the limit; try again later", legacyMaxInFlight), http.StatusServiceUnavailable)
 		return
 	}
+	size := int64(len(msg.ID) + len(msg.Method) + len(msg.Params))
+	if !s.reserveBytes(size) {
+		<-s.inFlight
+		http.Error(c.w, "mcpgate mux: the requests of HTTP+SSE clients being served hold as many bytes as they may; try again later", http.StatusServiceUnavailable)
+		return
+	}
 	release = false
 	c.w.WriteHeader(http.StatusAccepted)
 	go func() {
 		defer func() {
+			s.releaseBytes(size)
 			<-s.inFlight
 			s.idle.release()
 		}()
@@ -279,6 +301,28 @@ func (l *legacyClients) post(c *call, key string) {
 			go s.relay() // not a request being served: the session may be idle meanwhile
 		}
 	}()
+}
+
+// reserveBytes counts n bytes of a message being served against the session's bound and every
+// session's (legacySessionBodies, legacyMaxInFlightBytes); false, counting nothing, when either
+// would be passed.
+func (s *legacySession) reserveBytes(n int64) bool {
+	if s.inFlightBytes.Add(n) > int64(legacySessionBodies*s.l.h.opts.MaxBodyBytes) {
+		s.inFlightBytes.Add(-n)
+		return false
+	}
+	if s.l.inFlightBytes.Add(n) > legacyMaxInFlightBytes {
+		s.l.inFlightBytes.Add(-n)
+		s.inFlightBytes.Add(-n)
+		return false
+	}
+	return true
+}
+
+// releaseBytes gives back what reserveBytes counted.
+func (s *legacySession) releaseBytes(n int64) {
+	s.l.inFlightBytes.Add(-n)
+	s.inFlightBytes.Add(-n)
 }
 
 // relay relays the mux's merged GET stream of the session onto the client's stream, until it

@@ -374,3 +374,40 @@ func TestSessionsMetric(t *testing.T) {
 	}
 	want("the session deleted", 0, 0, 0)
 }
+
+// TestLegacyBytesInFlight: the requests of an HTTP+SSE client being served (answered 202 before
+// they are) hold their messages until their answers: a session's are bounded by bytes too (four
+// bodies of the largest size), beyond which a POST is 503 and not served.
+func TestLegacyBytesInFlight(t *testing.T) {
+	gw := newGatewayWith(t, contract.FailClosed, func(o *mux.Options) { o.MaxBodyBytes, o.StreamOpenTimeout = 2048, 500*time.Millisecond }, targetA, targetB)
+	ls := openLegacy(t, gw.url, nil)
+	endpoint := origin(gw.url) + ls.endpoint
+	// The client can be asked (elicitation) and never answers: a_ask's calls are served until the
+	// session ends.
+	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{"elicitation":{}},"clientInfo":{"name":"raw","version":"1"}}}`
+	if resp, body := post(t, endpoint, "", init); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("initialize: %d %s", resp.StatusCode, body)
+	}
+	if data := ls.next(t); !strings.Contains(data, `"serverInfo"`) {
+		t.Fatalf("initialize answer %q", data)
+	}
+	pad := strings.Repeat("x", 1600)
+	accepted := 0
+	for i := 2; i < 12; i++ {
+		call := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"a_ask","arguments":{},"_meta":{"pad":"%s"}}}`, i, pad)
+		resp, body := post(t, endpoint, "", call)
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			if !strings.Contains(body, "hold as many bytes as they may") {
+				t.Errorf("POST beyond the bytes in flight: 503 %q, want it to say why", body)
+			}
+			break
+		}
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("call %d: %d %s", i, resp.StatusCode, body)
+		}
+		accepted++
+	}
+	if accepted != 4 {
+		t.Errorf("%d calls of 1.6 KB served at once, want 4 (four bodies of 2 KiB, Options.MaxBodyBytes)", accepted)
+	}
+}
