@@ -19,6 +19,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
+	"github.com/mcpgate/mcpgate/extproc/bind"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
 	"github.com/mcpgate/mcpgate/extproc/mux"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
@@ -138,6 +139,42 @@ func neverPolicy(sg *signer) *policyv1.Policy {
 		{Action: policyv1.Rule_ALLOW, Expression: `mcp.prompt.target == "b"`, Source: "AgentgatewayPolicy/ns/never#1"},
 	}
 	return p
+}
+
+// callerRecorder is a MuxResolver that records the caller of each query and passes it on.
+type callerRecorder struct {
+	extproc.MuxResolver
+	mu      sync.Mutex
+	callers []string
+}
+
+func (r *callerRecorder) Resolve(ctx context.Context, q mux.Query) (string, error) {
+	r.mu.Lock()
+	r.callers = append(r.callers, q.Caller)
+	r.mu.Unlock()
+	return r.MuxResolver.Resolve(ctx, q)
+}
+
+// TestNeverRouteResolveCaller: the front hop resolves a call for its caller (mux.Query.Caller,
+// the x-mcpgate-caller it names to the mux): the mux keeps each caller's resolutions apart.
+func TestNeverRouteResolveCaller(t *testing.T) {
+	n := newNeverMux(t)
+	rec := &callerRecorder{MuxResolver: n.mux}
+	b, err := bind.New(extproctest.SessionKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, []*policyv1.Policy{neverPolicy(newSigner(t))}, func(c *extproc.Config) {
+		c.MuxSecret, c.MuxResolver = neverSecret, rec
+	})
+	s := h.open(t, h.tcp, n.route)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", n.session)), false))
+	check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch","arguments":{}}}`), true))
+	s.Close()
+	want := b.CallerID(bind.Caller{Verified: true, Issuer: "solo.io", Subject: "user-id"}, "")
+	if len(rec.callers) != 1 || rec.callers[0] != want {
+		t.Errorf("resolutions' callers %q, want the lab token's %q", rec.callers, want)
+	}
 }
 
 // TestNeverRouteRules: on a prefixMode Never route (x-mcpgate-mux) ext_proc resolves a call's

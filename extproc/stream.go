@@ -266,7 +266,9 @@ type stream struct {
 	sse    *mcp.SSEStream
 	// eventSeen: the response stream's first event was seen (an endpoint event of a GET stream
 	// names a legacy SSE session).
-	eventSeen    bool
+	eventSeen bool
+	// muxCaller is the caller named to the mux on a route to it (contract.HeaderMuxCaller).
+	muxCaller    string
 	respBodySeen bool
 	// replaceUnreadable: a response body that cannot be read is replaced by errors, not passed
 	// (an answer awaited here must be rewritten, or the body is encoded under tool rules).
@@ -549,7 +551,8 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 		mut = st.rep.removeHeaders(mut, contract.HeaderMuxTarget)
 		// The caller the mux bounds the sessions of (mux.Options.MaxSSESessionsPerCaller),
 		// overwriting a client's value.
-		mut = st.rep.setHeaders(mut, contract.HeaderMuxCaller, st.s.bind.CallerID(st.caller(), callerSource(st.in.SourceAddress)))
+		st.muxCaller = st.s.bind.CallerID(st.caller(), callerSource(st.in.SourceAddress))
+		mut = st.rep.setHeaders(mut, contract.HeaderMuxCaller, st.muxCaller)
 	} else if _, n := st.headers.only(contract.HeaderMuxCaller); n > 0 {
 		// Only ext_proc names a caller; no other route's upstream reads it.
 		mut = st.rep.removeHeaders(mut, contract.HeaderMuxCaller)
@@ -988,7 +991,7 @@ func (st *stream) resolveTarget(m *mcp.Message, ex *exchange, batch bool) (targe
 		}
 	}
 	target, err := st.s.cfg.MuxResolver.Resolve(st.ctx, mux.Query{Mux: st.ri.mux, Session: st.session, Header: h, Host: st.in.Host,
-		ID: m.ID, Item: ex.item, Name: ex.name})
+		Caller: st.muxCaller, ID: m.ID, Item: ex.item, Name: ex.name})
 	if err == nil {
 		return target, nil
 	}

@@ -25,6 +25,10 @@ type Query struct {
 	// call. Host is the request's authority.
 	Header http.Header
 	Host   string
+	// Caller is the caller the front hop names to the mux (contract.HeaderMuxCaller; "": none):
+	// a cached resolution is one caller's (targets may list per caller, and stateless targets
+	// give every client one composite session id).
+	Caller string
 	// ID is the call's JSON-RPC id: the ids of the list requests are made of it.
 	ID json.RawMessage
 	// Item is mcp.Tool (tools/call) or mcp.Prompt (prompts/get, completion/complete of a prompt);

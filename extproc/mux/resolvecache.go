@@ -25,7 +25,7 @@ const (
 // front hop passed it (contract.Mux: backend, targets, failure mode, the route's request header
 // changes and URLRewrite host, which the lists carry), the client's composite session id (its
 // targets' session ids; the front hop seals it to the caller that opened it), the request's
-// host and the kind of item, hashed (SHA-256 of the length-prefixed fields: a description may
+// host, the caller and the kind of item, hashed (SHA-256 of the length-prefixed fields: a description may
 // be 16 KiB, and 4096 of them would be memory spent on keys).
 type resolveKey [sha256.Size]byte
 
@@ -33,7 +33,7 @@ func newResolveKey(q *Query) resolveKey {
 	h := sha256.New()
 	var n [9]byte
 	n[0] = byte(q.Item)
-	for _, s := range []string{q.Mux, q.Session, q.Host} {
+	for _, s := range []string{q.Mux, q.Session, q.Host, q.Caller} {
 		binary.BigEndian.PutUint64(n[1:], uint64(len(s)))
 		h.Write(n[:])
 		h.Write([]byte(s))

@@ -118,7 +118,12 @@ func lists(method string, targets ...*listingTarget) []int {
 
 // resolveAt is resolve of q's fields with host.
 func resolveAt(m *mux.Server, desc, sid, host string, it mcpx.Item, name string) (string, *mux.ResolveError) {
-	target, err := m.Resolve(context.Background(), mux.Query{Mux: desc, Session: sid, Header: http.Header{}, Host: host, ID: json.RawMessage(`1`), Item: it, Name: name})
+	return resolveAs(m, desc, sid, host, "", it, name)
+}
+
+// resolveAs is resolveAt for a caller (Query.Caller).
+func resolveAs(m *mux.Server, desc, sid, host, caller string, it mcpx.Item, name string) (string, *mux.ResolveError) {
+	target, err := m.Resolve(context.Background(), mux.Query{Mux: desc, Session: sid, Header: http.Header{}, Host: host, Caller: caller, ID: json.RawMessage(`1`), Item: it, Name: name})
 	var re *mux.ResolveError
 	if err != nil && !errors.As(err, &re) {
 		re = &mux.ResolveError{Kind: "not a *ResolveError: " + err.Error()}
@@ -284,22 +289,25 @@ func TestResolveCacheKeys(t *testing.T) {
 	admin := strings.Replace(desc, `"targets":`, `"requestHeaders":{"add":[{"name":"X-Role","value":"admin"}]},"targets":`, 1)
 	rewritten := strings.Replace(desc, `"targets":`, `"host":"tools.internal","targets":`, 1)
 	steps := []struct {
-		step, desc, sid, host string
+		step, desc, sid, host, caller string
 	}{
-		{"session 1", desc, sid1, "gw"},
-		{"session 2", desc, sid2, "gw"},
-		{"session 1, header changes", admin, sid1, "gw"},
-		{"session 1, URLRewrite host", rewritten, sid1, "gw"},
-		{"session 1, another host", desc, sid1, "other"},
+		{"session 1", desc, sid1, "gw", ""},
+		{"session 2", desc, sid2, "gw", ""},
+		{"session 1, header changes", admin, sid1, "gw", ""},
+		{"session 1, URLRewrite host", rewritten, sid1, "gw", ""},
+		{"session 1, another host", desc, sid1, "other", ""},
+		// Stateless targets give every client the same composite session id: the caller keeps
+		// one caller's lists (which a target may make per caller) from another's calls.
+		{"session 1, another caller", desc, sid1, "gw", "bob"},
 	}
 	for i, s := range steps {
-		if target, err := resolveAt(m, s.desc, s.sid, s.host, mcpx.Tool, "g0"); err != nil || target != "b" {
+		if target, err := resolveAs(m, s.desc, s.sid, s.host, s.caller, mcpx.Tool, "g0"); err != nil || target != "b" {
 			t.Errorf("%s: Resolve(g0) = %q, %+v; want b", s.step, target, err)
 		}
 		wantLists(t, s.step, "tools/list", i+1, a, b)
 	}
 	for _, s := range steps { // each is cached now
-		if target, err := resolveAt(m, s.desc, s.sid, s.host, mcpx.Tool, "g0"); err != nil || target != "b" {
+		if target, err := resolveAs(m, s.desc, s.sid, s.host, s.caller, mcpx.Tool, "g0"); err != nil || target != "b" {
 			t.Errorf("%s again: Resolve(g0) = %q, %+v; want b", s.step, target, err)
 		}
 	}
