@@ -28,11 +28,12 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .PHONY: build
 build: ## build bin/mcpgate and the example and test binaries
-	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/ ./cmd/... ./examples/... ./test/envoydouble
+	@echo '$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/ ./cmd/... ./examples/... ./test/envoydouble' >&2 # on stderr: make run's stdout is the access log
+	@$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/ ./cmd/... ./examples/... ./test/envoydouble
 
 .PHONY: run
 run: build ## run the gateway on the lab's example (examples/mcp-connectivity) with the example fetch server
-	./scripts/run.sh
+	@./scripts/run.sh
 
 .PHONY: test
 test: generate-check lint build $(TEST_DEPS) ## run every test: unit, golden, xDS, ext_proc, end to end, Kubernetes
