@@ -234,7 +234,7 @@ func New(cfg Config) (*Server, error) {
 	if len(key) == 0 {
 		key = make([]byte, bind.KeySize)
 		rand.Read(key)
-		log.Info("MCP sessions are sealed with a key of this process: they end with it and do not move to another replica; give every replica the same session key to share them")
+		log.Info("MCP sessions are sealed with a key of this process: they end when it stops; to keep them across restarts, or to share them between ext_proc replicas, give each the same --session-key-file")
 	}
 	binder, err := bind.New(key)
 	if err != nil {
