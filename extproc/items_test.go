@@ -23,6 +23,9 @@ func TestDeniedPromptAndResource(t *testing.T) {
 			`{"jsonrpc":"2.0","id":"r","error":{"code":-32602,"message":"Unknown resource: file:///etc/passwd"}}`, "mcpgate_resource_denied"},
 		{`{"jsonrpc":"2.0","id":4,"method":"resources/subscribe","params":{"uri":"file:///etc/passwd"}}`,
 			`{"jsonrpc":"2.0","id":4,"error":{"code":-32602,"message":"Unknown resource: file:///etc/passwd"}}`, "mcpgate_resource_denied"},
+		// MCP 2026-07-28 subscribes with subscriptions/listen: each URI judged as a subscription.
+		{`{"jsonrpc":"2.0","id":7,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true,"resourceSubscriptions":["file:///a/b.txt","file:///etc/passwd"]}}}`,
+			`{"jsonrpc":"2.0","id":7,"error":{"code":-32602,"message":"Unknown resource: file:///etc/passwd"}}`, "mcpgate_resource_denied"},
 	} {
 		s := h.open(t, h.tcp, streamableRoute)
 		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
@@ -38,17 +41,27 @@ func TestDeniedPromptAndResource(t *testing.T) {
 	for _, body := range []string{
 		`{"jsonrpc":"2.0","id":5,"method":"prompts/get","params":{"name":"greet"}}`,
 		`{"jsonrpc":"2.0","id":6,"method":"resources/read","params":{"uri":"file:///a/b.txt"}}`,
+		`{"jsonrpc":"2.0","id":8,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":["file:///a/b.txt"]}}}`,
+		`{"jsonrpc":"2.0","id":9,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true}}}`,
 	} {
 		s := h.open(t, h.tcp, streamableRoute)
 		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
 		plainContinue(t, check(t)(s.RequestBody([]byte(body), true)))
 	}
-	waitFor(t, "the audit records of the refusals", func() bool { return h.audit.count(`"decision":"deny"`) == 3 })
+	waitFor(t, "the audit records of the refusals", func() bool { return h.audit.count(`"decision":"deny"`) == 4 })
 	byID := h.audit.recordsByID(t)
 	checkRecord(t, byID["3"], map[string]any{"method": "prompts/get", "prompt": "secret", "decision": "deny", "outcome": "error", "jsonrpc_error": -32602})
 	checkRecord(t, byID["r"], map[string]any{"method": "resources/read", "resource": "file:///etc/passwd", "decision": "deny"})
 	if _, hasTool := byID["3"]["tool"]; hasTool {
 		t.Errorf("a prompts/get record names a tool: %v", byID["3"])
+	}
+	checkRecord(t, byID["7"], map[string]any{"method": "subscriptions/listen", "resource": "file:///etc/passwd", "decision": "deny"})
+	// A listen whose subscriptions are not a list of URIs cannot be judged: refused.
+	s := h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+	resp := check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":10,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":"file:///etc/passwd"}}}`), true))
+	if ir := resp.GetImmediateResponse(); ir.GetStatus().GetCode() != 400 || ir.GetDetails() != "mcpgate_listen_unnamed" {
+		t.Errorf("listen with a string for resourceSubscriptions: %v, want 400 mcpgate_listen_unnamed", resp)
 	}
 }
 

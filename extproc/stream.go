@@ -812,6 +812,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		}
 		ex := st.newExchange()
 		ex.rec = st.messageRecord(m, now)
+		var listenURIs []string
 		in := &st.msgIn
 		*in = st.in
 		in.MCPMethod = m.Method
@@ -836,6 +837,8 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 			case ex.item != mcp.NoItem:
 				name, ok, ambiguous = mcp.StringParam(m.Params, mcp.NameMember(m.Method))
 				st.judgeItem(ex, in, name)
+			case m.Method == mcp.MethodListen:
+				listenURIs, ok, ambiguous = mcp.ListenResources(m.Params)
 			case m.Method == mcp.MethodComplete:
 				// Judged as the prompt or resource it completes an argument of (the mux routes
 				// it by the same ref): a completion is no way around a rule on the item.
@@ -853,6 +856,8 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 				return st.refuse(ambiguousRefusal(), "", md, &ex.rec)
 			case !ok && m.Method == mcp.MethodComplete:
 				return st.refuse(completionRefusal(), "", md, &ex.rec)
+			case !ok && m.Method == mcp.MethodListen:
+				return st.refuse(listenRefusal(), "", md, &ex.rec)
 			case !ok:
 				return st.refuse(unnamedRefusal(m.Method, ex.item), "", md, &ex.rec)
 			}
@@ -892,6 +897,26 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 				}
 			case mcp.Lists(m.Method):
 				ex.filter = st.itemFilter()
+			case len(listenURIs) > 0:
+				// A subscriptions/listen subscribes to resources as resources/subscribe did:
+				// each URI is judged as a subscription to it, and one refused refuses the
+				// listen (Unknown resource, as the mux answers a URI of no target).
+				for _, uri := range listenURIs {
+					ex.item = mcp.Resource
+					st.judgeItem(ex, in, uri)
+					if d := st.evaluate(st.pol.tools, in); !d.Allowed {
+						ex.rec.Rule, ex.rec.Decision, ex.denied = d.Rule, telemetry.DecisionDeny, true
+						denied++
+						if firstDenied == nil {
+							firstDenied = ex
+						}
+						break
+					}
+				}
+				if !ex.denied {
+					// allowed: the listen concerns no one resource
+					ex.item, ex.name, ex.rec.Resource = mcp.NoItem, "", ""
+				}
 			}
 		}
 		// After both rule sets have decided: only arguments a rule decoded can have decided.
@@ -1026,6 +1051,13 @@ func completionRefusal() answer {
 	return jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidParams,
 		mcp.MethodComplete+` params.ref must be an object with "type":"ref/prompt" and a string name, or "type":"ref/resource" and a string uri`,
 		"mcpgate_completion_unnamed")
+}
+
+// listenRefusal answers a subscriptions/listen whose params.notifications.resourceSubscriptions
+// is not a list of URIs: the rules could not judge its subscriptions.
+func listenRefusal() answer {
+	return jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidParams,
+		mcp.MethodListen+" params.notifications.resourceSubscriptions must be a list of strings", "mcpgate_listen_unnamed")
 }
 
 // unnamedRefusal answers a request for an item (tools/call, prompts/get, resources/read...) whose

@@ -3,6 +3,7 @@ package mcp
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"strings"
 	"unicode/utf8"
 )
@@ -43,6 +44,35 @@ func StringParam(params json.RawMessage, name string) (s string, ok, ambiguous b
 	s, ok = stringValue(raw)
 	return s, ok, ambiguous
 }
+
+// MethodListen is MCP 2026-07-28's subscriptions/listen: a stream of the notifications its params
+// ask for, among them the updates of the resources params.notifications.resourceSubscriptions
+// names (as resources/subscribe did before).
+const MethodListen = "subscriptions/listen"
+
+// ListenResources returns the URIs of a subscriptions/listen's
+// params.notifications.resourceSubscriptions (none when it has none); ok is false when they are
+// not a list of strings, ambiguous as StringParam's at either level.
+func ListenResources(params json.RawMessage) (uris []string, ok, ambiguous bool) {
+	notifications, amb1 := memberOf(params, "notifications")
+	subs, amb2 := memberOf(notifications, "resourceSubscriptions")
+	ambiguous = amb1 || amb2
+	if subs == nil {
+		return nil, true, ambiguous
+	}
+	ok = eachElement(subs, func(elem []byte) error {
+		s, isString := stringValue(elem)
+		if !isString {
+			return errNotString
+		}
+		uris = append(uris, s)
+		return nil
+	}) == nil
+	return uris, ok, ambiguous
+}
+
+// errNotString stops ListenResources at an element that is not a string.
+var errNotString = errors.New("not a string")
 
 // memberOf returns the raw value of the member name of the object obj (nil when obj is not an
 // object or has no such member); ambiguous as StringParam's.
