@@ -428,11 +428,8 @@ func muxJSON(spec contract.Mux, gw string) string {
 // the ring hash and the session envelope keep a session on its pod. An ExternalName Service and
 // a Service without such a port keep the DNS name (nil port).
 func (t *translation) serviceOfHost(host string, port int32) (*corev1.Service, *corev1.ServicePort) {
-	h := strings.ToLower(strings.TrimSuffix(host, "."))
-	h, _ = strings.CutSuffix(h, "."+t.opts.ClusterDomain)
-	name, rest, _ := strings.Cut(h, ".")
-	ns, svcLabel, _ := strings.Cut(rest, ".")
-	if svcLabel != "svc" {
+	ns, name, ok := t.opts.ServiceOfHost(host)
+	if !ok {
 		return nil, nil
 	}
 	svc := t.services[key(ns, name)]

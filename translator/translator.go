@@ -187,6 +187,17 @@ type Options struct {
 	Cache *Cache
 }
 
+// ServiceOfHost returns the Service a static target's host names: NAME.NS.svc or
+// NAME.NS.svc.CLUSTERDOMAIN (Options.ClusterDomain) names the Service NAME in NS; ok is false for
+// any other host.
+func (o Options) ServiceOfHost(host string) (ns, name string, ok bool) {
+	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	h, _ = strings.CutSuffix(h, "."+o.withDefaults().ClusterDomain)
+	name, rest, _ := strings.Cut(h, ".")
+	ns, svcLabel, _ := strings.Cut(rest, ".")
+	return ns, name, svcLabel == "svc" && ns != "" && name != ""
+}
+
 func (o Options) withDefaults() Options {
 	if o.ControllerName == "" {
 		o.ControllerName = DefaultControllerName

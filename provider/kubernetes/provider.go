@@ -112,6 +112,9 @@ type Provider struct {
 	// absent are the optional kinds the API server does not serve (watch), which count as
 	// empty; written before the loop starts
 	absent map[string]bool
+	// services are the Services of the last translation's input and whether it may read their
+	// EndpointSlices (endpointServices); nil before the first
+	services atomic.Pointer[map[string]bool]
 	// problems are the refusals of the last translation, to log each new one once.
 	problems map[string]bool
 	// problemsGauge and leaderGauge are exported when Options.Registerer is set.
@@ -299,26 +302,29 @@ type watchedKind struct {
 	statusOwned bool
 	// optional: a kind whose CRD may be missing (watch leaves it out, and it counts as empty)
 	optional bool
+	// matters, when set, tells whether a change of the object can change the translation; a
+	// change that cannot causes none
+	matters func(obj any) bool
 }
 
 func (p *Provider) watchedKinds() []watchedKind {
 	kinds := []watchedKind{
-		{&gwv1.GatewayClass{}, true, false},
-		{&gwv1.Gateway{}, true, false},
-		{&gwv1.HTTPRoute{}, true, false},
+		{obj: &gwv1.GatewayClass{}, statusOwned: true},
+		{obj: &gwv1.Gateway{}, statusOwned: true},
+		{obj: &gwv1.HTTPRoute{}, statusOwned: true},
 		// ReferenceGrant is v1 from Gateway API v1.5 on; without it no cross-namespace
 		// reference is granted. EnterpriseAgentgatewayPolicy is Solo.io's kind, which a
 		// cluster may lack.
-		{&gwv1.ReferenceGrant{}, false, true},
-		{&v1alpha1.AgentgatewayBackend{}, true, false},
-		{&v1alpha1.AgentgatewayPolicy{}, true, false},
-		{&enterprise.EnterpriseAgentgatewayPolicy{}, true, true},
-		{&corev1.Service{}, false, false},
-		{&discoveryv1.EndpointSlice{}, false, false},
-		{&corev1.Namespace{}, false, false},
+		{obj: &gwv1.ReferenceGrant{}, optional: true},
+		{obj: &v1alpha1.AgentgatewayBackend{}, statusOwned: true},
+		{obj: &v1alpha1.AgentgatewayPolicy{}, statusOwned: true},
+		{obj: &enterprise.EnterpriseAgentgatewayPolicy{}, statusOwned: true, optional: true},
+		{obj: &corev1.Service{}},
+		{obj: &discoveryv1.EndpointSlice{}, matters: p.sliceMatters},
+		{obj: &corev1.Namespace{}},
 	}
 	if p.opts.DataPlane != nil {
-		kinds = append(kinds, watchedKind{&appsv1.Deployment{}, false, false}, watchedKind{&corev1.ConfigMap{}, false, false})
+		kinds = append(kinds, watchedKind{obj: &appsv1.Deployment{}}, watchedKind{obj: &corev1.ConfigMap{}})
 	}
 	return kinds
 }
@@ -346,21 +352,101 @@ func (p *Provider) watch(ctx context.Context) error {
 			}
 			return fmt.Errorf("watch %s: %w", gvk.Kind, err)
 		}
-		statusOwned := k.statusOwned
+		statusOwned, matters := k.statusOwned, k.matters
+		if matters == nil {
+			matters = func(any) bool { return true }
+		}
 		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc: func(any) { p.trigger() },
+			AddFunc: func(obj any) {
+				if matters(obj) {
+					p.trigger()
+				}
+			},
 			UpdateFunc: func(old, cur any) {
-				if statusOwned && !specChanged(old, cur) {
+				if statusOwned && !specChanged(old, cur) || !matters(old) && !matters(cur) {
 					return
 				}
 				p.trigger()
 			},
-			DeleteFunc: func(any) { p.trigger() },
+			DeleteFunc: func(obj any) {
+				if matters(obj) {
+					p.trigger()
+				}
+			},
 		}); err != nil {
 			return fmt.Errorf("watch %s: %w", gvk.Kind, err)
 		}
 	}
 	return nil
+}
+
+// sliceMatters reports whether a change of an EndpointSlice can change the translation: its
+// Service is one the last translation's input could read endpoints of (endpointServices), or
+// one it did not hold (a Service made since, which a translation may find). Any cluster's pods
+// change their slices all the time; those of other Services cause no translation.
+func (p *Provider) sliceMatters(obj any) bool {
+	es, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return true // a deletion seen late (DeletedFinalStateUnknown): not known to be harmless
+	}
+	svc := es.Labels[discoveryv1.LabelServiceName]
+	if svc == "" {
+		return false // no Service's: the translator matches slices to Services by that label
+	}
+	services := p.services.Load()
+	if services == nil {
+		return true
+	}
+	used, known := (*services)[es.Namespace+"/"+svc]
+	return used || !known
+}
+
+// endpointServices returns every Service of res ("NS/NAME") and whether a translation of res may
+// read its EndpointSlices, as a superset of what the translator reads: the Services HTTPRoute
+// backendRefs name, those an MCP target's static host names (Options.ServiceOfHost), and those
+// with a port of an MCP appProtocol, which selector targets find.
+func endpointServices(res *translator.Resources, opts translator.Options) map[string]bool {
+	out := make(map[string]bool, len(res.Services))
+	for _, s := range res.Services {
+		used := false
+		for _, port := range s.Spec.Ports {
+			if ap := port.AppProtocol; ap != nil && (*ap == translator.AppProtocolMCP || *ap == translator.AppProtocolMCPSSE) {
+				used = true
+			}
+		}
+		out[s.Namespace+"/"+s.Name] = used
+	}
+	use := func(ns, name string) {
+		if _, ok := out[ns+"/"+name]; ok {
+			out[ns+"/"+name] = true
+		}
+	}
+	for _, r := range res.HTTPRoutes {
+		for _, rule := range r.Spec.Rules {
+			for _, ref := range rule.BackendRefs {
+				if (ref.Group == nil || *ref.Group == "") && (ref.Kind == nil || *ref.Kind == "Service") {
+					ns := r.Namespace
+					if ref.Namespace != nil {
+						ns = string(*ref.Namespace)
+					}
+					use(ns, string(ref.Name))
+				}
+			}
+		}
+	}
+	for _, b := range res.Backends {
+		if b.Spec.MCP == nil {
+			continue
+		}
+		for _, t := range b.Spec.MCP.Targets {
+			if t.Static != nil {
+				if ns, name, ok := opts.ServiceOfHost(t.Static.Host); ok {
+					use(ns, name)
+				}
+			}
+		}
+	}
+	return out
 }
 
 // specChanged reports whether an update changed more than the status: the generation (spec),
@@ -429,6 +515,8 @@ func (p *Provider) sync(ctx context.Context) {
 		p.log.Error("read cluster objects", "error", err)
 		return
 	}
+	services := endpointServices(snap.resources, p.tr)
+	p.services.Store(&services)
 	out := translator.Translate(snap.resources, p.tr)
 	if err := p.opts.Publisher.Update(out.NodeGroups()); err != nil {
 		p.log.Error("publish xDS", "error", err)
