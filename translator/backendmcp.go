@@ -460,6 +460,10 @@ func defaultMCPPath(transport string) string {
 }
 
 // mcpTransportOfPort returns the MCP transport a Service port's appProtocol declares, or "".
+// IsMCPPort reports whether a Service port is an MCP server's by its appProtocol (AppProtocolMCP,
+// AppProtocolMCPSSE, or kgateway's former names), which selector targets find.
+func IsMCPPort(p *corev1.ServicePort) bool { return mcpTransportOfPort(p) != "" }
+
 func mcpTransportOfPort(p *corev1.ServicePort) string {
 	if p.AppProtocol == nil {
 		return ""

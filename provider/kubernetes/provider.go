@@ -409,10 +409,8 @@ func endpointServices(res *translator.Resources, opts translator.Options) map[st
 	out := make(map[string]bool, len(res.Services))
 	for _, s := range res.Services {
 		used := false
-		for _, port := range s.Spec.Ports {
-			if ap := port.AppProtocol; ap != nil && (*ap == translator.AppProtocolMCP || *ap == translator.AppProtocolMCPSSE) {
-				used = true
-			}
+		for i := range s.Spec.Ports {
+			used = used || translator.IsMCPPort(&s.Spec.Ports[i])
 		}
 		out[s.Namespace+"/"+s.Name] = used
 	}

@@ -28,7 +28,7 @@ func TestSliceMatters(t *testing.T) {
 	routeNS := gwv1.Namespace("apps")
 	res := &translator.Resources{
 		Services: []*corev1.Service{svc("apps", "web", ""), svc("other", "api", ""), svc("apps", "fetcher", translator.AppProtocolMCP),
-			svc("tools", "static", ""), svc("apps", "unused", "")},
+			svc("apps", "legacy", "kgateway.dev/mcp-sse"), svc("tools", "static", ""), svc("apps", "unused", "")},
 		HTTPRoutes: []*gwv1.HTTPRoute{
 			{ObjectMeta: metav1.ObjectMeta{Namespace: "apps", Name: "r"}, Spec: gwv1.HTTPRouteSpec{Rules: []gwv1.HTTPRouteRule{{BackendRefs: []gwv1.HTTPBackendRef{
 				{BackendRef: gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{Name: "web"}}},
@@ -60,7 +60,7 @@ func TestSliceMatters(t *testing.T) {
 		ns, svc string
 		want    bool
 	}{
-		{"apps", "web", true}, {"other", "api", true}, {"apps", "fetcher", true}, {"tools", "static", true},
+		{"apps", "web", true}, {"other", "api", true}, {"apps", "fetcher", true}, {"apps", "legacy", true}, {"tools", "static", true},
 		{"apps", "new", true}, // made since the last translation
 		{"apps", "unused", false}, {"apps", "", false},
 	} {
