@@ -49,14 +49,12 @@ func (c *call) get() {
 		http.Error(c.w, "mcpgate mux: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	release, ok := c.holdStream(nil)
+	stop, ok := c.holdStream(nil)
 	if !ok {
 		return
 	}
-	defer release()
-	ctx, cancel := context.WithCancel(c.ctx)
-	defer cancel()
-	c.ctx = ctx
+	defer stop()
+	ctx := c.ctx // the stream's: stop ends it
 	streams := make([]*http.Response, len(c.sess))
 	defer func() {
 		for _, resp := range streams {
@@ -144,7 +142,7 @@ func (c *call) get() {
 				out = append(out, data...)
 				if _, err := c.w.Write(out); err != nil {
 					// The client is gone: every target's stream ends.
-					cancel()
+					stop()
 					return false
 				}
 				_ = flusher.Flush()

@@ -275,14 +275,12 @@ func (c *call) listen(msg *message) {
 		}
 		uris[target] = append(uris[target], rest)
 	}
-	release, ok := c.holdStream(msg.ID)
+	stop, ok := c.holdStream(msg.ID)
 	if !ok {
 		return
 	}
-	defer release()
-	ctx, cancel := context.WithCancel(c.ctx)
-	defer cancel()
-	c.ctx = ctx
+	defer stop()
+	ctx := c.ctx // the stream's: stop ends it
 	streams := make([]*http.Response, len(c.sess))
 	acks := make([]map[string]json.RawMessage, len(c.sess))
 	defer func() {
@@ -369,7 +367,7 @@ func (c *call) listen(msg *message) {
 				mu.Lock()
 				defer mu.Unlock()
 				if _, err := c.w.Write(data); err != nil {
-					cancel()
+					stop()
 					return false
 				}
 				_ = flusher.Flush()
@@ -391,7 +389,7 @@ func (c *call) listen(msg *message) {
 		}
 	}
 	if failed := firstError(errs); failed != nil && (!c.failOpen() || open == 0) {
-		cancel()
+		stop()
 		close(started)
 		readers.Wait()
 		c.writeError(http.StatusOK, msg.ID, mcp.CodeInternalError, "mcpgate mux: subscriptions/listen: "+failed.Error())

@@ -221,10 +221,11 @@ type heldStream struct{ cancel context.CancelFunc }
 
 // holdStream counts the merged server-to-client stream the call serves (a GET, a
 // subscriptions/listen: each holds a stream of every target) against the mux's and its caller's
-// limits (Options.MaxSSESessions, MaxSSESessionsPerCaller) until release, and makes c.ctx end
-// with Close. ok is false, the answer written, when there is no place: 429 beyond the caller's
-// limit (writeCallerLimit), 503 beyond the mux's. id is the request's (nil for a GET).
-func (c *call) holdStream(id json.RawMessage) (release func(), ok bool) {
+// limits (Options.MaxSSESessions, MaxSSESessionsPerCaller) until stop, which ends c.ctx (the
+// stream's, which Close ends too) and gives the place back; stop may be called more than once.
+// ok is false, the answer written, when there is no place: 429 beyond the caller's limit
+// (writeCallerLimit), 503 beyond the mux's. id is the request's (nil for a GET).
+func (c *call) holdStream(id json.RawMessage) (stop func(), ok bool) {
 	t, caller := c.h.streams, callerOf(c.ctx)
 	if err := t.reserve(caller); err != nil {
 		var limit *callerLimitError
