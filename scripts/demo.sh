@@ -151,11 +151,15 @@ show "cp examples/mcp-connectivity/rbac.yaml $WATCHED/"
 show "cat $WATCHED/rbac.yaml"
 wait_served mcp-rbac # the lab's token passes before and after: wait until the rule is served
 show 'mcp-inspector --cli --config examples/mcp-connectivity/mcp-inspector-config.json --server agentgateway --header "Authorization: Bearer $DEV_TOKEN" --method tools/call --tool-name fetch --tool-arg url=http://127.0.0.1:8001/get'
+say "The rule refuses another org: with the lab's token, whose org is solo.io, a rule that wants other.org answers 403."
+show "sed -i 's/jwt.org == \"solo.io\"/jwt.org == \"other.org\"/' $WATCHED/rbac.yaml"
+wait_status 403 http://127.0.0.1:8080/sse "$(cat examples/mcp-connectivity/dev-token.txt)"
+show 'mcp-inspector --cli --config examples/mcp-connectivity/mcp-inspector-config.json --server agentgateway --header "Authorization: Bearer $DEV_TOKEN" --method tools/list'
 
 step "Step 10: Compare LLM vs MCP Configuration"
 say "No LLM backend here. The MCP backend, and the Envoy cluster mcpgate makes of it:"
 show "sed -n '/^kind: AgentgatewayBackend/,/^---/p' $WATCHED/mcp.yaml"
-show "bin/mcpgate translate --bind-address 127.0.0.1 -f $WATCHED | head -n 16"
+show "bin/mcpgate translate --bind-address 127.0.0.1 -f $WATCHED | sed -n '/^    clusters:/,/^      type: /p'"
 
 step "Done"
 say "Everything this demo started stops now. For a gateway that stays up: make run."

@@ -130,6 +130,8 @@ func TestMakeDemo(t *testing.T) {
 		"a page fetched through the gateway (steps 4, 8, 9)":  `\"url\": \"http://127.0.0.1:8001/get\"`,
 		"the inspector's auth error without a token (step 7)": "auth_required",
 		"the 401 without a token (step 7)":                    "Jwt is missing",
+		"the CEL rule's refusal of another org (step 9)":      "Non-200 status code (403)",
+		"the MCP target's cluster (step 10)":                  "name: agentgatewaybackend/agentgateway-system/mcp-backend/mcp-target",
 		"the end":                                             "== Done ==",
 	} {
 		if !strings.Contains(out, want) {
