@@ -370,8 +370,9 @@ func TestLab(t *testing.T) {
 			if err := condition(p.Conditions, "Accepted", metav1.ConditionTrue, "Accepted", rt.Generation); err != nil {
 				return err
 			}
-			if len(rt.Status.Parents) != 2 || rt.Status.Parents[0].ControllerName != "example.com/other-controller" {
-				return fmt.Errorf("parents %+v, want the other controller's kept beside ours", rt.Status.Parents)
+			// Each entry keeps its place: ours first, the other controller's where it added it.
+			if len(rt.Status.Parents) != 2 || rt.Status.Parents[1].ControllerName != "example.com/other-controller" {
+				return fmt.Errorf("parents %+v, want the other controller's kept beside ours, in its place", rt.Status.Parents)
 			}
 			return nil
 		})

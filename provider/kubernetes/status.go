@@ -158,9 +158,16 @@ func mergeConditions(have, want []metav1.Condition, now metav1.Time) []metav1.Co
 	return out
 }
 
+// maxParents and maxAncestors are the most entries the API server takes in a route's
+// status.parents and a policy's status.ancestors (Gateway API's MaxItems).
+const (
+	maxParents   = 32
+	maxAncestors = 16
+)
+
 // mergeParents keeps the parents of other controllers and replaces this controller's with want.
 func mergeParents(have, want []gwv1.RouteParentStatus, ctrl gwv1.GatewayController, now metav1.Time) []gwv1.RouteParentStatus {
-	return mergeOwned(have, want, ctrl, now, func(p *gwv1.RouteParentStatus) (gwv1.GatewayController, any, *[]metav1.Condition) {
+	return mergeOwned(have, want, ctrl, now, maxParents, func(p *gwv1.RouteParentStatus) (gwv1.GatewayController, any, *[]metav1.Condition) {
 		return p.ControllerName, p.ParentRef, &p.Conditions
 	})
 }
@@ -168,7 +175,7 @@ func mergeParents(have, want []gwv1.RouteParentStatus, ctrl gwv1.GatewayControll
 // mergeAncestors keeps the ancestors of other controllers and replaces this controller's with
 // want.
 func mergeAncestors(have, want []gwv1.PolicyAncestorStatus, ctrl gwv1.GatewayController, now metav1.Time) []gwv1.PolicyAncestorStatus {
-	return mergeOwned(have, want, ctrl, now, func(p *gwv1.PolicyAncestorStatus) (gwv1.GatewayController, any, *[]metav1.Condition) {
+	return mergeOwned(have, want, ctrl, now, maxAncestors, func(p *gwv1.PolicyAncestorStatus) (gwv1.GatewayController, any, *[]metav1.Condition) {
 		return p.ControllerName, p.AncestorRef, &p.Conditions
 	})
 }
@@ -176,28 +183,47 @@ func mergeAncestors(have, want []gwv1.PolicyAncestorStatus, ctrl gwv1.GatewayCon
 // mergeOwned merges status entries that several controllers share (route parents, policy
 // ancestors): the entries of other controllers are kept as they are, this controller's are
 // replaced by want, each keeping the condition times of the entry with the same reference.
-// fields returns an entry's controller, its reference and its conditions. The result is never
-// nil: route parents and policy ancestors are required lists, which the API server refuses as
-// null (an object that lost its last mcpgate parent gets an empty list).
-func mergeOwned[T any](have, want []T, ctrl gwv1.GatewayController, now metav1.Time, fields func(*T) (gwv1.GatewayController, any, *[]metav1.Condition)) []T {
+// Every entry keeps its place (an entry of want that is new comes last), so that controllers
+// that merge alike do not reorder each other's lists at every write; this controller's entries
+// past max, the list's limit, are left out. fields returns an entry's controller, its
+// reference and its conditions. The result is never nil: route parents and policy ancestors are
+// required lists, which the API server refuses as null (an object that lost its last mcpgate
+// parent gets an empty list).
+func mergeOwned[T any](have, want []T, ctrl gwv1.GatewayController, now metav1.Time, max int, fields func(*T) (gwv1.GatewayController, any, *[]metav1.Condition)) []T {
 	out := make([]T, 0, len(have)+len(want))
-	for i := range have {
-		if c, _, _ := fields(&have[i]); c != ctrl {
-			out = append(out, have[i])
-		}
+	placed := make([]bool, len(want))
+	// put appends want[j], with the condition times of old (nil: none).
+	put := func(j int, old []metav1.Condition) {
+		w := want[j]
+		_, _, conds := fields(&w)
+		*conds = mergeConditions(old, *conds, now) // a new slice: want's stay as they are
+		out = append(out, w)
+		placed[j] = true
 	}
-	for i := range want {
-		w := want[i]
-		_, ref, conds := fields(&w)
-		var old []metav1.Condition
-		for j := range have {
-			if c, hr, hc := fields(&have[j]); c == ctrl && reflect.DeepEqual(hr, ref) {
-				old = *hc
+	others := 0
+	for i := range have {
+		c, hr, hc := fields(&have[i])
+		if c != ctrl {
+			out = append(out, have[i])
+			others++
+			continue
+		}
+		for j := range want {
+			if _, wr, _ := fields(&want[j]); !placed[j] && reflect.DeepEqual(hr, wr) {
+				put(j, *hc)
+				break
 			}
 		}
-		// mergeConditions returns a new slice: want's conditions stay as they are.
-		*conds = mergeConditions(old, *conds, now)
-		out = append(out, w)
+	}
+	for j := range want {
+		if !placed[j] {
+			put(j, nil)
+		}
+	}
+	for i := len(out) - 1; len(out) > max && i >= 0; i-- {
+		if c, _, _ := fields(&out[i]); c == ctrl {
+			out = slices.Delete(out, i, i+1)
+		}
 	}
 	return out
 }

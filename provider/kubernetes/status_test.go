@@ -2,6 +2,7 @@ package kubernetes
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -80,6 +81,36 @@ func TestMergeAncestors(t *testing.T) {
 	got := mergeAncestors(have, want, ours, now)
 	if len(got) != 2 || got[0].ControllerName != theirs || got[1].Conditions[0].Message != "bad CEL" || !got[1].Conditions[0].LastTransitionTime.Equal(&now) {
 		t.Errorf("ancestors %+v", got)
+	}
+}
+
+// TestMergeOwnedOrderAndLimit: every entry keeps its place, this controller's new ones come last
+// (another controller that merges alike then writes the same order); this controller's entries
+// past the list's limit are left out, never another controller's.
+func TestMergeOwnedOrderAndLimit(t *testing.T) {
+	now := metav1.NewTime(time.Unix(2000, 0))
+	anc := func(name string, ctrl gwv1.GatewayController) gwv1.PolicyAncestorStatus {
+		return gwv1.PolicyAncestorStatus{AncestorRef: gwv1.ParentReference{Name: gwv1.ObjectName(name)}, ControllerName: ctrl}
+	}
+	names := func(l []gwv1.PolicyAncestorStatus) string {
+		var out []string
+		for _, a := range l {
+			out = append(out, string(a.AncestorRef.Name)+"/"+string(a.ControllerName)[:4])
+		}
+		return strings.Join(out, " ")
+	}
+	have := []gwv1.PolicyAncestorStatus{anc("a", ours), anc("x", theirs), anc("b", ours)}
+	want := []gwv1.PolicyAncestorStatus{anc("b", ours), anc("a", ours), anc("c", ours)}
+	if got, wantOrder := names(mergeAncestors(have, want, ours, now)), names([]gwv1.PolicyAncestorStatus{anc("a", ours), anc("x", theirs), anc("b", ours), anc("c", ours)}); got != wantOrder {
+		t.Errorf("merged %s, want %s", got, wantOrder)
+	}
+	var full []gwv1.PolicyAncestorStatus
+	for i := range maxAncestors - 1 {
+		full = append(full, anc(fmt.Sprint("t", i), theirs))
+	}
+	got := mergeAncestors(full, want, ours, now)
+	if len(got) != maxAncestors || got[maxAncestors-1].AncestorRef.Name != "b" || got[0].ControllerName != theirs {
+		t.Errorf("%d ancestors of another controller and 3 of ours merged to %s; want theirs and our first, %d in all", maxAncestors-1, names(got), maxAncestors)
 	}
 }
 
