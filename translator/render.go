@@ -4,15 +4,16 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	yamlv3 "go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
-	"sigs.k8s.io/yaml"
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/jwt"
@@ -253,13 +254,55 @@ func (o *Output) Marshal(format string, gateways ...string) ([]byte, error) {
 	case "json":
 		return js, nil
 	case "yaml", "":
-		y, err := yaml.JSONToYAML(js)
+		y, err := orderedYAML(js)
 		if err != nil {
 			return nil, fmt.Errorf("convert output to YAML: %w", err)
 		}
 		return y, nil
 	}
 	return nil, fmt.Errorf("unknown format %q: use yaml or json", format)
+}
+
+// orderedYAML converts JSON to block-style YAML with the members in the JSON's order (a
+// resource's fields in Envoy's order, name first, as Envoy's config dump shows them), where a
+// conversion through maps would sort them.
+func orderedYAML(js []byte) ([]byte, error) {
+	var doc yamlv3.Node
+	if err := yamlv3.Unmarshal(js, &doc); err != nil {
+		return nil, err
+	}
+	var block func(n *yamlv3.Node)
+	block = func(n *yamlv3.Node) {
+		n.Style &^= yamlv3.FlowStyle | yamlv3.DoubleQuotedStyle // quoted again where YAML needs it
+		if n.Kind == yamlv3.ScalarNode && n.Tag == "!!str" && yaml11Special(n.Value) {
+			n.Style = yamlv3.DoubleQuotedStyle
+		}
+		for _, c := range n.Content {
+			block(c)
+		}
+	}
+	block(&doc)
+	var buf bytes.Buffer
+	enc := yamlv3.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(&doc); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), enc.Close()
+}
+
+// yaml11Base60 matches a YAML 1.1 sexagesimal number ("1:20" is 80).
+var yaml11Base60 = regexp.MustCompile(`^[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?$`)
+
+// yaml11Special reports whether a YAML 1.1 reader (kubectl, sigs.k8s.io/yaml) takes the plain
+// scalar s for a boolean (y, yes, on, off...) or a sexagesimal number, which a YAML 1.2 encoder
+// leaves unquoted: such strings are quoted.
+func yaml11Special(s string) bool {
+	switch strings.ToLower(s) {
+	case "y", "yes", "n", "no", "on", "off":
+		return true
+	}
+	return strings.Contains(s, ":") && yaml11Base60.MatchString(s)
 }
 
 // marshalAll prints messages with opts; policies print their defaults too (mode STRICT, action

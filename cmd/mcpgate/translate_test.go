@@ -29,7 +29,7 @@ func TestTranslateLab(t *testing.T) {
 		"name: httproute/agentgateway-system/mcp/rule/0/match/0/bridge",
 		"cluster: mcpgate_mux",
 		"cluster: agentgatewaybackend/agentgateway-system/mcp-backend/mcp-target",
-		"address: 127.0.0.1\n                  port_value: 8000",
+		"address: 127.0.0.1\n                        port_value: 8000",
 		"name: envoy.filters.http.ext_proc",
 		"name: EnterpriseAgentgatewayPolicy/agentgateway-system/mcp-jwt-auth+EnterpriseAgentgatewayPolicy/agentgateway-system/mcp-rbac",
 	} {
@@ -190,7 +190,7 @@ func TestTranslateWarnings(t *testing.T) {
 // NAME.NS.svc.example.com is its Service's endpoints (EDS) with --cluster-domain example.com and
 // a DNS name (STRICT_DNS) without it.
 func TestTranslateClusterDomain(t *testing.T) {
-	const cluster = "name: agentgatewaybackend/agentgateway-system/other-domain/outside\n      type: "
+	const cluster = "name: agentgatewaybackend/agentgateway-system/other-domain/outside\n        type: "
 	for _, c := range []struct {
 		args []string
 		want string
@@ -226,7 +226,7 @@ func TestTranslateUpstreamCAFile(t *testing.T) {
 		}
 		// every TLS cluster but no-verify's (insecureSkipVerify All) has one
 		tlsClusters := strings.Count(out.String(), "name: envoy.transport_sockets.tls\n")
-		if n := strings.Count(out.String(), "trusted_ca:\n                filename: "+c.want+"\n"); tlsClusters < 2 || n != tlsClusters-1 {
+		if n := strings.Count(out.String(), "trusted_ca:\n                  filename: "+c.want+"\n"); tlsClusters < 2 || n != tlsClusters-1 {
 			t.Errorf("translate %q: %d trusted CA files %s, want one per TLS cluster but no-verify's (%d)", args, n, c.want, tlsClusters-1)
 		}
 	}
