@@ -264,17 +264,17 @@ func (t *Telemetry) redactValue(v any) (any, bool) {
 			}
 		}
 	case string:
-		if s, ok := t.RedactURL(x); ok {
+		if s, ok := t.redactURLCredentials(x); ok {
 			return s, true
 		}
 	}
 	return v, changed
 }
 
-// RedactURL returns s with the user:password of a URL's userinfo ("scheme://user:password@host")
+// redactURLCredentials returns s with the user:password of a URL's userinfo ("scheme://user:password@host")
 // and the values of the redacted keys of a query (after the first '?', up to '#') replaced, and
 // whether it replaced any. Query keys are compared %-decoded, as a server reads them.
-func (t *Telemetry) RedactURL(s string) (string, bool) {
+func (t *Telemetry) redactURLCredentials(s string) (string, bool) {
 	changed := false
 	if i := strings.Index(s, "://"); i >= 0 {
 		authority := s[i+3:]

@@ -44,6 +44,16 @@ func TestSliceMatters(t *testing.T) {
 		}}}}},
 	}
 	p := &Provider{}
+	// The EndpointSlice informer asks sliceMatters (watch's handlers skip what does not matter).
+	wired := false
+	for _, k := range p.watchedKinds() {
+		if _, ok := k.obj.(*discoveryv1.EndpointSlice); ok {
+			wired = k.matters != nil && !k.matters(&discoveryv1.EndpointSlice{})
+		}
+	}
+	if !wired {
+		t.Error("the EndpointSlice kind is watched without sliceMatters")
+	}
 	slice := func(ns, svc string) *discoveryv1.EndpointSlice {
 		es := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: svc + "-x"}}
 		if svc != "" {
