@@ -49,3 +49,13 @@ func TestModernVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestOptionDefaults: options left zero take their defaults, the target timeout among them (0
+// would wait for a hung target for ever).
+func TestOptionDefaults(t *testing.T) {
+	o := New(Options{}).Options()
+	if o.TargetTimeout != DefaultTargetTimeout || o.StreamOpenTimeout != DefaultStreamOpenTimeout || o.ResolveTimeout != DefaultResolveTimeout ||
+		o.MaxSSESessionsPerCaller != DefaultMaxSSESessionsPerCaller || o.MaxBodyBytes != DefaultMaxBodyBytes {
+		t.Errorf("options of New(Options{}): %+v", o)
+	}
+}
