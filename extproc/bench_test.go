@@ -2,17 +2,22 @@ package extproc_test
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"maps"
 	"path/filepath"
 	"testing"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
+	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 )
 
 // BenchmarkToolsCall plays Envoy's four messages of a buffered tools/call through the real gRPC
@@ -79,5 +84,43 @@ func BenchmarkToolsCall(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// BenchmarkPolicyUpdate: ext_proc receives the whole set of 500 policies (the EG-shaped case:
+// each with its own JWT provider and inline JWKS, and a CEL rule) after an edit of one of them.
+func BenchmarkPolicyUpdate(b *testing.B) {
+	srv, err := extproc.New(extproc.Config{Audit: io.Discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	sg := newSigner(b)
+	policies := make([]*policyv1.Policy, 500)
+	for i := range policies {
+		p := labPolicy(sg)
+		p.Name = fmt.Sprintf("policy-%d", i)
+		p.Jwt.Providers[1].Issuer = fmt.Sprintf("https://issuer-%d.test", i)
+		policies[i] = p
+	}
+	res, err := anyOf(policies...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := srv.HandlePolicies(contract.PolicyTypeURL, res); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		edited := proto.CloneOf(policies[0])
+		edited.TrafficRules[0].Expression = fmt.Sprintf(`jwt.org == "solo.io" || jwt.sub == "user-%d"`, i)
+		a, err := anypb.New(edited)
+		if err != nil {
+			b.Fatal(err)
+		}
+		res[edited.GetName()] = a
+		if err := srv.HandlePolicies(contract.PolicyTypeURL, maps.Clone(res)); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

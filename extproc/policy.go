@@ -1,6 +1,7 @@
 package extproc
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -19,6 +20,9 @@ import (
 // policy is one Policy resource compiled for use.
 type policy struct {
 	name string
+	// raw is the resource it was compiled from: an update that leaves it unchanged keeps the
+	// compiled policy.
+	raw []byte
 	// auth is nil when the policy has no JWT authentication.
 	auth *jwt.Authenticator
 	// authKey identifies auth's configuration, so that an unchanged one is kept across updates
@@ -62,6 +66,9 @@ func (p *policy) readsMessages() bool {
 // newer set no longer uses are closed when the last stream holding the old set ends.
 type policySet struct {
 	byName map[string]*policy
+	// rejected holds the policies that the control plane sent but that did not compile and have
+	// no last good version: their routes fail closed at once instead of waiting for them.
+	rejected map[string]bool
 	// replaced is closed when a newer set replaces this one: it wakes the requests waiting for a
 	// policy this set lacks (see stream.awaitPolicy).
 	replaced chan struct{}
@@ -74,7 +81,18 @@ type policySet struct {
 }
 
 func newPolicySet(n int) *policySet {
-	return &policySet{byName: make(map[string]*policy, n), replaced: make(chan struct{})}
+	return &policySet{byName: make(map[string]*policy, n), rejected: map[string]bool{}, replaced: make(chan struct{})}
+}
+
+// authenticators returns the set's authenticators.
+func (ps *policySet) authenticators() map[*jwt.Authenticator]bool {
+	used := make(map[*jwt.Authenticator]bool, len(ps.byName))
+	for _, p := range ps.byName {
+		if p.auth != nil {
+			used[p.auth] = true
+		}
+	}
+	return used
 }
 
 func (ps *policySet) closeOrphans() {
@@ -120,12 +138,7 @@ func (st *policyStore) swap(next *policySet) {
 		return
 	}
 	defer close(old.replaced)
-	used := make(map[*jwt.Authenticator]bool, len(next.byName))
-	for _, p := range next.byName {
-		if p.auth != nil {
-			used[p.auth] = true
-		}
-	}
+	used := next.authenticators()
 	for _, p := range old.byName {
 		if p.auth != nil && !used[p.auth] && !slices.Contains(old.orphans, p.auth) {
 			old.orphans = append(old.orphans, p.auth)
@@ -138,9 +151,11 @@ func (st *policyStore) swap(next *policySet) {
 }
 
 // HandlePolicies is the handler of the policy subscription (an xds/client Handler): it receives
-// the whole current set of policies, compiles every one (CEL rules, JWT providers) and installs
-// them for new streams. Any error rejects the whole update (the subscription NACKs it with the
-// returned message) and keeps the last good set.
+// the whole current set of policies, compiles the new and changed ones (CEL rules, JWT
+// providers) and installs them for new streams. Like Envoy with listeners and clusters, it
+// applies what it can: a policy that does not compile keeps its last good version (or, lacking
+// one, fails its routes closed) while the others are updated, and the error naming it NACKs the
+// update.
 func (s *Server) HandlePolicies(typeURL string, resources map[string]*anypb.Any) error {
 	if typeURL != contract.PolicyTypeURL {
 		return fmt.Errorf("ext_proc subscribes to %s only, got %s", contract.PolicyTypeURL, typeURL)
@@ -157,32 +172,52 @@ func (s *Server) HandlePolicies(typeURL string, resources map[string]*anypb.Any)
 	next := newPolicySet(len(resources))
 	var created []*jwt.Authenticator
 	var errs []error
+	var rejected []string
 	names := make([]string, 0, len(resources))
 	for name := range resources {
 		names = append(names, name)
 	}
 	slices.Sort(names)
 	for _, name := range names {
-		p, fresh, err := s.compilePolicy(name, resources[name], reuse)
+		res, old := resources[name], prev.byName[name]
+		if old != nil && bytes.Equal(old.raw, res.GetValue()) {
+			next.byName[name] = old
+			continue
+		}
+		p, fresh, err := s.compilePolicy(name, res, reuse)
 		if fresh != nil {
 			created = append(created, fresh)
 		}
-		if err != nil {
-			errs = append(errs, err)
+		if err == nil {
+			next.byName[name] = p
 			continue
 		}
-		next.byName[name] = p
-	}
-	if err := errors.Join(errs...); err != nil {
-		for _, a := range created {
-			a.Close()
+		errs = append(errs, err)
+		rejected = append(rejected, name)
+		if old != nil {
+			next.byName[name] = old
+		} else {
+			next.rejected[name] = true
 		}
-		s.tel.PolicyUpdate(false)
-		s.log.Warn("policy update rejected; keeping the last good policies", "error", err)
-		return err
+	}
+	err := errors.Join(errs...)
+	if err != nil {
+		// An authenticator made for a rejected policy serves nobody (one that a valid policy
+		// shares is kept).
+		used := next.authenticators()
+		for _, a := range created {
+			if !used[a] {
+				a.Close()
+			}
+		}
 	}
 	s.policies.swap(next)
-	s.tel.PolicyUpdate(true)
+	s.tel.PolicyUpdate(err == nil)
+	if err != nil {
+		s.log.Warn("policy update partly rejected: the rejected policies keep their last good version, if any, and the others are updated",
+			"rejected", rejected, "policies", len(next.byName), "error", err)
+		return err
+	}
 	s.log.Info("policies updated", "policies", len(next.byName))
 	return nil
 }
@@ -197,7 +232,7 @@ func (s *Server) compilePolicy(name string, res *anypb.Any, reuse map[string]*jw
 	if pb.GetName() != "" && pb.GetName() != name {
 		return nil, nil, fmt.Errorf("policy %s: name field is %q, want the resource name", name, pb.GetName())
 	}
-	p = &policy{name: name}
+	p = &policy{name: name, raw: res.GetValue()}
 	var errs []error
 	if p.traffic, err = s.compileRules(pb.GetTrafficRules()); err != nil {
 		errs = append(errs, fmt.Errorf("traffic_rules: %w", err))

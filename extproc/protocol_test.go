@@ -695,6 +695,79 @@ func TestPolicyUpdates(t *testing.T) {
 	}
 }
 
+// TestPolicyUpdateInPart: like Envoy with listeners and clusters, ext_proc applies a policy
+// update in part. Of an update with one valid change and two policies that do not compile, the
+// valid change takes effect, the rejected policy with a last good version keeps it, the one
+// without answers its routes 500 at once (no wait for a version that has it), and the NACK names
+// both. A later valid version of the rejected policy is applied.
+func TestPolicyUpdateInPart(t *testing.T) {
+	sg := newSigner(t)
+	// A request does not wait for a rejected policy (one that did would answer "has not
+	// received" after this wait).
+	h := newHarness(t, nil, withPolicyWait(20*time.Second))
+	echo := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`)
+	version := func(name, source, expr string) *policyv1.Policy {
+		p := labPolicy(sg)
+		p.Name = name
+		p.McpRules = []*policyv1.Rule{{Action: policyv1.Rule_DENY, Expression: expr, Source: source}}
+		return p
+	}
+	route := func(policy string) extproctest.Route {
+		r := streamableRoute
+		r.Policy = policy
+		return r
+	}
+	// ruleOf calls echo on a route naming policy and returns the reply.
+	ruleOf := func(policy string) *extprocv3.ProcessingResponse {
+		t.Helper()
+		s := h.open(t, h.tcp, route(policy))
+		if resp := check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false)); resp.GetImmediateResponse() != nil {
+			return resp
+		}
+		return check(t)(s.RequestBody(echo, true))
+	}
+	denied := func(policy, rule string) {
+		t.Helper()
+		if resp := ruleOf(policy); resp.GetImmediateResponse() == nil || extproctest.Metadata(resp)["rule"] != rule {
+			t.Errorf("policy %s: want echo refused by %s, got %v", policy, rule, resp)
+		}
+	}
+	updates := func(result string) float64 {
+		return h.metric(t, "mcpgate_extproc_policy_updates_total", map[string]string{"result": result})
+	}
+
+	h.push(t, version("lab", "lab-v1#0", `mcp.tool.name == "echo"`), version("other", "other-v1#0", `mcp.tool.name == "echo"`))
+	waitFor(t, "version 1", func() bool { return updates("ack") == 1 })
+	denied("lab", "lab-v1#0")
+	denied("other", "other-v1#0")
+
+	h.push(t, version("lab", "lab-v2#0", `mcp.tool.name == "echo"`), version("other", "other-v2#0", `mcp.tool.name ==`),
+		version("fresh", "fresh-v1#0", `mcp.tool.name ==`))
+	waitFor(t, "the NACK", func() bool { return updates("nack") == 1 })
+	denied("lab", "lab-v2#0")
+	denied("other", "other-v1#0")
+	resp := ruleOf("fresh")
+	if ir := resp.GetImmediateResponse(); ir.GetStatus().GetCode() != 500 || !strings.Contains(string(ir.GetBody()), `names policy "fresh", which ext_proc rejected`) {
+		t.Errorf("rejected policy without a last good version: %v", resp)
+	}
+
+	h.push(t, version("lab", "lab-v2#0", `mcp.tool.name == "echo"`), version("other", "other-v3#0", `mcp.tool.name == "echo"`))
+	waitFor(t, "version 3", func() bool { return updates("ack") == 2 })
+	denied("lab", "lab-v2#0")
+	denied("other", "other-v3#0")
+
+	// The NACK names each rejected policy; the valid one's change is not an error.
+	res, err := anyOf(version("lab", "lab-v4#0", `mcp.tool.name == "echo"`), version("other", "other-v4#0", `mcp.tool.name ==`), version("fresh", "fresh-v4#0", "1 +"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = h.srv.HandlePolicies(contract.PolicyTypeURL, res)
+	if msg := fmt.Sprint(err); !strings.Contains(msg, "policy other") || !strings.Contains(msg, "policy fresh") || strings.Contains(msg, "policy lab") {
+		t.Errorf("NACK message = %v", err)
+	}
+	denied("lab", "lab-v4#0")
+}
+
 // TestPolicyNACKMessage: the NACK names the policy and the rule.
 func TestPolicyNACKMessage(t *testing.T) {
 	h := newHarness(t, nil)

@@ -516,6 +516,11 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 
 	if st.ri.policy != "" && st.pol == nil {
 		md.str(contract.FieldAuthn, st.authn)
+		if st.set.rejected[st.ri.policy] {
+			return st.refuse(configError("mcpgate_rejected_policy",
+				fmt.Sprintf("route %s names policy %q, which ext_proc rejected (its log says why)", st.ri.route, st.ri.policy)),
+				"", md, nil)
+		}
 		return st.refuse(configError("mcpgate_unknown_policy",
 			fmt.Sprintf("route %s names policy %q, which ext_proc has not received from the control plane", st.ri.route, st.ri.policy)),
 			"", md, nil)
@@ -594,7 +599,7 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 // it: up to Config.PolicyWait, woken by each newer set, and no longer than the stream. The stream
 // then holds the newest set it saw. The error is the stream's end (its context's cause).
 func (st *stream) awaitPolicy() error {
-	if st.pol != nil || st.ri.policy == "" || st.s.cfg.PolicyWait <= 0 {
+	if st.pol != nil || st.ri.policy == "" || st.s.cfg.PolicyWait <= 0 || st.set.rejected[st.ri.policy] {
 		return nil
 	}
 	st.s.log.Debug("waiting for the policy the route names", "route", st.ri.route, "policy", st.ri.policy, "bound", st.s.cfg.PolicyWait)
@@ -613,7 +618,7 @@ func (st *stream) awaitPolicy() error {
 		next := st.s.policies.acquire()
 		st.s.policies.release(st.set)
 		st.set = next
-		if st.pol = next.byName[st.ri.policy]; st.pol != nil {
+		if st.pol = next.byName[st.ri.policy]; st.pol != nil || next.rejected[st.ri.policy] {
 			st.s.tel.PolicyWait(telemetry.PolicyReceived)
 			return nil
 		}

@@ -30,8 +30,12 @@ import (
 
 // Handler receives the whole current set of one type (name -> resource) after each response of
 // that type, including the first, empty or not. It returns nil to accept the set (ACK) or an
-// error to reject it (NACK, with the error's text as error_detail): the client then keeps the
-// previous set. The handler owns the map it is given; it is called from one goroutine at a time.
+// error to reject it (NACK, with the error's text as error_detail). Like Envoy, a handler applies
+// what it can of a rejected set: valid resources take effect, an invalid one keeps its last good
+// version. The client holds the set as the server sent it either way, so that later Delta
+// responses, which carry only changes, build on what the server believes the client has; over
+// SotW a NACK still reports the version last accepted. The handler owns the map it is given; it
+// is called from one goroutine at a time.
 type Handler func(typeURL string, resources map[string]*anypb.Any) error
 
 // Config says where to connect, as which node, and for what.
@@ -111,9 +115,9 @@ func (c *Config) check() error {
 	return errors.Join(errs...)
 }
 
-// state is what the client has accepted, kept across reconnections.
+// state is what the client holds, kept across reconnections.
 type state struct {
-	// sets is type URL -> name -> resource.
+	// sets is type URL -> name -> resource, as received over Delta (rejected or not).
 	sets map[string]map[string]*anypb.Any
 	// versions is type URL -> name -> version, for Delta's initial_resource_versions.
 	versions map[string]map[string]string
@@ -192,8 +196,8 @@ type response struct {
 	// set is the type's set after the response, or err why the response cannot be applied.
 	set map[string]*anypb.Any
 	err error
-	// commit makes set the accepted state.
-	commit func()
+	// commit makes set the client's state; accepted says whether the handler accepted it.
+	commit func(accepted bool)
 }
 
 // session runs one stream until it breaks. It reports whether a response arrived.
@@ -218,12 +222,12 @@ func session(ctx context.Context, open func(context.Context, discoveryv3.Aggrega
 		err = r.err
 		if err == nil {
 			err = cfg.Handler(r.typeURL, maps.Clone(r.set))
+			r.commit(err == nil)
 		}
 		if err != nil {
 			log.Warn("rejecting xDS resources (NACK)", "type", r.typeURL, "version", r.version, "error", err)
 		} else {
 			log.Debug("accepted xDS resources", "type", r.typeURL, "version", r.version, "resources", len(r.set))
-			r.commit()
 		}
 		if err := s.reply(r, err); err != nil {
 			return got, err
@@ -266,7 +270,9 @@ func (d *deltaStream) recv() (response, error) {
 	next, versions, err := applyDelta(d.types, d.st, resp)
 	return response{
 		typeURL: t, version: resp.GetSystemVersionInfo(), nonce: resp.GetNonce(), set: next, err: err,
-		commit: func() { d.st.sets[t], d.st.versions[t] = next, versions },
+		// Envoy records the versions of a rejected Delta response's resources too: the server
+		// does not send them again, and a reconnection tells it they are held.
+		commit: func(bool) { d.st.sets[t], d.st.versions[t] = next, versions },
 	}, nil
 }
 
@@ -336,7 +342,12 @@ func (o *sotwStream) recv() (response, error) {
 	next, err := sotwSet(o.types, resp)
 	return response{
 		typeURL: t, version: v, nonce: resp.GetNonce(), set: next, err: err,
-		commit: func() { o.st.sets[t], o.st.accepted[t] = next, v },
+		// each SotW response is the whole set: only the version to report is kept
+		commit: func(accepted bool) {
+			if accepted {
+				o.st.accepted[t] = v
+			}
+		},
 	}, nil
 }
 

@@ -146,10 +146,22 @@ func TestPolicies(t *testing.T) {
 			if _, err := logs.Wait(ctx, "ERROR", "NACK", "api="+name, "node=extproc", "version=3", "error=refusing bad"); err != nil {
 				t.Error(err)
 			}
+			// The client holds the rejected resource as sent (the handler keeps what it could
+			// apply): a Delta response that does not mention it leaves it in the set.
+			rec.mu.Lock()
+			rec.reject = ""
+			rec.mu.Unlock()
+			if err := srv.Update(policies("a", "b", "bad", "c")); err != nil {
+				t.Fatal(err)
+			}
+			equal(t, "set after a NACK", rec.next(t, contract.PolicyTypeURL).names, "a", "b", "bad", "c")
+			if _, err := logs.Wait(ctx, "INFO", "ACK after a NACK", "api="+name, "node=extproc", "version=4"); err != nil {
+				t.Error(err)
+			}
 			if err := srv.Update(policies("b", "c")); err != nil {
 				t.Fatal(err)
 			}
-			equal(t, "set after a NACK", rec.next(t, contract.PolicyTypeURL).names, "b", "c")
+			equal(t, "removals after a NACK", rec.next(t, contract.PolicyTypeURL).names, "b", "c")
 		})
 	}
 }
