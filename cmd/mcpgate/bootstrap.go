@@ -26,7 +26,7 @@ func runBootstrap(_ context.Context, args []string) error {
 	fs.StringVar(&tlsDir, "xds-tls-dir", "", "mutual TLS to the xDS server with the certificate in this directory of Envoy's host (tls.crt, tls.key, ca.crt); the server's certificate must name --xds-addr's host")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: mcpgate bootstrap --gateway NS/NAME [flags]\n\nPrints an Envoy bootstrap (YAML) that takes its configuration from mcpgate over Delta ADS.\n\nflags:")
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -72,7 +72,7 @@ func parseControllerFlags(args []string) (*controllerConfig, error) {
 			"Runs in Kubernetes: every replica serves xDS from the cluster's Gateway API and agentgateway\n"+
 			"objects; the leader (with --leader-elect; else the one replica) writes their status and deploys\n"+
 			"a data plane per Gateway (--deploy-data-plane).\n\nflags:")
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err

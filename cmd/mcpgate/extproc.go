@@ -201,7 +201,7 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 		fmt.Fprintln(fs.Output(), "usage: mcpgate extproc [flags]\n\n"+
 			"Serves the ext_proc gRPC service alone, as the sidecar next to a gateway's Envoy does: it takes\n"+
 			"the policies from the control plane's xDS (--xds-addr) and judges, logs and traces each MCP request.\n\nflags:")
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err

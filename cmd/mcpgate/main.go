@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
 )
 
@@ -82,6 +83,23 @@ func dispatch(ctx context.Context, args []string) int {
 // logLevelFlag adds --log-level to fs, the same in every command that logs.
 func logLevelFlag(fs *flag.FlagSet, level *slog.Level) {
 	fs.TextVar(level, "log-level", slog.LevelInfo, "debug, info, warn or error")
+}
+
+// printFlags prints fs's flags as flag.PrintDefaults does, with two dashes before the names
+// longer than one letter (--admin-addr, -f), as the docs and kubectl write them; Go's flag
+// package reads either.
+func printFlags(fs *flag.FlagSet) {
+	var b strings.Builder
+	out := fs.Output()
+	fs.SetOutput(&b)
+	fs.PrintDefaults()
+	fs.SetOutput(out)
+	for line := range strings.Lines(b.String()) {
+		if name, ok := strings.CutPrefix(line, "  -"); ok && len(strings.Fields(name)[0]) > 1 {
+			line = "  --" + name
+		}
+		fmt.Fprint(out, line)
+	}
 }
 
 func usage(cmds map[string]command) {

@@ -75,9 +75,15 @@ func TestUsage(t *testing.T) {
 	for name := range commands() {
 		help := stderrOf(t, func() { dispatch(t.Context(), []string{name, "--help"}) })
 		usage, rest, _ := strings.Cut(help, "\n\n")
-		flags := name == "version" || strings.Contains(rest, "\n\nflags:\n") // version has none
+		flags := name == "version" || strings.Contains(rest, "\n\nflags:\n  --") // version has none
 		if !strings.HasPrefix(usage, "usage: mcpgate "+name) || rest == "" || !flags {
 			t.Errorf("mcpgate %s --help: want a usage line, a description and the flags:\n%s", name, help)
+		}
+		// Flags as the docs write them: --admin-addr, -f.
+		for line := range strings.Lines(rest) {
+			if strings.HasPrefix(line, "  -") && !strings.HasPrefix(line, "  --") && len(strings.Fields(line)[0]) > 2 {
+				t.Errorf("mcpgate %s --help: a long flag with one dash: %q", name, line)
+			}
 		}
 	}
 }

@@ -77,7 +77,7 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: mcpgate run -f PATH... [flags]\n\nServes the Gateways of the manifests: xDS for Envoy, ext_proc, and Envoy itself when found.\n"+
 			"Spans go to --otlp-endpoint or the OTEL_EXPORTER_OTLP_* variables' collector, as with mcpgate extproc.\n\nflags:")
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err

@@ -52,7 +52,7 @@ func translate(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(fs.Output(), "usage: mcpgate translate -f PATH... [-o yaml|json] [--gateway NS/NAME]\n\n"+
 			"Prints per gateway the xDS resources and policies, then the status of every object.\n"+
 			"Exits non-zero, listing \"FILE: Kind ns/name: field: message\", when the input has problems.\n\nflags:")
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -80,9 +80,9 @@ func translate(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
 	if len(src.Objects()) == 0 {
-		// nothing to translate: no output that looks like an answer
+		// nothing to translate: no output that looks like an answer, and the reason once
 		if loadErr != nil {
-			fmt.Fprintln(stderr, loadErr)
+			return loadErr
 		}
 		return fmt.Errorf("no object that mcpgate reads in %s (%s)", strings.Join(paths, ", "), file.ReadsWhat)
 	}

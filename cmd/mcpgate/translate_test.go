@@ -54,12 +54,19 @@ func TestTranslateNothing(t *testing.T) {
 	if err := os.WriteFile(deployment, []byte("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, path := range []string{dir, deployment, filepath.Join(dir, "missing")} {
+	for _, path := range []string{dir, deployment} {
 		var out, errOut bytes.Buffer
 		err := translate([]string{"-f", path}, &out, &errOut)
 		if err == nil || !strings.Contains(err.Error(), "no object that mcpgate reads in "+path) || out.Len() != 0 {
 			t.Errorf("%s: err %v, output %q; want an error and no output", path, err, out.String())
 		}
+	}
+	// A missing file: one error, naming it once.
+	missing := filepath.Join(dir, "missing")
+	var out, errOut bytes.Buffer
+	err := translate([]string{"-f", missing}, &out, &errOut)
+	if err == nil || err.Error() != missing+": no such file or directory" || out.Len() != 0 || errOut.Len() != 0 {
+		t.Errorf("missing file: err %v, output %q, stderr %q; want one error naming the file once", err, out.String(), errOut.String())
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -256,7 +257,7 @@ func expand(paths []string, previous func(string) []string) (listing, error) {
 				before = previous(p)
 			}
 			if len(before) == 0 {
-				errs = append(errs, fmt.Errorf("%s: %w", p, err))
+				errs = append(errs, pathError(p, err))
 			}
 			for _, name := range before {
 				add(name, name == p)
@@ -269,7 +270,7 @@ func expand(paths []string, previous func(string) []string) (listing, error) {
 		}
 		entries, err := os.ReadDir(p)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", p, err))
+			errs = append(errs, pathError(p, err))
 			continue
 		}
 		var names []string
@@ -880,4 +881,14 @@ func appendResources(dst, src *translator.Resources) {
 	dst.Secrets = append(dst.Secrets, src.Secrets...)
 	dst.Namespaces = append(dst.Namespaces, src.Namespaces...)
 	dst.ReferenceGrants = append(dst.ReferenceGrants, src.ReferenceGrants...)
+}
+
+// pathError is err about path p, naming p once ("/x: no such file or directory"): an
+// *fs.PathError of p already names it.
+func pathError(p string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Path == p {
+		err = pe.Err
+	}
+	return fmt.Errorf("%s: %w", p, err)
 }
