@@ -92,6 +92,8 @@ func handler(server *mcp.Server) http.Handler {
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8000", "listen address")
 	flag.Parse()
+	// the same log format as mcpgate's, whose output make run interleaves with this one
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "fetchserver")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -100,9 +102,9 @@ func main() {
 		<-ctx.Done()
 		_ = srv.Close() // SSE streams never go idle, so a graceful Shutdown would only wait
 	}()
-	slog.Info("fetchserver listening", "addr", *addr, "sse", "/sse", "streamable-http", "/mcp")
+	log.Info("listening", "addr", *addr, "sse", "/sse", "streamable-http", "/mcp")
 	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		slog.Error("fetchserver", "err", err)
+		log.Error("serving", "error", err)
 		os.Exit(1)
 	}
 }
