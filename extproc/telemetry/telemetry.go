@@ -53,6 +53,12 @@ const (
 	DecisionDeny  = "deny"
 )
 
+// durationBuckets are the bounds of mcpgate_mcp_request_duration_seconds: from the millisecond of
+// a call the gateway answers itself to the minutes a tool can run (MCP routes have no route
+// timeout), up to OpenTelemetry's bound for MCP operations (mcp.server.operation.duration's
+// largest, 300 s), so that a call of several minutes falls in a bucket rather than only in +Inf.
+var durationBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+
 // DefaultMaxArgumentBytes is how much of a tool call's arguments the audit line keeps.
 const DefaultMaxArgumentBytes = 1024
 
@@ -211,7 +217,7 @@ func New(o Options) (*Telemetry, error) {
 	t.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "mcpgate_mcp_request_duration_seconds",
 		Help:    "Time from an MCP request reaching ext_proc to its answer.",
-		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		Buckets: durationBuckets,
 	}, []string{"gateway", "route", "target", "method"})
 	t.authn = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mcpgate_authn_failures_total",

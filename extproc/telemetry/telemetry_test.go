@@ -271,6 +271,37 @@ func TestSpan(t *testing.T) {
 	}
 }
 
+// TestDurationBucketsReachMinutes: a tool call of minutes (MCP routes have no route timeout) is
+// counted in a bucket of mcpgate_mcp_request_duration_seconds, not only in +Inf, so that its
+// quantiles are not cut at the largest bound.
+func TestDurationBucketsReachMinutes(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	tel, err := New(Options{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := sampleRecord()
+	tel.Finish(r, r.Time.Add(4*time.Minute))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "mcpgate_mcp_request_duration_seconds" {
+			continue
+		}
+		h := mf.GetMetric()[0].GetHistogram()
+		for _, b := range h.GetBucket() {
+			if b.GetCumulativeCount() == 1 {
+				return // the first finite bound that holds the call
+			}
+		}
+		last := h.GetBucket()[len(h.GetBucket())-1]
+		t.Fatalf("a 4-minute call is in no finite bucket (the largest bound is %v s)", last.GetUpperBound())
+	}
+	t.Fatal("mcpgate_mcp_request_duration_seconds not gathered")
+}
+
 // TestSpanPromptAndResource: a prompts/get span is named after its prompt and carries
 // gen_ai.prompt.name; a resources/read span is named after its method and carries
 // mcp.resource.uri (OpenTelemetry's MCP conventions).
