@@ -820,13 +820,16 @@ func TestNoBodyAndOtherContent(t *testing.T) {
 	}
 }
 
-// TestSpans: each MCP request gets a span "METHOD TOOL" that continues the request's W3C trace.
+// TestSpans: each MCP request gets a span "METHOD TOOL" that continues the request's W3C trace
+// (traceparent), with OpenTelemetry's MCP attributes read from the request as Envoy sends it (the
+// MCP-Protocol-Version header, the source.address attribute).
 func TestSpans(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	h := newHarness(t, []*policyv1.Policy{labPolicy(newSigner(t))}, func(c *extproc.Config) { c.TracerProvider = tp })
 	s := h.open(t, h.tcp, streamableRoute)
-	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", extproctest.LabSession("S7"))), false))
+	check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken, hdr("mcp-session-id", extproctest.LabSession("S7")),
+		hdr("mcp-protocol-version", "2025-11-25")), false))
 	check(t)(s.RequestBody([]byte(`[{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"fetch","arguments":{}}},{"jsonrpc":"2.0","id":"b","method":"tools/list"}]`), true))
 	check(t)(s.ResponseHeaders(respHeaders("200", "application/json"), false))
 	check(t)(s.ResponseBody([]byte(`[{"jsonrpc":"2.0","id":"a","error":{"code":-32000,"message":"boom"}},{"jsonrpc":"2.0","id":"b","result":{"tools":[]}}]`), true))
@@ -849,8 +852,14 @@ func TestSpans(t *testing.T) {
 	for _, a := range call.Attributes() {
 		attrs[string(a.Key)] = a.Value.String()
 	}
-	if attrs["mcp.method.name"] != "tools/call" || attrs["gen_ai.tool.name"] != "fetch" || attrs["mcp.session.id"] != "S7" || attrs["jsonrpc.request.id"] != `"a"` || attrs["rpc.jsonrpc.error_code"] != "-32000" {
-		t.Errorf("attributes %v", attrs)
+	for k, v := range map[string]string{"mcp.method.name": "tools/call", "gen_ai.tool.name": "fetch", "gen_ai.operation.name": "execute_tool",
+		"mcp.session.id": "S7", "jsonrpc.request.id": "a", "rpc.response.status_code": "-32000", "error.type": "-32000",
+		"mcp.protocol.version": "2025-11-25", "client.address": "127.0.0.1", "client.port": "50000",
+		"mcpgate.gateway": streamableRoute.Gateway, "mcpgate.route": streamableRoute.Route, "mcpgate.target": streamableRoute.Target,
+		"mcpgate.decision": "allow", "mcpgate.outcome": "error"} {
+		if attrs[k] != v {
+			t.Errorf("attribute %s = %q, want %q", k, attrs[k], v)
+		}
 	}
 	if call.Status().Code != codes.Error || list.Status().Code == codes.Error {
 		t.Errorf("statuses %v %v", call.Status(), list.Status())

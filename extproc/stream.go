@@ -931,7 +931,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 			}
 		}
 		if st.s.tel.Tracing() {
-			st.s.tel.StartSpan(carrier(st.headers), &ex.rec)
+			st.s.tel.StartSpan(carrier(st.headers), &ex.rec, st.in.SourceAddress)
 		}
 		exOf[i] = ex
 		if first == nil {

@@ -69,7 +69,7 @@ func appendRecord(b []byte, r *Record, t *Telemetry) []byte {
 	b = appendField(b, "method", r.Method)
 	b = appendField(b, "tool", r.Tool)
 	b = appendField(b, "prompt", r.Prompt)
-	b = appendField(b, "resource", r.Resource)
+	b = appendField(b, "resource", t.resourceURI(r.Resource))
 	if args, truncated := t.Arguments(r); args != nil {
 		b = append(b, `,"arguments":`...)
 		if truncated {

@@ -172,7 +172,7 @@ func TestSpanOfInvalidUTF8Exported(t *testing.T) {
 	for _, tool := range []string{"fetch", "fe\xfftch"} {
 		r := sampleRecord()
 		r.Tool, r.Method, r.Session, r.ID = tool, "tools/call\xfe", "s\xff", json.RawMessage("\"\xff\"")
-		tel.StartSpan(propagation.MapCarrier{}, r)
+		tel.StartSpan(propagation.MapCarrier{}, r, "")
 		tel.Finish(r, r.Time.Add(time.Millisecond))
 	}
 	// Shutdown exports what is left and returns once the collector has answered.

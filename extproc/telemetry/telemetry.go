@@ -4,13 +4,16 @@
 package telemetry
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -296,10 +299,26 @@ func (t *Telemetry) PolicyWait(result string) { t.policyWaits.WithLabelValues(re
 // Tracing reports whether spans are made, so that callers can skip preparing them.
 func (t *Telemetry) Tracing() bool { return t.tracer != nil }
 
-// StartSpan starts the span of r's MCP request, named "METHOD TOOL" ("METHOD PROMPT", or
-// "METHOD" for requests that name no tool or prompt, as the OpenTelemetry MCP conventions), as a
-// child of the W3C trace context in headers (a fresh trace when there is none). Finish ends it.
-func (t *Telemetry) StartSpan(headers propagation.TextMapCarrier, r *Record) {
+// Span attributes of mcpgate's own, in its namespace (OpenTelemetry's naming rules keep the mcp.*
+// namespace for its conventions): they carry the audit line's fields of the same names.
+const (
+	attrGateway  = "mcpgate.gateway"
+	attrRoute    = "mcpgate.route"
+	attrTarget   = "mcpgate.target"
+	attrDecision = "mcpgate.decision"
+	attrOutcome  = "mcpgate.outcome"
+)
+
+// headerProtocolVersion is the Streamable HTTP header that names the MCP version of a session's
+// requests after initialize (the span's mcp.protocol.version), lower case as Envoy sends it.
+const headerProtocolVersion = "mcp-protocol-version"
+
+// StartSpan starts the span of r's MCP request as OpenTelemetry's MCP semantic conventions
+// describe an MCP server's span: kind SERVER, named "METHOD TOOL" ("METHOD PROMPT", or "METHOD"
+// for requests that name no tool or prompt), as a child of the W3C trace context in headers (a
+// fresh trace when there is none). client is the HTTP client's address, "IP:PORT" as Envoy's
+// source.address attribute says ("" when unknown). Finish ends it.
+func (t *Telemetry) StartSpan(headers propagation.TextMapCarrier, r *Record, client string) {
 	if t.tracer == nil {
 		return
 	}
@@ -311,8 +330,11 @@ func (t *Telemetry) StartSpan(headers propagation.TextMapCarrier, r *Record) {
 	} else if prompt != "" {
 		name += " " + prompt
 	}
-	attrs := make([]attribute.KeyValue, 0, 6)
+	attrs := make([]attribute.KeyValue, 0, 16)
 	attrs = append(attrs, attribute.String("mcp.method.name", method))
+	if r.Method == mcp.MethodToolsCall {
+		attrs = append(attrs, attribute.String("gen_ai.operation.name", "execute_tool"))
+	}
 	if tool != "" {
 		attrs = append(attrs, attribute.String("gen_ai.tool.name", tool))
 	}
@@ -320,22 +342,86 @@ func (t *Telemetry) StartSpan(headers propagation.TextMapCarrier, r *Record) {
 		attrs = append(attrs, attribute.String("gen_ai.prompt.name", prompt))
 	}
 	if r.Resource != "" {
-		attrs = append(attrs, attribute.String("mcp.resource.uri", ValidUTF8(r.Resource)))
+		attrs = append(attrs, attribute.String("mcp.resource.uri", ValidUTF8(t.resourceURI(r.Resource))))
 	}
 	if r.Session != "" {
 		attrs = append(attrs, attribute.String("mcp.session.id", ValidUTF8(r.Session)))
 	}
-	if r.ID != nil {
-		attrs = append(attrs, attribute.String("jsonrpc.request.id", ValidUTF8(string(r.ID))))
+	if id := requestID(r.ID); id != "" {
+		attrs = append(attrs, attribute.String("jsonrpc.request.id", ValidUTF8(id)))
 	}
-	if r.Target != "" {
-		attrs = append(attrs, attribute.String("mcp.target", r.Target))
+	if v := headers.Get(headerProtocolVersion); v != "" {
+		attrs = append(attrs, attribute.String("mcp.protocol.version", ValidUTF8(v)))
+	}
+	// MCP over HTTP (Envoy's listeners are TCP; mcpgate configures no HTTP/3).
+	attrs = append(attrs, attribute.String("network.transport", "tcp"), attribute.String("network.protocol.name", "http"))
+	if host, port, err := net.SplitHostPort(client); err == nil && host != "" {
+		attrs = append(attrs, attribute.String("client.address", host))
+		if p, err := strconv.Atoi(port); err == nil {
+			attrs = append(attrs, attribute.Int("client.port", p))
+		}
+	}
+	if r.Gateway != "" {
+		attrs = append(attrs, attribute.String(attrGateway, r.Gateway))
 	}
 	if r.Route != "" {
-		attrs = append(attrs, attribute.String("http.route", r.Route))
+		attrs = append(attrs, attribute.String(attrRoute, r.Route))
+	}
+	if r.Target != "" {
+		attrs = append(attrs, attribute.String(attrTarget, r.Target))
 	}
 	_, r.span = t.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithTimestamp(r.Time), trace.WithAttributes(attrs...))
+}
+
+// requestID returns the string representation of a JSON-RPC id that jsonrpc.request.id holds: a
+// string id's value, a number as it was sent; "" for a null id or none, which the conventions
+// leave out.
+func requestID(raw json.RawMessage) string {
+	if len(raw) == 0 || string(raw) == "null" {
+		return ""
+	}
+	if raw[0] == '"' {
+		if n := len(raw); n >= 2 && raw[n-1] == '"' && bytes.IndexByte(raw, '\\') < 0 {
+			return string(raw[1 : n-1])
+		}
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			return s
+		}
+	}
+	return string(raw)
+}
+
+// callerError reports whether a JSON-RPC error code says that the caller sent a request the
+// receiver could not serve (parse error, invalid request, method not found, invalid params, which
+// an unknown or refused tool gets, resource not found): OpenTelemetry's MCP conventions do not
+// count those as errors of a server's span. Any other code is an error.
+func callerError(code int) bool {
+	switch code {
+	case mcp.CodeParseError, mcp.CodeInvalidRequest, codeMethodNotFound, mcp.CodeInvalidParams, codeResourceNotFound:
+		return true
+	}
+	return false
+}
+
+// JSON-RPC error codes callerError reads that the gateway never answers with.
+const (
+	codeMethodNotFound   = -32601
+	codeResourceNotFound = -32002 // MCP's Resource not found
+)
+
+// resourceURI returns uri as the audit line and the span write it: with a URL's user:password and
+// the values of its query's redacted keys replaced, as in tool arguments (none when the
+// redaction keys are none).
+func (t *Telemetry) resourceURI(uri string) string {
+	if t.redact == nil {
+		return uri
+	}
+	if s, ok := t.redactURLCredentials(uri); ok {
+		return s
+	}
+	return uri
 }
 
 // ValidUTF8 returns s with each run of invalid UTF-8 bytes as one U+FFFD (s itself, unallocated,
@@ -373,22 +459,41 @@ func (t *Telemetry) Finish(r *Record, now time.Time) {
 		s.duration.Observe(r.Latency.Seconds())
 	}
 	if r.span != nil {
-		switch {
-		case r.HasError:
-			r.span.SetAttributes(attribute.Int("rpc.jsonrpc.error_code", r.ErrorCode))
-			r.span.SetStatus(codes.Error, fmt.Sprintf("JSON-RPC error %d", r.ErrorCode))
-		case r.Outcome == OutcomeToolError:
-			r.span.SetAttributes(attribute.String("error.type", OutcomeToolError))
-			r.span.SetStatus(codes.Error, "tool error")
-		}
-		if r.Decision != "" {
-			r.span.SetAttributes(attribute.String("mcpgate.decision", r.Decision))
-		}
+		endSpan(r)
 		r.span.End(trace.WithTimestamp(now))
 		r.span = nil
 	}
 	if t.audit != nil {
 		t.writeAudit(r)
+	}
+}
+
+// endSpan sets the attributes of r's span that its answer decides, and its status: a
+// JSON-RPC error's code as rpc.response.status_code and, when the code is an error of the
+// server's (callerError), as error.type with the error status; a tool error's and an unanswered
+// request's error.type (tool_error, no_answer) with the error status; mcpgate's decision and
+// outcome.
+func endSpan(r *Record) {
+	switch {
+	case r.HasError:
+		code := strconv.Itoa(r.ErrorCode)
+		r.span.SetAttributes(attribute.String("rpc.response.status_code", code))
+		if !callerError(r.ErrorCode) {
+			r.span.SetAttributes(attribute.String("error.type", code))
+			r.span.SetStatus(codes.Error, "JSON-RPC error "+code)
+		}
+	case r.Outcome == OutcomeToolError:
+		r.span.SetAttributes(attribute.String("error.type", OutcomeToolError))
+		r.span.SetStatus(codes.Error, "tool error")
+	case r.Outcome == OutcomeNoAnswer:
+		r.span.SetAttributes(attribute.String("error.type", OutcomeNoAnswer))
+		r.span.SetStatus(codes.Error, "no answer")
+	}
+	if r.Decision != "" {
+		r.span.SetAttributes(attribute.String(attrDecision, r.Decision))
+	}
+	if r.Outcome != "" {
+		r.span.SetAttributes(attribute.String(attrOutcome, r.Outcome))
 	}
 }
 

@@ -3,9 +3,11 @@ package telemetry
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,10 +18,14 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 
 	"github.com/mcpgate/mcpgate/extproc/internal/metrictest"
+	"github.com/mcpgate/mcpgate/extproc/mcp"
 )
 
 func sampleRecord() *Record {
@@ -90,7 +96,7 @@ func TestToolErrorOutcome(t *testing.T) {
 	}
 	tel.AdmitTool("fetch") // as a tools/list answer does
 	r := sampleRecord()
-	tel.StartSpan(propagation.MapCarrier{}, r)
+	tel.StartSpan(propagation.MapCarrier{}, r, "")
 	r.Outcome = OutcomeToolError
 	tel.Finish(r, r.Time.Add(time.Millisecond))
 	var got map[string]any
@@ -122,7 +128,7 @@ func TestToolErrorOutcome(t *testing.T) {
 	if attrs["error.type"] != "tool_error" || spans[0].Status().Code != codes.Error {
 		t.Errorf("span attributes %v status %v: want error.type tool_error and status Error", attrs, spans[0].Status())
 	}
-	if _, ok := attrs["rpc.jsonrpc.error_code"]; ok {
+	if _, ok := attrs["rpc.response.status_code"]; ok {
 		t.Errorf("span of a tool error has a JSON-RPC error code: %v", attrs)
 	}
 }
@@ -240,14 +246,28 @@ func TestOtherMetrics(t *testing.T) {
 	}
 }
 
+// spanAttrs returns a span's attributes as strings.
+func spanAttrs(s sdktrace.ReadOnlySpan) map[string]string {
+	attrs := map[string]string{}
+	for _, a := range s.Attributes() {
+		attrs[string(a.Key)] = a.Value.String()
+	}
+	return attrs
+}
+
+// TestSpan: the span of an MCP request is OpenTelemetry's MCP server span: kind SERVER, named
+// "METHOD TOOL", a child of the request's W3C trace context, with the conventions' attributes
+// (the id as a string, the MCP version of the request's header, the client's address, the code
+// of an error as rpc.response.status_code and error.type) and mcpgate's own in its namespace.
 func TestSpan(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	tel, _ := New(Options{TracerProvider: tp})
 	r := sampleRecord()
-	headers := propagation.MapCarrier{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
-	tel.StartSpan(headers, r)
-	r.HasError, r.ErrorCode = true, -32602
+	headers := propagation.MapCarrier{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"mcp-protocol-version": "2025-06-18"}
+	tel.StartSpan(headers, r, "10.1.2.3:50000")
+	r.HasError, r.ErrorCode, r.Outcome = true, -32603, OutcomeError
 	tel.Finish(r, r.Time.Add(time.Millisecond))
 	spans := rec.Ended()
 	if len(spans) != 1 {
@@ -257,17 +277,128 @@ func TestSpan(t *testing.T) {
 	if s.Name() != "tools/call fetch" || s.Parent().TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" || s.Parent().SpanID().String() != "00f067aa0ba902b7" {
 		t.Errorf("span %q parent %v", s.Name(), s.Parent())
 	}
-	attrs := map[string]string{}
-	for _, a := range s.Attributes() {
-		attrs[string(a.Key)] = a.Value.String()
+	if s.SpanKind() != trace.SpanKindServer {
+		t.Errorf("span kind %v, want server", s.SpanKind())
 	}
-	for k, v := range map[string]string{"mcp.method.name": "tools/call", "gen_ai.tool.name": "fetch", "mcp.session.id": "s-1", "jsonrpc.request.id": "3", "rpc.jsonrpc.error_code": "-32602"} {
-		if attrs[k] != v {
-			t.Errorf("attribute %s = %q, want %q", k, attrs[k], v)
+	want := map[string]string{
+		"mcp.method.name": "tools/call", "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "fetch",
+		"mcp.session.id": "s-1", "jsonrpc.request.id": "3", "mcp.protocol.version": "2025-06-18",
+		"network.transport": "tcp", "network.protocol.name": "http", "client.address": "10.1.2.3", "client.port": "50000",
+		"rpc.response.status_code": "-32603", "error.type": "-32603",
+		"mcpgate.gateway": "agentgateway-system/agentgateway", "mcpgate.route": "agentgateway-system/mcp/rule/0",
+		"mcpgate.target": "mcp-target", "mcpgate.decision": "allow", "mcpgate.outcome": "error",
+	}
+	got := spanAttrs(s)
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("attribute %s = %q, want %q", k, got[k], v)
 		}
+	}
+	for k := range got {
+		if _, ok := want[k]; !ok {
+			t.Errorf("attribute %s = %q not expected", k, got[k])
+		}
+	}
+	if s.Status().Code != codes.Error || s.Status().Description != "JSON-RPC error -32603" {
+		t.Errorf("status %v, want Error", s.Status())
 	}
 	if s.EndTime().Sub(s.StartTime()) != time.Millisecond {
 		t.Errorf("span duration %v", s.EndTime().Sub(s.StartTime()))
+	}
+}
+
+// TestSpanErrors: as OpenTelemetry's MCP conventions classify a server span's errors, a JSON-RPC
+// error that says the caller's request could not be served (a refused or unknown tool's -32602)
+// has its code but no error.type and no error status; a server's error code, and a request left
+// without answer, are errors.
+func TestSpanErrors(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tel, _ := New(Options{TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))})
+	for _, c := range []struct {
+		code      int
+		hasError  bool
+		outcome   string
+		errorType string
+	}{
+		{mcp.CodeInvalidParams, true, OutcomeError, ""},
+		{-32601, true, OutcomeError, ""},
+		{-32002, true, OutcomeError, ""},
+		{-32000, true, OutcomeError, "-32000"},
+		{mcp.CodeSessionNotFound, true, OutcomeError, "-32001"},
+		{0, false, OutcomeNoAnswer, "no_answer"},
+		{0, false, OutcomeResult, ""},
+	} {
+		r := sampleRecord()
+		tel.StartSpan(propagation.MapCarrier{}, r, "")
+		r.HasError, r.ErrorCode, r.Outcome = c.hasError, c.code, c.outcome
+		tel.Finish(r, r.Time.Add(time.Millisecond))
+		spans := rec.Ended()
+		s := spans[len(spans)-1]
+		attrs := spanAttrs(s)
+		if attrs["error.type"] != c.errorType || (s.Status().Code == codes.Error) != (c.errorType != "") {
+			t.Errorf("code %d outcome %s: error.type %q status %v, want error.type %q", c.code, c.outcome, attrs["error.type"], s.Status(), c.errorType)
+		}
+		if want := strconv.Itoa(c.code); c.hasError && attrs["rpc.response.status_code"] != want {
+			t.Errorf("code %d: rpc.response.status_code %q", c.code, attrs["rpc.response.status_code"])
+		}
+		if attrs["mcpgate.outcome"] != c.outcome {
+			t.Errorf("code %d: mcpgate.outcome %q, want %q", c.code, attrs["mcpgate.outcome"], c.outcome)
+		}
+	}
+}
+
+// TestSpanRequestID: jsonrpc.request.id is the id's string representation: a string id's value
+// (not its JSON), a number as sent; a null id is left out, as the conventions say.
+func TestSpanRequestID(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tel, _ := New(Options{TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))})
+	for raw, want := range map[string]string{`"a"`: "a", `"a\"b\u0041"`: `a"bA`, `7`: "7", `-1.5e3`: "-1.5e3", `null`: "", `"\u00e9"`: "é"} {
+		r := sampleRecord()
+		r.ID = json.RawMessage(raw)
+		tel.StartSpan(propagation.MapCarrier{}, r, "")
+		tel.Finish(r, r.Time)
+		spans := rec.Ended()
+		got, ok := spanAttrs(spans[len(spans)-1])["jsonrpc.request.id"]
+		if got != want || ok != (want != "") {
+			t.Errorf("id %s: jsonrpc.request.id %q (set %v), want %q", raw, got, ok, want)
+		}
+	}
+}
+
+// TestResourceURIRedacted: a resource URI's credentials (user:password, a query's token) are
+// redacted in the audit line and the span as they are in tool arguments.
+func TestResourceURIRedacted(t *testing.T) {
+	var out bytes.Buffer
+	rec := tracetest.NewSpanRecorder()
+	tel, err := New(Options{Audit: &out, RedactKeys: []string{"token", "password"},
+		TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := sampleRecord()
+	r.Method, r.Tool, r.Arguments = "resources/read", "", nil
+	r.Resource = "https://user:pw-s3cret@db.example/x?access_token=t0k3n&page=2"
+	tel.StartSpan(propagation.MapCarrier{}, r, "")
+	tel.Finish(r, r.Time)
+	const want = "https://[REDACTED]@db.example/x?access_token=[REDACTED]&page=2"
+	var line map[string]any
+	if err := json.Unmarshal(out.Bytes(), &line); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	if line["resource"] != want {
+		t.Errorf("audit resource %q, want %q", line["resource"], want)
+	}
+	if got := spanAttrs(rec.Ended()[0])["mcp.resource.uri"]; got != want {
+		t.Errorf("span mcp.resource.uri %q, want %q", got, want)
+	}
+	// Without redaction keys nothing is redacted, the URI included.
+	out.Reset()
+	plain, _ := New(Options{Audit: &out, RedactKeys: nil})
+	r = sampleRecord()
+	r.Resource = "https://user:pw@db.example/x"
+	plain.Finish(r, r.Time)
+	if !strings.Contains(out.String(), `"resource":"https://user:pw@db.example/x"`) {
+		t.Errorf("without redaction keys: %s", out.String())
 	}
 }
 
@@ -313,12 +444,12 @@ func TestSpanPromptAndResource(t *testing.T) {
 	prompt.Method, prompt.Tool, prompt.Arguments, prompt.Prompt = "prompts/get", "", nil, "greet"
 	resource.Method, resource.Tool, resource.Arguments, resource.Resource = "resources/read", "", nil, "file:///a"
 	for _, r := range []*Record{prompt, resource} {
-		tel.StartSpan(propagation.MapCarrier{}, r)
+		tel.StartSpan(propagation.MapCarrier{}, r, "")
 		tel.Finish(r, r.Time.Add(time.Millisecond))
 	}
 	want := map[string]map[string]string{
-		"prompts/get greet": {"gen_ai.prompt.name": "greet", "gen_ai.tool.name": "", "mcp.resource.uri": ""},
-		"resources/read":    {"mcp.resource.uri": "file:///a", "gen_ai.prompt.name": "", "gen_ai.tool.name": ""},
+		"prompts/get greet": {"gen_ai.prompt.name": "greet", "gen_ai.tool.name": "", "mcp.resource.uri": "", "gen_ai.operation.name": ""},
+		"resources/read":    {"mcp.resource.uri": "file:///a", "gen_ai.prompt.name": "", "gen_ai.tool.name": "", "gen_ai.operation.name": ""},
 	}
 	spans := rec.Ended()
 	if len(spans) != 2 {
@@ -347,6 +478,8 @@ type collector struct {
 	collectortrace.UnimplementedTraceServiceServer
 	mu    sync.Mutex
 	names []string
+	// spans are the spans received, as OTLP encodes them.
+	spans []*tracepb.Span
 	got   chan struct{}
 }
 
@@ -356,6 +489,7 @@ func (c *collector) Export(_ context.Context, req *collectortrace.ExportTraceSer
 		for _, ss := range rs.GetScopeSpans() {
 			for _, s := range ss.GetSpans() {
 				c.names = append(c.names, s.GetName())
+				c.spans = append(c.spans, s)
 			}
 		}
 	}
@@ -386,12 +520,15 @@ func exportTo(t *testing.T) (*collector, *sdktrace.TracerProvider) {
 	return c, tp
 }
 
+// TestOTLPExport: a span reaches an OTLP collector through the real exporter (gRPC) with its
+// name, kind and the conventions' attributes in their types (client.port an integer).
 func TestOTLPExport(t *testing.T) {
 	ctx := context.Background()
 	c, tp := exportTo(t)
 	tel, _ := New(Options{TracerProvider: tp})
 	r := sampleRecord()
-	tel.StartSpan(propagation.MapCarrier{}, r)
+	tel.StartSpan(propagation.MapCarrier{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, r, "[::1]:4711")
+	r.HasError, r.ErrorCode, r.Outcome = true, -32000, OutcomeError
 	tel.Finish(r, r.Time.Add(time.Millisecond))
 	if err := tp.Shutdown(ctx); err != nil {
 		t.Fatal(err)
@@ -400,7 +537,25 @@ func TestOTLPExport(t *testing.T) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.names) != 1 || c.names[0] != "tools/call fetch" {
-		t.Errorf("collector got %q", c.names)
+		t.Fatalf("collector got %q", c.names)
+	}
+	s := c.spans[0]
+	if s.GetKind() != tracepb.Span_SPAN_KIND_SERVER || hex.EncodeToString(s.GetParentSpanId()) != "00f067aa0ba902b7" ||
+		hex.EncodeToString(s.GetTraceId()) != "4bf92f3577b34da6a3ce929d0e0e4736" || s.GetStatus().GetCode() != tracepb.Status_STATUS_CODE_ERROR {
+		t.Errorf("span kind %v trace %x parent %x status %v", s.GetKind(), s.GetTraceId(), s.GetParentSpanId(), s.GetStatus())
+	}
+	got := map[string]*commonpb.AnyValue{}
+	for _, kv := range s.GetAttributes() {
+		got[kv.GetKey()] = kv.GetValue()
+	}
+	for k, v := range map[string]string{"mcp.method.name": "tools/call", "gen_ai.tool.name": "fetch", "mcp.session.id": "s-1",
+		"jsonrpc.request.id": "3", "rpc.response.status_code": "-32000", "error.type": "-32000", "client.address": "::1"} {
+		if got[k].GetStringValue() != v {
+			t.Errorf("attribute %s = %v, want string %q", k, got[k], v)
+		}
+	}
+	if got["client.port"].GetIntValue() != 4711 {
+		t.Errorf("attribute client.port = %v, want int 4711", got["client.port"])
 	}
 }
 
