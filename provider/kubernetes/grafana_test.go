@@ -170,6 +170,28 @@ func checkQuery(metrics map[string][]string, expr, legendFormat string) []string
 	return problems
 }
 
+// dashboardPanel is a panel of a Grafana dashboard; a collapsed row holds its panels in Panels.
+type dashboardPanel struct {
+	Title   string `json:"title"`
+	Type    string `json:"type"`
+	Targets []struct {
+		Expr         string `json:"expr"`
+		LegendFormat string `json:"legendFormat"`
+	} `json:"targets"`
+	Panels []dashboardPanel `json:"panels"`
+}
+
+// allPanels returns panels with the panels of collapsed rows after each row: Grafana keeps a
+// collapsed row's panels inside it, and they query all the same once it is expanded.
+func allPanels(panels []dashboardPanel) []dashboardPanel {
+	var all []dashboardPanel
+	for _, p := range panels {
+		all = append(all, p)
+		all = append(all, allPanels(p.Panels)...)
+	}
+	return all
+}
+
 // TestGrafanaDashboardMetrics checks that every query of the dashboards in deploy/grafana names
 // metrics and labels that mcpgate exports: the metrics are read from the registrations of the
 // controller, the xDS server and ext_proc, and Envoy's from envoydouble's /stats/prometheus
@@ -192,20 +214,13 @@ func TestGrafanaDashboardMetrics(t *testing.T) {
 					Query any    `json:"query"`
 				} `json:"list"`
 			} `json:"templating"`
-			Panels []struct {
-				Title   string `json:"title"`
-				Type    string `json:"type"`
-				Targets []struct {
-					Expr         string `json:"expr"`
-					LegendFormat string `json:"legendFormat"`
-				} `json:"targets"`
-			} `json:"panels"`
+			Panels []dashboardPanel `json:"panels"`
 		}
 		if err := json.Unmarshal(b, &dash); err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
 		shown := map[string]bool{}
-		for _, p := range dash.Panels {
+		for _, p := range allPanels(dash.Panels) {
 			if p.Type == "row" {
 				continue // a row only groups the panels below it
 			}
