@@ -1,12 +1,16 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // TestProtocolEraAuto: the inspector CLI with `--protocol-era auto` (a client of MCP 2026-07-28
@@ -178,5 +182,50 @@ func TestProtocolEraModern(t *testing.T) {
 			}
 			expectAllowedCall(t, route.gateway, route.target, route.call)
 		})
+		t.Run(route.name+" input_required", func(t *testing.T) {
+			expectInputRequired(t, "http://"+route.port+"/mcp", strings.TrimSuffix(route.call, "test_simple_text"))
+		})
+	}
+}
+
+// expectInputRequired: a go-sdk client of MCP 2026-07-28 calls, through the gateway at url, the
+// conformance server's tools that answer a first call with an input_required result (SEP-2322,
+// multi round-trip requests): one that asks for an elicitation, one that also hands the client a
+// requestState to send back. The client answers in band and calls again with inputResponses
+// (and the requestState); the second call's result is the server's answer to them. prefix is
+// what the route puts before the server's tool names.
+func expectInputRequired(t *testing.T, url, prefix string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var asked atomic.Int32
+	client := mcp.NewClient(&mcp.Implementation{Name: "mcpgate-e2e", Version: "1"}, &mcp.ClientOptions{
+		ElicitationHandler: func(_ context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			asked.Add(1)
+			if req.Params.Message == "Please confirm" {
+				return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"ok": true}}, nil
+			}
+			return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"name": "mcpgate"}}, nil
+		},
+	})
+	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, MaxRetries: -1}, nil)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer cs.Close()
+	if v := cs.InitializeResult().ProtocolVersion; v != "2026-07-28" {
+		t.Fatalf("protocol version %q, want 2026-07-28 (the era whose results may be input_required)", v)
+	}
+	for _, c := range []struct{ tool, want string }{
+		{"test_input_required_result_elicitation", "Hello, mcpgate!"},
+		{"test_input_required_result_request_state", "state-ok: requestState received and confirmation accepted"},
+	} {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: prefix + c.tool})
+		if err != nil || res.IsError || textOf(res) != c.want {
+			t.Errorf("tools/call %s = %+v, %v; want %q", prefix+c.tool, res, err, c.want)
+		}
+	}
+	if n := asked.Load(); n != 2 {
+		t.Errorf("the client answered %d input requests, want 2 (one per tool)", n)
 	}
 }
