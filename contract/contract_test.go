@@ -74,3 +74,16 @@ func TestHeaderChangesApply(t *testing.T) {
 		t.Errorf("nil Apply changed the headers: %v", h)
 	}
 }
+
+// TestIsCredentialName: a name is a credential's when, folded, it ends with a credential key.
+func TestIsCredentialName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"Authorization": true, "Proxy-Authorization": true, "Cookie": true, "X-Api-Key": true, "x-goog-api-key": true,
+		"api-key": true, "X-Auth-Token": true, "PRIVATE-TOKEN": true, "github_token": true, "accessToken": true,
+		"X-Max-Tokens": false, "token_count": false, "keyword": false, "monkey": false, "content-type": false, "": false,
+	} {
+		if got := IsCredentialName(name); got != want {
+			t.Errorf("IsCredentialName(%q) = %v, want %v", name, got, want)
+		}
+	}
+}

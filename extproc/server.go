@@ -138,16 +138,10 @@ type MuxResolver interface {
 }
 
 // DefaultRedactKeys returns the redaction keys of tool arguments unless Redact.Keys says
-// otherwise: the usual last words of credentials' names. A key matches the argument keys that,
-// folded (lower case, without '_', '-' and '.'), end with it (telemetry.Options.RedactKeys):
-// "token" hides "github_token", "accessToken" and "id-token" but not "max_tokens" or
-// "token_count"; "api_key" hides "X-Api-Key" and "openai_api_key", not "keyword" or "monkey".
-// Plurals are listed where a list or map of credentials is usual ("cookies", "credentials",
-// "secrets"); "tokens" is not, as "max_tokens" is a common parameter.
-func DefaultRedactKeys() []string {
-	return []string{"password", "passwd", "passphrase", "secret", "secrets", "token", "api_key", "access_key",
-		"secret_key", "private_key", "credential", "credentials", "cookie", "cookies", "authorization", "session_id"}
-}
+// otherwise: the usual last words of credentials' names (contract.CredentialKeys). A key matches
+// the argument keys that, folded (lower case, without '_', '-' and '.'), end with it
+// (telemetry.Options.RedactKeys).
+func DefaultRedactKeys() []string { return contract.CredentialKeys() }
 
 // Redact configures what the audit line and Envoy metadata keep of tool arguments.
 type Redact struct {

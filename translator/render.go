@@ -24,8 +24,8 @@ import (
 const RedactedValue = "<redacted>"
 
 // Redacted returns m, or a copy of it whose secret values are replaced by RedactedValue: the
-// credential headers a route adds (isSecretHeader: an LLM backend's Authorization, a
-// RequestHeaderModifier's value), also where a prefixMode Never route's ext_proc metadata
+// credential headers a route adds (contract.IsCredentialName: an LLM backend's Authorization, a
+// RequestHeaderModifier's X-Api-Key), also where a prefixMode Never route's ext_proc metadata
 // repeats it for the resolver (contract.Mux.RequestHeaders); and the query of a policy's remote
 // JWKS URL (redactedPolicy). Print configuration only through it.
 func Redacted(m proto.Message) proto.Message {
@@ -39,7 +39,7 @@ func Redacted(m proto.Message) proto.Message {
 	rc = proto.Clone(rc).(*routev3.RouteConfiguration)
 	redact := func(opts []*corev3.HeaderValueOption) {
 		for _, o := range opts {
-			if h := o.GetHeader(); h != nil && isSecretHeader(h.Key) {
+			if h := o.GetHeader(); h != nil && contract.IsCredentialName(h.Key) {
 				h.Value, h.RawValue = RedactedValue, nil
 			}
 		}
@@ -78,20 +78,10 @@ func redactedPolicy(p *policyv1.Policy) *policyv1.Policy {
 	return out
 }
 
-// isSecretHeader reports whether a header's values are credentials to keep out of printed
-// output.
-func isSecretHeader(name string) bool {
-	switch strings.ToLower(name) {
-	case "authorization", "proxy-authorization", "cookie", "x-api-key", "api-key":
-		return true
-	}
-	return false
-}
-
 func hasSecretHeader(rc *routev3.RouteConfiguration) bool {
 	secret := func(opts []*corev3.HeaderValueOption) bool {
 		for _, o := range opts {
-			if isSecretHeader(o.GetHeader().GetKey()) {
+			if contract.IsCredentialName(o.GetHeader().GetKey()) {
 				return true
 			}
 		}
@@ -144,7 +134,7 @@ func redactedMux(a *anypb.Any) *anypb.Any {
 			continue
 		}
 		for i, h := range mx.RequestHeaders.Add {
-			if isSecretHeader(h.Name) {
+			if contract.IsCredentialName(h.Name) {
 				mx.RequestHeaders.Add[i].Value = RedactedValue
 				changed = true
 			}

@@ -63,6 +63,32 @@ func TestNodeGroups(t *testing.T) {
 	}
 }
 
+// TestHeaderSecretsRedacted: the values a RequestHeaderModifier sets for headers named like
+// credentials (x-goog-api-key, X-Auth-Token) reach the route but not the printed output; other
+// headers' values (X-Max-Tokens) print as they are.
+func TestHeaderSecretsRedacted(t *testing.T) {
+	out := translator.Translate(loadInputs(t, "testdata/filters.in.yaml"), translator.Options{})
+	var routes strings.Builder
+	for _, rc := range out.Gateways["default/gw"].Routes {
+		routes.WriteString(rc.String())
+	}
+	for _, v := range []string{"goog-not-a-real-key", "tok-not-a-real-token"} {
+		if !strings.Contains(routes.String(), v) {
+			t.Fatalf("the route does not carry %s", v)
+		}
+	}
+	y, err := out.Marshal("yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(y), "not-a-real") || strings.Count(string(y), translator.RedactedValue) != 2 {
+		t.Errorf("the printed output shows a credential header's value or lacks the two redactions:\n%s", y)
+	}
+	if !strings.Contains(string(y), "key: x-max-tokens\n                      value: \"5\"") {
+		t.Error("X-Max-Tokens's value is not printed as it is")
+	}
+}
+
 // TestSecretRedacted: the LLM key reaches the route but never the printed output.
 func TestSecretRedacted(t *testing.T) {
 	out := translator.Translate(loadInputs(t, "testdata/llm-backend.in.yaml"), translator.Options{})

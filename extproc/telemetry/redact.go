@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/mcpgate/mcpgate/contract"
 )
 
 // Redaction of tool arguments (Options.RedactKeys). A key is compared folded: lower case, without
@@ -22,41 +24,16 @@ import (
 // redacted replaces a redacted value.
 const redacted = "[REDACTED]"
 
-// foldKey returns k folded: lower case, without '_', '-' and '.'.
+// foldKey returns k folded (contract.AppendFolded): lower case, without '_', '-' and '.'.
 func foldKey(k string) string {
-	return string(appendFolded(nil, k))
-}
-
-// appendFolded appends k folded to dst.
-func appendFolded(dst []byte, k string) []byte {
-	for i := 0; i < len(k); i++ {
-		if k[i] >= utf8.RuneSelf {
-			// Rare: lower the whole key as strings.ToLower does (the Kelvin sign is a k).
-			return appendFoldedASCII(dst, strings.ToLower(k))
-		}
-	}
-	return appendFoldedASCII(dst, k)
-}
-
-// appendFoldedASCII appends k folded to dst, lowering ASCII letters only.
-func appendFoldedASCII(dst []byte, k string) []byte {
-	for i := 0; i < len(k); i++ {
-		switch c := k[i]; {
-		case c == '_' || c == '-' || c == '.':
-		case 'A' <= c && c <= 'Z':
-			dst = append(dst, c+'a'-'A')
-		default:
-			dst = append(dst, c)
-		}
-	}
-	return dst
+	return string(contract.AppendFolded(nil, k))
 }
 
 // redactedKey reports whether the values of key k are redacted: its folded form ends with one of
 // the redaction keys.
 func (t *Telemetry) redactedKey(k string) bool {
 	var buf [64]byte
-	f := appendFolded(buf[:0], k)
+	f := contract.AppendFolded(buf[:0], k)
 	for _, r := range t.redact {
 		if bytes.HasSuffix(f, r) {
 			return true
@@ -168,7 +145,7 @@ func (s *pairSet) hasAll(pairs []uint16) bool {
 	return true
 }
 
-// foldText appends src to dst folded as keys are (appendFoldedASCII), with each %XX escape
+// foldText appends src to dst folded as keys are (contract.AppendFolded), with each %XX escape
 // decoded first, and adds to seen the pairs of adjacent bytes it appends. With asciiOnly, it
 // fails (ok false) on a byte that is not ASCII or when src does not fit dst's capacity, which
 // append would grow.
