@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -74,8 +75,24 @@ type target struct {
 	// clients reach it through: the mux (contract.MuxCluster), whose muxBackend bridges
 	// (contract.Mux.Bridge) and names this target as its only one. A rule that sends to the
 	// backend alone routes the target's legacy requests to the target and the rest there
-	// (compiledRule.bridge, bridgeRoutes).
+	// (compiledRule.bridge, bridgeRoutes). On a Streamable HTTP target it is made when a rule
+	// first needs it (legacyBridge).
 	bridge *target
+	// legacy, set on the single Streamable HTTP target of an MCP backend that the mux can take,
+	// is its backend's spec: a rule that sends to the backend alone with a match of a path
+	// ending in /sse bridges its HTTP+SSE clients through the mux (legacyMatch, legacyBridge).
+	legacy     *v1alpha1.MCPBackend
+	legacyOnce sync.Once
+}
+
+// legacyBridge returns tg's bridge for HTTP+SSE clients, made on first use (rules are compiled
+// concurrently), or nil when tg has none (legacy unset).
+func (tg *target) legacyBridge() *target {
+	if tg.legacy == nil {
+		return nil
+	}
+	tg.legacyOnce.Do(func() { tg.bridge = newBridge(tg.backend, tg.legacy, tg) })
+	return tg.bridge
 }
 
 // setMCP makes tg an MCP target of transport (contract.Transport*), MCP target name and path. An

@@ -127,6 +127,11 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 		}
 		if tg.mcp == contract.TransportSSE {
 			note += "; " + t.bridge(bi, all[0])
+		} else if why, _ := unfit(m, all[0]); why == "" {
+			// HTTP+SSE clients of a Streamable HTTP target: only the matches of paths ending in
+			// /sse take the bridge (legacyMatch), made when one does (target.legacyBridge), so it
+			// costs nothing elsewhere and says nothing
+			tg.legacy = m
 		}
 		return "", "", withLeftOut(note)
 	}
@@ -308,7 +313,7 @@ func (t *translation) firstTargetOnly(bi *backendInfo, all []mcpTarget, field, w
 // targets' clusters are), which reaches each target through the Gateway's mux upstream
 // listener. It balances nothing (one local mux), so it hashes nothing and pins no session.
 func (t *translation) muxTarget(bi *backendInfo, all []mcpTarget) *target {
-	mx := newMuxBackend(bi, all)
+	mx := newMuxBackend(bi.key, bi.b.Spec.MCP, all)
 	names := make([]string, len(all))
 	for i, mt := range all {
 		names[i] = mt.tg.name
@@ -318,9 +323,8 @@ func (t *translation) muxTarget(bi *backendInfo, all []mcpTarget) *target {
 }
 
 // newMuxBackend is the muxBackend of an MCP backend's targets, without names.
-func newMuxBackend(bi *backendInfo, all []mcpTarget) *muxBackend {
-	m := bi.b.Spec.MCP
-	mx := &muxBackend{spec: contract.Mux{Backend: bi.key, PrefixMode: string(m.PrefixMode), FailureMode: string(m.FailureMode)}}
+func newMuxBackend(key string, m *v1alpha1.MCPBackend, all []mcpTarget) *muxBackend {
+	mx := &muxBackend{spec: contract.Mux{Backend: key, PrefixMode: string(m.PrefixMode), FailureMode: string(m.FailureMode)}}
 	if mx.spec.PrefixMode == "" {
 		mx.spec.PrefixMode = string(v1alpha1.PrefixModeConditional)
 	}
@@ -346,12 +350,19 @@ func (t *translation) bridge(bi *backendInfo, mt mcpTarget) string {
 		bi.warnings.add(KindAgentgatewayBackend, bi.b.Namespace, bi.b.Name, field, w)
 		return field + ": " + w
 	}
-	mx := newMuxBackend(bi, []mcpTarget{mt})
-	mx.spec.Bridge = true
-	tg.bridge = &target{cluster: &clusterv3.Cluster{Name: contract.MuxCluster}, backend: bi.key, mcp: contract.TransportStreamableHTTP,
-		name: tg.name, path: tg.path, mux: mx}
+	tg.bridge = newBridge(bi.key, bi.b.Spec.MCP, tg)
 	return "SSE target " + tg.name + ": HTTP+SSE clients pass through to it, Streamable HTTP clients bridged by mcpgate's mux" +
 		" (in the rules that send to this backend alone)"
+}
+
+// newBridge returns the mux's target that bridges tg, the single target of backend key of spec
+// m (contract.Mux.Bridge): an SSE target's Streamable HTTP clients (bridge), a Streamable HTTP
+// target's HTTP+SSE clients (target.legacyBridge).
+func newBridge(key string, m *v1alpha1.MCPBackend, tg *target) *target {
+	mx := newMuxBackend(key, m, []mcpTarget{{tg: tg}})
+	mx.spec.Bridge = true
+	return &target{cluster: &clusterv3.Cluster{Name: contract.MuxCluster}, backend: key, mcp: contract.TransportStreamableHTTP,
+		name: tg.name, path: tg.path, mux: mx}
 }
 
 // muxBackend is what a multiplexed backend's routes need.
@@ -366,7 +377,10 @@ func (mx *muxBackend) bridged() string {
 	if !mx.spec.Bridge {
 		return ""
 	}
-	return mx.spec.Targets[0].Protocol
+	if p := mx.spec.Targets[0].Protocol; p != "" {
+		return p
+	}
+	return contract.TransportStreamableHTTP
 }
 
 // metadata returns the contract.MetadataMux value of the backend's routes on Gateway gw: the

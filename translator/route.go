@@ -107,8 +107,9 @@ type compiledRule struct {
 	invalidWeight         uint64 // at most MaxUint32 once compileRule checked the rule's weights
 	hasRefs               bool
 	// bridge, when the rule sends to one backend only (one ref, no invalid share) and its
-	// target is a bridged SSE target, is that target's bridge (target.bridge): the rule's routes
-	// split between the target and the mux (bridgeRoutes).
+	// target is bridged (an SSE target; a Streamable HTTP target, when a match's path ends in
+	// /sse: legacyMatch), is that target's bridge (target.bridge): the rule's routes split
+	// between the target and the mux (bridgeRoutes).
 	bridge *target
 	// reqChanges are the request header changes of the rule's RequestHeaderModifier filters with
 	// their literal values (reqAdd's are escaped): a prefixMode Never backend's route passes them
@@ -298,10 +299,15 @@ func (t *translation) compileRule(cr *compiledRoute, i int) {
 	}
 	switch {
 	case len(c.refs) == 1 && c.invalidWeight == 0:
-		c.bridge = c.refs[0].tg.bridge
+		switch tg := c.refs[0].tg; {
+		case tg.mcp == contract.TransportSSE:
+			c.bridge = tg.bridge
+		case slices.ContainsFunc(c.matches, legacyMatch):
+			c.bridge = tg.legacyBridge()
+		}
 	default:
 		for _, ref := range c.refs {
-			if ref.tg.bridge != nil {
+			if ref.tg.bridge != nil && ref.tg.mcp == contract.TransportSSE {
 				warnings.add(KindHTTPRoute, r.Namespace, r.Name, fmt.Sprintf("%s.backendRefs[%d]", field(), ref.index),
 					fmt.Sprintf(msgNotBridged, ref.tg.backend, ref.tg.name))
 			}
@@ -496,4 +502,21 @@ func validHeaderName(n string) bool {
 		}
 	}
 	return true
+}
+
+// legacyMatch reports whether m's path ends in /sse (Exact or PathPrefix): the path HTTP+SSE
+// clients use, which agentgateway serves as HTTP+SSE whatever its target speaks. Such a match of
+// a rule sending to a single Streamable HTTP target alone goes to the mux, which bridges those
+// clients and passes Streamable HTTP requests through (bridgeRoutes).
+func legacyMatch(m compiledMatch) bool {
+	var p string
+	switch ps := m.m.GetPathSpecifier().(type) {
+	case *routev3.RouteMatch_Path:
+		p = ps.Path
+	case *routev3.RouteMatch_PathSeparatedPrefix:
+		p = ps.PathSeparatedPrefix
+	case *routev3.RouteMatch_Prefix:
+		p = ps.Prefix
+	}
+	return strings.HasSuffix(strings.TrimSuffix(p, "/"), "/sse")
 }

@@ -86,8 +86,8 @@ func (t *translation) buildRule(u *ruleUse) {
 	}
 }
 
-// bridged reports whether the rule use bridges its backend's SSE target (compiledRule.bridge):
-// it forwards (no refusal applies).
+// bridged reports whether the rule use bridges its backend's target (compiledRule.bridge): it
+// forwards (no refusal applies).
 func (u *ruleUse) bridged() bool {
 	return u.c.bridge != nil && !u.bad && u.c.failMsg == ""
 }
@@ -99,8 +99,10 @@ const (
 	suffixBridge         = "/bridge"
 )
 
-// bridgeRoutes builds the routes of a bridged rule use, for each match M in this order: to the
-// SSE target as any rule to it (tpl), M with a GET without Mcp-Session-Id (the legacy stream)
+// bridgeRoutes builds the routes of a bridged rule use. For a Streamable HTTP target, one route
+// per match: a match of a path ending in /sse (legacyMatch) to the mux, the others to the
+// target (tpl). For an SSE target, for each match M in this order: to the SSE target as any
+// rule to it (tpl), M with a GET without Mcp-Session-Id (the legacy stream)
 // and M with each legacy session query parameter (the POSTs to the endpoint the stream announces,
 // one route per spelling ext_proc reads, mcp.SessionParamNames: Envoy compares names as sent, and
 // matches a route's query parameters all together); then M to the mux, which bridges every
@@ -111,6 +113,22 @@ const (
 func (t *translation) bridgeRoutes(u *ruleUse, tpl *routeTemplate) {
 	c := u.c
 	br := t.ruleTemplate(u, []ruleRef{{tg: c.bridge, weight: 1}})
+	if c.bridge.mux.bridged() != contract.TransportSSE {
+		// a Streamable HTTP target: the matches of paths ending in /sse go to the mux whole
+		u.routes = make([]*routev3.Route, len(c.matches))
+		for k := range c.matches {
+			rt, to := &routev3.Route{}, tpl
+			if legacyMatch(c.matches[k]) {
+				to = &br
+			}
+			to.route(rt, c, &c.matches[k])
+			if to == &br {
+				rt.Name += suffixBridge
+			}
+			u.routes[k] = rt
+		}
+		return
+	}
 	per := bridgeRoutesPerMatch
 	u.routes = make([]*routev3.Route, 0, per*len(c.matches))
 	for k := range c.matches {
