@@ -109,6 +109,9 @@ type Provider struct {
 	reader client.Reader
 	kick   chan struct{}
 	ready  atomic.Bool
+	// synced is set once the cache holds the cluster's objects (before the first translation):
+	// until then every change counts (serviceMatters, namespaceMatters)
+	synced atomic.Bool
 	// absent are the optional kinds the API server does not serve (watch), which count as
 	// empty; written before the loop starts
 	absent map[string]bool
@@ -305,6 +308,8 @@ type watchedKind struct {
 	// matters, when set, tells whether a change of the object can change the translation; a
 	// change that cannot causes none
 	matters func(obj any) bool
+	// changed, when set, tells the same of an update (old to cur), instead of matters
+	changed func(old, cur any) bool
 }
 
 func (p *Provider) watchedKinds() []watchedKind {
@@ -319,9 +324,9 @@ func (p *Provider) watchedKinds() []watchedKind {
 		{obj: &v1alpha1.AgentgatewayBackend{}, statusOwned: true},
 		{obj: &v1alpha1.AgentgatewayPolicy{}, statusOwned: true},
 		{obj: &enterprise.EnterpriseAgentgatewayPolicy{}, statusOwned: true, optional: true},
-		{obj: &corev1.Service{}},
+		{obj: &corev1.Service{}, matters: p.serviceMatters},
 		{obj: &discoveryv1.EndpointSlice{}, matters: p.sliceMatters},
-		{obj: &corev1.Namespace{}},
+		{obj: &corev1.Namespace{}, matters: p.namespaceMatters, changed: p.namespaceChangeMatters},
 	}
 	if p.opts.DataPlane != nil {
 		kinds = append(kinds, watchedKind{obj: &appsv1.Deployment{}}, watchedKind{obj: &corev1.ConfigMap{}})
@@ -329,9 +334,10 @@ func (p *Provider) watchedKinds() []watchedKind {
 	return kinds
 }
 
-// watch registers a change handler on the informer of every watched kind. A kind whose CRD is
-// not installed is an error that names it, unless it is optional: it is then left out (absent)
-// with a warning, until a restart finds it.
+// watch registers a change handler on the informer of every watched kind, after its cache
+// indexes (indexes: the kinds that have some come before those whose handlers read them). A kind
+// whose CRD is not installed is an error that names it, unless it is optional: it is then left
+// out (absent) with a warning, until a restart finds it.
 func (p *Provider) watch(ctx context.Context) error {
 	for _, k := range p.watchedKinds() {
 		gvk, err := p.client.GroupVersionKindFor(k.obj)
@@ -352,25 +358,33 @@ func (p *Provider) watch(ctx context.Context) error {
 			}
 			return fmt.Errorf("watch %s: %w", gvk.Kind, err)
 		}
-		statusOwned, matters := k.statusOwned, k.matters
+		for name, fn := range p.indexes(k.obj) {
+			if err := p.mgr.GetFieldIndexer().IndexField(ctx, k.obj, name, fn); err != nil {
+				return fmt.Errorf("index %s by %s: %w", gvk.Kind, name, err)
+			}
+		}
+		kind, statusOwned, matters, changed := gvk.Kind, k.statusOwned, k.matters, k.changed
 		if matters == nil {
 			matters = func(any) bool { return true }
+		}
+		if changed == nil {
+			changed = func(old, cur any) bool { return matters(old) || matters(cur) }
 		}
 		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 			AddFunc: func(obj any) {
 				if matters(obj) {
-					p.trigger()
+					p.changed(kind, "add", obj)
 				}
 			},
 			UpdateFunc: func(old, cur any) {
-				if statusOwned && !specChanged(old, cur) || !matters(old) && !matters(cur) {
+				if statusOwned && !specChanged(old, cur) || !changed(old, cur) {
 					return
 				}
-				p.trigger()
+				p.changed(kind, "update", cur)
 			},
 			DeleteFunc: func(obj any) {
 				if matters(obj) {
-					p.trigger()
+					p.changed(kind, "delete", obj)
 				}
 			},
 		}); err != nil {
@@ -401,6 +415,16 @@ func (p *Provider) sliceMatters(obj any) bool {
 	return used || !known
 }
 
+// changed asks for a translation for a change (event: add, update or delete) of obj, of kind
+// kind, and logs it at debug level.
+func (p *Provider) changed(kind, event string, obj any) {
+	if p.log.Enabled(context.Background(), slog.LevelDebug) {
+		key, _ := toolscache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+		p.log.Debug("change", "kind", kind, "event", event, "object", key)
+	}
+	p.trigger()
+}
+
 // endpointServices returns every Service of res ("NS/NAME") and whether a translation of res may
 // read its EndpointSlices, as a superset of what the translator reads: the Services HTTPRoute
 // backendRefs name, those an MCP target's static host names (Options.ServiceOfHost), and those
@@ -414,34 +438,19 @@ func endpointServices(res *translator.Resources, opts translator.Options) map[st
 		}
 		out[s.Namespace+"/"+s.Name] = used
 	}
-	use := func(ns, name string) {
-		if _, ok := out[ns+"/"+name]; ok {
-			out[ns+"/"+name] = true
+	use := func(ref string) {
+		if _, ok := out[ref]; ok {
+			out[ref] = true
 		}
 	}
 	for _, r := range res.HTTPRoutes {
-		for _, rule := range r.Spec.Rules {
-			for _, ref := range rule.BackendRefs {
-				if (ref.Group == nil || *ref.Group == "") && (ref.Kind == nil || *ref.Kind == "Service") {
-					ns := r.Namespace
-					if ref.Namespace != nil {
-						ns = string(*ref.Namespace)
-					}
-					use(ns, string(ref.Name))
-				}
-			}
+		for _, ref := range routeServiceRefs(r) {
+			use(ref)
 		}
 	}
 	for _, b := range res.Backends {
-		if b.Spec.MCP == nil {
-			continue
-		}
-		for _, t := range b.Spec.MCP.Targets {
-			if t.Static != nil {
-				if ns, name, ok := opts.ServiceOfHost(t.Static.Host); ok {
-					use(ns, name)
-				}
-			}
+		for _, ref := range backendServiceRefs(b, opts) {
+			use(ref)
 		}
 	}
 	return out
@@ -478,6 +487,7 @@ func (p *Provider) loop(ctx context.Context) error {
 	if !p.mgr.GetCache().WaitForCacheSync(ctx) {
 		return ctx.Err()
 	}
+	p.synced.Store(true)
 	p.log.Info("cluster objects synced", "controller", p.opts.ControllerName, "gatewayClasses", p.opts.GatewayClasses)
 	resync := time.NewTicker(p.opts.ResyncPeriod)
 	defer resync.Stop()
