@@ -439,6 +439,7 @@ func (p *Provider) reconcileDataPlanes(ctx context.Context, snap *snapshot, out 
 		result[key] = st
 	}
 	p.deleteStaleDataPlanes(ctx, snap.resources.Services, result)
+	p.forgetRemembered(false, result)
 	return result
 }
 
@@ -471,9 +472,20 @@ func (p *Provider) unavailable(ctx context.Context, key types.NamespacedName) st
 // (deploymentOwner): when it exists they are applied owned by it; when it does not yet, owned by
 // the Gateway, and again owned by the Deployment once it is applied (either way the garbage
 // collector deletes them, which the controller may not). An object of the same name that the
-// controller did not create is left alone and reported.
+// controller did not create is left alone and reported. The Secrets and the PodDisruptionBudget
+// are read from the API server unless a pass since the last full one found them current under
+// the same Deployment (remembered).
 func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gateway, ports []int32, services map[gatewayKey]*corev1.Service) error {
 	key := client.ObjectKeyFromObject(gw)
+	// The Deployment (named like the Gateway) as cached, and its UID when it is mcpgate's: the
+	// Secrets and PodDisruptionBudget remembered under it are still the ones it owns.
+	depKey := key
+	dep := &appsv1.Deployment{}
+	depFound, depErr := p.readCached(ctx, "Deployment", depKey, dep)
+	var depUID types.UID
+	if depErr == nil && depFound && notManaged("Deployment", depKey, dep) == nil {
+		depUID = dep.UID
+	}
 	// The same bootstrap as `mcpgate bootstrap --gateway NS/NAME --xds-addr XDSAddress
 	// --extproc-addr unix://ExtProcSocket --mux-addr unix://MuxSocket --mux-upstream
 	// unix://MuxUpstreamSocket` (its default --envoy-admin-addr, envoyAdminAddr; with --xds-tls-dir
@@ -482,14 +494,14 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 		MuxAddr: "unix://" + MuxSocket, MuxUpstream: "unix://" + MuxUpstreamSocket, AdminAddr: envoyAdminAddr}
 	// The Secrets as read (nil: none), by name.
 	current := map[string]*corev1.Secret{}
-	sessionKey, cur, err := p.sessionKey(ctx, key)
+	sessionKey, cur, err := p.sessionKey(ctx, key, depUID)
 	if err != nil {
 		return fmt.Errorf("session key: %w", err)
 	}
 	current[sessionKeySecretName(key.Name)] = cur
 	var cert *xdsCert
 	if d.XDSCA != nil {
-		if cert, cur, err = p.gatewayCert(ctx, d.XDSCA, key); err != nil {
+		if cert, cur, err = p.gatewayCert(ctx, d.XDSCA, key, depUID); err != nil {
 			return fmt.Errorf("xDS client certificate: %w", err)
 		}
 		current[xdsSecretName(key.Name)] = cur
@@ -508,14 +520,17 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 	in := func(name string) types.NamespacedName {
 		return types.NamespacedName{Namespace: key.Namespace, Name: name}
 	}
-	applySecrets := func(owner *metaac.OwnerReferenceApplyConfiguration) error {
+	// uid is the Deployment that owns the Secrets applied (empty: not it, or a new one): a Secret
+	// found current under it is remembered.
+	applySecrets := func(owner *metaac.OwnerReferenceApplyConfiguration, uid types.UID) error {
 		var errs []error
 		for _, sec := range objs.secrets(owner) {
-			errs = append(errs, p.applyIfChanged(ctx, "Secret", in(*sec.Name), current[*sec.Name], sec))
+			applied, err := p.applyIfChanged(ctx, "Secret", in(*sec.Name), current[*sec.Name], sec)
+			p.remember(key, "Secret", in(*sec.Name), current[*sec.Name], uid, err == nil && !applied)
+			errs = append(errs, err)
 		}
 		return errors.Join(errs...)
 	}
-	depKey := in(*objs.deployment.Name)
 	notApplied := func(kind string) error {
 		return fmt.Errorf("Deployment %s is not applied: its pods would mount the %s not applied above", depKey, kind)
 	}
@@ -523,8 +538,8 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 	// A ConfigMap or Secret of the pods' names made by someone else (to run Envoy with their
 	// bootstrap, or to have the Gateway's certificate or session key) is refused by applyIfChanged,
 	// and keeps the Deployment from being applied (fail closed).
-	cmErr := p.applyIfChanged(ctx, "ConfigMap", in(*objs.configMap.Name), &corev1.ConfigMap{}, objs.configMap)
-	if err := p.applyIfChanged(ctx, "Service", in(*objs.service.Name), services[in(*objs.service.Name)], objs.service); err != nil {
+	_, cmErr := p.applyIfChanged(ctx, "ConfigMap", in(*objs.configMap.Name), &corev1.ConfigMap{}, objs.configMap)
+	if _, err := p.applyIfChanged(ctx, "Service", in(*objs.service.Name), services[in(*objs.service.Name)], objs.service); err != nil {
 		errs = append(errs, err)
 	}
 	if cmErr != nil {
@@ -532,12 +547,11 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 	}
 	// The Secrets before the Deployment: owned by it when it exists, else by the Gateway until it
 	// does.
-	dep := &appsv1.Deployment{}
 	owner := objs.gatewayOwner
-	switch found, err := p.readCached(ctx, "Deployment", depKey, dep); {
-	case err != nil:
-		return errors.Join(append(errs, err)...)
-	case !found:
+	switch {
+	case depErr != nil:
+		return errors.Join(append(errs, depErr)...)
+	case !depFound:
 		dep = nil
 	default:
 		// (one the controller did not create is refused before its UID owns the Secrets)
@@ -546,10 +560,10 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 		}
 		owner = objs.deploymentOwner(dep.UID)
 	}
-	if err := applySecrets(owner); err != nil {
+	if err := applySecrets(owner, depUID); err != nil {
 		return errors.Join(append(errs, err, notApplied("Secret"))...)
 	}
-	if err := p.applyIfChanged(ctx, "Deployment", depKey, dep, objs.deployment); err != nil {
+	if _, err := p.applyIfChanged(ctx, "Deployment", depKey, dep, objs.deployment); err != nil {
 		return errors.Join(append(errs, err)...)
 	}
 	if dep == nil {
@@ -559,30 +573,34 @@ func (p *Provider) applyDataPlane(ctx context.Context, d DataPlane, gw *gwv1.Gat
 			return errors.Join(append(errs, fmt.Errorf("its Secrets and PodDisruptionBudget are not owned by it: Deployment %s was applied without a UID", depKey))...)
 		}
 		owner = objs.deploymentOwner(*objs.deployment.UID)
-		errs = append(errs, applySecrets(owner))
+		errs = append(errs, applySecrets(owner, ""))
 	}
 	pdbKey := in(*objs.pdb.Name)
-	pdb := &policyv1.PodDisruptionBudget{}
-	switch found, err := p.readUncached(ctx, "PodDisruptionBudget", pdbKey, pdb); {
+	var pdb *policyv1.PodDisruptionBudget
+	read, err := p.readRemembered(ctx, "PodDisruptionBudget", pdbKey, depUID, &policyv1.PodDisruptionBudget{})
+	if read != nil {
+		pdb = read.(*policyv1.PodDisruptionBudget)
+	}
+	switch {
 	case err != nil:
 		errs = append(errs, err)
-	case found && notManaged("PodDisruptionBudget", pdbKey, pdb) != nil:
+	case pdb != nil && notManaged("PodDisruptionBudget", pdbKey, pdb) != nil:
 		// Someone budgets the Gateway's disruptions themselves: theirs stays, and is no error
 		// (unlike an object the pods would mount, it changes nothing they run).
 		p.log.Info("data plane PodDisruptionBudget left alone: not managed by mcpgate", "object", pdbKey.String())
+		p.remember(key, "PodDisruptionBudget", pdbKey, pdb, depUID, true)
 	default:
-		if !found {
-			pdb = nil
-		}
-		errs = append(errs, p.applyIfChanged(ctx, "PodDisruptionBudget", pdbKey, pdb, objs.pdb.WithOwnerReferences(owner)))
+		applied, err := p.applyIfChanged(ctx, "PodDisruptionBudget", pdbKey, pdb, objs.pdb.WithOwnerReferences(owner))
+		p.remember(key, "PodDisruptionBudget", pdbKey, pdb, depUID, err == nil && !applied)
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
 // sessionKey returns the session key of gw: the one its Secret holds when mcpgate made it, else
-// a new random one; and the Secret as read (nil: none).
-func (p *Provider) sessionKey(ctx context.Context, gw gatewayKey) ([]byte, *corev1.Secret, error) {
-	cur, err := p.readSecret(ctx, types.NamespacedName{Namespace: gw.Namespace, Name: sessionKeySecretName(gw.Name)})
+// a new random one; and the Secret as read (nil: none; see readSecret for deployment).
+func (p *Provider) sessionKey(ctx context.Context, gw gatewayKey, deployment types.UID) ([]byte, *corev1.Secret, error) {
+	cur, err := p.readSecret(ctx, types.NamespacedName{Namespace: gw.Namespace, Name: sessionKeySecretName(gw.Name)}, deployment)
 	switch {
 	case err != nil:
 		return nil, nil, err
@@ -595,13 +613,14 @@ func (p *Provider) sessionKey(ctx context.Context, gw gatewayKey) ([]byte, *core
 	return k, cur, nil
 }
 
-// readSecret reads the Secret key; nil when there is none.
-func (p *Provider) readSecret(ctx context.Context, key types.NamespacedName) (*corev1.Secret, error) {
-	sec := &corev1.Secret{}
-	if found, err := p.readUncached(ctx, "Secret", key, sec); !found {
+// readSecret reads the data plane Secret key (readRemembered, with the UID of the data plane's
+// Deployment); nil when there is none.
+func (p *Provider) readSecret(ctx context.Context, key types.NamespacedName, deployment types.UID) (*corev1.Secret, error) {
+	sec, err := p.readRemembered(ctx, "Secret", key, deployment, &corev1.Secret{})
+	if sec == nil {
 		return nil, err
 	}
-	return sec, nil
+	return sec.(*corev1.Secret), nil
 }
 
 // readUncached reads obj, of kind kind, by key from the API server: the kinds the controller
@@ -635,9 +654,10 @@ func (p *Provider) readCached(ctx context.Context, kind string, key types.Namesp
 }
 
 // gatewayCert returns the xDS client certificate of gw: the one its Secret holds while ca signed
-// it for gw and a third of its life is left, else a new one; and the Secret as read (nil: none).
-func (p *Provider) gatewayCert(ctx context.Context, ca *pki.CA, gw gatewayKey) (*xdsCert, *corev1.Secret, error) {
-	cur, err := p.readSecret(ctx, types.NamespacedName{Namespace: gw.Namespace, Name: xdsSecretName(gw.Name)})
+// it for gw and a third of its life is left, else a new one; and the Secret as read (nil: none;
+// see readSecret for deployment).
+func (p *Provider) gatewayCert(ctx context.Context, ca *pki.CA, gw gatewayKey, deployment types.UID) (*xdsCert, *corev1.Secret, error) {
+	cur, err := p.readSecret(ctx, types.NamespacedName{Namespace: gw.Namespace, Name: xdsSecretName(gw.Name)}, deployment)
 	switch {
 	case err != nil:
 		return nil, nil, err
@@ -659,10 +679,10 @@ func (p *Provider) gatewayCert(ctx context.Context, ca *pki.CA, gw gatewayKey) (
 // object is applied again, which restores it; fields the controller does not set (replicas,
 // which kubectl scale and autoscalers own, a label someone added) are theirs and stay. An
 // unchanged object costs no request. current is the object as already read (the cached Service,
-// a Secret or PodDisruptionBudget readUncached read, a Deployment readCached read; nil: none), or
-// an empty object to read a ConfigMap into; it must carry its managedFields (the cache keeps those
-// of the controller's objects).
-func (p *Provider) applyIfChanged(ctx context.Context, kind string, key types.NamespacedName, current client.Object, apply runtime.ApplyConfiguration) error {
+// a Secret or PodDisruptionBudget readRemembered read, a Deployment readCached read; nil: none),
+// or an empty object to read a ConfigMap into; it must carry its managedFields (the cache keeps
+// those of the controller's objects). It reports whether it applied the object.
+func (p *Provider) applyIfChanged(ctx context.Context, kind string, key types.NamespacedName, current client.Object, apply runtime.ApplyConfiguration) (bool, error) {
 	var exists bool
 	switch current.(type) {
 	case *corev1.Service, *corev1.Secret, *appsv1.Deployment, *policyv1.PodDisruptionBudget:
@@ -670,26 +690,26 @@ func (p *Provider) applyIfChanged(ctx context.Context, kind string, key types.Na
 	default:
 		var err error
 		if exists, err = p.readCached(ctx, kind, key, current); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if exists {
 		if err := notManaged(kind, key, current); err != nil {
-			return err
+			return false, err
 		}
 		same, err := holds(current, apply)
 		if err != nil {
 			p.log.Warn("data plane object compared by applying it", "kind", kind, "object", key.String(), "error", err)
 		}
 		if same {
-			return nil
+			return false, nil
 		}
 	}
 	if err := p.client.Apply(ctx, apply, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
-		return fmt.Errorf("apply %s %s: %w", kind, key, err)
+		return false, fmt.Errorf("apply %s %s: %w", kind, key, err)
 	}
 	p.log.Info("data plane object applied", "kind", kind, "object", key.String())
-	return nil
+	return true, nil
 }
 
 // holds reports whether obj holds apply as the fields the controller's field manager owns (its

@@ -86,8 +86,9 @@ type Options struct {
 	// Debounce is how long changes gather before a translation (default 100 ms).
 	Debounce time.Duration
 	// ResyncPeriod is the interval of full translations without a change (default 1 min): it
-	// picks up rotated Secrets, which are read by name and not watched, and rewrites status
-	// that someone else changed.
+	// picks up rotated Secrets, which are read by name and not watched, reads the data planes'
+	// Secrets and PodDisruptionBudgets again (a change's pass uses them as a pass found them),
+	// and rewrites status that someone else changed.
 	ResyncPeriod time.Duration
 	// DataPlane, when set, makes the controller create each served Gateway's Envoy
 	// Deployment, Service and bootstrap ConfigMap. Nil leaves the data plane to the user.
@@ -120,6 +121,9 @@ type Provider struct {
 	services atomic.Pointer[map[string]bool]
 	// problems are the refusals of the last translation, to log each new one once.
 	problems map[string]bool
+	// remembered are the data plane Secrets and PodDisruptionBudgets passes found current, until
+	// the next full pass (readRemembered); used by the loop's goroutine only
+	remembered map[rememberedKey]rememberedObject
 	// problemsGauge and leaderGauge are exported when Options.Registerer is set.
 	problemsGauge, leaderGauge prometheus.Gauge
 }
@@ -225,15 +229,16 @@ func New(cfg *rest.Config, opts Options) (*Provider, error) {
 		return nil, fmt.Errorf("kubernetes provider: %w", err)
 	}
 	p := &Provider{
-		opts:     opts,
-		tr:       tr,
-		log:      log,
-		mgr:      mgr,
-		client:   mgr.GetClient(),
-		reader:   mgr.GetAPIReader(),
-		kick:     make(chan struct{}, 1),
-		absent:   map[string]bool{},
-		problems: map[string]bool{},
+		opts:       opts,
+		tr:         tr,
+		log:        log,
+		mgr:        mgr,
+		client:     mgr.GetClient(),
+		reader:     mgr.GetAPIReader(),
+		kick:       make(chan struct{}, 1),
+		absent:     map[string]bool{},
+		problems:   map[string]bool{},
+		remembered: map[rememberedKey]rememberedObject{},
 		problemsGauge: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mcpgate_config_problems", Help: "Objects or fields refused in the last translation (their status says why).",
 		}),
@@ -493,7 +498,7 @@ func (p *Provider) loop(ctx context.Context) error {
 	defer resync.Stop()
 	elected := p.mgr.Elected()
 	var debounce <-chan time.Time
-	p.sync(ctx)
+	p.sync(ctx, true)
 	for {
 		select {
 		case <-ctx.Done():
@@ -504,20 +509,22 @@ func (p *Provider) loop(ctx context.Context) error {
 			}
 		case <-debounce:
 			debounce = nil
-			p.sync(ctx)
+			p.sync(ctx, false)
 		case <-resync.C:
-			p.sync(ctx)
+			p.sync(ctx, true)
 		case <-elected:
 			elected = nil
 			p.log.Info("elected leader: writing status and data planes")
-			p.sync(ctx)
+			p.sync(ctx, true)
 		}
 	}
 }
 
 // sync translates the cached objects, publishes the result and, on the leader, writes the
-// data planes and status.
-func (p *Provider) sync(ctx context.Context) {
+// data planes and status. A full pass (the first, the periodic one, the one on election) reads
+// every data plane Secret and PodDisruptionBudget from the API server; a change's pass reads
+// those that no pass found current since (readRemembered).
+func (p *Provider) sync(ctx context.Context, full bool) {
 	snap, err := p.snapshot(ctx)
 	if err != nil {
 		p.log.Error("read cluster objects", "error", err)
@@ -539,6 +546,9 @@ func (p *Provider) sync(ctx context.Context) {
 	p.leaderGauge.Set(1)
 	var planes map[gatewayKey]dataPlaneState
 	if p.opts.DataPlane != nil {
+		if full {
+			p.forgetRemembered(true, nil)
+		}
 		planes = p.reconcileDataPlanes(ctx, snap, out)
 	}
 	p.writeStatus(ctx, snap, out, planes)

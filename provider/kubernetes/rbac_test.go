@@ -129,6 +129,14 @@ func usedBy(log io.Reader, user string) (used map[permission]bool, refused []str
 // "VERB RESOURCE NAME", in order.
 func writesIn(t *testing.T, ns string, resources ...string) []string {
 	t.Helper()
+	return requestsIn(t, ns, "", []string{"create", "update", "patch", "delete"}, resources...)
+}
+
+// requestsIn returns the requests of the given verbs the test API server has logged so far on
+// objects of the given resources in namespace ns (not on their subresources), made with
+// userAgent (""; any), each as "VERB RESOURCE NAME", in order.
+func requestsIn(t *testing.T, ns, userAgent string, verbs []string, resources ...string) []string {
+	t.Helper()
 	f, err := os.Open(testCluster.auditLog)
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +146,7 @@ func writesIn(t *testing.T, ns string, resources ...string) []string {
 	err = eachAuditEvent(f, func(ev *auditEvent) {
 		r := ev.ObjectRef
 		if r == nil || r.Namespace != ns || r.Subresource != "" || !slices.Contains(resources, r.Resource) ||
-			!slices.Contains([]string{"create", "update", "patch", "delete"}, ev.Verb) {
+			!slices.Contains(verbs, ev.Verb) || userAgent != "" && ev.UserAgent != userAgent {
 			return
 		}
 		out = append(out, ev.Verb+" "+r.Resource+" "+r.Name)
