@@ -290,12 +290,18 @@ func (t *translation) translateAI(bi *backendInfo, name string) (field, msg, not
 	if tls == nil {
 		tg.hostRewrite = host // over TLS, addressTarget set it (with the port unless 443)
 	}
+	stale := "" // the warning of a Secret used as read before
 	if a := b.Spec.Policies; a != nil && a.Auth != nil && a.Auth.SecretRef != nil {
 		v, err := t.secretAuthorization(b.Namespace, a.Auth.SecretRef.Name)
 		if err != "" {
 			return "spec.policies.auth.secretRef", err, ""
 		}
 		tg.authHeader = v
+		if why := t.in.SecretErrors[key(b.Namespace, a.Auth.SecretRef.Name)]; why != "" {
+			w := fmt.Sprintf("Secret %s could not be read (%s): the copy read before is used", keyString(b.Namespace, a.Auth.SecretRef.Name), why)
+			bi.warnings.add(KindAgentgatewayBackend, b.Namespace, b.Name, "spec.policies.auth.secretRef", w)
+			stale = "; spec.policies.auth.secretRef " + w
+		}
 	}
 	bi.target = tg
 	note = fmt.Sprintf("openai-compatible provider at %s", joinHostPort(host, port))
@@ -307,7 +313,7 @@ func (t *translation) translateAI(bi *backendInfo, name string) (field, msg, not
 		bi.warnings.add(KindAgentgatewayBackend, b.Namespace, b.Name, "spec.ai.provider.openai.model", w)
 		note += "; spec.ai.provider.openai.model " + w
 	}
-	return "", "", note
+	return "", "", note + stale
 }
 
 // secretAuthorization reads the Authorization value from a Secret: its key "Authorization" (a
@@ -317,6 +323,9 @@ func (t *translation) translateAI(bi *backendInfo, name string) (field, msg, not
 // it, or, not UTF-8, keep the xDS server from encoding it.
 func (t *translation) secretAuthorization(ns, name string) (string, string) {
 	sec := t.secrets[key(ns, name)]
+	if why := t.in.SecretErrors[key(ns, name)]; sec == nil && why != "" {
+		return "", fmt.Sprintf("Secret %s/%s could not be read: %s", ns, name, why)
+	}
 	if sec == nil {
 		return "", fmt.Sprintf("Secret %s/%s not found", ns, name)
 	}

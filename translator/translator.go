@@ -74,6 +74,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/mcpgate/mcpgate/api/v1alpha1"
@@ -148,6 +149,10 @@ type Resources struct {
 	// Secrets hold the Authorization values (key "Authorization") that AI backends'
 	// spec.policies.auth.secretRef names.
 	Secrets []*corev1.Secret
+	// SecretErrors say why Secrets that backends name could not be read. A backend whose Secret
+	// is also in Secrets (a copy read before) uses that copy, with a warning that says why; one
+	// whose Secret is not is refused with the reason, not as a Secret not found.
+	SecretErrors map[types.NamespacedName]string
 	// Namespaces give the labels that namespace selectors (allowedRoutes, MCP target
 	// selectors) match; a namespace absent here still has its kubernetes.io/metadata.name label.
 	Namespaces []*corev1.Namespace

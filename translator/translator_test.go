@@ -23,6 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/mcpgate/mcpgate/api/v1alpha1"
@@ -105,6 +106,49 @@ func TestSecretRedacted(t *testing.T) {
 	}
 	if !strings.Contains(rc.String(), "sk-test") {
 		t.Fatal("printing changed the route itself")
+	}
+}
+
+// TestSecretErrors: a Secret a backend names that could not be read (Resources.SecretErrors)
+// refuses the backend with the reason when no copy of it is given, and, when one is (a copy read
+// before), the backend uses it with a warning that says why.
+func TestSecretErrors(t *testing.T) {
+	backend := types.NamespacedName{Namespace: "agentgateway-system", Name: "openai-all-models"}
+	secret := types.NamespacedName{Namespace: "agentgateway-system", Name: "openai-secret"}
+	const why = "etcdserver: request timed out"
+	accepted := func(res *translator.Resources) *metav1.Condition {
+		t.Helper()
+		st := translator.Translate(res, translator.Options{}).Status.Backends[backend]
+		if st == nil || len(st.Conditions) == 0 {
+			t.Fatalf("no status of AgentgatewayBackend %s", backend)
+		}
+		return &st.Conditions[0]
+	}
+
+	res := loadInputs(t, "testdata/llm-backend.in.yaml")
+	res.SecretErrors = map[types.NamespacedName]string{secret: why}
+	out := translator.Translate(res, translator.Options{})
+	if rc := out.Gateways["agentgateway-system/agentgateway"].Routes[0]; !strings.Contains(rc.String(), "Bearer sk-test-not-a-real-key") {
+		t.Error("the route lost the Authorization header of the copy of the Secret read before")
+	}
+	if c := accepted(res); c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "Secret agentgateway-system/openai-secret could not be read ("+why+"): the copy read before is used") {
+		t.Errorf("with a copy of the Secret: Accepted %s %q", c.Status, c.Message)
+	}
+	found := false
+	for _, w := range out.Status.Warnings() {
+		found = found || w.Object().String() == "AgentgatewayBackend "+backend.String() && w.Field == "spec.policies.auth.secretRef"
+	}
+	if !found {
+		t.Errorf("no warning on spec.policies.auth.secretRef: %v", out.Status.Warnings())
+	}
+
+	res.Secrets = slices.DeleteFunc(res.Secrets, func(s *corev1.Secret) bool { return s.Name == secret.Name })
+	if c := accepted(res); c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "Secret agentgateway-system/openai-secret could not be read: "+why) {
+		t.Errorf("without a copy of the Secret: Accepted %s %q", c.Status, c.Message)
+	}
+	res.SecretErrors = nil
+	if c := accepted(res); c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "Secret agentgateway-system/openai-secret not found") {
+		t.Errorf("a Secret that does not exist: Accepted %s %q", c.Status, c.Message)
 	}
 }
 

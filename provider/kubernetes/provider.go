@@ -28,6 +28,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -121,6 +122,11 @@ type Provider struct {
 	services atomic.Pointer[map[string]bool]
 	// problems are the refusals of the last translation, to log each new one once.
 	problems map[string]bool
+	// lastSecrets are the Secrets backends name as last read, for a pass whose read of one fails
+	// (referencedSecrets); secretErrors are the failed reads logged, by Secret. Both are used by
+	// the loop's goroutine only.
+	lastSecrets  map[types.NamespacedName]*corev1.Secret
+	secretErrors map[types.NamespacedName]string
 	// remembered are the data plane Secrets and PodDisruptionBudgets passes found current, until
 	// the next full pass (readRemembered); used by the loop's goroutine only
 	remembered map[rememberedKey]rememberedObject
@@ -229,16 +235,17 @@ func New(cfg *rest.Config, opts Options) (*Provider, error) {
 		return nil, fmt.Errorf("kubernetes provider: %w", err)
 	}
 	p := &Provider{
-		opts:       opts,
-		tr:         tr,
-		log:        log,
-		mgr:        mgr,
-		client:     mgr.GetClient(),
-		reader:     mgr.GetAPIReader(),
-		kick:       make(chan struct{}, 1),
-		absent:     map[string]bool{},
-		problems:   map[string]bool{},
-		remembered: map[rememberedKey]rememberedObject{},
+		opts:         opts,
+		tr:           tr,
+		log:          log,
+		mgr:          mgr,
+		client:       mgr.GetClient(),
+		reader:       mgr.GetAPIReader(),
+		kick:         make(chan struct{}, 1),
+		absent:       map[string]bool{},
+		problems:     map[string]bool{},
+		remembered:   map[rememberedKey]rememberedObject{},
+		secretErrors: map[types.NamespacedName]string{},
 		problemsGauge: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mcpgate_config_problems", Help: "Objects or fields refused in the last translation (their status says why).",
 		}),

@@ -31,28 +31,32 @@ metadata: {name: llm}
 	installDeploy(t, false)
 	ctrl := startController(t, t, controllerConfig(), kubernetes.Options{ControllerName: ctrlName, ResyncPeriod: 200 * time.Millisecond})
 	ads := watchADS(t, ctrl, "llm/gw")
-	header := func(want string) func() error {
-		return func() error {
-			m, ok := ads.get(resourcev3.RouteType, "llm/gw/8080")
-			if !ok {
-				return fmt.Errorf("no route configuration")
-			}
-			var values []string
-			for _, vh := range m.(*routev3.RouteConfiguration).GetVirtualHosts() {
-				for _, r := range vh.GetRoutes() {
-					for _, h := range r.GetRequestHeadersToAdd() {
-						values = append(values, h.GetHeader().GetKey()+": "+h.GetHeader().GetValue())
-					}
-				}
-			}
-			if !slices.Equal(values, []string{"authorization: " + want}) {
-				return fmt.Errorf("headers %q, want authorization: %s", values, want)
-			}
-			return nil
-		}
-	}
+	header := func(want string) func() error { return routeHeaders(ads, "llm/gw/8080", "authorization: "+want) }
 	eventually(t, "the API key in the route", header("Bearer sk-test-secret-value"))
 	rotated := mustKubectl(t, nil, "-n", "llm", "create", "secret", "generic", "openai-secret", "--from-literal=Authorization=sk-rotated", "--dry-run=client", "-o", "yaml")
 	mustKubectl(t, []byte(rotated), "apply", "-f", "-")
 	eventually(t, "the rotated API key in the route", header("Bearer sk-rotated"))
+}
+
+// routeHeaders returns a check that the routes of RouteConfiguration name, as w has it, add
+// exactly the headers want ("KEY: VALUE").
+func routeHeaders(w *adsWatch, name string, want ...string) func() error {
+	return func() error {
+		m, ok := w.get(resourcev3.RouteType, name)
+		if !ok {
+			return fmt.Errorf("no route configuration %s", name)
+		}
+		var values []string
+		for _, vh := range m.(*routev3.RouteConfiguration).GetVirtualHosts() {
+			for _, r := range vh.GetRoutes() {
+				for _, h := range r.GetRequestHeadersToAdd() {
+					values = append(values, h.GetHeader().GetKey()+": "+h.GetHeader().GetValue())
+				}
+			}
+		}
+		if !slices.Equal(values, want) {
+			return fmt.Errorf("route configuration %s: headers %q, want %q", name, values, want)
+		}
+		return nil
+	}
 }

@@ -67,20 +67,21 @@ func (p *Provider) snapshot(ctx context.Context) (*snapshot, error) {
 	for _, ep := range snap.enterprise {
 		res.Policies = append(res.Policies, ep.AsAgentgatewayPolicy())
 	}
-	secrets, err := p.referencedSecrets(ctx, res.Backends)
-	if err != nil {
-		return nil, err
-	}
-	res.Secrets = secrets
+	res.Secrets, res.SecretErrors = p.referencedSecrets(ctx, res.Backends)
 	return snap, nil
 }
 
 // referencedSecrets reads the Secrets that backends name, by name: the controller may get a
 // Secret but not list or watch them (least privilege), so it never holds the others. A Secret
-// that does not exist is left out; the translator refuses the backend that names it.
-func (p *Provider) referencedSecrets(ctx context.Context, backends []*v1alpha1.AgentgatewayBackend) ([]*corev1.Secret, error) {
+// that does not exist is left out; the translator refuses the backend that names it. A read that
+// fails (forbidden, throttled, timed out, an API server error) fails for that Secret alone, and is
+// in errs, by Secret, with why: the copy of the Secret the last read that succeeded got (lastSecrets)
+// is used when there is one, so that the backends naming it keep their configuration, else they
+// are refused with the reason. Every other object is translated.
+func (p *Provider) referencedSecrets(ctx context.Context, backends []*v1alpha1.AgentgatewayBackend) (out []*corev1.Secret, errs map[types.NamespacedName]string) {
 	seen := map[types.NamespacedName]bool{}
-	var out []*corev1.Secret
+	last := p.lastSecrets
+	p.lastSecrets = map[types.NamespacedName]*corev1.Secret{}
 	for _, b := range backends {
 		pol := b.Spec.Policies
 		if pol == nil || pol.Auth == nil || pol.Auth.SecretRef == nil {
@@ -91,18 +92,44 @@ func (p *Provider) referencedSecrets(ctx context.Context, backends []*v1alpha1.A
 			continue
 		}
 		seen[key] = true
-		var s corev1.Secret
-		switch err := p.reader.Get(ctx, key, &s); {
+		s := &corev1.Secret{}
+		err := p.reader.Get(ctx, key, s)
+		switch {
 		case err == nil:
-			out = append(out, &s)
 		case apierrors.IsNotFound(err):
-		case apierrors.IsForbidden(err):
-			p.log.Warn("secret not readable", "secret", key.String(), "backend", b.Namespace+"/"+b.Name, "error", err)
+			continue
 		default:
-			return nil, fmt.Errorf("get Secret %s (spec.policies.auth.secretRef of AgentgatewayBackend %s/%s): %w", key, b.Namespace, b.Name, err)
+			if errs == nil {
+				errs = map[types.NamespacedName]string{}
+			}
+			errs[key] = err.Error()
+			if s = last[key]; s == nil {
+				p.logSecretError(key, b, err, "the backends naming it are refused")
+				continue
+			}
+			p.logSecretError(key, b, err, "the copy read before is used")
+		}
+		out = append(out, s)
+		p.lastSecrets[key] = s
+	}
+	for key := range p.secretErrors {
+		if _, failing := errs[key]; !failing {
+			delete(p.secretErrors, key) // logged again when it fails again
 		}
 	}
-	return out, nil
+	return out, errs
+}
+
+// logSecretError logs a failed read of Secret key (named by backend b) once, until it is read
+// again or fails otherwise.
+func (p *Provider) logSecretError(key types.NamespacedName, b *v1alpha1.AgentgatewayBackend, err error, outcome string) {
+	msg := err.Error() + ": " + outcome
+	if p.secretErrors[key] == msg {
+		return
+	}
+	p.secretErrors[key] = msg
+	p.log.Warn("Secret not read: "+outcome, "secret", key.String(),
+		"backend", b.Namespace+"/"+b.Name, "field", "spec.policies.auth.secretRef", "error", err)
 }
 
 // pointers returns pointers to the items, sorted by namespace and name.
