@@ -203,7 +203,7 @@ func (c *callbacks) request(api string, id int64, node *corev3.Node, typeURL, no
 		if api == "sotw" {
 			attrs = append(attrs, "accepted_version", accepted)
 		}
-		c.m.nacks.WithLabelValues(typeURL).Inc()
+		c.m.nacks.WithLabelValues(nackLabel(typeURL)).Inc()
 		// an error: the client runs without that configuration (or with an older one)
 		c.log.Error("xDS NACK: the client rejected the configuration", attrs...)
 	case recovered != nil:

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"errors"
+	"slices"
 
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,6 +13,20 @@ import (
 // servedTypes are the type URLs the translator's snapshots hold.
 func servedTypes() []string {
 	return []string{resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType, contract.PolicyTypeURL}
+}
+
+// otherType is the type_url label of the NACKs of the type URLs the server does not serve
+// (nackLabel).
+const otherType = "other"
+
+// nackLabel returns the type_url label of a NACK of typeURL: typeURL when it is one of
+// servedTypes, else otherType. The type URL is the client's, which may be any string: a
+// series each would grow without bound.
+func nackLabel(typeURL string) string {
+	if slices.Contains(servedTypes(), typeURL) {
+		return typeURL
+	}
+	return otherType
 }
 
 // metrics are the server's Prometheus metrics. They exist whether or not they are registered.
@@ -34,7 +49,7 @@ func newMetrics() *metrics {
 			Name: "mcpgate_xds_streams", Help: "Open ADS streams, by protocol (sotw or delta).",
 		}, []string{"api"}),
 		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mcpgate_xds_nacks_total", Help: "Responses rejected by clients (NACKs), by type URL.",
+			Name: "mcpgate_xds_nacks_total", Help: "Responses rejected by clients (NACKs), by type URL (\"other\" for a type URL that is not served).",
 		}, []string{"type_url"}),
 	}
 }
