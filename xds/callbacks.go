@@ -32,6 +32,8 @@ type callbacks struct {
 	// served are the node groups of the last push (nil before the first): a client of another
 	// group connects to wait for a configuration that may never come, which is logged.
 	served map[string]bool
+	// onClosed, when set, runs after a stream ended (Server.forget).
+	onClosed func()
 }
 
 // setServed records the node groups a push served.
@@ -141,6 +143,9 @@ func (c *callbacks) closed(api string, id int64, node *corev3.Node) {
 	}
 	if node != nil {
 		c.log.Info("xDS client disconnected", "api", api, "stream", id, "node", node.GetId(), "group", GroupOf(node))
+	}
+	if c.onClosed != nil {
+		c.onClosed()
 	}
 }
 

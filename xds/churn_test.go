@@ -3,6 +3,7 @@ package xds_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/genproto/googleapis/rpc/status"
 
+	"github.com/mcpgate/mcpgate/xds"
 	"github.com/mcpgate/mcpgate/xds/internal/xdstest"
 )
 
@@ -75,4 +77,57 @@ func TestNACKTypeLabelsBounded(t *testing.T) {
 	if v := metric(t, reg, "mcpgate_xds_nacks_total", "other"); v != n {
 		t.Errorf("mcpgate_xds_nacks_total{type_url=\"other\"} = %v, want %d", v, n)
 	}
+}
+
+// TestUnservedGroupsForgotten: clients of node groups that are not served (a typo, an Envoy
+// without --service-cluster named by its pod, a client making groups up) come and go; once they
+// are gone, the snapshot cache keeps no state of their groups, which would otherwise grow with
+// every group ever claimed. A client still waiting for its group meanwhile gets it when it is
+// served.
+func TestUnservedGroupsForgotten(t *testing.T) {
+	srv, addr, _ := start(t, gateways(xdstest.Gateway(gw, 9000, "/")))
+	late := newDelta(t, addr, &corev3.Node{Id: "late", Cluster: "ns/late"})
+	late.subscribe(lds)
+	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(dial(t, addr))
+	const n = 50
+	for i := range n {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		d, err := ads.DeltaAggregatedResources(ctx)
+		if err == nil {
+			err = d.Send(&discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{Id: fmt.Sprintf("pod-%d", i)}, TypeUrl: lds})
+		}
+		s, err2 := ads.StreamAggregatedResources(ctx)
+		if err2 == nil {
+			err2 = s.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "x", Cluster: fmt.Sprintf("ns/typo-%d", i)}, TypeUrl: cds})
+		}
+		if err != nil || err2 != nil {
+			t.Fatalf("client %d: delta %v, sotw %v", i, err, err2)
+		}
+		// The requests reach the server (a watch is made) before the streams end.
+		for !slices.Contains(xds.CachedGroups(srv), fmt.Sprintf("ns/typo-%d", i)) || !slices.Contains(xds.CachedGroups(srv), fmt.Sprintf("pod-%d", i)) {
+			if ctx.Err() != nil {
+				t.Fatalf("client %d: no watch of its groups: %q", i, xds.CachedGroups(srv))
+			}
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	for {
+		got := xds.CachedGroups(srv)
+		if slices.Equal(got, []string{"ns/late"}) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the cache keeps the node groups %q, want only ns/late's (its client waits): not those of clients gone", got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	update(t, srv, gateways(xdstest.Gateway(gw, 9000, "/"), xdstest.Gateway("ns/late", 9001, "/")))
+	equal(t, "late group", deltaNames(t, late.next(lds)), []string{xdstest.ListenerName("ns/late")})
+	// A client of a served group that connects after gets it.
+	c := newDelta(t, addr, &corev3.Node{Id: "envoy", Cluster: gw})
+	c.subscribe(lds)
+	equal(t, "served group", deltaNames(t, c.next(lds)), []string{xdstest.ListenerName(gw)})
 }

@@ -42,7 +42,7 @@ import (
 // concurrent use.
 type Server struct {
 	log   *slog.Logger
-	cache cachev3.SnapshotCache
+	cache *guardedCache
 	xds   serverv3.Server
 	cb    *callbacks
 	m     *metrics
@@ -65,16 +65,61 @@ func New(logger *slog.Logger) *Server {
 	}
 	logger = logger.With("component", "xds")
 	lg := cacheLogger{logger}
-	c := cachev3.NewSnapshotCache(true, groupHash{}, lg)
+	c := &guardedCache{SnapshotCache: cachev3.NewSnapshotCache(true, groupHash{}, lg)}
 	m := newMetrics()
 	cb := newCallbacks(logger, m)
-	return &Server{
+	s := &Server{
 		log:    logger,
 		cache:  c,
 		xds:    serverv3.NewServer(context.Background(), c, cb, sotw.WithOrderedADS(), sotw.WithLogger(lg)),
 		cb:     cb,
 		m:      m,
 		groups: map[string]*Snapshot{},
+	}
+	cb.onClosed = s.forget
+	return s
+}
+
+// guardedCache is the snapshot cache as the xDS server uses it: watches are made under mu
+// (read), so that forget (write) sees none being made while it drops a node group's state.
+type guardedCache struct {
+	cachev3.SnapshotCache
+	mu sync.RWMutex
+}
+
+// CreateWatch implements cachev3.ConfigWatcher.
+func (c *guardedCache) CreateWatch(r *cachev3.Request, sub cachev3.Subscription, ch chan cachev3.Response) (func(), error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.SnapshotCache.CreateWatch(r, sub, ch)
+}
+
+// CreateDeltaWatch implements cachev3.ConfigWatcher.
+func (c *guardedCache) CreateDeltaWatch(r *cachev3.DeltaRequest, sub cachev3.Subscription, ch chan cachev3.DeltaResponse) (func(), error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.SnapshotCache.CreateDeltaWatch(r, sub, ch)
+}
+
+// forget drops the snapshot cache's state of the node groups that have no snapshot (never served)
+// and no watch (no client subscribed to them now). go-control-plane keeps that state (the node a
+// client sent, its watches) for every group a client ever named, until it is cleared: clients of
+// groups that are not served (a typo in --gateway, an Envoy without --service-cluster grouped by
+// its pod's node id, a client making groups up) would grow it with each group for ever. It runs
+// when a stream ends, after its watches are cancelled. The groups of removed Gateways keep their
+// empty snapshot, which a client of one still connected or reconnecting gets.
+func (s *Server) forget() {
+	s.mu.Lock() // no snapshot is set meanwhile
+	defer s.mu.Unlock()
+	s.cache.mu.Lock() // no watch is made meanwhile
+	defer s.cache.mu.Unlock()
+	for _, g := range s.cache.GetStatusKeys() {
+		if _, err := s.cache.GetSnapshot(g); err == nil {
+			continue
+		}
+		if info := s.cache.GetStatusInfo(g); info.GetNumWatches() == 0 && info.GetNumDeltaWatches() == 0 {
+			s.cache.ClearSnapshot(g)
+		}
 	}
 }
 
