@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,11 +17,15 @@ import (
 // whole, an event stream event by event (flushed), the ids of the target's own requests in it
 // rewritten (toClientID). name, when not "", is the item's name for the target's Mcp-Name header.
 func (c *call) forward(msg *message, mb member, name string) {
-	req := c.newRequest(c.ctx, http.MethodPost, mb, msg.encode())
+	// The target's request has a context of its own, which ends its stream answerGrace past the
+	// answer.
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	req := c.newRequest(ctx, http.MethodPost, mb, msg.encode())
 	if req != nil && name != "" && req.Header.Get(mcp.NameHeader) != "" {
 		req.Header.Set(mcp.NameHeader, mcp.EncodeHeaderValue(name))
 	}
-	resp, err := c.do(c.ctx, mb, req, true)
+	resp, err := c.do(ctx, mb, req, true)
 	if err == nil && resp.StatusCode/100 != 2 {
 		err = httpError(resp)
 		drain(resp)
@@ -35,7 +40,8 @@ func (c *call) forward(msg *message, mb member, name string) {
 		}
 		return
 	}
-	defer drain(resp)
+	answered := false
+	defer func() { drainRest(resp, answered, cancel) }()
 	if !isEventStream(resp) {
 		var out []byte
 		err := c.h.readMessages(resp, func(m *message) bool {
@@ -51,7 +57,7 @@ func (c *call) forward(msg *message, mb member, name string) {
 	}
 	flusher := c.startEvents()
 	want := mcp.IDKey(msg.ID)
-	answered, gone := false, false
+	gone := false
 	var buf, scratch []byte
 	names, ids := []string{mb.t.Name}, []string{""}
 	retry := time.Duration(-1) // the target's latest retry field; none yet
@@ -106,6 +112,21 @@ func (c *call) forward(msg *message, mb member, name string) {
 		Data: mcp.ErrorResponse(msg.ID, mcp.CodeInternalError, "mcpgate mux: "+err.Error())})
 	_, _ = c.w.Write(buf)
 	_ = flusher.Flush()
+}
+
+// answerGrace bounds how long the mux reads a target's event stream past the answer it relayed,
+// for the stream's end: a target ends it at once (its connection is then reused); one that keeps
+// it open (MCP says a server SHOULD close it) holds the client's stream, the request and its
+// connection no longer.
+const answerGrace = 100 * time.Millisecond
+
+// drainRest drains resp as drain does; once answered (the mux read the answer it wanted), for
+// answerGrace at most: then cancel, which ends the request's context, ends the read.
+func drainRest(resp *http.Response, answered bool, cancel context.CancelFunc) {
+	if answered {
+		defer time.AfterFunc(answerGrace, cancel).Stop()
+	}
+	drain(resp)
 }
 
 // namesTarget reports whether err names its target already (a targetError, a resumeError).

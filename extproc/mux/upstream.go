@@ -195,17 +195,20 @@ type answer struct {
 // exchange sends the request body (id: its id) to a target and reads its answer whole, from a JSON
 // body or an event stream, whatever else the stream holds.
 func (c *call) exchange(ctx context.Context, mb member, body []byte, id json.RawMessage) (*answer, error) {
+	// The request has a context of its own, which ends its stream answerGrace past the answer.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	resp, err := c.do(ctx, mb, c.newRequest(ctx, http.MethodPost, mb, body), false)
 	if err != nil {
 		return nil, &targetError{mb.t.Name, err}
 	}
-	defer drain(resp)
+	found := false
+	defer func() { drainRest(resp, found, cancel) }()
 	if resp.StatusCode/100 != 2 {
 		return nil, &targetError{mb.t.Name, httpError(resp)}
 	}
 	a := &answer{sid: resp.Header.Get("Mcp-Session-Id")}
 	want := mcp.IDKey(id)
-	found := false
 	err = c.h.readMessages(resp, func(m *message) bool {
 		if m.isResponse() && mcp.IDKey(m.ID) == want {
 			a.msg, found = *m, true
