@@ -215,8 +215,8 @@ const olderMemoTTL = 30 * time.Second
 // inspector's --protocol-era auto: one per connection) are refused at once rather than costing a
 // request to every target each. A mark holds for olderMemoTTL, and only while the backend has
 // the targets it was made with. Failures (a target down) are not marked: they pass. It holds
-// one mark per backend name.
-type olderMemo struct{ marks sync.Map } // backend name -> olderMark
+// one mark per backend name, of the backends marked within olderMemoTTL.
+type olderMemo struct{ marks sync.Map } // backend name -> *olderMark
 
 // olderMark is olderMemo's mark of a backend: its targets then, and until when it holds.
 type olderMark struct {
@@ -224,9 +224,17 @@ type olderMark struct {
 	until   time.Time
 }
 
-// mark remembers that a target of m does not offer ModernVersion, as of now.
+// mark remembers that a target of m does not offer ModernVersion, as of now, and forgets the
+// marks expired by now: those of backends not probed since (deleted ones among them) would stay
+// for ever. Marks are made at most once per backend per olderMemoTTL: the walk is cheap.
 func (o *olderMemo) mark(m *contract.Mux, now time.Time) {
-	o.marks.Store(m.Backend, olderMark{targets: m.Targets, until: now.Add(olderMemoTTL)})
+	o.marks.Range(func(k, v any) bool {
+		if !now.Before(v.(*olderMark).until) {
+			o.marks.CompareAndDelete(k, v)
+		}
+		return true
+	})
+	o.marks.Store(m.Backend, &olderMark{targets: m.Targets, until: now.Add(olderMemoTTL)})
 }
 
 // known reports whether a mark says, at now, that a target of m does not offer ModernVersion.
@@ -235,7 +243,7 @@ func (o *olderMemo) known(m *contract.Mux, now time.Time) bool {
 	if !ok {
 		return false
 	}
-	mk := v.(olderMark)
+	mk := v.(*olderMark)
 	return now.Before(mk.until) && slices.Equal(mk.targets, m.Targets)
 }
 

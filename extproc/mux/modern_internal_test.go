@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -34,6 +35,23 @@ func TestOlderMemo(t *testing.T) {
 		if got := o.known(c.m, c.at); got != c.want {
 			t.Errorf("%s: known = %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// TestOlderMemoForgets: the marks of backends that are not marked again (a backend deleted, or
+// renamed) go once expired, when another is marked: the memo does not grow with every backend
+// the mux ever served.
+func TestOlderMemoForgets(t *testing.T) {
+	now := time.Now()
+	var o olderMemo
+	for i := range 100 {
+		o.mark(&contract.Mux{Backend: fmt.Sprintf("ns/be-%d", i)}, now)
+	}
+	o.mark(&contract.Mux{Backend: "ns/late"}, now.Add(olderMemoTTL))
+	n := 0
+	o.marks.Range(func(any, any) bool { n++; return true })
+	if n != 1 {
+		t.Errorf("%d marks after 100 backends' marks expired and another was made, want 1", n)
 	}
 }
 
