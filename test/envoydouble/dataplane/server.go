@@ -30,6 +30,9 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners map[string]*liveListener
+	// draining are the listeners an update removed whose requests in flight may finish
+	// (stopListener), until they have or Close closes them.
+	draining map[*liveListener]bool
 
 	logMu    sync.Mutex
 	logFiles map[string]*os.File
@@ -93,7 +96,7 @@ type liveListener struct {
 // maxConns connections together (0: no limit). Access log lines for the stdout logger go to
 // accessOut.
 func New(log *slog.Logger, accessOut io.Writer, initial *xdsconf.Snapshot, maxConns int64) *Server {
-	s := &Server{log: log, accessOut: accessOut, ups: newUpstreams(), listeners: map[string]*liveListener{},
+	s := &Server{log: log, accessOut: accessOut, ups: newUpstreams(), listeners: map[string]*liveListener{}, draining: map[*liveListener]bool{},
 		logFiles: map[string]*os.File{}, conns: &connLimit{max: maxConns}, stats: newStats()}
 	s.snap.Store(initial)
 	s.grpcs = &grpcConns{conns: map[string]*grpcEntry{}, ups: s.ups, snap: s.Snapshot, stats: s.stats}
@@ -189,17 +192,21 @@ func (s *Server) serveListener(ll *liveListener) {
 }
 
 // stopListener stops accepting and lets requests in flight finish (Envoy drains a removed
-// listener).
+// listener), until Close at the latest. s.mu is held.
 func (s *Server) stopListener(ll *liveListener) {
 	s.log.Info("listener removed", "listener", ll.name, "address", ll.addr)
 	if !ll.serving {
 		ll.ln.Close()
 		return
 	}
+	s.draining[ll] = true
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
 		_ = ll.srv.Shutdown(ctx)
+		s.mu.Lock()
+		delete(s.draining, ll)
+		s.mu.Unlock()
 	}()
 }
 
@@ -211,6 +218,9 @@ func (s *Server) Close() {
 		ll.ln.Close() // when it was not served yet, the http.Server does not know it
 	}
 	s.listeners = map[string]*liveListener{}
+	for ll := range s.draining {
+		ll.srv.Close()
+	}
 	s.mu.Unlock()
 	s.ups.closeAll()
 	s.grpcs.closeAll()
