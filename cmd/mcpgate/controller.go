@@ -22,6 +22,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/admin"
 	"github.com/mcpgate/mcpgate/internal/pki"
+	"github.com/mcpgate/mcpgate/internal/tasks"
 	"github.com/mcpgate/mcpgate/provider/kubernetes"
 	"github.com/mcpgate/mcpgate/translator"
 	"github.com/mcpgate/mcpgate/xds"
@@ -158,7 +159,7 @@ func runController(ctx context.Context, args []string) error {
 // of them fails. With xdsTLS, xDS is served over mutual TLS, each client only the Gateway its
 // certificate names (pki.GatewayOf).
 func serveController(ctx context.Context, logger *slog.Logger, cfg *rest.Config, opts kubernetes.Options, xdsAddr, adminAddr string, xdsTLS *tls.Config) error {
-	reg := newRegistry()
+	reg := admin.NewRegistry()
 	srv := xds.New(logger)
 	if err := srv.RegisterMetrics(reg); err != nil {
 		return err
@@ -190,17 +191,17 @@ func serveController(ctx context.Context, logger *slog.Logger, cfg *rest.Config,
 	}
 	g := grpc.NewServer(gopts...)
 	srv.Register(g)
-	t := newTasks(ctx)
-	t.run("xDS", func() error { return g.Serve(xdsLis) })
-	t.run("kubernetes", func() error { return prov.Run(t.ctx) })
-	t.onStop(func() { logger.Info("shutting down") })
+	t := tasks.New(ctx)
+	t.Go("xDS", func() error { return g.Serve(xdsLis) })
+	t.Go("kubernetes", func() error { return prov.Run(t.Context()) })
+	t.OnStop(func() { logger.Info("shutting down") })
 	// a data plane's NACK does not make the controller unready: it serves every data plane
-	t.serveHTTP("admin", adminLis, adminMux(srv, reg, admin.Awaiting(prov.Ready, "the cluster's objects not yet read and served")))
+	t.Serve("admin", adminLis, adminMux(srv, reg, admin.Awaiting(prov.Ready, "the cluster's objects not yet read and served")))
 	// Envoy and the extproc sidecars reconnect to another replica.
-	t.onStop(g.Stop)
+	t.OnStop(g.Stop)
 	logger.Info("mcpgate controller", "xds", xdsAddr, "admin", adminAddr, "controller", opts.ControllerName,
 		"gatewayClasses", opts.GatewayClasses, "namespaces", opts.Namespaces, "leaderElection", opts.LeaderElection, "xdsMutualTLS", xdsTLS != nil)
-	if err := t.wait(); err != nil {
+	if err := t.Wait(); err != nil {
 		logger.Error("stopped", "error", err)
 		return err
 	}

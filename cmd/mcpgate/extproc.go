@@ -22,6 +22,7 @@ import (
 	"github.com/mcpgate/mcpgate/extproc/telemetry"
 	"github.com/mcpgate/mcpgate/internal/admin"
 	"github.com/mcpgate/mcpgate/internal/pki"
+	"github.com/mcpgate/mcpgate/internal/tasks"
 	"github.com/mcpgate/mcpgate/translator"
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
 )
@@ -278,7 +279,7 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 		}
 		defer muxLis.Close()
 	}
-	reg := newRegistry()
+	reg := admin.NewRegistry()
 	var metrics prometheus.Gatherer = reg
 	if f.envoyStats != "" {
 		// The sidecar's Envoy serves its --gateway: its samples carry gateway="NS/NAME", as
@@ -325,18 +326,18 @@ func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout
 	}
 	defer stop()
 
-	t := newTasks(ctx)
-	t.run("ext_proc", func() error { return srv.Serve(t.ctx, listeners...) })
-	t.run("policies", func() error { return srv.Run(t.ctx) })
-	t.onStop(func() { log.Info("shutting down") })
+	t := tasks.New(ctx)
+	t.Go("ext_proc", func() error { return srv.Serve(t.Context(), listeners...) })
+	t.Go("policies", func() error { return srv.Run(t.Context()) })
+	t.OnStop(func() { log.Info("shutting down") })
 	if adminLis != nil {
-		t.serveHTTP("admin", adminLis, srv.AdminHandler(metrics))
+		t.Serve("admin", adminLis, srv.AdminHandler(metrics))
 	}
 	if muxLis != nil {
-		t.serveMux(muxLis, muxServer)
+		serveMux(t, muxLis, muxServer)
 	}
 	log.Info("mcpgate extproc", "listen", strings.Join(f.listen, ","), "xds", f.xdsAddr, "gateway", f.gateway, "admin", f.admin, "mux", f.mux.listen, "envoy_stats", f.envoyStats)
-	if err := t.wait(); err != nil {
+	if err := t.Wait(); err != nil {
 		log.Error("stopped", "error", err)
 		return err
 	}

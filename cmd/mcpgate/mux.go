@@ -15,6 +15,7 @@ import (
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/mux"
+	"github.com/mcpgate/mcpgate/internal/tasks"
 )
 
 // muxFlags are the flags of `mcpgate extproc` for the mux of multiplexed MCP backends.
@@ -83,19 +84,19 @@ func newMux(upstream func(gateway string) string, secret string, log *slog.Logge
 	})
 }
 
-// serveMux serves the mux m on lis until the tasks stop: then the sessions of SSE targets close
+// serveMux serves the mux m on lis until the tasks t stop: then the sessions of SSE targets close
 // (their requests in flight fail), the server shuts down, and the requests still served (answer
 // streams of calls) end with the tasks' context.
-func (t *tasks) serveMux(lis net.Listener, m *mux.Server) {
+func serveMux(t *tasks.Group, lis net.Listener, m *mux.Server) {
 	// Registered before the server's shutdown, so run first: a request that waits for an SSE
 	// target's answer ends at once rather than hold the shutdown.
-	t.onStop(m.Close)
+	t.OnStop(m.Close)
 	srv := &http.Server{
 		Handler:           m,
 		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return t.ctx },
+		BaseContext:       func(net.Listener) context.Context { return t.Context() },
 	}
-	t.serveServer("mux", lis, srv)
+	t.ServeServer("mux", lis, srv)
 }
 
 // listenMux listens on a mux address (--mux-listen, run's --mux-addr).

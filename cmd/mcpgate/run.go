@@ -26,6 +26,7 @@ import (
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/internal/admin"
+	"github.com/mcpgate/mcpgate/internal/tasks"
 	"github.com/mcpgate/mcpgate/provider/file"
 	"github.com/mcpgate/mcpgate/translator"
 	"github.com/mcpgate/mcpgate/xds"
@@ -133,7 +134,7 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 			return fmt.Errorf("--envoy-bin: %w", err)
 		}
 	}
-	reg := newRegistry()
+	reg := admin.NewRegistry()
 	srv := xds.New(log)
 	if err := srv.RegisterMetrics(reg); err != nil {
 		return err
@@ -207,19 +208,19 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 
 	g := grpc.NewServer(xds.GRPCServerOptions()...)
 	srv.Register(g)
-	t := newTasks(ctx)
-	t.run("xDS", func() error { return g.Serve(xdsLis) })
-	t.run("ext_proc", func() error { return ep.Serve(t.ctx, epLis) })
-	t.run("ext_proc policies", func() error { return ep.Run(t.ctx) })
-	t.run("files", func() error { return file.Watch(t.ctx, cfg.files, p.apply) })
-	t.onStop(func() {
+	t := tasks.New(ctx)
+	t.Go("xDS", func() error { return g.Serve(xdsLis) })
+	t.Go("ext_proc", func() error { return ep.Serve(t.Context(), epLis) })
+	t.Go("ext_proc policies", func() error { return ep.Run(t.Context()) })
+	t.Go("files", func() error { return file.Watch(t.Context(), cfg.files, p.apply) })
+	t.OnStop(func() {
 		log.Info("shutting down")
 		if envoys != nil {
 			envoys.stopAll()
 		}
 	})
-	t.serveMux(muxLis, muxServer)
-	t.serveHTTP("admin", adminLis, adminMux(srv, metrics, func() string {
+	serveMux(t, muxLis, muxServer)
+	t.Serve("admin", adminLis, adminMux(srv, metrics, func() string {
 		switch rejected := srv.Rejections(); {
 		case !p.ready.Load():
 			return "no configuration served yet"
@@ -232,9 +233,9 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 		return ""
 	}))
 	// xDS streams last as long as their clients: stop them at once (Envoy is gone already).
-	t.onStop(g.Stop)
+	t.OnStop(g.Stop)
 	log.Info("mcpgate run", "files", cfg.files, "xds", cfg.xdsAddr, "extproc", cfg.extProcAddr, "mux", cfg.muxAddr, "admin", cfg.admin, "bind", cfg.bindAddress)
-	if err := t.wait(); err != nil {
+	if err := t.Wait(); err != nil {
 		log.Error("stopped", "error", err)
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -43,6 +44,14 @@ func New(g prometheus.Gatherer, awaited func() string) *Mux {
 		}
 	})
 	return m
+}
+
+// NewRegistry returns a Prometheus registry with the Go runtime and process collectors: the
+// registry of a process's /metrics, to which its parts add their own metrics.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
 }
 
 // Awaiting returns the awaited function of New for a process that is ready once ready reports
