@@ -196,7 +196,7 @@ func serveController(ctx context.Context, logger *slog.Logger, cfg *rest.Config,
 	t.Go("kubernetes", func() error { return prov.Run(t.Context()) })
 	t.OnStop(func() { logger.Info("shutting down") })
 	// a data plane's NACK does not make the controller unready: it serves every data plane
-	t.Serve("admin", adminLis, adminMux(srv, reg, admin.Awaiting(prov.Ready, "the cluster's objects not yet read and served")))
+	t.Serve("admin", adminLis, srv.AdminHandler(reg, admin.Awaiting(prov.Ready, "the cluster's objects not yet read and served"), translator.Redacted))
 	// Envoy and the extproc sidecars reconnect to another replica.
 	t.OnStop(g.Stop)
 	logger.Info("mcpgate controller", "xds", xdsAddr, "admin", adminAddr, "controller", opts.ControllerName,

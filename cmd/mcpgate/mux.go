@@ -16,6 +16,7 @@ import (
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/mux"
 	"github.com/mcpgate/mcpgate/internal/tasks"
+	"github.com/mcpgate/mcpgate/xds/bootstrap"
 )
 
 // muxFlags are the flags of `mcpgate extproc` for the mux of multiplexed MCP backends.
@@ -56,7 +57,7 @@ func (f *muxFlags) upstreamOf() func(gateway string) string {
 	if f.upstream != "" {
 		return func(string) string { return f.upstream }
 	}
-	return func(gw string) string { return runMuxUpstream("", gw) }
+	return func(gw string) string { return bootstrap.MuxUpstreamAddr("", gw) }
 }
 
 // newMuxSecret returns a new secret for the ext_proc and the mux of this process

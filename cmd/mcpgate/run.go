@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -166,7 +165,7 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 	// The front hop's ext_proc and the mux share it: the mux serves only what ext_proc passed.
 	muxSecret := newMuxSecret()
 	// The upstream is read per request: cfg.socketDir is set below.
-	muxServer := newMux(func(gw string) string { return runMuxUpstream(cfg.socketDir, gw) }, muxSecret, log, reg, &cfg.extProcOptions)
+	muxServer := newMux(func(gw string) string { return bootstrap.MuxUpstreamAddr(cfg.socketDir, gw) }, muxSecret, log, reg, &cfg.extProcOptions)
 	ep, stopEP, err := cfg.start(ctx, extproc.Config{
 		XDSAddr: cfg.xdsAddr, NodeCluster: contract.AllGateways, NodeID: "mcpgate-run", Logger: log, Registerer: reg,
 		MuxSecret: muxSecret, MuxResolver: muxServer,
@@ -220,7 +219,7 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 		}
 	})
 	serveMux(t, muxLis, muxServer)
-	t.Serve("admin", adminLis, adminMux(srv, metrics, func() string {
+	t.Serve("admin", adminLis, srv.AdminHandler(metrics, func() string {
 		switch rejected := srv.Rejections(); {
 		case !p.ready.Load():
 			return "no configuration served yet"
@@ -231,7 +230,7 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 			return "the data plane rejected the configuration: " + strings.Join(rejected, "; ")
 		}
 		return ""
-	}))
+	}, translator.Redacted))
 	// xDS streams last as long as their clients: stop them at once (Envoy is gone already).
 	t.OnStop(g.Stop)
 	log.Info("mcpgate run", "files", cfg.files, "xds", cfg.xdsAddr, "extproc", cfg.extProcAddr, "mux", cfg.muxAddr, "admin", cfg.admin, "bind", cfg.bindAddress)
@@ -252,15 +251,6 @@ func envoyBinary(cfg *runConfig) string {
 	}
 	bin, _ := exec.LookPath("envoy")
 	return bin
-}
-
-// adminMux serves /metrics (of metrics), /debug/xds (secrets redacted), /healthz (the process is
-// up) and /readyz (200 when awaited returns "", else 503 saying what it returns), listed at /.
-func adminMux(srv *xds.Server, metrics prometheus.Gatherer, awaited func() string) http.Handler {
-	m := admin.New(metrics, awaited)
-	m.Handle("/debug/xds", "the served xDS resources and policies per Gateway, as JSON (secrets redacted; loopback clients only)",
-		admin.LocalOnly(srv.DebugHandler(translator.Redacted)))
-	return m
 }
 
 // supervisor runs one Envoy per served Gateway, each with its own bootstrap, and restarts one
@@ -370,7 +360,7 @@ func (s *supervisor) writeBootstrap(gw string) (string, error) {
 	y, err := bootstrap.Generate(bootstrap.Options{
 		Gateway: gw, XDSAddr: s.cfg.xdsAddr, ExtProcAddr: s.cfg.extProcAddr,
 		AdminAddr: net.JoinHostPort(s.cfg.envoyAdmin.IP.String(), strconv.Itoa(port)),
-		MuxAddr:   s.cfg.muxAddr, MuxUpstream: runMuxUpstream(s.cfg.socketDir, gw),
+		MuxAddr:   s.cfg.muxAddr, MuxUpstream: bootstrap.MuxUpstreamAddr(s.cfg.socketDir, gw),
 	})
 	if err != nil {
 		return "", err
@@ -394,13 +384,6 @@ func runSocketDir(supervised bool) (string, func(), error) {
 		return "", nil, fmt.Errorf("folder for the mux upstream sockets: %w", err)
 	}
 	return dir, func() { _ = os.RemoveAll(dir) }, nil
-}
-
-// runMuxUpstream is the mux upstream listener of Gateway gw's Envoy in a run whose socket folder
-// is dir (runConfig.socketDir): the supervisor writes it into gw's bootstrap, and the run's mux
-// sends gw's targets' requests there.
-func runMuxUpstream(dir, gw string) string {
-	return "unix://" + bootstrap.MuxUpstreamPath(dir, gw)
 }
 
 // bootstrapBase returns the per-user folder of the Envoy bootstrap folders,

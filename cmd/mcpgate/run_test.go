@@ -661,7 +661,7 @@ func supervisedBootstrap(t *testing.T, s *supervisor, gw string) *bootstrapv3.Bo
 
 // TestSupervisorMuxAddresses: each Gateway's bootstrap sends the mux cluster to the run's
 // --mux-addr, and binds its mux upstream listener on its own socket in the run's socket folder
-// (runMuxUpstream, where the run's mux looks for it), which the run makes for supervised Envoys
+// (bootstrap.MuxUpstreamAddr, where the run's mux looks for it), which the run makes for supervised Envoys
 // only and removes; without them the folder is os.TempDir(), `mcpgate bootstrap`'s default.
 func TestSupervisorMuxAddresses(t *testing.T) {
 	cfg, err := parseRunFlags([]string{"-f", t.TempDir(), "--mux-addr", "127.0.0.1:28002"})
@@ -685,10 +685,10 @@ func TestSupervisorMuxAddresses(t *testing.T) {
 			}
 		}
 		ls := b.GetStaticResources().GetListeners()
-		if len(ls) != 1 || "unix://"+ls[0].GetAddress().GetPipe().GetPath() != runMuxUpstream(dir, gw) || filepath.Dir(ls[0].GetAddress().GetPipe().GetPath()) != dir {
-			t.Errorf("%s: listeners %v, want %s on %s", gw, ls, contract.MuxUpstreamListener, runMuxUpstream(dir, gw))
+		if len(ls) != 1 || "unix://"+ls[0].GetAddress().GetPipe().GetPath() != bootstrap.MuxUpstreamAddr(dir, gw) || filepath.Dir(ls[0].GetAddress().GetPipe().GetPath()) != dir {
+			t.Errorf("%s: listeners %v, want %s on %s", gw, ls, contract.MuxUpstreamListener, bootstrap.MuxUpstreamAddr(dir, gw))
 		}
-		sockets[runMuxUpstream(dir, gw)] = true
+		sockets[bootstrap.MuxUpstreamAddr(dir, gw)] = true
 	}
 	if len(sockets) != 2 {
 		t.Errorf("the Gateways share a socket: %v", sockets)

@@ -63,6 +63,13 @@ func MuxUpstreamPath(dir, gateway string) string {
 	return filepath.Join(dir, "mcpgate-up-"+hex.EncodeToString(sum[:6])+".sock")
 }
 
+// MuxUpstreamAddr is the address, "unix://" + MuxUpstreamPath(dir, gateway), of a Gateway's mux
+// upstream listener in dir (os.TempDir() when empty: Options.MuxUpstream's default), where its
+// Envoy binds it and the mux sends the Gateway's targets' requests.
+func MuxUpstreamAddr(dir, gateway string) string {
+	return "unix://" + MuxUpstreamPath(dir, gateway)
+}
+
 // MaxDownstreamConnections bounds the connections Envoy holds open on all its listeners together
 // (the overload manager's envoy.resource_monitors.global_downstream_max_connections); past it,
 // Envoy closes each new connection as it accepts it (downstream_global_cx_overflow). Without a
@@ -179,7 +186,7 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 		o.MuxAddr = DefaultMuxAddr
 	}
 	if o.MuxUpstream == "" {
-		o.MuxUpstream = "unix://" + MuxUpstreamPath("", o.Gateway)
+		o.MuxUpstream = MuxUpstreamAddr("", o.Gateway)
 	}
 	var errs []error
 	xdsCluster, err := grpcCluster(contract.XDSCluster, o.XDSAddr)
