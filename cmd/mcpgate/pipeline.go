@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mcpgate/mcpgate/internal/supervisor"
 	"github.com/mcpgate/mcpgate/provider/file"
 	"github.com/mcpgate/mcpgate/translator"
 	"github.com/mcpgate/mcpgate/xds"
@@ -21,7 +22,7 @@ import (
 type pipeline struct {
 	srv    *xds.Server
 	log    *slog.Logger
-	envoys *supervisor // nil: no Envoy to start
+	envoys *supervisor.Supervisor // nil: no Envoy to start
 	opts   translator.Options
 	ready  atomic.Bool
 
@@ -65,7 +66,7 @@ func compareKeys(a, b translator.ObjectKey) int { return strings.Compare(a.Strin
 
 // newPipeline returns the pipeline that serves on srv, translating with opts (mcpgate run's
 // --bind-address, --max-body-bytes and --upstream-ca-file).
-func newPipeline(srv *xds.Server, log *slog.Logger, reg prometheus.Registerer, envoys *supervisor, opts translator.Options) *pipeline {
+func newPipeline(srv *xds.Server, log *slog.Logger, reg prometheus.Registerer, envoys *supervisor.Supervisor, opts translator.Options) *pipeline {
 	// Every Gateway's Envoy runs on this host: a port belongs to one Gateway.
 	opts.ExclusivePorts = true
 	// the same Cache in every translation: unchanged policies are not checked again
@@ -139,7 +140,7 @@ func (p *pipeline) apply(res *translator.Resources, src file.Sources, loadErr er
 	p.log.Info("configuration served", "version", p.srv.Version(), "gateways", gateways, "problems", nproblems, "took", time.Since(start).Round(time.Microsecond))
 	p.ready.Store(true)
 	if p.envoys != nil {
-		p.envoys.sync(gateways)
+		p.envoys.Sync(gateways)
 	}
 	return nil
 }

@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -173,72 +170,5 @@ func TestRunDataPlaneNotice(t *testing.T) {
 		if !strings.Contains(logs, "mcpgate bootstrap --gateway NS/NAME --xds-addr "+s.cfg.xdsAddr) {
 			t.Errorf("%q: no word on starting a data plane:\n%s", c.args, logs)
 		}
-	}
-}
-
-// TestBootstrapDir: a new bootstrap folder removes those of processes that are gone (a run
-// killed with SIGKILL) and keeps those of running ones.
-func TestBootstrapDir(t *testing.T) {
-	base := t.TempDir()
-	dead := exec.Command("true")
-	if err := dead.Run(); err != nil {
-		t.Fatal(err)
-	}
-	gone := filepath.Join(base, strconv.Itoa(dead.Process.Pid)+"-123")
-	alive := filepath.Join(base, strconv.Itoa(os.Getppid())+"-456")
-	other := filepath.Join(base, "notes")
-	for _, d := range []string{gone, alive, other} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(gone, "ns_gw.yaml"), []byte("x"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	dir, err := bootstrapDir(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if filepath.Dir(dir) != base || !strings.HasPrefix(filepath.Base(dir), strconv.Itoa(os.Getpid())+"-") {
-		t.Errorf("bootstrapDir = %s, want %s/%d-*", dir, base, os.Getpid())
-	}
-	for d, want := range map[string]bool{gone: false, alive: true, other: true, dir: true} {
-		if _, err := os.Stat(d); (err == nil) != want {
-			t.Errorf("%s exists: %v, want %v", d, err == nil, want)
-		}
-	}
-	// Two folders of this process do not collide.
-	second, err := bootstrapDir(base)
-	if err != nil || second == dir {
-		t.Errorf("second folder %s (%v), first %s", second, err, dir)
-	}
-	// No cache folder: a temporary one.
-	tmp, err := bootstrapDir("")
-	if err != nil || !strings.HasPrefix(filepath.Base(tmp), "mcpgate-envoy-") {
-		t.Errorf("bootstrapDir(\"\") = %s, %v", tmp, err)
-	}
-	os.RemoveAll(tmp)
-}
-
-// TestSupervisorFolder: the supervisor writes its bootstraps in the user's cache folder and
-// removes them when it stops.
-func TestSupervisorFolder(t *testing.T) {
-	cache := t.TempDir()
-	t.Setenv("XDG_CACHE_HOME", cache)
-	cfg, err := parseRunFlags([]string{"-f", t.TempDir(), "--envoy-admin-addr", freePort(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newSupervisor("envoy", cfg, slog.New(slog.DiscardHandler), io.Discard, io.Discard)
-	path, err := s.writeBootstrap("ns/gw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := filepath.Join(cache, "mcpgate", "envoy"); !strings.HasPrefix(path, want+string(filepath.Separator)) {
-		t.Errorf("bootstrap %s, want it under %s", path, want)
-	}
-	s.stopAll()
-	if _, err := os.Stat(filepath.Dir(path)); !os.IsNotExist(err) {
-		t.Errorf("the bootstrap folder is left after stopAll: %v", err)
 	}
 }

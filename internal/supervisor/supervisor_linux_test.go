@@ -1,4 +1,4 @@
-package main
+package supervisor
 
 import (
 	"fmt"
@@ -11,14 +11,15 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestEnvoyStopsWhenMcpgateIsKilled kills a process running the Envoy supervisor with SIGKILL
 // (no chance to stop its children): its Envoy must stop too, or it would keep the ports that
 // the next `mcpgate run` starts Envoy on.
 func TestEnvoyStopsWhenMcpgateIsKilled(t *testing.T) {
-	if pidFile := os.Getenv("MCPGATE_TEST_SUPERVISE"); pidFile != "" {
-		superviseForever(t, pidFile)
+	if os.Getenv("MCPGATE_TEST_SUPERVISE") != "" {
+		superviseForever(t)
 		return
 	}
 	dir := t.TempDir()
@@ -54,14 +55,22 @@ func TestEnvoyStopsWhenMcpgateIsKilled(t *testing.T) {
 }
 
 // superviseForever runs the supervisor of the Envoy in $MCPGATE_TEST_ENVOY until killed.
-func superviseForever(t *testing.T, dir string) {
-	cfg, err := parseRunFlags([]string{"-f", filepath.Dir(dir)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newSupervisor(os.Getenv("MCPGATE_TEST_ENVOY"), cfg, slog.New(slog.DiscardHandler), io.Discard, io.Discard)
-	s.sync([]string{"ns/gw"})
+func superviseForever(t *testing.T) {
+	s := New(runDefaults(t, os.Getenv("MCPGATE_TEST_ENVOY")), slog.New(slog.DiscardHandler), io.Discard, io.Discard)
+	s.Sync([]string{"ns/gw"})
 	select {}
+}
+
+// eventually calls f until it returns nil, failing the test when 20 s pass first.
+func eventually(t *testing.T, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for err := f(); err != nil; err = f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // running tells whether process pid exists and is not a zombie.
