@@ -5,168 +5,86 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/otel/trace"
-
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
-	"github.com/mcpgate/mcpgate/extproc/bind"
 	"github.com/mcpgate/mcpgate/extproc/mux"
 	"github.com/mcpgate/mcpgate/extproc/telemetry"
 	"github.com/mcpgate/mcpgate/internal/admin"
-	"github.com/mcpgate/mcpgate/internal/pki"
-	"github.com/mcpgate/mcpgate/internal/tasks"
+	"github.com/mcpgate/mcpgate/internal/extprocrun"
 	"github.com/mcpgate/mcpgate/translator"
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
 )
 
-// extProcOptions are the ext_proc settings that `mcpgate extproc` and `mcpgate run` share: their
-// flags (addFlags), checked by check, and the server they make (start).
+// extProcOptions are the ext_proc flags that `mcpgate extproc` and `mcpgate run` share: addFlags
+// binds them, check validates them and sets what they make of them in Options.
 type extProcOptions struct {
-	auditLog, otlp string
-	// sessionKeyFile holds the key sealing MCP session ids (--session-key-file; "": a key of
-	// the process).
-	sessionKeyFile string
-	maxBody        int
-	policyWait     time.Duration
-	// muxResolveTimeout bounds the resolution of a prefixMode Never call's target
-	// (--mux-resolve-timeout, mux.Options.ResolveTimeout).
-	muxResolveTimeout time.Duration
-	// muxResolveCacheTTL is how long a resolution is kept (--mux-resolve-cache-ttl,
-	// mux.Options.ResolveCacheTTL; 0: no cache).
-	muxResolveCacheTTL time.Duration
-	// muxSSEIdleTimeout closes an idle session of an SSE target of the mux, or of an HTTP+SSE
-	// client of it (--mux-sse-idle-timeout, mux.Options.SSEIdleTimeout); muxMaxSSESessions bounds
-	// each kind (--mux-max-sse-sessions, mux.Options.MaxSSESessions), and
-	// muxMaxSSESessionsPerCaller those of one caller (--mux-max-sse-sessions-per-caller,
-	// mux.Options.MaxSSESessionsPerCaller; 0: mux.DefaultMaxSSESessionsPerCaller).
-	muxSSEIdleTimeout          time.Duration
-	muxMaxSSESessions          int
-	muxMaxSSESessionsPerCaller int
-	redact                     string
-	// redactKeys are the keys of --redact-keys, trimmed (empty, not nil, when the flag is ""),
-	// set by check.
-	redactKeys []string
+	extprocrun.Options
+	// redact is --redact-keys as given (check sets Options.RedactKeys).
+	redact string
+	// policyWait is --policy-wait as given, 0 for no wait (check sets Options.PolicyWait).
+	policyWait time.Duration
 }
 
 // addFlags adds the ext_proc flags to fs.
 func (o *extProcOptions) addFlags(fs *flag.FlagSet) {
-	fs.IntVar(&o.maxBody, "max-body-bytes", extproc.DefaultMaxBodyBytes, "largest MCP request body read; a larger one is refused with 413")
-	fs.StringVar(&o.auditLog, "audit-log", "stdout", `where the JSON audit lines go: "stdout", "none" or a file path (appended)`)
-	fs.StringVar(&o.otlp, "otlp-endpoint", "", "OTLP gRPC collector for spans (http://HOST:4317 without TLS); default OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT; none when all are empty")
+	fs.IntVar(&o.MaxBodyBytes, "max-body-bytes", extproc.DefaultMaxBodyBytes, "largest MCP request body read; a larger one is refused with 413")
+	fs.StringVar(&o.AuditLog, "audit-log", "stdout", `where the JSON audit lines go: "stdout", "none" or a file path (appended)`)
+	fs.StringVar(&o.OTLPEndpoint, "otlp-endpoint", "", "OTLP gRPC collector for spans (http://HOST:4317 without TLS); default OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT; none when all are empty")
 	fs.DurationVar(&o.policyWait, "policy-wait", extproc.DefaultPolicyWait, "how long a request whose route names a policy not received yet waits for it before a 500 (0: no wait); keep it under the ext_proc message timeout of the routes (10s in what mcpgate serves)")
-	fs.StringVar(&o.sessionKeyFile, "session-key-file", "", "file whose bytes (at least 32) seal each MCP session id to the caller that opened it; every ext_proc of a gateway needs the same (in Kubernetes each gateway's Secret NAME-session-key); default: a random key of this process, so sessions end with it")
-	fs.DurationVar(&o.muxResolveTimeout, "mux-resolve-timeout", mux.DefaultResolveTimeout, "how long the front hop waits for the targets' lists to resolve the target of a call on a prefixMode Never backend; a target that has not answered by then failed (skipped under FailOpen). Keep it well below the routes' ext_proc message timeout (10s in what mcpgate serves), at which Envoy answers the call 504")
-	fs.DurationVar(&o.muxResolveCacheTTL, "mux-resolve-cache-ttl", mux.DefaultResolveCacheTTL, "how long the front hop keeps the targets' lists of a session's tools (prompts) to resolve the next calls on a prefixMode Never backend without listing again: a tool moved or removed since may fail a call that long (a call is only ever sent to the target it was judged for); a name not kept is listed afresh; 0 lists for every call")
-	fs.DurationVar(&o.muxSSEIdleTimeout, "mux-sse-idle-timeout", mux.DefaultSSEIdleTimeout, "how long the mux keeps a session of an HTTP+SSE target (its GET stream to the target) without a request in flight or a GET open, and a session of an HTTP+SSE client without a POST being served (its stream then ends); the client's next request is then 404 and the client starts a new session")
-	fs.IntVar(&o.muxMaxSSESessions, "mux-max-sse-sessions", mux.DefaultMaxSSESessions, "how many sessions of HTTP+SSE targets the mux holds at once (each a GET stream to its target), how many of HTTP+SSE clients (each the client's stream), and how many merged streams (a GET or subscriptions/listen of a multiplexed backend: each a stream of every target), counted apart; an initialize beyond them fails with -32603 naming the limit, a stream beyond is answered 503")
-	fs.IntVar(&o.muxMaxSSESessionsPerCaller, "mux-max-sse-sessions-per-caller", mux.DefaultMaxSSESessionsPerCaller, "how many of the sessions --mux-max-sse-sessions bounds one caller holds, of each kind (a verified token's issuer and subject, or without a token the client's address: its IP, an IPv6 address's /64); an initialize or a stream beyond is answered 429 with Retry-After; 0 means the default")
+	fs.StringVar(&o.SessionKeyFile, "session-key-file", "", "file whose bytes (at least 32) seal each MCP session id to the caller that opened it; every ext_proc of a gateway needs the same (in Kubernetes each gateway's Secret NAME-session-key); default: a random key of this process, so sessions end with it")
+	fs.DurationVar(&o.MuxResolveTimeout, "mux-resolve-timeout", mux.DefaultResolveTimeout, "how long the front hop waits for the targets' lists to resolve the target of a call on a prefixMode Never backend; a target that has not answered by then failed (skipped under FailOpen). Keep it well below the routes' ext_proc message timeout (10s in what mcpgate serves), at which Envoy answers the call 504")
+	fs.DurationVar(&o.MuxResolveCacheTTL, "mux-resolve-cache-ttl", mux.DefaultResolveCacheTTL, "how long the front hop keeps the targets' lists of a session's tools (prompts) to resolve the next calls on a prefixMode Never backend without listing again: a tool moved or removed since may fail a call that long (a call is only ever sent to the target it was judged for); a name not kept is listed afresh; 0 lists for every call")
+	fs.DurationVar(&o.MuxSSEIdleTimeout, "mux-sse-idle-timeout", mux.DefaultSSEIdleTimeout, "how long the mux keeps a session of an HTTP+SSE target (its GET stream to the target) without a request in flight or a GET open, and a session of an HTTP+SSE client without a POST being served (its stream then ends); the client's next request is then 404 and the client starts a new session")
+	fs.IntVar(&o.MuxMaxSSESessions, "mux-max-sse-sessions", mux.DefaultMaxSSESessions, "how many sessions of HTTP+SSE targets the mux holds at once (each a GET stream to its target), how many of HTTP+SSE clients (each the client's stream), and how many merged streams (a GET or subscriptions/listen of a multiplexed backend: each a stream of every target), counted apart; an initialize beyond them fails with -32603 naming the limit, a stream beyond is answered 503")
+	fs.IntVar(&o.MuxMaxSSESessionsPerCaller, "mux-max-sse-sessions-per-caller", mux.DefaultMaxSSESessionsPerCaller, "how many of the sessions --mux-max-sse-sessions bounds one caller holds, of each kind (a verified token's issuer and subject, or without a token the client's address: its IP, an IPv6 address's /64); an initialize or a stream beyond is answered 429 with Retry-After; 0 means the default")
 	fs.StringVar(&o.redact, "redact-keys", strings.Join(extproc.DefaultRedactKeys(), ","), `comma-separated redaction keys: the audit log and access log replace by [REDACTED] the value of every tool argument key (any depth) that ends with one of them, compared in lower case without '_', '-' and '.' ("token" hides github_token and accessToken, not max_tokens), and such keys' values in URL queries; "" for none`)
 }
 
-// check validates the parsed flags and sets redactKeys.
+// check validates the parsed flags and fills in the rest of Options: RedactKeys, PolicyWait, and
+// Version (this binary's).
 func (o *extProcOptions) check() error {
 	if o.policyWait < 0 {
 		return fmt.Errorf("--policy-wait %s: must not be negative", o.policyWait)
 	}
-	if err := translator.CheckMaxBodyBytes(int64(o.maxBody)); err != nil {
+	if err := translator.CheckMaxBodyBytes(int64(o.MaxBodyBytes)); err != nil {
 		return err
 	}
-	if err := telemetry.CheckOTLPEndpoint(o.otlp); err != nil {
+	if err := telemetry.CheckOTLPEndpoint(o.OTLPEndpoint); err != nil {
 		return fmt.Errorf("--otlp-endpoint: %w", err)
 	}
-	if o.muxResolveTimeout <= 0 {
-		return fmt.Errorf("--mux-resolve-timeout %s: must be positive", o.muxResolveTimeout)
+	if o.MuxResolveTimeout <= 0 {
+		return fmt.Errorf("--mux-resolve-timeout %s: must be positive", o.MuxResolveTimeout)
 	}
-	if o.muxResolveCacheTTL < 0 {
-		return fmt.Errorf("--mux-resolve-cache-ttl %s: must not be negative", o.muxResolveCacheTTL)
+	if o.MuxResolveCacheTTL < 0 {
+		return fmt.Errorf("--mux-resolve-cache-ttl %s: must not be negative", o.MuxResolveCacheTTL)
 	}
-	if o.muxSSEIdleTimeout <= 0 {
-		return fmt.Errorf("--mux-sse-idle-timeout %s: must be positive", o.muxSSEIdleTimeout)
+	if o.MuxSSEIdleTimeout <= 0 {
+		return fmt.Errorf("--mux-sse-idle-timeout %s: must be positive", o.MuxSSEIdleTimeout)
 	}
-	if o.muxMaxSSESessions <= 0 {
-		return fmt.Errorf("--mux-max-sse-sessions %d: must be positive", o.muxMaxSSESessions)
+	if o.MuxMaxSSESessions <= 0 {
+		return fmt.Errorf("--mux-max-sse-sessions %d: must be positive", o.MuxMaxSSESessions)
 	}
-	if o.muxMaxSSESessionsPerCaller < 0 {
-		return fmt.Errorf("--mux-max-sse-sessions-per-caller %d: must not be negative (0 means the default, %d)", o.muxMaxSSESessionsPerCaller, mux.DefaultMaxSSESessionsPerCaller)
+	if o.MuxMaxSSESessionsPerCaller < 0 {
+		return fmt.Errorf("--mux-max-sse-sessions-per-caller %d: must not be negative (0 means the default, %d)", o.MuxMaxSSESessionsPerCaller, mux.DefaultMaxSSESessionsPerCaller)
 	}
-	o.redactKeys = []string{} // "" redacts nothing; nil would mean extproc's default
+	o.PolicyWait = policyWait(o.policyWait)
+	o.Version = version
+	o.RedactKeys = []string{} // "" redacts nothing; nil would mean extproc's default
 	for _, k := range strings.Split(o.redact, ",") {
 		if k = strings.TrimSpace(k); k != "" {
 			if strings.Trim(k, "_-.") == "" {
 				// Compared without its separators, it would be empty and hide every value.
 				return fmt.Errorf("--redact-keys: key %q is only '_', '-' or '.', which keys are compared without", k)
 			}
-			o.redactKeys = append(o.redactKeys, k)
+			o.RedactKeys = append(o.RedactKeys, k)
 		}
 	}
 	return nil
-}
-
-// start opens the audit destination (stdout is what "stdout" names) and the OTLP exporter, and
-// returns the ext_proc server of base (addresses, node, logger, registry) with o's settings, and
-// the function that closes the server, flushes the spans and closes the audit file, in that
-// order. On error everything opened is closed again.
-func (o *extProcOptions) start(ctx context.Context, base extproc.Config, stdout io.Writer) (*extproc.Server, func(), error) {
-	if o.sessionKeyFile != "" {
-		key, err := os.ReadFile(o.sessionKeyFile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--session-key-file: %w", err)
-		}
-		if len(key) < bind.KeySize {
-			return nil, nil, fmt.Errorf("--session-key-file %s: %d bytes; a session key has at least %d", o.sessionKeyFile, len(key), bind.KeySize)
-		}
-		base.SessionKey = key
-	}
-	audit, closeAudit, err := openAudit(o.auditLog, stdout)
-	if err != nil {
-		return nil, nil, err
-	}
-	tp, flush, err := tracerProvider(ctx, o.otlp, base.Logger)
-	if err != nil {
-		closeAudit()
-		return nil, nil, err
-	}
-	base.MaxBodyBytes, base.Audit, base.TracerProvider = o.maxBody, audit, tp
-	base.Redact = extproc.Redact{Keys: o.redactKeys}
-	base.PolicyWait = policyWait(o.policyWait)
-	srv, err := extproc.New(base)
-	if err != nil {
-		flush()
-		closeAudit()
-		return nil, nil, err
-	}
-	return srv, func() {
-		srv.Close()
-		flush()
-		closeAudit()
-	}, nil
-}
-
-// tracerProvider returns the OTLP tracer provider of --otlp-endpoint or the OTEL_EXPORTER_OTLP_*
-// variables, and the function that flushes and stops it; nil (no spans) when none is set.
-func tracerProvider(ctx context.Context, endpoint string, log *slog.Logger) (trace.TracerProvider, func(), error) {
-	if endpoint == "" && os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
-		return nil, func() {}, nil
-	}
-	sdk, err := telemetry.NewOTLPTracerProvider(ctx, endpoint)
-	if err != nil {
-		return nil, nil, err
-	}
-	return sdk, func() {
-		sctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
-		defer stop()
-		if err := sdk.Shutdown(sctx); err != nil && log != nil {
-			log.Warn("flushing spans", "error", err)
-		}
-	}, nil
 }
 
 // extProcFlags are the flags of `mcpgate extproc`.
@@ -258,103 +176,13 @@ func runExtProc(ctx context.Context, args []string) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: f.logLevel}))
-	return serveExtProc(ctx, f, log, os.Stdout)
+	return extprocrun.Serve(ctx, f.config(), log, os.Stdout)
 }
 
-func serveExtProc(ctx context.Context, f *extProcFlags, log *slog.Logger, stdout io.Writer) error {
-	var listeners []net.Listener
-	for _, addr := range f.listen {
-		lis, err := extproc.Listen(addr)
-		if err != nil {
-			return fmt.Errorf("--listen: %w", err)
-		}
-		defer lis.Close()
-		listeners = append(listeners, lis)
+// config is the extprocrun.Config of the flags.
+func (f *extProcFlags) config() extprocrun.Config {
+	return extprocrun.Config{
+		Options: f.Options, Listen: f.listen, XDSAddr: f.xdsAddr, Gateway: f.gateway, NodeID: f.nodeID, AdminAddr: f.admin,
+		EnvoyStatsURL: f.envoyStats, XDSTLSDir: f.xdsTLSDir, MuxListen: f.mux.listen, MuxUpstream: f.mux.upstream,
 	}
-	var muxLis net.Listener
-	if f.mux.listen != "" {
-		var err error
-		if muxLis, err = listenMux("mux-listen", f.mux.listen); err != nil {
-			return err
-		}
-		defer muxLis.Close()
-	}
-	reg := admin.NewRegistry()
-	var metrics prometheus.Gatherer = reg
-	if f.envoyStats != "" {
-		// The sidecar's Envoy serves its --gateway: its samples carry gateway="NS/NAME", as
-		// those of `mcpgate run`'s Envoys do. Serving every Gateway ("*"), none.
-		gw := f.gateway
-		if gw == contract.AllGateways {
-			gw = ""
-		}
-		envoy, err := admin.NewEnvoyStats(f.envoyStats, gw, reg, log)
-		if err != nil {
-			return fmt.Errorf("--envoy-stats-url: %w", err)
-		}
-		metrics = envoy.Gatherer(reg)
-	}
-	var adminLis net.Listener
-	if f.admin != "" {
-		var err error
-		if adminLis, err = net.Listen("tcp", f.admin); err != nil {
-			return fmt.Errorf("--admin-addr: %w", err)
-		}
-		defer adminLis.Close()
-	}
-
-	cfg := extproc.Config{XDSAddr: f.xdsAddr, NodeCluster: f.gateway, NodeID: f.nodeID, Logger: log, Registerer: reg}
-	var muxServer *mux.Server
-	if muxLis != nil {
-		// The front hop's ext_proc and the mux share it: the mux serves only what ext_proc passed.
-		cfg.MuxSecret = newMuxSecret()
-		muxServer = newMux(f.mux.upstreamOf(), cfg.MuxSecret, log, reg, &f.extProcOptions)
-		cfg.MuxResolver = muxServer
-	}
-	if f.xdsTLSDir != "" {
-		files, err := bootstrap.TLSDir(f.xdsTLSDir, f.xdsAddr)
-		if err != nil {
-			return fmt.Errorf("--xds-tls-dir: %w", err)
-		}
-		if cfg.XDSTLS, err = pki.ClientTLS(f.xdsTLSDir, files.ServerName); err != nil {
-			return fmt.Errorf("--xds-tls-dir: %w", err)
-		}
-	}
-	srv, stop, err := f.start(ctx, cfg, stdout)
-	if err != nil {
-		return err
-	}
-	defer stop()
-
-	t := tasks.New(ctx)
-	t.Go("ext_proc", func() error { return srv.Serve(t.Context(), listeners...) })
-	t.Go("policies", func() error { return srv.Run(t.Context()) })
-	t.OnStop(func() { log.Info("shutting down") })
-	if adminLis != nil {
-		t.Serve("admin", adminLis, srv.AdminHandler(metrics))
-	}
-	if muxLis != nil {
-		serveMux(t, muxLis, muxServer)
-	}
-	log.Info("mcpgate extproc", "listen", strings.Join(f.listen, ","), "xds", f.xdsAddr, "gateway", f.gateway, "admin", f.admin, "mux", f.mux.listen, "envoy_stats", f.envoyStats)
-	if err := t.Wait(); err != nil {
-		log.Error("stopped", "error", err)
-		return err
-	}
-	return nil
-}
-
-// openAudit returns the audit writer of --audit-log.
-func openAudit(dest string, stdout io.Writer) (io.Writer, func(), error) {
-	switch dest {
-	case "stdout", "-":
-		return stdout, func() {}, nil
-	case "none", "":
-		return nil, func() {}, nil
-	}
-	file, err := os.OpenFile(dest, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, nil, fmt.Errorf("--audit-log: %w", err)
-	}
-	return file, func() { file.Close() }, nil
 }

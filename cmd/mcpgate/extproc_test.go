@@ -24,6 +24,7 @@ import (
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
 	"github.com/mcpgate/mcpgate/extproc/mux"
+	"github.com/mcpgate/mcpgate/internal/extprocrun"
 	"github.com/mcpgate/mcpgate/internal/pki"
 	"github.com/mcpgate/mcpgate/internal/syncbuf"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
@@ -32,7 +33,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/freeport"
 )
 
-// TestNewMuxOptions: the mux flags reach the mux's options (newMux), each set to a value other
+// TestNewMuxOptions: the mux flags reach the mux's options (extprocrun.NewMux), each set to a value other
 // than its default.
 func TestNewMuxOptions(t *testing.T) {
 	f, err := parseExtProcFlags([]string{"--max-body-bytes", "1000", "--mux-resolve-timeout", "3s", "--mux-resolve-cache-ttl", "7s",
@@ -40,7 +41,7 @@ func TestNewMuxOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := newMux(func(string) string { return "" }, "s3cret", slog.New(slog.DiscardHandler), prometheus.NewRegistry(), &f.extProcOptions).Options()
+	o := extprocrun.NewMux(func(string) string { return "" }, "s3cret", slog.New(slog.DiscardHandler), prometheus.NewRegistry(), &f.Options).Options()
 	const form = "max body %d, resolve timeout %v, resolve cache TTL %v, SSE idle timeout %v, SSE sessions %d, per caller %d, secret %q, version %q"
 	got := fmt.Sprintf(form, o.MaxBodyBytes, o.ResolveTimeout, o.ResolveCacheTTL, o.SSEIdleTimeout, o.MaxSSESessions, o.MaxSSESessionsPerCaller, o.Secret, o.Version)
 	if want := fmt.Sprintf(form, 1000, 3*time.Second, 7*time.Second, 11*time.Minute, 13, 5, "s3cret", version); got != want {
@@ -75,48 +76,48 @@ func TestExtProcFlags(t *testing.T) {
 		}
 	}
 	f, err := parseExtProcFlags([]string{"--gateway", "agentgateway-system/agentgateway"})
-	if err != nil || !slices.Equal(f.listen, []string{"127.0.0.1:18001"}) || f.xdsAddr != "127.0.0.1:18000" || f.maxBody != 4<<20 || !slices.Equal(f.redactKeys, extproc.DefaultRedactKeys()) {
+	if err != nil || !slices.Equal(f.listen, []string{"127.0.0.1:18001"}) || f.xdsAddr != "127.0.0.1:18000" || f.MaxBodyBytes != 4<<20 || !slices.Equal(f.RedactKeys, extproc.DefaultRedactKeys()) {
 		t.Errorf("defaults: %+v %v", f, err)
 	}
-	if f.logLevel != slog.LevelInfo || policyWait(f.policyWait) != extproc.DefaultPolicyWait {
-		t.Errorf("default log level %v, policy wait %v", f.logLevel, policyWait(f.policyWait))
+	if f.logLevel != slog.LevelInfo || f.PolicyWait != extproc.DefaultPolicyWait {
+		t.Errorf("default log level %v, policy wait %v", f.logLevel, f.PolicyWait)
 	}
 	if f, err := parseExtProcFlags([]string{"--listen", "unix:///run/x.sock", "--listen", "127.0.0.1:1"}); err != nil || !slices.Equal(f.listen, []string{"unix:///run/x.sock", "127.0.0.1:1"}) {
 		t.Errorf("--listen twice: %v %v", f, err)
 	}
-	if f.muxSSEIdleTimeout != mux.DefaultSSEIdleTimeout || f.muxMaxSSESessions != mux.DefaultMaxSSESessions {
-		t.Errorf("default --mux-sse-idle-timeout %v, --mux-max-sse-sessions %d; want %v, %d", f.muxSSEIdleTimeout, f.muxMaxSSESessions, mux.DefaultSSEIdleTimeout, mux.DefaultMaxSSESessions)
+	if f.MuxSSEIdleTimeout != mux.DefaultSSEIdleTimeout || f.MuxMaxSSESessions != mux.DefaultMaxSSESessions {
+		t.Errorf("default --mux-sse-idle-timeout %v, --mux-max-sse-sessions %d; want %v, %d", f.MuxSSEIdleTimeout, f.MuxMaxSSESessions, mux.DefaultSSEIdleTimeout, mux.DefaultMaxSSESessions)
 	}
-	if f.muxMaxSSESessionsPerCaller != mux.DefaultMaxSSESessionsPerCaller {
-		t.Errorf("default --mux-max-sse-sessions-per-caller %d, want %d", f.muxMaxSSESessionsPerCaller, mux.DefaultMaxSSESessionsPerCaller)
+	if f.MuxMaxSSESessionsPerCaller != mux.DefaultMaxSSESessionsPerCaller {
+		t.Errorf("default --mux-max-sse-sessions-per-caller %d, want %d", f.MuxMaxSSESessionsPerCaller, mux.DefaultMaxSSESessionsPerCaller)
 	}
-	if f, err := parseExtProcFlags([]string{"--mux-max-sse-sessions-per-caller", "0"}); err != nil || f.muxMaxSSESessionsPerCaller != 0 {
+	if f, err := parseExtProcFlags([]string{"--mux-max-sse-sessions-per-caller", "0"}); err != nil || f.MuxMaxSSESessionsPerCaller != 0 {
 		t.Errorf("--mux-max-sse-sessions-per-caller 0 (the default): %v %v", f, err)
 	}
 	if _, err := parseExtProcFlags([]string{"--mux-max-sse-sessions-per-caller", "-1"}); err == nil || !strings.Contains(err.Error(), "--mux-max-sse-sessions-per-caller") {
 		t.Errorf("--mux-max-sse-sessions-per-caller -1: %v, want an error naming the flag", err)
 	}
-	if f.muxResolveCacheTTL != mux.DefaultResolveCacheTTL {
-		t.Errorf("default --mux-resolve-cache-ttl %v, want %v", f.muxResolveCacheTTL, mux.DefaultResolveCacheTTL)
+	if f.MuxResolveCacheTTL != mux.DefaultResolveCacheTTL {
+		t.Errorf("default --mux-resolve-cache-ttl %v, want %v", f.MuxResolveCacheTTL, mux.DefaultResolveCacheTTL)
 	}
-	if f, err := parseExtProcFlags([]string{"--mux-resolve-cache-ttl", "0"}); err != nil || f.muxResolveCacheTTL != 0 {
+	if f, err := parseExtProcFlags([]string{"--mux-resolve-cache-ttl", "0"}); err != nil || f.MuxResolveCacheTTL != 0 {
 		t.Errorf("--mux-resolve-cache-ttl 0 must turn the cache off: %v %v", f, err)
 	}
-	if f, err := parseExtProcFlags([]string{"--policy-wait", "0"}); err != nil || policyWait(f.policyWait) >= 0 {
+	if f, err := parseExtProcFlags([]string{"--policy-wait", "0"}); err != nil || f.PolicyWait >= 0 {
 		t.Errorf("--policy-wait 0 must turn the wait off: %v %v", f, err)
 	}
 	if f, err := parseExtProcFlags([]string{"--log-level", "debug"}); err != nil || f.logLevel != slog.LevelDebug {
 		t.Errorf("--log-level debug: %v %v", f, err)
 	}
-	if f, err := parseExtProcFlags([]string{"--redact-keys", ""}); err != nil || f.redactKeys == nil || len(f.redactKeys) != 0 {
-		t.Errorf(`--redact-keys "": %q %v, want an empty list (no redaction), not nil (the default)`, f.redactKeys, err)
+	if f, err := parseExtProcFlags([]string{"--redact-keys", ""}); err != nil || f.RedactKeys == nil || len(f.RedactKeys) != 0 {
+		t.Errorf(`--redact-keys "": %q %v, want an empty list (no redaction), not nil (the default)`, f.RedactKeys, err)
 	}
 	if _, err := parseExtProcFlags([]string{"--redact-keys", "token,_"}); err == nil || !strings.Contains(err.Error(), `--redact-keys: key "_"`) {
 		t.Errorf(`--redact-keys "token,_": %v, want a refusal naming the key`, err)
 	}
 	f, err = parseExtProcFlags([]string{"--redact-keys", "apiKey, token ,,password"})
-	if err != nil || strings.Join(f.redactKeys, "|") != "apiKey|token|password" {
-		t.Errorf("--redact-keys: %q %v", f.redactKeys, err)
+	if err != nil || strings.Join(f.RedactKeys, "|") != "apiKey|token|password" {
+		t.Errorf("--redact-keys: %q %v", f.RedactKeys, err)
 	}
 }
 
@@ -153,7 +154,7 @@ func TestServeExtProc(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serveExtProc(ctx, f, log, io.Discard) }()
+	go func() { done <- extprocrun.Serve(ctx, f.config(), log, io.Discard) }()
 
 	// Not ready until the gateway's policies arrive.
 	deadline := time.Now().Add(10 * time.Second)
@@ -221,7 +222,7 @@ func TestServeExtProc(t *testing.T) {
 
 	cancel()
 	if err := <-done; err != nil {
-		t.Fatalf("serveExtProc: %v", err)
+		t.Fatalf("extprocrun.Serve: %v", err)
 	}
 	audit, err := os.ReadFile(auditPath)
 	if err != nil {
@@ -242,8 +243,8 @@ func TestServeExtProcStartFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := serveExtProc(t.Context(), f, slog.New(slog.DiscardHandler), io.Discard); err == nil || !strings.Contains(err.Error(), "--audit-log") {
-		t.Fatalf("serveExtProc = %v, want the audit file's error", err)
+	if err := extprocrun.Serve(t.Context(), f.config(), slog.New(slog.DiscardHandler), io.Discard); err == nil || !strings.Contains(err.Error(), "--audit-log") {
+		t.Fatalf("extprocrun.Serve = %v, want the audit file's error", err)
 	}
 	l, err := net.Listen("tcp", admin)
 	if err != nil {
@@ -256,7 +257,7 @@ func TestServeExtProcStartFailure(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := serveExtProc(t.Context(), f, slog.New(slog.DiscardHandler), io.Discard); err == nil || !strings.Contains(err.Error(), args[len(args)-2]+": ") {
+		if err := extprocrun.Serve(t.Context(), f.config(), slog.New(slog.DiscardHandler), io.Discard); err == nil || !strings.Contains(err.Error(), args[len(args)-2]+": ") {
 			t.Errorf("%q: %v, want an error naming %s", args, err, args[len(args)-2])
 		}
 	}
@@ -315,7 +316,7 @@ func TestServeExtProcXDSTLS(t *testing.T) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- serveExtProc(ctx, f, discard, io.Discard) }()
+		go func() { done <- extprocrun.Serve(ctx, f.config(), discard, io.Discard) }()
 		check(func() int {
 			resp, err := http.Get("http://" + admin + "/readyz")
 			if err != nil {
@@ -326,7 +327,7 @@ func TestServeExtProcXDSTLS(t *testing.T) {
 		})
 		cancel()
 		if err := <-done; err != nil {
-			t.Errorf("serveExtProc: %v", err)
+			t.Errorf("extprocrun.Serve: %v", err)
 		}
 	}
 	run(gw, func(readyz func() int) {
@@ -350,23 +351,5 @@ func TestServeExtProcXDSTLS(t *testing.T) {
 	})
 	if _, err := pki.ClientTLS(t.TempDir(), "x"); err == nil {
 		t.Error("an empty --xds-tls-dir was accepted")
-	}
-}
-
-// TestSessionKeyFile: a session key file that cannot be read or is too short stops ext_proc
-// from starting, with an error naming the flag and the file.
-func TestSessionKeyFile(t *testing.T) {
-	short := filepath.Join(t.TempDir(), "short")
-	if err := os.WriteFile(short, []byte("0123456789"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for path, want := range map[string]string{
-		short:                                 "--session-key-file " + short + ": 10 bytes; a session key has at least 32",
-		filepath.Join(t.TempDir(), "missing"): "--session-key-file: open ",
-	} {
-		o := &extProcOptions{sessionKeyFile: path, maxBody: 1 << 20, auditLog: "none"}
-		if _, _, err := o.start(t.Context(), extproc.Config{}, io.Discard); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%s: error %v, want %q", path, err, want)
-		}
 	}
 }

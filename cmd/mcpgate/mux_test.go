@@ -17,6 +17,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
+	"github.com/mcpgate/mcpgate/internal/extprocrun"
 )
 
 func TestMuxFlags(t *testing.T) {
@@ -34,12 +35,8 @@ func TestMuxFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := f.mux.upstreamOf()("ns/gw"); got != "unix:///run/up.sock" {
-		t.Errorf("upstream of ns/gw with --mux-upstream: %q", got)
-	}
-	f.mux.upstream = ""
-	if got := f.mux.upstreamOf()("ns/gw"); !strings.HasPrefix(got, "unix:///") || !strings.HasSuffix(got, ".sock") {
-		t.Errorf("upstream of ns/gw by default: %q, want the gateway's socket", got)
+	if c := f.config(); c.MuxListen != "unix:///run/mux.sock" || c.MuxUpstream != "unix:///run/up.sock" {
+		t.Errorf("--mux-listen, --mux-upstream: %q, %q", c.MuxListen, c.MuxUpstream)
 	}
 }
 
@@ -56,11 +53,13 @@ func TestServeExtProcMux(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serveExtProc(ctx, f, slog.New(slog.NewTextHandler(io.Discard, nil)), io.Discard) }()
+	go func() {
+		done <- extprocrun.Serve(ctx, f.config(), slog.New(slog.NewTextHandler(io.Discard, nil)), io.Discard)
+	}()
 	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", muxSock)
 	}}}
-	// The socket exists once serveExtProc listens: a request before that fails to dial.
+	// The socket exists once extprocrun.Serve listens: a request before that fails to dial.
 	post := func(secret string) (*http.Response, error) {
 		req, _ := http.NewRequest(http.MethodPost, "http://mux/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
 		if secret != "" {
@@ -75,7 +74,7 @@ func TestServeExtProcMux(t *testing.T) {
 		}
 		select {
 		case err := <-done:
-			t.Fatalf("serveExtProc ended: %v", err)
+			t.Fatalf("extprocrun.Serve ended: %v", err)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
@@ -121,6 +120,6 @@ func TestServeExtProcMux(t *testing.T) {
 	}
 	cancel()
 	if err := <-done; err != nil {
-		t.Errorf("serveExtProc: %v", err)
+		t.Errorf("extprocrun.Serve: %v", err)
 	}
 }

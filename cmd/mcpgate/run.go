@@ -19,6 +19,7 @@ import (
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/internal/admin"
+	"github.com/mcpgate/mcpgate/internal/extprocrun"
 	"github.com/mcpgate/mcpgate/internal/supervisor"
 	"github.com/mcpgate/mcpgate/internal/tasks"
 	"github.com/mcpgate/mcpgate/provider/file"
@@ -151,17 +152,17 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 		return fmt.Errorf("--admin-addr: %w", err)
 	}
 	defer adminLis.Close()
-	muxLis, err := listenMux("mux-addr", cfg.muxAddr)
+	muxLis, err := extprocrun.ListenMux("mux-addr", cfg.muxAddr)
 	if err != nil {
 		return err
 	}
 	defer muxLis.Close()
 
 	// The front hop's ext_proc and the mux share it: the mux serves only what ext_proc passed.
-	muxSecret := newMuxSecret()
+	muxSecret := extprocrun.NewMuxSecret()
 	// The upstream is read per request: cfg.socketDir is set below.
-	muxServer := newMux(func(gw string) string { return bootstrap.MuxUpstreamAddr(cfg.socketDir, gw) }, muxSecret, log, reg, &cfg.extProcOptions)
-	ep, stopEP, err := cfg.start(ctx, extproc.Config{
+	muxServer := extprocrun.NewMux(func(gw string) string { return bootstrap.MuxUpstreamAddr(cfg.socketDir, gw) }, muxSecret, log, reg, &cfg.Options)
+	ep, stopEP, err := cfg.Start(ctx, extproc.Config{
 		XDSAddr: cfg.xdsAddr, NodeCluster: contract.AllGateways, NodeID: "mcpgate-run", Logger: log, Registerer: reg,
 		MuxSecret: muxSecret, MuxResolver: muxServer,
 	}, stdout)
@@ -201,7 +202,7 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 		}
 		metrics = stats.Gatherer(reg)
 	}
-	p := newPipeline(srv, log, reg, envoys, translator.Options{BindAddress: cfg.bindAddress, MaxBodyBytes: int64(cfg.maxBody), UpstreamCAFile: cfg.upstreamCA})
+	p := newPipeline(srv, log, reg, envoys, translator.Options{BindAddress: cfg.bindAddress, MaxBodyBytes: int64(cfg.MaxBodyBytes), UpstreamCAFile: cfg.upstreamCA})
 
 	g := grpc.NewServer(xds.GRPCServerOptions()...)
 	srv.Register(g)
@@ -216,7 +217,7 @@ func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr
 			envoys.StopAll()
 		}
 	})
-	serveMux(t, muxLis, muxServer)
+	extprocrun.ServeMux(t, muxLis, muxServer)
 	t.Serve("admin", adminLis, srv.AdminHandler(metrics, func() string {
 		switch rejected := srv.Rejections(); {
 		case !p.ready.Load():

@@ -477,7 +477,7 @@ func TestRunFlags(t *testing.T) {
 		}
 	}
 	c, err = parseRunFlags([]string{"-f", "x", "--bind-address", "::", "--max-body-bytes", "100", "--policy-wait", "0", "--redact-keys", "a, b", "--audit-log", "none", "--otlp-endpoint", "http://127.0.0.1:4317", "--mux-max-sse-sessions-per-caller", "7"})
-	if err != nil || c.bindAddress != "::" || c.maxBody != 100 || c.muxMaxSSESessionsPerCaller != 7 || policyWait(c.policyWait) >= 0 || strings.Join(c.redactKeys, "|") != "a|b" || c.auditLog != "none" || c.otlp != "http://127.0.0.1:4317" {
+	if err != nil || c.bindAddress != "::" || c.MaxBodyBytes != 100 || c.MuxMaxSSESessionsPerCaller != 7 || c.PolicyWait >= 0 || strings.Join(c.RedactKeys, "|") != "a|b" || c.AuditLog != "none" || c.OTLPEndpoint != "http://127.0.0.1:4317" {
 		t.Errorf("%+v %v", c, err)
 	}
 }
