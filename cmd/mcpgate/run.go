@@ -5,26 +5,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
-
-	"github.com/mcpgate/mcpgate/contract"
-	"github.com/mcpgate/mcpgate/extproc"
-	"github.com/mcpgate/mcpgate/internal/admin"
-	"github.com/mcpgate/mcpgate/internal/extprocrun"
-	"github.com/mcpgate/mcpgate/internal/supervisor"
-	"github.com/mcpgate/mcpgate/internal/tasks"
-	"github.com/mcpgate/mcpgate/provider/file"
+	"github.com/mcpgate/mcpgate/internal/standalone"
 	"github.com/mcpgate/mcpgate/translator"
-	"github.com/mcpgate/mcpgate/xds"
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
 )
 
@@ -38,9 +25,6 @@ type runConfig struct {
 	xdsAddr, extProcAddr, admin string
 	// muxAddr is where the mux serves multiplexed MCP backends (each bootstrap's mcpgate_mux).
 	muxAddr string
-	// socketDir is the folder of the Gateways' mux upstream sockets (runSocketDir; set by serve):
-	// "" is os.TempDir(), as `mcpgate bootstrap`'s default.
-	socketDir string
 	// bindAddress is the address Envoy listeners bind.
 	bindAddress string
 	// upstreamCA is the CA bundle (an absolute path) that Envoy verifies TLS upstreams with.
@@ -112,161 +96,16 @@ func runStandalone(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel})), os.Stdout, os.Stderr)
+	return standalone.Serve(ctx, cfg.config(), slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel})), os.Stdout, os.Stderr)
 }
 
-// serve runs what `mcpgate run` runs until ctx ends. MCP audit lines and Envoy's access log go to
-// stdout, Envoy's own log to stderr.
-func serve(ctx context.Context, cfg *runConfig, log *slog.Logger, stdout, stderr io.Writer) error {
-	for _, f := range cfg.files {
-		// later a path that goes keeps its last good content; at start there is none
-		if _, err := os.Stat(f); err != nil {
-			return fmt.Errorf("-f: %w", err)
-		}
+// config is the standalone.Config of the flags.
+func (c *runConfig) config() standalone.Config {
+	return standalone.Config{
+		ExtProc: c.Options, Files: c.files, XDSAddr: c.xdsAddr, ExtProcAddr: c.extProcAddr, AdminAddr: c.admin, MuxAddr: c.muxAddr,
+		BindAddress: c.bindAddress, UpstreamCAFile: c.upstreamCA,
+		EnvoyBin: c.envoyBin, NoEnvoy: c.noEnvoy, EnvoyArgs: c.envoyArgs, EnvoyAdminAddr: c.envoyAdmin,
 	}
-	if cfg.envoyBin != "" {
-		if _, err := exec.LookPath(cfg.envoyBin); err != nil {
-			return fmt.Errorf("--envoy-bin: %w", err)
-		}
-	}
-	reg := admin.NewRegistry()
-	srv := xds.New(log)
-	if err := srv.RegisterMetrics(reg); err != nil {
-		return err
-	}
-
-	// Listen on everything first: a port in use is an error at start, not later. The servers
-	// close their listeners when they stop; closing again on the way out is harmless.
-	xdsLis, err := extproc.Listen(cfg.xdsAddr)
-	if err != nil {
-		return fmt.Errorf("--xds-addr: %w", err)
-	}
-	defer xdsLis.Close()
-	epLis, err := extproc.Listen(cfg.extProcAddr)
-	if err != nil {
-		return fmt.Errorf("--extproc-addr: %w", err)
-	}
-	defer epLis.Close()
-	adminLis, err := net.Listen("tcp", cfg.admin)
-	if err != nil {
-		return fmt.Errorf("--admin-addr: %w", err)
-	}
-	defer adminLis.Close()
-	muxLis, err := extprocrun.ListenMux("mux-addr", cfg.muxAddr)
-	if err != nil {
-		return err
-	}
-	defer muxLis.Close()
-
-	// The front hop's ext_proc and the mux share it: the mux serves only what ext_proc passed.
-	muxSecret := extprocrun.NewMuxSecret()
-	// The upstream is read per request: cfg.socketDir is set below.
-	muxServer := extprocrun.NewMux(func(gw string) string { return bootstrap.MuxUpstreamAddr(cfg.socketDir, gw) }, muxSecret, log, reg, &cfg.Options)
-	ep, stopEP, err := cfg.Start(ctx, extproc.Config{
-		XDSAddr: cfg.xdsAddr, NodeCluster: contract.AllGateways, NodeID: "mcpgate-run", Logger: log, Registerer: reg,
-		MuxSecret: muxSecret, MuxResolver: muxServer,
-	}, stdout)
-	if err != nil {
-		return err
-	}
-	defer stopEP()
-
-	var envoys *supervisor.Supervisor
-	startEnvoy := "Start one per Gateway with: mcpgate bootstrap --gateway NS/NAME --xds-addr " + cfg.xdsAddr +
-		" --extproc-addr " + cfg.extProcAddr + " --mux-addr " + cfg.muxAddr + " > bootstrap.yaml && envoy -c bootstrap.yaml"
-	bin := envoyBinary(cfg)
-	socketDir, removeSocketDir, err := runSocketDir(bin != "")
-	if err != nil {
-		return err
-	}
-	defer removeSocketDir()
-	cfg.socketDir = socketDir
-	switch {
-	case bin != "":
-		envoys = supervisor.New(supervisor.Config{
-			Bin: bin, XDSAddr: cfg.xdsAddr, ExtProcAddr: cfg.extProcAddr, MuxAddr: cfg.muxAddr,
-			SocketDir: cfg.socketDir, AdminAddr: cfg.envoyAdmin, Args: cfg.envoyArgs,
-		}, log, stdout, stderr)
-	case cfg.noEnvoy:
-		log.Info("--no-envoy: the data plane runs separately. " + startEnvoy)
-	default:
-		log.Warn("no Envoy binary (--envoy-bin, or envoy on PATH): no data plane runs. " + startEnvoy)
-	}
-	// /metrics serves the statistics of the Envoys it runs after mcpgate's, each labelled with
-	// its Gateway; without any, mcpgate's only.
-	var metrics prometheus.Gatherer = reg
-	if envoys != nil {
-		stats, err := admin.NewEnvoyStatsOf(envoys.StatsSources, reg, log)
-		if err != nil {
-			return err
-		}
-		metrics = stats.Gatherer(reg)
-	}
-	p := newPipeline(srv, log, reg, envoys, translator.Options{BindAddress: cfg.bindAddress, MaxBodyBytes: int64(cfg.MaxBodyBytes), UpstreamCAFile: cfg.upstreamCA})
-
-	g := grpc.NewServer(xds.GRPCServerOptions()...)
-	srv.Register(g)
-	t := tasks.New(ctx)
-	t.Go("xDS", func() error { return g.Serve(xdsLis) })
-	t.Go("ext_proc", func() error { return ep.Serve(t.Context(), epLis) })
-	t.Go("ext_proc policies", func() error { return ep.Run(t.Context()) })
-	t.Go("files", func() error { return file.Watch(t.Context(), cfg.files, p.apply) })
-	t.OnStop(func() {
-		log.Info("shutting down")
-		if envoys != nil {
-			envoys.StopAll()
-		}
-	})
-	extprocrun.ServeMux(t, muxLis, muxServer)
-	t.Serve("admin", adminLis, srv.AdminHandler(metrics, func() string {
-		switch rejected := srv.Rejections(); {
-		case !p.ready.Load():
-			return "no configuration served yet"
-		case !ep.Ready():
-			return "ext_proc has no policies yet"
-		case len(rejected) > 0:
-			// a data plane runs without what it rejected (a listener whose port is in use)
-			return "the data plane rejected the configuration: " + strings.Join(rejected, "; ")
-		}
-		return ""
-	}, translator.Redacted))
-	// xDS streams last as long as their clients: stop them at once (Envoy is gone already).
-	t.OnStop(g.Stop)
-	log.Info("mcpgate run", "files", cfg.files, "xds", cfg.xdsAddr, "extproc", cfg.extProcAddr, "mux", cfg.muxAddr, "admin", cfg.admin, "bind", cfg.bindAddress)
-	if err := t.Wait(); err != nil {
-		log.Error("stopped", "error", err)
-		return err
-	}
-	return nil
-}
-
-// envoyBinary returns the Envoy to start, or "" for none.
-func envoyBinary(cfg *runConfig) string {
-	if cfg.noEnvoy {
-		return ""
-	}
-	if cfg.envoyBin != "" {
-		return cfg.envoyBin
-	}
-	bin, _ := exec.LookPath("envoy")
-	return bin
-}
-
-// runSocketDir returns the folder of the mux upstream sockets of a run's Gateways, and what
-// removes it. With Envoys the run starts (supervised), a folder of the run's own, so that two
-// runs on one host serving a Gateway of the same name do not take each other's socket (Envoy
-// removes a file in the way of a Unix socket it binds). Without (--no-envoy, or no Envoy found),
-// "": os.TempDir(), where the Envoys started by hand with `mcpgate bootstrap`'s defaults bind
-// theirs.
-func runSocketDir(supervised bool) (string, func(), error) {
-	if !supervised {
-		return "", func() {}, nil
-	}
-	dir, err := os.MkdirTemp("", "mcpgate-run-") // short: a Unix socket path has at most 107 bytes
-	if err != nil {
-		return "", nil, fmt.Errorf("folder for the mux upstream sockets: %w", err)
-	}
-	return dir, func() { _ = os.RemoveAll(dir) }, nil
 }
 
 // flagSet reports whether the command line set the flag name.

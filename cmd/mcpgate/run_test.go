@@ -28,6 +28,7 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/mcpgate/mcpgate/internal/standalone"
 	"github.com/mcpgate/mcpgate/internal/syncbuf"
 	"github.com/mcpgate/mcpgate/translator"
 	"github.com/mcpgate/mcpgate/xds/client"
@@ -70,7 +71,7 @@ type started struct {
 	stop context.CancelFunc
 }
 
-// startRun runs serve with the flags args plus free addresses, until the test ends.
+// startRun runs standalone.Serve with the flags args plus free addresses, until the test ends.
 func startRun(t *testing.T, args ...string) *started {
 	t.Helper()
 	args = append(args, "--xds-addr", freePort(t), "--extproc-addr", freePort(t), "--admin-addr", freePort(t), "--envoy-admin-addr", freePort(t), "--mux-addr", freePort(t))
@@ -82,7 +83,7 @@ func startRun(t *testing.T, args ...string) *started {
 	log := slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
-	go func() { s.done <- serve(ctx, cfg, log, io.Discard, s.logs) }()
+	go func() { s.done <- standalone.Serve(ctx, cfg.config(), log, io.Discard, s.logs) }()
 	t.Cleanup(func() {
 		if s.shutdown() != nil {
 			t.Errorf("mcpgate run did not stop")
@@ -95,7 +96,7 @@ func startRun(t *testing.T, args ...string) *started {
 		select {
 		case err := <-s.done:
 			s.done <- err
-			return fmt.Errorf("serve returned: %v", err)
+			return fmt.Errorf("standalone.Serve returned: %v", err)
 		default:
 		}
 		code, body, err := get("http://" + cfg.admin + "/readyz")
@@ -107,7 +108,7 @@ func startRun(t *testing.T, args ...string) *started {
 	return s
 }
 
-// shutdown stops serve and returns its error, or an error when it does not return in time.
+// shutdown stops standalone.Serve and returns its error, or an error when it does not return in time.
 func (s *started) shutdown() error {
 	s.stop()
 	select {
@@ -331,7 +332,7 @@ spec:
 		return nil
 	})
 	if err := s.shutdown(); err != nil {
-		t.Errorf("serve: %v", err)
+		t.Errorf("standalone.Serve: %v", err)
 	}
 }
 
@@ -413,7 +414,7 @@ func TestRunListenerPortInUse(t *testing.T) {
 		return err
 	})
 	if err := s.shutdown(); err != nil {
-		t.Errorf("serve: %v", err)
+		t.Errorf("standalone.Serve: %v", err)
 	}
 }
 
@@ -432,7 +433,7 @@ func TestRunStartsEnvoy(t *testing.T) {
 		t.Errorf("no log of Envoy's start")
 	}
 	if err := s.shutdown(); err != nil {
-		t.Errorf("serve: %v", err)
+		t.Errorf("standalone.Serve: %v", err)
 	}
 	if c, err := net.Dial("tcp", listener); err == nil {
 		c.Close()
@@ -498,7 +499,7 @@ func TestRunRefusesStartupMistakes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = serve(context.Background(), cfg, slog.New(slog.DiscardHandler), io.Discard, io.Discard)
+		err = standalone.Serve(context.Background(), cfg.config(), slog.New(slog.DiscardHandler), io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: %v, want %q", c.args, err, c.want)
 		}
@@ -516,9 +517,9 @@ func TestRunPortInUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = serve(context.Background(), cfg, slog.New(slog.DiscardHandler), io.Discard, io.Discard)
+	err = standalone.Serve(context.Background(), cfg.config(), slog.New(slog.DiscardHandler), io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "--extproc-addr") || !strings.Contains(err.Error(), l.Addr().String()) {
-		t.Errorf("serve with the ext_proc port taken: %v", err)
+		t.Errorf("standalone.Serve with the ext_proc port taken: %v", err)
 	}
 	// The xDS port it had opened is free again.
 	x, err := net.Listen("tcp", cfg.xdsAddr)
@@ -575,25 +576,6 @@ func TestSecretsNotShown(t *testing.T) {
 		}
 		return nil
 	})
-}
-
-// TestRunSocketDir: the run makes the folder of the mux upstream sockets for supervised Envoys
-// only and removes it; without them the folder is os.TempDir(), `mcpgate bootstrap`'s default.
-func TestRunSocketDir(t *testing.T) {
-	dir, remove, err := runSocketDir(true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(dir); err != nil {
-		t.Errorf("socket folder: %v", err)
-	}
-	remove()
-	if _, err := os.Stat(dir); !os.IsNotExist(err) {
-		t.Errorf("socket folder %s not removed: %v", dir, err)
-	}
-	if dir, _, err := runSocketDir(false); dir != "" || err != nil {
-		t.Errorf("without supervised Envoys: folder %q, %v; want \"\" (os.TempDir(), mcpgate bootstrap's default)", dir, err)
-	}
 }
 
 // TestRunKeepsServedVersionOfARefusedEdit: an edit of a served file that the translator refuses
@@ -659,7 +641,7 @@ func TestRunKeepsServedVersionOfARefusedEdit(t *testing.T) {
 	// The file no longer loads: its refused rule is gone from the problems, but not resolved.
 	edit("rbac.yaml", `'jwt.org == '`, `'jwt.org == '`+"\n  broken: [")
 	logged("the refused rule, gone while its file has another problem", "no longer reported, ", "rbac.yaml has another problem: ", "matchExpressions[0]")
-	if strings.Contains(s.logs.String(), resolvedPrefix) {
+	if strings.Contains(s.logs.String(), standalone.ResolvedPrefix) {
 		t.Errorf("a refused rule whose file no longer loads is logged resolved:\n%s", s.logs.String())
 	}
 	edit("rbac.yaml", "\n  broken: [", "")
@@ -681,7 +663,7 @@ func TestRunKeepsServedVersionOfARefusedEdit(t *testing.T) {
 	served("the fixed rule, while mcp.yaml is held back", `jwt.org == \"example.org\"`)
 	logged("the edited policy", "changed: ", "rbac.yaml: EnterpriseAgentgatewayPolicy agentgateway-system/mcp-rbac")
 	edit("mcp.yaml", "- name: no-such-backend", "- name: mcp-backend")
-	logged("the fixed route", resolvedPrefix, "mcp.yaml", "HTTPRoute agentgateway-system/mcp", "backendRefs[0]")
+	logged("the fixed route", standalone.ResolvedPrefix, "mcp.yaml", "HTTPRoute agentgateway-system/mcp", "backendRefs[0]")
 
 	// A Gateway renamed under its routes and policies: what is refused anew is in files that did
 	// not change, so the changed file is held back; the rename is served once they follow it.
@@ -709,7 +691,7 @@ func TestRunKeepsServedVersionOfARefusedEdit(t *testing.T) {
 	}
 	logged("the deleted policy", "removed: ", "rbac.yaml: EnterpriseAgentgatewayPolicy agentgateway-system/mcp-rbac")
 	if err := s.shutdown(); err != nil {
-		t.Errorf("serve: %v", err)
+		t.Errorf("standalone.Serve: %v", err)
 	}
 }
 
@@ -767,7 +749,7 @@ func TestRunNewFileTakingAServedPort(t *testing.T) {
 		return nil
 	})
 	if err := s.shutdown(); err != nil {
-		t.Errorf("serve: %v", err)
+		t.Errorf("standalone.Serve: %v", err)
 	}
 
 	// a fresh start: every file is new, none is held back
@@ -888,7 +870,7 @@ spec:
 		return nil
 	})
 	if err := s.shutdown(); err != nil {
-		t.Errorf("serve: %v", err)
+		t.Errorf("standalone.Serve: %v", err)
 	}
 }
 

@@ -118,7 +118,7 @@ func TestRunExtProcOptions(t *testing.T) {
 	st.Close()
 	// Stopping flushes the spans.
 	if err := s.shutdown(); err != nil {
-		t.Fatalf("serve: %v", err)
+		t.Fatalf("standalone.Serve: %v", err)
 	}
 	if got := c.spans(); len(got) != 1 || got[0] != "tools/call fetch" {
 		t.Errorf("the collector got the spans %q, want one tools/call fetch", got)
@@ -161,7 +161,7 @@ func TestRunDataPlaneNotice(t *testing.T) {
 	}{{[]string{"-f", dir}, true}, {[]string{"-f", dir, "--no-envoy"}, false}} {
 		s := startRun(t, c.args...)
 		if err := s.shutdown(); err != nil {
-			t.Fatalf("serve: %v", err)
+			t.Fatalf("standalone.Serve: %v", err)
 		}
 		logs := s.logs.String()
 		if warned := strings.Contains(logs, "level=WARN") && strings.Contains(logs, "no data plane runs"); warned != c.warn {

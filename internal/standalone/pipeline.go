@@ -1,4 +1,4 @@
-package main
+package standalone
 
 import (
 	"context"
@@ -210,14 +210,14 @@ func (p *pipeline) report(problems, notServed, skipped, kept, warnings, notes []
 				p.log.Info("no longer reported, " + f + " has another problem: " + n.msg)
 				continue
 			}
-			p.log.Info(resolvedPrefix + n.msg)
+			p.log.Info(ResolvedPrefix + n.msg)
 		}
 	}
 	p.reported = now
 }
 
-// resolvedPrefix starts the log line of a problem that is gone: what was refused is served.
-const resolvedPrefix = "resolved, now served (was refused): "
+// ResolvedPrefix starts the log line of a problem that is gone: what was refused is served.
+const ResolvedPrefix = "resolved, now served (was refused): "
 
 // noteFile returns the file a note of report names first ("FILE: ..."), or "".
 func noteFile(msg string) string {
