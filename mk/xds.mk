@@ -6,7 +6,7 @@ XDS_ADDR ?= 127.0.0.1:18000
 
 .PHONY: xds-test
 xds-test: ## run the tests of xds, xds/client, xds/bootstrap and mcpgate run
-	$(GO) test ./xds/... ./cmd/mcpgate/
+	$(GO) test ./xds/... ./cmd/mcpgate/ ./internal/standalone/ ./internal/supervisor/
 
 .PHONY: xds-list
 xds-list: ## list the gRPC services of a running mcpgate with grpcurl (XDS_ADDR=127.0.0.1:18000)
@@ -14,7 +14,7 @@ xds-list: ## list the gRPC services of a running mcpgate with grpcurl (XDS_ADDR=
 
 .PHONY: xds-bench
 xds-bench: ## benchmark a file edit -> new snapshot version seen by a Delta ADS client, at 1,000 routes
-	$(GO) test -run '^$$' -bench 'BenchmarkFileEditToSnapshot' -benchtime 20x -count 3 ./cmd/mcpgate/
+	$(GO) test -run '^$$' -bench 'BenchmarkFileEditToSnapshot' -benchtime 20x -count 3 ./internal/standalone/
 
 .PHONY: bootstrap
 bootstrap: ## print the Envoy bootstrap of a gateway (GATEWAY=NS/NAME, XDS_ADDR=...)
