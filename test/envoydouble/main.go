@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/mcpgate/mcpgate/test/envoydouble/double"
 	"github.com/mcpgate/mcpgate/test/envoydouble/xdsconf"
@@ -42,7 +43,8 @@ func run(args []string) error {
 	fs.StringVar(&cluster, "service-cluster", "", "node.cluster override")
 	fs.StringVar(&mode, "mode", "serve", "serve or validate")
 	// Accepted and ignored, as these only tune Envoy's process.
-	for _, n := range []string{"concurrency", "base-id", "drain-time-s", "parent-shutdown-time-s", "log-format",
+	drainTime := fs.Int("drain-time-s", 600, "how long a graceful drain (admin /drain_listeners?graceful) accepts new connections")
+	for _, n := range []string{"concurrency", "base-id", "parent-shutdown-time-s", "log-format",
 		"log-path", "component-log-level", "service-zone", "drain-strategy", "file-flush-interval-msec",
 		"local-address-ip-version", "restart-epoch", "hot-restart-version"} {
 		fs.String(n, "", "ignored (Envoy process tuning)")
@@ -71,7 +73,7 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	d, err := double.Start(ctx, double.Options{Bootstrap: config, ServiceNode: node, ServiceCluster: cluster,
-		Log: log, AccessLog: os.Stdout})
+		Log: log, AccessLog: os.Stdout, DrainTime: time.Duration(*drainTime) * time.Second})
 	if err != nil {
 		return err
 	}

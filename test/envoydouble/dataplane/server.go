@@ -39,6 +39,11 @@ type Server struct {
 
 	conns *connLimit // the listeners' connections together
 	stats *Stats
+	// open counts the listeners' downstream connections (Envoy's server.total_connections;
+	// the admin's are not among them).
+	open atomic.Int64
+	// drained is set by Drain: listeners bound later are discouraged as well.
+	drained bool
 }
 
 // connLimit is the overload manager's global downstream connection limit: Envoy's listeners
@@ -172,6 +177,17 @@ func (s *Server) bindListener(l *xdsconf.Listener) (*liveListener, error) {
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(ll.cfg.Load(), w, r) }),
 		ReadHeaderTimeout: time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				s.open.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				s.open.Add(-1)
+			}
+		},
+	}
+	if s.drained {
+		ll.srv.SetKeepAlivesEnabled(false)
 	}
 	s.log.Info("listener bound", "listener", l.Name, "address", ln.Addr().String())
 	return ll, nil
@@ -184,7 +200,7 @@ func (s *Server) serveListener(ll *liveListener) {
 	}
 	ll.serving = true
 	go func() {
-		if err := ll.srv.Serve(ll.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := ll.srv.Serve(ll.ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			s.log.Error("listener stopped", "listener", ll.name, "err", err)
 		}
 	}()
@@ -208,6 +224,37 @@ func (s *Server) stopListener(ll *liveListener) {
 		delete(s.draining, ll)
 		s.mu.Unlock()
 	}()
+}
+
+// TotalConnections is the number of the listeners' open downstream connections (Envoy's
+// server.total_connections gauge; the admin's are not counted).
+func (s *Server) TotalConnections() int64 { return s.open.Load() }
+
+// Drain drains every listener as Envoy's admin POST /drain_listeners does: requests are
+// discouraged at once (--drain-strategy immediate: each HTTP/1.1 response says Connection: close
+// and the connection closes after it; idle connections close), requests in flight go on; the
+// listeners stop accepting after drainTime with graceful (Envoy's --drain-time-s: new connections
+// are accepted meanwhile), at once without.
+func (s *Server) Drain(graceful bool, drainTime time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drained = true
+	lns := make([]net.Listener, 0, len(s.listeners))
+	for _, ll := range s.listeners {
+		ll.srv.SetKeepAlivesEnabled(false)
+		lns = append(lns, ll.ln)
+	}
+	s.log.Info("draining listeners", "graceful", graceful, "drain_time", drainTime)
+	stop := func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}
+	if !graceful {
+		stop()
+		return
+	}
+	time.AfterFunc(drainTime, stop)
 }
 
 // Close stops every listener and connection.

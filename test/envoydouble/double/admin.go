@@ -51,14 +51,29 @@ func (d *Double) adminHandler() http.Handler {
 			live = 1
 		}
 		snap := d.Snapshot()
-		fmt.Fprintf(w, "server.live: %d\nlistener_manager.total_listeners_active: %d\ncluster_manager.active_clusters: %d\n",
-			live, len(d.Listening()), len(snap.Clusters))
+		fmt.Fprintf(w, "server.live: %d\nserver.total_connections: %d\nlistener_manager.total_listeners_active: %d\ncluster_manager.active_clusters: %d\n",
+			live, d.dp.TotalConnections(), len(d.Listening()), len(snap.Clusters))
 	})
 	// /stats/prometheus: the statistics the double keeps (dataplane.Stats), as Envoy writes
 	// them in the Prometheus text format 0.0.4.
 	mux.HandleFunc("/stats/prometheus", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
 		d.dp.WritePrometheus(w, adminStatPrefix)
+	})
+	// /drain_listeners (POST; ?graceful): Envoy's drain before a shutdown (dataplane.Drain), over
+	// --drain-time-s. inboundonly (listeners by traffic_direction) is not reproduced: refused.
+	mux.HandleFunc("/drain_listeners", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			http.Error(w, "method not allowed: use POST", http.StatusMethodNotAllowed)
+			return
+		}
+		q := r.URL.Query()
+		if q.Has("inboundonly") {
+			http.Error(w, "envoydouble: drain_listeners?inboundonly is not reproduced", http.StatusBadRequest)
+			return
+		}
+		d.dp.Drain(q.Has("graceful"), d.drainTime)
+		fmt.Fprintln(w, "OK")
 	})
 	mux.HandleFunc("/quitquitquit", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {

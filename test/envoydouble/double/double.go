@@ -39,7 +39,13 @@ type Options struct {
 	Log *slog.Logger
 	// AccessLog receives the stdout access logger's lines.
 	AccessLog io.Writer
+	// DrainTime is --drain-time-s: how long a graceful drain (admin /drain_listeners?graceful)
+	// accepts new connections before the listeners stop; 0 is Envoy's default, 600 s.
+	DrainTime time.Duration
 }
+
+// defaultDrainTime is Envoy's --drain-time-s default.
+const defaultDrainTime = 600 * time.Second
 
 // Double is a running envoydouble.
 type Double struct {
@@ -55,6 +61,9 @@ type Double struct {
 	quit     chan struct{}
 	quitOnce sync.Once
 	once     sync.Once
+
+	// drainTime is Options.DrainTime, its default filled in.
+	drainTime time.Duration
 
 	mu       sync.Mutex
 	applyMu  sync.Mutex
@@ -80,7 +89,10 @@ func Start(ctx context.Context, o Options) (*Double, error) {
 	boot.Node = node
 	ctx, cancel := context.WithCancel(ctx)
 	d := &Double{log: o.Log, boot: boot, cancel: cancel, done: make(chan struct{}), quit: make(chan struct{}),
-		received: map[string]bool{}, versions: map[string]int{}}
+		received: map[string]bool{}, versions: map[string]int{}, drainTime: o.DrainTime}
+	if d.drainTime <= 0 {
+		d.drainTime = defaultDrainTime
+	}
 	d.dp = dataplane.New(o.Log, o.AccessLog, xdsconf.NewSnapshot(boot), boot.MaxDownstreamConnections)
 	if err := d.dp.Update(d.dp.Snapshot(), true); err != nil {
 		d.dp.Close()
