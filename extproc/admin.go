@@ -1,15 +1,13 @@
 package extproc
 
 import (
-	"net/http"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mcpgate/mcpgate/internal/admin"
 )
 
 // AdminHandler serves /metrics (from g), /healthz (the process is up) and /readyz (a first policy
-// update was accepted), listed at /, for `mcpgate extproc --admin-addr`.
-func (s *Server) AdminHandler(g prometheus.Gatherer) http.Handler {
+// update was accepted), listed at /, for `mcpgate extproc --admin-addr`; the caller may add more.
+func (s *Server) AdminHandler(g prometheus.Gatherer) *admin.Mux {
 	return admin.New(g, admin.Awaiting(s.Ready, "no policies received from the control plane yet"))
 }

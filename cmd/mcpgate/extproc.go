@@ -99,6 +99,8 @@ type extProcFlags struct {
 	xdsTLSDir string
 	logLevel  slog.Level
 	mux       muxFlags
+	// drainEnvoyAdmin is --drain-envoy-admin.
+	drainEnvoyAdmin string
 }
 
 func parseExtProcFlags(args []string) (*extProcFlags, error) {
@@ -114,6 +116,7 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	fs.StringVar(&f.envoyStats, "envoy-stats-url", "", `Envoy's admin /stats/prometheus (e.g. http://127.0.0.1:15000/stats/prometheus, the bootstrap's --envoy-admin-addr): /metrics then serves Envoy's statistics after mcpgate's, read at each scrape, each sample labelled gateway="NS/NAME" of --gateway (none with "*"), and mcpgate_envoy_stats_up says whether they could be; "" for none`)
 	fs.StringVar(&f.mux.listen, "mux-listen", "", `where to serve the mux of multiplexed MCP backends (several targets behind one), unix:///PATH or HOST:PORT, as the bootstrap's --mux-addr names it; "" for none`)
 	fs.StringVar(&f.mux.upstream, "mux-upstream", "", "the mux upstream listener of Envoy (unix:///PATH or HOST:PORT, as the bootstrap's --mux-upstream) through which the mux reaches the targets, for every gateway (the sidecar's one Envoy); default: each gateway's mcpgate-up-HASH.sock in the temporary folder, `mcpgate bootstrap`'s default")
+	fs.StringVar(&f.drainEnvoyAdmin, "drain-envoy-admin", "", `the admin address (HOST:PORT) of the Envoy this sidecar serves: --admin-addr then serves /drain, which the data plane pod's preStop hook calls to drain Envoy before it stops (with the token of --session-key-file's key, which it needs); "" for none`)
 	f.addFlags(fs)
 	logLevelFlag(fs, &f.logLevel)
 	fs.Usage = func() {
@@ -151,6 +154,14 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 			return nil, fmt.Errorf("--envoy-stats-url: %w", err)
 		}
 	}
+	if f.drainEnvoyAdmin != "" {
+		if f.admin == "" || f.SessionKeyFile == "" {
+			return nil, errors.New(`--drain-envoy-admin: /drain is served on --admin-addr (not "") and checks the token of --session-key-file's key (not "")`)
+		}
+		if err := checkAddr(f.drainEnvoyAdmin); err != nil || strings.HasPrefix(f.drainEnvoyAdmin, "unix://") {
+			return nil, fmt.Errorf("--drain-envoy-admin %q: want HOST:PORT", f.drainEnvoyAdmin)
+		}
+	}
 	if err := f.check(); err != nil {
 		return nil, err
 	}
@@ -184,5 +195,6 @@ func (f *extProcFlags) config() extprocrun.Config {
 	return extprocrun.Config{
 		Options: f.Options, Listen: f.listen, XDSAddr: f.xdsAddr, Gateway: f.gateway, NodeID: f.nodeID, AdminAddr: f.admin,
 		EnvoyStatsURL: f.envoyStats, XDSTLSDir: f.xdsTLSDir, MuxListen: f.mux.listen, MuxUpstream: f.mux.upstream,
+		DrainEnvoyAdmin: f.drainEnvoyAdmin,
 	}
 }

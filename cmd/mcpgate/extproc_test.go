@@ -70,10 +70,16 @@ func TestExtProcFlags(t *testing.T) {
 		{"extra"},
 		{"--envoy-stats-url", "127.0.0.1:15000/stats/prometheus"},
 		{"--envoy-stats-url", "http://127.0.0.1:15000/stats/prometheus", "--admin-addr", ""},
+		{"--drain-envoy-admin", "127.0.0.1:15000"}, // no --session-key-file: no token
+		{"--drain-envoy-admin", "127.0.0.1:15000", "--session-key-file", "/k", "--admin-addr", ""},
+		{"--drain-envoy-admin", "unix:///run/envoy.sock", "--session-key-file", "/k"},
 	} {
 		if _, err := parseExtProcFlags(args); err == nil {
 			t.Errorf("%q accepted", args)
 		}
+	}
+	if f, err := parseExtProcFlags([]string{"--drain-envoy-admin", "127.0.0.1:15000", "--session-key-file", "/k"}); err != nil || f.config().DrainEnvoyAdmin != "127.0.0.1:15000" {
+		t.Errorf("--drain-envoy-admin with a session key: %v %v", f, err)
 	}
 	f, err := parseExtProcFlags([]string{"--gateway", "agentgateway-system/agentgateway"})
 	if err != nil || !slices.Equal(f.listen, []string{"127.0.0.1:18001"}) || f.xdsAddr != "127.0.0.1:18000" || f.MaxBodyBytes != 4<<20 || !slices.Equal(f.RedactKeys, extproc.DefaultRedactKeys()) {

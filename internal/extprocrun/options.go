@@ -62,12 +62,9 @@ type Options struct {
 // order. On error everything opened is closed again.
 func (o *Options) Start(ctx context.Context, base extproc.Config, stdout io.Writer) (*extproc.Server, func(), error) {
 	if o.SessionKeyFile != "" {
-		key, err := os.ReadFile(o.SessionKeyFile)
+		key, err := o.sessionKey()
 		if err != nil {
-			return nil, nil, fmt.Errorf("--session-key-file: %w", err)
-		}
-		if len(key) < bind.KeySize {
-			return nil, nil, fmt.Errorf("--session-key-file %s: %d bytes; a session key has at least %d", o.SessionKeyFile, len(key), bind.KeySize)
+			return nil, nil, err
 		}
 		base.SessionKey = key
 	}
@@ -94,6 +91,18 @@ func (o *Options) Start(ctx context.Context, base extproc.Config, stdout io.Writ
 		flush()
 		closeAudit()
 	}, nil
+}
+
+// sessionKey reads the key of SessionKeyFile.
+func (o *Options) sessionKey() ([]byte, error) {
+	key, err := os.ReadFile(o.SessionKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--session-key-file: %w", err)
+	}
+	if len(key) < bind.KeySize {
+		return nil, fmt.Errorf("--session-key-file %s: %d bytes; a session key has at least %d", o.SessionKeyFile, len(key), bind.KeySize)
+	}
+	return key, nil
 }
 
 // tracerProvider returns the OTLP tracer provider of --otlp-endpoint or the OTEL_EXPORTER_OTLP_*

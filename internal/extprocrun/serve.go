@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,6 +15,7 @@ import (
 	"github.com/mcpgate/mcpgate/extproc"
 	"github.com/mcpgate/mcpgate/extproc/mux"
 	"github.com/mcpgate/mcpgate/internal/admin"
+	"github.com/mcpgate/mcpgate/internal/drain"
 	"github.com/mcpgate/mcpgate/internal/pki"
 	"github.com/mcpgate/mcpgate/internal/tasks"
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
@@ -41,6 +43,10 @@ type Config struct {
 	// MuxUpstream is the mux upstream listener of the one Envoy the sidecar serves
 	// (--mux-upstream; "": each Gateway's default, bootstrap.MuxUpstreamAddr in os.TempDir()).
 	MuxUpstream string
+	// DrainEnvoyAdmin is the admin address of the Envoy the sidecar serves, which the admin
+	// endpoint's /drain drains (--drain-envoy-admin, drain.Handler; "": no /drain). Its token is
+	// the session key's (drain.Token): SessionKeyFile is required.
+	DrainEnvoyAdmin string
 }
 
 // Serve runs `mcpgate extproc` as cfg says until ctx ends or a part fails: ext_proc on
@@ -105,6 +111,14 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 			return fmt.Errorf("--xds-tls-dir: %w", err)
 		}
 	}
+	var drainer http.Handler
+	if cfg.DrainEnvoyAdmin != "" {
+		key, err := cfg.sessionKey()
+		if err != nil {
+			return err
+		}
+		drainer = drain.Handler(drain.Config{EnvoyAdmin: cfg.DrainEnvoyAdmin, Token: drain.Token(key), Log: log})
+	}
 	srv, stop, err := cfg.Start(ctx, epc, stdout)
 	if err != nil {
 		return err
@@ -116,7 +130,11 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	t.Go("policies", func() error { return srv.Run(t.Context()) })
 	t.OnStop(func() { log.Info("shutting down") })
 	if adminLis != nil {
-		t.Serve("admin", adminLis, srv.AdminHandler(metrics))
+		h := srv.AdminHandler(metrics)
+		if drainer != nil {
+			h.Handle(drain.Path, "drains the data plane's Envoy before the pod stops (its preStop hook; needs the drain token)", drainer)
+		}
+		t.Serve("admin", adminLis, h)
 	}
 	if muxLis != nil {
 		ServeMux(t, muxLis, muxServer)

@@ -31,6 +31,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/mcpgate/mcpgate/extproc/bind"
+	"github.com/mcpgate/mcpgate/internal/drain"
 	"github.com/mcpgate/mcpgate/internal/pki"
 	"github.com/mcpgate/mcpgate/translator"
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
@@ -97,8 +98,13 @@ const (
 	// statistics (envoyStatsURL) for its /metrics.
 	envoyAdminAddr = bootstrap.DefaultAdminAddr
 	envoyStatsURL  = "http://" + envoyAdminAddr + "/stats/prometheus"
-	// envoyStopDelaySeconds is how long a terminating data plane pod keeps serving.
-	envoyStopDelaySeconds = 5
+	// envoyDrainTimeSeconds is Envoy's --drain-time-s: once drained (drain.Handler), its
+	// listeners take new connections this long, longer than the drain waits (drain.DefaultMax),
+	// so that a client a stale endpoint list still sends there is served (and asked to close).
+	envoyDrainTimeSeconds = 60
+	// terminationGraceSeconds is the pod's terminationGracePeriodSeconds: the drain's wait
+	// (drain.DefaultMax) and Envoy's and the sidecar's exit after SIGTERM.
+	terminationGraceSeconds = 45
 )
 
 // DataPlane says how the controller deploys the data plane of each Gateway it serves: a
@@ -261,7 +267,9 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 		// The mux of multiplexed MCP backends: Envoy sends their routes to it, it sends each
 		// target's requests back through Envoy's mux upstream listener.
 		"--mux-listen=unix://" + MuxSocket,
-		"--mux-upstream=unix://" + MuxUpstreamSocket}
+		"--mux-upstream=unix://" + MuxUpstreamSocket,
+		// /drain, the Envoy container's preStop hook (drain.Handler).
+		"--drain-envoy-admin=" + envoyAdminAddr}
 	mounts := []*coreac.VolumeMountApplyConfiguration{coreac.VolumeMount().WithName("sockets").WithMountPath(socketDir)}
 	volumes := []*coreac.VolumeApplyConfiguration{
 		coreac.Volume().WithName("bootstrap").WithConfigMap(coreac.ConfigMapVolumeSource().WithName(bootstrapName(name))),
@@ -311,6 +319,10 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 			"--service-node", "$(POD_NAME)",
 			"--disable-hot-restart",
 			"--log-level", "info",
+			"--drain-time-s", strconv.Itoa(envoyDrainTimeSeconds),
+			// Every response asks its client to close the connection as soon as the drain
+			// begins (the default, gradual, would spread that over --drain-time-s).
+			"--drain-strategy", "immediate",
 			bootstrap.FileFlushFlag, bootstrap.FileFlushMillis).
 		WithEnv(coreac.EnvVar().WithName("POD_NAME").WithValueFrom(
 			// (apiVersion as the API server defaults it: the selector is atomic, so a value that
@@ -322,10 +334,15 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 		WithReadinessProbe(coreac.Probe().WithPeriodSeconds(5).
 			WithTCPSocket(coreac.TCPSocketAction().WithPort(intstr.FromInt32(ports[0])))).
 		WithResources(resources("100m", "128Mi", "1Gi")).
-		// When the pod terminates, its endpoint leaves the Service while Envoy still serves:
-		// Envoy gets SIGTERM (and stops at once) only after load balancers and kube-proxy had
-		// time to stop sending it connections. (A sleep hook: the distroless image has no shell.)
-		WithLifecycle(coreac.Lifecycle().WithPreStop(coreac.LifecycleHandler().WithSleep(coreac.SleepAction().WithSeconds(envoyStopDelaySeconds)))).
+		// When the pod terminates, its endpoint leaves the Service while Envoy still serves: the
+		// sidecar drains Envoy (drain.Handler: the listeners ask clients to close, requests in
+		// flight finish) for at least drain.DefaultMin, while load balancers and kube-proxy stop
+		// sending it connections, and until its connections are gone or drain.DefaultMax; only
+		// then Envoy gets SIGTERM, on which it stops at once. (An HTTP hook: the distroless
+		// image has no shell.)
+		WithLifecycle(coreac.Lifecycle().WithPreStop(coreac.LifecycleHandler().WithHTTPGet(coreac.HTTPGetAction().
+			WithPath(drain.Path).WithPort(intstr.FromInt32(extProcAdminPort)).
+			WithHTTPHeaders(coreac.HTTPHeader().WithName(drain.TokenHeader).WithValue(drain.Token(sessionKey)))))).
 		WithSecurityContext(restricted()).
 		WithVolumeMounts(append([]*coreac.VolumeMountApplyConfiguration{
 			coreac.VolumeMount().WithName("bootstrap").WithMountPath("/etc/envoy").WithReadOnly(true)}, mounts...)...)
@@ -333,6 +350,7 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 	pod := coreac.PodSpec().
 		// Neither container calls the Kubernetes API.
 		WithAutomountServiceAccountToken(false).
+		WithTerminationGracePeriodSeconds(terminationGraceSeconds).
 		WithSecurityContext(coreac.PodSecurityContext().
 			WithRunAsNonRoot(true).WithRunAsUser(65532).WithRunAsGroup(65532).WithFSGroup(65532).
 			WithSeccompProfile(coreac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault)).

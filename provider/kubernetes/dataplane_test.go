@@ -7,7 +7,9 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -23,6 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/mcpgate/mcpgate/extproc/bind"
+	"github.com/mcpgate/mcpgate/internal/drain"
 	"github.com/mcpgate/mcpgate/translator"
 )
 
@@ -157,10 +160,27 @@ func TestBuildDataPlane(t *testing.T) {
 	if i := slices.Index(envoy.Args, "--file-flush-interval-msec"); i < 0 || i+1 >= len(envoy.Args) || envoy.Args[i+1] != "1000" {
 		t.Errorf("Envoy's args %v: want --file-flush-interval-msec 1000", envoy.Args)
 	}
-	// A terminating pod is removed from the Service's endpoints while Envoy still serves: Envoy
-	// stops only once load balancers and kube-proxy had time to stop sending it connections.
-	if envoy.Lifecycle == nil || envoy.Lifecycle.PreStop == nil || envoy.Lifecycle.PreStop.Sleep == nil || *envoy.Lifecycle.PreStop.Sleep.Seconds < 1 {
-		t.Errorf("Envoy stops at once when its pod terminates: lifecycle %+v", envoy.Lifecycle)
+	// A terminating pod is removed from the Service's endpoints while Envoy still serves: its
+	// preStop hook has the sidecar drain Envoy (drain.Handler, with the session key's token),
+	// which Envoy's flags make immediate and longer than the drain waits, within the pod's
+	// grace period; only then Envoy gets SIGTERM.
+	var hook *coreac.HTTPGetActionApplyConfiguration
+	if envoy.Lifecycle != nil && envoy.Lifecycle.PreStop != nil {
+		hook = envoy.Lifecycle.PreStop.HTTPGet
+	}
+	if hook == nil || *hook.Path != drain.Path || hook.Port.IntValue() != extProcAdminPort || len(hook.HTTPHeaders) != 1 ||
+		*hook.HTTPHeaders[0].Name != drain.TokenHeader || *hook.HTTPHeaders[0].Value != drain.Token(testSessionKey) {
+		t.Errorf("Envoy's preStop hook %+v: want GET %s on the sidecar's admin port %d with the session key's drain token", envoy.Lifecycle, drain.Path, extProcAdminPort)
+	}
+	if !slices.Contains(sidecar.Args, "--drain-envoy-admin="+envoyAdminAddr) {
+		t.Errorf("the extproc sidecar does not drain Envoy's admin %s: args %v", envoyAdminAddr, sidecar.Args)
+	}
+	if i := slices.Index(envoy.Args, "--drain-time-s"); i < 0 || i+1 >= len(envoy.Args) || envoy.Args[i+1] != strconv.Itoa(envoyDrainTimeSeconds) ||
+		!slices.Contains(envoy.Args, "immediate") || time.Duration(envoyDrainTimeSeconds)*time.Second <= drain.DefaultMax {
+		t.Errorf("Envoy's args %v: want --drain-time-s %d (longer than the drain's %s) and --drain-strategy immediate", envoy.Args, envoyDrainTimeSeconds, drain.DefaultMax)
+	}
+	if g := objs.deployment.Spec.Template.Spec.TerminationGracePeriodSeconds; g == nil || time.Duration(*g)*time.Second <= drain.DefaultMax {
+		t.Errorf("terminationGracePeriodSeconds %v: want more than the drain's %s", g, drain.DefaultMax)
 	}
 	for name, annotations := range map[string]map[string]string{
 		"ConfigMap": objs.configMap.Annotations, "Deployment": objs.deployment.Annotations, "Service": objs.service.Annotations,

@@ -493,6 +493,8 @@ func expectAuthError(r inspectorRun, status int) error {
 type httpAnswer struct {
 	status int
 	header http.Header
+	// closes: the answer said Connection: close (which Go's client takes out of header)
+	closes bool
 	body   string // at most 4 KiB; empty for a 200 (a stream stays open)
 }
 
@@ -518,7 +520,7 @@ func (s *suite) request(method, url, token, body string) (httpAnswer, error) {
 		return httpAnswer{}, fmt.Errorf("%s %s: %w", method, url, err)
 	}
 	defer resp.Body.Close()
-	a := httpAnswer{status: resp.StatusCode, header: resp.Header}
+	a := httpAnswer{status: resp.StatusCode, header: resp.Header, closes: resp.Close}
 	if resp.StatusCode == http.StatusOK {
 		return a, nil // a stream: its body is not needed
 	}

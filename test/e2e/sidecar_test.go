@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +19,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"sigs.k8s.io/yaml"
+
+	"github.com/mcpgate/mcpgate/internal/drain"
 )
 
 // labGateway is the lab's Gateway, the xDS node group of its data plane.
@@ -90,6 +93,12 @@ func TestSidecarDeploymentOutages(t *testing.T) {
 	if err := os.WriteFile(bootPath, boot, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// As in the pod: the Gateway's session key, whose token the preStop hook's /drain carries.
+	sessionKey := bytes.Repeat([]byte("k"), 32)
+	keyFile := filepath.Join(root, "session.key")
+	if err := os.WriteFile(keyFile, sessionKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	startSidecar := func() *proc {
 		t.Helper()
 		sc, err := env.startProc(procSpec{name: "restart-extproc", splitStdout: true, args: []string{env.bin.mcpgate, "extproc",
@@ -97,6 +106,7 @@ func TestSidecarDeploymentOutages(t *testing.T) {
 			"--mux-listen", "unix://" + muxSock, "--mux-upstream", "unix://" + upstreamSock,
 			// as in the pod: /metrics adds the data plane's statistics from its admin listener
 			"--envoy-stats-url", "http://" + addr(p.envoyAdmin) + "/stats/prometheus",
+			"--session-key-file", keyFile, "--drain-envoy-admin", addr(p.envoyAdmin),
 		}})
 		if err != nil {
 			t.Fatal(err)
@@ -229,6 +239,40 @@ func TestSidecarDeploymentOutages(t *testing.T) {
 	eventually(t, "the data plane uses the restarted sidecar", func() error {
 		return initializeAnswered(env.devToken, http.StatusForbidden)
 	})
+
+	// The pod terminates: Envoy's preStop hook, GET /drain on the sidecar's admin port with the
+	// session key's token (docs/kubernetes.md), has the sidecar drain the data plane and answers
+	// once its connections are gone; requests still served meanwhile are asked to close their
+	// connection. Without the token, nothing is drained.
+	preStop := func(token string) (int, string) {
+		req, err := http.NewRequest(http.MethodGet, "http://"+sidecarAdmin+drain.Path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set(drain.TokenHeader, token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := preStop(""); code != http.StatusForbidden {
+		t.Errorf("/drain without the token: %d, want 403", code)
+	}
+	if err := initializeAnswered(env.devToken, http.StatusForbidden); err != nil {
+		t.Errorf("after a refused /drain: %v", err)
+	}
+	if code, body := preStop(drain.Token(sessionKey)); code != http.StatusOK || !strings.Contains(body, "drained: 0 downstream connections left") {
+		t.Errorf("the preStop hook's /drain: %d %q, want 200 and no connection left", code, body)
+	}
+	a, err := env.request(http.MethodPost, mcpURL, env.devToken, initializeBody)
+	if err != nil || a.status != http.StatusForbidden || !a.closes {
+		t.Errorf("a request after the drain: %+v, %v; want 403 (the CEL rule) with Connection: close", a, err)
+	}
 }
 
 // fetchWithToken calls the lab's fetch tool over Streamable HTTP with a bearer token and checks
