@@ -351,6 +351,12 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 		// Neither container calls the Kubernetes API.
 		WithAutomountServiceAccountToken(false).
 		WithTerminationGracePeriodSeconds(terminationGraceSeconds).
+		// Replicas of a data plane on different nodes where the scheduler can: a node's loss or
+		// drain then takes one of them, not the Gateway (preferred, so that a one-node cluster
+		// still runs them all).
+		WithAffinity(coreac.Affinity().WithPodAntiAffinity(coreac.PodAntiAffinity().WithPreferredDuringSchedulingIgnoredDuringExecution(
+			coreac.WeightedPodAffinityTerm().WithWeight(100).WithPodAffinityTerm(coreac.PodAffinityTerm().
+				WithTopologyKey(corev1.LabelHostname).WithLabelSelector(metaac.LabelSelector().WithMatchLabels(selector)))))).
 		WithSecurityContext(coreac.PodSecurityContext().
 			WithRunAsNonRoot(true).WithRunAsUser(65532).WithRunAsGroup(65532).WithFSGroup(65532).
 			WithSeccompProfile(coreac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault)).

@@ -179,6 +179,12 @@ func TestBuildDataPlane(t *testing.T) {
 		!slices.Contains(envoy.Args, "immediate") || time.Duration(envoyDrainTimeSeconds)*time.Second <= drain.DefaultMax {
 		t.Errorf("Envoy's args %v: want --drain-time-s %d (longer than the drain's %s) and --drain-strategy immediate", envoy.Args, envoyDrainTimeSeconds, drain.DefaultMax)
 	}
+	// Replicas spread over nodes where they can.
+	if a := objs.deployment.Spec.Template.Spec.Affinity; a == nil || a.PodAntiAffinity == nil || len(a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) != 1 ||
+		*a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm.TopologyKey != corev1.LabelHostname ||
+		!maps.Equal(a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm.LabelSelector.MatchLabels, objs.deployment.Spec.Selector.MatchLabels) {
+		t.Errorf("affinity %+v: want a preferred anti-affinity of the Deployment's pods by node", a)
+	}
 	if g := objs.deployment.Spec.Template.Spec.TerminationGracePeriodSeconds; g == nil || time.Duration(*g)*time.Second <= drain.DefaultMax {
 		t.Errorf("terminationGracePeriodSeconds %v: want more than the drain's %s", g, drain.DefaultMax)
 	}
