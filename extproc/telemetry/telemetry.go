@@ -315,7 +315,8 @@ const headerProtocolVersion = "mcp-protocol-version"
 
 // StartSpan starts the span of r's MCP request as OpenTelemetry's MCP semantic conventions
 // describe an MCP server's span: kind SERVER, named "METHOD TOOL" ("METHOD PROMPT", or "METHOD"
-// for requests that name no tool or prompt), as a child of the W3C trace context in headers (a
+// for requests that name no tool or prompt, and, once Finish knows, for a tool or prompt no
+// server has shown to exist), as a child of the W3C trace context in headers (a
 // fresh trace when there is none). client is the HTTP client's address, "IP:PORT" as Envoy's
 // source.address attribute says ("" when unknown). Finish ends it.
 func (t *Telemetry) StartSpan(headers propagation.TextMapCarrier, r *Record, client string) {
@@ -459,6 +460,12 @@ func (t *Telemetry) Finish(r *Record, now time.Time) {
 		s.duration.Observe(r.Latency.Seconds())
 	}
 	if r.span != nil {
+		// A span name has few values (OpenTelemetry): a tool or prompt no server has shown to
+		// exist (a made-up name the gateway refused) leaves it, as it leaves the metrics' tool
+		// label, and stays in its gen_ai.*.name attribute.
+		if (r.Tool != "" && !t.tools.admitted(r.Tool)) || (r.Tool == "" && r.Prompt != "" && r.Outcome != OutcomeResult) {
+			r.span.SetName(ValidUTF8(r.Method))
+		}
 		endSpan(r)
 		r.span.End(trace.WithTimestamp(now))
 		r.span = nil

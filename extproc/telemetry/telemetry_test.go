@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -263,6 +265,7 @@ func TestSpan(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	tel, _ := New(Options{TracerProvider: tp})
+	tel.AdmitTool("fetch") // a server listed it
 	r := sampleRecord()
 	headers := propagation.MapCarrier{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 		"mcp-protocol-version": "2025-06-18"}
@@ -631,5 +634,38 @@ func TestCountersStartAtZero(t *testing.T) {
 	}
 	if len(want) > 0 {
 		t.Errorf("not exported before their first event: %v", want)
+	}
+}
+
+// TestSpanNameOfUnknownItems: a span is named after its tool or prompt only when a server has
+// shown it exists (a tools/list answer, a result), as the tool label of the metrics: calls of
+// names a client makes up, which the gateway refuses, all get the method's name (span names must
+// have few values), their names kept in gen_ai.*.name.
+func TestSpanNameOfUnknownItems(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	tel, _ := New(Options{TracerProvider: tp})
+	tel.AdmitTool("listed")
+	for _, c := range []struct {
+		method, tool, prompt, outcome string
+		want                          string
+	}{
+		{"tools/call", "listed", "", OutcomeError, "tools/call listed"},
+		{"tools/call", "made-up-1", "", OutcomeRefused, "tools/call"},
+		{"tools/call", "found-by-calling", "", OutcomeResult, "tools/call found-by-calling"},
+		{"prompts/get", "", "made-up-prompt", OutcomeRefused, "prompts/get"},
+		{"prompts/get", "", "greet", OutcomeResult, "prompts/get greet"},
+	} {
+		r := &Record{Time: time.Now(), Method: c.method, Tool: c.tool, Prompt: c.prompt, Outcome: c.outcome}
+		tel.StartSpan(propagation.MapCarrier{}, r, "")
+		tel.Finish(r, r.Time.Add(time.Millisecond))
+		spans := rec.Ended()
+		s := spans[len(spans)-1]
+		if s.Name() != c.want {
+			t.Errorf("%s %s%s (%s): span %q, want %q", c.method, c.tool, c.prompt, c.outcome, s.Name(), c.want)
+		}
+		if item := c.tool + c.prompt; !slices.Contains(slices.Collect(maps.Values(spanAttrs(s))), item) {
+			t.Errorf("%s %s: the name is in no attribute: %v", c.method, item, spanAttrs(s))
+		}
 	}
 }
