@@ -280,7 +280,8 @@ func (s *Server) Register(gs *grpc.Server) {
 	extprocv3.RegisterExternalProcessorServer(gs, s)
 }
 
-// Ready reports whether a first policy update was accepted.
+// Ready reports whether a first policy update was applied (in whole or, with policies that did
+// not compile, in part: HandlePolicies).
 func (s *Server) Ready() bool { return s.policies.ready.Load() }
 
 // Run subscribes to the policies at Config.XDSAddr (when set) and expires the session table's
