@@ -529,6 +529,7 @@ func TestOTLPExport(t *testing.T) {
 	ctx := context.Background()
 	c, tp := exportTo(t)
 	tel, _ := New(Options{TracerProvider: tp})
+	tel.AdmitTool("fetch") // a server listed it
 	r := sampleRecord()
 	tel.StartSpan(propagation.MapCarrier{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, r, "[::1]:4711")
 	r.HasError, r.ErrorCode, r.Outcome = true, -32000, OutcomeError
