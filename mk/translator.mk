@@ -9,6 +9,6 @@ bench-translator: ## run the translator benchmarks as docs/benchmarks.md records
 	$(GO) test ./translator -run '^$$' -bench 'Translate' -benchmem -benchtime 5x -count 3
 
 .PHONY: fuzz-translator
-fuzz-translator: ## fuzz the file loader and the translator with the golden inputs' mutations, FUZZTIME (default 30s)
+fuzz-translator: ## fuzz the file loader and the translator with the golden inputs' mutations, and Envoy's path normalization (internal/envoypath), FUZZTIME each (default 30s)
 	$(GO) test -run '^$$' -fuzz '^FuzzTranslate$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./translator
 	$(GO) test -run '^$$' -fuzz '^FuzzNormalize$$' -fuzztime $(FUZZTIME) ./internal/envoypath
