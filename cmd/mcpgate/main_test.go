@@ -84,6 +84,10 @@ func TestUsage(t *testing.T) {
 			if strings.HasPrefix(line, "  -") && !strings.HasPrefix(line, "  --") && len(strings.Fields(line)[0]) > 2 {
 				t.Errorf("mcpgate %s --help: a long flag with one dash: %q", name, line)
 			}
+			// "--name TYPE": a backquoted word in a flag's usage would replace TYPE (flag.UnquoteUsage)
+			if strings.HasPrefix(line, "  -") && len(strings.Fields(line)) > 2 {
+				t.Errorf("mcpgate %s --help: a flag line that is more than its name and type: %q", name, line)
+			}
 		}
 	}
 }
