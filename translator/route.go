@@ -307,7 +307,8 @@ func (t *translation) compileRule(cr *compiledRoute, i int) {
 		}
 	default:
 		for _, ref := range c.refs {
-			if ref.tg.bridge != nil && ref.tg.mcp == contract.TransportSSE {
+			// (mcp first: a Streamable HTTP target's bridge is made concurrently, legacyBridge)
+			if ref.tg.mcp == contract.TransportSSE && ref.tg.bridge != nil {
 				warnings.add(KindHTTPRoute, r.Namespace, r.Name, fmt.Sprintf("%s.backendRefs[%d]", field(), ref.index),
 					fmt.Sprintf(msgNotBridged, ref.tg.backend, ref.tg.name))
 			}
