@@ -460,10 +460,14 @@ func (t *Telemetry) Finish(r *Record, now time.Time) {
 		s.duration.Observe(r.Latency.Seconds())
 	}
 	if r.span != nil {
-		// A span name has few values (OpenTelemetry): a tool or prompt no server has shown to
-		// exist (a made-up name the gateway refused) leaves it, as it leaves the metrics' tool
-		// label, and stays in its gen_ai.*.name attribute.
-		if (r.Tool != "" && !t.tools.admitted(r.Tool)) || (r.Tool == "" && r.Prompt != "" && r.Outcome != OutcomeResult) {
+		// A span name has few values (OpenTelemetry): a method no server answered is "other",
+		// as in the metrics' method label, and a tool or prompt no server has shown to exist (a
+		// made-up name the gateway refused) leaves it, as it leaves the tool label; both stay in
+		// their attributes (mcp.method.name, gen_ai.*.name).
+		switch {
+		case !t.methods.admitted(r.Method):
+			r.span.SetName(t.methods.value(r.Method))
+		case (r.Tool != "" && !t.tools.admitted(r.Tool)) || (r.Tool == "" && r.Prompt != "" && r.Outcome != OutcomeResult):
 			r.span.SetName(ValidUTF8(r.Method))
 		}
 		endSpan(r)
