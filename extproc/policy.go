@@ -69,6 +69,9 @@ type policySet struct {
 	// rejected holds the policies that the control plane sent but that did not compile and have
 	// no last good version: their routes fail closed at once instead of waiting for them.
 	rejected map[string]bool
+	// failed holds, by name, the resource bytes that did not compile and why: an update that
+	// sends them again is refused again without compiling them.
+	failed map[string]failure
 	// replaced is closed when a newer set replaces this one: it wakes the requests waiting for a
 	// policy this set lacks (see stream.awaitPolicy).
 	replaced chan struct{}
@@ -80,8 +83,14 @@ type policySet struct {
 	closeOnce sync.Once
 }
 
+// failure is a policy resource that did not compile.
+type failure struct {
+	raw []byte
+	err error
+}
+
 func newPolicySet(n int) *policySet {
-	return &policySet{byName: make(map[string]*policy, n), rejected: map[string]bool{}, replaced: make(chan struct{})}
+	return &policySet{byName: make(map[string]*policy, n), rejected: map[string]bool{}, failed: map[string]failure{}, replaced: make(chan struct{})}
 }
 
 // authenticators returns the set's authenticators.
@@ -155,7 +164,8 @@ func (st *policyStore) swap(next *policySet) {
 // providers) and installs them for new streams. Like Envoy with listeners and clusters, it
 // applies what it can: a policy that does not compile keeps its last good version (or, lacking
 // one, fails its routes closed) while the others are updated, and the error naming it NACKs the
-// update.
+// update. The update after it NACKs the same policy again while it stays (the control plane's
+// state stays true), without compiling the same bytes again.
 func (s *Server) HandlePolicies(typeURL string, resources map[string]*anypb.Any) error {
 	if typeURL != contract.PolicyTypeURL {
 		return fmt.Errorf("ext_proc subscribes to %s only, got %s", contract.PolicyTypeURL, typeURL)
@@ -184,15 +194,22 @@ func (s *Server) HandlePolicies(typeURL string, resources map[string]*anypb.Any)
 			next.byName[name] = old
 			continue
 		}
-		p, fresh, err := s.compilePolicy(name, res, reuse)
+		var p *policy
+		var fresh *jwt.Authenticator
+		f, seen := prev.failed[name]
+		if !seen || !bytes.Equal(f.raw, res.GetValue()) {
+			f.raw = res.GetValue()
+			p, fresh, f.err = s.compilePolicy(name, res, reuse)
+		}
 		if fresh != nil {
 			created = append(created, fresh)
 		}
-		if err == nil {
+		if f.err == nil {
 			next.byName[name] = p
 			continue
 		}
-		errs = append(errs, err)
+		next.failed[name] = f
+		errs = append(errs, f.err)
 		rejected = append(rejected, name)
 		if old != nil {
 			next.byName[name] = old

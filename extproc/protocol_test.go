@@ -777,6 +777,13 @@ func TestPolicyUpdateInPart(t *testing.T) {
 		!strings.Contains(last, "policy fresh: mcp_rules") || strings.Contains(last, "policy lab") {
 		t.Errorf("the last partial rejection does not name the rejected policies alone: %s", last)
 	}
+
+	// The same bad policies again, with another change: NACKed again while they stay (from
+	// what was found before), the change applied.
+	h.push(t, version("lab", "lab-v5#0", `mcp.tool.name == "echo"`), version("other", "other-v4#0", `mcp.tool.name ==`), version("fresh", "fresh-v4#0", "1 +"))
+	waitFor(t, "the third NACK", func() bool { return updates("nack") == 3 })
+	denied("lab", "lab-v5#0")
+	denied("other", "other-v3#0")
 }
 
 // TestPolicyNACKMessage: the NACK names the policy and the rule.
