@@ -15,6 +15,7 @@ import (
 	"github.com/mcpgate/mcpgate/extproc/mux"
 	"github.com/mcpgate/mcpgate/extproc/telemetry"
 	"github.com/mcpgate/mcpgate/internal/admin"
+	"github.com/mcpgate/mcpgate/internal/drain"
 	"github.com/mcpgate/mcpgate/internal/extprocrun"
 	"github.com/mcpgate/mcpgate/translator"
 	"github.com/mcpgate/mcpgate/xds/bootstrap"
@@ -99,8 +100,9 @@ type extProcFlags struct {
 	xdsTLSDir string
 	logLevel  slog.Level
 	mux       muxFlags
-	// drainEnvoyAdmin is --drain-envoy-admin.
-	drainEnvoyAdmin string
+	// drainEnvoyAdmin is --drain-envoy-admin; drainMin and drainMax --drain-min, --drain-max.
+	drainEnvoyAdmin    string
+	drainMin, drainMax time.Duration
 }
 
 func parseExtProcFlags(args []string) (*extProcFlags, error) {
@@ -117,6 +119,8 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	fs.StringVar(&f.mux.listen, "mux-listen", "", `where to serve the mux of multiplexed MCP backends (several targets behind one), unix:///PATH or HOST:PORT, as the bootstrap's --mux-addr names it; "" for none`)
 	fs.StringVar(&f.mux.upstream, "mux-upstream", "", "the mux upstream listener of Envoy (unix:///PATH or HOST:PORT, as the bootstrap's --mux-upstream) through which the mux reaches the targets, for every gateway (the sidecar's one Envoy); default: each gateway's mcpgate-up-HASH.sock in the temporary folder, as mcpgate bootstrap's default")
 	fs.StringVar(&f.drainEnvoyAdmin, "drain-envoy-admin", "", `the admin address (HOST:PORT) of the Envoy this sidecar serves: --admin-addr then serves /drain, which the data plane pod's preStop hook calls to drain Envoy before it stops (with the token of --session-key-file's key, which it needs); "" for none`)
+	fs.DurationVar(&f.drainMin, "drain-min", drain.DefaultMin, "how long /drain waits at least after Envoy starts draining (while load balancers stop sending the pod connections)")
+	fs.DurationVar(&f.drainMax, "drain-max", drain.DefaultMax, "how long /drain waits at most for Envoy's downstream connections to close; the pod's terminationGracePeriodSeconds must be longer")
 	f.addFlags(fs)
 	logLevelFlag(fs, &f.logLevel)
 	fs.Usage = func() {
@@ -162,6 +166,9 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 			return nil, fmt.Errorf("--drain-envoy-admin %q: want HOST:PORT", f.drainEnvoyAdmin)
 		}
 	}
+	if f.drainMin <= 0 || f.drainMax < f.drainMin {
+		return nil, fmt.Errorf("--drain-min %s, --drain-max %s: want 0 < min <= max", f.drainMin, f.drainMax)
+	}
 	if err := f.check(); err != nil {
 		return nil, err
 	}
@@ -195,6 +202,6 @@ func (f *extProcFlags) config() extprocrun.Config {
 	return extprocrun.Config{
 		Options: f.Options, Listen: f.listen, XDSAddr: f.xdsAddr, Gateway: f.gateway, NodeID: f.nodeID, AdminAddr: f.admin,
 		EnvoyStatsURL: f.envoyStats, XDSTLSDir: f.xdsTLSDir, MuxListen: f.mux.listen, MuxUpstream: f.mux.upstream,
-		DrainEnvoyAdmin: f.drainEnvoyAdmin,
+		DrainEnvoyAdmin: f.drainEnvoyAdmin, DrainMin: f.drainMin, DrainMax: f.drainMax,
 	}
 }

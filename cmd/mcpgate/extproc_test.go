@@ -73,6 +73,8 @@ func TestExtProcFlags(t *testing.T) {
 		{"--drain-envoy-admin", "127.0.0.1:15000"}, // no --session-key-file: no token
 		{"--drain-envoy-admin", "127.0.0.1:15000", "--session-key-file", "/k", "--admin-addr", ""},
 		{"--drain-envoy-admin", "unix:///run/envoy.sock", "--session-key-file", "/k"},
+		{"--drain-min", "0"},
+		{"--drain-min", "20s", "--drain-max", "10s"},
 	} {
 		if _, err := parseExtProcFlags(args); err == nil {
 			t.Errorf("%q accepted", args)

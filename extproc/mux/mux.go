@@ -207,6 +207,16 @@ func (c sessionsCollector) Collect(ch chan<- prometheus.Metric) {
 // and those of HTTP+SSE clients (their streams end, their mux sessions are deleted), ends the
 // merged server-to-client streams, and refuses new ones. Streamable HTTP targets' sessions are
 // the targets' own and stay.
+// CloseIdleConnections closes the mux's idle connections to the Envoy upstream listeners (a
+// draining Envoy counts them among its connections until they close).
+func (h *Server) CloseIdleConnections() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, up := range h.clients {
+		up.client.CloseIdleConnections()
+	}
+}
+
 func (h *Server) Close() {
 	h.bridge.close()
 	h.legacy.close()

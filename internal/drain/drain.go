@@ -5,7 +5,9 @@
 // client to close the connection, and new connections are still taken until --drain-time-s),
 // gives the Service's endpoints time to drop the pod, then waits until Envoy's downstream
 // connections are closed (its server.total_connections statistic) or a bound, and answers:
-// requests in flight finish, clients move to other pods. A stream that outlives the bound (an
+// requests in flight finish, clients move to other pods. Envoy closes no idle connection when it
+// drains (envoyproxy/envoy#42305): a kept-alive connection closes after its next response, which
+// asks its client to close, or at the bound. A stream that outlives the bound (an
 // MCP GET stream) is cut by the SIGTERM, and its client reconnects elsewhere.
 package drain
 
@@ -14,6 +16,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -59,13 +63,17 @@ type Config struct {
 	// Min and Max bound the drain (defaults DefaultMin, DefaultMax); Poll is how often Envoy's
 	// connections are read (default 1 s).
 	Min, Max, Poll time.Duration
+	// OnDrain, when set, runs once Envoy drains: the sidecar closes its own idle connections to
+	// Envoy (the mux's), which Envoy would count until they close.
+	OnDrain func()
 	// Log reports the drain; nil discards.
 	Log *slog.Logger
 }
 
 // Handler returns the /drain handler: a request with the token starts the drain (once: later
 // requests wait for the same one) and is answered 200 when it ends, saying how many connections
-// were left; one without is 403. The drain goes on if the request goes away.
+// were left (or that they are unknown: Envoy's admin did not answer); one without is 403. The
+// drain goes on if the request goes away.
 func Handler(cfg Config) http.Handler {
 	if cfg.Min <= 0 {
 		cfg.Min = DefaultMin
@@ -104,6 +112,10 @@ func (d *drainer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d.once.Do(func() { go d.drain() })
 	select {
 	case <-d.done:
+		if d.left < 0 {
+			fmt.Fprintln(w, "drained: Envoy's downstream connections unknown")
+			return
+		}
 		fmt.Fprintf(w, "drained: %d downstream connections left\n", d.left)
 	case <-r.Context().Done():
 	}
@@ -114,14 +126,23 @@ func (d *drainer) drain() {
 	defer close(d.done)
 	start := time.Now()
 	log := d.cfg.Log.With("envoy_admin", d.cfg.EnvoyAdmin)
+	d.left = -1
 	if err := d.drainListeners(); err != nil {
-		// Envoy may be gone already: the wait below still lets the endpoints drop the pod.
+		// Envoy may be gone already: the minimum still lets the endpoints drop the pod, and an
+		// Envoy that refuses connections has none to wait for.
 		log.Warn("drain: Envoy did not start draining its listeners", "error", err)
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			time.Sleep(d.cfg.Min)
+			log.Info("drain: over (Envoy's admin refuses connections)", "took", time.Since(start).Round(time.Millisecond))
+			return
+		}
 	} else {
 		log.Info("drain: Envoy drains its listeners", "min", d.cfg.Min, "max", d.cfg.Max)
+		if d.cfg.OnDrain != nil {
+			d.cfg.OnDrain()
+		}
 	}
 	time.Sleep(d.cfg.Min)
-	d.left = -1
 	for {
 		n, err := d.connections()
 		if err == nil {

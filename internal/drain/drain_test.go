@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,17 +71,25 @@ static_resources:
 	return fmt.Sprintf("127.0.0.1:%d", port), d.AdminAddr
 }
 
-// TestDrain: /drain refuses a request without the token (403); with it, it drains Envoy once
-// and answers when Envoy's downstream connections are gone (a kept-alive connection closes once
-// Envoy discourages it) or when the bound comes (an open event stream stays), saying how many
-// are left; a second request gets the same answer.
+// TestDrain: /drain refuses a request without the token (403); with it, it drains Envoy once and
+// answers when Envoy's downstream connections are gone or when the bound comes, saying how many
+// are left; a second request gets the same answer. As Envoy, the double closes no idle
+// connection: a kept-alive connection used during the drain is asked to close and does, while an
+// open event stream stays to the bound. With Envoy's admin refusing connections, the drain ends
+// after its minimum.
 func TestDrain(t *testing.T) {
 	const token = "t0ken"
 	for _, tc := range []struct {
 		name   string
-		stream bool
+		stream bool // an event stream stays open
+		use    bool // a kept-alive connection sends requests during the drain
+		gone   bool // Envoy's admin refuses connections
 		want   string
-	}{{"idle connection", false, "drained: 0 downstream connections left"}, {"open stream", true, "drained: 1 downstream connections left"}} {
+	}{
+		{"connection used during the drain", false, true, false, "drained: 0 downstream connections left"},
+		{"open stream", true, false, false, "drained: 1 downstream connections left"},
+		{"Envoy gone", false, false, true, "drained: Envoy's downstream connections unknown"},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			release := make(chan struct{})
 			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -99,17 +108,29 @@ func TestDrain(t *testing.T) {
 			defer up.Close()
 			defer close(release)
 			listen, admin := startEnvoy(t, up.Listener.Addr().String())
+			if tc.gone {
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				admin = ln.Addr().String()
+				ln.Close()
+			}
 			client := &http.Client{Transport: &http.Transport{}}
 			defer client.CloseIdleConnections()
-			deadline := time.Now().Add(10 * time.Second)
-			for {
-				resp, err := client.Get("http://" + listen + "/x")
+			get := func(path string) (*http.Response, error) {
+				resp, err := client.Get("http://" + listen + path)
 				if err == nil {
 					io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
-					if resp.StatusCode == 200 {
-						break
-					}
+				}
+				return resp, err
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				resp, err := get("/x")
+				if err == nil && resp.StatusCode == 200 {
+					break
 				}
 				if time.Now().After(deadline) {
 					t.Fatalf("the listener does not serve: %v", err)
@@ -117,14 +138,16 @@ func TestDrain(t *testing.T) {
 				time.Sleep(20 * time.Millisecond)
 			}
 			if tc.stream {
+				client.CloseIdleConnections()
 				resp, err := http.Get("http://" + listen + "/stream")
 				if err != nil {
 					t.Fatal(err)
 				}
 				defer resp.Body.Close()
 			}
+			var onDrain atomic.Bool
 			h := httptest.NewServer(drain.Handler(drain.Config{EnvoyAdmin: admin, Token: token,
-				Min: 50 * time.Millisecond, Max: 2 * time.Second, Poll: 20 * time.Millisecond}))
+				Min: 50 * time.Millisecond, Max: 3 * time.Second, Poll: 20 * time.Millisecond, OnDrain: func() { onDrain.Store(true) }}))
 			defer h.Close()
 			call := func(tok string) (int, string) {
 				req, _ := http.NewRequest(http.MethodGet, h.URL+drain.Path, nil)
@@ -133,7 +156,8 @@ func TestDrain(t *testing.T) {
 				}
 				resp, err := http.DefaultClient.Do(req)
 				if err != nil {
-					t.Fatal(err)
+					t.Error(err)
+					return 0, ""
 				}
 				defer resp.Body.Close()
 				b, _ := io.ReadAll(resp.Body)
@@ -144,10 +168,36 @@ func TestDrain(t *testing.T) {
 					t.Errorf("token %q: %d, want 403", bad, code)
 				}
 			}
-			for range 2 {
-				if code, body := call(token); code != 200 || body != tc.want {
-					t.Errorf("drain: %d %q, want 200 %q", code, body, tc.want)
+			type answer struct {
+				code int
+				body string
+			}
+			first := make(chan answer, 1)
+			go func() {
+				code, body := call(token)
+				first <- answer{code, body}
+			}()
+			if tc.use {
+				// The kept-alive connection's next response asks it to close, once Envoy drains.
+				for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+					resp, err := get("/x")
+					if err == nil && resp.Close {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("no response asks the client to close: %v", err)
+					}
 				}
+			}
+			a := <-first
+			if a.code != 200 || a.body != tc.want {
+				t.Errorf("drain: %d %q, want 200 %q", a.code, a.body, tc.want)
+			}
+			if code, body := call(token); code != 200 || body != tc.want {
+				t.Errorf("second drain request: %d %q, want the first's answer", code, body)
+			}
+			if onDrain.Load() == tc.gone {
+				t.Errorf("OnDrain called: %v, want %v", onDrain.Load(), !tc.gone)
 			}
 		})
 	}

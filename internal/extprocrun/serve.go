@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -45,8 +46,10 @@ type Config struct {
 	MuxUpstream string
 	// DrainEnvoyAdmin is the admin address of the Envoy the sidecar serves, which the admin
 	// endpoint's /drain drains (--drain-envoy-admin, drain.Handler; "": no /drain). Its token is
-	// the session key's (drain.Token): SessionKeyFile is required.
-	DrainEnvoyAdmin string
+	// the session key's (drain.Token): SessionKeyFile is required. DrainMin and DrainMax bound
+	// the drain (--drain-min, --drain-max: drain.Config).
+	DrainEnvoyAdmin    string
+	DrainMin, DrainMax time.Duration
 }
 
 // Serve runs `mcpgate extproc` as cfg says until ctx ends or a part fails: ext_proc on
@@ -117,7 +120,11 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		if err != nil {
 			return err
 		}
-		drainer = drain.Handler(drain.Config{EnvoyAdmin: cfg.DrainEnvoyAdmin, Token: drain.Token(key), Log: log})
+		dc := drain.Config{EnvoyAdmin: cfg.DrainEnvoyAdmin, Token: drain.Token(key), Min: cfg.DrainMin, Max: cfg.DrainMax, Log: log}
+		if muxServer != nil {
+			dc.OnDrain = muxServer.CloseIdleConnections // the mux's idle connections to Envoy's upstream listener
+		}
+		drainer = drain.Handler(dc)
 	}
 	srv, stop, err := cfg.Start(ctx, epc, stdout)
 	if err != nil {

@@ -107,6 +107,16 @@ const (
 	terminationGraceSeconds = 45
 )
 
+// drainMin is how long a data plane pod's drain lasts at least: behind a cloud load balancer
+// (LoadBalancer, NodePort) until its health checks of the node fail (interval times threshold,
+// often 10 to 30 s), else until kube-proxy drops the endpoint (drain.DefaultMin).
+func drainMin(t corev1.ServiceType) time.Duration {
+	if t == corev1.ServiceTypeLoadBalancer || t == corev1.ServiceTypeNodePort {
+		return 20 * time.Second
+	}
+	return drain.DefaultMin
+}
+
 // DataPlane says how the controller deploys the data plane of each Gateway it serves: a
 // Deployment running Envoy with `mcpgate extproc` as a native sidecar (the two talk over a Unix
 // socket in a shared emptyDir), a Service exposing the Gateway's listener ports, a ConfigMap
@@ -269,7 +279,8 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 		"--mux-listen=unix://" + MuxSocket,
 		"--mux-upstream=unix://" + MuxUpstreamSocket,
 		// /drain, the Envoy container's preStop hook (drain.Handler).
-		"--drain-envoy-admin=" + envoyAdminAddr}
+		"--drain-envoy-admin=" + envoyAdminAddr,
+		"--drain-min=" + drainMin(d.ServiceType).String()}
 	mounts := []*coreac.VolumeMountApplyConfiguration{coreac.VolumeMount().WithName("sockets").WithMountPath(socketDir)}
 	volumes := []*coreac.VolumeApplyConfiguration{
 		coreac.Volume().WithName("bootstrap").WithConfigMap(coreac.ConfigMapVolumeSource().WithName(bootstrapName(name))),
@@ -332,6 +343,13 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 		// Envoy binds a listener port only once it has its listeners from xDS (the lowest port it
 		// serves: a refused listener's port is never bound).
 		WithReadinessProbe(coreac.Probe().WithPeriodSeconds(5).
+			WithTCPSocket(coreac.TCPSocketAction().WithPort(intstr.FromInt32(ports[0])))).
+		// An Envoy whose listeners stopped (a /drain its pod's termination did not follow: the
+		// drain token is in the pod spec, which whoever may read pods sees) is restarted, fresh;
+		// the startup probe gives a new Envoy time to get its listeners over xDS first.
+		WithStartupProbe(coreac.Probe().WithPeriodSeconds(5).WithFailureThreshold(120).
+			WithTCPSocket(coreac.TCPSocketAction().WithPort(intstr.FromInt32(ports[0])))).
+		WithLivenessProbe(coreac.Probe().WithPeriodSeconds(10).WithFailureThreshold(6).
 			WithTCPSocket(coreac.TCPSocketAction().WithPort(intstr.FromInt32(ports[0])))).
 		WithResources(resources("100m", "128Mi", "1Gi")).
 		// When the pod terminates, its endpoint leaves the Service while Envoy still serves: the

@@ -175,6 +175,16 @@ func TestBuildDataPlane(t *testing.T) {
 	if !slices.Contains(sidecar.Args, "--drain-envoy-admin="+envoyAdminAddr) {
 		t.Errorf("the extproc sidecar does not drain Envoy's admin %s: args %v", envoyAdminAddr, sidecar.Args)
 	}
+	// Behind a cloud load balancer the drain waits for its health checks (DefaultServiceType).
+	if !slices.Contains(sidecar.Args, "--drain-min=20s") || drainMin(corev1.ServiceTypeClusterIP) != drain.DefaultMin {
+		t.Errorf("the drain's minimum: args %v; want 20s behind a LoadBalancer Service, %s behind a ClusterIP one", sidecar.Args, drain.DefaultMin)
+	}
+	// An Envoy whose listeners stopped without the pod terminating is restarted (after its start).
+	for name, p := range map[string]*coreac.ProbeApplyConfiguration{"liveness": envoy.LivenessProbe, "startup": envoy.StartupProbe} {
+		if p == nil || p.TCPSocket == nil || p.TCPSocket.Port.IntValue() != int(*envoy.Ports[0].ContainerPort) {
+			t.Errorf("Envoy's %s probe %+v: want a TCP probe of its first listener port", name, p)
+		}
+	}
 	if i := slices.Index(envoy.Args, "--drain-time-s"); i < 0 || i+1 >= len(envoy.Args) || envoy.Args[i+1] != strconv.Itoa(envoyDrainTimeSeconds) ||
 		!slices.Contains(envoy.Args, "immediate") || time.Duration(envoyDrainTimeSeconds)*time.Second <= drain.DefaultMax {
 		t.Errorf("Envoy's args %v: want --drain-time-s %d (longer than the drain's %s) and --drain-strategy immediate", envoy.Args, envoyDrainTimeSeconds, drain.DefaultMax)

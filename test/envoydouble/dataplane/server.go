@@ -42,8 +42,8 @@ type Server struct {
 	// open counts the listeners' downstream connections (Envoy's server.total_connections;
 	// the admin's are not among them).
 	open atomic.Int64
-	// drained is set by Drain: listeners bound later are discouraged as well.
-	drained bool
+	// drained is set by Drain: every HTTP/1.1 response then says Connection: close.
+	drained atomic.Bool
 }
 
 // connLimit is the overload manager's global downstream connection limit: Envoy's listeners
@@ -186,9 +186,7 @@ func (s *Server) bindListener(l *xdsconf.Listener) (*liveListener, error) {
 			}
 		},
 	}
-	if s.drained {
-		ll.srv.SetKeepAlivesEnabled(false)
-	}
+
 	s.log.Info("listener bound", "listener", l.Name, "address", ln.Addr().String())
 	return ll, nil
 }
@@ -232,16 +230,16 @@ func (s *Server) TotalConnections() int64 { return s.open.Load() }
 
 // Drain drains every listener as Envoy's admin POST /drain_listeners does: requests are
 // discouraged at once (--drain-strategy immediate: each HTTP/1.1 response says Connection: close
-// and the connection closes after it; idle connections close), requests in flight go on; the
-// listeners stop accepting after drainTime with graceful (Envoy's --drain-time-s: new connections
-// are accepted meanwhile), at once without.
+// and the connection closes after it), requests in flight go on, and an idle connection stays
+// open until its next request or its client closes it (Envoy closes none: envoyproxy/envoy#42305);
+// the listeners stop accepting after drainTime with graceful (Envoy's --drain-time-s: new
+// connections are accepted meanwhile), at once without.
 func (s *Server) Drain(graceful bool, drainTime time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.drained = true
+	s.drained.Store(true)
 	lns := make([]net.Listener, 0, len(s.listeners))
 	for _, ll := range s.listeners {
-		ll.srv.SetKeepAlivesEnabled(false)
 		lns = append(lns, ll.ln)
 	}
 	s.log.Info("draining listeners", "graceful", graceful, "drain_time", drainTime)

@@ -1190,6 +1190,11 @@ func (st *stream) writeHeaders(h *headers.Map, end bool) {
 	if end && !h.Has("content-length") && code >= 200 && code != 204 && code != 304 && st.r.Method != http.MethodHead {
 		wh.Set("Content-Length", "0")
 	}
+	if st.srv.drained.Load() && st.r.ProtoMajor == 1 {
+		// a draining connection manager asks the client to close (Envoy's drainClose); the
+		// connection closes after this response
+		wh.Set("Connection", "close")
+	}
 	st.w.WriteHeader(code)
 	st.srv.stats.DownstreamResponse(st.lis.HCM.StatPrefix, code)
 	// Envoy's codec writes encoded headers to the connection at once, without waiting for body
