@@ -197,7 +197,9 @@ func (s *Server) HandlePolicies(typeURL string, resources map[string]*anypb.Any)
 		var p *policy
 		var fresh *jwt.Authenticator
 		f, seen := prev.failed[name]
-		if !seen || !bytes.Equal(f.raw, res.GetValue()) {
+		if seen && bytes.Equal(f.raw, res.GetValue()) {
+			s.log.Debug("policy unchanged since it was refused: refused again, not compiled", "policy", name)
+		} else {
 			f.raw = res.GetValue()
 			p, fresh, f.err = s.compilePolicy(name, res, reuse)
 		}

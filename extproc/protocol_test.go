@@ -704,7 +704,7 @@ func TestPolicyUpdateInPart(t *testing.T) {
 	sg := newSigner(t)
 	// A request does not wait for a rejected policy (one that did would answer "has not
 	// received" after this wait).
-	logOpt, logs := withLog(slog.LevelWarn)
+	logOpt, logs := withLog(slog.LevelDebug)
 	h := newHarness(t, nil, withPolicyWait(20*time.Second), logOpt)
 	echo := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`)
 	version := func(name, source, expr string) *policyv1.Policy {
@@ -784,6 +784,17 @@ func TestPolicyUpdateInPart(t *testing.T) {
 	waitFor(t, "the third NACK", func() bool { return updates("nack") == 3 })
 	denied("lab", "lab-v5#0")
 	denied("other", "other-v3#0")
+	for _, p := range []string{"other", "fresh"} {
+		n := 0
+		for _, l := range logs.Lines() {
+			if strings.Contains(l, "refused again, not compiled") && strings.HasSuffix(l, " policy="+p) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("policy %s, sent again unchanged: refused from what was found %d times, want 1 (not compiled again)", p, n)
+		}
+	}
 }
 
 // TestPolicyNACKMessage: the NACK names the policy and the rule.

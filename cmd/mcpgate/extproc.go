@@ -103,6 +103,8 @@ type extProcFlags struct {
 	// drainEnvoyAdmin is --drain-envoy-admin; drainMin and drainMax --drain-min, --drain-max.
 	drainEnvoyAdmin    string
 	drainMin, drainMax time.Duration
+	// drainRestartAfter is --drain-restart-after.
+	drainRestartAfter time.Duration
 }
 
 func parseExtProcFlags(args []string) (*extProcFlags, error) {
@@ -121,6 +123,7 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	fs.StringVar(&f.drainEnvoyAdmin, "drain-envoy-admin", "", `the admin address (HOST:PORT) of the Envoy this sidecar serves: --admin-addr then serves /drain, which the data plane pod's preStop hook calls to drain Envoy before it stops (with the token of --session-key-file's key, which it needs); "" for none`)
 	fs.DurationVar(&f.drainMin, "drain-min", drain.DefaultMin, "how long /drain waits at least after Envoy starts draining (while load balancers stop sending the pod connections)")
 	fs.DurationVar(&f.drainMax, "drain-max", drain.DefaultMax, "how long /drain waits at most for Envoy's downstream connections to close; the pod's terminationGracePeriodSeconds must be longer")
+	fs.DurationVar(&f.drainRestartAfter, "drain-restart-after", 0, "tell Envoy to quit (to be started again) when it is still up this long after a /drain began: a drain its pod's termination did not follow; longer than the pod's grace period and Envoy's --drain-time-s; 0: never")
 	f.addFlags(fs)
 	logLevelFlag(fs, &f.logLevel)
 	fs.Usage = func() {
@@ -169,6 +172,9 @@ func parseExtProcFlags(args []string) (*extProcFlags, error) {
 	if f.drainMin <= 0 || f.drainMax < f.drainMin {
 		return nil, fmt.Errorf("--drain-min %s, --drain-max %s: want 0 < min <= max", f.drainMin, f.drainMax)
 	}
+	if f.drainRestartAfter != 0 && f.drainRestartAfter <= f.drainMax {
+		return nil, fmt.Errorf("--drain-restart-after %s: want 0 (never) or more than --drain-max %s", f.drainRestartAfter, f.drainMax)
+	}
 	if err := f.check(); err != nil {
 		return nil, err
 	}
@@ -202,6 +208,6 @@ func (f *extProcFlags) config() extprocrun.Config {
 	return extprocrun.Config{
 		Options: f.Options, Listen: f.listen, XDSAddr: f.xdsAddr, Gateway: f.gateway, NodeID: f.nodeID, AdminAddr: f.admin,
 		EnvoyStatsURL: f.envoyStats, XDSTLSDir: f.xdsTLSDir, MuxListen: f.mux.listen, MuxUpstream: f.mux.upstream,
-		DrainEnvoyAdmin: f.drainEnvoyAdmin, DrainMin: f.drainMin, DrainMax: f.drainMax,
+		DrainEnvoyAdmin: f.drainEnvoyAdmin, DrainMin: f.drainMin, DrainMax: f.drainMax, DrainRestartAfter: f.drainRestartAfter,
 	}
 }

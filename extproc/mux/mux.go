@@ -203,10 +203,6 @@ func (c sessionsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, float64(c.h.streams.len()), "stream")
 }
 
-// Close closes the sessions of SSE targets (their GET streams; their requests in flight fail)
-// and those of HTTP+SSE clients (their streams end, their mux sessions are deleted), ends the
-// merged server-to-client streams, and refuses new ones. Streamable HTTP targets' sessions are
-// the targets' own and stay.
 // CloseIdleConnections closes the mux's idle connections to the Envoy upstream listeners (a
 // draining Envoy counts them among its connections until they close).
 func (h *Server) CloseIdleConnections() {
@@ -217,6 +213,10 @@ func (h *Server) CloseIdleConnections() {
 	}
 }
 
+// Close closes the sessions of SSE targets (their GET streams; their requests in flight fail)
+// and those of HTTP+SSE clients (their streams end, their mux sessions are deleted), ends the
+// merged server-to-client streams, and refuses new ones. Streamable HTTP targets' sessions are
+// the targets' own and stay.
 func (h *Server) Close() {
 	h.bridge.close()
 	h.legacy.close()

@@ -22,7 +22,7 @@ import (
 
 // startEnvoy starts the Envoy test double with a listener that proxies every request to up, and
 // returns the listener's and the admin's addresses.
-func startEnvoy(t *testing.T, up string) (listen, adminAddr string) {
+func startEnvoy(t *testing.T, up string) (listen, adminAddr string, d *double.Double) {
 	t.Helper()
 	ports, err := freeport.Ports("127.0.0.1", 1)
 	if err != nil {
@@ -63,12 +63,12 @@ static_resources:
 	if err := os.WriteFile(file, []byte(boot), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d, err := double.Start(context.Background(), double.Options{Bootstrap: file, Log: slog.New(slog.DiscardHandler), AccessLog: io.Discard})
+	d, err = double.Start(context.Background(), double.Options{Bootstrap: file, Log: slog.New(slog.DiscardHandler), AccessLog: io.Discard})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(d.Close)
-	return fmt.Sprintf("127.0.0.1:%d", port), d.AdminAddr
+	return fmt.Sprintf("127.0.0.1:%d", port), d.AdminAddr, d
 }
 
 // TestDrain: /drain refuses a request without the token (403); with it, it drains Envoy once and
@@ -107,7 +107,7 @@ func TestDrain(t *testing.T) {
 			}))
 			defer up.Close()
 			defer close(release)
-			listen, admin := startEnvoy(t, up.Listener.Addr().String())
+			listen, admin, _ := startEnvoy(t, up.Listener.Addr().String())
 			if tc.gone {
 				ln, err := net.Listen("tcp", "127.0.0.1:0")
 				if err != nil {
@@ -200,6 +200,39 @@ func TestDrain(t *testing.T) {
 				t.Errorf("OnDrain called: %v, want %v", onDrain.Load(), !tc.gone)
 			}
 		})
+	}
+}
+
+// TestDrainAgainAndRestart: a drain that ended does not answer the next /drain from its result:
+// Envoy may have been restarted in the pod meanwhile (a probe, a quit), and the pod's termination
+// must drain it again (the second drain lasts its minimum too). With RestartAfter, an Envoy still
+// up that long after a drain (no termination followed) is told to quit.
+func TestDrainAgainAndRestart(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }))
+	defer up.Close()
+	_, admin, d := startEnvoy(t, up.Listener.Addr().String())
+	const token, minimum = "t0ken", 300 * time.Millisecond
+	h := httptest.NewServer(drain.Handler(drain.Config{EnvoyAdmin: admin, Token: token, Min: minimum, Max: time.Second,
+		Poll: 20 * time.Millisecond, RestartAfter: 2 * time.Second}))
+	defer h.Close()
+	for i := range 2 {
+		req, _ := http.NewRequest(http.MethodGet, h.URL+drain.Path, nil)
+		req.Header.Set(drain.TokenHeader, token)
+		began := time.Now()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		// a lower bound: the drain sleeps its minimum before it reads Envoy's connections
+		if took := time.Since(began); resp.StatusCode != 200 || took < minimum {
+			t.Errorf("drain %d: %d after %s, want 200 after its minimum %s (a drain of its own)", i+1, resp.StatusCode, took, minimum)
+		}
+	}
+	select {
+	case <-d.Quit():
+	case <-time.After(30 * time.Second):
+		t.Fatal("Envoy, still up after the drain, was not told to quit")
 	}
 }
 

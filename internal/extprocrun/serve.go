@@ -50,6 +50,8 @@ type Config struct {
 	// the drain (--drain-min, --drain-max: drain.Config).
 	DrainEnvoyAdmin    string
 	DrainMin, DrainMax time.Duration
+	// DrainRestartAfter is drain.Config.RestartAfter (--drain-restart-after; 0: never).
+	DrainRestartAfter time.Duration
 }
 
 // Serve runs `mcpgate extproc` as cfg says until ctx ends or a part fails: ext_proc on
@@ -120,7 +122,8 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		if err != nil {
 			return err
 		}
-		dc := drain.Config{EnvoyAdmin: cfg.DrainEnvoyAdmin, Token: drain.Token(key), Min: cfg.DrainMin, Max: cfg.DrainMax, Log: log}
+		dc := drain.Config{EnvoyAdmin: cfg.DrainEnvoyAdmin, Token: drain.Token(key), Min: cfg.DrainMin, Max: cfg.DrainMax,
+			RestartAfter: cfg.DrainRestartAfter, Log: log}
 		if muxServer != nil {
 			dc.OnDrain = muxServer.CloseIdleConnections // the mux's idle connections to Envoy's upstream listener
 		}

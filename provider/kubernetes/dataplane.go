@@ -107,6 +107,10 @@ const (
 	terminationGraceSeconds = 45
 )
 
+// drainRestartAfter is when the sidecar tells an Envoy still up after a drain to quit: after
+// the pod's grace period and Envoy's --drain-time-s.
+const drainRestartAfter = time.Duration(max(terminationGraceSeconds, envoyDrainTimeSeconds)+30) * time.Second
+
 // drainMin is how long a data plane pod's drain lasts at least: behind a cloud load balancer
 // (LoadBalancer, NodePort) until its health checks of the node fail (interval times threshold,
 // often 10 to 30 s), else until kube-proxy drops the endpoint (drain.DefaultMin).
@@ -280,7 +284,11 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 		"--mux-upstream=unix://" + MuxUpstreamSocket,
 		// /drain, the Envoy container's preStop hook (drain.Handler).
 		"--drain-envoy-admin=" + envoyAdminAddr,
-		"--drain-min=" + drainMin(d.ServiceType).String()}
+		"--drain-min=" + drainMin(d.ServiceType).String(),
+		// A drain its pod's termination did not follow (the drain token is in the pod spec,
+		// which whoever may read pods sees) would leave Envoy's listeners stopped: the sidecar
+		// then tells Envoy to quit, and the kubelet starts it again.
+		"--drain-restart-after=" + drainRestartAfter.String()}
 	mounts := []*coreac.VolumeMountApplyConfiguration{coreac.VolumeMount().WithName("sockets").WithMountPath(socketDir)}
 	volumes := []*coreac.VolumeApplyConfiguration{
 		coreac.Volume().WithName("bootstrap").WithConfigMap(coreac.ConfigMapVolumeSource().WithName(bootstrapName(name))),
@@ -343,13 +351,6 @@ func (d DataPlane) buildDataPlane(gw *gwv1.Gateway, ports []int32, controllerNam
 		// Envoy binds a listener port only once it has its listeners from xDS (the lowest port it
 		// serves: a refused listener's port is never bound).
 		WithReadinessProbe(coreac.Probe().WithPeriodSeconds(5).
-			WithTCPSocket(coreac.TCPSocketAction().WithPort(intstr.FromInt32(ports[0])))).
-		// An Envoy whose listeners stopped (a /drain its pod's termination did not follow: the
-		// drain token is in the pod spec, which whoever may read pods sees) is restarted, fresh;
-		// the startup probe gives a new Envoy time to get its listeners over xDS first.
-		WithStartupProbe(coreac.Probe().WithPeriodSeconds(5).WithFailureThreshold(120).
-			WithTCPSocket(coreac.TCPSocketAction().WithPort(intstr.FromInt32(ports[0])))).
-		WithLivenessProbe(coreac.Probe().WithPeriodSeconds(10).WithFailureThreshold(6).
 			WithTCPSocket(coreac.TCPSocketAction().WithPort(intstr.FromInt32(ports[0])))).
 		WithResources(resources("100m", "128Mi", "1Gi")).
 		// When the pod terminates, its endpoint leaves the Service while Envoy still serves: the

@@ -179,11 +179,11 @@ func TestBuildDataPlane(t *testing.T) {
 	if !slices.Contains(sidecar.Args, "--drain-min=20s") || drainMin(corev1.ServiceTypeClusterIP) != drain.DefaultMin {
 		t.Errorf("the drain's minimum: args %v; want 20s behind a LoadBalancer Service, %s behind a ClusterIP one", sidecar.Args, drain.DefaultMin)
 	}
-	// An Envoy whose listeners stopped without the pod terminating is restarted (after its start).
-	for name, p := range map[string]*coreac.ProbeApplyConfiguration{"liveness": envoy.LivenessProbe, "startup": envoy.StartupProbe} {
-		if p == nil || p.TCPSocket == nil || p.TCPSocket.Port.IntValue() != int(*envoy.Ports[0].ContainerPort) {
-			t.Errorf("Envoy's %s probe %+v: want a TCP probe of its first listener port", name, p)
-		}
+	// An Envoy still up after a drain no termination followed is told to quit, after the grace
+	// period and Envoy's --drain-time-s.
+	if !slices.Contains(sidecar.Args, "--drain-restart-after="+drainRestartAfter.String()) ||
+		drainRestartAfter <= time.Duration(max(terminationGraceSeconds, envoyDrainTimeSeconds))*time.Second {
+		t.Errorf("the sidecar's args %v: want --drain-restart-after=%s, after the grace period and --drain-time-s", sidecar.Args, drainRestartAfter)
 	}
 	if i := slices.Index(envoy.Args, "--drain-time-s"); i < 0 || i+1 >= len(envoy.Args) || envoy.Args[i+1] != strconv.Itoa(envoyDrainTimeSeconds) ||
 		!slices.Contains(envoy.Args, "immediate") || time.Duration(envoyDrainTimeSeconds)*time.Second <= drain.DefaultMax {
