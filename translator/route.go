@@ -510,14 +510,9 @@ func validHeaderName(n string) bool {
 // a rule sending to a single Streamable HTTP target alone goes to the mux, which bridges those
 // clients and passes Streamable HTTP requests through (bridgeRoutes).
 func legacyMatch(m compiledMatch) bool {
-	var p string
-	switch ps := m.m.GetPathSpecifier().(type) {
-	case *routev3.RouteMatch_Path:
-		p = ps.Path
-	case *routev3.RouteMatch_PathSeparatedPrefix:
-		p = ps.PathSeparatedPrefix
-	case *routev3.RouteMatch_Prefix:
-		p = ps.Prefix
+	p := m.prefix // a PathPrefix match's, without its trailing /
+	if !m.isPfx {
+		p = strings.TrimSuffix(m.m.GetPath(), "/") // an Exact match's ("" for the others)
 	}
-	return strings.HasSuffix(strings.TrimSuffix(p, "/"), "/sse")
+	return strings.HasSuffix(p, "/sse")
 }
