@@ -150,7 +150,7 @@ func (s *Server) Update(groups map[string]map[string][]proto.Message) error {
 	var errs []error
 	changed := map[string]*Snapshot{}
 	for name, res := range groups {
-		snap, err := NewSnapshot(next, res)
+		snap, err := NewSnapshot(next, res, s.groups[name])
 		if err != nil {
 			errs = append(errs, fmt.Errorf("node group %s: %w", name, err))
 		}
@@ -168,7 +168,7 @@ func (s *Server) Update(groups map[string]map[string][]proto.Message) error {
 		return errors.Join(errs...)
 	}
 	s.counter++
-	empty, _ := NewSnapshot(next, nil)
+	empty, _ := NewSnapshot(next, nil, nil)
 	for _, name := range removed {
 		changed[name] = empty
 	}

@@ -16,6 +16,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -503,7 +504,7 @@ func TestUpdateKeepsGoodResources(t *testing.T) {
 
 func TestInconsistencies(t *testing.T) {
 	g := xdstest.Gateway(gw, 9000, "/")
-	s, err := xds.NewSnapshot("1", g)
+	s, err := xds.NewSnapshot("1", g, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -512,13 +513,13 @@ func TestInconsistencies(t *testing.T) {
 	}
 	rc := proto.CloneOf(g[rds][0].(*routev3.RouteConfiguration))
 	rc.VirtualHosts[0].Routes = append(rc.VirtualHosts[0].Routes,
-		&routev3.Route{Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{
+		&routev3.Route{Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}, Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{
 			WeightedClusters: &routev3.WeightedCluster{Clusters: []*routev3.WeightedCluster_ClusterWeight{{Name: "missing"}, {Name: "mcpgate_extproc"}}},
 		}}}})
 	g[rds] = []proto.Message{rc}
 	g[eds] = append(g[eds], &endpointv3.ClusterLoadAssignment{ClusterName: "orphan"})
 	g[lds] = nil
-	s, _ = xds.NewSnapshot("2", g)
+	s, _ = xds.NewSnapshot("2", g, nil)
 	want := []string{
 		`Cluster "mcpgate_extproc" is referenced but missing`,
 		`Cluster "missing" is referenced but missing`,
@@ -693,5 +694,64 @@ func TestTooManyTypesOnOneStream(t *testing.T) {
 		case <-time.After(waitFor):
 			t.Fatal("Update is blocked")
 		}
+	}
+}
+
+// A resource that breaks its proto's rules, which would make Envoy reject the whole response
+// (every resource of its type), is not served: its last valid version is, or nothing when it
+// never had one, and Update's error names it. The other resources' changes are served.
+func TestInvalidResourceNotServed(t *testing.T) {
+	srv := xds.New(nil)
+	good := xdstest.Gateway(gw, 9000, "/")
+	update(t, srv, gateways(good))
+	served := func(typeURL, name string) proto.Message {
+		t.Helper()
+		s, ok := srv.Snapshot(gw)
+		if !ok {
+			t.Fatal("gateway not served")
+		}
+		return s.GetResources(typeURL)[name]
+	}
+
+	// The route configuration loses its route's match (required); the cluster's timeout changes.
+	next := xdstest.Gateway(gw, 9000, "/")
+	next[rds][0].(*routev3.RouteConfiguration).VirtualHosts[0].Routes[0].Match = nil
+	next[cds][0].(*clusterv3.Cluster).ConnectTimeout = durationpb.New(3 * time.Second)
+	// A new cluster whose typed config (an Any) is invalid inside: upstream HTTP protocol options
+	// without the protocol (required).
+	bad := proto.CloneOf(next[cds][0].(*clusterv3.Cluster))
+	bad.Name = "bad"
+	opts, err := anypb.New(&upstreamhttpv3.HttpProtocolOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts}
+	next[cds] = append(next[cds], bad)
+	err = srv.Update(gateways(next))
+	for _, want := range []string{
+		`RouteConfiguration "ns/gw/8080" is invalid, its last valid version is served: `,
+		"Route.Match: value is required",
+		`Cluster "bad" is invalid, left out: typed_extension_protocol_options[envoy.extensions.upstreams.http.v3.HttpProtocolOptions]: type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions: `,
+		"UpstreamProtocolOptions: value is required",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Update error %v, want it to contain %q", err, want)
+		}
+	}
+	if got := served(rds, xdstest.ListenerName(gw)); !proto.Equal(got, good[rds][0]) {
+		t.Errorf("route configuration served %v, want the last valid one", got)
+	}
+	if got := served(cds, "bad"); got != nil {
+		t.Errorf("invalid new cluster served: %v", got)
+	}
+	if got := served(cds, xdstest.ClusterName(gw)).(*clusterv3.Cluster).GetConnectTimeout().AsDuration(); got != 3*time.Second {
+		t.Errorf("valid cluster change not served: timeout %v", got)
+	}
+
+	// The route configuration is mended: served, and no error.
+	next = xdstest.Gateway(gw, 9000, "/", "/b")
+	update(t, srv, gateways(next))
+	if got := served(rds, xdstest.ListenerName(gw)); !proto.Equal(got, next[rds][0]) {
+		t.Errorf("mended route configuration not served: %v", got)
 	}
 }

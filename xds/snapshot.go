@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -33,7 +34,12 @@ var _ cachev3.ResourceSnapshot = (*Snapshot)(nil)
 // NewSnapshot builds the snapshot of one node group: resources is type URL -> resources. A
 // resource that is nil, has no name, is of another type than its key, repeats a name, or does not
 // encode is left out, and the returned error names each one; the rest is in the snapshot.
-func NewSnapshot(version string, resources map[string][]proto.Message) (*Snapshot, error) {
+//
+// A resource that breaks the rules of its proto (checker.validate) would make Envoy reject the whole
+// response, and so the other resources of its type with it: instead, the snapshot keeps prev's
+// resource of that name (the last valid one served), or leaves it out when prev has none, and the
+// error names it. Only resources that differ from prev's (by hash) are checked; prev may be nil.
+func NewSnapshot(version string, resources map[string][]proto.Message, prev *Snapshot) (*Snapshot, error) {
 	s := &Snapshot{
 		version:   version,
 		resources: make(map[string]map[string]types.ResourceWithTTL, len(resources)),
@@ -41,11 +47,17 @@ func NewSnapshot(version string, resources map[string][]proto.Message) (*Snapsho
 		hashes:    make(map[string]map[string]string, len(resources)),
 	}
 	var errs []error
+	var c checker
 	for _, typeURL := range slices.Sorted(maps.Keys(resources)) {
 		msgs := resources[typeURL]
 		withTTL := make(map[string]types.ResourceWithTTL, len(msgs))
 		plain := make(map[string]types.Resource, len(msgs))
 		hashes := make(map[string]string, len(msgs))
+		var prevHashes map[string]string
+		var prevPlain map[string]types.Resource
+		if prev != nil {
+			prevHashes, prevPlain = prev.hashes[typeURL], prev.plain[typeURL]
+		}
 		for i, m := range msgs {
 			name, hash, err := describe(typeURL, m)
 			if err == nil {
@@ -56,6 +68,17 @@ func NewSnapshot(version string, resources map[string][]proto.Message) (*Snapsho
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s[%d]: %w", typeURL, i, err))
 				continue
+			}
+			if old, ok := prevHashes[name]; !ok || old != hash {
+				if err := c.validate(m); err != nil {
+					last := prevPlain[name]
+					if last == nil {
+						errs = append(errs, fmt.Errorf("%s %q is invalid, left out: %w", kind(typeURL), name, err))
+						continue
+					}
+					errs = append(errs, fmt.Errorf("%s %q is invalid, its last valid version is served: %w", kind(typeURL), name, err))
+					m, hash = last, old
+				}
 			}
 			withTTL[name] = types.ResourceWithTTL{Resource: m}
 			plain[name] = m
@@ -87,6 +110,9 @@ func describe(typeURL string, m proto.Message) (name, hash string, err error) {
 	}
 	return name, cachev3.HashResource(b), nil
 }
+
+// kind is the short name of a type URL's message ("RouteConfiguration"), for messages.
+func kind(typeURL string) string { return typeURL[strings.LastIndexByte(typeURL, '.')+1:] }
 
 // Version is the snapshot's version: the decimal value of the server's counter when it was built.
 func (s *Snapshot) Version() string { return s.version }
