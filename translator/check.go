@@ -2,6 +2,7 @@ package translator
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -62,13 +63,30 @@ func (c *Cache) checkCEL(expr string) error {
 			// the first line names the position and the problem; the caret lines that follow
 			// do not fit one-line status messages
 			msg, _, _ := strings.Cut(err.Error(), "\n")
-			err = fmt.Errorf("CEL does not compile: %s", strings.TrimPrefix(msg, "ERROR: "))
+			err = fmt.Errorf("CEL does not compile: %s", celProblem(expr, strings.TrimPrefix(msg, "ERROR: ")))
 		}
 	}
 	c.mu.Lock()
 	c.cel[expr] = err
 	c.mu.Unlock()
 	return err
+}
+
+// celProblem says what is wrong with expr, quoting it (its first 80 characters) so that a message
+// read far from the file shows the expression: `"jwt.org ==" at 1:12: Syntax error: ...`. msg is
+// cel-go's first line, whose "<input>:LINE:COLUMN: " becomes " at LINE:COLUMN: ".
+func celProblem(expr, msg string) string {
+	quoted := expr
+	if r := []rune(expr); len(r) > 80 {
+		quoted = string(r[:80]) + "..."
+	}
+	quoted = strconv.Quote(quoted)
+	if rest, ok := strings.CutPrefix(msg, "<input>:"); ok {
+		if pos, detail, ok := strings.Cut(rest, ": "); ok {
+			return quoted + " at " + pos + ": " + detail
+		}
+	}
+	return quoted + ": " + msg
 }
 
 // checkJWKS reports whether doc is a JSON Web Key Set with at least one usable public key.
