@@ -685,6 +685,19 @@ func TestRunKeepsServedVersionOfARefusedEdit(t *testing.T) {
 	// the log quotes its message: the warning's own quotes come escaped, so its parts between them
 	logged("the warning", append([]string{"not applied as written: ", "several.yaml: "}, strings.Split(severalTargetsWarning, `"`)...)...)
 	logged("the new object", "added: ", "several.yaml: AgentgatewayBackend tools/several")
+	// A file that does not load, then removed: its problem is gone with it, not resolved.
+	junk := filepath.Join(dir, "junk.yaml")
+	if err := os.WriteFile(junk, []byte("foo: [\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logged("the file that does not load", "refused: ", "junk.yaml")
+	if err := os.Remove(junk); err != nil {
+		t.Fatal(err)
+	}
+	logged("the removed file's problem", "no longer reported, ", "junk.yaml was removed: ")
+	if strings.Contains(s.logs.String(), standalone.ResolvedPrefix+junk) {
+		t.Errorf("a removed file's problem is logged resolved, as if served:\n%s", s.logs.String())
+	}
 	// A policy deleted is logged by name.
 	if err := os.Remove(filepath.Join(dir, "rbac.yaml")); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,8 @@ package standalone
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"os"
@@ -206,8 +208,14 @@ func (p *pipeline) report(problems, notServed, skipped, kept, warnings, notes []
 	}
 	for key, n := range p.reported {
 		if _, ok := now[key]; !ok && n.resolves {
-			if f := noteFile(n.msg); f != "" && troubled[f] {
+			f := noteFile(n.msg)
+			if f != "" && troubled[f] {
 				p.log.Info("no longer reported, " + f + " has another problem: " + n.msg)
+				continue
+			}
+			if _, err := os.Stat(f); f != "" && errors.Is(err, fs.ErrNotExist) {
+				// nothing of it is served: it went with its file
+				p.log.Info("no longer reported, " + f + " was removed: " + n.msg)
 				continue
 			}
 			p.log.Info(ResolvedPrefix + n.msg)
