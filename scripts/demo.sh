@@ -159,7 +159,7 @@ show 'mcp-inspector --cli --config examples/mcp-connectivity/mcp-inspector-confi
 step "Step 10: Compare LLM vs MCP Configuration"
 say "No LLM backend here. The MCP backend, and the Envoy cluster mcpgate makes of it:"
 show "sed -n '/^kind: AgentgatewayBackend/,/^---/p' $WATCHED/mcp.yaml"
-show "bin/mcpgate translate --bind-address 127.0.0.1 -f $WATCHED | sed -n '/^    clusters:/,/^    endpoints:/p'"
+show "bin/mcpgate translate --bind-address 127.0.0.1 -f $WATCHED | sed -n '/^    clusters:/,/^    endpoints:/{/^    endpoints:/!p}'"
 
 step "Done"
 say "Everything this demo started stops now. For a gateway that stays up: make run."

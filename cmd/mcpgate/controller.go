@@ -43,7 +43,7 @@ func parseControllerFlags(args []string) (*controllerConfig, error) {
 		controllerName      = fs.String("controller-name", translator.DefaultControllerName, "the GatewayClass controllerName served")
 		clusterDomain       = fs.String("cluster-domain", translator.DefaultClusterDomain, "the cluster's DNS domain: a static target host NAME.NS.svc.DOMAIN is the Service's endpoints (EDS)")
 		upstreamCA          = fs.String("upstream-ca-file", translator.DefaultUpstreamCAFile, "the CA bundle (PEM) that the data planes verify the certificates of TLS targets and backends with: a path inside the Envoy image (--envoy-image), not in this controller's")
-		dataPlane           = fs.Bool("deploy-data-plane", true, "create each served Gateway's Envoy Deployment, Service and bootstrap ConfigMap")
+		dataPlane           = fs.Bool("deploy-data-plane", true, "create each served Gateway's data plane: Envoy Deployment, Service, bootstrap ConfigMap, session key Secret, PodDisruptionBudget and (with --xds-tls) xDS certificate Secret")
 		envoyImage          = fs.String("envoy-image", kubernetes.DefaultEnvoyImage, "Envoy image of the data planes")
 		serviceType         = fs.String("gateway-service-type", string(kubernetes.DefaultServiceType), "type of each Gateway's Service: LoadBalancer, NodePort or ClusterIP")
 	)

@@ -82,7 +82,7 @@ func dispatch(ctx context.Context, args []string) int {
 
 // logLevelFlag adds --log-level to fs, the same in every command that logs.
 func logLevelFlag(fs *flag.FlagSet, level *slog.Level) {
-	fs.TextVar(level, "log-level", slog.LevelInfo, "debug, info, warn or error")
+	fs.TextVar(level, "log-level", slog.LevelInfo, "DEBUG, INFO, WARN or ERROR (any letter case)")
 }
 
 // printFlags prints fs's flags as flag.PrintDefaults does, with two dashes before the names
