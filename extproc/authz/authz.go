@@ -358,7 +358,8 @@ type Decision struct {
 	// Rule is the source of the rule that decided. When ALLOW rules exist and none matched (the
 	// request is denied), it names the policies of those rules and says so:
 	// "Kind/namespace/name: no ALLOW rule matched" (several policies joined by "+"; see
-	// NoAllowMatched). "" when the request is allowed because there are no ALLOW rules.
+	// NoAllowMatched), followed by " (failed at run time: RULE, ...)" naming the ALLOW rules
+	// that failed, if any. "" when the request is allowed because there are no ALLOW rules.
 	Rule string
 	// Errors are the rules that failed at run time (each a *RuleError), for the caller to log.
 	// nil when none failed.
@@ -493,9 +494,26 @@ func (rs *RuleSet) decide(ctx context.Context, in *Input, listing bool) Decision
 	}
 	d.Allowed = len(rs.allow) == 0
 	if !d.Allowed {
-		d.Rule = rs.noAllow
+		d.Rule = rs.noAllow + failedRules(d.Errors)
 	}
 	return d
+}
+
+// failedRules names the rules of errs (the ALLOW rules that failed at run time, when none held),
+// for Decision.Rule: " (failed at run time: SOURCE, ...)", or "" when none failed. The audit line
+// then says why a rule expected to hold did not; the log has the error.
+func failedRules(errs []error) string {
+	var names []string
+	for _, err := range errs {
+		var re *RuleError
+		if errors.As(err, &re) && !slices.Contains(names, re.Rule) {
+			names = append(names, re.Rule)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return " (failed at run time: " + strings.Join(names, ", ") + ")"
 }
 
 // hiddenError returns an error other than errNotApplicable that the evaluation of the rule on

@@ -128,6 +128,10 @@ func TestRunTimeErrors(t *testing.T) {
 		if d.Allowed || len(d.Errors) != 1 {
 			t.Fatalf("%+v", d)
 		}
+		// the decision names the rule that failed (the audit line has it, the log has the error)
+		if want := "p" + NoAllowMatched + " (failed at run time: p#0)"; d.Rule != want {
+			t.Errorf("rule %q, want %q", d.Rule, want)
+		}
 	})
 	t.Run("deny that errors denies (guard with has to let it pass)", func(t *testing.T) {
 		d := compile(t, e, deny("p#0", `jwt.org == "evil"`)).Evaluate(t.Context(), noToken)

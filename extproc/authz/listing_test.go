@@ -63,13 +63,13 @@ func TestEvaluateListing(t *testing.T) {
 		{"deny that fails without the claim unless the arguments decide", []*policyv1.Rule{deny("d", `jwt.org == "evil" && mcp.tool.arguments.x == 1`)}, nil, "fetch", true, "", 0,
 			[]string{`{"x":2}`}, []string{`{"x":1}`}},
 		// Errors that do not come from the unknown arguments fail closed, as in Evaluate.
-		{"allow without the arguments that fails", []*policyv1.Rule{allow("a", `jwt.team == "ops"`), allow("b", https)}, nil, "echo", false, "a+b" + NoAllowMatched, 1,
+		{"allow without the arguments that fails", []*policyv1.Rule{allow("a", `jwt.team == "ops"`), allow("b", https)}, nil, "echo", false, "a+b" + NoAllowMatched + " (failed at run time: a)", 1,
 			nil, []string{`{"url":"https://x"}`}},
-		{"allow that fails whatever the arguments", []*policyv1.Rule{allow("a", `jwt.team.startsWith(mcp.tool.arguments.prefix)`)}, nil, "fetch", false, "a" + NoAllowMatched, 1,
+		{"allow that fails whatever the arguments", []*policyv1.Rule{allow("a", `jwt.team.startsWith(mcp.tool.arguments.prefix)`)}, nil, "fetch", false, "a" + NoAllowMatched + " (failed at run time: a)", 1,
 			nil, []string{`{"prefix":"o"}`}},
 		{"deny that fails whatever the arguments", []*policyv1.Rule{deny("d", `jwt.banned ? true : mcp.tool.arguments.force == true`), allow("a", `true`)}, nil, "fetch", false, "d", 1,
 			nil, []string{`{"force":false}`}},
-		{"allow that gives a string whatever the arguments", []*policyv1.Rule{allow("a", `mcp.tool.name == "fetch" ? jwt.team : mcp.tool.arguments.ok`)}, ops, "fetch", false, "a" + NoAllowMatched, 1,
+		{"allow that gives a string whatever the arguments", []*policyv1.Rule{allow("a", `mcp.tool.name == "fetch" ? jwt.team : mcp.tool.arguments.ok`)}, ops, "fetch", false, "a" + NoAllowMatched + " (failed at run time: a)", 1,
 			nil, []string{`{"ok":true}`}},
 	}
 	for _, c := range cases {
