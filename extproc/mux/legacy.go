@@ -81,6 +81,15 @@ func (l *legacyClients) close() {
 	}
 }
 
+// session returns the session of key when it was opened with the backend description desc and
+// the upstream up, nil otherwise: a session serves only its own backend and Gateway.
+func (l *legacyClients) session(key, desc string, up *upstream) *legacySession {
+	if s := l.table.get(key); s != nil && s.desc == desc && s.up == up {
+		return s
+	}
+	return nil
+}
+
 // legacySession is the session of an HTTP+SSE client.
 type legacySession struct {
 	l   *legacyClients
@@ -233,8 +242,8 @@ func (s *legacySession) end(c *call) {
 
 // post serves a POST of a legacy session (key its query parameter).
 func (l *legacyClients) post(c *call, key string) {
-	s := l.table.get(key)
-	if s == nil || s.desc != c.r.Header.Get(contract.HeaderMux) || s.up != c.up || !s.idle.acquire() {
+	s := l.session(key, c.r.Header.Get(contract.HeaderMux), c.up)
+	if s == nil || !s.idle.acquire() {
 		http.Error(c.w, "mcpgate mux: session not found", http.StatusNotFound)
 		return
 	}

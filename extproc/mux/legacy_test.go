@@ -143,6 +143,18 @@ func (ls *legacyStream) next(t *testing.T) string {
 	return ""
 }
 
+// initialize posts initialize to the session's endpoint url (id 1) and reads its answer off the
+// stream.
+func (ls *legacyStream) initialize(t *testing.T, url string) {
+	t.Helper()
+	if resp, body := post(t, url, "", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST initialize: %d %s", resp.StatusCode, body)
+	}
+	if data := ls.next(t); !strings.Contains(data, `"id":1`) {
+		t.Fatalf("the stream's first message %q: want the initialize answer", data)
+	}
+}
+
 // origin returns the scheme and host of url.
 func origin(url string) string {
 	i := strings.Index(url[len("http://"):], "/")
@@ -198,12 +210,7 @@ func TestLegacyLastEventID(t *testing.T) {
 	ls := openLegacy(t, gw.url, map[string]string{"Last-Event-ID": "42"})
 	_, key, _ := strings.Cut(ls.endpoint, "?sessionId=")
 	url := origin(gw.url) + "/mcp?sessionId=" + key
-	if resp, body := post(t, url, "", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`); resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("POST initialize: %d %s", resp.StatusCode, body)
-	}
-	if data := ls.next(t); !strings.Contains(data, `"id":1`) {
-		t.Fatalf("the stream's first message %q: want the initialize answer", data)
-	}
+	ls.initialize(t, url)
 	if resp, body := post(t, url, "", `{"jsonrpc":"2.0","method":"notifications/initialized"}`); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("notifications/initialized: %d %s", resp.StatusCode, body)
 	}

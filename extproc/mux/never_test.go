@@ -414,3 +414,26 @@ func TestResolveIDs(t *testing.T) {
 		t.Errorf("the list requests' ids of two muxes = %q, want two of %s, different", ids, format)
 	}
 }
+
+// TestResolveLegacyClient: an HTTP+SSE client's calls of bare names resolve too: the front hop
+// passes its sessionId (the key of the mux's legacy session), whose mux session is listed.
+func TestResolveLegacyClient(t *testing.T) {
+	gw := newGatewayMode(t, contract.PrefixModeNever, contract.FailClosed, nil, targetA, targetB)
+	ls := openLegacy(t, gw.url, nil)
+	_, key, _ := strings.Cut(ls.endpoint, "?sessionId=")
+	ls.initialize(t, origin(gw.url)+"/mcp?sessionId="+key)
+	if target, err := resolve(gw.mux, gw.desc, key, mcpx.Tool, "x"); err != nil || target != "a" {
+		t.Errorf("Resolve(tool x) in an HTTP+SSE client's session = %q, %+v; want a", target, err)
+	}
+	// the route's metadata holds the rule's host rewrite (and request header changes), which the
+	// mux's header lacks: the same backend
+	rewritten := strings.TrimSuffix(gw.desc, "}") + `,"host":"tools.example"}`
+	if target, err := resolve(gw.mux, rewritten, key, mcpx.Tool, "x"); err != nil || target != "a" {
+		t.Errorf("Resolve(tool x) with the rule's host in the metadata = %q, %+v; want a", target, err)
+	}
+	// the key serves only the backend it was opened with
+	other := strings.Replace(gw.desc, `"failureMode":"FailClosed"`, `"failureMode":"FailOpen"`, 1)
+	if _, err := resolve(gw.mux, other, key, mcpx.Tool, "x"); err == nil || err.Status != http.StatusNotFound {
+		t.Errorf("Resolve with the key on another backend: %+v, want 404 Session not found", err)
+	}
+}

@@ -17,7 +17,8 @@ import (
 type Query struct {
 	// Mux is the route's contract.MetadataMux: the backend as compact JSON (contract.Mux).
 	Mux string
-	// Session is the client's session id as the mux gave it (unsealed by the front hop).
+	// Session is the client's session id as the mux gave it (unsealed by the front hop): its
+	// Mcp-Session-Id, or an HTTP+SSE client's sessionId (the key of the mux's legacy session).
 	Session string
 	// Header holds the client's request headers as ext_proc passes them on (newRequest copies
 	// them to each target's request but those it drops); Resolve applies the route's changes
@@ -129,6 +130,18 @@ func (h *Server) Resolve(ctx context.Context, q Query) (string, error) {
 	return resolveAnswer(q, target, ambiguous)
 }
 
+// headerOf returns the contract.HeaderMux value of the backend whose contract.MetadataMux is m:
+// the translator's header is the same JSON without the rule's request header changes and host
+// (the mux receives the call with them applied).
+func headerOf(m contract.Mux) string {
+	m.RequestHeaders, m.Host = nil, ""
+	b, err := json.Marshal(m)
+	if err != nil {
+		return "" // strings only: it cannot fail
+	}
+	return string(b)
+}
+
 // resolveAnswer is Resolve's answer for q: target, or the targets of an ambiguous name, or none.
 func resolveAnswer(q Query, target string, ambiguous []string) (string, error) {
 	switch {
@@ -183,7 +196,11 @@ func (h *Server) resolve(ctx context.Context, q Query) (_ *resolution, complete 
 	c := &call{h: h, m: m, up: up, r: r, ctx: ctx, log: h.log.With("backend", m.Backend), namesOnly: true}
 	var session []string
 	modern := false
-	if q.Session != "" {
+	switch s := h.legacy.session(q.Session, headerOf(*m), up); {
+	case s != nil:
+		// An HTTP+SSE client's call: its session is the mux session the legacy session holds.
+		session = []string{s.sessionID()}
+	case q.Session != "":
 		session = []string{q.Session}
 	}
 	switch err := c.openSession(session); {
