@@ -280,7 +280,7 @@ func (t *translation) buildGateway(gi *gatewayInfo) *GatewayConfig {
 				name := listenerName(gi, port)
 				rc := &routev3.RouteConfiguration{Name: name, IgnorePortInHostMatching: true, VirtualHosts: gb.virtualHosts(gi.listeners, port, refuse),
 					InternalOnlyHeaders: []string{originalPathHeader}, TypedPerFilterConfig: portLimit}
-				cfg.Listeners = append(cfg.Listeners, t.xds.listener(name, port))
+				cfg.Listeners = append(cfg.Listeners, t.portListener(gi, name, port))
 				cfg.Routes = append(cfg.Routes, rc)
 			}
 		},
@@ -289,7 +289,7 @@ func (t *translation) buildGateway(gi *gatewayInfo) *GatewayConfig {
 			muxRoutes = t.xds.muxUpstreamRoutes(gi.key, byName(gb.muxed))
 		},
 		func() { cfg.Endpoints = byName(gb.clas) },
-		func() { cfg.Policies = byName(gb.policies) })
+		func() { cfg.Policies = byName(gb.policies); cfg.Secrets = gatewaySecrets(gi) })
 	cfg.Routes = append(cfg.Routes, muxRoutes)
 	slices.SortFunc(cfg.Routes, func(a, b *routev3.RouteConfiguration) int { return strings.Compare(a.Name, b.Name) })
 	return cfg

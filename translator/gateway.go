@@ -40,6 +40,9 @@ type listenerInfo struct {
 	conflictMsg string
 	badKinds    string // allowedRoutes.kinds entries that are not supported
 	attached    int32
+	tls         *listenerTLS // an accepted HTTPS listener's certificates (listenertls.go)
+	refsReason  string       // ResolvedRefs False reason of its certificateRefs, "" = none
+	refsMsg     string
 }
 
 func (t *translation) translateClasses() {
@@ -101,14 +104,19 @@ func (t *translation) validateListeners(gi *gatewayInfo, portOwner map[int32]str
 		switch {
 		case names[l.Name]:
 			li.refuse(string(gwv1.ListenerReasonUnsupportedValue), fmt.Sprintf("listener name %q is used twice", l.Name))
-		case l.Protocol != gwv1.HTTPProtocolType:
+		case !servedProtocol(l.Protocol):
 			li.refuse(string(gwv1.ListenerReasonUnsupportedProtocol),
-				fmt.Sprintf("protocol %s is not supported: mcpgate serves HTTP listeners only (terminate TLS in front of Envoy)", l.Protocol))
+				fmt.Sprintf("protocol %s is not supported: mcpgate serves HTTP and HTTPS listeners", l.Protocol))
+		case l.Protocol == gwv1.HTTPProtocolType && l.TLS != nil:
+			// The API server refuses this too ("tls must not be specified for protocols ['HTTP', ...]").
+			li.refuse(string(gwv1.ListenerReasonUnsupportedValue), "tls must not be set on an HTTP listener (use protocol HTTPS)")
 		case l.Port < 1 || l.Port > 65535:
 			li.refuse(string(gwv1.ListenerReasonUnsupportedValue), fmt.Sprintf("port %d is out of range", l.Port))
 		case l.Hostname != nil && routeHostnameProblem(string(*l.Hostname)) != "":
 			// As a route's hostname: Envoy would take it as a virtual host's domain as written.
 			li.refuse(string(gwv1.ListenerReasonUnsupportedValue), "hostname "+routeHostnameProblem(string(*l.Hostname)))
+		case l.Protocol == gwv1.HTTPSProtocolType:
+			t.resolveListenerTLS(li)
 		}
 		names[l.Name] = true
 	}
@@ -134,34 +142,46 @@ func (t *translation) validateListeners(gi *gatewayInfo, portOwner map[int32]str
 }
 
 // markConflicts sets Conflicted on the listeners of a Gateway that are not distinct. As Gateway
-// API demands, no listener of a conflicting set wins: HTTP listeners sharing a port and a
-// hostname are all refused (HostnameConflict). A listener of another protocol on an HTTP
-// listener's port is marked ProtocolConflict; it is refused anyway (UnsupportedProtocol), so the
-// HTTP listeners on that port are served (as Gateway API says of TCP listeners on
-// implementations that do not support them).
+// API demands, no listener of a conflicting set wins: listeners of one protocol sharing a port
+// and a hostname are all refused (HostnameConflict), and so are HTTP and HTTPS listeners sharing
+// a port (ProtocolConflict: an Envoy listener is plaintext or TLS). A listener of another protocol
+// on an HTTP or HTTPS listener's port is marked ProtocolConflict; it is refused anyway
+// (UnsupportedProtocol), so the listeners served on that port stay (as Gateway API says of TCP
+// listeners on implementations that do not support them).
 func markConflicts(listeners []*listenerInfo) {
 	type portHost struct {
-		port int32
-		host string
+		port  int32
+		proto gwv1.ProtocolType
+		host  string
 	}
 	byHost := map[portHost][]*listenerInfo{}
-	httpPorts := map[int32]bool{}
+	protocols := map[int32]map[gwv1.ProtocolType]bool{} // served protocols by port
 	for _, li := range listeners {
-		if li.l.Protocol == gwv1.HTTPProtocolType {
-			httpPorts[li.l.Port] = true
-			k := portHost{li.l.Port, li.hostname}
+		if servedProtocol(li.l.Protocol) {
+			if protocols[li.l.Port] == nil {
+				protocols[li.l.Port] = map[gwv1.ProtocolType]bool{}
+			}
+			protocols[li.l.Port][li.l.Protocol] = true
+			k := portHost{li.l.Port, li.l.Protocol, li.hostname}
 			byHost[k] = append(byHost[k], li)
 		}
 	}
 	for _, li := range listeners {
-		if li.l.Protocol != gwv1.HTTPProtocolType && httpPorts[li.l.Port] {
+		onPort := protocols[li.l.Port]
+		switch {
+		case !servedProtocol(li.l.Protocol) && len(onPort) > 0:
 			li.conflict = string(gwv1.ListenerReasonProtocolConflict)
-			li.conflictMsg = fmt.Sprintf("port %d is used by HTTP listeners; protocol %s cannot share it", li.l.Port, li.l.Protocol)
+			li.conflictMsg = fmt.Sprintf("port %d is used by %s listeners; protocol %s cannot share it", li.l.Port, protocolList(onPort), li.l.Protocol)
+			li.refuse(li.conflict, li.conflictMsg)
+			continue
+		case len(onPort) > 1:
+			li.conflict = string(gwv1.ListenerReasonProtocolConflict)
+			li.conflictMsg = fmt.Sprintf("port %d has both HTTP and HTTPS listeners, which cannot share a port; none of them is served", li.l.Port)
 			li.refuse(li.conflict, li.conflictMsg)
 			continue
 		}
-		same := byHost[portHost{li.l.Port, li.hostname}]
-		if li.l.Protocol != gwv1.HTTPProtocolType || len(same) < 2 {
+		same := byHost[portHost{li.l.Port, li.l.Protocol, li.hostname}]
+		if !servedProtocol(li.l.Protocol) || len(same) < 2 {
 			continue
 		}
 		others := make([]string, 0, len(same)-1)
@@ -175,6 +195,22 @@ func markConflicts(listeners []*listenerInfo) {
 			plural(others, "listener %s has", "listeners %s have"), li.l.Port, hostnameOrAny(li.hostname))
 		li.refuse(li.conflict, li.conflictMsg)
 	}
+}
+
+// servedProtocol reports whether mcpgate serves listeners of protocol p.
+func servedProtocol(p gwv1.ProtocolType) bool {
+	return p == gwv1.HTTPProtocolType || p == gwv1.HTTPSProtocolType
+}
+
+// protocolList names the protocols of a port ("HTTP", "HTTPS" or "HTTP and HTTPS").
+func protocolList(ps map[gwv1.ProtocolType]bool) string {
+	switch {
+	case ps[gwv1.HTTPProtocolType] && ps[gwv1.HTTPSProtocolType]:
+		return "HTTP and HTTPS"
+	case ps[gwv1.HTTPSProtocolType]:
+		return "HTTPS"
+	}
+	return "HTTP"
 }
 
 // plural formats names into one (len 1) or many, which take "%s" for the joined names.
@@ -280,7 +316,7 @@ func (t *translation) gatewayStatus(gi *gatewayInfo) *gwv1.GatewayStatus {
 	valid := 0
 	for _, li := range gi.listeners {
 		ls := gwv1.ListenerStatus{Name: li.l.Name, AttachedRoutes: li.attached, SupportedKinds: []gwv1.RouteGroupKind{}}
-		if li.l.Protocol == gwv1.HTTPProtocolType && li.kindsOK {
+		if servedProtocol(li.l.Protocol) && li.kindsOK {
 			group := gwv1.Group(gatewayGroup)
 			ls.SupportedKinds = []gwv1.RouteGroupKind{{Group: &group, Kind: KindHTTPRoute}}
 		}
@@ -294,7 +330,10 @@ func (t *translation) gatewayStatus(gi *gatewayInfo) *gwv1.GatewayStatus {
 				condition(string(gwv1.ListenerConditionAccepted), false, li.reason, li.msg, gen),
 				condition(string(gwv1.ListenerConditionProgrammed), false, string(gwv1.ListenerReasonInvalid), li.msg, gen))
 		}
-		if li.badKinds != "" {
+		if li.refsReason != "" { // its certificateRefs (listenertls.go)
+			ls.Conditions = append(ls.Conditions, condition(string(gwv1.ListenerConditionResolvedRefs), false,
+				li.refsReason, li.refsMsg, gen))
+		} else if li.badKinds != "" {
 			ls.Conditions = append(ls.Conditions, condition(string(gwv1.ListenerConditionResolvedRefs), false,
 				string(gwv1.ListenerReasonInvalidRouteKinds), li.badKinds, gen))
 		} else {

@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	yamlv3 "go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -20,17 +21,21 @@ import (
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 )
 
-// RedactedValue replaces secret header values in printed configuration.
+// RedactedValue replaces secret header values and TLS private keys in printed configuration.
 const RedactedValue = "<redacted>"
 
 // Redacted returns m, or a copy of it whose secret values are replaced by RedactedValue: the
 // credential headers a route adds (contract.IsCredentialName: an LLM backend's Authorization, a
 // RequestHeaderModifier's X-Api-Key), also where a prefixMode Never route's ext_proc metadata
 // repeats it for the resolver (contract.Mux.RequestHeaders); and the query of a policy's remote
-// JWKS URL (redactedPolicy). Print configuration only through it.
+// JWKS URL (redactedPolicy); the private key of an HTTPS listener's Secret (redactedSecret).
+// Print configuration only through it.
 func Redacted(m proto.Message) proto.Message {
 	if p, ok := m.(*policyv1.Policy); ok {
 		return redactedPolicy(p)
+	}
+	if s, ok := m.(*tlsv3.Secret); ok {
+		return redactedSecret(s)
 	}
 	rc, ok := m.(*routev3.RouteConfiguration)
 	if !ok || !hasSecretHeader(rc) {
@@ -181,6 +186,8 @@ type gatewayDocument struct {
 	Endpoints []json.RawMessage `json:"endpoints"`
 	// Policies holds GatewayConfig.Policies, default values included.
 	Policies []json.RawMessage `json:"policies"`
+	// Secrets holds GatewayConfig.Secrets, private keys redacted (see Redacted).
+	Secrets []json.RawMessage `json:"secrets,omitempty"`
 }
 
 // Marshal prints the output as "yaml" or "json": per gateway its xDS resources and policies
@@ -216,7 +223,9 @@ func (o *Output) Marshal(format string, gateways ...string) ([]byte, error) {
 			if gd.Routes, err = marshalAll(g.Routes, envoyJSON); err == nil {
 				if gd.Clusters, err = marshalAll(g.Clusters, envoyJSON); err == nil {
 					if gd.Endpoints, err = marshalAll(g.Endpoints, envoyJSON); err == nil {
-						gd.Policies, err = marshalAll(g.Policies, protojson.MarshalOptions{UseProtoNames: true, EmitDefaultValues: true})
+						if gd.Policies, err = marshalAll(g.Policies, protojson.MarshalOptions{UseProtoNames: true, EmitDefaultValues: true}); err == nil {
+							gd.Secrets, err = marshalAll(g.Secrets, envoyJSON)
+						}
 					}
 				}
 			}

@@ -16,17 +16,23 @@ import (
 // backendRefOf returns the group, kind and object a backendRef of a route in namespace ns names
 // (a Service of that namespace unless it says otherwise).
 func backendRefOf(ns string, ref *gwv1.BackendObjectReference) (group, kind string, obj nsName) {
-	kind = KindService
-	if ref.Group != nil {
-		group = string(*ref.Group)
+	return objectRefOf(ns, KindService, ref.Group, ref.Kind, ref.Namespace, ref.Name)
+}
+
+// objectRefOf returns the group, kind and object a reference of an object in namespace ns names:
+// an object of the core group, of kind defaultKind and of namespace ns unless it says otherwise.
+func objectRefOf(ns, defaultKind string, g *gwv1.Group, k *gwv1.Kind, n *gwv1.Namespace, name gwv1.ObjectName) (group, kind string, obj nsName) {
+	kind = defaultKind
+	if g != nil {
+		group = string(*g)
 	}
-	if ref.Kind != nil {
-		kind = string(*ref.Kind)
+	if k != nil {
+		kind = string(*k)
 	}
-	if ref.Namespace != nil && *ref.Namespace != "" {
-		ns = string(*ref.Namespace)
+	if n != nil && *n != "" {
+		ns = string(*n)
 	}
-	return group, kind, key(ns, string(ref.Name))
+	return group, kind, key(ns, string(name))
 }
 
 // maxWeight is the largest backendRef weight Gateway API allows.

@@ -158,9 +158,16 @@ func (t *translation) index() {
 // granted reports whether a ReferenceGrant in toNS lets an HTTPRoute of fromNS refer to the
 // object group/kind/name there.
 func (t *translation) granted(fromNS, toNS, group, kind, name string) bool {
+	return t.grantedFrom(KindHTTPRoute, fromNS, toNS, group, kind, name)
+}
+
+// grantedFrom reports whether a ReferenceGrant in toNS lets an object of fromKind (of Gateway
+// API's group: an HTTPRoute's backendRefs, a Gateway's certificateRefs) in fromNS refer to the
+// object group/kind/name there.
+func (t *translation) grantedFrom(fromKind, fromNS, toNS, group, kind, name string) bool {
 	for _, g := range t.grants[toNS] {
 		from := slices.ContainsFunc(g.Spec.From, func(f gwv1.ReferenceGrantFrom) bool {
-			return string(f.Group) == gatewayGroup && f.Kind == KindHTTPRoute && string(f.Namespace) == fromNS
+			return string(f.Group) == gatewayGroup && string(f.Kind) == fromKind && string(f.Namespace) == fromNS
 		})
 		if from && slices.ContainsFunc(g.Spec.To, func(to gwv1.ReferenceGrantTo) bool {
 			return string(to.Group) == group && string(to.Kind) == kind && (to.Name == nil || *to.Name == "" || string(*to.Name) == name)

@@ -70,6 +70,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
@@ -253,6 +254,9 @@ type GatewayConfig struct {
 	// Policies holds the merged policies the routes name for ext_proc (served under
 	// contract.PolicyTypeURL).
 	Policies []*policyv1.Policy
+	// Secrets holds the certificates and keys of the HTTPS listeners (SDS, named
+	// SecretName(ns, name)). They hold private keys: print them only through Redacted.
+	Secrets []*tlsv3.Secret
 }
 
 // Resources returns the configuration as type URL -> resources, in name order.
@@ -263,6 +267,7 @@ func (g *GatewayConfig) Resources() map[string][]proto.Message {
 		resourcev3.ClusterType:  toMessages(g.Clusters),
 		resourcev3.EndpointType: toMessages(g.Endpoints),
 		contract.PolicyTypeURL:  toMessages(g.Policies),
+		resourcev3.SecretType:   toMessages(g.Secrets),
 	}
 }
 

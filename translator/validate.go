@@ -27,7 +27,8 @@ type validator interface{ ValidateAll() error }
 // body or trailer modes, not both disable_clear_route_cache and a route_cache_action; route
 // configurations: unique virtual host names and domains, known clusters, header changes as
 // Envoy's HeaderParser takes them; STATIC clusters: IP addresses; listeners: their
-// RouteConfiguration exists).
+// RouteConfiguration exists; TLS listeners: distinct filter chain matches, the SDS Secrets
+// their chains name exist).
 func (g *GatewayConfig) Validate() error {
 	var errs []error
 	check := func(what string, m proto.Message) {
@@ -50,8 +51,14 @@ func (g *GatewayConfig) Validate() error {
 			errs = append(errs, checkAny("cluster "+c.Name+" transport socket", ts.GetTypedConfig(), check)...)
 		}
 	}
+	secrets := map[string]bool{}
+	for _, sec := range g.Secrets {
+		check("secret "+sec.Name, sec)
+		secrets[sec.Name] = true
+	}
 	for _, l := range g.Listeners {
 		check("listener "+l.Name, l)
+		errs = append(errs, checkTLSListener(l, secrets, check)...)
 		for _, fc := range l.FilterChains {
 			for _, f := range fc.Filters {
 				hcm := &hcmv3.HttpConnectionManager{}
