@@ -56,7 +56,9 @@ type Server struct {
 // wait for it. A nil logger discards the logs.
 //
 // Responses on one ADS stream go out in go-control-plane's order: clusters, endpoints,
-// listeners, routes, then any other type (policies). A SotW ADS stream buffers one pending
+// listeners, routes, secrets, then any other type (policies). A listener whose SDS Secret comes
+// after it warms until the Secret arrives (Envoy's listener waits for its SDS init target), so
+// a new HTTPS listener serves once its certificate is in, and never without one. A SotW ADS stream buffers one pending
 // response per type for up to 10 types; a stream asking for more types is refused, since it
 // could hold up every push.
 func New(logger *slog.Logger) *Server {

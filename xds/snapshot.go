@@ -8,7 +8,9 @@ import (
 	"sort"
 	"strings"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -161,8 +163,8 @@ func (s *Snapshot) sameContent(o *Snapshot) bool {
 }
 
 // Inconsistencies lists the references that cannot be resolved inside the snapshot: a
-// Listener's RDS route configuration, a route's cluster or an EDS cluster's endpoints that the
-// snapshot lacks, and route configurations or endpoints that nothing references (Envoy never
+// Listener's RDS route configuration or SDS Secret, a route's cluster or an EDS cluster's
+// endpoints that the snapshot lacks, and route configurations or endpoints that nothing references (Envoy never
 // asks for them by name). What Envoy's bootstrap holds or references is passed as static: its
 // clusters, which need not be in the snapshot, and the route configuration of its static
 // listener (contract.MuxUpstreamRoutes), which the snapshot's listeners do not reference.
@@ -183,6 +185,12 @@ func (s *Snapshot) Inconsistencies(static ...string) []string {
 			routeClusters(rc, refs[resourcev3.ClusterType])
 		}
 	}
+	refs[resourcev3.SecretType] = map[string]bool{}
+	for _, r := range s.plain[resourcev3.ListenerType] {
+		if l, ok := r.(*listenerv3.Listener); ok {
+			listenerSecrets(l, refs[resourcev3.SecretType])
+		}
+	}
 	var out []string
 	missing := func(typ, what string, have map[string]types.Resource) {
 		for _, name := range slices.Sorted(maps.Keys(refs[typ])) {
@@ -194,6 +202,7 @@ func (s *Snapshot) Inconsistencies(static ...string) []string {
 	missing(resourcev3.RouteType, "RouteConfiguration", s.plain[resourcev3.RouteType])
 	missing(resourcev3.ClusterType, "Cluster", s.plain[resourcev3.ClusterType])
 	missing(resourcev3.EndpointType, "ClusterLoadAssignment", s.plain[resourcev3.EndpointType])
+	missing(resourcev3.SecretType, "Secret", s.plain[resourcev3.SecretType])
 	unreferenced := func(typ, what string) {
 		for _, name := range slices.Sorted(maps.Keys(s.plain[typ])) {
 			if !refs[typ][name] && !slices.Contains(static, name) {
@@ -220,6 +229,24 @@ func routeClusters(rc *routev3.RouteConfiguration, into map[string]bool) {
 					into[wc.GetName()] = true
 				}
 			}
+		}
+	}
+}
+
+// listenerSecrets adds the SDS Secrets that the TLS filter chains of l name (a listener waits
+// for them before it serves).
+func listenerSecrets(l *listenerv3.Listener, into map[string]bool) {
+	for _, fc := range l.GetFilterChains() {
+		ts := fc.GetTransportSocket().GetTypedConfig()
+		if ts == nil {
+			continue
+		}
+		var ctx tlsv3.DownstreamTlsContext
+		if ts.UnmarshalTo(&ctx) != nil {
+			continue
+		}
+		for _, sds := range ctx.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs() {
+			into[sds.GetName()] = true
 		}
 	}
 }

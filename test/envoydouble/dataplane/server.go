@@ -5,6 +5,7 @@ package dataplane
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -142,7 +143,7 @@ func (s *Server) Update(snap *xdsconf.Snapshot, bind bool) error {
 			}
 			s.listeners[name] = ll
 		}
-		if warm := l.HCM.RouteConfig != nil || snap.Routes[l.HCM.RDSName] != nil; warm {
+		if l.Warm(snap) {
 			ll.cfg.Store(l)
 			s.serveListener(ll)
 		}
@@ -172,8 +173,11 @@ func (s *Server) bindListener(l *xdsconf.Listener) (*liveListener, error) {
 	if err != nil {
 		return nil, err
 	}
-	ll := &liveListener{name: l.Name, addr: l.Address.Addr(), ln: limitedListener{Listener: ln, lim: s.conns}}
+	ll := &liveListener{name: l.Name, addr: l.Address.Addr()}
+	ll.ln = tlsListener{Listener: limitedListener{Listener: ln, lim: s.conns}, s: s, ll: ll}
 	ll.srv = &http.Server{
+		// HTTP/1.1 only, over TLS too (chainConfig offers no h2)
+		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){},
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(ll.cfg.Load(), w, r) }),
 		ReadHeaderTimeout: time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),

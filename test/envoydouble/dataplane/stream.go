@@ -234,7 +234,13 @@ func (st *stream) buildRequestHeaders() bool {
 	h.Add(":authority", st.r.Host)
 	h.Add(":path", st.r.RequestURI)
 	h.Add(":method", st.r.Method)
-	h.Add(":scheme", "http")
+	// Envoy's :scheme and x-forwarded-proto of an edge request are the connection's: https
+	// over TLS (ConnectionManagerUtility::mutateRequestHeaders, connection.ssl()).
+	scheme := "http"
+	if st.r.TLS != nil {
+		scheme = "https"
+	}
+	h.Add(":scheme", scheme)
 	keys := make([]string, 0, len(st.r.Header))
 	for k := range st.r.Header {
 		keys = append(keys, k)
@@ -289,13 +295,13 @@ func (st *stream) buildRequestHeaders() bool {
 			}
 		}
 		if hcm.XFFTrustedHops == 0 {
-			h.Set("x-forwarded-proto", "http")
+			h.Set("x-forwarded-proto", scheme)
 		}
 	} else if ip, ok := lastXFF(h, int(hcm.XFFTrustedHops)); ok {
 		st.remote = net.JoinHostPort(ip, "0")
 	}
 	if !h.Has("x-forwarded-proto") {
-		h.Add("x-forwarded-proto", "http")
+		h.Add("x-forwarded-proto", scheme)
 	}
 	st.edgeHeaders(h)
 	return true

@@ -124,7 +124,9 @@ func Start(ctx context.Context, o Options) (*Double, error) {
 			types = append(types, xdsconf.ClusterType, xdsconf.EndpointType)
 		}
 		if boot.LDS {
-			types = append(types, xdsconf.ListenerType, xdsconf.RouteType)
+			// Secrets: Envoy asks SDS (over ADS, sds_config ads) for the Secrets its listeners'
+			// TLS contexts name; the double takes every Secret of its group (below).
+			types = append(types, xdsconf.ListenerType, xdsconf.RouteType, xdsconf.SecretType)
 		}
 		// ADS (Delta, or SotW with api_type GRPC) with wildcard subscriptions. Unlike Envoy,
 		// which subscribes to route configurations and load assignments by the names its
@@ -202,7 +204,7 @@ func (d *Double) checkLive() {
 	}
 	snap := d.dp.Snapshot()
 	for _, l := range snap.Listeners {
-		if l.HCM.RouteConfig == nil && snap.Routes[l.HCM.RDSName] == nil {
+		if !l.Warm(snap) {
 			return
 		}
 	}

@@ -36,6 +36,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -189,6 +190,8 @@ func (e *env) push(res ...types.Resource) {
 			tu = resource.ClusterType
 		case *endpointv3.ClusterLoadAssignment:
 			tu = resource.EndpointType
+		case *tlsv3.Secret:
+			tu = resource.SecretType
 		}
 		byType[tu] = append(byType[tu], r)
 	}

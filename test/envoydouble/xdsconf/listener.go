@@ -34,8 +34,16 @@ type Listener struct {
 	// BUFFERED ext_proc body may hold; over it the request gets 413 (the response 500). A
 	// BUFFERED_PARTIAL response body is sent to ext_proc once its queue holds more.
 	BufferLimit uint32
-	// HCM is the filter chain's one HTTP connection manager.
+	// HCM is the filter chain's one HTTP connection manager (every TLS chain's).
 	HCM *HCM
+	// TLS is the listener's TLS termination (filter chains chosen by SNI), nil for plaintext.
+	TLS *ListenerTLS
+}
+
+// Warm reports whether the listener can serve with snap: its RouteConfiguration is known (RDS)
+// and so is every Secret its TLS chains name (SDS), as Envoy warms a listener on both.
+func (l *Listener) Warm(snap *Snapshot) bool {
+	return (l.HCM.RouteConfig != nil || snap.Routes[l.HCM.RDSName] != nil) && len(l.TLS.MissingSecrets(snap.Secrets)) == 0
 }
 
 // HCM is the HttpConnectionManager.
@@ -128,7 +136,7 @@ func CompileListener(l *listenerv3.Listener) (*Listener, error) {
 	}
 	// Ignored on purpose: stat_prefix; traffic_direction (tracing only); drain_type.
 	if err := checkFields(l, path, "name", "address", "filter_chains", "per_connection_buffer_limit_bytes",
-		"stat_prefix", "traffic_direction", "drain_type", "metadata"); err != nil {
+		"stat_prefix", "traffic_direction", "drain_type", "metadata", "listener_filters"); err != nil {
 		return nil, err
 	}
 	addr, err := compileAddress(l.GetAddress(), path+".address")
@@ -142,13 +150,16 @@ func CompileListener(l *listenerv3.Listener) (*Listener, error) {
 	if b := l.GetPerConnectionBufferLimitBytes(); b != nil {
 		out.BufferLimit = b.GetValue()
 	}
-	if len(l.GetFilterChains()) != 1 {
-		return nil, fmt.Errorf("%s.filter_chains: exactly one filter chain is implemented by envoydouble, got %d", path, len(l.GetFilterChains()))
+	if out.TLS, err = compileListenerTLS(l, path); err != nil {
+		return nil, err
+	}
+	if out.TLS == nil && len(l.GetFilterChains()) != 1 {
+		return nil, fmt.Errorf("%s.filter_chains: exactly one filter chain is implemented by envoydouble for a plaintext listener, got %d", path, len(l.GetFilterChains()))
 	}
 	fc := l.GetFilterChains()[0]
 	fp := path + ".filter_chains[0]"
-	if err := checkFields(fc, fp, "filters", "name", "metadata"); err != nil {
-		return nil, err
+	if err := checkFields(fc, fp, "filters", "name", "metadata", "filter_chain_match", "transport_socket"); err != nil {
+		return nil, err // the TLS ones checked by compileListenerTLS
 	}
 	if len(fc.GetFilters()) != 1 || fc.GetFilters()[0].GetName() != hcmName {
 		return nil, fmt.Errorf("%s.filters: exactly one %s is implemented by envoydouble", fp, hcmName)

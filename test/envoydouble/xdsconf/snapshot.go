@@ -10,6 +10,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -33,6 +34,8 @@ type Snapshot struct {
 	Clusters map[string]*Cluster
 	// Assignments are the EDS load assignments, by cluster_name (a cluster's EDSName).
 	Assignments map[string]*LoadAssignment
+	// Secrets are the SDS Secrets (TLS certificates), by name.
+	Secrets map[string]*Secret
 	// Static holds the names of bootstrap clusters and listeners, which xDS cannot change.
 	Static map[string]bool
 	// Raw holds the accepted resources by type URL then name, for the admin config_dump.
@@ -42,7 +45,7 @@ type Snapshot struct {
 // NewSnapshot starts from the bootstrap's static resources.
 func NewSnapshot(b *Bootstrap) *Snapshot {
 	s := &Snapshot{Listeners: maps.Clone(b.Listeners), Routes: map[string]*RouteConfig{},
-		Clusters: maps.Clone(b.Clusters), Assignments: map[string]*LoadAssignment{}, Static: map[string]bool{},
+		Clusters: maps.Clone(b.Clusters), Assignments: map[string]*LoadAssignment{}, Secrets: map[string]*Secret{}, Static: map[string]bool{},
 		Raw: map[string]map[string]proto.Message{}}
 	for n := range b.Listeners {
 		s.Static["listener/"+n] = true
@@ -86,6 +89,11 @@ func (s *Snapshot) Apply(typeURL string, resources map[string]*anypb.Any) (*Snap
 		apply(n.Assignments, s.Assignments, names, resources, raw, s.Raw[typeURL], &errs, "endpoints", nil, func(m *endpointv3.ClusterLoadAssignment) (*LoadAssignment, string, error) {
 			a, err := CompileLoadAssignment(m)
 			return a, m.GetClusterName(), err
+		})
+	case SecretType:
+		apply(n.Secrets, s.Secrets, names, resources, raw, s.Raw[typeURL], &errs, "secret", nil, func(m *tlsv3.Secret) (*Secret, string, error) {
+			c, err := CompileSecret(m)
+			return c, m.GetName(), err
 		})
 	default:
 		return s, fmt.Errorf("type %s not implemented by envoydouble", typeURL)
@@ -146,7 +154,7 @@ func apply[M any, PM interface {
 
 func (s *Snapshot) clone() *Snapshot {
 	n := &Snapshot{Listeners: maps.Clone(s.Listeners), Routes: maps.Clone(s.Routes), Clusters: maps.Clone(s.Clusters),
-		Assignments: maps.Clone(s.Assignments), Static: s.Static, Raw: map[string]map[string]proto.Message{}}
+		Assignments: maps.Clone(s.Assignments), Secrets: maps.Clone(s.Secrets), Static: s.Static, Raw: map[string]map[string]proto.Message{}}
 	for k, v := range s.Raw {
 		n.Raw[k] = v
 	}

@@ -1,0 +1,233 @@
+package xdsconf
+
+import (
+	"crypto/tls"
+	"fmt"
+	"slices"
+	"strings"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
+)
+
+// SecretType is the SDS type URL: Envoy asks for the Secrets its listeners' TLS contexts name.
+const SecretType = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+
+const tlsInspectorName = "envoy.filters.listener.tls_inspector"
+
+// Secret is an SDS Secret holding a TLS certificate and its key.
+type Secret struct {
+	Name string
+	Cert tls.Certificate
+}
+
+// CompileSecret checks and compiles a Secret: a tls_certificate with certificate_chain and
+// private_key (PEM), which must pair, as Envoy's TLS context refuses a certificate whose key
+// does not match (the Secret update is NACKed). Other Secret kinds (validation contexts,
+// session ticket keys, generic secrets) and private key providers are refused.
+func CompileSecret(s *tlsv3.Secret) (*Secret, error) {
+	path := fmt.Sprintf("secret %q", s.GetName())
+	if err := validate(s, path); err != nil {
+		return nil, err
+	}
+	if err := checkFields(s, path, "name", "tls_certificate"); err != nil {
+		return nil, err
+	}
+	if s.GetTlsCertificate() == nil {
+		return nil, fmt.Errorf("%s: only tls_certificate is implemented by envoydouble", path)
+	}
+	cert, err := compileClientCertificate([]*tlsv3.TlsCertificate{s.GetTlsCertificate()}, path)
+	if err != nil {
+		return nil, err
+	}
+	return &Secret{Name: s.GetName(), Cert: *cert}, nil
+}
+
+// ListenerTLS is a listener's TLS termination: its filter chains, each chosen by SNI.
+type ListenerTLS struct {
+	Chains []*TLSChain
+}
+
+// TLSChain is one filter chain of a TLS listener.
+type TLSChain struct {
+	// Name is the filter chain's name.
+	Name string
+	// ServerNames is filter_chain_match.server_names: exact names or "*.suffix" wildcards;
+	// none: the chain takes the names no other chain matches, and ClientHellos without SNI.
+	ServerNames []string
+	// Secrets are the names of the SDS Secrets of tls_certificate_sds_secret_configs.
+	Secrets []string
+	// ALPN is common_tls_context.alpn_protocols.
+	ALPN []string
+}
+
+// compileListenerTLS compiles a listener's listener filters and filter chains when they
+// terminate TLS: only the TLS inspector as listener filter; every chain with the TLS transport
+// socket, the same connection manager (the double serves one HCM per listener), at most a
+// filter_chain_match.server_names, no two chains with the same match (Envoy refuses "multiple
+// filter chains with the same matching rules"), and a DownstreamTlsContext whose certificates
+// come over SDS from ADS, with alpn_protocols. It returns nil for a listener with one plaintext
+// chain and no listener filters (the caller compiles it).
+func compileListenerTLS(l *listenerv3.Listener, path string) (*ListenerTLS, error) {
+	chains := l.GetFilterChains()
+	tlsChains := len(l.GetListenerFilters()) > 0 || len(chains) > 1
+	for _, fc := range chains {
+		tlsChains = tlsChains || fc.GetTransportSocket() != nil || fc.GetFilterChainMatch() != nil
+	}
+	if !tlsChains {
+		return nil, nil
+	}
+	inspector := false
+	for i, lf := range l.GetListenerFilters() {
+		p := join(path, idx("listener_filters", i))
+		if err := checkFields(lf, p, "name", "typed_config"); err != nil {
+			return nil, err
+		}
+		var ti tlsinspectorv3.TlsInspector
+		if err := unpack(lf.GetTypedConfig(), &ti, p+".typed_config"); err != nil {
+			return nil, err
+		}
+		if err := checkFields(&ti, p+".typed_config"); err != nil {
+			return nil, err
+		}
+		inspector = true
+	}
+	if len(chains) == 0 {
+		return nil, fmt.Errorf("%s.filter_chains: none", path)
+	}
+	out := &ListenerTLS{}
+	seen := map[string]string{}
+	for i, fc := range chains {
+		fp := join(path, idx("filter_chains", i))
+		if err := checkFields(fc, fp, "filters", "name", "metadata", "filter_chain_match", "transport_socket"); err != nil {
+			return nil, err
+		}
+		if i > 0 && !proto.Equal(&listenerv3.FilterChain{Filters: fc.GetFilters()}, &listenerv3.FilterChain{Filters: chains[0].GetFilters()}) {
+			return nil, fmt.Errorf("%s.filters: filter chains with different filters are not implemented by envoydouble", fp)
+		}
+		c := &TLSChain{Name: fc.GetName()}
+		if m := fc.GetFilterChainMatch(); m != nil {
+			if err := checkFields(m, fp+".filter_chain_match", "server_names"); err != nil {
+				return nil, err
+			}
+			c.ServerNames = m.GetServerNames()
+			if len(c.ServerNames) > 0 && !inspector {
+				// Envoy reads the SNI only with the TLS inspector: without it no chain with
+				// server_names ever matches, which the double does not reproduce.
+				return nil, fmt.Errorf("%s.filter_chain_match.server_names: without the %s listener filter, not implemented by envoydouble", fp, tlsInspectorName)
+			}
+		}
+		key := strings.Join(slices.Sorted(slices.Values(c.ServerNames)), ",")
+		if other, dup := seen[key]; dup {
+			return nil, fmt.Errorf("%s: multiple filter chains with the same matching rules are defined (%q and %q)", fp, other, fc.GetName())
+		}
+		seen[key] = fc.GetName()
+		ts := fc.GetTransportSocket()
+		if ts == nil {
+			return nil, fmt.Errorf("%s.transport_socket: plaintext chains beside TLS ones are not implemented by envoydouble", fp)
+		}
+		tp := fp + ".transport_socket"
+		if err := checkFields(ts, tp, "name", "typed_config"); err != nil {
+			return nil, err
+		}
+		if ts.GetName() != tlsTransportSocket {
+			return nil, fmt.Errorf("%s.name: %q not implemented by envoydouble (%s)", tp, ts.GetName(), tlsTransportSocket)
+		}
+		var ctx tlsv3.DownstreamTlsContext
+		if err := unpack(ts.GetTypedConfig(), &ctx, tp+".typed_config"); err != nil {
+			return nil, err
+		}
+		cp := tp + ".typed_config"
+		if err := validate(&ctx, cp); err != nil {
+			return nil, err
+		}
+		if err := checkFields(&ctx, cp, "common_tls_context"); err != nil {
+			return nil, err
+		}
+		common := ctx.GetCommonTlsContext()
+		if err := checkFields(common, cp+".common_tls_context", "tls_certificate_sds_secret_configs", "alpn_protocols"); err != nil {
+			return nil, err
+		}
+		for j, sds := range common.GetTlsCertificateSdsSecretConfigs() {
+			sp := join(cp+".common_tls_context", idx("tls_certificate_sds_secret_configs", j))
+			if err := checkFields(sds, sp, "name", "sds_config"); err != nil {
+				return nil, err
+			}
+			if err := checkFields(sds.GetSdsConfig(), sp+".sds_config", "ads", "resource_api_version"); err != nil {
+				return nil, err
+			}
+			if sds.GetSdsConfig().GetAds() == nil {
+				return nil, fmt.Errorf("%s.sds_config: only ads is implemented by envoydouble", sp)
+			}
+			c.Secrets = append(c.Secrets, sds.GetName())
+		}
+		if len(c.Secrets) == 0 {
+			return nil, fmt.Errorf("%s.common_tls_context: a server context needs a certificate (tls_certificate_sds_secret_configs; inline tls_certificates are not implemented by envoydouble)", cp)
+		}
+		for _, p := range common.GetAlpnProtocols() {
+			if p != "h2" && p != "http/1.1" {
+				return nil, fmt.Errorf("%s.common_tls_context.alpn_protocols: %q not implemented by envoydouble (h2, http/1.1)", cp, p)
+			}
+		}
+		c.ALPN = common.GetAlpnProtocols()
+		out.Chains = append(out.Chains, c)
+	}
+	return out, nil
+}
+
+// Select picks the filter chain of a ClientHello's SNI as Envoy's filter chain matching does
+// (FilterChainManagerImpl: server names before the chains without): the chain naming sni
+// exactly, else the one with the longest wildcard suffix ("*.b.example.com", then
+// "*.example.com", then "*.com" for "a.b.example.com"), else the chain without server_names;
+// nil when none (Envoy closes the connection).
+func (t *ListenerTLS) Select(sni string) *TLSChain {
+	sni = strings.ToLower(strings.TrimSuffix(sni, "."))
+	has := func(name string) *TLSChain {
+		for _, c := range t.Chains {
+			if slices.Contains(c.ServerNames, name) {
+				return c
+			}
+		}
+		return nil
+	}
+	if sni != "" {
+		if c := has(sni); c != nil {
+			return c
+		}
+		for rest := sni; ; {
+			i := strings.IndexByte(rest, '.')
+			if i < 0 {
+				break
+			}
+			rest = rest[i+1:]
+			if c := has("*." + rest); c != nil {
+				return c
+			}
+		}
+	}
+	for _, c := range t.Chains {
+		if len(c.ServerNames) == 0 {
+			return c
+		}
+	}
+	return nil
+}
+
+// MissingSecrets lists the Secrets the listener's chains name that secrets lacks: Envoy keeps
+// such a listener warming (not serving) until they arrive.
+func (t *ListenerTLS) MissingSecrets(secrets map[string]*Secret) []string {
+	if t == nil {
+		return nil
+	}
+	var out []string
+	for _, c := range t.Chains {
+		for _, n := range c.Secrets {
+			if secrets[n] == nil && !slices.Contains(out, n) {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
