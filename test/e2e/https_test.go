@@ -1,0 +1,84 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpgate/mcpgate/internal/pki"
+)
+
+// fileHTTPS is testdata/e2e-https.yaml, a Gateway with an HTTPS listener beside the lab's.
+const fileHTTPS = "e2e-https.yaml"
+
+// TestHTTPSListener: an MCP client (go-sdk, Streamable HTTP) reaches server-everything over
+// HTTPS through the gateway: the data plane terminates TLS with the certificate of the
+// listener's kubernetes.io/tls Secret (sent over SDS), which the client verifies against the
+// test's CA for localhost, and tools/list and tools/call pass through ext_proc as on HTTP.
+func TestHTTPSListener(t *testing.T) {
+	ca, err := pki.NewCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt, key, err := ca.IssueServer([]string{"localhost", "127.0.0.1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	free, err := freePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	indent := func(pem []byte) string {
+		return "    " + strings.ReplaceAll(strings.TrimRight(string(pem), "\n"), "\n", "\n    ")
+	}
+	serveTestdata(t, fileHTTPS, map[string]string{"GATEWAY_PORT": strconv.Itoa(free[0]),
+		"EVERYTHING_PORT": strconv.Itoa(env.ports.everythingHTTPUp), "CERT": indent(crt), "KEY": indent(key)})
+
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"}}}
+	t.Cleanup(client.CloseIdleConnections)
+	url := "https://" + addr(free[0]) + "/mcp"
+	eventually(t, "tools/list and tools/call over HTTPS", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		cs, err := mcp.NewClient(&mcp.Implementation{Name: "mcpgate-e2e", Version: "1"}, nil).Connect(ctx,
+			&mcp.StreamableClientTransport{Endpoint: url, HTTPClient: client, MaxRetries: -1}, nil)
+		if err != nil {
+			return fmt.Errorf("connect: %w", err)
+		}
+		defer cs.Close()
+		res, err := cs.ListTools(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("tools/list: %w", err)
+		}
+		if !slices.ContainsFunc(res.Tools, func(tool *mcp.Tool) bool { return tool.Name == "echo" }) {
+			return fmt.Errorf("tools/list: no echo among %d tools", len(res.Tools))
+		}
+		call, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "over https"}})
+		if err != nil {
+			return fmt.Errorf("tools/call echo: %w", err)
+		}
+		if got := textOf(call); !strings.Contains(got, "over https") {
+			return fmt.Errorf("tools/call echo answered %q", got)
+		}
+		return nil
+	})
+
+	// A client that does not trust the certificate's issuer is refused in the handshake.
+	plain := &http.Client{Timeout: 10 * time.Second}
+	resp, err := plain.Get(url)
+	if err == nil {
+		resp.Body.Close()
+		t.Fatalf("GET %s without the test CA: %d, want a certificate error", url, resp.StatusCode)
+	}
+	if !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("GET %s without the test CA: %v, want a certificate error", url, err)
+	}
+}
