@@ -488,13 +488,16 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 			return st.refuse(jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidRequest,
 				"Mcp-Session-Id must be one or more visible ASCII characters (0x21 to 0x7E)", "mcpgate_invalid_session_id"), "", metadata{}, nil)
 		}
-		if st.in.Method == http.MethodPost {
+		// A request with a body, whatever its method, is judged as a POST: a legacy SSE server
+		// may run it as a message of its query's session (the Python SDK's handler reads any
+		// method), so that session is opened as a POST's.
+		if mcp.JudgedAsPost(st.in.Method, !h.GetEndOfStream()) {
 			if problem := mcp.AmbiguousSession(st.in.Path, sessionID); problem != "" {
 				// Before the session is known, as above: the request names two.
 				return st.refuse(jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidRequest, problem, "mcpgate_ambiguous_session"), "", metadata{}, nil)
 			}
 		}
-		st.kind, st.session = mcp.ClassifyRequest(st.in.Method, st.in.Path, sessionID)
+		st.kind, st.session = mcp.ClassifyRequest(st.in.Method, st.in.Path, sessionID, !h.GetEndOfStream())
 		if st.noRequestBody {
 			st.s.warnOnce("body_not_sent", st.ri.route, "MCP route's request body mode is NONE: ext_proc cannot read its requests, "+
 				"so those that rules judge by their messages are refused; the route needs request body mode BUFFERED")
@@ -566,14 +569,16 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 
 	st.in.Claims = st.auth.Claims
 	if st.pol != nil && st.pol.traffic != nil {
-		// Deferred to the messages only where MCP puts them: in a POST's body. A GET or DELETE
-		// without END_STREAM may still bring no body (an HTTP/2 request ending with trailers
-		// sends ext_proc no body message): its rules run now, without MCP fields.
-		if st.pol.traffic.NeedsMCP() && bodyFollows && (st.kind == mcp.RequestPost || st.kind == mcp.RequestLegacyPost) {
-			st.trafficDeferred = true
-		} else if d := st.evaluate(st.pol.traffic, &st.in); !d.Allowed {
-			return st.refuse(rbacDenied(), d.Rule, md, nil)
-		} else {
+		// Rules that read mcp.* judge the body's messages, whatever the method: a server may run
+		// the body of any method (ClassifyRequest). A GET or DELETE is judged at its headers
+		// too: it acts without a body (opens a stream, ends a session), and one without
+		// END_STREAM may still bring no body message (an HTTP/2 request ending with trailers).
+		st.trafficDeferred = st.pol.traffic.NeedsMCP() && bodyFollows
+		if !st.trafficDeferred || st.in.Method == http.MethodGet || st.in.Method == http.MethodDelete {
+			d := st.evaluate(st.pol.traffic, &st.in)
+			if !d.Allowed {
+				return st.refuse(rbacDenied(), d.Rule, md, nil)
+			}
 			st.trafficRule = d.Rule
 			md.str(contract.FieldRule, d.Rule)
 		}

@@ -39,21 +39,24 @@ func ValidSessionID(id string) bool {
 }
 
 // ClassifyRequest returns the kind of a request on an MCP route from its HTTP method, its path
-// (with the query) and its Mcp-Session-Id header, and the session it belongs to as far as the
-// request tells: the legacy session query parameter (see SessionFromURL) for a legacy POST, else
-// the Mcp-Session-Id. The session is "" when the request does not tell it: Streamable HTTP's
-// initialize gets it in its answer's Mcp-Session-Id, a legacy GET stream in its endpoint event.
+// (with the query), its Mcp-Session-Id header and whether a body may follow its headers, and the
+// session it belongs to as far as the request tells: the legacy session query parameter (see
+// SessionFromURL) for a legacy POST, else the Mcp-Session-Id. The session is "" when the request
+// does not tell it: Streamable HTTP's initialize gets it in its answer's Mcp-Session-Id, a legacy
+// GET stream in its endpoint event.
 //
-// A POST is a legacy one when it carries a non-empty legacy session query parameter and no
-// Mcp-Session-Id; every other POST is Streamable HTTP.
-func ClassifyRequest(method, path, mcpSessionID string) (RequestKind, string) {
+// A request is a legacy POST when it carries a non-empty legacy session query parameter and no
+// Mcp-Session-Id, and is a POST or has a body (JudgedAsPost): a legacy SSE server may run the
+// body of any method (the Python SDK's message handler never checks the method). Every other
+// POST is Streamable HTTP; a GET, DELETE or other method keeps its kind.
+func ClassifyRequest(method, path, mcpSessionID string, body bool) (RequestKind, string) {
+	if JudgedAsPost(method, body) && mcpSessionID == "" {
+		if s := SessionFromURL(path); s != "" {
+			return RequestLegacyPost, s
+		}
+	}
 	switch method {
 	case "POST":
-		if mcpSessionID == "" {
-			if s := SessionFromURL(path); s != "" {
-				return RequestLegacyPost, s
-			}
-		}
 		return RequestPost, mcpSessionID
 	case "GET":
 		return RequestGet, mcpSessionID
@@ -63,8 +66,16 @@ func ClassifyRequest(method, path, mcpSessionID string) (RequestKind, string) {
 	return RequestOther, mcpSessionID
 }
 
-// AmbiguousSession returns why the session of a POST with this path (and query) and
-// Mcp-Session-Id could be read differently by the server and the gateway, or "" when it cannot:
+// JudgedAsPost reports whether a request of this method is judged as a POST, whose body holds
+// MCP messages: a POST, or a request of any method with a body (body: its headers did not end
+// the request). A server may read messages from the body of any method.
+func JudgedAsPost(method string, body bool) bool {
+	return method == "POST" || body
+}
+
+// AmbiguousSession returns why the session of a request judged as a POST (JudgedAsPost) with
+// this path (and query) and Mcp-Session-Id could be read differently by the server and the
+// gateway, or "" when it cannot:
 //   - a legacy session query parameter and an Mcp-Session-Id: the gateway takes the request for
 //     Streamable HTTP, a legacy SSE server for a message of the query's session, whose answers
 //     go to that session's GET stream;
@@ -73,9 +84,9 @@ func AmbiguousSession(path, mcpSessionID string) string {
 	_, n := SessionParams(path)
 	switch {
 	case n > 0 && mcpSessionID != "":
-		return "a POST carries either a legacy SSE session query parameter (sessionId, sessionid, session_id) or an Mcp-Session-Id header, not both"
+		return "a request carries either a legacy SSE session query parameter (sessionId, sessionid, session_id) or an Mcp-Session-Id header, not both"
 	case n > 1:
-		return "a POST carries at most one legacy SSE session query parameter (sessionId, sessionid, session_id)"
+		return "a request carries at most one legacy SSE session query parameter (sessionId, sessionid, session_id)"
 	}
 	return ""
 }

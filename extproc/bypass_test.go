@@ -1,0 +1,95 @@
+package extproc_test
+
+import (
+	"testing"
+
+	"github.com/mcpgate/mcpgate/extproc/extproctest"
+	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
+)
+
+// rmCall is a tools/call of the tool rm, which the policies of these tests deny.
+var rmCall = []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"rm"}}`)
+
+// withMethod returns hs with its :method replaced.
+func withMethod(hs []extproctest.Header, method string) []extproctest.Header {
+	out := append([]extproctest.Header(nil), hs...)
+	for i := range out {
+		if out[i].Name == ":method" {
+			out[i].Value = method
+		}
+	}
+	return out
+}
+
+// TestBodyOfAnyMethodJudgedAsPost: the MCP Python SDK's legacy SSE message handler
+// (SseServerTransport.handle_post_message) runs the body of a request to its message path with
+// session_id, whatever the HTTP method. A request of any method whose body follows is judged as a
+// POST: its legacy session query parameter is opened (a raw or another caller's id is 404 at the
+// headers, a sealed one is given back to the server raw), and traffic rules that read mcp.* judge
+// its body's messages (403). A GET or DELETE is judged at its headers too: its body may never
+// come (an HTTP/2 request ending with trailers sends ext_proc none), and it acts without one.
+func TestBodyOfAnyMethodJudgedAsPost(t *testing.T) {
+	deny := &policyv1.Policy{Name: "lab", TrafficRules: []*policyv1.Rule{{Action: policyv1.Rule_DENY, Expression: `mcp.tool.name == "rm"`}}}
+	allow := &policyv1.Policy{Name: "pings", TrafficRules: []*policyv1.Rule{{Action: policyv1.Rule_ALLOW, Expression: `mcp.method == "ping"`}}}
+	h := newHarness(t, []*policyv1.Policy{deny, allow})
+	const raw = "0123456789abcdef0123456789abcdef"
+	sealed := extproctest.AnonSession(raw)
+	for _, method := range []string{"PUT", "PATCH", "GET", "DELETE", "POST"} {
+		// A raw id (or any the gateway did not seal for this caller): 404 at the headers.
+		s := h.open(t, h.tcp, streamableRoute)
+		resp := check(t)(s.RequestHeaders(withMethod(postHeaders("/messages/?session_id="+raw, ""), method), false))
+		checkRefusal(t, method+" with a raw legacy session id and a body", resp, 404, "null", -32001, "Session not found")
+		s.Close()
+
+		// A sealed one: the server gets its own id; the call is judged by the traffic rules.
+		s = h.open(t, h.tcp, streamableRoute)
+		hs := withMethod(postHeaders("/messages/?session_id="+sealed, ""), method)
+		resp = check(t)(s.RequestHeaders(hs, false))
+		if resp.GetImmediateResponse() != nil {
+			t.Fatalf("%s with a sealed legacy session id: %v, want CONTINUE", method, resp)
+		}
+		if got := applyHeaderMutation(hs, resp)[":path"]; got != "/messages/?session_id="+raw {
+			t.Errorf("%s with a sealed legacy session id: the server gets :path %q, want its own id", method, got)
+		}
+		resp = check(t)(s.RequestBody(rmCall, true))
+		if got := resp.GetImmediateResponse().GetStatus().GetCode(); got != 403 {
+			t.Errorf("%s: tools/call rm under DENY mcp.tool.name == \"rm\": %v, want 403", method, resp)
+		}
+		s.Close()
+	}
+
+	// Streamable HTTP's GET and DELETE keep their meaning: without a body a GET opens a stream
+	// and a DELETE ends the session, judged at their headers.
+	s := h.open(t, h.tcp, streamableRoute)
+	plainContinue(t, check(t)(s.RequestHeaders(append(getHeaders("/mcp", ""), hdr("mcp-session-id", sealed)), true)))
+	s.Close()
+	s = h.open(t, h.tcp, streamableRoute)
+	plainContinue(t, check(t)(s.RequestHeaders(withMethod(postHeaders("/mcp", "", hdr("mcp-session-id", sealed)), "DELETE"), true)))
+	s.Close()
+	// With a body, a GET's messages are judged too.
+	s = h.open(t, h.tcp, streamableRoute)
+	check(t)(s.RequestHeaders(append(getHeaders("/mcp", ""), hdr("mcp-session-id", sealed)), false))
+	if resp := check(t)(s.RequestBody(rmCall, true)); resp.GetImmediateResponse().GetStatus().GetCode() != 403 {
+		t.Errorf("a GET's body with tools/call rm: %v, want 403", resp)
+	}
+	s.Close()
+
+	// A GET or DELETE whose body may follow is judged at its headers as well: ALLOW mcp.method ==
+	// "ping" refuses it there (its body may never come), as one without a body. A PUT's rules run
+	// on its body, as a POST's.
+	pings := streamableRoute
+	pings.Policy = "pings"
+	for method, status := range map[string]int32{"GET": 403, "DELETE": 403, "PUT": 0, "POST": 0} {
+		s := h.open(t, h.tcp, pings)
+		resp := check(t)(s.RequestHeaders(withMethod(postHeaders("/mcp", "", hdr("mcp-session-id", sealed)), method), false))
+		if got := resp.GetImmediateResponse().GetStatus().GetCode(); int32(got) != status {
+			t.Errorf("%s with a body under ALLOW mcp.method == \"ping\": headers answered %v, want status %d", method, resp, status)
+		}
+		if status == 0 {
+			if resp := check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"ping"}`), true)); resp.GetImmediateResponse() != nil {
+				t.Errorf("%s: a ping under ALLOW mcp.method == \"ping\": %v, want CONTINUE", method, resp)
+			}
+		}
+		s.Close()
+	}
+}
