@@ -93,3 +93,38 @@ func TestBodyOfAnyMethodJudgedAsPost(t *testing.T) {
 		s.Close()
 	}
 }
+
+// TestBracketedSessionParameterRefused: Express's query parser (qs) reads sessionId[]=ID (also
+// escaped, or sessionId[0]=ID) as ["ID"], and the TypeScript SDK's transports[["ID"]] is
+// transports["ID"]: the server serves the session ID. The gateway, which looks for the name
+// sessionId, would take the request for a Streamable HTTP one without a session and open none.
+// Such a name is refused at the headers, as two session parameters are (400, -32600).
+func TestBracketedSessionParameterRefused(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{{Name: "lab"}})
+	const raw = "0123456789abcdef0123456789abcdef"
+	for _, path := range []string{
+		"/message?sessionId[]=" + raw,
+		"/message?sessionId%5B%5D=" + raw,
+		"/message?sessionId%5b%5d=" + raw,
+		"/message?sessionId[0]=" + raw,
+		"/message?x=1&sessionId[][x]=" + raw,
+		"/messages/?session_id[]=" + raw,
+		"/sse?sessionid[]=" + raw,
+		"/message?session%49d[]=" + raw,
+		"/message?sessionId[]=" + extproctest.AnonSession(raw),
+	} {
+		s := h.open(t, h.tcp, streamableRoute)
+		resp := check(t)(s.RequestHeaders(postHeaders(path, ""), false))
+		checkRefusal(t, "POST "+path, resp, 400, "null", -32600, "session")
+		if d := resp.GetImmediateResponse().GetDetails(); d != "mcpgate_ambiguous_session" {
+			t.Errorf("POST %s: details %q, want mcpgate_ambiguous_session", path, d)
+		}
+		s.Close()
+	}
+	// Names that only begin like one pass as any other parameter.
+	for _, path := range []string{"/mcp?sessionIds[]=1", "/mcp?session[]=1", "/mcp?sessionIdx=1"} {
+		s := h.open(t, h.tcp, streamableRoute)
+		plainContinue(t, check(t)(s.RequestHeaders(postHeaders(path, ""), false)))
+		s.Close()
+	}
+}

@@ -735,6 +735,32 @@ func WithSession(u, id string) string {
 // session query parameter.
 func sessionParams(u string) iter.Seq[[2]int] {
 	return func(yield func([2]int) bool) {
+		for k, v := range queryParams(u) {
+			if slices.Contains(SessionParamNames[:], k) && !yield(v) {
+				return
+			}
+		}
+	}
+}
+
+// BracketedSessionParam returns the name, decoded, of the first query parameter of a path or URL
+// that is a legacy SSE session parameter's name followed by "[" ("sessionId[]", "sessionId[0]"),
+// or "" when there is none. Express's query parser (qs) reads sessionId[]=ID as ["ID"], which the
+// TypeScript SDK's transports[...] lookup takes for "ID": such a server reads the session where
+// the gateway sees none.
+func BracketedSessionParam(u string) string {
+	for k := range queryParams(u) {
+		if name, _, found := strings.Cut(k, "["); found && slices.Contains(SessionParamNames[:], name) {
+			return k
+		}
+	}
+	return ""
+}
+
+// queryParams yields each query parameter of u: its name, decoded, and the [start, end) offsets
+// in u of its (escaped) value.
+func queryParams(u string) iter.Seq2[string, [2]int] {
+	return func(yield func(string, [2]int) bool) {
 		q := strings.IndexByte(u, '?')
 		if q < 0 {
 			return
@@ -749,13 +775,10 @@ func sessionParams(u string) iter.Seq[[2]int] {
 			if amp >= 0 {
 				next = pos + amp
 			}
-			kv := u[pos:next]
-			raw, _, _ := strings.Cut(kv, "=")
-			if k := unescapeQuery(raw); slices.Contains(SessionParamNames[:], k) {
-				start := min(pos+len(raw)+1, next) // after "=", if any
-				if !yield([2]int{start, next}) {
-					return
-				}
+			raw, _, _ := strings.Cut(u[pos:next], "=")
+			start := min(pos+len(raw)+1, next) // after "=", if any
+			if !yield(unescapeQuery(raw), [2]int{start, next}) {
+				return
 			}
 			pos = next + 1
 		}

@@ -79,10 +79,14 @@ func JudgedAsPost(method string, body bool) bool {
 //   - a legacy session query parameter and an Mcp-Session-Id: the gateway takes the request for
 //     Streamable HTTP, a legacy SSE server for a message of the query's session, whose answers
 //     go to that session's GET stream;
-//   - more than one legacy session query parameter (SessionParams): servers read different ones.
+//   - more than one legacy session query parameter (SessionParams): servers read different ones;
+//   - a session parameter's name followed by "[" (BracketedSessionParam): Express's qs reads
+//     sessionId[]=ID as the session ID, where the gateway sees no session parameter.
 func AmbiguousSession(path, mcpSessionID string) string {
 	_, n := SessionParams(path)
 	switch {
+	case BracketedSessionParam(path) != "":
+		return "a request names its legacy SSE session in a query parameter sessionId, sessionid or session_id, not in one of these names followed by [ (Express reads sessionId[]=ID as the session ID)"
 	case n > 0 && mcpSessionID != "":
 		return "a request carries either a legacy SSE session query parameter (sessionId, sessionid, session_id) or an Mcp-Session-Id header, not both"
 	case n > 1:

@@ -61,6 +61,16 @@ func TestAmbiguousSession(t *testing.T) {
 		{"/messages/?session%5Fid=A&session_id=B", "", true},
 		{"/messages/?session_idx=A&session_id=B", "", false},
 		{"/messages/?session_id=B#session_id=A", "", false},
+		// Express's qs reads these as the session parameter.
+		{"/message?sessionId[]=A", "", true},
+		{"/message?sessionId%5B%5D=A", "", true},
+		{"/message?sessionId[0]=A", "", true},
+		{"/messages/?session_id[x]=A", "", true},
+		{"/mcp?sessionid[]=A", "S1", true},
+		{"/mcp?sessionIds[]=A", "", false},
+		{"/mcp?session[]=A", "", false},
+		{"/mcp?sessionId]=A", "", false},
+		{"/message?x=[&sessionId=A", "", false},
 	} {
 		if got := AmbiguousSession(tc.path, tc.header); (got != "") != tc.ambiguous {
 			t.Errorf("AmbiguousSession(%s, Mcp-Session-Id %q) = %q, want ambiguous %v", tc.path, tc.header, got, tc.ambiguous)
