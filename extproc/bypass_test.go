@@ -3,6 +3,8 @@ package extproc_test
 import (
 	"testing"
 
+	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+
 	"github.com/mcpgate/mcpgate/extproc/extproctest"
 	policyv1 "github.com/mcpgate/mcpgate/proto/policy/v1"
 )
@@ -127,4 +129,93 @@ func TestBracketedSessionParameterRefused(t *testing.T) {
 		plainContinue(t, check(t)(s.RequestHeaders(postHeaders(path, ""), false)))
 		s.Close()
 	}
+}
+
+// TestUnreadableBodyRefusedOnEveryMCPRoute: every tool call is audited, so on every MCP route,
+// under a policy without rules that read messages or under none, a body the server reads
+// otherwise than the gateway is refused as under tool rules, with an audit line: member names
+// that repeat or differ only in letter case (Go's encoding/json takes the last "Method" for
+// "method": the audit would say ping where the server runs tools/call rm), a compressed body
+// (express.json() inflates it; the gateway would audit nothing) and a charset other than UTF-8.
+// Such a route asks for plain answers as well (accept-encoding removed).
+func TestUnreadableBodyRefusedOnEveryMCPRoute(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{{Name: "plain", TrafficRules: []*policyv1.Rule{{Action: policyv1.Rule_ALLOW, Expression: `request.method != ""`}}}})
+	plain, none := streamableRoute, streamableRoute
+	plain.Policy, none.Policy = "plain", ""
+	sid := hdr("mcp-session-id", extproctest.AnonSession("S"))
+	cases := []struct {
+		name    string
+		extra   []extproctest.Header
+		body    string
+		status  int
+		code    int
+		details string
+	}{
+		{"Method after method", nil, `{"jsonrpc":"2.0","id":7,"method":"ping","Method":"tools/call","params":{"name":"rm"}}`, 400, -32600, "mcpgate_ambiguous_jsonrpc"},
+		{"method twice", nil, `{"jsonrpc":"2.0","id":7,"method":"ping","method":"tools/call","params":{"name":"rm"}}`, 400, -32600, "mcpgate_ambiguous_jsonrpc"},
+		{"Name after name", nil, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","Name":"rm"}}`, 400, -32600, "mcpgate_ambiguous_jsonrpc"},
+		{"Uri after uri", nil, `{"jsonrpc":"2.0","id":7,"method":"resources/read","params":{"uri":"file:///a","Uri":"file:///etc/passwd"}}`, 400, -32600, "mcpgate_ambiguous_jsonrpc"},
+		{"gzip", []extproctest.Header{hdr("content-encoding", "gzip")}, "\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03", 400, -32700, "mcpgate_not_jsonrpc"},
+		{"gzip over JSON", []extproctest.Header{hdr("content-encoding", "gzip")}, `{"jsonrpc":"2.0","id":7,"method":"ping"}`, 400, -32700, "mcpgate_not_jsonrpc"},
+		{"UTF-16", []extproctest.Header{hdr("content-type", "application/json; charset=utf-16")}, `{"jsonrpc":"2.0","id":7,"method":"ping"}`, 400, -32700, "mcpgate_not_jsonrpc"},
+		{"a plain call", nil, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"rm"}}`, 0, 0, ""},
+		{"identity", []extproctest.Header{hdr("content-encoding", "identity")}, `{"jsonrpc":"2.0","id":7,"method":"ping"}`, 0, 0, ""},
+	}
+	refusals := 0
+	for _, route := range []extproctest.Route{plain, none} {
+		for _, tc := range cases {
+			what := tc.name + " on route policy " + route.Policy
+			s := h.open(t, h.tcp, route)
+			hs := postHeaders("/mcp", "", append([]extproctest.Header{sid, hdr("accept-encoding", "gzip")}, tc.extra...)...)
+			if tc.name == "UTF-16" {
+				hs = hs[:len(hs)-1]
+				for i := range hs {
+					if hs[i].Name == "content-type" {
+						hs[i].Value = tc.extra[0].Value
+					}
+				}
+			}
+			resp := check(t)(s.RequestHeaders(hs, false))
+			if _, kept := applyHeaderMutation(hs, resp)["accept-encoding"]; kept {
+				t.Errorf("%s: accept-encoding kept (%v)", what, resp)
+			}
+			resp = check(t)(s.RequestBody([]byte(tc.body), true))
+			s.Close()
+			if tc.status == 0 {
+				if resp.GetImmediateResponse() != nil {
+					t.Errorf("%s: %v, want CONTINUE", what, resp)
+				}
+				continue
+			}
+			refusals++
+			checkRefusal(t, what, resp, tc.status, "null", tc.code, "")
+			if d := resp.GetImmediateResponse().GetDetails(); d != tc.details {
+				t.Errorf("%s: details %q, want %q", what, d, tc.details)
+			}
+		}
+	}
+	waitFor(t, "the audit lines", func() bool { return len(h.audit.records(t)) == 2*len(cases) })
+	got := 0
+	for _, rec := range h.audit.records(t) {
+		if rec["outcome"] == "refused" && rec["decision"] == "deny" && rec["http_status"] == float64(400) {
+			got++
+		}
+	}
+	if got != refusals {
+		t.Errorf("%d refusals audited, want %d: %v", got, refusals, h.audit.records(t))
+	}
+
+	// An answer compressed all the same (the server ignored the removed accept-encoding) cannot be
+	// read without MCP rules to rewrite it: it passes unread, and the call is still audited, without
+	// its answer's outcome.
+	s := h.open(t, h.tcp, none)
+	check(t)(s.RequestHeaders(postHeaders("/mcp", "", sid), false))
+	check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","id":"z","method":"tools/call","params":{"name":"rm"}}`), true))
+	resp := check(t)(s.ResponseHeaders(respHeaders("200", "application/json", hdr("content-encoding", "gzip")), false))
+	if m := resp.GetModeOverride().GetResponseBodyMode(); m != extprocfilterv3.ProcessingMode_NONE {
+		t.Errorf("a compressed answer without MCP rules: response body mode %v, want NONE", m)
+	}
+	s.Close()
+	waitFor(t, "the compressed answer's call's audit line", func() bool { return h.audit.recordsByID(t)["z"] != nil })
+	checkRecord(t, h.audit.recordsByID(t)["z"], map[string]any{"tool": "rm", "method": "tools/call", "http_status": 200, "outcome": "no_answer"})
 }

@@ -117,7 +117,7 @@ func TestBatchRefusedPrompt(t *testing.T) {
 
 // TestPromptWithoutName: under MCP rules a prompts/get or resources/read that names no item is
 // refused (judged as a request for "", it would pass rules that only deny); without rules it
-// passes.
+// passes. One whose name repeats in another case is refused on every route.
 func TestPromptWithoutName(t *testing.T) {
 	deny := &policyv1.Policy{Name: "deny", McpRules: []*policyv1.Rule{{Action: policyv1.Rule_DENY, Expression: `mcp.prompt.name == "secret"`, Source: "deny#0"}}}
 	refusedUnderToolRules(t, deny, -32602,
@@ -125,7 +125,9 @@ func TestPromptWithoutName(t *testing.T) {
 		`{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{}}`,
 		`{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":null}}`,
 	)
-	refusedUnderToolRules(t, deny, -32600,
+	// A name that repeats in another case, on every route: the audit records the prompt the
+	// server reads.
+	refusedOnEveryMCPRoute(t, deny, -32600,
 		`{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"x","NAME":"secret"}}`,
 	)
 }

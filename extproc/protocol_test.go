@@ -970,6 +970,21 @@ func TestDeferredTrafficRules(t *testing.T) {
 // policy's tool rules.
 func refusedUnderToolRules(t *testing.T, tools *policyv1.Policy, code int, bodies ...string) {
 	t.Helper()
+	refusedOn(t, tools, code, false, bodies...)
+}
+
+// refusedOnEveryMCPRoute fails unless each body is refused with 400 and the JSON-RPC error code
+// on a route under tools and on a route without a policy's tool rules alike: a body the server
+// reads otherwise than the gateway's audit.
+func refusedOnEveryMCPRoute(t *testing.T, tools *policyv1.Policy, code int, bodies ...string) {
+	t.Helper()
+	refusedOn(t, tools, code, true, bodies...)
+}
+
+// refusedOn checks each body on a route under tools and one without tool rules (refused there
+// too when everywhere).
+func refusedOn(t *testing.T, tools *policyv1.Policy, code int, everywhere bool, bodies ...string) {
+	t.Helper()
 	h := newHarness(t, []*policyv1.Policy{tools, {Name: "open"}})
 	strict, open := streamableRoute, streamableRoute
 	strict.Policy, open.Policy = tools.GetName(), "open"
@@ -982,27 +997,33 @@ func refusedUnderToolRules(t *testing.T, tools *policyv1.Policy, code int, bodie
 		}
 		s = h.open(t, h.tcp, open)
 		check(t)(s.RequestHeaders(postHeaders("/mcp", ""), false))
-		plainContinue(t, check(t)(s.RequestBody([]byte(body), true)))
+		resp = check(t)(s.RequestBody([]byte(body), true))
+		if !everywhere {
+			plainContinue(t, resp)
+		} else if ir := resp.GetImmediateResponse(); ir.GetStatus().GetCode() != 400 || !strings.Contains(string(ir.GetBody()), fmt.Sprintf(`"code":%d`, code)) {
+			t.Errorf("%s without tool rules: want 400 with %d, got %v", body, code, resp)
+		}
 	}
 }
 
 // TestAmbiguousMessageKinds: a member name that only differs in case from a JSON-RPC name is
-// refused whatever the gateway takes the message for. A server that matches names without regard
+// refused whatever the gateway takes the message for, on every MCP route (the audit records what
+// the server runs). A server that matches names without regard
 // to case (Go's encoding/json, as mcp-go decodes) reads {"METHOD":"tools/call"} as a call, while
 // the gateway, matching exactly, sees no method at all.
 func TestAmbiguousMessageKinds(t *testing.T) {
-	refusedUnderToolRules(t, labPolicy(newSigner(t)), -32600,
+	refusedOnEveryMCPRoute(t, labPolicy(newSigner(t)), -32600,
 		`{"jsonrpc":"2.0","id":1,"METHOD":"tools/call","params":{"name":"get-env"}}`,
 		`{"jsonrpc":"2.0","id":1,"result":{},"Method":"tools/call","params":{"name":"get-env"}}`,
 		`[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"mEthod":"tools/call","params":{"name":"get-env"}}]`,
 	)
 }
 
-// TestDuplicateMembers: a repeated JSON-RPC or tools/call member is refused on a route with tool
-// rules. The gateway reads the last one, as encoding/json and JavaScript do; a server whose parser
+// TestDuplicateMembers: a repeated JSON-RPC or tools/call member is refused on every MCP route,
+// with tool rules or without. The gateway reads the last one, as encoding/json and JavaScript do; a server whose parser
 // keeps the first would run get-env.
 func TestDuplicateMembers(t *testing.T) {
-	refusedUnderToolRules(t, labPolicy(newSigner(t)), -32600,
+	refusedOnEveryMCPRoute(t, labPolicy(newSigner(t)), -32600,
 		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get-env","name":"fetch"}}`,
 		`{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"tools/list","params":{"name":"get-env"}}`,
 		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get-env"},"params":{"name":"fetch"}}`,

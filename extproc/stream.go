@@ -741,8 +741,11 @@ func jsonRPCRefusal(httpStatus int, id json.RawMessage, code int, msg, details s
 }
 
 func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
-	// strict: authorization depends on reading the body, so a body the gateway cannot read the
-	// way every server would is refused instead of passed.
+	// strict: authorization depends on reading the body, so a body the gateway cannot read as
+	// JSON-RPC is refused instead of passed. On every MCP route, whatever its policy, a body the
+	// server reads otherwise than the gateway (compressed, another charset, member names that
+	// repeat or differ only in case) is refused: every message the server runs is audited as it
+	// runs it.
 	strict := st.pol.readsMessages()
 	body := b.GetBody()
 	if !st.ri.mcp || (st.reqBodySeen && (!strict || len(body) == 0)) {
@@ -767,19 +770,21 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 			fmt.Sprintf("batch of %d messages exceeds the gateway's limit of %d", len(msgs), MaxBatchMessages),
 			"mcpgate_batch_too_large"), "limit", md, nil)
 	}
+	// The server decodes the body first: these bytes are not what it reads.
+	unreadable := true
 	switch {
-	case err != nil || !strict:
+	case encoded(st.headers.first("content-encoding")):
+		err = fmt.Errorf("content-encoding %s", st.headers.first("content-encoding"))
 	case !utf8Charset(st.headers.first("content-type")):
 		err = errors.New("charset other than UTF-8")
-	case encoded(st.headers.first("content-encoding")):
-		// The server decodes the body first: these bytes are not what it reads.
-		err = fmt.Errorf("content-encoding %s", st.headers.first("content-encoding"))
+	default:
+		unreadable = false
 	}
 	if err != nil {
 		st.s.tel.NonJSONRPC("request")
-		if strict {
+		if strict || unreadable {
 			return st.refuse(jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeParseError,
-				"mcpgate enforces tool rules on this route and cannot read the body as JSON-RPC: "+err.Error(),
+				"mcpgate reads the MCP messages of this route and cannot read the body as JSON-RPC: "+err.Error(),
 				"mcpgate_not_jsonrpc"), "", md, nil)
 		}
 		return st.rep.bodyReply(true, nil, false, false, md)
@@ -811,9 +816,10 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 	}
 	for i := range msgs {
 		m := &msgs[i]
-		// Checked whatever the kind: a server that folds case may read a request where the
-		// gateway sees a response or no message at all ({"METHOD":"tools/call"}).
-		if strict && m.Ambiguous {
+		// Checked whatever the kind and the route's rules: a server that folds case may read a
+		// request where the gateway sees a response or no message at all ({"METHOD":"tools/call"}),
+		// or another method than the audit would record.
+		if m.Ambiguous {
 			rec := st.messageRecord(m, now)
 			return st.refuse(ambiguousRefusal(), "", md, &rec)
 		}
@@ -833,9 +839,10 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 			in.ToolArguments = tc.Arguments
 			in.Target, in.ToolName = st.ri.itemTarget(ex.item, tc.Name)
 			switch {
-			case !strict:
-			case tc.Ambiguous || (st.pol.readsArguments(st.trafficDeferred) && mcp.AmbiguousMembers(tc.Arguments)):
+			case tc.Ambiguous || (strict && st.pol.readsArguments(st.trafficDeferred) && mcp.AmbiguousMembers(tc.Arguments)):
+				// The tool's name on every route: the audit records the tool the server runs.
 				return st.refuse(ambiguousRefusal(), "", md, &ex.rec)
+			case !strict:
 			case !ok:
 				// Judged as a call of the tool "", it would pass rules that only deny.
 				return st.refuse(unnamedRefusal(m.Method, ex.item), "", md, &ex.rec)
@@ -861,9 +868,9 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 				ok = true
 			}
 			switch {
-			case !strict:
 			case ambiguous:
 				return st.refuse(ambiguousRefusal(), "", md, &ex.rec)
+			case !strict:
 			case !ok && m.Method == mcp.MethodComplete:
 				return st.refuse(completionRefusal(), "", md, &ex.rec)
 			case !ok && m.Method == mcp.MethodListen:
@@ -1086,7 +1093,7 @@ func deniedDetails(it mcp.Item) string { return "mcpgate_" + it.String() + "_den
 // ambiguousRefusal answers a body whose member names servers read differently.
 func ambiguousRefusal() answer {
 	return jsonRPCRefusal(http.StatusBadRequest, nil, mcp.CodeInvalidRequest,
-		"member names that repeat, or differ from another only in letter case, are refused where the gateway's rules read them: servers read them differently", "mcpgate_ambiguous_jsonrpc")
+		"member names that repeat, or differ from another only in letter case, are refused on MCP routes: servers read them differently", "mcpgate_ambiguous_jsonrpc")
 }
 
 // bodyRecord starts the audit record of a request body the gateway refuses as a whole: its
