@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // Reasons of the <Kind>Affected conditions.
@@ -17,6 +18,45 @@ const (
 	// it would apply to answer 500 until it is fixed (fail closed).
 	ReasonPolicyRefused = "PolicyRefused"
 )
+
+// policyKinds are the policy kinds whose Affected conditions the translator writes.
+var policyKinds = []string{KindAgentgatewayPolicy, KindEnterpriseAgentgatewayPolicy}
+
+// affectedType is the type of the Affected condition of policy kind for the controller
+// controllerName: DOMAIN/KINDAffected, DOMAIN the controllerName's.
+func affectedType(controllerName, kind string) string {
+	domain, _, _ := strings.Cut(controllerName, "/")
+	return domain + "/" + kind + "Affected"
+}
+
+// ownedConditionTypes are the condition types of Gateway API the translator writes (besides the
+// Affected ones, affectedType); the controller writes no others.
+var ownedConditionTypes = []string{
+	string(gwv1.GatewayConditionAccepted), string(gwv1.GatewayConditionProgrammed),
+	string(gwv1.ListenerConditionResolvedRefs), string(gwv1.ListenerConditionConflicted),
+	string(gwv1.RouteConditionPartiallyInvalid),
+}
+
+// OwnsCondition reports whether conditions of type typ are written by the controller
+// controllerName (empty: DefaultControllerName): the types the translator writes on any object
+// (Accepted, Programmed, ResolvedRefs, Conflicted, PartiallyInvalid and the DOMAIN/KINDAffected
+// of its policy kinds). Whoever writes status back replaces or removes only these: Gateway API
+// says "Implementations MUST NOT remove or reorder Conditions that they are not directly
+// responsible for" (other controllers', policy controllers' such as kuadrant.io/...Affected).
+func OwnsCondition(controllerName, typ string) bool {
+	if controllerName == "" {
+		controllerName = DefaultControllerName
+	}
+	if slices.Contains(ownedConditionTypes, typ) {
+		return true
+	}
+	for _, kind := range policyKinds {
+		if typ == affectedType(controllerName, kind) {
+			return true
+		}
+	}
+	return false
+}
 
 // maxAffectedNames is the most policy names an Affected condition's message lists.
 const maxAffectedNames = 8
@@ -34,10 +74,9 @@ const maxAffectedNames = 8
 // made on their own (forEach).
 func (t *translation) affectedConditions(foreign map[nsName]bool) {
 	idx := t.policies
-	domain, _, _ := strings.Cut(t.opts.ControllerName, "/")
 	types := map[string]string{} // policy kind -> condition type
-	for _, kind := range []string{KindAgentgatewayPolicy, KindEnterpriseAgentgatewayPolicy} {
-		types[kind] = domain + "/" + kind + "Affected"
+	for _, kind := range policyKinds {
+		types[kind] = affectedType(t.opts.ControllerName, kind)
 	}
 	for _, gi := range t.served {
 		st, gen := t.st.Gateways[key(gi.gw.Namespace, gi.gw.Name)], gi.gw.Generation

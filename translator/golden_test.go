@@ -183,6 +183,7 @@ func runGolden(t *testing.T, res *translator.Resources, opts translator.Options,
 			t.Errorf("gateway %s: generated resources are not valid:\n%v", k, err)
 		}
 	}
+	checkOwnedConditions(t, &out.Status, opts.ControllerName)
 	got, err := out.Marshal("yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -215,6 +216,42 @@ func runGolden(t *testing.T, res *translator.Resources, opts translator.Options,
 	}
 	if !bytes.Equal(got, want) {
 		t.Errorf("output differs from %s (run go test ./translator -update after checking the change):\n%s", outPath, lineDiff(string(want), string(got)))
+	}
+}
+
+// checkOwnedConditions checks that translator.OwnsCondition owns every condition type of st:
+// the Kubernetes provider replaces or removes only those when it writes status back and keeps
+// the others (other controllers'), so a type it did not know would pile up.
+func checkOwnedConditions(t *testing.T, st *translator.Status, controllerName string) {
+	t.Helper()
+	check := func(obj string, conds []metav1.Condition) {
+		for _, c := range conds {
+			if !translator.OwnsCondition(controllerName, c.Type) {
+				t.Errorf("%s: condition type %s is not one translator.OwnsCondition owns", obj, c.Type)
+			}
+		}
+	}
+	for name, s := range st.GatewayClasses {
+		check("GatewayClass "+name, s.Conditions)
+	}
+	for nn, s := range st.Gateways {
+		check("Gateway "+nn.String(), s.Conditions)
+		for _, l := range s.Listeners {
+			check("Gateway "+nn.String()+" listener "+string(l.Name), l.Conditions)
+		}
+	}
+	for nn, s := range st.HTTPRoutes {
+		for _, p := range s.Parents {
+			check("HTTPRoute "+nn.String(), p.Conditions)
+		}
+	}
+	for nn, s := range st.Backends {
+		check("AgentgatewayBackend "+nn.String(), s.Conditions)
+	}
+	for k, s := range st.Policies {
+		for _, a := range s.Ancestors {
+			check(k.String(), a.Conditions)
+		}
 	}
 }
 

@@ -33,6 +33,7 @@ type gatewayKey = types.NamespacedName
 // holds the data plane state of each served Gateway (when the controller deploys them).
 func (p *Provider) writeStatus(ctx context.Context, snap *snapshot, out *translator.Output, planes map[gatewayKey]dataPlaneState) {
 	now := metav1.Now()
+	ctrl := gwv1.GatewayController(p.opts.ControllerName)
 	st := out.Status
 	res := snap.resources
 	for _, c := range res.GatewayClasses {
@@ -41,7 +42,7 @@ func (p *Provider) writeStatus(ctx context.Context, snap *snapshot, out *transla
 			continue
 		}
 		next := want.DeepCopy()
-		next.Conditions = mergeConditions(c.Status.Conditions, next.Conditions, now)
+		next.Conditions = mergeConditions(c.Status.Conditions, next.Conditions, ctrl, now)
 		if equality.Semantic.DeepEqual(c.Status, *next) {
 			continue
 		}
@@ -53,7 +54,7 @@ func (p *Provider) writeStatus(ctx context.Context, snap *snapshot, out *transla
 		key := client.ObjectKeyFromObject(g)
 		var next gwv1.GatewayStatus
 		if want, ok := st.Gateways[key]; ok {
-			next = gatewayStatus(g.Status, want, g.Spec.Addresses, gatewayService(res.Services, key), planes, p.opts.DataPlane != nil, key, now)
+			next = gatewayStatus(g.Status, want, g.Spec.Addresses, gatewayService(res.Services, key), planes, p.opts.DataPlane != nil, key, ctrl, now)
 		} else {
 			// Not served (any more): what mcpgate wrote there goes; the class's controller owns
 			// the status now.
@@ -73,7 +74,6 @@ func (p *Provider) writeStatus(ctx context.Context, snap *snapshot, out *transla
 		obj.Status = next
 		p.updateStatus(ctx, obj)
 	}
-	ctrl := gwv1.GatewayController(p.opts.ControllerName)
 	for _, r := range res.HTTPRoutes {
 		var want []gwv1.RouteParentStatus
 		if s := st.HTTPRoutes[client.ObjectKeyFromObject(r)]; s != nil {
@@ -92,7 +92,7 @@ func (p *Provider) writeStatus(ctx context.Context, snap *snapshot, out *transla
 		if !ok {
 			continue
 		}
-		next := v1alpha1.AgentgatewayBackendStatus{Conditions: mergeConditions(b.Status.Conditions, want.Conditions, now)}
+		next := v1alpha1.AgentgatewayBackendStatus{Conditions: mergeConditions(b.Status.Conditions, want.Conditions, ctrl, now)}
 		if equality.Semantic.DeepEqual(b.Status, next) {
 			continue
 		}
@@ -141,19 +141,43 @@ func (p *Provider) updateStatus(ctx context.Context, obj client.Object) {
 	}
 }
 
-// mergeConditions returns want with each condition's lastTransitionTime taken from have when
-// have holds the same type with the same status, and now otherwise.
-func mergeConditions(have, want []metav1.Condition, now metav1.Time) []metav1.Condition {
-	if want == nil {
-		return nil
-	}
-	out := make([]metav1.Condition, len(want))
-	for i, c := range want {
+// mergeConditions returns the conditions have becomes when the controller ctrl writes want, as
+// meta.SetStatusCondition would: a condition of want replaces the one of its type in place,
+// keeping its lastTransitionTime when its status is the same (now otherwise); a condition of a
+// type the controller writes (translator.OwnsCondition) that want lacks goes (stale: e.g.
+// PartiallyInvalid once every rule is valid); a new one comes last, in want's order. Conditions
+// of other types stay as they are, in their place: Gateway API's "Implementations MUST NOT remove
+// or reorder Conditions that they are not directly responsible for" (policy controllers add
+// theirs to Gateways and route parents). Conditions left as they were give have's list again, so
+// an unchanged status is not written again.
+func mergeConditions(have, want []metav1.Condition, ctrl gwv1.GatewayController, now metav1.Time) []metav1.Condition {
+	var out []metav1.Condition
+	placed := make([]bool, len(want))
+	put := func(j int, old *metav1.Condition) {
+		c := want[j]
 		c.LastTransitionTime = now
-		if old := meta.FindStatusCondition(have, c.Type); old != nil && old.Status == c.Status {
+		if old != nil && old.Status == c.Status {
 			c.LastTransitionTime = old.LastTransitionTime
 		}
-		out[i] = c
+		out = append(out, c)
+		placed[j] = true
+	}
+	for i := range have {
+		h := &have[i]
+		j := slices.IndexFunc(want, func(c metav1.Condition) bool { return c.Type == h.Type })
+		switch {
+		case j >= 0 && !placed[j]:
+			put(j, h)
+		case translator.OwnsCondition(string(ctrl), h.Type):
+			// stale, or a repeat of a type already placed
+		default:
+			out = append(out, *h)
+		}
+	}
+	for j := range want {
+		if !placed[j] {
+			put(j, nil)
+		}
 	}
 	return out
 }
@@ -196,7 +220,7 @@ func mergeOwned[T any](have, want []T, ctrl gwv1.GatewayController, now metav1.T
 	put := func(j int, old []metav1.Condition) {
 		w := want[j]
 		_, _, conds := fields(&w)
-		*conds = mergeConditions(old, *conds, now) // a new slice: want's stay as they are
+		*conds = mergeConditions(old, *conds, ctrl, now) // a new slice: want's stay as they are
 		out = append(out, w)
 		placed[j] = true
 	}
@@ -396,7 +420,7 @@ func serviceAddresses(s *corev1.Service) []gwv1.GatewayStatusAddress {
 // replica (when the controller deploys it), and the Service has an address. requested are the
 // Gateway's spec.addresses: the translator, which knows no Service, finds them unusable
 // (AddressNotUsable); the Gateway is Programmed all the same when its Service has every one.
-func gatewayStatus(have gwv1.GatewayStatus, want *gwv1.GatewayStatus, requested []gwv1.GatewaySpecAddress, svc *corev1.Service, planes map[gatewayKey]dataPlaneState, deploys bool, key gatewayKey, now metav1.Time) gwv1.GatewayStatus {
+func gatewayStatus(have gwv1.GatewayStatus, want *gwv1.GatewayStatus, requested []gwv1.GatewaySpecAddress, svc *corev1.Service, planes map[gatewayKey]dataPlaneState, deploys bool, key gatewayKey, ctrl gwv1.GatewayController, now metav1.Time) gwv1.GatewayStatus {
 	next := *want.DeepCopy()
 	next.Addresses = serviceAddresses(svc)
 	if c := meta.FindStatusCondition(next.Conditions, string(gwv1.GatewayConditionProgrammed)); c != nil &&
@@ -420,7 +444,7 @@ func gatewayStatus(have gwv1.GatewayStatus, want *gwv1.GatewayStatus, requested 
 			c.Message = fmt.Sprintf("Service %s/%s has no address yet", svc.Namespace, svc.Name)
 		}
 	}
-	next.Conditions = mergeConditions(have.Conditions, next.Conditions, now)
+	next.Conditions = mergeConditions(have.Conditions, next.Conditions, ctrl, now)
 	for i := range next.Listeners {
 		var old []metav1.Condition
 		for _, h := range have.Listeners {
@@ -428,7 +452,7 @@ func gatewayStatus(have gwv1.GatewayStatus, want *gwv1.GatewayStatus, requested 
 				old = h.Conditions
 			}
 		}
-		next.Listeners[i].Conditions = mergeConditions(old, next.Listeners[i].Conditions, now)
+		next.Listeners[i].Conditions = mergeConditions(old, next.Listeners[i].Conditions, ctrl, now)
 	}
 	return next
 }

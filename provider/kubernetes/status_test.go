@@ -3,6 +3,7 @@ package kubernetes
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -30,7 +31,7 @@ func TestMergeConditionsKeepsTimeOfUnchangedStatus(t *testing.T) {
 		{Type: "Programmed", Status: metav1.ConditionTrue, Reason: "Programmed"},
 		{Type: "ResolvedRefs", Status: metav1.ConditionTrue, Reason: "ResolvedRefs"},
 	}
-	got := mergeConditions(have, want, now)
+	got := mergeConditions(have, want, ours, now)
 	for typ, at := range map[string]time.Time{"Accepted": then, "Programmed": now.Time, "ResolvedRefs": now.Time} {
 		if c := meta.FindStatusCondition(got, typ); c == nil || !c.LastTransitionTime.Time.Equal(at) {
 			t.Errorf("%s: lastTransitionTime %v, want %v", typ, c, at)
@@ -38,6 +39,58 @@ func TestMergeConditionsKeepsTimeOfUnchangedStatus(t *testing.T) {
 	}
 	if !want[0].LastTransitionTime.IsZero() {
 		t.Error("mergeConditions changed its input")
+	}
+}
+
+// TestMergeConditionsKeepsOthers: Gateway API (gateway_types.go, gatewayclass_types.go status
+// Conditions): "Implementations MUST NOT remove or reorder Conditions that they are not directly
+// responsible for. For example, if an implementation sees a Condition with type
+// special.io/SomeField, it MUST NOT remove, change or update that Condition." mcpgate's stale
+// types go; the others stay in their place, on GatewayClasses, Gateways, listeners and route
+// parents alike; an unchanged status merges to what it was (no write).
+func TestMergeConditionsKeepsOthers(t *testing.T) {
+	then, now := time.Unix(1000, 0), metav1.NewTime(time.Unix(2000, 0))
+	foreign := cond("special.io/SomeField", metav1.ConditionTrue, then)
+	kuadrant := cond("kuadrant.io/AuthPolicyAffected", metav1.ConditionTrue, then)
+	have := []metav1.Condition{foreign, cond("Accepted", metav1.ConditionTrue, then), kuadrant,
+		cond("PartiallyInvalid", metav1.ConditionTrue, then), cond("mcpgate.dev/AgentgatewayPolicyAffected", metav1.ConditionTrue, then)}
+	want := []metav1.Condition{
+		{Type: "ResolvedRefs", Status: metav1.ConditionTrue, Reason: "ResolvedRefs", ObservedGeneration: 1},
+		{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Accepted", ObservedGeneration: 1},
+	}
+	types := func(l []metav1.Condition) string {
+		var out []string
+		for _, c := range l {
+			out = append(out, c.Type)
+		}
+		return strings.Join(out, " ")
+	}
+	const wantTypes = "special.io/SomeField Accepted kuadrant.io/AuthPolicyAffected ResolvedRefs"
+	got := mergeConditions(have, want, ours, now)
+	if types(got) != wantTypes {
+		t.Errorf("merged %s, want %s (others kept in place, mcpgate's stale PartiallyInvalid and Affected gone, new last)", types(got), wantTypes)
+	}
+	if c := meta.FindStatusCondition(got, foreign.Type); c == nil || *c != foreign {
+		t.Errorf("special.io/SomeField changed: %+v", c)
+	}
+	if again := mergeConditions(got, want, ours, metav1.NewTime(time.Unix(3000, 0))); !reflect.DeepEqual(again, got) {
+		t.Errorf("merging the same again gives %+v, want %+v (no write)", again, got)
+	}
+	gw := gatewayStatus(gwv1.GatewayStatus{Conditions: have, Listeners: []gwv1.ListenerStatus{{Name: "http", Conditions: have}}},
+		&gwv1.GatewayStatus{Conditions: want, Listeners: []gwv1.ListenerStatus{{Name: "http", Conditions: want}}},
+		nil, nil, nil, false, gatewayKey{Namespace: "ns", Name: "gw"}, ours, now)
+	if types(gw.Conditions) != wantTypes || types(gw.Listeners[0].Conditions) != wantTypes {
+		t.Errorf("Gateway conditions %s, listener conditions %s, want %s", types(gw.Conditions), types(gw.Listeners[0].Conditions), wantTypes)
+	}
+	ref := gwv1.ParentReference{Name: "gw"}
+	parents := mergeParents([]gwv1.RouteParentStatus{{ParentRef: ref, ControllerName: ours, Conditions: have}},
+		[]gwv1.RouteParentStatus{{ParentRef: ref, ControllerName: ours, Conditions: want}}, ours, now)
+	if types(parents[0].Conditions) != wantTypes {
+		t.Errorf("route parent conditions %s, want %s", types(parents[0].Conditions), wantTypes)
+	}
+	other := gwv1.GatewayController("example.com/gateway-controller")
+	if got := mergeConditions([]metav1.Condition{cond("example.com/AgentgatewayPolicyAffected", metav1.ConditionTrue, then)}, nil, other, now); len(got) != 0 {
+		t.Errorf("controller %s: its own stale Affected condition kept: %+v", other, got)
 	}
 }
 
@@ -153,7 +206,7 @@ func TestGatewayStatusProgrammed(t *testing.T) {
 		{"no Service", nil, nil, false, metav1.ConditionFalse, "AddressNotAssigned"},
 		{"no address", &corev1.Service{}, nil, false, metav1.ConditionFalse, "AddressNotAssigned"},
 	} {
-		got := gatewayStatus(gwv1.GatewayStatus{}, want, nil, c.svc, c.planes, c.deploys, key, now)
+		got := gatewayStatus(gwv1.GatewayStatus{}, want, nil, c.svc, c.planes, c.deploys, key, ours, now)
 		p := meta.FindStatusCondition(got.Conditions, "Programmed")
 		if p.Status != c.status || p.Reason != c.reason {
 			t.Errorf("%s: Programmed %s/%s %q, want %s/%s", c.name, p.Status, p.Reason, p.Message, c.status, c.reason)
@@ -180,7 +233,7 @@ func TestGatewayStatusProgrammed(t *testing.T) {
 		{"an IP the Service does not have", []gwv1.GatewaySpecAddress{{Type: &ip, Value: "fd00::6"}}, metav1.ConditionFalse},
 		{"the Service's hostname as an IP address", []gwv1.GatewaySpecAddress{{Type: &ip, Value: "gw.example.com"}}, metav1.ConditionFalse},
 	} {
-		got := gatewayStatus(gwv1.GatewayStatus{}, unusable, c.requested, lb, nil, false, key, now)
+		got := gatewayStatus(gwv1.GatewayStatus{}, unusable, c.requested, lb, nil, false, key, ours, now)
 		if p := meta.FindStatusCondition(got.Conditions, "Programmed"); p.Status != c.status {
 			t.Errorf("%s: Programmed %s/%s, want %s", c.name, p.Status, p.Reason, c.status)
 		}
