@@ -152,7 +152,7 @@ func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentRefer
 		msg := fmt.Sprintf("Gateway %s not found", keyString(gw.Namespace, gw.Name))
 		cr.problems.add(KindHTTPRoute, r.Namespace, r.Name, field(), msg)
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), false, string(gwv1.RouteReasonNoMatchingParent), msg, gen))
-		ps.Conditions = appendRouteRefConditions(ps.Conditions, cr, gen)
+		ps.Conditions = appendRouteRefConditions(ps.Conditions, cr, false, gen)
 		return ps, true
 	}
 	if len(cr.badHosts) > 0 {
@@ -163,7 +163,7 @@ func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentRefer
 		// changes: other routes on the listener keep their hosts.
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), false, string(gwv1.RouteReasonUnsupportedValue),
 			"invalid hostnames, the route is not served: "+strings.Join(cr.badHosts, "; "), gen))
-		ps.Conditions = appendRouteRefConditions(ps.Conditions, cr, gen)
+		ps.Conditions = appendRouteRefConditions(ps.Conditions, cr, false, gen)
 		return ps, true
 	}
 	var candidates []*listenerInfo
@@ -218,7 +218,7 @@ func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentRefer
 		cr.problems.add(KindHTTPRoute, r.Namespace, r.Name, field(), msg)
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), false, reason, msg, gen))
 	}
-	ps.Conditions = appendRouteRefConditions(ps.Conditions, cr, gen)
+	ps.Conditions = appendRouteRefConditions(ps.Conditions, cr, n > 0 && !cr.allInvalid(), gen)
 	return ps, true
 }
 
@@ -234,14 +234,17 @@ func (cr *compiledRoute) warningMessage() string {
 	return strings.Join(msgs, "; ")
 }
 
-// appendRouteRefConditions appends the ResolvedRefs and PartiallyInvalid conditions of a route.
-func appendRouteRefConditions(out []metav1.Condition, cr *compiledRoute, gen int64) []metav1.Condition {
+// appendRouteRefConditions appends the ResolvedRefs and PartiallyInvalid conditions of a route's
+// parent; accepted tells whether that parent accepted the route. PartiallyInvalid goes only on a
+// parent that did: Gateway API, "This condition MUST NOT be set if a Route is fully valid, fully
+// invalid, or not accepted."
+func appendRouteRefConditions(out []metav1.Condition, cr *compiledRoute, accepted bool, gen int64) []metav1.Condition {
 	if cr.refReason != "" {
 		out = append(out, condition(string(gwv1.RouteConditionResolvedRefs), false, cr.refReason, strings.Join(cr.refMsgs, "; "), gen))
 	} else {
 		out = append(out, condition(string(gwv1.RouteConditionResolvedRefs), true, string(gwv1.RouteReasonResolvedRefs), "", gen))
 	}
-	if len(cr.badRules) > 0 && !cr.allInvalid() {
+	if accepted && len(cr.badRules) > 0 && !cr.allInvalid() {
 		// Gateway API: the message starts with "Dropped Rule"; the dropped rules answer 500
 		// rather than let their requests reach other routes.
 		out = append(out, condition(string(gwv1.RouteConditionPartiallyInvalid), true, string(gwv1.RouteReasonUnsupportedValue),
