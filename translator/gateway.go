@@ -259,9 +259,15 @@ func (t *translation) checkRouteKinds(li *listenerInfo) {
 	}
 }
 
-// admits reports whether the listener lets an HTTPRoute of namespace ns attach.
+// admits reports whether the listener lets an HTTPRoute of namespace ns attach: its protocol
+// carries HTTPRoutes (HTTP, HTTPS) and its allowedRoutes (kinds, namespaces) select the route.
+// Whether the listener is accepted does not matter: Gateway API, ListenerStatus.AttachedRoutes,
+// "Successful attachment of a Route to a Listener is based solely on the combination of the
+// AllowedRoutes field on the corresponding Listener and the Route's ParentRefs field ... Listener
+// or Route status does not impact successful attachment". A listener that is not accepted counts
+// the route, but serves nothing (attachParent).
 func (t *translation) admits(li *listenerInfo, ns string) bool {
-	if !li.ok || !li.kindsOK {
+	if !li.kindsOK || (li.l.Protocol != gwv1.HTTPProtocolType && li.l.Protocol != gwv1.HTTPSProtocolType) {
 		return false
 	}
 	from := gwv1.NamespacesFromSame

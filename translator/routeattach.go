@@ -178,6 +178,7 @@ func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentRefer
 	}
 	reason, msg := "", ""
 	n := 0
+	var idle []string // the listeners attached to that are not accepted: "NAME (REASON)"
 	if len(candidates) == 0 {
 		reason, msg = string(gwv1.RouteReasonNoMatchingParent), fmt.Sprintf("Gateway %s has no listener matching the sectionName and port", gi.key)
 	} else {
@@ -192,16 +193,21 @@ func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentRefer
 				continue
 			}
 			n++
+			if !li.ok {
+				idle = append(idle, fmt.Sprintf("%s (%s)", li.l.Name, li.reason))
+			}
 			if cr.allInvalid() || slices.Contains(cr.attached, li) {
 				continue
 			}
-			cr.attached = append(cr.attached, li)
-			t.addRoutes(gi, li, cr, hosts)
+			cr.attached = append(cr.attached, li) // counted, accepted or not
+			if li.ok {
+				t.addRoutes(gi, li, cr, hosts)
+			}
 		}
 		switch {
 		case n > 0:
 		case allowed == 0:
-			reason, msg = string(gwv1.RouteReasonNotAllowedByListeners), fmt.Sprintf("no listener of Gateway %s admits this route (allowedRoutes, or listeners not accepted)", gi.key)
+			reason, msg = string(gwv1.RouteReasonNotAllowedByListeners), fmt.Sprintf("no listener of Gateway %s admits this route (protocol, allowedRoutes)", gi.key)
 		default:
 			reason, msg = string(gwv1.RouteReasonNoMatchingListenerHostname), fmt.Sprintf("no hostname of the route matches a listener hostname of Gateway %s", gi.key)
 		}
@@ -212,8 +218,20 @@ func (t *translation) attachParent(cr *compiledRoute, i int, pr gwv1.ParentRefer
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), false, string(gwv1.RouteReasonUnsupportedValue),
 			"no rule can be honoured: "+strings.Join(cr.invalidMsgs, "; "), gen))
 	case n > 0:
-		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), true, string(gwv1.RouteReasonAccepted), cr.warningMessage(), gen))
-		cr.info.gateways.add(gi)
+		// Attached, so Accepted (the listeners' attachedRoutes count only accepted routes), even
+		// on listeners that are not accepted, which serve nothing: the message says so.
+		note := cr.warningMessage()
+		if len(idle) > 0 {
+			if note != "" {
+				note += "; "
+			}
+			note += plural(idle, "listener %s is not accepted and serves", "listeners %s are not accepted and serve") +
+				" none of this route until fixed (see the Gateway's listener conditions)"
+		}
+		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), true, string(gwv1.RouteReasonAccepted), note, gen))
+		if len(idle) < n {
+			cr.info.gateways.add(gi)
+		}
 	default:
 		cr.problems.add(KindHTTPRoute, r.Namespace, r.Name, field(), msg)
 		ps.Conditions = append(ps.Conditions, condition(string(gwv1.RouteConditionAccepted), false, reason, msg, gen))
