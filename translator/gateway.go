@@ -22,6 +22,10 @@ type gatewayInfo struct {
 	ref       gwv1.ParentReference
 	listeners []*listenerInfo
 	build     *gatewayBuild
+	// refusal is why the whole Gateway is not accepted (an Accepted reason: UnsupportedAddress,
+	// InvalidParameters), "" when it is; refusalField names the field and refusalMsg says why.
+	// A refused Gateway serves nothing: each of its listeners is refused with it.
+	refusal, refusalField, refusalMsg string
 }
 
 // listenerInfo is one listener of a served Gateway.
@@ -83,6 +87,7 @@ func (t *translation) selectGateways() {
 	for _, g := range served {
 		gi := &gatewayInfo{gw: g, key: keyString(g.Namespace, g.Name), build: newGatewayBuild(perGateway)}
 		gi.ref = gatewayRef(gi)
+		gi.refusal, gi.refusalField, gi.refusalMsg = t.gatewayRefusal(g)
 		t.gateways[key(g.Namespace, g.Name)] = gi
 		t.served = append(t.served, gi)
 		t.validateListeners(gi, portOwner)
@@ -122,6 +127,9 @@ func (t *translation) validateListeners(gi *gatewayInfo, portOwner map[int32]str
 	}
 	markConflicts(gi.listeners)
 	for _, li := range gi.listeners {
+		if gi.refusal != "" {
+			li.refuse(gi.refusal, "the Gateway is not accepted: "+gi.refusalMsg)
+		}
 		port := li.l.Port
 		if t.opts.ExclusivePorts && li.ok {
 			if owner, taken := portOwner[port]; taken && owner != gi.key {
@@ -132,7 +140,7 @@ func (t *translation) validateListeners(gi *gatewayInfo, portOwner map[int32]str
 			}
 		}
 		field := "spec.listeners[" + strconv.Itoa(li.index) + "]"
-		if !li.ok {
+		if !li.ok && (gi.refusal == "" || li.reason != gi.refusal) { // the Gateway's refusal is said once
 			t.st.refuse(KindGateway, g.Namespace, g.Name, field, li.msg)
 		}
 		if li.badKinds != "" {
@@ -363,6 +371,11 @@ func (t *translation) gatewayStatus(gi *gatewayInfo) *gwv1.GatewayStatus {
 		}
 	}
 	switch {
+	case gi.refusal != "":
+		st.Conditions = append(st.Conditions,
+			condition(string(gwv1.GatewayConditionAccepted), false, gi.refusal, gi.refusalMsg, gen),
+			condition(string(gwv1.GatewayConditionProgrammed), false, string(gwv1.GatewayReasonInvalid), gi.refusalMsg, gen))
+		t.st.refuse(KindGateway, gi.gw.Namespace, gi.gw.Name, gi.refusalField, gi.refusalMsg)
 	case valid == len(gi.listeners) && valid > 0:
 		st.Conditions = append(st.Conditions,
 			condition(string(gwv1.GatewayConditionAccepted), true, string(gwv1.GatewayReasonAccepted), "", gen),
@@ -387,12 +400,12 @@ func (t *translation) gatewayStatus(gi *gatewayInfo) *gwv1.GatewayStatus {
 		typ := gwv1.IPAddressType
 		st.Addresses = []gwv1.GatewayStatusAddress{{Type: &typ, Value: a}}
 	}
-	if msg := t.unusableAddresses(gi.gw); msg != "" {
+	if reason, msg := t.unusableAddresses(gi.gw); msg != "" && gi.refusal == "" {
 		// Gateway API: a requested address that is not used MUST show in the status. The
 		// Gateway is served all the same, on the addresses it has.
 		for i := range st.Conditions {
 			if c := &st.Conditions[i]; c.Type == string(gwv1.GatewayConditionProgrammed) && c.Status == metav1.ConditionTrue {
-				c.Status, c.Reason, c.Message = metav1.ConditionFalse, string(gwv1.GatewayReasonAddressNotUsable), msg
+				c.Status, c.Reason, c.Message = metav1.ConditionFalse, reason, msg
 			}
 		}
 		t.st.warnings.add(KindGateway, gi.gw.Namespace, gi.gw.Name, "spec.addresses", msg)
@@ -400,34 +413,69 @@ func (t *translation) gatewayStatus(gi *gatewayInfo) *gwv1.GatewayStatus {
 	return st
 }
 
+// gatewayRefusal says why a served Gateway is not accepted as a whole: its Accepted reason, the
+// field and the message; "" reason when it is accepted. Gateway API: an address "of a type which
+// is not supported by the implementation" is Accepted False UnsupportedAddress (mcpgate takes
+// IPAddress and Hostname, which a Service or the bind address can have).
+func (t *translation) gatewayRefusal(gw *gwv1.Gateway) (reason, field, msg string) {
+	for i, a := range gw.Spec.Addresses {
+		if typ := addressType(a); typ != gwv1.IPAddressType && typ != gwv1.HostnameAddressType {
+			return string(gwv1.GatewayReasonUnsupportedAddress), fmt.Sprintf("spec.addresses[%d].type", i),
+				fmt.Sprintf("address type %s is not supported: mcpgate takes %s and %s addresses", typ, gwv1.IPAddressType, gwv1.HostnameAddressType)
+		}
+	}
+	return "", "", ""
+}
+
+// addressType is the type of a requested address (IPAddress when unset, the API server's default).
+func addressType(a gwv1.GatewaySpecAddress) gwv1.AddressType {
+	if a.Type == nil {
+		return gwv1.IPAddressType
+	}
+	return *a.Type
+}
+
 // unusableAddresses says which of gw's requested addresses (spec.addresses) it is not served on,
-// or "" when it is served on all of them. mcpgate assigns none: in Kubernetes the Gateway's
-// addresses are its Service's (Envoy Gateway's external IPs are not set: a Service's externalIPs
-// capture the cluster's traffic to that IP, CVE-2020-8554); standalone, Envoy's listeners bind
-// Options.BindAddress, the one address a request may name.
-func (t *translation) unusableAddresses(gw *gwv1.Gateway) string {
+// with the Programmed reason to give, or "" when it is served on all of them. mcpgate assigns
+// none: in Kubernetes the Gateway's addresses are its Service's (Envoy Gateway's external IPs are
+// not set: a Service's externalIPs capture the cluster's traffic to that IP, CVE-2020-8554);
+// standalone, Envoy's listeners bind Options.BindAddress, the one address a request may name. An
+// address without a value asks mcpgate to assign one, which it does not: Gateway API, "If an
+// implementation does not support an empty value, they MUST set the Programmed condition in
+// status to False with a reason of AddressNotAssigned" (the Kubernetes provider, which finds the
+// other addresses on the Service, keeps that one False); else AddressNotUsable.
+func (t *translation) unusableAddresses(gw *gwv1.Gateway) (reason, msg string) {
 	bind, err := netip.ParseAddr(t.opts.BindAddress)
 	wildcard := err != nil || bind.IsUnspecified()
-	var bad []string
-	for _, a := range gw.Spec.Addresses {
-		typ := gwv1.IPAddressType
-		if a.Type != nil {
-			typ = *a.Type
+	var bad, empty []string
+	for i, a := range gw.Spec.Addresses {
+		typ := addressType(a)
+		if a.Value == "" {
+			empty = append(empty, fmt.Sprintf("spec.addresses[%d] (%s)", i, typ))
+			continue
 		}
 		if ip, err := netip.ParseAddr(a.Value); typ == gwv1.IPAddressType && err == nil && !wildcard && ip == bind {
 			continue
 		}
 		bad = append(bad, fmt.Sprintf("%s %s", typ, a.Value))
 	}
-	if len(bad) == 0 {
-		return ""
-	}
 	servedOn := "its Service's addresses (standalone: every address of the host)"
 	if !wildcard {
 		servedOn = "its bind address, " + t.opts.BindAddress
 	}
-	return fmt.Sprintf("requested addresses are not assigned (%s): mcpgate serves the Gateway on %s; remove spec.addresses",
-		strings.Join(bad, ", "), servedOn)
+	if len(empty) == 0 && len(bad) == 0 {
+		return "", ""
+	}
+	var what []string
+	reason = string(gwv1.GatewayReasonAddressNotUsable)
+	if len(empty) > 0 {
+		reason = string(gwv1.GatewayReasonAddressNotAssigned)
+		what = append(what, plural(empty, "%s asks for an address without a value", "%s ask for addresses without a value"))
+	}
+	if len(bad) > 0 {
+		what = append(what, fmt.Sprintf("requested addresses are not assigned (%s)", strings.Join(bad, ", ")))
+	}
+	return reason, fmt.Sprintf("%s: mcpgate serves the Gateway on %s; remove spec.addresses", strings.Join(what, "; "), servedOn)
 }
 
 // listenerName is the Envoy listener and RouteConfiguration name of a Gateway port.

@@ -419,7 +419,8 @@ func serviceAddresses(s *corev1.Service) []gwv1.GatewayStatusAddress {
 // Programmed stays True only when the data plane was applied and its Deployment has an available
 // replica (when the controller deploys it), and the Service has an address. requested are the
 // Gateway's spec.addresses: the translator, which knows no Service, finds them unusable
-// (AddressNotUsable); the Gateway is Programmed all the same when its Service has every one.
+// (AddressNotUsable); the Gateway is Programmed all the same when its Service has every one. One
+// without a value, which mcpgate does not assign, is AddressNotAssigned and stays so.
 func gatewayStatus(have gwv1.GatewayStatus, want *gwv1.GatewayStatus, requested []gwv1.GatewaySpecAddress, svc *corev1.Service, planes map[gatewayKey]dataPlaneState, deploys bool, key gatewayKey, ctrl gwv1.GatewayController, now metav1.Time) gwv1.GatewayStatus {
 	next := *want.DeepCopy()
 	next.Addresses = serviceAddresses(svc)
