@@ -60,10 +60,7 @@ func (a *precedence) compare(b *precedence) int {
 	if c := a.created.Compare(b.created.Time); c != 0 {
 		return c
 	}
-	if c := strings.Compare(a.ns, b.ns); c != 0 {
-		return c
-	}
-	if c := strings.Compare(a.name, b.name); c != 0 {
+	if c := compareNsName(a.ns, a.name, b.ns, b.name); c != 0 {
 		return c
 	}
 	if a.rule != b.rule {

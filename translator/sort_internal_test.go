@@ -54,3 +54,22 @@ func TestSortByAge(t *testing.T) {
 		}
 	}
 }
+
+// TestCompareNsName: Gateway API breaks ties "in alphabetical order by {namespace}/{name}",
+// which is not namespace, then name: "a-b/a" < "a/z" as '-' < '/'. compareNsName compares as
+// the joined strings would.
+func TestCompareNsName(t *testing.T) {
+	names := []string{"a", "a-b", "a.b", "ab", "a0", "b", "z", ""}
+	for _, ans := range names {
+		for _, an := range names {
+			for _, bns := range names {
+				for _, bn := range names {
+					want := strings.Compare(ans+"/"+an, bns+"/"+bn)
+					if got := compareNsName(ans, an, bns, bn); got != want {
+						t.Errorf("compareNsName(%q, %q, %q, %q) = %d, want %d", ans, an, bns, bn, got, want)
+					}
+				}
+			}
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package translator
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 	"sync"
@@ -182,16 +183,33 @@ func key(ns, name string) nsName { return nsName{Namespace: ns, Name: name} }
 
 func keyString(ns, name string) string { return ns + "/" + name }
 
-// compareAge orders objects by creation time, then namespace and name (Gateway API conflict
-// resolution: the oldest wins).
+// compareAge orders objects by creation time, then "{namespace}/{name}" (Gateway API conflict
+// resolution: the oldest wins, then "the Route appearing first in alphabetical order by
+// {namespace}/{name}"; compareNsName).
 func compareAge(a, b *metav1.ObjectMeta) int {
 	if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
 		return c
 	}
-	if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
+	return compareNsName(a.Namespace, a.Name, b.Namespace, b.Name)
+}
+
+// compareNsName compares "{ans}/{aname}" with "{bns}/{bname}" as strings, without joining them:
+// Gateway API's alphabetical order by "{namespace}/{name}", in which "a-b/a" comes before "a/z"
+// ('-' < '/'), unlike an order by namespace, then name.
+func compareNsName(ans, aname, bns, bname string) int {
+	if ans == bns {
+		return strings.Compare(aname, bname)
+	}
+	n := min(len(ans), len(bns))
+	if c := strings.Compare(ans[:n], bns[:n]); c != 0 {
 		return c
 	}
-	return strings.Compare(a.Name, b.Name)
+	// One namespace starts the other: the shorter one's "/" meets the longer one's next byte,
+	// never a "/" (namespaces have none).
+	if len(ans) < len(bns) {
+		return cmp.Compare('/', bns[n])
+	}
+	return cmp.Compare(ans[n], '/')
 }
 
 // ageKey is what compareAge reads of an object, and a kind that breaks its ties.
@@ -218,10 +236,7 @@ func sortByAge[T any](list []T, meta func(T) (*metav1.ObjectMeta, string)) {
 		if c := a.created.Compare(b.created); c != 0 {
 			return c
 		}
-		if c := strings.Compare(a.ns, b.ns); c != 0 {
-			return c
-		}
-		if c := strings.Compare(a.name, b.name); c != 0 {
+		if c := compareNsName(a.ns, a.name, b.ns, b.name); c != 0 {
 			return c
 		}
 		return strings.Compare(a.kind, b.kind)
