@@ -54,11 +54,29 @@ func (t *translation) translateClasses() {
 		if string(c.Spec.ControllerName) != t.opts.ControllerName {
 			continue
 		}
-		t.st.GatewayClasses[name] = &gwv1.GatewayClassStatus{Conditions: []metav1.Condition{
-			condition(string(gwv1.GatewayClassConditionStatusAccepted), true,
-				string(gwv1.GatewayClassReasonAccepted), "mcpgate serves this class", c.Generation),
-		}}
+		accepted := condition(string(gwv1.GatewayClassConditionStatusAccepted), true,
+			string(gwv1.GatewayClassReasonAccepted), "mcpgate serves this class", c.Generation)
+		if msg := classParametersProblem(c); msg != "" {
+			accepted = condition(string(gwv1.GatewayClassConditionStatusAccepted), false,
+				string(gwv1.GatewayClassReasonInvalidParameters), msg, c.Generation)
+			t.st.refuse(KindGatewayClass, "", name, "spec.parametersRef", msg)
+		}
+		t.st.GatewayClasses[name] = &gwv1.GatewayClassStatus{Conditions: []metav1.Condition{accepted}}
 	}
+}
+
+// classParametersProblem says why a class of ours is not accepted for its parametersRef, or "".
+// mcpgate takes no parameters of any kind, so any parametersRef refers to "an unsupported
+// kind": Gateway API, "the GatewayClass SHOULD be rejected with the Accepted status condition
+// set to False and an InvalidParameters reason". Its Gateways are refused with it
+// (gatewayRefusal): a class that is not accepted provisions no Gateways.
+func classParametersProblem(c *gwv1.GatewayClass) string {
+	ref := c.Spec.ParametersRef
+	if ref == nil {
+		return ""
+	}
+	return fmt.Sprintf("parametersRef %s/%s %s: mcpgate takes no parameters (its settings are flags and the policy kinds); remove spec.parametersRef",
+		ref.Group, ref.Kind, ref.Name)
 }
 
 // serves reports whether mcpgate serves Gateways of class name (see the package comment).
@@ -414,10 +432,23 @@ func (t *translation) gatewayStatus(gi *gatewayInfo) *gwv1.GatewayStatus {
 }
 
 // gatewayRefusal says why a served Gateway is not accepted as a whole: its Accepted reason, the
-// field and the message; "" reason when it is accepted. Gateway API: an address "of a type which
-// is not supported by the implementation" is Accepted False UnsupportedAddress (mcpgate takes
-// IPAddress and Hostname, which a Service or the bind address can have).
+// field and the message; "" reason when it is accepted. Gateway API: a Gateway whose
+// infrastructure.parametersRef "refers to an unsupported kind" (mcpgate takes none) SHOULD be
+// Accepted False InvalidParameters, and so is one whose class is not accepted for its
+// parametersRef (classParametersProblem); an address "of a type which is not supported by the
+// implementation" is Accepted False UnsupportedAddress (mcpgate takes IPAddress and Hostname,
+// which a Service or the bind address can have).
 func (t *translation) gatewayRefusal(gw *gwv1.Gateway) (reason, field, msg string) {
+	if c := t.classes[string(gw.Spec.GatewayClassName)]; c != nil && string(c.Spec.ControllerName) == t.opts.ControllerName {
+		if p := classParametersProblem(c); p != "" {
+			return string(gwv1.GatewayReasonInvalidParameters), "spec.gatewayClassName", fmt.Sprintf("GatewayClass %s is not accepted: %s", c.Name, p)
+		}
+	}
+	if inf := gw.Spec.Infrastructure; inf != nil && inf.ParametersRef != nil {
+		ref := inf.ParametersRef
+		return string(gwv1.GatewayReasonInvalidParameters), "spec.infrastructure.parametersRef",
+			fmt.Sprintf("parametersRef %s/%s %s: mcpgate takes no parameters; remove spec.infrastructure.parametersRef", ref.Group, ref.Kind, ref.Name)
+	}
 	for i, a := range gw.Spec.Addresses {
 		if typ := addressType(a); typ != gwv1.IPAddressType && typ != gwv1.HostnameAddressType {
 			return string(gwv1.GatewayReasonUnsupportedAddress), fmt.Sprintf("spec.addresses[%d].type", i),
