@@ -271,6 +271,16 @@ func (t *translation) compileRule(cr *compiledRoute, i int) {
 			c.timeout = durationpb.New(d)
 		}
 	}
+	// Fields mcpgate does not apply: a warning each, rather than silent acceptance.
+	if tm := rule.Timeouts; tm != nil && tm.BackendRequest != nil {
+		warnings.add(KindHTTPRoute, r.Namespace, r.Name, field()+".timeouts.backendRequest", msgNotApplied+"; timeouts.request bounds the whole request")
+	}
+	if rule.Retry != nil {
+		warnings.add(KindHTTPRoute, r.Namespace, r.Name, field()+".retry", msgNotApplied+"; a failed request is not retried")
+	}
+	if rule.SessionPersistence != nil {
+		warnings.add(KindHTTPRoute, r.Namespace, r.Name, field()+".sessionPersistence", msgNotApplied+"; requests are balanced without it")
+	}
 	for k := range rule.BackendRefs {
 		t.resolveBackendRef(cr, c, i, k, &rule.BackendRefs[k])
 	}
@@ -321,6 +331,9 @@ func (t *translation) compileRule(cr *compiledRoute, i int) {
 
 // Warnings of route rules that Envoy serves otherwise than they ask.
 const (
+	// msgNotApplied: an HTTPRoute rule field mcpgate does not implement (Gateway API extended
+	// features: timeouts.backendRequest, retry, sessionPersistence).
+	msgNotApplied = "is not applied, mcpgate does not implement it"
 	// msgServerHeader: the connection manager sets the server header of every answer after the
 	// route's header changes (server_header_transformation OVERWRITE, server_name "envoy").
 	msgServerHeader = `has no effect: Envoy sets the server header of every response to "envoy" after the route's header changes`
