@@ -81,14 +81,7 @@ func classParametersProblem(c *gwv1.GatewayClass) string {
 
 // serves reports whether mcpgate serves Gateways of class name (see the package comment).
 func (t *translation) serves(class string) bool {
-	if slices.Contains(t.opts.GatewayClassNames, class) {
-		return true
-	}
-	c, ok := t.classes[class]
-	if !ok {
-		return !t.opts.RequireGatewayClass
-	}
-	return string(c.Spec.ControllerName) == t.opts.ControllerName
+	return t.opts.ServesClass(class, t.classes[class])
 }
 
 // selectGateways picks the served Gateways and validates their listeners.

@@ -62,6 +62,7 @@ package translator
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -202,6 +203,19 @@ func (o Options) ServiceOfHost(host string) (ns, name string, ok bool) {
 	name, rest, _ := strings.Cut(h, ".")
 	ns, svcLabel, _ := strings.Cut(rest, ".")
 	return ns, name, svcLabel == "svc" && ns != "" && name != ""
+}
+
+// ServesClass reports whether the Gateways of the GatewayClass named name are served: c is that
+// class, nil when it is not among the inputs (see the package comment).
+func (o Options) ServesClass(name string, c *gwv1.GatewayClass) bool {
+	o = o.withDefaults()
+	if slices.Contains(o.GatewayClassNames, name) {
+		return true
+	}
+	if c == nil {
+		return !o.RequireGatewayClass
+	}
+	return string(c.Spec.ControllerName) == o.ControllerName
 }
 
 func (o Options) withDefaults() Options {

@@ -27,7 +27,7 @@ import (
 
 // servedTypes are the type URLs a gateway's node group holds.
 var servedTypes = []string{
-	resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType, contract.PolicyTypeURL,
+	resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.SecretType, contract.PolicyTypeURL,
 }
 
 // adsWatch is a Delta ADS client subscribed, as one node group, to every type a gateway gets; it

@@ -67,27 +67,70 @@ func (p *Provider) snapshot(ctx context.Context) (*snapshot, error) {
 	for _, ep := range snap.enterprise {
 		res.Policies = append(res.Policies, ep.AsAgentgatewayPolicy())
 	}
-	res.Secrets, res.SecretErrors = p.referencedSecrets(ctx, res.Backends)
+	res.Secrets, res.SecretErrors = p.referencedSecrets(ctx, secretRefs(res, p.tr))
 	return snap, nil
 }
 
-// referencedSecrets reads the Secrets that backends name, by name: the controller may get a
+// secretRef is a Secret an object names: key, the object ("Kind ns/name") and the field.
+type secretRef struct {
+	key          types.NamespacedName
+	owner, field string
+}
+
+// secretRefs lists the Secrets the translation of res may read, in the order of res: those the
+// backends' auth names, and the certificates of the HTTPS listeners of the Gateways served
+// (opts: their classes; a certificate in another namespace is read, and the translator uses it
+// only where a ReferenceGrant permits).
+func secretRefs(res *translator.Resources, opts translator.Options) []secretRef {
+	var refs []secretRef
+	for _, b := range res.Backends {
+		if pol := b.Spec.Policies; pol != nil && pol.Auth != nil && pol.Auth.SecretRef != nil {
+			refs = append(refs, secretRef{types.NamespacedName{Namespace: b.Namespace, Name: pol.Auth.SecretRef.Name},
+				"AgentgatewayBackend " + b.Namespace + "/" + b.Name, "spec.policies.auth.secretRef"})
+		}
+	}
+	classes := make(map[string]*gwv1.GatewayClass, len(res.GatewayClasses))
+	for _, c := range res.GatewayClasses {
+		classes[c.Name] = c
+	}
+	for _, g := range res.Gateways {
+		class := string(g.Spec.GatewayClassName)
+		if !opts.ServesClass(class, classes[class]) {
+			continue
+		}
+		for i, l := range g.Spec.Listeners {
+			if l.TLS == nil {
+				continue
+			}
+			for j, ref := range l.TLS.CertificateRefs {
+				if (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Secret") {
+					continue // not a Secret: the translator refuses it
+				}
+				ns := g.Namespace
+				if ref.Namespace != nil && *ref.Namespace != "" {
+					ns = string(*ref.Namespace)
+				}
+				refs = append(refs, secretRef{types.NamespacedName{Namespace: ns, Name: string(ref.Name)},
+					"Gateway " + g.Namespace + "/" + g.Name, fmt.Sprintf("spec.listeners[%d].tls.certificateRefs[%d]", i, j)})
+			}
+		}
+	}
+	return refs
+}
+
+// referencedSecrets reads the Secrets refs name, by name: the controller may get a
 // Secret but not list or watch them (least privilege), so it never holds the others. A Secret
 // that does not exist is left out; the translator refuses the backend that names it. A read that
 // fails (forbidden, throttled, timed out, an API server error) fails for that Secret alone, and is
 // in errs, by Secret, with why: the copy of the Secret the last read that succeeded got (lastSecrets)
-// is used when there is one, so that the backends naming it keep their configuration, else they
+// is used when there is one, so that the objects naming it keep their configuration, else they
 // are refused with the reason. Every other object is translated.
-func (p *Provider) referencedSecrets(ctx context.Context, backends []*v1alpha1.AgentgatewayBackend) (out []*corev1.Secret, errs map[types.NamespacedName]string) {
+func (p *Provider) referencedSecrets(ctx context.Context, refs []secretRef) (out []*corev1.Secret, errs map[types.NamespacedName]string) {
 	seen := map[types.NamespacedName]bool{}
 	last := p.lastSecrets
 	p.lastSecrets = map[types.NamespacedName]*corev1.Secret{}
-	for _, b := range backends {
-		pol := b.Spec.Policies
-		if pol == nil || pol.Auth == nil || pol.Auth.SecretRef == nil {
-			continue
-		}
-		key := types.NamespacedName{Namespace: b.Namespace, Name: pol.Auth.SecretRef.Name}
+	for _, ref := range refs {
+		key := ref.key
 		if seen[key] {
 			continue
 		}
@@ -104,10 +147,10 @@ func (p *Provider) referencedSecrets(ctx context.Context, backends []*v1alpha1.A
 			}
 			errs[key] = err.Error()
 			if s = last[key]; s == nil {
-				p.logSecretError(key, b, err, "the backends naming it are refused")
+				p.logSecretError(ref, err, "the objects naming it are refused")
 				continue
 			}
-			p.logSecretError(key, b, err, "the copy read before is used")
+			p.logSecretError(ref, err, "the copy read before is used")
 		}
 		out = append(out, s)
 		p.lastSecrets[key] = s
@@ -120,16 +163,16 @@ func (p *Provider) referencedSecrets(ctx context.Context, backends []*v1alpha1.A
 	return out, errs
 }
 
-// logSecretError logs a failed read of Secret key (named by backend b) once, until it is read
-// again or fails otherwise.
-func (p *Provider) logSecretError(key types.NamespacedName, b *v1alpha1.AgentgatewayBackend, err error, outcome string) {
+// logSecretError logs a failed read of the Secret of ref (named by its first object) once,
+// until it is read again or fails otherwise.
+func (p *Provider) logSecretError(ref secretRef, err error, outcome string) {
 	msg := err.Error() + ": " + outcome
-	if p.secretErrors[key] == msg {
+	if p.secretErrors[ref.key] == msg {
 		return
 	}
-	p.secretErrors[key] = msg
-	p.log.Warn("Secret not read: "+outcome, "secret", key.String(),
-		"backend", b.Namespace+"/"+b.Name, "field", "spec.policies.auth.secretRef", "error", err)
+	p.secretErrors[ref.key] = msg
+	p.log.Warn("Secret not read: "+outcome, "secret", ref.key.String(),
+		"object", ref.owner, "field", ref.field, "error", err)
 }
 
 // pointers returns pointers to the items, sorted by namespace and name.
