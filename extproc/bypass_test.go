@@ -76,12 +76,12 @@ func TestBodyOfAnyMethodJudgedAsPost(t *testing.T) {
 	}
 	s.Close()
 
-	// A GET or DELETE whose body may follow is judged at its headers as well: ALLOW mcp.method ==
-	// "ping" refuses it there (its body may never come), as one without a body. A PUT's rules run
-	// on its body, as a POST's.
+	// A request of any method but POST whose body may follow is judged at its headers as well:
+	// ALLOW mcp.method == "ping" refuses it there (its body may never come: an HTTP/2 request
+	// ending with trailers brings none), as one without a body. A POST's rules run on its body.
 	pings := streamableRoute
 	pings.Policy = "pings"
-	for method, status := range map[string]int32{"GET": 403, "DELETE": 403, "PUT": 0, "POST": 0} {
+	for method, status := range map[string]int32{"GET": 403, "DELETE": 403, "PUT": 403, "PATCH": 403, "OPTIONS": 403, "POST": 0} {
 		s := h.open(t, h.tcp, pings)
 		resp := check(t)(s.RequestHeaders(withMethod(postHeaders("/mcp", "", hdr("mcp-session-id", sealed)), method), false))
 		if got := resp.GetImmediateResponse().GetStatus().GetCode(); int32(got) != status {

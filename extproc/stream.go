@@ -570,11 +570,14 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 	st.in.Claims = st.auth.Claims
 	if st.pol != nil && st.pol.traffic != nil {
 		// Rules that read mcp.* judge the body's messages, whatever the method: a server may run
-		// the body of any method (ClassifyRequest). A GET or DELETE is judged at its headers
-		// too: it acts without a body (opens a stream, ends a session), and one without
-		// END_STREAM may still bring no body message (an HTTP/2 request ending with trailers).
+		// the body of any method (ClassifyRequest). A request of any method but POST is judged
+		// at its headers too: a GET or DELETE acts without a body (opens a stream, ends a
+		// session), and one without END_STREAM may still bring no body message (an HTTP/2
+		// request ending with trailers), which would leave it judged by no rule; MCP sends its
+		// messages with POST, so a request of another method that the rules refuse without a
+		// message is refused.
 		st.trafficDeferred = st.pol.traffic.NeedsMCP() && bodyFollows
-		if !st.trafficDeferred || st.in.Method == http.MethodGet || st.in.Method == http.MethodDelete {
+		if !st.trafficDeferred || st.in.Method != http.MethodPost {
 			d := st.evaluate(st.pol.traffic, &st.in)
 			if !d.Allowed {
 				return st.refuse(rbacDenied(), d.Rule, md, nil)
