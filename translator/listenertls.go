@@ -175,8 +175,9 @@ func (t *translation) certificateSecret(g *gwv1.Gateway, field, ns, name string)
 }
 
 // envoyKeyProblem says why Envoy would refuse to serve the certificate, "" when it would not:
-// Envoy's TLS context takes RSA keys of 2048 bits or more and ECDSA keys on P-256
-// (ContextImpl; other curves and key types, Ed25519 among them, are refused with the Secret).
+// Envoy's TLS context (ContextImpl, 1.37) takes RSA keys of 2048 bits or more and ECDSA keys on
+// P-256, P-384 or P-521 ("only P-256, P-384 or P-521 ECDSA certificates are supported"); other
+// curves and key types, Ed25519 among them, are refused with the Secret.
 func envoyKeyProblem(leaf *x509.Certificate) string {
 	if leaf == nil {
 		return "tls.crt holds no certificate"
@@ -187,11 +188,11 @@ func envoyKeyProblem(leaf *x509.Certificate) string {
 			return fmt.Sprintf("the certificate's RSA key has %d bits; Envoy serves RSA keys of 2048 bits or more", k.N.BitLen())
 		}
 	case *ecdsa.PublicKey:
-		if k.Curve != elliptic.P256() {
-			return fmt.Sprintf("the certificate's ECDSA key is on %s; Envoy serves ECDSA keys on P-256 only", k.Curve.Params().Name)
+		if k.Curve != elliptic.P256() && k.Curve != elliptic.P384() && k.Curve != elliptic.P521() {
+			return fmt.Sprintf("the certificate's ECDSA key is on %s; Envoy serves ECDSA keys on P-256, P-384 or P-521", k.Curve.Params().Name)
 		}
 	default:
-		return fmt.Sprintf("the certificate's key is of type %T; Envoy serves RSA (2048 bits or more) and ECDSA P-256 keys", k)
+		return fmt.Sprintf("the certificate's key is of type %T; Envoy serves RSA (2048 bits or more) and ECDSA (P-256, P-384, P-521) keys", k)
 	}
 	return ""
 }
