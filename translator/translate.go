@@ -166,17 +166,30 @@ func (t *translation) granted(fromNS, toNS, group, kind, name string) bool {
 // API's group: an HTTPRoute's backendRefs, a Gateway's certificateRefs) in fromNS refer to the
 // object group/kind/name there.
 func (t *translation) grantedFrom(fromKind, fromNS, toNS, group, kind, name string) bool {
-	for _, g := range t.grants[toNS] {
-		from := slices.ContainsFunc(g.Spec.From, func(f gwv1.ReferenceGrantFrom) bool {
-			return string(f.Group) == gatewayGroup && string(f.Kind) == fromKind && string(f.Namespace) == fromNS
-		})
-		if from && slices.ContainsFunc(g.Spec.To, func(to gwv1.ReferenceGrantTo) bool {
-			return string(to.Group) == group && string(to.Kind) == kind && (to.Name == nil || *to.Name == "" || string(*to.Name) == name)
-		}) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(t.grants[toNS], func(g *gwv1.ReferenceGrant) bool {
+		return grantPermits(g, fromKind, fromNS, group, kind, name)
+	})
+}
+
+// Granted reports whether one of grants, in namespace toNS, lets an object of Gateway API's kind
+// fromKind in fromNS refer to the object group/kind/name in toNS: what the translation checks,
+// for a provider that reads referenced objects (a Gateway's certificate Secrets) only when
+// permitted.
+func Granted(grants []*gwv1.ReferenceGrant, fromKind, fromNS, toNS, group, kind, name string) bool {
+	return slices.ContainsFunc(grants, func(g *gwv1.ReferenceGrant) bool {
+		return g.Namespace == toNS && grantPermits(g, fromKind, fromNS, group, kind, name)
+	})
+}
+
+// grantPermits reports whether ReferenceGrant g lets an object of fromKind in fromNS refer to
+// group/kind/name in g's namespace.
+func grantPermits(g *gwv1.ReferenceGrant, fromKind, fromNS, group, kind, name string) bool {
+	from := slices.ContainsFunc(g.Spec.From, func(f gwv1.ReferenceGrantFrom) bool {
+		return string(f.Group) == gatewayGroup && string(f.Kind) == fromKind && string(f.Namespace) == fromNS
+	})
+	return from && slices.ContainsFunc(g.Spec.To, func(to gwv1.ReferenceGrantTo) bool {
+		return string(to.Group) == group && string(to.Kind) == kind && (to.Name == nil || *to.Name == "" || string(*to.Name) == name)
+	})
 }
 
 func key(ns, name string) nsName { return nsName{Namespace: ns, Name: name} }

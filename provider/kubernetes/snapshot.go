@@ -79,8 +79,9 @@ type secretRef struct {
 
 // secretRefs lists the Secrets the translation of res may read, in the order of res: those the
 // backends' auth names, and the certificates of the HTTPS listeners of the Gateways served
-// (opts: their classes; a certificate in another namespace is read, and the translator uses it
-// only where a ReferenceGrant permits).
+// (opts: their classes), one in another namespace only where a ReferenceGrant of res permits it
+// (the translator refuses the others without reading them: a Gateway cannot make the controller
+// read any Secret of the cluster).
 func secretRefs(res *translator.Resources, opts translator.Options) []secretRef {
 	var refs []secretRef
 	for _, b := range res.Backends {
@@ -109,6 +110,9 @@ func secretRefs(res *translator.Resources, opts translator.Options) []secretRef 
 				ns := g.Namespace
 				if ref.Namespace != nil && *ref.Namespace != "" {
 					ns = string(*ref.Namespace)
+				}
+				if ns != g.Namespace && !translator.Granted(res.ReferenceGrants, translator.KindGateway, g.Namespace, ns, "", "Secret", string(ref.Name)) {
+					continue
 				}
 				refs = append(refs, secretRef{types.NamespacedName{Namespace: ns, Name: string(ref.Name)},
 					"Gateway " + g.Namespace + "/" + g.Name, fmt.Sprintf("spec.listeners[%d].tls.certificateRefs[%d]", i, j)})

@@ -1,0 +1,48 @@
+package kubernetes
+
+import (
+	"slices"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/mcpgate/mcpgate/translator"
+)
+
+// TestSecretRefsGranted: the certificate Secrets read for a served Gateway are those of its own
+// namespace and those another namespace's ReferenceGrant lets its Gateways name; a Gateway of a
+// class not served names none.
+func TestSecretRefsGranted(t *testing.T) {
+	ns := func(s string) *gwv1.Namespace { n := gwv1.Namespace(s); return &n }
+	gateway := func(name, class string) *gwv1.Gateway {
+		return &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "apps", Name: name}, Spec: gwv1.GatewaySpec{
+			GatewayClassName: gwv1.ObjectName(class),
+			Listeners: []gwv1.Listener{{Name: "https", Port: 443, Protocol: gwv1.HTTPSProtocolType, TLS: &gwv1.ListenerTLSConfig{
+				CertificateRefs: []gwv1.SecretObjectReference{{Name: "own"}, {Name: "shared", Namespace: ns("certs")}, {Name: "other", Namespace: ns("secrets")}},
+			}}},
+		}}
+	}
+	res := &translator.Resources{
+		GatewayClasses: []*gwv1.GatewayClass{
+			{ObjectMeta: metav1.ObjectMeta{Name: "ours"}, Spec: gwv1.GatewayClassSpec{ControllerName: translator.DefaultControllerName}},
+			{ObjectMeta: metav1.ObjectMeta{Name: "theirs"}, Spec: gwv1.GatewayClassSpec{ControllerName: "example.com/other"}},
+		},
+		Gateways: []*gwv1.Gateway{gateway("served", "ours"), gateway("not-served", "theirs")},
+		ReferenceGrants: []*gwv1.ReferenceGrant{{ObjectMeta: metav1.ObjectMeta{Namespace: "certs", Name: "gateways"}, Spec: gwv1.ReferenceGrantSpec{
+			From: []gwv1.ReferenceGrantFrom{{Group: gwv1.GroupName, Kind: "Gateway", Namespace: "apps"}},
+			To:   []gwv1.ReferenceGrantTo{{Group: "", Kind: "Secret"}},
+		}}},
+	}
+	var got []string
+	for _, r := range secretRefs(res, translator.Options{RequireGatewayClass: true}) {
+		got = append(got, r.key.String()+" "+r.owner+" "+r.field)
+	}
+	want := []string{
+		"apps/own Gateway apps/served spec.listeners[0].tls.certificateRefs[0]",
+		"certs/shared Gateway apps/served spec.listeners[0].tls.certificateRefs[1]",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("secret refs:\n%q\nwant\n%q", got, want)
+	}
+}
