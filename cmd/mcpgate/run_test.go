@@ -677,6 +677,12 @@ func TestRunKeepsServedVersionOfARefusedEdit(t *testing.T) {
 		edit(f, "name: agentgateway\n", "name: renamed\n")
 	}
 	served("the renamed Gateway", `"agentgateway-system/renamed/8080"`)
+	// Only what an edit touched is logged changed: gateway.yaml's GatewayClass is as it was.
+	for _, line := range strings.Split(s.logs.String(), "\n") {
+		if strings.Contains(line, "changed: ") && strings.Contains(line, "GatewayClass") {
+			t.Errorf("an object whose text did not change is logged changed: %s", line)
+		}
+	}
 
 	// What is accepted but not applied as written is logged as such.
 	if err := os.WriteFile(filepath.Join(dir, "several.yaml"), []byte(severalTargets), 0o644); err != nil {

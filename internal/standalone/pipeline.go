@@ -45,8 +45,9 @@ type pipeline struct {
 }
 
 // logChanges logs the objects that the reload being served adds to or removes from the served
-// ones (a policy deleted is worth a line of its own), and those it serves anew from the files
-// that changed (changed: an edit of a served file says what it touched).
+// ones (a policy deleted is worth a line of its own), and those whose text changed in the files
+// that changed (changed: an edit of a served file says what it touched, not every object of
+// the file).
 func (p *pipeline) logChanges(objects map[translator.ObjectKey]file.Location, changed []string) {
 	for _, k := range slices.SortedFunc(maps.Keys(p.objects), compareKeys) {
 		if _, ok := objects[k]; !ok {
@@ -54,11 +55,11 @@ func (p *pipeline) logChanges(objects map[translator.ObjectKey]file.Location, ch
 		}
 	}
 	for _, k := range slices.SortedFunc(maps.Keys(objects), compareKeys) {
-		_, served := p.objects[k]
+		was, served := p.objects[k]
 		switch {
 		case !served:
 			p.log.Info("added: " + objects[k].File + ": " + k.String())
-		case slices.Contains(changed, objects[k].File):
+		case slices.Contains(changed, objects[k].File) && was.Digest != objects[k].Digest:
 			p.log.Info("changed: " + objects[k].File + ": " + k.String())
 		}
 	}

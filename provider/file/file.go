@@ -13,6 +13,7 @@ package file
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,6 +56,9 @@ type Location struct {
 	// Document is the 1-based index of the YAML document in the file (the items of a List
 	// share their List's).
 	Document int
+	// Digest is the SHA-256 of the document's text: two reads of an object with the same
+	// digest read the same text (the items of a List share their List's).
+	Digest [sha256.Size]byte
 }
 
 // String renders the location as "FILE (document N)".
@@ -405,7 +409,7 @@ func parseFile(name string, data []byte, cat *catalog) *fileObjects {
 	f := &fileObjects{name: name, data: data}
 	d := decoder{cat: cat, file: f}
 	for i, doc := range splitDocuments(data) {
-		loc := Location{File: name, Document: i + 1}
+		loc := Location{File: name, Document: i + 1, Digest: sha256.Sum256(doc.data)}
 		if doc.err != "" {
 			d.fail(loc, translator.ObjectKey{}, "", doc.err)
 			continue
