@@ -132,6 +132,19 @@ func (c *callbacks) refuse(r *refusal, attrs ...any) error {
 	return r.err
 }
 
+// connectedGroups returns the node groups of the open streams that have named their node.
+func (c *callbacks) connectedGroups() map[string]bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	groups := make(map[string]bool, len(c.streams))
+	for _, st := range c.streams {
+		if st.node != nil {
+			groups[GroupOf(st.node)] = true
+		}
+	}
+	return groups
+}
+
 func (c *callbacks) closed(api string, id int64, node *corev3.Node) {
 	c.mu.Lock()
 	st := c.streams[streamKey{api, id}]

@@ -131,3 +131,40 @@ func TestUnservedGroupsForgotten(t *testing.T) {
 	c.subscribe(lds)
 	equal(t, "served group", deltaNames(t, c.next(lds)), []string{xdstest.ListenerName(gw)})
 }
+
+// TestRemovedGroupsForgotten: a removed Gateway's group keeps its empty snapshot while a client
+// of it is connected (the client gets the removal, whenever it asks), and the cache
+// forgets it once none is: removed Gateways would otherwise leave a snapshot each for ever. A
+// removed group no client was connected to is forgotten at once.
+func TestRemovedGroupsForgotten(t *testing.T) {
+	srv, addr, _ := start(t, gateways(xdstest.Gateway(gw, 9000, "/"), xdstest.Gateway("ns/old", 9001, "/"), xdstest.Gateway("ns/unwatched", 9002, "/")))
+	t.Run("client of the removed group", func(t *testing.T) {
+		c := newDelta(t, addr, &corev3.Node{Id: "envoy", Cluster: "ns/old"})
+		c.subscribe(lds)
+		c.ack(c.next(lds))
+		update(t, srv, gateways(xdstest.Gateway(gw, 9000, "/")))
+		if xds.HasSnapshot(srv, "ns/unwatched") {
+			t.Error("the removed group no client is connected to keeps its snapshot")
+		}
+		r := c.next(lds)
+		if len(r.GetRemovedResources()) != 1 {
+			t.Errorf("listeners after the removal: removed %q, want the group's listener", r.GetRemovedResources())
+		}
+		c.ack(r)
+		// connected, between watches: a request it makes now still finds the empty snapshot
+		if !xds.HasSnapshot(srv, "ns/old") {
+			t.Error("the removed group's empty snapshot is gone while its client is connected")
+		}
+	}) // the client's stream ends with its test
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	for xds.HasSnapshot(srv, "ns/old") || slices.Contains(xds.CachedGroups(srv), "ns/old") {
+		if ctx.Err() != nil {
+			t.Fatalf("the removed group is kept after its client left: groups %q", xds.CachedGroups(srv))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !xds.HasSnapshot(srv, gw) {
+		t.Error("the served group's snapshot is gone")
+	}
+}

@@ -50,6 +50,9 @@ type Server struct {
 	mu      sync.RWMutex
 	counter uint64
 	groups  map[string]*Snapshot
+	// removed are the groups Update emptied (a Gateway removed) whose empty snapshot the cache
+	// still holds for the clients still watching them; forget drops each once none is.
+	removed map[string]bool
 }
 
 // New returns a server with no node group yet. Clients that connect before their group exists
@@ -76,7 +79,8 @@ func New(logger *slog.Logger) *Server {
 		xds:    serverv3.NewServer(context.Background(), c, cb, sotw.WithOrderedADS(), sotw.WithLogger(lg)),
 		cb:     cb,
 		m:      m,
-		groups: map[string]*Snapshot{},
+		groups:  map[string]*Snapshot{},
+		removed: map[string]bool{},
 	}
 	cb.onClosed = s.forget
 	return s
@@ -103,24 +107,40 @@ func (c *guardedCache) CreateDeltaWatch(r *cachev3.DeltaRequest, sub cachev3.Sub
 	return c.SnapshotCache.CreateDeltaWatch(r, sub, ch)
 }
 
-// forget drops the snapshot cache's state of the node groups that have no snapshot (never served)
-// and no watch (no client subscribed to them now). go-control-plane keeps that state (the node a
-// client sent, its watches) for every group a client ever named, until it is cleared: clients of
-// groups that are not served (a typo in --gateway, an Envoy without --service-cluster grouped by
-// its pod's node id, a client making groups up) would grow it with each group for ever. It runs
-// when a stream ends, after its watches are cancelled. The groups of removed Gateways keep their
-// empty snapshot, which a client of one still connected or reconnecting gets.
+// forget drops the snapshot cache's state of the node groups that are not served: of a group
+// never served once no client watches it, of a removed Gateway's group once no client of it is
+// connected. go-control-plane keeps that state (the node a client sent, its watches, the
+// snapshot) for every group a client ever named or a snapshot was set for, until it is cleared:
+// clients of groups that are not served (a typo in --gateway, an Envoy without
+// --service-cluster grouped by its pod's node id, a client making groups up), and the empty
+// snapshots of removed Gateways, would grow it for ever. A removed Gateway's empty snapshot is
+// kept while a client of it is connected, between its watches too (it removes what the client
+// had, whenever the client asks again); a client connecting after waits, as for any group not
+// served. It runs when a stream ends, after its watches are cancelled, and after an update.
 func (s *Server) forget() {
 	s.mu.Lock() // no snapshot is set meanwhile
 	defer s.mu.Unlock()
+	s.forgetLocked()
+}
+
+// forgetLocked is forget with s.mu held.
+func (s *Server) forgetLocked() {
 	s.cache.mu.Lock() // no watch is made meanwhile
 	defer s.cache.mu.Unlock()
+	watched := func(g string) bool {
+		info := s.cache.GetStatusInfo(g)
+		return info.GetNumWatches() > 0 || info.GetNumDeltaWatches() > 0
+	}
 	for _, g := range s.cache.GetStatusKeys() {
-		if _, err := s.cache.GetSnapshot(g); err == nil {
-			continue
-		}
-		if info := s.cache.GetStatusInfo(g); info.GetNumWatches() == 0 && info.GetNumDeltaWatches() == 0 {
+		if _, served := s.groups[g]; !served && !s.removed[g] && !watched(g) {
 			s.cache.ClearSnapshot(g)
+		}
+	}
+	connected := s.cb.connectedGroups()
+	for g := range s.removed {
+		if !connected[g] {
+			s.cache.ClearSnapshot(g)
+			delete(s.removed, g)
 		}
 	}
 }
@@ -187,10 +207,13 @@ func (s *Server) Update(groups map[string]map[string][]proto.Message) error {
 		}
 		if _, ok := groups[name]; ok {
 			s.groups[name] = snap
+			delete(s.removed, name)
 		} else {
 			delete(s.groups, name)
+			s.removed[name] = true
 		}
 	}
+	s.forgetLocked() // the removed groups no client watches
 	s.cb.setServed(slices.Collect(maps.Keys(s.groups)))
 	s.m.version.Set(float64(s.counter))
 	s.m.groups.Set(float64(len(s.groups)))
