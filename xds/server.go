@@ -74,11 +74,11 @@ func New(logger *slog.Logger) *Server {
 	m := newMetrics()
 	cb := newCallbacks(logger, m)
 	s := &Server{
-		log:    logger,
-		cache:  c,
-		xds:    serverv3.NewServer(context.Background(), c, cb, sotw.WithOrderedADS(), sotw.WithLogger(lg)),
-		cb:     cb,
-		m:      m,
+		log:     logger,
+		cache:   c,
+		xds:     serverv3.NewServer(context.Background(), c, cb, sotw.WithOrderedADS(), sotw.WithLogger(lg)),
+		cb:      cb,
+		m:       m,
 		groups:  map[string]*Snapshot{},
 		removed: map[string]bool{},
 	}
