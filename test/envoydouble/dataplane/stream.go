@@ -434,9 +434,18 @@ func uuid4() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
 
+// routeConfig is the route configuration of the request's filter chain: on a TLS listener the
+// chain its connection's SNI selects (each chain has its own rds.route_config_name; Envoy keeps
+// the chain the handshake chose, the double selects it again by the SNI with the listener's
+// current chains, the same one unless an update changed them), else the listener's one.
 func (st *stream) routeConfig() *xdsconf.RouteConfig {
 	if st.lis.HCM.RouteConfig != nil {
 		return st.lis.HCM.RouteConfig
+	}
+	if st.lis.TLS != nil && st.r.TLS != nil {
+		if c := st.lis.TLS.Select(st.r.TLS.ServerName); c != nil && c.RDSName != "" {
+			return st.snap.Routes[c.RDSName]
+		}
 	}
 	return st.snap.Routes[st.lis.HCM.RDSName]
 }

@@ -12,7 +12,9 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -174,5 +176,71 @@ func TestHTTPSRefused(t *testing.T) {
 	// The last good version of the Secret is kept: the listener still serves its certificate.
 	if names, _, err := handshake(t, e.listen, "mcp.example.com", ca.Pool()); err != nil || names != "mcp.example.com" {
 		t.Errorf("after the refused Secret: %q, %v; want the last good certificate", names, err)
+	}
+}
+
+// TestHTTPSMisdirected: each filter chain routes with its own connection manager's RDS route
+// configuration, as Envoy does and as the translator emits an HTTPS port (one per Gateway
+// listener, answering 421 for the Hosts of the other listeners): with the SNI a.example.com, Host
+// a.example.com reaches a, Host b.example.com (the wildcard listener's) gets the direct 421, and
+// a Host no chain's configuration has gets 404; with the SNI b.example.com, Host b.example.com
+// reaches b and Host a.example.com gets 421.
+func TestHTTPSMisdirected(t *testing.T) {
+	e := newEnv(t, answer(nil))
+	a, b := echo(t, "a"), echo(t, "b")
+	ca, err := pki.NewCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := listener(t, e.listen, nil, nil)
+	tlsChains(t, l, [][2]string{{"a.example.com", "secret/ns/a"}, {"*.example.com", "secret/ns/wild"}})
+	for _, fc := range l.FilterChains {
+		hcm := &hcmv3.HttpConnectionManager{}
+		if err := fc.Filters[0].GetTypedConfig().UnmarshalTo(hcm); err != nil {
+			t.Fatal(err)
+		}
+		hcm.GetRds().RouteConfigName = l.Name + "/" + fc.Name
+		fc.Filters = []*listenerv3.Filter{{Name: fc.Filters[0].Name, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: any_(t, hcm)}}}
+	}
+	misdirected := &routev3.Route{Name: "mcpgate/misdirected-request", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 421,
+			Body: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "misdirected\n"}}}}}
+	rcA := routeConfig(l.Name+"/chain-a.example.com", vhost("a", []string{"a.example.com"}, prefixRoute("a", "/", "a", nil)),
+		vhost("wild/misdirected", []string{"*.example.com"}, misdirected))
+	rcWild := routeConfig(l.Name+"/chain-*.example.com", vhost("wild", []string{"*.example.com"}, prefixRoute("b", "/", "b", nil)),
+		vhost("a/misdirected", []string{"a.example.com"}, misdirected))
+	e.push(l, rcA, rcWild, staticCluster("a", a.Listener.Addr().String()), staticCluster("b", b.Listener.Addr().String()),
+		tlsSecret(t, ca, "secret/ns/a", "a.example.com"), tlsSecret(t, ca, "secret/ns/wild", "*.example.com"))
+	if n := e.lastNACK(); n != "" {
+		t.Fatalf("NACK: %s", n)
+	}
+	for _, c := range []struct {
+		sni, host string
+		status    int
+		body      string
+	}{
+		{"a.example.com", "a.example.com", 200, "hello from a"},
+		{"a.example.com", "b.example.com", 421, "misdirected\n"},
+		{"a.example.com", "unknown.test", 404, ""},
+		{"b.example.com", "b.example.com", 200, "hello from b"},
+		{"b.example.com", "a.example.com", 421, "misdirected\n"},
+		{"b.example.com", "unknown.test", 404, ""},
+	} {
+		client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), ServerName: c.sni}}}
+		req, err := http.NewRequest(http.MethodGet, "https://"+e.listen+"/hello", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = c.host
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("SNI %s, Host %s: %v", c.sni, c.host, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		client.CloseIdleConnections()
+		if resp.StatusCode != c.status || string(body) != c.body {
+			t.Errorf("SNI %s, Host %s: %d %q, want %d %q", c.sni, c.host, resp.StatusCode, body, c.status, c.body)
+		}
 	}
 }

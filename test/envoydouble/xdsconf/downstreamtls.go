@@ -8,6 +8,7 @@ import (
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 )
@@ -61,11 +62,15 @@ type TLSChain struct {
 	Secrets []string
 	// ALPN is common_tls_context.alpn_protocols.
 	ALPN []string
+	// RDSName is the chain's connection manager's rds.route_config_name ("" for an inline
+	// route_config): each chain routes by its own, as Envoy's chains do.
+	RDSName string
 }
 
 // compileListenerTLS compiles a listener's listener filters and filter chains when they
 // terminate TLS: only the TLS inspector as listener filter; every chain with the TLS transport
-// socket, the same connection manager (the double serves one HCM per listener), at most a
+// socket, the same connection manager but for its rds.route_config_name (the double serves one
+// HCM per listener; each chain routes by its own RouteConfiguration), at most a
 // filter_chain_match.server_names, no two chains with the same match (Envoy refuses "multiple
 // filter chains with the same matching rules"), and a DownstreamTlsContext whose certificates
 // come over SDS from ADS, with alpn_protocols. It returns nil for a listener with one plaintext
@@ -99,15 +104,18 @@ func compileListenerTLS(l *listenerv3.Listener, path string) (*ListenerTLS, erro
 	}
 	out := &ListenerTLS{}
 	seen := map[string]string{}
+	first, _ := chainHCM(chains[0])
 	for i, fc := range chains {
 		fp := join(path, idx("filter_chains", i))
 		if err := checkFields(fc, fp, "filters", "name", "metadata", "filter_chain_match", "transport_socket"); err != nil {
 			return nil, err
 		}
-		if i > 0 && !proto.Equal(&listenerv3.FilterChain{Filters: fc.GetFilters()}, &listenerv3.FilterChain{Filters: chains[0].GetFilters()}) {
-			return nil, fmt.Errorf("%s.filters: filter chains with different filters are not implemented by envoydouble", fp)
+		hcm, rds := chainHCM(fc)
+		if i > 0 && (hcm == nil || first == nil || !proto.Equal(hcm, first)) &&
+			!proto.Equal(&listenerv3.FilterChain{Filters: fc.GetFilters()}, &listenerv3.FilterChain{Filters: chains[0].GetFilters()}) {
+			return nil, fmt.Errorf("%s.filters: filter chains with different filters (beyond the connection manager's rds.route_config_name) are not implemented by envoydouble", fp)
 		}
-		c := &TLSChain{Name: fc.GetName()}
+		c := &TLSChain{Name: fc.GetName(), RDSName: rds}
 		if m := fc.GetFilterChainMatch(); m != nil {
 			if err := checkFields(m, fp+".filter_chain_match", "server_names"); err != nil {
 				return nil, err
@@ -175,6 +183,39 @@ func compileListenerTLS(l *listenerv3.Listener, path string) (*ListenerTLS, erro
 		out.Chains = append(out.Chains, c)
 	}
 	return out, nil
+}
+
+// chainHCM returns the connection manager of a chain whose one filter is one, with its
+// rds.route_config_name cleared, and that name; nil when the chain is not so (CompileListener
+// reports it).
+func chainHCM(fc *listenerv3.FilterChain) (*hcmv3.HttpConnectionManager, string) {
+	fs := fc.GetFilters()
+	if len(fs) != 1 || fs[0].GetName() != hcmName {
+		return nil, ""
+	}
+	var h hcmv3.HttpConnectionManager
+	if fs[0].GetTypedConfig().UnmarshalTo(&h) != nil {
+		return nil, ""
+	}
+	name := h.GetRds().GetRouteConfigName()
+	if h.GetRds() != nil {
+		h.GetRds().RouteConfigName = ""
+	}
+	return &h, name
+}
+
+// RDSNames lists the route configurations the listener's chains name (none when t is nil).
+func (t *ListenerTLS) RDSNames() []string {
+	if t == nil {
+		return nil
+	}
+	var out []string
+	for _, c := range t.Chains {
+		if c.RDSName != "" && !slices.Contains(out, c.RDSName) {
+			out = append(out, c.RDSName)
+		}
+	}
+	return out
 }
 
 // Select picks the filter chain of a ClientHello's SNI as Envoy's filter chain matching does

@@ -34,16 +34,26 @@ type Listener struct {
 	// BUFFERED ext_proc body may hold; over it the request gets 413 (the response 500). A
 	// BUFFERED_PARTIAL response body is sent to ext_proc once its queue holds more.
 	BufferLimit uint32
-	// HCM is the filter chain's one HTTP connection manager (every TLS chain's).
+	// HCM is the filter chain's one HTTP connection manager (every TLS chain's, each with its
+	// own RDSName: TLS.Chains[i].RDSName, which routes the chain's requests).
 	HCM *HCM
 	// TLS is the listener's TLS termination (filter chains chosen by SNI), nil for plaintext.
 	TLS *ListenerTLS
 }
 
-// Warm reports whether the listener can serve with snap: its RouteConfiguration is known (RDS)
-// and so is every Secret its TLS chains name (SDS), as Envoy warms a listener on both.
+// Warm reports whether the listener can serve with snap: its RouteConfigurations are known
+// (RDS: every TLS chain's) and so is every Secret its TLS chains name (SDS), as Envoy warms a
+// listener on both.
 func (l *Listener) Warm(snap *Snapshot) bool {
-	return (l.HCM.RouteConfig != nil || snap.Routes[l.HCM.RDSName] != nil) && len(l.TLS.MissingSecrets(snap.Secrets)) == 0
+	if l.HCM.RouteConfig == nil && snap.Routes[l.HCM.RDSName] == nil {
+		return false
+	}
+	for _, n := range l.TLS.RDSNames() {
+		if snap.Routes[n] == nil {
+			return false
+		}
+	}
+	return len(l.TLS.MissingSecrets(snap.Secrets)) == 0
 }
 
 // HCM is the HttpConnectionManager.
