@@ -161,7 +161,9 @@ func covers(w, d string) bool {
 // but the routes of broader hostnames (a wildcard, or none) still serve what it does not
 // match, so a virtual host also holds the routes of the listener's virtual hosts whose domain
 // covers its own, after its own routes, most specific domain first.
-func (gb *gatewayBuild) virtualHosts(listeners []*listenerInfo, port int32, first *routev3.Route) []*routev3.VirtualHost {
+//
+// owners[i] is the listener whose virtual host out[i] is.
+func (gb *gatewayBuild) virtualHosts(listeners []*listenerInfo, port int32, first *routev3.Route) (out []*routev3.VirtualHost, owners []*listenerInfo) {
 	var onPort []*listenerInfo
 	for _, li := range listeners {
 		if li.ok && li.l.Port == port {
@@ -179,7 +181,8 @@ func (gb *gatewayBuild) virtualHosts(listeners []*listenerInfo, port int32, firs
 		}
 	}
 	slices.SortFunc(kept, func(a, b *vhostBuild) int { return strings.Compare(a.name, b.name) })
-	out := make([]*routev3.VirtualHost, 0, len(kept))
+	out = make([]*routev3.VirtualHost, 0, len(kept))
+	owners = make([]*listenerInfo, 0, len(kept))
 	for _, vb := range kept {
 		own := vb.sorted()
 		routes := make([]*routev3.Route, 0, 1+len(own))
@@ -204,7 +207,44 @@ func (gb *gatewayBuild) virtualHosts(listeners []*listenerInfo, port int32, firs
 			}
 		}
 		out = append(out, &routev3.VirtualHost{Name: vb.name, Domains: []string{vb.domain}, Routes: routes})
+		owners = append(owners, vb.li)
 	}
+	return out, owners
+}
+
+// chainVirtualHosts are the virtual hosts of the RouteConfiguration of li's filter chain on an
+// HTTPS port whose listeners (each with a chain) are chains, out of the port's virtual hosts vhs
+// and their owners (virtualHosts): li's own, and for the hostname of each other listener ("*"
+// for one without), a virtual host answering 421 (misdirected, after first, the refusal of path
+// parameters). Gateway API's misdirected requests: the SNI chose li's chain, and a Host that
+// another listener matches more specifically than li (or at all, when li does not match it)
+// belongs to that listener's connections. Envoy picks the virtual host by the most specific
+// domain (exact, then the longest wildcard suffix, then "*"), as a Host's listener is the most
+// specific one matching it: li's hostname is among li's domains, so a Host whose listener is li
+// finds a domain of li at least as specific as any other listener's hostname (every domain of
+// li is one li owns), a Host another listener owns finds that listener's hostname or a domain
+// more specific, and a Host no listener matches finds none: Envoy's 404. A domain li has already
+// (two listeners with one hostname conflict; only one is accepted) is not repeated.
+func chainVirtualHosts(li *listenerInfo, chains []*listenerInfo, vhs []*routev3.VirtualHost, owners []*listenerInfo,
+	first, misdirected *routev3.Route) []*routev3.VirtualHost {
+	var out []*routev3.VirtualHost
+	domains := map[string]bool{}
+	for i, vh := range vhs {
+		if owners[i] == li {
+			out = append(out, vh)
+			domains[vh.Domains[0]] = true
+		}
+	}
+	for _, o := range chains {
+		d := hostnameOrAny(o.hostname)
+		if o == li || domains[d] {
+			continue
+		}
+		domains[d] = true
+		out = append(out, &routev3.VirtualHost{Name: o.gw.key + "/" + string(o.l.Name) + "/" + d + misdirectedSuffix,
+			Domains: []string{d}, Routes: []*routev3.Route{first, misdirected}})
+	}
+	slices.SortFunc(out, func(a, b *routev3.VirtualHost) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -274,14 +314,31 @@ func (t *translation) buildGateway(gi *gatewayInfo) *GatewayConfig {
 		portLimit = map[string]*anypb.Any{localRateLimitFilterName: rl}
 	}
 	var muxRoutes *routev3.RouteConfiguration
+	routeConfig := func(name string, vhs []*routev3.VirtualHost) *routev3.RouteConfiguration {
+		return &routev3.RouteConfiguration{Name: name, IgnorePortInHostMatching: true, VirtualHosts: vhs,
+			InternalOnlyHeaders: []string{originalPathHeader}, TypedPerFilterConfig: portLimit}
+	}
 	concurrently(
 		func() {
+			var misdirected *routev3.Route
 			for _, port := range portList {
 				name := listenerName(gi, port)
-				rc := &routev3.RouteConfiguration{Name: name, IgnorePortInHostMatching: true, VirtualHosts: gb.virtualHosts(gi.listeners, port, refuse),
-					InternalOnlyHeaders: []string{originalPathHeader}, TypedPerFilterConfig: portLimit}
-				cfg.Listeners = append(cfg.Listeners, t.portListener(gi, name, port))
-				cfg.Routes = append(cfg.Routes, rc)
+				vhs, owners := gb.virtualHosts(gi.listeners, port, refuse)
+				chains := httpsListeners(gi, port)
+				if len(chains) == 0 {
+					cfg.Listeners = append(cfg.Listeners, t.xds.listener(name, port))
+					cfg.Routes = append(cfg.Routes, routeConfig(name, vhs))
+					continue
+				}
+				// An HTTPS port: a RouteConfiguration per filter chain (docs/design.md, HTTPS
+				// listeners: misdirected requests).
+				if misdirected == nil {
+					misdirected = t.xds.misdirectedRequest(gi.key, t.directFilters(gi.key))
+				}
+				cfg.Listeners = append(cfg.Listeners, t.xds.tlsListener(name, port, chains))
+				for _, li := range chains {
+					cfg.Routes = append(cfg.Routes, routeConfig(chainRoutesName(name, li), chainVirtualHosts(li, chains, vhs, owners, refuse, misdirected)))
+				}
 			}
 		},
 		func() {

@@ -280,14 +280,27 @@ func listenerPaths() envoypath.Options {
 	return envoypath.Options{NormalizePath: true, MergeSlashes: true, EscapedSlashes: hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT}
 }
 
-// listener builds the Envoy listener of one Gateway port; its routes come over RDS (ADS).
+// listener builds the Envoy listener of one Gateway port; its routes come over RDS (ADS), the
+// RouteConfiguration of the listener's name.
 func (x *xdsCommon) listener(name string, port int32) *listenerv3.Listener {
+	return &listenerv3.Listener{
+		Name:                          name,
+		Address:                       socketAddress(x.opts.BindAddress, port),
+		FilterChains:                  []*listenerv3.FilterChain{{Filters: x.hcmFilters(name, name)}},
+		PerConnectionBufferLimitBytes: wrapperspb.UInt32(x.bufferLimit()),
+	}
+}
+
+// hcmFilters is the network filter list of a filter chain of the listener name: the HTTP
+// connection manager (statistics under the listener's name), routed by the RouteConfiguration
+// routes over RDS (ADS).
+func (x *xdsCommon) hcmFilters(name, routes string) []*listenerv3.Filter {
 	paths := listenerPaths()
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix(name),
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			ConfigSource:    adsSource(),
-			RouteConfigName: name,
+			RouteConfigName: routes,
 		}},
 		HttpFilters: x.hcmChain,
 		AccessLog:   x.accessLog,
@@ -319,15 +332,10 @@ func (x *xdsCommon) listener(name string, port int32) *listenerv3.Listener {
 			InitialConnectionWindowSize: wrapperspb.UInt32(max(1<<20, x.bufferLimit())),
 		},
 	}
-	return &listenerv3.Listener{
-		Name:    name,
-		Address: socketAddress(x.opts.BindAddress, port),
-		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
-			Name:       hcmFilterName,
-			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)},
-		}}}},
-		PerConnectionBufferLimitBytes: wrapperspb.UInt32(x.bufferLimit()),
-	}
+	return []*listenerv3.Filter{{
+		Name:       hcmFilterName,
+		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)},
+	}}
 }
 
 // bufferLimit is the buffer limit of a listener's streams: the MCP body limit and bufferSlack

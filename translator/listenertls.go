@@ -19,6 +19,7 @@ import (
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 	corev1 "k8s.io/api/core/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
@@ -197,22 +198,41 @@ func envoyKeyProblem(leaf *x509.Certificate) string {
 	return ""
 }
 
-// tlsListener builds the Envoy listener of a Gateway port whose listeners are HTTPS: the TLS
-// inspector reads the ClientHello, and each accepted Gateway listener on the port has its own
-// filter chain, matched by SNI (server_names: the listener's hostname, a wildcard as Envoy
-// matches it, longest suffix first; none for a listener without hostname, whose chain takes
-// every other name and ClientHellos without SNI), with its certificates over SDS (ADS) and
-// ALPN h2 and http/1.1. Every chain has the same connection manager, routed by the port's one
-// RouteConfiguration: the Host header picks the listener's virtual hosts, as on HTTP ports, and
-// the SNI only picks the certificate (docs/design.md, HTTPS listeners).
-func (x *xdsCommon) tlsListener(name string, port int32, listeners []*listenerInfo) *listenerv3.Listener {
-	l := x.listener(name, port)
-	hcm := l.FilterChains[0].Filters
-	l.FilterChains = nil
-	for _, li := range listeners {
-		if !li.ok || li.l.Port != port || li.tls == nil {
-			continue
+// misdirectedSuffix ends the name of a virtual host that answers 421 in a filter chain's
+// RouteConfiguration: "NS/GATEWAY/OTHER/HOSTNAME/misdirected" for the hostname of the listener
+// OTHER (chainVirtualHosts).
+const misdirectedSuffix = "/misdirected"
+
+// httpsListeners returns the accepted HTTPS listeners of a Gateway's port, in spec order: each
+// has a filter chain (tlsListener) and a RouteConfiguration of its own (chainRoutesName). None
+// on an HTTP port (HTTP and HTTPS listeners never share a port: ProtocolConflict).
+func httpsListeners(gi *gatewayInfo, port int32) []*listenerInfo {
+	var out []*listenerInfo
+	for _, li := range gi.listeners {
+		if li.ok && li.l.Port == port && li.tls != nil {
+			out = append(out, li)
 		}
+	}
+	return out
+}
+
+// chainRoutesName is the name of the RouteConfiguration of the filter chain of the HTTPS
+// listener li on the port whose Envoy listener is name: "NS/GATEWAY/PORT/LISTENER".
+func chainRoutesName(name string, li *listenerInfo) string { return name + "/" + string(li.l.Name) }
+
+// tlsListener builds the Envoy listener of a Gateway port whose listeners are HTTPS (chains,
+// httpsListeners): the TLS inspector reads the ClientHello, and each Gateway listener has its
+// own filter chain, matched by SNI (server_names: the listener's hostname, a wildcard as Envoy
+// matches it, longest suffix first; none for a listener without hostname, whose chain takes
+// every other name and ClientHellos without SNI), with its certificates over SDS (ADS) and ALPN
+// h2 and http/1.1. Each chain's connection manager is routed by the chain's own
+// RouteConfiguration (chainRoutesName): the listener's virtual hosts, and 421 for the Hosts of
+// the other listeners (chainVirtualHosts; docs/design.md, HTTPS listeners). Statistics are the
+// port's, as on HTTP ports.
+func (x *xdsCommon) tlsListener(name string, port int32, chains []*listenerInfo) *listenerv3.Listener {
+	l := &listenerv3.Listener{Name: name, Address: socketAddress(x.opts.BindAddress, port),
+		PerConnectionBufferLimitBytes: wrapperspb.UInt32(x.bufferLimit()), FilterChains: make([]*listenerv3.FilterChain, 0, len(chains))}
+	for _, li := range chains {
 		ctx := &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{AlpnProtocols: []string{"h2", "http/1.1"}}}
 		for _, s := range li.tls.secrets {
 			ctx.CommonTlsContext.TlsCertificateSdsSecretConfigs = append(ctx.CommonTlsContext.TlsCertificateSdsSecretConfigs,
@@ -220,7 +240,7 @@ func (x *xdsCommon) tlsListener(name string, port int32, listeners []*listenerIn
 		}
 		fc := &listenerv3.FilterChain{
 			Name:            li.key,
-			Filters:         hcm,
+			Filters:         x.hcmFilters(name, chainRoutesName(name, li)),
 			TransportSocket: &corev3.TransportSocket{Name: tlsSocketName, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}},
 		}
 		if li.hostname != "" {
@@ -233,17 +253,6 @@ func (x *xdsCommon) tlsListener(name string, port int32, listeners []*listenerIn
 		ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspectorv3.TlsInspector{})},
 	}}
 	return l
-}
-
-// portListener builds the Envoy listener of a Gateway port: HTTPS when its accepted listeners
-// are (HTTP and HTTPS listeners never share a port: ProtocolConflict), else HTTP.
-func (t *translation) portListener(gi *gatewayInfo, name string, port int32) *listenerv3.Listener {
-	for _, li := range gi.listeners {
-		if li.ok && li.l.Port == port && li.l.Protocol == gwv1.HTTPSProtocolType {
-			return t.xds.tlsListener(name, port, gi.listeners)
-		}
-	}
-	return t.xds.listener(name, port)
 }
 
 // gatewaySecrets returns the Envoy Secrets of a Gateway's accepted HTTPS listeners, by name,

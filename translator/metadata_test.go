@@ -70,10 +70,9 @@ func TestAccessLogFieldsOfRoutesAndClusters(t *testing.T) {
 					for _, r := range vh.Routes {
 						routes++
 						f := mcpgateFields(r.Metadata)
-						if r.Name == translator.RefuseAmbiguousPathsRoute || rc.Name == contract.MuxUpstreamRoutes {
+						if r.Name == translator.RefuseAmbiguousPathsRoute || r.Name == translator.MisdirectedRequestRoute || rc.Name == contract.MuxUpstreamRoutes {
 							// no HTTPRoute rule (the mux upstream listener's routes: the front
 							// hop's line has it): the gateway only (its own test checks the rest)
-							// no HTTPRoute rule: the gateway only (its own test checks the rest)
 							if len(f) != 1 || f[contract.FieldGateway] != k {
 								t.Errorf("%s: route %s has metadata %v, want gateway %s only", in, r.Name, f, k)
 							}

@@ -142,8 +142,9 @@ func (t *translation) rateLimitOf(a attachment) *anypb.Any {
 
 // gatewayRateLimit returns the LocalRateLimit of a Gateway's Gateway-level policies (the oldest
 // valid one that sets one), or nil. buildGateway puts it on each RouteConfiguration of the
-// Gateway, one per port: each config is one token bucket in Envoy, shared by every route of the
-// port that has no LocalRateLimit of its own. A RouteConfiguration belongs to one Gateway (one
+// Gateway, one per port (per filter chain, so per listener, on an HTTPS port): each config is
+// one token bucket in Envoy, shared by every route of the config that has no LocalRateLimit of
+// its own. A RouteConfiguration belongs to one Gateway (one
 // Gateway per port standalone, one Envoy per Gateway in Kubernetes).
 func (t *translation) gatewayRateLimit(gateway string) *anypb.Any {
 	if !t.rateLimits {

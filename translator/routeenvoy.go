@@ -33,6 +33,8 @@ const (
 	bodyBadRule        = "mcpgate: this route rule is not supported\n"
 	// bodyAmbiguousPath answers an ambiguous path (RefuseAmbiguousPathsRoute).
 	bodyAmbiguousPath = "mcpgate: path parameters (\";\" in the path) and escaped \"/\", \"\\\" or \".\" left after normalization are refused\n"
+	// bodyMisdirected answers a misdirected request (MisdirectedRequestRoute).
+	bodyMisdirected = "mcpgate: misdirected request: this connection's TLS server name (SNI) is served by another listener than the request's Host; connect again with the Host as the server name\n"
 	// ambiguousPathRegex matches a path with ";" in it, or with %2F, %5C or %2E (any hex case)
 	// after normalization, which only a double-escaped request still has (normalization
 	// unescapes slashes before it decodes escaped unreserved characters, so /a%2%46..%2%46b
@@ -465,6 +467,21 @@ func (x *xdsCommon) refuseAmbiguousPaths(gateway string, perFilter map[string]*a
 		Name:                 RefuseAmbiguousPathsRoute,
 		Match:                &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: ambiguousPathRegex}}},
 		Action:               directResponseStatus(400, bodyAmbiguousPath),
+		Metadata:             filterMetadata([2][2]string{{contract.FieldGateway, gateway}}),
+		TypedPerFilterConfig: perFilter,
+	}
+}
+
+// misdirectedRequest is the route of a Gateway's 421 virtual hosts (chainVirtualHosts): every
+// request that passed the refusal of ambiguous paths gets 421 Misdirected Request (RFC 9110
+// 15.5.20), which tells an HTTP/2 client that reused a connection for another name (coalescing)
+// to retry on a connection of its own. ext_proc does not run; perFilter is the Gateway's
+// directFilters (no rate limit either).
+func (x *xdsCommon) misdirectedRequest(gateway string, perFilter map[string]*anypb.Any) *routev3.Route {
+	return &routev3.Route{
+		Name:                 MisdirectedRequestRoute,
+		Match:                &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action:               directResponseStatus(421, bodyMisdirected),
 		Metadata:             filterMetadata([2][2]string{{contract.FieldGateway, gateway}}),
 		TypedPerFilterConfig: perFilter,
 	}

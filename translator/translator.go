@@ -96,6 +96,11 @@ const (
 	// so that such a path cannot reach a broader route than the one its server serves. The access
 	// log's route_name shows it.
 	RefuseAmbiguousPathsRoute = "mcpgate/refuse-ambiguous-paths"
+	// MisdirectedRequestRoute is the name of the route that answers 421 (Misdirected Request) on
+	// an HTTPS port to a request whose Host belongs to another listener than the one its
+	// connection's SNI chose (docs/design.md, HTTPS listeners). The access log's route_name shows
+	// it.
+	MisdirectedRequestRoute = "mcpgate/misdirected-request"
 	// DefaultMessageTimeout is the ext_proc message timeout when Options leaves it zero.
 	DefaultMessageTimeout = 10 * time.Second
 	// DefaultMaxBodyBytes is the MCP body limit when Options leaves it zero.
