@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -70,6 +72,31 @@ func TestHTTPSListener(t *testing.T) {
 		}
 		return nil
 	})
+
+	// The MCP inspector CLI (Node.js, trusting the test's CA through NODE_EXTRA_CA_CERTS) lists and
+	// calls the tools over HTTPS too; without the CA it fails on the certificate.
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, ca.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	trusting := []string{"NODE_EXTRA_CA_CERTS=" + caFile}
+	eventually(t, "the inspector's tools/list and tools/call over HTTPS", func() error {
+		names, err := toolNames(env.inspector.runWith(trusting, url, "--transport", "http", "--method", "tools/list"))
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(names, "echo") {
+			return fmt.Errorf("tools/list: no echo among %q", names)
+		}
+		r := env.inspector.runWith(trusting, url, "--transport", "http", "--method", "tools/call", "--tool-name", "echo", "--tool-args-json", `{"message":"inspector over https"}`)
+		if r.code != 0 || !strings.Contains(r.stdout, "inspector over https") {
+			return fmt.Errorf("tools/call echo: %s", r)
+		}
+		return nil
+	})
+	if r := env.inspector.run(url, "--transport", "http", "--method", "tools/list"); r.code == 0 || !strings.Contains(strings.ToLower(r.stderr+r.stdout), "certificate") {
+		t.Errorf("the inspector without the test CA: %s, want a certificate error", r)
+	}
 
 	// A client that does not trust the certificate's issuer is refused in the handshake.
 	plain := &http.Client{Timeout: 10 * time.Second}

@@ -57,12 +57,15 @@ type inspectorError struct {
 }
 
 // run starts `mcp-inspector --cli ARGS --format json -q` and waits for it (at most a minute).
-func (in *inspector) run(args ...string) inspectorRun {
+func (in *inspector) run(args ...string) inspectorRun { return in.runWith(nil, args...) }
+
+// runWith is run with env ("KEY=VALUE") added to the CLI's environment.
+func (in *inspector) runWith(env []string, args ...string) inspectorRun {
 	args = append(append([]string{"--cli"}, args...), "--format", "json", "-q")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, in.bin, args...)
-	cmd.Env = append(os.Environ(), in.env...)
+	cmd.Env = append(append(os.Environ(), in.env...), env...)
 	cmd.SysProcAttr = childAttrs(false)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
