@@ -1,10 +1,13 @@
 package dataplane
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/http"
 	"slices"
+	"sync/atomic"
 
 	"github.com/mcpgate/mcpgate/test/envoydouble/xdsconf"
 )
@@ -32,12 +35,45 @@ func (l tlsListener) Accept() (net.Conn, error) {
 		return c, nil
 	}
 	lt := cfg.TLS
-	return tls.Server(c, &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-		return l.s.chainConfig(lt, hello)
+	cc := &chainConn{Conn: c}
+	return tls.Server(cc, &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		chain := lt.Select(hello.ServerName)
+		cc.chain.Store(chain)
+		return l.s.chainConfig(chain, hello)
 	}}), nil
 }
 
-// chainConfig is the TLS configuration of the filter chain a ClientHello selects
+// chainConn is a TLS listener's connection with the filter chain its handshake selected: Envoy
+// keeps a connection on that chain (its connection manager and route configuration) for the
+// connection's life, whatever later versions of the listener's chains say.
+type chainConn struct {
+	net.Conn
+	chain atomic.Pointer[xdsconf.TLSChain]
+}
+
+// chainKey is the context key of a request's *chainConn (connContext).
+type chainKey struct{}
+
+// connContext gives the requests of a TLS connection its chainConn (http.Server.ConnContext).
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*tls.Conn); ok {
+		if cc, ok := tc.NetConn().(*chainConn); ok {
+			return context.WithValue(ctx, chainKey{}, cc)
+		}
+	}
+	return ctx
+}
+
+// chainOf returns the filter chain the handshake of r's connection selected, nil for a
+// plaintext connection.
+func chainOf(r *http.Request) *xdsconf.TLSChain {
+	if cc, ok := r.Context().Value(chainKey{}).(*chainConn); ok {
+		return cc.chain.Load()
+	}
+	return nil
+}
+
+// chainConfig is the TLS configuration of chain, the filter chain a ClientHello selected
 // (xdsconf.ListenerTLS.Select: SNI exact, then the longest wildcard, then the chain without
 // server_names; none: the handshake fails, as Envoy closes a connection no chain matches). Its
 // certificates are the Secrets as the active snapshot holds them now, so a Secret update
@@ -46,8 +82,7 @@ func (l tlsListener) Accept() (net.Conn, error) {
 // as Envoy picks among a context's certificates by the client's key types and SNI. ALPN: the
 // double's downstream speaks HTTP/1.1 only, so of the chain's alpn_protocols it offers
 // http/1.1 alone (Envoy would also offer h2 and serve HTTP/2 to clients asking for it).
-func (s *Server) chainConfig(lt *xdsconf.ListenerTLS, hello *tls.ClientHelloInfo) (*tls.Config, error) {
-	chain := lt.Select(hello.ServerName)
+func (s *Server) chainConfig(chain *xdsconf.TLSChain, hello *tls.ClientHelloInfo) (*tls.Config, error) {
 	if chain == nil {
 		return nil, fmt.Errorf("no filter chain matches the server name %q", hello.ServerName)
 	}

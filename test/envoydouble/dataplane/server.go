@@ -178,6 +178,7 @@ func (s *Server) bindListener(l *xdsconf.Listener) (*liveListener, error) {
 	ll.srv = &http.Server{
 		// HTTP/1.1 only, over TLS too (chainConfig offers no h2)
 		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		ConnContext:       connContext,
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(ll.cfg.Load(), w, r) }),
 		ReadHeaderTimeout: time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),

@@ -435,17 +435,14 @@ func uuid4() string {
 }
 
 // routeConfig is the route configuration of the request's filter chain: on a TLS listener the
-// chain its connection's SNI selects (each chain has its own rds.route_config_name; Envoy keeps
-// the chain the handshake chose, the double selects it again by the SNI with the listener's
-// current chains, the same one unless an update changed them), else the listener's one.
+// chain its connection's handshake selected (each chain has its own rds.route_config_name, kept
+// for the connection's life as Envoy keeps it), else the listener's one.
 func (st *stream) routeConfig() *xdsconf.RouteConfig {
 	if st.lis.HCM.RouteConfig != nil {
 		return st.lis.HCM.RouteConfig
 	}
-	if st.lis.TLS != nil && st.r.TLS != nil {
-		if c := st.lis.TLS.Select(st.r.TLS.ServerName); c != nil && c.RDSName != "" {
-			return st.snap.Routes[c.RDSName]
-		}
+	if c := chainOf(st.r); c != nil && c.RDSName != "" {
+		return st.snap.Routes[c.RDSName]
 	}
 	return st.snap.Routes[st.lis.HCM.RDSName]
 }

@@ -194,14 +194,7 @@ func TestHTTPSMisdirected(t *testing.T) {
 	}
 	l := listener(t, e.listen, nil, nil)
 	tlsChains(t, l, [][2]string{{"a.example.com", "secret/ns/a"}, {"*.example.com", "secret/ns/wild"}})
-	for _, fc := range l.FilterChains {
-		hcm := &hcmv3.HttpConnectionManager{}
-		if err := fc.Filters[0].GetTypedConfig().UnmarshalTo(hcm); err != nil {
-			t.Fatal(err)
-		}
-		hcm.GetRds().RouteConfigName = l.Name + "/" + fc.Name
-		fc.Filters = []*listenerv3.Filter{{Name: fc.Filters[0].Name, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: any_(t, hcm)}}}
-	}
+	chainRDS(t, l)
 	misdirected := &routev3.Route{Name: "mcpgate/misdirected-request", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 421,
 			Body: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "misdirected\n"}}}}}
@@ -242,5 +235,59 @@ func TestHTTPSMisdirected(t *testing.T) {
 		if resp.StatusCode != c.status || string(body) != c.body {
 			t.Errorf("SNI %s, Host %s: %d %q, want %d %q", c.sni, c.host, resp.StatusCode, body, c.status, c.body)
 		}
+	}
+
+	// A connection keeps the chain its handshake selected, as Envoy keeps it: a chain for
+	// c.example.com added meanwhile (routing to a) serves new connections, while the open one,
+	// on the wildcard chain, still routes to b.
+	kept := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), ServerName: "c.example.com"}}}
+	t.Cleanup(kept.CloseIdleConnections)
+	get := func(client *http.Client) string {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, "https://"+e.listen+"/hello", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = "c.example.com"
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("Host c.example.com: %v", err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	if got := get(kept); got != "hello from b" {
+		t.Fatalf("c.example.com on the wildcard chain: %q, want b's answer", got)
+	}
+	tlsChains(t, l, [][2]string{{"a.example.com", "secret/ns/a"}, {"*.example.com", "secret/ns/wild"}, {"c.example.com", "secret/ns/c"}})
+	chainRDS(t, l)
+	rcC := routeConfig(l.Name+"/chain-c.example.com", vhost("c", []string{"c.example.com"}, prefixRoute("a", "/", "a", nil)))
+	e.push(l, rcA, rcWild, rcC, staticCluster("a", a.Listener.Addr().String()), staticCluster("b", b.Listener.Addr().String()),
+		tlsSecret(t, ca, "secret/ns/a", "a.example.com"), tlsSecret(t, ca, "secret/ns/wild", "*.example.com"), tlsSecret(t, ca, "secret/ns/c", "c.example.com"))
+	if n := e.lastNACK(); n != "" {
+		t.Fatalf("NACK: %s", n)
+	}
+	fresh := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), ServerName: "c.example.com"}}}
+	t.Cleanup(fresh.CloseIdleConnections)
+	if got := get(fresh); got != "hello from a" {
+		t.Errorf("c.example.com on a new connection: %q, want a's answer (its own chain)", got)
+	}
+	if got := get(kept); got != "hello from b" {
+		t.Errorf("c.example.com on the connection opened before the update: %q, want b's answer (the chain it was on)", got)
+	}
+}
+
+// chainRDS gives each filter chain of l its own RDS route configuration, LISTENER/CHAIN, as the
+// translator does on an HTTPS port.
+func chainRDS(t *testing.T, l *listenerv3.Listener) {
+	t.Helper()
+	for _, fc := range l.FilterChains {
+		hcm := &hcmv3.HttpConnectionManager{}
+		if err := fc.Filters[0].GetTypedConfig().UnmarshalTo(hcm); err != nil {
+			t.Fatal(err)
+		}
+		hcm.GetRds().RouteConfigName = l.Name + "/" + fc.Name
+		fc.Filters = []*listenerv3.Filter{{Name: fc.Filters[0].Name, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: any_(t, hcm)}}}
 	}
 }
