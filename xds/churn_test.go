@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -133,19 +134,20 @@ func TestUnservedGroupsForgotten(t *testing.T) {
 }
 
 // TestRemovedGroupsForgotten: a removed Gateway's group keeps its empty snapshot while a client
-// of it is connected (the client gets the removal, whenever it asks), and the cache
-// forgets it once none is: removed Gateways would otherwise leave a snapshot each for ever. A
-// removed group no client was connected to is forgotten at once.
+// of it is connected (the client gets the removal, whenever it asks) and for a grace period after
+// the removal (a client reconnecting then gets it too), and the cache forgets it after both:
+// removed Gateways would otherwise leave a snapshot each for ever.
 func TestRemovedGroupsForgotten(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	srv, addr, _ := start(t, gateways(xdstest.Gateway(gw, 9000, "/"), xdstest.Gateway("ns/old", 9001, "/"), xdstest.Gateway("ns/unwatched", 9002, "/")))
+	xds.SetClock(srv, clock)
 	t.Run("client of the removed group", func(t *testing.T) {
 		c := newDelta(t, addr, &corev3.Node{Id: "envoy", Cluster: "ns/old"})
 		c.subscribe(lds)
 		c.ack(c.next(lds))
 		update(t, srv, gateways(xdstest.Gateway(gw, 9000, "/")))
-		if xds.HasSnapshot(srv, "ns/unwatched") {
-			t.Error("the removed group no client is connected to keeps its snapshot")
-		}
 		r := c.next(lds)
 		if len(r.GetRemovedResources()) != 1 {
 			t.Errorf("listeners after the removal: removed %q, want the group's listener", r.GetRemovedResources())
@@ -155,16 +157,27 @@ func TestRemovedGroupsForgotten(t *testing.T) {
 		if !xds.HasSnapshot(srv, "ns/old") {
 			t.Error("the removed group's empty snapshot is gone while its client is connected")
 		}
+		// within the grace: a client of it reconnecting would find the removal
+		if !xds.HasSnapshot(srv, "ns/unwatched") {
+			t.Error("the removed group no client is connected to is gone within the grace period")
+		}
 	}) // the client's stream ends with its test
+	mu.Lock()
+	now = now.Add(xds.RemovedGrace)
+	mu.Unlock()
+	update(t, srv, gateways(xdstest.Gateway(gw, 9000, "/"), xdstest.Gateway("ns/new", 9003, "/")))
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	for xds.HasSnapshot(srv, "ns/old") || slices.Contains(xds.CachedGroups(srv), "ns/old") {
-		if ctx.Err() != nil {
-			t.Fatalf("the removed group is kept after its client left: groups %q", xds.CachedGroups(srv))
+	for _, g := range []string{"ns/old", "ns/unwatched"} {
+		// forgotten by the update, or when the client's stream end reaches the server
+		for xds.HasSnapshot(srv, g) || slices.Contains(xds.CachedGroups(srv), g) {
+			if ctx.Err() != nil {
+				t.Fatalf("the removed group %s is kept after the grace with no client: groups %q", g, xds.CachedGroups(srv))
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
-	if !xds.HasSnapshot(srv, gw) {
-		t.Error("the served group's snapshot is gone")
+	if !xds.HasSnapshot(srv, gw) || !xds.HasSnapshot(srv, "ns/new") {
+		t.Error("a served group's snapshot is gone")
 	}
 }

@@ -50,10 +50,18 @@ type Server struct {
 	mu      sync.RWMutex
 	counter uint64
 	groups  map[string]*Snapshot
-	// removed are the groups Update emptied (a Gateway removed) whose empty snapshot the cache
-	// still holds for the clients still watching them; forget drops each once none is.
-	removed map[string]bool
+	// removed are the groups Update emptied (a Gateway removed), each with when, whose empty
+	// snapshot the cache still holds for their clients; forget drops each once none is
+	// connected or watching, removedGrace after the removal at the earliest.
+	removed map[string]time.Time
+	// now is the clock (time.Now; tests set another).
+	now func() time.Time
 }
+
+// removedGrace is how long a removed Gateway's empty snapshot is kept at least: a client of it
+// between two streams (reconnecting) when the Gateway was removed gets the removal when it is
+// back, instead of keeping the listeners it had.
+const removedGrace = 5 * time.Minute
 
 // New returns a server with no node group yet. Clients that connect before their group exists
 // wait for it. A nil logger discards the logs.
@@ -80,7 +88,8 @@ func New(logger *slog.Logger) *Server {
 		cb:      cb,
 		m:       m,
 		groups:  map[string]*Snapshot{},
-		removed: map[string]bool{},
+		removed: map[string]time.Time{},
+		now:     time.Now,
 	}
 	cb.onClosed = s.forget
 	return s
@@ -109,14 +118,14 @@ func (c *guardedCache) CreateDeltaWatch(r *cachev3.DeltaRequest, sub cachev3.Sub
 
 // forget drops the snapshot cache's state of the node groups that are not served: of a group
 // never served once no client watches it, of a removed Gateway's group once no client of it is
-// connected. go-control-plane keeps that state (the node a client sent, its watches, the
+// connected or watching, removedGrace after its removal at the earliest. go-control-plane keeps that state (the node a client sent, its watches, the
 // snapshot) for every group a client ever named or a snapshot was set for, until it is cleared:
 // clients of groups that are not served (a typo in --gateway, an Envoy without
 // --service-cluster grouped by its pod's node id, a client making groups up), and the empty
 // snapshots of removed Gateways, would grow it for ever. A removed Gateway's empty snapshot is
 // kept while a client of it is connected, between its watches too (it removes what the client
-// had, whenever the client asks again); a client connecting after waits, as for any group not
-// served. It runs when a stream ends, after its watches are cancelled, and after an update.
+// had, whenever the client asks again); a client connecting after it is forgotten waits, as for
+// any group not served. It runs when a stream ends, after its watches are cancelled, and after an update.
 func (s *Server) forget() {
 	s.mu.Lock() // no snapshot is set meanwhile
 	defer s.mu.Unlock()
@@ -128,17 +137,17 @@ func (s *Server) forgetLocked() {
 	s.cache.mu.Lock() // no watch is made meanwhile
 	defer s.cache.mu.Unlock()
 	watched := func(g string) bool {
-		info := s.cache.GetStatusInfo(g)
-		return info.GetNumWatches() > 0 || info.GetNumDeltaWatches() > 0
+		info := s.cache.GetStatusInfo(g) // nil for a group no client named
+		return info != nil && (info.GetNumWatches() > 0 || info.GetNumDeltaWatches() > 0)
 	}
 	for _, g := range s.cache.GetStatusKeys() {
-		if _, served := s.groups[g]; !served && !s.removed[g] && !watched(g) {
+		if _, removed := s.removed[g]; !removed && s.groups[g] == nil && !watched(g) {
 			s.cache.ClearSnapshot(g)
 		}
 	}
 	connected := s.cb.connectedGroups()
-	for g := range s.removed {
-		if !connected[g] {
+	for g, at := range s.removed {
+		if !connected[g] && !watched(g) && s.now().Sub(at) >= removedGrace {
 			s.cache.ClearSnapshot(g)
 			delete(s.removed, g)
 		}
@@ -210,7 +219,7 @@ func (s *Server) Update(groups map[string]map[string][]proto.Message) error {
 			delete(s.removed, name)
 		} else {
 			delete(s.groups, name)
-			s.removed[name] = true
+			s.removed[name] = s.now()
 		}
 	}
 	s.forgetLocked() // the removed groups no client watches
