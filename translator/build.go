@@ -223,8 +223,9 @@ func (gb *gatewayBuild) virtualHosts(listeners []*listenerInfo, port int32, firs
 // specific one matching it: li's hostname is among li's domains, so a Host whose listener is li
 // finds a domain of li at least as specific as any other listener's hostname (every domain of
 // li is one li owns), a Host another listener owns finds that listener's hostname or a domain
-// more specific, and a Host no listener matches finds none: Envoy's 404. A domain li has already
-// (two listeners with one hostname conflict; only one is accepted) is not repeated.
+// more specific, and a Host no listener matches finds none: Envoy's 404. A domain already in
+// the list is not added again (a guard: Envoy refuses a domain twice in a RouteConfiguration;
+// listeners sharing a hostname on a port are all refused, markConflicts, so it does not happen).
 func chainVirtualHosts(li *listenerInfo, chains []*listenerInfo, vhs []*routev3.VirtualHost, owners []*listenerInfo,
 	first, misdirected *routev3.Route) []*routev3.VirtualHost {
 	var out []*routev3.VirtualHost

@@ -177,7 +177,7 @@ func (t *translation) grantedFrom(fromKind, fromNS, toNS, group, kind, name stri
 // permitted.
 func Granted(grants []*gwv1.ReferenceGrant, fromKind, fromNS, toNS, group, kind, name string) bool {
 	return slices.ContainsFunc(grants, func(g *gwv1.ReferenceGrant) bool {
-		return g.Namespace == toNS && grantPermits(g, fromKind, fromNS, group, kind, name)
+		return g != nil && g.Namespace == toNS && grantPermits(g, fromKind, fromNS, group, kind, name)
 	})
 }
 
