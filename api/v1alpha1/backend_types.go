@@ -271,13 +271,36 @@ const (
 	InsecureTLSModeHostname InsecureTLSMode = "Hostname"
 )
 
-// BackendAuth is the credential sent to a backend.
+// BackendAuth is the credential sent to a backend: exactly one of key, secretRef and
+// passthrough (agentgateway's BackendAuth; its aws, gcp and azure are not served, and a manifest
+// that sets them is refused naming the field).
+//
+// +kubebuilder:validation:XValidation:rule="(has(self.key) ? 1 : 0) + (has(self.secretRef) ? 1 : 0) + (has(self.passthrough) ? 1 : 0) == 1",message="exactly one of key, secretRef and passthrough must be set"
 type BackendAuth struct {
-	// SecretRef names a Secret in the backend's namespace whose key "Authorization" holds the
-	// value of the Authorization header (a bare key gets "Bearer " in front).
+	// Key is the value of the Authorization header, inline (a bare key gets "Bearer " in
+	// front). It is the least secure way: anyone who can read the resource reads the key; a
+	// Secret (secretRef) is preferred. mcpgate never prints it (translate output and debug
+	// dumps redact it).
+	// +kubebuilder:validation:MaxLength=2048
+	// +optional
+	Key *string `json:"key,omitempty"`
+	// SecretRef names a Secret in the namespace of the object that sets it (the backend's, or
+	// the policy's) whose key "Authorization" holds the value of the Authorization header (a
+	// bare key gets "Bearer " in front).
 	// +optional
 	SecretRef *LocalObjectReference `json:"secretRef,omitempty"`
+	// Passthrough passes through an existing token that has been sent by the client and
+	// validated. Other policies, like JWT and API key authentication, will strip the original
+	// client credentials. Passthrough backend authentication causes the original token to be
+	// added back into the request. If there are no client authentication policies on the
+	// request, the original token would be unchanged, so this would have no effect.
+	// +optional
+	Passthrough *BackendAuthPassthrough `json:"passthrough,omitempty"`
 }
+
+// BackendAuthPassthrough forwards the caller's validated token to the backend: ext_proc keeps
+// the Authorization header that JWT authentication would otherwise remove.
+type BackendAuthPassthrough struct{}
 
 // LocalObjectReference names an object in the same namespace.
 type LocalObjectReference struct {

@@ -49,7 +49,7 @@ type AgentgatewayPolicySpec struct {
 	// Traffic applies to the HTTP requests of the targets.
 	// +optional
 	Traffic *TrafficPolicy `json:"traffic,omitempty"`
-	// Backend applies to the MCP traffic of the targets.
+	// Backend applies to the backend traffic of the targets: its credential (auth) and MCP rules.
 	// +optional
 	Backend *BackendPolicy `json:"backend,omitempty"`
 }
@@ -262,8 +262,14 @@ type AuthorizationPolicy struct {
 // +kubebuilder:validation:MaxLength=16384
 type CELExpression string
 
-// BackendPolicy applies to the MCP traffic of a policy's targets.
+// BackendPolicy applies to the backend traffic of a policy's targets.
 type BackendPolicy struct {
+	// Auth is the credential sent to the backends of the targets' routes (agentgateway's
+	// BackendSimple auth). An AgentgatewayBackend's own spec.policies.auth takes precedence;
+	// among policies, the most specific target's (backend, rule, HTTPRoute, listener, Gateway)
+	// applies, the oldest policy's within one target.
+	// +optional
+	Auth *BackendAuth `json:"auth,omitempty"`
 	// MCP applies to MCP methods.
 	// +optional
 	MCP *BackendMCP `json:"mcp,omitempty"`

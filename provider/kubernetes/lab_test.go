@@ -687,6 +687,15 @@ spec:
 			`spec.traffic.rateLimit.local[0]: Invalid value: exactly one of the fields in [requests tokens] must be set`},
 		{"rate limit unit outside the enum", rateLimitPolicyYAML("rl-days", "{requests: 2, unit: Days}"),
 			`spec.traffic.rateLimit.local[0].unit: Unsupported value: "Days"`},
+		{"backend auth with two of key, secretRef and passthrough", backendYAML("auth-two", `static: {host: a.example, port: 80}
+  policies:
+    auth: {key: k, passthrough: {}}`), "exactly one of key, secretRef and passthrough must be set"},
+		{"backend auth with none", backendAuthPolicyYAML("agentgateway.dev/v1alpha1", "AgentgatewayPolicy", "auth-none", "{}"),
+			"exactly one of key, secretRef and passthrough must be set"},
+		{"backend auth aws, which mcpgate does not serve", backendAuthPolicyYAML("enterpriseagentgateway.solo.io/v1alpha1", "EnterpriseAgentgatewayPolicy", "auth-aws", "{aws: {}}"),
+			`unknown field "spec.backend.auth.aws"`},
+		{"backend auth key over 2048 bytes", backendAuthPolicyYAML("agentgateway.dev/v1alpha1", "AgentgatewayPolicy", "auth-long", "{key: "+strings.Repeat("k", 2049)+"}"),
+			"spec.backend.auth.key: Too long"},
 	}
 	for _, c := range refused {
 		out, err := testCluster.kubectl([]byte(c.manifest), "apply", "-f", "-")
@@ -704,6 +713,15 @@ spec:
 	// traffic.rateLimit.local with tokens (agentgateway's LLM budgets) is admitted: the translator
 	// refuses it (its goldens show).
 	mustKubectl(t, []byte(rateLimitPolicyYAML("rl-tokens", "{tokens: 1000, unit: Minutes, burst: 10}")), "apply", "--dry-run=server", "-f", "-")
+	// backend auth as agentgateway's manifests write it: passthrough (an empty object), an inline
+	// key, a Secret, in both policy kinds and in a backend's own policies.
+	for _, auth := range []string{"{passthrough: {}}", "{key: sk-not-real}", "{secretRef: {name: tools-token}}"} {
+		mustKubectl(t, []byte(backendAuthPolicyYAML("agentgateway.dev/v1alpha1", "AgentgatewayPolicy", "auth-ok", auth)), "apply", "--dry-run=server", "-f", "-")
+		mustKubectl(t, []byte(backendAuthPolicyYAML("enterpriseagentgateway.solo.io/v1alpha1", "EnterpriseAgentgatewayPolicy", "auth-ok", auth)), "apply", "--dry-run=server", "-f", "-")
+		mustKubectl(t, []byte(backendYAML("auth-ok", `static: {host: a.example, port: 80}
+  policies:
+    auth: `+auth)), "apply", "--dry-run=server", "-f", "-")
+	}
 	mustKubectl(t, []byte(mcpOAuthPolicyYAML("mcp-oauth", "mcp: {provider: Keycloak, clientId: c, resourceMetadata: {scopes_supported: [read], x_nested: {a: 1, b: null}}}")),
 		"apply", "--dry-run=server", "-f", "-")
 
@@ -1117,6 +1135,19 @@ func labHeredoc(lab, step string) (string, error) {
 }
 
 // rateLimitPolicyYAML is a policy on the lab's Gateway with one traffic.rateLimit.local entry.
+// backendAuthPolicyYAML is a policy of apiVersion and kind named name on the lab's Gateway whose
+// spec.backend.auth is auth (flow YAML).
+func backendAuthPolicyYAML(apiVersion, kind, name, auth string) string {
+	return `apiVersion: ` + apiVersion + `
+kind: ` + kind + `
+metadata: {name: ` + name + `, namespace: agentgateway-system}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: agentgateway}]
+  backend:
+    auth: ` + auth + `
+`
+}
+
 func rateLimitPolicyYAML(name, entry string) string {
 	return `apiVersion: agentgateway.dev/v1alpha1
 kind: AgentgatewayPolicy
