@@ -65,6 +65,16 @@ const MetadataMux = "x-mcpgate-mux"
 // MetadataMCP is the client's transport (TransportStreamableHTTP).
 const MetadataBridge = "x-mcpgate-bridge"
 
+// MetadataPassthrough, set only on a route whose backendRef's credential is backend auth
+// passthrough (AgentgatewayBackend spec.policies.auth.passthrough, AgentgatewayPolicy
+// spec.backend.auth.passthrough), is PassthroughOn: ext_proc keeps the caller's Authorization
+// header after JWT authentication validated it, where it otherwise removes it, so that the
+// backend receives the caller's token.
+const MetadataPassthrough = "x-mcpgate-passthrough"
+
+// PassthroughOn is MetadataPassthrough's value.
+const PassthroughOn = "true"
+
 // MCP multiplexing: the mux (package extproc/mux) serves a multiplexed backend's routes and
 // reaches each target back through Envoy's mux upstream listener.
 const (

@@ -58,9 +58,9 @@ type target struct {
 	mcp     string                            // MCP transport; "" = not MCP
 	name    string                            // MCP target name
 	path    string                            // MCP endpoint path (informational)
-	// hostRewrite, authHeader and pathRewrite are what an AI backend needs on the route.
+	// hostRewrite and pathRewrite are what an AI backend needs on the route (its credential is
+	// the backend's spec.policies.auth, authOf).
 	hostRewrite string
-	authHeader  string
 	pathRewrite string
 	// llm: answers (LLM completions, streamed or not) outlast Envoy's default route timeout.
 	llm bool
@@ -161,9 +161,10 @@ func (tg *target) finishCluster(x *xdsCommon) {
 // backendInfo is an AgentgatewayBackend after translation.
 type backendInfo struct {
 	b        *v1alpha1.AgentgatewayBackend
-	key      string  // "NS/NAME"
-	target   *target // nil when the backend cannot be used
-	err      string  // why target is nil ("field: message")
+	key      string    // "NS/NAME"
+	target   *target   // nil when the backend cannot be used
+	auth     routeAuth // its own spec.policies.auth (backendAuth)
+	err      string    // why target is nil ("field: message")
 	status   *v1alpha1.AgentgatewayBackendStatus
 	problems fieldErrors
 	warnings fieldErrors // accepted, not applied as written (Status.Warnings)
@@ -200,6 +201,9 @@ func (t *translation) translateBackends() {
 func (t *translation) translateBackendStatus(bi *backendInfo) {
 	b := bi.b
 	field, msg, note := t.translateBackend(bi)
+	if bi.target != nil {
+		field, msg, note = t.backendAuth(bi, note)
+	}
 	gen := b.Generation
 	sb := &backendStatusBlock{} // the status and its condition in one allocation
 	bi.status = &sb.st
@@ -212,6 +216,28 @@ func (t *translation) translateBackendStatus(bi *backendInfo) {
 	}
 	bi.target.finishCluster(t.xds)
 	sb.cond[0] = condition("Accepted", true, "Accepted", note, gen)
+}
+
+// backendAuth validates the backend's own spec.policies.auth into bi.auth (authOf), on any kind
+// of backend: it returns note, with the warning of a Secret used as read before, or the field and
+// message of its refusal (bi.target is then nil).
+func (t *translation) backendAuth(bi *backendInfo, note string) (field, msg, _ string) {
+	b := bi.b
+	p := b.Spec.Policies
+	if p == nil || p.Auth == nil {
+		return "", "", note
+	}
+	a, field, msg, stale := t.translateAuth(b.Namespace, p.Auth, "spec.policies.auth")
+	if msg != "" {
+		bi.target = nil
+		return field, msg, ""
+	}
+	bi.auth = a
+	if stale != "" {
+		bi.warnings.add(KindAgentgatewayBackend, b.Namespace, b.Name, "spec.policies.auth.secretRef", stale)
+		note += "; spec.policies.auth.secretRef " + stale
+	}
+	return "", "", note
 }
 
 // backendStatusBlock holds a backend's status.
@@ -290,19 +316,6 @@ func (t *translation) translateAI(bi *backendInfo, name string) (field, msg, not
 	if tls == nil {
 		tg.hostRewrite = host // over TLS, addressTarget set it (with the port unless 443)
 	}
-	stale := "" // the warning of a Secret used as read before
-	if a := b.Spec.Policies; a != nil && a.Auth != nil && a.Auth.SecretRef != nil {
-		v, err := t.secretAuthorization(b.Namespace, a.Auth.SecretRef.Name)
-		if err != "" {
-			return "spec.policies.auth.secretRef", err, ""
-		}
-		tg.authHeader = v
-		if why := t.in.SecretErrors[key(b.Namespace, a.Auth.SecretRef.Name)]; why != "" {
-			w := fmt.Sprintf("Secret %s could not be read (%s): the copy read before is used", keyString(b.Namespace, a.Auth.SecretRef.Name), why)
-			bi.warnings.add(KindAgentgatewayBackend, b.Namespace, b.Name, "spec.policies.auth.secretRef", w)
-			stale = "; spec.policies.auth.secretRef " + w
-		}
-	}
 	bi.target = tg
 	note = fmt.Sprintf("openai-compatible provider at %s", joinHostPort(host, port))
 	if tls != nil {
@@ -313,7 +326,7 @@ func (t *translation) translateAI(bi *backendInfo, name string) (field, msg, not
 		bi.warnings.add(KindAgentgatewayBackend, b.Namespace, b.Name, "spec.ai.provider.openai.model", w)
 		note += "; spec.ai.provider.openai.model " + w
 	}
-	return "", "", note + stale
+	return "", "", note
 }
 
 // secretAuthorization reads the Authorization value from a Secret: its key "Authorization" (a
@@ -335,19 +348,12 @@ func (t *translation) secretAuthorization(ns, name string) (string, string) {
 			v, ok = []byte(s), true
 		}
 	}
-	val := strings.TrimSpace(string(v))
-	if !ok || val == "" {
+	if !ok || strings.TrimSpace(string(v)) == "" {
 		return "", fmt.Sprintf("Secret %s/%s has no key Authorization", ns, name)
 	}
-	msg := headerValueProblem(val) // its bytes as the Secret has them (trimmed)
-	if !strings.Contains(val, " ") {
-		val = "Bearer " + val
-	}
-	if msg == "" {
-		msg = headerValueProblem(val) // its length as the header has it
-	}
+	val, msg := authorizationValue(string(v))
 	if msg != "" {
-		return "", fmt.Sprintf("Secret %s/%s key Authorization: the value %s", ns, name, msg)
+		return "", fmt.Sprintf("Secret %s/%s key Authorization: %s", ns, name, msg)
 	}
 	return val, ""
 }

@@ -512,6 +512,7 @@ type extProcRoute struct {
 	targets                                 string // a multiplexed backend's target names, comma-joined
 	mux                                     string // contract.MetadataMux: prefixMode Never only
 	bridge                                  string // contract.MetadataBridge: a bridged target's transport
+	passthrough                             bool   // contract.MetadataPassthrough: backend auth passthrough
 }
 
 // perRouteConfig returns the ExtProcPerRoute of e: disabled when the route is neither MCP nor
@@ -525,9 +526,14 @@ func (t *translation) perRouteConfig(into *anypb.Any, e extProcRoute) *anypb.Any
 	if e.mcp != "" {
 		mode = t.xds.mcpModeBytes
 	}
-	md := [9][2]string{{contract.MetadataGateway, e.gateway}, {contract.MetadataRoute, e.route}, {contract.MetadataPolicy, e.policy},
+	passthrough := ""
+	if e.passthrough {
+		passthrough = contract.PassthroughOn
+	}
+	md := [10][2]string{{contract.MetadataGateway, e.gateway}, {contract.MetadataRoute, e.route}, {contract.MetadataPolicy, e.policy},
 		{contract.MetadataMCP, e.mcp}, {contract.MetadataBackend, e.backend}, {contract.MetadataTarget, e.target},
-		{contract.MetadataTargets, e.targets}, {contract.MetadataMux, e.mux}, {contract.MetadataBridge, e.bridge}}
+		{contract.MetadataTargets, e.targets}, {contract.MetadataMux, e.mux}, {contract.MetadataBridge, e.bridge},
+		{contract.MetadataPassthrough, passthrough}}
 	if into == nil {
 		into = &anypb.Any{}
 	}

@@ -39,7 +39,16 @@ type policyInfo struct {
 	// rateLimit is the per-route LocalRateLimit of traffic.rateLimit (translateRateLimit), shared
 	// by every route it applies to; nil without one
 	rateLimit *anypb.Any
-	targets   []policyTarget
+	// auth is the credential of backend.auth (translateAuth); nil without one
+	auth *routeAuth
+	// stale says that the Secret of backend.auth.secretRef could not be read and a copy read
+	// before is used (a warning)
+	stale string
+	// authOverridden are the AgentgatewayBackends ("AgentgatewayBackend NS/NAME") whose own
+	// spec.policies.auth applies where this policy's backend.auth would (authOf); guarded by
+	// translation.mergeMu while routes attach
+	authOverridden []string
+	targets        []policyTarget
 	// problems are the refusals of validatePolicy
 	problems fieldErrors
 	resolved int // targets found
@@ -123,8 +132,12 @@ func (t *translation) indexPolicies() *policyIndex {
 	for _, pi := range t.policyList {
 		p := pi.p
 		t.rateLimits = t.rateLimits || pi.rateLimit != nil
+		t.policyAuths = t.policyAuths || pi.auth != nil
 		t.st.add(pi.problems)
 		kind := policyKind(p)
+		if pi.stale != "" {
+			t.st.warnings = append(t.st.warnings, FieldError{Kind: kind, Namespace: p.Namespace, Name: p.Name, Field: "spec.backend.auth.secretRef", Message: pi.stale})
+		}
 		for i := range pi.targets {
 			tg := &pi.targets[i]
 			switch {
@@ -242,6 +255,14 @@ func (t *translation) validatePolicy(pi *policyInfo, p *v1alpha1.AgentgatewayPol
 	}
 	if b := s.Backend; b != nil && b.MCP != nil && b.MCP.Authorization != nil {
 		pi.mcp = t.translateRules(b.MCP.Authorization, pi.source, "mcp", "spec.backend.mcp.authorization", bad)
+	}
+	if b := s.Backend; b != nil && b.Auth != nil {
+		a, field, msg, stale := t.translateAuth(p.Namespace, b.Auth, "spec.backend.auth")
+		if msg != "" {
+			bad(field, msg)
+		} else {
+			pi.auth, pi.stale = &a, stale
+		}
 	}
 }
 

@@ -123,6 +123,12 @@ func (t *translation) policyStatus(pi *policyInfo, foreign map[nsName]bool) (*gw
 			AppProtocolMCP + " or " + AppProtocolMCPSSE + "), so ext_proc reads no MCP message there; the rule answers 500"
 		warnings.add(kind, p.Namespace, p.Name, "spec.backend.mcp.authorization", unenforced)
 	}
+	var overridden string
+	if len(pi.authOverridden) > 0 {
+		over := slices.Sorted(slices.Values(pi.authOverridden))
+		overridden = "not applied to the routes to " + strings.Join(over, ", ") + ": a backend's own spec.policies.auth takes precedence"
+		warnings.add(kind, p.Namespace, p.Name, "spec.backend.auth", overridden)
+	}
 	for i := range found {
 		a := &found[i]
 		if len(a.conflicts) > 0 {
@@ -130,6 +136,9 @@ func (t *translation) policyStatus(pi *policyInfo, foreign map[nsName]bool) (*gw
 		}
 		if unenforced != "" && a.cond.Status == metav1.ConditionTrue {
 			a.cond.Message = strings.TrimPrefix(a.cond.Message+"; spec.backend.mcp.authorization: "+unenforced, "; ")
+		}
+		if overridden != "" && a.cond.Status == metav1.ConditionTrue {
+			a.cond.Message = strings.TrimPrefix(a.cond.Message+"; spec.backend.auth: "+overridden, "; ")
 		}
 		conds[i] = a.cond
 		st.Ancestors[i] = gwv1.PolicyAncestorStatus{AncestorRef: a.ref, ControllerName: ctrl, Conditions: conds[i : i+1 : i+1]}

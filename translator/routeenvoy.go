@@ -54,6 +54,7 @@ type ruleUse struct {
 	hosts  []string
 	base   *mergedPolicy   // the policies of the rule itself, without backends (redirects, 500s)
 	merges []*mergedPolicy // the policies of each backendRef (c.refs)
+	auths  []routeAuth     // the credential of each backendRef (c.refs, authOf)
 	bad    bool            // an invalid policy applies: the rule answers 500
 	// mcpUnenforced: bad because MCP rules of the route's own policies apply to a backendRef
 	// that is not MCP (mcpUnenforced)
@@ -64,6 +65,7 @@ type ruleUse struct {
 	limits    []*anypb.Any
 	routes    []*routev3.Route // per match, in order: one, or a bridged rule's (bridgeRoutes)
 	oneMerge  [1]*mergedPolicy // room for merges of a rule with one backendRef
+	oneAuth   [1]routeAuth     // room for auths of a rule with one backendRef
 }
 
 // buildRule merges the policies of a rule use and builds its Envoy routes, one per match, or
@@ -169,6 +171,7 @@ const bridgeRoutesPerMatch = 1 + len(mcp.SessionParamNames) + 1
 func (t *translation) mergeRule(u *ruleUse) {
 	gi, cr, c := u.gi, u.cr, u.c
 	u.merges = inPlace(u.oneMerge[:], len(c.refs))
+	u.auths = inPlace(u.oneAuth[:], len(c.refs))
 	att := attachment{gateway: gi.key, listener: u.li.key, route: cr.key}
 	if c.name != "" {
 		att.rule = cr.key + "/" + c.name
@@ -183,6 +186,7 @@ func (t *translation) mergeRule(u *ruleUse) {
 		a := att
 		a.backend = ref.tg.backend
 		u.merges[i] = t.merge(a)
+		u.auths[i] = t.authOf(a, ref.tg)
 		if ref.tg.mcp == "" && t.mcpUnenforced(a, cr, c, ref) {
 			u.bad, u.mcpUnenforced = true, true
 		}
@@ -276,7 +280,7 @@ func (t *translation) ruleTemplate(u *ruleUse, refs []ruleRef) routeTemplate {
 		}
 		e := extProcRoute{
 			mcp: tg.mcp, gateway: gi.key, route: routeID, policy: u.merges[i].name(),
-			backend: tg.backend, target: tg.name,
+			backend: tg.backend, target: tg.name, passthrough: u.auths[i].passthrough,
 		}
 		if tg.mux != nil {
 			e.targets, e.mux, e.bridge = tg.mux.names, tg.mux.metadata(gi.key, c), tg.mux.bridged()
@@ -322,11 +326,12 @@ func (t *translation) ruleTemplate(u *ruleUse, refs []ruleRef) routeTemplate {
 		if tg.hostRewrite != "" {
 			ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: tg.hostRewrite}
 		}
-		if tg.authHeader != "" {
-			tpl.reqAdd = []*corev3.HeaderValueOption{headerOption("authorization", tg.authHeader, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)}
-		}
 		if tg.mux != nil {
 			tpl.reqAdd = []*corev3.HeaderValueOption{muxHeader(tg, gi.key)}
+		}
+		if h := u.auths[0].header; h != "" {
+			// to a multiplexed backend too: the mux passes the client's Authorization on to its targets
+			tpl.reqAdd = append(tpl.reqAdd, authHeader(h))
 		}
 		if tg.pathRewrite != "" && c.fullPath == "" && c.replacePrefix == nil {
 			ra.RegexRewrite = fullPathRewrite(tg.pathRewrite)
@@ -338,12 +343,12 @@ func (t *translation) ruleTemplate(u *ruleUse, refs []ruleRef) routeTemplate {
 			if ref.tg.hostRewrite != "" {
 				cw.HostRewriteSpecifier = &routev3.WeightedCluster_ClusterWeight_HostRewriteLiteral{HostRewriteLiteral: ref.tg.hostRewrite}
 			}
-			if ref.tg.authHeader != "" {
-				cw.RequestHeadersToAdd = []*corev3.HeaderValueOption{headerOption("authorization", ref.tg.authHeader, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)}
-			}
 			if ref.tg.mux != nil {
 				// Envoy applies a picked weighted cluster's headers with the route's, in the router
 				cw.RequestHeadersToAdd = []*corev3.HeaderValueOption{muxHeader(ref.tg, gi.key)}
+			}
+			if h := u.auths[i].header; h != "" {
+				cw.RequestHeadersToAdd = append(cw.RequestHeadersToAdd, authHeader(h))
 			}
 			var clusterConfig *anypb.Any
 			if !same {
@@ -442,6 +447,12 @@ func (tpl *routeTemplate) route(rt *routev3.Route, c *compiledRule, m *compiledM
 // never sees it, and the mux reads Envoy's.
 func muxHeader(tg *target, gateway string) *corev3.HeaderValueOption {
 	return headerOption(contract.HeaderMux, tg.mux.header(gateway), corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)
+}
+
+// authHeader is the Authorization header a backendRef's credential (key, secretRef: routeAuth)
+// sets, replacing the client's. Printed configuration redacts it (Redacted).
+func authHeader(v string) *corev3.HeaderValueOption {
+	return headerOption("authorization", v, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)
 }
 
 func directResponse(body string) *routev3.Route_DirectResponse {

@@ -47,6 +47,7 @@ type translation struct {
 	merged       map[string]*mergedPolicy // by policy name
 	mergeMu      sync.Mutex               // guards merged (routes attach concurrently)
 	rateLimits   bool                     // some policy sets traffic.rateLimit (rateLimitOf)
+	policyAuths  bool                     // some policy sets backend.auth (authOf)
 }
 
 func newTranslation(in *Resources, opts Options) *translation {

@@ -7,6 +7,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/mcpgate/mcpgate/api/v1alpha1"
 	"github.com/mcpgate/mcpgate/translator"
 )
 
@@ -41,6 +42,39 @@ func TestSecretRefsGranted(t *testing.T) {
 	want := []string{
 		"apps/own Gateway apps/served spec.listeners[0].tls.certificateRefs[0]",
 		"certs/shared Gateway apps/served spec.listeners[0].tls.certificateRefs[1]",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("secret refs:\n%q\nwant\n%q", got, want)
+	}
+}
+
+// TestSecretRefsOfAuth: the Secrets that backend auth names are read from the naming object's
+// namespace: an AgentgatewayBackend's spec.policies.auth.secretRef and a policy's (either kind)
+// spec.backend.auth.secretRef; a policy whose auth is inline or passthrough names none.
+func TestSecretRefsOfAuth(t *testing.T) {
+	policy := func(kind, name string, auth *v1alpha1.BackendAuth) *v1alpha1.AgentgatewayPolicy {
+		return &v1alpha1.AgentgatewayPolicy{TypeMeta: metav1.TypeMeta{Kind: kind}, ObjectMeta: metav1.ObjectMeta{Namespace: "apps", Name: name},
+			Spec: v1alpha1.AgentgatewayPolicySpec{Backend: &v1alpha1.BackendPolicy{Auth: auth}}}
+	}
+	key := "inline"
+	res := &translator.Resources{
+		Backends: []*v1alpha1.AgentgatewayBackend{{ObjectMeta: metav1.ObjectMeta{Namespace: "llm", Name: "openai"},
+			Spec: v1alpha1.AgentgatewayBackendSpec{Policies: &v1alpha1.BackendPolicies{Auth: &v1alpha1.BackendAuth{SecretRef: &v1alpha1.LocalObjectReference{Name: "openai-key"}}}}}},
+		Policies: []*v1alpha1.AgentgatewayPolicy{
+			policy("", "by-secret", &v1alpha1.BackendAuth{SecretRef: &v1alpha1.LocalObjectReference{Name: "tools-token"}}),
+			policy(translator.KindEnterpriseAgentgatewayPolicy, "enterprise", &v1alpha1.BackendAuth{SecretRef: &v1alpha1.LocalObjectReference{Name: "other-token"}}),
+			policy("", "inline", &v1alpha1.BackendAuth{Key: &key}),
+			policy("", "passthrough", &v1alpha1.BackendAuth{Passthrough: &v1alpha1.BackendAuthPassthrough{}}),
+		},
+	}
+	var got []string
+	for _, r := range secretRefs(res, translator.Options{}) {
+		got = append(got, r.key.String()+" "+r.owner+" "+r.field)
+	}
+	want := []string{
+		"llm/openai-key AgentgatewayBackend llm/openai spec.policies.auth.secretRef",
+		"apps/tools-token AgentgatewayPolicy apps/by-secret spec.backend.auth.secretRef",
+		"apps/other-token EnterpriseAgentgatewayPolicy apps/enterprise spec.backend.auth.secretRef",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("secret refs:\n%q\nwant\n%q", got, want)

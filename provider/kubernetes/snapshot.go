@@ -78,7 +78,7 @@ type secretRef struct {
 }
 
 // secretRefs lists the Secrets the translation of res may read, in the order of res: those the
-// backends' auth names, and the certificates of the HTTPS listeners of the Gateways served
+// backends' and policies' auth names (in their own namespace), and the certificates of the HTTPS listeners of the Gateways served
 // (opts: their classes), one in another namespace only where a ReferenceGrant of res permits it
 // (the translator refuses the others without reading them: a Gateway cannot make the controller
 // read any Secret of the cluster).
@@ -88,6 +88,16 @@ func secretRefs(res *translator.Resources, opts translator.Options) []secretRef 
 		if pol := b.Spec.Policies; pol != nil && pol.Auth != nil && pol.Auth.SecretRef != nil {
 			refs = append(refs, secretRef{types.NamespacedName{Namespace: b.Namespace, Name: pol.Auth.SecretRef.Name},
 				"AgentgatewayBackend " + b.Namespace + "/" + b.Name, "spec.policies.auth.secretRef"})
+		}
+	}
+	for _, p := range res.Policies {
+		if b := p.Spec.Backend; b != nil && b.Auth != nil && b.Auth.SecretRef != nil {
+			kind := p.Kind
+			if kind == "" {
+				kind = translator.KindAgentgatewayPolicy
+			}
+			refs = append(refs, secretRef{types.NamespacedName{Namespace: p.Namespace, Name: b.Auth.SecretRef.Name},
+				kind + " " + p.Namespace + "/" + p.Name, "spec.backend.auth.secretRef"})
 		}
 	}
 	classes := make(map[string]*gwv1.GatewayClass, len(res.GatewayClasses))
