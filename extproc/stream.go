@@ -52,6 +52,9 @@ type routeInfo struct {
 	// mcp: the route leads to an MCP target. The transport the target declares is not used: the
 	// server may serve both, and each request says which one it speaks (mcp.ClassifyRequest).
 	mcp bool
+	// passthrough: the route's backend auth is passthrough (contract.MetadataPassthrough): a
+	// validated token stays in the request, for the backend to read the caller's identity.
+	passthrough bool
 }
 
 // scope is the route's scope in the session table: its backend and target.
@@ -99,6 +102,8 @@ func readRouteInfo(get func(key string) string) routeInfo {
 		targets: get(contract.MetadataTargets),
 		mux:     get(contract.MetadataMux),
 		bridge:  get(contract.MetadataBridge),
+		// passthrough: backend auth passthrough (contract.MetadataPassthrough)
+		passthrough: get(contract.MetadataPassthrough) == contract.PassthroughOn,
 	}
 }
 
@@ -645,8 +650,12 @@ func (st *stream) authenticate() (mut *extprocv3.HeaderMutation, refusal *answer
 	switch st.auth.Status {
 	case jwt.OK:
 		st.authn = "ok"
-		// As Envoy's jwt_authn with forward: false: the upstream does not see the token.
-		mut = st.rep.removeHeaders(nil, "authorization")
+		// As Envoy's jwt_authn with forward: false: the upstream does not see the token, unless
+		// the route's backend auth is passthrough (agentgateway's: the validated token is added
+		// back), which forwards the caller's token to the backend.
+		if !st.ri.passthrough {
+			mut = st.rep.removeHeaders(nil, "authorization")
+		}
 	case jwt.Missing:
 		st.authn = "missing"
 	default:
@@ -1029,7 +1038,7 @@ func (st *stream) resolveTarget(m *mcp.Message, ex *exchange, batch bool) (targe
 	for _, hd := range st.headers {
 		switch {
 		case strings.HasPrefix(hd.name, ":"), hd.name == "accept-encoding", hd.name == contract.HeaderMuxCaller,
-			hd.name == "authorization" && st.auth.Status == jwt.OK:
+			hd.name == "authorization" && st.auth.Status == jwt.OK && !st.ri.passthrough:
 			// what ext_proc removes or overwrites, or Envoy does not pass as a header
 		default:
 			h.Add(hd.name, hd.value)

@@ -35,6 +35,9 @@ type Route struct {
 	// Bridge is the value of x-mcpgate-bridge (contract.MetadataBridge): the transport of the
 	// single target a route bridges a Streamable HTTP client to through the mux.
 	Bridge string
+	// Passthrough is the value of x-mcpgate-passthrough (contract.MetadataPassthrough): "true"
+	// on a route whose backend auth is passthrough.
+	Passthrough string
 }
 
 // MD returns the gRPC metadata Envoy sends for the route.
@@ -44,6 +47,7 @@ func (r Route) MD() metadata.MD {
 		"x-mcpgate-gateway": r.Gateway, "x-mcpgate-route": r.Route, "x-mcpgate-policy": r.Policy,
 		"x-mcpgate-mcp": r.MCP, "x-mcpgate-backend": r.Backend, "x-mcpgate-target": r.Target,
 		"x-mcpgate-targets": r.Targets, "x-mcpgate-mux": r.Mux, "x-mcpgate-bridge": r.Bridge,
+		"x-mcpgate-passthrough": r.Passthrough,
 	} {
 		if v != "" {
 			md.Set(k, v)
