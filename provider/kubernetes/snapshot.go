@@ -78,10 +78,10 @@ type secretRef struct {
 }
 
 // secretRefs lists the Secrets the translation of res may read, in the order of res: those the
-// backends' and policies' auth names (in their own namespace), and the certificates of the HTTPS listeners of the Gateways served
-// (opts: their classes), one in another namespace only where a ReferenceGrant of res permits it
-// (the translator refuses the others without reading them: a Gateway cannot make the controller
-// read any Secret of the cluster).
+// backends' and policies' auth names (in their own namespace), and the certificates of the HTTPS
+// listeners of the Gateways served (opts: their classes), one in another namespace only where a
+// ReferenceGrant of res permits it (the translator refuses the others without reading them: a
+// Gateway cannot make the controller read any Secret of the cluster).
 func secretRefs(res *translator.Resources, opts translator.Options) []secretRef {
 	var refs []secretRef
 	for _, b := range res.Backends {
