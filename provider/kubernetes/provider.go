@@ -528,9 +528,10 @@ func (p *Provider) loop(ctx context.Context) error {
 }
 
 // sync translates the cached objects, publishes the result and, on the leader, writes the
-// data planes and status. A full pass (the first, the periodic one, the one on election) reads
-// every data plane Secret and PodDisruptionBudget from the API server; a change's pass reads
-// those that no pass found current since (readRemembered).
+// data planes, the GatewayClasses' finalizer (syncClassFinalizers) and status. A full pass (the
+// first, the periodic one, the one on election) reads every data plane Secret and
+// PodDisruptionBudget from the API server; a change's pass reads those that no pass found
+// current since (readRemembered).
 func (p *Provider) sync(ctx context.Context, full bool) {
 	snap, err := p.snapshot(ctx)
 	if err != nil {
@@ -558,6 +559,7 @@ func (p *Provider) sync(ctx context.Context, full bool) {
 		}
 		planes = p.reconcileDataPlanes(ctx, snap, out)
 	}
+	p.syncClassFinalizers(ctx, snap.resources)
 	p.writeStatus(ctx, snap, out, planes)
 }
 
