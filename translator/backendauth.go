@@ -90,7 +90,8 @@ func authorizationValue(key string) (string, string) {
 // authOf returns the credential of a backendRef to tg at attachment a: its AgentgatewayBackend's
 // own spec.policies.auth, else the spec.backend.auth of the most specific level that sets one
 // (backend, rule, route, listener, Gateway), within a level the oldest valid policy's, as JWT
-// authentication is taken (merge). An invalid policy at any level makes the rule answer 500
+// authentication is taken (merge); the newer ones there are told in their status (authWinner).
+// An invalid policy at any level makes the rule answer 500
 // (merge), so its auth never applies. A policy whose auth the backend's own overrides is told so
 // in its status (policyInfo.authOverridden).
 func (t *translation) authOf(a attachment, tg *target) routeAuth {

@@ -43,18 +43,25 @@ func (t *translation) policyStatuses(foreign map[nsName]bool) {
 const jwtRule = "on one target the oldest policy's JWT authentication applies, by creationTimestamp " +
 	"then namespace/name; a more specific target's overrides it"
 
+// authRule says which policy's backend auth a target keeps, for status messages.
+const authRule = "on one target the oldest policy's backend auth applies, by creationTimestamp " +
+	"then namespace/name; a more specific target's overrides it"
+
 // ancestorResult is what a policy's targets make of one of its ancestors: the condition of the
-// first target found there and, when that one is Accepted, where its JWT authentication loses
-// to another policy's on the same target (GEP-713: Conflicted) and where it applies.
+// first target found there and, when that one is Accepted, where its JWT authentication or its
+// backend auth loses to another policy's on the same target (GEP-713: Conflicted) and where it
+// applies.
 type ancestorResult struct {
-	ref        gwv1.ParentReference
-	cond       metav1.Condition
-	conflicts  []string // "through FIELD: POLICY sets it on TARGET too and wins"
-	jwtApplies []string // fields of the targets through which it applies
+	ref           gwv1.ParentReference
+	cond          metav1.Condition
+	conflicts     []string // JWT: "through FIELD: POLICY sets it on TARGET too and wins"
+	jwtApplies    []string // fields of the targets through which its JWT authentication applies
+	authConflicts []string // backend auth, as conflicts
+	authApplies   []string // fields of the targets through which its backend auth applies
 }
 
-// policyStatus makes the status of one policy, and the warnings of the JWT authentication it
-// sets that loses to another policy's; foreign is foreignBackends.
+// policyStatus makes the status of one policy, and the warnings of the JWT authentication and
+// the backend auth it sets that lose to another policy's; foreign is foreignBackends.
 func (t *translation) policyStatus(pi *policyInfo, foreign map[nsName]bool) (*gwv1.PolicyStatus, fieldErrors) {
 	ctrl := gwv1.GatewayController(t.opts.ControllerName)
 	p := pi.p
@@ -78,6 +85,11 @@ func (t *translation) policyStatus(pi *policyInfo, foreign map[nsName]bool) (*gw
 			conflict = fmt.Sprintf("through %s: %s sets it on %s too and wins", tg.field(), w.key(), targetString(p.Namespace, tg.ref))
 			warnings.add(kind, p.Namespace, p.Name, "spec.traffic.jwtAuthentication", "not applied "+conflict+" ("+jwtRule+")")
 		}
+		authConflict := ""
+		if w := pi.authWinner(tg); w != nil {
+			authConflict = fmt.Sprintf("through %s: %s sets it on %s too and wins", tg.field(), w.key(), targetString(p.Namespace, tg.ref))
+			warnings.add(kind, p.Namespace, p.Name, "spec.backend.auth", "not applied "+authConflict+" ("+authRule+")")
+		}
 		refs := make([]gwv1.ParentReference, 0, 1)
 		for _, gi := range t.gatewaysOf(p.Namespace, *tg) {
 			refs = append(refs, gi.ref)
@@ -98,12 +110,20 @@ func (t *translation) policyStatus(pi *policyInfo, foreign map[nsName]bool) (*gw
 				found = append(found, ancestorResult{ref: ref, cond: c})
 			}
 			a := &found[k]
+			if a.cond.Status != metav1.ConditionTrue {
+				continue
+			}
 			switch {
-			case a.cond.Status != metav1.ConditionTrue:
 			case conflict != "":
 				a.conflicts = append(a.conflicts, conflict)
 			case pi.jwt != nil && tg.msg == "":
 				a.jwtApplies = append(a.jwtApplies, tg.field())
+			}
+			switch {
+			case authConflict != "":
+				a.authConflicts = append(a.authConflicts, authConflict)
+			case pi.auth != nil && tg.msg == "":
+				a.authApplies = append(a.authApplies, tg.field())
 			}
 		}
 	}
@@ -131,7 +151,7 @@ func (t *translation) policyStatus(pi *policyInfo, foreign map[nsName]bool) (*gw
 	}
 	for i := range found {
 		a := &found[i]
-		if len(a.conflicts) > 0 {
+		if len(a.conflicts) > 0 || len(a.authConflicts) > 0 {
 			a.cond = pi.conflictCondition(a)
 		}
 		if unenforced != "" && a.cond.Status == metav1.ConditionTrue {
@@ -154,13 +174,21 @@ type policyStatusBlock struct {
 }
 
 // conflictCondition is the Accepted condition of an ancestor where the policy's JWT
-// authentication loses to another policy's on some target. Gateway API's Conflicted reason says
-// the policy is not accepted because it cannot merge with another on the same target: that is
-// the condition when nothing else of the policy applies there. When its authorization rules
-// apply there, or its JWT authentication through another target, the policy is Accepted and the
-// message says what is and what is not applied (GEP-713's "partially enforced").
+// authentication or backend auth loses to another policy's on some target. Gateway API's
+// Conflicted reason says the policy is not accepted because it cannot merge with another on the
+// same target: that is the condition when nothing else of the policy applies there. When its
+// authorization rules apply there, or its JWT authentication or backend auth through another
+// target (or the one of the two that does not lose), the policy is Accepted and the message says
+// what is and what is not applied (GEP-713's "partially enforced").
 func (pi *policyInfo) conflictCondition(a *ancestorResult) metav1.Condition {
-	msg := "spec.traffic.jwtAuthentication is not applied " + strings.Join(a.conflicts, "; ") + " (" + jwtRule + ")"
+	var lost []string
+	if len(a.conflicts) > 0 {
+		lost = append(lost, "spec.traffic.jwtAuthentication is not applied "+strings.Join(a.conflicts, "; ")+" ("+jwtRule+")")
+	}
+	if len(a.authConflicts) > 0 {
+		lost = append(lost, "spec.backend.auth is not applied "+strings.Join(a.authConflicts, "; ")+" ("+authRule+")")
+	}
+	msg := strings.Join(lost, "; ")
 	var applied []string
 	if len(pi.traffic) > 0 {
 		applied = append(applied, "spec.traffic.authorization")
@@ -174,6 +202,9 @@ func (pi *policyInfo) conflictCondition(a *ancestorResult) metav1.Condition {
 	if len(a.jwtApplies) > 0 {
 		applied = append(applied, "spec.traffic.jwtAuthentication through "+strings.Join(a.jwtApplies, ", "))
 	}
+	if len(a.authApplies) > 0 {
+		applied = append(applied, "spec.backend.auth through "+strings.Join(a.authApplies, ", "))
+	}
 	if len(applied) == 0 {
 		return condition(string(gwv1.PolicyConditionAccepted), false, string(gwv1.PolicyReasonConflicted), msg, pi.p.Generation)
 	}
@@ -185,10 +216,23 @@ func (pi *policyInfo) conflictCondition(a *ancestorResult) metav1.Condition {
 // the one pi sets there: the one merge takes at that level (jwtSetter). It is nil when pi sets
 // none, is refused, or is the one taken.
 func (pi *policyInfo) jwtWinner(tg *policyTarget) *policyInfo {
-	if pi.jwt == nil || pi.invalid || tg.level == nil {
+	return pi.winner(tg, pi.jwt != nil, jwtSetter)
+}
+
+// authWinner returns the policy whose backend auth applies at a resolved target in place of the
+// one pi sets there: the one authOf takes at that level (authSetter). It is nil when pi sets
+// none, is refused, or is the one taken.
+func (pi *policyInfo) authWinner(tg *policyTarget) *policyInfo {
+	return pi.winner(tg, pi.auth != nil, authSetter)
+}
+
+// winner returns the policy that setter takes at tg's level in place of pi, which sets the
+// setting (sets); nil when pi does not set it, is refused, or is the one taken.
+func (pi *policyInfo) winner(tg *policyTarget, sets bool, setter func([]*policyInfo) *policyInfo) *policyInfo {
+	if !sets || pi.invalid || tg.level == nil {
 		return nil
 	}
-	if w := jwtSetter(tg.level[tg.key]); w != pi {
+	if w := setter(tg.level[tg.key]); w != pi {
 		return w
 	}
 	return nil
