@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -385,18 +386,24 @@ func (mx *muxBackend) bridged() string {
 
 // metadata returns the contract.MetadataMux value of the backend's routes on Gateway gw: the
 // header's JSON under prefixMode Never, where ext_proc resolves each call's target, with the
-// request header changes of the route's rule (contract.Mux.RequestHeaders: Envoy's router
-// applies them to the call after ext_proc, and the resolver's lists must bring the targets the
-// same headers); "" (no key)
-// otherwise, where the prefix names it. Only there: the JSON grows with the targets and rides on
-// every ext_proc stream of the route, and its presence tells ext_proc the names are bare.
-func (mx *muxBackend) metadata(gw string, c *compiledRule) string {
+// request header changes Envoy's router applies to the call after ext_proc
+// (contract.Mux.RequestHeaders), which the resolver's lists must bring the targets too: those of
+// the route's rule, then the Authorization the backendRef's credential sets (auth, the
+// routeAuth's header; "" for none), which the route (or weighted cluster) adds after them.
+// "" (no key) otherwise, where the prefix names it. Only there: the JSON grows with the targets
+// and rides on every ext_proc stream of the route, and its presence tells ext_proc the names are
+// bare. Printed configuration redacts the credential (redactMux).
+func (mx *muxBackend) metadata(gw string, c *compiledRule, auth string) string {
 	if mx.spec.PrefixMode != contract.PrefixModeNever || mx.spec.Bridge {
 		return ""
 	}
 	spec := mx.spec
-	if len(c.reqChanges.Remove) > 0 || len(c.reqChanges.Add) > 0 {
-		spec.RequestHeaders = &c.reqChanges
+	changes := c.reqChanges
+	if auth != "" {
+		changes.Add = append(slices.Clip(changes.Add), contract.HeaderAdd{Name: "authorization", Value: auth})
+	}
+	if len(changes.Remove) > 0 || len(changes.Add) > 0 {
+		spec.RequestHeaders = &changes
 	}
 	spec.Host = c.hostRewrite
 	return muxJSON(spec, gw)
@@ -406,9 +413,10 @@ func (mx *muxBackend) metadata(gw string, c *compiledRule) string {
 const maxGatewayKey = 317
 
 // metadataTooLong says why the Never metadata of rule c's route to this backend would be longer
-// than Envoy takes (contract.MaxMetadataValue) on any Gateway, or "".
+// than Envoy takes (contract.MaxMetadataValue) on any Gateway, or "". The backendRef's
+// credential, known once the route attaches, is not in it: mergeRule checks the metadata with it.
 func (mx *muxBackend) metadataTooLong(c *compiledRule) string {
-	n := len(mx.metadata("", c)) + maxGatewayKey + 16 // JSON escapes of the key, at most
+	n := len(mx.metadata("", c, "")) + maxGatewayKey + 16 // JSON escapes of the key, at most
 	if mx.spec.PrefixMode != contract.PrefixModeNever || mx.spec.Bridge || n <= contract.MaxMetadataValue {
 		return ""
 	}

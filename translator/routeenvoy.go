@@ -8,6 +8,7 @@ package translator
 
 import (
 	"bytes"
+	"slices"
 	"strconv"
 	"time"
 
@@ -31,6 +32,9 @@ const (
 	// bodyMCPNotEnforced answers a backendRef under MCP rules that is not MCP (mcpUnenforced).
 	bodyMCPNotEnforced = "mcpgate: this route's policy has MCP rules (spec.backend.mcp.authorization), which its backend, not an MCP backend, cannot be held to\n"
 	bodyBadRule        = "mcpgate: this route rule is not supported\n"
+	// bodyAuthTooLong answers a backendRef to a prefixMode Never backend whose credential makes
+	// the resolver's metadata too long (mergeRule).
+	bodyAuthTooLong = "mcpgate: the backend credential of this route is too long to pass to the prefixMode Never resolver with the backend's targets\n"
 	// bodyAmbiguousPath answers an ambiguous path (RefuseAmbiguousPathsRoute).
 	bodyAmbiguousPath = "mcpgate: path parameters (\";\" in the path) and escaped \"/\", \"\\\" or \".\" left after normalization are refused\n"
 	// bodyMisdirected answers a misdirected request (MisdirectedRequestRoute).
@@ -59,6 +63,9 @@ type ruleUse struct {
 	// mcpUnenforced: bad because MCP rules of the route's own policies apply to a backendRef
 	// that is not MCP (mcpUnenforced)
 	mcpUnenforced bool
+	// authTooLong: bad because a backendRef's credential makes its prefixMode Never metadata
+	// longer than Envoy takes
+	authTooLong bool
 	// baseLimit and limits are the per-route LocalRateLimit (rateLimitOf) of the rule itself
 	// (redirects) and of each backendRef; nil without one
 	baseLimit *anypb.Any
@@ -187,6 +194,18 @@ func (t *translation) mergeRule(u *ruleUse) {
 		a.backend = ref.tg.backend
 		u.merges[i] = t.merge(a)
 		u.auths[i] = t.authOf(a, ref.tg)
+		if h := u.auths[i].header; h != "" && ref.tg.mux != nil {
+			// the credential rides to ext_proc in the metadata too (metadata), whose length
+			// Envoy bounds: the rule answers 500 rather than have Envoy refuse the RouteConfiguration
+			if len(ref.tg.mux.metadata(gi.key, c, h)) > contract.MaxMetadataValue {
+				u.bad, u.authTooLong = true, true
+				w := FieldError{Kind: KindHTTPRoute, Namespace: cr.r.Namespace, Name: cr.r.Name,
+					Field: "spec.rules[" + strconv.Itoa(c.index) + "].backendRefs[" + strconv.Itoa(ref.index) + "]", Message: msgAuthTooLong}
+				if !slices.Contains(cr.warnings, w) { // once, not per listener
+					cr.warnings = append(cr.warnings, w)
+				}
+			}
+		}
 		if ref.tg.mcp == "" && t.mcpUnenforced(a, cr, c, ref) {
 			u.bad, u.mcpUnenforced = true, true
 		}
@@ -199,6 +218,10 @@ func (t *translation) mergeRule(u *ruleUse) {
 		u.bad = u.bad || u.merges[i] != nil && len(u.merges[i].invalid) > 0
 	}
 }
+
+// msgAuthTooLong is the warning of a backendRef that answers 500 with bodyAuthTooLong.
+var msgAuthTooLong = "answers 500: the backend auth credential of this backendRef (key or secretRef) and the targets of its " +
+	"prefixMode Never backend ride to ext_proc in one metadata value, over the " + strconv.Itoa(contract.MaxMetadataValue) + " bytes Envoy takes"
 
 // routeTemplate is the part of an Envoy route shared by a rule's matches.
 type routeTemplate struct {
@@ -240,8 +263,11 @@ func (t *translation) ruleTemplate(u *ruleUse, refs []ruleRef) routeTemplate {
 	switch {
 	case u.bad:
 		tpl.direct = directResponse(bodyBadPolicy)
-		if u.mcpUnenforced {
+		switch {
+		case u.mcpUnenforced:
 			tpl.direct = directResponse(bodyMCPNotEnforced)
+		case u.authTooLong:
+			tpl.direct = directResponse(bodyAuthTooLong)
 		}
 		tpl.perFilter = t.directFilters(gi.key)
 		return tpl
@@ -283,7 +309,7 @@ func (t *translation) ruleTemplate(u *ruleUse, refs []ruleRef) routeTemplate {
 			backend: tg.backend, target: tg.name, passthrough: u.auths[i].passthrough,
 		}
 		if tg.mux != nil {
-			e.targets, e.mux, e.bridge = tg.mux.names, tg.mux.metadata(gi.key, c), tg.mux.bridged()
+			e.targets, e.mux, e.bridge = tg.mux.names, tg.mux.metadata(gi.key, c, u.auths[i].header), tg.mux.bridged()
 			mux = true
 		}
 		configs[i] = t.perRouteConfig(into, e)
