@@ -8,8 +8,10 @@
 package translator
 
 import (
+	"fmt"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/mcpgate/mcpgate/api/v1alpha1"
 )
@@ -24,6 +26,10 @@ type routeAuth struct {
 
 // set reports whether the auth says anything.
 func (a routeAuth) set() bool { return a.header != "" || a.passthrough }
+
+// maxKeyChars is the longest inline key (BackendAuth.Key), in characters as the CRD's MaxLength
+// counts them; files meet no API server, so translateAuth checks it too.
+const maxKeyChars = 2048
 
 // authExactlyOne is the refusal of a BackendAuth that sets none or several of its fields (the CRD
 // refuses it too; files meet no API server).
@@ -49,6 +55,9 @@ func (t *translation) translateAuth(ns string, a *v1alpha1.BackendAuth, field st
 	case a.Key != nil:
 		if strings.TrimSpace(*a.Key) == "" {
 			return routeAuth{}, field + ".key", "must not be empty", ""
+		}
+		if n := utf8.RuneCountInString(*a.Key); n > maxKeyChars {
+			return routeAuth{}, field + ".key", fmt.Sprintf("is %d characters long, over the %d allowed (a longer credential belongs in a Secret: secretRef)", n, maxKeyChars), ""
 		}
 		v, msg := authorizationValue(*a.Key)
 		if msg != "" {

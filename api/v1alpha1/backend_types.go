@@ -280,7 +280,8 @@ type BackendAuth struct {
 	// Key is the value of the Authorization header, inline (a bare key gets "Bearer " in
 	// front). It is the least secure way: anyone who can read the resource reads the key; a
 	// Secret (secretRef) is preferred. mcpgate never prints it (translate output and debug
-	// dumps redact it).
+	// dumps redact it). At most 2048 characters.
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
 	// +optional
 	Key *string `json:"key,omitempty"`
@@ -289,11 +290,10 @@ type BackendAuth struct {
 	// bare key gets "Bearer " in front).
 	// +optional
 	SecretRef *LocalObjectReference `json:"secretRef,omitempty"`
-	// Passthrough passes through an existing token that has been sent by the client and
-	// validated. Other policies, like JWT and API key authentication, will strip the original
-	// client credentials. Passthrough backend authentication causes the original token to be
-	// added back into the request. If there are no client authentication policies on the
-	// request, the original token would be unchanged, so this would have no effect.
+	// Passthrough forwards the caller's token to the backend: the Authorization header that JWT
+	// authentication (spec.traffic.jwtAuthentication) validated, which it otherwise removes
+	// before the request goes on, is kept. Without JWT authentication on the route the header is
+	// not removed anyway, so passthrough changes nothing.
 	// +optional
 	Passthrough *BackendAuthPassthrough `json:"passthrough,omitempty"`
 }

@@ -694,8 +694,10 @@ spec:
 			"exactly one of key, secretRef and passthrough must be set"},
 		{"backend auth aws, which mcpgate does not serve", backendAuthPolicyYAML("enterpriseagentgateway.solo.io/v1alpha1", "EnterpriseAgentgatewayPolicy", "auth-aws", "{aws: {}}"),
 			`unknown field "spec.backend.auth.aws"`},
-		{"backend auth key over 2048 bytes", backendAuthPolicyYAML("agentgateway.dev/v1alpha1", "AgentgatewayPolicy", "auth-long", "{key: "+strings.Repeat("k", 2049)+"}"),
+		{"backend auth key over 2048 characters", backendAuthPolicyYAML("agentgateway.dev/v1alpha1", "AgentgatewayPolicy", "auth-long", "{key: "+strings.Repeat("k", 2049)+"}"),
 			"spec.backend.auth.key: Too long"},
+		{"backend auth key empty", backendAuthPolicyYAML("agentgateway.dev/v1alpha1", "AgentgatewayPolicy", "auth-empty", `{key: ""}`),
+			"spec.backend.auth.key: Invalid value"},
 	}
 	for _, c := range refused {
 		out, err := testCluster.kubectl([]byte(c.manifest), "apply", "-f", "-")
