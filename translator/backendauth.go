@@ -101,7 +101,12 @@ func authorizationValue(key string) (string, string) {
 // (backend, rule, route, listener, Gateway), within a level the oldest valid policy's, as JWT
 // authentication is taken (merge); the newer ones there are told in their status (authWinner).
 // An invalid policy at any level makes the rule answer 500
-// (merge), so its auth never applies. A policy whose auth the backend's own overrides is told so
+// (merge), so its auth never applies. A Gateway's or listener's policy applies only to the routes
+// of its own namespace (the Gateway's): another namespace's route chooses its backend, which could
+// be a host its owner controls, and must not get the Gateway owner's key or, with passthrough,
+// the callers' tokens; the policy is told (policyInfo.authOtherNS). Route, rule and backend
+// policies are in their target's namespace, and a backend's policy's credential reaches that
+// backend only. A policy whose auth the backend's own overrides is told so
 // in its status (policyInfo.authOverridden).
 func (t *translation) authOf(a attachment, tg *target) routeAuth {
 	var own *backendInfo
@@ -118,10 +123,21 @@ func (t *translation) authOf(a attachment, tg *target) routeAuth {
 		return routeAuth{}
 	}
 	levels := t.levels(a)
+	routeNS, _, _ := strings.Cut(a.route, "/")
 	for l := len(levels) - 1; l >= 0; l-- {
 		pi := authSetter(levels[l])
 		switch {
 		case pi == nil:
+			continue
+		case l <= levelListener && pi.p.Namespace != routeNS:
+			// A Gateway's or listener's credential, or its callers' tokens, would go to a backend
+			// that another namespace's route chooses: not applied there (the policy's status says so)
+			t.mergeMu.Lock()
+			if pi.authOtherNS == nil {
+				pi.authOtherNS = map[string]bool{}
+			}
+			pi.authOtherNS[KindHTTPRoute+" "+a.route] = true
+			t.mergeMu.Unlock()
 			continue
 		case own != nil:
 			where := KindAgentgatewayBackend + " " + own.key

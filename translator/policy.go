@@ -48,7 +48,11 @@ type policyInfo struct {
 	// spec.policies.auth applies where this policy's backend.auth would (authOf); guarded by
 	// translation.mergeMu while routes attach
 	authOverridden []string
-	targets        []policyTarget
+	// authOtherNS are the routes ("HTTPRoute NS/NAME") of other namespaces where this policy's
+	// backend.auth, set on a Gateway or a listener, would apply and does not (authOf); guarded
+	// by translation.mergeMu while routes attach
+	authOtherNS map[string]bool
+	targets     []policyTarget
 	// problems are the refusals of validatePolicy
 	problems fieldErrors
 	resolved int // targets found

@@ -21,6 +21,12 @@ type attachment struct {
 	gateway, listener, route, rule, backend string // index keys; "" = level absent
 }
 
+// The levels of an attachment, least specific first (levels).
+const (
+	levelGateway = iota
+	levelListener
+)
+
 // levels returns the policies of an attachment's levels, least specific first: Gateway,
 // listener, HTTPRoute, rule, backend (a level the attachment lacks has none).
 func (t *translation) levels(a attachment) [5][]*policyInfo {

@@ -7,7 +7,9 @@ package translator
 
 import (
 	"fmt"
+	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -149,6 +151,18 @@ func (t *translation) policyStatus(pi *policyInfo, foreign map[nsName]bool) (*gw
 		overridden = "not applied to the routes to " + strings.Join(over, ", ") + ": a backend's own spec.policies.auth takes precedence"
 		warnings.add(kind, p.Namespace, p.Name, "spec.backend.auth", overridden)
 	}
+	var otherNS string
+	if len(pi.authOtherNS) > 0 {
+		routes := slices.Sorted(maps.Keys(pi.authOtherNS))
+		shown := routes[:min(len(routes), maxAffectedNames)]
+		otherNS = "not applied to the routes of other namespaces than " + pi.p.Namespace + ": " + strings.Join(shown, ", ")
+		if n := len(routes) - len(shown); n > 0 {
+			otherNS += " and " + strconv.Itoa(n) + " more"
+		}
+		otherNS += " (a Gateway's or listener's backend auth applies only to the routes of its own namespace: " +
+			"another namespace's route chooses the backend the credential, or with passthrough the callers' tokens, would reach)"
+		warnings.add(kind, p.Namespace, p.Name, "spec.backend.auth", otherNS)
+	}
 	for i := range found {
 		a := &found[i]
 		if len(a.conflicts) > 0 || len(a.authConflicts) > 0 {
@@ -159,6 +173,9 @@ func (t *translation) policyStatus(pi *policyInfo, foreign map[nsName]bool) (*gw
 		}
 		if overridden != "" && a.cond.Status == metav1.ConditionTrue {
 			a.cond.Message = strings.TrimPrefix(a.cond.Message+"; spec.backend.auth: "+overridden, "; ")
+		}
+		if otherNS != "" && a.cond.Status == metav1.ConditionTrue {
+			a.cond.Message = strings.TrimPrefix(a.cond.Message+"; spec.backend.auth: "+otherNS, "; ")
 		}
 		conds[i] = a.cond
 		st.Ancestors[i] = gwv1.PolicyAncestorStatus{AncestorRef: a.ref, ControllerName: ctrl, Conditions: conds[i : i+1 : i+1]}
