@@ -1,6 +1,8 @@
 package translator_test
 
 import (
+	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -10,6 +12,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/mcpgate/mcpgate/contract"
+	"github.com/mcpgate/mcpgate/test/envoydouble/headers"
+	"github.com/mcpgate/mcpgate/test/envoydouble/xdsconf"
 	"github.com/mcpgate/mcpgate/translator"
 )
 
@@ -108,4 +112,91 @@ func passthrough(t *testing.T, a *anypb.Any) bool {
 		}
 	}
 	return false
+}
+
+// TestBackendAuthSplitHeaderOrder: in the backend-auth-split golden, a rule whose
+// RequestHeaderModifier removes or sets authorization leaves the backend's key on the request in
+// a split as with one backend, as Envoy applies the headers (the envoydouble's compiled route
+// configuration: the picked weighted cluster's operations, then the route's); a backend without
+// auth gets the rule's changes alone; a prefixMode Never backend's resolver (contract.Mux
+// RequestHeaders, applied to the client's headers) sees the key the call will bring.
+func TestBackendAuthSplitHeaderOrder(t *testing.T) {
+	out := translator.Translate(loadInputs(t, "testdata/backend-auth-split.in.yaml"), translator.Options{})
+	routes := map[string]*xdsconf.Route{}
+	for _, rc := range out.Gateways["default/gw"].Routes {
+		c, err := xdsconf.CompileRouteConfig(rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, vh := range c.VirtualHosts {
+			for _, r := range vh.Routes {
+				routes[r.Name] = r
+			}
+		}
+	}
+	const client = "Bearer client-token"
+	for _, c := range []struct {
+		rule    string
+		cluster int // the weighted cluster picked; -1: the route's one cluster
+		want    string
+		mux     bool // the cluster's Never metadata must bring the same
+	}{
+		{"one", -1, "Bearer sk-split-not-real", false},
+		{"split", 0, "Bearer sk-split-not-real", false},
+		{"split", 1, "", false}, // the rule removes it, plain has no auth
+		{"split-never", 0, "Bearer sk-never-split-not-real", true},
+		{"split-never", 1, "Bearer rule-token-not-real", false}, // the rule's own value
+	} {
+		name := "httproute/default/tools/rule/" + map[string]string{"split": "0", "one": "1", "split-never": "2"}[c.rule] + "/match/0"
+		r, ok := routes[name]
+		if !ok || r.Forward == nil {
+			t.Fatalf("no forwarding route %s", name)
+		}
+		var h headers.Map
+		h.Set("authorization", client)
+		if c.cluster >= 0 {
+			wc := r.Forward.Clusters[c.cluster]
+			wc.Headers.ApplyRequest(&h) // Envoy: the weighted cluster's first
+		}
+		r.Headers.ApplyRequest(&h)
+		got, _ := h.Get("authorization")
+		if got != c.want {
+			t.Errorf("%s cluster %d: authorization %q, want %q", c.rule, c.cluster, got, c.want)
+		}
+		if !c.mux {
+			continue
+		}
+		md := muxMetadata(t, out, name, c.cluster)
+		var mx contract.Mux
+		if err := json.Unmarshal([]byte(md), &mx); err != nil {
+			t.Fatal(err)
+		}
+		hh := http.Header{"Authorization": {client}}
+		mx.RequestHeaders.Apply(hh)
+		if got := hh.Get("Authorization"); got != c.want {
+			t.Errorf("%s cluster %d: the resolver's authorization %q, want %q", c.rule, c.cluster, got, c.want)
+		}
+	}
+}
+
+// muxMetadata is the x-mcpgate-mux metadata of weighted cluster i of route name.
+func muxMetadata(t *testing.T, out *translator.Output, name string, i int) string {
+	t.Helper()
+	for _, rc := range out.Gateways["default/gw"].Routes {
+		for _, vh := range rc.VirtualHosts {
+			for _, r := range vh.Routes {
+				if r.Name != name {
+					continue
+				}
+				cw := r.GetRoute().GetWeightedClusters().GetClusters()[i]
+				for _, m := range perRouteOf(t, cw.TypedPerFilterConfig).GetOverrides().GetGrpcInitialMetadata() {
+					if m.GetKey() == contract.MetadataMux {
+						return m.GetValue()
+					}
+				}
+			}
+		}
+	}
+	t.Fatalf("%s cluster %d: no %s metadata", name, i, contract.MetadataMux)
+	return ""
 }

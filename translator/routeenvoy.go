@@ -233,6 +233,9 @@ type routeTemplate struct {
 	metadata   *corev3.Metadata // the rule's gateway and route (contract.FromRoute)
 	reqAdd     []*corev3.HeaderValueOption
 	perMatchRx bool // the action is cloned per match for ReplacePrefixMatch
+	// clusterHeaders: the rule's request header changes are on each weighted cluster, before its
+	// credential, not on the route (ruleTemplate)
+	clusterHeaders bool
 }
 
 // ruleBlock holds the messages of a rule use's routeTemplate, allocated together: its metadata,
@@ -364,14 +367,26 @@ func (t *translation) ruleTemplate(u *ruleUse, refs []ruleRef) routeTemplate {
 		}
 	} else {
 		wc := &routev3.WeightedCluster{}
+		// Envoy applies the picked weighted cluster's request headers first, then the route's
+		// (WeightedClusterEntry::finalizeRequestHeaders): a rule's RequestHeaderModifier on the
+		// route would come after a cluster's credential, and its removing or setting
+		// authorization override the key, which it does not with one backend (the key comes after
+		// it there). When a cluster carries a credential, each cluster gets the rule's changes
+		// before its own headers, as a route to one backend has them.
+		tpl.clusterHeaders = slices.ContainsFunc(u.auths, func(a routeAuth) bool { return a.header != "" }) &&
+			(len(c.reqAdd) > 0 || len(c.reqRemove) > 0)
 		for i, ref := range refs {
 			cw := &routev3.WeightedCluster_ClusterWeight{Name: ref.tg.cluster.Name, Weight: wrapperspb.UInt32(ref.weight)}
 			if ref.tg.hostRewrite != "" {
 				cw.HostRewriteSpecifier = &routev3.WeightedCluster_ClusterWeight_HostRewriteLiteral{HostRewriteLiteral: ref.tg.hostRewrite}
 			}
+			if tpl.clusterHeaders {
+				cw.RequestHeadersToAdd = slices.Clip(c.reqAdd)
+				cw.RequestHeadersToRemove = c.reqRemove
+			}
 			if ref.tg.mux != nil {
 				// Envoy applies a picked weighted cluster's headers with the route's, in the router
-				cw.RequestHeadersToAdd = []*corev3.HeaderValueOption{muxHeader(ref.tg, gi.key)}
+				cw.RequestHeadersToAdd = append(cw.RequestHeadersToAdd, muxHeader(ref.tg, gi.key))
 			}
 			if h := u.auths[i].header; h != "" {
 				cw.RequestHeadersToAdd = append(cw.RequestHeadersToAdd, authHeader(h))
@@ -445,6 +460,9 @@ func (tpl *routeTemplate) route(rt *routev3.Route, c *compiledRule, m *compiledM
 	rt.TypedPerFilterConfig = tpl.perFilter
 	rt.RequestHeadersToAdd = append(append([]*corev3.HeaderValueOption{}, c.reqAdd...), tpl.reqAdd...)
 	rt.RequestHeadersToRemove = c.reqRemove
+	if tpl.clusterHeaders { // on each weighted cluster instead
+		rt.RequestHeadersToAdd, rt.RequestHeadersToRemove = tpl.reqAdd, nil
+	}
 	rt.ResponseHeadersToAdd = c.respAdd
 	rt.ResponseHeadersToRemove = c.respRemove
 	if len(rt.RequestHeadersToAdd) == 0 {
