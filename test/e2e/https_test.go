@@ -48,29 +48,23 @@ func TestHTTPSListener(t *testing.T) {
 	t.Cleanup(client.CloseIdleConnections)
 	url := "https://" + addr(free[0]) + "/mcp"
 	eventually(t, "tools/list and tools/call over HTTPS", func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		cs, err := mcp.NewClient(&mcp.Implementation{Name: "mcpgate-e2e", Version: "1"}, nil).Connect(ctx,
-			&mcp.StreamableClientTransport{Endpoint: url, HTTPClient: client, MaxRetries: -1}, nil)
-		if err != nil {
-			return fmt.Errorf("connect: %w", err)
-		}
-		defer cs.Close()
-		res, err := cs.ListTools(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("tools/list: %w", err)
-		}
-		if !slices.ContainsFunc(res.Tools, func(tool *mcp.Tool) bool { return tool.Name == "echo" }) {
-			return fmt.Errorf("tools/list: no echo among %d tools", len(res.Tools))
-		}
-		call, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "over https"}})
-		if err != nil {
-			return fmt.Errorf("tools/call echo: %w", err)
-		}
-		if got := textOf(call); !strings.Contains(got, "over https") {
-			return fmt.Errorf("tools/call echo answered %q", got)
-		}
-		return nil
+		return inSession(&mcp.StreamableClientTransport{Endpoint: url, HTTPClient: client, MaxRetries: -1}, func(ctx context.Context, cs *mcp.ClientSession) error {
+			res, err := cs.ListTools(ctx, nil)
+			if err != nil {
+				return fmt.Errorf("tools/list: %w", err)
+			}
+			if !slices.ContainsFunc(res.Tools, func(tool *mcp.Tool) bool { return tool.Name == "echo" }) {
+				return fmt.Errorf("tools/list: no echo among %d tools", len(res.Tools))
+			}
+			call, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "over https"}})
+			if err != nil {
+				return fmt.Errorf("tools/call echo: %w", err)
+			}
+			if got := textOf(call); !strings.Contains(got, "over https") {
+				return fmt.Errorf("tools/call echo answered %q", got)
+			}
+			return nil
+		})
 	})
 
 	// The MCP inspector CLI (Node.js, trusting the test's CA through NODE_EXTRA_CA_CERTS) lists and

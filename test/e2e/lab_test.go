@@ -328,6 +328,19 @@ func connectClient(t *testing.T, transport mcp.Transport) (context.Context, *mcp
 	return ctx, cs
 }
 
+// inSession connects a go-sdk client over transport (within 15 s), runs f in its session and
+// closes it: one attempt of a check that eventually retries.
+func inSession(transport mcp.Transport, f func(context.Context, *mcp.ClientSession) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "mcpgate-e2e", Version: "1"}, nil).Connect(ctx, transport, nil)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer cs.Close()
+	return f(ctx, cs)
+}
+
 // expectUnknownTool calls tool and wants the gateway's refusal: JSON-RPC error -32602
 // "Unknown tool: TOOL".
 func expectUnknownTool(ctx context.Context, cs *mcp.ClientSession, tool string, args map[string]any) error {

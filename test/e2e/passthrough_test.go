@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -71,16 +70,11 @@ func TestBackendAuthPassthrough(t *testing.T) {
 		want string // the Authorization the server gets
 	}{{free[0], "Bearer " + token}, {free[1], ""}} {
 		eventually(t, fmt.Sprintf("tools/list through the Gateway on %d", c.port), func() error {
-			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			defer cancel()
-			cs, err := mcp.NewClient(&mcp.Implementation{Name: "mcpgate-e2e", Version: "1"}, nil).Connect(ctx,
-				&mcp.StreamableClientTransport{Endpoint: "http://" + addr(c.port) + "/mcp", HTTPClient: bearerClient(token), MaxRetries: -1}, nil)
-			if err != nil {
-				return fmt.Errorf("connect: %w", err)
-			}
-			defer cs.Close()
-			_, err = cs.ListTools(ctx, nil)
-			return err
+			transport := &mcp.StreamableClientTransport{Endpoint: "http://" + addr(c.port) + "/mcp", HTTPClient: bearerClient(token), MaxRetries: -1}
+			return inSession(transport, func(ctx context.Context, cs *mcp.ClientSession) error {
+				_, err := cs.ListTools(ctx, nil)
+				return err
+			})
 		})
 		got := headers(c.port)
 		if len(got) == 0 {

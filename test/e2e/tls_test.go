@@ -93,25 +93,20 @@ func TestTLSToMCPTarget(t *testing.T) {
 
 	url := "http://" + addr(free[0]) + "/mcp"
 	eventually(t, "tools/list through the TLS target", func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		cs, err := mcp.NewClient(&mcp.Implementation{Name: "mcpgate-e2e", Version: "1"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url}, nil)
-		if err != nil {
-			return fmt.Errorf("connect: %w", err)
-		}
-		defer cs.Close()
-		res, err := cs.ListTools(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("tools/list: %w", err)
-		}
-		var names []string
-		for _, tool := range res.Tools {
-			names = append(names, tool.Name)
-		}
-		if !slices.Equal(names, []string{"secure-echo"}) {
-			return fmt.Errorf("tools %v, want [secure-echo]", names)
-		}
-		return nil
+		return inSession(&mcp.StreamableClientTransport{Endpoint: url}, func(ctx context.Context, cs *mcp.ClientSession) error {
+			res, err := cs.ListTools(ctx, nil)
+			if err != nil {
+				return fmt.Errorf("tools/list: %w", err)
+			}
+			var names []string
+			for _, tool := range res.Tools {
+				names = append(names, tool.Name)
+			}
+			if !slices.Equal(names, []string{"secure-echo"}) {
+				return fmt.Errorf("tools %v, want [secure-echo]", names)
+			}
+			return nil
+		})
 	})
 	seen := up.requests()
 	if len(seen) == 0 {
