@@ -26,7 +26,18 @@ fi
 # A file refused now has no last good version to fall back to (that lives in the memory of a
 # running mcpgate): say so before the gateway starts, with mcpgate run's settings.
 if ! bin/mcpgate translate --exclusive-ports --bind-address 127.0.0.1 -f "$WATCHED" >/dev/null; then
-  echo "mcpgate: part of $WATCHED is refused (above): it is left out, and routes that need it answer 500 until you fix it (rm -rf run starts again from the example)" >&2
+  echo "mcpgate: part of $WATCHED is refused (above) and not served until you fix it: the routes a refused policy targets answer 500 (rm -rf run starts again from the example)" >&2
+fi
+
+# What the banner says of authentication: the example's JWT policy may have been removed (lab
+# step 3) or be refused.
+if [[ -f "$WATCHED/jwt.yaml" ]]; then
+  auth="The example includes the lab's JWT policy (jwt.yaml) and CEL rule (rbac.yaml): send the lab's token."
+  noauth="Without the token the gateway answers 401: curl -si http://127.0.0.1:8080/sse
+(the inspector then tries an OAuth login, which needs a terminal: it prints auth_required and exits 3)."
+else
+  auth="$WATCHED has no jwt.yaml (the lab's JWT policy, step 6): the gateway asks for no token; copy it back from $LAB to require one."
+  noauth=""
 fi
 
 PIDS=()
@@ -48,7 +59,7 @@ cat >&2 <<HELP
 mcpgate: Gateway on http://127.0.0.1:8080 (SSE: /sse, Streamable HTTP: /mcp) -> fetch server on 127.0.0.1:8000.
 Serving $WATCHED: edit the files there and the gateway picks the change up
 (they are a copy of $LAB, kept across runs; rm -rf run starts again from the example).
-The example includes the lab's JWT policy (jwt.yaml) and CEL rule (rbac.yaml): send the lab's token.
+$auth
 
   export DEV_TOKEN=\$(cat $PWD/$LAB/dev-token.txt)
   export MCP_INSPECTOR_SECRET_STORE=memory   # else every inspector call first prints a system keychain error
@@ -58,8 +69,7 @@ The example includes the lab's JWT policy (jwt.yaml) and CEL rule (rbac.yaml): s
     --header "Authorization: Bearer \$DEV_TOKEN" --method tools/call --tool-name fetch --tool-arg url=http://127.0.0.1:19000/healthz
 
 (--server agentgateway is the SSE endpoint; --server agentgateway-http is Streamable HTTP.)
-Without the token the gateway answers 401: curl -si http://127.0.0.1:8080/sse
-(the inspector then tries an OAuth login, which needs a terminal: it prints auth_required and exits 3).
+$noauth
 Metrics: http://127.0.0.1:19000/metrics. Ctrl-C stops the gateway and the fetch server.
 
 HELP

@@ -8,6 +8,7 @@ package translator
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -100,9 +101,19 @@ func policyKind(p *v1alpha1.AgentgatewayPolicy) string {
 // indexPolicies validates every policy and resolves its targets on its own (forEach), then
 // indexes them oldest first.
 func (t *translation) indexPolicies() *policyIndex {
-	pols := make([]*v1alpha1.AgentgatewayPolicy, 0, len(t.in.Policies))
+	pols := make([]*v1alpha1.AgentgatewayPolicy, 0, len(t.in.Policies)+len(t.in.UnreadablePolicies))
+	unreadable := make(map[*v1alpha1.AgentgatewayPolicy]*UnreadablePolicy, len(t.in.UnreadablePolicies))
+	all := t.in.Policies
+	for i := range t.in.UnreadablePolicies {
+		u := &t.in.UnreadablePolicies[i]
+		unreadable[u.Policy] = u
+		if i == 0 {
+			all = slices.Clip(all)
+		}
+		all = append(all, u.Policy)
+	}
 	routeRefs, backendRefs := 0, 0 // size hints of the levels with many targets
-	for _, p := range t.in.Policies {
+	for _, p := range all {
 		if p != nil && p.Name != "" {
 			pols = append(pols, p)
 			for _, ref := range p.Spec.TargetRefs {
@@ -124,7 +135,11 @@ func (t *translation) indexPolicies() *policyIndex {
 	infos := make([]policyInfo, len(pols)) // one allocation for all
 	forEach(len(pols), func(i int) {
 		pi := &infos[i]
-		t.validatePolicy(pi, pols[i])
+		if u := unreadable[pols[i]]; u != nil {
+			t.refuseUnreadable(pi, u)
+		} else {
+			t.validatePolicy(pi, pols[i])
+		}
 		pi.order = i
 		pi.targets = inPlace(pi.oneTarget[:], len(pi.p.Spec.TargetRefs))
 		for k, ref := range pi.p.Spec.TargetRefs {
@@ -268,6 +283,17 @@ func (t *translation) validatePolicy(pi *policyInfo, p *v1alpha1.AgentgatewayPol
 			pi.auth, pi.stale = &a, stale
 		}
 	}
+}
+
+// refuseUnreadable refuses a policy whose document did not load, into pi: what it targets fails
+// closed.
+func (t *translation) refuseUnreadable(pi *policyInfo, u *UnreadablePolicy) {
+	p := u.Policy
+	kind := policyKind(p)
+	pi.p, pi.source, pi.invalid = p, kind+"/"+p.Namespace+"/"+p.Name, true
+	msg := "its document does not load: " + u.Message
+	pi.errs = append(pi.errs, u.Field+": "+msg)
+	pi.problems.add(kind, p.Namespace, p.Name, u.Field, msg)
 }
 
 // invalidMessage lists the policy's refusals for its status.

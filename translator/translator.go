@@ -166,6 +166,23 @@ type Resources struct {
 	// ReferenceGrants permit backendRefs to another namespace (Gateway API: a cross-namespace
 	// backendRef is refused unless a ReferenceGrant in the target's namespace allows it).
 	ReferenceGrants []*gwv1.ReferenceGrant
+	// UnreadablePolicies are policies whose documents did not load (a field mcpgate does not
+	// know, a value of the wrong type, a policy kind under an apiVersion it is not served in),
+	// kept as far as they could be read: their metadata and targetRefs. Each is refused, and
+	// what it targets fails closed as under any refused policy (its routes answer 500): a policy
+	// lost to a typo must not leave its routes open. The file provider fills it; the API server
+	// refuses such objects before a controller sees them.
+	UnreadablePolicies []UnreadablePolicy
+}
+
+// UnreadablePolicy is a policy whose document did not load, and why (see
+// Resources.UnreadablePolicies).
+type UnreadablePolicy struct {
+	// Policy holds what could be read: TypeMeta.Kind (as in Resources.Policies), metadata and
+	// spec.targetRefs.
+	Policy *v1alpha1.AgentgatewayPolicy
+	// Field and Message say why the document did not load.
+	Field, Message string
 }
 
 // Options tune the translation. The zero value is valid.

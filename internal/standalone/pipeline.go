@@ -226,7 +226,7 @@ func (p *pipeline) report(problems, notServed, skipped, kept, warnings, notes []
 }
 
 // ResolvedPrefix starts the log line of a problem that is gone: what was refused is served.
-const ResolvedPrefix = "resolved, now served (was refused): "
+const ResolvedPrefix = "resolved, now served; the refusal was: "
 
 // noteFile returns the file a note of report names first ("FILE: ..."), or "".
 func noteFile(msg string) string {

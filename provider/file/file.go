@@ -12,6 +12,7 @@ package file
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -574,6 +575,7 @@ func (d *decoder) loadJSON(loc Location, js []byte) {
 	if !ok {
 		if field, msg := d.cat.mistake(h.APIVersion, h.Kind); msg != "" {
 			d.fail(loc, obj, field, msg)
+			d.keepUnreadablePolicy(loc, obj.Kind, js, field, msg)
 			return
 		}
 		d.file.warnings = append(d.file.warnings, fmt.Sprintf("%s: document %d: skipped %s %s: mcpgate does not read this kind",
@@ -596,6 +598,7 @@ func (d *decoder) loadJSON(loc Location, js []byte) {
 		fe := &fieldError{msg: err.Error()}
 		errors.As(err, &fe)
 		d.fail(loc, obj, fe.field, fe.msg)
+		d.keepUnreadablePolicy(loc, obj.Kind, js, fe.field, fe.msg)
 		return
 	}
 	if len(strict) > 0 {
@@ -603,9 +606,50 @@ func (d *decoder) loadJSON(loc Location, js []byte) {
 			field, msg := splitStrict(e.Error())
 			d.fail(loc, obj, field, msg)
 		}
+		field, msg := splitStrict(strict[0].Error())
+		d.keepUnreadablePolicy(loc, obj.Kind, js, field, msg)
 		return
 	}
 	d.file.objects = append(d.file.objects, object{key: obj, loc: loc, value: scratch})
+}
+
+// keepUnreadablePolicy keeps what can be read of a policy document that does not load (field and
+// msg say why), kind being its kind as written: its metadata and targetRefs, as an unreadable
+// policy that the translator refuses, so that what it targets fails closed rather than loses
+// its policy to a typo (translator.Resources.UnreadablePolicies). A document of another kind, or
+// one whose name or targetRefs do not read, keeps nothing.
+func (d *decoder) keepUnreadablePolicy(loc Location, kind string, js []byte, field, msg string) {
+	switch {
+	case strings.EqualFold(kind, translator.KindAgentgatewayPolicy):
+		kind = translator.KindAgentgatewayPolicy
+	case strings.EqualFold(kind, translator.KindEnterpriseAgentgatewayPolicy):
+		kind = translator.KindEnterpriseAgentgatewayPolicy
+	default:
+		return
+	}
+	var doc struct {
+		Metadata struct {
+			Name      string `json:"name"`
+			Namespace string `json:"namespace"`
+		} `json:"metadata"`
+		Spec struct {
+			TargetRefs []v1alpha1.PolicyTargetReference `json:"targetRefs"`
+		} `json:"spec"`
+	}
+	if kjson.UnmarshalCaseSensitivePreserveInts(js, &doc) != nil || doc.Metadata.Name == "" || len(doc.Spec.TargetRefs) == 0 {
+		return
+	}
+	p := &v1alpha1.AgentgatewayPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: doc.Metadata.Name, Namespace: cmp.Or(doc.Metadata.Namespace, DefaultNamespace)},
+		Spec:       v1alpha1.AgentgatewayPolicySpec{TargetRefs: doc.Spec.TargetRefs},
+	}
+	if kind == translator.KindEnterpriseAgentgatewayPolicy {
+		p.TypeMeta = metav1.TypeMeta{APIVersion: enterprise.GroupVersion.String(), Kind: kind}
+	}
+	d.file.objects = append(d.file.objects, object{
+		key: translator.ObjectKey{Kind: kind, Namespace: p.Namespace, Name: p.Name}, loc: loc,
+		value: &translator.Resources{UnreadablePolicies: []translator.UnreadablePolicy{{Policy: p, Field: field, Message: msg}}},
+	})
 }
 
 // readableKey returns what can be read of the key of js, a document whose header does not
@@ -885,6 +929,7 @@ func appendResources(dst, src *translator.Resources) {
 	dst.Secrets = append(dst.Secrets, src.Secrets...)
 	dst.Namespaces = append(dst.Namespaces, src.Namespaces...)
 	dst.ReferenceGrants = append(dst.ReferenceGrants, src.ReferenceGrants...)
+	dst.UnreadablePolicies = append(dst.UnreadablePolicies, src.UnreadablePolicies...)
 }
 
 // pathError is err about path p, naming p once ("/x: no such file or directory"): an

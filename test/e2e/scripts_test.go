@@ -3,7 +3,10 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,28 +72,9 @@ func TestMakeRun(t *testing.T) {
 // compile), `make run` says so before the gateway starts, since a restarted gateway has no last
 // good version of it to serve.
 func TestMakeRunSaysWhatIsRefused(t *testing.T) {
-	s := env
-	dir := filepath.Join(t.TempDir(), "run")
-	if err := os.CopyFS(dir, os.DirFS("../../examples/mcp-connectivity")); err != nil {
-		t.Fatal(err)
-	}
-	rbac := filepath.Join(dir, "rbac.yaml")
-	b, err := os.ReadFile(rbac)
-	if err != nil || !bytes.Contains(b, []byte(`jwt.org == "solo.io"`)) {
-		t.Fatalf("%s: %v, or no lab rule in it", rbac, err)
-	}
-	if err := os.WriteFile(rbac, bytes.ReplaceAll(b, []byte(`jwt.org == "solo.io"`), []byte(`jwt.org ==`)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p, err := s.startProc(procSpec{name: "make-run-refused", dir: "../..", args: []string{"make", "run"},
-		env: []string{"MCPGATE_RUN_DIR=" + dir}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.stop)
-	if err := waitTCP(p, "127.0.0.1:8080", 3*time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	p, dir := makeRunOn(t, "make-run-refused", func(dir string) {
+		replaceOnce(t, filepath.Join(dir, "rbac.yaml"), `jwt.org == "solo.io"`, `jwt.org ==`)
+	})
 	out, err := os.ReadFile(p.logs[0])
 	if err != nil {
 		t.Fatal(err)
@@ -100,6 +84,74 @@ func TestMakeRunSaysWhatIsRefused(t *testing.T) {
 		if !bytes.Contains(out, []byte(want)) {
 			t.Errorf("make run's output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestMakeRunPolicyThatDoesNotLoadFailsClosed: a JWT policy file with a typo (an unknown field),
+// read by a restarted `make run` that has no last good version of it, makes the routes it targets
+// answer 500: the Gateway does not go without its JWT check. (The lab's step 3 removes the CEL
+// rule, so the JWT policy is the only one.)
+func TestMakeRunPolicyThatDoesNotLoadFailsClosed(t *testing.T) {
+	p, _ := makeRunOn(t, "make-run-unreadable", func(dir string) {
+		if err := os.Remove(filepath.Join(dir, "rbac.yaml")); err != nil {
+			t.Fatal(err)
+		}
+		replaceOnce(t, filepath.Join(dir, "jwt.yaml"), "mode: Strict", "mod: Strict")
+	})
+	eventually(t, "a 500 without a token", func() error {
+		resp, err := http.Get("http://127.0.0.1:8080/sse")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusInternalServerError { // a 200 is an event stream: not read
+			return fmt.Errorf("GET /sse without a token: %s, want 500 (the JWT policy does not load)", resp.Status)
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		if !strings.Contains(string(body), "policy of this route is not accepted") {
+			return fmt.Errorf("GET /sse without a token: 500 %q, want the refused policy's answer", body)
+		}
+		return nil
+	})
+	out, err := os.ReadFile(p.logs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "jwt.yaml: EnterpriseAgentgatewayPolicy agentgateway-system/mcp-jwt-auth: spec.traffic.jwtAuthentication.mod: its document does not load: unknown field"; !bytes.Contains(out, []byte(want)) {
+		t.Errorf("make run's output lacks %q:\n%s", want, out)
+	}
+}
+
+// makeRunOn starts `make run` on a copy of the lab's example that edit changed first, and waits
+// for the Gateway's port. It returns the process (make run's output is in p.logs[0]) and the
+// copy's folder.
+func makeRunOn(t *testing.T, name string, edit func(dir string)) (*proc, string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "run")
+	if err := os.CopyFS(dir, os.DirFS("../../examples/mcp-connectivity")); err != nil {
+		t.Fatal(err)
+	}
+	edit(dir)
+	p, err := env.startProc(procSpec{name: name, dir: "../..", args: []string{"make", "run"}, env: []string{"MCPGATE_RUN_DIR=" + dir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.stop)
+	if err := waitTCP(p, "127.0.0.1:8080", 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	return p, dir
+}
+
+// replaceOnce replaces the first old in the file at path by new; the file must hold old.
+func replaceOnce(t *testing.T, path, old, new string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil || !bytes.Contains(b, []byte(old)) {
+		t.Fatalf("%s: %v, or no %q in it", path, err, old)
+	}
+	if err := os.WriteFile(path, bytes.Replace(b, []byte(old), []byte(new), 1), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 
