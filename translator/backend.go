@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -330,10 +331,13 @@ func (t *translation) translateAI(bi *backendInfo, name string) (field, msg, not
 }
 
 // secretAuthorization reads the Authorization value from a Secret: its key "Authorization" (a
-// bare key gets "Bearer " in front). A value Envoy cannot take as a header value
-// (headerValueProblem: bytes that are not UTF-8, a NUL, CR or LF, too long) refuses the backend:
-// the route header would make Envoy refuse the RouteConfiguration of every port that routes to
-// it, or, not UTF-8, keep the xDS server from encoding it.
+// bare key gets "Bearer " in front). The value is checked as the inline key (translateAuth) is:
+// not empty, at most maxKeyChars characters (white space around it, such as the line break a
+// file-made Secret ends with, not counted: it is trimmed), and a value Envoy cannot take as a
+// header value (headerValueProblem: bytes that are not UTF-8, a NUL, CR or LF) refuses the
+// object that names it: the route header would make Envoy refuse the RouteConfiguration of every
+// port that routes to it, or, not UTF-8, keep the xDS server from encoding it. The message names
+// the Secret, the key and why, never the value.
 func (t *translation) secretAuthorization(ns, name string) (string, string) {
 	sec := t.secrets[key(ns, name)]
 	if why := t.in.SecretErrors[key(ns, name)]; sec == nil && why != "" {
@@ -348,8 +352,15 @@ func (t *translation) secretAuthorization(ns, name string) (string, string) {
 			v, ok = []byte(s), true
 		}
 	}
-	if !ok || strings.TrimSpace(string(v)) == "" {
+	if !ok {
 		return "", fmt.Sprintf("Secret %s/%s has no key Authorization", ns, name)
+	}
+	trimmed := strings.TrimSpace(string(v))
+	if trimmed == "" {
+		return "", fmt.Sprintf("Secret %s/%s key Authorization: the value is empty", ns, name)
+	}
+	if n := utf8.RuneCountInString(trimmed); n > maxKeyChars {
+		return "", fmt.Sprintf("Secret %s/%s key Authorization: the value is %d characters long, over the %d allowed (as for an inline key)", ns, name, n, maxKeyChars)
 	}
 	val, msg := authorizationValue(string(v))
 	if msg != "" {

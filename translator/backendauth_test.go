@@ -2,7 +2,10 @@ package translator_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -10,6 +13,9 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/mcpgate/mcpgate/contract"
 	"github.com/mcpgate/mcpgate/test/envoydouble/headers"
@@ -199,4 +205,142 @@ func muxMetadata(t *testing.T, out *translator.Output, name string, i int) strin
 	}
 	t.Fatalf("%s cluster %d: no %s metadata", name, i, contract.MetadataMux)
 	return ""
+}
+
+// TestBackendAuthSecretValue: a Secret's Authorization value is checked as the inline key is
+// (1 to 2048 characters, no NUL, CR or LF): an AgentgatewayBackend and a policy naming a Secret
+// whose value is 2049 characters long, white space only, or holds a NUL, are refused (Accepted=False, the
+// message naming the Secret, the key and why), their routes carry no credential and answer 500,
+// while the other backends keep serving; 2048 characters with the line break a file-made Secret
+// ends with are accepted. No status message, problem or warning shows a value.
+func TestBackendAuthSecretValue(t *testing.T) {
+	long := strings.Repeat("k", 2049)
+	maxVal := strings.Repeat("é", 2048)
+	in := `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  gatewayClassName: mcpgate
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: long}
+stringData: {Authorization: "` + long + `"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: max}
+stringData: {Authorization: "` + maxVal + `\n"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: blank}
+stringData: {Authorization: " \n"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: nul}
+stringData: {Authorization: "sk-nul\0after"}
+`
+	route := "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: tools}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n"
+	for i, c := range []struct{ backend, secret string }{{"long-secret", "long"}, {"max-secret", "max"}, {"blank-secret", "blank"}, {"nul-secret", "nul"}, {"plain", ""}, {"by-policy", ""}} {
+		auth := ""
+		if c.secret != "" {
+			auth = "  policies: {auth: {secretRef: {name: " + c.secret + "}}}\n"
+		}
+		in += fmt.Sprintf("---\napiVersion: agentgateway.dev/v1alpha1\nkind: AgentgatewayBackend\nmetadata: {name: %s}\nspec:\n  mcp: {targets: [{name: t, static: {host: 10.7.0.%d, port: 3000}}]}\n%s",
+			c.backend, i+1, auth)
+		route += fmt.Sprintf("  - name: %s\n    matches: [{path: {type: PathPrefix, value: /%s}}]\n    backendRefs: [{name: %s, group: agentgateway.dev, kind: AgentgatewayBackend}]\n",
+			c.backend, c.backend, c.backend)
+	}
+	in += "---\n" + route + `---
+apiVersion: agentgateway.dev/v1alpha1
+kind: AgentgatewayPolicy
+metadata: {name: long-policy}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: tools, sectionName: by-policy}]
+  backend: {auth: {secretRef: {name: long}}}
+`
+	path := filepath.Join(t.TempDir(), "in.yaml")
+	if err := os.WriteFile(path, []byte(in), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := translator.Translate(loadInputs(t, path), translator.Options{})
+
+	want := map[string]string{ // the backend's Accepted message, "" for True
+		"long-secret":  "spec.policies.auth.secretRef: Secret default/long key Authorization: the value is 2049 characters long, over the 2048 allowed",
+		"max-secret":   "",
+		"blank-secret": "spec.policies.auth.secretRef: Secret default/blank key Authorization: the value is empty",
+		"nul-secret":   "spec.policies.auth.secretRef: Secret default/nul key Authorization: the value has a NUL at byte 6",
+		"plain":        "",
+		"by-policy":    "",
+	}
+	for name, msg := range want {
+		st := out.Status.Backends[types.NamespacedName{Namespace: "default", Name: name}]
+		if st == nil {
+			t.Fatalf("%s: no status", name)
+		}
+		c := meta.FindStatusCondition(st.Conditions, "Accepted")
+		switch {
+		case c == nil:
+			t.Errorf("%s: no Accepted condition", name)
+		case msg == "" && c.Status != metav1.ConditionTrue:
+			t.Errorf("%s: Accepted %s %q, want True", name, c.Status, c.Message)
+		case msg != "" && (c.Status != metav1.ConditionFalse || !strings.HasPrefix(c.Message, msg)):
+			t.Errorf("%s: Accepted %s %q, want False %q", name, c.Status, c.Message, msg)
+		}
+	}
+	pc := accepted(t, out.Status, translator.ObjectKey{Kind: translator.KindAgentgatewayPolicy, Namespace: "default", Name: "long-policy"})
+	if wantMsg := "Secret default/long key Authorization: the value is 2049 characters long, over the 2048 allowed"; pc.Status != metav1.ConditionFalse || !strings.Contains(pc.Message, wantMsg) {
+		t.Errorf("long-policy: Accepted %s %q, want False naming %q", pc.Status, pc.Message, wantMsg)
+	}
+
+	routes := map[string]*routev3.Route{}
+	for _, rc := range out.Gateways["default/gw"].Routes {
+		for _, vh := range rc.VirtualHosts {
+			for _, r := range vh.Routes {
+				routes[r.Name] = r
+			}
+		}
+	}
+	for i, c := range []struct {
+		rule, auth string
+		refused    bool
+	}{ // in the order of the route's rules
+		{"long-secret", "", true},
+		{"max-secret", "Bearer " + maxVal, false},
+		{"blank-secret", "", true},
+		{"nul-secret", "", true},
+		{"plain", "", false},
+		{"by-policy", "", true}, // its policy is refused: the rule answers 500, without the key
+	} {
+		r := routes[fmt.Sprintf("httproute/default/tools/rule/%d/match/0", i)]
+		if r == nil {
+			t.Fatalf("no route for rule %d (%s)", i, c.rule)
+		}
+		if got := authorization(r.RequestHeadersToAdd); got != c.auth {
+			t.Errorf("rule %s: Authorization of %d characters, want %d", c.rule, len(got), len(c.auth))
+		}
+		if refused := r.GetDirectResponse().GetStatus() == 500; refused != c.refused {
+			t.Errorf("rule %s: answers 500 %v, want %v", c.rule, refused, c.refused)
+		}
+	}
+
+	var text []string
+	for _, o := range out.Status.Objects() {
+		b, err := json.Marshal(o.Status)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text = append(text, string(b))
+	}
+	for _, fe := range append(out.Status.Problems(), out.Status.Warnings()...) {
+		text = append(text, fe.Error())
+	}
+	for _, s := range text {
+		if strings.Contains(s, "kkkkkkkk") || strings.Contains(s, "éééé") || strings.Contains(s, "sk-nul") {
+			t.Errorf("a status or message shows a Secret's value: %.200s", s)
+		}
+	}
 }
