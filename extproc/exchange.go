@@ -137,11 +137,17 @@ func (f *itemFilter) allow(ctx context.Context) func(it mcp.Item, name string, i
 	}
 }
 
+// outcomeWithoutAnswer is the outcome of an exchange that ended without a JSON-RPC answer: a
+// notification's (error when the HTTP answer to it refused it, 4xx or 5xx: a server, or the mux,
+// did not take it, which the audit must not show as a notification passed on), or no_answer.
 func outcomeWithoutAnswer(ex *exchange) string {
-	if ex.rec.ID == nil {
-		return telemetry.OutcomeNotification
+	switch {
+	case ex.rec.ID != nil:
+		return telemetry.OutcomeNoAnswer
+	case ex.rec.HTTPStatus >= 400:
+		return telemetry.OutcomeError
 	}
-	return telemetry.OutcomeNoAnswer
+	return telemetry.OutcomeNotification
 }
 
 // exchangeMetadata adds the MCP fields of ex to md.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -24,6 +25,14 @@ var muxRoute = extproctest.Route{
 	Policy: "mux", MCP: "streamable-http", Backend: "agentgateway-system/mux-backend", Targets: "a,b",
 }
 
+// muxPlainRoute is muxRoute without x-mcpgate-targets: a route to its target a alone, where
+// nothing is split.
+var muxPlainRoute = func() extproctest.Route {
+	r := muxRoute
+	r.Targets, r.Target = "", "a"
+	return r
+}()
+
 // muxPolicy is the lab's JWT and traffic rule, and MCP rules that name the items by their target's
 // own names and by their targets: a's tool fetch, b's prompt greet, a's file resources.
 func muxPolicy(sg *signer) *policyv1.Policy {
@@ -43,8 +52,7 @@ func muxPolicy(sg *signer) *policyv1.Policy {
 // and the metrics name the item's target. Without the key the same names are judged whole.
 func TestMuxRouteRules(t *testing.T) {
 	h := newHarness(t, []*policyv1.Policy{muxPolicy(newSigner(t))})
-	plain := muxRoute
-	plain.Targets, plain.Target = "", "a"
+	plain := muxPlainRoute
 	for _, tc := range []struct {
 		route   extproctest.Route
 		body    string
@@ -379,5 +387,54 @@ func TestMuxRouteLegacySession(t *testing.T) {
 		p = h.open(t, h.unix, route)
 		checkRefusal(t, name+": another caller", check(t)(p.RequestHeaders(postHeaders(sealed, sg.token(t, gojwt.MapClaims{"sub": "mallory"})), false)), 404, "null", -32001, "Session not found")
 		p.Close()
+	}
+}
+
+// TestMuxRouteRequestNotifications: a tools/call sent as a notification (no id) is judged as the
+// call would be, on a multiplexed route as on a route to one server: a tool the rules deny is
+// refused (202, nothing passes on; audited deny), an allowed one passes on (audited allow). Its
+// audit outcome says what the answer was: notification when the server (or the mux) took it, 202;
+// error when it refused it (the mux answers 400 to one it passes to no target, or passes on its
+// target's 400).
+func TestMuxRouteRequestNotifications(t *testing.T) {
+	h := newHarness(t, []*policyv1.Policy{muxPolicy(newSigner(t))})
+	plain := muxPlainRoute
+	for _, tc := range []struct {
+		route   extproctest.Route
+		tool    string
+		allowed bool
+		status  string // the answer of the server (or the mux) to an allowed one
+		outcome string
+	}{
+		{muxRoute, "a_fetch", true, "400", "error"},
+		{muxRoute, "a_fetch", true, "202", "notification"},
+		{muxRoute, "b_fetch", false, "", "notification"},
+		{plain, "fetch", true, "202", "notification"},
+		{plain, "fetch", true, "400", "error"},
+		{plain, "a_fetch", false, "", "notification"},
+	} {
+		name := fmt.Sprintf("%s (targets %q, answer %s)", tc.tool, tc.route.Targets, tc.status)
+		before := len(h.audit.records(t))
+		s := h.open(t, h.tcp, tc.route)
+		check(t)(s.RequestHeaders(postHeaders("/mcp", extproctest.LabToken), false))
+		resp := check(t)(s.RequestBody([]byte(`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"`+tc.tool+`","arguments":{}}}`), true))
+		ir := resp.GetImmediateResponse()
+		switch {
+		case (ir == nil) != tc.allowed:
+			t.Fatalf("%s: allowed %v, want %v: %v", name, ir == nil, tc.allowed, resp)
+		case ir != nil && ir.GetStatus().GetCode() != 202:
+			t.Errorf("%s: refused with %d, want 202 (a notification gets no JSON-RPC answer)", name, ir.GetStatus().GetCode())
+		case ir == nil:
+			check(t)(s.ResponseHeaders(respHeaders(tc.status, ""), true))
+		}
+		s.Close()
+		waitFor(t, "the audit record of "+name, func() bool { return len(h.audit.records(t)) == before+1 })
+		rec := h.audit.records(t)[before]
+		decision, status := "allow", tc.status
+		if !tc.allowed {
+			decision, status = "deny", "202"
+		}
+		code, _ := strconv.Atoi(status)
+		checkRecord(t, rec, map[string]any{"method": "tools/call", "tool": tc.tool, "decision": decision, "outcome": tc.outcome, "http_status": code})
 	}
 }

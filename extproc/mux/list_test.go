@@ -81,7 +81,7 @@ func newRawGateway(t *testing.T, opts mux.Options, failureMode string, names []s
 // contract.HeaderMux.
 func newRawMux(t *testing.T, opts mux.Options, prefixMode, failureMode string, names []string, handlers ...http.Handler) (string, *mux.Server, string) {
 	t.Helper()
-	d := &upstreamDouble{clusters: map[string]http.Handler{}, seen: map[string][]http.Header{}}
+	d := &upstreamDouble{clusters: map[string]http.Handler{}, seen: map[string][]http.Header{}, posts: map[string][]string{}}
 	desc := contract.Mux{Gateway: "ns/gw", Backend: "ns/be", PrefixMode: prefixMode, FailureMode: failureMode}
 	for i, name := range names {
 		d.clusters["cluster-"+name] = handlers[i]

@@ -663,92 +663,96 @@ func (c *call) setLevel(msg *message) {
 	c.writeJSON(http.StatusOK, (&message{ID: msg.ID, Result: json.RawMessage("{}")}).encode())
 }
 
-// route sends a request for one item (tools/call, prompts/get, resources/*) to the target its
-// name's prefix names, with the target's own name, and streams the answer back.
-func (c *call) route(msg *message, it mcp.Item, nameMember string) {
-	params, name, ok := stringMember(msg.Params, nameMember)
-	if !ok {
-		c.writeError(http.StatusOK, msg.ID, mcp.CodeInvalidParams, "mcpgate mux: "+msg.Method+": params."+nameMember+" must be a string")
+// route sends a request for one item (tools/call, prompts/get, resources/*, completion/complete)
+// to the target its name's prefix names (itemTarget), with the target's own name, and streams the
+// answer back.
+func (c *call) route(msg *message) {
+	mb, name, r := c.itemTarget(msg)
+	if r != nil {
+		c.writeError(http.StatusOK, msg.ID, r.code, r.text)
 		return
+	}
+	c.forward(msg, mb, name)
+}
+
+// refusal is the JSON-RPC error of a message the mux cannot route.
+type refusal struct {
+	code int
+	text string
+}
+
+// unknownItem is the refusal of an item whose name no target of the session has, in the words
+// of mcp.Unknown (and of ext_proc's refusal).
+func unknownItem(it mcp.Item, name string) *refusal {
+	return &refusal{mcp.CodeInvalidParams, "Unknown " + it.String() + ": " + name}
+}
+
+// itemTarget returns the session's member that a message naming one item goes to (tools/call,
+// prompts/get, resources/read|subscribe|unsubscribe by their name; completion/complete by its
+// ref, read as the front hop reads it to judge it, mcp.CompletionRef), and rewrites msg's params
+// to the target's own name. name is the value of the item's header (mcp.NameHeader) for the
+// target ("": unchanged). r says why there is none: params that name no item, a prefix that
+// names no target of the session (Unknown tool), or under prefixMode Never no target the front
+// hop named (headerTarget). A request and a notification are routed alike.
+func (c *call) itemTarget(msg *message) (mb member, name string, r *refusal) {
+	it, nameMember := mcp.ItemOf(msg.Method), mcp.NameMember(msg.Method)
+	var params, ref map[string]json.RawMessage
+	var item string
+	var ok bool
+	if msg.Method == mcp.MethodComplete {
+		it, item, ok, _ = mcp.CompletionRef(msg.Params)
+		params, _, _ = stringMember(msg.Params, "")
+		if !ok || params == nil || json.Unmarshal(params["ref"], &ref) != nil || ref == nil {
+			return member{}, "", &refusal{mcp.CodeInvalidParams,
+				`mcpgate mux: completion/complete: params.ref must be an object with "type":"ref/prompt" and a string name, or "type":"ref/resource" and a string uri`}
+		}
+		nameMember = "name"
+		if it == mcp.Resource {
+			nameMember = "uri"
+		}
+	} else if params, item, ok = stringMember(msg.Params, nameMember); !ok {
+		return member{}, "", &refusal{mcp.CodeInvalidParams, "mcpgate mux: " + msg.Method + ": params." + nameMember + " must be a string"}
 	}
 	if c.bare(it) {
 		// The name is the target's own: it passes as it is, to the target the front hop named.
-		if mb, ok := c.headerTarget(msg, it, name); ok {
-			c.forward(msg, mb, "")
-		}
-		return
+		mb, r = c.headerTarget(msg, it, item)
+		return mb, "", r
 	}
-	mb, rest, ok := c.split(msg, it, name)
-	if !ok {
-		return
-	}
-	setMember(params, nameMember, rest)
-	msg.Params, _ = json.Marshal(params)
-	c.forward(msg, mb, rest)
-}
-
-// complete routes completion/complete by its ref: a prompt's name or a resource's (template's)
-// URI, read as the front hop reads it to judge it (mcp.CompletionRef).
-func (c *call) complete(msg *message) {
-	it, name, ok, _ := mcp.CompletionRef(msg.Params)
-	params, _, _ := stringMember(msg.Params, "")
-	var ref map[string]json.RawMessage
-	if !ok || params == nil || json.Unmarshal(params["ref"], &ref) != nil || ref == nil {
-		c.writeError(http.StatusOK, msg.ID, mcp.CodeInvalidParams,
-			`mcpgate mux: completion/complete: params.ref must be an object with "type":"ref/prompt" and a string name, or "type":"ref/resource" and a string uri`)
-		return
-	}
-	if c.bare(it) {
-		if mb, ok := c.headerTarget(msg, it, name); ok {
-			c.forward(msg, mb, "")
-		}
-		return
-	}
-	nameMember := "name"
-	if it == mcp.Resource {
-		nameMember = "uri"
-	}
-	mb, rest, ok := c.split(msg, it, name)
-	if !ok {
-		return
-	}
-	setMember(ref, nameMember, rest)
-	params["ref"], _ = json.Marshal(ref)
-	msg.Params, _ = json.Marshal(params)
-	c.forward(msg, mb, "")
-}
-
-// split returns the session's member whose prefix the item's name has and the target's own name
-// (mcp.SplitTarget). ok is false, after the answer "Unknown tool: NAME" (prompt, resource) was
-// written, when the prefix names no target of the session.
-func (c *call) split(msg *message, it mcp.Item, name string) (mb member, rest string, ok bool) {
-	target, rest, ok := mcp.SplitTarget(it, name, c.targetNames())
+	target, rest, ok := mcp.SplitTarget(it, item, c.targetNames())
 	if ok {
 		mb, ok = c.member(target)
 	}
 	if !ok {
-		c.writeJSON(http.StatusOK, mcp.Unknown(msg.ID, it, name))
+		return member{}, "", unknownItem(it, item)
 	}
-	return mb, rest, ok
+	if ref != nil {
+		setMember(ref, nameMember, rest)
+		params["ref"], _ = json.Marshal(ref)
+	} else {
+		setMember(params, nameMember, rest)
+		name = rest
+	}
+	msg.Params, _ = json.Marshal(params)
+	return mb, name, nil
 }
 
 // headerTarget returns the session's member that the front hop resolved a bare name to
 // (prefixMode Never), named by contract.HeaderMuxTarget, which only the front hop's ext_proc sets
-// (the request carries the secret, and ext_proc removes a client's value). ok is false, after
-// the answer was written, when the header is missing (fail closed: the mux cannot tell which
-// target the rules judged the call as) or names no target of the session ("Unknown tool: NAME").
-func (c *call) headerTarget(msg *message, it mcp.Item, name string) (mb member, ok bool) {
+// (the request carries the secret, and ext_proc removes a client's value). r is the refusal when
+// the header is missing (fail closed: the mux cannot tell which target the rules judged the
+// call as) or names no target of the session ("Unknown tool: NAME").
+func (c *call) headerTarget(msg *message, it mcp.Item, name string) (mb member, r *refusal) {
 	v := c.r.Header.Values(contract.HeaderMuxTarget)
 	if len(v) != 1 || v[0] == "" {
 		c.log.Warn("mux: call on a prefixMode Never backend without its target; refused", "method", msg.Method, "header", contract.HeaderMuxTarget, "values", len(v))
-		c.writeError(http.StatusOK, msg.ID, mcp.CodeInternalError, "mcpgate mux: "+msg.Method+": no single "+contract.HeaderMuxTarget+
-			" (under prefixMode Never the front hop's ext_proc names the target of each call); refused")
-		return member{}, false
+		return member{}, &refusal{mcp.CodeInternalError, "mcpgate mux: " + msg.Method + ": no single " + contract.HeaderMuxTarget +
+			" (under prefixMode Never the front hop's ext_proc names the target of each call); refused"}
 	}
-	if mb, ok = c.member(v[0]); !ok {
-		c.writeJSON(http.StatusOK, mcp.Unknown(msg.ID, it, name))
+	mb, ok := c.member(v[0])
+	if !ok {
+		return member{}, unknownItem(it, name)
 	}
-	return mb, ok
+	return mb, nil
 }
 
 // stringMember decodes params as an object and reads its string member name ("" reads none).

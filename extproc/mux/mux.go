@@ -629,10 +629,8 @@ func (c *call) request(msg *message) {
 		c.list(msg, mcp.Resource, "resourceTemplates", "uriTemplate")
 	case "logging/setLevel":
 		c.setLevel(msg)
-	case "tools/call", "prompts/get", "resources/read", "resources/subscribe", "resources/unsubscribe":
-		c.route(msg, mcp.ItemOf(msg.Method), mcp.NameMember(msg.Method))
-	case "completion/complete":
-		c.complete(msg)
+	case "tools/call", "prompts/get", "resources/read", "resources/subscribe", "resources/unsubscribe", mcp.MethodComplete:
+		c.route(msg)
 	default:
 		c.writeError(http.StatusOK, msg.ID, -32601, "mcpgate mux: method "+msg.Method+" is not supported on a multiplexed backend")
 	}
@@ -657,14 +655,11 @@ func (c *call) delete() {
 	c.w.WriteHeader(http.StatusNoContent)
 }
 
-// notify sends a client's notification to every target of the session. One whose method is not
-// a notification's (notifications/...), such as a tools/call without an id, is dropped (202, not
-// forwarded): the front hop judged it as one target's call at most, and fanned out it would reach
-// every target.
+// notify sends a client's notification to every target of the session. One whose method is a
+// request's (a tools/call without an id) goes to one target at most (notifyOne).
 func (c *call) notify(msg *message) {
 	if !strings.HasPrefix(msg.Method, "notifications/") {
-		c.log.Debug("mux: client notification of a method that is not a notification's dropped", "method", msg.Method)
-		c.w.WriteHeader(http.StatusAccepted)
+		c.notifyOne(msg)
 		return
 	}
 	body := msg.encode()
@@ -680,6 +675,60 @@ func (c *call) notify(msg *message) {
 		return nil
 	})
 	c.w.WriteHeader(http.StatusAccepted)
+}
+
+// notifyOne serves a notification whose method is a request's, such as a tools/call without an
+// id, as the front hop's route to a single MCP server does (it passes the message, which the
+// rules judged as that item's call, and the server decides: the go-sdk's answers 400): one that
+// names an item goes to the target the item's prefix names (itemTarget, as its call would, with
+// the target's own name; under Bridge every message goes to the one target), and the answer is
+// that target's status (202 when it took it). The front hop judged it as a call of that target's
+// item, so it never reaches another. One that names no item (tools/list, initialize...) would
+// reach every target, and one whose item is no target's reaches none: those are answered 400
+// with a JSON-RPC error without an id (Streamable HTTP's answer to input a server cannot
+// accept), which the front hop's audit records, never as a notification passed on.
+func (c *call) notifyOne(msg *message) {
+	var mb member
+	name := ""
+	switch {
+	case c.m.Bridge:
+		mb = c.sess[0]
+	case mcp.ItemOf(msg.Method) == mcp.NoItem && msg.Method != mcp.MethodComplete:
+		c.writeError(http.StatusBadRequest, nil, mcp.CodeInvalidRequest, "mcpgate mux: "+msg.Method+
+			" is a request's method: without an id (a notification) it goes to no target of a multiplexed backend, which would pass it to every target")
+		return
+	default:
+		var r *refusal
+		if mb, name, r = c.itemTarget(msg); r != nil {
+			c.writeError(http.StatusBadRequest, nil, r.code, r.text)
+			return
+		}
+	}
+	req := c.newRequest(c.ctx, http.MethodPost, mb, msg.encode())
+	if req != nil && name != "" && req.Header.Get(mcp.NameHeader) != "" {
+		req.Header.Set(mcp.NameHeader, mcp.EncodeHeaderValue(name))
+	}
+	resp, err := c.do(c.ctx, mb, req, false)
+	if err == nil && resp.StatusCode/100 != 2 {
+		err = httpError(resp)
+		drain(resp)
+	}
+	if err != nil {
+		c.log.Info("mux: target refused a client's notification", "target", mb.t.Name, "method", msg.Method, "error", err)
+		var se *statusError
+		switch {
+		case sessionGone(err, mb):
+			c.writeError(http.StatusNotFound, nil, mcp.CodeSessionNotFound, "Session not found")
+		case c.passRefusal(err):
+		case errors.As(err, &se) && se.status/100 == 4:
+			c.writeError(se.status, nil, mcp.CodeInvalidRequest, "mcpgate mux: "+(&targetError{mb.t.Name, err}).Error())
+		default:
+			c.writeError(http.StatusBadGateway, nil, mcp.CodeInternalError, "mcpgate mux: "+(&targetError{mb.t.Name, err}).Error())
+		}
+		return
+	}
+	drain(resp)
+	c.w.WriteHeader(resp.StatusCode)
 }
 
 // respond sends a client's answer to a target's request (ServerRequestIDPrefix) to that target,

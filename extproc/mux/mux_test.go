@@ -35,8 +35,10 @@ import (
 type upstreamDouble struct {
 	mu       sync.Mutex
 	clusters map[string]http.Handler
-	// seen records, per cluster, the headers of the requests routed there.
-	seen map[string][]http.Header
+	// seen records, per cluster, the headers of the requests routed there, and posts the bodies
+	// of its POSTs.
+	seen  map[string][]http.Header
+	posts map[string][]string
 	// deletes receives the cluster of each DELETE routed (dropped when full).
 	deletes chan string
 }
@@ -44,9 +46,17 @@ type upstreamDouble struct {
 func (d *upstreamDouble) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cluster := r.Header.Get(contract.HeaderMuxCluster)
 	r.Header.Del(contract.HeaderMuxCluster)
+	var body []byte
+	if r.Method == http.MethodPost {
+		body, _ = io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
 	d.mu.Lock()
 	h, ok := d.clusters[cluster]
 	d.seen[cluster] = append(d.seen[cluster], r.Header.Clone())
+	if r.Method == http.MethodPost {
+		d.posts[cluster] = append(d.posts[cluster], string(body))
+	}
 	d.mu.Unlock()
 	if r.Method == http.MethodDelete {
 		select {
@@ -170,7 +180,7 @@ func newGatewayMode(t *testing.T, prefixMode, failureMode string, opts func(*mux
 func newGatewayDesc(t *testing.T, m contract.Mux, opts func(*mux.Options)) *gateway {
 	t.Helper()
 	gw := &gateway{servers: map[string]*mcp.Server{}, getEnded: make(chan string, 64), gets: map[string]int{}}
-	d := &upstreamDouble{clusters: map[string]http.Handler{"down": nil}, seen: map[string][]http.Header{}, deletes: make(chan string, 64)}
+	d := &upstreamDouble{clusters: map[string]http.Handler{"down": nil}, seen: map[string][]http.Header{}, posts: map[string][]string{}, deletes: make(chan string, 64)}
 	for _, name := range []string{"a", "b", "n", "s", "e"} {
 		s, h := newTarget(name)
 		cluster := "cluster-" + name

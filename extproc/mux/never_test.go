@@ -362,22 +362,27 @@ func (n *notificationLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	n.t.ServeHTTP(w, r)
 }
 
-// TestMuxDropsRequestNotifications: a client notification whose method is a request's (a
-// tools/call without an id, which the front hop judges as one target's call at most) is answered
-// 202 and reaches no target; a notifications/... one reaches every target.
-func TestMuxDropsRequestNotifications(t *testing.T) {
+// TestMuxNeverRequestNotifications: under prefixMode Never a client notification whose method is
+// a request's (a tools/call without an id) without the target the front hop names
+// (contract.HeaderMuxTarget) reaches no target, fail closed, and is answered 400; so is one of a
+// method in other letter case, which names no item (TestMuxRequestNotifications: with the header
+// it goes to that target). A notifications/... one reaches every target.
+func TestMuxNeverRequestNotifications(t *testing.T) {
 	answer := func(string, json.RawMessage) (any, int) { return map[string]any{}, 0 }
 	a, b := &notificationLog{t: &rawTarget{answer: answer}}, &notificationLog{t: &rawTarget{answer: answer}}
 	url, _, _ := newRawMux(t, mux.Options{}, contract.PrefixModeNever, contract.FailClosed, []string{"a", "b"}, a, b)
 	sid, _ := openRaw(t, url)
-	for _, body := range []string{
-		`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"x","arguments":{}}}`,
-		`{"jsonrpc":"2.0","method":"prompts/get","params":{"name":"p"}}`,
-		`{"jsonrpc":"2.0","method":"Notifications/cancelled","params":{"requestId":1}}`,
-		`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}`,
+	for _, c := range []struct {
+		body   string
+		status int
+	}{
+		{`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"x","arguments":{}}}`, http.StatusBadRequest},
+		{`{"jsonrpc":"2.0","method":"prompts/get","params":{"name":"p"}}`, http.StatusBadRequest},
+		{`{"jsonrpc":"2.0","method":"Notifications/cancelled","params":{"requestId":1}}`, http.StatusBadRequest},
+		{`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}`, http.StatusAccepted},
 	} {
-		if resp, got := post(t, url, sid, body); resp.StatusCode != http.StatusAccepted {
-			t.Errorf("%s: %d %s, want 202", body, resp.StatusCode, got)
+		if resp, got := post(t, url, sid, c.body); resp.StatusCode != c.status {
+			t.Errorf("%s: %d %s, want %d", c.body, resp.StatusCode, got, c.status)
 		}
 	}
 	for name, n := range map[string]*notificationLog{"a": a, "b": b} {

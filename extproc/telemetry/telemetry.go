@@ -40,9 +40,11 @@ const (
 	// gets that attribute and the error status.
 	OutcomeToolError = "tool_error"
 	// OutcomeError: the answer was a JSON-RPC error (from the server or, for a refused call, from
-	// the gateway).
+	// the gateway), or a notification's POST was answered with an HTTP error (4xx, 5xx): it was
+	// not taken.
 	OutcomeError = "error"
-	// OutcomeNotification: a notification, which gets no answer.
+	// OutcomeNotification: a notification, which gets no answer (its POST was accepted, or its
+	// answer is not known).
 	OutcomeNotification = "notification"
 	// OutcomeNoAnswer: the exchange ended (stream closed, entry expired) without an answer.
 	OutcomeNoAnswer = "no_answer"

@@ -180,6 +180,7 @@ func TestMultiplexedBackend(t *testing.T) {
 		}
 		// The audit line names the tool as the client called it, and the target its prefix names.
 		expectAllowedCall(t, "e2e-mux/mux", "everything", "everything_echo")
+		expectRequestNotifications(t, url)
 		// So do the access log lines: the front hop's (ext_proc's fields; its cluster, the
 		// bootstrap's mux, names no backend: ext_proc does) and the upstream hop's (the target's
 		// cluster, no ext_proc).
@@ -430,25 +431,11 @@ func expectResumed(t *testing.T, url string) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	try := func(method, session, last, body string) (*http.Response, error) {
-		req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
-		if err != nil {
-			return nil, err
+		resp, err := sendMCP(ctx, method, url, map[string]string{"Mcp-Protocol-Version": version, "Mcp-Session-Id": session, "Last-Event-ID": last}, body)
+		if err == nil {
+			t.Cleanup(func() { resp.Body.Close() })
 		}
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Mcp-Protocol-Version", version)
-		if session != "" {
-			req.Header.Set("Mcp-Session-Id", session)
-		}
-		if last != "" {
-			req.Header.Set("Last-Event-ID", last)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return nil, fmt.Errorf("%s %s: %w", method, body, err)
-		}
-		t.Cleanup(func() { resp.Body.Close() })
-		return resp, nil
+		return resp, err
 	}
 	send := func(method, session, last, body string) *http.Response {
 		t.Helper()
@@ -545,4 +532,99 @@ func expectResumed(t *testing.T, url string) {
 	if body, _ := io.ReadAll(resp.Body); resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "not an event id of mcpgate's mux") {
 		t.Errorf("GET with a Last-Event-ID the mux did not give: %d %s, want 400 saying so", resp.StatusCode, body)
 	}
+}
+
+// expectRequestNotifications sends, in a raw session at the multiplexed url under fileMuxRule,
+// tools/call and tools/list messages without an id (notifications): a call of a tool the rule
+// denies is refused (202, audited deny), one of an allowed tool passes to its target
+// (server-everything takes it: 202, audited allow and notification), and tools/list, which the
+// mux passes to no target, is answered 400 and audited as an error, never as a notification
+// passed on.
+func expectRequestNotifications(t *testing.T, url string) {
+	t.Helper()
+	post := func(session, body string) (*http.Response, error) {
+		resp, err := sendMCP(t.Context(), http.MethodPost, url, map[string]string{"Mcp-Session-Id": session}, body)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		return resp, err
+	}
+	var session string
+	eventually(t, "a raw session on the multiplexed backend", func() error {
+		resp, err := post("", `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+		if err != nil {
+			return err
+		}
+		if session = resp.Header.Get("Mcp-Session-Id"); resp.StatusCode != http.StatusOK || session == "" {
+			return fmt.Errorf("initialize: %d, session %q", resp.StatusCode, session)
+		}
+		return nil
+	})
+	for _, c := range []struct {
+		body   string
+		status int
+	}{
+		{`{"jsonrpc":"2.0","method":"notifications/initialized"}`, http.StatusAccepted},
+		{`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"everything_get-sum","arguments":{"a":40,"b":2}}}`, http.StatusAccepted},
+		{`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"everything_echo","arguments":{"message":"as a notification"}}}`, http.StatusAccepted},
+		{`{"jsonrpc":"2.0","method":"tools/list"}`, http.StatusBadRequest},
+	} {
+		resp, err := post(session, c.body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != c.status {
+			t.Errorf("%s: %d, want %d", c.body, resp.StatusCode, c.status)
+		}
+	}
+	eventually(t, "audit lines of the notifications say what became of them", func() error {
+		lines, err := jsonLines(env.stdoutLog())
+		if err != nil {
+			return err
+		}
+		want := map[string]string{ // tool (method) -> decision/outcome/http_status
+			"everything_get-sum": "deny/notification/202",
+			"everything_echo":    "allow/notification/202",
+			"tools/list":         "allow/error/400",
+		}
+		for _, l := range lines {
+			if l["request_id"] != nil || l["gateway"] != "e2e-mux/mux" || l["jsonrpc_id"] != nil {
+				continue
+			}
+			key, _ := l["tool"].(string)
+			if l["method"] == "tools/list" {
+				key = "tools/list"
+			}
+			if w, ok := want[key]; ok && fmt.Sprintf("%v/%v/%v", l["decision"], l["outcome"], l["http_status"]) == w {
+				delete(want, key)
+			}
+		}
+		if len(want) > 0 {
+			return fmt.Errorf("%s: no audit line of the notification %v", env.stdoutLog(), want)
+		}
+		return nil
+	})
+}
+
+// sendMCP sends METHOD url as a raw MCP client does: Accept both answers, a JSON body, and the
+// headers whose values are not "" (Mcp-Session-Id, Last-Event-ID...). The caller closes the
+// answer's body.
+func sendMCP(ctx context.Context, method, url string, headers map[string]string, body string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range headers {
+		if v != "" {
+			req.Header.Set(k, v)
+		}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, body, err)
+	}
+	return resp, nil
 }
