@@ -47,6 +47,9 @@ type listenerInfo struct {
 	tls         *listenerTLS // an accepted HTTPS listener's certificates (listenertls.go)
 	refsReason  string       // ResolvedRefs False reason of its certificateRefs, "" = none
 	refsMsg     string
+	// note says what of an accepted listener is not applied as written (tls.options), on its
+	// Accepted condition, as a route's Accepted condition says its warnings; "" = nothing
+	note string
 }
 
 func (t *translation) translateClasses() {
@@ -133,6 +136,7 @@ func (t *translation) validateListeners(gi *gatewayInfo, portOwner map[int32]str
 			li.refuse(string(gwv1.ListenerReasonUnsupportedValue), "hostname "+routeHostnameProblem(string(*l.Hostname)))
 		case l.Protocol == gwv1.HTTPSProtocolType:
 			t.resolveListenerTLS(li)
+			t.tlsOptionsNote(li)
 		}
 		names[l.Name] = true
 	}
@@ -158,6 +162,29 @@ func (t *translation) validateListeners(gi *gatewayInfo, portOwner map[int32]str
 			t.st.refuse(KindGateway, g.Namespace, g.Name, field+".allowedRoutes.kinds", li.badKinds)
 		}
 	}
+}
+
+// tlsOptionsNote reports the keys of an HTTPS listener's tls.options (Gateway API's
+// implementation-specific TLS settings), none of which mcpgate implements: the listener is served
+// without them, with Envoy's TLS defaults. Gateway API has no condition reason for it, so, as for
+// a route's fields that are not applied (timeouts.backendRequest, retry, sessionPersistence), a
+// warning names each key and the listener's Accepted condition (still True) says so. The values
+// are not shown.
+func (t *translation) tlsOptionsNote(li *listenerInfo) {
+	if li.l.TLS == nil || len(li.l.TLS.Options) == 0 {
+		return
+	}
+	g := li.gw.gw
+	keys := make([]string, 0, len(li.l.TLS.Options))
+	for k := range li.l.TLS.Options {
+		keys = append(keys, strconv.Quote(string(k)))
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		t.st.warnings.add(KindGateway, g.Namespace, g.Name, listenerField(li)+".tls.options["+k+"]", msgNotApplied+"; the listener is served without it")
+	}
+	li.note = plural(keys, "tls.options %s is", "tls.options %s are") +
+		" not applied, mcpgate implements no TLS options: the listener is served with Envoy's TLS defaults"
 }
 
 // markConflicts sets Conflicted on the listeners of a Gateway that are not distinct. As Gateway
@@ -348,7 +375,7 @@ func (t *translation) gatewayStatus(gi *gatewayInfo) *gwv1.GatewayStatus {
 		if li.ok {
 			valid++
 			ls.Conditions = append(ls.Conditions,
-				condition(string(gwv1.ListenerConditionAccepted), true, string(gwv1.ListenerReasonAccepted), "", gen),
+				condition(string(gwv1.ListenerConditionAccepted), true, string(gwv1.ListenerReasonAccepted), li.note, gen),
 				condition(string(gwv1.ListenerConditionProgrammed), true, string(gwv1.ListenerReasonProgrammed), "", gen))
 		} else {
 			ls.Conditions = append(ls.Conditions,

@@ -68,10 +68,6 @@ func (t *translation) resolveListenerTLS(li *listenerInfo) {
 			"tls.certificateRefs is empty: an HTTPS listener needs a Secret of type kubernetes.io/tls (tls.options alone configure no certificate)")
 		return
 	}
-	if len(l.TLS.Options) > 0 {
-		t.st.warnings.add(KindGateway, g.Namespace, g.Name, listenerField(li)+".tls.options",
-			"mcpgate reads no tls.options: they are ignored")
-	}
 	var problems []string
 	reason := ""
 	seen := map[string]bool{}
