@@ -70,8 +70,9 @@ const maxAffectedNames = 8
 // AgentgatewayBackend in its conditions. A refused policy affects its targets as well (their
 // routes answer 500): the reason is then PolicyRefused. Targets that are not found or are only
 // another controller's business (foreignTarget; foreign is foreignBackends) get nothing. The
-// policies of a target are those the policy index holds for it; each route's conditions are
-// made on their own (forEach).
+// policies of a target are those the policy index holds for it that take effect there
+// (effectivePolicies: not a Conflicted one); each route's conditions are made on their own
+// (forEach).
 func (t *translation) affectedConditions(foreign map[nsName]bool) {
 	idx := t.policies
 	types := map[string]string{} // policy kind -> condition type
@@ -80,9 +81,9 @@ func (t *translation) affectedConditions(foreign map[nsName]bool) {
 	}
 	for _, gi := range t.served {
 		st, gen := t.st.Gateways[key(gi.gw.Namespace, gi.gw.Name)], gi.gw.Generation
-		st.Conditions = appendAffected(st.Conditions, types, gen, idx.gateway[gi.key])
+		st.Conditions = appendAffected(st.Conditions, types, gen, effectivePolicies(idx.gateway[gi.key]))
 		for i, li := range gi.listeners { // the listener statuses are in this order
-			st.Listeners[i].Conditions = appendAffected(st.Listeners[i].Conditions, types, gen, idx.listener[li.key])
+			st.Listeners[i].Conditions = appendAffected(st.Listeners[i].Conditions, types, gen, effectivePolicies(idx.listener[li.key]))
 		}
 	}
 	forEach(len(t.routes), func(i int) {
@@ -102,15 +103,16 @@ func (t *translation) affectedConditions(foreign map[nsName]bool) {
 	}
 	for nn, bi := range t.backends {
 		if st := t.st.Backends[nn]; st != nil && !foreign[nn] {
-			st.Conditions = appendAffected(st.Conditions, types, bi.b.Generation, idx.backend[bi.key])
+			st.Conditions = appendAffected(st.Conditions, types, bi.b.Generation, effectivePolicies(idx.backend[bi.key]))
 		}
 	}
 }
 
-// routePolicies returns the policies that target a route or its rules, oldest first.
+// routePolicies returns the policies that target a route or its rules and take effect there
+// (effectivePolicies), oldest first.
 func (t *translation) routePolicies(ri *routeInfo) []*policyInfo {
 	idx := t.policies
-	out := idx.route[ri.key]
+	out := effectivePolicies(idx.route[ri.key])
 	if len(idx.rule) == 0 {
 		return out
 	}
@@ -120,13 +122,44 @@ func (t *translation) routePolicies(ri *routeInfo) []*policyInfo {
 			continue
 		}
 		k := ri.key + "/" + string(*rule.Name)
-		if l := idx.rule[k]; len(l) > 0 && !slices.Contains(ruleKeys, k) { // two rules may share a name
+		if l := effectivePolicies(idx.rule[k]); len(l) > 0 && !slices.Contains(ruleKeys, k) { // two rules may share a name
 			ruleKeys = append(ruleKeys, k)
 			out = append(slices.Clip(out), l...)
 		}
 	}
 	if len(ruleKeys) > 0 {
 		slices.SortStableFunc(out, func(a, b *policyInfo) int { return cmp.Compare(a.order, b.order) })
+	}
+	return out
+}
+
+// effectivePolicies returns the policies of one attachment point of the index (oldest first)
+// that take effect there, which its Affected condition names: the refused ones (the routes they
+// apply to answer 500) and the valid ones with a setting that applies. A valid policy whose only
+// settings are a JWT authentication or a backend auth that an older policy on the same point sets
+// too (jwtSetter, authSetter: merge and authOf take that one; the policy's status says
+// Conflicted) applies nothing there and is left out, as is one that sets nothing. level itself
+// when every policy takes effect.
+func effectivePolicies(level []*policyInfo) []*policyInfo {
+	jwt, auth := jwtSetter(level), authSetter(level)
+	takes := func(pi *policyInfo) bool {
+		return pi.invalid || len(pi.traffic) > 0 || len(pi.mcp) > 0 || pi.rateLimit != nil ||
+			(pi.jwt != nil && pi == jwt) || (pi.auth != nil && pi == auth)
+	}
+	n := 0
+	for _, pi := range level {
+		if takes(pi) {
+			n++
+		}
+	}
+	if n == len(level) {
+		return level
+	}
+	out := make([]*policyInfo, 0, n)
+	for _, pi := range level {
+		if takes(pi) {
+			out = append(out, pi)
+		}
 	}
 	return out
 }

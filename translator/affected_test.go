@@ -92,3 +92,44 @@ func TestAffectedConditions(t *testing.T) {
 	check("backend", out.Status.Backends[nn].Conditions,
 		want{"mcpgate.dev/AgentgatewayPolicyAffected", translator.ReasonPolicyAffected, "applied here: AgentgatewayPolicy k0"})
 }
+
+// TestAffectedLeavesOutConflicted: an object's Affected condition names the policies that take
+// effect there. A policy that loses its only settings (JWT authentication, backend auth) to an
+// older policy on the same target (Conflicted) is not among them there, while one that keeps
+// something (its rules, its backend auth through another target) is: in backend-auth-conflict,
+// route-key on route tools and key-both on route other; in policy-conflict, mcp-jwt-auth2 on the
+// Gateway.
+func TestAffectedLeavesOutConflicted(t *testing.T) {
+	affected := func(conds []metav1.Condition, typ string) string {
+		t.Helper()
+		for _, c := range conds {
+			if c.Type == typ {
+				return c.Message
+			}
+		}
+		t.Fatalf("no %s condition in %v", typ, conds)
+		return ""
+	}
+	out := translator.Translate(loadInputs(t, "testdata/backend-auth-conflict.in.yaml"), translator.Options{})
+	for route, want := range map[string]string{
+		"tools": "applied here: AgentgatewayPolicy route-passthrough, route-key-and-rules",
+		"other": "applied here: AgentgatewayPolicy other-old",
+		"third": "applied here: AgentgatewayPolicy key-both",
+	} {
+		st := out.Status.HTTPRoutes[types.NamespacedName{Namespace: "default", Name: route}]
+		if st == nil || len(st.Parents) != 1 {
+			t.Fatalf("route %s: status %v, want one parent", route, st)
+		}
+		if got := affected(st.Parents[0].Conditions, "mcpgate.dev/AgentgatewayPolicyAffected"); got != want {
+			t.Errorf("route %s: Affected %q, want %q", route, got, want)
+		}
+	}
+	out = translator.Translate(loadInputs(t, "testdata/policy-conflict.in.yaml"), translator.Options{})
+	gw := out.Status.Gateways[types.NamespacedName{Namespace: "default", Name: "gw"}]
+	if gw == nil {
+		t.Fatal("no status of Gateway default/gw")
+	}
+	if got, want := affected(gw.Conditions, "mcpgate.dev/EnterpriseAgentgatewayPolicyAffected"), "applied here: EnterpriseAgentgatewayPolicy mcp-jwt-auth"; got != want {
+		t.Errorf("Gateway: Affected %q, want %q", got, want)
+	}
+}
