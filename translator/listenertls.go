@@ -74,21 +74,9 @@ func (t *translation) resolveListenerTLS(li *listenerInfo) {
 	lt := &listenerTLS{}
 	for i, ref := range l.TLS.CertificateRefs {
 		field := "tls.certificateRefs[" + strconv.Itoa(i) + "]"
-		group, kind, obj := objectRefOf(g.Namespace, "Secret", ref.Group, ref.Kind, ref.Namespace, ref.Name)
-		ns, name := obj.Namespace, obj.Name
-		var msg string
-		var sec *tlsv3.Secret
-		switch {
-		case ns != g.Namespace && !t.grantedFrom(KindGateway, g.Namespace, ns, group, kind, name):
-			// Gateway API: RefNotPermitted whenever the reference is not allowed, before
-			// anything is said of what it names.
-			msg = fmt.Sprintf("%s %s is in another namespace and no ReferenceGrant there permits Gateways of namespace %s to refer to it",
-				kind, keyString(ns, name), g.Namespace)
+		sec, denied, msg := t.certificateRef(g, field, ref)
+		if denied {
 			reason = string(gwv1.ListenerReasonRefNotPermitted)
-		case group != "" || kind != "Secret":
-			msg = fmt.Sprintf("%s %s: only core Secrets (group \"\", kind Secret) are supported", groupKind(group, kind), keyString(ns, name))
-		default:
-			sec, msg = t.certificateSecret(g, field, ns, name)
 		}
 		if msg != "" {
 			problems = append(problems, field+": "+msg)
@@ -107,6 +95,26 @@ func (t *translation) resolveListenerTLS(li *listenerInfo) {
 		return
 	}
 	li.tls = lt
+}
+
+// certificateRef resolves a Secret reference of Gateway g at field (a listener's
+// certificateRefs entry, or the Gateway's spec.tls.backend.clientCertificateRef) into an Envoy
+// Secret (certificateSecret), or says what is wrong: denied when the Secret is in another
+// namespace and no ReferenceGrant there permits it (Gateway API: RefNotPermitted whenever the
+// reference is not allowed, before anything is said of what it names; the Secret is not read),
+// else a ref to another kind or a Secret that does not serve.
+func (t *translation) certificateRef(g *gwv1.Gateway, field string, ref gwv1.SecretObjectReference) (sec *tlsv3.Secret, denied bool, msg string) {
+	group, kind, obj := objectRefOf(g.Namespace, "Secret", ref.Group, ref.Kind, ref.Namespace, ref.Name)
+	ns, name := obj.Namespace, obj.Name
+	switch {
+	case ns != g.Namespace && !t.grantedFrom(KindGateway, g.Namespace, ns, group, kind, name):
+		return nil, true, fmt.Sprintf("%s %s is in another namespace and no ReferenceGrant there permits Gateways of namespace %s to refer to it",
+			kind, keyString(ns, name), g.Namespace)
+	case group != "" || kind != "Secret":
+		return nil, false, fmt.Sprintf("%s %s: only core Secrets (group \"\", kind Secret) are supported", groupKind(group, kind), keyString(ns, name))
+	}
+	sec, msg = t.certificateSecret(g, field, ns, name)
+	return sec, false, msg
 }
 
 func groupKind(group, kind string) string {
