@@ -102,9 +102,10 @@ type liveListener struct {
 // maxConns connections together (0: no limit). Access log lines for the stdout logger go to
 // accessOut.
 func New(log *slog.Logger, accessOut io.Writer, initial *xdsconf.Snapshot, maxConns int64) *Server {
-	s := &Server{log: log, accessOut: accessOut, ups: newUpstreams(), listeners: map[string]*liveListener{}, draining: map[*liveListener]bool{},
+	s := &Server{log: log, accessOut: accessOut, listeners: map[string]*liveListener{}, draining: map[*liveListener]bool{},
 		logFiles: map[string]*os.File{}, conns: &connLimit{max: maxConns}, stats: newStats()}
 	s.snap.Store(initial)
+	s.ups = newUpstreams(s.Snapshot)
 	s.grpcs = &grpcConns{conns: map[string]*grpcEntry{}, ups: s.ups, snap: s.Snapshot, stats: s.stats}
 	return s
 }

@@ -35,9 +35,13 @@ type upstreams struct {
 	mu       sync.Mutex
 	clusters map[string]*upCluster
 	resolver *net.Resolver
+	// snap is the active configuration: the SDS Secrets of client certificates, as they are
+	// at each handshake
+	snap func() *xdsconf.Snapshot
 }
 
 type upCluster struct {
+	ups        *upstreams
 	cfg        *xdsconf.Cluster
 	rr         atomic.Uint64
 	mu         sync.Mutex
@@ -126,8 +130,33 @@ type dnsAnswer struct {
 	at  time.Time
 }
 
-func newUpstreams() *upstreams {
-	return &upstreams{clusters: map[string]*upCluster{}, resolver: net.DefaultResolver}
+func newUpstreams(snap func() *xdsconf.Snapshot) *upstreams {
+	return &upstreams{clusters: map[string]*upCluster{}, resolver: net.DefaultResolver, snap: snap}
+}
+
+// clientTLS is the TLS configuration of one new connection to cluster c (c.TLS set). With an
+// SDS client certificate (c.ClientSecret) it presents the Secret as the active snapshot holds
+// it now, as Envoy's ClientSslSocketFactory rebuilds its context on each Secret update for the
+// connections that follow (open ones keep theirs); when the Secret is not there, the connection
+// fails before its handshake, as Envoy's NotReadySslSocket fails it
+// (client_ssl_socket_factory.upstream_context_secrets_not_ready): a connection failure, 503 UF.
+// Envoy warms a new cluster until its Secret arrives, up to the initial fetch timeout, keeping
+// the version it replaces meanwhile; the double uses the new version at once (README, Known
+// differences).
+func (u *upstreams) clientTLS(c *xdsconf.Cluster) (*tls.Config, error) {
+	cfg := c.TLS.Clone()
+	if c.ClientSecret == "" {
+		return cfg, nil
+	}
+	sec := u.snap().Secrets[c.ClientSecret]
+	if sec == nil {
+		return nil, fmt.Errorf("TLS error: Secret %q is not supplied by SDS", c.ClientSecret)
+	}
+	cert := sec.Cert
+	// Envoy (BoringSSL) presents its certificate whenever the upstream asks for one, whatever
+	// CAs the request names; Go's default would send none when they do not match.
+	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }
+	return cfg, nil
 }
 
 // get returns the state of a cluster; a new cluster version starts with fresh transports (the old
@@ -142,7 +171,7 @@ func (u *upstreams) get(c *xdsconf.Cluster) *upCluster {
 	if ok {
 		uc.closeIdle()
 	}
-	uc = &upCluster{cfg: c, dns: map[string]dnsAnswer{}, transports: map[string]*http.Transport{}}
+	uc = &upCluster{ups: u, cfg: c, dns: map[string]dnsAnswer{}, transports: map[string]*http.Transport{}}
 	u.clusters[c.Name] = uc
 	return uc
 }
@@ -342,9 +371,12 @@ func (uc *upCluster) transport(e endpoint) *http.Transport {
 		IdleConnTimeout:     c.IdleTimeout, // 0 (Envoy: never) is none for Go too
 	}
 	if c.TLS != nil {
-		cfg := c.TLS.Clone()
-		t.TLSClientConfig = cfg
+		t.TLSClientConfig = c.TLS.Clone()
 		t.DialTLSContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			cfg, err := uc.ups.clientTLS(c)
+			if err != nil {
+				return nil, &connectError{err}
+			}
 			conn, err := dial(ctx)
 			if err != nil {
 				return nil, err

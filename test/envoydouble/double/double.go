@@ -124,9 +124,12 @@ func Start(ctx context.Context, o Options) (*Double, error) {
 			types = append(types, xdsconf.ClusterType, xdsconf.EndpointType)
 		}
 		if boot.LDS {
+			types = append(types, xdsconf.ListenerType, xdsconf.RouteType)
+		}
+		if boot.CDS || boot.LDS {
 			// Secrets: Envoy asks SDS (over ADS, sds_config ads) for the Secrets its listeners'
-			// TLS contexts name; the double takes every Secret of its group (below).
-			types = append(types, xdsconf.ListenerType, xdsconf.RouteType, xdsconf.SecretType)
+			// and clusters' TLS contexts name; the double takes every Secret of its group (below).
+			types = append(types, xdsconf.SecretType)
 		}
 		// ADS (Delta, or SotW with api_type GRPC) with wildcard subscriptions. Unlike Envoy,
 		// which subscribes to route configurations and load assignments by the names its

@@ -107,6 +107,10 @@ func CompileBootstrap(b *bootstrapv3.Bootstrap) (*Bootstrap, error) {
 		if cc.Type == EDS {
 			return nil, fmt.Errorf("static_resources: cluster %q: EDS static clusters are not implemented by envoydouble", c.GetName())
 		}
+		if cc.ClientSecret != "" {
+			// the ADS and ext_proc clusters' client certificates are files (the bootstrap's)
+			return nil, fmt.Errorf("static_resources: cluster %q: client certificates over SDS in static clusters are not implemented by envoydouble", c.GetName())
+		}
 		out.Clusters[cc.Name] = cc
 	}
 	for _, l := range sr.GetListeners() {

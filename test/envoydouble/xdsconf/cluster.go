@@ -70,6 +70,10 @@ type Cluster struct {
 	IdleTimeout time.Duration
 	// TLS is the upstream TLS client configuration from transport_socket, nil for plaintext.
 	TLS *tls.Config
+	// ClientSecret names the SDS Secret of the client certificate
+	// (tls_certificate_sds_secret_configs), "" for none or an inline one (in TLS): the
+	// certificate is the Secret as the active snapshot holds it at each handshake.
+	ClientSecret string
 	// DNSFamily is dns_lookup_family: which resolved addresses a STRICT_DNS cluster uses.
 	DNSFamily clusterv3.Cluster_DnsLookupFamily
 	// Metadata is metadata.filter_metadata (by filter namespace), what the access log's
@@ -249,11 +253,11 @@ func CompileCluster(c *clusterv3.Cluster) (*Cluster, error) {
 		}
 	}
 	if ts := c.GetTransportSocket(); ts != nil {
-		cfg, err := compileUpstreamTLS(ts, path+".transport_socket")
+		cfg, secret, err := compileUpstreamTLS(ts, path+".transport_socket")
 		if err != nil {
 			return nil, err
 		}
-		out.TLS = cfg
+		out.TLS, out.ClientSecret = cfg, secret
 	}
 	return out, nil
 }
@@ -366,83 +370,96 @@ func compileAddress(a *corev3.Address, path string) (Endpoint, error) {
 }
 
 // compileUpstreamTLS builds a tls.Config reproducing Envoy's UpstreamTlsContext: SNI from sni,
-// ALPN from alpn_protocols, the client certificate of tls_certificates, and certificate
-// verification only when a validation_context gives trusted_ca. Envoy does not verify the
-// upstream certificate without one, and with one it checks the chain and, only when
-// match_typed_subject_alt_names is set, the names: not the SNI.
-func compileUpstreamTLS(ts *corev3.TransportSocket, path string) (*tls.Config, error) {
+// ALPN from alpn_protocols, the client certificate of tls_certificates or of the SDS Secret
+// tls_certificate_sds_secret_configs names (returned: the caller presents the Secret as it is at
+// each handshake, ClientTLS), and certificate verification only when a validation_context gives
+// trusted_ca. Envoy does not verify the upstream certificate without one, and with one it
+// checks the chain and, only when match_typed_subject_alt_names is set, the names: not the SNI.
+func compileUpstreamTLS(ts *corev3.TransportSocket, path string) (cfg *tls.Config, secret string, err error) {
 	if ts.GetName() != tlsTransportSocket {
-		return nil, fmt.Errorf("%s.name: %q not implemented by envoydouble (want %s)", path, ts.GetName(), tlsTransportSocket)
+		return nil, "", fmt.Errorf("%s.name: %q not implemented by envoydouble (want %s)", path, ts.GetName(), tlsTransportSocket)
 	}
 	var utc tlsv3.UpstreamTlsContext
 	if err := unpack(ts.GetTypedConfig(), &utc, path+".typed_config"); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	p := path + ".typed_config"
 	if err := checkFields(&utc, p, "common_tls_context", "sni"); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	ctc := utc.GetCommonTlsContext()
-	if err := checkFields(ctc, p+".common_tls_context", "alpn_protocols", "validation_context", "tls_params", "tls_certificates"); err != nil {
-		return nil, err
+	if err := checkFields(ctc, p+".common_tls_context", "alpn_protocols", "validation_context", "tls_params", "tls_certificates",
+		"tls_certificate_sds_secret_configs"); err != nil {
+		return nil, "", err
 	}
 	if tp := ctc.GetTlsParams(); tp != nil {
 		if err := checkFields(tp, p+".common_tls_context.tls_params", "tls_minimum_protocol_version"); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
-	cfg := &tls.Config{ServerName: utc.GetSni(), NextProtos: ctc.GetAlpnProtocols(), MinVersion: tls.VersionTLS12}
+	cfg = &tls.Config{ServerName: utc.GetSni(), NextProtos: ctc.GetAlpnProtocols(), MinVersion: tls.VersionTLS12}
+	sds := ctc.GetTlsCertificateSdsSecretConfigs()
+	if n := len(sds) + len(ctc.GetTlsCertificates()); n > 1 && len(sds) > 0 {
+		// ClientContextConfigImpl counts both: "Multiple TLS certificates are not supported for
+		// client contexts" (compileClientCertificate says it of tls_certificates alone)
+		return nil, "", fmt.Errorf("%s.common_tls_context.tls_certificate_sds_secret_configs: %d certificates counting tls_certificates; Envoy accepts one in an upstream (client) context", p, n)
+	}
 	if certs := ctc.GetTlsCertificates(); len(certs) > 0 {
 		cert, err := compileClientCertificate(certs, p+".common_tls_context")
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		// Envoy (BoringSSL) presents its certificate whenever the upstream asks for one,
 		// whatever CAs the request names; Go's default would send none when they do not match.
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
 	}
+	if len(sds) == 1 {
+		if secret, err = sdsSecretName(sds[0], join(p+".common_tls_context", idx("tls_certificate_sds_secret_configs", 0))); err != nil {
+			return nil, "", err
+		}
+	}
 	vc := ctc.GetValidationContext()
 	if vc == nil {
 		// Envoy: no validation_context, no verification of the upstream certificate.
 		cfg.InsecureSkipVerify = true
-		return cfg, nil
+		return cfg, secret, nil
 	}
 	vp := p + ".common_tls_context.validation_context"
 	if err := checkFields(vc, vp, "trusted_ca", "match_typed_subject_alt_names", "system_root_certs"); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	var roots *x509.CertPool
 	switch {
 	case vc.GetSystemRootCerts() != nil:
 		var err error
 		if roots, err = x509.SystemCertPool(); err != nil {
-			return nil, fmt.Errorf("%s.system_root_certs: %w", vp, err)
+			return nil, "", fmt.Errorf("%s.system_root_certs: %w", vp, err)
 		}
 	case vc.GetTrustedCa() != nil:
 		pem, err := dataSource(vc.GetTrustedCa(), vp+".trusted_ca")
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		roots = x509.NewCertPool()
 		if !roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s.trusted_ca: no PEM certificate found", vp)
+			return nil, "", fmt.Errorf("%s.trusted_ca: no PEM certificate found", vp)
 		}
 	default:
-		return nil, fmt.Errorf("%s: trusted_ca or system_root_certs is required by envoydouble", vp)
+		return nil, "", fmt.Errorf("%s: trusted_ca or system_root_certs is required by envoydouble", vp)
 	}
 	var sans []sanMatcher
 	for i, m := range vc.GetMatchTypedSubjectAltNames() {
 		mp := join(vp, idx("match_typed_subject_alt_names", i))
 		if err := checkFields(m, mp, "san_type", "matcher"); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		if m.GetMatcher().GetExact() == "" {
-			return nil, fmt.Errorf("%s.matcher: only exact is implemented by envoydouble", mp)
+			return nil, "", fmt.Errorf("%s.matcher: only exact is implemented by envoydouble", mp)
 		}
 		switch m.GetSanType() {
 		case tlsv3.SubjectAltNameMatcher_DNS, tlsv3.SubjectAltNameMatcher_IP_ADDRESS:
 		default:
-			return nil, fmt.Errorf("%s.san_type: %s not implemented by envoydouble (DNS, IP_ADDRESS)", mp, m.GetSanType())
+			return nil, "", fmt.Errorf("%s.san_type: %s not implemented by envoydouble (DNS, IP_ADDRESS)", mp, m.GetSanType())
 		}
 		sans = append(sans, sanMatcher{ip: m.GetSanType() == tlsv3.SubjectAltNameMatcher_IP_ADDRESS, exact: m.GetMatcher().GetExact()})
 	}
@@ -450,7 +467,7 @@ func compileUpstreamTLS(ts *corev3.TransportSocket, path string) (*tls.Config, e
 	cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
 		return verifyChain(raw, roots, sans)
 	}
-	return cfg, nil
+	return cfg, secret, nil
 }
 
 // compileClientCertificate reads the client certificate of an upstream TLS context:

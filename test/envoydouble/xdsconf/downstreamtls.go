@@ -46,6 +46,21 @@ func CompileSecret(s *tlsv3.Secret) (*Secret, error) {
 	return &Secret{Name: s.GetName(), Cert: *cert}, nil
 }
 
+// sdsSecretName reads a tls_certificate_sds_secret_configs entry (at path): the name of a Secret
+// that comes over ADS, the only SDS source the double implements.
+func sdsSecretName(sds *tlsv3.SdsSecretConfig, path string) (string, error) {
+	if err := checkFields(sds, path, "name", "sds_config"); err != nil {
+		return "", err
+	}
+	if err := checkFields(sds.GetSdsConfig(), path+".sds_config", "ads", "resource_api_version"); err != nil {
+		return "", err
+	}
+	if sds.GetSdsConfig().GetAds() == nil {
+		return "", fmt.Errorf("%s.sds_config: only ads is implemented by envoydouble", path)
+	}
+	return sds.GetName(), nil
+}
+
 // ListenerTLS is a listener's TLS termination: its filter chains, each chosen by SNI.
 type ListenerTLS struct {
 	Chains []*TLSChain
@@ -159,17 +174,11 @@ func compileListenerTLS(l *listenerv3.Listener, path string) (*ListenerTLS, erro
 			return nil, err
 		}
 		for j, sds := range common.GetTlsCertificateSdsSecretConfigs() {
-			sp := join(cp+".common_tls_context", idx("tls_certificate_sds_secret_configs", j))
-			if err := checkFields(sds, sp, "name", "sds_config"); err != nil {
+			name, err := sdsSecretName(sds, join(cp+".common_tls_context", idx("tls_certificate_sds_secret_configs", j)))
+			if err != nil {
 				return nil, err
 			}
-			if err := checkFields(sds.GetSdsConfig(), sp+".sds_config", "ads", "resource_api_version"); err != nil {
-				return nil, err
-			}
-			if sds.GetSdsConfig().GetAds() == nil {
-				return nil, fmt.Errorf("%s.sds_config: only ads is implemented by envoydouble", sp)
-			}
-			c.Secrets = append(c.Secrets, sds.GetName())
+			c.Secrets = append(c.Secrets, name)
 		}
 		if len(c.Secrets) == 0 {
 			return nil, fmt.Errorf("%s.common_tls_context: a server context needs a certificate (tls_certificate_sds_secret_configs; inline tls_certificates are not implemented by envoydouble)", cp)

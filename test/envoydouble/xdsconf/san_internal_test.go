@@ -89,7 +89,7 @@ func TestUpstreamTLSVerification(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg, err := compileUpstreamTLS(&corev3.TransportSocket{Name: tlsTransportSocket, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}, "c")
+		cfg, _, err := compileUpstreamTLS(&corev3.TransportSocket{Name: tlsTransportSocket, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}, "c")
 		if err != nil {
 			t.Fatal(err)
 		}
