@@ -348,6 +348,7 @@ func (t *translation) buildGateway(gi *gatewayInfo) *GatewayConfig {
 		},
 		func() { cfg.Endpoints = byName(gb.clas) },
 		func() { cfg.Policies = byName(gb.policies); cfg.Secrets = gatewaySecrets(gi) })
+	t.xds.withBackendCert(gi.backendCert, cfg)
 	cfg.Routes = append(cfg.Routes, muxRoutes)
 	slices.SortFunc(cfg.Routes, func(a, b *routev3.RouteConfiguration) int { return strings.Compare(a.Name, b.Name) })
 	return cfg

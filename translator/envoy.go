@@ -103,6 +103,10 @@ type xdsCommon struct {
 	// upstreamH2C is the same with HTTP/2 over cleartext (prior knowledge): the clusters of
 	// Service ports with appProtocol kubernetes.io/h2c
 	upstreamH2C map[string]*anypb.Any
+	// certClusters and certSockets are the clusters and sockets with a Gateway's backend client
+	// certificate (backendcert.go), under tlsMu
+	certClusters map[certClusterKey]*clusterv3.Cluster
+	certSockets  map[certSocketKey]*corev3.TransportSocket
 }
 
 // upstreamOptions is a backend cluster's typed_extension_protocol_options: HTTP/1.1, or HTTP/2
@@ -121,7 +125,8 @@ func upstreamOptions(h2 bool) map[string]*anypb.Any {
 }
 
 func newXDSCommon(opts Options) *xdsCommon {
-	x := &xdsCommon{opts: opts, tlsByKey: map[string]*corev3.TransportSocket{}}
+	x := &xdsCommon{opts: opts, tlsByKey: map[string]*corev3.TransportSocket{},
+		certClusters: map[certClusterKey]*clusterv3.Cluster{}, certSockets: map[certSocketKey]*corev3.TransportSocket{}}
 	// The stateful session filter comes before ext_proc: it restores a request's Mcp-Session-Id before
 	// ext_proc reads it and, encoders running in reverse, wraps the answer's after ext_proc read
 	// it, so that ext_proc (audit, access log) only ever sees the server's own session id. Its

@@ -26,6 +26,7 @@ type gatewayInfo struct {
 	// InvalidParameters), "" when it is; refusalField names the field and refusalMsg says why.
 	// A refused Gateway serves nothing: each of its listeners is refused with it.
 	refusal, refusalField, refusalMsg string
+	backendCert                       *backendCert // spec.tls.backend.clientCertificateRef, nil: none (backendcert.go)
 }
 
 // listenerInfo is one listener of a served Gateway.
@@ -105,6 +106,7 @@ func (t *translation) selectGateways() {
 		t.gateways[key(g.Namespace, g.Name)] = gi
 		t.served = append(t.served, gi)
 		t.validateListeners(gi, portOwner)
+		t.resolveBackendCert(gi)
 	}
 }
 
@@ -433,6 +435,9 @@ func (t *translation) gatewayStatus(gi *gatewayInfo) *gwv1.GatewayStatus {
 			condition(string(gwv1.GatewayConditionAccepted), false, string(gwv1.GatewayReasonListenersNotValid), msg, gen),
 			condition(string(gwv1.GatewayConditionProgrammed), false, string(gwv1.GatewayReasonInvalid), msg, gen))
 		t.st.refuse(KindGateway, gi.gw.Namespace, gi.gw.Name, "spec.listeners", msg)
+	}
+	if c, ok := backendRefsCondition(gi); ok {
+		st.Conditions = append(st.Conditions, c)
 	}
 	if a := t.opts.BindAddress; a != "0.0.0.0" && a != "::" {
 		typ := gwv1.IPAddressType

@@ -28,7 +28,7 @@ type validator interface{ ValidateAll() error }
 // configurations: unique virtual host names and domains, known clusters, header changes as
 // Envoy's HeaderParser takes them; STATIC clusters: IP addresses; listeners: their
 // RouteConfiguration exists; TLS listeners: distinct filter chain matches, the SDS Secrets
-// their chains name exist).
+// their chains name exist; upstream TLS: one client certificate at most, its SDS Secret exists).
 func (g *GatewayConfig) Validate() error {
 	var errs []error
 	check := func(what string, m proto.Message) {
@@ -42,6 +42,11 @@ func (g *GatewayConfig) Validate() error {
 	for _, rc := range g.Routes {
 		routes[rc.Name] = true
 	}
+	secrets := map[string]bool{}
+	for _, sec := range g.Secrets {
+		check("secret "+sec.Name, sec)
+		secrets[sec.Name] = true
+	}
 	clusters := map[string]*clusterv3.Cluster{}
 	for _, c := range g.Clusters {
 		check("cluster "+c.Name, c)
@@ -49,12 +54,8 @@ func (g *GatewayConfig) Validate() error {
 		errs = append(errs, checkCluster(c)...)
 		if ts := c.GetTransportSocket(); ts != nil {
 			errs = append(errs, checkAny("cluster "+c.Name+" transport socket", ts.GetTypedConfig(), check)...)
+			errs = append(errs, checkClusterSecrets(c, secrets)...)
 		}
-	}
-	secrets := map[string]bool{}
-	for _, sec := range g.Secrets {
-		check("secret "+sec.Name, sec)
-		secrets[sec.Name] = true
 	}
 	for _, l := range g.Listeners {
 		check("listener "+l.Name, l)
