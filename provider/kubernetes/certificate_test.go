@@ -31,16 +31,7 @@ func TestGatewayCertificateSecret(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		dir := t.TempDir()
-		crt, key := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-		if err := os.WriteFile(crt, certPEM, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(key, keyPEM, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		manifest := mustKubectl(t, nil, "-n", ns, "create", "secret", "tls", "mcp-cert", "--cert", crt, "--key", key, "--dry-run=client", "-o", "yaml")
-		mustKubectl(t, []byte(manifest), "apply", "-f", "-")
+		applyTLSSecret(t, ns, "mcp-cert", certPEM, keyPEM)
 		return certPEM
 	}
 	first := secret("mcp.example")
@@ -78,4 +69,20 @@ spec:
 	eventually(t, "the certificate served", served(first))
 	renewed := secret("mcp.example")
 	eventually(t, "the renewed certificate served", served(renewed))
+}
+
+// applyTLSSecret creates or replaces the kubernetes.io/tls Secret ns/name with certPEM and keyPEM,
+// as `kubectl create secret tls` writes it.
+func applyTLSSecret(t *testing.T, ns, name string, certPEM, keyPEM []byte) {
+	t.Helper()
+	dir := t.TempDir()
+	crt, key := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := os.WriteFile(crt, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(key, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	manifest := mustKubectl(t, nil, "-n", ns, "create", "secret", "tls", name, "--cert", crt, "--key", key, "--dry-run=client", "-o", "yaml")
+	mustKubectl(t, []byte(manifest), "apply", "-f", "-")
 }

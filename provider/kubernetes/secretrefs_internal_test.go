@@ -11,9 +11,9 @@ import (
 	"github.com/mcpgate/mcpgate/translator"
 )
 
-// TestSecretRefsGranted: the certificate Secrets read for a served Gateway are those of its own
-// namespace and those another namespace's ReferenceGrant lets its Gateways name; a Gateway of a
-// class not served names none.
+// TestSecretRefsGranted: the certificate Secrets read for a served Gateway (its listeners' and
+// its backend client certificate) are those of its own namespace and those another namespace's
+// ReferenceGrant lets its Gateways name; a Gateway of a class not served names none.
 func TestSecretRefsGranted(t *testing.T) {
 	ns := func(s string) *gwv1.Namespace { n := gwv1.Namespace(s); return &n }
 	gateway := func(name, class string) *gwv1.Gateway {
@@ -24,12 +24,22 @@ func TestSecretRefsGranted(t *testing.T) {
 			}}},
 		}}
 	}
+	withClientCert := func(g *gwv1.Gateway, ref gwv1.SecretObjectReference) *gwv1.Gateway {
+		g.Name += "-" + string(ref.Name)
+		g.Spec.Listeners = g.Spec.Listeners[:0]
+		g.Spec.TLS = &gwv1.GatewayTLSConfig{Backend: &gwv1.GatewayBackendTLS{ClientCertificateRef: &ref}}
+		return g
+	}
 	res := &translator.Resources{
 		GatewayClasses: []*gwv1.GatewayClass{
 			{ObjectMeta: metav1.ObjectMeta{Name: "ours"}, Spec: gwv1.GatewayClassSpec{ControllerName: translator.DefaultControllerName}},
 			{ObjectMeta: metav1.ObjectMeta{Name: "theirs"}, Spec: gwv1.GatewayClassSpec{ControllerName: "example.com/other"}},
 		},
-		Gateways: []*gwv1.Gateway{gateway("served", "ours"), gateway("not-served", "theirs")},
+		Gateways: []*gwv1.Gateway{gateway("served", "ours"), gateway("not-served", "theirs"),
+			withClientCert(gateway("served", "ours"), gwv1.SecretObjectReference{Name: "client"}),
+			withClientCert(gateway("served", "ours"), gwv1.SecretObjectReference{Name: "shared-client", Namespace: ns("certs")}),
+			withClientCert(gateway("served", "ours"), gwv1.SecretObjectReference{Name: "other-client", Namespace: ns("secrets")}),
+			withClientCert(gateway("not-served", "theirs"), gwv1.SecretObjectReference{Name: "theirs-client"})},
 		ReferenceGrants: []*gwv1.ReferenceGrant{{ObjectMeta: metav1.ObjectMeta{Namespace: "certs", Name: "gateways"}, Spec: gwv1.ReferenceGrantSpec{
 			From: []gwv1.ReferenceGrantFrom{{Group: gwv1.GroupName, Kind: "Gateway", Namespace: "apps"}},
 			To:   []gwv1.ReferenceGrantTo{{Group: "", Kind: "Secret"}},
@@ -42,6 +52,8 @@ func TestSecretRefsGranted(t *testing.T) {
 	want := []string{
 		"apps/own Gateway apps/served spec.listeners[0].tls.certificateRefs[0]",
 		"certs/shared Gateway apps/served spec.listeners[0].tls.certificateRefs[1]",
+		"apps/client Gateway apps/served-client spec.tls.backend.clientCertificateRef",
+		"certs/shared-client Gateway apps/served-shared-client spec.tls.backend.clientCertificateRef",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("secret refs:\n%q\nwant\n%q", got, want)

@@ -78,8 +78,9 @@ type secretRef struct {
 }
 
 // secretRefs lists the Secrets the translation of res may read, in the order of res: those the
-// backends' and policies' auth names (in their own namespace), and the certificates of the HTTPS
-// listeners of the Gateways served (opts: their classes), one in another namespace only where a
+// backends' and policies' auth names (in their own namespace), and the certificates of the
+// Gateways served (opts: their classes), their HTTPS listeners' and their backend client
+// certificate (spec.tls.backend.clientCertificateRef), one in another namespace only where a
 // ReferenceGrant of res permits it (the translator refuses the others without reading them: a
 // Gateway cannot make the controller read any Secret of the cluster).
 func secretRefs(res *translator.Resources, opts translator.Options) []secretRef {
@@ -114,22 +115,30 @@ func secretRefs(res *translator.Resources, opts translator.Options) []secretRef 
 				continue
 			}
 			for j, ref := range l.TLS.CertificateRefs {
-				if (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Secret") {
-					continue // not a Secret: the translator refuses it
-				}
-				ns := g.Namespace
-				if ref.Namespace != nil && *ref.Namespace != "" {
-					ns = string(*ref.Namespace)
-				}
-				if ns != g.Namespace && !translator.Granted(res.ReferenceGrants, translator.KindGateway, g.Namespace, ns, "", "Secret", string(ref.Name)) {
-					continue
-				}
-				refs = append(refs, secretRef{types.NamespacedName{Namespace: ns, Name: string(ref.Name)},
-					"Gateway " + g.Namespace + "/" + g.Name, fmt.Sprintf("spec.listeners[%d].tls.certificateRefs[%d]", i, j)})
+				refs = appendGatewaySecret(refs, res, g, ref, fmt.Sprintf("spec.listeners[%d].tls.certificateRefs[%d]", i, j))
 			}
+		}
+		if tls := g.Spec.TLS; tls != nil && tls.Backend != nil && tls.Backend.ClientCertificateRef != nil {
+			refs = appendGatewaySecret(refs, res, g, *tls.Backend.ClientCertificateRef, "spec.tls.backend.clientCertificateRef")
 		}
 	}
 	return refs
+}
+
+// appendGatewaySecret appends the Secret that Gateway g's ref (at field) names, when it is a
+// Secret that g may name: of its namespace, or of one whose ReferenceGrant in res permits it.
+func appendGatewaySecret(refs []secretRef, res *translator.Resources, g *gwv1.Gateway, ref gwv1.SecretObjectReference, field string) []secretRef {
+	if (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Secret") {
+		return refs // not a Secret: the translator refuses it
+	}
+	ns := g.Namespace
+	if ref.Namespace != nil && *ref.Namespace != "" {
+		ns = string(*ref.Namespace)
+	}
+	if ns != g.Namespace && !translator.Granted(res.ReferenceGrants, translator.KindGateway, g.Namespace, ns, "", "Secret", string(ref.Name)) {
+		return refs
+	}
+	return append(refs, secretRef{types.NamespacedName{Namespace: ns, Name: string(ref.Name)}, "Gateway " + g.Namespace + "/" + g.Name, field})
 }
 
 // referencedSecrets reads the Secrets refs name, by name: the controller may get a
