@@ -38,11 +38,8 @@ func TestHTTPSListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	indent := func(pem []byte) string {
-		return "    " + strings.ReplaceAll(strings.TrimRight(string(pem), "\n"), "\n", "\n    ")
-	}
 	serveTestdata(t, fileHTTPS, map[string]string{"GATEWAY_PORT": strconv.Itoa(free[0]),
-		"EVERYTHING_PORT": strconv.Itoa(env.ports.everythingHTTPUp), "CERT": indent(crt), "KEY": indent(key)})
+		"EVERYTHING_PORT": strconv.Itoa(env.ports.everythingHTTPUp), "CERT": indentPEM(crt), "KEY": indentPEM(key)})
 
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"}}}
 	t.Cleanup(client.CloseIdleConnections)
@@ -102,4 +99,9 @@ func TestHTTPSListener(t *testing.T) {
 	if !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("GET %s without the test CA: %v, want a certificate error", url, err)
 	}
+}
+
+// indentPEM indents PEM text by four spaces, for a YAML block scalar of the testdata's Secrets.
+func indentPEM(pem []byte) string {
+	return "    " + strings.ReplaceAll(strings.TrimRight(string(pem), "\n"), "\n", "\n    ")
 }

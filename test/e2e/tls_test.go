@@ -32,10 +32,17 @@ type httpsServer struct {
 	seen []seenRequest
 }
 
-// seenRequest is what an httpsServer recorded of a request.
-type seenRequest struct{ path, sni, host string }
+// seenRequest is what an httpsServer recorded of a request: client is the common name of the
+// client certificate, "" for none.
+type seenRequest struct{ path, sni, host, client string }
 
 func startHTTPSServer(t *testing.T) *httpsServer {
+	t.Helper()
+	return startHTTPSServerWith(t, nil)
+}
+
+// startHTTPSServerWith starts an httpsServer whose TLS configuration tune changes (nil: none).
+func startHTTPSServerWith(t *testing.T, tune func(*tls.Config)) *httpsServer {
 	t.Helper()
 	certPEM, keyPEM, err := env.upstreamCA.IssueServer([]string{"localhost"}, time.Now())
 	if err != nil {
@@ -53,12 +60,19 @@ func startHTTPSServer(t *testing.T) *httpsServer {
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, nil)
 	s := &httpsServer{}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen := seenRequest{path: r.URL.Path, sni: r.TLS.ServerName, host: r.Host}
+		if len(r.TLS.PeerCertificates) > 0 {
+			seen.client = r.TLS.PeerCertificates[0].Subject.CommonName
+		}
 		s.mu.Lock()
-		s.seen = append(s.seen, seenRequest{path: r.URL.Path, sni: r.TLS.ServerName, host: r.Host})
+		s.seen = append(s.seen, seen)
 		s.mu.Unlock()
 		h.ServeHTTP(w, r)
 	}))
 	s.srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	if tune != nil {
+		tune(s.srv.TLS)
+	}
 	s.srv.Config.ErrorLog = log.New(&s.errs, "", 0)
 	s.srv.StartTLS()
 	t.Cleanup(s.srv.Close)
@@ -119,27 +133,33 @@ func TestTLSToMCPTarget(t *testing.T) {
 		}
 	}
 
-	// The other listener's target wants a name the certificate lacks. Its requests have a path
-	// of their own (the route forwards any), so none of them can hide among the others.
-	const wrongPath = "/wrong-name/mcp"
-	wrong := "http://" + addr(free[1]) + wrongPath
-	failed := up.handshakeErrors()
-	eventually(t, "the wrong-name target's handshake is refused", func() error {
-		a, err := env.request(http.MethodPost, wrong, "", initializeBody)
+	// The other listener's target wants a name the certificate lacks.
+	up.expectRefused(t, addr(free[1]), "/wrong-name/mcp", "the wrong-name target")
+}
+
+// expectRefused checks that initialize through the gateway at address gateway answers 503 while
+// the server logs a failed TLS handshake, and that the server never serves path (a path of the
+// test's own, the route forwarding any, so that none of its requests can hide among others).
+func (s *httpsServer) expectRefused(t *testing.T, gateway, path, what string) {
+	t.Helper()
+	url := "http://" + gateway + path
+	failed := s.handshakeErrors()
+	eventually(t, what+"'s handshake is refused", func() error {
+		a, err := env.request(http.MethodPost, url, "", initializeBody)
 		if err != nil {
 			return err
 		}
 		if a.status != http.StatusServiceUnavailable {
-			return fmt.Errorf("initialize through the wrong-name target: %d %q, want 503", a.status, a.body)
+			return fmt.Errorf("initialize through %s: %d %q, want 503", what, a.status, a.body)
 		}
-		if up.handshakeErrors() == failed {
-			return fmt.Errorf("the server logged no failed TLS handshake (its log: %q)", up.errs.String())
+		if s.handshakeErrors() == failed {
+			return fmt.Errorf("the server logged no failed TLS handshake (its log: %q)", s.errs.String())
 		}
 		return nil
 	})
-	for _, r := range up.requests() {
-		if r.path == wrongPath {
-			t.Errorf("the server served a request through the wrong-name target: %+v", r)
+	for _, r := range s.requests() {
+		if r.path == path {
+			t.Errorf("the server served a request through %s: %+v", what, r)
 		}
 	}
 }
