@@ -34,15 +34,16 @@ func affectedType(controllerName, kind string) string {
 var ownedConditionTypes = []string{
 	string(gwv1.GatewayConditionAccepted), string(gwv1.GatewayConditionProgrammed),
 	string(gwv1.ListenerConditionResolvedRefs), string(gwv1.ListenerConditionConflicted),
-	string(gwv1.RouteConditionPartiallyInvalid),
+	string(gwv1.RouteConditionPartiallyInvalid), string(gwv1.GatewayConditionInsecureFrontendValidationMode),
 }
 
 // OwnsCondition reports whether conditions of type typ are written by the controller
 // controllerName (empty: DefaultControllerName): the types the translator writes on any object
-// (Accepted, Programmed, ResolvedRefs, Conflicted, PartiallyInvalid and the DOMAIN/KINDAffected
-// of its policy kinds). Whoever writes status back replaces or removes only these: Gateway API
-// says "Implementations MUST NOT remove or reorder Conditions that they are not directly
-// responsible for" (other controllers', policy controllers' such as kuadrant.io/...Affected).
+// (Accepted, Programmed, ResolvedRefs, Conflicted, PartiallyInvalid,
+// InsecureFrontendValidationMode and the DOMAIN/KINDAffected of its policy kinds). Whoever writes
+// status back replaces or removes only these: Gateway API says "Implementations MUST NOT remove
+// or reorder Conditions that they are not directly responsible for" (other controllers', policy
+// controllers' such as kuadrant.io/...Affected).
 func OwnsCondition(controllerName, typ string) bool {
 	if controllerName == "" {
 		controllerName = DefaultControllerName

@@ -27,6 +27,8 @@ type gatewayInfo struct {
 	// A refused Gateway serves nothing: each of its listeners is refused with it.
 	refusal, refusalField, refusalMsg string
 	backendCert                       *backendCert // spec.tls.backend.clientCertificateRef, nil: none (backendcert.go)
+	// clientCAs are its client certificate validations, by field, resolved (frontendtls.go)
+	clientCAs map[string]*clientValidation
 }
 
 // listenerInfo is one listener of a served Gateway.
@@ -143,6 +145,7 @@ func (t *translation) validateListeners(gi *gatewayInfo, portOwner map[int32]str
 		names[l.Name] = true
 	}
 	markConflicts(gi.listeners)
+	t.checkFrontendPorts(gi)
 	for _, li := range gi.listeners {
 		if gi.refusal != "" {
 			li.refuse(gi.refusal, "the Gateway is not accepted: "+gi.refusalMsg)
@@ -439,6 +442,7 @@ func (t *translation) gatewayStatus(gi *gatewayInfo) *gwv1.GatewayStatus {
 	if c, ok := backendRefsCondition(gi); ok {
 		st.Conditions = append(st.Conditions, c)
 	}
+	st.Conditions = append(st.Conditions, insecureFrontendCondition(gi.gw)...)
 	if a := t.opts.BindAddress; a != "0.0.0.0" && a != "::" {
 		typ := gwv1.IPAddressType
 		st.Addresses = []gwv1.GatewayStatusAddress{{Type: &typ, Value: a}}

@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -36,9 +37,15 @@ const (
 // Kubernetes Secret ns/name.
 func SecretName(ns, name string) string { return secretPrefix + ns + "/" + name }
 
-// listenerTLS is what an accepted HTTPS listener serves: its certificates, as Envoy Secrets.
+// listenerTLS is what an accepted HTTPS listener serves: its certificates, as Envoy Secrets,
+// and the validation of its clients' certificates (frontendtls.go).
 type listenerTLS struct {
 	secrets []*tlsv3.Secret // in certificateRefs order, each once
+	// clientCA is the validation context that verifies client certificates, nil when none is
+	// asked for; requireClient: a client without a valid certificate is refused
+	// (AllowValidOnly)
+	clientCA      *tlsv3.Secret
+	requireClient bool
 }
 
 // resolveListenerTLS checks the tls of an HTTPS listener that is otherwise valid and resolves
@@ -91,10 +98,13 @@ func (t *translation) resolveListenerTLS(li *listenerInfo) {
 		if reason == "" {
 			reason = string(gwv1.ListenerReasonInvalidCertificateRef)
 		}
+		t.clientValidation(li.gw, l.Port) // its refs' problems are told all the same
 		refs(reason, strings.Join(problems, "; "))
 		return
 	}
-	li.tls = lt
+	if t.applyClientValidation(li, lt) {
+		li.tls = lt
+	}
 }
 
 // certificateRef resolves a Secret reference of Gateway g at field (a listener's
@@ -137,15 +147,8 @@ func listenerField(li *listenerInfo) string {
 func (t *translation) certificateSecret(g *gwv1.Gateway, field, ns, name string) (*tlsv3.Secret, string) {
 	id := "Secret " + keyString(ns, name)
 	s := t.secrets[key(ns, name)]
-	why := t.in.SecretErrors[key(ns, name)]
-	switch {
-	case s == nil && why != "":
-		return nil, id + " could not be read: " + why
-	case s == nil:
-		return nil, id + " not found"
-	case why != "":
-		t.st.warnings.add(KindGateway, g.Namespace, g.Name, field,
-			fmt.Sprintf("%s could not be read (%s): the copy read before is used", id, why))
+	if msg := t.unreadable(g, field, id, s != nil, t.in.SecretErrors[key(ns, name)]); msg != "" {
+		return nil, msg
 	}
 	if s.Type != corev1.SecretTypeTLS {
 		typ := string(s.Type)
@@ -177,6 +180,23 @@ func (t *translation) certificateSecret(g *gwv1.Gateway, field, ns, name string)
 			PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: key}},
 		}},
 	}, ""
+}
+
+// unreadable says why the object id ("Kind ns/name") that field of Gateway g names cannot be
+// used: not found, or its read failed (why, from Resources.SecretErrors or ConfigMapErrors) and
+// no copy read before is at hand; "" when found, with a warning on field when found is the copy
+// read before and why says the last read failed.
+func (t *translation) unreadable(g *gwv1.Gateway, field, id string, found bool, why string) string {
+	switch {
+	case !found && why != "":
+		return id + " could not be read: " + why
+	case !found:
+		return id + " not found"
+	case why != "":
+		t.st.warnings.add(KindGateway, g.Namespace, g.Name, field,
+			fmt.Sprintf("%s could not be read (%s): the copy read before is used", id, why))
+	}
+	return ""
 }
 
 // envoyKeyProblem says why Envoy would refuse to serve the certificate, "" when it would not:
@@ -242,6 +262,13 @@ func (x *xdsCommon) tlsListener(name string, port int32, chains []*listenerInfo)
 			ctx.CommonTlsContext.TlsCertificateSdsSecretConfigs = append(ctx.CommonTlsContext.TlsCertificateSdsSecretConfigs,
 				&tlsv3.SdsSecretConfig{Name: s.Name, SdsConfig: adsSource()})
 		}
+		if ca := li.tls.clientCA; ca != nil {
+			ctx.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{
+				ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: ca.Name, SdsConfig: adsSource()}}
+			if li.tls.requireClient {
+				ctx.RequireClientCertificate = wrapperspb.Bool(true)
+			}
+		}
 		fc := &listenerv3.FilterChain{
 			Name:            li.key,
 			Filters:         x.hcmFilters(name, chainRoutesName(name, li)),
@@ -259,14 +286,17 @@ func (x *xdsCommon) tlsListener(name string, port int32, chains []*listenerInfo)
 	return l
 }
 
-// gatewaySecrets returns the Envoy Secrets of a Gateway's accepted HTTPS listeners, by name,
-// each once.
+// gatewaySecrets returns the Envoy Secrets of a Gateway's accepted HTTPS listeners (their
+// certificates and client CAs), by name, each once.
 func gatewaySecrets(gi *gatewayInfo) []*tlsv3.Secret {
 	var list []named[*tlsv3.Secret]
 	for _, li := range gi.listeners {
 		if li.ok && li.tls != nil {
 			for _, s := range li.tls.secrets {
 				list = append(list, named[*tlsv3.Secret]{s.Name, s})
+			}
+			if ca := li.tls.clientCA; ca != nil {
+				list = append(list, named[*tlsv3.Secret]{ca.Name, ca})
 			}
 		}
 	}
@@ -288,7 +318,8 @@ func redactedSecret(s *tlsv3.Secret) *tlsv3.Secret {
 // checkTLSListener makes Envoy's checks of a listener's TLS parts beyond the proto rules: its
 // listener filters' and transport sockets' typed configs, no two filter chains with the same
 // match (Envoy refuses the listener: "multiple filter chains with the same matching rules"),
-// and every SDS Secret a chain names among secrets (else Envoy's listener never warms).
+// and every SDS Secret a chain names (certificates, client CA) among secrets (else Envoy's
+// listener never warms).
 func checkTLSListener(l *listenerv3.Listener, secrets map[string]bool, check func(string, proto.Message)) []error {
 	var errs []error
 	for _, lf := range l.ListenerFilters {
@@ -312,7 +343,11 @@ func checkTLSListener(l *listenerv3.Listener, secrets map[string]bool, check fun
 			errs = append(errs, fmt.Errorf("%s: %w", what, err))
 			continue
 		}
-		for _, sds := range ctx.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs() {
+		sdsConfigs := ctx.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs()
+		if v := ctx.GetCommonTlsContext().GetValidationContextSdsSecretConfig(); v != nil {
+			sdsConfigs = append(slices.Clip(sdsConfigs), v)
+		}
+		for _, sds := range sdsConfigs {
 			if !secrets[sds.Name] {
 				errs = append(errs, fmt.Errorf("%s: Secret %q is missing", what, sds.Name))
 			}

@@ -38,6 +38,7 @@ type translation struct {
 	servicesInNS map[string][]*corev1.Service
 	slices       map[nsName][]*discoveryv1.EndpointSlice // by Service
 	secrets      map[nsName]*corev1.Secret
+	configMaps   map[nsName]*corev1.ConfigMap
 	namespaces   map[string]*corev1.Namespace
 	grants       map[string][]*gwv1.ReferenceGrant // by namespace
 	svcTargets   map[string]*target                // Service backendRef targets by cluster name
@@ -66,6 +67,7 @@ func newTranslation(in *Resources, opts Options) *translation {
 		servicesInNS: map[string][]*corev1.Service{},
 		slices:       make(map[nsName][]*discoveryv1.EndpointSlice, len(in.Services)),
 		secrets:      make(map[nsName]*corev1.Secret, len(in.Secrets)),
+		configMaps:   make(map[nsName]*corev1.ConfigMap, len(in.ConfigMaps)),
 		namespaces:   make(map[string]*corev1.Namespace, len(in.Namespaces)),
 		grants:       map[string][]*gwv1.ReferenceGrant{},
 		svcTargets:   map[string]*target{},
@@ -143,6 +145,11 @@ func (t *translation) index() {
 	for _, s := range t.in.Secrets {
 		if s != nil && s.Name != "" {
 			t.secrets[key(s.Namespace, s.Name)] = s
+		}
+	}
+	for _, c := range t.in.ConfigMaps {
+		if c != nil && c.Name != "" {
+			t.configMaps[key(c.Namespace, c.Name)] = c
 		}
 	}
 	for _, n := range t.in.Namespaces {

@@ -160,6 +160,13 @@ type Resources struct {
 	// is also in Secrets (a copy read before) uses that copy, with a warning that says why; one
 	// whose Secret is not is refused with the reason, not as a Secret not found.
 	SecretErrors map[types.NamespacedName]string
+	// ConfigMaps hold the CA certificates (key ca.crt) that Gateways' client certificate
+	// validation (spec.tls.frontend caCertificateRefs) names.
+	ConfigMaps []*corev1.ConfigMap
+	// ConfigMapErrors say why ConfigMaps that Gateways name could not be read, as SecretErrors
+	// do for Secrets: a copy in ConfigMaps is used with a warning; without one the reference is
+	// refused with the reason.
+	ConfigMapErrors map[types.NamespacedName]string
 	// Namespaces give the labels that namespace selectors (allowedRoutes, MCP target
 	// selectors) match; a namespace absent here still has its kubernetes.io/metadata.name label.
 	Namespaces []*corev1.Namespace
@@ -291,7 +298,9 @@ type GatewayConfig struct {
 	// contract.PolicyTypeURL).
 	Policies []*policyv1.Policy
 	// Secrets holds the certificates and keys of the HTTPS listeners (SDS, named
-	// SecretName(ns, name)). They hold private keys: print them only through Redacted.
+	// SecretName(ns, name)) and the CA certificates that verify their clients' certificates
+	// (validation contexts, named ClientCASecretName(ns, gateway, port)). They hold private
+	// keys: print them only through Redacted.
 	Secrets []*tlsv3.Secret
 }
 

@@ -152,6 +152,53 @@ func TestSecretErrors(t *testing.T) {
 	}
 }
 
+// TestConfigMapErrors: a client CA ConfigMap that could not be read (Resources.ConfigMapErrors)
+// is used as read before, with a warning, when a copy is given; without one its ref is refused
+// with the reason (not as not found), and the listener whose only CA it was is not served.
+func TestConfigMapErrors(t *testing.T) {
+	gw := types.NamespacedName{Namespace: "default", Name: "gw"}
+	ca := types.NamespacedName{Namespace: "default", Name: "client-ca"}
+	const why = "configmaps \"client-ca\" is forbidden"
+	const field = "spec.tls.frontend.perPort[0].tls.validation.caCertificateRefs[0]"
+	res := loadInputs(t, "testdata/https-client-cert.in.yaml")
+	res.ConfigMapErrors = map[types.NamespacedName]string{ca: why}
+	out := translator.Translate(res, translator.Options{})
+	if names := secretNames(out.Gateways[gw.String()]); !slices.Contains(names, "client-ca/default/gw/9443") {
+		t.Errorf("with a copy of the ConfigMap: Secrets %q, want client-ca/default/gw/9443", names)
+	}
+	found := false
+	for _, w := range out.Status.Warnings() {
+		found = found || w.Field == field && strings.Contains(w.Message, "ConfigMap default/client-ca could not be read ("+why+"): the copy read before is used")
+	}
+	if !found {
+		t.Errorf("no warning on %s: %v", field, out.Status.Warnings())
+	}
+
+	res.ConfigMaps = slices.DeleteFunc(slices.Clone(res.ConfigMaps), func(c *corev1.ConfigMap) bool { return c.Name == ca.Name })
+	out = translator.Translate(res, translator.Options{})
+	if names := secretNames(out.Gateways[gw.String()]); slices.Contains(names, "client-ca/default/gw/9443") {
+		t.Errorf("without a copy of the ConfigMap: Secrets %q, want no client-ca/default/gw/9443", names)
+	}
+	var msgs []string
+	for _, p := range out.Status.Problems() {
+		if p.Field == field {
+			msgs = append(msgs, p.Message)
+		}
+	}
+	if want := "ConfigMap default/client-ca could not be read: " + why; !slices.Equal(msgs, []string{want}) {
+		t.Errorf("without a copy of the ConfigMap: problems of %s %q, want %q", field, msgs, want)
+	}
+}
+
+// secretNames lists the names of g's Secrets.
+func secretNames(g *translator.GatewayConfig) []string {
+	var out []string
+	for _, s := range g.Secrets {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
 // TestJWKSQueryRedacted: a remote JWKS URL's query (an IdP's access key) reaches ext_proc's
 // policy, but the printed output (translate, /debug/xds) shows it redacted.
 func TestJWKSQueryRedacted(t *testing.T) {

@@ -15,7 +15,9 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -530,6 +532,30 @@ func TestInconsistencies(t *testing.T) {
 	equal(t, "with static clusters", s.Inconsistencies(contract.XDSCluster, contract.ExtProcCluster), slices.Delete(slices.Clone(want), 0, 1))
 	// the bootstrap's static listener references its route configuration
 	equal(t, "with a static route configuration", s.Inconsistencies(contract.XDSCluster, contract.ExtProcCluster, "ns/gw/8080"), want[1:3])
+}
+
+// TestInconsistenciesTLS: the Secrets a TLS filter chain names, its certificates and its client
+// CA (validation context), must be in the snapshot: a listener waits for them.
+func TestInconsistenciesTLS(t *testing.T) {
+	g := xdstest.Gateway(gw, 9000, "/")
+	ads := &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}, ResourceApiVersion: corev3.ApiVersion_V3}
+	ctx, err := anypb.New(&tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: "secret/ns/cert", SdsConfig: ads}},
+		ValidationContextType: &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{
+			ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: "client-ca/ns/gw/8080", SdsConfig: ads}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := proto.CloneOf(g[lds][0].(*listenerv3.Listener))
+	l.FilterChains[0].TransportSocket = &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: ctx}}
+	g[lds] = []proto.Message{l}
+	g[resourcev3.SecretType] = []proto.Message{&tlsv3.Secret{Name: "secret/ns/cert"}}
+	s, err := xds.NewSnapshot("1", g, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "inconsistencies", s.Inconsistencies(contract.XDSCluster, contract.ExtProcCluster), []string{`Secret "client-ca/ns/gw/8080" is referenced but missing`})
 }
 
 // metric returns the value of the gauge or counter name of reg whose label (if any) is label.

@@ -233,8 +233,8 @@ func routeClusters(rc *routev3.RouteConfiguration, into map[string]bool) {
 	}
 }
 
-// listenerSecrets adds the SDS Secrets that the TLS filter chains of l name (a listener waits
-// for them before it serves).
+// listenerSecrets adds the SDS Secrets that the TLS filter chains of l name, certificates and
+// client CAs (a listener waits for them before it serves).
 func listenerSecrets(l *listenerv3.Listener, into map[string]bool) {
 	for _, fc := range l.GetFilterChains() {
 		ts := fc.GetTransportSocket().GetTypedConfig()
@@ -247,6 +247,9 @@ func listenerSecrets(l *listenerv3.Listener, into map[string]bool) {
 		}
 		for _, sds := range ctx.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs() {
 			into[sds.GetName()] = true
+		}
+		if v := ctx.GetCommonTlsContext().GetValidationContextSdsSecretConfig(); v != nil {
+			into[v.GetName()] = true // the client CA
 		}
 	}
 }

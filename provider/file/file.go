@@ -191,6 +191,9 @@ func readKinds() map[string]kindInfo {
 			p.StringData = nil
 			res.Secrets = append(res.Secrets, p)
 		})},
+		"v1/ConfigMap": {true, decodeInto(func(res *translator.Resources, p *corev1.ConfigMap) {
+			res.ConfigMaps = append(res.ConfigMaps, p)
+		})},
 		"v1/Namespace": {false, decodeInto(func(res *translator.Resources, p *corev1.Namespace) { res.Namespaces = append(res.Namespaces, p) })},
 		"discovery.k8s.io/v1/EndpointSlice": {true, decodeInto(func(res *translator.Resources, p *discoveryv1.EndpointSlice) {
 			res.EndpointSlices = append(res.EndpointSlices, p)
@@ -927,6 +930,7 @@ func appendResources(dst, src *translator.Resources) {
 	dst.Services = append(dst.Services, src.Services...)
 	dst.EndpointSlices = append(dst.EndpointSlices, src.EndpointSlices...)
 	dst.Secrets = append(dst.Secrets, src.Secrets...)
+	dst.ConfigMaps = append(dst.ConfigMaps, src.ConfigMaps...)
 	dst.Namespaces = append(dst.Namespaces, src.Namespaces...)
 	dst.ReferenceGrants = append(dst.ReferenceGrants, src.ReferenceGrants...)
 	dst.UnreadablePolicies = append(dst.UnreadablePolicies, src.UnreadablePolicies...)
