@@ -81,7 +81,10 @@ func chainOf(r *http.Request) *xdsconf.TLSChain {
 // update does. With several certificates, Go picks the first the client supports for its SNI,
 // as Envoy picks among a context's certificates by the client's key types and SNI. ALPN: the
 // double's downstream speaks HTTP/1.1 only, so of the chain's alpn_protocols it offers
-// http/1.1 alone (Envoy would also offer h2 and serve HTTP/2 to clients asking for it).
+// http/1.1 alone (Envoy would also offer h2 and serve HTTP/2 to clients asking for it). A chain
+// with a validation context asks for and verifies client certificates (clientAuth), with the
+// Secret's CA certificates as the snapshot holds them now, so a CA rotation applies to new
+// connections as Envoy's SDS update does.
 func (s *Server) chainConfig(chain *xdsconf.TLSChain, hello *tls.ClientHelloInfo) (*tls.Config, error) {
 	if chain == nil {
 		return nil, fmt.Errorf("no filter chain matches the server name %q", hello.ServerName)
@@ -90,13 +93,44 @@ func (s *Server) chainConfig(chain *xdsconf.TLSChain, hello *tls.ClientHelloInfo
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12} // Envoy's default minimum for servers
 	for _, n := range chain.Secrets {
 		sec := snap.Secrets[n]
-		if sec == nil {
-			return nil, fmt.Errorf("filter chain %q: Secret %q is missing", chain.Name, n)
+		if sec == nil || sec.ClientCA != nil {
+			return nil, fmt.Errorf("filter chain %q: Secret %q is missing or not a tls_certificate", chain.Name, n)
 		}
 		cfg.Certificates = append(cfg.Certificates, sec.Cert)
 	}
 	if slices.Contains(chain.ALPN, "http/1.1") {
 		cfg.NextProtos = []string{"http/1.1"}
 	}
+	if chain.ClientCA != "" {
+		sec := snap.Secrets[chain.ClientCA]
+		if sec == nil || sec.ClientCA == nil {
+			return nil, fmt.Errorf("filter chain %q: Secret %q is missing or not a validation_context", chain.Name, chain.ClientCA)
+		}
+		cfg.ClientCAs, cfg.ClientAuth = sec.ClientCA.Pool, clientAuth(sec.ClientCA.AcceptUntrusted, chain.RequireClientCert)
+	}
 	return cfg, nil
+}
+
+// clientAuth is the Go server mode that reproduces Envoy's client certificate handling by a
+// downstream TLS context with a validation context (DefaultCertValidator and ContextImpl, as read in its sources):
+// Envoy always asks for a certificate (SSL_VERIFY_PEER), naming trusted_ca's subjects in its
+// request (SSL_CTX_set_client_CA_list; Go names ClientCAs' too), and fails the handshake without
+// one only with require_client_certificate (SSL_VERIFY_FAIL_IF_NO_PEER_CERT; BoringSSL's alert
+// certificate_required, Go's the same in TLS 1.3). A certificate presented is verified against
+// trusted_ca as an SSL client's (X509_STORE_CTX_set_default "ssl_client": the chain to a trust
+// anchor, the validity dates, extended key usage clientAuth when the certificate has one; Go's
+// verification with ExtKeyUsageClientAuth checks these, and also that the intermediates' usages
+// allow clientAuth, which BoringSSL does not), and one that fails fails the handshake, required
+// or not, unless trust_chain_verification is ACCEPT_UNTRUSTED, which accepts it (Envoy verifies
+// it and records the failure; the double does not verify it at all).
+func clientAuth(acceptUntrusted, require bool) tls.ClientAuthType {
+	switch {
+	case acceptUntrusted && require:
+		return tls.RequireAnyClientCert
+	case acceptUntrusted:
+		return tls.RequestClientCert
+	case require:
+		return tls.RequireAndVerifyClientCert
+	}
+	return tls.VerifyClientCertIfGiven
 }

@@ -128,8 +128,8 @@ func TestHTTPSListener(t *testing.T) {
 }
 
 // TestHTTPSRefused: what the double does not reproduce, or what Envoy refuses, is NACKed
-// naming the field: a chain asking for client certificates, a Secret whose key is not its
-// certificate's, two chains with the same match.
+// naming the field: a chain requiring client certificates without a validation context, a
+// Secret whose key is not its certificate's, two chains with the same match.
 func TestHTTPSRefused(t *testing.T) {
 	e := newEnv(t, answer(nil))
 	a := echo(t, "a")

@@ -1,7 +1,10 @@
 package xdsconf
 
 import (
+	"bytes"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"slices"
 	"strings"
@@ -18,26 +21,47 @@ const SecretType = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v
 
 const tlsInspectorName = "envoy.filters.listener.tls_inspector"
 
-// Secret is an SDS Secret holding a TLS certificate and its key.
+// Secret is an SDS Secret: a TLS certificate and its key (tls_certificate), or the CA
+// certificates that verify client certificates (validation_context: ClientCA set, Cert empty).
 type Secret struct {
-	Name string
-	Cert tls.Certificate
+	Name     string
+	Cert     tls.Certificate
+	ClientCA *ClientCA
+}
+
+// ClientCA is a validation_context Secret as a listener's TLS context uses it to verify client
+// certificates.
+type ClientCA struct {
+	// Pool holds the certificates of trusted_ca: trust anchors whether self-signed or not, as
+	// Envoy's DefaultCertValidator sets X509_V_FLAG_PARTIAL_CHAIN
+	Pool *x509.CertPool
+	// AcceptUntrusted is trust_chain_verification ACCEPT_UNTRUSTED: a certificate that fails
+	// verification is accepted (Envoy still asks for a certificate)
+	AcceptUntrusted bool
 }
 
 // CompileSecret checks and compiles a Secret: a tls_certificate with certificate_chain and
 // private_key (PEM), which must pair, as Envoy's TLS context refuses a certificate whose key
-// does not match (the Secret update is NACKed). Other Secret kinds (validation contexts,
-// session ticket keys, generic secrets) and private key providers are refused.
+// does not match (the Secret update is NACKed); or a validation_context with trusted_ca and
+// trust_chain_verification (compileClientCA). Other Secret kinds (session ticket keys, generic
+// secrets), other validation fields and private key providers are refused.
 func CompileSecret(s *tlsv3.Secret) (*Secret, error) {
 	path := fmt.Sprintf("secret %q", s.GetName())
 	if err := validate(s, path); err != nil {
 		return nil, err
 	}
-	if err := checkFields(s, path, "name", "tls_certificate"); err != nil {
+	if err := checkFields(s, path, "name", "tls_certificate", "validation_context"); err != nil {
 		return nil, err
 	}
+	if vc := s.GetValidationContext(); vc != nil {
+		ca, err := compileClientCA(vc, path+".validation_context")
+		if err != nil {
+			return nil, err
+		}
+		return &Secret{Name: s.GetName(), ClientCA: ca}, nil
+	}
 	if s.GetTlsCertificate() == nil {
-		return nil, fmt.Errorf("%s: only tls_certificate is implemented by envoydouble", path)
+		return nil, fmt.Errorf("%s: only tls_certificate and validation_context are implemented by envoydouble", path)
 	}
 	cert, err := compileClientCertificate([]*tlsv3.TlsCertificate{s.GetTlsCertificate()}, path)
 	if err != nil {
@@ -46,7 +70,7 @@ func CompileSecret(s *tlsv3.Secret) (*Secret, error) {
 	return &Secret{Name: s.GetName(), Cert: *cert}, nil
 }
 
-// sdsSecretName reads a tls_certificate_sds_secret_configs entry (at path): the name of a Secret
+// sdsSecretName reads an SDS Secret reference of a TLS context (at path): the name of a Secret
 // that comes over ADS, the only SDS source the double implements.
 func sdsSecretName(sds *tlsv3.SdsSecretConfig, path string) (string, error) {
 	if err := checkFields(sds, path, "name", "sds_config"); err != nil {
@@ -59,6 +83,50 @@ func sdsSecretName(sds *tlsv3.SdsSecretConfig, path string) (string, error) {
 		return "", fmt.Errorf("%s.sds_config: only ads is implemented by envoydouble", path)
 	}
 	return sds.GetName(), nil
+}
+
+// compileClientCA compiles a validation context that verifies client certificates: trusted_ca
+// (required: without it Envoy verifies no chain, which the double does not reproduce) loaded as
+// Envoy loads it (DefaultCertValidator: PEM_X509_INFO_read_bio fails the whole bundle on a block
+// that does not decode, and a bundle without a certificate is refused, "Failed to load trusted CA
+// certificates"; CRLs in it, which Envoy would apply, are not implemented), and
+// trust_chain_verification. SAN matchers, hashes, CRLs and the other fields are refused.
+func compileClientCA(vc *tlsv3.CertificateValidationContext, path string) (*ClientCA, error) {
+	if err := checkFields(vc, path, "trusted_ca", "trust_chain_verification"); err != nil {
+		return nil, err
+	}
+	if vc.GetTrustedCa() == nil {
+		return nil, fmt.Errorf("%s.trusted_ca: required by envoydouble (a validation context without it verifies no chain)", path)
+	}
+	data, err := dataSource(vc.GetTrustedCa(), path+".trusted_ca")
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	certs, blocks := 0, 0
+	for rest := data; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		blocks++
+		if b.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("%s.trusted_ca: PEM block %d is %s: only certificates are implemented by envoydouble", path, blocks, b.Type)
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s.trusted_ca: Failed to load trusted CA certificates: certificate %d: %w", path, blocks, err)
+		}
+		pool.AddCert(c)
+		certs++
+	}
+	switch {
+	case bytes.Count(data, []byte("-----BEGIN ")) > blocks: // pem.Decode skips a block it cannot decode
+		return nil, fmt.Errorf("%s.trusted_ca: Failed to load trusted CA certificates: a PEM block does not decode", path)
+	case certs == 0:
+		return nil, fmt.Errorf("%s.trusted_ca: Failed to load trusted CA certificates: no certificate", path)
+	}
+	return &ClientCA{Pool: pool, AcceptUntrusted: vc.GetTrustChainVerification() == tlsv3.CertificateValidationContext_ACCEPT_UNTRUSTED}, nil
 }
 
 // ListenerTLS is a listener's TLS termination: its filter chains, each chosen by SNI.
@@ -77,6 +145,11 @@ type TLSChain struct {
 	Secrets []string
 	// ALPN is common_tls_context.alpn_protocols.
 	ALPN []string
+	// ClientCA is the name of the SDS Secret of validation_context_sds_secret_config, the
+	// validation context that verifies client certificates ("": none asked for);
+	// RequireClientCert is require_client_certificate.
+	ClientCA          string
+	RequireClientCert bool
 	// RDSName is the chain's connection manager's rds.route_config_name ("" for an inline
 	// route_config): each chain routes by its own, as Envoy's chains do.
 	RDSName string
@@ -88,8 +161,10 @@ type TLSChain struct {
 // HCM per listener; each chain routes by its own RouteConfiguration), at most a
 // filter_chain_match.server_names, no two chains with the same match (Envoy refuses "multiple
 // filter chains with the same matching rules"), and a DownstreamTlsContext whose certificates
-// come over SDS from ADS, with alpn_protocols. It returns nil for a listener with one plaintext
-// chain and no listener filters (the caller compiles it).
+// come over SDS from ADS, with alpn_protocols and, to verify client certificates, a validation
+// context over SDS (validation_context_sds_secret_config) and require_client_certificate. It
+// returns nil for a listener with one plaintext chain and no listener filters (the caller
+// compiles it).
 func compileListenerTLS(l *listenerv3.Listener, path string) (*ListenerTLS, error) {
 	chains := l.GetFilterChains()
 	tlsChains := len(l.GetListenerFilters()) > 0 || len(chains) > 1
@@ -166,11 +241,11 @@ func compileListenerTLS(l *listenerv3.Listener, path string) (*ListenerTLS, erro
 		if err := validate(&ctx, cp); err != nil {
 			return nil, err
 		}
-		if err := checkFields(&ctx, cp, "common_tls_context"); err != nil {
+		if err := checkFields(&ctx, cp, "common_tls_context", "require_client_certificate"); err != nil {
 			return nil, err
 		}
 		common := ctx.GetCommonTlsContext()
-		if err := checkFields(common, cp+".common_tls_context", "tls_certificate_sds_secret_configs", "alpn_protocols"); err != nil {
+		if err := checkFields(common, cp+".common_tls_context", "tls_certificate_sds_secret_configs", "alpn_protocols", "validation_context_sds_secret_config"); err != nil {
 			return nil, err
 		}
 		for j, sds := range common.GetTlsCertificateSdsSecretConfigs() {
@@ -179,6 +254,17 @@ func compileListenerTLS(l *listenerv3.Listener, path string) (*ListenerTLS, erro
 				return nil, err
 			}
 			c.Secrets = append(c.Secrets, name)
+		}
+		if sds := common.GetValidationContextSdsSecretConfig(); sds != nil {
+			name, err := sdsSecretName(sds, cp+".common_tls_context.validation_context_sds_secret_config")
+			if err != nil {
+				return nil, err
+			}
+			c.ClientCA = name
+		}
+		c.RequireClientCert = ctx.GetRequireClientCertificate().GetValue()
+		if c.RequireClientCert && c.ClientCA == "" {
+			return nil, fmt.Errorf("%s.require_client_certificate: without a validation context (validation_context_sds_secret_config) not implemented by envoydouble", cp)
 		}
 		if len(c.Secrets) == 0 {
 			return nil, fmt.Errorf("%s.common_tls_context: a server context needs a certificate (tls_certificate_sds_secret_configs; inline tls_certificates are not implemented by envoydouble)", cp)
@@ -265,7 +351,8 @@ func (t *ListenerTLS) Select(sni string) *TLSChain {
 	return nil
 }
 
-// MissingSecrets lists the Secrets the listener's chains name that secrets lacks: Envoy keeps
+// MissingSecrets lists the Secrets the listener's chains name (certificates, client CAs) that
+// secrets lacks: Envoy keeps
 // such a listener warming (not serving) until they arrive.
 func (t *ListenerTLS) MissingSecrets(secrets map[string]*Secret) []string {
 	if t == nil {
@@ -273,7 +360,11 @@ func (t *ListenerTLS) MissingSecrets(secrets map[string]*Secret) []string {
 	}
 	var out []string
 	for _, c := range t.Chains {
-		for _, n := range c.Secrets {
+		names := c.Secrets
+		if c.ClientCA != "" {
+			names = append(slices.Clip(names), c.ClientCA)
+		}
+		for _, n := range names {
 			if secrets[n] == nil && !slices.Contains(out, n) {
 				out = append(out, n)
 			}

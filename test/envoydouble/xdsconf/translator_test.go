@@ -10,6 +10,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
@@ -73,6 +74,8 @@ func compile(kind string, item json.RawMessage) error {
 		m = &clusterv3.Cluster{}
 	case "endpoints":
 		m = &endpointv3.ClusterLoadAssignment{}
+	case "secrets":
+		m = &tlsv3.Secret{}
 	default:
 		return nil // policies are for ext_proc
 	}
@@ -89,8 +92,53 @@ func compile(kind string, item json.RawMessage) error {
 		_, err = xdsconf.CompileCluster(r)
 	case *endpointv3.ClusterLoadAssignment:
 		_, err = xdsconf.CompileLoadAssignment(r)
+	case *tlsv3.Secret:
+		if r.GetTlsCertificate() == nil { // the goldens print certificates' keys redacted
+			_, err = xdsconf.CompileSecret(r)
+		}
 	}
 	return err
+}
+
+// TestClientCAWarms: a listener of the translator's https-client-cert golden names its port's
+// client CA Secret beside its certificate; without it the listener stays warming, as Envoy's
+// waits for every SDS Secret of its chains.
+func TestClientCAWarms(t *testing.T) {
+	var out struct {
+		Gateways map[string]struct {
+			Listeners []json.RawMessage `json:"listeners"`
+		} `json:"gateways"`
+	}
+	if err := json.Unmarshal(goldenJSON(t, "../../../translator/testdata/https-client-cert.out.yaml"), &out); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, raw := range out.Gateways["default/gw"].Listeners {
+		var l listenerv3.Listener
+		if err := protojson.Unmarshal(raw, &l); err != nil {
+			t.Fatal(err)
+		}
+		if l.GetName() != "default/gw/8443" {
+			continue
+		}
+		found = true
+		c, err := xdsconf.CompileListener(&l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ch := range c.TLS.Chains {
+			if ch.ClientCA != "client-ca/default/gw/8443" || !ch.RequireClientCert {
+				t.Errorf("chain %s: client CA %q, require %v; want client-ca/default/gw/8443, required", ch.Name, ch.ClientCA, ch.RequireClientCert)
+			}
+		}
+		missing := c.TLS.MissingSecrets(map[string]*xdsconf.Secret{"secret/default/mcp-cert": {}})
+		if len(missing) != 1 || missing[0] != "client-ca/default/gw/8443" {
+			t.Errorf("missing Secrets %q, want the client CA", missing)
+		}
+	}
+	if !found {
+		t.Fatal("no listener default/gw/8443 in the golden")
+	}
 }
 
 // TestBridgedRuleRoutes serves the route configuration of the translator's mcp-sse-bridge golden
