@@ -25,15 +25,7 @@ func TestGatewayCertificateSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	secret := func(host string) []byte {
-		t.Helper()
-		certPEM, keyPEM, err := ca.IssueServer([]string{host}, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		applyTLSSecret(t, ns, "mcp-cert", certPEM, keyPEM)
-		return certPEM
-	}
+	secret := func(host string) []byte { return applyServerSecret(t, ns, "mcp-cert", ca, host) }
 	first := secret("mcp.example")
 	mustKubectl(t, []byte(`apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -69,6 +61,18 @@ spec:
 	eventually(t, "the certificate served", served(first))
 	renewed := secret("mcp.example")
 	eventually(t, "the renewed certificate served", served(renewed))
+}
+
+// applyServerSecret applies the kubernetes.io/tls Secret ns/name holding a certificate for host
+// that ca issues (applyTLSSecret), and returns the certificate.
+func applyServerSecret(t *testing.T, ns, name string, ca *pki.CA, host string) []byte {
+	t.Helper()
+	certPEM, keyPEM, err := ca.IssueServer([]string{host}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	applyTLSSecret(t, ns, name, certPEM, keyPEM)
+	return certPEM
 }
 
 // applyTLSSecret creates or replaces the kubernetes.io/tls Secret ns/name with certPEM and keyPEM,

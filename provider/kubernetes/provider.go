@@ -28,8 +28,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -122,11 +122,14 @@ type Provider struct {
 	services atomic.Pointer[map[string]bool]
 	// problems are the refusals of the last translation, to log each new one once.
 	problems map[string]bool
-	// lastSecrets are the Secrets backends name as last read, for a pass whose read of one fails
-	// (referencedSecrets); secretErrors are the failed reads logged, by Secret. Both are used by
-	// the loop's goroutine only.
-	lastSecrets  map[types.NamespacedName]*corev1.Secret
-	secretErrors map[types.NamespacedName]string
+	// secrets and configMaps read the Secrets and ConfigMaps the input names, by name
+	// (snapshot); used by the loop's goroutine only
+	secrets    referenced[*corev1.Secret]
+	configMaps referenced[*corev1.ConfigMap]
+	// cmWatches are the watches of the referenced ConfigMaps (watchConfigMaps), which core
+	// (the core API group's REST client) makes
+	cmWatches configMapWatches
+	core      rest.Interface
 	// remembered are the data plane Secrets and PodDisruptionBudgets passes found current, until
 	// the next full pass (readRemembered); used by the loop's goroutine only
 	remembered map[rememberedKey]rememberedObject
@@ -234,18 +237,25 @@ func New(cfg *rest.Config, opts Options) (*Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes provider: %w", err)
 	}
+	core, err := corev1client.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes provider: %w", err)
+	}
 	p := &Provider{
-		opts:         opts,
-		tr:           tr,
-		log:          log,
-		mgr:          mgr,
-		client:       mgr.GetClient(),
-		reader:       mgr.GetAPIReader(),
-		kick:         make(chan struct{}, 1),
-		absent:       map[string]bool{},
-		problems:     map[string]bool{},
-		remembered:   map[rememberedKey]rememberedObject{},
-		secretErrors: map[types.NamespacedName]string{},
+		opts:       opts,
+		tr:         tr,
+		log:        log,
+		mgr:        mgr,
+		client:     mgr.GetClient(),
+		reader:     mgr.GetAPIReader(),
+		kick:       make(chan struct{}, 1),
+		absent:     map[string]bool{},
+		problems:   map[string]bool{},
+		remembered: map[rememberedKey]rememberedObject{},
+		secrets:    newReferenced("Secret", func() *corev1.Secret { return &corev1.Secret{} }),
+		configMaps: newReferenced("ConfigMap", func() *corev1.ConfigMap { return &corev1.ConfigMap{} }),
+		cmWatches:  configMapWatches{},
+		core:       core.RESTClient(),
 		problemsGauge: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mcpgate_config_problems", Help: "Objects or fields refused in the last translation (their status says why).",
 		}),

@@ -92,3 +92,49 @@ func TestSecretRefsOfAuth(t *testing.T) {
 		t.Errorf("secret refs:\n%q\nwant\n%q", got, want)
 	}
 }
+
+// TestConfigMapRefs: the ConfigMaps read for a served Gateway are those its client certificate
+// validations (the default and each perPort entry) name as core ConfigMaps, in its own namespace
+// or where a ReferenceGrant permits; other kinds, ungranted namespaces and the Gateways of a
+// class not served name none.
+func TestConfigMapRefs(t *testing.T) {
+	ns := func(s string) *gwv1.Namespace { n := gwv1.Namespace(s); return &n }
+	gateway := func(name, class string) *gwv1.Gateway {
+		return &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "apps", Name: name}, Spec: gwv1.GatewaySpec{
+			GatewayClassName: gwv1.ObjectName(class),
+			TLS: &gwv1.GatewayTLSConfig{Frontend: &gwv1.FrontendTLSConfig{
+				Default: gwv1.TLSConfig{Validation: &gwv1.FrontendTLSValidation{CACertificateRefs: []gwv1.ObjectReference{
+					{Kind: "ConfigMap", Name: "own"}, {Kind: "Secret", Name: "a-secret"}, {Group: "example.com", Kind: "ConfigMap", Name: "other-group"},
+				}}},
+				PerPort: []gwv1.TLSPortConfig{
+					{Port: 8443, TLS: gwv1.TLSConfig{}},
+					{Port: 9443, TLS: gwv1.TLSConfig{Validation: &gwv1.FrontendTLSValidation{CACertificateRefs: []gwv1.ObjectReference{
+						{Kind: "ConfigMap", Name: "shared", Namespace: ns("pki")}, {Kind: "ConfigMap", Name: "other", Namespace: ns("elsewhere")},
+					}}}},
+				},
+			}},
+		}}
+	}
+	res := &translator.Resources{
+		GatewayClasses: []*gwv1.GatewayClass{
+			{ObjectMeta: metav1.ObjectMeta{Name: "ours"}, Spec: gwv1.GatewayClassSpec{ControllerName: translator.DefaultControllerName}},
+			{ObjectMeta: metav1.ObjectMeta{Name: "theirs"}, Spec: gwv1.GatewayClassSpec{ControllerName: "example.com/other"}},
+		},
+		Gateways: []*gwv1.Gateway{gateway("served", "ours"), gateway("not-served", "theirs")},
+		ReferenceGrants: []*gwv1.ReferenceGrant{{ObjectMeta: metav1.ObjectMeta{Namespace: "pki", Name: "gateways"}, Spec: gwv1.ReferenceGrantSpec{
+			From: []gwv1.ReferenceGrantFrom{{Group: gwv1.GroupName, Kind: "Gateway", Namespace: "apps"}},
+			To:   []gwv1.ReferenceGrantTo{{Group: "", Kind: "ConfigMap"}},
+		}}},
+	}
+	var got []string
+	for _, r := range configMapRefs(res, translator.Options{RequireGatewayClass: true}) {
+		got = append(got, r.key.String()+" "+r.owner+" "+r.field)
+	}
+	want := []string{
+		"apps/own Gateway apps/served spec.tls.frontend.default.validation.caCertificateRefs[0]",
+		"pki/shared Gateway apps/served spec.tls.frontend.perPort[1].tls.validation.caCertificateRefs[0]",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("ConfigMap refs:\n%q\nwant\n%q", got, want)
+	}
+}

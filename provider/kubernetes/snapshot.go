@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -67,12 +68,16 @@ func (p *Provider) snapshot(ctx context.Context) (*snapshot, error) {
 	for _, ep := range snap.enterprise {
 		res.Policies = append(res.Policies, ep.AsAgentgatewayPolicy())
 	}
-	res.Secrets, res.SecretErrors = p.referencedSecrets(ctx, secretRefs(res, p.tr))
+	res.Secrets, res.SecretErrors = p.secrets.read(ctx, p, secretRefs(res, p.tr))
+	cms := configMapRefs(res, p.tr)
+	res.ConfigMaps, res.ConfigMapErrors = p.configMaps.read(ctx, p, cms)
+	p.watchConfigMaps(ctx, cms)
 	return snap, nil
 }
 
-// secretRef is a Secret an object names: key, the object ("Kind ns/name") and the field.
-type secretRef struct {
+// objectRef is a Secret or ConfigMap an object names: key, the object ("Kind ns/name") and the
+// field.
+type objectRef struct {
 	key          types.NamespacedName
 	owner, field string
 }
@@ -83,11 +88,11 @@ type secretRef struct {
 // certificate (spec.tls.backend.clientCertificateRef), one in another namespace only where a
 // ReferenceGrant of res permits it (the translator refuses the others without reading them: a
 // Gateway cannot make the controller read any Secret of the cluster).
-func secretRefs(res *translator.Resources, opts translator.Options) []secretRef {
-	var refs []secretRef
+func secretRefs(res *translator.Resources, opts translator.Options) []objectRef {
+	var refs []objectRef
 	for _, b := range res.Backends {
 		if pol := b.Spec.Policies; pol != nil && pol.Auth != nil && pol.Auth.SecretRef != nil {
-			refs = append(refs, secretRef{types.NamespacedName{Namespace: b.Namespace, Name: pol.Auth.SecretRef.Name},
+			refs = append(refs, objectRef{types.NamespacedName{Namespace: b.Namespace, Name: pol.Auth.SecretRef.Name},
 				"AgentgatewayBackend " + b.Namespace + "/" + b.Name, "spec.policies.auth.secretRef"})
 		}
 	}
@@ -97,19 +102,11 @@ func secretRefs(res *translator.Resources, opts translator.Options) []secretRef 
 			if kind == "" {
 				kind = translator.KindAgentgatewayPolicy
 			}
-			refs = append(refs, secretRef{types.NamespacedName{Namespace: p.Namespace, Name: b.Auth.SecretRef.Name},
+			refs = append(refs, objectRef{types.NamespacedName{Namespace: p.Namespace, Name: b.Auth.SecretRef.Name},
 				kind + " " + p.Namespace + "/" + p.Name, "spec.backend.auth.secretRef"})
 		}
 	}
-	classes := make(map[string]*gwv1.GatewayClass, len(res.GatewayClasses))
-	for _, c := range res.GatewayClasses {
-		classes[c.Name] = c
-	}
-	for _, g := range res.Gateways {
-		class := string(g.Spec.GatewayClassName)
-		if !opts.ServesClass(class, classes[class]) {
-			continue
-		}
+	for _, g := range servedGateways(res, opts) {
 		for i, l := range g.Spec.Listeners {
 			if l.TLS == nil {
 				continue
@@ -126,40 +123,82 @@ func secretRefs(res *translator.Resources, opts translator.Options) []secretRef 
 }
 
 // appendGatewaySecret appends the Secret that Gateway g's ref (at field) names, when it is a
-// Secret that g may name: of its namespace, or of one whose ReferenceGrant in res permits it.
-func appendGatewaySecret(refs []secretRef, res *translator.Resources, g *gwv1.Gateway, ref gwv1.SecretObjectReference, field string) []secretRef {
+// Secret that g may name (gatewayRef).
+func appendGatewaySecret(refs []objectRef, res *translator.Resources, g *gwv1.Gateway, ref gwv1.SecretObjectReference, field string) []objectRef {
 	if (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Secret") {
 		return refs // not a Secret: the translator refuses it
 	}
-	ns := g.Namespace
-	if ref.Namespace != nil && *ref.Namespace != "" {
-		ns = string(*ref.Namespace)
+	if r, ok := gatewayRef(res, g, ref.Namespace, "Secret", string(ref.Name), field); ok {
+		refs = append(refs, r)
 	}
-	if ns != g.Namespace && !translator.Granted(res.ReferenceGrants, translator.KindGateway, g.Namespace, ns, "", "Secret", string(ref.Name)) {
-		return refs
-	}
-	return append(refs, secretRef{types.NamespacedName{Namespace: ns, Name: string(ref.Name)}, "Gateway " + g.Namespace + "/" + g.Name, field})
+	return refs
 }
 
-// referencedSecrets reads the Secrets refs name, by name: the controller may get a
-// Secret but not list or watch them (least privilege), so it never holds the others. A Secret
-// that does not exist is left out; the translator refuses the backend that names it. A read that
-// fails (forbidden, throttled, timed out, an API server error) fails for that Secret alone, and is
-// in errs, by Secret, with why: the copy of the Secret the last read that succeeded got (lastSecrets)
-// is used when there is one, so that the objects naming it keep their configuration, else they
-// are refused with the reason. Every other object is translated.
-func (p *Provider) referencedSecrets(ctx context.Context, refs []secretRef) (out []*corev1.Secret, errs map[types.NamespacedName]string) {
+// gatewayRef is the core object of kind that field of Gateway g names (name, in namespace refNS,
+// else the Gateway's); ok is false when it is in another namespace and no ReferenceGrant of res
+// permits Gateways of g's namespace to name it: the translator refuses it without reading it.
+func gatewayRef(res *translator.Resources, g *gwv1.Gateway, refNS *gwv1.Namespace, kind, name, field string) (r objectRef, ok bool) {
+	ns := g.Namespace
+	if refNS != nil && *refNS != "" {
+		ns = string(*refNS)
+	}
+	if ns != g.Namespace && !translator.Granted(res.ReferenceGrants, translator.KindGateway, g.Namespace, ns, "", kind, name) {
+		return objectRef{}, false
+	}
+	return objectRef{types.NamespacedName{Namespace: ns, Name: name}, "Gateway " + g.Namespace + "/" + g.Name, field}, true
+}
+
+// servedGateways returns the Gateways of res of the classes served (opts), in the order of res.
+func servedGateways(res *translator.Resources, opts translator.Options) []*gwv1.Gateway {
+	classes := make(map[string]*gwv1.GatewayClass, len(res.GatewayClasses))
+	for _, c := range res.GatewayClasses {
+		classes[c.Name] = c
+	}
+	var out []*gwv1.Gateway
+	for _, g := range res.Gateways {
+		class := string(g.Spec.GatewayClassName)
+		if opts.ServesClass(class, classes[class]) {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// referenced reads the objects of one kind (Secrets, ConfigMaps) that the translation's input
+// names, by name: the controller may get them but holds no others (Secrets: it may not list or
+// watch them; ConfigMaps: its cache holds only the data planes' own). Its fields are used by the
+// loop's goroutine only.
+type referenced[T client.Object] struct {
+	kind   string
+	newObj func() T
+	// last are the objects as last read, for a pass whose read of one fails; logged are the
+	// failed reads logged, by object
+	last   map[types.NamespacedName]T
+	logged map[types.NamespacedName]string
+}
+
+func newReferenced[T client.Object](kind string, newObj func() T) referenced[T] {
+	return referenced[T]{kind: kind, newObj: newObj, logged: map[types.NamespacedName]string{}}
+}
+
+// read gets the objects refs name, each once. One that does not exist is left out; the
+// translator refuses the objects that name it. A read that fails (forbidden, throttled, timed
+// out, an API server error) fails for that object alone, and is in errs, by object, with why:
+// the copy the last read that succeeded got is used when there is one, so that the objects naming
+// it keep their configuration, else they are refused with the reason. Every other object is
+// translated.
+func (r *referenced[T]) read(ctx context.Context, p *Provider, refs []objectRef) (out []T, errs map[types.NamespacedName]string) {
 	seen := map[types.NamespacedName]bool{}
-	last := p.lastSecrets
-	p.lastSecrets = map[types.NamespacedName]*corev1.Secret{}
+	last := r.last
+	r.last = map[types.NamespacedName]T{}
 	for _, ref := range refs {
 		key := ref.key
 		if seen[key] {
 			continue
 		}
 		seen[key] = true
-		s := &corev1.Secret{}
-		err := p.reader.Get(ctx, key, s)
+		obj := r.newObj()
+		err := p.reader.Get(ctx, key, obj)
 		switch {
 		case err == nil:
 		case apierrors.IsNotFound(err):
@@ -169,32 +208,33 @@ func (p *Provider) referencedSecrets(ctx context.Context, refs []secretRef) (out
 				errs = map[types.NamespacedName]string{}
 			}
 			errs[key] = err.Error()
-			if s = last[key]; s == nil {
-				p.logSecretError(ref, err, "the objects naming it are refused")
+			var ok bool
+			if obj, ok = last[key]; !ok {
+				r.logError(p, ref, err, "the objects naming it are refused")
 				continue
 			}
-			p.logSecretError(ref, err, "the copy read before is used")
+			r.logError(p, ref, err, "the copy read before is used")
 		}
-		out = append(out, s)
-		p.lastSecrets[key] = s
+		out = append(out, obj)
+		r.last[key] = obj
 	}
-	for key := range p.secretErrors {
+	for key := range r.logged {
 		if _, failing := errs[key]; !failing {
-			delete(p.secretErrors, key) // logged again when it fails again
+			delete(r.logged, key) // logged again when it fails again
 		}
 	}
 	return out, errs
 }
 
-// logSecretError logs a failed read of the Secret of ref (named by its first object) once,
-// until it is read again or fails otherwise.
-func (p *Provider) logSecretError(ref secretRef, err error, outcome string) {
+// logError logs a failed read of the object of ref (named by its first object) once, until it
+// is read again or fails otherwise.
+func (r *referenced[T]) logError(p *Provider, ref objectRef, err error, outcome string) {
 	msg := err.Error() + ": " + outcome
-	if p.secretErrors[ref.key] == msg {
+	if r.logged[ref.key] == msg {
 		return
 	}
-	p.secretErrors[ref.key] = msg
-	p.log.Warn("Secret not read: "+outcome, "secret", ref.key.String(),
+	r.logged[ref.key] = msg
+	p.log.Warn(r.kind+" not read: "+outcome, strings.ToLower(r.kind), ref.key.String(),
 		"object", ref.owner, "field", ref.field, "error", err)
 }
 
