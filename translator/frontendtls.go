@@ -1,7 +1,7 @@
 // Client certificate validation (mutual TLS) of HTTPS listeners: Gateway API's
-// Gateway.spec.tls.frontend (Core since v1.5). The validation of a listener is its port's
-// perPort entry, else the default; its caCertificateRefs name core ConfigMaps whose key ca.crt
-// holds PEM CA certificates. Envoy gets them over ADS as an SDS Secret of type
+// Gateway.spec.tls.frontend (Core in Gateway API v1.6). The validation of a listener is its
+// port's perPort entry, else the default; its caCertificateRefs name core ConfigMaps whose key
+// ca.crt holds PEM CA certificates. Envoy gets them over ADS as an SDS Secret of type
 // validation_context, one per port (docs/design.md, Client certificates).
 
 package translator
