@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-
-	"github.com/mcpgate/mcpgate/internal/pki"
 )
 
 // fileBackendCert is testdata/e2e-backend-cert.yaml, two Gateways of their own beside the lab's.
@@ -24,10 +22,7 @@ const fileBackendCert = "e2e-backend-cert.yaml"
 // every request. Through a Gateway without it, the same route gets 503: the server refuses the
 // handshake and serves nothing.
 func TestBackendClientCertificate(t *testing.T) {
-	clientCA, err := pki.NewCA(time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	clientCA := newCA(t)
 	crt, key, err := clientCA.IssueGateway("e2e-backend-cert/with-cert", time.Now())
 	if err != nil {
 		t.Fatal(err)
