@@ -17,6 +17,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/api/v1alpha1"
 	"github.com/mcpgate/mcpgate/api/v1alpha1/enterprise"
+	"github.com/mcpgate/mcpgate/translator"
 )
 
 // catalog tells a kind mcpgate reads from one it knowingly skips (a Deployment beside its
@@ -88,6 +89,35 @@ func (c *catalog) mistake(apiVersion, kind string) (field, msg string) {
 		msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(meant, " or "))
 	}
 	return "kind", msg
+}
+
+// policyKind says whether a document of apiVersion and kind that does not load may be a policy
+// (maybe), and which policy kind it is read as ("" when its kind does not read): a policy kind in
+// any letter case and under any apiVersion, or an unknown kind of an agentgateway group (a
+// misspelt policy kind). A document of another kind mcpgate reads (in any letter case) is not
+// one: its absence fails closed by itself (no route, no backend, no Gateway, no Secret); nor is
+// a document of a kind someone else reads.
+func (c *catalog) policyKind(apiVersion, kind string) (policy string, maybe bool) {
+	switch {
+	case kind == "":
+		return "", true
+	case strings.EqualFold(kind, translator.KindAgentgatewayPolicy):
+		return translator.KindAgentgatewayPolicy, true
+	case strings.EqualFold(kind, translator.KindEnterpriseAgentgatewayPolicy):
+		return translator.KindEnterpriseAgentgatewayPolicy, true
+	}
+	for k := range c.read {
+		if strings.EqualFold(k[strings.LastIndexByte(k, '/')+1:], kind) {
+			return "", false
+		}
+	}
+	switch group, _, _ := strings.Cut(apiVersion, "/"); group {
+	case enterprise.GroupVersion.Group:
+		return translator.KindEnterpriseAgentgatewayPolicy, true
+	case v1alpha1.GroupVersion.Group:
+		return translator.KindAgentgatewayPolicy, true
+	}
+	return "", false
 }
 
 // versionsOf lists the apiVersions kind is read from.

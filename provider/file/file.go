@@ -396,6 +396,9 @@ type fileObjects struct {
 	data []byte // the content the objects were read from; nil when the file could not be read
 	// withheld: this is no content of the file but a new file held back whole (Cache.HoldBack)
 	withheld bool
+	// blind: a document of it that does not load may be a policy whose targets do not read
+	// (decoder.failClosed)
+	blind    bool
 	objects  []object
 	warnings []string
 	errs     []error
@@ -546,7 +549,14 @@ func (r *jsonRaw) UnmarshalJSON(b []byte) error {
 func (d *decoder) loadDocument(loc Location, doc document) {
 	js, err := yaml.YAMLToJSONStrict(doc.data)
 	if err != nil {
-		d.fail(loc, translator.ObjectKey{}, "", "not valid YAML: "+fileLines(err.Error(), doc.line))
+		msg := "not valid YAML: " + fileLines(err.Error(), doc.line)
+		d.fail(loc, translator.ObjectKey{}, "", msg)
+		// what a lenient reading makes of it (a key given twice is only a strict error)
+		lenient, err := yaml.YAMLToJSON(doc.data)
+		if err != nil {
+			lenient = nil
+		}
+		d.failClosed(loc, lenient, "", msg)
 		return
 	}
 	js = bytes.TrimSpace(js)
@@ -561,6 +571,7 @@ func (d *decoder) loadJSON(loc Location, js []byte) {
 	if err := kjson.UnmarshalCaseSensitivePreserveInts(js, &h); err != nil {
 		field, msg := decodeError(js, err, new(typeHeader))
 		d.fail(loc, d.readableKey(js), field, "not a Kubernetes object: "+msg)
+		d.failClosed(loc, js, field, "not a Kubernetes object: "+msg)
 		return
 	}
 	if h.APIVersion == "v1" && h.Kind == "List" {
@@ -572,13 +583,14 @@ func (d *decoder) loadJSON(loc Location, js []byte) {
 	obj := translator.ObjectKey{Kind: h.Kind, Namespace: h.Metadata.Namespace, Name: h.Metadata.Name}
 	if h.APIVersion == "" || h.Kind == "" {
 		d.fail(loc, obj, "", "apiVersion and kind are required")
+		d.failClosed(loc, js, "", "apiVersion and kind are required")
 		return
 	}
 	ki, ok := d.cat.read[h.APIVersion+"/"+h.Kind]
 	if !ok {
 		if field, msg := d.cat.mistake(h.APIVersion, h.Kind); msg != "" {
 			d.fail(loc, obj, field, msg)
-			d.keepUnreadablePolicy(loc, obj.Kind, js, field, msg)
+			d.failClosed(loc, js, field, msg)
 			return
 		}
 		d.file.warnings = append(d.file.warnings, fmt.Sprintf("%s: document %d: skipped %s %s: mcpgate does not read this kind",
@@ -592,6 +604,7 @@ func (d *decoder) loadJSON(loc Location, js []byte) {
 	}
 	if obj.Name == "" {
 		d.fail(loc, obj, "metadata.name", "a name is required")
+		d.failClosed(loc, js, "metadata.name", "a name is required")
 		return
 	}
 	// decode into a scratch Resources first: a document with unknown fields is refused whole
@@ -601,7 +614,7 @@ func (d *decoder) loadJSON(loc Location, js []byte) {
 		fe := &fieldError{msg: err.Error()}
 		errors.As(err, &fe)
 		d.fail(loc, obj, fe.field, fe.msg)
-		d.keepUnreadablePolicy(loc, obj.Kind, js, fe.field, fe.msg)
+		d.failClosed(loc, js, fe.field, fe.msg)
 		return
 	}
 	if len(strict) > 0 {
@@ -610,41 +623,64 @@ func (d *decoder) loadJSON(loc Location, js []byte) {
 			d.fail(loc, obj, field, msg)
 		}
 		field, msg := splitStrict(strict[0].Error())
-		d.keepUnreadablePolicy(loc, obj.Kind, js, field, msg)
+		d.failClosed(loc, js, field, msg)
 		return
 	}
 	d.file.objects = append(d.file.objects, object{key: obj, loc: loc, value: scratch})
 }
 
-// keepUnreadablePolicy keeps what can be read of a policy document that does not load (field and
-// msg say why), kind being its kind as written: its metadata and targetRefs, as an unreadable
-// policy that the translator refuses, so that what it targets fails closed rather than loses
-// its policy to a typo (translator.Resources.UnreadablePolicies). A document of another kind, or
-// one whose name or targetRefs do not read, keeps nothing.
-func (d *decoder) keepUnreadablePolicy(loc Location, kind string, js []byte, field, msg string) {
-	switch {
-	case strings.EqualFold(kind, translator.KindAgentgatewayPolicy):
-		kind = translator.KindAgentgatewayPolicy
-	case strings.EqualFold(kind, translator.KindEnterpriseAgentgatewayPolicy):
-		kind = translator.KindEnterpriseAgentgatewayPolicy
-	default:
-		return
+// failClosed sees that a document that does not load (js: what a lenient reading makes of it,
+// nil when none does; field and msg say why) leaves nothing open. A kind whose absence fails
+// closed by itself (a route, a backend, a Gateway, a Secret...) needs nothing. A policy, or a
+// document that may be one (its kind does not read, or is an unknown kind of an agentgateway
+// group), is kept as an unreadable policy when its name and targets read (keepUnreadablePolicy),
+// which the translator refuses, so that its targets answer 500 rather than lose their policy to a
+// typo; else the file is blind: a policy it may hold protects routes nobody can name, so Watch
+// does not start on it, and holds it back whole while it is new (Cache.Load).
+func (d *decoder) failClosed(loc Location, js []byte, field, msg string) {
+	var h struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
 	}
+	if js != nil && kjson.UnmarshalCaseSensitivePreserveInts(js, &h) != nil {
+		h.APIVersion, h.Kind = "", ""
+	}
+	kind, maybe := d.cat.policyKind(h.APIVersion, h.Kind)
+	if maybe && (kind == "" || !d.keepUnreadablePolicy(loc, kind, js, field, msg)) {
+		d.file.blind = true
+	}
+}
+
+// keepUnreadablePolicy keeps what can be read of a policy document of kind that does not load
+// (field and msg say why): its metadata and the targetRefs whose group, kind and name are strings,
+// as an unreadable policy that the translator refuses (translator.Resources.UnreadablePolicies).
+// It reports whether it kept one: not when the name or no targetRef reads.
+func (d *decoder) keepUnreadablePolicy(loc Location, kind string, js []byte, field, msg string) bool {
 	var doc struct {
 		Metadata struct {
-			Name      string `json:"name"`
-			Namespace string `json:"namespace"`
+			Name      any `json:"name"`
+			Namespace any `json:"namespace"`
 		} `json:"metadata"`
 		Spec struct {
-			TargetRefs []v1alpha1.PolicyTargetReference `json:"targetRefs"`
+			TargetRefs []map[string]any `json:"targetRefs"`
 		} `json:"spec"`
 	}
-	if kjson.UnmarshalCaseSensitivePreserveInts(js, &doc) != nil || doc.Metadata.Name == "" || len(doc.Spec.TargetRefs) == 0 {
-		return
-	}
+	_ = kjson.UnmarshalCaseSensitivePreserveInts(js, &doc) // what reads of it, whatever fails
+	str := func(v any) string { s, _ := v.(string); return s }
 	p := &v1alpha1.AgentgatewayPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: doc.Metadata.Name, Namespace: cmp.Or(doc.Metadata.Namespace, DefaultNamespace)},
-		Spec:       v1alpha1.AgentgatewayPolicySpec{TargetRefs: doc.Spec.TargetRefs},
+		ObjectMeta: metav1.ObjectMeta{Name: str(doc.Metadata.Name), Namespace: cmp.Or(str(doc.Metadata.Namespace), DefaultNamespace)},
+	}
+	for _, ref := range doc.Spec.TargetRefs {
+		t := v1alpha1.PolicyTargetReference{Group: gwv1.Group(str(ref["group"])), Kind: gwv1.Kind(str(ref["kind"])), Name: gwv1.ObjectName(str(ref["name"]))}
+		if s := gwv1.SectionName(str(ref["sectionName"])); s != "" {
+			t.SectionName = &s
+		}
+		if t.Kind != "" && t.Name != "" {
+			p.Spec.TargetRefs = append(p.Spec.TargetRefs, t)
+		}
+	}
+	if p.Name == "" || len(p.Spec.TargetRefs) == 0 {
+		return false
 	}
 	if kind == translator.KindEnterpriseAgentgatewayPolicy {
 		p.TypeMeta = metav1.TypeMeta{APIVersion: enterprise.GroupVersion.String(), Kind: kind}
@@ -653,6 +689,7 @@ func (d *decoder) keepUnreadablePolicy(loc Location, kind string, js []byte, fie
 		key: translator.ObjectKey{Kind: kind, Namespace: p.Namespace, Name: p.Name}, loc: loc,
 		value: &translator.Resources{UnreadablePolicies: []translator.UnreadablePolicy{{Policy: p, Field: field, Message: msg}}},
 	})
+	return true
 }
 
 // readableKey returns what can be read of the key of js, a document whose header does not

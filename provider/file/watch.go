@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -21,6 +22,10 @@ const DebounceDelay = 100 * time.Millisecond
 
 // DebounceLimit is the longest Watch delays a reload while changes keep coming.
 const DebounceLimit = time.Second
+
+// ErrBlind is why Watch does not start: a document that does not load may be a policy whose
+// targets do not read, and serving the rest would serve the routes it protects without it.
+var ErrBlind = errors.New("not started: a document that does not load may be a policy, and the routes it protects cannot be told; fix it, or move its file out of the watched paths")
 
 // Watch loads paths, calls fn with the result, and calls it again after every change to them
 // (debounced by DebounceDelay, at most DebounceLimit) until ctx ends. It watches directories,
@@ -38,6 +43,12 @@ const DebounceLimit = time.Second
 // named in paths that is not a regular file (a pipe: the shell's -f <(cat extra.yaml)) is read
 // once, at the first load, and keeps that content: a pipe gives its content once. Reading a
 // pipe waits at most until ctx ends; a named pipe in a directory is not opened (see Load).
+//
+// Watch does not start (it returns an error wrapping ErrBlind) when the first load finds a
+// document that does not load and may be a policy whose targets do not read (a YAML syntax error,
+// a policy without a name): there is no last good version to serve instead, and the routes it
+// protects would be served without it. Later, a new file with such a document is held back whole
+// until it loads.
 //
 // fn returns the files, among Sources.Changed and Sources.Added, whose new content must not be
 // served (the pipeline refuses what translating it adds): Watch calls fn again at once with
@@ -96,6 +107,10 @@ func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, S
 		}
 	}
 	cache := Cache{ctx: ctx}
+	if _, _, err := cache.Load(paths...); len(cache.blind()) > 0 {
+		return fmt.Errorf("%w\n%w: %s", err, ErrBlind, strings.Join(cache.blind(), ", "))
+	}
+	cache.holdBlind = true
 	load := func() {
 		res, src, err := cache.Load(paths...)
 		for {
@@ -159,6 +174,9 @@ type Cache struct {
 	skipped []string
 	// ctx ends the reading of a pipe (Watch's); nil: context.Background()
 	ctx context.Context
+	// holdBlind holds back whole a new file that is blind (Watch's, once it started): a policy
+	// it may hold would be missing from the rest of it
+	holdBlind bool
 	// chosenIn and servedIn say which file's definition of each object the last Load or
 	// HoldBack returned and the last Commit served.
 	chosenIn, servedIn map[translator.ObjectKey]string
@@ -213,8 +231,11 @@ func (c *Cache) Load(paths ...string) (*translator.Resources, Sources, error) {
 			}
 		}
 		cf.chosen = cf.current
-		if len(cf.current.errs) > 0 && cf.served != nil {
+		switch {
+		case len(cf.current.errs) > 0 && cf.served != nil:
 			cf.chosen = cf.served
+		case cf.current.blind && cf.served == nil && c.holdBlind:
+			cf.chosen = &fileObjects{name: name, withheld: true}
 		}
 	}
 	for name := range c.files {
@@ -255,6 +276,18 @@ func (c *Cache) settleConflicts() {
 			cf.chosen = cf.served
 		}
 	}
+}
+
+// blind lists the files of the last Load (in order) whose content has a document that does not
+// load and may be a policy whose targets do not read (decoder.failClosed).
+func (c *Cache) blind() []string {
+	var out []string
+	for _, name := range c.order {
+		if c.files[name].current.blind {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // isRegular reports whether name is a regular file now.
