@@ -390,6 +390,7 @@ func (st *stream) edgeHeaders(h *headers.Map) {
 	if hcm.GenerateRequestID && (!h.Has("x-request-id") || (edge && !hcm.PreserveExternalRequestID)) {
 		h.Set("x-request-id", uuid4())
 	}
+	setXFCC(h, hcm.XFCC, st.r.TLS)
 }
 
 // lastXFF is Envoy's Utility::getLastAddressFromXFF: the x-forwarded-for address before the last
@@ -560,8 +561,9 @@ func (st *stream) attribute(expr string) (*structpb.Value, bool) {
 		return str(st.req.Value("x-request-id"))
 	case "request.protocol":
 		return str(st.r.Proto)
-	case "connection.mtls":
-		return structpb.NewBoolValue(false), true
+	case "connection.mtls", "connection.subject_peer_certificate", "connection.uri_san_peer_certificate",
+		"connection.dns_san_peer_certificate", "connection.sha256_peer_certificate_digest":
+		return peerAttribute(st.r.TLS, expr)
 	case "xds.route_name":
 		if st.route == nil {
 			return nil, false

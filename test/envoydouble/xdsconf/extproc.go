@@ -190,6 +190,9 @@ var supportedAttributes = map[string]bool{
 	"request.method": true, "request.id": true, "request.protocol": true, "request.query": true,
 	"xds.route_name": true, "xds.cluster_name": true, "xds.virtual_host_name": true,
 	"connection.mtls": true, "response.code": true,
+	// The downstream client certificate's (dataplane/peercert.go).
+	"connection.subject_peer_certificate": true, "connection.uri_san_peer_certificate": true,
+	"connection.dns_san_peer_certificate": true, "connection.sha256_peer_certificate_digest": true,
 }
 
 // requestHeaderAttr matches request.headers['name'] and response.headers['name'].

@@ -60,6 +60,9 @@ func (l *Listener) Warm(snap *Snapshot) bool {
 type HCM struct {
 	// StatPrefix is stat_prefix: its statistics are http.<StatPrefix>.*.
 	StatPrefix string
+	// XFCC is forward_client_cert_details and set_current_client_cert_details: what the
+	// connection manager does with x-forwarded-client-cert.
+	XFCC XFCC
 	// RDSName is rds.route_config_name; empty when the route configuration is inline.
 	RDSName string
 	// RouteConfig is the inline route_config; nil when RDSName names one.
@@ -199,7 +202,12 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 		"always_set_request_id_in_response", "server_name", "server_header_transformation",
 		"common_http_protocol_options", "http_protocol_options", "http2_protocol_options",
 		"max_request_headers_kb", "request_headers_timeout", "drain_timeout", "delayed_close_timeout",
-		"internal_address_config", "normalize_path", "merge_slashes", "path_with_escaped_slashes_action"); err != nil {
+		"internal_address_config", "normalize_path", "merge_slashes", "path_with_escaped_slashes_action",
+		"forward_client_cert_details", "set_current_client_cert_details"); err != nil {
+		return nil, err
+	}
+	xfcc, err := compileXFCC(h, path)
+	if err != nil {
 		return nil, err
 	}
 	paths, err := compilePaths(h, path)
@@ -249,7 +257,7 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string) (*HCM, error) {
 		StripAnyHostPort: h.GetStripAnyHostPort(), StripMatchingHostPort: h.GetStripMatchingHostPort(),
 		UseRemoteAddress: h.GetUseRemoteAddress().GetValue(), SkipXFFAppend: h.GetSkipXffAppend(), XFFTrustedHops: h.GetXffNumTrustedHops(),
 		AlwaysSetRequestIDInReply: h.GetAlwaysSetRequestIdInResponse(), PreserveExternalRequestID: h.GetPreserveExternalRequestId(),
-		InternalCIDRs: internal, Paths: paths,
+		InternalCIDRs: internal, Paths: paths, XFCC: xfcc,
 		DropUnderscoreHeaders: h.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction() == corev3.HttpProtocolOptions_DROP_HEADER}
 	if t := h.GetStreamIdleTimeout(); t != nil {
 		out.StreamIdleTimeout = t.AsDuration()
@@ -456,4 +464,39 @@ func (h *HCM) Internal(ip netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// XFCC is how a connection manager treats x-forwarded-client-cert (forward_client_cert_details).
+// The double implements SANITIZE (Envoy's default: the header is removed) and SANITIZE_SET (it is
+// replaced by the connection's client certificate, or removed when none was presented), with
+// set_current_client_cert_details subject, uri and dns.
+type XFCC struct {
+	// Set is SANITIZE_SET.
+	Set bool
+	// Subject, URI and DNS are set_current_client_cert_details' fields.
+	Subject, URI, DNS bool
+}
+
+// compileXFCC reads forward_client_cert_details and set_current_client_cert_details, refusing
+// what the double does not implement (FORWARD_ONLY, APPEND_FORWARD, ALWAYS_FORWARD_ONLY; cert and
+// chain).
+func compileXFCC(h *hcmv3.HttpConnectionManager, path string) (XFCC, error) {
+	var x XFCC
+	switch h.GetForwardClientCertDetails() {
+	case hcmv3.HttpConnectionManager_SANITIZE:
+	case hcmv3.HttpConnectionManager_SANITIZE_SET:
+		x.Set = true
+	default:
+		return x, fmt.Errorf("%s.forward_client_cert_details: %s not implemented by envoydouble (SANITIZE, SANITIZE_SET)", path, h.GetForwardClientCertDetails())
+	}
+	d := h.GetSetCurrentClientCertDetails()
+	if d == nil {
+		return x, nil
+	}
+	p := path + ".set_current_client_cert_details"
+	if err := checkFields(d, p, "subject", "uri", "dns"); err != nil {
+		return x, err
+	}
+	x.Subject, x.URI, x.DNS = d.GetSubject().GetValue(), d.GetUri(), d.GetDns()
+	return x, nil
 }
