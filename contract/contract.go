@@ -339,3 +339,32 @@ func SplitAddress(addr string) (network, address string, err error) {
 	}
 	return "tcp", addr, nil
 }
+
+// ExtProcAttributes is the key of ProcessingRequest.attributes under which Envoy's ext_proc filter
+// sends the request_attributes it evaluated (a Struct keyed by the expression text).
+const ExtProcAttributes = "envoy.filters.http.ext_proc"
+
+// The request_attributes of the ext_proc filter. AttrSourceAddress is requested on every
+// listener; the peer certificate ones only on the HTTPS filter chains whose client certificates
+// Envoy verifies (Gateway spec.tls.frontend, mode AllowValidOnly): there the handshake fails
+// without a certificate that chains to a trusted CA, so a certificate Envoy describes is a
+// verified one. Envoy evaluates each as a CEL attribute and sends a string, or nothing when the
+// connection has no such value (no TLS, no certificate, no URI or DNS SAN).
+const (
+	AttrSourceAddress = "source.address"
+	// AttrPeerSubject is the certificate's subject as Envoy prints it (RFC 2253, most
+	// specific RDN first: "CN=client,O=example").
+	AttrPeerSubject = "connection.subject_peer_certificate"
+	// AttrPeerURISAN is the certificate's first URI SAN.
+	AttrPeerURISAN = "connection.uri_san_peer_certificate"
+	// AttrPeerDNSSAN is the certificate's first DNS SAN.
+	AttrPeerDNSSAN = "connection.dns_san_peer_certificate"
+	// AttrPeerSHA256 is the SHA-256 digest of the certificate (DER), lower-case hex.
+	AttrPeerSHA256 = "connection.sha256_peer_certificate_digest"
+)
+
+// PeerCertificateAttributes returns the request_attributes of a filter chain that verifies
+// client certificates, in order (AttrSourceAddress first, as on every listener).
+func PeerCertificateAttributes() []string {
+	return []string{AttrSourceAddress, AttrPeerSubject, AttrPeerURISAN, AttrPeerDNSSAN, AttrPeerSHA256}
+}

@@ -75,12 +75,16 @@ const originalPathHeader = "x-envoy-original-path"
 
 // xdsCommon holds what every listener and cluster of a translation shares, built once.
 type xdsCommon struct {
-	opts      Options
-	hcmChain  []*hcmv3.HttpFilter
-	accessLog []*accesslogv3.AccessLog
-	tlsMu     sync.Mutex                         // backends are translated concurrently (forEach)
-	tlsByKey  map[string]*corev3.TransportSocket // tlsSocket's, by upstreamTLS.key
-	disabled  *anypb.Any
+	opts     Options
+	hcmChain []*hcmv3.HttpFilter
+	// hcmChainPeer is hcmChain whose ext_proc filter also asks for the client certificate's
+	// attributes (contract.PeerCertificateAttributes): the chain of HTTPS filter chains that
+	// verify client certificates
+	hcmChainPeer []*hcmv3.HttpFilter
+	accessLog    []*accesslogv3.AccessLog
+	tlsMu        sync.Mutex                         // backends are translated concurrently (forEach)
+	tlsByKey     map[string]*corev3.TransportSocket // tlsSocket's, by upstreamTLS.key
+	disabled     *anypb.Any
 	// disabledFilters is the typed_per_filter_config of every route without ext_proc
 	disabledFilters map[string]*anypb.Any
 	// unlimitedFilters is disabledFilters plus a LocalRateLimit that limits nothing: the
@@ -146,8 +150,16 @@ func newXDSCommon(opts Options) *xdsCommon {
 		{Name: corsFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&corsv3.Cors{})}},
 		rateLimitFilter(),
 		{Name: statefulSessionFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&statefulv3.StatefulSession{})}},
-		{Name: ExtProcFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(x.extProcFilter())}},
+		{Name: ExtProcFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(x.extProcFilter(false))}},
 		{Name: routerFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}},
+	}
+	x.hcmChainPeer = make([]*hcmv3.HttpFilter, len(x.hcmChain))
+	for i, f := range x.hcmChain {
+		x.hcmChainPeer[i] = f
+		if f.Name == ExtProcFilterName {
+			x.hcmChainPeer[i] = &hcmv3.HttpFilter{Name: ExtProcFilterName,
+				ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(x.extProcFilter(true))}}
+		}
 	}
 	x.accessLog = accesslog.Stdout() // the bootstrap's mux upstream listener writes the same
 	x.disabled = mustAny(&extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Disabled{Disabled: true}})
@@ -197,8 +209,16 @@ func mustAny(m proto.Message) *anypb.Any {
 	return a
 }
 
-// extProcFilter is the HCM-level ext_proc filter: headers only unless a route overrides it.
-func (x *xdsCommon) extProcFilter() *extprocv3.ExternalProcessor {
+// extProcFilter is the HCM-level ext_proc filter: headers only unless a route overrides it. Its
+// request_attributes are the source address, plus with peer the client certificate's subject,
+// first URI and DNS SANs and digest (contract.PeerCertificateAttributes), for the filter chains
+// that verify client certificates (AllowValidOnly): authorization rules read them
+// (docs/design.md, Client certificates). Elsewhere Envoy evaluates and sends only the address.
+func (x *xdsCommon) extProcFilter(peer bool) *extprocv3.ExternalProcessor {
+	attrs := []string{contract.AttrSourceAddress}
+	if peer {
+		attrs = contract.PeerCertificateAttributes()
+	}
 	return &extprocv3.ExternalProcessor{
 		GrpcService: &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
 			EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: contract.ExtProcCluster}}},
@@ -209,7 +229,7 @@ func (x *xdsCommon) extProcFilter() *extprocv3.ExternalProcessor {
 		MetadataOptions: &extprocv3.MetadataOptions{
 			ReceivingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{contract.MetadataNamespace}},
 		},
-		RequestAttributes: []string{"source.address"},
+		RequestAttributes: attrs,
 		// No reply can make Envoy match the route again (clear_route_cache is ignored): a
 		// request is routed once, before ext_proc authorizes it under that route's policy.
 		RouteCacheAction: extprocv3.ExternalProcessor_RETAIN,
@@ -291,15 +311,20 @@ func (x *xdsCommon) listener(name string, port int32) *listenerv3.Listener {
 	return &listenerv3.Listener{
 		Name:                          name,
 		Address:                       socketAddress(x.opts.BindAddress, port),
-		FilterChains:                  []*listenerv3.FilterChain{{Filters: x.hcmFilters(name, name)}},
+		FilterChains:                  []*listenerv3.FilterChain{{Filters: x.hcmFilters(name, name, false)}},
 		PerConnectionBufferLimitBytes: wrapperspb.UInt32(x.bufferLimit()),
 	}
 }
 
 // hcmFilters is the network filter list of a filter chain of the listener name: the HTTP
 // connection manager (statistics under the listener's name), routed by the RouteConfiguration
-// routes over RDS (ADS).
-func (x *xdsCommon) hcmFilters(name, routes string) []*listenerv3.Filter {
+// routes over RDS (ADS). verified says that the chain's handshake verifies client certificates
+// (AllowValidOnly): its ext_proc filter asks for the certificate's attributes (hcmChainPeer) and
+// the connection manager sets x-forwarded-client-cert for the upstream (SANITIZE_SET: a
+// client's own is replaced). Every other chain keeps Envoy's default, SANITIZE: a client's
+// x-forwarded-client-cert is removed and none is set (under AllowInsecureFallback a certificate
+// may not be verified, and Envoy's XFCC does not say so).
+func (x *xdsCommon) hcmFilters(name, routes string, verified bool) []*listenerv3.Filter {
 	paths := listenerPaths()
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix(name),
@@ -336,6 +361,12 @@ func (x *xdsCommon) hcmFilters(name, routes string) []*listenerv3.Filter {
 			InitialStreamWindowSize:     wrapperspb.UInt32(x.bufferLimit()),
 			InitialConnectionWindowSize: wrapperspb.UInt32(max(1<<20, x.bufferLimit())),
 		},
+	}
+	if verified {
+		hcm.HttpFilters = x.hcmChainPeer
+		hcm.ForwardClientCertDetails = hcmv3.HttpConnectionManager_SANITIZE_SET
+		hcm.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{
+			Subject: wrapperspb.Bool(true), Uri: true, Dns: true}
 	}
 	return []*listenerv3.Filter{{
 		Name:       hcmFilterName,

@@ -271,7 +271,7 @@ func (x *xdsCommon) tlsListener(name string, port int32, chains []*listenerInfo)
 		}
 		fc := &listenerv3.FilterChain{
 			Name:            li.key,
-			Filters:         x.hcmFilters(name, chainRoutesName(name, li)),
+			Filters:         x.hcmFilters(name, chainRoutesName(name, li), li.tls.clientCA != nil && li.tls.requireClient),
 			TransportSocket: &corev3.TransportSocket{Name: tlsSocketName, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}},
 		}
 		if li.hostname != "" {
