@@ -12,6 +12,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/mcpgate/mcpgate/contract"
+	"github.com/mcpgate/mcpgate/extproc/authz"
 	"github.com/mcpgate/mcpgate/extproc/telemetry"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -158,7 +159,24 @@ func encoded(ce string) bool {
 
 // sourceAddress reads the source.address request attribute.
 func sourceAddress(attrs map[string]*structpb.Struct) string {
-	return attrs["envoy.filters.http.ext_proc"].GetFields()["source.address"].GetStringValue()
+	return attrs[contract.ExtProcAttributes].GetFields()[contract.AttrSourceAddress].GetStringValue()
+}
+
+// peerCertificate reads the client certificate attributes, which Envoy sends only where the
+// translator asks for them: on the filter chains that verify client certificates
+// (contract.PeerCertificateAttributes). A certificate is its digest, which Envoy sends for every
+// presented certificate: without one, the rest (a TLS connection's subject attribute is "" even
+// without a certificate) is no certificate.
+func peerCertificate(attrs map[string]*structpb.Struct) authz.PeerCertificate {
+	f := attrs[contract.ExtProcAttributes].GetFields()
+	p := authz.PeerCertificate{SHA256: f[contract.AttrPeerSHA256].GetStringValue()}
+	if p.SHA256 == "" {
+		return authz.PeerCertificate{}
+	}
+	p.Subject = f[contract.AttrPeerSubject].GetStringValue()
+	p.URISAN = f[contract.AttrPeerURISAN].GetStringValue()
+	p.DNSSAN = f[contract.AttrPeerDNSSAN].GetStringValue()
+	return p
 }
 
 // setHeader is a header mutation that overwrites (Envoy honours only the deprecated append flag,

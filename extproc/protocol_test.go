@@ -1460,3 +1460,41 @@ func TestBatchLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestPeerCertificateRule: a traffic rule on the verified client certificate reads the
+// request_attributes Envoy sends with the first message of a filter chain that verifies client
+// certificates; a certificate with another DNS SAN, and a chain that sends no certificate
+// attributes (where the translator asks for none), are refused with 403.
+func TestPeerCertificateRule(t *testing.T) {
+	p := &policyv1.Policy{Name: "lab", TrafficRules: []*policyv1.Rule{{Action: policyv1.Rule_ALLOW,
+		Expression: `source.dnsSan == "client-a.example" && source.subject == "CN=client-a,O=mcpgate"`, Source: "allow#0"}}}
+	h := newHarness(t, []*policyv1.Policy{p})
+	certOf := func(dns, subject string) map[string]string {
+		return map[string]string{
+			contract.AttrPeerSubject: subject, contract.AttrPeerDNSSAN: dns,
+			contract.AttrPeerSHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+		}
+	}
+	for _, c := range []struct {
+		name  string
+		peer  map[string]string
+		allow bool
+	}{
+		{"client-a", certOf("client-a.example", "CN=client-a,O=mcpgate"), true},
+		{"client-b", certOf("client-b.example", "CN=client-b,O=mcpgate"), false},
+		// A TLS connection's subject attribute is "" without a certificate, and no digest.
+		{"no certificate", map[string]string{contract.AttrPeerSubject: ""}, false},
+		{"chain without attributes", nil, false},
+	} {
+		s := h.open(t, h.tcp, streamableRoute)
+		s.Peer = c.peer
+		resp := check(t)(s.RequestHeaders(postHeaders("/mcp", ""), false))
+		if c.allow {
+			plainContinue(t, resp)
+			continue
+		}
+		if ir := resp.GetImmediateResponse(); ir.GetStatus().GetCode() != 403 {
+			t.Errorf("%s: want 403, got %v", c.name, resp)
+		}
+	}
+}

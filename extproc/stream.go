@@ -465,7 +465,7 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders, attrs map[string]*str
 	st.in = authz.Input{
 		Method: st.headers.first(":method"), Path: st.headers.first(":path"), Host: st.headers.first(":authority"),
 		// The stream's: a list filter, which may outlive it, reads a copy (itemFilter).
-		Headers: &st.headers, SourceAddress: sourceAddress(attrs), Target: st.ri.target,
+		Headers: &st.headers, SourceAddress: sourceAddress(attrs), Peer: peerCertificate(attrs), Target: st.ri.target,
 	}
 	if st.in.Host == "" {
 		st.in.Host = st.headers.first("host")

@@ -52,10 +52,22 @@ type Input struct {
 	// SourceAddress is the downstream address as Envoy reports it ("ip:port" or "ip");
 	// source.address is its IP part.
 	SourceAddress string
+	// Peer is the client certificate Envoy verified on the connection; zero without one.
+	Peer PeerCertificate
 
 	args    map[string]any // ToolArguments decoded
 	argsErr error
 	argsOK  bool // args/argsErr are set
+}
+
+// PeerCertificate is a client certificate as Envoy describes it in the ext_proc request
+// attributes of a filter chain that verifies client certificates (contract.PeerCertificateAttributes):
+// only there does ext_proc fill it, so a certificate here is one Envoy verified.
+type PeerCertificate struct {
+	// Subject is the subject in RFC 2253 form ("CN=client,O=example"); URISAN and DNSSAN are
+	// the first URI and the first DNS SAN (Envoy's attributes name no other); SHA256 is the
+	// lower-case hex digest of the DER certificate. Empty: absent.
+	Subject, URISAN, DNSSAN, SHA256 string
 }
 
 // Reset clears the Input for another request, keeping nothing of the last one.
@@ -141,6 +153,7 @@ const (
 	promptTypeName   = "mcpgate.Prompt"
 	resourceTypeName = "mcpgate.Resource"
 	sourceTypeName   = "mcpgate.Source"
+	identityTypeName = "mcpgate.Identity"
 )
 
 // The values of request, mcp, its items and source are views of an Input: the same pointer under
@@ -158,6 +171,7 @@ type (
 	promptKind   struct{}
 	resourceKind struct{}
 	sourceKind   struct{}
+	identityKind struct{}
 )
 
 func (requestKind) celType() *types.Type  { return requestType }
@@ -166,6 +180,7 @@ func (toolKind) celType() *types.Type     { return toolType }
 func (promptKind) celType() *types.Type   { return promptType }
 func (resourceKind) celType() *types.Type { return resourceType }
 func (sourceKind) celType() *types.Type   { return sourceType }
+func (identityKind) celType() *types.Type { return identityType }
 
 // input returns the Input a view shows.
 func (v *view[K]) input() *Input { return (*Input)(v) }

@@ -18,6 +18,7 @@ var (
 	promptType   = types.NewObjectType(promptTypeName)
 	resourceType = types.NewObjectType(resourceTypeName)
 	sourceType   = types.NewObjectType(sourceTypeName)
+	identityType = types.NewObjectType(identityTypeName)
 )
 
 // field is one field of an object type: its CEL type, whether it is set (for has()), and its
@@ -100,6 +101,23 @@ func schemaFields() map[string]map[string]field {
 		},
 		sourceTypeName: {
 			"address": stringField(func(in *Input) string { return hostOnly(in.SourceAddress) }),
+			// The verified client certificate (docs/design.md, Client certificates): subject
+			// is agentgateway's name; Envoy names one URI and one DNS SAN only, so
+			// agentgateway's subjectAltNames (every SAN) is not offered under that name.
+			"subject":           stringField(func(in *Input) string { return in.Peer.Subject }),
+			"uriSan":            stringField(func(in *Input) string { return in.Peer.URISAN }),
+			"dnsSan":            stringField(func(in *Input) string { return in.Peer.DNSSAN }),
+			"certificateSha256": stringField(func(in *Input) string { return in.Peer.SHA256 }),
+			"identity": {
+				typ:   identityType,
+				isSet: func(in *Input) bool { _, ok := spiffeIdentity(in.Peer.URISAN); return ok },
+				get:   func(in *Input) (any, error) { return (*view[identityKind])(in), nil },
+			},
+		},
+		identityTypeName: {
+			"trustDomain":    stringField(func(in *Input) string { return in.identity().TrustDomain }),
+			"namespace":      stringField(func(in *Input) string { return in.identity().Namespace }),
+			"serviceAccount": stringField(func(in *Input) string { return in.identity().ServiceAccount }),
 		},
 	}
 }
@@ -118,6 +136,8 @@ func asInput(target any) (*Input, error) {
 	case *view[resourceKind]:
 		return v.input(), nil
 	case *view[sourceKind]:
+		return v.input(), nil
+	case *view[identityKind]:
 		return v.input(), nil
 	}
 	return nil, fmt.Errorf("unexpected CEL object %T", target)

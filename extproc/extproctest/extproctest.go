@@ -68,6 +68,11 @@ type Stream struct {
 	cancel context.CancelFunc
 	// SourceAddress is the source.address request attribute.
 	SourceAddress string
+	// Peer are the client certificate attributes of a filter chain that verifies client
+	// certificates (contract.PeerCertificateAttributes), by expression; nil on other chains,
+	// where Envoy is not asked for them. As Envoy sends them: strings, and a URI or DNS SAN the
+	// certificate lacks is left out.
+	Peer map[string]string
 	// RequestBodyMode and ResponseBodyMode go in protocol_config (the route's modes).
 	RequestBodyMode, ResponseBodyMode extprocfilterv3.ProcessingMode_BodySendMode
 	sent                              int
@@ -134,9 +139,11 @@ func (s *Stream) Send(req *extprocv3.ProcessingRequest) error {
 	case *extprocv3.ProcessingRequest_RequestHeaders, *extprocv3.ProcessingRequest_RequestBody, *extprocv3.ProcessingRequest_RequestTrailers:
 		if !s.requestAttrs {
 			s.requestAttrs = true
-			req.Attributes = map[string]*structpb.Struct{"envoy.filters.http.ext_proc": {Fields: map[string]*structpb.Value{
-				"source.address": structpb.NewStringValue(s.SourceAddress),
-			}}}
+			fields := map[string]*structpb.Value{"source.address": structpb.NewStringValue(s.SourceAddress)}
+			for k, v := range s.Peer {
+				fields[k] = structpb.NewStringValue(v)
+			}
+			req.Attributes = map[string]*structpb.Struct{"envoy.filters.http.ext_proc": {Fields: fields}}
 		}
 	default:
 		// No response_attributes are configured: Envoy sends none.
