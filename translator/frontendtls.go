@@ -137,7 +137,7 @@ func (t *translation) clientValidation(gi *gatewayInfo, port int32) *clientValid
 				groupKind(group, kind), keyString(ns, name), caCertKey)
 		default:
 			reason = string(gwv1.ListenerReasonInvalidCACertificateRef)
-			certs, msg = t.caConfigMap(g, rf, ns, name)
+			certs, msg = t.caConfigMap(gatewayKey(g), rf, ns, name)
 		}
 		if msg != "" {
 			problems = append(problems, rf+": "+msg)
@@ -145,12 +145,7 @@ func (t *translation) clientValidation(gi *gatewayInfo, port int32) *clientValid
 			refuse(rf, msg)
 			continue
 		}
-		for _, c := range certs {
-			if !seen[string(c.Raw)] {
-				seen[string(c.Raw)] = true
-				_ = pem.Encode(&pemOut, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}) // a bytes.Buffer does not fail
-			}
-		}
+		appendPEM(&pemOut, seen, certs)
 	}
 	if len(v.CACertificateRefs) == 0 {
 		// The API server refuses this too (MinItems 1).
@@ -166,6 +161,16 @@ func (t *translation) clientValidation(gi *gatewayInfo, port int32) *clientValid
 		cv.refusalMsg = fmt.Sprintf("no valid CA certificate in %s.caCertificateRefs (see ResolvedRefs): client certificates cannot be verified, so the listener is not served", field)
 	}
 	return cv
+}
+
+// appendPEM appends each of certs to out as a PEM block, unless seen holds it already.
+func appendPEM(out *bytes.Buffer, seen map[string]bool, certs []*x509.Certificate) {
+	for _, c := range certs {
+		if !seen[string(c.Raw)] {
+			seen[string(c.Raw)] = true
+			_ = pem.Encode(out, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}) // a bytes.Buffer does not fail
+		}
+	}
 }
 
 // worseCARefReason is the ResolvedRefs reason of listeners with refs of reasons a and b: not
@@ -191,11 +196,12 @@ func worseCARefReason(a, b string) string {
 // caConfigMap reads the CA certificates of the ConfigMap ns/name (key ca.crt, in data or
 // binaryData), or says what is wrong with it: not found, unreadable, without ca.crt, or a ca.crt
 // Envoy would not load (caCertificates). A ConfigMap that could not be read again but was read
-// before (Resources.ConfigMapErrors) is used as read, with a warning on field.
-func (t *translation) caConfigMap(g *gwv1.Gateway, field, ns, name string) ([]*x509.Certificate, string) {
+// before (Resources.ConfigMapErrors) is used as read, with a warning on field of owner (the
+// Gateway or BackendTLSPolicy that names it).
+func (t *translation) caConfigMap(owner ObjectKey, field, ns, name string) ([]*x509.Certificate, string) {
 	id := kindConfigMap + " " + keyString(ns, name)
 	c := t.configMaps[key(ns, name)]
-	if msg := t.unreadable(g, field, id, c != nil, t.in.ConfigMapErrors[key(ns, name)]); msg != "" {
+	if msg := t.unreadable(owner, field, id, c != nil, t.in.ConfigMapErrors[key(ns, name)]); msg != "" {
 		return nil, msg
 	}
 	data, ok := c.Data[caCertKey]

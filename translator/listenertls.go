@@ -147,7 +147,7 @@ func listenerField(li *listenerInfo) string {
 func (t *translation) certificateSecret(g *gwv1.Gateway, field, ns, name string) (*tlsv3.Secret, string) {
 	id := "Secret " + keyString(ns, name)
 	s := t.secrets[key(ns, name)]
-	if msg := t.unreadable(g, field, id, s != nil, t.in.SecretErrors[key(ns, name)]); msg != "" {
+	if msg := t.unreadable(gatewayKey(g), field, id, s != nil, t.in.SecretErrors[key(ns, name)]); msg != "" {
 		return nil, msg
 	}
 	if s.Type != corev1.SecretTypeTLS {
@@ -182,18 +182,23 @@ func (t *translation) certificateSecret(g *gwv1.Gateway, field, ns, name string)
 	}, ""
 }
 
-// unreadable says why the object id ("Kind ns/name") that field of Gateway g names cannot be
-// used: not found, or its read failed (why, from Resources.SecretErrors or ConfigMapErrors) and
-// no copy read before is at hand; "" when found, with a warning on field when found is the copy
-// read before and why says the last read failed.
-func (t *translation) unreadable(g *gwv1.Gateway, field, id string, found bool, why string) string {
+// gatewayKey is the ObjectKey of Gateway g.
+func gatewayKey(g *gwv1.Gateway) ObjectKey {
+	return ObjectKey{Kind: KindGateway, Namespace: g.Namespace, Name: g.Name}
+}
+
+// unreadable says why the object id ("Kind ns/name") that field of owner (a Gateway, a
+// BackendTLSPolicy) names cannot be used: not found, or its read failed (why, from
+// Resources.SecretErrors or ConfigMapErrors) and no copy read before is at hand; "" when found,
+// with a warning on field when found is the copy read before and why says the last read failed.
+func (t *translation) unreadable(owner ObjectKey, field, id string, found bool, why string) string {
 	switch {
 	case !found && why != "":
 		return id + " could not be read: " + why
 	case !found:
 		return id + " not found"
 	case why != "":
-		t.st.warnings.add(KindGateway, g.Namespace, g.Name, field,
+		t.st.warnings.add(owner.Kind, owner.Namespace, owner.Name, field,
 			fmt.Sprintf("%s could not be read (%s): the copy read before is used", id, why))
 	}
 	return ""

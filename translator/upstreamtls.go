@@ -3,6 +3,7 @@ package translator
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -23,6 +24,12 @@ type upstreamTLS struct {
 	port int32    // the target's port
 	sni  string   // the server name of the handshake; "" sends none
 	sans []string // the names the certificate must have one of; none: any name (chain only)
+	// uris are URI names the certificate may have instead (a BackendTLSPolicy's subjectAltNames
+	// of type URI): with sans, one name of either list must match
+	uris []string
+	// ca is the PEM bundle the chain is verified against (a BackendTLSPolicy's
+	// caCertificateRefs); "" is Options.UpstreamCAFile, the system's
+	ca string
 	// verify is false under insecureSkipVerify All: no validation context, nothing verified
 	verify bool
 	// h2 offers ALPN h2 only: the cluster speaks HTTP/2 (a Service port with appProtocol
@@ -75,7 +82,8 @@ func (u *upstreamTLS) hostHeader() string {
 
 // key identifies the transport socket of u: equal keys, equal sockets.
 func (u *upstreamTLS) key() string {
-	return strconv.FormatBool(u.verify) + strconv.FormatBool(u.h2) + "\x00" + u.sni + "\x00" + strings.Join(u.sans, "\x00")
+	return strconv.FormatBool(u.verify) + strconv.FormatBool(u.h2) + "\x00" + u.sni + "\x00" + strings.Join(u.sans, "\x00") +
+		"\x01" + strings.Join(u.uris, "\x00") + "\x01" + u.ca
 }
 
 // describe is what a backend's Accepted condition says of u.
@@ -83,10 +91,10 @@ func (u *upstreamTLS) describe() string {
 	switch {
 	case !u.verify:
 		return "over TLS, the certificate not verified (insecureSkipVerify All)"
-	case len(u.sans) == 0:
+	case len(u.sans) == 0 && len(u.uris) == 0:
 		return "over TLS, the certificate verified against the CA bundle but not its names (insecureSkipVerify Hostname)"
 	}
-	return "over TLS, the certificate verified for " + strings.Join(u.sans, ", ")
+	return "over TLS, the certificate verified for " + strings.Join(slices.Concat(u.sans, u.uris), ", ")
 }
 
 // checkTLS validates a BackendTLS (nil passes): it returns the field at fault below the tls
@@ -138,10 +146,11 @@ func checkTLS(p *v1alpha1.BackendTLS) (field, msg string) {
 // tlsSocket is Envoy's transport socket for u, one per distinct setting (key) in a translation.
 // Envoy's UpstreamTlsContext (api/envoy/extensions/transport_sockets/tls/v3/tls.proto) sends sni
 // as the server name when set, none when empty; without a validation_context it verifies nothing
-// (any certificate passes); with one, it verifies the chain against trusted_ca and, only when
+// (any certificate passes); with one, it verifies the chain against trusted_ca (a file, the
+// system bundle; or inline, a BackendTLSPolicy's CA certificates) and, only when
 // match_typed_subject_alt_names is set, that a SAN of the certificate matches one of them (a
 // DNS matcher compares DNS SANs, a wildcard SAN covering one label; an IP_ADDRESS matcher the
-// IP SANs): never the SNI itself.
+// IP SANs; a URI matcher the URI SANs, exactly): never the SNI itself.
 func (x *xdsCommon) tlsSocket(u *upstreamTLS) *corev3.TransportSocket {
 	k := u.key()
 	x.tlsMu.Lock()
@@ -158,6 +167,9 @@ func (x *xdsCommon) tlsSocket(u *upstreamTLS) *corev3.TransportSocket {
 		vc := &tlsv3.CertificateValidationContext{
 			TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: x.opts.UpstreamCAFile}},
 		}
+		if u.ca != "" {
+			vc.TrustedCa = &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: u.ca}}
+		}
 		for _, n := range u.sans {
 			san := tlsv3.SubjectAltNameMatcher_DNS
 			if a, err := netip.ParseAddr(n); err == nil {
@@ -166,6 +178,12 @@ func (x *xdsCommon) tlsSocket(u *upstreamTLS) *corev3.TransportSocket {
 			}
 			vc.MatchTypedSubjectAltNames = append(vc.MatchTypedSubjectAltNames, &tlsv3.SubjectAltNameMatcher{
 				SanType: san,
+				Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: n}},
+			})
+		}
+		for _, n := range u.uris {
+			vc.MatchTypedSubjectAltNames = append(vc.MatchTypedSubjectAltNames, &tlsv3.SubjectAltNameMatcher{
+				SanType: tlsv3.SubjectAltNameMatcher_URI,
 				Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: n}},
 			})
 		}
