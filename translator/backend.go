@@ -84,6 +84,9 @@ type target struct {
 	// ending in /sse bridges its HTTP+SSE clients through the mux (legacyMatch, legacyBridge).
 	legacy     *v1alpha1.MCPBackend
 	legacyOnce sync.Once
+	// btls is the BackendTLSPolicy that applies to a Service port's target, btlsPort the port
+	btls     *btlsPolicy
+	btlsPort *btlsPort
 }
 
 // legacyBridge returns tg's bridge for HTTP+SSE clients, made on first use (rules are compiled
@@ -400,13 +403,16 @@ func isH2C(p *corev1.ServicePort) bool {
 }
 
 // serviceCluster is the target of a Service port's EDS cluster, its endpoints the port's ready
-// ones, balanced per request (Envoy's default ROUND_ROBIN) unless setMCP makes it an MCP target.
+// ones, balanced per request (Envoy's default ROUND_ROBIN) unless setMCP makes it an MCP target,
+// reached over TLS when a BackendTLSPolicy applies to the port (applyBackendTLS).
 func (t *translation) serviceCluster(clusterName string, svc *corev1.Service, p *corev1.ServicePort) *target {
 	c := t.xds.edsCluster(clusterName)
 	if isH2C(p) {
 		c.TypedExtensionProtocolOptions = t.xds.upstreamH2C
 	}
-	return &target{cluster: c, cla: t.loadAssignment(clusterName, svc, p)}
+	tg := &target{cluster: c, cla: t.loadAssignment(clusterName, svc, p)}
+	t.applyBackendTLS(tg, svc, p)
+	return tg
 }
 
 // loadAssignment builds the endpoints of a Service port from its EndpointSlices: the ready

@@ -217,7 +217,17 @@ func (t *translation) staticMCPTarget(cname string, spec *v1alpha1.McpTargetSele
 		if tls != nil {
 			tls.h2 = isH2C(p)
 		}
-		t.xds.withTLS(tg, tls)
+		switch {
+		case tg.btls == nil:
+			t.xds.withTLS(tg, tls)
+		case targetTLS(st) != nil:
+			// the target's own policies.tls wins over a BackendTLSPolicy of the port
+			tg.btls, tg.btlsPort, tg.cla = nil, nil, t.loadAssignment(cname, svc, p)
+			t.xds.withTLS(tg, tls)
+		default:
+			// the port's BackendTLSPolicy wins over the TLS a port 443 implies
+			tls = tg.btls.tls
+		}
 	} else {
 		tg = t.xds.addressTarget(cname, st.Host, st.Port, tls)
 	}

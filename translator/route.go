@@ -102,7 +102,10 @@ type compiledRule struct {
 	cors                  *anypb.Any // the CorsPolicy of the rule's CORS filter, nil without one
 	refs                  []ruleRef
 	invalidWeight         uint64 // at most MaxUint32 once compileRule checked the rule's weights
-	hasRefs               bool
+	// btlsRefused are the targets of backendRefs refused for their BackendTLSPolicy: the
+	// policy's ancestors are the Gateways of the rule all the same
+	btlsRefused []*target
+	hasRefs     bool
 	// bridge, when the rule sends to one backend only (one ref, no invalid share) and its
 	// target is bridged (an SSE target; a Streamable HTTP target, when a match's path ends in
 	// /sse: legacyMatch), is that target's bridge (target.bridge): the rule's routes split

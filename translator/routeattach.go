@@ -89,6 +89,10 @@ func (t *translation) registerRoute(cr *compiledRoute) {
 			if ref.tg.backend != "" {
 				ref.tg.gateways.add(u.gi)
 			}
+			t.notePortGateway(ref.tg, u.gi)
+		}
+		for _, tg := range c.btlsRefused {
+			t.notePortGateway(tg, u.gi)
 		}
 		switch {
 		case u.bad || c.failMsg != "": // answers 500

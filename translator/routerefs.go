@@ -115,6 +115,11 @@ func (t *translation) resolveBackendRef(cr *compiledRoute, c *compiledRule, rule
 			return
 		}
 		tg = t.serviceRefTarget(svc, &svc.Spec.Ports[port])
+		if msg := btlsRefProblem(tg); msg != "" {
+			c.btlsRefused = append(c.btlsRefused, tg)
+			fail(RouteReasonInvalidBackendTLSPolicy, msg)
+			return
+		}
 	case group == backendGroup && kind == KindAgentgatewayBackend:
 		bi := t.backends[key(ns, name)]
 		if bi == nil {

@@ -43,6 +43,9 @@ type translation struct {
 	grants       map[string][]*gwv1.ReferenceGrant // by namespace
 	svcTargets   map[string]*target                // Service backendRef targets by cluster name
 	svcMu        sync.Mutex                        // guards svcTargets (routes compile concurrently)
+	btlsList     []*btlsPolicy                     // BackendTLSPolicies, oldest first
+	btlsByPort   map[btlsPort]*btlsPolicy          // the policy that applies to each Service port
+	btlsGateways map[btlsPort]*gatewayList         // the Gateways whose routes reach each such port
 	policies     *policyIndex
 	policyList   []*policyInfo            // every policy, oldest first
 	merged       map[string]*mergedPolicy // by policy name
@@ -71,6 +74,8 @@ func newTranslation(in *Resources, opts Options) *translation {
 		namespaces:   make(map[string]*corev1.Namespace, len(in.Namespaces)),
 		grants:       map[string][]*gwv1.ReferenceGrant{},
 		svcTargets:   map[string]*target{},
+		btlsByPort:   map[btlsPort]*btlsPolicy{},
+		btlsGateways: map[btlsPort]*gatewayList{},
 		merged:       make(map[string]*mergedPolicy, len(in.Policies)),
 	}
 	t.st = &st
@@ -88,6 +93,7 @@ func (t *translation) run() {
 	t.xds = newXDSCommon(t.opts)
 	t.translateClasses()
 	t.selectGateways()
+	t.resolveBackendTLS()
 	t.translateBackends()
 	var compiled []compiledRoute
 	concurrently( // neither reads what the other writes
@@ -96,6 +102,7 @@ func (t *translation) run() {
 	t.attachRoutes(compiled)
 	foreign := t.foreignBackends()
 	concurrently(func() { t.policyStatuses(foreign) }, t.finishGateways) // the same: they read what is done by now
+	t.backendTLSStatuses()
 	t.affectedConditions(foreign)
 	t.out.Status = *t.st
 	t.chk.done()

@@ -161,12 +161,16 @@ type Resources struct {
 	// whose Secret is not is refused with the reason, not as a Secret not found.
 	SecretErrors map[types.NamespacedName]string
 	// ConfigMaps hold the CA certificates (key ca.crt) that Gateways' client certificate
-	// validation (spec.tls.frontend caCertificateRefs) names.
+	// validation (spec.tls.frontend caCertificateRefs) and BackendTLSPolicies'
+	// validation.caCertificateRefs name.
 	ConfigMaps []*corev1.ConfigMap
 	// ConfigMapErrors say why ConfigMaps that Gateways name could not be read, as SecretErrors
 	// do for Secrets: a copy in ConfigMaps is used with a warning; without one the reference is
 	// refused with the reason.
 	ConfigMapErrors map[types.NamespacedName]string
+	// BackendTLSPolicies say how Service ports are reached over TLS (Gateway API v1): the EDS
+	// clusters of the ports they apply to verify the backend's certificate.
+	BackendTLSPolicies []*gwv1.BackendTLSPolicy
 	// Namespaces give the labels that namespace selectors (allowedRoutes, MCP target
 	// selectors) match; a namespace absent here still has its kubernetes.io/metadata.name label.
 	Namespaces []*corev1.Namespace

@@ -199,6 +199,13 @@ func readKinds() map[string]kindInfo {
 			res.EndpointSlices = append(res.EndpointSlices, p)
 		})},
 	}
+	btls := func(res *translator.Resources, p *gwv1.BackendTLSPolicy) {
+		res.BackendTLSPolicies = append(res.BackendTLSPolicies, p)
+	}
+	// BackendTLSPolicy is served in v1 (standard channel) and, deprecated, v1alpha3: the same
+	// type (gwv1alpha3.BackendTLSPolicy is gwv1.BackendTLSPolicy)
+	m["gateway.networking.k8s.io/v1/BackendTLSPolicy"] = kindInfo{true, decodeInto(btls)}
+	m["gateway.networking.k8s.io/v1alpha3/BackendTLSPolicy"] = kindInfo{true, decodeInto(btls)}
 	for _, v := range []string{"v1", "v1beta1"} {
 		m["gateway.networking.k8s.io/"+v+"/GatewayClass"] = kindInfo{false, decodeInto(gwc)}
 		m["gateway.networking.k8s.io/"+v+"/Gateway"] = kindInfo{true, decodeInto(gw)}
@@ -970,6 +977,7 @@ func appendResources(dst, src *translator.Resources) {
 	dst.ConfigMaps = append(dst.ConfigMaps, src.ConfigMaps...)
 	dst.Namespaces = append(dst.Namespaces, src.Namespaces...)
 	dst.ReferenceGrants = append(dst.ReferenceGrants, src.ReferenceGrants...)
+	dst.BackendTLSPolicies = append(dst.BackendTLSPolicies, src.BackendTLSPolicies...)
 	dst.UnreadablePolicies = append(dst.UnreadablePolicies, src.UnreadablePolicies...)
 }
 
