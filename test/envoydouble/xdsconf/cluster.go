@@ -457,11 +457,11 @@ func compileUpstreamTLS(ts *corev3.TransportSocket, path string) (cfg *tls.Confi
 			return nil, "", fmt.Errorf("%s.matcher: only exact is implemented by envoydouble", mp)
 		}
 		switch m.GetSanType() {
-		case tlsv3.SubjectAltNameMatcher_DNS, tlsv3.SubjectAltNameMatcher_IP_ADDRESS:
+		case tlsv3.SubjectAltNameMatcher_DNS, tlsv3.SubjectAltNameMatcher_IP_ADDRESS, tlsv3.SubjectAltNameMatcher_URI:
 		default:
-			return nil, "", fmt.Errorf("%s.san_type: %s not implemented by envoydouble (DNS, IP_ADDRESS)", mp, m.GetSanType())
+			return nil, "", fmt.Errorf("%s.san_type: %s not implemented by envoydouble (DNS, IP_ADDRESS, URI)", mp, m.GetSanType())
 		}
-		sans = append(sans, sanMatcher{ip: m.GetSanType() == tlsv3.SubjectAltNameMatcher_IP_ADDRESS, exact: m.GetMatcher().GetExact()})
+		sans = append(sans, sanMatcher{typ: m.GetSanType(), exact: m.GetMatcher().GetExact()})
 	}
 	cfg.InsecureSkipVerify = true // verification below, as Envoy does it (chain, then SANs)
 	cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
@@ -499,19 +499,30 @@ func compileClientCertificate(certs []*tlsv3.TlsCertificate, path string) (*tls.
 	return &cert, nil
 }
 
-// sanMatcher is one match_typed_subject_alt_names entry: an exact DNS name or IP address.
+// sanMatcher is one match_typed_subject_alt_names entry: an exact DNS name, IP address or URI.
 type sanMatcher struct {
-	ip    bool
+	typ   tlsv3.SubjectAltNameMatcher_SanType
 	exact string
 }
 
-// matches reproduces Envoy's DefaultCertValidator for the two SAN types: a DNS matcher compares
-// the certificate's DNS SANs (a wildcard SAN covers one label, dnsNameMatch), an IP_ADDRESS one
-// its IP SANs in their text form. A DNS matcher never matches an IP SAN, nor the reverse.
+// matches reproduces Envoy's DefaultCertValidator for the three SAN types: a DNS matcher
+// compares the certificate's DNS SANs (a wildcard SAN covers one label, dnsNameMatch; a
+// wildcard in the matcher is no wildcard, it matches only the same wildcard SAN), an IP_ADDRESS
+// one its IP SANs in their text form, a URI one its URI SANs as the string matcher compares
+// strings (exact: byte for byte, case-sensitive; Envoy's StringSanMatcher on the GEN_URI
+// entry's text). A matcher never matches a SAN of another type.
 func (m sanMatcher) matches(c *x509.Certificate) bool {
-	if m.ip {
+	switch m.typ {
+	case tlsv3.SubjectAltNameMatcher_IP_ADDRESS:
 		for _, ip := range c.IPAddresses {
 			if ip.String() == m.exact {
+				return true
+			}
+		}
+		return false
+	case tlsv3.SubjectAltNameMatcher_URI:
+		for _, u := range c.URIs {
+			if u.String() == m.exact {
 				return true
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -18,7 +19,9 @@ import (
 )
 
 // TestSANMatcher: as Envoy's certificate validator, a DNS matcher compares DNS SANs only (a
-// wildcard SAN covers one label) and an IP_ADDRESS matcher IP SANs only.
+// wildcard SAN covers one label, a wildcard matcher only the same wildcard SAN), an IP_ADDRESS
+// matcher IP SANs only, a URI matcher URI SANs only, exactly (a BackendTLSPolicy's
+// subjectAltNames of type URI, SPIFFE IDs).
 func TestSANMatcher(t *testing.T) {
 	ca, err := pki.NewCA(time.Now())
 	if err != nil {
@@ -37,6 +40,8 @@ func TestSANMatcher(t *testing.T) {
 		return x
 	}
 	byName, byIP, wild := cert("xds.mcpgate.svc"), cert("10.0.0.7"), cert("*.mcpgate.svc")
+	spiffe := &x509.Certificate{URIs: []*url.URL{{Scheme: "spiffe", Host: "cluster.local", Path: "/ns/default/sa/mcp"}}, DNSNames: []string{"cluster.local"}}
+	ip, uri := tlsv3.SubjectAltNameMatcher_IP_ADDRESS, tlsv3.SubjectAltNameMatcher_URI
 	for _, c := range []struct {
 		m    sanMatcher
 		cert *x509.Certificate
@@ -46,12 +51,19 @@ func TestSANMatcher(t *testing.T) {
 		{sanMatcher{exact: "XDS.mcpgate.svc"}, byName, true},
 		{sanMatcher{exact: "other.mcpgate.svc"}, byName, false},
 		{sanMatcher{exact: "10.0.0.7"}, byIP, false}, // a DNS matcher never matches an IP SAN
-		{sanMatcher{ip: true, exact: "10.0.0.7"}, byIP, true},
-		{sanMatcher{ip: true, exact: "10.0.0.8"}, byIP, false},
-		{sanMatcher{ip: true, exact: "xds.mcpgate.svc"}, byName, false},
+		{sanMatcher{typ: ip, exact: "10.0.0.7"}, byIP, true},
+		{sanMatcher{typ: ip, exact: "10.0.0.8"}, byIP, false},
+		{sanMatcher{typ: ip, exact: "xds.mcpgate.svc"}, byName, false},
 		{sanMatcher{exact: "xds.mcpgate.svc"}, wild, true},
 		{sanMatcher{exact: "a.xds.mcpgate.svc"}, wild, false},
-		{sanMatcher{exact: ".mcpgate.svc"}, wild, false}, // the wildcard is a whole label, never an empty one
+		{sanMatcher{exact: ".mcpgate.svc"}, wild, false},    // the wildcard is a whole label, never an empty one
+		{sanMatcher{exact: "*.mcpgate.svc"}, wild, true},    // the same wildcard, as a name
+		{sanMatcher{exact: "*.mcpgate.svc"}, byName, false}, // a matcher's wildcard is no wildcard
+		{sanMatcher{typ: uri, exact: "spiffe://cluster.local/ns/default/sa/mcp"}, spiffe, true},
+		{sanMatcher{typ: uri, exact: "spiffe://cluster.local/ns/default/sa/MCP"}, spiffe, false}, // exact is case-sensitive
+		{sanMatcher{typ: uri, exact: "spiffe://cluster.local/ns/default/sa/mcp"}, byName, false},
+		{sanMatcher{typ: uri, exact: "cluster.local"}, spiffe, false}, // a URI matcher never matches a DNS SAN
+		{sanMatcher{exact: "spiffe://cluster.local/ns/default/sa/mcp"}, spiffe, false},
 	} {
 		if got := c.m.matches(c.cert); got != c.want {
 			t.Errorf("%+v against %v %v: %v, want %v", c.m, c.cert.DNSNames, c.cert.IPAddresses, got, c.want)
