@@ -325,25 +325,32 @@ func btlsRefProblem(tg *target) string {
 // notePortGateway records that Gateway gi's routes reach tg (and a multiplexed or bridged
 // target's targets): the ancestors of the BackendTLSPolicies of the Service ports among them.
 func (t *translation) notePortGateway(tg *target, gi *gatewayInfo) {
-	if tg == nil || len(t.btlsList) == 0 {
+	if len(t.btlsList) == 0 {
 		return
 	}
-	if tg.btlsPort != nil {
-		l := t.btlsGateways[*tg.btlsPort]
-		if l == nil {
-			l = &gatewayList{}
-			t.btlsGateways[*tg.btlsPort] = l
+	var seen []*target // a bridge's mux names the target that names the bridge
+	var walk func(tg *target)
+	walk = func(tg *target) {
+		if tg == nil || slices.Contains(seen, tg) {
+			return
 		}
-		l.add(gi)
-	}
-	if tg.mux != nil {
-		for _, m := range tg.mux.targets {
-			t.notePortGateway(m, gi)
+		seen = append(seen, tg)
+		if tg.btlsPort != nil {
+			l := t.btlsGateways[*tg.btlsPort]
+			if l == nil {
+				l = &gatewayList{}
+				t.btlsGateways[*tg.btlsPort] = l
+			}
+			l.add(gi)
 		}
+		if tg.mux != nil {
+			for _, m := range tg.mux.targets {
+				walk(m)
+			}
+		}
+		walk(tg.bridge)
 	}
-	if tg.bridge != nil && tg.bridge != tg {
-		t.notePortGateway(tg.bridge, gi)
-	}
+	walk(tg)
 }
 
 // backendTLSStatuses writes every BackendTLSPolicy's status: one ancestor per Gateway whose
