@@ -33,30 +33,9 @@ apiVersion: v1
 kind: Namespace
 metadata: {name: `+elsewhere+`}
 `), "apply", "-f", "-")
-	newCA := func() *pki.CA {
-		t.Helper()
-		ca, err := pki.NewCA(time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ca
-	}
-	serverCA, first, second, partner, other := newCA(), newCA(), newCA(), newCA(), newCA()
-	dir := t.TempDir()
-	write := func(name string, data []byte) string {
-		t.Helper()
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	serverCA, first, second, partner, other := mustCA(t), mustCA(t), mustCA(t), mustCA(t), mustCA(t)
 	applyServerSecret(t, ns, "mcp-cert", serverCA, "mcp.example")
-	configMap := func(ns, name string, ca *pki.CA) {
-		t.Helper()
-		m := mustKubectl(t, nil, "-n", ns, "create", "configmap", name, "--from-file=ca.crt="+write(name+".pem", ca.CertPEM), "--dry-run=client", "-o", "yaml")
-		mustKubectl(t, []byte(m), "apply", "-f", "-")
-	}
+	configMap := func(ns, name string, ca *pki.CA) { applyCAConfigMap(t, ns, name, ca) }
 	configMap(ns, "client-ca", first)
 	configMap(partners, "partner-ca", partner)
 	configMap(elsewhere, "other-ca", other)
@@ -125,4 +104,26 @@ spec:
 	if got := requestsIn(t, elsewhere, userAgent, []string{"get", "list", "watch"}, "configmaps"); len(got) != 0 {
 		t.Errorf("ConfigMaps of %s, which no ReferenceGrant opens to the Gateway, were read: %q", elsewhere, got)
 	}
+}
+
+// mustCA returns a new CA.
+func mustCA(t *testing.T) *pki.CA {
+	t.Helper()
+	ca, err := pki.NewCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// applyCAConfigMap creates or replaces the ConfigMap ns/name holding ca's certificate in key
+// ca.crt, as `kubectl create configmap --from-file` writes it.
+func applyCAConfigMap(t *testing.T, ns, name string, ca *pki.CA) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name+".pem")
+	if err := os.WriteFile(p, ca.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := mustKubectl(t, nil, "-n", ns, "create", "configmap", name, "--from-file=ca.crt="+p, "--dry-run=client", "-o", "yaml")
+	mustKubectl(t, []byte(m), "apply", "-f", "-")
 }

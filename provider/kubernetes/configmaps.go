@@ -18,9 +18,19 @@ import (
 // caCertificateRefs of group "" and kind ConfigMap) of the Gateways served (opts: their classes)
 // name, one in another namespace only where a ReferenceGrant of res permits it (the translator
 // refuses the others without reading them: a Gateway cannot make the controller read any
-// ConfigMap of the cluster).
+// ConfigMap of the cluster), and those the BackendTLSPolicies' validation.caCertificateRefs name
+// (of group "" and kind ConfigMap, in the policy's own namespace: the refs are local).
 func configMapRefs(res *translator.Resources, opts translator.Options) []objectRef {
 	var refs []objectRef
+	for _, p := range res.BackendTLSPolicies {
+		for i, ref := range p.Spec.Validation.CACertificateRefs {
+			if ref.Group != "" || ref.Kind != "ConfigMap" {
+				continue // not a ConfigMap: the translator refuses it
+			}
+			refs = append(refs, objectRef{types.NamespacedName{Namespace: p.Namespace, Name: string(ref.Name)},
+				translator.KindBackendTLSPolicy + " " + p.Namespace + "/" + p.Name, fmt.Sprintf("spec.validation.caCertificateRefs[%d]", i)})
+		}
+	}
 	for _, g := range servedGateways(res, opts) {
 		if g.Spec.TLS == nil || g.Spec.TLS.Frontend == nil {
 			continue

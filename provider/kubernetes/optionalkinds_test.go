@@ -16,7 +16,8 @@ import (
 )
 
 // TestOptionalKindsMissing: on an API server without the ReferenceGrant CRD (Gateway API before
-// v1.5 served it as v1beta1 only) and without Solo.io's EnterpriseAgentgatewayPolicy, the
+// v1.5 served it as v1beta1 only), without the BackendTLSPolicy CRD (v1 from Gateway API v1.4)
+// and without Solo.io's EnterpriseAgentgatewayPolicy, the
 // controller serves what there is (those kinds count as empty) rather than failing to start; a
 // Gateway is accepted. It runs an API server of its own, with the other CRDs only.
 func TestOptionalKindsMissing(t *testing.T) {
@@ -31,7 +32,7 @@ func TestOptionalKindsMissing(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, e := range entries {
-			if n := e.Name(); strings.HasSuffix(n, ".yaml") && !strings.Contains(n, "referencegrants") && !strings.Contains(n, "enterpriseagentgateway") {
+			if n := e.Name(); strings.HasSuffix(n, ".yaml") && !strings.Contains(n, "referencegrants") && !strings.Contains(n, "backendtlspolicies") && !strings.Contains(n, "enterpriseagentgateway") {
 				paths = append(paths, filepath.Join(dir, n))
 			}
 		}

@@ -1,5 +1,5 @@
 // Package kubernetes is mcpgate's Kubernetes provider: it watches Gateway API objects (with
-// ReferenceGrants), AgentgatewayBackends, both policy kinds, Services, EndpointSlices and
+// ReferenceGrants and BackendTLSPolicies), AgentgatewayBackends, both policy kinds, Services, EndpointSlices and
 // Namespaces through client-go informers (controller-runtime's cache), translates them with package translator after
 // a short debounce, publishes the result to the xDS server, and writes status back.
 //
@@ -343,6 +343,9 @@ func (p *Provider) watchedKinds() []watchedKind {
 		// reference is granted. EnterpriseAgentgatewayPolicy is Solo.io's kind, which a
 		// cluster may lack.
 		{obj: &gwv1.ReferenceGrant{}, optional: true},
+		// BackendTLSPolicy is v1 (standard channel) from Gateway API v1.4 on; without its CRD
+		// no Service is reached over TLS by policy.
+		{obj: &gwv1.BackendTLSPolicy{}, statusOwned: true, optional: true},
 		{obj: &v1alpha1.AgentgatewayBackend{}, statusOwned: true},
 		{obj: &v1alpha1.AgentgatewayPolicy{}, statusOwned: true},
 		{obj: &enterprise.EnterpriseAgentgatewayPolicy{}, statusOwned: true, optional: true},

@@ -34,6 +34,7 @@ func (p *Provider) snapshot(ctx context.Context) (*snapshot, error) {
 		gateways  gwv1.GatewayList
 		routes    gwv1.HTTPRouteList
 		grants    gwv1.ReferenceGrantList
+		btls      gwv1.BackendTLSPolicyList
 		backends  v1alpha1.AgentgatewayBackendList
 		policies  v1alpha1.AgentgatewayPolicyList
 		eps       enterprise.EnterpriseAgentgatewayPolicyList
@@ -45,6 +46,9 @@ func (p *Provider) snapshot(ctx context.Context) (*snapshot, error) {
 	if !p.absent["ReferenceGrant"] {
 		lists = append(lists, &grants)
 	}
+	if !p.absent["BackendTLSPolicy"] {
+		lists = append(lists, &btls)
+	}
 	if !p.absent["EnterpriseAgentgatewayPolicy"] {
 		lists = append(lists, &eps)
 	}
@@ -54,15 +58,16 @@ func (p *Provider) snapshot(ctx context.Context) (*snapshot, error) {
 		}
 	}
 	res := &translator.Resources{
-		GatewayClasses:  pointers(classes.Items),
-		Gateways:        pointers(gateways.Items),
-		HTTPRoutes:      pointers(routes.Items),
-		ReferenceGrants: pointers(grants.Items),
-		Backends:        pointers(backends.Items),
-		Policies:        pointers(policies.Items),
-		Services:        pointers(services.Items),
-		EndpointSlices:  pointers(endpoints.Items),
-		Namespaces:      pointers(nsList.Items),
+		GatewayClasses:     pointers(classes.Items),
+		Gateways:           pointers(gateways.Items),
+		HTTPRoutes:         pointers(routes.Items),
+		ReferenceGrants:    pointers(grants.Items),
+		Backends:           pointers(backends.Items),
+		Policies:           pointers(policies.Items),
+		Services:           pointers(services.Items),
+		EndpointSlices:     pointers(endpoints.Items),
+		Namespaces:         pointers(nsList.Items),
+		BackendTLSPolicies: pointers(btls.Items),
 	}
 	snap := &snapshot{resources: res, enterprise: pointers(eps.Items)}
 	for _, ep := range snap.enterprise {

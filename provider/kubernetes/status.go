@@ -118,6 +118,13 @@ func (p *Provider) writeStatus(ctx context.Context, snap *snapshot, out *transla
 			p.updateStatus(ctx, obj)
 		}
 	}
+	for _, pol := range res.BackendTLSPolicies {
+		if next, changed := policyStatus(translator.KindBackendTLSPolicy, pol, pol.Status); changed {
+			obj := pol.DeepCopy()
+			obj.Status = next
+			p.updateStatus(ctx, obj)
+		}
+	}
 	for _, pol := range snap.enterprise {
 		if next, changed := policyStatus(translator.KindEnterpriseAgentgatewayPolicy, pol, pol.Status); changed {
 			obj := pol.DeepCopy()
