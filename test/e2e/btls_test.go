@@ -1,17 +1,13 @@
 package e2e
 
 import (
-	"context"
 	"crypto/tls"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpgate/mcpgate/internal/pki"
 )
@@ -45,29 +41,13 @@ func TestBackendTLSPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caPEM := "    " + strings.ReplaceAll(strings.TrimSpace(string(ca.CertPEM)), "\n", "\n    ")
 	serveTestdata(t, fileBackendTLS, map[string]string{
 		"GATEWAY_PORT": strconv.Itoa(free[0]), "WRONG_NAME_PORT": strconv.Itoa(free[1]), "PLAIN_PORT": strconv.Itoa(free[2]),
-		"MISSING_PORT": strconv.Itoa(free[3]), "SERVER_PORT": portOf(up.srv), "CA_PEM": caPEM,
+		"MISSING_PORT": strconv.Itoa(free[3]), "SERVER_PORT": portOf(up.srv), "CA_PEM": indentPEM(ca.CertPEM),
 	})
 
 	url := "http://" + addr(free[0]) + "/mcp"
-	eventually(t, "tools/list through the BackendTLSPolicy's Service", func() error {
-		return inSession(&mcp.StreamableClientTransport{Endpoint: url}, func(ctx context.Context, cs *mcp.ClientSession) error {
-			res, err := cs.ListTools(ctx, nil)
-			if err != nil {
-				return fmt.Errorf("tools/list: %w", err)
-			}
-			var names []string
-			for _, tool := range res.Tools {
-				names = append(names, tool.Name)
-			}
-			if !slices.Equal(names, []string{"secure-echo"}) {
-				return fmt.Errorf("tools %v, want [secure-echo]", names)
-			}
-			return nil
-		})
-	})
+	expectSecureEcho(t, "tools/list through the BackendTLSPolicy's Service", url)
 	seen := up.requests()
 	if len(seen) == 0 {
 		t.Fatal("the server served no request")

@@ -106,22 +106,7 @@ func TestTLSToMCPTarget(t *testing.T) {
 	serveTestdata(t, fileTLS, map[string]string{"GATEWAY_PORT": strconv.Itoa(free[0]), "WRONG_NAME_PORT": strconv.Itoa(free[1]), "SERVER_PORT": portOf(up.srv)})
 
 	url := "http://" + addr(free[0]) + "/mcp"
-	eventually(t, "tools/list through the TLS target", func() error {
-		return inSession(&mcp.StreamableClientTransport{Endpoint: url}, func(ctx context.Context, cs *mcp.ClientSession) error {
-			res, err := cs.ListTools(ctx, nil)
-			if err != nil {
-				return fmt.Errorf("tools/list: %w", err)
-			}
-			var names []string
-			for _, tool := range res.Tools {
-				names = append(names, tool.Name)
-			}
-			if !slices.Equal(names, []string{"secure-echo"}) {
-				return fmt.Errorf("tools %v, want [secure-echo]", names)
-			}
-			return nil
-		})
-	})
+	expectSecureEcho(t, "tools/list through the TLS target", url)
 	seen := up.requests()
 	if len(seen) == 0 {
 		t.Fatal("the server served no request")
@@ -162,4 +147,26 @@ func (s *httpsServer) expectRefused(t *testing.T, gateway, path, what string) {
 			t.Errorf("the server served a request through %s: %+v", what, r)
 		}
 	}
+}
+
+// expectSecureEcho waits until a go-sdk client lists, at the Streamable HTTP url, the one tool of
+// the TLS server of startHTTPSServer (secure-echo).
+func expectSecureEcho(t *testing.T, what, url string) {
+	t.Helper()
+	eventually(t, what, func() error {
+		return inSession(&mcp.StreamableClientTransport{Endpoint: url}, func(ctx context.Context, cs *mcp.ClientSession) error {
+			res, err := cs.ListTools(ctx, nil)
+			if err != nil {
+				return fmt.Errorf("tools/list: %w", err)
+			}
+			var names []string
+			for _, tool := range res.Tools {
+				names = append(names, tool.Name)
+			}
+			if !slices.Equal(names, []string{"secure-echo"}) {
+				return fmt.Errorf("tools %v, want [secure-echo]", names)
+			}
+			return nil
+		})
+	})
 }
