@@ -156,7 +156,12 @@ func (t *translation) btlsTargetOf(ns string, i int, ref gwv1.LocalPolicyTargetR
 			bt.ports = append(bt.ports, sp.Port)
 		}
 	}
-	if len(bt.ports) == 0 {
+	switch {
+	case len(bt.ports) > 0:
+	case ref.SectionName == nil || *ref.SectionName == "":
+		bt.msg = fmt.Sprintf("Service %s has no ports", keyString(ns, svc.Name))
+		return bt
+	default:
 		bt.msg = fmt.Sprintf("Service %s has no port named %s (sectionName names a port by its name)", keyString(ns, svc.Name), *ref.SectionName)
 		return bt
 	}
