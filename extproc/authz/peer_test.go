@@ -40,18 +40,33 @@ func TestPeerCertificate(t *testing.T) {
 		in   *Input
 		expr string
 		want bool
+		err  bool // reading an absent value is an error, as an absent JWT claim is
 	}{
-		{"not SPIFFE", notSpiffe, `has(source.identity)`, false},
-		{"not SPIFFE", notSpiffe, `source.identity.trustDomain == ""`, true},
-		{"not SPIFFE", notSpiffe, `has(source.dnsSan)`, false},
-		{"no certificate", none, `has(source.subject)`, false},
-		{"no certificate", none, `has(source.certificateSha256)`, false},
-		{"no certificate", none, `source.dnsSan == "client-a.example"`, false},
-		{"no certificate", none, `has(source.identity)`, false},
+		{"not SPIFFE", notSpiffe, `has(source.identity)`, false, false},
+		{"not SPIFFE", notSpiffe, `source.identity.trustDomain == ""`, false, true},
+		{"not SPIFFE", notSpiffe, `has(source.dnsSan)`, false, false},
+		{"not SPIFFE", notSpiffe, `source.dnsSan == ""`, false, true},
+		{"no certificate", none, `has(source.subject)`, false, false},
+		{"no certificate", none, `has(source.certificateSha256)`, false, false},
+		{"no certificate", none, `source.dnsSan == "client-a.example"`, false, true},
+		{"no certificate", none, `has(source.identity)`, false, false},
 	} {
 		d := compile(t, e, allow("r", c.expr)).Evaluate(t.Context(), c.in)
-		if d.Allowed != c.want || d.Errors != nil {
-			t.Errorf("%s: %s: %+v, want %v", c.name, c.expr, d, c.want)
+		if d.Allowed != c.want || (d.Errors != nil) != c.err {
+			t.Errorf("%s: %s: %+v, want %v (error: %v)", c.name, c.expr, d, c.want, c.err)
+		}
+	}
+	// A DENY rule on a certificate's value fails closed without one: it denies (a rule that
+	// denies one subject must not let a request without a certificate through), unless it
+	// asks has() first.
+	for expr, denied := range map[string]bool{
+		`source.subject == "CN=revoked,O=mcpgate"`:                         true,
+		`source.identity.namespace == "untrusted"`:                         true,
+		`has(source.subject) && source.subject == "CN=revoked,O=mcpgate"`:  false,
+		`has(source.identity) && source.identity.namespace == "untrusted"`: false,
+	} {
+		if d := compile(t, e, deny("d", expr), allow("a", "true")).Evaluate(t.Context(), none); d.Allowed == denied {
+			t.Errorf("DENY %s without a certificate: %+v, want denied %v", expr, d, denied)
 		}
 	}
 	// A misspelt field (agentgateway's subjectAltNames, which Envoy's attributes cannot fill)

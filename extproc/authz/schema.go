@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/google/cel-go/cel"
@@ -37,6 +38,24 @@ func stringField(get func(in *Input) string) field {
 		typ:   types.StringType,
 		isSet: func(in *Input) bool { return get(in) != "" },
 		get:   func(in *Input) (any, error) { return types.String(get(in)), nil },
+	}
+}
+
+// certField is a field of the client certificate (source.subject...): absent, without a
+// verified certificate or when the certificate has no such value, reading it is an error, as
+// reading a JWT claim that is absent is, so that a DENY or REQUIRE rule on it fails closed (a
+// rule that would deny one certificate's subject must not pass a request that has none);
+// has(source.subject) tells.
+func certField(name string, get func(in *Input) string) field {
+	return field{
+		typ:   types.StringType,
+		isSet: func(in *Input) bool { return get(in) != "" },
+		get: func(in *Input) (any, error) {
+			if v := get(in); v != "" {
+				return types.String(v), nil
+			}
+			return nil, fmt.Errorf("no such key: %s (no verified client certificate, or none with it)", name)
+		},
 	}
 }
 
@@ -104,14 +123,19 @@ func schemaFields() map[string]map[string]field {
 			// The verified client certificate (docs/design.md, Client certificates): subject
 			// is agentgateway's name; Envoy names one URI and one DNS SAN only, so
 			// agentgateway's subjectAltNames (every SAN) is not offered under that name.
-			"subject":           stringField(func(in *Input) string { return in.Peer.Subject }),
-			"uriSan":            stringField(func(in *Input) string { return in.Peer.URISAN }),
-			"dnsSan":            stringField(func(in *Input) string { return in.Peer.DNSSAN }),
-			"certificateSha256": stringField(func(in *Input) string { return in.Peer.SHA256 }),
+			"subject":           certField("source.subject", func(in *Input) string { return in.Peer.Subject }),
+			"uriSan":            certField("source.uriSan", func(in *Input) string { return in.Peer.URISAN }),
+			"dnsSan":            certField("source.dnsSan", func(in *Input) string { return in.Peer.DNSSAN }),
+			"certificateSha256": certField("source.certificateSha256", func(in *Input) string { return in.Peer.SHA256 }),
 			"identity": {
 				typ:   identityType,
 				isSet: func(in *Input) bool { _, ok := spiffeIdentity(in.Peer.URISAN); return ok },
-				get:   func(in *Input) (any, error) { return (*view[identityKind])(in), nil },
+				get: func(in *Input) (any, error) {
+					if _, ok := spiffeIdentity(in.Peer.URISAN); !ok {
+						return nil, errors.New("no such key: source.identity (no verified client certificate with a SPIFFE URI SAN)")
+					}
+					return (*view[identityKind])(in), nil
+				},
 			},
 		},
 		identityTypeName: {
