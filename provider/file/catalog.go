@@ -94,7 +94,8 @@ func (c *catalog) mistake(apiVersion, kind string) (field, msg string) {
 // policyKind says whether a document of apiVersion and kind that does not load may be a policy
 // (maybe), and which policy kind it is read as ("" when its kind does not read): a policy kind in
 // any letter case and under any apiVersion, or an unknown kind of an agentgateway group (a
-// misspelt policy kind). A document of another kind mcpgate reads (in any letter case) is not
+// misspelt policy kind), or a BackendTLSPolicy (maybe, never read as one: the file is blind). A
+// document of another kind mcpgate reads (in any letter case) is not
 // one: its absence fails closed by itself (no route, no backend, no Gateway, no Secret); nor is
 // a document of a kind someone else reads.
 func (c *catalog) policyKind(apiVersion, kind string) (policy string, maybe bool) {
@@ -105,6 +106,9 @@ func (c *catalog) policyKind(apiVersion, kind string) (policy string, maybe bool
 		return translator.KindAgentgatewayPolicy, true
 	case strings.EqualFold(kind, translator.KindEnterpriseAgentgatewayPolicy):
 		return translator.KindEnterpriseAgentgatewayPolicy, true
+	case strings.EqualFold(kind, translator.KindBackendTLSPolicy):
+		// a policy, not kept: without it its Service's ports would be reached in plaintext
+		return "", true
 	}
 	for k := range c.read {
 		if strings.EqualFold(k[strings.LastIndexByte(k, '/')+1:], kind) {

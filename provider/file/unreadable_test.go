@@ -70,6 +70,8 @@ spec: {ports: [{port: 80}]}
 		{"misspelt metadata", policy(ag, "AgentgatewayPolicy", "metdata: {name: p}\nspec:\n"+target+jwt), "", "", "", true},
 		{"no targetRefs", policy(ag, "AgentgatewayPolicy", "metadata: {name: p}\nspec: {traffic: {foo: 1}}\n"), "", "", "", true},
 		{"targetRefs that do not read", policy(ag, "AgentgatewayPolicy", "metadata: {name: p}\nspec: {targetRefs: 3, traffic: {foo: 1}}\n"), "", "", "", true},
+		{"BackendTLSPolicy", policy("gateway.networking.k8s.io/v1", "BackendTLSPolicy", "metadata: {name: b}\nspec:\n"+
+			"  targetRefs: [{group: '', kind: Service, name: svc}]\n  validation: {hostname: a.example, wellKnownCACertificates: System, subjectAltName: []}\n"), "", "", "", true},
 		{"another kind", policy(ag, "AgentgatewayBackend", "metadata: {name: p}\nspec: {foo: 1}\n"), "", "", "", false},
 		{"another kind in the wrong case", policy("gateway.networking.k8s.io/v1", "HTTPROUTE", "metadata: {name: q}\n"), "", "", "", false},
 	} {
