@@ -96,6 +96,12 @@ func (t *translation) clientValidation(gi *gatewayInfo, port int32) *clientValid
 	if v == nil && dup == "" {
 		return nil
 	}
+	return t.resolveValidation(gi, v, field, dup)
+}
+
+// resolveValidation resolves the validation v of gi at field (or refuses the duplicate perPort
+// entry dup), once per field, reporting each invalid ref as clientValidation says.
+func (t *translation) resolveValidation(gi *gatewayInfo, v *gwv1.FrontendTLSValidation, field, dup string) *clientValidation {
 	if cv := gi.clientCAs[field]; cv != nil {
 		return cv
 	}
@@ -285,23 +291,111 @@ func (t *translation) applyClientValidation(li *listenerInfo, lt *listenerTLS) b
 	return true
 }
 
-// checkFrontendPorts warns of a perPort entry whose port has no HTTPS listener: it applies to
-// no listener.
-func (t *translation) checkFrontendPorts(gi *gatewayInfo) {
+// checkFrontend, once the listeners of gi are validated, resolves each client certificate
+// validation of spec.tls.frontend (the default, each perPort entry) that no HTTPS listener did,
+// whatever the listeners' protocols: an invalid CA ref is refused naming its field, as on an
+// HTTPS listener's port. Gateway API puts the CA refs' conditions on the HTTPS listeners; a
+// validation whose problems no listener's status carries (none is HTTPS) has them said on the
+// Gateway's Accepted condition (gi.note, Accepted stays True) and a warning that it applies to
+// no listener, as a perPort entry whose port has no HTTPS listener has.
+func (t *translation) checkFrontend(gi *gatewayInfo) {
 	g := gi.gw
 	if g.Spec.TLS == nil || g.Spec.TLS.Frontend == nil {
 		return
 	}
-	https := map[int32]bool{}
+	f := g.Spec.TLS.Frontend
+	https, perPort := map[int32]bool{}, map[int32]bool{}
 	for _, li := range gi.listeners {
 		https[li.l.Port] = https[li.l.Port] || li.l.Protocol == gwv1.HTTPSProtocolType
 	}
-	for i, pp := range g.Spec.TLS.Frontend.PerPort {
-		if !https[pp.Port] {
-			t.st.warnings.add(KindGateway, g.Namespace, g.Name, "spec.tls.frontend.perPort["+strconv.Itoa(i)+"]",
-				fmt.Sprintf("port %d has no HTTPS listener: this configuration applies to none", pp.Port))
+	warn := func(field, msg string) { t.st.warnings.add(KindGateway, g.Namespace, g.Name, field, msg) }
+	var untold []string // the problems of validations no listener's status carries
+	resolve := func(v *gwv1.FrontendTLSValidation, field string) {
+		_, told := gi.clientCAs[field]
+		cv := t.resolveValidation(gi, v, field, "")
+		switch {
+		case told:
+		case cv.refusal == string(gwv1.ListenerReasonUnsupportedValue):
+			untold = append(untold, cv.refusalMsg+" ("+cv.refusal+")")
+		case cv.refsMsg != "":
+			untold = append(untold, cv.refsMsg+" ("+cv.refsReason+")")
 		}
 	}
+	for _, pp := range f.PerPort {
+		perPort[pp.Port] = true
+	}
+	if v := f.Default.Validation; v != nil {
+		applies, anyHTTPS := false, false
+		for port, isHTTPS := range https {
+			applies = applies || isHTTPS && !perPort[port]
+			anyHTTPS = anyHTTPS || isHTTPS
+		}
+		if !applies {
+			why := "the Gateway has no HTTPS listener"
+			if anyHTTPS {
+				why = "every HTTPS listener's port has a perPort entry"
+			}
+			warn("spec.tls.frontend.default.validation", why+": this configuration applies to none")
+		}
+		resolve(v, "spec.tls.frontend.default.validation")
+	}
+	for i, pp := range f.PerPort {
+		field := "spec.tls.frontend.perPort[" + strconv.Itoa(i) + "]"
+		if !https[pp.Port] {
+			warn(field, fmt.Sprintf("port %d has no HTTPS listener: this configuration applies to none", pp.Port))
+		}
+		if _, _, dup := frontendField(g, pp.Port); pp.TLS.Validation != nil && (dup == "" || !https[pp.Port]) {
+			resolve(pp.TLS.Validation, field+".tls.validation")
+		}
+	}
+	if len(untold) > 0 {
+		gi.note = "spec.tls.frontend: a validation that no HTTPS listener takes has CA refs that do not resolve: " + strings.Join(untold, "; ")
+	}
+}
+
+// plainListenerNotes warns of each accepted HTTP listener of gi with routes attached when gi's
+// spec.tls.frontend asks for client certificate validation: Gateway API applies it to HTTPS
+// listeners only, so those routes are served on the HTTP port to any client, without a
+// certificate. The listener's Accepted condition (still True) says it too, as tls.options'.
+func (t *translation) plainListenerNotes(gi *gatewayInfo) {
+	if !asksValidation(gi.gw) {
+		return
+	}
+	g := gi.gw
+	for _, li := range gi.listeners {
+		if li.l.Protocol != gwv1.HTTPProtocolType || !li.ok || li.attached == 0 {
+			continue
+		}
+		msg := fmt.Sprintf("listener %s (HTTP) serves routes without client certificates although spec.tls.frontend asks for validation", li.l.Name)
+		t.st.warnings.add(KindGateway, g.Namespace, g.Name, listenerField(li), msg)
+		li.note = joinNotes(li.note, msg)
+	}
+}
+
+// asksValidation reports whether g's spec.tls.frontend validates client certificates anywhere
+// (its default or a perPort entry has a validation).
+func asksValidation(g *gwv1.Gateway) bool {
+	if g.Spec.TLS == nil || g.Spec.TLS.Frontend == nil {
+		return false
+	}
+	f := g.Spec.TLS.Frontend
+	if f.Default.Validation != nil {
+		return true
+	}
+	for _, pp := range f.PerPort {
+		if pp.TLS.Validation != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// joinNotes joins two notes of a condition's message, either of which may be "".
+func joinNotes(a, b string) string {
+	if a == "" || b == "" {
+		return a + b
+	}
+	return a + "; " + b
 }
 
 // insecureFrontendCondition is the Gateway's InsecureFrontendValidationMode condition: True

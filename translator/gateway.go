@@ -29,6 +29,9 @@ type gatewayInfo struct {
 	backendCert                       *backendCert // spec.tls.backend.clientCertificateRef, nil: none (backendcert.go)
 	// clientCAs are its client certificate validations, by field, resolved (frontendtls.go)
 	clientCAs map[string]*clientValidation
+	// note says what of an accepted Gateway is not applied as written (spec.tls.frontend's
+	// problems that no listener's conditions carry), on its Accepted condition; "" = nothing
+	note string
 }
 
 // listenerInfo is one listener of a served Gateway.
@@ -145,7 +148,7 @@ func (t *translation) validateListeners(gi *gatewayInfo, portOwner map[int32]str
 		names[l.Name] = true
 	}
 	markConflicts(gi.listeners)
-	t.checkFrontendPorts(gi)
+	t.checkFrontend(gi)
 	for _, li := range gi.listeners {
 		if gi.refusal != "" {
 			li.refuse(gi.refusal, "the Gateway is not accepted: "+gi.refusalMsg)
@@ -370,6 +373,7 @@ func (t *translation) finishGateways() {
 func (t *translation) gatewayStatus(gi *gatewayInfo) *gwv1.GatewayStatus {
 	gen := gi.gw.Generation
 	st := &gwv1.GatewayStatus{}
+	t.plainListenerNotes(gi)
 	valid := 0
 	for _, li := range gi.listeners {
 		ls := gwv1.ListenerStatus{Name: li.l.Name, AttachedRoutes: li.attached, SupportedKinds: []gwv1.RouteGroupKind{}}
@@ -421,13 +425,13 @@ func (t *translation) gatewayStatus(gi *gatewayInfo) *gwv1.GatewayStatus {
 		t.st.refuse(KindGateway, gi.gw.Namespace, gi.gw.Name, gi.refusalField, gi.refusalMsg)
 	case valid == len(gi.listeners) && valid > 0:
 		st.Conditions = append(st.Conditions,
-			condition(string(gwv1.GatewayConditionAccepted), true, string(gwv1.GatewayReasonAccepted), "", gen),
+			condition(string(gwv1.GatewayConditionAccepted), true, string(gwv1.GatewayReasonAccepted), gi.note, gen),
 			condition(string(gwv1.GatewayConditionProgrammed), true, string(gwv1.GatewayReasonProgrammed), "", gen))
 	case valid > 0:
 		msg := fmt.Sprintf("%d of %d listeners are not accepted: %s; accepted: %s (see the listener conditions)",
 			len(bad), len(gi.listeners), strings.Join(bad, ", "), strings.Join(good, ", "))
 		st.Conditions = append(st.Conditions,
-			condition(string(gwv1.GatewayConditionAccepted), true, string(gwv1.GatewayReasonListenersNotValid), msg, gen),
+			condition(string(gwv1.GatewayConditionAccepted), true, string(gwv1.GatewayReasonListenersNotValid), joinNotes(msg, gi.note), gen),
 			condition(string(gwv1.GatewayConditionProgrammed), true, string(gwv1.GatewayReasonProgrammed), "", gen))
 	default:
 		msg := "no listener is valid: " + strings.Join(bad, ", ") + " (see the listener conditions)"

@@ -747,3 +747,38 @@ func TestOnlyMCPTargetsBalanceBySource(t *testing.T) {
 		}
 	}
 }
+
+// TestFrontendWithoutHTTPS: a Gateway whose spec.tls.frontend validates client certificates but
+// that has no HTTPS listener still has its CA refs resolved: a ConfigMap whose ca.crt holds no
+// certificate is refused naming the field, and the Gateway's Accepted condition says so; the HTTP
+// listener that serves a route gets a warning that it does so without client certificates.
+func TestFrontendWithoutHTTPS(t *testing.T) {
+	out := translator.Translate(loadInputs(t, "testdata/https-client-cert-http-only.in.yaml"), translator.Options{})
+	const refField = "spec.tls.frontend.default.validation.caCertificateRefs[0]"
+	const refMsg = "ConfigMap default/bad-ca: ca.crt holds no PEM certificate"
+	refused := false
+	for _, p := range out.Status.Problems() {
+		refused = refused || p.Field == refField && p.Message == refMsg
+	}
+	if !refused {
+		t.Errorf("no refusal of %s: %v", refField, out.Status.Problems())
+	}
+	warned := false
+	for _, w := range out.Status.Warnings() {
+		warned = warned || w.Field == "spec.listeners[0]" &&
+			w.Message == "listener http (HTTP) serves routes without client certificates although spec.tls.frontend asks for validation"
+	}
+	if !warned {
+		t.Errorf("no warning on the HTTP listener: %v", out.Status.Warnings())
+	}
+	st := out.Status.Gateways[types.NamespacedName{Namespace: "default", Name: "gw"}]
+	if st == nil || len(st.Conditions) == 0 {
+		t.Fatal("no status of Gateway default/gw")
+	}
+	if c := st.Conditions[0]; c.Type != "Accepted" || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, refField+": "+refMsg+" (InvalidCACertificateRef)") {
+		t.Errorf("Gateway %s %s %q, want Accepted True naming %s", c.Type, c.Status, c.Message, refField)
+	}
+	if c := st.Listeners[0].Conditions[0]; c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "without client certificates") {
+		t.Errorf("listener http: Accepted %s %q, want True saying it serves without client certificates", c.Status, c.Message)
+	}
+}
