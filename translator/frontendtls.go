@@ -297,7 +297,9 @@ func (t *translation) applyClientValidation(li *listenerInfo, lt *listenerTLS) b
 // HTTPS listener's port. Gateway API puts the CA refs' conditions on the HTTPS listeners; a
 // validation whose problems no listener's status carries (none is HTTPS) has them said on the
 // Gateway's Accepted condition (gi.note, Accepted stays True) and a warning that it applies to
-// no listener, as a perPort entry whose port has no HTTPS listener has.
+// no listener, as a perPort entry whose port has no HTTPS listener has. A perPort entry without
+// validation on an HTTPS port while the default validates gets a warning too: it turns
+// validation off there.
 func (t *translation) checkFrontend(gi *gatewayInfo) {
 	g := gi.gw
 	if g.Spec.TLS == nil || g.Spec.TLS.Frontend == nil {
@@ -341,8 +343,12 @@ func (t *translation) checkFrontend(gi *gatewayInfo) {
 	}
 	for i, pp := range f.PerPort {
 		field := "spec.tls.frontend.perPort[" + strconv.Itoa(i) + "]"
-		if !https[pp.Port] {
+		switch {
+		case !https[pp.Port]:
 			warn(field, fmt.Sprintf("port %d has no HTTPS listener: this configuration applies to none", pp.Port))
+		case pp.TLS.Validation == nil && f.Default.Validation != nil:
+			// As the spec says (perPort overrides the default), but easily done unawares.
+			warn(field, fmt.Sprintf("port %d: this entry has no validation, so it turns off the default's client certificate validation there: the port's HTTPS listeners accept clients without a certificate", pp.Port))
 		}
 		if _, _, dup := frontendField(g, pp.Port); pp.TLS.Validation != nil && (dup == "" || !https[pp.Port]) {
 			resolve(pp.TLS.Validation, field+".tls.validation")

@@ -782,3 +782,25 @@ func TestFrontendWithoutHTTPS(t *testing.T) {
 		t.Errorf("listener http: Accepted %s %q, want True saying it serves without client certificates", c.Status, c.Message)
 	}
 }
+
+// TestPerPortWithoutValidation: a perPort entry without validation (tls: {}) on an HTTPS port
+// while the default validates turns validation off there, as the spec says, with a warning naming
+// the entry and the port.
+func TestPerPortWithoutValidation(t *testing.T) {
+	out := translator.Translate(loadInputs(t, "testdata/https-client-cert.in.yaml"), translator.Options{})
+	var got []string
+	for _, w := range out.Status.Warnings() {
+		if w.Field == "spec.tls.frontend.perPort[1]" {
+			got = append(got, w.Message)
+		}
+	}
+	const want = "port 10443: this entry has no validation, so it turns off the default's client certificate validation there: the port's HTTPS listeners accept clients without a certificate"
+	if !slices.Equal(got, []string{want}) {
+		t.Errorf("warnings on spec.tls.frontend.perPort[1]: %q, want %q", got, want)
+	}
+	for _, w := range out.Status.Warnings() {
+		if w.Field == "spec.tls.frontend.perPort[0]" {
+			t.Errorf("a warning on perPort[0], which validates: %s", w.Message)
+		}
+	}
+}
