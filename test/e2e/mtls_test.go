@@ -26,34 +26,13 @@ func TestHTTPSClientCertificate(t *testing.T) {
 	clientCA, otherCA := newCA(t), newCA(t)
 	serverCA, endpoint := serveHTTPS(t, fileMTLS, map[string]string{"CLIENT_CA": indentPEM(clientCA.CertPEM)})
 
-	// client returns an HTTP client trusting the gateway's certificate that presents cert when
-	// asked for one (nil: none), whatever CAs the gateway names.
-	client := func(cert *tls.Certificate) *http.Client {
-		cfg := &tls.Config{RootCAs: serverCA.Pool(), ServerName: "localhost"}
-		if cert != nil {
-			cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
-		}
-		c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
-		t.Cleanup(c.CloseIdleConnections)
-		return c
-	}
+	client := func(cert *tls.Certificate) *http.Client { return mtlsClient(t, serverCA, cert, nil) }
 	session := func(c *http.Client) error {
 		return inSession(&mcp.StreamableClientTransport{Endpoint: endpoint, HTTPClient: c, MaxRetries: -1}, func(ctx context.Context, cs *mcp.ClientSession) error {
 			return listAndEcho(ctx, cs, "over mutual TLS")
 		})
 	}
-	clientCert := func(ca *pki.CA) *tls.Certificate {
-		t.Helper()
-		crt, key, err := ca.IssueClient("e2e client", &url.URL{Scheme: "spiffe", Host: "e2e.test", Path: "/client"}, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := tls.X509KeyPair(crt, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &c
-	}
+	clientCert := func(ca *pki.CA) *tls.Certificate { return issueClientCert(t, ca, "e2e client", "/client") }
 	eventually(t, "tools/list and tools/call with the CA's client certificate", func() error {
 		return session(client(clientCert(clientCA)))
 	})
@@ -78,4 +57,48 @@ func TestHTTPSClientCertificate(t *testing.T) {
 			t.Errorf("GET %s %s: %v, want the handshake refused (%s)", endpoint, c.what, err, c.want)
 		}
 	}
+}
+
+// mtlsClient returns an HTTP client trusting serverCA's certificate for localhost that presents
+// cert when asked for one (nil: none), whatever CAs the gateway names, and sends every request
+// with the headers of extra (name, value pairs).
+func mtlsClient(t *testing.T, serverCA *pki.CA, cert *tls.Certificate, extra []string) *http.Client {
+	cfg := &tls.Config{RootCAs: serverCA.Pool(), ServerName: "localhost"}
+	if cert != nil {
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+	}
+	tr := &http.Transport{TLSClientConfig: cfg}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: extraHeaders{next: tr, headers: extra}}
+}
+
+// extraHeaders adds headers (name, value pairs) to every request.
+type extraHeaders struct {
+	next    http.RoundTripper
+	headers []string
+}
+
+func (x extraHeaders) RoundTrip(r *http.Request) (*http.Response, error) {
+	if len(x.headers) > 0 {
+		r = r.Clone(r.Context())
+		for i := 0; i+1 < len(x.headers); i += 2 {
+			r.Header.Set(x.headers[i], x.headers[i+1])
+		}
+	}
+	return x.next.RoundTrip(r)
+}
+
+// issueClientCert is a client certificate of ca for the subject CN=commonName and the URI SAN
+// spiffe://e2e.test/PATH.
+func issueClientCert(t *testing.T, ca *pki.CA, commonName, path string) *tls.Certificate {
+	t.Helper()
+	crt, key, err := ca.IssueClient(commonName, &url.URL{Scheme: "spiffe", Host: "e2e.test", Path: path}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := tls.X509KeyPair(crt, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &c
 }

@@ -26,19 +26,11 @@ func TestBackendAuthPassthrough(t *testing.T) {
 	// the Host a request came with (the Gateway's address: the routes keep the client's Host) ->
 	// the Authorization headers the server got
 	seen := map[string][]string{}
-	server := mcp.NewServer(&mcp.Implementation{Name: "recorder", Version: "1"}, nil)
-	mcp.AddTool(server, &mcp.Tool{Name: "noop", Description: "does nothing"},
-		func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
-			return &mcp.CallToolResult{}, nil, nil
-		})
-	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, nil)
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := recordingMCPServer(t, func(r *http.Request) {
 		mu.Lock()
 		seen[r.Host] = append(seen[r.Host], r.Header.Get("Authorization"))
 		mu.Unlock()
-		h.ServeHTTP(w, r)
-	}))
-	t.Cleanup(up.Close)
+	})
 
 	issuer, err := newTestIssuer()
 	if err != nil {
@@ -84,4 +76,21 @@ func TestBackendAuthPassthrough(t *testing.T) {
 			t.Error(redact(fmt.Sprintf("through the Gateway on %d the server got Authorization %q, want %q on every request", c.port, got[i], c.want)))
 		}
 	}
+}
+
+// recordingMCPServer starts a go-sdk MCP server over Streamable HTTP with one tool, noop (it
+// answers "done"), that calls record with each request before serving it.
+func recordingMCPServer(t *testing.T, record func(*http.Request)) *httptest.Server {
+	server := mcp.NewServer(&mcp.Implementation{Name: "recorder", Version: "1"}, nil)
+	mcp.AddTool(server, &mcp.Tool{Name: "noop", Description: "does nothing"},
+		func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
+		})
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, nil)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		record(r)
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(up.Close)
+	return up
 }
