@@ -96,6 +96,29 @@ func TestClientCertificateRuleAndXFCC(t *testing.T) {
 		}
 	}
 
+	// A multiplexed backend (two targets, both the recording server): the mux's hops to the
+	// targets carry the front hop's x-forwarded-client-cert.
+	// (The mux passes the client's Host on: its requests are recorded with the listener's.)
+	direct := len(recorded(httpsPort))
+	muxed := strings.Replace(endpoint, "/mcp", "/muxed", 1)
+	eventually(t, "the multiplexed backend's tools with client A's certificate", func() error {
+		return inSession(&mcp.StreamableClientTransport{Endpoint: muxed, HTTPClient: mtlsClient(t, serverCA, a, forged), MaxRetries: -1}, func(ctx context.Context, cs *mcp.ClientSession) error {
+			if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "one_noop"}); err != nil {
+				return fmt.Errorf("tools/call one_noop: %w", err)
+			}
+			return nil
+		})
+	})
+	got = recorded(httpsPort)
+	if len(got) <= direct {
+		t.Fatalf("no request of the mux recorded (%d requests before, %d after)", direct, len(got))
+	}
+	for i, v := range got[direct:] {
+		if len(v) != 1 || v[0] != wantA {
+			t.Errorf("the mux's request %d of %d to a target: x-forwarded-client-cert %q, want [%q]", i+1, len(got)-direct, v, wantA)
+		}
+	}
+
 	// Client B, of the same CA: the handshake passes, the rule refuses.
 	before := len(recorded(httpsPort))
 	if err := listAndCall(endpoint, mtlsClient(t, serverCA, b, forged)); err == nil || !strings.Contains(err.Error(), "Forbidden") {

@@ -308,6 +308,7 @@ func muxCluster(addr string) (*clusterv3.Cluster, error) {
 // the access log is the Gateway listeners'. use_remote_address stays false: the downstream
 // address is the last x-forwarded-for address the mux passes on (the client's, as the front hop
 // appended it), which the routes' ring hash takes; a request without one has no address to hash.
+// x-forwarded-client-cert passes as the mux sends it (ALWAYS_FORWARD_ONLY).
 func muxUpstreamListener(addr string) (*listenerv3.Listener, error) {
 	if !strings.HasPrefix(addr, "unix://") {
 		return nil, fmt.Errorf("listener %s: address %q: want unix:///PATH (a Unix socket: only the mux may reach it)", contract.MuxUpstreamListener, addr)
@@ -333,6 +334,10 @@ func muxUpstreamListener(addr string) (*listenerv3.Listener, error) {
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{session, router},
 		AccessLog:   accesslog.Stdout(),
+		// the x-forwarded-client-cert the mux passes on is the front hop's (set there from a
+		// verified certificate, or removed: docs/design.md, Client certificates), so it reaches
+		// the target as the front hop left it
+		ForwardClientCertDetails: hcmv3.HttpConnectionManager_ALWAYS_FORWARD_ONLY,
 	})
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return nil, fmt.Errorf("listener %s: %w", contract.MuxUpstreamListener, err)

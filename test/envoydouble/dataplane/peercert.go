@@ -81,7 +81,8 @@ func peerCertOf(cs *tls.ConnectionState) peerCert {
 }
 
 // setXFCC applies forward_client_cert_details to the request's x-forwarded-client-cert as
-// ConnectionManagerUtility::mutateXfccRequestHeader does: SANITIZE, or a connection without a
+// ConnectionManagerUtility::mutateXfccRequestHeader does: ALWAYS_FORWARD_ONLY leaves it as it
+// comes, whatever the connection; SANITIZE, or a connection without a
 // client certificate, removes it; SANITIZE_SET replaces it with one element of the connection's
 // certificate: Envoy starts with By=<each URI SAN of the listener's own certificate>, which the
 // double leaves out (a listener certificate with URI SANs would differ here), then Hash=<digest>, then in this order the details
@@ -90,6 +91,9 @@ func peerCertOf(cs *tls.ConnectionState) peerCert {
 // escapes nothing in the values.
 func setXFCC(h *headers.Map, x xdsconf.XFCC, cs *tls.ConnectionState) {
 	const name = "x-forwarded-client-cert"
+	if x.Forward {
+		return
+	}
 	h.Del(name)
 	if !x.Set || cs == nil || len(cs.PeerCertificates) == 0 {
 		return

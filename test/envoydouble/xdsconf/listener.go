@@ -473,21 +473,24 @@ func (h *HCM) Internal(ip netip.Addr) bool {
 type XFCC struct {
 	// Set is SANITIZE_SET.
 	Set bool
+	// Forward is ALWAYS_FORWARD_ONLY: the header passes as it comes.
+	Forward bool
 	// Subject, URI and DNS are set_current_client_cert_details' fields.
 	Subject, URI, DNS bool
 }
 
 // compileXFCC reads forward_client_cert_details and set_current_client_cert_details, refusing
-// what the double does not implement (FORWARD_ONLY, APPEND_FORWARD, ALWAYS_FORWARD_ONLY; cert and
-// chain).
+// what the double does not implement (FORWARD_ONLY, APPEND_FORWARD; cert and chain).
 func compileXFCC(h *hcmv3.HttpConnectionManager, path string) (XFCC, error) {
 	var x XFCC
 	switch h.GetForwardClientCertDetails() {
 	case hcmv3.HttpConnectionManager_SANITIZE:
 	case hcmv3.HttpConnectionManager_SANITIZE_SET:
 		x.Set = true
+	case hcmv3.HttpConnectionManager_ALWAYS_FORWARD_ONLY:
+		x.Forward = true
 	default:
-		return x, fmt.Errorf("%s.forward_client_cert_details: %s not implemented by envoydouble (SANITIZE, SANITIZE_SET)", path, h.GetForwardClientCertDetails())
+		return x, fmt.Errorf("%s.forward_client_cert_details: %s not implemented by envoydouble (SANITIZE, SANITIZE_SET, ALWAYS_FORWARD_ONLY)", path, h.GetForwardClientCertDetails())
 	}
 	d := h.GetSetCurrentClientCertDetails()
 	if d == nil {
