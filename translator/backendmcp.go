@@ -202,7 +202,9 @@ func targetPathProblem(p string) string {
 }
 
 // staticMCPTarget builds the target of a checked static MCP target: a Service port's EDS cluster
-// when its host names one (serviceOfHost), else a host's; over TLS as tls says (nil: plaintext).
+// when its host names one with EndpointSlices (serviceOfHost), else a host's; over TLS as tls
+// says (nil: plaintext). A BackendTLSPolicy of the Service port its host names applies to either
+// (staticBackendTLS): an ExternalName Service or one without EndpointSlices is no way around it.
 func (t *translation) staticMCPTarget(cname string, spec *v1alpha1.McpTargetSelector) (*target, *upstreamTLS) {
 	st := spec.Static
 	tr := transportOf(st.Protocol)
@@ -212,7 +214,9 @@ func (t *translation) staticMCPTarget(cname string, spec *v1alpha1.McpTargetSele
 	}
 	tls := tlsFor(st.Host, st.Port, targetTLS(st))
 	var tg *target
-	if svc, p := t.serviceOfHost(st.Host, st.Port); p != nil {
+	svc, p := t.serviceOfHost(st.Host, st.Port)
+	switch {
+	case p != nil && t.serviceHasEndpoints(svc):
 		tg = t.serviceCluster(cname, svc, p)
 		if tls != nil {
 			tls.h2 = isH2C(p)
@@ -228,11 +232,51 @@ func (t *translation) staticMCPTarget(cname string, spec *v1alpha1.McpTargetSele
 			// the port's BackendTLSPolicy wins over the TLS a port 443 implies
 			tls = tg.btls.tls
 		}
-	} else {
+	case p != nil && t.btlsByPort[btlsPort{svc.Namespace, svc.Name, p.Port}] != nil && targetTLS(st) == nil:
+		tg, tls = t.staticBackendTLS(cname, st, svc, p)
+	default:
 		tg = t.xds.addressTarget(cname, st.Host, st.Port, tls)
 	}
 	tg.setMCP(tr, string(spec.Name), path)
 	return tg, tls
+}
+
+// serviceHasEndpoints reports whether a static target naming svc gets its EDS cluster: a
+// Service that is not ExternalName, with at least one EndpointSlice among the inputs (see
+// serviceOfHost).
+func (t *translation) serviceHasEndpoints(svc *corev1.Service) bool {
+	return svc.Spec.Type != corev1.ServiceTypeExternalName && len(t.slices[key(svc.Namespace, svc.Name)]) > 0
+}
+
+// staticBackendTLS builds the target of a static MCP target whose host names Service port p of
+// svc, reached by address (an ExternalName Service: its externalName; a Service without
+// EndpointSlices: the host), to which a BackendTLSPolicy applies: over the policy's TLS (SNI,
+// names, CA; ALPN h2 for appProtocol kubernetes.io/h2c), the Host header rewritten to the host
+// it connects to as for any address target over TLS (upstreamTLS.hostHeader: a server reached
+// by name serves that name), or, when the policy is not accepted, a cluster without endpoints
+// that connects nowhere (503), never plaintext. The port is noted for the policy's ancestors.
+func (t *translation) staticBackendTLS(cname string, st *v1alpha1.McpTarget, svc *corev1.Service, p *corev1.ServicePort) (*target, *upstreamTLS) {
+	pk := btlsPort{svc.Namespace, svc.Name, p.Port}
+	bp := t.btlsByPort[pk]
+	var tg *target
+	var u *upstreamTLS
+	if bp.tls == nil {
+		tg = &target{cluster: t.xds.edsCluster(cname), cla: buildLoadAssignment(cname, nil)}
+	} else {
+		host := st.Host
+		if ext := strings.TrimSuffix(svc.Spec.ExternalName, "."); svc.Spec.Type == corev1.ServiceTypeExternalName && ext != "" {
+			host = ext
+		}
+		c := *bp.tls
+		u = &c
+		u.host, u.port, u.h2 = host, st.Port, isH2C(p)
+		tg = t.xds.addressTarget(cname, host, st.Port, u)
+		if u.h2 {
+			tg.cluster.TypedExtensionProtocolOptions = t.xds.upstreamH2C
+		}
+	}
+	tg.btls, tg.btlsPort = bp, &pk
+	return tg, u
 }
 
 // notMultiplexed says why an MCP backend's targets, all of them, cannot go behind the mux
@@ -451,21 +495,22 @@ func muxJSON(spec contract.Mux, gw string) string {
 
 // serviceOfHost returns the Service a static target's host names by its cluster DNS name
 // (NAME.NS.svc or NAME.NS.svc.DOMAIN, DOMAIN being Options.ClusterDomain, in any letter case,
-// with or without the final dot; another domain is not recognised, it keeps the DNS name) and the Service port of that
-// number, when both are among the inputs with at least one EndpointSlice of the Service
-// (Kubernetes: every Service and slice; standalone: those in the files, where a Service alone,
-// as the lab's, keeps the DNS name). A Service name resolves to its ClusterIP, behind which kube-proxy picks a pod per
-// connection: Envoy would see one host, and the requests of a session, spread over connections,
-// would reach pods that do not hold it. Its EndpointSlices instead give Envoy every ready pod, so
-// the ring hash and the session envelope keep a session on its pod. An ExternalName Service and
-// a Service without such a port keep the DNS name (nil port).
+// with or without the final dot; another domain is not recognised, it keeps the DNS name) and the
+// Service port of that number, when both are among the inputs (Kubernetes: every Service and
+// slice; standalone: those in the files). staticMCPTarget reaches it through its EndpointSlices
+// when it has some and is not ExternalName (serviceHasEndpoints): a Service name resolves to its
+// ClusterIP, behind which kube-proxy picks a pod per connection: Envoy would see one host, and
+// the requests of a session, spread over connections, would reach pods that do not hold it. Its
+// EndpointSlices instead give Envoy every ready pod, so the ring hash and the session envelope
+// keep a session on its pod. An ExternalName Service and a Service without slices (the lab's, in
+// its files) keep the DNS name, under the port's BackendTLSPolicy if one applies.
 func (t *translation) serviceOfHost(host string, port int32) (*corev1.Service, *corev1.ServicePort) {
 	ns, name, ok := t.opts.ServiceOfHost(host)
 	if !ok {
 		return nil, nil
 	}
 	svc := t.services[key(ns, name)]
-	if svc == nil || svc.Spec.Type == corev1.ServiceTypeExternalName || len(t.slices[key(svc.Namespace, svc.Name)]) == 0 {
+	if svc == nil {
 		return nil, nil
 	}
 	for i := range svc.Spec.Ports {

@@ -22,7 +22,9 @@ const fileBackendTLS = "e2e-btls.yaml"
 // mcp.backend.example; with a policy wanting another hostname the data plane refuses the
 // certificate (503, a failed handshake on the server); without a policy the gateway speaks
 // plaintext to the TLS server, which serves nothing; with a policy whose ConfigMap is missing the
-// route answers 500 and the server is not reached.
+// route answers 500 and the server is not reached. A static MCP target naming an ExternalName
+// Service (externalName localhost) that a policy targets is reached over TLS as it says, with the
+// hostname as SNI.
 func TestBackendTLSPolicy(t *testing.T) {
 	ca, err := pki.NewCA(time.Now())
 	if err != nil {
@@ -37,13 +39,13 @@ func TestBackendTLSPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	up := startHTTPSServerWith(t, func(c *tls.Config) { c.Certificates = []tls.Certificate{cert} })
-	free, err := freePorts(4)
+	free, err := freePorts(5)
 	if err != nil {
 		t.Fatal(err)
 	}
 	serveTestdata(t, fileBackendTLS, map[string]string{
 		"GATEWAY_PORT": strconv.Itoa(free[0]), "WRONG_NAME_PORT": strconv.Itoa(free[1]), "PLAIN_PORT": strconv.Itoa(free[2]),
-		"MISSING_PORT": strconv.Itoa(free[3]), "SERVER_PORT": portOf(up.srv), "CA_PEM": indentPEM(ca.CertPEM),
+		"MISSING_PORT": strconv.Itoa(free[3]), "EXTERNAL_PORT": strconv.Itoa(free[4]), "SERVER_PORT": portOf(up.srv), "CA_PEM": indentPEM(ca.CertPEM),
 	})
 
 	url := "http://" + addr(free[0]) + "/mcp"
@@ -55,6 +57,19 @@ func TestBackendTLSPolicy(t *testing.T) {
 	for i, r := range seen {
 		if r.sni != "mcp.backend.example" {
 			t.Errorf("request %d (%s) reached the server with SNI %q, want mcp.backend.example (validation.hostname)", i, r.path, r.sni)
+		}
+	}
+
+	// A static MCP target naming the ExternalName Service partner: TLS to its externalName.
+	before := len(up.requests())
+	expectSecureEcho(t, "tools/list through a static target naming an ExternalName Service with a BackendTLSPolicy", "http://"+addr(free[4])+"/mcp")
+	seen = up.requests()[before:]
+	if len(seen) == 0 {
+		t.Fatal("the server served no request through the ExternalName Service")
+	}
+	for i, r := range seen {
+		if r.sni != "mcp.backend.example" {
+			t.Errorf("request %d (%s) through the ExternalName Service reached the server with SNI %q, want mcp.backend.example", i, r.path, r.sni)
 		}
 	}
 
