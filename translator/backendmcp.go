@@ -94,11 +94,14 @@ func (t *translation) translateMCP(bi *backendInfo) (field, msg, note string) {
 			all = append(all, found...)
 			continue
 		}
-		tg, tls := t.staticMCPTarget(cname, spec)
+		tg, tls, ignored := t.staticMCPTarget(bi, i, cname, spec)
 		tg.backend = bi.key
 		mt := mcpTarget{tg: tg, index: i}
 		if tls != nil {
 			mt.note = "reached " + tls.describe()
+		}
+		if ignored != "" {
+			mt.note = strings.TrimPrefix(mt.note+"; "+ignored, "; ")
 		}
 		all = append(all, mt)
 	}
@@ -201,44 +204,57 @@ func targetPathProblem(p string) string {
 	return ""
 }
 
-// staticMCPTarget builds the target of a checked static MCP target: a Service port's EDS cluster
-// when its host names one with EndpointSlices (serviceOfHost), else a host's; over TLS as tls
-// says (nil: plaintext). A BackendTLSPolicy of the Service port its host names applies to either
-// (staticBackendTLS): an ExternalName Service or one without EndpointSlices is no way around it.
-func (t *translation) staticMCPTarget(cname string, spec *v1alpha1.McpTargetSelector) (*target, *upstreamTLS) {
+// staticMCPTarget builds the target of a checked static MCP target, spec.mcp.targets[i] of bi: a
+// Service port's EDS cluster when its host names one with EndpointSlices (serviceOfHost), else a
+// host's; over TLS as tls says (nil: plaintext). A BackendTLSPolicy of the Service port its host
+// names applies to either (staticBackendTLS: an ExternalName Service or one without
+// EndpointSlices is no way around it) and wins over the target's own policies.tls, which is
+// then ignored with a warning (ignored, "field: why", also for the backend's condition): the
+// Service owner's policy says how its Service is reached, and one not accepted fails closed,
+// never overridden into plaintext or unverified TLS.
+func (t *translation) staticMCPTarget(bi *backendInfo, i int, cname string, spec *v1alpha1.McpTargetSelector) (tg *target, tls *upstreamTLS, ignored string) {
 	st := spec.Static
 	tr := transportOf(st.Protocol)
 	path := st.Path
 	if path == "" {
 		path = defaultMCPPath(tr)
 	}
-	tls := tlsFor(st.Host, st.Port, targetTLS(st))
-	var tg *target
+	tls = tlsFor(st.Host, st.Port, targetTLS(st))
 	svc, p := t.serviceOfHost(st.Host, st.Port)
+	var bp *btlsPolicy
+	if p != nil {
+		bp = t.btlsByPort[btlsPort{svc.Namespace, svc.Name, p.Port}]
+	}
+	if bp != nil && targetTLS(st) != nil {
+		b := bi.b
+		w := fmt.Sprintf("not applied: BackendTLSPolicy %s applies to Service %s port %d, which the host names, and takes precedence over the target's own TLS",
+			keyString(bp.p.Namespace, bp.p.Name), keyString(svc.Namespace, svc.Name), p.Port)
+		if bp.tls == nil {
+			w += " (the policy is not accepted: the target connects nowhere, never plaintext or unverified)"
+		}
+		field := "spec.mcp.targets[" + strconv.Itoa(i) + "].static.policies.tls"
+		bi.warnings.add(KindAgentgatewayBackend, b.Namespace, b.Name, field, w)
+		ignored = field + ": " + w
+	}
 	switch {
 	case p != nil && t.serviceHasEndpoints(svc):
 		tg = t.serviceCluster(cname, svc, p)
-		if tls != nil {
-			tls.h2 = isH2C(p)
-		}
-		switch {
-		case tg.btls == nil:
-			t.xds.withTLS(tg, tls)
-		case targetTLS(st) != nil:
-			// the target's own policies.tls wins over a BackendTLSPolicy of the port
-			tg.btls, tg.btlsPort, tg.cla = nil, nil, t.loadAssignment(cname, svc, p)
-			t.xds.withTLS(tg, tls)
-		default:
-			// the port's BackendTLSPolicy wins over the TLS a port 443 implies
+		if tg.btls != nil {
+			// the port's BackendTLSPolicy wins over the target's own TLS and the TLS a port 443 implies
 			tls = tg.btls.tls
+		} else {
+			if tls != nil {
+				tls.h2 = isH2C(p)
+			}
+			t.xds.withTLS(tg, tls)
 		}
-	case p != nil && t.btlsByPort[btlsPort{svc.Namespace, svc.Name, p.Port}] != nil && targetTLS(st) == nil:
+	case bp != nil:
 		tg, tls = t.staticBackendTLS(cname, st, svc, p)
 	default:
 		tg = t.xds.addressTarget(cname, st.Host, st.Port, tls)
 	}
 	tg.setMCP(tr, string(spec.Name), path)
-	return tg, tls
+	return tg, tls, ignored
 }
 
 // serviceHasEndpoints reports whether a static target naming svc gets its EDS cluster: a
