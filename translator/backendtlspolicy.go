@@ -91,6 +91,10 @@ func (t *translation) resolveBackendTLS() {
 		t.validateBackendTLS(bp)
 		for i, ref := range bp.p.Spec.TargetRefs {
 			bt := t.btlsTargetOf(bp.p.Namespace, i, ref)
+			if bt.msg != "" {
+				// said here too: a policy no served Gateway reaches has no status from mcpgate
+				t.st.refuse(KindBackendTLSPolicy, bp.p.Namespace, bp.p.Name, "spec.targetRefs["+strconv.Itoa(i)+"]", bt.msg)
+			}
 			if bt.svc != nil {
 				c := btlsClaim{bp.p.Namespace, bt.svc.Name, string(ptrOr(ref.SectionName))}
 				if w := claims[c]; w != nil && w != bp {
@@ -358,11 +362,14 @@ func (t *translation) notePortGateway(tg *target, gi *gatewayInfo) {
 	walk(tg)
 }
 
-// backendTLSStatuses writes every BackendTLSPolicy's status: one ancestor per Gateway whose
-// routes reach a port it targets (a Service port nobody routes to, or a target not found, is
-// its own ancestor), each with Accepted (True; False Invalid, NoValidCACertificate,
-// TargetNotFound or Conflicted) and ResolvedRefs (True; False InvalidCACertificateRef or
-// InvalidKind).
+// backendTLSStatuses writes the BackendTLSPolicies' status: one ancestor per served Gateway
+// whose routes reach a port the policy targets, each with Accepted (True; False Invalid,
+// NoValidCACertificate, TargetNotFound or Conflicted) and ResolvedRefs (True; False
+// InvalidCACertificateRef or InvalidKind). A policy no served Gateway reaches gets no status
+// from mcpgate (Gateway API: implementations "MUST ONLY populate ancestor status for the
+// Ancestor resources they are responsible for"; another implementation's Gateway may be the
+// one that reaches it): its problems are in Status's problems and warnings, and the Kubernetes
+// provider removes an ancestor it wrote before, keeping other controllers'.
 func (t *translation) backendTLSStatuses() {
 	ctrl := gwv1.GatewayController(t.opts.ControllerName)
 	for _, bp := range t.btlsList {
@@ -413,11 +420,9 @@ func (t *translation) backendTLSStatuses() {
 			for _, gi := range gws {
 				add(gi.ref, c)
 			}
-			if len(gws) == 0 {
-				f := &refFields{group: ref.Group, kind: ref.Kind, ns: gwv1.Namespace(p.Namespace)}
-				add(gwv1.ParentReference{Group: &f.group, Kind: &f.kind, Namespace: &f.ns, Name: ref.Name, SectionName: ref.SectionName}, c)
-			}
 		}
-		t.st.Policies[ObjectKey{Kind: KindBackendTLSPolicy, Namespace: p.Namespace, Name: p.Name}] = st
+		if len(st.Ancestors) > 0 {
+			t.st.Policies[ObjectKey{Kind: KindBackendTLSPolicy, Namespace: p.Namespace, Name: p.Name}] = st
+		}
 	}
 }

@@ -23,7 +23,9 @@ import (
 // the Service as ancestor, Accepted and ResolvedRefs True. The ConfigMap edited is followed at
 // once (its watch causes the pass); deleted, the policy is NoValidCACertificate and
 // InvalidCACertificateRef, and the route's backendRef is refused (500): the cluster is not
-// served, never in plaintext.
+// served, never in plaintext. With the route deleted no Gateway mcpgate serves reaches the
+// policy: mcpgate's ancestor goes (Gateway API: only the ancestors it is responsible for; not
+// the Service instead), another controller's stays.
 func TestBackendTLSPolicy(t *testing.T) {
 	const ctrlName, ns = "test.mcpgate.dev/backend-tls", "backend-tls"
 	classAndNamespace(t, ns, ctrlName)
@@ -118,6 +120,17 @@ spec:
 	eventually(t, "the Service's cluster no longer served", func() error {
 		if _, ok := ads.get(resourcev3.ClusterType, cluster); ok {
 			return fmt.Errorf("cluster %s still served: %q", cluster, ads.names(resourcev3.ClusterType))
+		}
+		return nil
+	})
+	mustKubectl(t, nil, "-n", ns, "patch", "backendtlspolicy", "secure", "--subresource=status", "--type=json", "-p",
+		`[{"op":"add","path":"/status/ancestors/-","value":{"ancestorRef":{"name":"theirs"},"controllerName":"example.com/elsewhere",`+
+			`"conditions":[{"type":"Accepted","status":"True","reason":"Accepted","message":"","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}]`)
+	mustKubectl(t, nil, "-n", ns, "delete", "httproute", "secure")
+	eventually(t, "no ancestor of mcpgate once no served Gateway reaches the policy, the other controller's kept", func() error {
+		a := get(t, types.NamespacedName{Namespace: ns, Name: "secure"}, &gwv1.BackendTLSPolicy{}).Status.Ancestors
+		if len(a) != 1 || a[0].ControllerName != "example.com/elsewhere" || a[0].AncestorRef.Name != "theirs" {
+			return fmt.Errorf("ancestors %+v, want only example.com/elsewhere's", a)
 		}
 		return nil
 	})
