@@ -223,7 +223,7 @@ func (t *translation) staticMCPTarget(bi *backendInfo, i int, cname string, spec
 	svc, p := t.serviceOfHost(st.Host, st.Port)
 	var bp *btlsPolicy
 	if p != nil {
-		bp = t.btlsByPort[btlsPort{svc.Namespace, svc.Name, p.Port}]
+		bp, _ = t.btlsOf(svc, p.Port)
 	}
 	if bp != nil && targetTLS(st) != nil {
 		b := bi.b
@@ -272,8 +272,7 @@ func (t *translation) serviceHasEndpoints(svc *corev1.Service) bool {
 // by name serves that name), or, when the policy is not accepted, a cluster without endpoints
 // that connects nowhere (503), never plaintext. The port is noted for the policy's ancestors.
 func (t *translation) staticBackendTLS(cname string, st *v1alpha1.McpTarget, svc *corev1.Service, p *corev1.ServicePort) (*target, *upstreamTLS) {
-	pk := btlsPort{svc.Namespace, svc.Name, p.Port}
-	bp := t.btlsByPort[pk]
+	bp, pk := t.btlsOf(svc, p.Port)
 	var tg *target
 	var u *upstreamTLS
 	if bp.tls == nil {
@@ -533,6 +532,10 @@ func (t *translation) serviceOfHost(host string, port int32) (*corev1.Service, *
 		if p := &svc.Spec.Ports[i]; p.Port == port && (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) {
 			return svc, p
 		}
+	}
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		// a DNS alias: any port of its externalName is reached through it, declared or not
+		return svc, &corev1.ServicePort{Port: port, Protocol: corev1.ProtocolTCP}
 	}
 	return nil, nil
 }

@@ -121,7 +121,26 @@ func (t *translation) resolveBackendTLS() {
 			}
 			t.btlsByPort[pk] = bp
 		}
+		if c.section == "" && svc.Spec.Type == corev1.ServiceTypeExternalName {
+			t.btlsByPort[btlsPort{c.ns, c.name, anyPort}] = bp
+		}
 	}
+}
+
+// anyPort is the port of a btlsPort that stands for every port of an ExternalName Service that
+// its policy targets whole (without sectionName): a DNS alias reaches any port of its
+// externalName, declared in the Service or not.
+const anyPort = 0
+
+// btlsOf returns the BackendTLSPolicy that applies to port of svc, and the key it applies under:
+// the port's, or for an ExternalName Service targeted whole, anyPort's.
+func (t *translation) btlsOf(svc *corev1.Service, port int32) (*btlsPolicy, btlsPort) {
+	pk := btlsPort{svc.Namespace, svc.Name, port}
+	if bp := t.btlsByPort[pk]; bp != nil || svc.Spec.Type != corev1.ServiceTypeExternalName {
+		return bp, pk
+	}
+	pk.port = anyPort
+	return t.btlsByPort[pk], pk
 }
 
 // ptrOr is *p, or the zero value when p is nil.
@@ -159,6 +178,9 @@ func (t *translation) btlsTargetOf(ns string, i int, ref gwv1.LocalPolicyTargetR
 		if ref.SectionName == nil || *ref.SectionName == "" || sp.Name == string(*ref.SectionName) {
 			bt.ports = append(bt.ports, sp.Port)
 		}
+	}
+	if svc.Spec.Type == corev1.ServiceTypeExternalName && (ref.SectionName == nil || *ref.SectionName == "") {
+		bt.ports = append(bt.ports, anyPort) // its undeclared ports too (anyPort)
 	}
 	switch {
 	case len(bt.ports) > 0:
@@ -305,8 +327,7 @@ func (t *translation) backendTLSCAs(bp *btlsPolicy) string {
 // answers 503, no healthy upstream) rather than in plaintext. The Host header is the client's,
 // as for any Service backend (unlike a static target's, withTLS).
 func (t *translation) applyBackendTLS(tg *target, svc *corev1.Service, p *corev1.ServicePort) {
-	pk := btlsPort{svc.Namespace, svc.Name, p.Port}
-	bp := t.btlsByPort[pk]
+	bp, pk := t.btlsOf(svc, p.Port)
 	if bp == nil {
 		return
 	}
