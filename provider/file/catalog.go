@@ -115,11 +115,13 @@ func (c *catalog) policyKind(apiVersion, kind string) (policy string, maybe bool
 			return "", false
 		}
 	}
-	switch group, _, _ := strings.Cut(apiVersion, "/"); group {
-	case enterprise.GroupVersion.Group:
+	switch group, _, _ := strings.Cut(apiVersion, "/"); {
+	case group == enterprise.GroupVersion.Group:
 		return translator.KindEnterpriseAgentgatewayPolicy, true
-	case v1alpha1.GroupVersion.Group:
+	case group == v1alpha1.GroupVersion.Group:
 		return translator.KindAgentgatewayPolicy, true
+	case group == gwv1.GroupName && strings.Contains(strings.ToLower(kind), "polic"):
+		return "", true // a misspelt BackendTLSPolicy
 	}
 	return "", false
 }

@@ -561,7 +561,7 @@ func (d *decoder) loadDocument(loc Location, doc document) {
 		// what a lenient reading makes of it (a key given twice is only a strict error)
 		lenient, err := yaml.YAMLToJSON(doc.data)
 		if err != nil {
-			lenient = nil
+			lenient = doc.data // only its text tells anything (failClosed)
 		}
 		d.failClosed(loc, lenient, "", msg)
 		return
@@ -649,20 +649,33 @@ func (d *decoder) failClosed(loc Location, js []byte, field, msg string) {
 		APIVersion string `json:"apiVersion"`
 		Kind       string `json:"kind"`
 	}
-	if js != nil && kjson.UnmarshalCaseSensitivePreserveInts(js, &h) != nil {
+	if kjson.UnmarshalCaseSensitivePreserveInts(js, &h) != nil {
 		h.APIVersion, h.Kind = "", ""
 	}
 	kind, maybe := d.cat.policyKind(h.APIVersion, h.Kind)
-	if maybe && (kind == "" || !d.keepUnreadablePolicy(loc, kind, js, field, msg)) {
+	if h.Kind == "" {
+		// a document whose kind does not read is a policy only by its looks: a kustomization
+		// or another tool's YAML in the folder is none
+		maybe = bytes.Contains(js, []byte("targetRefs"))
+	}
+	if !maybe {
+		return
+	}
+	if kind == "" {
 		d.file.blind = true
+		return
+	}
+	if kept, whole := d.keepUnreadablePolicy(loc, kind, js, field, msg); !kept || !whole {
+		d.file.blind = true // a target it names that does not read would be served without it
 	}
 }
 
 // keepUnreadablePolicy keeps what can be read of a policy document of kind that does not load
 // (field and msg say why): its metadata and the targetRefs whose group, kind and name are strings,
 // as an unreadable policy that the translator refuses (translator.Resources.UnreadablePolicies).
-// It reports whether it kept one: not when the name or no targetRef reads.
-func (d *decoder) keepUnreadablePolicy(loc Location, kind string, js []byte, field, msg string) bool {
+// It reports whether it kept one (not when the name or no targetRef reads), and whether every
+// targetRef read (whole).
+func (d *decoder) keepUnreadablePolicy(loc Location, kind string, js []byte, field, msg string) (kept, whole bool) {
 	var doc struct {
 		Metadata struct {
 			Name      any `json:"name"`
@@ -686,8 +699,9 @@ func (d *decoder) keepUnreadablePolicy(loc Location, kind string, js []byte, fie
 			p.Spec.TargetRefs = append(p.Spec.TargetRefs, t)
 		}
 	}
+	whole = len(p.Spec.TargetRefs) == len(doc.Spec.TargetRefs)
 	if p.Name == "" || len(p.Spec.TargetRefs) == 0 {
-		return false
+		return false, whole
 	}
 	if kind == translator.KindEnterpriseAgentgatewayPolicy {
 		p.TypeMeta = metav1.TypeMeta{APIVersion: enterprise.GroupVersion.String(), Kind: kind}
@@ -696,7 +710,7 @@ func (d *decoder) keepUnreadablePolicy(loc Location, kind string, js []byte, fie
 		key: translator.ObjectKey{Kind: kind, Namespace: p.Namespace, Name: p.Name}, loc: loc,
 		value: &translator.Resources{UnreadablePolicies: []translator.UnreadablePolicy{{Policy: p, Field: field, Message: msg}}},
 	})
-	return true
+	return true, whole
 }
 
 // readableKey returns what can be read of the key of js, a document whose header does not

@@ -72,6 +72,12 @@ spec: {ports: [{port: 80}]}
 		{"targetRefs that do not read", policy(ag, "AgentgatewayPolicy", "metadata: {name: p}\nspec: {targetRefs: 3, traffic: {foo: 1}}\n"), "", "", "", true},
 		{"BackendTLSPolicy", policy("gateway.networking.k8s.io/v1", "BackendTLSPolicy", "metadata: {name: b}\nspec:\n"+
 			"  targetRefs: [{group: '', kind: Service, name: svc}]\n  validation: {hostname: a.example, wellKnownCACertificates: System, subjectAltName: []}\n"), "", "", "", true},
+		{"a targetRef that does not read", policy(ag, "AgentgatewayPolicy", "metadata: {name: p}\nspec:\n"+
+			"  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}, {group: gateway.networking.k8s.io, kind: HTTPRoute, name: 123}]\n"+jwt),
+			translator.KindAgentgatewayPolicy, "spec.targetRefs[1].name", "must be a string", true},
+		{"misspelt BackendTLSPolicy", policy("gateway.networking.k8s.io/v1", "BackendTLSPolicies", "metadata: {name: b}\nspec: {targetRefs: []}\n"), "", "", "", true},
+		{"a kustomization", "resources:\n- gw.yaml\n", "", "", "", false},
+		{"a YAML list", "- a\n- b\n", "", "", "", false},
 		{"another kind", policy(ag, "AgentgatewayBackend", "metadata: {name: p}\nspec: {foo: 1}\n"), "", "", "", false},
 		{"another kind in the wrong case", policy("gateway.networking.k8s.io/v1", "HTTPROUTE", "metadata: {name: q}\n"), "", "", "", false},
 	} {
