@@ -172,7 +172,30 @@ func TestWatchBlind(t *testing.T) {
 	if len(l.res.HTTPRoutes) != 0 || !slices.Contains(l.kept, added+": nothing of it is served: it is new and its content was refused") {
 		t.Fatalf("a new blind file: %d routes, kept %q; want it held back whole", len(l.res.HTTPRoutes), l.kept)
 	}
+	// A policy moved from a served file into a new one that does not load: the served file keeps
+	// its served content (with the policy) while the new one is held back.
 	write(t, added, route+"---\n"+strings.Replace(broken, "'false}", "'false']}", 1))
+	if l := next(t, ch); len(l.res.HTTPRoutes) != 1 || len(l.res.Policies) != 1 || l.err != nil {
+		t.Fatalf("fixed: %d routes, %d policies, error %v; want both served", len(l.res.HTTPRoutes), len(l.res.Policies), l.err)
+	}
+	moved := filepath.Join(dir, "moved.yaml")
+	write(t, moved, broken)
+	write(t, added, route)
+	l = next(t, ch)
+	keeps := func(f string) bool {
+		return slices.ContainsFunc(l.kept, func(k string) bool { return strings.HasPrefix(k, f+":") })
+	}
+	for !keeps(moved) || !keeps(added) {
+		if len(l.res.Policies) == 0 {
+			break // served without the policy: failed below
+		}
+		l = next(t, ch) // the two writes may come as two reloads
+	}
+	if len(l.res.HTTPRoutes) != 1 || len(l.res.Policies) != 1 {
+		t.Fatalf("a policy moved into a new file that does not load: %d routes, %d policies (kept %q); want the route with its policy, as served",
+			len(l.res.HTTPRoutes), len(l.res.Policies), l.kept)
+	}
+	write(t, moved, strings.Replace(broken, "'false}", "'false']}", 1))
 	if l := next(t, ch); len(l.res.HTTPRoutes) != 1 || len(l.res.Policies) != 1 || l.err != nil {
 		t.Fatalf("fixed: %d routes, %d policies, error %v; want both served", len(l.res.HTTPRoutes), len(l.res.Policies), l.err)
 	}

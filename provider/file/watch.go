@@ -48,7 +48,8 @@ var ErrBlind = errors.New("not started: a document that does not load may be a p
 // document that does not load and may be a policy whose targets do not read (a YAML syntax error,
 // a policy without a name): there is no last good version to serve instead, and the routes it
 // protects would be served without it. Later, a new file with such a document is held back whole
-// until it loads.
+// until it loads, and the changed files keep their served content meanwhile (the document may be
+// a policy an edit moved out of one of them).
 //
 // fn returns the files, among Sources.Changed and Sources.Added, whose new content must not be
 // served (the pipeline refuses what translating it adds): Watch calls fn again at once with
@@ -209,6 +210,7 @@ func (c *Cache) Load(paths ...string) (*translator.Resources, Sources, error) {
 	l, err := expand(paths, c.previous)
 	c.order, c.errs, c.skipped = l.files, []error{err}, l.skipped
 	seen := make(map[string]bool, len(l.files))
+	blindHeld := false
 	ctx := c.ctx
 	if ctx == nil {
 		ctx = context.Background()
@@ -236,6 +238,16 @@ func (c *Cache) Load(paths ...string) (*translator.Resources, Sources, error) {
 			cf.chosen = cf.served
 		case cf.current.blind && cf.served == nil && c.holdBlind:
 			cf.chosen = &fileObjects{name: name, withheld: true}
+			blindHeld = true
+		}
+	}
+	if blindHeld {
+		// the policy a held back file may hold may be one an edit moved out of a served file:
+		// the changed files keep their served content too, until it loads
+		for _, name := range l.files {
+			if cf := c.files[name]; cf.served != nil {
+				cf.chosen = cf.served
+			}
 		}
 	}
 	for name := range c.files {
