@@ -238,9 +238,11 @@ func (t *translation) validateBackendTLS(bp *btlsPolicy) {
 				return
 			}
 			u.uris = append(u.uris, s)
+		case "":
+			invalid(reasonInvalid, f+".type", "type is required")
+			return
 		default:
-			invalid(reasonInvalid, f+".type", unsupported(san.Type, gwv1.HostnameSubjectAltNameType, gwv1.URISubjectAltNameType)+
-				strings.Repeat("type is required", b2i(san.Type == "")))
+			invalid(reasonInvalid, f+".type", unsupported(san.Type, gwv1.HostnameSubjectAltNameType, gwv1.URISubjectAltNameType))
 			return
 		}
 	}
@@ -276,14 +278,6 @@ func (t *translation) validateBackendTLS(bp *btlsPolicy) {
 		t.st.warnings.add(KindBackendTLSPolicy, p.Namespace, p.Name, "spec.options", bp.note)
 	}
 	bp.tls = u
-}
-
-// b2i is 1 for true, 0 for false.
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // backendTLSCAs reads the CA certificates of a policy's caCertificateRefs, as one PEM bundle
