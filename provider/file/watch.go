@@ -108,12 +108,12 @@ func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, S
 		}
 	}
 	cache := Cache{ctx: ctx}
-	if _, _, err := cache.Load(paths...); len(cache.blind()) > 0 {
+	res, src, err := cache.Load(paths...)
+	if len(cache.blind()) > 0 {
 		return fmt.Errorf("%w\n%w: %s", err, ErrBlind, strings.Join(cache.blind(), ", "))
 	}
-	cache.holdBlind = true
-	load := func() {
-		res, src, err := cache.Load(paths...)
+	cache.holdBlind = true // for the next loads: the first has no file served to hold
+	serve := func(res *translator.Resources, src Sources, err error) {
 		for {
 			hold := fn(res, src, err)
 			if len(hold) == 0 {
@@ -126,7 +126,8 @@ func Watch(ctx context.Context, paths []string, fn func(*translator.Resources, S
 		}
 		cache.Commit()
 	}
-	load()
+	serve(res, src, err)
+	load := func() { serve(cache.Load(paths...)) }
 	timer := time.NewTimer(DebounceDelay)
 	timer.Stop()
 	var pending time.Time // when the first change since the last reload came
